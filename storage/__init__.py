@@ -1,0 +1,1 @@
+"""Partition logs: segments, indexes, recovery, retention, compaction. Knows record batches, not requests."""
