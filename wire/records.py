@@ -430,18 +430,18 @@ def build_batch(records, *, base_offset: int = 0, compression: int = 0, producer
         base_timestamp = first
     parts = []
     last_delta = 0
-    max_ts = NO_TIMESTAMP
+    max_ts = None
     for i, r in enumerate(recs):
         delta = i if r.offset is None else r.offset - base_offset
         if delta < 0 or delta > 0x7FFFFFFF:
             raise ValueError(f"record {i}: offset {r.offset} does not fit a batch with base offset {base_offset}")
         ts = base_timestamp if r.timestamp is None else r.timestamp
-        max_ts = max(max_ts, ts)
+        max_ts = ts if max_ts is None or ts > max_ts else max_ts
         last_delta = max(last_delta, delta)
         parts.append(encode_record(delta, ts - base_timestamp, r.key, r.value, r.headers))
     payload = b"".join(parts)
     if max_timestamp is None:
-        max_timestamp = max_ts
+        max_timestamp = NO_TIMESTAMP if max_ts is None else max_ts
     if compression:
         payload = _compression.compress(compression, payload, level=compression_level)
     attributes = compression & COMPRESSION_MASK
@@ -540,6 +540,8 @@ def decode_legacy_message_set(buf, max_decompressed_size: int | None = None, _in
         else:
             if _inner:
                 raise DecodeError("nested compressed message", "Message.attributes")
+            if codec not in _compression.CODEC_NAMES:
+                raise DecodeError(f"unknown compression codec {codec}", "Message.attributes")
             if value is None:
                 raise DecodeError("compressed wrapper message without a value", "Message.value")
             limit = _compression.MAX_DECOMPRESSED_SIZE if max_decompressed_size is None else max_decompressed_size
