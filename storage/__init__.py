@@ -1,1 +1,21 @@
 """Partition logs: segments, indexes, recovery, retention, compaction. Knows record batches, not requests."""
+
+from .checkpoint import LeaderEpochCache
+from .config import LogConfig
+from .errors import (
+    CorruptRecordError,
+    InvalidRecordError,
+    KafkaStorageError,
+    OffsetOutOfRangeError,
+    RecordBatchTooLargeError,
+    RecordTooLargeError,
+    StorageError,
+)
+from .log import AppendInfo, MemoryPartitionLog, PartitionLog, TimestampAndOffset
+from .manager import LogManager, Storage
+
+__all__ = [
+    "AppendInfo", "CorruptRecordError", "InvalidRecordError", "KafkaStorageError", "LeaderEpochCache", "LogConfig",
+    "LogManager", "MemoryPartitionLog", "OffsetOutOfRangeError", "PartitionLog", "RecordBatchTooLargeError",
+    "RecordTooLargeError", "Storage", "StorageError", "TimestampAndOffset",
+]

@@ -1,0 +1,59 @@
+"""Exceptions the storage layer raises; each carries the Kafka error code the broker should answer with."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class. ``error_code``/``error_name`` are Kafka's (see ../shared/kafka-error-codes.tsv)."""
+
+    error_code = -1
+    error_name = "UNKNOWN_SERVER_ERROR"
+
+
+class CorruptRecordError(StorageError):
+    """A batch whose length does not fit the bytes given or whose CRC32C does not match."""
+
+    error_code = 2
+    error_name = "CORRUPT_MESSAGE"
+
+
+class InvalidRecordError(StorageError):
+    """A well-formed batch Kafka would still refuse: magic != 2, inconsistent offsets/count, control batch from a
+    client, producer id without a sequence."""
+
+    error_code = 87
+    error_name = "INVALID_RECORD"
+
+
+class RecordTooLargeError(StorageError):
+    """One batch larger than ``max.message.bytes``."""
+
+    error_code = 10
+    error_name = "MESSAGE_TOO_LARGE"
+
+
+class RecordBatchTooLargeError(StorageError):
+    """The whole append is larger than ``segment.bytes`` (it could never fit in a segment)."""
+
+    error_code = 18
+    error_name = "RECORD_LIST_TOO_LARGE"
+
+
+class OffsetOutOfRangeError(StorageError):
+    """A read below the log start offset or above the log end offset."""
+
+    error_code = 1
+    error_name = "OFFSET_OUT_OF_RANGE"
+
+    def __init__(self, offset: int, log_start_offset: int, log_end_offset: int):
+        super().__init__(f"offset {offset} is outside [{log_start_offset}, {log_end_offset}]")
+        self.offset = offset
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+
+
+class KafkaStorageError(StorageError):
+    """An OSError while writing or reading the log (disk full, I/O error, closed log)."""
+
+    error_code = 56
+    error_name = "KAFKA_STORAGE_ERROR"
