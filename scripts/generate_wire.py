@@ -542,7 +542,7 @@ class Gen:
             "from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from",
             "",
             "from wire.errors import DecodeError as _DecodeError",
-            "from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message,"
+            "from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message,"
             " UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,",
             "    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,",
             "    truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)",
@@ -628,13 +628,16 @@ class Gen:
             lines.append(f"        {sp},")
         lines.append("    )")
         lines.append("")
-        params = [f"{f.attr}={f.default_literal()}" for f in st.fields] + ["unknown_tagged_fields=None"]
+        # lists and structs get a fresh default per object; ``_D`` marks "not given" (None means null)
+        fresh = [f for f in st.fields if (f.is_array or f.struct is not None) and not f.default_is_null()]
+        params = [f"{f.attr}={'_D' if f in fresh else f.default_literal()}" for f in st.fields]
+        params.append("unknown_tagged_fields=None")
         lines.append(f"    def __init__(self, {', '.join(params)}):")
         for f in st.fields:
-            if f.is_array and not f.default_is_null():
-                lines.append(f"        self.{f.attr} = [] if {f.attr} is None else {f.attr}")
-            elif f.struct is not None and not f.default_is_null():
-                lines.append(f"        self.{f.attr} = {f.struct.name}() if {f.attr} is None else {f.attr}")
+            if f in fresh and f.is_array:
+                lines.append(f"        self.{f.attr} = [] if {f.attr} is _D else {f.attr}")
+            elif f in fresh:
+                lines.append(f"        self.{f.attr} = {f.struct.name}() if {f.attr} is _D else {f.attr}")
             else:
                 lines.append(f"        self.{f.attr} = {f.attr}")
         lines.append("        self.unknown_tagged_fields = unknown_tagged_fields")

@@ -21,6 +21,18 @@ I64 = struct.Struct(">q")
 F64 = struct.Struct(">d")
 
 ZERO_UUID = uuid.UUID(int=0)
+
+
+class _Default:
+    """Marks a constructor argument that was not given (so None can mean null)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "DEFAULT"
+
+
+DEFAULT = _Default()
 _UUID_NEW = object.__new__
 _SETATTR = object.__setattr__
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -35,12 +35,12 @@ class AddPartitionsToTxnRequest(_Message):
         ('v3_and_below_topics', 'V3AndBelowTopics', '[]AddPartitionsToTxnTopic', 0, 3, 1, 0, None, 1, 0, 'AddPartitionsToTxnTopic', None),
     )
 
-    def __init__(self, transactions=None, v3_and_below_transactional_id='', v3_and_below_producer_id=0, v3_and_below_producer_epoch=0, v3_and_below_topics=None, unknown_tagged_fields=None):
-        self.transactions = [] if transactions is None else transactions
+    def __init__(self, transactions=_D, v3_and_below_transactional_id='', v3_and_below_producer_id=0, v3_and_below_producer_epoch=0, v3_and_below_topics=_D, unknown_tagged_fields=None):
+        self.transactions = [] if transactions is _D else transactions
         self.v3_and_below_transactional_id = v3_and_below_transactional_id
         self.v3_and_below_producer_id = v3_and_below_producer_id
         self.v3_and_below_producer_epoch = v3_and_below_producer_epoch
-        self.v3_and_below_topics = [] if v3_and_below_topics is None else v3_and_below_topics
+        self.v3_and_below_topics = [] if v3_and_below_topics is _D else v3_and_below_topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -54,9 +54,9 @@ class AddPartitionsToTxnTopic(_Message):
         ('partitions', 'Partitions', '[]int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partitions=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -73,12 +73,12 @@ class AddPartitionsToTxnTransaction(_Message):
         ('topics', 'Topics', '[]AddPartitionsToTxnTopic', 4, 32767, 1, 0, None, 1, 0, 'AddPartitionsToTxnTopic', None),
     )
 
-    def __init__(self, transactional_id='', producer_id=0, producer_epoch=0, verify_only=False, topics=None, unknown_tagged_fields=None):
+    def __init__(self, transactional_id='', producer_id=0, producer_epoch=0, verify_only=False, topics=_D, unknown_tagged_fields=None):
         self.transactional_id = transactional_id
         self.producer_id = producer_id
         self.producer_epoch = producer_epoch
         self.verify_only = verify_only
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -34,11 +34,11 @@ class AddPartitionsToTxnResponse(_Message):
         ('results_by_topic_v3_and_below', 'ResultsByTopicV3AndBelow', '[]AddPartitionsToTxnTopicResult', 0, 3, 1, 0, None, 1, 0, 'AddPartitionsToTxnTopicResult', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, results_by_transaction=None, results_by_topic_v3_and_below=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, results_by_transaction=_D, results_by_topic_v3_and_below=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
-        self.results_by_transaction = [] if results_by_transaction is None else results_by_transaction
-        self.results_by_topic_v3_and_below = [] if results_by_topic_v3_and_below is None else results_by_topic_v3_and_below
+        self.results_by_transaction = [] if results_by_transaction is _D else results_by_transaction
+        self.results_by_topic_v3_and_below = [] if results_by_topic_v3_and_below is _D else results_by_topic_v3_and_below
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -68,9 +68,9 @@ class AddPartitionsToTxnTopicResult(_Message):
         ('results_by_partition', 'ResultsByPartition', '[]AddPartitionsToTxnPartitionResult', 0, 32767, 1, 0, None, 1, 0, 'AddPartitionsToTxnPartitionResult', None),
     )
 
-    def __init__(self, name='', results_by_partition=None, unknown_tagged_fields=None):
+    def __init__(self, name='', results_by_partition=_D, unknown_tagged_fields=None):
         self.name = name
-        self.results_by_partition = [] if results_by_partition is None else results_by_partition
+        self.results_by_partition = [] if results_by_partition is _D else results_by_partition
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -84,9 +84,9 @@ class AddPartitionsToTxnResult(_Message):
         ('topic_results', 'TopicResults', '[]AddPartitionsToTxnTopicResult', 4, 32767, 1, 0, None, 1, 0, 'AddPartitionsToTxnTopicResult', None),
     )
 
-    def __init__(self, transactional_id='', topic_results=None, unknown_tagged_fields=None):
+    def __init__(self, transactional_id='', topic_results=_D, unknown_tagged_fields=None):
         self.transactional_id = transactional_id
-        self.topic_results = [] if topic_results is None else topic_results
+        self.topic_results = [] if topic_results is _D else topic_results
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -35,12 +35,12 @@ class AddRaftVoterRequest(_Message):
         ('listeners', 'Listeners', '[]Listener', 0, 32767, 1, 0, None, 1, 0, 'Listener', None),
     )
 
-    def __init__(self, cluster_id='', timeout_ms=0, voter_id=0, voter_directory_id=_ZERO_UUID, listeners=None, unknown_tagged_fields=None):
+    def __init__(self, cluster_id='', timeout_ms=0, voter_id=0, voter_directory_id=_ZERO_UUID, listeners=_D, unknown_tagged_fields=None):
         self.cluster_id = cluster_id
         self.timeout_ms = timeout_ms
         self.voter_id = voter_id
         self.voter_directory_id = voter_directory_id
-        self.listeners = [] if listeners is None else listeners
+        self.listeners = [] if listeners is _D else listeners
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -32,8 +32,8 @@ class AlterClientQuotasRequest(_Message):
         ('validate_only', 'ValidateOnly', 'bool', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, entries=None, validate_only=False, unknown_tagged_fields=None):
-        self.entries = [] if entries is None else entries
+    def __init__(self, entries=_D, validate_only=False, unknown_tagged_fields=None):
+        self.entries = [] if entries is _D else entries
         self.validate_only = validate_only
         self.unknown_tagged_fields = unknown_tagged_fields
 
@@ -82,9 +82,9 @@ class EntryData(_Message):
         ('ops', 'Ops', '[]OpData', 0, 32767, 1, 0, None, 1, 0, 'OpData', None),
     )
 
-    def __init__(self, entity=None, ops=None, unknown_tagged_fields=None):
-        self.entity = [] if entity is None else entity
-        self.ops = [] if ops is None else ops
+    def __init__(self, entity=_D, ops=_D, unknown_tagged_fields=None):
+        self.entity = [] if entity is _D else entity
+        self.ops = [] if ops is _D else ops
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -32,9 +32,9 @@ class AlterClientQuotasResponse(_Message):
         ('entries', 'Entries', '[]EntryData', 0, 32767, 1, 0, None, 1, 0, 'EntryData', None),
     )
 
-    def __init__(self, throttle_time_ms=0, entries=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, entries=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
-        self.entries = [] if entries is None else entries
+        self.entries = [] if entries is _D else entries
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -65,10 +65,10 @@ class EntryData(_Message):
         ('entity', 'Entity', '[]EntityData', 0, 32767, 1, 0, None, 1, 0, 'EntityData', None),
     )
 
-    def __init__(self, error_code=0, error_message='', entity=None, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, error_message='', entity=_D, unknown_tagged_fields=None):
         self.error_code = error_code
         self.error_message = error_message
-        self.entity = [] if entity is None else entity
+        self.entity = [] if entity is _D else entity
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

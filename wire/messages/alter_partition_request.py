@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -39,10 +39,10 @@ class AlterPartitionRequest(_Message):
         ('topics', 'Topics', '[]TopicData', 0, 32767, 1, 0, None, 1, 0, 'TopicData', None),
     )
 
-    def __init__(self, broker_id=0, broker_epoch=-1, topics=None, unknown_tagged_fields=None):
+    def __init__(self, broker_id=0, broker_epoch=-1, topics=_D, unknown_tagged_fields=None):
         self.broker_id = broker_id
         self.broker_epoch = broker_epoch
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -76,11 +76,11 @@ class PartitionData(_Message):
         ('partition_epoch', 'PartitionEpoch', 'int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, partition_index=0, leader_epoch=0, new_isr=None, new_isr_with_epochs=None, leader_recovery_state=0, partition_epoch=0, unknown_tagged_fields=None):
+    def __init__(self, partition_index=0, leader_epoch=0, new_isr=_D, new_isr_with_epochs=_D, leader_recovery_state=0, partition_epoch=0, unknown_tagged_fields=None):
         self.partition_index = partition_index
         self.leader_epoch = leader_epoch
-        self.new_isr = [] if new_isr is None else new_isr
-        self.new_isr_with_epochs = [] if new_isr_with_epochs is None else new_isr_with_epochs
+        self.new_isr = [] if new_isr is _D else new_isr
+        self.new_isr_with_epochs = [] if new_isr_with_epochs is _D else new_isr_with_epochs
         self.leader_recovery_state = leader_recovery_state
         self.partition_epoch = partition_epoch
         self.unknown_tagged_fields = unknown_tagged_fields
@@ -97,10 +97,10 @@ class TopicData(_Message):
         ('partitions', 'Partitions', '[]PartitionData', 0, 32767, 1, 0, None, 1, 0, 'PartitionData', None),
     )
 
-    def __init__(self, topic_name='', topic_id=_ZERO_UUID, partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic_name='', topic_id=_ZERO_UUID, partitions=_D, unknown_tagged_fields=None):
         self.topic_name = topic_name
         self.topic_id = topic_id
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -49,13 +49,13 @@ class ApiVersionsResponse(_Message):
         ('zk_migration_ready', 'ZkMigrationReady', 'bool', 3, 32767, 1, 0, 3, 3, 32767, None, None),
     )
 
-    def __init__(self, error_code=0, api_keys=None, throttle_time_ms=0, supported_features=None, finalized_features_epoch=-1, finalized_features=None, zk_migration_ready=False, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, api_keys=_D, throttle_time_ms=0, supported_features=_D, finalized_features_epoch=-1, finalized_features=_D, zk_migration_ready=False, unknown_tagged_fields=None):
         self.error_code = error_code
-        self.api_keys = [] if api_keys is None else api_keys
+        self.api_keys = [] if api_keys is _D else api_keys
         self.throttle_time_ms = throttle_time_ms
-        self.supported_features = [] if supported_features is None else supported_features
+        self.supported_features = [] if supported_features is _D else supported_features
         self.finalized_features_epoch = finalized_features_epoch
-        self.finalized_features = [] if finalized_features is None else finalized_features
+        self.finalized_features = [] if finalized_features is _D else finalized_features
         self.zk_migration_ready = zk_migration_ready
         self.unknown_tagged_fields = unknown_tagged_fields
 

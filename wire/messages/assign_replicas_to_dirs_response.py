@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -30,10 +30,10 @@ class AssignReplicasToDirsResponse(_Message):
         ('directories', 'Directories', '[]DirectoryData', 0, 32767, 1, 0, None, 1, 0, 'DirectoryData', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, directories=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, directories=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
-        self.directories = [] if directories is None else directories
+        self.directories = [] if directories is _D else directories
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -63,9 +63,9 @@ class TopicData(_Message):
         ('partitions', 'Partitions', '[]PartitionData', 0, 32767, 1, 0, None, 1, 0, 'PartitionData', None),
     )
 
-    def __init__(self, topic_id=_ZERO_UUID, partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic_id=_ZERO_UUID, partitions=_D, unknown_tagged_fields=None):
         self.topic_id = topic_id
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -79,9 +79,9 @@ class DirectoryData(_Message):
         ('topics', 'Topics', '[]TopicData', 0, 32767, 1, 0, None, 1, 0, 'TopicData', None),
     )
 
-    def __init__(self, id=_ZERO_UUID, topics=None, unknown_tagged_fields=None):
+    def __init__(self, id=_ZERO_UUID, topics=_D, unknown_tagged_fields=None):
         self.id = id
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

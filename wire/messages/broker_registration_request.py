@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -48,15 +48,15 @@ class BrokerRegistrationRequest(_Message):
         ('previous_broker_epoch', 'PreviousBrokerEpoch', 'int64', 3, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, broker_id=0, cluster_id='', incarnation_id=_ZERO_UUID, listeners=None, features=None, rack='', is_migrating_zk_broker=False, log_dirs=None, previous_broker_epoch=-1, unknown_tagged_fields=None):
+    def __init__(self, broker_id=0, cluster_id='', incarnation_id=_ZERO_UUID, listeners=_D, features=_D, rack='', is_migrating_zk_broker=False, log_dirs=_D, previous_broker_epoch=-1, unknown_tagged_fields=None):
         self.broker_id = broker_id
         self.cluster_id = cluster_id
         self.incarnation_id = incarnation_id
-        self.listeners = [] if listeners is None else listeners
-        self.features = [] if features is None else features
+        self.listeners = [] if listeners is _D else listeners
+        self.features = [] if features is _D else features
         self.rack = rack
         self.is_migrating_zk_broker = is_migrating_zk_broker
-        self.log_dirs = [] if log_dirs is None else log_dirs
+        self.log_dirs = [] if log_dirs is _D else log_dirs
         self.previous_broker_epoch = previous_broker_epoch
         self.unknown_tagged_fields = unknown_tagged_fields
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -35,9 +35,9 @@ class ConsumerGroupDescribeResponse(_Message):
         ('groups', 'Groups', '[]DescribedGroup', 0, 32767, 1, 0, None, 1, 0, 'DescribedGroup', None),
     )
 
-    def __init__(self, throttle_time_ms=0, groups=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, groups=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
-        self.groups = [] if groups is None else groups
+        self.groups = [] if groups is _D else groups
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -52,10 +52,10 @@ class TopicPartitions(_Message):
         ('partitions', 'Partitions', '[]int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topic_id=_ZERO_UUID, topic_name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic_id=_ZERO_UUID, topic_name='', partitions=_D, unknown_tagged_fields=None):
         self.topic_id = topic_id
         self.topic_name = topic_name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -68,8 +68,8 @@ class Assignment(_Message):
         ('topic_partitions', 'TopicPartitions', '[]TopicPartitions', 0, 32767, 1, 0, None, 1, 0, 'TopicPartitions', None),
     )
 
-    def __init__(self, topic_partitions=None, unknown_tagged_fields=None):
-        self.topic_partitions = [] if topic_partitions is None else topic_partitions
+    def __init__(self, topic_partitions=_D, unknown_tagged_fields=None):
+        self.topic_partitions = [] if topic_partitions is _D else topic_partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -91,17 +91,17 @@ class Member(_Message):
         ('target_assignment', 'TargetAssignment', 'Assignment', 0, 32767, 1, 0, None, 1, 0, 'Assignment', None),
     )
 
-    def __init__(self, member_id='', instance_id=None, rack_id=None, member_epoch=0, client_id='', client_host='', subscribed_topic_names=None, subscribed_topic_regex=None, assignment=None, target_assignment=None, unknown_tagged_fields=None):
+    def __init__(self, member_id='', instance_id=None, rack_id=None, member_epoch=0, client_id='', client_host='', subscribed_topic_names=_D, subscribed_topic_regex=None, assignment=_D, target_assignment=_D, unknown_tagged_fields=None):
         self.member_id = member_id
         self.instance_id = instance_id
         self.rack_id = rack_id
         self.member_epoch = member_epoch
         self.client_id = client_id
         self.client_host = client_host
-        self.subscribed_topic_names = [] if subscribed_topic_names is None else subscribed_topic_names
+        self.subscribed_topic_names = [] if subscribed_topic_names is _D else subscribed_topic_names
         self.subscribed_topic_regex = subscribed_topic_regex
-        self.assignment = Assignment() if assignment is None else assignment
-        self.target_assignment = Assignment() if target_assignment is None else target_assignment
+        self.assignment = Assignment() if assignment is _D else assignment
+        self.target_assignment = Assignment() if target_assignment is _D else target_assignment
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -122,7 +122,7 @@ class DescribedGroup(_Message):
         ('authorized_operations', 'AuthorizedOperations', 'int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, error_code=0, error_message=None, group_id='', group_state='', group_epoch=0, assignment_epoch=0, assignor_name='', members=None, authorized_operations=-2147483648, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, error_message=None, group_id='', group_state='', group_epoch=0, assignment_epoch=0, assignor_name='', members=_D, authorized_operations=-2147483648, unknown_tagged_fields=None):
         self.error_code = error_code
         self.error_message = error_message
         self.group_id = group_id
@@ -130,7 +130,7 @@ class DescribedGroup(_Message):
         self.group_epoch = group_epoch
         self.assignment_epoch = assignment_epoch
         self.assignor_name = assignor_name
-        self.members = [] if members is None else members
+        self.members = [] if members is _D else members
         self.authorized_operations = authorized_operations
         self.unknown_tagged_fields = unknown_tagged_fields
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -58,9 +58,9 @@ class TopicPartitions(_Message):
         ('partitions', 'Partitions', '[]int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topic_id=_ZERO_UUID, partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic_id=_ZERO_UUID, partitions=_D, unknown_tagged_fields=None):
         self.topic_id = topic_id
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -73,8 +73,8 @@ class Assignment(_Message):
         ('topic_partitions', 'TopicPartitions', '[]TopicPartitions', 0, 32767, 1, 0, None, 1, 0, 'TopicPartitions', None),
     )
 
-    def __init__(self, topic_partitions=None, unknown_tagged_fields=None):
-        self.topic_partitions = [] if topic_partitions is None else topic_partitions
+    def __init__(self, topic_partitions=_D, unknown_tagged_fields=None):
+        self.topic_partitions = [] if topic_partitions is _D else topic_partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -36,16 +36,16 @@ class ConsumerGroupMemberMetadataValue(_Message):
         ('classic_member_metadata', 'ClassicMemberMetadata', 'ClassicMemberMetadata', 0, 32767, 0, 32767, 0, 0, 32767, 'ClassicMemberMetadata', None),
     )
 
-    def __init__(self, instance_id='', rack_id='', client_id='', client_host='', subscribed_topic_names=None, subscribed_topic_regex='', rebalance_timeout_ms=-1, server_assignor='', classic_member_metadata=None, unknown_tagged_fields=None):
+    def __init__(self, instance_id='', rack_id='', client_id='', client_host='', subscribed_topic_names=_D, subscribed_topic_regex='', rebalance_timeout_ms=-1, server_assignor='', classic_member_metadata=_D, unknown_tagged_fields=None):
         self.instance_id = instance_id
         self.rack_id = rack_id
         self.client_id = client_id
         self.client_host = client_host
-        self.subscribed_topic_names = [] if subscribed_topic_names is None else subscribed_topic_names
+        self.subscribed_topic_names = [] if subscribed_topic_names is _D else subscribed_topic_names
         self.subscribed_topic_regex = subscribed_topic_regex
         self.rebalance_timeout_ms = rebalance_timeout_ms
         self.server_assignor = server_assignor
-        self.classic_member_metadata = ClassicMemberMetadata() if classic_member_metadata is None else classic_member_metadata
+        self.classic_member_metadata = ClassicMemberMetadata() if classic_member_metadata is _D else classic_member_metadata
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -75,9 +75,9 @@ class ClassicMemberMetadata(_Message):
         ('supported_protocols', 'SupportedProtocols', '[]ClassicProtocol', 0, 32767, 1, 0, None, 1, 0, 'ClassicProtocol', None),
     )
 
-    def __init__(self, session_timeout_ms=0, supported_protocols=None, unknown_tagged_fields=None):
+    def __init__(self, session_timeout_ms=0, supported_protocols=_D, unknown_tagged_fields=None):
         self.session_timeout_ms = session_timeout_ms
-        self.supported_protocols = [] if supported_protocols is None else supported_protocols
+        self.supported_protocols = [] if supported_protocols is _D else supported_protocols
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

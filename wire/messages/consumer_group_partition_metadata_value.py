@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -28,8 +28,8 @@ class ConsumerGroupPartitionMetadataValue(_Message):
         ('topics', 'Topics', '[]TopicMetadata', 0, 32767, 1, 0, None, 1, 0, 'TopicMetadata', None),
     )
 
-    def __init__(self, topics=None, unknown_tagged_fields=None):
-        self.topics = [] if topics is None else topics
+    def __init__(self, topics=_D, unknown_tagged_fields=None):
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -43,9 +43,9 @@ class PartitionMetadata(_Message):
         ('racks', 'Racks', '[]string', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, partition=0, racks=None, unknown_tagged_fields=None):
+    def __init__(self, partition=0, racks=_D, unknown_tagged_fields=None):
         self.partition = partition
-        self.racks = [] if racks is None else racks
+        self.racks = [] if racks is _D else racks
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -61,11 +61,11 @@ class TopicMetadata(_Message):
         ('partition_metadata', 'PartitionMetadata', '[]PartitionMetadata', 0, 32767, 1, 0, None, 1, 0, 'PartitionMetadata', None),
     )
 
-    def __init__(self, topic_id=_ZERO_UUID, topic_name='', num_partitions=0, partition_metadata=None, unknown_tagged_fields=None):
+    def __init__(self, topic_id=_ZERO_UUID, topic_name='', num_partitions=0, partition_metadata=_D, unknown_tagged_fields=None):
         self.topic_id = topic_id
         self.topic_name = topic_name
         self.num_partitions = num_partitions
-        self.partition_metadata = [] if partition_metadata is None else partition_metadata
+        self.partition_metadata = [] if partition_metadata is _D else partition_metadata
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

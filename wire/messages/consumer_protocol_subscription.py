@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -32,10 +32,10 @@ class ConsumerProtocolSubscription(_Message):
         ('rack_id', 'RackId', 'string', 3, 32767, 3, 32767, None, 1, 0, None, None),
     )
 
-    def __init__(self, topics=None, user_data=None, owned_partitions=None, generation_id=-1, rack_id=None, unknown_tagged_fields=None):
-        self.topics = [] if topics is None else topics
+    def __init__(self, topics=_D, user_data=None, owned_partitions=_D, generation_id=-1, rack_id=None, unknown_tagged_fields=None):
+        self.topics = [] if topics is _D else topics
         self.user_data = user_data
-        self.owned_partitions = [] if owned_partitions is None else owned_partitions
+        self.owned_partitions = [] if owned_partitions is _D else owned_partitions
         self.generation_id = generation_id
         self.rack_id = rack_id
         self.unknown_tagged_fields = unknown_tagged_fields
@@ -51,9 +51,9 @@ class TopicPartition(_Message):
         ('partitions', 'Partitions', '[]int32', 1, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topic='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic='', partitions=_D, unknown_tagged_fields=None):
         self.topic = topic
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

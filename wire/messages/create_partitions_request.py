@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -33,8 +33,8 @@ class CreatePartitionsRequest(_Message):
         ('validate_only', 'ValidateOnly', 'bool', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topics=None, timeout_ms=0, validate_only=False, unknown_tagged_fields=None):
-        self.topics = [] if topics is None else topics
+    def __init__(self, topics=_D, timeout_ms=0, validate_only=False, unknown_tagged_fields=None):
+        self.topics = [] if topics is _D else topics
         self.timeout_ms = timeout_ms
         self.validate_only = validate_only
         self.unknown_tagged_fields = unknown_tagged_fields
@@ -49,8 +49,8 @@ class CreatePartitionsAssignment(_Message):
         ('broker_ids', 'BrokerIds', '[]int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, broker_ids=None, unknown_tagged_fields=None):
-        self.broker_ids = [] if broker_ids is None else broker_ids
+    def __init__(self, broker_ids=_D, unknown_tagged_fields=None):
+        self.broker_ids = [] if broker_ids is _D else broker_ids
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -65,10 +65,10 @@ class CreatePartitionsTopic(_Message):
         ('assignments', 'Assignments', '[]CreatePartitionsAssignment', 0, 32767, 0, 32767, None, 1, 0, 'CreatePartitionsAssignment', None),
     )
 
-    def __init__(self, name='', count=0, assignments=None, unknown_tagged_fields=None):
+    def __init__(self, name='', count=0, assignments=_D, unknown_tagged_fields=None):
         self.name = name
         self.count = count
-        self.assignments = [] if assignments is None else assignments
+        self.assignments = [] if assignments is _D else assignments
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -36,8 +36,8 @@ class CreateTopicsRequest(_Message):
         ('validate_only', 'validateOnly', 'bool', 1, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topics=None, timeout_ms=60000, validate_only=False, unknown_tagged_fields=None):
-        self.topics = [] if topics is None else topics
+    def __init__(self, topics=_D, timeout_ms=60000, validate_only=False, unknown_tagged_fields=None):
+        self.topics = [] if topics is _D else topics
         self.timeout_ms = timeout_ms
         self.validate_only = validate_only
         self.unknown_tagged_fields = unknown_tagged_fields
@@ -53,9 +53,9 @@ class CreatableReplicaAssignment(_Message):
         ('broker_ids', 'BrokerIds', '[]int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, partition_index=0, broker_ids=None, unknown_tagged_fields=None):
+    def __init__(self, partition_index=0, broker_ids=_D, unknown_tagged_fields=None):
         self.partition_index = partition_index
-        self.broker_ids = [] if broker_ids is None else broker_ids
+        self.broker_ids = [] if broker_ids is _D else broker_ids
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -88,12 +88,12 @@ class CreatableTopic(_Message):
         ('configs', 'Configs', '[]CreatableTopicConfig', 0, 32767, 1, 0, None, 1, 0, 'CreatableTopicConfig', None),
     )
 
-    def __init__(self, name='', num_partitions=0, replication_factor=0, assignments=None, configs=None, unknown_tagged_fields=None):
+    def __init__(self, name='', num_partitions=0, replication_factor=0, assignments=_D, configs=_D, unknown_tagged_fields=None):
         self.name = name
         self.num_partitions = num_partitions
         self.replication_factor = replication_factor
-        self.assignments = [] if assignments is None else assignments
-        self.configs = [] if configs is None else configs
+        self.assignments = [] if assignments is _D else assignments
+        self.configs = [] if configs is _D else configs
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

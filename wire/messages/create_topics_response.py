@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -38,9 +38,9 @@ class CreateTopicsResponse(_Message):
         ('topics', 'Topics', '[]CreatableTopicResult', 0, 32767, 1, 0, None, 1, 0, 'CreatableTopicResult', None),
     )
 
-    def __init__(self, throttle_time_ms=0, topics=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, topics=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -82,7 +82,7 @@ class CreatableTopicResult(_Message):
         ('configs', 'Configs', '[]CreatableTopicConfigs', 5, 32767, 5, 32767, None, 1, 0, 'CreatableTopicConfigs', None),
     )
 
-    def __init__(self, name='', topic_id=_ZERO_UUID, error_code=0, error_message='', topic_config_error_code=0, num_partitions=-1, replication_factor=-1, configs=None, unknown_tagged_fields=None):
+    def __init__(self, name='', topic_id=_ZERO_UUID, error_code=0, error_message='', topic_config_error_code=0, num_partitions=-1, replication_factor=-1, configs=_D, unknown_tagged_fields=None):
         self.name = name
         self.topic_id = topic_id
         self.error_code = error_code
@@ -90,7 +90,7 @@ class CreatableTopicResult(_Message):
         self.topic_config_error_code = topic_config_error_code
         self.num_partitions = num_partitions
         self.replication_factor = replication_factor
-        self.configs = [] if configs is None else configs
+        self.configs = [] if configs is _D else configs
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -38,9 +38,9 @@ class DeleteAclsResponse(_Message):
         ('filter_results', 'FilterResults', '[]DeleteAclsFilterResult', 0, 32767, 1, 0, None, 1, 0, 'DeleteAclsFilterResult', None),
     )
 
-    def __init__(self, throttle_time_ms=0, filter_results=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, filter_results=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
-        self.filter_results = [] if filter_results is None else filter_results
+        self.filter_results = [] if filter_results is _D else filter_results
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -85,10 +85,10 @@ class DeleteAclsFilterResult(_Message):
         ('matching_acls', 'MatchingAcls', '[]DeleteAclsMatchingAcl', 0, 32767, 1, 0, None, 1, 0, 'DeleteAclsMatchingAcl', None),
     )
 
-    def __init__(self, error_code=0, error_message='', matching_acls=None, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, error_message='', matching_acls=_D, unknown_tagged_fields=None):
         self.error_code = error_code
         self.error_message = error_message
-        self.matching_acls = [] if matching_acls is None else matching_acls
+        self.matching_acls = [] if matching_acls is _D else matching_acls
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

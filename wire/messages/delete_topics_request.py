@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -30,9 +30,9 @@ class DeleteTopicsRequest(_Message):
         ('timeout_ms', 'TimeoutMs', 'int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topics=None, topic_names=None, timeout_ms=0, unknown_tagged_fields=None):
-        self.topics = [] if topics is None else topics
-        self.topic_names = [] if topic_names is None else topic_names
+    def __init__(self, topics=_D, topic_names=_D, timeout_ms=0, unknown_tagged_fields=None):
+        self.topics = [] if topics is _D else topics
+        self.topic_names = [] if topic_names is _D else topic_names
         self.timeout_ms = timeout_ms
         self.unknown_tagged_fields = unknown_tagged_fields
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -37,11 +37,11 @@ class DescribeAclsResponse(_Message):
         ('resources', 'Resources', '[]DescribeAclsResource', 0, 32767, 1, 0, None, 1, 0, 'DescribeAclsResource', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, error_message='', resources=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, error_message='', resources=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
         self.error_message = error_message
-        self.resources = [] if resources is None else resources
+        self.resources = [] if resources is _D else resources
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -77,11 +77,11 @@ class DescribeAclsResource(_Message):
         ('acls', 'Acls', '[]AclDescription', 0, 32767, 1, 0, None, 1, 0, 'AclDescription', None),
     )
 
-    def __init__(self, resource_type=0, resource_name='', pattern_type=3, acls=None, unknown_tagged_fields=None):
+    def __init__(self, resource_type=0, resource_name='', pattern_type=3, acls=_D, unknown_tagged_fields=None):
         self.resource_type = resource_type
         self.resource_name = resource_name
         self.pattern_type = pattern_type
-        self.acls = [] if acls is None else acls
+        self.acls = [] if acls is _D else acls
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

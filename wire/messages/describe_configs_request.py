@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -36,8 +36,8 @@ class DescribeConfigsRequest(_Message):
         ('include_documentation', 'IncludeDocumentation', 'bool', 3, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, resources=None, include_synonyms=False, include_documentation=False, unknown_tagged_fields=None):
-        self.resources = [] if resources is None else resources
+    def __init__(self, resources=_D, include_synonyms=False, include_documentation=False, unknown_tagged_fields=None):
+        self.resources = [] if resources is _D else resources
         self.include_synonyms = include_synonyms
         self.include_documentation = include_documentation
         self.unknown_tagged_fields = unknown_tagged_fields
@@ -54,10 +54,10 @@ class DescribeConfigsResource(_Message):
         ('configuration_keys', 'ConfigurationKeys', '[]string', 0, 32767, 0, 32767, None, 1, 0, None, None),
     )
 
-    def __init__(self, resource_type=0, resource_name='', configuration_keys=None, unknown_tagged_fields=None):
+    def __init__(self, resource_type=0, resource_name='', configuration_keys=_D, unknown_tagged_fields=None):
         self.resource_type = resource_type
         self.resource_name = resource_name
-        self.configuration_keys = [] if configuration_keys is None else configuration_keys
+        self.configuration_keys = [] if configuration_keys is _D else configuration_keys
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -41,9 +41,9 @@ class DescribeConfigsResponse(_Message):
         ('results', 'Results', '[]DescribeConfigsResult', 0, 32767, 1, 0, None, 1, 0, 'DescribeConfigsResult', None),
     )
 
-    def __init__(self, throttle_time_ms=0, results=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, results=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
-        self.results = [] if results is None else results
+        self.results = [] if results is _D else results
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -82,14 +82,14 @@ class DescribeConfigsResourceResult(_Message):
         ('documentation', 'Documentation', 'string', 3, 32767, 0, 32767, None, 1, 0, None, None),
     )
 
-    def __init__(self, name='', value='', read_only=False, is_default=False, config_source=-1, is_sensitive=False, synonyms=None, config_type=0, documentation='', unknown_tagged_fields=None):
+    def __init__(self, name='', value='', read_only=False, is_default=False, config_source=-1, is_sensitive=False, synonyms=_D, config_type=0, documentation='', unknown_tagged_fields=None):
         self.name = name
         self.value = value
         self.read_only = read_only
         self.is_default = is_default
         self.config_source = config_source
         self.is_sensitive = is_sensitive
-        self.synonyms = [] if synonyms is None else synonyms
+        self.synonyms = [] if synonyms is _D else synonyms
         self.config_type = config_type
         self.documentation = documentation
         self.unknown_tagged_fields = unknown_tagged_fields
@@ -108,12 +108,12 @@ class DescribeConfigsResult(_Message):
         ('configs', 'Configs', '[]DescribeConfigsResourceResult', 0, 32767, 1, 0, None, 1, 0, 'DescribeConfigsResourceResult', None),
     )
 
-    def __init__(self, error_code=0, error_message='', resource_type=0, resource_name='', configs=None, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, error_message='', resource_type=0, resource_name='', configs=_D, unknown_tagged_fields=None):
         self.error_code = error_code
         self.error_message = error_message
         self.resource_type = resource_type
         self.resource_name = resource_name
-        self.configs = [] if configs is None else configs
+        self.configs = [] if configs is _D else configs
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -36,9 +36,9 @@ class DescribeDelegationTokenResponse(_Message):
         ('throttle_time_ms', 'ThrottleTimeMs', 'int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, error_code=0, tokens=None, throttle_time_ms=0, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, tokens=_D, throttle_time_ms=0, unknown_tagged_fields=None):
         self.error_code = error_code
-        self.tokens = [] if tokens is None else tokens
+        self.tokens = [] if tokens is _D else tokens
         self.throttle_time_ms = throttle_time_ms
         self.unknown_tagged_fields = unknown_tagged_fields
 
@@ -77,7 +77,7 @@ class DescribedDelegationToken(_Message):
         ('renewers', 'Renewers', '[]DescribedDelegationTokenRenewer', 0, 32767, 1, 0, None, 1, 0, 'DescribedDelegationTokenRenewer', None),
     )
 
-    def __init__(self, principal_type='', principal_name='', token_requester_principal_type='', token_requester_principal_name='', issue_timestamp=0, expiry_timestamp=0, max_timestamp=0, token_id='', hmac=b'', renewers=None, unknown_tagged_fields=None):
+    def __init__(self, principal_type='', principal_name='', token_requester_principal_type='', token_requester_principal_name='', issue_timestamp=0, expiry_timestamp=0, max_timestamp=0, token_id='', hmac=b'', renewers=_D, unknown_tagged_fields=None):
         self.principal_type = principal_type
         self.principal_name = principal_name
         self.token_requester_principal_type = token_requester_principal_type
@@ -87,7 +87,7 @@ class DescribedDelegationToken(_Message):
         self.max_timestamp = max_timestamp
         self.token_id = token_id
         self.hmac = hmac
-        self.renewers = [] if renewers is None else renewers
+        self.renewers = [] if renewers is _D else renewers
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -32,9 +32,9 @@ class DescribeGroupsResponse(_Message):
         ('groups', 'Groups', '[]DescribedGroup', 0, 32767, 1, 0, None, 1, 0, 'DescribedGroup', None),
     )
 
-    def __init__(self, throttle_time_ms=0, groups=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, groups=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
-        self.groups = [] if groups is None else groups
+        self.groups = [] if groups is _D else groups
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -77,13 +77,13 @@ class DescribedGroup(_Message):
         ('authorized_operations', 'AuthorizedOperations', 'int32', 3, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, error_code=0, group_id='', group_state='', protocol_type='', protocol_data='', members=None, authorized_operations=-2147483648, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, group_id='', group_state='', protocol_type='', protocol_data='', members=_D, authorized_operations=-2147483648, unknown_tagged_fields=None):
         self.error_code = error_code
         self.group_id = group_id
         self.group_state = group_state
         self.protocol_type = protocol_type
         self.protocol_data = protocol_data
-        self.members = [] if members is None else members
+        self.members = [] if members is _D else members
         self.authorized_operations = authorized_operations
         self.unknown_tagged_fields = unknown_tagged_fields
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -42,10 +42,10 @@ class DescribeLogDirsResponse(_Message):
         ('results', 'Results', '[]DescribeLogDirsResult', 0, 32767, 1, 0, None, 1, 0, 'DescribeLogDirsResult', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, results=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, results=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
-        self.results = [] if results is None else results
+        self.results = [] if results is _D else results
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -79,9 +79,9 @@ class DescribeLogDirsTopic(_Message):
         ('partitions', 'Partitions', '[]DescribeLogDirsPartition', 0, 32767, 1, 0, None, 1, 0, 'DescribeLogDirsPartition', None),
     )
 
-    def __init__(self, name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partitions=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -98,10 +98,10 @@ class DescribeLogDirsResult(_Message):
         ('usable_bytes', 'UsableBytes', 'int64', 4, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, error_code=0, log_dir='', topics=None, total_bytes=-1, usable_bytes=-1, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, log_dir='', topics=_D, total_bytes=-1, usable_bytes=-1, unknown_tagged_fields=None):
         self.error_code = error_code
         self.log_dir = log_dir
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.total_bytes = total_bytes
         self.usable_bytes = usable_bytes
         self.unknown_tagged_fields = unknown_tagged_fields

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -55,11 +55,11 @@ class DescribeQuorumResponse(_Message):
         ('nodes', 'Nodes', '[]Node', 2, 32767, 1, 0, None, 1, 0, 'Node', None),
     )
 
-    def __init__(self, error_code=0, error_message='', topics=None, nodes=None, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, error_message='', topics=_D, nodes=_D, unknown_tagged_fields=None):
         self.error_code = error_code
         self.error_message = error_message
-        self.topics = [] if topics is None else topics
-        self.nodes = [] if nodes is None else nodes
+        self.topics = [] if topics is _D else topics
+        self.nodes = [] if nodes is _D else nodes
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -101,15 +101,15 @@ class PartitionData(_Message):
         ('observers', 'Observers', '[]ReplicaState', 0, 32767, 1, 0, None, 1, 0, 'ReplicaState', None),
     )
 
-    def __init__(self, partition_index=0, error_code=0, error_message='', leader_id=0, leader_epoch=0, high_watermark=0, current_voters=None, observers=None, unknown_tagged_fields=None):
+    def __init__(self, partition_index=0, error_code=0, error_message='', leader_id=0, leader_epoch=0, high_watermark=0, current_voters=_D, observers=_D, unknown_tagged_fields=None):
         self.partition_index = partition_index
         self.error_code = error_code
         self.error_message = error_message
         self.leader_id = leader_id
         self.leader_epoch = leader_epoch
         self.high_watermark = high_watermark
-        self.current_voters = [] if current_voters is None else current_voters
-        self.observers = [] if observers is None else observers
+        self.current_voters = [] if current_voters is _D else current_voters
+        self.observers = [] if observers is _D else observers
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -123,9 +123,9 @@ class TopicData(_Message):
         ('partitions', 'Partitions', '[]PartitionData', 0, 32767, 1, 0, None, 1, 0, 'PartitionData', None),
     )
 
-    def __init__(self, topic_name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic_name='', partitions=_D, unknown_tagged_fields=None):
         self.topic_name = topic_name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -157,9 +157,9 @@ class Node(_Message):
         ('listeners', 'Listeners', '[]Listener', 2, 32767, 1, 0, None, 1, 0, 'Listener', None),
     )
 
-    def __init__(self, node_id=0, listeners=None, unknown_tagged_fields=None):
+    def __init__(self, node_id=0, listeners=_D, unknown_tagged_fields=None):
         self.node_id = node_id
-        self.listeners = [] if listeners is None else listeners
+        self.listeners = [] if listeners is _D else listeners
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -30,8 +30,8 @@ class DescribeTopicPartitionsRequest(_Message):
         ('cursor', 'Cursor', 'Cursor', 0, 32767, 0, 32767, None, 1, 0, 'Cursor', None),
     )
 
-    def __init__(self, topics=None, response_partition_limit=2000, cursor=None, unknown_tagged_fields=None):
-        self.topics = [] if topics is None else topics
+    def __init__(self, topics=_D, response_partition_limit=2000, cursor=None, unknown_tagged_fields=None):
+        self.topics = [] if topics is _D else topics
         self.response_partition_limit = response_partition_limit
         self.cursor = cursor
         self.unknown_tagged_fields = unknown_tagged_fields

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -35,9 +35,9 @@ class DescribeTransactionsResponse(_Message):
         ('transaction_states', 'TransactionStates', '[]TransactionState', 0, 32767, 1, 0, None, 1, 0, 'TransactionState', None),
     )
 
-    def __init__(self, throttle_time_ms=0, transaction_states=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, transaction_states=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
-        self.transaction_states = [] if transaction_states is None else transaction_states
+        self.transaction_states = [] if transaction_states is _D else transaction_states
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -51,9 +51,9 @@ class TopicData(_Message):
         ('partitions', 'Partitions', '[]int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topic='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic='', partitions=_D, unknown_tagged_fields=None):
         self.topic = topic
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -73,7 +73,7 @@ class TransactionState(_Message):
         ('topics', 'Topics', '[]TopicData', 0, 32767, 1, 0, None, 1, 0, 'TopicData', None),
     )
 
-    def __init__(self, error_code=0, transactional_id='', transaction_state='', transaction_timeout_ms=0, transaction_start_time_ms=0, producer_id=0, producer_epoch=0, topics=None, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, transactional_id='', transaction_state='', transaction_timeout_ms=0, transaction_start_time_ms=0, producer_id=0, producer_epoch=0, topics=_D, unknown_tagged_fields=None):
         self.error_code = error_code
         self.transactional_id = transactional_id
         self.transaction_state = transaction_state
@@ -81,7 +81,7 @@ class TransactionState(_Message):
         self.transaction_start_time_ms = transaction_start_time_ms
         self.producer_id = producer_id
         self.producer_epoch = producer_epoch
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

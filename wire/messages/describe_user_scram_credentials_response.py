@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -37,11 +37,11 @@ class DescribeUserScramCredentialsResponse(_Message):
         ('results', 'Results', '[]DescribeUserScramCredentialsResult', 0, 32767, 1, 0, None, 1, 0, 'DescribeUserScramCredentialsResult', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, error_message='', results=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, error_message='', results=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
         self.error_message = error_message
-        self.results = [] if results is None else results
+        self.results = [] if results is _D else results
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -73,11 +73,11 @@ class DescribeUserScramCredentialsResult(_Message):
         ('credential_infos', 'CredentialInfos', '[]CredentialInfo', 0, 32767, 1, 0, None, 1, 0, 'CredentialInfo', None),
     )
 
-    def __init__(self, user='', error_code=0, error_message='', credential_infos=None, unknown_tagged_fields=None):
+    def __init__(self, user='', error_code=0, error_message='', credential_infos=_D, unknown_tagged_fields=None):
         self.user = user
         self.error_code = error_code
         self.error_message = error_message
-        self.credential_infos = [] if credential_infos is None else credential_infos
+        self.credential_infos = [] if credential_infos is _D else credential_infos
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -33,10 +33,10 @@ class ElectLeadersResponse(_Message):
         ('replica_election_results', 'ReplicaElectionResults', '[]ReplicaElectionResult', 0, 32767, 1, 0, None, 1, 0, 'ReplicaElectionResult', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, replica_election_results=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, replica_election_results=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
-        self.replica_election_results = [] if replica_election_results is None else replica_election_results
+        self.replica_election_results = [] if replica_election_results is _D else replica_election_results
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -68,9 +68,9 @@ class ReplicaElectionResult(_Message):
         ('partition_result', 'PartitionResult', '[]PartitionResult', 0, 32767, 1, 0, None, 1, 0, 'PartitionResult', None),
     )
 
-    def __init__(self, topic='', partition_result=None, unknown_tagged_fields=None):
+    def __init__(self, topic='', partition_result=_D, unknown_tagged_fields=None):
         self.topic = topic
-        self.partition_result = [] if partition_result is None else partition_result
+        self.partition_result = [] if partition_result is _D else partition_result
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

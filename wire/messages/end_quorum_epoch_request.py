@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -36,10 +36,10 @@ class EndQuorumEpochRequest(_Message):
         ('leader_endpoints', 'LeaderEndpoints', '[]LeaderEndpoint', 1, 32767, 1, 0, None, 1, 0, 'LeaderEndpoint', None),
     )
 
-    def __init__(self, cluster_id=None, topics=None, leader_endpoints=None, unknown_tagged_fields=None):
+    def __init__(self, cluster_id=None, topics=_D, leader_endpoints=_D, unknown_tagged_fields=None):
         self.cluster_id = cluster_id
-        self.topics = [] if topics is None else topics
-        self.leader_endpoints = [] if leader_endpoints is None else leader_endpoints
+        self.topics = [] if topics is _D else topics
+        self.leader_endpoints = [] if leader_endpoints is _D else leader_endpoints
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -72,12 +72,12 @@ class PartitionData(_Message):
         ('preferred_candidates', 'PreferredCandidates', '[]ReplicaInfo', 1, 32767, 1, 0, None, 1, 0, 'ReplicaInfo', None),
     )
 
-    def __init__(self, partition_index=0, leader_id=0, leader_epoch=0, preferred_successors=None, preferred_candidates=None, unknown_tagged_fields=None):
+    def __init__(self, partition_index=0, leader_id=0, leader_epoch=0, preferred_successors=_D, preferred_candidates=_D, unknown_tagged_fields=None):
         self.partition_index = partition_index
         self.leader_id = leader_id
         self.leader_epoch = leader_epoch
-        self.preferred_successors = [] if preferred_successors is None else preferred_successors
-        self.preferred_candidates = [] if preferred_candidates is None else preferred_candidates
+        self.preferred_successors = [] if preferred_successors is _D else preferred_successors
+        self.preferred_candidates = [] if preferred_candidates is _D else preferred_candidates
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -91,9 +91,9 @@ class TopicData(_Message):
         ('partitions', 'Partitions', '[]PartitionData', 0, 32767, 1, 0, None, 1, 0, 'PartitionData', None),
     )
 
-    def __init__(self, topic_name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic_name='', partitions=_D, unknown_tagged_fields=None):
         self.topic_name = topic_name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -66,18 +66,18 @@ class FetchRequest(_Message):
         ('rack_id', 'RackId', 'string', 11, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, cluster_id=None, replica_id=-1, replica_state=None, max_wait_ms=0, min_bytes=0, max_bytes=2147483647, isolation_level=0, session_id=0, session_epoch=-1, topics=None, forgotten_topics_data=None, rack_id='', unknown_tagged_fields=None):
+    def __init__(self, cluster_id=None, replica_id=-1, replica_state=_D, max_wait_ms=0, min_bytes=0, max_bytes=2147483647, isolation_level=0, session_id=0, session_epoch=-1, topics=_D, forgotten_topics_data=_D, rack_id='', unknown_tagged_fields=None):
         self.cluster_id = cluster_id
         self.replica_id = replica_id
-        self.replica_state = ReplicaState() if replica_state is None else replica_state
+        self.replica_state = ReplicaState() if replica_state is _D else replica_state
         self.max_wait_ms = max_wait_ms
         self.min_bytes = min_bytes
         self.max_bytes = max_bytes
         self.isolation_level = isolation_level
         self.session_id = session_id
         self.session_epoch = session_epoch
-        self.topics = [] if topics is None else topics
-        self.forgotten_topics_data = [] if forgotten_topics_data is None else forgotten_topics_data
+        self.topics = [] if topics is _D else topics
+        self.forgotten_topics_data = [] if forgotten_topics_data is _D else forgotten_topics_data
         self.rack_id = rack_id
         self.unknown_tagged_fields = unknown_tagged_fields
 
@@ -135,10 +135,10 @@ class FetchTopic(_Message):
         ('partitions', 'Partitions', '[]FetchPartition', 0, 32767, 1, 0, None, 1, 0, 'FetchPartition', None),
     )
 
-    def __init__(self, topic='', topic_id=_ZERO_UUID, partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic='', topic_id=_ZERO_UUID, partitions=_D, unknown_tagged_fields=None):
         self.topic = topic
         self.topic_id = topic_id
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -153,10 +153,10 @@ class ForgottenTopic(_Message):
         ('partitions', 'Partitions', '[]int32', 7, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topic='', topic_id=_ZERO_UUID, partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic='', topic_id=_ZERO_UUID, partitions=_D, unknown_tagged_fields=None):
         self.topic = topic
         self.topic_id = topic_id
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -56,12 +56,12 @@ class FetchResponse(_Message):
         ('node_endpoints', 'NodeEndpoints', '[]NodeEndpoint', 16, 32767, 1, 0, 0, 16, 32767, 'NodeEndpoint', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, session_id=0, responses=None, node_endpoints=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, session_id=0, responses=_D, node_endpoints=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
         self.session_id = session_id
-        self.responses = [] if responses is None else responses
-        self.node_endpoints = [] if node_endpoints is None else node_endpoints
+        self.responses = [] if responses is _D else responses
+        self.node_endpoints = [] if node_endpoints is _D else node_endpoints
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -148,16 +148,16 @@ class PartitionData(_Message):
         ('records', 'Records', 'records', 0, 32767, 0, 32767, None, 1, 0, None, None),
     )
 
-    def __init__(self, partition_index=0, error_code=0, high_watermark=0, last_stable_offset=-1, log_start_offset=-1, diverging_epoch=None, current_leader=None, snapshot_id=None, aborted_transactions=None, preferred_read_replica=-1, records=None, unknown_tagged_fields=None):
+    def __init__(self, partition_index=0, error_code=0, high_watermark=0, last_stable_offset=-1, log_start_offset=-1, diverging_epoch=_D, current_leader=_D, snapshot_id=_D, aborted_transactions=_D, preferred_read_replica=-1, records=None, unknown_tagged_fields=None):
         self.partition_index = partition_index
         self.error_code = error_code
         self.high_watermark = high_watermark
         self.last_stable_offset = last_stable_offset
         self.log_start_offset = log_start_offset
-        self.diverging_epoch = EpochEndOffset() if diverging_epoch is None else diverging_epoch
-        self.current_leader = LeaderIdAndEpoch() if current_leader is None else current_leader
-        self.snapshot_id = SnapshotId() if snapshot_id is None else snapshot_id
-        self.aborted_transactions = [] if aborted_transactions is None else aborted_transactions
+        self.diverging_epoch = EpochEndOffset() if diverging_epoch is _D else diverging_epoch
+        self.current_leader = LeaderIdAndEpoch() if current_leader is _D else current_leader
+        self.snapshot_id = SnapshotId() if snapshot_id is _D else snapshot_id
+        self.aborted_transactions = [] if aborted_transactions is _D else aborted_transactions
         self.preferred_read_replica = preferred_read_replica
         self.records = records
         self.unknown_tagged_fields = unknown_tagged_fields
@@ -174,10 +174,10 @@ class FetchableTopicResponse(_Message):
         ('partitions', 'Partitions', '[]PartitionData', 0, 32767, 1, 0, None, 1, 0, 'PartitionData', None),
     )
 
-    def __init__(self, topic='', topic_id=_ZERO_UUID, partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic='', topic_id=_ZERO_UUID, partitions=_D, unknown_tagged_fields=None):
         self.topic = topic
         self.topic_id = topic_id
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -37,11 +37,11 @@ class FetchSnapshotRequest(_Message):
         ('topics', 'Topics', '[]TopicSnapshot', 0, 32767, 1, 0, None, 1, 0, 'TopicSnapshot', None),
     )
 
-    def __init__(self, cluster_id=None, replica_id=-1, max_bytes=2147483647, topics=None, unknown_tagged_fields=None):
+    def __init__(self, cluster_id=None, replica_id=-1, max_bytes=2147483647, topics=_D, unknown_tagged_fields=None):
         self.cluster_id = cluster_id
         self.replica_id = replica_id
         self.max_bytes = max_bytes
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -74,10 +74,10 @@ class PartitionSnapshot(_Message):
         ('replica_directory_id', 'ReplicaDirectoryId', 'uuid', 1, 32767, 1, 0, 0, 1, 32767, None, None),
     )
 
-    def __init__(self, partition=0, current_leader_epoch=0, snapshot_id=None, position=0, replica_directory_id=_ZERO_UUID, unknown_tagged_fields=None):
+    def __init__(self, partition=0, current_leader_epoch=0, snapshot_id=_D, position=0, replica_directory_id=_ZERO_UUID, unknown_tagged_fields=None):
         self.partition = partition
         self.current_leader_epoch = current_leader_epoch
-        self.snapshot_id = SnapshotId() if snapshot_id is None else snapshot_id
+        self.snapshot_id = SnapshotId() if snapshot_id is _D else snapshot_id
         self.position = position
         self.replica_directory_id = replica_directory_id
         self.unknown_tagged_fields = unknown_tagged_fields
@@ -93,9 +93,9 @@ class TopicSnapshot(_Message):
         ('partitions', 'Partitions', '[]PartitionSnapshot', 0, 32767, 1, 0, None, 1, 0, 'PartitionSnapshot', None),
     )
 
-    def __init__(self, name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partitions=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

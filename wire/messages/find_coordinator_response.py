@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -40,14 +40,14 @@ class FindCoordinatorResponse(_Message):
         ('coordinators', 'Coordinators', '[]Coordinator', 4, 32767, 1, 0, None, 1, 0, 'Coordinator', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, error_message='', node_id=0, host='', port=0, coordinators=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, error_message='', node_id=0, host='', port=0, coordinators=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
         self.error_message = error_message
         self.node_id = node_id
         self.host = host
         self.port = port
-        self.coordinators = [] if coordinators is None else coordinators
+        self.coordinators = [] if coordinators is _D else coordinators
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -42,16 +42,16 @@ class GetTelemetrySubscriptionsResponse(_Message):
         ('requested_metrics', 'RequestedMetrics', '[]string', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, client_instance_id=_ZERO_UUID, subscription_id=0, accepted_compression_types=None, push_interval_ms=0, telemetry_max_bytes=0, delta_temporality=False, requested_metrics=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, client_instance_id=_ZERO_UUID, subscription_id=0, accepted_compression_types=_D, push_interval_ms=0, telemetry_max_bytes=0, delta_temporality=False, requested_metrics=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
         self.client_instance_id = client_instance_id
         self.subscription_id = subscription_id
-        self.accepted_compression_types = [] if accepted_compression_types is None else accepted_compression_types
+        self.accepted_compression_types = [] if accepted_compression_types is _D else accepted_compression_types
         self.push_interval_ms = push_interval_ms
         self.telemetry_max_bytes = telemetry_max_bytes
         self.delta_temporality = delta_temporality
-        self.requested_metrics = [] if requested_metrics is None else requested_metrics
+        self.requested_metrics = [] if requested_metrics is _D else requested_metrics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

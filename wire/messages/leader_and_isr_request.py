@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -56,15 +56,15 @@ class LeaderAndIsrRequest(_Message):
         ('live_leaders', 'LiveLeaders', '[]LeaderAndIsrLiveLeader', 0, 32767, 1, 0, None, 1, 0, 'LeaderAndIsrLiveLeader', None),
     )
 
-    def __init__(self, controller_id=0, is_k_raft_controller=False, controller_epoch=0, broker_epoch=-1, type=0, ungrouped_partition_states=None, topic_states=None, live_leaders=None, unknown_tagged_fields=None):
+    def __init__(self, controller_id=0, is_k_raft_controller=False, controller_epoch=0, broker_epoch=-1, type=0, ungrouped_partition_states=_D, topic_states=_D, live_leaders=_D, unknown_tagged_fields=None):
         self.controller_id = controller_id
         self.is_k_raft_controller = is_k_raft_controller
         self.controller_epoch = controller_epoch
         self.broker_epoch = broker_epoch
         self.type = type
-        self.ungrouped_partition_states = [] if ungrouped_partition_states is None else ungrouped_partition_states
-        self.topic_states = [] if topic_states is None else topic_states
-        self.live_leaders = [] if live_leaders is None else live_leaders
+        self.ungrouped_partition_states = [] if ungrouped_partition_states is _D else ungrouped_partition_states
+        self.topic_states = [] if topic_states is _D else topic_states
+        self.live_leaders = [] if live_leaders is _D else live_leaders
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -88,17 +88,17 @@ class LeaderAndIsrPartitionState(_Message):
         ('leader_recovery_state', 'LeaderRecoveryState', 'int8', 6, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topic_name='', partition_index=0, controller_epoch=0, leader=0, leader_epoch=0, isr=None, partition_epoch=0, replicas=None, adding_replicas=None, removing_replicas=None, is_new=False, leader_recovery_state=0, unknown_tagged_fields=None):
+    def __init__(self, topic_name='', partition_index=0, controller_epoch=0, leader=0, leader_epoch=0, isr=_D, partition_epoch=0, replicas=_D, adding_replicas=_D, removing_replicas=_D, is_new=False, leader_recovery_state=0, unknown_tagged_fields=None):
         self.topic_name = topic_name
         self.partition_index = partition_index
         self.controller_epoch = controller_epoch
         self.leader = leader
         self.leader_epoch = leader_epoch
-        self.isr = [] if isr is None else isr
+        self.isr = [] if isr is _D else isr
         self.partition_epoch = partition_epoch
-        self.replicas = [] if replicas is None else replicas
-        self.adding_replicas = [] if adding_replicas is None else adding_replicas
-        self.removing_replicas = [] if removing_replicas is None else removing_replicas
+        self.replicas = [] if replicas is _D else replicas
+        self.adding_replicas = [] if adding_replicas is _D else adding_replicas
+        self.removing_replicas = [] if removing_replicas is _D else removing_replicas
         self.is_new = is_new
         self.leader_recovery_state = leader_recovery_state
         self.unknown_tagged_fields = unknown_tagged_fields
@@ -115,10 +115,10 @@ class LeaderAndIsrTopicState(_Message):
         ('partition_states', 'PartitionStates', '[]LeaderAndIsrPartitionState', 2, 32767, 1, 0, None, 1, 0, 'LeaderAndIsrPartitionState', None),
     )
 
-    def __init__(self, topic_name='', topic_id=_ZERO_UUID, partition_states=None, unknown_tagged_fields=None):
+    def __init__(self, topic_name='', topic_id=_ZERO_UUID, partition_states=_D, unknown_tagged_fields=None):
         self.topic_name = topic_name
         self.topic_id = topic_id
-        self.partition_states = [] if partition_states is None else partition_states
+        self.partition_states = [] if partition_states is _D else partition_states
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

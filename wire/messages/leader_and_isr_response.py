@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -33,10 +33,10 @@ class LeaderAndIsrResponse(_Message):
         ('topics', 'Topics', '[]LeaderAndIsrTopicError', 5, 32767, 1, 0, None, 1, 0, 'LeaderAndIsrTopicError', None),
     )
 
-    def __init__(self, error_code=0, partition_errors=None, topics=None, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, partition_errors=_D, topics=_D, unknown_tagged_fields=None):
         self.error_code = error_code
-        self.partition_errors = [] if partition_errors is None else partition_errors
-        self.topics = [] if topics is None else topics
+        self.partition_errors = [] if partition_errors is _D else partition_errors
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -68,9 +68,9 @@ class LeaderAndIsrTopicError(_Message):
         ('partition_errors', 'PartitionErrors', '[]LeaderAndIsrPartitionError', 5, 32767, 1, 0, None, 1, 0, 'LeaderAndIsrPartitionError', None),
     )
 
-    def __init__(self, topic_id=_ZERO_UUID, partition_errors=None, unknown_tagged_fields=None):
+    def __init__(self, topic_id=_ZERO_UUID, partition_errors=_D, unknown_tagged_fields=None):
         self.topic_id = topic_id
-        self.partition_errors = [] if partition_errors is None else partition_errors
+        self.partition_errors = [] if partition_errors is _D else partition_errors
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

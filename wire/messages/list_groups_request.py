@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -26,9 +26,9 @@ class ListGroupsRequest(_Message):
         ('types_filter', 'TypesFilter', '[]string', 5, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, states_filter=None, types_filter=None, unknown_tagged_fields=None):
-        self.states_filter = [] if states_filter is None else states_filter
-        self.types_filter = [] if types_filter is None else types_filter
+    def __init__(self, states_filter=_D, types_filter=_D, unknown_tagged_fields=None):
+        self.states_filter = [] if states_filter is _D else states_filter
+        self.types_filter = [] if types_filter is _D else types_filter
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -38,9 +38,9 @@ class ListOffsetsResponse(_Message):
         ('topics', 'Topics', '[]ListOffsetsTopicResponse', 0, 32767, 1, 0, None, 1, 0, 'ListOffsetsTopicResponse', None),
     )
 
-    def __init__(self, throttle_time_ms=0, topics=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, topics=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -58,10 +58,10 @@ class ListOffsetsPartitionResponse(_Message):
         ('leader_epoch', 'LeaderEpoch', 'int32', 4, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, partition_index=0, error_code=0, old_style_offsets=None, timestamp=-1, offset=-1, leader_epoch=-1, unknown_tagged_fields=None):
+    def __init__(self, partition_index=0, error_code=0, old_style_offsets=_D, timestamp=-1, offset=-1, leader_epoch=-1, unknown_tagged_fields=None):
         self.partition_index = partition_index
         self.error_code = error_code
-        self.old_style_offsets = [] if old_style_offsets is None else old_style_offsets
+        self.old_style_offsets = [] if old_style_offsets is _D else old_style_offsets
         self.timestamp = timestamp
         self.offset = offset
         self.leader_epoch = leader_epoch
@@ -78,9 +78,9 @@ class ListOffsetsTopicResponse(_Message):
         ('partitions', 'Partitions', '[]ListOffsetsPartitionResponse', 0, 32767, 1, 0, None, 1, 0, 'ListOffsetsPartitionResponse', None),
     )
 
-    def __init__(self, name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partitions=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

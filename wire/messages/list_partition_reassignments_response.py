@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -34,11 +34,11 @@ class ListPartitionReassignmentsResponse(_Message):
         ('topics', 'Topics', '[]OngoingTopicReassignment', 0, 32767, 1, 0, None, 1, 0, 'OngoingTopicReassignment', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, error_message='', topics=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, error_message='', topics=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
         self.error_message = error_message
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -54,11 +54,11 @@ class OngoingPartitionReassignment(_Message):
         ('removing_replicas', 'RemovingReplicas', '[]int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, partition_index=0, replicas=None, adding_replicas=None, removing_replicas=None, unknown_tagged_fields=None):
+    def __init__(self, partition_index=0, replicas=_D, adding_replicas=_D, removing_replicas=_D, unknown_tagged_fields=None):
         self.partition_index = partition_index
-        self.replicas = [] if replicas is None else replicas
-        self.adding_replicas = [] if adding_replicas is None else adding_replicas
-        self.removing_replicas = [] if removing_replicas is None else removing_replicas
+        self.replicas = [] if replicas is _D else replicas
+        self.adding_replicas = [] if adding_replicas is _D else adding_replicas
+        self.removing_replicas = [] if removing_replicas is _D else removing_replicas
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -72,9 +72,9 @@ class OngoingTopicReassignment(_Message):
         ('partitions', 'Partitions', '[]OngoingPartitionReassignment', 0, 32767, 1, 0, None, 1, 0, 'OngoingPartitionReassignment', None),
     )
 
-    def __init__(self, name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partitions=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -45,12 +45,12 @@ class MetadataResponse(_Message):
         ('cluster_authorized_operations', 'ClusterAuthorizedOperations', 'int32', 8, 10, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, throttle_time_ms=0, brokers=None, cluster_id=None, controller_id=-1, topics=None, cluster_authorized_operations=-2147483648, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, brokers=_D, cluster_id=None, controller_id=-1, topics=_D, cluster_authorized_operations=-2147483648, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
-        self.brokers = [] if brokers is None else brokers
+        self.brokers = [] if brokers is _D else brokers
         self.cluster_id = cluster_id
         self.controller_id = controller_id
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.cluster_authorized_operations = cluster_authorized_operations
         self.unknown_tagged_fields = unknown_tagged_fields
 
@@ -90,14 +90,14 @@ class MetadataResponsePartition(_Message):
         ('offline_replicas', 'OfflineReplicas', '[]int32', 5, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, error_code=0, partition_index=0, leader_id=0, leader_epoch=-1, replica_nodes=None, isr_nodes=None, offline_replicas=None, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, partition_index=0, leader_id=0, leader_epoch=-1, replica_nodes=_D, isr_nodes=_D, offline_replicas=_D, unknown_tagged_fields=None):
         self.error_code = error_code
         self.partition_index = partition_index
         self.leader_id = leader_id
         self.leader_epoch = leader_epoch
-        self.replica_nodes = [] if replica_nodes is None else replica_nodes
-        self.isr_nodes = [] if isr_nodes is None else isr_nodes
-        self.offline_replicas = [] if offline_replicas is None else offline_replicas
+        self.replica_nodes = [] if replica_nodes is _D else replica_nodes
+        self.isr_nodes = [] if isr_nodes is _D else isr_nodes
+        self.offline_replicas = [] if offline_replicas is _D else offline_replicas
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -115,12 +115,12 @@ class MetadataResponseTopic(_Message):
         ('topic_authorized_operations', 'TopicAuthorizedOperations', 'int32', 8, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, error_code=0, name='', topic_id=_ZERO_UUID, is_internal=False, partitions=None, topic_authorized_operations=-2147483648, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, name='', topic_id=_ZERO_UUID, is_internal=False, partitions=_D, topic_authorized_operations=-2147483648, unknown_tagged_fields=None):
         self.error_code = error_code
         self.name = name
         self.topic_id = topic_id
         self.is_internal = is_internal
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.topic_authorized_operations = topic_authorized_operations
         self.unknown_tagged_fields = unknown_tagged_fields
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -33,10 +33,10 @@ class OffsetDeleteResponse(_Message):
         ('topics', 'Topics', '[]OffsetDeleteResponseTopic', 0, 32767, 1, 0, None, 1, 0, 'OffsetDeleteResponseTopic', None),
     )
 
-    def __init__(self, error_code=0, throttle_time_ms=0, topics=None, unknown_tagged_fields=None):
+    def __init__(self, error_code=0, throttle_time_ms=0, topics=_D, unknown_tagged_fields=None):
         self.error_code = error_code
         self.throttle_time_ms = throttle_time_ms
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -66,9 +66,9 @@ class OffsetDeleteResponseTopic(_Message):
         ('partitions', 'Partitions', '[]OffsetDeleteResponsePartition', 0, 32767, 1, 0, None, 1, 0, 'OffsetDeleteResponsePartition', None),
     )
 
-    def __init__(self, name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partitions=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

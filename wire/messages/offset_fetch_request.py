@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -34,10 +34,10 @@ class OffsetFetchRequest(_Message):
         ('require_stable', 'RequireStable', 'bool', 7, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, group_id='', topics=None, groups=None, require_stable=False, unknown_tagged_fields=None):
+    def __init__(self, group_id='', topics=_D, groups=_D, require_stable=False, unknown_tagged_fields=None):
         self.group_id = group_id
-        self.topics = [] if topics is None else topics
-        self.groups = [] if groups is None else groups
+        self.topics = [] if topics is _D else topics
+        self.groups = [] if groups is _D else groups
         self.require_stable = require_stable
         self.unknown_tagged_fields = unknown_tagged_fields
 
@@ -52,9 +52,9 @@ class OffsetFetchRequestTopic(_Message):
         ('partition_indexes', 'PartitionIndexes', '[]int32', 0, 7, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, name='', partition_indexes=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partition_indexes=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partition_indexes = [] if partition_indexes is None else partition_indexes
+        self.partition_indexes = [] if partition_indexes is _D else partition_indexes
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -68,9 +68,9 @@ class OffsetFetchRequestTopics(_Message):
         ('partition_indexes', 'PartitionIndexes', '[]int32', 8, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, name='', partition_indexes=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partition_indexes=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partition_indexes = [] if partition_indexes is None else partition_indexes
+        self.partition_indexes = [] if partition_indexes is _D else partition_indexes
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -86,11 +86,11 @@ class OffsetFetchRequestGroup(_Message):
         ('topics', 'Topics', '[]OffsetFetchRequestTopics', 8, 32767, 8, 32767, None, 1, 0, 'OffsetFetchRequestTopics', None),
     )
 
-    def __init__(self, group_id='', member_id=None, member_epoch=-1, topics=None, unknown_tagged_fields=None):
+    def __init__(self, group_id='', member_id=None, member_epoch=-1, topics=_D, unknown_tagged_fields=None):
         self.group_id = group_id
         self.member_id = member_id
         self.member_epoch = member_epoch
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -40,11 +40,11 @@ class OffsetFetchResponse(_Message):
         ('groups', 'Groups', '[]OffsetFetchResponseGroup', 8, 32767, 1, 0, None, 1, 0, 'OffsetFetchResponseGroup', None),
     )
 
-    def __init__(self, throttle_time_ms=0, topics=None, error_code=0, groups=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, topics=_D, error_code=0, groups=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.error_code = error_code
-        self.groups = [] if groups is None else groups
+        self.groups = [] if groups is _D else groups
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -80,9 +80,9 @@ class OffsetFetchResponseTopic(_Message):
         ('partitions', 'Partitions', '[]OffsetFetchResponsePartition', 0, 7, 1, 0, None, 1, 0, 'OffsetFetchResponsePartition', None),
     )
 
-    def __init__(self, name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partitions=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -118,9 +118,9 @@ class OffsetFetchResponseTopics(_Message):
         ('partitions', 'Partitions', '[]OffsetFetchResponsePartitions', 8, 32767, 1, 0, None, 1, 0, 'OffsetFetchResponsePartitions', None),
     )
 
-    def __init__(self, name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partitions=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -135,9 +135,9 @@ class OffsetFetchResponseGroup(_Message):
         ('error_code', 'ErrorCode', 'int16', 8, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, group_id='', topics=None, error_code=0, unknown_tagged_fields=None):
+    def __init__(self, group_id='', topics=_D, error_code=0, unknown_tagged_fields=None):
         self.group_id = group_id
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.error_code = error_code
         self.unknown_tagged_fields = unknown_tagged_fields
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -34,11 +34,11 @@ class ProduceRequest(_Message):
         ('topic_data', 'TopicData', '[]TopicProduceData', 0, 32767, 1, 0, None, 1, 0, 'TopicProduceData', None),
     )
 
-    def __init__(self, transactional_id=None, acks=0, timeout_ms=0, topic_data=None, unknown_tagged_fields=None):
+    def __init__(self, transactional_id=None, acks=0, timeout_ms=0, topic_data=_D, unknown_tagged_fields=None):
         self.transactional_id = transactional_id
         self.acks = acks
         self.timeout_ms = timeout_ms
-        self.topic_data = [] if topic_data is None else topic_data
+        self.topic_data = [] if topic_data is _D else topic_data
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -68,9 +68,9 @@ class TopicProduceData(_Message):
         ('partition_data', 'PartitionData', '[]PartitionProduceData', 0, 32767, 1, 0, None, 1, 0, 'PartitionProduceData', None),
     )
 
-    def __init__(self, name='', partition_data=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partition_data=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partition_data = [] if partition_data is None else partition_data
+        self.partition_data = [] if partition_data is _D else partition_data
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

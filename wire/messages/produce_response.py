@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -42,10 +42,10 @@ class ProduceResponse(_Message):
         ('node_endpoints', 'NodeEndpoints', '[]NodeEndpoint', 10, 32767, 1, 0, 0, 10, 32767, 'NodeEndpoint', None),
     )
 
-    def __init__(self, responses=None, throttle_time_ms=0, node_endpoints=None, unknown_tagged_fields=None):
-        self.responses = [] if responses is None else responses
+    def __init__(self, responses=_D, throttle_time_ms=0, node_endpoints=_D, unknown_tagged_fields=None):
+        self.responses = [] if responses is _D else responses
         self.throttle_time_ms = throttle_time_ms
-        self.node_endpoints = [] if node_endpoints is None else node_endpoints
+        self.node_endpoints = [] if node_endpoints is _D else node_endpoints
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -97,15 +97,15 @@ class PartitionProduceResponse(_Message):
         ('current_leader', 'CurrentLeader', 'LeaderIdAndEpoch', 10, 32767, 1, 0, 0, 10, 32767, 'LeaderIdAndEpoch', None),
     )
 
-    def __init__(self, index=0, error_code=0, base_offset=0, log_append_time_ms=-1, log_start_offset=-1, record_errors=None, error_message=None, current_leader=None, unknown_tagged_fields=None):
+    def __init__(self, index=0, error_code=0, base_offset=0, log_append_time_ms=-1, log_start_offset=-1, record_errors=_D, error_message=None, current_leader=_D, unknown_tagged_fields=None):
         self.index = index
         self.error_code = error_code
         self.base_offset = base_offset
         self.log_append_time_ms = log_append_time_ms
         self.log_start_offset = log_start_offset
-        self.record_errors = [] if record_errors is None else record_errors
+        self.record_errors = [] if record_errors is _D else record_errors
         self.error_message = error_message
-        self.current_leader = LeaderIdAndEpoch() if current_leader is None else current_leader
+        self.current_leader = LeaderIdAndEpoch() if current_leader is _D else current_leader
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -119,9 +119,9 @@ class TopicProduceResponse(_Message):
         ('partition_responses', 'PartitionResponses', '[]PartitionProduceResponse', 0, 32767, 1, 0, None, 1, 0, 'PartitionProduceResponse', None),
     )
 
-    def __init__(self, name='', partition_responses=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partition_responses=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partition_responses = [] if partition_responses is None else partition_responses
+        self.partition_responses = [] if partition_responses is _D else partition_responses
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

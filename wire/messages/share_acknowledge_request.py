@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -34,11 +34,11 @@ class ShareAcknowledgeRequest(_Message):
         ('topics', 'Topics', '[]AcknowledgeTopic', 0, 32767, 1, 0, None, 1, 0, 'AcknowledgeTopic', None),
     )
 
-    def __init__(self, group_id=None, member_id='', share_session_epoch=0, topics=None, unknown_tagged_fields=None):
+    def __init__(self, group_id=None, member_id='', share_session_epoch=0, topics=_D, unknown_tagged_fields=None):
         self.group_id = group_id
         self.member_id = member_id
         self.share_session_epoch = share_session_epoch
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -53,10 +53,10 @@ class AcknowledgementBatch(_Message):
         ('acknowledge_types', 'AcknowledgeTypes', '[]int8', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, first_offset=0, last_offset=0, acknowledge_types=None, unknown_tagged_fields=None):
+    def __init__(self, first_offset=0, last_offset=0, acknowledge_types=_D, unknown_tagged_fields=None):
         self.first_offset = first_offset
         self.last_offset = last_offset
-        self.acknowledge_types = [] if acknowledge_types is None else acknowledge_types
+        self.acknowledge_types = [] if acknowledge_types is _D else acknowledge_types
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -70,9 +70,9 @@ class AcknowledgePartition(_Message):
         ('acknowledgement_batches', 'AcknowledgementBatches', '[]AcknowledgementBatch', 0, 32767, 1, 0, None, 1, 0, 'AcknowledgementBatch', None),
     )
 
-    def __init__(self, partition_index=0, acknowledgement_batches=None, unknown_tagged_fields=None):
+    def __init__(self, partition_index=0, acknowledgement_batches=_D, unknown_tagged_fields=None):
         self.partition_index = partition_index
-        self.acknowledgement_batches = [] if acknowledgement_batches is None else acknowledgement_batches
+        self.acknowledgement_batches = [] if acknowledgement_batches is _D else acknowledgement_batches
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -86,9 +86,9 @@ class AcknowledgeTopic(_Message):
         ('partitions', 'Partitions', '[]AcknowledgePartition', 0, 32767, 1, 0, None, 1, 0, 'AcknowledgePartition', None),
     )
 
-    def __init__(self, topic_id=_ZERO_UUID, partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic_id=_ZERO_UUID, partitions=_D, unknown_tagged_fields=None):
         self.topic_id = topic_id
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -38,12 +38,12 @@ class ShareAcknowledgeResponse(_Message):
         ('node_endpoints', 'NodeEndpoints', '[]NodeEndpoint', 0, 32767, 1, 0, None, 1, 0, 'NodeEndpoint', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, error_message=None, responses=None, node_endpoints=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, error_message=None, responses=_D, node_endpoints=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
         self.error_message = error_message
-        self.responses = [] if responses is None else responses
-        self.node_endpoints = [] if node_endpoints is None else node_endpoints
+        self.responses = [] if responses is _D else responses
+        self.node_endpoints = [] if node_endpoints is _D else node_endpoints
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -75,11 +75,11 @@ class PartitionData(_Message):
         ('current_leader', 'CurrentLeader', 'LeaderIdAndEpoch', 0, 32767, 1, 0, None, 1, 0, 'LeaderIdAndEpoch', None),
     )
 
-    def __init__(self, partition_index=0, error_code=0, error_message=None, current_leader=None, unknown_tagged_fields=None):
+    def __init__(self, partition_index=0, error_code=0, error_message=None, current_leader=_D, unknown_tagged_fields=None):
         self.partition_index = partition_index
         self.error_code = error_code
         self.error_message = error_message
-        self.current_leader = LeaderIdAndEpoch() if current_leader is None else current_leader
+        self.current_leader = LeaderIdAndEpoch() if current_leader is _D else current_leader
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -93,9 +93,9 @@ class ShareAcknowledgeTopicResponse(_Message):
         ('partitions', 'Partitions', '[]PartitionData', 0, 32767, 1, 0, None, 1, 0, 'PartitionData', None),
     )
 
-    def __init__(self, topic_id=_ZERO_UUID, partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic_id=_ZERO_UUID, partitions=_D, unknown_tagged_fields=None):
         self.topic_id = topic_id
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

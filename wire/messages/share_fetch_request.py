@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -41,15 +41,15 @@ class ShareFetchRequest(_Message):
         ('forgotten_topics_data', 'ForgottenTopicsData', '[]ForgottenTopic', 0, 32767, 1, 0, None, 1, 0, 'ForgottenTopic', None),
     )
 
-    def __init__(self, group_id=None, member_id='', share_session_epoch=0, max_wait_ms=0, min_bytes=0, max_bytes=2147483647, topics=None, forgotten_topics_data=None, unknown_tagged_fields=None):
+    def __init__(self, group_id=None, member_id='', share_session_epoch=0, max_wait_ms=0, min_bytes=0, max_bytes=2147483647, topics=_D, forgotten_topics_data=_D, unknown_tagged_fields=None):
         self.group_id = group_id
         self.member_id = member_id
         self.share_session_epoch = share_session_epoch
         self.max_wait_ms = max_wait_ms
         self.min_bytes = min_bytes
         self.max_bytes = max_bytes
-        self.topics = [] if topics is None else topics
-        self.forgotten_topics_data = [] if forgotten_topics_data is None else forgotten_topics_data
+        self.topics = [] if topics is _D else topics
+        self.forgotten_topics_data = [] if forgotten_topics_data is _D else forgotten_topics_data
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -64,10 +64,10 @@ class AcknowledgementBatch(_Message):
         ('acknowledge_types', 'AcknowledgeTypes', '[]int8', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, first_offset=0, last_offset=0, acknowledge_types=None, unknown_tagged_fields=None):
+    def __init__(self, first_offset=0, last_offset=0, acknowledge_types=_D, unknown_tagged_fields=None):
         self.first_offset = first_offset
         self.last_offset = last_offset
-        self.acknowledge_types = [] if acknowledge_types is None else acknowledge_types
+        self.acknowledge_types = [] if acknowledge_types is _D else acknowledge_types
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -82,10 +82,10 @@ class FetchPartition(_Message):
         ('acknowledgement_batches', 'AcknowledgementBatches', '[]AcknowledgementBatch', 0, 32767, 1, 0, None, 1, 0, 'AcknowledgementBatch', None),
     )
 
-    def __init__(self, partition_index=0, partition_max_bytes=0, acknowledgement_batches=None, unknown_tagged_fields=None):
+    def __init__(self, partition_index=0, partition_max_bytes=0, acknowledgement_batches=_D, unknown_tagged_fields=None):
         self.partition_index = partition_index
         self.partition_max_bytes = partition_max_bytes
-        self.acknowledgement_batches = [] if acknowledgement_batches is None else acknowledgement_batches
+        self.acknowledgement_batches = [] if acknowledgement_batches is _D else acknowledgement_batches
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -99,9 +99,9 @@ class FetchTopic(_Message):
         ('partitions', 'Partitions', '[]FetchPartition', 0, 32767, 1, 0, None, 1, 0, 'FetchPartition', None),
     )
 
-    def __init__(self, topic_id=_ZERO_UUID, partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic_id=_ZERO_UUID, partitions=_D, unknown_tagged_fields=None):
         self.topic_id = topic_id
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -115,9 +115,9 @@ class ForgottenTopic(_Message):
         ('partitions', 'Partitions', '[]int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topic_id=_ZERO_UUID, partitions=None, unknown_tagged_fields=None):
+    def __init__(self, topic_id=_ZERO_UUID, partitions=_D, unknown_tagged_fields=None):
         self.topic_id = topic_id
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -47,15 +47,15 @@ class StopReplicaRequest(_Message):
         ('topic_states', 'TopicStates', '[]StopReplicaTopicState', 3, 32767, 1, 0, None, 1, 0, 'StopReplicaTopicState', None),
     )
 
-    def __init__(self, controller_id=0, is_k_raft_controller=False, controller_epoch=0, broker_epoch=-1, delete_partitions=False, ungrouped_partitions=None, topics=None, topic_states=None, unknown_tagged_fields=None):
+    def __init__(self, controller_id=0, is_k_raft_controller=False, controller_epoch=0, broker_epoch=-1, delete_partitions=False, ungrouped_partitions=_D, topics=_D, topic_states=_D, unknown_tagged_fields=None):
         self.controller_id = controller_id
         self.is_k_raft_controller = is_k_raft_controller
         self.controller_epoch = controller_epoch
         self.broker_epoch = broker_epoch
         self.delete_partitions = delete_partitions
-        self.ungrouped_partitions = [] if ungrouped_partitions is None else ungrouped_partitions
-        self.topics = [] if topics is None else topics
-        self.topic_states = [] if topic_states is None else topic_states
+        self.ungrouped_partitions = [] if ungrouped_partitions is _D else ungrouped_partitions
+        self.topics = [] if topics is _D else topics
+        self.topic_states = [] if topic_states is _D else topic_states
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -85,9 +85,9 @@ class StopReplicaTopicV1(_Message):
         ('partition_indexes', 'PartitionIndexes', '[]int32', 1, 2, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, name='', partition_indexes=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partition_indexes=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partition_indexes = [] if partition_indexes is None else partition_indexes
+        self.partition_indexes = [] if partition_indexes is _D else partition_indexes
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -119,9 +119,9 @@ class StopReplicaTopicState(_Message):
         ('partition_states', 'PartitionStates', '[]StopReplicaPartitionState', 3, 32767, 1, 0, None, 1, 0, 'StopReplicaPartitionState', None),
     )
 
-    def __init__(self, topic_name='', partition_states=None, unknown_tagged_fields=None):
+    def __init__(self, topic_name='', partition_states=_D, unknown_tagged_fields=None):
         self.topic_name = topic_name
-        self.partition_states = [] if partition_states is None else partition_states
+        self.partition_states = [] if partition_states is _D else partition_states
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

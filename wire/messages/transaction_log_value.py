@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -52,14 +52,14 @@ class TransactionLogValue(_Message):
         ('client_transaction_version', 'ClientTransactionVersion', 'int16', 0, 32767, 1, 0, 2, 1, 32767, None, None),
     )
 
-    def __init__(self, producer_id=0, previous_producer_id=-1, next_producer_id=-1, producer_epoch=0, transaction_timeout_ms=0, transaction_status=0, transaction_partitions=None, transaction_last_update_timestamp_ms=0, transaction_start_timestamp_ms=0, client_transaction_version=0, unknown_tagged_fields=None):
+    def __init__(self, producer_id=0, previous_producer_id=-1, next_producer_id=-1, producer_epoch=0, transaction_timeout_ms=0, transaction_status=0, transaction_partitions=_D, transaction_last_update_timestamp_ms=0, transaction_start_timestamp_ms=0, client_transaction_version=0, unknown_tagged_fields=None):
         self.producer_id = producer_id
         self.previous_producer_id = previous_producer_id
         self.next_producer_id = next_producer_id
         self.producer_epoch = producer_epoch
         self.transaction_timeout_ms = transaction_timeout_ms
         self.transaction_status = transaction_status
-        self.transaction_partitions = [] if transaction_partitions is None else transaction_partitions
+        self.transaction_partitions = [] if transaction_partitions is _D else transaction_partitions
         self.transaction_last_update_timestamp_ms = transaction_last_update_timestamp_ms
         self.transaction_start_timestamp_ms = transaction_start_timestamp_ms
         self.client_transaction_version = client_transaction_version
@@ -76,9 +76,9 @@ class PartitionsSchema(_Message):
         ('partition_ids', 'PartitionIds', '[]int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topic='', partition_ids=None, unknown_tagged_fields=None):
+    def __init__(self, topic='', partition_ids=_D, unknown_tagged_fields=None):
         self.topic = topic
-        self.partition_ids = [] if partition_ids is None else partition_ids
+        self.partition_ids = [] if partition_ids is _D else partition_ids
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -44,7 +44,7 @@ class TxnOffsetCommitRequest(_Message):
         ('topics', 'Topics', '[]TxnOffsetCommitRequestTopic', 0, 32767, 1, 0, None, 1, 0, 'TxnOffsetCommitRequestTopic', None),
     )
 
-    def __init__(self, transactional_id='', group_id='', producer_id=0, producer_epoch=0, generation_id=-1, member_id='', group_instance_id=None, topics=None, unknown_tagged_fields=None):
+    def __init__(self, transactional_id='', group_id='', producer_id=0, producer_epoch=0, generation_id=-1, member_id='', group_instance_id=None, topics=_D, unknown_tagged_fields=None):
         self.transactional_id = transactional_id
         self.group_id = group_id
         self.producer_id = producer_id
@@ -52,7 +52,7 @@ class TxnOffsetCommitRequest(_Message):
         self.generation_id = generation_id
         self.member_id = member_id
         self.group_instance_id = group_instance_id
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -86,9 +86,9 @@ class TxnOffsetCommitRequestTopic(_Message):
         ('partitions', 'Partitions', '[]TxnOffsetCommitRequestPartition', 0, 32767, 1, 0, None, 1, 0, 'TxnOffsetCommitRequestPartition', None),
     )
 
-    def __init__(self, name='', partitions=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partitions=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partitions = [] if partitions is None else partitions
+        self.partitions = [] if partitions is _D else partitions
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -53,15 +53,15 @@ class UpdateMetadataRequest(_Message):
         ('live_brokers', 'LiveBrokers', '[]UpdateMetadataBroker', 0, 32767, 1, 0, None, 1, 0, 'UpdateMetadataBroker', None),
     )
 
-    def __init__(self, controller_id=0, is_k_raft_controller=False, type=0, controller_epoch=0, broker_epoch=-1, ungrouped_partition_states=None, topic_states=None, live_brokers=None, unknown_tagged_fields=None):
+    def __init__(self, controller_id=0, is_k_raft_controller=False, type=0, controller_epoch=0, broker_epoch=-1, ungrouped_partition_states=_D, topic_states=_D, live_brokers=_D, unknown_tagged_fields=None):
         self.controller_id = controller_id
         self.is_k_raft_controller = is_k_raft_controller
         self.type = type
         self.controller_epoch = controller_epoch
         self.broker_epoch = broker_epoch
-        self.ungrouped_partition_states = [] if ungrouped_partition_states is None else ungrouped_partition_states
-        self.topic_states = [] if topic_states is None else topic_states
-        self.live_brokers = [] if live_brokers is None else live_brokers
+        self.ungrouped_partition_states = [] if ungrouped_partition_states is _D else ungrouped_partition_states
+        self.topic_states = [] if topic_states is _D else topic_states
+        self.live_brokers = [] if live_brokers is _D else live_brokers
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -82,16 +82,16 @@ class UpdateMetadataPartitionState(_Message):
         ('offline_replicas', 'OfflineReplicas', '[]int32', 4, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, topic_name='', partition_index=0, controller_epoch=0, leader=0, leader_epoch=0, isr=None, zk_version=0, replicas=None, offline_replicas=None, unknown_tagged_fields=None):
+    def __init__(self, topic_name='', partition_index=0, controller_epoch=0, leader=0, leader_epoch=0, isr=_D, zk_version=0, replicas=_D, offline_replicas=_D, unknown_tagged_fields=None):
         self.topic_name = topic_name
         self.partition_index = partition_index
         self.controller_epoch = controller_epoch
         self.leader = leader
         self.leader_epoch = leader_epoch
-        self.isr = [] if isr is None else isr
+        self.isr = [] if isr is _D else isr
         self.zk_version = zk_version
-        self.replicas = [] if replicas is None else replicas
-        self.offline_replicas = [] if offline_replicas is None else offline_replicas
+        self.replicas = [] if replicas is _D else replicas
+        self.offline_replicas = [] if offline_replicas is _D else offline_replicas
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -106,10 +106,10 @@ class UpdateMetadataTopicState(_Message):
         ('partition_states', 'PartitionStates', '[]UpdateMetadataPartitionState', 5, 32767, 1, 0, None, 1, 0, 'UpdateMetadataPartitionState', None),
     )
 
-    def __init__(self, topic_name='', topic_id=_ZERO_UUID, partition_states=None, unknown_tagged_fields=None):
+    def __init__(self, topic_name='', topic_id=_ZERO_UUID, partition_states=_D, unknown_tagged_fields=None):
         self.topic_name = topic_name
         self.topic_id = topic_id
-        self.partition_states = [] if partition_states is None else partition_states
+        self.partition_states = [] if partition_states is _D else partition_states
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -146,11 +146,11 @@ class UpdateMetadataBroker(_Message):
         ('rack', 'Rack', 'string', 2, 32767, 0, 32767, None, 1, 0, None, None),
     )
 
-    def __init__(self, id=0, v0_host='', v0_port=0, endpoints=None, rack='', unknown_tagged_fields=None):
+    def __init__(self, id=0, v0_host='', v0_port=0, endpoints=_D, rack='', unknown_tagged_fields=None):
         self.id = id
         self.v0_host = v0_host
         self.v0_port = v0_port
-        self.endpoints = [] if endpoints is None else endpoints
+        self.endpoints = [] if endpoints is _D else endpoints
         self.rack = rack
         self.unknown_tagged_fields = unknown_tagged_fields
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -36,10 +36,10 @@ class UpdateRaftVoterResponse(_Message):
         ('current_leader', 'CurrentLeader', 'CurrentLeader', 0, 32767, 1, 0, 0, 0, 32767, 'CurrentLeader', None),
     )
 
-    def __init__(self, throttle_time_ms=0, error_code=0, current_leader=None, unknown_tagged_fields=None):
+    def __init__(self, throttle_time_ms=0, error_code=0, current_leader=_D, unknown_tagged_fields=None):
         self.throttle_time_ms = throttle_time_ms
         self.error_code = error_code
-        self.current_leader = CurrentLeader() if current_leader is None else current_leader
+        self.current_leader = CurrentLeader() if current_leader is _D else current_leader
         self.unknown_tagged_fields = unknown_tagged_fields
 
 

@@ -4,7 +4,7 @@
 from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
-from wire.primitives import (I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
+from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
     check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
@@ -31,8 +31,8 @@ class WriteTxnMarkersRequest(_Message):
         ('markers', 'Markers', '[]WritableTxnMarker', 0, 32767, 1, 0, None, 1, 0, 'WritableTxnMarker', None),
     )
 
-    def __init__(self, markers=None, unknown_tagged_fields=None):
-        self.markers = [] if markers is None else markers
+    def __init__(self, markers=_D, unknown_tagged_fields=None):
+        self.markers = [] if markers is _D else markers
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -46,9 +46,9 @@ class WritableTxnMarkerTopic(_Message):
         ('partition_indexes', 'PartitionIndexes', '[]int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, name='', partition_indexes=None, unknown_tagged_fields=None):
+    def __init__(self, name='', partition_indexes=_D, unknown_tagged_fields=None):
         self.name = name
-        self.partition_indexes = [] if partition_indexes is None else partition_indexes
+        self.partition_indexes = [] if partition_indexes is _D else partition_indexes
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -65,11 +65,11 @@ class WritableTxnMarker(_Message):
         ('coordinator_epoch', 'CoordinatorEpoch', 'int32', 0, 32767, 1, 0, None, 1, 0, None, None),
     )
 
-    def __init__(self, producer_id=0, producer_epoch=0, transaction_result=False, topics=None, coordinator_epoch=0, unknown_tagged_fields=None):
+    def __init__(self, producer_id=0, producer_epoch=0, transaction_result=False, topics=_D, coordinator_epoch=0, unknown_tagged_fields=None):
         self.producer_id = producer_id
         self.producer_epoch = producer_epoch
         self.transaction_result = transaction_result
-        self.topics = [] if topics is None else topics
+        self.topics = [] if topics is _D else topics
         self.coordinator_epoch = coordinator_epoch
         self.unknown_tagged_fields = unknown_tagged_fields
 

@@ -1,0 +1,1 @@
+"""kafkapy: a Kafka-compatible broker in Python."""

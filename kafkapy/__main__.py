@@ -1,0 +1,123 @@
+"""``kafkapy`` / ``python -m kafkapy``: start a broker.
+
+Prints exactly one line to stdout when ready: ``kafkapy ready at HOST:PORT`` (the address clients
+should use). Everything else is logged to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import signal
+import sys
+
+from kafkapy.config import BrokerConfig, ConfigError, default_data_dir, env_properties, load_properties_file
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="kafkapy",
+        description="A Kafka-compatible broker. Every option has an environment variable (shown in brackets); "
+                    "Kafka broker settings can also be given as KAFKA_* variables (KAFKA_NUM_PARTITIONS=3) or in a "
+                    "server.properties file.")
+    p.add_argument("--host", default=env("KAFKAPY_HOST", "localhost"),
+                   help="listen address (KAFKAPY_HOST; default localhost)")
+    p.add_argument("--port", type=int, default=int(env("KAFKAPY_PORT", "9092")),
+                   help="listen port, 0 picks a free one (KAFKAPY_PORT; default 9092)")
+    p.add_argument("--advertised-host", default=env("KAFKAPY_ADVERTISED_HOST"),
+                   help="host clients are told to connect to (KAFKAPY_ADVERTISED_HOST; default: the listen host)")
+    p.add_argument("--advertised-port", type=int, default=int(env("KAFKAPY_ADVERTISED_PORT", "0")) or None,
+                   help="port clients are told to connect to (KAFKAPY_ADVERTISED_PORT; default: the bound port)")
+    p.add_argument("--data-dir", default=env("KAFKAPY_DATA_DIR"),
+                   help=f"log directory (KAFKAPY_DATA_DIR, or log.dirs; default {default_data_dir()})")
+    p.add_argument("--storage", choices=("disk", "memory"), default=env("KAFKAPY_STORAGE", "disk"),
+                   help="disk (default) or memory (nothing written, for tests) (KAFKAPY_STORAGE)")
+    p.add_argument("--node-id", type=int, default=None, help="broker/node id (KAFKAPY_NODE_ID, node.id; default 1)")
+    p.add_argument("--cluster-id", default=env("KAFKAPY_CLUSTER_ID"),
+                   help="cluster id (KAFKAPY_CLUSTER_ID); default: generated once, kept in meta.properties")
+    p.add_argument("--config", default=env("KAFKAPY_CONFIG"), metavar="server.properties",
+                   help="Kafka-style properties file with broker settings (KAFKAPY_CONFIG)")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="NAME=VALUE",
+                   help="a broker setting, e.g. -o num.partitions=3 (repeatable; beats file and environment)")
+    p.add_argument("--log-level", default=env("KAFKAPY_LOG_LEVEL", "INFO"),
+                   choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(KAFKAPY_LOG_LEVEL; default INFO)")
+    return p
+
+
+def config_from_args(args, environ=os.environ) -> BrokerConfig:
+    props: dict[str, str] = {}
+    if args.config:
+        props.update(load_properties_file(args.config))
+    props.update(env_properties(dict(environ)))
+    for o in args.override:
+        if "=" not in o:
+            raise ConfigError(f"--override expects NAME=VALUE, got {o!r}")
+        k, v = o.split("=", 1)
+        props[k.strip()] = v.strip()
+    data_dir = args.data_dir or props.pop("log.dirs", None) or props.pop("log.dir", None)
+    if data_dir and "," in data_dir:
+        raise ConfigError("kafkapy uses a single log directory; log.dirs lists several")
+    node_id = args.node_id
+    if node_id is None:
+        node_id = int(environ.get("KAFKAPY_NODE_ID") or props.get("node.id") or props.get("broker.id") or 1)
+    cluster_id = args.cluster_id or props.pop("cluster.id", None)
+    for k in ("listeners", "advertised.listeners"):
+        props.pop(k, None)
+    storage = args.storage
+    return BrokerConfig(
+        host=args.host, port=args.port, advertised_host=args.advertised_host, advertised_port=args.advertised_port,
+        data_dir=None if storage == "memory" else (data_dir or default_data_dir()), storage=storage,
+        node_id=node_id, cluster_id=cluster_id, log_level=args.log_level, properties=props)
+
+
+async def serve(config: BrokerConfig) -> int:
+    from kafkapy.broker import Broker
+
+    broker = Broker(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        host, port = await broker.start()
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            logging.getLogger("kafkapy").error("cannot listen on %s:%d: the port is already in use",
+                                               config.host, config.port)
+        else:
+            logging.getLogger("kafkapy").error("cannot start: %s", e)
+        await broker.stop()
+        return 2
+    adv_host, adv_port = config.advertised
+    print(f"kafkapy ready at {adv_host if config.advertised_host else host}:{adv_port}", flush=True)
+    await stop.wait()
+    logging.getLogger("kafkapy").info("shutting down")
+    await broker.stop()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+    except (ConfigError, OSError) as e:
+        print(f"kafkapy: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(config))
+    except (RuntimeError, OSError) as e:
+        print(f"kafkapy: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""The broker: topics and their partition logs, the metadata that must survive restarts, and the
+server loop that feeds requests to the handlers.
+
+State lives where Kafka keeps it: ``meta.properties`` (cluster id, node id), the partition
+directories, and a small topic metadata file (names, ids, partition counts, config overrides)
+written atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from kafkapy import handlers as handler_registry
+from kafkapy.config import BrokerConfig, ConfigError, TOPIC_CONFIGS, validate_topic_configs
+from kafkapy.server import Server
+from storage.checkpoint import write_atomic
+from storage.config import LogConfig
+from storage.log import MemoryPartitionLog, PartitionLog
+from storage.manager import LogManager
+from wire import protocol
+from wire.messages.error_codes import ErrorCode
+
+log = logging.getLogger("kafkapy.broker")
+
+METADATA_FILE = "kafkapy-topics.json"
+META_PROPERTIES = "meta.properties"
+MAX_TOPIC_NAME = 249
+_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
+
+
+class TopicError(Exception):
+    def __init__(self, code: ErrorCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def validate_topic_name(name: str | None) -> None:
+    """Kafka's Topic.validate: raises TopicError(INVALID_TOPIC_EXCEPTION)."""
+    if not name:
+        raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, "Topic name is illegal, it can't be empty")
+    if name in (".", ".."):
+        raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, "Topic name cannot be \".\" or \"..\"")
+    if len(name) > MAX_TOPIC_NAME:
+        raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION,
+                         f"Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME} characters, "
+                         f"topic name: {name}")
+    if not _LEGAL_TOPIC.match(name):
+        raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION,
+                         f"Topic name \"{name}\" is illegal, it contains a character other than ASCII "
+                         "alphanumerics, '.', '_' and '-'")
+
+
+def new_cluster_id() -> str:
+    """Kafka's Uuid.randomUuid().toString(): 22 characters of URL-safe base64."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+@dataclass
+class Topic:
+    name: str
+    topic_id: uuid.UUID
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)   # explicit overrides (DYNAMIC_TOPIC_CONFIG)
+    internal: bool = False
+    leader_epoch: int = 0
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "id": str(self.topic_id), "partitions": self.partitions,
+                "configs": self.configs, "internal": self.internal, "leader_epoch": self.leader_epoch}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Topic":
+        return cls(d["name"], uuid.UUID(d["id"]), int(d["partitions"]), dict(d.get("configs", {})),
+                   bool(d.get("internal", False)), int(d.get("leader_epoch", 0)))
+
+
+class Broker:
+    """A single-node Kafka broker. ``await start()``, then ``await stop()``; or ``run()`` until signalled."""
+
+    def __init__(self, config: BrokerConfig):
+        self.config = config
+        self.node_id = config.node_id
+        self.topics: dict[str, Topic] = {}
+        self.topics_by_id: dict[uuid.UUID, Topic] = {}
+        self.handlers = handler_registry.load_all()
+        self.tracer = None
+        self.server: Server | None = None
+        self.cluster_id = config.cluster_id or ""
+        self.logs: LogManager | None = None
+        self._append_waiters: set[asyncio.Future] = set()
+        self._tasks: list[asyncio.Task] = []
+        self.started_at = time.time()
+        self.coordinators: dict[str, object] = {}   # group / transaction coordinators register themselves here
+        self.on_topic_deleted: list = []            # callbacks(topic name) from coordinators
+        # hooks of the producer-state / transaction layer (None until it is loaded)
+        self.producer_check = None          # (topic, partition, records, transactional_id) -> duplicate offset | None
+        self.producer_appended = None       # (topic, partition, log, AppendInfo) -> None
+        self.last_stable_offset = None      # (log) -> int
+        self.aborted_transactions = None    # (log, fetch offset, upper bound) -> [AbortedTransaction]
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def memory(self) -> bool:
+        return self.config.storage == "memory"
+
+    async def start(self) -> tuple[str, int]:
+        """Open storage, then listen. Returns the bound (host, port)."""
+        self._open_storage()
+        for hook in list(_START_HOOKS):
+            hook(self)
+        self.server = Server(self, self.config.host, self.config.port)
+        host, port = await self.server.start()
+        if not self.config.advertised_port:
+            self.config.advertised_port = port
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="kafkapy-housekeeping"))
+        log.info("kafkapy broker %d (cluster %s) listening on %s:%d, advertised as %s:%d, storage %s",
+                 self.node_id, self.cluster_id, host, port, *self.config.advertised,
+                 "in memory" if self.memory else self.config.data_dir)
+        return host, port
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._tasks.clear()
+        if self.server is not None:
+            await self.server.stop()
+        for c in list(self.coordinators.values()):
+            close = getattr(c, "close", None)
+            if close is not None:
+                close()
+        if self.logs is not None:
+            self.logs.close()
+            self.logs = None
+        log.info("kafkapy broker stopped cleanly")
+
+    def _open_storage(self) -> None:
+        if self.memory:
+            if not self.cluster_id:
+                self.cluster_id = new_cluster_id()
+            self.logs = LogManager(None, config_for=self._config_for_topic)
+            return
+        d = self.config.data_dir
+        os.makedirs(d, exist_ok=True)
+        if not os.access(d, os.W_OK):
+            raise OSError(f"data directory {d} is not writable")
+        self._load_meta_properties(d)
+        path = os.path.join(d, METADATA_FILE)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            if data.get("format") != 1:
+                raise RuntimeError(f"{path}: metadata format {data.get('format')!r} is not one this kafkapy reads")
+            for td in data["topics"]:
+                t = Topic.from_json(td)
+                self.topics[t.name] = t
+                self.topics_by_id[t.topic_id] = t
+        self.logs = LogManager(d, config_for=self._config_for_topic)
+        for t in self.topics.values():
+            self._ensure_logs(t)
+        for name in sorted(self.logs.topics() - set(self.topics)):
+            log.warning("partition directories of %s have no topic in %s; leaving them alone", name, METADATA_FILE)
+
+    def _config_for_topic(self, name: str) -> LogConfig | None:
+        t = self.topics.get(name)
+        return None if t is None else self.log_config(t)
+
+    def _ensure_logs(self, t: Topic) -> None:
+        cfg = self.log_config(t)
+        for p in range(t.partitions):
+            if self.logs.get(t.name, p) is None:
+                self.logs.create(t.name, p, cfg.copy())
+
+    def _load_meta_properties(self, d: str) -> None:
+        path = os.path.join(d, META_PROPERTIES)
+        props = {}
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if "=" in line and not line.startswith("#"):
+                        k, v = line.strip().split("=", 1)
+                        props[k] = v
+            if props.get("version") not in ("0", "1"):
+                raise RuntimeError(f"{path}: unsupported meta.properties version {props.get('version')!r}")
+            stored = props.get("cluster.id")
+            if self.cluster_id and stored and stored != self.cluster_id:
+                raise RuntimeError(f"{path}: the data dir belongs to cluster {stored}, not {self.cluster_id}")
+            self.cluster_id = stored or self.cluster_id
+        if not self.cluster_id:
+            self.cluster_id = new_cluster_id()
+        if props.get("cluster.id") != self.cluster_id or props.get("node.id") != str(self.node_id):
+            write_atomic(path, f"#\n#{time.ctime()}\nnode.id={self.node_id}\nversion=1\n"
+                               f"cluster.id={self.cluster_id}\n")
+
+    def _save_topics(self) -> None:
+        if self.memory:
+            return
+        data = {"format": 1, "topics": [t.to_json() for t in sorted(self.topics.values(), key=lambda t: t.name)]}
+        write_atomic(os.path.join(self.config.data_dir, METADATA_FILE), json.dumps(data, indent=1, sort_keys=True))
+
+    async def _housekeeping(self) -> None:
+        """Retention, flush policy, coordinator timers that are not event driven."""
+        interval = self.config.get_int("log.retention.check.interval.ms") / 1000
+        last_retention = time.monotonic()
+        while True:
+            await asyncio.sleep(min(interval, 1.0))
+            now = time.monotonic()
+            try:
+                self.logs.maybe_flush()
+            except Exception:  # noqa: BLE001 - logged, the broker keeps serving
+                log.exception("periodic flush failed")
+            if now - last_retention >= interval:
+                last_retention = now
+                self.enforce_retention()
+
+    def enforce_retention(self) -> int:
+        """Delete segments past retention (and compact compacted topics); returns segments deleted."""
+        try:
+            return self.logs.run_retention()
+        except Exception:  # noqa: BLE001
+            log.exception("retention pass failed")
+            return 0
+
+    # ---------------------------------------------------------------- topics
+
+    def log_config(self, topic: Topic) -> LogConfig:
+        return LogConfig.from_kafka(self.effective_topic_configs(topic))
+
+    def effective_topic_configs(self, topic: Topic) -> dict[str, str]:
+        out = {}
+        for name in TOPIC_CONFIGS:
+            if name in topic.configs:
+                out[name] = topic.configs[name]
+            else:
+                out[name] = self.config.topic_default(name)[0]
+        return out
+
+    def check_new_topic(self, name: str, partitions: int, replication_factor: int,
+                        configs: dict[str, str]) -> tuple[int, int, dict[str, str]]:
+        """Validate a creation the way Kafka's controller does. Returns normalised (partitions, rf, configs)."""
+        validate_topic_name(name)
+        if name in self.topics:
+            raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
+        collide = name.replace(".", "_")
+        for other in self.topics:
+            if other.replace(".", "_") == collide:
+                raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION,
+                                 f"Topic '{name}' collides with existing topic: {other}")
+        if partitions == -1:
+            partitions = self.config.get_int("num.partitions")
+        if partitions <= 0:
+            raise TopicError(ErrorCode.INVALID_PARTITIONS, "Number of partitions was set to an invalid non-positive "
+                                                            "value.")
+        if replication_factor == -1:
+            replication_factor = self.config.get_int("default.replication.factor")
+        if replication_factor <= 0:
+            raise TopicError(ErrorCode.INVALID_REPLICATION_FACTOR, "Replication factor must be larger than 0, or -1 to "
+                                                                    "use the default value.")
+        if replication_factor > 1:
+            raise TopicError(ErrorCode.INVALID_REPLICATION_FACTOR,
+                             f"Unable to replicate the partition {replication_factor} time(s): The target "
+                             "replication factor of " + str(replication_factor) +
+                             " cannot be reached because only 1 broker(s) are registered.")
+        try:
+            configs = validate_topic_configs(configs)
+        except ConfigError as e:
+            raise TopicError(ErrorCode.INVALID_CONFIG, str(e)) from None
+        return partitions, replication_factor, configs
+
+    def create_topic(self, name: str, partitions: int = -1, replication_factor: int = -1,
+                     configs: dict[str, str] | None = None, *, internal: bool = False) -> Topic:
+        partitions, _, configs = self.check_new_topic(name, partitions, replication_factor, configs or {})
+        t = Topic(name, uuid.uuid4(), partitions, configs, internal=internal or name in INTERNAL_TOPICS)
+        self.topics[name] = t
+        self._ensure_logs(t)
+        self.topics_by_id[t.topic_id] = t
+        self._save_topics()
+        log.info("created topic %s with %d partition(s), id %s%s", name, partitions, t.topic_id,
+                 f", configs {configs}" if configs else "")
+        return t
+
+    def maybe_auto_create(self, name: str) -> Topic | None:
+        if not self.config.get_bool("auto.create.topics.enable"):
+            return None
+        return self.create_topic(name)
+
+    def delete_topic(self, name: str) -> None:
+        t = self.topics.pop(name)
+        self.topics_by_id.pop(t.topic_id, None)
+        self.logs.delete_topic(name)
+        self._save_topics()
+        for cb in list(self.on_topic_deleted):
+            cb(name)
+        self.notify_appended()   # wake fetchers so they see UNKNOWN_TOPIC
+        log.info("deleted topic %s (id %s)", name, t.topic_id)
+
+    def add_partitions(self, name: str, total: int) -> None:
+        t = self.topics[name]
+        t.partitions = total
+        self._ensure_logs(t)
+        self._save_topics()
+        log.info("topic %s now has %d partitions", name, total)
+
+    def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+        """Replace the explicit overrides of ``name`` (already validated) and apply them to its logs."""
+        t = self.topics[name]
+        t.configs = dict(configs)
+        self.logs.update_config(name, self.log_config(t))
+        self._save_topics()
+
+    def partition_log(self, topic: str, partition: int) -> PartitionLog | MemoryPartitionLog | None:
+        t = self.topics.get(topic)
+        if t is None or not 0 <= partition < t.partitions:
+            return None
+        return self.logs.get(topic, partition)
+
+    # ---------------------------------------------------------------- long poll
+
+    def notify_appended(self) -> None:
+        waiters = self._append_waiters
+        if waiters:
+            self._append_waiters = set()
+            for f in waiters:
+                if not f.done():
+                    f.set_result(None)
+
+    async def wait_for_append(self, timeout: float) -> None:
+        """Wait until something is appended anywhere (or a topic changes), or ``timeout`` seconds pass."""
+        if timeout <= 0:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._append_waiters.add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._append_waiters.discard(fut)
+
+    # ---------------------------------------------------------------- helpers for handlers
+
+    def api_versions_response(self, error_code: int = 0, version: int = 0):
+        mod = protocol.API[protocol.API_VERSIONS_KEY].response
+        keys = [mod.ApiVersion(api_key=h.api_key, min_version=h.min_version, max_version=h.max_version)
+                for h in sorted(self.handlers.values(), key=lambda h: h.api_key)]
+        return mod.MESSAGE(error_code=int(error_code), api_keys=keys, throttle_time_ms=0)
+
+    def metrics_observe(self, api_key: int, version: int, seconds: float) -> None:
+        pass
+
+
+# Functions called with the broker after storage is open and before it listens (coordinators load state here).
+_START_HOOKS: list = []
+
+
+def on_start(fn):
+    _START_HOOKS.append(fn)
+    return fn

@@ -1,0 +1,319 @@
+"""Broker and topic configuration with Kafka's names, defaults and sources.
+
+Broker settings come, lowest to highest precedence, from Kafka's defaults (with kafkapy's few
+deliberate differences, marked below), a ``server.properties``-style file, ``KAFKA_*`` environment
+variables (``KAFKA_LOG_RETENTION_MS`` -> ``log.retention.ms``, as the Kafka container images map
+them) and command-line options.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+LONG_MAX = 9223372036854775807
+
+
+class ConfigError(ValueError):
+    """A config name that does not exist or a value of the wrong type/range (Kafka's INVALID_CONFIG)."""
+
+
+# ---------------------------------------------------------------- value types
+
+def _bool(v: str) -> str:
+    s = str(v).strip().lower()
+    if s not in ("true", "false"):
+        raise ConfigError(f"expected true or false, got {v!r}")
+    return s
+
+
+def _int(lo: int, hi: int):
+    def check(v: str) -> str:
+        try:
+            n = int(str(v).strip())
+        except ValueError:
+            raise ConfigError(f"expected an integer, got {v!r}") from None
+        if not lo <= n <= hi:
+            raise ConfigError(f"value {n} outside [{lo}, {hi}]")
+        return str(n)
+    return check
+
+
+def _double(v: str) -> str:
+    try:
+        return str(float(v))
+    except ValueError:
+        raise ConfigError(f"expected a number, got {v!r}") from None
+
+
+def _choice(*options: str):
+    def check(v: str) -> str:
+        s = str(v).strip()
+        if s not in options:
+            raise ConfigError(f"expected one of {', '.join(options)}, got {v!r}")
+        return s
+    return check
+
+
+def _policy(v: str) -> str:
+    parts = [p.strip() for p in str(v).split(",") if p.strip()]
+    if not parts or any(p not in ("delete", "compact") for p in parts):
+        raise ConfigError(f"cleanup.policy must be delete, compact or both, got {v!r}")
+    return ",".join(parts)
+
+
+def _str(v: str) -> str:
+    return str(v)
+
+
+INT32 = _int(-(1 << 31), (1 << 31) - 1)
+LONG = _int(-(1 << 63), LONG_MAX)
+POS_INT = _int(0, (1 << 31) - 1)
+
+# Kafka's ConfigEntry config types (DescribeConfigs v3+ config_type)
+TYPE_BOOLEAN, TYPE_STRING, TYPE_INT, TYPE_SHORT, TYPE_LONG, TYPE_DOUBLE, TYPE_LIST, TYPE_CLASS, TYPE_PASSWORD = range(1, 10)
+
+
+@dataclass(frozen=True)
+class TopicConfigDef:
+    name: str
+    default: str | None
+    check: object
+    config_type: int
+    broker_synonym: str | None     # the broker-wide setting that provides the default
+    doc: str = ""
+
+
+# Every topic config Kafka 3.9 knows, with its default and broker-level synonym.
+TOPIC_CONFIGS: dict[str, TopicConfigDef] = {d.name: d for d in [
+    TopicConfigDef("cleanup.policy", "delete", _policy, TYPE_LIST, "log.cleanup.policy"),
+    TopicConfigDef("compression.type", "producer",
+                   _choice("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"), TYPE_STRING,
+                   "compression.type"),
+    TopicConfigDef("compression.gzip.level", "-1", INT32, TYPE_INT, "compression.gzip.level"),
+    TopicConfigDef("compression.lz4.level", "9", INT32, TYPE_INT, "compression.lz4.level"),
+    TopicConfigDef("compression.zstd.level", "3", INT32, TYPE_INT, "compression.zstd.level"),
+    TopicConfigDef("delete.retention.ms", "86400000", _int(0, LONG_MAX), TYPE_LONG, "log.cleaner.delete.retention.ms"),
+    TopicConfigDef("file.delete.delay.ms", "60000", _int(0, LONG_MAX), TYPE_LONG, "log.segment.delete.delay.ms"),
+    TopicConfigDef("flush.messages", str(LONG_MAX), _int(1, LONG_MAX), TYPE_LONG, "log.flush.interval.messages"),
+    TopicConfigDef("flush.ms", str(LONG_MAX), _int(0, LONG_MAX), TYPE_LONG, "log.flush.interval.ms"),
+    TopicConfigDef("follower.replication.throttled.replicas", "", _str, TYPE_LIST,
+                   "follower.replication.throttled.replicas"),
+    TopicConfigDef("index.interval.bytes", "4096", POS_INT, TYPE_INT, "log.index.interval.bytes"),
+    TopicConfigDef("leader.replication.throttled.replicas", "", _str, TYPE_LIST,
+                   "leader.replication.throttled.replicas"),
+    TopicConfigDef("local.retention.bytes", "-2", _int(-2, LONG_MAX), TYPE_LONG, "log.local.retention.bytes"),
+    TopicConfigDef("local.retention.ms", "-2", _int(-2, LONG_MAX), TYPE_LONG, "log.local.retention.ms"),
+    TopicConfigDef("max.compaction.lag.ms", str(LONG_MAX), _int(1, LONG_MAX), TYPE_LONG,
+                   "log.cleaner.max.compaction.lag.ms"),
+    TopicConfigDef("max.message.bytes", "1048588", POS_INT, TYPE_INT, "message.max.bytes"),
+    TopicConfigDef("message.downconversion.enable", "true", _bool, TYPE_BOOLEAN,
+                   "log.message.downconversion.enable"),
+    TopicConfigDef("message.format.version", "3.0-IV1", _str, TYPE_STRING, "log.message.format.version"),
+    TopicConfigDef("message.timestamp.after.max.ms", str(LONG_MAX), _int(0, LONG_MAX), TYPE_LONG,
+                   "log.message.timestamp.after.max.ms"),
+    TopicConfigDef("message.timestamp.before.max.ms", str(LONG_MAX), _int(0, LONG_MAX), TYPE_LONG,
+                   "log.message.timestamp.before.max.ms"),
+    TopicConfigDef("message.timestamp.difference.max.ms", str(LONG_MAX), _int(0, LONG_MAX), TYPE_LONG,
+                   "log.message.timestamp.difference.max.ms"),
+    TopicConfigDef("message.timestamp.type", "CreateTime", _choice("CreateTime", "LogAppendTime"), TYPE_STRING,
+                   "log.message.timestamp.type"),
+    TopicConfigDef("min.cleanable.dirty.ratio", "0.5", _double, TYPE_DOUBLE, "log.cleaner.min.cleanable.ratio"),
+    TopicConfigDef("min.compaction.lag.ms", "0", _int(0, LONG_MAX), TYPE_LONG, "log.cleaner.min.compaction.lag.ms"),
+    TopicConfigDef("min.insync.replicas", "1", _int(1, (1 << 31) - 1), TYPE_INT, "min.insync.replicas"),
+    TopicConfigDef("preallocate", "false", _bool, TYPE_BOOLEAN, "log.preallocate"),
+    TopicConfigDef("remote.storage.enable", "false", _bool, TYPE_BOOLEAN, None),
+    TopicConfigDef("retention.bytes", "-1", LONG, TYPE_LONG, "log.retention.bytes"),
+    TopicConfigDef("retention.ms", "604800000", _int(-1, LONG_MAX), TYPE_LONG, "log.retention.ms"),
+    TopicConfigDef("segment.bytes", "1073741824", _int(14, (1 << 31) - 1), TYPE_INT, "log.segment.bytes"),
+    TopicConfigDef("segment.index.bytes", "10485760", _int(4, (1 << 31) - 1), TYPE_INT, "log.index.size.max.bytes"),
+    TopicConfigDef("segment.jitter.ms", "0", _int(0, LONG_MAX), TYPE_LONG, "log.roll.jitter.ms"),
+    TopicConfigDef("segment.ms", "604800000", _int(1, LONG_MAX), TYPE_LONG, "log.roll.ms"),
+    TopicConfigDef("unclean.leader.election.enable", "false", _bool, TYPE_BOOLEAN, "unclean.leader.election.enable"),
+]}
+
+
+@dataclass(frozen=True)
+class BrokerConfigDef:
+    name: str
+    default: str | None
+    check: object
+    config_type: int
+    doc: str = ""
+
+
+# The broker settings kafkapy reads (and the synonyms of topic configs); all are also shown by DescribeConfigs.
+BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
+    BrokerConfigDef("node.id", "1", INT32, TYPE_INT),
+    BrokerConfigDef("broker.id", "1", INT32, TYPE_INT),
+    BrokerConfigDef("num.partitions", "1", _int(1, 1 << 20), TYPE_INT),
+    BrokerConfigDef("default.replication.factor", "1", _int(1, 32767), TYPE_INT),
+    BrokerConfigDef("auto.create.topics.enable", "true", _bool, TYPE_BOOLEAN),
+    BrokerConfigDef("delete.topic.enable", "true", _bool, TYPE_BOOLEAN),
+    BrokerConfigDef("message.max.bytes", "1048588", POS_INT, TYPE_INT),
+    BrokerConfigDef("socket.request.max.bytes", "104857600", _int(1, (1 << 31) - 1), TYPE_INT),
+    BrokerConfigDef("log.segment.bytes", "1073741824", _int(14, (1 << 31) - 1), TYPE_INT),
+    BrokerConfigDef("log.roll.ms", None, _int(1, LONG_MAX), TYPE_LONG),
+    BrokerConfigDef("log.roll.hours", "168", _int(1, 1 << 30), TYPE_INT),
+    BrokerConfigDef("log.retention.ms", None, _int(-1, LONG_MAX), TYPE_LONG),
+    BrokerConfigDef("log.retention.minutes", None, _int(-1, (1 << 31) - 1), TYPE_INT),
+    BrokerConfigDef("log.retention.hours", "168", _int(-1, (1 << 31) - 1), TYPE_INT),
+    BrokerConfigDef("log.retention.bytes", "-1", LONG, TYPE_LONG),
+    BrokerConfigDef("log.retention.check.interval.ms", "300000", _int(1, LONG_MAX), TYPE_LONG),
+    BrokerConfigDef("log.cleanup.policy", "delete", _policy, TYPE_LIST),
+    BrokerConfigDef("log.message.timestamp.type", "CreateTime", _choice("CreateTime", "LogAppendTime"), TYPE_STRING),
+    BrokerConfigDef("log.index.interval.bytes", "4096", POS_INT, TYPE_INT),
+    BrokerConfigDef("log.flush.interval.messages", str(LONG_MAX), _int(1, LONG_MAX), TYPE_LONG),
+    BrokerConfigDef("log.flush.interval.ms", None, _int(0, LONG_MAX), TYPE_LONG),
+    BrokerConfigDef("compression.type", "producer",
+                    _choice("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"), TYPE_STRING),
+    BrokerConfigDef("min.insync.replicas", "1", _int(1, (1 << 31) - 1), TYPE_INT),
+    BrokerConfigDef("offsets.topic.num.partitions", "50", _int(1, 1 << 16), TYPE_INT),
+    BrokerConfigDef("offsets.topic.replication.factor", "1", _int(1, 32767), TYPE_SHORT,
+                    "kafkapy: 1 (Kafka: 3); a single broker can only hold one replica"),
+    BrokerConfigDef("offsets.retention.minutes", "10080", _int(1, (1 << 31) - 1), TYPE_INT),
+    BrokerConfigDef("transaction.state.log.num.partitions", "50", _int(1, 1 << 16), TYPE_INT),
+    BrokerConfigDef("group.initial.rebalance.delay.ms", "0", _int(0, (1 << 31) - 1), TYPE_INT,
+                    "kafkapy: 0 (Kafka: 3000), as Kafka's own shipped server.properties sets it"),
+    BrokerConfigDef("group.min.session.timeout.ms", "6000", INT32, TYPE_INT),
+    BrokerConfigDef("group.max.session.timeout.ms", "1800000", INT32, TYPE_INT),
+    BrokerConfigDef("connections.max.idle.ms", "600000", _int(-1, LONG_MAX), TYPE_LONG),
+    BrokerConfigDef("max.connections", "2147483647", POS_INT, TYPE_INT),
+    BrokerConfigDef("queued.max.requests", "500", _int(1, (1 << 31) - 1), TYPE_INT),
+    BrokerConfigDef("fetch.max.bytes", "57671680", POS_INT, TYPE_INT),
+    BrokerConfigDef("replica.fetch.max.bytes", "1048576", POS_INT, TYPE_INT),
+]}
+for _d in TOPIC_CONFIGS.values():   # topic-config synonyms the broker does not list above still exist
+    if _d.broker_synonym and _d.broker_synonym not in BROKER_CONFIGS:
+        BROKER_CONFIGS[_d.broker_synonym] = BrokerConfigDef(_d.broker_synonym, _d.default, _d.check, _d.config_type)
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Java .properties subset: key=value or key: value, # and ! comments, trailing-backslash continuations."""
+    out: dict[str, str] = {}
+    logical = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not logical and (not line or line[0] in "#!"):
+            continue
+        if line.endswith("\\"):
+            logical += line[:-1]
+            continue
+        logical += line
+        for i, ch in enumerate(logical):
+            if ch in "=:":
+                out[logical[:i].strip()] = logical[i + 1:].strip()
+                break
+        else:
+            out[logical.strip()] = ""
+        logical = ""
+    return out
+
+
+def env_properties(environ: dict[str, str]) -> dict[str, str]:
+    """KAFKA_LOG_RETENTION_MS=1 -> log.retention.ms=1 (the Kafka container convention; ___ -> -, __ -> _)."""
+    out = {}
+    for k, v in environ.items():
+        if not k.startswith("KAFKA_") or k.startswith("KAFKAPY_"):
+            continue
+        name = k[6:].lower().replace("___", "-").replace("__", "\0").replace("_", ".").replace("\0", "_")
+        if name in BROKER_CONFIGS or name in ("advertised.listeners", "listeners", "log.dirs", "cluster.id"):
+            out[name] = v
+    return out
+
+
+@dataclass
+class BrokerConfig:
+    host: str = "localhost"
+    port: int = 9092
+    advertised_host: str | None = None
+    advertised_port: int | None = None
+    data_dir: str | None = None           # None with storage="memory"
+    storage: str = "disk"
+    node_id: int = 1
+    cluster_id: str | None = None         # None: generated once and kept in meta.properties
+    log_level: str = "INFO"
+    properties: dict[str, str] = field(default_factory=dict)   # Kafka broker settings given explicitly
+
+    def __post_init__(self):
+        for k, v in list(self.properties.items()):
+            d = BROKER_CONFIGS.get(k)
+            if d is not None:
+                try:
+                    self.properties[k] = d.check(v)
+                except ConfigError as e:
+                    raise ConfigError(f"{k}: {e}") from None
+
+    def get(self, name: str) -> str | None:
+        if name in self.properties:
+            return self.properties[name]
+        d = BROKER_CONFIGS.get(name)
+        return None if d is None else d.default
+
+    def get_int(self, name: str) -> int:
+        v = self.get(name)
+        if v is None:
+            raise KeyError(name)
+        return int(v)
+
+    def get_bool(self, name: str) -> bool:
+        return str(self.get(name)).lower() == "true"
+
+    # Kafka derives these from several settings (ms beats minutes beats hours)
+    def retention_ms(self) -> int:
+        if self.properties.get("log.retention.ms") is not None:
+            return int(self.properties["log.retention.ms"])
+        if self.properties.get("log.retention.minutes") is not None:
+            return int(self.properties["log.retention.minutes"]) * 60_000
+        return int(self.get("log.retention.hours")) * 3_600_000
+
+    def roll_ms(self) -> int:
+        if self.properties.get("log.roll.ms") is not None:
+            return int(self.properties["log.roll.ms"])
+        return int(self.get("log.roll.hours")) * 3_600_000
+
+    def topic_default(self, name: str) -> tuple[str | None, str]:
+        """(value, source) a topic inherits for ``name``: the broker synonym if set, else Kafka's default.
+
+        source is 'STATIC_BROKER_CONFIG' or 'DEFAULT_CONFIG'."""
+        d = TOPIC_CONFIGS[name]
+        if name == "retention.ms":
+            explicit = any(k in self.properties for k in ("log.retention.ms", "log.retention.minutes",
+                                                          "log.retention.hours"))
+            return str(self.retention_ms()), "STATIC_BROKER_CONFIG" if explicit else "DEFAULT_CONFIG"
+        if name == "segment.ms":
+            explicit = any(k in self.properties for k in ("log.roll.ms", "log.roll.hours"))
+            return str(self.roll_ms()), "STATIC_BROKER_CONFIG" if explicit else "DEFAULT_CONFIG"
+        if d.broker_synonym and d.broker_synonym in self.properties:
+            return self.properties[d.broker_synonym], "STATIC_BROKER_CONFIG"
+        return d.default, "DEFAULT_CONFIG"
+
+    @property
+    def advertised(self) -> tuple[str, int]:
+        return (self.advertised_host or self.host or "localhost", self.advertised_port or self.port)
+
+
+def validate_topic_configs(configs: dict[str, str | None]) -> dict[str, str]:
+    """Check names and values of topic configs; returns normalised values. Raises ConfigError."""
+    out = {}
+    for k, v in configs.items():
+        d = TOPIC_CONFIGS.get(k)
+        if d is None:
+            raise ConfigError(f"Unknown topic config name: {k}")
+        if v is None:
+            raise ConfigError(f"Null value not supported for topic configs: {k}")
+        try:
+            out[k] = d.check(v)
+        except ConfigError as e:
+            raise ConfigError(f"Invalid value {v} for configuration {k}: {e}") from None
+    return out
+
+
+def load_properties_file(path: str) -> dict[str, str]:
+    with open(path, encoding="utf-8") as f:
+        return parse_properties(f.read())
+
+
+def default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "kafkapy", "data")

@@ -1,0 +1,105 @@
+"""Fetch (key 1): read stored batches, long-polling on appends for min_bytes / max_wait_ms.
+
+Fetch sessions (KIP-227): kafkapy gives the legal sessionless answer. A request that asks for a new
+session (session id 0) gets session id 0 back, which tells the client no session was created, so it
+keeps sending full fetch requests; an unknown session id gets FETCH_SESSION_ID_NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from kafkapy.handlers import api
+from storage.errors import OffsetOutOfRangeError, StorageError
+from wire.messages import fetch_response as R
+from wire.messages.error_codes import ErrorCode
+
+READ_COMMITTED = 1
+
+
+def _error(index: int, code: int, hw: int = -1, lso: int = -1, log_start: int = -1) -> R.PartitionData:
+    return R.PartitionData(partition_index=index, error_code=int(code), high_watermark=hw, last_stable_offset=lso,
+                           log_start_offset=log_start, aborted_transactions=None, preferred_read_replica=-1,
+                           records=None)
+
+
+def _read_all(broker, req, v: int, plan):
+    """One pass over the requested partitions: (response topics, bytes gathered)."""
+    remaining = req.max_bytes if v >= 3 else 0x7FFFFFFF
+    total = 0
+    committed = req.isolation_level == READ_COMMITTED
+    out = []
+    for topic, ft, t_error in plan:
+        parts = []
+        for fp in ft.partitions:
+            idx = fp.partition
+            if t_error is not None:
+                parts.append(_error(idx, t_error))
+                continue
+            lg = broker.partition_log(topic.name, idx)
+            if lg is None:
+                parts.append(_error(idx, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            epoch = fp.current_leader_epoch
+            if epoch >= 0 and epoch != topic.leader_epoch:
+                parts.append(_error(idx, ErrorCode.FENCED_LEADER_EPOCH if epoch < topic.leader_epoch
+                                    else ErrorCode.UNKNOWN_LEADER_EPOCH))
+                continue
+            hw = lg.high_watermark
+            lso = broker.last_stable_offset(lg) if broker.last_stable_offset else hw
+            limit = lso if committed else hw
+            try:
+                # Kafka's rule: only the first partition that returns data may exceed the limits (one whole batch)
+                data = lg.read(fp.fetch_offset, min(fp.partition_max_bytes, remaining), max_offset=limit,
+                               min_one_message=(total == 0))
+            except OffsetOutOfRangeError:
+                parts.append(_error(idx, ErrorCode.OFFSET_OUT_OF_RANGE, hw, lso, lg.log_start_offset))
+                continue
+            except StorageError as e:
+                parts.append(_error(idx, e.error_code, hw, lso, lg.log_start_offset))
+                continue
+            n = len(data)
+            total += n
+            remaining = max(remaining - n, 0)
+            aborted = None
+            if committed:
+                aborted = broker.aborted_transactions(lg, fp.fetch_offset, limit) if broker.aborted_transactions \
+                    else []
+            parts.append(R.PartitionData(partition_index=idx, error_code=0, high_watermark=hw, last_stable_offset=lso,
+                                         log_start_offset=lg.log_start_offset, aborted_transactions=aborted,
+                                         preferred_read_replica=-1, records=data))
+        out.append(R.FetchableTopicResponse(topic=topic.name if topic else ft.topic,
+                                            topic_id=ft.topic_id, partitions=parts))
+    return out, total
+
+
+@api("Fetch", 4, 17)
+async def handle(ctx, req):
+    broker = ctx.broker
+    v = ctx.api_version
+    if v >= 7 and req.session_id != 0:
+        return R.FetchResponse(throttle_time_ms=0, error_code=ErrorCode.FETCH_SESSION_ID_NOT_FOUND, session_id=0,
+                               responses=[])
+    plan = []
+    for ft in req.topics:
+        if v >= 13:
+            topic = broker.topics_by_id.get(ft.topic_id)
+            err = None if topic is not None else ErrorCode.UNKNOWN_TOPIC_ID
+        else:
+            topic = broker.topics.get(ft.topic)
+            err = None if topic is not None else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        plan.append((topic, ft, err))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(req.max_wait_ms, 0) / 1000
+    while True:
+        responses, total = _read_all(broker, req, v, plan)
+        left = deadline - loop.time()
+        if total >= req.min_bytes or left <= 0 or total > 0 and req.min_bytes <= 1:
+            break
+        await broker.wait_for_append(left)
+        # a topic may have been deleted or recreated while we waited
+        plan = [(broker.topics_by_id.get(t.topic_id) if t else None, ft, e if t is None else
+                 (None if t.topic_id in broker.topics_by_id else
+                  (ErrorCode.UNKNOWN_TOPIC_ID if v >= 13 else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)))
+                for t, ft, e in plan]
+    return R.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=responses)

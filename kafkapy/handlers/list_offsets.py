@@ -1,0 +1,68 @@
+"""ListOffsets (key 2): earliest, latest, by timestamp (time index), max timestamp."""
+
+from __future__ import annotations
+
+from kafkapy.handlers import api
+from wire.messages import list_offsets_response as R
+from wire.messages.error_codes import ErrorCode
+
+LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
+READ_COMMITTED = 1
+
+
+def _answer(idx, code, ts=-1, offset=-1, epoch=-1, old=None):
+    return R.ListOffsetsPartitionResponse(partition_index=idx, error_code=int(code), old_style_offsets=old or [],
+                                          timestamp=ts, offset=offset, leader_epoch=epoch)
+
+
+@api("ListOffsets", 0, 9)
+async def handle(ctx, req):
+    broker = ctx.broker
+    v = ctx.api_version
+    committed = v >= 2 and req.isolation_level == READ_COMMITTED
+    topics = []
+    for rt in req.topics:
+        topic = broker.topics.get(rt.name)
+        parts = []
+        for rp in rt.partitions:
+            idx = rp.partition_index
+            lg = broker.partition_log(rt.name, idx)
+            if lg is None:
+                parts.append(_answer(idx, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            if rp.current_leader_epoch >= 0 and rp.current_leader_epoch != topic.leader_epoch:
+                parts.append(_answer(idx, ErrorCode.FENCED_LEADER_EPOCH if rp.current_leader_epoch < topic.leader_epoch
+                                     else ErrorCode.UNKNOWN_LEADER_EPOCH))
+                continue
+            ts = rp.timestamp
+            epoch = topic.leader_epoch
+            if ts == LATEST:
+                off = broker.last_stable_offset(lg) if committed and broker.last_stable_offset else lg.high_watermark
+                found = (-1, off)
+            elif ts in (EARLIEST, EARLIEST_LOCAL):
+                found = (-1, lg.log_start_offset)
+            elif ts == LATEST_TIERED:
+                found = (-1, -1)
+                epoch = -1
+            elif ts == MAX_TIMESTAMP:
+                r = lg.max_timestamp_offset()
+                found = (r.timestamp, r.offset) if r is not None else (-1, -1)
+                if r is None:
+                    epoch = -1
+            elif ts < 0:
+                parts.append(_answer(idx, ErrorCode.INVALID_REQUEST if v >= 1 else ErrorCode.UNKNOWN_SERVER_ERROR))
+                continue
+            else:
+                r = lg.offset_for_timestamp(ts)
+                found = (r.timestamp, r.offset) if r is not None else (-1, -1)
+                if r is None:
+                    epoch = -1
+            if v == 0:
+                offs = [found[1]] if found[1] >= 0 else []
+                if ts == LATEST and lg.log_start_offset != found[1] and rp.max_num_offsets > 1:
+                    offs.append(lg.log_start_offset)
+                parts.append(_answer(idx, 0, old=offs[:max(rp.max_num_offsets, 0)]))
+            else:
+                parts.append(_answer(idx, 0, found[0], found[1], epoch))
+        topics.append(R.ListOffsetsTopicResponse(name=rt.name, partitions=parts))
+    return R.ListOffsetsResponse(throttle_time_ms=0, topics=topics)

@@ -1,0 +1,80 @@
+"""Metadata (key 3): brokers, cluster id, controller, topics with partitions, leaders and topic ids."""
+
+from __future__ import annotations
+
+from kafkapy.broker import TopicError, validate_topic_name
+from kafkapy.handlers import api
+from wire.messages import metadata_response as R
+from wire.messages.error_codes import ErrorCode
+from wire.primitives import ZERO_UUID
+
+UNKNOWN_OPS = -2147483648
+# AclOperation codes: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
+# DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12, CREATE_TOKENS 13, DESCRIBE_TOKENS 14
+TOPIC_OPS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
+CLUSTER_OPS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12, 13, 14))
+
+
+def topic_metadata(broker, topic, version: int, include_ops: bool) -> R.MetadataResponseTopic:
+    node = broker.node_id
+    parts = [R.MetadataResponsePartition(error_code=0, partition_index=p, leader_id=node,
+                                         leader_epoch=topic.leader_epoch, replica_nodes=[node], isr_nodes=[node],
+                                         offline_replicas=[])
+             for p in range(topic.partitions)]
+    return R.MetadataResponseTopic(error_code=0, name=topic.name, topic_id=topic.topic_id,
+                                   is_internal=topic.internal, partitions=parts,
+                                   topic_authorized_operations=TOPIC_OPS if include_ops else UNKNOWN_OPS)
+
+
+def error_topic(code: int, name: str | None, topic_id=ZERO_UUID) -> R.MetadataResponseTopic:
+    return R.MetadataResponseTopic(error_code=int(code), name=name, topic_id=topic_id, is_internal=False,
+                                   partitions=[], topic_authorized_operations=UNKNOWN_OPS)
+
+
+@api("Metadata", 0, 12)
+async def handle(ctx, req):
+    broker = ctx.broker
+    v = ctx.api_version
+    host, port = broker.config.advertised
+    include_ops = bool(req.include_topic_authorized_operations)
+    topics = []
+    requested = req.topics
+    if requested is None or (v == 0 and not requested):
+        topics = [topic_metadata(broker, t, v, include_ops) for t in sorted(broker.topics.values(),
+                                                                            key=lambda t: t.name)]
+    else:
+        auto = req.allow_auto_topic_creation if v >= 4 else True
+        for rt in requested:
+            name = rt.name
+            if name is None:
+                t = broker.topics_by_id.get(rt.topic_id)
+                if t is None:
+                    topics.append(error_topic(ErrorCode.UNKNOWN_TOPIC_ID, None, rt.topic_id))
+                else:
+                    topics.append(topic_metadata(broker, t, v, include_ops))
+                continue
+            t = broker.topics.get(name)
+            if t is None:
+                try:
+                    validate_topic_name(name)
+                except TopicError:
+                    topics.append(error_topic(ErrorCode.INVALID_TOPIC_EXCEPTION, name))
+                    continue
+                if auto and not name.startswith("__"):
+                    try:
+                        t = broker.maybe_auto_create(name)
+                    except TopicError as e:
+                        topics.append(error_topic(e.code, name))
+                        continue
+                if t is None:
+                    topics.append(error_topic(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name))
+                    continue
+            topics.append(topic_metadata(broker, t, v, include_ops))
+    return R.MetadataResponse(
+        throttle_time_ms=0,
+        brokers=[R.MetadataResponseBroker(node_id=broker.node_id, host=host, port=port, rack=None)],
+        cluster_id=broker.cluster_id,
+        controller_id=broker.node_id,
+        topics=topics,
+        cluster_authorized_operations=CLUSTER_OPS if req.include_cluster_authorized_operations else UNKNOWN_OPS,
+    )
