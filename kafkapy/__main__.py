@@ -1,7 +1,7 @@
 """``kafkapy`` / ``python -m kafkapy``: start a broker.
 
-Prints exactly one line to stdout when ready: ``kafkapy ready at HOST:PORT`` (the address clients
-should use). Everything else is logged to stderr.
+Prints exactly one line to stdout when ready: ``kafkapy ready at HOST:PORT``, the address it listens
+on (with port 0, the port it took). Everything else is logged to stderr.
 """
 
 from __future__ import annotations
@@ -95,8 +95,9 @@ async def serve(config: BrokerConfig) -> int:
             logging.getLogger("kafkapy").error("cannot start: %s", e)
         await broker.stop()
         return 2
-    adv_host, adv_port = config.advertised
-    print(f"kafkapy ready at {adv_host if config.advertised_host else host}:{adv_port}", flush=True)
+    # the real listening address (the advertised one, if different, is in the log line on stderr)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"kafkapy ready at {shown}:{port}", flush=True)
     await stop.wait()
     logging.getLogger("kafkapy").info("shutting down")
     await broker.stop()
