@@ -1,0 +1,169 @@
+"""Idempotent and transactional producers: InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn,
+TxnOffsetCommit, DescribeProducers, DescribeTransactions, ListTransactions.
+
+The logic lives in kafkapy.producers (the transaction coordinator and the per-partition producer state);
+these functions only translate requests and responses. Like Kafka (KIP-588), clients too old to know
+PRODUCER_FENCED get INVALID_PRODUCER_EPOCH instead.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kafkapy.handlers import api
+from kafkapy.producers import manager as _manager  # noqa: F401 - installs the on_start hook
+from kafkapy.producers.coordinator import STATE_NAMES, TxnState
+from wire.messages import add_offsets_to_txn_response as AddOffsetsR
+from wire.messages import add_partitions_to_txn_response as AddPartsR
+from wire.messages import describe_producers_response as DescProdR
+from wire.messages import describe_transactions_response as DescTxnR
+from wire.messages import end_txn_response as EndTxnR
+from wire.messages import init_producer_id_response as InitR
+from wire.messages import list_transactions_response as ListTxnR
+from wire.messages.error_codes import ErrorCode
+
+
+def _producers(ctx):
+    return ctx.broker.coordinators["transaction"]
+
+
+def _fenced(code: ErrorCode, version: int, first_version_with_fenced: int) -> int:
+    if code == ErrorCode.PRODUCER_FENCED and version < first_version_with_fenced:
+        return int(ErrorCode.INVALID_PRODUCER_EPOCH)
+    return int(code)
+
+
+@api("InitProducerId", 0, 5)
+async def init_producer_id(ctx, req):
+    v = ctx.api_version
+    pid, epoch = (req.producer_id, req.producer_epoch) if v >= 3 else (-1, -1)
+    code, pid, epoch = _producers(ctx).coordinator.init_producer_id(req.transactional_id, req.transaction_timeout_ms,
+                                                                    pid, epoch)
+    return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=_fenced(code, v, 4), producer_id=pid,
+                                        producer_epoch=epoch)
+
+
+def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
+    """[AddPartitionsToTxnTopicResult] for one transaction."""
+    broker = ctx.broker
+    coord = _producers(ctx).coordinator
+    wanted = [(t.name, p) for t in topics for p in t.partitions]
+    unknown = {tp for tp in wanted if broker.partition_log(*tp) is None}
+    if unknown:
+        errors = {tp: (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if tp in unknown else ErrorCode.OPERATION_NOT_ATTEMPTED)
+                  for tp in wanted}
+    elif verify_only:
+        errors = coord.verify_partitions(tid, pid, epoch, set(wanted))
+    else:
+        code = coord.add_partitions(tid, pid, epoch, set(wanted))
+        errors = {tp: code for tp in wanted}
+    out: dict[str, list] = {}
+    for name, p in wanted:
+        out.setdefault(name, []).append(AddPartsR.AddPartitionsToTxnPartitionResult(
+            partition_index=p, partition_error_code=_fenced(errors[(name, p)], v, 2)))
+    return [AddPartsR.AddPartitionsToTxnTopicResult(name=n, results_by_partition=r) for n, r in out.items()]
+
+
+@api("AddPartitionsToTxn", 0, 5)
+async def add_partitions_to_txn(ctx, req):
+    v = ctx.api_version
+    if v < 4:
+        results = _add_partitions(ctx, req.v3_and_below_transactional_id, req.v3_and_below_producer_id,
+                                  req.v3_and_below_producer_epoch, req.v3_and_below_topics, False, v)
+        return AddPartsR.AddPartitionsToTxnResponse(throttle_time_ms=0, results_by_topic_v3_and_below=results)
+    out = []
+    for txn in req.transactions:
+        out.append(AddPartsR.AddPartitionsToTxnResult(
+            transactional_id=txn.transactional_id,
+            topic_results=_add_partitions(ctx, txn.transactional_id, txn.producer_id, txn.producer_epoch, txn.topics,
+                                          txn.verify_only, v)))
+    return AddPartsR.AddPartitionsToTxnResponse(throttle_time_ms=0, error_code=0, results_by_transaction=out)
+
+
+@api("AddOffsetsToTxn", 0, 4)
+async def add_offsets_to_txn(ctx, req):
+    coord = _producers(ctx).coordinator
+    code = coord.add_partitions(req.transactional_id, req.producer_id, req.producer_epoch,
+                                {coord.group_partition(req.group_id)})
+    return AddOffsetsR.AddOffsetsToTxnResponse(throttle_time_ms=0, error_code=_fenced(code, ctx.api_version, 2))
+
+
+@api("EndTxn", 0, 4)
+async def end_txn(ctx, req):
+    code = _producers(ctx).coordinator.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch,
+                                                       bool(req.committed))
+    return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=_fenced(code, ctx.api_version, 2))
+
+
+@api("DescribeProducers", 0, 0)
+async def describe_producers(ctx, req):
+    broker = ctx.broker
+    states = _producers(ctx).states
+    topics = []
+    for t in req.topics:
+        parts = []
+        for p in t.partition_indexes:
+            plog = broker.partition_log(t.name, p)
+            if plog is None:
+                parts.append(DescProdR.PartitionResponse(partition_index=p,
+                                                         error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                                         error_message=None, active_producers=[]))
+                continue
+            active = []
+            for e in states.state(plog).producers.values():
+                active.append(DescProdR.ProducerState(
+                    producer_id=e.producer_id, producer_epoch=e.producer_epoch, last_sequence=e.last_seq,
+                    last_timestamp=e.last_timestamp, coordinator_epoch=e.coordinator_epoch,
+                    current_txn_start_offset=e.current_txn_first_offset if e.current_txn_first_offset is not None
+                    else -1))
+            parts.append(DescProdR.PartitionResponse(partition_index=p, error_code=0, error_message=None,
+                                                     active_producers=active))
+        topics.append(DescProdR.TopicResponse(name=t.name, partitions=parts))
+    return DescProdR.DescribeProducersResponse(throttle_time_ms=0, topics=topics)
+
+
+@api("DescribeTransactions", 0, 0)
+async def describe_transactions(ctx, req):
+    coord = _producers(ctx).coordinator
+    out = []
+    for tid in req.transactional_ids:
+        m = coord.txns.get(tid)
+        if m is None or m.state == TxnState.DEAD:
+            out.append(DescTxnR.TransactionState(error_code=ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, transactional_id=tid,
+                                                 transaction_state="", transaction_timeout_ms=0,
+                                                 transaction_start_time_ms=-1, producer_id=-1, producer_epoch=-1,
+                                                 topics=[]))
+            continue
+        by_topic: dict[str, list[int]] = {}
+        for topic, p in sorted(m.partitions):
+            by_topic.setdefault(topic, []).append(p)
+        out.append(DescTxnR.TransactionState(
+            error_code=0, transactional_id=tid, transaction_state=STATE_NAMES[m.state],
+            transaction_timeout_ms=m.timeout_ms, transaction_start_time_ms=m.start_ms, producer_id=m.producer_id,
+            producer_epoch=m.producer_epoch,
+            topics=[DescTxnR.TopicData(topic=k, partitions=v) for k, v in by_topic.items()]))
+    return DescTxnR.DescribeTransactionsResponse(throttle_time_ms=0, transaction_states=out)
+
+
+@api("ListTransactions", 0, 1)
+async def list_transactions(ctx, req):
+    coord = _producers(ctx).coordinator
+    known = set(STATE_NAMES.values())
+    wanted = set(req.state_filters or [])
+    unknown = sorted(wanted - known)
+    pids = set(req.producer_id_filters or [])
+    duration = req.duration_filter if ctx.api_version >= 1 else -1
+    now = int(time.time() * 1000)
+    out = []
+    for m in coord.txns.values():
+        name = STATE_NAMES[m.state]
+        if wanted and name not in wanted:
+            continue
+        if pids and m.producer_id not in pids:
+            continue
+        if duration >= 0 and (m.start_ms < 0 or now - m.start_ms < duration):
+            continue
+        out.append(ListTxnR.TransactionState(transactional_id=m.transactional_id, producer_id=m.producer_id,
+                                             transaction_state=name))
+    return ListTxnR.ListTransactionsResponse(throttle_time_ms=0, error_code=0, unknown_state_filters=unknown,
+                                             transaction_states=out)
