@@ -1,0 +1,184 @@
+"""Group membership apis: FindCoordinator (10), JoinGroup (11), Heartbeat (12), LeaveGroup (13), SyncGroup (14),
+DescribeGroups (15), ListGroups (16), DeleteGroups (42). The logic lives in kafkapy.groups."""
+
+from __future__ import annotations
+
+from kafkapy.groups import coordinator_of
+from kafkapy.groups.group import STABLE
+from kafkapy.handlers import api
+from wire.messages import delete_groups_response as DelR
+from wire.messages import describe_groups_response as DR
+from wire.messages import find_coordinator_response as FR
+from wire.messages import heartbeat_response as HR
+from wire.messages import join_group_response as JR
+from wire.messages import leave_group_response as LR
+from wire.messages import list_groups_response as LGR
+from wire.messages import sync_group_response as SR
+from wire.messages.error_codes import ErrorCode
+
+GROUP_KEY_TYPE = 0
+TRANSACTION_KEY_TYPE = 1
+UNKNOWN_OPS = -2147483648
+# AclOperation: READ 3, DELETE 6, DESCRIBE 8 (Kafka's group operations)
+GROUP_OPS = sum(1 << op for op in (3, 6, 8))
+CLASSIC = "classic"
+
+
+def client_host(ctx) -> str:
+    """Kafka's InetAddress.toString form: ``/127.0.0.1``."""
+    peer = ctx.connection.peer
+    host = peer.rsplit(":", 1)[0] if ":" in peer else peer
+    return "/" + host.strip("[]")
+
+
+# ---------------------------------------------------------------- FindCoordinator
+
+def _coordinator_for(ctx, key: str, key_type: int) -> tuple[int, str | None]:
+    broker = ctx.broker
+    if key_type == GROUP_KEY_TYPE:
+        coordinator_of(broker).ensure_offsets_topic()
+        return 0, None
+    if key_type == TRANSACTION_KEY_TYPE:
+        txn = broker.coordinators.get("transaction")
+        ensure = getattr(txn, "ensure_state_topic", None)
+        if ensure is not None:
+            ensure()
+        return 0, None
+    return int(ErrorCode.INVALID_REQUEST), f"Unknown coordinator type {key_type} in FindCoordinator request"
+
+
+@api("FindCoordinator", 0, 6)
+async def find_coordinator(ctx, req):
+    broker = ctx.broker
+    host, port = broker.config.advertised
+    node = broker.node_id
+    key_type = req.key_type if ctx.api_version >= 1 else GROUP_KEY_TYPE
+    if ctx.api_version >= 4:
+        out = []
+        for key in req.coordinator_keys or ():
+            code, msg = _coordinator_for(ctx, key, key_type)
+            if code:
+                out.append(FR.Coordinator(key=key, node_id=-1, host="", port=-1, error_code=code, error_message=msg))
+            else:
+                out.append(FR.Coordinator(key=key, node_id=node, host=host, port=port, error_code=0,
+                                          error_message=None))
+        return FR.FindCoordinatorResponse(throttle_time_ms=0, coordinators=out)
+    code, msg = _coordinator_for(ctx, req.key, key_type)
+    if code:
+        return FR.FindCoordinatorResponse(throttle_time_ms=0, error_code=code, error_message=msg, node_id=-1,
+                                          host="", port=-1)
+    return FR.FindCoordinatorResponse(throttle_time_ms=0, error_code=0, error_message="NONE", node_id=node,
+                                      host=host, port=port)
+
+
+# ---------------------------------------------------------------- JoinGroup / SyncGroup / Heartbeat / LeaveGroup
+
+@api("JoinGroup", 0, 9)
+async def join_group(ctx, req):
+    v = ctx.api_version
+    coord = coordinator_of(ctx.broker)
+    protocols = [(p.name, bytes(p.metadata)) for p in (req.protocols or ())]
+    rebalance_timeout = req.rebalance_timeout_ms if v >= 1 else req.session_timeout_ms
+    r = await coord.join_group(req.group_id, req.member_id or "", req.group_instance_id if v >= 5 else None,
+                               ctx.client_id, client_host(ctx), req.session_timeout_ms, rebalance_timeout,
+                               req.protocol_type, protocols, v)
+    members = [JR.JoinGroupResponseMember(member_id=mid, group_instance_id=iid, metadata=md)
+               for mid, iid, md in r.members]
+    protocol_name = r.protocol_name if v >= 7 else (r.protocol_name or "")
+    return JR.JoinGroupResponse(throttle_time_ms=0, error_code=r.error, generation_id=r.generation_id,
+                                protocol_type=r.protocol_type, protocol_name=protocol_name, leader=r.leader,
+                                skip_assignment=r.skip_assignment, member_id=r.member_id, members=members)
+
+
+@api("SyncGroup", 0, 5)
+async def sync_group(ctx, req):
+    v = ctx.api_version
+    coord = coordinator_of(ctx.broker)
+    assignments = {}
+    for a in req.assignments or ():
+        assignments[a.member_id] = bytes(a.assignment)
+    r = await coord.sync_group(req.group_id, req.generation_id, req.member_id,
+                               req.group_instance_id if v >= 3 else None,
+                               req.protocol_type if v >= 5 else None, req.protocol_name if v >= 5 else None,
+                               assignments)
+    return SR.SyncGroupResponse(throttle_time_ms=0, error_code=r.error,
+                                protocol_type=r.protocol_type if r.error == 0 else None,
+                                protocol_name=r.protocol_name if r.error == 0 else None,
+                                assignment=r.assignment if r.error == 0 else b"")
+
+
+@api("Heartbeat", 0, 4)
+async def heartbeat(ctx, req):
+    coord = coordinator_of(ctx.broker)
+    code = coord.heartbeat(req.group_id, req.member_id, req.group_instance_id if ctx.api_version >= 3 else None,
+                           req.generation_id)
+    return HR.HeartbeatResponse(throttle_time_ms=0, error_code=code)
+
+
+@api("LeaveGroup", 0, 5)
+async def leave_group(ctx, req):
+    coord = coordinator_of(ctx.broker)
+    if ctx.api_version >= 3:
+        members = [(m.member_id or "", m.group_instance_id) for m in (req.members or ())]
+    else:
+        members = [(req.member_id or "", None)]
+    top, errors = coord.leave_group(req.group_id, members)
+    if ctx.api_version < 3:
+        return LR.LeaveGroupResponse(throttle_time_ms=0, error_code=top or (errors[0] if errors else 0))
+    return LR.LeaveGroupResponse(throttle_time_ms=0, error_code=top, members=[
+        LR.MemberResponse(member_id=mid, group_instance_id=iid, error_code=e)
+        for (mid, iid), e in zip(members, errors)])
+
+
+# ---------------------------------------------------------------- DescribeGroups / ListGroups / DeleteGroups
+
+@api("DescribeGroups", 0, 5)
+async def describe_groups(ctx, req):
+    coord = coordinator_of(ctx.broker)
+    ops = GROUP_OPS if ctx.api_version >= 3 and req.include_authorized_operations else UNKNOWN_OPS
+    out = []
+    for gid in req.groups or ():
+        g = coord.describe_group(gid)
+        if g is None:
+            out.append(DR.DescribedGroup(error_code=0, group_id=gid, group_state="Dead", protocol_type="",
+                                         protocol_data="", members=[], authorized_operations=ops))
+            continue
+        stable = g.state == STABLE
+        members = []
+        for m in g.members.values():
+            members.append(DR.DescribedGroupMember(
+                member_id=m.member_id, group_instance_id=m.group_instance_id, client_id=m.client_id,
+                client_host=m.client_host,
+                member_metadata=m.metadata(g.protocol_name) if stable else b"",
+                member_assignment=m.assignment if stable else b""))
+        out.append(DR.DescribedGroup(error_code=0, group_id=gid, group_state=g.state,
+                                     protocol_type=g.protocol_type or "",
+                                     protocol_data=(g.protocol_name or "") if stable else "",
+                                     members=members, authorized_operations=ops))
+    return DR.DescribeGroupsResponse(throttle_time_ms=0, groups=out)
+
+
+@api("ListGroups", 0, 5)
+async def list_groups(ctx, req):
+    coord = coordinator_of(ctx.broker)
+    v = ctx.api_version
+    states = {s.lower() for s in (req.states_filter or ())} if v >= 4 else set()
+    types = {t.lower() for t in (req.types_filter or ())} if v >= 5 else set()
+    out = []
+    for g in sorted(coord.list_groups(), key=lambda g: g.group_id):
+        if states and g.state.lower() not in states:
+            continue
+        if types and CLASSIC not in types:
+            continue
+        out.append(LGR.ListedGroup(group_id=g.group_id, protocol_type=g.protocol_type or "", group_state=g.state,
+                                   group_type=CLASSIC))
+    return LGR.ListGroupsResponse(throttle_time_ms=0, error_code=0, groups=out)
+
+
+@api("DeleteGroups", 0, 2)
+async def delete_groups(ctx, req):
+    coord = coordinator_of(ctx.broker)
+    names = list(req.groups_names or ())
+    res = coord.delete_groups(names)
+    return DelR.DeleteGroupsResponse(throttle_time_ms=0, results=[
+        DelR.DeletableGroupResult(group_id=n, error_code=res[n]) for n in names])

@@ -1,0 +1,113 @@
+"""Committed offsets: OffsetCommit (8), OffsetFetch (9), OffsetDelete (47). Stored by kafkapy.groups in
+``__consumer_offsets``."""
+
+from __future__ import annotations
+
+from kafkapy.groups import coordinator_of
+from kafkapy.groups.group import OffsetAndMetadata, now_ms
+from kafkapy.handlers import api
+from wire.messages import offset_commit_response as CR
+from wire.messages import offset_delete_response as DR
+from wire.messages import offset_fetch_response as FR
+from wire.messages.error_codes import ErrorCode
+
+
+@api("OffsetCommit", 0, 9)
+async def offset_commit(ctx, req):
+    v = ctx.api_version
+    coord = coordinator_of(ctx.broker)
+    now = now_ms()
+    retention = req.retention_time_ms if 2 <= v <= 4 else -1
+    offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
+    order = []
+    for t in req.topics or ():
+        for p in t.partitions or ():
+            ts = now
+            if v == 1 and p.commit_timestamp != -1:
+                ts = p.commit_timestamp
+            tp = (t.name, p.partition_index)
+            order.append(tp)
+            offsets[tp] = OffsetAndMetadata(
+                offset=p.committed_offset,
+                leader_epoch=p.committed_leader_epoch if v >= 6 else -1,
+                metadata=p.committed_metadata if p.committed_metadata is not None else "",
+                commit_timestamp=ts,
+                expire_timestamp=ts + retention if retention != -1 else None)
+    if req.group_id is None:
+        errors = {tp: int(ErrorCode.INVALID_GROUP_ID) for tp in offsets}
+    else:
+        errors = coord.commit_offsets(req.group_id, req.generation_id_or_member_epoch if v >= 1 else -1,
+                                      req.member_id if v >= 1 else "", req.group_instance_id if v >= 7 else None,
+                                      offsets)
+    topics = []
+    by_topic: dict[str, list] = {}
+    for t in req.topics or ():
+        if t.name not in by_topic:
+            by_topic[t.name] = []
+            topics.append(CR.OffsetCommitResponseTopic(name=t.name, partitions=by_topic[t.name]))
+        for p in t.partitions or ():
+            by_topic[t.name].append(CR.OffsetCommitResponsePartition(
+                partition_index=p.partition_index, error_code=errors.get((t.name, p.partition_index), 0)))
+    return CR.OffsetCommitResponse(throttle_time_ms=0, topics=topics)
+
+
+def _fetch_group(coord, group_id, topics, require_stable):
+    """[(topic name, [(partition, OffsetAndMetadata | None, error)])] in request order (or all committed)."""
+    if topics is None:
+        parts = None
+    else:
+        parts = [(t.name, p) for t in topics for p in (t.partition_indexes or ())]
+    rows = coord.fetch_offsets(group_id, parts, require_stable)
+    out: dict[str, list] = {}
+    for t, p, o, err in rows:
+        out.setdefault(t, []).append((p, o, err))
+    if topics is not None:
+        for t in topics:          # topics asked for with no partitions still appear
+            out.setdefault(t.name, [])
+    return list(out.items())
+
+
+@api("OffsetFetch", 0, 9)
+async def offset_fetch(ctx, req):
+    v = ctx.api_version
+    coord = coordinator_of(ctx.broker)
+    require_stable = bool(req.require_stable) if v >= 7 else False
+    if v >= 8:
+        groups = []
+        for rg in req.groups or ():
+            rows = _fetch_group(coord, rg.group_id, rg.topics, require_stable)
+            topics = [FR.OffsetFetchResponseTopics(name=t, partitions=[
+                FR.OffsetFetchResponsePartitions(partition_index=p, committed_offset=o.offset if o else -1,
+                                                 committed_leader_epoch=o.leader_epoch if o else -1,
+                                                 metadata=o.metadata if o else "", error_code=err)
+                for p, o, err in parts]) for t, parts in rows]
+            groups.append(FR.OffsetFetchResponseGroup(group_id=rg.group_id, topics=topics, error_code=0))
+        return FR.OffsetFetchResponse(throttle_time_ms=0, groups=groups)
+    topics_req = req.topics
+    if topics_req is None and v < 2:
+        topics_req = []
+    rows = _fetch_group(coord, req.group_id, topics_req, require_stable)
+    topics = [FR.OffsetFetchResponseTopic(name=t, partitions=[
+        FR.OffsetFetchResponsePartition(partition_index=p, committed_offset=o.offset if o else -1,
+                                        committed_leader_epoch=o.leader_epoch if o else -1,
+                                        metadata=o.metadata if o else "", error_code=err)
+        for p, o, err in parts]) for t, parts in rows]
+    return FR.OffsetFetchResponse(throttle_time_ms=0, topics=topics, error_code=0)
+
+
+@api("OffsetDelete", 0, 0)
+async def offset_delete(ctx, req):
+    coord = coordinator_of(ctx.broker)
+    parts = [(t.name, p.partition_index) for t in (req.topics or ()) for p in (t.partitions or ())]
+    known = [tp for tp in parts if ctx.broker.partition_log(*tp) is not None]
+    top, res = coord.delete_offsets(req.group_id, known)
+    if top:
+        return DR.OffsetDeleteResponse(error_code=top, throttle_time_ms=0, topics=[])
+    topics = []
+    for t in req.topics or ():
+        topics.append(DR.OffsetDeleteResponseTopic(name=t.name, partitions=[
+            DR.OffsetDeleteResponsePartition(
+                partition_index=p.partition_index,
+                error_code=res.get((t.name, p.partition_index), int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)))
+            for p in (t.partitions or ())]))
+    return DR.OffsetDeleteResponse(error_code=0, throttle_time_ms=0, topics=topics)
