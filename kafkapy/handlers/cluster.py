@@ -1,0 +1,116 @@
+"""Cluster: DescribeCluster (60), DescribeLogDirs (35), OffsetForLeaderEpoch (23)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from kafkapy.handlers import api
+from kafkapy.handlers.metadata import CLUSTER_OPS, UNKNOWN_OPS
+from wire.messages import describe_cluster_response as DCL
+from wire.messages import describe_log_dirs_response as DLD
+from wire.messages import offset_for_leader_epoch_response as OLE
+from wire.messages.error_codes import ErrorCode
+
+# DescribeCluster endpoint types (KIP-919)
+ENDPOINT_UNKNOWN, ENDPOINT_BROKER, ENDPOINT_CONTROLLER = 0, 1, 2
+_ENDPOINT_NAMES = {ENDPOINT_BROKER: "BROKER", ENDPOINT_CONTROLLER: "CONTROLLER"}
+NO_EPOCH = -1
+
+
+@api("DescribeCluster", 0, 1)
+async def describe_cluster(ctx, req):
+    """AuthHelper.computeDescribeClusterResponse with the broker endpoint type."""
+    broker = ctx.broker
+    v = ctx.api_version
+    requested = req.endpoint_type if v >= 1 else ENDPOINT_BROKER
+    if requested not in _ENDPOINT_NAMES:
+        code = ErrorCode.INVALID_REQUEST if v == 0 else ErrorCode.UNSUPPORTED_ENDPOINT_TYPE
+        return DCL.DescribeClusterResponse(
+            throttle_time_ms=0, error_code=int(code),
+            error_message=f"Unsupported endpoint type {requested}", endpoint_type=ENDPOINT_BROKER, cluster_id="",
+            controller_id=-1, brokers=[], cluster_authorized_operations=UNKNOWN_OPS)
+    if requested != ENDPOINT_BROKER:
+        code = ErrorCode.INVALID_REQUEST if v == 0 else ErrorCode.MISMATCHED_ENDPOINT_TYPE
+        return DCL.DescribeClusterResponse(
+            throttle_time_ms=0, error_code=int(code),
+            error_message=f"The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type "
+                          f"{_ENDPOINT_NAMES[requested]}",
+            endpoint_type=ENDPOINT_BROKER, cluster_id="", controller_id=-1, brokers=[],
+            cluster_authorized_operations=UNKNOWN_OPS)
+    host, port = broker.config.advertised
+    return DCL.DescribeClusterResponse(
+        throttle_time_ms=0, error_code=0, error_message=None, endpoint_type=ENDPOINT_BROKER,
+        cluster_id=broker.cluster_id, controller_id=broker.node_id,
+        brokers=[DCL.DescribeClusterBroker(broker_id=broker.node_id, host=host, port=port, rack=None)],
+        cluster_authorized_operations=CLUSTER_OPS if req.include_cluster_authorized_operations else UNKNOWN_OPS)
+
+
+def log_dir_name(broker) -> str:
+    """The absolute data dir, or a descriptive name for the memory backend."""
+    if broker.memory or not broker.config.data_dir:
+        return "memory"
+    return os.path.abspath(broker.config.data_dir)
+
+
+@api("DescribeLogDirs", 0, 4)
+async def describe_log_dirs(ctx, req):
+    """ReplicaManager.describeLogDirs: one log dir; topics with none of the asked partitions are left out."""
+    broker = ctx.broker
+    if req.topics is None:
+        wanted = None
+    else:
+        wanted = {(t.topic, p) for t in req.topics for p in t.partitions}
+    by_topic: dict[str, list] = {}
+    for (topic, partition), lg in sorted(broker.logs, key=lambda item: item[0]):
+        if wanted is not None and (topic, partition) not in wanted:
+            continue
+        if topic not in broker.topics:
+            continue
+        by_topic.setdefault(topic, []).append(DLD.DescribeLogDirsPartition(
+            partition_index=partition, partition_size=lg.size_in_bytes, offset_lag=0, is_future_key=False))
+    total = usable = -1
+    error = 0
+    name = log_dir_name(broker)
+    if name != "memory":
+        try:
+            du = shutil.disk_usage(name)
+            total, usable = du.total, du.free
+        except OSError:
+            error = int(ErrorCode.KAFKA_STORAGE_ERROR)
+    result = DLD.DescribeLogDirsResult(
+        error_code=error, log_dir=name,
+        topics=[] if error else [DLD.DescribeLogDirsTopic(name=t, partitions=ps) for t, ps in by_topic.items()],
+        total_bytes=total, usable_bytes=usable)
+    return DLD.DescribeLogDirsResponse(throttle_time_ms=0, error_code=0, results=[result])
+
+
+@api("OffsetForLeaderEpoch", 0, 4)
+async def offset_for_leader_epoch(ctx, req):
+    """Partition.lastOffsetForLeaderEpoch on the leader (replica_id is not used: there are no followers)."""
+    broker = ctx.broker
+    v = ctx.api_version
+    topics = []
+    for t in req.topics:
+        topic = broker.topics.get(t.topic)
+        parts = []
+        for p in t.partitions:
+            r = OLE.EpochEndOffset(error_code=0, partition=p.partition, leader_epoch=NO_EPOCH, end_offset=-1)
+            parts.append(r)
+            lg = broker.partition_log(t.topic, p.partition) if topic is not None else None
+            if lg is None:
+                r.error_code = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+                continue
+            current = p.current_leader_epoch if v >= 2 else NO_EPOCH
+            if current != NO_EPOCH:
+                if current < topic.leader_epoch:
+                    r.error_code = int(ErrorCode.FENCED_LEADER_EPOCH)
+                    continue
+                if current > topic.leader_epoch:
+                    r.error_code = int(ErrorCode.UNKNOWN_LEADER_EPOCH)
+                    continue
+            epoch, end_offset = lg.end_offset_for_epoch(p.leader_epoch)
+            if end_offset != -1:
+                r.leader_epoch, r.end_offset = epoch, end_offset
+        topics.append(OLE.OffsetForLeaderTopicResult(topic=t.topic, partitions=parts))
+    return OLE.OffsetForLeaderEpochResponse(throttle_time_ms=0, topics=topics)

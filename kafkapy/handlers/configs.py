@@ -1,0 +1,487 @@
+"""Configs: DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44).
+
+Follows Kafka 3.9's ``ConfigHelper`` (describe) and ``ConfigAdminManager`` / ``ConfigurationControlManager``
+(alter): a topic's config entry lists its synonyms most specific first (the topic override, then the broker
+settings that provide the default: dynamic per-broker, dynamic cluster default, static, Kafka's default), and
+its source is that of the first synonym. Broker resources are named by the node id ("" is the dynamic
+cluster-wide default); only dynamic broker configs may be altered.
+
+Dynamic broker configs are kept in memory on the broker (``broker.dynamic_broker_configs``, keyed "" and the
+node id): they are described as Kafka describes them, but the broker does not fold them into topic defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kafkapy.broker import TopicError, validate_topic_name
+from kafkapy.config import BROKER_CONFIGS, TOPIC_CONFIGS, TYPE_LIST, TYPE_PASSWORD, ConfigError, \
+    validate_topic_configs
+from kafkapy.handlers import api
+from wire.messages import alter_configs_response as AC
+from wire.messages import describe_configs_response as DC
+from wire.messages import incremental_alter_configs_response as IAC
+from wire.messages.error_codes import ErrorCode
+
+log = logging.getLogger("kafkapy.configs")
+
+# ConfigResource.Type
+TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP = 2, 4, 8, 16, 32
+_TYPE_NAMES = {TOPIC: "TOPIC", BROKER: "BROKER", BROKER_LOGGER: "BROKER_LOGGER", CLIENT_METRICS: "CLIENT_METRICS",
+               GROUP: "GROUP"}
+
+# DescribeConfigsResponse.ConfigSource
+UNKNOWN, DYNAMIC_TOPIC_CONFIG, DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG = 0, 1, 2, 3
+STATIC_BROKER_CONFIG, DEFAULT_CONFIG, DYNAMIC_BROKER_LOGGER_CONFIG = 4, 5, 6
+
+# AlterConfigOp.OpType
+SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+_OP_NAMES = {SET: "SET", DELETE: "DELETE", APPEND: "APPEND", SUBTRACT: "SUBTRACT"}
+
+# Topic configs that have no broker-level synonym in Kafka (ServerTopicConfigSynonyms leaves them out).
+_NO_BROKER_SYNONYM = {"leader.replication.throttled.replicas", "follower.replication.throttled.replicas",
+                      "remote.storage.enable"}
+
+# Broker configs that can be changed at run time (DynamicBrokerConfig.ALL_DYNAMIC_CONFIGS, the part kafkapy knows):
+# every broker synonym of a topic config (DynamicLogConfig) plus the connection quotas and thread pools.
+DYNAMIC_BROKER_CONFIGS = {d.broker_synonym for d in TOPIC_CONFIGS.values()
+                          if d.broker_synonym and d.name not in _NO_BROKER_SYNONYM} | {
+    "max.connections", "max.connections.per.ip", "max.connections.per.ip.overrides", "max.connection.creation.rate",
+    "num.io.threads", "num.network.threads", "num.replica.fetchers", "num.recovery.threads.per.data.dir",
+    "background.threads", "log.cleaner.threads", "log.cleaner.io.max.bytes.per.second",
+    "log.cleaner.dedupe.buffer.size", "log.cleaner.io.buffer.size", "log.cleaner.io.buffer.load.factor",
+    "log.cleaner.backoff.ms", "producer.id.expiration.ms", "transaction.partition.verification.enable",
+}
+
+
+class ResourceError(Exception):
+    def __init__(self, code: ErrorCode, message: str | None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def dynamic_broker_configs(broker) -> dict[str, dict[str, str]]:
+    """{"": cluster-wide defaults, "<node id>": this broker's} (created on first use)."""
+    d = getattr(broker, "dynamic_broker_configs", None)
+    if d is None:
+        d = {"": {}, str(broker.node_id): {}}
+        broker.dynamic_broker_configs = d
+    return d
+
+
+def broker_synonyms(name: str) -> list[str]:
+    """DynamicBrokerConfig.brokerConfigSynonyms: the broker settings that together define ``name``."""
+    if name in ("log.roll.ms", "log.roll.hours"):
+        return ["log.roll.ms", "log.roll.hours"]
+    if name in ("log.roll.jitter.ms", "log.roll.jitter.hours"):
+        return ["log.roll.jitter.ms", "log.roll.jitter.hours"]
+    if name == "log.flush.interval.ms":
+        return ["log.flush.interval.ms", "log.flush.scheduler.interval.ms"]
+    if name in ("log.retention.ms", "log.retention.minutes", "log.retention.hours"):
+        return ["log.retention.ms", "log.retention.minutes", "log.retention.hours"]
+    return [name]
+
+
+def _static_default(name: str) -> str | None:
+    d = BROKER_CONFIGS.get(name)
+    return None if d is None else d.default
+
+
+def _is_sensitive(config_type: int) -> bool:
+    return config_type == TYPE_PASSWORD
+
+
+def config_synonyms(broker, name: str, names: list[str], sensitive: bool, *, include_dynamic: bool = True
+                    ) -> list[DC.DescribeConfigsSynonym]:
+    """ConfigHelper.configSynonyms: every source of every synonym, most specific source first; then drop what
+    comes before the first entry for ``name`` itself (as Kafka does)."""
+    dyn = dynamic_broker_configs(broker)
+    sources = []
+    if include_dynamic:
+        sources += [(dyn.get(str(broker.node_id), {}), DYNAMIC_BROKER_CONFIG),
+                    (dyn.get("", {}), DYNAMIC_DEFAULT_BROKER_CONFIG)]
+    sources.append((broker.config.properties, STATIC_BROKER_CONFIG))
+    out = []
+    for values, source in sources:
+        for n in names:
+            if n in values:
+                out.append(DC.DescribeConfigsSynonym(name=n, value=None if sensitive else values[n], source=source))
+    for n in names:
+        default = _static_default(n)
+        if default is not None:
+            out.append(DC.DescribeConfigsSynonym(name=n, value=None if sensitive else default, source=DEFAULT_CONFIG))
+    for i, s in enumerate(out):
+        if s.name == name:
+            return out[i:]
+    return []
+
+
+def _entry(name, value, source, sensitive, read_only, synonyms, include_synonyms, config_type, doc, v):
+    e = DC.DescribeConfigsResourceResult(name=name, value=None if sensitive else value, read_only=read_only,
+                                         is_default=source == DEFAULT_CONFIG, config_source=source,
+                                         is_sensitive=sensitive, synonyms=synonyms if include_synonyms else [],
+                                         config_type=config_type, documentation=doc)
+    return e
+
+
+def _wanted(keys, name: str) -> bool:
+    return not keys or name in keys
+
+
+def describe_topic(broker, res, include_synonyms: bool, include_doc: bool, v: int) -> list:
+    try:
+        validate_topic_name(res.resource_name)
+    except TopicError as e:
+        raise ResourceError(e.code, e.message) from None
+    topic = broker.topics.get(res.resource_name)
+    if topic is None:
+        raise ResourceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, None)
+    effective = broker.effective_topic_configs(topic)
+    out = []
+    for name in sorted(TOPIC_CONFIGS):
+        if not _wanted(res.configuration_keys, name):
+            continue
+        d = TOPIC_CONFIGS[name]
+        sensitive = _is_sensitive(d.config_type)
+        value = effective.get(name)
+        synonyms = []
+        if d.broker_synonym and name not in _NO_BROKER_SYNONYM:
+            # dynamic broker configs are not (yet) applied to topic defaults, so they are not shown as sources
+            synonyms = config_synonyms(broker, d.broker_synonym, broker_synonyms(d.broker_synonym), sensitive,
+                                       include_dynamic=False)
+        if name in topic.configs:
+            synonyms.insert(0, DC.DescribeConfigsSynonym(name=name, value=None if sensitive else topic.configs[name],
+                                                         source=DYNAMIC_TOPIC_CONFIG))
+        source = synonyms[0].source if synonyms else DEFAULT_CONFIG
+        out.append(_entry(name, value, source, sensitive, False, synonyms, include_synonyms, d.config_type,
+                          (d.doc or None) if include_doc else None, v))
+    return out
+
+
+def _broker_value(broker, name: str) -> str | None:
+    dyn = dynamic_broker_configs(broker)
+    for values in (dyn.get(str(broker.node_id), {}), dyn.get("", {})):
+        if name in values:
+            return values[name]
+    return broker.config.get(name)
+
+
+def describe_broker(broker, res, include_synonyms: bool, include_doc: bool, v: int) -> list:
+    name = res.resource_name
+    dyn = dynamic_broker_configs(broker)
+    if not name:
+        per_broker = False
+        names = sorted(dyn.get("", {}))
+    else:
+        _broker_id(name, f"Unexpected broker id, expected {broker.node_id} or empty string, but received {name}",
+                   broker.node_id)
+        per_broker = True
+        names = sorted(set(BROKER_CONFIGS) | set(broker.config.properties) | set(dyn.get("", {}))
+                       | set(dyn.get(str(broker.node_id), {})))
+    out = []
+    for n in names:
+        if not _wanted(res.configuration_keys, n):
+            continue
+        d = BROKER_CONFIGS.get(n)
+        config_type = d.config_type if d is not None else 0
+        sensitive = _is_sensitive(config_type)
+        synonyms = config_synonyms(broker, n, broker_synonyms(n), sensitive)
+        if not per_broker:
+            synonyms = [s for s in synonyms if s.source == DYNAMIC_DEFAULT_BROKER_CONFIG]
+            value = dyn[""].get(n)
+        else:
+            value = _broker_value(broker, n)
+        source = synonyms[0].source if synonyms else DEFAULT_CONFIG
+        out.append(_entry(n, value, source, sensitive, n not in DYNAMIC_BROKER_CONFIGS, synonyms, include_synonyms,
+                          config_type, ((d.doc if d else "") or None) if include_doc else None, v))
+    return out
+
+
+_LEVELS = {logging.CRITICAL: "FATAL", logging.ERROR: "ERROR", logging.WARNING: "WARN", logging.INFO: "INFO",
+           logging.DEBUG: "DEBUG", logging.NOTSET: "TRACE"}
+
+
+def describe_broker_logger(broker, res) -> list:
+    name = res.resource_name
+    if not name:
+        raise ResourceError(ErrorCode.INVALID_REQUEST, "Broker id must not be empty")
+    _broker_id(name, f"Unexpected broker id, expected {broker.node_id} but received {name}", broker.node_id)
+    loggers = {"root": logging.getLogger().getEffectiveLevel()}
+    for lname, lg in sorted(logging.root.manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger) and lname.startswith(("kafkapy", "storage", "wire")):
+            loggers[lname] = lg.getEffectiveLevel()
+    return [DC.DescribeConfigsResourceResult(name=n, value=_LEVELS.get(lvl, logging.getLevelName(lvl)),
+                                             read_only=False, is_default=False,
+                                             config_source=DYNAMIC_BROKER_LOGGER_CONFIG, is_sensitive=False,
+                                             synonyms=[], config_type=0, documentation=None)
+            for n, lvl in loggers.items() if _wanted(res.configuration_keys, n)]
+
+
+def _broker_id(name: str, mismatch: str, node_id: int, what: str = "Broker id") -> None:
+    try:
+        n = int(name)
+    except ValueError:
+        raise ResourceError(ErrorCode.INVALID_REQUEST, f"{what} must be an integer, but it is: {name}") from None
+    if n != node_id:
+        raise ResourceError(ErrorCode.INVALID_REQUEST, mismatch)
+
+
+@api("DescribeConfigs", 0, 4)
+async def describe_configs(ctx, req):
+    broker = ctx.broker
+    v = ctx.api_version
+    include_synonyms = bool(req.include_synonyms) and v >= 1
+    include_doc = bool(req.include_documentation) and v >= 3
+    results = []
+    for res in req.resources:
+        r = DC.DescribeConfigsResult(error_code=0, error_message=None, resource_type=res.resource_type,
+                                     resource_name=res.resource_name, configs=[])
+        try:
+            if res.resource_type == TOPIC:
+                r.configs = describe_topic(broker, res, include_synonyms, include_doc, v)
+            elif res.resource_type == BROKER:
+                r.configs = describe_broker(broker, res, include_synonyms, include_doc, v)
+            elif res.resource_type == BROKER_LOGGER:
+                r.configs = describe_broker_logger(broker, res)
+            else:
+                raise ResourceError(ErrorCode.INVALID_REQUEST,
+                                    f"Unsupported resource type: {_TYPE_NAMES.get(res.resource_type, 'UNKNOWN')}")
+        except ResourceError as e:
+            r.error_code = int(e.code)
+            r.error_message = e.message
+            r.configs = []
+        results.append(r)
+    return DC.DescribeConfigsResponse(throttle_time_ms=0, results=results)
+
+
+# ------------------------------------------------------------------------------------------------ alter
+
+
+def _check_broker_resource(broker, name: str) -> None:
+    if name:
+        _broker_id(name, f"Unexpected broker id, expected {broker.node_id}, but received {name}", broker.node_id,
+                   what="Node id")
+
+
+def _validate_broker_configs(new: dict[str, str]) -> dict[str, str]:
+    """DynamicBrokerConfig.validateConfigs: only dynamic configs; known ones must parse. Raises ResourceError
+    INVALID_REQUEST (Kafka wraps the ConfigException, KAFKA-13609)."""
+    static = sorted(n for n in new if n in BROKER_CONFIGS and n not in DYNAMIC_BROKER_CONFIGS)
+    if static:
+        raise ResourceError(ErrorCode.INVALID_REQUEST,
+                            f"Cannot update these configs dynamically: Set({', '.join(static)})")
+    out = {}
+    for n, value in new.items():
+        d = BROKER_CONFIGS.get(n)
+        if d is None:
+            out[n] = value
+            continue
+        try:
+            out[n] = d.check(value)
+        except ConfigError as e:
+            raise ResourceError(ErrorCode.INVALID_REQUEST,
+                                f"Invalid value {value} for configuration {n}: {e}") from None
+    return out
+
+
+def _topic_for_alter(broker, name: str):
+    if not name:
+        raise ResourceError(ErrorCode.INVALID_REQUEST, "Default topic resources are not allowed.")
+    try:
+        validate_topic_name(name)
+    except TopicError as e:
+        raise ResourceError(e.code, e.message) from None
+
+
+def _validate_topic(configs: dict[str, str | None]) -> dict[str, str]:
+    nulls = [k for k, val in configs.items() if val is None]
+    if nulls:
+        raise ResourceError(ErrorCode.INVALID_CONFIG, "Null value not supported for topic configs: " + ",".join(nulls))
+    try:
+        return validate_topic_configs(configs)
+    except ConfigError as e:
+        raise ResourceError(ErrorCode.INVALID_CONFIG, str(e)) from None
+
+
+def _existing_topic(broker, name: str):
+    t = broker.topics.get(name)
+    if t is None:
+        raise ResourceError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{name}' does not exist.")
+    return t
+
+
+def _duplicates(resources) -> set[int]:
+    seen: dict[tuple[int, str], int] = {}
+    dup = set()
+    for i, r in enumerate(resources):
+        key = (r.resource_type, r.resource_name)
+        if key in seen:
+            dup.add(seen[key])
+            dup.add(i)
+        seen[key] = i
+    return dup
+
+
+def _unsupported(resource_type: int) -> ResourceError:
+    if resource_type == BROKER_LOGGER:
+        return ResourceError(ErrorCode.INVALID_REQUEST, "AlterConfigs v1 and below does not support BROKER_LOGGER "
+                                                        "resources")
+    return ResourceError(ErrorCode.INVALID_REQUEST,
+                         f"Unknown resource type {_TYPE_NAMES.get(resource_type, 'UNKNOWN')}")
+
+
+@api("AlterConfigs", 0, 2)
+async def alter_configs(ctx, req):
+    broker = ctx.broker
+    dup = _duplicates(req.resources)
+    out = []
+    for i, res in enumerate(req.resources):
+        r = AC.AlterConfigsResourceResponse(error_code=0, error_message=None, resource_type=res.resource_type,
+                                            resource_name=res.resource_name)
+        out.append(r)
+        try:
+            if i in dup:
+                raise ResourceError(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.")
+            names = [c.name for c in res.configs]
+            if len(set(names)) != len(names):
+                raise ResourceError(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
+            new = {c.name: c.value for c in res.configs}
+            if res.resource_type == TOPIC:
+                _topic_for_alter(broker, res.resource_name)
+                configs = _validate_topic(new)
+                _existing_topic(broker, res.resource_name)
+                if not req.validate_only:
+                    broker.set_topic_configs(res.resource_name, configs)
+                    log.info("configs of topic %s replaced by %s", res.resource_name, configs)
+            elif res.resource_type == BROKER:
+                nulls = [n for n, val in new.items() if val is None]
+                if nulls:
+                    raise ResourceError(ErrorCode.INVALID_REQUEST, "Null value not supported for : " + ", ".join(nulls))
+                _check_broker_resource(broker, res.resource_name)
+                configs = _validate_broker_configs(new)
+                if not req.validate_only:
+                    dynamic_broker_configs(broker)[res.resource_name] = configs
+            else:
+                raise _unsupported(res.resource_type)
+        except ResourceError as e:
+            r.error_code = int(e.code)
+            r.error_message = e.message
+    return AC.AlterConfigsResponse(throttle_time_ms=0, responses=out)
+
+
+def _list_parts(value: str | None) -> list[str]:
+    return [p for p in (value or "").split(",") if p]
+
+
+def apply_incremental(current: dict[str, str], ops, list_type, default_of) -> dict[str, str | None]:
+    """ConfigurationControlManager.incrementalAlterConfigResource: SET/DELETE/APPEND/SUBTRACT on a copy."""
+    new: dict[str, str | None] = dict(current)
+    for c in ops:
+        op, key, value = c.config_operation, c.name, c.value
+        if op == SET:
+            new[key] = value
+        elif op == DELETE:
+            new.pop(key, None)
+        elif op in (APPEND, SUBTRACT):
+            if not list_type(key):
+                raise ResourceError(ErrorCode.INVALID_CONFIG,
+                                    f"Can't {_OP_NAMES[op]} to key {key} because its type is not LIST.")
+            parts = _list_parts(new[key] if key in new else default_of(key))
+            for p in (value or "").split(","):
+                if op == APPEND:
+                    if p not in parts:
+                        parts.append(p)
+                else:
+                    while p in parts:
+                        parts.remove(p)
+            new[key] = ",".join(parts)
+        else:
+            raise ResourceError(ErrorCode.INVALID_REQUEST, f"Unknown alter config operation type {op}")
+    return new
+
+
+_LEVEL_BY_NAME = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
+                  "ERROR": logging.ERROR, "FATAL": logging.CRITICAL, "OFF": logging.CRITICAL + 10}
+
+
+def alter_loggers(broker, res, validate_only: bool) -> None:
+    """BROKER_LOGGER resources: log levels of kafkapy's Python loggers (Kafka: log4j loggers)."""
+    if not res.resource_name:
+        raise ResourceError(ErrorCode.INVALID_REQUEST, "Broker id must not be empty")
+    _broker_id(res.resource_name, f"Unexpected broker id, expected {broker.node_id} but received "
+                                  f"{res.resource_name}", broker.node_id)
+    changes = []
+    for c in res.configs:
+        if c.config_operation == SET:
+            level = _LEVEL_BY_NAME.get(str(c.value).upper())
+            if level is None:
+                raise ResourceError(ErrorCode.INVALID_CONFIG, f"Cannot set the log level of {c.name} to {c.value} as "
+                                                              f"it is not a supported log level. Valid log levels are "
+                                                              f"{', '.join(_LEVEL_BY_NAME)}")
+        elif c.config_operation == DELETE:
+            if c.name == "root":
+                raise ResourceError(ErrorCode.INVALID_REQUEST, "Removing the log level of the root logger is not "
+                                                               "allowed")
+            level = logging.NOTSET
+        else:
+            raise ResourceError(ErrorCode.INVALID_REQUEST, f"{_OP_NAMES[c.config_operation]} operation is not "
+                                                           f"allowed for the BROKER_LOGGER resource")
+        changes.append((c.name, level))
+    if not validate_only:
+        for name, level in changes:
+            (logging.getLogger() if name == "root" else logging.getLogger(name)).setLevel(level)
+
+
+@api("IncrementalAlterConfigs", 0, 1)
+async def incremental_alter_configs(ctx, req):
+    broker = ctx.broker
+    dup = _duplicates(req.resources)
+    out = []
+    for i, res in enumerate(req.resources):
+        r = IAC.AlterConfigsResourceResponse(error_code=0, error_message=None, resource_type=res.resource_type,
+                                             resource_name=res.resource_name)
+        out.append(r)
+        try:
+            if i in dup:
+                raise ResourceError(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.")
+            names = [c.name for c in res.configs]
+            if len(set(names)) != len(names):
+                raise ResourceError(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
+            for c in res.configs:
+                if c.config_operation not in _OP_NAMES:
+                    raise ResourceError(ErrorCode.INVALID_REQUEST, f"Unknown operations type {c.config_operation}")
+            if res.resource_type == TOPIC:
+                _topic_for_alter(broker, res.resource_name)
+                t = broker.topics.get(res.resource_name)
+                current = dict(t.configs) if t is not None else {}
+                new = apply_incremental(
+                    current, res.configs,
+                    lambda k: k in TOPIC_CONFIGS and TOPIC_CONFIGS[k].config_type == TYPE_LIST,
+                    lambda k: TOPIC_CONFIGS[k].default)
+                configs = _validate_topic(new)
+                _existing_topic(broker, res.resource_name)
+                if not req.validate_only:
+                    broker.set_topic_configs(res.resource_name, configs)
+                    log.info("configs of topic %s now %s", res.resource_name, configs)
+            elif res.resource_type == BROKER:
+                _check_broker_resource(broker, res.resource_name)
+                current = dict(dynamic_broker_configs(broker).get(res.resource_name, {}))
+                new = apply_incremental(
+                    current, res.configs,
+                    lambda k: k in BROKER_CONFIGS and BROKER_CONFIGS[k].config_type == TYPE_LIST,
+                    _static_default)
+                if any(val is None for val in new.values()):
+                    nulls = [n for n, val in new.items() if val is None]
+                    raise ResourceError(ErrorCode.INVALID_REQUEST, "Null value not supported for : " + ", ".join(nulls))
+                configs = _validate_broker_configs(new)
+                if not req.validate_only:
+                    dynamic_broker_configs(broker)[res.resource_name] = configs
+            elif res.resource_type == BROKER_LOGGER:
+                alter_loggers(broker, res, req.validate_only)
+            else:
+                raise _unsupported(res.resource_type)
+        except ResourceError as e:
+            r.error_code = int(e.code)
+            r.error_message = e.message
+    return IAC.IncrementalAlterConfigsResponse(throttle_time_ms=0, responses=out)
