@@ -483,3 +483,55 @@ def test_java_transactional_producer(broker, topic, jrun):
     # a second Java producer with the same transactional.id fences the first one
     lines = _java_txn(jrun, "fence", topic, tid)
     assert lines[-1] == "fenced"
+
+
+# ---------------------------------------------------------------------------------------------- offsets in transactions
+
+def test_confluent_consume_transform_produce_with_send_offsets(broker, topic):
+    """sendOffsetsToTransaction: the group's offsets become visible with the commit, never with an abort."""
+    src, dst = topic + "-in", topic + "-out"
+    create_topic(broker.bootstrap, src, 2)
+    create_topic(broker.bootstrap, dst, 1)
+    n = 400
+    feeder = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(n):
+        feeder.produce(src, value=b"%d" % i, partition=i % 2)
+    assert feeder.flush(20) == 0
+    group = unique_topic("ctp")
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False,
+                  "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": unique_topic("ctp-tx")})
+    p.init_transactions(20)
+    c.subscribe([src])
+    done = 0
+    aborted_once = False
+    deadline = time.monotonic() + 60
+    try:
+        while done < n and time.monotonic() < deadline:
+            msgs = c.consume(50, timeout=0.5)
+            msgs = [m for m in msgs if not m.error()]
+            if not msgs:
+                continue
+            p.begin_transaction()
+            for m in msgs:
+                p.produce(dst, value=b"out-" + m.value())
+            p.send_offsets_to_transaction(c.position(c.assignment()), c.consumer_group_metadata(), 20)
+            if not aborted_once:
+                # abort the first batch: its outputs are hidden and its offsets not committed; rewind and redo
+                aborted_once = True
+                p.flush(20)
+                p.abort_transaction(20)
+                committed = c.committed([TopicPartition(src, 0), TopicPartition(src, 1)], timeout=10)
+                assert all(tp.offset < 0 for tp in committed), committed
+                for tp in committed:
+                    c.seek(TopicPartition(src, tp.partition, 0))
+                continue
+            p.commit_transaction(20)
+            done += len(msgs)
+        assert done == n
+        committed = c.committed([TopicPartition(src, 0), TopicPartition(src, 1)], timeout=10)
+        assert sorted(tp.offset for tp in committed) == [n // 2, n // 2]
+    finally:
+        c.close()
+    out = values(consume_all(broker.bootstrap, dst, 1, "read_committed"))
+    assert sorted(out) == sorted(b"out-%d" % i for i in range(n))

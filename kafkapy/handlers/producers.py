@@ -20,6 +20,7 @@ from wire.messages import describe_transactions_response as DescTxnR
 from wire.messages import end_txn_response as EndTxnR
 from wire.messages import init_producer_id_response as InitR
 from wire.messages import list_transactions_response as ListTxnR
+from wire.messages import txn_offset_commit_response as TxnOffR
 from wire.messages.error_codes import ErrorCode
 
 
@@ -93,6 +94,62 @@ async def end_txn(ctx, req):
     code = _producers(ctx).coordinator.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch,
                                                        bool(req.committed))
     return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=_fenced(code, ctx.api_version, 2))
+
+
+def _txn_offset_error(ctx, req) -> ErrorCode | None:
+    """Kafka's checks before a transactional offset commit: the producer, then the group member (KIP-447)."""
+    from kafkapy.groups import coordinator_of
+    from kafkapy.groups.group import DEAD
+
+    coord = _producers(ctx).coordinator
+    tid = coord.by_producer.get(req.producer_id)
+    m = coord.txns.get(tid) if tid is not None else None
+    if m is not None and m.transactional_id == req.transactional_id:
+        if req.producer_epoch < m.producer_epoch:
+            return ErrorCode.PRODUCER_FENCED
+        if not coord.partition_in_transaction(req.producer_id, req.producer_epoch,
+                                              *coord.group_partition(req.group_id)):
+            return ErrorCode.INVALID_TXN_STATE
+    elif m is None or m.transactional_id != req.transactional_id:
+        return ErrorCode.INVALID_PRODUCER_ID_MAPPING
+    g = coordinator_of(ctx.broker).groups.get(req.group_id)
+    if g is None or ctx.api_version < 3:
+        return None
+    if g.is_(DEAD):
+        return ErrorCode.COORDINATOR_NOT_AVAILABLE
+    if g.is_static_member_fenced(req.member_id, req.group_instance_id):
+        return ErrorCode.FENCED_INSTANCE_ID
+    if req.member_id and not g.has(req.member_id):
+        return ErrorCode.UNKNOWN_MEMBER_ID
+    if req.generation_id >= 0 and req.generation_id != g.generation_id:
+        return ErrorCode.ILLEGAL_GENERATION
+    return None
+
+
+@api("TxnOffsetCommit", 0, 4)
+async def txn_offset_commit(ctx, req):
+    from kafkapy.groups import coordinator_of
+    from kafkapy.groups.group import OffsetAndMetadata, now_ms
+
+    v = ctx.api_version
+    err = _txn_offset_error(ctx, req)
+    results: dict[tuple[str, int], int] = {}
+    if err is not None:
+        results = {(t.name, p.partition_index): _fenced(err, v, 3) for t in req.topics for p in t.partitions}
+    else:
+        now = now_ms()
+        offsets = {(t.name, p.partition_index): OffsetAndMetadata(
+            p.committed_offset, p.committed_leader_epoch if v >= 2 else -1, p.committed_metadata or "", now)
+            for t in req.topics for p in t.partitions}
+        results = coordinator_of(ctx.broker).txn_offset_commit(req.group_id, req.producer_id, req.producer_epoch,
+                                                               offsets)
+    topics: dict[str, list] = {}
+    for t in req.topics:
+        for p in t.partitions:
+            topics.setdefault(t.name, []).append(TxnOffR.TxnOffsetCommitResponsePartition(
+                partition_index=p.partition_index, error_code=int(results.get((t.name, p.partition_index), 0))))
+    return TxnOffR.TxnOffsetCommitResponse(throttle_time_ms=0, topics=[
+        TxnOffR.TxnOffsetCommitResponseTopic(name=n, partitions=ps) for n, ps in topics.items()])
 
 
 @api("DescribeProducers", 0, 0)

@@ -218,7 +218,7 @@ class TransactionCoordinator:
 
     # ------------------------------------------------------------------ persistence
 
-    def _ensure_topic(self):
+    def ensure_topic(self):
         t = self.broker.topics.get(TRANSACTION_STATE_TOPIC)
         if t is None:
             n = self.broker.config.get_int("transaction.state.log.num.partitions")
@@ -231,7 +231,7 @@ class TransactionCoordinator:
 
     def _write(self, m: TxnMetadata) -> None:
         """Persist ``m`` (its state after the transition) to __transaction_state; raises CoordinatorError."""
-        t = self._ensure_topic()
+        t = self.ensure_topic()
         key = _VERSION.pack(0) + protocol.encode(self.key_mod, 0, self.key_mod.MESSAGE(transactional_id=m.transactional_id))
         by_topic: dict[str, list[int]] = {}
         for topic, p in sorted(m.partitions):

@@ -12,7 +12,7 @@ import time
 from kafkapy.broker import on_start
 from wire.messages import fetch_response
 
-from .coordinator import TransactionCoordinator
+from .coordinator import GROUP_METADATA_TOPIC, TransactionCoordinator
 from .ids import ProducerIdManager
 from .state import PartitionProducerState
 
@@ -58,6 +58,22 @@ class Producers:
     def close(self) -> None:
         self.coordinator.close()
 
+    def ensure_state_topic(self) -> None:
+        """FindCoordinator(TRANSACTION) creates __transaction_state, as Kafka does."""
+        self.coordinator.ensure_topic()
+
+    def complete_group_offsets(self, producer_id: int, _epoch: int, commit: bool, partitions: set) -> None:
+        """Kafka's GroupMetadataManager.handleTxnCompletion: apply or drop the transactional offset commits of
+        ``producer_id`` in the groups of the __consumer_offsets partitions the transaction touched."""
+        groups = self.broker.coordinators.get("group")
+        offsets_parts = {p for t, p in partitions if t == GROUP_METADATA_TOPIC}
+        if groups is None or not offsets_parts:
+            return
+        for gid, g in list(groups.groups.items()):
+            if producer_id in g.pending_txn_offsets and \
+                    self.coordinator.group_partition(gid)[1] in offsets_parts:
+                groups.complete_txn(gid, producer_id, commit)
+
     # the broker hooks
     def producer_check(self, topic, partition, records, transactional_id):
         plog = self.broker.logs.get(topic, partition)
@@ -87,5 +103,6 @@ def install(broker) -> None:
     broker.last_stable_offset = p.last_stable_offset
     broker.aborted_transactions = p.aborted_transactions
     broker.on_topic_deleted.append(p.states.forget_topic)
+    p.coordinator.on_transaction_completed.append(p.complete_group_offsets)
     p.coordinator.load()
     p.coordinator.start()
