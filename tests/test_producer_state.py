@@ -260,3 +260,18 @@ def test_invalid_init_requests():
         assert coord.end_transaction("tx", pid, epoch, True) == ErrorCode.INVALID_TXN_STATE
         assert coord.add_partitions("tx", pid + 1, epoch, {("x", 0)}) == ErrorCode.INVALID_PRODUCER_ID_MAPPING
     run_broker(go)
+
+
+def test_aborted_index_with_interleaved_transactions(state):
+    yes = lambda *a: True  # noqa: E731
+    produce(state, batch(0, pid=1, transactional=True), yes)      # 0: txn of 1 starts
+    produce(state, batch(0, pid=2, transactional=True), yes)      # 1: txn of 2 starts
+    state.write_marker(2, 0, False, 0, 0)                           # 2: 2 aborts while 1 is open
+    produce(state, batch(0, pid=3, transactional=True), yes)      # 3: txn of 3 starts
+    state.write_marker(1, 0, False, 0, 0)                           # 4: 1 aborts
+    state.write_marker(3, 0, True, 0, 0)                            # 5: 3 commits
+    assert state.last_stable_offset() == 6
+    assert state.aborted_transactions(0, 1) == [(1, 0)]
+    assert sorted(state.aborted_transactions(0, 6)) == [(1, 0), (2, 1)]
+    assert state.aborted_transactions(3, 6) == [(1, 0)]
+    assert state.aborted_transactions(5, 6) == []

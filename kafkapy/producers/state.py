@@ -20,7 +20,7 @@ retention or expiry may continue with any sequence).
 from __future__ import annotations
 
 import logging
-from bisect import insort
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -119,7 +119,9 @@ class PartitionProducerState:
         self.log = plog
         self.producers: dict[int, ProducerEntry] = {}
         self.ongoing: dict[int, int] = {}                  # producer id -> first offset of its open transaction
-        self.aborted: list[tuple[int, int, int]] = []       # (last offset, first offset, producer id), sorted
+        # (last offset, first offset, producer id, last stable offset once it was aborted), sorted; as Kafka's
+        # transaction index, the last field lets a lookup stop early
+        self.aborted: list[tuple[int, int, int, int]] = []
         self.pending: list | None = None                    # headers of the batches checked for the next append
 
     # ------------------------------------------------------------------ produce path
@@ -220,10 +222,11 @@ class PartitionProducerState:
         entry.coordinator_epoch = coordinator_epoch
         entry.last_timestamp = timestamp
         first = entry.current_txn_first_offset
-        if first is not None and not commit:
-            insort(self.aborted, (offset, first, pid))
         entry.current_txn_first_offset = None
         self.ongoing.pop(pid, None)
+        if first is not None and not commit:
+            lso = min(self.ongoing.values()) if self.ongoing else offset + 1
+            insort(self.aborted, (offset, first, pid, lso))
 
     def write_marker(self, pid: int, epoch: int, commit: bool, coordinator_epoch: int, leader_epoch: int) -> int:
         """Append a commit/abort control batch (WriteTxnMarkers, local); returns its offset."""
@@ -246,9 +249,13 @@ class PartitionProducerState:
 
     def aborted_transactions(self, fetch_offset: int, upper: int) -> list[tuple[int, int]]:
         out = []
-        for last, first, pid in self.aborted:   # sorted by last offset; the list stays small in practice
-            if last >= fetch_offset and first < upper:
+        aborted = self.aborted
+        for i in range(bisect_left(aborted, (fetch_offset,)), len(aborted)):
+            _last, first, pid, lso = aborted[i]
+            if first < upper:
                 out.append((pid, first))
+            if lso >= upper:     # every transaction aborted later started at or after this offset
+                break
         return out
 
     # ------------------------------------------------------------------ rebuild, expiry
