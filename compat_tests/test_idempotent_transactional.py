@@ -443,12 +443,12 @@ def test_kafka_python_idempotent_and_transactional(broker, topic):
 
 # ---------------------------------------------------------------------------------------------- Java client
 
-def _java_txn(java, *args, timeout: float = 90) -> list[str]:
+def _java_txn(java, *args, timeout: float = 90, rc: int = 0) -> list[str]:
     cmd = [java.client.java, "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", java.client.classpath,
            "TxnClient", java.bootstrap, *[str(a) for a in args]]
     proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     out = proc.stdout.decode("utf-8", "replace")
-    assert proc.returncode == 0, f"TxnClient {args} failed ({proc.returncode}):\n{out[-3000:]}\n" \
+    assert proc.returncode == rc, f"TxnClient {args} failed ({proc.returncode}):\n{out[-3000:]}\n" \
                                  f"{proc.stderr.decode('utf-8', 'replace')[-4000:]}"
     return out.splitlines()
 
@@ -535,3 +535,54 @@ def test_confluent_consume_transform_produce_with_send_offsets(broker, topic):
         c.close()
     out = values(consume_all(broker.bootstrap, dst, 1, "read_committed"))
     assert sorted(out) == sorted(b"out-%d" % i for i in range(n))
+
+
+def test_java_consume_transform_produce_10000_killed_midway(broker, topic, jrun):
+    """sendOffsetsToTransaction over 10,000 records, the loop's process halted inside a transaction and started
+    again: exactly 10,000 outputs and the committed offsets at the end of the input."""
+    src, dst = topic + "-in", topic + "-out"
+    create_topic(broker.bootstrap, src, 3)
+    create_topic(broker.bootstrap, dst, 2)
+    n = 10_000
+    feeder = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    for i in range(n):
+        feeder.produce(src, key=b"%d" % i, value=b"%d" % i)
+        if i % 1000 == 0:
+            feeder.poll(0)
+    assert feeder.flush(30) == 0
+    group, tid = unique_topic("jctp"), unique_topic("jctp-tx")
+    lines = _java_txn(jrun, "ctp", src, dst, group, tid, n, 3, rc=7)
+    assert lines[-1] == "halting inside transaction 4"
+    lines = _java_txn(jrun, "ctp", src, dst, group, tid, n, timeout=120)
+    assert lines[-1].startswith("done ")
+    out = values(consume_all(broker.bootstrap, dst, 2, "read_committed", timeout=60))
+    assert len(out) == n
+    assert sorted(out) == sorted(b"out-%d" % i for i in range(n))
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    try:
+        committed = c.committed([TopicPartition(src, p) for p in range(3)], timeout=10)
+    finally:
+        c.close()
+    assert sum(tp.offset for tp in committed) == n
+    # the halted transaction's outputs are in the log, aborted
+    assert len(values(consume_all(broker.bootstrap, dst, 2, "read_uncommitted", timeout=60))) > n
+
+
+def test_java_admin_lists_and_describes_transactions_and_producers(broker, topic, jrun):
+    create_topic(broker.bootstrap, topic, 1)
+    tid = unique_topic("jdesc")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": tid})
+    p.init_transactions(20)
+    p.begin_transaction()
+    for i in range(3):
+        p.produce(topic, value=b"d%d" % i)
+    p.flush(20)
+    lines = _java_txn(jrun, "describe", topic, tid)
+    listed = [ln for ln in lines if ln.startswith("listed ")]
+    assert len(listed) == 1 and listed[0].split()[3].lower() == "ongoing"
+    pid = int(listed[0].split()[2])
+    described = [ln.split() for ln in lines if ln.startswith("described ")][0]
+    assert described[1].lower() == "ongoing" and int(described[2]) == pid and described[4] == "1"
+    producers = [ln.split() for ln in lines if ln.startswith("producer ")]
+    assert [(int(a[1]), int(a[2]), int(a[3]), int(a[4])) for a in producers] == [(pid, 0, 2, 0)]
+    p.abort_transaction(20)

@@ -3,19 +3,40 @@
 //   TxnClient BOOTSTRAP produce-default TOPIC N            default producer config (idempotence on, acks=all)
 //   TxnClient BOOTSTRAP transactional TOPIC TXN_ID T K     T transactions of K records, odd-numbered ones aborted
 //   TxnClient BOOTSTRAP fence TOPIC TXN_ID                 two producers with one transactional.id: the first is fenced
+//   TxnClient BOOTSTRAP ctp IN OUT GROUP TXN_ID TOTAL [HALT_AFTER]
+//                                                          consume-transform-produce with sendOffsetsToTransaction until
+//                                                          TOTAL input records are done; with HALT_AFTER, the process
+//                                                          halts (as if killed) inside transaction number HALT_AFTER + 1
+//   TxnClient BOOTSTRAP describe TOPIC TXN_ID             Admin listTransactions/describeTransactions/describeProducers
 //
 // The last stdout line says what happened ("acked N", "done T", "fenced"); any failure exits non-zero.
 
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.Collections;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.ProducerState;
+import org.apache.kafka.clients.admin.TransactionDescription;
+import org.apache.kafka.clients.admin.TransactionListing;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.KafkaException;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.errors.ProducerFencedException;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 
@@ -40,6 +61,11 @@ public class TxnClient {
                 transactional(bootstrap, argv[2], argv[3], Integer.parseInt(argv[4]), Integer.parseInt(argv[5]));
                 break;
             case "fence": fence(bootstrap, argv[2], argv[3]); break;
+            case "ctp":
+                consumeTransformProduce(bootstrap, argv[2], argv[3], argv[4], argv[5], Integer.parseInt(argv[6]),
+                                        argv.length > 7 ? Integer.parseInt(argv[7]) : -1);
+                break;
+            case "describe": describe(bootstrap, argv[2], argv[3]); break;
             default: throw new IllegalArgumentException("unknown command " + cmd);
         }
         System.exit(0);
@@ -138,5 +164,81 @@ public class TxnClient {
             first.close(Duration.ofSeconds(5));
         }
         System.out.println(fenced ? "fenced" : "not fenced");
+    }
+
+    static void consumeTransformProduce(String bootstrap, String in, String out, String group, String txnId,
+                                        int total, int haltAfter) {
+        Properties c = new Properties();
+        c.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        c.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+        c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        c.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        c.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        c.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, "500");
+        // the halted run's member stays in the group until its session expires: keep that short
+        c.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, "6000");
+        c.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, "1000");
+        c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        int txns = 0;
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(c);
+             KafkaProducer<byte[], byte[]> producer = transactionalProducer(bootstrap, txnId)) {
+            producer.initTransactions();
+            consumer.subscribe(Collections.singletonList(in));
+            long idleSince = System.currentTimeMillis();
+            while (true) {
+                ConsumerRecords<byte[], byte[]> records = consumer.poll(Duration.ofMillis(200));
+                if (records.isEmpty()) {
+                    Map<TopicPartition, OffsetAndMetadata> done = consumer.committed(consumer.assignment());
+                    long sum = 0;
+                    for (OffsetAndMetadata o : done.values()) if (o != null) sum += o.offset();
+                    if (sum >= total && !consumer.assignment().isEmpty()) break;
+                    if (System.currentTimeMillis() - idleSince > 60000) throw new IllegalStateException("stuck at " + sum);
+                    continue;
+                }
+                idleSince = System.currentTimeMillis();
+                producer.beginTransaction();
+                Map<TopicPartition, OffsetAndMetadata> next = new HashMap<>();
+                for (ConsumerRecord<byte[], byte[]> r : records) {
+                    producer.send(new ProducerRecord<>(out, r.key(),
+                            b("out-" + new String(r.value(), StandardCharsets.UTF_8))));
+                    next.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1));
+                }
+                producer.sendOffsetsToTransaction(next, consumer.groupMetadata());
+                if (haltAfter >= 0 && txns == haltAfter) {
+                    producer.flush();
+                    System.out.println("halting inside transaction " + (txns + 1));
+                    System.out.flush();
+                    Runtime.getRuntime().halt(7);
+                }
+                producer.commitTransaction();
+                txns++;
+            }
+        }
+        System.out.println("done " + txns);
+    }
+
+    static void describe(String bootstrap, String topic, String txnId) throws Exception {
+        Properties p = new Properties();
+        p.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        try (Admin admin = Admin.create(p)) {
+            for (TransactionListing l : admin.listTransactions().all().get()) {
+                if (l.transactionalId().equals(txnId)) {
+                    System.out.println("listed " + l.transactionalId() + " " + l.producerId() + " " + l.state());
+                }
+            }
+            TransactionDescription d = admin.describeTransactions(Collections.singletonList(txnId))
+                    .description(txnId).get();
+            System.out.println("described " + d.state() + " " + d.producerId() + " " + d.producerEpoch() + " "
+                    + d.topicPartitions().size());
+            TopicPartition tp = new TopicPartition(topic, 0);
+            List<ProducerState> ps = admin.describeProducers(Collections.singletonList(tp)).partitionResult(tp)
+                    .get().activeProducers();
+            for (ProducerState s : ps) {
+                System.out.println("producer " + s.producerId() + " " + s.producerEpoch() + " " + s.lastSequence()
+                        + " " + s.currentTransactionStartOffset().orElse(-1L));
+            }
+        }
+        System.out.println("described");
     }
 }
