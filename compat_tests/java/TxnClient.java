@@ -1,6 +1,7 @@
 // Idempotent and transactional producers of the official Java client, for compat_tests/test_idempotent_transactional.py.
 //
 //   TxnClient BOOTSTRAP produce-default TOPIC N            default producer config (idempotence on, acks=all)
+//   TxnClient BOOTSTRAP produce-plain TOPIC N              the same with enable.idempotence=false (benchmarks)
 //   TxnClient BOOTSTRAP transactional TOPIC TXN_ID T K     T transactions of K records, odd-numbered ones aborted
 //   TxnClient BOOTSTRAP fence TOPIC TXN_ID                 two producers with one transactional.id: the first is fenced
 //   TxnClient BOOTSTRAP ctp IN OUT GROUP TXN_ID TOTAL [HALT_AFTER]
@@ -56,7 +57,8 @@ public class TxnClient {
         String bootstrap = argv[0];
         String cmd = argv[1];
         switch (cmd) {
-            case "produce-default": produceDefault(bootstrap, argv[2], Integer.parseInt(argv[3])); break;
+            case "produce-default": produceDefault(bootstrap, argv[2], Integer.parseInt(argv[3]), true); break;
+            case "produce-plain": produceDefault(bootstrap, argv[2], Integer.parseInt(argv[3]), false); break;
             case "transactional":
                 transactional(bootstrap, argv[2], argv[3], Integer.parseInt(argv[4]), Integer.parseInt(argv[5]));
                 break;
@@ -83,10 +85,12 @@ public class TxnClient {
         return s.getBytes(StandardCharsets.UTF_8);
     }
 
-    static void produceDefault(String bootstrap, String topic, int n) throws Exception {
+    static void produceDefault(String bootstrap, String topic, int n, boolean idempotent) throws Exception {
         AtomicInteger acked = new AtomicInteger();
         AtomicReference<Exception> failure = new AtomicReference<>();
-        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(base(bootstrap))) {
+        Properties p = base(bootstrap);
+        if (!idempotent) p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
             for (int i = 0; i < n; i++) {
                 producer.send(new ProducerRecord<>(topic, b("k" + (i % 13)), b("j" + i)), (md, ex) -> {
                     if (ex != null) failure.compareAndSet(null, ex);
