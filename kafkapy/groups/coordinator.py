@@ -331,9 +331,9 @@ class GroupCoordinator:
             g.join_timer.cancel()
             g.join_timer = None
         was_empty = g.is_(EMPTY)
-        g.transition(PREPARING_REBALANCE)
         log.info("preparing to rebalance group %s in state %s with old generation %d (reason: %s)",
                  g.group_id, g.state, g.generation_id, reason)
+        g.transition(PREPARING_REBALANCE)
         if was_empty:
             delay = self.cfg("group.initial.rebalance.delay.ms")
             remaining = max(g.rebalance_timeout_ms() - delay, 0)

@@ -61,7 +61,7 @@ async def find_coordinator(ctx, req):
                 out.append(FR.Coordinator(key=key, node_id=-1, host="", port=-1, error_code=code, error_message=msg))
             else:
                 out.append(FR.Coordinator(key=key, node_id=node, host=host, port=port, error_code=0,
-                                          error_message=None))
+                                          error_message="NONE"))   # Kafka: Errors.NONE.message()
         return FR.FindCoordinatorResponse(throttle_time_ms=0, coordinators=out)
     code, msg = _coordinator_for(ctx, req.key, key_type)
     if code:
