@@ -639,13 +639,12 @@ def test_fuzz_legacy(data):
 
 # --- legacy message sets (magic 0 and 1) ------------------------------------------------------
 
-@pytest.mark.parametrize("magic", [0, 1])
-@pytest.mark.parametrize("codec", [0, 1, 2, 3])
+# magic 0 with lz4 is left out: Kafka 0.8-0.9 wrote a broken LZ4 frame-header checksum there, which
+# decoding would need xxhash to repair; reading such old data is not supported.
+@pytest.mark.parametrize(("magic", "codec"), [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (1, 3)])
 def test_legacy_message_sets(kafka_python, magic, codec):
     from kafka.record.legacy_records import LegacyRecordBatchBuilder
 
-    if magic == 0 and codec == 3:
-        pytest.skip("magic 0 lz4 uses a broken frame header checksum")
     builder = LegacyRecordBatchBuilder(magic=magic, compression_type=codec, batch_size=1 << 20)
     expected = []
     for i in range(10):
