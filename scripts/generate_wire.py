@@ -75,9 +75,10 @@ class Field:
         self.versions = Versions.parse(d.get("versions", "0+"))
         self.nullable = Versions.parse(d.get("nullableVersions", "none"))
         self.tagged = Versions.parse(d["taggedVersions"]) if "taggedVersions" in d else Versions(1, 0)
-        self.tag = d.get("tag")
+        self.tag = None if d.get("tag") is None else int(d["tag"])
         self.flex_override = Versions.parse(d["flexibleVersions"]) if "flexibleVersions" in d else None
         self.raw_default = d.get("default")
+        self.has_default = "default" in d
         self.struct: Struct | None = None
         if self.elem not in PRIMITIVES:
             if "fields" in d:
@@ -125,7 +126,11 @@ class Field:
         raise ValueError(f"no default for {e}")
 
     def default_is_null(self) -> bool:
-        return (self.raw_default is not None and str(self.raw_default) in ("null", "None")) or self.elem == "records"
+        if self.elem == "records":
+            return True
+        if not self.has_default:
+            return False
+        return self.raw_default is None or str(self.raw_default) in ("null", "None")   # JSON null or the word
 
     def fresh_default(self) -> str:
         """Expression for the default value of an absent field, evaluated per object."""
@@ -223,15 +228,20 @@ class Gen:
     def __init__(self, schema: Schema):
         self.s = schema
         self.em = Emitter()
+        self.need_isdef: set[str] = set()   # structs whose "is it the default value?" test is needed
 
     # ----- decode
 
     def dec_len(self, b: Body, ind: int, buf: str, pos: int | str, var: str, compact: bool, wide: bool) -> None:
         """Read a length into ``var``: compact = uvarint N+1 (so -1 is null); else int16/int32."""
         if compact:
+            # one- and two-byte unsigned varints inline (lengths up to 16383); longer ones in read_uvarint
             b.add(ind, f"{var} = {buf}[{pos}]")
             b.add(ind, f"if {var} < 128:")
             b.add(ind + 1, f"{pos} += 1")
+            b.add(ind, f"elif {buf}[{pos} + 1] < 128:")
+            b.add(ind + 1, f"{var} = ({var} & 127) | ({buf}[{pos} + 1] << 7)")
+            b.add(ind + 1, f"{pos} += 2")
             b.add(ind, "else:")
             b.add(ind + 1, f"{var}, {pos} = _ruv({buf}, {pos})")
             b.add(ind, f"{var} -= 1")
@@ -364,11 +374,12 @@ class Gen:
                 self.dec_value(b, 3, f, v, flex, f"_f_{f.attr}", "_tb", "_tp")
             unk = "_unk"
         b.ctx = None
-        args = []
+        # build the object without __init__ (its default handling is for callers, not for decoded values)
+        b.add(1, f"_o = _new({st.name})")
         for f in st.fields:
-            args.append(values.get(f.attr, f.fresh_default()))
-        args.append(unk)
-        b.add(1, f"return {st.name}({', '.join(args)}), pos")
+            b.add(1, f"_o.{f.attr} = {values.get(f.attr, f.fresh_default())}")
+        b.add(1, f"_o.unknown_tagged_fields = {unk}")
+        b.add(1, "return _o, pos")
         return b
 
     # ----- encode
@@ -403,11 +414,17 @@ class Gen:
                 self.enc_null(b, ind + 1, w, compact, True)
                 b.add(ind, "else:")
                 ind += 1
-            self.enc_len(b, ind, w, f"len({x})", compact, True)
             if e in ("int8", "int16", "int32", "int64", "uint16", "uint32", "float64"):
                 ch = FIXED[e][0]
-                b.add(ind, f"{w}(_pack('>%d{ch}' % len({x}), *{x}))")
+                b.add(ind, f"_l = len({x})")
+                if compact:
+                    b.add(ind, f"{w}(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))")
+                    b.add(ind, "if _l:")
+                    b.add(ind + 1, f"{w}(_packer({ch!r}, _l)(*{x}))")
+                else:
+                    b.add(ind, f"{w}(_counted_packer({ch!r}, _l)(_l, *{x}))")
             else:
+                self.enc_len(b, ind, w, f"len({x})", compact, True)
                 it = uniq("_e")
                 b.add(ind, f"for {it} in {x}:")
                 self.enc_value(b, ind + 1, f, v, flex, it, w, elem=True)
@@ -481,7 +498,8 @@ class Gen:
                     if f.is_array:
                         cond = f"{val} is not None" if f.default_is_null() else f"{val}"
                     elif f.struct is not None:
-                        cond = f"{val} is not None" if f.default_is_null() else f"{val} != {f.struct.name}()"
+                        self.need_isdef.add(f.struct.name)
+                        cond = f"{val} is not None" if f.default_is_null() else f"not _isdef_{f.struct.name}({val})"
                     else:
                         lit = f.default_literal()
                         cond = f"{val} is not None" if lit == "None" else f"{val} != {lit}"
@@ -492,7 +510,10 @@ class Gen:
                 b.add(1, "_u = o.unknown_tagged_fields")
                 b.add(1, "if _u:")
                 b.add(2, "_t.extend(_u.items())")
-                b.add(1, "_wtags(w, _t)")
+                b.add(1, "if _t:")
+                b.add(2, "_wtags(w, _t)")
+                b.add(1, "else:")
+                b.add(2, "w(b'\\x00')")
         if not b.lines:
             b.add(1, "pass")
         return b
@@ -544,7 +565,8 @@ class Gen:
             "from wire.errors import DecodeError as _DecodeError",
             "from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message,"
             " UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,",
-            "    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,",
+            "    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,",
+            "    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,",
             "    truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)",
             "",
             "_I8u = _I8.unpack_from",
@@ -569,6 +591,7 @@ class Gen:
                 body_lines.append(line)
             body_lines.append("")
             body_lines.append("")
+        body_lines += self.isdef_src()
         consts = [f"{name} = _Struct('>{fmt}')" for fmt, name in sorted(self.em.structs.items())]
         consts += [f"{name}u = {name}.unpack_from" for fmt, name in sorted(self.em.structs.items())]
         consts += [f"{name}p = {name}.pack" for fmt, name in sorted(self.em.structs.items())]
@@ -592,6 +615,33 @@ class Gen:
         return "\n".join(out) + "\n"
 
     _aliases: dict
+
+    def isdef_src(self) -> list[str]:
+        """``_isdef_X(o)``: True when struct ``o`` equals a default-constructed X (tagged fields are written only
+        when they differ from their default), field by field, without building a default object."""
+        by_name = {st.name: st for st in self.s.structs}
+        done: set[str] = set()
+        out: list[str] = []
+        while self.need_isdef - done:
+            name = sorted(self.need_isdef - done)[0]
+            done.add(name)
+            terms = []
+            for f in by_name[name].fields:
+                val = f"o.{f.attr}"
+                if f.is_array:
+                    terms.append(f"{val} is None" if f.default_is_null() else f"not {val}")
+                elif f.struct is not None:
+                    if f.default_is_null():
+                        terms.append(f"{val} is None")
+                    else:
+                        self.need_isdef.add(f.struct.name)
+                        terms.append(f"_isdef_{f.struct.name}({val})")
+                else:
+                    lit = f.default_literal()
+                    terms.append(f"{val} is None" if lit == "None" else f"{val} == {lit}")
+            terms.append("not o.unknown_tagged_fields")
+            out += [f"def _isdef_{name}(o):", "    return (" + "\n            and ".join(terms) + ")", "", ""]
+        return out
 
     def _same_nested(self, st: Struct, v1: int, v2: int, kind: str) -> bool:
         """Two versions of ``st`` may share code only if each nested struct's code is shared too."""

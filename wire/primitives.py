@@ -41,6 +41,22 @@ _SAFE_UNKNOWN = uuid.SafeUUID.unknown
 UVARINT1 = tuple(bytes((i,)) for i in range(128))
 
 
+new = object.__new__   # decoders build objects without __init__
+
+# precompiled packers for arrays of fixed-width ints by length: packer("i", n)(*values)
+_PACKERS = {ch: [struct.Struct(f">{n}{ch}").pack for n in range(33)] for ch in "bhHiIqd"}
+# the same with the int32 element count in front (non-compact arrays): counted_packer("i", n)(n, *values)
+_COUNTED = {ch: [struct.Struct(f">i{n}{ch}").pack for n in range(33)] for ch in "bhHiIqd"}
+
+
+def packer(ch: str, n: int):
+    return _PACKERS[ch][n] if n <= 32 else struct.Struct(f">{n}{ch}").pack
+
+
+def counted_packer(ch: str, n: int):
+    return _COUNTED[ch][n] if n <= 32 else struct.Struct(f">i{n}{ch}").pack
+
+
 def uuid_from_bytes(b) -> uuid.UUID:
     """uuid.UUID from 16 bytes, without UUID.__init__'s argument checks (about 3x faster)."""
     u = _UUID_NEW(uuid.UUID)

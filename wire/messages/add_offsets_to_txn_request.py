@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -62,7 +63,13 @@ def _d_AddOffsetsToTxnRequest_v0(buf, pos):
             raise _trunc('AddOffsetsToTxnRequest.group_id', _n3, len(buf) - pos)
         _f_group_id = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return AddOffsetsToTxnRequest(_f_transactional_id, _f_producer_id, _f_producer_epoch, _f_group_id, None), pos
+    _o = _new(AddOffsetsToTxnRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.group_id = _f_group_id
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AddOffsetsToTxnRequest_v1 = _d_AddOffsetsToTxnRequest_v0
@@ -73,6 +80,9 @@ def _d_AddOffsetsToTxnRequest_v3(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -89,6 +99,9 @@ def _d_AddOffsetsToTxnRequest_v3(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -105,7 +118,13 @@ def _d_AddOffsetsToTxnRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddOffsetsToTxnRequest.<tagged fields>')
-    return AddOffsetsToTxnRequest(_f_transactional_id, _f_producer_id, _f_producer_epoch, _f_group_id, _unk), pos
+    _o = _new(AddOffsetsToTxnRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.group_id = _f_group_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AddOffsetsToTxnRequest_v4 = _d_AddOffsetsToTxnRequest_v3
@@ -154,7 +173,6 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_AddOffsetsToTxnRequest_v0, 1: _d_AddOffsetsToTxnRequest_v1, 2: _d_AddOffsetsToTxnRequest_v2, 3: _d_AddOffsetsToTxnRequest_v3, 4: _d_AddOffsetsToTxnRequest_v4}
 ENCODERS = {0: _e_AddOffsetsToTxnRequest_v0, 1: _e_AddOffsetsToTxnRequest_v1, 2: _e_AddOffsetsToTxnRequest_v2, 3: _e_AddOffsetsToTxnRequest_v3, 4: _e_AddOffsetsToTxnRequest_v4}
 _reg(__file__, {
-    43: 'AddOffsetsToTxnRequest.transactional_id',
     44: 'AddOffsetsToTxnRequest.transactional_id',
     45: 'AddOffsetsToTxnRequest.transactional_id',
     46: 'AddOffsetsToTxnRequest.transactional_id',
@@ -164,9 +182,9 @@ _reg(__file__, {
     50: 'AddOffsetsToTxnRequest.transactional_id',
     51: 'AddOffsetsToTxnRequest.transactional_id',
     52: 'AddOffsetsToTxnRequest.transactional_id',
-    53: 'AddOffsetsToTxnRequest.producer_id/producer_epoch',
+    53: 'AddOffsetsToTxnRequest.transactional_id',
     54: 'AddOffsetsToTxnRequest.producer_id/producer_epoch',
-    55: 'AddOffsetsToTxnRequest.group_id',
+    55: 'AddOffsetsToTxnRequest.producer_id/producer_epoch',
     56: 'AddOffsetsToTxnRequest.group_id',
     57: 'AddOffsetsToTxnRequest.group_id',
     58: 'AddOffsetsToTxnRequest.group_id',
@@ -176,13 +194,7 @@ _reg(__file__, {
     62: 'AddOffsetsToTxnRequest.group_id',
     63: 'AddOffsetsToTxnRequest.group_id',
     64: 'AddOffsetsToTxnRequest.group_id',
-    71: 'AddOffsetsToTxnRequest.transactional_id',
-    72: 'AddOffsetsToTxnRequest.transactional_id',
-    73: 'AddOffsetsToTxnRequest.transactional_id',
-    74: 'AddOffsetsToTxnRequest.transactional_id',
-    75: 'AddOffsetsToTxnRequest.transactional_id',
-    76: 'AddOffsetsToTxnRequest.transactional_id',
-    77: 'AddOffsetsToTxnRequest.transactional_id',
+    65: 'AddOffsetsToTxnRequest.group_id',
     78: 'AddOffsetsToTxnRequest.transactional_id',
     79: 'AddOffsetsToTxnRequest.transactional_id',
     80: 'AddOffsetsToTxnRequest.transactional_id',
@@ -190,25 +202,38 @@ _reg(__file__, {
     82: 'AddOffsetsToTxnRequest.transactional_id',
     83: 'AddOffsetsToTxnRequest.transactional_id',
     84: 'AddOffsetsToTxnRequest.transactional_id',
-    85: 'AddOffsetsToTxnRequest.producer_id/producer_epoch',
-    86: 'AddOffsetsToTxnRequest.producer_id/producer_epoch',
-    87: 'AddOffsetsToTxnRequest.group_id',
-    88: 'AddOffsetsToTxnRequest.group_id',
-    89: 'AddOffsetsToTxnRequest.group_id',
-    90: 'AddOffsetsToTxnRequest.group_id',
-    91: 'AddOffsetsToTxnRequest.group_id',
-    92: 'AddOffsetsToTxnRequest.group_id',
-    93: 'AddOffsetsToTxnRequest.group_id',
-    94: 'AddOffsetsToTxnRequest.group_id',
-    95: 'AddOffsetsToTxnRequest.group_id',
-    96: 'AddOffsetsToTxnRequest.group_id',
+    85: 'AddOffsetsToTxnRequest.transactional_id',
+    86: 'AddOffsetsToTxnRequest.transactional_id',
+    87: 'AddOffsetsToTxnRequest.transactional_id',
+    88: 'AddOffsetsToTxnRequest.transactional_id',
+    89: 'AddOffsetsToTxnRequest.transactional_id',
+    90: 'AddOffsetsToTxnRequest.transactional_id',
+    91: 'AddOffsetsToTxnRequest.transactional_id',
+    92: 'AddOffsetsToTxnRequest.transactional_id',
+    93: 'AddOffsetsToTxnRequest.transactional_id',
+    94: 'AddOffsetsToTxnRequest.transactional_id',
+    95: 'AddOffsetsToTxnRequest.producer_id/producer_epoch',
+    96: 'AddOffsetsToTxnRequest.producer_id/producer_epoch',
     97: 'AddOffsetsToTxnRequest.group_id',
     98: 'AddOffsetsToTxnRequest.group_id',
     99: 'AddOffsetsToTxnRequest.group_id',
     100: 'AddOffsetsToTxnRequest.group_id',
-    101: 'AddOffsetsToTxnRequest.<tagged fields>',
-    102: 'AddOffsetsToTxnRequest.<tagged fields>',
-    103: 'AddOffsetsToTxnRequest.<tagged fields>',
-    104: 'AddOffsetsToTxnRequest.<tagged fields>',
-    105: 'AddOffsetsToTxnRequest.<tagged fields>',
+    101: 'AddOffsetsToTxnRequest.group_id',
+    102: 'AddOffsetsToTxnRequest.group_id',
+    103: 'AddOffsetsToTxnRequest.group_id',
+    104: 'AddOffsetsToTxnRequest.group_id',
+    105: 'AddOffsetsToTxnRequest.group_id',
+    106: 'AddOffsetsToTxnRequest.group_id',
+    107: 'AddOffsetsToTxnRequest.group_id',
+    108: 'AddOffsetsToTxnRequest.group_id',
+    109: 'AddOffsetsToTxnRequest.group_id',
+    110: 'AddOffsetsToTxnRequest.group_id',
+    111: 'AddOffsetsToTxnRequest.group_id',
+    112: 'AddOffsetsToTxnRequest.group_id',
+    113: 'AddOffsetsToTxnRequest.group_id',
+    114: 'AddOffsetsToTxnRequest.<tagged fields>',
+    115: 'AddOffsetsToTxnRequest.<tagged fields>',
+    116: 'AddOffsetsToTxnRequest.<tagged fields>',
+    117: 'AddOffsetsToTxnRequest.<tagged fields>',
+    118: 'AddOffsetsToTxnRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -38,7 +39,11 @@ class AddOffsetsToTxnResponse(_Message):
 def _d_AddOffsetsToTxnResponse_v0(buf, pos):
     _f_throttle_time_ms, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return AddOffsetsToTxnResponse(_f_throttle_time_ms, _f_error_code, None), pos
+    _o = _new(AddOffsetsToTxnResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AddOffsetsToTxnResponse_v1 = _d_AddOffsetsToTxnResponse_v0
@@ -53,7 +58,11 @@ def _d_AddOffsetsToTxnResponse_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddOffsetsToTxnResponse.<tagged fields>')
-    return AddOffsetsToTxnResponse(_f_throttle_time_ms, _f_error_code, _unk), pos
+    _o = _new(AddOffsetsToTxnResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AddOffsetsToTxnResponse_v4 = _d_AddOffsetsToTxnResponse_v3
@@ -84,13 +93,13 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_AddOffsetsToTxnResponse_v0, 1: _d_AddOffsetsToTxnResponse_v1, 2: _d_AddOffsetsToTxnResponse_v2, 3: _d_AddOffsetsToTxnResponse_v3, 4: _d_AddOffsetsToTxnResponse_v4}
 ENCODERS = {0: _e_AddOffsetsToTxnResponse_v0, 1: _e_AddOffsetsToTxnResponse_v1, 2: _e_AddOffsetsToTxnResponse_v2, 3: _e_AddOffsetsToTxnResponse_v3, 4: _e_AddOffsetsToTxnResponse_v4}
 _reg(__file__, {
-    39: 'AddOffsetsToTxnResponse.throttle_time_ms/error_code',
     40: 'AddOffsetsToTxnResponse.throttle_time_ms/error_code',
-    47: 'AddOffsetsToTxnResponse.throttle_time_ms/error_code',
-    48: 'AddOffsetsToTxnResponse.throttle_time_ms/error_code',
-    49: 'AddOffsetsToTxnResponse.<tagged fields>',
-    50: 'AddOffsetsToTxnResponse.<tagged fields>',
-    51: 'AddOffsetsToTxnResponse.<tagged fields>',
-    52: 'AddOffsetsToTxnResponse.<tagged fields>',
-    53: 'AddOffsetsToTxnResponse.<tagged fields>',
+    41: 'AddOffsetsToTxnResponse.throttle_time_ms/error_code',
+    52: 'AddOffsetsToTxnResponse.throttle_time_ms/error_code',
+    53: 'AddOffsetsToTxnResponse.throttle_time_ms/error_code',
+    54: 'AddOffsetsToTxnResponse.<tagged fields>',
+    55: 'AddOffsetsToTxnResponse.<tagged fields>',
+    56: 'AddOffsetsToTxnResponse.<tagged fields>',
+    57: 'AddOffsetsToTxnResponse.<tagged fields>',
+    58: 'AddOffsetsToTxnResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -101,7 +102,11 @@ def _d_AddPartitionsToTxnTopic_v0(buf, pos):
         _chk(_n3, buf, pos, 'AddPartitionsToTxnTopic.partitions')
         _f_partitions = list(_unpack_from('>%di' % _n3, buf, pos))
         pos += 4 * _n3
-    return AddPartitionsToTxnTopic(_f_name, _f_partitions, None), pos
+    _o = _new(AddPartitionsToTxnTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AddPartitionsToTxnTopic_v1 = _d_AddPartitionsToTxnTopic_v0
@@ -112,6 +117,9 @@ def _d_AddPartitionsToTxnTopic_v3(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -126,6 +134,9 @@ def _d_AddPartitionsToTxnTopic_v3(buf, pos):
     _n12 = buf[pos]
     if _n12 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n12 = (_n12 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n12, pos = _ruv(buf, pos)
     _n12 -= 1
@@ -140,7 +151,11 @@ def _d_AddPartitionsToTxnTopic_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddPartitionsToTxnTopic.<tagged fields>')
-    return AddPartitionsToTxnTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(AddPartitionsToTxnTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AddPartitionsToTxnTopic_v4 = _d_AddPartitionsToTxnTopic_v3
@@ -151,6 +166,9 @@ def _d_AddPartitionsToTxnTransaction_v4(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -167,6 +185,9 @@ def _d_AddPartitionsToTxnTransaction_v4(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -183,7 +204,14 @@ def _d_AddPartitionsToTxnTransaction_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddPartitionsToTxnTransaction.<tagged fields>')
-    return AddPartitionsToTxnTransaction(_f_transactional_id, _f_producer_id, _f_producer_epoch, _f_verify_only, _f_topics, _unk), pos
+    _o = _new(AddPartitionsToTxnTransaction)
+    _o.transactional_id = _f_transactional_id
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.verify_only = _f_verify_only
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AddPartitionsToTxnTransaction_v5 = _d_AddPartitionsToTxnTransaction_v4
@@ -211,7 +239,14 @@ def _d_AddPartitionsToTxnRequest_v0(buf, pos):
         for _ in range(_n29):
             _x30, pos = _d_AddPartitionsToTxnTopic_v0(buf, pos)
             _f_v3_and_below_topics.append(_x30)
-    return AddPartitionsToTxnRequest([], _f_v3_and_below_transactional_id, _f_v3_and_below_producer_id, _f_v3_and_below_producer_epoch, _f_v3_and_below_topics, None), pos
+    _o = _new(AddPartitionsToTxnRequest)
+    _o.transactions = []
+    _o.v3_and_below_transactional_id = _f_v3_and_below_transactional_id
+    _o.v3_and_below_producer_id = _f_v3_and_below_producer_id
+    _o.v3_and_below_producer_epoch = _f_v3_and_below_producer_epoch
+    _o.v3_and_below_topics = _f_v3_and_below_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AddPartitionsToTxnRequest_v1 = _d_AddPartitionsToTxnRequest_v0
@@ -222,6 +257,9 @@ def _d_AddPartitionsToTxnRequest_v3(buf, pos):
     _n39 = buf[pos]
     if _n39 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n39 = (_n39 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n39, pos = _ruv(buf, pos)
     _n39 -= 1
@@ -238,6 +276,9 @@ def _d_AddPartitionsToTxnRequest_v3(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -254,13 +295,23 @@ def _d_AddPartitionsToTxnRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddPartitionsToTxnRequest.<tagged fields>')
-    return AddPartitionsToTxnRequest([], _f_v3_and_below_transactional_id, _f_v3_and_below_producer_id, _f_v3_and_below_producer_epoch, _f_v3_and_below_topics, _unk), pos
+    _o = _new(AddPartitionsToTxnRequest)
+    _o.transactions = []
+    _o.v3_and_below_transactional_id = _f_v3_and_below_transactional_id
+    _o.v3_and_below_producer_id = _f_v3_and_below_producer_id
+    _o.v3_and_below_producer_epoch = _f_v3_and_below_producer_epoch
+    _o.v3_and_below_topics = _f_v3_and_below_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AddPartitionsToTxnRequest_v4(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -277,7 +328,14 @@ def _d_AddPartitionsToTxnRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddPartitionsToTxnRequest.<tagged fields>')
-    return AddPartitionsToTxnRequest(_f_transactions, '', 0, 0, [], _unk), pos
+    _o = _new(AddPartitionsToTxnRequest)
+    _o.transactions = _f_transactions
+    _o.v3_and_below_transactional_id = ''
+    _o.v3_and_below_producer_id = 0
+    _o.v3_and_below_producer_epoch = 0
+    _o.v3_and_below_topics = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AddPartitionsToTxnRequest_v5 = _d_AddPartitionsToTxnRequest_v4
@@ -288,8 +346,8 @@ def _e_AddPartitionsToTxnTopic_v0(o, w):
     w(_I16p(len(_v47)))
     w(_v47)
     _a48 = o.partitions
-    w(_I32p(len(_a48)))
-    w(_pack('>%di' % len(_a48), *_a48))
+    _l = len(_a48)
+    w(_counted_packer('i', _l)(_l, *_a48))
 
 
 _e_AddPartitionsToTxnTopic_v1 = _e_AddPartitionsToTxnTopic_v0
@@ -303,9 +361,10 @@ def _e_AddPartitionsToTxnTopic_v3(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v53)
     _a54 = o.partitions
-    _l = len(_a54) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a54), *_a54))
+    _l = len(_a54)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a54))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -395,7 +454,6 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_AddPartitionsToTxnRequest_v0, 1: _d_AddPartitionsToTxnRequest_v1, 2: _d_AddPartitionsToTxnRequest_v2, 3: _d_AddPartitionsToTxnRequest_v3, 4: _d_AddPartitionsToTxnRequest_v4, 5: _d_AddPartitionsToTxnRequest_v5}
 ENCODERS = {0: _e_AddPartitionsToTxnRequest_v0, 1: _e_AddPartitionsToTxnRequest_v1, 2: _e_AddPartitionsToTxnRequest_v2, 3: _e_AddPartitionsToTxnRequest_v3, 4: _e_AddPartitionsToTxnRequest_v4, 5: _e_AddPartitionsToTxnRequest_v5}
 _reg(__file__, {
-    86: 'AddPartitionsToTxnTopic.name',
     87: 'AddPartitionsToTxnTopic.name',
     88: 'AddPartitionsToTxnTopic.name',
     89: 'AddPartitionsToTxnTopic.name',
@@ -405,7 +463,7 @@ _reg(__file__, {
     93: 'AddPartitionsToTxnTopic.name',
     94: 'AddPartitionsToTxnTopic.name',
     95: 'AddPartitionsToTxnTopic.name',
-    96: 'AddPartitionsToTxnTopic.partitions',
+    96: 'AddPartitionsToTxnTopic.name',
     97: 'AddPartitionsToTxnTopic.partitions',
     98: 'AddPartitionsToTxnTopic.partitions',
     99: 'AddPartitionsToTxnTopic.partitions',
@@ -413,11 +471,7 @@ _reg(__file__, {
     101: 'AddPartitionsToTxnTopic.partitions',
     102: 'AddPartitionsToTxnTopic.partitions',
     103: 'AddPartitionsToTxnTopic.partitions',
-    110: 'AddPartitionsToTxnTopic.name',
-    111: 'AddPartitionsToTxnTopic.name',
-    112: 'AddPartitionsToTxnTopic.name',
-    113: 'AddPartitionsToTxnTopic.name',
-    114: 'AddPartitionsToTxnTopic.name',
+    104: 'AddPartitionsToTxnTopic.partitions',
     115: 'AddPartitionsToTxnTopic.name',
     116: 'AddPartitionsToTxnTopic.name',
     117: 'AddPartitionsToTxnTopic.name',
@@ -427,80 +481,75 @@ _reg(__file__, {
     121: 'AddPartitionsToTxnTopic.name',
     122: 'AddPartitionsToTxnTopic.name',
     123: 'AddPartitionsToTxnTopic.name',
-    124: 'AddPartitionsToTxnTopic.partitions',
-    125: 'AddPartitionsToTxnTopic.partitions',
-    126: 'AddPartitionsToTxnTopic.partitions',
-    127: 'AddPartitionsToTxnTopic.partitions',
-    128: 'AddPartitionsToTxnTopic.partitions',
-    129: 'AddPartitionsToTxnTopic.partitions',
-    130: 'AddPartitionsToTxnTopic.partitions',
-    131: 'AddPartitionsToTxnTopic.partitions',
+    124: 'AddPartitionsToTxnTopic.name',
+    125: 'AddPartitionsToTxnTopic.name',
+    126: 'AddPartitionsToTxnTopic.name',
+    127: 'AddPartitionsToTxnTopic.name',
+    128: 'AddPartitionsToTxnTopic.name',
+    129: 'AddPartitionsToTxnTopic.name',
+    130: 'AddPartitionsToTxnTopic.name',
+    131: 'AddPartitionsToTxnTopic.name',
     132: 'AddPartitionsToTxnTopic.partitions',
     133: 'AddPartitionsToTxnTopic.partitions',
     134: 'AddPartitionsToTxnTopic.partitions',
     135: 'AddPartitionsToTxnTopic.partitions',
-    136: 'AddPartitionsToTxnTopic.<tagged fields>',
-    137: 'AddPartitionsToTxnTopic.<tagged fields>',
-    138: 'AddPartitionsToTxnTopic.<tagged fields>',
-    139: 'AddPartitionsToTxnTopic.<tagged fields>',
-    140: 'AddPartitionsToTxnTopic.<tagged fields>',
-    147: 'AddPartitionsToTxnTransaction.transactional_id',
-    148: 'AddPartitionsToTxnTransaction.transactional_id',
-    149: 'AddPartitionsToTxnTransaction.transactional_id',
-    150: 'AddPartitionsToTxnTransaction.transactional_id',
-    151: 'AddPartitionsToTxnTransaction.transactional_id',
-    152: 'AddPartitionsToTxnTransaction.transactional_id',
-    153: 'AddPartitionsToTxnTransaction.transactional_id',
-    154: 'AddPartitionsToTxnTransaction.transactional_id',
-    155: 'AddPartitionsToTxnTransaction.transactional_id',
-    156: 'AddPartitionsToTxnTransaction.transactional_id',
-    157: 'AddPartitionsToTxnTransaction.transactional_id',
-    158: 'AddPartitionsToTxnTransaction.transactional_id',
-    159: 'AddPartitionsToTxnTransaction.transactional_id',
-    160: 'AddPartitionsToTxnTransaction.transactional_id',
-    161: 'AddPartitionsToTxnTransaction.producer_id/producer_epoch/verify_only',
-    162: 'AddPartitionsToTxnTransaction.producer_id/producer_epoch/verify_only',
-    163: 'AddPartitionsToTxnTransaction.topics',
-    164: 'AddPartitionsToTxnTransaction.topics',
-    165: 'AddPartitionsToTxnTransaction.topics',
-    166: 'AddPartitionsToTxnTransaction.topics',
-    167: 'AddPartitionsToTxnTransaction.topics',
-    168: 'AddPartitionsToTxnTransaction.topics',
-    169: 'AddPartitionsToTxnTransaction.topics',
-    170: 'AddPartitionsToTxnTransaction.topics',
-    171: 'AddPartitionsToTxnTransaction.topics',
-    172: 'AddPartitionsToTxnTransaction.topics',
-    173: 'AddPartitionsToTxnTransaction.topics',
-    174: 'AddPartitionsToTxnTransaction.topics',
-    175: 'AddPartitionsToTxnTransaction.topics',
-    176: 'AddPartitionsToTxnTransaction.topics',
-    177: 'AddPartitionsToTxnTransaction.<tagged fields>',
-    178: 'AddPartitionsToTxnTransaction.<tagged fields>',
-    179: 'AddPartitionsToTxnTransaction.<tagged fields>',
-    180: 'AddPartitionsToTxnTransaction.<tagged fields>',
-    181: 'AddPartitionsToTxnTransaction.<tagged fields>',
-    187: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    188: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    189: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    190: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    191: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    192: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    193: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    194: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    195: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    196: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    197: 'AddPartitionsToTxnRequest.v3_and_below_producer_id/v3_and_below_producer_epoch',
-    198: 'AddPartitionsToTxnRequest.v3_and_below_producer_id/v3_and_below_producer_epoch',
-    199: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    200: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    201: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    202: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    203: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    204: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    205: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    206: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    207: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    208: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    136: 'AddPartitionsToTxnTopic.partitions',
+    137: 'AddPartitionsToTxnTopic.partitions',
+    138: 'AddPartitionsToTxnTopic.partitions',
+    139: 'AddPartitionsToTxnTopic.partitions',
+    140: 'AddPartitionsToTxnTopic.partitions',
+    141: 'AddPartitionsToTxnTopic.partitions',
+    142: 'AddPartitionsToTxnTopic.partitions',
+    143: 'AddPartitionsToTxnTopic.partitions',
+    144: 'AddPartitionsToTxnTopic.partitions',
+    145: 'AddPartitionsToTxnTopic.partitions',
+    146: 'AddPartitionsToTxnTopic.partitions',
+    147: 'AddPartitionsToTxnTopic.<tagged fields>',
+    148: 'AddPartitionsToTxnTopic.<tagged fields>',
+    149: 'AddPartitionsToTxnTopic.<tagged fields>',
+    150: 'AddPartitionsToTxnTopic.<tagged fields>',
+    151: 'AddPartitionsToTxnTopic.<tagged fields>',
+    162: 'AddPartitionsToTxnTransaction.transactional_id',
+    163: 'AddPartitionsToTxnTransaction.transactional_id',
+    164: 'AddPartitionsToTxnTransaction.transactional_id',
+    165: 'AddPartitionsToTxnTransaction.transactional_id',
+    166: 'AddPartitionsToTxnTransaction.transactional_id',
+    167: 'AddPartitionsToTxnTransaction.transactional_id',
+    168: 'AddPartitionsToTxnTransaction.transactional_id',
+    169: 'AddPartitionsToTxnTransaction.transactional_id',
+    170: 'AddPartitionsToTxnTransaction.transactional_id',
+    171: 'AddPartitionsToTxnTransaction.transactional_id',
+    172: 'AddPartitionsToTxnTransaction.transactional_id',
+    173: 'AddPartitionsToTxnTransaction.transactional_id',
+    174: 'AddPartitionsToTxnTransaction.transactional_id',
+    175: 'AddPartitionsToTxnTransaction.transactional_id',
+    176: 'AddPartitionsToTxnTransaction.transactional_id',
+    177: 'AddPartitionsToTxnTransaction.transactional_id',
+    178: 'AddPartitionsToTxnTransaction.transactional_id',
+    179: 'AddPartitionsToTxnTransaction.producer_id/producer_epoch/verify_only',
+    180: 'AddPartitionsToTxnTransaction.producer_id/producer_epoch/verify_only',
+    181: 'AddPartitionsToTxnTransaction.topics',
+    182: 'AddPartitionsToTxnTransaction.topics',
+    183: 'AddPartitionsToTxnTransaction.topics',
+    184: 'AddPartitionsToTxnTransaction.topics',
+    185: 'AddPartitionsToTxnTransaction.topics',
+    186: 'AddPartitionsToTxnTransaction.topics',
+    187: 'AddPartitionsToTxnTransaction.topics',
+    188: 'AddPartitionsToTxnTransaction.topics',
+    189: 'AddPartitionsToTxnTransaction.topics',
+    190: 'AddPartitionsToTxnTransaction.topics',
+    191: 'AddPartitionsToTxnTransaction.topics',
+    192: 'AddPartitionsToTxnTransaction.topics',
+    193: 'AddPartitionsToTxnTransaction.topics',
+    194: 'AddPartitionsToTxnTransaction.topics',
+    195: 'AddPartitionsToTxnTransaction.topics',
+    196: 'AddPartitionsToTxnTransaction.topics',
+    197: 'AddPartitionsToTxnTransaction.topics',
+    198: 'AddPartitionsToTxnTransaction.<tagged fields>',
+    199: 'AddPartitionsToTxnTransaction.<tagged fields>',
+    200: 'AddPartitionsToTxnTransaction.<tagged fields>',
+    201: 'AddPartitionsToTxnTransaction.<tagged fields>',
+    202: 'AddPartitionsToTxnTransaction.<tagged fields>',
     215: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
     216: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
     217: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
@@ -511,48 +560,79 @@ _reg(__file__, {
     222: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
     223: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
     224: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    225: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    226: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    227: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    228: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
-    229: 'AddPartitionsToTxnRequest.v3_and_below_producer_id/v3_and_below_producer_epoch',
-    230: 'AddPartitionsToTxnRequest.v3_and_below_producer_id/v3_and_below_producer_epoch',
+    225: 'AddPartitionsToTxnRequest.v3_and_below_producer_id/v3_and_below_producer_epoch',
+    226: 'AddPartitionsToTxnRequest.v3_and_below_producer_id/v3_and_below_producer_epoch',
+    227: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    228: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    229: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    230: 'AddPartitionsToTxnRequest.v3_and_below_topics',
     231: 'AddPartitionsToTxnRequest.v3_and_below_topics',
     232: 'AddPartitionsToTxnRequest.v3_and_below_topics',
     233: 'AddPartitionsToTxnRequest.v3_and_below_topics',
     234: 'AddPartitionsToTxnRequest.v3_and_below_topics',
     235: 'AddPartitionsToTxnRequest.v3_and_below_topics',
     236: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    237: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    238: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    239: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    240: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    241: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    242: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    243: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    244: 'AddPartitionsToTxnRequest.v3_and_below_topics',
-    245: 'AddPartitionsToTxnRequest.<tagged fields>',
-    246: 'AddPartitionsToTxnRequest.<tagged fields>',
-    247: 'AddPartitionsToTxnRequest.<tagged fields>',
-    248: 'AddPartitionsToTxnRequest.<tagged fields>',
-    249: 'AddPartitionsToTxnRequest.<tagged fields>',
-    254: 'AddPartitionsToTxnRequest.transactions',
-    255: 'AddPartitionsToTxnRequest.transactions',
-    256: 'AddPartitionsToTxnRequest.transactions',
-    257: 'AddPartitionsToTxnRequest.transactions',
-    258: 'AddPartitionsToTxnRequest.transactions',
-    259: 'AddPartitionsToTxnRequest.transactions',
-    260: 'AddPartitionsToTxnRequest.transactions',
-    261: 'AddPartitionsToTxnRequest.transactions',
-    262: 'AddPartitionsToTxnRequest.transactions',
-    263: 'AddPartitionsToTxnRequest.transactions',
-    264: 'AddPartitionsToTxnRequest.transactions',
-    265: 'AddPartitionsToTxnRequest.transactions',
-    266: 'AddPartitionsToTxnRequest.transactions',
-    267: 'AddPartitionsToTxnRequest.transactions',
-    268: 'AddPartitionsToTxnRequest.<tagged fields>',
-    269: 'AddPartitionsToTxnRequest.<tagged fields>',
-    270: 'AddPartitionsToTxnRequest.<tagged fields>',
-    271: 'AddPartitionsToTxnRequest.<tagged fields>',
-    272: 'AddPartitionsToTxnRequest.<tagged fields>',
+    250: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    251: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    252: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    253: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    254: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    255: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    256: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    257: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    258: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    259: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    260: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    261: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    262: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    263: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    264: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    265: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    266: 'AddPartitionsToTxnRequest.v3_and_below_transactional_id',
+    267: 'AddPartitionsToTxnRequest.v3_and_below_producer_id/v3_and_below_producer_epoch',
+    268: 'AddPartitionsToTxnRequest.v3_and_below_producer_id/v3_and_below_producer_epoch',
+    269: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    270: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    271: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    272: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    273: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    274: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    275: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    276: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    277: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    278: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    279: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    280: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    281: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    282: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    283: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    284: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    285: 'AddPartitionsToTxnRequest.v3_and_below_topics',
+    286: 'AddPartitionsToTxnRequest.<tagged fields>',
+    287: 'AddPartitionsToTxnRequest.<tagged fields>',
+    288: 'AddPartitionsToTxnRequest.<tagged fields>',
+    289: 'AddPartitionsToTxnRequest.<tagged fields>',
+    290: 'AddPartitionsToTxnRequest.<tagged fields>',
+    302: 'AddPartitionsToTxnRequest.transactions',
+    303: 'AddPartitionsToTxnRequest.transactions',
+    304: 'AddPartitionsToTxnRequest.transactions',
+    305: 'AddPartitionsToTxnRequest.transactions',
+    306: 'AddPartitionsToTxnRequest.transactions',
+    307: 'AddPartitionsToTxnRequest.transactions',
+    308: 'AddPartitionsToTxnRequest.transactions',
+    309: 'AddPartitionsToTxnRequest.transactions',
+    310: 'AddPartitionsToTxnRequest.transactions',
+    311: 'AddPartitionsToTxnRequest.transactions',
+    312: 'AddPartitionsToTxnRequest.transactions',
+    313: 'AddPartitionsToTxnRequest.transactions',
+    314: 'AddPartitionsToTxnRequest.transactions',
+    315: 'AddPartitionsToTxnRequest.transactions',
+    316: 'AddPartitionsToTxnRequest.transactions',
+    317: 'AddPartitionsToTxnRequest.transactions',
+    318: 'AddPartitionsToTxnRequest.transactions',
+    319: 'AddPartitionsToTxnRequest.<tagged fields>',
+    320: 'AddPartitionsToTxnRequest.<tagged fields>',
+    321: 'AddPartitionsToTxnRequest.<tagged fields>',
+    322: 'AddPartitionsToTxnRequest.<tagged fields>',
+    323: 'AddPartitionsToTxnRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -93,7 +94,11 @@ class AddPartitionsToTxnResult(_Message):
 def _d_AddPartitionsToTxnPartitionResult_v0(buf, pos):
     _f_partition_index, _f_partition_error_code = _S_ihu(buf, pos)
     pos += 6
-    return AddPartitionsToTxnPartitionResult(_f_partition_index, _f_partition_error_code, None), pos
+    _o = _new(AddPartitionsToTxnPartitionResult)
+    _o.partition_index = _f_partition_index
+    _o.partition_error_code = _f_partition_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AddPartitionsToTxnPartitionResult_v1 = _d_AddPartitionsToTxnPartitionResult_v0
@@ -108,7 +113,11 @@ def _d_AddPartitionsToTxnPartitionResult_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddPartitionsToTxnPartitionResult.<tagged fields>')
-    return AddPartitionsToTxnPartitionResult(_f_partition_index, _f_partition_error_code, _unk), pos
+    _o = _new(AddPartitionsToTxnPartitionResult)
+    _o.partition_index = _f_partition_index
+    _o.partition_error_code = _f_partition_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AddPartitionsToTxnPartitionResult_v4 = _d_AddPartitionsToTxnPartitionResult_v3
@@ -136,7 +145,11 @@ def _d_AddPartitionsToTxnTopicResult_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_AddPartitionsToTxnPartitionResult_v0(buf, pos)
             _f_results_by_partition.append(_x4)
-    return AddPartitionsToTxnTopicResult(_f_name, _f_results_by_partition, None), pos
+    _o = _new(AddPartitionsToTxnTopicResult)
+    _o.name = _f_name
+    _o.results_by_partition = _f_results_by_partition
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AddPartitionsToTxnTopicResult_v1 = _d_AddPartitionsToTxnTopicResult_v0
@@ -147,6 +160,9 @@ def _d_AddPartitionsToTxnTopicResult_v3(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -161,6 +177,9 @@ def _d_AddPartitionsToTxnTopicResult_v3(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -177,7 +196,11 @@ def _d_AddPartitionsToTxnTopicResult_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddPartitionsToTxnTopicResult.<tagged fields>')
-    return AddPartitionsToTxnTopicResult(_f_name, _f_results_by_partition, _unk), pos
+    _o = _new(AddPartitionsToTxnTopicResult)
+    _o.name = _f_name
+    _o.results_by_partition = _f_results_by_partition
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AddPartitionsToTxnTopicResult_v4 = _d_AddPartitionsToTxnTopicResult_v3
@@ -188,6 +211,9 @@ def _d_AddPartitionsToTxnResult_v4(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -202,6 +228,9 @@ def _d_AddPartitionsToTxnResult_v4(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -218,7 +247,11 @@ def _d_AddPartitionsToTxnResult_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddPartitionsToTxnResult.<tagged fields>')
-    return AddPartitionsToTxnResult(_f_transactional_id, _f_topic_results, _unk), pos
+    _o = _new(AddPartitionsToTxnResult)
+    _o.transactional_id = _f_transactional_id
+    _o.topic_results = _f_topic_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AddPartitionsToTxnResult_v5 = _d_AddPartitionsToTxnResult_v4
@@ -236,7 +269,13 @@ def _d_AddPartitionsToTxnResponse_v0(buf, pos):
         for _ in range(_n33):
             _x34, pos = _d_AddPartitionsToTxnTopicResult_v0(buf, pos)
             _f_results_by_topic_v3_and_below.append(_x34)
-    return AddPartitionsToTxnResponse(_f_throttle_time_ms, 0, [], _f_results_by_topic_v3_and_below, None), pos
+    _o = _new(AddPartitionsToTxnResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = 0
+    _o.results_by_transaction = []
+    _o.results_by_topic_v3_and_below = _f_results_by_topic_v3_and_below
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AddPartitionsToTxnResponse_v1 = _d_AddPartitionsToTxnResponse_v0
@@ -249,6 +288,9 @@ def _d_AddPartitionsToTxnResponse_v3(buf, pos):
     _n39 = buf[pos]
     if _n39 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n39 = (_n39 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n39, pos = _ruv(buf, pos)
     _n39 -= 1
@@ -265,7 +307,13 @@ def _d_AddPartitionsToTxnResponse_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddPartitionsToTxnResponse.<tagged fields>')
-    return AddPartitionsToTxnResponse(_f_throttle_time_ms, 0, [], _f_results_by_topic_v3_and_below, _unk), pos
+    _o = _new(AddPartitionsToTxnResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = 0
+    _o.results_by_transaction = []
+    _o.results_by_topic_v3_and_below = _f_results_by_topic_v3_and_below
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AddPartitionsToTxnResponse_v4(buf, pos):
@@ -274,6 +322,9 @@ def _d_AddPartitionsToTxnResponse_v4(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -290,7 +341,13 @@ def _d_AddPartitionsToTxnResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddPartitionsToTxnResponse.<tagged fields>')
-    return AddPartitionsToTxnResponse(_f_throttle_time_ms, _f_error_code, _f_results_by_transaction, [], _unk), pos
+    _o = _new(AddPartitionsToTxnResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.results_by_transaction = _f_results_by_transaction
+    _o.results_by_topic_v3_and_below = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AddPartitionsToTxnResponse_v5 = _d_AddPartitionsToTxnResponse_v4
@@ -422,153 +479,171 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_AddPartitionsToTxnResponse_v0, 1: _d_AddPartitionsToTxnResponse_v1, 2: _d_AddPartitionsToTxnResponse_v2, 3: _d_AddPartitionsToTxnResponse_v3, 4: _d_AddPartitionsToTxnResponse_v4, 5: _d_AddPartitionsToTxnResponse_v5}
 ENCODERS = {0: _e_AddPartitionsToTxnResponse_v0, 1: _e_AddPartitionsToTxnResponse_v1, 2: _e_AddPartitionsToTxnResponse_v2, 3: _e_AddPartitionsToTxnResponse_v3, 4: _e_AddPartitionsToTxnResponse_v4, 5: _e_AddPartitionsToTxnResponse_v5}
 _reg(__file__, {
-    94: 'AddPartitionsToTxnPartitionResult.partition_index/partition_error_code',
     95: 'AddPartitionsToTxnPartitionResult.partition_index/partition_error_code',
-    102: 'AddPartitionsToTxnPartitionResult.partition_index/partition_error_code',
-    103: 'AddPartitionsToTxnPartitionResult.partition_index/partition_error_code',
-    104: 'AddPartitionsToTxnPartitionResult.<tagged fields>',
-    105: 'AddPartitionsToTxnPartitionResult.<tagged fields>',
-    106: 'AddPartitionsToTxnPartitionResult.<tagged fields>',
-    107: 'AddPartitionsToTxnPartitionResult.<tagged fields>',
-    108: 'AddPartitionsToTxnPartitionResult.<tagged fields>',
-    115: 'AddPartitionsToTxnTopicResult.name',
-    116: 'AddPartitionsToTxnTopicResult.name',
-    117: 'AddPartitionsToTxnTopicResult.name',
-    118: 'AddPartitionsToTxnTopicResult.name',
-    119: 'AddPartitionsToTxnTopicResult.name',
-    120: 'AddPartitionsToTxnTopicResult.name',
-    121: 'AddPartitionsToTxnTopicResult.name',
-    122: 'AddPartitionsToTxnTopicResult.name',
-    123: 'AddPartitionsToTxnTopicResult.name',
+    96: 'AddPartitionsToTxnPartitionResult.partition_index/partition_error_code',
+    107: 'AddPartitionsToTxnPartitionResult.partition_index/partition_error_code',
+    108: 'AddPartitionsToTxnPartitionResult.partition_index/partition_error_code',
+    109: 'AddPartitionsToTxnPartitionResult.<tagged fields>',
+    110: 'AddPartitionsToTxnPartitionResult.<tagged fields>',
+    111: 'AddPartitionsToTxnPartitionResult.<tagged fields>',
+    112: 'AddPartitionsToTxnPartitionResult.<tagged fields>',
+    113: 'AddPartitionsToTxnPartitionResult.<tagged fields>',
     124: 'AddPartitionsToTxnTopicResult.name',
-    125: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    126: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    127: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    128: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    129: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    130: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    131: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    132: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    133: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    125: 'AddPartitionsToTxnTopicResult.name',
+    126: 'AddPartitionsToTxnTopicResult.name',
+    127: 'AddPartitionsToTxnTopicResult.name',
+    128: 'AddPartitionsToTxnTopicResult.name',
+    129: 'AddPartitionsToTxnTopicResult.name',
+    130: 'AddPartitionsToTxnTopicResult.name',
+    131: 'AddPartitionsToTxnTopicResult.name',
+    132: 'AddPartitionsToTxnTopicResult.name',
+    133: 'AddPartitionsToTxnTopicResult.name',
     134: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    141: 'AddPartitionsToTxnTopicResult.name',
-    142: 'AddPartitionsToTxnTopicResult.name',
-    143: 'AddPartitionsToTxnTopicResult.name',
-    144: 'AddPartitionsToTxnTopicResult.name',
-    145: 'AddPartitionsToTxnTopicResult.name',
-    146: 'AddPartitionsToTxnTopicResult.name',
-    147: 'AddPartitionsToTxnTopicResult.name',
-    148: 'AddPartitionsToTxnTopicResult.name',
-    149: 'AddPartitionsToTxnTopicResult.name',
-    150: 'AddPartitionsToTxnTopicResult.name',
-    151: 'AddPartitionsToTxnTopicResult.name',
-    152: 'AddPartitionsToTxnTopicResult.name',
-    153: 'AddPartitionsToTxnTopicResult.name',
+    135: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    136: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    137: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    138: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    139: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    140: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    141: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    142: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    143: 'AddPartitionsToTxnTopicResult.results_by_partition',
     154: 'AddPartitionsToTxnTopicResult.name',
-    155: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    156: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    157: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    158: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    159: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    160: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    161: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    162: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    163: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    164: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    165: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    166: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    167: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    168: 'AddPartitionsToTxnTopicResult.results_by_partition',
-    169: 'AddPartitionsToTxnTopicResult.<tagged fields>',
-    170: 'AddPartitionsToTxnTopicResult.<tagged fields>',
-    171: 'AddPartitionsToTxnTopicResult.<tagged fields>',
-    172: 'AddPartitionsToTxnTopicResult.<tagged fields>',
-    173: 'AddPartitionsToTxnTopicResult.<tagged fields>',
-    180: 'AddPartitionsToTxnResult.transactional_id',
-    181: 'AddPartitionsToTxnResult.transactional_id',
-    182: 'AddPartitionsToTxnResult.transactional_id',
-    183: 'AddPartitionsToTxnResult.transactional_id',
-    184: 'AddPartitionsToTxnResult.transactional_id',
-    185: 'AddPartitionsToTxnResult.transactional_id',
-    186: 'AddPartitionsToTxnResult.transactional_id',
-    187: 'AddPartitionsToTxnResult.transactional_id',
-    188: 'AddPartitionsToTxnResult.transactional_id',
-    189: 'AddPartitionsToTxnResult.transactional_id',
-    190: 'AddPartitionsToTxnResult.transactional_id',
-    191: 'AddPartitionsToTxnResult.transactional_id',
-    192: 'AddPartitionsToTxnResult.transactional_id',
-    193: 'AddPartitionsToTxnResult.transactional_id',
-    194: 'AddPartitionsToTxnResult.topic_results',
-    195: 'AddPartitionsToTxnResult.topic_results',
-    196: 'AddPartitionsToTxnResult.topic_results',
-    197: 'AddPartitionsToTxnResult.topic_results',
-    198: 'AddPartitionsToTxnResult.topic_results',
-    199: 'AddPartitionsToTxnResult.topic_results',
-    200: 'AddPartitionsToTxnResult.topic_results',
-    201: 'AddPartitionsToTxnResult.topic_results',
-    202: 'AddPartitionsToTxnResult.topic_results',
-    203: 'AddPartitionsToTxnResult.topic_results',
-    204: 'AddPartitionsToTxnResult.topic_results',
-    205: 'AddPartitionsToTxnResult.topic_results',
-    206: 'AddPartitionsToTxnResult.topic_results',
-    207: 'AddPartitionsToTxnResult.topic_results',
-    208: 'AddPartitionsToTxnResult.<tagged fields>',
-    209: 'AddPartitionsToTxnResult.<tagged fields>',
-    210: 'AddPartitionsToTxnResult.<tagged fields>',
-    211: 'AddPartitionsToTxnResult.<tagged fields>',
-    212: 'AddPartitionsToTxnResult.<tagged fields>',
-    218: 'AddPartitionsToTxnResponse.throttle_time_ms',
-    219: 'AddPartitionsToTxnResponse.throttle_time_ms',
-    220: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    221: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    222: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    223: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    224: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    225: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    226: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    227: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    228: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    229: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    236: 'AddPartitionsToTxnResponse.throttle_time_ms',
-    237: 'AddPartitionsToTxnResponse.throttle_time_ms',
-    238: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    239: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    240: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    241: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    242: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    243: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    244: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    245: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    246: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    247: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    248: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    249: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    250: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    251: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
-    252: 'AddPartitionsToTxnResponse.<tagged fields>',
-    253: 'AddPartitionsToTxnResponse.<tagged fields>',
-    254: 'AddPartitionsToTxnResponse.<tagged fields>',
-    255: 'AddPartitionsToTxnResponse.<tagged fields>',
-    256: 'AddPartitionsToTxnResponse.<tagged fields>',
-    261: 'AddPartitionsToTxnResponse.throttle_time_ms/error_code',
-    262: 'AddPartitionsToTxnResponse.throttle_time_ms/error_code',
-    263: 'AddPartitionsToTxnResponse.results_by_transaction',
-    264: 'AddPartitionsToTxnResponse.results_by_transaction',
-    265: 'AddPartitionsToTxnResponse.results_by_transaction',
-    266: 'AddPartitionsToTxnResponse.results_by_transaction',
-    267: 'AddPartitionsToTxnResponse.results_by_transaction',
-    268: 'AddPartitionsToTxnResponse.results_by_transaction',
-    269: 'AddPartitionsToTxnResponse.results_by_transaction',
-    270: 'AddPartitionsToTxnResponse.results_by_transaction',
-    271: 'AddPartitionsToTxnResponse.results_by_transaction',
-    272: 'AddPartitionsToTxnResponse.results_by_transaction',
-    273: 'AddPartitionsToTxnResponse.results_by_transaction',
-    274: 'AddPartitionsToTxnResponse.results_by_transaction',
-    275: 'AddPartitionsToTxnResponse.results_by_transaction',
-    276: 'AddPartitionsToTxnResponse.results_by_transaction',
-    277: 'AddPartitionsToTxnResponse.<tagged fields>',
-    278: 'AddPartitionsToTxnResponse.<tagged fields>',
-    279: 'AddPartitionsToTxnResponse.<tagged fields>',
-    280: 'AddPartitionsToTxnResponse.<tagged fields>',
-    281: 'AddPartitionsToTxnResponse.<tagged fields>',
+    155: 'AddPartitionsToTxnTopicResult.name',
+    156: 'AddPartitionsToTxnTopicResult.name',
+    157: 'AddPartitionsToTxnTopicResult.name',
+    158: 'AddPartitionsToTxnTopicResult.name',
+    159: 'AddPartitionsToTxnTopicResult.name',
+    160: 'AddPartitionsToTxnTopicResult.name',
+    161: 'AddPartitionsToTxnTopicResult.name',
+    162: 'AddPartitionsToTxnTopicResult.name',
+    163: 'AddPartitionsToTxnTopicResult.name',
+    164: 'AddPartitionsToTxnTopicResult.name',
+    165: 'AddPartitionsToTxnTopicResult.name',
+    166: 'AddPartitionsToTxnTopicResult.name',
+    167: 'AddPartitionsToTxnTopicResult.name',
+    168: 'AddPartitionsToTxnTopicResult.name',
+    169: 'AddPartitionsToTxnTopicResult.name',
+    170: 'AddPartitionsToTxnTopicResult.name',
+    171: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    172: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    173: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    174: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    175: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    176: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    177: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    178: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    179: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    180: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    181: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    182: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    183: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    184: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    185: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    186: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    187: 'AddPartitionsToTxnTopicResult.results_by_partition',
+    188: 'AddPartitionsToTxnTopicResult.<tagged fields>',
+    189: 'AddPartitionsToTxnTopicResult.<tagged fields>',
+    190: 'AddPartitionsToTxnTopicResult.<tagged fields>',
+    191: 'AddPartitionsToTxnTopicResult.<tagged fields>',
+    192: 'AddPartitionsToTxnTopicResult.<tagged fields>',
+    203: 'AddPartitionsToTxnResult.transactional_id',
+    204: 'AddPartitionsToTxnResult.transactional_id',
+    205: 'AddPartitionsToTxnResult.transactional_id',
+    206: 'AddPartitionsToTxnResult.transactional_id',
+    207: 'AddPartitionsToTxnResult.transactional_id',
+    208: 'AddPartitionsToTxnResult.transactional_id',
+    209: 'AddPartitionsToTxnResult.transactional_id',
+    210: 'AddPartitionsToTxnResult.transactional_id',
+    211: 'AddPartitionsToTxnResult.transactional_id',
+    212: 'AddPartitionsToTxnResult.transactional_id',
+    213: 'AddPartitionsToTxnResult.transactional_id',
+    214: 'AddPartitionsToTxnResult.transactional_id',
+    215: 'AddPartitionsToTxnResult.transactional_id',
+    216: 'AddPartitionsToTxnResult.transactional_id',
+    217: 'AddPartitionsToTxnResult.transactional_id',
+    218: 'AddPartitionsToTxnResult.transactional_id',
+    219: 'AddPartitionsToTxnResult.transactional_id',
+    220: 'AddPartitionsToTxnResult.topic_results',
+    221: 'AddPartitionsToTxnResult.topic_results',
+    222: 'AddPartitionsToTxnResult.topic_results',
+    223: 'AddPartitionsToTxnResult.topic_results',
+    224: 'AddPartitionsToTxnResult.topic_results',
+    225: 'AddPartitionsToTxnResult.topic_results',
+    226: 'AddPartitionsToTxnResult.topic_results',
+    227: 'AddPartitionsToTxnResult.topic_results',
+    228: 'AddPartitionsToTxnResult.topic_results',
+    229: 'AddPartitionsToTxnResult.topic_results',
+    230: 'AddPartitionsToTxnResult.topic_results',
+    231: 'AddPartitionsToTxnResult.topic_results',
+    232: 'AddPartitionsToTxnResult.topic_results',
+    233: 'AddPartitionsToTxnResult.topic_results',
+    234: 'AddPartitionsToTxnResult.topic_results',
+    235: 'AddPartitionsToTxnResult.topic_results',
+    236: 'AddPartitionsToTxnResult.topic_results',
+    237: 'AddPartitionsToTxnResult.<tagged fields>',
+    238: 'AddPartitionsToTxnResult.<tagged fields>',
+    239: 'AddPartitionsToTxnResult.<tagged fields>',
+    240: 'AddPartitionsToTxnResult.<tagged fields>',
+    241: 'AddPartitionsToTxnResult.<tagged fields>',
+    251: 'AddPartitionsToTxnResponse.throttle_time_ms',
+    252: 'AddPartitionsToTxnResponse.throttle_time_ms',
+    253: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    254: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    255: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    256: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    257: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    258: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    259: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    260: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    261: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    262: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    275: 'AddPartitionsToTxnResponse.throttle_time_ms',
+    276: 'AddPartitionsToTxnResponse.throttle_time_ms',
+    277: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    278: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    279: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    280: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    281: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    282: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    283: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    284: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    285: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    286: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    287: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    288: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    289: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    290: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    291: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    292: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    293: 'AddPartitionsToTxnResponse.results_by_topic_v3_and_below',
+    294: 'AddPartitionsToTxnResponse.<tagged fields>',
+    295: 'AddPartitionsToTxnResponse.<tagged fields>',
+    296: 'AddPartitionsToTxnResponse.<tagged fields>',
+    297: 'AddPartitionsToTxnResponse.<tagged fields>',
+    298: 'AddPartitionsToTxnResponse.<tagged fields>',
+    309: 'AddPartitionsToTxnResponse.throttle_time_ms/error_code',
+    310: 'AddPartitionsToTxnResponse.throttle_time_ms/error_code',
+    311: 'AddPartitionsToTxnResponse.results_by_transaction',
+    312: 'AddPartitionsToTxnResponse.results_by_transaction',
+    313: 'AddPartitionsToTxnResponse.results_by_transaction',
+    314: 'AddPartitionsToTxnResponse.results_by_transaction',
+    315: 'AddPartitionsToTxnResponse.results_by_transaction',
+    316: 'AddPartitionsToTxnResponse.results_by_transaction',
+    317: 'AddPartitionsToTxnResponse.results_by_transaction',
+    318: 'AddPartitionsToTxnResponse.results_by_transaction',
+    319: 'AddPartitionsToTxnResponse.results_by_transaction',
+    320: 'AddPartitionsToTxnResponse.results_by_transaction',
+    321: 'AddPartitionsToTxnResponse.results_by_transaction',
+    322: 'AddPartitionsToTxnResponse.results_by_transaction',
+    323: 'AddPartitionsToTxnResponse.results_by_transaction',
+    324: 'AddPartitionsToTxnResponse.results_by_transaction',
+    325: 'AddPartitionsToTxnResponse.results_by_transaction',
+    326: 'AddPartitionsToTxnResponse.results_by_transaction',
+    327: 'AddPartitionsToTxnResponse.results_by_transaction',
+    328: 'AddPartitionsToTxnResponse.<tagged fields>',
+    329: 'AddPartitionsToTxnResponse.<tagged fields>',
+    330: 'AddPartitionsToTxnResponse.<tagged fields>',
+    331: 'AddPartitionsToTxnResponse.<tagged fields>',
+    332: 'AddPartitionsToTxnResponse.<tagged fields>',
 })

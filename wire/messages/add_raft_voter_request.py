@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -66,6 +67,9 @@ def _d_Listener_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -80,6 +84,9 @@ def _d_Listener_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -98,13 +105,21 @@ def _d_Listener_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Listener.<tagged fields>')
-    return Listener(_f_name, _f_host, _f_port, _unk), pos
+    _o = _new(Listener)
+    _o.name = _f_name
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AddRaftVoterRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -125,6 +140,9 @@ def _d_AddRaftVoterRequest_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -141,7 +159,14 @@ def _d_AddRaftVoterRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AddRaftVoterRequest.<tagged fields>')
-    return AddRaftVoterRequest(_f_cluster_id, _f_timeout_ms, _f_voter_id, _f_voter_directory_id, _f_listeners, _unk), pos
+    _o = _new(AddRaftVoterRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.timeout_ms = _f_timeout_ms
+    _o.voter_id = _f_voter_id
+    _o.voter_directory_id = _f_voter_directory_id
+    _o.listeners = _f_listeners
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_Listener_v0(o, w):
@@ -193,7 +218,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_AddRaftVoterRequest_v0}
 ENCODERS = {0: _e_AddRaftVoterRequest_v0}
 _reg(__file__, {
-    66: 'Listener.name',
     67: 'Listener.name',
     68: 'Listener.name',
     69: 'Listener.name',
@@ -207,10 +231,10 @@ _reg(__file__, {
     77: 'Listener.name',
     78: 'Listener.name',
     79: 'Listener.name',
-    80: 'Listener.host',
-    81: 'Listener.host',
-    82: 'Listener.host',
-    83: 'Listener.host',
+    80: 'Listener.name',
+    81: 'Listener.name',
+    82: 'Listener.name',
+    83: 'Listener.name',
     84: 'Listener.host',
     85: 'Listener.host',
     86: 'Listener.host',
@@ -221,50 +245,63 @@ _reg(__file__, {
     91: 'Listener.host',
     92: 'Listener.host',
     93: 'Listener.host',
-    94: 'Listener.port',
-    95: 'Listener.port',
-    96: 'Listener.<tagged fields>',
-    97: 'Listener.<tagged fields>',
-    98: 'Listener.<tagged fields>',
-    99: 'Listener.<tagged fields>',
-    100: 'Listener.<tagged fields>',
-    105: 'AddRaftVoterRequest.cluster_id',
-    106: 'AddRaftVoterRequest.cluster_id',
-    107: 'AddRaftVoterRequest.cluster_id',
-    108: 'AddRaftVoterRequest.cluster_id',
-    109: 'AddRaftVoterRequest.cluster_id',
-    110: 'AddRaftVoterRequest.cluster_id',
-    111: 'AddRaftVoterRequest.cluster_id',
-    112: 'AddRaftVoterRequest.cluster_id',
-    113: 'AddRaftVoterRequest.cluster_id',
-    114: 'AddRaftVoterRequest.cluster_id',
-    115: 'AddRaftVoterRequest.cluster_id',
-    116: 'AddRaftVoterRequest.cluster_id',
+    94: 'Listener.host',
+    95: 'Listener.host',
+    96: 'Listener.host',
+    97: 'Listener.host',
+    98: 'Listener.host',
+    99: 'Listener.host',
+    100: 'Listener.host',
+    101: 'Listener.port',
+    102: 'Listener.port',
+    103: 'Listener.<tagged fields>',
+    104: 'Listener.<tagged fields>',
+    105: 'Listener.<tagged fields>',
+    106: 'Listener.<tagged fields>',
+    107: 'Listener.<tagged fields>',
     117: 'AddRaftVoterRequest.cluster_id',
     118: 'AddRaftVoterRequest.cluster_id',
-    119: 'AddRaftVoterRequest.timeout_ms/voter_id',
-    120: 'AddRaftVoterRequest.timeout_ms/voter_id',
-    121: 'AddRaftVoterRequest.voter_directory_id',
-    122: 'AddRaftVoterRequest.voter_directory_id',
-    123: 'AddRaftVoterRequest.voter_directory_id',
-    124: 'AddRaftVoterRequest.voter_directory_id',
-    125: 'AddRaftVoterRequest.listeners',
-    126: 'AddRaftVoterRequest.listeners',
-    127: 'AddRaftVoterRequest.listeners',
-    128: 'AddRaftVoterRequest.listeners',
-    129: 'AddRaftVoterRequest.listeners',
-    130: 'AddRaftVoterRequest.listeners',
-    131: 'AddRaftVoterRequest.listeners',
-    132: 'AddRaftVoterRequest.listeners',
-    133: 'AddRaftVoterRequest.listeners',
-    134: 'AddRaftVoterRequest.listeners',
-    135: 'AddRaftVoterRequest.listeners',
-    136: 'AddRaftVoterRequest.listeners',
-    137: 'AddRaftVoterRequest.listeners',
-    138: 'AddRaftVoterRequest.listeners',
-    139: 'AddRaftVoterRequest.<tagged fields>',
-    140: 'AddRaftVoterRequest.<tagged fields>',
-    141: 'AddRaftVoterRequest.<tagged fields>',
-    142: 'AddRaftVoterRequest.<tagged fields>',
-    143: 'AddRaftVoterRequest.<tagged fields>',
+    119: 'AddRaftVoterRequest.cluster_id',
+    120: 'AddRaftVoterRequest.cluster_id',
+    121: 'AddRaftVoterRequest.cluster_id',
+    122: 'AddRaftVoterRequest.cluster_id',
+    123: 'AddRaftVoterRequest.cluster_id',
+    124: 'AddRaftVoterRequest.cluster_id',
+    125: 'AddRaftVoterRequest.cluster_id',
+    126: 'AddRaftVoterRequest.cluster_id',
+    127: 'AddRaftVoterRequest.cluster_id',
+    128: 'AddRaftVoterRequest.cluster_id',
+    129: 'AddRaftVoterRequest.cluster_id',
+    130: 'AddRaftVoterRequest.cluster_id',
+    131: 'AddRaftVoterRequest.cluster_id',
+    132: 'AddRaftVoterRequest.cluster_id',
+    133: 'AddRaftVoterRequest.cluster_id',
+    134: 'AddRaftVoterRequest.timeout_ms/voter_id',
+    135: 'AddRaftVoterRequest.timeout_ms/voter_id',
+    136: 'AddRaftVoterRequest.voter_directory_id',
+    137: 'AddRaftVoterRequest.voter_directory_id',
+    138: 'AddRaftVoterRequest.voter_directory_id',
+    139: 'AddRaftVoterRequest.voter_directory_id',
+    140: 'AddRaftVoterRequest.listeners',
+    141: 'AddRaftVoterRequest.listeners',
+    142: 'AddRaftVoterRequest.listeners',
+    143: 'AddRaftVoterRequest.listeners',
+    144: 'AddRaftVoterRequest.listeners',
+    145: 'AddRaftVoterRequest.listeners',
+    146: 'AddRaftVoterRequest.listeners',
+    147: 'AddRaftVoterRequest.listeners',
+    148: 'AddRaftVoterRequest.listeners',
+    149: 'AddRaftVoterRequest.listeners',
+    150: 'AddRaftVoterRequest.listeners',
+    151: 'AddRaftVoterRequest.listeners',
+    152: 'AddRaftVoterRequest.listeners',
+    153: 'AddRaftVoterRequest.listeners',
+    154: 'AddRaftVoterRequest.listeners',
+    155: 'AddRaftVoterRequest.listeners',
+    156: 'AddRaftVoterRequest.listeners',
+    157: 'AddRaftVoterRequest.<tagged fields>',
+    158: 'AddRaftVoterRequest.<tagged fields>',
+    159: 'AddRaftVoterRequest.<tagged fields>',
+    160: 'AddRaftVoterRequest.<tagged fields>',
+    161: 'AddRaftVoterRequest.<tagged fields>',
 })

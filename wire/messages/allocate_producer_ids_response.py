@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -47,7 +48,13 @@ def _d_AllocateProducerIdsResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AllocateProducerIdsResponse.<tagged fields>')
-    return AllocateProducerIdsResponse(_f_throttle_time_ms, _f_error_code, _f_producer_id_start, _f_producer_id_len, _unk), pos
+    _o = _new(AllocateProducerIdsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.producer_id_start = _f_producer_id_start
+    _o.producer_id_len = _f_producer_id_len
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_AllocateProducerIdsResponse_v0(o, w):
@@ -66,11 +73,11 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_AllocateProducerIdsResponse_v0}
 ENCODERS = {0: _e_AllocateProducerIdsResponse_v0}
 _reg(__file__, {
-    43: 'AllocateProducerIdsResponse.throttle_time_ms/error_code/producer_id_start/producer_id_len',
     44: 'AllocateProducerIdsResponse.throttle_time_ms/error_code/producer_id_start/producer_id_len',
-    45: 'AllocateProducerIdsResponse.<tagged fields>',
+    45: 'AllocateProducerIdsResponse.throttle_time_ms/error_code/producer_id_start/producer_id_len',
     46: 'AllocateProducerIdsResponse.<tagged fields>',
     47: 'AllocateProducerIdsResponse.<tagged fields>',
     48: 'AllocateProducerIdsResponse.<tagged fields>',
     49: 'AllocateProducerIdsResponse.<tagged fields>',
+    50: 'AllocateProducerIdsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -109,13 +110,20 @@ def _d_EntityData_v0(buf, pos):
             raise _trunc('EntityData.entity_name', _n3, len(buf) - pos)
         _f_entity_name = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return EntityData(_f_entity_type, _f_entity_name, None), pos
+    _o = _new(EntityData)
+    _o.entity_type = _f_entity_type
+    _o.entity_name = _f_entity_name
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_EntityData_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -130,6 +138,9 @@ def _d_EntityData_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -146,7 +157,11 @@ def _d_EntityData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EntityData.<tagged fields>')
-    return EntityData(_f_entity_type, _f_entity_name, _unk), pos
+    _o = _new(EntityData)
+    _o.entity_type = _f_entity_type
+    _o.entity_name = _f_entity_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OpData_v0(buf, pos):
@@ -162,13 +177,21 @@ def _d_OpData_v0(buf, pos):
         pos = _end10
     _f_value, _f_remove = _S_dou(buf, pos)
     pos += 9
-    return OpData(_f_key, _f_value, _f_remove, None), pos
+    _o = _new(OpData)
+    _o.key = _f_key
+    _o.value = _f_value
+    _o.remove = _f_remove
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OpData_v1(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -187,7 +210,12 @@ def _d_OpData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OpData.<tagged fields>')
-    return OpData(_f_key, _f_value, _f_remove, _unk), pos
+    _o = _new(OpData)
+    _o.key = _f_key
+    _o.value = _f_value
+    _o.remove = _f_remove
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_EntryData_v0(buf, pos):
@@ -211,13 +239,20 @@ def _d_EntryData_v0(buf, pos):
         for _ in range(_n15):
             _x16, pos = _d_OpData_v0(buf, pos)
             _f_ops.append(_x16)
-    return EntryData(_f_entity, _f_ops, None), pos
+    _o = _new(EntryData)
+    _o.entity = _f_entity
+    _o.ops = _f_ops
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_EntryData_v1(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -232,6 +267,9 @@ def _d_EntryData_v1(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -248,7 +286,11 @@ def _d_EntryData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EntryData.<tagged fields>')
-    return EntryData(_f_entity, _f_ops, _unk), pos
+    _o = _new(EntryData)
+    _o.entity = _f_entity
+    _o.ops = _f_ops
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterClientQuotasRequest_v0(buf, pos):
@@ -264,13 +306,20 @@ def _d_AlterClientQuotasRequest_v0(buf, pos):
             _f_entries.append(_x22)
     _f_validate_only = _S_ou(buf, pos)[0]
     pos += 1
-    return AlterClientQuotasRequest(_f_entries, _f_validate_only, None), pos
+    _o = _new(AlterClientQuotasRequest)
+    _o.entries = _f_entries
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_AlterClientQuotasRequest_v1(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -289,7 +338,11 @@ def _d_AlterClientQuotasRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterClientQuotasRequest.<tagged fields>')
-    return AlterClientQuotasRequest(_f_entries, _f_validate_only, _unk), pos
+    _o = _new(AlterClientQuotasRequest)
+    _o.entries = _f_entries
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_EntityData_v0(o, w):
@@ -407,7 +460,6 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_AlterClientQuotasRequest_v0, 1: _d_AlterClientQuotasRequest_v1}
 ENCODERS = {0: _e_AlterClientQuotasRequest_v0, 1: _e_AlterClientQuotasRequest_v1}
 _reg(__file__, {
-    92: 'EntityData.entity_type',
     93: 'EntityData.entity_type',
     94: 'EntityData.entity_type',
     95: 'EntityData.entity_type',
@@ -417,7 +469,7 @@ _reg(__file__, {
     99: 'EntityData.entity_type',
     100: 'EntityData.entity_type',
     101: 'EntityData.entity_type',
-    102: 'EntityData.entity_name',
+    102: 'EntityData.entity_type',
     103: 'EntityData.entity_name',
     104: 'EntityData.entity_name',
     105: 'EntityData.entity_name',
@@ -427,11 +479,7 @@ _reg(__file__, {
     109: 'EntityData.entity_name',
     110: 'EntityData.entity_name',
     111: 'EntityData.entity_name',
-    116: 'EntityData.entity_type',
-    117: 'EntityData.entity_type',
-    118: 'EntityData.entity_type',
-    119: 'EntityData.entity_type',
-    120: 'EntityData.entity_type',
+    112: 'EntityData.entity_name',
     121: 'EntityData.entity_type',
     122: 'EntityData.entity_type',
     123: 'EntityData.entity_type',
@@ -441,37 +489,37 @@ _reg(__file__, {
     127: 'EntityData.entity_type',
     128: 'EntityData.entity_type',
     129: 'EntityData.entity_type',
-    130: 'EntityData.entity_name',
-    131: 'EntityData.entity_name',
-    132: 'EntityData.entity_name',
-    133: 'EntityData.entity_name',
-    134: 'EntityData.entity_name',
-    135: 'EntityData.entity_name',
-    136: 'EntityData.entity_name',
-    137: 'EntityData.entity_name',
+    130: 'EntityData.entity_type',
+    131: 'EntityData.entity_type',
+    132: 'EntityData.entity_type',
+    133: 'EntityData.entity_type',
+    134: 'EntityData.entity_type',
+    135: 'EntityData.entity_type',
+    136: 'EntityData.entity_type',
+    137: 'EntityData.entity_type',
     138: 'EntityData.entity_name',
     139: 'EntityData.entity_name',
     140: 'EntityData.entity_name',
     141: 'EntityData.entity_name',
     142: 'EntityData.entity_name',
     143: 'EntityData.entity_name',
-    144: 'EntityData.<tagged fields>',
-    145: 'EntityData.<tagged fields>',
-    146: 'EntityData.<tagged fields>',
-    147: 'EntityData.<tagged fields>',
-    148: 'EntityData.<tagged fields>',
-    153: 'OpData.key',
-    154: 'OpData.key',
-    155: 'OpData.key',
-    156: 'OpData.key',
-    157: 'OpData.key',
-    158: 'OpData.key',
-    159: 'OpData.key',
-    160: 'OpData.key',
-    161: 'OpData.key',
-    162: 'OpData.key',
-    163: 'OpData.value/remove',
-    164: 'OpData.value/remove',
+    144: 'EntityData.entity_name',
+    145: 'EntityData.entity_name',
+    146: 'EntityData.entity_name',
+    147: 'EntityData.entity_name',
+    148: 'EntityData.entity_name',
+    149: 'EntityData.entity_name',
+    150: 'EntityData.entity_name',
+    151: 'EntityData.entity_name',
+    152: 'EntityData.entity_name',
+    153: 'EntityData.entity_name',
+    154: 'EntityData.entity_name',
+    155: 'EntityData.<tagged fields>',
+    156: 'EntityData.<tagged fields>',
+    157: 'EntityData.<tagged fields>',
+    158: 'EntityData.<tagged fields>',
+    159: 'EntityData.<tagged fields>',
+    168: 'OpData.key',
     169: 'OpData.key',
     170: 'OpData.key',
     171: 'OpData.key',
@@ -481,42 +529,32 @@ _reg(__file__, {
     175: 'OpData.key',
     176: 'OpData.key',
     177: 'OpData.key',
-    178: 'OpData.key',
-    179: 'OpData.key',
-    180: 'OpData.key',
-    181: 'OpData.key',
-    182: 'OpData.key',
-    183: 'OpData.value/remove',
-    184: 'OpData.value/remove',
-    185: 'OpData.<tagged fields>',
-    186: 'OpData.<tagged fields>',
-    187: 'OpData.<tagged fields>',
-    188: 'OpData.<tagged fields>',
-    189: 'OpData.<tagged fields>',
-    194: 'EntryData.entity',
-    195: 'EntryData.entity',
-    196: 'EntryData.entity',
-    197: 'EntryData.entity',
-    198: 'EntryData.entity',
-    199: 'EntryData.entity',
-    200: 'EntryData.entity',
-    201: 'EntryData.entity',
-    202: 'EntryData.entity',
-    203: 'EntryData.entity',
-    204: 'EntryData.ops',
-    205: 'EntryData.ops',
-    206: 'EntryData.ops',
-    207: 'EntryData.ops',
-    208: 'EntryData.ops',
-    209: 'EntryData.ops',
-    210: 'EntryData.ops',
-    211: 'EntryData.ops',
-    212: 'EntryData.ops',
-    213: 'EntryData.ops',
-    218: 'EntryData.entity',
-    219: 'EntryData.entity',
-    220: 'EntryData.entity',
-    221: 'EntryData.entity',
+    178: 'OpData.value/remove',
+    179: 'OpData.value/remove',
+    189: 'OpData.key',
+    190: 'OpData.key',
+    191: 'OpData.key',
+    192: 'OpData.key',
+    193: 'OpData.key',
+    194: 'OpData.key',
+    195: 'OpData.key',
+    196: 'OpData.key',
+    197: 'OpData.key',
+    198: 'OpData.key',
+    199: 'OpData.key',
+    200: 'OpData.key',
+    201: 'OpData.key',
+    202: 'OpData.key',
+    203: 'OpData.key',
+    204: 'OpData.key',
+    205: 'OpData.key',
+    206: 'OpData.value/remove',
+    207: 'OpData.value/remove',
+    208: 'OpData.<tagged fields>',
+    209: 'OpData.<tagged fields>',
+    210: 'OpData.<tagged fields>',
+    211: 'OpData.<tagged fields>',
+    212: 'OpData.<tagged fields>',
     222: 'EntryData.entity',
     223: 'EntryData.entity',
     224: 'EntryData.entity',
@@ -537,46 +575,79 @@ _reg(__file__, {
     239: 'EntryData.ops',
     240: 'EntryData.ops',
     241: 'EntryData.ops',
-    242: 'EntryData.ops',
-    243: 'EntryData.ops',
-    244: 'EntryData.ops',
-    245: 'EntryData.ops',
-    246: 'EntryData.<tagged fields>',
-    247: 'EntryData.<tagged fields>',
-    248: 'EntryData.<tagged fields>',
-    249: 'EntryData.<tagged fields>',
-    250: 'EntryData.<tagged fields>',
-    255: 'AlterClientQuotasRequest.entries',
-    256: 'AlterClientQuotasRequest.entries',
-    257: 'AlterClientQuotasRequest.entries',
-    258: 'AlterClientQuotasRequest.entries',
-    259: 'AlterClientQuotasRequest.entries',
-    260: 'AlterClientQuotasRequest.entries',
-    261: 'AlterClientQuotasRequest.entries',
-    262: 'AlterClientQuotasRequest.entries',
-    263: 'AlterClientQuotasRequest.entries',
-    264: 'AlterClientQuotasRequest.entries',
-    265: 'AlterClientQuotasRequest.validate_only',
-    266: 'AlterClientQuotasRequest.validate_only',
-    271: 'AlterClientQuotasRequest.entries',
-    272: 'AlterClientQuotasRequest.entries',
-    273: 'AlterClientQuotasRequest.entries',
-    274: 'AlterClientQuotasRequest.entries',
-    275: 'AlterClientQuotasRequest.entries',
-    276: 'AlterClientQuotasRequest.entries',
-    277: 'AlterClientQuotasRequest.entries',
-    278: 'AlterClientQuotasRequest.entries',
-    279: 'AlterClientQuotasRequest.entries',
-    280: 'AlterClientQuotasRequest.entries',
-    281: 'AlterClientQuotasRequest.entries',
-    282: 'AlterClientQuotasRequest.entries',
-    283: 'AlterClientQuotasRequest.entries',
-    284: 'AlterClientQuotasRequest.entries',
-    285: 'AlterClientQuotasRequest.validate_only',
-    286: 'AlterClientQuotasRequest.validate_only',
-    287: 'AlterClientQuotasRequest.<tagged fields>',
-    288: 'AlterClientQuotasRequest.<tagged fields>',
-    289: 'AlterClientQuotasRequest.<tagged fields>',
-    290: 'AlterClientQuotasRequest.<tagged fields>',
-    291: 'AlterClientQuotasRequest.<tagged fields>',
+    250: 'EntryData.entity',
+    251: 'EntryData.entity',
+    252: 'EntryData.entity',
+    253: 'EntryData.entity',
+    254: 'EntryData.entity',
+    255: 'EntryData.entity',
+    256: 'EntryData.entity',
+    257: 'EntryData.entity',
+    258: 'EntryData.entity',
+    259: 'EntryData.entity',
+    260: 'EntryData.entity',
+    261: 'EntryData.entity',
+    262: 'EntryData.entity',
+    263: 'EntryData.entity',
+    264: 'EntryData.entity',
+    265: 'EntryData.entity',
+    266: 'EntryData.entity',
+    267: 'EntryData.ops',
+    268: 'EntryData.ops',
+    269: 'EntryData.ops',
+    270: 'EntryData.ops',
+    271: 'EntryData.ops',
+    272: 'EntryData.ops',
+    273: 'EntryData.ops',
+    274: 'EntryData.ops',
+    275: 'EntryData.ops',
+    276: 'EntryData.ops',
+    277: 'EntryData.ops',
+    278: 'EntryData.ops',
+    279: 'EntryData.ops',
+    280: 'EntryData.ops',
+    281: 'EntryData.ops',
+    282: 'EntryData.ops',
+    283: 'EntryData.ops',
+    284: 'EntryData.<tagged fields>',
+    285: 'EntryData.<tagged fields>',
+    286: 'EntryData.<tagged fields>',
+    287: 'EntryData.<tagged fields>',
+    288: 'EntryData.<tagged fields>',
+    297: 'AlterClientQuotasRequest.entries',
+    298: 'AlterClientQuotasRequest.entries',
+    299: 'AlterClientQuotasRequest.entries',
+    300: 'AlterClientQuotasRequest.entries',
+    301: 'AlterClientQuotasRequest.entries',
+    302: 'AlterClientQuotasRequest.entries',
+    303: 'AlterClientQuotasRequest.entries',
+    304: 'AlterClientQuotasRequest.entries',
+    305: 'AlterClientQuotasRequest.entries',
+    306: 'AlterClientQuotasRequest.entries',
+    307: 'AlterClientQuotasRequest.validate_only',
+    308: 'AlterClientQuotasRequest.validate_only',
+    317: 'AlterClientQuotasRequest.entries',
+    318: 'AlterClientQuotasRequest.entries',
+    319: 'AlterClientQuotasRequest.entries',
+    320: 'AlterClientQuotasRequest.entries',
+    321: 'AlterClientQuotasRequest.entries',
+    322: 'AlterClientQuotasRequest.entries',
+    323: 'AlterClientQuotasRequest.entries',
+    324: 'AlterClientQuotasRequest.entries',
+    325: 'AlterClientQuotasRequest.entries',
+    326: 'AlterClientQuotasRequest.entries',
+    327: 'AlterClientQuotasRequest.entries',
+    328: 'AlterClientQuotasRequest.entries',
+    329: 'AlterClientQuotasRequest.entries',
+    330: 'AlterClientQuotasRequest.entries',
+    331: 'AlterClientQuotasRequest.entries',
+    332: 'AlterClientQuotasRequest.entries',
+    333: 'AlterClientQuotasRequest.entries',
+    334: 'AlterClientQuotasRequest.validate_only',
+    335: 'AlterClientQuotasRequest.validate_only',
+    336: 'AlterClientQuotasRequest.<tagged fields>',
+    337: 'AlterClientQuotasRequest.<tagged fields>',
+    338: 'AlterClientQuotasRequest.<tagged fields>',
+    339: 'AlterClientQuotasRequest.<tagged fields>',
+    340: 'AlterClientQuotasRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -93,13 +94,20 @@ def _d_EntityData_v0(buf, pos):
             raise _trunc('EntityData.entity_name', _n3, len(buf) - pos)
         _f_entity_name = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return EntityData(_f_entity_type, _f_entity_name, None), pos
+    _o = _new(EntityData)
+    _o.entity_type = _f_entity_type
+    _o.entity_name = _f_entity_name
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_EntityData_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -114,6 +122,9 @@ def _d_EntityData_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -130,7 +141,11 @@ def _d_EntityData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EntityData.<tagged fields>')
-    return EntityData(_f_entity_type, _f_entity_name, _unk), pos
+    _o = _new(EntityData)
+    _o.entity_type = _f_entity_type
+    _o.entity_name = _f_entity_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_EntryData_v0(buf, pos):
@@ -156,7 +171,12 @@ def _d_EntryData_v0(buf, pos):
         for _ in range(_n11):
             _x12, pos = _d_EntityData_v0(buf, pos)
             _f_entity.append(_x12)
-    return EntryData(_f_error_code, _f_error_message, _f_entity, None), pos
+    _o = _new(EntryData)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.entity = _f_entity
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_EntryData_v1(buf, pos):
@@ -165,6 +185,9 @@ def _d_EntryData_v1(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -179,6 +202,9 @@ def _d_EntryData_v1(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -195,7 +221,12 @@ def _d_EntryData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EntryData.<tagged fields>')
-    return EntryData(_f_error_code, _f_error_message, _f_entity, _unk), pos
+    _o = _new(EntryData)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.entity = _f_entity
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterClientQuotasResponse_v0(buf, pos):
@@ -211,7 +242,11 @@ def _d_AlterClientQuotasResponse_v0(buf, pos):
         for _ in range(_n17):
             _x18, pos = _d_EntryData_v0(buf, pos)
             _f_entries.append(_x18)
-    return AlterClientQuotasResponse(_f_throttle_time_ms, _f_entries, None), pos
+    _o = _new(AlterClientQuotasResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.entries = _f_entries
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_AlterClientQuotasResponse_v1(buf, pos):
@@ -220,6 +255,9 @@ def _d_AlterClientQuotasResponse_v1(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -236,7 +274,11 @@ def _d_AlterClientQuotasResponse_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterClientQuotasResponse.<tagged fields>')
-    return AlterClientQuotasResponse(_f_throttle_time_ms, _f_entries, _unk), pos
+    _o = _new(AlterClientQuotasResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.entries = _f_entries
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_EntityData_v0(o, w):
@@ -340,7 +382,6 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_AlterClientQuotasResponse_v0, 1: _d_AlterClientQuotasResponse_v1}
 ENCODERS = {0: _e_AlterClientQuotasResponse_v0, 1: _e_AlterClientQuotasResponse_v1}
 _reg(__file__, {
-    76: 'EntityData.entity_type',
     77: 'EntityData.entity_type',
     78: 'EntityData.entity_type',
     79: 'EntityData.entity_type',
@@ -350,7 +391,7 @@ _reg(__file__, {
     83: 'EntityData.entity_type',
     84: 'EntityData.entity_type',
     85: 'EntityData.entity_type',
-    86: 'EntityData.entity_name',
+    86: 'EntityData.entity_type',
     87: 'EntityData.entity_name',
     88: 'EntityData.entity_name',
     89: 'EntityData.entity_name',
@@ -360,11 +401,7 @@ _reg(__file__, {
     93: 'EntityData.entity_name',
     94: 'EntityData.entity_name',
     95: 'EntityData.entity_name',
-    100: 'EntityData.entity_type',
-    101: 'EntityData.entity_type',
-    102: 'EntityData.entity_type',
-    103: 'EntityData.entity_type',
-    104: 'EntityData.entity_type',
+    96: 'EntityData.entity_name',
     105: 'EntityData.entity_type',
     106: 'EntityData.entity_type',
     107: 'EntityData.entity_type',
@@ -374,113 +411,133 @@ _reg(__file__, {
     111: 'EntityData.entity_type',
     112: 'EntityData.entity_type',
     113: 'EntityData.entity_type',
-    114: 'EntityData.entity_name',
-    115: 'EntityData.entity_name',
-    116: 'EntityData.entity_name',
-    117: 'EntityData.entity_name',
-    118: 'EntityData.entity_name',
-    119: 'EntityData.entity_name',
-    120: 'EntityData.entity_name',
-    121: 'EntityData.entity_name',
+    114: 'EntityData.entity_type',
+    115: 'EntityData.entity_type',
+    116: 'EntityData.entity_type',
+    117: 'EntityData.entity_type',
+    118: 'EntityData.entity_type',
+    119: 'EntityData.entity_type',
+    120: 'EntityData.entity_type',
+    121: 'EntityData.entity_type',
     122: 'EntityData.entity_name',
     123: 'EntityData.entity_name',
     124: 'EntityData.entity_name',
     125: 'EntityData.entity_name',
     126: 'EntityData.entity_name',
     127: 'EntityData.entity_name',
-    128: 'EntityData.<tagged fields>',
-    129: 'EntityData.<tagged fields>',
-    130: 'EntityData.<tagged fields>',
-    131: 'EntityData.<tagged fields>',
-    132: 'EntityData.<tagged fields>',
-    137: 'EntryData.error_code',
-    138: 'EntryData.error_code',
-    139: 'EntryData.error_message',
-    140: 'EntryData.error_message',
-    141: 'EntryData.error_message',
-    142: 'EntryData.error_message',
-    143: 'EntryData.error_message',
-    144: 'EntryData.error_message',
-    145: 'EntryData.error_message',
-    146: 'EntryData.error_message',
-    147: 'EntryData.error_message',
-    148: 'EntryData.error_message',
-    149: 'EntryData.entity',
-    150: 'EntryData.entity',
-    151: 'EntryData.entity',
-    152: 'EntryData.entity',
-    153: 'EntryData.entity',
-    154: 'EntryData.entity',
-    155: 'EntryData.entity',
-    156: 'EntryData.entity',
-    157: 'EntryData.entity',
-    158: 'EntryData.entity',
-    163: 'EntryData.error_code',
-    164: 'EntryData.error_code',
-    165: 'EntryData.error_message',
-    166: 'EntryData.error_message',
-    167: 'EntryData.error_message',
-    168: 'EntryData.error_message',
-    169: 'EntryData.error_message',
-    170: 'EntryData.error_message',
-    171: 'EntryData.error_message',
-    172: 'EntryData.error_message',
-    173: 'EntryData.error_message',
-    174: 'EntryData.error_message',
-    175: 'EntryData.error_message',
-    176: 'EntryData.error_message',
-    177: 'EntryData.error_message',
-    178: 'EntryData.error_message',
-    179: 'EntryData.entity',
-    180: 'EntryData.entity',
-    181: 'EntryData.entity',
-    182: 'EntryData.entity',
-    183: 'EntryData.entity',
-    184: 'EntryData.entity',
-    185: 'EntryData.entity',
-    186: 'EntryData.entity',
-    187: 'EntryData.entity',
-    188: 'EntryData.entity',
-    189: 'EntryData.entity',
-    190: 'EntryData.entity',
-    191: 'EntryData.entity',
-    192: 'EntryData.entity',
-    193: 'EntryData.<tagged fields>',
-    194: 'EntryData.<tagged fields>',
-    195: 'EntryData.<tagged fields>',
-    196: 'EntryData.<tagged fields>',
-    197: 'EntryData.<tagged fields>',
-    202: 'AlterClientQuotasResponse.throttle_time_ms',
-    203: 'AlterClientQuotasResponse.throttle_time_ms',
-    204: 'AlterClientQuotasResponse.entries',
-    205: 'AlterClientQuotasResponse.entries',
-    206: 'AlterClientQuotasResponse.entries',
-    207: 'AlterClientQuotasResponse.entries',
-    208: 'AlterClientQuotasResponse.entries',
-    209: 'AlterClientQuotasResponse.entries',
-    210: 'AlterClientQuotasResponse.entries',
-    211: 'AlterClientQuotasResponse.entries',
-    212: 'AlterClientQuotasResponse.entries',
-    213: 'AlterClientQuotasResponse.entries',
-    218: 'AlterClientQuotasResponse.throttle_time_ms',
-    219: 'AlterClientQuotasResponse.throttle_time_ms',
-    220: 'AlterClientQuotasResponse.entries',
-    221: 'AlterClientQuotasResponse.entries',
-    222: 'AlterClientQuotasResponse.entries',
-    223: 'AlterClientQuotasResponse.entries',
-    224: 'AlterClientQuotasResponse.entries',
-    225: 'AlterClientQuotasResponse.entries',
-    226: 'AlterClientQuotasResponse.entries',
-    227: 'AlterClientQuotasResponse.entries',
-    228: 'AlterClientQuotasResponse.entries',
-    229: 'AlterClientQuotasResponse.entries',
-    230: 'AlterClientQuotasResponse.entries',
-    231: 'AlterClientQuotasResponse.entries',
-    232: 'AlterClientQuotasResponse.entries',
-    233: 'AlterClientQuotasResponse.entries',
-    234: 'AlterClientQuotasResponse.<tagged fields>',
-    235: 'AlterClientQuotasResponse.<tagged fields>',
-    236: 'AlterClientQuotasResponse.<tagged fields>',
-    237: 'AlterClientQuotasResponse.<tagged fields>',
-    238: 'AlterClientQuotasResponse.<tagged fields>',
+    128: 'EntityData.entity_name',
+    129: 'EntityData.entity_name',
+    130: 'EntityData.entity_name',
+    131: 'EntityData.entity_name',
+    132: 'EntityData.entity_name',
+    133: 'EntityData.entity_name',
+    134: 'EntityData.entity_name',
+    135: 'EntityData.entity_name',
+    136: 'EntityData.entity_name',
+    137: 'EntityData.entity_name',
+    138: 'EntityData.entity_name',
+    139: 'EntityData.<tagged fields>',
+    140: 'EntityData.<tagged fields>',
+    141: 'EntityData.<tagged fields>',
+    142: 'EntityData.<tagged fields>',
+    143: 'EntityData.<tagged fields>',
+    152: 'EntryData.error_code',
+    153: 'EntryData.error_code',
+    154: 'EntryData.error_message',
+    155: 'EntryData.error_message',
+    156: 'EntryData.error_message',
+    157: 'EntryData.error_message',
+    158: 'EntryData.error_message',
+    159: 'EntryData.error_message',
+    160: 'EntryData.error_message',
+    161: 'EntryData.error_message',
+    162: 'EntryData.error_message',
+    163: 'EntryData.error_message',
+    164: 'EntryData.entity',
+    165: 'EntryData.entity',
+    166: 'EntryData.entity',
+    167: 'EntryData.entity',
+    168: 'EntryData.entity',
+    169: 'EntryData.entity',
+    170: 'EntryData.entity',
+    171: 'EntryData.entity',
+    172: 'EntryData.entity',
+    173: 'EntryData.entity',
+    183: 'EntryData.error_code',
+    184: 'EntryData.error_code',
+    185: 'EntryData.error_message',
+    186: 'EntryData.error_message',
+    187: 'EntryData.error_message',
+    188: 'EntryData.error_message',
+    189: 'EntryData.error_message',
+    190: 'EntryData.error_message',
+    191: 'EntryData.error_message',
+    192: 'EntryData.error_message',
+    193: 'EntryData.error_message',
+    194: 'EntryData.error_message',
+    195: 'EntryData.error_message',
+    196: 'EntryData.error_message',
+    197: 'EntryData.error_message',
+    198: 'EntryData.error_message',
+    199: 'EntryData.error_message',
+    200: 'EntryData.error_message',
+    201: 'EntryData.error_message',
+    202: 'EntryData.entity',
+    203: 'EntryData.entity',
+    204: 'EntryData.entity',
+    205: 'EntryData.entity',
+    206: 'EntryData.entity',
+    207: 'EntryData.entity',
+    208: 'EntryData.entity',
+    209: 'EntryData.entity',
+    210: 'EntryData.entity',
+    211: 'EntryData.entity',
+    212: 'EntryData.entity',
+    213: 'EntryData.entity',
+    214: 'EntryData.entity',
+    215: 'EntryData.entity',
+    216: 'EntryData.entity',
+    217: 'EntryData.entity',
+    218: 'EntryData.entity',
+    219: 'EntryData.<tagged fields>',
+    220: 'EntryData.<tagged fields>',
+    221: 'EntryData.<tagged fields>',
+    222: 'EntryData.<tagged fields>',
+    223: 'EntryData.<tagged fields>',
+    233: 'AlterClientQuotasResponse.throttle_time_ms',
+    234: 'AlterClientQuotasResponse.throttle_time_ms',
+    235: 'AlterClientQuotasResponse.entries',
+    236: 'AlterClientQuotasResponse.entries',
+    237: 'AlterClientQuotasResponse.entries',
+    238: 'AlterClientQuotasResponse.entries',
+    239: 'AlterClientQuotasResponse.entries',
+    240: 'AlterClientQuotasResponse.entries',
+    241: 'AlterClientQuotasResponse.entries',
+    242: 'AlterClientQuotasResponse.entries',
+    243: 'AlterClientQuotasResponse.entries',
+    244: 'AlterClientQuotasResponse.entries',
+    253: 'AlterClientQuotasResponse.throttle_time_ms',
+    254: 'AlterClientQuotasResponse.throttle_time_ms',
+    255: 'AlterClientQuotasResponse.entries',
+    256: 'AlterClientQuotasResponse.entries',
+    257: 'AlterClientQuotasResponse.entries',
+    258: 'AlterClientQuotasResponse.entries',
+    259: 'AlterClientQuotasResponse.entries',
+    260: 'AlterClientQuotasResponse.entries',
+    261: 'AlterClientQuotasResponse.entries',
+    262: 'AlterClientQuotasResponse.entries',
+    263: 'AlterClientQuotasResponse.entries',
+    264: 'AlterClientQuotasResponse.entries',
+    265: 'AlterClientQuotasResponse.entries',
+    266: 'AlterClientQuotasResponse.entries',
+    267: 'AlterClientQuotasResponse.entries',
+    268: 'AlterClientQuotasResponse.entries',
+    269: 'AlterClientQuotasResponse.entries',
+    270: 'AlterClientQuotasResponse.entries',
+    271: 'AlterClientQuotasResponse.entries',
+    272: 'AlterClientQuotasResponse.<tagged fields>',
+    273: 'AlterClientQuotasResponse.<tagged fields>',
+    274: 'AlterClientQuotasResponse.<tagged fields>',
+    275: 'AlterClientQuotasResponse.<tagged fields>',
+    276: 'AlterClientQuotasResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -93,7 +94,11 @@ def _d_AlterableConfig_v0(buf, pos):
             raise _trunc('AlterableConfig.value', _n3, len(buf) - pos)
         _f_value = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return AlterableConfig(_f_name, _f_value, None), pos
+    _o = _new(AlterableConfig)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterableConfig_v1 = _d_AlterableConfig_v0
@@ -102,6 +107,9 @@ def _d_AlterableConfig_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -116,6 +124,9 @@ def _d_AlterableConfig_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -132,7 +143,11 @@ def _d_AlterableConfig_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterableConfig.<tagged fields>')
-    return AlterableConfig(_f_name, _f_value, _unk), pos
+    _o = _new(AlterableConfig)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterConfigsResource_v0(buf, pos):
@@ -158,7 +173,12 @@ def _d_AlterConfigsResource_v0(buf, pos):
         for _ in range(_n15):
             _x16, pos = _d_AlterableConfig_v0(buf, pos)
             _f_configs.append(_x16)
-    return AlterConfigsResource(_f_resource_type, _f_resource_name, _f_configs, None), pos
+    _o = _new(AlterConfigsResource)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterConfigsResource_v1 = _d_AlterConfigsResource_v0
@@ -169,6 +189,9 @@ def _d_AlterConfigsResource_v2(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -183,6 +206,9 @@ def _d_AlterConfigsResource_v2(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -199,7 +225,12 @@ def _d_AlterConfigsResource_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterConfigsResource.<tagged fields>')
-    return AlterConfigsResource(_f_resource_type, _f_resource_name, _f_configs, _unk), pos
+    _o = _new(AlterConfigsResource)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterConfigsRequest_v0(buf, pos):
@@ -215,7 +246,11 @@ def _d_AlterConfigsRequest_v0(buf, pos):
             _f_resources.append(_x26)
     _f_validate_only = _S_ou(buf, pos)[0]
     pos += 1
-    return AlterConfigsRequest(_f_resources, _f_validate_only, None), pos
+    _o = _new(AlterConfigsRequest)
+    _o.resources = _f_resources
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterConfigsRequest_v1 = _d_AlterConfigsRequest_v0
@@ -224,6 +259,9 @@ def _d_AlterConfigsRequest_v2(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -242,7 +280,11 @@ def _d_AlterConfigsRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterConfigsRequest.<tagged fields>')
-    return AlterConfigsRequest(_f_resources, _f_validate_only, _unk), pos
+    _o = _new(AlterConfigsRequest)
+    _o.resources = _f_resources
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_AlterableConfig_v0(o, w):
@@ -346,7 +388,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_AlterConfigsRequest_v0, 1: _d_AlterConfigsRequest_v1, 2: _d_AlterConfigsRequest_v2}
 ENCODERS = {0: _e_AlterConfigsRequest_v0, 1: _e_AlterConfigsRequest_v1, 2: _e_AlterConfigsRequest_v2}
 _reg(__file__, {
-    76: 'AlterableConfig.name',
     77: 'AlterableConfig.name',
     78: 'AlterableConfig.name',
     79: 'AlterableConfig.name',
@@ -356,7 +397,7 @@ _reg(__file__, {
     83: 'AlterableConfig.name',
     84: 'AlterableConfig.name',
     85: 'AlterableConfig.name',
-    86: 'AlterableConfig.value',
+    86: 'AlterableConfig.name',
     87: 'AlterableConfig.value',
     88: 'AlterableConfig.value',
     89: 'AlterableConfig.value',
@@ -366,11 +407,7 @@ _reg(__file__, {
     93: 'AlterableConfig.value',
     94: 'AlterableConfig.value',
     95: 'AlterableConfig.value',
-    101: 'AlterableConfig.name',
-    102: 'AlterableConfig.name',
-    103: 'AlterableConfig.name',
-    104: 'AlterableConfig.name',
-    105: 'AlterableConfig.name',
+    96: 'AlterableConfig.value',
     106: 'AlterableConfig.name',
     107: 'AlterableConfig.name',
     108: 'AlterableConfig.name',
@@ -380,113 +417,133 @@ _reg(__file__, {
     112: 'AlterableConfig.name',
     113: 'AlterableConfig.name',
     114: 'AlterableConfig.name',
-    115: 'AlterableConfig.value',
-    116: 'AlterableConfig.value',
-    117: 'AlterableConfig.value',
-    118: 'AlterableConfig.value',
-    119: 'AlterableConfig.value',
-    120: 'AlterableConfig.value',
-    121: 'AlterableConfig.value',
-    122: 'AlterableConfig.value',
+    115: 'AlterableConfig.name',
+    116: 'AlterableConfig.name',
+    117: 'AlterableConfig.name',
+    118: 'AlterableConfig.name',
+    119: 'AlterableConfig.name',
+    120: 'AlterableConfig.name',
+    121: 'AlterableConfig.name',
+    122: 'AlterableConfig.name',
     123: 'AlterableConfig.value',
     124: 'AlterableConfig.value',
     125: 'AlterableConfig.value',
     126: 'AlterableConfig.value',
     127: 'AlterableConfig.value',
     128: 'AlterableConfig.value',
-    129: 'AlterableConfig.<tagged fields>',
-    130: 'AlterableConfig.<tagged fields>',
-    131: 'AlterableConfig.<tagged fields>',
-    132: 'AlterableConfig.<tagged fields>',
-    133: 'AlterableConfig.<tagged fields>',
-    138: 'AlterConfigsResource.resource_type',
-    139: 'AlterConfigsResource.resource_type',
-    140: 'AlterConfigsResource.resource_name',
-    141: 'AlterConfigsResource.resource_name',
-    142: 'AlterConfigsResource.resource_name',
-    143: 'AlterConfigsResource.resource_name',
-    144: 'AlterConfigsResource.resource_name',
-    145: 'AlterConfigsResource.resource_name',
-    146: 'AlterConfigsResource.resource_name',
-    147: 'AlterConfigsResource.resource_name',
-    148: 'AlterConfigsResource.resource_name',
-    149: 'AlterConfigsResource.resource_name',
-    150: 'AlterConfigsResource.configs',
-    151: 'AlterConfigsResource.configs',
-    152: 'AlterConfigsResource.configs',
-    153: 'AlterConfigsResource.configs',
-    154: 'AlterConfigsResource.configs',
-    155: 'AlterConfigsResource.configs',
-    156: 'AlterConfigsResource.configs',
-    157: 'AlterConfigsResource.configs',
-    158: 'AlterConfigsResource.configs',
-    159: 'AlterConfigsResource.configs',
-    165: 'AlterConfigsResource.resource_type',
-    166: 'AlterConfigsResource.resource_type',
-    167: 'AlterConfigsResource.resource_name',
-    168: 'AlterConfigsResource.resource_name',
-    169: 'AlterConfigsResource.resource_name',
-    170: 'AlterConfigsResource.resource_name',
-    171: 'AlterConfigsResource.resource_name',
-    172: 'AlterConfigsResource.resource_name',
-    173: 'AlterConfigsResource.resource_name',
-    174: 'AlterConfigsResource.resource_name',
-    175: 'AlterConfigsResource.resource_name',
-    176: 'AlterConfigsResource.resource_name',
-    177: 'AlterConfigsResource.resource_name',
-    178: 'AlterConfigsResource.resource_name',
-    179: 'AlterConfigsResource.resource_name',
-    180: 'AlterConfigsResource.resource_name',
-    181: 'AlterConfigsResource.configs',
-    182: 'AlterConfigsResource.configs',
-    183: 'AlterConfigsResource.configs',
-    184: 'AlterConfigsResource.configs',
-    185: 'AlterConfigsResource.configs',
-    186: 'AlterConfigsResource.configs',
-    187: 'AlterConfigsResource.configs',
-    188: 'AlterConfigsResource.configs',
-    189: 'AlterConfigsResource.configs',
-    190: 'AlterConfigsResource.configs',
-    191: 'AlterConfigsResource.configs',
-    192: 'AlterConfigsResource.configs',
-    193: 'AlterConfigsResource.configs',
-    194: 'AlterConfigsResource.configs',
-    195: 'AlterConfigsResource.<tagged fields>',
-    196: 'AlterConfigsResource.<tagged fields>',
-    197: 'AlterConfigsResource.<tagged fields>',
-    198: 'AlterConfigsResource.<tagged fields>',
-    199: 'AlterConfigsResource.<tagged fields>',
-    204: 'AlterConfigsRequest.resources',
-    205: 'AlterConfigsRequest.resources',
-    206: 'AlterConfigsRequest.resources',
-    207: 'AlterConfigsRequest.resources',
-    208: 'AlterConfigsRequest.resources',
-    209: 'AlterConfigsRequest.resources',
-    210: 'AlterConfigsRequest.resources',
-    211: 'AlterConfigsRequest.resources',
-    212: 'AlterConfigsRequest.resources',
-    213: 'AlterConfigsRequest.resources',
-    214: 'AlterConfigsRequest.validate_only',
-    215: 'AlterConfigsRequest.validate_only',
-    221: 'AlterConfigsRequest.resources',
-    222: 'AlterConfigsRequest.resources',
-    223: 'AlterConfigsRequest.resources',
-    224: 'AlterConfigsRequest.resources',
-    225: 'AlterConfigsRequest.resources',
-    226: 'AlterConfigsRequest.resources',
-    227: 'AlterConfigsRequest.resources',
-    228: 'AlterConfigsRequest.resources',
-    229: 'AlterConfigsRequest.resources',
-    230: 'AlterConfigsRequest.resources',
-    231: 'AlterConfigsRequest.resources',
-    232: 'AlterConfigsRequest.resources',
-    233: 'AlterConfigsRequest.resources',
-    234: 'AlterConfigsRequest.resources',
-    235: 'AlterConfigsRequest.validate_only',
-    236: 'AlterConfigsRequest.validate_only',
-    237: 'AlterConfigsRequest.<tagged fields>',
-    238: 'AlterConfigsRequest.<tagged fields>',
-    239: 'AlterConfigsRequest.<tagged fields>',
-    240: 'AlterConfigsRequest.<tagged fields>',
-    241: 'AlterConfigsRequest.<tagged fields>',
+    129: 'AlterableConfig.value',
+    130: 'AlterableConfig.value',
+    131: 'AlterableConfig.value',
+    132: 'AlterableConfig.value',
+    133: 'AlterableConfig.value',
+    134: 'AlterableConfig.value',
+    135: 'AlterableConfig.value',
+    136: 'AlterableConfig.value',
+    137: 'AlterableConfig.value',
+    138: 'AlterableConfig.value',
+    139: 'AlterableConfig.value',
+    140: 'AlterableConfig.<tagged fields>',
+    141: 'AlterableConfig.<tagged fields>',
+    142: 'AlterableConfig.<tagged fields>',
+    143: 'AlterableConfig.<tagged fields>',
+    144: 'AlterableConfig.<tagged fields>',
+    153: 'AlterConfigsResource.resource_type',
+    154: 'AlterConfigsResource.resource_type',
+    155: 'AlterConfigsResource.resource_name',
+    156: 'AlterConfigsResource.resource_name',
+    157: 'AlterConfigsResource.resource_name',
+    158: 'AlterConfigsResource.resource_name',
+    159: 'AlterConfigsResource.resource_name',
+    160: 'AlterConfigsResource.resource_name',
+    161: 'AlterConfigsResource.resource_name',
+    162: 'AlterConfigsResource.resource_name',
+    163: 'AlterConfigsResource.resource_name',
+    164: 'AlterConfigsResource.resource_name',
+    165: 'AlterConfigsResource.configs',
+    166: 'AlterConfigsResource.configs',
+    167: 'AlterConfigsResource.configs',
+    168: 'AlterConfigsResource.configs',
+    169: 'AlterConfigsResource.configs',
+    170: 'AlterConfigsResource.configs',
+    171: 'AlterConfigsResource.configs',
+    172: 'AlterConfigsResource.configs',
+    173: 'AlterConfigsResource.configs',
+    174: 'AlterConfigsResource.configs',
+    185: 'AlterConfigsResource.resource_type',
+    186: 'AlterConfigsResource.resource_type',
+    187: 'AlterConfigsResource.resource_name',
+    188: 'AlterConfigsResource.resource_name',
+    189: 'AlterConfigsResource.resource_name',
+    190: 'AlterConfigsResource.resource_name',
+    191: 'AlterConfigsResource.resource_name',
+    192: 'AlterConfigsResource.resource_name',
+    193: 'AlterConfigsResource.resource_name',
+    194: 'AlterConfigsResource.resource_name',
+    195: 'AlterConfigsResource.resource_name',
+    196: 'AlterConfigsResource.resource_name',
+    197: 'AlterConfigsResource.resource_name',
+    198: 'AlterConfigsResource.resource_name',
+    199: 'AlterConfigsResource.resource_name',
+    200: 'AlterConfigsResource.resource_name',
+    201: 'AlterConfigsResource.resource_name',
+    202: 'AlterConfigsResource.resource_name',
+    203: 'AlterConfigsResource.resource_name',
+    204: 'AlterConfigsResource.configs',
+    205: 'AlterConfigsResource.configs',
+    206: 'AlterConfigsResource.configs',
+    207: 'AlterConfigsResource.configs',
+    208: 'AlterConfigsResource.configs',
+    209: 'AlterConfigsResource.configs',
+    210: 'AlterConfigsResource.configs',
+    211: 'AlterConfigsResource.configs',
+    212: 'AlterConfigsResource.configs',
+    213: 'AlterConfigsResource.configs',
+    214: 'AlterConfigsResource.configs',
+    215: 'AlterConfigsResource.configs',
+    216: 'AlterConfigsResource.configs',
+    217: 'AlterConfigsResource.configs',
+    218: 'AlterConfigsResource.configs',
+    219: 'AlterConfigsResource.configs',
+    220: 'AlterConfigsResource.configs',
+    221: 'AlterConfigsResource.<tagged fields>',
+    222: 'AlterConfigsResource.<tagged fields>',
+    223: 'AlterConfigsResource.<tagged fields>',
+    224: 'AlterConfigsResource.<tagged fields>',
+    225: 'AlterConfigsResource.<tagged fields>',
+    235: 'AlterConfigsRequest.resources',
+    236: 'AlterConfigsRequest.resources',
+    237: 'AlterConfigsRequest.resources',
+    238: 'AlterConfigsRequest.resources',
+    239: 'AlterConfigsRequest.resources',
+    240: 'AlterConfigsRequest.resources',
+    241: 'AlterConfigsRequest.resources',
+    242: 'AlterConfigsRequest.resources',
+    243: 'AlterConfigsRequest.resources',
+    244: 'AlterConfigsRequest.resources',
+    245: 'AlterConfigsRequest.validate_only',
+    246: 'AlterConfigsRequest.validate_only',
+    256: 'AlterConfigsRequest.resources',
+    257: 'AlterConfigsRequest.resources',
+    258: 'AlterConfigsRequest.resources',
+    259: 'AlterConfigsRequest.resources',
+    260: 'AlterConfigsRequest.resources',
+    261: 'AlterConfigsRequest.resources',
+    262: 'AlterConfigsRequest.resources',
+    263: 'AlterConfigsRequest.resources',
+    264: 'AlterConfigsRequest.resources',
+    265: 'AlterConfigsRequest.resources',
+    266: 'AlterConfigsRequest.resources',
+    267: 'AlterConfigsRequest.resources',
+    268: 'AlterConfigsRequest.resources',
+    269: 'AlterConfigsRequest.resources',
+    270: 'AlterConfigsRequest.resources',
+    271: 'AlterConfigsRequest.resources',
+    272: 'AlterConfigsRequest.resources',
+    273: 'AlterConfigsRequest.validate_only',
+    274: 'AlterConfigsRequest.validate_only',
+    275: 'AlterConfigsRequest.<tagged fields>',
+    276: 'AlterConfigsRequest.<tagged fields>',
+    277: 'AlterConfigsRequest.<tagged fields>',
+    278: 'AlterConfigsRequest.<tagged fields>',
+    279: 'AlterConfigsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -86,7 +87,13 @@ def _d_AlterConfigsResourceResponse_v0(buf, pos):
             raise _trunc('AlterConfigsResourceResponse.resource_name', _n3, len(buf) - pos)
         _f_resource_name = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return AlterConfigsResourceResponse(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, None), pos
+    _o = _new(AlterConfigsResourceResponse)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterConfigsResourceResponse_v1 = _d_AlterConfigsResourceResponse_v0
@@ -97,6 +104,9 @@ def _d_AlterConfigsResourceResponse_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -113,6 +123,9 @@ def _d_AlterConfigsResourceResponse_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -129,7 +142,13 @@ def _d_AlterConfigsResourceResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterConfigsResourceResponse.<tagged fields>')
-    return AlterConfigsResourceResponse(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, _unk), pos
+    _o = _new(AlterConfigsResourceResponse)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterConfigsResponse_v0(buf, pos):
@@ -145,7 +164,11 @@ def _d_AlterConfigsResponse_v0(buf, pos):
         for _ in range(_n13):
             _x14, pos = _d_AlterConfigsResourceResponse_v0(buf, pos)
             _f_responses.append(_x14)
-    return AlterConfigsResponse(_f_throttle_time_ms, _f_responses, None), pos
+    _o = _new(AlterConfigsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.responses = _f_responses
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterConfigsResponse_v1 = _d_AlterConfigsResponse_v0
@@ -156,6 +179,9 @@ def _d_AlterConfigsResponse_v2(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -172,7 +198,11 @@ def _d_AlterConfigsResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterConfigsResponse.<tagged fields>')
-    return AlterConfigsResponse(_f_throttle_time_ms, _f_responses, _unk), pos
+    _o = _new(AlterConfigsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.responses = _f_responses
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_AlterConfigsResourceResponse_v0(o, w):
@@ -247,9 +277,8 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_AlterConfigsResponse_v0, 1: _d_AlterConfigsResponse_v1, 2: _d_AlterConfigsResponse_v2}
 ENCODERS = {0: _e_AlterConfigsResponse_v0, 1: _e_AlterConfigsResponse_v1, 2: _e_AlterConfigsResponse_v2}
 _reg(__file__, {
-    65: 'AlterConfigsResourceResponse.error_code',
     66: 'AlterConfigsResourceResponse.error_code',
-    67: 'AlterConfigsResourceResponse.error_message',
+    67: 'AlterConfigsResourceResponse.error_code',
     68: 'AlterConfigsResourceResponse.error_message',
     69: 'AlterConfigsResourceResponse.error_message',
     70: 'AlterConfigsResourceResponse.error_message',
@@ -259,9 +288,9 @@ _reg(__file__, {
     74: 'AlterConfigsResourceResponse.error_message',
     75: 'AlterConfigsResourceResponse.error_message',
     76: 'AlterConfigsResourceResponse.error_message',
-    77: 'AlterConfigsResourceResponse.resource_type',
+    77: 'AlterConfigsResourceResponse.error_message',
     78: 'AlterConfigsResourceResponse.resource_type',
-    79: 'AlterConfigsResourceResponse.resource_name',
+    79: 'AlterConfigsResourceResponse.resource_type',
     80: 'AlterConfigsResourceResponse.resource_name',
     81: 'AlterConfigsResourceResponse.resource_name',
     82: 'AlterConfigsResourceResponse.resource_name',
@@ -271,15 +300,9 @@ _reg(__file__, {
     86: 'AlterConfigsResourceResponse.resource_name',
     87: 'AlterConfigsResourceResponse.resource_name',
     88: 'AlterConfigsResourceResponse.resource_name',
-    94: 'AlterConfigsResourceResponse.error_code',
-    95: 'AlterConfigsResourceResponse.error_code',
-    96: 'AlterConfigsResourceResponse.error_message',
-    97: 'AlterConfigsResourceResponse.error_message',
-    98: 'AlterConfigsResourceResponse.error_message',
-    99: 'AlterConfigsResourceResponse.error_message',
-    100: 'AlterConfigsResourceResponse.error_message',
-    101: 'AlterConfigsResourceResponse.error_message',
-    102: 'AlterConfigsResourceResponse.error_message',
+    89: 'AlterConfigsResourceResponse.resource_name',
+    101: 'AlterConfigsResourceResponse.error_code',
+    102: 'AlterConfigsResourceResponse.error_code',
     103: 'AlterConfigsResourceResponse.error_message',
     104: 'AlterConfigsResourceResponse.error_message',
     105: 'AlterConfigsResourceResponse.error_message',
@@ -287,43 +310,42 @@ _reg(__file__, {
     107: 'AlterConfigsResourceResponse.error_message',
     108: 'AlterConfigsResourceResponse.error_message',
     109: 'AlterConfigsResourceResponse.error_message',
-    110: 'AlterConfigsResourceResponse.resource_type',
-    111: 'AlterConfigsResourceResponse.resource_type',
-    112: 'AlterConfigsResourceResponse.resource_name',
-    113: 'AlterConfigsResourceResponse.resource_name',
-    114: 'AlterConfigsResourceResponse.resource_name',
-    115: 'AlterConfigsResourceResponse.resource_name',
-    116: 'AlterConfigsResourceResponse.resource_name',
-    117: 'AlterConfigsResourceResponse.resource_name',
-    118: 'AlterConfigsResourceResponse.resource_name',
-    119: 'AlterConfigsResourceResponse.resource_name',
-    120: 'AlterConfigsResourceResponse.resource_name',
-    121: 'AlterConfigsResourceResponse.resource_name',
+    110: 'AlterConfigsResourceResponse.error_message',
+    111: 'AlterConfigsResourceResponse.error_message',
+    112: 'AlterConfigsResourceResponse.error_message',
+    113: 'AlterConfigsResourceResponse.error_message',
+    114: 'AlterConfigsResourceResponse.error_message',
+    115: 'AlterConfigsResourceResponse.error_message',
+    116: 'AlterConfigsResourceResponse.error_message',
+    117: 'AlterConfigsResourceResponse.error_message',
+    118: 'AlterConfigsResourceResponse.error_message',
+    119: 'AlterConfigsResourceResponse.error_message',
+    120: 'AlterConfigsResourceResponse.resource_type',
+    121: 'AlterConfigsResourceResponse.resource_type',
     122: 'AlterConfigsResourceResponse.resource_name',
     123: 'AlterConfigsResourceResponse.resource_name',
     124: 'AlterConfigsResourceResponse.resource_name',
     125: 'AlterConfigsResourceResponse.resource_name',
-    126: 'AlterConfigsResourceResponse.<tagged fields>',
-    127: 'AlterConfigsResourceResponse.<tagged fields>',
-    128: 'AlterConfigsResourceResponse.<tagged fields>',
-    129: 'AlterConfigsResourceResponse.<tagged fields>',
-    130: 'AlterConfigsResourceResponse.<tagged fields>',
-    135: 'AlterConfigsResponse.throttle_time_ms',
-    136: 'AlterConfigsResponse.throttle_time_ms',
-    137: 'AlterConfigsResponse.responses',
-    138: 'AlterConfigsResponse.responses',
-    139: 'AlterConfigsResponse.responses',
-    140: 'AlterConfigsResponse.responses',
-    141: 'AlterConfigsResponse.responses',
-    142: 'AlterConfigsResponse.responses',
-    143: 'AlterConfigsResponse.responses',
-    144: 'AlterConfigsResponse.responses',
-    145: 'AlterConfigsResponse.responses',
-    146: 'AlterConfigsResponse.responses',
-    152: 'AlterConfigsResponse.throttle_time_ms',
-    153: 'AlterConfigsResponse.throttle_time_ms',
-    154: 'AlterConfigsResponse.responses',
-    155: 'AlterConfigsResponse.responses',
+    126: 'AlterConfigsResourceResponse.resource_name',
+    127: 'AlterConfigsResourceResponse.resource_name',
+    128: 'AlterConfigsResourceResponse.resource_name',
+    129: 'AlterConfigsResourceResponse.resource_name',
+    130: 'AlterConfigsResourceResponse.resource_name',
+    131: 'AlterConfigsResourceResponse.resource_name',
+    132: 'AlterConfigsResourceResponse.resource_name',
+    133: 'AlterConfigsResourceResponse.resource_name',
+    134: 'AlterConfigsResourceResponse.resource_name',
+    135: 'AlterConfigsResourceResponse.resource_name',
+    136: 'AlterConfigsResourceResponse.resource_name',
+    137: 'AlterConfigsResourceResponse.resource_name',
+    138: 'AlterConfigsResourceResponse.resource_name',
+    139: 'AlterConfigsResourceResponse.<tagged fields>',
+    140: 'AlterConfigsResourceResponse.<tagged fields>',
+    141: 'AlterConfigsResourceResponse.<tagged fields>',
+    142: 'AlterConfigsResourceResponse.<tagged fields>',
+    143: 'AlterConfigsResourceResponse.<tagged fields>',
+    154: 'AlterConfigsResponse.throttle_time_ms',
+    155: 'AlterConfigsResponse.throttle_time_ms',
     156: 'AlterConfigsResponse.responses',
     157: 'AlterConfigsResponse.responses',
     158: 'AlterConfigsResponse.responses',
@@ -334,11 +356,28 @@ _reg(__file__, {
     163: 'AlterConfigsResponse.responses',
     164: 'AlterConfigsResponse.responses',
     165: 'AlterConfigsResponse.responses',
-    166: 'AlterConfigsResponse.responses',
-    167: 'AlterConfigsResponse.responses',
-    168: 'AlterConfigsResponse.<tagged fields>',
-    169: 'AlterConfigsResponse.<tagged fields>',
-    170: 'AlterConfigsResponse.<tagged fields>',
-    171: 'AlterConfigsResponse.<tagged fields>',
-    172: 'AlterConfigsResponse.<tagged fields>',
+    175: 'AlterConfigsResponse.throttle_time_ms',
+    176: 'AlterConfigsResponse.throttle_time_ms',
+    177: 'AlterConfigsResponse.responses',
+    178: 'AlterConfigsResponse.responses',
+    179: 'AlterConfigsResponse.responses',
+    180: 'AlterConfigsResponse.responses',
+    181: 'AlterConfigsResponse.responses',
+    182: 'AlterConfigsResponse.responses',
+    183: 'AlterConfigsResponse.responses',
+    184: 'AlterConfigsResponse.responses',
+    185: 'AlterConfigsResponse.responses',
+    186: 'AlterConfigsResponse.responses',
+    187: 'AlterConfigsResponse.responses',
+    188: 'AlterConfigsResponse.responses',
+    189: 'AlterConfigsResponse.responses',
+    190: 'AlterConfigsResponse.responses',
+    191: 'AlterConfigsResponse.responses',
+    192: 'AlterConfigsResponse.responses',
+    193: 'AlterConfigsResponse.responses',
+    194: 'AlterConfigsResponse.<tagged fields>',
+    195: 'AlterConfigsResponse.<tagged fields>',
+    196: 'AlterConfigsResponse.<tagged fields>',
+    197: 'AlterConfigsResponse.<tagged fields>',
+    198: 'AlterConfigsResponse.<tagged fields>',
 })

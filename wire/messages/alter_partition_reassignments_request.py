@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,6 +74,9 @@ def _d_ReassignablePartition_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -87,13 +91,20 @@ def _d_ReassignablePartition_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReassignablePartition.<tagged fields>')
-    return ReassignablePartition(_f_partition_index, _f_replicas, _unk), pos
+    _o = _new(ReassignablePartition)
+    _o.partition_index = _f_partition_index
+    _o.replicas = _f_replicas
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReassignableTopic_v0(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -108,6 +119,9 @@ def _d_ReassignableTopic_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -124,7 +138,11 @@ def _d_ReassignableTopic_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReassignableTopic.<tagged fields>')
-    return ReassignableTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(ReassignableTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterPartitionReassignmentsRequest_v0(buf, pos):
@@ -133,6 +151,9 @@ def _d_AlterPartitionReassignmentsRequest_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -149,7 +170,11 @@ def _d_AlterPartitionReassignmentsRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterPartitionReassignmentsRequest.<tagged fields>')
-    return AlterPartitionReassignmentsRequest(_f_timeout_ms, _f_topics, _unk), pos
+    _o = _new(AlterPartitionReassignmentsRequest)
+    _o.timeout_ms = _f_timeout_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ReassignablePartition_v0(o, w):
@@ -158,9 +183,10 @@ def _e_ReassignablePartition_v0(o, w):
     if _a8 is None:
         w(b'\x00')
     else:
-        _l = len(_a8) + 1
-        w(_UV1[_l] if _l < 128 else _wuv(_l))
-        w(_pack('>%di' % len(_a8), *_a8))
+        _l = len(_a8)
+        w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+        if _l:
+            w(_packer('i', _l)(*_a8))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -207,9 +233,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_AlterPartitionReassignmentsRequest_v0}
 ENCODERS = {0: _e_AlterPartitionReassignmentsRequest_v0}
 _reg(__file__, {
-    71: 'ReassignablePartition.partition_index',
     72: 'ReassignablePartition.partition_index',
-    73: 'ReassignablePartition.replicas',
+    73: 'ReassignablePartition.partition_index',
     74: 'ReassignablePartition.replicas',
     75: 'ReassignablePartition.replicas',
     76: 'ReassignablePartition.replicas',
@@ -221,63 +246,76 @@ _reg(__file__, {
     82: 'ReassignablePartition.replicas',
     83: 'ReassignablePartition.replicas',
     84: 'ReassignablePartition.replicas',
-    85: 'ReassignablePartition.<tagged fields>',
-    86: 'ReassignablePartition.<tagged fields>',
-    87: 'ReassignablePartition.<tagged fields>',
-    88: 'ReassignablePartition.<tagged fields>',
+    85: 'ReassignablePartition.replicas',
+    86: 'ReassignablePartition.replicas',
+    87: 'ReassignablePartition.replicas',
+    88: 'ReassignablePartition.replicas',
     89: 'ReassignablePartition.<tagged fields>',
-    94: 'ReassignableTopic.name',
-    95: 'ReassignableTopic.name',
-    96: 'ReassignableTopic.name',
-    97: 'ReassignableTopic.name',
-    98: 'ReassignableTopic.name',
-    99: 'ReassignableTopic.name',
-    100: 'ReassignableTopic.name',
-    101: 'ReassignableTopic.name',
+    90: 'ReassignablePartition.<tagged fields>',
+    91: 'ReassignablePartition.<tagged fields>',
+    92: 'ReassignablePartition.<tagged fields>',
+    93: 'ReassignablePartition.<tagged fields>',
     102: 'ReassignableTopic.name',
     103: 'ReassignableTopic.name',
     104: 'ReassignableTopic.name',
     105: 'ReassignableTopic.name',
     106: 'ReassignableTopic.name',
     107: 'ReassignableTopic.name',
-    108: 'ReassignableTopic.partitions',
-    109: 'ReassignableTopic.partitions',
-    110: 'ReassignableTopic.partitions',
-    111: 'ReassignableTopic.partitions',
-    112: 'ReassignableTopic.partitions',
-    113: 'ReassignableTopic.partitions',
-    114: 'ReassignableTopic.partitions',
-    115: 'ReassignableTopic.partitions',
-    116: 'ReassignableTopic.partitions',
-    117: 'ReassignableTopic.partitions',
-    118: 'ReassignableTopic.partitions',
+    108: 'ReassignableTopic.name',
+    109: 'ReassignableTopic.name',
+    110: 'ReassignableTopic.name',
+    111: 'ReassignableTopic.name',
+    112: 'ReassignableTopic.name',
+    113: 'ReassignableTopic.name',
+    114: 'ReassignableTopic.name',
+    115: 'ReassignableTopic.name',
+    116: 'ReassignableTopic.name',
+    117: 'ReassignableTopic.name',
+    118: 'ReassignableTopic.name',
     119: 'ReassignableTopic.partitions',
     120: 'ReassignableTopic.partitions',
     121: 'ReassignableTopic.partitions',
-    122: 'ReassignableTopic.<tagged fields>',
-    123: 'ReassignableTopic.<tagged fields>',
-    124: 'ReassignableTopic.<tagged fields>',
-    125: 'ReassignableTopic.<tagged fields>',
-    126: 'ReassignableTopic.<tagged fields>',
-    131: 'AlterPartitionReassignmentsRequest.timeout_ms',
-    132: 'AlterPartitionReassignmentsRequest.timeout_ms',
-    133: 'AlterPartitionReassignmentsRequest.topics',
-    134: 'AlterPartitionReassignmentsRequest.topics',
-    135: 'AlterPartitionReassignmentsRequest.topics',
-    136: 'AlterPartitionReassignmentsRequest.topics',
-    137: 'AlterPartitionReassignmentsRequest.topics',
-    138: 'AlterPartitionReassignmentsRequest.topics',
-    139: 'AlterPartitionReassignmentsRequest.topics',
-    140: 'AlterPartitionReassignmentsRequest.topics',
-    141: 'AlterPartitionReassignmentsRequest.topics',
-    142: 'AlterPartitionReassignmentsRequest.topics',
-    143: 'AlterPartitionReassignmentsRequest.topics',
-    144: 'AlterPartitionReassignmentsRequest.topics',
-    145: 'AlterPartitionReassignmentsRequest.topics',
-    146: 'AlterPartitionReassignmentsRequest.topics',
-    147: 'AlterPartitionReassignmentsRequest.<tagged fields>',
-    148: 'AlterPartitionReassignmentsRequest.<tagged fields>',
-    149: 'AlterPartitionReassignmentsRequest.<tagged fields>',
-    150: 'AlterPartitionReassignmentsRequest.<tagged fields>',
-    151: 'AlterPartitionReassignmentsRequest.<tagged fields>',
+    122: 'ReassignableTopic.partitions',
+    123: 'ReassignableTopic.partitions',
+    124: 'ReassignableTopic.partitions',
+    125: 'ReassignableTopic.partitions',
+    126: 'ReassignableTopic.partitions',
+    127: 'ReassignableTopic.partitions',
+    128: 'ReassignableTopic.partitions',
+    129: 'ReassignableTopic.partitions',
+    130: 'ReassignableTopic.partitions',
+    131: 'ReassignableTopic.partitions',
+    132: 'ReassignableTopic.partitions',
+    133: 'ReassignableTopic.partitions',
+    134: 'ReassignableTopic.partitions',
+    135: 'ReassignableTopic.partitions',
+    136: 'ReassignableTopic.<tagged fields>',
+    137: 'ReassignableTopic.<tagged fields>',
+    138: 'ReassignableTopic.<tagged fields>',
+    139: 'ReassignableTopic.<tagged fields>',
+    140: 'ReassignableTopic.<tagged fields>',
+    149: 'AlterPartitionReassignmentsRequest.timeout_ms',
+    150: 'AlterPartitionReassignmentsRequest.timeout_ms',
+    151: 'AlterPartitionReassignmentsRequest.topics',
+    152: 'AlterPartitionReassignmentsRequest.topics',
+    153: 'AlterPartitionReassignmentsRequest.topics',
+    154: 'AlterPartitionReassignmentsRequest.topics',
+    155: 'AlterPartitionReassignmentsRequest.topics',
+    156: 'AlterPartitionReassignmentsRequest.topics',
+    157: 'AlterPartitionReassignmentsRequest.topics',
+    158: 'AlterPartitionReassignmentsRequest.topics',
+    159: 'AlterPartitionReassignmentsRequest.topics',
+    160: 'AlterPartitionReassignmentsRequest.topics',
+    161: 'AlterPartitionReassignmentsRequest.topics',
+    162: 'AlterPartitionReassignmentsRequest.topics',
+    163: 'AlterPartitionReassignmentsRequest.topics',
+    164: 'AlterPartitionReassignmentsRequest.topics',
+    165: 'AlterPartitionReassignmentsRequest.topics',
+    166: 'AlterPartitionReassignmentsRequest.topics',
+    167: 'AlterPartitionReassignmentsRequest.topics',
+    168: 'AlterPartitionReassignmentsRequest.<tagged fields>',
+    169: 'AlterPartitionReassignmentsRequest.<tagged fields>',
+    170: 'AlterPartitionReassignmentsRequest.<tagged fields>',
+    171: 'AlterPartitionReassignmentsRequest.<tagged fields>',
+    172: 'AlterPartitionReassignmentsRequest.<tagged fields>',
 })

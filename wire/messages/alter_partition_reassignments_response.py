@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -79,6 +80,9 @@ def _d_ReassignablePartitionResponse_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -95,13 +99,21 @@ def _d_ReassignablePartitionResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReassignablePartitionResponse.<tagged fields>')
-    return ReassignablePartitionResponse(_f_partition_index, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(ReassignablePartitionResponse)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReassignableTopicResponse_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -116,6 +128,9 @@ def _d_ReassignableTopicResponse_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -132,7 +147,11 @@ def _d_ReassignableTopicResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReassignableTopicResponse.<tagged fields>')
-    return ReassignableTopicResponse(_f_name, _f_partitions, _unk), pos
+    _o = _new(ReassignableTopicResponse)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterPartitionReassignmentsResponse_v0(buf, pos):
@@ -141,6 +160,9 @@ def _d_AlterPartitionReassignmentsResponse_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -155,6 +177,9 @@ def _d_AlterPartitionReassignmentsResponse_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -171,7 +196,13 @@ def _d_AlterPartitionReassignmentsResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterPartitionReassignmentsResponse.<tagged fields>')
-    return AlterPartitionReassignmentsResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_responses, _unk), pos
+    _o = _new(AlterPartitionReassignmentsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.responses = _f_responses
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ReassignablePartitionResponse_v0(o, w):
@@ -238,9 +269,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_AlterPartitionReassignmentsResponse_v0}
 ENCODERS = {0: _e_AlterPartitionReassignmentsResponse_v0}
 _reg(__file__, {
-    77: 'ReassignablePartitionResponse.partition_index/error_code',
     78: 'ReassignablePartitionResponse.partition_index/error_code',
-    79: 'ReassignablePartitionResponse.error_message',
+    79: 'ReassignablePartitionResponse.partition_index/error_code',
     80: 'ReassignablePartitionResponse.error_message',
     81: 'ReassignablePartitionResponse.error_message',
     82: 'ReassignablePartitionResponse.error_message',
@@ -254,77 +284,93 @@ _reg(__file__, {
     90: 'ReassignablePartitionResponse.error_message',
     91: 'ReassignablePartitionResponse.error_message',
     92: 'ReassignablePartitionResponse.error_message',
-    93: 'ReassignablePartitionResponse.<tagged fields>',
-    94: 'ReassignablePartitionResponse.<tagged fields>',
-    95: 'ReassignablePartitionResponse.<tagged fields>',
-    96: 'ReassignablePartitionResponse.<tagged fields>',
+    93: 'ReassignablePartitionResponse.error_message',
+    94: 'ReassignablePartitionResponse.error_message',
+    95: 'ReassignablePartitionResponse.error_message',
+    96: 'ReassignablePartitionResponse.error_message',
     97: 'ReassignablePartitionResponse.<tagged fields>',
-    102: 'ReassignableTopicResponse.name',
-    103: 'ReassignableTopicResponse.name',
-    104: 'ReassignableTopicResponse.name',
-    105: 'ReassignableTopicResponse.name',
-    106: 'ReassignableTopicResponse.name',
-    107: 'ReassignableTopicResponse.name',
-    108: 'ReassignableTopicResponse.name',
-    109: 'ReassignableTopicResponse.name',
-    110: 'ReassignableTopicResponse.name',
+    98: 'ReassignablePartitionResponse.<tagged fields>',
+    99: 'ReassignablePartitionResponse.<tagged fields>',
+    100: 'ReassignablePartitionResponse.<tagged fields>',
+    101: 'ReassignablePartitionResponse.<tagged fields>',
     111: 'ReassignableTopicResponse.name',
     112: 'ReassignableTopicResponse.name',
     113: 'ReassignableTopicResponse.name',
     114: 'ReassignableTopicResponse.name',
     115: 'ReassignableTopicResponse.name',
-    116: 'ReassignableTopicResponse.partitions',
-    117: 'ReassignableTopicResponse.partitions',
-    118: 'ReassignableTopicResponse.partitions',
-    119: 'ReassignableTopicResponse.partitions',
-    120: 'ReassignableTopicResponse.partitions',
-    121: 'ReassignableTopicResponse.partitions',
-    122: 'ReassignableTopicResponse.partitions',
-    123: 'ReassignableTopicResponse.partitions',
-    124: 'ReassignableTopicResponse.partitions',
-    125: 'ReassignableTopicResponse.partitions',
-    126: 'ReassignableTopicResponse.partitions',
-    127: 'ReassignableTopicResponse.partitions',
+    116: 'ReassignableTopicResponse.name',
+    117: 'ReassignableTopicResponse.name',
+    118: 'ReassignableTopicResponse.name',
+    119: 'ReassignableTopicResponse.name',
+    120: 'ReassignableTopicResponse.name',
+    121: 'ReassignableTopicResponse.name',
+    122: 'ReassignableTopicResponse.name',
+    123: 'ReassignableTopicResponse.name',
+    124: 'ReassignableTopicResponse.name',
+    125: 'ReassignableTopicResponse.name',
+    126: 'ReassignableTopicResponse.name',
+    127: 'ReassignableTopicResponse.name',
     128: 'ReassignableTopicResponse.partitions',
     129: 'ReassignableTopicResponse.partitions',
-    130: 'ReassignableTopicResponse.<tagged fields>',
-    131: 'ReassignableTopicResponse.<tagged fields>',
-    132: 'ReassignableTopicResponse.<tagged fields>',
-    133: 'ReassignableTopicResponse.<tagged fields>',
-    134: 'ReassignableTopicResponse.<tagged fields>',
-    139: 'AlterPartitionReassignmentsResponse.throttle_time_ms/error_code',
-    140: 'AlterPartitionReassignmentsResponse.throttle_time_ms/error_code',
-    141: 'AlterPartitionReassignmentsResponse.error_message',
-    142: 'AlterPartitionReassignmentsResponse.error_message',
-    143: 'AlterPartitionReassignmentsResponse.error_message',
-    144: 'AlterPartitionReassignmentsResponse.error_message',
-    145: 'AlterPartitionReassignmentsResponse.error_message',
-    146: 'AlterPartitionReassignmentsResponse.error_message',
-    147: 'AlterPartitionReassignmentsResponse.error_message',
-    148: 'AlterPartitionReassignmentsResponse.error_message',
-    149: 'AlterPartitionReassignmentsResponse.error_message',
-    150: 'AlterPartitionReassignmentsResponse.error_message',
-    151: 'AlterPartitionReassignmentsResponse.error_message',
-    152: 'AlterPartitionReassignmentsResponse.error_message',
-    153: 'AlterPartitionReassignmentsResponse.error_message',
-    154: 'AlterPartitionReassignmentsResponse.error_message',
-    155: 'AlterPartitionReassignmentsResponse.responses',
-    156: 'AlterPartitionReassignmentsResponse.responses',
-    157: 'AlterPartitionReassignmentsResponse.responses',
-    158: 'AlterPartitionReassignmentsResponse.responses',
-    159: 'AlterPartitionReassignmentsResponse.responses',
-    160: 'AlterPartitionReassignmentsResponse.responses',
-    161: 'AlterPartitionReassignmentsResponse.responses',
-    162: 'AlterPartitionReassignmentsResponse.responses',
-    163: 'AlterPartitionReassignmentsResponse.responses',
-    164: 'AlterPartitionReassignmentsResponse.responses',
-    165: 'AlterPartitionReassignmentsResponse.responses',
-    166: 'AlterPartitionReassignmentsResponse.responses',
-    167: 'AlterPartitionReassignmentsResponse.responses',
-    168: 'AlterPartitionReassignmentsResponse.responses',
-    169: 'AlterPartitionReassignmentsResponse.<tagged fields>',
-    170: 'AlterPartitionReassignmentsResponse.<tagged fields>',
-    171: 'AlterPartitionReassignmentsResponse.<tagged fields>',
-    172: 'AlterPartitionReassignmentsResponse.<tagged fields>',
-    173: 'AlterPartitionReassignmentsResponse.<tagged fields>',
+    130: 'ReassignableTopicResponse.partitions',
+    131: 'ReassignableTopicResponse.partitions',
+    132: 'ReassignableTopicResponse.partitions',
+    133: 'ReassignableTopicResponse.partitions',
+    134: 'ReassignableTopicResponse.partitions',
+    135: 'ReassignableTopicResponse.partitions',
+    136: 'ReassignableTopicResponse.partitions',
+    137: 'ReassignableTopicResponse.partitions',
+    138: 'ReassignableTopicResponse.partitions',
+    139: 'ReassignableTopicResponse.partitions',
+    140: 'ReassignableTopicResponse.partitions',
+    141: 'ReassignableTopicResponse.partitions',
+    142: 'ReassignableTopicResponse.partitions',
+    143: 'ReassignableTopicResponse.partitions',
+    144: 'ReassignableTopicResponse.partitions',
+    145: 'ReassignableTopicResponse.<tagged fields>',
+    146: 'ReassignableTopicResponse.<tagged fields>',
+    147: 'ReassignableTopicResponse.<tagged fields>',
+    148: 'ReassignableTopicResponse.<tagged fields>',
+    149: 'ReassignableTopicResponse.<tagged fields>',
+    158: 'AlterPartitionReassignmentsResponse.throttle_time_ms/error_code',
+    159: 'AlterPartitionReassignmentsResponse.throttle_time_ms/error_code',
+    160: 'AlterPartitionReassignmentsResponse.error_message',
+    161: 'AlterPartitionReassignmentsResponse.error_message',
+    162: 'AlterPartitionReassignmentsResponse.error_message',
+    163: 'AlterPartitionReassignmentsResponse.error_message',
+    164: 'AlterPartitionReassignmentsResponse.error_message',
+    165: 'AlterPartitionReassignmentsResponse.error_message',
+    166: 'AlterPartitionReassignmentsResponse.error_message',
+    167: 'AlterPartitionReassignmentsResponse.error_message',
+    168: 'AlterPartitionReassignmentsResponse.error_message',
+    169: 'AlterPartitionReassignmentsResponse.error_message',
+    170: 'AlterPartitionReassignmentsResponse.error_message',
+    171: 'AlterPartitionReassignmentsResponse.error_message',
+    172: 'AlterPartitionReassignmentsResponse.error_message',
+    173: 'AlterPartitionReassignmentsResponse.error_message',
+    174: 'AlterPartitionReassignmentsResponse.error_message',
+    175: 'AlterPartitionReassignmentsResponse.error_message',
+    176: 'AlterPartitionReassignmentsResponse.error_message',
+    177: 'AlterPartitionReassignmentsResponse.responses',
+    178: 'AlterPartitionReassignmentsResponse.responses',
+    179: 'AlterPartitionReassignmentsResponse.responses',
+    180: 'AlterPartitionReassignmentsResponse.responses',
+    181: 'AlterPartitionReassignmentsResponse.responses',
+    182: 'AlterPartitionReassignmentsResponse.responses',
+    183: 'AlterPartitionReassignmentsResponse.responses',
+    184: 'AlterPartitionReassignmentsResponse.responses',
+    185: 'AlterPartitionReassignmentsResponse.responses',
+    186: 'AlterPartitionReassignmentsResponse.responses',
+    187: 'AlterPartitionReassignmentsResponse.responses',
+    188: 'AlterPartitionReassignmentsResponse.responses',
+    189: 'AlterPartitionReassignmentsResponse.responses',
+    190: 'AlterPartitionReassignmentsResponse.responses',
+    191: 'AlterPartitionReassignmentsResponse.responses',
+    192: 'AlterPartitionReassignmentsResponse.responses',
+    193: 'AlterPartitionReassignmentsResponse.responses',
+    194: 'AlterPartitionReassignmentsResponse.<tagged fields>',
+    195: 'AlterPartitionReassignmentsResponse.<tagged fields>',
+    196: 'AlterPartitionReassignmentsResponse.<tagged fields>',
+    197: 'AlterPartitionReassignmentsResponse.<tagged fields>',
+    198: 'AlterPartitionReassignmentsResponse.<tagged fields>',
 })

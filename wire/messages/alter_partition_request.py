@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -112,7 +113,11 @@ def _d_BrokerState_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'BrokerState.<tagged fields>')
-    return BrokerState(_f_broker_id, _f_broker_epoch, _unk), pos
+    _o = _new(BrokerState)
+    _o.broker_id = _f_broker_id
+    _o.broker_epoch = _f_broker_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v0(buf, pos):
@@ -121,6 +126,9 @@ def _d_PartitionData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -137,7 +145,15 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_leader_epoch, _f_new_isr, [], 0, _f_partition_epoch, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.leader_epoch = _f_leader_epoch
+    _o.new_isr = _f_new_isr
+    _o.new_isr_with_epochs = []
+    _o.leader_recovery_state = 0
+    _o.partition_epoch = _f_partition_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v1(buf, pos):
@@ -146,6 +162,9 @@ def _d_PartitionData_v1(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -162,7 +181,15 @@ def _d_PartitionData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_leader_epoch, _f_new_isr, [], _f_leader_recovery_state, _f_partition_epoch, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.leader_epoch = _f_leader_epoch
+    _o.new_isr = _f_new_isr
+    _o.new_isr_with_epochs = []
+    _o.leader_recovery_state = _f_leader_recovery_state
+    _o.partition_epoch = _f_partition_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_PartitionData_v2 = _d_PartitionData_v1
@@ -173,6 +200,9 @@ def _d_PartitionData_v3(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -191,13 +221,24 @@ def _d_PartitionData_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_leader_epoch, [], _f_new_isr_with_epochs, _f_leader_recovery_state, _f_partition_epoch, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.leader_epoch = _f_leader_epoch
+    _o.new_isr = []
+    _o.new_isr_with_epochs = _f_new_isr_with_epochs
+    _o.leader_recovery_state = _f_leader_recovery_state
+    _o.partition_epoch = _f_partition_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -212,6 +253,9 @@ def _d_TopicData_v0(buf, pos):
     _n8 = buf[pos]
     if _n8 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n8, pos = _ruv(buf, pos)
     _n8 -= 1
@@ -228,13 +272,21 @@ def _d_TopicData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _ZERO_UUID, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v1(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -249,6 +301,9 @@ def _d_TopicData_v1(buf, pos):
     _n12 = buf[pos]
     if _n12 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n12 = (_n12 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n12, pos = _ruv(buf, pos)
     _n12 -= 1
@@ -265,7 +320,12 @@ def _d_TopicData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _ZERO_UUID, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v2(buf, pos):
@@ -276,6 +336,9 @@ def _d_TopicData_v2(buf, pos):
     _n14 = buf[pos]
     if _n14 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n14 = (_n14 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n14, pos = _ruv(buf, pos)
     _n14 -= 1
@@ -292,7 +355,12 @@ def _d_TopicData_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData('', _f_topic_id, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = ''
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v3(buf, pos):
@@ -303,6 +371,9 @@ def _d_TopicData_v3(buf, pos):
     _n16 = buf[pos]
     if _n16 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n16 = (_n16 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n16, pos = _ruv(buf, pos)
     _n16 -= 1
@@ -319,7 +390,12 @@ def _d_TopicData_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData('', _f_topic_id, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = ''
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterPartitionRequest_v0(buf, pos):
@@ -328,6 +404,9 @@ def _d_AlterPartitionRequest_v0(buf, pos):
     _n18 = buf[pos]
     if _n18 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n18 = (_n18 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n18, pos = _ruv(buf, pos)
     _n18 -= 1
@@ -344,7 +423,12 @@ def _d_AlterPartitionRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterPartitionRequest.<tagged fields>')
-    return AlterPartitionRequest(_f_broker_id, _f_broker_epoch, _f_topics, _unk), pos
+    _o = _new(AlterPartitionRequest)
+    _o.broker_id = _f_broker_id
+    _o.broker_epoch = _f_broker_epoch
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterPartitionRequest_v1(buf, pos):
@@ -353,6 +437,9 @@ def _d_AlterPartitionRequest_v1(buf, pos):
     _n20 = buf[pos]
     if _n20 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n20 = (_n20 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n20, pos = _ruv(buf, pos)
     _n20 -= 1
@@ -369,7 +456,12 @@ def _d_AlterPartitionRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterPartitionRequest.<tagged fields>')
-    return AlterPartitionRequest(_f_broker_id, _f_broker_epoch, _f_topics, _unk), pos
+    _o = _new(AlterPartitionRequest)
+    _o.broker_id = _f_broker_id
+    _o.broker_epoch = _f_broker_epoch
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterPartitionRequest_v2(buf, pos):
@@ -378,6 +470,9 @@ def _d_AlterPartitionRequest_v2(buf, pos):
     _n22 = buf[pos]
     if _n22 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n22 = (_n22 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n22, pos = _ruv(buf, pos)
     _n22 -= 1
@@ -394,7 +489,12 @@ def _d_AlterPartitionRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterPartitionRequest.<tagged fields>')
-    return AlterPartitionRequest(_f_broker_id, _f_broker_epoch, _f_topics, _unk), pos
+    _o = _new(AlterPartitionRequest)
+    _o.broker_id = _f_broker_id
+    _o.broker_epoch = _f_broker_epoch
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterPartitionRequest_v3(buf, pos):
@@ -403,6 +503,9 @@ def _d_AlterPartitionRequest_v3(buf, pos):
     _n24 = buf[pos]
     if _n24 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n24 = (_n24 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n24, pos = _ruv(buf, pos)
     _n24 -= 1
@@ -419,7 +522,12 @@ def _d_AlterPartitionRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterPartitionRequest.<tagged fields>')
-    return AlterPartitionRequest(_f_broker_id, _f_broker_epoch, _f_topics, _unk), pos
+    _o = _new(AlterPartitionRequest)
+    _o.broker_id = _f_broker_id
+    _o.broker_epoch = _f_broker_epoch
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_BrokerState_v3(o, w):
@@ -434,9 +542,10 @@ def _e_BrokerState_v3(o, w):
 def _e_PartitionData_v0(o, w):
     w(_S_iip(o.partition_index, o.leader_epoch))
     _a26 = o.new_isr
-    _l = len(_a26) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a26), *_a26))
+    _l = len(_a26)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a26))
     w(_S_ip(o.partition_epoch))
     _u = o.unknown_tagged_fields
     if _u:
@@ -448,9 +557,10 @@ def _e_PartitionData_v0(o, w):
 def _e_PartitionData_v1(o, w):
     w(_S_iip(o.partition_index, o.leader_epoch))
     _a27 = o.new_isr
-    _l = len(_a27) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a27), *_a27))
+    _l = len(_a27)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a27))
     w(_S_bip(o.leader_recovery_state, o.partition_epoch))
     _u = o.unknown_tagged_fields
     if _u:
@@ -603,20 +713,15 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_AlterPartitionRequest_v0, 1: _d_AlterPartitionRequest_v1, 2: _d_AlterPartitionRequest_v2, 3: _d_AlterPartitionRequest_v3}
 ENCODERS = {0: _e_AlterPartitionRequest_v0, 1: _e_AlterPartitionRequest_v1, 2: _e_AlterPartitionRequest_v2, 3: _e_AlterPartitionRequest_v3}
 _reg(__file__, {
-    108: 'BrokerState.broker_id/broker_epoch',
     109: 'BrokerState.broker_id/broker_epoch',
-    110: 'BrokerState.<tagged fields>',
+    110: 'BrokerState.broker_id/broker_epoch',
     111: 'BrokerState.<tagged fields>',
     112: 'BrokerState.<tagged fields>',
     113: 'BrokerState.<tagged fields>',
     114: 'BrokerState.<tagged fields>',
-    119: 'PartitionData.partition_index/leader_epoch',
-    120: 'PartitionData.partition_index/leader_epoch',
-    121: 'PartitionData.new_isr',
-    122: 'PartitionData.new_isr',
-    123: 'PartitionData.new_isr',
-    124: 'PartitionData.new_isr',
-    125: 'PartitionData.new_isr',
+    115: 'BrokerState.<tagged fields>',
+    124: 'PartitionData.partition_index/leader_epoch',
+    125: 'PartitionData.partition_index/leader_epoch',
     126: 'PartitionData.new_isr',
     127: 'PartitionData.new_isr',
     128: 'PartitionData.new_isr',
@@ -624,91 +729,71 @@ _reg(__file__, {
     130: 'PartitionData.new_isr',
     131: 'PartitionData.new_isr',
     132: 'PartitionData.new_isr',
-    133: 'PartitionData.partition_epoch',
-    134: 'PartitionData.partition_epoch',
-    135: 'PartitionData.<tagged fields>',
-    136: 'PartitionData.<tagged fields>',
-    137: 'PartitionData.<tagged fields>',
-    138: 'PartitionData.<tagged fields>',
-    139: 'PartitionData.<tagged fields>',
-    144: 'PartitionData.partition_index/leader_epoch',
-    145: 'PartitionData.partition_index/leader_epoch',
-    146: 'PartitionData.new_isr',
-    147: 'PartitionData.new_isr',
-    148: 'PartitionData.new_isr',
-    149: 'PartitionData.new_isr',
-    150: 'PartitionData.new_isr',
-    151: 'PartitionData.new_isr',
-    152: 'PartitionData.new_isr',
-    153: 'PartitionData.new_isr',
-    154: 'PartitionData.new_isr',
-    155: 'PartitionData.new_isr',
-    156: 'PartitionData.new_isr',
-    157: 'PartitionData.new_isr',
-    158: 'PartitionData.leader_recovery_state/partition_epoch',
-    159: 'PartitionData.leader_recovery_state/partition_epoch',
-    160: 'PartitionData.<tagged fields>',
-    161: 'PartitionData.<tagged fields>',
-    162: 'PartitionData.<tagged fields>',
-    163: 'PartitionData.<tagged fields>',
-    164: 'PartitionData.<tagged fields>',
-    170: 'PartitionData.partition_index/leader_epoch',
-    171: 'PartitionData.partition_index/leader_epoch',
-    172: 'PartitionData.new_isr_with_epochs',
-    173: 'PartitionData.new_isr_with_epochs',
-    174: 'PartitionData.new_isr_with_epochs',
-    175: 'PartitionData.new_isr_with_epochs',
-    176: 'PartitionData.new_isr_with_epochs',
-    177: 'PartitionData.new_isr_with_epochs',
-    178: 'PartitionData.new_isr_with_epochs',
-    179: 'PartitionData.new_isr_with_epochs',
-    180: 'PartitionData.new_isr_with_epochs',
-    181: 'PartitionData.new_isr_with_epochs',
-    182: 'PartitionData.new_isr_with_epochs',
-    183: 'PartitionData.new_isr_with_epochs',
-    184: 'PartitionData.new_isr_with_epochs',
-    185: 'PartitionData.new_isr_with_epochs',
-    186: 'PartitionData.leader_recovery_state/partition_epoch',
-    187: 'PartitionData.leader_recovery_state/partition_epoch',
-    188: 'PartitionData.<tagged fields>',
-    189: 'PartitionData.<tagged fields>',
-    190: 'PartitionData.<tagged fields>',
-    191: 'PartitionData.<tagged fields>',
-    192: 'PartitionData.<tagged fields>',
-    197: 'TopicData.topic_name',
-    198: 'TopicData.topic_name',
-    199: 'TopicData.topic_name',
-    200: 'TopicData.topic_name',
-    201: 'TopicData.topic_name',
-    202: 'TopicData.topic_name',
-    203: 'TopicData.topic_name',
-    204: 'TopicData.topic_name',
-    205: 'TopicData.topic_name',
-    206: 'TopicData.topic_name',
-    207: 'TopicData.topic_name',
-    208: 'TopicData.topic_name',
-    209: 'TopicData.topic_name',
-    210: 'TopicData.topic_name',
-    211: 'TopicData.partitions',
-    212: 'TopicData.partitions',
-    213: 'TopicData.partitions',
-    214: 'TopicData.partitions',
-    215: 'TopicData.partitions',
-    216: 'TopicData.partitions',
-    217: 'TopicData.partitions',
-    218: 'TopicData.partitions',
-    219: 'TopicData.partitions',
-    220: 'TopicData.partitions',
-    221: 'TopicData.partitions',
-    222: 'TopicData.partitions',
-    223: 'TopicData.partitions',
-    224: 'TopicData.partitions',
-    225: 'TopicData.<tagged fields>',
-    226: 'TopicData.<tagged fields>',
-    227: 'TopicData.<tagged fields>',
-    228: 'TopicData.<tagged fields>',
-    229: 'TopicData.<tagged fields>',
-    234: 'TopicData.topic_name',
+    133: 'PartitionData.new_isr',
+    134: 'PartitionData.new_isr',
+    135: 'PartitionData.new_isr',
+    136: 'PartitionData.new_isr',
+    137: 'PartitionData.new_isr',
+    138: 'PartitionData.new_isr',
+    139: 'PartitionData.new_isr',
+    140: 'PartitionData.new_isr',
+    141: 'PartitionData.partition_epoch',
+    142: 'PartitionData.partition_epoch',
+    143: 'PartitionData.<tagged fields>',
+    144: 'PartitionData.<tagged fields>',
+    145: 'PartitionData.<tagged fields>',
+    146: 'PartitionData.<tagged fields>',
+    147: 'PartitionData.<tagged fields>',
+    160: 'PartitionData.partition_index/leader_epoch',
+    161: 'PartitionData.partition_index/leader_epoch',
+    162: 'PartitionData.new_isr',
+    163: 'PartitionData.new_isr',
+    164: 'PartitionData.new_isr',
+    165: 'PartitionData.new_isr',
+    166: 'PartitionData.new_isr',
+    167: 'PartitionData.new_isr',
+    168: 'PartitionData.new_isr',
+    169: 'PartitionData.new_isr',
+    170: 'PartitionData.new_isr',
+    171: 'PartitionData.new_isr',
+    172: 'PartitionData.new_isr',
+    173: 'PartitionData.new_isr',
+    174: 'PartitionData.new_isr',
+    175: 'PartitionData.new_isr',
+    176: 'PartitionData.new_isr',
+    177: 'PartitionData.leader_recovery_state/partition_epoch',
+    178: 'PartitionData.leader_recovery_state/partition_epoch',
+    179: 'PartitionData.<tagged fields>',
+    180: 'PartitionData.<tagged fields>',
+    181: 'PartitionData.<tagged fields>',
+    182: 'PartitionData.<tagged fields>',
+    183: 'PartitionData.<tagged fields>',
+    197: 'PartitionData.partition_index/leader_epoch',
+    198: 'PartitionData.partition_index/leader_epoch',
+    199: 'PartitionData.new_isr_with_epochs',
+    200: 'PartitionData.new_isr_with_epochs',
+    201: 'PartitionData.new_isr_with_epochs',
+    202: 'PartitionData.new_isr_with_epochs',
+    203: 'PartitionData.new_isr_with_epochs',
+    204: 'PartitionData.new_isr_with_epochs',
+    205: 'PartitionData.new_isr_with_epochs',
+    206: 'PartitionData.new_isr_with_epochs',
+    207: 'PartitionData.new_isr_with_epochs',
+    208: 'PartitionData.new_isr_with_epochs',
+    209: 'PartitionData.new_isr_with_epochs',
+    210: 'PartitionData.new_isr_with_epochs',
+    211: 'PartitionData.new_isr_with_epochs',
+    212: 'PartitionData.new_isr_with_epochs',
+    213: 'PartitionData.new_isr_with_epochs',
+    214: 'PartitionData.new_isr_with_epochs',
+    215: 'PartitionData.new_isr_with_epochs',
+    216: 'PartitionData.leader_recovery_state/partition_epoch',
+    217: 'PartitionData.leader_recovery_state/partition_epoch',
+    218: 'PartitionData.<tagged fields>',
+    219: 'PartitionData.<tagged fields>',
+    220: 'PartitionData.<tagged fields>',
+    221: 'PartitionData.<tagged fields>',
+    222: 'PartitionData.<tagged fields>',
     235: 'TopicData.topic_name',
     236: 'TopicData.topic_name',
     237: 'TopicData.topic_name',
@@ -722,10 +807,10 @@ _reg(__file__, {
     245: 'TopicData.topic_name',
     246: 'TopicData.topic_name',
     247: 'TopicData.topic_name',
-    248: 'TopicData.partitions',
-    249: 'TopicData.partitions',
-    250: 'TopicData.partitions',
-    251: 'TopicData.partitions',
+    248: 'TopicData.topic_name',
+    249: 'TopicData.topic_name',
+    250: 'TopicData.topic_name',
+    251: 'TopicData.topic_name',
     252: 'TopicData.partitions',
     253: 'TopicData.partitions',
     254: 'TopicData.partitions',
@@ -736,38 +821,37 @@ _reg(__file__, {
     259: 'TopicData.partitions',
     260: 'TopicData.partitions',
     261: 'TopicData.partitions',
-    262: 'TopicData.<tagged fields>',
-    263: 'TopicData.<tagged fields>',
-    264: 'TopicData.<tagged fields>',
-    265: 'TopicData.<tagged fields>',
-    266: 'TopicData.<tagged fields>',
-    271: 'TopicData.topic_id',
-    272: 'TopicData.topic_id',
-    273: 'TopicData.topic_id',
-    274: 'TopicData.topic_id',
-    275: 'TopicData.partitions',
-    276: 'TopicData.partitions',
-    277: 'TopicData.partitions',
-    278: 'TopicData.partitions',
-    279: 'TopicData.partitions',
-    280: 'TopicData.partitions',
-    281: 'TopicData.partitions',
-    282: 'TopicData.partitions',
-    283: 'TopicData.partitions',
-    284: 'TopicData.partitions',
-    285: 'TopicData.partitions',
-    286: 'TopicData.partitions',
-    287: 'TopicData.partitions',
-    288: 'TopicData.partitions',
-    289: 'TopicData.<tagged fields>',
-    290: 'TopicData.<tagged fields>',
-    291: 'TopicData.<tagged fields>',
-    292: 'TopicData.<tagged fields>',
-    293: 'TopicData.<tagged fields>',
-    298: 'TopicData.topic_id',
-    299: 'TopicData.topic_id',
-    300: 'TopicData.topic_id',
-    301: 'TopicData.topic_id',
+    262: 'TopicData.partitions',
+    263: 'TopicData.partitions',
+    264: 'TopicData.partitions',
+    265: 'TopicData.partitions',
+    266: 'TopicData.partitions',
+    267: 'TopicData.partitions',
+    268: 'TopicData.partitions',
+    269: 'TopicData.<tagged fields>',
+    270: 'TopicData.<tagged fields>',
+    271: 'TopicData.<tagged fields>',
+    272: 'TopicData.<tagged fields>',
+    273: 'TopicData.<tagged fields>',
+    283: 'TopicData.topic_name',
+    284: 'TopicData.topic_name',
+    285: 'TopicData.topic_name',
+    286: 'TopicData.topic_name',
+    287: 'TopicData.topic_name',
+    288: 'TopicData.topic_name',
+    289: 'TopicData.topic_name',
+    290: 'TopicData.topic_name',
+    291: 'TopicData.topic_name',
+    292: 'TopicData.topic_name',
+    293: 'TopicData.topic_name',
+    294: 'TopicData.topic_name',
+    295: 'TopicData.topic_name',
+    296: 'TopicData.topic_name',
+    297: 'TopicData.topic_name',
+    298: 'TopicData.topic_name',
+    299: 'TopicData.topic_name',
+    300: 'TopicData.partitions',
+    301: 'TopicData.partitions',
     302: 'TopicData.partitions',
     303: 'TopicData.partitions',
     304: 'TopicData.partitions',
@@ -782,77 +866,66 @@ _reg(__file__, {
     313: 'TopicData.partitions',
     314: 'TopicData.partitions',
     315: 'TopicData.partitions',
-    316: 'TopicData.<tagged fields>',
+    316: 'TopicData.partitions',
     317: 'TopicData.<tagged fields>',
     318: 'TopicData.<tagged fields>',
     319: 'TopicData.<tagged fields>',
     320: 'TopicData.<tagged fields>',
-    325: 'AlterPartitionRequest.broker_id/broker_epoch',
-    326: 'AlterPartitionRequest.broker_id/broker_epoch',
-    327: 'AlterPartitionRequest.topics',
-    328: 'AlterPartitionRequest.topics',
-    329: 'AlterPartitionRequest.topics',
-    330: 'AlterPartitionRequest.topics',
-    331: 'AlterPartitionRequest.topics',
-    332: 'AlterPartitionRequest.topics',
-    333: 'AlterPartitionRequest.topics',
-    334: 'AlterPartitionRequest.topics',
-    335: 'AlterPartitionRequest.topics',
-    336: 'AlterPartitionRequest.topics',
-    337: 'AlterPartitionRequest.topics',
-    338: 'AlterPartitionRequest.topics',
-    339: 'AlterPartitionRequest.topics',
-    340: 'AlterPartitionRequest.topics',
-    341: 'AlterPartitionRequest.<tagged fields>',
-    342: 'AlterPartitionRequest.<tagged fields>',
-    343: 'AlterPartitionRequest.<tagged fields>',
-    344: 'AlterPartitionRequest.<tagged fields>',
-    345: 'AlterPartitionRequest.<tagged fields>',
-    350: 'AlterPartitionRequest.broker_id/broker_epoch',
-    351: 'AlterPartitionRequest.broker_id/broker_epoch',
-    352: 'AlterPartitionRequest.topics',
-    353: 'AlterPartitionRequest.topics',
-    354: 'AlterPartitionRequest.topics',
-    355: 'AlterPartitionRequest.topics',
-    356: 'AlterPartitionRequest.topics',
-    357: 'AlterPartitionRequest.topics',
-    358: 'AlterPartitionRequest.topics',
-    359: 'AlterPartitionRequest.topics',
-    360: 'AlterPartitionRequest.topics',
-    361: 'AlterPartitionRequest.topics',
-    362: 'AlterPartitionRequest.topics',
-    363: 'AlterPartitionRequest.topics',
-    364: 'AlterPartitionRequest.topics',
-    365: 'AlterPartitionRequest.topics',
-    366: 'AlterPartitionRequest.<tagged fields>',
-    367: 'AlterPartitionRequest.<tagged fields>',
-    368: 'AlterPartitionRequest.<tagged fields>',
-    369: 'AlterPartitionRequest.<tagged fields>',
-    370: 'AlterPartitionRequest.<tagged fields>',
-    375: 'AlterPartitionRequest.broker_id/broker_epoch',
-    376: 'AlterPartitionRequest.broker_id/broker_epoch',
-    377: 'AlterPartitionRequest.topics',
-    378: 'AlterPartitionRequest.topics',
-    379: 'AlterPartitionRequest.topics',
-    380: 'AlterPartitionRequest.topics',
-    381: 'AlterPartitionRequest.topics',
-    382: 'AlterPartitionRequest.topics',
-    383: 'AlterPartitionRequest.topics',
-    384: 'AlterPartitionRequest.topics',
-    385: 'AlterPartitionRequest.topics',
-    386: 'AlterPartitionRequest.topics',
-    387: 'AlterPartitionRequest.topics',
-    388: 'AlterPartitionRequest.topics',
-    389: 'AlterPartitionRequest.topics',
-    390: 'AlterPartitionRequest.topics',
-    391: 'AlterPartitionRequest.<tagged fields>',
-    392: 'AlterPartitionRequest.<tagged fields>',
-    393: 'AlterPartitionRequest.<tagged fields>',
-    394: 'AlterPartitionRequest.<tagged fields>',
-    395: 'AlterPartitionRequest.<tagged fields>',
-    400: 'AlterPartitionRequest.broker_id/broker_epoch',
+    321: 'TopicData.<tagged fields>',
+    331: 'TopicData.topic_id',
+    332: 'TopicData.topic_id',
+    333: 'TopicData.topic_id',
+    334: 'TopicData.topic_id',
+    335: 'TopicData.partitions',
+    336: 'TopicData.partitions',
+    337: 'TopicData.partitions',
+    338: 'TopicData.partitions',
+    339: 'TopicData.partitions',
+    340: 'TopicData.partitions',
+    341: 'TopicData.partitions',
+    342: 'TopicData.partitions',
+    343: 'TopicData.partitions',
+    344: 'TopicData.partitions',
+    345: 'TopicData.partitions',
+    346: 'TopicData.partitions',
+    347: 'TopicData.partitions',
+    348: 'TopicData.partitions',
+    349: 'TopicData.partitions',
+    350: 'TopicData.partitions',
+    351: 'TopicData.partitions',
+    352: 'TopicData.<tagged fields>',
+    353: 'TopicData.<tagged fields>',
+    354: 'TopicData.<tagged fields>',
+    355: 'TopicData.<tagged fields>',
+    356: 'TopicData.<tagged fields>',
+    366: 'TopicData.topic_id',
+    367: 'TopicData.topic_id',
+    368: 'TopicData.topic_id',
+    369: 'TopicData.topic_id',
+    370: 'TopicData.partitions',
+    371: 'TopicData.partitions',
+    372: 'TopicData.partitions',
+    373: 'TopicData.partitions',
+    374: 'TopicData.partitions',
+    375: 'TopicData.partitions',
+    376: 'TopicData.partitions',
+    377: 'TopicData.partitions',
+    378: 'TopicData.partitions',
+    379: 'TopicData.partitions',
+    380: 'TopicData.partitions',
+    381: 'TopicData.partitions',
+    382: 'TopicData.partitions',
+    383: 'TopicData.partitions',
+    384: 'TopicData.partitions',
+    385: 'TopicData.partitions',
+    386: 'TopicData.partitions',
+    387: 'TopicData.<tagged fields>',
+    388: 'TopicData.<tagged fields>',
+    389: 'TopicData.<tagged fields>',
+    390: 'TopicData.<tagged fields>',
+    391: 'TopicData.<tagged fields>',
     401: 'AlterPartitionRequest.broker_id/broker_epoch',
-    402: 'AlterPartitionRequest.topics',
+    402: 'AlterPartitionRequest.broker_id/broker_epoch',
     403: 'AlterPartitionRequest.topics',
     404: 'AlterPartitionRequest.topics',
     405: 'AlterPartitionRequest.topics',
@@ -866,9 +939,85 @@ _reg(__file__, {
     413: 'AlterPartitionRequest.topics',
     414: 'AlterPartitionRequest.topics',
     415: 'AlterPartitionRequest.topics',
-    416: 'AlterPartitionRequest.<tagged fields>',
-    417: 'AlterPartitionRequest.<tagged fields>',
-    418: 'AlterPartitionRequest.<tagged fields>',
-    419: 'AlterPartitionRequest.<tagged fields>',
+    416: 'AlterPartitionRequest.topics',
+    417: 'AlterPartitionRequest.topics',
+    418: 'AlterPartitionRequest.topics',
+    419: 'AlterPartitionRequest.topics',
     420: 'AlterPartitionRequest.<tagged fields>',
+    421: 'AlterPartitionRequest.<tagged fields>',
+    422: 'AlterPartitionRequest.<tagged fields>',
+    423: 'AlterPartitionRequest.<tagged fields>',
+    424: 'AlterPartitionRequest.<tagged fields>',
+    434: 'AlterPartitionRequest.broker_id/broker_epoch',
+    435: 'AlterPartitionRequest.broker_id/broker_epoch',
+    436: 'AlterPartitionRequest.topics',
+    437: 'AlterPartitionRequest.topics',
+    438: 'AlterPartitionRequest.topics',
+    439: 'AlterPartitionRequest.topics',
+    440: 'AlterPartitionRequest.topics',
+    441: 'AlterPartitionRequest.topics',
+    442: 'AlterPartitionRequest.topics',
+    443: 'AlterPartitionRequest.topics',
+    444: 'AlterPartitionRequest.topics',
+    445: 'AlterPartitionRequest.topics',
+    446: 'AlterPartitionRequest.topics',
+    447: 'AlterPartitionRequest.topics',
+    448: 'AlterPartitionRequest.topics',
+    449: 'AlterPartitionRequest.topics',
+    450: 'AlterPartitionRequest.topics',
+    451: 'AlterPartitionRequest.topics',
+    452: 'AlterPartitionRequest.topics',
+    453: 'AlterPartitionRequest.<tagged fields>',
+    454: 'AlterPartitionRequest.<tagged fields>',
+    455: 'AlterPartitionRequest.<tagged fields>',
+    456: 'AlterPartitionRequest.<tagged fields>',
+    457: 'AlterPartitionRequest.<tagged fields>',
+    467: 'AlterPartitionRequest.broker_id/broker_epoch',
+    468: 'AlterPartitionRequest.broker_id/broker_epoch',
+    469: 'AlterPartitionRequest.topics',
+    470: 'AlterPartitionRequest.topics',
+    471: 'AlterPartitionRequest.topics',
+    472: 'AlterPartitionRequest.topics',
+    473: 'AlterPartitionRequest.topics',
+    474: 'AlterPartitionRequest.topics',
+    475: 'AlterPartitionRequest.topics',
+    476: 'AlterPartitionRequest.topics',
+    477: 'AlterPartitionRequest.topics',
+    478: 'AlterPartitionRequest.topics',
+    479: 'AlterPartitionRequest.topics',
+    480: 'AlterPartitionRequest.topics',
+    481: 'AlterPartitionRequest.topics',
+    482: 'AlterPartitionRequest.topics',
+    483: 'AlterPartitionRequest.topics',
+    484: 'AlterPartitionRequest.topics',
+    485: 'AlterPartitionRequest.topics',
+    486: 'AlterPartitionRequest.<tagged fields>',
+    487: 'AlterPartitionRequest.<tagged fields>',
+    488: 'AlterPartitionRequest.<tagged fields>',
+    489: 'AlterPartitionRequest.<tagged fields>',
+    490: 'AlterPartitionRequest.<tagged fields>',
+    500: 'AlterPartitionRequest.broker_id/broker_epoch',
+    501: 'AlterPartitionRequest.broker_id/broker_epoch',
+    502: 'AlterPartitionRequest.topics',
+    503: 'AlterPartitionRequest.topics',
+    504: 'AlterPartitionRequest.topics',
+    505: 'AlterPartitionRequest.topics',
+    506: 'AlterPartitionRequest.topics',
+    507: 'AlterPartitionRequest.topics',
+    508: 'AlterPartitionRequest.topics',
+    509: 'AlterPartitionRequest.topics',
+    510: 'AlterPartitionRequest.topics',
+    511: 'AlterPartitionRequest.topics',
+    512: 'AlterPartitionRequest.topics',
+    513: 'AlterPartitionRequest.topics',
+    514: 'AlterPartitionRequest.topics',
+    515: 'AlterPartitionRequest.topics',
+    516: 'AlterPartitionRequest.topics',
+    517: 'AlterPartitionRequest.topics',
+    518: 'AlterPartitionRequest.topics',
+    519: 'AlterPartitionRequest.<tagged fields>',
+    520: 'AlterPartitionRequest.<tagged fields>',
+    521: 'AlterPartitionRequest.<tagged fields>',
+    522: 'AlterPartitionRequest.<tagged fields>',
+    523: 'AlterPartitionRequest.<tagged fields>',
 })

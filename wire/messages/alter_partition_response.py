@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -96,6 +97,9 @@ def _d_PartitionData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -112,7 +116,16 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_error_code, _f_leader_id, _f_leader_epoch, _f_isr, 0, _f_partition_epoch, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.leader_recovery_state = 0
+    _o.partition_epoch = _f_partition_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v1(buf, pos):
@@ -121,6 +134,9 @@ def _d_PartitionData_v1(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -137,7 +153,16 @@ def _d_PartitionData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_error_code, _f_leader_id, _f_leader_epoch, _f_isr, _f_leader_recovery_state, _f_partition_epoch, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.leader_recovery_state = _f_leader_recovery_state
+    _o.partition_epoch = _f_partition_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_PartitionData_v2 = _d_PartitionData_v1
@@ -148,6 +173,9 @@ def _d_TopicData_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -162,6 +190,9 @@ def _d_TopicData_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -178,13 +209,21 @@ def _d_TopicData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _ZERO_UUID, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v1(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -199,6 +238,9 @@ def _d_TopicData_v1(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -215,7 +257,12 @@ def _d_TopicData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _ZERO_UUID, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v2(buf, pos):
@@ -226,6 +273,9 @@ def _d_TopicData_v2(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -242,7 +292,12 @@ def _d_TopicData_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData('', _f_topic_id, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = ''
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TopicData_v3 = _d_TopicData_v2
@@ -253,6 +308,9 @@ def _d_AlterPartitionResponse_v0(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -269,7 +327,12 @@ def _d_AlterPartitionResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterPartitionResponse.<tagged fields>')
-    return AlterPartitionResponse(_f_throttle_time_ms, _f_error_code, _f_topics, _unk), pos
+    _o = _new(AlterPartitionResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterPartitionResponse_v1(buf, pos):
@@ -278,6 +341,9 @@ def _d_AlterPartitionResponse_v1(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -294,7 +360,12 @@ def _d_AlterPartitionResponse_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterPartitionResponse.<tagged fields>')
-    return AlterPartitionResponse(_f_throttle_time_ms, _f_error_code, _f_topics, _unk), pos
+    _o = _new(AlterPartitionResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterPartitionResponse_v2(buf, pos):
@@ -303,6 +374,9 @@ def _d_AlterPartitionResponse_v2(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -319,7 +393,12 @@ def _d_AlterPartitionResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterPartitionResponse.<tagged fields>')
-    return AlterPartitionResponse(_f_throttle_time_ms, _f_error_code, _f_topics, _unk), pos
+    _o = _new(AlterPartitionResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AlterPartitionResponse_v3 = _d_AlterPartitionResponse_v2
@@ -327,9 +406,10 @@ _d_AlterPartitionResponse_v3 = _d_AlterPartitionResponse_v2
 def _e_PartitionData_v0(o, w):
     w(_S_ihiip(o.partition_index, o.error_code, o.leader_id, o.leader_epoch))
     _a25 = o.isr
-    _l = len(_a25) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a25), *_a25))
+    _l = len(_a25)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a25))
     w(_S_ip(o.partition_epoch))
     _u = o.unknown_tagged_fields
     if _u:
@@ -341,9 +421,10 @@ def _e_PartitionData_v0(o, w):
 def _e_PartitionData_v1(o, w):
     w(_S_ihiip(o.partition_index, o.error_code, o.leader_id, o.leader_epoch))
     _a26 = o.isr
-    _l = len(_a26) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a26), *_a26))
+    _l = len(_a26)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a26))
     w(_S_bip(o.leader_recovery_state, o.partition_epoch))
     _u = o.unknown_tagged_fields
     if _u:
@@ -459,9 +540,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_AlterPartitionResponse_v0, 1: _d_AlterPartitionResponse_v1, 2: _d_AlterPartitionResponse_v2, 3: _d_AlterPartitionResponse_v3}
 ENCODERS = {0: _e_AlterPartitionResponse_v0, 1: _e_AlterPartitionResponse_v1, 2: _e_AlterPartitionResponse_v2, 3: _e_AlterPartitionResponse_v3}
 _reg(__file__, {
-    94: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
     95: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
-    96: 'PartitionData.isr',
+    96: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
     97: 'PartitionData.isr',
     98: 'PartitionData.isr',
     99: 'PartitionData.isr',
@@ -473,81 +553,67 @@ _reg(__file__, {
     105: 'PartitionData.isr',
     106: 'PartitionData.isr',
     107: 'PartitionData.isr',
-    108: 'PartitionData.partition_epoch',
-    109: 'PartitionData.partition_epoch',
-    110: 'PartitionData.<tagged fields>',
-    111: 'PartitionData.<tagged fields>',
-    112: 'PartitionData.<tagged fields>',
-    113: 'PartitionData.<tagged fields>',
+    108: 'PartitionData.isr',
+    109: 'PartitionData.isr',
+    110: 'PartitionData.isr',
+    111: 'PartitionData.isr',
+    112: 'PartitionData.partition_epoch',
+    113: 'PartitionData.partition_epoch',
     114: 'PartitionData.<tagged fields>',
-    119: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
-    120: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
-    121: 'PartitionData.isr',
-    122: 'PartitionData.isr',
-    123: 'PartitionData.isr',
-    124: 'PartitionData.isr',
-    125: 'PartitionData.isr',
-    126: 'PartitionData.isr',
-    127: 'PartitionData.isr',
-    128: 'PartitionData.isr',
-    129: 'PartitionData.isr',
-    130: 'PartitionData.isr',
-    131: 'PartitionData.isr',
-    132: 'PartitionData.isr',
-    133: 'PartitionData.leader_recovery_state/partition_epoch',
-    134: 'PartitionData.leader_recovery_state/partition_epoch',
-    135: 'PartitionData.<tagged fields>',
-    136: 'PartitionData.<tagged fields>',
-    137: 'PartitionData.<tagged fields>',
-    138: 'PartitionData.<tagged fields>',
-    139: 'PartitionData.<tagged fields>',
-    146: 'TopicData.topic_name',
-    147: 'TopicData.topic_name',
-    148: 'TopicData.topic_name',
-    149: 'TopicData.topic_name',
-    150: 'TopicData.topic_name',
-    151: 'TopicData.topic_name',
-    152: 'TopicData.topic_name',
-    153: 'TopicData.topic_name',
-    154: 'TopicData.topic_name',
-    155: 'TopicData.topic_name',
-    156: 'TopicData.topic_name',
-    157: 'TopicData.topic_name',
-    158: 'TopicData.topic_name',
-    159: 'TopicData.topic_name',
-    160: 'TopicData.partitions',
-    161: 'TopicData.partitions',
-    162: 'TopicData.partitions',
-    163: 'TopicData.partitions',
-    164: 'TopicData.partitions',
-    165: 'TopicData.partitions',
-    166: 'TopicData.partitions',
-    167: 'TopicData.partitions',
-    168: 'TopicData.partitions',
-    169: 'TopicData.partitions',
-    170: 'TopicData.partitions',
-    171: 'TopicData.partitions',
-    172: 'TopicData.partitions',
-    173: 'TopicData.partitions',
-    174: 'TopicData.<tagged fields>',
-    175: 'TopicData.<tagged fields>',
-    176: 'TopicData.<tagged fields>',
-    177: 'TopicData.<tagged fields>',
-    178: 'TopicData.<tagged fields>',
+    115: 'PartitionData.<tagged fields>',
+    116: 'PartitionData.<tagged fields>',
+    117: 'PartitionData.<tagged fields>',
+    118: 'PartitionData.<tagged fields>',
+    132: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
+    133: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
+    134: 'PartitionData.isr',
+    135: 'PartitionData.isr',
+    136: 'PartitionData.isr',
+    137: 'PartitionData.isr',
+    138: 'PartitionData.isr',
+    139: 'PartitionData.isr',
+    140: 'PartitionData.isr',
+    141: 'PartitionData.isr',
+    142: 'PartitionData.isr',
+    143: 'PartitionData.isr',
+    144: 'PartitionData.isr',
+    145: 'PartitionData.isr',
+    146: 'PartitionData.isr',
+    147: 'PartitionData.isr',
+    148: 'PartitionData.isr',
+    149: 'PartitionData.leader_recovery_state/partition_epoch',
+    150: 'PartitionData.leader_recovery_state/partition_epoch',
+    151: 'PartitionData.<tagged fields>',
+    152: 'PartitionData.<tagged fields>',
+    153: 'PartitionData.<tagged fields>',
+    154: 'PartitionData.<tagged fields>',
+    155: 'PartitionData.<tagged fields>',
+    171: 'TopicData.topic_name',
+    172: 'TopicData.topic_name',
+    173: 'TopicData.topic_name',
+    174: 'TopicData.topic_name',
+    175: 'TopicData.topic_name',
+    176: 'TopicData.topic_name',
+    177: 'TopicData.topic_name',
+    178: 'TopicData.topic_name',
+    179: 'TopicData.topic_name',
+    180: 'TopicData.topic_name',
+    181: 'TopicData.topic_name',
+    182: 'TopicData.topic_name',
     183: 'TopicData.topic_name',
     184: 'TopicData.topic_name',
     185: 'TopicData.topic_name',
     186: 'TopicData.topic_name',
     187: 'TopicData.topic_name',
-    188: 'TopicData.topic_name',
-    189: 'TopicData.topic_name',
-    190: 'TopicData.topic_name',
-    191: 'TopicData.topic_name',
-    192: 'TopicData.topic_name',
-    193: 'TopicData.topic_name',
-    194: 'TopicData.topic_name',
-    195: 'TopicData.topic_name',
-    196: 'TopicData.topic_name',
+    188: 'TopicData.partitions',
+    189: 'TopicData.partitions',
+    190: 'TopicData.partitions',
+    191: 'TopicData.partitions',
+    192: 'TopicData.partitions',
+    193: 'TopicData.partitions',
+    194: 'TopicData.partitions',
+    195: 'TopicData.partitions',
+    196: 'TopicData.partitions',
     197: 'TopicData.partitions',
     198: 'TopicData.partitions',
     199: 'TopicData.partitions',
@@ -556,89 +622,78 @@ _reg(__file__, {
     202: 'TopicData.partitions',
     203: 'TopicData.partitions',
     204: 'TopicData.partitions',
-    205: 'TopicData.partitions',
-    206: 'TopicData.partitions',
-    207: 'TopicData.partitions',
-    208: 'TopicData.partitions',
-    209: 'TopicData.partitions',
-    210: 'TopicData.partitions',
-    211: 'TopicData.<tagged fields>',
-    212: 'TopicData.<tagged fields>',
-    213: 'TopicData.<tagged fields>',
-    214: 'TopicData.<tagged fields>',
-    215: 'TopicData.<tagged fields>',
-    220: 'TopicData.topic_id',
-    221: 'TopicData.topic_id',
-    222: 'TopicData.topic_id',
-    223: 'TopicData.topic_id',
-    224: 'TopicData.partitions',
-    225: 'TopicData.partitions',
-    226: 'TopicData.partitions',
-    227: 'TopicData.partitions',
-    228: 'TopicData.partitions',
-    229: 'TopicData.partitions',
-    230: 'TopicData.partitions',
-    231: 'TopicData.partitions',
-    232: 'TopicData.partitions',
-    233: 'TopicData.partitions',
-    234: 'TopicData.partitions',
-    235: 'TopicData.partitions',
+    205: 'TopicData.<tagged fields>',
+    206: 'TopicData.<tagged fields>',
+    207: 'TopicData.<tagged fields>',
+    208: 'TopicData.<tagged fields>',
+    209: 'TopicData.<tagged fields>',
+    219: 'TopicData.topic_name',
+    220: 'TopicData.topic_name',
+    221: 'TopicData.topic_name',
+    222: 'TopicData.topic_name',
+    223: 'TopicData.topic_name',
+    224: 'TopicData.topic_name',
+    225: 'TopicData.topic_name',
+    226: 'TopicData.topic_name',
+    227: 'TopicData.topic_name',
+    228: 'TopicData.topic_name',
+    229: 'TopicData.topic_name',
+    230: 'TopicData.topic_name',
+    231: 'TopicData.topic_name',
+    232: 'TopicData.topic_name',
+    233: 'TopicData.topic_name',
+    234: 'TopicData.topic_name',
+    235: 'TopicData.topic_name',
     236: 'TopicData.partitions',
     237: 'TopicData.partitions',
-    238: 'TopicData.<tagged fields>',
-    239: 'TopicData.<tagged fields>',
-    240: 'TopicData.<tagged fields>',
-    241: 'TopicData.<tagged fields>',
-    242: 'TopicData.<tagged fields>',
-    248: 'AlterPartitionResponse.throttle_time_ms/error_code',
-    249: 'AlterPartitionResponse.throttle_time_ms/error_code',
-    250: 'AlterPartitionResponse.topics',
-    251: 'AlterPartitionResponse.topics',
-    252: 'AlterPartitionResponse.topics',
-    253: 'AlterPartitionResponse.topics',
-    254: 'AlterPartitionResponse.topics',
-    255: 'AlterPartitionResponse.topics',
-    256: 'AlterPartitionResponse.topics',
-    257: 'AlterPartitionResponse.topics',
-    258: 'AlterPartitionResponse.topics',
-    259: 'AlterPartitionResponse.topics',
-    260: 'AlterPartitionResponse.topics',
-    261: 'AlterPartitionResponse.topics',
-    262: 'AlterPartitionResponse.topics',
-    263: 'AlterPartitionResponse.topics',
-    264: 'AlterPartitionResponse.<tagged fields>',
-    265: 'AlterPartitionResponse.<tagged fields>',
-    266: 'AlterPartitionResponse.<tagged fields>',
-    267: 'AlterPartitionResponse.<tagged fields>',
-    268: 'AlterPartitionResponse.<tagged fields>',
-    273: 'AlterPartitionResponse.throttle_time_ms/error_code',
-    274: 'AlterPartitionResponse.throttle_time_ms/error_code',
-    275: 'AlterPartitionResponse.topics',
-    276: 'AlterPartitionResponse.topics',
-    277: 'AlterPartitionResponse.topics',
-    278: 'AlterPartitionResponse.topics',
-    279: 'AlterPartitionResponse.topics',
-    280: 'AlterPartitionResponse.topics',
-    281: 'AlterPartitionResponse.topics',
-    282: 'AlterPartitionResponse.topics',
-    283: 'AlterPartitionResponse.topics',
-    284: 'AlterPartitionResponse.topics',
-    285: 'AlterPartitionResponse.topics',
-    286: 'AlterPartitionResponse.topics',
-    287: 'AlterPartitionResponse.topics',
-    288: 'AlterPartitionResponse.topics',
-    289: 'AlterPartitionResponse.<tagged fields>',
-    290: 'AlterPartitionResponse.<tagged fields>',
-    291: 'AlterPartitionResponse.<tagged fields>',
-    292: 'AlterPartitionResponse.<tagged fields>',
-    293: 'AlterPartitionResponse.<tagged fields>',
-    298: 'AlterPartitionResponse.throttle_time_ms/error_code',
-    299: 'AlterPartitionResponse.throttle_time_ms/error_code',
-    300: 'AlterPartitionResponse.topics',
-    301: 'AlterPartitionResponse.topics',
-    302: 'AlterPartitionResponse.topics',
-    303: 'AlterPartitionResponse.topics',
-    304: 'AlterPartitionResponse.topics',
+    238: 'TopicData.partitions',
+    239: 'TopicData.partitions',
+    240: 'TopicData.partitions',
+    241: 'TopicData.partitions',
+    242: 'TopicData.partitions',
+    243: 'TopicData.partitions',
+    244: 'TopicData.partitions',
+    245: 'TopicData.partitions',
+    246: 'TopicData.partitions',
+    247: 'TopicData.partitions',
+    248: 'TopicData.partitions',
+    249: 'TopicData.partitions',
+    250: 'TopicData.partitions',
+    251: 'TopicData.partitions',
+    252: 'TopicData.partitions',
+    253: 'TopicData.<tagged fields>',
+    254: 'TopicData.<tagged fields>',
+    255: 'TopicData.<tagged fields>',
+    256: 'TopicData.<tagged fields>',
+    257: 'TopicData.<tagged fields>',
+    267: 'TopicData.topic_id',
+    268: 'TopicData.topic_id',
+    269: 'TopicData.topic_id',
+    270: 'TopicData.topic_id',
+    271: 'TopicData.partitions',
+    272: 'TopicData.partitions',
+    273: 'TopicData.partitions',
+    274: 'TopicData.partitions',
+    275: 'TopicData.partitions',
+    276: 'TopicData.partitions',
+    277: 'TopicData.partitions',
+    278: 'TopicData.partitions',
+    279: 'TopicData.partitions',
+    280: 'TopicData.partitions',
+    281: 'TopicData.partitions',
+    282: 'TopicData.partitions',
+    283: 'TopicData.partitions',
+    284: 'TopicData.partitions',
+    285: 'TopicData.partitions',
+    286: 'TopicData.partitions',
+    287: 'TopicData.partitions',
+    288: 'TopicData.<tagged fields>',
+    289: 'TopicData.<tagged fields>',
+    290: 'TopicData.<tagged fields>',
+    291: 'TopicData.<tagged fields>',
+    292: 'TopicData.<tagged fields>',
+    303: 'AlterPartitionResponse.throttle_time_ms/error_code',
+    304: 'AlterPartitionResponse.throttle_time_ms/error_code',
     305: 'AlterPartitionResponse.topics',
     306: 'AlterPartitionResponse.topics',
     307: 'AlterPartitionResponse.topics',
@@ -648,9 +703,65 @@ _reg(__file__, {
     311: 'AlterPartitionResponse.topics',
     312: 'AlterPartitionResponse.topics',
     313: 'AlterPartitionResponse.topics',
-    314: 'AlterPartitionResponse.<tagged fields>',
-    315: 'AlterPartitionResponse.<tagged fields>',
-    316: 'AlterPartitionResponse.<tagged fields>',
-    317: 'AlterPartitionResponse.<tagged fields>',
-    318: 'AlterPartitionResponse.<tagged fields>',
+    314: 'AlterPartitionResponse.topics',
+    315: 'AlterPartitionResponse.topics',
+    316: 'AlterPartitionResponse.topics',
+    317: 'AlterPartitionResponse.topics',
+    318: 'AlterPartitionResponse.topics',
+    319: 'AlterPartitionResponse.topics',
+    320: 'AlterPartitionResponse.topics',
+    321: 'AlterPartitionResponse.topics',
+    322: 'AlterPartitionResponse.<tagged fields>',
+    323: 'AlterPartitionResponse.<tagged fields>',
+    324: 'AlterPartitionResponse.<tagged fields>',
+    325: 'AlterPartitionResponse.<tagged fields>',
+    326: 'AlterPartitionResponse.<tagged fields>',
+    336: 'AlterPartitionResponse.throttle_time_ms/error_code',
+    337: 'AlterPartitionResponse.throttle_time_ms/error_code',
+    338: 'AlterPartitionResponse.topics',
+    339: 'AlterPartitionResponse.topics',
+    340: 'AlterPartitionResponse.topics',
+    341: 'AlterPartitionResponse.topics',
+    342: 'AlterPartitionResponse.topics',
+    343: 'AlterPartitionResponse.topics',
+    344: 'AlterPartitionResponse.topics',
+    345: 'AlterPartitionResponse.topics',
+    346: 'AlterPartitionResponse.topics',
+    347: 'AlterPartitionResponse.topics',
+    348: 'AlterPartitionResponse.topics',
+    349: 'AlterPartitionResponse.topics',
+    350: 'AlterPartitionResponse.topics',
+    351: 'AlterPartitionResponse.topics',
+    352: 'AlterPartitionResponse.topics',
+    353: 'AlterPartitionResponse.topics',
+    354: 'AlterPartitionResponse.topics',
+    355: 'AlterPartitionResponse.<tagged fields>',
+    356: 'AlterPartitionResponse.<tagged fields>',
+    357: 'AlterPartitionResponse.<tagged fields>',
+    358: 'AlterPartitionResponse.<tagged fields>',
+    359: 'AlterPartitionResponse.<tagged fields>',
+    369: 'AlterPartitionResponse.throttle_time_ms/error_code',
+    370: 'AlterPartitionResponse.throttle_time_ms/error_code',
+    371: 'AlterPartitionResponse.topics',
+    372: 'AlterPartitionResponse.topics',
+    373: 'AlterPartitionResponse.topics',
+    374: 'AlterPartitionResponse.topics',
+    375: 'AlterPartitionResponse.topics',
+    376: 'AlterPartitionResponse.topics',
+    377: 'AlterPartitionResponse.topics',
+    378: 'AlterPartitionResponse.topics',
+    379: 'AlterPartitionResponse.topics',
+    380: 'AlterPartitionResponse.topics',
+    381: 'AlterPartitionResponse.topics',
+    382: 'AlterPartitionResponse.topics',
+    383: 'AlterPartitionResponse.topics',
+    384: 'AlterPartitionResponse.topics',
+    385: 'AlterPartitionResponse.topics',
+    386: 'AlterPartitionResponse.topics',
+    387: 'AlterPartitionResponse.topics',
+    388: 'AlterPartitionResponse.<tagged fields>',
+    389: 'AlterPartitionResponse.<tagged fields>',
+    390: 'AlterPartitionResponse.<tagged fields>',
+    391: 'AlterPartitionResponse.<tagged fields>',
+    392: 'AlterPartitionResponse.<tagged fields>',
 })

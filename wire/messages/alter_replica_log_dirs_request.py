@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -81,7 +82,11 @@ def _d_AlterReplicaLogDirTopic_v0(buf, pos):
         _chk(_n3, buf, pos, 'AlterReplicaLogDirTopic.partitions')
         _f_partitions = list(_unpack_from('>%di' % _n3, buf, pos))
         pos += 4 * _n3
-    return AlterReplicaLogDirTopic(_f_name, _f_partitions, None), pos
+    _o = _new(AlterReplicaLogDirTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterReplicaLogDirTopic_v1 = _d_AlterReplicaLogDirTopic_v0
@@ -90,6 +95,9 @@ def _d_AlterReplicaLogDirTopic_v2(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -104,6 +112,9 @@ def _d_AlterReplicaLogDirTopic_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -118,7 +129,11 @@ def _d_AlterReplicaLogDirTopic_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterReplicaLogDirTopic.<tagged fields>')
-    return AlterReplicaLogDirTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(AlterReplicaLogDirTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterReplicaLogDir_v0(buf, pos):
@@ -142,7 +157,11 @@ def _d_AlterReplicaLogDir_v0(buf, pos):
         for _ in range(_n12):
             _x13, pos = _d_AlterReplicaLogDirTopic_v0(buf, pos)
             _f_topics.append(_x13)
-    return AlterReplicaLogDir(_f_path, _f_topics, None), pos
+    _o = _new(AlterReplicaLogDir)
+    _o.path = _f_path
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterReplicaLogDir_v1 = _d_AlterReplicaLogDir_v0
@@ -151,6 +170,9 @@ def _d_AlterReplicaLogDir_v2(buf, pos):
     _n18 = buf[pos]
     if _n18 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n18 = (_n18 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n18, pos = _ruv(buf, pos)
     _n18 -= 1
@@ -165,6 +187,9 @@ def _d_AlterReplicaLogDir_v2(buf, pos):
     _n20 = buf[pos]
     if _n20 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n20 = (_n20 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n20, pos = _ruv(buf, pos)
     _n20 -= 1
@@ -181,7 +206,11 @@ def _d_AlterReplicaLogDir_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterReplicaLogDir.<tagged fields>')
-    return AlterReplicaLogDir(_f_path, _f_topics, _unk), pos
+    _o = _new(AlterReplicaLogDir)
+    _o.path = _f_path
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterReplicaLogDirsRequest_v0(buf, pos):
@@ -195,7 +224,10 @@ def _d_AlterReplicaLogDirsRequest_v0(buf, pos):
         for _ in range(_n22):
             _x23, pos = _d_AlterReplicaLogDir_v0(buf, pos)
             _f_dirs.append(_x23)
-    return AlterReplicaLogDirsRequest(_f_dirs, None), pos
+    _o = _new(AlterReplicaLogDirsRequest)
+    _o.dirs = _f_dirs
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterReplicaLogDirsRequest_v1 = _d_AlterReplicaLogDirsRequest_v0
@@ -204,6 +236,9 @@ def _d_AlterReplicaLogDirsRequest_v2(buf, pos):
     _n26 = buf[pos]
     if _n26 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n26 = (_n26 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n26, pos = _ruv(buf, pos)
     _n26 -= 1
@@ -220,7 +255,10 @@ def _d_AlterReplicaLogDirsRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterReplicaLogDirsRequest.<tagged fields>')
-    return AlterReplicaLogDirsRequest(_f_dirs, _unk), pos
+    _o = _new(AlterReplicaLogDirsRequest)
+    _o.dirs = _f_dirs
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_AlterReplicaLogDirTopic_v0(o, w):
@@ -229,8 +267,8 @@ def _e_AlterReplicaLogDirTopic_v0(o, w):
     w(_I16p(len(_v28)))
     w(_v28)
     _a29 = o.partitions
-    w(_I32p(len(_a29)))
-    w(_pack('>%di' % len(_a29), *_a29))
+    _l = len(_a29)
+    w(_counted_packer('i', _l)(_l, *_a29))
 
 
 _e_AlterReplicaLogDirTopic_v1 = _e_AlterReplicaLogDirTopic_v0
@@ -242,9 +280,10 @@ def _e_AlterReplicaLogDirTopic_v2(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v32)
     _a33 = o.partitions
-    _l = len(_a33) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a33), *_a33))
+    _l = len(_a33)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a33))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -312,7 +351,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_AlterReplicaLogDirsRequest_v0, 1: _d_AlterReplicaLogDirsRequest_v1, 2: _d_AlterReplicaLogDirsRequest_v2}
 ENCODERS = {0: _e_AlterReplicaLogDirsRequest_v0, 1: _e_AlterReplicaLogDirsRequest_v1, 2: _e_AlterReplicaLogDirsRequest_v2}
 _reg(__file__, {
-    66: 'AlterReplicaLogDirTopic.name',
     67: 'AlterReplicaLogDirTopic.name',
     68: 'AlterReplicaLogDirTopic.name',
     69: 'AlterReplicaLogDirTopic.name',
@@ -322,7 +360,7 @@ _reg(__file__, {
     73: 'AlterReplicaLogDirTopic.name',
     74: 'AlterReplicaLogDirTopic.name',
     75: 'AlterReplicaLogDirTopic.name',
-    76: 'AlterReplicaLogDirTopic.partitions',
+    76: 'AlterReplicaLogDirTopic.name',
     77: 'AlterReplicaLogDirTopic.partitions',
     78: 'AlterReplicaLogDirTopic.partitions',
     79: 'AlterReplicaLogDirTopic.partitions',
@@ -330,11 +368,7 @@ _reg(__file__, {
     81: 'AlterReplicaLogDirTopic.partitions',
     82: 'AlterReplicaLogDirTopic.partitions',
     83: 'AlterReplicaLogDirTopic.partitions',
-    89: 'AlterReplicaLogDirTopic.name',
-    90: 'AlterReplicaLogDirTopic.name',
-    91: 'AlterReplicaLogDirTopic.name',
-    92: 'AlterReplicaLogDirTopic.name',
-    93: 'AlterReplicaLogDirTopic.name',
+    84: 'AlterReplicaLogDirTopic.partitions',
     94: 'AlterReplicaLogDirTopic.name',
     95: 'AlterReplicaLogDirTopic.name',
     96: 'AlterReplicaLogDirTopic.name',
@@ -344,103 +378,123 @@ _reg(__file__, {
     100: 'AlterReplicaLogDirTopic.name',
     101: 'AlterReplicaLogDirTopic.name',
     102: 'AlterReplicaLogDirTopic.name',
-    103: 'AlterReplicaLogDirTopic.partitions',
-    104: 'AlterReplicaLogDirTopic.partitions',
-    105: 'AlterReplicaLogDirTopic.partitions',
-    106: 'AlterReplicaLogDirTopic.partitions',
-    107: 'AlterReplicaLogDirTopic.partitions',
-    108: 'AlterReplicaLogDirTopic.partitions',
-    109: 'AlterReplicaLogDirTopic.partitions',
-    110: 'AlterReplicaLogDirTopic.partitions',
+    103: 'AlterReplicaLogDirTopic.name',
+    104: 'AlterReplicaLogDirTopic.name',
+    105: 'AlterReplicaLogDirTopic.name',
+    106: 'AlterReplicaLogDirTopic.name',
+    107: 'AlterReplicaLogDirTopic.name',
+    108: 'AlterReplicaLogDirTopic.name',
+    109: 'AlterReplicaLogDirTopic.name',
+    110: 'AlterReplicaLogDirTopic.name',
     111: 'AlterReplicaLogDirTopic.partitions',
     112: 'AlterReplicaLogDirTopic.partitions',
     113: 'AlterReplicaLogDirTopic.partitions',
     114: 'AlterReplicaLogDirTopic.partitions',
-    115: 'AlterReplicaLogDirTopic.<tagged fields>',
-    116: 'AlterReplicaLogDirTopic.<tagged fields>',
-    117: 'AlterReplicaLogDirTopic.<tagged fields>',
-    118: 'AlterReplicaLogDirTopic.<tagged fields>',
-    119: 'AlterReplicaLogDirTopic.<tagged fields>',
-    124: 'AlterReplicaLogDir.path',
-    125: 'AlterReplicaLogDir.path',
-    126: 'AlterReplicaLogDir.path',
-    127: 'AlterReplicaLogDir.path',
-    128: 'AlterReplicaLogDir.path',
-    129: 'AlterReplicaLogDir.path',
-    130: 'AlterReplicaLogDir.path',
-    131: 'AlterReplicaLogDir.path',
-    132: 'AlterReplicaLogDir.path',
-    133: 'AlterReplicaLogDir.path',
-    134: 'AlterReplicaLogDir.topics',
-    135: 'AlterReplicaLogDir.topics',
-    136: 'AlterReplicaLogDir.topics',
-    137: 'AlterReplicaLogDir.topics',
-    138: 'AlterReplicaLogDir.topics',
-    139: 'AlterReplicaLogDir.topics',
-    140: 'AlterReplicaLogDir.topics',
-    141: 'AlterReplicaLogDir.topics',
-    142: 'AlterReplicaLogDir.topics',
-    143: 'AlterReplicaLogDir.topics',
-    149: 'AlterReplicaLogDir.path',
-    150: 'AlterReplicaLogDir.path',
-    151: 'AlterReplicaLogDir.path',
-    152: 'AlterReplicaLogDir.path',
-    153: 'AlterReplicaLogDir.path',
-    154: 'AlterReplicaLogDir.path',
-    155: 'AlterReplicaLogDir.path',
-    156: 'AlterReplicaLogDir.path',
-    157: 'AlterReplicaLogDir.path',
-    158: 'AlterReplicaLogDir.path',
-    159: 'AlterReplicaLogDir.path',
-    160: 'AlterReplicaLogDir.path',
-    161: 'AlterReplicaLogDir.path',
-    162: 'AlterReplicaLogDir.path',
-    163: 'AlterReplicaLogDir.topics',
-    164: 'AlterReplicaLogDir.topics',
-    165: 'AlterReplicaLogDir.topics',
-    166: 'AlterReplicaLogDir.topics',
-    167: 'AlterReplicaLogDir.topics',
-    168: 'AlterReplicaLogDir.topics',
-    169: 'AlterReplicaLogDir.topics',
-    170: 'AlterReplicaLogDir.topics',
-    171: 'AlterReplicaLogDir.topics',
-    172: 'AlterReplicaLogDir.topics',
-    173: 'AlterReplicaLogDir.topics',
-    174: 'AlterReplicaLogDir.topics',
-    175: 'AlterReplicaLogDir.topics',
-    176: 'AlterReplicaLogDir.topics',
-    177: 'AlterReplicaLogDir.<tagged fields>',
-    178: 'AlterReplicaLogDir.<tagged fields>',
-    179: 'AlterReplicaLogDir.<tagged fields>',
-    180: 'AlterReplicaLogDir.<tagged fields>',
-    181: 'AlterReplicaLogDir.<tagged fields>',
-    186: 'AlterReplicaLogDirsRequest.dirs',
-    187: 'AlterReplicaLogDirsRequest.dirs',
-    188: 'AlterReplicaLogDirsRequest.dirs',
-    189: 'AlterReplicaLogDirsRequest.dirs',
-    190: 'AlterReplicaLogDirsRequest.dirs',
-    191: 'AlterReplicaLogDirsRequest.dirs',
-    192: 'AlterReplicaLogDirsRequest.dirs',
-    193: 'AlterReplicaLogDirsRequest.dirs',
-    194: 'AlterReplicaLogDirsRequest.dirs',
-    195: 'AlterReplicaLogDirsRequest.dirs',
-    201: 'AlterReplicaLogDirsRequest.dirs',
-    202: 'AlterReplicaLogDirsRequest.dirs',
-    203: 'AlterReplicaLogDirsRequest.dirs',
-    204: 'AlterReplicaLogDirsRequest.dirs',
-    205: 'AlterReplicaLogDirsRequest.dirs',
-    206: 'AlterReplicaLogDirsRequest.dirs',
-    207: 'AlterReplicaLogDirsRequest.dirs',
-    208: 'AlterReplicaLogDirsRequest.dirs',
-    209: 'AlterReplicaLogDirsRequest.dirs',
-    210: 'AlterReplicaLogDirsRequest.dirs',
-    211: 'AlterReplicaLogDirsRequest.dirs',
-    212: 'AlterReplicaLogDirsRequest.dirs',
-    213: 'AlterReplicaLogDirsRequest.dirs',
-    214: 'AlterReplicaLogDirsRequest.dirs',
-    215: 'AlterReplicaLogDirsRequest.<tagged fields>',
-    216: 'AlterReplicaLogDirsRequest.<tagged fields>',
-    217: 'AlterReplicaLogDirsRequest.<tagged fields>',
-    218: 'AlterReplicaLogDirsRequest.<tagged fields>',
-    219: 'AlterReplicaLogDirsRequest.<tagged fields>',
+    115: 'AlterReplicaLogDirTopic.partitions',
+    116: 'AlterReplicaLogDirTopic.partitions',
+    117: 'AlterReplicaLogDirTopic.partitions',
+    118: 'AlterReplicaLogDirTopic.partitions',
+    119: 'AlterReplicaLogDirTopic.partitions',
+    120: 'AlterReplicaLogDirTopic.partitions',
+    121: 'AlterReplicaLogDirTopic.partitions',
+    122: 'AlterReplicaLogDirTopic.partitions',
+    123: 'AlterReplicaLogDirTopic.partitions',
+    124: 'AlterReplicaLogDirTopic.partitions',
+    125: 'AlterReplicaLogDirTopic.partitions',
+    126: 'AlterReplicaLogDirTopic.<tagged fields>',
+    127: 'AlterReplicaLogDirTopic.<tagged fields>',
+    128: 'AlterReplicaLogDirTopic.<tagged fields>',
+    129: 'AlterReplicaLogDirTopic.<tagged fields>',
+    130: 'AlterReplicaLogDirTopic.<tagged fields>',
+    139: 'AlterReplicaLogDir.path',
+    140: 'AlterReplicaLogDir.path',
+    141: 'AlterReplicaLogDir.path',
+    142: 'AlterReplicaLogDir.path',
+    143: 'AlterReplicaLogDir.path',
+    144: 'AlterReplicaLogDir.path',
+    145: 'AlterReplicaLogDir.path',
+    146: 'AlterReplicaLogDir.path',
+    147: 'AlterReplicaLogDir.path',
+    148: 'AlterReplicaLogDir.path',
+    149: 'AlterReplicaLogDir.topics',
+    150: 'AlterReplicaLogDir.topics',
+    151: 'AlterReplicaLogDir.topics',
+    152: 'AlterReplicaLogDir.topics',
+    153: 'AlterReplicaLogDir.topics',
+    154: 'AlterReplicaLogDir.topics',
+    155: 'AlterReplicaLogDir.topics',
+    156: 'AlterReplicaLogDir.topics',
+    157: 'AlterReplicaLogDir.topics',
+    158: 'AlterReplicaLogDir.topics',
+    168: 'AlterReplicaLogDir.path',
+    169: 'AlterReplicaLogDir.path',
+    170: 'AlterReplicaLogDir.path',
+    171: 'AlterReplicaLogDir.path',
+    172: 'AlterReplicaLogDir.path',
+    173: 'AlterReplicaLogDir.path',
+    174: 'AlterReplicaLogDir.path',
+    175: 'AlterReplicaLogDir.path',
+    176: 'AlterReplicaLogDir.path',
+    177: 'AlterReplicaLogDir.path',
+    178: 'AlterReplicaLogDir.path',
+    179: 'AlterReplicaLogDir.path',
+    180: 'AlterReplicaLogDir.path',
+    181: 'AlterReplicaLogDir.path',
+    182: 'AlterReplicaLogDir.path',
+    183: 'AlterReplicaLogDir.path',
+    184: 'AlterReplicaLogDir.path',
+    185: 'AlterReplicaLogDir.topics',
+    186: 'AlterReplicaLogDir.topics',
+    187: 'AlterReplicaLogDir.topics',
+    188: 'AlterReplicaLogDir.topics',
+    189: 'AlterReplicaLogDir.topics',
+    190: 'AlterReplicaLogDir.topics',
+    191: 'AlterReplicaLogDir.topics',
+    192: 'AlterReplicaLogDir.topics',
+    193: 'AlterReplicaLogDir.topics',
+    194: 'AlterReplicaLogDir.topics',
+    195: 'AlterReplicaLogDir.topics',
+    196: 'AlterReplicaLogDir.topics',
+    197: 'AlterReplicaLogDir.topics',
+    198: 'AlterReplicaLogDir.topics',
+    199: 'AlterReplicaLogDir.topics',
+    200: 'AlterReplicaLogDir.topics',
+    201: 'AlterReplicaLogDir.topics',
+    202: 'AlterReplicaLogDir.<tagged fields>',
+    203: 'AlterReplicaLogDir.<tagged fields>',
+    204: 'AlterReplicaLogDir.<tagged fields>',
+    205: 'AlterReplicaLogDir.<tagged fields>',
+    206: 'AlterReplicaLogDir.<tagged fields>',
+    215: 'AlterReplicaLogDirsRequest.dirs',
+    216: 'AlterReplicaLogDirsRequest.dirs',
+    217: 'AlterReplicaLogDirsRequest.dirs',
+    218: 'AlterReplicaLogDirsRequest.dirs',
+    219: 'AlterReplicaLogDirsRequest.dirs',
+    220: 'AlterReplicaLogDirsRequest.dirs',
+    221: 'AlterReplicaLogDirsRequest.dirs',
+    222: 'AlterReplicaLogDirsRequest.dirs',
+    223: 'AlterReplicaLogDirsRequest.dirs',
+    224: 'AlterReplicaLogDirsRequest.dirs',
+    233: 'AlterReplicaLogDirsRequest.dirs',
+    234: 'AlterReplicaLogDirsRequest.dirs',
+    235: 'AlterReplicaLogDirsRequest.dirs',
+    236: 'AlterReplicaLogDirsRequest.dirs',
+    237: 'AlterReplicaLogDirsRequest.dirs',
+    238: 'AlterReplicaLogDirsRequest.dirs',
+    239: 'AlterReplicaLogDirsRequest.dirs',
+    240: 'AlterReplicaLogDirsRequest.dirs',
+    241: 'AlterReplicaLogDirsRequest.dirs',
+    242: 'AlterReplicaLogDirsRequest.dirs',
+    243: 'AlterReplicaLogDirsRequest.dirs',
+    244: 'AlterReplicaLogDirsRequest.dirs',
+    245: 'AlterReplicaLogDirsRequest.dirs',
+    246: 'AlterReplicaLogDirsRequest.dirs',
+    247: 'AlterReplicaLogDirsRequest.dirs',
+    248: 'AlterReplicaLogDirsRequest.dirs',
+    249: 'AlterReplicaLogDirsRequest.dirs',
+    250: 'AlterReplicaLogDirsRequest.<tagged fields>',
+    251: 'AlterReplicaLogDirsRequest.<tagged fields>',
+    252: 'AlterReplicaLogDirsRequest.<tagged fields>',
+    253: 'AlterReplicaLogDirsRequest.<tagged fields>',
+    254: 'AlterReplicaLogDirsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,7 +74,11 @@ class AlterReplicaLogDirTopicResult(_Message):
 def _d_AlterReplicaLogDirPartitionResult_v0(buf, pos):
     _f_partition_index, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return AlterReplicaLogDirPartitionResult(_f_partition_index, _f_error_code, None), pos
+    _o = _new(AlterReplicaLogDirPartitionResult)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterReplicaLogDirPartitionResult_v1 = _d_AlterReplicaLogDirPartitionResult_v0
@@ -86,7 +91,11 @@ def _d_AlterReplicaLogDirPartitionResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterReplicaLogDirPartitionResult.<tagged fields>')
-    return AlterReplicaLogDirPartitionResult(_f_partition_index, _f_error_code, _unk), pos
+    _o = _new(AlterReplicaLogDirPartitionResult)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterReplicaLogDirTopicResult_v0(buf, pos):
@@ -110,7 +119,11 @@ def _d_AlterReplicaLogDirTopicResult_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_AlterReplicaLogDirPartitionResult_v0(buf, pos)
             _f_partitions.append(_x4)
-    return AlterReplicaLogDirTopicResult(_f_topic_name, _f_partitions, None), pos
+    _o = _new(AlterReplicaLogDirTopicResult)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterReplicaLogDirTopicResult_v1 = _d_AlterReplicaLogDirTopicResult_v0
@@ -119,6 +132,9 @@ def _d_AlterReplicaLogDirTopicResult_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -133,6 +149,9 @@ def _d_AlterReplicaLogDirTopicResult_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -149,7 +168,11 @@ def _d_AlterReplicaLogDirTopicResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterReplicaLogDirTopicResult.<tagged fields>')
-    return AlterReplicaLogDirTopicResult(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(AlterReplicaLogDirTopicResult)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterReplicaLogDirsResponse_v0(buf, pos):
@@ -165,7 +188,11 @@ def _d_AlterReplicaLogDirsResponse_v0(buf, pos):
         for _ in range(_n13):
             _x14, pos = _d_AlterReplicaLogDirTopicResult_v0(buf, pos)
             _f_results.append(_x14)
-    return AlterReplicaLogDirsResponse(_f_throttle_time_ms, _f_results, None), pos
+    _o = _new(AlterReplicaLogDirsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AlterReplicaLogDirsResponse_v1 = _d_AlterReplicaLogDirsResponse_v0
@@ -176,6 +203,9 @@ def _d_AlterReplicaLogDirsResponse_v2(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -192,7 +222,11 @@ def _d_AlterReplicaLogDirsResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterReplicaLogDirsResponse.<tagged fields>')
-    return AlterReplicaLogDirsResponse(_f_throttle_time_ms, _f_results, _unk), pos
+    _o = _new(AlterReplicaLogDirsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_AlterReplicaLogDirPartitionResult_v0(o, w):
@@ -272,88 +306,76 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_AlterReplicaLogDirsResponse_v0, 1: _d_AlterReplicaLogDirsResponse_v1, 2: _d_AlterReplicaLogDirsResponse_v2}
 ENCODERS = {0: _e_AlterReplicaLogDirsResponse_v0, 1: _e_AlterReplicaLogDirsResponse_v1, 2: _e_AlterReplicaLogDirsResponse_v2}
 _reg(__file__, {
-    74: 'AlterReplicaLogDirPartitionResult.partition_index/error_code',
     75: 'AlterReplicaLogDirPartitionResult.partition_index/error_code',
-    81: 'AlterReplicaLogDirPartitionResult.partition_index/error_code',
-    82: 'AlterReplicaLogDirPartitionResult.partition_index/error_code',
-    83: 'AlterReplicaLogDirPartitionResult.<tagged fields>',
-    84: 'AlterReplicaLogDirPartitionResult.<tagged fields>',
-    85: 'AlterReplicaLogDirPartitionResult.<tagged fields>',
-    86: 'AlterReplicaLogDirPartitionResult.<tagged fields>',
-    87: 'AlterReplicaLogDirPartitionResult.<tagged fields>',
-    92: 'AlterReplicaLogDirTopicResult.topic_name',
-    93: 'AlterReplicaLogDirTopicResult.topic_name',
-    94: 'AlterReplicaLogDirTopicResult.topic_name',
-    95: 'AlterReplicaLogDirTopicResult.topic_name',
-    96: 'AlterReplicaLogDirTopicResult.topic_name',
-    97: 'AlterReplicaLogDirTopicResult.topic_name',
-    98: 'AlterReplicaLogDirTopicResult.topic_name',
-    99: 'AlterReplicaLogDirTopicResult.topic_name',
-    100: 'AlterReplicaLogDirTopicResult.topic_name',
+    76: 'AlterReplicaLogDirPartitionResult.partition_index/error_code',
+    86: 'AlterReplicaLogDirPartitionResult.partition_index/error_code',
+    87: 'AlterReplicaLogDirPartitionResult.partition_index/error_code',
+    88: 'AlterReplicaLogDirPartitionResult.<tagged fields>',
+    89: 'AlterReplicaLogDirPartitionResult.<tagged fields>',
+    90: 'AlterReplicaLogDirPartitionResult.<tagged fields>',
+    91: 'AlterReplicaLogDirPartitionResult.<tagged fields>',
+    92: 'AlterReplicaLogDirPartitionResult.<tagged fields>',
     101: 'AlterReplicaLogDirTopicResult.topic_name',
-    102: 'AlterReplicaLogDirTopicResult.partitions',
-    103: 'AlterReplicaLogDirTopicResult.partitions',
-    104: 'AlterReplicaLogDirTopicResult.partitions',
-    105: 'AlterReplicaLogDirTopicResult.partitions',
-    106: 'AlterReplicaLogDirTopicResult.partitions',
-    107: 'AlterReplicaLogDirTopicResult.partitions',
-    108: 'AlterReplicaLogDirTopicResult.partitions',
-    109: 'AlterReplicaLogDirTopicResult.partitions',
-    110: 'AlterReplicaLogDirTopicResult.partitions',
+    102: 'AlterReplicaLogDirTopicResult.topic_name',
+    103: 'AlterReplicaLogDirTopicResult.topic_name',
+    104: 'AlterReplicaLogDirTopicResult.topic_name',
+    105: 'AlterReplicaLogDirTopicResult.topic_name',
+    106: 'AlterReplicaLogDirTopicResult.topic_name',
+    107: 'AlterReplicaLogDirTopicResult.topic_name',
+    108: 'AlterReplicaLogDirTopicResult.topic_name',
+    109: 'AlterReplicaLogDirTopicResult.topic_name',
+    110: 'AlterReplicaLogDirTopicResult.topic_name',
     111: 'AlterReplicaLogDirTopicResult.partitions',
-    117: 'AlterReplicaLogDirTopicResult.topic_name',
-    118: 'AlterReplicaLogDirTopicResult.topic_name',
-    119: 'AlterReplicaLogDirTopicResult.topic_name',
-    120: 'AlterReplicaLogDirTopicResult.topic_name',
-    121: 'AlterReplicaLogDirTopicResult.topic_name',
-    122: 'AlterReplicaLogDirTopicResult.topic_name',
-    123: 'AlterReplicaLogDirTopicResult.topic_name',
-    124: 'AlterReplicaLogDirTopicResult.topic_name',
-    125: 'AlterReplicaLogDirTopicResult.topic_name',
-    126: 'AlterReplicaLogDirTopicResult.topic_name',
-    127: 'AlterReplicaLogDirTopicResult.topic_name',
-    128: 'AlterReplicaLogDirTopicResult.topic_name',
-    129: 'AlterReplicaLogDirTopicResult.topic_name',
+    112: 'AlterReplicaLogDirTopicResult.partitions',
+    113: 'AlterReplicaLogDirTopicResult.partitions',
+    114: 'AlterReplicaLogDirTopicResult.partitions',
+    115: 'AlterReplicaLogDirTopicResult.partitions',
+    116: 'AlterReplicaLogDirTopicResult.partitions',
+    117: 'AlterReplicaLogDirTopicResult.partitions',
+    118: 'AlterReplicaLogDirTopicResult.partitions',
+    119: 'AlterReplicaLogDirTopicResult.partitions',
+    120: 'AlterReplicaLogDirTopicResult.partitions',
     130: 'AlterReplicaLogDirTopicResult.topic_name',
-    131: 'AlterReplicaLogDirTopicResult.partitions',
-    132: 'AlterReplicaLogDirTopicResult.partitions',
-    133: 'AlterReplicaLogDirTopicResult.partitions',
-    134: 'AlterReplicaLogDirTopicResult.partitions',
-    135: 'AlterReplicaLogDirTopicResult.partitions',
-    136: 'AlterReplicaLogDirTopicResult.partitions',
-    137: 'AlterReplicaLogDirTopicResult.partitions',
-    138: 'AlterReplicaLogDirTopicResult.partitions',
-    139: 'AlterReplicaLogDirTopicResult.partitions',
-    140: 'AlterReplicaLogDirTopicResult.partitions',
-    141: 'AlterReplicaLogDirTopicResult.partitions',
-    142: 'AlterReplicaLogDirTopicResult.partitions',
-    143: 'AlterReplicaLogDirTopicResult.partitions',
-    144: 'AlterReplicaLogDirTopicResult.partitions',
-    145: 'AlterReplicaLogDirTopicResult.<tagged fields>',
-    146: 'AlterReplicaLogDirTopicResult.<tagged fields>',
-    147: 'AlterReplicaLogDirTopicResult.<tagged fields>',
-    148: 'AlterReplicaLogDirTopicResult.<tagged fields>',
-    149: 'AlterReplicaLogDirTopicResult.<tagged fields>',
-    154: 'AlterReplicaLogDirsResponse.throttle_time_ms',
-    155: 'AlterReplicaLogDirsResponse.throttle_time_ms',
-    156: 'AlterReplicaLogDirsResponse.results',
-    157: 'AlterReplicaLogDirsResponse.results',
-    158: 'AlterReplicaLogDirsResponse.results',
-    159: 'AlterReplicaLogDirsResponse.results',
-    160: 'AlterReplicaLogDirsResponse.results',
-    161: 'AlterReplicaLogDirsResponse.results',
-    162: 'AlterReplicaLogDirsResponse.results',
-    163: 'AlterReplicaLogDirsResponse.results',
-    164: 'AlterReplicaLogDirsResponse.results',
-    165: 'AlterReplicaLogDirsResponse.results',
-    171: 'AlterReplicaLogDirsResponse.throttle_time_ms',
-    172: 'AlterReplicaLogDirsResponse.throttle_time_ms',
-    173: 'AlterReplicaLogDirsResponse.results',
-    174: 'AlterReplicaLogDirsResponse.results',
-    175: 'AlterReplicaLogDirsResponse.results',
-    176: 'AlterReplicaLogDirsResponse.results',
-    177: 'AlterReplicaLogDirsResponse.results',
-    178: 'AlterReplicaLogDirsResponse.results',
+    131: 'AlterReplicaLogDirTopicResult.topic_name',
+    132: 'AlterReplicaLogDirTopicResult.topic_name',
+    133: 'AlterReplicaLogDirTopicResult.topic_name',
+    134: 'AlterReplicaLogDirTopicResult.topic_name',
+    135: 'AlterReplicaLogDirTopicResult.topic_name',
+    136: 'AlterReplicaLogDirTopicResult.topic_name',
+    137: 'AlterReplicaLogDirTopicResult.topic_name',
+    138: 'AlterReplicaLogDirTopicResult.topic_name',
+    139: 'AlterReplicaLogDirTopicResult.topic_name',
+    140: 'AlterReplicaLogDirTopicResult.topic_name',
+    141: 'AlterReplicaLogDirTopicResult.topic_name',
+    142: 'AlterReplicaLogDirTopicResult.topic_name',
+    143: 'AlterReplicaLogDirTopicResult.topic_name',
+    144: 'AlterReplicaLogDirTopicResult.topic_name',
+    145: 'AlterReplicaLogDirTopicResult.topic_name',
+    146: 'AlterReplicaLogDirTopicResult.topic_name',
+    147: 'AlterReplicaLogDirTopicResult.partitions',
+    148: 'AlterReplicaLogDirTopicResult.partitions',
+    149: 'AlterReplicaLogDirTopicResult.partitions',
+    150: 'AlterReplicaLogDirTopicResult.partitions',
+    151: 'AlterReplicaLogDirTopicResult.partitions',
+    152: 'AlterReplicaLogDirTopicResult.partitions',
+    153: 'AlterReplicaLogDirTopicResult.partitions',
+    154: 'AlterReplicaLogDirTopicResult.partitions',
+    155: 'AlterReplicaLogDirTopicResult.partitions',
+    156: 'AlterReplicaLogDirTopicResult.partitions',
+    157: 'AlterReplicaLogDirTopicResult.partitions',
+    158: 'AlterReplicaLogDirTopicResult.partitions',
+    159: 'AlterReplicaLogDirTopicResult.partitions',
+    160: 'AlterReplicaLogDirTopicResult.partitions',
+    161: 'AlterReplicaLogDirTopicResult.partitions',
+    162: 'AlterReplicaLogDirTopicResult.partitions',
+    163: 'AlterReplicaLogDirTopicResult.partitions',
+    164: 'AlterReplicaLogDirTopicResult.<tagged fields>',
+    165: 'AlterReplicaLogDirTopicResult.<tagged fields>',
+    166: 'AlterReplicaLogDirTopicResult.<tagged fields>',
+    167: 'AlterReplicaLogDirTopicResult.<tagged fields>',
+    168: 'AlterReplicaLogDirTopicResult.<tagged fields>',
+    177: 'AlterReplicaLogDirsResponse.throttle_time_ms',
+    178: 'AlterReplicaLogDirsResponse.throttle_time_ms',
     179: 'AlterReplicaLogDirsResponse.results',
     180: 'AlterReplicaLogDirsResponse.results',
     181: 'AlterReplicaLogDirsResponse.results',
@@ -362,9 +384,30 @@ _reg(__file__, {
     184: 'AlterReplicaLogDirsResponse.results',
     185: 'AlterReplicaLogDirsResponse.results',
     186: 'AlterReplicaLogDirsResponse.results',
-    187: 'AlterReplicaLogDirsResponse.<tagged fields>',
-    188: 'AlterReplicaLogDirsResponse.<tagged fields>',
-    189: 'AlterReplicaLogDirsResponse.<tagged fields>',
-    190: 'AlterReplicaLogDirsResponse.<tagged fields>',
-    191: 'AlterReplicaLogDirsResponse.<tagged fields>',
+    187: 'AlterReplicaLogDirsResponse.results',
+    188: 'AlterReplicaLogDirsResponse.results',
+    198: 'AlterReplicaLogDirsResponse.throttle_time_ms',
+    199: 'AlterReplicaLogDirsResponse.throttle_time_ms',
+    200: 'AlterReplicaLogDirsResponse.results',
+    201: 'AlterReplicaLogDirsResponse.results',
+    202: 'AlterReplicaLogDirsResponse.results',
+    203: 'AlterReplicaLogDirsResponse.results',
+    204: 'AlterReplicaLogDirsResponse.results',
+    205: 'AlterReplicaLogDirsResponse.results',
+    206: 'AlterReplicaLogDirsResponse.results',
+    207: 'AlterReplicaLogDirsResponse.results',
+    208: 'AlterReplicaLogDirsResponse.results',
+    209: 'AlterReplicaLogDirsResponse.results',
+    210: 'AlterReplicaLogDirsResponse.results',
+    211: 'AlterReplicaLogDirsResponse.results',
+    212: 'AlterReplicaLogDirsResponse.results',
+    213: 'AlterReplicaLogDirsResponse.results',
+    214: 'AlterReplicaLogDirsResponse.results',
+    215: 'AlterReplicaLogDirsResponse.results',
+    216: 'AlterReplicaLogDirsResponse.results',
+    217: 'AlterReplicaLogDirsResponse.<tagged fields>',
+    218: 'AlterReplicaLogDirsResponse.<tagged fields>',
+    219: 'AlterReplicaLogDirsResponse.<tagged fields>',
+    220: 'AlterReplicaLogDirsResponse.<tagged fields>',
+    221: 'AlterReplicaLogDirsResponse.<tagged fields>',
 })

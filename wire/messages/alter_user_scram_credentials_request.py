@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -80,6 +81,9 @@ def _d_ScramCredentialDeletion_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -98,13 +102,20 @@ def _d_ScramCredentialDeletion_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ScramCredentialDeletion.<tagged fields>')
-    return ScramCredentialDeletion(_f_name, _f_mechanism, _unk), pos
+    _o = _new(ScramCredentialDeletion)
+    _o.name = _f_name
+    _o.mechanism = _f_mechanism
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ScramCredentialUpsertion_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -121,6 +132,9 @@ def _d_ScramCredentialUpsertion_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -135,6 +149,9 @@ def _d_ScramCredentialUpsertion_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -151,13 +168,23 @@ def _d_ScramCredentialUpsertion_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ScramCredentialUpsertion.<tagged fields>')
-    return ScramCredentialUpsertion(_f_name, _f_mechanism, _f_iterations, _f_salt, _f_salted_password, _unk), pos
+    _o = _new(ScramCredentialUpsertion)
+    _o.name = _f_name
+    _o.mechanism = _f_mechanism
+    _o.iterations = _f_iterations
+    _o.salt = _f_salt
+    _o.salted_password = _f_salted_password
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterUserScramCredentialsRequest_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -172,6 +199,9 @@ def _d_AlterUserScramCredentialsRequest_v0(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -188,7 +218,11 @@ def _d_AlterUserScramCredentialsRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterUserScramCredentialsRequest.<tagged fields>')
-    return AlterUserScramCredentialsRequest(_f_deletions, _f_upsertions, _unk), pos
+    _o = _new(AlterUserScramCredentialsRequest)
+    _o.deletions = _f_deletions
+    _o.upsertions = _f_upsertions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ScramCredentialDeletion_v0(o, w):
@@ -252,7 +286,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_AlterUserScramCredentialsRequest_v0}
 ENCODERS = {0: _e_AlterUserScramCredentialsRequest_v0}
 _reg(__file__, {
-    80: 'ScramCredentialDeletion.name',
     81: 'ScramCredentialDeletion.name',
     82: 'ScramCredentialDeletion.name',
     83: 'ScramCredentialDeletion.name',
@@ -266,93 +299,112 @@ _reg(__file__, {
     91: 'ScramCredentialDeletion.name',
     92: 'ScramCredentialDeletion.name',
     93: 'ScramCredentialDeletion.name',
-    94: 'ScramCredentialDeletion.mechanism',
-    95: 'ScramCredentialDeletion.mechanism',
-    96: 'ScramCredentialDeletion.<tagged fields>',
-    97: 'ScramCredentialDeletion.<tagged fields>',
-    98: 'ScramCredentialDeletion.<tagged fields>',
-    99: 'ScramCredentialDeletion.<tagged fields>',
+    94: 'ScramCredentialDeletion.name',
+    95: 'ScramCredentialDeletion.name',
+    96: 'ScramCredentialDeletion.name',
+    97: 'ScramCredentialDeletion.name',
+    98: 'ScramCredentialDeletion.mechanism',
+    99: 'ScramCredentialDeletion.mechanism',
     100: 'ScramCredentialDeletion.<tagged fields>',
-    105: 'ScramCredentialUpsertion.name',
-    106: 'ScramCredentialUpsertion.name',
-    107: 'ScramCredentialUpsertion.name',
-    108: 'ScramCredentialUpsertion.name',
-    109: 'ScramCredentialUpsertion.name',
-    110: 'ScramCredentialUpsertion.name',
-    111: 'ScramCredentialUpsertion.name',
-    112: 'ScramCredentialUpsertion.name',
+    101: 'ScramCredentialDeletion.<tagged fields>',
+    102: 'ScramCredentialDeletion.<tagged fields>',
+    103: 'ScramCredentialDeletion.<tagged fields>',
+    104: 'ScramCredentialDeletion.<tagged fields>',
     113: 'ScramCredentialUpsertion.name',
     114: 'ScramCredentialUpsertion.name',
     115: 'ScramCredentialUpsertion.name',
     116: 'ScramCredentialUpsertion.name',
     117: 'ScramCredentialUpsertion.name',
     118: 'ScramCredentialUpsertion.name',
-    119: 'ScramCredentialUpsertion.mechanism/iterations',
-    120: 'ScramCredentialUpsertion.mechanism/iterations',
-    121: 'ScramCredentialUpsertion.salt',
-    122: 'ScramCredentialUpsertion.salt',
-    123: 'ScramCredentialUpsertion.salt',
-    124: 'ScramCredentialUpsertion.salt',
-    125: 'ScramCredentialUpsertion.salt',
-    126: 'ScramCredentialUpsertion.salt',
-    127: 'ScramCredentialUpsertion.salt',
-    128: 'ScramCredentialUpsertion.salt',
-    129: 'ScramCredentialUpsertion.salt',
-    130: 'ScramCredentialUpsertion.salt',
-    131: 'ScramCredentialUpsertion.salt',
+    119: 'ScramCredentialUpsertion.name',
+    120: 'ScramCredentialUpsertion.name',
+    121: 'ScramCredentialUpsertion.name',
+    122: 'ScramCredentialUpsertion.name',
+    123: 'ScramCredentialUpsertion.name',
+    124: 'ScramCredentialUpsertion.name',
+    125: 'ScramCredentialUpsertion.name',
+    126: 'ScramCredentialUpsertion.name',
+    127: 'ScramCredentialUpsertion.name',
+    128: 'ScramCredentialUpsertion.name',
+    129: 'ScramCredentialUpsertion.name',
+    130: 'ScramCredentialUpsertion.mechanism/iterations',
+    131: 'ScramCredentialUpsertion.mechanism/iterations',
     132: 'ScramCredentialUpsertion.salt',
     133: 'ScramCredentialUpsertion.salt',
     134: 'ScramCredentialUpsertion.salt',
-    135: 'ScramCredentialUpsertion.salted_password',
-    136: 'ScramCredentialUpsertion.salted_password',
-    137: 'ScramCredentialUpsertion.salted_password',
-    138: 'ScramCredentialUpsertion.salted_password',
-    139: 'ScramCredentialUpsertion.salted_password',
-    140: 'ScramCredentialUpsertion.salted_password',
-    141: 'ScramCredentialUpsertion.salted_password',
-    142: 'ScramCredentialUpsertion.salted_password',
-    143: 'ScramCredentialUpsertion.salted_password',
-    144: 'ScramCredentialUpsertion.salted_password',
-    145: 'ScramCredentialUpsertion.salted_password',
-    146: 'ScramCredentialUpsertion.salted_password',
-    147: 'ScramCredentialUpsertion.salted_password',
-    148: 'ScramCredentialUpsertion.salted_password',
-    149: 'ScramCredentialUpsertion.<tagged fields>',
-    150: 'ScramCredentialUpsertion.<tagged fields>',
-    151: 'ScramCredentialUpsertion.<tagged fields>',
-    152: 'ScramCredentialUpsertion.<tagged fields>',
-    153: 'ScramCredentialUpsertion.<tagged fields>',
-    158: 'AlterUserScramCredentialsRequest.deletions',
-    159: 'AlterUserScramCredentialsRequest.deletions',
-    160: 'AlterUserScramCredentialsRequest.deletions',
-    161: 'AlterUserScramCredentialsRequest.deletions',
-    162: 'AlterUserScramCredentialsRequest.deletions',
-    163: 'AlterUserScramCredentialsRequest.deletions',
-    164: 'AlterUserScramCredentialsRequest.deletions',
-    165: 'AlterUserScramCredentialsRequest.deletions',
-    166: 'AlterUserScramCredentialsRequest.deletions',
-    167: 'AlterUserScramCredentialsRequest.deletions',
-    168: 'AlterUserScramCredentialsRequest.deletions',
-    169: 'AlterUserScramCredentialsRequest.deletions',
-    170: 'AlterUserScramCredentialsRequest.deletions',
-    171: 'AlterUserScramCredentialsRequest.deletions',
-    172: 'AlterUserScramCredentialsRequest.upsertions',
-    173: 'AlterUserScramCredentialsRequest.upsertions',
-    174: 'AlterUserScramCredentialsRequest.upsertions',
-    175: 'AlterUserScramCredentialsRequest.upsertions',
-    176: 'AlterUserScramCredentialsRequest.upsertions',
-    177: 'AlterUserScramCredentialsRequest.upsertions',
-    178: 'AlterUserScramCredentialsRequest.upsertions',
-    179: 'AlterUserScramCredentialsRequest.upsertions',
-    180: 'AlterUserScramCredentialsRequest.upsertions',
-    181: 'AlterUserScramCredentialsRequest.upsertions',
-    182: 'AlterUserScramCredentialsRequest.upsertions',
-    183: 'AlterUserScramCredentialsRequest.upsertions',
-    184: 'AlterUserScramCredentialsRequest.upsertions',
-    185: 'AlterUserScramCredentialsRequest.upsertions',
-    186: 'AlterUserScramCredentialsRequest.<tagged fields>',
-    187: 'AlterUserScramCredentialsRequest.<tagged fields>',
-    188: 'AlterUserScramCredentialsRequest.<tagged fields>',
-    189: 'AlterUserScramCredentialsRequest.<tagged fields>',
-    190: 'AlterUserScramCredentialsRequest.<tagged fields>',
+    135: 'ScramCredentialUpsertion.salt',
+    136: 'ScramCredentialUpsertion.salt',
+    137: 'ScramCredentialUpsertion.salt',
+    138: 'ScramCredentialUpsertion.salt',
+    139: 'ScramCredentialUpsertion.salt',
+    140: 'ScramCredentialUpsertion.salt',
+    141: 'ScramCredentialUpsertion.salt',
+    142: 'ScramCredentialUpsertion.salt',
+    143: 'ScramCredentialUpsertion.salt',
+    144: 'ScramCredentialUpsertion.salt',
+    145: 'ScramCredentialUpsertion.salt',
+    146: 'ScramCredentialUpsertion.salt',
+    147: 'ScramCredentialUpsertion.salt',
+    148: 'ScramCredentialUpsertion.salt',
+    149: 'ScramCredentialUpsertion.salted_password',
+    150: 'ScramCredentialUpsertion.salted_password',
+    151: 'ScramCredentialUpsertion.salted_password',
+    152: 'ScramCredentialUpsertion.salted_password',
+    153: 'ScramCredentialUpsertion.salted_password',
+    154: 'ScramCredentialUpsertion.salted_password',
+    155: 'ScramCredentialUpsertion.salted_password',
+    156: 'ScramCredentialUpsertion.salted_password',
+    157: 'ScramCredentialUpsertion.salted_password',
+    158: 'ScramCredentialUpsertion.salted_password',
+    159: 'ScramCredentialUpsertion.salted_password',
+    160: 'ScramCredentialUpsertion.salted_password',
+    161: 'ScramCredentialUpsertion.salted_password',
+    162: 'ScramCredentialUpsertion.salted_password',
+    163: 'ScramCredentialUpsertion.salted_password',
+    164: 'ScramCredentialUpsertion.salted_password',
+    165: 'ScramCredentialUpsertion.salted_password',
+    166: 'ScramCredentialUpsertion.<tagged fields>',
+    167: 'ScramCredentialUpsertion.<tagged fields>',
+    168: 'ScramCredentialUpsertion.<tagged fields>',
+    169: 'ScramCredentialUpsertion.<tagged fields>',
+    170: 'ScramCredentialUpsertion.<tagged fields>',
+    182: 'AlterUserScramCredentialsRequest.deletions',
+    183: 'AlterUserScramCredentialsRequest.deletions',
+    184: 'AlterUserScramCredentialsRequest.deletions',
+    185: 'AlterUserScramCredentialsRequest.deletions',
+    186: 'AlterUserScramCredentialsRequest.deletions',
+    187: 'AlterUserScramCredentialsRequest.deletions',
+    188: 'AlterUserScramCredentialsRequest.deletions',
+    189: 'AlterUserScramCredentialsRequest.deletions',
+    190: 'AlterUserScramCredentialsRequest.deletions',
+    191: 'AlterUserScramCredentialsRequest.deletions',
+    192: 'AlterUserScramCredentialsRequest.deletions',
+    193: 'AlterUserScramCredentialsRequest.deletions',
+    194: 'AlterUserScramCredentialsRequest.deletions',
+    195: 'AlterUserScramCredentialsRequest.deletions',
+    196: 'AlterUserScramCredentialsRequest.deletions',
+    197: 'AlterUserScramCredentialsRequest.deletions',
+    198: 'AlterUserScramCredentialsRequest.deletions',
+    199: 'AlterUserScramCredentialsRequest.upsertions',
+    200: 'AlterUserScramCredentialsRequest.upsertions',
+    201: 'AlterUserScramCredentialsRequest.upsertions',
+    202: 'AlterUserScramCredentialsRequest.upsertions',
+    203: 'AlterUserScramCredentialsRequest.upsertions',
+    204: 'AlterUserScramCredentialsRequest.upsertions',
+    205: 'AlterUserScramCredentialsRequest.upsertions',
+    206: 'AlterUserScramCredentialsRequest.upsertions',
+    207: 'AlterUserScramCredentialsRequest.upsertions',
+    208: 'AlterUserScramCredentialsRequest.upsertions',
+    209: 'AlterUserScramCredentialsRequest.upsertions',
+    210: 'AlterUserScramCredentialsRequest.upsertions',
+    211: 'AlterUserScramCredentialsRequest.upsertions',
+    212: 'AlterUserScramCredentialsRequest.upsertions',
+    213: 'AlterUserScramCredentialsRequest.upsertions',
+    214: 'AlterUserScramCredentialsRequest.upsertions',
+    215: 'AlterUserScramCredentialsRequest.upsertions',
+    216: 'AlterUserScramCredentialsRequest.<tagged fields>',
+    217: 'AlterUserScramCredentialsRequest.<tagged fields>',
+    218: 'AlterUserScramCredentialsRequest.<tagged fields>',
+    219: 'AlterUserScramCredentialsRequest.<tagged fields>',
+    220: 'AlterUserScramCredentialsRequest.<tagged fields>',
 })

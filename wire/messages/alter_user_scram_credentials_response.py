@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -60,6 +61,9 @@ def _d_AlterUserScramCredentialsResult_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -76,6 +80,9 @@ def _d_AlterUserScramCredentialsResult_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -92,7 +99,12 @@ def _d_AlterUserScramCredentialsResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterUserScramCredentialsResult.<tagged fields>')
-    return AlterUserScramCredentialsResult(_f_user, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(AlterUserScramCredentialsResult)
+    _o.user = _f_user
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterUserScramCredentialsResponse_v0(buf, pos):
@@ -101,6 +113,9 @@ def _d_AlterUserScramCredentialsResponse_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -117,7 +132,11 @@ def _d_AlterUserScramCredentialsResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterUserScramCredentialsResponse.<tagged fields>')
-    return AlterUserScramCredentialsResponse(_f_throttle_time_ms, _f_results, _unk), pos
+    _o = _new(AlterUserScramCredentialsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_AlterUserScramCredentialsResult_v0(o, w):
@@ -163,7 +182,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_AlterUserScramCredentialsResponse_v0}
 ENCODERS = {0: _e_AlterUserScramCredentialsResponse_v0}
 _reg(__file__, {
-    60: 'AlterUserScramCredentialsResult.user',
     61: 'AlterUserScramCredentialsResult.user',
     62: 'AlterUserScramCredentialsResult.user',
     63: 'AlterUserScramCredentialsResult.user',
@@ -177,12 +195,12 @@ _reg(__file__, {
     71: 'AlterUserScramCredentialsResult.user',
     72: 'AlterUserScramCredentialsResult.user',
     73: 'AlterUserScramCredentialsResult.user',
-    74: 'AlterUserScramCredentialsResult.error_code',
-    75: 'AlterUserScramCredentialsResult.error_code',
-    76: 'AlterUserScramCredentialsResult.error_message',
-    77: 'AlterUserScramCredentialsResult.error_message',
-    78: 'AlterUserScramCredentialsResult.error_message',
-    79: 'AlterUserScramCredentialsResult.error_message',
+    74: 'AlterUserScramCredentialsResult.user',
+    75: 'AlterUserScramCredentialsResult.user',
+    76: 'AlterUserScramCredentialsResult.user',
+    77: 'AlterUserScramCredentialsResult.user',
+    78: 'AlterUserScramCredentialsResult.error_code',
+    79: 'AlterUserScramCredentialsResult.error_code',
     80: 'AlterUserScramCredentialsResult.error_message',
     81: 'AlterUserScramCredentialsResult.error_message',
     82: 'AlterUserScramCredentialsResult.error_message',
@@ -193,30 +211,40 @@ _reg(__file__, {
     87: 'AlterUserScramCredentialsResult.error_message',
     88: 'AlterUserScramCredentialsResult.error_message',
     89: 'AlterUserScramCredentialsResult.error_message',
-    90: 'AlterUserScramCredentialsResult.<tagged fields>',
-    91: 'AlterUserScramCredentialsResult.<tagged fields>',
-    92: 'AlterUserScramCredentialsResult.<tagged fields>',
-    93: 'AlterUserScramCredentialsResult.<tagged fields>',
-    94: 'AlterUserScramCredentialsResult.<tagged fields>',
-    99: 'AlterUserScramCredentialsResponse.throttle_time_ms',
-    100: 'AlterUserScramCredentialsResponse.throttle_time_ms',
-    101: 'AlterUserScramCredentialsResponse.results',
-    102: 'AlterUserScramCredentialsResponse.results',
-    103: 'AlterUserScramCredentialsResponse.results',
-    104: 'AlterUserScramCredentialsResponse.results',
-    105: 'AlterUserScramCredentialsResponse.results',
-    106: 'AlterUserScramCredentialsResponse.results',
-    107: 'AlterUserScramCredentialsResponse.results',
-    108: 'AlterUserScramCredentialsResponse.results',
-    109: 'AlterUserScramCredentialsResponse.results',
-    110: 'AlterUserScramCredentialsResponse.results',
-    111: 'AlterUserScramCredentialsResponse.results',
-    112: 'AlterUserScramCredentialsResponse.results',
+    90: 'AlterUserScramCredentialsResult.error_message',
+    91: 'AlterUserScramCredentialsResult.error_message',
+    92: 'AlterUserScramCredentialsResult.error_message',
+    93: 'AlterUserScramCredentialsResult.error_message',
+    94: 'AlterUserScramCredentialsResult.error_message',
+    95: 'AlterUserScramCredentialsResult.error_message',
+    96: 'AlterUserScramCredentialsResult.error_message',
+    97: 'AlterUserScramCredentialsResult.<tagged fields>',
+    98: 'AlterUserScramCredentialsResult.<tagged fields>',
+    99: 'AlterUserScramCredentialsResult.<tagged fields>',
+    100: 'AlterUserScramCredentialsResult.<tagged fields>',
+    101: 'AlterUserScramCredentialsResult.<tagged fields>',
+    111: 'AlterUserScramCredentialsResponse.throttle_time_ms',
+    112: 'AlterUserScramCredentialsResponse.throttle_time_ms',
     113: 'AlterUserScramCredentialsResponse.results',
     114: 'AlterUserScramCredentialsResponse.results',
-    115: 'AlterUserScramCredentialsResponse.<tagged fields>',
-    116: 'AlterUserScramCredentialsResponse.<tagged fields>',
-    117: 'AlterUserScramCredentialsResponse.<tagged fields>',
-    118: 'AlterUserScramCredentialsResponse.<tagged fields>',
-    119: 'AlterUserScramCredentialsResponse.<tagged fields>',
+    115: 'AlterUserScramCredentialsResponse.results',
+    116: 'AlterUserScramCredentialsResponse.results',
+    117: 'AlterUserScramCredentialsResponse.results',
+    118: 'AlterUserScramCredentialsResponse.results',
+    119: 'AlterUserScramCredentialsResponse.results',
+    120: 'AlterUserScramCredentialsResponse.results',
+    121: 'AlterUserScramCredentialsResponse.results',
+    122: 'AlterUserScramCredentialsResponse.results',
+    123: 'AlterUserScramCredentialsResponse.results',
+    124: 'AlterUserScramCredentialsResponse.results',
+    125: 'AlterUserScramCredentialsResponse.results',
+    126: 'AlterUserScramCredentialsResponse.results',
+    127: 'AlterUserScramCredentialsResponse.results',
+    128: 'AlterUserScramCredentialsResponse.results',
+    129: 'AlterUserScramCredentialsResponse.results',
+    130: 'AlterUserScramCredentialsResponse.<tagged fields>',
+    131: 'AlterUserScramCredentialsResponse.<tagged fields>',
+    132: 'AlterUserScramCredentialsResponse.<tagged fields>',
+    133: 'AlterUserScramCredentialsResponse.<tagged fields>',
+    134: 'AlterUserScramCredentialsResponse.<tagged fields>',
 })

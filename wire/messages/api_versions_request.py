@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -33,7 +34,11 @@ class ApiVersionsRequest(_Message):
 
 
 def _d_ApiVersionsRequest_v0(buf, pos):
-    return ApiVersionsRequest('', '', None), pos
+    _o = _new(ApiVersionsRequest)
+    _o.client_software_name = ''
+    _o.client_software_version = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ApiVersionsRequest_v1 = _d_ApiVersionsRequest_v0
@@ -44,6 +49,9 @@ def _d_ApiVersionsRequest_v3(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -58,6 +66,9 @@ def _d_ApiVersionsRequest_v3(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -74,7 +85,11 @@ def _d_ApiVersionsRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ApiVersionsRequest.<tagged fields>')
-    return ApiVersionsRequest(_f_client_software_name, _f_client_software_version, _unk), pos
+    _o = _new(ApiVersionsRequest)
+    _o.client_software_name = _f_client_software_name
+    _o.client_software_version = _f_client_software_version
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ApiVersionsRequest_v4 = _d_ApiVersionsRequest_v3
@@ -114,11 +129,6 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_ApiVersionsRequest_v0, 1: _d_ApiVersionsRequest_v1, 2: _d_ApiVersionsRequest_v2, 3: _d_ApiVersionsRequest_v3, 4: _d_ApiVersionsRequest_v4}
 ENCODERS = {0: _e_ApiVersionsRequest_v0, 1: _e_ApiVersionsRequest_v1, 2: _e_ApiVersionsRequest_v2, 3: _e_ApiVersionsRequest_v3, 4: _e_ApiVersionsRequest_v4}
 _reg(__file__, {
-    42: 'ApiVersionsRequest.client_software_name',
-    43: 'ApiVersionsRequest.client_software_name',
-    44: 'ApiVersionsRequest.client_software_name',
-    45: 'ApiVersionsRequest.client_software_name',
-    46: 'ApiVersionsRequest.client_software_name',
     47: 'ApiVersionsRequest.client_software_name',
     48: 'ApiVersionsRequest.client_software_name',
     49: 'ApiVersionsRequest.client_software_name',
@@ -128,23 +138,34 @@ _reg(__file__, {
     53: 'ApiVersionsRequest.client_software_name',
     54: 'ApiVersionsRequest.client_software_name',
     55: 'ApiVersionsRequest.client_software_name',
-    56: 'ApiVersionsRequest.client_software_version',
-    57: 'ApiVersionsRequest.client_software_version',
-    58: 'ApiVersionsRequest.client_software_version',
-    59: 'ApiVersionsRequest.client_software_version',
-    60: 'ApiVersionsRequest.client_software_version',
-    61: 'ApiVersionsRequest.client_software_version',
-    62: 'ApiVersionsRequest.client_software_version',
-    63: 'ApiVersionsRequest.client_software_version',
+    56: 'ApiVersionsRequest.client_software_name',
+    57: 'ApiVersionsRequest.client_software_name',
+    58: 'ApiVersionsRequest.client_software_name',
+    59: 'ApiVersionsRequest.client_software_name',
+    60: 'ApiVersionsRequest.client_software_name',
+    61: 'ApiVersionsRequest.client_software_name',
+    62: 'ApiVersionsRequest.client_software_name',
+    63: 'ApiVersionsRequest.client_software_name',
     64: 'ApiVersionsRequest.client_software_version',
     65: 'ApiVersionsRequest.client_software_version',
     66: 'ApiVersionsRequest.client_software_version',
     67: 'ApiVersionsRequest.client_software_version',
     68: 'ApiVersionsRequest.client_software_version',
     69: 'ApiVersionsRequest.client_software_version',
-    70: 'ApiVersionsRequest.<tagged fields>',
-    71: 'ApiVersionsRequest.<tagged fields>',
-    72: 'ApiVersionsRequest.<tagged fields>',
-    73: 'ApiVersionsRequest.<tagged fields>',
-    74: 'ApiVersionsRequest.<tagged fields>',
+    70: 'ApiVersionsRequest.client_software_version',
+    71: 'ApiVersionsRequest.client_software_version',
+    72: 'ApiVersionsRequest.client_software_version',
+    73: 'ApiVersionsRequest.client_software_version',
+    74: 'ApiVersionsRequest.client_software_version',
+    75: 'ApiVersionsRequest.client_software_version',
+    76: 'ApiVersionsRequest.client_software_version',
+    77: 'ApiVersionsRequest.client_software_version',
+    78: 'ApiVersionsRequest.client_software_version',
+    79: 'ApiVersionsRequest.client_software_version',
+    80: 'ApiVersionsRequest.client_software_version',
+    81: 'ApiVersionsRequest.<tagged fields>',
+    82: 'ApiVersionsRequest.<tagged fields>',
+    83: 'ApiVersionsRequest.<tagged fields>',
+    84: 'ApiVersionsRequest.<tagged fields>',
+    85: 'ApiVersionsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -117,7 +118,12 @@ class FinalizedFeatureKey(_Message):
 def _d_ApiVersion_v0(buf, pos):
     _f_api_key, _f_min_version, _f_max_version = _S_hhhu(buf, pos)
     pos += 6
-    return ApiVersion(_f_api_key, _f_min_version, _f_max_version, None), pos
+    _o = _new(ApiVersion)
+    _o.api_key = _f_api_key
+    _o.min_version = _f_min_version
+    _o.max_version = _f_max_version
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ApiVersion_v1 = _d_ApiVersion_v0
@@ -132,7 +138,12 @@ def _d_ApiVersion_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ApiVersion.<tagged fields>')
-    return ApiVersion(_f_api_key, _f_min_version, _f_max_version, _unk), pos
+    _o = _new(ApiVersion)
+    _o.api_key = _f_api_key
+    _o.min_version = _f_min_version
+    _o.max_version = _f_max_version
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ApiVersion_v4 = _d_ApiVersion_v3
@@ -141,6 +152,9 @@ def _d_SupportedFeatureKey_v3(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -159,7 +173,12 @@ def _d_SupportedFeatureKey_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SupportedFeatureKey.<tagged fields>')
-    return SupportedFeatureKey(_f_name, _f_min_version, _f_max_version, _unk), pos
+    _o = _new(SupportedFeatureKey)
+    _o.name = _f_name
+    _o.min_version = _f_min_version
+    _o.max_version = _f_max_version
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_SupportedFeatureKey_v4 = _d_SupportedFeatureKey_v3
@@ -168,6 +187,9 @@ def _d_FinalizedFeatureKey_v3(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -186,7 +208,12 @@ def _d_FinalizedFeatureKey_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FinalizedFeatureKey.<tagged fields>')
-    return FinalizedFeatureKey(_f_name, _f_max_version_level, _f_min_version_level, _unk), pos
+    _o = _new(FinalizedFeatureKey)
+    _o.name = _f_name
+    _o.max_version_level = _f_max_version_level
+    _o.min_version_level = _f_min_version_level
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_FinalizedFeatureKey_v4 = _d_FinalizedFeatureKey_v3
@@ -204,7 +231,16 @@ def _d_ApiVersionsResponse_v0(buf, pos):
         for _ in range(_n9):
             _x10, pos = _d_ApiVersion_v0(buf, pos)
             _f_api_keys.append(_x10)
-    return ApiVersionsResponse(_f_error_code, _f_api_keys, 0, [], -1, [], False, None), pos
+    _o = _new(ApiVersionsResponse)
+    _o.error_code = _f_error_code
+    _o.api_keys = _f_api_keys
+    _o.throttle_time_ms = 0
+    _o.supported_features = []
+    _o.finalized_features_epoch = -1
+    _o.finalized_features = []
+    _o.zk_migration_ready = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ApiVersionsResponse_v1(buf, pos):
@@ -222,7 +258,16 @@ def _d_ApiVersionsResponse_v1(buf, pos):
             _f_api_keys.append(_x12)
     _f_throttle_time_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return ApiVersionsResponse(_f_error_code, _f_api_keys, _f_throttle_time_ms, [], -1, [], False, None), pos
+    _o = _new(ApiVersionsResponse)
+    _o.error_code = _f_error_code
+    _o.api_keys = _f_api_keys
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.supported_features = []
+    _o.finalized_features_epoch = -1
+    _o.finalized_features = []
+    _o.zk_migration_ready = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ApiVersionsResponse_v2 = _d_ApiVersionsResponse_v1
@@ -233,6 +278,9 @@ def _d_ApiVersionsResponse_v3(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -261,6 +309,9 @@ def _d_ApiVersionsResponse_v3(buf, pos):
             _n17 = _tb[_tp]
             if _n17 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n17 = (_n17 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n17, _tp = _ruv(_tb, _tp)
             _n17 -= 1
@@ -283,6 +334,9 @@ def _d_ApiVersionsResponse_v3(buf, pos):
             _n19 = _tb[_tp]
             if _n19 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n19 = (_n19 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n19, _tp = _ruv(_tb, _tp)
             _n19 -= 1
@@ -299,7 +353,16 @@ def _d_ApiVersionsResponse_v3(buf, pos):
             _tp = 0
             _f_zk_migration_ready = _S_ou(_tb, _tp)[0]
             _tp += 1
-    return ApiVersionsResponse(_f_error_code, _f_api_keys, _f_throttle_time_ms, _f_supported_features, _f_finalized_features_epoch, _f_finalized_features, _f_zk_migration_ready, _unk), pos
+    _o = _new(ApiVersionsResponse)
+    _o.error_code = _f_error_code
+    _o.api_keys = _f_api_keys
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.supported_features = _f_supported_features
+    _o.finalized_features_epoch = _f_finalized_features_epoch
+    _o.finalized_features = _f_finalized_features
+    _o.zk_migration_ready = _f_zk_migration_ready
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ApiVersionsResponse_v4 = _d_ApiVersionsResponse_v3
@@ -410,7 +473,10 @@ def _e_ApiVersionsResponse_v3(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 _e_ApiVersionsResponse_v4 = _e_ApiVersionsResponse_v3
@@ -422,152 +488,167 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_ApiVersionsResponse_v0, 1: _d_ApiVersionsResponse_v1, 2: _d_ApiVersionsResponse_v2, 3: _d_ApiVersionsResponse_v3, 4: _d_ApiVersionsResponse_v4}
 ENCODERS = {0: _e_ApiVersionsResponse_v0, 1: _e_ApiVersionsResponse_v1, 2: _e_ApiVersionsResponse_v2, 3: _e_ApiVersionsResponse_v3, 4: _e_ApiVersionsResponse_v4}
 _reg(__file__, {
-    118: 'ApiVersion.api_key/min_version/max_version',
     119: 'ApiVersion.api_key/min_version/max_version',
-    126: 'ApiVersion.api_key/min_version/max_version',
-    127: 'ApiVersion.api_key/min_version/max_version',
-    128: 'ApiVersion.<tagged fields>',
-    129: 'ApiVersion.<tagged fields>',
-    130: 'ApiVersion.<tagged fields>',
-    131: 'ApiVersion.<tagged fields>',
-    132: 'ApiVersion.<tagged fields>',
-    138: 'SupportedFeatureKey.name',
-    139: 'SupportedFeatureKey.name',
-    140: 'SupportedFeatureKey.name',
-    141: 'SupportedFeatureKey.name',
-    142: 'SupportedFeatureKey.name',
-    143: 'SupportedFeatureKey.name',
-    144: 'SupportedFeatureKey.name',
-    145: 'SupportedFeatureKey.name',
-    146: 'SupportedFeatureKey.name',
-    147: 'SupportedFeatureKey.name',
-    148: 'SupportedFeatureKey.name',
+    120: 'ApiVersion.api_key/min_version/max_version',
+    132: 'ApiVersion.api_key/min_version/max_version',
+    133: 'ApiVersion.api_key/min_version/max_version',
+    134: 'ApiVersion.<tagged fields>',
+    135: 'ApiVersion.<tagged fields>',
+    136: 'ApiVersion.<tagged fields>',
+    137: 'ApiVersion.<tagged fields>',
+    138: 'ApiVersion.<tagged fields>',
     149: 'SupportedFeatureKey.name',
     150: 'SupportedFeatureKey.name',
     151: 'SupportedFeatureKey.name',
-    152: 'SupportedFeatureKey.min_version/max_version',
-    153: 'SupportedFeatureKey.min_version/max_version',
-    154: 'SupportedFeatureKey.<tagged fields>',
-    155: 'SupportedFeatureKey.<tagged fields>',
-    156: 'SupportedFeatureKey.<tagged fields>',
-    157: 'SupportedFeatureKey.<tagged fields>',
-    158: 'SupportedFeatureKey.<tagged fields>',
-    164: 'FinalizedFeatureKey.name',
-    165: 'FinalizedFeatureKey.name',
-    166: 'FinalizedFeatureKey.name',
-    167: 'FinalizedFeatureKey.name',
-    168: 'FinalizedFeatureKey.name',
-    169: 'FinalizedFeatureKey.name',
-    170: 'FinalizedFeatureKey.name',
-    171: 'FinalizedFeatureKey.name',
-    172: 'FinalizedFeatureKey.name',
-    173: 'FinalizedFeatureKey.name',
-    174: 'FinalizedFeatureKey.name',
-    175: 'FinalizedFeatureKey.name',
-    176: 'FinalizedFeatureKey.name',
-    177: 'FinalizedFeatureKey.name',
-    178: 'FinalizedFeatureKey.max_version_level/min_version_level',
-    179: 'FinalizedFeatureKey.max_version_level/min_version_level',
-    180: 'FinalizedFeatureKey.<tagged fields>',
-    181: 'FinalizedFeatureKey.<tagged fields>',
-    182: 'FinalizedFeatureKey.<tagged fields>',
-    183: 'FinalizedFeatureKey.<tagged fields>',
-    184: 'FinalizedFeatureKey.<tagged fields>',
-    190: 'ApiVersionsResponse.error_code',
-    191: 'ApiVersionsResponse.error_code',
-    192: 'ApiVersionsResponse.api_keys',
-    193: 'ApiVersionsResponse.api_keys',
-    194: 'ApiVersionsResponse.api_keys',
-    195: 'ApiVersionsResponse.api_keys',
-    196: 'ApiVersionsResponse.api_keys',
-    197: 'ApiVersionsResponse.api_keys',
-    198: 'ApiVersionsResponse.api_keys',
-    199: 'ApiVersionsResponse.api_keys',
-    200: 'ApiVersionsResponse.api_keys',
-    201: 'ApiVersionsResponse.api_keys',
-    206: 'ApiVersionsResponse.error_code',
-    207: 'ApiVersionsResponse.error_code',
-    208: 'ApiVersionsResponse.api_keys',
-    209: 'ApiVersionsResponse.api_keys',
-    210: 'ApiVersionsResponse.api_keys',
-    211: 'ApiVersionsResponse.api_keys',
-    212: 'ApiVersionsResponse.api_keys',
-    213: 'ApiVersionsResponse.api_keys',
-    214: 'ApiVersionsResponse.api_keys',
-    215: 'ApiVersionsResponse.api_keys',
-    216: 'ApiVersionsResponse.api_keys',
-    217: 'ApiVersionsResponse.api_keys',
-    218: 'ApiVersionsResponse.throttle_time_ms',
-    219: 'ApiVersionsResponse.throttle_time_ms',
-    225: 'ApiVersionsResponse.error_code',
-    226: 'ApiVersionsResponse.error_code',
+    152: 'SupportedFeatureKey.name',
+    153: 'SupportedFeatureKey.name',
+    154: 'SupportedFeatureKey.name',
+    155: 'SupportedFeatureKey.name',
+    156: 'SupportedFeatureKey.name',
+    157: 'SupportedFeatureKey.name',
+    158: 'SupportedFeatureKey.name',
+    159: 'SupportedFeatureKey.name',
+    160: 'SupportedFeatureKey.name',
+    161: 'SupportedFeatureKey.name',
+    162: 'SupportedFeatureKey.name',
+    163: 'SupportedFeatureKey.name',
+    164: 'SupportedFeatureKey.name',
+    165: 'SupportedFeatureKey.name',
+    166: 'SupportedFeatureKey.min_version/max_version',
+    167: 'SupportedFeatureKey.min_version/max_version',
+    168: 'SupportedFeatureKey.<tagged fields>',
+    169: 'SupportedFeatureKey.<tagged fields>',
+    170: 'SupportedFeatureKey.<tagged fields>',
+    171: 'SupportedFeatureKey.<tagged fields>',
+    172: 'SupportedFeatureKey.<tagged fields>',
+    183: 'FinalizedFeatureKey.name',
+    184: 'FinalizedFeatureKey.name',
+    185: 'FinalizedFeatureKey.name',
+    186: 'FinalizedFeatureKey.name',
+    187: 'FinalizedFeatureKey.name',
+    188: 'FinalizedFeatureKey.name',
+    189: 'FinalizedFeatureKey.name',
+    190: 'FinalizedFeatureKey.name',
+    191: 'FinalizedFeatureKey.name',
+    192: 'FinalizedFeatureKey.name',
+    193: 'FinalizedFeatureKey.name',
+    194: 'FinalizedFeatureKey.name',
+    195: 'FinalizedFeatureKey.name',
+    196: 'FinalizedFeatureKey.name',
+    197: 'FinalizedFeatureKey.name',
+    198: 'FinalizedFeatureKey.name',
+    199: 'FinalizedFeatureKey.name',
+    200: 'FinalizedFeatureKey.max_version_level/min_version_level',
+    201: 'FinalizedFeatureKey.max_version_level/min_version_level',
+    202: 'FinalizedFeatureKey.<tagged fields>',
+    203: 'FinalizedFeatureKey.<tagged fields>',
+    204: 'FinalizedFeatureKey.<tagged fields>',
+    205: 'FinalizedFeatureKey.<tagged fields>',
+    206: 'FinalizedFeatureKey.<tagged fields>',
+    217: 'ApiVersionsResponse.error_code',
+    218: 'ApiVersionsResponse.error_code',
+    219: 'ApiVersionsResponse.api_keys',
+    220: 'ApiVersionsResponse.api_keys',
+    221: 'ApiVersionsResponse.api_keys',
+    222: 'ApiVersionsResponse.api_keys',
+    223: 'ApiVersionsResponse.api_keys',
+    224: 'ApiVersionsResponse.api_keys',
+    225: 'ApiVersionsResponse.api_keys',
+    226: 'ApiVersionsResponse.api_keys',
     227: 'ApiVersionsResponse.api_keys',
     228: 'ApiVersionsResponse.api_keys',
-    229: 'ApiVersionsResponse.api_keys',
-    230: 'ApiVersionsResponse.api_keys',
-    231: 'ApiVersionsResponse.api_keys',
-    232: 'ApiVersionsResponse.api_keys',
-    233: 'ApiVersionsResponse.api_keys',
-    234: 'ApiVersionsResponse.api_keys',
-    235: 'ApiVersionsResponse.api_keys',
-    236: 'ApiVersionsResponse.api_keys',
-    237: 'ApiVersionsResponse.api_keys',
-    238: 'ApiVersionsResponse.api_keys',
-    239: 'ApiVersionsResponse.api_keys',
-    240: 'ApiVersionsResponse.api_keys',
-    241: 'ApiVersionsResponse.throttle_time_ms',
-    242: 'ApiVersionsResponse.throttle_time_ms',
-    243: 'ApiVersionsResponse.<tagged fields>',
-    244: 'ApiVersionsResponse.<tagged fields>',
-    245: 'ApiVersionsResponse.<tagged fields>',
-    246: 'ApiVersionsResponse.<tagged fields>',
-    247: 'ApiVersionsResponse.<tagged fields>',
-    248: 'ApiVersionsResponse.<tagged fields>',
-    249: 'ApiVersionsResponse.<tagged fields>',
-    250: 'ApiVersionsResponse.<tagged fields>',
-    251: 'ApiVersionsResponse.<tagged fields>',
-    252: 'ApiVersionsResponse.supported_features',
-    253: 'ApiVersionsResponse.supported_features',
-    254: 'ApiVersionsResponse.supported_features',
-    255: 'ApiVersionsResponse.supported_features',
-    256: 'ApiVersionsResponse.supported_features',
-    257: 'ApiVersionsResponse.supported_features',
-    258: 'ApiVersionsResponse.supported_features',
-    259: 'ApiVersionsResponse.supported_features',
-    260: 'ApiVersionsResponse.supported_features',
-    261: 'ApiVersionsResponse.supported_features',
-    262: 'ApiVersionsResponse.supported_features',
-    263: 'ApiVersionsResponse.supported_features',
-    264: 'ApiVersionsResponse.supported_features',
-    265: 'ApiVersionsResponse.supported_features',
-    266: 'ApiVersionsResponse.supported_features',
-    267: 'ApiVersionsResponse.supported_features',
-    268: 'ApiVersionsResponse.supported_features',
-    269: 'ApiVersionsResponse.finalized_features_epoch',
-    270: 'ApiVersionsResponse.finalized_features_epoch',
-    271: 'ApiVersionsResponse.finalized_features_epoch',
-    272: 'ApiVersionsResponse.finalized_features_epoch',
-    273: 'ApiVersionsResponse.finalized_features_epoch',
-    274: 'ApiVersionsResponse.finalized_features',
-    275: 'ApiVersionsResponse.finalized_features',
-    276: 'ApiVersionsResponse.finalized_features',
-    277: 'ApiVersionsResponse.finalized_features',
-    278: 'ApiVersionsResponse.finalized_features',
-    279: 'ApiVersionsResponse.finalized_features',
-    280: 'ApiVersionsResponse.finalized_features',
-    281: 'ApiVersionsResponse.finalized_features',
-    282: 'ApiVersionsResponse.finalized_features',
-    283: 'ApiVersionsResponse.finalized_features',
-    284: 'ApiVersionsResponse.finalized_features',
-    285: 'ApiVersionsResponse.finalized_features',
-    286: 'ApiVersionsResponse.finalized_features',
-    287: 'ApiVersionsResponse.finalized_features',
-    288: 'ApiVersionsResponse.finalized_features',
-    289: 'ApiVersionsResponse.finalized_features',
-    290: 'ApiVersionsResponse.finalized_features',
-    291: 'ApiVersionsResponse.zk_migration_ready',
-    292: 'ApiVersionsResponse.zk_migration_ready',
-    293: 'ApiVersionsResponse.zk_migration_ready',
-    294: 'ApiVersionsResponse.zk_migration_ready',
-    295: 'ApiVersionsResponse.zk_migration_ready',
+    242: 'ApiVersionsResponse.error_code',
+    243: 'ApiVersionsResponse.error_code',
+    244: 'ApiVersionsResponse.api_keys',
+    245: 'ApiVersionsResponse.api_keys',
+    246: 'ApiVersionsResponse.api_keys',
+    247: 'ApiVersionsResponse.api_keys',
+    248: 'ApiVersionsResponse.api_keys',
+    249: 'ApiVersionsResponse.api_keys',
+    250: 'ApiVersionsResponse.api_keys',
+    251: 'ApiVersionsResponse.api_keys',
+    252: 'ApiVersionsResponse.api_keys',
+    253: 'ApiVersionsResponse.api_keys',
+    254: 'ApiVersionsResponse.throttle_time_ms',
+    255: 'ApiVersionsResponse.throttle_time_ms',
+    270: 'ApiVersionsResponse.error_code',
+    271: 'ApiVersionsResponse.error_code',
+    272: 'ApiVersionsResponse.api_keys',
+    273: 'ApiVersionsResponse.api_keys',
+    274: 'ApiVersionsResponse.api_keys',
+    275: 'ApiVersionsResponse.api_keys',
+    276: 'ApiVersionsResponse.api_keys',
+    277: 'ApiVersionsResponse.api_keys',
+    278: 'ApiVersionsResponse.api_keys',
+    279: 'ApiVersionsResponse.api_keys',
+    280: 'ApiVersionsResponse.api_keys',
+    281: 'ApiVersionsResponse.api_keys',
+    282: 'ApiVersionsResponse.api_keys',
+    283: 'ApiVersionsResponse.api_keys',
+    284: 'ApiVersionsResponse.api_keys',
+    285: 'ApiVersionsResponse.api_keys',
+    286: 'ApiVersionsResponse.api_keys',
+    287: 'ApiVersionsResponse.api_keys',
+    288: 'ApiVersionsResponse.api_keys',
+    289: 'ApiVersionsResponse.throttle_time_ms',
+    290: 'ApiVersionsResponse.throttle_time_ms',
+    291: 'ApiVersionsResponse.<tagged fields>',
+    292: 'ApiVersionsResponse.<tagged fields>',
+    293: 'ApiVersionsResponse.<tagged fields>',
+    294: 'ApiVersionsResponse.<tagged fields>',
+    295: 'ApiVersionsResponse.<tagged fields>',
+    296: 'ApiVersionsResponse.<tagged fields>',
+    297: 'ApiVersionsResponse.<tagged fields>',
+    298: 'ApiVersionsResponse.<tagged fields>',
+    299: 'ApiVersionsResponse.<tagged fields>',
+    300: 'ApiVersionsResponse.supported_features',
+    301: 'ApiVersionsResponse.supported_features',
+    302: 'ApiVersionsResponse.supported_features',
+    303: 'ApiVersionsResponse.supported_features',
+    304: 'ApiVersionsResponse.supported_features',
+    305: 'ApiVersionsResponse.supported_features',
+    306: 'ApiVersionsResponse.supported_features',
+    307: 'ApiVersionsResponse.supported_features',
+    308: 'ApiVersionsResponse.supported_features',
+    309: 'ApiVersionsResponse.supported_features',
+    310: 'ApiVersionsResponse.supported_features',
+    311: 'ApiVersionsResponse.supported_features',
+    312: 'ApiVersionsResponse.supported_features',
+    313: 'ApiVersionsResponse.supported_features',
+    314: 'ApiVersionsResponse.supported_features',
+    315: 'ApiVersionsResponse.supported_features',
+    316: 'ApiVersionsResponse.supported_features',
+    317: 'ApiVersionsResponse.supported_features',
+    318: 'ApiVersionsResponse.supported_features',
+    319: 'ApiVersionsResponse.supported_features',
+    320: 'ApiVersionsResponse.finalized_features_epoch',
+    321: 'ApiVersionsResponse.finalized_features_epoch',
+    322: 'ApiVersionsResponse.finalized_features_epoch',
+    323: 'ApiVersionsResponse.finalized_features_epoch',
+    324: 'ApiVersionsResponse.finalized_features_epoch',
+    325: 'ApiVersionsResponse.finalized_features',
+    326: 'ApiVersionsResponse.finalized_features',
+    327: 'ApiVersionsResponse.finalized_features',
+    328: 'ApiVersionsResponse.finalized_features',
+    329: 'ApiVersionsResponse.finalized_features',
+    330: 'ApiVersionsResponse.finalized_features',
+    331: 'ApiVersionsResponse.finalized_features',
+    332: 'ApiVersionsResponse.finalized_features',
+    333: 'ApiVersionsResponse.finalized_features',
+    334: 'ApiVersionsResponse.finalized_features',
+    335: 'ApiVersionsResponse.finalized_features',
+    336: 'ApiVersionsResponse.finalized_features',
+    337: 'ApiVersionsResponse.finalized_features',
+    338: 'ApiVersionsResponse.finalized_features',
+    339: 'ApiVersionsResponse.finalized_features',
+    340: 'ApiVersionsResponse.finalized_features',
+    341: 'ApiVersionsResponse.finalized_features',
+    342: 'ApiVersionsResponse.finalized_features',
+    343: 'ApiVersionsResponse.finalized_features',
+    344: 'ApiVersionsResponse.finalized_features',
+    345: 'ApiVersionsResponse.zk_migration_ready',
+    346: 'ApiVersionsResponse.zk_migration_ready',
+    347: 'ApiVersionsResponse.zk_migration_ready',
+    348: 'ApiVersionsResponse.zk_migration_ready',
+    349: 'ApiVersionsResponse.zk_migration_ready',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -93,7 +94,11 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_error_code, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v0(buf, pos):
@@ -104,6 +109,9 @@ def _d_TopicData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -120,7 +128,11 @@ def _d_TopicData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DirectoryData_v0(buf, pos):
@@ -131,6 +143,9 @@ def _d_DirectoryData_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -147,7 +162,11 @@ def _d_DirectoryData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DirectoryData.<tagged fields>')
-    return DirectoryData(_f_id, _f_topics, _unk), pos
+    _o = _new(DirectoryData)
+    _o.id = _f_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AssignReplicasToDirsResponse_v0(buf, pos):
@@ -156,6 +175,9 @@ def _d_AssignReplicasToDirsResponse_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -172,7 +194,12 @@ def _d_AssignReplicasToDirsResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AssignReplicasToDirsResponse.<tagged fields>')
-    return AssignReplicasToDirsResponse(_f_throttle_time_ms, _f_error_code, _f_directories, _unk), pos
+    _o = _new(AssignReplicasToDirsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.directories = _f_directories
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionData_v0(o, w):
@@ -233,22 +260,17 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_AssignReplicasToDirsResponse_v0}
 ENCODERS = {0: _e_AssignReplicasToDirsResponse_v0}
 _reg(__file__, {
-    89: 'PartitionData.partition_index/error_code',
     90: 'PartitionData.partition_index/error_code',
-    91: 'PartitionData.<tagged fields>',
+    91: 'PartitionData.partition_index/error_code',
     92: 'PartitionData.<tagged fields>',
     93: 'PartitionData.<tagged fields>',
     94: 'PartitionData.<tagged fields>',
     95: 'PartitionData.<tagged fields>',
-    100: 'TopicData.topic_id',
-    101: 'TopicData.topic_id',
-    102: 'TopicData.topic_id',
-    103: 'TopicData.topic_id',
-    104: 'TopicData.partitions',
-    105: 'TopicData.partitions',
-    106: 'TopicData.partitions',
-    107: 'TopicData.partitions',
-    108: 'TopicData.partitions',
+    96: 'PartitionData.<tagged fields>',
+    105: 'TopicData.topic_id',
+    106: 'TopicData.topic_id',
+    107: 'TopicData.topic_id',
+    108: 'TopicData.topic_id',
     109: 'TopicData.partitions',
     110: 'TopicData.partitions',
     111: 'TopicData.partitions',
@@ -258,53 +280,67 @@ _reg(__file__, {
     115: 'TopicData.partitions',
     116: 'TopicData.partitions',
     117: 'TopicData.partitions',
-    118: 'TopicData.<tagged fields>',
-    119: 'TopicData.<tagged fields>',
-    120: 'TopicData.<tagged fields>',
-    121: 'TopicData.<tagged fields>',
-    122: 'TopicData.<tagged fields>',
-    127: 'DirectoryData.id',
-    128: 'DirectoryData.id',
-    129: 'DirectoryData.id',
-    130: 'DirectoryData.id',
-    131: 'DirectoryData.topics',
-    132: 'DirectoryData.topics',
-    133: 'DirectoryData.topics',
-    134: 'DirectoryData.topics',
-    135: 'DirectoryData.topics',
-    136: 'DirectoryData.topics',
-    137: 'DirectoryData.topics',
-    138: 'DirectoryData.topics',
-    139: 'DirectoryData.topics',
-    140: 'DirectoryData.topics',
-    141: 'DirectoryData.topics',
-    142: 'DirectoryData.topics',
+    118: 'TopicData.partitions',
+    119: 'TopicData.partitions',
+    120: 'TopicData.partitions',
+    121: 'TopicData.partitions',
+    122: 'TopicData.partitions',
+    123: 'TopicData.partitions',
+    124: 'TopicData.partitions',
+    125: 'TopicData.partitions',
+    126: 'TopicData.<tagged fields>',
+    127: 'TopicData.<tagged fields>',
+    128: 'TopicData.<tagged fields>',
+    129: 'TopicData.<tagged fields>',
+    130: 'TopicData.<tagged fields>',
+    139: 'DirectoryData.id',
+    140: 'DirectoryData.id',
+    141: 'DirectoryData.id',
+    142: 'DirectoryData.id',
     143: 'DirectoryData.topics',
     144: 'DirectoryData.topics',
-    145: 'DirectoryData.<tagged fields>',
-    146: 'DirectoryData.<tagged fields>',
-    147: 'DirectoryData.<tagged fields>',
-    148: 'DirectoryData.<tagged fields>',
-    149: 'DirectoryData.<tagged fields>',
-    154: 'AssignReplicasToDirsResponse.throttle_time_ms/error_code',
-    155: 'AssignReplicasToDirsResponse.throttle_time_ms/error_code',
-    156: 'AssignReplicasToDirsResponse.directories',
-    157: 'AssignReplicasToDirsResponse.directories',
-    158: 'AssignReplicasToDirsResponse.directories',
-    159: 'AssignReplicasToDirsResponse.directories',
-    160: 'AssignReplicasToDirsResponse.directories',
-    161: 'AssignReplicasToDirsResponse.directories',
-    162: 'AssignReplicasToDirsResponse.directories',
-    163: 'AssignReplicasToDirsResponse.directories',
-    164: 'AssignReplicasToDirsResponse.directories',
-    165: 'AssignReplicasToDirsResponse.directories',
-    166: 'AssignReplicasToDirsResponse.directories',
-    167: 'AssignReplicasToDirsResponse.directories',
-    168: 'AssignReplicasToDirsResponse.directories',
-    169: 'AssignReplicasToDirsResponse.directories',
-    170: 'AssignReplicasToDirsResponse.<tagged fields>',
-    171: 'AssignReplicasToDirsResponse.<tagged fields>',
-    172: 'AssignReplicasToDirsResponse.<tagged fields>',
-    173: 'AssignReplicasToDirsResponse.<tagged fields>',
-    174: 'AssignReplicasToDirsResponse.<tagged fields>',
+    145: 'DirectoryData.topics',
+    146: 'DirectoryData.topics',
+    147: 'DirectoryData.topics',
+    148: 'DirectoryData.topics',
+    149: 'DirectoryData.topics',
+    150: 'DirectoryData.topics',
+    151: 'DirectoryData.topics',
+    152: 'DirectoryData.topics',
+    153: 'DirectoryData.topics',
+    154: 'DirectoryData.topics',
+    155: 'DirectoryData.topics',
+    156: 'DirectoryData.topics',
+    157: 'DirectoryData.topics',
+    158: 'DirectoryData.topics',
+    159: 'DirectoryData.topics',
+    160: 'DirectoryData.<tagged fields>',
+    161: 'DirectoryData.<tagged fields>',
+    162: 'DirectoryData.<tagged fields>',
+    163: 'DirectoryData.<tagged fields>',
+    164: 'DirectoryData.<tagged fields>',
+    173: 'AssignReplicasToDirsResponse.throttle_time_ms/error_code',
+    174: 'AssignReplicasToDirsResponse.throttle_time_ms/error_code',
+    175: 'AssignReplicasToDirsResponse.directories',
+    176: 'AssignReplicasToDirsResponse.directories',
+    177: 'AssignReplicasToDirsResponse.directories',
+    178: 'AssignReplicasToDirsResponse.directories',
+    179: 'AssignReplicasToDirsResponse.directories',
+    180: 'AssignReplicasToDirsResponse.directories',
+    181: 'AssignReplicasToDirsResponse.directories',
+    182: 'AssignReplicasToDirsResponse.directories',
+    183: 'AssignReplicasToDirsResponse.directories',
+    184: 'AssignReplicasToDirsResponse.directories',
+    185: 'AssignReplicasToDirsResponse.directories',
+    186: 'AssignReplicasToDirsResponse.directories',
+    187: 'AssignReplicasToDirsResponse.directories',
+    188: 'AssignReplicasToDirsResponse.directories',
+    189: 'AssignReplicasToDirsResponse.directories',
+    190: 'AssignReplicasToDirsResponse.directories',
+    191: 'AssignReplicasToDirsResponse.directories',
+    192: 'AssignReplicasToDirsResponse.<tagged fields>',
+    193: 'AssignReplicasToDirsResponse.<tagged fields>',
+    194: 'AssignReplicasToDirsResponse.<tagged fields>',
+    195: 'AssignReplicasToDirsResponse.<tagged fields>',
+    196: 'AssignReplicasToDirsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -105,7 +106,13 @@ class LeaderEndpoint(_Message):
 def _d_PartitionData_v0(buf, pos):
     _f_partition_index, _f_leader_id, _f_leader_epoch = _S_iiiu(buf, pos)
     pos += 12
-    return PartitionData(_f_partition_index, _ZERO_UUID, _f_leader_id, _f_leader_epoch, None), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.voter_directory_id = _ZERO_UUID
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_PartitionData_v1(buf, pos):
@@ -122,7 +129,13 @@ def _d_PartitionData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_voter_directory_id, _f_leader_id, _f_leader_epoch, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.voter_directory_id = _f_voter_directory_id
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v0(buf, pos):
@@ -146,13 +159,20 @@ def _d_TopicData_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_PartitionData_v0(buf, pos)
             _f_partitions.append(_x4)
-    return TopicData(_f_topic_name, _f_partitions, None), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_TopicData_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -167,6 +187,9 @@ def _d_TopicData_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -183,13 +206,20 @@ def _d_TopicData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderEndpoint_v1(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -204,6 +234,9 @@ def _d_LeaderEndpoint_v1(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -222,7 +255,12 @@ def _d_LeaderEndpoint_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderEndpoint.<tagged fields>')
-    return LeaderEndpoint(_f_name, _f_host, _f_port, _unk), pos
+    _o = _new(LeaderEndpoint)
+    _o.name = _f_name
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_BeginQuorumEpochRequest_v0(buf, pos):
@@ -246,13 +284,22 @@ def _d_BeginQuorumEpochRequest_v0(buf, pos):
         for _ in range(_n15):
             _x16, pos = _d_TopicData_v0(buf, pos)
             _f_topics.append(_x16)
-    return BeginQuorumEpochRequest(_f_cluster_id, -1, _f_topics, [], None), pos
+    _o = _new(BeginQuorumEpochRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.voter_id = -1
+    _o.topics = _f_topics
+    _o.leader_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_BeginQuorumEpochRequest_v1(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -269,6 +316,9 @@ def _d_BeginQuorumEpochRequest_v1(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -283,6 +333,9 @@ def _d_BeginQuorumEpochRequest_v1(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -299,7 +352,13 @@ def _d_BeginQuorumEpochRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'BeginQuorumEpochRequest.<tagged fields>')
-    return BeginQuorumEpochRequest(_f_cluster_id, _f_voter_id, _f_topics, _f_leader_endpoints, _unk), pos
+    _o = _new(BeginQuorumEpochRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.voter_id = _f_voter_id
+    _o.topics = _f_topics
+    _o.leader_endpoints = _f_leader_endpoints
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionData_v0(o, w):
@@ -413,176 +472,197 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_BeginQuorumEpochRequest_v0, 1: _d_BeginQuorumEpochRequest_v1}
 ENCODERS = {0: _e_BeginQuorumEpochRequest_v0, 1: _e_BeginQuorumEpochRequest_v1}
 _reg(__file__, {
-    106: 'PartitionData.partition_index/leader_id/leader_epoch',
     107: 'PartitionData.partition_index/leader_id/leader_epoch',
-    112: 'PartitionData.partition_index',
-    113: 'PartitionData.partition_index',
-    114: 'PartitionData.voter_directory_id',
-    115: 'PartitionData.voter_directory_id',
-    116: 'PartitionData.voter_directory_id',
-    117: 'PartitionData.voter_directory_id',
-    118: 'PartitionData.leader_id/leader_epoch',
-    119: 'PartitionData.leader_id/leader_epoch',
-    120: 'PartitionData.<tagged fields>',
-    121: 'PartitionData.<tagged fields>',
-    122: 'PartitionData.<tagged fields>',
-    123: 'PartitionData.<tagged fields>',
-    124: 'PartitionData.<tagged fields>',
-    129: 'TopicData.topic_name',
-    130: 'TopicData.topic_name',
-    131: 'TopicData.topic_name',
-    132: 'TopicData.topic_name',
-    133: 'TopicData.topic_name',
-    134: 'TopicData.topic_name',
-    135: 'TopicData.topic_name',
-    136: 'TopicData.topic_name',
-    137: 'TopicData.topic_name',
-    138: 'TopicData.topic_name',
-    139: 'TopicData.partitions',
-    140: 'TopicData.partitions',
-    141: 'TopicData.partitions',
-    142: 'TopicData.partitions',
-    143: 'TopicData.partitions',
-    144: 'TopicData.partitions',
-    145: 'TopicData.partitions',
-    146: 'TopicData.partitions',
-    147: 'TopicData.partitions',
-    148: 'TopicData.partitions',
-    153: 'TopicData.topic_name',
-    154: 'TopicData.topic_name',
-    155: 'TopicData.topic_name',
-    156: 'TopicData.topic_name',
-    157: 'TopicData.topic_name',
-    158: 'TopicData.topic_name',
-    159: 'TopicData.topic_name',
-    160: 'TopicData.topic_name',
-    161: 'TopicData.topic_name',
-    162: 'TopicData.topic_name',
-    163: 'TopicData.topic_name',
-    164: 'TopicData.topic_name',
-    165: 'TopicData.topic_name',
-    166: 'TopicData.topic_name',
-    167: 'TopicData.partitions',
-    168: 'TopicData.partitions',
-    169: 'TopicData.partitions',
-    170: 'TopicData.partitions',
-    171: 'TopicData.partitions',
-    172: 'TopicData.partitions',
-    173: 'TopicData.partitions',
-    174: 'TopicData.partitions',
-    175: 'TopicData.partitions',
-    176: 'TopicData.partitions',
-    177: 'TopicData.partitions',
-    178: 'TopicData.partitions',
-    179: 'TopicData.partitions',
-    180: 'TopicData.partitions',
-    181: 'TopicData.<tagged fields>',
-    182: 'TopicData.<tagged fields>',
-    183: 'TopicData.<tagged fields>',
-    184: 'TopicData.<tagged fields>',
-    185: 'TopicData.<tagged fields>',
-    190: 'LeaderEndpoint.name',
-    191: 'LeaderEndpoint.name',
-    192: 'LeaderEndpoint.name',
-    193: 'LeaderEndpoint.name',
-    194: 'LeaderEndpoint.name',
-    195: 'LeaderEndpoint.name',
-    196: 'LeaderEndpoint.name',
-    197: 'LeaderEndpoint.name',
-    198: 'LeaderEndpoint.name',
-    199: 'LeaderEndpoint.name',
-    200: 'LeaderEndpoint.name',
-    201: 'LeaderEndpoint.name',
-    202: 'LeaderEndpoint.name',
-    203: 'LeaderEndpoint.name',
-    204: 'LeaderEndpoint.host',
-    205: 'LeaderEndpoint.host',
-    206: 'LeaderEndpoint.host',
-    207: 'LeaderEndpoint.host',
-    208: 'LeaderEndpoint.host',
-    209: 'LeaderEndpoint.host',
-    210: 'LeaderEndpoint.host',
-    211: 'LeaderEndpoint.host',
-    212: 'LeaderEndpoint.host',
-    213: 'LeaderEndpoint.host',
-    214: 'LeaderEndpoint.host',
-    215: 'LeaderEndpoint.host',
-    216: 'LeaderEndpoint.host',
-    217: 'LeaderEndpoint.host',
-    218: 'LeaderEndpoint.port',
-    219: 'LeaderEndpoint.port',
-    220: 'LeaderEndpoint.<tagged fields>',
-    221: 'LeaderEndpoint.<tagged fields>',
-    222: 'LeaderEndpoint.<tagged fields>',
-    223: 'LeaderEndpoint.<tagged fields>',
-    224: 'LeaderEndpoint.<tagged fields>',
-    229: 'BeginQuorumEpochRequest.cluster_id',
-    230: 'BeginQuorumEpochRequest.cluster_id',
-    231: 'BeginQuorumEpochRequest.cluster_id',
-    232: 'BeginQuorumEpochRequest.cluster_id',
-    233: 'BeginQuorumEpochRequest.cluster_id',
-    234: 'BeginQuorumEpochRequest.cluster_id',
-    235: 'BeginQuorumEpochRequest.cluster_id',
-    236: 'BeginQuorumEpochRequest.cluster_id',
-    237: 'BeginQuorumEpochRequest.cluster_id',
-    238: 'BeginQuorumEpochRequest.cluster_id',
-    239: 'BeginQuorumEpochRequest.topics',
-    240: 'BeginQuorumEpochRequest.topics',
-    241: 'BeginQuorumEpochRequest.topics',
-    242: 'BeginQuorumEpochRequest.topics',
-    243: 'BeginQuorumEpochRequest.topics',
-    244: 'BeginQuorumEpochRequest.topics',
-    245: 'BeginQuorumEpochRequest.topics',
-    246: 'BeginQuorumEpochRequest.topics',
-    247: 'BeginQuorumEpochRequest.topics',
-    248: 'BeginQuorumEpochRequest.topics',
-    253: 'BeginQuorumEpochRequest.cluster_id',
-    254: 'BeginQuorumEpochRequest.cluster_id',
-    255: 'BeginQuorumEpochRequest.cluster_id',
-    256: 'BeginQuorumEpochRequest.cluster_id',
-    257: 'BeginQuorumEpochRequest.cluster_id',
-    258: 'BeginQuorumEpochRequest.cluster_id',
-    259: 'BeginQuorumEpochRequest.cluster_id',
-    260: 'BeginQuorumEpochRequest.cluster_id',
-    261: 'BeginQuorumEpochRequest.cluster_id',
-    262: 'BeginQuorumEpochRequest.cluster_id',
-    263: 'BeginQuorumEpochRequest.cluster_id',
-    264: 'BeginQuorumEpochRequest.cluster_id',
-    265: 'BeginQuorumEpochRequest.cluster_id',
-    266: 'BeginQuorumEpochRequest.cluster_id',
-    267: 'BeginQuorumEpochRequest.voter_id',
-    268: 'BeginQuorumEpochRequest.voter_id',
-    269: 'BeginQuorumEpochRequest.topics',
-    270: 'BeginQuorumEpochRequest.topics',
-    271: 'BeginQuorumEpochRequest.topics',
-    272: 'BeginQuorumEpochRequest.topics',
-    273: 'BeginQuorumEpochRequest.topics',
-    274: 'BeginQuorumEpochRequest.topics',
-    275: 'BeginQuorumEpochRequest.topics',
-    276: 'BeginQuorumEpochRequest.topics',
+    108: 'PartitionData.partition_index/leader_id/leader_epoch',
+    119: 'PartitionData.partition_index',
+    120: 'PartitionData.partition_index',
+    121: 'PartitionData.voter_directory_id',
+    122: 'PartitionData.voter_directory_id',
+    123: 'PartitionData.voter_directory_id',
+    124: 'PartitionData.voter_directory_id',
+    125: 'PartitionData.leader_id/leader_epoch',
+    126: 'PartitionData.leader_id/leader_epoch',
+    127: 'PartitionData.<tagged fields>',
+    128: 'PartitionData.<tagged fields>',
+    129: 'PartitionData.<tagged fields>',
+    130: 'PartitionData.<tagged fields>',
+    131: 'PartitionData.<tagged fields>',
+    142: 'TopicData.topic_name',
+    143: 'TopicData.topic_name',
+    144: 'TopicData.topic_name',
+    145: 'TopicData.topic_name',
+    146: 'TopicData.topic_name',
+    147: 'TopicData.topic_name',
+    148: 'TopicData.topic_name',
+    149: 'TopicData.topic_name',
+    150: 'TopicData.topic_name',
+    151: 'TopicData.topic_name',
+    152: 'TopicData.partitions',
+    153: 'TopicData.partitions',
+    154: 'TopicData.partitions',
+    155: 'TopicData.partitions',
+    156: 'TopicData.partitions',
+    157: 'TopicData.partitions',
+    158: 'TopicData.partitions',
+    159: 'TopicData.partitions',
+    160: 'TopicData.partitions',
+    161: 'TopicData.partitions',
+    170: 'TopicData.topic_name',
+    171: 'TopicData.topic_name',
+    172: 'TopicData.topic_name',
+    173: 'TopicData.topic_name',
+    174: 'TopicData.topic_name',
+    175: 'TopicData.topic_name',
+    176: 'TopicData.topic_name',
+    177: 'TopicData.topic_name',
+    178: 'TopicData.topic_name',
+    179: 'TopicData.topic_name',
+    180: 'TopicData.topic_name',
+    181: 'TopicData.topic_name',
+    182: 'TopicData.topic_name',
+    183: 'TopicData.topic_name',
+    184: 'TopicData.topic_name',
+    185: 'TopicData.topic_name',
+    186: 'TopicData.topic_name',
+    187: 'TopicData.partitions',
+    188: 'TopicData.partitions',
+    189: 'TopicData.partitions',
+    190: 'TopicData.partitions',
+    191: 'TopicData.partitions',
+    192: 'TopicData.partitions',
+    193: 'TopicData.partitions',
+    194: 'TopicData.partitions',
+    195: 'TopicData.partitions',
+    196: 'TopicData.partitions',
+    197: 'TopicData.partitions',
+    198: 'TopicData.partitions',
+    199: 'TopicData.partitions',
+    200: 'TopicData.partitions',
+    201: 'TopicData.partitions',
+    202: 'TopicData.partitions',
+    203: 'TopicData.partitions',
+    204: 'TopicData.<tagged fields>',
+    205: 'TopicData.<tagged fields>',
+    206: 'TopicData.<tagged fields>',
+    207: 'TopicData.<tagged fields>',
+    208: 'TopicData.<tagged fields>',
+    217: 'LeaderEndpoint.name',
+    218: 'LeaderEndpoint.name',
+    219: 'LeaderEndpoint.name',
+    220: 'LeaderEndpoint.name',
+    221: 'LeaderEndpoint.name',
+    222: 'LeaderEndpoint.name',
+    223: 'LeaderEndpoint.name',
+    224: 'LeaderEndpoint.name',
+    225: 'LeaderEndpoint.name',
+    226: 'LeaderEndpoint.name',
+    227: 'LeaderEndpoint.name',
+    228: 'LeaderEndpoint.name',
+    229: 'LeaderEndpoint.name',
+    230: 'LeaderEndpoint.name',
+    231: 'LeaderEndpoint.name',
+    232: 'LeaderEndpoint.name',
+    233: 'LeaderEndpoint.name',
+    234: 'LeaderEndpoint.host',
+    235: 'LeaderEndpoint.host',
+    236: 'LeaderEndpoint.host',
+    237: 'LeaderEndpoint.host',
+    238: 'LeaderEndpoint.host',
+    239: 'LeaderEndpoint.host',
+    240: 'LeaderEndpoint.host',
+    241: 'LeaderEndpoint.host',
+    242: 'LeaderEndpoint.host',
+    243: 'LeaderEndpoint.host',
+    244: 'LeaderEndpoint.host',
+    245: 'LeaderEndpoint.host',
+    246: 'LeaderEndpoint.host',
+    247: 'LeaderEndpoint.host',
+    248: 'LeaderEndpoint.host',
+    249: 'LeaderEndpoint.host',
+    250: 'LeaderEndpoint.host',
+    251: 'LeaderEndpoint.port',
+    252: 'LeaderEndpoint.port',
+    253: 'LeaderEndpoint.<tagged fields>',
+    254: 'LeaderEndpoint.<tagged fields>',
+    255: 'LeaderEndpoint.<tagged fields>',
+    256: 'LeaderEndpoint.<tagged fields>',
+    257: 'LeaderEndpoint.<tagged fields>',
+    267: 'BeginQuorumEpochRequest.cluster_id',
+    268: 'BeginQuorumEpochRequest.cluster_id',
+    269: 'BeginQuorumEpochRequest.cluster_id',
+    270: 'BeginQuorumEpochRequest.cluster_id',
+    271: 'BeginQuorumEpochRequest.cluster_id',
+    272: 'BeginQuorumEpochRequest.cluster_id',
+    273: 'BeginQuorumEpochRequest.cluster_id',
+    274: 'BeginQuorumEpochRequest.cluster_id',
+    275: 'BeginQuorumEpochRequest.cluster_id',
+    276: 'BeginQuorumEpochRequest.cluster_id',
     277: 'BeginQuorumEpochRequest.topics',
     278: 'BeginQuorumEpochRequest.topics',
     279: 'BeginQuorumEpochRequest.topics',
     280: 'BeginQuorumEpochRequest.topics',
     281: 'BeginQuorumEpochRequest.topics',
     282: 'BeginQuorumEpochRequest.topics',
-    283: 'BeginQuorumEpochRequest.leader_endpoints',
-    284: 'BeginQuorumEpochRequest.leader_endpoints',
-    285: 'BeginQuorumEpochRequest.leader_endpoints',
-    286: 'BeginQuorumEpochRequest.leader_endpoints',
-    287: 'BeginQuorumEpochRequest.leader_endpoints',
-    288: 'BeginQuorumEpochRequest.leader_endpoints',
-    289: 'BeginQuorumEpochRequest.leader_endpoints',
-    290: 'BeginQuorumEpochRequest.leader_endpoints',
-    291: 'BeginQuorumEpochRequest.leader_endpoints',
-    292: 'BeginQuorumEpochRequest.leader_endpoints',
-    293: 'BeginQuorumEpochRequest.leader_endpoints',
-    294: 'BeginQuorumEpochRequest.leader_endpoints',
-    295: 'BeginQuorumEpochRequest.leader_endpoints',
-    296: 'BeginQuorumEpochRequest.leader_endpoints',
-    297: 'BeginQuorumEpochRequest.<tagged fields>',
-    298: 'BeginQuorumEpochRequest.<tagged fields>',
-    299: 'BeginQuorumEpochRequest.<tagged fields>',
-    300: 'BeginQuorumEpochRequest.<tagged fields>',
-    301: 'BeginQuorumEpochRequest.<tagged fields>',
+    283: 'BeginQuorumEpochRequest.topics',
+    284: 'BeginQuorumEpochRequest.topics',
+    285: 'BeginQuorumEpochRequest.topics',
+    286: 'BeginQuorumEpochRequest.topics',
+    297: 'BeginQuorumEpochRequest.cluster_id',
+    298: 'BeginQuorumEpochRequest.cluster_id',
+    299: 'BeginQuorumEpochRequest.cluster_id',
+    300: 'BeginQuorumEpochRequest.cluster_id',
+    301: 'BeginQuorumEpochRequest.cluster_id',
+    302: 'BeginQuorumEpochRequest.cluster_id',
+    303: 'BeginQuorumEpochRequest.cluster_id',
+    304: 'BeginQuorumEpochRequest.cluster_id',
+    305: 'BeginQuorumEpochRequest.cluster_id',
+    306: 'BeginQuorumEpochRequest.cluster_id',
+    307: 'BeginQuorumEpochRequest.cluster_id',
+    308: 'BeginQuorumEpochRequest.cluster_id',
+    309: 'BeginQuorumEpochRequest.cluster_id',
+    310: 'BeginQuorumEpochRequest.cluster_id',
+    311: 'BeginQuorumEpochRequest.cluster_id',
+    312: 'BeginQuorumEpochRequest.cluster_id',
+    313: 'BeginQuorumEpochRequest.cluster_id',
+    314: 'BeginQuorumEpochRequest.voter_id',
+    315: 'BeginQuorumEpochRequest.voter_id',
+    316: 'BeginQuorumEpochRequest.topics',
+    317: 'BeginQuorumEpochRequest.topics',
+    318: 'BeginQuorumEpochRequest.topics',
+    319: 'BeginQuorumEpochRequest.topics',
+    320: 'BeginQuorumEpochRequest.topics',
+    321: 'BeginQuorumEpochRequest.topics',
+    322: 'BeginQuorumEpochRequest.topics',
+    323: 'BeginQuorumEpochRequest.topics',
+    324: 'BeginQuorumEpochRequest.topics',
+    325: 'BeginQuorumEpochRequest.topics',
+    326: 'BeginQuorumEpochRequest.topics',
+    327: 'BeginQuorumEpochRequest.topics',
+    328: 'BeginQuorumEpochRequest.topics',
+    329: 'BeginQuorumEpochRequest.topics',
+    330: 'BeginQuorumEpochRequest.topics',
+    331: 'BeginQuorumEpochRequest.topics',
+    332: 'BeginQuorumEpochRequest.topics',
+    333: 'BeginQuorumEpochRequest.leader_endpoints',
+    334: 'BeginQuorumEpochRequest.leader_endpoints',
+    335: 'BeginQuorumEpochRequest.leader_endpoints',
+    336: 'BeginQuorumEpochRequest.leader_endpoints',
+    337: 'BeginQuorumEpochRequest.leader_endpoints',
+    338: 'BeginQuorumEpochRequest.leader_endpoints',
+    339: 'BeginQuorumEpochRequest.leader_endpoints',
+    340: 'BeginQuorumEpochRequest.leader_endpoints',
+    341: 'BeginQuorumEpochRequest.leader_endpoints',
+    342: 'BeginQuorumEpochRequest.leader_endpoints',
+    343: 'BeginQuorumEpochRequest.leader_endpoints',
+    344: 'BeginQuorumEpochRequest.leader_endpoints',
+    345: 'BeginQuorumEpochRequest.leader_endpoints',
+    346: 'BeginQuorumEpochRequest.leader_endpoints',
+    347: 'BeginQuorumEpochRequest.leader_endpoints',
+    348: 'BeginQuorumEpochRequest.leader_endpoints',
+    349: 'BeginQuorumEpochRequest.leader_endpoints',
+    350: 'BeginQuorumEpochRequest.<tagged fields>',
+    351: 'BeginQuorumEpochRequest.<tagged fields>',
+    352: 'BeginQuorumEpochRequest.<tagged fields>',
+    353: 'BeginQuorumEpochRequest.<tagged fields>',
+    354: 'BeginQuorumEpochRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -103,7 +104,13 @@ class NodeEndpoint(_Message):
 def _d_PartitionData_v0(buf, pos):
     _f_partition_index, _f_error_code, _f_leader_id, _f_leader_epoch = _S_ihiiu(buf, pos)
     pos += 14
-    return PartitionData(_f_partition_index, _f_error_code, _f_leader_id, _f_leader_epoch, None), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_PartitionData_v1(buf, pos):
@@ -114,7 +121,13 @@ def _d_PartitionData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_error_code, _f_leader_id, _f_leader_epoch, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v0(buf, pos):
@@ -138,13 +151,20 @@ def _d_TopicData_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_PartitionData_v0(buf, pos)
             _f_partitions.append(_x4)
-    return TopicData(_f_topic_name, _f_partitions, None), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_TopicData_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -159,6 +179,9 @@ def _d_TopicData_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -175,7 +198,11 @@ def _d_TopicData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_NodeEndpoint_v1(buf, pos):
@@ -184,6 +211,9 @@ def _d_NodeEndpoint_v1(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -202,7 +232,12 @@ def _d_NodeEndpoint_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'NodeEndpoint.<tagged fields>')
-    return NodeEndpoint(_f_node_id, _f_host, _f_port, _unk), pos
+    _o = _new(NodeEndpoint)
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_BeginQuorumEpochResponse_v0(buf, pos):
@@ -218,7 +253,12 @@ def _d_BeginQuorumEpochResponse_v0(buf, pos):
         for _ in range(_n11):
             _x12, pos = _d_TopicData_v0(buf, pos)
             _f_topics.append(_x12)
-    return BeginQuorumEpochResponse(_f_error_code, _f_topics, [], None), pos
+    _o = _new(BeginQuorumEpochResponse)
+    _o.error_code = _f_error_code
+    _o.topics = _f_topics
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_BeginQuorumEpochResponse_v1(buf, pos):
@@ -227,6 +267,9 @@ def _d_BeginQuorumEpochResponse_v1(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -250,6 +293,9 @@ def _d_BeginQuorumEpochResponse_v1(buf, pos):
             _n15 = _tb[_tp]
             if _n15 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n15 = (_n15 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n15, _tp = _ruv(_tb, _tp)
             _n15 -= 1
@@ -261,7 +307,12 @@ def _d_BeginQuorumEpochResponse_v1(buf, pos):
                 for _ in range(_n15):
                     _x16, _tp = _d_NodeEndpoint_v1(_tb, _tp)
                     _f_node_endpoints.append(_x16)
-    return BeginQuorumEpochResponse(_f_error_code, _f_topics, _f_node_endpoints, _unk), pos
+    _o = _new(BeginQuorumEpochResponse)
+    _o.error_code = _f_error_code
+    _o.topics = _f_topics
+    _o.node_endpoints = _f_node_endpoints
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionData_v0(o, w):
@@ -348,7 +399,10 @@ def _e_BeginQuorumEpochResponse_v1(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 
@@ -358,140 +412,155 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_BeginQuorumEpochResponse_v0, 1: _d_BeginQuorumEpochResponse_v1}
 ENCODERS = {0: _e_BeginQuorumEpochResponse_v0, 1: _e_BeginQuorumEpochResponse_v1}
 _reg(__file__, {
-    104: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
     105: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
-    110: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
-    111: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
-    112: 'PartitionData.<tagged fields>',
-    113: 'PartitionData.<tagged fields>',
-    114: 'PartitionData.<tagged fields>',
-    115: 'PartitionData.<tagged fields>',
-    116: 'PartitionData.<tagged fields>',
-    121: 'TopicData.topic_name',
-    122: 'TopicData.topic_name',
-    123: 'TopicData.topic_name',
-    124: 'TopicData.topic_name',
-    125: 'TopicData.topic_name',
-    126: 'TopicData.topic_name',
-    127: 'TopicData.topic_name',
-    128: 'TopicData.topic_name',
-    129: 'TopicData.topic_name',
-    130: 'TopicData.topic_name',
-    131: 'TopicData.partitions',
-    132: 'TopicData.partitions',
-    133: 'TopicData.partitions',
-    134: 'TopicData.partitions',
-    135: 'TopicData.partitions',
-    136: 'TopicData.partitions',
-    137: 'TopicData.partitions',
-    138: 'TopicData.partitions',
-    139: 'TopicData.partitions',
-    140: 'TopicData.partitions',
-    145: 'TopicData.topic_name',
-    146: 'TopicData.topic_name',
-    147: 'TopicData.topic_name',
-    148: 'TopicData.topic_name',
-    149: 'TopicData.topic_name',
-    150: 'TopicData.topic_name',
-    151: 'TopicData.topic_name',
-    152: 'TopicData.topic_name',
-    153: 'TopicData.topic_name',
-    154: 'TopicData.topic_name',
-    155: 'TopicData.topic_name',
-    156: 'TopicData.topic_name',
-    157: 'TopicData.topic_name',
-    158: 'TopicData.topic_name',
-    159: 'TopicData.partitions',
-    160: 'TopicData.partitions',
-    161: 'TopicData.partitions',
-    162: 'TopicData.partitions',
-    163: 'TopicData.partitions',
-    164: 'TopicData.partitions',
-    165: 'TopicData.partitions',
-    166: 'TopicData.partitions',
-    167: 'TopicData.partitions',
-    168: 'TopicData.partitions',
-    169: 'TopicData.partitions',
-    170: 'TopicData.partitions',
-    171: 'TopicData.partitions',
-    172: 'TopicData.partitions',
-    173: 'TopicData.<tagged fields>',
-    174: 'TopicData.<tagged fields>',
-    175: 'TopicData.<tagged fields>',
-    176: 'TopicData.<tagged fields>',
-    177: 'TopicData.<tagged fields>',
-    182: 'NodeEndpoint.node_id',
-    183: 'NodeEndpoint.node_id',
-    184: 'NodeEndpoint.host',
-    185: 'NodeEndpoint.host',
-    186: 'NodeEndpoint.host',
-    187: 'NodeEndpoint.host',
-    188: 'NodeEndpoint.host',
-    189: 'NodeEndpoint.host',
-    190: 'NodeEndpoint.host',
-    191: 'NodeEndpoint.host',
-    192: 'NodeEndpoint.host',
-    193: 'NodeEndpoint.host',
-    194: 'NodeEndpoint.host',
-    195: 'NodeEndpoint.host',
-    196: 'NodeEndpoint.host',
-    197: 'NodeEndpoint.host',
-    198: 'NodeEndpoint.port',
-    199: 'NodeEndpoint.port',
-    200: 'NodeEndpoint.<tagged fields>',
-    201: 'NodeEndpoint.<tagged fields>',
-    202: 'NodeEndpoint.<tagged fields>',
-    203: 'NodeEndpoint.<tagged fields>',
-    204: 'NodeEndpoint.<tagged fields>',
-    209: 'BeginQuorumEpochResponse.error_code',
-    210: 'BeginQuorumEpochResponse.error_code',
-    211: 'BeginQuorumEpochResponse.topics',
-    212: 'BeginQuorumEpochResponse.topics',
-    213: 'BeginQuorumEpochResponse.topics',
-    214: 'BeginQuorumEpochResponse.topics',
-    215: 'BeginQuorumEpochResponse.topics',
-    216: 'BeginQuorumEpochResponse.topics',
-    217: 'BeginQuorumEpochResponse.topics',
-    218: 'BeginQuorumEpochResponse.topics',
-    219: 'BeginQuorumEpochResponse.topics',
-    220: 'BeginQuorumEpochResponse.topics',
-    225: 'BeginQuorumEpochResponse.error_code',
-    226: 'BeginQuorumEpochResponse.error_code',
-    227: 'BeginQuorumEpochResponse.topics',
-    228: 'BeginQuorumEpochResponse.topics',
-    229: 'BeginQuorumEpochResponse.topics',
-    230: 'BeginQuorumEpochResponse.topics',
-    231: 'BeginQuorumEpochResponse.topics',
-    232: 'BeginQuorumEpochResponse.topics',
-    233: 'BeginQuorumEpochResponse.topics',
-    234: 'BeginQuorumEpochResponse.topics',
-    235: 'BeginQuorumEpochResponse.topics',
-    236: 'BeginQuorumEpochResponse.topics',
-    237: 'BeginQuorumEpochResponse.topics',
-    238: 'BeginQuorumEpochResponse.topics',
-    239: 'BeginQuorumEpochResponse.topics',
-    240: 'BeginQuorumEpochResponse.topics',
-    241: 'BeginQuorumEpochResponse.<tagged fields>',
-    242: 'BeginQuorumEpochResponse.<tagged fields>',
-    243: 'BeginQuorumEpochResponse.<tagged fields>',
-    244: 'BeginQuorumEpochResponse.<tagged fields>',
-    245: 'BeginQuorumEpochResponse.<tagged fields>',
-    246: 'BeginQuorumEpochResponse.<tagged fields>',
-    247: 'BeginQuorumEpochResponse.node_endpoints',
-    248: 'BeginQuorumEpochResponse.node_endpoints',
-    249: 'BeginQuorumEpochResponse.node_endpoints',
-    250: 'BeginQuorumEpochResponse.node_endpoints',
-    251: 'BeginQuorumEpochResponse.node_endpoints',
-    252: 'BeginQuorumEpochResponse.node_endpoints',
-    253: 'BeginQuorumEpochResponse.node_endpoints',
-    254: 'BeginQuorumEpochResponse.node_endpoints',
-    255: 'BeginQuorumEpochResponse.node_endpoints',
-    256: 'BeginQuorumEpochResponse.node_endpoints',
-    257: 'BeginQuorumEpochResponse.node_endpoints',
-    258: 'BeginQuorumEpochResponse.node_endpoints',
-    259: 'BeginQuorumEpochResponse.node_endpoints',
-    260: 'BeginQuorumEpochResponse.node_endpoints',
-    261: 'BeginQuorumEpochResponse.node_endpoints',
-    262: 'BeginQuorumEpochResponse.node_endpoints',
-    263: 'BeginQuorumEpochResponse.node_endpoints',
+    106: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
+    117: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
+    118: 'PartitionData.partition_index/error_code/leader_id/leader_epoch',
+    119: 'PartitionData.<tagged fields>',
+    120: 'PartitionData.<tagged fields>',
+    121: 'PartitionData.<tagged fields>',
+    122: 'PartitionData.<tagged fields>',
+    123: 'PartitionData.<tagged fields>',
+    134: 'TopicData.topic_name',
+    135: 'TopicData.topic_name',
+    136: 'TopicData.topic_name',
+    137: 'TopicData.topic_name',
+    138: 'TopicData.topic_name',
+    139: 'TopicData.topic_name',
+    140: 'TopicData.topic_name',
+    141: 'TopicData.topic_name',
+    142: 'TopicData.topic_name',
+    143: 'TopicData.topic_name',
+    144: 'TopicData.partitions',
+    145: 'TopicData.partitions',
+    146: 'TopicData.partitions',
+    147: 'TopicData.partitions',
+    148: 'TopicData.partitions',
+    149: 'TopicData.partitions',
+    150: 'TopicData.partitions',
+    151: 'TopicData.partitions',
+    152: 'TopicData.partitions',
+    153: 'TopicData.partitions',
+    162: 'TopicData.topic_name',
+    163: 'TopicData.topic_name',
+    164: 'TopicData.topic_name',
+    165: 'TopicData.topic_name',
+    166: 'TopicData.topic_name',
+    167: 'TopicData.topic_name',
+    168: 'TopicData.topic_name',
+    169: 'TopicData.topic_name',
+    170: 'TopicData.topic_name',
+    171: 'TopicData.topic_name',
+    172: 'TopicData.topic_name',
+    173: 'TopicData.topic_name',
+    174: 'TopicData.topic_name',
+    175: 'TopicData.topic_name',
+    176: 'TopicData.topic_name',
+    177: 'TopicData.topic_name',
+    178: 'TopicData.topic_name',
+    179: 'TopicData.partitions',
+    180: 'TopicData.partitions',
+    181: 'TopicData.partitions',
+    182: 'TopicData.partitions',
+    183: 'TopicData.partitions',
+    184: 'TopicData.partitions',
+    185: 'TopicData.partitions',
+    186: 'TopicData.partitions',
+    187: 'TopicData.partitions',
+    188: 'TopicData.partitions',
+    189: 'TopicData.partitions',
+    190: 'TopicData.partitions',
+    191: 'TopicData.partitions',
+    192: 'TopicData.partitions',
+    193: 'TopicData.partitions',
+    194: 'TopicData.partitions',
+    195: 'TopicData.partitions',
+    196: 'TopicData.<tagged fields>',
+    197: 'TopicData.<tagged fields>',
+    198: 'TopicData.<tagged fields>',
+    199: 'TopicData.<tagged fields>',
+    200: 'TopicData.<tagged fields>',
+    209: 'NodeEndpoint.node_id',
+    210: 'NodeEndpoint.node_id',
+    211: 'NodeEndpoint.host',
+    212: 'NodeEndpoint.host',
+    213: 'NodeEndpoint.host',
+    214: 'NodeEndpoint.host',
+    215: 'NodeEndpoint.host',
+    216: 'NodeEndpoint.host',
+    217: 'NodeEndpoint.host',
+    218: 'NodeEndpoint.host',
+    219: 'NodeEndpoint.host',
+    220: 'NodeEndpoint.host',
+    221: 'NodeEndpoint.host',
+    222: 'NodeEndpoint.host',
+    223: 'NodeEndpoint.host',
+    224: 'NodeEndpoint.host',
+    225: 'NodeEndpoint.host',
+    226: 'NodeEndpoint.host',
+    227: 'NodeEndpoint.host',
+    228: 'NodeEndpoint.port',
+    229: 'NodeEndpoint.port',
+    230: 'NodeEndpoint.<tagged fields>',
+    231: 'NodeEndpoint.<tagged fields>',
+    232: 'NodeEndpoint.<tagged fields>',
+    233: 'NodeEndpoint.<tagged fields>',
+    234: 'NodeEndpoint.<tagged fields>',
+    244: 'BeginQuorumEpochResponse.error_code',
+    245: 'BeginQuorumEpochResponse.error_code',
+    246: 'BeginQuorumEpochResponse.topics',
+    247: 'BeginQuorumEpochResponse.topics',
+    248: 'BeginQuorumEpochResponse.topics',
+    249: 'BeginQuorumEpochResponse.topics',
+    250: 'BeginQuorumEpochResponse.topics',
+    251: 'BeginQuorumEpochResponse.topics',
+    252: 'BeginQuorumEpochResponse.topics',
+    253: 'BeginQuorumEpochResponse.topics',
+    254: 'BeginQuorumEpochResponse.topics',
+    255: 'BeginQuorumEpochResponse.topics',
+    265: 'BeginQuorumEpochResponse.error_code',
+    266: 'BeginQuorumEpochResponse.error_code',
+    267: 'BeginQuorumEpochResponse.topics',
+    268: 'BeginQuorumEpochResponse.topics',
+    269: 'BeginQuorumEpochResponse.topics',
+    270: 'BeginQuorumEpochResponse.topics',
+    271: 'BeginQuorumEpochResponse.topics',
+    272: 'BeginQuorumEpochResponse.topics',
+    273: 'BeginQuorumEpochResponse.topics',
+    274: 'BeginQuorumEpochResponse.topics',
+    275: 'BeginQuorumEpochResponse.topics',
+    276: 'BeginQuorumEpochResponse.topics',
+    277: 'BeginQuorumEpochResponse.topics',
+    278: 'BeginQuorumEpochResponse.topics',
+    279: 'BeginQuorumEpochResponse.topics',
+    280: 'BeginQuorumEpochResponse.topics',
+    281: 'BeginQuorumEpochResponse.topics',
+    282: 'BeginQuorumEpochResponse.topics',
+    283: 'BeginQuorumEpochResponse.topics',
+    284: 'BeginQuorumEpochResponse.<tagged fields>',
+    285: 'BeginQuorumEpochResponse.<tagged fields>',
+    286: 'BeginQuorumEpochResponse.<tagged fields>',
+    287: 'BeginQuorumEpochResponse.<tagged fields>',
+    288: 'BeginQuorumEpochResponse.<tagged fields>',
+    289: 'BeginQuorumEpochResponse.<tagged fields>',
+    290: 'BeginQuorumEpochResponse.node_endpoints',
+    291: 'BeginQuorumEpochResponse.node_endpoints',
+    292: 'BeginQuorumEpochResponse.node_endpoints',
+    293: 'BeginQuorumEpochResponse.node_endpoints',
+    294: 'BeginQuorumEpochResponse.node_endpoints',
+    295: 'BeginQuorumEpochResponse.node_endpoints',
+    296: 'BeginQuorumEpochResponse.node_endpoints',
+    297: 'BeginQuorumEpochResponse.node_endpoints',
+    298: 'BeginQuorumEpochResponse.node_endpoints',
+    299: 'BeginQuorumEpochResponse.node_endpoints',
+    300: 'BeginQuorumEpochResponse.node_endpoints',
+    301: 'BeginQuorumEpochResponse.node_endpoints',
+    302: 'BeginQuorumEpochResponse.node_endpoints',
+    303: 'BeginQuorumEpochResponse.node_endpoints',
+    304: 'BeginQuorumEpochResponse.node_endpoints',
+    305: 'BeginQuorumEpochResponse.node_endpoints',
+    306: 'BeginQuorumEpochResponse.node_endpoints',
+    307: 'BeginQuorumEpochResponse.node_endpoints',
+    308: 'BeginQuorumEpochResponse.node_endpoints',
+    309: 'BeginQuorumEpochResponse.node_endpoints',
 })

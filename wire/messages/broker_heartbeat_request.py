@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -30,7 +31,7 @@ class BrokerHeartbeatRequest(_Message):
         ('current_metadata_offset', 'CurrentMetadataOffset', 'int64', 0, 32767, 1, 0, None, 1, 0, None, None),
         ('want_fence', 'WantFence', 'bool', 0, 32767, 1, 0, None, 1, 0, None, None),
         ('want_shut_down', 'WantShutDown', 'bool', 0, 32767, 1, 0, None, 1, 0, None, None),
-        ('offline_log_dirs', 'OfflineLogDirs', '[]uuid', 1, 32767, 1, 0, '0', 1, 32767, None, None),
+        ('offline_log_dirs', 'OfflineLogDirs', '[]uuid', 1, 32767, 1, 0, 0, 1, 32767, None, None),
     )
 
     def __init__(self, broker_id=0, broker_epoch=-1, current_metadata_offset=0, want_fence=False, want_shut_down=False, offline_log_dirs=_D, unknown_tagged_fields=None):
@@ -51,7 +52,15 @@ def _d_BrokerHeartbeatRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'BrokerHeartbeatRequest.<tagged fields>')
-    return BrokerHeartbeatRequest(_f_broker_id, _f_broker_epoch, _f_current_metadata_offset, _f_want_fence, _f_want_shut_down, [], _unk), pos
+    _o = _new(BrokerHeartbeatRequest)
+    _o.broker_id = _f_broker_id
+    _o.broker_epoch = _f_broker_epoch
+    _o.current_metadata_offset = _f_current_metadata_offset
+    _o.want_fence = _f_want_fence
+    _o.want_shut_down = _f_want_shut_down
+    _o.offline_log_dirs = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_BrokerHeartbeatRequest_v1(buf, pos):
@@ -69,6 +78,9 @@ def _d_BrokerHeartbeatRequest_v1(buf, pos):
             _n1 = _tb[_tp]
             if _n1 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n1 = (_n1 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n1, _tp = _ruv(_tb, _tp)
             _n1 -= 1
@@ -83,7 +95,15 @@ def _d_BrokerHeartbeatRequest_v1(buf, pos):
                     _x2 = _uuid(_tb[_tp:_tp + 16])
                     _tp += 16
                     _f_offline_log_dirs.append(_x2)
-    return BrokerHeartbeatRequest(_f_broker_id, _f_broker_epoch, _f_current_metadata_offset, _f_want_fence, _f_want_shut_down, _f_offline_log_dirs, _unk), pos
+    _o = _new(BrokerHeartbeatRequest)
+    _o.broker_id = _f_broker_id
+    _o.broker_epoch = _f_broker_epoch
+    _o.current_metadata_offset = _f_current_metadata_offset
+    _o.want_fence = _f_want_fence
+    _o.want_shut_down = _f_want_shut_down
+    _o.offline_log_dirs = _f_offline_log_dirs
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_BrokerHeartbeatRequest_v0(o, w):
@@ -109,7 +129,10 @@ def _e_BrokerHeartbeatRequest_v1(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 
@@ -119,30 +142,21 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_BrokerHeartbeatRequest_v0, 1: _d_BrokerHeartbeatRequest_v1}
 ENCODERS = {0: _e_BrokerHeartbeatRequest_v0, 1: _e_BrokerHeartbeatRequest_v1}
 _reg(__file__, {
-    47: 'BrokerHeartbeatRequest.broker_id/broker_epoch/current_metadata_offset/want_fence/want_shut_down',
     48: 'BrokerHeartbeatRequest.broker_id/broker_epoch/current_metadata_offset/want_fence/want_shut_down',
-    49: 'BrokerHeartbeatRequest.<tagged fields>',
+    49: 'BrokerHeartbeatRequest.broker_id/broker_epoch/current_metadata_offset/want_fence/want_shut_down',
     50: 'BrokerHeartbeatRequest.<tagged fields>',
     51: 'BrokerHeartbeatRequest.<tagged fields>',
     52: 'BrokerHeartbeatRequest.<tagged fields>',
     53: 'BrokerHeartbeatRequest.<tagged fields>',
-    58: 'BrokerHeartbeatRequest.broker_id/broker_epoch/current_metadata_offset/want_fence/want_shut_down',
-    59: 'BrokerHeartbeatRequest.broker_id/broker_epoch/current_metadata_offset/want_fence/want_shut_down',
-    60: 'BrokerHeartbeatRequest.<tagged fields>',
-    61: 'BrokerHeartbeatRequest.<tagged fields>',
-    62: 'BrokerHeartbeatRequest.<tagged fields>',
-    63: 'BrokerHeartbeatRequest.<tagged fields>',
-    64: 'BrokerHeartbeatRequest.<tagged fields>',
-    65: 'BrokerHeartbeatRequest.<tagged fields>',
-    66: 'BrokerHeartbeatRequest.offline_log_dirs',
-    67: 'BrokerHeartbeatRequest.offline_log_dirs',
-    68: 'BrokerHeartbeatRequest.offline_log_dirs',
-    69: 'BrokerHeartbeatRequest.offline_log_dirs',
-    70: 'BrokerHeartbeatRequest.offline_log_dirs',
-    71: 'BrokerHeartbeatRequest.offline_log_dirs',
-    72: 'BrokerHeartbeatRequest.offline_log_dirs',
-    73: 'BrokerHeartbeatRequest.offline_log_dirs',
-    74: 'BrokerHeartbeatRequest.offline_log_dirs',
+    54: 'BrokerHeartbeatRequest.<tagged fields>',
+    67: 'BrokerHeartbeatRequest.broker_id/broker_epoch/current_metadata_offset/want_fence/want_shut_down',
+    68: 'BrokerHeartbeatRequest.broker_id/broker_epoch/current_metadata_offset/want_fence/want_shut_down',
+    69: 'BrokerHeartbeatRequest.<tagged fields>',
+    70: 'BrokerHeartbeatRequest.<tagged fields>',
+    71: 'BrokerHeartbeatRequest.<tagged fields>',
+    72: 'BrokerHeartbeatRequest.<tagged fields>',
+    73: 'BrokerHeartbeatRequest.<tagged fields>',
+    74: 'BrokerHeartbeatRequest.<tagged fields>',
     75: 'BrokerHeartbeatRequest.offline_log_dirs',
     76: 'BrokerHeartbeatRequest.offline_log_dirs',
     77: 'BrokerHeartbeatRequest.offline_log_dirs',
@@ -154,4 +168,16 @@ _reg(__file__, {
     83: 'BrokerHeartbeatRequest.offline_log_dirs',
     84: 'BrokerHeartbeatRequest.offline_log_dirs',
     85: 'BrokerHeartbeatRequest.offline_log_dirs',
+    86: 'BrokerHeartbeatRequest.offline_log_dirs',
+    87: 'BrokerHeartbeatRequest.offline_log_dirs',
+    88: 'BrokerHeartbeatRequest.offline_log_dirs',
+    89: 'BrokerHeartbeatRequest.offline_log_dirs',
+    90: 'BrokerHeartbeatRequest.offline_log_dirs',
+    91: 'BrokerHeartbeatRequest.offline_log_dirs',
+    92: 'BrokerHeartbeatRequest.offline_log_dirs',
+    93: 'BrokerHeartbeatRequest.offline_log_dirs',
+    94: 'BrokerHeartbeatRequest.offline_log_dirs',
+    95: 'BrokerHeartbeatRequest.offline_log_dirs',
+    96: 'BrokerHeartbeatRequest.offline_log_dirs',
+    97: 'BrokerHeartbeatRequest.offline_log_dirs',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -49,7 +50,14 @@ def _d_BrokerHeartbeatResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'BrokerHeartbeatResponse.<tagged fields>')
-    return BrokerHeartbeatResponse(_f_throttle_time_ms, _f_error_code, _f_is_caught_up, _f_is_fenced, _f_should_shut_down, _unk), pos
+    _o = _new(BrokerHeartbeatResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.is_caught_up = _f_is_caught_up
+    _o.is_fenced = _f_is_fenced
+    _o.should_shut_down = _f_should_shut_down
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_BrokerHeartbeatResponse_v1 = _d_BrokerHeartbeatResponse_v0
@@ -72,11 +80,11 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_BrokerHeartbeatResponse_v0, 1: _d_BrokerHeartbeatResponse_v1}
 ENCODERS = {0: _e_BrokerHeartbeatResponse_v0, 1: _e_BrokerHeartbeatResponse_v1}
 _reg(__file__, {
-    45: 'BrokerHeartbeatResponse.throttle_time_ms/error_code/is_caught_up/is_fenced/should_shut_down',
     46: 'BrokerHeartbeatResponse.throttle_time_ms/error_code/is_caught_up/is_fenced/should_shut_down',
-    47: 'BrokerHeartbeatResponse.<tagged fields>',
+    47: 'BrokerHeartbeatResponse.throttle_time_ms/error_code/is_caught_up/is_fenced/should_shut_down',
     48: 'BrokerHeartbeatResponse.<tagged fields>',
     49: 'BrokerHeartbeatResponse.<tagged fields>',
     50: 'BrokerHeartbeatResponse.<tagged fields>',
     51: 'BrokerHeartbeatResponse.<tagged fields>',
+    52: 'BrokerHeartbeatResponse.<tagged fields>',
 })

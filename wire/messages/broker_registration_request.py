@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -103,6 +104,9 @@ def _d_Listener_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -117,6 +121,9 @@ def _d_Listener_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -135,7 +142,13 @@ def _d_Listener_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Listener.<tagged fields>')
-    return Listener(_f_name, _f_host, _f_port, _f_security_protocol, _unk), pos
+    _o = _new(Listener)
+    _o.name = _f_name
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.security_protocol = _f_security_protocol
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_Listener_v1 = _d_Listener_v0
@@ -150,6 +163,9 @@ def _d_Feature_v0(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -168,7 +184,12 @@ def _d_Feature_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Feature.<tagged fields>')
-    return Feature(_f_name, _f_min_supported_version, _f_max_supported_version, _unk), pos
+    _o = _new(Feature)
+    _o.name = _f_name
+    _o.min_supported_version = _f_min_supported_version
+    _o.max_supported_version = _f_max_supported_version
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_Feature_v1 = _d_Feature_v0
@@ -185,6 +206,9 @@ def _d_BrokerRegistrationRequest_v0(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -203,6 +227,9 @@ def _d_BrokerRegistrationRequest_v0(buf, pos):
     _n33 = buf[pos]
     if _n33 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n33 = (_n33 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n33, pos = _ruv(buf, pos)
     _n33 -= 1
@@ -217,6 +244,9 @@ def _d_BrokerRegistrationRequest_v0(buf, pos):
     _n35 = buf[pos]
     if _n35 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n35 = (_n35 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n35, pos = _ruv(buf, pos)
     _n35 -= 1
@@ -231,6 +261,9 @@ def _d_BrokerRegistrationRequest_v0(buf, pos):
     _n37 = buf[pos]
     if _n37 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n37 = (_n37 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n37, pos = _ruv(buf, pos)
     _n37 -= 1
@@ -247,7 +280,18 @@ def _d_BrokerRegistrationRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'BrokerRegistrationRequest.<tagged fields>')
-    return BrokerRegistrationRequest(_f_broker_id, _f_cluster_id, _f_incarnation_id, _f_listeners, _f_features, _f_rack, False, [], -1, _unk), pos
+    _o = _new(BrokerRegistrationRequest)
+    _o.broker_id = _f_broker_id
+    _o.cluster_id = _f_cluster_id
+    _o.incarnation_id = _f_incarnation_id
+    _o.listeners = _f_listeners
+    _o.features = _f_features
+    _o.rack = _f_rack
+    _o.is_migrating_zk_broker = False
+    _o.log_dirs = []
+    _o.previous_broker_epoch = -1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_BrokerRegistrationRequest_v1(buf, pos):
@@ -256,6 +300,9 @@ def _d_BrokerRegistrationRequest_v1(buf, pos):
     _n39 = buf[pos]
     if _n39 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n39 = (_n39 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n39, pos = _ruv(buf, pos)
     _n39 -= 1
@@ -274,6 +321,9 @@ def _d_BrokerRegistrationRequest_v1(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -288,6 +338,9 @@ def _d_BrokerRegistrationRequest_v1(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -302,6 +355,9 @@ def _d_BrokerRegistrationRequest_v1(buf, pos):
     _n45 = buf[pos]
     if _n45 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n45 = (_n45 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n45, pos = _ruv(buf, pos)
     _n45 -= 1
@@ -320,7 +376,18 @@ def _d_BrokerRegistrationRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'BrokerRegistrationRequest.<tagged fields>')
-    return BrokerRegistrationRequest(_f_broker_id, _f_cluster_id, _f_incarnation_id, _f_listeners, _f_features, _f_rack, _f_is_migrating_zk_broker, [], -1, _unk), pos
+    _o = _new(BrokerRegistrationRequest)
+    _o.broker_id = _f_broker_id
+    _o.cluster_id = _f_cluster_id
+    _o.incarnation_id = _f_incarnation_id
+    _o.listeners = _f_listeners
+    _o.features = _f_features
+    _o.rack = _f_rack
+    _o.is_migrating_zk_broker = _f_is_migrating_zk_broker
+    _o.log_dirs = []
+    _o.previous_broker_epoch = -1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_BrokerRegistrationRequest_v2(buf, pos):
@@ -329,6 +396,9 @@ def _d_BrokerRegistrationRequest_v2(buf, pos):
     _n47 = buf[pos]
     if _n47 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n47 = (_n47 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n47, pos = _ruv(buf, pos)
     _n47 -= 1
@@ -347,6 +417,9 @@ def _d_BrokerRegistrationRequest_v2(buf, pos):
     _n49 = buf[pos]
     if _n49 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n49 = (_n49 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n49, pos = _ruv(buf, pos)
     _n49 -= 1
@@ -361,6 +434,9 @@ def _d_BrokerRegistrationRequest_v2(buf, pos):
     _n51 = buf[pos]
     if _n51 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n51 = (_n51 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n51, pos = _ruv(buf, pos)
     _n51 -= 1
@@ -375,6 +451,9 @@ def _d_BrokerRegistrationRequest_v2(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -391,6 +470,9 @@ def _d_BrokerRegistrationRequest_v2(buf, pos):
     _n55 = buf[pos]
     if _n55 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n55 = (_n55 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n55, pos = _ruv(buf, pos)
     _n55 -= 1
@@ -410,7 +492,18 @@ def _d_BrokerRegistrationRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'BrokerRegistrationRequest.<tagged fields>')
-    return BrokerRegistrationRequest(_f_broker_id, _f_cluster_id, _f_incarnation_id, _f_listeners, _f_features, _f_rack, _f_is_migrating_zk_broker, _f_log_dirs, -1, _unk), pos
+    _o = _new(BrokerRegistrationRequest)
+    _o.broker_id = _f_broker_id
+    _o.cluster_id = _f_cluster_id
+    _o.incarnation_id = _f_incarnation_id
+    _o.listeners = _f_listeners
+    _o.features = _f_features
+    _o.rack = _f_rack
+    _o.is_migrating_zk_broker = _f_is_migrating_zk_broker
+    _o.log_dirs = _f_log_dirs
+    _o.previous_broker_epoch = -1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_BrokerRegistrationRequest_v3(buf, pos):
@@ -419,6 +512,9 @@ def _d_BrokerRegistrationRequest_v3(buf, pos):
     _n57 = buf[pos]
     if _n57 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n57 = (_n57 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n57, pos = _ruv(buf, pos)
     _n57 -= 1
@@ -437,6 +533,9 @@ def _d_BrokerRegistrationRequest_v3(buf, pos):
     _n59 = buf[pos]
     if _n59 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n59 = (_n59 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n59, pos = _ruv(buf, pos)
     _n59 -= 1
@@ -451,6 +550,9 @@ def _d_BrokerRegistrationRequest_v3(buf, pos):
     _n61 = buf[pos]
     if _n61 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n61 = (_n61 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n61, pos = _ruv(buf, pos)
     _n61 -= 1
@@ -465,6 +567,9 @@ def _d_BrokerRegistrationRequest_v3(buf, pos):
     _n63 = buf[pos]
     if _n63 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n63 = (_n63 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n63, pos = _ruv(buf, pos)
     _n63 -= 1
@@ -481,6 +586,9 @@ def _d_BrokerRegistrationRequest_v3(buf, pos):
     _n65 = buf[pos]
     if _n65 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n65 = (_n65 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n65, pos = _ruv(buf, pos)
     _n65 -= 1
@@ -502,7 +610,18 @@ def _d_BrokerRegistrationRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'BrokerRegistrationRequest.<tagged fields>')
-    return BrokerRegistrationRequest(_f_broker_id, _f_cluster_id, _f_incarnation_id, _f_listeners, _f_features, _f_rack, _f_is_migrating_zk_broker, _f_log_dirs, _f_previous_broker_epoch, _unk), pos
+    _o = _new(BrokerRegistrationRequest)
+    _o.broker_id = _f_broker_id
+    _o.cluster_id = _f_cluster_id
+    _o.incarnation_id = _f_incarnation_id
+    _o.listeners = _f_listeners
+    _o.features = _f_features
+    _o.rack = _f_rack
+    _o.is_migrating_zk_broker = _f_is_migrating_zk_broker
+    _o.log_dirs = _f_log_dirs
+    _o.previous_broker_epoch = _f_previous_broker_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_BrokerRegistrationRequest_v4 = _d_BrokerRegistrationRequest_v3
@@ -711,7 +830,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_BrokerRegistrationRequest_v0, 1: _d_BrokerRegistrationRequest_v1, 2: _d_BrokerRegistrationRequest_v2, 3: _d_BrokerRegistrationRequest_v3, 4: _d_BrokerRegistrationRequest_v4}
 ENCODERS = {0: _e_BrokerRegistrationRequest_v0, 1: _e_BrokerRegistrationRequest_v1, 2: _e_BrokerRegistrationRequest_v2, 3: _e_BrokerRegistrationRequest_v3, 4: _e_BrokerRegistrationRequest_v4}
 _reg(__file__, {
-    103: 'Listener.name',
     104: 'Listener.name',
     105: 'Listener.name',
     106: 'Listener.name',
@@ -725,10 +843,10 @@ _reg(__file__, {
     114: 'Listener.name',
     115: 'Listener.name',
     116: 'Listener.name',
-    117: 'Listener.host',
-    118: 'Listener.host',
-    119: 'Listener.host',
-    120: 'Listener.host',
+    117: 'Listener.name',
+    118: 'Listener.name',
+    119: 'Listener.name',
+    120: 'Listener.name',
     121: 'Listener.host',
     122: 'Listener.host',
     123: 'Listener.host',
@@ -739,320 +857,291 @@ _reg(__file__, {
     128: 'Listener.host',
     129: 'Listener.host',
     130: 'Listener.host',
-    131: 'Listener.port/security_protocol',
-    132: 'Listener.port/security_protocol',
-    133: 'Listener.<tagged fields>',
-    134: 'Listener.<tagged fields>',
-    135: 'Listener.<tagged fields>',
-    136: 'Listener.<tagged fields>',
-    137: 'Listener.<tagged fields>',
-    146: 'Feature.name',
-    147: 'Feature.name',
-    148: 'Feature.name',
-    149: 'Feature.name',
-    150: 'Feature.name',
-    151: 'Feature.name',
-    152: 'Feature.name',
-    153: 'Feature.name',
-    154: 'Feature.name',
-    155: 'Feature.name',
-    156: 'Feature.name',
-    157: 'Feature.name',
-    158: 'Feature.name',
+    131: 'Listener.host',
+    132: 'Listener.host',
+    133: 'Listener.host',
+    134: 'Listener.host',
+    135: 'Listener.host',
+    136: 'Listener.host',
+    137: 'Listener.host',
+    138: 'Listener.port/security_protocol',
+    139: 'Listener.port/security_protocol',
+    140: 'Listener.<tagged fields>',
+    141: 'Listener.<tagged fields>',
+    142: 'Listener.<tagged fields>',
+    143: 'Listener.<tagged fields>',
+    144: 'Listener.<tagged fields>',
     159: 'Feature.name',
-    160: 'Feature.min_supported_version/max_supported_version',
-    161: 'Feature.min_supported_version/max_supported_version',
-    162: 'Feature.<tagged fields>',
-    163: 'Feature.<tagged fields>',
-    164: 'Feature.<tagged fields>',
-    165: 'Feature.<tagged fields>',
-    166: 'Feature.<tagged fields>',
-    175: 'BrokerRegistrationRequest.broker_id',
-    176: 'BrokerRegistrationRequest.broker_id',
-    177: 'BrokerRegistrationRequest.cluster_id',
-    178: 'BrokerRegistrationRequest.cluster_id',
-    179: 'BrokerRegistrationRequest.cluster_id',
-    180: 'BrokerRegistrationRequest.cluster_id',
-    181: 'BrokerRegistrationRequest.cluster_id',
-    182: 'BrokerRegistrationRequest.cluster_id',
-    183: 'BrokerRegistrationRequest.cluster_id',
-    184: 'BrokerRegistrationRequest.cluster_id',
-    185: 'BrokerRegistrationRequest.cluster_id',
-    186: 'BrokerRegistrationRequest.cluster_id',
-    187: 'BrokerRegistrationRequest.cluster_id',
-    188: 'BrokerRegistrationRequest.cluster_id',
-    189: 'BrokerRegistrationRequest.cluster_id',
-    190: 'BrokerRegistrationRequest.cluster_id',
-    191: 'BrokerRegistrationRequest.incarnation_id',
-    192: 'BrokerRegistrationRequest.incarnation_id',
-    193: 'BrokerRegistrationRequest.incarnation_id',
-    194: 'BrokerRegistrationRequest.incarnation_id',
-    195: 'BrokerRegistrationRequest.listeners',
-    196: 'BrokerRegistrationRequest.listeners',
-    197: 'BrokerRegistrationRequest.listeners',
-    198: 'BrokerRegistrationRequest.listeners',
-    199: 'BrokerRegistrationRequest.listeners',
-    200: 'BrokerRegistrationRequest.listeners',
-    201: 'BrokerRegistrationRequest.listeners',
-    202: 'BrokerRegistrationRequest.listeners',
-    203: 'BrokerRegistrationRequest.listeners',
-    204: 'BrokerRegistrationRequest.listeners',
-    205: 'BrokerRegistrationRequest.listeners',
-    206: 'BrokerRegistrationRequest.listeners',
-    207: 'BrokerRegistrationRequest.listeners',
-    208: 'BrokerRegistrationRequest.listeners',
-    209: 'BrokerRegistrationRequest.features',
-    210: 'BrokerRegistrationRequest.features',
-    211: 'BrokerRegistrationRequest.features',
-    212: 'BrokerRegistrationRequest.features',
-    213: 'BrokerRegistrationRequest.features',
-    214: 'BrokerRegistrationRequest.features',
-    215: 'BrokerRegistrationRequest.features',
-    216: 'BrokerRegistrationRequest.features',
-    217: 'BrokerRegistrationRequest.features',
-    218: 'BrokerRegistrationRequest.features',
-    219: 'BrokerRegistrationRequest.features',
-    220: 'BrokerRegistrationRequest.features',
-    221: 'BrokerRegistrationRequest.features',
-    222: 'BrokerRegistrationRequest.features',
-    223: 'BrokerRegistrationRequest.rack',
-    224: 'BrokerRegistrationRequest.rack',
-    225: 'BrokerRegistrationRequest.rack',
-    226: 'BrokerRegistrationRequest.rack',
-    227: 'BrokerRegistrationRequest.rack',
-    228: 'BrokerRegistrationRequest.rack',
-    229: 'BrokerRegistrationRequest.rack',
-    230: 'BrokerRegistrationRequest.rack',
-    231: 'BrokerRegistrationRequest.rack',
-    232: 'BrokerRegistrationRequest.rack',
-    233: 'BrokerRegistrationRequest.rack',
-    234: 'BrokerRegistrationRequest.rack',
-    235: 'BrokerRegistrationRequest.rack',
-    236: 'BrokerRegistrationRequest.rack',
-    237: 'BrokerRegistrationRequest.<tagged fields>',
-    238: 'BrokerRegistrationRequest.<tagged fields>',
-    239: 'BrokerRegistrationRequest.<tagged fields>',
-    240: 'BrokerRegistrationRequest.<tagged fields>',
-    241: 'BrokerRegistrationRequest.<tagged fields>',
-    246: 'BrokerRegistrationRequest.broker_id',
-    247: 'BrokerRegistrationRequest.broker_id',
-    248: 'BrokerRegistrationRequest.cluster_id',
-    249: 'BrokerRegistrationRequest.cluster_id',
-    250: 'BrokerRegistrationRequest.cluster_id',
-    251: 'BrokerRegistrationRequest.cluster_id',
-    252: 'BrokerRegistrationRequest.cluster_id',
-    253: 'BrokerRegistrationRequest.cluster_id',
-    254: 'BrokerRegistrationRequest.cluster_id',
-    255: 'BrokerRegistrationRequest.cluster_id',
-    256: 'BrokerRegistrationRequest.cluster_id',
-    257: 'BrokerRegistrationRequest.cluster_id',
-    258: 'BrokerRegistrationRequest.cluster_id',
-    259: 'BrokerRegistrationRequest.cluster_id',
-    260: 'BrokerRegistrationRequest.cluster_id',
-    261: 'BrokerRegistrationRequest.cluster_id',
-    262: 'BrokerRegistrationRequest.incarnation_id',
-    263: 'BrokerRegistrationRequest.incarnation_id',
-    264: 'BrokerRegistrationRequest.incarnation_id',
-    265: 'BrokerRegistrationRequest.incarnation_id',
-    266: 'BrokerRegistrationRequest.listeners',
-    267: 'BrokerRegistrationRequest.listeners',
-    268: 'BrokerRegistrationRequest.listeners',
-    269: 'BrokerRegistrationRequest.listeners',
-    270: 'BrokerRegistrationRequest.listeners',
-    271: 'BrokerRegistrationRequest.listeners',
-    272: 'BrokerRegistrationRequest.listeners',
-    273: 'BrokerRegistrationRequest.listeners',
-    274: 'BrokerRegistrationRequest.listeners',
-    275: 'BrokerRegistrationRequest.listeners',
-    276: 'BrokerRegistrationRequest.listeners',
-    277: 'BrokerRegistrationRequest.listeners',
-    278: 'BrokerRegistrationRequest.listeners',
-    279: 'BrokerRegistrationRequest.listeners',
-    280: 'BrokerRegistrationRequest.features',
-    281: 'BrokerRegistrationRequest.features',
-    282: 'BrokerRegistrationRequest.features',
-    283: 'BrokerRegistrationRequest.features',
-    284: 'BrokerRegistrationRequest.features',
-    285: 'BrokerRegistrationRequest.features',
-    286: 'BrokerRegistrationRequest.features',
-    287: 'BrokerRegistrationRequest.features',
-    288: 'BrokerRegistrationRequest.features',
-    289: 'BrokerRegistrationRequest.features',
-    290: 'BrokerRegistrationRequest.features',
-    291: 'BrokerRegistrationRequest.features',
-    292: 'BrokerRegistrationRequest.features',
-    293: 'BrokerRegistrationRequest.features',
-    294: 'BrokerRegistrationRequest.rack',
-    295: 'BrokerRegistrationRequest.rack',
-    296: 'BrokerRegistrationRequest.rack',
-    297: 'BrokerRegistrationRequest.rack',
-    298: 'BrokerRegistrationRequest.rack',
-    299: 'BrokerRegistrationRequest.rack',
-    300: 'BrokerRegistrationRequest.rack',
-    301: 'BrokerRegistrationRequest.rack',
-    302: 'BrokerRegistrationRequest.rack',
-    303: 'BrokerRegistrationRequest.rack',
-    304: 'BrokerRegistrationRequest.rack',
-    305: 'BrokerRegistrationRequest.rack',
-    306: 'BrokerRegistrationRequest.rack',
-    307: 'BrokerRegistrationRequest.rack',
-    308: 'BrokerRegistrationRequest.is_migrating_zk_broker',
-    309: 'BrokerRegistrationRequest.is_migrating_zk_broker',
-    310: 'BrokerRegistrationRequest.<tagged fields>',
-    311: 'BrokerRegistrationRequest.<tagged fields>',
-    312: 'BrokerRegistrationRequest.<tagged fields>',
-    313: 'BrokerRegistrationRequest.<tagged fields>',
-    314: 'BrokerRegistrationRequest.<tagged fields>',
-    319: 'BrokerRegistrationRequest.broker_id',
-    320: 'BrokerRegistrationRequest.broker_id',
-    321: 'BrokerRegistrationRequest.cluster_id',
-    322: 'BrokerRegistrationRequest.cluster_id',
-    323: 'BrokerRegistrationRequest.cluster_id',
-    324: 'BrokerRegistrationRequest.cluster_id',
-    325: 'BrokerRegistrationRequest.cluster_id',
-    326: 'BrokerRegistrationRequest.cluster_id',
-    327: 'BrokerRegistrationRequest.cluster_id',
-    328: 'BrokerRegistrationRequest.cluster_id',
-    329: 'BrokerRegistrationRequest.cluster_id',
-    330: 'BrokerRegistrationRequest.cluster_id',
-    331: 'BrokerRegistrationRequest.cluster_id',
-    332: 'BrokerRegistrationRequest.cluster_id',
-    333: 'BrokerRegistrationRequest.cluster_id',
-    334: 'BrokerRegistrationRequest.cluster_id',
-    335: 'BrokerRegistrationRequest.incarnation_id',
-    336: 'BrokerRegistrationRequest.incarnation_id',
-    337: 'BrokerRegistrationRequest.incarnation_id',
-    338: 'BrokerRegistrationRequest.incarnation_id',
-    339: 'BrokerRegistrationRequest.listeners',
-    340: 'BrokerRegistrationRequest.listeners',
-    341: 'BrokerRegistrationRequest.listeners',
-    342: 'BrokerRegistrationRequest.listeners',
-    343: 'BrokerRegistrationRequest.listeners',
-    344: 'BrokerRegistrationRequest.listeners',
-    345: 'BrokerRegistrationRequest.listeners',
-    346: 'BrokerRegistrationRequest.listeners',
-    347: 'BrokerRegistrationRequest.listeners',
-    348: 'BrokerRegistrationRequest.listeners',
-    349: 'BrokerRegistrationRequest.listeners',
-    350: 'BrokerRegistrationRequest.listeners',
-    351: 'BrokerRegistrationRequest.listeners',
-    352: 'BrokerRegistrationRequest.listeners',
-    353: 'BrokerRegistrationRequest.features',
-    354: 'BrokerRegistrationRequest.features',
-    355: 'BrokerRegistrationRequest.features',
-    356: 'BrokerRegistrationRequest.features',
-    357: 'BrokerRegistrationRequest.features',
-    358: 'BrokerRegistrationRequest.features',
-    359: 'BrokerRegistrationRequest.features',
-    360: 'BrokerRegistrationRequest.features',
-    361: 'BrokerRegistrationRequest.features',
-    362: 'BrokerRegistrationRequest.features',
-    363: 'BrokerRegistrationRequest.features',
-    364: 'BrokerRegistrationRequest.features',
-    365: 'BrokerRegistrationRequest.features',
-    366: 'BrokerRegistrationRequest.features',
-    367: 'BrokerRegistrationRequest.rack',
-    368: 'BrokerRegistrationRequest.rack',
-    369: 'BrokerRegistrationRequest.rack',
-    370: 'BrokerRegistrationRequest.rack',
-    371: 'BrokerRegistrationRequest.rack',
-    372: 'BrokerRegistrationRequest.rack',
-    373: 'BrokerRegistrationRequest.rack',
-    374: 'BrokerRegistrationRequest.rack',
-    375: 'BrokerRegistrationRequest.rack',
-    376: 'BrokerRegistrationRequest.rack',
-    377: 'BrokerRegistrationRequest.rack',
-    378: 'BrokerRegistrationRequest.rack',
-    379: 'BrokerRegistrationRequest.rack',
-    380: 'BrokerRegistrationRequest.rack',
-    381: 'BrokerRegistrationRequest.is_migrating_zk_broker',
-    382: 'BrokerRegistrationRequest.is_migrating_zk_broker',
-    383: 'BrokerRegistrationRequest.log_dirs',
-    384: 'BrokerRegistrationRequest.log_dirs',
-    385: 'BrokerRegistrationRequest.log_dirs',
-    386: 'BrokerRegistrationRequest.log_dirs',
-    387: 'BrokerRegistrationRequest.log_dirs',
-    388: 'BrokerRegistrationRequest.log_dirs',
-    389: 'BrokerRegistrationRequest.log_dirs',
-    390: 'BrokerRegistrationRequest.log_dirs',
-    391: 'BrokerRegistrationRequest.log_dirs',
-    392: 'BrokerRegistrationRequest.log_dirs',
-    393: 'BrokerRegistrationRequest.log_dirs',
-    394: 'BrokerRegistrationRequest.log_dirs',
-    395: 'BrokerRegistrationRequest.log_dirs',
-    396: 'BrokerRegistrationRequest.log_dirs',
-    397: 'BrokerRegistrationRequest.log_dirs',
-    398: 'BrokerRegistrationRequest.log_dirs',
-    399: 'BrokerRegistrationRequest.log_dirs',
-    400: 'BrokerRegistrationRequest.<tagged fields>',
-    401: 'BrokerRegistrationRequest.<tagged fields>',
-    402: 'BrokerRegistrationRequest.<tagged fields>',
-    403: 'BrokerRegistrationRequest.<tagged fields>',
-    404: 'BrokerRegistrationRequest.<tagged fields>',
-    409: 'BrokerRegistrationRequest.broker_id',
-    410: 'BrokerRegistrationRequest.broker_id',
-    411: 'BrokerRegistrationRequest.cluster_id',
-    412: 'BrokerRegistrationRequest.cluster_id',
-    413: 'BrokerRegistrationRequest.cluster_id',
-    414: 'BrokerRegistrationRequest.cluster_id',
-    415: 'BrokerRegistrationRequest.cluster_id',
-    416: 'BrokerRegistrationRequest.cluster_id',
-    417: 'BrokerRegistrationRequest.cluster_id',
-    418: 'BrokerRegistrationRequest.cluster_id',
-    419: 'BrokerRegistrationRequest.cluster_id',
-    420: 'BrokerRegistrationRequest.cluster_id',
-    421: 'BrokerRegistrationRequest.cluster_id',
-    422: 'BrokerRegistrationRequest.cluster_id',
-    423: 'BrokerRegistrationRequest.cluster_id',
-    424: 'BrokerRegistrationRequest.cluster_id',
-    425: 'BrokerRegistrationRequest.incarnation_id',
-    426: 'BrokerRegistrationRequest.incarnation_id',
-    427: 'BrokerRegistrationRequest.incarnation_id',
-    428: 'BrokerRegistrationRequest.incarnation_id',
-    429: 'BrokerRegistrationRequest.listeners',
-    430: 'BrokerRegistrationRequest.listeners',
-    431: 'BrokerRegistrationRequest.listeners',
-    432: 'BrokerRegistrationRequest.listeners',
-    433: 'BrokerRegistrationRequest.listeners',
-    434: 'BrokerRegistrationRequest.listeners',
-    435: 'BrokerRegistrationRequest.listeners',
-    436: 'BrokerRegistrationRequest.listeners',
-    437: 'BrokerRegistrationRequest.listeners',
-    438: 'BrokerRegistrationRequest.listeners',
-    439: 'BrokerRegistrationRequest.listeners',
-    440: 'BrokerRegistrationRequest.listeners',
-    441: 'BrokerRegistrationRequest.listeners',
-    442: 'BrokerRegistrationRequest.listeners',
-    443: 'BrokerRegistrationRequest.features',
-    444: 'BrokerRegistrationRequest.features',
-    445: 'BrokerRegistrationRequest.features',
-    446: 'BrokerRegistrationRequest.features',
-    447: 'BrokerRegistrationRequest.features',
-    448: 'BrokerRegistrationRequest.features',
-    449: 'BrokerRegistrationRequest.features',
-    450: 'BrokerRegistrationRequest.features',
-    451: 'BrokerRegistrationRequest.features',
-    452: 'BrokerRegistrationRequest.features',
-    453: 'BrokerRegistrationRequest.features',
-    454: 'BrokerRegistrationRequest.features',
-    455: 'BrokerRegistrationRequest.features',
-    456: 'BrokerRegistrationRequest.features',
+    160: 'Feature.name',
+    161: 'Feature.name',
+    162: 'Feature.name',
+    163: 'Feature.name',
+    164: 'Feature.name',
+    165: 'Feature.name',
+    166: 'Feature.name',
+    167: 'Feature.name',
+    168: 'Feature.name',
+    169: 'Feature.name',
+    170: 'Feature.name',
+    171: 'Feature.name',
+    172: 'Feature.name',
+    173: 'Feature.name',
+    174: 'Feature.name',
+    175: 'Feature.name',
+    176: 'Feature.min_supported_version/max_supported_version',
+    177: 'Feature.min_supported_version/max_supported_version',
+    178: 'Feature.<tagged fields>',
+    179: 'Feature.<tagged fields>',
+    180: 'Feature.<tagged fields>',
+    181: 'Feature.<tagged fields>',
+    182: 'Feature.<tagged fields>',
+    196: 'BrokerRegistrationRequest.broker_id',
+    197: 'BrokerRegistrationRequest.broker_id',
+    198: 'BrokerRegistrationRequest.cluster_id',
+    199: 'BrokerRegistrationRequest.cluster_id',
+    200: 'BrokerRegistrationRequest.cluster_id',
+    201: 'BrokerRegistrationRequest.cluster_id',
+    202: 'BrokerRegistrationRequest.cluster_id',
+    203: 'BrokerRegistrationRequest.cluster_id',
+    204: 'BrokerRegistrationRequest.cluster_id',
+    205: 'BrokerRegistrationRequest.cluster_id',
+    206: 'BrokerRegistrationRequest.cluster_id',
+    207: 'BrokerRegistrationRequest.cluster_id',
+    208: 'BrokerRegistrationRequest.cluster_id',
+    209: 'BrokerRegistrationRequest.cluster_id',
+    210: 'BrokerRegistrationRequest.cluster_id',
+    211: 'BrokerRegistrationRequest.cluster_id',
+    212: 'BrokerRegistrationRequest.cluster_id',
+    213: 'BrokerRegistrationRequest.cluster_id',
+    214: 'BrokerRegistrationRequest.cluster_id',
+    215: 'BrokerRegistrationRequest.incarnation_id',
+    216: 'BrokerRegistrationRequest.incarnation_id',
+    217: 'BrokerRegistrationRequest.incarnation_id',
+    218: 'BrokerRegistrationRequest.incarnation_id',
+    219: 'BrokerRegistrationRequest.listeners',
+    220: 'BrokerRegistrationRequest.listeners',
+    221: 'BrokerRegistrationRequest.listeners',
+    222: 'BrokerRegistrationRequest.listeners',
+    223: 'BrokerRegistrationRequest.listeners',
+    224: 'BrokerRegistrationRequest.listeners',
+    225: 'BrokerRegistrationRequest.listeners',
+    226: 'BrokerRegistrationRequest.listeners',
+    227: 'BrokerRegistrationRequest.listeners',
+    228: 'BrokerRegistrationRequest.listeners',
+    229: 'BrokerRegistrationRequest.listeners',
+    230: 'BrokerRegistrationRequest.listeners',
+    231: 'BrokerRegistrationRequest.listeners',
+    232: 'BrokerRegistrationRequest.listeners',
+    233: 'BrokerRegistrationRequest.listeners',
+    234: 'BrokerRegistrationRequest.listeners',
+    235: 'BrokerRegistrationRequest.listeners',
+    236: 'BrokerRegistrationRequest.features',
+    237: 'BrokerRegistrationRequest.features',
+    238: 'BrokerRegistrationRequest.features',
+    239: 'BrokerRegistrationRequest.features',
+    240: 'BrokerRegistrationRequest.features',
+    241: 'BrokerRegistrationRequest.features',
+    242: 'BrokerRegistrationRequest.features',
+    243: 'BrokerRegistrationRequest.features',
+    244: 'BrokerRegistrationRequest.features',
+    245: 'BrokerRegistrationRequest.features',
+    246: 'BrokerRegistrationRequest.features',
+    247: 'BrokerRegistrationRequest.features',
+    248: 'BrokerRegistrationRequest.features',
+    249: 'BrokerRegistrationRequest.features',
+    250: 'BrokerRegistrationRequest.features',
+    251: 'BrokerRegistrationRequest.features',
+    252: 'BrokerRegistrationRequest.features',
+    253: 'BrokerRegistrationRequest.rack',
+    254: 'BrokerRegistrationRequest.rack',
+    255: 'BrokerRegistrationRequest.rack',
+    256: 'BrokerRegistrationRequest.rack',
+    257: 'BrokerRegistrationRequest.rack',
+    258: 'BrokerRegistrationRequest.rack',
+    259: 'BrokerRegistrationRequest.rack',
+    260: 'BrokerRegistrationRequest.rack',
+    261: 'BrokerRegistrationRequest.rack',
+    262: 'BrokerRegistrationRequest.rack',
+    263: 'BrokerRegistrationRequest.rack',
+    264: 'BrokerRegistrationRequest.rack',
+    265: 'BrokerRegistrationRequest.rack',
+    266: 'BrokerRegistrationRequest.rack',
+    267: 'BrokerRegistrationRequest.rack',
+    268: 'BrokerRegistrationRequest.rack',
+    269: 'BrokerRegistrationRequest.rack',
+    270: 'BrokerRegistrationRequest.<tagged fields>',
+    271: 'BrokerRegistrationRequest.<tagged fields>',
+    272: 'BrokerRegistrationRequest.<tagged fields>',
+    273: 'BrokerRegistrationRequest.<tagged fields>',
+    274: 'BrokerRegistrationRequest.<tagged fields>',
+    290: 'BrokerRegistrationRequest.broker_id',
+    291: 'BrokerRegistrationRequest.broker_id',
+    292: 'BrokerRegistrationRequest.cluster_id',
+    293: 'BrokerRegistrationRequest.cluster_id',
+    294: 'BrokerRegistrationRequest.cluster_id',
+    295: 'BrokerRegistrationRequest.cluster_id',
+    296: 'BrokerRegistrationRequest.cluster_id',
+    297: 'BrokerRegistrationRequest.cluster_id',
+    298: 'BrokerRegistrationRequest.cluster_id',
+    299: 'BrokerRegistrationRequest.cluster_id',
+    300: 'BrokerRegistrationRequest.cluster_id',
+    301: 'BrokerRegistrationRequest.cluster_id',
+    302: 'BrokerRegistrationRequest.cluster_id',
+    303: 'BrokerRegistrationRequest.cluster_id',
+    304: 'BrokerRegistrationRequest.cluster_id',
+    305: 'BrokerRegistrationRequest.cluster_id',
+    306: 'BrokerRegistrationRequest.cluster_id',
+    307: 'BrokerRegistrationRequest.cluster_id',
+    308: 'BrokerRegistrationRequest.cluster_id',
+    309: 'BrokerRegistrationRequest.incarnation_id',
+    310: 'BrokerRegistrationRequest.incarnation_id',
+    311: 'BrokerRegistrationRequest.incarnation_id',
+    312: 'BrokerRegistrationRequest.incarnation_id',
+    313: 'BrokerRegistrationRequest.listeners',
+    314: 'BrokerRegistrationRequest.listeners',
+    315: 'BrokerRegistrationRequest.listeners',
+    316: 'BrokerRegistrationRequest.listeners',
+    317: 'BrokerRegistrationRequest.listeners',
+    318: 'BrokerRegistrationRequest.listeners',
+    319: 'BrokerRegistrationRequest.listeners',
+    320: 'BrokerRegistrationRequest.listeners',
+    321: 'BrokerRegistrationRequest.listeners',
+    322: 'BrokerRegistrationRequest.listeners',
+    323: 'BrokerRegistrationRequest.listeners',
+    324: 'BrokerRegistrationRequest.listeners',
+    325: 'BrokerRegistrationRequest.listeners',
+    326: 'BrokerRegistrationRequest.listeners',
+    327: 'BrokerRegistrationRequest.listeners',
+    328: 'BrokerRegistrationRequest.listeners',
+    329: 'BrokerRegistrationRequest.listeners',
+    330: 'BrokerRegistrationRequest.features',
+    331: 'BrokerRegistrationRequest.features',
+    332: 'BrokerRegistrationRequest.features',
+    333: 'BrokerRegistrationRequest.features',
+    334: 'BrokerRegistrationRequest.features',
+    335: 'BrokerRegistrationRequest.features',
+    336: 'BrokerRegistrationRequest.features',
+    337: 'BrokerRegistrationRequest.features',
+    338: 'BrokerRegistrationRequest.features',
+    339: 'BrokerRegistrationRequest.features',
+    340: 'BrokerRegistrationRequest.features',
+    341: 'BrokerRegistrationRequest.features',
+    342: 'BrokerRegistrationRequest.features',
+    343: 'BrokerRegistrationRequest.features',
+    344: 'BrokerRegistrationRequest.features',
+    345: 'BrokerRegistrationRequest.features',
+    346: 'BrokerRegistrationRequest.features',
+    347: 'BrokerRegistrationRequest.rack',
+    348: 'BrokerRegistrationRequest.rack',
+    349: 'BrokerRegistrationRequest.rack',
+    350: 'BrokerRegistrationRequest.rack',
+    351: 'BrokerRegistrationRequest.rack',
+    352: 'BrokerRegistrationRequest.rack',
+    353: 'BrokerRegistrationRequest.rack',
+    354: 'BrokerRegistrationRequest.rack',
+    355: 'BrokerRegistrationRequest.rack',
+    356: 'BrokerRegistrationRequest.rack',
+    357: 'BrokerRegistrationRequest.rack',
+    358: 'BrokerRegistrationRequest.rack',
+    359: 'BrokerRegistrationRequest.rack',
+    360: 'BrokerRegistrationRequest.rack',
+    361: 'BrokerRegistrationRequest.rack',
+    362: 'BrokerRegistrationRequest.rack',
+    363: 'BrokerRegistrationRequest.rack',
+    364: 'BrokerRegistrationRequest.is_migrating_zk_broker',
+    365: 'BrokerRegistrationRequest.is_migrating_zk_broker',
+    366: 'BrokerRegistrationRequest.<tagged fields>',
+    367: 'BrokerRegistrationRequest.<tagged fields>',
+    368: 'BrokerRegistrationRequest.<tagged fields>',
+    369: 'BrokerRegistrationRequest.<tagged fields>',
+    370: 'BrokerRegistrationRequest.<tagged fields>',
+    386: 'BrokerRegistrationRequest.broker_id',
+    387: 'BrokerRegistrationRequest.broker_id',
+    388: 'BrokerRegistrationRequest.cluster_id',
+    389: 'BrokerRegistrationRequest.cluster_id',
+    390: 'BrokerRegistrationRequest.cluster_id',
+    391: 'BrokerRegistrationRequest.cluster_id',
+    392: 'BrokerRegistrationRequest.cluster_id',
+    393: 'BrokerRegistrationRequest.cluster_id',
+    394: 'BrokerRegistrationRequest.cluster_id',
+    395: 'BrokerRegistrationRequest.cluster_id',
+    396: 'BrokerRegistrationRequest.cluster_id',
+    397: 'BrokerRegistrationRequest.cluster_id',
+    398: 'BrokerRegistrationRequest.cluster_id',
+    399: 'BrokerRegistrationRequest.cluster_id',
+    400: 'BrokerRegistrationRequest.cluster_id',
+    401: 'BrokerRegistrationRequest.cluster_id',
+    402: 'BrokerRegistrationRequest.cluster_id',
+    403: 'BrokerRegistrationRequest.cluster_id',
+    404: 'BrokerRegistrationRequest.cluster_id',
+    405: 'BrokerRegistrationRequest.incarnation_id',
+    406: 'BrokerRegistrationRequest.incarnation_id',
+    407: 'BrokerRegistrationRequest.incarnation_id',
+    408: 'BrokerRegistrationRequest.incarnation_id',
+    409: 'BrokerRegistrationRequest.listeners',
+    410: 'BrokerRegistrationRequest.listeners',
+    411: 'BrokerRegistrationRequest.listeners',
+    412: 'BrokerRegistrationRequest.listeners',
+    413: 'BrokerRegistrationRequest.listeners',
+    414: 'BrokerRegistrationRequest.listeners',
+    415: 'BrokerRegistrationRequest.listeners',
+    416: 'BrokerRegistrationRequest.listeners',
+    417: 'BrokerRegistrationRequest.listeners',
+    418: 'BrokerRegistrationRequest.listeners',
+    419: 'BrokerRegistrationRequest.listeners',
+    420: 'BrokerRegistrationRequest.listeners',
+    421: 'BrokerRegistrationRequest.listeners',
+    422: 'BrokerRegistrationRequest.listeners',
+    423: 'BrokerRegistrationRequest.listeners',
+    424: 'BrokerRegistrationRequest.listeners',
+    425: 'BrokerRegistrationRequest.listeners',
+    426: 'BrokerRegistrationRequest.features',
+    427: 'BrokerRegistrationRequest.features',
+    428: 'BrokerRegistrationRequest.features',
+    429: 'BrokerRegistrationRequest.features',
+    430: 'BrokerRegistrationRequest.features',
+    431: 'BrokerRegistrationRequest.features',
+    432: 'BrokerRegistrationRequest.features',
+    433: 'BrokerRegistrationRequest.features',
+    434: 'BrokerRegistrationRequest.features',
+    435: 'BrokerRegistrationRequest.features',
+    436: 'BrokerRegistrationRequest.features',
+    437: 'BrokerRegistrationRequest.features',
+    438: 'BrokerRegistrationRequest.features',
+    439: 'BrokerRegistrationRequest.features',
+    440: 'BrokerRegistrationRequest.features',
+    441: 'BrokerRegistrationRequest.features',
+    442: 'BrokerRegistrationRequest.features',
+    443: 'BrokerRegistrationRequest.rack',
+    444: 'BrokerRegistrationRequest.rack',
+    445: 'BrokerRegistrationRequest.rack',
+    446: 'BrokerRegistrationRequest.rack',
+    447: 'BrokerRegistrationRequest.rack',
+    448: 'BrokerRegistrationRequest.rack',
+    449: 'BrokerRegistrationRequest.rack',
+    450: 'BrokerRegistrationRequest.rack',
+    451: 'BrokerRegistrationRequest.rack',
+    452: 'BrokerRegistrationRequest.rack',
+    453: 'BrokerRegistrationRequest.rack',
+    454: 'BrokerRegistrationRequest.rack',
+    455: 'BrokerRegistrationRequest.rack',
+    456: 'BrokerRegistrationRequest.rack',
     457: 'BrokerRegistrationRequest.rack',
     458: 'BrokerRegistrationRequest.rack',
     459: 'BrokerRegistrationRequest.rack',
-    460: 'BrokerRegistrationRequest.rack',
-    461: 'BrokerRegistrationRequest.rack',
-    462: 'BrokerRegistrationRequest.rack',
-    463: 'BrokerRegistrationRequest.rack',
-    464: 'BrokerRegistrationRequest.rack',
-    465: 'BrokerRegistrationRequest.rack',
-    466: 'BrokerRegistrationRequest.rack',
-    467: 'BrokerRegistrationRequest.rack',
-    468: 'BrokerRegistrationRequest.rack',
-    469: 'BrokerRegistrationRequest.rack',
-    470: 'BrokerRegistrationRequest.rack',
-    471: 'BrokerRegistrationRequest.is_migrating_zk_broker',
-    472: 'BrokerRegistrationRequest.is_migrating_zk_broker',
+    460: 'BrokerRegistrationRequest.is_migrating_zk_broker',
+    461: 'BrokerRegistrationRequest.is_migrating_zk_broker',
+    462: 'BrokerRegistrationRequest.log_dirs',
+    463: 'BrokerRegistrationRequest.log_dirs',
+    464: 'BrokerRegistrationRequest.log_dirs',
+    465: 'BrokerRegistrationRequest.log_dirs',
+    466: 'BrokerRegistrationRequest.log_dirs',
+    467: 'BrokerRegistrationRequest.log_dirs',
+    468: 'BrokerRegistrationRequest.log_dirs',
+    469: 'BrokerRegistrationRequest.log_dirs',
+    470: 'BrokerRegistrationRequest.log_dirs',
+    471: 'BrokerRegistrationRequest.log_dirs',
+    472: 'BrokerRegistrationRequest.log_dirs',
     473: 'BrokerRegistrationRequest.log_dirs',
     474: 'BrokerRegistrationRequest.log_dirs',
     475: 'BrokerRegistrationRequest.log_dirs',
@@ -1062,19 +1151,112 @@ _reg(__file__, {
     479: 'BrokerRegistrationRequest.log_dirs',
     480: 'BrokerRegistrationRequest.log_dirs',
     481: 'BrokerRegistrationRequest.log_dirs',
-    482: 'BrokerRegistrationRequest.log_dirs',
-    483: 'BrokerRegistrationRequest.log_dirs',
-    484: 'BrokerRegistrationRequest.log_dirs',
-    485: 'BrokerRegistrationRequest.log_dirs',
-    486: 'BrokerRegistrationRequest.log_dirs',
-    487: 'BrokerRegistrationRequest.log_dirs',
-    488: 'BrokerRegistrationRequest.log_dirs',
-    489: 'BrokerRegistrationRequest.log_dirs',
-    490: 'BrokerRegistrationRequest.previous_broker_epoch',
-    491: 'BrokerRegistrationRequest.previous_broker_epoch',
-    492: 'BrokerRegistrationRequest.<tagged fields>',
-    493: 'BrokerRegistrationRequest.<tagged fields>',
-    494: 'BrokerRegistrationRequest.<tagged fields>',
-    495: 'BrokerRegistrationRequest.<tagged fields>',
-    496: 'BrokerRegistrationRequest.<tagged fields>',
+    482: 'BrokerRegistrationRequest.<tagged fields>',
+    483: 'BrokerRegistrationRequest.<tagged fields>',
+    484: 'BrokerRegistrationRequest.<tagged fields>',
+    485: 'BrokerRegistrationRequest.<tagged fields>',
+    486: 'BrokerRegistrationRequest.<tagged fields>',
+    502: 'BrokerRegistrationRequest.broker_id',
+    503: 'BrokerRegistrationRequest.broker_id',
+    504: 'BrokerRegistrationRequest.cluster_id',
+    505: 'BrokerRegistrationRequest.cluster_id',
+    506: 'BrokerRegistrationRequest.cluster_id',
+    507: 'BrokerRegistrationRequest.cluster_id',
+    508: 'BrokerRegistrationRequest.cluster_id',
+    509: 'BrokerRegistrationRequest.cluster_id',
+    510: 'BrokerRegistrationRequest.cluster_id',
+    511: 'BrokerRegistrationRequest.cluster_id',
+    512: 'BrokerRegistrationRequest.cluster_id',
+    513: 'BrokerRegistrationRequest.cluster_id',
+    514: 'BrokerRegistrationRequest.cluster_id',
+    515: 'BrokerRegistrationRequest.cluster_id',
+    516: 'BrokerRegistrationRequest.cluster_id',
+    517: 'BrokerRegistrationRequest.cluster_id',
+    518: 'BrokerRegistrationRequest.cluster_id',
+    519: 'BrokerRegistrationRequest.cluster_id',
+    520: 'BrokerRegistrationRequest.cluster_id',
+    521: 'BrokerRegistrationRequest.incarnation_id',
+    522: 'BrokerRegistrationRequest.incarnation_id',
+    523: 'BrokerRegistrationRequest.incarnation_id',
+    524: 'BrokerRegistrationRequest.incarnation_id',
+    525: 'BrokerRegistrationRequest.listeners',
+    526: 'BrokerRegistrationRequest.listeners',
+    527: 'BrokerRegistrationRequest.listeners',
+    528: 'BrokerRegistrationRequest.listeners',
+    529: 'BrokerRegistrationRequest.listeners',
+    530: 'BrokerRegistrationRequest.listeners',
+    531: 'BrokerRegistrationRequest.listeners',
+    532: 'BrokerRegistrationRequest.listeners',
+    533: 'BrokerRegistrationRequest.listeners',
+    534: 'BrokerRegistrationRequest.listeners',
+    535: 'BrokerRegistrationRequest.listeners',
+    536: 'BrokerRegistrationRequest.listeners',
+    537: 'BrokerRegistrationRequest.listeners',
+    538: 'BrokerRegistrationRequest.listeners',
+    539: 'BrokerRegistrationRequest.listeners',
+    540: 'BrokerRegistrationRequest.listeners',
+    541: 'BrokerRegistrationRequest.listeners',
+    542: 'BrokerRegistrationRequest.features',
+    543: 'BrokerRegistrationRequest.features',
+    544: 'BrokerRegistrationRequest.features',
+    545: 'BrokerRegistrationRequest.features',
+    546: 'BrokerRegistrationRequest.features',
+    547: 'BrokerRegistrationRequest.features',
+    548: 'BrokerRegistrationRequest.features',
+    549: 'BrokerRegistrationRequest.features',
+    550: 'BrokerRegistrationRequest.features',
+    551: 'BrokerRegistrationRequest.features',
+    552: 'BrokerRegistrationRequest.features',
+    553: 'BrokerRegistrationRequest.features',
+    554: 'BrokerRegistrationRequest.features',
+    555: 'BrokerRegistrationRequest.features',
+    556: 'BrokerRegistrationRequest.features',
+    557: 'BrokerRegistrationRequest.features',
+    558: 'BrokerRegistrationRequest.features',
+    559: 'BrokerRegistrationRequest.rack',
+    560: 'BrokerRegistrationRequest.rack',
+    561: 'BrokerRegistrationRequest.rack',
+    562: 'BrokerRegistrationRequest.rack',
+    563: 'BrokerRegistrationRequest.rack',
+    564: 'BrokerRegistrationRequest.rack',
+    565: 'BrokerRegistrationRequest.rack',
+    566: 'BrokerRegistrationRequest.rack',
+    567: 'BrokerRegistrationRequest.rack',
+    568: 'BrokerRegistrationRequest.rack',
+    569: 'BrokerRegistrationRequest.rack',
+    570: 'BrokerRegistrationRequest.rack',
+    571: 'BrokerRegistrationRequest.rack',
+    572: 'BrokerRegistrationRequest.rack',
+    573: 'BrokerRegistrationRequest.rack',
+    574: 'BrokerRegistrationRequest.rack',
+    575: 'BrokerRegistrationRequest.rack',
+    576: 'BrokerRegistrationRequest.is_migrating_zk_broker',
+    577: 'BrokerRegistrationRequest.is_migrating_zk_broker',
+    578: 'BrokerRegistrationRequest.log_dirs',
+    579: 'BrokerRegistrationRequest.log_dirs',
+    580: 'BrokerRegistrationRequest.log_dirs',
+    581: 'BrokerRegistrationRequest.log_dirs',
+    582: 'BrokerRegistrationRequest.log_dirs',
+    583: 'BrokerRegistrationRequest.log_dirs',
+    584: 'BrokerRegistrationRequest.log_dirs',
+    585: 'BrokerRegistrationRequest.log_dirs',
+    586: 'BrokerRegistrationRequest.log_dirs',
+    587: 'BrokerRegistrationRequest.log_dirs',
+    588: 'BrokerRegistrationRequest.log_dirs',
+    589: 'BrokerRegistrationRequest.log_dirs',
+    590: 'BrokerRegistrationRequest.log_dirs',
+    591: 'BrokerRegistrationRequest.log_dirs',
+    592: 'BrokerRegistrationRequest.log_dirs',
+    593: 'BrokerRegistrationRequest.log_dirs',
+    594: 'BrokerRegistrationRequest.log_dirs',
+    595: 'BrokerRegistrationRequest.log_dirs',
+    596: 'BrokerRegistrationRequest.log_dirs',
+    597: 'BrokerRegistrationRequest.log_dirs',
+    598: 'BrokerRegistrationRequest.previous_broker_epoch',
+    599: 'BrokerRegistrationRequest.previous_broker_epoch',
+    600: 'BrokerRegistrationRequest.<tagged fields>',
+    601: 'BrokerRegistrationRequest.<tagged fields>',
+    602: 'BrokerRegistrationRequest.<tagged fields>',
+    603: 'BrokerRegistrationRequest.<tagged fields>',
+    604: 'BrokerRegistrationRequest.<tagged fields>',
 })

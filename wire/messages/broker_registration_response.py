@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -45,7 +46,12 @@ def _d_BrokerRegistrationResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'BrokerRegistrationResponse.<tagged fields>')
-    return BrokerRegistrationResponse(_f_throttle_time_ms, _f_error_code, _f_broker_epoch, _unk), pos
+    _o = _new(BrokerRegistrationResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.broker_epoch = _f_broker_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_BrokerRegistrationResponse_v1 = _d_BrokerRegistrationResponse_v0
@@ -80,11 +86,11 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_BrokerRegistrationResponse_v0, 1: _d_BrokerRegistrationResponse_v1, 2: _d_BrokerRegistrationResponse_v2, 3: _d_BrokerRegistrationResponse_v3, 4: _d_BrokerRegistrationResponse_v4}
 ENCODERS = {0: _e_BrokerRegistrationResponse_v0, 1: _e_BrokerRegistrationResponse_v1, 2: _e_BrokerRegistrationResponse_v2, 3: _e_BrokerRegistrationResponse_v3, 4: _e_BrokerRegistrationResponse_v4}
 _reg(__file__, {
-    41: 'BrokerRegistrationResponse.throttle_time_ms/error_code/broker_epoch',
     42: 'BrokerRegistrationResponse.throttle_time_ms/error_code/broker_epoch',
-    43: 'BrokerRegistrationResponse.<tagged fields>',
+    43: 'BrokerRegistrationResponse.throttle_time_ms/error_code/broker_epoch',
     44: 'BrokerRegistrationResponse.<tagged fields>',
     45: 'BrokerRegistrationResponse.<tagged fields>',
     46: 'BrokerRegistrationResponse.<tagged fields>',
     47: 'BrokerRegistrationResponse.<tagged fields>',
+    48: 'BrokerRegistrationResponse.<tagged fields>',
 })

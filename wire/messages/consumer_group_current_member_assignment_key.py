@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -53,7 +54,11 @@ def _d_ConsumerGroupCurrentMemberAssignmentKey_v8(buf, pos):
             raise _trunc('ConsumerGroupCurrentMemberAssignmentKey.member_id', _n3, len(buf) - pos)
         _f_member_id = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return ConsumerGroupCurrentMemberAssignmentKey(_f_group_id, _f_member_id, None), pos
+    _o = _new(ConsumerGroupCurrentMemberAssignmentKey)
+    _o.group_id = _f_group_id
+    _o.member_id = _f_member_id
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _e_ConsumerGroupCurrentMemberAssignmentKey_v8(o, w):
@@ -74,7 +79,6 @@ FLEXIBLE_FROM = None
 DECODERS = {8: _d_ConsumerGroupCurrentMemberAssignmentKey_v8}
 ENCODERS = {8: _e_ConsumerGroupCurrentMemberAssignmentKey_v8}
 _reg(__file__, {
-    36: 'ConsumerGroupCurrentMemberAssignmentKey.group_id',
     37: 'ConsumerGroupCurrentMemberAssignmentKey.group_id',
     38: 'ConsumerGroupCurrentMemberAssignmentKey.group_id',
     39: 'ConsumerGroupCurrentMemberAssignmentKey.group_id',
@@ -84,7 +88,7 @@ _reg(__file__, {
     43: 'ConsumerGroupCurrentMemberAssignmentKey.group_id',
     44: 'ConsumerGroupCurrentMemberAssignmentKey.group_id',
     45: 'ConsumerGroupCurrentMemberAssignmentKey.group_id',
-    46: 'ConsumerGroupCurrentMemberAssignmentKey.member_id',
+    46: 'ConsumerGroupCurrentMemberAssignmentKey.group_id',
     47: 'ConsumerGroupCurrentMemberAssignmentKey.member_id',
     48: 'ConsumerGroupCurrentMemberAssignmentKey.member_id',
     49: 'ConsumerGroupCurrentMemberAssignmentKey.member_id',
@@ -94,4 +98,5 @@ _reg(__file__, {
     53: 'ConsumerGroupCurrentMemberAssignmentKey.member_id',
     54: 'ConsumerGroupCurrentMemberAssignmentKey.member_id',
     55: 'ConsumerGroupCurrentMemberAssignmentKey.member_id',
+    56: 'ConsumerGroupCurrentMemberAssignmentKey.member_id',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -65,6 +66,9 @@ def _d_TopicPartitions_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -79,7 +83,11 @@ def _d_TopicPartitions_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicPartitions.<tagged fields>')
-    return TopicPartitions(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(TopicPartitions)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ConsumerGroupCurrentMemberAssignmentValue_v0(buf, pos):
@@ -88,6 +96,9 @@ def _d_ConsumerGroupCurrentMemberAssignmentValue_v0(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -102,6 +113,9 @@ def _d_ConsumerGroupCurrentMemberAssignmentValue_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -118,15 +132,23 @@ def _d_ConsumerGroupCurrentMemberAssignmentValue_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>')
-    return ConsumerGroupCurrentMemberAssignmentValue(_f_member_epoch, _f_previous_member_epoch, _f_state, _f_assigned_partitions, _f_partitions_pending_revocation, _unk), pos
+    _o = _new(ConsumerGroupCurrentMemberAssignmentValue)
+    _o.member_epoch = _f_member_epoch
+    _o.previous_member_epoch = _f_previous_member_epoch
+    _o.state = _f_state
+    _o.assigned_partitions = _f_assigned_partitions
+    _o.partitions_pending_revocation = _f_partitions_pending_revocation
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_TopicPartitions_v0(o, w):
     w(o.topic_id.bytes)
     _a6 = o.partitions
-    _l = len(_a6) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a6), *_a6))
+    _l = len(_a6)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a6))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -160,11 +182,10 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ConsumerGroupCurrentMemberAssignmentValue_v0}
 ENCODERS = {0: _e_ConsumerGroupCurrentMemberAssignmentValue_v0}
 _reg(__file__, {
-    61: 'TopicPartitions.topic_id',
     62: 'TopicPartitions.topic_id',
     63: 'TopicPartitions.topic_id',
     64: 'TopicPartitions.topic_id',
-    65: 'TopicPartitions.partitions',
+    65: 'TopicPartitions.topic_id',
     66: 'TopicPartitions.partitions',
     67: 'TopicPartitions.partitions',
     68: 'TopicPartitions.partitions',
@@ -176,44 +197,54 @@ _reg(__file__, {
     74: 'TopicPartitions.partitions',
     75: 'TopicPartitions.partitions',
     76: 'TopicPartitions.partitions',
-    77: 'TopicPartitions.<tagged fields>',
-    78: 'TopicPartitions.<tagged fields>',
-    79: 'TopicPartitions.<tagged fields>',
-    80: 'TopicPartitions.<tagged fields>',
+    77: 'TopicPartitions.partitions',
+    78: 'TopicPartitions.partitions',
+    79: 'TopicPartitions.partitions',
+    80: 'TopicPartitions.partitions',
     81: 'TopicPartitions.<tagged fields>',
-    86: 'ConsumerGroupCurrentMemberAssignmentValue.member_epoch/previous_member_epoch/state',
-    87: 'ConsumerGroupCurrentMemberAssignmentValue.member_epoch/previous_member_epoch/state',
-    88: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
-    89: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
-    90: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
-    91: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
-    92: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
-    93: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
-    94: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
-    95: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    82: 'TopicPartitions.<tagged fields>',
+    83: 'TopicPartitions.<tagged fields>',
+    84: 'TopicPartitions.<tagged fields>',
+    85: 'TopicPartitions.<tagged fields>',
+    94: 'ConsumerGroupCurrentMemberAssignmentValue.member_epoch/previous_member_epoch/state',
+    95: 'ConsumerGroupCurrentMemberAssignmentValue.member_epoch/previous_member_epoch/state',
     96: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
     97: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
     98: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
     99: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
     100: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
     101: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
-    102: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    103: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    104: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    105: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    106: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    107: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    108: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    109: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    110: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    111: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    112: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    102: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    103: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    104: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    105: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    106: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    107: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    108: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    109: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    110: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    111: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
+    112: 'ConsumerGroupCurrentMemberAssignmentValue.assigned_partitions',
     113: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
     114: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
     115: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
-    116: 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>',
-    117: 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>',
-    118: 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>',
-    119: 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>',
-    120: 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>',
+    116: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    117: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    118: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    119: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    120: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    121: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    122: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    123: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    124: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    125: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    126: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    127: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    128: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    129: 'ConsumerGroupCurrentMemberAssignmentValue.partitions_pending_revocation',
+    130: 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>',
+    131: 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>',
+    132: 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>',
+    133: 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>',
+    134: 'ConsumerGroupCurrentMemberAssignmentValue.<tagged fields>',
 })

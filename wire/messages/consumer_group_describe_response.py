@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -143,6 +144,9 @@ def _d_TopicPartitions_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -157,6 +161,9 @@ def _d_TopicPartitions_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -171,13 +178,21 @@ def _d_TopicPartitions_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicPartitions.<tagged fields>')
-    return TopicPartitions(_f_topic_id, _f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicPartitions)
+    _o.topic_id = _f_topic_id
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Assignment_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -194,13 +209,19 @@ def _d_Assignment_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Assignment.<tagged fields>')
-    return Assignment(_f_topic_partitions, _unk), pos
+    _o = _new(Assignment)
+    _o.topic_partitions = _f_topic_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Member_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -215,6 +236,9 @@ def _d_Member_v0(buf, pos):
     _n8 = buf[pos]
     if _n8 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n8, pos = _ruv(buf, pos)
     _n8 -= 1
@@ -229,6 +253,9 @@ def _d_Member_v0(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -245,6 +272,9 @@ def _d_Member_v0(buf, pos):
     _n12 = buf[pos]
     if _n12 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n12 = (_n12 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n12, pos = _ruv(buf, pos)
     _n12 -= 1
@@ -259,6 +289,9 @@ def _d_Member_v0(buf, pos):
     _n14 = buf[pos]
     if _n14 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n14 = (_n14 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n14, pos = _ruv(buf, pos)
     _n14 -= 1
@@ -273,6 +306,9 @@ def _d_Member_v0(buf, pos):
     _n16 = buf[pos]
     if _n16 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n16 = (_n16 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n16, pos = _ruv(buf, pos)
     _n16 -= 1
@@ -285,6 +321,9 @@ def _d_Member_v0(buf, pos):
             _n18 = buf[pos]
             if _n18 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n18 = (_n18 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n18, pos = _ruv(buf, pos)
             _n18 -= 1
@@ -300,6 +339,9 @@ def _d_Member_v0(buf, pos):
     _n20 = buf[pos]
     if _n20 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n20 = (_n20 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n20, pos = _ruv(buf, pos)
     _n20 -= 1
@@ -318,7 +360,19 @@ def _d_Member_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Member.<tagged fields>')
-    return Member(_f_member_id, _f_instance_id, _f_rack_id, _f_member_epoch, _f_client_id, _f_client_host, _f_subscribed_topic_names, _f_subscribed_topic_regex, _f_assignment, _f_target_assignment, _unk), pos
+    _o = _new(Member)
+    _o.member_id = _f_member_id
+    _o.instance_id = _f_instance_id
+    _o.rack_id = _f_rack_id
+    _o.member_epoch = _f_member_epoch
+    _o.client_id = _f_client_id
+    _o.client_host = _f_client_host
+    _o.subscribed_topic_names = _f_subscribed_topic_names
+    _o.subscribed_topic_regex = _f_subscribed_topic_regex
+    _o.assignment = _f_assignment
+    _o.target_assignment = _f_target_assignment
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribedGroup_v0(buf, pos):
@@ -327,6 +381,9 @@ def _d_DescribedGroup_v0(buf, pos):
     _n22 = buf[pos]
     if _n22 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n22 = (_n22 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n22, pos = _ruv(buf, pos)
     _n22 -= 1
@@ -341,6 +398,9 @@ def _d_DescribedGroup_v0(buf, pos):
     _n24 = buf[pos]
     if _n24 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n24 = (_n24 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n24, pos = _ruv(buf, pos)
     _n24 -= 1
@@ -355,6 +415,9 @@ def _d_DescribedGroup_v0(buf, pos):
     _n26 = buf[pos]
     if _n26 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n26 = (_n26 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n26, pos = _ruv(buf, pos)
     _n26 -= 1
@@ -371,6 +434,9 @@ def _d_DescribedGroup_v0(buf, pos):
     _n28 = buf[pos]
     if _n28 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n28 = (_n28 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n28, pos = _ruv(buf, pos)
     _n28 -= 1
@@ -385,6 +451,9 @@ def _d_DescribedGroup_v0(buf, pos):
     _n30 = buf[pos]
     if _n30 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n30 = (_n30 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n30, pos = _ruv(buf, pos)
     _n30 -= 1
@@ -403,7 +472,18 @@ def _d_DescribedGroup_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribedGroup.<tagged fields>')
-    return DescribedGroup(_f_error_code, _f_error_message, _f_group_id, _f_group_state, _f_group_epoch, _f_assignment_epoch, _f_assignor_name, _f_members, _f_authorized_operations, _unk), pos
+    _o = _new(DescribedGroup)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.group_id = _f_group_id
+    _o.group_state = _f_group_state
+    _o.group_epoch = _f_group_epoch
+    _o.assignment_epoch = _f_assignment_epoch
+    _o.assignor_name = _f_assignor_name
+    _o.members = _f_members
+    _o.authorized_operations = _f_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ConsumerGroupDescribeResponse_v0(buf, pos):
@@ -412,6 +492,9 @@ def _d_ConsumerGroupDescribeResponse_v0(buf, pos):
     _n32 = buf[pos]
     if _n32 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n32 = (_n32 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n32, pos = _ruv(buf, pos)
     _n32 -= 1
@@ -428,7 +511,11 @@ def _d_ConsumerGroupDescribeResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ConsumerGroupDescribeResponse.<tagged fields>')
-    return ConsumerGroupDescribeResponse(_f_throttle_time_ms, _f_groups, _unk), pos
+    _o = _new(ConsumerGroupDescribeResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_TopicPartitions_v0(o, w):
@@ -439,9 +526,10 @@ def _e_TopicPartitions_v0(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v34)
     _a35 = o.partitions
-    _l = len(_a35) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a35), *_a35))
+    _l = len(_a35)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a35))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -581,11 +669,10 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ConsumerGroupDescribeResponse_v0}
 ENCODERS = {0: _e_ConsumerGroupDescribeResponse_v0}
 _reg(__file__, {
-    139: 'TopicPartitions.topic_id',
     140: 'TopicPartitions.topic_id',
     141: 'TopicPartitions.topic_id',
     142: 'TopicPartitions.topic_id',
-    143: 'TopicPartitions.topic_name',
+    143: 'TopicPartitions.topic_id',
     144: 'TopicPartitions.topic_name',
     145: 'TopicPartitions.topic_name',
     146: 'TopicPartitions.topic_name',
@@ -599,10 +686,10 @@ _reg(__file__, {
     154: 'TopicPartitions.topic_name',
     155: 'TopicPartitions.topic_name',
     156: 'TopicPartitions.topic_name',
-    157: 'TopicPartitions.partitions',
-    158: 'TopicPartitions.partitions',
-    159: 'TopicPartitions.partitions',
-    160: 'TopicPartitions.partitions',
+    157: 'TopicPartitions.topic_name',
+    158: 'TopicPartitions.topic_name',
+    159: 'TopicPartitions.topic_name',
+    160: 'TopicPartitions.topic_name',
     161: 'TopicPartitions.partitions',
     162: 'TopicPartitions.partitions',
     163: 'TopicPartitions.partitions',
@@ -611,250 +698,302 @@ _reg(__file__, {
     166: 'TopicPartitions.partitions',
     167: 'TopicPartitions.partitions',
     168: 'TopicPartitions.partitions',
-    169: 'TopicPartitions.<tagged fields>',
-    170: 'TopicPartitions.<tagged fields>',
-    171: 'TopicPartitions.<tagged fields>',
-    172: 'TopicPartitions.<tagged fields>',
-    173: 'TopicPartitions.<tagged fields>',
-    178: 'Assignment.topic_partitions',
-    179: 'Assignment.topic_partitions',
-    180: 'Assignment.topic_partitions',
-    181: 'Assignment.topic_partitions',
-    182: 'Assignment.topic_partitions',
-    183: 'Assignment.topic_partitions',
-    184: 'Assignment.topic_partitions',
-    185: 'Assignment.topic_partitions',
-    186: 'Assignment.topic_partitions',
-    187: 'Assignment.topic_partitions',
-    188: 'Assignment.topic_partitions',
-    189: 'Assignment.topic_partitions',
+    169: 'TopicPartitions.partitions',
+    170: 'TopicPartitions.partitions',
+    171: 'TopicPartitions.partitions',
+    172: 'TopicPartitions.partitions',
+    173: 'TopicPartitions.partitions',
+    174: 'TopicPartitions.partitions',
+    175: 'TopicPartitions.partitions',
+    176: 'TopicPartitions.<tagged fields>',
+    177: 'TopicPartitions.<tagged fields>',
+    178: 'TopicPartitions.<tagged fields>',
+    179: 'TopicPartitions.<tagged fields>',
+    180: 'TopicPartitions.<tagged fields>',
     190: 'Assignment.topic_partitions',
     191: 'Assignment.topic_partitions',
-    192: 'Assignment.<tagged fields>',
-    193: 'Assignment.<tagged fields>',
-    194: 'Assignment.<tagged fields>',
-    195: 'Assignment.<tagged fields>',
-    196: 'Assignment.<tagged fields>',
-    201: 'Member.member_id',
-    202: 'Member.member_id',
-    203: 'Member.member_id',
-    204: 'Member.member_id',
-    205: 'Member.member_id',
-    206: 'Member.member_id',
-    207: 'Member.member_id',
-    208: 'Member.member_id',
-    209: 'Member.member_id',
-    210: 'Member.member_id',
-    211: 'Member.member_id',
-    212: 'Member.member_id',
-    213: 'Member.member_id',
-    214: 'Member.member_id',
-    215: 'Member.instance_id',
-    216: 'Member.instance_id',
-    217: 'Member.instance_id',
-    218: 'Member.instance_id',
-    219: 'Member.instance_id',
-    220: 'Member.instance_id',
-    221: 'Member.instance_id',
-    222: 'Member.instance_id',
-    223: 'Member.instance_id',
-    224: 'Member.instance_id',
-    225: 'Member.instance_id',
-    226: 'Member.instance_id',
-    227: 'Member.instance_id',
-    228: 'Member.instance_id',
-    229: 'Member.rack_id',
-    230: 'Member.rack_id',
-    231: 'Member.rack_id',
-    232: 'Member.rack_id',
-    233: 'Member.rack_id',
-    234: 'Member.rack_id',
-    235: 'Member.rack_id',
-    236: 'Member.rack_id',
-    237: 'Member.rack_id',
-    238: 'Member.rack_id',
-    239: 'Member.rack_id',
-    240: 'Member.rack_id',
-    241: 'Member.rack_id',
-    242: 'Member.rack_id',
-    243: 'Member.member_epoch',
-    244: 'Member.member_epoch',
-    245: 'Member.client_id',
-    246: 'Member.client_id',
-    247: 'Member.client_id',
-    248: 'Member.client_id',
-    249: 'Member.client_id',
-    250: 'Member.client_id',
-    251: 'Member.client_id',
-    252: 'Member.client_id',
-    253: 'Member.client_id',
-    254: 'Member.client_id',
-    255: 'Member.client_id',
-    256: 'Member.client_id',
-    257: 'Member.client_id',
-    258: 'Member.client_id',
-    259: 'Member.client_host',
-    260: 'Member.client_host',
-    261: 'Member.client_host',
-    262: 'Member.client_host',
-    263: 'Member.client_host',
-    264: 'Member.client_host',
-    265: 'Member.client_host',
-    266: 'Member.client_host',
-    267: 'Member.client_host',
-    268: 'Member.client_host',
-    269: 'Member.client_host',
-    270: 'Member.client_host',
-    271: 'Member.client_host',
-    272: 'Member.client_host',
-    273: 'Member.subscribed_topic_names',
-    274: 'Member.subscribed_topic_names',
-    275: 'Member.subscribed_topic_names',
-    276: 'Member.subscribed_topic_names',
-    277: 'Member.subscribed_topic_names',
-    278: 'Member.subscribed_topic_names',
-    279: 'Member.subscribed_topic_names',
-    280: 'Member.subscribed_topic_names',
-    281: 'Member.subscribed_topic_names',
-    282: 'Member.subscribed_topic_names',
-    283: 'Member.subscribed_topic_names',
-    284: 'Member.subscribed_topic_names',
-    285: 'Member.subscribed_topic_names',
-    286: 'Member.subscribed_topic_names',
-    287: 'Member.subscribed_topic_names',
-    288: 'Member.subscribed_topic_names',
-    289: 'Member.subscribed_topic_names',
-    290: 'Member.subscribed_topic_names',
-    291: 'Member.subscribed_topic_names',
-    292: 'Member.subscribed_topic_names',
-    293: 'Member.subscribed_topic_names',
-    294: 'Member.subscribed_topic_names',
-    295: 'Member.subscribed_topic_names',
-    296: 'Member.subscribed_topic_names',
-    297: 'Member.subscribed_topic_names',
-    298: 'Member.subscribed_topic_names',
-    299: 'Member.subscribed_topic_names',
-    300: 'Member.subscribed_topic_regex',
-    301: 'Member.subscribed_topic_regex',
-    302: 'Member.subscribed_topic_regex',
-    303: 'Member.subscribed_topic_regex',
-    304: 'Member.subscribed_topic_regex',
-    305: 'Member.subscribed_topic_regex',
-    306: 'Member.subscribed_topic_regex',
-    307: 'Member.subscribed_topic_regex',
-    308: 'Member.subscribed_topic_regex',
-    309: 'Member.subscribed_topic_regex',
-    310: 'Member.subscribed_topic_regex',
-    311: 'Member.subscribed_topic_regex',
-    312: 'Member.subscribed_topic_regex',
-    313: 'Member.subscribed_topic_regex',
-    314: 'Member.assignment',
-    315: 'Member.target_assignment',
-    316: 'Member.<tagged fields>',
-    317: 'Member.<tagged fields>',
-    318: 'Member.<tagged fields>',
-    319: 'Member.<tagged fields>',
-    320: 'Member.<tagged fields>',
-    325: 'DescribedGroup.error_code',
-    326: 'DescribedGroup.error_code',
-    327: 'DescribedGroup.error_message',
-    328: 'DescribedGroup.error_message',
-    329: 'DescribedGroup.error_message',
-    330: 'DescribedGroup.error_message',
-    331: 'DescribedGroup.error_message',
-    332: 'DescribedGroup.error_message',
-    333: 'DescribedGroup.error_message',
-    334: 'DescribedGroup.error_message',
-    335: 'DescribedGroup.error_message',
-    336: 'DescribedGroup.error_message',
-    337: 'DescribedGroup.error_message',
-    338: 'DescribedGroup.error_message',
-    339: 'DescribedGroup.error_message',
-    340: 'DescribedGroup.error_message',
-    341: 'DescribedGroup.group_id',
-    342: 'DescribedGroup.group_id',
-    343: 'DescribedGroup.group_id',
-    344: 'DescribedGroup.group_id',
-    345: 'DescribedGroup.group_id',
-    346: 'DescribedGroup.group_id',
-    347: 'DescribedGroup.group_id',
-    348: 'DescribedGroup.group_id',
-    349: 'DescribedGroup.group_id',
-    350: 'DescribedGroup.group_id',
-    351: 'DescribedGroup.group_id',
-    352: 'DescribedGroup.group_id',
-    353: 'DescribedGroup.group_id',
-    354: 'DescribedGroup.group_id',
-    355: 'DescribedGroup.group_state',
-    356: 'DescribedGroup.group_state',
-    357: 'DescribedGroup.group_state',
-    358: 'DescribedGroup.group_state',
-    359: 'DescribedGroup.group_state',
-    360: 'DescribedGroup.group_state',
-    361: 'DescribedGroup.group_state',
-    362: 'DescribedGroup.group_state',
-    363: 'DescribedGroup.group_state',
-    364: 'DescribedGroup.group_state',
-    365: 'DescribedGroup.group_state',
-    366: 'DescribedGroup.group_state',
-    367: 'DescribedGroup.group_state',
-    368: 'DescribedGroup.group_state',
-    369: 'DescribedGroup.group_epoch/assignment_epoch',
-    370: 'DescribedGroup.group_epoch/assignment_epoch',
-    371: 'DescribedGroup.assignor_name',
-    372: 'DescribedGroup.assignor_name',
-    373: 'DescribedGroup.assignor_name',
-    374: 'DescribedGroup.assignor_name',
-    375: 'DescribedGroup.assignor_name',
-    376: 'DescribedGroup.assignor_name',
-    377: 'DescribedGroup.assignor_name',
-    378: 'DescribedGroup.assignor_name',
-    379: 'DescribedGroup.assignor_name',
-    380: 'DescribedGroup.assignor_name',
-    381: 'DescribedGroup.assignor_name',
-    382: 'DescribedGroup.assignor_name',
-    383: 'DescribedGroup.assignor_name',
-    384: 'DescribedGroup.assignor_name',
-    385: 'DescribedGroup.members',
-    386: 'DescribedGroup.members',
-    387: 'DescribedGroup.members',
-    388: 'DescribedGroup.members',
-    389: 'DescribedGroup.members',
-    390: 'DescribedGroup.members',
-    391: 'DescribedGroup.members',
-    392: 'DescribedGroup.members',
-    393: 'DescribedGroup.members',
-    394: 'DescribedGroup.members',
-    395: 'DescribedGroup.members',
-    396: 'DescribedGroup.members',
-    397: 'DescribedGroup.members',
-    398: 'DescribedGroup.members',
-    399: 'DescribedGroup.authorized_operations',
-    400: 'DescribedGroup.authorized_operations',
-    401: 'DescribedGroup.<tagged fields>',
-    402: 'DescribedGroup.<tagged fields>',
-    403: 'DescribedGroup.<tagged fields>',
-    404: 'DescribedGroup.<tagged fields>',
-    405: 'DescribedGroup.<tagged fields>',
-    410: 'ConsumerGroupDescribeResponse.throttle_time_ms',
-    411: 'ConsumerGroupDescribeResponse.throttle_time_ms',
-    412: 'ConsumerGroupDescribeResponse.groups',
-    413: 'ConsumerGroupDescribeResponse.groups',
-    414: 'ConsumerGroupDescribeResponse.groups',
-    415: 'ConsumerGroupDescribeResponse.groups',
-    416: 'ConsumerGroupDescribeResponse.groups',
-    417: 'ConsumerGroupDescribeResponse.groups',
-    418: 'ConsumerGroupDescribeResponse.groups',
-    419: 'ConsumerGroupDescribeResponse.groups',
-    420: 'ConsumerGroupDescribeResponse.groups',
-    421: 'ConsumerGroupDescribeResponse.groups',
-    422: 'ConsumerGroupDescribeResponse.groups',
-    423: 'ConsumerGroupDescribeResponse.groups',
-    424: 'ConsumerGroupDescribeResponse.groups',
-    425: 'ConsumerGroupDescribeResponse.groups',
-    426: 'ConsumerGroupDescribeResponse.<tagged fields>',
-    427: 'ConsumerGroupDescribeResponse.<tagged fields>',
-    428: 'ConsumerGroupDescribeResponse.<tagged fields>',
-    429: 'ConsumerGroupDescribeResponse.<tagged fields>',
-    430: 'ConsumerGroupDescribeResponse.<tagged fields>',
+    192: 'Assignment.topic_partitions',
+    193: 'Assignment.topic_partitions',
+    194: 'Assignment.topic_partitions',
+    195: 'Assignment.topic_partitions',
+    196: 'Assignment.topic_partitions',
+    197: 'Assignment.topic_partitions',
+    198: 'Assignment.topic_partitions',
+    199: 'Assignment.topic_partitions',
+    200: 'Assignment.topic_partitions',
+    201: 'Assignment.topic_partitions',
+    202: 'Assignment.topic_partitions',
+    203: 'Assignment.topic_partitions',
+    204: 'Assignment.topic_partitions',
+    205: 'Assignment.topic_partitions',
+    206: 'Assignment.topic_partitions',
+    207: 'Assignment.<tagged fields>',
+    208: 'Assignment.<tagged fields>',
+    209: 'Assignment.<tagged fields>',
+    210: 'Assignment.<tagged fields>',
+    211: 'Assignment.<tagged fields>',
+    219: 'Member.member_id',
+    220: 'Member.member_id',
+    221: 'Member.member_id',
+    222: 'Member.member_id',
+    223: 'Member.member_id',
+    224: 'Member.member_id',
+    225: 'Member.member_id',
+    226: 'Member.member_id',
+    227: 'Member.member_id',
+    228: 'Member.member_id',
+    229: 'Member.member_id',
+    230: 'Member.member_id',
+    231: 'Member.member_id',
+    232: 'Member.member_id',
+    233: 'Member.member_id',
+    234: 'Member.member_id',
+    235: 'Member.member_id',
+    236: 'Member.instance_id',
+    237: 'Member.instance_id',
+    238: 'Member.instance_id',
+    239: 'Member.instance_id',
+    240: 'Member.instance_id',
+    241: 'Member.instance_id',
+    242: 'Member.instance_id',
+    243: 'Member.instance_id',
+    244: 'Member.instance_id',
+    245: 'Member.instance_id',
+    246: 'Member.instance_id',
+    247: 'Member.instance_id',
+    248: 'Member.instance_id',
+    249: 'Member.instance_id',
+    250: 'Member.instance_id',
+    251: 'Member.instance_id',
+    252: 'Member.instance_id',
+    253: 'Member.rack_id',
+    254: 'Member.rack_id',
+    255: 'Member.rack_id',
+    256: 'Member.rack_id',
+    257: 'Member.rack_id',
+    258: 'Member.rack_id',
+    259: 'Member.rack_id',
+    260: 'Member.rack_id',
+    261: 'Member.rack_id',
+    262: 'Member.rack_id',
+    263: 'Member.rack_id',
+    264: 'Member.rack_id',
+    265: 'Member.rack_id',
+    266: 'Member.rack_id',
+    267: 'Member.rack_id',
+    268: 'Member.rack_id',
+    269: 'Member.rack_id',
+    270: 'Member.member_epoch',
+    271: 'Member.member_epoch',
+    272: 'Member.client_id',
+    273: 'Member.client_id',
+    274: 'Member.client_id',
+    275: 'Member.client_id',
+    276: 'Member.client_id',
+    277: 'Member.client_id',
+    278: 'Member.client_id',
+    279: 'Member.client_id',
+    280: 'Member.client_id',
+    281: 'Member.client_id',
+    282: 'Member.client_id',
+    283: 'Member.client_id',
+    284: 'Member.client_id',
+    285: 'Member.client_id',
+    286: 'Member.client_id',
+    287: 'Member.client_id',
+    288: 'Member.client_id',
+    289: 'Member.client_host',
+    290: 'Member.client_host',
+    291: 'Member.client_host',
+    292: 'Member.client_host',
+    293: 'Member.client_host',
+    294: 'Member.client_host',
+    295: 'Member.client_host',
+    296: 'Member.client_host',
+    297: 'Member.client_host',
+    298: 'Member.client_host',
+    299: 'Member.client_host',
+    300: 'Member.client_host',
+    301: 'Member.client_host',
+    302: 'Member.client_host',
+    303: 'Member.client_host',
+    304: 'Member.client_host',
+    305: 'Member.client_host',
+    306: 'Member.subscribed_topic_names',
+    307: 'Member.subscribed_topic_names',
+    308: 'Member.subscribed_topic_names',
+    309: 'Member.subscribed_topic_names',
+    310: 'Member.subscribed_topic_names',
+    311: 'Member.subscribed_topic_names',
+    312: 'Member.subscribed_topic_names',
+    313: 'Member.subscribed_topic_names',
+    314: 'Member.subscribed_topic_names',
+    315: 'Member.subscribed_topic_names',
+    316: 'Member.subscribed_topic_names',
+    317: 'Member.subscribed_topic_names',
+    318: 'Member.subscribed_topic_names',
+    319: 'Member.subscribed_topic_names',
+    320: 'Member.subscribed_topic_names',
+    321: 'Member.subscribed_topic_names',
+    322: 'Member.subscribed_topic_names',
+    323: 'Member.subscribed_topic_names',
+    324: 'Member.subscribed_topic_names',
+    325: 'Member.subscribed_topic_names',
+    326: 'Member.subscribed_topic_names',
+    327: 'Member.subscribed_topic_names',
+    328: 'Member.subscribed_topic_names',
+    329: 'Member.subscribed_topic_names',
+    330: 'Member.subscribed_topic_names',
+    331: 'Member.subscribed_topic_names',
+    332: 'Member.subscribed_topic_names',
+    333: 'Member.subscribed_topic_names',
+    334: 'Member.subscribed_topic_names',
+    335: 'Member.subscribed_topic_names',
+    336: 'Member.subscribed_topic_names',
+    337: 'Member.subscribed_topic_names',
+    338: 'Member.subscribed_topic_names',
+    339: 'Member.subscribed_topic_regex',
+    340: 'Member.subscribed_topic_regex',
+    341: 'Member.subscribed_topic_regex',
+    342: 'Member.subscribed_topic_regex',
+    343: 'Member.subscribed_topic_regex',
+    344: 'Member.subscribed_topic_regex',
+    345: 'Member.subscribed_topic_regex',
+    346: 'Member.subscribed_topic_regex',
+    347: 'Member.subscribed_topic_regex',
+    348: 'Member.subscribed_topic_regex',
+    349: 'Member.subscribed_topic_regex',
+    350: 'Member.subscribed_topic_regex',
+    351: 'Member.subscribed_topic_regex',
+    352: 'Member.subscribed_topic_regex',
+    353: 'Member.subscribed_topic_regex',
+    354: 'Member.subscribed_topic_regex',
+    355: 'Member.subscribed_topic_regex',
+    356: 'Member.assignment',
+    357: 'Member.target_assignment',
+    358: 'Member.<tagged fields>',
+    359: 'Member.<tagged fields>',
+    360: 'Member.<tagged fields>',
+    361: 'Member.<tagged fields>',
+    362: 'Member.<tagged fields>',
+    379: 'DescribedGroup.error_code',
+    380: 'DescribedGroup.error_code',
+    381: 'DescribedGroup.error_message',
+    382: 'DescribedGroup.error_message',
+    383: 'DescribedGroup.error_message',
+    384: 'DescribedGroup.error_message',
+    385: 'DescribedGroup.error_message',
+    386: 'DescribedGroup.error_message',
+    387: 'DescribedGroup.error_message',
+    388: 'DescribedGroup.error_message',
+    389: 'DescribedGroup.error_message',
+    390: 'DescribedGroup.error_message',
+    391: 'DescribedGroup.error_message',
+    392: 'DescribedGroup.error_message',
+    393: 'DescribedGroup.error_message',
+    394: 'DescribedGroup.error_message',
+    395: 'DescribedGroup.error_message',
+    396: 'DescribedGroup.error_message',
+    397: 'DescribedGroup.error_message',
+    398: 'DescribedGroup.group_id',
+    399: 'DescribedGroup.group_id',
+    400: 'DescribedGroup.group_id',
+    401: 'DescribedGroup.group_id',
+    402: 'DescribedGroup.group_id',
+    403: 'DescribedGroup.group_id',
+    404: 'DescribedGroup.group_id',
+    405: 'DescribedGroup.group_id',
+    406: 'DescribedGroup.group_id',
+    407: 'DescribedGroup.group_id',
+    408: 'DescribedGroup.group_id',
+    409: 'DescribedGroup.group_id',
+    410: 'DescribedGroup.group_id',
+    411: 'DescribedGroup.group_id',
+    412: 'DescribedGroup.group_id',
+    413: 'DescribedGroup.group_id',
+    414: 'DescribedGroup.group_id',
+    415: 'DescribedGroup.group_state',
+    416: 'DescribedGroup.group_state',
+    417: 'DescribedGroup.group_state',
+    418: 'DescribedGroup.group_state',
+    419: 'DescribedGroup.group_state',
+    420: 'DescribedGroup.group_state',
+    421: 'DescribedGroup.group_state',
+    422: 'DescribedGroup.group_state',
+    423: 'DescribedGroup.group_state',
+    424: 'DescribedGroup.group_state',
+    425: 'DescribedGroup.group_state',
+    426: 'DescribedGroup.group_state',
+    427: 'DescribedGroup.group_state',
+    428: 'DescribedGroup.group_state',
+    429: 'DescribedGroup.group_state',
+    430: 'DescribedGroup.group_state',
+    431: 'DescribedGroup.group_state',
+    432: 'DescribedGroup.group_epoch/assignment_epoch',
+    433: 'DescribedGroup.group_epoch/assignment_epoch',
+    434: 'DescribedGroup.assignor_name',
+    435: 'DescribedGroup.assignor_name',
+    436: 'DescribedGroup.assignor_name',
+    437: 'DescribedGroup.assignor_name',
+    438: 'DescribedGroup.assignor_name',
+    439: 'DescribedGroup.assignor_name',
+    440: 'DescribedGroup.assignor_name',
+    441: 'DescribedGroup.assignor_name',
+    442: 'DescribedGroup.assignor_name',
+    443: 'DescribedGroup.assignor_name',
+    444: 'DescribedGroup.assignor_name',
+    445: 'DescribedGroup.assignor_name',
+    446: 'DescribedGroup.assignor_name',
+    447: 'DescribedGroup.assignor_name',
+    448: 'DescribedGroup.assignor_name',
+    449: 'DescribedGroup.assignor_name',
+    450: 'DescribedGroup.assignor_name',
+    451: 'DescribedGroup.members',
+    452: 'DescribedGroup.members',
+    453: 'DescribedGroup.members',
+    454: 'DescribedGroup.members',
+    455: 'DescribedGroup.members',
+    456: 'DescribedGroup.members',
+    457: 'DescribedGroup.members',
+    458: 'DescribedGroup.members',
+    459: 'DescribedGroup.members',
+    460: 'DescribedGroup.members',
+    461: 'DescribedGroup.members',
+    462: 'DescribedGroup.members',
+    463: 'DescribedGroup.members',
+    464: 'DescribedGroup.members',
+    465: 'DescribedGroup.members',
+    466: 'DescribedGroup.members',
+    467: 'DescribedGroup.members',
+    468: 'DescribedGroup.authorized_operations',
+    469: 'DescribedGroup.authorized_operations',
+    470: 'DescribedGroup.<tagged fields>',
+    471: 'DescribedGroup.<tagged fields>',
+    472: 'DescribedGroup.<tagged fields>',
+    473: 'DescribedGroup.<tagged fields>',
+    474: 'DescribedGroup.<tagged fields>',
+    490: 'ConsumerGroupDescribeResponse.throttle_time_ms',
+    491: 'ConsumerGroupDescribeResponse.throttle_time_ms',
+    492: 'ConsumerGroupDescribeResponse.groups',
+    493: 'ConsumerGroupDescribeResponse.groups',
+    494: 'ConsumerGroupDescribeResponse.groups',
+    495: 'ConsumerGroupDescribeResponse.groups',
+    496: 'ConsumerGroupDescribeResponse.groups',
+    497: 'ConsumerGroupDescribeResponse.groups',
+    498: 'ConsumerGroupDescribeResponse.groups',
+    499: 'ConsumerGroupDescribeResponse.groups',
+    500: 'ConsumerGroupDescribeResponse.groups',
+    501: 'ConsumerGroupDescribeResponse.groups',
+    502: 'ConsumerGroupDescribeResponse.groups',
+    503: 'ConsumerGroupDescribeResponse.groups',
+    504: 'ConsumerGroupDescribeResponse.groups',
+    505: 'ConsumerGroupDescribeResponse.groups',
+    506: 'ConsumerGroupDescribeResponse.groups',
+    507: 'ConsumerGroupDescribeResponse.groups',
+    508: 'ConsumerGroupDescribeResponse.groups',
+    509: 'ConsumerGroupDescribeResponse.<tagged fields>',
+    510: 'ConsumerGroupDescribeResponse.<tagged fields>',
+    511: 'ConsumerGroupDescribeResponse.<tagged fields>',
+    512: 'ConsumerGroupDescribeResponse.<tagged fields>',
+    513: 'ConsumerGroupDescribeResponse.<tagged fields>',
 })

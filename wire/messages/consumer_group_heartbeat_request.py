@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,6 +74,9 @@ def _d_TopicPartitions_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -87,13 +91,20 @@ def _d_TopicPartitions_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicPartitions.<tagged fields>')
-    return TopicPartitions(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(TopicPartitions)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ConsumerGroupHeartbeatRequest_v0(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -108,6 +119,9 @@ def _d_ConsumerGroupHeartbeatRequest_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -124,6 +138,9 @@ def _d_ConsumerGroupHeartbeatRequest_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -138,6 +155,9 @@ def _d_ConsumerGroupHeartbeatRequest_v0(buf, pos):
     _n8 = buf[pos]
     if _n8 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n8, pos = _ruv(buf, pos)
     _n8 -= 1
@@ -154,6 +174,9 @@ def _d_ConsumerGroupHeartbeatRequest_v0(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -166,6 +189,9 @@ def _d_ConsumerGroupHeartbeatRequest_v0(buf, pos):
             _n12 = buf[pos]
             if _n12 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n12 = (_n12 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n12, pos = _ruv(buf, pos)
             _n12 -= 1
@@ -181,6 +207,9 @@ def _d_ConsumerGroupHeartbeatRequest_v0(buf, pos):
     _n14 = buf[pos]
     if _n14 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n14 = (_n14 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n14, pos = _ruv(buf, pos)
     _n14 -= 1
@@ -195,6 +224,9 @@ def _d_ConsumerGroupHeartbeatRequest_v0(buf, pos):
     _n16 = buf[pos]
     if _n16 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n16 = (_n16 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n16, pos = _ruv(buf, pos)
     _n16 -= 1
@@ -211,15 +243,27 @@ def _d_ConsumerGroupHeartbeatRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ConsumerGroupHeartbeatRequest.<tagged fields>')
-    return ConsumerGroupHeartbeatRequest(_f_group_id, _f_member_id, _f_member_epoch, _f_instance_id, _f_rack_id, _f_rebalance_timeout_ms, _f_subscribed_topic_names, _f_server_assignor, _f_topic_partitions, _unk), pos
+    _o = _new(ConsumerGroupHeartbeatRequest)
+    _o.group_id = _f_group_id
+    _o.member_id = _f_member_id
+    _o.member_epoch = _f_member_epoch
+    _o.instance_id = _f_instance_id
+    _o.rack_id = _f_rack_id
+    _o.rebalance_timeout_ms = _f_rebalance_timeout_ms
+    _o.subscribed_topic_names = _f_subscribed_topic_names
+    _o.server_assignor = _f_server_assignor
+    _o.topic_partitions = _f_topic_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_TopicPartitions_v0(o, w):
     w(o.topic_id.bytes)
     _a18 = o.partitions
-    _l = len(_a18) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a18), *_a18))
+    _l = len(_a18)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a18))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -298,11 +342,10 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ConsumerGroupHeartbeatRequest_v0}
 ENCODERS = {0: _e_ConsumerGroupHeartbeatRequest_v0}
 _reg(__file__, {
-    69: 'TopicPartitions.topic_id',
     70: 'TopicPartitions.topic_id',
     71: 'TopicPartitions.topic_id',
     72: 'TopicPartitions.topic_id',
-    73: 'TopicPartitions.partitions',
+    73: 'TopicPartitions.topic_id',
     74: 'TopicPartitions.partitions',
     75: 'TopicPartitions.partitions',
     76: 'TopicPartitions.partitions',
@@ -314,91 +357,87 @@ _reg(__file__, {
     82: 'TopicPartitions.partitions',
     83: 'TopicPartitions.partitions',
     84: 'TopicPartitions.partitions',
-    85: 'TopicPartitions.<tagged fields>',
-    86: 'TopicPartitions.<tagged fields>',
-    87: 'TopicPartitions.<tagged fields>',
-    88: 'TopicPartitions.<tagged fields>',
+    85: 'TopicPartitions.partitions',
+    86: 'TopicPartitions.partitions',
+    87: 'TopicPartitions.partitions',
+    88: 'TopicPartitions.partitions',
     89: 'TopicPartitions.<tagged fields>',
-    94: 'ConsumerGroupHeartbeatRequest.group_id',
-    95: 'ConsumerGroupHeartbeatRequest.group_id',
-    96: 'ConsumerGroupHeartbeatRequest.group_id',
-    97: 'ConsumerGroupHeartbeatRequest.group_id',
-    98: 'ConsumerGroupHeartbeatRequest.group_id',
-    99: 'ConsumerGroupHeartbeatRequest.group_id',
-    100: 'ConsumerGroupHeartbeatRequest.group_id',
-    101: 'ConsumerGroupHeartbeatRequest.group_id',
+    90: 'TopicPartitions.<tagged fields>',
+    91: 'TopicPartitions.<tagged fields>',
+    92: 'TopicPartitions.<tagged fields>',
+    93: 'TopicPartitions.<tagged fields>',
     102: 'ConsumerGroupHeartbeatRequest.group_id',
     103: 'ConsumerGroupHeartbeatRequest.group_id',
     104: 'ConsumerGroupHeartbeatRequest.group_id',
     105: 'ConsumerGroupHeartbeatRequest.group_id',
     106: 'ConsumerGroupHeartbeatRequest.group_id',
     107: 'ConsumerGroupHeartbeatRequest.group_id',
-    108: 'ConsumerGroupHeartbeatRequest.member_id',
-    109: 'ConsumerGroupHeartbeatRequest.member_id',
-    110: 'ConsumerGroupHeartbeatRequest.member_id',
-    111: 'ConsumerGroupHeartbeatRequest.member_id',
-    112: 'ConsumerGroupHeartbeatRequest.member_id',
-    113: 'ConsumerGroupHeartbeatRequest.member_id',
-    114: 'ConsumerGroupHeartbeatRequest.member_id',
-    115: 'ConsumerGroupHeartbeatRequest.member_id',
-    116: 'ConsumerGroupHeartbeatRequest.member_id',
-    117: 'ConsumerGroupHeartbeatRequest.member_id',
-    118: 'ConsumerGroupHeartbeatRequest.member_id',
+    108: 'ConsumerGroupHeartbeatRequest.group_id',
+    109: 'ConsumerGroupHeartbeatRequest.group_id',
+    110: 'ConsumerGroupHeartbeatRequest.group_id',
+    111: 'ConsumerGroupHeartbeatRequest.group_id',
+    112: 'ConsumerGroupHeartbeatRequest.group_id',
+    113: 'ConsumerGroupHeartbeatRequest.group_id',
+    114: 'ConsumerGroupHeartbeatRequest.group_id',
+    115: 'ConsumerGroupHeartbeatRequest.group_id',
+    116: 'ConsumerGroupHeartbeatRequest.group_id',
+    117: 'ConsumerGroupHeartbeatRequest.group_id',
+    118: 'ConsumerGroupHeartbeatRequest.group_id',
     119: 'ConsumerGroupHeartbeatRequest.member_id',
     120: 'ConsumerGroupHeartbeatRequest.member_id',
     121: 'ConsumerGroupHeartbeatRequest.member_id',
-    122: 'ConsumerGroupHeartbeatRequest.member_epoch',
-    123: 'ConsumerGroupHeartbeatRequest.member_epoch',
-    124: 'ConsumerGroupHeartbeatRequest.instance_id',
-    125: 'ConsumerGroupHeartbeatRequest.instance_id',
-    126: 'ConsumerGroupHeartbeatRequest.instance_id',
-    127: 'ConsumerGroupHeartbeatRequest.instance_id',
-    128: 'ConsumerGroupHeartbeatRequest.instance_id',
-    129: 'ConsumerGroupHeartbeatRequest.instance_id',
-    130: 'ConsumerGroupHeartbeatRequest.instance_id',
-    131: 'ConsumerGroupHeartbeatRequest.instance_id',
-    132: 'ConsumerGroupHeartbeatRequest.instance_id',
-    133: 'ConsumerGroupHeartbeatRequest.instance_id',
-    134: 'ConsumerGroupHeartbeatRequest.instance_id',
-    135: 'ConsumerGroupHeartbeatRequest.instance_id',
-    136: 'ConsumerGroupHeartbeatRequest.instance_id',
-    137: 'ConsumerGroupHeartbeatRequest.instance_id',
-    138: 'ConsumerGroupHeartbeatRequest.rack_id',
-    139: 'ConsumerGroupHeartbeatRequest.rack_id',
-    140: 'ConsumerGroupHeartbeatRequest.rack_id',
-    141: 'ConsumerGroupHeartbeatRequest.rack_id',
-    142: 'ConsumerGroupHeartbeatRequest.rack_id',
-    143: 'ConsumerGroupHeartbeatRequest.rack_id',
-    144: 'ConsumerGroupHeartbeatRequest.rack_id',
-    145: 'ConsumerGroupHeartbeatRequest.rack_id',
-    146: 'ConsumerGroupHeartbeatRequest.rack_id',
-    147: 'ConsumerGroupHeartbeatRequest.rack_id',
-    148: 'ConsumerGroupHeartbeatRequest.rack_id',
-    149: 'ConsumerGroupHeartbeatRequest.rack_id',
-    150: 'ConsumerGroupHeartbeatRequest.rack_id',
-    151: 'ConsumerGroupHeartbeatRequest.rack_id',
-    152: 'ConsumerGroupHeartbeatRequest.rebalance_timeout_ms',
-    153: 'ConsumerGroupHeartbeatRequest.rebalance_timeout_ms',
-    154: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    155: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    156: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    157: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    158: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    159: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    160: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    161: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    162: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    163: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    164: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    165: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    166: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    167: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    168: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    169: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    170: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    171: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    172: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    173: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    122: 'ConsumerGroupHeartbeatRequest.member_id',
+    123: 'ConsumerGroupHeartbeatRequest.member_id',
+    124: 'ConsumerGroupHeartbeatRequest.member_id',
+    125: 'ConsumerGroupHeartbeatRequest.member_id',
+    126: 'ConsumerGroupHeartbeatRequest.member_id',
+    127: 'ConsumerGroupHeartbeatRequest.member_id',
+    128: 'ConsumerGroupHeartbeatRequest.member_id',
+    129: 'ConsumerGroupHeartbeatRequest.member_id',
+    130: 'ConsumerGroupHeartbeatRequest.member_id',
+    131: 'ConsumerGroupHeartbeatRequest.member_id',
+    132: 'ConsumerGroupHeartbeatRequest.member_id',
+    133: 'ConsumerGroupHeartbeatRequest.member_id',
+    134: 'ConsumerGroupHeartbeatRequest.member_id',
+    135: 'ConsumerGroupHeartbeatRequest.member_id',
+    136: 'ConsumerGroupHeartbeatRequest.member_epoch',
+    137: 'ConsumerGroupHeartbeatRequest.member_epoch',
+    138: 'ConsumerGroupHeartbeatRequest.instance_id',
+    139: 'ConsumerGroupHeartbeatRequest.instance_id',
+    140: 'ConsumerGroupHeartbeatRequest.instance_id',
+    141: 'ConsumerGroupHeartbeatRequest.instance_id',
+    142: 'ConsumerGroupHeartbeatRequest.instance_id',
+    143: 'ConsumerGroupHeartbeatRequest.instance_id',
+    144: 'ConsumerGroupHeartbeatRequest.instance_id',
+    145: 'ConsumerGroupHeartbeatRequest.instance_id',
+    146: 'ConsumerGroupHeartbeatRequest.instance_id',
+    147: 'ConsumerGroupHeartbeatRequest.instance_id',
+    148: 'ConsumerGroupHeartbeatRequest.instance_id',
+    149: 'ConsumerGroupHeartbeatRequest.instance_id',
+    150: 'ConsumerGroupHeartbeatRequest.instance_id',
+    151: 'ConsumerGroupHeartbeatRequest.instance_id',
+    152: 'ConsumerGroupHeartbeatRequest.instance_id',
+    153: 'ConsumerGroupHeartbeatRequest.instance_id',
+    154: 'ConsumerGroupHeartbeatRequest.instance_id',
+    155: 'ConsumerGroupHeartbeatRequest.rack_id',
+    156: 'ConsumerGroupHeartbeatRequest.rack_id',
+    157: 'ConsumerGroupHeartbeatRequest.rack_id',
+    158: 'ConsumerGroupHeartbeatRequest.rack_id',
+    159: 'ConsumerGroupHeartbeatRequest.rack_id',
+    160: 'ConsumerGroupHeartbeatRequest.rack_id',
+    161: 'ConsumerGroupHeartbeatRequest.rack_id',
+    162: 'ConsumerGroupHeartbeatRequest.rack_id',
+    163: 'ConsumerGroupHeartbeatRequest.rack_id',
+    164: 'ConsumerGroupHeartbeatRequest.rack_id',
+    165: 'ConsumerGroupHeartbeatRequest.rack_id',
+    166: 'ConsumerGroupHeartbeatRequest.rack_id',
+    167: 'ConsumerGroupHeartbeatRequest.rack_id',
+    168: 'ConsumerGroupHeartbeatRequest.rack_id',
+    169: 'ConsumerGroupHeartbeatRequest.rack_id',
+    170: 'ConsumerGroupHeartbeatRequest.rack_id',
+    171: 'ConsumerGroupHeartbeatRequest.rack_id',
+    172: 'ConsumerGroupHeartbeatRequest.rebalance_timeout_ms',
+    173: 'ConsumerGroupHeartbeatRequest.rebalance_timeout_ms',
     174: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
     175: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
     176: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
@@ -406,37 +445,69 @@ _reg(__file__, {
     178: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
     179: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
     180: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
-    181: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    182: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    183: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    184: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    185: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    186: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    187: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    188: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    189: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    190: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    191: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    192: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    193: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    194: 'ConsumerGroupHeartbeatRequest.server_assignor',
-    195: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    196: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    197: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    198: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    199: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    200: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    201: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    202: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    203: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    204: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    205: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    206: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    207: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    208: 'ConsumerGroupHeartbeatRequest.topic_partitions',
-    209: 'ConsumerGroupHeartbeatRequest.<tagged fields>',
-    210: 'ConsumerGroupHeartbeatRequest.<tagged fields>',
-    211: 'ConsumerGroupHeartbeatRequest.<tagged fields>',
-    212: 'ConsumerGroupHeartbeatRequest.<tagged fields>',
-    213: 'ConsumerGroupHeartbeatRequest.<tagged fields>',
+    181: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    182: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    183: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    184: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    185: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    186: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    187: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    188: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    189: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    190: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    191: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    192: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    193: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    194: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    195: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    196: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    197: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    198: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    199: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    200: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    201: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    202: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    203: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    204: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    205: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    206: 'ConsumerGroupHeartbeatRequest.subscribed_topic_names',
+    207: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    208: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    209: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    210: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    211: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    212: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    213: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    214: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    215: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    216: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    217: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    218: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    219: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    220: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    221: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    222: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    223: 'ConsumerGroupHeartbeatRequest.server_assignor',
+    224: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    225: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    226: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    227: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    228: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    229: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    230: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    231: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    232: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    233: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    234: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    235: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    236: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    237: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    238: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    239: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    240: 'ConsumerGroupHeartbeatRequest.topic_partitions',
+    241: 'ConsumerGroupHeartbeatRequest.<tagged fields>',
+    242: 'ConsumerGroupHeartbeatRequest.<tagged fields>',
+    243: 'ConsumerGroupHeartbeatRequest.<tagged fields>',
+    244: 'ConsumerGroupHeartbeatRequest.<tagged fields>',
+    245: 'ConsumerGroupHeartbeatRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -53,7 +54,11 @@ def _d_ConsumerGroupMemberMetadataKey_v5(buf, pos):
             raise _trunc('ConsumerGroupMemberMetadataKey.member_id', _n3, len(buf) - pos)
         _f_member_id = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return ConsumerGroupMemberMetadataKey(_f_group_id, _f_member_id, None), pos
+    _o = _new(ConsumerGroupMemberMetadataKey)
+    _o.group_id = _f_group_id
+    _o.member_id = _f_member_id
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _e_ConsumerGroupMemberMetadataKey_v5(o, w):
@@ -74,7 +79,6 @@ FLEXIBLE_FROM = None
 DECODERS = {5: _d_ConsumerGroupMemberMetadataKey_v5}
 ENCODERS = {5: _e_ConsumerGroupMemberMetadataKey_v5}
 _reg(__file__, {
-    36: 'ConsumerGroupMemberMetadataKey.group_id',
     37: 'ConsumerGroupMemberMetadataKey.group_id',
     38: 'ConsumerGroupMemberMetadataKey.group_id',
     39: 'ConsumerGroupMemberMetadataKey.group_id',
@@ -84,7 +88,7 @@ _reg(__file__, {
     43: 'ConsumerGroupMemberMetadataKey.group_id',
     44: 'ConsumerGroupMemberMetadataKey.group_id',
     45: 'ConsumerGroupMemberMetadataKey.group_id',
-    46: 'ConsumerGroupMemberMetadataKey.member_id',
+    46: 'ConsumerGroupMemberMetadataKey.group_id',
     47: 'ConsumerGroupMemberMetadataKey.member_id',
     48: 'ConsumerGroupMemberMetadataKey.member_id',
     49: 'ConsumerGroupMemberMetadataKey.member_id',
@@ -94,4 +98,5 @@ _reg(__file__, {
     53: 'ConsumerGroupMemberMetadataKey.member_id',
     54: 'ConsumerGroupMemberMetadataKey.member_id',
     55: 'ConsumerGroupMemberMetadataKey.member_id',
+    56: 'ConsumerGroupMemberMetadataKey.member_id',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -36,7 +37,7 @@ class ConsumerGroupMemberMetadataValue(_Message):
         ('classic_member_metadata', 'ClassicMemberMetadata', 'ClassicMemberMetadata', 0, 32767, 0, 32767, 0, 0, 32767, 'ClassicMemberMetadata', None),
     )
 
-    def __init__(self, instance_id='', rack_id='', client_id='', client_host='', subscribed_topic_names=_D, subscribed_topic_regex='', rebalance_timeout_ms=-1, server_assignor='', classic_member_metadata=_D, unknown_tagged_fields=None):
+    def __init__(self, instance_id='', rack_id='', client_id='', client_host='', subscribed_topic_names=_D, subscribed_topic_regex='', rebalance_timeout_ms=-1, server_assignor='', classic_member_metadata=None, unknown_tagged_fields=None):
         self.instance_id = instance_id
         self.rack_id = rack_id
         self.client_id = client_id
@@ -45,7 +46,7 @@ class ConsumerGroupMemberMetadataValue(_Message):
         self.subscribed_topic_regex = subscribed_topic_regex
         self.rebalance_timeout_ms = rebalance_timeout_ms
         self.server_assignor = server_assignor
-        self.classic_member_metadata = ClassicMemberMetadata() if classic_member_metadata is _D else classic_member_metadata
+        self.classic_member_metadata = classic_member_metadata
         self.unknown_tagged_fields = unknown_tagged_fields
 
 
@@ -85,6 +86,9 @@ def _d_ClassicProtocol_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -99,6 +103,9 @@ def _d_ClassicProtocol_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -115,7 +122,11 @@ def _d_ClassicProtocol_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ClassicProtocol.<tagged fields>')
-    return ClassicProtocol(_f_name, _f_metadata, _unk), pos
+    _o = _new(ClassicProtocol)
+    _o.name = _f_name
+    _o.metadata = _f_metadata
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ClassicMemberMetadata_v0(buf, pos):
@@ -124,6 +135,9 @@ def _d_ClassicMemberMetadata_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -140,13 +154,20 @@ def _d_ClassicMemberMetadata_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ClassicMemberMetadata.<tagged fields>')
-    return ClassicMemberMetadata(_f_session_timeout_ms, _f_supported_protocols, _unk), pos
+    _o = _new(ClassicMemberMetadata)
+    _o.session_timeout_ms = _f_session_timeout_ms
+    _o.supported_protocols = _f_supported_protocols
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ConsumerGroupMemberMetadataValue_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -161,6 +182,9 @@ def _d_ConsumerGroupMemberMetadataValue_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -175,6 +199,9 @@ def _d_ConsumerGroupMemberMetadataValue_v0(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -189,6 +216,9 @@ def _d_ConsumerGroupMemberMetadataValue_v0(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -203,6 +233,9 @@ def _d_ConsumerGroupMemberMetadataValue_v0(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -215,6 +248,9 @@ def _d_ConsumerGroupMemberMetadataValue_v0(buf, pos):
             _n17 = buf[pos]
             if _n17 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n17, pos = _ruv(buf, pos)
             _n17 -= 1
@@ -230,6 +266,9 @@ def _d_ConsumerGroupMemberMetadataValue_v0(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -246,6 +285,9 @@ def _d_ConsumerGroupMemberMetadataValue_v0(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -257,7 +299,7 @@ def _d_ConsumerGroupMemberMetadataValue_v0(buf, pos):
             raise _trunc('ConsumerGroupMemberMetadataValue.server_assignor', _n21, len(buf) - pos)
         _f_server_assignor = str(buf[pos:_end22], 'utf-8')
         pos = _end22
-    _f_classic_member_metadata = ClassicMemberMetadata()
+    _f_classic_member_metadata = None
     if buf[pos] == 0:
         pos += 1
         _unk = None
@@ -271,7 +313,18 @@ def _d_ConsumerGroupMemberMetadataValue_v0(buf, pos):
                 _tp += 1
             else:
                 _f_classic_member_metadata, _tp = _d_ClassicMemberMetadata_v0(_tb, _tp + 1)
-    return ConsumerGroupMemberMetadataValue(_f_instance_id, _f_rack_id, _f_client_id, _f_client_host, _f_subscribed_topic_names, _f_subscribed_topic_regex, _f_rebalance_timeout_ms, _f_server_assignor, _f_classic_member_metadata, _unk), pos
+    _o = _new(ConsumerGroupMemberMetadataValue)
+    _o.instance_id = _f_instance_id
+    _o.rack_id = _f_rack_id
+    _o.client_id = _f_client_id
+    _o.client_host = _f_client_host
+    _o.subscribed_topic_names = _f_subscribed_topic_names
+    _o.subscribed_topic_regex = _f_subscribed_topic_regex
+    _o.rebalance_timeout_ms = _f_rebalance_timeout_ms
+    _o.server_assignor = _f_server_assignor
+    _o.classic_member_metadata = _f_classic_member_metadata
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ClassicProtocol_v0(o, w):
@@ -359,7 +412,7 @@ def _e_ConsumerGroupMemberMetadataValue_v0(o, w):
         w(_UV1[_l] if _l < 128 else _wuv(_l))
         w(_v35)
     _t = []
-    if o.classic_member_metadata != ClassicMemberMetadata():
+    if o.classic_member_metadata is not None:
         _o = []
         _s36 = o.classic_member_metadata
         if _s36 is None:
@@ -371,7 +424,16 @@ def _e_ConsumerGroupMemberMetadataValue_v0(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
+
+
+def _isdef_ClassicMemberMetadata(o):
+    return (o.session_timeout_ms == 0
+            and not o.supported_protocols
+            and not o.unknown_tagged_fields)
 
 
 
@@ -381,7 +443,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ConsumerGroupMemberMetadataValue_v0}
 ENCODERS = {0: _e_ConsumerGroupMemberMetadataValue_v0}
 _reg(__file__, {
-    85: 'ClassicProtocol.name',
     86: 'ClassicProtocol.name',
     87: 'ClassicProtocol.name',
     88: 'ClassicProtocol.name',
@@ -395,10 +456,10 @@ _reg(__file__, {
     96: 'ClassicProtocol.name',
     97: 'ClassicProtocol.name',
     98: 'ClassicProtocol.name',
-    99: 'ClassicProtocol.metadata',
-    100: 'ClassicProtocol.metadata',
-    101: 'ClassicProtocol.metadata',
-    102: 'ClassicProtocol.metadata',
+    99: 'ClassicProtocol.name',
+    100: 'ClassicProtocol.name',
+    101: 'ClassicProtocol.name',
+    102: 'ClassicProtocol.name',
     103: 'ClassicProtocol.metadata',
     104: 'ClassicProtocol.metadata',
     105: 'ClassicProtocol.metadata',
@@ -409,157 +470,191 @@ _reg(__file__, {
     110: 'ClassicProtocol.metadata',
     111: 'ClassicProtocol.metadata',
     112: 'ClassicProtocol.metadata',
-    113: 'ClassicProtocol.<tagged fields>',
-    114: 'ClassicProtocol.<tagged fields>',
-    115: 'ClassicProtocol.<tagged fields>',
-    116: 'ClassicProtocol.<tagged fields>',
-    117: 'ClassicProtocol.<tagged fields>',
-    122: 'ClassicMemberMetadata.session_timeout_ms',
-    123: 'ClassicMemberMetadata.session_timeout_ms',
-    124: 'ClassicMemberMetadata.supported_protocols',
-    125: 'ClassicMemberMetadata.supported_protocols',
-    126: 'ClassicMemberMetadata.supported_protocols',
-    127: 'ClassicMemberMetadata.supported_protocols',
-    128: 'ClassicMemberMetadata.supported_protocols',
-    129: 'ClassicMemberMetadata.supported_protocols',
-    130: 'ClassicMemberMetadata.supported_protocols',
-    131: 'ClassicMemberMetadata.supported_protocols',
-    132: 'ClassicMemberMetadata.supported_protocols',
-    133: 'ClassicMemberMetadata.supported_protocols',
-    134: 'ClassicMemberMetadata.supported_protocols',
+    113: 'ClassicProtocol.metadata',
+    114: 'ClassicProtocol.metadata',
+    115: 'ClassicProtocol.metadata',
+    116: 'ClassicProtocol.metadata',
+    117: 'ClassicProtocol.metadata',
+    118: 'ClassicProtocol.metadata',
+    119: 'ClassicProtocol.metadata',
+    120: 'ClassicProtocol.<tagged fields>',
+    121: 'ClassicProtocol.<tagged fields>',
+    122: 'ClassicProtocol.<tagged fields>',
+    123: 'ClassicProtocol.<tagged fields>',
+    124: 'ClassicProtocol.<tagged fields>',
+    133: 'ClassicMemberMetadata.session_timeout_ms',
+    134: 'ClassicMemberMetadata.session_timeout_ms',
     135: 'ClassicMemberMetadata.supported_protocols',
     136: 'ClassicMemberMetadata.supported_protocols',
     137: 'ClassicMemberMetadata.supported_protocols',
-    138: 'ClassicMemberMetadata.<tagged fields>',
-    139: 'ClassicMemberMetadata.<tagged fields>',
-    140: 'ClassicMemberMetadata.<tagged fields>',
-    141: 'ClassicMemberMetadata.<tagged fields>',
-    142: 'ClassicMemberMetadata.<tagged fields>',
-    147: 'ConsumerGroupMemberMetadataValue.instance_id',
-    148: 'ConsumerGroupMemberMetadataValue.instance_id',
-    149: 'ConsumerGroupMemberMetadataValue.instance_id',
-    150: 'ConsumerGroupMemberMetadataValue.instance_id',
-    151: 'ConsumerGroupMemberMetadataValue.instance_id',
-    152: 'ConsumerGroupMemberMetadataValue.instance_id',
-    153: 'ConsumerGroupMemberMetadataValue.instance_id',
-    154: 'ConsumerGroupMemberMetadataValue.instance_id',
-    155: 'ConsumerGroupMemberMetadataValue.instance_id',
-    156: 'ConsumerGroupMemberMetadataValue.instance_id',
-    157: 'ConsumerGroupMemberMetadataValue.instance_id',
-    158: 'ConsumerGroupMemberMetadataValue.instance_id',
-    159: 'ConsumerGroupMemberMetadataValue.instance_id',
-    160: 'ConsumerGroupMemberMetadataValue.instance_id',
-    161: 'ConsumerGroupMemberMetadataValue.rack_id',
-    162: 'ConsumerGroupMemberMetadataValue.rack_id',
-    163: 'ConsumerGroupMemberMetadataValue.rack_id',
-    164: 'ConsumerGroupMemberMetadataValue.rack_id',
-    165: 'ConsumerGroupMemberMetadataValue.rack_id',
-    166: 'ConsumerGroupMemberMetadataValue.rack_id',
-    167: 'ConsumerGroupMemberMetadataValue.rack_id',
-    168: 'ConsumerGroupMemberMetadataValue.rack_id',
-    169: 'ConsumerGroupMemberMetadataValue.rack_id',
-    170: 'ConsumerGroupMemberMetadataValue.rack_id',
-    171: 'ConsumerGroupMemberMetadataValue.rack_id',
-    172: 'ConsumerGroupMemberMetadataValue.rack_id',
-    173: 'ConsumerGroupMemberMetadataValue.rack_id',
-    174: 'ConsumerGroupMemberMetadataValue.rack_id',
-    175: 'ConsumerGroupMemberMetadataValue.client_id',
-    176: 'ConsumerGroupMemberMetadataValue.client_id',
-    177: 'ConsumerGroupMemberMetadataValue.client_id',
-    178: 'ConsumerGroupMemberMetadataValue.client_id',
-    179: 'ConsumerGroupMemberMetadataValue.client_id',
-    180: 'ConsumerGroupMemberMetadataValue.client_id',
-    181: 'ConsumerGroupMemberMetadataValue.client_id',
-    182: 'ConsumerGroupMemberMetadataValue.client_id',
-    183: 'ConsumerGroupMemberMetadataValue.client_id',
-    184: 'ConsumerGroupMemberMetadataValue.client_id',
-    185: 'ConsumerGroupMemberMetadataValue.client_id',
-    186: 'ConsumerGroupMemberMetadataValue.client_id',
-    187: 'ConsumerGroupMemberMetadataValue.client_id',
-    188: 'ConsumerGroupMemberMetadataValue.client_id',
-    189: 'ConsumerGroupMemberMetadataValue.client_host',
-    190: 'ConsumerGroupMemberMetadataValue.client_host',
-    191: 'ConsumerGroupMemberMetadataValue.client_host',
-    192: 'ConsumerGroupMemberMetadataValue.client_host',
-    193: 'ConsumerGroupMemberMetadataValue.client_host',
-    194: 'ConsumerGroupMemberMetadataValue.client_host',
-    195: 'ConsumerGroupMemberMetadataValue.client_host',
-    196: 'ConsumerGroupMemberMetadataValue.client_host',
-    197: 'ConsumerGroupMemberMetadataValue.client_host',
-    198: 'ConsumerGroupMemberMetadataValue.client_host',
-    199: 'ConsumerGroupMemberMetadataValue.client_host',
-    200: 'ConsumerGroupMemberMetadataValue.client_host',
-    201: 'ConsumerGroupMemberMetadataValue.client_host',
-    202: 'ConsumerGroupMemberMetadataValue.client_host',
-    203: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    204: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    205: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    206: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    207: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    208: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    209: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    210: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    211: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    212: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    213: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    214: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    215: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    216: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    217: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    218: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    219: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    220: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    221: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    222: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    223: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    224: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    225: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    226: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    227: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    228: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    229: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
-    230: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    231: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    232: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    233: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    234: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    235: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    236: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    237: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    238: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    239: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    240: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    241: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    242: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    243: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
-    244: 'ConsumerGroupMemberMetadataValue.rebalance_timeout_ms',
-    245: 'ConsumerGroupMemberMetadataValue.rebalance_timeout_ms',
-    246: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    247: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    248: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    249: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    250: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    251: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    252: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    253: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    254: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    255: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    256: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    257: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    258: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    259: 'ConsumerGroupMemberMetadataValue.server_assignor',
-    260: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
-    261: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
-    262: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
-    263: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
-    264: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
-    265: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
-    266: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
-    267: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
-    268: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
-    269: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
-    270: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
-    271: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
-    272: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
-    273: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
+    138: 'ClassicMemberMetadata.supported_protocols',
+    139: 'ClassicMemberMetadata.supported_protocols',
+    140: 'ClassicMemberMetadata.supported_protocols',
+    141: 'ClassicMemberMetadata.supported_protocols',
+    142: 'ClassicMemberMetadata.supported_protocols',
+    143: 'ClassicMemberMetadata.supported_protocols',
+    144: 'ClassicMemberMetadata.supported_protocols',
+    145: 'ClassicMemberMetadata.supported_protocols',
+    146: 'ClassicMemberMetadata.supported_protocols',
+    147: 'ClassicMemberMetadata.supported_protocols',
+    148: 'ClassicMemberMetadata.supported_protocols',
+    149: 'ClassicMemberMetadata.supported_protocols',
+    150: 'ClassicMemberMetadata.supported_protocols',
+    151: 'ClassicMemberMetadata.supported_protocols',
+    152: 'ClassicMemberMetadata.<tagged fields>',
+    153: 'ClassicMemberMetadata.<tagged fields>',
+    154: 'ClassicMemberMetadata.<tagged fields>',
+    155: 'ClassicMemberMetadata.<tagged fields>',
+    156: 'ClassicMemberMetadata.<tagged fields>',
+    165: 'ConsumerGroupMemberMetadataValue.instance_id',
+    166: 'ConsumerGroupMemberMetadataValue.instance_id',
+    167: 'ConsumerGroupMemberMetadataValue.instance_id',
+    168: 'ConsumerGroupMemberMetadataValue.instance_id',
+    169: 'ConsumerGroupMemberMetadataValue.instance_id',
+    170: 'ConsumerGroupMemberMetadataValue.instance_id',
+    171: 'ConsumerGroupMemberMetadataValue.instance_id',
+    172: 'ConsumerGroupMemberMetadataValue.instance_id',
+    173: 'ConsumerGroupMemberMetadataValue.instance_id',
+    174: 'ConsumerGroupMemberMetadataValue.instance_id',
+    175: 'ConsumerGroupMemberMetadataValue.instance_id',
+    176: 'ConsumerGroupMemberMetadataValue.instance_id',
+    177: 'ConsumerGroupMemberMetadataValue.instance_id',
+    178: 'ConsumerGroupMemberMetadataValue.instance_id',
+    179: 'ConsumerGroupMemberMetadataValue.instance_id',
+    180: 'ConsumerGroupMemberMetadataValue.instance_id',
+    181: 'ConsumerGroupMemberMetadataValue.instance_id',
+    182: 'ConsumerGroupMemberMetadataValue.rack_id',
+    183: 'ConsumerGroupMemberMetadataValue.rack_id',
+    184: 'ConsumerGroupMemberMetadataValue.rack_id',
+    185: 'ConsumerGroupMemberMetadataValue.rack_id',
+    186: 'ConsumerGroupMemberMetadataValue.rack_id',
+    187: 'ConsumerGroupMemberMetadataValue.rack_id',
+    188: 'ConsumerGroupMemberMetadataValue.rack_id',
+    189: 'ConsumerGroupMemberMetadataValue.rack_id',
+    190: 'ConsumerGroupMemberMetadataValue.rack_id',
+    191: 'ConsumerGroupMemberMetadataValue.rack_id',
+    192: 'ConsumerGroupMemberMetadataValue.rack_id',
+    193: 'ConsumerGroupMemberMetadataValue.rack_id',
+    194: 'ConsumerGroupMemberMetadataValue.rack_id',
+    195: 'ConsumerGroupMemberMetadataValue.rack_id',
+    196: 'ConsumerGroupMemberMetadataValue.rack_id',
+    197: 'ConsumerGroupMemberMetadataValue.rack_id',
+    198: 'ConsumerGroupMemberMetadataValue.rack_id',
+    199: 'ConsumerGroupMemberMetadataValue.client_id',
+    200: 'ConsumerGroupMemberMetadataValue.client_id',
+    201: 'ConsumerGroupMemberMetadataValue.client_id',
+    202: 'ConsumerGroupMemberMetadataValue.client_id',
+    203: 'ConsumerGroupMemberMetadataValue.client_id',
+    204: 'ConsumerGroupMemberMetadataValue.client_id',
+    205: 'ConsumerGroupMemberMetadataValue.client_id',
+    206: 'ConsumerGroupMemberMetadataValue.client_id',
+    207: 'ConsumerGroupMemberMetadataValue.client_id',
+    208: 'ConsumerGroupMemberMetadataValue.client_id',
+    209: 'ConsumerGroupMemberMetadataValue.client_id',
+    210: 'ConsumerGroupMemberMetadataValue.client_id',
+    211: 'ConsumerGroupMemberMetadataValue.client_id',
+    212: 'ConsumerGroupMemberMetadataValue.client_id',
+    213: 'ConsumerGroupMemberMetadataValue.client_id',
+    214: 'ConsumerGroupMemberMetadataValue.client_id',
+    215: 'ConsumerGroupMemberMetadataValue.client_id',
+    216: 'ConsumerGroupMemberMetadataValue.client_host',
+    217: 'ConsumerGroupMemberMetadataValue.client_host',
+    218: 'ConsumerGroupMemberMetadataValue.client_host',
+    219: 'ConsumerGroupMemberMetadataValue.client_host',
+    220: 'ConsumerGroupMemberMetadataValue.client_host',
+    221: 'ConsumerGroupMemberMetadataValue.client_host',
+    222: 'ConsumerGroupMemberMetadataValue.client_host',
+    223: 'ConsumerGroupMemberMetadataValue.client_host',
+    224: 'ConsumerGroupMemberMetadataValue.client_host',
+    225: 'ConsumerGroupMemberMetadataValue.client_host',
+    226: 'ConsumerGroupMemberMetadataValue.client_host',
+    227: 'ConsumerGroupMemberMetadataValue.client_host',
+    228: 'ConsumerGroupMemberMetadataValue.client_host',
+    229: 'ConsumerGroupMemberMetadataValue.client_host',
+    230: 'ConsumerGroupMemberMetadataValue.client_host',
+    231: 'ConsumerGroupMemberMetadataValue.client_host',
+    232: 'ConsumerGroupMemberMetadataValue.client_host',
+    233: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    234: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    235: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    236: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    237: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    238: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    239: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    240: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    241: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    242: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    243: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    244: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    245: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    246: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    247: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    248: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    249: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    250: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    251: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    252: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    253: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    254: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    255: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    256: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    257: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    258: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    259: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    260: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    261: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    262: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    263: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    264: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    265: 'ConsumerGroupMemberMetadataValue.subscribed_topic_names',
+    266: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    267: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    268: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    269: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    270: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    271: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    272: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    273: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    274: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    275: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    276: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    277: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    278: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    279: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    280: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    281: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    282: 'ConsumerGroupMemberMetadataValue.subscribed_topic_regex',
+    283: 'ConsumerGroupMemberMetadataValue.rebalance_timeout_ms',
+    284: 'ConsumerGroupMemberMetadataValue.rebalance_timeout_ms',
+    285: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    286: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    287: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    288: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    289: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    290: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    291: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    292: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    293: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    294: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    295: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    296: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    297: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    298: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    299: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    300: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    301: 'ConsumerGroupMemberMetadataValue.server_assignor',
+    302: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
+    303: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
+    304: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
+    305: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
+    306: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
+    307: 'ConsumerGroupMemberMetadataValue.<tagged fields>',
+    308: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
+    309: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
+    310: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
+    311: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
+    312: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
+    313: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
+    314: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
+    315: 'ConsumerGroupMemberMetadataValue.classic_member_metadata',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -41,7 +42,10 @@ def _d_ConsumerGroupMetadataKey_v3(buf, pos):
             raise _trunc('ConsumerGroupMetadataKey.group_id', _n1, len(buf) - pos)
         _f_group_id = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return ConsumerGroupMetadataKey(_f_group_id, None), pos
+    _o = _new(ConsumerGroupMetadataKey)
+    _o.group_id = _f_group_id
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _e_ConsumerGroupMetadataKey_v3(o, w):
@@ -58,7 +62,6 @@ FLEXIBLE_FROM = None
 DECODERS = {3: _d_ConsumerGroupMetadataKey_v3}
 ENCODERS = {3: _e_ConsumerGroupMetadataKey_v3}
 _reg(__file__, {
-    34: 'ConsumerGroupMetadataKey.group_id',
     35: 'ConsumerGroupMetadataKey.group_id',
     36: 'ConsumerGroupMetadataKey.group_id',
     37: 'ConsumerGroupMetadataKey.group_id',
@@ -68,4 +71,5 @@ _reg(__file__, {
     41: 'ConsumerGroupMetadataKey.group_id',
     42: 'ConsumerGroupMetadataKey.group_id',
     43: 'ConsumerGroupMetadataKey.group_id',
+    44: 'ConsumerGroupMetadataKey.group_id',
 })

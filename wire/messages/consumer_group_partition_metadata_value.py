@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -75,6 +76,9 @@ def _d_PartitionMetadata_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -87,6 +91,9 @@ def _d_PartitionMetadata_v0(buf, pos):
             _n3 = buf[pos]
             if _n3 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n3, pos = _ruv(buf, pos)
             _n3 -= 1
@@ -104,7 +111,11 @@ def _d_PartitionMetadata_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionMetadata.<tagged fields>')
-    return PartitionMetadata(_f_partition, _f_racks, _unk), pos
+    _o = _new(PartitionMetadata)
+    _o.partition = _f_partition
+    _o.racks = _f_racks
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicMetadata_v0(buf, pos):
@@ -115,6 +126,9 @@ def _d_TopicMetadata_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -131,6 +145,9 @@ def _d_TopicMetadata_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -147,13 +164,22 @@ def _d_TopicMetadata_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicMetadata.<tagged fields>')
-    return TopicMetadata(_f_topic_id, _f_topic_name, _f_num_partitions, _f_partition_metadata, _unk), pos
+    _o = _new(TopicMetadata)
+    _o.topic_id = _f_topic_id
+    _o.topic_name = _f_topic_name
+    _o.num_partitions = _f_num_partitions
+    _o.partition_metadata = _f_partition_metadata
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ConsumerGroupPartitionMetadataValue_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -170,7 +196,10 @@ def _d_ConsumerGroupPartitionMetadataValue_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ConsumerGroupPartitionMetadataValue.<tagged fields>')
-    return ConsumerGroupPartitionMetadataValue(_f_topics, _unk), pos
+    _o = _new(ConsumerGroupPartitionMetadataValue)
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionMetadata_v0(o, w):
@@ -231,9 +260,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ConsumerGroupPartitionMetadataValue_v0}
 ENCODERS = {0: _e_ConsumerGroupPartitionMetadataValue_v0}
 _reg(__file__, {
-    73: 'PartitionMetadata.partition',
     74: 'PartitionMetadata.partition',
-    75: 'PartitionMetadata.racks',
+    75: 'PartitionMetadata.partition',
     76: 'PartitionMetadata.racks',
     77: 'PartitionMetadata.racks',
     78: 'PartitionMetadata.racks',
@@ -260,67 +288,83 @@ _reg(__file__, {
     99: 'PartitionMetadata.racks',
     100: 'PartitionMetadata.racks',
     101: 'PartitionMetadata.racks',
-    102: 'PartitionMetadata.<tagged fields>',
-    103: 'PartitionMetadata.<tagged fields>',
-    104: 'PartitionMetadata.<tagged fields>',
-    105: 'PartitionMetadata.<tagged fields>',
-    106: 'PartitionMetadata.<tagged fields>',
-    111: 'TopicMetadata.topic_id',
-    112: 'TopicMetadata.topic_id',
-    113: 'TopicMetadata.topic_id',
-    114: 'TopicMetadata.topic_id',
-    115: 'TopicMetadata.topic_name',
-    116: 'TopicMetadata.topic_name',
-    117: 'TopicMetadata.topic_name',
-    118: 'TopicMetadata.topic_name',
-    119: 'TopicMetadata.topic_name',
-    120: 'TopicMetadata.topic_name',
-    121: 'TopicMetadata.topic_name',
-    122: 'TopicMetadata.topic_name',
-    123: 'TopicMetadata.topic_name',
-    124: 'TopicMetadata.topic_name',
-    125: 'TopicMetadata.topic_name',
+    102: 'PartitionMetadata.racks',
+    103: 'PartitionMetadata.racks',
+    104: 'PartitionMetadata.racks',
+    105: 'PartitionMetadata.racks',
+    106: 'PartitionMetadata.racks',
+    107: 'PartitionMetadata.racks',
+    108: 'PartitionMetadata.racks',
+    109: 'PartitionMetadata.<tagged fields>',
+    110: 'PartitionMetadata.<tagged fields>',
+    111: 'PartitionMetadata.<tagged fields>',
+    112: 'PartitionMetadata.<tagged fields>',
+    113: 'PartitionMetadata.<tagged fields>',
+    122: 'TopicMetadata.topic_id',
+    123: 'TopicMetadata.topic_id',
+    124: 'TopicMetadata.topic_id',
+    125: 'TopicMetadata.topic_id',
     126: 'TopicMetadata.topic_name',
     127: 'TopicMetadata.topic_name',
     128: 'TopicMetadata.topic_name',
-    129: 'TopicMetadata.num_partitions',
-    130: 'TopicMetadata.num_partitions',
-    131: 'TopicMetadata.partition_metadata',
-    132: 'TopicMetadata.partition_metadata',
-    133: 'TopicMetadata.partition_metadata',
-    134: 'TopicMetadata.partition_metadata',
-    135: 'TopicMetadata.partition_metadata',
-    136: 'TopicMetadata.partition_metadata',
-    137: 'TopicMetadata.partition_metadata',
-    138: 'TopicMetadata.partition_metadata',
-    139: 'TopicMetadata.partition_metadata',
-    140: 'TopicMetadata.partition_metadata',
-    141: 'TopicMetadata.partition_metadata',
-    142: 'TopicMetadata.partition_metadata',
-    143: 'TopicMetadata.partition_metadata',
-    144: 'TopicMetadata.partition_metadata',
-    145: 'TopicMetadata.<tagged fields>',
-    146: 'TopicMetadata.<tagged fields>',
-    147: 'TopicMetadata.<tagged fields>',
-    148: 'TopicMetadata.<tagged fields>',
-    149: 'TopicMetadata.<tagged fields>',
-    154: 'ConsumerGroupPartitionMetadataValue.topics',
-    155: 'ConsumerGroupPartitionMetadataValue.topics',
-    156: 'ConsumerGroupPartitionMetadataValue.topics',
-    157: 'ConsumerGroupPartitionMetadataValue.topics',
-    158: 'ConsumerGroupPartitionMetadataValue.topics',
-    159: 'ConsumerGroupPartitionMetadataValue.topics',
-    160: 'ConsumerGroupPartitionMetadataValue.topics',
-    161: 'ConsumerGroupPartitionMetadataValue.topics',
-    162: 'ConsumerGroupPartitionMetadataValue.topics',
-    163: 'ConsumerGroupPartitionMetadataValue.topics',
-    164: 'ConsumerGroupPartitionMetadataValue.topics',
-    165: 'ConsumerGroupPartitionMetadataValue.topics',
-    166: 'ConsumerGroupPartitionMetadataValue.topics',
-    167: 'ConsumerGroupPartitionMetadataValue.topics',
-    168: 'ConsumerGroupPartitionMetadataValue.<tagged fields>',
-    169: 'ConsumerGroupPartitionMetadataValue.<tagged fields>',
-    170: 'ConsumerGroupPartitionMetadataValue.<tagged fields>',
-    171: 'ConsumerGroupPartitionMetadataValue.<tagged fields>',
-    172: 'ConsumerGroupPartitionMetadataValue.<tagged fields>',
+    129: 'TopicMetadata.topic_name',
+    130: 'TopicMetadata.topic_name',
+    131: 'TopicMetadata.topic_name',
+    132: 'TopicMetadata.topic_name',
+    133: 'TopicMetadata.topic_name',
+    134: 'TopicMetadata.topic_name',
+    135: 'TopicMetadata.topic_name',
+    136: 'TopicMetadata.topic_name',
+    137: 'TopicMetadata.topic_name',
+    138: 'TopicMetadata.topic_name',
+    139: 'TopicMetadata.topic_name',
+    140: 'TopicMetadata.topic_name',
+    141: 'TopicMetadata.topic_name',
+    142: 'TopicMetadata.topic_name',
+    143: 'TopicMetadata.num_partitions',
+    144: 'TopicMetadata.num_partitions',
+    145: 'TopicMetadata.partition_metadata',
+    146: 'TopicMetadata.partition_metadata',
+    147: 'TopicMetadata.partition_metadata',
+    148: 'TopicMetadata.partition_metadata',
+    149: 'TopicMetadata.partition_metadata',
+    150: 'TopicMetadata.partition_metadata',
+    151: 'TopicMetadata.partition_metadata',
+    152: 'TopicMetadata.partition_metadata',
+    153: 'TopicMetadata.partition_metadata',
+    154: 'TopicMetadata.partition_metadata',
+    155: 'TopicMetadata.partition_metadata',
+    156: 'TopicMetadata.partition_metadata',
+    157: 'TopicMetadata.partition_metadata',
+    158: 'TopicMetadata.partition_metadata',
+    159: 'TopicMetadata.partition_metadata',
+    160: 'TopicMetadata.partition_metadata',
+    161: 'TopicMetadata.partition_metadata',
+    162: 'TopicMetadata.<tagged fields>',
+    163: 'TopicMetadata.<tagged fields>',
+    164: 'TopicMetadata.<tagged fields>',
+    165: 'TopicMetadata.<tagged fields>',
+    166: 'TopicMetadata.<tagged fields>',
+    177: 'ConsumerGroupPartitionMetadataValue.topics',
+    178: 'ConsumerGroupPartitionMetadataValue.topics',
+    179: 'ConsumerGroupPartitionMetadataValue.topics',
+    180: 'ConsumerGroupPartitionMetadataValue.topics',
+    181: 'ConsumerGroupPartitionMetadataValue.topics',
+    182: 'ConsumerGroupPartitionMetadataValue.topics',
+    183: 'ConsumerGroupPartitionMetadataValue.topics',
+    184: 'ConsumerGroupPartitionMetadataValue.topics',
+    185: 'ConsumerGroupPartitionMetadataValue.topics',
+    186: 'ConsumerGroupPartitionMetadataValue.topics',
+    187: 'ConsumerGroupPartitionMetadataValue.topics',
+    188: 'ConsumerGroupPartitionMetadataValue.topics',
+    189: 'ConsumerGroupPartitionMetadataValue.topics',
+    190: 'ConsumerGroupPartitionMetadataValue.topics',
+    191: 'ConsumerGroupPartitionMetadataValue.topics',
+    192: 'ConsumerGroupPartitionMetadataValue.topics',
+    193: 'ConsumerGroupPartitionMetadataValue.topics',
+    194: 'ConsumerGroupPartitionMetadataValue.<tagged fields>',
+    195: 'ConsumerGroupPartitionMetadataValue.<tagged fields>',
+    196: 'ConsumerGroupPartitionMetadataValue.<tagged fields>',
+    197: 'ConsumerGroupPartitionMetadataValue.<tagged fields>',
+    198: 'ConsumerGroupPartitionMetadataValue.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -54,6 +55,9 @@ def _d_TopicPartition_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -68,13 +72,20 @@ def _d_TopicPartition_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicPartition.<tagged fields>')
-    return TopicPartition(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(TopicPartition)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ConsumerGroupTargetAssignmentMemberValue_v0(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -91,15 +102,19 @@ def _d_ConsumerGroupTargetAssignmentMemberValue_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>')
-    return ConsumerGroupTargetAssignmentMemberValue(_f_topic_partitions, _unk), pos
+    _o = _new(ConsumerGroupTargetAssignmentMemberValue)
+    _o.topic_partitions = _f_topic_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_TopicPartition_v0(o, w):
     w(o.topic_id.bytes)
     _a4 = o.partitions
-    _l = len(_a4) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a4), *_a4))
+    _l = len(_a4)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a4))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -127,11 +142,10 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ConsumerGroupTargetAssignmentMemberValue_v0}
 ENCODERS = {0: _e_ConsumerGroupTargetAssignmentMemberValue_v0}
 _reg(__file__, {
-    50: 'TopicPartition.topic_id',
     51: 'TopicPartition.topic_id',
     52: 'TopicPartition.topic_id',
     53: 'TopicPartition.topic_id',
-    54: 'TopicPartition.partitions',
+    54: 'TopicPartition.topic_id',
     55: 'TopicPartition.partitions',
     56: 'TopicPartition.partitions',
     57: 'TopicPartition.partitions',
@@ -143,28 +157,35 @@ _reg(__file__, {
     63: 'TopicPartition.partitions',
     64: 'TopicPartition.partitions',
     65: 'TopicPartition.partitions',
-    66: 'TopicPartition.<tagged fields>',
-    67: 'TopicPartition.<tagged fields>',
-    68: 'TopicPartition.<tagged fields>',
-    69: 'TopicPartition.<tagged fields>',
+    66: 'TopicPartition.partitions',
+    67: 'TopicPartition.partitions',
+    68: 'TopicPartition.partitions',
+    69: 'TopicPartition.partitions',
     70: 'TopicPartition.<tagged fields>',
-    75: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
-    76: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
-    77: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
-    78: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
-    79: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
-    80: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
-    81: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
-    82: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    71: 'TopicPartition.<tagged fields>',
+    72: 'TopicPartition.<tagged fields>',
+    73: 'TopicPartition.<tagged fields>',
+    74: 'TopicPartition.<tagged fields>',
     83: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
     84: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
     85: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
     86: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
     87: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
     88: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
-    89: 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>',
-    90: 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>',
-    91: 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>',
-    92: 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>',
-    93: 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>',
+    89: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    90: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    91: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    92: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    93: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    94: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    95: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    96: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    97: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    98: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    99: 'ConsumerGroupTargetAssignmentMemberValue.topic_partitions',
+    100: 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>',
+    101: 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>',
+    102: 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>',
+    103: 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>',
+    104: 'ConsumerGroupTargetAssignmentMemberValue.<tagged fields>',
 })

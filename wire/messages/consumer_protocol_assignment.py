@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -67,7 +68,11 @@ def _d_TopicPartition_v0(buf, pos):
         _chk(_n3, buf, pos, 'TopicPartition.partitions')
         _f_partitions = list(_unpack_from('>%di' % _n3, buf, pos))
         pos += 4 * _n3
-    return TopicPartition(_f_topic, _f_partitions, None), pos
+    _o = _new(TopicPartition)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TopicPartition_v1 = _d_TopicPartition_v0
@@ -97,7 +102,11 @@ def _d_ConsumerProtocolAssignment_v0(buf, pos):
             raise _trunc('ConsumerProtocolAssignment.user_data', _n15, len(buf) - pos)
         _f_user_data = bytes(buf[pos:_end16])
         pos = _end16
-    return ConsumerProtocolAssignment(_f_assigned_partitions, _f_user_data, None), pos
+    _o = _new(ConsumerProtocolAssignment)
+    _o.assigned_partitions = _f_assigned_partitions
+    _o.user_data = _f_user_data
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ConsumerProtocolAssignment_v1 = _d_ConsumerProtocolAssignment_v0
@@ -112,8 +121,8 @@ def _e_TopicPartition_v0(o, w):
     w(_I16p(len(_v29)))
     w(_v29)
     _a30 = o.partitions
-    w(_I32p(len(_a30)))
-    w(_pack('>%di' % len(_a30), *_a30))
+    _l = len(_a30)
+    w(_counted_packer('i', _l)(_l, *_a30))
 
 
 _e_TopicPartition_v1 = _e_TopicPartition_v0
@@ -148,7 +157,6 @@ FLEXIBLE_FROM = None
 DECODERS = {0: _d_ConsumerProtocolAssignment_v0, 1: _d_ConsumerProtocolAssignment_v1, 2: _d_ConsumerProtocolAssignment_v2, 3: _d_ConsumerProtocolAssignment_v3}
 ENCODERS = {0: _e_ConsumerProtocolAssignment_v0, 1: _e_ConsumerProtocolAssignment_v1, 2: _e_ConsumerProtocolAssignment_v2, 3: _e_ConsumerProtocolAssignment_v3}
 _reg(__file__, {
-    52: 'TopicPartition.topic',
     53: 'TopicPartition.topic',
     54: 'TopicPartition.topic',
     55: 'TopicPartition.topic',
@@ -158,7 +166,7 @@ _reg(__file__, {
     59: 'TopicPartition.topic',
     60: 'TopicPartition.topic',
     61: 'TopicPartition.topic',
-    62: 'TopicPartition.partitions',
+    62: 'TopicPartition.topic',
     63: 'TopicPartition.partitions',
     64: 'TopicPartition.partitions',
     65: 'TopicPartition.partitions',
@@ -166,24 +174,25 @@ _reg(__file__, {
     67: 'TopicPartition.partitions',
     68: 'TopicPartition.partitions',
     69: 'TopicPartition.partitions',
-    77: 'ConsumerProtocolAssignment.assigned_partitions',
-    78: 'ConsumerProtocolAssignment.assigned_partitions',
-    79: 'ConsumerProtocolAssignment.assigned_partitions',
-    80: 'ConsumerProtocolAssignment.assigned_partitions',
-    81: 'ConsumerProtocolAssignment.assigned_partitions',
+    70: 'TopicPartition.partitions',
     82: 'ConsumerProtocolAssignment.assigned_partitions',
     83: 'ConsumerProtocolAssignment.assigned_partitions',
     84: 'ConsumerProtocolAssignment.assigned_partitions',
     85: 'ConsumerProtocolAssignment.assigned_partitions',
     86: 'ConsumerProtocolAssignment.assigned_partitions',
-    87: 'ConsumerProtocolAssignment.user_data',
-    88: 'ConsumerProtocolAssignment.user_data',
-    89: 'ConsumerProtocolAssignment.user_data',
-    90: 'ConsumerProtocolAssignment.user_data',
-    91: 'ConsumerProtocolAssignment.user_data',
+    87: 'ConsumerProtocolAssignment.assigned_partitions',
+    88: 'ConsumerProtocolAssignment.assigned_partitions',
+    89: 'ConsumerProtocolAssignment.assigned_partitions',
+    90: 'ConsumerProtocolAssignment.assigned_partitions',
+    91: 'ConsumerProtocolAssignment.assigned_partitions',
     92: 'ConsumerProtocolAssignment.user_data',
     93: 'ConsumerProtocolAssignment.user_data',
     94: 'ConsumerProtocolAssignment.user_data',
     95: 'ConsumerProtocolAssignment.user_data',
     96: 'ConsumerProtocolAssignment.user_data',
+    97: 'ConsumerProtocolAssignment.user_data',
+    98: 'ConsumerProtocolAssignment.user_data',
+    99: 'ConsumerProtocolAssignment.user_data',
+    100: 'ConsumerProtocolAssignment.user_data',
+    101: 'ConsumerProtocolAssignment.user_data',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -76,7 +77,11 @@ def _d_TopicPartition_v1(buf, pos):
         _chk(_n3, buf, pos, 'TopicPartition.partitions')
         _f_partitions = list(_unpack_from('>%di' % _n3, buf, pos))
         pos += 4 * _n3
-    return TopicPartition(_f_topic, _f_partitions, None), pos
+    _o = _new(TopicPartition)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TopicPartition_v2 = _d_TopicPartition_v1
@@ -113,7 +118,14 @@ def _d_ConsumerProtocolSubscription_v0(buf, pos):
             raise _trunc('ConsumerProtocolSubscription.user_data', _n14, len(buf) - pos)
         _f_user_data = bytes(buf[pos:_end15])
         pos = _end15
-    return ConsumerProtocolSubscription(_f_topics, _f_user_data, [], -1, None, None), pos
+    _o = _new(ConsumerProtocolSubscription)
+    _o.topics = _f_topics
+    _o.user_data = _f_user_data
+    _o.owned_partitions = []
+    _o.generation_id = -1
+    _o.rack_id = None
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ConsumerProtocolSubscription_v1(buf, pos):
@@ -156,7 +168,14 @@ def _d_ConsumerProtocolSubscription_v1(buf, pos):
         for _ in range(_n22):
             _x23, pos = _d_TopicPartition_v1(buf, pos)
             _f_owned_partitions.append(_x23)
-    return ConsumerProtocolSubscription(_f_topics, _f_user_data, _f_owned_partitions, -1, None, None), pos
+    _o = _new(ConsumerProtocolSubscription)
+    _o.topics = _f_topics
+    _o.user_data = _f_user_data
+    _o.owned_partitions = _f_owned_partitions
+    _o.generation_id = -1
+    _o.rack_id = None
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ConsumerProtocolSubscription_v2(buf, pos):
@@ -201,7 +220,14 @@ def _d_ConsumerProtocolSubscription_v2(buf, pos):
             _f_owned_partitions.append(_x31)
     _f_generation_id = _S_iu(buf, pos)[0]
     pos += 4
-    return ConsumerProtocolSubscription(_f_topics, _f_user_data, _f_owned_partitions, _f_generation_id, None, None), pos
+    _o = _new(ConsumerProtocolSubscription)
+    _o.topics = _f_topics
+    _o.user_data = _f_user_data
+    _o.owned_partitions = _f_owned_partitions
+    _o.generation_id = _f_generation_id
+    _o.rack_id = None
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ConsumerProtocolSubscription_v3(buf, pos):
@@ -256,7 +282,14 @@ def _d_ConsumerProtocolSubscription_v3(buf, pos):
             raise _trunc('ConsumerProtocolSubscription.rack_id', _n40, len(buf) - pos)
         _f_rack_id = str(buf[pos:_end41], 'utf-8')
         pos = _end41
-    return ConsumerProtocolSubscription(_f_topics, _f_user_data, _f_owned_partitions, _f_generation_id, _f_rack_id, None), pos
+    _o = _new(ConsumerProtocolSubscription)
+    _o.topics = _f_topics
+    _o.user_data = _f_user_data
+    _o.owned_partitions = _f_owned_partitions
+    _o.generation_id = _f_generation_id
+    _o.rack_id = _f_rack_id
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _e_TopicPartition_v1(o, w):
@@ -265,8 +298,8 @@ def _e_TopicPartition_v1(o, w):
     w(_I16p(len(_v42)))
     w(_v42)
     _a43 = o.partitions
-    w(_I32p(len(_a43)))
-    w(_pack('>%di' % len(_a43), *_a43))
+    _l = len(_a43)
+    w(_counted_packer('i', _l)(_l, *_a43))
 
 
 _e_TopicPartition_v2 = _e_TopicPartition_v1
@@ -365,7 +398,6 @@ FLEXIBLE_FROM = None
 DECODERS = {0: _d_ConsumerProtocolSubscription_v0, 1: _d_ConsumerProtocolSubscription_v1, 2: _d_ConsumerProtocolSubscription_v2, 3: _d_ConsumerProtocolSubscription_v3}
 ENCODERS = {0: _e_ConsumerProtocolSubscription_v0, 1: _e_ConsumerProtocolSubscription_v1, 2: _e_ConsumerProtocolSubscription_v2, 3: _e_ConsumerProtocolSubscription_v3}
 _reg(__file__, {
-    61: 'TopicPartition.topic',
     62: 'TopicPartition.topic',
     63: 'TopicPartition.topic',
     64: 'TopicPartition.topic',
@@ -375,7 +407,7 @@ _reg(__file__, {
     68: 'TopicPartition.topic',
     69: 'TopicPartition.topic',
     70: 'TopicPartition.topic',
-    71: 'TopicPartition.partitions',
+    71: 'TopicPartition.topic',
     72: 'TopicPartition.partitions',
     73: 'TopicPartition.partitions',
     74: 'TopicPartition.partitions',
@@ -383,11 +415,7 @@ _reg(__file__, {
     76: 'TopicPartition.partitions',
     77: 'TopicPartition.partitions',
     78: 'TopicPartition.partitions',
-    85: 'ConsumerProtocolSubscription.topics',
-    86: 'ConsumerProtocolSubscription.topics',
-    87: 'ConsumerProtocolSubscription.topics',
-    88: 'ConsumerProtocolSubscription.topics',
-    89: 'ConsumerProtocolSubscription.topics',
+    79: 'TopicPartition.partitions',
     90: 'ConsumerProtocolSubscription.topics',
     91: 'ConsumerProtocolSubscription.topics',
     92: 'ConsumerProtocolSubscription.topics',
@@ -402,28 +430,21 @@ _reg(__file__, {
     101: 'ConsumerProtocolSubscription.topics',
     102: 'ConsumerProtocolSubscription.topics',
     103: 'ConsumerProtocolSubscription.topics',
-    104: 'ConsumerProtocolSubscription.user_data',
-    105: 'ConsumerProtocolSubscription.user_data',
-    106: 'ConsumerProtocolSubscription.user_data',
-    107: 'ConsumerProtocolSubscription.user_data',
-    108: 'ConsumerProtocolSubscription.user_data',
+    104: 'ConsumerProtocolSubscription.topics',
+    105: 'ConsumerProtocolSubscription.topics',
+    106: 'ConsumerProtocolSubscription.topics',
+    107: 'ConsumerProtocolSubscription.topics',
+    108: 'ConsumerProtocolSubscription.topics',
     109: 'ConsumerProtocolSubscription.user_data',
     110: 'ConsumerProtocolSubscription.user_data',
     111: 'ConsumerProtocolSubscription.user_data',
     112: 'ConsumerProtocolSubscription.user_data',
     113: 'ConsumerProtocolSubscription.user_data',
-    118: 'ConsumerProtocolSubscription.topics',
-    119: 'ConsumerProtocolSubscription.topics',
-    120: 'ConsumerProtocolSubscription.topics',
-    121: 'ConsumerProtocolSubscription.topics',
-    122: 'ConsumerProtocolSubscription.topics',
-    123: 'ConsumerProtocolSubscription.topics',
-    124: 'ConsumerProtocolSubscription.topics',
-    125: 'ConsumerProtocolSubscription.topics',
-    126: 'ConsumerProtocolSubscription.topics',
-    127: 'ConsumerProtocolSubscription.topics',
-    128: 'ConsumerProtocolSubscription.topics',
-    129: 'ConsumerProtocolSubscription.topics',
+    114: 'ConsumerProtocolSubscription.user_data',
+    115: 'ConsumerProtocolSubscription.user_data',
+    116: 'ConsumerProtocolSubscription.user_data',
+    117: 'ConsumerProtocolSubscription.user_data',
+    118: 'ConsumerProtocolSubscription.user_data',
     130: 'ConsumerProtocolSubscription.topics',
     131: 'ConsumerProtocolSubscription.topics',
     132: 'ConsumerProtocolSubscription.topics',
@@ -431,116 +452,128 @@ _reg(__file__, {
     134: 'ConsumerProtocolSubscription.topics',
     135: 'ConsumerProtocolSubscription.topics',
     136: 'ConsumerProtocolSubscription.topics',
-    137: 'ConsumerProtocolSubscription.user_data',
-    138: 'ConsumerProtocolSubscription.user_data',
-    139: 'ConsumerProtocolSubscription.user_data',
-    140: 'ConsumerProtocolSubscription.user_data',
-    141: 'ConsumerProtocolSubscription.user_data',
-    142: 'ConsumerProtocolSubscription.user_data',
-    143: 'ConsumerProtocolSubscription.user_data',
-    144: 'ConsumerProtocolSubscription.user_data',
-    145: 'ConsumerProtocolSubscription.user_data',
-    146: 'ConsumerProtocolSubscription.user_data',
-    147: 'ConsumerProtocolSubscription.owned_partitions',
-    148: 'ConsumerProtocolSubscription.owned_partitions',
-    149: 'ConsumerProtocolSubscription.owned_partitions',
-    150: 'ConsumerProtocolSubscription.owned_partitions',
-    151: 'ConsumerProtocolSubscription.owned_partitions',
-    152: 'ConsumerProtocolSubscription.owned_partitions',
-    153: 'ConsumerProtocolSubscription.owned_partitions',
-    154: 'ConsumerProtocolSubscription.owned_partitions',
-    155: 'ConsumerProtocolSubscription.owned_partitions',
-    156: 'ConsumerProtocolSubscription.owned_partitions',
-    161: 'ConsumerProtocolSubscription.topics',
-    162: 'ConsumerProtocolSubscription.topics',
-    163: 'ConsumerProtocolSubscription.topics',
-    164: 'ConsumerProtocolSubscription.topics',
-    165: 'ConsumerProtocolSubscription.topics',
-    166: 'ConsumerProtocolSubscription.topics',
-    167: 'ConsumerProtocolSubscription.topics',
-    168: 'ConsumerProtocolSubscription.topics',
-    169: 'ConsumerProtocolSubscription.topics',
-    170: 'ConsumerProtocolSubscription.topics',
-    171: 'ConsumerProtocolSubscription.topics',
-    172: 'ConsumerProtocolSubscription.topics',
-    173: 'ConsumerProtocolSubscription.topics',
-    174: 'ConsumerProtocolSubscription.topics',
-    175: 'ConsumerProtocolSubscription.topics',
-    176: 'ConsumerProtocolSubscription.topics',
-    177: 'ConsumerProtocolSubscription.topics',
-    178: 'ConsumerProtocolSubscription.topics',
-    179: 'ConsumerProtocolSubscription.topics',
-    180: 'ConsumerProtocolSubscription.user_data',
-    181: 'ConsumerProtocolSubscription.user_data',
-    182: 'ConsumerProtocolSubscription.user_data',
-    183: 'ConsumerProtocolSubscription.user_data',
-    184: 'ConsumerProtocolSubscription.user_data',
-    185: 'ConsumerProtocolSubscription.user_data',
-    186: 'ConsumerProtocolSubscription.user_data',
-    187: 'ConsumerProtocolSubscription.user_data',
-    188: 'ConsumerProtocolSubscription.user_data',
-    189: 'ConsumerProtocolSubscription.user_data',
-    190: 'ConsumerProtocolSubscription.owned_partitions',
-    191: 'ConsumerProtocolSubscription.owned_partitions',
-    192: 'ConsumerProtocolSubscription.owned_partitions',
-    193: 'ConsumerProtocolSubscription.owned_partitions',
-    194: 'ConsumerProtocolSubscription.owned_partitions',
-    195: 'ConsumerProtocolSubscription.owned_partitions',
-    196: 'ConsumerProtocolSubscription.owned_partitions',
-    197: 'ConsumerProtocolSubscription.owned_partitions',
-    198: 'ConsumerProtocolSubscription.owned_partitions',
-    199: 'ConsumerProtocolSubscription.owned_partitions',
-    200: 'ConsumerProtocolSubscription.generation_id',
-    201: 'ConsumerProtocolSubscription.generation_id',
-    206: 'ConsumerProtocolSubscription.topics',
-    207: 'ConsumerProtocolSubscription.topics',
-    208: 'ConsumerProtocolSubscription.topics',
-    209: 'ConsumerProtocolSubscription.topics',
-    210: 'ConsumerProtocolSubscription.topics',
-    211: 'ConsumerProtocolSubscription.topics',
-    212: 'ConsumerProtocolSubscription.topics',
-    213: 'ConsumerProtocolSubscription.topics',
-    214: 'ConsumerProtocolSubscription.topics',
-    215: 'ConsumerProtocolSubscription.topics',
-    216: 'ConsumerProtocolSubscription.topics',
-    217: 'ConsumerProtocolSubscription.topics',
-    218: 'ConsumerProtocolSubscription.topics',
-    219: 'ConsumerProtocolSubscription.topics',
-    220: 'ConsumerProtocolSubscription.topics',
-    221: 'ConsumerProtocolSubscription.topics',
-    222: 'ConsumerProtocolSubscription.topics',
-    223: 'ConsumerProtocolSubscription.topics',
-    224: 'ConsumerProtocolSubscription.topics',
-    225: 'ConsumerProtocolSubscription.user_data',
-    226: 'ConsumerProtocolSubscription.user_data',
-    227: 'ConsumerProtocolSubscription.user_data',
-    228: 'ConsumerProtocolSubscription.user_data',
-    229: 'ConsumerProtocolSubscription.user_data',
-    230: 'ConsumerProtocolSubscription.user_data',
-    231: 'ConsumerProtocolSubscription.user_data',
-    232: 'ConsumerProtocolSubscription.user_data',
-    233: 'ConsumerProtocolSubscription.user_data',
-    234: 'ConsumerProtocolSubscription.user_data',
-    235: 'ConsumerProtocolSubscription.owned_partitions',
-    236: 'ConsumerProtocolSubscription.owned_partitions',
-    237: 'ConsumerProtocolSubscription.owned_partitions',
-    238: 'ConsumerProtocolSubscription.owned_partitions',
-    239: 'ConsumerProtocolSubscription.owned_partitions',
-    240: 'ConsumerProtocolSubscription.owned_partitions',
-    241: 'ConsumerProtocolSubscription.owned_partitions',
-    242: 'ConsumerProtocolSubscription.owned_partitions',
-    243: 'ConsumerProtocolSubscription.owned_partitions',
-    244: 'ConsumerProtocolSubscription.owned_partitions',
-    245: 'ConsumerProtocolSubscription.generation_id',
-    246: 'ConsumerProtocolSubscription.generation_id',
-    247: 'ConsumerProtocolSubscription.rack_id',
-    248: 'ConsumerProtocolSubscription.rack_id',
-    249: 'ConsumerProtocolSubscription.rack_id',
-    250: 'ConsumerProtocolSubscription.rack_id',
-    251: 'ConsumerProtocolSubscription.rack_id',
-    252: 'ConsumerProtocolSubscription.rack_id',
-    253: 'ConsumerProtocolSubscription.rack_id',
-    254: 'ConsumerProtocolSubscription.rack_id',
-    255: 'ConsumerProtocolSubscription.rack_id',
-    256: 'ConsumerProtocolSubscription.rack_id',
+    137: 'ConsumerProtocolSubscription.topics',
+    138: 'ConsumerProtocolSubscription.topics',
+    139: 'ConsumerProtocolSubscription.topics',
+    140: 'ConsumerProtocolSubscription.topics',
+    141: 'ConsumerProtocolSubscription.topics',
+    142: 'ConsumerProtocolSubscription.topics',
+    143: 'ConsumerProtocolSubscription.topics',
+    144: 'ConsumerProtocolSubscription.topics',
+    145: 'ConsumerProtocolSubscription.topics',
+    146: 'ConsumerProtocolSubscription.topics',
+    147: 'ConsumerProtocolSubscription.topics',
+    148: 'ConsumerProtocolSubscription.topics',
+    149: 'ConsumerProtocolSubscription.user_data',
+    150: 'ConsumerProtocolSubscription.user_data',
+    151: 'ConsumerProtocolSubscription.user_data',
+    152: 'ConsumerProtocolSubscription.user_data',
+    153: 'ConsumerProtocolSubscription.user_data',
+    154: 'ConsumerProtocolSubscription.user_data',
+    155: 'ConsumerProtocolSubscription.user_data',
+    156: 'ConsumerProtocolSubscription.user_data',
+    157: 'ConsumerProtocolSubscription.user_data',
+    158: 'ConsumerProtocolSubscription.user_data',
+    159: 'ConsumerProtocolSubscription.owned_partitions',
+    160: 'ConsumerProtocolSubscription.owned_partitions',
+    161: 'ConsumerProtocolSubscription.owned_partitions',
+    162: 'ConsumerProtocolSubscription.owned_partitions',
+    163: 'ConsumerProtocolSubscription.owned_partitions',
+    164: 'ConsumerProtocolSubscription.owned_partitions',
+    165: 'ConsumerProtocolSubscription.owned_partitions',
+    166: 'ConsumerProtocolSubscription.owned_partitions',
+    167: 'ConsumerProtocolSubscription.owned_partitions',
+    168: 'ConsumerProtocolSubscription.owned_partitions',
+    180: 'ConsumerProtocolSubscription.topics',
+    181: 'ConsumerProtocolSubscription.topics',
+    182: 'ConsumerProtocolSubscription.topics',
+    183: 'ConsumerProtocolSubscription.topics',
+    184: 'ConsumerProtocolSubscription.topics',
+    185: 'ConsumerProtocolSubscription.topics',
+    186: 'ConsumerProtocolSubscription.topics',
+    187: 'ConsumerProtocolSubscription.topics',
+    188: 'ConsumerProtocolSubscription.topics',
+    189: 'ConsumerProtocolSubscription.topics',
+    190: 'ConsumerProtocolSubscription.topics',
+    191: 'ConsumerProtocolSubscription.topics',
+    192: 'ConsumerProtocolSubscription.topics',
+    193: 'ConsumerProtocolSubscription.topics',
+    194: 'ConsumerProtocolSubscription.topics',
+    195: 'ConsumerProtocolSubscription.topics',
+    196: 'ConsumerProtocolSubscription.topics',
+    197: 'ConsumerProtocolSubscription.topics',
+    198: 'ConsumerProtocolSubscription.topics',
+    199: 'ConsumerProtocolSubscription.user_data',
+    200: 'ConsumerProtocolSubscription.user_data',
+    201: 'ConsumerProtocolSubscription.user_data',
+    202: 'ConsumerProtocolSubscription.user_data',
+    203: 'ConsumerProtocolSubscription.user_data',
+    204: 'ConsumerProtocolSubscription.user_data',
+    205: 'ConsumerProtocolSubscription.user_data',
+    206: 'ConsumerProtocolSubscription.user_data',
+    207: 'ConsumerProtocolSubscription.user_data',
+    208: 'ConsumerProtocolSubscription.user_data',
+    209: 'ConsumerProtocolSubscription.owned_partitions',
+    210: 'ConsumerProtocolSubscription.owned_partitions',
+    211: 'ConsumerProtocolSubscription.owned_partitions',
+    212: 'ConsumerProtocolSubscription.owned_partitions',
+    213: 'ConsumerProtocolSubscription.owned_partitions',
+    214: 'ConsumerProtocolSubscription.owned_partitions',
+    215: 'ConsumerProtocolSubscription.owned_partitions',
+    216: 'ConsumerProtocolSubscription.owned_partitions',
+    217: 'ConsumerProtocolSubscription.owned_partitions',
+    218: 'ConsumerProtocolSubscription.owned_partitions',
+    219: 'ConsumerProtocolSubscription.generation_id',
+    220: 'ConsumerProtocolSubscription.generation_id',
+    232: 'ConsumerProtocolSubscription.topics',
+    233: 'ConsumerProtocolSubscription.topics',
+    234: 'ConsumerProtocolSubscription.topics',
+    235: 'ConsumerProtocolSubscription.topics',
+    236: 'ConsumerProtocolSubscription.topics',
+    237: 'ConsumerProtocolSubscription.topics',
+    238: 'ConsumerProtocolSubscription.topics',
+    239: 'ConsumerProtocolSubscription.topics',
+    240: 'ConsumerProtocolSubscription.topics',
+    241: 'ConsumerProtocolSubscription.topics',
+    242: 'ConsumerProtocolSubscription.topics',
+    243: 'ConsumerProtocolSubscription.topics',
+    244: 'ConsumerProtocolSubscription.topics',
+    245: 'ConsumerProtocolSubscription.topics',
+    246: 'ConsumerProtocolSubscription.topics',
+    247: 'ConsumerProtocolSubscription.topics',
+    248: 'ConsumerProtocolSubscription.topics',
+    249: 'ConsumerProtocolSubscription.topics',
+    250: 'ConsumerProtocolSubscription.topics',
+    251: 'ConsumerProtocolSubscription.user_data',
+    252: 'ConsumerProtocolSubscription.user_data',
+    253: 'ConsumerProtocolSubscription.user_data',
+    254: 'ConsumerProtocolSubscription.user_data',
+    255: 'ConsumerProtocolSubscription.user_data',
+    256: 'ConsumerProtocolSubscription.user_data',
+    257: 'ConsumerProtocolSubscription.user_data',
+    258: 'ConsumerProtocolSubscription.user_data',
+    259: 'ConsumerProtocolSubscription.user_data',
+    260: 'ConsumerProtocolSubscription.user_data',
+    261: 'ConsumerProtocolSubscription.owned_partitions',
+    262: 'ConsumerProtocolSubscription.owned_partitions',
+    263: 'ConsumerProtocolSubscription.owned_partitions',
+    264: 'ConsumerProtocolSubscription.owned_partitions',
+    265: 'ConsumerProtocolSubscription.owned_partitions',
+    266: 'ConsumerProtocolSubscription.owned_partitions',
+    267: 'ConsumerProtocolSubscription.owned_partitions',
+    268: 'ConsumerProtocolSubscription.owned_partitions',
+    269: 'ConsumerProtocolSubscription.owned_partitions',
+    270: 'ConsumerProtocolSubscription.owned_partitions',
+    271: 'ConsumerProtocolSubscription.generation_id',
+    272: 'ConsumerProtocolSubscription.generation_id',
+    273: 'ConsumerProtocolSubscription.rack_id',
+    274: 'ConsumerProtocolSubscription.rack_id',
+    275: 'ConsumerProtocolSubscription.rack_id',
+    276: 'ConsumerProtocolSubscription.rack_id',
+    277: 'ConsumerProtocolSubscription.rack_id',
+    278: 'ConsumerProtocolSubscription.rack_id',
+    279: 'ConsumerProtocolSubscription.rack_id',
+    280: 'ConsumerProtocolSubscription.rack_id',
+    281: 'ConsumerProtocolSubscription.rack_id',
+    282: 'ConsumerProtocolSubscription.rack_id',
 })

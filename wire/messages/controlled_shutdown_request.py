@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -41,7 +42,11 @@ class ControlledShutdownRequest(_Message):
 def _d_ControlledShutdownRequest_v0(buf, pos):
     _f_broker_id = _S_iu(buf, pos)[0]
     pos += 4
-    return ControlledShutdownRequest(_f_broker_id, -1, None), pos
+    _o = _new(ControlledShutdownRequest)
+    _o.broker_id = _f_broker_id
+    _o.broker_epoch = -1
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ControlledShutdownRequest_v1 = _d_ControlledShutdownRequest_v0
@@ -49,7 +54,11 @@ _d_ControlledShutdownRequest_v1 = _d_ControlledShutdownRequest_v0
 def _d_ControlledShutdownRequest_v2(buf, pos):
     _f_broker_id, _f_broker_epoch = _S_iqu(buf, pos)
     pos += 12
-    return ControlledShutdownRequest(_f_broker_id, _f_broker_epoch, None), pos
+    _o = _new(ControlledShutdownRequest)
+    _o.broker_id = _f_broker_id
+    _o.broker_epoch = _f_broker_epoch
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ControlledShutdownRequest_v3(buf, pos):
@@ -60,7 +69,11 @@ def _d_ControlledShutdownRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ControlledShutdownRequest.<tagged fields>')
-    return ControlledShutdownRequest(_f_broker_id, _f_broker_epoch, _unk), pos
+    _o = _new(ControlledShutdownRequest)
+    _o.broker_id = _f_broker_id
+    _o.broker_epoch = _f_broker_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ControlledShutdownRequest_v0(o, w):
@@ -89,15 +102,15 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_ControlledShutdownRequest_v0, 1: _d_ControlledShutdownRequest_v1, 2: _d_ControlledShutdownRequest_v2, 3: _d_ControlledShutdownRequest_v3}
 ENCODERS = {0: _e_ControlledShutdownRequest_v0, 1: _e_ControlledShutdownRequest_v1, 2: _e_ControlledShutdownRequest_v2, 3: _e_ControlledShutdownRequest_v3}
 _reg(__file__, {
-    42: 'ControlledShutdownRequest.broker_id',
     43: 'ControlledShutdownRequest.broker_id',
-    49: 'ControlledShutdownRequest.broker_id/broker_epoch',
-    50: 'ControlledShutdownRequest.broker_id/broker_epoch',
+    44: 'ControlledShutdownRequest.broker_id',
+    54: 'ControlledShutdownRequest.broker_id/broker_epoch',
     55: 'ControlledShutdownRequest.broker_id/broker_epoch',
-    56: 'ControlledShutdownRequest.broker_id/broker_epoch',
-    57: 'ControlledShutdownRequest.<tagged fields>',
-    58: 'ControlledShutdownRequest.<tagged fields>',
-    59: 'ControlledShutdownRequest.<tagged fields>',
-    60: 'ControlledShutdownRequest.<tagged fields>',
-    61: 'ControlledShutdownRequest.<tagged fields>',
+    64: 'ControlledShutdownRequest.broker_id/broker_epoch',
+    65: 'ControlledShutdownRequest.broker_id/broker_epoch',
+    66: 'ControlledShutdownRequest.<tagged fields>',
+    67: 'ControlledShutdownRequest.<tagged fields>',
+    68: 'ControlledShutdownRequest.<tagged fields>',
+    69: 'ControlledShutdownRequest.<tagged fields>',
+    70: 'ControlledShutdownRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -67,7 +68,11 @@ def _d_RemainingPartition_v0(buf, pos):
         pos = _end2
     _f_partition_index = _S_iu(buf, pos)[0]
     pos += 4
-    return RemainingPartition(_f_topic_name, _f_partition_index, None), pos
+    _o = _new(RemainingPartition)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_RemainingPartition_v1 = _d_RemainingPartition_v0
@@ -78,6 +83,9 @@ def _d_RemainingPartition_v3(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -96,7 +104,11 @@ def _d_RemainingPartition_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'RemainingPartition.<tagged fields>')
-    return RemainingPartition(_f_topic_name, _f_partition_index, _unk), pos
+    _o = _new(RemainingPartition)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ControlledShutdownResponse_v0(buf, pos):
@@ -112,7 +124,11 @@ def _d_ControlledShutdownResponse_v0(buf, pos):
         for _ in range(_n9):
             _x10, pos = _d_RemainingPartition_v0(buf, pos)
             _f_remaining_partitions.append(_x10)
-    return ControlledShutdownResponse(_f_error_code, _f_remaining_partitions, None), pos
+    _o = _new(ControlledShutdownResponse)
+    _o.error_code = _f_error_code
+    _o.remaining_partitions = _f_remaining_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ControlledShutdownResponse_v1 = _d_ControlledShutdownResponse_v0
@@ -125,6 +141,9 @@ def _d_ControlledShutdownResponse_v3(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -141,7 +160,11 @@ def _d_ControlledShutdownResponse_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ControlledShutdownResponse.<tagged fields>')
-    return ControlledShutdownResponse(_f_error_code, _f_remaining_partitions, _unk), pos
+    _o = _new(ControlledShutdownResponse)
+    _o.error_code = _f_error_code
+    _o.remaining_partitions = _f_remaining_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_RemainingPartition_v0(o, w):
@@ -203,7 +226,6 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_ControlledShutdownResponse_v0, 1: _d_ControlledShutdownResponse_v1, 2: _d_ControlledShutdownResponse_v2, 3: _d_ControlledShutdownResponse_v3}
 ENCODERS = {0: _e_ControlledShutdownResponse_v0, 1: _e_ControlledShutdownResponse_v1, 2: _e_ControlledShutdownResponse_v2, 3: _e_ControlledShutdownResponse_v3}
 _reg(__file__, {
-    58: 'RemainingPartition.topic_name',
     59: 'RemainingPartition.topic_name',
     60: 'RemainingPartition.topic_name',
     61: 'RemainingPartition.topic_name',
@@ -213,13 +235,9 @@ _reg(__file__, {
     65: 'RemainingPartition.topic_name',
     66: 'RemainingPartition.topic_name',
     67: 'RemainingPartition.topic_name',
-    68: 'RemainingPartition.partition_index',
+    68: 'RemainingPartition.topic_name',
     69: 'RemainingPartition.partition_index',
-    76: 'RemainingPartition.topic_name',
-    77: 'RemainingPartition.topic_name',
-    78: 'RemainingPartition.topic_name',
-    79: 'RemainingPartition.topic_name',
-    80: 'RemainingPartition.topic_name',
+    70: 'RemainingPartition.partition_index',
     81: 'RemainingPartition.topic_name',
     82: 'RemainingPartition.topic_name',
     83: 'RemainingPartition.topic_name',
@@ -229,44 +247,55 @@ _reg(__file__, {
     87: 'RemainingPartition.topic_name',
     88: 'RemainingPartition.topic_name',
     89: 'RemainingPartition.topic_name',
-    90: 'RemainingPartition.partition_index',
-    91: 'RemainingPartition.partition_index',
-    92: 'RemainingPartition.<tagged fields>',
-    93: 'RemainingPartition.<tagged fields>',
-    94: 'RemainingPartition.<tagged fields>',
-    95: 'RemainingPartition.<tagged fields>',
-    96: 'RemainingPartition.<tagged fields>',
-    101: 'ControlledShutdownResponse.error_code',
-    102: 'ControlledShutdownResponse.error_code',
-    103: 'ControlledShutdownResponse.remaining_partitions',
-    104: 'ControlledShutdownResponse.remaining_partitions',
-    105: 'ControlledShutdownResponse.remaining_partitions',
-    106: 'ControlledShutdownResponse.remaining_partitions',
-    107: 'ControlledShutdownResponse.remaining_partitions',
-    108: 'ControlledShutdownResponse.remaining_partitions',
-    109: 'ControlledShutdownResponse.remaining_partitions',
-    110: 'ControlledShutdownResponse.remaining_partitions',
-    111: 'ControlledShutdownResponse.remaining_partitions',
-    112: 'ControlledShutdownResponse.remaining_partitions',
-    119: 'ControlledShutdownResponse.error_code',
-    120: 'ControlledShutdownResponse.error_code',
+    90: 'RemainingPartition.topic_name',
+    91: 'RemainingPartition.topic_name',
+    92: 'RemainingPartition.topic_name',
+    93: 'RemainingPartition.topic_name',
+    94: 'RemainingPartition.topic_name',
+    95: 'RemainingPartition.topic_name',
+    96: 'RemainingPartition.topic_name',
+    97: 'RemainingPartition.topic_name',
+    98: 'RemainingPartition.partition_index',
+    99: 'RemainingPartition.partition_index',
+    100: 'RemainingPartition.<tagged fields>',
+    101: 'RemainingPartition.<tagged fields>',
+    102: 'RemainingPartition.<tagged fields>',
+    103: 'RemainingPartition.<tagged fields>',
+    104: 'RemainingPartition.<tagged fields>',
+    113: 'ControlledShutdownResponse.error_code',
+    114: 'ControlledShutdownResponse.error_code',
+    115: 'ControlledShutdownResponse.remaining_partitions',
+    116: 'ControlledShutdownResponse.remaining_partitions',
+    117: 'ControlledShutdownResponse.remaining_partitions',
+    118: 'ControlledShutdownResponse.remaining_partitions',
+    119: 'ControlledShutdownResponse.remaining_partitions',
+    120: 'ControlledShutdownResponse.remaining_partitions',
     121: 'ControlledShutdownResponse.remaining_partitions',
     122: 'ControlledShutdownResponse.remaining_partitions',
     123: 'ControlledShutdownResponse.remaining_partitions',
     124: 'ControlledShutdownResponse.remaining_partitions',
-    125: 'ControlledShutdownResponse.remaining_partitions',
-    126: 'ControlledShutdownResponse.remaining_partitions',
-    127: 'ControlledShutdownResponse.remaining_partitions',
-    128: 'ControlledShutdownResponse.remaining_partitions',
-    129: 'ControlledShutdownResponse.remaining_partitions',
-    130: 'ControlledShutdownResponse.remaining_partitions',
-    131: 'ControlledShutdownResponse.remaining_partitions',
-    132: 'ControlledShutdownResponse.remaining_partitions',
-    133: 'ControlledShutdownResponse.remaining_partitions',
-    134: 'ControlledShutdownResponse.remaining_partitions',
-    135: 'ControlledShutdownResponse.<tagged fields>',
-    136: 'ControlledShutdownResponse.<tagged fields>',
-    137: 'ControlledShutdownResponse.<tagged fields>',
-    138: 'ControlledShutdownResponse.<tagged fields>',
-    139: 'ControlledShutdownResponse.<tagged fields>',
+    135: 'ControlledShutdownResponse.error_code',
+    136: 'ControlledShutdownResponse.error_code',
+    137: 'ControlledShutdownResponse.remaining_partitions',
+    138: 'ControlledShutdownResponse.remaining_partitions',
+    139: 'ControlledShutdownResponse.remaining_partitions',
+    140: 'ControlledShutdownResponse.remaining_partitions',
+    141: 'ControlledShutdownResponse.remaining_partitions',
+    142: 'ControlledShutdownResponse.remaining_partitions',
+    143: 'ControlledShutdownResponse.remaining_partitions',
+    144: 'ControlledShutdownResponse.remaining_partitions',
+    145: 'ControlledShutdownResponse.remaining_partitions',
+    146: 'ControlledShutdownResponse.remaining_partitions',
+    147: 'ControlledShutdownResponse.remaining_partitions',
+    148: 'ControlledShutdownResponse.remaining_partitions',
+    149: 'ControlledShutdownResponse.remaining_partitions',
+    150: 'ControlledShutdownResponse.remaining_partitions',
+    151: 'ControlledShutdownResponse.remaining_partitions',
+    152: 'ControlledShutdownResponse.remaining_partitions',
+    153: 'ControlledShutdownResponse.remaining_partitions',
+    154: 'ControlledShutdownResponse.<tagged fields>',
+    155: 'ControlledShutdownResponse.<tagged fields>',
+    156: 'ControlledShutdownResponse.<tagged fields>',
+    157: 'ControlledShutdownResponse.<tagged fields>',
+    158: 'ControlledShutdownResponse.<tagged fields>',
 })

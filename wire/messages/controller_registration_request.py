@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -92,6 +93,9 @@ def _d_Listener_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -106,6 +110,9 @@ def _d_Listener_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -124,13 +131,22 @@ def _d_Listener_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Listener.<tagged fields>')
-    return Listener(_f_name, _f_host, _f_port, _f_security_protocol, _unk), pos
+    _o = _new(Listener)
+    _o.name = _f_name
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.security_protocol = _f_security_protocol
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Feature_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -149,7 +165,12 @@ def _d_Feature_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Feature.<tagged fields>')
-    return Feature(_f_name, _f_min_supported_version, _f_max_supported_version, _unk), pos
+    _o = _new(Feature)
+    _o.name = _f_name
+    _o.min_supported_version = _f_min_supported_version
+    _o.max_supported_version = _f_max_supported_version
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ControllerRegistrationRequest_v0(buf, pos):
@@ -164,6 +185,9 @@ def _d_ControllerRegistrationRequest_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -178,6 +202,9 @@ def _d_ControllerRegistrationRequest_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -194,7 +221,14 @@ def _d_ControllerRegistrationRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ControllerRegistrationRequest.<tagged fields>')
-    return ControllerRegistrationRequest(_f_controller_id, _f_incarnation_id, _f_zk_migration_ready, _f_listeners, _f_features, _unk), pos
+    _o = _new(ControllerRegistrationRequest)
+    _o.controller_id = _f_controller_id
+    _o.incarnation_id = _f_incarnation_id
+    _o.zk_migration_ready = _f_zk_migration_ready
+    _o.listeners = _f_listeners
+    _o.features = _f_features
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_Listener_v0(o, w):
@@ -258,7 +292,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ControllerRegistrationRequest_v0}
 ENCODERS = {0: _e_ControllerRegistrationRequest_v0}
 _reg(__file__, {
-    92: 'Listener.name',
     93: 'Listener.name',
     94: 'Listener.name',
     95: 'Listener.name',
@@ -272,10 +305,10 @@ _reg(__file__, {
     103: 'Listener.name',
     104: 'Listener.name',
     105: 'Listener.name',
-    106: 'Listener.host',
-    107: 'Listener.host',
-    108: 'Listener.host',
-    109: 'Listener.host',
+    106: 'Listener.name',
+    107: 'Listener.name',
+    108: 'Listener.name',
+    109: 'Listener.name',
     110: 'Listener.host',
     111: 'Listener.host',
     112: 'Listener.host',
@@ -286,73 +319,89 @@ _reg(__file__, {
     117: 'Listener.host',
     118: 'Listener.host',
     119: 'Listener.host',
-    120: 'Listener.port/security_protocol',
-    121: 'Listener.port/security_protocol',
-    122: 'Listener.<tagged fields>',
-    123: 'Listener.<tagged fields>',
-    124: 'Listener.<tagged fields>',
-    125: 'Listener.<tagged fields>',
-    126: 'Listener.<tagged fields>',
-    131: 'Feature.name',
-    132: 'Feature.name',
-    133: 'Feature.name',
-    134: 'Feature.name',
-    135: 'Feature.name',
-    136: 'Feature.name',
-    137: 'Feature.name',
-    138: 'Feature.name',
-    139: 'Feature.name',
-    140: 'Feature.name',
-    141: 'Feature.name',
-    142: 'Feature.name',
-    143: 'Feature.name',
+    120: 'Listener.host',
+    121: 'Listener.host',
+    122: 'Listener.host',
+    123: 'Listener.host',
+    124: 'Listener.host',
+    125: 'Listener.host',
+    126: 'Listener.host',
+    127: 'Listener.port/security_protocol',
+    128: 'Listener.port/security_protocol',
+    129: 'Listener.<tagged fields>',
+    130: 'Listener.<tagged fields>',
+    131: 'Listener.<tagged fields>',
+    132: 'Listener.<tagged fields>',
+    133: 'Listener.<tagged fields>',
     144: 'Feature.name',
-    145: 'Feature.min_supported_version/max_supported_version',
-    146: 'Feature.min_supported_version/max_supported_version',
-    147: 'Feature.<tagged fields>',
-    148: 'Feature.<tagged fields>',
-    149: 'Feature.<tagged fields>',
-    150: 'Feature.<tagged fields>',
-    151: 'Feature.<tagged fields>',
-    156: 'ControllerRegistrationRequest.controller_id',
-    157: 'ControllerRegistrationRequest.controller_id',
-    158: 'ControllerRegistrationRequest.incarnation_id',
-    159: 'ControllerRegistrationRequest.incarnation_id',
-    160: 'ControllerRegistrationRequest.incarnation_id',
-    161: 'ControllerRegistrationRequest.incarnation_id',
-    162: 'ControllerRegistrationRequest.zk_migration_ready',
-    163: 'ControllerRegistrationRequest.zk_migration_ready',
-    164: 'ControllerRegistrationRequest.listeners',
-    165: 'ControllerRegistrationRequest.listeners',
-    166: 'ControllerRegistrationRequest.listeners',
-    167: 'ControllerRegistrationRequest.listeners',
-    168: 'ControllerRegistrationRequest.listeners',
-    169: 'ControllerRegistrationRequest.listeners',
-    170: 'ControllerRegistrationRequest.listeners',
-    171: 'ControllerRegistrationRequest.listeners',
-    172: 'ControllerRegistrationRequest.listeners',
-    173: 'ControllerRegistrationRequest.listeners',
-    174: 'ControllerRegistrationRequest.listeners',
-    175: 'ControllerRegistrationRequest.listeners',
-    176: 'ControllerRegistrationRequest.listeners',
-    177: 'ControllerRegistrationRequest.listeners',
-    178: 'ControllerRegistrationRequest.features',
-    179: 'ControllerRegistrationRequest.features',
-    180: 'ControllerRegistrationRequest.features',
-    181: 'ControllerRegistrationRequest.features',
-    182: 'ControllerRegistrationRequest.features',
-    183: 'ControllerRegistrationRequest.features',
-    184: 'ControllerRegistrationRequest.features',
-    185: 'ControllerRegistrationRequest.features',
-    186: 'ControllerRegistrationRequest.features',
-    187: 'ControllerRegistrationRequest.features',
-    188: 'ControllerRegistrationRequest.features',
-    189: 'ControllerRegistrationRequest.features',
-    190: 'ControllerRegistrationRequest.features',
-    191: 'ControllerRegistrationRequest.features',
-    192: 'ControllerRegistrationRequest.<tagged fields>',
-    193: 'ControllerRegistrationRequest.<tagged fields>',
-    194: 'ControllerRegistrationRequest.<tagged fields>',
-    195: 'ControllerRegistrationRequest.<tagged fields>',
-    196: 'ControllerRegistrationRequest.<tagged fields>',
+    145: 'Feature.name',
+    146: 'Feature.name',
+    147: 'Feature.name',
+    148: 'Feature.name',
+    149: 'Feature.name',
+    150: 'Feature.name',
+    151: 'Feature.name',
+    152: 'Feature.name',
+    153: 'Feature.name',
+    154: 'Feature.name',
+    155: 'Feature.name',
+    156: 'Feature.name',
+    157: 'Feature.name',
+    158: 'Feature.name',
+    159: 'Feature.name',
+    160: 'Feature.name',
+    161: 'Feature.min_supported_version/max_supported_version',
+    162: 'Feature.min_supported_version/max_supported_version',
+    163: 'Feature.<tagged fields>',
+    164: 'Feature.<tagged fields>',
+    165: 'Feature.<tagged fields>',
+    166: 'Feature.<tagged fields>',
+    167: 'Feature.<tagged fields>',
+    177: 'ControllerRegistrationRequest.controller_id',
+    178: 'ControllerRegistrationRequest.controller_id',
+    179: 'ControllerRegistrationRequest.incarnation_id',
+    180: 'ControllerRegistrationRequest.incarnation_id',
+    181: 'ControllerRegistrationRequest.incarnation_id',
+    182: 'ControllerRegistrationRequest.incarnation_id',
+    183: 'ControllerRegistrationRequest.zk_migration_ready',
+    184: 'ControllerRegistrationRequest.zk_migration_ready',
+    185: 'ControllerRegistrationRequest.listeners',
+    186: 'ControllerRegistrationRequest.listeners',
+    187: 'ControllerRegistrationRequest.listeners',
+    188: 'ControllerRegistrationRequest.listeners',
+    189: 'ControllerRegistrationRequest.listeners',
+    190: 'ControllerRegistrationRequest.listeners',
+    191: 'ControllerRegistrationRequest.listeners',
+    192: 'ControllerRegistrationRequest.listeners',
+    193: 'ControllerRegistrationRequest.listeners',
+    194: 'ControllerRegistrationRequest.listeners',
+    195: 'ControllerRegistrationRequest.listeners',
+    196: 'ControllerRegistrationRequest.listeners',
+    197: 'ControllerRegistrationRequest.listeners',
+    198: 'ControllerRegistrationRequest.listeners',
+    199: 'ControllerRegistrationRequest.listeners',
+    200: 'ControllerRegistrationRequest.listeners',
+    201: 'ControllerRegistrationRequest.listeners',
+    202: 'ControllerRegistrationRequest.features',
+    203: 'ControllerRegistrationRequest.features',
+    204: 'ControllerRegistrationRequest.features',
+    205: 'ControllerRegistrationRequest.features',
+    206: 'ControllerRegistrationRequest.features',
+    207: 'ControllerRegistrationRequest.features',
+    208: 'ControllerRegistrationRequest.features',
+    209: 'ControllerRegistrationRequest.features',
+    210: 'ControllerRegistrationRequest.features',
+    211: 'ControllerRegistrationRequest.features',
+    212: 'ControllerRegistrationRequest.features',
+    213: 'ControllerRegistrationRequest.features',
+    214: 'ControllerRegistrationRequest.features',
+    215: 'ControllerRegistrationRequest.features',
+    216: 'ControllerRegistrationRequest.features',
+    217: 'ControllerRegistrationRequest.features',
+    218: 'ControllerRegistrationRequest.features',
+    219: 'ControllerRegistrationRequest.<tagged fields>',
+    220: 'ControllerRegistrationRequest.<tagged fields>',
+    221: 'ControllerRegistrationRequest.<tagged fields>',
+    222: 'ControllerRegistrationRequest.<tagged fields>',
+    223: 'ControllerRegistrationRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -43,6 +44,9 @@ def _d_ControllerRegistrationResponse_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -59,7 +63,12 @@ def _d_ControllerRegistrationResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ControllerRegistrationResponse.<tagged fields>')
-    return ControllerRegistrationResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(ControllerRegistrationResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ControllerRegistrationResponse_v0(o, w):
@@ -86,9 +95,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ControllerRegistrationResponse_v0}
 ENCODERS = {0: _e_ControllerRegistrationResponse_v0}
 _reg(__file__, {
-    41: 'ControllerRegistrationResponse.throttle_time_ms/error_code',
     42: 'ControllerRegistrationResponse.throttle_time_ms/error_code',
-    43: 'ControllerRegistrationResponse.error_message',
+    43: 'ControllerRegistrationResponse.throttle_time_ms/error_code',
     44: 'ControllerRegistrationResponse.error_message',
     45: 'ControllerRegistrationResponse.error_message',
     46: 'ControllerRegistrationResponse.error_message',
@@ -102,9 +110,13 @@ _reg(__file__, {
     54: 'ControllerRegistrationResponse.error_message',
     55: 'ControllerRegistrationResponse.error_message',
     56: 'ControllerRegistrationResponse.error_message',
-    57: 'ControllerRegistrationResponse.<tagged fields>',
-    58: 'ControllerRegistrationResponse.<tagged fields>',
-    59: 'ControllerRegistrationResponse.<tagged fields>',
-    60: 'ControllerRegistrationResponse.<tagged fields>',
+    57: 'ControllerRegistrationResponse.error_message',
+    58: 'ControllerRegistrationResponse.error_message',
+    59: 'ControllerRegistrationResponse.error_message',
+    60: 'ControllerRegistrationResponse.error_message',
     61: 'ControllerRegistrationResponse.<tagged fields>',
+    62: 'ControllerRegistrationResponse.<tagged fields>',
+    63: 'ControllerRegistrationResponse.<tagged fields>',
+    64: 'ControllerRegistrationResponse.<tagged fields>',
+    65: 'ControllerRegistrationResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -97,7 +98,16 @@ def _d_AclCreation_v0(buf, pos):
         pos = _end6
     _f_operation, _f_permission_type = _S_bbu(buf, pos)
     pos += 2
-    return AclCreation(_f_resource_type, _f_resource_name, 3, _f_principal, _f_host, _f_operation, _f_permission_type, None), pos
+    _o = _new(AclCreation)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.resource_pattern_type = 3
+    _o.principal = _f_principal
+    _o.host = _f_host
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_AclCreation_v1(buf, pos):
@@ -137,7 +147,16 @@ def _d_AclCreation_v1(buf, pos):
         pos = _end12
     _f_operation, _f_permission_type = _S_bbu(buf, pos)
     pos += 2
-    return AclCreation(_f_resource_type, _f_resource_name, _f_resource_pattern_type, _f_principal, _f_host, _f_operation, _f_permission_type, None), pos
+    _o = _new(AclCreation)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.resource_pattern_type = _f_resource_pattern_type
+    _o.principal = _f_principal
+    _o.host = _f_host
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_AclCreation_v2(buf, pos):
@@ -146,6 +165,9 @@ def _d_AclCreation_v2(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -162,6 +184,9 @@ def _d_AclCreation_v2(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -176,6 +201,9 @@ def _d_AclCreation_v2(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -194,7 +222,16 @@ def _d_AclCreation_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AclCreation.<tagged fields>')
-    return AclCreation(_f_resource_type, _f_resource_name, _f_resource_pattern_type, _f_principal, _f_host, _f_operation, _f_permission_type, _unk), pos
+    _o = _new(AclCreation)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.resource_pattern_type = _f_resource_pattern_type
+    _o.principal = _f_principal
+    _o.host = _f_host
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AclCreation_v3 = _d_AclCreation_v2
@@ -210,7 +247,10 @@ def _d_CreateAclsRequest_v0(buf, pos):
         for _ in range(_n25):
             _x26, pos = _d_AclCreation_v0(buf, pos)
             _f_creations.append(_x26)
-    return CreateAclsRequest(_f_creations, None), pos
+    _o = _new(CreateAclsRequest)
+    _o.creations = _f_creations
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_CreateAclsRequest_v1(buf, pos):
@@ -224,13 +264,19 @@ def _d_CreateAclsRequest_v1(buf, pos):
         for _ in range(_n27):
             _x28, pos = _d_AclCreation_v1(buf, pos)
             _f_creations.append(_x28)
-    return CreateAclsRequest(_f_creations, None), pos
+    _o = _new(CreateAclsRequest)
+    _o.creations = _f_creations
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_CreateAclsRequest_v2(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -247,7 +293,10 @@ def _d_CreateAclsRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreateAclsRequest.<tagged fields>')
-    return CreateAclsRequest(_f_creations, _unk), pos
+    _o = _new(CreateAclsRequest)
+    _o.creations = _f_creations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreateAclsRequest_v3 = _d_CreateAclsRequest_v2
@@ -351,9 +400,8 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_CreateAclsRequest_v0, 1: _d_CreateAclsRequest_v1, 2: _d_CreateAclsRequest_v2, 3: _d_CreateAclsRequest_v3}
 ENCODERS = {0: _e_CreateAclsRequest_v0, 1: _e_CreateAclsRequest_v1, 2: _e_CreateAclsRequest_v2, 3: _e_CreateAclsRequest_v3}
 _reg(__file__, {
-    66: 'AclCreation.resource_type',
     67: 'AclCreation.resource_type',
-    68: 'AclCreation.resource_name',
+    68: 'AclCreation.resource_type',
     69: 'AclCreation.resource_name',
     70: 'AclCreation.resource_name',
     71: 'AclCreation.resource_name',
@@ -363,7 +411,7 @@ _reg(__file__, {
     75: 'AclCreation.resource_name',
     76: 'AclCreation.resource_name',
     77: 'AclCreation.resource_name',
-    78: 'AclCreation.principal',
+    78: 'AclCreation.resource_name',
     79: 'AclCreation.principal',
     80: 'AclCreation.principal',
     81: 'AclCreation.principal',
@@ -373,7 +421,7 @@ _reg(__file__, {
     85: 'AclCreation.principal',
     86: 'AclCreation.principal',
     87: 'AclCreation.principal',
-    88: 'AclCreation.host',
+    88: 'AclCreation.principal',
     89: 'AclCreation.host',
     90: 'AclCreation.host',
     91: 'AclCreation.host',
@@ -383,134 +431,147 @@ _reg(__file__, {
     95: 'AclCreation.host',
     96: 'AclCreation.host',
     97: 'AclCreation.host',
-    98: 'AclCreation.operation/permission_type',
+    98: 'AclCreation.host',
     99: 'AclCreation.operation/permission_type',
-    104: 'AclCreation.resource_type',
-    105: 'AclCreation.resource_type',
-    106: 'AclCreation.resource_name',
-    107: 'AclCreation.resource_name',
-    108: 'AclCreation.resource_name',
-    109: 'AclCreation.resource_name',
-    110: 'AclCreation.resource_name',
-    111: 'AclCreation.resource_name',
-    112: 'AclCreation.resource_name',
-    113: 'AclCreation.resource_name',
-    114: 'AclCreation.resource_name',
-    115: 'AclCreation.resource_name',
-    116: 'AclCreation.resource_pattern_type',
-    117: 'AclCreation.resource_pattern_type',
-    118: 'AclCreation.principal',
-    119: 'AclCreation.principal',
-    120: 'AclCreation.principal',
-    121: 'AclCreation.principal',
-    122: 'AclCreation.principal',
-    123: 'AclCreation.principal',
-    124: 'AclCreation.principal',
-    125: 'AclCreation.principal',
-    126: 'AclCreation.principal',
-    127: 'AclCreation.principal',
-    128: 'AclCreation.host',
-    129: 'AclCreation.host',
-    130: 'AclCreation.host',
-    131: 'AclCreation.host',
-    132: 'AclCreation.host',
-    133: 'AclCreation.host',
-    134: 'AclCreation.host',
-    135: 'AclCreation.host',
-    136: 'AclCreation.host',
-    137: 'AclCreation.host',
-    138: 'AclCreation.operation/permission_type',
-    139: 'AclCreation.operation/permission_type',
-    144: 'AclCreation.resource_type',
-    145: 'AclCreation.resource_type',
-    146: 'AclCreation.resource_name',
-    147: 'AclCreation.resource_name',
-    148: 'AclCreation.resource_name',
-    149: 'AclCreation.resource_name',
-    150: 'AclCreation.resource_name',
-    151: 'AclCreation.resource_name',
-    152: 'AclCreation.resource_name',
-    153: 'AclCreation.resource_name',
-    154: 'AclCreation.resource_name',
-    155: 'AclCreation.resource_name',
-    156: 'AclCreation.resource_name',
-    157: 'AclCreation.resource_name',
-    158: 'AclCreation.resource_name',
-    159: 'AclCreation.resource_name',
-    160: 'AclCreation.resource_pattern_type',
-    161: 'AclCreation.resource_pattern_type',
-    162: 'AclCreation.principal',
-    163: 'AclCreation.principal',
-    164: 'AclCreation.principal',
-    165: 'AclCreation.principal',
-    166: 'AclCreation.principal',
-    167: 'AclCreation.principal',
-    168: 'AclCreation.principal',
-    169: 'AclCreation.principal',
-    170: 'AclCreation.principal',
-    171: 'AclCreation.principal',
-    172: 'AclCreation.principal',
-    173: 'AclCreation.principal',
-    174: 'AclCreation.principal',
-    175: 'AclCreation.principal',
-    176: 'AclCreation.host',
-    177: 'AclCreation.host',
-    178: 'AclCreation.host',
-    179: 'AclCreation.host',
-    180: 'AclCreation.host',
-    181: 'AclCreation.host',
-    182: 'AclCreation.host',
-    183: 'AclCreation.host',
-    184: 'AclCreation.host',
-    185: 'AclCreation.host',
-    186: 'AclCreation.host',
-    187: 'AclCreation.host',
-    188: 'AclCreation.host',
-    189: 'AclCreation.host',
-    190: 'AclCreation.operation/permission_type',
-    191: 'AclCreation.operation/permission_type',
-    192: 'AclCreation.<tagged fields>',
-    193: 'AclCreation.<tagged fields>',
-    194: 'AclCreation.<tagged fields>',
-    195: 'AclCreation.<tagged fields>',
-    196: 'AclCreation.<tagged fields>',
-    202: 'CreateAclsRequest.creations',
-    203: 'CreateAclsRequest.creations',
-    204: 'CreateAclsRequest.creations',
-    205: 'CreateAclsRequest.creations',
-    206: 'CreateAclsRequest.creations',
-    207: 'CreateAclsRequest.creations',
-    208: 'CreateAclsRequest.creations',
-    209: 'CreateAclsRequest.creations',
-    210: 'CreateAclsRequest.creations',
-    211: 'CreateAclsRequest.creations',
-    216: 'CreateAclsRequest.creations',
-    217: 'CreateAclsRequest.creations',
-    218: 'CreateAclsRequest.creations',
-    219: 'CreateAclsRequest.creations',
-    220: 'CreateAclsRequest.creations',
-    221: 'CreateAclsRequest.creations',
-    222: 'CreateAclsRequest.creations',
-    223: 'CreateAclsRequest.creations',
-    224: 'CreateAclsRequest.creations',
-    225: 'CreateAclsRequest.creations',
-    230: 'CreateAclsRequest.creations',
-    231: 'CreateAclsRequest.creations',
-    232: 'CreateAclsRequest.creations',
-    233: 'CreateAclsRequest.creations',
-    234: 'CreateAclsRequest.creations',
-    235: 'CreateAclsRequest.creations',
-    236: 'CreateAclsRequest.creations',
-    237: 'CreateAclsRequest.creations',
-    238: 'CreateAclsRequest.creations',
+    100: 'AclCreation.operation/permission_type',
+    114: 'AclCreation.resource_type',
+    115: 'AclCreation.resource_type',
+    116: 'AclCreation.resource_name',
+    117: 'AclCreation.resource_name',
+    118: 'AclCreation.resource_name',
+    119: 'AclCreation.resource_name',
+    120: 'AclCreation.resource_name',
+    121: 'AclCreation.resource_name',
+    122: 'AclCreation.resource_name',
+    123: 'AclCreation.resource_name',
+    124: 'AclCreation.resource_name',
+    125: 'AclCreation.resource_name',
+    126: 'AclCreation.resource_pattern_type',
+    127: 'AclCreation.resource_pattern_type',
+    128: 'AclCreation.principal',
+    129: 'AclCreation.principal',
+    130: 'AclCreation.principal',
+    131: 'AclCreation.principal',
+    132: 'AclCreation.principal',
+    133: 'AclCreation.principal',
+    134: 'AclCreation.principal',
+    135: 'AclCreation.principal',
+    136: 'AclCreation.principal',
+    137: 'AclCreation.principal',
+    138: 'AclCreation.host',
+    139: 'AclCreation.host',
+    140: 'AclCreation.host',
+    141: 'AclCreation.host',
+    142: 'AclCreation.host',
+    143: 'AclCreation.host',
+    144: 'AclCreation.host',
+    145: 'AclCreation.host',
+    146: 'AclCreation.host',
+    147: 'AclCreation.host',
+    148: 'AclCreation.operation/permission_type',
+    149: 'AclCreation.operation/permission_type',
+    163: 'AclCreation.resource_type',
+    164: 'AclCreation.resource_type',
+    165: 'AclCreation.resource_name',
+    166: 'AclCreation.resource_name',
+    167: 'AclCreation.resource_name',
+    168: 'AclCreation.resource_name',
+    169: 'AclCreation.resource_name',
+    170: 'AclCreation.resource_name',
+    171: 'AclCreation.resource_name',
+    172: 'AclCreation.resource_name',
+    173: 'AclCreation.resource_name',
+    174: 'AclCreation.resource_name',
+    175: 'AclCreation.resource_name',
+    176: 'AclCreation.resource_name',
+    177: 'AclCreation.resource_name',
+    178: 'AclCreation.resource_name',
+    179: 'AclCreation.resource_name',
+    180: 'AclCreation.resource_name',
+    181: 'AclCreation.resource_name',
+    182: 'AclCreation.resource_pattern_type',
+    183: 'AclCreation.resource_pattern_type',
+    184: 'AclCreation.principal',
+    185: 'AclCreation.principal',
+    186: 'AclCreation.principal',
+    187: 'AclCreation.principal',
+    188: 'AclCreation.principal',
+    189: 'AclCreation.principal',
+    190: 'AclCreation.principal',
+    191: 'AclCreation.principal',
+    192: 'AclCreation.principal',
+    193: 'AclCreation.principal',
+    194: 'AclCreation.principal',
+    195: 'AclCreation.principal',
+    196: 'AclCreation.principal',
+    197: 'AclCreation.principal',
+    198: 'AclCreation.principal',
+    199: 'AclCreation.principal',
+    200: 'AclCreation.principal',
+    201: 'AclCreation.host',
+    202: 'AclCreation.host',
+    203: 'AclCreation.host',
+    204: 'AclCreation.host',
+    205: 'AclCreation.host',
+    206: 'AclCreation.host',
+    207: 'AclCreation.host',
+    208: 'AclCreation.host',
+    209: 'AclCreation.host',
+    210: 'AclCreation.host',
+    211: 'AclCreation.host',
+    212: 'AclCreation.host',
+    213: 'AclCreation.host',
+    214: 'AclCreation.host',
+    215: 'AclCreation.host',
+    216: 'AclCreation.host',
+    217: 'AclCreation.host',
+    218: 'AclCreation.operation/permission_type',
+    219: 'AclCreation.operation/permission_type',
+    220: 'AclCreation.<tagged fields>',
+    221: 'AclCreation.<tagged fields>',
+    222: 'AclCreation.<tagged fields>',
+    223: 'AclCreation.<tagged fields>',
+    224: 'AclCreation.<tagged fields>',
     239: 'CreateAclsRequest.creations',
     240: 'CreateAclsRequest.creations',
     241: 'CreateAclsRequest.creations',
     242: 'CreateAclsRequest.creations',
     243: 'CreateAclsRequest.creations',
-    244: 'CreateAclsRequest.<tagged fields>',
-    245: 'CreateAclsRequest.<tagged fields>',
-    246: 'CreateAclsRequest.<tagged fields>',
-    247: 'CreateAclsRequest.<tagged fields>',
-    248: 'CreateAclsRequest.<tagged fields>',
+    244: 'CreateAclsRequest.creations',
+    245: 'CreateAclsRequest.creations',
+    246: 'CreateAclsRequest.creations',
+    247: 'CreateAclsRequest.creations',
+    248: 'CreateAclsRequest.creations',
+    256: 'CreateAclsRequest.creations',
+    257: 'CreateAclsRequest.creations',
+    258: 'CreateAclsRequest.creations',
+    259: 'CreateAclsRequest.creations',
+    260: 'CreateAclsRequest.creations',
+    261: 'CreateAclsRequest.creations',
+    262: 'CreateAclsRequest.creations',
+    263: 'CreateAclsRequest.creations',
+    264: 'CreateAclsRequest.creations',
+    265: 'CreateAclsRequest.creations',
+    273: 'CreateAclsRequest.creations',
+    274: 'CreateAclsRequest.creations',
+    275: 'CreateAclsRequest.creations',
+    276: 'CreateAclsRequest.creations',
+    277: 'CreateAclsRequest.creations',
+    278: 'CreateAclsRequest.creations',
+    279: 'CreateAclsRequest.creations',
+    280: 'CreateAclsRequest.creations',
+    281: 'CreateAclsRequest.creations',
+    282: 'CreateAclsRequest.creations',
+    283: 'CreateAclsRequest.creations',
+    284: 'CreateAclsRequest.creations',
+    285: 'CreateAclsRequest.creations',
+    286: 'CreateAclsRequest.creations',
+    287: 'CreateAclsRequest.creations',
+    288: 'CreateAclsRequest.creations',
+    289: 'CreateAclsRequest.creations',
+    290: 'CreateAclsRequest.<tagged fields>',
+    291: 'CreateAclsRequest.<tagged fields>',
+    292: 'CreateAclsRequest.<tagged fields>',
+    293: 'CreateAclsRequest.<tagged fields>',
+    294: 'CreateAclsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -67,7 +68,11 @@ def _d_AclCreationResult_v0(buf, pos):
             raise _trunc('AclCreationResult.error_message', _n1, len(buf) - pos)
         _f_error_message = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return AclCreationResult(_f_error_code, _f_error_message, None), pos
+    _o = _new(AclCreationResult)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AclCreationResult_v1 = _d_AclCreationResult_v0
@@ -78,6 +83,9 @@ def _d_AclCreationResult_v2(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -94,7 +102,11 @@ def _d_AclCreationResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AclCreationResult.<tagged fields>')
-    return AclCreationResult(_f_error_code, _f_error_message, _unk), pos
+    _o = _new(AclCreationResult)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AclCreationResult_v3 = _d_AclCreationResult_v2
@@ -112,7 +124,11 @@ def _d_CreateAclsResponse_v0(buf, pos):
         for _ in range(_n9):
             _x10, pos = _d_AclCreationResult_v0(buf, pos)
             _f_results.append(_x10)
-    return CreateAclsResponse(_f_throttle_time_ms, _f_results, None), pos
+    _o = _new(CreateAclsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreateAclsResponse_v1 = _d_CreateAclsResponse_v0
@@ -123,6 +139,9 @@ def _d_CreateAclsResponse_v2(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -139,7 +158,11 @@ def _d_CreateAclsResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreateAclsResponse.<tagged fields>')
-    return CreateAclsResponse(_f_throttle_time_ms, _f_results, _unk), pos
+    _o = _new(CreateAclsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreateAclsResponse_v3 = _d_CreateAclsResponse_v2
@@ -209,9 +232,8 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_CreateAclsResponse_v0, 1: _d_CreateAclsResponse_v1, 2: _d_CreateAclsResponse_v2, 3: _d_CreateAclsResponse_v3}
 ENCODERS = {0: _e_CreateAclsResponse_v0, 1: _e_CreateAclsResponse_v1, 2: _e_CreateAclsResponse_v2, 3: _e_CreateAclsResponse_v3}
 _reg(__file__, {
-    58: 'AclCreationResult.error_code',
     59: 'AclCreationResult.error_code',
-    60: 'AclCreationResult.error_message',
+    60: 'AclCreationResult.error_code',
     61: 'AclCreationResult.error_message',
     62: 'AclCreationResult.error_message',
     63: 'AclCreationResult.error_message',
@@ -221,13 +243,9 @@ _reg(__file__, {
     67: 'AclCreationResult.error_message',
     68: 'AclCreationResult.error_message',
     69: 'AclCreationResult.error_message',
-    75: 'AclCreationResult.error_code',
-    76: 'AclCreationResult.error_code',
-    77: 'AclCreationResult.error_message',
-    78: 'AclCreationResult.error_message',
-    79: 'AclCreationResult.error_message',
-    80: 'AclCreationResult.error_message',
-    81: 'AclCreationResult.error_message',
+    70: 'AclCreationResult.error_message',
+    80: 'AclCreationResult.error_code',
+    81: 'AclCreationResult.error_code',
     82: 'AclCreationResult.error_message',
     83: 'AclCreationResult.error_message',
     84: 'AclCreationResult.error_message',
@@ -237,42 +255,53 @@ _reg(__file__, {
     88: 'AclCreationResult.error_message',
     89: 'AclCreationResult.error_message',
     90: 'AclCreationResult.error_message',
-    91: 'AclCreationResult.<tagged fields>',
-    92: 'AclCreationResult.<tagged fields>',
-    93: 'AclCreationResult.<tagged fields>',
-    94: 'AclCreationResult.<tagged fields>',
-    95: 'AclCreationResult.<tagged fields>',
-    101: 'CreateAclsResponse.throttle_time_ms',
-    102: 'CreateAclsResponse.throttle_time_ms',
-    103: 'CreateAclsResponse.results',
-    104: 'CreateAclsResponse.results',
-    105: 'CreateAclsResponse.results',
-    106: 'CreateAclsResponse.results',
-    107: 'CreateAclsResponse.results',
-    108: 'CreateAclsResponse.results',
-    109: 'CreateAclsResponse.results',
-    110: 'CreateAclsResponse.results',
-    111: 'CreateAclsResponse.results',
-    112: 'CreateAclsResponse.results',
-    118: 'CreateAclsResponse.throttle_time_ms',
-    119: 'CreateAclsResponse.throttle_time_ms',
+    91: 'AclCreationResult.error_message',
+    92: 'AclCreationResult.error_message',
+    93: 'AclCreationResult.error_message',
+    94: 'AclCreationResult.error_message',
+    95: 'AclCreationResult.error_message',
+    96: 'AclCreationResult.error_message',
+    97: 'AclCreationResult.error_message',
+    98: 'AclCreationResult.error_message',
+    99: 'AclCreationResult.<tagged fields>',
+    100: 'AclCreationResult.<tagged fields>',
+    101: 'AclCreationResult.<tagged fields>',
+    102: 'AclCreationResult.<tagged fields>',
+    103: 'AclCreationResult.<tagged fields>',
+    113: 'CreateAclsResponse.throttle_time_ms',
+    114: 'CreateAclsResponse.throttle_time_ms',
+    115: 'CreateAclsResponse.results',
+    116: 'CreateAclsResponse.results',
+    117: 'CreateAclsResponse.results',
+    118: 'CreateAclsResponse.results',
+    119: 'CreateAclsResponse.results',
     120: 'CreateAclsResponse.results',
     121: 'CreateAclsResponse.results',
     122: 'CreateAclsResponse.results',
     123: 'CreateAclsResponse.results',
     124: 'CreateAclsResponse.results',
-    125: 'CreateAclsResponse.results',
-    126: 'CreateAclsResponse.results',
-    127: 'CreateAclsResponse.results',
-    128: 'CreateAclsResponse.results',
-    129: 'CreateAclsResponse.results',
-    130: 'CreateAclsResponse.results',
-    131: 'CreateAclsResponse.results',
-    132: 'CreateAclsResponse.results',
-    133: 'CreateAclsResponse.results',
-    134: 'CreateAclsResponse.<tagged fields>',
-    135: 'CreateAclsResponse.<tagged fields>',
-    136: 'CreateAclsResponse.<tagged fields>',
-    137: 'CreateAclsResponse.<tagged fields>',
-    138: 'CreateAclsResponse.<tagged fields>',
+    134: 'CreateAclsResponse.throttle_time_ms',
+    135: 'CreateAclsResponse.throttle_time_ms',
+    136: 'CreateAclsResponse.results',
+    137: 'CreateAclsResponse.results',
+    138: 'CreateAclsResponse.results',
+    139: 'CreateAclsResponse.results',
+    140: 'CreateAclsResponse.results',
+    141: 'CreateAclsResponse.results',
+    142: 'CreateAclsResponse.results',
+    143: 'CreateAclsResponse.results',
+    144: 'CreateAclsResponse.results',
+    145: 'CreateAclsResponse.results',
+    146: 'CreateAclsResponse.results',
+    147: 'CreateAclsResponse.results',
+    148: 'CreateAclsResponse.results',
+    149: 'CreateAclsResponse.results',
+    150: 'CreateAclsResponse.results',
+    151: 'CreateAclsResponse.results',
+    152: 'CreateAclsResponse.results',
+    153: 'CreateAclsResponse.<tagged fields>',
+    154: 'CreateAclsResponse.<tagged fields>',
+    155: 'CreateAclsResponse.<tagged fields>',
+    156: 'CreateAclsResponse.<tagged fields>',
+    157: 'CreateAclsResponse.<tagged fields>',
 })

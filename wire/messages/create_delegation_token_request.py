@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -76,7 +77,11 @@ def _d_CreatableRenewers_v0(buf, pos):
             raise _trunc('CreatableRenewers.principal_name', _n3, len(buf) - pos)
         _f_principal_name = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return CreatableRenewers(_f_principal_type, _f_principal_name, None), pos
+    _o = _new(CreatableRenewers)
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreatableRenewers_v1 = _d_CreatableRenewers_v0
@@ -85,6 +90,9 @@ def _d_CreatableRenewers_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -99,6 +107,9 @@ def _d_CreatableRenewers_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -115,7 +126,11 @@ def _d_CreatableRenewers_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreatableRenewers.<tagged fields>')
-    return CreatableRenewers(_f_principal_type, _f_principal_name, _unk), pos
+    _o = _new(CreatableRenewers)
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatableRenewers_v3 = _d_CreatableRenewers_v2
@@ -133,7 +148,13 @@ def _d_CreateDelegationTokenRequest_v0(buf, pos):
             _f_renewers.append(_x18)
     _f_max_lifetime_ms = _S_qu(buf, pos)[0]
     pos += 8
-    return CreateDelegationTokenRequest('', '', _f_renewers, _f_max_lifetime_ms, None), pos
+    _o = _new(CreateDelegationTokenRequest)
+    _o.owner_principal_type = ''
+    _o.owner_principal_name = ''
+    _o.renewers = _f_renewers
+    _o.max_lifetime_ms = _f_max_lifetime_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreateDelegationTokenRequest_v1 = _d_CreateDelegationTokenRequest_v0
@@ -142,6 +163,9 @@ def _d_CreateDelegationTokenRequest_v2(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -160,13 +184,22 @@ def _d_CreateDelegationTokenRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreateDelegationTokenRequest.<tagged fields>')
-    return CreateDelegationTokenRequest('', '', _f_renewers, _f_max_lifetime_ms, _unk), pos
+    _o = _new(CreateDelegationTokenRequest)
+    _o.owner_principal_type = ''
+    _o.owner_principal_name = ''
+    _o.renewers = _f_renewers
+    _o.max_lifetime_ms = _f_max_lifetime_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_CreateDelegationTokenRequest_v3(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -181,6 +214,9 @@ def _d_CreateDelegationTokenRequest_v3(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -195,6 +231,9 @@ def _d_CreateDelegationTokenRequest_v3(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -213,7 +252,13 @@ def _d_CreateDelegationTokenRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreateDelegationTokenRequest.<tagged fields>')
-    return CreateDelegationTokenRequest(_f_owner_principal_type, _f_owner_principal_name, _f_renewers, _f_max_lifetime_ms, _unk), pos
+    _o = _new(CreateDelegationTokenRequest)
+    _o.owner_principal_type = _f_owner_principal_type
+    _o.owner_principal_name = _f_owner_principal_name
+    _o.renewers = _f_renewers
+    _o.max_lifetime_ms = _f_max_lifetime_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_CreatableRenewers_v0(o, w):
@@ -310,7 +355,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_CreateDelegationTokenRequest_v0, 1: _d_CreateDelegationTokenRequest_v1, 2: _d_CreateDelegationTokenRequest_v2, 3: _d_CreateDelegationTokenRequest_v3}
 ENCODERS = {0: _e_CreateDelegationTokenRequest_v0, 1: _e_CreateDelegationTokenRequest_v1, 2: _e_CreateDelegationTokenRequest_v2, 3: _e_CreateDelegationTokenRequest_v3}
 _reg(__file__, {
-    59: 'CreatableRenewers.principal_type',
     60: 'CreatableRenewers.principal_type',
     61: 'CreatableRenewers.principal_type',
     62: 'CreatableRenewers.principal_type',
@@ -320,7 +364,7 @@ _reg(__file__, {
     66: 'CreatableRenewers.principal_type',
     67: 'CreatableRenewers.principal_type',
     68: 'CreatableRenewers.principal_type',
-    69: 'CreatableRenewers.principal_name',
+    69: 'CreatableRenewers.principal_type',
     70: 'CreatableRenewers.principal_name',
     71: 'CreatableRenewers.principal_name',
     72: 'CreatableRenewers.principal_name',
@@ -330,11 +374,7 @@ _reg(__file__, {
     76: 'CreatableRenewers.principal_name',
     77: 'CreatableRenewers.principal_name',
     78: 'CreatableRenewers.principal_name',
-    84: 'CreatableRenewers.principal_type',
-    85: 'CreatableRenewers.principal_type',
-    86: 'CreatableRenewers.principal_type',
-    87: 'CreatableRenewers.principal_type',
-    88: 'CreatableRenewers.principal_type',
+    79: 'CreatableRenewers.principal_name',
     89: 'CreatableRenewers.principal_type',
     90: 'CreatableRenewers.principal_type',
     91: 'CreatableRenewers.principal_type',
@@ -344,37 +384,38 @@ _reg(__file__, {
     95: 'CreatableRenewers.principal_type',
     96: 'CreatableRenewers.principal_type',
     97: 'CreatableRenewers.principal_type',
-    98: 'CreatableRenewers.principal_name',
-    99: 'CreatableRenewers.principal_name',
-    100: 'CreatableRenewers.principal_name',
-    101: 'CreatableRenewers.principal_name',
-    102: 'CreatableRenewers.principal_name',
-    103: 'CreatableRenewers.principal_name',
-    104: 'CreatableRenewers.principal_name',
-    105: 'CreatableRenewers.principal_name',
+    98: 'CreatableRenewers.principal_type',
+    99: 'CreatableRenewers.principal_type',
+    100: 'CreatableRenewers.principal_type',
+    101: 'CreatableRenewers.principal_type',
+    102: 'CreatableRenewers.principal_type',
+    103: 'CreatableRenewers.principal_type',
+    104: 'CreatableRenewers.principal_type',
+    105: 'CreatableRenewers.principal_type',
     106: 'CreatableRenewers.principal_name',
     107: 'CreatableRenewers.principal_name',
     108: 'CreatableRenewers.principal_name',
     109: 'CreatableRenewers.principal_name',
     110: 'CreatableRenewers.principal_name',
     111: 'CreatableRenewers.principal_name',
-    112: 'CreatableRenewers.<tagged fields>',
-    113: 'CreatableRenewers.<tagged fields>',
-    114: 'CreatableRenewers.<tagged fields>',
-    115: 'CreatableRenewers.<tagged fields>',
-    116: 'CreatableRenewers.<tagged fields>',
-    122: 'CreateDelegationTokenRequest.renewers',
-    123: 'CreateDelegationTokenRequest.renewers',
-    124: 'CreateDelegationTokenRequest.renewers',
-    125: 'CreateDelegationTokenRequest.renewers',
-    126: 'CreateDelegationTokenRequest.renewers',
-    127: 'CreateDelegationTokenRequest.renewers',
-    128: 'CreateDelegationTokenRequest.renewers',
-    129: 'CreateDelegationTokenRequest.renewers',
-    130: 'CreateDelegationTokenRequest.renewers',
-    131: 'CreateDelegationTokenRequest.renewers',
-    132: 'CreateDelegationTokenRequest.max_lifetime_ms',
-    133: 'CreateDelegationTokenRequest.max_lifetime_ms',
+    112: 'CreatableRenewers.principal_name',
+    113: 'CreatableRenewers.principal_name',
+    114: 'CreatableRenewers.principal_name',
+    115: 'CreatableRenewers.principal_name',
+    116: 'CreatableRenewers.principal_name',
+    117: 'CreatableRenewers.principal_name',
+    118: 'CreatableRenewers.principal_name',
+    119: 'CreatableRenewers.principal_name',
+    120: 'CreatableRenewers.principal_name',
+    121: 'CreatableRenewers.principal_name',
+    122: 'CreatableRenewers.principal_name',
+    123: 'CreatableRenewers.<tagged fields>',
+    124: 'CreatableRenewers.<tagged fields>',
+    125: 'CreatableRenewers.<tagged fields>',
+    126: 'CreatableRenewers.<tagged fields>',
+    127: 'CreatableRenewers.<tagged fields>',
+    137: 'CreateDelegationTokenRequest.renewers',
+    138: 'CreateDelegationTokenRequest.renewers',
     139: 'CreateDelegationTokenRequest.renewers',
     140: 'CreateDelegationTokenRequest.renewers',
     141: 'CreateDelegationTokenRequest.renewers',
@@ -383,66 +424,88 @@ _reg(__file__, {
     144: 'CreateDelegationTokenRequest.renewers',
     145: 'CreateDelegationTokenRequest.renewers',
     146: 'CreateDelegationTokenRequest.renewers',
-    147: 'CreateDelegationTokenRequest.renewers',
-    148: 'CreateDelegationTokenRequest.renewers',
-    149: 'CreateDelegationTokenRequest.renewers',
-    150: 'CreateDelegationTokenRequest.renewers',
-    151: 'CreateDelegationTokenRequest.renewers',
-    152: 'CreateDelegationTokenRequest.renewers',
-    153: 'CreateDelegationTokenRequest.max_lifetime_ms',
-    154: 'CreateDelegationTokenRequest.max_lifetime_ms',
-    155: 'CreateDelegationTokenRequest.<tagged fields>',
-    156: 'CreateDelegationTokenRequest.<tagged fields>',
-    157: 'CreateDelegationTokenRequest.<tagged fields>',
-    158: 'CreateDelegationTokenRequest.<tagged fields>',
-    159: 'CreateDelegationTokenRequest.<tagged fields>',
-    164: 'CreateDelegationTokenRequest.owner_principal_type',
-    165: 'CreateDelegationTokenRequest.owner_principal_type',
-    166: 'CreateDelegationTokenRequest.owner_principal_type',
-    167: 'CreateDelegationTokenRequest.owner_principal_type',
-    168: 'CreateDelegationTokenRequest.owner_principal_type',
-    169: 'CreateDelegationTokenRequest.owner_principal_type',
-    170: 'CreateDelegationTokenRequest.owner_principal_type',
-    171: 'CreateDelegationTokenRequest.owner_principal_type',
-    172: 'CreateDelegationTokenRequest.owner_principal_type',
-    173: 'CreateDelegationTokenRequest.owner_principal_type',
-    174: 'CreateDelegationTokenRequest.owner_principal_type',
-    175: 'CreateDelegationTokenRequest.owner_principal_type',
-    176: 'CreateDelegationTokenRequest.owner_principal_type',
-    177: 'CreateDelegationTokenRequest.owner_principal_type',
-    178: 'CreateDelegationTokenRequest.owner_principal_name',
-    179: 'CreateDelegationTokenRequest.owner_principal_name',
-    180: 'CreateDelegationTokenRequest.owner_principal_name',
-    181: 'CreateDelegationTokenRequest.owner_principal_name',
-    182: 'CreateDelegationTokenRequest.owner_principal_name',
-    183: 'CreateDelegationTokenRequest.owner_principal_name',
-    184: 'CreateDelegationTokenRequest.owner_principal_name',
-    185: 'CreateDelegationTokenRequest.owner_principal_name',
-    186: 'CreateDelegationTokenRequest.owner_principal_name',
-    187: 'CreateDelegationTokenRequest.owner_principal_name',
-    188: 'CreateDelegationTokenRequest.owner_principal_name',
-    189: 'CreateDelegationTokenRequest.owner_principal_name',
-    190: 'CreateDelegationTokenRequest.owner_principal_name',
-    191: 'CreateDelegationTokenRequest.owner_principal_name',
-    192: 'CreateDelegationTokenRequest.renewers',
-    193: 'CreateDelegationTokenRequest.renewers',
-    194: 'CreateDelegationTokenRequest.renewers',
-    195: 'CreateDelegationTokenRequest.renewers',
-    196: 'CreateDelegationTokenRequest.renewers',
-    197: 'CreateDelegationTokenRequest.renewers',
-    198: 'CreateDelegationTokenRequest.renewers',
-    199: 'CreateDelegationTokenRequest.renewers',
-    200: 'CreateDelegationTokenRequest.renewers',
-    201: 'CreateDelegationTokenRequest.renewers',
-    202: 'CreateDelegationTokenRequest.renewers',
-    203: 'CreateDelegationTokenRequest.renewers',
-    204: 'CreateDelegationTokenRequest.renewers',
-    205: 'CreateDelegationTokenRequest.renewers',
-    206: 'CreateDelegationTokenRequest.max_lifetime_ms',
-    207: 'CreateDelegationTokenRequest.max_lifetime_ms',
-    208: 'CreateDelegationTokenRequest.<tagged fields>',
-    209: 'CreateDelegationTokenRequest.<tagged fields>',
-    210: 'CreateDelegationTokenRequest.<tagged fields>',
-    211: 'CreateDelegationTokenRequest.<tagged fields>',
-    212: 'CreateDelegationTokenRequest.<tagged fields>',
+    147: 'CreateDelegationTokenRequest.max_lifetime_ms',
+    148: 'CreateDelegationTokenRequest.max_lifetime_ms',
+    160: 'CreateDelegationTokenRequest.renewers',
+    161: 'CreateDelegationTokenRequest.renewers',
+    162: 'CreateDelegationTokenRequest.renewers',
+    163: 'CreateDelegationTokenRequest.renewers',
+    164: 'CreateDelegationTokenRequest.renewers',
+    165: 'CreateDelegationTokenRequest.renewers',
+    166: 'CreateDelegationTokenRequest.renewers',
+    167: 'CreateDelegationTokenRequest.renewers',
+    168: 'CreateDelegationTokenRequest.renewers',
+    169: 'CreateDelegationTokenRequest.renewers',
+    170: 'CreateDelegationTokenRequest.renewers',
+    171: 'CreateDelegationTokenRequest.renewers',
+    172: 'CreateDelegationTokenRequest.renewers',
+    173: 'CreateDelegationTokenRequest.renewers',
+    174: 'CreateDelegationTokenRequest.renewers',
+    175: 'CreateDelegationTokenRequest.renewers',
+    176: 'CreateDelegationTokenRequest.renewers',
+    177: 'CreateDelegationTokenRequest.max_lifetime_ms',
+    178: 'CreateDelegationTokenRequest.max_lifetime_ms',
+    179: 'CreateDelegationTokenRequest.<tagged fields>',
+    180: 'CreateDelegationTokenRequest.<tagged fields>',
+    181: 'CreateDelegationTokenRequest.<tagged fields>',
+    182: 'CreateDelegationTokenRequest.<tagged fields>',
+    183: 'CreateDelegationTokenRequest.<tagged fields>',
+    194: 'CreateDelegationTokenRequest.owner_principal_type',
+    195: 'CreateDelegationTokenRequest.owner_principal_type',
+    196: 'CreateDelegationTokenRequest.owner_principal_type',
+    197: 'CreateDelegationTokenRequest.owner_principal_type',
+    198: 'CreateDelegationTokenRequest.owner_principal_type',
+    199: 'CreateDelegationTokenRequest.owner_principal_type',
+    200: 'CreateDelegationTokenRequest.owner_principal_type',
+    201: 'CreateDelegationTokenRequest.owner_principal_type',
+    202: 'CreateDelegationTokenRequest.owner_principal_type',
+    203: 'CreateDelegationTokenRequest.owner_principal_type',
+    204: 'CreateDelegationTokenRequest.owner_principal_type',
+    205: 'CreateDelegationTokenRequest.owner_principal_type',
+    206: 'CreateDelegationTokenRequest.owner_principal_type',
+    207: 'CreateDelegationTokenRequest.owner_principal_type',
+    208: 'CreateDelegationTokenRequest.owner_principal_type',
+    209: 'CreateDelegationTokenRequest.owner_principal_type',
+    210: 'CreateDelegationTokenRequest.owner_principal_type',
+    211: 'CreateDelegationTokenRequest.owner_principal_name',
+    212: 'CreateDelegationTokenRequest.owner_principal_name',
+    213: 'CreateDelegationTokenRequest.owner_principal_name',
+    214: 'CreateDelegationTokenRequest.owner_principal_name',
+    215: 'CreateDelegationTokenRequest.owner_principal_name',
+    216: 'CreateDelegationTokenRequest.owner_principal_name',
+    217: 'CreateDelegationTokenRequest.owner_principal_name',
+    218: 'CreateDelegationTokenRequest.owner_principal_name',
+    219: 'CreateDelegationTokenRequest.owner_principal_name',
+    220: 'CreateDelegationTokenRequest.owner_principal_name',
+    221: 'CreateDelegationTokenRequest.owner_principal_name',
+    222: 'CreateDelegationTokenRequest.owner_principal_name',
+    223: 'CreateDelegationTokenRequest.owner_principal_name',
+    224: 'CreateDelegationTokenRequest.owner_principal_name',
+    225: 'CreateDelegationTokenRequest.owner_principal_name',
+    226: 'CreateDelegationTokenRequest.owner_principal_name',
+    227: 'CreateDelegationTokenRequest.owner_principal_name',
+    228: 'CreateDelegationTokenRequest.renewers',
+    229: 'CreateDelegationTokenRequest.renewers',
+    230: 'CreateDelegationTokenRequest.renewers',
+    231: 'CreateDelegationTokenRequest.renewers',
+    232: 'CreateDelegationTokenRequest.renewers',
+    233: 'CreateDelegationTokenRequest.renewers',
+    234: 'CreateDelegationTokenRequest.renewers',
+    235: 'CreateDelegationTokenRequest.renewers',
+    236: 'CreateDelegationTokenRequest.renewers',
+    237: 'CreateDelegationTokenRequest.renewers',
+    238: 'CreateDelegationTokenRequest.renewers',
+    239: 'CreateDelegationTokenRequest.renewers',
+    240: 'CreateDelegationTokenRequest.renewers',
+    241: 'CreateDelegationTokenRequest.renewers',
+    242: 'CreateDelegationTokenRequest.renewers',
+    243: 'CreateDelegationTokenRequest.renewers',
+    244: 'CreateDelegationTokenRequest.renewers',
+    245: 'CreateDelegationTokenRequest.max_lifetime_ms',
+    246: 'CreateDelegationTokenRequest.max_lifetime_ms',
+    247: 'CreateDelegationTokenRequest.<tagged fields>',
+    248: 'CreateDelegationTokenRequest.<tagged fields>',
+    249: 'CreateDelegationTokenRequest.<tagged fields>',
+    250: 'CreateDelegationTokenRequest.<tagged fields>',
+    251: 'CreateDelegationTokenRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -106,7 +107,20 @@ def _d_CreateDelegationTokenResponse_v0(buf, pos):
         pos = _end8
     _f_throttle_time_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return CreateDelegationTokenResponse(_f_error_code, _f_principal_type, _f_principal_name, '', '', _f_issue_timestamp_ms, _f_expiry_timestamp_ms, _f_max_timestamp_ms, _f_token_id, _f_hmac, _f_throttle_time_ms, None), pos
+    _o = _new(CreateDelegationTokenResponse)
+    _o.error_code = _f_error_code
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.token_requester_principal_type = ''
+    _o.token_requester_principal_name = ''
+    _o.issue_timestamp_ms = _f_issue_timestamp_ms
+    _o.expiry_timestamp_ms = _f_expiry_timestamp_ms
+    _o.max_timestamp_ms = _f_max_timestamp_ms
+    _o.token_id = _f_token_id
+    _o.hmac = _f_hmac
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreateDelegationTokenResponse_v1 = _d_CreateDelegationTokenResponse_v0
@@ -117,6 +131,9 @@ def _d_CreateDelegationTokenResponse_v2(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -131,6 +148,9 @@ def _d_CreateDelegationTokenResponse_v2(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -147,6 +167,9 @@ def _d_CreateDelegationTokenResponse_v2(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -161,6 +184,9 @@ def _d_CreateDelegationTokenResponse_v2(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -179,7 +205,20 @@ def _d_CreateDelegationTokenResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreateDelegationTokenResponse.<tagged fields>')
-    return CreateDelegationTokenResponse(_f_error_code, _f_principal_type, _f_principal_name, '', '', _f_issue_timestamp_ms, _f_expiry_timestamp_ms, _f_max_timestamp_ms, _f_token_id, _f_hmac, _f_throttle_time_ms, _unk), pos
+    _o = _new(CreateDelegationTokenResponse)
+    _o.error_code = _f_error_code
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.token_requester_principal_type = ''
+    _o.token_requester_principal_name = ''
+    _o.issue_timestamp_ms = _f_issue_timestamp_ms
+    _o.expiry_timestamp_ms = _f_expiry_timestamp_ms
+    _o.max_timestamp_ms = _f_max_timestamp_ms
+    _o.token_id = _f_token_id
+    _o.hmac = _f_hmac
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_CreateDelegationTokenResponse_v3(buf, pos):
@@ -188,6 +227,9 @@ def _d_CreateDelegationTokenResponse_v3(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -202,6 +244,9 @@ def _d_CreateDelegationTokenResponse_v3(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -216,6 +261,9 @@ def _d_CreateDelegationTokenResponse_v3(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -230,6 +278,9 @@ def _d_CreateDelegationTokenResponse_v3(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -246,6 +297,9 @@ def _d_CreateDelegationTokenResponse_v3(buf, pos):
     _n33 = buf[pos]
     if _n33 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n33 = (_n33 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n33, pos = _ruv(buf, pos)
     _n33 -= 1
@@ -260,6 +314,9 @@ def _d_CreateDelegationTokenResponse_v3(buf, pos):
     _n35 = buf[pos]
     if _n35 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n35 = (_n35 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n35, pos = _ruv(buf, pos)
     _n35 -= 1
@@ -278,7 +335,20 @@ def _d_CreateDelegationTokenResponse_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreateDelegationTokenResponse.<tagged fields>')
-    return CreateDelegationTokenResponse(_f_error_code, _f_principal_type, _f_principal_name, _f_token_requester_principal_type, _f_token_requester_principal_name, _f_issue_timestamp_ms, _f_expiry_timestamp_ms, _f_max_timestamp_ms, _f_token_id, _f_hmac, _f_throttle_time_ms, _unk), pos
+    _o = _new(CreateDelegationTokenResponse)
+    _o.error_code = _f_error_code
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.token_requester_principal_type = _f_token_requester_principal_type
+    _o.token_requester_principal_name = _f_token_requester_principal_name
+    _o.issue_timestamp_ms = _f_issue_timestamp_ms
+    _o.expiry_timestamp_ms = _f_expiry_timestamp_ms
+    _o.max_timestamp_ms = _f_max_timestamp_ms
+    _o.token_id = _f_token_id
+    _o.hmac = _f_hmac
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_CreateDelegationTokenResponse_v0(o, w):
@@ -381,9 +451,8 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_CreateDelegationTokenResponse_v0, 1: _d_CreateDelegationTokenResponse_v1, 2: _d_CreateDelegationTokenResponse_v2, 3: _d_CreateDelegationTokenResponse_v3}
 ENCODERS = {0: _e_CreateDelegationTokenResponse_v0, 1: _e_CreateDelegationTokenResponse_v1, 2: _e_CreateDelegationTokenResponse_v2, 3: _e_CreateDelegationTokenResponse_v3}
 _reg(__file__, {
-    63: 'CreateDelegationTokenResponse.error_code',
     64: 'CreateDelegationTokenResponse.error_code',
-    65: 'CreateDelegationTokenResponse.principal_type',
+    65: 'CreateDelegationTokenResponse.error_code',
     66: 'CreateDelegationTokenResponse.principal_type',
     67: 'CreateDelegationTokenResponse.principal_type',
     68: 'CreateDelegationTokenResponse.principal_type',
@@ -393,7 +462,7 @@ _reg(__file__, {
     72: 'CreateDelegationTokenResponse.principal_type',
     73: 'CreateDelegationTokenResponse.principal_type',
     74: 'CreateDelegationTokenResponse.principal_type',
-    75: 'CreateDelegationTokenResponse.principal_name',
+    75: 'CreateDelegationTokenResponse.principal_type',
     76: 'CreateDelegationTokenResponse.principal_name',
     77: 'CreateDelegationTokenResponse.principal_name',
     78: 'CreateDelegationTokenResponse.principal_name',
@@ -403,9 +472,9 @@ _reg(__file__, {
     82: 'CreateDelegationTokenResponse.principal_name',
     83: 'CreateDelegationTokenResponse.principal_name',
     84: 'CreateDelegationTokenResponse.principal_name',
-    85: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
+    85: 'CreateDelegationTokenResponse.principal_name',
     86: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
-    87: 'CreateDelegationTokenResponse.token_id',
+    87: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
     88: 'CreateDelegationTokenResponse.token_id',
     89: 'CreateDelegationTokenResponse.token_id',
     90: 'CreateDelegationTokenResponse.token_id',
@@ -415,7 +484,7 @@ _reg(__file__, {
     94: 'CreateDelegationTokenResponse.token_id',
     95: 'CreateDelegationTokenResponse.token_id',
     96: 'CreateDelegationTokenResponse.token_id',
-    97: 'CreateDelegationTokenResponse.hmac',
+    97: 'CreateDelegationTokenResponse.token_id',
     98: 'CreateDelegationTokenResponse.hmac',
     99: 'CreateDelegationTokenResponse.hmac',
     100: 'CreateDelegationTokenResponse.hmac',
@@ -425,168 +494,199 @@ _reg(__file__, {
     104: 'CreateDelegationTokenResponse.hmac',
     105: 'CreateDelegationTokenResponse.hmac',
     106: 'CreateDelegationTokenResponse.hmac',
-    107: 'CreateDelegationTokenResponse.throttle_time_ms',
+    107: 'CreateDelegationTokenResponse.hmac',
     108: 'CreateDelegationTokenResponse.throttle_time_ms',
-    114: 'CreateDelegationTokenResponse.error_code',
-    115: 'CreateDelegationTokenResponse.error_code',
-    116: 'CreateDelegationTokenResponse.principal_type',
-    117: 'CreateDelegationTokenResponse.principal_type',
-    118: 'CreateDelegationTokenResponse.principal_type',
-    119: 'CreateDelegationTokenResponse.principal_type',
-    120: 'CreateDelegationTokenResponse.principal_type',
-    121: 'CreateDelegationTokenResponse.principal_type',
-    122: 'CreateDelegationTokenResponse.principal_type',
-    123: 'CreateDelegationTokenResponse.principal_type',
-    124: 'CreateDelegationTokenResponse.principal_type',
-    125: 'CreateDelegationTokenResponse.principal_type',
-    126: 'CreateDelegationTokenResponse.principal_type',
-    127: 'CreateDelegationTokenResponse.principal_type',
-    128: 'CreateDelegationTokenResponse.principal_type',
-    129: 'CreateDelegationTokenResponse.principal_type',
-    130: 'CreateDelegationTokenResponse.principal_name',
-    131: 'CreateDelegationTokenResponse.principal_name',
-    132: 'CreateDelegationTokenResponse.principal_name',
-    133: 'CreateDelegationTokenResponse.principal_name',
-    134: 'CreateDelegationTokenResponse.principal_name',
-    135: 'CreateDelegationTokenResponse.principal_name',
-    136: 'CreateDelegationTokenResponse.principal_name',
-    137: 'CreateDelegationTokenResponse.principal_name',
-    138: 'CreateDelegationTokenResponse.principal_name',
-    139: 'CreateDelegationTokenResponse.principal_name',
-    140: 'CreateDelegationTokenResponse.principal_name',
-    141: 'CreateDelegationTokenResponse.principal_name',
-    142: 'CreateDelegationTokenResponse.principal_name',
-    143: 'CreateDelegationTokenResponse.principal_name',
-    144: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
-    145: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
-    146: 'CreateDelegationTokenResponse.token_id',
-    147: 'CreateDelegationTokenResponse.token_id',
-    148: 'CreateDelegationTokenResponse.token_id',
-    149: 'CreateDelegationTokenResponse.token_id',
-    150: 'CreateDelegationTokenResponse.token_id',
-    151: 'CreateDelegationTokenResponse.token_id',
-    152: 'CreateDelegationTokenResponse.token_id',
-    153: 'CreateDelegationTokenResponse.token_id',
-    154: 'CreateDelegationTokenResponse.token_id',
-    155: 'CreateDelegationTokenResponse.token_id',
-    156: 'CreateDelegationTokenResponse.token_id',
-    157: 'CreateDelegationTokenResponse.token_id',
-    158: 'CreateDelegationTokenResponse.token_id',
-    159: 'CreateDelegationTokenResponse.token_id',
-    160: 'CreateDelegationTokenResponse.hmac',
-    161: 'CreateDelegationTokenResponse.hmac',
-    162: 'CreateDelegationTokenResponse.hmac',
-    163: 'CreateDelegationTokenResponse.hmac',
-    164: 'CreateDelegationTokenResponse.hmac',
-    165: 'CreateDelegationTokenResponse.hmac',
-    166: 'CreateDelegationTokenResponse.hmac',
-    167: 'CreateDelegationTokenResponse.hmac',
-    168: 'CreateDelegationTokenResponse.hmac',
-    169: 'CreateDelegationTokenResponse.hmac',
-    170: 'CreateDelegationTokenResponse.hmac',
-    171: 'CreateDelegationTokenResponse.hmac',
-    172: 'CreateDelegationTokenResponse.hmac',
-    173: 'CreateDelegationTokenResponse.hmac',
-    174: 'CreateDelegationTokenResponse.throttle_time_ms',
-    175: 'CreateDelegationTokenResponse.throttle_time_ms',
-    176: 'CreateDelegationTokenResponse.<tagged fields>',
-    177: 'CreateDelegationTokenResponse.<tagged fields>',
-    178: 'CreateDelegationTokenResponse.<tagged fields>',
-    179: 'CreateDelegationTokenResponse.<tagged fields>',
-    180: 'CreateDelegationTokenResponse.<tagged fields>',
-    185: 'CreateDelegationTokenResponse.error_code',
-    186: 'CreateDelegationTokenResponse.error_code',
-    187: 'CreateDelegationTokenResponse.principal_type',
-    188: 'CreateDelegationTokenResponse.principal_type',
-    189: 'CreateDelegationTokenResponse.principal_type',
-    190: 'CreateDelegationTokenResponse.principal_type',
-    191: 'CreateDelegationTokenResponse.principal_type',
-    192: 'CreateDelegationTokenResponse.principal_type',
-    193: 'CreateDelegationTokenResponse.principal_type',
-    194: 'CreateDelegationTokenResponse.principal_type',
-    195: 'CreateDelegationTokenResponse.principal_type',
-    196: 'CreateDelegationTokenResponse.principal_type',
-    197: 'CreateDelegationTokenResponse.principal_type',
-    198: 'CreateDelegationTokenResponse.principal_type',
-    199: 'CreateDelegationTokenResponse.principal_type',
-    200: 'CreateDelegationTokenResponse.principal_type',
-    201: 'CreateDelegationTokenResponse.principal_name',
-    202: 'CreateDelegationTokenResponse.principal_name',
-    203: 'CreateDelegationTokenResponse.principal_name',
-    204: 'CreateDelegationTokenResponse.principal_name',
-    205: 'CreateDelegationTokenResponse.principal_name',
-    206: 'CreateDelegationTokenResponse.principal_name',
-    207: 'CreateDelegationTokenResponse.principal_name',
-    208: 'CreateDelegationTokenResponse.principal_name',
-    209: 'CreateDelegationTokenResponse.principal_name',
-    210: 'CreateDelegationTokenResponse.principal_name',
-    211: 'CreateDelegationTokenResponse.principal_name',
-    212: 'CreateDelegationTokenResponse.principal_name',
-    213: 'CreateDelegationTokenResponse.principal_name',
-    214: 'CreateDelegationTokenResponse.principal_name',
-    215: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    216: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    217: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    218: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    219: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    220: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    221: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    222: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    223: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    224: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    225: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    226: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    227: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    228: 'CreateDelegationTokenResponse.token_requester_principal_type',
-    229: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    230: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    231: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    232: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    233: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    234: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    235: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    236: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    237: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    238: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    239: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    240: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    241: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    242: 'CreateDelegationTokenResponse.token_requester_principal_name',
-    243: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
-    244: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
-    245: 'CreateDelegationTokenResponse.token_id',
-    246: 'CreateDelegationTokenResponse.token_id',
-    247: 'CreateDelegationTokenResponse.token_id',
-    248: 'CreateDelegationTokenResponse.token_id',
-    249: 'CreateDelegationTokenResponse.token_id',
-    250: 'CreateDelegationTokenResponse.token_id',
-    251: 'CreateDelegationTokenResponse.token_id',
-    252: 'CreateDelegationTokenResponse.token_id',
-    253: 'CreateDelegationTokenResponse.token_id',
-    254: 'CreateDelegationTokenResponse.token_id',
-    255: 'CreateDelegationTokenResponse.token_id',
-    256: 'CreateDelegationTokenResponse.token_id',
-    257: 'CreateDelegationTokenResponse.token_id',
-    258: 'CreateDelegationTokenResponse.token_id',
-    259: 'CreateDelegationTokenResponse.hmac',
-    260: 'CreateDelegationTokenResponse.hmac',
-    261: 'CreateDelegationTokenResponse.hmac',
-    262: 'CreateDelegationTokenResponse.hmac',
-    263: 'CreateDelegationTokenResponse.hmac',
-    264: 'CreateDelegationTokenResponse.hmac',
-    265: 'CreateDelegationTokenResponse.hmac',
-    266: 'CreateDelegationTokenResponse.hmac',
-    267: 'CreateDelegationTokenResponse.hmac',
-    268: 'CreateDelegationTokenResponse.hmac',
-    269: 'CreateDelegationTokenResponse.hmac',
-    270: 'CreateDelegationTokenResponse.hmac',
-    271: 'CreateDelegationTokenResponse.hmac',
-    272: 'CreateDelegationTokenResponse.hmac',
-    273: 'CreateDelegationTokenResponse.throttle_time_ms',
-    274: 'CreateDelegationTokenResponse.throttle_time_ms',
-    275: 'CreateDelegationTokenResponse.<tagged fields>',
-    276: 'CreateDelegationTokenResponse.<tagged fields>',
-    277: 'CreateDelegationTokenResponse.<tagged fields>',
-    278: 'CreateDelegationTokenResponse.<tagged fields>',
-    279: 'CreateDelegationTokenResponse.<tagged fields>',
+    109: 'CreateDelegationTokenResponse.throttle_time_ms',
+    128: 'CreateDelegationTokenResponse.error_code',
+    129: 'CreateDelegationTokenResponse.error_code',
+    130: 'CreateDelegationTokenResponse.principal_type',
+    131: 'CreateDelegationTokenResponse.principal_type',
+    132: 'CreateDelegationTokenResponse.principal_type',
+    133: 'CreateDelegationTokenResponse.principal_type',
+    134: 'CreateDelegationTokenResponse.principal_type',
+    135: 'CreateDelegationTokenResponse.principal_type',
+    136: 'CreateDelegationTokenResponse.principal_type',
+    137: 'CreateDelegationTokenResponse.principal_type',
+    138: 'CreateDelegationTokenResponse.principal_type',
+    139: 'CreateDelegationTokenResponse.principal_type',
+    140: 'CreateDelegationTokenResponse.principal_type',
+    141: 'CreateDelegationTokenResponse.principal_type',
+    142: 'CreateDelegationTokenResponse.principal_type',
+    143: 'CreateDelegationTokenResponse.principal_type',
+    144: 'CreateDelegationTokenResponse.principal_type',
+    145: 'CreateDelegationTokenResponse.principal_type',
+    146: 'CreateDelegationTokenResponse.principal_type',
+    147: 'CreateDelegationTokenResponse.principal_name',
+    148: 'CreateDelegationTokenResponse.principal_name',
+    149: 'CreateDelegationTokenResponse.principal_name',
+    150: 'CreateDelegationTokenResponse.principal_name',
+    151: 'CreateDelegationTokenResponse.principal_name',
+    152: 'CreateDelegationTokenResponse.principal_name',
+    153: 'CreateDelegationTokenResponse.principal_name',
+    154: 'CreateDelegationTokenResponse.principal_name',
+    155: 'CreateDelegationTokenResponse.principal_name',
+    156: 'CreateDelegationTokenResponse.principal_name',
+    157: 'CreateDelegationTokenResponse.principal_name',
+    158: 'CreateDelegationTokenResponse.principal_name',
+    159: 'CreateDelegationTokenResponse.principal_name',
+    160: 'CreateDelegationTokenResponse.principal_name',
+    161: 'CreateDelegationTokenResponse.principal_name',
+    162: 'CreateDelegationTokenResponse.principal_name',
+    163: 'CreateDelegationTokenResponse.principal_name',
+    164: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
+    165: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
+    166: 'CreateDelegationTokenResponse.token_id',
+    167: 'CreateDelegationTokenResponse.token_id',
+    168: 'CreateDelegationTokenResponse.token_id',
+    169: 'CreateDelegationTokenResponse.token_id',
+    170: 'CreateDelegationTokenResponse.token_id',
+    171: 'CreateDelegationTokenResponse.token_id',
+    172: 'CreateDelegationTokenResponse.token_id',
+    173: 'CreateDelegationTokenResponse.token_id',
+    174: 'CreateDelegationTokenResponse.token_id',
+    175: 'CreateDelegationTokenResponse.token_id',
+    176: 'CreateDelegationTokenResponse.token_id',
+    177: 'CreateDelegationTokenResponse.token_id',
+    178: 'CreateDelegationTokenResponse.token_id',
+    179: 'CreateDelegationTokenResponse.token_id',
+    180: 'CreateDelegationTokenResponse.token_id',
+    181: 'CreateDelegationTokenResponse.token_id',
+    182: 'CreateDelegationTokenResponse.token_id',
+    183: 'CreateDelegationTokenResponse.hmac',
+    184: 'CreateDelegationTokenResponse.hmac',
+    185: 'CreateDelegationTokenResponse.hmac',
+    186: 'CreateDelegationTokenResponse.hmac',
+    187: 'CreateDelegationTokenResponse.hmac',
+    188: 'CreateDelegationTokenResponse.hmac',
+    189: 'CreateDelegationTokenResponse.hmac',
+    190: 'CreateDelegationTokenResponse.hmac',
+    191: 'CreateDelegationTokenResponse.hmac',
+    192: 'CreateDelegationTokenResponse.hmac',
+    193: 'CreateDelegationTokenResponse.hmac',
+    194: 'CreateDelegationTokenResponse.hmac',
+    195: 'CreateDelegationTokenResponse.hmac',
+    196: 'CreateDelegationTokenResponse.hmac',
+    197: 'CreateDelegationTokenResponse.hmac',
+    198: 'CreateDelegationTokenResponse.hmac',
+    199: 'CreateDelegationTokenResponse.hmac',
+    200: 'CreateDelegationTokenResponse.throttle_time_ms',
+    201: 'CreateDelegationTokenResponse.throttle_time_ms',
+    202: 'CreateDelegationTokenResponse.<tagged fields>',
+    203: 'CreateDelegationTokenResponse.<tagged fields>',
+    204: 'CreateDelegationTokenResponse.<tagged fields>',
+    205: 'CreateDelegationTokenResponse.<tagged fields>',
+    206: 'CreateDelegationTokenResponse.<tagged fields>',
+    224: 'CreateDelegationTokenResponse.error_code',
+    225: 'CreateDelegationTokenResponse.error_code',
+    226: 'CreateDelegationTokenResponse.principal_type',
+    227: 'CreateDelegationTokenResponse.principal_type',
+    228: 'CreateDelegationTokenResponse.principal_type',
+    229: 'CreateDelegationTokenResponse.principal_type',
+    230: 'CreateDelegationTokenResponse.principal_type',
+    231: 'CreateDelegationTokenResponse.principal_type',
+    232: 'CreateDelegationTokenResponse.principal_type',
+    233: 'CreateDelegationTokenResponse.principal_type',
+    234: 'CreateDelegationTokenResponse.principal_type',
+    235: 'CreateDelegationTokenResponse.principal_type',
+    236: 'CreateDelegationTokenResponse.principal_type',
+    237: 'CreateDelegationTokenResponse.principal_type',
+    238: 'CreateDelegationTokenResponse.principal_type',
+    239: 'CreateDelegationTokenResponse.principal_type',
+    240: 'CreateDelegationTokenResponse.principal_type',
+    241: 'CreateDelegationTokenResponse.principal_type',
+    242: 'CreateDelegationTokenResponse.principal_type',
+    243: 'CreateDelegationTokenResponse.principal_name',
+    244: 'CreateDelegationTokenResponse.principal_name',
+    245: 'CreateDelegationTokenResponse.principal_name',
+    246: 'CreateDelegationTokenResponse.principal_name',
+    247: 'CreateDelegationTokenResponse.principal_name',
+    248: 'CreateDelegationTokenResponse.principal_name',
+    249: 'CreateDelegationTokenResponse.principal_name',
+    250: 'CreateDelegationTokenResponse.principal_name',
+    251: 'CreateDelegationTokenResponse.principal_name',
+    252: 'CreateDelegationTokenResponse.principal_name',
+    253: 'CreateDelegationTokenResponse.principal_name',
+    254: 'CreateDelegationTokenResponse.principal_name',
+    255: 'CreateDelegationTokenResponse.principal_name',
+    256: 'CreateDelegationTokenResponse.principal_name',
+    257: 'CreateDelegationTokenResponse.principal_name',
+    258: 'CreateDelegationTokenResponse.principal_name',
+    259: 'CreateDelegationTokenResponse.principal_name',
+    260: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    261: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    262: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    263: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    264: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    265: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    266: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    267: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    268: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    269: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    270: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    271: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    272: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    273: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    274: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    275: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    276: 'CreateDelegationTokenResponse.token_requester_principal_type',
+    277: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    278: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    279: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    280: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    281: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    282: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    283: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    284: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    285: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    286: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    287: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    288: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    289: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    290: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    291: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    292: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    293: 'CreateDelegationTokenResponse.token_requester_principal_name',
+    294: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
+    295: 'CreateDelegationTokenResponse.issue_timestamp_ms/expiry_timestamp_ms/max_timestamp_ms',
+    296: 'CreateDelegationTokenResponse.token_id',
+    297: 'CreateDelegationTokenResponse.token_id',
+    298: 'CreateDelegationTokenResponse.token_id',
+    299: 'CreateDelegationTokenResponse.token_id',
+    300: 'CreateDelegationTokenResponse.token_id',
+    301: 'CreateDelegationTokenResponse.token_id',
+    302: 'CreateDelegationTokenResponse.token_id',
+    303: 'CreateDelegationTokenResponse.token_id',
+    304: 'CreateDelegationTokenResponse.token_id',
+    305: 'CreateDelegationTokenResponse.token_id',
+    306: 'CreateDelegationTokenResponse.token_id',
+    307: 'CreateDelegationTokenResponse.token_id',
+    308: 'CreateDelegationTokenResponse.token_id',
+    309: 'CreateDelegationTokenResponse.token_id',
+    310: 'CreateDelegationTokenResponse.token_id',
+    311: 'CreateDelegationTokenResponse.token_id',
+    312: 'CreateDelegationTokenResponse.token_id',
+    313: 'CreateDelegationTokenResponse.hmac',
+    314: 'CreateDelegationTokenResponse.hmac',
+    315: 'CreateDelegationTokenResponse.hmac',
+    316: 'CreateDelegationTokenResponse.hmac',
+    317: 'CreateDelegationTokenResponse.hmac',
+    318: 'CreateDelegationTokenResponse.hmac',
+    319: 'CreateDelegationTokenResponse.hmac',
+    320: 'CreateDelegationTokenResponse.hmac',
+    321: 'CreateDelegationTokenResponse.hmac',
+    322: 'CreateDelegationTokenResponse.hmac',
+    323: 'CreateDelegationTokenResponse.hmac',
+    324: 'CreateDelegationTokenResponse.hmac',
+    325: 'CreateDelegationTokenResponse.hmac',
+    326: 'CreateDelegationTokenResponse.hmac',
+    327: 'CreateDelegationTokenResponse.hmac',
+    328: 'CreateDelegationTokenResponse.hmac',
+    329: 'CreateDelegationTokenResponse.hmac',
+    330: 'CreateDelegationTokenResponse.throttle_time_ms',
+    331: 'CreateDelegationTokenResponse.throttle_time_ms',
+    332: 'CreateDelegationTokenResponse.<tagged fields>',
+    333: 'CreateDelegationTokenResponse.<tagged fields>',
+    334: 'CreateDelegationTokenResponse.<tagged fields>',
+    335: 'CreateDelegationTokenResponse.<tagged fields>',
+    336: 'CreateDelegationTokenResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -81,7 +82,10 @@ def _d_CreatePartitionsAssignment_v0(buf, pos):
         _chk(_n1, buf, pos, 'CreatePartitionsAssignment.broker_ids')
         _f_broker_ids = list(_unpack_from('>%di' % _n1, buf, pos))
         pos += 4 * _n1
-    return CreatePartitionsAssignment(_f_broker_ids, None), pos
+    _o = _new(CreatePartitionsAssignment)
+    _o.broker_ids = _f_broker_ids
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreatePartitionsAssignment_v1 = _d_CreatePartitionsAssignment_v0
@@ -90,6 +94,9 @@ def _d_CreatePartitionsAssignment_v2(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -104,7 +111,10 @@ def _d_CreatePartitionsAssignment_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreatePartitionsAssignment.<tagged fields>')
-    return CreatePartitionsAssignment(_f_broker_ids, _unk), pos
+    _o = _new(CreatePartitionsAssignment)
+    _o.broker_ids = _f_broker_ids
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatePartitionsAssignment_v3 = _d_CreatePartitionsAssignment_v2
@@ -132,7 +142,12 @@ def _d_CreatePartitionsTopic_v0(buf, pos):
         for _ in range(_n7):
             _x8, pos = _d_CreatePartitionsAssignment_v0(buf, pos)
             _f_assignments.append(_x8)
-    return CreatePartitionsTopic(_f_name, _f_count, _f_assignments, None), pos
+    _o = _new(CreatePartitionsTopic)
+    _o.name = _f_name
+    _o.count = _f_count
+    _o.assignments = _f_assignments
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreatePartitionsTopic_v1 = _d_CreatePartitionsTopic_v0
@@ -141,6 +156,9 @@ def _d_CreatePartitionsTopic_v2(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -157,6 +175,9 @@ def _d_CreatePartitionsTopic_v2(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -173,7 +194,12 @@ def _d_CreatePartitionsTopic_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreatePartitionsTopic.<tagged fields>')
-    return CreatePartitionsTopic(_f_name, _f_count, _f_assignments, _unk), pos
+    _o = _new(CreatePartitionsTopic)
+    _o.name = _f_name
+    _o.count = _f_count
+    _o.assignments = _f_assignments
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatePartitionsTopic_v3 = _d_CreatePartitionsTopic_v2
@@ -191,7 +217,12 @@ def _d_CreatePartitionsRequest_v0(buf, pos):
             _f_topics.append(_x22)
     _f_timeout_ms, _f_validate_only = _S_iou(buf, pos)
     pos += 5
-    return CreatePartitionsRequest(_f_topics, _f_timeout_ms, _f_validate_only, None), pos
+    _o = _new(CreatePartitionsRequest)
+    _o.topics = _f_topics
+    _o.timeout_ms = _f_timeout_ms
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreatePartitionsRequest_v1 = _d_CreatePartitionsRequest_v0
@@ -200,6 +231,9 @@ def _d_CreatePartitionsRequest_v2(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -218,24 +252,30 @@ def _d_CreatePartitionsRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreatePartitionsRequest.<tagged fields>')
-    return CreatePartitionsRequest(_f_topics, _f_timeout_ms, _f_validate_only, _unk), pos
+    _o = _new(CreatePartitionsRequest)
+    _o.topics = _f_topics
+    _o.timeout_ms = _f_timeout_ms
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatePartitionsRequest_v3 = _d_CreatePartitionsRequest_v2
 
 def _e_CreatePartitionsAssignment_v0(o, w):
     _a29 = o.broker_ids
-    w(_I32p(len(_a29)))
-    w(_pack('>%di' % len(_a29), *_a29))
+    _l = len(_a29)
+    w(_counted_packer('i', _l)(_l, *_a29))
 
 
 _e_CreatePartitionsAssignment_v1 = _e_CreatePartitionsAssignment_v0
 
 def _e_CreatePartitionsAssignment_v2(o, w):
     _a31 = o.broker_ids
-    _l = len(_a31) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a31), *_a31))
+    _l = len(_a31)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a31))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -319,7 +359,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_CreatePartitionsRequest_v0, 1: _d_CreatePartitionsRequest_v1, 2: _d_CreatePartitionsRequest_v2, 3: _d_CreatePartitionsRequest_v3}
 ENCODERS = {0: _e_CreatePartitionsRequest_v0, 1: _e_CreatePartitionsRequest_v1, 2: _e_CreatePartitionsRequest_v2, 3: _e_CreatePartitionsRequest_v3}
 _reg(__file__, {
-    76: 'CreatePartitionsAssignment.broker_ids',
     77: 'CreatePartitionsAssignment.broker_ids',
     78: 'CreatePartitionsAssignment.broker_ids',
     79: 'CreatePartitionsAssignment.broker_ids',
@@ -327,10 +366,7 @@ _reg(__file__, {
     81: 'CreatePartitionsAssignment.broker_ids',
     82: 'CreatePartitionsAssignment.broker_ids',
     83: 'CreatePartitionsAssignment.broker_ids',
-    89: 'CreatePartitionsAssignment.broker_ids',
-    90: 'CreatePartitionsAssignment.broker_ids',
-    91: 'CreatePartitionsAssignment.broker_ids',
-    92: 'CreatePartitionsAssignment.broker_ids',
+    84: 'CreatePartitionsAssignment.broker_ids',
     93: 'CreatePartitionsAssignment.broker_ids',
     94: 'CreatePartitionsAssignment.broker_ids',
     95: 'CreatePartitionsAssignment.broker_ids',
@@ -339,99 +375,115 @@ _reg(__file__, {
     98: 'CreatePartitionsAssignment.broker_ids',
     99: 'CreatePartitionsAssignment.broker_ids',
     100: 'CreatePartitionsAssignment.broker_ids',
-    101: 'CreatePartitionsAssignment.<tagged fields>',
-    102: 'CreatePartitionsAssignment.<tagged fields>',
-    103: 'CreatePartitionsAssignment.<tagged fields>',
-    104: 'CreatePartitionsAssignment.<tagged fields>',
-    105: 'CreatePartitionsAssignment.<tagged fields>',
-    111: 'CreatePartitionsTopic.name',
-    112: 'CreatePartitionsTopic.name',
-    113: 'CreatePartitionsTopic.name',
-    114: 'CreatePartitionsTopic.name',
-    115: 'CreatePartitionsTopic.name',
-    116: 'CreatePartitionsTopic.name',
-    117: 'CreatePartitionsTopic.name',
-    118: 'CreatePartitionsTopic.name',
-    119: 'CreatePartitionsTopic.name',
-    120: 'CreatePartitionsTopic.name',
-    121: 'CreatePartitionsTopic.count',
-    122: 'CreatePartitionsTopic.count',
-    123: 'CreatePartitionsTopic.assignments',
-    124: 'CreatePartitionsTopic.assignments',
-    125: 'CreatePartitionsTopic.assignments',
-    126: 'CreatePartitionsTopic.assignments',
-    127: 'CreatePartitionsTopic.assignments',
-    128: 'CreatePartitionsTopic.assignments',
-    129: 'CreatePartitionsTopic.assignments',
-    130: 'CreatePartitionsTopic.assignments',
-    131: 'CreatePartitionsTopic.assignments',
-    132: 'CreatePartitionsTopic.assignments',
-    138: 'CreatePartitionsTopic.name',
-    139: 'CreatePartitionsTopic.name',
-    140: 'CreatePartitionsTopic.name',
-    141: 'CreatePartitionsTopic.name',
-    142: 'CreatePartitionsTopic.name',
-    143: 'CreatePartitionsTopic.name',
-    144: 'CreatePartitionsTopic.name',
-    145: 'CreatePartitionsTopic.name',
-    146: 'CreatePartitionsTopic.name',
-    147: 'CreatePartitionsTopic.name',
-    148: 'CreatePartitionsTopic.name',
-    149: 'CreatePartitionsTopic.name',
-    150: 'CreatePartitionsTopic.name',
-    151: 'CreatePartitionsTopic.name',
-    152: 'CreatePartitionsTopic.count',
-    153: 'CreatePartitionsTopic.count',
-    154: 'CreatePartitionsTopic.assignments',
-    155: 'CreatePartitionsTopic.assignments',
-    156: 'CreatePartitionsTopic.assignments',
-    157: 'CreatePartitionsTopic.assignments',
-    158: 'CreatePartitionsTopic.assignments',
-    159: 'CreatePartitionsTopic.assignments',
-    160: 'CreatePartitionsTopic.assignments',
-    161: 'CreatePartitionsTopic.assignments',
-    162: 'CreatePartitionsTopic.assignments',
-    163: 'CreatePartitionsTopic.assignments',
-    164: 'CreatePartitionsTopic.assignments',
-    165: 'CreatePartitionsTopic.assignments',
-    166: 'CreatePartitionsTopic.assignments',
-    167: 'CreatePartitionsTopic.assignments',
-    168: 'CreatePartitionsTopic.<tagged fields>',
-    169: 'CreatePartitionsTopic.<tagged fields>',
-    170: 'CreatePartitionsTopic.<tagged fields>',
-    171: 'CreatePartitionsTopic.<tagged fields>',
-    172: 'CreatePartitionsTopic.<tagged fields>',
-    178: 'CreatePartitionsRequest.topics',
-    179: 'CreatePartitionsRequest.topics',
-    180: 'CreatePartitionsRequest.topics',
-    181: 'CreatePartitionsRequest.topics',
-    182: 'CreatePartitionsRequest.topics',
-    183: 'CreatePartitionsRequest.topics',
-    184: 'CreatePartitionsRequest.topics',
-    185: 'CreatePartitionsRequest.topics',
-    186: 'CreatePartitionsRequest.topics',
-    187: 'CreatePartitionsRequest.topics',
-    188: 'CreatePartitionsRequest.timeout_ms/validate_only',
-    189: 'CreatePartitionsRequest.timeout_ms/validate_only',
-    195: 'CreatePartitionsRequest.topics',
-    196: 'CreatePartitionsRequest.topics',
-    197: 'CreatePartitionsRequest.topics',
-    198: 'CreatePartitionsRequest.topics',
-    199: 'CreatePartitionsRequest.topics',
-    200: 'CreatePartitionsRequest.topics',
-    201: 'CreatePartitionsRequest.topics',
-    202: 'CreatePartitionsRequest.topics',
-    203: 'CreatePartitionsRequest.topics',
+    101: 'CreatePartitionsAssignment.broker_ids',
+    102: 'CreatePartitionsAssignment.broker_ids',
+    103: 'CreatePartitionsAssignment.broker_ids',
+    104: 'CreatePartitionsAssignment.broker_ids',
+    105: 'CreatePartitionsAssignment.broker_ids',
+    106: 'CreatePartitionsAssignment.broker_ids',
+    107: 'CreatePartitionsAssignment.broker_ids',
+    108: 'CreatePartitionsAssignment.<tagged fields>',
+    109: 'CreatePartitionsAssignment.<tagged fields>',
+    110: 'CreatePartitionsAssignment.<tagged fields>',
+    111: 'CreatePartitionsAssignment.<tagged fields>',
+    112: 'CreatePartitionsAssignment.<tagged fields>',
+    121: 'CreatePartitionsTopic.name',
+    122: 'CreatePartitionsTopic.name',
+    123: 'CreatePartitionsTopic.name',
+    124: 'CreatePartitionsTopic.name',
+    125: 'CreatePartitionsTopic.name',
+    126: 'CreatePartitionsTopic.name',
+    127: 'CreatePartitionsTopic.name',
+    128: 'CreatePartitionsTopic.name',
+    129: 'CreatePartitionsTopic.name',
+    130: 'CreatePartitionsTopic.name',
+    131: 'CreatePartitionsTopic.count',
+    132: 'CreatePartitionsTopic.count',
+    133: 'CreatePartitionsTopic.assignments',
+    134: 'CreatePartitionsTopic.assignments',
+    135: 'CreatePartitionsTopic.assignments',
+    136: 'CreatePartitionsTopic.assignments',
+    137: 'CreatePartitionsTopic.assignments',
+    138: 'CreatePartitionsTopic.assignments',
+    139: 'CreatePartitionsTopic.assignments',
+    140: 'CreatePartitionsTopic.assignments',
+    141: 'CreatePartitionsTopic.assignments',
+    142: 'CreatePartitionsTopic.assignments',
+    153: 'CreatePartitionsTopic.name',
+    154: 'CreatePartitionsTopic.name',
+    155: 'CreatePartitionsTopic.name',
+    156: 'CreatePartitionsTopic.name',
+    157: 'CreatePartitionsTopic.name',
+    158: 'CreatePartitionsTopic.name',
+    159: 'CreatePartitionsTopic.name',
+    160: 'CreatePartitionsTopic.name',
+    161: 'CreatePartitionsTopic.name',
+    162: 'CreatePartitionsTopic.name',
+    163: 'CreatePartitionsTopic.name',
+    164: 'CreatePartitionsTopic.name',
+    165: 'CreatePartitionsTopic.name',
+    166: 'CreatePartitionsTopic.name',
+    167: 'CreatePartitionsTopic.name',
+    168: 'CreatePartitionsTopic.name',
+    169: 'CreatePartitionsTopic.name',
+    170: 'CreatePartitionsTopic.count',
+    171: 'CreatePartitionsTopic.count',
+    172: 'CreatePartitionsTopic.assignments',
+    173: 'CreatePartitionsTopic.assignments',
+    174: 'CreatePartitionsTopic.assignments',
+    175: 'CreatePartitionsTopic.assignments',
+    176: 'CreatePartitionsTopic.assignments',
+    177: 'CreatePartitionsTopic.assignments',
+    178: 'CreatePartitionsTopic.assignments',
+    179: 'CreatePartitionsTopic.assignments',
+    180: 'CreatePartitionsTopic.assignments',
+    181: 'CreatePartitionsTopic.assignments',
+    182: 'CreatePartitionsTopic.assignments',
+    183: 'CreatePartitionsTopic.assignments',
+    184: 'CreatePartitionsTopic.assignments',
+    185: 'CreatePartitionsTopic.assignments',
+    186: 'CreatePartitionsTopic.assignments',
+    187: 'CreatePartitionsTopic.assignments',
+    188: 'CreatePartitionsTopic.assignments',
+    189: 'CreatePartitionsTopic.<tagged fields>',
+    190: 'CreatePartitionsTopic.<tagged fields>',
+    191: 'CreatePartitionsTopic.<tagged fields>',
+    192: 'CreatePartitionsTopic.<tagged fields>',
+    193: 'CreatePartitionsTopic.<tagged fields>',
     204: 'CreatePartitionsRequest.topics',
     205: 'CreatePartitionsRequest.topics',
     206: 'CreatePartitionsRequest.topics',
     207: 'CreatePartitionsRequest.topics',
     208: 'CreatePartitionsRequest.topics',
-    209: 'CreatePartitionsRequest.timeout_ms/validate_only',
-    210: 'CreatePartitionsRequest.timeout_ms/validate_only',
-    211: 'CreatePartitionsRequest.<tagged fields>',
-    212: 'CreatePartitionsRequest.<tagged fields>',
-    213: 'CreatePartitionsRequest.<tagged fields>',
-    214: 'CreatePartitionsRequest.<tagged fields>',
-    215: 'CreatePartitionsRequest.<tagged fields>',
+    209: 'CreatePartitionsRequest.topics',
+    210: 'CreatePartitionsRequest.topics',
+    211: 'CreatePartitionsRequest.topics',
+    212: 'CreatePartitionsRequest.topics',
+    213: 'CreatePartitionsRequest.topics',
+    214: 'CreatePartitionsRequest.timeout_ms/validate_only',
+    215: 'CreatePartitionsRequest.timeout_ms/validate_only',
+    226: 'CreatePartitionsRequest.topics',
+    227: 'CreatePartitionsRequest.topics',
+    228: 'CreatePartitionsRequest.topics',
+    229: 'CreatePartitionsRequest.topics',
+    230: 'CreatePartitionsRequest.topics',
+    231: 'CreatePartitionsRequest.topics',
+    232: 'CreatePartitionsRequest.topics',
+    233: 'CreatePartitionsRequest.topics',
+    234: 'CreatePartitionsRequest.topics',
+    235: 'CreatePartitionsRequest.topics',
+    236: 'CreatePartitionsRequest.topics',
+    237: 'CreatePartitionsRequest.topics',
+    238: 'CreatePartitionsRequest.topics',
+    239: 'CreatePartitionsRequest.topics',
+    240: 'CreatePartitionsRequest.topics',
+    241: 'CreatePartitionsRequest.topics',
+    242: 'CreatePartitionsRequest.topics',
+    243: 'CreatePartitionsRequest.timeout_ms/validate_only',
+    244: 'CreatePartitionsRequest.timeout_ms/validate_only',
+    245: 'CreatePartitionsRequest.<tagged fields>',
+    246: 'CreatePartitionsRequest.<tagged fields>',
+    247: 'CreatePartitionsRequest.<tagged fields>',
+    248: 'CreatePartitionsRequest.<tagged fields>',
+    249: 'CreatePartitionsRequest.<tagged fields>',
 })

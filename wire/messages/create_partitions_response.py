@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -79,7 +80,12 @@ def _d_CreatePartitionsTopicResult_v0(buf, pos):
             raise _trunc('CreatePartitionsTopicResult.error_message', _n3, len(buf) - pos)
         _f_error_message = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return CreatePartitionsTopicResult(_f_name, _f_error_code, _f_error_message, None), pos
+    _o = _new(CreatePartitionsTopicResult)
+    _o.name = _f_name
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreatePartitionsTopicResult_v1 = _d_CreatePartitionsTopicResult_v0
@@ -88,6 +94,9 @@ def _d_CreatePartitionsTopicResult_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -104,6 +113,9 @@ def _d_CreatePartitionsTopicResult_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -120,7 +132,12 @@ def _d_CreatePartitionsTopicResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreatePartitionsTopicResult.<tagged fields>')
-    return CreatePartitionsTopicResult(_f_name, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(CreatePartitionsTopicResult)
+    _o.name = _f_name
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatePartitionsTopicResult_v3 = _d_CreatePartitionsTopicResult_v2
@@ -138,7 +155,11 @@ def _d_CreatePartitionsResponse_v0(buf, pos):
         for _ in range(_n17):
             _x18, pos = _d_CreatePartitionsTopicResult_v0(buf, pos)
             _f_results.append(_x18)
-    return CreatePartitionsResponse(_f_throttle_time_ms, _f_results, None), pos
+    _o = _new(CreatePartitionsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreatePartitionsResponse_v1 = _d_CreatePartitionsResponse_v0
@@ -149,6 +170,9 @@ def _d_CreatePartitionsResponse_v2(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -165,7 +189,11 @@ def _d_CreatePartitionsResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreatePartitionsResponse.<tagged fields>')
-    return CreatePartitionsResponse(_f_throttle_time_ms, _f_results, _unk), pos
+    _o = _new(CreatePartitionsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatePartitionsResponse_v3 = _d_CreatePartitionsResponse_v2
@@ -244,7 +272,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_CreatePartitionsResponse_v0, 1: _d_CreatePartitionsResponse_v1, 2: _d_CreatePartitionsResponse_v2, 3: _d_CreatePartitionsResponse_v3}
 ENCODERS = {0: _e_CreatePartitionsResponse_v0, 1: _e_CreatePartitionsResponse_v1, 2: _e_CreatePartitionsResponse_v2, 3: _e_CreatePartitionsResponse_v3}
 _reg(__file__, {
-    60: 'CreatePartitionsTopicResult.name',
     61: 'CreatePartitionsTopicResult.name',
     62: 'CreatePartitionsTopicResult.name',
     63: 'CreatePartitionsTopicResult.name',
@@ -254,9 +281,9 @@ _reg(__file__, {
     67: 'CreatePartitionsTopicResult.name',
     68: 'CreatePartitionsTopicResult.name',
     69: 'CreatePartitionsTopicResult.name',
-    70: 'CreatePartitionsTopicResult.error_code',
+    70: 'CreatePartitionsTopicResult.name',
     71: 'CreatePartitionsTopicResult.error_code',
-    72: 'CreatePartitionsTopicResult.error_message',
+    72: 'CreatePartitionsTopicResult.error_code',
     73: 'CreatePartitionsTopicResult.error_message',
     74: 'CreatePartitionsTopicResult.error_message',
     75: 'CreatePartitionsTopicResult.error_message',
@@ -266,12 +293,7 @@ _reg(__file__, {
     79: 'CreatePartitionsTopicResult.error_message',
     80: 'CreatePartitionsTopicResult.error_message',
     81: 'CreatePartitionsTopicResult.error_message',
-    87: 'CreatePartitionsTopicResult.name',
-    88: 'CreatePartitionsTopicResult.name',
-    89: 'CreatePartitionsTopicResult.name',
-    90: 'CreatePartitionsTopicResult.name',
-    91: 'CreatePartitionsTopicResult.name',
-    92: 'CreatePartitionsTopicResult.name',
+    82: 'CreatePartitionsTopicResult.error_message',
     93: 'CreatePartitionsTopicResult.name',
     94: 'CreatePartitionsTopicResult.name',
     95: 'CreatePartitionsTopicResult.name',
@@ -280,39 +302,39 @@ _reg(__file__, {
     98: 'CreatePartitionsTopicResult.name',
     99: 'CreatePartitionsTopicResult.name',
     100: 'CreatePartitionsTopicResult.name',
-    101: 'CreatePartitionsTopicResult.error_code',
-    102: 'CreatePartitionsTopicResult.error_code',
-    103: 'CreatePartitionsTopicResult.error_message',
-    104: 'CreatePartitionsTopicResult.error_message',
-    105: 'CreatePartitionsTopicResult.error_message',
-    106: 'CreatePartitionsTopicResult.error_message',
-    107: 'CreatePartitionsTopicResult.error_message',
-    108: 'CreatePartitionsTopicResult.error_message',
-    109: 'CreatePartitionsTopicResult.error_message',
-    110: 'CreatePartitionsTopicResult.error_message',
-    111: 'CreatePartitionsTopicResult.error_message',
+    101: 'CreatePartitionsTopicResult.name',
+    102: 'CreatePartitionsTopicResult.name',
+    103: 'CreatePartitionsTopicResult.name',
+    104: 'CreatePartitionsTopicResult.name',
+    105: 'CreatePartitionsTopicResult.name',
+    106: 'CreatePartitionsTopicResult.name',
+    107: 'CreatePartitionsTopicResult.name',
+    108: 'CreatePartitionsTopicResult.name',
+    109: 'CreatePartitionsTopicResult.name',
+    110: 'CreatePartitionsTopicResult.error_code',
+    111: 'CreatePartitionsTopicResult.error_code',
     112: 'CreatePartitionsTopicResult.error_message',
     113: 'CreatePartitionsTopicResult.error_message',
     114: 'CreatePartitionsTopicResult.error_message',
     115: 'CreatePartitionsTopicResult.error_message',
     116: 'CreatePartitionsTopicResult.error_message',
-    117: 'CreatePartitionsTopicResult.<tagged fields>',
-    118: 'CreatePartitionsTopicResult.<tagged fields>',
-    119: 'CreatePartitionsTopicResult.<tagged fields>',
-    120: 'CreatePartitionsTopicResult.<tagged fields>',
-    121: 'CreatePartitionsTopicResult.<tagged fields>',
-    127: 'CreatePartitionsResponse.throttle_time_ms',
-    128: 'CreatePartitionsResponse.throttle_time_ms',
-    129: 'CreatePartitionsResponse.results',
-    130: 'CreatePartitionsResponse.results',
-    131: 'CreatePartitionsResponse.results',
-    132: 'CreatePartitionsResponse.results',
-    133: 'CreatePartitionsResponse.results',
-    134: 'CreatePartitionsResponse.results',
-    135: 'CreatePartitionsResponse.results',
-    136: 'CreatePartitionsResponse.results',
-    137: 'CreatePartitionsResponse.results',
-    138: 'CreatePartitionsResponse.results',
+    117: 'CreatePartitionsTopicResult.error_message',
+    118: 'CreatePartitionsTopicResult.error_message',
+    119: 'CreatePartitionsTopicResult.error_message',
+    120: 'CreatePartitionsTopicResult.error_message',
+    121: 'CreatePartitionsTopicResult.error_message',
+    122: 'CreatePartitionsTopicResult.error_message',
+    123: 'CreatePartitionsTopicResult.error_message',
+    124: 'CreatePartitionsTopicResult.error_message',
+    125: 'CreatePartitionsTopicResult.error_message',
+    126: 'CreatePartitionsTopicResult.error_message',
+    127: 'CreatePartitionsTopicResult.error_message',
+    128: 'CreatePartitionsTopicResult.error_message',
+    129: 'CreatePartitionsTopicResult.<tagged fields>',
+    130: 'CreatePartitionsTopicResult.<tagged fields>',
+    131: 'CreatePartitionsTopicResult.<tagged fields>',
+    132: 'CreatePartitionsTopicResult.<tagged fields>',
+    133: 'CreatePartitionsTopicResult.<tagged fields>',
     144: 'CreatePartitionsResponse.throttle_time_ms',
     145: 'CreatePartitionsResponse.throttle_time_ms',
     146: 'CreatePartitionsResponse.results',
@@ -325,13 +347,28 @@ _reg(__file__, {
     153: 'CreatePartitionsResponse.results',
     154: 'CreatePartitionsResponse.results',
     155: 'CreatePartitionsResponse.results',
-    156: 'CreatePartitionsResponse.results',
-    157: 'CreatePartitionsResponse.results',
-    158: 'CreatePartitionsResponse.results',
-    159: 'CreatePartitionsResponse.results',
-    160: 'CreatePartitionsResponse.<tagged fields>',
-    161: 'CreatePartitionsResponse.<tagged fields>',
-    162: 'CreatePartitionsResponse.<tagged fields>',
-    163: 'CreatePartitionsResponse.<tagged fields>',
-    164: 'CreatePartitionsResponse.<tagged fields>',
+    165: 'CreatePartitionsResponse.throttle_time_ms',
+    166: 'CreatePartitionsResponse.throttle_time_ms',
+    167: 'CreatePartitionsResponse.results',
+    168: 'CreatePartitionsResponse.results',
+    169: 'CreatePartitionsResponse.results',
+    170: 'CreatePartitionsResponse.results',
+    171: 'CreatePartitionsResponse.results',
+    172: 'CreatePartitionsResponse.results',
+    173: 'CreatePartitionsResponse.results',
+    174: 'CreatePartitionsResponse.results',
+    175: 'CreatePartitionsResponse.results',
+    176: 'CreatePartitionsResponse.results',
+    177: 'CreatePartitionsResponse.results',
+    178: 'CreatePartitionsResponse.results',
+    179: 'CreatePartitionsResponse.results',
+    180: 'CreatePartitionsResponse.results',
+    181: 'CreatePartitionsResponse.results',
+    182: 'CreatePartitionsResponse.results',
+    183: 'CreatePartitionsResponse.results',
+    184: 'CreatePartitionsResponse.<tagged fields>',
+    185: 'CreatePartitionsResponse.<tagged fields>',
+    186: 'CreatePartitionsResponse.<tagged fields>',
+    187: 'CreatePartitionsResponse.<tagged fields>',
+    188: 'CreatePartitionsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -108,7 +109,11 @@ def _d_CreatableReplicaAssignment_v0(buf, pos):
         _chk(_n1, buf, pos, 'CreatableReplicaAssignment.broker_ids')
         _f_broker_ids = list(_unpack_from('>%di' % _n1, buf, pos))
         pos += 4 * _n1
-    return CreatableReplicaAssignment(_f_partition_index, _f_broker_ids, None), pos
+    _o = _new(CreatableReplicaAssignment)
+    _o.partition_index = _f_partition_index
+    _o.broker_ids = _f_broker_ids
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreatableReplicaAssignment_v1 = _d_CreatableReplicaAssignment_v0
@@ -125,6 +130,9 @@ def _d_CreatableReplicaAssignment_v5(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -139,7 +147,11 @@ def _d_CreatableReplicaAssignment_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreatableReplicaAssignment.<tagged fields>')
-    return CreatableReplicaAssignment(_f_partition_index, _f_broker_ids, _unk), pos
+    _o = _new(CreatableReplicaAssignment)
+    _o.partition_index = _f_partition_index
+    _o.broker_ids = _f_broker_ids
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatableReplicaAssignment_v6 = _d_CreatableReplicaAssignment_v5
@@ -167,7 +179,11 @@ def _d_CreatableTopicConfig_v0(buf, pos):
             raise _trunc('CreatableTopicConfig.value', _n11, len(buf) - pos)
         _f_value = str(buf[pos:_end12], 'utf-8')
         pos = _end12
-    return CreatableTopicConfig(_f_name, _f_value, None), pos
+    _o = _new(CreatableTopicConfig)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreatableTopicConfig_v1 = _d_CreatableTopicConfig_v0
@@ -182,6 +198,9 @@ def _d_CreatableTopicConfig_v5(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -196,6 +215,9 @@ def _d_CreatableTopicConfig_v5(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -212,7 +234,11 @@ def _d_CreatableTopicConfig_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreatableTopicConfig.<tagged fields>')
-    return CreatableTopicConfig(_f_name, _f_value, _unk), pos
+    _o = _new(CreatableTopicConfig)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatableTopicConfig_v6 = _d_CreatableTopicConfig_v5
@@ -252,7 +278,14 @@ def _d_CreatableTopic_v0(buf, pos):
         for _ in range(_n45):
             _x46, pos = _d_CreatableTopicConfig_v0(buf, pos)
             _f_configs.append(_x46)
-    return CreatableTopic(_f_name, _f_num_partitions, _f_replication_factor, _f_assignments, _f_configs, None), pos
+    _o = _new(CreatableTopic)
+    _o.name = _f_name
+    _o.num_partitions = _f_num_partitions
+    _o.replication_factor = _f_replication_factor
+    _o.assignments = _f_assignments
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreatableTopic_v1 = _d_CreatableTopic_v0
@@ -267,6 +300,9 @@ def _d_CreatableTopic_v5(buf, pos):
     _n71 = buf[pos]
     if _n71 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n71 = (_n71 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n71, pos = _ruv(buf, pos)
     _n71 -= 1
@@ -283,6 +319,9 @@ def _d_CreatableTopic_v5(buf, pos):
     _n73 = buf[pos]
     if _n73 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n73 = (_n73 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n73, pos = _ruv(buf, pos)
     _n73 -= 1
@@ -297,6 +336,9 @@ def _d_CreatableTopic_v5(buf, pos):
     _n75 = buf[pos]
     if _n75 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n75 = (_n75 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n75, pos = _ruv(buf, pos)
     _n75 -= 1
@@ -313,7 +355,14 @@ def _d_CreatableTopic_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreatableTopic.<tagged fields>')
-    return CreatableTopic(_f_name, _f_num_partitions, _f_replication_factor, _f_assignments, _f_configs, _unk), pos
+    _o = _new(CreatableTopic)
+    _o.name = _f_name
+    _o.num_partitions = _f_num_partitions
+    _o.replication_factor = _f_replication_factor
+    _o.assignments = _f_assignments
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatableTopic_v6 = _d_CreatableTopic_v5
@@ -333,7 +382,12 @@ def _d_CreateTopicsRequest_v0(buf, pos):
             _f_topics.append(_x90)
     _f_timeout_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return CreateTopicsRequest(_f_topics, _f_timeout_ms, False, None), pos
+    _o = _new(CreateTopicsRequest)
+    _o.topics = _f_topics
+    _o.timeout_ms = _f_timeout_ms
+    _o.validate_only = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_CreateTopicsRequest_v1(buf, pos):
@@ -349,7 +403,12 @@ def _d_CreateTopicsRequest_v1(buf, pos):
             _f_topics.append(_x92)
     _f_timeout_ms, _f_validate_only = _S_iou(buf, pos)
     pos += 5
-    return CreateTopicsRequest(_f_topics, _f_timeout_ms, _f_validate_only, None), pos
+    _o = _new(CreateTopicsRequest)
+    _o.topics = _f_topics
+    _o.timeout_ms = _f_timeout_ms
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreateTopicsRequest_v2 = _d_CreateTopicsRequest_v1
@@ -362,6 +421,9 @@ def _d_CreateTopicsRequest_v5(buf, pos):
     _n99 = buf[pos]
     if _n99 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n99 = (_n99 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n99, pos = _ruv(buf, pos)
     _n99 -= 1
@@ -380,7 +442,12 @@ def _d_CreateTopicsRequest_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreateTopicsRequest.<tagged fields>')
-    return CreateTopicsRequest(_f_topics, _f_timeout_ms, _f_validate_only, _unk), pos
+    _o = _new(CreateTopicsRequest)
+    _o.topics = _f_topics
+    _o.timeout_ms = _f_timeout_ms
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreateTopicsRequest_v6 = _d_CreateTopicsRequest_v5
@@ -390,8 +457,8 @@ _d_CreateTopicsRequest_v7 = _d_CreateTopicsRequest_v5
 def _e_CreatableReplicaAssignment_v0(o, w):
     w(_S_ip(o.partition_index))
     _a105 = o.broker_ids
-    w(_I32p(len(_a105)))
-    w(_pack('>%di' % len(_a105), *_a105))
+    _l = len(_a105)
+    w(_counted_packer('i', _l)(_l, *_a105))
 
 
 _e_CreatableReplicaAssignment_v1 = _e_CreatableReplicaAssignment_v0
@@ -405,9 +472,10 @@ _e_CreatableReplicaAssignment_v4 = _e_CreatableReplicaAssignment_v0
 def _e_CreatableReplicaAssignment_v5(o, w):
     w(_S_ip(o.partition_index))
     _a110 = o.broker_ids
-    _l = len(_a110) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a110), *_a110))
+    _l = len(_a110)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a110))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -565,9 +633,8 @@ FLEXIBLE_FROM = 5
 DECODERS = {0: _d_CreateTopicsRequest_v0, 1: _d_CreateTopicsRequest_v1, 2: _d_CreateTopicsRequest_v2, 3: _d_CreateTopicsRequest_v3, 4: _d_CreateTopicsRequest_v4, 5: _d_CreateTopicsRequest_v5, 6: _d_CreateTopicsRequest_v6, 7: _d_CreateTopicsRequest_v7}
 ENCODERS = {0: _e_CreateTopicsRequest_v0, 1: _e_CreateTopicsRequest_v1, 2: _e_CreateTopicsRequest_v2, 3: _e_CreateTopicsRequest_v3, 4: _e_CreateTopicsRequest_v4, 5: _e_CreateTopicsRequest_v5, 6: _e_CreateTopicsRequest_v6, 7: _e_CreateTopicsRequest_v7}
 _reg(__file__, {
-    101: 'CreatableReplicaAssignment.partition_index',
     102: 'CreatableReplicaAssignment.partition_index',
-    103: 'CreatableReplicaAssignment.broker_ids',
+    103: 'CreatableReplicaAssignment.partition_index',
     104: 'CreatableReplicaAssignment.broker_ids',
     105: 'CreatableReplicaAssignment.broker_ids',
     106: 'CreatableReplicaAssignment.broker_ids',
@@ -575,13 +642,9 @@ _reg(__file__, {
     108: 'CreatableReplicaAssignment.broker_ids',
     109: 'CreatableReplicaAssignment.broker_ids',
     110: 'CreatableReplicaAssignment.broker_ids',
-    119: 'CreatableReplicaAssignment.partition_index',
-    120: 'CreatableReplicaAssignment.partition_index',
-    121: 'CreatableReplicaAssignment.broker_ids',
-    122: 'CreatableReplicaAssignment.broker_ids',
-    123: 'CreatableReplicaAssignment.broker_ids',
-    124: 'CreatableReplicaAssignment.broker_ids',
-    125: 'CreatableReplicaAssignment.broker_ids',
+    111: 'CreatableReplicaAssignment.broker_ids',
+    124: 'CreatableReplicaAssignment.partition_index',
+    125: 'CreatableReplicaAssignment.partition_index',
     126: 'CreatableReplicaAssignment.broker_ids',
     127: 'CreatableReplicaAssignment.broker_ids',
     128: 'CreatableReplicaAssignment.broker_ids',
@@ -589,188 +652,214 @@ _reg(__file__, {
     130: 'CreatableReplicaAssignment.broker_ids',
     131: 'CreatableReplicaAssignment.broker_ids',
     132: 'CreatableReplicaAssignment.broker_ids',
-    133: 'CreatableReplicaAssignment.<tagged fields>',
-    134: 'CreatableReplicaAssignment.<tagged fields>',
-    135: 'CreatableReplicaAssignment.<tagged fields>',
-    136: 'CreatableReplicaAssignment.<tagged fields>',
-    137: 'CreatableReplicaAssignment.<tagged fields>',
-    144: 'CreatableTopicConfig.name',
-    145: 'CreatableTopicConfig.name',
-    146: 'CreatableTopicConfig.name',
-    147: 'CreatableTopicConfig.name',
-    148: 'CreatableTopicConfig.name',
-    149: 'CreatableTopicConfig.name',
-    150: 'CreatableTopicConfig.name',
-    151: 'CreatableTopicConfig.name',
-    152: 'CreatableTopicConfig.name',
-    153: 'CreatableTopicConfig.name',
-    154: 'CreatableTopicConfig.value',
-    155: 'CreatableTopicConfig.value',
-    156: 'CreatableTopicConfig.value',
-    157: 'CreatableTopicConfig.value',
-    158: 'CreatableTopicConfig.value',
-    159: 'CreatableTopicConfig.value',
-    160: 'CreatableTopicConfig.value',
-    161: 'CreatableTopicConfig.value',
-    162: 'CreatableTopicConfig.value',
-    163: 'CreatableTopicConfig.value',
-    172: 'CreatableTopicConfig.name',
-    173: 'CreatableTopicConfig.name',
-    174: 'CreatableTopicConfig.name',
-    175: 'CreatableTopicConfig.name',
-    176: 'CreatableTopicConfig.name',
-    177: 'CreatableTopicConfig.name',
-    178: 'CreatableTopicConfig.name',
-    179: 'CreatableTopicConfig.name',
-    180: 'CreatableTopicConfig.name',
-    181: 'CreatableTopicConfig.name',
-    182: 'CreatableTopicConfig.name',
-    183: 'CreatableTopicConfig.name',
-    184: 'CreatableTopicConfig.name',
-    185: 'CreatableTopicConfig.name',
-    186: 'CreatableTopicConfig.value',
-    187: 'CreatableTopicConfig.value',
-    188: 'CreatableTopicConfig.value',
-    189: 'CreatableTopicConfig.value',
-    190: 'CreatableTopicConfig.value',
-    191: 'CreatableTopicConfig.value',
-    192: 'CreatableTopicConfig.value',
-    193: 'CreatableTopicConfig.value',
-    194: 'CreatableTopicConfig.value',
-    195: 'CreatableTopicConfig.value',
-    196: 'CreatableTopicConfig.value',
-    197: 'CreatableTopicConfig.value',
-    198: 'CreatableTopicConfig.value',
-    199: 'CreatableTopicConfig.value',
-    200: 'CreatableTopicConfig.<tagged fields>',
-    201: 'CreatableTopicConfig.<tagged fields>',
-    202: 'CreatableTopicConfig.<tagged fields>',
-    203: 'CreatableTopicConfig.<tagged fields>',
-    204: 'CreatableTopicConfig.<tagged fields>',
-    211: 'CreatableTopic.name',
-    212: 'CreatableTopic.name',
-    213: 'CreatableTopic.name',
-    214: 'CreatableTopic.name',
-    215: 'CreatableTopic.name',
-    216: 'CreatableTopic.name',
-    217: 'CreatableTopic.name',
-    218: 'CreatableTopic.name',
-    219: 'CreatableTopic.name',
-    220: 'CreatableTopic.name',
-    221: 'CreatableTopic.num_partitions/replication_factor',
-    222: 'CreatableTopic.num_partitions/replication_factor',
-    223: 'CreatableTopic.assignments',
-    224: 'CreatableTopic.assignments',
-    225: 'CreatableTopic.assignments',
-    226: 'CreatableTopic.assignments',
-    227: 'CreatableTopic.assignments',
-    228: 'CreatableTopic.assignments',
-    229: 'CreatableTopic.assignments',
-    230: 'CreatableTopic.assignments',
-    231: 'CreatableTopic.assignments',
-    232: 'CreatableTopic.assignments',
-    233: 'CreatableTopic.configs',
-    234: 'CreatableTopic.configs',
-    235: 'CreatableTopic.configs',
-    236: 'CreatableTopic.configs',
-    237: 'CreatableTopic.configs',
-    238: 'CreatableTopic.configs',
-    239: 'CreatableTopic.configs',
-    240: 'CreatableTopic.configs',
-    241: 'CreatableTopic.configs',
-    242: 'CreatableTopic.configs',
-    251: 'CreatableTopic.name',
-    252: 'CreatableTopic.name',
-    253: 'CreatableTopic.name',
-    254: 'CreatableTopic.name',
-    255: 'CreatableTopic.name',
-    256: 'CreatableTopic.name',
-    257: 'CreatableTopic.name',
-    258: 'CreatableTopic.name',
-    259: 'CreatableTopic.name',
-    260: 'CreatableTopic.name',
-    261: 'CreatableTopic.name',
-    262: 'CreatableTopic.name',
-    263: 'CreatableTopic.name',
-    264: 'CreatableTopic.name',
-    265: 'CreatableTopic.num_partitions/replication_factor',
-    266: 'CreatableTopic.num_partitions/replication_factor',
-    267: 'CreatableTopic.assignments',
-    268: 'CreatableTopic.assignments',
-    269: 'CreatableTopic.assignments',
-    270: 'CreatableTopic.assignments',
-    271: 'CreatableTopic.assignments',
-    272: 'CreatableTopic.assignments',
-    273: 'CreatableTopic.assignments',
-    274: 'CreatableTopic.assignments',
-    275: 'CreatableTopic.assignments',
-    276: 'CreatableTopic.assignments',
-    277: 'CreatableTopic.assignments',
-    278: 'CreatableTopic.assignments',
-    279: 'CreatableTopic.assignments',
-    280: 'CreatableTopic.assignments',
-    281: 'CreatableTopic.configs',
-    282: 'CreatableTopic.configs',
-    283: 'CreatableTopic.configs',
-    284: 'CreatableTopic.configs',
-    285: 'CreatableTopic.configs',
-    286: 'CreatableTopic.configs',
-    287: 'CreatableTopic.configs',
-    288: 'CreatableTopic.configs',
-    289: 'CreatableTopic.configs',
-    290: 'CreatableTopic.configs',
-    291: 'CreatableTopic.configs',
-    292: 'CreatableTopic.configs',
-    293: 'CreatableTopic.configs',
-    294: 'CreatableTopic.configs',
-    295: 'CreatableTopic.<tagged fields>',
-    296: 'CreatableTopic.<tagged fields>',
-    297: 'CreatableTopic.<tagged fields>',
-    298: 'CreatableTopic.<tagged fields>',
-    299: 'CreatableTopic.<tagged fields>',
-    306: 'CreateTopicsRequest.topics',
-    307: 'CreateTopicsRequest.topics',
-    308: 'CreateTopicsRequest.topics',
-    309: 'CreateTopicsRequest.topics',
-    310: 'CreateTopicsRequest.topics',
-    311: 'CreateTopicsRequest.topics',
-    312: 'CreateTopicsRequest.topics',
-    313: 'CreateTopicsRequest.topics',
-    314: 'CreateTopicsRequest.topics',
-    315: 'CreateTopicsRequest.topics',
-    316: 'CreateTopicsRequest.timeout_ms',
-    317: 'CreateTopicsRequest.timeout_ms',
-    322: 'CreateTopicsRequest.topics',
-    323: 'CreateTopicsRequest.topics',
-    324: 'CreateTopicsRequest.topics',
-    325: 'CreateTopicsRequest.topics',
-    326: 'CreateTopicsRequest.topics',
-    327: 'CreateTopicsRequest.topics',
-    328: 'CreateTopicsRequest.topics',
-    329: 'CreateTopicsRequest.topics',
-    330: 'CreateTopicsRequest.topics',
-    331: 'CreateTopicsRequest.topics',
-    332: 'CreateTopicsRequest.timeout_ms/validate_only',
-    333: 'CreateTopicsRequest.timeout_ms/validate_only',
-    341: 'CreateTopicsRequest.topics',
-    342: 'CreateTopicsRequest.topics',
-    343: 'CreateTopicsRequest.topics',
-    344: 'CreateTopicsRequest.topics',
-    345: 'CreateTopicsRequest.topics',
-    346: 'CreateTopicsRequest.topics',
-    347: 'CreateTopicsRequest.topics',
-    348: 'CreateTopicsRequest.topics',
-    349: 'CreateTopicsRequest.topics',
-    350: 'CreateTopicsRequest.topics',
-    351: 'CreateTopicsRequest.topics',
-    352: 'CreateTopicsRequest.topics',
-    353: 'CreateTopicsRequest.topics',
-    354: 'CreateTopicsRequest.topics',
-    355: 'CreateTopicsRequest.timeout_ms/validate_only',
-    356: 'CreateTopicsRequest.timeout_ms/validate_only',
-    357: 'CreateTopicsRequest.<tagged fields>',
-    358: 'CreateTopicsRequest.<tagged fields>',
-    359: 'CreateTopicsRequest.<tagged fields>',
-    360: 'CreateTopicsRequest.<tagged fields>',
-    361: 'CreateTopicsRequest.<tagged fields>',
+    133: 'CreatableReplicaAssignment.broker_ids',
+    134: 'CreatableReplicaAssignment.broker_ids',
+    135: 'CreatableReplicaAssignment.broker_ids',
+    136: 'CreatableReplicaAssignment.broker_ids',
+    137: 'CreatableReplicaAssignment.broker_ids',
+    138: 'CreatableReplicaAssignment.broker_ids',
+    139: 'CreatableReplicaAssignment.broker_ids',
+    140: 'CreatableReplicaAssignment.broker_ids',
+    141: 'CreatableReplicaAssignment.<tagged fields>',
+    142: 'CreatableReplicaAssignment.<tagged fields>',
+    143: 'CreatableReplicaAssignment.<tagged fields>',
+    144: 'CreatableReplicaAssignment.<tagged fields>',
+    145: 'CreatableReplicaAssignment.<tagged fields>',
+    156: 'CreatableTopicConfig.name',
+    157: 'CreatableTopicConfig.name',
+    158: 'CreatableTopicConfig.name',
+    159: 'CreatableTopicConfig.name',
+    160: 'CreatableTopicConfig.name',
+    161: 'CreatableTopicConfig.name',
+    162: 'CreatableTopicConfig.name',
+    163: 'CreatableTopicConfig.name',
+    164: 'CreatableTopicConfig.name',
+    165: 'CreatableTopicConfig.name',
+    166: 'CreatableTopicConfig.value',
+    167: 'CreatableTopicConfig.value',
+    168: 'CreatableTopicConfig.value',
+    169: 'CreatableTopicConfig.value',
+    170: 'CreatableTopicConfig.value',
+    171: 'CreatableTopicConfig.value',
+    172: 'CreatableTopicConfig.value',
+    173: 'CreatableTopicConfig.value',
+    174: 'CreatableTopicConfig.value',
+    175: 'CreatableTopicConfig.value',
+    188: 'CreatableTopicConfig.name',
+    189: 'CreatableTopicConfig.name',
+    190: 'CreatableTopicConfig.name',
+    191: 'CreatableTopicConfig.name',
+    192: 'CreatableTopicConfig.name',
+    193: 'CreatableTopicConfig.name',
+    194: 'CreatableTopicConfig.name',
+    195: 'CreatableTopicConfig.name',
+    196: 'CreatableTopicConfig.name',
+    197: 'CreatableTopicConfig.name',
+    198: 'CreatableTopicConfig.name',
+    199: 'CreatableTopicConfig.name',
+    200: 'CreatableTopicConfig.name',
+    201: 'CreatableTopicConfig.name',
+    202: 'CreatableTopicConfig.name',
+    203: 'CreatableTopicConfig.name',
+    204: 'CreatableTopicConfig.name',
+    205: 'CreatableTopicConfig.value',
+    206: 'CreatableTopicConfig.value',
+    207: 'CreatableTopicConfig.value',
+    208: 'CreatableTopicConfig.value',
+    209: 'CreatableTopicConfig.value',
+    210: 'CreatableTopicConfig.value',
+    211: 'CreatableTopicConfig.value',
+    212: 'CreatableTopicConfig.value',
+    213: 'CreatableTopicConfig.value',
+    214: 'CreatableTopicConfig.value',
+    215: 'CreatableTopicConfig.value',
+    216: 'CreatableTopicConfig.value',
+    217: 'CreatableTopicConfig.value',
+    218: 'CreatableTopicConfig.value',
+    219: 'CreatableTopicConfig.value',
+    220: 'CreatableTopicConfig.value',
+    221: 'CreatableTopicConfig.value',
+    222: 'CreatableTopicConfig.<tagged fields>',
+    223: 'CreatableTopicConfig.<tagged fields>',
+    224: 'CreatableTopicConfig.<tagged fields>',
+    225: 'CreatableTopicConfig.<tagged fields>',
+    226: 'CreatableTopicConfig.<tagged fields>',
+    237: 'CreatableTopic.name',
+    238: 'CreatableTopic.name',
+    239: 'CreatableTopic.name',
+    240: 'CreatableTopic.name',
+    241: 'CreatableTopic.name',
+    242: 'CreatableTopic.name',
+    243: 'CreatableTopic.name',
+    244: 'CreatableTopic.name',
+    245: 'CreatableTopic.name',
+    246: 'CreatableTopic.name',
+    247: 'CreatableTopic.num_partitions/replication_factor',
+    248: 'CreatableTopic.num_partitions/replication_factor',
+    249: 'CreatableTopic.assignments',
+    250: 'CreatableTopic.assignments',
+    251: 'CreatableTopic.assignments',
+    252: 'CreatableTopic.assignments',
+    253: 'CreatableTopic.assignments',
+    254: 'CreatableTopic.assignments',
+    255: 'CreatableTopic.assignments',
+    256: 'CreatableTopic.assignments',
+    257: 'CreatableTopic.assignments',
+    258: 'CreatableTopic.assignments',
+    259: 'CreatableTopic.configs',
+    260: 'CreatableTopic.configs',
+    261: 'CreatableTopic.configs',
+    262: 'CreatableTopic.configs',
+    263: 'CreatableTopic.configs',
+    264: 'CreatableTopic.configs',
+    265: 'CreatableTopic.configs',
+    266: 'CreatableTopic.configs',
+    267: 'CreatableTopic.configs',
+    268: 'CreatableTopic.configs',
+    284: 'CreatableTopic.name',
+    285: 'CreatableTopic.name',
+    286: 'CreatableTopic.name',
+    287: 'CreatableTopic.name',
+    288: 'CreatableTopic.name',
+    289: 'CreatableTopic.name',
+    290: 'CreatableTopic.name',
+    291: 'CreatableTopic.name',
+    292: 'CreatableTopic.name',
+    293: 'CreatableTopic.name',
+    294: 'CreatableTopic.name',
+    295: 'CreatableTopic.name',
+    296: 'CreatableTopic.name',
+    297: 'CreatableTopic.name',
+    298: 'CreatableTopic.name',
+    299: 'CreatableTopic.name',
+    300: 'CreatableTopic.name',
+    301: 'CreatableTopic.num_partitions/replication_factor',
+    302: 'CreatableTopic.num_partitions/replication_factor',
+    303: 'CreatableTopic.assignments',
+    304: 'CreatableTopic.assignments',
+    305: 'CreatableTopic.assignments',
+    306: 'CreatableTopic.assignments',
+    307: 'CreatableTopic.assignments',
+    308: 'CreatableTopic.assignments',
+    309: 'CreatableTopic.assignments',
+    310: 'CreatableTopic.assignments',
+    311: 'CreatableTopic.assignments',
+    312: 'CreatableTopic.assignments',
+    313: 'CreatableTopic.assignments',
+    314: 'CreatableTopic.assignments',
+    315: 'CreatableTopic.assignments',
+    316: 'CreatableTopic.assignments',
+    317: 'CreatableTopic.assignments',
+    318: 'CreatableTopic.assignments',
+    319: 'CreatableTopic.assignments',
+    320: 'CreatableTopic.configs',
+    321: 'CreatableTopic.configs',
+    322: 'CreatableTopic.configs',
+    323: 'CreatableTopic.configs',
+    324: 'CreatableTopic.configs',
+    325: 'CreatableTopic.configs',
+    326: 'CreatableTopic.configs',
+    327: 'CreatableTopic.configs',
+    328: 'CreatableTopic.configs',
+    329: 'CreatableTopic.configs',
+    330: 'CreatableTopic.configs',
+    331: 'CreatableTopic.configs',
+    332: 'CreatableTopic.configs',
+    333: 'CreatableTopic.configs',
+    334: 'CreatableTopic.configs',
+    335: 'CreatableTopic.configs',
+    336: 'CreatableTopic.configs',
+    337: 'CreatableTopic.<tagged fields>',
+    338: 'CreatableTopic.<tagged fields>',
+    339: 'CreatableTopic.<tagged fields>',
+    340: 'CreatableTopic.<tagged fields>',
+    341: 'CreatableTopic.<tagged fields>',
+    355: 'CreateTopicsRequest.topics',
+    356: 'CreateTopicsRequest.topics',
+    357: 'CreateTopicsRequest.topics',
+    358: 'CreateTopicsRequest.topics',
+    359: 'CreateTopicsRequest.topics',
+    360: 'CreateTopicsRequest.topics',
+    361: 'CreateTopicsRequest.topics',
+    362: 'CreateTopicsRequest.topics',
+    363: 'CreateTopicsRequest.topics',
+    364: 'CreateTopicsRequest.topics',
+    365: 'CreateTopicsRequest.timeout_ms',
+    366: 'CreateTopicsRequest.timeout_ms',
+    376: 'CreateTopicsRequest.topics',
+    377: 'CreateTopicsRequest.topics',
+    378: 'CreateTopicsRequest.topics',
+    379: 'CreateTopicsRequest.topics',
+    380: 'CreateTopicsRequest.topics',
+    381: 'CreateTopicsRequest.topics',
+    382: 'CreateTopicsRequest.topics',
+    383: 'CreateTopicsRequest.topics',
+    384: 'CreateTopicsRequest.topics',
+    385: 'CreateTopicsRequest.topics',
+    386: 'CreateTopicsRequest.timeout_ms/validate_only',
+    387: 'CreateTopicsRequest.timeout_ms/validate_only',
+    400: 'CreateTopicsRequest.topics',
+    401: 'CreateTopicsRequest.topics',
+    402: 'CreateTopicsRequest.topics',
+    403: 'CreateTopicsRequest.topics',
+    404: 'CreateTopicsRequest.topics',
+    405: 'CreateTopicsRequest.topics',
+    406: 'CreateTopicsRequest.topics',
+    407: 'CreateTopicsRequest.topics',
+    408: 'CreateTopicsRequest.topics',
+    409: 'CreateTopicsRequest.topics',
+    410: 'CreateTopicsRequest.topics',
+    411: 'CreateTopicsRequest.topics',
+    412: 'CreateTopicsRequest.topics',
+    413: 'CreateTopicsRequest.topics',
+    414: 'CreateTopicsRequest.topics',
+    415: 'CreateTopicsRequest.topics',
+    416: 'CreateTopicsRequest.topics',
+    417: 'CreateTopicsRequest.timeout_ms/validate_only',
+    418: 'CreateTopicsRequest.timeout_ms/validate_only',
+    419: 'CreateTopicsRequest.<tagged fields>',
+    420: 'CreateTopicsRequest.<tagged fields>',
+    421: 'CreateTopicsRequest.<tagged fields>',
+    422: 'CreateTopicsRequest.<tagged fields>',
+    423: 'CreateTopicsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -98,6 +99,9 @@ def _d_CreatableTopicConfigs_v5(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -112,6 +116,9 @@ def _d_CreatableTopicConfigs_v5(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -130,7 +137,14 @@ def _d_CreatableTopicConfigs_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreatableTopicConfigs.<tagged fields>')
-    return CreatableTopicConfigs(_f_name, _f_value, _f_read_only, _f_config_source, _f_is_sensitive, _unk), pos
+    _o = _new(CreatableTopicConfigs)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.read_only = _f_read_only
+    _o.config_source = _f_config_source
+    _o.is_sensitive = _f_is_sensitive
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatableTopicConfigs_v6 = _d_CreatableTopicConfigs_v5
@@ -150,7 +164,17 @@ def _d_CreatableTopicResult_v0(buf, pos):
         pos = _end14
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return CreatableTopicResult(_f_name, _ZERO_UUID, _f_error_code, '', 0, -1, -1, [], None), pos
+    _o = _new(CreatableTopicResult)
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.error_code = _f_error_code
+    _o.error_message = ''
+    _o.topic_config_error_code = 0
+    _o.num_partitions = -1
+    _o.replication_factor = -1
+    _o.configs = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_CreatableTopicResult_v1(buf, pos):
@@ -176,7 +200,17 @@ def _d_CreatableTopicResult_v1(buf, pos):
             raise _trunc('CreatableTopicResult.error_message', _n17, len(buf) - pos)
         _f_error_message = str(buf[pos:_end18], 'utf-8')
         pos = _end18
-    return CreatableTopicResult(_f_name, _ZERO_UUID, _f_error_code, _f_error_message, 0, -1, -1, [], None), pos
+    _o = _new(CreatableTopicResult)
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.topic_config_error_code = 0
+    _o.num_partitions = -1
+    _o.replication_factor = -1
+    _o.configs = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreatableTopicResult_v2 = _d_CreatableTopicResult_v1
@@ -189,6 +223,9 @@ def _d_CreatableTopicResult_v5(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -205,6 +242,9 @@ def _d_CreatableTopicResult_v5(buf, pos):
     _n33 = buf[pos]
     if _n33 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n33 = (_n33 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n33, pos = _ruv(buf, pos)
     _n33 -= 1
@@ -221,6 +261,9 @@ def _d_CreatableTopicResult_v5(buf, pos):
     _n35 = buf[pos]
     if _n35 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n35 = (_n35 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n35, pos = _ruv(buf, pos)
     _n35 -= 1
@@ -243,7 +286,17 @@ def _d_CreatableTopicResult_v5(buf, pos):
             _tp = 0
             _f_topic_config_error_code = _S_hu(_tb, _tp)[0]
             _tp += 2
-    return CreatableTopicResult(_f_name, _ZERO_UUID, _f_error_code, _f_error_message, _f_topic_config_error_code, _f_num_partitions, _f_replication_factor, _f_configs, _unk), pos
+    _o = _new(CreatableTopicResult)
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.topic_config_error_code = _f_topic_config_error_code
+    _o.num_partitions = _f_num_partitions
+    _o.replication_factor = _f_replication_factor
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreatableTopicResult_v6 = _d_CreatableTopicResult_v5
@@ -252,6 +305,9 @@ def _d_CreatableTopicResult_v7(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -272,6 +328,9 @@ def _d_CreatableTopicResult_v7(buf, pos):
     _n45 = buf[pos]
     if _n45 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n45 = (_n45 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n45, pos = _ruv(buf, pos)
     _n45 -= 1
@@ -288,6 +347,9 @@ def _d_CreatableTopicResult_v7(buf, pos):
     _n47 = buf[pos]
     if _n47 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n47 = (_n47 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n47, pos = _ruv(buf, pos)
     _n47 -= 1
@@ -310,7 +372,17 @@ def _d_CreatableTopicResult_v7(buf, pos):
             _tp = 0
             _f_topic_config_error_code = _S_hu(_tb, _tp)[0]
             _tp += 2
-    return CreatableTopicResult(_f_name, _f_topic_id, _f_error_code, _f_error_message, _f_topic_config_error_code, _f_num_partitions, _f_replication_factor, _f_configs, _unk), pos
+    _o = _new(CreatableTopicResult)
+    _o.name = _f_name
+    _o.topic_id = _f_topic_id
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.topic_config_error_code = _f_topic_config_error_code
+    _o.num_partitions = _f_num_partitions
+    _o.replication_factor = _f_replication_factor
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_CreateTopicsResponse_v0(buf, pos):
@@ -324,7 +396,11 @@ def _d_CreateTopicsResponse_v0(buf, pos):
         for _ in range(_n49):
             _x50, pos = _d_CreatableTopicResult_v0(buf, pos)
             _f_topics.append(_x50)
-    return CreateTopicsResponse(0, _f_topics, None), pos
+    _o = _new(CreateTopicsResponse)
+    _o.throttle_time_ms = 0
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_CreateTopicsResponse_v1(buf, pos):
@@ -338,7 +414,11 @@ def _d_CreateTopicsResponse_v1(buf, pos):
         for _ in range(_n51):
             _x52, pos = _d_CreatableTopicResult_v1(buf, pos)
             _f_topics.append(_x52)
-    return CreateTopicsResponse(0, _f_topics, None), pos
+    _o = _new(CreateTopicsResponse)
+    _o.throttle_time_ms = 0
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_CreateTopicsResponse_v2(buf, pos):
@@ -354,7 +434,11 @@ def _d_CreateTopicsResponse_v2(buf, pos):
         for _ in range(_n53):
             _x54, pos = _d_CreatableTopicResult_v2(buf, pos)
             _f_topics.append(_x54)
-    return CreateTopicsResponse(_f_throttle_time_ms, _f_topics, None), pos
+    _o = _new(CreateTopicsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_CreateTopicsResponse_v3 = _d_CreateTopicsResponse_v2
@@ -367,6 +451,9 @@ def _d_CreateTopicsResponse_v5(buf, pos):
     _n59 = buf[pos]
     if _n59 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n59 = (_n59 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n59, pos = _ruv(buf, pos)
     _n59 -= 1
@@ -383,7 +470,11 @@ def _d_CreateTopicsResponse_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreateTopicsResponse.<tagged fields>')
-    return CreateTopicsResponse(_f_throttle_time_ms, _f_topics, _unk), pos
+    _o = _new(CreateTopicsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_CreateTopicsResponse_v6 = _d_CreateTopicsResponse_v5
@@ -394,6 +485,9 @@ def _d_CreateTopicsResponse_v7(buf, pos):
     _n63 = buf[pos]
     if _n63 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n63 = (_n63 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n63, pos = _ruv(buf, pos)
     _n63 -= 1
@@ -410,7 +504,11 @@ def _d_CreateTopicsResponse_v7(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CreateTopicsResponse.<tagged fields>')
-    return CreateTopicsResponse(_f_throttle_time_ms, _f_topics, _unk), pos
+    _o = _new(CreateTopicsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_CreatableTopicConfigs_v5(o, w):
@@ -500,7 +598,10 @@ def _e_CreatableTopicResult_v5(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 _e_CreatableTopicResult_v6 = _e_CreatableTopicResult_v5
@@ -538,7 +639,10 @@ def _e_CreatableTopicResult_v7(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 def _e_CreateTopicsResponse_v0(o, w):
@@ -604,7 +708,6 @@ FLEXIBLE_FROM = 5
 DECODERS = {0: _d_CreateTopicsResponse_v0, 1: _d_CreateTopicsResponse_v1, 2: _d_CreateTopicsResponse_v2, 3: _d_CreateTopicsResponse_v3, 4: _d_CreateTopicsResponse_v4, 5: _d_CreateTopicsResponse_v5, 6: _d_CreateTopicsResponse_v6, 7: _d_CreateTopicsResponse_v7}
 ENCODERS = {0: _e_CreateTopicsResponse_v0, 1: _e_CreateTopicsResponse_v1, 2: _e_CreateTopicsResponse_v2, 3: _e_CreateTopicsResponse_v3, 4: _e_CreateTopicsResponse_v4, 5: _e_CreateTopicsResponse_v5, 6: _e_CreateTopicsResponse_v6, 7: _e_CreateTopicsResponse_v7}
 _reg(__file__, {
-    98: 'CreatableTopicConfigs.name',
     99: 'CreatableTopicConfigs.name',
     100: 'CreatableTopicConfigs.name',
     101: 'CreatableTopicConfigs.name',
@@ -618,10 +721,10 @@ _reg(__file__, {
     109: 'CreatableTopicConfigs.name',
     110: 'CreatableTopicConfigs.name',
     111: 'CreatableTopicConfigs.name',
-    112: 'CreatableTopicConfigs.value',
-    113: 'CreatableTopicConfigs.value',
-    114: 'CreatableTopicConfigs.value',
-    115: 'CreatableTopicConfigs.value',
+    112: 'CreatableTopicConfigs.name',
+    113: 'CreatableTopicConfigs.name',
+    114: 'CreatableTopicConfigs.name',
+    115: 'CreatableTopicConfigs.name',
     116: 'CreatableTopicConfigs.value',
     117: 'CreatableTopicConfigs.value',
     118: 'CreatableTopicConfigs.value',
@@ -632,25 +735,22 @@ _reg(__file__, {
     123: 'CreatableTopicConfigs.value',
     124: 'CreatableTopicConfigs.value',
     125: 'CreatableTopicConfigs.value',
-    126: 'CreatableTopicConfigs.read_only/config_source/is_sensitive',
-    127: 'CreatableTopicConfigs.read_only/config_source/is_sensitive',
-    128: 'CreatableTopicConfigs.<tagged fields>',
-    129: 'CreatableTopicConfigs.<tagged fields>',
-    130: 'CreatableTopicConfigs.<tagged fields>',
-    131: 'CreatableTopicConfigs.<tagged fields>',
-    132: 'CreatableTopicConfigs.<tagged fields>',
-    139: 'CreatableTopicResult.name',
-    140: 'CreatableTopicResult.name',
-    141: 'CreatableTopicResult.name',
-    142: 'CreatableTopicResult.name',
-    143: 'CreatableTopicResult.name',
-    144: 'CreatableTopicResult.name',
-    145: 'CreatableTopicResult.name',
-    146: 'CreatableTopicResult.name',
-    147: 'CreatableTopicResult.name',
-    148: 'CreatableTopicResult.name',
-    149: 'CreatableTopicResult.error_code',
-    150: 'CreatableTopicResult.error_code',
+    126: 'CreatableTopicConfigs.value',
+    127: 'CreatableTopicConfigs.value',
+    128: 'CreatableTopicConfigs.value',
+    129: 'CreatableTopicConfigs.value',
+    130: 'CreatableTopicConfigs.value',
+    131: 'CreatableTopicConfigs.value',
+    132: 'CreatableTopicConfigs.value',
+    133: 'CreatableTopicConfigs.read_only/config_source/is_sensitive',
+    134: 'CreatableTopicConfigs.read_only/config_source/is_sensitive',
+    135: 'CreatableTopicConfigs.<tagged fields>',
+    136: 'CreatableTopicConfigs.<tagged fields>',
+    137: 'CreatableTopicConfigs.<tagged fields>',
+    138: 'CreatableTopicConfigs.<tagged fields>',
+    139: 'CreatableTopicConfigs.<tagged fields>',
+    153: 'CreatableTopicResult.name',
+    154: 'CreatableTopicResult.name',
     155: 'CreatableTopicResult.name',
     156: 'CreatableTopicResult.name',
     157: 'CreatableTopicResult.name',
@@ -659,193 +759,168 @@ _reg(__file__, {
     160: 'CreatableTopicResult.name',
     161: 'CreatableTopicResult.name',
     162: 'CreatableTopicResult.name',
-    163: 'CreatableTopicResult.name',
-    164: 'CreatableTopicResult.name',
-    165: 'CreatableTopicResult.error_code',
-    166: 'CreatableTopicResult.error_code',
-    167: 'CreatableTopicResult.error_message',
-    168: 'CreatableTopicResult.error_message',
-    169: 'CreatableTopicResult.error_message',
-    170: 'CreatableTopicResult.error_message',
-    171: 'CreatableTopicResult.error_message',
-    172: 'CreatableTopicResult.error_message',
-    173: 'CreatableTopicResult.error_message',
-    174: 'CreatableTopicResult.error_message',
-    175: 'CreatableTopicResult.error_message',
-    176: 'CreatableTopicResult.error_message',
+    163: 'CreatableTopicResult.error_code',
+    164: 'CreatableTopicResult.error_code',
+    179: 'CreatableTopicResult.name',
+    180: 'CreatableTopicResult.name',
+    181: 'CreatableTopicResult.name',
+    182: 'CreatableTopicResult.name',
+    183: 'CreatableTopicResult.name',
     184: 'CreatableTopicResult.name',
     185: 'CreatableTopicResult.name',
     186: 'CreatableTopicResult.name',
     187: 'CreatableTopicResult.name',
     188: 'CreatableTopicResult.name',
-    189: 'CreatableTopicResult.name',
-    190: 'CreatableTopicResult.name',
-    191: 'CreatableTopicResult.name',
-    192: 'CreatableTopicResult.name',
-    193: 'CreatableTopicResult.name',
-    194: 'CreatableTopicResult.name',
-    195: 'CreatableTopicResult.name',
-    196: 'CreatableTopicResult.name',
-    197: 'CreatableTopicResult.name',
-    198: 'CreatableTopicResult.error_code',
-    199: 'CreatableTopicResult.error_code',
+    189: 'CreatableTopicResult.error_code',
+    190: 'CreatableTopicResult.error_code',
+    191: 'CreatableTopicResult.error_message',
+    192: 'CreatableTopicResult.error_message',
+    193: 'CreatableTopicResult.error_message',
+    194: 'CreatableTopicResult.error_message',
+    195: 'CreatableTopicResult.error_message',
+    196: 'CreatableTopicResult.error_message',
+    197: 'CreatableTopicResult.error_message',
+    198: 'CreatableTopicResult.error_message',
+    199: 'CreatableTopicResult.error_message',
     200: 'CreatableTopicResult.error_message',
-    201: 'CreatableTopicResult.error_message',
-    202: 'CreatableTopicResult.error_message',
-    203: 'CreatableTopicResult.error_message',
-    204: 'CreatableTopicResult.error_message',
-    205: 'CreatableTopicResult.error_message',
-    206: 'CreatableTopicResult.error_message',
-    207: 'CreatableTopicResult.error_message',
-    208: 'CreatableTopicResult.error_message',
-    209: 'CreatableTopicResult.error_message',
-    210: 'CreatableTopicResult.error_message',
-    211: 'CreatableTopicResult.error_message',
-    212: 'CreatableTopicResult.error_message',
-    213: 'CreatableTopicResult.error_message',
-    214: 'CreatableTopicResult.num_partitions/replication_factor',
-    215: 'CreatableTopicResult.num_partitions/replication_factor',
-    216: 'CreatableTopicResult.configs',
-    217: 'CreatableTopicResult.configs',
-    218: 'CreatableTopicResult.configs',
-    219: 'CreatableTopicResult.configs',
-    220: 'CreatableTopicResult.configs',
-    221: 'CreatableTopicResult.configs',
-    222: 'CreatableTopicResult.configs',
-    223: 'CreatableTopicResult.configs',
-    224: 'CreatableTopicResult.configs',
-    225: 'CreatableTopicResult.configs',
-    226: 'CreatableTopicResult.configs',
-    227: 'CreatableTopicResult.configs',
-    228: 'CreatableTopicResult.configs',
-    229: 'CreatableTopicResult.configs',
-    230: 'CreatableTopicResult.<tagged fields>',
-    231: 'CreatableTopicResult.<tagged fields>',
-    232: 'CreatableTopicResult.<tagged fields>',
-    233: 'CreatableTopicResult.<tagged fields>',
-    234: 'CreatableTopicResult.<tagged fields>',
-    235: 'CreatableTopicResult.<tagged fields>',
-    236: 'CreatableTopicResult.topic_config_error_code',
-    237: 'CreatableTopicResult.topic_config_error_code',
-    238: 'CreatableTopicResult.topic_config_error_code',
-    239: 'CreatableTopicResult.topic_config_error_code',
-    240: 'CreatableTopicResult.topic_config_error_code',
-    246: 'CreatableTopicResult.name',
-    247: 'CreatableTopicResult.name',
-    248: 'CreatableTopicResult.name',
-    249: 'CreatableTopicResult.name',
-    250: 'CreatableTopicResult.name',
-    251: 'CreatableTopicResult.name',
-    252: 'CreatableTopicResult.name',
-    253: 'CreatableTopicResult.name',
-    254: 'CreatableTopicResult.name',
-    255: 'CreatableTopicResult.name',
-    256: 'CreatableTopicResult.name',
-    257: 'CreatableTopicResult.name',
-    258: 'CreatableTopicResult.name',
-    259: 'CreatableTopicResult.name',
-    260: 'CreatableTopicResult.topic_id',
-    261: 'CreatableTopicResult.topic_id',
-    262: 'CreatableTopicResult.topic_id',
-    263: 'CreatableTopicResult.topic_id',
-    264: 'CreatableTopicResult.error_code',
-    265: 'CreatableTopicResult.error_code',
-    266: 'CreatableTopicResult.error_message',
-    267: 'CreatableTopicResult.error_message',
-    268: 'CreatableTopicResult.error_message',
-    269: 'CreatableTopicResult.error_message',
-    270: 'CreatableTopicResult.error_message',
-    271: 'CreatableTopicResult.error_message',
-    272: 'CreatableTopicResult.error_message',
-    273: 'CreatableTopicResult.error_message',
-    274: 'CreatableTopicResult.error_message',
-    275: 'CreatableTopicResult.error_message',
-    276: 'CreatableTopicResult.error_message',
-    277: 'CreatableTopicResult.error_message',
-    278: 'CreatableTopicResult.error_message',
-    279: 'CreatableTopicResult.error_message',
-    280: 'CreatableTopicResult.num_partitions/replication_factor',
-    281: 'CreatableTopicResult.num_partitions/replication_factor',
-    282: 'CreatableTopicResult.configs',
-    283: 'CreatableTopicResult.configs',
-    284: 'CreatableTopicResult.configs',
-    285: 'CreatableTopicResult.configs',
-    286: 'CreatableTopicResult.configs',
-    287: 'CreatableTopicResult.configs',
-    288: 'CreatableTopicResult.configs',
-    289: 'CreatableTopicResult.configs',
-    290: 'CreatableTopicResult.configs',
-    291: 'CreatableTopicResult.configs',
-    292: 'CreatableTopicResult.configs',
-    293: 'CreatableTopicResult.configs',
-    294: 'CreatableTopicResult.configs',
-    295: 'CreatableTopicResult.configs',
-    296: 'CreatableTopicResult.<tagged fields>',
-    297: 'CreatableTopicResult.<tagged fields>',
-    298: 'CreatableTopicResult.<tagged fields>',
-    299: 'CreatableTopicResult.<tagged fields>',
-    300: 'CreatableTopicResult.<tagged fields>',
-    301: 'CreatableTopicResult.<tagged fields>',
-    302: 'CreatableTopicResult.topic_config_error_code',
-    303: 'CreatableTopicResult.topic_config_error_code',
-    304: 'CreatableTopicResult.topic_config_error_code',
-    305: 'CreatableTopicResult.topic_config_error_code',
-    306: 'CreatableTopicResult.topic_config_error_code',
-    311: 'CreateTopicsResponse.topics',
-    312: 'CreateTopicsResponse.topics',
-    313: 'CreateTopicsResponse.topics',
-    314: 'CreateTopicsResponse.topics',
-    315: 'CreateTopicsResponse.topics',
-    316: 'CreateTopicsResponse.topics',
-    317: 'CreateTopicsResponse.topics',
-    318: 'CreateTopicsResponse.topics',
-    319: 'CreateTopicsResponse.topics',
-    320: 'CreateTopicsResponse.topics',
-    325: 'CreateTopicsResponse.topics',
-    326: 'CreateTopicsResponse.topics',
-    327: 'CreateTopicsResponse.topics',
-    328: 'CreateTopicsResponse.topics',
-    329: 'CreateTopicsResponse.topics',
-    330: 'CreateTopicsResponse.topics',
-    331: 'CreateTopicsResponse.topics',
-    332: 'CreateTopicsResponse.topics',
-    333: 'CreateTopicsResponse.topics',
-    334: 'CreateTopicsResponse.topics',
-    339: 'CreateTopicsResponse.throttle_time_ms',
-    340: 'CreateTopicsResponse.throttle_time_ms',
-    341: 'CreateTopicsResponse.topics',
-    342: 'CreateTopicsResponse.topics',
-    343: 'CreateTopicsResponse.topics',
-    344: 'CreateTopicsResponse.topics',
-    345: 'CreateTopicsResponse.topics',
-    346: 'CreateTopicsResponse.topics',
-    347: 'CreateTopicsResponse.topics',
-    348: 'CreateTopicsResponse.topics',
-    349: 'CreateTopicsResponse.topics',
-    350: 'CreateTopicsResponse.topics',
-    357: 'CreateTopicsResponse.throttle_time_ms',
-    358: 'CreateTopicsResponse.throttle_time_ms',
-    359: 'CreateTopicsResponse.topics',
-    360: 'CreateTopicsResponse.topics',
-    361: 'CreateTopicsResponse.topics',
-    362: 'CreateTopicsResponse.topics',
-    363: 'CreateTopicsResponse.topics',
-    364: 'CreateTopicsResponse.topics',
-    365: 'CreateTopicsResponse.topics',
-    366: 'CreateTopicsResponse.topics',
-    367: 'CreateTopicsResponse.topics',
-    368: 'CreateTopicsResponse.topics',
-    369: 'CreateTopicsResponse.topics',
-    370: 'CreateTopicsResponse.topics',
-    371: 'CreateTopicsResponse.topics',
-    372: 'CreateTopicsResponse.topics',
-    373: 'CreateTopicsResponse.<tagged fields>',
-    374: 'CreateTopicsResponse.<tagged fields>',
-    375: 'CreateTopicsResponse.<tagged fields>',
-    376: 'CreateTopicsResponse.<tagged fields>',
-    377: 'CreateTopicsResponse.<tagged fields>',
-    383: 'CreateTopicsResponse.throttle_time_ms',
-    384: 'CreateTopicsResponse.throttle_time_ms',
+    218: 'CreatableTopicResult.name',
+    219: 'CreatableTopicResult.name',
+    220: 'CreatableTopicResult.name',
+    221: 'CreatableTopicResult.name',
+    222: 'CreatableTopicResult.name',
+    223: 'CreatableTopicResult.name',
+    224: 'CreatableTopicResult.name',
+    225: 'CreatableTopicResult.name',
+    226: 'CreatableTopicResult.name',
+    227: 'CreatableTopicResult.name',
+    228: 'CreatableTopicResult.name',
+    229: 'CreatableTopicResult.name',
+    230: 'CreatableTopicResult.name',
+    231: 'CreatableTopicResult.name',
+    232: 'CreatableTopicResult.name',
+    233: 'CreatableTopicResult.name',
+    234: 'CreatableTopicResult.name',
+    235: 'CreatableTopicResult.error_code',
+    236: 'CreatableTopicResult.error_code',
+    237: 'CreatableTopicResult.error_message',
+    238: 'CreatableTopicResult.error_message',
+    239: 'CreatableTopicResult.error_message',
+    240: 'CreatableTopicResult.error_message',
+    241: 'CreatableTopicResult.error_message',
+    242: 'CreatableTopicResult.error_message',
+    243: 'CreatableTopicResult.error_message',
+    244: 'CreatableTopicResult.error_message',
+    245: 'CreatableTopicResult.error_message',
+    246: 'CreatableTopicResult.error_message',
+    247: 'CreatableTopicResult.error_message',
+    248: 'CreatableTopicResult.error_message',
+    249: 'CreatableTopicResult.error_message',
+    250: 'CreatableTopicResult.error_message',
+    251: 'CreatableTopicResult.error_message',
+    252: 'CreatableTopicResult.error_message',
+    253: 'CreatableTopicResult.error_message',
+    254: 'CreatableTopicResult.num_partitions/replication_factor',
+    255: 'CreatableTopicResult.num_partitions/replication_factor',
+    256: 'CreatableTopicResult.configs',
+    257: 'CreatableTopicResult.configs',
+    258: 'CreatableTopicResult.configs',
+    259: 'CreatableTopicResult.configs',
+    260: 'CreatableTopicResult.configs',
+    261: 'CreatableTopicResult.configs',
+    262: 'CreatableTopicResult.configs',
+    263: 'CreatableTopicResult.configs',
+    264: 'CreatableTopicResult.configs',
+    265: 'CreatableTopicResult.configs',
+    266: 'CreatableTopicResult.configs',
+    267: 'CreatableTopicResult.configs',
+    268: 'CreatableTopicResult.configs',
+    269: 'CreatableTopicResult.configs',
+    270: 'CreatableTopicResult.configs',
+    271: 'CreatableTopicResult.configs',
+    272: 'CreatableTopicResult.configs',
+    273: 'CreatableTopicResult.<tagged fields>',
+    274: 'CreatableTopicResult.<tagged fields>',
+    275: 'CreatableTopicResult.<tagged fields>',
+    276: 'CreatableTopicResult.<tagged fields>',
+    277: 'CreatableTopicResult.<tagged fields>',
+    278: 'CreatableTopicResult.<tagged fields>',
+    279: 'CreatableTopicResult.topic_config_error_code',
+    280: 'CreatableTopicResult.topic_config_error_code',
+    281: 'CreatableTopicResult.topic_config_error_code',
+    282: 'CreatableTopicResult.topic_config_error_code',
+    283: 'CreatableTopicResult.topic_config_error_code',
+    299: 'CreatableTopicResult.name',
+    300: 'CreatableTopicResult.name',
+    301: 'CreatableTopicResult.name',
+    302: 'CreatableTopicResult.name',
+    303: 'CreatableTopicResult.name',
+    304: 'CreatableTopicResult.name',
+    305: 'CreatableTopicResult.name',
+    306: 'CreatableTopicResult.name',
+    307: 'CreatableTopicResult.name',
+    308: 'CreatableTopicResult.name',
+    309: 'CreatableTopicResult.name',
+    310: 'CreatableTopicResult.name',
+    311: 'CreatableTopicResult.name',
+    312: 'CreatableTopicResult.name',
+    313: 'CreatableTopicResult.name',
+    314: 'CreatableTopicResult.name',
+    315: 'CreatableTopicResult.name',
+    316: 'CreatableTopicResult.topic_id',
+    317: 'CreatableTopicResult.topic_id',
+    318: 'CreatableTopicResult.topic_id',
+    319: 'CreatableTopicResult.topic_id',
+    320: 'CreatableTopicResult.error_code',
+    321: 'CreatableTopicResult.error_code',
+    322: 'CreatableTopicResult.error_message',
+    323: 'CreatableTopicResult.error_message',
+    324: 'CreatableTopicResult.error_message',
+    325: 'CreatableTopicResult.error_message',
+    326: 'CreatableTopicResult.error_message',
+    327: 'CreatableTopicResult.error_message',
+    328: 'CreatableTopicResult.error_message',
+    329: 'CreatableTopicResult.error_message',
+    330: 'CreatableTopicResult.error_message',
+    331: 'CreatableTopicResult.error_message',
+    332: 'CreatableTopicResult.error_message',
+    333: 'CreatableTopicResult.error_message',
+    334: 'CreatableTopicResult.error_message',
+    335: 'CreatableTopicResult.error_message',
+    336: 'CreatableTopicResult.error_message',
+    337: 'CreatableTopicResult.error_message',
+    338: 'CreatableTopicResult.error_message',
+    339: 'CreatableTopicResult.num_partitions/replication_factor',
+    340: 'CreatableTopicResult.num_partitions/replication_factor',
+    341: 'CreatableTopicResult.configs',
+    342: 'CreatableTopicResult.configs',
+    343: 'CreatableTopicResult.configs',
+    344: 'CreatableTopicResult.configs',
+    345: 'CreatableTopicResult.configs',
+    346: 'CreatableTopicResult.configs',
+    347: 'CreatableTopicResult.configs',
+    348: 'CreatableTopicResult.configs',
+    349: 'CreatableTopicResult.configs',
+    350: 'CreatableTopicResult.configs',
+    351: 'CreatableTopicResult.configs',
+    352: 'CreatableTopicResult.configs',
+    353: 'CreatableTopicResult.configs',
+    354: 'CreatableTopicResult.configs',
+    355: 'CreatableTopicResult.configs',
+    356: 'CreatableTopicResult.configs',
+    357: 'CreatableTopicResult.configs',
+    358: 'CreatableTopicResult.<tagged fields>',
+    359: 'CreatableTopicResult.<tagged fields>',
+    360: 'CreatableTopicResult.<tagged fields>',
+    361: 'CreatableTopicResult.<tagged fields>',
+    362: 'CreatableTopicResult.<tagged fields>',
+    363: 'CreatableTopicResult.<tagged fields>',
+    364: 'CreatableTopicResult.topic_config_error_code',
+    365: 'CreatableTopicResult.topic_config_error_code',
+    366: 'CreatableTopicResult.topic_config_error_code',
+    367: 'CreatableTopicResult.topic_config_error_code',
+    368: 'CreatableTopicResult.topic_config_error_code',
+    383: 'CreateTopicsResponse.topics',
+    384: 'CreateTopicsResponse.topics',
     385: 'CreateTopicsResponse.topics',
     386: 'CreateTopicsResponse.topics',
     387: 'CreateTopicsResponse.topics',
@@ -854,15 +929,74 @@ _reg(__file__, {
     390: 'CreateTopicsResponse.topics',
     391: 'CreateTopicsResponse.topics',
     392: 'CreateTopicsResponse.topics',
-    393: 'CreateTopicsResponse.topics',
-    394: 'CreateTopicsResponse.topics',
-    395: 'CreateTopicsResponse.topics',
-    396: 'CreateTopicsResponse.topics',
-    397: 'CreateTopicsResponse.topics',
-    398: 'CreateTopicsResponse.topics',
-    399: 'CreateTopicsResponse.<tagged fields>',
-    400: 'CreateTopicsResponse.<tagged fields>',
-    401: 'CreateTopicsResponse.<tagged fields>',
-    402: 'CreateTopicsResponse.<tagged fields>',
-    403: 'CreateTopicsResponse.<tagged fields>',
+    401: 'CreateTopicsResponse.topics',
+    402: 'CreateTopicsResponse.topics',
+    403: 'CreateTopicsResponse.topics',
+    404: 'CreateTopicsResponse.topics',
+    405: 'CreateTopicsResponse.topics',
+    406: 'CreateTopicsResponse.topics',
+    407: 'CreateTopicsResponse.topics',
+    408: 'CreateTopicsResponse.topics',
+    409: 'CreateTopicsResponse.topics',
+    410: 'CreateTopicsResponse.topics',
+    419: 'CreateTopicsResponse.throttle_time_ms',
+    420: 'CreateTopicsResponse.throttle_time_ms',
+    421: 'CreateTopicsResponse.topics',
+    422: 'CreateTopicsResponse.topics',
+    423: 'CreateTopicsResponse.topics',
+    424: 'CreateTopicsResponse.topics',
+    425: 'CreateTopicsResponse.topics',
+    426: 'CreateTopicsResponse.topics',
+    427: 'CreateTopicsResponse.topics',
+    428: 'CreateTopicsResponse.topics',
+    429: 'CreateTopicsResponse.topics',
+    430: 'CreateTopicsResponse.topics',
+    441: 'CreateTopicsResponse.throttle_time_ms',
+    442: 'CreateTopicsResponse.throttle_time_ms',
+    443: 'CreateTopicsResponse.topics',
+    444: 'CreateTopicsResponse.topics',
+    445: 'CreateTopicsResponse.topics',
+    446: 'CreateTopicsResponse.topics',
+    447: 'CreateTopicsResponse.topics',
+    448: 'CreateTopicsResponse.topics',
+    449: 'CreateTopicsResponse.topics',
+    450: 'CreateTopicsResponse.topics',
+    451: 'CreateTopicsResponse.topics',
+    452: 'CreateTopicsResponse.topics',
+    453: 'CreateTopicsResponse.topics',
+    454: 'CreateTopicsResponse.topics',
+    455: 'CreateTopicsResponse.topics',
+    456: 'CreateTopicsResponse.topics',
+    457: 'CreateTopicsResponse.topics',
+    458: 'CreateTopicsResponse.topics',
+    459: 'CreateTopicsResponse.topics',
+    460: 'CreateTopicsResponse.<tagged fields>',
+    461: 'CreateTopicsResponse.<tagged fields>',
+    462: 'CreateTopicsResponse.<tagged fields>',
+    463: 'CreateTopicsResponse.<tagged fields>',
+    464: 'CreateTopicsResponse.<tagged fields>',
+    474: 'CreateTopicsResponse.throttle_time_ms',
+    475: 'CreateTopicsResponse.throttle_time_ms',
+    476: 'CreateTopicsResponse.topics',
+    477: 'CreateTopicsResponse.topics',
+    478: 'CreateTopicsResponse.topics',
+    479: 'CreateTopicsResponse.topics',
+    480: 'CreateTopicsResponse.topics',
+    481: 'CreateTopicsResponse.topics',
+    482: 'CreateTopicsResponse.topics',
+    483: 'CreateTopicsResponse.topics',
+    484: 'CreateTopicsResponse.topics',
+    485: 'CreateTopicsResponse.topics',
+    486: 'CreateTopicsResponse.topics',
+    487: 'CreateTopicsResponse.topics',
+    488: 'CreateTopicsResponse.topics',
+    489: 'CreateTopicsResponse.topics',
+    490: 'CreateTopicsResponse.topics',
+    491: 'CreateTopicsResponse.topics',
+    492: 'CreateTopicsResponse.topics',
+    493: 'CreateTopicsResponse.<tagged fields>',
+    494: 'CreateTopicsResponse.<tagged fields>',
+    495: 'CreateTopicsResponse.<tagged fields>',
+    496: 'CreateTopicsResponse.<tagged fields>',
+    497: 'CreateTopicsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -41,6 +42,9 @@ def _d_DefaultPrincipalData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -55,6 +59,9 @@ def _d_DefaultPrincipalData_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -73,7 +80,12 @@ def _d_DefaultPrincipalData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DefaultPrincipalData.<tagged fields>')
-    return DefaultPrincipalData(_f_type, _f_name, _f_token_authenticated, _unk), pos
+    _o = _new(DefaultPrincipalData)
+    _o.type = _f_type
+    _o.name = _f_name
+    _o.token_authenticated = _f_token_authenticated
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DefaultPrincipalData_v0(o, w):
@@ -102,7 +114,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DefaultPrincipalData_v0}
 ENCODERS = {0: _e_DefaultPrincipalData_v0}
 _reg(__file__, {
-    41: 'DefaultPrincipalData.type',
     42: 'DefaultPrincipalData.type',
     43: 'DefaultPrincipalData.type',
     44: 'DefaultPrincipalData.type',
@@ -116,10 +127,10 @@ _reg(__file__, {
     52: 'DefaultPrincipalData.type',
     53: 'DefaultPrincipalData.type',
     54: 'DefaultPrincipalData.type',
-    55: 'DefaultPrincipalData.name',
-    56: 'DefaultPrincipalData.name',
-    57: 'DefaultPrincipalData.name',
-    58: 'DefaultPrincipalData.name',
+    55: 'DefaultPrincipalData.type',
+    56: 'DefaultPrincipalData.type',
+    57: 'DefaultPrincipalData.type',
+    58: 'DefaultPrincipalData.type',
     59: 'DefaultPrincipalData.name',
     60: 'DefaultPrincipalData.name',
     61: 'DefaultPrincipalData.name',
@@ -130,11 +141,18 @@ _reg(__file__, {
     66: 'DefaultPrincipalData.name',
     67: 'DefaultPrincipalData.name',
     68: 'DefaultPrincipalData.name',
-    69: 'DefaultPrincipalData.token_authenticated',
-    70: 'DefaultPrincipalData.token_authenticated',
-    71: 'DefaultPrincipalData.<tagged fields>',
-    72: 'DefaultPrincipalData.<tagged fields>',
-    73: 'DefaultPrincipalData.<tagged fields>',
-    74: 'DefaultPrincipalData.<tagged fields>',
-    75: 'DefaultPrincipalData.<tagged fields>',
+    69: 'DefaultPrincipalData.name',
+    70: 'DefaultPrincipalData.name',
+    71: 'DefaultPrincipalData.name',
+    72: 'DefaultPrincipalData.name',
+    73: 'DefaultPrincipalData.name',
+    74: 'DefaultPrincipalData.name',
+    75: 'DefaultPrincipalData.name',
+    76: 'DefaultPrincipalData.token_authenticated',
+    77: 'DefaultPrincipalData.token_authenticated',
+    78: 'DefaultPrincipalData.<tagged fields>',
+    79: 'DefaultPrincipalData.<tagged fields>',
+    80: 'DefaultPrincipalData.<tagged fields>',
+    81: 'DefaultPrincipalData.<tagged fields>',
+    82: 'DefaultPrincipalData.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -97,7 +98,16 @@ def _d_DeleteAclsFilter_v0(buf, pos):
         pos = _end6
     _f_operation, _f_permission_type = _S_bbu(buf, pos)
     pos += 2
-    return DeleteAclsFilter(_f_resource_type_filter, _f_resource_name_filter, 3, _f_principal_filter, _f_host_filter, _f_operation, _f_permission_type, None), pos
+    _o = _new(DeleteAclsFilter)
+    _o.resource_type_filter = _f_resource_type_filter
+    _o.resource_name_filter = _f_resource_name_filter
+    _o.pattern_type_filter = 3
+    _o.principal_filter = _f_principal_filter
+    _o.host_filter = _f_host_filter
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteAclsFilter_v1(buf, pos):
@@ -137,7 +147,16 @@ def _d_DeleteAclsFilter_v1(buf, pos):
         pos = _end12
     _f_operation, _f_permission_type = _S_bbu(buf, pos)
     pos += 2
-    return DeleteAclsFilter(_f_resource_type_filter, _f_resource_name_filter, _f_pattern_type_filter, _f_principal_filter, _f_host_filter, _f_operation, _f_permission_type, None), pos
+    _o = _new(DeleteAclsFilter)
+    _o.resource_type_filter = _f_resource_type_filter
+    _o.resource_name_filter = _f_resource_name_filter
+    _o.pattern_type_filter = _f_pattern_type_filter
+    _o.principal_filter = _f_principal_filter
+    _o.host_filter = _f_host_filter
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteAclsFilter_v2(buf, pos):
@@ -146,6 +165,9 @@ def _d_DeleteAclsFilter_v2(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -162,6 +184,9 @@ def _d_DeleteAclsFilter_v2(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -176,6 +201,9 @@ def _d_DeleteAclsFilter_v2(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -194,7 +222,16 @@ def _d_DeleteAclsFilter_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteAclsFilter.<tagged fields>')
-    return DeleteAclsFilter(_f_resource_type_filter, _f_resource_name_filter, _f_pattern_type_filter, _f_principal_filter, _f_host_filter, _f_operation, _f_permission_type, _unk), pos
+    _o = _new(DeleteAclsFilter)
+    _o.resource_type_filter = _f_resource_type_filter
+    _o.resource_name_filter = _f_resource_name_filter
+    _o.pattern_type_filter = _f_pattern_type_filter
+    _o.principal_filter = _f_principal_filter
+    _o.host_filter = _f_host_filter
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DeleteAclsFilter_v3 = _d_DeleteAclsFilter_v2
@@ -210,7 +247,10 @@ def _d_DeleteAclsRequest_v0(buf, pos):
         for _ in range(_n25):
             _x26, pos = _d_DeleteAclsFilter_v0(buf, pos)
             _f_filters.append(_x26)
-    return DeleteAclsRequest(_f_filters, None), pos
+    _o = _new(DeleteAclsRequest)
+    _o.filters = _f_filters
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteAclsRequest_v1(buf, pos):
@@ -224,13 +264,19 @@ def _d_DeleteAclsRequest_v1(buf, pos):
         for _ in range(_n27):
             _x28, pos = _d_DeleteAclsFilter_v1(buf, pos)
             _f_filters.append(_x28)
-    return DeleteAclsRequest(_f_filters, None), pos
+    _o = _new(DeleteAclsRequest)
+    _o.filters = _f_filters
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteAclsRequest_v2(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -247,7 +293,10 @@ def _d_DeleteAclsRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteAclsRequest.<tagged fields>')
-    return DeleteAclsRequest(_f_filters, _unk), pos
+    _o = _new(DeleteAclsRequest)
+    _o.filters = _f_filters
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DeleteAclsRequest_v3 = _d_DeleteAclsRequest_v2
@@ -378,9 +427,8 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DeleteAclsRequest_v0, 1: _d_DeleteAclsRequest_v1, 2: _d_DeleteAclsRequest_v2, 3: _d_DeleteAclsRequest_v3}
 ENCODERS = {0: _e_DeleteAclsRequest_v0, 1: _e_DeleteAclsRequest_v1, 2: _e_DeleteAclsRequest_v2, 3: _e_DeleteAclsRequest_v3}
 _reg(__file__, {
-    66: 'DeleteAclsFilter.resource_type_filter',
     67: 'DeleteAclsFilter.resource_type_filter',
-    68: 'DeleteAclsFilter.resource_name_filter',
+    68: 'DeleteAclsFilter.resource_type_filter',
     69: 'DeleteAclsFilter.resource_name_filter',
     70: 'DeleteAclsFilter.resource_name_filter',
     71: 'DeleteAclsFilter.resource_name_filter',
@@ -390,7 +438,7 @@ _reg(__file__, {
     75: 'DeleteAclsFilter.resource_name_filter',
     76: 'DeleteAclsFilter.resource_name_filter',
     77: 'DeleteAclsFilter.resource_name_filter',
-    78: 'DeleteAclsFilter.principal_filter',
+    78: 'DeleteAclsFilter.resource_name_filter',
     79: 'DeleteAclsFilter.principal_filter',
     80: 'DeleteAclsFilter.principal_filter',
     81: 'DeleteAclsFilter.principal_filter',
@@ -400,7 +448,7 @@ _reg(__file__, {
     85: 'DeleteAclsFilter.principal_filter',
     86: 'DeleteAclsFilter.principal_filter',
     87: 'DeleteAclsFilter.principal_filter',
-    88: 'DeleteAclsFilter.host_filter',
+    88: 'DeleteAclsFilter.principal_filter',
     89: 'DeleteAclsFilter.host_filter',
     90: 'DeleteAclsFilter.host_filter',
     91: 'DeleteAclsFilter.host_filter',
@@ -410,134 +458,147 @@ _reg(__file__, {
     95: 'DeleteAclsFilter.host_filter',
     96: 'DeleteAclsFilter.host_filter',
     97: 'DeleteAclsFilter.host_filter',
-    98: 'DeleteAclsFilter.operation/permission_type',
+    98: 'DeleteAclsFilter.host_filter',
     99: 'DeleteAclsFilter.operation/permission_type',
-    104: 'DeleteAclsFilter.resource_type_filter',
-    105: 'DeleteAclsFilter.resource_type_filter',
-    106: 'DeleteAclsFilter.resource_name_filter',
-    107: 'DeleteAclsFilter.resource_name_filter',
-    108: 'DeleteAclsFilter.resource_name_filter',
-    109: 'DeleteAclsFilter.resource_name_filter',
-    110: 'DeleteAclsFilter.resource_name_filter',
-    111: 'DeleteAclsFilter.resource_name_filter',
-    112: 'DeleteAclsFilter.resource_name_filter',
-    113: 'DeleteAclsFilter.resource_name_filter',
-    114: 'DeleteAclsFilter.resource_name_filter',
-    115: 'DeleteAclsFilter.resource_name_filter',
-    116: 'DeleteAclsFilter.pattern_type_filter',
-    117: 'DeleteAclsFilter.pattern_type_filter',
-    118: 'DeleteAclsFilter.principal_filter',
-    119: 'DeleteAclsFilter.principal_filter',
-    120: 'DeleteAclsFilter.principal_filter',
-    121: 'DeleteAclsFilter.principal_filter',
-    122: 'DeleteAclsFilter.principal_filter',
-    123: 'DeleteAclsFilter.principal_filter',
-    124: 'DeleteAclsFilter.principal_filter',
-    125: 'DeleteAclsFilter.principal_filter',
-    126: 'DeleteAclsFilter.principal_filter',
-    127: 'DeleteAclsFilter.principal_filter',
-    128: 'DeleteAclsFilter.host_filter',
-    129: 'DeleteAclsFilter.host_filter',
-    130: 'DeleteAclsFilter.host_filter',
-    131: 'DeleteAclsFilter.host_filter',
-    132: 'DeleteAclsFilter.host_filter',
-    133: 'DeleteAclsFilter.host_filter',
-    134: 'DeleteAclsFilter.host_filter',
-    135: 'DeleteAclsFilter.host_filter',
-    136: 'DeleteAclsFilter.host_filter',
-    137: 'DeleteAclsFilter.host_filter',
-    138: 'DeleteAclsFilter.operation/permission_type',
-    139: 'DeleteAclsFilter.operation/permission_type',
-    144: 'DeleteAclsFilter.resource_type_filter',
-    145: 'DeleteAclsFilter.resource_type_filter',
-    146: 'DeleteAclsFilter.resource_name_filter',
-    147: 'DeleteAclsFilter.resource_name_filter',
-    148: 'DeleteAclsFilter.resource_name_filter',
-    149: 'DeleteAclsFilter.resource_name_filter',
-    150: 'DeleteAclsFilter.resource_name_filter',
-    151: 'DeleteAclsFilter.resource_name_filter',
-    152: 'DeleteAclsFilter.resource_name_filter',
-    153: 'DeleteAclsFilter.resource_name_filter',
-    154: 'DeleteAclsFilter.resource_name_filter',
-    155: 'DeleteAclsFilter.resource_name_filter',
-    156: 'DeleteAclsFilter.resource_name_filter',
-    157: 'DeleteAclsFilter.resource_name_filter',
-    158: 'DeleteAclsFilter.resource_name_filter',
-    159: 'DeleteAclsFilter.resource_name_filter',
-    160: 'DeleteAclsFilter.pattern_type_filter',
-    161: 'DeleteAclsFilter.pattern_type_filter',
-    162: 'DeleteAclsFilter.principal_filter',
-    163: 'DeleteAclsFilter.principal_filter',
-    164: 'DeleteAclsFilter.principal_filter',
-    165: 'DeleteAclsFilter.principal_filter',
-    166: 'DeleteAclsFilter.principal_filter',
-    167: 'DeleteAclsFilter.principal_filter',
-    168: 'DeleteAclsFilter.principal_filter',
-    169: 'DeleteAclsFilter.principal_filter',
-    170: 'DeleteAclsFilter.principal_filter',
-    171: 'DeleteAclsFilter.principal_filter',
-    172: 'DeleteAclsFilter.principal_filter',
-    173: 'DeleteAclsFilter.principal_filter',
-    174: 'DeleteAclsFilter.principal_filter',
-    175: 'DeleteAclsFilter.principal_filter',
-    176: 'DeleteAclsFilter.host_filter',
-    177: 'DeleteAclsFilter.host_filter',
-    178: 'DeleteAclsFilter.host_filter',
-    179: 'DeleteAclsFilter.host_filter',
-    180: 'DeleteAclsFilter.host_filter',
-    181: 'DeleteAclsFilter.host_filter',
-    182: 'DeleteAclsFilter.host_filter',
-    183: 'DeleteAclsFilter.host_filter',
-    184: 'DeleteAclsFilter.host_filter',
-    185: 'DeleteAclsFilter.host_filter',
-    186: 'DeleteAclsFilter.host_filter',
-    187: 'DeleteAclsFilter.host_filter',
-    188: 'DeleteAclsFilter.host_filter',
-    189: 'DeleteAclsFilter.host_filter',
-    190: 'DeleteAclsFilter.operation/permission_type',
-    191: 'DeleteAclsFilter.operation/permission_type',
-    192: 'DeleteAclsFilter.<tagged fields>',
-    193: 'DeleteAclsFilter.<tagged fields>',
-    194: 'DeleteAclsFilter.<tagged fields>',
-    195: 'DeleteAclsFilter.<tagged fields>',
-    196: 'DeleteAclsFilter.<tagged fields>',
-    202: 'DeleteAclsRequest.filters',
-    203: 'DeleteAclsRequest.filters',
-    204: 'DeleteAclsRequest.filters',
-    205: 'DeleteAclsRequest.filters',
-    206: 'DeleteAclsRequest.filters',
-    207: 'DeleteAclsRequest.filters',
-    208: 'DeleteAclsRequest.filters',
-    209: 'DeleteAclsRequest.filters',
-    210: 'DeleteAclsRequest.filters',
-    211: 'DeleteAclsRequest.filters',
-    216: 'DeleteAclsRequest.filters',
-    217: 'DeleteAclsRequest.filters',
-    218: 'DeleteAclsRequest.filters',
-    219: 'DeleteAclsRequest.filters',
-    220: 'DeleteAclsRequest.filters',
-    221: 'DeleteAclsRequest.filters',
-    222: 'DeleteAclsRequest.filters',
-    223: 'DeleteAclsRequest.filters',
-    224: 'DeleteAclsRequest.filters',
-    225: 'DeleteAclsRequest.filters',
-    230: 'DeleteAclsRequest.filters',
-    231: 'DeleteAclsRequest.filters',
-    232: 'DeleteAclsRequest.filters',
-    233: 'DeleteAclsRequest.filters',
-    234: 'DeleteAclsRequest.filters',
-    235: 'DeleteAclsRequest.filters',
-    236: 'DeleteAclsRequest.filters',
-    237: 'DeleteAclsRequest.filters',
-    238: 'DeleteAclsRequest.filters',
+    100: 'DeleteAclsFilter.operation/permission_type',
+    114: 'DeleteAclsFilter.resource_type_filter',
+    115: 'DeleteAclsFilter.resource_type_filter',
+    116: 'DeleteAclsFilter.resource_name_filter',
+    117: 'DeleteAclsFilter.resource_name_filter',
+    118: 'DeleteAclsFilter.resource_name_filter',
+    119: 'DeleteAclsFilter.resource_name_filter',
+    120: 'DeleteAclsFilter.resource_name_filter',
+    121: 'DeleteAclsFilter.resource_name_filter',
+    122: 'DeleteAclsFilter.resource_name_filter',
+    123: 'DeleteAclsFilter.resource_name_filter',
+    124: 'DeleteAclsFilter.resource_name_filter',
+    125: 'DeleteAclsFilter.resource_name_filter',
+    126: 'DeleteAclsFilter.pattern_type_filter',
+    127: 'DeleteAclsFilter.pattern_type_filter',
+    128: 'DeleteAclsFilter.principal_filter',
+    129: 'DeleteAclsFilter.principal_filter',
+    130: 'DeleteAclsFilter.principal_filter',
+    131: 'DeleteAclsFilter.principal_filter',
+    132: 'DeleteAclsFilter.principal_filter',
+    133: 'DeleteAclsFilter.principal_filter',
+    134: 'DeleteAclsFilter.principal_filter',
+    135: 'DeleteAclsFilter.principal_filter',
+    136: 'DeleteAclsFilter.principal_filter',
+    137: 'DeleteAclsFilter.principal_filter',
+    138: 'DeleteAclsFilter.host_filter',
+    139: 'DeleteAclsFilter.host_filter',
+    140: 'DeleteAclsFilter.host_filter',
+    141: 'DeleteAclsFilter.host_filter',
+    142: 'DeleteAclsFilter.host_filter',
+    143: 'DeleteAclsFilter.host_filter',
+    144: 'DeleteAclsFilter.host_filter',
+    145: 'DeleteAclsFilter.host_filter',
+    146: 'DeleteAclsFilter.host_filter',
+    147: 'DeleteAclsFilter.host_filter',
+    148: 'DeleteAclsFilter.operation/permission_type',
+    149: 'DeleteAclsFilter.operation/permission_type',
+    163: 'DeleteAclsFilter.resource_type_filter',
+    164: 'DeleteAclsFilter.resource_type_filter',
+    165: 'DeleteAclsFilter.resource_name_filter',
+    166: 'DeleteAclsFilter.resource_name_filter',
+    167: 'DeleteAclsFilter.resource_name_filter',
+    168: 'DeleteAclsFilter.resource_name_filter',
+    169: 'DeleteAclsFilter.resource_name_filter',
+    170: 'DeleteAclsFilter.resource_name_filter',
+    171: 'DeleteAclsFilter.resource_name_filter',
+    172: 'DeleteAclsFilter.resource_name_filter',
+    173: 'DeleteAclsFilter.resource_name_filter',
+    174: 'DeleteAclsFilter.resource_name_filter',
+    175: 'DeleteAclsFilter.resource_name_filter',
+    176: 'DeleteAclsFilter.resource_name_filter',
+    177: 'DeleteAclsFilter.resource_name_filter',
+    178: 'DeleteAclsFilter.resource_name_filter',
+    179: 'DeleteAclsFilter.resource_name_filter',
+    180: 'DeleteAclsFilter.resource_name_filter',
+    181: 'DeleteAclsFilter.resource_name_filter',
+    182: 'DeleteAclsFilter.pattern_type_filter',
+    183: 'DeleteAclsFilter.pattern_type_filter',
+    184: 'DeleteAclsFilter.principal_filter',
+    185: 'DeleteAclsFilter.principal_filter',
+    186: 'DeleteAclsFilter.principal_filter',
+    187: 'DeleteAclsFilter.principal_filter',
+    188: 'DeleteAclsFilter.principal_filter',
+    189: 'DeleteAclsFilter.principal_filter',
+    190: 'DeleteAclsFilter.principal_filter',
+    191: 'DeleteAclsFilter.principal_filter',
+    192: 'DeleteAclsFilter.principal_filter',
+    193: 'DeleteAclsFilter.principal_filter',
+    194: 'DeleteAclsFilter.principal_filter',
+    195: 'DeleteAclsFilter.principal_filter',
+    196: 'DeleteAclsFilter.principal_filter',
+    197: 'DeleteAclsFilter.principal_filter',
+    198: 'DeleteAclsFilter.principal_filter',
+    199: 'DeleteAclsFilter.principal_filter',
+    200: 'DeleteAclsFilter.principal_filter',
+    201: 'DeleteAclsFilter.host_filter',
+    202: 'DeleteAclsFilter.host_filter',
+    203: 'DeleteAclsFilter.host_filter',
+    204: 'DeleteAclsFilter.host_filter',
+    205: 'DeleteAclsFilter.host_filter',
+    206: 'DeleteAclsFilter.host_filter',
+    207: 'DeleteAclsFilter.host_filter',
+    208: 'DeleteAclsFilter.host_filter',
+    209: 'DeleteAclsFilter.host_filter',
+    210: 'DeleteAclsFilter.host_filter',
+    211: 'DeleteAclsFilter.host_filter',
+    212: 'DeleteAclsFilter.host_filter',
+    213: 'DeleteAclsFilter.host_filter',
+    214: 'DeleteAclsFilter.host_filter',
+    215: 'DeleteAclsFilter.host_filter',
+    216: 'DeleteAclsFilter.host_filter',
+    217: 'DeleteAclsFilter.host_filter',
+    218: 'DeleteAclsFilter.operation/permission_type',
+    219: 'DeleteAclsFilter.operation/permission_type',
+    220: 'DeleteAclsFilter.<tagged fields>',
+    221: 'DeleteAclsFilter.<tagged fields>',
+    222: 'DeleteAclsFilter.<tagged fields>',
+    223: 'DeleteAclsFilter.<tagged fields>',
+    224: 'DeleteAclsFilter.<tagged fields>',
     239: 'DeleteAclsRequest.filters',
     240: 'DeleteAclsRequest.filters',
     241: 'DeleteAclsRequest.filters',
     242: 'DeleteAclsRequest.filters',
     243: 'DeleteAclsRequest.filters',
-    244: 'DeleteAclsRequest.<tagged fields>',
-    245: 'DeleteAclsRequest.<tagged fields>',
-    246: 'DeleteAclsRequest.<tagged fields>',
-    247: 'DeleteAclsRequest.<tagged fields>',
-    248: 'DeleteAclsRequest.<tagged fields>',
+    244: 'DeleteAclsRequest.filters',
+    245: 'DeleteAclsRequest.filters',
+    246: 'DeleteAclsRequest.filters',
+    247: 'DeleteAclsRequest.filters',
+    248: 'DeleteAclsRequest.filters',
+    256: 'DeleteAclsRequest.filters',
+    257: 'DeleteAclsRequest.filters',
+    258: 'DeleteAclsRequest.filters',
+    259: 'DeleteAclsRequest.filters',
+    260: 'DeleteAclsRequest.filters',
+    261: 'DeleteAclsRequest.filters',
+    262: 'DeleteAclsRequest.filters',
+    263: 'DeleteAclsRequest.filters',
+    264: 'DeleteAclsRequest.filters',
+    265: 'DeleteAclsRequest.filters',
+    273: 'DeleteAclsRequest.filters',
+    274: 'DeleteAclsRequest.filters',
+    275: 'DeleteAclsRequest.filters',
+    276: 'DeleteAclsRequest.filters',
+    277: 'DeleteAclsRequest.filters',
+    278: 'DeleteAclsRequest.filters',
+    279: 'DeleteAclsRequest.filters',
+    280: 'DeleteAclsRequest.filters',
+    281: 'DeleteAclsRequest.filters',
+    282: 'DeleteAclsRequest.filters',
+    283: 'DeleteAclsRequest.filters',
+    284: 'DeleteAclsRequest.filters',
+    285: 'DeleteAclsRequest.filters',
+    286: 'DeleteAclsRequest.filters',
+    287: 'DeleteAclsRequest.filters',
+    288: 'DeleteAclsRequest.filters',
+    289: 'DeleteAclsRequest.filters',
+    290: 'DeleteAclsRequest.<tagged fields>',
+    291: 'DeleteAclsRequest.<tagged fields>',
+    292: 'DeleteAclsRequest.<tagged fields>',
+    293: 'DeleteAclsRequest.<tagged fields>',
+    294: 'DeleteAclsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -139,7 +140,18 @@ def _d_DeleteAclsMatchingAcl_v0(buf, pos):
         pos = _end8
     _f_operation, _f_permission_type = _S_bbu(buf, pos)
     pos += 2
-    return DeleteAclsMatchingAcl(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, 3, _f_principal, _f_host, _f_operation, _f_permission_type, None), pos
+    _o = _new(DeleteAclsMatchingAcl)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.pattern_type = 3
+    _o.principal = _f_principal
+    _o.host = _f_host
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteAclsMatchingAcl_v1(buf, pos):
@@ -191,7 +203,18 @@ def _d_DeleteAclsMatchingAcl_v1(buf, pos):
         pos = _end16
     _f_operation, _f_permission_type = _S_bbu(buf, pos)
     pos += 2
-    return DeleteAclsMatchingAcl(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, _f_pattern_type, _f_principal, _f_host, _f_operation, _f_permission_type, None), pos
+    _o = _new(DeleteAclsMatchingAcl)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.pattern_type = _f_pattern_type
+    _o.principal = _f_principal
+    _o.host = _f_host
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteAclsMatchingAcl_v2(buf, pos):
@@ -200,6 +223,9 @@ def _d_DeleteAclsMatchingAcl_v2(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -216,6 +242,9 @@ def _d_DeleteAclsMatchingAcl_v2(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -232,6 +261,9 @@ def _d_DeleteAclsMatchingAcl_v2(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -246,6 +278,9 @@ def _d_DeleteAclsMatchingAcl_v2(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -264,7 +299,18 @@ def _d_DeleteAclsMatchingAcl_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteAclsMatchingAcl.<tagged fields>')
-    return DeleteAclsMatchingAcl(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, _f_pattern_type, _f_principal, _f_host, _f_operation, _f_permission_type, _unk), pos
+    _o = _new(DeleteAclsMatchingAcl)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.pattern_type = _f_pattern_type
+    _o.principal = _f_principal
+    _o.host = _f_host
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DeleteAclsMatchingAcl_v3 = _d_DeleteAclsMatchingAcl_v2
@@ -292,7 +338,12 @@ def _d_DeleteAclsFilterResult_v0(buf, pos):
         for _ in range(_n35):
             _x36, pos = _d_DeleteAclsMatchingAcl_v0(buf, pos)
             _f_matching_acls.append(_x36)
-    return DeleteAclsFilterResult(_f_error_code, _f_error_message, _f_matching_acls, None), pos
+    _o = _new(DeleteAclsFilterResult)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.matching_acls = _f_matching_acls
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteAclsFilterResult_v1(buf, pos):
@@ -318,7 +369,12 @@ def _d_DeleteAclsFilterResult_v1(buf, pos):
         for _ in range(_n39):
             _x40, pos = _d_DeleteAclsMatchingAcl_v1(buf, pos)
             _f_matching_acls.append(_x40)
-    return DeleteAclsFilterResult(_f_error_code, _f_error_message, _f_matching_acls, None), pos
+    _o = _new(DeleteAclsFilterResult)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.matching_acls = _f_matching_acls
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteAclsFilterResult_v2(buf, pos):
@@ -327,6 +383,9 @@ def _d_DeleteAclsFilterResult_v2(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -341,6 +400,9 @@ def _d_DeleteAclsFilterResult_v2(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -357,7 +419,12 @@ def _d_DeleteAclsFilterResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteAclsFilterResult.<tagged fields>')
-    return DeleteAclsFilterResult(_f_error_code, _f_error_message, _f_matching_acls, _unk), pos
+    _o = _new(DeleteAclsFilterResult)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.matching_acls = _f_matching_acls
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DeleteAclsFilterResult_v3 = _d_DeleteAclsFilterResult_v2
@@ -375,7 +442,11 @@ def _d_DeleteAclsResponse_v0(buf, pos):
         for _ in range(_n49):
             _x50, pos = _d_DeleteAclsFilterResult_v0(buf, pos)
             _f_filter_results.append(_x50)
-    return DeleteAclsResponse(_f_throttle_time_ms, _f_filter_results, None), pos
+    _o = _new(DeleteAclsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.filter_results = _f_filter_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteAclsResponse_v1(buf, pos):
@@ -391,7 +462,11 @@ def _d_DeleteAclsResponse_v1(buf, pos):
         for _ in range(_n51):
             _x52, pos = _d_DeleteAclsFilterResult_v1(buf, pos)
             _f_filter_results.append(_x52)
-    return DeleteAclsResponse(_f_throttle_time_ms, _f_filter_results, None), pos
+    _o = _new(DeleteAclsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.filter_results = _f_filter_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteAclsResponse_v2(buf, pos):
@@ -400,6 +475,9 @@ def _d_DeleteAclsResponse_v2(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -416,7 +494,11 @@ def _d_DeleteAclsResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteAclsResponse.<tagged fields>')
-    return DeleteAclsResponse(_f_throttle_time_ms, _f_filter_results, _unk), pos
+    _o = _new(DeleteAclsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.filter_results = _f_filter_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DeleteAclsResponse_v3 = _d_DeleteAclsResponse_v2
@@ -602,9 +684,8 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DeleteAclsResponse_v0, 1: _d_DeleteAclsResponse_v1, 2: _d_DeleteAclsResponse_v2, 3: _d_DeleteAclsResponse_v3}
 ENCODERS = {0: _e_DeleteAclsResponse_v0, 1: _e_DeleteAclsResponse_v1, 2: _e_DeleteAclsResponse_v2, 3: _e_DeleteAclsResponse_v3}
 _reg(__file__, {
-    96: 'DeleteAclsMatchingAcl.error_code',
     97: 'DeleteAclsMatchingAcl.error_code',
-    98: 'DeleteAclsMatchingAcl.error_message',
+    98: 'DeleteAclsMatchingAcl.error_code',
     99: 'DeleteAclsMatchingAcl.error_message',
     100: 'DeleteAclsMatchingAcl.error_message',
     101: 'DeleteAclsMatchingAcl.error_message',
@@ -614,9 +695,9 @@ _reg(__file__, {
     105: 'DeleteAclsMatchingAcl.error_message',
     106: 'DeleteAclsMatchingAcl.error_message',
     107: 'DeleteAclsMatchingAcl.error_message',
-    108: 'DeleteAclsMatchingAcl.resource_type',
+    108: 'DeleteAclsMatchingAcl.error_message',
     109: 'DeleteAclsMatchingAcl.resource_type',
-    110: 'DeleteAclsMatchingAcl.resource_name',
+    110: 'DeleteAclsMatchingAcl.resource_type',
     111: 'DeleteAclsMatchingAcl.resource_name',
     112: 'DeleteAclsMatchingAcl.resource_name',
     113: 'DeleteAclsMatchingAcl.resource_name',
@@ -626,7 +707,7 @@ _reg(__file__, {
     117: 'DeleteAclsMatchingAcl.resource_name',
     118: 'DeleteAclsMatchingAcl.resource_name',
     119: 'DeleteAclsMatchingAcl.resource_name',
-    120: 'DeleteAclsMatchingAcl.principal',
+    120: 'DeleteAclsMatchingAcl.resource_name',
     121: 'DeleteAclsMatchingAcl.principal',
     122: 'DeleteAclsMatchingAcl.principal',
     123: 'DeleteAclsMatchingAcl.principal',
@@ -636,7 +717,7 @@ _reg(__file__, {
     127: 'DeleteAclsMatchingAcl.principal',
     128: 'DeleteAclsMatchingAcl.principal',
     129: 'DeleteAclsMatchingAcl.principal',
-    130: 'DeleteAclsMatchingAcl.host',
+    130: 'DeleteAclsMatchingAcl.principal',
     131: 'DeleteAclsMatchingAcl.host',
     132: 'DeleteAclsMatchingAcl.host',
     133: 'DeleteAclsMatchingAcl.host',
@@ -646,247 +727,269 @@ _reg(__file__, {
     137: 'DeleteAclsMatchingAcl.host',
     138: 'DeleteAclsMatchingAcl.host',
     139: 'DeleteAclsMatchingAcl.host',
-    140: 'DeleteAclsMatchingAcl.operation/permission_type',
+    140: 'DeleteAclsMatchingAcl.host',
     141: 'DeleteAclsMatchingAcl.operation/permission_type',
-    146: 'DeleteAclsMatchingAcl.error_code',
-    147: 'DeleteAclsMatchingAcl.error_code',
-    148: 'DeleteAclsMatchingAcl.error_message',
-    149: 'DeleteAclsMatchingAcl.error_message',
-    150: 'DeleteAclsMatchingAcl.error_message',
-    151: 'DeleteAclsMatchingAcl.error_message',
-    152: 'DeleteAclsMatchingAcl.error_message',
-    153: 'DeleteAclsMatchingAcl.error_message',
-    154: 'DeleteAclsMatchingAcl.error_message',
-    155: 'DeleteAclsMatchingAcl.error_message',
-    156: 'DeleteAclsMatchingAcl.error_message',
-    157: 'DeleteAclsMatchingAcl.error_message',
-    158: 'DeleteAclsMatchingAcl.resource_type',
-    159: 'DeleteAclsMatchingAcl.resource_type',
-    160: 'DeleteAclsMatchingAcl.resource_name',
-    161: 'DeleteAclsMatchingAcl.resource_name',
-    162: 'DeleteAclsMatchingAcl.resource_name',
-    163: 'DeleteAclsMatchingAcl.resource_name',
-    164: 'DeleteAclsMatchingAcl.resource_name',
-    165: 'DeleteAclsMatchingAcl.resource_name',
-    166: 'DeleteAclsMatchingAcl.resource_name',
-    167: 'DeleteAclsMatchingAcl.resource_name',
-    168: 'DeleteAclsMatchingAcl.resource_name',
-    169: 'DeleteAclsMatchingAcl.resource_name',
-    170: 'DeleteAclsMatchingAcl.pattern_type',
-    171: 'DeleteAclsMatchingAcl.pattern_type',
-    172: 'DeleteAclsMatchingAcl.principal',
-    173: 'DeleteAclsMatchingAcl.principal',
-    174: 'DeleteAclsMatchingAcl.principal',
-    175: 'DeleteAclsMatchingAcl.principal',
-    176: 'DeleteAclsMatchingAcl.principal',
-    177: 'DeleteAclsMatchingAcl.principal',
-    178: 'DeleteAclsMatchingAcl.principal',
-    179: 'DeleteAclsMatchingAcl.principal',
-    180: 'DeleteAclsMatchingAcl.principal',
-    181: 'DeleteAclsMatchingAcl.principal',
-    182: 'DeleteAclsMatchingAcl.host',
-    183: 'DeleteAclsMatchingAcl.host',
-    184: 'DeleteAclsMatchingAcl.host',
-    185: 'DeleteAclsMatchingAcl.host',
-    186: 'DeleteAclsMatchingAcl.host',
-    187: 'DeleteAclsMatchingAcl.host',
-    188: 'DeleteAclsMatchingAcl.host',
-    189: 'DeleteAclsMatchingAcl.host',
-    190: 'DeleteAclsMatchingAcl.host',
-    191: 'DeleteAclsMatchingAcl.host',
-    192: 'DeleteAclsMatchingAcl.operation/permission_type',
-    193: 'DeleteAclsMatchingAcl.operation/permission_type',
-    198: 'DeleteAclsMatchingAcl.error_code',
-    199: 'DeleteAclsMatchingAcl.error_code',
-    200: 'DeleteAclsMatchingAcl.error_message',
-    201: 'DeleteAclsMatchingAcl.error_message',
-    202: 'DeleteAclsMatchingAcl.error_message',
-    203: 'DeleteAclsMatchingAcl.error_message',
-    204: 'DeleteAclsMatchingAcl.error_message',
-    205: 'DeleteAclsMatchingAcl.error_message',
-    206: 'DeleteAclsMatchingAcl.error_message',
-    207: 'DeleteAclsMatchingAcl.error_message',
-    208: 'DeleteAclsMatchingAcl.error_message',
-    209: 'DeleteAclsMatchingAcl.error_message',
-    210: 'DeleteAclsMatchingAcl.error_message',
-    211: 'DeleteAclsMatchingAcl.error_message',
-    212: 'DeleteAclsMatchingAcl.error_message',
-    213: 'DeleteAclsMatchingAcl.error_message',
-    214: 'DeleteAclsMatchingAcl.resource_type',
-    215: 'DeleteAclsMatchingAcl.resource_type',
-    216: 'DeleteAclsMatchingAcl.resource_name',
-    217: 'DeleteAclsMatchingAcl.resource_name',
-    218: 'DeleteAclsMatchingAcl.resource_name',
-    219: 'DeleteAclsMatchingAcl.resource_name',
-    220: 'DeleteAclsMatchingAcl.resource_name',
-    221: 'DeleteAclsMatchingAcl.resource_name',
-    222: 'DeleteAclsMatchingAcl.resource_name',
-    223: 'DeleteAclsMatchingAcl.resource_name',
-    224: 'DeleteAclsMatchingAcl.resource_name',
-    225: 'DeleteAclsMatchingAcl.resource_name',
-    226: 'DeleteAclsMatchingAcl.resource_name',
-    227: 'DeleteAclsMatchingAcl.resource_name',
-    228: 'DeleteAclsMatchingAcl.resource_name',
-    229: 'DeleteAclsMatchingAcl.resource_name',
-    230: 'DeleteAclsMatchingAcl.pattern_type',
-    231: 'DeleteAclsMatchingAcl.pattern_type',
-    232: 'DeleteAclsMatchingAcl.principal',
-    233: 'DeleteAclsMatchingAcl.principal',
-    234: 'DeleteAclsMatchingAcl.principal',
-    235: 'DeleteAclsMatchingAcl.principal',
-    236: 'DeleteAclsMatchingAcl.principal',
-    237: 'DeleteAclsMatchingAcl.principal',
-    238: 'DeleteAclsMatchingAcl.principal',
-    239: 'DeleteAclsMatchingAcl.principal',
-    240: 'DeleteAclsMatchingAcl.principal',
-    241: 'DeleteAclsMatchingAcl.principal',
-    242: 'DeleteAclsMatchingAcl.principal',
-    243: 'DeleteAclsMatchingAcl.principal',
-    244: 'DeleteAclsMatchingAcl.principal',
-    245: 'DeleteAclsMatchingAcl.principal',
-    246: 'DeleteAclsMatchingAcl.host',
-    247: 'DeleteAclsMatchingAcl.host',
-    248: 'DeleteAclsMatchingAcl.host',
-    249: 'DeleteAclsMatchingAcl.host',
-    250: 'DeleteAclsMatchingAcl.host',
-    251: 'DeleteAclsMatchingAcl.host',
-    252: 'DeleteAclsMatchingAcl.host',
-    253: 'DeleteAclsMatchingAcl.host',
-    254: 'DeleteAclsMatchingAcl.host',
-    255: 'DeleteAclsMatchingAcl.host',
-    256: 'DeleteAclsMatchingAcl.host',
-    257: 'DeleteAclsMatchingAcl.host',
-    258: 'DeleteAclsMatchingAcl.host',
-    259: 'DeleteAclsMatchingAcl.host',
-    260: 'DeleteAclsMatchingAcl.operation/permission_type',
-    261: 'DeleteAclsMatchingAcl.operation/permission_type',
-    262: 'DeleteAclsMatchingAcl.<tagged fields>',
-    263: 'DeleteAclsMatchingAcl.<tagged fields>',
-    264: 'DeleteAclsMatchingAcl.<tagged fields>',
-    265: 'DeleteAclsMatchingAcl.<tagged fields>',
-    266: 'DeleteAclsMatchingAcl.<tagged fields>',
-    272: 'DeleteAclsFilterResult.error_code',
-    273: 'DeleteAclsFilterResult.error_code',
-    274: 'DeleteAclsFilterResult.error_message',
-    275: 'DeleteAclsFilterResult.error_message',
-    276: 'DeleteAclsFilterResult.error_message',
-    277: 'DeleteAclsFilterResult.error_message',
-    278: 'DeleteAclsFilterResult.error_message',
-    279: 'DeleteAclsFilterResult.error_message',
-    280: 'DeleteAclsFilterResult.error_message',
-    281: 'DeleteAclsFilterResult.error_message',
-    282: 'DeleteAclsFilterResult.error_message',
-    283: 'DeleteAclsFilterResult.error_message',
-    284: 'DeleteAclsFilterResult.matching_acls',
-    285: 'DeleteAclsFilterResult.matching_acls',
-    286: 'DeleteAclsFilterResult.matching_acls',
-    287: 'DeleteAclsFilterResult.matching_acls',
-    288: 'DeleteAclsFilterResult.matching_acls',
-    289: 'DeleteAclsFilterResult.matching_acls',
-    290: 'DeleteAclsFilterResult.matching_acls',
-    291: 'DeleteAclsFilterResult.matching_acls',
-    292: 'DeleteAclsFilterResult.matching_acls',
-    293: 'DeleteAclsFilterResult.matching_acls',
-    298: 'DeleteAclsFilterResult.error_code',
-    299: 'DeleteAclsFilterResult.error_code',
-    300: 'DeleteAclsFilterResult.error_message',
-    301: 'DeleteAclsFilterResult.error_message',
-    302: 'DeleteAclsFilterResult.error_message',
-    303: 'DeleteAclsFilterResult.error_message',
-    304: 'DeleteAclsFilterResult.error_message',
-    305: 'DeleteAclsFilterResult.error_message',
-    306: 'DeleteAclsFilterResult.error_message',
-    307: 'DeleteAclsFilterResult.error_message',
-    308: 'DeleteAclsFilterResult.error_message',
-    309: 'DeleteAclsFilterResult.error_message',
-    310: 'DeleteAclsFilterResult.matching_acls',
-    311: 'DeleteAclsFilterResult.matching_acls',
-    312: 'DeleteAclsFilterResult.matching_acls',
-    313: 'DeleteAclsFilterResult.matching_acls',
-    314: 'DeleteAclsFilterResult.matching_acls',
-    315: 'DeleteAclsFilterResult.matching_acls',
-    316: 'DeleteAclsFilterResult.matching_acls',
-    317: 'DeleteAclsFilterResult.matching_acls',
-    318: 'DeleteAclsFilterResult.matching_acls',
-    319: 'DeleteAclsFilterResult.matching_acls',
-    324: 'DeleteAclsFilterResult.error_code',
-    325: 'DeleteAclsFilterResult.error_code',
+    142: 'DeleteAclsMatchingAcl.operation/permission_type',
+    158: 'DeleteAclsMatchingAcl.error_code',
+    159: 'DeleteAclsMatchingAcl.error_code',
+    160: 'DeleteAclsMatchingAcl.error_message',
+    161: 'DeleteAclsMatchingAcl.error_message',
+    162: 'DeleteAclsMatchingAcl.error_message',
+    163: 'DeleteAclsMatchingAcl.error_message',
+    164: 'DeleteAclsMatchingAcl.error_message',
+    165: 'DeleteAclsMatchingAcl.error_message',
+    166: 'DeleteAclsMatchingAcl.error_message',
+    167: 'DeleteAclsMatchingAcl.error_message',
+    168: 'DeleteAclsMatchingAcl.error_message',
+    169: 'DeleteAclsMatchingAcl.error_message',
+    170: 'DeleteAclsMatchingAcl.resource_type',
+    171: 'DeleteAclsMatchingAcl.resource_type',
+    172: 'DeleteAclsMatchingAcl.resource_name',
+    173: 'DeleteAclsMatchingAcl.resource_name',
+    174: 'DeleteAclsMatchingAcl.resource_name',
+    175: 'DeleteAclsMatchingAcl.resource_name',
+    176: 'DeleteAclsMatchingAcl.resource_name',
+    177: 'DeleteAclsMatchingAcl.resource_name',
+    178: 'DeleteAclsMatchingAcl.resource_name',
+    179: 'DeleteAclsMatchingAcl.resource_name',
+    180: 'DeleteAclsMatchingAcl.resource_name',
+    181: 'DeleteAclsMatchingAcl.resource_name',
+    182: 'DeleteAclsMatchingAcl.pattern_type',
+    183: 'DeleteAclsMatchingAcl.pattern_type',
+    184: 'DeleteAclsMatchingAcl.principal',
+    185: 'DeleteAclsMatchingAcl.principal',
+    186: 'DeleteAclsMatchingAcl.principal',
+    187: 'DeleteAclsMatchingAcl.principal',
+    188: 'DeleteAclsMatchingAcl.principal',
+    189: 'DeleteAclsMatchingAcl.principal',
+    190: 'DeleteAclsMatchingAcl.principal',
+    191: 'DeleteAclsMatchingAcl.principal',
+    192: 'DeleteAclsMatchingAcl.principal',
+    193: 'DeleteAclsMatchingAcl.principal',
+    194: 'DeleteAclsMatchingAcl.host',
+    195: 'DeleteAclsMatchingAcl.host',
+    196: 'DeleteAclsMatchingAcl.host',
+    197: 'DeleteAclsMatchingAcl.host',
+    198: 'DeleteAclsMatchingAcl.host',
+    199: 'DeleteAclsMatchingAcl.host',
+    200: 'DeleteAclsMatchingAcl.host',
+    201: 'DeleteAclsMatchingAcl.host',
+    202: 'DeleteAclsMatchingAcl.host',
+    203: 'DeleteAclsMatchingAcl.host',
+    204: 'DeleteAclsMatchingAcl.operation/permission_type',
+    205: 'DeleteAclsMatchingAcl.operation/permission_type',
+    221: 'DeleteAclsMatchingAcl.error_code',
+    222: 'DeleteAclsMatchingAcl.error_code',
+    223: 'DeleteAclsMatchingAcl.error_message',
+    224: 'DeleteAclsMatchingAcl.error_message',
+    225: 'DeleteAclsMatchingAcl.error_message',
+    226: 'DeleteAclsMatchingAcl.error_message',
+    227: 'DeleteAclsMatchingAcl.error_message',
+    228: 'DeleteAclsMatchingAcl.error_message',
+    229: 'DeleteAclsMatchingAcl.error_message',
+    230: 'DeleteAclsMatchingAcl.error_message',
+    231: 'DeleteAclsMatchingAcl.error_message',
+    232: 'DeleteAclsMatchingAcl.error_message',
+    233: 'DeleteAclsMatchingAcl.error_message',
+    234: 'DeleteAclsMatchingAcl.error_message',
+    235: 'DeleteAclsMatchingAcl.error_message',
+    236: 'DeleteAclsMatchingAcl.error_message',
+    237: 'DeleteAclsMatchingAcl.error_message',
+    238: 'DeleteAclsMatchingAcl.error_message',
+    239: 'DeleteAclsMatchingAcl.error_message',
+    240: 'DeleteAclsMatchingAcl.resource_type',
+    241: 'DeleteAclsMatchingAcl.resource_type',
+    242: 'DeleteAclsMatchingAcl.resource_name',
+    243: 'DeleteAclsMatchingAcl.resource_name',
+    244: 'DeleteAclsMatchingAcl.resource_name',
+    245: 'DeleteAclsMatchingAcl.resource_name',
+    246: 'DeleteAclsMatchingAcl.resource_name',
+    247: 'DeleteAclsMatchingAcl.resource_name',
+    248: 'DeleteAclsMatchingAcl.resource_name',
+    249: 'DeleteAclsMatchingAcl.resource_name',
+    250: 'DeleteAclsMatchingAcl.resource_name',
+    251: 'DeleteAclsMatchingAcl.resource_name',
+    252: 'DeleteAclsMatchingAcl.resource_name',
+    253: 'DeleteAclsMatchingAcl.resource_name',
+    254: 'DeleteAclsMatchingAcl.resource_name',
+    255: 'DeleteAclsMatchingAcl.resource_name',
+    256: 'DeleteAclsMatchingAcl.resource_name',
+    257: 'DeleteAclsMatchingAcl.resource_name',
+    258: 'DeleteAclsMatchingAcl.resource_name',
+    259: 'DeleteAclsMatchingAcl.pattern_type',
+    260: 'DeleteAclsMatchingAcl.pattern_type',
+    261: 'DeleteAclsMatchingAcl.principal',
+    262: 'DeleteAclsMatchingAcl.principal',
+    263: 'DeleteAclsMatchingAcl.principal',
+    264: 'DeleteAclsMatchingAcl.principal',
+    265: 'DeleteAclsMatchingAcl.principal',
+    266: 'DeleteAclsMatchingAcl.principal',
+    267: 'DeleteAclsMatchingAcl.principal',
+    268: 'DeleteAclsMatchingAcl.principal',
+    269: 'DeleteAclsMatchingAcl.principal',
+    270: 'DeleteAclsMatchingAcl.principal',
+    271: 'DeleteAclsMatchingAcl.principal',
+    272: 'DeleteAclsMatchingAcl.principal',
+    273: 'DeleteAclsMatchingAcl.principal',
+    274: 'DeleteAclsMatchingAcl.principal',
+    275: 'DeleteAclsMatchingAcl.principal',
+    276: 'DeleteAclsMatchingAcl.principal',
+    277: 'DeleteAclsMatchingAcl.principal',
+    278: 'DeleteAclsMatchingAcl.host',
+    279: 'DeleteAclsMatchingAcl.host',
+    280: 'DeleteAclsMatchingAcl.host',
+    281: 'DeleteAclsMatchingAcl.host',
+    282: 'DeleteAclsMatchingAcl.host',
+    283: 'DeleteAclsMatchingAcl.host',
+    284: 'DeleteAclsMatchingAcl.host',
+    285: 'DeleteAclsMatchingAcl.host',
+    286: 'DeleteAclsMatchingAcl.host',
+    287: 'DeleteAclsMatchingAcl.host',
+    288: 'DeleteAclsMatchingAcl.host',
+    289: 'DeleteAclsMatchingAcl.host',
+    290: 'DeleteAclsMatchingAcl.host',
+    291: 'DeleteAclsMatchingAcl.host',
+    292: 'DeleteAclsMatchingAcl.host',
+    293: 'DeleteAclsMatchingAcl.host',
+    294: 'DeleteAclsMatchingAcl.host',
+    295: 'DeleteAclsMatchingAcl.operation/permission_type',
+    296: 'DeleteAclsMatchingAcl.operation/permission_type',
+    297: 'DeleteAclsMatchingAcl.<tagged fields>',
+    298: 'DeleteAclsMatchingAcl.<tagged fields>',
+    299: 'DeleteAclsMatchingAcl.<tagged fields>',
+    300: 'DeleteAclsMatchingAcl.<tagged fields>',
+    301: 'DeleteAclsMatchingAcl.<tagged fields>',
+    318: 'DeleteAclsFilterResult.error_code',
+    319: 'DeleteAclsFilterResult.error_code',
+    320: 'DeleteAclsFilterResult.error_message',
+    321: 'DeleteAclsFilterResult.error_message',
+    322: 'DeleteAclsFilterResult.error_message',
+    323: 'DeleteAclsFilterResult.error_message',
+    324: 'DeleteAclsFilterResult.error_message',
+    325: 'DeleteAclsFilterResult.error_message',
     326: 'DeleteAclsFilterResult.error_message',
     327: 'DeleteAclsFilterResult.error_message',
     328: 'DeleteAclsFilterResult.error_message',
     329: 'DeleteAclsFilterResult.error_message',
-    330: 'DeleteAclsFilterResult.error_message',
-    331: 'DeleteAclsFilterResult.error_message',
-    332: 'DeleteAclsFilterResult.error_message',
-    333: 'DeleteAclsFilterResult.error_message',
-    334: 'DeleteAclsFilterResult.error_message',
-    335: 'DeleteAclsFilterResult.error_message',
-    336: 'DeleteAclsFilterResult.error_message',
-    337: 'DeleteAclsFilterResult.error_message',
-    338: 'DeleteAclsFilterResult.error_message',
-    339: 'DeleteAclsFilterResult.error_message',
-    340: 'DeleteAclsFilterResult.matching_acls',
-    341: 'DeleteAclsFilterResult.matching_acls',
-    342: 'DeleteAclsFilterResult.matching_acls',
-    343: 'DeleteAclsFilterResult.matching_acls',
-    344: 'DeleteAclsFilterResult.matching_acls',
-    345: 'DeleteAclsFilterResult.matching_acls',
-    346: 'DeleteAclsFilterResult.matching_acls',
-    347: 'DeleteAclsFilterResult.matching_acls',
-    348: 'DeleteAclsFilterResult.matching_acls',
-    349: 'DeleteAclsFilterResult.matching_acls',
-    350: 'DeleteAclsFilterResult.matching_acls',
-    351: 'DeleteAclsFilterResult.matching_acls',
-    352: 'DeleteAclsFilterResult.matching_acls',
-    353: 'DeleteAclsFilterResult.matching_acls',
-    354: 'DeleteAclsFilterResult.<tagged fields>',
-    355: 'DeleteAclsFilterResult.<tagged fields>',
-    356: 'DeleteAclsFilterResult.<tagged fields>',
-    357: 'DeleteAclsFilterResult.<tagged fields>',
-    358: 'DeleteAclsFilterResult.<tagged fields>',
-    364: 'DeleteAclsResponse.throttle_time_ms',
-    365: 'DeleteAclsResponse.throttle_time_ms',
-    366: 'DeleteAclsResponse.filter_results',
-    367: 'DeleteAclsResponse.filter_results',
-    368: 'DeleteAclsResponse.filter_results',
-    369: 'DeleteAclsResponse.filter_results',
-    370: 'DeleteAclsResponse.filter_results',
-    371: 'DeleteAclsResponse.filter_results',
-    372: 'DeleteAclsResponse.filter_results',
-    373: 'DeleteAclsResponse.filter_results',
-    374: 'DeleteAclsResponse.filter_results',
-    375: 'DeleteAclsResponse.filter_results',
-    380: 'DeleteAclsResponse.throttle_time_ms',
-    381: 'DeleteAclsResponse.throttle_time_ms',
-    382: 'DeleteAclsResponse.filter_results',
-    383: 'DeleteAclsResponse.filter_results',
-    384: 'DeleteAclsResponse.filter_results',
-    385: 'DeleteAclsResponse.filter_results',
-    386: 'DeleteAclsResponse.filter_results',
-    387: 'DeleteAclsResponse.filter_results',
-    388: 'DeleteAclsResponse.filter_results',
-    389: 'DeleteAclsResponse.filter_results',
-    390: 'DeleteAclsResponse.filter_results',
-    391: 'DeleteAclsResponse.filter_results',
-    396: 'DeleteAclsResponse.throttle_time_ms',
-    397: 'DeleteAclsResponse.throttle_time_ms',
-    398: 'DeleteAclsResponse.filter_results',
-    399: 'DeleteAclsResponse.filter_results',
-    400: 'DeleteAclsResponse.filter_results',
-    401: 'DeleteAclsResponse.filter_results',
-    402: 'DeleteAclsResponse.filter_results',
-    403: 'DeleteAclsResponse.filter_results',
-    404: 'DeleteAclsResponse.filter_results',
-    405: 'DeleteAclsResponse.filter_results',
-    406: 'DeleteAclsResponse.filter_results',
-    407: 'DeleteAclsResponse.filter_results',
-    408: 'DeleteAclsResponse.filter_results',
-    409: 'DeleteAclsResponse.filter_results',
-    410: 'DeleteAclsResponse.filter_results',
-    411: 'DeleteAclsResponse.filter_results',
-    412: 'DeleteAclsResponse.<tagged fields>',
-    413: 'DeleteAclsResponse.<tagged fields>',
-    414: 'DeleteAclsResponse.<tagged fields>',
-    415: 'DeleteAclsResponse.<tagged fields>',
-    416: 'DeleteAclsResponse.<tagged fields>',
+    330: 'DeleteAclsFilterResult.matching_acls',
+    331: 'DeleteAclsFilterResult.matching_acls',
+    332: 'DeleteAclsFilterResult.matching_acls',
+    333: 'DeleteAclsFilterResult.matching_acls',
+    334: 'DeleteAclsFilterResult.matching_acls',
+    335: 'DeleteAclsFilterResult.matching_acls',
+    336: 'DeleteAclsFilterResult.matching_acls',
+    337: 'DeleteAclsFilterResult.matching_acls',
+    338: 'DeleteAclsFilterResult.matching_acls',
+    339: 'DeleteAclsFilterResult.matching_acls',
+    349: 'DeleteAclsFilterResult.error_code',
+    350: 'DeleteAclsFilterResult.error_code',
+    351: 'DeleteAclsFilterResult.error_message',
+    352: 'DeleteAclsFilterResult.error_message',
+    353: 'DeleteAclsFilterResult.error_message',
+    354: 'DeleteAclsFilterResult.error_message',
+    355: 'DeleteAclsFilterResult.error_message',
+    356: 'DeleteAclsFilterResult.error_message',
+    357: 'DeleteAclsFilterResult.error_message',
+    358: 'DeleteAclsFilterResult.error_message',
+    359: 'DeleteAclsFilterResult.error_message',
+    360: 'DeleteAclsFilterResult.error_message',
+    361: 'DeleteAclsFilterResult.matching_acls',
+    362: 'DeleteAclsFilterResult.matching_acls',
+    363: 'DeleteAclsFilterResult.matching_acls',
+    364: 'DeleteAclsFilterResult.matching_acls',
+    365: 'DeleteAclsFilterResult.matching_acls',
+    366: 'DeleteAclsFilterResult.matching_acls',
+    367: 'DeleteAclsFilterResult.matching_acls',
+    368: 'DeleteAclsFilterResult.matching_acls',
+    369: 'DeleteAclsFilterResult.matching_acls',
+    370: 'DeleteAclsFilterResult.matching_acls',
+    380: 'DeleteAclsFilterResult.error_code',
+    381: 'DeleteAclsFilterResult.error_code',
+    382: 'DeleteAclsFilterResult.error_message',
+    383: 'DeleteAclsFilterResult.error_message',
+    384: 'DeleteAclsFilterResult.error_message',
+    385: 'DeleteAclsFilterResult.error_message',
+    386: 'DeleteAclsFilterResult.error_message',
+    387: 'DeleteAclsFilterResult.error_message',
+    388: 'DeleteAclsFilterResult.error_message',
+    389: 'DeleteAclsFilterResult.error_message',
+    390: 'DeleteAclsFilterResult.error_message',
+    391: 'DeleteAclsFilterResult.error_message',
+    392: 'DeleteAclsFilterResult.error_message',
+    393: 'DeleteAclsFilterResult.error_message',
+    394: 'DeleteAclsFilterResult.error_message',
+    395: 'DeleteAclsFilterResult.error_message',
+    396: 'DeleteAclsFilterResult.error_message',
+    397: 'DeleteAclsFilterResult.error_message',
+    398: 'DeleteAclsFilterResult.error_message',
+    399: 'DeleteAclsFilterResult.matching_acls',
+    400: 'DeleteAclsFilterResult.matching_acls',
+    401: 'DeleteAclsFilterResult.matching_acls',
+    402: 'DeleteAclsFilterResult.matching_acls',
+    403: 'DeleteAclsFilterResult.matching_acls',
+    404: 'DeleteAclsFilterResult.matching_acls',
+    405: 'DeleteAclsFilterResult.matching_acls',
+    406: 'DeleteAclsFilterResult.matching_acls',
+    407: 'DeleteAclsFilterResult.matching_acls',
+    408: 'DeleteAclsFilterResult.matching_acls',
+    409: 'DeleteAclsFilterResult.matching_acls',
+    410: 'DeleteAclsFilterResult.matching_acls',
+    411: 'DeleteAclsFilterResult.matching_acls',
+    412: 'DeleteAclsFilterResult.matching_acls',
+    413: 'DeleteAclsFilterResult.matching_acls',
+    414: 'DeleteAclsFilterResult.matching_acls',
+    415: 'DeleteAclsFilterResult.matching_acls',
+    416: 'DeleteAclsFilterResult.<tagged fields>',
+    417: 'DeleteAclsFilterResult.<tagged fields>',
+    418: 'DeleteAclsFilterResult.<tagged fields>',
+    419: 'DeleteAclsFilterResult.<tagged fields>',
+    420: 'DeleteAclsFilterResult.<tagged fields>',
+    431: 'DeleteAclsResponse.throttle_time_ms',
+    432: 'DeleteAclsResponse.throttle_time_ms',
+    433: 'DeleteAclsResponse.filter_results',
+    434: 'DeleteAclsResponse.filter_results',
+    435: 'DeleteAclsResponse.filter_results',
+    436: 'DeleteAclsResponse.filter_results',
+    437: 'DeleteAclsResponse.filter_results',
+    438: 'DeleteAclsResponse.filter_results',
+    439: 'DeleteAclsResponse.filter_results',
+    440: 'DeleteAclsResponse.filter_results',
+    441: 'DeleteAclsResponse.filter_results',
+    442: 'DeleteAclsResponse.filter_results',
+    451: 'DeleteAclsResponse.throttle_time_ms',
+    452: 'DeleteAclsResponse.throttle_time_ms',
+    453: 'DeleteAclsResponse.filter_results',
+    454: 'DeleteAclsResponse.filter_results',
+    455: 'DeleteAclsResponse.filter_results',
+    456: 'DeleteAclsResponse.filter_results',
+    457: 'DeleteAclsResponse.filter_results',
+    458: 'DeleteAclsResponse.filter_results',
+    459: 'DeleteAclsResponse.filter_results',
+    460: 'DeleteAclsResponse.filter_results',
+    461: 'DeleteAclsResponse.filter_results',
+    462: 'DeleteAclsResponse.filter_results',
+    471: 'DeleteAclsResponse.throttle_time_ms',
+    472: 'DeleteAclsResponse.throttle_time_ms',
+    473: 'DeleteAclsResponse.filter_results',
+    474: 'DeleteAclsResponse.filter_results',
+    475: 'DeleteAclsResponse.filter_results',
+    476: 'DeleteAclsResponse.filter_results',
+    477: 'DeleteAclsResponse.filter_results',
+    478: 'DeleteAclsResponse.filter_results',
+    479: 'DeleteAclsResponse.filter_results',
+    480: 'DeleteAclsResponse.filter_results',
+    481: 'DeleteAclsResponse.filter_results',
+    482: 'DeleteAclsResponse.filter_results',
+    483: 'DeleteAclsResponse.filter_results',
+    484: 'DeleteAclsResponse.filter_results',
+    485: 'DeleteAclsResponse.filter_results',
+    486: 'DeleteAclsResponse.filter_results',
+    487: 'DeleteAclsResponse.filter_results',
+    488: 'DeleteAclsResponse.filter_results',
+    489: 'DeleteAclsResponse.filter_results',
+    490: 'DeleteAclsResponse.<tagged fields>',
+    491: 'DeleteAclsResponse.<tagged fields>',
+    492: 'DeleteAclsResponse.<tagged fields>',
+    493: 'DeleteAclsResponse.<tagged fields>',
+    494: 'DeleteAclsResponse.<tagged fields>',
 })

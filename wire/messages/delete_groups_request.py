@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -50,7 +51,10 @@ def _d_DeleteGroupsRequest_v0(buf, pos):
                 _x2 = str(buf[pos:_end4], 'utf-8')
                 pos = _end4
             _f_groups_names.append(_x2)
-    return DeleteGroupsRequest(_f_groups_names, None), pos
+    _o = _new(DeleteGroupsRequest)
+    _o.groups_names = _f_groups_names
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeleteGroupsRequest_v1 = _d_DeleteGroupsRequest_v0
@@ -59,6 +63,9 @@ def _d_DeleteGroupsRequest_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -71,6 +78,9 @@ def _d_DeleteGroupsRequest_v2(buf, pos):
             _n11 = buf[pos]
             if _n11 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n11, pos = _ruv(buf, pos)
             _n11 -= 1
@@ -88,7 +98,10 @@ def _d_DeleteGroupsRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteGroupsRequest.<tagged fields>')
-    return DeleteGroupsRequest(_f_groups_names, _unk), pos
+    _o = _new(DeleteGroupsRequest)
+    _o.groups_names = _f_groups_names
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DeleteGroupsRequest_v0(o, w):
@@ -127,7 +140,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DeleteGroupsRequest_v0, 1: _d_DeleteGroupsRequest_v1, 2: _d_DeleteGroupsRequest_v2}
 ENCODERS = {0: _e_DeleteGroupsRequest_v0, 1: _e_DeleteGroupsRequest_v1, 2: _e_DeleteGroupsRequest_v2}
 _reg(__file__, {
-    34: 'DeleteGroupsRequest.groups_names',
     35: 'DeleteGroupsRequest.groups_names',
     36: 'DeleteGroupsRequest.groups_names',
     37: 'DeleteGroupsRequest.groups_names',
@@ -146,10 +158,7 @@ _reg(__file__, {
     50: 'DeleteGroupsRequest.groups_names',
     51: 'DeleteGroupsRequest.groups_names',
     52: 'DeleteGroupsRequest.groups_names',
-    58: 'DeleteGroupsRequest.groups_names',
-    59: 'DeleteGroupsRequest.groups_names',
-    60: 'DeleteGroupsRequest.groups_names',
-    61: 'DeleteGroupsRequest.groups_names',
+    53: 'DeleteGroupsRequest.groups_names',
     62: 'DeleteGroupsRequest.groups_names',
     63: 'DeleteGroupsRequest.groups_names',
     64: 'DeleteGroupsRequest.groups_names',
@@ -173,9 +182,19 @@ _reg(__file__, {
     82: 'DeleteGroupsRequest.groups_names',
     83: 'DeleteGroupsRequest.groups_names',
     84: 'DeleteGroupsRequest.groups_names',
-    85: 'DeleteGroupsRequest.<tagged fields>',
-    86: 'DeleteGroupsRequest.<tagged fields>',
-    87: 'DeleteGroupsRequest.<tagged fields>',
-    88: 'DeleteGroupsRequest.<tagged fields>',
-    89: 'DeleteGroupsRequest.<tagged fields>',
+    85: 'DeleteGroupsRequest.groups_names',
+    86: 'DeleteGroupsRequest.groups_names',
+    87: 'DeleteGroupsRequest.groups_names',
+    88: 'DeleteGroupsRequest.groups_names',
+    89: 'DeleteGroupsRequest.groups_names',
+    90: 'DeleteGroupsRequest.groups_names',
+    91: 'DeleteGroupsRequest.groups_names',
+    92: 'DeleteGroupsRequest.groups_names',
+    93: 'DeleteGroupsRequest.groups_names',
+    94: 'DeleteGroupsRequest.groups_names',
+    95: 'DeleteGroupsRequest.<tagged fields>',
+    96: 'DeleteGroupsRequest.<tagged fields>',
+    97: 'DeleteGroupsRequest.<tagged fields>',
+    98: 'DeleteGroupsRequest.<tagged fields>',
+    99: 'DeleteGroupsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -67,7 +68,11 @@ def _d_DeletableGroupResult_v0(buf, pos):
         pos = _end2
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return DeletableGroupResult(_f_group_id, _f_error_code, None), pos
+    _o = _new(DeletableGroupResult)
+    _o.group_id = _f_group_id
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeletableGroupResult_v1 = _d_DeletableGroupResult_v0
@@ -76,6 +81,9 @@ def _d_DeletableGroupResult_v2(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -94,7 +102,11 @@ def _d_DeletableGroupResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeletableGroupResult.<tagged fields>')
-    return DeletableGroupResult(_f_group_id, _f_error_code, _unk), pos
+    _o = _new(DeletableGroupResult)
+    _o.group_id = _f_group_id
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteGroupsResponse_v0(buf, pos):
@@ -110,7 +122,11 @@ def _d_DeleteGroupsResponse_v0(buf, pos):
         for _ in range(_n7):
             _x8, pos = _d_DeletableGroupResult_v0(buf, pos)
             _f_results.append(_x8)
-    return DeleteGroupsResponse(_f_throttle_time_ms, _f_results, None), pos
+    _o = _new(DeleteGroupsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeleteGroupsResponse_v1 = _d_DeleteGroupsResponse_v0
@@ -121,6 +137,9 @@ def _d_DeleteGroupsResponse_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -137,7 +156,11 @@ def _d_DeleteGroupsResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteGroupsResponse.<tagged fields>')
-    return DeleteGroupsResponse(_f_throttle_time_ms, _f_results, _unk), pos
+    _o = _new(DeleteGroupsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DeletableGroupResult_v0(o, w):
@@ -195,7 +218,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DeleteGroupsResponse_v0, 1: _d_DeleteGroupsResponse_v1, 2: _d_DeleteGroupsResponse_v2}
 ENCODERS = {0: _e_DeleteGroupsResponse_v0, 1: _e_DeleteGroupsResponse_v1, 2: _e_DeleteGroupsResponse_v2}
 _reg(__file__, {
-    58: 'DeletableGroupResult.group_id',
     59: 'DeletableGroupResult.group_id',
     60: 'DeletableGroupResult.group_id',
     61: 'DeletableGroupResult.group_id',
@@ -205,13 +227,9 @@ _reg(__file__, {
     65: 'DeletableGroupResult.group_id',
     66: 'DeletableGroupResult.group_id',
     67: 'DeletableGroupResult.group_id',
-    68: 'DeletableGroupResult.error_code',
+    68: 'DeletableGroupResult.group_id',
     69: 'DeletableGroupResult.error_code',
-    75: 'DeletableGroupResult.group_id',
-    76: 'DeletableGroupResult.group_id',
-    77: 'DeletableGroupResult.group_id',
-    78: 'DeletableGroupResult.group_id',
-    79: 'DeletableGroupResult.group_id',
+    70: 'DeletableGroupResult.error_code',
     80: 'DeletableGroupResult.group_id',
     81: 'DeletableGroupResult.group_id',
     82: 'DeletableGroupResult.group_id',
@@ -221,44 +239,55 @@ _reg(__file__, {
     86: 'DeletableGroupResult.group_id',
     87: 'DeletableGroupResult.group_id',
     88: 'DeletableGroupResult.group_id',
-    89: 'DeletableGroupResult.error_code',
-    90: 'DeletableGroupResult.error_code',
-    91: 'DeletableGroupResult.<tagged fields>',
-    92: 'DeletableGroupResult.<tagged fields>',
-    93: 'DeletableGroupResult.<tagged fields>',
-    94: 'DeletableGroupResult.<tagged fields>',
-    95: 'DeletableGroupResult.<tagged fields>',
-    100: 'DeleteGroupsResponse.throttle_time_ms',
-    101: 'DeleteGroupsResponse.throttle_time_ms',
-    102: 'DeleteGroupsResponse.results',
-    103: 'DeleteGroupsResponse.results',
-    104: 'DeleteGroupsResponse.results',
-    105: 'DeleteGroupsResponse.results',
-    106: 'DeleteGroupsResponse.results',
-    107: 'DeleteGroupsResponse.results',
-    108: 'DeleteGroupsResponse.results',
-    109: 'DeleteGroupsResponse.results',
-    110: 'DeleteGroupsResponse.results',
-    111: 'DeleteGroupsResponse.results',
-    117: 'DeleteGroupsResponse.throttle_time_ms',
-    118: 'DeleteGroupsResponse.throttle_time_ms',
+    89: 'DeletableGroupResult.group_id',
+    90: 'DeletableGroupResult.group_id',
+    91: 'DeletableGroupResult.group_id',
+    92: 'DeletableGroupResult.group_id',
+    93: 'DeletableGroupResult.group_id',
+    94: 'DeletableGroupResult.group_id',
+    95: 'DeletableGroupResult.group_id',
+    96: 'DeletableGroupResult.group_id',
+    97: 'DeletableGroupResult.error_code',
+    98: 'DeletableGroupResult.error_code',
+    99: 'DeletableGroupResult.<tagged fields>',
+    100: 'DeletableGroupResult.<tagged fields>',
+    101: 'DeletableGroupResult.<tagged fields>',
+    102: 'DeletableGroupResult.<tagged fields>',
+    103: 'DeletableGroupResult.<tagged fields>',
+    112: 'DeleteGroupsResponse.throttle_time_ms',
+    113: 'DeleteGroupsResponse.throttle_time_ms',
+    114: 'DeleteGroupsResponse.results',
+    115: 'DeleteGroupsResponse.results',
+    116: 'DeleteGroupsResponse.results',
+    117: 'DeleteGroupsResponse.results',
+    118: 'DeleteGroupsResponse.results',
     119: 'DeleteGroupsResponse.results',
     120: 'DeleteGroupsResponse.results',
     121: 'DeleteGroupsResponse.results',
     122: 'DeleteGroupsResponse.results',
     123: 'DeleteGroupsResponse.results',
-    124: 'DeleteGroupsResponse.results',
-    125: 'DeleteGroupsResponse.results',
-    126: 'DeleteGroupsResponse.results',
-    127: 'DeleteGroupsResponse.results',
-    128: 'DeleteGroupsResponse.results',
-    129: 'DeleteGroupsResponse.results',
-    130: 'DeleteGroupsResponse.results',
-    131: 'DeleteGroupsResponse.results',
-    132: 'DeleteGroupsResponse.results',
-    133: 'DeleteGroupsResponse.<tagged fields>',
-    134: 'DeleteGroupsResponse.<tagged fields>',
-    135: 'DeleteGroupsResponse.<tagged fields>',
-    136: 'DeleteGroupsResponse.<tagged fields>',
-    137: 'DeleteGroupsResponse.<tagged fields>',
+    133: 'DeleteGroupsResponse.throttle_time_ms',
+    134: 'DeleteGroupsResponse.throttle_time_ms',
+    135: 'DeleteGroupsResponse.results',
+    136: 'DeleteGroupsResponse.results',
+    137: 'DeleteGroupsResponse.results',
+    138: 'DeleteGroupsResponse.results',
+    139: 'DeleteGroupsResponse.results',
+    140: 'DeleteGroupsResponse.results',
+    141: 'DeleteGroupsResponse.results',
+    142: 'DeleteGroupsResponse.results',
+    143: 'DeleteGroupsResponse.results',
+    144: 'DeleteGroupsResponse.results',
+    145: 'DeleteGroupsResponse.results',
+    146: 'DeleteGroupsResponse.results',
+    147: 'DeleteGroupsResponse.results',
+    148: 'DeleteGroupsResponse.results',
+    149: 'DeleteGroupsResponse.results',
+    150: 'DeleteGroupsResponse.results',
+    151: 'DeleteGroupsResponse.results',
+    152: 'DeleteGroupsResponse.<tagged fields>',
+    153: 'DeleteGroupsResponse.<tagged fields>',
+    154: 'DeleteGroupsResponse.<tagged fields>',
+    155: 'DeleteGroupsResponse.<tagged fields>',
+    156: 'DeleteGroupsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,7 +74,11 @@ class DeleteRecordsTopic(_Message):
 def _d_DeleteRecordsPartition_v0(buf, pos):
     _f_partition_index, _f_offset = _S_iqu(buf, pos)
     pos += 12
-    return DeleteRecordsPartition(_f_partition_index, _f_offset, None), pos
+    _o = _new(DeleteRecordsPartition)
+    _o.partition_index = _f_partition_index
+    _o.offset = _f_offset
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeleteRecordsPartition_v1 = _d_DeleteRecordsPartition_v0
@@ -86,7 +91,11 @@ def _d_DeleteRecordsPartition_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteRecordsPartition.<tagged fields>')
-    return DeleteRecordsPartition(_f_partition_index, _f_offset, _unk), pos
+    _o = _new(DeleteRecordsPartition)
+    _o.partition_index = _f_partition_index
+    _o.offset = _f_offset
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteRecordsTopic_v0(buf, pos):
@@ -110,7 +119,11 @@ def _d_DeleteRecordsTopic_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_DeleteRecordsPartition_v0(buf, pos)
             _f_partitions.append(_x4)
-    return DeleteRecordsTopic(_f_name, _f_partitions, None), pos
+    _o = _new(DeleteRecordsTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeleteRecordsTopic_v1 = _d_DeleteRecordsTopic_v0
@@ -119,6 +132,9 @@ def _d_DeleteRecordsTopic_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -133,6 +149,9 @@ def _d_DeleteRecordsTopic_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -149,7 +168,11 @@ def _d_DeleteRecordsTopic_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteRecordsTopic.<tagged fields>')
-    return DeleteRecordsTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(DeleteRecordsTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteRecordsRequest_v0(buf, pos):
@@ -165,7 +188,11 @@ def _d_DeleteRecordsRequest_v0(buf, pos):
             _f_topics.append(_x14)
     _f_timeout_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return DeleteRecordsRequest(_f_topics, _f_timeout_ms, None), pos
+    _o = _new(DeleteRecordsRequest)
+    _o.topics = _f_topics
+    _o.timeout_ms = _f_timeout_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeleteRecordsRequest_v1 = _d_DeleteRecordsRequest_v0
@@ -174,6 +201,9 @@ def _d_DeleteRecordsRequest_v2(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -192,7 +222,11 @@ def _d_DeleteRecordsRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteRecordsRequest.<tagged fields>')
-    return DeleteRecordsRequest(_f_topics, _f_timeout_ms, _unk), pos
+    _o = _new(DeleteRecordsRequest)
+    _o.topics = _f_topics
+    _o.timeout_ms = _f_timeout_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DeleteRecordsPartition_v0(o, w):
@@ -272,86 +306,74 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DeleteRecordsRequest_v0, 1: _d_DeleteRecordsRequest_v1, 2: _d_DeleteRecordsRequest_v2}
 ENCODERS = {0: _e_DeleteRecordsRequest_v0, 1: _e_DeleteRecordsRequest_v1, 2: _e_DeleteRecordsRequest_v2}
 _reg(__file__, {
-    74: 'DeleteRecordsPartition.partition_index/offset',
     75: 'DeleteRecordsPartition.partition_index/offset',
-    81: 'DeleteRecordsPartition.partition_index/offset',
-    82: 'DeleteRecordsPartition.partition_index/offset',
-    83: 'DeleteRecordsPartition.<tagged fields>',
-    84: 'DeleteRecordsPartition.<tagged fields>',
-    85: 'DeleteRecordsPartition.<tagged fields>',
-    86: 'DeleteRecordsPartition.<tagged fields>',
-    87: 'DeleteRecordsPartition.<tagged fields>',
-    92: 'DeleteRecordsTopic.name',
-    93: 'DeleteRecordsTopic.name',
-    94: 'DeleteRecordsTopic.name',
-    95: 'DeleteRecordsTopic.name',
-    96: 'DeleteRecordsTopic.name',
-    97: 'DeleteRecordsTopic.name',
-    98: 'DeleteRecordsTopic.name',
-    99: 'DeleteRecordsTopic.name',
-    100: 'DeleteRecordsTopic.name',
+    76: 'DeleteRecordsPartition.partition_index/offset',
+    86: 'DeleteRecordsPartition.partition_index/offset',
+    87: 'DeleteRecordsPartition.partition_index/offset',
+    88: 'DeleteRecordsPartition.<tagged fields>',
+    89: 'DeleteRecordsPartition.<tagged fields>',
+    90: 'DeleteRecordsPartition.<tagged fields>',
+    91: 'DeleteRecordsPartition.<tagged fields>',
+    92: 'DeleteRecordsPartition.<tagged fields>',
     101: 'DeleteRecordsTopic.name',
-    102: 'DeleteRecordsTopic.partitions',
-    103: 'DeleteRecordsTopic.partitions',
-    104: 'DeleteRecordsTopic.partitions',
-    105: 'DeleteRecordsTopic.partitions',
-    106: 'DeleteRecordsTopic.partitions',
-    107: 'DeleteRecordsTopic.partitions',
-    108: 'DeleteRecordsTopic.partitions',
-    109: 'DeleteRecordsTopic.partitions',
-    110: 'DeleteRecordsTopic.partitions',
+    102: 'DeleteRecordsTopic.name',
+    103: 'DeleteRecordsTopic.name',
+    104: 'DeleteRecordsTopic.name',
+    105: 'DeleteRecordsTopic.name',
+    106: 'DeleteRecordsTopic.name',
+    107: 'DeleteRecordsTopic.name',
+    108: 'DeleteRecordsTopic.name',
+    109: 'DeleteRecordsTopic.name',
+    110: 'DeleteRecordsTopic.name',
     111: 'DeleteRecordsTopic.partitions',
-    117: 'DeleteRecordsTopic.name',
-    118: 'DeleteRecordsTopic.name',
-    119: 'DeleteRecordsTopic.name',
-    120: 'DeleteRecordsTopic.name',
-    121: 'DeleteRecordsTopic.name',
-    122: 'DeleteRecordsTopic.name',
-    123: 'DeleteRecordsTopic.name',
-    124: 'DeleteRecordsTopic.name',
-    125: 'DeleteRecordsTopic.name',
-    126: 'DeleteRecordsTopic.name',
-    127: 'DeleteRecordsTopic.name',
-    128: 'DeleteRecordsTopic.name',
-    129: 'DeleteRecordsTopic.name',
+    112: 'DeleteRecordsTopic.partitions',
+    113: 'DeleteRecordsTopic.partitions',
+    114: 'DeleteRecordsTopic.partitions',
+    115: 'DeleteRecordsTopic.partitions',
+    116: 'DeleteRecordsTopic.partitions',
+    117: 'DeleteRecordsTopic.partitions',
+    118: 'DeleteRecordsTopic.partitions',
+    119: 'DeleteRecordsTopic.partitions',
+    120: 'DeleteRecordsTopic.partitions',
     130: 'DeleteRecordsTopic.name',
-    131: 'DeleteRecordsTopic.partitions',
-    132: 'DeleteRecordsTopic.partitions',
-    133: 'DeleteRecordsTopic.partitions',
-    134: 'DeleteRecordsTopic.partitions',
-    135: 'DeleteRecordsTopic.partitions',
-    136: 'DeleteRecordsTopic.partitions',
-    137: 'DeleteRecordsTopic.partitions',
-    138: 'DeleteRecordsTopic.partitions',
-    139: 'DeleteRecordsTopic.partitions',
-    140: 'DeleteRecordsTopic.partitions',
-    141: 'DeleteRecordsTopic.partitions',
-    142: 'DeleteRecordsTopic.partitions',
-    143: 'DeleteRecordsTopic.partitions',
-    144: 'DeleteRecordsTopic.partitions',
-    145: 'DeleteRecordsTopic.<tagged fields>',
-    146: 'DeleteRecordsTopic.<tagged fields>',
-    147: 'DeleteRecordsTopic.<tagged fields>',
-    148: 'DeleteRecordsTopic.<tagged fields>',
-    149: 'DeleteRecordsTopic.<tagged fields>',
-    154: 'DeleteRecordsRequest.topics',
-    155: 'DeleteRecordsRequest.topics',
-    156: 'DeleteRecordsRequest.topics',
-    157: 'DeleteRecordsRequest.topics',
-    158: 'DeleteRecordsRequest.topics',
-    159: 'DeleteRecordsRequest.topics',
-    160: 'DeleteRecordsRequest.topics',
-    161: 'DeleteRecordsRequest.topics',
-    162: 'DeleteRecordsRequest.topics',
-    163: 'DeleteRecordsRequest.topics',
-    164: 'DeleteRecordsRequest.timeout_ms',
-    165: 'DeleteRecordsRequest.timeout_ms',
-    171: 'DeleteRecordsRequest.topics',
-    172: 'DeleteRecordsRequest.topics',
-    173: 'DeleteRecordsRequest.topics',
-    174: 'DeleteRecordsRequest.topics',
-    175: 'DeleteRecordsRequest.topics',
-    176: 'DeleteRecordsRequest.topics',
+    131: 'DeleteRecordsTopic.name',
+    132: 'DeleteRecordsTopic.name',
+    133: 'DeleteRecordsTopic.name',
+    134: 'DeleteRecordsTopic.name',
+    135: 'DeleteRecordsTopic.name',
+    136: 'DeleteRecordsTopic.name',
+    137: 'DeleteRecordsTopic.name',
+    138: 'DeleteRecordsTopic.name',
+    139: 'DeleteRecordsTopic.name',
+    140: 'DeleteRecordsTopic.name',
+    141: 'DeleteRecordsTopic.name',
+    142: 'DeleteRecordsTopic.name',
+    143: 'DeleteRecordsTopic.name',
+    144: 'DeleteRecordsTopic.name',
+    145: 'DeleteRecordsTopic.name',
+    146: 'DeleteRecordsTopic.name',
+    147: 'DeleteRecordsTopic.partitions',
+    148: 'DeleteRecordsTopic.partitions',
+    149: 'DeleteRecordsTopic.partitions',
+    150: 'DeleteRecordsTopic.partitions',
+    151: 'DeleteRecordsTopic.partitions',
+    152: 'DeleteRecordsTopic.partitions',
+    153: 'DeleteRecordsTopic.partitions',
+    154: 'DeleteRecordsTopic.partitions',
+    155: 'DeleteRecordsTopic.partitions',
+    156: 'DeleteRecordsTopic.partitions',
+    157: 'DeleteRecordsTopic.partitions',
+    158: 'DeleteRecordsTopic.partitions',
+    159: 'DeleteRecordsTopic.partitions',
+    160: 'DeleteRecordsTopic.partitions',
+    161: 'DeleteRecordsTopic.partitions',
+    162: 'DeleteRecordsTopic.partitions',
+    163: 'DeleteRecordsTopic.partitions',
+    164: 'DeleteRecordsTopic.<tagged fields>',
+    165: 'DeleteRecordsTopic.<tagged fields>',
+    166: 'DeleteRecordsTopic.<tagged fields>',
+    167: 'DeleteRecordsTopic.<tagged fields>',
+    168: 'DeleteRecordsTopic.<tagged fields>',
     177: 'DeleteRecordsRequest.topics',
     178: 'DeleteRecordsRequest.topics',
     179: 'DeleteRecordsRequest.topics',
@@ -360,11 +382,32 @@ _reg(__file__, {
     182: 'DeleteRecordsRequest.topics',
     183: 'DeleteRecordsRequest.topics',
     184: 'DeleteRecordsRequest.topics',
-    185: 'DeleteRecordsRequest.timeout_ms',
-    186: 'DeleteRecordsRequest.timeout_ms',
-    187: 'DeleteRecordsRequest.<tagged fields>',
-    188: 'DeleteRecordsRequest.<tagged fields>',
-    189: 'DeleteRecordsRequest.<tagged fields>',
-    190: 'DeleteRecordsRequest.<tagged fields>',
-    191: 'DeleteRecordsRequest.<tagged fields>',
+    185: 'DeleteRecordsRequest.topics',
+    186: 'DeleteRecordsRequest.topics',
+    187: 'DeleteRecordsRequest.timeout_ms',
+    188: 'DeleteRecordsRequest.timeout_ms',
+    198: 'DeleteRecordsRequest.topics',
+    199: 'DeleteRecordsRequest.topics',
+    200: 'DeleteRecordsRequest.topics',
+    201: 'DeleteRecordsRequest.topics',
+    202: 'DeleteRecordsRequest.topics',
+    203: 'DeleteRecordsRequest.topics',
+    204: 'DeleteRecordsRequest.topics',
+    205: 'DeleteRecordsRequest.topics',
+    206: 'DeleteRecordsRequest.topics',
+    207: 'DeleteRecordsRequest.topics',
+    208: 'DeleteRecordsRequest.topics',
+    209: 'DeleteRecordsRequest.topics',
+    210: 'DeleteRecordsRequest.topics',
+    211: 'DeleteRecordsRequest.topics',
+    212: 'DeleteRecordsRequest.topics',
+    213: 'DeleteRecordsRequest.topics',
+    214: 'DeleteRecordsRequest.topics',
+    215: 'DeleteRecordsRequest.timeout_ms',
+    216: 'DeleteRecordsRequest.timeout_ms',
+    217: 'DeleteRecordsRequest.<tagged fields>',
+    218: 'DeleteRecordsRequest.<tagged fields>',
+    219: 'DeleteRecordsRequest.<tagged fields>',
+    220: 'DeleteRecordsRequest.<tagged fields>',
+    221: 'DeleteRecordsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -75,7 +76,12 @@ class DeleteRecordsTopicResult(_Message):
 def _d_DeleteRecordsPartitionResult_v0(buf, pos):
     _f_partition_index, _f_low_watermark, _f_error_code = _S_iqhu(buf, pos)
     pos += 14
-    return DeleteRecordsPartitionResult(_f_partition_index, _f_low_watermark, _f_error_code, None), pos
+    _o = _new(DeleteRecordsPartitionResult)
+    _o.partition_index = _f_partition_index
+    _o.low_watermark = _f_low_watermark
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeleteRecordsPartitionResult_v1 = _d_DeleteRecordsPartitionResult_v0
@@ -88,7 +94,12 @@ def _d_DeleteRecordsPartitionResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteRecordsPartitionResult.<tagged fields>')
-    return DeleteRecordsPartitionResult(_f_partition_index, _f_low_watermark, _f_error_code, _unk), pos
+    _o = _new(DeleteRecordsPartitionResult)
+    _o.partition_index = _f_partition_index
+    _o.low_watermark = _f_low_watermark
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteRecordsTopicResult_v0(buf, pos):
@@ -112,7 +123,11 @@ def _d_DeleteRecordsTopicResult_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_DeleteRecordsPartitionResult_v0(buf, pos)
             _f_partitions.append(_x4)
-    return DeleteRecordsTopicResult(_f_name, _f_partitions, None), pos
+    _o = _new(DeleteRecordsTopicResult)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeleteRecordsTopicResult_v1 = _d_DeleteRecordsTopicResult_v0
@@ -121,6 +136,9 @@ def _d_DeleteRecordsTopicResult_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -135,6 +153,9 @@ def _d_DeleteRecordsTopicResult_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -151,7 +172,11 @@ def _d_DeleteRecordsTopicResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteRecordsTopicResult.<tagged fields>')
-    return DeleteRecordsTopicResult(_f_name, _f_partitions, _unk), pos
+    _o = _new(DeleteRecordsTopicResult)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteRecordsResponse_v0(buf, pos):
@@ -167,7 +192,11 @@ def _d_DeleteRecordsResponse_v0(buf, pos):
         for _ in range(_n13):
             _x14, pos = _d_DeleteRecordsTopicResult_v0(buf, pos)
             _f_topics.append(_x14)
-    return DeleteRecordsResponse(_f_throttle_time_ms, _f_topics, None), pos
+    _o = _new(DeleteRecordsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeleteRecordsResponse_v1 = _d_DeleteRecordsResponse_v0
@@ -178,6 +207,9 @@ def _d_DeleteRecordsResponse_v2(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -194,7 +226,11 @@ def _d_DeleteRecordsResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteRecordsResponse.<tagged fields>')
-    return DeleteRecordsResponse(_f_throttle_time_ms, _f_topics, _unk), pos
+    _o = _new(DeleteRecordsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DeleteRecordsPartitionResult_v0(o, w):
@@ -274,99 +310,108 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DeleteRecordsResponse_v0, 1: _d_DeleteRecordsResponse_v1, 2: _d_DeleteRecordsResponse_v2}
 ENCODERS = {0: _e_DeleteRecordsResponse_v0, 1: _e_DeleteRecordsResponse_v1, 2: _e_DeleteRecordsResponse_v2}
 _reg(__file__, {
-    76: 'DeleteRecordsPartitionResult.partition_index/low_watermark/error_code',
     77: 'DeleteRecordsPartitionResult.partition_index/low_watermark/error_code',
-    83: 'DeleteRecordsPartitionResult.partition_index/low_watermark/error_code',
-    84: 'DeleteRecordsPartitionResult.partition_index/low_watermark/error_code',
-    85: 'DeleteRecordsPartitionResult.<tagged fields>',
-    86: 'DeleteRecordsPartitionResult.<tagged fields>',
-    87: 'DeleteRecordsPartitionResult.<tagged fields>',
-    88: 'DeleteRecordsPartitionResult.<tagged fields>',
-    89: 'DeleteRecordsPartitionResult.<tagged fields>',
-    94: 'DeleteRecordsTopicResult.name',
-    95: 'DeleteRecordsTopicResult.name',
-    96: 'DeleteRecordsTopicResult.name',
-    97: 'DeleteRecordsTopicResult.name',
-    98: 'DeleteRecordsTopicResult.name',
-    99: 'DeleteRecordsTopicResult.name',
-    100: 'DeleteRecordsTopicResult.name',
-    101: 'DeleteRecordsTopicResult.name',
-    102: 'DeleteRecordsTopicResult.name',
-    103: 'DeleteRecordsTopicResult.name',
-    104: 'DeleteRecordsTopicResult.partitions',
-    105: 'DeleteRecordsTopicResult.partitions',
-    106: 'DeleteRecordsTopicResult.partitions',
-    107: 'DeleteRecordsTopicResult.partitions',
-    108: 'DeleteRecordsTopicResult.partitions',
-    109: 'DeleteRecordsTopicResult.partitions',
-    110: 'DeleteRecordsTopicResult.partitions',
-    111: 'DeleteRecordsTopicResult.partitions',
-    112: 'DeleteRecordsTopicResult.partitions',
-    113: 'DeleteRecordsTopicResult.partitions',
-    119: 'DeleteRecordsTopicResult.name',
-    120: 'DeleteRecordsTopicResult.name',
-    121: 'DeleteRecordsTopicResult.name',
-    122: 'DeleteRecordsTopicResult.name',
-    123: 'DeleteRecordsTopicResult.name',
-    124: 'DeleteRecordsTopicResult.name',
-    125: 'DeleteRecordsTopicResult.name',
-    126: 'DeleteRecordsTopicResult.name',
-    127: 'DeleteRecordsTopicResult.name',
-    128: 'DeleteRecordsTopicResult.name',
-    129: 'DeleteRecordsTopicResult.name',
-    130: 'DeleteRecordsTopicResult.name',
-    131: 'DeleteRecordsTopicResult.name',
-    132: 'DeleteRecordsTopicResult.name',
-    133: 'DeleteRecordsTopicResult.partitions',
-    134: 'DeleteRecordsTopicResult.partitions',
-    135: 'DeleteRecordsTopicResult.partitions',
-    136: 'DeleteRecordsTopicResult.partitions',
-    137: 'DeleteRecordsTopicResult.partitions',
-    138: 'DeleteRecordsTopicResult.partitions',
-    139: 'DeleteRecordsTopicResult.partitions',
-    140: 'DeleteRecordsTopicResult.partitions',
-    141: 'DeleteRecordsTopicResult.partitions',
-    142: 'DeleteRecordsTopicResult.partitions',
-    143: 'DeleteRecordsTopicResult.partitions',
-    144: 'DeleteRecordsTopicResult.partitions',
-    145: 'DeleteRecordsTopicResult.partitions',
-    146: 'DeleteRecordsTopicResult.partitions',
-    147: 'DeleteRecordsTopicResult.<tagged fields>',
-    148: 'DeleteRecordsTopicResult.<tagged fields>',
-    149: 'DeleteRecordsTopicResult.<tagged fields>',
-    150: 'DeleteRecordsTopicResult.<tagged fields>',
-    151: 'DeleteRecordsTopicResult.<tagged fields>',
-    156: 'DeleteRecordsResponse.throttle_time_ms',
-    157: 'DeleteRecordsResponse.throttle_time_ms',
-    158: 'DeleteRecordsResponse.topics',
-    159: 'DeleteRecordsResponse.topics',
-    160: 'DeleteRecordsResponse.topics',
-    161: 'DeleteRecordsResponse.topics',
-    162: 'DeleteRecordsResponse.topics',
-    163: 'DeleteRecordsResponse.topics',
-    164: 'DeleteRecordsResponse.topics',
-    165: 'DeleteRecordsResponse.topics',
-    166: 'DeleteRecordsResponse.topics',
-    167: 'DeleteRecordsResponse.topics',
-    173: 'DeleteRecordsResponse.throttle_time_ms',
-    174: 'DeleteRecordsResponse.throttle_time_ms',
-    175: 'DeleteRecordsResponse.topics',
-    176: 'DeleteRecordsResponse.topics',
-    177: 'DeleteRecordsResponse.topics',
-    178: 'DeleteRecordsResponse.topics',
-    179: 'DeleteRecordsResponse.topics',
-    180: 'DeleteRecordsResponse.topics',
-    181: 'DeleteRecordsResponse.topics',
-    182: 'DeleteRecordsResponse.topics',
+    78: 'DeleteRecordsPartitionResult.partition_index/low_watermark/error_code',
+    89: 'DeleteRecordsPartitionResult.partition_index/low_watermark/error_code',
+    90: 'DeleteRecordsPartitionResult.partition_index/low_watermark/error_code',
+    91: 'DeleteRecordsPartitionResult.<tagged fields>',
+    92: 'DeleteRecordsPartitionResult.<tagged fields>',
+    93: 'DeleteRecordsPartitionResult.<tagged fields>',
+    94: 'DeleteRecordsPartitionResult.<tagged fields>',
+    95: 'DeleteRecordsPartitionResult.<tagged fields>',
+    105: 'DeleteRecordsTopicResult.name',
+    106: 'DeleteRecordsTopicResult.name',
+    107: 'DeleteRecordsTopicResult.name',
+    108: 'DeleteRecordsTopicResult.name',
+    109: 'DeleteRecordsTopicResult.name',
+    110: 'DeleteRecordsTopicResult.name',
+    111: 'DeleteRecordsTopicResult.name',
+    112: 'DeleteRecordsTopicResult.name',
+    113: 'DeleteRecordsTopicResult.name',
+    114: 'DeleteRecordsTopicResult.name',
+    115: 'DeleteRecordsTopicResult.partitions',
+    116: 'DeleteRecordsTopicResult.partitions',
+    117: 'DeleteRecordsTopicResult.partitions',
+    118: 'DeleteRecordsTopicResult.partitions',
+    119: 'DeleteRecordsTopicResult.partitions',
+    120: 'DeleteRecordsTopicResult.partitions',
+    121: 'DeleteRecordsTopicResult.partitions',
+    122: 'DeleteRecordsTopicResult.partitions',
+    123: 'DeleteRecordsTopicResult.partitions',
+    124: 'DeleteRecordsTopicResult.partitions',
+    134: 'DeleteRecordsTopicResult.name',
+    135: 'DeleteRecordsTopicResult.name',
+    136: 'DeleteRecordsTopicResult.name',
+    137: 'DeleteRecordsTopicResult.name',
+    138: 'DeleteRecordsTopicResult.name',
+    139: 'DeleteRecordsTopicResult.name',
+    140: 'DeleteRecordsTopicResult.name',
+    141: 'DeleteRecordsTopicResult.name',
+    142: 'DeleteRecordsTopicResult.name',
+    143: 'DeleteRecordsTopicResult.name',
+    144: 'DeleteRecordsTopicResult.name',
+    145: 'DeleteRecordsTopicResult.name',
+    146: 'DeleteRecordsTopicResult.name',
+    147: 'DeleteRecordsTopicResult.name',
+    148: 'DeleteRecordsTopicResult.name',
+    149: 'DeleteRecordsTopicResult.name',
+    150: 'DeleteRecordsTopicResult.name',
+    151: 'DeleteRecordsTopicResult.partitions',
+    152: 'DeleteRecordsTopicResult.partitions',
+    153: 'DeleteRecordsTopicResult.partitions',
+    154: 'DeleteRecordsTopicResult.partitions',
+    155: 'DeleteRecordsTopicResult.partitions',
+    156: 'DeleteRecordsTopicResult.partitions',
+    157: 'DeleteRecordsTopicResult.partitions',
+    158: 'DeleteRecordsTopicResult.partitions',
+    159: 'DeleteRecordsTopicResult.partitions',
+    160: 'DeleteRecordsTopicResult.partitions',
+    161: 'DeleteRecordsTopicResult.partitions',
+    162: 'DeleteRecordsTopicResult.partitions',
+    163: 'DeleteRecordsTopicResult.partitions',
+    164: 'DeleteRecordsTopicResult.partitions',
+    165: 'DeleteRecordsTopicResult.partitions',
+    166: 'DeleteRecordsTopicResult.partitions',
+    167: 'DeleteRecordsTopicResult.partitions',
+    168: 'DeleteRecordsTopicResult.<tagged fields>',
+    169: 'DeleteRecordsTopicResult.<tagged fields>',
+    170: 'DeleteRecordsTopicResult.<tagged fields>',
+    171: 'DeleteRecordsTopicResult.<tagged fields>',
+    172: 'DeleteRecordsTopicResult.<tagged fields>',
+    181: 'DeleteRecordsResponse.throttle_time_ms',
+    182: 'DeleteRecordsResponse.throttle_time_ms',
     183: 'DeleteRecordsResponse.topics',
     184: 'DeleteRecordsResponse.topics',
     185: 'DeleteRecordsResponse.topics',
     186: 'DeleteRecordsResponse.topics',
     187: 'DeleteRecordsResponse.topics',
     188: 'DeleteRecordsResponse.topics',
-    189: 'DeleteRecordsResponse.<tagged fields>',
-    190: 'DeleteRecordsResponse.<tagged fields>',
-    191: 'DeleteRecordsResponse.<tagged fields>',
-    192: 'DeleteRecordsResponse.<tagged fields>',
-    193: 'DeleteRecordsResponse.<tagged fields>',
+    189: 'DeleteRecordsResponse.topics',
+    190: 'DeleteRecordsResponse.topics',
+    191: 'DeleteRecordsResponse.topics',
+    192: 'DeleteRecordsResponse.topics',
+    202: 'DeleteRecordsResponse.throttle_time_ms',
+    203: 'DeleteRecordsResponse.throttle_time_ms',
+    204: 'DeleteRecordsResponse.topics',
+    205: 'DeleteRecordsResponse.topics',
+    206: 'DeleteRecordsResponse.topics',
+    207: 'DeleteRecordsResponse.topics',
+    208: 'DeleteRecordsResponse.topics',
+    209: 'DeleteRecordsResponse.topics',
+    210: 'DeleteRecordsResponse.topics',
+    211: 'DeleteRecordsResponse.topics',
+    212: 'DeleteRecordsResponse.topics',
+    213: 'DeleteRecordsResponse.topics',
+    214: 'DeleteRecordsResponse.topics',
+    215: 'DeleteRecordsResponse.topics',
+    216: 'DeleteRecordsResponse.topics',
+    217: 'DeleteRecordsResponse.topics',
+    218: 'DeleteRecordsResponse.topics',
+    219: 'DeleteRecordsResponse.topics',
+    220: 'DeleteRecordsResponse.topics',
+    221: 'DeleteRecordsResponse.<tagged fields>',
+    222: 'DeleteRecordsResponse.<tagged fields>',
+    223: 'DeleteRecordsResponse.<tagged fields>',
+    224: 'DeleteRecordsResponse.<tagged fields>',
+    225: 'DeleteRecordsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,7 +74,10 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition = _f_partition
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteStateData_v0(buf, pos):
@@ -84,6 +88,9 @@ def _d_DeleteStateData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -100,13 +107,20 @@ def _d_DeleteStateData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteStateData.<tagged fields>')
-    return DeleteStateData(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(DeleteStateData)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteShareGroupStateRequest_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -121,6 +135,9 @@ def _d_DeleteShareGroupStateRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -137,7 +154,11 @@ def _d_DeleteShareGroupStateRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteShareGroupStateRequest.<tagged fields>')
-    return DeleteShareGroupStateRequest(_f_group_id, _f_topics, _unk), pos
+    _o = _new(DeleteShareGroupStateRequest)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionData_v0(o, w):
@@ -188,21 +209,17 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DeleteShareGroupStateRequest_v0}
 ENCODERS = {0: _e_DeleteShareGroupStateRequest_v0}
 _reg(__file__, {
-    69: 'PartitionData.partition',
     70: 'PartitionData.partition',
-    71: 'PartitionData.<tagged fields>',
+    71: 'PartitionData.partition',
     72: 'PartitionData.<tagged fields>',
     73: 'PartitionData.<tagged fields>',
     74: 'PartitionData.<tagged fields>',
     75: 'PartitionData.<tagged fields>',
-    80: 'DeleteStateData.topic_id',
-    81: 'DeleteStateData.topic_id',
-    82: 'DeleteStateData.topic_id',
-    83: 'DeleteStateData.topic_id',
-    84: 'DeleteStateData.partitions',
-    85: 'DeleteStateData.partitions',
-    86: 'DeleteStateData.partitions',
-    87: 'DeleteStateData.partitions',
+    76: 'PartitionData.<tagged fields>',
+    84: 'DeleteStateData.topic_id',
+    85: 'DeleteStateData.topic_id',
+    86: 'DeleteStateData.topic_id',
+    87: 'DeleteStateData.topic_id',
     88: 'DeleteStateData.partitions',
     89: 'DeleteStateData.partitions',
     90: 'DeleteStateData.partitions',
@@ -213,42 +230,55 @@ _reg(__file__, {
     95: 'DeleteStateData.partitions',
     96: 'DeleteStateData.partitions',
     97: 'DeleteStateData.partitions',
-    98: 'DeleteStateData.<tagged fields>',
-    99: 'DeleteStateData.<tagged fields>',
-    100: 'DeleteStateData.<tagged fields>',
-    101: 'DeleteStateData.<tagged fields>',
-    102: 'DeleteStateData.<tagged fields>',
-    107: 'DeleteShareGroupStateRequest.group_id',
-    108: 'DeleteShareGroupStateRequest.group_id',
-    109: 'DeleteShareGroupStateRequest.group_id',
-    110: 'DeleteShareGroupStateRequest.group_id',
-    111: 'DeleteShareGroupStateRequest.group_id',
-    112: 'DeleteShareGroupStateRequest.group_id',
-    113: 'DeleteShareGroupStateRequest.group_id',
-    114: 'DeleteShareGroupStateRequest.group_id',
-    115: 'DeleteShareGroupStateRequest.group_id',
-    116: 'DeleteShareGroupStateRequest.group_id',
-    117: 'DeleteShareGroupStateRequest.group_id',
+    98: 'DeleteStateData.partitions',
+    99: 'DeleteStateData.partitions',
+    100: 'DeleteStateData.partitions',
+    101: 'DeleteStateData.partitions',
+    102: 'DeleteStateData.partitions',
+    103: 'DeleteStateData.partitions',
+    104: 'DeleteStateData.partitions',
+    105: 'DeleteStateData.<tagged fields>',
+    106: 'DeleteStateData.<tagged fields>',
+    107: 'DeleteStateData.<tagged fields>',
+    108: 'DeleteStateData.<tagged fields>',
+    109: 'DeleteStateData.<tagged fields>',
     118: 'DeleteShareGroupStateRequest.group_id',
     119: 'DeleteShareGroupStateRequest.group_id',
     120: 'DeleteShareGroupStateRequest.group_id',
-    121: 'DeleteShareGroupStateRequest.topics',
-    122: 'DeleteShareGroupStateRequest.topics',
-    123: 'DeleteShareGroupStateRequest.topics',
-    124: 'DeleteShareGroupStateRequest.topics',
-    125: 'DeleteShareGroupStateRequest.topics',
-    126: 'DeleteShareGroupStateRequest.topics',
-    127: 'DeleteShareGroupStateRequest.topics',
-    128: 'DeleteShareGroupStateRequest.topics',
-    129: 'DeleteShareGroupStateRequest.topics',
-    130: 'DeleteShareGroupStateRequest.topics',
-    131: 'DeleteShareGroupStateRequest.topics',
-    132: 'DeleteShareGroupStateRequest.topics',
-    133: 'DeleteShareGroupStateRequest.topics',
-    134: 'DeleteShareGroupStateRequest.topics',
-    135: 'DeleteShareGroupStateRequest.<tagged fields>',
-    136: 'DeleteShareGroupStateRequest.<tagged fields>',
-    137: 'DeleteShareGroupStateRequest.<tagged fields>',
-    138: 'DeleteShareGroupStateRequest.<tagged fields>',
-    139: 'DeleteShareGroupStateRequest.<tagged fields>',
+    121: 'DeleteShareGroupStateRequest.group_id',
+    122: 'DeleteShareGroupStateRequest.group_id',
+    123: 'DeleteShareGroupStateRequest.group_id',
+    124: 'DeleteShareGroupStateRequest.group_id',
+    125: 'DeleteShareGroupStateRequest.group_id',
+    126: 'DeleteShareGroupStateRequest.group_id',
+    127: 'DeleteShareGroupStateRequest.group_id',
+    128: 'DeleteShareGroupStateRequest.group_id',
+    129: 'DeleteShareGroupStateRequest.group_id',
+    130: 'DeleteShareGroupStateRequest.group_id',
+    131: 'DeleteShareGroupStateRequest.group_id',
+    132: 'DeleteShareGroupStateRequest.group_id',
+    133: 'DeleteShareGroupStateRequest.group_id',
+    134: 'DeleteShareGroupStateRequest.group_id',
+    135: 'DeleteShareGroupStateRequest.topics',
+    136: 'DeleteShareGroupStateRequest.topics',
+    137: 'DeleteShareGroupStateRequest.topics',
+    138: 'DeleteShareGroupStateRequest.topics',
+    139: 'DeleteShareGroupStateRequest.topics',
+    140: 'DeleteShareGroupStateRequest.topics',
+    141: 'DeleteShareGroupStateRequest.topics',
+    142: 'DeleteShareGroupStateRequest.topics',
+    143: 'DeleteShareGroupStateRequest.topics',
+    144: 'DeleteShareGroupStateRequest.topics',
+    145: 'DeleteShareGroupStateRequest.topics',
+    146: 'DeleteShareGroupStateRequest.topics',
+    147: 'DeleteShareGroupStateRequest.topics',
+    148: 'DeleteShareGroupStateRequest.topics',
+    149: 'DeleteShareGroupStateRequest.topics',
+    150: 'DeleteShareGroupStateRequest.topics',
+    151: 'DeleteShareGroupStateRequest.topics',
+    152: 'DeleteShareGroupStateRequest.<tagged fields>',
+    153: 'DeleteShareGroupStateRequest.<tagged fields>',
+    154: 'DeleteShareGroupStateRequest.<tagged fields>',
+    155: 'DeleteShareGroupStateRequest.<tagged fields>',
+    156: 'DeleteShareGroupStateRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,6 +74,9 @@ def _d_PartitionResult_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -89,7 +93,12 @@ def _d_PartitionResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionResult.<tagged fields>')
-    return PartitionResult(_f_partition, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(PartitionResult)
+    _o.partition = _f_partition
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteStateResult_v0(buf, pos):
@@ -100,6 +109,9 @@ def _d_DeleteStateResult_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -116,13 +128,20 @@ def _d_DeleteStateResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteStateResult.<tagged fields>')
-    return DeleteStateResult(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(DeleteStateResult)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteShareGroupStateResponse_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -139,7 +158,10 @@ def _d_DeleteShareGroupStateResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteShareGroupStateResponse.<tagged fields>')
-    return DeleteShareGroupStateResponse(_f_results, _unk), pos
+    _o = _new(DeleteShareGroupStateResponse)
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionResult_v0(o, w):
@@ -193,9 +215,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DeleteShareGroupStateResponse_v0}
 ENCODERS = {0: _e_DeleteShareGroupStateResponse_v0}
 _reg(__file__, {
-    71: 'PartitionResult.partition/error_code',
     72: 'PartitionResult.partition/error_code',
-    73: 'PartitionResult.error_message',
+    73: 'PartitionResult.partition/error_code',
     74: 'PartitionResult.error_message',
     75: 'PartitionResult.error_message',
     76: 'PartitionResult.error_message',
@@ -209,51 +230,61 @@ _reg(__file__, {
     84: 'PartitionResult.error_message',
     85: 'PartitionResult.error_message',
     86: 'PartitionResult.error_message',
-    87: 'PartitionResult.<tagged fields>',
-    88: 'PartitionResult.<tagged fields>',
-    89: 'PartitionResult.<tagged fields>',
-    90: 'PartitionResult.<tagged fields>',
+    87: 'PartitionResult.error_message',
+    88: 'PartitionResult.error_message',
+    89: 'PartitionResult.error_message',
+    90: 'PartitionResult.error_message',
     91: 'PartitionResult.<tagged fields>',
-    96: 'DeleteStateResult.topic_id',
-    97: 'DeleteStateResult.topic_id',
-    98: 'DeleteStateResult.topic_id',
-    99: 'DeleteStateResult.topic_id',
-    100: 'DeleteStateResult.partitions',
-    101: 'DeleteStateResult.partitions',
-    102: 'DeleteStateResult.partitions',
-    103: 'DeleteStateResult.partitions',
-    104: 'DeleteStateResult.partitions',
-    105: 'DeleteStateResult.partitions',
-    106: 'DeleteStateResult.partitions',
-    107: 'DeleteStateResult.partitions',
-    108: 'DeleteStateResult.partitions',
+    92: 'PartitionResult.<tagged fields>',
+    93: 'PartitionResult.<tagged fields>',
+    94: 'PartitionResult.<tagged fields>',
+    95: 'PartitionResult.<tagged fields>',
+    105: 'DeleteStateResult.topic_id',
+    106: 'DeleteStateResult.topic_id',
+    107: 'DeleteStateResult.topic_id',
+    108: 'DeleteStateResult.topic_id',
     109: 'DeleteStateResult.partitions',
     110: 'DeleteStateResult.partitions',
     111: 'DeleteStateResult.partitions',
     112: 'DeleteStateResult.partitions',
     113: 'DeleteStateResult.partitions',
-    114: 'DeleteStateResult.<tagged fields>',
-    115: 'DeleteStateResult.<tagged fields>',
-    116: 'DeleteStateResult.<tagged fields>',
-    117: 'DeleteStateResult.<tagged fields>',
-    118: 'DeleteStateResult.<tagged fields>',
-    123: 'DeleteShareGroupStateResponse.results',
-    124: 'DeleteShareGroupStateResponse.results',
-    125: 'DeleteShareGroupStateResponse.results',
-    126: 'DeleteShareGroupStateResponse.results',
-    127: 'DeleteShareGroupStateResponse.results',
-    128: 'DeleteShareGroupStateResponse.results',
-    129: 'DeleteShareGroupStateResponse.results',
-    130: 'DeleteShareGroupStateResponse.results',
-    131: 'DeleteShareGroupStateResponse.results',
-    132: 'DeleteShareGroupStateResponse.results',
-    133: 'DeleteShareGroupStateResponse.results',
-    134: 'DeleteShareGroupStateResponse.results',
-    135: 'DeleteShareGroupStateResponse.results',
-    136: 'DeleteShareGroupStateResponse.results',
-    137: 'DeleteShareGroupStateResponse.<tagged fields>',
-    138: 'DeleteShareGroupStateResponse.<tagged fields>',
-    139: 'DeleteShareGroupStateResponse.<tagged fields>',
-    140: 'DeleteShareGroupStateResponse.<tagged fields>',
-    141: 'DeleteShareGroupStateResponse.<tagged fields>',
+    114: 'DeleteStateResult.partitions',
+    115: 'DeleteStateResult.partitions',
+    116: 'DeleteStateResult.partitions',
+    117: 'DeleteStateResult.partitions',
+    118: 'DeleteStateResult.partitions',
+    119: 'DeleteStateResult.partitions',
+    120: 'DeleteStateResult.partitions',
+    121: 'DeleteStateResult.partitions',
+    122: 'DeleteStateResult.partitions',
+    123: 'DeleteStateResult.partitions',
+    124: 'DeleteStateResult.partitions',
+    125: 'DeleteStateResult.partitions',
+    126: 'DeleteStateResult.<tagged fields>',
+    127: 'DeleteStateResult.<tagged fields>',
+    128: 'DeleteStateResult.<tagged fields>',
+    129: 'DeleteStateResult.<tagged fields>',
+    130: 'DeleteStateResult.<tagged fields>',
+    139: 'DeleteShareGroupStateResponse.results',
+    140: 'DeleteShareGroupStateResponse.results',
+    141: 'DeleteShareGroupStateResponse.results',
+    142: 'DeleteShareGroupStateResponse.results',
+    143: 'DeleteShareGroupStateResponse.results',
+    144: 'DeleteShareGroupStateResponse.results',
+    145: 'DeleteShareGroupStateResponse.results',
+    146: 'DeleteShareGroupStateResponse.results',
+    147: 'DeleteShareGroupStateResponse.results',
+    148: 'DeleteShareGroupStateResponse.results',
+    149: 'DeleteShareGroupStateResponse.results',
+    150: 'DeleteShareGroupStateResponse.results',
+    151: 'DeleteShareGroupStateResponse.results',
+    152: 'DeleteShareGroupStateResponse.results',
+    153: 'DeleteShareGroupStateResponse.results',
+    154: 'DeleteShareGroupStateResponse.results',
+    155: 'DeleteShareGroupStateResponse.results',
+    156: 'DeleteShareGroupStateResponse.<tagged fields>',
+    157: 'DeleteShareGroupStateResponse.<tagged fields>',
+    158: 'DeleteShareGroupStateResponse.<tagged fields>',
+    159: 'DeleteShareGroupStateResponse.<tagged fields>',
+    160: 'DeleteShareGroupStateResponse.<tagged fields>',
 })

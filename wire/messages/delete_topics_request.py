@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -57,6 +58,9 @@ def _d_DeleteTopicState_v6(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -77,7 +81,11 @@ def _d_DeleteTopicState_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteTopicState.<tagged fields>')
-    return DeleteTopicState(_f_name, _f_topic_id, _unk), pos
+    _o = _new(DeleteTopicState)
+    _o.name = _f_name
+    _o.topic_id = _f_topic_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteTopicsRequest_v0(buf, pos):
@@ -102,7 +110,12 @@ def _d_DeleteTopicsRequest_v0(buf, pos):
             _f_topic_names.append(_x4)
     _f_timeout_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return DeleteTopicsRequest([], _f_topic_names, _f_timeout_ms, None), pos
+    _o = _new(DeleteTopicsRequest)
+    _o.topics = []
+    _o.topic_names = _f_topic_names
+    _o.timeout_ms = _f_timeout_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeleteTopicsRequest_v1 = _d_DeleteTopicsRequest_v0
@@ -115,6 +128,9 @@ def _d_DeleteTopicsRequest_v4(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -127,6 +143,9 @@ def _d_DeleteTopicsRequest_v4(buf, pos):
             _n21 = buf[pos]
             if _n21 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n21, pos = _ruv(buf, pos)
             _n21 -= 1
@@ -146,7 +165,12 @@ def _d_DeleteTopicsRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteTopicsRequest.<tagged fields>')
-    return DeleteTopicsRequest([], _f_topic_names, _f_timeout_ms, _unk), pos
+    _o = _new(DeleteTopicsRequest)
+    _o.topics = []
+    _o.topic_names = _f_topic_names
+    _o.timeout_ms = _f_timeout_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DeleteTopicsRequest_v5 = _d_DeleteTopicsRequest_v4
@@ -155,6 +179,9 @@ def _d_DeleteTopicsRequest_v6(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -173,7 +200,12 @@ def _d_DeleteTopicsRequest_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteTopicsRequest.<tagged fields>')
-    return DeleteTopicsRequest(_f_topics, [], _f_timeout_ms, _unk), pos
+    _o = _new(DeleteTopicsRequest)
+    _o.topics = _f_topics
+    _o.topic_names = []
+    _o.timeout_ms = _f_timeout_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DeleteTopicState_v6(o, w):
@@ -251,7 +283,6 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_DeleteTopicsRequest_v0, 1: _d_DeleteTopicsRequest_v1, 2: _d_DeleteTopicsRequest_v2, 3: _d_DeleteTopicsRequest_v3, 4: _d_DeleteTopicsRequest_v4, 5: _d_DeleteTopicsRequest_v5, 6: _d_DeleteTopicsRequest_v6}
 ENCODERS = {0: _e_DeleteTopicsRequest_v0, 1: _e_DeleteTopicsRequest_v1, 2: _e_DeleteTopicsRequest_v2, 3: _e_DeleteTopicsRequest_v3, 4: _e_DeleteTopicsRequest_v4, 5: _e_DeleteTopicsRequest_v5, 6: _e_DeleteTopicsRequest_v6}
 _reg(__file__, {
-    57: 'DeleteTopicState.name',
     58: 'DeleteTopicState.name',
     59: 'DeleteTopicState.name',
     60: 'DeleteTopicState.name',
@@ -265,23 +296,19 @@ _reg(__file__, {
     68: 'DeleteTopicState.name',
     69: 'DeleteTopicState.name',
     70: 'DeleteTopicState.name',
-    71: 'DeleteTopicState.topic_id',
-    72: 'DeleteTopicState.topic_id',
-    73: 'DeleteTopicState.topic_id',
-    74: 'DeleteTopicState.topic_id',
-    75: 'DeleteTopicState.<tagged fields>',
-    76: 'DeleteTopicState.<tagged fields>',
-    77: 'DeleteTopicState.<tagged fields>',
-    78: 'DeleteTopicState.<tagged fields>',
+    71: 'DeleteTopicState.name',
+    72: 'DeleteTopicState.name',
+    73: 'DeleteTopicState.name',
+    74: 'DeleteTopicState.name',
+    75: 'DeleteTopicState.topic_id',
+    76: 'DeleteTopicState.topic_id',
+    77: 'DeleteTopicState.topic_id',
+    78: 'DeleteTopicState.topic_id',
     79: 'DeleteTopicState.<tagged fields>',
-    84: 'DeleteTopicsRequest.topic_names',
-    85: 'DeleteTopicsRequest.topic_names',
-    86: 'DeleteTopicsRequest.topic_names',
-    87: 'DeleteTopicsRequest.topic_names',
-    88: 'DeleteTopicsRequest.topic_names',
-    89: 'DeleteTopicsRequest.topic_names',
-    90: 'DeleteTopicsRequest.topic_names',
-    91: 'DeleteTopicsRequest.topic_names',
+    80: 'DeleteTopicState.<tagged fields>',
+    81: 'DeleteTopicState.<tagged fields>',
+    82: 'DeleteTopicState.<tagged fields>',
+    83: 'DeleteTopicState.<tagged fields>',
     92: 'DeleteTopicsRequest.topic_names',
     93: 'DeleteTopicsRequest.topic_names',
     94: 'DeleteTopicsRequest.topic_names',
@@ -293,21 +320,16 @@ _reg(__file__, {
     100: 'DeleteTopicsRequest.topic_names',
     101: 'DeleteTopicsRequest.topic_names',
     102: 'DeleteTopicsRequest.topic_names',
-    103: 'DeleteTopicsRequest.timeout_ms',
-    104: 'DeleteTopicsRequest.timeout_ms',
-    112: 'DeleteTopicsRequest.topic_names',
-    113: 'DeleteTopicsRequest.topic_names',
-    114: 'DeleteTopicsRequest.topic_names',
-    115: 'DeleteTopicsRequest.topic_names',
-    116: 'DeleteTopicsRequest.topic_names',
-    117: 'DeleteTopicsRequest.topic_names',
-    118: 'DeleteTopicsRequest.topic_names',
-    119: 'DeleteTopicsRequest.topic_names',
-    120: 'DeleteTopicsRequest.topic_names',
-    121: 'DeleteTopicsRequest.topic_names',
-    122: 'DeleteTopicsRequest.topic_names',
-    123: 'DeleteTopicsRequest.topic_names',
-    124: 'DeleteTopicsRequest.topic_names',
+    103: 'DeleteTopicsRequest.topic_names',
+    104: 'DeleteTopicsRequest.topic_names',
+    105: 'DeleteTopicsRequest.topic_names',
+    106: 'DeleteTopicsRequest.topic_names',
+    107: 'DeleteTopicsRequest.topic_names',
+    108: 'DeleteTopicsRequest.topic_names',
+    109: 'DeleteTopicsRequest.topic_names',
+    110: 'DeleteTopicsRequest.topic_names',
+    111: 'DeleteTopicsRequest.timeout_ms',
+    112: 'DeleteTopicsRequest.timeout_ms',
     125: 'DeleteTopicsRequest.topic_names',
     126: 'DeleteTopicsRequest.topic_names',
     127: 'DeleteTopicsRequest.topic_names',
@@ -322,32 +344,54 @@ _reg(__file__, {
     136: 'DeleteTopicsRequest.topic_names',
     137: 'DeleteTopicsRequest.topic_names',
     138: 'DeleteTopicsRequest.topic_names',
-    139: 'DeleteTopicsRequest.timeout_ms',
-    140: 'DeleteTopicsRequest.timeout_ms',
-    141: 'DeleteTopicsRequest.<tagged fields>',
-    142: 'DeleteTopicsRequest.<tagged fields>',
-    143: 'DeleteTopicsRequest.<tagged fields>',
-    144: 'DeleteTopicsRequest.<tagged fields>',
-    145: 'DeleteTopicsRequest.<tagged fields>',
-    151: 'DeleteTopicsRequest.topics',
-    152: 'DeleteTopicsRequest.topics',
-    153: 'DeleteTopicsRequest.topics',
-    154: 'DeleteTopicsRequest.topics',
-    155: 'DeleteTopicsRequest.topics',
-    156: 'DeleteTopicsRequest.topics',
-    157: 'DeleteTopicsRequest.topics',
-    158: 'DeleteTopicsRequest.topics',
-    159: 'DeleteTopicsRequest.topics',
-    160: 'DeleteTopicsRequest.topics',
-    161: 'DeleteTopicsRequest.topics',
-    162: 'DeleteTopicsRequest.topics',
-    163: 'DeleteTopicsRequest.topics',
-    164: 'DeleteTopicsRequest.topics',
-    165: 'DeleteTopicsRequest.timeout_ms',
-    166: 'DeleteTopicsRequest.timeout_ms',
-    167: 'DeleteTopicsRequest.<tagged fields>',
-    168: 'DeleteTopicsRequest.<tagged fields>',
-    169: 'DeleteTopicsRequest.<tagged fields>',
-    170: 'DeleteTopicsRequest.<tagged fields>',
-    171: 'DeleteTopicsRequest.<tagged fields>',
+    139: 'DeleteTopicsRequest.topic_names',
+    140: 'DeleteTopicsRequest.topic_names',
+    141: 'DeleteTopicsRequest.topic_names',
+    142: 'DeleteTopicsRequest.topic_names',
+    143: 'DeleteTopicsRequest.topic_names',
+    144: 'DeleteTopicsRequest.topic_names',
+    145: 'DeleteTopicsRequest.topic_names',
+    146: 'DeleteTopicsRequest.topic_names',
+    147: 'DeleteTopicsRequest.topic_names',
+    148: 'DeleteTopicsRequest.topic_names',
+    149: 'DeleteTopicsRequest.topic_names',
+    150: 'DeleteTopicsRequest.topic_names',
+    151: 'DeleteTopicsRequest.topic_names',
+    152: 'DeleteTopicsRequest.topic_names',
+    153: 'DeleteTopicsRequest.topic_names',
+    154: 'DeleteTopicsRequest.topic_names',
+    155: 'DeleteTopicsRequest.topic_names',
+    156: 'DeleteTopicsRequest.topic_names',
+    157: 'DeleteTopicsRequest.topic_names',
+    158: 'DeleteTopicsRequest.timeout_ms',
+    159: 'DeleteTopicsRequest.timeout_ms',
+    160: 'DeleteTopicsRequest.<tagged fields>',
+    161: 'DeleteTopicsRequest.<tagged fields>',
+    162: 'DeleteTopicsRequest.<tagged fields>',
+    163: 'DeleteTopicsRequest.<tagged fields>',
+    164: 'DeleteTopicsRequest.<tagged fields>',
+    175: 'DeleteTopicsRequest.topics',
+    176: 'DeleteTopicsRequest.topics',
+    177: 'DeleteTopicsRequest.topics',
+    178: 'DeleteTopicsRequest.topics',
+    179: 'DeleteTopicsRequest.topics',
+    180: 'DeleteTopicsRequest.topics',
+    181: 'DeleteTopicsRequest.topics',
+    182: 'DeleteTopicsRequest.topics',
+    183: 'DeleteTopicsRequest.topics',
+    184: 'DeleteTopicsRequest.topics',
+    185: 'DeleteTopicsRequest.topics',
+    186: 'DeleteTopicsRequest.topics',
+    187: 'DeleteTopicsRequest.topics',
+    188: 'DeleteTopicsRequest.topics',
+    189: 'DeleteTopicsRequest.topics',
+    190: 'DeleteTopicsRequest.topics',
+    191: 'DeleteTopicsRequest.topics',
+    192: 'DeleteTopicsRequest.timeout_ms',
+    193: 'DeleteTopicsRequest.timeout_ms',
+    194: 'DeleteTopicsRequest.<tagged fields>',
+    195: 'DeleteTopicsRequest.<tagged fields>',
+    196: 'DeleteTopicsRequest.<tagged fields>',
+    197: 'DeleteTopicsRequest.<tagged fields>',
+    198: 'DeleteTopicsRequest.<tagged fields>',
 })

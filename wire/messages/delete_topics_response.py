@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -71,7 +72,13 @@ def _d_DeletableTopicResult_v0(buf, pos):
         pos = _end2
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return DeletableTopicResult(_f_name, _ZERO_UUID, _f_error_code, None, None), pos
+    _o = _new(DeletableTopicResult)
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.error_code = _f_error_code
+    _o.error_message = None
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeletableTopicResult_v1 = _d_DeletableTopicResult_v0
@@ -84,6 +91,9 @@ def _d_DeletableTopicResult_v4(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -102,13 +112,22 @@ def _d_DeletableTopicResult_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeletableTopicResult.<tagged fields>')
-    return DeletableTopicResult(_f_name, _ZERO_UUID, _f_error_code, None, _unk), pos
+    _o = _new(DeletableTopicResult)
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.error_code = _f_error_code
+    _o.error_message = None
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeletableTopicResult_v5(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -125,6 +144,9 @@ def _d_DeletableTopicResult_v5(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -141,13 +163,22 @@ def _d_DeletableTopicResult_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeletableTopicResult.<tagged fields>')
-    return DeletableTopicResult(_f_name, _ZERO_UUID, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(DeletableTopicResult)
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeletableTopicResult_v6(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -168,6 +199,9 @@ def _d_DeletableTopicResult_v6(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -184,7 +218,13 @@ def _d_DeletableTopicResult_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeletableTopicResult.<tagged fields>')
-    return DeletableTopicResult(_f_name, _f_topic_id, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(DeletableTopicResult)
+    _o.name = _f_name
+    _o.topic_id = _f_topic_id
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteTopicsResponse_v0(buf, pos):
@@ -198,7 +238,11 @@ def _d_DeleteTopicsResponse_v0(buf, pos):
         for _ in range(_n19):
             _x20, pos = _d_DeletableTopicResult_v0(buf, pos)
             _f_responses.append(_x20)
-    return DeleteTopicsResponse(0, _f_responses, None), pos
+    _o = _new(DeleteTopicsResponse)
+    _o.throttle_time_ms = 0
+    _o.responses = _f_responses
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DeleteTopicsResponse_v1(buf, pos):
@@ -214,7 +258,11 @@ def _d_DeleteTopicsResponse_v1(buf, pos):
         for _ in range(_n21):
             _x22, pos = _d_DeletableTopicResult_v1(buf, pos)
             _f_responses.append(_x22)
-    return DeleteTopicsResponse(_f_throttle_time_ms, _f_responses, None), pos
+    _o = _new(DeleteTopicsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.responses = _f_responses
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DeleteTopicsResponse_v2 = _d_DeleteTopicsResponse_v1
@@ -227,6 +275,9 @@ def _d_DeleteTopicsResponse_v4(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -243,7 +294,11 @@ def _d_DeleteTopicsResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteTopicsResponse.<tagged fields>')
-    return DeleteTopicsResponse(_f_throttle_time_ms, _f_responses, _unk), pos
+    _o = _new(DeleteTopicsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.responses = _f_responses
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteTopicsResponse_v5(buf, pos):
@@ -252,6 +307,9 @@ def _d_DeleteTopicsResponse_v5(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -268,7 +326,11 @@ def _d_DeleteTopicsResponse_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteTopicsResponse.<tagged fields>')
-    return DeleteTopicsResponse(_f_throttle_time_ms, _f_responses, _unk), pos
+    _o = _new(DeleteTopicsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.responses = _f_responses
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DeleteTopicsResponse_v6(buf, pos):
@@ -277,6 +339,9 @@ def _d_DeleteTopicsResponse_v6(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -293,7 +358,11 @@ def _d_DeleteTopicsResponse_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DeleteTopicsResponse.<tagged fields>')
-    return DeleteTopicsResponse(_f_throttle_time_ms, _f_responses, _unk), pos
+    _o = _new(DeleteTopicsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.responses = _f_responses
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DeletableTopicResult_v0(o, w):
@@ -440,7 +509,6 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_DeleteTopicsResponse_v0, 1: _d_DeleteTopicsResponse_v1, 2: _d_DeleteTopicsResponse_v2, 3: _d_DeleteTopicsResponse_v3, 4: _d_DeleteTopicsResponse_v4, 5: _d_DeleteTopicsResponse_v5, 6: _d_DeleteTopicsResponse_v6}
 ENCODERS = {0: _e_DeleteTopicsResponse_v0, 1: _e_DeleteTopicsResponse_v1, 2: _e_DeleteTopicsResponse_v2, 3: _e_DeleteTopicsResponse_v3, 4: _e_DeleteTopicsResponse_v4, 5: _e_DeleteTopicsResponse_v5, 6: _e_DeleteTopicsResponse_v6}
 _reg(__file__, {
-    62: 'DeletableTopicResult.name',
     63: 'DeletableTopicResult.name',
     64: 'DeletableTopicResult.name',
     65: 'DeletableTopicResult.name',
@@ -450,15 +518,9 @@ _reg(__file__, {
     69: 'DeletableTopicResult.name',
     70: 'DeletableTopicResult.name',
     71: 'DeletableTopicResult.name',
-    72: 'DeletableTopicResult.error_code',
+    72: 'DeletableTopicResult.name',
     73: 'DeletableTopicResult.error_code',
-    81: 'DeletableTopicResult.name',
-    82: 'DeletableTopicResult.name',
-    83: 'DeletableTopicResult.name',
-    84: 'DeletableTopicResult.name',
-    85: 'DeletableTopicResult.name',
-    86: 'DeletableTopicResult.name',
-    87: 'DeletableTopicResult.name',
+    74: 'DeletableTopicResult.error_code',
     88: 'DeletableTopicResult.name',
     89: 'DeletableTopicResult.name',
     90: 'DeletableTopicResult.name',
@@ -466,117 +528,109 @@ _reg(__file__, {
     92: 'DeletableTopicResult.name',
     93: 'DeletableTopicResult.name',
     94: 'DeletableTopicResult.name',
-    95: 'DeletableTopicResult.error_code',
-    96: 'DeletableTopicResult.error_code',
-    97: 'DeletableTopicResult.<tagged fields>',
-    98: 'DeletableTopicResult.<tagged fields>',
-    99: 'DeletableTopicResult.<tagged fields>',
-    100: 'DeletableTopicResult.<tagged fields>',
-    101: 'DeletableTopicResult.<tagged fields>',
-    106: 'DeletableTopicResult.name',
-    107: 'DeletableTopicResult.name',
-    108: 'DeletableTopicResult.name',
-    109: 'DeletableTopicResult.name',
-    110: 'DeletableTopicResult.name',
-    111: 'DeletableTopicResult.name',
-    112: 'DeletableTopicResult.name',
-    113: 'DeletableTopicResult.name',
-    114: 'DeletableTopicResult.name',
-    115: 'DeletableTopicResult.name',
-    116: 'DeletableTopicResult.name',
-    117: 'DeletableTopicResult.name',
-    118: 'DeletableTopicResult.name',
-    119: 'DeletableTopicResult.name',
-    120: 'DeletableTopicResult.error_code',
-    121: 'DeletableTopicResult.error_code',
-    122: 'DeletableTopicResult.error_message',
-    123: 'DeletableTopicResult.error_message',
-    124: 'DeletableTopicResult.error_message',
-    125: 'DeletableTopicResult.error_message',
-    126: 'DeletableTopicResult.error_message',
-    127: 'DeletableTopicResult.error_message',
-    128: 'DeletableTopicResult.error_message',
-    129: 'DeletableTopicResult.error_message',
-    130: 'DeletableTopicResult.error_message',
-    131: 'DeletableTopicResult.error_message',
-    132: 'DeletableTopicResult.error_message',
-    133: 'DeletableTopicResult.error_message',
-    134: 'DeletableTopicResult.error_message',
-    135: 'DeletableTopicResult.error_message',
-    136: 'DeletableTopicResult.<tagged fields>',
-    137: 'DeletableTopicResult.<tagged fields>',
-    138: 'DeletableTopicResult.<tagged fields>',
-    139: 'DeletableTopicResult.<tagged fields>',
-    140: 'DeletableTopicResult.<tagged fields>',
-    145: 'DeletableTopicResult.name',
-    146: 'DeletableTopicResult.name',
-    147: 'DeletableTopicResult.name',
-    148: 'DeletableTopicResult.name',
-    149: 'DeletableTopicResult.name',
-    150: 'DeletableTopicResult.name',
-    151: 'DeletableTopicResult.name',
-    152: 'DeletableTopicResult.name',
-    153: 'DeletableTopicResult.name',
-    154: 'DeletableTopicResult.name',
-    155: 'DeletableTopicResult.name',
-    156: 'DeletableTopicResult.name',
-    157: 'DeletableTopicResult.name',
-    158: 'DeletableTopicResult.name',
-    159: 'DeletableTopicResult.topic_id',
-    160: 'DeletableTopicResult.topic_id',
-    161: 'DeletableTopicResult.topic_id',
-    162: 'DeletableTopicResult.topic_id',
-    163: 'DeletableTopicResult.error_code',
-    164: 'DeletableTopicResult.error_code',
-    165: 'DeletableTopicResult.error_message',
-    166: 'DeletableTopicResult.error_message',
-    167: 'DeletableTopicResult.error_message',
-    168: 'DeletableTopicResult.error_message',
-    169: 'DeletableTopicResult.error_message',
-    170: 'DeletableTopicResult.error_message',
-    171: 'DeletableTopicResult.error_message',
-    172: 'DeletableTopicResult.error_message',
-    173: 'DeletableTopicResult.error_message',
-    174: 'DeletableTopicResult.error_message',
-    175: 'DeletableTopicResult.error_message',
-    176: 'DeletableTopicResult.error_message',
-    177: 'DeletableTopicResult.error_message',
-    178: 'DeletableTopicResult.error_message',
-    179: 'DeletableTopicResult.<tagged fields>',
-    180: 'DeletableTopicResult.<tagged fields>',
-    181: 'DeletableTopicResult.<tagged fields>',
-    182: 'DeletableTopicResult.<tagged fields>',
-    183: 'DeletableTopicResult.<tagged fields>',
-    188: 'DeleteTopicsResponse.responses',
-    189: 'DeleteTopicsResponse.responses',
-    190: 'DeleteTopicsResponse.responses',
-    191: 'DeleteTopicsResponse.responses',
-    192: 'DeleteTopicsResponse.responses',
-    193: 'DeleteTopicsResponse.responses',
-    194: 'DeleteTopicsResponse.responses',
-    195: 'DeleteTopicsResponse.responses',
-    196: 'DeleteTopicsResponse.responses',
-    197: 'DeleteTopicsResponse.responses',
-    202: 'DeleteTopicsResponse.throttle_time_ms',
-    203: 'DeleteTopicsResponse.throttle_time_ms',
-    204: 'DeleteTopicsResponse.responses',
-    205: 'DeleteTopicsResponse.responses',
-    206: 'DeleteTopicsResponse.responses',
-    207: 'DeleteTopicsResponse.responses',
-    208: 'DeleteTopicsResponse.responses',
-    209: 'DeleteTopicsResponse.responses',
-    210: 'DeleteTopicsResponse.responses',
-    211: 'DeleteTopicsResponse.responses',
-    212: 'DeleteTopicsResponse.responses',
-    213: 'DeleteTopicsResponse.responses',
-    220: 'DeleteTopicsResponse.throttle_time_ms',
-    221: 'DeleteTopicsResponse.throttle_time_ms',
-    222: 'DeleteTopicsResponse.responses',
-    223: 'DeleteTopicsResponse.responses',
-    224: 'DeleteTopicsResponse.responses',
-    225: 'DeleteTopicsResponse.responses',
-    226: 'DeleteTopicsResponse.responses',
-    227: 'DeleteTopicsResponse.responses',
+    95: 'DeletableTopicResult.name',
+    96: 'DeletableTopicResult.name',
+    97: 'DeletableTopicResult.name',
+    98: 'DeletableTopicResult.name',
+    99: 'DeletableTopicResult.name',
+    100: 'DeletableTopicResult.name',
+    101: 'DeletableTopicResult.name',
+    102: 'DeletableTopicResult.name',
+    103: 'DeletableTopicResult.name',
+    104: 'DeletableTopicResult.name',
+    105: 'DeletableTopicResult.error_code',
+    106: 'DeletableTopicResult.error_code',
+    107: 'DeletableTopicResult.<tagged fields>',
+    108: 'DeletableTopicResult.<tagged fields>',
+    109: 'DeletableTopicResult.<tagged fields>',
+    110: 'DeletableTopicResult.<tagged fields>',
+    111: 'DeletableTopicResult.<tagged fields>',
+    122: 'DeletableTopicResult.name',
+    123: 'DeletableTopicResult.name',
+    124: 'DeletableTopicResult.name',
+    125: 'DeletableTopicResult.name',
+    126: 'DeletableTopicResult.name',
+    127: 'DeletableTopicResult.name',
+    128: 'DeletableTopicResult.name',
+    129: 'DeletableTopicResult.name',
+    130: 'DeletableTopicResult.name',
+    131: 'DeletableTopicResult.name',
+    132: 'DeletableTopicResult.name',
+    133: 'DeletableTopicResult.name',
+    134: 'DeletableTopicResult.name',
+    135: 'DeletableTopicResult.name',
+    136: 'DeletableTopicResult.name',
+    137: 'DeletableTopicResult.name',
+    138: 'DeletableTopicResult.name',
+    139: 'DeletableTopicResult.error_code',
+    140: 'DeletableTopicResult.error_code',
+    141: 'DeletableTopicResult.error_message',
+    142: 'DeletableTopicResult.error_message',
+    143: 'DeletableTopicResult.error_message',
+    144: 'DeletableTopicResult.error_message',
+    145: 'DeletableTopicResult.error_message',
+    146: 'DeletableTopicResult.error_message',
+    147: 'DeletableTopicResult.error_message',
+    148: 'DeletableTopicResult.error_message',
+    149: 'DeletableTopicResult.error_message',
+    150: 'DeletableTopicResult.error_message',
+    151: 'DeletableTopicResult.error_message',
+    152: 'DeletableTopicResult.error_message',
+    153: 'DeletableTopicResult.error_message',
+    154: 'DeletableTopicResult.error_message',
+    155: 'DeletableTopicResult.error_message',
+    156: 'DeletableTopicResult.error_message',
+    157: 'DeletableTopicResult.error_message',
+    158: 'DeletableTopicResult.<tagged fields>',
+    159: 'DeletableTopicResult.<tagged fields>',
+    160: 'DeletableTopicResult.<tagged fields>',
+    161: 'DeletableTopicResult.<tagged fields>',
+    162: 'DeletableTopicResult.<tagged fields>',
+    173: 'DeletableTopicResult.name',
+    174: 'DeletableTopicResult.name',
+    175: 'DeletableTopicResult.name',
+    176: 'DeletableTopicResult.name',
+    177: 'DeletableTopicResult.name',
+    178: 'DeletableTopicResult.name',
+    179: 'DeletableTopicResult.name',
+    180: 'DeletableTopicResult.name',
+    181: 'DeletableTopicResult.name',
+    182: 'DeletableTopicResult.name',
+    183: 'DeletableTopicResult.name',
+    184: 'DeletableTopicResult.name',
+    185: 'DeletableTopicResult.name',
+    186: 'DeletableTopicResult.name',
+    187: 'DeletableTopicResult.name',
+    188: 'DeletableTopicResult.name',
+    189: 'DeletableTopicResult.name',
+    190: 'DeletableTopicResult.topic_id',
+    191: 'DeletableTopicResult.topic_id',
+    192: 'DeletableTopicResult.topic_id',
+    193: 'DeletableTopicResult.topic_id',
+    194: 'DeletableTopicResult.error_code',
+    195: 'DeletableTopicResult.error_code',
+    196: 'DeletableTopicResult.error_message',
+    197: 'DeletableTopicResult.error_message',
+    198: 'DeletableTopicResult.error_message',
+    199: 'DeletableTopicResult.error_message',
+    200: 'DeletableTopicResult.error_message',
+    201: 'DeletableTopicResult.error_message',
+    202: 'DeletableTopicResult.error_message',
+    203: 'DeletableTopicResult.error_message',
+    204: 'DeletableTopicResult.error_message',
+    205: 'DeletableTopicResult.error_message',
+    206: 'DeletableTopicResult.error_message',
+    207: 'DeletableTopicResult.error_message',
+    208: 'DeletableTopicResult.error_message',
+    209: 'DeletableTopicResult.error_message',
+    210: 'DeletableTopicResult.error_message',
+    211: 'DeletableTopicResult.error_message',
+    212: 'DeletableTopicResult.error_message',
+    213: 'DeletableTopicResult.<tagged fields>',
+    214: 'DeletableTopicResult.<tagged fields>',
+    215: 'DeletableTopicResult.<tagged fields>',
+    216: 'DeletableTopicResult.<tagged fields>',
+    217: 'DeletableTopicResult.<tagged fields>',
     228: 'DeleteTopicsResponse.responses',
     229: 'DeleteTopicsResponse.responses',
     230: 'DeleteTopicsResponse.responses',
@@ -585,14 +639,10 @@ _reg(__file__, {
     233: 'DeleteTopicsResponse.responses',
     234: 'DeleteTopicsResponse.responses',
     235: 'DeleteTopicsResponse.responses',
-    236: 'DeleteTopicsResponse.<tagged fields>',
-    237: 'DeleteTopicsResponse.<tagged fields>',
-    238: 'DeleteTopicsResponse.<tagged fields>',
-    239: 'DeleteTopicsResponse.<tagged fields>',
-    240: 'DeleteTopicsResponse.<tagged fields>',
-    245: 'DeleteTopicsResponse.throttle_time_ms',
+    236: 'DeleteTopicsResponse.responses',
+    237: 'DeleteTopicsResponse.responses',
     246: 'DeleteTopicsResponse.throttle_time_ms',
-    247: 'DeleteTopicsResponse.responses',
+    247: 'DeleteTopicsResponse.throttle_time_ms',
     248: 'DeleteTopicsResponse.responses',
     249: 'DeleteTopicsResponse.responses',
     250: 'DeleteTopicsResponse.responses',
@@ -603,16 +653,10 @@ _reg(__file__, {
     255: 'DeleteTopicsResponse.responses',
     256: 'DeleteTopicsResponse.responses',
     257: 'DeleteTopicsResponse.responses',
-    258: 'DeleteTopicsResponse.responses',
-    259: 'DeleteTopicsResponse.responses',
-    260: 'DeleteTopicsResponse.responses',
-    261: 'DeleteTopicsResponse.<tagged fields>',
-    262: 'DeleteTopicsResponse.<tagged fields>',
-    263: 'DeleteTopicsResponse.<tagged fields>',
-    264: 'DeleteTopicsResponse.<tagged fields>',
-    265: 'DeleteTopicsResponse.<tagged fields>',
-    270: 'DeleteTopicsResponse.throttle_time_ms',
-    271: 'DeleteTopicsResponse.throttle_time_ms',
+    268: 'DeleteTopicsResponse.throttle_time_ms',
+    269: 'DeleteTopicsResponse.throttle_time_ms',
+    270: 'DeleteTopicsResponse.responses',
+    271: 'DeleteTopicsResponse.responses',
     272: 'DeleteTopicsResponse.responses',
     273: 'DeleteTopicsResponse.responses',
     274: 'DeleteTopicsResponse.responses',
@@ -627,9 +671,58 @@ _reg(__file__, {
     283: 'DeleteTopicsResponse.responses',
     284: 'DeleteTopicsResponse.responses',
     285: 'DeleteTopicsResponse.responses',
-    286: 'DeleteTopicsResponse.<tagged fields>',
+    286: 'DeleteTopicsResponse.responses',
     287: 'DeleteTopicsResponse.<tagged fields>',
     288: 'DeleteTopicsResponse.<tagged fields>',
     289: 'DeleteTopicsResponse.<tagged fields>',
     290: 'DeleteTopicsResponse.<tagged fields>',
+    291: 'DeleteTopicsResponse.<tagged fields>',
+    300: 'DeleteTopicsResponse.throttle_time_ms',
+    301: 'DeleteTopicsResponse.throttle_time_ms',
+    302: 'DeleteTopicsResponse.responses',
+    303: 'DeleteTopicsResponse.responses',
+    304: 'DeleteTopicsResponse.responses',
+    305: 'DeleteTopicsResponse.responses',
+    306: 'DeleteTopicsResponse.responses',
+    307: 'DeleteTopicsResponse.responses',
+    308: 'DeleteTopicsResponse.responses',
+    309: 'DeleteTopicsResponse.responses',
+    310: 'DeleteTopicsResponse.responses',
+    311: 'DeleteTopicsResponse.responses',
+    312: 'DeleteTopicsResponse.responses',
+    313: 'DeleteTopicsResponse.responses',
+    314: 'DeleteTopicsResponse.responses',
+    315: 'DeleteTopicsResponse.responses',
+    316: 'DeleteTopicsResponse.responses',
+    317: 'DeleteTopicsResponse.responses',
+    318: 'DeleteTopicsResponse.responses',
+    319: 'DeleteTopicsResponse.<tagged fields>',
+    320: 'DeleteTopicsResponse.<tagged fields>',
+    321: 'DeleteTopicsResponse.<tagged fields>',
+    322: 'DeleteTopicsResponse.<tagged fields>',
+    323: 'DeleteTopicsResponse.<tagged fields>',
+    332: 'DeleteTopicsResponse.throttle_time_ms',
+    333: 'DeleteTopicsResponse.throttle_time_ms',
+    334: 'DeleteTopicsResponse.responses',
+    335: 'DeleteTopicsResponse.responses',
+    336: 'DeleteTopicsResponse.responses',
+    337: 'DeleteTopicsResponse.responses',
+    338: 'DeleteTopicsResponse.responses',
+    339: 'DeleteTopicsResponse.responses',
+    340: 'DeleteTopicsResponse.responses',
+    341: 'DeleteTopicsResponse.responses',
+    342: 'DeleteTopicsResponse.responses',
+    343: 'DeleteTopicsResponse.responses',
+    344: 'DeleteTopicsResponse.responses',
+    345: 'DeleteTopicsResponse.responses',
+    346: 'DeleteTopicsResponse.responses',
+    347: 'DeleteTopicsResponse.responses',
+    348: 'DeleteTopicsResponse.responses',
+    349: 'DeleteTopicsResponse.responses',
+    350: 'DeleteTopicsResponse.responses',
+    351: 'DeleteTopicsResponse.<tagged fields>',
+    352: 'DeleteTopicsResponse.<tagged fields>',
+    353: 'DeleteTopicsResponse.<tagged fields>',
+    354: 'DeleteTopicsResponse.<tagged fields>',
+    355: 'DeleteTopicsResponse.<tagged fields>',
 })

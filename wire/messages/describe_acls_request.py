@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -83,7 +84,16 @@ def _d_DescribeAclsRequest_v0(buf, pos):
         pos = _end6
     _f_operation, _f_permission_type = _S_bbu(buf, pos)
     pos += 2
-    return DescribeAclsRequest(_f_resource_type_filter, _f_resource_name_filter, 3, _f_principal_filter, _f_host_filter, _f_operation, _f_permission_type, None), pos
+    _o = _new(DescribeAclsRequest)
+    _o.resource_type_filter = _f_resource_type_filter
+    _o.resource_name_filter = _f_resource_name_filter
+    _o.pattern_type_filter = 3
+    _o.principal_filter = _f_principal_filter
+    _o.host_filter = _f_host_filter
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeAclsRequest_v1(buf, pos):
@@ -123,7 +133,16 @@ def _d_DescribeAclsRequest_v1(buf, pos):
         pos = _end12
     _f_operation, _f_permission_type = _S_bbu(buf, pos)
     pos += 2
-    return DescribeAclsRequest(_f_resource_type_filter, _f_resource_name_filter, _f_pattern_type_filter, _f_principal_filter, _f_host_filter, _f_operation, _f_permission_type, None), pos
+    _o = _new(DescribeAclsRequest)
+    _o.resource_type_filter = _f_resource_type_filter
+    _o.resource_name_filter = _f_resource_name_filter
+    _o.pattern_type_filter = _f_pattern_type_filter
+    _o.principal_filter = _f_principal_filter
+    _o.host_filter = _f_host_filter
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeAclsRequest_v2(buf, pos):
@@ -132,6 +151,9 @@ def _d_DescribeAclsRequest_v2(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -148,6 +170,9 @@ def _d_DescribeAclsRequest_v2(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -162,6 +187,9 @@ def _d_DescribeAclsRequest_v2(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -180,7 +208,16 @@ def _d_DescribeAclsRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeAclsRequest.<tagged fields>')
-    return DescribeAclsRequest(_f_resource_type_filter, _f_resource_name_filter, _f_pattern_type_filter, _f_principal_filter, _f_host_filter, _f_operation, _f_permission_type, _unk), pos
+    _o = _new(DescribeAclsRequest)
+    _o.resource_type_filter = _f_resource_type_filter
+    _o.resource_name_filter = _f_resource_name_filter
+    _o.pattern_type_filter = _f_pattern_type_filter
+    _o.principal_filter = _f_principal_filter
+    _o.host_filter = _f_host_filter
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeAclsRequest_v3 = _d_DescribeAclsRequest_v2
@@ -282,9 +319,8 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DescribeAclsRequest_v0, 1: _d_DescribeAclsRequest_v1, 2: _d_DescribeAclsRequest_v2, 3: _d_DescribeAclsRequest_v3}
 ENCODERS = {0: _e_DescribeAclsRequest_v0, 1: _e_DescribeAclsRequest_v1, 2: _e_DescribeAclsRequest_v2, 3: _e_DescribeAclsRequest_v3}
 _reg(__file__, {
-    52: 'DescribeAclsRequest.resource_type_filter',
     53: 'DescribeAclsRequest.resource_type_filter',
-    54: 'DescribeAclsRequest.resource_name_filter',
+    54: 'DescribeAclsRequest.resource_type_filter',
     55: 'DescribeAclsRequest.resource_name_filter',
     56: 'DescribeAclsRequest.resource_name_filter',
     57: 'DescribeAclsRequest.resource_name_filter',
@@ -294,7 +330,7 @@ _reg(__file__, {
     61: 'DescribeAclsRequest.resource_name_filter',
     62: 'DescribeAclsRequest.resource_name_filter',
     63: 'DescribeAclsRequest.resource_name_filter',
-    64: 'DescribeAclsRequest.principal_filter',
+    64: 'DescribeAclsRequest.resource_name_filter',
     65: 'DescribeAclsRequest.principal_filter',
     66: 'DescribeAclsRequest.principal_filter',
     67: 'DescribeAclsRequest.principal_filter',
@@ -304,7 +340,7 @@ _reg(__file__, {
     71: 'DescribeAclsRequest.principal_filter',
     72: 'DescribeAclsRequest.principal_filter',
     73: 'DescribeAclsRequest.principal_filter',
-    74: 'DescribeAclsRequest.host_filter',
+    74: 'DescribeAclsRequest.principal_filter',
     75: 'DescribeAclsRequest.host_filter',
     76: 'DescribeAclsRequest.host_filter',
     77: 'DescribeAclsRequest.host_filter',
@@ -314,95 +350,105 @@ _reg(__file__, {
     81: 'DescribeAclsRequest.host_filter',
     82: 'DescribeAclsRequest.host_filter',
     83: 'DescribeAclsRequest.host_filter',
-    84: 'DescribeAclsRequest.operation/permission_type',
+    84: 'DescribeAclsRequest.host_filter',
     85: 'DescribeAclsRequest.operation/permission_type',
-    90: 'DescribeAclsRequest.resource_type_filter',
-    91: 'DescribeAclsRequest.resource_type_filter',
-    92: 'DescribeAclsRequest.resource_name_filter',
-    93: 'DescribeAclsRequest.resource_name_filter',
-    94: 'DescribeAclsRequest.resource_name_filter',
-    95: 'DescribeAclsRequest.resource_name_filter',
-    96: 'DescribeAclsRequest.resource_name_filter',
-    97: 'DescribeAclsRequest.resource_name_filter',
-    98: 'DescribeAclsRequest.resource_name_filter',
-    99: 'DescribeAclsRequest.resource_name_filter',
-    100: 'DescribeAclsRequest.resource_name_filter',
-    101: 'DescribeAclsRequest.resource_name_filter',
-    102: 'DescribeAclsRequest.pattern_type_filter',
-    103: 'DescribeAclsRequest.pattern_type_filter',
-    104: 'DescribeAclsRequest.principal_filter',
-    105: 'DescribeAclsRequest.principal_filter',
-    106: 'DescribeAclsRequest.principal_filter',
-    107: 'DescribeAclsRequest.principal_filter',
-    108: 'DescribeAclsRequest.principal_filter',
-    109: 'DescribeAclsRequest.principal_filter',
-    110: 'DescribeAclsRequest.principal_filter',
-    111: 'DescribeAclsRequest.principal_filter',
-    112: 'DescribeAclsRequest.principal_filter',
-    113: 'DescribeAclsRequest.principal_filter',
-    114: 'DescribeAclsRequest.host_filter',
-    115: 'DescribeAclsRequest.host_filter',
-    116: 'DescribeAclsRequest.host_filter',
-    117: 'DescribeAclsRequest.host_filter',
-    118: 'DescribeAclsRequest.host_filter',
-    119: 'DescribeAclsRequest.host_filter',
-    120: 'DescribeAclsRequest.host_filter',
-    121: 'DescribeAclsRequest.host_filter',
-    122: 'DescribeAclsRequest.host_filter',
-    123: 'DescribeAclsRequest.host_filter',
-    124: 'DescribeAclsRequest.operation/permission_type',
-    125: 'DescribeAclsRequest.operation/permission_type',
-    130: 'DescribeAclsRequest.resource_type_filter',
-    131: 'DescribeAclsRequest.resource_type_filter',
-    132: 'DescribeAclsRequest.resource_name_filter',
-    133: 'DescribeAclsRequest.resource_name_filter',
-    134: 'DescribeAclsRequest.resource_name_filter',
-    135: 'DescribeAclsRequest.resource_name_filter',
-    136: 'DescribeAclsRequest.resource_name_filter',
-    137: 'DescribeAclsRequest.resource_name_filter',
-    138: 'DescribeAclsRequest.resource_name_filter',
-    139: 'DescribeAclsRequest.resource_name_filter',
-    140: 'DescribeAclsRequest.resource_name_filter',
-    141: 'DescribeAclsRequest.resource_name_filter',
-    142: 'DescribeAclsRequest.resource_name_filter',
-    143: 'DescribeAclsRequest.resource_name_filter',
-    144: 'DescribeAclsRequest.resource_name_filter',
-    145: 'DescribeAclsRequest.resource_name_filter',
-    146: 'DescribeAclsRequest.pattern_type_filter',
-    147: 'DescribeAclsRequest.pattern_type_filter',
-    148: 'DescribeAclsRequest.principal_filter',
-    149: 'DescribeAclsRequest.principal_filter',
-    150: 'DescribeAclsRequest.principal_filter',
-    151: 'DescribeAclsRequest.principal_filter',
-    152: 'DescribeAclsRequest.principal_filter',
-    153: 'DescribeAclsRequest.principal_filter',
-    154: 'DescribeAclsRequest.principal_filter',
-    155: 'DescribeAclsRequest.principal_filter',
-    156: 'DescribeAclsRequest.principal_filter',
-    157: 'DescribeAclsRequest.principal_filter',
-    158: 'DescribeAclsRequest.principal_filter',
-    159: 'DescribeAclsRequest.principal_filter',
-    160: 'DescribeAclsRequest.principal_filter',
-    161: 'DescribeAclsRequest.principal_filter',
-    162: 'DescribeAclsRequest.host_filter',
-    163: 'DescribeAclsRequest.host_filter',
-    164: 'DescribeAclsRequest.host_filter',
-    165: 'DescribeAclsRequest.host_filter',
-    166: 'DescribeAclsRequest.host_filter',
-    167: 'DescribeAclsRequest.host_filter',
-    168: 'DescribeAclsRequest.host_filter',
-    169: 'DescribeAclsRequest.host_filter',
-    170: 'DescribeAclsRequest.host_filter',
-    171: 'DescribeAclsRequest.host_filter',
-    172: 'DescribeAclsRequest.host_filter',
-    173: 'DescribeAclsRequest.host_filter',
-    174: 'DescribeAclsRequest.host_filter',
-    175: 'DescribeAclsRequest.host_filter',
-    176: 'DescribeAclsRequest.operation/permission_type',
-    177: 'DescribeAclsRequest.operation/permission_type',
-    178: 'DescribeAclsRequest.<tagged fields>',
-    179: 'DescribeAclsRequest.<tagged fields>',
-    180: 'DescribeAclsRequest.<tagged fields>',
-    181: 'DescribeAclsRequest.<tagged fields>',
-    182: 'DescribeAclsRequest.<tagged fields>',
+    86: 'DescribeAclsRequest.operation/permission_type',
+    100: 'DescribeAclsRequest.resource_type_filter',
+    101: 'DescribeAclsRequest.resource_type_filter',
+    102: 'DescribeAclsRequest.resource_name_filter',
+    103: 'DescribeAclsRequest.resource_name_filter',
+    104: 'DescribeAclsRequest.resource_name_filter',
+    105: 'DescribeAclsRequest.resource_name_filter',
+    106: 'DescribeAclsRequest.resource_name_filter',
+    107: 'DescribeAclsRequest.resource_name_filter',
+    108: 'DescribeAclsRequest.resource_name_filter',
+    109: 'DescribeAclsRequest.resource_name_filter',
+    110: 'DescribeAclsRequest.resource_name_filter',
+    111: 'DescribeAclsRequest.resource_name_filter',
+    112: 'DescribeAclsRequest.pattern_type_filter',
+    113: 'DescribeAclsRequest.pattern_type_filter',
+    114: 'DescribeAclsRequest.principal_filter',
+    115: 'DescribeAclsRequest.principal_filter',
+    116: 'DescribeAclsRequest.principal_filter',
+    117: 'DescribeAclsRequest.principal_filter',
+    118: 'DescribeAclsRequest.principal_filter',
+    119: 'DescribeAclsRequest.principal_filter',
+    120: 'DescribeAclsRequest.principal_filter',
+    121: 'DescribeAclsRequest.principal_filter',
+    122: 'DescribeAclsRequest.principal_filter',
+    123: 'DescribeAclsRequest.principal_filter',
+    124: 'DescribeAclsRequest.host_filter',
+    125: 'DescribeAclsRequest.host_filter',
+    126: 'DescribeAclsRequest.host_filter',
+    127: 'DescribeAclsRequest.host_filter',
+    128: 'DescribeAclsRequest.host_filter',
+    129: 'DescribeAclsRequest.host_filter',
+    130: 'DescribeAclsRequest.host_filter',
+    131: 'DescribeAclsRequest.host_filter',
+    132: 'DescribeAclsRequest.host_filter',
+    133: 'DescribeAclsRequest.host_filter',
+    134: 'DescribeAclsRequest.operation/permission_type',
+    135: 'DescribeAclsRequest.operation/permission_type',
+    149: 'DescribeAclsRequest.resource_type_filter',
+    150: 'DescribeAclsRequest.resource_type_filter',
+    151: 'DescribeAclsRequest.resource_name_filter',
+    152: 'DescribeAclsRequest.resource_name_filter',
+    153: 'DescribeAclsRequest.resource_name_filter',
+    154: 'DescribeAclsRequest.resource_name_filter',
+    155: 'DescribeAclsRequest.resource_name_filter',
+    156: 'DescribeAclsRequest.resource_name_filter',
+    157: 'DescribeAclsRequest.resource_name_filter',
+    158: 'DescribeAclsRequest.resource_name_filter',
+    159: 'DescribeAclsRequest.resource_name_filter',
+    160: 'DescribeAclsRequest.resource_name_filter',
+    161: 'DescribeAclsRequest.resource_name_filter',
+    162: 'DescribeAclsRequest.resource_name_filter',
+    163: 'DescribeAclsRequest.resource_name_filter',
+    164: 'DescribeAclsRequest.resource_name_filter',
+    165: 'DescribeAclsRequest.resource_name_filter',
+    166: 'DescribeAclsRequest.resource_name_filter',
+    167: 'DescribeAclsRequest.resource_name_filter',
+    168: 'DescribeAclsRequest.pattern_type_filter',
+    169: 'DescribeAclsRequest.pattern_type_filter',
+    170: 'DescribeAclsRequest.principal_filter',
+    171: 'DescribeAclsRequest.principal_filter',
+    172: 'DescribeAclsRequest.principal_filter',
+    173: 'DescribeAclsRequest.principal_filter',
+    174: 'DescribeAclsRequest.principal_filter',
+    175: 'DescribeAclsRequest.principal_filter',
+    176: 'DescribeAclsRequest.principal_filter',
+    177: 'DescribeAclsRequest.principal_filter',
+    178: 'DescribeAclsRequest.principal_filter',
+    179: 'DescribeAclsRequest.principal_filter',
+    180: 'DescribeAclsRequest.principal_filter',
+    181: 'DescribeAclsRequest.principal_filter',
+    182: 'DescribeAclsRequest.principal_filter',
+    183: 'DescribeAclsRequest.principal_filter',
+    184: 'DescribeAclsRequest.principal_filter',
+    185: 'DescribeAclsRequest.principal_filter',
+    186: 'DescribeAclsRequest.principal_filter',
+    187: 'DescribeAclsRequest.host_filter',
+    188: 'DescribeAclsRequest.host_filter',
+    189: 'DescribeAclsRequest.host_filter',
+    190: 'DescribeAclsRequest.host_filter',
+    191: 'DescribeAclsRequest.host_filter',
+    192: 'DescribeAclsRequest.host_filter',
+    193: 'DescribeAclsRequest.host_filter',
+    194: 'DescribeAclsRequest.host_filter',
+    195: 'DescribeAclsRequest.host_filter',
+    196: 'DescribeAclsRequest.host_filter',
+    197: 'DescribeAclsRequest.host_filter',
+    198: 'DescribeAclsRequest.host_filter',
+    199: 'DescribeAclsRequest.host_filter',
+    200: 'DescribeAclsRequest.host_filter',
+    201: 'DescribeAclsRequest.host_filter',
+    202: 'DescribeAclsRequest.host_filter',
+    203: 'DescribeAclsRequest.host_filter',
+    204: 'DescribeAclsRequest.operation/permission_type',
+    205: 'DescribeAclsRequest.operation/permission_type',
+    206: 'DescribeAclsRequest.<tagged fields>',
+    207: 'DescribeAclsRequest.<tagged fields>',
+    208: 'DescribeAclsRequest.<tagged fields>',
+    209: 'DescribeAclsRequest.<tagged fields>',
+    210: 'DescribeAclsRequest.<tagged fields>',
 })

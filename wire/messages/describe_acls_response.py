@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -108,7 +109,13 @@ def _d_AclDescription_v0(buf, pos):
         pos = _end4
     _f_operation, _f_permission_type = _S_bbu(buf, pos)
     pos += 2
-    return AclDescription(_f_principal, _f_host, _f_operation, _f_permission_type, None), pos
+    _o = _new(AclDescription)
+    _o.principal = _f_principal
+    _o.host = _f_host
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AclDescription_v1 = _d_AclDescription_v0
@@ -117,6 +124,9 @@ def _d_AclDescription_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -131,6 +141,9 @@ def _d_AclDescription_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -149,7 +162,13 @@ def _d_AclDescription_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AclDescription.<tagged fields>')
-    return AclDescription(_f_principal, _f_host, _f_operation, _f_permission_type, _unk), pos
+    _o = _new(AclDescription)
+    _o.principal = _f_principal
+    _o.host = _f_host
+    _o.operation = _f_operation
+    _o.permission_type = _f_permission_type
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AclDescription_v3 = _d_AclDescription_v2
@@ -177,7 +196,13 @@ def _d_DescribeAclsResource_v0(buf, pos):
         for _ in range(_n19):
             _x20, pos = _d_AclDescription_v0(buf, pos)
             _f_acls.append(_x20)
-    return DescribeAclsResource(_f_resource_type, _f_resource_name, 3, _f_acls, None), pos
+    _o = _new(DescribeAclsResource)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.pattern_type = 3
+    _o.acls = _f_acls
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeAclsResource_v1(buf, pos):
@@ -205,7 +230,13 @@ def _d_DescribeAclsResource_v1(buf, pos):
         for _ in range(_n23):
             _x24, pos = _d_AclDescription_v1(buf, pos)
             _f_acls.append(_x24)
-    return DescribeAclsResource(_f_resource_type, _f_resource_name, _f_pattern_type, _f_acls, None), pos
+    _o = _new(DescribeAclsResource)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.pattern_type = _f_pattern_type
+    _o.acls = _f_acls
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeAclsResource_v2(buf, pos):
@@ -214,6 +245,9 @@ def _d_DescribeAclsResource_v2(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -230,6 +264,9 @@ def _d_DescribeAclsResource_v2(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -246,7 +283,13 @@ def _d_DescribeAclsResource_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeAclsResource.<tagged fields>')
-    return DescribeAclsResource(_f_resource_type, _f_resource_name, _f_pattern_type, _f_acls, _unk), pos
+    _o = _new(DescribeAclsResource)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.pattern_type = _f_pattern_type
+    _o.acls = _f_acls
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeAclsResource_v3 = _d_DescribeAclsResource_v2
@@ -274,7 +317,13 @@ def _d_DescribeAclsResponse_v0(buf, pos):
         for _ in range(_n35):
             _x36, pos = _d_DescribeAclsResource_v0(buf, pos)
             _f_resources.append(_x36)
-    return DescribeAclsResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_resources, None), pos
+    _o = _new(DescribeAclsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resources = _f_resources
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeAclsResponse_v1(buf, pos):
@@ -300,7 +349,13 @@ def _d_DescribeAclsResponse_v1(buf, pos):
         for _ in range(_n39):
             _x40, pos = _d_DescribeAclsResource_v1(buf, pos)
             _f_resources.append(_x40)
-    return DescribeAclsResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_resources, None), pos
+    _o = _new(DescribeAclsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resources = _f_resources
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeAclsResponse_v2(buf, pos):
@@ -309,6 +364,9 @@ def _d_DescribeAclsResponse_v2(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -323,6 +381,9 @@ def _d_DescribeAclsResponse_v2(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -339,7 +400,13 @@ def _d_DescribeAclsResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeAclsResponse.<tagged fields>')
-    return DescribeAclsResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_resources, _unk), pos
+    _o = _new(DescribeAclsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resources = _f_resources
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeAclsResponse_v3 = _d_DescribeAclsResponse_v2
@@ -487,7 +554,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DescribeAclsResponse_v0, 1: _d_DescribeAclsResponse_v1, 2: _d_DescribeAclsResponse_v2, 3: _d_DescribeAclsResponse_v3}
 ENCODERS = {0: _e_DescribeAclsResponse_v0, 1: _e_DescribeAclsResponse_v1, 2: _e_DescribeAclsResponse_v2, 3: _e_DescribeAclsResponse_v3}
 _reg(__file__, {
-    89: 'AclDescription.principal',
     90: 'AclDescription.principal',
     91: 'AclDescription.principal',
     92: 'AclDescription.principal',
@@ -497,7 +563,7 @@ _reg(__file__, {
     96: 'AclDescription.principal',
     97: 'AclDescription.principal',
     98: 'AclDescription.principal',
-    99: 'AclDescription.host',
+    99: 'AclDescription.principal',
     100: 'AclDescription.host',
     101: 'AclDescription.host',
     102: 'AclDescription.host',
@@ -507,15 +573,9 @@ _reg(__file__, {
     106: 'AclDescription.host',
     107: 'AclDescription.host',
     108: 'AclDescription.host',
-    109: 'AclDescription.operation/permission_type',
+    109: 'AclDescription.host',
     110: 'AclDescription.operation/permission_type',
-    116: 'AclDescription.principal',
-    117: 'AclDescription.principal',
-    118: 'AclDescription.principal',
-    119: 'AclDescription.principal',
-    120: 'AclDescription.principal',
-    121: 'AclDescription.principal',
-    122: 'AclDescription.principal',
+    111: 'AclDescription.operation/permission_type',
     123: 'AclDescription.principal',
     124: 'AclDescription.principal',
     125: 'AclDescription.principal',
@@ -523,75 +583,67 @@ _reg(__file__, {
     127: 'AclDescription.principal',
     128: 'AclDescription.principal',
     129: 'AclDescription.principal',
-    130: 'AclDescription.host',
-    131: 'AclDescription.host',
-    132: 'AclDescription.host',
-    133: 'AclDescription.host',
-    134: 'AclDescription.host',
-    135: 'AclDescription.host',
-    136: 'AclDescription.host',
-    137: 'AclDescription.host',
-    138: 'AclDescription.host',
-    139: 'AclDescription.host',
+    130: 'AclDescription.principal',
+    131: 'AclDescription.principal',
+    132: 'AclDescription.principal',
+    133: 'AclDescription.principal',
+    134: 'AclDescription.principal',
+    135: 'AclDescription.principal',
+    136: 'AclDescription.principal',
+    137: 'AclDescription.principal',
+    138: 'AclDescription.principal',
+    139: 'AclDescription.principal',
     140: 'AclDescription.host',
     141: 'AclDescription.host',
     142: 'AclDescription.host',
     143: 'AclDescription.host',
-    144: 'AclDescription.operation/permission_type',
-    145: 'AclDescription.operation/permission_type',
-    146: 'AclDescription.<tagged fields>',
-    147: 'AclDescription.<tagged fields>',
-    148: 'AclDescription.<tagged fields>',
-    149: 'AclDescription.<tagged fields>',
-    150: 'AclDescription.<tagged fields>',
-    156: 'DescribeAclsResource.resource_type',
-    157: 'DescribeAclsResource.resource_type',
-    158: 'DescribeAclsResource.resource_name',
-    159: 'DescribeAclsResource.resource_name',
-    160: 'DescribeAclsResource.resource_name',
-    161: 'DescribeAclsResource.resource_name',
-    162: 'DescribeAclsResource.resource_name',
-    163: 'DescribeAclsResource.resource_name',
-    164: 'DescribeAclsResource.resource_name',
-    165: 'DescribeAclsResource.resource_name',
-    166: 'DescribeAclsResource.resource_name',
-    167: 'DescribeAclsResource.resource_name',
-    168: 'DescribeAclsResource.acls',
-    169: 'DescribeAclsResource.acls',
-    170: 'DescribeAclsResource.acls',
-    171: 'DescribeAclsResource.acls',
-    172: 'DescribeAclsResource.acls',
-    173: 'DescribeAclsResource.acls',
-    174: 'DescribeAclsResource.acls',
-    175: 'DescribeAclsResource.acls',
-    176: 'DescribeAclsResource.acls',
-    177: 'DescribeAclsResource.acls',
-    182: 'DescribeAclsResource.resource_type',
-    183: 'DescribeAclsResource.resource_type',
+    144: 'AclDescription.host',
+    145: 'AclDescription.host',
+    146: 'AclDescription.host',
+    147: 'AclDescription.host',
+    148: 'AclDescription.host',
+    149: 'AclDescription.host',
+    150: 'AclDescription.host',
+    151: 'AclDescription.host',
+    152: 'AclDescription.host',
+    153: 'AclDescription.host',
+    154: 'AclDescription.host',
+    155: 'AclDescription.host',
+    156: 'AclDescription.host',
+    157: 'AclDescription.operation/permission_type',
+    158: 'AclDescription.operation/permission_type',
+    159: 'AclDescription.<tagged fields>',
+    160: 'AclDescription.<tagged fields>',
+    161: 'AclDescription.<tagged fields>',
+    162: 'AclDescription.<tagged fields>',
+    163: 'AclDescription.<tagged fields>',
+    175: 'DescribeAclsResource.resource_type',
+    176: 'DescribeAclsResource.resource_type',
+    177: 'DescribeAclsResource.resource_name',
+    178: 'DescribeAclsResource.resource_name',
+    179: 'DescribeAclsResource.resource_name',
+    180: 'DescribeAclsResource.resource_name',
+    181: 'DescribeAclsResource.resource_name',
+    182: 'DescribeAclsResource.resource_name',
+    183: 'DescribeAclsResource.resource_name',
     184: 'DescribeAclsResource.resource_name',
     185: 'DescribeAclsResource.resource_name',
     186: 'DescribeAclsResource.resource_name',
-    187: 'DescribeAclsResource.resource_name',
-    188: 'DescribeAclsResource.resource_name',
-    189: 'DescribeAclsResource.resource_name',
-    190: 'DescribeAclsResource.resource_name',
-    191: 'DescribeAclsResource.resource_name',
-    192: 'DescribeAclsResource.resource_name',
-    193: 'DescribeAclsResource.resource_name',
-    194: 'DescribeAclsResource.pattern_type',
-    195: 'DescribeAclsResource.pattern_type',
+    187: 'DescribeAclsResource.acls',
+    188: 'DescribeAclsResource.acls',
+    189: 'DescribeAclsResource.acls',
+    190: 'DescribeAclsResource.acls',
+    191: 'DescribeAclsResource.acls',
+    192: 'DescribeAclsResource.acls',
+    193: 'DescribeAclsResource.acls',
+    194: 'DescribeAclsResource.acls',
+    195: 'DescribeAclsResource.acls',
     196: 'DescribeAclsResource.acls',
-    197: 'DescribeAclsResource.acls',
-    198: 'DescribeAclsResource.acls',
-    199: 'DescribeAclsResource.acls',
-    200: 'DescribeAclsResource.acls',
-    201: 'DescribeAclsResource.acls',
-    202: 'DescribeAclsResource.acls',
-    203: 'DescribeAclsResource.acls',
-    204: 'DescribeAclsResource.acls',
-    205: 'DescribeAclsResource.acls',
-    210: 'DescribeAclsResource.resource_type',
-    211: 'DescribeAclsResource.resource_type',
+    207: 'DescribeAclsResource.resource_type',
+    208: 'DescribeAclsResource.resource_type',
+    209: 'DescribeAclsResource.resource_name',
+    210: 'DescribeAclsResource.resource_name',
+    211: 'DescribeAclsResource.resource_name',
     212: 'DescribeAclsResource.resource_name',
     213: 'DescribeAclsResource.resource_name',
     214: 'DescribeAclsResource.resource_name',
@@ -599,111 +651,144 @@ _reg(__file__, {
     216: 'DescribeAclsResource.resource_name',
     217: 'DescribeAclsResource.resource_name',
     218: 'DescribeAclsResource.resource_name',
-    219: 'DescribeAclsResource.resource_name',
-    220: 'DescribeAclsResource.resource_name',
-    221: 'DescribeAclsResource.resource_name',
-    222: 'DescribeAclsResource.resource_name',
-    223: 'DescribeAclsResource.resource_name',
-    224: 'DescribeAclsResource.resource_name',
-    225: 'DescribeAclsResource.resource_name',
-    226: 'DescribeAclsResource.pattern_type',
-    227: 'DescribeAclsResource.pattern_type',
+    219: 'DescribeAclsResource.pattern_type',
+    220: 'DescribeAclsResource.pattern_type',
+    221: 'DescribeAclsResource.acls',
+    222: 'DescribeAclsResource.acls',
+    223: 'DescribeAclsResource.acls',
+    224: 'DescribeAclsResource.acls',
+    225: 'DescribeAclsResource.acls',
+    226: 'DescribeAclsResource.acls',
+    227: 'DescribeAclsResource.acls',
     228: 'DescribeAclsResource.acls',
     229: 'DescribeAclsResource.acls',
     230: 'DescribeAclsResource.acls',
-    231: 'DescribeAclsResource.acls',
-    232: 'DescribeAclsResource.acls',
-    233: 'DescribeAclsResource.acls',
-    234: 'DescribeAclsResource.acls',
-    235: 'DescribeAclsResource.acls',
-    236: 'DescribeAclsResource.acls',
-    237: 'DescribeAclsResource.acls',
-    238: 'DescribeAclsResource.acls',
-    239: 'DescribeAclsResource.acls',
-    240: 'DescribeAclsResource.acls',
-    241: 'DescribeAclsResource.acls',
-    242: 'DescribeAclsResource.<tagged fields>',
-    243: 'DescribeAclsResource.<tagged fields>',
-    244: 'DescribeAclsResource.<tagged fields>',
-    245: 'DescribeAclsResource.<tagged fields>',
-    246: 'DescribeAclsResource.<tagged fields>',
-    252: 'DescribeAclsResponse.throttle_time_ms/error_code',
-    253: 'DescribeAclsResponse.throttle_time_ms/error_code',
-    254: 'DescribeAclsResponse.error_message',
-    255: 'DescribeAclsResponse.error_message',
-    256: 'DescribeAclsResponse.error_message',
-    257: 'DescribeAclsResponse.error_message',
-    258: 'DescribeAclsResponse.error_message',
-    259: 'DescribeAclsResponse.error_message',
-    260: 'DescribeAclsResponse.error_message',
-    261: 'DescribeAclsResponse.error_message',
-    262: 'DescribeAclsResponse.error_message',
-    263: 'DescribeAclsResponse.error_message',
-    264: 'DescribeAclsResponse.resources',
-    265: 'DescribeAclsResponse.resources',
-    266: 'DescribeAclsResponse.resources',
-    267: 'DescribeAclsResponse.resources',
-    268: 'DescribeAclsResponse.resources',
-    269: 'DescribeAclsResponse.resources',
-    270: 'DescribeAclsResponse.resources',
-    271: 'DescribeAclsResponse.resources',
-    272: 'DescribeAclsResponse.resources',
-    273: 'DescribeAclsResponse.resources',
-    278: 'DescribeAclsResponse.throttle_time_ms/error_code',
-    279: 'DescribeAclsResponse.throttle_time_ms/error_code',
-    280: 'DescribeAclsResponse.error_message',
-    281: 'DescribeAclsResponse.error_message',
-    282: 'DescribeAclsResponse.error_message',
-    283: 'DescribeAclsResponse.error_message',
-    284: 'DescribeAclsResponse.error_message',
-    285: 'DescribeAclsResponse.error_message',
-    286: 'DescribeAclsResponse.error_message',
-    287: 'DescribeAclsResponse.error_message',
-    288: 'DescribeAclsResponse.error_message',
-    289: 'DescribeAclsResponse.error_message',
-    290: 'DescribeAclsResponse.resources',
-    291: 'DescribeAclsResponse.resources',
-    292: 'DescribeAclsResponse.resources',
-    293: 'DescribeAclsResponse.resources',
-    294: 'DescribeAclsResponse.resources',
-    295: 'DescribeAclsResponse.resources',
-    296: 'DescribeAclsResponse.resources',
-    297: 'DescribeAclsResponse.resources',
-    298: 'DescribeAclsResponse.resources',
-    299: 'DescribeAclsResponse.resources',
-    304: 'DescribeAclsResponse.throttle_time_ms/error_code',
-    305: 'DescribeAclsResponse.throttle_time_ms/error_code',
+    241: 'DescribeAclsResource.resource_type',
+    242: 'DescribeAclsResource.resource_type',
+    243: 'DescribeAclsResource.resource_name',
+    244: 'DescribeAclsResource.resource_name',
+    245: 'DescribeAclsResource.resource_name',
+    246: 'DescribeAclsResource.resource_name',
+    247: 'DescribeAclsResource.resource_name',
+    248: 'DescribeAclsResource.resource_name',
+    249: 'DescribeAclsResource.resource_name',
+    250: 'DescribeAclsResource.resource_name',
+    251: 'DescribeAclsResource.resource_name',
+    252: 'DescribeAclsResource.resource_name',
+    253: 'DescribeAclsResource.resource_name',
+    254: 'DescribeAclsResource.resource_name',
+    255: 'DescribeAclsResource.resource_name',
+    256: 'DescribeAclsResource.resource_name',
+    257: 'DescribeAclsResource.resource_name',
+    258: 'DescribeAclsResource.resource_name',
+    259: 'DescribeAclsResource.resource_name',
+    260: 'DescribeAclsResource.pattern_type',
+    261: 'DescribeAclsResource.pattern_type',
+    262: 'DescribeAclsResource.acls',
+    263: 'DescribeAclsResource.acls',
+    264: 'DescribeAclsResource.acls',
+    265: 'DescribeAclsResource.acls',
+    266: 'DescribeAclsResource.acls',
+    267: 'DescribeAclsResource.acls',
+    268: 'DescribeAclsResource.acls',
+    269: 'DescribeAclsResource.acls',
+    270: 'DescribeAclsResource.acls',
+    271: 'DescribeAclsResource.acls',
+    272: 'DescribeAclsResource.acls',
+    273: 'DescribeAclsResource.acls',
+    274: 'DescribeAclsResource.acls',
+    275: 'DescribeAclsResource.acls',
+    276: 'DescribeAclsResource.acls',
+    277: 'DescribeAclsResource.acls',
+    278: 'DescribeAclsResource.acls',
+    279: 'DescribeAclsResource.<tagged fields>',
+    280: 'DescribeAclsResource.<tagged fields>',
+    281: 'DescribeAclsResource.<tagged fields>',
+    282: 'DescribeAclsResource.<tagged fields>',
+    283: 'DescribeAclsResource.<tagged fields>',
+    295: 'DescribeAclsResponse.throttle_time_ms/error_code',
+    296: 'DescribeAclsResponse.throttle_time_ms/error_code',
+    297: 'DescribeAclsResponse.error_message',
+    298: 'DescribeAclsResponse.error_message',
+    299: 'DescribeAclsResponse.error_message',
+    300: 'DescribeAclsResponse.error_message',
+    301: 'DescribeAclsResponse.error_message',
+    302: 'DescribeAclsResponse.error_message',
+    303: 'DescribeAclsResponse.error_message',
+    304: 'DescribeAclsResponse.error_message',
+    305: 'DescribeAclsResponse.error_message',
     306: 'DescribeAclsResponse.error_message',
-    307: 'DescribeAclsResponse.error_message',
-    308: 'DescribeAclsResponse.error_message',
-    309: 'DescribeAclsResponse.error_message',
-    310: 'DescribeAclsResponse.error_message',
-    311: 'DescribeAclsResponse.error_message',
-    312: 'DescribeAclsResponse.error_message',
-    313: 'DescribeAclsResponse.error_message',
-    314: 'DescribeAclsResponse.error_message',
-    315: 'DescribeAclsResponse.error_message',
-    316: 'DescribeAclsResponse.error_message',
-    317: 'DescribeAclsResponse.error_message',
-    318: 'DescribeAclsResponse.error_message',
-    319: 'DescribeAclsResponse.error_message',
-    320: 'DescribeAclsResponse.resources',
-    321: 'DescribeAclsResponse.resources',
-    322: 'DescribeAclsResponse.resources',
-    323: 'DescribeAclsResponse.resources',
-    324: 'DescribeAclsResponse.resources',
-    325: 'DescribeAclsResponse.resources',
-    326: 'DescribeAclsResponse.resources',
-    327: 'DescribeAclsResponse.resources',
-    328: 'DescribeAclsResponse.resources',
-    329: 'DescribeAclsResponse.resources',
-    330: 'DescribeAclsResponse.resources',
-    331: 'DescribeAclsResponse.resources',
-    332: 'DescribeAclsResponse.resources',
-    333: 'DescribeAclsResponse.resources',
-    334: 'DescribeAclsResponse.<tagged fields>',
-    335: 'DescribeAclsResponse.<tagged fields>',
-    336: 'DescribeAclsResponse.<tagged fields>',
-    337: 'DescribeAclsResponse.<tagged fields>',
-    338: 'DescribeAclsResponse.<tagged fields>',
+    307: 'DescribeAclsResponse.resources',
+    308: 'DescribeAclsResponse.resources',
+    309: 'DescribeAclsResponse.resources',
+    310: 'DescribeAclsResponse.resources',
+    311: 'DescribeAclsResponse.resources',
+    312: 'DescribeAclsResponse.resources',
+    313: 'DescribeAclsResponse.resources',
+    314: 'DescribeAclsResponse.resources',
+    315: 'DescribeAclsResponse.resources',
+    316: 'DescribeAclsResponse.resources',
+    327: 'DescribeAclsResponse.throttle_time_ms/error_code',
+    328: 'DescribeAclsResponse.throttle_time_ms/error_code',
+    329: 'DescribeAclsResponse.error_message',
+    330: 'DescribeAclsResponse.error_message',
+    331: 'DescribeAclsResponse.error_message',
+    332: 'DescribeAclsResponse.error_message',
+    333: 'DescribeAclsResponse.error_message',
+    334: 'DescribeAclsResponse.error_message',
+    335: 'DescribeAclsResponse.error_message',
+    336: 'DescribeAclsResponse.error_message',
+    337: 'DescribeAclsResponse.error_message',
+    338: 'DescribeAclsResponse.error_message',
+    339: 'DescribeAclsResponse.resources',
+    340: 'DescribeAclsResponse.resources',
+    341: 'DescribeAclsResponse.resources',
+    342: 'DescribeAclsResponse.resources',
+    343: 'DescribeAclsResponse.resources',
+    344: 'DescribeAclsResponse.resources',
+    345: 'DescribeAclsResponse.resources',
+    346: 'DescribeAclsResponse.resources',
+    347: 'DescribeAclsResponse.resources',
+    348: 'DescribeAclsResponse.resources',
+    359: 'DescribeAclsResponse.throttle_time_ms/error_code',
+    360: 'DescribeAclsResponse.throttle_time_ms/error_code',
+    361: 'DescribeAclsResponse.error_message',
+    362: 'DescribeAclsResponse.error_message',
+    363: 'DescribeAclsResponse.error_message',
+    364: 'DescribeAclsResponse.error_message',
+    365: 'DescribeAclsResponse.error_message',
+    366: 'DescribeAclsResponse.error_message',
+    367: 'DescribeAclsResponse.error_message',
+    368: 'DescribeAclsResponse.error_message',
+    369: 'DescribeAclsResponse.error_message',
+    370: 'DescribeAclsResponse.error_message',
+    371: 'DescribeAclsResponse.error_message',
+    372: 'DescribeAclsResponse.error_message',
+    373: 'DescribeAclsResponse.error_message',
+    374: 'DescribeAclsResponse.error_message',
+    375: 'DescribeAclsResponse.error_message',
+    376: 'DescribeAclsResponse.error_message',
+    377: 'DescribeAclsResponse.error_message',
+    378: 'DescribeAclsResponse.resources',
+    379: 'DescribeAclsResponse.resources',
+    380: 'DescribeAclsResponse.resources',
+    381: 'DescribeAclsResponse.resources',
+    382: 'DescribeAclsResponse.resources',
+    383: 'DescribeAclsResponse.resources',
+    384: 'DescribeAclsResponse.resources',
+    385: 'DescribeAclsResponse.resources',
+    386: 'DescribeAclsResponse.resources',
+    387: 'DescribeAclsResponse.resources',
+    388: 'DescribeAclsResponse.resources',
+    389: 'DescribeAclsResponse.resources',
+    390: 'DescribeAclsResponse.resources',
+    391: 'DescribeAclsResponse.resources',
+    392: 'DescribeAclsResponse.resources',
+    393: 'DescribeAclsResponse.resources',
+    394: 'DescribeAclsResponse.resources',
+    395: 'DescribeAclsResponse.<tagged fields>',
+    396: 'DescribeAclsResponse.<tagged fields>',
+    397: 'DescribeAclsResponse.<tagged fields>',
+    398: 'DescribeAclsResponse.<tagged fields>',
+    399: 'DescribeAclsResponse.<tagged fields>',
 })

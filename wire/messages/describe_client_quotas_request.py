@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -79,13 +80,21 @@ def _d_ComponentData_v0(buf, pos):
             raise _trunc('ComponentData.match', _n3, len(buf) - pos)
         _f_match = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return ComponentData(_f_entity_type, _f_match_type, _f_match, None), pos
+    _o = _new(ComponentData)
+    _o.entity_type = _f_entity_type
+    _o.match_type = _f_match_type
+    _o.match = _f_match
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ComponentData_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -102,6 +111,9 @@ def _d_ComponentData_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -118,7 +130,12 @@ def _d_ComponentData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ComponentData.<tagged fields>')
-    return ComponentData(_f_entity_type, _f_match_type, _f_match, _unk), pos
+    _o = _new(ComponentData)
+    _o.entity_type = _f_entity_type
+    _o.match_type = _f_match_type
+    _o.match = _f_match
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeClientQuotasRequest_v0(buf, pos):
@@ -134,13 +151,20 @@ def _d_DescribeClientQuotasRequest_v0(buf, pos):
             _f_components.append(_x10)
     _f_strict = _S_ou(buf, pos)[0]
     pos += 1
-    return DescribeClientQuotasRequest(_f_components, _f_strict, None), pos
+    _o = _new(DescribeClientQuotasRequest)
+    _o.components = _f_components
+    _o.strict = _f_strict
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeClientQuotasRequest_v1(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -159,7 +183,11 @@ def _d_DescribeClientQuotasRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeClientQuotasRequest.<tagged fields>')
-    return DescribeClientQuotasRequest(_f_components, _f_strict, _unk), pos
+    _o = _new(DescribeClientQuotasRequest)
+    _o.components = _f_components
+    _o.strict = _f_strict
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ComponentData_v0(o, w):
@@ -228,7 +256,6 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_DescribeClientQuotasRequest_v0, 1: _d_DescribeClientQuotasRequest_v1}
 ENCODERS = {0: _e_DescribeClientQuotasRequest_v0, 1: _e_DescribeClientQuotasRequest_v1}
 _reg(__file__, {
-    60: 'ComponentData.entity_type',
     61: 'ComponentData.entity_type',
     62: 'ComponentData.entity_type',
     63: 'ComponentData.entity_type',
@@ -238,9 +265,9 @@ _reg(__file__, {
     67: 'ComponentData.entity_type',
     68: 'ComponentData.entity_type',
     69: 'ComponentData.entity_type',
-    70: 'ComponentData.match_type',
+    70: 'ComponentData.entity_type',
     71: 'ComponentData.match_type',
-    72: 'ComponentData.match',
+    72: 'ComponentData.match_type',
     73: 'ComponentData.match',
     74: 'ComponentData.match',
     75: 'ComponentData.match',
@@ -250,12 +277,7 @@ _reg(__file__, {
     79: 'ComponentData.match',
     80: 'ComponentData.match',
     81: 'ComponentData.match',
-    86: 'ComponentData.entity_type',
-    87: 'ComponentData.entity_type',
-    88: 'ComponentData.entity_type',
-    89: 'ComponentData.entity_type',
-    90: 'ComponentData.entity_type',
-    91: 'ComponentData.entity_type',
+    82: 'ComponentData.match',
     92: 'ComponentData.entity_type',
     93: 'ComponentData.entity_type',
     94: 'ComponentData.entity_type',
@@ -264,40 +286,39 @@ _reg(__file__, {
     97: 'ComponentData.entity_type',
     98: 'ComponentData.entity_type',
     99: 'ComponentData.entity_type',
-    100: 'ComponentData.match_type',
-    101: 'ComponentData.match_type',
-    102: 'ComponentData.match',
-    103: 'ComponentData.match',
-    104: 'ComponentData.match',
-    105: 'ComponentData.match',
-    106: 'ComponentData.match',
-    107: 'ComponentData.match',
-    108: 'ComponentData.match',
-    109: 'ComponentData.match',
-    110: 'ComponentData.match',
+    100: 'ComponentData.entity_type',
+    101: 'ComponentData.entity_type',
+    102: 'ComponentData.entity_type',
+    103: 'ComponentData.entity_type',
+    104: 'ComponentData.entity_type',
+    105: 'ComponentData.entity_type',
+    106: 'ComponentData.entity_type',
+    107: 'ComponentData.entity_type',
+    108: 'ComponentData.entity_type',
+    109: 'ComponentData.match_type',
+    110: 'ComponentData.match_type',
     111: 'ComponentData.match',
     112: 'ComponentData.match',
     113: 'ComponentData.match',
     114: 'ComponentData.match',
     115: 'ComponentData.match',
-    116: 'ComponentData.<tagged fields>',
-    117: 'ComponentData.<tagged fields>',
-    118: 'ComponentData.<tagged fields>',
-    119: 'ComponentData.<tagged fields>',
-    120: 'ComponentData.<tagged fields>',
-    125: 'DescribeClientQuotasRequest.components',
-    126: 'DescribeClientQuotasRequest.components',
-    127: 'DescribeClientQuotasRequest.components',
-    128: 'DescribeClientQuotasRequest.components',
-    129: 'DescribeClientQuotasRequest.components',
-    130: 'DescribeClientQuotasRequest.components',
-    131: 'DescribeClientQuotasRequest.components',
-    132: 'DescribeClientQuotasRequest.components',
-    133: 'DescribeClientQuotasRequest.components',
-    134: 'DescribeClientQuotasRequest.components',
-    135: 'DescribeClientQuotasRequest.strict',
-    136: 'DescribeClientQuotasRequest.strict',
-    141: 'DescribeClientQuotasRequest.components',
+    116: 'ComponentData.match',
+    117: 'ComponentData.match',
+    118: 'ComponentData.match',
+    119: 'ComponentData.match',
+    120: 'ComponentData.match',
+    121: 'ComponentData.match',
+    122: 'ComponentData.match',
+    123: 'ComponentData.match',
+    124: 'ComponentData.match',
+    125: 'ComponentData.match',
+    126: 'ComponentData.match',
+    127: 'ComponentData.match',
+    128: 'ComponentData.<tagged fields>',
+    129: 'ComponentData.<tagged fields>',
+    130: 'ComponentData.<tagged fields>',
+    131: 'ComponentData.<tagged fields>',
+    132: 'ComponentData.<tagged fields>',
     142: 'DescribeClientQuotasRequest.components',
     143: 'DescribeClientQuotasRequest.components',
     144: 'DescribeClientQuotasRequest.components',
@@ -308,14 +329,30 @@ _reg(__file__, {
     149: 'DescribeClientQuotasRequest.components',
     150: 'DescribeClientQuotasRequest.components',
     151: 'DescribeClientQuotasRequest.components',
-    152: 'DescribeClientQuotasRequest.components',
-    153: 'DescribeClientQuotasRequest.components',
-    154: 'DescribeClientQuotasRequest.components',
-    155: 'DescribeClientQuotasRequest.strict',
-    156: 'DescribeClientQuotasRequest.strict',
-    157: 'DescribeClientQuotasRequest.<tagged fields>',
-    158: 'DescribeClientQuotasRequest.<tagged fields>',
-    159: 'DescribeClientQuotasRequest.<tagged fields>',
-    160: 'DescribeClientQuotasRequest.<tagged fields>',
-    161: 'DescribeClientQuotasRequest.<tagged fields>',
+    152: 'DescribeClientQuotasRequest.strict',
+    153: 'DescribeClientQuotasRequest.strict',
+    162: 'DescribeClientQuotasRequest.components',
+    163: 'DescribeClientQuotasRequest.components',
+    164: 'DescribeClientQuotasRequest.components',
+    165: 'DescribeClientQuotasRequest.components',
+    166: 'DescribeClientQuotasRequest.components',
+    167: 'DescribeClientQuotasRequest.components',
+    168: 'DescribeClientQuotasRequest.components',
+    169: 'DescribeClientQuotasRequest.components',
+    170: 'DescribeClientQuotasRequest.components',
+    171: 'DescribeClientQuotasRequest.components',
+    172: 'DescribeClientQuotasRequest.components',
+    173: 'DescribeClientQuotasRequest.components',
+    174: 'DescribeClientQuotasRequest.components',
+    175: 'DescribeClientQuotasRequest.components',
+    176: 'DescribeClientQuotasRequest.components',
+    177: 'DescribeClientQuotasRequest.components',
+    178: 'DescribeClientQuotasRequest.components',
+    179: 'DescribeClientQuotasRequest.strict',
+    180: 'DescribeClientQuotasRequest.strict',
+    181: 'DescribeClientQuotasRequest.<tagged fields>',
+    182: 'DescribeClientQuotasRequest.<tagged fields>',
+    183: 'DescribeClientQuotasRequest.<tagged fields>',
+    184: 'DescribeClientQuotasRequest.<tagged fields>',
+    185: 'DescribeClientQuotasRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -111,13 +112,20 @@ def _d_EntityData_v0(buf, pos):
             raise _trunc('EntityData.entity_name', _n3, len(buf) - pos)
         _f_entity_name = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return EntityData(_f_entity_type, _f_entity_name, None), pos
+    _o = _new(EntityData)
+    _o.entity_type = _f_entity_type
+    _o.entity_name = _f_entity_name
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_EntityData_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -132,6 +140,9 @@ def _d_EntityData_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -148,7 +159,11 @@ def _d_EntityData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EntityData.<tagged fields>')
-    return EntityData(_f_entity_type, _f_entity_name, _unk), pos
+    _o = _new(EntityData)
+    _o.entity_type = _f_entity_type
+    _o.entity_name = _f_entity_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ValueData_v0(buf, pos):
@@ -164,13 +179,20 @@ def _d_ValueData_v0(buf, pos):
         pos = _end10
     _f_value = _S_du(buf, pos)[0]
     pos += 8
-    return ValueData(_f_key, _f_value, None), pos
+    _o = _new(ValueData)
+    _o.key = _f_key
+    _o.value = _f_value
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ValueData_v1(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -189,7 +211,11 @@ def _d_ValueData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ValueData.<tagged fields>')
-    return ValueData(_f_key, _f_value, _unk), pos
+    _o = _new(ValueData)
+    _o.key = _f_key
+    _o.value = _f_value
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_EntryData_v0(buf, pos):
@@ -213,13 +239,20 @@ def _d_EntryData_v0(buf, pos):
         for _ in range(_n15):
             _x16, pos = _d_ValueData_v0(buf, pos)
             _f_values.append(_x16)
-    return EntryData(_f_entity, _f_values, None), pos
+    _o = _new(EntryData)
+    _o.entity = _f_entity
+    _o.values = _f_values
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_EntryData_v1(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -234,6 +267,9 @@ def _d_EntryData_v1(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -250,7 +286,11 @@ def _d_EntryData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EntryData.<tagged fields>')
-    return EntryData(_f_entity, _f_values, _unk), pos
+    _o = _new(EntryData)
+    _o.entity = _f_entity
+    _o.values = _f_values
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeClientQuotasResponse_v0(buf, pos):
@@ -276,7 +316,13 @@ def _d_DescribeClientQuotasResponse_v0(buf, pos):
         for _ in range(_n23):
             _x24, pos = _d_EntryData_v0(buf, pos)
             _f_entries.append(_x24)
-    return DescribeClientQuotasResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_entries, None), pos
+    _o = _new(DescribeClientQuotasResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.entries = _f_entries
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeClientQuotasResponse_v1(buf, pos):
@@ -285,6 +331,9 @@ def _d_DescribeClientQuotasResponse_v1(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -299,6 +348,9 @@ def _d_DescribeClientQuotasResponse_v1(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -315,7 +367,13 @@ def _d_DescribeClientQuotasResponse_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeClientQuotasResponse.<tagged fields>')
-    return DescribeClientQuotasResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_entries, _unk), pos
+    _o = _new(DescribeClientQuotasResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.entries = _f_entries
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_EntityData_v0(o, w):
@@ -454,7 +512,6 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_DescribeClientQuotasResponse_v0, 1: _d_DescribeClientQuotasResponse_v1}
 ENCODERS = {0: _e_DescribeClientQuotasResponse_v0, 1: _e_DescribeClientQuotasResponse_v1}
 _reg(__file__, {
-    94: 'EntityData.entity_type',
     95: 'EntityData.entity_type',
     96: 'EntityData.entity_type',
     97: 'EntityData.entity_type',
@@ -464,7 +521,7 @@ _reg(__file__, {
     101: 'EntityData.entity_type',
     102: 'EntityData.entity_type',
     103: 'EntityData.entity_type',
-    104: 'EntityData.entity_name',
+    104: 'EntityData.entity_type',
     105: 'EntityData.entity_name',
     106: 'EntityData.entity_name',
     107: 'EntityData.entity_name',
@@ -474,11 +531,7 @@ _reg(__file__, {
     111: 'EntityData.entity_name',
     112: 'EntityData.entity_name',
     113: 'EntityData.entity_name',
-    118: 'EntityData.entity_type',
-    119: 'EntityData.entity_type',
-    120: 'EntityData.entity_type',
-    121: 'EntityData.entity_type',
-    122: 'EntityData.entity_type',
+    114: 'EntityData.entity_name',
     123: 'EntityData.entity_type',
     124: 'EntityData.entity_type',
     125: 'EntityData.entity_type',
@@ -488,37 +541,37 @@ _reg(__file__, {
     129: 'EntityData.entity_type',
     130: 'EntityData.entity_type',
     131: 'EntityData.entity_type',
-    132: 'EntityData.entity_name',
-    133: 'EntityData.entity_name',
-    134: 'EntityData.entity_name',
-    135: 'EntityData.entity_name',
-    136: 'EntityData.entity_name',
-    137: 'EntityData.entity_name',
-    138: 'EntityData.entity_name',
-    139: 'EntityData.entity_name',
+    132: 'EntityData.entity_type',
+    133: 'EntityData.entity_type',
+    134: 'EntityData.entity_type',
+    135: 'EntityData.entity_type',
+    136: 'EntityData.entity_type',
+    137: 'EntityData.entity_type',
+    138: 'EntityData.entity_type',
+    139: 'EntityData.entity_type',
     140: 'EntityData.entity_name',
     141: 'EntityData.entity_name',
     142: 'EntityData.entity_name',
     143: 'EntityData.entity_name',
     144: 'EntityData.entity_name',
     145: 'EntityData.entity_name',
-    146: 'EntityData.<tagged fields>',
-    147: 'EntityData.<tagged fields>',
-    148: 'EntityData.<tagged fields>',
-    149: 'EntityData.<tagged fields>',
-    150: 'EntityData.<tagged fields>',
-    155: 'ValueData.key',
-    156: 'ValueData.key',
-    157: 'ValueData.key',
-    158: 'ValueData.key',
-    159: 'ValueData.key',
-    160: 'ValueData.key',
-    161: 'ValueData.key',
-    162: 'ValueData.key',
-    163: 'ValueData.key',
-    164: 'ValueData.key',
-    165: 'ValueData.value',
-    166: 'ValueData.value',
+    146: 'EntityData.entity_name',
+    147: 'EntityData.entity_name',
+    148: 'EntityData.entity_name',
+    149: 'EntityData.entity_name',
+    150: 'EntityData.entity_name',
+    151: 'EntityData.entity_name',
+    152: 'EntityData.entity_name',
+    153: 'EntityData.entity_name',
+    154: 'EntityData.entity_name',
+    155: 'EntityData.entity_name',
+    156: 'EntityData.entity_name',
+    157: 'EntityData.<tagged fields>',
+    158: 'EntityData.<tagged fields>',
+    159: 'EntityData.<tagged fields>',
+    160: 'EntityData.<tagged fields>',
+    161: 'EntityData.<tagged fields>',
+    170: 'ValueData.key',
     171: 'ValueData.key',
     172: 'ValueData.key',
     173: 'ValueData.key',
@@ -528,40 +581,32 @@ _reg(__file__, {
     177: 'ValueData.key',
     178: 'ValueData.key',
     179: 'ValueData.key',
-    180: 'ValueData.key',
-    181: 'ValueData.key',
-    182: 'ValueData.key',
-    183: 'ValueData.key',
-    184: 'ValueData.key',
-    185: 'ValueData.value',
-    186: 'ValueData.value',
-    187: 'ValueData.<tagged fields>',
-    188: 'ValueData.<tagged fields>',
-    189: 'ValueData.<tagged fields>',
-    190: 'ValueData.<tagged fields>',
-    191: 'ValueData.<tagged fields>',
-    196: 'EntryData.entity',
-    197: 'EntryData.entity',
-    198: 'EntryData.entity',
-    199: 'EntryData.entity',
-    200: 'EntryData.entity',
-    201: 'EntryData.entity',
-    202: 'EntryData.entity',
-    203: 'EntryData.entity',
-    204: 'EntryData.entity',
-    205: 'EntryData.entity',
-    206: 'EntryData.values',
-    207: 'EntryData.values',
-    208: 'EntryData.values',
-    209: 'EntryData.values',
-    210: 'EntryData.values',
-    211: 'EntryData.values',
-    212: 'EntryData.values',
-    213: 'EntryData.values',
-    214: 'EntryData.values',
-    215: 'EntryData.values',
-    220: 'EntryData.entity',
-    221: 'EntryData.entity',
+    180: 'ValueData.value',
+    181: 'ValueData.value',
+    190: 'ValueData.key',
+    191: 'ValueData.key',
+    192: 'ValueData.key',
+    193: 'ValueData.key',
+    194: 'ValueData.key',
+    195: 'ValueData.key',
+    196: 'ValueData.key',
+    197: 'ValueData.key',
+    198: 'ValueData.key',
+    199: 'ValueData.key',
+    200: 'ValueData.key',
+    201: 'ValueData.key',
+    202: 'ValueData.key',
+    203: 'ValueData.key',
+    204: 'ValueData.key',
+    205: 'ValueData.key',
+    206: 'ValueData.key',
+    207: 'ValueData.value',
+    208: 'ValueData.value',
+    209: 'ValueData.<tagged fields>',
+    210: 'ValueData.<tagged fields>',
+    211: 'ValueData.<tagged fields>',
+    212: 'ValueData.<tagged fields>',
+    213: 'ValueData.<tagged fields>',
     222: 'EntryData.entity',
     223: 'EntryData.entity',
     224: 'EntryData.entity',
@@ -572,8 +617,8 @@ _reg(__file__, {
     229: 'EntryData.entity',
     230: 'EntryData.entity',
     231: 'EntryData.entity',
-    232: 'EntryData.entity',
-    233: 'EntryData.entity',
+    232: 'EntryData.values',
+    233: 'EntryData.values',
     234: 'EntryData.values',
     235: 'EntryData.values',
     236: 'EntryData.values',
@@ -582,72 +627,106 @@ _reg(__file__, {
     239: 'EntryData.values',
     240: 'EntryData.values',
     241: 'EntryData.values',
-    242: 'EntryData.values',
-    243: 'EntryData.values',
-    244: 'EntryData.values',
-    245: 'EntryData.values',
-    246: 'EntryData.values',
-    247: 'EntryData.values',
-    248: 'EntryData.<tagged fields>',
-    249: 'EntryData.<tagged fields>',
-    250: 'EntryData.<tagged fields>',
-    251: 'EntryData.<tagged fields>',
-    252: 'EntryData.<tagged fields>',
-    257: 'DescribeClientQuotasResponse.throttle_time_ms/error_code',
-    258: 'DescribeClientQuotasResponse.throttle_time_ms/error_code',
-    259: 'DescribeClientQuotasResponse.error_message',
-    260: 'DescribeClientQuotasResponse.error_message',
-    261: 'DescribeClientQuotasResponse.error_message',
-    262: 'DescribeClientQuotasResponse.error_message',
-    263: 'DescribeClientQuotasResponse.error_message',
-    264: 'DescribeClientQuotasResponse.error_message',
-    265: 'DescribeClientQuotasResponse.error_message',
-    266: 'DescribeClientQuotasResponse.error_message',
-    267: 'DescribeClientQuotasResponse.error_message',
-    268: 'DescribeClientQuotasResponse.error_message',
-    269: 'DescribeClientQuotasResponse.entries',
-    270: 'DescribeClientQuotasResponse.entries',
-    271: 'DescribeClientQuotasResponse.entries',
-    272: 'DescribeClientQuotasResponse.entries',
-    273: 'DescribeClientQuotasResponse.entries',
-    274: 'DescribeClientQuotasResponse.entries',
-    275: 'DescribeClientQuotasResponse.entries',
-    276: 'DescribeClientQuotasResponse.entries',
-    277: 'DescribeClientQuotasResponse.entries',
-    278: 'DescribeClientQuotasResponse.entries',
-    283: 'DescribeClientQuotasResponse.throttle_time_ms/error_code',
-    284: 'DescribeClientQuotasResponse.throttle_time_ms/error_code',
-    285: 'DescribeClientQuotasResponse.error_message',
-    286: 'DescribeClientQuotasResponse.error_message',
-    287: 'DescribeClientQuotasResponse.error_message',
-    288: 'DescribeClientQuotasResponse.error_message',
-    289: 'DescribeClientQuotasResponse.error_message',
-    290: 'DescribeClientQuotasResponse.error_message',
-    291: 'DescribeClientQuotasResponse.error_message',
-    292: 'DescribeClientQuotasResponse.error_message',
-    293: 'DescribeClientQuotasResponse.error_message',
-    294: 'DescribeClientQuotasResponse.error_message',
-    295: 'DescribeClientQuotasResponse.error_message',
-    296: 'DescribeClientQuotasResponse.error_message',
-    297: 'DescribeClientQuotasResponse.error_message',
-    298: 'DescribeClientQuotasResponse.error_message',
-    299: 'DescribeClientQuotasResponse.entries',
-    300: 'DescribeClientQuotasResponse.entries',
-    301: 'DescribeClientQuotasResponse.entries',
-    302: 'DescribeClientQuotasResponse.entries',
-    303: 'DescribeClientQuotasResponse.entries',
-    304: 'DescribeClientQuotasResponse.entries',
-    305: 'DescribeClientQuotasResponse.entries',
-    306: 'DescribeClientQuotasResponse.entries',
-    307: 'DescribeClientQuotasResponse.entries',
-    308: 'DescribeClientQuotasResponse.entries',
+    250: 'EntryData.entity',
+    251: 'EntryData.entity',
+    252: 'EntryData.entity',
+    253: 'EntryData.entity',
+    254: 'EntryData.entity',
+    255: 'EntryData.entity',
+    256: 'EntryData.entity',
+    257: 'EntryData.entity',
+    258: 'EntryData.entity',
+    259: 'EntryData.entity',
+    260: 'EntryData.entity',
+    261: 'EntryData.entity',
+    262: 'EntryData.entity',
+    263: 'EntryData.entity',
+    264: 'EntryData.entity',
+    265: 'EntryData.entity',
+    266: 'EntryData.entity',
+    267: 'EntryData.values',
+    268: 'EntryData.values',
+    269: 'EntryData.values',
+    270: 'EntryData.values',
+    271: 'EntryData.values',
+    272: 'EntryData.values',
+    273: 'EntryData.values',
+    274: 'EntryData.values',
+    275: 'EntryData.values',
+    276: 'EntryData.values',
+    277: 'EntryData.values',
+    278: 'EntryData.values',
+    279: 'EntryData.values',
+    280: 'EntryData.values',
+    281: 'EntryData.values',
+    282: 'EntryData.values',
+    283: 'EntryData.values',
+    284: 'EntryData.<tagged fields>',
+    285: 'EntryData.<tagged fields>',
+    286: 'EntryData.<tagged fields>',
+    287: 'EntryData.<tagged fields>',
+    288: 'EntryData.<tagged fields>',
+    297: 'DescribeClientQuotasResponse.throttle_time_ms/error_code',
+    298: 'DescribeClientQuotasResponse.throttle_time_ms/error_code',
+    299: 'DescribeClientQuotasResponse.error_message',
+    300: 'DescribeClientQuotasResponse.error_message',
+    301: 'DescribeClientQuotasResponse.error_message',
+    302: 'DescribeClientQuotasResponse.error_message',
+    303: 'DescribeClientQuotasResponse.error_message',
+    304: 'DescribeClientQuotasResponse.error_message',
+    305: 'DescribeClientQuotasResponse.error_message',
+    306: 'DescribeClientQuotasResponse.error_message',
+    307: 'DescribeClientQuotasResponse.error_message',
+    308: 'DescribeClientQuotasResponse.error_message',
     309: 'DescribeClientQuotasResponse.entries',
     310: 'DescribeClientQuotasResponse.entries',
     311: 'DescribeClientQuotasResponse.entries',
     312: 'DescribeClientQuotasResponse.entries',
-    313: 'DescribeClientQuotasResponse.<tagged fields>',
-    314: 'DescribeClientQuotasResponse.<tagged fields>',
-    315: 'DescribeClientQuotasResponse.<tagged fields>',
-    316: 'DescribeClientQuotasResponse.<tagged fields>',
-    317: 'DescribeClientQuotasResponse.<tagged fields>',
+    313: 'DescribeClientQuotasResponse.entries',
+    314: 'DescribeClientQuotasResponse.entries',
+    315: 'DescribeClientQuotasResponse.entries',
+    316: 'DescribeClientQuotasResponse.entries',
+    317: 'DescribeClientQuotasResponse.entries',
+    318: 'DescribeClientQuotasResponse.entries',
+    329: 'DescribeClientQuotasResponse.throttle_time_ms/error_code',
+    330: 'DescribeClientQuotasResponse.throttle_time_ms/error_code',
+    331: 'DescribeClientQuotasResponse.error_message',
+    332: 'DescribeClientQuotasResponse.error_message',
+    333: 'DescribeClientQuotasResponse.error_message',
+    334: 'DescribeClientQuotasResponse.error_message',
+    335: 'DescribeClientQuotasResponse.error_message',
+    336: 'DescribeClientQuotasResponse.error_message',
+    337: 'DescribeClientQuotasResponse.error_message',
+    338: 'DescribeClientQuotasResponse.error_message',
+    339: 'DescribeClientQuotasResponse.error_message',
+    340: 'DescribeClientQuotasResponse.error_message',
+    341: 'DescribeClientQuotasResponse.error_message',
+    342: 'DescribeClientQuotasResponse.error_message',
+    343: 'DescribeClientQuotasResponse.error_message',
+    344: 'DescribeClientQuotasResponse.error_message',
+    345: 'DescribeClientQuotasResponse.error_message',
+    346: 'DescribeClientQuotasResponse.error_message',
+    347: 'DescribeClientQuotasResponse.error_message',
+    348: 'DescribeClientQuotasResponse.entries',
+    349: 'DescribeClientQuotasResponse.entries',
+    350: 'DescribeClientQuotasResponse.entries',
+    351: 'DescribeClientQuotasResponse.entries',
+    352: 'DescribeClientQuotasResponse.entries',
+    353: 'DescribeClientQuotasResponse.entries',
+    354: 'DescribeClientQuotasResponse.entries',
+    355: 'DescribeClientQuotasResponse.entries',
+    356: 'DescribeClientQuotasResponse.entries',
+    357: 'DescribeClientQuotasResponse.entries',
+    358: 'DescribeClientQuotasResponse.entries',
+    359: 'DescribeClientQuotasResponse.entries',
+    360: 'DescribeClientQuotasResponse.entries',
+    361: 'DescribeClientQuotasResponse.entries',
+    362: 'DescribeClientQuotasResponse.entries',
+    363: 'DescribeClientQuotasResponse.entries',
+    364: 'DescribeClientQuotasResponse.entries',
+    365: 'DescribeClientQuotasResponse.<tagged fields>',
+    366: 'DescribeClientQuotasResponse.<tagged fields>',
+    367: 'DescribeClientQuotasResponse.<tagged fields>',
+    368: 'DescribeClientQuotasResponse.<tagged fields>',
+    369: 'DescribeClientQuotasResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -46,7 +47,11 @@ def _d_DescribeClusterRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeClusterRequest.<tagged fields>')
-    return DescribeClusterRequest(_f_include_cluster_authorized_operations, 1, _unk), pos
+    _o = _new(DescribeClusterRequest)
+    _o.include_cluster_authorized_operations = _f_include_cluster_authorized_operations
+    _o.endpoint_type = 1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeClusterRequest_v1(buf, pos):
@@ -57,7 +62,11 @@ def _d_DescribeClusterRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeClusterRequest.<tagged fields>')
-    return DescribeClusterRequest(_f_include_cluster_authorized_operations, _f_endpoint_type, _unk), pos
+    _o = _new(DescribeClusterRequest)
+    _o.include_cluster_authorized_operations = _f_include_cluster_authorized_operations
+    _o.endpoint_type = _f_endpoint_type
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DescribeClusterRequest_v0(o, w):
@@ -85,18 +94,18 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeClusterRequest_v0, 1: _d_DescribeClusterRequest_v1}
 ENCODERS = {0: _e_DescribeClusterRequest_v0, 1: _e_DescribeClusterRequest_v1}
 _reg(__file__, {
-    42: 'DescribeClusterRequest.include_cluster_authorized_operations',
     43: 'DescribeClusterRequest.include_cluster_authorized_operations',
-    44: 'DescribeClusterRequest.<tagged fields>',
+    44: 'DescribeClusterRequest.include_cluster_authorized_operations',
     45: 'DescribeClusterRequest.<tagged fields>',
     46: 'DescribeClusterRequest.<tagged fields>',
     47: 'DescribeClusterRequest.<tagged fields>',
     48: 'DescribeClusterRequest.<tagged fields>',
-    53: 'DescribeClusterRequest.include_cluster_authorized_operations/endpoint_type',
-    54: 'DescribeClusterRequest.include_cluster_authorized_operations/endpoint_type',
-    55: 'DescribeClusterRequest.<tagged fields>',
-    56: 'DescribeClusterRequest.<tagged fields>',
-    57: 'DescribeClusterRequest.<tagged fields>',
-    58: 'DescribeClusterRequest.<tagged fields>',
-    59: 'DescribeClusterRequest.<tagged fields>',
+    49: 'DescribeClusterRequest.<tagged fields>',
+    58: 'DescribeClusterRequest.include_cluster_authorized_operations/endpoint_type',
+    59: 'DescribeClusterRequest.include_cluster_authorized_operations/endpoint_type',
+    60: 'DescribeClusterRequest.<tagged fields>',
+    61: 'DescribeClusterRequest.<tagged fields>',
+    62: 'DescribeClusterRequest.<tagged fields>',
+    63: 'DescribeClusterRequest.<tagged fields>',
+    64: 'DescribeClusterRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -79,6 +80,9 @@ def _d_DescribeClusterBroker_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -95,6 +99,9 @@ def _d_DescribeClusterBroker_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -111,7 +118,13 @@ def _d_DescribeClusterBroker_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeClusterBroker.<tagged fields>')
-    return DescribeClusterBroker(_f_broker_id, _f_host, _f_port, _f_rack, _unk), pos
+    _o = _new(DescribeClusterBroker)
+    _o.broker_id = _f_broker_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.rack = _f_rack
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeClusterBroker_v1 = _d_DescribeClusterBroker_v0
@@ -122,6 +135,9 @@ def _d_DescribeClusterResponse_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -136,6 +152,9 @@ def _d_DescribeClusterResponse_v0(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -152,6 +171,9 @@ def _d_DescribeClusterResponse_v0(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -170,7 +192,17 @@ def _d_DescribeClusterResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeClusterResponse.<tagged fields>')
-    return DescribeClusterResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, 1, _f_cluster_id, _f_controller_id, _f_brokers, _f_cluster_authorized_operations, _unk), pos
+    _o = _new(DescribeClusterResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.endpoint_type = 1
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.brokers = _f_brokers
+    _o.cluster_authorized_operations = _f_cluster_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeClusterResponse_v1(buf, pos):
@@ -179,6 +211,9 @@ def _d_DescribeClusterResponse_v1(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -195,6 +230,9 @@ def _d_DescribeClusterResponse_v1(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -211,6 +249,9 @@ def _d_DescribeClusterResponse_v1(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -229,7 +270,17 @@ def _d_DescribeClusterResponse_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeClusterResponse.<tagged fields>')
-    return DescribeClusterResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_endpoint_type, _f_cluster_id, _f_controller_id, _f_brokers, _f_cluster_authorized_operations, _unk), pos
+    _o = _new(DescribeClusterResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.endpoint_type = _f_endpoint_type
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.brokers = _f_brokers
+    _o.cluster_authorized_operations = _f_cluster_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DescribeClusterBroker_v0(o, w):
@@ -323,9 +374,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeClusterResponse_v0, 1: _d_DescribeClusterResponse_v1}
 ENCODERS = {0: _e_DescribeClusterResponse_v0, 1: _e_DescribeClusterResponse_v1}
 _reg(__file__, {
-    77: 'DescribeClusterBroker.broker_id',
     78: 'DescribeClusterBroker.broker_id',
-    79: 'DescribeClusterBroker.host',
+    79: 'DescribeClusterBroker.broker_id',
     80: 'DescribeClusterBroker.host',
     81: 'DescribeClusterBroker.host',
     82: 'DescribeClusterBroker.host',
@@ -339,12 +389,12 @@ _reg(__file__, {
     90: 'DescribeClusterBroker.host',
     91: 'DescribeClusterBroker.host',
     92: 'DescribeClusterBroker.host',
-    93: 'DescribeClusterBroker.port',
-    94: 'DescribeClusterBroker.port',
-    95: 'DescribeClusterBroker.rack',
-    96: 'DescribeClusterBroker.rack',
-    97: 'DescribeClusterBroker.rack',
-    98: 'DescribeClusterBroker.rack',
+    93: 'DescribeClusterBroker.host',
+    94: 'DescribeClusterBroker.host',
+    95: 'DescribeClusterBroker.host',
+    96: 'DescribeClusterBroker.host',
+    97: 'DescribeClusterBroker.port',
+    98: 'DescribeClusterBroker.port',
     99: 'DescribeClusterBroker.rack',
     100: 'DescribeClusterBroker.rack',
     101: 'DescribeClusterBroker.rack',
@@ -355,117 +405,142 @@ _reg(__file__, {
     106: 'DescribeClusterBroker.rack',
     107: 'DescribeClusterBroker.rack',
     108: 'DescribeClusterBroker.rack',
-    109: 'DescribeClusterBroker.<tagged fields>',
-    110: 'DescribeClusterBroker.<tagged fields>',
-    111: 'DescribeClusterBroker.<tagged fields>',
-    112: 'DescribeClusterBroker.<tagged fields>',
-    113: 'DescribeClusterBroker.<tagged fields>',
-    119: 'DescribeClusterResponse.throttle_time_ms/error_code',
-    120: 'DescribeClusterResponse.throttle_time_ms/error_code',
-    121: 'DescribeClusterResponse.error_message',
-    122: 'DescribeClusterResponse.error_message',
-    123: 'DescribeClusterResponse.error_message',
-    124: 'DescribeClusterResponse.error_message',
-    125: 'DescribeClusterResponse.error_message',
-    126: 'DescribeClusterResponse.error_message',
-    127: 'DescribeClusterResponse.error_message',
-    128: 'DescribeClusterResponse.error_message',
-    129: 'DescribeClusterResponse.error_message',
-    130: 'DescribeClusterResponse.error_message',
-    131: 'DescribeClusterResponse.error_message',
-    132: 'DescribeClusterResponse.error_message',
-    133: 'DescribeClusterResponse.error_message',
+    109: 'DescribeClusterBroker.rack',
+    110: 'DescribeClusterBroker.rack',
+    111: 'DescribeClusterBroker.rack',
+    112: 'DescribeClusterBroker.rack',
+    113: 'DescribeClusterBroker.rack',
+    114: 'DescribeClusterBroker.rack',
+    115: 'DescribeClusterBroker.rack',
+    116: 'DescribeClusterBroker.<tagged fields>',
+    117: 'DescribeClusterBroker.<tagged fields>',
+    118: 'DescribeClusterBroker.<tagged fields>',
+    119: 'DescribeClusterBroker.<tagged fields>',
+    120: 'DescribeClusterBroker.<tagged fields>',
+    132: 'DescribeClusterResponse.throttle_time_ms/error_code',
+    133: 'DescribeClusterResponse.throttle_time_ms/error_code',
     134: 'DescribeClusterResponse.error_message',
-    135: 'DescribeClusterResponse.cluster_id',
-    136: 'DescribeClusterResponse.cluster_id',
-    137: 'DescribeClusterResponse.cluster_id',
-    138: 'DescribeClusterResponse.cluster_id',
-    139: 'DescribeClusterResponse.cluster_id',
-    140: 'DescribeClusterResponse.cluster_id',
-    141: 'DescribeClusterResponse.cluster_id',
-    142: 'DescribeClusterResponse.cluster_id',
-    143: 'DescribeClusterResponse.cluster_id',
-    144: 'DescribeClusterResponse.cluster_id',
-    145: 'DescribeClusterResponse.cluster_id',
-    146: 'DescribeClusterResponse.cluster_id',
-    147: 'DescribeClusterResponse.cluster_id',
-    148: 'DescribeClusterResponse.cluster_id',
-    149: 'DescribeClusterResponse.controller_id',
-    150: 'DescribeClusterResponse.controller_id',
-    151: 'DescribeClusterResponse.brokers',
-    152: 'DescribeClusterResponse.brokers',
-    153: 'DescribeClusterResponse.brokers',
-    154: 'DescribeClusterResponse.brokers',
-    155: 'DescribeClusterResponse.brokers',
-    156: 'DescribeClusterResponse.brokers',
-    157: 'DescribeClusterResponse.brokers',
-    158: 'DescribeClusterResponse.brokers',
-    159: 'DescribeClusterResponse.brokers',
-    160: 'DescribeClusterResponse.brokers',
-    161: 'DescribeClusterResponse.brokers',
-    162: 'DescribeClusterResponse.brokers',
-    163: 'DescribeClusterResponse.brokers',
-    164: 'DescribeClusterResponse.brokers',
-    165: 'DescribeClusterResponse.cluster_authorized_operations',
-    166: 'DescribeClusterResponse.cluster_authorized_operations',
-    167: 'DescribeClusterResponse.<tagged fields>',
-    168: 'DescribeClusterResponse.<tagged fields>',
-    169: 'DescribeClusterResponse.<tagged fields>',
-    170: 'DescribeClusterResponse.<tagged fields>',
-    171: 'DescribeClusterResponse.<tagged fields>',
-    176: 'DescribeClusterResponse.throttle_time_ms/error_code',
-    177: 'DescribeClusterResponse.throttle_time_ms/error_code',
-    178: 'DescribeClusterResponse.error_message',
-    179: 'DescribeClusterResponse.error_message',
-    180: 'DescribeClusterResponse.error_message',
-    181: 'DescribeClusterResponse.error_message',
-    182: 'DescribeClusterResponse.error_message',
-    183: 'DescribeClusterResponse.error_message',
-    184: 'DescribeClusterResponse.error_message',
-    185: 'DescribeClusterResponse.error_message',
-    186: 'DescribeClusterResponse.error_message',
-    187: 'DescribeClusterResponse.error_message',
-    188: 'DescribeClusterResponse.error_message',
-    189: 'DescribeClusterResponse.error_message',
-    190: 'DescribeClusterResponse.error_message',
-    191: 'DescribeClusterResponse.error_message',
-    192: 'DescribeClusterResponse.endpoint_type',
-    193: 'DescribeClusterResponse.endpoint_type',
-    194: 'DescribeClusterResponse.cluster_id',
-    195: 'DescribeClusterResponse.cluster_id',
-    196: 'DescribeClusterResponse.cluster_id',
-    197: 'DescribeClusterResponse.cluster_id',
-    198: 'DescribeClusterResponse.cluster_id',
-    199: 'DescribeClusterResponse.cluster_id',
-    200: 'DescribeClusterResponse.cluster_id',
-    201: 'DescribeClusterResponse.cluster_id',
-    202: 'DescribeClusterResponse.cluster_id',
-    203: 'DescribeClusterResponse.cluster_id',
-    204: 'DescribeClusterResponse.cluster_id',
-    205: 'DescribeClusterResponse.cluster_id',
-    206: 'DescribeClusterResponse.cluster_id',
-    207: 'DescribeClusterResponse.cluster_id',
-    208: 'DescribeClusterResponse.controller_id',
-    209: 'DescribeClusterResponse.controller_id',
-    210: 'DescribeClusterResponse.brokers',
-    211: 'DescribeClusterResponse.brokers',
-    212: 'DescribeClusterResponse.brokers',
-    213: 'DescribeClusterResponse.brokers',
-    214: 'DescribeClusterResponse.brokers',
-    215: 'DescribeClusterResponse.brokers',
-    216: 'DescribeClusterResponse.brokers',
-    217: 'DescribeClusterResponse.brokers',
-    218: 'DescribeClusterResponse.brokers',
-    219: 'DescribeClusterResponse.brokers',
-    220: 'DescribeClusterResponse.brokers',
-    221: 'DescribeClusterResponse.brokers',
-    222: 'DescribeClusterResponse.brokers',
-    223: 'DescribeClusterResponse.brokers',
-    224: 'DescribeClusterResponse.cluster_authorized_operations',
-    225: 'DescribeClusterResponse.cluster_authorized_operations',
-    226: 'DescribeClusterResponse.<tagged fields>',
-    227: 'DescribeClusterResponse.<tagged fields>',
-    228: 'DescribeClusterResponse.<tagged fields>',
-    229: 'DescribeClusterResponse.<tagged fields>',
-    230: 'DescribeClusterResponse.<tagged fields>',
+    135: 'DescribeClusterResponse.error_message',
+    136: 'DescribeClusterResponse.error_message',
+    137: 'DescribeClusterResponse.error_message',
+    138: 'DescribeClusterResponse.error_message',
+    139: 'DescribeClusterResponse.error_message',
+    140: 'DescribeClusterResponse.error_message',
+    141: 'DescribeClusterResponse.error_message',
+    142: 'DescribeClusterResponse.error_message',
+    143: 'DescribeClusterResponse.error_message',
+    144: 'DescribeClusterResponse.error_message',
+    145: 'DescribeClusterResponse.error_message',
+    146: 'DescribeClusterResponse.error_message',
+    147: 'DescribeClusterResponse.error_message',
+    148: 'DescribeClusterResponse.error_message',
+    149: 'DescribeClusterResponse.error_message',
+    150: 'DescribeClusterResponse.error_message',
+    151: 'DescribeClusterResponse.cluster_id',
+    152: 'DescribeClusterResponse.cluster_id',
+    153: 'DescribeClusterResponse.cluster_id',
+    154: 'DescribeClusterResponse.cluster_id',
+    155: 'DescribeClusterResponse.cluster_id',
+    156: 'DescribeClusterResponse.cluster_id',
+    157: 'DescribeClusterResponse.cluster_id',
+    158: 'DescribeClusterResponse.cluster_id',
+    159: 'DescribeClusterResponse.cluster_id',
+    160: 'DescribeClusterResponse.cluster_id',
+    161: 'DescribeClusterResponse.cluster_id',
+    162: 'DescribeClusterResponse.cluster_id',
+    163: 'DescribeClusterResponse.cluster_id',
+    164: 'DescribeClusterResponse.cluster_id',
+    165: 'DescribeClusterResponse.cluster_id',
+    166: 'DescribeClusterResponse.cluster_id',
+    167: 'DescribeClusterResponse.cluster_id',
+    168: 'DescribeClusterResponse.controller_id',
+    169: 'DescribeClusterResponse.controller_id',
+    170: 'DescribeClusterResponse.brokers',
+    171: 'DescribeClusterResponse.brokers',
+    172: 'DescribeClusterResponse.brokers',
+    173: 'DescribeClusterResponse.brokers',
+    174: 'DescribeClusterResponse.brokers',
+    175: 'DescribeClusterResponse.brokers',
+    176: 'DescribeClusterResponse.brokers',
+    177: 'DescribeClusterResponse.brokers',
+    178: 'DescribeClusterResponse.brokers',
+    179: 'DescribeClusterResponse.brokers',
+    180: 'DescribeClusterResponse.brokers',
+    181: 'DescribeClusterResponse.brokers',
+    182: 'DescribeClusterResponse.brokers',
+    183: 'DescribeClusterResponse.brokers',
+    184: 'DescribeClusterResponse.brokers',
+    185: 'DescribeClusterResponse.brokers',
+    186: 'DescribeClusterResponse.brokers',
+    187: 'DescribeClusterResponse.cluster_authorized_operations',
+    188: 'DescribeClusterResponse.cluster_authorized_operations',
+    189: 'DescribeClusterResponse.<tagged fields>',
+    190: 'DescribeClusterResponse.<tagged fields>',
+    191: 'DescribeClusterResponse.<tagged fields>',
+    192: 'DescribeClusterResponse.<tagged fields>',
+    193: 'DescribeClusterResponse.<tagged fields>',
+    208: 'DescribeClusterResponse.throttle_time_ms/error_code',
+    209: 'DescribeClusterResponse.throttle_time_ms/error_code',
+    210: 'DescribeClusterResponse.error_message',
+    211: 'DescribeClusterResponse.error_message',
+    212: 'DescribeClusterResponse.error_message',
+    213: 'DescribeClusterResponse.error_message',
+    214: 'DescribeClusterResponse.error_message',
+    215: 'DescribeClusterResponse.error_message',
+    216: 'DescribeClusterResponse.error_message',
+    217: 'DescribeClusterResponse.error_message',
+    218: 'DescribeClusterResponse.error_message',
+    219: 'DescribeClusterResponse.error_message',
+    220: 'DescribeClusterResponse.error_message',
+    221: 'DescribeClusterResponse.error_message',
+    222: 'DescribeClusterResponse.error_message',
+    223: 'DescribeClusterResponse.error_message',
+    224: 'DescribeClusterResponse.error_message',
+    225: 'DescribeClusterResponse.error_message',
+    226: 'DescribeClusterResponse.error_message',
+    227: 'DescribeClusterResponse.endpoint_type',
+    228: 'DescribeClusterResponse.endpoint_type',
+    229: 'DescribeClusterResponse.cluster_id',
+    230: 'DescribeClusterResponse.cluster_id',
+    231: 'DescribeClusterResponse.cluster_id',
+    232: 'DescribeClusterResponse.cluster_id',
+    233: 'DescribeClusterResponse.cluster_id',
+    234: 'DescribeClusterResponse.cluster_id',
+    235: 'DescribeClusterResponse.cluster_id',
+    236: 'DescribeClusterResponse.cluster_id',
+    237: 'DescribeClusterResponse.cluster_id',
+    238: 'DescribeClusterResponse.cluster_id',
+    239: 'DescribeClusterResponse.cluster_id',
+    240: 'DescribeClusterResponse.cluster_id',
+    241: 'DescribeClusterResponse.cluster_id',
+    242: 'DescribeClusterResponse.cluster_id',
+    243: 'DescribeClusterResponse.cluster_id',
+    244: 'DescribeClusterResponse.cluster_id',
+    245: 'DescribeClusterResponse.cluster_id',
+    246: 'DescribeClusterResponse.controller_id',
+    247: 'DescribeClusterResponse.controller_id',
+    248: 'DescribeClusterResponse.brokers',
+    249: 'DescribeClusterResponse.brokers',
+    250: 'DescribeClusterResponse.brokers',
+    251: 'DescribeClusterResponse.brokers',
+    252: 'DescribeClusterResponse.brokers',
+    253: 'DescribeClusterResponse.brokers',
+    254: 'DescribeClusterResponse.brokers',
+    255: 'DescribeClusterResponse.brokers',
+    256: 'DescribeClusterResponse.brokers',
+    257: 'DescribeClusterResponse.brokers',
+    258: 'DescribeClusterResponse.brokers',
+    259: 'DescribeClusterResponse.brokers',
+    260: 'DescribeClusterResponse.brokers',
+    261: 'DescribeClusterResponse.brokers',
+    262: 'DescribeClusterResponse.brokers',
+    263: 'DescribeClusterResponse.brokers',
+    264: 'DescribeClusterResponse.brokers',
+    265: 'DescribeClusterResponse.cluster_authorized_operations',
+    266: 'DescribeClusterResponse.cluster_authorized_operations',
+    267: 'DescribeClusterResponse.<tagged fields>',
+    268: 'DescribeClusterResponse.<tagged fields>',
+    269: 'DescribeClusterResponse.<tagged fields>',
+    270: 'DescribeClusterResponse.<tagged fields>',
+    271: 'DescribeClusterResponse.<tagged fields>',
 })

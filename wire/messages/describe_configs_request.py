@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -93,7 +94,12 @@ def _d_DescribeConfigsResource_v0(buf, pos):
                 _x4 = str(buf[pos:_end6], 'utf-8')
                 pos = _end6
             _f_configuration_keys.append(_x4)
-    return DescribeConfigsResource(_f_resource_type, _f_resource_name, _f_configuration_keys, None), pos
+    _o = _new(DescribeConfigsResource)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.configuration_keys = _f_configuration_keys
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeConfigsResource_v1 = _d_DescribeConfigsResource_v0
@@ -108,6 +114,9 @@ def _d_DescribeConfigsResource_v4(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -122,6 +131,9 @@ def _d_DescribeConfigsResource_v4(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -134,6 +146,9 @@ def _d_DescribeConfigsResource_v4(buf, pos):
             _n29 = buf[pos]
             if _n29 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n29, pos = _ruv(buf, pos)
             _n29 -= 1
@@ -151,7 +166,12 @@ def _d_DescribeConfigsResource_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeConfigsResource.<tagged fields>')
-    return DescribeConfigsResource(_f_resource_type, _f_resource_name, _f_configuration_keys, _unk), pos
+    _o = _new(DescribeConfigsResource)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.configuration_keys = _f_configuration_keys
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeConfigsRequest_v0(buf, pos):
@@ -165,7 +185,12 @@ def _d_DescribeConfigsRequest_v0(buf, pos):
         for _ in range(_n31):
             _x32, pos = _d_DescribeConfigsResource_v0(buf, pos)
             _f_resources.append(_x32)
-    return DescribeConfigsRequest(_f_resources, False, False, None), pos
+    _o = _new(DescribeConfigsRequest)
+    _o.resources = _f_resources
+    _o.include_synonyms = False
+    _o.include_documentation = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeConfigsRequest_v1(buf, pos):
@@ -181,7 +206,12 @@ def _d_DescribeConfigsRequest_v1(buf, pos):
             _f_resources.append(_x34)
     _f_include_synonyms = _S_ou(buf, pos)[0]
     pos += 1
-    return DescribeConfigsRequest(_f_resources, _f_include_synonyms, False, None), pos
+    _o = _new(DescribeConfigsRequest)
+    _o.resources = _f_resources
+    _o.include_synonyms = _f_include_synonyms
+    _o.include_documentation = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeConfigsRequest_v2 = _d_DescribeConfigsRequest_v1
@@ -199,13 +229,21 @@ def _d_DescribeConfigsRequest_v3(buf, pos):
             _f_resources.append(_x38)
     _f_include_synonyms, _f_include_documentation = _S_oou(buf, pos)
     pos += 2
-    return DescribeConfigsRequest(_f_resources, _f_include_synonyms, _f_include_documentation, None), pos
+    _o = _new(DescribeConfigsRequest)
+    _o.resources = _f_resources
+    _o.include_synonyms = _f_include_synonyms
+    _o.include_documentation = _f_include_documentation
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeConfigsRequest_v4(buf, pos):
     _n39 = buf[pos]
     if _n39 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n39 = (_n39 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n39, pos = _ruv(buf, pos)
     _n39 -= 1
@@ -224,7 +262,12 @@ def _d_DescribeConfigsRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeConfigsRequest.<tagged fields>')
-    return DescribeConfigsRequest(_f_resources, _f_include_synonyms, _f_include_documentation, _unk), pos
+    _o = _new(DescribeConfigsRequest)
+    _o.resources = _f_resources
+    _o.include_synonyms = _f_include_synonyms
+    _o.include_documentation = _f_include_documentation
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DescribeConfigsResource_v0(o, w):
@@ -323,9 +366,8 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_DescribeConfigsRequest_v0, 1: _d_DescribeConfigsRequest_v1, 2: _d_DescribeConfigsRequest_v2, 3: _d_DescribeConfigsRequest_v3, 4: _d_DescribeConfigsRequest_v4}
 ENCODERS = {0: _e_DescribeConfigsRequest_v0, 1: _e_DescribeConfigsRequest_v1, 2: _e_DescribeConfigsRequest_v2, 3: _e_DescribeConfigsRequest_v3, 4: _e_DescribeConfigsRequest_v4}
 _reg(__file__, {
-    65: 'DescribeConfigsResource.resource_type',
     66: 'DescribeConfigsResource.resource_type',
-    67: 'DescribeConfigsResource.resource_name',
+    67: 'DescribeConfigsResource.resource_type',
     68: 'DescribeConfigsResource.resource_name',
     69: 'DescribeConfigsResource.resource_name',
     70: 'DescribeConfigsResource.resource_name',
@@ -335,7 +377,7 @@ _reg(__file__, {
     74: 'DescribeConfigsResource.resource_name',
     75: 'DescribeConfigsResource.resource_name',
     76: 'DescribeConfigsResource.resource_name',
-    77: 'DescribeConfigsResource.configuration_keys',
+    77: 'DescribeConfigsResource.resource_name',
     78: 'DescribeConfigsResource.configuration_keys',
     79: 'DescribeConfigsResource.configuration_keys',
     80: 'DescribeConfigsResource.configuration_keys',
@@ -354,14 +396,9 @@ _reg(__file__, {
     93: 'DescribeConfigsResource.configuration_keys',
     94: 'DescribeConfigsResource.configuration_keys',
     95: 'DescribeConfigsResource.configuration_keys',
-    103: 'DescribeConfigsResource.resource_type',
-    104: 'DescribeConfigsResource.resource_type',
-    105: 'DescribeConfigsResource.resource_name',
-    106: 'DescribeConfigsResource.resource_name',
-    107: 'DescribeConfigsResource.resource_name',
-    108: 'DescribeConfigsResource.resource_name',
-    109: 'DescribeConfigsResource.resource_name',
-    110: 'DescribeConfigsResource.resource_name',
+    96: 'DescribeConfigsResource.configuration_keys',
+    109: 'DescribeConfigsResource.resource_type',
+    110: 'DescribeConfigsResource.resource_type',
     111: 'DescribeConfigsResource.resource_name',
     112: 'DescribeConfigsResource.resource_name',
     113: 'DescribeConfigsResource.resource_name',
@@ -370,15 +407,15 @@ _reg(__file__, {
     116: 'DescribeConfigsResource.resource_name',
     117: 'DescribeConfigsResource.resource_name',
     118: 'DescribeConfigsResource.resource_name',
-    119: 'DescribeConfigsResource.configuration_keys',
-    120: 'DescribeConfigsResource.configuration_keys',
-    121: 'DescribeConfigsResource.configuration_keys',
-    122: 'DescribeConfigsResource.configuration_keys',
-    123: 'DescribeConfigsResource.configuration_keys',
-    124: 'DescribeConfigsResource.configuration_keys',
-    125: 'DescribeConfigsResource.configuration_keys',
-    126: 'DescribeConfigsResource.configuration_keys',
-    127: 'DescribeConfigsResource.configuration_keys',
+    119: 'DescribeConfigsResource.resource_name',
+    120: 'DescribeConfigsResource.resource_name',
+    121: 'DescribeConfigsResource.resource_name',
+    122: 'DescribeConfigsResource.resource_name',
+    123: 'DescribeConfigsResource.resource_name',
+    124: 'DescribeConfigsResource.resource_name',
+    125: 'DescribeConfigsResource.resource_name',
+    126: 'DescribeConfigsResource.resource_name',
+    127: 'DescribeConfigsResource.resource_name',
     128: 'DescribeConfigsResource.configuration_keys',
     129: 'DescribeConfigsResource.configuration_keys',
     130: 'DescribeConfigsResource.configuration_keys',
@@ -397,64 +434,82 @@ _reg(__file__, {
     143: 'DescribeConfigsResource.configuration_keys',
     144: 'DescribeConfigsResource.configuration_keys',
     145: 'DescribeConfigsResource.configuration_keys',
-    146: 'DescribeConfigsResource.<tagged fields>',
-    147: 'DescribeConfigsResource.<tagged fields>',
-    148: 'DescribeConfigsResource.<tagged fields>',
-    149: 'DescribeConfigsResource.<tagged fields>',
-    150: 'DescribeConfigsResource.<tagged fields>',
-    155: 'DescribeConfigsRequest.resources',
-    156: 'DescribeConfigsRequest.resources',
-    157: 'DescribeConfigsRequest.resources',
-    158: 'DescribeConfigsRequest.resources',
-    159: 'DescribeConfigsRequest.resources',
-    160: 'DescribeConfigsRequest.resources',
-    161: 'DescribeConfigsRequest.resources',
-    162: 'DescribeConfigsRequest.resources',
-    163: 'DescribeConfigsRequest.resources',
-    164: 'DescribeConfigsRequest.resources',
-    169: 'DescribeConfigsRequest.resources',
-    170: 'DescribeConfigsRequest.resources',
-    171: 'DescribeConfigsRequest.resources',
-    172: 'DescribeConfigsRequest.resources',
-    173: 'DescribeConfigsRequest.resources',
-    174: 'DescribeConfigsRequest.resources',
+    146: 'DescribeConfigsResource.configuration_keys',
+    147: 'DescribeConfigsResource.configuration_keys',
+    148: 'DescribeConfigsResource.configuration_keys',
+    149: 'DescribeConfigsResource.configuration_keys',
+    150: 'DescribeConfigsResource.configuration_keys',
+    151: 'DescribeConfigsResource.configuration_keys',
+    152: 'DescribeConfigsResource.configuration_keys',
+    153: 'DescribeConfigsResource.configuration_keys',
+    154: 'DescribeConfigsResource.configuration_keys',
+    155: 'DescribeConfigsResource.configuration_keys',
+    156: 'DescribeConfigsResource.configuration_keys',
+    157: 'DescribeConfigsResource.configuration_keys',
+    158: 'DescribeConfigsResource.configuration_keys',
+    159: 'DescribeConfigsResource.configuration_keys',
+    160: 'DescribeConfigsResource.configuration_keys',
+    161: 'DescribeConfigsResource.<tagged fields>',
+    162: 'DescribeConfigsResource.<tagged fields>',
+    163: 'DescribeConfigsResource.<tagged fields>',
+    164: 'DescribeConfigsResource.<tagged fields>',
+    165: 'DescribeConfigsResource.<tagged fields>',
     175: 'DescribeConfigsRequest.resources',
     176: 'DescribeConfigsRequest.resources',
     177: 'DescribeConfigsRequest.resources',
     178: 'DescribeConfigsRequest.resources',
-    179: 'DescribeConfigsRequest.include_synonyms',
-    180: 'DescribeConfigsRequest.include_synonyms',
-    186: 'DescribeConfigsRequest.resources',
-    187: 'DescribeConfigsRequest.resources',
-    188: 'DescribeConfigsRequest.resources',
-    189: 'DescribeConfigsRequest.resources',
-    190: 'DescribeConfigsRequest.resources',
-    191: 'DescribeConfigsRequest.resources',
-    192: 'DescribeConfigsRequest.resources',
-    193: 'DescribeConfigsRequest.resources',
+    179: 'DescribeConfigsRequest.resources',
+    180: 'DescribeConfigsRequest.resources',
+    181: 'DescribeConfigsRequest.resources',
+    182: 'DescribeConfigsRequest.resources',
+    183: 'DescribeConfigsRequest.resources',
+    184: 'DescribeConfigsRequest.resources',
     194: 'DescribeConfigsRequest.resources',
     195: 'DescribeConfigsRequest.resources',
-    196: 'DescribeConfigsRequest.include_synonyms/include_documentation',
-    197: 'DescribeConfigsRequest.include_synonyms/include_documentation',
+    196: 'DescribeConfigsRequest.resources',
+    197: 'DescribeConfigsRequest.resources',
+    198: 'DescribeConfigsRequest.resources',
+    199: 'DescribeConfigsRequest.resources',
+    200: 'DescribeConfigsRequest.resources',
+    201: 'DescribeConfigsRequest.resources',
     202: 'DescribeConfigsRequest.resources',
     203: 'DescribeConfigsRequest.resources',
-    204: 'DescribeConfigsRequest.resources',
-    205: 'DescribeConfigsRequest.resources',
-    206: 'DescribeConfigsRequest.resources',
-    207: 'DescribeConfigsRequest.resources',
-    208: 'DescribeConfigsRequest.resources',
-    209: 'DescribeConfigsRequest.resources',
-    210: 'DescribeConfigsRequest.resources',
-    211: 'DescribeConfigsRequest.resources',
-    212: 'DescribeConfigsRequest.resources',
-    213: 'DescribeConfigsRequest.resources',
-    214: 'DescribeConfigsRequest.resources',
-    215: 'DescribeConfigsRequest.resources',
-    216: 'DescribeConfigsRequest.include_synonyms/include_documentation',
-    217: 'DescribeConfigsRequest.include_synonyms/include_documentation',
-    218: 'DescribeConfigsRequest.<tagged fields>',
-    219: 'DescribeConfigsRequest.<tagged fields>',
-    220: 'DescribeConfigsRequest.<tagged fields>',
-    221: 'DescribeConfigsRequest.<tagged fields>',
-    222: 'DescribeConfigsRequest.<tagged fields>',
+    204: 'DescribeConfigsRequest.include_synonyms',
+    205: 'DescribeConfigsRequest.include_synonyms',
+    216: 'DescribeConfigsRequest.resources',
+    217: 'DescribeConfigsRequest.resources',
+    218: 'DescribeConfigsRequest.resources',
+    219: 'DescribeConfigsRequest.resources',
+    220: 'DescribeConfigsRequest.resources',
+    221: 'DescribeConfigsRequest.resources',
+    222: 'DescribeConfigsRequest.resources',
+    223: 'DescribeConfigsRequest.resources',
+    224: 'DescribeConfigsRequest.resources',
+    225: 'DescribeConfigsRequest.resources',
+    226: 'DescribeConfigsRequest.include_synonyms/include_documentation',
+    227: 'DescribeConfigsRequest.include_synonyms/include_documentation',
+    237: 'DescribeConfigsRequest.resources',
+    238: 'DescribeConfigsRequest.resources',
+    239: 'DescribeConfigsRequest.resources',
+    240: 'DescribeConfigsRequest.resources',
+    241: 'DescribeConfigsRequest.resources',
+    242: 'DescribeConfigsRequest.resources',
+    243: 'DescribeConfigsRequest.resources',
+    244: 'DescribeConfigsRequest.resources',
+    245: 'DescribeConfigsRequest.resources',
+    246: 'DescribeConfigsRequest.resources',
+    247: 'DescribeConfigsRequest.resources',
+    248: 'DescribeConfigsRequest.resources',
+    249: 'DescribeConfigsRequest.resources',
+    250: 'DescribeConfigsRequest.resources',
+    251: 'DescribeConfigsRequest.resources',
+    252: 'DescribeConfigsRequest.resources',
+    253: 'DescribeConfigsRequest.resources',
+    254: 'DescribeConfigsRequest.include_synonyms/include_documentation',
+    255: 'DescribeConfigsRequest.include_synonyms/include_documentation',
+    256: 'DescribeConfigsRequest.<tagged fields>',
+    257: 'DescribeConfigsRequest.<tagged fields>',
+    258: 'DescribeConfigsRequest.<tagged fields>',
+    259: 'DescribeConfigsRequest.<tagged fields>',
+    260: 'DescribeConfigsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -140,7 +141,12 @@ def _d_DescribeConfigsSynonym_v1(buf, pos):
         pos = _end4
     _f_source = _S_bu(buf, pos)[0]
     pos += 1
-    return DescribeConfigsSynonym(_f_name, _f_value, _f_source, None), pos
+    _o = _new(DescribeConfigsSynonym)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.source = _f_source
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeConfigsSynonym_v2 = _d_DescribeConfigsSynonym_v1
@@ -151,6 +157,9 @@ def _d_DescribeConfigsSynonym_v4(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -165,6 +174,9 @@ def _d_DescribeConfigsSynonym_v4(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -183,7 +195,12 @@ def _d_DescribeConfigsSynonym_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeConfigsSynonym.<tagged fields>')
-    return DescribeConfigsSynonym(_f_name, _f_value, _f_source, _unk), pos
+    _o = _new(DescribeConfigsSynonym)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.source = _f_source
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeConfigsResourceResult_v0(buf, pos):
@@ -209,7 +226,18 @@ def _d_DescribeConfigsResourceResult_v0(buf, pos):
         pos = _end20
     _f_read_only, _f_is_default, _f_is_sensitive = _S_ooou(buf, pos)
     pos += 3
-    return DescribeConfigsResourceResult(_f_name, _f_value, _f_read_only, _f_is_default, -1, _f_is_sensitive, [], 0, '', None), pos
+    _o = _new(DescribeConfigsResourceResult)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.read_only = _f_read_only
+    _o.is_default = _f_is_default
+    _o.config_source = -1
+    _o.is_sensitive = _f_is_sensitive
+    _o.synonyms = []
+    _o.config_type = 0
+    _o.documentation = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeConfigsResourceResult_v1(buf, pos):
@@ -245,7 +273,18 @@ def _d_DescribeConfigsResourceResult_v1(buf, pos):
         for _ in range(_n25):
             _x26, pos = _d_DescribeConfigsSynonym_v1(buf, pos)
             _f_synonyms.append(_x26)
-    return DescribeConfigsResourceResult(_f_name, _f_value, _f_read_only, False, _f_config_source, _f_is_sensitive, _f_synonyms, 0, '', None), pos
+    _o = _new(DescribeConfigsResourceResult)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.read_only = _f_read_only
+    _o.is_default = False
+    _o.config_source = _f_config_source
+    _o.is_sensitive = _f_is_sensitive
+    _o.synonyms = _f_synonyms
+    _o.config_type = 0
+    _o.documentation = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeConfigsResourceResult_v2 = _d_DescribeConfigsResourceResult_v1
@@ -295,13 +334,27 @@ def _d_DescribeConfigsResourceResult_v3(buf, pos):
             raise _trunc('DescribeConfigsResourceResult.documentation', _n39, len(buf) - pos)
         _f_documentation = str(buf[pos:_end40], 'utf-8')
         pos = _end40
-    return DescribeConfigsResourceResult(_f_name, _f_value, _f_read_only, False, _f_config_source, _f_is_sensitive, _f_synonyms, _f_config_type, _f_documentation, None), pos
+    _o = _new(DescribeConfigsResourceResult)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.read_only = _f_read_only
+    _o.is_default = False
+    _o.config_source = _f_config_source
+    _o.is_sensitive = _f_is_sensitive
+    _o.synonyms = _f_synonyms
+    _o.config_type = _f_config_type
+    _o.documentation = _f_documentation
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeConfigsResourceResult_v4(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -316,6 +369,9 @@ def _d_DescribeConfigsResourceResult_v4(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -332,6 +388,9 @@ def _d_DescribeConfigsResourceResult_v4(buf, pos):
     _n45 = buf[pos]
     if _n45 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n45 = (_n45 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n45, pos = _ruv(buf, pos)
     _n45 -= 1
@@ -348,6 +407,9 @@ def _d_DescribeConfigsResourceResult_v4(buf, pos):
     _n47 = buf[pos]
     if _n47 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n47 = (_n47 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n47, pos = _ruv(buf, pos)
     _n47 -= 1
@@ -364,7 +426,18 @@ def _d_DescribeConfigsResourceResult_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeConfigsResourceResult.<tagged fields>')
-    return DescribeConfigsResourceResult(_f_name, _f_value, _f_read_only, False, _f_config_source, _f_is_sensitive, _f_synonyms, _f_config_type, _f_documentation, _unk), pos
+    _o = _new(DescribeConfigsResourceResult)
+    _o.name = _f_name
+    _o.value = _f_value
+    _o.read_only = _f_read_only
+    _o.is_default = False
+    _o.config_source = _f_config_source
+    _o.is_sensitive = _f_is_sensitive
+    _o.synonyms = _f_synonyms
+    _o.config_type = _f_config_type
+    _o.documentation = _f_documentation
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeConfigsResult_v0(buf, pos):
@@ -402,7 +475,14 @@ def _d_DescribeConfigsResult_v0(buf, pos):
         for _ in range(_n53):
             _x54, pos = _d_DescribeConfigsResourceResult_v0(buf, pos)
             _f_configs.append(_x54)
-    return DescribeConfigsResult(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, _f_configs, None), pos
+    _o = _new(DescribeConfigsResult)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeConfigsResult_v1(buf, pos):
@@ -440,7 +520,14 @@ def _d_DescribeConfigsResult_v1(buf, pos):
         for _ in range(_n59):
             _x60, pos = _d_DescribeConfigsResourceResult_v1(buf, pos)
             _f_configs.append(_x60)
-    return DescribeConfigsResult(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, _f_configs, None), pos
+    _o = _new(DescribeConfigsResult)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeConfigsResult_v2 = _d_DescribeConfigsResult_v1
@@ -480,7 +567,14 @@ def _d_DescribeConfigsResult_v3(buf, pos):
         for _ in range(_n71):
             _x72, pos = _d_DescribeConfigsResourceResult_v3(buf, pos)
             _f_configs.append(_x72)
-    return DescribeConfigsResult(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, _f_configs, None), pos
+    _o = _new(DescribeConfigsResult)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeConfigsResult_v4(buf, pos):
@@ -489,6 +583,9 @@ def _d_DescribeConfigsResult_v4(buf, pos):
     _n73 = buf[pos]
     if _n73 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n73 = (_n73 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n73, pos = _ruv(buf, pos)
     _n73 -= 1
@@ -505,6 +602,9 @@ def _d_DescribeConfigsResult_v4(buf, pos):
     _n75 = buf[pos]
     if _n75 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n75 = (_n75 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n75, pos = _ruv(buf, pos)
     _n75 -= 1
@@ -519,6 +619,9 @@ def _d_DescribeConfigsResult_v4(buf, pos):
     _n77 = buf[pos]
     if _n77 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n77 = (_n77 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n77, pos = _ruv(buf, pos)
     _n77 -= 1
@@ -535,7 +638,14 @@ def _d_DescribeConfigsResult_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeConfigsResult.<tagged fields>')
-    return DescribeConfigsResult(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, _f_configs, _unk), pos
+    _o = _new(DescribeConfigsResult)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeConfigsResponse_v0(buf, pos):
@@ -551,7 +661,11 @@ def _d_DescribeConfigsResponse_v0(buf, pos):
         for _ in range(_n79):
             _x80, pos = _d_DescribeConfigsResult_v0(buf, pos)
             _f_results.append(_x80)
-    return DescribeConfigsResponse(_f_throttle_time_ms, _f_results, None), pos
+    _o = _new(DescribeConfigsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeConfigsResponse_v1(buf, pos):
@@ -567,7 +681,11 @@ def _d_DescribeConfigsResponse_v1(buf, pos):
         for _ in range(_n81):
             _x82, pos = _d_DescribeConfigsResult_v1(buf, pos)
             _f_results.append(_x82)
-    return DescribeConfigsResponse(_f_throttle_time_ms, _f_results, None), pos
+    _o = _new(DescribeConfigsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeConfigsResponse_v2 = _d_DescribeConfigsResponse_v1
@@ -585,7 +703,11 @@ def _d_DescribeConfigsResponse_v3(buf, pos):
         for _ in range(_n85):
             _x86, pos = _d_DescribeConfigsResult_v3(buf, pos)
             _f_results.append(_x86)
-    return DescribeConfigsResponse(_f_throttle_time_ms, _f_results, None), pos
+    _o = _new(DescribeConfigsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeConfigsResponse_v4(buf, pos):
@@ -594,6 +716,9 @@ def _d_DescribeConfigsResponse_v4(buf, pos):
     _n87 = buf[pos]
     if _n87 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n87 = (_n87 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n87, pos = _ruv(buf, pos)
     _n87 -= 1
@@ -610,7 +735,11 @@ def _d_DescribeConfigsResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeConfigsResponse.<tagged fields>')
-    return DescribeConfigsResponse(_f_throttle_time_ms, _f_results, _unk), pos
+    _o = _new(DescribeConfigsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DescribeConfigsSynonym_v1(o, w):
@@ -890,7 +1019,6 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_DescribeConfigsResponse_v0, 1: _d_DescribeConfigsResponse_v1, 2: _d_DescribeConfigsResponse_v2, 3: _d_DescribeConfigsResponse_v3, 4: _d_DescribeConfigsResponse_v4}
 ENCODERS = {0: _e_DescribeConfigsResponse_v0, 1: _e_DescribeConfigsResponse_v1, 2: _e_DescribeConfigsResponse_v2, 3: _e_DescribeConfigsResponse_v3, 4: _e_DescribeConfigsResponse_v4}
 _reg(__file__, {
-    121: 'DescribeConfigsSynonym.name',
     122: 'DescribeConfigsSynonym.name',
     123: 'DescribeConfigsSynonym.name',
     124: 'DescribeConfigsSynonym.name',
@@ -900,7 +1028,7 @@ _reg(__file__, {
     128: 'DescribeConfigsSynonym.name',
     129: 'DescribeConfigsSynonym.name',
     130: 'DescribeConfigsSynonym.name',
-    131: 'DescribeConfigsSynonym.value',
+    131: 'DescribeConfigsSynonym.name',
     132: 'DescribeConfigsSynonym.value',
     133: 'DescribeConfigsSynonym.value',
     134: 'DescribeConfigsSynonym.value',
@@ -910,14 +1038,9 @@ _reg(__file__, {
     138: 'DescribeConfigsSynonym.value',
     139: 'DescribeConfigsSynonym.value',
     140: 'DescribeConfigsSynonym.value',
-    141: 'DescribeConfigsSynonym.source',
+    141: 'DescribeConfigsSynonym.value',
     142: 'DescribeConfigsSynonym.source',
-    149: 'DescribeConfigsSynonym.name',
-    150: 'DescribeConfigsSynonym.name',
-    151: 'DescribeConfigsSynonym.name',
-    152: 'DescribeConfigsSynonym.name',
-    153: 'DescribeConfigsSynonym.name',
-    154: 'DescribeConfigsSynonym.name',
+    143: 'DescribeConfigsSynonym.source',
     155: 'DescribeConfigsSynonym.name',
     156: 'DescribeConfigsSynonym.name',
     157: 'DescribeConfigsSynonym.name',
@@ -926,297 +1049,250 @@ _reg(__file__, {
     160: 'DescribeConfigsSynonym.name',
     161: 'DescribeConfigsSynonym.name',
     162: 'DescribeConfigsSynonym.name',
-    163: 'DescribeConfigsSynonym.value',
-    164: 'DescribeConfigsSynonym.value',
-    165: 'DescribeConfigsSynonym.value',
-    166: 'DescribeConfigsSynonym.value',
-    167: 'DescribeConfigsSynonym.value',
-    168: 'DescribeConfigsSynonym.value',
-    169: 'DescribeConfigsSynonym.value',
-    170: 'DescribeConfigsSynonym.value',
-    171: 'DescribeConfigsSynonym.value',
+    163: 'DescribeConfigsSynonym.name',
+    164: 'DescribeConfigsSynonym.name',
+    165: 'DescribeConfigsSynonym.name',
+    166: 'DescribeConfigsSynonym.name',
+    167: 'DescribeConfigsSynonym.name',
+    168: 'DescribeConfigsSynonym.name',
+    169: 'DescribeConfigsSynonym.name',
+    170: 'DescribeConfigsSynonym.name',
+    171: 'DescribeConfigsSynonym.name',
     172: 'DescribeConfigsSynonym.value',
     173: 'DescribeConfigsSynonym.value',
     174: 'DescribeConfigsSynonym.value',
     175: 'DescribeConfigsSynonym.value',
     176: 'DescribeConfigsSynonym.value',
-    177: 'DescribeConfigsSynonym.source',
-    178: 'DescribeConfigsSynonym.source',
-    179: 'DescribeConfigsSynonym.<tagged fields>',
-    180: 'DescribeConfigsSynonym.<tagged fields>',
-    181: 'DescribeConfigsSynonym.<tagged fields>',
-    182: 'DescribeConfigsSynonym.<tagged fields>',
-    183: 'DescribeConfigsSynonym.<tagged fields>',
-    188: 'DescribeConfigsResourceResult.name',
-    189: 'DescribeConfigsResourceResult.name',
-    190: 'DescribeConfigsResourceResult.name',
-    191: 'DescribeConfigsResourceResult.name',
-    192: 'DescribeConfigsResourceResult.name',
-    193: 'DescribeConfigsResourceResult.name',
-    194: 'DescribeConfigsResourceResult.name',
-    195: 'DescribeConfigsResourceResult.name',
-    196: 'DescribeConfigsResourceResult.name',
-    197: 'DescribeConfigsResourceResult.name',
-    198: 'DescribeConfigsResourceResult.value',
-    199: 'DescribeConfigsResourceResult.value',
-    200: 'DescribeConfigsResourceResult.value',
-    201: 'DescribeConfigsResourceResult.value',
-    202: 'DescribeConfigsResourceResult.value',
-    203: 'DescribeConfigsResourceResult.value',
-    204: 'DescribeConfigsResourceResult.value',
-    205: 'DescribeConfigsResourceResult.value',
-    206: 'DescribeConfigsResourceResult.value',
-    207: 'DescribeConfigsResourceResult.value',
-    208: 'DescribeConfigsResourceResult.read_only/is_default/is_sensitive',
-    209: 'DescribeConfigsResourceResult.read_only/is_default/is_sensitive',
+    177: 'DescribeConfigsSynonym.value',
+    178: 'DescribeConfigsSynonym.value',
+    179: 'DescribeConfigsSynonym.value',
+    180: 'DescribeConfigsSynonym.value',
+    181: 'DescribeConfigsSynonym.value',
+    182: 'DescribeConfigsSynonym.value',
+    183: 'DescribeConfigsSynonym.value',
+    184: 'DescribeConfigsSynonym.value',
+    185: 'DescribeConfigsSynonym.value',
+    186: 'DescribeConfigsSynonym.value',
+    187: 'DescribeConfigsSynonym.value',
+    188: 'DescribeConfigsSynonym.value',
+    189: 'DescribeConfigsSynonym.source',
+    190: 'DescribeConfigsSynonym.source',
+    191: 'DescribeConfigsSynonym.<tagged fields>',
+    192: 'DescribeConfigsSynonym.<tagged fields>',
+    193: 'DescribeConfigsSynonym.<tagged fields>',
+    194: 'DescribeConfigsSynonym.<tagged fields>',
+    195: 'DescribeConfigsSynonym.<tagged fields>',
+    205: 'DescribeConfigsResourceResult.name',
+    206: 'DescribeConfigsResourceResult.name',
+    207: 'DescribeConfigsResourceResult.name',
+    208: 'DescribeConfigsResourceResult.name',
+    209: 'DescribeConfigsResourceResult.name',
+    210: 'DescribeConfigsResourceResult.name',
+    211: 'DescribeConfigsResourceResult.name',
+    212: 'DescribeConfigsResourceResult.name',
+    213: 'DescribeConfigsResourceResult.name',
     214: 'DescribeConfigsResourceResult.name',
-    215: 'DescribeConfigsResourceResult.name',
-    216: 'DescribeConfigsResourceResult.name',
-    217: 'DescribeConfigsResourceResult.name',
-    218: 'DescribeConfigsResourceResult.name',
-    219: 'DescribeConfigsResourceResult.name',
-    220: 'DescribeConfigsResourceResult.name',
-    221: 'DescribeConfigsResourceResult.name',
-    222: 'DescribeConfigsResourceResult.name',
-    223: 'DescribeConfigsResourceResult.name',
+    215: 'DescribeConfigsResourceResult.value',
+    216: 'DescribeConfigsResourceResult.value',
+    217: 'DescribeConfigsResourceResult.value',
+    218: 'DescribeConfigsResourceResult.value',
+    219: 'DescribeConfigsResourceResult.value',
+    220: 'DescribeConfigsResourceResult.value',
+    221: 'DescribeConfigsResourceResult.value',
+    222: 'DescribeConfigsResourceResult.value',
+    223: 'DescribeConfigsResourceResult.value',
     224: 'DescribeConfigsResourceResult.value',
-    225: 'DescribeConfigsResourceResult.value',
-    226: 'DescribeConfigsResourceResult.value',
-    227: 'DescribeConfigsResourceResult.value',
-    228: 'DescribeConfigsResourceResult.value',
-    229: 'DescribeConfigsResourceResult.value',
-    230: 'DescribeConfigsResourceResult.value',
-    231: 'DescribeConfigsResourceResult.value',
-    232: 'DescribeConfigsResourceResult.value',
-    233: 'DescribeConfigsResourceResult.value',
-    234: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
-    235: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
-    236: 'DescribeConfigsResourceResult.synonyms',
-    237: 'DescribeConfigsResourceResult.synonyms',
-    238: 'DescribeConfigsResourceResult.synonyms',
-    239: 'DescribeConfigsResourceResult.synonyms',
-    240: 'DescribeConfigsResourceResult.synonyms',
-    241: 'DescribeConfigsResourceResult.synonyms',
-    242: 'DescribeConfigsResourceResult.synonyms',
-    243: 'DescribeConfigsResourceResult.synonyms',
-    244: 'DescribeConfigsResourceResult.synonyms',
-    245: 'DescribeConfigsResourceResult.synonyms',
+    225: 'DescribeConfigsResourceResult.read_only/is_default/is_sensitive',
+    226: 'DescribeConfigsResourceResult.read_only/is_default/is_sensitive',
+    242: 'DescribeConfigsResourceResult.name',
+    243: 'DescribeConfigsResourceResult.name',
+    244: 'DescribeConfigsResourceResult.name',
+    245: 'DescribeConfigsResourceResult.name',
+    246: 'DescribeConfigsResourceResult.name',
+    247: 'DescribeConfigsResourceResult.name',
+    248: 'DescribeConfigsResourceResult.name',
+    249: 'DescribeConfigsResourceResult.name',
+    250: 'DescribeConfigsResourceResult.name',
     251: 'DescribeConfigsResourceResult.name',
-    252: 'DescribeConfigsResourceResult.name',
-    253: 'DescribeConfigsResourceResult.name',
-    254: 'DescribeConfigsResourceResult.name',
-    255: 'DescribeConfigsResourceResult.name',
-    256: 'DescribeConfigsResourceResult.name',
-    257: 'DescribeConfigsResourceResult.name',
-    258: 'DescribeConfigsResourceResult.name',
-    259: 'DescribeConfigsResourceResult.name',
-    260: 'DescribeConfigsResourceResult.name',
+    252: 'DescribeConfigsResourceResult.value',
+    253: 'DescribeConfigsResourceResult.value',
+    254: 'DescribeConfigsResourceResult.value',
+    255: 'DescribeConfigsResourceResult.value',
+    256: 'DescribeConfigsResourceResult.value',
+    257: 'DescribeConfigsResourceResult.value',
+    258: 'DescribeConfigsResourceResult.value',
+    259: 'DescribeConfigsResourceResult.value',
+    260: 'DescribeConfigsResourceResult.value',
     261: 'DescribeConfigsResourceResult.value',
-    262: 'DescribeConfigsResourceResult.value',
-    263: 'DescribeConfigsResourceResult.value',
-    264: 'DescribeConfigsResourceResult.value',
-    265: 'DescribeConfigsResourceResult.value',
-    266: 'DescribeConfigsResourceResult.value',
-    267: 'DescribeConfigsResourceResult.value',
-    268: 'DescribeConfigsResourceResult.value',
-    269: 'DescribeConfigsResourceResult.value',
-    270: 'DescribeConfigsResourceResult.value',
-    271: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
-    272: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
+    262: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
+    263: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
+    264: 'DescribeConfigsResourceResult.synonyms',
+    265: 'DescribeConfigsResourceResult.synonyms',
+    266: 'DescribeConfigsResourceResult.synonyms',
+    267: 'DescribeConfigsResourceResult.synonyms',
+    268: 'DescribeConfigsResourceResult.synonyms',
+    269: 'DescribeConfigsResourceResult.synonyms',
+    270: 'DescribeConfigsResourceResult.synonyms',
+    271: 'DescribeConfigsResourceResult.synonyms',
+    272: 'DescribeConfigsResourceResult.synonyms',
     273: 'DescribeConfigsResourceResult.synonyms',
-    274: 'DescribeConfigsResourceResult.synonyms',
-    275: 'DescribeConfigsResourceResult.synonyms',
-    276: 'DescribeConfigsResourceResult.synonyms',
-    277: 'DescribeConfigsResourceResult.synonyms',
-    278: 'DescribeConfigsResourceResult.synonyms',
-    279: 'DescribeConfigsResourceResult.synonyms',
-    280: 'DescribeConfigsResourceResult.synonyms',
-    281: 'DescribeConfigsResourceResult.synonyms',
-    282: 'DescribeConfigsResourceResult.synonyms',
-    283: 'DescribeConfigsResourceResult.config_type',
-    284: 'DescribeConfigsResourceResult.config_type',
-    285: 'DescribeConfigsResourceResult.documentation',
-    286: 'DescribeConfigsResourceResult.documentation',
-    287: 'DescribeConfigsResourceResult.documentation',
-    288: 'DescribeConfigsResourceResult.documentation',
-    289: 'DescribeConfigsResourceResult.documentation',
-    290: 'DescribeConfigsResourceResult.documentation',
-    291: 'DescribeConfigsResourceResult.documentation',
-    292: 'DescribeConfigsResourceResult.documentation',
-    293: 'DescribeConfigsResourceResult.documentation',
-    294: 'DescribeConfigsResourceResult.documentation',
+    290: 'DescribeConfigsResourceResult.name',
+    291: 'DescribeConfigsResourceResult.name',
+    292: 'DescribeConfigsResourceResult.name',
+    293: 'DescribeConfigsResourceResult.name',
+    294: 'DescribeConfigsResourceResult.name',
+    295: 'DescribeConfigsResourceResult.name',
+    296: 'DescribeConfigsResourceResult.name',
+    297: 'DescribeConfigsResourceResult.name',
+    298: 'DescribeConfigsResourceResult.name',
     299: 'DescribeConfigsResourceResult.name',
-    300: 'DescribeConfigsResourceResult.name',
-    301: 'DescribeConfigsResourceResult.name',
-    302: 'DescribeConfigsResourceResult.name',
-    303: 'DescribeConfigsResourceResult.name',
-    304: 'DescribeConfigsResourceResult.name',
-    305: 'DescribeConfigsResourceResult.name',
-    306: 'DescribeConfigsResourceResult.name',
-    307: 'DescribeConfigsResourceResult.name',
-    308: 'DescribeConfigsResourceResult.name',
-    309: 'DescribeConfigsResourceResult.name',
-    310: 'DescribeConfigsResourceResult.name',
-    311: 'DescribeConfigsResourceResult.name',
-    312: 'DescribeConfigsResourceResult.name',
-    313: 'DescribeConfigsResourceResult.value',
-    314: 'DescribeConfigsResourceResult.value',
-    315: 'DescribeConfigsResourceResult.value',
-    316: 'DescribeConfigsResourceResult.value',
-    317: 'DescribeConfigsResourceResult.value',
-    318: 'DescribeConfigsResourceResult.value',
-    319: 'DescribeConfigsResourceResult.value',
-    320: 'DescribeConfigsResourceResult.value',
-    321: 'DescribeConfigsResourceResult.value',
-    322: 'DescribeConfigsResourceResult.value',
-    323: 'DescribeConfigsResourceResult.value',
-    324: 'DescribeConfigsResourceResult.value',
-    325: 'DescribeConfigsResourceResult.value',
-    326: 'DescribeConfigsResourceResult.value',
-    327: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
-    328: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
-    329: 'DescribeConfigsResourceResult.synonyms',
-    330: 'DescribeConfigsResourceResult.synonyms',
-    331: 'DescribeConfigsResourceResult.synonyms',
-    332: 'DescribeConfigsResourceResult.synonyms',
-    333: 'DescribeConfigsResourceResult.synonyms',
-    334: 'DescribeConfigsResourceResult.synonyms',
-    335: 'DescribeConfigsResourceResult.synonyms',
-    336: 'DescribeConfigsResourceResult.synonyms',
-    337: 'DescribeConfigsResourceResult.synonyms',
-    338: 'DescribeConfigsResourceResult.synonyms',
-    339: 'DescribeConfigsResourceResult.synonyms',
-    340: 'DescribeConfigsResourceResult.synonyms',
-    341: 'DescribeConfigsResourceResult.synonyms',
-    342: 'DescribeConfigsResourceResult.synonyms',
-    343: 'DescribeConfigsResourceResult.config_type',
-    344: 'DescribeConfigsResourceResult.config_type',
-    345: 'DescribeConfigsResourceResult.documentation',
-    346: 'DescribeConfigsResourceResult.documentation',
-    347: 'DescribeConfigsResourceResult.documentation',
-    348: 'DescribeConfigsResourceResult.documentation',
-    349: 'DescribeConfigsResourceResult.documentation',
-    350: 'DescribeConfigsResourceResult.documentation',
-    351: 'DescribeConfigsResourceResult.documentation',
-    352: 'DescribeConfigsResourceResult.documentation',
-    353: 'DescribeConfigsResourceResult.documentation',
-    354: 'DescribeConfigsResourceResult.documentation',
-    355: 'DescribeConfigsResourceResult.documentation',
-    356: 'DescribeConfigsResourceResult.documentation',
-    357: 'DescribeConfigsResourceResult.documentation',
-    358: 'DescribeConfigsResourceResult.documentation',
-    359: 'DescribeConfigsResourceResult.<tagged fields>',
-    360: 'DescribeConfigsResourceResult.<tagged fields>',
-    361: 'DescribeConfigsResourceResult.<tagged fields>',
-    362: 'DescribeConfigsResourceResult.<tagged fields>',
-    363: 'DescribeConfigsResourceResult.<tagged fields>',
-    368: 'DescribeConfigsResult.error_code',
-    369: 'DescribeConfigsResult.error_code',
-    370: 'DescribeConfigsResult.error_message',
-    371: 'DescribeConfigsResult.error_message',
-    372: 'DescribeConfigsResult.error_message',
-    373: 'DescribeConfigsResult.error_message',
-    374: 'DescribeConfigsResult.error_message',
-    375: 'DescribeConfigsResult.error_message',
-    376: 'DescribeConfigsResult.error_message',
-    377: 'DescribeConfigsResult.error_message',
-    378: 'DescribeConfigsResult.error_message',
-    379: 'DescribeConfigsResult.error_message',
-    380: 'DescribeConfigsResult.resource_type',
-    381: 'DescribeConfigsResult.resource_type',
-    382: 'DescribeConfigsResult.resource_name',
-    383: 'DescribeConfigsResult.resource_name',
-    384: 'DescribeConfigsResult.resource_name',
-    385: 'DescribeConfigsResult.resource_name',
-    386: 'DescribeConfigsResult.resource_name',
-    387: 'DescribeConfigsResult.resource_name',
-    388: 'DescribeConfigsResult.resource_name',
-    389: 'DescribeConfigsResult.resource_name',
-    390: 'DescribeConfigsResult.resource_name',
-    391: 'DescribeConfigsResult.resource_name',
-    392: 'DescribeConfigsResult.configs',
-    393: 'DescribeConfigsResult.configs',
-    394: 'DescribeConfigsResult.configs',
-    395: 'DescribeConfigsResult.configs',
-    396: 'DescribeConfigsResult.configs',
-    397: 'DescribeConfigsResult.configs',
-    398: 'DescribeConfigsResult.configs',
-    399: 'DescribeConfigsResult.configs',
-    400: 'DescribeConfigsResult.configs',
-    401: 'DescribeConfigsResult.configs',
-    406: 'DescribeConfigsResult.error_code',
-    407: 'DescribeConfigsResult.error_code',
-    408: 'DescribeConfigsResult.error_message',
-    409: 'DescribeConfigsResult.error_message',
-    410: 'DescribeConfigsResult.error_message',
-    411: 'DescribeConfigsResult.error_message',
-    412: 'DescribeConfigsResult.error_message',
-    413: 'DescribeConfigsResult.error_message',
-    414: 'DescribeConfigsResult.error_message',
-    415: 'DescribeConfigsResult.error_message',
-    416: 'DescribeConfigsResult.error_message',
-    417: 'DescribeConfigsResult.error_message',
-    418: 'DescribeConfigsResult.resource_type',
-    419: 'DescribeConfigsResult.resource_type',
-    420: 'DescribeConfigsResult.resource_name',
-    421: 'DescribeConfigsResult.resource_name',
-    422: 'DescribeConfigsResult.resource_name',
-    423: 'DescribeConfigsResult.resource_name',
-    424: 'DescribeConfigsResult.resource_name',
-    425: 'DescribeConfigsResult.resource_name',
-    426: 'DescribeConfigsResult.resource_name',
-    427: 'DescribeConfigsResult.resource_name',
-    428: 'DescribeConfigsResult.resource_name',
-    429: 'DescribeConfigsResult.resource_name',
-    430: 'DescribeConfigsResult.configs',
-    431: 'DescribeConfigsResult.configs',
-    432: 'DescribeConfigsResult.configs',
-    433: 'DescribeConfigsResult.configs',
-    434: 'DescribeConfigsResult.configs',
-    435: 'DescribeConfigsResult.configs',
-    436: 'DescribeConfigsResult.configs',
-    437: 'DescribeConfigsResult.configs',
-    438: 'DescribeConfigsResult.configs',
-    439: 'DescribeConfigsResult.configs',
-    445: 'DescribeConfigsResult.error_code',
-    446: 'DescribeConfigsResult.error_code',
+    300: 'DescribeConfigsResourceResult.value',
+    301: 'DescribeConfigsResourceResult.value',
+    302: 'DescribeConfigsResourceResult.value',
+    303: 'DescribeConfigsResourceResult.value',
+    304: 'DescribeConfigsResourceResult.value',
+    305: 'DescribeConfigsResourceResult.value',
+    306: 'DescribeConfigsResourceResult.value',
+    307: 'DescribeConfigsResourceResult.value',
+    308: 'DescribeConfigsResourceResult.value',
+    309: 'DescribeConfigsResourceResult.value',
+    310: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
+    311: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
+    312: 'DescribeConfigsResourceResult.synonyms',
+    313: 'DescribeConfigsResourceResult.synonyms',
+    314: 'DescribeConfigsResourceResult.synonyms',
+    315: 'DescribeConfigsResourceResult.synonyms',
+    316: 'DescribeConfigsResourceResult.synonyms',
+    317: 'DescribeConfigsResourceResult.synonyms',
+    318: 'DescribeConfigsResourceResult.synonyms',
+    319: 'DescribeConfigsResourceResult.synonyms',
+    320: 'DescribeConfigsResourceResult.synonyms',
+    321: 'DescribeConfigsResourceResult.synonyms',
+    322: 'DescribeConfigsResourceResult.config_type',
+    323: 'DescribeConfigsResourceResult.config_type',
+    324: 'DescribeConfigsResourceResult.documentation',
+    325: 'DescribeConfigsResourceResult.documentation',
+    326: 'DescribeConfigsResourceResult.documentation',
+    327: 'DescribeConfigsResourceResult.documentation',
+    328: 'DescribeConfigsResourceResult.documentation',
+    329: 'DescribeConfigsResourceResult.documentation',
+    330: 'DescribeConfigsResourceResult.documentation',
+    331: 'DescribeConfigsResourceResult.documentation',
+    332: 'DescribeConfigsResourceResult.documentation',
+    333: 'DescribeConfigsResourceResult.documentation',
+    349: 'DescribeConfigsResourceResult.name',
+    350: 'DescribeConfigsResourceResult.name',
+    351: 'DescribeConfigsResourceResult.name',
+    352: 'DescribeConfigsResourceResult.name',
+    353: 'DescribeConfigsResourceResult.name',
+    354: 'DescribeConfigsResourceResult.name',
+    355: 'DescribeConfigsResourceResult.name',
+    356: 'DescribeConfigsResourceResult.name',
+    357: 'DescribeConfigsResourceResult.name',
+    358: 'DescribeConfigsResourceResult.name',
+    359: 'DescribeConfigsResourceResult.name',
+    360: 'DescribeConfigsResourceResult.name',
+    361: 'DescribeConfigsResourceResult.name',
+    362: 'DescribeConfigsResourceResult.name',
+    363: 'DescribeConfigsResourceResult.name',
+    364: 'DescribeConfigsResourceResult.name',
+    365: 'DescribeConfigsResourceResult.name',
+    366: 'DescribeConfigsResourceResult.value',
+    367: 'DescribeConfigsResourceResult.value',
+    368: 'DescribeConfigsResourceResult.value',
+    369: 'DescribeConfigsResourceResult.value',
+    370: 'DescribeConfigsResourceResult.value',
+    371: 'DescribeConfigsResourceResult.value',
+    372: 'DescribeConfigsResourceResult.value',
+    373: 'DescribeConfigsResourceResult.value',
+    374: 'DescribeConfigsResourceResult.value',
+    375: 'DescribeConfigsResourceResult.value',
+    376: 'DescribeConfigsResourceResult.value',
+    377: 'DescribeConfigsResourceResult.value',
+    378: 'DescribeConfigsResourceResult.value',
+    379: 'DescribeConfigsResourceResult.value',
+    380: 'DescribeConfigsResourceResult.value',
+    381: 'DescribeConfigsResourceResult.value',
+    382: 'DescribeConfigsResourceResult.value',
+    383: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
+    384: 'DescribeConfigsResourceResult.read_only/config_source/is_sensitive',
+    385: 'DescribeConfigsResourceResult.synonyms',
+    386: 'DescribeConfigsResourceResult.synonyms',
+    387: 'DescribeConfigsResourceResult.synonyms',
+    388: 'DescribeConfigsResourceResult.synonyms',
+    389: 'DescribeConfigsResourceResult.synonyms',
+    390: 'DescribeConfigsResourceResult.synonyms',
+    391: 'DescribeConfigsResourceResult.synonyms',
+    392: 'DescribeConfigsResourceResult.synonyms',
+    393: 'DescribeConfigsResourceResult.synonyms',
+    394: 'DescribeConfigsResourceResult.synonyms',
+    395: 'DescribeConfigsResourceResult.synonyms',
+    396: 'DescribeConfigsResourceResult.synonyms',
+    397: 'DescribeConfigsResourceResult.synonyms',
+    398: 'DescribeConfigsResourceResult.synonyms',
+    399: 'DescribeConfigsResourceResult.synonyms',
+    400: 'DescribeConfigsResourceResult.synonyms',
+    401: 'DescribeConfigsResourceResult.synonyms',
+    402: 'DescribeConfigsResourceResult.config_type',
+    403: 'DescribeConfigsResourceResult.config_type',
+    404: 'DescribeConfigsResourceResult.documentation',
+    405: 'DescribeConfigsResourceResult.documentation',
+    406: 'DescribeConfigsResourceResult.documentation',
+    407: 'DescribeConfigsResourceResult.documentation',
+    408: 'DescribeConfigsResourceResult.documentation',
+    409: 'DescribeConfigsResourceResult.documentation',
+    410: 'DescribeConfigsResourceResult.documentation',
+    411: 'DescribeConfigsResourceResult.documentation',
+    412: 'DescribeConfigsResourceResult.documentation',
+    413: 'DescribeConfigsResourceResult.documentation',
+    414: 'DescribeConfigsResourceResult.documentation',
+    415: 'DescribeConfigsResourceResult.documentation',
+    416: 'DescribeConfigsResourceResult.documentation',
+    417: 'DescribeConfigsResourceResult.documentation',
+    418: 'DescribeConfigsResourceResult.documentation',
+    419: 'DescribeConfigsResourceResult.documentation',
+    420: 'DescribeConfigsResourceResult.documentation',
+    421: 'DescribeConfigsResourceResult.<tagged fields>',
+    422: 'DescribeConfigsResourceResult.<tagged fields>',
+    423: 'DescribeConfigsResourceResult.<tagged fields>',
+    424: 'DescribeConfigsResourceResult.<tagged fields>',
+    425: 'DescribeConfigsResourceResult.<tagged fields>',
+    441: 'DescribeConfigsResult.error_code',
+    442: 'DescribeConfigsResult.error_code',
+    443: 'DescribeConfigsResult.error_message',
+    444: 'DescribeConfigsResult.error_message',
+    445: 'DescribeConfigsResult.error_message',
+    446: 'DescribeConfigsResult.error_message',
     447: 'DescribeConfigsResult.error_message',
     448: 'DescribeConfigsResult.error_message',
     449: 'DescribeConfigsResult.error_message',
     450: 'DescribeConfigsResult.error_message',
     451: 'DescribeConfigsResult.error_message',
     452: 'DescribeConfigsResult.error_message',
-    453: 'DescribeConfigsResult.error_message',
-    454: 'DescribeConfigsResult.error_message',
-    455: 'DescribeConfigsResult.error_message',
-    456: 'DescribeConfigsResult.error_message',
-    457: 'DescribeConfigsResult.resource_type',
-    458: 'DescribeConfigsResult.resource_type',
+    453: 'DescribeConfigsResult.resource_type',
+    454: 'DescribeConfigsResult.resource_type',
+    455: 'DescribeConfigsResult.resource_name',
+    456: 'DescribeConfigsResult.resource_name',
+    457: 'DescribeConfigsResult.resource_name',
+    458: 'DescribeConfigsResult.resource_name',
     459: 'DescribeConfigsResult.resource_name',
     460: 'DescribeConfigsResult.resource_name',
     461: 'DescribeConfigsResult.resource_name',
     462: 'DescribeConfigsResult.resource_name',
     463: 'DescribeConfigsResult.resource_name',
     464: 'DescribeConfigsResult.resource_name',
-    465: 'DescribeConfigsResult.resource_name',
-    466: 'DescribeConfigsResult.resource_name',
-    467: 'DescribeConfigsResult.resource_name',
-    468: 'DescribeConfigsResult.resource_name',
+    465: 'DescribeConfigsResult.configs',
+    466: 'DescribeConfigsResult.configs',
+    467: 'DescribeConfigsResult.configs',
+    468: 'DescribeConfigsResult.configs',
     469: 'DescribeConfigsResult.configs',
     470: 'DescribeConfigsResult.configs',
     471: 'DescribeConfigsResult.configs',
     472: 'DescribeConfigsResult.configs',
     473: 'DescribeConfigsResult.configs',
     474: 'DescribeConfigsResult.configs',
-    475: 'DescribeConfigsResult.configs',
-    476: 'DescribeConfigsResult.configs',
-    477: 'DescribeConfigsResult.configs',
-    478: 'DescribeConfigsResult.configs',
-    483: 'DescribeConfigsResult.error_code',
-    484: 'DescribeConfigsResult.error_code',
-    485: 'DescribeConfigsResult.error_message',
-    486: 'DescribeConfigsResult.error_message',
-    487: 'DescribeConfigsResult.error_message',
+    486: 'DescribeConfigsResult.error_code',
+    487: 'DescribeConfigsResult.error_code',
     488: 'DescribeConfigsResult.error_message',
     489: 'DescribeConfigsResult.error_message',
     490: 'DescribeConfigsResult.error_message',
@@ -1227,9 +1303,9 @@ _reg(__file__, {
     495: 'DescribeConfigsResult.error_message',
     496: 'DescribeConfigsResult.error_message',
     497: 'DescribeConfigsResult.error_message',
-    498: 'DescribeConfigsResult.error_message',
+    498: 'DescribeConfigsResult.resource_type',
     499: 'DescribeConfigsResult.resource_type',
-    500: 'DescribeConfigsResult.resource_type',
+    500: 'DescribeConfigsResult.resource_name',
     501: 'DescribeConfigsResult.resource_name',
     502: 'DescribeConfigsResult.resource_name',
     503: 'DescribeConfigsResult.resource_name',
@@ -1239,85 +1315,168 @@ _reg(__file__, {
     507: 'DescribeConfigsResult.resource_name',
     508: 'DescribeConfigsResult.resource_name',
     509: 'DescribeConfigsResult.resource_name',
-    510: 'DescribeConfigsResult.resource_name',
-    511: 'DescribeConfigsResult.resource_name',
-    512: 'DescribeConfigsResult.resource_name',
-    513: 'DescribeConfigsResult.resource_name',
-    514: 'DescribeConfigsResult.resource_name',
+    510: 'DescribeConfigsResult.configs',
+    511: 'DescribeConfigsResult.configs',
+    512: 'DescribeConfigsResult.configs',
+    513: 'DescribeConfigsResult.configs',
+    514: 'DescribeConfigsResult.configs',
     515: 'DescribeConfigsResult.configs',
     516: 'DescribeConfigsResult.configs',
     517: 'DescribeConfigsResult.configs',
     518: 'DescribeConfigsResult.configs',
     519: 'DescribeConfigsResult.configs',
-    520: 'DescribeConfigsResult.configs',
-    521: 'DescribeConfigsResult.configs',
-    522: 'DescribeConfigsResult.configs',
-    523: 'DescribeConfigsResult.configs',
-    524: 'DescribeConfigsResult.configs',
-    525: 'DescribeConfigsResult.configs',
-    526: 'DescribeConfigsResult.configs',
-    527: 'DescribeConfigsResult.configs',
-    528: 'DescribeConfigsResult.configs',
-    529: 'DescribeConfigsResult.<tagged fields>',
-    530: 'DescribeConfigsResult.<tagged fields>',
-    531: 'DescribeConfigsResult.<tagged fields>',
-    532: 'DescribeConfigsResult.<tagged fields>',
-    533: 'DescribeConfigsResult.<tagged fields>',
-    538: 'DescribeConfigsResponse.throttle_time_ms',
-    539: 'DescribeConfigsResponse.throttle_time_ms',
-    540: 'DescribeConfigsResponse.results',
-    541: 'DescribeConfigsResponse.results',
-    542: 'DescribeConfigsResponse.results',
-    543: 'DescribeConfigsResponse.results',
-    544: 'DescribeConfigsResponse.results',
-    545: 'DescribeConfigsResponse.results',
-    546: 'DescribeConfigsResponse.results',
-    547: 'DescribeConfigsResponse.results',
-    548: 'DescribeConfigsResponse.results',
-    549: 'DescribeConfigsResponse.results',
-    554: 'DescribeConfigsResponse.throttle_time_ms',
-    555: 'DescribeConfigsResponse.throttle_time_ms',
-    556: 'DescribeConfigsResponse.results',
-    557: 'DescribeConfigsResponse.results',
-    558: 'DescribeConfigsResponse.results',
-    559: 'DescribeConfigsResponse.results',
-    560: 'DescribeConfigsResponse.results',
-    561: 'DescribeConfigsResponse.results',
-    562: 'DescribeConfigsResponse.results',
-    563: 'DescribeConfigsResponse.results',
-    564: 'DescribeConfigsResponse.results',
-    565: 'DescribeConfigsResponse.results',
-    571: 'DescribeConfigsResponse.throttle_time_ms',
-    572: 'DescribeConfigsResponse.throttle_time_ms',
-    573: 'DescribeConfigsResponse.results',
-    574: 'DescribeConfigsResponse.results',
-    575: 'DescribeConfigsResponse.results',
-    576: 'DescribeConfigsResponse.results',
-    577: 'DescribeConfigsResponse.results',
-    578: 'DescribeConfigsResponse.results',
-    579: 'DescribeConfigsResponse.results',
-    580: 'DescribeConfigsResponse.results',
-    581: 'DescribeConfigsResponse.results',
-    582: 'DescribeConfigsResponse.results',
-    587: 'DescribeConfigsResponse.throttle_time_ms',
-    588: 'DescribeConfigsResponse.throttle_time_ms',
-    589: 'DescribeConfigsResponse.results',
-    590: 'DescribeConfigsResponse.results',
-    591: 'DescribeConfigsResponse.results',
-    592: 'DescribeConfigsResponse.results',
-    593: 'DescribeConfigsResponse.results',
-    594: 'DescribeConfigsResponse.results',
-    595: 'DescribeConfigsResponse.results',
-    596: 'DescribeConfigsResponse.results',
-    597: 'DescribeConfigsResponse.results',
-    598: 'DescribeConfigsResponse.results',
-    599: 'DescribeConfigsResponse.results',
-    600: 'DescribeConfigsResponse.results',
-    601: 'DescribeConfigsResponse.results',
-    602: 'DescribeConfigsResponse.results',
-    603: 'DescribeConfigsResponse.<tagged fields>',
-    604: 'DescribeConfigsResponse.<tagged fields>',
-    605: 'DescribeConfigsResponse.<tagged fields>',
-    606: 'DescribeConfigsResponse.<tagged fields>',
-    607: 'DescribeConfigsResponse.<tagged fields>',
+    532: 'DescribeConfigsResult.error_code',
+    533: 'DescribeConfigsResult.error_code',
+    534: 'DescribeConfigsResult.error_message',
+    535: 'DescribeConfigsResult.error_message',
+    536: 'DescribeConfigsResult.error_message',
+    537: 'DescribeConfigsResult.error_message',
+    538: 'DescribeConfigsResult.error_message',
+    539: 'DescribeConfigsResult.error_message',
+    540: 'DescribeConfigsResult.error_message',
+    541: 'DescribeConfigsResult.error_message',
+    542: 'DescribeConfigsResult.error_message',
+    543: 'DescribeConfigsResult.error_message',
+    544: 'DescribeConfigsResult.resource_type',
+    545: 'DescribeConfigsResult.resource_type',
+    546: 'DescribeConfigsResult.resource_name',
+    547: 'DescribeConfigsResult.resource_name',
+    548: 'DescribeConfigsResult.resource_name',
+    549: 'DescribeConfigsResult.resource_name',
+    550: 'DescribeConfigsResult.resource_name',
+    551: 'DescribeConfigsResult.resource_name',
+    552: 'DescribeConfigsResult.resource_name',
+    553: 'DescribeConfigsResult.resource_name',
+    554: 'DescribeConfigsResult.resource_name',
+    555: 'DescribeConfigsResult.resource_name',
+    556: 'DescribeConfigsResult.configs',
+    557: 'DescribeConfigsResult.configs',
+    558: 'DescribeConfigsResult.configs',
+    559: 'DescribeConfigsResult.configs',
+    560: 'DescribeConfigsResult.configs',
+    561: 'DescribeConfigsResult.configs',
+    562: 'DescribeConfigsResult.configs',
+    563: 'DescribeConfigsResult.configs',
+    564: 'DescribeConfigsResult.configs',
+    565: 'DescribeConfigsResult.configs',
+    577: 'DescribeConfigsResult.error_code',
+    578: 'DescribeConfigsResult.error_code',
+    579: 'DescribeConfigsResult.error_message',
+    580: 'DescribeConfigsResult.error_message',
+    581: 'DescribeConfigsResult.error_message',
+    582: 'DescribeConfigsResult.error_message',
+    583: 'DescribeConfigsResult.error_message',
+    584: 'DescribeConfigsResult.error_message',
+    585: 'DescribeConfigsResult.error_message',
+    586: 'DescribeConfigsResult.error_message',
+    587: 'DescribeConfigsResult.error_message',
+    588: 'DescribeConfigsResult.error_message',
+    589: 'DescribeConfigsResult.error_message',
+    590: 'DescribeConfigsResult.error_message',
+    591: 'DescribeConfigsResult.error_message',
+    592: 'DescribeConfigsResult.error_message',
+    593: 'DescribeConfigsResult.error_message',
+    594: 'DescribeConfigsResult.error_message',
+    595: 'DescribeConfigsResult.error_message',
+    596: 'DescribeConfigsResult.resource_type',
+    597: 'DescribeConfigsResult.resource_type',
+    598: 'DescribeConfigsResult.resource_name',
+    599: 'DescribeConfigsResult.resource_name',
+    600: 'DescribeConfigsResult.resource_name',
+    601: 'DescribeConfigsResult.resource_name',
+    602: 'DescribeConfigsResult.resource_name',
+    603: 'DescribeConfigsResult.resource_name',
+    604: 'DescribeConfigsResult.resource_name',
+    605: 'DescribeConfigsResult.resource_name',
+    606: 'DescribeConfigsResult.resource_name',
+    607: 'DescribeConfigsResult.resource_name',
+    608: 'DescribeConfigsResult.resource_name',
+    609: 'DescribeConfigsResult.resource_name',
+    610: 'DescribeConfigsResult.resource_name',
+    611: 'DescribeConfigsResult.resource_name',
+    612: 'DescribeConfigsResult.resource_name',
+    613: 'DescribeConfigsResult.resource_name',
+    614: 'DescribeConfigsResult.resource_name',
+    615: 'DescribeConfigsResult.configs',
+    616: 'DescribeConfigsResult.configs',
+    617: 'DescribeConfigsResult.configs',
+    618: 'DescribeConfigsResult.configs',
+    619: 'DescribeConfigsResult.configs',
+    620: 'DescribeConfigsResult.configs',
+    621: 'DescribeConfigsResult.configs',
+    622: 'DescribeConfigsResult.configs',
+    623: 'DescribeConfigsResult.configs',
+    624: 'DescribeConfigsResult.configs',
+    625: 'DescribeConfigsResult.configs',
+    626: 'DescribeConfigsResult.configs',
+    627: 'DescribeConfigsResult.configs',
+    628: 'DescribeConfigsResult.configs',
+    629: 'DescribeConfigsResult.configs',
+    630: 'DescribeConfigsResult.configs',
+    631: 'DescribeConfigsResult.configs',
+    632: 'DescribeConfigsResult.<tagged fields>',
+    633: 'DescribeConfigsResult.<tagged fields>',
+    634: 'DescribeConfigsResult.<tagged fields>',
+    635: 'DescribeConfigsResult.<tagged fields>',
+    636: 'DescribeConfigsResult.<tagged fields>',
+    648: 'DescribeConfigsResponse.throttle_time_ms',
+    649: 'DescribeConfigsResponse.throttle_time_ms',
+    650: 'DescribeConfigsResponse.results',
+    651: 'DescribeConfigsResponse.results',
+    652: 'DescribeConfigsResponse.results',
+    653: 'DescribeConfigsResponse.results',
+    654: 'DescribeConfigsResponse.results',
+    655: 'DescribeConfigsResponse.results',
+    656: 'DescribeConfigsResponse.results',
+    657: 'DescribeConfigsResponse.results',
+    658: 'DescribeConfigsResponse.results',
+    659: 'DescribeConfigsResponse.results',
+    668: 'DescribeConfigsResponse.throttle_time_ms',
+    669: 'DescribeConfigsResponse.throttle_time_ms',
+    670: 'DescribeConfigsResponse.results',
+    671: 'DescribeConfigsResponse.results',
+    672: 'DescribeConfigsResponse.results',
+    673: 'DescribeConfigsResponse.results',
+    674: 'DescribeConfigsResponse.results',
+    675: 'DescribeConfigsResponse.results',
+    676: 'DescribeConfigsResponse.results',
+    677: 'DescribeConfigsResponse.results',
+    678: 'DescribeConfigsResponse.results',
+    679: 'DescribeConfigsResponse.results',
+    689: 'DescribeConfigsResponse.throttle_time_ms',
+    690: 'DescribeConfigsResponse.throttle_time_ms',
+    691: 'DescribeConfigsResponse.results',
+    692: 'DescribeConfigsResponse.results',
+    693: 'DescribeConfigsResponse.results',
+    694: 'DescribeConfigsResponse.results',
+    695: 'DescribeConfigsResponse.results',
+    696: 'DescribeConfigsResponse.results',
+    697: 'DescribeConfigsResponse.results',
+    698: 'DescribeConfigsResponse.results',
+    699: 'DescribeConfigsResponse.results',
+    700: 'DescribeConfigsResponse.results',
+    709: 'DescribeConfigsResponse.throttle_time_ms',
+    710: 'DescribeConfigsResponse.throttle_time_ms',
+    711: 'DescribeConfigsResponse.results',
+    712: 'DescribeConfigsResponse.results',
+    713: 'DescribeConfigsResponse.results',
+    714: 'DescribeConfigsResponse.results',
+    715: 'DescribeConfigsResponse.results',
+    716: 'DescribeConfigsResponse.results',
+    717: 'DescribeConfigsResponse.results',
+    718: 'DescribeConfigsResponse.results',
+    719: 'DescribeConfigsResponse.results',
+    720: 'DescribeConfigsResponse.results',
+    721: 'DescribeConfigsResponse.results',
+    722: 'DescribeConfigsResponse.results',
+    723: 'DescribeConfigsResponse.results',
+    724: 'DescribeConfigsResponse.results',
+    725: 'DescribeConfigsResponse.results',
+    726: 'DescribeConfigsResponse.results',
+    727: 'DescribeConfigsResponse.results',
+    728: 'DescribeConfigsResponse.<tagged fields>',
+    729: 'DescribeConfigsResponse.<tagged fields>',
+    730: 'DescribeConfigsResponse.<tagged fields>',
+    731: 'DescribeConfigsResponse.<tagged fields>',
+    732: 'DescribeConfigsResponse.<tagged fields>',
 })

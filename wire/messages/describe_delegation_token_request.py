@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -67,7 +68,11 @@ def _d_DescribeDelegationTokenOwner_v0(buf, pos):
             raise _trunc('DescribeDelegationTokenOwner.principal_name', _n3, len(buf) - pos)
         _f_principal_name = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return DescribeDelegationTokenOwner(_f_principal_type, _f_principal_name, None), pos
+    _o = _new(DescribeDelegationTokenOwner)
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeDelegationTokenOwner_v1 = _d_DescribeDelegationTokenOwner_v0
@@ -76,6 +81,9 @@ def _d_DescribeDelegationTokenOwner_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -90,6 +98,9 @@ def _d_DescribeDelegationTokenOwner_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -106,7 +117,11 @@ def _d_DescribeDelegationTokenOwner_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeDelegationTokenOwner.<tagged fields>')
-    return DescribeDelegationTokenOwner(_f_principal_type, _f_principal_name, _unk), pos
+    _o = _new(DescribeDelegationTokenOwner)
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeDelegationTokenOwner_v3 = _d_DescribeDelegationTokenOwner_v2
@@ -122,7 +137,10 @@ def _d_DescribeDelegationTokenRequest_v0(buf, pos):
         for _ in range(_n17):
             _x18, pos = _d_DescribeDelegationTokenOwner_v0(buf, pos)
             _f_owners.append(_x18)
-    return DescribeDelegationTokenRequest(_f_owners, None), pos
+    _o = _new(DescribeDelegationTokenRequest)
+    _o.owners = _f_owners
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeDelegationTokenRequest_v1 = _d_DescribeDelegationTokenRequest_v0
@@ -131,6 +149,9 @@ def _d_DescribeDelegationTokenRequest_v2(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -147,7 +168,10 @@ def _d_DescribeDelegationTokenRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeDelegationTokenRequest.<tagged fields>')
-    return DescribeDelegationTokenRequest(_f_owners, _unk), pos
+    _o = _new(DescribeDelegationTokenRequest)
+    _o.owners = _f_owners
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeDelegationTokenRequest_v3 = _d_DescribeDelegationTokenRequest_v2
@@ -222,7 +246,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DescribeDelegationTokenRequest_v0, 1: _d_DescribeDelegationTokenRequest_v1, 2: _d_DescribeDelegationTokenRequest_v2, 3: _d_DescribeDelegationTokenRequest_v3}
 ENCODERS = {0: _e_DescribeDelegationTokenRequest_v0, 1: _e_DescribeDelegationTokenRequest_v1, 2: _e_DescribeDelegationTokenRequest_v2, 3: _e_DescribeDelegationTokenRequest_v3}
 _reg(__file__, {
-    50: 'DescribeDelegationTokenOwner.principal_type',
     51: 'DescribeDelegationTokenOwner.principal_type',
     52: 'DescribeDelegationTokenOwner.principal_type',
     53: 'DescribeDelegationTokenOwner.principal_type',
@@ -232,7 +255,7 @@ _reg(__file__, {
     57: 'DescribeDelegationTokenOwner.principal_type',
     58: 'DescribeDelegationTokenOwner.principal_type',
     59: 'DescribeDelegationTokenOwner.principal_type',
-    60: 'DescribeDelegationTokenOwner.principal_name',
+    60: 'DescribeDelegationTokenOwner.principal_type',
     61: 'DescribeDelegationTokenOwner.principal_name',
     62: 'DescribeDelegationTokenOwner.principal_name',
     63: 'DescribeDelegationTokenOwner.principal_name',
@@ -242,11 +265,7 @@ _reg(__file__, {
     67: 'DescribeDelegationTokenOwner.principal_name',
     68: 'DescribeDelegationTokenOwner.principal_name',
     69: 'DescribeDelegationTokenOwner.principal_name',
-    75: 'DescribeDelegationTokenOwner.principal_type',
-    76: 'DescribeDelegationTokenOwner.principal_type',
-    77: 'DescribeDelegationTokenOwner.principal_type',
-    78: 'DescribeDelegationTokenOwner.principal_type',
-    79: 'DescribeDelegationTokenOwner.principal_type',
+    70: 'DescribeDelegationTokenOwner.principal_name',
     80: 'DescribeDelegationTokenOwner.principal_type',
     81: 'DescribeDelegationTokenOwner.principal_type',
     82: 'DescribeDelegationTokenOwner.principal_type',
@@ -256,35 +275,36 @@ _reg(__file__, {
     86: 'DescribeDelegationTokenOwner.principal_type',
     87: 'DescribeDelegationTokenOwner.principal_type',
     88: 'DescribeDelegationTokenOwner.principal_type',
-    89: 'DescribeDelegationTokenOwner.principal_name',
-    90: 'DescribeDelegationTokenOwner.principal_name',
-    91: 'DescribeDelegationTokenOwner.principal_name',
-    92: 'DescribeDelegationTokenOwner.principal_name',
-    93: 'DescribeDelegationTokenOwner.principal_name',
-    94: 'DescribeDelegationTokenOwner.principal_name',
-    95: 'DescribeDelegationTokenOwner.principal_name',
-    96: 'DescribeDelegationTokenOwner.principal_name',
+    89: 'DescribeDelegationTokenOwner.principal_type',
+    90: 'DescribeDelegationTokenOwner.principal_type',
+    91: 'DescribeDelegationTokenOwner.principal_type',
+    92: 'DescribeDelegationTokenOwner.principal_type',
+    93: 'DescribeDelegationTokenOwner.principal_type',
+    94: 'DescribeDelegationTokenOwner.principal_type',
+    95: 'DescribeDelegationTokenOwner.principal_type',
+    96: 'DescribeDelegationTokenOwner.principal_type',
     97: 'DescribeDelegationTokenOwner.principal_name',
     98: 'DescribeDelegationTokenOwner.principal_name',
     99: 'DescribeDelegationTokenOwner.principal_name',
     100: 'DescribeDelegationTokenOwner.principal_name',
     101: 'DescribeDelegationTokenOwner.principal_name',
     102: 'DescribeDelegationTokenOwner.principal_name',
-    103: 'DescribeDelegationTokenOwner.<tagged fields>',
-    104: 'DescribeDelegationTokenOwner.<tagged fields>',
-    105: 'DescribeDelegationTokenOwner.<tagged fields>',
-    106: 'DescribeDelegationTokenOwner.<tagged fields>',
-    107: 'DescribeDelegationTokenOwner.<tagged fields>',
-    113: 'DescribeDelegationTokenRequest.owners',
-    114: 'DescribeDelegationTokenRequest.owners',
-    115: 'DescribeDelegationTokenRequest.owners',
-    116: 'DescribeDelegationTokenRequest.owners',
-    117: 'DescribeDelegationTokenRequest.owners',
-    118: 'DescribeDelegationTokenRequest.owners',
-    119: 'DescribeDelegationTokenRequest.owners',
-    120: 'DescribeDelegationTokenRequest.owners',
-    121: 'DescribeDelegationTokenRequest.owners',
-    122: 'DescribeDelegationTokenRequest.owners',
+    103: 'DescribeDelegationTokenOwner.principal_name',
+    104: 'DescribeDelegationTokenOwner.principal_name',
+    105: 'DescribeDelegationTokenOwner.principal_name',
+    106: 'DescribeDelegationTokenOwner.principal_name',
+    107: 'DescribeDelegationTokenOwner.principal_name',
+    108: 'DescribeDelegationTokenOwner.principal_name',
+    109: 'DescribeDelegationTokenOwner.principal_name',
+    110: 'DescribeDelegationTokenOwner.principal_name',
+    111: 'DescribeDelegationTokenOwner.principal_name',
+    112: 'DescribeDelegationTokenOwner.principal_name',
+    113: 'DescribeDelegationTokenOwner.principal_name',
+    114: 'DescribeDelegationTokenOwner.<tagged fields>',
+    115: 'DescribeDelegationTokenOwner.<tagged fields>',
+    116: 'DescribeDelegationTokenOwner.<tagged fields>',
+    117: 'DescribeDelegationTokenOwner.<tagged fields>',
+    118: 'DescribeDelegationTokenOwner.<tagged fields>',
     128: 'DescribeDelegationTokenRequest.owners',
     129: 'DescribeDelegationTokenRequest.owners',
     130: 'DescribeDelegationTokenRequest.owners',
@@ -295,13 +315,26 @@ _reg(__file__, {
     135: 'DescribeDelegationTokenRequest.owners',
     136: 'DescribeDelegationTokenRequest.owners',
     137: 'DescribeDelegationTokenRequest.owners',
-    138: 'DescribeDelegationTokenRequest.owners',
-    139: 'DescribeDelegationTokenRequest.owners',
-    140: 'DescribeDelegationTokenRequest.owners',
-    141: 'DescribeDelegationTokenRequest.owners',
-    142: 'DescribeDelegationTokenRequest.<tagged fields>',
-    143: 'DescribeDelegationTokenRequest.<tagged fields>',
-    144: 'DescribeDelegationTokenRequest.<tagged fields>',
-    145: 'DescribeDelegationTokenRequest.<tagged fields>',
-    146: 'DescribeDelegationTokenRequest.<tagged fields>',
+    146: 'DescribeDelegationTokenRequest.owners',
+    147: 'DescribeDelegationTokenRequest.owners',
+    148: 'DescribeDelegationTokenRequest.owners',
+    149: 'DescribeDelegationTokenRequest.owners',
+    150: 'DescribeDelegationTokenRequest.owners',
+    151: 'DescribeDelegationTokenRequest.owners',
+    152: 'DescribeDelegationTokenRequest.owners',
+    153: 'DescribeDelegationTokenRequest.owners',
+    154: 'DescribeDelegationTokenRequest.owners',
+    155: 'DescribeDelegationTokenRequest.owners',
+    156: 'DescribeDelegationTokenRequest.owners',
+    157: 'DescribeDelegationTokenRequest.owners',
+    158: 'DescribeDelegationTokenRequest.owners',
+    159: 'DescribeDelegationTokenRequest.owners',
+    160: 'DescribeDelegationTokenRequest.owners',
+    161: 'DescribeDelegationTokenRequest.owners',
+    162: 'DescribeDelegationTokenRequest.owners',
+    163: 'DescribeDelegationTokenRequest.<tagged fields>',
+    164: 'DescribeDelegationTokenRequest.<tagged fields>',
+    165: 'DescribeDelegationTokenRequest.<tagged fields>',
+    166: 'DescribeDelegationTokenRequest.<tagged fields>',
+    167: 'DescribeDelegationTokenRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -112,7 +113,11 @@ def _d_DescribedDelegationTokenRenewer_v0(buf, pos):
             raise _trunc('DescribedDelegationTokenRenewer.principal_name', _n3, len(buf) - pos)
         _f_principal_name = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return DescribedDelegationTokenRenewer(_f_principal_type, _f_principal_name, None), pos
+    _o = _new(DescribedDelegationTokenRenewer)
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribedDelegationTokenRenewer_v1 = _d_DescribedDelegationTokenRenewer_v0
@@ -121,6 +126,9 @@ def _d_DescribedDelegationTokenRenewer_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -135,6 +143,9 @@ def _d_DescribedDelegationTokenRenewer_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -151,7 +162,11 @@ def _d_DescribedDelegationTokenRenewer_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribedDelegationTokenRenewer.<tagged fields>')
-    return DescribedDelegationTokenRenewer(_f_principal_type, _f_principal_name, _unk), pos
+    _o = _new(DescribedDelegationTokenRenewer)
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribedDelegationTokenRenewer_v3 = _d_DescribedDelegationTokenRenewer_v2
@@ -209,7 +224,19 @@ def _d_DescribedDelegationToken_v0(buf, pos):
         for _ in range(_n25):
             _x26, pos = _d_DescribedDelegationTokenRenewer_v0(buf, pos)
             _f_renewers.append(_x26)
-    return DescribedDelegationToken(_f_principal_type, _f_principal_name, '', '', _f_issue_timestamp, _f_expiry_timestamp, _f_max_timestamp, _f_token_id, _f_hmac, _f_renewers, None), pos
+    _o = _new(DescribedDelegationToken)
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.token_requester_principal_type = ''
+    _o.token_requester_principal_name = ''
+    _o.issue_timestamp = _f_issue_timestamp
+    _o.expiry_timestamp = _f_expiry_timestamp
+    _o.max_timestamp = _f_max_timestamp
+    _o.token_id = _f_token_id
+    _o.hmac = _f_hmac
+    _o.renewers = _f_renewers
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribedDelegationToken_v1 = _d_DescribedDelegationToken_v0
@@ -218,6 +245,9 @@ def _d_DescribedDelegationToken_v2(buf, pos):
     _n37 = buf[pos]
     if _n37 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n37 = (_n37 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n37, pos = _ruv(buf, pos)
     _n37 -= 1
@@ -232,6 +262,9 @@ def _d_DescribedDelegationToken_v2(buf, pos):
     _n39 = buf[pos]
     if _n39 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n39 = (_n39 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n39, pos = _ruv(buf, pos)
     _n39 -= 1
@@ -248,6 +281,9 @@ def _d_DescribedDelegationToken_v2(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -262,6 +298,9 @@ def _d_DescribedDelegationToken_v2(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -276,6 +315,9 @@ def _d_DescribedDelegationToken_v2(buf, pos):
     _n45 = buf[pos]
     if _n45 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n45 = (_n45 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n45, pos = _ruv(buf, pos)
     _n45 -= 1
@@ -292,13 +334,28 @@ def _d_DescribedDelegationToken_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribedDelegationToken.<tagged fields>')
-    return DescribedDelegationToken(_f_principal_type, _f_principal_name, '', '', _f_issue_timestamp, _f_expiry_timestamp, _f_max_timestamp, _f_token_id, _f_hmac, _f_renewers, _unk), pos
+    _o = _new(DescribedDelegationToken)
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.token_requester_principal_type = ''
+    _o.token_requester_principal_name = ''
+    _o.issue_timestamp = _f_issue_timestamp
+    _o.expiry_timestamp = _f_expiry_timestamp
+    _o.max_timestamp = _f_max_timestamp
+    _o.token_id = _f_token_id
+    _o.hmac = _f_hmac
+    _o.renewers = _f_renewers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribedDelegationToken_v3(buf, pos):
     _n47 = buf[pos]
     if _n47 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n47 = (_n47 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n47, pos = _ruv(buf, pos)
     _n47 -= 1
@@ -313,6 +370,9 @@ def _d_DescribedDelegationToken_v3(buf, pos):
     _n49 = buf[pos]
     if _n49 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n49 = (_n49 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n49, pos = _ruv(buf, pos)
     _n49 -= 1
@@ -327,6 +387,9 @@ def _d_DescribedDelegationToken_v3(buf, pos):
     _n51 = buf[pos]
     if _n51 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n51 = (_n51 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n51, pos = _ruv(buf, pos)
     _n51 -= 1
@@ -341,6 +404,9 @@ def _d_DescribedDelegationToken_v3(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -357,6 +423,9 @@ def _d_DescribedDelegationToken_v3(buf, pos):
     _n55 = buf[pos]
     if _n55 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n55 = (_n55 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n55, pos = _ruv(buf, pos)
     _n55 -= 1
@@ -371,6 +440,9 @@ def _d_DescribedDelegationToken_v3(buf, pos):
     _n57 = buf[pos]
     if _n57 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n57 = (_n57 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n57, pos = _ruv(buf, pos)
     _n57 -= 1
@@ -385,6 +457,9 @@ def _d_DescribedDelegationToken_v3(buf, pos):
     _n59 = buf[pos]
     if _n59 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n59 = (_n59 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n59, pos = _ruv(buf, pos)
     _n59 -= 1
@@ -401,7 +476,19 @@ def _d_DescribedDelegationToken_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribedDelegationToken.<tagged fields>')
-    return DescribedDelegationToken(_f_principal_type, _f_principal_name, _f_token_requester_principal_type, _f_token_requester_principal_name, _f_issue_timestamp, _f_expiry_timestamp, _f_max_timestamp, _f_token_id, _f_hmac, _f_renewers, _unk), pos
+    _o = _new(DescribedDelegationToken)
+    _o.principal_type = _f_principal_type
+    _o.principal_name = _f_principal_name
+    _o.token_requester_principal_type = _f_token_requester_principal_type
+    _o.token_requester_principal_name = _f_token_requester_principal_name
+    _o.issue_timestamp = _f_issue_timestamp
+    _o.expiry_timestamp = _f_expiry_timestamp
+    _o.max_timestamp = _f_max_timestamp
+    _o.token_id = _f_token_id
+    _o.hmac = _f_hmac
+    _o.renewers = _f_renewers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeDelegationTokenResponse_v0(buf, pos):
@@ -419,7 +506,12 @@ def _d_DescribeDelegationTokenResponse_v0(buf, pos):
             _f_tokens.append(_x62)
     _f_throttle_time_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return DescribeDelegationTokenResponse(_f_error_code, _f_tokens, _f_throttle_time_ms, None), pos
+    _o = _new(DescribeDelegationTokenResponse)
+    _o.error_code = _f_error_code
+    _o.tokens = _f_tokens
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeDelegationTokenResponse_v1 = _d_DescribeDelegationTokenResponse_v0
@@ -430,6 +522,9 @@ def _d_DescribeDelegationTokenResponse_v2(buf, pos):
     _n65 = buf[pos]
     if _n65 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n65 = (_n65 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n65, pos = _ruv(buf, pos)
     _n65 -= 1
@@ -448,7 +543,12 @@ def _d_DescribeDelegationTokenResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeDelegationTokenResponse.<tagged fields>')
-    return DescribeDelegationTokenResponse(_f_error_code, _f_tokens, _f_throttle_time_ms, _unk), pos
+    _o = _new(DescribeDelegationTokenResponse)
+    _o.error_code = _f_error_code
+    _o.tokens = _f_tokens
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeDelegationTokenResponse_v3(buf, pos):
@@ -457,6 +557,9 @@ def _d_DescribeDelegationTokenResponse_v3(buf, pos):
     _n67 = buf[pos]
     if _n67 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n67 = (_n67 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n67, pos = _ruv(buf, pos)
     _n67 -= 1
@@ -475,7 +578,12 @@ def _d_DescribeDelegationTokenResponse_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeDelegationTokenResponse.<tagged fields>')
-    return DescribeDelegationTokenResponse(_f_error_code, _f_tokens, _f_throttle_time_ms, _unk), pos
+    _o = _new(DescribeDelegationTokenResponse)
+    _o.error_code = _f_error_code
+    _o.tokens = _f_tokens
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DescribedDelegationTokenRenewer_v0(o, w):
@@ -660,7 +768,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DescribeDelegationTokenResponse_v0, 1: _d_DescribeDelegationTokenResponse_v1, 2: _d_DescribeDelegationTokenResponse_v2, 3: _d_DescribeDelegationTokenResponse_v3}
 ENCODERS = {0: _e_DescribeDelegationTokenResponse_v0, 1: _e_DescribeDelegationTokenResponse_v1, 2: _e_DescribeDelegationTokenResponse_v2, 3: _e_DescribeDelegationTokenResponse_v3}
 _reg(__file__, {
-    95: 'DescribedDelegationTokenRenewer.principal_type',
     96: 'DescribedDelegationTokenRenewer.principal_type',
     97: 'DescribedDelegationTokenRenewer.principal_type',
     98: 'DescribedDelegationTokenRenewer.principal_type',
@@ -670,7 +777,7 @@ _reg(__file__, {
     102: 'DescribedDelegationTokenRenewer.principal_type',
     103: 'DescribedDelegationTokenRenewer.principal_type',
     104: 'DescribedDelegationTokenRenewer.principal_type',
-    105: 'DescribedDelegationTokenRenewer.principal_name',
+    105: 'DescribedDelegationTokenRenewer.principal_type',
     106: 'DescribedDelegationTokenRenewer.principal_name',
     107: 'DescribedDelegationTokenRenewer.principal_name',
     108: 'DescribedDelegationTokenRenewer.principal_name',
@@ -680,11 +787,7 @@ _reg(__file__, {
     112: 'DescribedDelegationTokenRenewer.principal_name',
     113: 'DescribedDelegationTokenRenewer.principal_name',
     114: 'DescribedDelegationTokenRenewer.principal_name',
-    120: 'DescribedDelegationTokenRenewer.principal_type',
-    121: 'DescribedDelegationTokenRenewer.principal_type',
-    122: 'DescribedDelegationTokenRenewer.principal_type',
-    123: 'DescribedDelegationTokenRenewer.principal_type',
-    124: 'DescribedDelegationTokenRenewer.principal_type',
+    115: 'DescribedDelegationTokenRenewer.principal_name',
     125: 'DescribedDelegationTokenRenewer.principal_type',
     126: 'DescribedDelegationTokenRenewer.principal_type',
     127: 'DescribedDelegationTokenRenewer.principal_type',
@@ -694,317 +797,370 @@ _reg(__file__, {
     131: 'DescribedDelegationTokenRenewer.principal_type',
     132: 'DescribedDelegationTokenRenewer.principal_type',
     133: 'DescribedDelegationTokenRenewer.principal_type',
-    134: 'DescribedDelegationTokenRenewer.principal_name',
-    135: 'DescribedDelegationTokenRenewer.principal_name',
-    136: 'DescribedDelegationTokenRenewer.principal_name',
-    137: 'DescribedDelegationTokenRenewer.principal_name',
-    138: 'DescribedDelegationTokenRenewer.principal_name',
-    139: 'DescribedDelegationTokenRenewer.principal_name',
-    140: 'DescribedDelegationTokenRenewer.principal_name',
-    141: 'DescribedDelegationTokenRenewer.principal_name',
+    134: 'DescribedDelegationTokenRenewer.principal_type',
+    135: 'DescribedDelegationTokenRenewer.principal_type',
+    136: 'DescribedDelegationTokenRenewer.principal_type',
+    137: 'DescribedDelegationTokenRenewer.principal_type',
+    138: 'DescribedDelegationTokenRenewer.principal_type',
+    139: 'DescribedDelegationTokenRenewer.principal_type',
+    140: 'DescribedDelegationTokenRenewer.principal_type',
+    141: 'DescribedDelegationTokenRenewer.principal_type',
     142: 'DescribedDelegationTokenRenewer.principal_name',
     143: 'DescribedDelegationTokenRenewer.principal_name',
     144: 'DescribedDelegationTokenRenewer.principal_name',
     145: 'DescribedDelegationTokenRenewer.principal_name',
     146: 'DescribedDelegationTokenRenewer.principal_name',
     147: 'DescribedDelegationTokenRenewer.principal_name',
-    148: 'DescribedDelegationTokenRenewer.<tagged fields>',
-    149: 'DescribedDelegationTokenRenewer.<tagged fields>',
-    150: 'DescribedDelegationTokenRenewer.<tagged fields>',
-    151: 'DescribedDelegationTokenRenewer.<tagged fields>',
-    152: 'DescribedDelegationTokenRenewer.<tagged fields>',
-    158: 'DescribedDelegationToken.principal_type',
-    159: 'DescribedDelegationToken.principal_type',
-    160: 'DescribedDelegationToken.principal_type',
-    161: 'DescribedDelegationToken.principal_type',
-    162: 'DescribedDelegationToken.principal_type',
-    163: 'DescribedDelegationToken.principal_type',
-    164: 'DescribedDelegationToken.principal_type',
-    165: 'DescribedDelegationToken.principal_type',
-    166: 'DescribedDelegationToken.principal_type',
-    167: 'DescribedDelegationToken.principal_type',
-    168: 'DescribedDelegationToken.principal_name',
-    169: 'DescribedDelegationToken.principal_name',
-    170: 'DescribedDelegationToken.principal_name',
-    171: 'DescribedDelegationToken.principal_name',
-    172: 'DescribedDelegationToken.principal_name',
-    173: 'DescribedDelegationToken.principal_name',
-    174: 'DescribedDelegationToken.principal_name',
-    175: 'DescribedDelegationToken.principal_name',
-    176: 'DescribedDelegationToken.principal_name',
-    177: 'DescribedDelegationToken.principal_name',
-    178: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
-    179: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
-    180: 'DescribedDelegationToken.token_id',
-    181: 'DescribedDelegationToken.token_id',
-    182: 'DescribedDelegationToken.token_id',
-    183: 'DescribedDelegationToken.token_id',
-    184: 'DescribedDelegationToken.token_id',
-    185: 'DescribedDelegationToken.token_id',
-    186: 'DescribedDelegationToken.token_id',
-    187: 'DescribedDelegationToken.token_id',
-    188: 'DescribedDelegationToken.token_id',
-    189: 'DescribedDelegationToken.token_id',
-    190: 'DescribedDelegationToken.hmac',
-    191: 'DescribedDelegationToken.hmac',
-    192: 'DescribedDelegationToken.hmac',
-    193: 'DescribedDelegationToken.hmac',
-    194: 'DescribedDelegationToken.hmac',
-    195: 'DescribedDelegationToken.hmac',
-    196: 'DescribedDelegationToken.hmac',
-    197: 'DescribedDelegationToken.hmac',
-    198: 'DescribedDelegationToken.hmac',
-    199: 'DescribedDelegationToken.hmac',
-    200: 'DescribedDelegationToken.renewers',
-    201: 'DescribedDelegationToken.renewers',
-    202: 'DescribedDelegationToken.renewers',
-    203: 'DescribedDelegationToken.renewers',
-    204: 'DescribedDelegationToken.renewers',
-    205: 'DescribedDelegationToken.renewers',
-    206: 'DescribedDelegationToken.renewers',
-    207: 'DescribedDelegationToken.renewers',
-    208: 'DescribedDelegationToken.renewers',
-    209: 'DescribedDelegationToken.renewers',
-    215: 'DescribedDelegationToken.principal_type',
-    216: 'DescribedDelegationToken.principal_type',
-    217: 'DescribedDelegationToken.principal_type',
-    218: 'DescribedDelegationToken.principal_type',
-    219: 'DescribedDelegationToken.principal_type',
-    220: 'DescribedDelegationToken.principal_type',
-    221: 'DescribedDelegationToken.principal_type',
-    222: 'DescribedDelegationToken.principal_type',
-    223: 'DescribedDelegationToken.principal_type',
-    224: 'DescribedDelegationToken.principal_type',
-    225: 'DescribedDelegationToken.principal_type',
-    226: 'DescribedDelegationToken.principal_type',
-    227: 'DescribedDelegationToken.principal_type',
-    228: 'DescribedDelegationToken.principal_type',
-    229: 'DescribedDelegationToken.principal_name',
-    230: 'DescribedDelegationToken.principal_name',
-    231: 'DescribedDelegationToken.principal_name',
-    232: 'DescribedDelegationToken.principal_name',
-    233: 'DescribedDelegationToken.principal_name',
-    234: 'DescribedDelegationToken.principal_name',
-    235: 'DescribedDelegationToken.principal_name',
-    236: 'DescribedDelegationToken.principal_name',
-    237: 'DescribedDelegationToken.principal_name',
-    238: 'DescribedDelegationToken.principal_name',
-    239: 'DescribedDelegationToken.principal_name',
-    240: 'DescribedDelegationToken.principal_name',
-    241: 'DescribedDelegationToken.principal_name',
-    242: 'DescribedDelegationToken.principal_name',
-    243: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
-    244: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
-    245: 'DescribedDelegationToken.token_id',
-    246: 'DescribedDelegationToken.token_id',
-    247: 'DescribedDelegationToken.token_id',
-    248: 'DescribedDelegationToken.token_id',
-    249: 'DescribedDelegationToken.token_id',
-    250: 'DescribedDelegationToken.token_id',
-    251: 'DescribedDelegationToken.token_id',
-    252: 'DescribedDelegationToken.token_id',
-    253: 'DescribedDelegationToken.token_id',
-    254: 'DescribedDelegationToken.token_id',
-    255: 'DescribedDelegationToken.token_id',
-    256: 'DescribedDelegationToken.token_id',
-    257: 'DescribedDelegationToken.token_id',
-    258: 'DescribedDelegationToken.token_id',
-    259: 'DescribedDelegationToken.hmac',
-    260: 'DescribedDelegationToken.hmac',
-    261: 'DescribedDelegationToken.hmac',
-    262: 'DescribedDelegationToken.hmac',
-    263: 'DescribedDelegationToken.hmac',
-    264: 'DescribedDelegationToken.hmac',
-    265: 'DescribedDelegationToken.hmac',
-    266: 'DescribedDelegationToken.hmac',
-    267: 'DescribedDelegationToken.hmac',
-    268: 'DescribedDelegationToken.hmac',
-    269: 'DescribedDelegationToken.hmac',
-    270: 'DescribedDelegationToken.hmac',
-    271: 'DescribedDelegationToken.hmac',
-    272: 'DescribedDelegationToken.hmac',
-    273: 'DescribedDelegationToken.renewers',
-    274: 'DescribedDelegationToken.renewers',
-    275: 'DescribedDelegationToken.renewers',
-    276: 'DescribedDelegationToken.renewers',
-    277: 'DescribedDelegationToken.renewers',
-    278: 'DescribedDelegationToken.renewers',
-    279: 'DescribedDelegationToken.renewers',
-    280: 'DescribedDelegationToken.renewers',
-    281: 'DescribedDelegationToken.renewers',
-    282: 'DescribedDelegationToken.renewers',
-    283: 'DescribedDelegationToken.renewers',
-    284: 'DescribedDelegationToken.renewers',
-    285: 'DescribedDelegationToken.renewers',
-    286: 'DescribedDelegationToken.renewers',
-    287: 'DescribedDelegationToken.<tagged fields>',
-    288: 'DescribedDelegationToken.<tagged fields>',
-    289: 'DescribedDelegationToken.<tagged fields>',
-    290: 'DescribedDelegationToken.<tagged fields>',
-    291: 'DescribedDelegationToken.<tagged fields>',
-    296: 'DescribedDelegationToken.principal_type',
-    297: 'DescribedDelegationToken.principal_type',
-    298: 'DescribedDelegationToken.principal_type',
-    299: 'DescribedDelegationToken.principal_type',
-    300: 'DescribedDelegationToken.principal_type',
-    301: 'DescribedDelegationToken.principal_type',
-    302: 'DescribedDelegationToken.principal_type',
-    303: 'DescribedDelegationToken.principal_type',
-    304: 'DescribedDelegationToken.principal_type',
-    305: 'DescribedDelegationToken.principal_type',
-    306: 'DescribedDelegationToken.principal_type',
-    307: 'DescribedDelegationToken.principal_type',
-    308: 'DescribedDelegationToken.principal_type',
-    309: 'DescribedDelegationToken.principal_type',
-    310: 'DescribedDelegationToken.principal_name',
-    311: 'DescribedDelegationToken.principal_name',
-    312: 'DescribedDelegationToken.principal_name',
-    313: 'DescribedDelegationToken.principal_name',
-    314: 'DescribedDelegationToken.principal_name',
-    315: 'DescribedDelegationToken.principal_name',
-    316: 'DescribedDelegationToken.principal_name',
-    317: 'DescribedDelegationToken.principal_name',
-    318: 'DescribedDelegationToken.principal_name',
-    319: 'DescribedDelegationToken.principal_name',
-    320: 'DescribedDelegationToken.principal_name',
-    321: 'DescribedDelegationToken.principal_name',
-    322: 'DescribedDelegationToken.principal_name',
-    323: 'DescribedDelegationToken.principal_name',
-    324: 'DescribedDelegationToken.token_requester_principal_type',
-    325: 'DescribedDelegationToken.token_requester_principal_type',
-    326: 'DescribedDelegationToken.token_requester_principal_type',
-    327: 'DescribedDelegationToken.token_requester_principal_type',
-    328: 'DescribedDelegationToken.token_requester_principal_type',
-    329: 'DescribedDelegationToken.token_requester_principal_type',
-    330: 'DescribedDelegationToken.token_requester_principal_type',
-    331: 'DescribedDelegationToken.token_requester_principal_type',
-    332: 'DescribedDelegationToken.token_requester_principal_type',
-    333: 'DescribedDelegationToken.token_requester_principal_type',
-    334: 'DescribedDelegationToken.token_requester_principal_type',
-    335: 'DescribedDelegationToken.token_requester_principal_type',
-    336: 'DescribedDelegationToken.token_requester_principal_type',
-    337: 'DescribedDelegationToken.token_requester_principal_type',
-    338: 'DescribedDelegationToken.token_requester_principal_name',
-    339: 'DescribedDelegationToken.token_requester_principal_name',
-    340: 'DescribedDelegationToken.token_requester_principal_name',
-    341: 'DescribedDelegationToken.token_requester_principal_name',
-    342: 'DescribedDelegationToken.token_requester_principal_name',
-    343: 'DescribedDelegationToken.token_requester_principal_name',
-    344: 'DescribedDelegationToken.token_requester_principal_name',
-    345: 'DescribedDelegationToken.token_requester_principal_name',
-    346: 'DescribedDelegationToken.token_requester_principal_name',
-    347: 'DescribedDelegationToken.token_requester_principal_name',
-    348: 'DescribedDelegationToken.token_requester_principal_name',
-    349: 'DescribedDelegationToken.token_requester_principal_name',
-    350: 'DescribedDelegationToken.token_requester_principal_name',
-    351: 'DescribedDelegationToken.token_requester_principal_name',
-    352: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
-    353: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
-    354: 'DescribedDelegationToken.token_id',
-    355: 'DescribedDelegationToken.token_id',
-    356: 'DescribedDelegationToken.token_id',
-    357: 'DescribedDelegationToken.token_id',
-    358: 'DescribedDelegationToken.token_id',
-    359: 'DescribedDelegationToken.token_id',
-    360: 'DescribedDelegationToken.token_id',
-    361: 'DescribedDelegationToken.token_id',
-    362: 'DescribedDelegationToken.token_id',
-    363: 'DescribedDelegationToken.token_id',
-    364: 'DescribedDelegationToken.token_id',
-    365: 'DescribedDelegationToken.token_id',
-    366: 'DescribedDelegationToken.token_id',
-    367: 'DescribedDelegationToken.token_id',
-    368: 'DescribedDelegationToken.hmac',
-    369: 'DescribedDelegationToken.hmac',
-    370: 'DescribedDelegationToken.hmac',
-    371: 'DescribedDelegationToken.hmac',
-    372: 'DescribedDelegationToken.hmac',
-    373: 'DescribedDelegationToken.hmac',
-    374: 'DescribedDelegationToken.hmac',
-    375: 'DescribedDelegationToken.hmac',
-    376: 'DescribedDelegationToken.hmac',
-    377: 'DescribedDelegationToken.hmac',
-    378: 'DescribedDelegationToken.hmac',
-    379: 'DescribedDelegationToken.hmac',
-    380: 'DescribedDelegationToken.hmac',
-    381: 'DescribedDelegationToken.hmac',
-    382: 'DescribedDelegationToken.renewers',
-    383: 'DescribedDelegationToken.renewers',
-    384: 'DescribedDelegationToken.renewers',
-    385: 'DescribedDelegationToken.renewers',
-    386: 'DescribedDelegationToken.renewers',
-    387: 'DescribedDelegationToken.renewers',
-    388: 'DescribedDelegationToken.renewers',
-    389: 'DescribedDelegationToken.renewers',
-    390: 'DescribedDelegationToken.renewers',
-    391: 'DescribedDelegationToken.renewers',
-    392: 'DescribedDelegationToken.renewers',
-    393: 'DescribedDelegationToken.renewers',
-    394: 'DescribedDelegationToken.renewers',
-    395: 'DescribedDelegationToken.renewers',
-    396: 'DescribedDelegationToken.<tagged fields>',
-    397: 'DescribedDelegationToken.<tagged fields>',
-    398: 'DescribedDelegationToken.<tagged fields>',
-    399: 'DescribedDelegationToken.<tagged fields>',
-    400: 'DescribedDelegationToken.<tagged fields>',
-    405: 'DescribeDelegationTokenResponse.error_code',
-    406: 'DescribeDelegationTokenResponse.error_code',
-    407: 'DescribeDelegationTokenResponse.tokens',
-    408: 'DescribeDelegationTokenResponse.tokens',
-    409: 'DescribeDelegationTokenResponse.tokens',
-    410: 'DescribeDelegationTokenResponse.tokens',
-    411: 'DescribeDelegationTokenResponse.tokens',
-    412: 'DescribeDelegationTokenResponse.tokens',
-    413: 'DescribeDelegationTokenResponse.tokens',
-    414: 'DescribeDelegationTokenResponse.tokens',
-    415: 'DescribeDelegationTokenResponse.tokens',
-    416: 'DescribeDelegationTokenResponse.tokens',
-    417: 'DescribeDelegationTokenResponse.throttle_time_ms',
-    418: 'DescribeDelegationTokenResponse.throttle_time_ms',
-    424: 'DescribeDelegationTokenResponse.error_code',
-    425: 'DescribeDelegationTokenResponse.error_code',
-    426: 'DescribeDelegationTokenResponse.tokens',
-    427: 'DescribeDelegationTokenResponse.tokens',
-    428: 'DescribeDelegationTokenResponse.tokens',
-    429: 'DescribeDelegationTokenResponse.tokens',
-    430: 'DescribeDelegationTokenResponse.tokens',
-    431: 'DescribeDelegationTokenResponse.tokens',
-    432: 'DescribeDelegationTokenResponse.tokens',
-    433: 'DescribeDelegationTokenResponse.tokens',
-    434: 'DescribeDelegationTokenResponse.tokens',
-    435: 'DescribeDelegationTokenResponse.tokens',
-    436: 'DescribeDelegationTokenResponse.tokens',
-    437: 'DescribeDelegationTokenResponse.tokens',
-    438: 'DescribeDelegationTokenResponse.tokens',
-    439: 'DescribeDelegationTokenResponse.tokens',
-    440: 'DescribeDelegationTokenResponse.throttle_time_ms',
-    441: 'DescribeDelegationTokenResponse.throttle_time_ms',
-    442: 'DescribeDelegationTokenResponse.<tagged fields>',
-    443: 'DescribeDelegationTokenResponse.<tagged fields>',
-    444: 'DescribeDelegationTokenResponse.<tagged fields>',
-    445: 'DescribeDelegationTokenResponse.<tagged fields>',
-    446: 'DescribeDelegationTokenResponse.<tagged fields>',
-    451: 'DescribeDelegationTokenResponse.error_code',
-    452: 'DescribeDelegationTokenResponse.error_code',
-    453: 'DescribeDelegationTokenResponse.tokens',
-    454: 'DescribeDelegationTokenResponse.tokens',
-    455: 'DescribeDelegationTokenResponse.tokens',
-    456: 'DescribeDelegationTokenResponse.tokens',
-    457: 'DescribeDelegationTokenResponse.tokens',
-    458: 'DescribeDelegationTokenResponse.tokens',
-    459: 'DescribeDelegationTokenResponse.tokens',
-    460: 'DescribeDelegationTokenResponse.tokens',
-    461: 'DescribeDelegationTokenResponse.tokens',
-    462: 'DescribeDelegationTokenResponse.tokens',
-    463: 'DescribeDelegationTokenResponse.tokens',
-    464: 'DescribeDelegationTokenResponse.tokens',
-    465: 'DescribeDelegationTokenResponse.tokens',
-    466: 'DescribeDelegationTokenResponse.tokens',
-    467: 'DescribeDelegationTokenResponse.throttle_time_ms',
-    468: 'DescribeDelegationTokenResponse.throttle_time_ms',
-    469: 'DescribeDelegationTokenResponse.<tagged fields>',
-    470: 'DescribeDelegationTokenResponse.<tagged fields>',
-    471: 'DescribeDelegationTokenResponse.<tagged fields>',
-    472: 'DescribeDelegationTokenResponse.<tagged fields>',
-    473: 'DescribeDelegationTokenResponse.<tagged fields>',
+    148: 'DescribedDelegationTokenRenewer.principal_name',
+    149: 'DescribedDelegationTokenRenewer.principal_name',
+    150: 'DescribedDelegationTokenRenewer.principal_name',
+    151: 'DescribedDelegationTokenRenewer.principal_name',
+    152: 'DescribedDelegationTokenRenewer.principal_name',
+    153: 'DescribedDelegationTokenRenewer.principal_name',
+    154: 'DescribedDelegationTokenRenewer.principal_name',
+    155: 'DescribedDelegationTokenRenewer.principal_name',
+    156: 'DescribedDelegationTokenRenewer.principal_name',
+    157: 'DescribedDelegationTokenRenewer.principal_name',
+    158: 'DescribedDelegationTokenRenewer.principal_name',
+    159: 'DescribedDelegationTokenRenewer.<tagged fields>',
+    160: 'DescribedDelegationTokenRenewer.<tagged fields>',
+    161: 'DescribedDelegationTokenRenewer.<tagged fields>',
+    162: 'DescribedDelegationTokenRenewer.<tagged fields>',
+    163: 'DescribedDelegationTokenRenewer.<tagged fields>',
+    173: 'DescribedDelegationToken.principal_type',
+    174: 'DescribedDelegationToken.principal_type',
+    175: 'DescribedDelegationToken.principal_type',
+    176: 'DescribedDelegationToken.principal_type',
+    177: 'DescribedDelegationToken.principal_type',
+    178: 'DescribedDelegationToken.principal_type',
+    179: 'DescribedDelegationToken.principal_type',
+    180: 'DescribedDelegationToken.principal_type',
+    181: 'DescribedDelegationToken.principal_type',
+    182: 'DescribedDelegationToken.principal_type',
+    183: 'DescribedDelegationToken.principal_name',
+    184: 'DescribedDelegationToken.principal_name',
+    185: 'DescribedDelegationToken.principal_name',
+    186: 'DescribedDelegationToken.principal_name',
+    187: 'DescribedDelegationToken.principal_name',
+    188: 'DescribedDelegationToken.principal_name',
+    189: 'DescribedDelegationToken.principal_name',
+    190: 'DescribedDelegationToken.principal_name',
+    191: 'DescribedDelegationToken.principal_name',
+    192: 'DescribedDelegationToken.principal_name',
+    193: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
+    194: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
+    195: 'DescribedDelegationToken.token_id',
+    196: 'DescribedDelegationToken.token_id',
+    197: 'DescribedDelegationToken.token_id',
+    198: 'DescribedDelegationToken.token_id',
+    199: 'DescribedDelegationToken.token_id',
+    200: 'DescribedDelegationToken.token_id',
+    201: 'DescribedDelegationToken.token_id',
+    202: 'DescribedDelegationToken.token_id',
+    203: 'DescribedDelegationToken.token_id',
+    204: 'DescribedDelegationToken.token_id',
+    205: 'DescribedDelegationToken.hmac',
+    206: 'DescribedDelegationToken.hmac',
+    207: 'DescribedDelegationToken.hmac',
+    208: 'DescribedDelegationToken.hmac',
+    209: 'DescribedDelegationToken.hmac',
+    210: 'DescribedDelegationToken.hmac',
+    211: 'DescribedDelegationToken.hmac',
+    212: 'DescribedDelegationToken.hmac',
+    213: 'DescribedDelegationToken.hmac',
+    214: 'DescribedDelegationToken.hmac',
+    215: 'DescribedDelegationToken.renewers',
+    216: 'DescribedDelegationToken.renewers',
+    217: 'DescribedDelegationToken.renewers',
+    218: 'DescribedDelegationToken.renewers',
+    219: 'DescribedDelegationToken.renewers',
+    220: 'DescribedDelegationToken.renewers',
+    221: 'DescribedDelegationToken.renewers',
+    222: 'DescribedDelegationToken.renewers',
+    223: 'DescribedDelegationToken.renewers',
+    224: 'DescribedDelegationToken.renewers',
+    242: 'DescribedDelegationToken.principal_type',
+    243: 'DescribedDelegationToken.principal_type',
+    244: 'DescribedDelegationToken.principal_type',
+    245: 'DescribedDelegationToken.principal_type',
+    246: 'DescribedDelegationToken.principal_type',
+    247: 'DescribedDelegationToken.principal_type',
+    248: 'DescribedDelegationToken.principal_type',
+    249: 'DescribedDelegationToken.principal_type',
+    250: 'DescribedDelegationToken.principal_type',
+    251: 'DescribedDelegationToken.principal_type',
+    252: 'DescribedDelegationToken.principal_type',
+    253: 'DescribedDelegationToken.principal_type',
+    254: 'DescribedDelegationToken.principal_type',
+    255: 'DescribedDelegationToken.principal_type',
+    256: 'DescribedDelegationToken.principal_type',
+    257: 'DescribedDelegationToken.principal_type',
+    258: 'DescribedDelegationToken.principal_type',
+    259: 'DescribedDelegationToken.principal_name',
+    260: 'DescribedDelegationToken.principal_name',
+    261: 'DescribedDelegationToken.principal_name',
+    262: 'DescribedDelegationToken.principal_name',
+    263: 'DescribedDelegationToken.principal_name',
+    264: 'DescribedDelegationToken.principal_name',
+    265: 'DescribedDelegationToken.principal_name',
+    266: 'DescribedDelegationToken.principal_name',
+    267: 'DescribedDelegationToken.principal_name',
+    268: 'DescribedDelegationToken.principal_name',
+    269: 'DescribedDelegationToken.principal_name',
+    270: 'DescribedDelegationToken.principal_name',
+    271: 'DescribedDelegationToken.principal_name',
+    272: 'DescribedDelegationToken.principal_name',
+    273: 'DescribedDelegationToken.principal_name',
+    274: 'DescribedDelegationToken.principal_name',
+    275: 'DescribedDelegationToken.principal_name',
+    276: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
+    277: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
+    278: 'DescribedDelegationToken.token_id',
+    279: 'DescribedDelegationToken.token_id',
+    280: 'DescribedDelegationToken.token_id',
+    281: 'DescribedDelegationToken.token_id',
+    282: 'DescribedDelegationToken.token_id',
+    283: 'DescribedDelegationToken.token_id',
+    284: 'DescribedDelegationToken.token_id',
+    285: 'DescribedDelegationToken.token_id',
+    286: 'DescribedDelegationToken.token_id',
+    287: 'DescribedDelegationToken.token_id',
+    288: 'DescribedDelegationToken.token_id',
+    289: 'DescribedDelegationToken.token_id',
+    290: 'DescribedDelegationToken.token_id',
+    291: 'DescribedDelegationToken.token_id',
+    292: 'DescribedDelegationToken.token_id',
+    293: 'DescribedDelegationToken.token_id',
+    294: 'DescribedDelegationToken.token_id',
+    295: 'DescribedDelegationToken.hmac',
+    296: 'DescribedDelegationToken.hmac',
+    297: 'DescribedDelegationToken.hmac',
+    298: 'DescribedDelegationToken.hmac',
+    299: 'DescribedDelegationToken.hmac',
+    300: 'DescribedDelegationToken.hmac',
+    301: 'DescribedDelegationToken.hmac',
+    302: 'DescribedDelegationToken.hmac',
+    303: 'DescribedDelegationToken.hmac',
+    304: 'DescribedDelegationToken.hmac',
+    305: 'DescribedDelegationToken.hmac',
+    306: 'DescribedDelegationToken.hmac',
+    307: 'DescribedDelegationToken.hmac',
+    308: 'DescribedDelegationToken.hmac',
+    309: 'DescribedDelegationToken.hmac',
+    310: 'DescribedDelegationToken.hmac',
+    311: 'DescribedDelegationToken.hmac',
+    312: 'DescribedDelegationToken.renewers',
+    313: 'DescribedDelegationToken.renewers',
+    314: 'DescribedDelegationToken.renewers',
+    315: 'DescribedDelegationToken.renewers',
+    316: 'DescribedDelegationToken.renewers',
+    317: 'DescribedDelegationToken.renewers',
+    318: 'DescribedDelegationToken.renewers',
+    319: 'DescribedDelegationToken.renewers',
+    320: 'DescribedDelegationToken.renewers',
+    321: 'DescribedDelegationToken.renewers',
+    322: 'DescribedDelegationToken.renewers',
+    323: 'DescribedDelegationToken.renewers',
+    324: 'DescribedDelegationToken.renewers',
+    325: 'DescribedDelegationToken.renewers',
+    326: 'DescribedDelegationToken.renewers',
+    327: 'DescribedDelegationToken.renewers',
+    328: 'DescribedDelegationToken.renewers',
+    329: 'DescribedDelegationToken.<tagged fields>',
+    330: 'DescribedDelegationToken.<tagged fields>',
+    331: 'DescribedDelegationToken.<tagged fields>',
+    332: 'DescribedDelegationToken.<tagged fields>',
+    333: 'DescribedDelegationToken.<tagged fields>',
+    350: 'DescribedDelegationToken.principal_type',
+    351: 'DescribedDelegationToken.principal_type',
+    352: 'DescribedDelegationToken.principal_type',
+    353: 'DescribedDelegationToken.principal_type',
+    354: 'DescribedDelegationToken.principal_type',
+    355: 'DescribedDelegationToken.principal_type',
+    356: 'DescribedDelegationToken.principal_type',
+    357: 'DescribedDelegationToken.principal_type',
+    358: 'DescribedDelegationToken.principal_type',
+    359: 'DescribedDelegationToken.principal_type',
+    360: 'DescribedDelegationToken.principal_type',
+    361: 'DescribedDelegationToken.principal_type',
+    362: 'DescribedDelegationToken.principal_type',
+    363: 'DescribedDelegationToken.principal_type',
+    364: 'DescribedDelegationToken.principal_type',
+    365: 'DescribedDelegationToken.principal_type',
+    366: 'DescribedDelegationToken.principal_type',
+    367: 'DescribedDelegationToken.principal_name',
+    368: 'DescribedDelegationToken.principal_name',
+    369: 'DescribedDelegationToken.principal_name',
+    370: 'DescribedDelegationToken.principal_name',
+    371: 'DescribedDelegationToken.principal_name',
+    372: 'DescribedDelegationToken.principal_name',
+    373: 'DescribedDelegationToken.principal_name',
+    374: 'DescribedDelegationToken.principal_name',
+    375: 'DescribedDelegationToken.principal_name',
+    376: 'DescribedDelegationToken.principal_name',
+    377: 'DescribedDelegationToken.principal_name',
+    378: 'DescribedDelegationToken.principal_name',
+    379: 'DescribedDelegationToken.principal_name',
+    380: 'DescribedDelegationToken.principal_name',
+    381: 'DescribedDelegationToken.principal_name',
+    382: 'DescribedDelegationToken.principal_name',
+    383: 'DescribedDelegationToken.principal_name',
+    384: 'DescribedDelegationToken.token_requester_principal_type',
+    385: 'DescribedDelegationToken.token_requester_principal_type',
+    386: 'DescribedDelegationToken.token_requester_principal_type',
+    387: 'DescribedDelegationToken.token_requester_principal_type',
+    388: 'DescribedDelegationToken.token_requester_principal_type',
+    389: 'DescribedDelegationToken.token_requester_principal_type',
+    390: 'DescribedDelegationToken.token_requester_principal_type',
+    391: 'DescribedDelegationToken.token_requester_principal_type',
+    392: 'DescribedDelegationToken.token_requester_principal_type',
+    393: 'DescribedDelegationToken.token_requester_principal_type',
+    394: 'DescribedDelegationToken.token_requester_principal_type',
+    395: 'DescribedDelegationToken.token_requester_principal_type',
+    396: 'DescribedDelegationToken.token_requester_principal_type',
+    397: 'DescribedDelegationToken.token_requester_principal_type',
+    398: 'DescribedDelegationToken.token_requester_principal_type',
+    399: 'DescribedDelegationToken.token_requester_principal_type',
+    400: 'DescribedDelegationToken.token_requester_principal_type',
+    401: 'DescribedDelegationToken.token_requester_principal_name',
+    402: 'DescribedDelegationToken.token_requester_principal_name',
+    403: 'DescribedDelegationToken.token_requester_principal_name',
+    404: 'DescribedDelegationToken.token_requester_principal_name',
+    405: 'DescribedDelegationToken.token_requester_principal_name',
+    406: 'DescribedDelegationToken.token_requester_principal_name',
+    407: 'DescribedDelegationToken.token_requester_principal_name',
+    408: 'DescribedDelegationToken.token_requester_principal_name',
+    409: 'DescribedDelegationToken.token_requester_principal_name',
+    410: 'DescribedDelegationToken.token_requester_principal_name',
+    411: 'DescribedDelegationToken.token_requester_principal_name',
+    412: 'DescribedDelegationToken.token_requester_principal_name',
+    413: 'DescribedDelegationToken.token_requester_principal_name',
+    414: 'DescribedDelegationToken.token_requester_principal_name',
+    415: 'DescribedDelegationToken.token_requester_principal_name',
+    416: 'DescribedDelegationToken.token_requester_principal_name',
+    417: 'DescribedDelegationToken.token_requester_principal_name',
+    418: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
+    419: 'DescribedDelegationToken.issue_timestamp/expiry_timestamp/max_timestamp',
+    420: 'DescribedDelegationToken.token_id',
+    421: 'DescribedDelegationToken.token_id',
+    422: 'DescribedDelegationToken.token_id',
+    423: 'DescribedDelegationToken.token_id',
+    424: 'DescribedDelegationToken.token_id',
+    425: 'DescribedDelegationToken.token_id',
+    426: 'DescribedDelegationToken.token_id',
+    427: 'DescribedDelegationToken.token_id',
+    428: 'DescribedDelegationToken.token_id',
+    429: 'DescribedDelegationToken.token_id',
+    430: 'DescribedDelegationToken.token_id',
+    431: 'DescribedDelegationToken.token_id',
+    432: 'DescribedDelegationToken.token_id',
+    433: 'DescribedDelegationToken.token_id',
+    434: 'DescribedDelegationToken.token_id',
+    435: 'DescribedDelegationToken.token_id',
+    436: 'DescribedDelegationToken.token_id',
+    437: 'DescribedDelegationToken.hmac',
+    438: 'DescribedDelegationToken.hmac',
+    439: 'DescribedDelegationToken.hmac',
+    440: 'DescribedDelegationToken.hmac',
+    441: 'DescribedDelegationToken.hmac',
+    442: 'DescribedDelegationToken.hmac',
+    443: 'DescribedDelegationToken.hmac',
+    444: 'DescribedDelegationToken.hmac',
+    445: 'DescribedDelegationToken.hmac',
+    446: 'DescribedDelegationToken.hmac',
+    447: 'DescribedDelegationToken.hmac',
+    448: 'DescribedDelegationToken.hmac',
+    449: 'DescribedDelegationToken.hmac',
+    450: 'DescribedDelegationToken.hmac',
+    451: 'DescribedDelegationToken.hmac',
+    452: 'DescribedDelegationToken.hmac',
+    453: 'DescribedDelegationToken.hmac',
+    454: 'DescribedDelegationToken.renewers',
+    455: 'DescribedDelegationToken.renewers',
+    456: 'DescribedDelegationToken.renewers',
+    457: 'DescribedDelegationToken.renewers',
+    458: 'DescribedDelegationToken.renewers',
+    459: 'DescribedDelegationToken.renewers',
+    460: 'DescribedDelegationToken.renewers',
+    461: 'DescribedDelegationToken.renewers',
+    462: 'DescribedDelegationToken.renewers',
+    463: 'DescribedDelegationToken.renewers',
+    464: 'DescribedDelegationToken.renewers',
+    465: 'DescribedDelegationToken.renewers',
+    466: 'DescribedDelegationToken.renewers',
+    467: 'DescribedDelegationToken.renewers',
+    468: 'DescribedDelegationToken.renewers',
+    469: 'DescribedDelegationToken.renewers',
+    470: 'DescribedDelegationToken.renewers',
+    471: 'DescribedDelegationToken.<tagged fields>',
+    472: 'DescribedDelegationToken.<tagged fields>',
+    473: 'DescribedDelegationToken.<tagged fields>',
+    474: 'DescribedDelegationToken.<tagged fields>',
+    475: 'DescribedDelegationToken.<tagged fields>',
+    492: 'DescribeDelegationTokenResponse.error_code',
+    493: 'DescribeDelegationTokenResponse.error_code',
+    494: 'DescribeDelegationTokenResponse.tokens',
+    495: 'DescribeDelegationTokenResponse.tokens',
+    496: 'DescribeDelegationTokenResponse.tokens',
+    497: 'DescribeDelegationTokenResponse.tokens',
+    498: 'DescribeDelegationTokenResponse.tokens',
+    499: 'DescribeDelegationTokenResponse.tokens',
+    500: 'DescribeDelegationTokenResponse.tokens',
+    501: 'DescribeDelegationTokenResponse.tokens',
+    502: 'DescribeDelegationTokenResponse.tokens',
+    503: 'DescribeDelegationTokenResponse.tokens',
+    504: 'DescribeDelegationTokenResponse.throttle_time_ms',
+    505: 'DescribeDelegationTokenResponse.throttle_time_ms',
+    516: 'DescribeDelegationTokenResponse.error_code',
+    517: 'DescribeDelegationTokenResponse.error_code',
+    518: 'DescribeDelegationTokenResponse.tokens',
+    519: 'DescribeDelegationTokenResponse.tokens',
+    520: 'DescribeDelegationTokenResponse.tokens',
+    521: 'DescribeDelegationTokenResponse.tokens',
+    522: 'DescribeDelegationTokenResponse.tokens',
+    523: 'DescribeDelegationTokenResponse.tokens',
+    524: 'DescribeDelegationTokenResponse.tokens',
+    525: 'DescribeDelegationTokenResponse.tokens',
+    526: 'DescribeDelegationTokenResponse.tokens',
+    527: 'DescribeDelegationTokenResponse.tokens',
+    528: 'DescribeDelegationTokenResponse.tokens',
+    529: 'DescribeDelegationTokenResponse.tokens',
+    530: 'DescribeDelegationTokenResponse.tokens',
+    531: 'DescribeDelegationTokenResponse.tokens',
+    532: 'DescribeDelegationTokenResponse.tokens',
+    533: 'DescribeDelegationTokenResponse.tokens',
+    534: 'DescribeDelegationTokenResponse.tokens',
+    535: 'DescribeDelegationTokenResponse.throttle_time_ms',
+    536: 'DescribeDelegationTokenResponse.throttle_time_ms',
+    537: 'DescribeDelegationTokenResponse.<tagged fields>',
+    538: 'DescribeDelegationTokenResponse.<tagged fields>',
+    539: 'DescribeDelegationTokenResponse.<tagged fields>',
+    540: 'DescribeDelegationTokenResponse.<tagged fields>',
+    541: 'DescribeDelegationTokenResponse.<tagged fields>',
+    551: 'DescribeDelegationTokenResponse.error_code',
+    552: 'DescribeDelegationTokenResponse.error_code',
+    553: 'DescribeDelegationTokenResponse.tokens',
+    554: 'DescribeDelegationTokenResponse.tokens',
+    555: 'DescribeDelegationTokenResponse.tokens',
+    556: 'DescribeDelegationTokenResponse.tokens',
+    557: 'DescribeDelegationTokenResponse.tokens',
+    558: 'DescribeDelegationTokenResponse.tokens',
+    559: 'DescribeDelegationTokenResponse.tokens',
+    560: 'DescribeDelegationTokenResponse.tokens',
+    561: 'DescribeDelegationTokenResponse.tokens',
+    562: 'DescribeDelegationTokenResponse.tokens',
+    563: 'DescribeDelegationTokenResponse.tokens',
+    564: 'DescribeDelegationTokenResponse.tokens',
+    565: 'DescribeDelegationTokenResponse.tokens',
+    566: 'DescribeDelegationTokenResponse.tokens',
+    567: 'DescribeDelegationTokenResponse.tokens',
+    568: 'DescribeDelegationTokenResponse.tokens',
+    569: 'DescribeDelegationTokenResponse.tokens',
+    570: 'DescribeDelegationTokenResponse.throttle_time_ms',
+    571: 'DescribeDelegationTokenResponse.throttle_time_ms',
+    572: 'DescribeDelegationTokenResponse.<tagged fields>',
+    573: 'DescribeDelegationTokenResponse.<tagged fields>',
+    574: 'DescribeDelegationTokenResponse.<tagged fields>',
+    575: 'DescribeDelegationTokenResponse.<tagged fields>',
+    576: 'DescribeDelegationTokenResponse.<tagged fields>',
 })

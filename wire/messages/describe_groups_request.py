@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -55,7 +56,11 @@ def _d_DescribeGroupsRequest_v0(buf, pos):
                 _x2 = str(buf[pos:_end4], 'utf-8')
                 pos = _end4
             _f_groups.append(_x2)
-    return DescribeGroupsRequest(_f_groups, False, None), pos
+    _o = _new(DescribeGroupsRequest)
+    _o.groups = _f_groups
+    _o.include_authorized_operations = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeGroupsRequest_v1 = _d_DescribeGroupsRequest_v0
@@ -84,7 +89,11 @@ def _d_DescribeGroupsRequest_v3(buf, pos):
             _f_groups.append(_x14)
     _f_include_authorized_operations = _S_ou(buf, pos)[0]
     pos += 1
-    return DescribeGroupsRequest(_f_groups, _f_include_authorized_operations, None), pos
+    _o = _new(DescribeGroupsRequest)
+    _o.groups = _f_groups
+    _o.include_authorized_operations = _f_include_authorized_operations
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeGroupsRequest_v4 = _d_DescribeGroupsRequest_v3
@@ -93,6 +102,9 @@ def _d_DescribeGroupsRequest_v5(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -105,6 +117,9 @@ def _d_DescribeGroupsRequest_v5(buf, pos):
             _n23 = buf[pos]
             if _n23 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n23, pos = _ruv(buf, pos)
             _n23 -= 1
@@ -124,7 +139,11 @@ def _d_DescribeGroupsRequest_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeGroupsRequest.<tagged fields>')
-    return DescribeGroupsRequest(_f_groups, _f_include_authorized_operations, _unk), pos
+    _o = _new(DescribeGroupsRequest)
+    _o.groups = _f_groups
+    _o.include_authorized_operations = _f_include_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DescribeGroupsRequest_v0(o, w):
@@ -179,7 +198,6 @@ FLEXIBLE_FROM = 5
 DECODERS = {0: _d_DescribeGroupsRequest_v0, 1: _d_DescribeGroupsRequest_v1, 2: _d_DescribeGroupsRequest_v2, 3: _d_DescribeGroupsRequest_v3, 4: _d_DescribeGroupsRequest_v4, 5: _d_DescribeGroupsRequest_v5}
 ENCODERS = {0: _e_DescribeGroupsRequest_v0, 1: _e_DescribeGroupsRequest_v1, 2: _e_DescribeGroupsRequest_v2, 3: _e_DescribeGroupsRequest_v3, 4: _e_DescribeGroupsRequest_v4, 5: _e_DescribeGroupsRequest_v5}
 _reg(__file__, {
-    39: 'DescribeGroupsRequest.groups',
     40: 'DescribeGroupsRequest.groups',
     41: 'DescribeGroupsRequest.groups',
     42: 'DescribeGroupsRequest.groups',
@@ -198,11 +216,7 @@ _reg(__file__, {
     55: 'DescribeGroupsRequest.groups',
     56: 'DescribeGroupsRequest.groups',
     57: 'DescribeGroupsRequest.groups',
-    64: 'DescribeGroupsRequest.groups',
-    65: 'DescribeGroupsRequest.groups',
-    66: 'DescribeGroupsRequest.groups',
-    67: 'DescribeGroupsRequest.groups',
-    68: 'DescribeGroupsRequest.groups',
+    58: 'DescribeGroupsRequest.groups',
     69: 'DescribeGroupsRequest.groups',
     70: 'DescribeGroupsRequest.groups',
     71: 'DescribeGroupsRequest.groups',
@@ -217,17 +231,13 @@ _reg(__file__, {
     80: 'DescribeGroupsRequest.groups',
     81: 'DescribeGroupsRequest.groups',
     82: 'DescribeGroupsRequest.groups',
-    83: 'DescribeGroupsRequest.include_authorized_operations',
-    84: 'DescribeGroupsRequest.include_authorized_operations',
-    90: 'DescribeGroupsRequest.groups',
-    91: 'DescribeGroupsRequest.groups',
-    92: 'DescribeGroupsRequest.groups',
-    93: 'DescribeGroupsRequest.groups',
-    94: 'DescribeGroupsRequest.groups',
-    95: 'DescribeGroupsRequest.groups',
-    96: 'DescribeGroupsRequest.groups',
-    97: 'DescribeGroupsRequest.groups',
-    98: 'DescribeGroupsRequest.groups',
+    83: 'DescribeGroupsRequest.groups',
+    84: 'DescribeGroupsRequest.groups',
+    85: 'DescribeGroupsRequest.groups',
+    86: 'DescribeGroupsRequest.groups',
+    87: 'DescribeGroupsRequest.groups',
+    88: 'DescribeGroupsRequest.include_authorized_operations',
+    89: 'DescribeGroupsRequest.include_authorized_operations',
     99: 'DescribeGroupsRequest.groups',
     100: 'DescribeGroupsRequest.groups',
     101: 'DescribeGroupsRequest.groups',
@@ -246,11 +256,26 @@ _reg(__file__, {
     114: 'DescribeGroupsRequest.groups',
     115: 'DescribeGroupsRequest.groups',
     116: 'DescribeGroupsRequest.groups',
-    117: 'DescribeGroupsRequest.include_authorized_operations',
-    118: 'DescribeGroupsRequest.include_authorized_operations',
-    119: 'DescribeGroupsRequest.<tagged fields>',
-    120: 'DescribeGroupsRequest.<tagged fields>',
-    121: 'DescribeGroupsRequest.<tagged fields>',
-    122: 'DescribeGroupsRequest.<tagged fields>',
-    123: 'DescribeGroupsRequest.<tagged fields>',
+    117: 'DescribeGroupsRequest.groups',
+    118: 'DescribeGroupsRequest.groups',
+    119: 'DescribeGroupsRequest.groups',
+    120: 'DescribeGroupsRequest.groups',
+    121: 'DescribeGroupsRequest.groups',
+    122: 'DescribeGroupsRequest.groups',
+    123: 'DescribeGroupsRequest.groups',
+    124: 'DescribeGroupsRequest.groups',
+    125: 'DescribeGroupsRequest.groups',
+    126: 'DescribeGroupsRequest.groups',
+    127: 'DescribeGroupsRequest.groups',
+    128: 'DescribeGroupsRequest.groups',
+    129: 'DescribeGroupsRequest.groups',
+    130: 'DescribeGroupsRequest.groups',
+    131: 'DescribeGroupsRequest.groups',
+    132: 'DescribeGroupsRequest.include_authorized_operations',
+    133: 'DescribeGroupsRequest.include_authorized_operations',
+    134: 'DescribeGroupsRequest.<tagged fields>',
+    135: 'DescribeGroupsRequest.<tagged fields>',
+    136: 'DescribeGroupsRequest.<tagged fields>',
+    137: 'DescribeGroupsRequest.<tagged fields>',
+    138: 'DescribeGroupsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -139,7 +140,15 @@ def _d_DescribedGroupMember_v0(buf, pos):
             raise _trunc('DescribedGroupMember.member_assignment', _n9, len(buf) - pos)
         _f_member_assignment = bytes(buf[pos:_end10])
         pos = _end10
-    return DescribedGroupMember(_f_member_id, None, _f_client_id, _f_client_host, _f_member_metadata, _f_member_assignment, None), pos
+    _o = _new(DescribedGroupMember)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.client_id = _f_client_id
+    _o.client_host = _f_client_host
+    _o.member_metadata = _f_member_metadata
+    _o.member_assignment = _f_member_assignment
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribedGroupMember_v1 = _d_DescribedGroupMember_v0
@@ -209,13 +218,24 @@ def _d_DescribedGroupMember_v4(buf, pos):
             raise _trunc('DescribedGroupMember.member_assignment', _n51, len(buf) - pos)
         _f_member_assignment = bytes(buf[pos:_end52])
         pos = _end52
-    return DescribedGroupMember(_f_member_id, _f_group_instance_id, _f_client_id, _f_client_host, _f_member_metadata, _f_member_assignment, None), pos
+    _o = _new(DescribedGroupMember)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.client_id = _f_client_id
+    _o.client_host = _f_client_host
+    _o.member_metadata = _f_member_metadata
+    _o.member_assignment = _f_member_assignment
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribedGroupMember_v5(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -230,6 +250,9 @@ def _d_DescribedGroupMember_v5(buf, pos):
     _n55 = buf[pos]
     if _n55 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n55 = (_n55 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n55, pos = _ruv(buf, pos)
     _n55 -= 1
@@ -244,6 +267,9 @@ def _d_DescribedGroupMember_v5(buf, pos):
     _n57 = buf[pos]
     if _n57 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n57 = (_n57 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n57, pos = _ruv(buf, pos)
     _n57 -= 1
@@ -258,6 +284,9 @@ def _d_DescribedGroupMember_v5(buf, pos):
     _n59 = buf[pos]
     if _n59 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n59 = (_n59 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n59, pos = _ruv(buf, pos)
     _n59 -= 1
@@ -272,6 +301,9 @@ def _d_DescribedGroupMember_v5(buf, pos):
     _n61 = buf[pos]
     if _n61 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n61 = (_n61 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n61, pos = _ruv(buf, pos)
     _n61 -= 1
@@ -286,6 +318,9 @@ def _d_DescribedGroupMember_v5(buf, pos):
     _n63 = buf[pos]
     if _n63 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n63 = (_n63 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n63, pos = _ruv(buf, pos)
     _n63 -= 1
@@ -302,7 +337,15 @@ def _d_DescribedGroupMember_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribedGroupMember.<tagged fields>')
-    return DescribedGroupMember(_f_member_id, _f_group_instance_id, _f_client_id, _f_client_host, _f_member_metadata, _f_member_assignment, _unk), pos
+    _o = _new(DescribedGroupMember)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.client_id = _f_client_id
+    _o.client_host = _f_client_host
+    _o.member_metadata = _f_member_metadata
+    _o.member_assignment = _f_member_assignment
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribedGroup_v0(buf, pos):
@@ -358,7 +401,16 @@ def _d_DescribedGroup_v0(buf, pos):
         for _ in range(_n73):
             _x74, pos = _d_DescribedGroupMember_v0(buf, pos)
             _f_members.append(_x74)
-    return DescribedGroup(_f_error_code, _f_group_id, _f_group_state, _f_protocol_type, _f_protocol_data, _f_members, -2147483648, None), pos
+    _o = _new(DescribedGroup)
+    _o.error_code = _f_error_code
+    _o.group_id = _f_group_id
+    _o.group_state = _f_group_state
+    _o.protocol_type = _f_protocol_type
+    _o.protocol_data = _f_protocol_data
+    _o.members = _f_members
+    _o.authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribedGroup_v1 = _d_DescribedGroup_v0
@@ -420,7 +472,16 @@ def _d_DescribedGroup_v3(buf, pos):
             _f_members.append(_x104)
     _f_authorized_operations = _S_iu(buf, pos)[0]
     pos += 4
-    return DescribedGroup(_f_error_code, _f_group_id, _f_group_state, _f_protocol_type, _f_protocol_data, _f_members, _f_authorized_operations, None), pos
+    _o = _new(DescribedGroup)
+    _o.error_code = _f_error_code
+    _o.group_id = _f_group_id
+    _o.group_state = _f_group_state
+    _o.protocol_type = _f_protocol_type
+    _o.protocol_data = _f_protocol_data
+    _o.members = _f_members
+    _o.authorized_operations = _f_authorized_operations
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribedGroup_v4(buf, pos):
@@ -478,7 +539,16 @@ def _d_DescribedGroup_v4(buf, pos):
             _f_members.append(_x114)
     _f_authorized_operations = _S_iu(buf, pos)[0]
     pos += 4
-    return DescribedGroup(_f_error_code, _f_group_id, _f_group_state, _f_protocol_type, _f_protocol_data, _f_members, _f_authorized_operations, None), pos
+    _o = _new(DescribedGroup)
+    _o.error_code = _f_error_code
+    _o.group_id = _f_group_id
+    _o.group_state = _f_group_state
+    _o.protocol_type = _f_protocol_type
+    _o.protocol_data = _f_protocol_data
+    _o.members = _f_members
+    _o.authorized_operations = _f_authorized_operations
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribedGroup_v5(buf, pos):
@@ -487,6 +557,9 @@ def _d_DescribedGroup_v5(buf, pos):
     _n115 = buf[pos]
     if _n115 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n115 = (_n115 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n115, pos = _ruv(buf, pos)
     _n115 -= 1
@@ -501,6 +574,9 @@ def _d_DescribedGroup_v5(buf, pos):
     _n117 = buf[pos]
     if _n117 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n117 = (_n117 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n117, pos = _ruv(buf, pos)
     _n117 -= 1
@@ -515,6 +591,9 @@ def _d_DescribedGroup_v5(buf, pos):
     _n119 = buf[pos]
     if _n119 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n119 = (_n119 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n119, pos = _ruv(buf, pos)
     _n119 -= 1
@@ -529,6 +608,9 @@ def _d_DescribedGroup_v5(buf, pos):
     _n121 = buf[pos]
     if _n121 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n121 = (_n121 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n121, pos = _ruv(buf, pos)
     _n121 -= 1
@@ -543,6 +625,9 @@ def _d_DescribedGroup_v5(buf, pos):
     _n123 = buf[pos]
     if _n123 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n123 = (_n123 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n123, pos = _ruv(buf, pos)
     _n123 -= 1
@@ -561,7 +646,16 @@ def _d_DescribedGroup_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribedGroup.<tagged fields>')
-    return DescribedGroup(_f_error_code, _f_group_id, _f_group_state, _f_protocol_type, _f_protocol_data, _f_members, _f_authorized_operations, _unk), pos
+    _o = _new(DescribedGroup)
+    _o.error_code = _f_error_code
+    _o.group_id = _f_group_id
+    _o.group_state = _f_group_state
+    _o.protocol_type = _f_protocol_type
+    _o.protocol_data = _f_protocol_data
+    _o.members = _f_members
+    _o.authorized_operations = _f_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeGroupsResponse_v0(buf, pos):
@@ -575,7 +669,11 @@ def _d_DescribeGroupsResponse_v0(buf, pos):
         for _ in range(_n125):
             _x126, pos = _d_DescribedGroup_v0(buf, pos)
             _f_groups.append(_x126)
-    return DescribeGroupsResponse(0, _f_groups, None), pos
+    _o = _new(DescribeGroupsResponse)
+    _o.throttle_time_ms = 0
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeGroupsResponse_v1(buf, pos):
@@ -591,7 +689,11 @@ def _d_DescribeGroupsResponse_v1(buf, pos):
         for _ in range(_n127):
             _x128, pos = _d_DescribedGroup_v1(buf, pos)
             _f_groups.append(_x128)
-    return DescribeGroupsResponse(_f_throttle_time_ms, _f_groups, None), pos
+    _o = _new(DescribeGroupsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeGroupsResponse_v2 = _d_DescribeGroupsResponse_v1
@@ -609,7 +711,11 @@ def _d_DescribeGroupsResponse_v3(buf, pos):
         for _ in range(_n131):
             _x132, pos = _d_DescribedGroup_v3(buf, pos)
             _f_groups.append(_x132)
-    return DescribeGroupsResponse(_f_throttle_time_ms, _f_groups, None), pos
+    _o = _new(DescribeGroupsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeGroupsResponse_v4(buf, pos):
@@ -625,7 +731,11 @@ def _d_DescribeGroupsResponse_v4(buf, pos):
         for _ in range(_n133):
             _x134, pos = _d_DescribedGroup_v4(buf, pos)
             _f_groups.append(_x134)
-    return DescribeGroupsResponse(_f_throttle_time_ms, _f_groups, None), pos
+    _o = _new(DescribeGroupsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_DescribeGroupsResponse_v5(buf, pos):
@@ -634,6 +744,9 @@ def _d_DescribeGroupsResponse_v5(buf, pos):
     _n135 = buf[pos]
     if _n135 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n135 = (_n135 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n135, pos = _ruv(buf, pos)
     _n135 -= 1
@@ -650,7 +763,11 @@ def _d_DescribeGroupsResponse_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeGroupsResponse.<tagged fields>')
-    return DescribeGroupsResponse(_f_throttle_time_ms, _f_groups, _unk), pos
+    _o = _new(DescribeGroupsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DescribedGroupMember_v0(o, w):
@@ -914,7 +1031,6 @@ FLEXIBLE_FROM = 5
 DECODERS = {0: _d_DescribeGroupsResponse_v0, 1: _d_DescribeGroupsResponse_v1, 2: _d_DescribeGroupsResponse_v2, 3: _d_DescribeGroupsResponse_v3, 4: _d_DescribeGroupsResponse_v4, 5: _d_DescribeGroupsResponse_v5}
 ENCODERS = {0: _e_DescribeGroupsResponse_v0, 1: _e_DescribeGroupsResponse_v1, 2: _e_DescribeGroupsResponse_v2, 3: _e_DescribeGroupsResponse_v3, 4: _e_DescribeGroupsResponse_v4, 5: _e_DescribeGroupsResponse_v5}
 _reg(__file__, {
-    92: 'DescribedGroupMember.member_id',
     93: 'DescribedGroupMember.member_id',
     94: 'DescribedGroupMember.member_id',
     95: 'DescribedGroupMember.member_id',
@@ -924,7 +1040,7 @@ _reg(__file__, {
     99: 'DescribedGroupMember.member_id',
     100: 'DescribedGroupMember.member_id',
     101: 'DescribedGroupMember.member_id',
-    102: 'DescribedGroupMember.client_id',
+    102: 'DescribedGroupMember.member_id',
     103: 'DescribedGroupMember.client_id',
     104: 'DescribedGroupMember.client_id',
     105: 'DescribedGroupMember.client_id',
@@ -934,7 +1050,7 @@ _reg(__file__, {
     109: 'DescribedGroupMember.client_id',
     110: 'DescribedGroupMember.client_id',
     111: 'DescribedGroupMember.client_id',
-    112: 'DescribedGroupMember.client_host',
+    112: 'DescribedGroupMember.client_id',
     113: 'DescribedGroupMember.client_host',
     114: 'DescribedGroupMember.client_host',
     115: 'DescribedGroupMember.client_host',
@@ -944,7 +1060,7 @@ _reg(__file__, {
     119: 'DescribedGroupMember.client_host',
     120: 'DescribedGroupMember.client_host',
     121: 'DescribedGroupMember.client_host',
-    122: 'DescribedGroupMember.member_metadata',
+    122: 'DescribedGroupMember.client_host',
     123: 'DescribedGroupMember.member_metadata',
     124: 'DescribedGroupMember.member_metadata',
     125: 'DescribedGroupMember.member_metadata',
@@ -954,7 +1070,7 @@ _reg(__file__, {
     129: 'DescribedGroupMember.member_metadata',
     130: 'DescribedGroupMember.member_metadata',
     131: 'DescribedGroupMember.member_metadata',
-    132: 'DescribedGroupMember.member_assignment',
+    132: 'DescribedGroupMember.member_metadata',
     133: 'DescribedGroupMember.member_assignment',
     134: 'DescribedGroupMember.member_assignment',
     135: 'DescribedGroupMember.member_assignment',
@@ -964,320 +1080,282 @@ _reg(__file__, {
     139: 'DescribedGroupMember.member_assignment',
     140: 'DescribedGroupMember.member_assignment',
     141: 'DescribedGroupMember.member_assignment',
-    149: 'DescribedGroupMember.member_id',
-    150: 'DescribedGroupMember.member_id',
-    151: 'DescribedGroupMember.member_id',
-    152: 'DescribedGroupMember.member_id',
-    153: 'DescribedGroupMember.member_id',
-    154: 'DescribedGroupMember.member_id',
-    155: 'DescribedGroupMember.member_id',
-    156: 'DescribedGroupMember.member_id',
-    157: 'DescribedGroupMember.member_id',
+    142: 'DescribedGroupMember.member_assignment',
     158: 'DescribedGroupMember.member_id',
-    159: 'DescribedGroupMember.group_instance_id',
-    160: 'DescribedGroupMember.group_instance_id',
-    161: 'DescribedGroupMember.group_instance_id',
-    162: 'DescribedGroupMember.group_instance_id',
-    163: 'DescribedGroupMember.group_instance_id',
-    164: 'DescribedGroupMember.group_instance_id',
-    165: 'DescribedGroupMember.group_instance_id',
-    166: 'DescribedGroupMember.group_instance_id',
-    167: 'DescribedGroupMember.group_instance_id',
+    159: 'DescribedGroupMember.member_id',
+    160: 'DescribedGroupMember.member_id',
+    161: 'DescribedGroupMember.member_id',
+    162: 'DescribedGroupMember.member_id',
+    163: 'DescribedGroupMember.member_id',
+    164: 'DescribedGroupMember.member_id',
+    165: 'DescribedGroupMember.member_id',
+    166: 'DescribedGroupMember.member_id',
+    167: 'DescribedGroupMember.member_id',
     168: 'DescribedGroupMember.group_instance_id',
-    169: 'DescribedGroupMember.client_id',
-    170: 'DescribedGroupMember.client_id',
-    171: 'DescribedGroupMember.client_id',
-    172: 'DescribedGroupMember.client_id',
-    173: 'DescribedGroupMember.client_id',
-    174: 'DescribedGroupMember.client_id',
-    175: 'DescribedGroupMember.client_id',
-    176: 'DescribedGroupMember.client_id',
-    177: 'DescribedGroupMember.client_id',
+    169: 'DescribedGroupMember.group_instance_id',
+    170: 'DescribedGroupMember.group_instance_id',
+    171: 'DescribedGroupMember.group_instance_id',
+    172: 'DescribedGroupMember.group_instance_id',
+    173: 'DescribedGroupMember.group_instance_id',
+    174: 'DescribedGroupMember.group_instance_id',
+    175: 'DescribedGroupMember.group_instance_id',
+    176: 'DescribedGroupMember.group_instance_id',
+    177: 'DescribedGroupMember.group_instance_id',
     178: 'DescribedGroupMember.client_id',
-    179: 'DescribedGroupMember.client_host',
-    180: 'DescribedGroupMember.client_host',
-    181: 'DescribedGroupMember.client_host',
-    182: 'DescribedGroupMember.client_host',
-    183: 'DescribedGroupMember.client_host',
-    184: 'DescribedGroupMember.client_host',
-    185: 'DescribedGroupMember.client_host',
-    186: 'DescribedGroupMember.client_host',
-    187: 'DescribedGroupMember.client_host',
+    179: 'DescribedGroupMember.client_id',
+    180: 'DescribedGroupMember.client_id',
+    181: 'DescribedGroupMember.client_id',
+    182: 'DescribedGroupMember.client_id',
+    183: 'DescribedGroupMember.client_id',
+    184: 'DescribedGroupMember.client_id',
+    185: 'DescribedGroupMember.client_id',
+    186: 'DescribedGroupMember.client_id',
+    187: 'DescribedGroupMember.client_id',
     188: 'DescribedGroupMember.client_host',
-    189: 'DescribedGroupMember.member_metadata',
-    190: 'DescribedGroupMember.member_metadata',
-    191: 'DescribedGroupMember.member_metadata',
-    192: 'DescribedGroupMember.member_metadata',
-    193: 'DescribedGroupMember.member_metadata',
-    194: 'DescribedGroupMember.member_metadata',
-    195: 'DescribedGroupMember.member_metadata',
-    196: 'DescribedGroupMember.member_metadata',
-    197: 'DescribedGroupMember.member_metadata',
+    189: 'DescribedGroupMember.client_host',
+    190: 'DescribedGroupMember.client_host',
+    191: 'DescribedGroupMember.client_host',
+    192: 'DescribedGroupMember.client_host',
+    193: 'DescribedGroupMember.client_host',
+    194: 'DescribedGroupMember.client_host',
+    195: 'DescribedGroupMember.client_host',
+    196: 'DescribedGroupMember.client_host',
+    197: 'DescribedGroupMember.client_host',
     198: 'DescribedGroupMember.member_metadata',
-    199: 'DescribedGroupMember.member_assignment',
-    200: 'DescribedGroupMember.member_assignment',
-    201: 'DescribedGroupMember.member_assignment',
-    202: 'DescribedGroupMember.member_assignment',
-    203: 'DescribedGroupMember.member_assignment',
-    204: 'DescribedGroupMember.member_assignment',
-    205: 'DescribedGroupMember.member_assignment',
-    206: 'DescribedGroupMember.member_assignment',
-    207: 'DescribedGroupMember.member_assignment',
+    199: 'DescribedGroupMember.member_metadata',
+    200: 'DescribedGroupMember.member_metadata',
+    201: 'DescribedGroupMember.member_metadata',
+    202: 'DescribedGroupMember.member_metadata',
+    203: 'DescribedGroupMember.member_metadata',
+    204: 'DescribedGroupMember.member_metadata',
+    205: 'DescribedGroupMember.member_metadata',
+    206: 'DescribedGroupMember.member_metadata',
+    207: 'DescribedGroupMember.member_metadata',
     208: 'DescribedGroupMember.member_assignment',
-    213: 'DescribedGroupMember.member_id',
-    214: 'DescribedGroupMember.member_id',
-    215: 'DescribedGroupMember.member_id',
-    216: 'DescribedGroupMember.member_id',
-    217: 'DescribedGroupMember.member_id',
-    218: 'DescribedGroupMember.member_id',
-    219: 'DescribedGroupMember.member_id',
-    220: 'DescribedGroupMember.member_id',
-    221: 'DescribedGroupMember.member_id',
-    222: 'DescribedGroupMember.member_id',
-    223: 'DescribedGroupMember.member_id',
-    224: 'DescribedGroupMember.member_id',
-    225: 'DescribedGroupMember.member_id',
-    226: 'DescribedGroupMember.member_id',
-    227: 'DescribedGroupMember.group_instance_id',
-    228: 'DescribedGroupMember.group_instance_id',
-    229: 'DescribedGroupMember.group_instance_id',
-    230: 'DescribedGroupMember.group_instance_id',
-    231: 'DescribedGroupMember.group_instance_id',
-    232: 'DescribedGroupMember.group_instance_id',
-    233: 'DescribedGroupMember.group_instance_id',
-    234: 'DescribedGroupMember.group_instance_id',
-    235: 'DescribedGroupMember.group_instance_id',
-    236: 'DescribedGroupMember.group_instance_id',
-    237: 'DescribedGroupMember.group_instance_id',
-    238: 'DescribedGroupMember.group_instance_id',
-    239: 'DescribedGroupMember.group_instance_id',
-    240: 'DescribedGroupMember.group_instance_id',
-    241: 'DescribedGroupMember.client_id',
-    242: 'DescribedGroupMember.client_id',
-    243: 'DescribedGroupMember.client_id',
-    244: 'DescribedGroupMember.client_id',
-    245: 'DescribedGroupMember.client_id',
-    246: 'DescribedGroupMember.client_id',
-    247: 'DescribedGroupMember.client_id',
-    248: 'DescribedGroupMember.client_id',
-    249: 'DescribedGroupMember.client_id',
-    250: 'DescribedGroupMember.client_id',
-    251: 'DescribedGroupMember.client_id',
-    252: 'DescribedGroupMember.client_id',
-    253: 'DescribedGroupMember.client_id',
-    254: 'DescribedGroupMember.client_id',
-    255: 'DescribedGroupMember.client_host',
-    256: 'DescribedGroupMember.client_host',
-    257: 'DescribedGroupMember.client_host',
-    258: 'DescribedGroupMember.client_host',
-    259: 'DescribedGroupMember.client_host',
-    260: 'DescribedGroupMember.client_host',
-    261: 'DescribedGroupMember.client_host',
-    262: 'DescribedGroupMember.client_host',
-    263: 'DescribedGroupMember.client_host',
-    264: 'DescribedGroupMember.client_host',
-    265: 'DescribedGroupMember.client_host',
-    266: 'DescribedGroupMember.client_host',
-    267: 'DescribedGroupMember.client_host',
-    268: 'DescribedGroupMember.client_host',
-    269: 'DescribedGroupMember.member_metadata',
-    270: 'DescribedGroupMember.member_metadata',
-    271: 'DescribedGroupMember.member_metadata',
-    272: 'DescribedGroupMember.member_metadata',
-    273: 'DescribedGroupMember.member_metadata',
-    274: 'DescribedGroupMember.member_metadata',
-    275: 'DescribedGroupMember.member_metadata',
-    276: 'DescribedGroupMember.member_metadata',
-    277: 'DescribedGroupMember.member_metadata',
-    278: 'DescribedGroupMember.member_metadata',
-    279: 'DescribedGroupMember.member_metadata',
-    280: 'DescribedGroupMember.member_metadata',
-    281: 'DescribedGroupMember.member_metadata',
-    282: 'DescribedGroupMember.member_metadata',
-    283: 'DescribedGroupMember.member_assignment',
-    284: 'DescribedGroupMember.member_assignment',
-    285: 'DescribedGroupMember.member_assignment',
-    286: 'DescribedGroupMember.member_assignment',
-    287: 'DescribedGroupMember.member_assignment',
-    288: 'DescribedGroupMember.member_assignment',
-    289: 'DescribedGroupMember.member_assignment',
-    290: 'DescribedGroupMember.member_assignment',
-    291: 'DescribedGroupMember.member_assignment',
-    292: 'DescribedGroupMember.member_assignment',
-    293: 'DescribedGroupMember.member_assignment',
-    294: 'DescribedGroupMember.member_assignment',
-    295: 'DescribedGroupMember.member_assignment',
-    296: 'DescribedGroupMember.member_assignment',
-    297: 'DescribedGroupMember.<tagged fields>',
-    298: 'DescribedGroupMember.<tagged fields>',
-    299: 'DescribedGroupMember.<tagged fields>',
-    300: 'DescribedGroupMember.<tagged fields>',
-    301: 'DescribedGroupMember.<tagged fields>',
-    306: 'DescribedGroup.error_code',
-    307: 'DescribedGroup.error_code',
-    308: 'DescribedGroup.group_id',
-    309: 'DescribedGroup.group_id',
-    310: 'DescribedGroup.group_id',
-    311: 'DescribedGroup.group_id',
-    312: 'DescribedGroup.group_id',
-    313: 'DescribedGroup.group_id',
-    314: 'DescribedGroup.group_id',
-    315: 'DescribedGroup.group_id',
-    316: 'DescribedGroup.group_id',
-    317: 'DescribedGroup.group_id',
-    318: 'DescribedGroup.group_state',
-    319: 'DescribedGroup.group_state',
-    320: 'DescribedGroup.group_state',
-    321: 'DescribedGroup.group_state',
-    322: 'DescribedGroup.group_state',
-    323: 'DescribedGroup.group_state',
-    324: 'DescribedGroup.group_state',
-    325: 'DescribedGroup.group_state',
-    326: 'DescribedGroup.group_state',
-    327: 'DescribedGroup.group_state',
-    328: 'DescribedGroup.protocol_type',
-    329: 'DescribedGroup.protocol_type',
-    330: 'DescribedGroup.protocol_type',
-    331: 'DescribedGroup.protocol_type',
-    332: 'DescribedGroup.protocol_type',
-    333: 'DescribedGroup.protocol_type',
-    334: 'DescribedGroup.protocol_type',
-    335: 'DescribedGroup.protocol_type',
-    336: 'DescribedGroup.protocol_type',
-    337: 'DescribedGroup.protocol_type',
-    338: 'DescribedGroup.protocol_data',
-    339: 'DescribedGroup.protocol_data',
-    340: 'DescribedGroup.protocol_data',
-    341: 'DescribedGroup.protocol_data',
-    342: 'DescribedGroup.protocol_data',
-    343: 'DescribedGroup.protocol_data',
-    344: 'DescribedGroup.protocol_data',
-    345: 'DescribedGroup.protocol_data',
-    346: 'DescribedGroup.protocol_data',
-    347: 'DescribedGroup.protocol_data',
-    348: 'DescribedGroup.members',
-    349: 'DescribedGroup.members',
-    350: 'DescribedGroup.members',
-    351: 'DescribedGroup.members',
-    352: 'DescribedGroup.members',
-    353: 'DescribedGroup.members',
-    354: 'DescribedGroup.members',
-    355: 'DescribedGroup.members',
-    356: 'DescribedGroup.members',
-    357: 'DescribedGroup.members',
-    364: 'DescribedGroup.error_code',
-    365: 'DescribedGroup.error_code',
-    366: 'DescribedGroup.group_id',
-    367: 'DescribedGroup.group_id',
-    368: 'DescribedGroup.group_id',
-    369: 'DescribedGroup.group_id',
-    370: 'DescribedGroup.group_id',
-    371: 'DescribedGroup.group_id',
-    372: 'DescribedGroup.group_id',
-    373: 'DescribedGroup.group_id',
-    374: 'DescribedGroup.group_id',
-    375: 'DescribedGroup.group_id',
-    376: 'DescribedGroup.group_state',
-    377: 'DescribedGroup.group_state',
-    378: 'DescribedGroup.group_state',
-    379: 'DescribedGroup.group_state',
-    380: 'DescribedGroup.group_state',
-    381: 'DescribedGroup.group_state',
-    382: 'DescribedGroup.group_state',
-    383: 'DescribedGroup.group_state',
-    384: 'DescribedGroup.group_state',
-    385: 'DescribedGroup.group_state',
-    386: 'DescribedGroup.protocol_type',
-    387: 'DescribedGroup.protocol_type',
-    388: 'DescribedGroup.protocol_type',
-    389: 'DescribedGroup.protocol_type',
-    390: 'DescribedGroup.protocol_type',
-    391: 'DescribedGroup.protocol_type',
-    392: 'DescribedGroup.protocol_type',
-    393: 'DescribedGroup.protocol_type',
-    394: 'DescribedGroup.protocol_type',
-    395: 'DescribedGroup.protocol_type',
-    396: 'DescribedGroup.protocol_data',
-    397: 'DescribedGroup.protocol_data',
-    398: 'DescribedGroup.protocol_data',
-    399: 'DescribedGroup.protocol_data',
-    400: 'DescribedGroup.protocol_data',
-    401: 'DescribedGroup.protocol_data',
-    402: 'DescribedGroup.protocol_data',
-    403: 'DescribedGroup.protocol_data',
-    404: 'DescribedGroup.protocol_data',
-    405: 'DescribedGroup.protocol_data',
-    406: 'DescribedGroup.members',
-    407: 'DescribedGroup.members',
-    408: 'DescribedGroup.members',
-    409: 'DescribedGroup.members',
-    410: 'DescribedGroup.members',
-    411: 'DescribedGroup.members',
-    412: 'DescribedGroup.members',
-    413: 'DescribedGroup.members',
-    414: 'DescribedGroup.members',
-    415: 'DescribedGroup.members',
-    416: 'DescribedGroup.authorized_operations',
-    417: 'DescribedGroup.authorized_operations',
-    422: 'DescribedGroup.error_code',
-    423: 'DescribedGroup.error_code',
+    209: 'DescribedGroupMember.member_assignment',
+    210: 'DescribedGroupMember.member_assignment',
+    211: 'DescribedGroupMember.member_assignment',
+    212: 'DescribedGroupMember.member_assignment',
+    213: 'DescribedGroupMember.member_assignment',
+    214: 'DescribedGroupMember.member_assignment',
+    215: 'DescribedGroupMember.member_assignment',
+    216: 'DescribedGroupMember.member_assignment',
+    217: 'DescribedGroupMember.member_assignment',
+    230: 'DescribedGroupMember.member_id',
+    231: 'DescribedGroupMember.member_id',
+    232: 'DescribedGroupMember.member_id',
+    233: 'DescribedGroupMember.member_id',
+    234: 'DescribedGroupMember.member_id',
+    235: 'DescribedGroupMember.member_id',
+    236: 'DescribedGroupMember.member_id',
+    237: 'DescribedGroupMember.member_id',
+    238: 'DescribedGroupMember.member_id',
+    239: 'DescribedGroupMember.member_id',
+    240: 'DescribedGroupMember.member_id',
+    241: 'DescribedGroupMember.member_id',
+    242: 'DescribedGroupMember.member_id',
+    243: 'DescribedGroupMember.member_id',
+    244: 'DescribedGroupMember.member_id',
+    245: 'DescribedGroupMember.member_id',
+    246: 'DescribedGroupMember.member_id',
+    247: 'DescribedGroupMember.group_instance_id',
+    248: 'DescribedGroupMember.group_instance_id',
+    249: 'DescribedGroupMember.group_instance_id',
+    250: 'DescribedGroupMember.group_instance_id',
+    251: 'DescribedGroupMember.group_instance_id',
+    252: 'DescribedGroupMember.group_instance_id',
+    253: 'DescribedGroupMember.group_instance_id',
+    254: 'DescribedGroupMember.group_instance_id',
+    255: 'DescribedGroupMember.group_instance_id',
+    256: 'DescribedGroupMember.group_instance_id',
+    257: 'DescribedGroupMember.group_instance_id',
+    258: 'DescribedGroupMember.group_instance_id',
+    259: 'DescribedGroupMember.group_instance_id',
+    260: 'DescribedGroupMember.group_instance_id',
+    261: 'DescribedGroupMember.group_instance_id',
+    262: 'DescribedGroupMember.group_instance_id',
+    263: 'DescribedGroupMember.group_instance_id',
+    264: 'DescribedGroupMember.client_id',
+    265: 'DescribedGroupMember.client_id',
+    266: 'DescribedGroupMember.client_id',
+    267: 'DescribedGroupMember.client_id',
+    268: 'DescribedGroupMember.client_id',
+    269: 'DescribedGroupMember.client_id',
+    270: 'DescribedGroupMember.client_id',
+    271: 'DescribedGroupMember.client_id',
+    272: 'DescribedGroupMember.client_id',
+    273: 'DescribedGroupMember.client_id',
+    274: 'DescribedGroupMember.client_id',
+    275: 'DescribedGroupMember.client_id',
+    276: 'DescribedGroupMember.client_id',
+    277: 'DescribedGroupMember.client_id',
+    278: 'DescribedGroupMember.client_id',
+    279: 'DescribedGroupMember.client_id',
+    280: 'DescribedGroupMember.client_id',
+    281: 'DescribedGroupMember.client_host',
+    282: 'DescribedGroupMember.client_host',
+    283: 'DescribedGroupMember.client_host',
+    284: 'DescribedGroupMember.client_host',
+    285: 'DescribedGroupMember.client_host',
+    286: 'DescribedGroupMember.client_host',
+    287: 'DescribedGroupMember.client_host',
+    288: 'DescribedGroupMember.client_host',
+    289: 'DescribedGroupMember.client_host',
+    290: 'DescribedGroupMember.client_host',
+    291: 'DescribedGroupMember.client_host',
+    292: 'DescribedGroupMember.client_host',
+    293: 'DescribedGroupMember.client_host',
+    294: 'DescribedGroupMember.client_host',
+    295: 'DescribedGroupMember.client_host',
+    296: 'DescribedGroupMember.client_host',
+    297: 'DescribedGroupMember.client_host',
+    298: 'DescribedGroupMember.member_metadata',
+    299: 'DescribedGroupMember.member_metadata',
+    300: 'DescribedGroupMember.member_metadata',
+    301: 'DescribedGroupMember.member_metadata',
+    302: 'DescribedGroupMember.member_metadata',
+    303: 'DescribedGroupMember.member_metadata',
+    304: 'DescribedGroupMember.member_metadata',
+    305: 'DescribedGroupMember.member_metadata',
+    306: 'DescribedGroupMember.member_metadata',
+    307: 'DescribedGroupMember.member_metadata',
+    308: 'DescribedGroupMember.member_metadata',
+    309: 'DescribedGroupMember.member_metadata',
+    310: 'DescribedGroupMember.member_metadata',
+    311: 'DescribedGroupMember.member_metadata',
+    312: 'DescribedGroupMember.member_metadata',
+    313: 'DescribedGroupMember.member_metadata',
+    314: 'DescribedGroupMember.member_metadata',
+    315: 'DescribedGroupMember.member_assignment',
+    316: 'DescribedGroupMember.member_assignment',
+    317: 'DescribedGroupMember.member_assignment',
+    318: 'DescribedGroupMember.member_assignment',
+    319: 'DescribedGroupMember.member_assignment',
+    320: 'DescribedGroupMember.member_assignment',
+    321: 'DescribedGroupMember.member_assignment',
+    322: 'DescribedGroupMember.member_assignment',
+    323: 'DescribedGroupMember.member_assignment',
+    324: 'DescribedGroupMember.member_assignment',
+    325: 'DescribedGroupMember.member_assignment',
+    326: 'DescribedGroupMember.member_assignment',
+    327: 'DescribedGroupMember.member_assignment',
+    328: 'DescribedGroupMember.member_assignment',
+    329: 'DescribedGroupMember.member_assignment',
+    330: 'DescribedGroupMember.member_assignment',
+    331: 'DescribedGroupMember.member_assignment',
+    332: 'DescribedGroupMember.<tagged fields>',
+    333: 'DescribedGroupMember.<tagged fields>',
+    334: 'DescribedGroupMember.<tagged fields>',
+    335: 'DescribedGroupMember.<tagged fields>',
+    336: 'DescribedGroupMember.<tagged fields>',
+    349: 'DescribedGroup.error_code',
+    350: 'DescribedGroup.error_code',
+    351: 'DescribedGroup.group_id',
+    352: 'DescribedGroup.group_id',
+    353: 'DescribedGroup.group_id',
+    354: 'DescribedGroup.group_id',
+    355: 'DescribedGroup.group_id',
+    356: 'DescribedGroup.group_id',
+    357: 'DescribedGroup.group_id',
+    358: 'DescribedGroup.group_id',
+    359: 'DescribedGroup.group_id',
+    360: 'DescribedGroup.group_id',
+    361: 'DescribedGroup.group_state',
+    362: 'DescribedGroup.group_state',
+    363: 'DescribedGroup.group_state',
+    364: 'DescribedGroup.group_state',
+    365: 'DescribedGroup.group_state',
+    366: 'DescribedGroup.group_state',
+    367: 'DescribedGroup.group_state',
+    368: 'DescribedGroup.group_state',
+    369: 'DescribedGroup.group_state',
+    370: 'DescribedGroup.group_state',
+    371: 'DescribedGroup.protocol_type',
+    372: 'DescribedGroup.protocol_type',
+    373: 'DescribedGroup.protocol_type',
+    374: 'DescribedGroup.protocol_type',
+    375: 'DescribedGroup.protocol_type',
+    376: 'DescribedGroup.protocol_type',
+    377: 'DescribedGroup.protocol_type',
+    378: 'DescribedGroup.protocol_type',
+    379: 'DescribedGroup.protocol_type',
+    380: 'DescribedGroup.protocol_type',
+    381: 'DescribedGroup.protocol_data',
+    382: 'DescribedGroup.protocol_data',
+    383: 'DescribedGroup.protocol_data',
+    384: 'DescribedGroup.protocol_data',
+    385: 'DescribedGroup.protocol_data',
+    386: 'DescribedGroup.protocol_data',
+    387: 'DescribedGroup.protocol_data',
+    388: 'DescribedGroup.protocol_data',
+    389: 'DescribedGroup.protocol_data',
+    390: 'DescribedGroup.protocol_data',
+    391: 'DescribedGroup.members',
+    392: 'DescribedGroup.members',
+    393: 'DescribedGroup.members',
+    394: 'DescribedGroup.members',
+    395: 'DescribedGroup.members',
+    396: 'DescribedGroup.members',
+    397: 'DescribedGroup.members',
+    398: 'DescribedGroup.members',
+    399: 'DescribedGroup.members',
+    400: 'DescribedGroup.members',
+    416: 'DescribedGroup.error_code',
+    417: 'DescribedGroup.error_code',
+    418: 'DescribedGroup.group_id',
+    419: 'DescribedGroup.group_id',
+    420: 'DescribedGroup.group_id',
+    421: 'DescribedGroup.group_id',
+    422: 'DescribedGroup.group_id',
+    423: 'DescribedGroup.group_id',
     424: 'DescribedGroup.group_id',
     425: 'DescribedGroup.group_id',
     426: 'DescribedGroup.group_id',
     427: 'DescribedGroup.group_id',
-    428: 'DescribedGroup.group_id',
-    429: 'DescribedGroup.group_id',
-    430: 'DescribedGroup.group_id',
-    431: 'DescribedGroup.group_id',
-    432: 'DescribedGroup.group_id',
-    433: 'DescribedGroup.group_id',
+    428: 'DescribedGroup.group_state',
+    429: 'DescribedGroup.group_state',
+    430: 'DescribedGroup.group_state',
+    431: 'DescribedGroup.group_state',
+    432: 'DescribedGroup.group_state',
+    433: 'DescribedGroup.group_state',
     434: 'DescribedGroup.group_state',
     435: 'DescribedGroup.group_state',
     436: 'DescribedGroup.group_state',
     437: 'DescribedGroup.group_state',
-    438: 'DescribedGroup.group_state',
-    439: 'DescribedGroup.group_state',
-    440: 'DescribedGroup.group_state',
-    441: 'DescribedGroup.group_state',
-    442: 'DescribedGroup.group_state',
-    443: 'DescribedGroup.group_state',
+    438: 'DescribedGroup.protocol_type',
+    439: 'DescribedGroup.protocol_type',
+    440: 'DescribedGroup.protocol_type',
+    441: 'DescribedGroup.protocol_type',
+    442: 'DescribedGroup.protocol_type',
+    443: 'DescribedGroup.protocol_type',
     444: 'DescribedGroup.protocol_type',
     445: 'DescribedGroup.protocol_type',
     446: 'DescribedGroup.protocol_type',
     447: 'DescribedGroup.protocol_type',
-    448: 'DescribedGroup.protocol_type',
-    449: 'DescribedGroup.protocol_type',
-    450: 'DescribedGroup.protocol_type',
-    451: 'DescribedGroup.protocol_type',
-    452: 'DescribedGroup.protocol_type',
-    453: 'DescribedGroup.protocol_type',
+    448: 'DescribedGroup.protocol_data',
+    449: 'DescribedGroup.protocol_data',
+    450: 'DescribedGroup.protocol_data',
+    451: 'DescribedGroup.protocol_data',
+    452: 'DescribedGroup.protocol_data',
+    453: 'DescribedGroup.protocol_data',
     454: 'DescribedGroup.protocol_data',
     455: 'DescribedGroup.protocol_data',
     456: 'DescribedGroup.protocol_data',
     457: 'DescribedGroup.protocol_data',
-    458: 'DescribedGroup.protocol_data',
-    459: 'DescribedGroup.protocol_data',
-    460: 'DescribedGroup.protocol_data',
-    461: 'DescribedGroup.protocol_data',
-    462: 'DescribedGroup.protocol_data',
-    463: 'DescribedGroup.protocol_data',
+    458: 'DescribedGroup.members',
+    459: 'DescribedGroup.members',
+    460: 'DescribedGroup.members',
+    461: 'DescribedGroup.members',
+    462: 'DescribedGroup.members',
+    463: 'DescribedGroup.members',
     464: 'DescribedGroup.members',
     465: 'DescribedGroup.members',
     466: 'DescribedGroup.members',
     467: 'DescribedGroup.members',
-    468: 'DescribedGroup.members',
-    469: 'DescribedGroup.members',
-    470: 'DescribedGroup.members',
-    471: 'DescribedGroup.members',
-    472: 'DescribedGroup.members',
-    473: 'DescribedGroup.members',
-    474: 'DescribedGroup.authorized_operations',
-    475: 'DescribedGroup.authorized_operations',
-    480: 'DescribedGroup.error_code',
-    481: 'DescribedGroup.error_code',
-    482: 'DescribedGroup.group_id',
-    483: 'DescribedGroup.group_id',
-    484: 'DescribedGroup.group_id',
+    468: 'DescribedGroup.authorized_operations',
+    469: 'DescribedGroup.authorized_operations',
+    483: 'DescribedGroup.error_code',
+    484: 'DescribedGroup.error_code',
     485: 'DescribedGroup.group_id',
     486: 'DescribedGroup.group_id',
     487: 'DescribedGroup.group_id',
@@ -1288,7 +1366,7 @@ _reg(__file__, {
     492: 'DescribedGroup.group_id',
     493: 'DescribedGroup.group_id',
     494: 'DescribedGroup.group_id',
-    495: 'DescribedGroup.group_id',
+    495: 'DescribedGroup.group_state',
     496: 'DescribedGroup.group_state',
     497: 'DescribedGroup.group_state',
     498: 'DescribedGroup.group_state',
@@ -1298,125 +1376,200 @@ _reg(__file__, {
     502: 'DescribedGroup.group_state',
     503: 'DescribedGroup.group_state',
     504: 'DescribedGroup.group_state',
-    505: 'DescribedGroup.group_state',
-    506: 'DescribedGroup.group_state',
-    507: 'DescribedGroup.group_state',
-    508: 'DescribedGroup.group_state',
-    509: 'DescribedGroup.group_state',
+    505: 'DescribedGroup.protocol_type',
+    506: 'DescribedGroup.protocol_type',
+    507: 'DescribedGroup.protocol_type',
+    508: 'DescribedGroup.protocol_type',
+    509: 'DescribedGroup.protocol_type',
     510: 'DescribedGroup.protocol_type',
     511: 'DescribedGroup.protocol_type',
     512: 'DescribedGroup.protocol_type',
     513: 'DescribedGroup.protocol_type',
     514: 'DescribedGroup.protocol_type',
-    515: 'DescribedGroup.protocol_type',
-    516: 'DescribedGroup.protocol_type',
-    517: 'DescribedGroup.protocol_type',
-    518: 'DescribedGroup.protocol_type',
-    519: 'DescribedGroup.protocol_type',
-    520: 'DescribedGroup.protocol_type',
-    521: 'DescribedGroup.protocol_type',
-    522: 'DescribedGroup.protocol_type',
-    523: 'DescribedGroup.protocol_type',
+    515: 'DescribedGroup.protocol_data',
+    516: 'DescribedGroup.protocol_data',
+    517: 'DescribedGroup.protocol_data',
+    518: 'DescribedGroup.protocol_data',
+    519: 'DescribedGroup.protocol_data',
+    520: 'DescribedGroup.protocol_data',
+    521: 'DescribedGroup.protocol_data',
+    522: 'DescribedGroup.protocol_data',
+    523: 'DescribedGroup.protocol_data',
     524: 'DescribedGroup.protocol_data',
-    525: 'DescribedGroup.protocol_data',
-    526: 'DescribedGroup.protocol_data',
-    527: 'DescribedGroup.protocol_data',
-    528: 'DescribedGroup.protocol_data',
-    529: 'DescribedGroup.protocol_data',
-    530: 'DescribedGroup.protocol_data',
-    531: 'DescribedGroup.protocol_data',
-    532: 'DescribedGroup.protocol_data',
-    533: 'DescribedGroup.protocol_data',
-    534: 'DescribedGroup.protocol_data',
-    535: 'DescribedGroup.protocol_data',
-    536: 'DescribedGroup.protocol_data',
-    537: 'DescribedGroup.protocol_data',
-    538: 'DescribedGroup.members',
-    539: 'DescribedGroup.members',
-    540: 'DescribedGroup.members',
-    541: 'DescribedGroup.members',
-    542: 'DescribedGroup.members',
-    543: 'DescribedGroup.members',
-    544: 'DescribedGroup.members',
-    545: 'DescribedGroup.members',
-    546: 'DescribedGroup.members',
-    547: 'DescribedGroup.members',
-    548: 'DescribedGroup.members',
-    549: 'DescribedGroup.members',
-    550: 'DescribedGroup.members',
-    551: 'DescribedGroup.members',
-    552: 'DescribedGroup.authorized_operations',
-    553: 'DescribedGroup.authorized_operations',
-    554: 'DescribedGroup.<tagged fields>',
-    555: 'DescribedGroup.<tagged fields>',
-    556: 'DescribedGroup.<tagged fields>',
-    557: 'DescribedGroup.<tagged fields>',
-    558: 'DescribedGroup.<tagged fields>',
-    563: 'DescribeGroupsResponse.groups',
-    564: 'DescribeGroupsResponse.groups',
-    565: 'DescribeGroupsResponse.groups',
-    566: 'DescribeGroupsResponse.groups',
-    567: 'DescribeGroupsResponse.groups',
-    568: 'DescribeGroupsResponse.groups',
-    569: 'DescribeGroupsResponse.groups',
-    570: 'DescribeGroupsResponse.groups',
-    571: 'DescribeGroupsResponse.groups',
-    572: 'DescribeGroupsResponse.groups',
-    577: 'DescribeGroupsResponse.throttle_time_ms',
-    578: 'DescribeGroupsResponse.throttle_time_ms',
-    579: 'DescribeGroupsResponse.groups',
-    580: 'DescribeGroupsResponse.groups',
-    581: 'DescribeGroupsResponse.groups',
-    582: 'DescribeGroupsResponse.groups',
-    583: 'DescribeGroupsResponse.groups',
-    584: 'DescribeGroupsResponse.groups',
-    585: 'DescribeGroupsResponse.groups',
-    586: 'DescribeGroupsResponse.groups',
-    587: 'DescribeGroupsResponse.groups',
-    588: 'DescribeGroupsResponse.groups',
-    594: 'DescribeGroupsResponse.throttle_time_ms',
-    595: 'DescribeGroupsResponse.throttle_time_ms',
-    596: 'DescribeGroupsResponse.groups',
-    597: 'DescribeGroupsResponse.groups',
-    598: 'DescribeGroupsResponse.groups',
-    599: 'DescribeGroupsResponse.groups',
-    600: 'DescribeGroupsResponse.groups',
-    601: 'DescribeGroupsResponse.groups',
-    602: 'DescribeGroupsResponse.groups',
-    603: 'DescribeGroupsResponse.groups',
-    604: 'DescribeGroupsResponse.groups',
-    605: 'DescribeGroupsResponse.groups',
-    610: 'DescribeGroupsResponse.throttle_time_ms',
-    611: 'DescribeGroupsResponse.throttle_time_ms',
-    612: 'DescribeGroupsResponse.groups',
-    613: 'DescribeGroupsResponse.groups',
-    614: 'DescribeGroupsResponse.groups',
-    615: 'DescribeGroupsResponse.groups',
-    616: 'DescribeGroupsResponse.groups',
-    617: 'DescribeGroupsResponse.groups',
-    618: 'DescribeGroupsResponse.groups',
-    619: 'DescribeGroupsResponse.groups',
-    620: 'DescribeGroupsResponse.groups',
-    621: 'DescribeGroupsResponse.groups',
-    626: 'DescribeGroupsResponse.throttle_time_ms',
-    627: 'DescribeGroupsResponse.throttle_time_ms',
-    628: 'DescribeGroupsResponse.groups',
-    629: 'DescribeGroupsResponse.groups',
-    630: 'DescribeGroupsResponse.groups',
-    631: 'DescribeGroupsResponse.groups',
-    632: 'DescribeGroupsResponse.groups',
-    633: 'DescribeGroupsResponse.groups',
-    634: 'DescribeGroupsResponse.groups',
-    635: 'DescribeGroupsResponse.groups',
-    636: 'DescribeGroupsResponse.groups',
-    637: 'DescribeGroupsResponse.groups',
-    638: 'DescribeGroupsResponse.groups',
-    639: 'DescribeGroupsResponse.groups',
-    640: 'DescribeGroupsResponse.groups',
-    641: 'DescribeGroupsResponse.groups',
-    642: 'DescribeGroupsResponse.<tagged fields>',
-    643: 'DescribeGroupsResponse.<tagged fields>',
-    644: 'DescribeGroupsResponse.<tagged fields>',
-    645: 'DescribeGroupsResponse.<tagged fields>',
-    646: 'DescribeGroupsResponse.<tagged fields>',
+    525: 'DescribedGroup.members',
+    526: 'DescribedGroup.members',
+    527: 'DescribedGroup.members',
+    528: 'DescribedGroup.members',
+    529: 'DescribedGroup.members',
+    530: 'DescribedGroup.members',
+    531: 'DescribedGroup.members',
+    532: 'DescribedGroup.members',
+    533: 'DescribedGroup.members',
+    534: 'DescribedGroup.members',
+    535: 'DescribedGroup.authorized_operations',
+    536: 'DescribedGroup.authorized_operations',
+    550: 'DescribedGroup.error_code',
+    551: 'DescribedGroup.error_code',
+    552: 'DescribedGroup.group_id',
+    553: 'DescribedGroup.group_id',
+    554: 'DescribedGroup.group_id',
+    555: 'DescribedGroup.group_id',
+    556: 'DescribedGroup.group_id',
+    557: 'DescribedGroup.group_id',
+    558: 'DescribedGroup.group_id',
+    559: 'DescribedGroup.group_id',
+    560: 'DescribedGroup.group_id',
+    561: 'DescribedGroup.group_id',
+    562: 'DescribedGroup.group_id',
+    563: 'DescribedGroup.group_id',
+    564: 'DescribedGroup.group_id',
+    565: 'DescribedGroup.group_id',
+    566: 'DescribedGroup.group_id',
+    567: 'DescribedGroup.group_id',
+    568: 'DescribedGroup.group_id',
+    569: 'DescribedGroup.group_state',
+    570: 'DescribedGroup.group_state',
+    571: 'DescribedGroup.group_state',
+    572: 'DescribedGroup.group_state',
+    573: 'DescribedGroup.group_state',
+    574: 'DescribedGroup.group_state',
+    575: 'DescribedGroup.group_state',
+    576: 'DescribedGroup.group_state',
+    577: 'DescribedGroup.group_state',
+    578: 'DescribedGroup.group_state',
+    579: 'DescribedGroup.group_state',
+    580: 'DescribedGroup.group_state',
+    581: 'DescribedGroup.group_state',
+    582: 'DescribedGroup.group_state',
+    583: 'DescribedGroup.group_state',
+    584: 'DescribedGroup.group_state',
+    585: 'DescribedGroup.group_state',
+    586: 'DescribedGroup.protocol_type',
+    587: 'DescribedGroup.protocol_type',
+    588: 'DescribedGroup.protocol_type',
+    589: 'DescribedGroup.protocol_type',
+    590: 'DescribedGroup.protocol_type',
+    591: 'DescribedGroup.protocol_type',
+    592: 'DescribedGroup.protocol_type',
+    593: 'DescribedGroup.protocol_type',
+    594: 'DescribedGroup.protocol_type',
+    595: 'DescribedGroup.protocol_type',
+    596: 'DescribedGroup.protocol_type',
+    597: 'DescribedGroup.protocol_type',
+    598: 'DescribedGroup.protocol_type',
+    599: 'DescribedGroup.protocol_type',
+    600: 'DescribedGroup.protocol_type',
+    601: 'DescribedGroup.protocol_type',
+    602: 'DescribedGroup.protocol_type',
+    603: 'DescribedGroup.protocol_data',
+    604: 'DescribedGroup.protocol_data',
+    605: 'DescribedGroup.protocol_data',
+    606: 'DescribedGroup.protocol_data',
+    607: 'DescribedGroup.protocol_data',
+    608: 'DescribedGroup.protocol_data',
+    609: 'DescribedGroup.protocol_data',
+    610: 'DescribedGroup.protocol_data',
+    611: 'DescribedGroup.protocol_data',
+    612: 'DescribedGroup.protocol_data',
+    613: 'DescribedGroup.protocol_data',
+    614: 'DescribedGroup.protocol_data',
+    615: 'DescribedGroup.protocol_data',
+    616: 'DescribedGroup.protocol_data',
+    617: 'DescribedGroup.protocol_data',
+    618: 'DescribedGroup.protocol_data',
+    619: 'DescribedGroup.protocol_data',
+    620: 'DescribedGroup.members',
+    621: 'DescribedGroup.members',
+    622: 'DescribedGroup.members',
+    623: 'DescribedGroup.members',
+    624: 'DescribedGroup.members',
+    625: 'DescribedGroup.members',
+    626: 'DescribedGroup.members',
+    627: 'DescribedGroup.members',
+    628: 'DescribedGroup.members',
+    629: 'DescribedGroup.members',
+    630: 'DescribedGroup.members',
+    631: 'DescribedGroup.members',
+    632: 'DescribedGroup.members',
+    633: 'DescribedGroup.members',
+    634: 'DescribedGroup.members',
+    635: 'DescribedGroup.members',
+    636: 'DescribedGroup.members',
+    637: 'DescribedGroup.authorized_operations',
+    638: 'DescribedGroup.authorized_operations',
+    639: 'DescribedGroup.<tagged fields>',
+    640: 'DescribedGroup.<tagged fields>',
+    641: 'DescribedGroup.<tagged fields>',
+    642: 'DescribedGroup.<tagged fields>',
+    643: 'DescribedGroup.<tagged fields>',
+    657: 'DescribeGroupsResponse.groups',
+    658: 'DescribeGroupsResponse.groups',
+    659: 'DescribeGroupsResponse.groups',
+    660: 'DescribeGroupsResponse.groups',
+    661: 'DescribeGroupsResponse.groups',
+    662: 'DescribeGroupsResponse.groups',
+    663: 'DescribeGroupsResponse.groups',
+    664: 'DescribeGroupsResponse.groups',
+    665: 'DescribeGroupsResponse.groups',
+    666: 'DescribeGroupsResponse.groups',
+    675: 'DescribeGroupsResponse.throttle_time_ms',
+    676: 'DescribeGroupsResponse.throttle_time_ms',
+    677: 'DescribeGroupsResponse.groups',
+    678: 'DescribeGroupsResponse.groups',
+    679: 'DescribeGroupsResponse.groups',
+    680: 'DescribeGroupsResponse.groups',
+    681: 'DescribeGroupsResponse.groups',
+    682: 'DescribeGroupsResponse.groups',
+    683: 'DescribeGroupsResponse.groups',
+    684: 'DescribeGroupsResponse.groups',
+    685: 'DescribeGroupsResponse.groups',
+    686: 'DescribeGroupsResponse.groups',
+    696: 'DescribeGroupsResponse.throttle_time_ms',
+    697: 'DescribeGroupsResponse.throttle_time_ms',
+    698: 'DescribeGroupsResponse.groups',
+    699: 'DescribeGroupsResponse.groups',
+    700: 'DescribeGroupsResponse.groups',
+    701: 'DescribeGroupsResponse.groups',
+    702: 'DescribeGroupsResponse.groups',
+    703: 'DescribeGroupsResponse.groups',
+    704: 'DescribeGroupsResponse.groups',
+    705: 'DescribeGroupsResponse.groups',
+    706: 'DescribeGroupsResponse.groups',
+    707: 'DescribeGroupsResponse.groups',
+    716: 'DescribeGroupsResponse.throttle_time_ms',
+    717: 'DescribeGroupsResponse.throttle_time_ms',
+    718: 'DescribeGroupsResponse.groups',
+    719: 'DescribeGroupsResponse.groups',
+    720: 'DescribeGroupsResponse.groups',
+    721: 'DescribeGroupsResponse.groups',
+    722: 'DescribeGroupsResponse.groups',
+    723: 'DescribeGroupsResponse.groups',
+    724: 'DescribeGroupsResponse.groups',
+    725: 'DescribeGroupsResponse.groups',
+    726: 'DescribeGroupsResponse.groups',
+    727: 'DescribeGroupsResponse.groups',
+    736: 'DescribeGroupsResponse.throttle_time_ms',
+    737: 'DescribeGroupsResponse.throttle_time_ms',
+    738: 'DescribeGroupsResponse.groups',
+    739: 'DescribeGroupsResponse.groups',
+    740: 'DescribeGroupsResponse.groups',
+    741: 'DescribeGroupsResponse.groups',
+    742: 'DescribeGroupsResponse.groups',
+    743: 'DescribeGroupsResponse.groups',
+    744: 'DescribeGroupsResponse.groups',
+    745: 'DescribeGroupsResponse.groups',
+    746: 'DescribeGroupsResponse.groups',
+    747: 'DescribeGroupsResponse.groups',
+    748: 'DescribeGroupsResponse.groups',
+    749: 'DescribeGroupsResponse.groups',
+    750: 'DescribeGroupsResponse.groups',
+    751: 'DescribeGroupsResponse.groups',
+    752: 'DescribeGroupsResponse.groups',
+    753: 'DescribeGroupsResponse.groups',
+    754: 'DescribeGroupsResponse.groups',
+    755: 'DescribeGroupsResponse.<tagged fields>',
+    756: 'DescribeGroupsResponse.<tagged fields>',
+    757: 'DescribeGroupsResponse.<tagged fields>',
+    758: 'DescribeGroupsResponse.<tagged fields>',
+    759: 'DescribeGroupsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -65,7 +66,11 @@ def _d_DescribableLogDirTopic_v0(buf, pos):
         _chk(_n3, buf, pos, 'DescribableLogDirTopic.partitions')
         _f_partitions = list(_unpack_from('>%di' % _n3, buf, pos))
         pos += 4 * _n3
-    return DescribableLogDirTopic(_f_topic, _f_partitions, None), pos
+    _o = _new(DescribableLogDirTopic)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribableLogDirTopic_v1 = _d_DescribableLogDirTopic_v0
@@ -74,6 +79,9 @@ def _d_DescribableLogDirTopic_v2(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -88,6 +96,9 @@ def _d_DescribableLogDirTopic_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -102,7 +113,11 @@ def _d_DescribableLogDirTopic_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribableLogDirTopic.<tagged fields>')
-    return DescribableLogDirTopic(_f_topic, _f_partitions, _unk), pos
+    _o = _new(DescribableLogDirTopic)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribableLogDirTopic_v3 = _d_DescribableLogDirTopic_v2
@@ -120,7 +135,10 @@ def _d_DescribeLogDirsRequest_v0(buf, pos):
         for _ in range(_n16):
             _x17, pos = _d_DescribableLogDirTopic_v0(buf, pos)
             _f_topics.append(_x17)
-    return DescribeLogDirsRequest(_f_topics, None), pos
+    _o = _new(DescribeLogDirsRequest)
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeLogDirsRequest_v1 = _d_DescribeLogDirsRequest_v0
@@ -129,6 +147,9 @@ def _d_DescribeLogDirsRequest_v2(buf, pos):
     _n20 = buf[pos]
     if _n20 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n20 = (_n20 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n20, pos = _ruv(buf, pos)
     _n20 -= 1
@@ -145,7 +166,10 @@ def _d_DescribeLogDirsRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeLogDirsRequest.<tagged fields>')
-    return DescribeLogDirsRequest(_f_topics, _unk), pos
+    _o = _new(DescribeLogDirsRequest)
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeLogDirsRequest_v3 = _d_DescribeLogDirsRequest_v2
@@ -158,8 +182,8 @@ def _e_DescribableLogDirTopic_v0(o, w):
     w(_I16p(len(_v26)))
     w(_v26)
     _a27 = o.partitions
-    w(_I32p(len(_a27)))
-    w(_pack('>%di' % len(_a27), *_a27))
+    _l = len(_a27)
+    w(_counted_packer('i', _l)(_l, *_a27))
 
 
 _e_DescribableLogDirTopic_v1 = _e_DescribableLogDirTopic_v0
@@ -171,9 +195,10 @@ def _e_DescribableLogDirTopic_v2(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v30)
     _a31 = o.partitions
-    _l = len(_a31) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a31), *_a31))
+    _l = len(_a31)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a31))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -224,7 +249,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DescribeLogDirsRequest_v0, 1: _d_DescribeLogDirsRequest_v1, 2: _d_DescribeLogDirsRequest_v2, 3: _d_DescribeLogDirsRequest_v3, 4: _d_DescribeLogDirsRequest_v4}
 ENCODERS = {0: _e_DescribeLogDirsRequest_v0, 1: _e_DescribeLogDirsRequest_v1, 2: _e_DescribeLogDirsRequest_v2, 3: _e_DescribeLogDirsRequest_v3, 4: _e_DescribeLogDirsRequest_v4}
 _reg(__file__, {
-    50: 'DescribableLogDirTopic.topic',
     51: 'DescribableLogDirTopic.topic',
     52: 'DescribableLogDirTopic.topic',
     53: 'DescribableLogDirTopic.topic',
@@ -234,7 +258,7 @@ _reg(__file__, {
     57: 'DescribableLogDirTopic.topic',
     58: 'DescribableLogDirTopic.topic',
     59: 'DescribableLogDirTopic.topic',
-    60: 'DescribableLogDirTopic.partitions',
+    60: 'DescribableLogDirTopic.topic',
     61: 'DescribableLogDirTopic.partitions',
     62: 'DescribableLogDirTopic.partitions',
     63: 'DescribableLogDirTopic.partitions',
@@ -242,11 +266,7 @@ _reg(__file__, {
     65: 'DescribableLogDirTopic.partitions',
     66: 'DescribableLogDirTopic.partitions',
     67: 'DescribableLogDirTopic.partitions',
-    73: 'DescribableLogDirTopic.topic',
-    74: 'DescribableLogDirTopic.topic',
-    75: 'DescribableLogDirTopic.topic',
-    76: 'DescribableLogDirTopic.topic',
-    77: 'DescribableLogDirTopic.topic',
+    68: 'DescribableLogDirTopic.partitions',
     78: 'DescribableLogDirTopic.topic',
     79: 'DescribableLogDirTopic.topic',
     80: 'DescribableLogDirTopic.topic',
@@ -256,33 +276,34 @@ _reg(__file__, {
     84: 'DescribableLogDirTopic.topic',
     85: 'DescribableLogDirTopic.topic',
     86: 'DescribableLogDirTopic.topic',
-    87: 'DescribableLogDirTopic.partitions',
-    88: 'DescribableLogDirTopic.partitions',
-    89: 'DescribableLogDirTopic.partitions',
-    90: 'DescribableLogDirTopic.partitions',
-    91: 'DescribableLogDirTopic.partitions',
-    92: 'DescribableLogDirTopic.partitions',
-    93: 'DescribableLogDirTopic.partitions',
-    94: 'DescribableLogDirTopic.partitions',
+    87: 'DescribableLogDirTopic.topic',
+    88: 'DescribableLogDirTopic.topic',
+    89: 'DescribableLogDirTopic.topic',
+    90: 'DescribableLogDirTopic.topic',
+    91: 'DescribableLogDirTopic.topic',
+    92: 'DescribableLogDirTopic.topic',
+    93: 'DescribableLogDirTopic.topic',
+    94: 'DescribableLogDirTopic.topic',
     95: 'DescribableLogDirTopic.partitions',
     96: 'DescribableLogDirTopic.partitions',
     97: 'DescribableLogDirTopic.partitions',
     98: 'DescribableLogDirTopic.partitions',
-    99: 'DescribableLogDirTopic.<tagged fields>',
-    100: 'DescribableLogDirTopic.<tagged fields>',
-    101: 'DescribableLogDirTopic.<tagged fields>',
-    102: 'DescribableLogDirTopic.<tagged fields>',
-    103: 'DescribableLogDirTopic.<tagged fields>',
-    110: 'DescribeLogDirsRequest.topics',
-    111: 'DescribeLogDirsRequest.topics',
-    112: 'DescribeLogDirsRequest.topics',
-    113: 'DescribeLogDirsRequest.topics',
-    114: 'DescribeLogDirsRequest.topics',
-    115: 'DescribeLogDirsRequest.topics',
-    116: 'DescribeLogDirsRequest.topics',
-    117: 'DescribeLogDirsRequest.topics',
-    118: 'DescribeLogDirsRequest.topics',
-    119: 'DescribeLogDirsRequest.topics',
+    99: 'DescribableLogDirTopic.partitions',
+    100: 'DescribableLogDirTopic.partitions',
+    101: 'DescribableLogDirTopic.partitions',
+    102: 'DescribableLogDirTopic.partitions',
+    103: 'DescribableLogDirTopic.partitions',
+    104: 'DescribableLogDirTopic.partitions',
+    105: 'DescribableLogDirTopic.partitions',
+    106: 'DescribableLogDirTopic.partitions',
+    107: 'DescribableLogDirTopic.partitions',
+    108: 'DescribableLogDirTopic.partitions',
+    109: 'DescribableLogDirTopic.partitions',
+    110: 'DescribableLogDirTopic.<tagged fields>',
+    111: 'DescribableLogDirTopic.<tagged fields>',
+    112: 'DescribableLogDirTopic.<tagged fields>',
+    113: 'DescribableLogDirTopic.<tagged fields>',
+    114: 'DescribableLogDirTopic.<tagged fields>',
     125: 'DescribeLogDirsRequest.topics',
     126: 'DescribeLogDirsRequest.topics',
     127: 'DescribeLogDirsRequest.topics',
@@ -293,13 +314,26 @@ _reg(__file__, {
     132: 'DescribeLogDirsRequest.topics',
     133: 'DescribeLogDirsRequest.topics',
     134: 'DescribeLogDirsRequest.topics',
-    135: 'DescribeLogDirsRequest.topics',
-    136: 'DescribeLogDirsRequest.topics',
-    137: 'DescribeLogDirsRequest.topics',
-    138: 'DescribeLogDirsRequest.topics',
-    139: 'DescribeLogDirsRequest.<tagged fields>',
-    140: 'DescribeLogDirsRequest.<tagged fields>',
-    141: 'DescribeLogDirsRequest.<tagged fields>',
-    142: 'DescribeLogDirsRequest.<tagged fields>',
-    143: 'DescribeLogDirsRequest.<tagged fields>',
+    143: 'DescribeLogDirsRequest.topics',
+    144: 'DescribeLogDirsRequest.topics',
+    145: 'DescribeLogDirsRequest.topics',
+    146: 'DescribeLogDirsRequest.topics',
+    147: 'DescribeLogDirsRequest.topics',
+    148: 'DescribeLogDirsRequest.topics',
+    149: 'DescribeLogDirsRequest.topics',
+    150: 'DescribeLogDirsRequest.topics',
+    151: 'DescribeLogDirsRequest.topics',
+    152: 'DescribeLogDirsRequest.topics',
+    153: 'DescribeLogDirsRequest.topics',
+    154: 'DescribeLogDirsRequest.topics',
+    155: 'DescribeLogDirsRequest.topics',
+    156: 'DescribeLogDirsRequest.topics',
+    157: 'DescribeLogDirsRequest.topics',
+    158: 'DescribeLogDirsRequest.topics',
+    159: 'DescribeLogDirsRequest.topics',
+    160: 'DescribeLogDirsRequest.<tagged fields>',
+    161: 'DescribeLogDirsRequest.<tagged fields>',
+    162: 'DescribeLogDirsRequest.<tagged fields>',
+    163: 'DescribeLogDirsRequest.<tagged fields>',
+    164: 'DescribeLogDirsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -110,7 +111,13 @@ class DescribeLogDirsResult(_Message):
 def _d_DescribeLogDirsPartition_v0(buf, pos):
     _f_partition_index, _f_partition_size, _f_offset_lag, _f_is_future_key = _S_iqqou(buf, pos)
     pos += 21
-    return DescribeLogDirsPartition(_f_partition_index, _f_partition_size, _f_offset_lag, _f_is_future_key, None), pos
+    _o = _new(DescribeLogDirsPartition)
+    _o.partition_index = _f_partition_index
+    _o.partition_size = _f_partition_size
+    _o.offset_lag = _f_offset_lag
+    _o.is_future_key = _f_is_future_key
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeLogDirsPartition_v1 = _d_DescribeLogDirsPartition_v0
@@ -123,7 +130,13 @@ def _d_DescribeLogDirsPartition_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeLogDirsPartition.<tagged fields>')
-    return DescribeLogDirsPartition(_f_partition_index, _f_partition_size, _f_offset_lag, _f_is_future_key, _unk), pos
+    _o = _new(DescribeLogDirsPartition)
+    _o.partition_index = _f_partition_index
+    _o.partition_size = _f_partition_size
+    _o.offset_lag = _f_offset_lag
+    _o.is_future_key = _f_is_future_key
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeLogDirsPartition_v3 = _d_DescribeLogDirsPartition_v2
@@ -151,7 +164,11 @@ def _d_DescribeLogDirsTopic_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_DescribeLogDirsPartition_v0(buf, pos)
             _f_partitions.append(_x4)
-    return DescribeLogDirsTopic(_f_name, _f_partitions, None), pos
+    _o = _new(DescribeLogDirsTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeLogDirsTopic_v1 = _d_DescribeLogDirsTopic_v0
@@ -160,6 +177,9 @@ def _d_DescribeLogDirsTopic_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -174,6 +194,9 @@ def _d_DescribeLogDirsTopic_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -190,7 +213,11 @@ def _d_DescribeLogDirsTopic_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeLogDirsTopic.<tagged fields>')
-    return DescribeLogDirsTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(DescribeLogDirsTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeLogDirsTopic_v3 = _d_DescribeLogDirsTopic_v2
@@ -220,7 +247,14 @@ def _d_DescribeLogDirsResult_v0(buf, pos):
         for _ in range(_n23):
             _x24, pos = _d_DescribeLogDirsTopic_v0(buf, pos)
             _f_topics.append(_x24)
-    return DescribeLogDirsResult(_f_error_code, _f_log_dir, _f_topics, -1, -1, None), pos
+    _o = _new(DescribeLogDirsResult)
+    _o.error_code = _f_error_code
+    _o.log_dir = _f_log_dir
+    _o.topics = _f_topics
+    _o.total_bytes = -1
+    _o.usable_bytes = -1
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeLogDirsResult_v1 = _d_DescribeLogDirsResult_v0
@@ -231,6 +265,9 @@ def _d_DescribeLogDirsResult_v2(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -245,6 +282,9 @@ def _d_DescribeLogDirsResult_v2(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -261,7 +301,14 @@ def _d_DescribeLogDirsResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeLogDirsResult.<tagged fields>')
-    return DescribeLogDirsResult(_f_error_code, _f_log_dir, _f_topics, -1, -1, _unk), pos
+    _o = _new(DescribeLogDirsResult)
+    _o.error_code = _f_error_code
+    _o.log_dir = _f_log_dir
+    _o.topics = _f_topics
+    _o.total_bytes = -1
+    _o.usable_bytes = -1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeLogDirsResult_v3 = _d_DescribeLogDirsResult_v2
@@ -272,6 +319,9 @@ def _d_DescribeLogDirsResult_v4(buf, pos):
     _n37 = buf[pos]
     if _n37 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n37 = (_n37 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n37, pos = _ruv(buf, pos)
     _n37 -= 1
@@ -286,6 +336,9 @@ def _d_DescribeLogDirsResult_v4(buf, pos):
     _n39 = buf[pos]
     if _n39 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n39 = (_n39 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n39, pos = _ruv(buf, pos)
     _n39 -= 1
@@ -304,7 +357,14 @@ def _d_DescribeLogDirsResult_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeLogDirsResult.<tagged fields>')
-    return DescribeLogDirsResult(_f_error_code, _f_log_dir, _f_topics, _f_total_bytes, _f_usable_bytes, _unk), pos
+    _o = _new(DescribeLogDirsResult)
+    _o.error_code = _f_error_code
+    _o.log_dir = _f_log_dir
+    _o.topics = _f_topics
+    _o.total_bytes = _f_total_bytes
+    _o.usable_bytes = _f_usable_bytes
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeLogDirsResponse_v0(buf, pos):
@@ -320,7 +380,12 @@ def _d_DescribeLogDirsResponse_v0(buf, pos):
         for _ in range(_n41):
             _x42, pos = _d_DescribeLogDirsResult_v0(buf, pos)
             _f_results.append(_x42)
-    return DescribeLogDirsResponse(_f_throttle_time_ms, 0, _f_results, None), pos
+    _o = _new(DescribeLogDirsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = 0
+    _o.results = _f_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_DescribeLogDirsResponse_v1 = _d_DescribeLogDirsResponse_v0
@@ -331,6 +396,9 @@ def _d_DescribeLogDirsResponse_v2(buf, pos):
     _n45 = buf[pos]
     if _n45 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n45 = (_n45 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n45, pos = _ruv(buf, pos)
     _n45 -= 1
@@ -347,7 +415,12 @@ def _d_DescribeLogDirsResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeLogDirsResponse.<tagged fields>')
-    return DescribeLogDirsResponse(_f_throttle_time_ms, 0, _f_results, _unk), pos
+    _o = _new(DescribeLogDirsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = 0
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeLogDirsResponse_v3(buf, pos):
@@ -356,6 +429,9 @@ def _d_DescribeLogDirsResponse_v3(buf, pos):
     _n47 = buf[pos]
     if _n47 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n47 = (_n47 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n47, pos = _ruv(buf, pos)
     _n47 -= 1
@@ -372,7 +448,12 @@ def _d_DescribeLogDirsResponse_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeLogDirsResponse.<tagged fields>')
-    return DescribeLogDirsResponse(_f_throttle_time_ms, _f_error_code, _f_results, _unk), pos
+    _o = _new(DescribeLogDirsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeLogDirsResponse_v4(buf, pos):
@@ -381,6 +462,9 @@ def _d_DescribeLogDirsResponse_v4(buf, pos):
     _n49 = buf[pos]
     if _n49 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n49 = (_n49 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n49, pos = _ruv(buf, pos)
     _n49 -= 1
@@ -397,7 +481,12 @@ def _d_DescribeLogDirsResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeLogDirsResponse.<tagged fields>')
-    return DescribeLogDirsResponse(_f_throttle_time_ms, _f_error_code, _f_results, _unk), pos
+    _o = _new(DescribeLogDirsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DescribeLogDirsPartition_v0(o, w):
@@ -568,90 +657,74 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_DescribeLogDirsResponse_v0, 1: _d_DescribeLogDirsResponse_v1, 2: _d_DescribeLogDirsResponse_v2, 3: _d_DescribeLogDirsResponse_v3, 4: _d_DescribeLogDirsResponse_v4}
 ENCODERS = {0: _e_DescribeLogDirsResponse_v0, 1: _e_DescribeLogDirsResponse_v1, 2: _e_DescribeLogDirsResponse_v2, 3: _e_DescribeLogDirsResponse_v3, 4: _e_DescribeLogDirsResponse_v4}
 _reg(__file__, {
-    111: 'DescribeLogDirsPartition.partition_index/partition_size/offset_lag/is_future_key',
     112: 'DescribeLogDirsPartition.partition_index/partition_size/offset_lag/is_future_key',
-    118: 'DescribeLogDirsPartition.partition_index/partition_size/offset_lag/is_future_key',
-    119: 'DescribeLogDirsPartition.partition_index/partition_size/offset_lag/is_future_key',
-    120: 'DescribeLogDirsPartition.<tagged fields>',
-    121: 'DescribeLogDirsPartition.<tagged fields>',
-    122: 'DescribeLogDirsPartition.<tagged fields>',
-    123: 'DescribeLogDirsPartition.<tagged fields>',
-    124: 'DescribeLogDirsPartition.<tagged fields>',
-    131: 'DescribeLogDirsTopic.name',
-    132: 'DescribeLogDirsTopic.name',
-    133: 'DescribeLogDirsTopic.name',
-    134: 'DescribeLogDirsTopic.name',
-    135: 'DescribeLogDirsTopic.name',
-    136: 'DescribeLogDirsTopic.name',
-    137: 'DescribeLogDirsTopic.name',
-    138: 'DescribeLogDirsTopic.name',
-    139: 'DescribeLogDirsTopic.name',
-    140: 'DescribeLogDirsTopic.name',
-    141: 'DescribeLogDirsTopic.partitions',
-    142: 'DescribeLogDirsTopic.partitions',
-    143: 'DescribeLogDirsTopic.partitions',
-    144: 'DescribeLogDirsTopic.partitions',
-    145: 'DescribeLogDirsTopic.partitions',
-    146: 'DescribeLogDirsTopic.partitions',
-    147: 'DescribeLogDirsTopic.partitions',
-    148: 'DescribeLogDirsTopic.partitions',
-    149: 'DescribeLogDirsTopic.partitions',
-    150: 'DescribeLogDirsTopic.partitions',
-    156: 'DescribeLogDirsTopic.name',
-    157: 'DescribeLogDirsTopic.name',
-    158: 'DescribeLogDirsTopic.name',
-    159: 'DescribeLogDirsTopic.name',
-    160: 'DescribeLogDirsTopic.name',
-    161: 'DescribeLogDirsTopic.name',
-    162: 'DescribeLogDirsTopic.name',
-    163: 'DescribeLogDirsTopic.name',
-    164: 'DescribeLogDirsTopic.name',
-    165: 'DescribeLogDirsTopic.name',
-    166: 'DescribeLogDirsTopic.name',
-    167: 'DescribeLogDirsTopic.name',
-    168: 'DescribeLogDirsTopic.name',
-    169: 'DescribeLogDirsTopic.name',
-    170: 'DescribeLogDirsTopic.partitions',
-    171: 'DescribeLogDirsTopic.partitions',
-    172: 'DescribeLogDirsTopic.partitions',
-    173: 'DescribeLogDirsTopic.partitions',
-    174: 'DescribeLogDirsTopic.partitions',
-    175: 'DescribeLogDirsTopic.partitions',
-    176: 'DescribeLogDirsTopic.partitions',
-    177: 'DescribeLogDirsTopic.partitions',
-    178: 'DescribeLogDirsTopic.partitions',
-    179: 'DescribeLogDirsTopic.partitions',
-    180: 'DescribeLogDirsTopic.partitions',
-    181: 'DescribeLogDirsTopic.partitions',
-    182: 'DescribeLogDirsTopic.partitions',
-    183: 'DescribeLogDirsTopic.partitions',
-    184: 'DescribeLogDirsTopic.<tagged fields>',
-    185: 'DescribeLogDirsTopic.<tagged fields>',
-    186: 'DescribeLogDirsTopic.<tagged fields>',
-    187: 'DescribeLogDirsTopic.<tagged fields>',
-    188: 'DescribeLogDirsTopic.<tagged fields>',
-    195: 'DescribeLogDirsResult.error_code',
-    196: 'DescribeLogDirsResult.error_code',
-    197: 'DescribeLogDirsResult.log_dir',
-    198: 'DescribeLogDirsResult.log_dir',
-    199: 'DescribeLogDirsResult.log_dir',
-    200: 'DescribeLogDirsResult.log_dir',
-    201: 'DescribeLogDirsResult.log_dir',
-    202: 'DescribeLogDirsResult.log_dir',
-    203: 'DescribeLogDirsResult.log_dir',
-    204: 'DescribeLogDirsResult.log_dir',
-    205: 'DescribeLogDirsResult.log_dir',
-    206: 'DescribeLogDirsResult.log_dir',
-    207: 'DescribeLogDirsResult.topics',
-    208: 'DescribeLogDirsResult.topics',
-    209: 'DescribeLogDirsResult.topics',
-    210: 'DescribeLogDirsResult.topics',
-    211: 'DescribeLogDirsResult.topics',
-    212: 'DescribeLogDirsResult.topics',
-    213: 'DescribeLogDirsResult.topics',
-    214: 'DescribeLogDirsResult.topics',
-    215: 'DescribeLogDirsResult.topics',
-    216: 'DescribeLogDirsResult.topics',
+    113: 'DescribeLogDirsPartition.partition_index/partition_size/offset_lag/is_future_key',
+    125: 'DescribeLogDirsPartition.partition_index/partition_size/offset_lag/is_future_key',
+    126: 'DescribeLogDirsPartition.partition_index/partition_size/offset_lag/is_future_key',
+    127: 'DescribeLogDirsPartition.<tagged fields>',
+    128: 'DescribeLogDirsPartition.<tagged fields>',
+    129: 'DescribeLogDirsPartition.<tagged fields>',
+    130: 'DescribeLogDirsPartition.<tagged fields>',
+    131: 'DescribeLogDirsPartition.<tagged fields>',
+    144: 'DescribeLogDirsTopic.name',
+    145: 'DescribeLogDirsTopic.name',
+    146: 'DescribeLogDirsTopic.name',
+    147: 'DescribeLogDirsTopic.name',
+    148: 'DescribeLogDirsTopic.name',
+    149: 'DescribeLogDirsTopic.name',
+    150: 'DescribeLogDirsTopic.name',
+    151: 'DescribeLogDirsTopic.name',
+    152: 'DescribeLogDirsTopic.name',
+    153: 'DescribeLogDirsTopic.name',
+    154: 'DescribeLogDirsTopic.partitions',
+    155: 'DescribeLogDirsTopic.partitions',
+    156: 'DescribeLogDirsTopic.partitions',
+    157: 'DescribeLogDirsTopic.partitions',
+    158: 'DescribeLogDirsTopic.partitions',
+    159: 'DescribeLogDirsTopic.partitions',
+    160: 'DescribeLogDirsTopic.partitions',
+    161: 'DescribeLogDirsTopic.partitions',
+    162: 'DescribeLogDirsTopic.partitions',
+    163: 'DescribeLogDirsTopic.partitions',
+    173: 'DescribeLogDirsTopic.name',
+    174: 'DescribeLogDirsTopic.name',
+    175: 'DescribeLogDirsTopic.name',
+    176: 'DescribeLogDirsTopic.name',
+    177: 'DescribeLogDirsTopic.name',
+    178: 'DescribeLogDirsTopic.name',
+    179: 'DescribeLogDirsTopic.name',
+    180: 'DescribeLogDirsTopic.name',
+    181: 'DescribeLogDirsTopic.name',
+    182: 'DescribeLogDirsTopic.name',
+    183: 'DescribeLogDirsTopic.name',
+    184: 'DescribeLogDirsTopic.name',
+    185: 'DescribeLogDirsTopic.name',
+    186: 'DescribeLogDirsTopic.name',
+    187: 'DescribeLogDirsTopic.name',
+    188: 'DescribeLogDirsTopic.name',
+    189: 'DescribeLogDirsTopic.name',
+    190: 'DescribeLogDirsTopic.partitions',
+    191: 'DescribeLogDirsTopic.partitions',
+    192: 'DescribeLogDirsTopic.partitions',
+    193: 'DescribeLogDirsTopic.partitions',
+    194: 'DescribeLogDirsTopic.partitions',
+    195: 'DescribeLogDirsTopic.partitions',
+    196: 'DescribeLogDirsTopic.partitions',
+    197: 'DescribeLogDirsTopic.partitions',
+    198: 'DescribeLogDirsTopic.partitions',
+    199: 'DescribeLogDirsTopic.partitions',
+    200: 'DescribeLogDirsTopic.partitions',
+    201: 'DescribeLogDirsTopic.partitions',
+    202: 'DescribeLogDirsTopic.partitions',
+    203: 'DescribeLogDirsTopic.partitions',
+    204: 'DescribeLogDirsTopic.partitions',
+    205: 'DescribeLogDirsTopic.partitions',
+    206: 'DescribeLogDirsTopic.partitions',
+    207: 'DescribeLogDirsTopic.<tagged fields>',
+    208: 'DescribeLogDirsTopic.<tagged fields>',
+    209: 'DescribeLogDirsTopic.<tagged fields>',
+    210: 'DescribeLogDirsTopic.<tagged fields>',
+    211: 'DescribeLogDirsTopic.<tagged fields>',
     222: 'DescribeLogDirsResult.error_code',
     223: 'DescribeLogDirsResult.error_code',
     224: 'DescribeLogDirsResult.log_dir',
@@ -664,31 +737,24 @@ _reg(__file__, {
     231: 'DescribeLogDirsResult.log_dir',
     232: 'DescribeLogDirsResult.log_dir',
     233: 'DescribeLogDirsResult.log_dir',
-    234: 'DescribeLogDirsResult.log_dir',
-    235: 'DescribeLogDirsResult.log_dir',
-    236: 'DescribeLogDirsResult.log_dir',
-    237: 'DescribeLogDirsResult.log_dir',
+    234: 'DescribeLogDirsResult.topics',
+    235: 'DescribeLogDirsResult.topics',
+    236: 'DescribeLogDirsResult.topics',
+    237: 'DescribeLogDirsResult.topics',
     238: 'DescribeLogDirsResult.topics',
     239: 'DescribeLogDirsResult.topics',
     240: 'DescribeLogDirsResult.topics',
     241: 'DescribeLogDirsResult.topics',
     242: 'DescribeLogDirsResult.topics',
     243: 'DescribeLogDirsResult.topics',
-    244: 'DescribeLogDirsResult.topics',
-    245: 'DescribeLogDirsResult.topics',
-    246: 'DescribeLogDirsResult.topics',
-    247: 'DescribeLogDirsResult.topics',
-    248: 'DescribeLogDirsResult.topics',
-    249: 'DescribeLogDirsResult.topics',
-    250: 'DescribeLogDirsResult.topics',
-    251: 'DescribeLogDirsResult.topics',
-    252: 'DescribeLogDirsResult.<tagged fields>',
-    253: 'DescribeLogDirsResult.<tagged fields>',
-    254: 'DescribeLogDirsResult.<tagged fields>',
-    255: 'DescribeLogDirsResult.<tagged fields>',
-    256: 'DescribeLogDirsResult.<tagged fields>',
-    262: 'DescribeLogDirsResult.error_code',
-    263: 'DescribeLogDirsResult.error_code',
+    256: 'DescribeLogDirsResult.error_code',
+    257: 'DescribeLogDirsResult.error_code',
+    258: 'DescribeLogDirsResult.log_dir',
+    259: 'DescribeLogDirsResult.log_dir',
+    260: 'DescribeLogDirsResult.log_dir',
+    261: 'DescribeLogDirsResult.log_dir',
+    262: 'DescribeLogDirsResult.log_dir',
+    263: 'DescribeLogDirsResult.log_dir',
     264: 'DescribeLogDirsResult.log_dir',
     265: 'DescribeLogDirsResult.log_dir',
     266: 'DescribeLogDirsResult.log_dir',
@@ -700,9 +766,9 @@ _reg(__file__, {
     272: 'DescribeLogDirsResult.log_dir',
     273: 'DescribeLogDirsResult.log_dir',
     274: 'DescribeLogDirsResult.log_dir',
-    275: 'DescribeLogDirsResult.log_dir',
-    276: 'DescribeLogDirsResult.log_dir',
-    277: 'DescribeLogDirsResult.log_dir',
+    275: 'DescribeLogDirsResult.topics',
+    276: 'DescribeLogDirsResult.topics',
+    277: 'DescribeLogDirsResult.topics',
     278: 'DescribeLogDirsResult.topics',
     279: 'DescribeLogDirsResult.topics',
     280: 'DescribeLogDirsResult.topics',
@@ -717,86 +783,136 @@ _reg(__file__, {
     289: 'DescribeLogDirsResult.topics',
     290: 'DescribeLogDirsResult.topics',
     291: 'DescribeLogDirsResult.topics',
-    292: 'DescribeLogDirsResult.total_bytes/usable_bytes',
-    293: 'DescribeLogDirsResult.total_bytes/usable_bytes',
+    292: 'DescribeLogDirsResult.<tagged fields>',
+    293: 'DescribeLogDirsResult.<tagged fields>',
     294: 'DescribeLogDirsResult.<tagged fields>',
     295: 'DescribeLogDirsResult.<tagged fields>',
     296: 'DescribeLogDirsResult.<tagged fields>',
-    297: 'DescribeLogDirsResult.<tagged fields>',
-    298: 'DescribeLogDirsResult.<tagged fields>',
-    303: 'DescribeLogDirsResponse.throttle_time_ms',
-    304: 'DescribeLogDirsResponse.throttle_time_ms',
-    305: 'DescribeLogDirsResponse.results',
-    306: 'DescribeLogDirsResponse.results',
-    307: 'DescribeLogDirsResponse.results',
-    308: 'DescribeLogDirsResponse.results',
-    309: 'DescribeLogDirsResponse.results',
-    310: 'DescribeLogDirsResponse.results',
-    311: 'DescribeLogDirsResponse.results',
-    312: 'DescribeLogDirsResponse.results',
-    313: 'DescribeLogDirsResponse.results',
-    314: 'DescribeLogDirsResponse.results',
-    320: 'DescribeLogDirsResponse.throttle_time_ms',
-    321: 'DescribeLogDirsResponse.throttle_time_ms',
-    322: 'DescribeLogDirsResponse.results',
-    323: 'DescribeLogDirsResponse.results',
-    324: 'DescribeLogDirsResponse.results',
-    325: 'DescribeLogDirsResponse.results',
-    326: 'DescribeLogDirsResponse.results',
-    327: 'DescribeLogDirsResponse.results',
-    328: 'DescribeLogDirsResponse.results',
-    329: 'DescribeLogDirsResponse.results',
-    330: 'DescribeLogDirsResponse.results',
-    331: 'DescribeLogDirsResponse.results',
-    332: 'DescribeLogDirsResponse.results',
-    333: 'DescribeLogDirsResponse.results',
-    334: 'DescribeLogDirsResponse.results',
-    335: 'DescribeLogDirsResponse.results',
-    336: 'DescribeLogDirsResponse.<tagged fields>',
-    337: 'DescribeLogDirsResponse.<tagged fields>',
-    338: 'DescribeLogDirsResponse.<tagged fields>',
-    339: 'DescribeLogDirsResponse.<tagged fields>',
-    340: 'DescribeLogDirsResponse.<tagged fields>',
-    345: 'DescribeLogDirsResponse.throttle_time_ms/error_code',
-    346: 'DescribeLogDirsResponse.throttle_time_ms/error_code',
-    347: 'DescribeLogDirsResponse.results',
-    348: 'DescribeLogDirsResponse.results',
-    349: 'DescribeLogDirsResponse.results',
-    350: 'DescribeLogDirsResponse.results',
-    351: 'DescribeLogDirsResponse.results',
-    352: 'DescribeLogDirsResponse.results',
-    353: 'DescribeLogDirsResponse.results',
-    354: 'DescribeLogDirsResponse.results',
-    355: 'DescribeLogDirsResponse.results',
-    356: 'DescribeLogDirsResponse.results',
-    357: 'DescribeLogDirsResponse.results',
-    358: 'DescribeLogDirsResponse.results',
-    359: 'DescribeLogDirsResponse.results',
-    360: 'DescribeLogDirsResponse.results',
-    361: 'DescribeLogDirsResponse.<tagged fields>',
-    362: 'DescribeLogDirsResponse.<tagged fields>',
-    363: 'DescribeLogDirsResponse.<tagged fields>',
-    364: 'DescribeLogDirsResponse.<tagged fields>',
-    365: 'DescribeLogDirsResponse.<tagged fields>',
-    370: 'DescribeLogDirsResponse.throttle_time_ms/error_code',
-    371: 'DescribeLogDirsResponse.throttle_time_ms/error_code',
+    309: 'DescribeLogDirsResult.error_code',
+    310: 'DescribeLogDirsResult.error_code',
+    311: 'DescribeLogDirsResult.log_dir',
+    312: 'DescribeLogDirsResult.log_dir',
+    313: 'DescribeLogDirsResult.log_dir',
+    314: 'DescribeLogDirsResult.log_dir',
+    315: 'DescribeLogDirsResult.log_dir',
+    316: 'DescribeLogDirsResult.log_dir',
+    317: 'DescribeLogDirsResult.log_dir',
+    318: 'DescribeLogDirsResult.log_dir',
+    319: 'DescribeLogDirsResult.log_dir',
+    320: 'DescribeLogDirsResult.log_dir',
+    321: 'DescribeLogDirsResult.log_dir',
+    322: 'DescribeLogDirsResult.log_dir',
+    323: 'DescribeLogDirsResult.log_dir',
+    324: 'DescribeLogDirsResult.log_dir',
+    325: 'DescribeLogDirsResult.log_dir',
+    326: 'DescribeLogDirsResult.log_dir',
+    327: 'DescribeLogDirsResult.log_dir',
+    328: 'DescribeLogDirsResult.topics',
+    329: 'DescribeLogDirsResult.topics',
+    330: 'DescribeLogDirsResult.topics',
+    331: 'DescribeLogDirsResult.topics',
+    332: 'DescribeLogDirsResult.topics',
+    333: 'DescribeLogDirsResult.topics',
+    334: 'DescribeLogDirsResult.topics',
+    335: 'DescribeLogDirsResult.topics',
+    336: 'DescribeLogDirsResult.topics',
+    337: 'DescribeLogDirsResult.topics',
+    338: 'DescribeLogDirsResult.topics',
+    339: 'DescribeLogDirsResult.topics',
+    340: 'DescribeLogDirsResult.topics',
+    341: 'DescribeLogDirsResult.topics',
+    342: 'DescribeLogDirsResult.topics',
+    343: 'DescribeLogDirsResult.topics',
+    344: 'DescribeLogDirsResult.topics',
+    345: 'DescribeLogDirsResult.total_bytes/usable_bytes',
+    346: 'DescribeLogDirsResult.total_bytes/usable_bytes',
+    347: 'DescribeLogDirsResult.<tagged fields>',
+    348: 'DescribeLogDirsResult.<tagged fields>',
+    349: 'DescribeLogDirsResult.<tagged fields>',
+    350: 'DescribeLogDirsResult.<tagged fields>',
+    351: 'DescribeLogDirsResult.<tagged fields>',
+    363: 'DescribeLogDirsResponse.throttle_time_ms',
+    364: 'DescribeLogDirsResponse.throttle_time_ms',
+    365: 'DescribeLogDirsResponse.results',
+    366: 'DescribeLogDirsResponse.results',
+    367: 'DescribeLogDirsResponse.results',
+    368: 'DescribeLogDirsResponse.results',
+    369: 'DescribeLogDirsResponse.results',
+    370: 'DescribeLogDirsResponse.results',
+    371: 'DescribeLogDirsResponse.results',
     372: 'DescribeLogDirsResponse.results',
     373: 'DescribeLogDirsResponse.results',
     374: 'DescribeLogDirsResponse.results',
-    375: 'DescribeLogDirsResponse.results',
-    376: 'DescribeLogDirsResponse.results',
-    377: 'DescribeLogDirsResponse.results',
-    378: 'DescribeLogDirsResponse.results',
-    379: 'DescribeLogDirsResponse.results',
-    380: 'DescribeLogDirsResponse.results',
-    381: 'DescribeLogDirsResponse.results',
-    382: 'DescribeLogDirsResponse.results',
-    383: 'DescribeLogDirsResponse.results',
-    384: 'DescribeLogDirsResponse.results',
-    385: 'DescribeLogDirsResponse.results',
-    386: 'DescribeLogDirsResponse.<tagged fields>',
-    387: 'DescribeLogDirsResponse.<tagged fields>',
-    388: 'DescribeLogDirsResponse.<tagged fields>',
-    389: 'DescribeLogDirsResponse.<tagged fields>',
-    390: 'DescribeLogDirsResponse.<tagged fields>',
+    385: 'DescribeLogDirsResponse.throttle_time_ms',
+    386: 'DescribeLogDirsResponse.throttle_time_ms',
+    387: 'DescribeLogDirsResponse.results',
+    388: 'DescribeLogDirsResponse.results',
+    389: 'DescribeLogDirsResponse.results',
+    390: 'DescribeLogDirsResponse.results',
+    391: 'DescribeLogDirsResponse.results',
+    392: 'DescribeLogDirsResponse.results',
+    393: 'DescribeLogDirsResponse.results',
+    394: 'DescribeLogDirsResponse.results',
+    395: 'DescribeLogDirsResponse.results',
+    396: 'DescribeLogDirsResponse.results',
+    397: 'DescribeLogDirsResponse.results',
+    398: 'DescribeLogDirsResponse.results',
+    399: 'DescribeLogDirsResponse.results',
+    400: 'DescribeLogDirsResponse.results',
+    401: 'DescribeLogDirsResponse.results',
+    402: 'DescribeLogDirsResponse.results',
+    403: 'DescribeLogDirsResponse.results',
+    404: 'DescribeLogDirsResponse.<tagged fields>',
+    405: 'DescribeLogDirsResponse.<tagged fields>',
+    406: 'DescribeLogDirsResponse.<tagged fields>',
+    407: 'DescribeLogDirsResponse.<tagged fields>',
+    408: 'DescribeLogDirsResponse.<tagged fields>',
+    418: 'DescribeLogDirsResponse.throttle_time_ms/error_code',
+    419: 'DescribeLogDirsResponse.throttle_time_ms/error_code',
+    420: 'DescribeLogDirsResponse.results',
+    421: 'DescribeLogDirsResponse.results',
+    422: 'DescribeLogDirsResponse.results',
+    423: 'DescribeLogDirsResponse.results',
+    424: 'DescribeLogDirsResponse.results',
+    425: 'DescribeLogDirsResponse.results',
+    426: 'DescribeLogDirsResponse.results',
+    427: 'DescribeLogDirsResponse.results',
+    428: 'DescribeLogDirsResponse.results',
+    429: 'DescribeLogDirsResponse.results',
+    430: 'DescribeLogDirsResponse.results',
+    431: 'DescribeLogDirsResponse.results',
+    432: 'DescribeLogDirsResponse.results',
+    433: 'DescribeLogDirsResponse.results',
+    434: 'DescribeLogDirsResponse.results',
+    435: 'DescribeLogDirsResponse.results',
+    436: 'DescribeLogDirsResponse.results',
+    437: 'DescribeLogDirsResponse.<tagged fields>',
+    438: 'DescribeLogDirsResponse.<tagged fields>',
+    439: 'DescribeLogDirsResponse.<tagged fields>',
+    440: 'DescribeLogDirsResponse.<tagged fields>',
+    441: 'DescribeLogDirsResponse.<tagged fields>',
+    451: 'DescribeLogDirsResponse.throttle_time_ms/error_code',
+    452: 'DescribeLogDirsResponse.throttle_time_ms/error_code',
+    453: 'DescribeLogDirsResponse.results',
+    454: 'DescribeLogDirsResponse.results',
+    455: 'DescribeLogDirsResponse.results',
+    456: 'DescribeLogDirsResponse.results',
+    457: 'DescribeLogDirsResponse.results',
+    458: 'DescribeLogDirsResponse.results',
+    459: 'DescribeLogDirsResponse.results',
+    460: 'DescribeLogDirsResponse.results',
+    461: 'DescribeLogDirsResponse.results',
+    462: 'DescribeLogDirsResponse.results',
+    463: 'DescribeLogDirsResponse.results',
+    464: 'DescribeLogDirsResponse.results',
+    465: 'DescribeLogDirsResponse.results',
+    466: 'DescribeLogDirsResponse.results',
+    467: 'DescribeLogDirsResponse.results',
+    468: 'DescribeLogDirsResponse.results',
+    469: 'DescribeLogDirsResponse.results',
+    470: 'DescribeLogDirsResponse.<tagged fields>',
+    471: 'DescribeLogDirsResponse.<tagged fields>',
+    472: 'DescribeLogDirsResponse.<tagged fields>',
+    473: 'DescribeLogDirsResponse.<tagged fields>',
+    474: 'DescribeLogDirsResponse.<tagged fields>',
 })

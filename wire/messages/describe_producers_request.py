@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -50,6 +51,9 @@ def _d_TopicRequest_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -64,6 +68,9 @@ def _d_TopicRequest_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -78,13 +85,20 @@ def _d_TopicRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicRequest.<tagged fields>')
-    return TopicRequest(_f_name, _f_partition_indexes, _unk), pos
+    _o = _new(TopicRequest)
+    _o.name = _f_name
+    _o.partition_indexes = _f_partition_indexes
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeProducersRequest_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -101,7 +115,10 @@ def _d_DescribeProducersRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeProducersRequest.<tagged fields>')
-    return DescribeProducersRequest(_f_topics, _unk), pos
+    _o = _new(DescribeProducersRequest)
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_TopicRequest_v0(o, w):
@@ -111,9 +128,10 @@ def _e_TopicRequest_v0(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v6)
     _a7 = o.partition_indexes
-    _l = len(_a7) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a7), *_a7))
+    _l = len(_a7)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a7))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -141,7 +159,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeProducersRequest_v0}
 ENCODERS = {0: _e_DescribeProducersRequest_v0}
 _reg(__file__, {
-    50: 'TopicRequest.name',
     51: 'TopicRequest.name',
     52: 'TopicRequest.name',
     53: 'TopicRequest.name',
@@ -155,10 +172,10 @@ _reg(__file__, {
     61: 'TopicRequest.name',
     62: 'TopicRequest.name',
     63: 'TopicRequest.name',
-    64: 'TopicRequest.partition_indexes',
-    65: 'TopicRequest.partition_indexes',
-    66: 'TopicRequest.partition_indexes',
-    67: 'TopicRequest.partition_indexes',
+    64: 'TopicRequest.name',
+    65: 'TopicRequest.name',
+    66: 'TopicRequest.name',
+    67: 'TopicRequest.name',
     68: 'TopicRequest.partition_indexes',
     69: 'TopicRequest.partition_indexes',
     70: 'TopicRequest.partition_indexes',
@@ -167,28 +184,38 @@ _reg(__file__, {
     73: 'TopicRequest.partition_indexes',
     74: 'TopicRequest.partition_indexes',
     75: 'TopicRequest.partition_indexes',
-    76: 'TopicRequest.<tagged fields>',
-    77: 'TopicRequest.<tagged fields>',
-    78: 'TopicRequest.<tagged fields>',
-    79: 'TopicRequest.<tagged fields>',
-    80: 'TopicRequest.<tagged fields>',
-    85: 'DescribeProducersRequest.topics',
-    86: 'DescribeProducersRequest.topics',
-    87: 'DescribeProducersRequest.topics',
-    88: 'DescribeProducersRequest.topics',
-    89: 'DescribeProducersRequest.topics',
-    90: 'DescribeProducersRequest.topics',
-    91: 'DescribeProducersRequest.topics',
-    92: 'DescribeProducersRequest.topics',
-    93: 'DescribeProducersRequest.topics',
-    94: 'DescribeProducersRequest.topics',
-    95: 'DescribeProducersRequest.topics',
+    76: 'TopicRequest.partition_indexes',
+    77: 'TopicRequest.partition_indexes',
+    78: 'TopicRequest.partition_indexes',
+    79: 'TopicRequest.partition_indexes',
+    80: 'TopicRequest.partition_indexes',
+    81: 'TopicRequest.partition_indexes',
+    82: 'TopicRequest.partition_indexes',
+    83: 'TopicRequest.<tagged fields>',
+    84: 'TopicRequest.<tagged fields>',
+    85: 'TopicRequest.<tagged fields>',
+    86: 'TopicRequest.<tagged fields>',
+    87: 'TopicRequest.<tagged fields>',
     96: 'DescribeProducersRequest.topics',
     97: 'DescribeProducersRequest.topics',
     98: 'DescribeProducersRequest.topics',
-    99: 'DescribeProducersRequest.<tagged fields>',
-    100: 'DescribeProducersRequest.<tagged fields>',
-    101: 'DescribeProducersRequest.<tagged fields>',
-    102: 'DescribeProducersRequest.<tagged fields>',
-    103: 'DescribeProducersRequest.<tagged fields>',
+    99: 'DescribeProducersRequest.topics',
+    100: 'DescribeProducersRequest.topics',
+    101: 'DescribeProducersRequest.topics',
+    102: 'DescribeProducersRequest.topics',
+    103: 'DescribeProducersRequest.topics',
+    104: 'DescribeProducersRequest.topics',
+    105: 'DescribeProducersRequest.topics',
+    106: 'DescribeProducersRequest.topics',
+    107: 'DescribeProducersRequest.topics',
+    108: 'DescribeProducersRequest.topics',
+    109: 'DescribeProducersRequest.topics',
+    110: 'DescribeProducersRequest.topics',
+    111: 'DescribeProducersRequest.topics',
+    112: 'DescribeProducersRequest.topics',
+    113: 'DescribeProducersRequest.<tagged fields>',
+    114: 'DescribeProducersRequest.<tagged fields>',
+    115: 'DescribeProducersRequest.<tagged fields>',
+    116: 'DescribeProducersRequest.<tagged fields>',
+    117: 'DescribeProducersRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -109,7 +110,15 @@ def _d_ProducerState_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ProducerState.<tagged fields>')
-    return ProducerState(_f_producer_id, _f_producer_epoch, _f_last_sequence, _f_last_timestamp, _f_coordinator_epoch, _f_current_txn_start_offset, _unk), pos
+    _o = _new(ProducerState)
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.last_sequence = _f_last_sequence
+    _o.last_timestamp = _f_last_timestamp
+    _o.coordinator_epoch = _f_coordinator_epoch
+    _o.current_txn_start_offset = _f_current_txn_start_offset
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionResponse_v0(buf, pos):
@@ -118,6 +127,9 @@ def _d_PartitionResponse_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -132,6 +144,9 @@ def _d_PartitionResponse_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -148,13 +163,22 @@ def _d_PartitionResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionResponse.<tagged fields>')
-    return PartitionResponse(_f_partition_index, _f_error_code, _f_error_message, _f_active_producers, _unk), pos
+    _o = _new(PartitionResponse)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.active_producers = _f_active_producers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicResponse_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -169,6 +193,9 @@ def _d_TopicResponse_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -185,7 +212,11 @@ def _d_TopicResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicResponse.<tagged fields>')
-    return TopicResponse(_f_name, _f_partitions, _unk), pos
+    _o = _new(TopicResponse)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeProducersResponse_v0(buf, pos):
@@ -194,6 +225,9 @@ def _d_DescribeProducersResponse_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -210,7 +244,11 @@ def _d_DescribeProducersResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeProducersResponse.<tagged fields>')
-    return DescribeProducersResponse(_f_throttle_time_ms, _f_topics, _unk), pos
+    _o = _new(DescribeProducersResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ProducerState_v0(o, w):
@@ -283,100 +321,115 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeProducersResponse_v0}
 ENCODERS = {0: _e_DescribeProducersResponse_v0}
 _reg(__file__, {
-    105: 'ProducerState.producer_id/producer_epoch/last_sequence/last_timestamp/coordinator_epoch/current_txn_start_offset',
     106: 'ProducerState.producer_id/producer_epoch/last_sequence/last_timestamp/coordinator_epoch/current_txn_start_offset',
-    107: 'ProducerState.<tagged fields>',
+    107: 'ProducerState.producer_id/producer_epoch/last_sequence/last_timestamp/coordinator_epoch/current_txn_start_offset',
     108: 'ProducerState.<tagged fields>',
     109: 'ProducerState.<tagged fields>',
     110: 'ProducerState.<tagged fields>',
     111: 'ProducerState.<tagged fields>',
-    116: 'PartitionResponse.partition_index/error_code',
-    117: 'PartitionResponse.partition_index/error_code',
-    118: 'PartitionResponse.error_message',
-    119: 'PartitionResponse.error_message',
-    120: 'PartitionResponse.error_message',
-    121: 'PartitionResponse.error_message',
-    122: 'PartitionResponse.error_message',
-    123: 'PartitionResponse.error_message',
-    124: 'PartitionResponse.error_message',
-    125: 'PartitionResponse.error_message',
-    126: 'PartitionResponse.error_message',
+    112: 'ProducerState.<tagged fields>',
+    125: 'PartitionResponse.partition_index/error_code',
+    126: 'PartitionResponse.partition_index/error_code',
     127: 'PartitionResponse.error_message',
     128: 'PartitionResponse.error_message',
     129: 'PartitionResponse.error_message',
     130: 'PartitionResponse.error_message',
     131: 'PartitionResponse.error_message',
-    132: 'PartitionResponse.active_producers',
-    133: 'PartitionResponse.active_producers',
-    134: 'PartitionResponse.active_producers',
-    135: 'PartitionResponse.active_producers',
-    136: 'PartitionResponse.active_producers',
-    137: 'PartitionResponse.active_producers',
-    138: 'PartitionResponse.active_producers',
-    139: 'PartitionResponse.active_producers',
-    140: 'PartitionResponse.active_producers',
-    141: 'PartitionResponse.active_producers',
-    142: 'PartitionResponse.active_producers',
-    143: 'PartitionResponse.active_producers',
+    132: 'PartitionResponse.error_message',
+    133: 'PartitionResponse.error_message',
+    134: 'PartitionResponse.error_message',
+    135: 'PartitionResponse.error_message',
+    136: 'PartitionResponse.error_message',
+    137: 'PartitionResponse.error_message',
+    138: 'PartitionResponse.error_message',
+    139: 'PartitionResponse.error_message',
+    140: 'PartitionResponse.error_message',
+    141: 'PartitionResponse.error_message',
+    142: 'PartitionResponse.error_message',
+    143: 'PartitionResponse.error_message',
     144: 'PartitionResponse.active_producers',
     145: 'PartitionResponse.active_producers',
-    146: 'PartitionResponse.<tagged fields>',
-    147: 'PartitionResponse.<tagged fields>',
-    148: 'PartitionResponse.<tagged fields>',
-    149: 'PartitionResponse.<tagged fields>',
-    150: 'PartitionResponse.<tagged fields>',
-    155: 'TopicResponse.name',
-    156: 'TopicResponse.name',
-    157: 'TopicResponse.name',
-    158: 'TopicResponse.name',
-    159: 'TopicResponse.name',
-    160: 'TopicResponse.name',
-    161: 'TopicResponse.name',
-    162: 'TopicResponse.name',
-    163: 'TopicResponse.name',
-    164: 'TopicResponse.name',
-    165: 'TopicResponse.name',
-    166: 'TopicResponse.name',
-    167: 'TopicResponse.name',
-    168: 'TopicResponse.name',
-    169: 'TopicResponse.partitions',
-    170: 'TopicResponse.partitions',
-    171: 'TopicResponse.partitions',
-    172: 'TopicResponse.partitions',
-    173: 'TopicResponse.partitions',
-    174: 'TopicResponse.partitions',
-    175: 'TopicResponse.partitions',
-    176: 'TopicResponse.partitions',
-    177: 'TopicResponse.partitions',
-    178: 'TopicResponse.partitions',
-    179: 'TopicResponse.partitions',
-    180: 'TopicResponse.partitions',
-    181: 'TopicResponse.partitions',
-    182: 'TopicResponse.partitions',
-    183: 'TopicResponse.<tagged fields>',
-    184: 'TopicResponse.<tagged fields>',
-    185: 'TopicResponse.<tagged fields>',
-    186: 'TopicResponse.<tagged fields>',
-    187: 'TopicResponse.<tagged fields>',
-    192: 'DescribeProducersResponse.throttle_time_ms',
-    193: 'DescribeProducersResponse.throttle_time_ms',
-    194: 'DescribeProducersResponse.topics',
-    195: 'DescribeProducersResponse.topics',
-    196: 'DescribeProducersResponse.topics',
-    197: 'DescribeProducersResponse.topics',
-    198: 'DescribeProducersResponse.topics',
-    199: 'DescribeProducersResponse.topics',
-    200: 'DescribeProducersResponse.topics',
-    201: 'DescribeProducersResponse.topics',
-    202: 'DescribeProducersResponse.topics',
-    203: 'DescribeProducersResponse.topics',
-    204: 'DescribeProducersResponse.topics',
-    205: 'DescribeProducersResponse.topics',
-    206: 'DescribeProducersResponse.topics',
-    207: 'DescribeProducersResponse.topics',
-    208: 'DescribeProducersResponse.<tagged fields>',
-    209: 'DescribeProducersResponse.<tagged fields>',
-    210: 'DescribeProducersResponse.<tagged fields>',
-    211: 'DescribeProducersResponse.<tagged fields>',
-    212: 'DescribeProducersResponse.<tagged fields>',
+    146: 'PartitionResponse.active_producers',
+    147: 'PartitionResponse.active_producers',
+    148: 'PartitionResponse.active_producers',
+    149: 'PartitionResponse.active_producers',
+    150: 'PartitionResponse.active_producers',
+    151: 'PartitionResponse.active_producers',
+    152: 'PartitionResponse.active_producers',
+    153: 'PartitionResponse.active_producers',
+    154: 'PartitionResponse.active_producers',
+    155: 'PartitionResponse.active_producers',
+    156: 'PartitionResponse.active_producers',
+    157: 'PartitionResponse.active_producers',
+    158: 'PartitionResponse.active_producers',
+    159: 'PartitionResponse.active_producers',
+    160: 'PartitionResponse.active_producers',
+    161: 'PartitionResponse.<tagged fields>',
+    162: 'PartitionResponse.<tagged fields>',
+    163: 'PartitionResponse.<tagged fields>',
+    164: 'PartitionResponse.<tagged fields>',
+    165: 'PartitionResponse.<tagged fields>',
+    176: 'TopicResponse.name',
+    177: 'TopicResponse.name',
+    178: 'TopicResponse.name',
+    179: 'TopicResponse.name',
+    180: 'TopicResponse.name',
+    181: 'TopicResponse.name',
+    182: 'TopicResponse.name',
+    183: 'TopicResponse.name',
+    184: 'TopicResponse.name',
+    185: 'TopicResponse.name',
+    186: 'TopicResponse.name',
+    187: 'TopicResponse.name',
+    188: 'TopicResponse.name',
+    189: 'TopicResponse.name',
+    190: 'TopicResponse.name',
+    191: 'TopicResponse.name',
+    192: 'TopicResponse.name',
+    193: 'TopicResponse.partitions',
+    194: 'TopicResponse.partitions',
+    195: 'TopicResponse.partitions',
+    196: 'TopicResponse.partitions',
+    197: 'TopicResponse.partitions',
+    198: 'TopicResponse.partitions',
+    199: 'TopicResponse.partitions',
+    200: 'TopicResponse.partitions',
+    201: 'TopicResponse.partitions',
+    202: 'TopicResponse.partitions',
+    203: 'TopicResponse.partitions',
+    204: 'TopicResponse.partitions',
+    205: 'TopicResponse.partitions',
+    206: 'TopicResponse.partitions',
+    207: 'TopicResponse.partitions',
+    208: 'TopicResponse.partitions',
+    209: 'TopicResponse.partitions',
+    210: 'TopicResponse.<tagged fields>',
+    211: 'TopicResponse.<tagged fields>',
+    212: 'TopicResponse.<tagged fields>',
+    213: 'TopicResponse.<tagged fields>',
+    214: 'TopicResponse.<tagged fields>',
+    223: 'DescribeProducersResponse.throttle_time_ms',
+    224: 'DescribeProducersResponse.throttle_time_ms',
+    225: 'DescribeProducersResponse.topics',
+    226: 'DescribeProducersResponse.topics',
+    227: 'DescribeProducersResponse.topics',
+    228: 'DescribeProducersResponse.topics',
+    229: 'DescribeProducersResponse.topics',
+    230: 'DescribeProducersResponse.topics',
+    231: 'DescribeProducersResponse.topics',
+    232: 'DescribeProducersResponse.topics',
+    233: 'DescribeProducersResponse.topics',
+    234: 'DescribeProducersResponse.topics',
+    235: 'DescribeProducersResponse.topics',
+    236: 'DescribeProducersResponse.topics',
+    237: 'DescribeProducersResponse.topics',
+    238: 'DescribeProducersResponse.topics',
+    239: 'DescribeProducersResponse.topics',
+    240: 'DescribeProducersResponse.topics',
+    241: 'DescribeProducersResponse.topics',
+    242: 'DescribeProducersResponse.<tagged fields>',
+    243: 'DescribeProducersResponse.<tagged fields>',
+    244: 'DescribeProducersResponse.<tagged fields>',
+    245: 'DescribeProducersResponse.<tagged fields>',
+    246: 'DescribeProducersResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -71,7 +72,10 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_PartitionData_v1 = _d_PartitionData_v0
@@ -82,6 +86,9 @@ def _d_TopicData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -96,6 +103,9 @@ def _d_TopicData_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -112,7 +122,11 @@ def _d_TopicData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TopicData_v1 = _d_TopicData_v0
@@ -123,6 +137,9 @@ def _d_DescribeQuorumRequest_v0(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -139,7 +156,10 @@ def _d_DescribeQuorumRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeQuorumRequest.<tagged fields>')
-    return DescribeQuorumRequest(_f_topics, _unk), pos
+    _o = _new(DescribeQuorumRequest)
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_DescribeQuorumRequest_v1 = _d_DescribeQuorumRequest_v0
@@ -205,17 +225,13 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeQuorumRequest_v0, 1: _d_DescribeQuorumRequest_v1, 2: _d_DescribeQuorumRequest_v2}
 ENCODERS = {0: _e_DescribeQuorumRequest_v0, 1: _e_DescribeQuorumRequest_v1, 2: _e_DescribeQuorumRequest_v2}
 _reg(__file__, {
-    67: 'PartitionData.partition_index',
     68: 'PartitionData.partition_index',
-    69: 'PartitionData.<tagged fields>',
+    69: 'PartitionData.partition_index',
     70: 'PartitionData.<tagged fields>',
     71: 'PartitionData.<tagged fields>',
     72: 'PartitionData.<tagged fields>',
     73: 'PartitionData.<tagged fields>',
-    80: 'TopicData.topic_name',
-    81: 'TopicData.topic_name',
-    82: 'TopicData.topic_name',
-    83: 'TopicData.topic_name',
+    74: 'PartitionData.<tagged fields>',
     84: 'TopicData.topic_name',
     85: 'TopicData.topic_name',
     86: 'TopicData.topic_name',
@@ -226,13 +242,13 @@ _reg(__file__, {
     91: 'TopicData.topic_name',
     92: 'TopicData.topic_name',
     93: 'TopicData.topic_name',
-    94: 'TopicData.partitions',
-    95: 'TopicData.partitions',
-    96: 'TopicData.partitions',
-    97: 'TopicData.partitions',
-    98: 'TopicData.partitions',
-    99: 'TopicData.partitions',
-    100: 'TopicData.partitions',
+    94: 'TopicData.topic_name',
+    95: 'TopicData.topic_name',
+    96: 'TopicData.topic_name',
+    97: 'TopicData.topic_name',
+    98: 'TopicData.topic_name',
+    99: 'TopicData.topic_name',
+    100: 'TopicData.topic_name',
     101: 'TopicData.partitions',
     102: 'TopicData.partitions',
     103: 'TopicData.partitions',
@@ -240,28 +256,41 @@ _reg(__file__, {
     105: 'TopicData.partitions',
     106: 'TopicData.partitions',
     107: 'TopicData.partitions',
-    108: 'TopicData.<tagged fields>',
-    109: 'TopicData.<tagged fields>',
-    110: 'TopicData.<tagged fields>',
-    111: 'TopicData.<tagged fields>',
-    112: 'TopicData.<tagged fields>',
-    119: 'DescribeQuorumRequest.topics',
-    120: 'DescribeQuorumRequest.topics',
-    121: 'DescribeQuorumRequest.topics',
-    122: 'DescribeQuorumRequest.topics',
-    123: 'DescribeQuorumRequest.topics',
-    124: 'DescribeQuorumRequest.topics',
-    125: 'DescribeQuorumRequest.topics',
-    126: 'DescribeQuorumRequest.topics',
-    127: 'DescribeQuorumRequest.topics',
-    128: 'DescribeQuorumRequest.topics',
-    129: 'DescribeQuorumRequest.topics',
-    130: 'DescribeQuorumRequest.topics',
-    131: 'DescribeQuorumRequest.topics',
-    132: 'DescribeQuorumRequest.topics',
-    133: 'DescribeQuorumRequest.<tagged fields>',
-    134: 'DescribeQuorumRequest.<tagged fields>',
-    135: 'DescribeQuorumRequest.<tagged fields>',
-    136: 'DescribeQuorumRequest.<tagged fields>',
-    137: 'DescribeQuorumRequest.<tagged fields>',
+    108: 'TopicData.partitions',
+    109: 'TopicData.partitions',
+    110: 'TopicData.partitions',
+    111: 'TopicData.partitions',
+    112: 'TopicData.partitions',
+    113: 'TopicData.partitions',
+    114: 'TopicData.partitions',
+    115: 'TopicData.partitions',
+    116: 'TopicData.partitions',
+    117: 'TopicData.partitions',
+    118: 'TopicData.<tagged fields>',
+    119: 'TopicData.<tagged fields>',
+    120: 'TopicData.<tagged fields>',
+    121: 'TopicData.<tagged fields>',
+    122: 'TopicData.<tagged fields>',
+    133: 'DescribeQuorumRequest.topics',
+    134: 'DescribeQuorumRequest.topics',
+    135: 'DescribeQuorumRequest.topics',
+    136: 'DescribeQuorumRequest.topics',
+    137: 'DescribeQuorumRequest.topics',
+    138: 'DescribeQuorumRequest.topics',
+    139: 'DescribeQuorumRequest.topics',
+    140: 'DescribeQuorumRequest.topics',
+    141: 'DescribeQuorumRequest.topics',
+    142: 'DescribeQuorumRequest.topics',
+    143: 'DescribeQuorumRequest.topics',
+    144: 'DescribeQuorumRequest.topics',
+    145: 'DescribeQuorumRequest.topics',
+    146: 'DescribeQuorumRequest.topics',
+    147: 'DescribeQuorumRequest.topics',
+    148: 'DescribeQuorumRequest.topics',
+    149: 'DescribeQuorumRequest.topics',
+    150: 'DescribeQuorumRequest.<tagged fields>',
+    151: 'DescribeQuorumRequest.<tagged fields>',
+    152: 'DescribeQuorumRequest.<tagged fields>',
+    153: 'DescribeQuorumRequest.<tagged fields>',
+    154: 'DescribeQuorumRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -171,7 +172,14 @@ def _d_ReplicaState_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReplicaState.<tagged fields>')
-    return ReplicaState(_f_replica_id, _ZERO_UUID, _f_log_end_offset, -1, -1, _unk), pos
+    _o = _new(ReplicaState)
+    _o.replica_id = _f_replica_id
+    _o.replica_directory_id = _ZERO_UUID
+    _o.log_end_offset = _f_log_end_offset
+    _o.last_fetch_timestamp = -1
+    _o.last_caught_up_timestamp = -1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReplicaState_v1(buf, pos):
@@ -182,7 +190,14 @@ def _d_ReplicaState_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReplicaState.<tagged fields>')
-    return ReplicaState(_f_replica_id, _ZERO_UUID, _f_log_end_offset, _f_last_fetch_timestamp, _f_last_caught_up_timestamp, _unk), pos
+    _o = _new(ReplicaState)
+    _o.replica_id = _f_replica_id
+    _o.replica_directory_id = _ZERO_UUID
+    _o.log_end_offset = _f_log_end_offset
+    _o.last_fetch_timestamp = _f_last_fetch_timestamp
+    _o.last_caught_up_timestamp = _f_last_caught_up_timestamp
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReplicaState_v2(buf, pos):
@@ -199,7 +214,14 @@ def _d_ReplicaState_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReplicaState.<tagged fields>')
-    return ReplicaState(_f_replica_id, _f_replica_directory_id, _f_log_end_offset, _f_last_fetch_timestamp, _f_last_caught_up_timestamp, _unk), pos
+    _o = _new(ReplicaState)
+    _o.replica_id = _f_replica_id
+    _o.replica_directory_id = _f_replica_directory_id
+    _o.log_end_offset = _f_log_end_offset
+    _o.last_fetch_timestamp = _f_last_fetch_timestamp
+    _o.last_caught_up_timestamp = _f_last_caught_up_timestamp
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v0(buf, pos):
@@ -208,6 +230,9 @@ def _d_PartitionData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -222,6 +247,9 @@ def _d_PartitionData_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -238,7 +266,17 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_error_code, '', _f_leader_id, _f_leader_epoch, _f_high_watermark, _f_current_voters, _f_observers, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.error_message = ''
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.high_watermark = _f_high_watermark
+    _o.current_voters = _f_current_voters
+    _o.observers = _f_observers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v1(buf, pos):
@@ -247,6 +285,9 @@ def _d_PartitionData_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -261,6 +302,9 @@ def _d_PartitionData_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -277,7 +321,17 @@ def _d_PartitionData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_error_code, '', _f_leader_id, _f_leader_epoch, _f_high_watermark, _f_current_voters, _f_observers, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.error_message = ''
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.high_watermark = _f_high_watermark
+    _o.current_voters = _f_current_voters
+    _o.observers = _f_observers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v2(buf, pos):
@@ -286,6 +340,9 @@ def _d_PartitionData_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -302,6 +359,9 @@ def _d_PartitionData_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -316,6 +376,9 @@ def _d_PartitionData_v2(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -332,13 +395,26 @@ def _d_PartitionData_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_error_code, _f_error_message, _f_leader_id, _f_leader_epoch, _f_high_watermark, _f_current_voters, _f_observers, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.high_watermark = _f_high_watermark
+    _o.current_voters = _f_current_voters
+    _o.observers = _f_observers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v0(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -353,6 +429,9 @@ def _d_TopicData_v0(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -369,13 +448,20 @@ def _d_TopicData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v1(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -390,6 +476,9 @@ def _d_TopicData_v1(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -406,13 +495,20 @@ def _d_TopicData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v2(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -427,6 +523,9 @@ def _d_TopicData_v2(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -443,13 +542,20 @@ def _d_TopicData_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Listener_v2(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -464,6 +570,9 @@ def _d_Listener_v2(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -482,7 +591,12 @@ def _d_Listener_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Listener.<tagged fields>')
-    return Listener(_f_name, _f_host, _f_port, _unk), pos
+    _o = _new(Listener)
+    _o.name = _f_name
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Node_v2(buf, pos):
@@ -491,6 +605,9 @@ def _d_Node_v2(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -507,7 +624,11 @@ def _d_Node_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Node.<tagged fields>')
-    return Node(_f_node_id, _f_listeners, _unk), pos
+    _o = _new(Node)
+    _o.node_id = _f_node_id
+    _o.listeners = _f_listeners
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeQuorumResponse_v0(buf, pos):
@@ -516,6 +637,9 @@ def _d_DescribeQuorumResponse_v0(buf, pos):
     _n33 = buf[pos]
     if _n33 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n33 = (_n33 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n33, pos = _ruv(buf, pos)
     _n33 -= 1
@@ -532,7 +656,13 @@ def _d_DescribeQuorumResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeQuorumResponse.<tagged fields>')
-    return DescribeQuorumResponse(_f_error_code, '', _f_topics, [], _unk), pos
+    _o = _new(DescribeQuorumResponse)
+    _o.error_code = _f_error_code
+    _o.error_message = ''
+    _o.topics = _f_topics
+    _o.nodes = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeQuorumResponse_v1(buf, pos):
@@ -541,6 +671,9 @@ def _d_DescribeQuorumResponse_v1(buf, pos):
     _n35 = buf[pos]
     if _n35 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n35 = (_n35 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n35, pos = _ruv(buf, pos)
     _n35 -= 1
@@ -557,7 +690,13 @@ def _d_DescribeQuorumResponse_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeQuorumResponse.<tagged fields>')
-    return DescribeQuorumResponse(_f_error_code, '', _f_topics, [], _unk), pos
+    _o = _new(DescribeQuorumResponse)
+    _o.error_code = _f_error_code
+    _o.error_message = ''
+    _o.topics = _f_topics
+    _o.nodes = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeQuorumResponse_v2(buf, pos):
@@ -566,6 +705,9 @@ def _d_DescribeQuorumResponse_v2(buf, pos):
     _n37 = buf[pos]
     if _n37 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n37 = (_n37 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n37, pos = _ruv(buf, pos)
     _n37 -= 1
@@ -580,6 +722,9 @@ def _d_DescribeQuorumResponse_v2(buf, pos):
     _n39 = buf[pos]
     if _n39 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n39 = (_n39 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n39, pos = _ruv(buf, pos)
     _n39 -= 1
@@ -594,6 +739,9 @@ def _d_DescribeQuorumResponse_v2(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -610,7 +758,13 @@ def _d_DescribeQuorumResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeQuorumResponse.<tagged fields>')
-    return DescribeQuorumResponse(_f_error_code, _f_error_message, _f_topics, _f_nodes, _unk), pos
+    _o = _new(DescribeQuorumResponse)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.topics = _f_topics
+    _o.nodes = _f_nodes
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ReplicaState_v0(o, w):
@@ -857,220 +1011,176 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeQuorumResponse_v0, 1: _d_DescribeQuorumResponse_v1, 2: _d_DescribeQuorumResponse_v2}
 ENCODERS = {0: _e_DescribeQuorumResponse_v0, 1: _e_DescribeQuorumResponse_v1, 2: _e_DescribeQuorumResponse_v2}
 _reg(__file__, {
-    167: 'ReplicaState.replica_id/log_end_offset',
     168: 'ReplicaState.replica_id/log_end_offset',
-    169: 'ReplicaState.<tagged fields>',
+    169: 'ReplicaState.replica_id/log_end_offset',
     170: 'ReplicaState.<tagged fields>',
     171: 'ReplicaState.<tagged fields>',
     172: 'ReplicaState.<tagged fields>',
     173: 'ReplicaState.<tagged fields>',
-    178: 'ReplicaState.replica_id/log_end_offset/last_fetch_timestamp/last_caught_up_timestamp',
-    179: 'ReplicaState.replica_id/log_end_offset/last_fetch_timestamp/last_caught_up_timestamp',
-    180: 'ReplicaState.<tagged fields>',
-    181: 'ReplicaState.<tagged fields>',
-    182: 'ReplicaState.<tagged fields>',
-    183: 'ReplicaState.<tagged fields>',
-    184: 'ReplicaState.<tagged fields>',
-    189: 'ReplicaState.replica_id',
-    190: 'ReplicaState.replica_id',
-    191: 'ReplicaState.replica_directory_id',
-    192: 'ReplicaState.replica_directory_id',
-    193: 'ReplicaState.replica_directory_id',
-    194: 'ReplicaState.replica_directory_id',
-    195: 'ReplicaState.log_end_offset/last_fetch_timestamp/last_caught_up_timestamp',
-    196: 'ReplicaState.log_end_offset/last_fetch_timestamp/last_caught_up_timestamp',
-    197: 'ReplicaState.<tagged fields>',
-    198: 'ReplicaState.<tagged fields>',
-    199: 'ReplicaState.<tagged fields>',
-    200: 'ReplicaState.<tagged fields>',
-    201: 'ReplicaState.<tagged fields>',
-    206: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/high_watermark',
-    207: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/high_watermark',
-    208: 'PartitionData.current_voters',
-    209: 'PartitionData.current_voters',
-    210: 'PartitionData.current_voters',
-    211: 'PartitionData.current_voters',
-    212: 'PartitionData.current_voters',
-    213: 'PartitionData.current_voters',
-    214: 'PartitionData.current_voters',
-    215: 'PartitionData.current_voters',
-    216: 'PartitionData.current_voters',
-    217: 'PartitionData.current_voters',
-    218: 'PartitionData.current_voters',
-    219: 'PartitionData.current_voters',
-    220: 'PartitionData.current_voters',
-    221: 'PartitionData.current_voters',
-    222: 'PartitionData.observers',
-    223: 'PartitionData.observers',
-    224: 'PartitionData.observers',
-    225: 'PartitionData.observers',
-    226: 'PartitionData.observers',
-    227: 'PartitionData.observers',
-    228: 'PartitionData.observers',
-    229: 'PartitionData.observers',
-    230: 'PartitionData.observers',
-    231: 'PartitionData.observers',
-    232: 'PartitionData.observers',
-    233: 'PartitionData.observers',
-    234: 'PartitionData.observers',
-    235: 'PartitionData.observers',
-    236: 'PartitionData.<tagged fields>',
-    237: 'PartitionData.<tagged fields>',
-    238: 'PartitionData.<tagged fields>',
-    239: 'PartitionData.<tagged fields>',
-    240: 'PartitionData.<tagged fields>',
-    245: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/high_watermark',
-    246: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/high_watermark',
-    247: 'PartitionData.current_voters',
-    248: 'PartitionData.current_voters',
-    249: 'PartitionData.current_voters',
-    250: 'PartitionData.current_voters',
-    251: 'PartitionData.current_voters',
-    252: 'PartitionData.current_voters',
-    253: 'PartitionData.current_voters',
-    254: 'PartitionData.current_voters',
-    255: 'PartitionData.current_voters',
-    256: 'PartitionData.current_voters',
-    257: 'PartitionData.current_voters',
-    258: 'PartitionData.current_voters',
-    259: 'PartitionData.current_voters',
-    260: 'PartitionData.current_voters',
+    174: 'ReplicaState.<tagged fields>',
+    186: 'ReplicaState.replica_id/log_end_offset/last_fetch_timestamp/last_caught_up_timestamp',
+    187: 'ReplicaState.replica_id/log_end_offset/last_fetch_timestamp/last_caught_up_timestamp',
+    188: 'ReplicaState.<tagged fields>',
+    189: 'ReplicaState.<tagged fields>',
+    190: 'ReplicaState.<tagged fields>',
+    191: 'ReplicaState.<tagged fields>',
+    192: 'ReplicaState.<tagged fields>',
+    204: 'ReplicaState.replica_id',
+    205: 'ReplicaState.replica_id',
+    206: 'ReplicaState.replica_directory_id',
+    207: 'ReplicaState.replica_directory_id',
+    208: 'ReplicaState.replica_directory_id',
+    209: 'ReplicaState.replica_directory_id',
+    210: 'ReplicaState.log_end_offset/last_fetch_timestamp/last_caught_up_timestamp',
+    211: 'ReplicaState.log_end_offset/last_fetch_timestamp/last_caught_up_timestamp',
+    212: 'ReplicaState.<tagged fields>',
+    213: 'ReplicaState.<tagged fields>',
+    214: 'ReplicaState.<tagged fields>',
+    215: 'ReplicaState.<tagged fields>',
+    216: 'ReplicaState.<tagged fields>',
+    228: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/high_watermark',
+    229: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/high_watermark',
+    230: 'PartitionData.current_voters',
+    231: 'PartitionData.current_voters',
+    232: 'PartitionData.current_voters',
+    233: 'PartitionData.current_voters',
+    234: 'PartitionData.current_voters',
+    235: 'PartitionData.current_voters',
+    236: 'PartitionData.current_voters',
+    237: 'PartitionData.current_voters',
+    238: 'PartitionData.current_voters',
+    239: 'PartitionData.current_voters',
+    240: 'PartitionData.current_voters',
+    241: 'PartitionData.current_voters',
+    242: 'PartitionData.current_voters',
+    243: 'PartitionData.current_voters',
+    244: 'PartitionData.current_voters',
+    245: 'PartitionData.current_voters',
+    246: 'PartitionData.current_voters',
+    247: 'PartitionData.observers',
+    248: 'PartitionData.observers',
+    249: 'PartitionData.observers',
+    250: 'PartitionData.observers',
+    251: 'PartitionData.observers',
+    252: 'PartitionData.observers',
+    253: 'PartitionData.observers',
+    254: 'PartitionData.observers',
+    255: 'PartitionData.observers',
+    256: 'PartitionData.observers',
+    257: 'PartitionData.observers',
+    258: 'PartitionData.observers',
+    259: 'PartitionData.observers',
+    260: 'PartitionData.observers',
     261: 'PartitionData.observers',
     262: 'PartitionData.observers',
     263: 'PartitionData.observers',
-    264: 'PartitionData.observers',
-    265: 'PartitionData.observers',
-    266: 'PartitionData.observers',
-    267: 'PartitionData.observers',
-    268: 'PartitionData.observers',
-    269: 'PartitionData.observers',
-    270: 'PartitionData.observers',
-    271: 'PartitionData.observers',
-    272: 'PartitionData.observers',
-    273: 'PartitionData.observers',
-    274: 'PartitionData.observers',
-    275: 'PartitionData.<tagged fields>',
-    276: 'PartitionData.<tagged fields>',
-    277: 'PartitionData.<tagged fields>',
-    278: 'PartitionData.<tagged fields>',
-    279: 'PartitionData.<tagged fields>',
-    284: 'PartitionData.partition_index/error_code',
-    285: 'PartitionData.partition_index/error_code',
-    286: 'PartitionData.error_message',
-    287: 'PartitionData.error_message',
-    288: 'PartitionData.error_message',
-    289: 'PartitionData.error_message',
-    290: 'PartitionData.error_message',
-    291: 'PartitionData.error_message',
-    292: 'PartitionData.error_message',
-    293: 'PartitionData.error_message',
-    294: 'PartitionData.error_message',
-    295: 'PartitionData.error_message',
-    296: 'PartitionData.error_message',
-    297: 'PartitionData.error_message',
-    298: 'PartitionData.error_message',
-    299: 'PartitionData.error_message',
-    300: 'PartitionData.leader_id/leader_epoch/high_watermark',
-    301: 'PartitionData.leader_id/leader_epoch/high_watermark',
-    302: 'PartitionData.current_voters',
-    303: 'PartitionData.current_voters',
-    304: 'PartitionData.current_voters',
-    305: 'PartitionData.current_voters',
-    306: 'PartitionData.current_voters',
-    307: 'PartitionData.current_voters',
-    308: 'PartitionData.current_voters',
-    309: 'PartitionData.current_voters',
-    310: 'PartitionData.current_voters',
-    311: 'PartitionData.current_voters',
-    312: 'PartitionData.current_voters',
-    313: 'PartitionData.current_voters',
-    314: 'PartitionData.current_voters',
-    315: 'PartitionData.current_voters',
+    264: 'PartitionData.<tagged fields>',
+    265: 'PartitionData.<tagged fields>',
+    266: 'PartitionData.<tagged fields>',
+    267: 'PartitionData.<tagged fields>',
+    268: 'PartitionData.<tagged fields>',
+    283: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/high_watermark',
+    284: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/high_watermark',
+    285: 'PartitionData.current_voters',
+    286: 'PartitionData.current_voters',
+    287: 'PartitionData.current_voters',
+    288: 'PartitionData.current_voters',
+    289: 'PartitionData.current_voters',
+    290: 'PartitionData.current_voters',
+    291: 'PartitionData.current_voters',
+    292: 'PartitionData.current_voters',
+    293: 'PartitionData.current_voters',
+    294: 'PartitionData.current_voters',
+    295: 'PartitionData.current_voters',
+    296: 'PartitionData.current_voters',
+    297: 'PartitionData.current_voters',
+    298: 'PartitionData.current_voters',
+    299: 'PartitionData.current_voters',
+    300: 'PartitionData.current_voters',
+    301: 'PartitionData.current_voters',
+    302: 'PartitionData.observers',
+    303: 'PartitionData.observers',
+    304: 'PartitionData.observers',
+    305: 'PartitionData.observers',
+    306: 'PartitionData.observers',
+    307: 'PartitionData.observers',
+    308: 'PartitionData.observers',
+    309: 'PartitionData.observers',
+    310: 'PartitionData.observers',
+    311: 'PartitionData.observers',
+    312: 'PartitionData.observers',
+    313: 'PartitionData.observers',
+    314: 'PartitionData.observers',
+    315: 'PartitionData.observers',
     316: 'PartitionData.observers',
     317: 'PartitionData.observers',
     318: 'PartitionData.observers',
-    319: 'PartitionData.observers',
-    320: 'PartitionData.observers',
-    321: 'PartitionData.observers',
-    322: 'PartitionData.observers',
-    323: 'PartitionData.observers',
-    324: 'PartitionData.observers',
-    325: 'PartitionData.observers',
-    326: 'PartitionData.observers',
-    327: 'PartitionData.observers',
-    328: 'PartitionData.observers',
-    329: 'PartitionData.observers',
-    330: 'PartitionData.<tagged fields>',
-    331: 'PartitionData.<tagged fields>',
-    332: 'PartitionData.<tagged fields>',
-    333: 'PartitionData.<tagged fields>',
-    334: 'PartitionData.<tagged fields>',
-    339: 'TopicData.topic_name',
-    340: 'TopicData.topic_name',
-    341: 'TopicData.topic_name',
-    342: 'TopicData.topic_name',
-    343: 'TopicData.topic_name',
-    344: 'TopicData.topic_name',
-    345: 'TopicData.topic_name',
-    346: 'TopicData.topic_name',
-    347: 'TopicData.topic_name',
-    348: 'TopicData.topic_name',
-    349: 'TopicData.topic_name',
-    350: 'TopicData.topic_name',
-    351: 'TopicData.topic_name',
-    352: 'TopicData.topic_name',
-    353: 'TopicData.partitions',
-    354: 'TopicData.partitions',
-    355: 'TopicData.partitions',
-    356: 'TopicData.partitions',
-    357: 'TopicData.partitions',
-    358: 'TopicData.partitions',
-    359: 'TopicData.partitions',
-    360: 'TopicData.partitions',
-    361: 'TopicData.partitions',
-    362: 'TopicData.partitions',
-    363: 'TopicData.partitions',
-    364: 'TopicData.partitions',
-    365: 'TopicData.partitions',
-    366: 'TopicData.partitions',
-    367: 'TopicData.<tagged fields>',
-    368: 'TopicData.<tagged fields>',
-    369: 'TopicData.<tagged fields>',
-    370: 'TopicData.<tagged fields>',
-    371: 'TopicData.<tagged fields>',
-    376: 'TopicData.topic_name',
-    377: 'TopicData.topic_name',
-    378: 'TopicData.topic_name',
-    379: 'TopicData.topic_name',
-    380: 'TopicData.topic_name',
-    381: 'TopicData.topic_name',
-    382: 'TopicData.topic_name',
-    383: 'TopicData.topic_name',
-    384: 'TopicData.topic_name',
-    385: 'TopicData.topic_name',
-    386: 'TopicData.topic_name',
-    387: 'TopicData.topic_name',
-    388: 'TopicData.topic_name',
-    389: 'TopicData.topic_name',
-    390: 'TopicData.partitions',
-    391: 'TopicData.partitions',
-    392: 'TopicData.partitions',
-    393: 'TopicData.partitions',
-    394: 'TopicData.partitions',
-    395: 'TopicData.partitions',
-    396: 'TopicData.partitions',
-    397: 'TopicData.partitions',
-    398: 'TopicData.partitions',
-    399: 'TopicData.partitions',
-    400: 'TopicData.partitions',
-    401: 'TopicData.partitions',
-    402: 'TopicData.partitions',
-    403: 'TopicData.partitions',
-    404: 'TopicData.<tagged fields>',
-    405: 'TopicData.<tagged fields>',
-    406: 'TopicData.<tagged fields>',
-    407: 'TopicData.<tagged fields>',
-    408: 'TopicData.<tagged fields>',
+    319: 'PartitionData.<tagged fields>',
+    320: 'PartitionData.<tagged fields>',
+    321: 'PartitionData.<tagged fields>',
+    322: 'PartitionData.<tagged fields>',
+    323: 'PartitionData.<tagged fields>',
+    338: 'PartitionData.partition_index/error_code',
+    339: 'PartitionData.partition_index/error_code',
+    340: 'PartitionData.error_message',
+    341: 'PartitionData.error_message',
+    342: 'PartitionData.error_message',
+    343: 'PartitionData.error_message',
+    344: 'PartitionData.error_message',
+    345: 'PartitionData.error_message',
+    346: 'PartitionData.error_message',
+    347: 'PartitionData.error_message',
+    348: 'PartitionData.error_message',
+    349: 'PartitionData.error_message',
+    350: 'PartitionData.error_message',
+    351: 'PartitionData.error_message',
+    352: 'PartitionData.error_message',
+    353: 'PartitionData.error_message',
+    354: 'PartitionData.error_message',
+    355: 'PartitionData.error_message',
+    356: 'PartitionData.error_message',
+    357: 'PartitionData.leader_id/leader_epoch/high_watermark',
+    358: 'PartitionData.leader_id/leader_epoch/high_watermark',
+    359: 'PartitionData.current_voters',
+    360: 'PartitionData.current_voters',
+    361: 'PartitionData.current_voters',
+    362: 'PartitionData.current_voters',
+    363: 'PartitionData.current_voters',
+    364: 'PartitionData.current_voters',
+    365: 'PartitionData.current_voters',
+    366: 'PartitionData.current_voters',
+    367: 'PartitionData.current_voters',
+    368: 'PartitionData.current_voters',
+    369: 'PartitionData.current_voters',
+    370: 'PartitionData.current_voters',
+    371: 'PartitionData.current_voters',
+    372: 'PartitionData.current_voters',
+    373: 'PartitionData.current_voters',
+    374: 'PartitionData.current_voters',
+    375: 'PartitionData.current_voters',
+    376: 'PartitionData.observers',
+    377: 'PartitionData.observers',
+    378: 'PartitionData.observers',
+    379: 'PartitionData.observers',
+    380: 'PartitionData.observers',
+    381: 'PartitionData.observers',
+    382: 'PartitionData.observers',
+    383: 'PartitionData.observers',
+    384: 'PartitionData.observers',
+    385: 'PartitionData.observers',
+    386: 'PartitionData.observers',
+    387: 'PartitionData.observers',
+    388: 'PartitionData.observers',
+    389: 'PartitionData.observers',
+    390: 'PartitionData.observers',
+    391: 'PartitionData.observers',
+    392: 'PartitionData.observers',
+    393: 'PartitionData.<tagged fields>',
+    394: 'PartitionData.<tagged fields>',
+    395: 'PartitionData.<tagged fields>',
+    396: 'PartitionData.<tagged fields>',
+    397: 'PartitionData.<tagged fields>',
+    412: 'TopicData.topic_name',
     413: 'TopicData.topic_name',
     414: 'TopicData.topic_name',
     415: 'TopicData.topic_name',
@@ -1085,8 +1195,8 @@ _reg(__file__, {
     424: 'TopicData.topic_name',
     425: 'TopicData.topic_name',
     426: 'TopicData.topic_name',
-    427: 'TopicData.partitions',
-    428: 'TopicData.partitions',
+    427: 'TopicData.topic_name',
+    428: 'TopicData.topic_name',
     429: 'TopicData.partitions',
     430: 'TopicData.partitions',
     431: 'TopicData.partitions',
@@ -1099,156 +1209,263 @@ _reg(__file__, {
     438: 'TopicData.partitions',
     439: 'TopicData.partitions',
     440: 'TopicData.partitions',
-    441: 'TopicData.<tagged fields>',
-    442: 'TopicData.<tagged fields>',
-    443: 'TopicData.<tagged fields>',
-    444: 'TopicData.<tagged fields>',
-    445: 'TopicData.<tagged fields>',
-    450: 'Listener.name',
-    451: 'Listener.name',
-    452: 'Listener.name',
-    453: 'Listener.name',
-    454: 'Listener.name',
-    455: 'Listener.name',
-    456: 'Listener.name',
-    457: 'Listener.name',
-    458: 'Listener.name',
-    459: 'Listener.name',
-    460: 'Listener.name',
-    461: 'Listener.name',
-    462: 'Listener.name',
-    463: 'Listener.name',
-    464: 'Listener.host',
-    465: 'Listener.host',
-    466: 'Listener.host',
-    467: 'Listener.host',
-    468: 'Listener.host',
-    469: 'Listener.host',
-    470: 'Listener.host',
-    471: 'Listener.host',
-    472: 'Listener.host',
-    473: 'Listener.host',
-    474: 'Listener.host',
-    475: 'Listener.host',
-    476: 'Listener.host',
-    477: 'Listener.host',
-    478: 'Listener.port',
-    479: 'Listener.port',
-    480: 'Listener.<tagged fields>',
-    481: 'Listener.<tagged fields>',
-    482: 'Listener.<tagged fields>',
-    483: 'Listener.<tagged fields>',
-    484: 'Listener.<tagged fields>',
-    489: 'Node.node_id',
-    490: 'Node.node_id',
-    491: 'Node.listeners',
-    492: 'Node.listeners',
-    493: 'Node.listeners',
-    494: 'Node.listeners',
-    495: 'Node.listeners',
-    496: 'Node.listeners',
-    497: 'Node.listeners',
-    498: 'Node.listeners',
-    499: 'Node.listeners',
-    500: 'Node.listeners',
-    501: 'Node.listeners',
-    502: 'Node.listeners',
-    503: 'Node.listeners',
-    504: 'Node.listeners',
-    505: 'Node.<tagged fields>',
-    506: 'Node.<tagged fields>',
-    507: 'Node.<tagged fields>',
-    508: 'Node.<tagged fields>',
-    509: 'Node.<tagged fields>',
-    514: 'DescribeQuorumResponse.error_code',
-    515: 'DescribeQuorumResponse.error_code',
-    516: 'DescribeQuorumResponse.topics',
-    517: 'DescribeQuorumResponse.topics',
-    518: 'DescribeQuorumResponse.topics',
-    519: 'DescribeQuorumResponse.topics',
-    520: 'DescribeQuorumResponse.topics',
-    521: 'DescribeQuorumResponse.topics',
-    522: 'DescribeQuorumResponse.topics',
-    523: 'DescribeQuorumResponse.topics',
-    524: 'DescribeQuorumResponse.topics',
-    525: 'DescribeQuorumResponse.topics',
-    526: 'DescribeQuorumResponse.topics',
-    527: 'DescribeQuorumResponse.topics',
-    528: 'DescribeQuorumResponse.topics',
-    529: 'DescribeQuorumResponse.topics',
-    530: 'DescribeQuorumResponse.<tagged fields>',
-    531: 'DescribeQuorumResponse.<tagged fields>',
-    532: 'DescribeQuorumResponse.<tagged fields>',
-    533: 'DescribeQuorumResponse.<tagged fields>',
-    534: 'DescribeQuorumResponse.<tagged fields>',
-    539: 'DescribeQuorumResponse.error_code',
-    540: 'DescribeQuorumResponse.error_code',
-    541: 'DescribeQuorumResponse.topics',
-    542: 'DescribeQuorumResponse.topics',
-    543: 'DescribeQuorumResponse.topics',
-    544: 'DescribeQuorumResponse.topics',
-    545: 'DescribeQuorumResponse.topics',
-    546: 'DescribeQuorumResponse.topics',
-    547: 'DescribeQuorumResponse.topics',
-    548: 'DescribeQuorumResponse.topics',
-    549: 'DescribeQuorumResponse.topics',
-    550: 'DescribeQuorumResponse.topics',
-    551: 'DescribeQuorumResponse.topics',
-    552: 'DescribeQuorumResponse.topics',
-    553: 'DescribeQuorumResponse.topics',
-    554: 'DescribeQuorumResponse.topics',
-    555: 'DescribeQuorumResponse.<tagged fields>',
-    556: 'DescribeQuorumResponse.<tagged fields>',
-    557: 'DescribeQuorumResponse.<tagged fields>',
-    558: 'DescribeQuorumResponse.<tagged fields>',
-    559: 'DescribeQuorumResponse.<tagged fields>',
-    564: 'DescribeQuorumResponse.error_code',
-    565: 'DescribeQuorumResponse.error_code',
-    566: 'DescribeQuorumResponse.error_message',
-    567: 'DescribeQuorumResponse.error_message',
-    568: 'DescribeQuorumResponse.error_message',
-    569: 'DescribeQuorumResponse.error_message',
-    570: 'DescribeQuorumResponse.error_message',
-    571: 'DescribeQuorumResponse.error_message',
-    572: 'DescribeQuorumResponse.error_message',
-    573: 'DescribeQuorumResponse.error_message',
-    574: 'DescribeQuorumResponse.error_message',
-    575: 'DescribeQuorumResponse.error_message',
-    576: 'DescribeQuorumResponse.error_message',
-    577: 'DescribeQuorumResponse.error_message',
-    578: 'DescribeQuorumResponse.error_message',
-    579: 'DescribeQuorumResponse.error_message',
-    580: 'DescribeQuorumResponse.topics',
-    581: 'DescribeQuorumResponse.topics',
-    582: 'DescribeQuorumResponse.topics',
-    583: 'DescribeQuorumResponse.topics',
-    584: 'DescribeQuorumResponse.topics',
-    585: 'DescribeQuorumResponse.topics',
-    586: 'DescribeQuorumResponse.topics',
-    587: 'DescribeQuorumResponse.topics',
-    588: 'DescribeQuorumResponse.topics',
-    589: 'DescribeQuorumResponse.topics',
-    590: 'DescribeQuorumResponse.topics',
-    591: 'DescribeQuorumResponse.topics',
-    592: 'DescribeQuorumResponse.topics',
-    593: 'DescribeQuorumResponse.topics',
-    594: 'DescribeQuorumResponse.nodes',
-    595: 'DescribeQuorumResponse.nodes',
-    596: 'DescribeQuorumResponse.nodes',
-    597: 'DescribeQuorumResponse.nodes',
-    598: 'DescribeQuorumResponse.nodes',
-    599: 'DescribeQuorumResponse.nodes',
-    600: 'DescribeQuorumResponse.nodes',
-    601: 'DescribeQuorumResponse.nodes',
-    602: 'DescribeQuorumResponse.nodes',
-    603: 'DescribeQuorumResponse.nodes',
-    604: 'DescribeQuorumResponse.nodes',
-    605: 'DescribeQuorumResponse.nodes',
-    606: 'DescribeQuorumResponse.nodes',
-    607: 'DescribeQuorumResponse.nodes',
-    608: 'DescribeQuorumResponse.<tagged fields>',
-    609: 'DescribeQuorumResponse.<tagged fields>',
-    610: 'DescribeQuorumResponse.<tagged fields>',
-    611: 'DescribeQuorumResponse.<tagged fields>',
-    612: 'DescribeQuorumResponse.<tagged fields>',
+    441: 'TopicData.partitions',
+    442: 'TopicData.partitions',
+    443: 'TopicData.partitions',
+    444: 'TopicData.partitions',
+    445: 'TopicData.partitions',
+    446: 'TopicData.<tagged fields>',
+    447: 'TopicData.<tagged fields>',
+    448: 'TopicData.<tagged fields>',
+    449: 'TopicData.<tagged fields>',
+    450: 'TopicData.<tagged fields>',
+    459: 'TopicData.topic_name',
+    460: 'TopicData.topic_name',
+    461: 'TopicData.topic_name',
+    462: 'TopicData.topic_name',
+    463: 'TopicData.topic_name',
+    464: 'TopicData.topic_name',
+    465: 'TopicData.topic_name',
+    466: 'TopicData.topic_name',
+    467: 'TopicData.topic_name',
+    468: 'TopicData.topic_name',
+    469: 'TopicData.topic_name',
+    470: 'TopicData.topic_name',
+    471: 'TopicData.topic_name',
+    472: 'TopicData.topic_name',
+    473: 'TopicData.topic_name',
+    474: 'TopicData.topic_name',
+    475: 'TopicData.topic_name',
+    476: 'TopicData.partitions',
+    477: 'TopicData.partitions',
+    478: 'TopicData.partitions',
+    479: 'TopicData.partitions',
+    480: 'TopicData.partitions',
+    481: 'TopicData.partitions',
+    482: 'TopicData.partitions',
+    483: 'TopicData.partitions',
+    484: 'TopicData.partitions',
+    485: 'TopicData.partitions',
+    486: 'TopicData.partitions',
+    487: 'TopicData.partitions',
+    488: 'TopicData.partitions',
+    489: 'TopicData.partitions',
+    490: 'TopicData.partitions',
+    491: 'TopicData.partitions',
+    492: 'TopicData.partitions',
+    493: 'TopicData.<tagged fields>',
+    494: 'TopicData.<tagged fields>',
+    495: 'TopicData.<tagged fields>',
+    496: 'TopicData.<tagged fields>',
+    497: 'TopicData.<tagged fields>',
+    506: 'TopicData.topic_name',
+    507: 'TopicData.topic_name',
+    508: 'TopicData.topic_name',
+    509: 'TopicData.topic_name',
+    510: 'TopicData.topic_name',
+    511: 'TopicData.topic_name',
+    512: 'TopicData.topic_name',
+    513: 'TopicData.topic_name',
+    514: 'TopicData.topic_name',
+    515: 'TopicData.topic_name',
+    516: 'TopicData.topic_name',
+    517: 'TopicData.topic_name',
+    518: 'TopicData.topic_name',
+    519: 'TopicData.topic_name',
+    520: 'TopicData.topic_name',
+    521: 'TopicData.topic_name',
+    522: 'TopicData.topic_name',
+    523: 'TopicData.partitions',
+    524: 'TopicData.partitions',
+    525: 'TopicData.partitions',
+    526: 'TopicData.partitions',
+    527: 'TopicData.partitions',
+    528: 'TopicData.partitions',
+    529: 'TopicData.partitions',
+    530: 'TopicData.partitions',
+    531: 'TopicData.partitions',
+    532: 'TopicData.partitions',
+    533: 'TopicData.partitions',
+    534: 'TopicData.partitions',
+    535: 'TopicData.partitions',
+    536: 'TopicData.partitions',
+    537: 'TopicData.partitions',
+    538: 'TopicData.partitions',
+    539: 'TopicData.partitions',
+    540: 'TopicData.<tagged fields>',
+    541: 'TopicData.<tagged fields>',
+    542: 'TopicData.<tagged fields>',
+    543: 'TopicData.<tagged fields>',
+    544: 'TopicData.<tagged fields>',
+    553: 'Listener.name',
+    554: 'Listener.name',
+    555: 'Listener.name',
+    556: 'Listener.name',
+    557: 'Listener.name',
+    558: 'Listener.name',
+    559: 'Listener.name',
+    560: 'Listener.name',
+    561: 'Listener.name',
+    562: 'Listener.name',
+    563: 'Listener.name',
+    564: 'Listener.name',
+    565: 'Listener.name',
+    566: 'Listener.name',
+    567: 'Listener.name',
+    568: 'Listener.name',
+    569: 'Listener.name',
+    570: 'Listener.host',
+    571: 'Listener.host',
+    572: 'Listener.host',
+    573: 'Listener.host',
+    574: 'Listener.host',
+    575: 'Listener.host',
+    576: 'Listener.host',
+    577: 'Listener.host',
+    578: 'Listener.host',
+    579: 'Listener.host',
+    580: 'Listener.host',
+    581: 'Listener.host',
+    582: 'Listener.host',
+    583: 'Listener.host',
+    584: 'Listener.host',
+    585: 'Listener.host',
+    586: 'Listener.host',
+    587: 'Listener.port',
+    588: 'Listener.port',
+    589: 'Listener.<tagged fields>',
+    590: 'Listener.<tagged fields>',
+    591: 'Listener.<tagged fields>',
+    592: 'Listener.<tagged fields>',
+    593: 'Listener.<tagged fields>',
+    603: 'Node.node_id',
+    604: 'Node.node_id',
+    605: 'Node.listeners',
+    606: 'Node.listeners',
+    607: 'Node.listeners',
+    608: 'Node.listeners',
+    609: 'Node.listeners',
+    610: 'Node.listeners',
+    611: 'Node.listeners',
+    612: 'Node.listeners',
+    613: 'Node.listeners',
+    614: 'Node.listeners',
+    615: 'Node.listeners',
+    616: 'Node.listeners',
+    617: 'Node.listeners',
+    618: 'Node.listeners',
+    619: 'Node.listeners',
+    620: 'Node.listeners',
+    621: 'Node.listeners',
+    622: 'Node.<tagged fields>',
+    623: 'Node.<tagged fields>',
+    624: 'Node.<tagged fields>',
+    625: 'Node.<tagged fields>',
+    626: 'Node.<tagged fields>',
+    635: 'DescribeQuorumResponse.error_code',
+    636: 'DescribeQuorumResponse.error_code',
+    637: 'DescribeQuorumResponse.topics',
+    638: 'DescribeQuorumResponse.topics',
+    639: 'DescribeQuorumResponse.topics',
+    640: 'DescribeQuorumResponse.topics',
+    641: 'DescribeQuorumResponse.topics',
+    642: 'DescribeQuorumResponse.topics',
+    643: 'DescribeQuorumResponse.topics',
+    644: 'DescribeQuorumResponse.topics',
+    645: 'DescribeQuorumResponse.topics',
+    646: 'DescribeQuorumResponse.topics',
+    647: 'DescribeQuorumResponse.topics',
+    648: 'DescribeQuorumResponse.topics',
+    649: 'DescribeQuorumResponse.topics',
+    650: 'DescribeQuorumResponse.topics',
+    651: 'DescribeQuorumResponse.topics',
+    652: 'DescribeQuorumResponse.topics',
+    653: 'DescribeQuorumResponse.topics',
+    654: 'DescribeQuorumResponse.<tagged fields>',
+    655: 'DescribeQuorumResponse.<tagged fields>',
+    656: 'DescribeQuorumResponse.<tagged fields>',
+    657: 'DescribeQuorumResponse.<tagged fields>',
+    658: 'DescribeQuorumResponse.<tagged fields>',
+    669: 'DescribeQuorumResponse.error_code',
+    670: 'DescribeQuorumResponse.error_code',
+    671: 'DescribeQuorumResponse.topics',
+    672: 'DescribeQuorumResponse.topics',
+    673: 'DescribeQuorumResponse.topics',
+    674: 'DescribeQuorumResponse.topics',
+    675: 'DescribeQuorumResponse.topics',
+    676: 'DescribeQuorumResponse.topics',
+    677: 'DescribeQuorumResponse.topics',
+    678: 'DescribeQuorumResponse.topics',
+    679: 'DescribeQuorumResponse.topics',
+    680: 'DescribeQuorumResponse.topics',
+    681: 'DescribeQuorumResponse.topics',
+    682: 'DescribeQuorumResponse.topics',
+    683: 'DescribeQuorumResponse.topics',
+    684: 'DescribeQuorumResponse.topics',
+    685: 'DescribeQuorumResponse.topics',
+    686: 'DescribeQuorumResponse.topics',
+    687: 'DescribeQuorumResponse.topics',
+    688: 'DescribeQuorumResponse.<tagged fields>',
+    689: 'DescribeQuorumResponse.<tagged fields>',
+    690: 'DescribeQuorumResponse.<tagged fields>',
+    691: 'DescribeQuorumResponse.<tagged fields>',
+    692: 'DescribeQuorumResponse.<tagged fields>',
+    703: 'DescribeQuorumResponse.error_code',
+    704: 'DescribeQuorumResponse.error_code',
+    705: 'DescribeQuorumResponse.error_message',
+    706: 'DescribeQuorumResponse.error_message',
+    707: 'DescribeQuorumResponse.error_message',
+    708: 'DescribeQuorumResponse.error_message',
+    709: 'DescribeQuorumResponse.error_message',
+    710: 'DescribeQuorumResponse.error_message',
+    711: 'DescribeQuorumResponse.error_message',
+    712: 'DescribeQuorumResponse.error_message',
+    713: 'DescribeQuorumResponse.error_message',
+    714: 'DescribeQuorumResponse.error_message',
+    715: 'DescribeQuorumResponse.error_message',
+    716: 'DescribeQuorumResponse.error_message',
+    717: 'DescribeQuorumResponse.error_message',
+    718: 'DescribeQuorumResponse.error_message',
+    719: 'DescribeQuorumResponse.error_message',
+    720: 'DescribeQuorumResponse.error_message',
+    721: 'DescribeQuorumResponse.error_message',
+    722: 'DescribeQuorumResponse.topics',
+    723: 'DescribeQuorumResponse.topics',
+    724: 'DescribeQuorumResponse.topics',
+    725: 'DescribeQuorumResponse.topics',
+    726: 'DescribeQuorumResponse.topics',
+    727: 'DescribeQuorumResponse.topics',
+    728: 'DescribeQuorumResponse.topics',
+    729: 'DescribeQuorumResponse.topics',
+    730: 'DescribeQuorumResponse.topics',
+    731: 'DescribeQuorumResponse.topics',
+    732: 'DescribeQuorumResponse.topics',
+    733: 'DescribeQuorumResponse.topics',
+    734: 'DescribeQuorumResponse.topics',
+    735: 'DescribeQuorumResponse.topics',
+    736: 'DescribeQuorumResponse.topics',
+    737: 'DescribeQuorumResponse.topics',
+    738: 'DescribeQuorumResponse.topics',
+    739: 'DescribeQuorumResponse.nodes',
+    740: 'DescribeQuorumResponse.nodes',
+    741: 'DescribeQuorumResponse.nodes',
+    742: 'DescribeQuorumResponse.nodes',
+    743: 'DescribeQuorumResponse.nodes',
+    744: 'DescribeQuorumResponse.nodes',
+    745: 'DescribeQuorumResponse.nodes',
+    746: 'DescribeQuorumResponse.nodes',
+    747: 'DescribeQuorumResponse.nodes',
+    748: 'DescribeQuorumResponse.nodes',
+    749: 'DescribeQuorumResponse.nodes',
+    750: 'DescribeQuorumResponse.nodes',
+    751: 'DescribeQuorumResponse.nodes',
+    752: 'DescribeQuorumResponse.nodes',
+    753: 'DescribeQuorumResponse.nodes',
+    754: 'DescribeQuorumResponse.nodes',
+    755: 'DescribeQuorumResponse.nodes',
+    756: 'DescribeQuorumResponse.<tagged fields>',
+    757: 'DescribeQuorumResponse.<tagged fields>',
+    758: 'DescribeQuorumResponse.<tagged fields>',
+    759: 'DescribeQuorumResponse.<tagged fields>',
+    760: 'DescribeQuorumResponse.<tagged fields>',
 })

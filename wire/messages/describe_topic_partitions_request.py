@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -71,6 +72,9 @@ def _d_TopicRequest_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -87,13 +91,19 @@ def _d_TopicRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicRequest.<tagged fields>')
-    return TopicRequest(_f_name, _unk), pos
+    _o = _new(TopicRequest)
+    _o.name = _f_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Cursor_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -112,13 +122,20 @@ def _d_Cursor_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Cursor.<tagged fields>')
-    return Cursor(_f_topic_name, _f_partition_index, _unk), pos
+    _o = _new(Cursor)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeTopicPartitionsRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -142,7 +159,12 @@ def _d_DescribeTopicPartitionsRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeTopicPartitionsRequest.<tagged fields>')
-    return DescribeTopicPartitionsRequest(_f_topics, _f_response_partition_limit, _f_cursor, _unk), pos
+    _o = _new(DescribeTopicPartitionsRequest)
+    _o.topics = _f_topics
+    _o.response_partition_limit = _f_response_partition_limit
+    _o.cursor = _f_cursor
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_TopicRequest_v0(o, w):
@@ -199,7 +221,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeTopicPartitionsRequest_v0}
 ENCODERS = {0: _e_DescribeTopicPartitionsRequest_v0}
 _reg(__file__, {
-    71: 'TopicRequest.name',
     72: 'TopicRequest.name',
     73: 'TopicRequest.name',
     74: 'TopicRequest.name',
@@ -213,18 +234,15 @@ _reg(__file__, {
     82: 'TopicRequest.name',
     83: 'TopicRequest.name',
     84: 'TopicRequest.name',
-    85: 'TopicRequest.<tagged fields>',
-    86: 'TopicRequest.<tagged fields>',
-    87: 'TopicRequest.<tagged fields>',
-    88: 'TopicRequest.<tagged fields>',
+    85: 'TopicRequest.name',
+    86: 'TopicRequest.name',
+    87: 'TopicRequest.name',
+    88: 'TopicRequest.name',
     89: 'TopicRequest.<tagged fields>',
-    94: 'Cursor.topic_name',
-    95: 'Cursor.topic_name',
-    96: 'Cursor.topic_name',
-    97: 'Cursor.topic_name',
-    98: 'Cursor.topic_name',
-    99: 'Cursor.topic_name',
-    100: 'Cursor.topic_name',
+    90: 'TopicRequest.<tagged fields>',
+    91: 'TopicRequest.<tagged fields>',
+    92: 'TopicRequest.<tagged fields>',
+    93: 'TopicRequest.<tagged fields>',
     101: 'Cursor.topic_name',
     102: 'Cursor.topic_name',
     103: 'Cursor.topic_name',
@@ -232,37 +250,50 @@ _reg(__file__, {
     105: 'Cursor.topic_name',
     106: 'Cursor.topic_name',
     107: 'Cursor.topic_name',
-    108: 'Cursor.partition_index',
-    109: 'Cursor.partition_index',
-    110: 'Cursor.<tagged fields>',
-    111: 'Cursor.<tagged fields>',
-    112: 'Cursor.<tagged fields>',
-    113: 'Cursor.<tagged fields>',
-    114: 'Cursor.<tagged fields>',
-    119: 'DescribeTopicPartitionsRequest.topics',
-    120: 'DescribeTopicPartitionsRequest.topics',
-    121: 'DescribeTopicPartitionsRequest.topics',
-    122: 'DescribeTopicPartitionsRequest.topics',
-    123: 'DescribeTopicPartitionsRequest.topics',
-    124: 'DescribeTopicPartitionsRequest.topics',
-    125: 'DescribeTopicPartitionsRequest.topics',
-    126: 'DescribeTopicPartitionsRequest.topics',
-    127: 'DescribeTopicPartitionsRequest.topics',
-    128: 'DescribeTopicPartitionsRequest.topics',
-    129: 'DescribeTopicPartitionsRequest.topics',
-    130: 'DescribeTopicPartitionsRequest.topics',
-    131: 'DescribeTopicPartitionsRequest.topics',
-    132: 'DescribeTopicPartitionsRequest.topics',
-    133: 'DescribeTopicPartitionsRequest.response_partition_limit',
-    134: 'DescribeTopicPartitionsRequest.response_partition_limit',
-    135: 'DescribeTopicPartitionsRequest.cursor',
-    136: 'DescribeTopicPartitionsRequest.cursor',
-    137: 'DescribeTopicPartitionsRequest.cursor',
-    138: 'DescribeTopicPartitionsRequest.cursor',
-    139: 'DescribeTopicPartitionsRequest.cursor',
-    140: 'DescribeTopicPartitionsRequest.<tagged fields>',
-    141: 'DescribeTopicPartitionsRequest.<tagged fields>',
-    142: 'DescribeTopicPartitionsRequest.<tagged fields>',
-    143: 'DescribeTopicPartitionsRequest.<tagged fields>',
-    144: 'DescribeTopicPartitionsRequest.<tagged fields>',
+    108: 'Cursor.topic_name',
+    109: 'Cursor.topic_name',
+    110: 'Cursor.topic_name',
+    111: 'Cursor.topic_name',
+    112: 'Cursor.topic_name',
+    113: 'Cursor.topic_name',
+    114: 'Cursor.topic_name',
+    115: 'Cursor.topic_name',
+    116: 'Cursor.topic_name',
+    117: 'Cursor.topic_name',
+    118: 'Cursor.partition_index',
+    119: 'Cursor.partition_index',
+    120: 'Cursor.<tagged fields>',
+    121: 'Cursor.<tagged fields>',
+    122: 'Cursor.<tagged fields>',
+    123: 'Cursor.<tagged fields>',
+    124: 'Cursor.<tagged fields>',
+    133: 'DescribeTopicPartitionsRequest.topics',
+    134: 'DescribeTopicPartitionsRequest.topics',
+    135: 'DescribeTopicPartitionsRequest.topics',
+    136: 'DescribeTopicPartitionsRequest.topics',
+    137: 'DescribeTopicPartitionsRequest.topics',
+    138: 'DescribeTopicPartitionsRequest.topics',
+    139: 'DescribeTopicPartitionsRequest.topics',
+    140: 'DescribeTopicPartitionsRequest.topics',
+    141: 'DescribeTopicPartitionsRequest.topics',
+    142: 'DescribeTopicPartitionsRequest.topics',
+    143: 'DescribeTopicPartitionsRequest.topics',
+    144: 'DescribeTopicPartitionsRequest.topics',
+    145: 'DescribeTopicPartitionsRequest.topics',
+    146: 'DescribeTopicPartitionsRequest.topics',
+    147: 'DescribeTopicPartitionsRequest.topics',
+    148: 'DescribeTopicPartitionsRequest.topics',
+    149: 'DescribeTopicPartitionsRequest.topics',
+    150: 'DescribeTopicPartitionsRequest.response_partition_limit',
+    151: 'DescribeTopicPartitionsRequest.response_partition_limit',
+    152: 'DescribeTopicPartitionsRequest.cursor',
+    153: 'DescribeTopicPartitionsRequest.cursor',
+    154: 'DescribeTopicPartitionsRequest.cursor',
+    155: 'DescribeTopicPartitionsRequest.cursor',
+    156: 'DescribeTopicPartitionsRequest.cursor',
+    157: 'DescribeTopicPartitionsRequest.<tagged fields>',
+    158: 'DescribeTopicPartitionsRequest.<tagged fields>',
+    159: 'DescribeTopicPartitionsRequest.<tagged fields>',
+    160: 'DescribeTopicPartitionsRequest.<tagged fields>',
+    161: 'DescribeTopicPartitionsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -122,6 +123,9 @@ def _d_DescribeTopicPartitionsResponsePartition_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -134,6 +138,9 @@ def _d_DescribeTopicPartitionsResponsePartition_v0(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -146,6 +153,9 @@ def _d_DescribeTopicPartitionsResponsePartition_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -158,6 +168,9 @@ def _d_DescribeTopicPartitionsResponsePartition_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -170,6 +183,9 @@ def _d_DescribeTopicPartitionsResponsePartition_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -184,7 +200,18 @@ def _d_DescribeTopicPartitionsResponsePartition_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeTopicPartitionsResponsePartition.<tagged fields>')
-    return DescribeTopicPartitionsResponsePartition(_f_error_code, _f_partition_index, _f_leader_id, _f_leader_epoch, _f_replica_nodes, _f_isr_nodes, _f_eligible_leader_replicas, _f_last_known_elr, _f_offline_replicas, _unk), pos
+    _o = _new(DescribeTopicPartitionsResponsePartition)
+    _o.error_code = _f_error_code
+    _o.partition_index = _f_partition_index
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.replica_nodes = _f_replica_nodes
+    _o.isr_nodes = _f_isr_nodes
+    _o.eligible_leader_replicas = _f_eligible_leader_replicas
+    _o.last_known_elr = _f_last_known_elr
+    _o.offline_replicas = _f_offline_replicas
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeTopicPartitionsResponseTopic_v0(buf, pos):
@@ -193,6 +220,9 @@ def _d_DescribeTopicPartitionsResponseTopic_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -213,6 +243,9 @@ def _d_DescribeTopicPartitionsResponseTopic_v0(buf, pos):
     _n8 = buf[pos]
     if _n8 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n8, pos = _ruv(buf, pos)
     _n8 -= 1
@@ -231,13 +264,24 @@ def _d_DescribeTopicPartitionsResponseTopic_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeTopicPartitionsResponseTopic.<tagged fields>')
-    return DescribeTopicPartitionsResponseTopic(_f_error_code, _f_name, _f_topic_id, _f_is_internal, _f_partitions, _f_topic_authorized_operations, _unk), pos
+    _o = _new(DescribeTopicPartitionsResponseTopic)
+    _o.error_code = _f_error_code
+    _o.name = _f_name
+    _o.topic_id = _f_topic_id
+    _o.is_internal = _f_is_internal
+    _o.partitions = _f_partitions
+    _o.topic_authorized_operations = _f_topic_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Cursor_v0(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -256,7 +300,11 @@ def _d_Cursor_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Cursor.<tagged fields>')
-    return Cursor(_f_topic_name, _f_partition_index, _unk), pos
+    _o = _new(Cursor)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeTopicPartitionsResponse_v0(buf, pos):
@@ -265,6 +313,9 @@ def _d_DescribeTopicPartitionsResponse_v0(buf, pos):
     _n12 = buf[pos]
     if _n12 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n12 = (_n12 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n12, pos = _ruv(buf, pos)
     _n12 -= 1
@@ -286,37 +337,47 @@ def _d_DescribeTopicPartitionsResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeTopicPartitionsResponse.<tagged fields>')
-    return DescribeTopicPartitionsResponse(_f_throttle_time_ms, _f_topics, _f_next_cursor, _unk), pos
+    _o = _new(DescribeTopicPartitionsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.next_cursor = _f_next_cursor
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DescribeTopicPartitionsResponsePartition_v0(o, w):
     w(_S_hiiip(o.error_code, o.partition_index, o.leader_id, o.leader_epoch))
     _a14 = o.replica_nodes
-    _l = len(_a14) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a14), *_a14))
+    _l = len(_a14)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a14))
     _a15 = o.isr_nodes
-    _l = len(_a15) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a15), *_a15))
+    _l = len(_a15)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a15))
     _a16 = o.eligible_leader_replicas
     if _a16 is None:
         w(b'\x00')
     else:
-        _l = len(_a16) + 1
-        w(_UV1[_l] if _l < 128 else _wuv(_l))
-        w(_pack('>%di' % len(_a16), *_a16))
+        _l = len(_a16)
+        w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+        if _l:
+            w(_packer('i', _l)(*_a16))
     _a17 = o.last_known_elr
     if _a17 is None:
         w(b'\x00')
     else:
-        _l = len(_a17) + 1
-        w(_UV1[_l] if _l < 128 else _wuv(_l))
-        w(_pack('>%di' % len(_a17), *_a17))
+        _l = len(_a17)
+        w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+        if _l:
+            w(_packer('i', _l)(*_a17))
     _a18 = o.offline_replicas
-    _l = len(_a18) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a18), *_a18))
+    _l = len(_a18)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a18))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -390,9 +451,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeTopicPartitionsResponse_v0}
 ENCODERS = {0: _e_DescribeTopicPartitionsResponse_v0}
 _reg(__file__, {
-    120: 'DescribeTopicPartitionsResponsePartition.error_code/partition_index/leader_id/leader_epoch',
     121: 'DescribeTopicPartitionsResponsePartition.error_code/partition_index/leader_id/leader_epoch',
-    122: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
+    122: 'DescribeTopicPartitionsResponsePartition.error_code/partition_index/leader_id/leader_epoch',
     123: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
     124: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
     125: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
@@ -404,10 +464,10 @@ _reg(__file__, {
     131: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
     132: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
     133: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
-    134: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
-    135: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
-    136: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
-    137: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
+    134: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
+    135: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
+    136: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
+    137: 'DescribeTopicPartitionsResponsePartition.replica_nodes',
     138: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
     139: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
     140: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
@@ -416,135 +476,163 @@ _reg(__file__, {
     143: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
     144: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
     145: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
-    146: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
-    147: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
-    148: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
-    149: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
-    150: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
-    151: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
-    152: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
+    146: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
+    147: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
+    148: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
+    149: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
+    150: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
+    151: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
+    152: 'DescribeTopicPartitionsResponsePartition.isr_nodes',
     153: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
     154: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
     155: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
     156: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
     157: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
-    158: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
-    159: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
-    160: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
-    161: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
-    162: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
-    163: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
-    164: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
-    165: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
-    166: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
-    167: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    158: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
+    159: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
+    160: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
+    161: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
+    162: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
+    163: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
+    164: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
+    165: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
+    166: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
+    167: 'DescribeTopicPartitionsResponsePartition.eligible_leader_replicas',
     168: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
     169: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
-    170: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    171: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    172: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    173: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    174: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    175: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    176: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    177: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    178: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    179: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    180: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    181: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
-    182: 'DescribeTopicPartitionsResponsePartition.<tagged fields>',
-    183: 'DescribeTopicPartitionsResponsePartition.<tagged fields>',
-    184: 'DescribeTopicPartitionsResponsePartition.<tagged fields>',
-    185: 'DescribeTopicPartitionsResponsePartition.<tagged fields>',
-    186: 'DescribeTopicPartitionsResponsePartition.<tagged fields>',
-    191: 'DescribeTopicPartitionsResponseTopic.error_code',
-    192: 'DescribeTopicPartitionsResponseTopic.error_code',
-    193: 'DescribeTopicPartitionsResponseTopic.name',
-    194: 'DescribeTopicPartitionsResponseTopic.name',
-    195: 'DescribeTopicPartitionsResponseTopic.name',
-    196: 'DescribeTopicPartitionsResponseTopic.name',
-    197: 'DescribeTopicPartitionsResponseTopic.name',
-    198: 'DescribeTopicPartitionsResponseTopic.name',
-    199: 'DescribeTopicPartitionsResponseTopic.name',
-    200: 'DescribeTopicPartitionsResponseTopic.name',
-    201: 'DescribeTopicPartitionsResponseTopic.name',
-    202: 'DescribeTopicPartitionsResponseTopic.name',
-    203: 'DescribeTopicPartitionsResponseTopic.name',
-    204: 'DescribeTopicPartitionsResponseTopic.name',
-    205: 'DescribeTopicPartitionsResponseTopic.name',
-    206: 'DescribeTopicPartitionsResponseTopic.name',
-    207: 'DescribeTopicPartitionsResponseTopic.topic_id',
-    208: 'DescribeTopicPartitionsResponseTopic.topic_id',
-    209: 'DescribeTopicPartitionsResponseTopic.topic_id',
-    210: 'DescribeTopicPartitionsResponseTopic.topic_id',
-    211: 'DescribeTopicPartitionsResponseTopic.is_internal',
-    212: 'DescribeTopicPartitionsResponseTopic.is_internal',
-    213: 'DescribeTopicPartitionsResponseTopic.partitions',
-    214: 'DescribeTopicPartitionsResponseTopic.partitions',
-    215: 'DescribeTopicPartitionsResponseTopic.partitions',
-    216: 'DescribeTopicPartitionsResponseTopic.partitions',
-    217: 'DescribeTopicPartitionsResponseTopic.partitions',
-    218: 'DescribeTopicPartitionsResponseTopic.partitions',
-    219: 'DescribeTopicPartitionsResponseTopic.partitions',
-    220: 'DescribeTopicPartitionsResponseTopic.partitions',
-    221: 'DescribeTopicPartitionsResponseTopic.partitions',
-    222: 'DescribeTopicPartitionsResponseTopic.partitions',
-    223: 'DescribeTopicPartitionsResponseTopic.partitions',
-    224: 'DescribeTopicPartitionsResponseTopic.partitions',
-    225: 'DescribeTopicPartitionsResponseTopic.partitions',
-    226: 'DescribeTopicPartitionsResponseTopic.partitions',
-    227: 'DescribeTopicPartitionsResponseTopic.topic_authorized_operations',
-    228: 'DescribeTopicPartitionsResponseTopic.topic_authorized_operations',
-    229: 'DescribeTopicPartitionsResponseTopic.<tagged fields>',
-    230: 'DescribeTopicPartitionsResponseTopic.<tagged fields>',
-    231: 'DescribeTopicPartitionsResponseTopic.<tagged fields>',
-    232: 'DescribeTopicPartitionsResponseTopic.<tagged fields>',
-    233: 'DescribeTopicPartitionsResponseTopic.<tagged fields>',
-    238: 'Cursor.topic_name',
-    239: 'Cursor.topic_name',
-    240: 'Cursor.topic_name',
-    241: 'Cursor.topic_name',
-    242: 'Cursor.topic_name',
-    243: 'Cursor.topic_name',
-    244: 'Cursor.topic_name',
-    245: 'Cursor.topic_name',
-    246: 'Cursor.topic_name',
-    247: 'Cursor.topic_name',
-    248: 'Cursor.topic_name',
-    249: 'Cursor.topic_name',
-    250: 'Cursor.topic_name',
-    251: 'Cursor.topic_name',
-    252: 'Cursor.partition_index',
-    253: 'Cursor.partition_index',
-    254: 'Cursor.<tagged fields>',
-    255: 'Cursor.<tagged fields>',
-    256: 'Cursor.<tagged fields>',
-    257: 'Cursor.<tagged fields>',
-    258: 'Cursor.<tagged fields>',
-    263: 'DescribeTopicPartitionsResponse.throttle_time_ms',
-    264: 'DescribeTopicPartitionsResponse.throttle_time_ms',
-    265: 'DescribeTopicPartitionsResponse.topics',
-    266: 'DescribeTopicPartitionsResponse.topics',
-    267: 'DescribeTopicPartitionsResponse.topics',
-    268: 'DescribeTopicPartitionsResponse.topics',
-    269: 'DescribeTopicPartitionsResponse.topics',
-    270: 'DescribeTopicPartitionsResponse.topics',
-    271: 'DescribeTopicPartitionsResponse.topics',
-    272: 'DescribeTopicPartitionsResponse.topics',
-    273: 'DescribeTopicPartitionsResponse.topics',
-    274: 'DescribeTopicPartitionsResponse.topics',
-    275: 'DescribeTopicPartitionsResponse.topics',
-    276: 'DescribeTopicPartitionsResponse.topics',
-    277: 'DescribeTopicPartitionsResponse.topics',
-    278: 'DescribeTopicPartitionsResponse.topics',
-    279: 'DescribeTopicPartitionsResponse.next_cursor',
-    280: 'DescribeTopicPartitionsResponse.next_cursor',
-    281: 'DescribeTopicPartitionsResponse.next_cursor',
-    282: 'DescribeTopicPartitionsResponse.next_cursor',
-    283: 'DescribeTopicPartitionsResponse.next_cursor',
-    284: 'DescribeTopicPartitionsResponse.<tagged fields>',
-    285: 'DescribeTopicPartitionsResponse.<tagged fields>',
-    286: 'DescribeTopicPartitionsResponse.<tagged fields>',
-    287: 'DescribeTopicPartitionsResponse.<tagged fields>',
-    288: 'DescribeTopicPartitionsResponse.<tagged fields>',
+    170: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    171: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    172: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    173: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    174: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    175: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    176: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    177: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    178: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    179: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    180: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    181: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    182: 'DescribeTopicPartitionsResponsePartition.last_known_elr',
+    183: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    184: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    185: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    186: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    187: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    188: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    189: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    190: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    191: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    192: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    193: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    194: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    195: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    196: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    197: 'DescribeTopicPartitionsResponsePartition.offline_replicas',
+    198: 'DescribeTopicPartitionsResponsePartition.<tagged fields>',
+    199: 'DescribeTopicPartitionsResponsePartition.<tagged fields>',
+    200: 'DescribeTopicPartitionsResponsePartition.<tagged fields>',
+    201: 'DescribeTopicPartitionsResponsePartition.<tagged fields>',
+    202: 'DescribeTopicPartitionsResponsePartition.<tagged fields>',
+    218: 'DescribeTopicPartitionsResponseTopic.error_code',
+    219: 'DescribeTopicPartitionsResponseTopic.error_code',
+    220: 'DescribeTopicPartitionsResponseTopic.name',
+    221: 'DescribeTopicPartitionsResponseTopic.name',
+    222: 'DescribeTopicPartitionsResponseTopic.name',
+    223: 'DescribeTopicPartitionsResponseTopic.name',
+    224: 'DescribeTopicPartitionsResponseTopic.name',
+    225: 'DescribeTopicPartitionsResponseTopic.name',
+    226: 'DescribeTopicPartitionsResponseTopic.name',
+    227: 'DescribeTopicPartitionsResponseTopic.name',
+    228: 'DescribeTopicPartitionsResponseTopic.name',
+    229: 'DescribeTopicPartitionsResponseTopic.name',
+    230: 'DescribeTopicPartitionsResponseTopic.name',
+    231: 'DescribeTopicPartitionsResponseTopic.name',
+    232: 'DescribeTopicPartitionsResponseTopic.name',
+    233: 'DescribeTopicPartitionsResponseTopic.name',
+    234: 'DescribeTopicPartitionsResponseTopic.name',
+    235: 'DescribeTopicPartitionsResponseTopic.name',
+    236: 'DescribeTopicPartitionsResponseTopic.name',
+    237: 'DescribeTopicPartitionsResponseTopic.topic_id',
+    238: 'DescribeTopicPartitionsResponseTopic.topic_id',
+    239: 'DescribeTopicPartitionsResponseTopic.topic_id',
+    240: 'DescribeTopicPartitionsResponseTopic.topic_id',
+    241: 'DescribeTopicPartitionsResponseTopic.is_internal',
+    242: 'DescribeTopicPartitionsResponseTopic.is_internal',
+    243: 'DescribeTopicPartitionsResponseTopic.partitions',
+    244: 'DescribeTopicPartitionsResponseTopic.partitions',
+    245: 'DescribeTopicPartitionsResponseTopic.partitions',
+    246: 'DescribeTopicPartitionsResponseTopic.partitions',
+    247: 'DescribeTopicPartitionsResponseTopic.partitions',
+    248: 'DescribeTopicPartitionsResponseTopic.partitions',
+    249: 'DescribeTopicPartitionsResponseTopic.partitions',
+    250: 'DescribeTopicPartitionsResponseTopic.partitions',
+    251: 'DescribeTopicPartitionsResponseTopic.partitions',
+    252: 'DescribeTopicPartitionsResponseTopic.partitions',
+    253: 'DescribeTopicPartitionsResponseTopic.partitions',
+    254: 'DescribeTopicPartitionsResponseTopic.partitions',
+    255: 'DescribeTopicPartitionsResponseTopic.partitions',
+    256: 'DescribeTopicPartitionsResponseTopic.partitions',
+    257: 'DescribeTopicPartitionsResponseTopic.partitions',
+    258: 'DescribeTopicPartitionsResponseTopic.partitions',
+    259: 'DescribeTopicPartitionsResponseTopic.partitions',
+    260: 'DescribeTopicPartitionsResponseTopic.topic_authorized_operations',
+    261: 'DescribeTopicPartitionsResponseTopic.topic_authorized_operations',
+    262: 'DescribeTopicPartitionsResponseTopic.<tagged fields>',
+    263: 'DescribeTopicPartitionsResponseTopic.<tagged fields>',
+    264: 'DescribeTopicPartitionsResponseTopic.<tagged fields>',
+    265: 'DescribeTopicPartitionsResponseTopic.<tagged fields>',
+    266: 'DescribeTopicPartitionsResponseTopic.<tagged fields>',
+    279: 'Cursor.topic_name',
+    280: 'Cursor.topic_name',
+    281: 'Cursor.topic_name',
+    282: 'Cursor.topic_name',
+    283: 'Cursor.topic_name',
+    284: 'Cursor.topic_name',
+    285: 'Cursor.topic_name',
+    286: 'Cursor.topic_name',
+    287: 'Cursor.topic_name',
+    288: 'Cursor.topic_name',
+    289: 'Cursor.topic_name',
+    290: 'Cursor.topic_name',
+    291: 'Cursor.topic_name',
+    292: 'Cursor.topic_name',
+    293: 'Cursor.topic_name',
+    294: 'Cursor.topic_name',
+    295: 'Cursor.topic_name',
+    296: 'Cursor.partition_index',
+    297: 'Cursor.partition_index',
+    298: 'Cursor.<tagged fields>',
+    299: 'Cursor.<tagged fields>',
+    300: 'Cursor.<tagged fields>',
+    301: 'Cursor.<tagged fields>',
+    302: 'Cursor.<tagged fields>',
+    311: 'DescribeTopicPartitionsResponse.throttle_time_ms',
+    312: 'DescribeTopicPartitionsResponse.throttle_time_ms',
+    313: 'DescribeTopicPartitionsResponse.topics',
+    314: 'DescribeTopicPartitionsResponse.topics',
+    315: 'DescribeTopicPartitionsResponse.topics',
+    316: 'DescribeTopicPartitionsResponse.topics',
+    317: 'DescribeTopicPartitionsResponse.topics',
+    318: 'DescribeTopicPartitionsResponse.topics',
+    319: 'DescribeTopicPartitionsResponse.topics',
+    320: 'DescribeTopicPartitionsResponse.topics',
+    321: 'DescribeTopicPartitionsResponse.topics',
+    322: 'DescribeTopicPartitionsResponse.topics',
+    323: 'DescribeTopicPartitionsResponse.topics',
+    324: 'DescribeTopicPartitionsResponse.topics',
+    325: 'DescribeTopicPartitionsResponse.topics',
+    326: 'DescribeTopicPartitionsResponse.topics',
+    327: 'DescribeTopicPartitionsResponse.topics',
+    328: 'DescribeTopicPartitionsResponse.topics',
+    329: 'DescribeTopicPartitionsResponse.topics',
+    330: 'DescribeTopicPartitionsResponse.next_cursor',
+    331: 'DescribeTopicPartitionsResponse.next_cursor',
+    332: 'DescribeTopicPartitionsResponse.next_cursor',
+    333: 'DescribeTopicPartitionsResponse.next_cursor',
+    334: 'DescribeTopicPartitionsResponse.next_cursor',
+    335: 'DescribeTopicPartitionsResponse.<tagged fields>',
+    336: 'DescribeTopicPartitionsResponse.<tagged fields>',
+    337: 'DescribeTopicPartitionsResponse.<tagged fields>',
+    338: 'DescribeTopicPartitionsResponse.<tagged fields>',
+    339: 'DescribeTopicPartitionsResponse.<tagged fields>',
 })

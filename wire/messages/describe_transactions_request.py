@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -34,6 +35,9 @@ def _d_DescribeTransactionsRequest_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -46,6 +50,9 @@ def _d_DescribeTransactionsRequest_v0(buf, pos):
             _n3 = buf[pos]
             if _n3 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n3, pos = _ruv(buf, pos)
             _n3 -= 1
@@ -63,7 +70,10 @@ def _d_DescribeTransactionsRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeTransactionsRequest.<tagged fields>')
-    return DescribeTransactionsRequest(_f_transactional_ids, _unk), pos
+    _o = _new(DescribeTransactionsRequest)
+    _o.transactional_ids = _f_transactional_ids
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_DescribeTransactionsRequest_v0(o, w):
@@ -90,7 +100,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeTransactionsRequest_v0}
 ENCODERS = {0: _e_DescribeTransactionsRequest_v0}
 _reg(__file__, {
-    34: 'DescribeTransactionsRequest.transactional_ids',
     35: 'DescribeTransactionsRequest.transactional_ids',
     36: 'DescribeTransactionsRequest.transactional_ids',
     37: 'DescribeTransactionsRequest.transactional_ids',
@@ -117,9 +126,16 @@ _reg(__file__, {
     58: 'DescribeTransactionsRequest.transactional_ids',
     59: 'DescribeTransactionsRequest.transactional_ids',
     60: 'DescribeTransactionsRequest.transactional_ids',
-    61: 'DescribeTransactionsRequest.<tagged fields>',
-    62: 'DescribeTransactionsRequest.<tagged fields>',
-    63: 'DescribeTransactionsRequest.<tagged fields>',
-    64: 'DescribeTransactionsRequest.<tagged fields>',
-    65: 'DescribeTransactionsRequest.<tagged fields>',
+    61: 'DescribeTransactionsRequest.transactional_ids',
+    62: 'DescribeTransactionsRequest.transactional_ids',
+    63: 'DescribeTransactionsRequest.transactional_ids',
+    64: 'DescribeTransactionsRequest.transactional_ids',
+    65: 'DescribeTransactionsRequest.transactional_ids',
+    66: 'DescribeTransactionsRequest.transactional_ids',
+    67: 'DescribeTransactionsRequest.transactional_ids',
+    68: 'DescribeTransactionsRequest.<tagged fields>',
+    69: 'DescribeTransactionsRequest.<tagged fields>',
+    70: 'DescribeTransactionsRequest.<tagged fields>',
+    71: 'DescribeTransactionsRequest.<tagged fields>',
+    72: 'DescribeTransactionsRequest.<tagged fields>',
 })

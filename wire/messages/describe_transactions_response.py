@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -89,6 +90,9 @@ def _d_TopicData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -103,6 +107,9 @@ def _d_TopicData_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -117,7 +124,11 @@ def _d_TopicData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TransactionState_v0(buf, pos):
@@ -126,6 +137,9 @@ def _d_TransactionState_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -140,6 +154,9 @@ def _d_TransactionState_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -156,6 +173,9 @@ def _d_TransactionState_v0(buf, pos):
     _n8 = buf[pos]
     if _n8 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n8, pos = _ruv(buf, pos)
     _n8 -= 1
@@ -172,7 +192,17 @@ def _d_TransactionState_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TransactionState.<tagged fields>')
-    return TransactionState(_f_error_code, _f_transactional_id, _f_transaction_state, _f_transaction_timeout_ms, _f_transaction_start_time_ms, _f_producer_id, _f_producer_epoch, _f_topics, _unk), pos
+    _o = _new(TransactionState)
+    _o.error_code = _f_error_code
+    _o.transactional_id = _f_transactional_id
+    _o.transaction_state = _f_transaction_state
+    _o.transaction_timeout_ms = _f_transaction_timeout_ms
+    _o.transaction_start_time_ms = _f_transaction_start_time_ms
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeTransactionsResponse_v0(buf, pos):
@@ -181,6 +211,9 @@ def _d_DescribeTransactionsResponse_v0(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -197,7 +230,11 @@ def _d_DescribeTransactionsResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeTransactionsResponse.<tagged fields>')
-    return DescribeTransactionsResponse(_f_throttle_time_ms, _f_transaction_states, _unk), pos
+    _o = _new(DescribeTransactionsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.transaction_states = _f_transaction_states
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_TopicData_v0(o, w):
@@ -207,9 +244,10 @@ def _e_TopicData_v0(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v12)
     _a13 = o.partitions
-    _l = len(_a13) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a13), *_a13))
+    _l = len(_a13)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a13))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -263,7 +301,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeTransactionsResponse_v0}
 ENCODERS = {0: _e_DescribeTransactionsResponse_v0}
 _reg(__file__, {
-    89: 'TopicData.topic',
     90: 'TopicData.topic',
     91: 'TopicData.topic',
     92: 'TopicData.topic',
@@ -277,10 +314,10 @@ _reg(__file__, {
     100: 'TopicData.topic',
     101: 'TopicData.topic',
     102: 'TopicData.topic',
-    103: 'TopicData.partitions',
-    104: 'TopicData.partitions',
-    105: 'TopicData.partitions',
-    106: 'TopicData.partitions',
+    103: 'TopicData.topic',
+    104: 'TopicData.topic',
+    105: 'TopicData.topic',
+    106: 'TopicData.topic',
     107: 'TopicData.partitions',
     108: 'TopicData.partitions',
     109: 'TopicData.partitions',
@@ -289,81 +326,100 @@ _reg(__file__, {
     112: 'TopicData.partitions',
     113: 'TopicData.partitions',
     114: 'TopicData.partitions',
-    115: 'TopicData.<tagged fields>',
-    116: 'TopicData.<tagged fields>',
-    117: 'TopicData.<tagged fields>',
-    118: 'TopicData.<tagged fields>',
-    119: 'TopicData.<tagged fields>',
-    124: 'TransactionState.error_code',
-    125: 'TransactionState.error_code',
-    126: 'TransactionState.transactional_id',
-    127: 'TransactionState.transactional_id',
-    128: 'TransactionState.transactional_id',
-    129: 'TransactionState.transactional_id',
-    130: 'TransactionState.transactional_id',
-    131: 'TransactionState.transactional_id',
-    132: 'TransactionState.transactional_id',
-    133: 'TransactionState.transactional_id',
-    134: 'TransactionState.transactional_id',
-    135: 'TransactionState.transactional_id',
-    136: 'TransactionState.transactional_id',
+    115: 'TopicData.partitions',
+    116: 'TopicData.partitions',
+    117: 'TopicData.partitions',
+    118: 'TopicData.partitions',
+    119: 'TopicData.partitions',
+    120: 'TopicData.partitions',
+    121: 'TopicData.partitions',
+    122: 'TopicData.<tagged fields>',
+    123: 'TopicData.<tagged fields>',
+    124: 'TopicData.<tagged fields>',
+    125: 'TopicData.<tagged fields>',
+    126: 'TopicData.<tagged fields>',
+    135: 'TransactionState.error_code',
+    136: 'TransactionState.error_code',
     137: 'TransactionState.transactional_id',
     138: 'TransactionState.transactional_id',
     139: 'TransactionState.transactional_id',
-    140: 'TransactionState.transaction_state',
-    141: 'TransactionState.transaction_state',
-    142: 'TransactionState.transaction_state',
-    143: 'TransactionState.transaction_state',
-    144: 'TransactionState.transaction_state',
-    145: 'TransactionState.transaction_state',
-    146: 'TransactionState.transaction_state',
-    147: 'TransactionState.transaction_state',
-    148: 'TransactionState.transaction_state',
-    149: 'TransactionState.transaction_state',
-    150: 'TransactionState.transaction_state',
-    151: 'TransactionState.transaction_state',
-    152: 'TransactionState.transaction_state',
-    153: 'TransactionState.transaction_state',
-    154: 'TransactionState.transaction_timeout_ms/transaction_start_time_ms/producer_id/producer_epoch',
-    155: 'TransactionState.transaction_timeout_ms/transaction_start_time_ms/producer_id/producer_epoch',
-    156: 'TransactionState.topics',
-    157: 'TransactionState.topics',
-    158: 'TransactionState.topics',
-    159: 'TransactionState.topics',
-    160: 'TransactionState.topics',
-    161: 'TransactionState.topics',
-    162: 'TransactionState.topics',
-    163: 'TransactionState.topics',
-    164: 'TransactionState.topics',
-    165: 'TransactionState.topics',
-    166: 'TransactionState.topics',
-    167: 'TransactionState.topics',
-    168: 'TransactionState.topics',
-    169: 'TransactionState.topics',
-    170: 'TransactionState.<tagged fields>',
-    171: 'TransactionState.<tagged fields>',
-    172: 'TransactionState.<tagged fields>',
-    173: 'TransactionState.<tagged fields>',
-    174: 'TransactionState.<tagged fields>',
-    179: 'DescribeTransactionsResponse.throttle_time_ms',
-    180: 'DescribeTransactionsResponse.throttle_time_ms',
-    181: 'DescribeTransactionsResponse.transaction_states',
-    182: 'DescribeTransactionsResponse.transaction_states',
-    183: 'DescribeTransactionsResponse.transaction_states',
-    184: 'DescribeTransactionsResponse.transaction_states',
-    185: 'DescribeTransactionsResponse.transaction_states',
-    186: 'DescribeTransactionsResponse.transaction_states',
-    187: 'DescribeTransactionsResponse.transaction_states',
-    188: 'DescribeTransactionsResponse.transaction_states',
-    189: 'DescribeTransactionsResponse.transaction_states',
-    190: 'DescribeTransactionsResponse.transaction_states',
-    191: 'DescribeTransactionsResponse.transaction_states',
-    192: 'DescribeTransactionsResponse.transaction_states',
-    193: 'DescribeTransactionsResponse.transaction_states',
-    194: 'DescribeTransactionsResponse.transaction_states',
-    195: 'DescribeTransactionsResponse.<tagged fields>',
-    196: 'DescribeTransactionsResponse.<tagged fields>',
-    197: 'DescribeTransactionsResponse.<tagged fields>',
-    198: 'DescribeTransactionsResponse.<tagged fields>',
-    199: 'DescribeTransactionsResponse.<tagged fields>',
+    140: 'TransactionState.transactional_id',
+    141: 'TransactionState.transactional_id',
+    142: 'TransactionState.transactional_id',
+    143: 'TransactionState.transactional_id',
+    144: 'TransactionState.transactional_id',
+    145: 'TransactionState.transactional_id',
+    146: 'TransactionState.transactional_id',
+    147: 'TransactionState.transactional_id',
+    148: 'TransactionState.transactional_id',
+    149: 'TransactionState.transactional_id',
+    150: 'TransactionState.transactional_id',
+    151: 'TransactionState.transactional_id',
+    152: 'TransactionState.transactional_id',
+    153: 'TransactionState.transactional_id',
+    154: 'TransactionState.transaction_state',
+    155: 'TransactionState.transaction_state',
+    156: 'TransactionState.transaction_state',
+    157: 'TransactionState.transaction_state',
+    158: 'TransactionState.transaction_state',
+    159: 'TransactionState.transaction_state',
+    160: 'TransactionState.transaction_state',
+    161: 'TransactionState.transaction_state',
+    162: 'TransactionState.transaction_state',
+    163: 'TransactionState.transaction_state',
+    164: 'TransactionState.transaction_state',
+    165: 'TransactionState.transaction_state',
+    166: 'TransactionState.transaction_state',
+    167: 'TransactionState.transaction_state',
+    168: 'TransactionState.transaction_state',
+    169: 'TransactionState.transaction_state',
+    170: 'TransactionState.transaction_state',
+    171: 'TransactionState.transaction_timeout_ms/transaction_start_time_ms/producer_id/producer_epoch',
+    172: 'TransactionState.transaction_timeout_ms/transaction_start_time_ms/producer_id/producer_epoch',
+    173: 'TransactionState.topics',
+    174: 'TransactionState.topics',
+    175: 'TransactionState.topics',
+    176: 'TransactionState.topics',
+    177: 'TransactionState.topics',
+    178: 'TransactionState.topics',
+    179: 'TransactionState.topics',
+    180: 'TransactionState.topics',
+    181: 'TransactionState.topics',
+    182: 'TransactionState.topics',
+    183: 'TransactionState.topics',
+    184: 'TransactionState.topics',
+    185: 'TransactionState.topics',
+    186: 'TransactionState.topics',
+    187: 'TransactionState.topics',
+    188: 'TransactionState.topics',
+    189: 'TransactionState.topics',
+    190: 'TransactionState.<tagged fields>',
+    191: 'TransactionState.<tagged fields>',
+    192: 'TransactionState.<tagged fields>',
+    193: 'TransactionState.<tagged fields>',
+    194: 'TransactionState.<tagged fields>',
+    209: 'DescribeTransactionsResponse.throttle_time_ms',
+    210: 'DescribeTransactionsResponse.throttle_time_ms',
+    211: 'DescribeTransactionsResponse.transaction_states',
+    212: 'DescribeTransactionsResponse.transaction_states',
+    213: 'DescribeTransactionsResponse.transaction_states',
+    214: 'DescribeTransactionsResponse.transaction_states',
+    215: 'DescribeTransactionsResponse.transaction_states',
+    216: 'DescribeTransactionsResponse.transaction_states',
+    217: 'DescribeTransactionsResponse.transaction_states',
+    218: 'DescribeTransactionsResponse.transaction_states',
+    219: 'DescribeTransactionsResponse.transaction_states',
+    220: 'DescribeTransactionsResponse.transaction_states',
+    221: 'DescribeTransactionsResponse.transaction_states',
+    222: 'DescribeTransactionsResponse.transaction_states',
+    223: 'DescribeTransactionsResponse.transaction_states',
+    224: 'DescribeTransactionsResponse.transaction_states',
+    225: 'DescribeTransactionsResponse.transaction_states',
+    226: 'DescribeTransactionsResponse.transaction_states',
+    227: 'DescribeTransactionsResponse.transaction_states',
+    228: 'DescribeTransactionsResponse.<tagged fields>',
+    229: 'DescribeTransactionsResponse.<tagged fields>',
+    230: 'DescribeTransactionsResponse.<tagged fields>',
+    231: 'DescribeTransactionsResponse.<tagged fields>',
+    232: 'DescribeTransactionsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -48,6 +49,9 @@ def _d_UserName_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -64,13 +68,19 @@ def _d_UserName_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UserName.<tagged fields>')
-    return UserName(_f_name, _unk), pos
+    _o = _new(UserName)
+    _o.name = _f_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeUserScramCredentialsRequest_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -87,7 +97,10 @@ def _d_DescribeUserScramCredentialsRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeUserScramCredentialsRequest.<tagged fields>')
-    return DescribeUserScramCredentialsRequest(_f_users, _unk), pos
+    _o = _new(DescribeUserScramCredentialsRequest)
+    _o.users = _f_users
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_UserName_v0(o, w):
@@ -126,7 +139,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeUserScramCredentialsRequest_v0}
 ENCODERS = {0: _e_DescribeUserScramCredentialsRequest_v0}
 _reg(__file__, {
-    48: 'UserName.name',
     49: 'UserName.name',
     50: 'UserName.name',
     51: 'UserName.name',
@@ -140,18 +152,15 @@ _reg(__file__, {
     59: 'UserName.name',
     60: 'UserName.name',
     61: 'UserName.name',
-    62: 'UserName.<tagged fields>',
-    63: 'UserName.<tagged fields>',
-    64: 'UserName.<tagged fields>',
-    65: 'UserName.<tagged fields>',
+    62: 'UserName.name',
+    63: 'UserName.name',
+    64: 'UserName.name',
+    65: 'UserName.name',
     66: 'UserName.<tagged fields>',
-    71: 'DescribeUserScramCredentialsRequest.users',
-    72: 'DescribeUserScramCredentialsRequest.users',
-    73: 'DescribeUserScramCredentialsRequest.users',
-    74: 'DescribeUserScramCredentialsRequest.users',
-    75: 'DescribeUserScramCredentialsRequest.users',
-    76: 'DescribeUserScramCredentialsRequest.users',
-    77: 'DescribeUserScramCredentialsRequest.users',
+    67: 'UserName.<tagged fields>',
+    68: 'UserName.<tagged fields>',
+    69: 'UserName.<tagged fields>',
+    70: 'UserName.<tagged fields>',
     78: 'DescribeUserScramCredentialsRequest.users',
     79: 'DescribeUserScramCredentialsRequest.users',
     80: 'DescribeUserScramCredentialsRequest.users',
@@ -159,9 +168,19 @@ _reg(__file__, {
     82: 'DescribeUserScramCredentialsRequest.users',
     83: 'DescribeUserScramCredentialsRequest.users',
     84: 'DescribeUserScramCredentialsRequest.users',
-    85: 'DescribeUserScramCredentialsRequest.<tagged fields>',
-    86: 'DescribeUserScramCredentialsRequest.<tagged fields>',
-    87: 'DescribeUserScramCredentialsRequest.<tagged fields>',
-    88: 'DescribeUserScramCredentialsRequest.<tagged fields>',
-    89: 'DescribeUserScramCredentialsRequest.<tagged fields>',
+    85: 'DescribeUserScramCredentialsRequest.users',
+    86: 'DescribeUserScramCredentialsRequest.users',
+    87: 'DescribeUserScramCredentialsRequest.users',
+    88: 'DescribeUserScramCredentialsRequest.users',
+    89: 'DescribeUserScramCredentialsRequest.users',
+    90: 'DescribeUserScramCredentialsRequest.users',
+    91: 'DescribeUserScramCredentialsRequest.users',
+    92: 'DescribeUserScramCredentialsRequest.users',
+    93: 'DescribeUserScramCredentialsRequest.users',
+    94: 'DescribeUserScramCredentialsRequest.users',
+    95: 'DescribeUserScramCredentialsRequest.<tagged fields>',
+    96: 'DescribeUserScramCredentialsRequest.<tagged fields>',
+    97: 'DescribeUserScramCredentialsRequest.<tagged fields>',
+    98: 'DescribeUserScramCredentialsRequest.<tagged fields>',
+    99: 'DescribeUserScramCredentialsRequest.<tagged fields>',
 })

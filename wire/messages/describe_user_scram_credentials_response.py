@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -89,13 +90,20 @@ def _d_CredentialInfo_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CredentialInfo.<tagged fields>')
-    return CredentialInfo(_f_mechanism, _f_iterations, _unk), pos
+    _o = _new(CredentialInfo)
+    _o.mechanism = _f_mechanism
+    _o.iterations = _f_iterations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeUserScramCredentialsResult_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -112,6 +120,9 @@ def _d_DescribeUserScramCredentialsResult_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -126,6 +137,9 @@ def _d_DescribeUserScramCredentialsResult_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -142,7 +156,13 @@ def _d_DescribeUserScramCredentialsResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeUserScramCredentialsResult.<tagged fields>')
-    return DescribeUserScramCredentialsResult(_f_user, _f_error_code, _f_error_message, _f_credential_infos, _unk), pos
+    _o = _new(DescribeUserScramCredentialsResult)
+    _o.user = _f_user
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.credential_infos = _f_credential_infos
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribeUserScramCredentialsResponse_v0(buf, pos):
@@ -151,6 +171,9 @@ def _d_DescribeUserScramCredentialsResponse_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -165,6 +188,9 @@ def _d_DescribeUserScramCredentialsResponse_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -181,7 +207,13 @@ def _d_DescribeUserScramCredentialsResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribeUserScramCredentialsResponse.<tagged fields>')
-    return DescribeUserScramCredentialsResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_results, _unk), pos
+    _o = _new(DescribeUserScramCredentialsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_CredentialInfo_v0(o, w):
@@ -249,18 +281,13 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_DescribeUserScramCredentialsResponse_v0}
 ENCODERS = {0: _e_DescribeUserScramCredentialsResponse_v0}
 _reg(__file__, {
-    85: 'CredentialInfo.mechanism/iterations',
     86: 'CredentialInfo.mechanism/iterations',
-    87: 'CredentialInfo.<tagged fields>',
+    87: 'CredentialInfo.mechanism/iterations',
     88: 'CredentialInfo.<tagged fields>',
     89: 'CredentialInfo.<tagged fields>',
     90: 'CredentialInfo.<tagged fields>',
     91: 'CredentialInfo.<tagged fields>',
-    96: 'DescribeUserScramCredentialsResult.user',
-    97: 'DescribeUserScramCredentialsResult.user',
-    98: 'DescribeUserScramCredentialsResult.user',
-    99: 'DescribeUserScramCredentialsResult.user',
-    100: 'DescribeUserScramCredentialsResult.user',
+    92: 'CredentialInfo.<tagged fields>',
     101: 'DescribeUserScramCredentialsResult.user',
     102: 'DescribeUserScramCredentialsResult.user',
     103: 'DescribeUserScramCredentialsResult.user',
@@ -270,74 +297,94 @@ _reg(__file__, {
     107: 'DescribeUserScramCredentialsResult.user',
     108: 'DescribeUserScramCredentialsResult.user',
     109: 'DescribeUserScramCredentialsResult.user',
-    110: 'DescribeUserScramCredentialsResult.error_code',
-    111: 'DescribeUserScramCredentialsResult.error_code',
-    112: 'DescribeUserScramCredentialsResult.error_message',
-    113: 'DescribeUserScramCredentialsResult.error_message',
-    114: 'DescribeUserScramCredentialsResult.error_message',
-    115: 'DescribeUserScramCredentialsResult.error_message',
-    116: 'DescribeUserScramCredentialsResult.error_message',
-    117: 'DescribeUserScramCredentialsResult.error_message',
-    118: 'DescribeUserScramCredentialsResult.error_message',
-    119: 'DescribeUserScramCredentialsResult.error_message',
+    110: 'DescribeUserScramCredentialsResult.user',
+    111: 'DescribeUserScramCredentialsResult.user',
+    112: 'DescribeUserScramCredentialsResult.user',
+    113: 'DescribeUserScramCredentialsResult.user',
+    114: 'DescribeUserScramCredentialsResult.user',
+    115: 'DescribeUserScramCredentialsResult.user',
+    116: 'DescribeUserScramCredentialsResult.user',
+    117: 'DescribeUserScramCredentialsResult.user',
+    118: 'DescribeUserScramCredentialsResult.error_code',
+    119: 'DescribeUserScramCredentialsResult.error_code',
     120: 'DescribeUserScramCredentialsResult.error_message',
     121: 'DescribeUserScramCredentialsResult.error_message',
     122: 'DescribeUserScramCredentialsResult.error_message',
     123: 'DescribeUserScramCredentialsResult.error_message',
     124: 'DescribeUserScramCredentialsResult.error_message',
     125: 'DescribeUserScramCredentialsResult.error_message',
-    126: 'DescribeUserScramCredentialsResult.credential_infos',
-    127: 'DescribeUserScramCredentialsResult.credential_infos',
-    128: 'DescribeUserScramCredentialsResult.credential_infos',
-    129: 'DescribeUserScramCredentialsResult.credential_infos',
-    130: 'DescribeUserScramCredentialsResult.credential_infos',
-    131: 'DescribeUserScramCredentialsResult.credential_infos',
-    132: 'DescribeUserScramCredentialsResult.credential_infos',
-    133: 'DescribeUserScramCredentialsResult.credential_infos',
-    134: 'DescribeUserScramCredentialsResult.credential_infos',
-    135: 'DescribeUserScramCredentialsResult.credential_infos',
-    136: 'DescribeUserScramCredentialsResult.credential_infos',
+    126: 'DescribeUserScramCredentialsResult.error_message',
+    127: 'DescribeUserScramCredentialsResult.error_message',
+    128: 'DescribeUserScramCredentialsResult.error_message',
+    129: 'DescribeUserScramCredentialsResult.error_message',
+    130: 'DescribeUserScramCredentialsResult.error_message',
+    131: 'DescribeUserScramCredentialsResult.error_message',
+    132: 'DescribeUserScramCredentialsResult.error_message',
+    133: 'DescribeUserScramCredentialsResult.error_message',
+    134: 'DescribeUserScramCredentialsResult.error_message',
+    135: 'DescribeUserScramCredentialsResult.error_message',
+    136: 'DescribeUserScramCredentialsResult.error_message',
     137: 'DescribeUserScramCredentialsResult.credential_infos',
     138: 'DescribeUserScramCredentialsResult.credential_infos',
     139: 'DescribeUserScramCredentialsResult.credential_infos',
-    140: 'DescribeUserScramCredentialsResult.<tagged fields>',
-    141: 'DescribeUserScramCredentialsResult.<tagged fields>',
-    142: 'DescribeUserScramCredentialsResult.<tagged fields>',
-    143: 'DescribeUserScramCredentialsResult.<tagged fields>',
-    144: 'DescribeUserScramCredentialsResult.<tagged fields>',
-    149: 'DescribeUserScramCredentialsResponse.throttle_time_ms/error_code',
-    150: 'DescribeUserScramCredentialsResponse.throttle_time_ms/error_code',
-    151: 'DescribeUserScramCredentialsResponse.error_message',
-    152: 'DescribeUserScramCredentialsResponse.error_message',
-    153: 'DescribeUserScramCredentialsResponse.error_message',
-    154: 'DescribeUserScramCredentialsResponse.error_message',
-    155: 'DescribeUserScramCredentialsResponse.error_message',
-    156: 'DescribeUserScramCredentialsResponse.error_message',
-    157: 'DescribeUserScramCredentialsResponse.error_message',
-    158: 'DescribeUserScramCredentialsResponse.error_message',
-    159: 'DescribeUserScramCredentialsResponse.error_message',
-    160: 'DescribeUserScramCredentialsResponse.error_message',
-    161: 'DescribeUserScramCredentialsResponse.error_message',
-    162: 'DescribeUserScramCredentialsResponse.error_message',
-    163: 'DescribeUserScramCredentialsResponse.error_message',
-    164: 'DescribeUserScramCredentialsResponse.error_message',
-    165: 'DescribeUserScramCredentialsResponse.results',
-    166: 'DescribeUserScramCredentialsResponse.results',
-    167: 'DescribeUserScramCredentialsResponse.results',
-    168: 'DescribeUserScramCredentialsResponse.results',
-    169: 'DescribeUserScramCredentialsResponse.results',
-    170: 'DescribeUserScramCredentialsResponse.results',
-    171: 'DescribeUserScramCredentialsResponse.results',
-    172: 'DescribeUserScramCredentialsResponse.results',
-    173: 'DescribeUserScramCredentialsResponse.results',
-    174: 'DescribeUserScramCredentialsResponse.results',
-    175: 'DescribeUserScramCredentialsResponse.results',
-    176: 'DescribeUserScramCredentialsResponse.results',
-    177: 'DescribeUserScramCredentialsResponse.results',
-    178: 'DescribeUserScramCredentialsResponse.results',
-    179: 'DescribeUserScramCredentialsResponse.<tagged fields>',
-    180: 'DescribeUserScramCredentialsResponse.<tagged fields>',
-    181: 'DescribeUserScramCredentialsResponse.<tagged fields>',
-    182: 'DescribeUserScramCredentialsResponse.<tagged fields>',
-    183: 'DescribeUserScramCredentialsResponse.<tagged fields>',
+    140: 'DescribeUserScramCredentialsResult.credential_infos',
+    141: 'DescribeUserScramCredentialsResult.credential_infos',
+    142: 'DescribeUserScramCredentialsResult.credential_infos',
+    143: 'DescribeUserScramCredentialsResult.credential_infos',
+    144: 'DescribeUserScramCredentialsResult.credential_infos',
+    145: 'DescribeUserScramCredentialsResult.credential_infos',
+    146: 'DescribeUserScramCredentialsResult.credential_infos',
+    147: 'DescribeUserScramCredentialsResult.credential_infos',
+    148: 'DescribeUserScramCredentialsResult.credential_infos',
+    149: 'DescribeUserScramCredentialsResult.credential_infos',
+    150: 'DescribeUserScramCredentialsResult.credential_infos',
+    151: 'DescribeUserScramCredentialsResult.credential_infos',
+    152: 'DescribeUserScramCredentialsResult.credential_infos',
+    153: 'DescribeUserScramCredentialsResult.credential_infos',
+    154: 'DescribeUserScramCredentialsResult.<tagged fields>',
+    155: 'DescribeUserScramCredentialsResult.<tagged fields>',
+    156: 'DescribeUserScramCredentialsResult.<tagged fields>',
+    157: 'DescribeUserScramCredentialsResult.<tagged fields>',
+    158: 'DescribeUserScramCredentialsResult.<tagged fields>',
+    169: 'DescribeUserScramCredentialsResponse.throttle_time_ms/error_code',
+    170: 'DescribeUserScramCredentialsResponse.throttle_time_ms/error_code',
+    171: 'DescribeUserScramCredentialsResponse.error_message',
+    172: 'DescribeUserScramCredentialsResponse.error_message',
+    173: 'DescribeUserScramCredentialsResponse.error_message',
+    174: 'DescribeUserScramCredentialsResponse.error_message',
+    175: 'DescribeUserScramCredentialsResponse.error_message',
+    176: 'DescribeUserScramCredentialsResponse.error_message',
+    177: 'DescribeUserScramCredentialsResponse.error_message',
+    178: 'DescribeUserScramCredentialsResponse.error_message',
+    179: 'DescribeUserScramCredentialsResponse.error_message',
+    180: 'DescribeUserScramCredentialsResponse.error_message',
+    181: 'DescribeUserScramCredentialsResponse.error_message',
+    182: 'DescribeUserScramCredentialsResponse.error_message',
+    183: 'DescribeUserScramCredentialsResponse.error_message',
+    184: 'DescribeUserScramCredentialsResponse.error_message',
+    185: 'DescribeUserScramCredentialsResponse.error_message',
+    186: 'DescribeUserScramCredentialsResponse.error_message',
+    187: 'DescribeUserScramCredentialsResponse.error_message',
+    188: 'DescribeUserScramCredentialsResponse.results',
+    189: 'DescribeUserScramCredentialsResponse.results',
+    190: 'DescribeUserScramCredentialsResponse.results',
+    191: 'DescribeUserScramCredentialsResponse.results',
+    192: 'DescribeUserScramCredentialsResponse.results',
+    193: 'DescribeUserScramCredentialsResponse.results',
+    194: 'DescribeUserScramCredentialsResponse.results',
+    195: 'DescribeUserScramCredentialsResponse.results',
+    196: 'DescribeUserScramCredentialsResponse.results',
+    197: 'DescribeUserScramCredentialsResponse.results',
+    198: 'DescribeUserScramCredentialsResponse.results',
+    199: 'DescribeUserScramCredentialsResponse.results',
+    200: 'DescribeUserScramCredentialsResponse.results',
+    201: 'DescribeUserScramCredentialsResponse.results',
+    202: 'DescribeUserScramCredentialsResponse.results',
+    203: 'DescribeUserScramCredentialsResponse.results',
+    204: 'DescribeUserScramCredentialsResponse.results',
+    205: 'DescribeUserScramCredentialsResponse.<tagged fields>',
+    206: 'DescribeUserScramCredentialsResponse.<tagged fields>',
+    207: 'DescribeUserScramCredentialsResponse.<tagged fields>',
+    208: 'DescribeUserScramCredentialsResponse.<tagged fields>',
+    209: 'DescribeUserScramCredentialsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -75,7 +76,11 @@ def _d_TopicPartitions_v0(buf, pos):
         _chk(_n3, buf, pos, 'TopicPartitions.partitions')
         _f_partitions = list(_unpack_from('>%di' % _n3, buf, pos))
         pos += 4 * _n3
-    return TopicPartitions(_f_topic, _f_partitions, None), pos
+    _o = _new(TopicPartitions)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TopicPartitions_v1 = _d_TopicPartitions_v0
@@ -84,6 +89,9 @@ def _d_TopicPartitions_v2(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -98,6 +106,9 @@ def _d_TopicPartitions_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -112,7 +123,11 @@ def _d_TopicPartitions_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicPartitions.<tagged fields>')
-    return TopicPartitions(_f_topic, _f_partitions, _unk), pos
+    _o = _new(TopicPartitions)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ElectLeadersRequest_v0(buf, pos):
@@ -128,7 +143,12 @@ def _d_ElectLeadersRequest_v0(buf, pos):
             _f_topic_partitions.append(_x11)
     _f_timeout_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return ElectLeadersRequest(0, _f_topic_partitions, _f_timeout_ms, None), pos
+    _o = _new(ElectLeadersRequest)
+    _o.election_type = 0
+    _o.topic_partitions = _f_topic_partitions
+    _o.timeout_ms = _f_timeout_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ElectLeadersRequest_v1(buf, pos):
@@ -146,7 +166,12 @@ def _d_ElectLeadersRequest_v1(buf, pos):
             _f_topic_partitions.append(_x13)
     _f_timeout_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return ElectLeadersRequest(_f_election_type, _f_topic_partitions, _f_timeout_ms, None), pos
+    _o = _new(ElectLeadersRequest)
+    _o.election_type = _f_election_type
+    _o.topic_partitions = _f_topic_partitions
+    _o.timeout_ms = _f_timeout_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ElectLeadersRequest_v2(buf, pos):
@@ -155,6 +180,9 @@ def _d_ElectLeadersRequest_v2(buf, pos):
     _n14 = buf[pos]
     if _n14 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n14 = (_n14 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n14, pos = _ruv(buf, pos)
     _n14 -= 1
@@ -173,7 +201,12 @@ def _d_ElectLeadersRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ElectLeadersRequest.<tagged fields>')
-    return ElectLeadersRequest(_f_election_type, _f_topic_partitions, _f_timeout_ms, _unk), pos
+    _o = _new(ElectLeadersRequest)
+    _o.election_type = _f_election_type
+    _o.topic_partitions = _f_topic_partitions
+    _o.timeout_ms = _f_timeout_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_TopicPartitions_v0(o, w):
@@ -182,8 +215,8 @@ def _e_TopicPartitions_v0(o, w):
     w(_I16p(len(_v16)))
     w(_v16)
     _a17 = o.partitions
-    w(_I32p(len(_a17)))
-    w(_pack('>%di' % len(_a17), *_a17))
+    _l = len(_a17)
+    w(_counted_packer('i', _l)(_l, *_a17))
 
 
 _e_TopicPartitions_v1 = _e_TopicPartitions_v0
@@ -195,9 +228,10 @@ def _e_TopicPartitions_v2(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v20)
     _a21 = o.partitions
-    _l = len(_a21) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a21), *_a21))
+    _l = len(_a21)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a21))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -253,7 +287,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_ElectLeadersRequest_v0, 1: _d_ElectLeadersRequest_v1, 2: _d_ElectLeadersRequest_v2}
 ENCODERS = {0: _e_ElectLeadersRequest_v0, 1: _e_ElectLeadersRequest_v1, 2: _e_ElectLeadersRequest_v2}
 _reg(__file__, {
-    60: 'TopicPartitions.topic',
     61: 'TopicPartitions.topic',
     62: 'TopicPartitions.topic',
     63: 'TopicPartitions.topic',
@@ -263,7 +296,7 @@ _reg(__file__, {
     67: 'TopicPartitions.topic',
     68: 'TopicPartitions.topic',
     69: 'TopicPartitions.topic',
-    70: 'TopicPartitions.partitions',
+    70: 'TopicPartitions.topic',
     71: 'TopicPartitions.partitions',
     72: 'TopicPartitions.partitions',
     73: 'TopicPartitions.partitions',
@@ -271,11 +304,7 @@ _reg(__file__, {
     75: 'TopicPartitions.partitions',
     76: 'TopicPartitions.partitions',
     77: 'TopicPartitions.partitions',
-    83: 'TopicPartitions.topic',
-    84: 'TopicPartitions.topic',
-    85: 'TopicPartitions.topic',
-    86: 'TopicPartitions.topic',
-    87: 'TopicPartitions.topic',
+    78: 'TopicPartitions.partitions',
     88: 'TopicPartitions.topic',
     89: 'TopicPartitions.topic',
     90: 'TopicPartitions.topic',
@@ -285,37 +314,37 @@ _reg(__file__, {
     94: 'TopicPartitions.topic',
     95: 'TopicPartitions.topic',
     96: 'TopicPartitions.topic',
-    97: 'TopicPartitions.partitions',
-    98: 'TopicPartitions.partitions',
-    99: 'TopicPartitions.partitions',
-    100: 'TopicPartitions.partitions',
-    101: 'TopicPartitions.partitions',
-    102: 'TopicPartitions.partitions',
-    103: 'TopicPartitions.partitions',
-    104: 'TopicPartitions.partitions',
+    97: 'TopicPartitions.topic',
+    98: 'TopicPartitions.topic',
+    99: 'TopicPartitions.topic',
+    100: 'TopicPartitions.topic',
+    101: 'TopicPartitions.topic',
+    102: 'TopicPartitions.topic',
+    103: 'TopicPartitions.topic',
+    104: 'TopicPartitions.topic',
     105: 'TopicPartitions.partitions',
     106: 'TopicPartitions.partitions',
     107: 'TopicPartitions.partitions',
     108: 'TopicPartitions.partitions',
-    109: 'TopicPartitions.<tagged fields>',
-    110: 'TopicPartitions.<tagged fields>',
-    111: 'TopicPartitions.<tagged fields>',
-    112: 'TopicPartitions.<tagged fields>',
-    113: 'TopicPartitions.<tagged fields>',
-    118: 'ElectLeadersRequest.topic_partitions',
-    119: 'ElectLeadersRequest.topic_partitions',
-    120: 'ElectLeadersRequest.topic_partitions',
-    121: 'ElectLeadersRequest.topic_partitions',
-    122: 'ElectLeadersRequest.topic_partitions',
-    123: 'ElectLeadersRequest.topic_partitions',
-    124: 'ElectLeadersRequest.topic_partitions',
-    125: 'ElectLeadersRequest.topic_partitions',
-    126: 'ElectLeadersRequest.topic_partitions',
-    127: 'ElectLeadersRequest.topic_partitions',
-    128: 'ElectLeadersRequest.timeout_ms',
-    129: 'ElectLeadersRequest.timeout_ms',
-    134: 'ElectLeadersRequest.election_type',
-    135: 'ElectLeadersRequest.election_type',
+    109: 'TopicPartitions.partitions',
+    110: 'TopicPartitions.partitions',
+    111: 'TopicPartitions.partitions',
+    112: 'TopicPartitions.partitions',
+    113: 'TopicPartitions.partitions',
+    114: 'TopicPartitions.partitions',
+    115: 'TopicPartitions.partitions',
+    116: 'TopicPartitions.partitions',
+    117: 'TopicPartitions.partitions',
+    118: 'TopicPartitions.partitions',
+    119: 'TopicPartitions.partitions',
+    120: 'TopicPartitions.<tagged fields>',
+    121: 'TopicPartitions.<tagged fields>',
+    122: 'TopicPartitions.<tagged fields>',
+    123: 'TopicPartitions.<tagged fields>',
+    124: 'TopicPartitions.<tagged fields>',
+    133: 'ElectLeadersRequest.topic_partitions',
+    134: 'ElectLeadersRequest.topic_partitions',
+    135: 'ElectLeadersRequest.topic_partitions',
     136: 'ElectLeadersRequest.topic_partitions',
     137: 'ElectLeadersRequest.topic_partitions',
     138: 'ElectLeadersRequest.topic_partitions',
@@ -323,15 +352,10 @@ _reg(__file__, {
     140: 'ElectLeadersRequest.topic_partitions',
     141: 'ElectLeadersRequest.topic_partitions',
     142: 'ElectLeadersRequest.topic_partitions',
-    143: 'ElectLeadersRequest.topic_partitions',
-    144: 'ElectLeadersRequest.topic_partitions',
-    145: 'ElectLeadersRequest.topic_partitions',
-    146: 'ElectLeadersRequest.timeout_ms',
-    147: 'ElectLeadersRequest.timeout_ms',
-    152: 'ElectLeadersRequest.election_type',
-    153: 'ElectLeadersRequest.election_type',
-    154: 'ElectLeadersRequest.topic_partitions',
-    155: 'ElectLeadersRequest.topic_partitions',
+    143: 'ElectLeadersRequest.timeout_ms',
+    144: 'ElectLeadersRequest.timeout_ms',
+    154: 'ElectLeadersRequest.election_type',
+    155: 'ElectLeadersRequest.election_type',
     156: 'ElectLeadersRequest.topic_partitions',
     157: 'ElectLeadersRequest.topic_partitions',
     158: 'ElectLeadersRequest.topic_partitions',
@@ -342,13 +366,32 @@ _reg(__file__, {
     163: 'ElectLeadersRequest.topic_partitions',
     164: 'ElectLeadersRequest.topic_partitions',
     165: 'ElectLeadersRequest.topic_partitions',
-    166: 'ElectLeadersRequest.topic_partitions',
-    167: 'ElectLeadersRequest.topic_partitions',
-    168: 'ElectLeadersRequest.timeout_ms',
-    169: 'ElectLeadersRequest.timeout_ms',
-    170: 'ElectLeadersRequest.<tagged fields>',
-    171: 'ElectLeadersRequest.<tagged fields>',
-    172: 'ElectLeadersRequest.<tagged fields>',
-    173: 'ElectLeadersRequest.<tagged fields>',
-    174: 'ElectLeadersRequest.<tagged fields>',
+    166: 'ElectLeadersRequest.timeout_ms',
+    167: 'ElectLeadersRequest.timeout_ms',
+    177: 'ElectLeadersRequest.election_type',
+    178: 'ElectLeadersRequest.election_type',
+    179: 'ElectLeadersRequest.topic_partitions',
+    180: 'ElectLeadersRequest.topic_partitions',
+    181: 'ElectLeadersRequest.topic_partitions',
+    182: 'ElectLeadersRequest.topic_partitions',
+    183: 'ElectLeadersRequest.topic_partitions',
+    184: 'ElectLeadersRequest.topic_partitions',
+    185: 'ElectLeadersRequest.topic_partitions',
+    186: 'ElectLeadersRequest.topic_partitions',
+    187: 'ElectLeadersRequest.topic_partitions',
+    188: 'ElectLeadersRequest.topic_partitions',
+    189: 'ElectLeadersRequest.topic_partitions',
+    190: 'ElectLeadersRequest.topic_partitions',
+    191: 'ElectLeadersRequest.topic_partitions',
+    192: 'ElectLeadersRequest.topic_partitions',
+    193: 'ElectLeadersRequest.topic_partitions',
+    194: 'ElectLeadersRequest.topic_partitions',
+    195: 'ElectLeadersRequest.topic_partitions',
+    196: 'ElectLeadersRequest.timeout_ms',
+    197: 'ElectLeadersRequest.timeout_ms',
+    198: 'ElectLeadersRequest.<tagged fields>',
+    199: 'ElectLeadersRequest.<tagged fields>',
+    200: 'ElectLeadersRequest.<tagged fields>',
+    201: 'ElectLeadersRequest.<tagged fields>',
+    202: 'ElectLeadersRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -87,7 +88,12 @@ def _d_PartitionResult_v0(buf, pos):
             raise _trunc('PartitionResult.error_message', _n1, len(buf) - pos)
         _f_error_message = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return PartitionResult(_f_partition_id, _f_error_code, _f_error_message, None), pos
+    _o = _new(PartitionResult)
+    _o.partition_id = _f_partition_id
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_PartitionResult_v1 = _d_PartitionResult_v0
@@ -98,6 +104,9 @@ def _d_PartitionResult_v2(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -114,7 +123,12 @@ def _d_PartitionResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionResult.<tagged fields>')
-    return PartitionResult(_f_partition_id, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(PartitionResult)
+    _o.partition_id = _f_partition_id
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReplicaElectionResult_v0(buf, pos):
@@ -138,7 +152,11 @@ def _d_ReplicaElectionResult_v0(buf, pos):
         for _ in range(_n9):
             _x10, pos = _d_PartitionResult_v0(buf, pos)
             _f_partition_result.append(_x10)
-    return ReplicaElectionResult(_f_topic, _f_partition_result, None), pos
+    _o = _new(ReplicaElectionResult)
+    _o.topic = _f_topic
+    _o.partition_result = _f_partition_result
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ReplicaElectionResult_v1 = _d_ReplicaElectionResult_v0
@@ -147,6 +165,9 @@ def _d_ReplicaElectionResult_v2(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -161,6 +182,9 @@ def _d_ReplicaElectionResult_v2(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -177,7 +201,11 @@ def _d_ReplicaElectionResult_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReplicaElectionResult.<tagged fields>')
-    return ReplicaElectionResult(_f_topic, _f_partition_result, _unk), pos
+    _o = _new(ReplicaElectionResult)
+    _o.topic = _f_topic
+    _o.partition_result = _f_partition_result
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ElectLeadersResponse_v0(buf, pos):
@@ -193,7 +221,12 @@ def _d_ElectLeadersResponse_v0(buf, pos):
         for _ in range(_n19):
             _x20, pos = _d_ReplicaElectionResult_v0(buf, pos)
             _f_replica_election_results.append(_x20)
-    return ElectLeadersResponse(_f_throttle_time_ms, 0, _f_replica_election_results, None), pos
+    _o = _new(ElectLeadersResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = 0
+    _o.replica_election_results = _f_replica_election_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ElectLeadersResponse_v1(buf, pos):
@@ -209,7 +242,12 @@ def _d_ElectLeadersResponse_v1(buf, pos):
         for _ in range(_n21):
             _x22, pos = _d_ReplicaElectionResult_v1(buf, pos)
             _f_replica_election_results.append(_x22)
-    return ElectLeadersResponse(_f_throttle_time_ms, _f_error_code, _f_replica_election_results, None), pos
+    _o = _new(ElectLeadersResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.replica_election_results = _f_replica_election_results
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ElectLeadersResponse_v2(buf, pos):
@@ -218,6 +256,9 @@ def _d_ElectLeadersResponse_v2(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -234,7 +275,12 @@ def _d_ElectLeadersResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ElectLeadersResponse.<tagged fields>')
-    return ElectLeadersResponse(_f_throttle_time_ms, _f_error_code, _f_replica_election_results, _unk), pos
+    _o = _new(ElectLeadersResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.replica_election_results = _f_replica_election_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionResult_v0(o, w):
@@ -335,9 +381,8 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_ElectLeadersResponse_v0, 1: _d_ElectLeadersResponse_v1, 2: _d_ElectLeadersResponse_v2}
 ENCODERS = {0: _e_ElectLeadersResponse_v0, 1: _e_ElectLeadersResponse_v1, 2: _e_ElectLeadersResponse_v2}
 _reg(__file__, {
-    78: 'PartitionResult.partition_id/error_code',
     79: 'PartitionResult.partition_id/error_code',
-    80: 'PartitionResult.error_message',
+    80: 'PartitionResult.partition_id/error_code',
     81: 'PartitionResult.error_message',
     82: 'PartitionResult.error_message',
     83: 'PartitionResult.error_message',
@@ -347,14 +392,9 @@ _reg(__file__, {
     87: 'PartitionResult.error_message',
     88: 'PartitionResult.error_message',
     89: 'PartitionResult.error_message',
-    95: 'PartitionResult.partition_id/error_code',
-    96: 'PartitionResult.partition_id/error_code',
-    97: 'PartitionResult.error_message',
-    98: 'PartitionResult.error_message',
-    99: 'PartitionResult.error_message',
-    100: 'PartitionResult.error_message',
-    101: 'PartitionResult.error_message',
-    102: 'PartitionResult.error_message',
+    90: 'PartitionResult.error_message',
+    101: 'PartitionResult.partition_id/error_code',
+    102: 'PartitionResult.partition_id/error_code',
     103: 'PartitionResult.error_message',
     104: 'PartitionResult.error_message',
     105: 'PartitionResult.error_message',
@@ -363,107 +403,125 @@ _reg(__file__, {
     108: 'PartitionResult.error_message',
     109: 'PartitionResult.error_message',
     110: 'PartitionResult.error_message',
-    111: 'PartitionResult.<tagged fields>',
-    112: 'PartitionResult.<tagged fields>',
-    113: 'PartitionResult.<tagged fields>',
-    114: 'PartitionResult.<tagged fields>',
-    115: 'PartitionResult.<tagged fields>',
-    120: 'ReplicaElectionResult.topic',
-    121: 'ReplicaElectionResult.topic',
-    122: 'ReplicaElectionResult.topic',
-    123: 'ReplicaElectionResult.topic',
-    124: 'ReplicaElectionResult.topic',
-    125: 'ReplicaElectionResult.topic',
-    126: 'ReplicaElectionResult.topic',
-    127: 'ReplicaElectionResult.topic',
-    128: 'ReplicaElectionResult.topic',
-    129: 'ReplicaElectionResult.topic',
-    130: 'ReplicaElectionResult.partition_result',
-    131: 'ReplicaElectionResult.partition_result',
-    132: 'ReplicaElectionResult.partition_result',
-    133: 'ReplicaElectionResult.partition_result',
-    134: 'ReplicaElectionResult.partition_result',
-    135: 'ReplicaElectionResult.partition_result',
-    136: 'ReplicaElectionResult.partition_result',
-    137: 'ReplicaElectionResult.partition_result',
-    138: 'ReplicaElectionResult.partition_result',
-    139: 'ReplicaElectionResult.partition_result',
-    145: 'ReplicaElectionResult.topic',
-    146: 'ReplicaElectionResult.topic',
-    147: 'ReplicaElectionResult.topic',
-    148: 'ReplicaElectionResult.topic',
-    149: 'ReplicaElectionResult.topic',
-    150: 'ReplicaElectionResult.topic',
-    151: 'ReplicaElectionResult.topic',
-    152: 'ReplicaElectionResult.topic',
-    153: 'ReplicaElectionResult.topic',
-    154: 'ReplicaElectionResult.topic',
-    155: 'ReplicaElectionResult.topic',
-    156: 'ReplicaElectionResult.topic',
-    157: 'ReplicaElectionResult.topic',
-    158: 'ReplicaElectionResult.topic',
-    159: 'ReplicaElectionResult.partition_result',
-    160: 'ReplicaElectionResult.partition_result',
-    161: 'ReplicaElectionResult.partition_result',
-    162: 'ReplicaElectionResult.partition_result',
-    163: 'ReplicaElectionResult.partition_result',
-    164: 'ReplicaElectionResult.partition_result',
-    165: 'ReplicaElectionResult.partition_result',
-    166: 'ReplicaElectionResult.partition_result',
-    167: 'ReplicaElectionResult.partition_result',
-    168: 'ReplicaElectionResult.partition_result',
-    169: 'ReplicaElectionResult.partition_result',
-    170: 'ReplicaElectionResult.partition_result',
-    171: 'ReplicaElectionResult.partition_result',
-    172: 'ReplicaElectionResult.partition_result',
-    173: 'ReplicaElectionResult.<tagged fields>',
-    174: 'ReplicaElectionResult.<tagged fields>',
-    175: 'ReplicaElectionResult.<tagged fields>',
-    176: 'ReplicaElectionResult.<tagged fields>',
-    177: 'ReplicaElectionResult.<tagged fields>',
-    182: 'ElectLeadersResponse.throttle_time_ms',
-    183: 'ElectLeadersResponse.throttle_time_ms',
-    184: 'ElectLeadersResponse.replica_election_results',
-    185: 'ElectLeadersResponse.replica_election_results',
-    186: 'ElectLeadersResponse.replica_election_results',
-    187: 'ElectLeadersResponse.replica_election_results',
-    188: 'ElectLeadersResponse.replica_election_results',
-    189: 'ElectLeadersResponse.replica_election_results',
-    190: 'ElectLeadersResponse.replica_election_results',
-    191: 'ElectLeadersResponse.replica_election_results',
-    192: 'ElectLeadersResponse.replica_election_results',
-    193: 'ElectLeadersResponse.replica_election_results',
-    198: 'ElectLeadersResponse.throttle_time_ms/error_code',
-    199: 'ElectLeadersResponse.throttle_time_ms/error_code',
-    200: 'ElectLeadersResponse.replica_election_results',
-    201: 'ElectLeadersResponse.replica_election_results',
-    202: 'ElectLeadersResponse.replica_election_results',
-    203: 'ElectLeadersResponse.replica_election_results',
-    204: 'ElectLeadersResponse.replica_election_results',
-    205: 'ElectLeadersResponse.replica_election_results',
-    206: 'ElectLeadersResponse.replica_election_results',
-    207: 'ElectLeadersResponse.replica_election_results',
-    208: 'ElectLeadersResponse.replica_election_results',
-    209: 'ElectLeadersResponse.replica_election_results',
-    214: 'ElectLeadersResponse.throttle_time_ms/error_code',
-    215: 'ElectLeadersResponse.throttle_time_ms/error_code',
+    111: 'PartitionResult.error_message',
+    112: 'PartitionResult.error_message',
+    113: 'PartitionResult.error_message',
+    114: 'PartitionResult.error_message',
+    115: 'PartitionResult.error_message',
+    116: 'PartitionResult.error_message',
+    117: 'PartitionResult.error_message',
+    118: 'PartitionResult.error_message',
+    119: 'PartitionResult.error_message',
+    120: 'PartitionResult.<tagged fields>',
+    121: 'PartitionResult.<tagged fields>',
+    122: 'PartitionResult.<tagged fields>',
+    123: 'PartitionResult.<tagged fields>',
+    124: 'PartitionResult.<tagged fields>',
+    134: 'ReplicaElectionResult.topic',
+    135: 'ReplicaElectionResult.topic',
+    136: 'ReplicaElectionResult.topic',
+    137: 'ReplicaElectionResult.topic',
+    138: 'ReplicaElectionResult.topic',
+    139: 'ReplicaElectionResult.topic',
+    140: 'ReplicaElectionResult.topic',
+    141: 'ReplicaElectionResult.topic',
+    142: 'ReplicaElectionResult.topic',
+    143: 'ReplicaElectionResult.topic',
+    144: 'ReplicaElectionResult.partition_result',
+    145: 'ReplicaElectionResult.partition_result',
+    146: 'ReplicaElectionResult.partition_result',
+    147: 'ReplicaElectionResult.partition_result',
+    148: 'ReplicaElectionResult.partition_result',
+    149: 'ReplicaElectionResult.partition_result',
+    150: 'ReplicaElectionResult.partition_result',
+    151: 'ReplicaElectionResult.partition_result',
+    152: 'ReplicaElectionResult.partition_result',
+    153: 'ReplicaElectionResult.partition_result',
+    163: 'ReplicaElectionResult.topic',
+    164: 'ReplicaElectionResult.topic',
+    165: 'ReplicaElectionResult.topic',
+    166: 'ReplicaElectionResult.topic',
+    167: 'ReplicaElectionResult.topic',
+    168: 'ReplicaElectionResult.topic',
+    169: 'ReplicaElectionResult.topic',
+    170: 'ReplicaElectionResult.topic',
+    171: 'ReplicaElectionResult.topic',
+    172: 'ReplicaElectionResult.topic',
+    173: 'ReplicaElectionResult.topic',
+    174: 'ReplicaElectionResult.topic',
+    175: 'ReplicaElectionResult.topic',
+    176: 'ReplicaElectionResult.topic',
+    177: 'ReplicaElectionResult.topic',
+    178: 'ReplicaElectionResult.topic',
+    179: 'ReplicaElectionResult.topic',
+    180: 'ReplicaElectionResult.partition_result',
+    181: 'ReplicaElectionResult.partition_result',
+    182: 'ReplicaElectionResult.partition_result',
+    183: 'ReplicaElectionResult.partition_result',
+    184: 'ReplicaElectionResult.partition_result',
+    185: 'ReplicaElectionResult.partition_result',
+    186: 'ReplicaElectionResult.partition_result',
+    187: 'ReplicaElectionResult.partition_result',
+    188: 'ReplicaElectionResult.partition_result',
+    189: 'ReplicaElectionResult.partition_result',
+    190: 'ReplicaElectionResult.partition_result',
+    191: 'ReplicaElectionResult.partition_result',
+    192: 'ReplicaElectionResult.partition_result',
+    193: 'ReplicaElectionResult.partition_result',
+    194: 'ReplicaElectionResult.partition_result',
+    195: 'ReplicaElectionResult.partition_result',
+    196: 'ReplicaElectionResult.partition_result',
+    197: 'ReplicaElectionResult.<tagged fields>',
+    198: 'ReplicaElectionResult.<tagged fields>',
+    199: 'ReplicaElectionResult.<tagged fields>',
+    200: 'ReplicaElectionResult.<tagged fields>',
+    201: 'ReplicaElectionResult.<tagged fields>',
+    210: 'ElectLeadersResponse.throttle_time_ms',
+    211: 'ElectLeadersResponse.throttle_time_ms',
+    212: 'ElectLeadersResponse.replica_election_results',
+    213: 'ElectLeadersResponse.replica_election_results',
+    214: 'ElectLeadersResponse.replica_election_results',
+    215: 'ElectLeadersResponse.replica_election_results',
     216: 'ElectLeadersResponse.replica_election_results',
     217: 'ElectLeadersResponse.replica_election_results',
     218: 'ElectLeadersResponse.replica_election_results',
     219: 'ElectLeadersResponse.replica_election_results',
     220: 'ElectLeadersResponse.replica_election_results',
     221: 'ElectLeadersResponse.replica_election_results',
-    222: 'ElectLeadersResponse.replica_election_results',
-    223: 'ElectLeadersResponse.replica_election_results',
-    224: 'ElectLeadersResponse.replica_election_results',
-    225: 'ElectLeadersResponse.replica_election_results',
-    226: 'ElectLeadersResponse.replica_election_results',
-    227: 'ElectLeadersResponse.replica_election_results',
-    228: 'ElectLeadersResponse.replica_election_results',
-    229: 'ElectLeadersResponse.replica_election_results',
-    230: 'ElectLeadersResponse.<tagged fields>',
-    231: 'ElectLeadersResponse.<tagged fields>',
-    232: 'ElectLeadersResponse.<tagged fields>',
-    233: 'ElectLeadersResponse.<tagged fields>',
-    234: 'ElectLeadersResponse.<tagged fields>',
+    231: 'ElectLeadersResponse.throttle_time_ms/error_code',
+    232: 'ElectLeadersResponse.throttle_time_ms/error_code',
+    233: 'ElectLeadersResponse.replica_election_results',
+    234: 'ElectLeadersResponse.replica_election_results',
+    235: 'ElectLeadersResponse.replica_election_results',
+    236: 'ElectLeadersResponse.replica_election_results',
+    237: 'ElectLeadersResponse.replica_election_results',
+    238: 'ElectLeadersResponse.replica_election_results',
+    239: 'ElectLeadersResponse.replica_election_results',
+    240: 'ElectLeadersResponse.replica_election_results',
+    241: 'ElectLeadersResponse.replica_election_results',
+    242: 'ElectLeadersResponse.replica_election_results',
+    252: 'ElectLeadersResponse.throttle_time_ms/error_code',
+    253: 'ElectLeadersResponse.throttle_time_ms/error_code',
+    254: 'ElectLeadersResponse.replica_election_results',
+    255: 'ElectLeadersResponse.replica_election_results',
+    256: 'ElectLeadersResponse.replica_election_results',
+    257: 'ElectLeadersResponse.replica_election_results',
+    258: 'ElectLeadersResponse.replica_election_results',
+    259: 'ElectLeadersResponse.replica_election_results',
+    260: 'ElectLeadersResponse.replica_election_results',
+    261: 'ElectLeadersResponse.replica_election_results',
+    262: 'ElectLeadersResponse.replica_election_results',
+    263: 'ElectLeadersResponse.replica_election_results',
+    264: 'ElectLeadersResponse.replica_election_results',
+    265: 'ElectLeadersResponse.replica_election_results',
+    266: 'ElectLeadersResponse.replica_election_results',
+    267: 'ElectLeadersResponse.replica_election_results',
+    268: 'ElectLeadersResponse.replica_election_results',
+    269: 'ElectLeadersResponse.replica_election_results',
+    270: 'ElectLeadersResponse.replica_election_results',
+    271: 'ElectLeadersResponse.<tagged fields>',
+    272: 'ElectLeadersResponse.<tagged fields>',
+    273: 'ElectLeadersResponse.<tagged fields>',
+    274: 'ElectLeadersResponse.<tagged fields>',
+    275: 'ElectLeadersResponse.<tagged fields>',
 })

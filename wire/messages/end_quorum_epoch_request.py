@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -127,7 +128,11 @@ def _d_ReplicaInfo_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReplicaInfo.<tagged fields>')
-    return ReplicaInfo(_f_candidate_id, _f_candidate_directory_id, _unk), pos
+    _o = _new(ReplicaInfo)
+    _o.candidate_id = _f_candidate_id
+    _o.candidate_directory_id = _f_candidate_directory_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v0(buf, pos):
@@ -141,7 +146,14 @@ def _d_PartitionData_v0(buf, pos):
         _chk(_n1, buf, pos, 'PartitionData.preferred_successors')
         _f_preferred_successors = list(_unpack_from('>%di' % _n1, buf, pos))
         pos += 4 * _n1
-    return PartitionData(_f_partition_index, _f_leader_id, _f_leader_epoch, _f_preferred_successors, [], None), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.preferred_successors = _f_preferred_successors
+    _o.preferred_candidates = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_PartitionData_v1(buf, pos):
@@ -150,6 +162,9 @@ def _d_PartitionData_v1(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -166,7 +181,14 @@ def _d_PartitionData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_leader_id, _f_leader_epoch, [], _f_preferred_candidates, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.preferred_successors = []
+    _o.preferred_candidates = _f_preferred_candidates
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v0(buf, pos):
@@ -190,13 +212,20 @@ def _d_TopicData_v0(buf, pos):
         for _ in range(_n6):
             _x7, pos = _d_PartitionData_v0(buf, pos)
             _f_partitions.append(_x7)
-    return TopicData(_f_topic_name, _f_partitions, None), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_TopicData_v1(buf, pos):
     _n8 = buf[pos]
     if _n8 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n8, pos = _ruv(buf, pos)
     _n8 -= 1
@@ -211,6 +240,9 @@ def _d_TopicData_v1(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -227,13 +259,20 @@ def _d_TopicData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderEndpoint_v1(buf, pos):
     _n12 = buf[pos]
     if _n12 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n12 = (_n12 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n12, pos = _ruv(buf, pos)
     _n12 -= 1
@@ -248,6 +287,9 @@ def _d_LeaderEndpoint_v1(buf, pos):
     _n14 = buf[pos]
     if _n14 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n14 = (_n14 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n14, pos = _ruv(buf, pos)
     _n14 -= 1
@@ -266,7 +308,12 @@ def _d_LeaderEndpoint_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderEndpoint.<tagged fields>')
-    return LeaderEndpoint(_f_name, _f_host, _f_port, _unk), pos
+    _o = _new(LeaderEndpoint)
+    _o.name = _f_name
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_EndQuorumEpochRequest_v0(buf, pos):
@@ -290,13 +337,21 @@ def _d_EndQuorumEpochRequest_v0(buf, pos):
         for _ in range(_n18):
             _x19, pos = _d_TopicData_v0(buf, pos)
             _f_topics.append(_x19)
-    return EndQuorumEpochRequest(_f_cluster_id, _f_topics, [], None), pos
+    _o = _new(EndQuorumEpochRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.topics = _f_topics
+    _o.leader_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_EndQuorumEpochRequest_v1(buf, pos):
     _n20 = buf[pos]
     if _n20 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n20 = (_n20 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n20, pos = _ruv(buf, pos)
     _n20 -= 1
@@ -311,6 +366,9 @@ def _d_EndQuorumEpochRequest_v1(buf, pos):
     _n22 = buf[pos]
     if _n22 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n22 = (_n22 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n22, pos = _ruv(buf, pos)
     _n22 -= 1
@@ -325,6 +383,9 @@ def _d_EndQuorumEpochRequest_v1(buf, pos):
     _n24 = buf[pos]
     if _n24 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n24 = (_n24 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n24, pos = _ruv(buf, pos)
     _n24 -= 1
@@ -341,7 +402,12 @@ def _d_EndQuorumEpochRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EndQuorumEpochRequest.<tagged fields>')
-    return EndQuorumEpochRequest(_f_cluster_id, _f_topics, _f_leader_endpoints, _unk), pos
+    _o = _new(EndQuorumEpochRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.topics = _f_topics
+    _o.leader_endpoints = _f_leader_endpoints
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ReplicaInfo_v1(o, w):
@@ -357,8 +423,8 @@ def _e_ReplicaInfo_v1(o, w):
 def _e_PartitionData_v0(o, w):
     w(_S_iiip(o.partition_index, o.leader_id, o.leader_epoch))
     _a26 = o.preferred_successors
-    w(_I32p(len(_a26)))
-    w(_pack('>%di' % len(_a26), *_a26))
+    _l = len(_a26)
+    w(_counted_packer('i', _l)(_l, *_a26))
 
 
 def _e_PartitionData_v1(o, w):
@@ -470,68 +536,53 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_EndQuorumEpochRequest_v0, 1: _d_EndQuorumEpochRequest_v1}
 ENCODERS = {0: _e_EndQuorumEpochRequest_v0, 1: _e_EndQuorumEpochRequest_v1}
 _reg(__file__, {
-    119: 'ReplicaInfo.candidate_id',
     120: 'ReplicaInfo.candidate_id',
-    121: 'ReplicaInfo.candidate_directory_id',
+    121: 'ReplicaInfo.candidate_id',
     122: 'ReplicaInfo.candidate_directory_id',
     123: 'ReplicaInfo.candidate_directory_id',
     124: 'ReplicaInfo.candidate_directory_id',
-    125: 'ReplicaInfo.<tagged fields>',
+    125: 'ReplicaInfo.candidate_directory_id',
     126: 'ReplicaInfo.<tagged fields>',
     127: 'ReplicaInfo.<tagged fields>',
     128: 'ReplicaInfo.<tagged fields>',
     129: 'ReplicaInfo.<tagged fields>',
-    134: 'PartitionData.partition_index/leader_id/leader_epoch',
-    135: 'PartitionData.partition_index/leader_id/leader_epoch',
-    136: 'PartitionData.preferred_successors',
-    137: 'PartitionData.preferred_successors',
-    138: 'PartitionData.preferred_successors',
-    139: 'PartitionData.preferred_successors',
-    140: 'PartitionData.preferred_successors',
+    130: 'ReplicaInfo.<tagged fields>',
+    139: 'PartitionData.partition_index/leader_id/leader_epoch',
+    140: 'PartitionData.partition_index/leader_id/leader_epoch',
     141: 'PartitionData.preferred_successors',
     142: 'PartitionData.preferred_successors',
     143: 'PartitionData.preferred_successors',
-    148: 'PartitionData.partition_index/leader_id/leader_epoch',
-    149: 'PartitionData.partition_index/leader_id/leader_epoch',
-    150: 'PartitionData.preferred_candidates',
-    151: 'PartitionData.preferred_candidates',
-    152: 'PartitionData.preferred_candidates',
-    153: 'PartitionData.preferred_candidates',
-    154: 'PartitionData.preferred_candidates',
-    155: 'PartitionData.preferred_candidates',
-    156: 'PartitionData.preferred_candidates',
-    157: 'PartitionData.preferred_candidates',
-    158: 'PartitionData.preferred_candidates',
-    159: 'PartitionData.preferred_candidates',
-    160: 'PartitionData.preferred_candidates',
-    161: 'PartitionData.preferred_candidates',
+    144: 'PartitionData.preferred_successors',
+    145: 'PartitionData.preferred_successors',
+    146: 'PartitionData.preferred_successors',
+    147: 'PartitionData.preferred_successors',
+    148: 'PartitionData.preferred_successors',
+    160: 'PartitionData.partition_index/leader_id/leader_epoch',
+    161: 'PartitionData.partition_index/leader_id/leader_epoch',
     162: 'PartitionData.preferred_candidates',
     163: 'PartitionData.preferred_candidates',
-    164: 'PartitionData.<tagged fields>',
-    165: 'PartitionData.<tagged fields>',
-    166: 'PartitionData.<tagged fields>',
-    167: 'PartitionData.<tagged fields>',
-    168: 'PartitionData.<tagged fields>',
-    173: 'TopicData.topic_name',
-    174: 'TopicData.topic_name',
-    175: 'TopicData.topic_name',
-    176: 'TopicData.topic_name',
-    177: 'TopicData.topic_name',
-    178: 'TopicData.topic_name',
-    179: 'TopicData.topic_name',
-    180: 'TopicData.topic_name',
-    181: 'TopicData.topic_name',
-    182: 'TopicData.topic_name',
-    183: 'TopicData.partitions',
-    184: 'TopicData.partitions',
-    185: 'TopicData.partitions',
-    186: 'TopicData.partitions',
-    187: 'TopicData.partitions',
-    188: 'TopicData.partitions',
-    189: 'TopicData.partitions',
-    190: 'TopicData.partitions',
-    191: 'TopicData.partitions',
-    192: 'TopicData.partitions',
+    164: 'PartitionData.preferred_candidates',
+    165: 'PartitionData.preferred_candidates',
+    166: 'PartitionData.preferred_candidates',
+    167: 'PartitionData.preferred_candidates',
+    168: 'PartitionData.preferred_candidates',
+    169: 'PartitionData.preferred_candidates',
+    170: 'PartitionData.preferred_candidates',
+    171: 'PartitionData.preferred_candidates',
+    172: 'PartitionData.preferred_candidates',
+    173: 'PartitionData.preferred_candidates',
+    174: 'PartitionData.preferred_candidates',
+    175: 'PartitionData.preferred_candidates',
+    176: 'PartitionData.preferred_candidates',
+    177: 'PartitionData.preferred_candidates',
+    178: 'PartitionData.preferred_candidates',
+    179: 'PartitionData.<tagged fields>',
+    180: 'PartitionData.<tagged fields>',
+    181: 'PartitionData.<tagged fields>',
+    182: 'PartitionData.<tagged fields>',
+    183: 'PartitionData.<tagged fields>',
+    195: 'TopicData.topic_name',
+    196: 'TopicData.topic_name',
     197: 'TopicData.topic_name',
     198: 'TopicData.topic_name',
     199: 'TopicData.topic_name',
@@ -540,131 +591,170 @@ _reg(__file__, {
     202: 'TopicData.topic_name',
     203: 'TopicData.topic_name',
     204: 'TopicData.topic_name',
-    205: 'TopicData.topic_name',
-    206: 'TopicData.topic_name',
-    207: 'TopicData.topic_name',
-    208: 'TopicData.topic_name',
-    209: 'TopicData.topic_name',
-    210: 'TopicData.topic_name',
+    205: 'TopicData.partitions',
+    206: 'TopicData.partitions',
+    207: 'TopicData.partitions',
+    208: 'TopicData.partitions',
+    209: 'TopicData.partitions',
+    210: 'TopicData.partitions',
     211: 'TopicData.partitions',
     212: 'TopicData.partitions',
     213: 'TopicData.partitions',
     214: 'TopicData.partitions',
-    215: 'TopicData.partitions',
-    216: 'TopicData.partitions',
-    217: 'TopicData.partitions',
-    218: 'TopicData.partitions',
-    219: 'TopicData.partitions',
-    220: 'TopicData.partitions',
-    221: 'TopicData.partitions',
-    222: 'TopicData.partitions',
-    223: 'TopicData.partitions',
-    224: 'TopicData.partitions',
-    225: 'TopicData.<tagged fields>',
-    226: 'TopicData.<tagged fields>',
-    227: 'TopicData.<tagged fields>',
-    228: 'TopicData.<tagged fields>',
-    229: 'TopicData.<tagged fields>',
-    234: 'LeaderEndpoint.name',
-    235: 'LeaderEndpoint.name',
-    236: 'LeaderEndpoint.name',
-    237: 'LeaderEndpoint.name',
-    238: 'LeaderEndpoint.name',
-    239: 'LeaderEndpoint.name',
-    240: 'LeaderEndpoint.name',
-    241: 'LeaderEndpoint.name',
-    242: 'LeaderEndpoint.name',
-    243: 'LeaderEndpoint.name',
-    244: 'LeaderEndpoint.name',
-    245: 'LeaderEndpoint.name',
-    246: 'LeaderEndpoint.name',
-    247: 'LeaderEndpoint.name',
-    248: 'LeaderEndpoint.host',
-    249: 'LeaderEndpoint.host',
-    250: 'LeaderEndpoint.host',
-    251: 'LeaderEndpoint.host',
-    252: 'LeaderEndpoint.host',
-    253: 'LeaderEndpoint.host',
-    254: 'LeaderEndpoint.host',
-    255: 'LeaderEndpoint.host',
-    256: 'LeaderEndpoint.host',
-    257: 'LeaderEndpoint.host',
-    258: 'LeaderEndpoint.host',
-    259: 'LeaderEndpoint.host',
-    260: 'LeaderEndpoint.host',
-    261: 'LeaderEndpoint.host',
-    262: 'LeaderEndpoint.port',
-    263: 'LeaderEndpoint.port',
-    264: 'LeaderEndpoint.<tagged fields>',
-    265: 'LeaderEndpoint.<tagged fields>',
-    266: 'LeaderEndpoint.<tagged fields>',
-    267: 'LeaderEndpoint.<tagged fields>',
-    268: 'LeaderEndpoint.<tagged fields>',
-    273: 'EndQuorumEpochRequest.cluster_id',
-    274: 'EndQuorumEpochRequest.cluster_id',
-    275: 'EndQuorumEpochRequest.cluster_id',
-    276: 'EndQuorumEpochRequest.cluster_id',
-    277: 'EndQuorumEpochRequest.cluster_id',
-    278: 'EndQuorumEpochRequest.cluster_id',
-    279: 'EndQuorumEpochRequest.cluster_id',
-    280: 'EndQuorumEpochRequest.cluster_id',
-    281: 'EndQuorumEpochRequest.cluster_id',
-    282: 'EndQuorumEpochRequest.cluster_id',
-    283: 'EndQuorumEpochRequest.topics',
-    284: 'EndQuorumEpochRequest.topics',
-    285: 'EndQuorumEpochRequest.topics',
-    286: 'EndQuorumEpochRequest.topics',
-    287: 'EndQuorumEpochRequest.topics',
-    288: 'EndQuorumEpochRequest.topics',
-    289: 'EndQuorumEpochRequest.topics',
-    290: 'EndQuorumEpochRequest.topics',
-    291: 'EndQuorumEpochRequest.topics',
-    292: 'EndQuorumEpochRequest.topics',
-    297: 'EndQuorumEpochRequest.cluster_id',
-    298: 'EndQuorumEpochRequest.cluster_id',
-    299: 'EndQuorumEpochRequest.cluster_id',
-    300: 'EndQuorumEpochRequest.cluster_id',
-    301: 'EndQuorumEpochRequest.cluster_id',
-    302: 'EndQuorumEpochRequest.cluster_id',
-    303: 'EndQuorumEpochRequest.cluster_id',
-    304: 'EndQuorumEpochRequest.cluster_id',
-    305: 'EndQuorumEpochRequest.cluster_id',
-    306: 'EndQuorumEpochRequest.cluster_id',
-    307: 'EndQuorumEpochRequest.cluster_id',
-    308: 'EndQuorumEpochRequest.cluster_id',
-    309: 'EndQuorumEpochRequest.cluster_id',
-    310: 'EndQuorumEpochRequest.cluster_id',
-    311: 'EndQuorumEpochRequest.topics',
-    312: 'EndQuorumEpochRequest.topics',
-    313: 'EndQuorumEpochRequest.topics',
-    314: 'EndQuorumEpochRequest.topics',
-    315: 'EndQuorumEpochRequest.topics',
-    316: 'EndQuorumEpochRequest.topics',
-    317: 'EndQuorumEpochRequest.topics',
-    318: 'EndQuorumEpochRequest.topics',
-    319: 'EndQuorumEpochRequest.topics',
-    320: 'EndQuorumEpochRequest.topics',
-    321: 'EndQuorumEpochRequest.topics',
-    322: 'EndQuorumEpochRequest.topics',
-    323: 'EndQuorumEpochRequest.topics',
-    324: 'EndQuorumEpochRequest.topics',
-    325: 'EndQuorumEpochRequest.leader_endpoints',
-    326: 'EndQuorumEpochRequest.leader_endpoints',
-    327: 'EndQuorumEpochRequest.leader_endpoints',
-    328: 'EndQuorumEpochRequest.leader_endpoints',
-    329: 'EndQuorumEpochRequest.leader_endpoints',
-    330: 'EndQuorumEpochRequest.leader_endpoints',
-    331: 'EndQuorumEpochRequest.leader_endpoints',
-    332: 'EndQuorumEpochRequest.leader_endpoints',
-    333: 'EndQuorumEpochRequest.leader_endpoints',
-    334: 'EndQuorumEpochRequest.leader_endpoints',
-    335: 'EndQuorumEpochRequest.leader_endpoints',
-    336: 'EndQuorumEpochRequest.leader_endpoints',
-    337: 'EndQuorumEpochRequest.leader_endpoints',
-    338: 'EndQuorumEpochRequest.leader_endpoints',
-    339: 'EndQuorumEpochRequest.<tagged fields>',
-    340: 'EndQuorumEpochRequest.<tagged fields>',
-    341: 'EndQuorumEpochRequest.<tagged fields>',
-    342: 'EndQuorumEpochRequest.<tagged fields>',
-    343: 'EndQuorumEpochRequest.<tagged fields>',
+    223: 'TopicData.topic_name',
+    224: 'TopicData.topic_name',
+    225: 'TopicData.topic_name',
+    226: 'TopicData.topic_name',
+    227: 'TopicData.topic_name',
+    228: 'TopicData.topic_name',
+    229: 'TopicData.topic_name',
+    230: 'TopicData.topic_name',
+    231: 'TopicData.topic_name',
+    232: 'TopicData.topic_name',
+    233: 'TopicData.topic_name',
+    234: 'TopicData.topic_name',
+    235: 'TopicData.topic_name',
+    236: 'TopicData.topic_name',
+    237: 'TopicData.topic_name',
+    238: 'TopicData.topic_name',
+    239: 'TopicData.topic_name',
+    240: 'TopicData.partitions',
+    241: 'TopicData.partitions',
+    242: 'TopicData.partitions',
+    243: 'TopicData.partitions',
+    244: 'TopicData.partitions',
+    245: 'TopicData.partitions',
+    246: 'TopicData.partitions',
+    247: 'TopicData.partitions',
+    248: 'TopicData.partitions',
+    249: 'TopicData.partitions',
+    250: 'TopicData.partitions',
+    251: 'TopicData.partitions',
+    252: 'TopicData.partitions',
+    253: 'TopicData.partitions',
+    254: 'TopicData.partitions',
+    255: 'TopicData.partitions',
+    256: 'TopicData.partitions',
+    257: 'TopicData.<tagged fields>',
+    258: 'TopicData.<tagged fields>',
+    259: 'TopicData.<tagged fields>',
+    260: 'TopicData.<tagged fields>',
+    261: 'TopicData.<tagged fields>',
+    270: 'LeaderEndpoint.name',
+    271: 'LeaderEndpoint.name',
+    272: 'LeaderEndpoint.name',
+    273: 'LeaderEndpoint.name',
+    274: 'LeaderEndpoint.name',
+    275: 'LeaderEndpoint.name',
+    276: 'LeaderEndpoint.name',
+    277: 'LeaderEndpoint.name',
+    278: 'LeaderEndpoint.name',
+    279: 'LeaderEndpoint.name',
+    280: 'LeaderEndpoint.name',
+    281: 'LeaderEndpoint.name',
+    282: 'LeaderEndpoint.name',
+    283: 'LeaderEndpoint.name',
+    284: 'LeaderEndpoint.name',
+    285: 'LeaderEndpoint.name',
+    286: 'LeaderEndpoint.name',
+    287: 'LeaderEndpoint.host',
+    288: 'LeaderEndpoint.host',
+    289: 'LeaderEndpoint.host',
+    290: 'LeaderEndpoint.host',
+    291: 'LeaderEndpoint.host',
+    292: 'LeaderEndpoint.host',
+    293: 'LeaderEndpoint.host',
+    294: 'LeaderEndpoint.host',
+    295: 'LeaderEndpoint.host',
+    296: 'LeaderEndpoint.host',
+    297: 'LeaderEndpoint.host',
+    298: 'LeaderEndpoint.host',
+    299: 'LeaderEndpoint.host',
+    300: 'LeaderEndpoint.host',
+    301: 'LeaderEndpoint.host',
+    302: 'LeaderEndpoint.host',
+    303: 'LeaderEndpoint.host',
+    304: 'LeaderEndpoint.port',
+    305: 'LeaderEndpoint.port',
+    306: 'LeaderEndpoint.<tagged fields>',
+    307: 'LeaderEndpoint.<tagged fields>',
+    308: 'LeaderEndpoint.<tagged fields>',
+    309: 'LeaderEndpoint.<tagged fields>',
+    310: 'LeaderEndpoint.<tagged fields>',
+    320: 'EndQuorumEpochRequest.cluster_id',
+    321: 'EndQuorumEpochRequest.cluster_id',
+    322: 'EndQuorumEpochRequest.cluster_id',
+    323: 'EndQuorumEpochRequest.cluster_id',
+    324: 'EndQuorumEpochRequest.cluster_id',
+    325: 'EndQuorumEpochRequest.cluster_id',
+    326: 'EndQuorumEpochRequest.cluster_id',
+    327: 'EndQuorumEpochRequest.cluster_id',
+    328: 'EndQuorumEpochRequest.cluster_id',
+    329: 'EndQuorumEpochRequest.cluster_id',
+    330: 'EndQuorumEpochRequest.topics',
+    331: 'EndQuorumEpochRequest.topics',
+    332: 'EndQuorumEpochRequest.topics',
+    333: 'EndQuorumEpochRequest.topics',
+    334: 'EndQuorumEpochRequest.topics',
+    335: 'EndQuorumEpochRequest.topics',
+    336: 'EndQuorumEpochRequest.topics',
+    337: 'EndQuorumEpochRequest.topics',
+    338: 'EndQuorumEpochRequest.topics',
+    339: 'EndQuorumEpochRequest.topics',
+    349: 'EndQuorumEpochRequest.cluster_id',
+    350: 'EndQuorumEpochRequest.cluster_id',
+    351: 'EndQuorumEpochRequest.cluster_id',
+    352: 'EndQuorumEpochRequest.cluster_id',
+    353: 'EndQuorumEpochRequest.cluster_id',
+    354: 'EndQuorumEpochRequest.cluster_id',
+    355: 'EndQuorumEpochRequest.cluster_id',
+    356: 'EndQuorumEpochRequest.cluster_id',
+    357: 'EndQuorumEpochRequest.cluster_id',
+    358: 'EndQuorumEpochRequest.cluster_id',
+    359: 'EndQuorumEpochRequest.cluster_id',
+    360: 'EndQuorumEpochRequest.cluster_id',
+    361: 'EndQuorumEpochRequest.cluster_id',
+    362: 'EndQuorumEpochRequest.cluster_id',
+    363: 'EndQuorumEpochRequest.cluster_id',
+    364: 'EndQuorumEpochRequest.cluster_id',
+    365: 'EndQuorumEpochRequest.cluster_id',
+    366: 'EndQuorumEpochRequest.topics',
+    367: 'EndQuorumEpochRequest.topics',
+    368: 'EndQuorumEpochRequest.topics',
+    369: 'EndQuorumEpochRequest.topics',
+    370: 'EndQuorumEpochRequest.topics',
+    371: 'EndQuorumEpochRequest.topics',
+    372: 'EndQuorumEpochRequest.topics',
+    373: 'EndQuorumEpochRequest.topics',
+    374: 'EndQuorumEpochRequest.topics',
+    375: 'EndQuorumEpochRequest.topics',
+    376: 'EndQuorumEpochRequest.topics',
+    377: 'EndQuorumEpochRequest.topics',
+    378: 'EndQuorumEpochRequest.topics',
+    379: 'EndQuorumEpochRequest.topics',
+    380: 'EndQuorumEpochRequest.topics',
+    381: 'EndQuorumEpochRequest.topics',
+    382: 'EndQuorumEpochRequest.topics',
+    383: 'EndQuorumEpochRequest.leader_endpoints',
+    384: 'EndQuorumEpochRequest.leader_endpoints',
+    385: 'EndQuorumEpochRequest.leader_endpoints',
+    386: 'EndQuorumEpochRequest.leader_endpoints',
+    387: 'EndQuorumEpochRequest.leader_endpoints',
+    388: 'EndQuorumEpochRequest.leader_endpoints',
+    389: 'EndQuorumEpochRequest.leader_endpoints',
+    390: 'EndQuorumEpochRequest.leader_endpoints',
+    391: 'EndQuorumEpochRequest.leader_endpoints',
+    392: 'EndQuorumEpochRequest.leader_endpoints',
+    393: 'EndQuorumEpochRequest.leader_endpoints',
+    394: 'EndQuorumEpochRequest.leader_endpoints',
+    395: 'EndQuorumEpochRequest.leader_endpoints',
+    396: 'EndQuorumEpochRequest.leader_endpoints',
+    397: 'EndQuorumEpochRequest.leader_endpoints',
+    398: 'EndQuorumEpochRequest.leader_endpoints',
+    399: 'EndQuorumEpochRequest.leader_endpoints',
+    400: 'EndQuorumEpochRequest.<tagged fields>',
+    401: 'EndQuorumEpochRequest.<tagged fields>',
+    402: 'EndQuorumEpochRequest.<tagged fields>',
+    403: 'EndQuorumEpochRequest.<tagged fields>',
+    404: 'EndQuorumEpochRequest.<tagged fields>',
 })

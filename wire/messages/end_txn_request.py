@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -52,7 +53,13 @@ def _d_EndTxnRequest_v0(buf, pos):
         pos = _end2
     _f_producer_id, _f_producer_epoch, _f_committed = _S_qhou(buf, pos)
     pos += 11
-    return EndTxnRequest(_f_transactional_id, _f_producer_id, _f_producer_epoch, _f_committed, None), pos
+    _o = _new(EndTxnRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.committed = _f_committed
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_EndTxnRequest_v1 = _d_EndTxnRequest_v0
@@ -63,6 +70,9 @@ def _d_EndTxnRequest_v3(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -81,7 +91,13 @@ def _d_EndTxnRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EndTxnRequest.<tagged fields>')
-    return EndTxnRequest(_f_transactional_id, _f_producer_id, _f_producer_epoch, _f_committed, _unk), pos
+    _o = _new(EndTxnRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.committed = _f_committed
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_EndTxnRequest_v4 = _d_EndTxnRequest_v3
@@ -121,7 +137,6 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_EndTxnRequest_v0, 1: _d_EndTxnRequest_v1, 2: _d_EndTxnRequest_v2, 3: _d_EndTxnRequest_v3, 4: _d_EndTxnRequest_v4}
 ENCODERS = {0: _e_EndTxnRequest_v0, 1: _e_EndTxnRequest_v1, 2: _e_EndTxnRequest_v2, 3: _e_EndTxnRequest_v3, 4: _e_EndTxnRequest_v4}
 _reg(__file__, {
-    43: 'EndTxnRequest.transactional_id',
     44: 'EndTxnRequest.transactional_id',
     45: 'EndTxnRequest.transactional_id',
     46: 'EndTxnRequest.transactional_id',
@@ -131,15 +146,9 @@ _reg(__file__, {
     50: 'EndTxnRequest.transactional_id',
     51: 'EndTxnRequest.transactional_id',
     52: 'EndTxnRequest.transactional_id',
-    53: 'EndTxnRequest.producer_id/producer_epoch/committed',
+    53: 'EndTxnRequest.transactional_id',
     54: 'EndTxnRequest.producer_id/producer_epoch/committed',
-    61: 'EndTxnRequest.transactional_id',
-    62: 'EndTxnRequest.transactional_id',
-    63: 'EndTxnRequest.transactional_id',
-    64: 'EndTxnRequest.transactional_id',
-    65: 'EndTxnRequest.transactional_id',
-    66: 'EndTxnRequest.transactional_id',
-    67: 'EndTxnRequest.transactional_id',
+    55: 'EndTxnRequest.producer_id/producer_epoch/committed',
     68: 'EndTxnRequest.transactional_id',
     69: 'EndTxnRequest.transactional_id',
     70: 'EndTxnRequest.transactional_id',
@@ -147,11 +156,21 @@ _reg(__file__, {
     72: 'EndTxnRequest.transactional_id',
     73: 'EndTxnRequest.transactional_id',
     74: 'EndTxnRequest.transactional_id',
-    75: 'EndTxnRequest.producer_id/producer_epoch/committed',
-    76: 'EndTxnRequest.producer_id/producer_epoch/committed',
-    77: 'EndTxnRequest.<tagged fields>',
-    78: 'EndTxnRequest.<tagged fields>',
-    79: 'EndTxnRequest.<tagged fields>',
-    80: 'EndTxnRequest.<tagged fields>',
-    81: 'EndTxnRequest.<tagged fields>',
+    75: 'EndTxnRequest.transactional_id',
+    76: 'EndTxnRequest.transactional_id',
+    77: 'EndTxnRequest.transactional_id',
+    78: 'EndTxnRequest.transactional_id',
+    79: 'EndTxnRequest.transactional_id',
+    80: 'EndTxnRequest.transactional_id',
+    81: 'EndTxnRequest.transactional_id',
+    82: 'EndTxnRequest.transactional_id',
+    83: 'EndTxnRequest.transactional_id',
+    84: 'EndTxnRequest.transactional_id',
+    85: 'EndTxnRequest.producer_id/producer_epoch/committed',
+    86: 'EndTxnRequest.producer_id/producer_epoch/committed',
+    87: 'EndTxnRequest.<tagged fields>',
+    88: 'EndTxnRequest.<tagged fields>',
+    89: 'EndTxnRequest.<tagged fields>',
+    90: 'EndTxnRequest.<tagged fields>',
+    91: 'EndTxnRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -38,7 +39,11 @@ class EndTxnResponse(_Message):
 def _d_EndTxnResponse_v0(buf, pos):
     _f_throttle_time_ms, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return EndTxnResponse(_f_throttle_time_ms, _f_error_code, None), pos
+    _o = _new(EndTxnResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_EndTxnResponse_v1 = _d_EndTxnResponse_v0
@@ -53,7 +58,11 @@ def _d_EndTxnResponse_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EndTxnResponse.<tagged fields>')
-    return EndTxnResponse(_f_throttle_time_ms, _f_error_code, _unk), pos
+    _o = _new(EndTxnResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_EndTxnResponse_v4 = _d_EndTxnResponse_v3
@@ -84,13 +93,13 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_EndTxnResponse_v0, 1: _d_EndTxnResponse_v1, 2: _d_EndTxnResponse_v2, 3: _d_EndTxnResponse_v3, 4: _d_EndTxnResponse_v4}
 ENCODERS = {0: _e_EndTxnResponse_v0, 1: _e_EndTxnResponse_v1, 2: _e_EndTxnResponse_v2, 3: _e_EndTxnResponse_v3, 4: _e_EndTxnResponse_v4}
 _reg(__file__, {
-    39: 'EndTxnResponse.throttle_time_ms/error_code',
     40: 'EndTxnResponse.throttle_time_ms/error_code',
-    47: 'EndTxnResponse.throttle_time_ms/error_code',
-    48: 'EndTxnResponse.throttle_time_ms/error_code',
-    49: 'EndTxnResponse.<tagged fields>',
-    50: 'EndTxnResponse.<tagged fields>',
-    51: 'EndTxnResponse.<tagged fields>',
-    52: 'EndTxnResponse.<tagged fields>',
-    53: 'EndTxnResponse.<tagged fields>',
+    41: 'EndTxnResponse.throttle_time_ms/error_code',
+    52: 'EndTxnResponse.throttle_time_ms/error_code',
+    53: 'EndTxnResponse.throttle_time_ms/error_code',
+    54: 'EndTxnResponse.<tagged fields>',
+    55: 'EndTxnResponse.<tagged fields>',
+    56: 'EndTxnResponse.<tagged fields>',
+    57: 'EndTxnResponse.<tagged fields>',
+    58: 'EndTxnResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -38,6 +39,9 @@ def _d_EnvelopeRequest_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -52,6 +56,9 @@ def _d_EnvelopeRequest_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -66,6 +73,9 @@ def _d_EnvelopeRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -82,7 +92,12 @@ def _d_EnvelopeRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EnvelopeRequest.<tagged fields>')
-    return EnvelopeRequest(_f_request_data, _f_request_principal, _f_client_host_address, _unk), pos
+    _o = _new(EnvelopeRequest)
+    _o.request_data = _f_request_data
+    _o.request_principal = _f_request_principal
+    _o.client_host_address = _f_client_host_address
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_EnvelopeRequest_v0(o, w):
@@ -115,7 +130,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_EnvelopeRequest_v0}
 ENCODERS = {0: _e_EnvelopeRequest_v0}
 _reg(__file__, {
-    38: 'EnvelopeRequest.request_data',
     39: 'EnvelopeRequest.request_data',
     40: 'EnvelopeRequest.request_data',
     41: 'EnvelopeRequest.request_data',
@@ -129,10 +143,10 @@ _reg(__file__, {
     49: 'EnvelopeRequest.request_data',
     50: 'EnvelopeRequest.request_data',
     51: 'EnvelopeRequest.request_data',
-    52: 'EnvelopeRequest.request_principal',
-    53: 'EnvelopeRequest.request_principal',
-    54: 'EnvelopeRequest.request_principal',
-    55: 'EnvelopeRequest.request_principal',
+    52: 'EnvelopeRequest.request_data',
+    53: 'EnvelopeRequest.request_data',
+    54: 'EnvelopeRequest.request_data',
+    55: 'EnvelopeRequest.request_data',
     56: 'EnvelopeRequest.request_principal',
     57: 'EnvelopeRequest.request_principal',
     58: 'EnvelopeRequest.request_principal',
@@ -143,13 +157,13 @@ _reg(__file__, {
     63: 'EnvelopeRequest.request_principal',
     64: 'EnvelopeRequest.request_principal',
     65: 'EnvelopeRequest.request_principal',
-    66: 'EnvelopeRequest.client_host_address',
-    67: 'EnvelopeRequest.client_host_address',
-    68: 'EnvelopeRequest.client_host_address',
-    69: 'EnvelopeRequest.client_host_address',
-    70: 'EnvelopeRequest.client_host_address',
-    71: 'EnvelopeRequest.client_host_address',
-    72: 'EnvelopeRequest.client_host_address',
+    66: 'EnvelopeRequest.request_principal',
+    67: 'EnvelopeRequest.request_principal',
+    68: 'EnvelopeRequest.request_principal',
+    69: 'EnvelopeRequest.request_principal',
+    70: 'EnvelopeRequest.request_principal',
+    71: 'EnvelopeRequest.request_principal',
+    72: 'EnvelopeRequest.request_principal',
     73: 'EnvelopeRequest.client_host_address',
     74: 'EnvelopeRequest.client_host_address',
     75: 'EnvelopeRequest.client_host_address',
@@ -157,9 +171,19 @@ _reg(__file__, {
     77: 'EnvelopeRequest.client_host_address',
     78: 'EnvelopeRequest.client_host_address',
     79: 'EnvelopeRequest.client_host_address',
-    80: 'EnvelopeRequest.<tagged fields>',
-    81: 'EnvelopeRequest.<tagged fields>',
-    82: 'EnvelopeRequest.<tagged fields>',
-    83: 'EnvelopeRequest.<tagged fields>',
-    84: 'EnvelopeRequest.<tagged fields>',
+    80: 'EnvelopeRequest.client_host_address',
+    81: 'EnvelopeRequest.client_host_address',
+    82: 'EnvelopeRequest.client_host_address',
+    83: 'EnvelopeRequest.client_host_address',
+    84: 'EnvelopeRequest.client_host_address',
+    85: 'EnvelopeRequest.client_host_address',
+    86: 'EnvelopeRequest.client_host_address',
+    87: 'EnvelopeRequest.client_host_address',
+    88: 'EnvelopeRequest.client_host_address',
+    89: 'EnvelopeRequest.client_host_address',
+    90: 'EnvelopeRequest.<tagged fields>',
+    91: 'EnvelopeRequest.<tagged fields>',
+    92: 'EnvelopeRequest.<tagged fields>',
+    93: 'EnvelopeRequest.<tagged fields>',
+    94: 'EnvelopeRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -39,6 +40,9 @@ def _d_EnvelopeResponse_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -57,7 +61,11 @@ def _d_EnvelopeResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EnvelopeResponse.<tagged fields>')
-    return EnvelopeResponse(_f_response_data, _f_error_code, _unk), pos
+    _o = _new(EnvelopeResponse)
+    _o.response_data = _f_response_data
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_EnvelopeResponse_v0(o, w):
@@ -83,7 +91,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_EnvelopeResponse_v0}
 ENCODERS = {0: _e_EnvelopeResponse_v0}
 _reg(__file__, {
-    39: 'EnvelopeResponse.response_data',
     40: 'EnvelopeResponse.response_data',
     41: 'EnvelopeResponse.response_data',
     42: 'EnvelopeResponse.response_data',
@@ -97,11 +104,15 @@ _reg(__file__, {
     50: 'EnvelopeResponse.response_data',
     51: 'EnvelopeResponse.response_data',
     52: 'EnvelopeResponse.response_data',
-    53: 'EnvelopeResponse.error_code',
-    54: 'EnvelopeResponse.error_code',
-    55: 'EnvelopeResponse.<tagged fields>',
-    56: 'EnvelopeResponse.<tagged fields>',
-    57: 'EnvelopeResponse.<tagged fields>',
-    58: 'EnvelopeResponse.<tagged fields>',
+    53: 'EnvelopeResponse.response_data',
+    54: 'EnvelopeResponse.response_data',
+    55: 'EnvelopeResponse.response_data',
+    56: 'EnvelopeResponse.response_data',
+    57: 'EnvelopeResponse.error_code',
+    58: 'EnvelopeResponse.error_code',
     59: 'EnvelopeResponse.<tagged fields>',
+    60: 'EnvelopeResponse.<tagged fields>',
+    61: 'EnvelopeResponse.<tagged fields>',
+    62: 'EnvelopeResponse.<tagged fields>',
+    63: 'EnvelopeResponse.<tagged fields>',
 })

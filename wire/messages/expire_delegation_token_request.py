@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -48,7 +49,11 @@ def _d_ExpireDelegationTokenRequest_v0(buf, pos):
         pos = _end2
     _f_expiry_time_period_ms = _S_qu(buf, pos)[0]
     pos += 8
-    return ExpireDelegationTokenRequest(_f_hmac, _f_expiry_time_period_ms, None), pos
+    _o = _new(ExpireDelegationTokenRequest)
+    _o.hmac = _f_hmac
+    _o.expiry_time_period_ms = _f_expiry_time_period_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ExpireDelegationTokenRequest_v1 = _d_ExpireDelegationTokenRequest_v0
@@ -57,6 +62,9 @@ def _d_ExpireDelegationTokenRequest_v2(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -75,7 +83,11 @@ def _d_ExpireDelegationTokenRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ExpireDelegationTokenRequest.<tagged fields>')
-    return ExpireDelegationTokenRequest(_f_hmac, _f_expiry_time_period_ms, _unk), pos
+    _o = _new(ExpireDelegationTokenRequest)
+    _o.hmac = _f_hmac
+    _o.expiry_time_period_ms = _f_expiry_time_period_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ExpireDelegationTokenRequest_v0(o, w):
@@ -107,7 +119,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_ExpireDelegationTokenRequest_v0, 1: _d_ExpireDelegationTokenRequest_v1, 2: _d_ExpireDelegationTokenRequest_v2}
 ENCODERS = {0: _e_ExpireDelegationTokenRequest_v0, 1: _e_ExpireDelegationTokenRequest_v1, 2: _e_ExpireDelegationTokenRequest_v2}
 _reg(__file__, {
-    39: 'ExpireDelegationTokenRequest.hmac',
     40: 'ExpireDelegationTokenRequest.hmac',
     41: 'ExpireDelegationTokenRequest.hmac',
     42: 'ExpireDelegationTokenRequest.hmac',
@@ -117,13 +128,9 @@ _reg(__file__, {
     46: 'ExpireDelegationTokenRequest.hmac',
     47: 'ExpireDelegationTokenRequest.hmac',
     48: 'ExpireDelegationTokenRequest.hmac',
-    49: 'ExpireDelegationTokenRequest.expiry_time_period_ms',
+    49: 'ExpireDelegationTokenRequest.hmac',
     50: 'ExpireDelegationTokenRequest.expiry_time_period_ms',
-    56: 'ExpireDelegationTokenRequest.hmac',
-    57: 'ExpireDelegationTokenRequest.hmac',
-    58: 'ExpireDelegationTokenRequest.hmac',
-    59: 'ExpireDelegationTokenRequest.hmac',
-    60: 'ExpireDelegationTokenRequest.hmac',
+    51: 'ExpireDelegationTokenRequest.expiry_time_period_ms',
     61: 'ExpireDelegationTokenRequest.hmac',
     62: 'ExpireDelegationTokenRequest.hmac',
     63: 'ExpireDelegationTokenRequest.hmac',
@@ -133,11 +140,19 @@ _reg(__file__, {
     67: 'ExpireDelegationTokenRequest.hmac',
     68: 'ExpireDelegationTokenRequest.hmac',
     69: 'ExpireDelegationTokenRequest.hmac',
-    70: 'ExpireDelegationTokenRequest.expiry_time_period_ms',
-    71: 'ExpireDelegationTokenRequest.expiry_time_period_ms',
-    72: 'ExpireDelegationTokenRequest.<tagged fields>',
-    73: 'ExpireDelegationTokenRequest.<tagged fields>',
-    74: 'ExpireDelegationTokenRequest.<tagged fields>',
-    75: 'ExpireDelegationTokenRequest.<tagged fields>',
-    76: 'ExpireDelegationTokenRequest.<tagged fields>',
+    70: 'ExpireDelegationTokenRequest.hmac',
+    71: 'ExpireDelegationTokenRequest.hmac',
+    72: 'ExpireDelegationTokenRequest.hmac',
+    73: 'ExpireDelegationTokenRequest.hmac',
+    74: 'ExpireDelegationTokenRequest.hmac',
+    75: 'ExpireDelegationTokenRequest.hmac',
+    76: 'ExpireDelegationTokenRequest.hmac',
+    77: 'ExpireDelegationTokenRequest.hmac',
+    78: 'ExpireDelegationTokenRequest.expiry_time_period_ms',
+    79: 'ExpireDelegationTokenRequest.expiry_time_period_ms',
+    80: 'ExpireDelegationTokenRequest.<tagged fields>',
+    81: 'ExpireDelegationTokenRequest.<tagged fields>',
+    82: 'ExpireDelegationTokenRequest.<tagged fields>',
+    83: 'ExpireDelegationTokenRequest.<tagged fields>',
+    84: 'ExpireDelegationTokenRequest.<tagged fields>',
 })

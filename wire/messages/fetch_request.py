@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -168,7 +169,11 @@ def _d_ReplicaState_v15(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReplicaState.<tagged fields>')
-    return ReplicaState(_f_replica_id, _f_replica_epoch, _unk), pos
+    _o = _new(ReplicaState)
+    _o.replica_id = _f_replica_id
+    _o.replica_epoch = _f_replica_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ReplicaState_v16 = _d_ReplicaState_v15
@@ -178,7 +183,16 @@ _d_ReplicaState_v17 = _d_ReplicaState_v15
 def _d_FetchPartition_v0(buf, pos):
     _f_partition, _f_fetch_offset, _f_partition_max_bytes = _S_iqiu(buf, pos)
     pos += 16
-    return FetchPartition(_f_partition, -1, _f_fetch_offset, -1, -1, _f_partition_max_bytes, _ZERO_UUID, None), pos
+    _o = _new(FetchPartition)
+    _o.partition = _f_partition
+    _o.current_leader_epoch = -1
+    _o.fetch_offset = _f_fetch_offset
+    _o.last_fetched_epoch = -1
+    _o.log_start_offset = -1
+    _o.partition_max_bytes = _f_partition_max_bytes
+    _o.replica_directory_id = _ZERO_UUID
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchPartition_v1 = _d_FetchPartition_v0
@@ -192,7 +206,16 @@ _d_FetchPartition_v4 = _d_FetchPartition_v0
 def _d_FetchPartition_v5(buf, pos):
     _f_partition, _f_fetch_offset, _f_log_start_offset, _f_partition_max_bytes = _S_iqqiu(buf, pos)
     pos += 24
-    return FetchPartition(_f_partition, -1, _f_fetch_offset, -1, _f_log_start_offset, _f_partition_max_bytes, _ZERO_UUID, None), pos
+    _o = _new(FetchPartition)
+    _o.partition = _f_partition
+    _o.current_leader_epoch = -1
+    _o.fetch_offset = _f_fetch_offset
+    _o.last_fetched_epoch = -1
+    _o.log_start_offset = _f_log_start_offset
+    _o.partition_max_bytes = _f_partition_max_bytes
+    _o.replica_directory_id = _ZERO_UUID
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchPartition_v6 = _d_FetchPartition_v5
@@ -204,7 +227,16 @@ _d_FetchPartition_v8 = _d_FetchPartition_v5
 def _d_FetchPartition_v9(buf, pos):
     _f_partition, _f_current_leader_epoch, _f_fetch_offset, _f_log_start_offset, _f_partition_max_bytes = _S_iiqqiu(buf, pos)
     pos += 28
-    return FetchPartition(_f_partition, _f_current_leader_epoch, _f_fetch_offset, -1, _f_log_start_offset, _f_partition_max_bytes, _ZERO_UUID, None), pos
+    _o = _new(FetchPartition)
+    _o.partition = _f_partition
+    _o.current_leader_epoch = _f_current_leader_epoch
+    _o.fetch_offset = _f_fetch_offset
+    _o.last_fetched_epoch = -1
+    _o.log_start_offset = _f_log_start_offset
+    _o.partition_max_bytes = _f_partition_max_bytes
+    _o.replica_directory_id = _ZERO_UUID
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchPartition_v10 = _d_FetchPartition_v9
@@ -219,7 +251,16 @@ def _d_FetchPartition_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchPartition.<tagged fields>')
-    return FetchPartition(_f_partition, _f_current_leader_epoch, _f_fetch_offset, _f_last_fetched_epoch, _f_log_start_offset, _f_partition_max_bytes, _ZERO_UUID, _unk), pos
+    _o = _new(FetchPartition)
+    _o.partition = _f_partition
+    _o.current_leader_epoch = _f_current_leader_epoch
+    _o.fetch_offset = _f_fetch_offset
+    _o.last_fetched_epoch = _f_last_fetched_epoch
+    _o.log_start_offset = _f_log_start_offset
+    _o.partition_max_bytes = _f_partition_max_bytes
+    _o.replica_directory_id = _ZERO_UUID
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_FetchPartition_v13 = _d_FetchPartition_v12
@@ -246,7 +287,16 @@ def _d_FetchPartition_v17(buf, pos):
                 raise _trunc('FetchPartition.replica_directory_id', 16, len(_tb) - _tp)
             _f_replica_directory_id = _uuid(_tb[_tp:_tp + 16])
             _tp += 16
-    return FetchPartition(_f_partition, _f_current_leader_epoch, _f_fetch_offset, _f_last_fetched_epoch, _f_log_start_offset, _f_partition_max_bytes, _f_replica_directory_id, _unk), pos
+    _o = _new(FetchPartition)
+    _o.partition = _f_partition
+    _o.current_leader_epoch = _f_current_leader_epoch
+    _o.fetch_offset = _f_fetch_offset
+    _o.last_fetched_epoch = _f_last_fetched_epoch
+    _o.log_start_offset = _f_log_start_offset
+    _o.partition_max_bytes = _f_partition_max_bytes
+    _o.replica_directory_id = _f_replica_directory_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchTopic_v0(buf, pos):
@@ -270,7 +320,12 @@ def _d_FetchTopic_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_FetchPartition_v0(buf, pos)
             _f_partitions.append(_x4)
-    return FetchTopic(_f_topic, _ZERO_UUID, _f_partitions, None), pos
+    _o = _new(FetchTopic)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchTopic_v1 = _d_FetchTopic_v0
@@ -302,7 +357,12 @@ def _d_FetchTopic_v5(buf, pos):
         for _ in range(_n23):
             _x24, pos = _d_FetchPartition_v5(buf, pos)
             _f_partitions.append(_x24)
-    return FetchTopic(_f_topic, _ZERO_UUID, _f_partitions, None), pos
+    _o = _new(FetchTopic)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchTopic_v6 = _d_FetchTopic_v5
@@ -332,7 +392,12 @@ def _d_FetchTopic_v9(buf, pos):
         for _ in range(_n39):
             _x40, pos = _d_FetchPartition_v9(buf, pos)
             _f_partitions.append(_x40)
-    return FetchTopic(_f_topic, _ZERO_UUID, _f_partitions, None), pos
+    _o = _new(FetchTopic)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchTopic_v10 = _d_FetchTopic_v9
@@ -343,6 +408,9 @@ def _d_FetchTopic_v12(buf, pos):
     _n49 = buf[pos]
     if _n49 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n49 = (_n49 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n49, pos = _ruv(buf, pos)
     _n49 -= 1
@@ -357,6 +425,9 @@ def _d_FetchTopic_v12(buf, pos):
     _n51 = buf[pos]
     if _n51 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n51 = (_n51 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n51, pos = _ruv(buf, pos)
     _n51 -= 1
@@ -373,7 +444,12 @@ def _d_FetchTopic_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchTopic.<tagged fields>')
-    return FetchTopic(_f_topic, _ZERO_UUID, _f_partitions, _unk), pos
+    _o = _new(FetchTopic)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchTopic_v13(buf, pos):
@@ -384,6 +460,9 @@ def _d_FetchTopic_v13(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -400,7 +479,12 @@ def _d_FetchTopic_v13(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchTopic.<tagged fields>')
-    return FetchTopic('', _f_topic_id, _f_partitions, _unk), pos
+    _o = _new(FetchTopic)
+    _o.topic = ''
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_FetchTopic_v14 = _d_FetchTopic_v13
@@ -417,6 +501,9 @@ def _d_FetchTopic_v17(buf, pos):
     _n61 = buf[pos]
     if _n61 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n61 = (_n61 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n61, pos = _ruv(buf, pos)
     _n61 -= 1
@@ -433,7 +520,12 @@ def _d_FetchTopic_v17(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchTopic.<tagged fields>')
-    return FetchTopic('', _f_topic_id, _f_partitions, _unk), pos
+    _o = _new(FetchTopic)
+    _o.topic = ''
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ForgottenTopic_v7(buf, pos):
@@ -455,7 +547,12 @@ def _d_ForgottenTopic_v7(buf, pos):
         _chk(_n65, buf, pos, 'ForgottenTopic.partitions')
         _f_partitions = list(_unpack_from('>%di' % _n65, buf, pos))
         pos += 4 * _n65
-    return ForgottenTopic(_f_topic, _ZERO_UUID, _f_partitions, None), pos
+    _o = _new(ForgottenTopic)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ForgottenTopic_v8 = _d_ForgottenTopic_v7
@@ -470,6 +567,9 @@ def _d_ForgottenTopic_v12(buf, pos):
     _n78 = buf[pos]
     if _n78 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n78 = (_n78 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n78, pos = _ruv(buf, pos)
     _n78 -= 1
@@ -484,6 +584,9 @@ def _d_ForgottenTopic_v12(buf, pos):
     _n80 = buf[pos]
     if _n80 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n80 = (_n80 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n80, pos = _ruv(buf, pos)
     _n80 -= 1
@@ -498,7 +601,12 @@ def _d_ForgottenTopic_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ForgottenTopic.<tagged fields>')
-    return ForgottenTopic(_f_topic, _ZERO_UUID, _f_partitions, _unk), pos
+    _o = _new(ForgottenTopic)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ForgottenTopic_v13(buf, pos):
@@ -509,6 +617,9 @@ def _d_ForgottenTopic_v13(buf, pos):
     _n81 = buf[pos]
     if _n81 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n81 = (_n81 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n81, pos = _ruv(buf, pos)
     _n81 -= 1
@@ -523,7 +634,12 @@ def _d_ForgottenTopic_v13(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ForgottenTopic.<tagged fields>')
-    return ForgottenTopic('', _f_topic_id, _f_partitions, _unk), pos
+    _o = _new(ForgottenTopic)
+    _o.topic = ''
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ForgottenTopic_v14 = _d_ForgottenTopic_v13
@@ -547,7 +663,21 @@ def _d_FetchRequest_v0(buf, pos):
         for _ in range(_n86):
             _x87, pos = _d_FetchTopic_v0(buf, pos)
             _f_topics.append(_x87)
-    return FetchRequest(None, _f_replica_id, ReplicaState(), _f_max_wait_ms, _f_min_bytes, 2147483647, 0, 0, -1, _f_topics, [], '', None), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = None
+    _o.replica_id = _f_replica_id
+    _o.replica_state = ReplicaState()
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = 2147483647
+    _o.isolation_level = 0
+    _o.session_id = 0
+    _o.session_epoch = -1
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = []
+    _o.rack_id = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchRequest_v1 = _d_FetchRequest_v0
@@ -567,7 +697,21 @@ def _d_FetchRequest_v3(buf, pos):
         for _ in range(_n92):
             _x93, pos = _d_FetchTopic_v3(buf, pos)
             _f_topics.append(_x93)
-    return FetchRequest(None, _f_replica_id, ReplicaState(), _f_max_wait_ms, _f_min_bytes, _f_max_bytes, 0, 0, -1, _f_topics, [], '', None), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = None
+    _o.replica_id = _f_replica_id
+    _o.replica_state = ReplicaState()
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.isolation_level = 0
+    _o.session_id = 0
+    _o.session_epoch = -1
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = []
+    _o.rack_id = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_FetchRequest_v4(buf, pos):
@@ -583,7 +727,21 @@ def _d_FetchRequest_v4(buf, pos):
         for _ in range(_n94):
             _x95, pos = _d_FetchTopic_v4(buf, pos)
             _f_topics.append(_x95)
-    return FetchRequest(None, _f_replica_id, ReplicaState(), _f_max_wait_ms, _f_min_bytes, _f_max_bytes, _f_isolation_level, 0, -1, _f_topics, [], '', None), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = None
+    _o.replica_id = _f_replica_id
+    _o.replica_state = ReplicaState()
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.isolation_level = _f_isolation_level
+    _o.session_id = 0
+    _o.session_epoch = -1
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = []
+    _o.rack_id = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_FetchRequest_v5(buf, pos):
@@ -599,7 +757,21 @@ def _d_FetchRequest_v5(buf, pos):
         for _ in range(_n96):
             _x97, pos = _d_FetchTopic_v5(buf, pos)
             _f_topics.append(_x97)
-    return FetchRequest(None, _f_replica_id, ReplicaState(), _f_max_wait_ms, _f_min_bytes, _f_max_bytes, _f_isolation_level, 0, -1, _f_topics, [], '', None), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = None
+    _o.replica_id = _f_replica_id
+    _o.replica_state = ReplicaState()
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.isolation_level = _f_isolation_level
+    _o.session_id = 0
+    _o.session_epoch = -1
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = []
+    _o.rack_id = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchRequest_v6 = _d_FetchRequest_v5
@@ -627,7 +799,21 @@ def _d_FetchRequest_v7(buf, pos):
         for _ in range(_n102):
             _x103, pos = _d_ForgottenTopic_v7(buf, pos)
             _f_forgotten_topics_data.append(_x103)
-    return FetchRequest(None, _f_replica_id, ReplicaState(), _f_max_wait_ms, _f_min_bytes, _f_max_bytes, _f_isolation_level, _f_session_id, _f_session_epoch, _f_topics, _f_forgotten_topics_data, '', None), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = None
+    _o.replica_id = _f_replica_id
+    _o.replica_state = ReplicaState()
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.isolation_level = _f_isolation_level
+    _o.session_id = _f_session_id
+    _o.session_epoch = _f_session_epoch
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = _f_forgotten_topics_data
+    _o.rack_id = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchRequest_v8 = _d_FetchRequest_v7
@@ -655,7 +841,21 @@ def _d_FetchRequest_v9(buf, pos):
         for _ in range(_n110):
             _x111, pos = _d_ForgottenTopic_v9(buf, pos)
             _f_forgotten_topics_data.append(_x111)
-    return FetchRequest(None, _f_replica_id, ReplicaState(), _f_max_wait_ms, _f_min_bytes, _f_max_bytes, _f_isolation_level, _f_session_id, _f_session_epoch, _f_topics, _f_forgotten_topics_data, '', None), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = None
+    _o.replica_id = _f_replica_id
+    _o.replica_state = ReplicaState()
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.isolation_level = _f_isolation_level
+    _o.session_id = _f_session_id
+    _o.session_epoch = _f_session_epoch
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = _f_forgotten_topics_data
+    _o.rack_id = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchRequest_v10 = _d_FetchRequest_v9
@@ -693,7 +893,21 @@ def _d_FetchRequest_v11(buf, pos):
             raise _trunc('FetchRequest.rack_id', _n120, len(buf) - pos)
         _f_rack_id = str(buf[pos:_end121], 'utf-8')
         pos = _end121
-    return FetchRequest(None, _f_replica_id, ReplicaState(), _f_max_wait_ms, _f_min_bytes, _f_max_bytes, _f_isolation_level, _f_session_id, _f_session_epoch, _f_topics, _f_forgotten_topics_data, _f_rack_id, None), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = None
+    _o.replica_id = _f_replica_id
+    _o.replica_state = ReplicaState()
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.isolation_level = _f_isolation_level
+    _o.session_id = _f_session_id
+    _o.session_epoch = _f_session_epoch
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = _f_forgotten_topics_data
+    _o.rack_id = _f_rack_id
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_FetchRequest_v12(buf, pos):
@@ -702,6 +916,9 @@ def _d_FetchRequest_v12(buf, pos):
     _n122 = buf[pos]
     if _n122 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n122 = (_n122 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n122, pos = _ruv(buf, pos)
     _n122 -= 1
@@ -716,6 +933,9 @@ def _d_FetchRequest_v12(buf, pos):
     _n124 = buf[pos]
     if _n124 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n124 = (_n124 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n124, pos = _ruv(buf, pos)
     _n124 -= 1
@@ -730,6 +950,9 @@ def _d_FetchRequest_v12(buf, pos):
     _n126 = buf[pos]
     if _n126 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n126 = (_n126 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n126, pos = _ruv(buf, pos)
     _n126 -= 1
@@ -753,6 +976,9 @@ def _d_FetchRequest_v12(buf, pos):
             _n128 = _tb[_tp]
             if _n128 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n128 = (_n128 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n128, _tp = _ruv(_tb, _tp)
             _n128 -= 1
@@ -764,7 +990,21 @@ def _d_FetchRequest_v12(buf, pos):
                     raise _trunc('FetchRequest.cluster_id', _n128, len(_tb) - _tp)
                 _f_cluster_id = str(_tb[_tp:_end129], 'utf-8')
                 _tp = _end129
-    return FetchRequest(_f_cluster_id, _f_replica_id, ReplicaState(), _f_max_wait_ms, _f_min_bytes, _f_max_bytes, _f_isolation_level, _f_session_id, _f_session_epoch, _f_topics, _f_forgotten_topics_data, _f_rack_id, _unk), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.replica_id = _f_replica_id
+    _o.replica_state = ReplicaState()
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.isolation_level = _f_isolation_level
+    _o.session_id = _f_session_id
+    _o.session_epoch = _f_session_epoch
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = _f_forgotten_topics_data
+    _o.rack_id = _f_rack_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchRequest_v13(buf, pos):
@@ -773,6 +1013,9 @@ def _d_FetchRequest_v13(buf, pos):
     _n130 = buf[pos]
     if _n130 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n130 = (_n130 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n130, pos = _ruv(buf, pos)
     _n130 -= 1
@@ -787,6 +1030,9 @@ def _d_FetchRequest_v13(buf, pos):
     _n132 = buf[pos]
     if _n132 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n132 = (_n132 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n132, pos = _ruv(buf, pos)
     _n132 -= 1
@@ -801,6 +1047,9 @@ def _d_FetchRequest_v13(buf, pos):
     _n134 = buf[pos]
     if _n134 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n134 = (_n134 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n134, pos = _ruv(buf, pos)
     _n134 -= 1
@@ -824,6 +1073,9 @@ def _d_FetchRequest_v13(buf, pos):
             _n136 = _tb[_tp]
             if _n136 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n136 = (_n136 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n136, _tp = _ruv(_tb, _tp)
             _n136 -= 1
@@ -835,7 +1087,21 @@ def _d_FetchRequest_v13(buf, pos):
                     raise _trunc('FetchRequest.cluster_id', _n136, len(_tb) - _tp)
                 _f_cluster_id = str(_tb[_tp:_end137], 'utf-8')
                 _tp = _end137
-    return FetchRequest(_f_cluster_id, _f_replica_id, ReplicaState(), _f_max_wait_ms, _f_min_bytes, _f_max_bytes, _f_isolation_level, _f_session_id, _f_session_epoch, _f_topics, _f_forgotten_topics_data, _f_rack_id, _unk), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.replica_id = _f_replica_id
+    _o.replica_state = ReplicaState()
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.isolation_level = _f_isolation_level
+    _o.session_id = _f_session_id
+    _o.session_epoch = _f_session_epoch
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = _f_forgotten_topics_data
+    _o.rack_id = _f_rack_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_FetchRequest_v14 = _d_FetchRequest_v13
@@ -846,6 +1112,9 @@ def _d_FetchRequest_v15(buf, pos):
     _n146 = buf[pos]
     if _n146 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n146 = (_n146 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n146, pos = _ruv(buf, pos)
     _n146 -= 1
@@ -860,6 +1129,9 @@ def _d_FetchRequest_v15(buf, pos):
     _n148 = buf[pos]
     if _n148 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n148 = (_n148 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n148, pos = _ruv(buf, pos)
     _n148 -= 1
@@ -874,6 +1146,9 @@ def _d_FetchRequest_v15(buf, pos):
     _n150 = buf[pos]
     if _n150 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n150 = (_n150 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n150, pos = _ruv(buf, pos)
     _n150 -= 1
@@ -898,6 +1173,9 @@ def _d_FetchRequest_v15(buf, pos):
             _n152 = _tb[_tp]
             if _n152 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n152 = (_n152 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n152, _tp = _ruv(_tb, _tp)
             _n152 -= 1
@@ -913,7 +1191,21 @@ def _d_FetchRequest_v15(buf, pos):
             _tb = _tags[1]
             _tp = 0
             _f_replica_state, _tp = _d_ReplicaState_v15(_tb, _tp)
-    return FetchRequest(_f_cluster_id, -1, _f_replica_state, _f_max_wait_ms, _f_min_bytes, _f_max_bytes, _f_isolation_level, _f_session_id, _f_session_epoch, _f_topics, _f_forgotten_topics_data, _f_rack_id, _unk), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.replica_id = -1
+    _o.replica_state = _f_replica_state
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.isolation_level = _f_isolation_level
+    _o.session_id = _f_session_id
+    _o.session_epoch = _f_session_epoch
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = _f_forgotten_topics_data
+    _o.rack_id = _f_rack_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_FetchRequest_v16 = _d_FetchRequest_v15
@@ -924,6 +1216,9 @@ def _d_FetchRequest_v17(buf, pos):
     _n162 = buf[pos]
     if _n162 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n162 = (_n162 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n162, pos = _ruv(buf, pos)
     _n162 -= 1
@@ -938,6 +1233,9 @@ def _d_FetchRequest_v17(buf, pos):
     _n164 = buf[pos]
     if _n164 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n164 = (_n164 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n164, pos = _ruv(buf, pos)
     _n164 -= 1
@@ -952,6 +1250,9 @@ def _d_FetchRequest_v17(buf, pos):
     _n166 = buf[pos]
     if _n166 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n166 = (_n166 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n166, pos = _ruv(buf, pos)
     _n166 -= 1
@@ -976,6 +1277,9 @@ def _d_FetchRequest_v17(buf, pos):
             _n168 = _tb[_tp]
             if _n168 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n168 = (_n168 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n168, _tp = _ruv(_tb, _tp)
             _n168 -= 1
@@ -991,7 +1295,21 @@ def _d_FetchRequest_v17(buf, pos):
             _tb = _tags[1]
             _tp = 0
             _f_replica_state, _tp = _d_ReplicaState_v17(_tb, _tp)
-    return FetchRequest(_f_cluster_id, -1, _f_replica_state, _f_max_wait_ms, _f_min_bytes, _f_max_bytes, _f_isolation_level, _f_session_id, _f_session_epoch, _f_topics, _f_forgotten_topics_data, _f_rack_id, _unk), pos
+    _o = _new(FetchRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.replica_id = -1
+    _o.replica_state = _f_replica_state
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.isolation_level = _f_isolation_level
+    _o.session_id = _f_session_id
+    _o.session_epoch = _f_session_epoch
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = _f_forgotten_topics_data
+    _o.rack_id = _f_rack_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ReplicaState_v15(o, w):
@@ -1064,7 +1382,10 @@ def _e_FetchPartition_v17(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 def _e_FetchTopic_v0(o, w):
@@ -1176,8 +1497,8 @@ def _e_ForgottenTopic_v7(o, w):
     w(_I16p(len(_v219)))
     w(_v219)
     _a220 = o.partitions
-    w(_I32p(len(_a220)))
-    w(_pack('>%di' % len(_a220), *_a220))
+    _l = len(_a220)
+    w(_counted_packer('i', _l)(_l, *_a220))
 
 
 _e_ForgottenTopic_v8 = _e_ForgottenTopic_v7
@@ -1195,9 +1516,10 @@ def _e_ForgottenTopic_v12(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v229)
     _a230 = o.partitions
-    _l = len(_a230) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a230), *_a230))
+    _l = len(_a230)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a230))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -1208,9 +1530,10 @@ def _e_ForgottenTopic_v12(o, w):
 def _e_ForgottenTopic_v13(o, w):
     w(o.topic_id.bytes)
     _a231 = o.partitions
-    _l = len(_a231) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a231), *_a231))
+    _l = len(_a231)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a231))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -1340,7 +1663,10 @@ def _e_FetchRequest_v12(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 def _e_FetchRequest_v13(o, w):
@@ -1375,7 +1701,10 @@ def _e_FetchRequest_v13(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 _e_FetchRequest_v14 = _e_FetchRequest_v13
@@ -1409,14 +1738,17 @@ def _e_FetchRequest_v15(o, w):
             _o.append(_UV1[_l] if _l < 128 else _wuv(_l))
             _o.append(_v294)
         _t.append((0, b''.join(_o)))
-    if o.replica_state != ReplicaState():
+    if not _isdef_ReplicaState(o.replica_state):
         _o = []
         _e_ReplicaState_v15(o.replica_state, _o.append)
         _t.append((1, b''.join(_o)))
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 _e_FetchRequest_v16 = _e_FetchRequest_v15
@@ -1450,14 +1782,23 @@ def _e_FetchRequest_v17(o, w):
             _o.append(_UV1[_l] if _l < 128 else _wuv(_l))
             _o.append(_v306)
         _t.append((0, b''.join(_o)))
-    if o.replica_state != ReplicaState():
+    if not _isdef_ReplicaState(o.replica_state):
         _o = []
         _e_ReplicaState_v17(o.replica_state, _o.append)
         _t.append((1, b''.join(_o)))
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
+
+
+def _isdef_ReplicaState(o):
+    return (o.replica_id == -1
+            and o.replica_epoch == -1
+            and not o.unknown_tagged_fields)
 
 
 
@@ -1467,103 +1808,61 @@ FLEXIBLE_FROM = 12
 DECODERS = {0: _d_FetchRequest_v0, 1: _d_FetchRequest_v1, 2: _d_FetchRequest_v2, 3: _d_FetchRequest_v3, 4: _d_FetchRequest_v4, 5: _d_FetchRequest_v5, 6: _d_FetchRequest_v6, 7: _d_FetchRequest_v7, 8: _d_FetchRequest_v8, 9: _d_FetchRequest_v9, 10: _d_FetchRequest_v10, 11: _d_FetchRequest_v11, 12: _d_FetchRequest_v12, 13: _d_FetchRequest_v13, 14: _d_FetchRequest_v14, 15: _d_FetchRequest_v15, 16: _d_FetchRequest_v16, 17: _d_FetchRequest_v17}
 ENCODERS = {0: _e_FetchRequest_v0, 1: _e_FetchRequest_v1, 2: _e_FetchRequest_v2, 3: _e_FetchRequest_v3, 4: _e_FetchRequest_v4, 5: _e_FetchRequest_v5, 6: _e_FetchRequest_v6, 7: _e_FetchRequest_v7, 8: _e_FetchRequest_v8, 9: _e_FetchRequest_v9, 10: _e_FetchRequest_v10, 11: _e_FetchRequest_v11, 12: _e_FetchRequest_v12, 13: _e_FetchRequest_v13, 14: _e_FetchRequest_v14, 15: _e_FetchRequest_v15, 16: _e_FetchRequest_v16, 17: _e_FetchRequest_v17}
 _reg(__file__, {
-    164: 'ReplicaState.replica_id/replica_epoch',
     165: 'ReplicaState.replica_id/replica_epoch',
-    166: 'ReplicaState.<tagged fields>',
+    166: 'ReplicaState.replica_id/replica_epoch',
     167: 'ReplicaState.<tagged fields>',
     168: 'ReplicaState.<tagged fields>',
     169: 'ReplicaState.<tagged fields>',
     170: 'ReplicaState.<tagged fields>',
-    177: 'FetchPartition.partition/fetch_offset/partition_max_bytes',
-    178: 'FetchPartition.partition/fetch_offset/partition_max_bytes',
-    187: 'FetchPartition.partition/fetch_offset/log_start_offset/partition_max_bytes',
-    188: 'FetchPartition.partition/fetch_offset/log_start_offset/partition_max_bytes',
-    196: 'FetchPartition.partition/current_leader_epoch/fetch_offset/log_start_offset/partition_max_bytes',
-    197: 'FetchPartition.partition/current_leader_epoch/fetch_offset/log_start_offset/partition_max_bytes',
-    204: 'FetchPartition.partition/current_leader_epoch/fetch_offset/last_fetched_epoch/log_start_offset/partition_max_bytes',
-    205: 'FetchPartition.partition/current_leader_epoch/fetch_offset/last_fetched_epoch/log_start_offset/partition_max_bytes',
-    206: 'FetchPartition.<tagged fields>',
-    207: 'FetchPartition.<tagged fields>',
-    208: 'FetchPartition.<tagged fields>',
-    209: 'FetchPartition.<tagged fields>',
-    210: 'FetchPartition.<tagged fields>',
-    219: 'FetchPartition.partition/current_leader_epoch/fetch_offset/last_fetched_epoch/log_start_offset/partition_max_bytes',
-    220: 'FetchPartition.partition/current_leader_epoch/fetch_offset/last_fetched_epoch/log_start_offset/partition_max_bytes',
-    221: 'FetchPartition.<tagged fields>',
-    222: 'FetchPartition.<tagged fields>',
-    223: 'FetchPartition.<tagged fields>',
-    224: 'FetchPartition.<tagged fields>',
-    225: 'FetchPartition.<tagged fields>',
-    226: 'FetchPartition.<tagged fields>',
-    227: 'FetchPartition.replica_directory_id',
-    228: 'FetchPartition.replica_directory_id',
-    229: 'FetchPartition.replica_directory_id',
-    230: 'FetchPartition.replica_directory_id',
-    231: 'FetchPartition.replica_directory_id',
-    232: 'FetchPartition.replica_directory_id',
-    233: 'FetchPartition.replica_directory_id',
-    238: 'FetchTopic.topic',
-    239: 'FetchTopic.topic',
-    240: 'FetchTopic.topic',
-    241: 'FetchTopic.topic',
-    242: 'FetchTopic.topic',
-    243: 'FetchTopic.topic',
-    244: 'FetchTopic.topic',
-    245: 'FetchTopic.topic',
-    246: 'FetchTopic.topic',
-    247: 'FetchTopic.topic',
-    248: 'FetchTopic.partitions',
-    249: 'FetchTopic.partitions',
-    250: 'FetchTopic.partitions',
-    251: 'FetchTopic.partitions',
-    252: 'FetchTopic.partitions',
-    253: 'FetchTopic.partitions',
-    254: 'FetchTopic.partitions',
-    255: 'FetchTopic.partitions',
-    256: 'FetchTopic.partitions',
-    257: 'FetchTopic.partitions',
-    266: 'FetchTopic.topic',
-    267: 'FetchTopic.topic',
-    268: 'FetchTopic.topic',
-    269: 'FetchTopic.topic',
-    270: 'FetchTopic.topic',
-    271: 'FetchTopic.topic',
-    272: 'FetchTopic.topic',
-    273: 'FetchTopic.topic',
-    274: 'FetchTopic.topic',
-    275: 'FetchTopic.topic',
-    276: 'FetchTopic.partitions',
-    277: 'FetchTopic.partitions',
-    278: 'FetchTopic.partitions',
-    279: 'FetchTopic.partitions',
-    280: 'FetchTopic.partitions',
-    281: 'FetchTopic.partitions',
-    282: 'FetchTopic.partitions',
-    283: 'FetchTopic.partitions',
-    284: 'FetchTopic.partitions',
-    285: 'FetchTopic.partitions',
+    171: 'ReplicaState.<tagged fields>',
+    182: 'FetchPartition.partition/fetch_offset/partition_max_bytes',
+    183: 'FetchPartition.partition/fetch_offset/partition_max_bytes',
+    201: 'FetchPartition.partition/fetch_offset/log_start_offset/partition_max_bytes',
+    202: 'FetchPartition.partition/fetch_offset/log_start_offset/partition_max_bytes',
+    219: 'FetchPartition.partition/current_leader_epoch/fetch_offset/log_start_offset/partition_max_bytes',
+    220: 'FetchPartition.partition/current_leader_epoch/fetch_offset/log_start_offset/partition_max_bytes',
+    236: 'FetchPartition.partition/current_leader_epoch/fetch_offset/last_fetched_epoch/log_start_offset/partition_max_bytes',
+    237: 'FetchPartition.partition/current_leader_epoch/fetch_offset/last_fetched_epoch/log_start_offset/partition_max_bytes',
+    238: 'FetchPartition.<tagged fields>',
+    239: 'FetchPartition.<tagged fields>',
+    240: 'FetchPartition.<tagged fields>',
+    241: 'FetchPartition.<tagged fields>',
+    242: 'FetchPartition.<tagged fields>',
+    260: 'FetchPartition.partition/current_leader_epoch/fetch_offset/last_fetched_epoch/log_start_offset/partition_max_bytes',
+    261: 'FetchPartition.partition/current_leader_epoch/fetch_offset/last_fetched_epoch/log_start_offset/partition_max_bytes',
+    262: 'FetchPartition.<tagged fields>',
+    263: 'FetchPartition.<tagged fields>',
+    264: 'FetchPartition.<tagged fields>',
+    265: 'FetchPartition.<tagged fields>',
+    266: 'FetchPartition.<tagged fields>',
+    267: 'FetchPartition.<tagged fields>',
+    268: 'FetchPartition.replica_directory_id',
+    269: 'FetchPartition.replica_directory_id',
+    270: 'FetchPartition.replica_directory_id',
+    271: 'FetchPartition.replica_directory_id',
+    272: 'FetchPartition.replica_directory_id',
+    273: 'FetchPartition.replica_directory_id',
+    274: 'FetchPartition.replica_directory_id',
+    288: 'FetchTopic.topic',
+    289: 'FetchTopic.topic',
+    290: 'FetchTopic.topic',
+    291: 'FetchTopic.topic',
+    292: 'FetchTopic.topic',
     293: 'FetchTopic.topic',
     294: 'FetchTopic.topic',
     295: 'FetchTopic.topic',
     296: 'FetchTopic.topic',
     297: 'FetchTopic.topic',
-    298: 'FetchTopic.topic',
-    299: 'FetchTopic.topic',
-    300: 'FetchTopic.topic',
-    301: 'FetchTopic.topic',
-    302: 'FetchTopic.topic',
+    298: 'FetchTopic.partitions',
+    299: 'FetchTopic.partitions',
+    300: 'FetchTopic.partitions',
+    301: 'FetchTopic.partitions',
+    302: 'FetchTopic.partitions',
     303: 'FetchTopic.partitions',
     304: 'FetchTopic.partitions',
     305: 'FetchTopic.partitions',
     306: 'FetchTopic.partitions',
     307: 'FetchTopic.partitions',
-    308: 'FetchTopic.partitions',
-    309: 'FetchTopic.partitions',
-    310: 'FetchTopic.partitions',
-    311: 'FetchTopic.partitions',
-    312: 'FetchTopic.partitions',
-    319: 'FetchTopic.topic',
-    320: 'FetchTopic.topic',
     321: 'FetchTopic.topic',
     322: 'FetchTopic.topic',
     323: 'FetchTopic.topic',
@@ -1574,8 +1873,8 @@ _reg(__file__, {
     328: 'FetchTopic.topic',
     329: 'FetchTopic.topic',
     330: 'FetchTopic.topic',
-    331: 'FetchTopic.topic',
-    332: 'FetchTopic.topic',
+    331: 'FetchTopic.partitions',
+    332: 'FetchTopic.partitions',
     333: 'FetchTopic.partitions',
     334: 'FetchTopic.partitions',
     335: 'FetchTopic.partitions',
@@ -1584,24 +1883,16 @@ _reg(__file__, {
     338: 'FetchTopic.partitions',
     339: 'FetchTopic.partitions',
     340: 'FetchTopic.partitions',
-    341: 'FetchTopic.partitions',
-    342: 'FetchTopic.partitions',
-    343: 'FetchTopic.partitions',
-    344: 'FetchTopic.partitions',
-    345: 'FetchTopic.partitions',
-    346: 'FetchTopic.partitions',
-    347: 'FetchTopic.<tagged fields>',
-    348: 'FetchTopic.<tagged fields>',
-    349: 'FetchTopic.<tagged fields>',
-    350: 'FetchTopic.<tagged fields>',
-    351: 'FetchTopic.<tagged fields>',
-    356: 'FetchTopic.topic_id',
-    357: 'FetchTopic.topic_id',
-    358: 'FetchTopic.topic_id',
-    359: 'FetchTopic.topic_id',
-    360: 'FetchTopic.partitions',
-    361: 'FetchTopic.partitions',
-    362: 'FetchTopic.partitions',
+    353: 'FetchTopic.topic',
+    354: 'FetchTopic.topic',
+    355: 'FetchTopic.topic',
+    356: 'FetchTopic.topic',
+    357: 'FetchTopic.topic',
+    358: 'FetchTopic.topic',
+    359: 'FetchTopic.topic',
+    360: 'FetchTopic.topic',
+    361: 'FetchTopic.topic',
+    362: 'FetchTopic.topic',
     363: 'FetchTopic.partitions',
     364: 'FetchTopic.partitions',
     365: 'FetchTopic.partitions',
@@ -1612,319 +1903,236 @@ _reg(__file__, {
     370: 'FetchTopic.partitions',
     371: 'FetchTopic.partitions',
     372: 'FetchTopic.partitions',
-    373: 'FetchTopic.partitions',
-    374: 'FetchTopic.<tagged fields>',
-    375: 'FetchTopic.<tagged fields>',
-    376: 'FetchTopic.<tagged fields>',
-    377: 'FetchTopic.<tagged fields>',
-    378: 'FetchTopic.<tagged fields>',
-    386: 'FetchTopic.topic_id',
-    387: 'FetchTopic.topic_id',
-    388: 'FetchTopic.topic_id',
-    389: 'FetchTopic.topic_id',
-    390: 'FetchTopic.partitions',
-    391: 'FetchTopic.partitions',
-    392: 'FetchTopic.partitions',
-    393: 'FetchTopic.partitions',
-    394: 'FetchTopic.partitions',
-    395: 'FetchTopic.partitions',
-    396: 'FetchTopic.partitions',
-    397: 'FetchTopic.partitions',
-    398: 'FetchTopic.partitions',
-    399: 'FetchTopic.partitions',
-    400: 'FetchTopic.partitions',
+    384: 'FetchTopic.topic',
+    385: 'FetchTopic.topic',
+    386: 'FetchTopic.topic',
+    387: 'FetchTopic.topic',
+    388: 'FetchTopic.topic',
+    389: 'FetchTopic.topic',
+    390: 'FetchTopic.topic',
+    391: 'FetchTopic.topic',
+    392: 'FetchTopic.topic',
+    393: 'FetchTopic.topic',
+    394: 'FetchTopic.topic',
+    395: 'FetchTopic.topic',
+    396: 'FetchTopic.topic',
+    397: 'FetchTopic.topic',
+    398: 'FetchTopic.topic',
+    399: 'FetchTopic.topic',
+    400: 'FetchTopic.topic',
     401: 'FetchTopic.partitions',
     402: 'FetchTopic.partitions',
     403: 'FetchTopic.partitions',
-    404: 'FetchTopic.<tagged fields>',
-    405: 'FetchTopic.<tagged fields>',
-    406: 'FetchTopic.<tagged fields>',
-    407: 'FetchTopic.<tagged fields>',
-    408: 'FetchTopic.<tagged fields>',
-    413: 'ForgottenTopic.topic',
-    414: 'ForgottenTopic.topic',
-    415: 'ForgottenTopic.topic',
-    416: 'ForgottenTopic.topic',
-    417: 'ForgottenTopic.topic',
-    418: 'ForgottenTopic.topic',
-    419: 'ForgottenTopic.topic',
-    420: 'ForgottenTopic.topic',
-    421: 'ForgottenTopic.topic',
-    422: 'ForgottenTopic.topic',
-    423: 'ForgottenTopic.partitions',
-    424: 'ForgottenTopic.partitions',
-    425: 'ForgottenTopic.partitions',
-    426: 'ForgottenTopic.partitions',
-    427: 'ForgottenTopic.partitions',
-    428: 'ForgottenTopic.partitions',
-    429: 'ForgottenTopic.partitions',
-    430: 'ForgottenTopic.partitions',
-    439: 'ForgottenTopic.topic',
-    440: 'ForgottenTopic.topic',
-    441: 'ForgottenTopic.topic',
-    442: 'ForgottenTopic.topic',
-    443: 'ForgottenTopic.topic',
-    444: 'ForgottenTopic.topic',
-    445: 'ForgottenTopic.topic',
-    446: 'ForgottenTopic.topic',
-    447: 'ForgottenTopic.topic',
-    448: 'ForgottenTopic.topic',
-    449: 'ForgottenTopic.topic',
-    450: 'ForgottenTopic.topic',
-    451: 'ForgottenTopic.topic',
-    452: 'ForgottenTopic.topic',
-    453: 'ForgottenTopic.partitions',
-    454: 'ForgottenTopic.partitions',
-    455: 'ForgottenTopic.partitions',
-    456: 'ForgottenTopic.partitions',
-    457: 'ForgottenTopic.partitions',
-    458: 'ForgottenTopic.partitions',
-    459: 'ForgottenTopic.partitions',
-    460: 'ForgottenTopic.partitions',
-    461: 'ForgottenTopic.partitions',
-    462: 'ForgottenTopic.partitions',
-    463: 'ForgottenTopic.partitions',
-    464: 'ForgottenTopic.partitions',
-    465: 'ForgottenTopic.<tagged fields>',
-    466: 'ForgottenTopic.<tagged fields>',
-    467: 'ForgottenTopic.<tagged fields>',
-    468: 'ForgottenTopic.<tagged fields>',
-    469: 'ForgottenTopic.<tagged fields>',
-    474: 'ForgottenTopic.topic_id',
-    475: 'ForgottenTopic.topic_id',
-    476: 'ForgottenTopic.topic_id',
-    477: 'ForgottenTopic.topic_id',
-    478: 'ForgottenTopic.partitions',
-    479: 'ForgottenTopic.partitions',
-    480: 'ForgottenTopic.partitions',
-    481: 'ForgottenTopic.partitions',
-    482: 'ForgottenTopic.partitions',
-    483: 'ForgottenTopic.partitions',
-    484: 'ForgottenTopic.partitions',
-    485: 'ForgottenTopic.partitions',
-    486: 'ForgottenTopic.partitions',
-    487: 'ForgottenTopic.partitions',
-    488: 'ForgottenTopic.partitions',
-    489: 'ForgottenTopic.partitions',
-    490: 'ForgottenTopic.<tagged fields>',
-    491: 'ForgottenTopic.<tagged fields>',
-    492: 'ForgottenTopic.<tagged fields>',
-    493: 'ForgottenTopic.<tagged fields>',
-    494: 'ForgottenTopic.<tagged fields>',
-    503: 'FetchRequest.replica_id/max_wait_ms/min_bytes',
-    504: 'FetchRequest.replica_id/max_wait_ms/min_bytes',
-    505: 'FetchRequest.topics',
-    506: 'FetchRequest.topics',
-    507: 'FetchRequest.topics',
-    508: 'FetchRequest.topics',
-    509: 'FetchRequest.topics',
-    510: 'FetchRequest.topics',
-    511: 'FetchRequest.topics',
-    512: 'FetchRequest.topics',
-    513: 'FetchRequest.topics',
-    514: 'FetchRequest.topics',
-    521: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes',
-    522: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes',
-    523: 'FetchRequest.topics',
-    524: 'FetchRequest.topics',
-    525: 'FetchRequest.topics',
-    526: 'FetchRequest.topics',
-    527: 'FetchRequest.topics',
-    528: 'FetchRequest.topics',
-    529: 'FetchRequest.topics',
-    530: 'FetchRequest.topics',
-    531: 'FetchRequest.topics',
-    532: 'FetchRequest.topics',
-    537: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level',
-    538: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level',
-    539: 'FetchRequest.topics',
-    540: 'FetchRequest.topics',
-    541: 'FetchRequest.topics',
-    542: 'FetchRequest.topics',
-    543: 'FetchRequest.topics',
-    544: 'FetchRequest.topics',
-    545: 'FetchRequest.topics',
-    546: 'FetchRequest.topics',
-    547: 'FetchRequest.topics',
-    548: 'FetchRequest.topics',
-    553: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level',
-    554: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level',
-    555: 'FetchRequest.topics',
-    556: 'FetchRequest.topics',
-    557: 'FetchRequest.topics',
-    558: 'FetchRequest.topics',
-    559: 'FetchRequest.topics',
-    560: 'FetchRequest.topics',
-    561: 'FetchRequest.topics',
-    562: 'FetchRequest.topics',
-    563: 'FetchRequest.topics',
-    564: 'FetchRequest.topics',
-    570: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    571: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    572: 'FetchRequest.topics',
-    573: 'FetchRequest.topics',
-    574: 'FetchRequest.topics',
-    575: 'FetchRequest.topics',
-    576: 'FetchRequest.topics',
-    577: 'FetchRequest.topics',
-    578: 'FetchRequest.topics',
-    579: 'FetchRequest.topics',
-    580: 'FetchRequest.topics',
-    581: 'FetchRequest.topics',
-    582: 'FetchRequest.forgotten_topics_data',
-    583: 'FetchRequest.forgotten_topics_data',
-    584: 'FetchRequest.forgotten_topics_data',
-    585: 'FetchRequest.forgotten_topics_data',
-    586: 'FetchRequest.forgotten_topics_data',
-    587: 'FetchRequest.forgotten_topics_data',
-    588: 'FetchRequest.forgotten_topics_data',
-    589: 'FetchRequest.forgotten_topics_data',
-    590: 'FetchRequest.forgotten_topics_data',
-    591: 'FetchRequest.forgotten_topics_data',
-    597: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    598: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    599: 'FetchRequest.topics',
-    600: 'FetchRequest.topics',
-    601: 'FetchRequest.topics',
-    602: 'FetchRequest.topics',
-    603: 'FetchRequest.topics',
-    604: 'FetchRequest.topics',
-    605: 'FetchRequest.topics',
-    606: 'FetchRequest.topics',
-    607: 'FetchRequest.topics',
-    608: 'FetchRequest.topics',
-    609: 'FetchRequest.forgotten_topics_data',
-    610: 'FetchRequest.forgotten_topics_data',
-    611: 'FetchRequest.forgotten_topics_data',
-    612: 'FetchRequest.forgotten_topics_data',
-    613: 'FetchRequest.forgotten_topics_data',
-    614: 'FetchRequest.forgotten_topics_data',
-    615: 'FetchRequest.forgotten_topics_data',
-    616: 'FetchRequest.forgotten_topics_data',
-    617: 'FetchRequest.forgotten_topics_data',
-    618: 'FetchRequest.forgotten_topics_data',
-    624: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    625: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    404: 'FetchTopic.partitions',
+    405: 'FetchTopic.partitions',
+    406: 'FetchTopic.partitions',
+    407: 'FetchTopic.partitions',
+    408: 'FetchTopic.partitions',
+    409: 'FetchTopic.partitions',
+    410: 'FetchTopic.partitions',
+    411: 'FetchTopic.partitions',
+    412: 'FetchTopic.partitions',
+    413: 'FetchTopic.partitions',
+    414: 'FetchTopic.partitions',
+    415: 'FetchTopic.partitions',
+    416: 'FetchTopic.partitions',
+    417: 'FetchTopic.partitions',
+    418: 'FetchTopic.<tagged fields>',
+    419: 'FetchTopic.<tagged fields>',
+    420: 'FetchTopic.<tagged fields>',
+    421: 'FetchTopic.<tagged fields>',
+    422: 'FetchTopic.<tagged fields>',
+    432: 'FetchTopic.topic_id',
+    433: 'FetchTopic.topic_id',
+    434: 'FetchTopic.topic_id',
+    435: 'FetchTopic.topic_id',
+    436: 'FetchTopic.partitions',
+    437: 'FetchTopic.partitions',
+    438: 'FetchTopic.partitions',
+    439: 'FetchTopic.partitions',
+    440: 'FetchTopic.partitions',
+    441: 'FetchTopic.partitions',
+    442: 'FetchTopic.partitions',
+    443: 'FetchTopic.partitions',
+    444: 'FetchTopic.partitions',
+    445: 'FetchTopic.partitions',
+    446: 'FetchTopic.partitions',
+    447: 'FetchTopic.partitions',
+    448: 'FetchTopic.partitions',
+    449: 'FetchTopic.partitions',
+    450: 'FetchTopic.partitions',
+    451: 'FetchTopic.partitions',
+    452: 'FetchTopic.partitions',
+    453: 'FetchTopic.<tagged fields>',
+    454: 'FetchTopic.<tagged fields>',
+    455: 'FetchTopic.<tagged fields>',
+    456: 'FetchTopic.<tagged fields>',
+    457: 'FetchTopic.<tagged fields>',
+    470: 'FetchTopic.topic_id',
+    471: 'FetchTopic.topic_id',
+    472: 'FetchTopic.topic_id',
+    473: 'FetchTopic.topic_id',
+    474: 'FetchTopic.partitions',
+    475: 'FetchTopic.partitions',
+    476: 'FetchTopic.partitions',
+    477: 'FetchTopic.partitions',
+    478: 'FetchTopic.partitions',
+    479: 'FetchTopic.partitions',
+    480: 'FetchTopic.partitions',
+    481: 'FetchTopic.partitions',
+    482: 'FetchTopic.partitions',
+    483: 'FetchTopic.partitions',
+    484: 'FetchTopic.partitions',
+    485: 'FetchTopic.partitions',
+    486: 'FetchTopic.partitions',
+    487: 'FetchTopic.partitions',
+    488: 'FetchTopic.partitions',
+    489: 'FetchTopic.partitions',
+    490: 'FetchTopic.partitions',
+    491: 'FetchTopic.<tagged fields>',
+    492: 'FetchTopic.<tagged fields>',
+    493: 'FetchTopic.<tagged fields>',
+    494: 'FetchTopic.<tagged fields>',
+    495: 'FetchTopic.<tagged fields>',
+    505: 'ForgottenTopic.topic',
+    506: 'ForgottenTopic.topic',
+    507: 'ForgottenTopic.topic',
+    508: 'ForgottenTopic.topic',
+    509: 'ForgottenTopic.topic',
+    510: 'ForgottenTopic.topic',
+    511: 'ForgottenTopic.topic',
+    512: 'ForgottenTopic.topic',
+    513: 'ForgottenTopic.topic',
+    514: 'ForgottenTopic.topic',
+    515: 'ForgottenTopic.partitions',
+    516: 'ForgottenTopic.partitions',
+    517: 'ForgottenTopic.partitions',
+    518: 'ForgottenTopic.partitions',
+    519: 'ForgottenTopic.partitions',
+    520: 'ForgottenTopic.partitions',
+    521: 'ForgottenTopic.partitions',
+    522: 'ForgottenTopic.partitions',
+    536: 'ForgottenTopic.topic',
+    537: 'ForgottenTopic.topic',
+    538: 'ForgottenTopic.topic',
+    539: 'ForgottenTopic.topic',
+    540: 'ForgottenTopic.topic',
+    541: 'ForgottenTopic.topic',
+    542: 'ForgottenTopic.topic',
+    543: 'ForgottenTopic.topic',
+    544: 'ForgottenTopic.topic',
+    545: 'ForgottenTopic.topic',
+    546: 'ForgottenTopic.topic',
+    547: 'ForgottenTopic.topic',
+    548: 'ForgottenTopic.topic',
+    549: 'ForgottenTopic.topic',
+    550: 'ForgottenTopic.topic',
+    551: 'ForgottenTopic.topic',
+    552: 'ForgottenTopic.topic',
+    553: 'ForgottenTopic.partitions',
+    554: 'ForgottenTopic.partitions',
+    555: 'ForgottenTopic.partitions',
+    556: 'ForgottenTopic.partitions',
+    557: 'ForgottenTopic.partitions',
+    558: 'ForgottenTopic.partitions',
+    559: 'ForgottenTopic.partitions',
+    560: 'ForgottenTopic.partitions',
+    561: 'ForgottenTopic.partitions',
+    562: 'ForgottenTopic.partitions',
+    563: 'ForgottenTopic.partitions',
+    564: 'ForgottenTopic.partitions',
+    565: 'ForgottenTopic.partitions',
+    566: 'ForgottenTopic.partitions',
+    567: 'ForgottenTopic.partitions',
+    568: 'ForgottenTopic.<tagged fields>',
+    569: 'ForgottenTopic.<tagged fields>',
+    570: 'ForgottenTopic.<tagged fields>',
+    571: 'ForgottenTopic.<tagged fields>',
+    572: 'ForgottenTopic.<tagged fields>',
+    582: 'ForgottenTopic.topic_id',
+    583: 'ForgottenTopic.topic_id',
+    584: 'ForgottenTopic.topic_id',
+    585: 'ForgottenTopic.topic_id',
+    586: 'ForgottenTopic.partitions',
+    587: 'ForgottenTopic.partitions',
+    588: 'ForgottenTopic.partitions',
+    589: 'ForgottenTopic.partitions',
+    590: 'ForgottenTopic.partitions',
+    591: 'ForgottenTopic.partitions',
+    592: 'ForgottenTopic.partitions',
+    593: 'ForgottenTopic.partitions',
+    594: 'ForgottenTopic.partitions',
+    595: 'ForgottenTopic.partitions',
+    596: 'ForgottenTopic.partitions',
+    597: 'ForgottenTopic.partitions',
+    598: 'ForgottenTopic.partitions',
+    599: 'ForgottenTopic.partitions',
+    600: 'ForgottenTopic.partitions',
+    601: 'ForgottenTopic.<tagged fields>',
+    602: 'ForgottenTopic.<tagged fields>',
+    603: 'ForgottenTopic.<tagged fields>',
+    604: 'ForgottenTopic.<tagged fields>',
+    605: 'ForgottenTopic.<tagged fields>',
+    619: 'FetchRequest.replica_id/max_wait_ms/min_bytes',
+    620: 'FetchRequest.replica_id/max_wait_ms/min_bytes',
+    621: 'FetchRequest.topics',
+    622: 'FetchRequest.topics',
+    623: 'FetchRequest.topics',
+    624: 'FetchRequest.topics',
+    625: 'FetchRequest.topics',
     626: 'FetchRequest.topics',
     627: 'FetchRequest.topics',
     628: 'FetchRequest.topics',
     629: 'FetchRequest.topics',
     630: 'FetchRequest.topics',
-    631: 'FetchRequest.topics',
-    632: 'FetchRequest.topics',
-    633: 'FetchRequest.topics',
-    634: 'FetchRequest.topics',
-    635: 'FetchRequest.topics',
-    636: 'FetchRequest.forgotten_topics_data',
-    637: 'FetchRequest.forgotten_topics_data',
-    638: 'FetchRequest.forgotten_topics_data',
-    639: 'FetchRequest.forgotten_topics_data',
-    640: 'FetchRequest.forgotten_topics_data',
-    641: 'FetchRequest.forgotten_topics_data',
-    642: 'FetchRequest.forgotten_topics_data',
-    643: 'FetchRequest.forgotten_topics_data',
-    644: 'FetchRequest.forgotten_topics_data',
-    645: 'FetchRequest.forgotten_topics_data',
-    646: 'FetchRequest.rack_id',
-    647: 'FetchRequest.rack_id',
-    648: 'FetchRequest.rack_id',
-    649: 'FetchRequest.rack_id',
-    650: 'FetchRequest.rack_id',
-    651: 'FetchRequest.rack_id',
-    652: 'FetchRequest.rack_id',
-    653: 'FetchRequest.rack_id',
-    654: 'FetchRequest.rack_id',
-    655: 'FetchRequest.rack_id',
-    660: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    661: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    651: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes',
+    652: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes',
+    653: 'FetchRequest.topics',
+    654: 'FetchRequest.topics',
+    655: 'FetchRequest.topics',
+    656: 'FetchRequest.topics',
+    657: 'FetchRequest.topics',
+    658: 'FetchRequest.topics',
+    659: 'FetchRequest.topics',
+    660: 'FetchRequest.topics',
+    661: 'FetchRequest.topics',
     662: 'FetchRequest.topics',
-    663: 'FetchRequest.topics',
-    664: 'FetchRequest.topics',
-    665: 'FetchRequest.topics',
-    666: 'FetchRequest.topics',
-    667: 'FetchRequest.topics',
-    668: 'FetchRequest.topics',
-    669: 'FetchRequest.topics',
-    670: 'FetchRequest.topics',
-    671: 'FetchRequest.topics',
-    672: 'FetchRequest.topics',
-    673: 'FetchRequest.topics',
-    674: 'FetchRequest.topics',
-    675: 'FetchRequest.topics',
-    676: 'FetchRequest.forgotten_topics_data',
-    677: 'FetchRequest.forgotten_topics_data',
-    678: 'FetchRequest.forgotten_topics_data',
-    679: 'FetchRequest.forgotten_topics_data',
-    680: 'FetchRequest.forgotten_topics_data',
-    681: 'FetchRequest.forgotten_topics_data',
-    682: 'FetchRequest.forgotten_topics_data',
-    683: 'FetchRequest.forgotten_topics_data',
-    684: 'FetchRequest.forgotten_topics_data',
-    685: 'FetchRequest.forgotten_topics_data',
-    686: 'FetchRequest.forgotten_topics_data',
-    687: 'FetchRequest.forgotten_topics_data',
-    688: 'FetchRequest.forgotten_topics_data',
-    689: 'FetchRequest.forgotten_topics_data',
-    690: 'FetchRequest.rack_id',
-    691: 'FetchRequest.rack_id',
-    692: 'FetchRequest.rack_id',
-    693: 'FetchRequest.rack_id',
-    694: 'FetchRequest.rack_id',
-    695: 'FetchRequest.rack_id',
-    696: 'FetchRequest.rack_id',
-    697: 'FetchRequest.rack_id',
-    698: 'FetchRequest.rack_id',
-    699: 'FetchRequest.rack_id',
-    700: 'FetchRequest.rack_id',
-    701: 'FetchRequest.rack_id',
-    702: 'FetchRequest.rack_id',
-    703: 'FetchRequest.rack_id',
-    704: 'FetchRequest.<tagged fields>',
-    705: 'FetchRequest.<tagged fields>',
-    706: 'FetchRequest.<tagged fields>',
-    707: 'FetchRequest.<tagged fields>',
-    708: 'FetchRequest.<tagged fields>',
-    709: 'FetchRequest.<tagged fields>',
-    710: 'FetchRequest.cluster_id',
-    711: 'FetchRequest.cluster_id',
-    712: 'FetchRequest.cluster_id',
-    713: 'FetchRequest.cluster_id',
-    714: 'FetchRequest.cluster_id',
-    715: 'FetchRequest.cluster_id',
-    716: 'FetchRequest.cluster_id',
-    717: 'FetchRequest.cluster_id',
-    718: 'FetchRequest.cluster_id',
-    719: 'FetchRequest.cluster_id',
-    720: 'FetchRequest.cluster_id',
-    721: 'FetchRequest.cluster_id',
-    722: 'FetchRequest.cluster_id',
-    723: 'FetchRequest.cluster_id',
-    724: 'FetchRequest.cluster_id',
-    725: 'FetchRequest.cluster_id',
-    726: 'FetchRequest.cluster_id',
-    731: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    732: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    733: 'FetchRequest.topics',
-    734: 'FetchRequest.topics',
-    735: 'FetchRequest.topics',
-    736: 'FetchRequest.topics',
-    737: 'FetchRequest.topics',
-    738: 'FetchRequest.topics',
-    739: 'FetchRequest.topics',
-    740: 'FetchRequest.topics',
-    741: 'FetchRequest.topics',
-    742: 'FetchRequest.topics',
-    743: 'FetchRequest.topics',
+    681: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level',
+    682: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level',
+    683: 'FetchRequest.topics',
+    684: 'FetchRequest.topics',
+    685: 'FetchRequest.topics',
+    686: 'FetchRequest.topics',
+    687: 'FetchRequest.topics',
+    688: 'FetchRequest.topics',
+    689: 'FetchRequest.topics',
+    690: 'FetchRequest.topics',
+    691: 'FetchRequest.topics',
+    692: 'FetchRequest.topics',
+    711: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level',
+    712: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level',
+    713: 'FetchRequest.topics',
+    714: 'FetchRequest.topics',
+    715: 'FetchRequest.topics',
+    716: 'FetchRequest.topics',
+    717: 'FetchRequest.topics',
+    718: 'FetchRequest.topics',
+    719: 'FetchRequest.topics',
+    720: 'FetchRequest.topics',
+    721: 'FetchRequest.topics',
+    722: 'FetchRequest.topics',
+    742: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    743: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
     744: 'FetchRequest.topics',
     745: 'FetchRequest.topics',
     746: 'FetchRequest.topics',
-    747: 'FetchRequest.forgotten_topics_data',
-    748: 'FetchRequest.forgotten_topics_data',
-    749: 'FetchRequest.forgotten_topics_data',
-    750: 'FetchRequest.forgotten_topics_data',
-    751: 'FetchRequest.forgotten_topics_data',
-    752: 'FetchRequest.forgotten_topics_data',
-    753: 'FetchRequest.forgotten_topics_data',
+    747: 'FetchRequest.topics',
+    748: 'FetchRequest.topics',
+    749: 'FetchRequest.topics',
+    750: 'FetchRequest.topics',
+    751: 'FetchRequest.topics',
+    752: 'FetchRequest.topics',
+    753: 'FetchRequest.topics',
     754: 'FetchRequest.forgotten_topics_data',
     755: 'FetchRequest.forgotten_topics_data',
     756: 'FetchRequest.forgotten_topics_data',
@@ -1932,117 +2140,71 @@ _reg(__file__, {
     758: 'FetchRequest.forgotten_topics_data',
     759: 'FetchRequest.forgotten_topics_data',
     760: 'FetchRequest.forgotten_topics_data',
-    761: 'FetchRequest.rack_id',
-    762: 'FetchRequest.rack_id',
-    763: 'FetchRequest.rack_id',
-    764: 'FetchRequest.rack_id',
-    765: 'FetchRequest.rack_id',
-    766: 'FetchRequest.rack_id',
-    767: 'FetchRequest.rack_id',
-    768: 'FetchRequest.rack_id',
-    769: 'FetchRequest.rack_id',
-    770: 'FetchRequest.rack_id',
-    771: 'FetchRequest.rack_id',
-    772: 'FetchRequest.rack_id',
-    773: 'FetchRequest.rack_id',
-    774: 'FetchRequest.rack_id',
-    775: 'FetchRequest.<tagged fields>',
-    776: 'FetchRequest.<tagged fields>',
-    777: 'FetchRequest.<tagged fields>',
-    778: 'FetchRequest.<tagged fields>',
-    779: 'FetchRequest.<tagged fields>',
-    780: 'FetchRequest.<tagged fields>',
-    781: 'FetchRequest.cluster_id',
-    782: 'FetchRequest.cluster_id',
-    783: 'FetchRequest.cluster_id',
-    784: 'FetchRequest.cluster_id',
-    785: 'FetchRequest.cluster_id',
-    786: 'FetchRequest.cluster_id',
-    787: 'FetchRequest.cluster_id',
-    788: 'FetchRequest.cluster_id',
-    789: 'FetchRequest.cluster_id',
-    790: 'FetchRequest.cluster_id',
-    791: 'FetchRequest.cluster_id',
-    792: 'FetchRequest.cluster_id',
-    793: 'FetchRequest.cluster_id',
-    794: 'FetchRequest.cluster_id',
-    795: 'FetchRequest.cluster_id',
-    796: 'FetchRequest.cluster_id',
-    797: 'FetchRequest.cluster_id',
-    803: 'FetchRequest.max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    804: 'FetchRequest.max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    805: 'FetchRequest.topics',
-    806: 'FetchRequest.topics',
-    807: 'FetchRequest.topics',
-    808: 'FetchRequest.topics',
-    809: 'FetchRequest.topics',
-    810: 'FetchRequest.topics',
-    811: 'FetchRequest.topics',
-    812: 'FetchRequest.topics',
-    813: 'FetchRequest.topics',
-    814: 'FetchRequest.topics',
-    815: 'FetchRequest.topics',
-    816: 'FetchRequest.topics',
-    817: 'FetchRequest.topics',
-    818: 'FetchRequest.topics',
-    819: 'FetchRequest.forgotten_topics_data',
-    820: 'FetchRequest.forgotten_topics_data',
-    821: 'FetchRequest.forgotten_topics_data',
-    822: 'FetchRequest.forgotten_topics_data',
-    823: 'FetchRequest.forgotten_topics_data',
-    824: 'FetchRequest.forgotten_topics_data',
-    825: 'FetchRequest.forgotten_topics_data',
-    826: 'FetchRequest.forgotten_topics_data',
-    827: 'FetchRequest.forgotten_topics_data',
-    828: 'FetchRequest.forgotten_topics_data',
-    829: 'FetchRequest.forgotten_topics_data',
-    830: 'FetchRequest.forgotten_topics_data',
-    831: 'FetchRequest.forgotten_topics_data',
-    832: 'FetchRequest.forgotten_topics_data',
-    833: 'FetchRequest.rack_id',
-    834: 'FetchRequest.rack_id',
-    835: 'FetchRequest.rack_id',
-    836: 'FetchRequest.rack_id',
-    837: 'FetchRequest.rack_id',
-    838: 'FetchRequest.rack_id',
-    839: 'FetchRequest.rack_id',
-    840: 'FetchRequest.rack_id',
-    841: 'FetchRequest.rack_id',
-    842: 'FetchRequest.rack_id',
-    843: 'FetchRequest.rack_id',
-    844: 'FetchRequest.rack_id',
-    845: 'FetchRequest.rack_id',
+    761: 'FetchRequest.forgotten_topics_data',
+    762: 'FetchRequest.forgotten_topics_data',
+    763: 'FetchRequest.forgotten_topics_data',
+    783: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    784: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    785: 'FetchRequest.topics',
+    786: 'FetchRequest.topics',
+    787: 'FetchRequest.topics',
+    788: 'FetchRequest.topics',
+    789: 'FetchRequest.topics',
+    790: 'FetchRequest.topics',
+    791: 'FetchRequest.topics',
+    792: 'FetchRequest.topics',
+    793: 'FetchRequest.topics',
+    794: 'FetchRequest.topics',
+    795: 'FetchRequest.forgotten_topics_data',
+    796: 'FetchRequest.forgotten_topics_data',
+    797: 'FetchRequest.forgotten_topics_data',
+    798: 'FetchRequest.forgotten_topics_data',
+    799: 'FetchRequest.forgotten_topics_data',
+    800: 'FetchRequest.forgotten_topics_data',
+    801: 'FetchRequest.forgotten_topics_data',
+    802: 'FetchRequest.forgotten_topics_data',
+    803: 'FetchRequest.forgotten_topics_data',
+    804: 'FetchRequest.forgotten_topics_data',
+    824: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    825: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    826: 'FetchRequest.topics',
+    827: 'FetchRequest.topics',
+    828: 'FetchRequest.topics',
+    829: 'FetchRequest.topics',
+    830: 'FetchRequest.topics',
+    831: 'FetchRequest.topics',
+    832: 'FetchRequest.topics',
+    833: 'FetchRequest.topics',
+    834: 'FetchRequest.topics',
+    835: 'FetchRequest.topics',
+    836: 'FetchRequest.forgotten_topics_data',
+    837: 'FetchRequest.forgotten_topics_data',
+    838: 'FetchRequest.forgotten_topics_data',
+    839: 'FetchRequest.forgotten_topics_data',
+    840: 'FetchRequest.forgotten_topics_data',
+    841: 'FetchRequest.forgotten_topics_data',
+    842: 'FetchRequest.forgotten_topics_data',
+    843: 'FetchRequest.forgotten_topics_data',
+    844: 'FetchRequest.forgotten_topics_data',
+    845: 'FetchRequest.forgotten_topics_data',
     846: 'FetchRequest.rack_id',
-    847: 'FetchRequest.<tagged fields>',
-    848: 'FetchRequest.<tagged fields>',
-    849: 'FetchRequest.<tagged fields>',
-    850: 'FetchRequest.<tagged fields>',
-    851: 'FetchRequest.<tagged fields>',
-    852: 'FetchRequest.<tagged fields>',
-    853: 'FetchRequest.<tagged fields>',
-    854: 'FetchRequest.cluster_id',
-    855: 'FetchRequest.cluster_id',
-    856: 'FetchRequest.cluster_id',
-    857: 'FetchRequest.cluster_id',
-    858: 'FetchRequest.cluster_id',
-    859: 'FetchRequest.cluster_id',
-    860: 'FetchRequest.cluster_id',
-    861: 'FetchRequest.cluster_id',
-    862: 'FetchRequest.cluster_id',
-    863: 'FetchRequest.cluster_id',
-    864: 'FetchRequest.cluster_id',
-    865: 'FetchRequest.cluster_id',
-    866: 'FetchRequest.cluster_id',
-    867: 'FetchRequest.cluster_id',
-    868: 'FetchRequest.cluster_id',
-    869: 'FetchRequest.cluster_id',
-    870: 'FetchRequest.cluster_id',
-    871: 'FetchRequest.replica_state',
-    872: 'FetchRequest.replica_state',
-    873: 'FetchRequest.replica_state',
-    874: 'FetchRequest.replica_state',
-    880: 'FetchRequest.max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
-    881: 'FetchRequest.max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    847: 'FetchRequest.rack_id',
+    848: 'FetchRequest.rack_id',
+    849: 'FetchRequest.rack_id',
+    850: 'FetchRequest.rack_id',
+    851: 'FetchRequest.rack_id',
+    852: 'FetchRequest.rack_id',
+    853: 'FetchRequest.rack_id',
+    854: 'FetchRequest.rack_id',
+    855: 'FetchRequest.rack_id',
+    874: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    875: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    876: 'FetchRequest.topics',
+    877: 'FetchRequest.topics',
+    878: 'FetchRequest.topics',
+    879: 'FetchRequest.topics',
+    880: 'FetchRequest.topics',
+    881: 'FetchRequest.topics',
     882: 'FetchRequest.topics',
     883: 'FetchRequest.topics',
     884: 'FetchRequest.topics',
@@ -2054,9 +2216,9 @@ _reg(__file__, {
     890: 'FetchRequest.topics',
     891: 'FetchRequest.topics',
     892: 'FetchRequest.topics',
-    893: 'FetchRequest.topics',
-    894: 'FetchRequest.topics',
-    895: 'FetchRequest.topics',
+    893: 'FetchRequest.forgotten_topics_data',
+    894: 'FetchRequest.forgotten_topics_data',
+    895: 'FetchRequest.forgotten_topics_data',
     896: 'FetchRequest.forgotten_topics_data',
     897: 'FetchRequest.forgotten_topics_data',
     898: 'FetchRequest.forgotten_topics_data',
@@ -2085,15 +2247,15 @@ _reg(__file__, {
     921: 'FetchRequest.rack_id',
     922: 'FetchRequest.rack_id',
     923: 'FetchRequest.rack_id',
-    924: 'FetchRequest.<tagged fields>',
-    925: 'FetchRequest.<tagged fields>',
-    926: 'FetchRequest.<tagged fields>',
+    924: 'FetchRequest.rack_id',
+    925: 'FetchRequest.rack_id',
+    926: 'FetchRequest.rack_id',
     927: 'FetchRequest.<tagged fields>',
     928: 'FetchRequest.<tagged fields>',
     929: 'FetchRequest.<tagged fields>',
     930: 'FetchRequest.<tagged fields>',
-    931: 'FetchRequest.cluster_id',
-    932: 'FetchRequest.cluster_id',
+    931: 'FetchRequest.<tagged fields>',
+    932: 'FetchRequest.<tagged fields>',
     933: 'FetchRequest.cluster_id',
     934: 'FetchRequest.cluster_id',
     935: 'FetchRequest.cluster_id',
@@ -2109,8 +2271,256 @@ _reg(__file__, {
     945: 'FetchRequest.cluster_id',
     946: 'FetchRequest.cluster_id',
     947: 'FetchRequest.cluster_id',
-    948: 'FetchRequest.replica_state',
-    949: 'FetchRequest.replica_state',
-    950: 'FetchRequest.replica_state',
-    951: 'FetchRequest.replica_state',
+    948: 'FetchRequest.cluster_id',
+    949: 'FetchRequest.cluster_id',
+    950: 'FetchRequest.cluster_id',
+    951: 'FetchRequest.cluster_id',
+    952: 'FetchRequest.cluster_id',
+    971: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    972: 'FetchRequest.replica_id/max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    973: 'FetchRequest.topics',
+    974: 'FetchRequest.topics',
+    975: 'FetchRequest.topics',
+    976: 'FetchRequest.topics',
+    977: 'FetchRequest.topics',
+    978: 'FetchRequest.topics',
+    979: 'FetchRequest.topics',
+    980: 'FetchRequest.topics',
+    981: 'FetchRequest.topics',
+    982: 'FetchRequest.topics',
+    983: 'FetchRequest.topics',
+    984: 'FetchRequest.topics',
+    985: 'FetchRequest.topics',
+    986: 'FetchRequest.topics',
+    987: 'FetchRequest.topics',
+    988: 'FetchRequest.topics',
+    989: 'FetchRequest.topics',
+    990: 'FetchRequest.forgotten_topics_data',
+    991: 'FetchRequest.forgotten_topics_data',
+    992: 'FetchRequest.forgotten_topics_data',
+    993: 'FetchRequest.forgotten_topics_data',
+    994: 'FetchRequest.forgotten_topics_data',
+    995: 'FetchRequest.forgotten_topics_data',
+    996: 'FetchRequest.forgotten_topics_data',
+    997: 'FetchRequest.forgotten_topics_data',
+    998: 'FetchRequest.forgotten_topics_data',
+    999: 'FetchRequest.forgotten_topics_data',
+    1000: 'FetchRequest.forgotten_topics_data',
+    1001: 'FetchRequest.forgotten_topics_data',
+    1002: 'FetchRequest.forgotten_topics_data',
+    1003: 'FetchRequest.forgotten_topics_data',
+    1004: 'FetchRequest.forgotten_topics_data',
+    1005: 'FetchRequest.forgotten_topics_data',
+    1006: 'FetchRequest.forgotten_topics_data',
+    1007: 'FetchRequest.rack_id',
+    1008: 'FetchRequest.rack_id',
+    1009: 'FetchRequest.rack_id',
+    1010: 'FetchRequest.rack_id',
+    1011: 'FetchRequest.rack_id',
+    1012: 'FetchRequest.rack_id',
+    1013: 'FetchRequest.rack_id',
+    1014: 'FetchRequest.rack_id',
+    1015: 'FetchRequest.rack_id',
+    1016: 'FetchRequest.rack_id',
+    1017: 'FetchRequest.rack_id',
+    1018: 'FetchRequest.rack_id',
+    1019: 'FetchRequest.rack_id',
+    1020: 'FetchRequest.rack_id',
+    1021: 'FetchRequest.rack_id',
+    1022: 'FetchRequest.rack_id',
+    1023: 'FetchRequest.rack_id',
+    1024: 'FetchRequest.<tagged fields>',
+    1025: 'FetchRequest.<tagged fields>',
+    1026: 'FetchRequest.<tagged fields>',
+    1027: 'FetchRequest.<tagged fields>',
+    1028: 'FetchRequest.<tagged fields>',
+    1029: 'FetchRequest.<tagged fields>',
+    1030: 'FetchRequest.cluster_id',
+    1031: 'FetchRequest.cluster_id',
+    1032: 'FetchRequest.cluster_id',
+    1033: 'FetchRequest.cluster_id',
+    1034: 'FetchRequest.cluster_id',
+    1035: 'FetchRequest.cluster_id',
+    1036: 'FetchRequest.cluster_id',
+    1037: 'FetchRequest.cluster_id',
+    1038: 'FetchRequest.cluster_id',
+    1039: 'FetchRequest.cluster_id',
+    1040: 'FetchRequest.cluster_id',
+    1041: 'FetchRequest.cluster_id',
+    1042: 'FetchRequest.cluster_id',
+    1043: 'FetchRequest.cluster_id',
+    1044: 'FetchRequest.cluster_id',
+    1045: 'FetchRequest.cluster_id',
+    1046: 'FetchRequest.cluster_id',
+    1047: 'FetchRequest.cluster_id',
+    1048: 'FetchRequest.cluster_id',
+    1049: 'FetchRequest.cluster_id',
+    1069: 'FetchRequest.max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    1070: 'FetchRequest.max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    1071: 'FetchRequest.topics',
+    1072: 'FetchRequest.topics',
+    1073: 'FetchRequest.topics',
+    1074: 'FetchRequest.topics',
+    1075: 'FetchRequest.topics',
+    1076: 'FetchRequest.topics',
+    1077: 'FetchRequest.topics',
+    1078: 'FetchRequest.topics',
+    1079: 'FetchRequest.topics',
+    1080: 'FetchRequest.topics',
+    1081: 'FetchRequest.topics',
+    1082: 'FetchRequest.topics',
+    1083: 'FetchRequest.topics',
+    1084: 'FetchRequest.topics',
+    1085: 'FetchRequest.topics',
+    1086: 'FetchRequest.topics',
+    1087: 'FetchRequest.topics',
+    1088: 'FetchRequest.forgotten_topics_data',
+    1089: 'FetchRequest.forgotten_topics_data',
+    1090: 'FetchRequest.forgotten_topics_data',
+    1091: 'FetchRequest.forgotten_topics_data',
+    1092: 'FetchRequest.forgotten_topics_data',
+    1093: 'FetchRequest.forgotten_topics_data',
+    1094: 'FetchRequest.forgotten_topics_data',
+    1095: 'FetchRequest.forgotten_topics_data',
+    1096: 'FetchRequest.forgotten_topics_data',
+    1097: 'FetchRequest.forgotten_topics_data',
+    1098: 'FetchRequest.forgotten_topics_data',
+    1099: 'FetchRequest.forgotten_topics_data',
+    1100: 'FetchRequest.forgotten_topics_data',
+    1101: 'FetchRequest.forgotten_topics_data',
+    1102: 'FetchRequest.forgotten_topics_data',
+    1103: 'FetchRequest.forgotten_topics_data',
+    1104: 'FetchRequest.forgotten_topics_data',
+    1105: 'FetchRequest.rack_id',
+    1106: 'FetchRequest.rack_id',
+    1107: 'FetchRequest.rack_id',
+    1108: 'FetchRequest.rack_id',
+    1109: 'FetchRequest.rack_id',
+    1110: 'FetchRequest.rack_id',
+    1111: 'FetchRequest.rack_id',
+    1112: 'FetchRequest.rack_id',
+    1113: 'FetchRequest.rack_id',
+    1114: 'FetchRequest.rack_id',
+    1115: 'FetchRequest.rack_id',
+    1116: 'FetchRequest.rack_id',
+    1117: 'FetchRequest.rack_id',
+    1118: 'FetchRequest.rack_id',
+    1119: 'FetchRequest.rack_id',
+    1120: 'FetchRequest.rack_id',
+    1121: 'FetchRequest.rack_id',
+    1122: 'FetchRequest.<tagged fields>',
+    1123: 'FetchRequest.<tagged fields>',
+    1124: 'FetchRequest.<tagged fields>',
+    1125: 'FetchRequest.<tagged fields>',
+    1126: 'FetchRequest.<tagged fields>',
+    1127: 'FetchRequest.<tagged fields>',
+    1128: 'FetchRequest.<tagged fields>',
+    1129: 'FetchRequest.cluster_id',
+    1130: 'FetchRequest.cluster_id',
+    1131: 'FetchRequest.cluster_id',
+    1132: 'FetchRequest.cluster_id',
+    1133: 'FetchRequest.cluster_id',
+    1134: 'FetchRequest.cluster_id',
+    1135: 'FetchRequest.cluster_id',
+    1136: 'FetchRequest.cluster_id',
+    1137: 'FetchRequest.cluster_id',
+    1138: 'FetchRequest.cluster_id',
+    1139: 'FetchRequest.cluster_id',
+    1140: 'FetchRequest.cluster_id',
+    1141: 'FetchRequest.cluster_id',
+    1142: 'FetchRequest.cluster_id',
+    1143: 'FetchRequest.cluster_id',
+    1144: 'FetchRequest.cluster_id',
+    1145: 'FetchRequest.cluster_id',
+    1146: 'FetchRequest.cluster_id',
+    1147: 'FetchRequest.cluster_id',
+    1148: 'FetchRequest.cluster_id',
+    1149: 'FetchRequest.replica_state',
+    1150: 'FetchRequest.replica_state',
+    1151: 'FetchRequest.replica_state',
+    1152: 'FetchRequest.replica_state',
+    1172: 'FetchRequest.max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    1173: 'FetchRequest.max_wait_ms/min_bytes/max_bytes/isolation_level/session_id/session_epoch',
+    1174: 'FetchRequest.topics',
+    1175: 'FetchRequest.topics',
+    1176: 'FetchRequest.topics',
+    1177: 'FetchRequest.topics',
+    1178: 'FetchRequest.topics',
+    1179: 'FetchRequest.topics',
+    1180: 'FetchRequest.topics',
+    1181: 'FetchRequest.topics',
+    1182: 'FetchRequest.topics',
+    1183: 'FetchRequest.topics',
+    1184: 'FetchRequest.topics',
+    1185: 'FetchRequest.topics',
+    1186: 'FetchRequest.topics',
+    1187: 'FetchRequest.topics',
+    1188: 'FetchRequest.topics',
+    1189: 'FetchRequest.topics',
+    1190: 'FetchRequest.topics',
+    1191: 'FetchRequest.forgotten_topics_data',
+    1192: 'FetchRequest.forgotten_topics_data',
+    1193: 'FetchRequest.forgotten_topics_data',
+    1194: 'FetchRequest.forgotten_topics_data',
+    1195: 'FetchRequest.forgotten_topics_data',
+    1196: 'FetchRequest.forgotten_topics_data',
+    1197: 'FetchRequest.forgotten_topics_data',
+    1198: 'FetchRequest.forgotten_topics_data',
+    1199: 'FetchRequest.forgotten_topics_data',
+    1200: 'FetchRequest.forgotten_topics_data',
+    1201: 'FetchRequest.forgotten_topics_data',
+    1202: 'FetchRequest.forgotten_topics_data',
+    1203: 'FetchRequest.forgotten_topics_data',
+    1204: 'FetchRequest.forgotten_topics_data',
+    1205: 'FetchRequest.forgotten_topics_data',
+    1206: 'FetchRequest.forgotten_topics_data',
+    1207: 'FetchRequest.forgotten_topics_data',
+    1208: 'FetchRequest.rack_id',
+    1209: 'FetchRequest.rack_id',
+    1210: 'FetchRequest.rack_id',
+    1211: 'FetchRequest.rack_id',
+    1212: 'FetchRequest.rack_id',
+    1213: 'FetchRequest.rack_id',
+    1214: 'FetchRequest.rack_id',
+    1215: 'FetchRequest.rack_id',
+    1216: 'FetchRequest.rack_id',
+    1217: 'FetchRequest.rack_id',
+    1218: 'FetchRequest.rack_id',
+    1219: 'FetchRequest.rack_id',
+    1220: 'FetchRequest.rack_id',
+    1221: 'FetchRequest.rack_id',
+    1222: 'FetchRequest.rack_id',
+    1223: 'FetchRequest.rack_id',
+    1224: 'FetchRequest.rack_id',
+    1225: 'FetchRequest.<tagged fields>',
+    1226: 'FetchRequest.<tagged fields>',
+    1227: 'FetchRequest.<tagged fields>',
+    1228: 'FetchRequest.<tagged fields>',
+    1229: 'FetchRequest.<tagged fields>',
+    1230: 'FetchRequest.<tagged fields>',
+    1231: 'FetchRequest.<tagged fields>',
+    1232: 'FetchRequest.cluster_id',
+    1233: 'FetchRequest.cluster_id',
+    1234: 'FetchRequest.cluster_id',
+    1235: 'FetchRequest.cluster_id',
+    1236: 'FetchRequest.cluster_id',
+    1237: 'FetchRequest.cluster_id',
+    1238: 'FetchRequest.cluster_id',
+    1239: 'FetchRequest.cluster_id',
+    1240: 'FetchRequest.cluster_id',
+    1241: 'FetchRequest.cluster_id',
+    1242: 'FetchRequest.cluster_id',
+    1243: 'FetchRequest.cluster_id',
+    1244: 'FetchRequest.cluster_id',
+    1245: 'FetchRequest.cluster_id',
+    1246: 'FetchRequest.cluster_id',
+    1247: 'FetchRequest.cluster_id',
+    1248: 'FetchRequest.cluster_id',
+    1249: 'FetchRequest.cluster_id',
+    1250: 'FetchRequest.cluster_id',
+    1251: 'FetchRequest.cluster_id',
+    1252: 'FetchRequest.replica_state',
+    1253: 'FetchRequest.replica_state',
+    1254: 'FetchRequest.replica_state',
+    1255: 'FetchRequest.replica_state',
 })

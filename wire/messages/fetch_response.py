@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -209,7 +210,11 @@ def _d_EpochEndOffset_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EpochEndOffset.<tagged fields>')
-    return EpochEndOffset(_f_epoch, _f_end_offset, _unk), pos
+    _o = _new(EpochEndOffset)
+    _o.epoch = _f_epoch
+    _o.end_offset = _f_end_offset
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_EpochEndOffset_v13 = _d_EpochEndOffset_v12
@@ -230,7 +235,11 @@ def _d_LeaderIdAndEpoch_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderIdAndEpoch.<tagged fields>')
-    return LeaderIdAndEpoch(_f_leader_id, _f_leader_epoch, _unk), pos
+    _o = _new(LeaderIdAndEpoch)
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaderIdAndEpoch_v13 = _d_LeaderIdAndEpoch_v12
@@ -251,7 +260,11 @@ def _d_SnapshotId_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SnapshotId.<tagged fields>')
-    return SnapshotId(_f_end_offset, _f_epoch, _unk), pos
+    _o = _new(SnapshotId)
+    _o.end_offset = _f_end_offset
+    _o.epoch = _f_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_SnapshotId_v13 = _d_SnapshotId_v12
@@ -267,7 +280,11 @@ _d_SnapshotId_v17 = _d_SnapshotId_v12
 def _d_AbortedTransaction_v4(buf, pos):
     _f_producer_id, _f_first_offset = _S_qqu(buf, pos)
     pos += 16
-    return AbortedTransaction(_f_producer_id, _f_first_offset, None), pos
+    _o = _new(AbortedTransaction)
+    _o.producer_id = _f_producer_id
+    _o.first_offset = _f_first_offset
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_AbortedTransaction_v5 = _d_AbortedTransaction_v4
@@ -292,7 +309,11 @@ def _d_AbortedTransaction_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AbortedTransaction.<tagged fields>')
-    return AbortedTransaction(_f_producer_id, _f_first_offset, _unk), pos
+    _o = _new(AbortedTransaction)
+    _o.producer_id = _f_producer_id
+    _o.first_offset = _f_first_offset
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_AbortedTransaction_v13 = _d_AbortedTransaction_v12
@@ -318,7 +339,20 @@ def _d_PartitionData_v0(buf, pos):
             raise _trunc('PartitionData.records', _n1, len(buf) - pos)
         _f_records = buf[pos:_end2]
         pos = _end2
-    return PartitionData(_f_partition_index, _f_error_code, _f_high_watermark, -1, -1, EpochEndOffset(), LeaderIdAndEpoch(), SnapshotId(), [], -1, _f_records, None), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.high_watermark = _f_high_watermark
+    _o.last_stable_offset = -1
+    _o.log_start_offset = -1
+    _o.diverging_epoch = EpochEndOffset()
+    _o.current_leader = LeaderIdAndEpoch()
+    _o.snapshot_id = SnapshotId()
+    _o.aborted_transactions = []
+    _o.preferred_read_replica = -1
+    _o.records = _f_records
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_PartitionData_v1 = _d_PartitionData_v0
@@ -350,7 +384,20 @@ def _d_PartitionData_v4(buf, pos):
             raise _trunc('PartitionData.records', _n11, len(buf) - pos)
         _f_records = buf[pos:_end12]
         pos = _end12
-    return PartitionData(_f_partition_index, _f_error_code, _f_high_watermark, _f_last_stable_offset, -1, EpochEndOffset(), LeaderIdAndEpoch(), SnapshotId(), _f_aborted_transactions, -1, _f_records, None), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.high_watermark = _f_high_watermark
+    _o.last_stable_offset = _f_last_stable_offset
+    _o.log_start_offset = -1
+    _o.diverging_epoch = EpochEndOffset()
+    _o.current_leader = LeaderIdAndEpoch()
+    _o.snapshot_id = SnapshotId()
+    _o.aborted_transactions = _f_aborted_transactions
+    _o.preferred_read_replica = -1
+    _o.records = _f_records
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_PartitionData_v5(buf, pos):
@@ -376,7 +423,20 @@ def _d_PartitionData_v5(buf, pos):
             raise _trunc('PartitionData.records', _n15, len(buf) - pos)
         _f_records = buf[pos:_end16]
         pos = _end16
-    return PartitionData(_f_partition_index, _f_error_code, _f_high_watermark, _f_last_stable_offset, _f_log_start_offset, EpochEndOffset(), LeaderIdAndEpoch(), SnapshotId(), _f_aborted_transactions, -1, _f_records, None), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.high_watermark = _f_high_watermark
+    _o.last_stable_offset = _f_last_stable_offset
+    _o.log_start_offset = _f_log_start_offset
+    _o.diverging_epoch = EpochEndOffset()
+    _o.current_leader = LeaderIdAndEpoch()
+    _o.snapshot_id = SnapshotId()
+    _o.aborted_transactions = _f_aborted_transactions
+    _o.preferred_read_replica = -1
+    _o.records = _f_records
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_PartitionData_v6 = _d_PartitionData_v5
@@ -414,7 +474,20 @@ def _d_PartitionData_v11(buf, pos):
             raise _trunc('PartitionData.records', _n39, len(buf) - pos)
         _f_records = buf[pos:_end40]
         pos = _end40
-    return PartitionData(_f_partition_index, _f_error_code, _f_high_watermark, _f_last_stable_offset, _f_log_start_offset, EpochEndOffset(), LeaderIdAndEpoch(), SnapshotId(), _f_aborted_transactions, _f_preferred_read_replica, _f_records, None), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.high_watermark = _f_high_watermark
+    _o.last_stable_offset = _f_last_stable_offset
+    _o.log_start_offset = _f_log_start_offset
+    _o.diverging_epoch = EpochEndOffset()
+    _o.current_leader = LeaderIdAndEpoch()
+    _o.snapshot_id = SnapshotId()
+    _o.aborted_transactions = _f_aborted_transactions
+    _o.preferred_read_replica = _f_preferred_read_replica
+    _o.records = _f_records
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_PartitionData_v12(buf, pos):
@@ -423,6 +496,9 @@ def _d_PartitionData_v12(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -439,6 +515,9 @@ def _d_PartitionData_v12(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -470,7 +549,20 @@ def _d_PartitionData_v12(buf, pos):
             _tb = _tags[2]
             _tp = 0
             _f_snapshot_id, _tp = _d_SnapshotId_v12(_tb, _tp)
-    return PartitionData(_f_partition_index, _f_error_code, _f_high_watermark, _f_last_stable_offset, _f_log_start_offset, _f_diverging_epoch, _f_current_leader, _f_snapshot_id, _f_aborted_transactions, _f_preferred_read_replica, _f_records, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.high_watermark = _f_high_watermark
+    _o.last_stable_offset = _f_last_stable_offset
+    _o.log_start_offset = _f_log_start_offset
+    _o.diverging_epoch = _f_diverging_epoch
+    _o.current_leader = _f_current_leader
+    _o.snapshot_id = _f_snapshot_id
+    _o.aborted_transactions = _f_aborted_transactions
+    _o.preferred_read_replica = _f_preferred_read_replica
+    _o.records = _f_records
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_PartitionData_v13 = _d_PartitionData_v12
@@ -504,7 +596,12 @@ def _d_FetchableTopicResponse_v0(buf, pos):
         for _ in range(_n67):
             _x68, pos = _d_PartitionData_v0(buf, pos)
             _f_partitions.append(_x68)
-    return FetchableTopicResponse(_f_topic, _ZERO_UUID, _f_partitions, None), pos
+    _o = _new(FetchableTopicResponse)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchableTopicResponse_v1 = _d_FetchableTopicResponse_v0
@@ -534,7 +631,12 @@ def _d_FetchableTopicResponse_v4(buf, pos):
         for _ in range(_n83):
             _x84, pos = _d_PartitionData_v4(buf, pos)
             _f_partitions.append(_x84)
-    return FetchableTopicResponse(_f_topic, _ZERO_UUID, _f_partitions, None), pos
+    _o = _new(FetchableTopicResponse)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_FetchableTopicResponse_v5(buf, pos):
@@ -558,7 +660,12 @@ def _d_FetchableTopicResponse_v5(buf, pos):
         for _ in range(_n87):
             _x88, pos = _d_PartitionData_v5(buf, pos)
             _f_partitions.append(_x88)
-    return FetchableTopicResponse(_f_topic, _ZERO_UUID, _f_partitions, None), pos
+    _o = _new(FetchableTopicResponse)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchableTopicResponse_v6 = _d_FetchableTopicResponse_v5
@@ -592,13 +699,21 @@ def _d_FetchableTopicResponse_v11(buf, pos):
         for _ in range(_n111):
             _x112, pos = _d_PartitionData_v11(buf, pos)
             _f_partitions.append(_x112)
-    return FetchableTopicResponse(_f_topic, _ZERO_UUID, _f_partitions, None), pos
+    _o = _new(FetchableTopicResponse)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_FetchableTopicResponse_v12(buf, pos):
     _n113 = buf[pos]
     if _n113 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n113 = (_n113 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n113, pos = _ruv(buf, pos)
     _n113 -= 1
@@ -613,6 +728,9 @@ def _d_FetchableTopicResponse_v12(buf, pos):
     _n115 = buf[pos]
     if _n115 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n115 = (_n115 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n115, pos = _ruv(buf, pos)
     _n115 -= 1
@@ -629,7 +747,12 @@ def _d_FetchableTopicResponse_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchableTopicResponse.<tagged fields>')
-    return FetchableTopicResponse(_f_topic, _ZERO_UUID, _f_partitions, _unk), pos
+    _o = _new(FetchableTopicResponse)
+    _o.topic = _f_topic
+    _o.topic_id = _ZERO_UUID
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchableTopicResponse_v13(buf, pos):
@@ -640,6 +763,9 @@ def _d_FetchableTopicResponse_v13(buf, pos):
     _n117 = buf[pos]
     if _n117 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n117 = (_n117 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n117, pos = _ruv(buf, pos)
     _n117 -= 1
@@ -656,7 +782,12 @@ def _d_FetchableTopicResponse_v13(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchableTopicResponse.<tagged fields>')
-    return FetchableTopicResponse('', _f_topic_id, _f_partitions, _unk), pos
+    _o = _new(FetchableTopicResponse)
+    _o.topic = ''
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_FetchableTopicResponse_v14 = _d_FetchableTopicResponse_v13
@@ -673,6 +804,9 @@ def _d_NodeEndpoint_v16(buf, pos):
     _n127 = buf[pos]
     if _n127 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n127 = (_n127 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n127, pos = _ruv(buf, pos)
     _n127 -= 1
@@ -689,6 +823,9 @@ def _d_NodeEndpoint_v16(buf, pos):
     _n129 = buf[pos]
     if _n129 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n129 = (_n129 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n129, pos = _ruv(buf, pos)
     _n129 -= 1
@@ -705,7 +842,13 @@ def _d_NodeEndpoint_v16(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'NodeEndpoint.<tagged fields>')
-    return NodeEndpoint(_f_node_id, _f_host, _f_port, _f_rack, _unk), pos
+    _o = _new(NodeEndpoint)
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.rack = _f_rack
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_NodeEndpoint_v17 = _d_NodeEndpoint_v16
@@ -721,7 +864,14 @@ def _d_FetchResponse_v0(buf, pos):
         for _ in range(_n135):
             _x136, pos = _d_FetchableTopicResponse_v0(buf, pos)
             _f_responses.append(_x136)
-    return FetchResponse(0, 0, 0, _f_responses, [], None), pos
+    _o = _new(FetchResponse)
+    _o.throttle_time_ms = 0
+    _o.error_code = 0
+    _o.session_id = 0
+    _o.responses = _f_responses
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_FetchResponse_v1(buf, pos):
@@ -737,7 +887,14 @@ def _d_FetchResponse_v1(buf, pos):
         for _ in range(_n137):
             _x138, pos = _d_FetchableTopicResponse_v1(buf, pos)
             _f_responses.append(_x138)
-    return FetchResponse(_f_throttle_time_ms, 0, 0, _f_responses, [], None), pos
+    _o = _new(FetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = 0
+    _o.session_id = 0
+    _o.responses = _f_responses
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchResponse_v2 = _d_FetchResponse_v1
@@ -757,7 +914,14 @@ def _d_FetchResponse_v4(buf, pos):
         for _ in range(_n143):
             _x144, pos = _d_FetchableTopicResponse_v4(buf, pos)
             _f_responses.append(_x144)
-    return FetchResponse(_f_throttle_time_ms, 0, 0, _f_responses, [], None), pos
+    _o = _new(FetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = 0
+    _o.session_id = 0
+    _o.responses = _f_responses
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_FetchResponse_v5(buf, pos):
@@ -773,7 +937,14 @@ def _d_FetchResponse_v5(buf, pos):
         for _ in range(_n145):
             _x146, pos = _d_FetchableTopicResponse_v5(buf, pos)
             _f_responses.append(_x146)
-    return FetchResponse(_f_throttle_time_ms, 0, 0, _f_responses, [], None), pos
+    _o = _new(FetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = 0
+    _o.session_id = 0
+    _o.responses = _f_responses
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchResponse_v6 = _d_FetchResponse_v5
@@ -791,7 +962,14 @@ def _d_FetchResponse_v7(buf, pos):
         for _ in range(_n149):
             _x150, pos = _d_FetchableTopicResponse_v7(buf, pos)
             _f_responses.append(_x150)
-    return FetchResponse(_f_throttle_time_ms, _f_error_code, _f_session_id, _f_responses, [], None), pos
+    _o = _new(FetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.session_id = _f_session_id
+    _o.responses = _f_responses
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FetchResponse_v8 = _d_FetchResponse_v7
@@ -813,7 +991,14 @@ def _d_FetchResponse_v11(buf, pos):
         for _ in range(_n157):
             _x158, pos = _d_FetchableTopicResponse_v11(buf, pos)
             _f_responses.append(_x158)
-    return FetchResponse(_f_throttle_time_ms, _f_error_code, _f_session_id, _f_responses, [], None), pos
+    _o = _new(FetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.session_id = _f_session_id
+    _o.responses = _f_responses
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_FetchResponse_v12(buf, pos):
@@ -822,6 +1007,9 @@ def _d_FetchResponse_v12(buf, pos):
     _n159 = buf[pos]
     if _n159 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n159 = (_n159 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n159, pos = _ruv(buf, pos)
     _n159 -= 1
@@ -838,7 +1026,14 @@ def _d_FetchResponse_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchResponse.<tagged fields>')
-    return FetchResponse(_f_throttle_time_ms, _f_error_code, _f_session_id, _f_responses, [], _unk), pos
+    _o = _new(FetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.session_id = _f_session_id
+    _o.responses = _f_responses
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchResponse_v13(buf, pos):
@@ -847,6 +1042,9 @@ def _d_FetchResponse_v13(buf, pos):
     _n161 = buf[pos]
     if _n161 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n161 = (_n161 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n161, pos = _ruv(buf, pos)
     _n161 -= 1
@@ -863,7 +1061,14 @@ def _d_FetchResponse_v13(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchResponse.<tagged fields>')
-    return FetchResponse(_f_throttle_time_ms, _f_error_code, _f_session_id, _f_responses, [], _unk), pos
+    _o = _new(FetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.session_id = _f_session_id
+    _o.responses = _f_responses
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_FetchResponse_v14 = _d_FetchResponse_v13
@@ -876,6 +1081,9 @@ def _d_FetchResponse_v16(buf, pos):
     _n167 = buf[pos]
     if _n167 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n167 = (_n167 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n167, pos = _ruv(buf, pos)
     _n167 -= 1
@@ -899,6 +1107,9 @@ def _d_FetchResponse_v16(buf, pos):
             _n169 = _tb[_tp]
             if _n169 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n169 = (_n169 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n169, _tp = _ruv(_tb, _tp)
             _n169 -= 1
@@ -910,7 +1121,14 @@ def _d_FetchResponse_v16(buf, pos):
                 for _ in range(_n169):
                     _x170, _tp = _d_NodeEndpoint_v16(_tb, _tp)
                     _f_node_endpoints.append(_x170)
-    return FetchResponse(_f_throttle_time_ms, _f_error_code, _f_session_id, _f_responses, _f_node_endpoints, _unk), pos
+    _o = _new(FetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.session_id = _f_session_id
+    _o.responses = _f_responses
+    _o.node_endpoints = _f_node_endpoints
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_FetchResponse_v17 = _d_FetchResponse_v16
@@ -1106,22 +1324,25 @@ def _e_PartitionData_v12(o, w):
         w(_UV1[_l] if _l < 128 else _wuv(_l))
         w(_v205)
     _t = []
-    if o.diverging_epoch != EpochEndOffset():
+    if not _isdef_EpochEndOffset(o.diverging_epoch):
         _o = []
         _e_EpochEndOffset_v12(o.diverging_epoch, _o.append)
         _t.append((0, b''.join(_o)))
-    if o.current_leader != LeaderIdAndEpoch():
+    if not _isdef_LeaderIdAndEpoch(o.current_leader):
         _o = []
         _e_LeaderIdAndEpoch_v12(o.current_leader, _o.append)
         _t.append((1, b''.join(_o)))
-    if o.snapshot_id != SnapshotId():
+    if not _isdef_SnapshotId(o.snapshot_id):
         _o = []
         _e_SnapshotId_v12(o.snapshot_id, _o.append)
         _t.append((2, b''.join(_o)))
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 _e_PartitionData_v13 = _e_PartitionData_v12
@@ -1369,10 +1590,31 @@ def _e_FetchResponse_v16(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 _e_FetchResponse_v17 = _e_FetchResponse_v16
+
+def _isdef_EpochEndOffset(o):
+    return (o.epoch == -1
+            and o.end_offset == -1
+            and not o.unknown_tagged_fields)
+
+
+def _isdef_LeaderIdAndEpoch(o):
+    return (o.leader_id == -1
+            and o.leader_epoch == -1
+            and not o.unknown_tagged_fields)
+
+
+def _isdef_SnapshotId(o):
+    return (o.end_offset == -1
+            and o.epoch == -1
+            and not o.unknown_tagged_fields)
+
 
 
 MESSAGE = FetchResponse
@@ -1381,490 +1623,523 @@ FLEXIBLE_FROM = 12
 DECODERS = {0: _d_FetchResponse_v0, 1: _d_FetchResponse_v1, 2: _d_FetchResponse_v2, 3: _d_FetchResponse_v3, 4: _d_FetchResponse_v4, 5: _d_FetchResponse_v5, 6: _d_FetchResponse_v6, 7: _d_FetchResponse_v7, 8: _d_FetchResponse_v8, 9: _d_FetchResponse_v9, 10: _d_FetchResponse_v10, 11: _d_FetchResponse_v11, 12: _d_FetchResponse_v12, 13: _d_FetchResponse_v13, 14: _d_FetchResponse_v14, 15: _d_FetchResponse_v15, 16: _d_FetchResponse_v16, 17: _d_FetchResponse_v17}
 ENCODERS = {0: _e_FetchResponse_v0, 1: _e_FetchResponse_v1, 2: _e_FetchResponse_v2, 3: _e_FetchResponse_v3, 4: _e_FetchResponse_v4, 5: _e_FetchResponse_v5, 6: _e_FetchResponse_v6, 7: _e_FetchResponse_v7, 8: _e_FetchResponse_v8, 9: _e_FetchResponse_v9, 10: _e_FetchResponse_v10, 11: _e_FetchResponse_v11, 12: _e_FetchResponse_v12, 13: _e_FetchResponse_v13, 14: _e_FetchResponse_v14, 15: _e_FetchResponse_v15, 16: _e_FetchResponse_v16, 17: _e_FetchResponse_v17}
 _reg(__file__, {
-    205: 'EpochEndOffset.epoch/end_offset',
     206: 'EpochEndOffset.epoch/end_offset',
-    207: 'EpochEndOffset.<tagged fields>',
+    207: 'EpochEndOffset.epoch/end_offset',
     208: 'EpochEndOffset.<tagged fields>',
     209: 'EpochEndOffset.<tagged fields>',
     210: 'EpochEndOffset.<tagged fields>',
     211: 'EpochEndOffset.<tagged fields>',
-    221: 'LeaderIdAndEpoch.leader_id/leader_epoch',
-    222: 'LeaderIdAndEpoch.leader_id/leader_epoch',
-    223: 'LeaderIdAndEpoch.<tagged fields>',
-    224: 'LeaderIdAndEpoch.<tagged fields>',
-    225: 'LeaderIdAndEpoch.<tagged fields>',
-    226: 'LeaderIdAndEpoch.<tagged fields>',
-    227: 'LeaderIdAndEpoch.<tagged fields>',
-    237: 'SnapshotId.end_offset/epoch',
-    238: 'SnapshotId.end_offset/epoch',
-    239: 'SnapshotId.<tagged fields>',
-    240: 'SnapshotId.<tagged fields>',
-    241: 'SnapshotId.<tagged fields>',
-    242: 'SnapshotId.<tagged fields>',
-    243: 'SnapshotId.<tagged fields>',
-    253: 'AbortedTransaction.producer_id/first_offset',
-    254: 'AbortedTransaction.producer_id/first_offset',
+    212: 'EpochEndOffset.<tagged fields>',
+    226: 'LeaderIdAndEpoch.leader_id/leader_epoch',
+    227: 'LeaderIdAndEpoch.leader_id/leader_epoch',
+    228: 'LeaderIdAndEpoch.<tagged fields>',
+    229: 'LeaderIdAndEpoch.<tagged fields>',
+    230: 'LeaderIdAndEpoch.<tagged fields>',
+    231: 'LeaderIdAndEpoch.<tagged fields>',
+    232: 'LeaderIdAndEpoch.<tagged fields>',
+    246: 'SnapshotId.end_offset/epoch',
+    247: 'SnapshotId.end_offset/epoch',
+    248: 'SnapshotId.<tagged fields>',
+    249: 'SnapshotId.<tagged fields>',
+    250: 'SnapshotId.<tagged fields>',
+    251: 'SnapshotId.<tagged fields>',
+    252: 'SnapshotId.<tagged fields>',
     266: 'AbortedTransaction.producer_id/first_offset',
     267: 'AbortedTransaction.producer_id/first_offset',
-    268: 'AbortedTransaction.<tagged fields>',
-    269: 'AbortedTransaction.<tagged fields>',
-    270: 'AbortedTransaction.<tagged fields>',
-    271: 'AbortedTransaction.<tagged fields>',
-    272: 'AbortedTransaction.<tagged fields>',
-    282: 'PartitionData.partition_index/error_code/high_watermark',
-    283: 'PartitionData.partition_index/error_code/high_watermark',
-    284: 'PartitionData.records',
-    285: 'PartitionData.records',
-    286: 'PartitionData.records',
-    287: 'PartitionData.records',
-    288: 'PartitionData.records',
-    289: 'PartitionData.records',
-    290: 'PartitionData.records',
-    291: 'PartitionData.records',
-    292: 'PartitionData.records',
-    293: 'PartitionData.records',
-    301: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset',
-    302: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset',
-    303: 'PartitionData.aborted_transactions',
-    304: 'PartitionData.aborted_transactions',
-    305: 'PartitionData.aborted_transactions',
-    306: 'PartitionData.aborted_transactions',
-    307: 'PartitionData.aborted_transactions',
-    308: 'PartitionData.aborted_transactions',
-    309: 'PartitionData.aborted_transactions',
-    310: 'PartitionData.aborted_transactions',
-    311: 'PartitionData.aborted_transactions',
-    312: 'PartitionData.aborted_transactions',
+    283: 'AbortedTransaction.producer_id/first_offset',
+    284: 'AbortedTransaction.producer_id/first_offset',
+    285: 'AbortedTransaction.<tagged fields>',
+    286: 'AbortedTransaction.<tagged fields>',
+    287: 'AbortedTransaction.<tagged fields>',
+    288: 'AbortedTransaction.<tagged fields>',
+    289: 'AbortedTransaction.<tagged fields>',
+    303: 'PartitionData.partition_index/error_code/high_watermark',
+    304: 'PartitionData.partition_index/error_code/high_watermark',
+    305: 'PartitionData.records',
+    306: 'PartitionData.records',
+    307: 'PartitionData.records',
+    308: 'PartitionData.records',
+    309: 'PartitionData.records',
+    310: 'PartitionData.records',
+    311: 'PartitionData.records',
+    312: 'PartitionData.records',
     313: 'PartitionData.records',
     314: 'PartitionData.records',
-    315: 'PartitionData.records',
-    316: 'PartitionData.records',
-    317: 'PartitionData.records',
-    318: 'PartitionData.records',
-    319: 'PartitionData.records',
-    320: 'PartitionData.records',
-    321: 'PartitionData.records',
-    322: 'PartitionData.records',
-    327: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
-    328: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
-    329: 'PartitionData.aborted_transactions',
-    330: 'PartitionData.aborted_transactions',
-    331: 'PartitionData.aborted_transactions',
-    332: 'PartitionData.aborted_transactions',
-    333: 'PartitionData.aborted_transactions',
-    334: 'PartitionData.aborted_transactions',
-    335: 'PartitionData.aborted_transactions',
-    336: 'PartitionData.aborted_transactions',
+    335: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset',
+    336: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset',
     337: 'PartitionData.aborted_transactions',
     338: 'PartitionData.aborted_transactions',
-    339: 'PartitionData.records',
-    340: 'PartitionData.records',
-    341: 'PartitionData.records',
-    342: 'PartitionData.records',
-    343: 'PartitionData.records',
-    344: 'PartitionData.records',
-    345: 'PartitionData.records',
-    346: 'PartitionData.records',
+    339: 'PartitionData.aborted_transactions',
+    340: 'PartitionData.aborted_transactions',
+    341: 'PartitionData.aborted_transactions',
+    342: 'PartitionData.aborted_transactions',
+    343: 'PartitionData.aborted_transactions',
+    344: 'PartitionData.aborted_transactions',
+    345: 'PartitionData.aborted_transactions',
+    346: 'PartitionData.aborted_transactions',
     347: 'PartitionData.records',
     348: 'PartitionData.records',
-    358: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
-    359: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
-    360: 'PartitionData.aborted_transactions',
-    361: 'PartitionData.aborted_transactions',
-    362: 'PartitionData.aborted_transactions',
-    363: 'PartitionData.aborted_transactions',
-    364: 'PartitionData.aborted_transactions',
-    365: 'PartitionData.aborted_transactions',
-    366: 'PartitionData.aborted_transactions',
-    367: 'PartitionData.aborted_transactions',
-    368: 'PartitionData.aborted_transactions',
-    369: 'PartitionData.aborted_transactions',
-    370: 'PartitionData.preferred_read_replica',
-    371: 'PartitionData.preferred_read_replica',
-    372: 'PartitionData.records',
-    373: 'PartitionData.records',
-    374: 'PartitionData.records',
-    375: 'PartitionData.records',
-    376: 'PartitionData.records',
-    377: 'PartitionData.records',
-    378: 'PartitionData.records',
-    379: 'PartitionData.records',
-    380: 'PartitionData.records',
-    381: 'PartitionData.records',
-    386: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
-    387: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
-    388: 'PartitionData.aborted_transactions',
-    389: 'PartitionData.aborted_transactions',
-    390: 'PartitionData.aborted_transactions',
-    391: 'PartitionData.aborted_transactions',
-    392: 'PartitionData.aborted_transactions',
-    393: 'PartitionData.aborted_transactions',
-    394: 'PartitionData.aborted_transactions',
-    395: 'PartitionData.aborted_transactions',
-    396: 'PartitionData.aborted_transactions',
-    397: 'PartitionData.aborted_transactions',
-    398: 'PartitionData.aborted_transactions',
-    399: 'PartitionData.aborted_transactions',
-    400: 'PartitionData.aborted_transactions',
-    401: 'PartitionData.aborted_transactions',
-    402: 'PartitionData.preferred_read_replica',
-    403: 'PartitionData.preferred_read_replica',
-    404: 'PartitionData.records',
-    405: 'PartitionData.records',
-    406: 'PartitionData.records',
-    407: 'PartitionData.records',
-    408: 'PartitionData.records',
-    409: 'PartitionData.records',
-    410: 'PartitionData.records',
-    411: 'PartitionData.records',
-    412: 'PartitionData.records',
-    413: 'PartitionData.records',
-    414: 'PartitionData.records',
-    415: 'PartitionData.records',
-    416: 'PartitionData.records',
-    417: 'PartitionData.records',
-    418: 'PartitionData.<tagged fields>',
-    419: 'PartitionData.<tagged fields>',
-    420: 'PartitionData.<tagged fields>',
-    421: 'PartitionData.<tagged fields>',
-    422: 'PartitionData.<tagged fields>',
-    423: 'PartitionData.<tagged fields>',
-    424: 'PartitionData.<tagged fields>',
-    425: 'PartitionData.<tagged fields>',
-    426: 'PartitionData.diverging_epoch',
-    427: 'PartitionData.diverging_epoch',
-    428: 'PartitionData.diverging_epoch',
-    429: 'PartitionData.diverging_epoch',
-    430: 'PartitionData.current_leader',
-    431: 'PartitionData.current_leader',
-    432: 'PartitionData.current_leader',
-    433: 'PartitionData.current_leader',
-    434: 'PartitionData.snapshot_id',
-    435: 'PartitionData.snapshot_id',
-    436: 'PartitionData.snapshot_id',
-    437: 'PartitionData.snapshot_id',
-    447: 'FetchableTopicResponse.topic',
-    448: 'FetchableTopicResponse.topic',
-    449: 'FetchableTopicResponse.topic',
-    450: 'FetchableTopicResponse.topic',
-    451: 'FetchableTopicResponse.topic',
-    452: 'FetchableTopicResponse.topic',
-    453: 'FetchableTopicResponse.topic',
-    454: 'FetchableTopicResponse.topic',
-    455: 'FetchableTopicResponse.topic',
-    456: 'FetchableTopicResponse.topic',
-    457: 'FetchableTopicResponse.partitions',
-    458: 'FetchableTopicResponse.partitions',
-    459: 'FetchableTopicResponse.partitions',
-    460: 'FetchableTopicResponse.partitions',
-    461: 'FetchableTopicResponse.partitions',
-    462: 'FetchableTopicResponse.partitions',
-    463: 'FetchableTopicResponse.partitions',
-    464: 'FetchableTopicResponse.partitions',
-    465: 'FetchableTopicResponse.partitions',
-    466: 'FetchableTopicResponse.partitions',
-    474: 'FetchableTopicResponse.topic',
-    475: 'FetchableTopicResponse.topic',
-    476: 'FetchableTopicResponse.topic',
-    477: 'FetchableTopicResponse.topic',
-    478: 'FetchableTopicResponse.topic',
-    479: 'FetchableTopicResponse.topic',
-    480: 'FetchableTopicResponse.topic',
-    481: 'FetchableTopicResponse.topic',
-    482: 'FetchableTopicResponse.topic',
-    483: 'FetchableTopicResponse.topic',
-    484: 'FetchableTopicResponse.partitions',
-    485: 'FetchableTopicResponse.partitions',
-    486: 'FetchableTopicResponse.partitions',
-    487: 'FetchableTopicResponse.partitions',
-    488: 'FetchableTopicResponse.partitions',
-    489: 'FetchableTopicResponse.partitions',
-    490: 'FetchableTopicResponse.partitions',
-    491: 'FetchableTopicResponse.partitions',
-    492: 'FetchableTopicResponse.partitions',
-    493: 'FetchableTopicResponse.partitions',
-    498: 'FetchableTopicResponse.topic',
-    499: 'FetchableTopicResponse.topic',
-    500: 'FetchableTopicResponse.topic',
-    501: 'FetchableTopicResponse.topic',
-    502: 'FetchableTopicResponse.topic',
-    503: 'FetchableTopicResponse.topic',
-    504: 'FetchableTopicResponse.topic',
-    505: 'FetchableTopicResponse.topic',
-    506: 'FetchableTopicResponse.topic',
-    507: 'FetchableTopicResponse.topic',
-    508: 'FetchableTopicResponse.partitions',
-    509: 'FetchableTopicResponse.partitions',
-    510: 'FetchableTopicResponse.partitions',
-    511: 'FetchableTopicResponse.partitions',
-    512: 'FetchableTopicResponse.partitions',
-    513: 'FetchableTopicResponse.partitions',
-    514: 'FetchableTopicResponse.partitions',
-    515: 'FetchableTopicResponse.partitions',
-    516: 'FetchableTopicResponse.partitions',
-    517: 'FetchableTopicResponse.partitions',
-    527: 'FetchableTopicResponse.topic',
-    528: 'FetchableTopicResponse.topic',
-    529: 'FetchableTopicResponse.topic',
-    530: 'FetchableTopicResponse.topic',
-    531: 'FetchableTopicResponse.topic',
-    532: 'FetchableTopicResponse.topic',
-    533: 'FetchableTopicResponse.topic',
-    534: 'FetchableTopicResponse.topic',
-    535: 'FetchableTopicResponse.topic',
-    536: 'FetchableTopicResponse.topic',
-    537: 'FetchableTopicResponse.partitions',
-    538: 'FetchableTopicResponse.partitions',
-    539: 'FetchableTopicResponse.partitions',
-    540: 'FetchableTopicResponse.partitions',
-    541: 'FetchableTopicResponse.partitions',
-    542: 'FetchableTopicResponse.partitions',
-    543: 'FetchableTopicResponse.partitions',
-    544: 'FetchableTopicResponse.partitions',
-    545: 'FetchableTopicResponse.partitions',
-    546: 'FetchableTopicResponse.partitions',
-    551: 'FetchableTopicResponse.topic',
-    552: 'FetchableTopicResponse.topic',
-    553: 'FetchableTopicResponse.topic',
-    554: 'FetchableTopicResponse.topic',
-    555: 'FetchableTopicResponse.topic',
-    556: 'FetchableTopicResponse.topic',
-    557: 'FetchableTopicResponse.topic',
-    558: 'FetchableTopicResponse.topic',
-    559: 'FetchableTopicResponse.topic',
-    560: 'FetchableTopicResponse.topic',
-    561: 'FetchableTopicResponse.topic',
-    562: 'FetchableTopicResponse.topic',
-    563: 'FetchableTopicResponse.topic',
-    564: 'FetchableTopicResponse.topic',
-    565: 'FetchableTopicResponse.partitions',
-    566: 'FetchableTopicResponse.partitions',
-    567: 'FetchableTopicResponse.partitions',
-    568: 'FetchableTopicResponse.partitions',
-    569: 'FetchableTopicResponse.partitions',
-    570: 'FetchableTopicResponse.partitions',
-    571: 'FetchableTopicResponse.partitions',
-    572: 'FetchableTopicResponse.partitions',
-    573: 'FetchableTopicResponse.partitions',
-    574: 'FetchableTopicResponse.partitions',
-    575: 'FetchableTopicResponse.partitions',
-    576: 'FetchableTopicResponse.partitions',
-    577: 'FetchableTopicResponse.partitions',
-    578: 'FetchableTopicResponse.partitions',
-    579: 'FetchableTopicResponse.<tagged fields>',
-    580: 'FetchableTopicResponse.<tagged fields>',
-    581: 'FetchableTopicResponse.<tagged fields>',
-    582: 'FetchableTopicResponse.<tagged fields>',
-    583: 'FetchableTopicResponse.<tagged fields>',
-    588: 'FetchableTopicResponse.topic_id',
-    589: 'FetchableTopicResponse.topic_id',
-    590: 'FetchableTopicResponse.topic_id',
-    591: 'FetchableTopicResponse.topic_id',
-    592: 'FetchableTopicResponse.partitions',
-    593: 'FetchableTopicResponse.partitions',
-    594: 'FetchableTopicResponse.partitions',
-    595: 'FetchableTopicResponse.partitions',
-    596: 'FetchableTopicResponse.partitions',
-    597: 'FetchableTopicResponse.partitions',
-    598: 'FetchableTopicResponse.partitions',
-    599: 'FetchableTopicResponse.partitions',
-    600: 'FetchableTopicResponse.partitions',
-    601: 'FetchableTopicResponse.partitions',
-    602: 'FetchableTopicResponse.partitions',
-    603: 'FetchableTopicResponse.partitions',
-    604: 'FetchableTopicResponse.partitions',
-    605: 'FetchableTopicResponse.partitions',
-    606: 'FetchableTopicResponse.<tagged fields>',
-    607: 'FetchableTopicResponse.<tagged fields>',
-    608: 'FetchableTopicResponse.<tagged fields>',
-    609: 'FetchableTopicResponse.<tagged fields>',
-    610: 'FetchableTopicResponse.<tagged fields>',
-    619: 'NodeEndpoint.node_id',
-    620: 'NodeEndpoint.node_id',
-    621: 'NodeEndpoint.host',
-    622: 'NodeEndpoint.host',
-    623: 'NodeEndpoint.host',
-    624: 'NodeEndpoint.host',
-    625: 'NodeEndpoint.host',
-    626: 'NodeEndpoint.host',
-    627: 'NodeEndpoint.host',
-    628: 'NodeEndpoint.host',
-    629: 'NodeEndpoint.host',
-    630: 'NodeEndpoint.host',
-    631: 'NodeEndpoint.host',
-    632: 'NodeEndpoint.host',
-    633: 'NodeEndpoint.host',
-    634: 'NodeEndpoint.host',
-    635: 'NodeEndpoint.port',
-    636: 'NodeEndpoint.port',
-    637: 'NodeEndpoint.rack',
-    638: 'NodeEndpoint.rack',
-    639: 'NodeEndpoint.rack',
-    640: 'NodeEndpoint.rack',
-    641: 'NodeEndpoint.rack',
-    642: 'NodeEndpoint.rack',
-    643: 'NodeEndpoint.rack',
-    644: 'NodeEndpoint.rack',
-    645: 'NodeEndpoint.rack',
-    646: 'NodeEndpoint.rack',
-    647: 'NodeEndpoint.rack',
-    648: 'NodeEndpoint.rack',
-    649: 'NodeEndpoint.rack',
-    650: 'NodeEndpoint.rack',
-    651: 'NodeEndpoint.<tagged fields>',
-    652: 'NodeEndpoint.<tagged fields>',
-    653: 'NodeEndpoint.<tagged fields>',
-    654: 'NodeEndpoint.<tagged fields>',
-    655: 'NodeEndpoint.<tagged fields>',
-    661: 'FetchResponse.responses',
-    662: 'FetchResponse.responses',
-    663: 'FetchResponse.responses',
-    664: 'FetchResponse.responses',
-    665: 'FetchResponse.responses',
-    666: 'FetchResponse.responses',
-    667: 'FetchResponse.responses',
-    668: 'FetchResponse.responses',
-    669: 'FetchResponse.responses',
-    670: 'FetchResponse.responses',
-    675: 'FetchResponse.throttle_time_ms',
-    676: 'FetchResponse.throttle_time_ms',
-    677: 'FetchResponse.responses',
-    678: 'FetchResponse.responses',
-    679: 'FetchResponse.responses',
-    680: 'FetchResponse.responses',
-    681: 'FetchResponse.responses',
-    682: 'FetchResponse.responses',
-    683: 'FetchResponse.responses',
-    684: 'FetchResponse.responses',
-    685: 'FetchResponse.responses',
-    686: 'FetchResponse.responses',
-    693: 'FetchResponse.throttle_time_ms',
-    694: 'FetchResponse.throttle_time_ms',
-    695: 'FetchResponse.responses',
-    696: 'FetchResponse.responses',
-    697: 'FetchResponse.responses',
-    698: 'FetchResponse.responses',
-    699: 'FetchResponse.responses',
-    700: 'FetchResponse.responses',
-    701: 'FetchResponse.responses',
-    702: 'FetchResponse.responses',
-    703: 'FetchResponse.responses',
-    704: 'FetchResponse.responses',
-    709: 'FetchResponse.throttle_time_ms',
-    710: 'FetchResponse.throttle_time_ms',
-    711: 'FetchResponse.responses',
-    712: 'FetchResponse.responses',
-    713: 'FetchResponse.responses',
-    714: 'FetchResponse.responses',
-    715: 'FetchResponse.responses',
-    716: 'FetchResponse.responses',
-    717: 'FetchResponse.responses',
-    718: 'FetchResponse.responses',
-    719: 'FetchResponse.responses',
-    720: 'FetchResponse.responses',
-    726: 'FetchResponse.throttle_time_ms/error_code/session_id',
-    727: 'FetchResponse.throttle_time_ms/error_code/session_id',
-    728: 'FetchResponse.responses',
-    729: 'FetchResponse.responses',
-    730: 'FetchResponse.responses',
-    731: 'FetchResponse.responses',
-    732: 'FetchResponse.responses',
-    733: 'FetchResponse.responses',
-    734: 'FetchResponse.responses',
-    735: 'FetchResponse.responses',
-    736: 'FetchResponse.responses',
-    737: 'FetchResponse.responses',
-    745: 'FetchResponse.throttle_time_ms/error_code/session_id',
-    746: 'FetchResponse.throttle_time_ms/error_code/session_id',
-    747: 'FetchResponse.responses',
-    748: 'FetchResponse.responses',
-    749: 'FetchResponse.responses',
-    750: 'FetchResponse.responses',
-    751: 'FetchResponse.responses',
-    752: 'FetchResponse.responses',
-    753: 'FetchResponse.responses',
-    754: 'FetchResponse.responses',
-    755: 'FetchResponse.responses',
-    756: 'FetchResponse.responses',
-    761: 'FetchResponse.throttle_time_ms/error_code/session_id',
-    762: 'FetchResponse.throttle_time_ms/error_code/session_id',
-    763: 'FetchResponse.responses',
-    764: 'FetchResponse.responses',
-    765: 'FetchResponse.responses',
-    766: 'FetchResponse.responses',
-    767: 'FetchResponse.responses',
-    768: 'FetchResponse.responses',
-    769: 'FetchResponse.responses',
-    770: 'FetchResponse.responses',
-    771: 'FetchResponse.responses',
-    772: 'FetchResponse.responses',
-    773: 'FetchResponse.responses',
-    774: 'FetchResponse.responses',
-    775: 'FetchResponse.responses',
-    776: 'FetchResponse.responses',
-    777: 'FetchResponse.<tagged fields>',
-    778: 'FetchResponse.<tagged fields>',
-    779: 'FetchResponse.<tagged fields>',
-    780: 'FetchResponse.<tagged fields>',
-    781: 'FetchResponse.<tagged fields>',
-    786: 'FetchResponse.throttle_time_ms/error_code/session_id',
-    787: 'FetchResponse.throttle_time_ms/error_code/session_id',
-    788: 'FetchResponse.responses',
-    789: 'FetchResponse.responses',
-    790: 'FetchResponse.responses',
-    791: 'FetchResponse.responses',
-    792: 'FetchResponse.responses',
-    793: 'FetchResponse.responses',
-    794: 'FetchResponse.responses',
-    795: 'FetchResponse.responses',
-    796: 'FetchResponse.responses',
-    797: 'FetchResponse.responses',
-    798: 'FetchResponse.responses',
-    799: 'FetchResponse.responses',
-    800: 'FetchResponse.responses',
-    801: 'FetchResponse.responses',
-    802: 'FetchResponse.<tagged fields>',
-    803: 'FetchResponse.<tagged fields>',
-    804: 'FetchResponse.<tagged fields>',
-    805: 'FetchResponse.<tagged fields>',
-    806: 'FetchResponse.<tagged fields>',
-    813: 'FetchResponse.throttle_time_ms/error_code/session_id',
-    814: 'FetchResponse.throttle_time_ms/error_code/session_id',
-    815: 'FetchResponse.responses',
-    816: 'FetchResponse.responses',
-    817: 'FetchResponse.responses',
-    818: 'FetchResponse.responses',
-    819: 'FetchResponse.responses',
-    820: 'FetchResponse.responses',
-    821: 'FetchResponse.responses',
-    822: 'FetchResponse.responses',
-    823: 'FetchResponse.responses',
-    824: 'FetchResponse.responses',
-    825: 'FetchResponse.responses',
-    826: 'FetchResponse.responses',
+    349: 'PartitionData.records',
+    350: 'PartitionData.records',
+    351: 'PartitionData.records',
+    352: 'PartitionData.records',
+    353: 'PartitionData.records',
+    354: 'PartitionData.records',
+    355: 'PartitionData.records',
+    356: 'PartitionData.records',
+    374: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
+    375: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
+    376: 'PartitionData.aborted_transactions',
+    377: 'PartitionData.aborted_transactions',
+    378: 'PartitionData.aborted_transactions',
+    379: 'PartitionData.aborted_transactions',
+    380: 'PartitionData.aborted_transactions',
+    381: 'PartitionData.aborted_transactions',
+    382: 'PartitionData.aborted_transactions',
+    383: 'PartitionData.aborted_transactions',
+    384: 'PartitionData.aborted_transactions',
+    385: 'PartitionData.aborted_transactions',
+    386: 'PartitionData.records',
+    387: 'PartitionData.records',
+    388: 'PartitionData.records',
+    389: 'PartitionData.records',
+    390: 'PartitionData.records',
+    391: 'PartitionData.records',
+    392: 'PartitionData.records',
+    393: 'PartitionData.records',
+    394: 'PartitionData.records',
+    395: 'PartitionData.records',
+    418: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
+    419: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
+    420: 'PartitionData.aborted_transactions',
+    421: 'PartitionData.aborted_transactions',
+    422: 'PartitionData.aborted_transactions',
+    423: 'PartitionData.aborted_transactions',
+    424: 'PartitionData.aborted_transactions',
+    425: 'PartitionData.aborted_transactions',
+    426: 'PartitionData.aborted_transactions',
+    427: 'PartitionData.aborted_transactions',
+    428: 'PartitionData.aborted_transactions',
+    429: 'PartitionData.aborted_transactions',
+    430: 'PartitionData.preferred_read_replica',
+    431: 'PartitionData.preferred_read_replica',
+    432: 'PartitionData.records',
+    433: 'PartitionData.records',
+    434: 'PartitionData.records',
+    435: 'PartitionData.records',
+    436: 'PartitionData.records',
+    437: 'PartitionData.records',
+    438: 'PartitionData.records',
+    439: 'PartitionData.records',
+    440: 'PartitionData.records',
+    441: 'PartitionData.records',
+    459: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
+    460: 'PartitionData.partition_index/error_code/high_watermark/last_stable_offset/log_start_offset',
+    461: 'PartitionData.aborted_transactions',
+    462: 'PartitionData.aborted_transactions',
+    463: 'PartitionData.aborted_transactions',
+    464: 'PartitionData.aborted_transactions',
+    465: 'PartitionData.aborted_transactions',
+    466: 'PartitionData.aborted_transactions',
+    467: 'PartitionData.aborted_transactions',
+    468: 'PartitionData.aborted_transactions',
+    469: 'PartitionData.aborted_transactions',
+    470: 'PartitionData.aborted_transactions',
+    471: 'PartitionData.aborted_transactions',
+    472: 'PartitionData.aborted_transactions',
+    473: 'PartitionData.aborted_transactions',
+    474: 'PartitionData.aborted_transactions',
+    475: 'PartitionData.aborted_transactions',
+    476: 'PartitionData.aborted_transactions',
+    477: 'PartitionData.aborted_transactions',
+    478: 'PartitionData.preferred_read_replica',
+    479: 'PartitionData.preferred_read_replica',
+    480: 'PartitionData.records',
+    481: 'PartitionData.records',
+    482: 'PartitionData.records',
+    483: 'PartitionData.records',
+    484: 'PartitionData.records',
+    485: 'PartitionData.records',
+    486: 'PartitionData.records',
+    487: 'PartitionData.records',
+    488: 'PartitionData.records',
+    489: 'PartitionData.records',
+    490: 'PartitionData.records',
+    491: 'PartitionData.records',
+    492: 'PartitionData.records',
+    493: 'PartitionData.records',
+    494: 'PartitionData.records',
+    495: 'PartitionData.records',
+    496: 'PartitionData.records',
+    497: 'PartitionData.<tagged fields>',
+    498: 'PartitionData.<tagged fields>',
+    499: 'PartitionData.<tagged fields>',
+    500: 'PartitionData.<tagged fields>',
+    501: 'PartitionData.<tagged fields>',
+    502: 'PartitionData.<tagged fields>',
+    503: 'PartitionData.<tagged fields>',
+    504: 'PartitionData.<tagged fields>',
+    505: 'PartitionData.diverging_epoch',
+    506: 'PartitionData.diverging_epoch',
+    507: 'PartitionData.diverging_epoch',
+    508: 'PartitionData.diverging_epoch',
+    509: 'PartitionData.current_leader',
+    510: 'PartitionData.current_leader',
+    511: 'PartitionData.current_leader',
+    512: 'PartitionData.current_leader',
+    513: 'PartitionData.snapshot_id',
+    514: 'PartitionData.snapshot_id',
+    515: 'PartitionData.snapshot_id',
+    516: 'PartitionData.snapshot_id',
+    539: 'FetchableTopicResponse.topic',
+    540: 'FetchableTopicResponse.topic',
+    541: 'FetchableTopicResponse.topic',
+    542: 'FetchableTopicResponse.topic',
+    543: 'FetchableTopicResponse.topic',
+    544: 'FetchableTopicResponse.topic',
+    545: 'FetchableTopicResponse.topic',
+    546: 'FetchableTopicResponse.topic',
+    547: 'FetchableTopicResponse.topic',
+    548: 'FetchableTopicResponse.topic',
+    549: 'FetchableTopicResponse.partitions',
+    550: 'FetchableTopicResponse.partitions',
+    551: 'FetchableTopicResponse.partitions',
+    552: 'FetchableTopicResponse.partitions',
+    553: 'FetchableTopicResponse.partitions',
+    554: 'FetchableTopicResponse.partitions',
+    555: 'FetchableTopicResponse.partitions',
+    556: 'FetchableTopicResponse.partitions',
+    557: 'FetchableTopicResponse.partitions',
+    558: 'FetchableTopicResponse.partitions',
+    571: 'FetchableTopicResponse.topic',
+    572: 'FetchableTopicResponse.topic',
+    573: 'FetchableTopicResponse.topic',
+    574: 'FetchableTopicResponse.topic',
+    575: 'FetchableTopicResponse.topic',
+    576: 'FetchableTopicResponse.topic',
+    577: 'FetchableTopicResponse.topic',
+    578: 'FetchableTopicResponse.topic',
+    579: 'FetchableTopicResponse.topic',
+    580: 'FetchableTopicResponse.topic',
+    581: 'FetchableTopicResponse.partitions',
+    582: 'FetchableTopicResponse.partitions',
+    583: 'FetchableTopicResponse.partitions',
+    584: 'FetchableTopicResponse.partitions',
+    585: 'FetchableTopicResponse.partitions',
+    586: 'FetchableTopicResponse.partitions',
+    587: 'FetchableTopicResponse.partitions',
+    588: 'FetchableTopicResponse.partitions',
+    589: 'FetchableTopicResponse.partitions',
+    590: 'FetchableTopicResponse.partitions',
+    600: 'FetchableTopicResponse.topic',
+    601: 'FetchableTopicResponse.topic',
+    602: 'FetchableTopicResponse.topic',
+    603: 'FetchableTopicResponse.topic',
+    604: 'FetchableTopicResponse.topic',
+    605: 'FetchableTopicResponse.topic',
+    606: 'FetchableTopicResponse.topic',
+    607: 'FetchableTopicResponse.topic',
+    608: 'FetchableTopicResponse.topic',
+    609: 'FetchableTopicResponse.topic',
+    610: 'FetchableTopicResponse.partitions',
+    611: 'FetchableTopicResponse.partitions',
+    612: 'FetchableTopicResponse.partitions',
+    613: 'FetchableTopicResponse.partitions',
+    614: 'FetchableTopicResponse.partitions',
+    615: 'FetchableTopicResponse.partitions',
+    616: 'FetchableTopicResponse.partitions',
+    617: 'FetchableTopicResponse.partitions',
+    618: 'FetchableTopicResponse.partitions',
+    619: 'FetchableTopicResponse.partitions',
+    634: 'FetchableTopicResponse.topic',
+    635: 'FetchableTopicResponse.topic',
+    636: 'FetchableTopicResponse.topic',
+    637: 'FetchableTopicResponse.topic',
+    638: 'FetchableTopicResponse.topic',
+    639: 'FetchableTopicResponse.topic',
+    640: 'FetchableTopicResponse.topic',
+    641: 'FetchableTopicResponse.topic',
+    642: 'FetchableTopicResponse.topic',
+    643: 'FetchableTopicResponse.topic',
+    644: 'FetchableTopicResponse.partitions',
+    645: 'FetchableTopicResponse.partitions',
+    646: 'FetchableTopicResponse.partitions',
+    647: 'FetchableTopicResponse.partitions',
+    648: 'FetchableTopicResponse.partitions',
+    649: 'FetchableTopicResponse.partitions',
+    650: 'FetchableTopicResponse.partitions',
+    651: 'FetchableTopicResponse.partitions',
+    652: 'FetchableTopicResponse.partitions',
+    653: 'FetchableTopicResponse.partitions',
+    663: 'FetchableTopicResponse.topic',
+    664: 'FetchableTopicResponse.topic',
+    665: 'FetchableTopicResponse.topic',
+    666: 'FetchableTopicResponse.topic',
+    667: 'FetchableTopicResponse.topic',
+    668: 'FetchableTopicResponse.topic',
+    669: 'FetchableTopicResponse.topic',
+    670: 'FetchableTopicResponse.topic',
+    671: 'FetchableTopicResponse.topic',
+    672: 'FetchableTopicResponse.topic',
+    673: 'FetchableTopicResponse.topic',
+    674: 'FetchableTopicResponse.topic',
+    675: 'FetchableTopicResponse.topic',
+    676: 'FetchableTopicResponse.topic',
+    677: 'FetchableTopicResponse.topic',
+    678: 'FetchableTopicResponse.topic',
+    679: 'FetchableTopicResponse.topic',
+    680: 'FetchableTopicResponse.partitions',
+    681: 'FetchableTopicResponse.partitions',
+    682: 'FetchableTopicResponse.partitions',
+    683: 'FetchableTopicResponse.partitions',
+    684: 'FetchableTopicResponse.partitions',
+    685: 'FetchableTopicResponse.partitions',
+    686: 'FetchableTopicResponse.partitions',
+    687: 'FetchableTopicResponse.partitions',
+    688: 'FetchableTopicResponse.partitions',
+    689: 'FetchableTopicResponse.partitions',
+    690: 'FetchableTopicResponse.partitions',
+    691: 'FetchableTopicResponse.partitions',
+    692: 'FetchableTopicResponse.partitions',
+    693: 'FetchableTopicResponse.partitions',
+    694: 'FetchableTopicResponse.partitions',
+    695: 'FetchableTopicResponse.partitions',
+    696: 'FetchableTopicResponse.partitions',
+    697: 'FetchableTopicResponse.<tagged fields>',
+    698: 'FetchableTopicResponse.<tagged fields>',
+    699: 'FetchableTopicResponse.<tagged fields>',
+    700: 'FetchableTopicResponse.<tagged fields>',
+    701: 'FetchableTopicResponse.<tagged fields>',
+    711: 'FetchableTopicResponse.topic_id',
+    712: 'FetchableTopicResponse.topic_id',
+    713: 'FetchableTopicResponse.topic_id',
+    714: 'FetchableTopicResponse.topic_id',
+    715: 'FetchableTopicResponse.partitions',
+    716: 'FetchableTopicResponse.partitions',
+    717: 'FetchableTopicResponse.partitions',
+    718: 'FetchableTopicResponse.partitions',
+    719: 'FetchableTopicResponse.partitions',
+    720: 'FetchableTopicResponse.partitions',
+    721: 'FetchableTopicResponse.partitions',
+    722: 'FetchableTopicResponse.partitions',
+    723: 'FetchableTopicResponse.partitions',
+    724: 'FetchableTopicResponse.partitions',
+    725: 'FetchableTopicResponse.partitions',
+    726: 'FetchableTopicResponse.partitions',
+    727: 'FetchableTopicResponse.partitions',
+    728: 'FetchableTopicResponse.partitions',
+    729: 'FetchableTopicResponse.partitions',
+    730: 'FetchableTopicResponse.partitions',
+    731: 'FetchableTopicResponse.partitions',
+    732: 'FetchableTopicResponse.<tagged fields>',
+    733: 'FetchableTopicResponse.<tagged fields>',
+    734: 'FetchableTopicResponse.<tagged fields>',
+    735: 'FetchableTopicResponse.<tagged fields>',
+    736: 'FetchableTopicResponse.<tagged fields>',
+    750: 'NodeEndpoint.node_id',
+    751: 'NodeEndpoint.node_id',
+    752: 'NodeEndpoint.host',
+    753: 'NodeEndpoint.host',
+    754: 'NodeEndpoint.host',
+    755: 'NodeEndpoint.host',
+    756: 'NodeEndpoint.host',
+    757: 'NodeEndpoint.host',
+    758: 'NodeEndpoint.host',
+    759: 'NodeEndpoint.host',
+    760: 'NodeEndpoint.host',
+    761: 'NodeEndpoint.host',
+    762: 'NodeEndpoint.host',
+    763: 'NodeEndpoint.host',
+    764: 'NodeEndpoint.host',
+    765: 'NodeEndpoint.host',
+    766: 'NodeEndpoint.host',
+    767: 'NodeEndpoint.host',
+    768: 'NodeEndpoint.host',
+    769: 'NodeEndpoint.port',
+    770: 'NodeEndpoint.port',
+    771: 'NodeEndpoint.rack',
+    772: 'NodeEndpoint.rack',
+    773: 'NodeEndpoint.rack',
+    774: 'NodeEndpoint.rack',
+    775: 'NodeEndpoint.rack',
+    776: 'NodeEndpoint.rack',
+    777: 'NodeEndpoint.rack',
+    778: 'NodeEndpoint.rack',
+    779: 'NodeEndpoint.rack',
+    780: 'NodeEndpoint.rack',
+    781: 'NodeEndpoint.rack',
+    782: 'NodeEndpoint.rack',
+    783: 'NodeEndpoint.rack',
+    784: 'NodeEndpoint.rack',
+    785: 'NodeEndpoint.rack',
+    786: 'NodeEndpoint.rack',
+    787: 'NodeEndpoint.rack',
+    788: 'NodeEndpoint.<tagged fields>',
+    789: 'NodeEndpoint.<tagged fields>',
+    790: 'NodeEndpoint.<tagged fields>',
+    791: 'NodeEndpoint.<tagged fields>',
+    792: 'NodeEndpoint.<tagged fields>',
+    804: 'FetchResponse.responses',
+    805: 'FetchResponse.responses',
+    806: 'FetchResponse.responses',
+    807: 'FetchResponse.responses',
+    808: 'FetchResponse.responses',
+    809: 'FetchResponse.responses',
+    810: 'FetchResponse.responses',
+    811: 'FetchResponse.responses',
+    812: 'FetchResponse.responses',
+    813: 'FetchResponse.responses',
+    825: 'FetchResponse.throttle_time_ms',
+    826: 'FetchResponse.throttle_time_ms',
     827: 'FetchResponse.responses',
     828: 'FetchResponse.responses',
-    829: 'FetchResponse.<tagged fields>',
-    830: 'FetchResponse.<tagged fields>',
-    831: 'FetchResponse.<tagged fields>',
-    832: 'FetchResponse.<tagged fields>',
-    833: 'FetchResponse.<tagged fields>',
-    834: 'FetchResponse.<tagged fields>',
-    835: 'FetchResponse.node_endpoints',
-    836: 'FetchResponse.node_endpoints',
-    837: 'FetchResponse.node_endpoints',
-    838: 'FetchResponse.node_endpoints',
-    839: 'FetchResponse.node_endpoints',
-    840: 'FetchResponse.node_endpoints',
-    841: 'FetchResponse.node_endpoints',
-    842: 'FetchResponse.node_endpoints',
-    843: 'FetchResponse.node_endpoints',
-    844: 'FetchResponse.node_endpoints',
-    845: 'FetchResponse.node_endpoints',
-    846: 'FetchResponse.node_endpoints',
-    847: 'FetchResponse.node_endpoints',
-    848: 'FetchResponse.node_endpoints',
-    849: 'FetchResponse.node_endpoints',
-    850: 'FetchResponse.node_endpoints',
-    851: 'FetchResponse.node_endpoints',
+    829: 'FetchResponse.responses',
+    830: 'FetchResponse.responses',
+    831: 'FetchResponse.responses',
+    832: 'FetchResponse.responses',
+    833: 'FetchResponse.responses',
+    834: 'FetchResponse.responses',
+    835: 'FetchResponse.responses',
+    836: 'FetchResponse.responses',
+    850: 'FetchResponse.throttle_time_ms',
+    851: 'FetchResponse.throttle_time_ms',
+    852: 'FetchResponse.responses',
+    853: 'FetchResponse.responses',
+    854: 'FetchResponse.responses',
+    855: 'FetchResponse.responses',
+    856: 'FetchResponse.responses',
+    857: 'FetchResponse.responses',
+    858: 'FetchResponse.responses',
+    859: 'FetchResponse.responses',
+    860: 'FetchResponse.responses',
+    861: 'FetchResponse.responses',
+    873: 'FetchResponse.throttle_time_ms',
+    874: 'FetchResponse.throttle_time_ms',
+    875: 'FetchResponse.responses',
+    876: 'FetchResponse.responses',
+    877: 'FetchResponse.responses',
+    878: 'FetchResponse.responses',
+    879: 'FetchResponse.responses',
+    880: 'FetchResponse.responses',
+    881: 'FetchResponse.responses',
+    882: 'FetchResponse.responses',
+    883: 'FetchResponse.responses',
+    884: 'FetchResponse.responses',
+    897: 'FetchResponse.throttle_time_ms/error_code/session_id',
+    898: 'FetchResponse.throttle_time_ms/error_code/session_id',
+    899: 'FetchResponse.responses',
+    900: 'FetchResponse.responses',
+    901: 'FetchResponse.responses',
+    902: 'FetchResponse.responses',
+    903: 'FetchResponse.responses',
+    904: 'FetchResponse.responses',
+    905: 'FetchResponse.responses',
+    906: 'FetchResponse.responses',
+    907: 'FetchResponse.responses',
+    908: 'FetchResponse.responses',
+    923: 'FetchResponse.throttle_time_ms/error_code/session_id',
+    924: 'FetchResponse.throttle_time_ms/error_code/session_id',
+    925: 'FetchResponse.responses',
+    926: 'FetchResponse.responses',
+    927: 'FetchResponse.responses',
+    928: 'FetchResponse.responses',
+    929: 'FetchResponse.responses',
+    930: 'FetchResponse.responses',
+    931: 'FetchResponse.responses',
+    932: 'FetchResponse.responses',
+    933: 'FetchResponse.responses',
+    934: 'FetchResponse.responses',
+    946: 'FetchResponse.throttle_time_ms/error_code/session_id',
+    947: 'FetchResponse.throttle_time_ms/error_code/session_id',
+    948: 'FetchResponse.responses',
+    949: 'FetchResponse.responses',
+    950: 'FetchResponse.responses',
+    951: 'FetchResponse.responses',
+    952: 'FetchResponse.responses',
+    953: 'FetchResponse.responses',
+    954: 'FetchResponse.responses',
+    955: 'FetchResponse.responses',
+    956: 'FetchResponse.responses',
+    957: 'FetchResponse.responses',
+    958: 'FetchResponse.responses',
+    959: 'FetchResponse.responses',
+    960: 'FetchResponse.responses',
+    961: 'FetchResponse.responses',
+    962: 'FetchResponse.responses',
+    963: 'FetchResponse.responses',
+    964: 'FetchResponse.responses',
+    965: 'FetchResponse.<tagged fields>',
+    966: 'FetchResponse.<tagged fields>',
+    967: 'FetchResponse.<tagged fields>',
+    968: 'FetchResponse.<tagged fields>',
+    969: 'FetchResponse.<tagged fields>',
+    981: 'FetchResponse.throttle_time_ms/error_code/session_id',
+    982: 'FetchResponse.throttle_time_ms/error_code/session_id',
+    983: 'FetchResponse.responses',
+    984: 'FetchResponse.responses',
+    985: 'FetchResponse.responses',
+    986: 'FetchResponse.responses',
+    987: 'FetchResponse.responses',
+    988: 'FetchResponse.responses',
+    989: 'FetchResponse.responses',
+    990: 'FetchResponse.responses',
+    991: 'FetchResponse.responses',
+    992: 'FetchResponse.responses',
+    993: 'FetchResponse.responses',
+    994: 'FetchResponse.responses',
+    995: 'FetchResponse.responses',
+    996: 'FetchResponse.responses',
+    997: 'FetchResponse.responses',
+    998: 'FetchResponse.responses',
+    999: 'FetchResponse.responses',
+    1000: 'FetchResponse.<tagged fields>',
+    1001: 'FetchResponse.<tagged fields>',
+    1002: 'FetchResponse.<tagged fields>',
+    1003: 'FetchResponse.<tagged fields>',
+    1004: 'FetchResponse.<tagged fields>',
+    1018: 'FetchResponse.throttle_time_ms/error_code/session_id',
+    1019: 'FetchResponse.throttle_time_ms/error_code/session_id',
+    1020: 'FetchResponse.responses',
+    1021: 'FetchResponse.responses',
+    1022: 'FetchResponse.responses',
+    1023: 'FetchResponse.responses',
+    1024: 'FetchResponse.responses',
+    1025: 'FetchResponse.responses',
+    1026: 'FetchResponse.responses',
+    1027: 'FetchResponse.responses',
+    1028: 'FetchResponse.responses',
+    1029: 'FetchResponse.responses',
+    1030: 'FetchResponse.responses',
+    1031: 'FetchResponse.responses',
+    1032: 'FetchResponse.responses',
+    1033: 'FetchResponse.responses',
+    1034: 'FetchResponse.responses',
+    1035: 'FetchResponse.responses',
+    1036: 'FetchResponse.responses',
+    1037: 'FetchResponse.<tagged fields>',
+    1038: 'FetchResponse.<tagged fields>',
+    1039: 'FetchResponse.<tagged fields>',
+    1040: 'FetchResponse.<tagged fields>',
+    1041: 'FetchResponse.<tagged fields>',
+    1042: 'FetchResponse.<tagged fields>',
+    1043: 'FetchResponse.node_endpoints',
+    1044: 'FetchResponse.node_endpoints',
+    1045: 'FetchResponse.node_endpoints',
+    1046: 'FetchResponse.node_endpoints',
+    1047: 'FetchResponse.node_endpoints',
+    1048: 'FetchResponse.node_endpoints',
+    1049: 'FetchResponse.node_endpoints',
+    1050: 'FetchResponse.node_endpoints',
+    1051: 'FetchResponse.node_endpoints',
+    1052: 'FetchResponse.node_endpoints',
+    1053: 'FetchResponse.node_endpoints',
+    1054: 'FetchResponse.node_endpoints',
+    1055: 'FetchResponse.node_endpoints',
+    1056: 'FetchResponse.node_endpoints',
+    1057: 'FetchResponse.node_endpoints',
+    1058: 'FetchResponse.node_endpoints',
+    1059: 'FetchResponse.node_endpoints',
+    1060: 'FetchResponse.node_endpoints',
+    1061: 'FetchResponse.node_endpoints',
+    1062: 'FetchResponse.node_endpoints',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -107,7 +108,11 @@ def _d_SnapshotId_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SnapshotId.<tagged fields>')
-    return SnapshotId(_f_end_offset, _f_epoch, _unk), pos
+    _o = _new(SnapshotId)
+    _o.end_offset = _f_end_offset
+    _o.epoch = _f_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_SnapshotId_v1 = _d_SnapshotId_v0
@@ -123,7 +128,14 @@ def _d_PartitionSnapshot_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionSnapshot.<tagged fields>')
-    return PartitionSnapshot(_f_partition, _f_current_leader_epoch, _f_snapshot_id, _f_position, _ZERO_UUID, _unk), pos
+    _o = _new(PartitionSnapshot)
+    _o.partition = _f_partition
+    _o.current_leader_epoch = _f_current_leader_epoch
+    _o.snapshot_id = _f_snapshot_id
+    _o.position = _f_position
+    _o.replica_directory_id = _ZERO_UUID
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionSnapshot_v1(buf, pos):
@@ -145,13 +157,23 @@ def _d_PartitionSnapshot_v1(buf, pos):
                 raise _trunc('PartitionSnapshot.replica_directory_id', 16, len(_tb) - _tp)
             _f_replica_directory_id = _uuid(_tb[_tp:_tp + 16])
             _tp += 16
-    return PartitionSnapshot(_f_partition, _f_current_leader_epoch, _f_snapshot_id, _f_position, _f_replica_directory_id, _unk), pos
+    _o = _new(PartitionSnapshot)
+    _o.partition = _f_partition
+    _o.current_leader_epoch = _f_current_leader_epoch
+    _o.snapshot_id = _f_snapshot_id
+    _o.position = _f_position
+    _o.replica_directory_id = _f_replica_directory_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicSnapshot_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -166,6 +188,9 @@ def _d_TopicSnapshot_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -182,13 +207,20 @@ def _d_TopicSnapshot_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicSnapshot.<tagged fields>')
-    return TopicSnapshot(_f_name, _f_partitions, _unk), pos
+    _o = _new(TopicSnapshot)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicSnapshot_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -203,6 +235,9 @@ def _d_TopicSnapshot_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -219,7 +254,11 @@ def _d_TopicSnapshot_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicSnapshot.<tagged fields>')
-    return TopicSnapshot(_f_name, _f_partitions, _unk), pos
+    _o = _new(TopicSnapshot)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchSnapshotRequest_v0(buf, pos):
@@ -228,6 +267,9 @@ def _d_FetchSnapshotRequest_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -251,6 +293,9 @@ def _d_FetchSnapshotRequest_v0(buf, pos):
             _n11 = _tb[_tp]
             if _n11 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n11 = (_n11 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n11, _tp = _ruv(_tb, _tp)
             _n11 -= 1
@@ -262,7 +307,13 @@ def _d_FetchSnapshotRequest_v0(buf, pos):
                     raise _trunc('FetchSnapshotRequest.cluster_id', _n11, len(_tb) - _tp)
                 _f_cluster_id = str(_tb[_tp:_end12], 'utf-8')
                 _tp = _end12
-    return FetchSnapshotRequest(_f_cluster_id, _f_replica_id, _f_max_bytes, _f_topics, _unk), pos
+    _o = _new(FetchSnapshotRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.replica_id = _f_replica_id
+    _o.max_bytes = _f_max_bytes
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchSnapshotRequest_v1(buf, pos):
@@ -271,6 +322,9 @@ def _d_FetchSnapshotRequest_v1(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -294,6 +348,9 @@ def _d_FetchSnapshotRequest_v1(buf, pos):
             _n15 = _tb[_tp]
             if _n15 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n15 = (_n15 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n15, _tp = _ruv(_tb, _tp)
             _n15 -= 1
@@ -305,7 +362,13 @@ def _d_FetchSnapshotRequest_v1(buf, pos):
                     raise _trunc('FetchSnapshotRequest.cluster_id', _n15, len(_tb) - _tp)
                 _f_cluster_id = str(_tb[_tp:_end16], 'utf-8')
                 _tp = _end16
-    return FetchSnapshotRequest(_f_cluster_id, _f_replica_id, _f_max_bytes, _f_topics, _unk), pos
+    _o = _new(FetchSnapshotRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.replica_id = _f_replica_id
+    _o.max_bytes = _f_max_bytes
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_SnapshotId_v0(o, w):
@@ -342,7 +405,10 @@ def _e_PartitionSnapshot_v1(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 def _e_TopicSnapshot_v0(o, w):
@@ -403,7 +469,10 @@ def _e_FetchSnapshotRequest_v0(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 def _e_FetchSnapshotRequest_v1(o, w):
@@ -428,7 +497,10 @@ def _e_FetchSnapshotRequest_v1(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 
@@ -438,148 +510,125 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_FetchSnapshotRequest_v0, 1: _d_FetchSnapshotRequest_v1}
 ENCODERS = {0: _e_FetchSnapshotRequest_v0, 1: _e_FetchSnapshotRequest_v1}
 _reg(__file__, {
-    103: 'SnapshotId.end_offset/epoch',
     104: 'SnapshotId.end_offset/epoch',
-    105: 'SnapshotId.<tagged fields>',
+    105: 'SnapshotId.end_offset/epoch',
     106: 'SnapshotId.<tagged fields>',
     107: 'SnapshotId.<tagged fields>',
     108: 'SnapshotId.<tagged fields>',
     109: 'SnapshotId.<tagged fields>',
-    115: 'PartitionSnapshot.partition/current_leader_epoch',
-    116: 'PartitionSnapshot.partition/current_leader_epoch',
-    117: 'PartitionSnapshot.snapshot_id',
-    118: 'PartitionSnapshot.position',
-    119: 'PartitionSnapshot.position',
-    120: 'PartitionSnapshot.<tagged fields>',
-    121: 'PartitionSnapshot.<tagged fields>',
-    122: 'PartitionSnapshot.<tagged fields>',
-    123: 'PartitionSnapshot.<tagged fields>',
-    124: 'PartitionSnapshot.<tagged fields>',
-    129: 'PartitionSnapshot.partition/current_leader_epoch',
-    130: 'PartitionSnapshot.partition/current_leader_epoch',
-    131: 'PartitionSnapshot.snapshot_id',
-    132: 'PartitionSnapshot.position',
-    133: 'PartitionSnapshot.position',
-    134: 'PartitionSnapshot.<tagged fields>',
-    135: 'PartitionSnapshot.<tagged fields>',
-    136: 'PartitionSnapshot.<tagged fields>',
-    137: 'PartitionSnapshot.<tagged fields>',
-    138: 'PartitionSnapshot.<tagged fields>',
-    139: 'PartitionSnapshot.<tagged fields>',
-    140: 'PartitionSnapshot.replica_directory_id',
-    141: 'PartitionSnapshot.replica_directory_id',
-    142: 'PartitionSnapshot.replica_directory_id',
-    143: 'PartitionSnapshot.replica_directory_id',
-    144: 'PartitionSnapshot.replica_directory_id',
-    145: 'PartitionSnapshot.replica_directory_id',
-    146: 'PartitionSnapshot.replica_directory_id',
-    151: 'TopicSnapshot.name',
-    152: 'TopicSnapshot.name',
-    153: 'TopicSnapshot.name',
-    154: 'TopicSnapshot.name',
-    155: 'TopicSnapshot.name',
-    156: 'TopicSnapshot.name',
-    157: 'TopicSnapshot.name',
-    158: 'TopicSnapshot.name',
-    159: 'TopicSnapshot.name',
-    160: 'TopicSnapshot.name',
-    161: 'TopicSnapshot.name',
-    162: 'TopicSnapshot.name',
-    163: 'TopicSnapshot.name',
-    164: 'TopicSnapshot.name',
-    165: 'TopicSnapshot.partitions',
-    166: 'TopicSnapshot.partitions',
-    167: 'TopicSnapshot.partitions',
-    168: 'TopicSnapshot.partitions',
-    169: 'TopicSnapshot.partitions',
-    170: 'TopicSnapshot.partitions',
-    171: 'TopicSnapshot.partitions',
-    172: 'TopicSnapshot.partitions',
-    173: 'TopicSnapshot.partitions',
-    174: 'TopicSnapshot.partitions',
-    175: 'TopicSnapshot.partitions',
-    176: 'TopicSnapshot.partitions',
-    177: 'TopicSnapshot.partitions',
-    178: 'TopicSnapshot.partitions',
-    179: 'TopicSnapshot.<tagged fields>',
-    180: 'TopicSnapshot.<tagged fields>',
-    181: 'TopicSnapshot.<tagged fields>',
-    182: 'TopicSnapshot.<tagged fields>',
-    183: 'TopicSnapshot.<tagged fields>',
-    188: 'TopicSnapshot.name',
-    189: 'TopicSnapshot.name',
-    190: 'TopicSnapshot.name',
-    191: 'TopicSnapshot.name',
-    192: 'TopicSnapshot.name',
-    193: 'TopicSnapshot.name',
-    194: 'TopicSnapshot.name',
-    195: 'TopicSnapshot.name',
-    196: 'TopicSnapshot.name',
-    197: 'TopicSnapshot.name',
-    198: 'TopicSnapshot.name',
-    199: 'TopicSnapshot.name',
-    200: 'TopicSnapshot.name',
-    201: 'TopicSnapshot.name',
+    110: 'SnapshotId.<tagged fields>',
+    120: 'PartitionSnapshot.partition/current_leader_epoch',
+    121: 'PartitionSnapshot.partition/current_leader_epoch',
+    122: 'PartitionSnapshot.snapshot_id',
+    123: 'PartitionSnapshot.position',
+    124: 'PartitionSnapshot.position',
+    125: 'PartitionSnapshot.<tagged fields>',
+    126: 'PartitionSnapshot.<tagged fields>',
+    127: 'PartitionSnapshot.<tagged fields>',
+    128: 'PartitionSnapshot.<tagged fields>',
+    129: 'PartitionSnapshot.<tagged fields>',
+    141: 'PartitionSnapshot.partition/current_leader_epoch',
+    142: 'PartitionSnapshot.partition/current_leader_epoch',
+    143: 'PartitionSnapshot.snapshot_id',
+    144: 'PartitionSnapshot.position',
+    145: 'PartitionSnapshot.position',
+    146: 'PartitionSnapshot.<tagged fields>',
+    147: 'PartitionSnapshot.<tagged fields>',
+    148: 'PartitionSnapshot.<tagged fields>',
+    149: 'PartitionSnapshot.<tagged fields>',
+    150: 'PartitionSnapshot.<tagged fields>',
+    151: 'PartitionSnapshot.<tagged fields>',
+    152: 'PartitionSnapshot.replica_directory_id',
+    153: 'PartitionSnapshot.replica_directory_id',
+    154: 'PartitionSnapshot.replica_directory_id',
+    155: 'PartitionSnapshot.replica_directory_id',
+    156: 'PartitionSnapshot.replica_directory_id',
+    157: 'PartitionSnapshot.replica_directory_id',
+    158: 'PartitionSnapshot.replica_directory_id',
+    170: 'TopicSnapshot.name',
+    171: 'TopicSnapshot.name',
+    172: 'TopicSnapshot.name',
+    173: 'TopicSnapshot.name',
+    174: 'TopicSnapshot.name',
+    175: 'TopicSnapshot.name',
+    176: 'TopicSnapshot.name',
+    177: 'TopicSnapshot.name',
+    178: 'TopicSnapshot.name',
+    179: 'TopicSnapshot.name',
+    180: 'TopicSnapshot.name',
+    181: 'TopicSnapshot.name',
+    182: 'TopicSnapshot.name',
+    183: 'TopicSnapshot.name',
+    184: 'TopicSnapshot.name',
+    185: 'TopicSnapshot.name',
+    186: 'TopicSnapshot.name',
+    187: 'TopicSnapshot.partitions',
+    188: 'TopicSnapshot.partitions',
+    189: 'TopicSnapshot.partitions',
+    190: 'TopicSnapshot.partitions',
+    191: 'TopicSnapshot.partitions',
+    192: 'TopicSnapshot.partitions',
+    193: 'TopicSnapshot.partitions',
+    194: 'TopicSnapshot.partitions',
+    195: 'TopicSnapshot.partitions',
+    196: 'TopicSnapshot.partitions',
+    197: 'TopicSnapshot.partitions',
+    198: 'TopicSnapshot.partitions',
+    199: 'TopicSnapshot.partitions',
+    200: 'TopicSnapshot.partitions',
+    201: 'TopicSnapshot.partitions',
     202: 'TopicSnapshot.partitions',
     203: 'TopicSnapshot.partitions',
-    204: 'TopicSnapshot.partitions',
-    205: 'TopicSnapshot.partitions',
-    206: 'TopicSnapshot.partitions',
-    207: 'TopicSnapshot.partitions',
-    208: 'TopicSnapshot.partitions',
-    209: 'TopicSnapshot.partitions',
-    210: 'TopicSnapshot.partitions',
-    211: 'TopicSnapshot.partitions',
-    212: 'TopicSnapshot.partitions',
-    213: 'TopicSnapshot.partitions',
-    214: 'TopicSnapshot.partitions',
-    215: 'TopicSnapshot.partitions',
-    216: 'TopicSnapshot.<tagged fields>',
-    217: 'TopicSnapshot.<tagged fields>',
-    218: 'TopicSnapshot.<tagged fields>',
-    219: 'TopicSnapshot.<tagged fields>',
-    220: 'TopicSnapshot.<tagged fields>',
-    225: 'FetchSnapshotRequest.replica_id/max_bytes',
-    226: 'FetchSnapshotRequest.replica_id/max_bytes',
-    227: 'FetchSnapshotRequest.topics',
-    228: 'FetchSnapshotRequest.topics',
-    229: 'FetchSnapshotRequest.topics',
-    230: 'FetchSnapshotRequest.topics',
-    231: 'FetchSnapshotRequest.topics',
-    232: 'FetchSnapshotRequest.topics',
-    233: 'FetchSnapshotRequest.topics',
-    234: 'FetchSnapshotRequest.topics',
-    235: 'FetchSnapshotRequest.topics',
-    236: 'FetchSnapshotRequest.topics',
-    237: 'FetchSnapshotRequest.topics',
-    238: 'FetchSnapshotRequest.topics',
-    239: 'FetchSnapshotRequest.topics',
-    240: 'FetchSnapshotRequest.topics',
-    241: 'FetchSnapshotRequest.<tagged fields>',
-    242: 'FetchSnapshotRequest.<tagged fields>',
-    243: 'FetchSnapshotRequest.<tagged fields>',
-    244: 'FetchSnapshotRequest.<tagged fields>',
-    245: 'FetchSnapshotRequest.<tagged fields>',
-    246: 'FetchSnapshotRequest.<tagged fields>',
-    247: 'FetchSnapshotRequest.cluster_id',
-    248: 'FetchSnapshotRequest.cluster_id',
-    249: 'FetchSnapshotRequest.cluster_id',
-    250: 'FetchSnapshotRequest.cluster_id',
-    251: 'FetchSnapshotRequest.cluster_id',
-    252: 'FetchSnapshotRequest.cluster_id',
-    253: 'FetchSnapshotRequest.cluster_id',
-    254: 'FetchSnapshotRequest.cluster_id',
-    255: 'FetchSnapshotRequest.cluster_id',
-    256: 'FetchSnapshotRequest.cluster_id',
-    257: 'FetchSnapshotRequest.cluster_id',
-    258: 'FetchSnapshotRequest.cluster_id',
-    259: 'FetchSnapshotRequest.cluster_id',
-    260: 'FetchSnapshotRequest.cluster_id',
-    261: 'FetchSnapshotRequest.cluster_id',
-    262: 'FetchSnapshotRequest.cluster_id',
-    263: 'FetchSnapshotRequest.cluster_id',
-    268: 'FetchSnapshotRequest.replica_id/max_bytes',
-    269: 'FetchSnapshotRequest.replica_id/max_bytes',
+    204: 'TopicSnapshot.<tagged fields>',
+    205: 'TopicSnapshot.<tagged fields>',
+    206: 'TopicSnapshot.<tagged fields>',
+    207: 'TopicSnapshot.<tagged fields>',
+    208: 'TopicSnapshot.<tagged fields>',
+    217: 'TopicSnapshot.name',
+    218: 'TopicSnapshot.name',
+    219: 'TopicSnapshot.name',
+    220: 'TopicSnapshot.name',
+    221: 'TopicSnapshot.name',
+    222: 'TopicSnapshot.name',
+    223: 'TopicSnapshot.name',
+    224: 'TopicSnapshot.name',
+    225: 'TopicSnapshot.name',
+    226: 'TopicSnapshot.name',
+    227: 'TopicSnapshot.name',
+    228: 'TopicSnapshot.name',
+    229: 'TopicSnapshot.name',
+    230: 'TopicSnapshot.name',
+    231: 'TopicSnapshot.name',
+    232: 'TopicSnapshot.name',
+    233: 'TopicSnapshot.name',
+    234: 'TopicSnapshot.partitions',
+    235: 'TopicSnapshot.partitions',
+    236: 'TopicSnapshot.partitions',
+    237: 'TopicSnapshot.partitions',
+    238: 'TopicSnapshot.partitions',
+    239: 'TopicSnapshot.partitions',
+    240: 'TopicSnapshot.partitions',
+    241: 'TopicSnapshot.partitions',
+    242: 'TopicSnapshot.partitions',
+    243: 'TopicSnapshot.partitions',
+    244: 'TopicSnapshot.partitions',
+    245: 'TopicSnapshot.partitions',
+    246: 'TopicSnapshot.partitions',
+    247: 'TopicSnapshot.partitions',
+    248: 'TopicSnapshot.partitions',
+    249: 'TopicSnapshot.partitions',
+    250: 'TopicSnapshot.partitions',
+    251: 'TopicSnapshot.<tagged fields>',
+    252: 'TopicSnapshot.<tagged fields>',
+    253: 'TopicSnapshot.<tagged fields>',
+    254: 'TopicSnapshot.<tagged fields>',
+    255: 'TopicSnapshot.<tagged fields>',
+    264: 'FetchSnapshotRequest.replica_id/max_bytes',
+    265: 'FetchSnapshotRequest.replica_id/max_bytes',
+    266: 'FetchSnapshotRequest.topics',
+    267: 'FetchSnapshotRequest.topics',
+    268: 'FetchSnapshotRequest.topics',
+    269: 'FetchSnapshotRequest.topics',
     270: 'FetchSnapshotRequest.topics',
     271: 'FetchSnapshotRequest.topics',
     272: 'FetchSnapshotRequest.topics',
@@ -593,13 +642,13 @@ _reg(__file__, {
     280: 'FetchSnapshotRequest.topics',
     281: 'FetchSnapshotRequest.topics',
     282: 'FetchSnapshotRequest.topics',
-    283: 'FetchSnapshotRequest.topics',
+    283: 'FetchSnapshotRequest.<tagged fields>',
     284: 'FetchSnapshotRequest.<tagged fields>',
     285: 'FetchSnapshotRequest.<tagged fields>',
     286: 'FetchSnapshotRequest.<tagged fields>',
     287: 'FetchSnapshotRequest.<tagged fields>',
     288: 'FetchSnapshotRequest.<tagged fields>',
-    289: 'FetchSnapshotRequest.<tagged fields>',
+    289: 'FetchSnapshotRequest.cluster_id',
     290: 'FetchSnapshotRequest.cluster_id',
     291: 'FetchSnapshotRequest.cluster_id',
     292: 'FetchSnapshotRequest.cluster_id',
@@ -617,4 +666,51 @@ _reg(__file__, {
     304: 'FetchSnapshotRequest.cluster_id',
     305: 'FetchSnapshotRequest.cluster_id',
     306: 'FetchSnapshotRequest.cluster_id',
+    307: 'FetchSnapshotRequest.cluster_id',
+    308: 'FetchSnapshotRequest.cluster_id',
+    319: 'FetchSnapshotRequest.replica_id/max_bytes',
+    320: 'FetchSnapshotRequest.replica_id/max_bytes',
+    321: 'FetchSnapshotRequest.topics',
+    322: 'FetchSnapshotRequest.topics',
+    323: 'FetchSnapshotRequest.topics',
+    324: 'FetchSnapshotRequest.topics',
+    325: 'FetchSnapshotRequest.topics',
+    326: 'FetchSnapshotRequest.topics',
+    327: 'FetchSnapshotRequest.topics',
+    328: 'FetchSnapshotRequest.topics',
+    329: 'FetchSnapshotRequest.topics',
+    330: 'FetchSnapshotRequest.topics',
+    331: 'FetchSnapshotRequest.topics',
+    332: 'FetchSnapshotRequest.topics',
+    333: 'FetchSnapshotRequest.topics',
+    334: 'FetchSnapshotRequest.topics',
+    335: 'FetchSnapshotRequest.topics',
+    336: 'FetchSnapshotRequest.topics',
+    337: 'FetchSnapshotRequest.topics',
+    338: 'FetchSnapshotRequest.<tagged fields>',
+    339: 'FetchSnapshotRequest.<tagged fields>',
+    340: 'FetchSnapshotRequest.<tagged fields>',
+    341: 'FetchSnapshotRequest.<tagged fields>',
+    342: 'FetchSnapshotRequest.<tagged fields>',
+    343: 'FetchSnapshotRequest.<tagged fields>',
+    344: 'FetchSnapshotRequest.cluster_id',
+    345: 'FetchSnapshotRequest.cluster_id',
+    346: 'FetchSnapshotRequest.cluster_id',
+    347: 'FetchSnapshotRequest.cluster_id',
+    348: 'FetchSnapshotRequest.cluster_id',
+    349: 'FetchSnapshotRequest.cluster_id',
+    350: 'FetchSnapshotRequest.cluster_id',
+    351: 'FetchSnapshotRequest.cluster_id',
+    352: 'FetchSnapshotRequest.cluster_id',
+    353: 'FetchSnapshotRequest.cluster_id',
+    354: 'FetchSnapshotRequest.cluster_id',
+    355: 'FetchSnapshotRequest.cluster_id',
+    356: 'FetchSnapshotRequest.cluster_id',
+    357: 'FetchSnapshotRequest.cluster_id',
+    358: 'FetchSnapshotRequest.cluster_id',
+    359: 'FetchSnapshotRequest.cluster_id',
+    360: 'FetchSnapshotRequest.cluster_id',
+    361: 'FetchSnapshotRequest.cluster_id',
+    362: 'FetchSnapshotRequest.cluster_id',
+    363: 'FetchSnapshotRequest.cluster_id',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -154,7 +155,11 @@ def _d_SnapshotId_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SnapshotId.<tagged fields>')
-    return SnapshotId(_f_end_offset, _f_epoch, _unk), pos
+    _o = _new(SnapshotId)
+    _o.end_offset = _f_end_offset
+    _o.epoch = _f_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_SnapshotId_v1 = _d_SnapshotId_v0
@@ -167,7 +172,11 @@ def _d_LeaderIdAndEpoch_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderIdAndEpoch.<tagged fields>')
-    return LeaderIdAndEpoch(_f_leader_id, _f_leader_epoch, _unk), pos
+    _o = _new(LeaderIdAndEpoch)
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaderIdAndEpoch_v1 = _d_LeaderIdAndEpoch_v0
@@ -181,6 +190,9 @@ def _d_PartitionSnapshot_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -202,7 +214,16 @@ def _d_PartitionSnapshot_v0(buf, pos):
             _tb = _tags[0]
             _tp = 0
             _f_current_leader, _tp = _d_LeaderIdAndEpoch_v0(_tb, _tp)
-    return PartitionSnapshot(_f_index, _f_error_code, _f_snapshot_id, _f_current_leader, _f_size, _f_position, _f_unaligned_records, _unk), pos
+    _o = _new(PartitionSnapshot)
+    _o.index = _f_index
+    _o.error_code = _f_error_code
+    _o.snapshot_id = _f_snapshot_id
+    _o.current_leader = _f_current_leader
+    _o.size = _f_size
+    _o.position = _f_position
+    _o.unaligned_records = _f_unaligned_records
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_PartitionSnapshot_v1 = _d_PartitionSnapshot_v0
@@ -211,6 +232,9 @@ def _d_TopicSnapshot_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -225,6 +249,9 @@ def _d_TopicSnapshot_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -241,7 +268,11 @@ def _d_TopicSnapshot_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicSnapshot.<tagged fields>')
-    return TopicSnapshot(_f_name, _f_partitions, _unk), pos
+    _o = _new(TopicSnapshot)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TopicSnapshot_v1 = _d_TopicSnapshot_v0
@@ -252,6 +283,9 @@ def _d_NodeEndpoint_v1(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -270,7 +304,12 @@ def _d_NodeEndpoint_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'NodeEndpoint.<tagged fields>')
-    return NodeEndpoint(_f_node_id, _f_host, _f_port, _unk), pos
+    _o = _new(NodeEndpoint)
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchSnapshotResponse_v0(buf, pos):
@@ -279,6 +318,9 @@ def _d_FetchSnapshotResponse_v0(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -295,7 +337,13 @@ def _d_FetchSnapshotResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchSnapshotResponse.<tagged fields>')
-    return FetchSnapshotResponse(_f_throttle_time_ms, _f_error_code, _f_topics, [], _unk), pos
+    _o = _new(FetchSnapshotResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.topics = _f_topics
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchSnapshotResponse_v1(buf, pos):
@@ -304,6 +352,9 @@ def _d_FetchSnapshotResponse_v1(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -327,6 +378,9 @@ def _d_FetchSnapshotResponse_v1(buf, pos):
             _n19 = _tb[_tp]
             if _n19 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n19 = (_n19 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n19, _tp = _ruv(_tb, _tp)
             _n19 -= 1
@@ -338,7 +392,13 @@ def _d_FetchSnapshotResponse_v1(buf, pos):
                 for _ in range(_n19):
                     _x20, _tp = _d_NodeEndpoint_v1(_tb, _tp)
                     _f_node_endpoints.append(_x20)
-    return FetchSnapshotResponse(_f_throttle_time_ms, _f_error_code, _f_topics, _f_node_endpoints, _unk), pos
+    _o = _new(FetchSnapshotResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.topics = _f_topics
+    _o.node_endpoints = _f_node_endpoints
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_SnapshotId_v0(o, w):
@@ -372,14 +432,17 @@ def _e_PartitionSnapshot_v0(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v21)
     _t = []
-    if o.current_leader != LeaderIdAndEpoch():
+    if not _isdef_LeaderIdAndEpoch(o.current_leader):
         _o = []
         _e_LeaderIdAndEpoch_v0(o.current_leader, _o.append)
         _t.append((0, b''.join(_o)))
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 _e_PartitionSnapshot_v1 = _e_PartitionSnapshot_v0
@@ -452,7 +515,16 @@ def _e_FetchSnapshotResponse_v1(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
+
+
+def _isdef_LeaderIdAndEpoch(o):
+    return (o.leader_id == 0
+            and o.leader_epoch == 0
+            and not o.unknown_tagged_fields)
 
 
 
@@ -462,163 +534,184 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_FetchSnapshotResponse_v0, 1: _d_FetchSnapshotResponse_v1}
 ENCODERS = {0: _e_FetchSnapshotResponse_v0, 1: _e_FetchSnapshotResponse_v1}
 _reg(__file__, {
-    150: 'SnapshotId.end_offset/epoch',
     151: 'SnapshotId.end_offset/epoch',
-    152: 'SnapshotId.<tagged fields>',
+    152: 'SnapshotId.end_offset/epoch',
     153: 'SnapshotId.<tagged fields>',
     154: 'SnapshotId.<tagged fields>',
     155: 'SnapshotId.<tagged fields>',
     156: 'SnapshotId.<tagged fields>',
-    162: 'LeaderIdAndEpoch.leader_id/leader_epoch',
-    163: 'LeaderIdAndEpoch.leader_id/leader_epoch',
-    164: 'LeaderIdAndEpoch.<tagged fields>',
-    165: 'LeaderIdAndEpoch.<tagged fields>',
-    166: 'LeaderIdAndEpoch.<tagged fields>',
-    167: 'LeaderIdAndEpoch.<tagged fields>',
-    168: 'LeaderIdAndEpoch.<tagged fields>',
-    174: 'PartitionSnapshot.index/error_code',
-    175: 'PartitionSnapshot.index/error_code',
-    176: 'PartitionSnapshot.snapshot_id',
-    177: 'PartitionSnapshot.size/position',
-    178: 'PartitionSnapshot.size/position',
-    179: 'PartitionSnapshot.unaligned_records',
-    180: 'PartitionSnapshot.unaligned_records',
-    181: 'PartitionSnapshot.unaligned_records',
-    182: 'PartitionSnapshot.unaligned_records',
-    183: 'PartitionSnapshot.unaligned_records',
-    184: 'PartitionSnapshot.unaligned_records',
-    185: 'PartitionSnapshot.unaligned_records',
-    186: 'PartitionSnapshot.unaligned_records',
-    187: 'PartitionSnapshot.unaligned_records',
+    157: 'SnapshotId.<tagged fields>',
+    167: 'LeaderIdAndEpoch.leader_id/leader_epoch',
+    168: 'LeaderIdAndEpoch.leader_id/leader_epoch',
+    169: 'LeaderIdAndEpoch.<tagged fields>',
+    170: 'LeaderIdAndEpoch.<tagged fields>',
+    171: 'LeaderIdAndEpoch.<tagged fields>',
+    172: 'LeaderIdAndEpoch.<tagged fields>',
+    173: 'LeaderIdAndEpoch.<tagged fields>',
+    183: 'PartitionSnapshot.index/error_code',
+    184: 'PartitionSnapshot.index/error_code',
+    185: 'PartitionSnapshot.snapshot_id',
+    186: 'PartitionSnapshot.size/position',
+    187: 'PartitionSnapshot.size/position',
     188: 'PartitionSnapshot.unaligned_records',
     189: 'PartitionSnapshot.unaligned_records',
     190: 'PartitionSnapshot.unaligned_records',
     191: 'PartitionSnapshot.unaligned_records',
     192: 'PartitionSnapshot.unaligned_records',
-    193: 'PartitionSnapshot.<tagged fields>',
-    194: 'PartitionSnapshot.<tagged fields>',
-    195: 'PartitionSnapshot.<tagged fields>',
-    196: 'PartitionSnapshot.<tagged fields>',
-    197: 'PartitionSnapshot.<tagged fields>',
-    198: 'PartitionSnapshot.<tagged fields>',
-    199: 'PartitionSnapshot.current_leader',
-    200: 'PartitionSnapshot.current_leader',
-    201: 'PartitionSnapshot.current_leader',
-    202: 'PartitionSnapshot.current_leader',
-    208: 'TopicSnapshot.name',
-    209: 'TopicSnapshot.name',
-    210: 'TopicSnapshot.name',
-    211: 'TopicSnapshot.name',
-    212: 'TopicSnapshot.name',
-    213: 'TopicSnapshot.name',
-    214: 'TopicSnapshot.name',
-    215: 'TopicSnapshot.name',
-    216: 'TopicSnapshot.name',
-    217: 'TopicSnapshot.name',
-    218: 'TopicSnapshot.name',
-    219: 'TopicSnapshot.name',
-    220: 'TopicSnapshot.name',
-    221: 'TopicSnapshot.name',
-    222: 'TopicSnapshot.partitions',
-    223: 'TopicSnapshot.partitions',
-    224: 'TopicSnapshot.partitions',
-    225: 'TopicSnapshot.partitions',
-    226: 'TopicSnapshot.partitions',
-    227: 'TopicSnapshot.partitions',
-    228: 'TopicSnapshot.partitions',
-    229: 'TopicSnapshot.partitions',
-    230: 'TopicSnapshot.partitions',
-    231: 'TopicSnapshot.partitions',
-    232: 'TopicSnapshot.partitions',
-    233: 'TopicSnapshot.partitions',
-    234: 'TopicSnapshot.partitions',
-    235: 'TopicSnapshot.partitions',
-    236: 'TopicSnapshot.<tagged fields>',
-    237: 'TopicSnapshot.<tagged fields>',
-    238: 'TopicSnapshot.<tagged fields>',
-    239: 'TopicSnapshot.<tagged fields>',
-    240: 'TopicSnapshot.<tagged fields>',
-    246: 'NodeEndpoint.node_id',
-    247: 'NodeEndpoint.node_id',
-    248: 'NodeEndpoint.host',
-    249: 'NodeEndpoint.host',
-    250: 'NodeEndpoint.host',
-    251: 'NodeEndpoint.host',
-    252: 'NodeEndpoint.host',
-    253: 'NodeEndpoint.host',
-    254: 'NodeEndpoint.host',
-    255: 'NodeEndpoint.host',
-    256: 'NodeEndpoint.host',
-    257: 'NodeEndpoint.host',
-    258: 'NodeEndpoint.host',
-    259: 'NodeEndpoint.host',
-    260: 'NodeEndpoint.host',
-    261: 'NodeEndpoint.host',
-    262: 'NodeEndpoint.port',
-    263: 'NodeEndpoint.port',
-    264: 'NodeEndpoint.<tagged fields>',
-    265: 'NodeEndpoint.<tagged fields>',
-    266: 'NodeEndpoint.<tagged fields>',
-    267: 'NodeEndpoint.<tagged fields>',
-    268: 'NodeEndpoint.<tagged fields>',
-    273: 'FetchSnapshotResponse.throttle_time_ms/error_code',
-    274: 'FetchSnapshotResponse.throttle_time_ms/error_code',
-    275: 'FetchSnapshotResponse.topics',
-    276: 'FetchSnapshotResponse.topics',
-    277: 'FetchSnapshotResponse.topics',
-    278: 'FetchSnapshotResponse.topics',
-    279: 'FetchSnapshotResponse.topics',
-    280: 'FetchSnapshotResponse.topics',
-    281: 'FetchSnapshotResponse.topics',
-    282: 'FetchSnapshotResponse.topics',
-    283: 'FetchSnapshotResponse.topics',
-    284: 'FetchSnapshotResponse.topics',
-    285: 'FetchSnapshotResponse.topics',
-    286: 'FetchSnapshotResponse.topics',
-    287: 'FetchSnapshotResponse.topics',
-    288: 'FetchSnapshotResponse.topics',
-    289: 'FetchSnapshotResponse.<tagged fields>',
-    290: 'FetchSnapshotResponse.<tagged fields>',
-    291: 'FetchSnapshotResponse.<tagged fields>',
-    292: 'FetchSnapshotResponse.<tagged fields>',
-    293: 'FetchSnapshotResponse.<tagged fields>',
-    298: 'FetchSnapshotResponse.throttle_time_ms/error_code',
-    299: 'FetchSnapshotResponse.throttle_time_ms/error_code',
-    300: 'FetchSnapshotResponse.topics',
-    301: 'FetchSnapshotResponse.topics',
-    302: 'FetchSnapshotResponse.topics',
-    303: 'FetchSnapshotResponse.topics',
-    304: 'FetchSnapshotResponse.topics',
-    305: 'FetchSnapshotResponse.topics',
-    306: 'FetchSnapshotResponse.topics',
-    307: 'FetchSnapshotResponse.topics',
-    308: 'FetchSnapshotResponse.topics',
-    309: 'FetchSnapshotResponse.topics',
-    310: 'FetchSnapshotResponse.topics',
-    311: 'FetchSnapshotResponse.topics',
-    312: 'FetchSnapshotResponse.topics',
-    313: 'FetchSnapshotResponse.topics',
-    314: 'FetchSnapshotResponse.<tagged fields>',
-    315: 'FetchSnapshotResponse.<tagged fields>',
-    316: 'FetchSnapshotResponse.<tagged fields>',
-    317: 'FetchSnapshotResponse.<tagged fields>',
-    318: 'FetchSnapshotResponse.<tagged fields>',
-    319: 'FetchSnapshotResponse.<tagged fields>',
-    320: 'FetchSnapshotResponse.node_endpoints',
-    321: 'FetchSnapshotResponse.node_endpoints',
-    322: 'FetchSnapshotResponse.node_endpoints',
-    323: 'FetchSnapshotResponse.node_endpoints',
-    324: 'FetchSnapshotResponse.node_endpoints',
-    325: 'FetchSnapshotResponse.node_endpoints',
-    326: 'FetchSnapshotResponse.node_endpoints',
-    327: 'FetchSnapshotResponse.node_endpoints',
-    328: 'FetchSnapshotResponse.node_endpoints',
-    329: 'FetchSnapshotResponse.node_endpoints',
-    330: 'FetchSnapshotResponse.node_endpoints',
-    331: 'FetchSnapshotResponse.node_endpoints',
-    332: 'FetchSnapshotResponse.node_endpoints',
-    333: 'FetchSnapshotResponse.node_endpoints',
-    334: 'FetchSnapshotResponse.node_endpoints',
-    335: 'FetchSnapshotResponse.node_endpoints',
-    336: 'FetchSnapshotResponse.node_endpoints',
+    193: 'PartitionSnapshot.unaligned_records',
+    194: 'PartitionSnapshot.unaligned_records',
+    195: 'PartitionSnapshot.unaligned_records',
+    196: 'PartitionSnapshot.unaligned_records',
+    197: 'PartitionSnapshot.unaligned_records',
+    198: 'PartitionSnapshot.unaligned_records',
+    199: 'PartitionSnapshot.unaligned_records',
+    200: 'PartitionSnapshot.unaligned_records',
+    201: 'PartitionSnapshot.unaligned_records',
+    202: 'PartitionSnapshot.unaligned_records',
+    203: 'PartitionSnapshot.unaligned_records',
+    204: 'PartitionSnapshot.unaligned_records',
+    205: 'PartitionSnapshot.<tagged fields>',
+    206: 'PartitionSnapshot.<tagged fields>',
+    207: 'PartitionSnapshot.<tagged fields>',
+    208: 'PartitionSnapshot.<tagged fields>',
+    209: 'PartitionSnapshot.<tagged fields>',
+    210: 'PartitionSnapshot.<tagged fields>',
+    211: 'PartitionSnapshot.current_leader',
+    212: 'PartitionSnapshot.current_leader',
+    213: 'PartitionSnapshot.current_leader',
+    214: 'PartitionSnapshot.current_leader',
+    229: 'TopicSnapshot.name',
+    230: 'TopicSnapshot.name',
+    231: 'TopicSnapshot.name',
+    232: 'TopicSnapshot.name',
+    233: 'TopicSnapshot.name',
+    234: 'TopicSnapshot.name',
+    235: 'TopicSnapshot.name',
+    236: 'TopicSnapshot.name',
+    237: 'TopicSnapshot.name',
+    238: 'TopicSnapshot.name',
+    239: 'TopicSnapshot.name',
+    240: 'TopicSnapshot.name',
+    241: 'TopicSnapshot.name',
+    242: 'TopicSnapshot.name',
+    243: 'TopicSnapshot.name',
+    244: 'TopicSnapshot.name',
+    245: 'TopicSnapshot.name',
+    246: 'TopicSnapshot.partitions',
+    247: 'TopicSnapshot.partitions',
+    248: 'TopicSnapshot.partitions',
+    249: 'TopicSnapshot.partitions',
+    250: 'TopicSnapshot.partitions',
+    251: 'TopicSnapshot.partitions',
+    252: 'TopicSnapshot.partitions',
+    253: 'TopicSnapshot.partitions',
+    254: 'TopicSnapshot.partitions',
+    255: 'TopicSnapshot.partitions',
+    256: 'TopicSnapshot.partitions',
+    257: 'TopicSnapshot.partitions',
+    258: 'TopicSnapshot.partitions',
+    259: 'TopicSnapshot.partitions',
+    260: 'TopicSnapshot.partitions',
+    261: 'TopicSnapshot.partitions',
+    262: 'TopicSnapshot.partitions',
+    263: 'TopicSnapshot.<tagged fields>',
+    264: 'TopicSnapshot.<tagged fields>',
+    265: 'TopicSnapshot.<tagged fields>',
+    266: 'TopicSnapshot.<tagged fields>',
+    267: 'TopicSnapshot.<tagged fields>',
+    277: 'NodeEndpoint.node_id',
+    278: 'NodeEndpoint.node_id',
+    279: 'NodeEndpoint.host',
+    280: 'NodeEndpoint.host',
+    281: 'NodeEndpoint.host',
+    282: 'NodeEndpoint.host',
+    283: 'NodeEndpoint.host',
+    284: 'NodeEndpoint.host',
+    285: 'NodeEndpoint.host',
+    286: 'NodeEndpoint.host',
+    287: 'NodeEndpoint.host',
+    288: 'NodeEndpoint.host',
+    289: 'NodeEndpoint.host',
+    290: 'NodeEndpoint.host',
+    291: 'NodeEndpoint.host',
+    292: 'NodeEndpoint.host',
+    293: 'NodeEndpoint.host',
+    294: 'NodeEndpoint.host',
+    295: 'NodeEndpoint.host',
+    296: 'NodeEndpoint.port',
+    297: 'NodeEndpoint.port',
+    298: 'NodeEndpoint.<tagged fields>',
+    299: 'NodeEndpoint.<tagged fields>',
+    300: 'NodeEndpoint.<tagged fields>',
+    301: 'NodeEndpoint.<tagged fields>',
+    302: 'NodeEndpoint.<tagged fields>',
+    312: 'FetchSnapshotResponse.throttle_time_ms/error_code',
+    313: 'FetchSnapshotResponse.throttle_time_ms/error_code',
+    314: 'FetchSnapshotResponse.topics',
+    315: 'FetchSnapshotResponse.topics',
+    316: 'FetchSnapshotResponse.topics',
+    317: 'FetchSnapshotResponse.topics',
+    318: 'FetchSnapshotResponse.topics',
+    319: 'FetchSnapshotResponse.topics',
+    320: 'FetchSnapshotResponse.topics',
+    321: 'FetchSnapshotResponse.topics',
+    322: 'FetchSnapshotResponse.topics',
+    323: 'FetchSnapshotResponse.topics',
+    324: 'FetchSnapshotResponse.topics',
+    325: 'FetchSnapshotResponse.topics',
+    326: 'FetchSnapshotResponse.topics',
+    327: 'FetchSnapshotResponse.topics',
+    328: 'FetchSnapshotResponse.topics',
+    329: 'FetchSnapshotResponse.topics',
+    330: 'FetchSnapshotResponse.topics',
+    331: 'FetchSnapshotResponse.<tagged fields>',
+    332: 'FetchSnapshotResponse.<tagged fields>',
+    333: 'FetchSnapshotResponse.<tagged fields>',
+    334: 'FetchSnapshotResponse.<tagged fields>',
+    335: 'FetchSnapshotResponse.<tagged fields>',
+    346: 'FetchSnapshotResponse.throttle_time_ms/error_code',
+    347: 'FetchSnapshotResponse.throttle_time_ms/error_code',
+    348: 'FetchSnapshotResponse.topics',
+    349: 'FetchSnapshotResponse.topics',
+    350: 'FetchSnapshotResponse.topics',
+    351: 'FetchSnapshotResponse.topics',
+    352: 'FetchSnapshotResponse.topics',
+    353: 'FetchSnapshotResponse.topics',
+    354: 'FetchSnapshotResponse.topics',
+    355: 'FetchSnapshotResponse.topics',
+    356: 'FetchSnapshotResponse.topics',
+    357: 'FetchSnapshotResponse.topics',
+    358: 'FetchSnapshotResponse.topics',
+    359: 'FetchSnapshotResponse.topics',
+    360: 'FetchSnapshotResponse.topics',
+    361: 'FetchSnapshotResponse.topics',
+    362: 'FetchSnapshotResponse.topics',
+    363: 'FetchSnapshotResponse.topics',
+    364: 'FetchSnapshotResponse.topics',
+    365: 'FetchSnapshotResponse.<tagged fields>',
+    366: 'FetchSnapshotResponse.<tagged fields>',
+    367: 'FetchSnapshotResponse.<tagged fields>',
+    368: 'FetchSnapshotResponse.<tagged fields>',
+    369: 'FetchSnapshotResponse.<tagged fields>',
+    370: 'FetchSnapshotResponse.<tagged fields>',
+    371: 'FetchSnapshotResponse.node_endpoints',
+    372: 'FetchSnapshotResponse.node_endpoints',
+    373: 'FetchSnapshotResponse.node_endpoints',
+    374: 'FetchSnapshotResponse.node_endpoints',
+    375: 'FetchSnapshotResponse.node_endpoints',
+    376: 'FetchSnapshotResponse.node_endpoints',
+    377: 'FetchSnapshotResponse.node_endpoints',
+    378: 'FetchSnapshotResponse.node_endpoints',
+    379: 'FetchSnapshotResponse.node_endpoints',
+    380: 'FetchSnapshotResponse.node_endpoints',
+    381: 'FetchSnapshotResponse.node_endpoints',
+    382: 'FetchSnapshotResponse.node_endpoints',
+    383: 'FetchSnapshotResponse.node_endpoints',
+    384: 'FetchSnapshotResponse.node_endpoints',
+    385: 'FetchSnapshotResponse.node_endpoints',
+    386: 'FetchSnapshotResponse.node_endpoints',
+    387: 'FetchSnapshotResponse.node_endpoints',
+    388: 'FetchSnapshotResponse.node_endpoints',
+    389: 'FetchSnapshotResponse.node_endpoints',
+    390: 'FetchSnapshotResponse.node_endpoints',
 })

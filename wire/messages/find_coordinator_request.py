@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -48,7 +49,12 @@ def _d_FindCoordinatorRequest_v0(buf, pos):
             raise _trunc('FindCoordinatorRequest.key', _n1, len(buf) - pos)
         _f_key = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return FindCoordinatorRequest(_f_key, 0, [], None), pos
+    _o = _new(FindCoordinatorRequest)
+    _o.key = _f_key
+    _o.key_type = 0
+    _o.coordinator_keys = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_FindCoordinatorRequest_v1(buf, pos):
@@ -64,7 +70,12 @@ def _d_FindCoordinatorRequest_v1(buf, pos):
         pos = _end4
     _f_key_type = _S_bu(buf, pos)[0]
     pos += 1
-    return FindCoordinatorRequest(_f_key, _f_key_type, [], None), pos
+    _o = _new(FindCoordinatorRequest)
+    _o.key = _f_key
+    _o.key_type = _f_key_type
+    _o.coordinator_keys = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FindCoordinatorRequest_v2 = _d_FindCoordinatorRequest_v1
@@ -73,6 +84,9 @@ def _d_FindCoordinatorRequest_v3(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -91,7 +105,12 @@ def _d_FindCoordinatorRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FindCoordinatorRequest.<tagged fields>')
-    return FindCoordinatorRequest(_f_key, _f_key_type, [], _unk), pos
+    _o = _new(FindCoordinatorRequest)
+    _o.key = _f_key
+    _o.key_type = _f_key_type
+    _o.coordinator_keys = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FindCoordinatorRequest_v4(buf, pos):
@@ -100,6 +119,9 @@ def _d_FindCoordinatorRequest_v4(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -112,6 +134,9 @@ def _d_FindCoordinatorRequest_v4(buf, pos):
             _n11 = buf[pos]
             if _n11 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n11, pos = _ruv(buf, pos)
             _n11 -= 1
@@ -129,7 +154,12 @@ def _d_FindCoordinatorRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FindCoordinatorRequest.<tagged fields>')
-    return FindCoordinatorRequest('', _f_key_type, _f_coordinator_keys, _unk), pos
+    _o = _new(FindCoordinatorRequest)
+    _o.key = ''
+    _o.key_type = _f_key_type
+    _o.coordinator_keys = _f_coordinator_keys
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_FindCoordinatorRequest_v5 = _d_FindCoordinatorRequest_v4
@@ -196,7 +226,6 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_FindCoordinatorRequest_v0, 1: _d_FindCoordinatorRequest_v1, 2: _d_FindCoordinatorRequest_v2, 3: _d_FindCoordinatorRequest_v3, 4: _d_FindCoordinatorRequest_v4, 5: _d_FindCoordinatorRequest_v5, 6: _d_FindCoordinatorRequest_v6}
 ENCODERS = {0: _e_FindCoordinatorRequest_v0, 1: _e_FindCoordinatorRequest_v1, 2: _e_FindCoordinatorRequest_v2, 3: _e_FindCoordinatorRequest_v3, 4: _e_FindCoordinatorRequest_v4, 5: _e_FindCoordinatorRequest_v5, 6: _e_FindCoordinatorRequest_v6}
 _reg(__file__, {
-    41: 'FindCoordinatorRequest.key',
     42: 'FindCoordinatorRequest.key',
     43: 'FindCoordinatorRequest.key',
     44: 'FindCoordinatorRequest.key',
@@ -206,60 +235,45 @@ _reg(__file__, {
     48: 'FindCoordinatorRequest.key',
     49: 'FindCoordinatorRequest.key',
     50: 'FindCoordinatorRequest.key',
-    55: 'FindCoordinatorRequest.key',
-    56: 'FindCoordinatorRequest.key',
-    57: 'FindCoordinatorRequest.key',
-    58: 'FindCoordinatorRequest.key',
-    59: 'FindCoordinatorRequest.key',
-    60: 'FindCoordinatorRequest.key',
+    51: 'FindCoordinatorRequest.key',
     61: 'FindCoordinatorRequest.key',
     62: 'FindCoordinatorRequest.key',
     63: 'FindCoordinatorRequest.key',
     64: 'FindCoordinatorRequest.key',
-    65: 'FindCoordinatorRequest.key_type',
-    66: 'FindCoordinatorRequest.key_type',
-    72: 'FindCoordinatorRequest.key',
-    73: 'FindCoordinatorRequest.key',
-    74: 'FindCoordinatorRequest.key',
-    75: 'FindCoordinatorRequest.key',
-    76: 'FindCoordinatorRequest.key',
-    77: 'FindCoordinatorRequest.key',
-    78: 'FindCoordinatorRequest.key',
-    79: 'FindCoordinatorRequest.key',
-    80: 'FindCoordinatorRequest.key',
-    81: 'FindCoordinatorRequest.key',
-    82: 'FindCoordinatorRequest.key',
+    65: 'FindCoordinatorRequest.key',
+    66: 'FindCoordinatorRequest.key',
+    67: 'FindCoordinatorRequest.key',
+    68: 'FindCoordinatorRequest.key',
+    69: 'FindCoordinatorRequest.key',
+    70: 'FindCoordinatorRequest.key',
+    71: 'FindCoordinatorRequest.key_type',
+    72: 'FindCoordinatorRequest.key_type',
     83: 'FindCoordinatorRequest.key',
     84: 'FindCoordinatorRequest.key',
     85: 'FindCoordinatorRequest.key',
-    86: 'FindCoordinatorRequest.key_type',
-    87: 'FindCoordinatorRequest.key_type',
-    88: 'FindCoordinatorRequest.<tagged fields>',
-    89: 'FindCoordinatorRequest.<tagged fields>',
-    90: 'FindCoordinatorRequest.<tagged fields>',
-    91: 'FindCoordinatorRequest.<tagged fields>',
-    92: 'FindCoordinatorRequest.<tagged fields>',
-    97: 'FindCoordinatorRequest.key_type',
-    98: 'FindCoordinatorRequest.key_type',
-    99: 'FindCoordinatorRequest.coordinator_keys',
-    100: 'FindCoordinatorRequest.coordinator_keys',
-    101: 'FindCoordinatorRequest.coordinator_keys',
-    102: 'FindCoordinatorRequest.coordinator_keys',
-    103: 'FindCoordinatorRequest.coordinator_keys',
-    104: 'FindCoordinatorRequest.coordinator_keys',
-    105: 'FindCoordinatorRequest.coordinator_keys',
-    106: 'FindCoordinatorRequest.coordinator_keys',
-    107: 'FindCoordinatorRequest.coordinator_keys',
-    108: 'FindCoordinatorRequest.coordinator_keys',
-    109: 'FindCoordinatorRequest.coordinator_keys',
-    110: 'FindCoordinatorRequest.coordinator_keys',
-    111: 'FindCoordinatorRequest.coordinator_keys',
-    112: 'FindCoordinatorRequest.coordinator_keys',
-    113: 'FindCoordinatorRequest.coordinator_keys',
-    114: 'FindCoordinatorRequest.coordinator_keys',
-    115: 'FindCoordinatorRequest.coordinator_keys',
-    116: 'FindCoordinatorRequest.coordinator_keys',
-    117: 'FindCoordinatorRequest.coordinator_keys',
+    86: 'FindCoordinatorRequest.key',
+    87: 'FindCoordinatorRequest.key',
+    88: 'FindCoordinatorRequest.key',
+    89: 'FindCoordinatorRequest.key',
+    90: 'FindCoordinatorRequest.key',
+    91: 'FindCoordinatorRequest.key',
+    92: 'FindCoordinatorRequest.key',
+    93: 'FindCoordinatorRequest.key',
+    94: 'FindCoordinatorRequest.key',
+    95: 'FindCoordinatorRequest.key',
+    96: 'FindCoordinatorRequest.key',
+    97: 'FindCoordinatorRequest.key',
+    98: 'FindCoordinatorRequest.key',
+    99: 'FindCoordinatorRequest.key',
+    100: 'FindCoordinatorRequest.key_type',
+    101: 'FindCoordinatorRequest.key_type',
+    102: 'FindCoordinatorRequest.<tagged fields>',
+    103: 'FindCoordinatorRequest.<tagged fields>',
+    104: 'FindCoordinatorRequest.<tagged fields>',
+    105: 'FindCoordinatorRequest.<tagged fields>',
+    106: 'FindCoordinatorRequest.<tagged fields>',
+    116: 'FindCoordinatorRequest.key_type',
+    117: 'FindCoordinatorRequest.key_type',
     118: 'FindCoordinatorRequest.coordinator_keys',
     119: 'FindCoordinatorRequest.coordinator_keys',
     120: 'FindCoordinatorRequest.coordinator_keys',
@@ -268,9 +282,34 @@ _reg(__file__, {
     123: 'FindCoordinatorRequest.coordinator_keys',
     124: 'FindCoordinatorRequest.coordinator_keys',
     125: 'FindCoordinatorRequest.coordinator_keys',
-    126: 'FindCoordinatorRequest.<tagged fields>',
-    127: 'FindCoordinatorRequest.<tagged fields>',
-    128: 'FindCoordinatorRequest.<tagged fields>',
-    129: 'FindCoordinatorRequest.<tagged fields>',
-    130: 'FindCoordinatorRequest.<tagged fields>',
+    126: 'FindCoordinatorRequest.coordinator_keys',
+    127: 'FindCoordinatorRequest.coordinator_keys',
+    128: 'FindCoordinatorRequest.coordinator_keys',
+    129: 'FindCoordinatorRequest.coordinator_keys',
+    130: 'FindCoordinatorRequest.coordinator_keys',
+    131: 'FindCoordinatorRequest.coordinator_keys',
+    132: 'FindCoordinatorRequest.coordinator_keys',
+    133: 'FindCoordinatorRequest.coordinator_keys',
+    134: 'FindCoordinatorRequest.coordinator_keys',
+    135: 'FindCoordinatorRequest.coordinator_keys',
+    136: 'FindCoordinatorRequest.coordinator_keys',
+    137: 'FindCoordinatorRequest.coordinator_keys',
+    138: 'FindCoordinatorRequest.coordinator_keys',
+    139: 'FindCoordinatorRequest.coordinator_keys',
+    140: 'FindCoordinatorRequest.coordinator_keys',
+    141: 'FindCoordinatorRequest.coordinator_keys',
+    142: 'FindCoordinatorRequest.coordinator_keys',
+    143: 'FindCoordinatorRequest.coordinator_keys',
+    144: 'FindCoordinatorRequest.coordinator_keys',
+    145: 'FindCoordinatorRequest.coordinator_keys',
+    146: 'FindCoordinatorRequest.coordinator_keys',
+    147: 'FindCoordinatorRequest.coordinator_keys',
+    148: 'FindCoordinatorRequest.coordinator_keys',
+    149: 'FindCoordinatorRequest.coordinator_keys',
+    150: 'FindCoordinatorRequest.coordinator_keys',
+    151: 'FindCoordinatorRequest.<tagged fields>',
+    152: 'FindCoordinatorRequest.<tagged fields>',
+    153: 'FindCoordinatorRequest.<tagged fields>',
+    154: 'FindCoordinatorRequest.<tagged fields>',
+    155: 'FindCoordinatorRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -79,6 +80,9 @@ def _d_Coordinator_v4(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -95,6 +99,9 @@ def _d_Coordinator_v4(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -111,6 +118,9 @@ def _d_Coordinator_v4(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -127,7 +137,15 @@ def _d_Coordinator_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Coordinator.<tagged fields>')
-    return Coordinator(_f_key, _f_node_id, _f_host, _f_port, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(Coordinator)
+    _o.key = _f_key
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_Coordinator_v5 = _d_Coordinator_v4
@@ -149,7 +167,16 @@ def _d_FindCoordinatorResponse_v0(buf, pos):
         pos = _end20
     _f_port = _S_iu(buf, pos)[0]
     pos += 4
-    return FindCoordinatorResponse(0, _f_error_code, '', _f_node_id, _f_host, _f_port, [], None), pos
+    _o = _new(FindCoordinatorResponse)
+    _o.throttle_time_ms = 0
+    _o.error_code = _f_error_code
+    _o.error_message = ''
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.coordinators = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_FindCoordinatorResponse_v1(buf, pos):
@@ -179,7 +206,16 @@ def _d_FindCoordinatorResponse_v1(buf, pos):
         pos = _end24
     _f_port = _S_iu(buf, pos)[0]
     pos += 4
-    return FindCoordinatorResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_node_id, _f_host, _f_port, [], None), pos
+    _o = _new(FindCoordinatorResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.coordinators = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_FindCoordinatorResponse_v2 = _d_FindCoordinatorResponse_v1
@@ -190,6 +226,9 @@ def _d_FindCoordinatorResponse_v3(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -206,6 +245,9 @@ def _d_FindCoordinatorResponse_v3(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -224,7 +266,16 @@ def _d_FindCoordinatorResponse_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FindCoordinatorResponse.<tagged fields>')
-    return FindCoordinatorResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_node_id, _f_host, _f_port, [], _unk), pos
+    _o = _new(FindCoordinatorResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.coordinators = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FindCoordinatorResponse_v4(buf, pos):
@@ -233,6 +284,9 @@ def _d_FindCoordinatorResponse_v4(buf, pos):
     _n33 = buf[pos]
     if _n33 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n33 = (_n33 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n33, pos = _ruv(buf, pos)
     _n33 -= 1
@@ -249,7 +303,16 @@ def _d_FindCoordinatorResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FindCoordinatorResponse.<tagged fields>')
-    return FindCoordinatorResponse(_f_throttle_time_ms, 0, '', 0, '', 0, _f_coordinators, _unk), pos
+    _o = _new(FindCoordinatorResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = 0
+    _o.error_message = ''
+    _o.node_id = 0
+    _o.host = ''
+    _o.port = 0
+    _o.coordinators = _f_coordinators
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_FindCoordinatorResponse_v5 = _d_FindCoordinatorResponse_v4
@@ -365,7 +428,6 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_FindCoordinatorResponse_v0, 1: _d_FindCoordinatorResponse_v1, 2: _d_FindCoordinatorResponse_v2, 3: _d_FindCoordinatorResponse_v3, 4: _d_FindCoordinatorResponse_v4, 5: _d_FindCoordinatorResponse_v5, 6: _d_FindCoordinatorResponse_v6}
 ENCODERS = {0: _e_FindCoordinatorResponse_v0, 1: _e_FindCoordinatorResponse_v1, 2: _e_FindCoordinatorResponse_v2, 3: _e_FindCoordinatorResponse_v3, 4: _e_FindCoordinatorResponse_v4, 5: _e_FindCoordinatorResponse_v5, 6: _e_FindCoordinatorResponse_v6}
 _reg(__file__, {
-    79: 'Coordinator.key',
     80: 'Coordinator.key',
     81: 'Coordinator.key',
     82: 'Coordinator.key',
@@ -379,12 +441,12 @@ _reg(__file__, {
     90: 'Coordinator.key',
     91: 'Coordinator.key',
     92: 'Coordinator.key',
-    93: 'Coordinator.node_id',
-    94: 'Coordinator.node_id',
-    95: 'Coordinator.host',
-    96: 'Coordinator.host',
-    97: 'Coordinator.host',
-    98: 'Coordinator.host',
+    93: 'Coordinator.key',
+    94: 'Coordinator.key',
+    95: 'Coordinator.key',
+    96: 'Coordinator.key',
+    97: 'Coordinator.node_id',
+    98: 'Coordinator.node_id',
     99: 'Coordinator.host',
     100: 'Coordinator.host',
     101: 'Coordinator.host',
@@ -395,15 +457,15 @@ _reg(__file__, {
     106: 'Coordinator.host',
     107: 'Coordinator.host',
     108: 'Coordinator.host',
-    109: 'Coordinator.port/error_code',
-    110: 'Coordinator.port/error_code',
-    111: 'Coordinator.error_message',
-    112: 'Coordinator.error_message',
-    113: 'Coordinator.error_message',
-    114: 'Coordinator.error_message',
-    115: 'Coordinator.error_message',
-    116: 'Coordinator.error_message',
-    117: 'Coordinator.error_message',
+    109: 'Coordinator.host',
+    110: 'Coordinator.host',
+    111: 'Coordinator.host',
+    112: 'Coordinator.host',
+    113: 'Coordinator.host',
+    114: 'Coordinator.host',
+    115: 'Coordinator.host',
+    116: 'Coordinator.port/error_code',
+    117: 'Coordinator.port/error_code',
     118: 'Coordinator.error_message',
     119: 'Coordinator.error_message',
     120: 'Coordinator.error_message',
@@ -411,109 +473,128 @@ _reg(__file__, {
     122: 'Coordinator.error_message',
     123: 'Coordinator.error_message',
     124: 'Coordinator.error_message',
-    125: 'Coordinator.<tagged fields>',
-    126: 'Coordinator.<tagged fields>',
-    127: 'Coordinator.<tagged fields>',
-    128: 'Coordinator.<tagged fields>',
-    129: 'Coordinator.<tagged fields>',
-    136: 'FindCoordinatorResponse.error_code/node_id',
-    137: 'FindCoordinatorResponse.error_code/node_id',
-    138: 'FindCoordinatorResponse.host',
-    139: 'FindCoordinatorResponse.host',
-    140: 'FindCoordinatorResponse.host',
-    141: 'FindCoordinatorResponse.host',
-    142: 'FindCoordinatorResponse.host',
-    143: 'FindCoordinatorResponse.host',
-    144: 'FindCoordinatorResponse.host',
-    145: 'FindCoordinatorResponse.host',
-    146: 'FindCoordinatorResponse.host',
-    147: 'FindCoordinatorResponse.host',
-    148: 'FindCoordinatorResponse.port',
-    149: 'FindCoordinatorResponse.port',
-    154: 'FindCoordinatorResponse.throttle_time_ms/error_code',
-    155: 'FindCoordinatorResponse.throttle_time_ms/error_code',
-    156: 'FindCoordinatorResponse.error_message',
-    157: 'FindCoordinatorResponse.error_message',
-    158: 'FindCoordinatorResponse.error_message',
-    159: 'FindCoordinatorResponse.error_message',
-    160: 'FindCoordinatorResponse.error_message',
-    161: 'FindCoordinatorResponse.error_message',
-    162: 'FindCoordinatorResponse.error_message',
-    163: 'FindCoordinatorResponse.error_message',
-    164: 'FindCoordinatorResponse.error_message',
-    165: 'FindCoordinatorResponse.error_message',
-    166: 'FindCoordinatorResponse.node_id',
-    167: 'FindCoordinatorResponse.node_id',
-    168: 'FindCoordinatorResponse.host',
-    169: 'FindCoordinatorResponse.host',
-    170: 'FindCoordinatorResponse.host',
-    171: 'FindCoordinatorResponse.host',
-    172: 'FindCoordinatorResponse.host',
-    173: 'FindCoordinatorResponse.host',
-    174: 'FindCoordinatorResponse.host',
-    175: 'FindCoordinatorResponse.host',
-    176: 'FindCoordinatorResponse.host',
-    177: 'FindCoordinatorResponse.host',
-    178: 'FindCoordinatorResponse.port',
-    179: 'FindCoordinatorResponse.port',
-    185: 'FindCoordinatorResponse.throttle_time_ms/error_code',
-    186: 'FindCoordinatorResponse.throttle_time_ms/error_code',
+    125: 'Coordinator.error_message',
+    126: 'Coordinator.error_message',
+    127: 'Coordinator.error_message',
+    128: 'Coordinator.error_message',
+    129: 'Coordinator.error_message',
+    130: 'Coordinator.error_message',
+    131: 'Coordinator.error_message',
+    132: 'Coordinator.error_message',
+    133: 'Coordinator.error_message',
+    134: 'Coordinator.error_message',
+    135: 'Coordinator.<tagged fields>',
+    136: 'Coordinator.<tagged fields>',
+    137: 'Coordinator.<tagged fields>',
+    138: 'Coordinator.<tagged fields>',
+    139: 'Coordinator.<tagged fields>',
+    154: 'FindCoordinatorResponse.error_code/node_id',
+    155: 'FindCoordinatorResponse.error_code/node_id',
+    156: 'FindCoordinatorResponse.host',
+    157: 'FindCoordinatorResponse.host',
+    158: 'FindCoordinatorResponse.host',
+    159: 'FindCoordinatorResponse.host',
+    160: 'FindCoordinatorResponse.host',
+    161: 'FindCoordinatorResponse.host',
+    162: 'FindCoordinatorResponse.host',
+    163: 'FindCoordinatorResponse.host',
+    164: 'FindCoordinatorResponse.host',
+    165: 'FindCoordinatorResponse.host',
+    166: 'FindCoordinatorResponse.port',
+    167: 'FindCoordinatorResponse.port',
+    181: 'FindCoordinatorResponse.throttle_time_ms/error_code',
+    182: 'FindCoordinatorResponse.throttle_time_ms/error_code',
+    183: 'FindCoordinatorResponse.error_message',
+    184: 'FindCoordinatorResponse.error_message',
+    185: 'FindCoordinatorResponse.error_message',
+    186: 'FindCoordinatorResponse.error_message',
     187: 'FindCoordinatorResponse.error_message',
     188: 'FindCoordinatorResponse.error_message',
     189: 'FindCoordinatorResponse.error_message',
     190: 'FindCoordinatorResponse.error_message',
     191: 'FindCoordinatorResponse.error_message',
     192: 'FindCoordinatorResponse.error_message',
-    193: 'FindCoordinatorResponse.error_message',
-    194: 'FindCoordinatorResponse.error_message',
-    195: 'FindCoordinatorResponse.error_message',
-    196: 'FindCoordinatorResponse.error_message',
-    197: 'FindCoordinatorResponse.error_message',
-    198: 'FindCoordinatorResponse.error_message',
-    199: 'FindCoordinatorResponse.error_message',
-    200: 'FindCoordinatorResponse.error_message',
-    201: 'FindCoordinatorResponse.node_id',
-    202: 'FindCoordinatorResponse.node_id',
+    193: 'FindCoordinatorResponse.node_id',
+    194: 'FindCoordinatorResponse.node_id',
+    195: 'FindCoordinatorResponse.host',
+    196: 'FindCoordinatorResponse.host',
+    197: 'FindCoordinatorResponse.host',
+    198: 'FindCoordinatorResponse.host',
+    199: 'FindCoordinatorResponse.host',
+    200: 'FindCoordinatorResponse.host',
+    201: 'FindCoordinatorResponse.host',
+    202: 'FindCoordinatorResponse.host',
     203: 'FindCoordinatorResponse.host',
     204: 'FindCoordinatorResponse.host',
-    205: 'FindCoordinatorResponse.host',
-    206: 'FindCoordinatorResponse.host',
-    207: 'FindCoordinatorResponse.host',
-    208: 'FindCoordinatorResponse.host',
-    209: 'FindCoordinatorResponse.host',
-    210: 'FindCoordinatorResponse.host',
-    211: 'FindCoordinatorResponse.host',
-    212: 'FindCoordinatorResponse.host',
-    213: 'FindCoordinatorResponse.host',
-    214: 'FindCoordinatorResponse.host',
-    215: 'FindCoordinatorResponse.host',
-    216: 'FindCoordinatorResponse.host',
-    217: 'FindCoordinatorResponse.port',
-    218: 'FindCoordinatorResponse.port',
-    219: 'FindCoordinatorResponse.<tagged fields>',
-    220: 'FindCoordinatorResponse.<tagged fields>',
-    221: 'FindCoordinatorResponse.<tagged fields>',
-    222: 'FindCoordinatorResponse.<tagged fields>',
-    223: 'FindCoordinatorResponse.<tagged fields>',
-    228: 'FindCoordinatorResponse.throttle_time_ms',
-    229: 'FindCoordinatorResponse.throttle_time_ms',
-    230: 'FindCoordinatorResponse.coordinators',
-    231: 'FindCoordinatorResponse.coordinators',
-    232: 'FindCoordinatorResponse.coordinators',
-    233: 'FindCoordinatorResponse.coordinators',
-    234: 'FindCoordinatorResponse.coordinators',
-    235: 'FindCoordinatorResponse.coordinators',
-    236: 'FindCoordinatorResponse.coordinators',
-    237: 'FindCoordinatorResponse.coordinators',
-    238: 'FindCoordinatorResponse.coordinators',
-    239: 'FindCoordinatorResponse.coordinators',
-    240: 'FindCoordinatorResponse.coordinators',
-    241: 'FindCoordinatorResponse.coordinators',
-    242: 'FindCoordinatorResponse.coordinators',
-    243: 'FindCoordinatorResponse.coordinators',
-    244: 'FindCoordinatorResponse.<tagged fields>',
-    245: 'FindCoordinatorResponse.<tagged fields>',
-    246: 'FindCoordinatorResponse.<tagged fields>',
-    247: 'FindCoordinatorResponse.<tagged fields>',
-    248: 'FindCoordinatorResponse.<tagged fields>',
+    205: 'FindCoordinatorResponse.port',
+    206: 'FindCoordinatorResponse.port',
+    221: 'FindCoordinatorResponse.throttle_time_ms/error_code',
+    222: 'FindCoordinatorResponse.throttle_time_ms/error_code',
+    223: 'FindCoordinatorResponse.error_message',
+    224: 'FindCoordinatorResponse.error_message',
+    225: 'FindCoordinatorResponse.error_message',
+    226: 'FindCoordinatorResponse.error_message',
+    227: 'FindCoordinatorResponse.error_message',
+    228: 'FindCoordinatorResponse.error_message',
+    229: 'FindCoordinatorResponse.error_message',
+    230: 'FindCoordinatorResponse.error_message',
+    231: 'FindCoordinatorResponse.error_message',
+    232: 'FindCoordinatorResponse.error_message',
+    233: 'FindCoordinatorResponse.error_message',
+    234: 'FindCoordinatorResponse.error_message',
+    235: 'FindCoordinatorResponse.error_message',
+    236: 'FindCoordinatorResponse.error_message',
+    237: 'FindCoordinatorResponse.error_message',
+    238: 'FindCoordinatorResponse.error_message',
+    239: 'FindCoordinatorResponse.error_message',
+    240: 'FindCoordinatorResponse.node_id',
+    241: 'FindCoordinatorResponse.node_id',
+    242: 'FindCoordinatorResponse.host',
+    243: 'FindCoordinatorResponse.host',
+    244: 'FindCoordinatorResponse.host',
+    245: 'FindCoordinatorResponse.host',
+    246: 'FindCoordinatorResponse.host',
+    247: 'FindCoordinatorResponse.host',
+    248: 'FindCoordinatorResponse.host',
+    249: 'FindCoordinatorResponse.host',
+    250: 'FindCoordinatorResponse.host',
+    251: 'FindCoordinatorResponse.host',
+    252: 'FindCoordinatorResponse.host',
+    253: 'FindCoordinatorResponse.host',
+    254: 'FindCoordinatorResponse.host',
+    255: 'FindCoordinatorResponse.host',
+    256: 'FindCoordinatorResponse.host',
+    257: 'FindCoordinatorResponse.host',
+    258: 'FindCoordinatorResponse.host',
+    259: 'FindCoordinatorResponse.port',
+    260: 'FindCoordinatorResponse.port',
+    261: 'FindCoordinatorResponse.<tagged fields>',
+    262: 'FindCoordinatorResponse.<tagged fields>',
+    263: 'FindCoordinatorResponse.<tagged fields>',
+    264: 'FindCoordinatorResponse.<tagged fields>',
+    265: 'FindCoordinatorResponse.<tagged fields>',
+    279: 'FindCoordinatorResponse.throttle_time_ms',
+    280: 'FindCoordinatorResponse.throttle_time_ms',
+    281: 'FindCoordinatorResponse.coordinators',
+    282: 'FindCoordinatorResponse.coordinators',
+    283: 'FindCoordinatorResponse.coordinators',
+    284: 'FindCoordinatorResponse.coordinators',
+    285: 'FindCoordinatorResponse.coordinators',
+    286: 'FindCoordinatorResponse.coordinators',
+    287: 'FindCoordinatorResponse.coordinators',
+    288: 'FindCoordinatorResponse.coordinators',
+    289: 'FindCoordinatorResponse.coordinators',
+    290: 'FindCoordinatorResponse.coordinators',
+    291: 'FindCoordinatorResponse.coordinators',
+    292: 'FindCoordinatorResponse.coordinators',
+    293: 'FindCoordinatorResponse.coordinators',
+    294: 'FindCoordinatorResponse.coordinators',
+    295: 'FindCoordinatorResponse.coordinators',
+    296: 'FindCoordinatorResponse.coordinators',
+    297: 'FindCoordinatorResponse.coordinators',
+    298: 'FindCoordinatorResponse.<tagged fields>',
+    299: 'FindCoordinatorResponse.<tagged fields>',
+    300: 'FindCoordinatorResponse.<tagged fields>',
+    301: 'FindCoordinatorResponse.<tagged fields>',
+    302: 'FindCoordinatorResponse.<tagged fields>',
 })

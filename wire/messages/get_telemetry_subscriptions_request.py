@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -40,7 +41,10 @@ def _d_GetTelemetrySubscriptionsRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'GetTelemetrySubscriptionsRequest.<tagged fields>')
-    return GetTelemetrySubscriptionsRequest(_f_client_instance_id, _unk), pos
+    _o = _new(GetTelemetrySubscriptionsRequest)
+    _o.client_instance_id = _f_client_instance_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_GetTelemetrySubscriptionsRequest_v0(o, w):
@@ -59,13 +63,13 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_GetTelemetrySubscriptionsRequest_v0}
 ENCODERS = {0: _e_GetTelemetrySubscriptionsRequest_v0}
 _reg(__file__, {
-    34: 'GetTelemetrySubscriptionsRequest.client_instance_id',
     35: 'GetTelemetrySubscriptionsRequest.client_instance_id',
     36: 'GetTelemetrySubscriptionsRequest.client_instance_id',
     37: 'GetTelemetrySubscriptionsRequest.client_instance_id',
-    38: 'GetTelemetrySubscriptionsRequest.<tagged fields>',
+    38: 'GetTelemetrySubscriptionsRequest.client_instance_id',
     39: 'GetTelemetrySubscriptionsRequest.<tagged fields>',
     40: 'GetTelemetrySubscriptionsRequest.<tagged fields>',
     41: 'GetTelemetrySubscriptionsRequest.<tagged fields>',
     42: 'GetTelemetrySubscriptionsRequest.<tagged fields>',
+    43: 'GetTelemetrySubscriptionsRequest.<tagged fields>',
 })

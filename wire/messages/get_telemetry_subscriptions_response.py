@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -67,6 +68,9 @@ def _d_GetTelemetrySubscriptionsResponse_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -81,6 +85,9 @@ def _d_GetTelemetrySubscriptionsResponse_v0(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -93,6 +100,9 @@ def _d_GetTelemetrySubscriptionsResponse_v0(buf, pos):
             _n4 = buf[pos]
             if _n4 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n4, pos = _ruv(buf, pos)
             _n4 -= 1
@@ -110,7 +120,18 @@ def _d_GetTelemetrySubscriptionsResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'GetTelemetrySubscriptionsResponse.<tagged fields>')
-    return GetTelemetrySubscriptionsResponse(_f_throttle_time_ms, _f_error_code, _f_client_instance_id, _f_subscription_id, _f_accepted_compression_types, _f_push_interval_ms, _f_telemetry_max_bytes, _f_delta_temporality, _f_requested_metrics, _unk), pos
+    _o = _new(GetTelemetrySubscriptionsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.client_instance_id = _f_client_instance_id
+    _o.subscription_id = _f_subscription_id
+    _o.accepted_compression_types = _f_accepted_compression_types
+    _o.push_interval_ms = _f_push_interval_ms
+    _o.telemetry_max_bytes = _f_telemetry_max_bytes
+    _o.delta_temporality = _f_delta_temporality
+    _o.requested_metrics = _f_requested_metrics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_GetTelemetrySubscriptionsResponse_v0(o, w):
@@ -118,9 +139,10 @@ def _e_GetTelemetrySubscriptionsResponse_v0(o, w):
     w(o.client_instance_id.bytes)
     w(_S_ip(o.subscription_id))
     _a6 = o.accepted_compression_types
-    _l = len(_a6) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%db' % len(_a6), *_a6))
+    _l = len(_a6)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('b', _l)(*_a6))
     w(_S_iiop(o.push_interval_ms, o.telemetry_max_bytes, o.delta_temporality))
     _a7 = o.requested_metrics
     _l = len(_a7) + 1
@@ -145,15 +167,14 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_GetTelemetrySubscriptionsResponse_v0}
 ENCODERS = {0: _e_GetTelemetrySubscriptionsResponse_v0}
 _reg(__file__, {
-    59: 'GetTelemetrySubscriptionsResponse.throttle_time_ms/error_code',
     60: 'GetTelemetrySubscriptionsResponse.throttle_time_ms/error_code',
-    61: 'GetTelemetrySubscriptionsResponse.client_instance_id',
+    61: 'GetTelemetrySubscriptionsResponse.throttle_time_ms/error_code',
     62: 'GetTelemetrySubscriptionsResponse.client_instance_id',
     63: 'GetTelemetrySubscriptionsResponse.client_instance_id',
     64: 'GetTelemetrySubscriptionsResponse.client_instance_id',
-    65: 'GetTelemetrySubscriptionsResponse.subscription_id',
+    65: 'GetTelemetrySubscriptionsResponse.client_instance_id',
     66: 'GetTelemetrySubscriptionsResponse.subscription_id',
-    67: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
+    67: 'GetTelemetrySubscriptionsResponse.subscription_id',
     68: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
     69: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
     70: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
@@ -165,12 +186,12 @@ _reg(__file__, {
     76: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
     77: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
     78: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
-    79: 'GetTelemetrySubscriptionsResponse.push_interval_ms/telemetry_max_bytes/delta_temporality',
-    80: 'GetTelemetrySubscriptionsResponse.push_interval_ms/telemetry_max_bytes/delta_temporality',
-    81: 'GetTelemetrySubscriptionsResponse.requested_metrics',
-    82: 'GetTelemetrySubscriptionsResponse.requested_metrics',
-    83: 'GetTelemetrySubscriptionsResponse.requested_metrics',
-    84: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    79: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
+    80: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
+    81: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
+    82: 'GetTelemetrySubscriptionsResponse.accepted_compression_types',
+    83: 'GetTelemetrySubscriptionsResponse.push_interval_ms/telemetry_max_bytes/delta_temporality',
+    84: 'GetTelemetrySubscriptionsResponse.push_interval_ms/telemetry_max_bytes/delta_temporality',
     85: 'GetTelemetrySubscriptionsResponse.requested_metrics',
     86: 'GetTelemetrySubscriptionsResponse.requested_metrics',
     87: 'GetTelemetrySubscriptionsResponse.requested_metrics',
@@ -194,9 +215,19 @@ _reg(__file__, {
     105: 'GetTelemetrySubscriptionsResponse.requested_metrics',
     106: 'GetTelemetrySubscriptionsResponse.requested_metrics',
     107: 'GetTelemetrySubscriptionsResponse.requested_metrics',
-    108: 'GetTelemetrySubscriptionsResponse.<tagged fields>',
-    109: 'GetTelemetrySubscriptionsResponse.<tagged fields>',
-    110: 'GetTelemetrySubscriptionsResponse.<tagged fields>',
-    111: 'GetTelemetrySubscriptionsResponse.<tagged fields>',
-    112: 'GetTelemetrySubscriptionsResponse.<tagged fields>',
+    108: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    109: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    110: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    111: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    112: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    113: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    114: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    115: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    116: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    117: 'GetTelemetrySubscriptionsResponse.requested_metrics',
+    118: 'GetTelemetrySubscriptionsResponse.<tagged fields>',
+    119: 'GetTelemetrySubscriptionsResponse.<tagged fields>',
+    120: 'GetTelemetrySubscriptionsResponse.<tagged fields>',
+    121: 'GetTelemetrySubscriptionsResponse.<tagged fields>',
+    122: 'GetTelemetrySubscriptionsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -130,7 +131,17 @@ def _d_MemberMetadata_v0(buf, pos):
             raise _trunc('MemberMetadata.assignment', _n9, len(buf) - pos)
         _f_assignment = bytes(buf[pos:_end10])
         pos = _end10
-    return MemberMetadata(_f_member_id, None, _f_client_id, _f_client_host, -1, _f_session_timeout, _f_subscription, _f_assignment, None), pos
+    _o = _new(MemberMetadata)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.client_id = _f_client_id
+    _o.client_host = _f_client_host
+    _o.rebalance_timeout = -1
+    _o.session_timeout = _f_session_timeout
+    _o.subscription = _f_subscription
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MemberMetadata_v1(buf, pos):
@@ -186,7 +197,17 @@ def _d_MemberMetadata_v1(buf, pos):
             raise _trunc('MemberMetadata.assignment', _n19, len(buf) - pos)
         _f_assignment = bytes(buf[pos:_end20])
         pos = _end20
-    return MemberMetadata(_f_member_id, None, _f_client_id, _f_client_host, _f_rebalance_timeout, _f_session_timeout, _f_subscription, _f_assignment, None), pos
+    _o = _new(MemberMetadata)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.client_id = _f_client_id
+    _o.client_host = _f_client_host
+    _o.rebalance_timeout = _f_rebalance_timeout
+    _o.session_timeout = _f_session_timeout
+    _o.subscription = _f_subscription
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MemberMetadata_v2 = _d_MemberMetadata_v1
@@ -254,13 +275,26 @@ def _d_MemberMetadata_v3(buf, pos):
             raise _trunc('MemberMetadata.assignment', _n41, len(buf) - pos)
         _f_assignment = bytes(buf[pos:_end42])
         pos = _end42
-    return MemberMetadata(_f_member_id, _f_group_instance_id, _f_client_id, _f_client_host, _f_rebalance_timeout, _f_session_timeout, _f_subscription, _f_assignment, None), pos
+    _o = _new(MemberMetadata)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.client_id = _f_client_id
+    _o.client_host = _f_client_host
+    _o.rebalance_timeout = _f_rebalance_timeout
+    _o.session_timeout = _f_session_timeout
+    _o.subscription = _f_subscription
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MemberMetadata_v4(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -275,6 +309,9 @@ def _d_MemberMetadata_v4(buf, pos):
     _n45 = buf[pos]
     if _n45 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n45 = (_n45 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n45, pos = _ruv(buf, pos)
     _n45 -= 1
@@ -289,6 +326,9 @@ def _d_MemberMetadata_v4(buf, pos):
     _n47 = buf[pos]
     if _n47 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n47 = (_n47 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n47, pos = _ruv(buf, pos)
     _n47 -= 1
@@ -303,6 +343,9 @@ def _d_MemberMetadata_v4(buf, pos):
     _n49 = buf[pos]
     if _n49 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n49 = (_n49 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n49, pos = _ruv(buf, pos)
     _n49 -= 1
@@ -319,6 +362,9 @@ def _d_MemberMetadata_v4(buf, pos):
     _n51 = buf[pos]
     if _n51 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n51 = (_n51 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n51, pos = _ruv(buf, pos)
     _n51 -= 1
@@ -333,6 +379,9 @@ def _d_MemberMetadata_v4(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -349,7 +398,17 @@ def _d_MemberMetadata_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MemberMetadata.<tagged fields>')
-    return MemberMetadata(_f_member_id, _f_group_instance_id, _f_client_id, _f_client_host, _f_rebalance_timeout, _f_session_timeout, _f_subscription, _f_assignment, _unk), pos
+    _o = _new(MemberMetadata)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.client_id = _f_client_id
+    _o.client_host = _f_client_host
+    _o.rebalance_timeout = _f_rebalance_timeout
+    _o.session_timeout = _f_session_timeout
+    _o.subscription = _f_subscription
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_GroupMetadataValue_v0(buf, pos):
@@ -395,7 +454,15 @@ def _d_GroupMetadataValue_v0(buf, pos):
         for _ in range(_n61):
             _x62, pos = _d_MemberMetadata_v0(buf, pos)
             _f_members.append(_x62)
-    return GroupMetadataValue(_f_protocol_type, _f_generation, _f_protocol, _f_leader, -1, _f_members, None), pos
+    _o = _new(GroupMetadataValue)
+    _o.protocol_type = _f_protocol_type
+    _o.generation = _f_generation
+    _o.protocol = _f_protocol
+    _o.leader = _f_leader
+    _o.current_state_timestamp = -1
+    _o.members = _f_members
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_GroupMetadataValue_v1(buf, pos):
@@ -441,7 +508,15 @@ def _d_GroupMetadataValue_v1(buf, pos):
         for _ in range(_n69):
             _x70, pos = _d_MemberMetadata_v1(buf, pos)
             _f_members.append(_x70)
-    return GroupMetadataValue(_f_protocol_type, _f_generation, _f_protocol, _f_leader, -1, _f_members, None), pos
+    _o = _new(GroupMetadataValue)
+    _o.protocol_type = _f_protocol_type
+    _o.generation = _f_generation
+    _o.protocol = _f_protocol
+    _o.leader = _f_leader
+    _o.current_state_timestamp = -1
+    _o.members = _f_members
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_GroupMetadataValue_v2(buf, pos):
@@ -489,7 +564,15 @@ def _d_GroupMetadataValue_v2(buf, pos):
         for _ in range(_n77):
             _x78, pos = _d_MemberMetadata_v2(buf, pos)
             _f_members.append(_x78)
-    return GroupMetadataValue(_f_protocol_type, _f_generation, _f_protocol, _f_leader, _f_current_state_timestamp, _f_members, None), pos
+    _o = _new(GroupMetadataValue)
+    _o.protocol_type = _f_protocol_type
+    _o.generation = _f_generation
+    _o.protocol = _f_protocol
+    _o.leader = _f_leader
+    _o.current_state_timestamp = _f_current_state_timestamp
+    _o.members = _f_members
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_GroupMetadataValue_v3(buf, pos):
@@ -537,13 +620,24 @@ def _d_GroupMetadataValue_v3(buf, pos):
         for _ in range(_n85):
             _x86, pos = _d_MemberMetadata_v3(buf, pos)
             _f_members.append(_x86)
-    return GroupMetadataValue(_f_protocol_type, _f_generation, _f_protocol, _f_leader, _f_current_state_timestamp, _f_members, None), pos
+    _o = _new(GroupMetadataValue)
+    _o.protocol_type = _f_protocol_type
+    _o.generation = _f_generation
+    _o.protocol = _f_protocol
+    _o.leader = _f_leader
+    _o.current_state_timestamp = _f_current_state_timestamp
+    _o.members = _f_members
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_GroupMetadataValue_v4(buf, pos):
     _n87 = buf[pos]
     if _n87 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n87 = (_n87 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n87, pos = _ruv(buf, pos)
     _n87 -= 1
@@ -560,6 +654,9 @@ def _d_GroupMetadataValue_v4(buf, pos):
     _n89 = buf[pos]
     if _n89 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n89 = (_n89 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n89, pos = _ruv(buf, pos)
     _n89 -= 1
@@ -574,6 +671,9 @@ def _d_GroupMetadataValue_v4(buf, pos):
     _n91 = buf[pos]
     if _n91 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n91 = (_n91 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n91, pos = _ruv(buf, pos)
     _n91 -= 1
@@ -590,6 +690,9 @@ def _d_GroupMetadataValue_v4(buf, pos):
     _n93 = buf[pos]
     if _n93 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n93 = (_n93 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n93, pos = _ruv(buf, pos)
     _n93 -= 1
@@ -606,7 +709,15 @@ def _d_GroupMetadataValue_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'GroupMetadataValue.<tagged fields>')
-    return GroupMetadataValue(_f_protocol_type, _f_generation, _f_protocol, _f_leader, _f_current_state_timestamp, _f_members, _unk), pos
+    _o = _new(GroupMetadataValue)
+    _o.protocol_type = _f_protocol_type
+    _o.generation = _f_generation
+    _o.protocol = _f_protocol
+    _o.leader = _f_leader
+    _o.current_state_timestamp = _f_current_state_timestamp
+    _o.members = _f_members
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_MemberMetadata_v0(o, w):
@@ -873,7 +984,6 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_GroupMetadataValue_v0, 1: _d_GroupMetadataValue_v1, 2: _d_GroupMetadataValue_v2, 3: _d_GroupMetadataValue_v3, 4: _d_GroupMetadataValue_v4}
 ENCODERS = {0: _e_GroupMetadataValue_v0, 1: _e_GroupMetadataValue_v1, 2: _e_GroupMetadataValue_v2, 3: _e_GroupMetadataValue_v3, 4: _e_GroupMetadataValue_v4}
 _reg(__file__, {
-    81: 'MemberMetadata.member_id',
     82: 'MemberMetadata.member_id',
     83: 'MemberMetadata.member_id',
     84: 'MemberMetadata.member_id',
@@ -883,7 +993,7 @@ _reg(__file__, {
     88: 'MemberMetadata.member_id',
     89: 'MemberMetadata.member_id',
     90: 'MemberMetadata.member_id',
-    91: 'MemberMetadata.client_id',
+    91: 'MemberMetadata.member_id',
     92: 'MemberMetadata.client_id',
     93: 'MemberMetadata.client_id',
     94: 'MemberMetadata.client_id',
@@ -893,7 +1003,7 @@ _reg(__file__, {
     98: 'MemberMetadata.client_id',
     99: 'MemberMetadata.client_id',
     100: 'MemberMetadata.client_id',
-    101: 'MemberMetadata.client_host',
+    101: 'MemberMetadata.client_id',
     102: 'MemberMetadata.client_host',
     103: 'MemberMetadata.client_host',
     104: 'MemberMetadata.client_host',
@@ -903,9 +1013,9 @@ _reg(__file__, {
     108: 'MemberMetadata.client_host',
     109: 'MemberMetadata.client_host',
     110: 'MemberMetadata.client_host',
-    111: 'MemberMetadata.session_timeout',
+    111: 'MemberMetadata.client_host',
     112: 'MemberMetadata.session_timeout',
-    113: 'MemberMetadata.subscription',
+    113: 'MemberMetadata.session_timeout',
     114: 'MemberMetadata.subscription',
     115: 'MemberMetadata.subscription',
     116: 'MemberMetadata.subscription',
@@ -915,7 +1025,7 @@ _reg(__file__, {
     120: 'MemberMetadata.subscription',
     121: 'MemberMetadata.subscription',
     122: 'MemberMetadata.subscription',
-    123: 'MemberMetadata.assignment',
+    123: 'MemberMetadata.subscription',
     124: 'MemberMetadata.assignment',
     125: 'MemberMetadata.assignment',
     126: 'MemberMetadata.assignment',
@@ -925,446 +1035,477 @@ _reg(__file__, {
     130: 'MemberMetadata.assignment',
     131: 'MemberMetadata.assignment',
     132: 'MemberMetadata.assignment',
-    137: 'MemberMetadata.member_id',
-    138: 'MemberMetadata.member_id',
-    139: 'MemberMetadata.member_id',
-    140: 'MemberMetadata.member_id',
-    141: 'MemberMetadata.member_id',
-    142: 'MemberMetadata.member_id',
-    143: 'MemberMetadata.member_id',
-    144: 'MemberMetadata.member_id',
-    145: 'MemberMetadata.member_id',
-    146: 'MemberMetadata.member_id',
-    147: 'MemberMetadata.client_id',
-    148: 'MemberMetadata.client_id',
-    149: 'MemberMetadata.client_id',
-    150: 'MemberMetadata.client_id',
-    151: 'MemberMetadata.client_id',
-    152: 'MemberMetadata.client_id',
-    153: 'MemberMetadata.client_id',
-    154: 'MemberMetadata.client_id',
-    155: 'MemberMetadata.client_id',
-    156: 'MemberMetadata.client_id',
-    157: 'MemberMetadata.client_host',
-    158: 'MemberMetadata.client_host',
-    159: 'MemberMetadata.client_host',
-    160: 'MemberMetadata.client_host',
-    161: 'MemberMetadata.client_host',
-    162: 'MemberMetadata.client_host',
-    163: 'MemberMetadata.client_host',
-    164: 'MemberMetadata.client_host',
-    165: 'MemberMetadata.client_host',
-    166: 'MemberMetadata.client_host',
-    167: 'MemberMetadata.rebalance_timeout/session_timeout',
-    168: 'MemberMetadata.rebalance_timeout/session_timeout',
-    169: 'MemberMetadata.subscription',
-    170: 'MemberMetadata.subscription',
-    171: 'MemberMetadata.subscription',
-    172: 'MemberMetadata.subscription',
-    173: 'MemberMetadata.subscription',
-    174: 'MemberMetadata.subscription',
-    175: 'MemberMetadata.subscription',
-    176: 'MemberMetadata.subscription',
-    177: 'MemberMetadata.subscription',
-    178: 'MemberMetadata.subscription',
-    179: 'MemberMetadata.assignment',
-    180: 'MemberMetadata.assignment',
-    181: 'MemberMetadata.assignment',
-    182: 'MemberMetadata.assignment',
-    183: 'MemberMetadata.assignment',
-    184: 'MemberMetadata.assignment',
-    185: 'MemberMetadata.assignment',
-    186: 'MemberMetadata.assignment',
-    187: 'MemberMetadata.assignment',
-    188: 'MemberMetadata.assignment',
-    194: 'MemberMetadata.member_id',
-    195: 'MemberMetadata.member_id',
-    196: 'MemberMetadata.member_id',
-    197: 'MemberMetadata.member_id',
-    198: 'MemberMetadata.member_id',
-    199: 'MemberMetadata.member_id',
-    200: 'MemberMetadata.member_id',
-    201: 'MemberMetadata.member_id',
-    202: 'MemberMetadata.member_id',
-    203: 'MemberMetadata.member_id',
-    204: 'MemberMetadata.group_instance_id',
-    205: 'MemberMetadata.group_instance_id',
-    206: 'MemberMetadata.group_instance_id',
-    207: 'MemberMetadata.group_instance_id',
-    208: 'MemberMetadata.group_instance_id',
-    209: 'MemberMetadata.group_instance_id',
-    210: 'MemberMetadata.group_instance_id',
-    211: 'MemberMetadata.group_instance_id',
-    212: 'MemberMetadata.group_instance_id',
-    213: 'MemberMetadata.group_instance_id',
-    214: 'MemberMetadata.client_id',
-    215: 'MemberMetadata.client_id',
-    216: 'MemberMetadata.client_id',
-    217: 'MemberMetadata.client_id',
-    218: 'MemberMetadata.client_id',
-    219: 'MemberMetadata.client_id',
-    220: 'MemberMetadata.client_id',
-    221: 'MemberMetadata.client_id',
-    222: 'MemberMetadata.client_id',
-    223: 'MemberMetadata.client_id',
-    224: 'MemberMetadata.client_host',
-    225: 'MemberMetadata.client_host',
-    226: 'MemberMetadata.client_host',
-    227: 'MemberMetadata.client_host',
-    228: 'MemberMetadata.client_host',
-    229: 'MemberMetadata.client_host',
-    230: 'MemberMetadata.client_host',
-    231: 'MemberMetadata.client_host',
-    232: 'MemberMetadata.client_host',
-    233: 'MemberMetadata.client_host',
-    234: 'MemberMetadata.rebalance_timeout/session_timeout',
-    235: 'MemberMetadata.rebalance_timeout/session_timeout',
-    236: 'MemberMetadata.subscription',
-    237: 'MemberMetadata.subscription',
-    238: 'MemberMetadata.subscription',
-    239: 'MemberMetadata.subscription',
-    240: 'MemberMetadata.subscription',
-    241: 'MemberMetadata.subscription',
-    242: 'MemberMetadata.subscription',
-    243: 'MemberMetadata.subscription',
-    244: 'MemberMetadata.subscription',
-    245: 'MemberMetadata.subscription',
-    246: 'MemberMetadata.assignment',
-    247: 'MemberMetadata.assignment',
-    248: 'MemberMetadata.assignment',
-    249: 'MemberMetadata.assignment',
-    250: 'MemberMetadata.assignment',
-    251: 'MemberMetadata.assignment',
-    252: 'MemberMetadata.assignment',
-    253: 'MemberMetadata.assignment',
-    254: 'MemberMetadata.assignment',
-    255: 'MemberMetadata.assignment',
-    260: 'MemberMetadata.member_id',
-    261: 'MemberMetadata.member_id',
-    262: 'MemberMetadata.member_id',
-    263: 'MemberMetadata.member_id',
-    264: 'MemberMetadata.member_id',
-    265: 'MemberMetadata.member_id',
-    266: 'MemberMetadata.member_id',
-    267: 'MemberMetadata.member_id',
-    268: 'MemberMetadata.member_id',
-    269: 'MemberMetadata.member_id',
-    270: 'MemberMetadata.member_id',
-    271: 'MemberMetadata.member_id',
-    272: 'MemberMetadata.member_id',
-    273: 'MemberMetadata.member_id',
-    274: 'MemberMetadata.group_instance_id',
-    275: 'MemberMetadata.group_instance_id',
-    276: 'MemberMetadata.group_instance_id',
-    277: 'MemberMetadata.group_instance_id',
-    278: 'MemberMetadata.group_instance_id',
-    279: 'MemberMetadata.group_instance_id',
-    280: 'MemberMetadata.group_instance_id',
-    281: 'MemberMetadata.group_instance_id',
-    282: 'MemberMetadata.group_instance_id',
-    283: 'MemberMetadata.group_instance_id',
-    284: 'MemberMetadata.group_instance_id',
-    285: 'MemberMetadata.group_instance_id',
-    286: 'MemberMetadata.group_instance_id',
-    287: 'MemberMetadata.group_instance_id',
-    288: 'MemberMetadata.client_id',
-    289: 'MemberMetadata.client_id',
-    290: 'MemberMetadata.client_id',
-    291: 'MemberMetadata.client_id',
-    292: 'MemberMetadata.client_id',
-    293: 'MemberMetadata.client_id',
-    294: 'MemberMetadata.client_id',
-    295: 'MemberMetadata.client_id',
-    296: 'MemberMetadata.client_id',
-    297: 'MemberMetadata.client_id',
-    298: 'MemberMetadata.client_id',
-    299: 'MemberMetadata.client_id',
-    300: 'MemberMetadata.client_id',
-    301: 'MemberMetadata.client_id',
-    302: 'MemberMetadata.client_host',
-    303: 'MemberMetadata.client_host',
-    304: 'MemberMetadata.client_host',
-    305: 'MemberMetadata.client_host',
-    306: 'MemberMetadata.client_host',
-    307: 'MemberMetadata.client_host',
-    308: 'MemberMetadata.client_host',
-    309: 'MemberMetadata.client_host',
-    310: 'MemberMetadata.client_host',
-    311: 'MemberMetadata.client_host',
-    312: 'MemberMetadata.client_host',
-    313: 'MemberMetadata.client_host',
-    314: 'MemberMetadata.client_host',
-    315: 'MemberMetadata.client_host',
-    316: 'MemberMetadata.rebalance_timeout/session_timeout',
-    317: 'MemberMetadata.rebalance_timeout/session_timeout',
-    318: 'MemberMetadata.subscription',
-    319: 'MemberMetadata.subscription',
-    320: 'MemberMetadata.subscription',
-    321: 'MemberMetadata.subscription',
-    322: 'MemberMetadata.subscription',
-    323: 'MemberMetadata.subscription',
-    324: 'MemberMetadata.subscription',
-    325: 'MemberMetadata.subscription',
-    326: 'MemberMetadata.subscription',
-    327: 'MemberMetadata.subscription',
-    328: 'MemberMetadata.subscription',
-    329: 'MemberMetadata.subscription',
-    330: 'MemberMetadata.subscription',
-    331: 'MemberMetadata.subscription',
-    332: 'MemberMetadata.assignment',
-    333: 'MemberMetadata.assignment',
-    334: 'MemberMetadata.assignment',
-    335: 'MemberMetadata.assignment',
-    336: 'MemberMetadata.assignment',
-    337: 'MemberMetadata.assignment',
-    338: 'MemberMetadata.assignment',
-    339: 'MemberMetadata.assignment',
-    340: 'MemberMetadata.assignment',
-    341: 'MemberMetadata.assignment',
-    342: 'MemberMetadata.assignment',
-    343: 'MemberMetadata.assignment',
-    344: 'MemberMetadata.assignment',
-    345: 'MemberMetadata.assignment',
-    346: 'MemberMetadata.<tagged fields>',
-    347: 'MemberMetadata.<tagged fields>',
-    348: 'MemberMetadata.<tagged fields>',
-    349: 'MemberMetadata.<tagged fields>',
-    350: 'MemberMetadata.<tagged fields>',
-    355: 'GroupMetadataValue.protocol_type',
-    356: 'GroupMetadataValue.protocol_type',
-    357: 'GroupMetadataValue.protocol_type',
-    358: 'GroupMetadataValue.protocol_type',
-    359: 'GroupMetadataValue.protocol_type',
-    360: 'GroupMetadataValue.protocol_type',
-    361: 'GroupMetadataValue.protocol_type',
-    362: 'GroupMetadataValue.protocol_type',
-    363: 'GroupMetadataValue.protocol_type',
-    364: 'GroupMetadataValue.protocol_type',
-    365: 'GroupMetadataValue.generation',
-    366: 'GroupMetadataValue.generation',
-    367: 'GroupMetadataValue.protocol',
-    368: 'GroupMetadataValue.protocol',
-    369: 'GroupMetadataValue.protocol',
-    370: 'GroupMetadataValue.protocol',
-    371: 'GroupMetadataValue.protocol',
-    372: 'GroupMetadataValue.protocol',
-    373: 'GroupMetadataValue.protocol',
-    374: 'GroupMetadataValue.protocol',
-    375: 'GroupMetadataValue.protocol',
-    376: 'GroupMetadataValue.protocol',
-    377: 'GroupMetadataValue.leader',
-    378: 'GroupMetadataValue.leader',
-    379: 'GroupMetadataValue.leader',
-    380: 'GroupMetadataValue.leader',
-    381: 'GroupMetadataValue.leader',
-    382: 'GroupMetadataValue.leader',
-    383: 'GroupMetadataValue.leader',
-    384: 'GroupMetadataValue.leader',
-    385: 'GroupMetadataValue.leader',
-    386: 'GroupMetadataValue.leader',
-    387: 'GroupMetadataValue.members',
-    388: 'GroupMetadataValue.members',
-    389: 'GroupMetadataValue.members',
-    390: 'GroupMetadataValue.members',
-    391: 'GroupMetadataValue.members',
-    392: 'GroupMetadataValue.members',
-    393: 'GroupMetadataValue.members',
-    394: 'GroupMetadataValue.members',
-    395: 'GroupMetadataValue.members',
-    396: 'GroupMetadataValue.members',
-    401: 'GroupMetadataValue.protocol_type',
-    402: 'GroupMetadataValue.protocol_type',
-    403: 'GroupMetadataValue.protocol_type',
-    404: 'GroupMetadataValue.protocol_type',
-    405: 'GroupMetadataValue.protocol_type',
-    406: 'GroupMetadataValue.protocol_type',
-    407: 'GroupMetadataValue.protocol_type',
-    408: 'GroupMetadataValue.protocol_type',
-    409: 'GroupMetadataValue.protocol_type',
-    410: 'GroupMetadataValue.protocol_type',
-    411: 'GroupMetadataValue.generation',
-    412: 'GroupMetadataValue.generation',
-    413: 'GroupMetadataValue.protocol',
-    414: 'GroupMetadataValue.protocol',
-    415: 'GroupMetadataValue.protocol',
-    416: 'GroupMetadataValue.protocol',
-    417: 'GroupMetadataValue.protocol',
-    418: 'GroupMetadataValue.protocol',
-    419: 'GroupMetadataValue.protocol',
-    420: 'GroupMetadataValue.protocol',
-    421: 'GroupMetadataValue.protocol',
-    422: 'GroupMetadataValue.protocol',
-    423: 'GroupMetadataValue.leader',
-    424: 'GroupMetadataValue.leader',
-    425: 'GroupMetadataValue.leader',
-    426: 'GroupMetadataValue.leader',
-    427: 'GroupMetadataValue.leader',
-    428: 'GroupMetadataValue.leader',
-    429: 'GroupMetadataValue.leader',
-    430: 'GroupMetadataValue.leader',
-    431: 'GroupMetadataValue.leader',
-    432: 'GroupMetadataValue.leader',
-    433: 'GroupMetadataValue.members',
-    434: 'GroupMetadataValue.members',
-    435: 'GroupMetadataValue.members',
-    436: 'GroupMetadataValue.members',
-    437: 'GroupMetadataValue.members',
-    438: 'GroupMetadataValue.members',
-    439: 'GroupMetadataValue.members',
-    440: 'GroupMetadataValue.members',
-    441: 'GroupMetadataValue.members',
-    442: 'GroupMetadataValue.members',
-    447: 'GroupMetadataValue.protocol_type',
-    448: 'GroupMetadataValue.protocol_type',
-    449: 'GroupMetadataValue.protocol_type',
-    450: 'GroupMetadataValue.protocol_type',
-    451: 'GroupMetadataValue.protocol_type',
-    452: 'GroupMetadataValue.protocol_type',
-    453: 'GroupMetadataValue.protocol_type',
-    454: 'GroupMetadataValue.protocol_type',
-    455: 'GroupMetadataValue.protocol_type',
-    456: 'GroupMetadataValue.protocol_type',
-    457: 'GroupMetadataValue.generation',
-    458: 'GroupMetadataValue.generation',
-    459: 'GroupMetadataValue.protocol',
-    460: 'GroupMetadataValue.protocol',
-    461: 'GroupMetadataValue.protocol',
-    462: 'GroupMetadataValue.protocol',
-    463: 'GroupMetadataValue.protocol',
-    464: 'GroupMetadataValue.protocol',
-    465: 'GroupMetadataValue.protocol',
-    466: 'GroupMetadataValue.protocol',
-    467: 'GroupMetadataValue.protocol',
-    468: 'GroupMetadataValue.protocol',
-    469: 'GroupMetadataValue.leader',
-    470: 'GroupMetadataValue.leader',
-    471: 'GroupMetadataValue.leader',
-    472: 'GroupMetadataValue.leader',
-    473: 'GroupMetadataValue.leader',
-    474: 'GroupMetadataValue.leader',
-    475: 'GroupMetadataValue.leader',
-    476: 'GroupMetadataValue.leader',
-    477: 'GroupMetadataValue.leader',
-    478: 'GroupMetadataValue.leader',
-    479: 'GroupMetadataValue.current_state_timestamp',
-    480: 'GroupMetadataValue.current_state_timestamp',
-    481: 'GroupMetadataValue.members',
-    482: 'GroupMetadataValue.members',
-    483: 'GroupMetadataValue.members',
-    484: 'GroupMetadataValue.members',
-    485: 'GroupMetadataValue.members',
-    486: 'GroupMetadataValue.members',
-    487: 'GroupMetadataValue.members',
-    488: 'GroupMetadataValue.members',
-    489: 'GroupMetadataValue.members',
-    490: 'GroupMetadataValue.members',
-    495: 'GroupMetadataValue.protocol_type',
-    496: 'GroupMetadataValue.protocol_type',
-    497: 'GroupMetadataValue.protocol_type',
-    498: 'GroupMetadataValue.protocol_type',
-    499: 'GroupMetadataValue.protocol_type',
-    500: 'GroupMetadataValue.protocol_type',
-    501: 'GroupMetadataValue.protocol_type',
-    502: 'GroupMetadataValue.protocol_type',
-    503: 'GroupMetadataValue.protocol_type',
-    504: 'GroupMetadataValue.protocol_type',
-    505: 'GroupMetadataValue.generation',
-    506: 'GroupMetadataValue.generation',
-    507: 'GroupMetadataValue.protocol',
-    508: 'GroupMetadataValue.protocol',
-    509: 'GroupMetadataValue.protocol',
-    510: 'GroupMetadataValue.protocol',
-    511: 'GroupMetadataValue.protocol',
-    512: 'GroupMetadataValue.protocol',
-    513: 'GroupMetadataValue.protocol',
-    514: 'GroupMetadataValue.protocol',
-    515: 'GroupMetadataValue.protocol',
-    516: 'GroupMetadataValue.protocol',
-    517: 'GroupMetadataValue.leader',
-    518: 'GroupMetadataValue.leader',
-    519: 'GroupMetadataValue.leader',
-    520: 'GroupMetadataValue.leader',
-    521: 'GroupMetadataValue.leader',
-    522: 'GroupMetadataValue.leader',
-    523: 'GroupMetadataValue.leader',
-    524: 'GroupMetadataValue.leader',
-    525: 'GroupMetadataValue.leader',
-    526: 'GroupMetadataValue.leader',
-    527: 'GroupMetadataValue.current_state_timestamp',
-    528: 'GroupMetadataValue.current_state_timestamp',
-    529: 'GroupMetadataValue.members',
-    530: 'GroupMetadataValue.members',
-    531: 'GroupMetadataValue.members',
-    532: 'GroupMetadataValue.members',
-    533: 'GroupMetadataValue.members',
-    534: 'GroupMetadataValue.members',
-    535: 'GroupMetadataValue.members',
-    536: 'GroupMetadataValue.members',
-    537: 'GroupMetadataValue.members',
-    538: 'GroupMetadataValue.members',
-    543: 'GroupMetadataValue.protocol_type',
-    544: 'GroupMetadataValue.protocol_type',
-    545: 'GroupMetadataValue.protocol_type',
-    546: 'GroupMetadataValue.protocol_type',
-    547: 'GroupMetadataValue.protocol_type',
-    548: 'GroupMetadataValue.protocol_type',
-    549: 'GroupMetadataValue.protocol_type',
-    550: 'GroupMetadataValue.protocol_type',
-    551: 'GroupMetadataValue.protocol_type',
-    552: 'GroupMetadataValue.protocol_type',
-    553: 'GroupMetadataValue.protocol_type',
-    554: 'GroupMetadataValue.protocol_type',
-    555: 'GroupMetadataValue.protocol_type',
-    556: 'GroupMetadataValue.protocol_type',
-    557: 'GroupMetadataValue.generation',
-    558: 'GroupMetadataValue.generation',
-    559: 'GroupMetadataValue.protocol',
-    560: 'GroupMetadataValue.protocol',
-    561: 'GroupMetadataValue.protocol',
-    562: 'GroupMetadataValue.protocol',
-    563: 'GroupMetadataValue.protocol',
-    564: 'GroupMetadataValue.protocol',
-    565: 'GroupMetadataValue.protocol',
-    566: 'GroupMetadataValue.protocol',
-    567: 'GroupMetadataValue.protocol',
-    568: 'GroupMetadataValue.protocol',
-    569: 'GroupMetadataValue.protocol',
-    570: 'GroupMetadataValue.protocol',
-    571: 'GroupMetadataValue.protocol',
-    572: 'GroupMetadataValue.protocol',
-    573: 'GroupMetadataValue.leader',
-    574: 'GroupMetadataValue.leader',
-    575: 'GroupMetadataValue.leader',
-    576: 'GroupMetadataValue.leader',
-    577: 'GroupMetadataValue.leader',
-    578: 'GroupMetadataValue.leader',
-    579: 'GroupMetadataValue.leader',
-    580: 'GroupMetadataValue.leader',
-    581: 'GroupMetadataValue.leader',
-    582: 'GroupMetadataValue.leader',
-    583: 'GroupMetadataValue.leader',
-    584: 'GroupMetadataValue.leader',
-    585: 'GroupMetadataValue.leader',
-    586: 'GroupMetadataValue.leader',
-    587: 'GroupMetadataValue.current_state_timestamp',
-    588: 'GroupMetadataValue.current_state_timestamp',
-    589: 'GroupMetadataValue.members',
-    590: 'GroupMetadataValue.members',
-    591: 'GroupMetadataValue.members',
-    592: 'GroupMetadataValue.members',
-    593: 'GroupMetadataValue.members',
-    594: 'GroupMetadataValue.members',
-    595: 'GroupMetadataValue.members',
-    596: 'GroupMetadataValue.members',
-    597: 'GroupMetadataValue.members',
-    598: 'GroupMetadataValue.members',
-    599: 'GroupMetadataValue.members',
-    600: 'GroupMetadataValue.members',
-    601: 'GroupMetadataValue.members',
-    602: 'GroupMetadataValue.members',
-    603: 'GroupMetadataValue.<tagged fields>',
-    604: 'GroupMetadataValue.<tagged fields>',
-    605: 'GroupMetadataValue.<tagged fields>',
-    606: 'GroupMetadataValue.<tagged fields>',
-    607: 'GroupMetadataValue.<tagged fields>',
+    133: 'MemberMetadata.assignment',
+    148: 'MemberMetadata.member_id',
+    149: 'MemberMetadata.member_id',
+    150: 'MemberMetadata.member_id',
+    151: 'MemberMetadata.member_id',
+    152: 'MemberMetadata.member_id',
+    153: 'MemberMetadata.member_id',
+    154: 'MemberMetadata.member_id',
+    155: 'MemberMetadata.member_id',
+    156: 'MemberMetadata.member_id',
+    157: 'MemberMetadata.member_id',
+    158: 'MemberMetadata.client_id',
+    159: 'MemberMetadata.client_id',
+    160: 'MemberMetadata.client_id',
+    161: 'MemberMetadata.client_id',
+    162: 'MemberMetadata.client_id',
+    163: 'MemberMetadata.client_id',
+    164: 'MemberMetadata.client_id',
+    165: 'MemberMetadata.client_id',
+    166: 'MemberMetadata.client_id',
+    167: 'MemberMetadata.client_id',
+    168: 'MemberMetadata.client_host',
+    169: 'MemberMetadata.client_host',
+    170: 'MemberMetadata.client_host',
+    171: 'MemberMetadata.client_host',
+    172: 'MemberMetadata.client_host',
+    173: 'MemberMetadata.client_host',
+    174: 'MemberMetadata.client_host',
+    175: 'MemberMetadata.client_host',
+    176: 'MemberMetadata.client_host',
+    177: 'MemberMetadata.client_host',
+    178: 'MemberMetadata.rebalance_timeout/session_timeout',
+    179: 'MemberMetadata.rebalance_timeout/session_timeout',
+    180: 'MemberMetadata.subscription',
+    181: 'MemberMetadata.subscription',
+    182: 'MemberMetadata.subscription',
+    183: 'MemberMetadata.subscription',
+    184: 'MemberMetadata.subscription',
+    185: 'MemberMetadata.subscription',
+    186: 'MemberMetadata.subscription',
+    187: 'MemberMetadata.subscription',
+    188: 'MemberMetadata.subscription',
+    189: 'MemberMetadata.subscription',
+    190: 'MemberMetadata.assignment',
+    191: 'MemberMetadata.assignment',
+    192: 'MemberMetadata.assignment',
+    193: 'MemberMetadata.assignment',
+    194: 'MemberMetadata.assignment',
+    195: 'MemberMetadata.assignment',
+    196: 'MemberMetadata.assignment',
+    197: 'MemberMetadata.assignment',
+    198: 'MemberMetadata.assignment',
+    199: 'MemberMetadata.assignment',
+    215: 'MemberMetadata.member_id',
+    216: 'MemberMetadata.member_id',
+    217: 'MemberMetadata.member_id',
+    218: 'MemberMetadata.member_id',
+    219: 'MemberMetadata.member_id',
+    220: 'MemberMetadata.member_id',
+    221: 'MemberMetadata.member_id',
+    222: 'MemberMetadata.member_id',
+    223: 'MemberMetadata.member_id',
+    224: 'MemberMetadata.member_id',
+    225: 'MemberMetadata.group_instance_id',
+    226: 'MemberMetadata.group_instance_id',
+    227: 'MemberMetadata.group_instance_id',
+    228: 'MemberMetadata.group_instance_id',
+    229: 'MemberMetadata.group_instance_id',
+    230: 'MemberMetadata.group_instance_id',
+    231: 'MemberMetadata.group_instance_id',
+    232: 'MemberMetadata.group_instance_id',
+    233: 'MemberMetadata.group_instance_id',
+    234: 'MemberMetadata.group_instance_id',
+    235: 'MemberMetadata.client_id',
+    236: 'MemberMetadata.client_id',
+    237: 'MemberMetadata.client_id',
+    238: 'MemberMetadata.client_id',
+    239: 'MemberMetadata.client_id',
+    240: 'MemberMetadata.client_id',
+    241: 'MemberMetadata.client_id',
+    242: 'MemberMetadata.client_id',
+    243: 'MemberMetadata.client_id',
+    244: 'MemberMetadata.client_id',
+    245: 'MemberMetadata.client_host',
+    246: 'MemberMetadata.client_host',
+    247: 'MemberMetadata.client_host',
+    248: 'MemberMetadata.client_host',
+    249: 'MemberMetadata.client_host',
+    250: 'MemberMetadata.client_host',
+    251: 'MemberMetadata.client_host',
+    252: 'MemberMetadata.client_host',
+    253: 'MemberMetadata.client_host',
+    254: 'MemberMetadata.client_host',
+    255: 'MemberMetadata.rebalance_timeout/session_timeout',
+    256: 'MemberMetadata.rebalance_timeout/session_timeout',
+    257: 'MemberMetadata.subscription',
+    258: 'MemberMetadata.subscription',
+    259: 'MemberMetadata.subscription',
+    260: 'MemberMetadata.subscription',
+    261: 'MemberMetadata.subscription',
+    262: 'MemberMetadata.subscription',
+    263: 'MemberMetadata.subscription',
+    264: 'MemberMetadata.subscription',
+    265: 'MemberMetadata.subscription',
+    266: 'MemberMetadata.subscription',
+    267: 'MemberMetadata.assignment',
+    268: 'MemberMetadata.assignment',
+    269: 'MemberMetadata.assignment',
+    270: 'MemberMetadata.assignment',
+    271: 'MemberMetadata.assignment',
+    272: 'MemberMetadata.assignment',
+    273: 'MemberMetadata.assignment',
+    274: 'MemberMetadata.assignment',
+    275: 'MemberMetadata.assignment',
+    276: 'MemberMetadata.assignment',
+    291: 'MemberMetadata.member_id',
+    292: 'MemberMetadata.member_id',
+    293: 'MemberMetadata.member_id',
+    294: 'MemberMetadata.member_id',
+    295: 'MemberMetadata.member_id',
+    296: 'MemberMetadata.member_id',
+    297: 'MemberMetadata.member_id',
+    298: 'MemberMetadata.member_id',
+    299: 'MemberMetadata.member_id',
+    300: 'MemberMetadata.member_id',
+    301: 'MemberMetadata.member_id',
+    302: 'MemberMetadata.member_id',
+    303: 'MemberMetadata.member_id',
+    304: 'MemberMetadata.member_id',
+    305: 'MemberMetadata.member_id',
+    306: 'MemberMetadata.member_id',
+    307: 'MemberMetadata.member_id',
+    308: 'MemberMetadata.group_instance_id',
+    309: 'MemberMetadata.group_instance_id',
+    310: 'MemberMetadata.group_instance_id',
+    311: 'MemberMetadata.group_instance_id',
+    312: 'MemberMetadata.group_instance_id',
+    313: 'MemberMetadata.group_instance_id',
+    314: 'MemberMetadata.group_instance_id',
+    315: 'MemberMetadata.group_instance_id',
+    316: 'MemberMetadata.group_instance_id',
+    317: 'MemberMetadata.group_instance_id',
+    318: 'MemberMetadata.group_instance_id',
+    319: 'MemberMetadata.group_instance_id',
+    320: 'MemberMetadata.group_instance_id',
+    321: 'MemberMetadata.group_instance_id',
+    322: 'MemberMetadata.group_instance_id',
+    323: 'MemberMetadata.group_instance_id',
+    324: 'MemberMetadata.group_instance_id',
+    325: 'MemberMetadata.client_id',
+    326: 'MemberMetadata.client_id',
+    327: 'MemberMetadata.client_id',
+    328: 'MemberMetadata.client_id',
+    329: 'MemberMetadata.client_id',
+    330: 'MemberMetadata.client_id',
+    331: 'MemberMetadata.client_id',
+    332: 'MemberMetadata.client_id',
+    333: 'MemberMetadata.client_id',
+    334: 'MemberMetadata.client_id',
+    335: 'MemberMetadata.client_id',
+    336: 'MemberMetadata.client_id',
+    337: 'MemberMetadata.client_id',
+    338: 'MemberMetadata.client_id',
+    339: 'MemberMetadata.client_id',
+    340: 'MemberMetadata.client_id',
+    341: 'MemberMetadata.client_id',
+    342: 'MemberMetadata.client_host',
+    343: 'MemberMetadata.client_host',
+    344: 'MemberMetadata.client_host',
+    345: 'MemberMetadata.client_host',
+    346: 'MemberMetadata.client_host',
+    347: 'MemberMetadata.client_host',
+    348: 'MemberMetadata.client_host',
+    349: 'MemberMetadata.client_host',
+    350: 'MemberMetadata.client_host',
+    351: 'MemberMetadata.client_host',
+    352: 'MemberMetadata.client_host',
+    353: 'MemberMetadata.client_host',
+    354: 'MemberMetadata.client_host',
+    355: 'MemberMetadata.client_host',
+    356: 'MemberMetadata.client_host',
+    357: 'MemberMetadata.client_host',
+    358: 'MemberMetadata.client_host',
+    359: 'MemberMetadata.rebalance_timeout/session_timeout',
+    360: 'MemberMetadata.rebalance_timeout/session_timeout',
+    361: 'MemberMetadata.subscription',
+    362: 'MemberMetadata.subscription',
+    363: 'MemberMetadata.subscription',
+    364: 'MemberMetadata.subscription',
+    365: 'MemberMetadata.subscription',
+    366: 'MemberMetadata.subscription',
+    367: 'MemberMetadata.subscription',
+    368: 'MemberMetadata.subscription',
+    369: 'MemberMetadata.subscription',
+    370: 'MemberMetadata.subscription',
+    371: 'MemberMetadata.subscription',
+    372: 'MemberMetadata.subscription',
+    373: 'MemberMetadata.subscription',
+    374: 'MemberMetadata.subscription',
+    375: 'MemberMetadata.subscription',
+    376: 'MemberMetadata.subscription',
+    377: 'MemberMetadata.subscription',
+    378: 'MemberMetadata.assignment',
+    379: 'MemberMetadata.assignment',
+    380: 'MemberMetadata.assignment',
+    381: 'MemberMetadata.assignment',
+    382: 'MemberMetadata.assignment',
+    383: 'MemberMetadata.assignment',
+    384: 'MemberMetadata.assignment',
+    385: 'MemberMetadata.assignment',
+    386: 'MemberMetadata.assignment',
+    387: 'MemberMetadata.assignment',
+    388: 'MemberMetadata.assignment',
+    389: 'MemberMetadata.assignment',
+    390: 'MemberMetadata.assignment',
+    391: 'MemberMetadata.assignment',
+    392: 'MemberMetadata.assignment',
+    393: 'MemberMetadata.assignment',
+    394: 'MemberMetadata.assignment',
+    395: 'MemberMetadata.<tagged fields>',
+    396: 'MemberMetadata.<tagged fields>',
+    397: 'MemberMetadata.<tagged fields>',
+    398: 'MemberMetadata.<tagged fields>',
+    399: 'MemberMetadata.<tagged fields>',
+    414: 'GroupMetadataValue.protocol_type',
+    415: 'GroupMetadataValue.protocol_type',
+    416: 'GroupMetadataValue.protocol_type',
+    417: 'GroupMetadataValue.protocol_type',
+    418: 'GroupMetadataValue.protocol_type',
+    419: 'GroupMetadataValue.protocol_type',
+    420: 'GroupMetadataValue.protocol_type',
+    421: 'GroupMetadataValue.protocol_type',
+    422: 'GroupMetadataValue.protocol_type',
+    423: 'GroupMetadataValue.protocol_type',
+    424: 'GroupMetadataValue.generation',
+    425: 'GroupMetadataValue.generation',
+    426: 'GroupMetadataValue.protocol',
+    427: 'GroupMetadataValue.protocol',
+    428: 'GroupMetadataValue.protocol',
+    429: 'GroupMetadataValue.protocol',
+    430: 'GroupMetadataValue.protocol',
+    431: 'GroupMetadataValue.protocol',
+    432: 'GroupMetadataValue.protocol',
+    433: 'GroupMetadataValue.protocol',
+    434: 'GroupMetadataValue.protocol',
+    435: 'GroupMetadataValue.protocol',
+    436: 'GroupMetadataValue.leader',
+    437: 'GroupMetadataValue.leader',
+    438: 'GroupMetadataValue.leader',
+    439: 'GroupMetadataValue.leader',
+    440: 'GroupMetadataValue.leader',
+    441: 'GroupMetadataValue.leader',
+    442: 'GroupMetadataValue.leader',
+    443: 'GroupMetadataValue.leader',
+    444: 'GroupMetadataValue.leader',
+    445: 'GroupMetadataValue.leader',
+    446: 'GroupMetadataValue.members',
+    447: 'GroupMetadataValue.members',
+    448: 'GroupMetadataValue.members',
+    449: 'GroupMetadataValue.members',
+    450: 'GroupMetadataValue.members',
+    451: 'GroupMetadataValue.members',
+    452: 'GroupMetadataValue.members',
+    453: 'GroupMetadataValue.members',
+    454: 'GroupMetadataValue.members',
+    455: 'GroupMetadataValue.members',
+    468: 'GroupMetadataValue.protocol_type',
+    469: 'GroupMetadataValue.protocol_type',
+    470: 'GroupMetadataValue.protocol_type',
+    471: 'GroupMetadataValue.protocol_type',
+    472: 'GroupMetadataValue.protocol_type',
+    473: 'GroupMetadataValue.protocol_type',
+    474: 'GroupMetadataValue.protocol_type',
+    475: 'GroupMetadataValue.protocol_type',
+    476: 'GroupMetadataValue.protocol_type',
+    477: 'GroupMetadataValue.protocol_type',
+    478: 'GroupMetadataValue.generation',
+    479: 'GroupMetadataValue.generation',
+    480: 'GroupMetadataValue.protocol',
+    481: 'GroupMetadataValue.protocol',
+    482: 'GroupMetadataValue.protocol',
+    483: 'GroupMetadataValue.protocol',
+    484: 'GroupMetadataValue.protocol',
+    485: 'GroupMetadataValue.protocol',
+    486: 'GroupMetadataValue.protocol',
+    487: 'GroupMetadataValue.protocol',
+    488: 'GroupMetadataValue.protocol',
+    489: 'GroupMetadataValue.protocol',
+    490: 'GroupMetadataValue.leader',
+    491: 'GroupMetadataValue.leader',
+    492: 'GroupMetadataValue.leader',
+    493: 'GroupMetadataValue.leader',
+    494: 'GroupMetadataValue.leader',
+    495: 'GroupMetadataValue.leader',
+    496: 'GroupMetadataValue.leader',
+    497: 'GroupMetadataValue.leader',
+    498: 'GroupMetadataValue.leader',
+    499: 'GroupMetadataValue.leader',
+    500: 'GroupMetadataValue.members',
+    501: 'GroupMetadataValue.members',
+    502: 'GroupMetadataValue.members',
+    503: 'GroupMetadataValue.members',
+    504: 'GroupMetadataValue.members',
+    505: 'GroupMetadataValue.members',
+    506: 'GroupMetadataValue.members',
+    507: 'GroupMetadataValue.members',
+    508: 'GroupMetadataValue.members',
+    509: 'GroupMetadataValue.members',
+    522: 'GroupMetadataValue.protocol_type',
+    523: 'GroupMetadataValue.protocol_type',
+    524: 'GroupMetadataValue.protocol_type',
+    525: 'GroupMetadataValue.protocol_type',
+    526: 'GroupMetadataValue.protocol_type',
+    527: 'GroupMetadataValue.protocol_type',
+    528: 'GroupMetadataValue.protocol_type',
+    529: 'GroupMetadataValue.protocol_type',
+    530: 'GroupMetadataValue.protocol_type',
+    531: 'GroupMetadataValue.protocol_type',
+    532: 'GroupMetadataValue.generation',
+    533: 'GroupMetadataValue.generation',
+    534: 'GroupMetadataValue.protocol',
+    535: 'GroupMetadataValue.protocol',
+    536: 'GroupMetadataValue.protocol',
+    537: 'GroupMetadataValue.protocol',
+    538: 'GroupMetadataValue.protocol',
+    539: 'GroupMetadataValue.protocol',
+    540: 'GroupMetadataValue.protocol',
+    541: 'GroupMetadataValue.protocol',
+    542: 'GroupMetadataValue.protocol',
+    543: 'GroupMetadataValue.protocol',
+    544: 'GroupMetadataValue.leader',
+    545: 'GroupMetadataValue.leader',
+    546: 'GroupMetadataValue.leader',
+    547: 'GroupMetadataValue.leader',
+    548: 'GroupMetadataValue.leader',
+    549: 'GroupMetadataValue.leader',
+    550: 'GroupMetadataValue.leader',
+    551: 'GroupMetadataValue.leader',
+    552: 'GroupMetadataValue.leader',
+    553: 'GroupMetadataValue.leader',
+    554: 'GroupMetadataValue.current_state_timestamp',
+    555: 'GroupMetadataValue.current_state_timestamp',
+    556: 'GroupMetadataValue.members',
+    557: 'GroupMetadataValue.members',
+    558: 'GroupMetadataValue.members',
+    559: 'GroupMetadataValue.members',
+    560: 'GroupMetadataValue.members',
+    561: 'GroupMetadataValue.members',
+    562: 'GroupMetadataValue.members',
+    563: 'GroupMetadataValue.members',
+    564: 'GroupMetadataValue.members',
+    565: 'GroupMetadataValue.members',
+    578: 'GroupMetadataValue.protocol_type',
+    579: 'GroupMetadataValue.protocol_type',
+    580: 'GroupMetadataValue.protocol_type',
+    581: 'GroupMetadataValue.protocol_type',
+    582: 'GroupMetadataValue.protocol_type',
+    583: 'GroupMetadataValue.protocol_type',
+    584: 'GroupMetadataValue.protocol_type',
+    585: 'GroupMetadataValue.protocol_type',
+    586: 'GroupMetadataValue.protocol_type',
+    587: 'GroupMetadataValue.protocol_type',
+    588: 'GroupMetadataValue.generation',
+    589: 'GroupMetadataValue.generation',
+    590: 'GroupMetadataValue.protocol',
+    591: 'GroupMetadataValue.protocol',
+    592: 'GroupMetadataValue.protocol',
+    593: 'GroupMetadataValue.protocol',
+    594: 'GroupMetadataValue.protocol',
+    595: 'GroupMetadataValue.protocol',
+    596: 'GroupMetadataValue.protocol',
+    597: 'GroupMetadataValue.protocol',
+    598: 'GroupMetadataValue.protocol',
+    599: 'GroupMetadataValue.protocol',
+    600: 'GroupMetadataValue.leader',
+    601: 'GroupMetadataValue.leader',
+    602: 'GroupMetadataValue.leader',
+    603: 'GroupMetadataValue.leader',
+    604: 'GroupMetadataValue.leader',
+    605: 'GroupMetadataValue.leader',
+    606: 'GroupMetadataValue.leader',
+    607: 'GroupMetadataValue.leader',
+    608: 'GroupMetadataValue.leader',
+    609: 'GroupMetadataValue.leader',
+    610: 'GroupMetadataValue.current_state_timestamp',
+    611: 'GroupMetadataValue.current_state_timestamp',
+    612: 'GroupMetadataValue.members',
+    613: 'GroupMetadataValue.members',
+    614: 'GroupMetadataValue.members',
+    615: 'GroupMetadataValue.members',
+    616: 'GroupMetadataValue.members',
+    617: 'GroupMetadataValue.members',
+    618: 'GroupMetadataValue.members',
+    619: 'GroupMetadataValue.members',
+    620: 'GroupMetadataValue.members',
+    621: 'GroupMetadataValue.members',
+    634: 'GroupMetadataValue.protocol_type',
+    635: 'GroupMetadataValue.protocol_type',
+    636: 'GroupMetadataValue.protocol_type',
+    637: 'GroupMetadataValue.protocol_type',
+    638: 'GroupMetadataValue.protocol_type',
+    639: 'GroupMetadataValue.protocol_type',
+    640: 'GroupMetadataValue.protocol_type',
+    641: 'GroupMetadataValue.protocol_type',
+    642: 'GroupMetadataValue.protocol_type',
+    643: 'GroupMetadataValue.protocol_type',
+    644: 'GroupMetadataValue.protocol_type',
+    645: 'GroupMetadataValue.protocol_type',
+    646: 'GroupMetadataValue.protocol_type',
+    647: 'GroupMetadataValue.protocol_type',
+    648: 'GroupMetadataValue.protocol_type',
+    649: 'GroupMetadataValue.protocol_type',
+    650: 'GroupMetadataValue.protocol_type',
+    651: 'GroupMetadataValue.generation',
+    652: 'GroupMetadataValue.generation',
+    653: 'GroupMetadataValue.protocol',
+    654: 'GroupMetadataValue.protocol',
+    655: 'GroupMetadataValue.protocol',
+    656: 'GroupMetadataValue.protocol',
+    657: 'GroupMetadataValue.protocol',
+    658: 'GroupMetadataValue.protocol',
+    659: 'GroupMetadataValue.protocol',
+    660: 'GroupMetadataValue.protocol',
+    661: 'GroupMetadataValue.protocol',
+    662: 'GroupMetadataValue.protocol',
+    663: 'GroupMetadataValue.protocol',
+    664: 'GroupMetadataValue.protocol',
+    665: 'GroupMetadataValue.protocol',
+    666: 'GroupMetadataValue.protocol',
+    667: 'GroupMetadataValue.protocol',
+    668: 'GroupMetadataValue.protocol',
+    669: 'GroupMetadataValue.protocol',
+    670: 'GroupMetadataValue.leader',
+    671: 'GroupMetadataValue.leader',
+    672: 'GroupMetadataValue.leader',
+    673: 'GroupMetadataValue.leader',
+    674: 'GroupMetadataValue.leader',
+    675: 'GroupMetadataValue.leader',
+    676: 'GroupMetadataValue.leader',
+    677: 'GroupMetadataValue.leader',
+    678: 'GroupMetadataValue.leader',
+    679: 'GroupMetadataValue.leader',
+    680: 'GroupMetadataValue.leader',
+    681: 'GroupMetadataValue.leader',
+    682: 'GroupMetadataValue.leader',
+    683: 'GroupMetadataValue.leader',
+    684: 'GroupMetadataValue.leader',
+    685: 'GroupMetadataValue.leader',
+    686: 'GroupMetadataValue.leader',
+    687: 'GroupMetadataValue.current_state_timestamp',
+    688: 'GroupMetadataValue.current_state_timestamp',
+    689: 'GroupMetadataValue.members',
+    690: 'GroupMetadataValue.members',
+    691: 'GroupMetadataValue.members',
+    692: 'GroupMetadataValue.members',
+    693: 'GroupMetadataValue.members',
+    694: 'GroupMetadataValue.members',
+    695: 'GroupMetadataValue.members',
+    696: 'GroupMetadataValue.members',
+    697: 'GroupMetadataValue.members',
+    698: 'GroupMetadataValue.members',
+    699: 'GroupMetadataValue.members',
+    700: 'GroupMetadataValue.members',
+    701: 'GroupMetadataValue.members',
+    702: 'GroupMetadataValue.members',
+    703: 'GroupMetadataValue.members',
+    704: 'GroupMetadataValue.members',
+    705: 'GroupMetadataValue.members',
+    706: 'GroupMetadataValue.<tagged fields>',
+    707: 'GroupMetadataValue.<tagged fields>',
+    708: 'GroupMetadataValue.<tagged fields>',
+    709: 'GroupMetadataValue.<tagged fields>',
+    710: 'GroupMetadataValue.<tagged fields>',
 })

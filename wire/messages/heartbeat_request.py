@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -62,7 +63,13 @@ def _d_HeartbeatRequest_v0(buf, pos):
             raise _trunc('HeartbeatRequest.member_id', _n3, len(buf) - pos)
         _f_member_id = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return HeartbeatRequest(_f_group_id, _f_generation_id, _f_member_id, None, None), pos
+    _o = _new(HeartbeatRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id = _f_generation_id
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_HeartbeatRequest_v1 = _d_HeartbeatRequest_v0
@@ -102,13 +109,22 @@ def _d_HeartbeatRequest_v3(buf, pos):
             raise _trunc('HeartbeatRequest.group_instance_id', _n17, len(buf) - pos)
         _f_group_instance_id = str(buf[pos:_end18], 'utf-8')
         pos = _end18
-    return HeartbeatRequest(_f_group_id, _f_generation_id, _f_member_id, _f_group_instance_id, None), pos
+    _o = _new(HeartbeatRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id = _f_generation_id
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_HeartbeatRequest_v4(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -125,6 +141,9 @@ def _d_HeartbeatRequest_v4(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -139,6 +158,9 @@ def _d_HeartbeatRequest_v4(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -155,7 +177,13 @@ def _d_HeartbeatRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'HeartbeatRequest.<tagged fields>')
-    return HeartbeatRequest(_f_group_id, _f_generation_id, _f_member_id, _f_group_instance_id, _unk), pos
+    _o = _new(HeartbeatRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id = _f_generation_id
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_HeartbeatRequest_v0(o, w):
@@ -227,7 +255,6 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_HeartbeatRequest_v0, 1: _d_HeartbeatRequest_v1, 2: _d_HeartbeatRequest_v2, 3: _d_HeartbeatRequest_v3, 4: _d_HeartbeatRequest_v4}
 ENCODERS = {0: _e_HeartbeatRequest_v0, 1: _e_HeartbeatRequest_v1, 2: _e_HeartbeatRequest_v2, 3: _e_HeartbeatRequest_v3, 4: _e_HeartbeatRequest_v4}
 _reg(__file__, {
-    43: 'HeartbeatRequest.group_id',
     44: 'HeartbeatRequest.group_id',
     45: 'HeartbeatRequest.group_id',
     46: 'HeartbeatRequest.group_id',
@@ -237,9 +264,9 @@ _reg(__file__, {
     50: 'HeartbeatRequest.group_id',
     51: 'HeartbeatRequest.group_id',
     52: 'HeartbeatRequest.group_id',
-    53: 'HeartbeatRequest.generation_id',
+    53: 'HeartbeatRequest.group_id',
     54: 'HeartbeatRequest.generation_id',
-    55: 'HeartbeatRequest.member_id',
+    55: 'HeartbeatRequest.generation_id',
     56: 'HeartbeatRequest.member_id',
     57: 'HeartbeatRequest.member_id',
     58: 'HeartbeatRequest.member_id',
@@ -249,85 +276,95 @@ _reg(__file__, {
     62: 'HeartbeatRequest.member_id',
     63: 'HeartbeatRequest.member_id',
     64: 'HeartbeatRequest.member_id',
-    71: 'HeartbeatRequest.group_id',
-    72: 'HeartbeatRequest.group_id',
-    73: 'HeartbeatRequest.group_id',
-    74: 'HeartbeatRequest.group_id',
-    75: 'HeartbeatRequest.group_id',
-    76: 'HeartbeatRequest.group_id',
-    77: 'HeartbeatRequest.group_id',
+    65: 'HeartbeatRequest.member_id',
     78: 'HeartbeatRequest.group_id',
     79: 'HeartbeatRequest.group_id',
     80: 'HeartbeatRequest.group_id',
-    81: 'HeartbeatRequest.generation_id',
-    82: 'HeartbeatRequest.generation_id',
-    83: 'HeartbeatRequest.member_id',
-    84: 'HeartbeatRequest.member_id',
-    85: 'HeartbeatRequest.member_id',
-    86: 'HeartbeatRequest.member_id',
-    87: 'HeartbeatRequest.member_id',
-    88: 'HeartbeatRequest.member_id',
-    89: 'HeartbeatRequest.member_id',
+    81: 'HeartbeatRequest.group_id',
+    82: 'HeartbeatRequest.group_id',
+    83: 'HeartbeatRequest.group_id',
+    84: 'HeartbeatRequest.group_id',
+    85: 'HeartbeatRequest.group_id',
+    86: 'HeartbeatRequest.group_id',
+    87: 'HeartbeatRequest.group_id',
+    88: 'HeartbeatRequest.generation_id',
+    89: 'HeartbeatRequest.generation_id',
     90: 'HeartbeatRequest.member_id',
     91: 'HeartbeatRequest.member_id',
     92: 'HeartbeatRequest.member_id',
-    93: 'HeartbeatRequest.group_instance_id',
-    94: 'HeartbeatRequest.group_instance_id',
-    95: 'HeartbeatRequest.group_instance_id',
-    96: 'HeartbeatRequest.group_instance_id',
-    97: 'HeartbeatRequest.group_instance_id',
-    98: 'HeartbeatRequest.group_instance_id',
-    99: 'HeartbeatRequest.group_instance_id',
+    93: 'HeartbeatRequest.member_id',
+    94: 'HeartbeatRequest.member_id',
+    95: 'HeartbeatRequest.member_id',
+    96: 'HeartbeatRequest.member_id',
+    97: 'HeartbeatRequest.member_id',
+    98: 'HeartbeatRequest.member_id',
+    99: 'HeartbeatRequest.member_id',
     100: 'HeartbeatRequest.group_instance_id',
     101: 'HeartbeatRequest.group_instance_id',
     102: 'HeartbeatRequest.group_instance_id',
-    107: 'HeartbeatRequest.group_id',
-    108: 'HeartbeatRequest.group_id',
-    109: 'HeartbeatRequest.group_id',
-    110: 'HeartbeatRequest.group_id',
-    111: 'HeartbeatRequest.group_id',
-    112: 'HeartbeatRequest.group_id',
-    113: 'HeartbeatRequest.group_id',
-    114: 'HeartbeatRequest.group_id',
-    115: 'HeartbeatRequest.group_id',
-    116: 'HeartbeatRequest.group_id',
-    117: 'HeartbeatRequest.group_id',
-    118: 'HeartbeatRequest.group_id',
-    119: 'HeartbeatRequest.group_id',
+    103: 'HeartbeatRequest.group_instance_id',
+    104: 'HeartbeatRequest.group_instance_id',
+    105: 'HeartbeatRequest.group_instance_id',
+    106: 'HeartbeatRequest.group_instance_id',
+    107: 'HeartbeatRequest.group_instance_id',
+    108: 'HeartbeatRequest.group_instance_id',
+    109: 'HeartbeatRequest.group_instance_id',
     120: 'HeartbeatRequest.group_id',
-    121: 'HeartbeatRequest.generation_id',
-    122: 'HeartbeatRequest.generation_id',
-    123: 'HeartbeatRequest.member_id',
-    124: 'HeartbeatRequest.member_id',
-    125: 'HeartbeatRequest.member_id',
-    126: 'HeartbeatRequest.member_id',
-    127: 'HeartbeatRequest.member_id',
-    128: 'HeartbeatRequest.member_id',
-    129: 'HeartbeatRequest.member_id',
-    130: 'HeartbeatRequest.member_id',
-    131: 'HeartbeatRequest.member_id',
-    132: 'HeartbeatRequest.member_id',
-    133: 'HeartbeatRequest.member_id',
-    134: 'HeartbeatRequest.member_id',
-    135: 'HeartbeatRequest.member_id',
-    136: 'HeartbeatRequest.member_id',
-    137: 'HeartbeatRequest.group_instance_id',
-    138: 'HeartbeatRequest.group_instance_id',
-    139: 'HeartbeatRequest.group_instance_id',
-    140: 'HeartbeatRequest.group_instance_id',
-    141: 'HeartbeatRequest.group_instance_id',
-    142: 'HeartbeatRequest.group_instance_id',
-    143: 'HeartbeatRequest.group_instance_id',
-    144: 'HeartbeatRequest.group_instance_id',
-    145: 'HeartbeatRequest.group_instance_id',
-    146: 'HeartbeatRequest.group_instance_id',
-    147: 'HeartbeatRequest.group_instance_id',
-    148: 'HeartbeatRequest.group_instance_id',
-    149: 'HeartbeatRequest.group_instance_id',
-    150: 'HeartbeatRequest.group_instance_id',
-    151: 'HeartbeatRequest.<tagged fields>',
-    152: 'HeartbeatRequest.<tagged fields>',
-    153: 'HeartbeatRequest.<tagged fields>',
-    154: 'HeartbeatRequest.<tagged fields>',
-    155: 'HeartbeatRequest.<tagged fields>',
+    121: 'HeartbeatRequest.group_id',
+    122: 'HeartbeatRequest.group_id',
+    123: 'HeartbeatRequest.group_id',
+    124: 'HeartbeatRequest.group_id',
+    125: 'HeartbeatRequest.group_id',
+    126: 'HeartbeatRequest.group_id',
+    127: 'HeartbeatRequest.group_id',
+    128: 'HeartbeatRequest.group_id',
+    129: 'HeartbeatRequest.group_id',
+    130: 'HeartbeatRequest.group_id',
+    131: 'HeartbeatRequest.group_id',
+    132: 'HeartbeatRequest.group_id',
+    133: 'HeartbeatRequest.group_id',
+    134: 'HeartbeatRequest.group_id',
+    135: 'HeartbeatRequest.group_id',
+    136: 'HeartbeatRequest.group_id',
+    137: 'HeartbeatRequest.generation_id',
+    138: 'HeartbeatRequest.generation_id',
+    139: 'HeartbeatRequest.member_id',
+    140: 'HeartbeatRequest.member_id',
+    141: 'HeartbeatRequest.member_id',
+    142: 'HeartbeatRequest.member_id',
+    143: 'HeartbeatRequest.member_id',
+    144: 'HeartbeatRequest.member_id',
+    145: 'HeartbeatRequest.member_id',
+    146: 'HeartbeatRequest.member_id',
+    147: 'HeartbeatRequest.member_id',
+    148: 'HeartbeatRequest.member_id',
+    149: 'HeartbeatRequest.member_id',
+    150: 'HeartbeatRequest.member_id',
+    151: 'HeartbeatRequest.member_id',
+    152: 'HeartbeatRequest.member_id',
+    153: 'HeartbeatRequest.member_id',
+    154: 'HeartbeatRequest.member_id',
+    155: 'HeartbeatRequest.member_id',
+    156: 'HeartbeatRequest.group_instance_id',
+    157: 'HeartbeatRequest.group_instance_id',
+    158: 'HeartbeatRequest.group_instance_id',
+    159: 'HeartbeatRequest.group_instance_id',
+    160: 'HeartbeatRequest.group_instance_id',
+    161: 'HeartbeatRequest.group_instance_id',
+    162: 'HeartbeatRequest.group_instance_id',
+    163: 'HeartbeatRequest.group_instance_id',
+    164: 'HeartbeatRequest.group_instance_id',
+    165: 'HeartbeatRequest.group_instance_id',
+    166: 'HeartbeatRequest.group_instance_id',
+    167: 'HeartbeatRequest.group_instance_id',
+    168: 'HeartbeatRequest.group_instance_id',
+    169: 'HeartbeatRequest.group_instance_id',
+    170: 'HeartbeatRequest.group_instance_id',
+    171: 'HeartbeatRequest.group_instance_id',
+    172: 'HeartbeatRequest.group_instance_id',
+    173: 'HeartbeatRequest.<tagged fields>',
+    174: 'HeartbeatRequest.<tagged fields>',
+    175: 'HeartbeatRequest.<tagged fields>',
+    176: 'HeartbeatRequest.<tagged fields>',
+    177: 'HeartbeatRequest.<tagged fields>',
 })

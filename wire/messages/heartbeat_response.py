@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -41,13 +42,21 @@ class HeartbeatResponse(_Message):
 def _d_HeartbeatResponse_v0(buf, pos):
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return HeartbeatResponse(0, _f_error_code, None), pos
+    _o = _new(HeartbeatResponse)
+    _o.throttle_time_ms = 0
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_HeartbeatResponse_v1(buf, pos):
     _f_throttle_time_ms, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return HeartbeatResponse(_f_throttle_time_ms, _f_error_code, None), pos
+    _o = _new(HeartbeatResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_HeartbeatResponse_v2 = _d_HeartbeatResponse_v1
@@ -62,7 +71,11 @@ def _d_HeartbeatResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'HeartbeatResponse.<tagged fields>')
-    return HeartbeatResponse(_f_throttle_time_ms, _f_error_code, _unk), pos
+    _o = _new(HeartbeatResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_HeartbeatResponse_v0(o, w):
@@ -93,15 +106,15 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_HeartbeatResponse_v0, 1: _d_HeartbeatResponse_v1, 2: _d_HeartbeatResponse_v2, 3: _d_HeartbeatResponse_v3, 4: _d_HeartbeatResponse_v4}
 ENCODERS = {0: _e_HeartbeatResponse_v0, 1: _e_HeartbeatResponse_v1, 2: _e_HeartbeatResponse_v2, 3: _e_HeartbeatResponse_v3, 4: _e_HeartbeatResponse_v4}
 _reg(__file__, {
-    42: 'HeartbeatResponse.error_code',
     43: 'HeartbeatResponse.error_code',
-    48: 'HeartbeatResponse.throttle_time_ms/error_code',
-    49: 'HeartbeatResponse.throttle_time_ms/error_code',
-    56: 'HeartbeatResponse.throttle_time_ms/error_code',
-    57: 'HeartbeatResponse.throttle_time_ms/error_code',
-    58: 'HeartbeatResponse.<tagged fields>',
-    59: 'HeartbeatResponse.<tagged fields>',
-    60: 'HeartbeatResponse.<tagged fields>',
-    61: 'HeartbeatResponse.<tagged fields>',
-    62: 'HeartbeatResponse.<tagged fields>',
+    44: 'HeartbeatResponse.error_code',
+    53: 'HeartbeatResponse.throttle_time_ms/error_code',
+    54: 'HeartbeatResponse.throttle_time_ms/error_code',
+    65: 'HeartbeatResponse.throttle_time_ms/error_code',
+    66: 'HeartbeatResponse.throttle_time_ms/error_code',
+    67: 'HeartbeatResponse.<tagged fields>',
+    68: 'HeartbeatResponse.<tagged fields>',
+    69: 'HeartbeatResponse.<tagged fields>',
+    70: 'HeartbeatResponse.<tagged fields>',
+    71: 'HeartbeatResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -97,13 +98,21 @@ def _d_AlterableConfig_v0(buf, pos):
             raise _trunc('AlterableConfig.value', _n3, len(buf) - pos)
         _f_value = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return AlterableConfig(_f_name, _f_config_operation, _f_value, None), pos
+    _o = _new(AlterableConfig)
+    _o.name = _f_name
+    _o.config_operation = _f_config_operation
+    _o.value = _f_value
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_AlterableConfig_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -120,6 +129,9 @@ def _d_AlterableConfig_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -136,7 +148,12 @@ def _d_AlterableConfig_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterableConfig.<tagged fields>')
-    return AlterableConfig(_f_name, _f_config_operation, _f_value, _unk), pos
+    _o = _new(AlterableConfig)
+    _o.name = _f_name
+    _o.config_operation = _f_config_operation
+    _o.value = _f_value
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AlterConfigsResource_v0(buf, pos):
@@ -162,7 +179,12 @@ def _d_AlterConfigsResource_v0(buf, pos):
         for _ in range(_n11):
             _x12, pos = _d_AlterableConfig_v0(buf, pos)
             _f_configs.append(_x12)
-    return AlterConfigsResource(_f_resource_type, _f_resource_name, _f_configs, None), pos
+    _o = _new(AlterConfigsResource)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_AlterConfigsResource_v1(buf, pos):
@@ -171,6 +193,9 @@ def _d_AlterConfigsResource_v1(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -185,6 +210,9 @@ def _d_AlterConfigsResource_v1(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -201,7 +229,12 @@ def _d_AlterConfigsResource_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterConfigsResource.<tagged fields>')
-    return AlterConfigsResource(_f_resource_type, _f_resource_name, _f_configs, _unk), pos
+    _o = _new(AlterConfigsResource)
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.configs = _f_configs
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_IncrementalAlterConfigsRequest_v0(buf, pos):
@@ -217,13 +250,20 @@ def _d_IncrementalAlterConfigsRequest_v0(buf, pos):
             _f_resources.append(_x18)
     _f_validate_only = _S_ou(buf, pos)[0]
     pos += 1
-    return IncrementalAlterConfigsRequest(_f_resources, _f_validate_only, None), pos
+    _o = _new(IncrementalAlterConfigsRequest)
+    _o.resources = _f_resources
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_IncrementalAlterConfigsRequest_v1(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -242,7 +282,11 @@ def _d_IncrementalAlterConfigsRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'IncrementalAlterConfigsRequest.<tagged fields>')
-    return IncrementalAlterConfigsRequest(_f_resources, _f_validate_only, _unk), pos
+    _o = _new(IncrementalAlterConfigsRequest)
+    _o.resources = _f_resources
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_AlterableConfig_v0(o, w):
@@ -342,7 +386,6 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_IncrementalAlterConfigsRequest_v0, 1: _d_IncrementalAlterConfigsRequest_v1}
 ENCODERS = {0: _e_IncrementalAlterConfigsRequest_v0, 1: _e_IncrementalAlterConfigsRequest_v1}
 _reg(__file__, {
-    78: 'AlterableConfig.name',
     79: 'AlterableConfig.name',
     80: 'AlterableConfig.name',
     81: 'AlterableConfig.name',
@@ -352,9 +395,9 @@ _reg(__file__, {
     85: 'AlterableConfig.name',
     86: 'AlterableConfig.name',
     87: 'AlterableConfig.name',
-    88: 'AlterableConfig.config_operation',
+    88: 'AlterableConfig.name',
     89: 'AlterableConfig.config_operation',
-    90: 'AlterableConfig.value',
+    90: 'AlterableConfig.config_operation',
     91: 'AlterableConfig.value',
     92: 'AlterableConfig.value',
     93: 'AlterableConfig.value',
@@ -364,12 +407,7 @@ _reg(__file__, {
     97: 'AlterableConfig.value',
     98: 'AlterableConfig.value',
     99: 'AlterableConfig.value',
-    104: 'AlterableConfig.name',
-    105: 'AlterableConfig.name',
-    106: 'AlterableConfig.name',
-    107: 'AlterableConfig.name',
-    108: 'AlterableConfig.name',
-    109: 'AlterableConfig.name',
+    100: 'AlterableConfig.value',
     110: 'AlterableConfig.name',
     111: 'AlterableConfig.name',
     112: 'AlterableConfig.name',
@@ -378,115 +416,136 @@ _reg(__file__, {
     115: 'AlterableConfig.name',
     116: 'AlterableConfig.name',
     117: 'AlterableConfig.name',
-    118: 'AlterableConfig.config_operation',
-    119: 'AlterableConfig.config_operation',
-    120: 'AlterableConfig.value',
-    121: 'AlterableConfig.value',
-    122: 'AlterableConfig.value',
-    123: 'AlterableConfig.value',
-    124: 'AlterableConfig.value',
-    125: 'AlterableConfig.value',
-    126: 'AlterableConfig.value',
-    127: 'AlterableConfig.value',
-    128: 'AlterableConfig.value',
+    118: 'AlterableConfig.name',
+    119: 'AlterableConfig.name',
+    120: 'AlterableConfig.name',
+    121: 'AlterableConfig.name',
+    122: 'AlterableConfig.name',
+    123: 'AlterableConfig.name',
+    124: 'AlterableConfig.name',
+    125: 'AlterableConfig.name',
+    126: 'AlterableConfig.name',
+    127: 'AlterableConfig.config_operation',
+    128: 'AlterableConfig.config_operation',
     129: 'AlterableConfig.value',
     130: 'AlterableConfig.value',
     131: 'AlterableConfig.value',
     132: 'AlterableConfig.value',
     133: 'AlterableConfig.value',
-    134: 'AlterableConfig.<tagged fields>',
-    135: 'AlterableConfig.<tagged fields>',
-    136: 'AlterableConfig.<tagged fields>',
-    137: 'AlterableConfig.<tagged fields>',
-    138: 'AlterableConfig.<tagged fields>',
-    143: 'AlterConfigsResource.resource_type',
-    144: 'AlterConfigsResource.resource_type',
-    145: 'AlterConfigsResource.resource_name',
-    146: 'AlterConfigsResource.resource_name',
-    147: 'AlterConfigsResource.resource_name',
-    148: 'AlterConfigsResource.resource_name',
-    149: 'AlterConfigsResource.resource_name',
-    150: 'AlterConfigsResource.resource_name',
-    151: 'AlterConfigsResource.resource_name',
-    152: 'AlterConfigsResource.resource_name',
-    153: 'AlterConfigsResource.resource_name',
-    154: 'AlterConfigsResource.resource_name',
-    155: 'AlterConfigsResource.configs',
-    156: 'AlterConfigsResource.configs',
-    157: 'AlterConfigsResource.configs',
-    158: 'AlterConfigsResource.configs',
-    159: 'AlterConfigsResource.configs',
-    160: 'AlterConfigsResource.configs',
-    161: 'AlterConfigsResource.configs',
-    162: 'AlterConfigsResource.configs',
-    163: 'AlterConfigsResource.configs',
-    164: 'AlterConfigsResource.configs',
-    169: 'AlterConfigsResource.resource_type',
-    170: 'AlterConfigsResource.resource_type',
+    134: 'AlterableConfig.value',
+    135: 'AlterableConfig.value',
+    136: 'AlterableConfig.value',
+    137: 'AlterableConfig.value',
+    138: 'AlterableConfig.value',
+    139: 'AlterableConfig.value',
+    140: 'AlterableConfig.value',
+    141: 'AlterableConfig.value',
+    142: 'AlterableConfig.value',
+    143: 'AlterableConfig.value',
+    144: 'AlterableConfig.value',
+    145: 'AlterableConfig.value',
+    146: 'AlterableConfig.<tagged fields>',
+    147: 'AlterableConfig.<tagged fields>',
+    148: 'AlterableConfig.<tagged fields>',
+    149: 'AlterableConfig.<tagged fields>',
+    150: 'AlterableConfig.<tagged fields>',
+    160: 'AlterConfigsResource.resource_type',
+    161: 'AlterConfigsResource.resource_type',
+    162: 'AlterConfigsResource.resource_name',
+    163: 'AlterConfigsResource.resource_name',
+    164: 'AlterConfigsResource.resource_name',
+    165: 'AlterConfigsResource.resource_name',
+    166: 'AlterConfigsResource.resource_name',
+    167: 'AlterConfigsResource.resource_name',
+    168: 'AlterConfigsResource.resource_name',
+    169: 'AlterConfigsResource.resource_name',
+    170: 'AlterConfigsResource.resource_name',
     171: 'AlterConfigsResource.resource_name',
-    172: 'AlterConfigsResource.resource_name',
-    173: 'AlterConfigsResource.resource_name',
-    174: 'AlterConfigsResource.resource_name',
-    175: 'AlterConfigsResource.resource_name',
-    176: 'AlterConfigsResource.resource_name',
-    177: 'AlterConfigsResource.resource_name',
-    178: 'AlterConfigsResource.resource_name',
-    179: 'AlterConfigsResource.resource_name',
-    180: 'AlterConfigsResource.resource_name',
-    181: 'AlterConfigsResource.resource_name',
-    182: 'AlterConfigsResource.resource_name',
-    183: 'AlterConfigsResource.resource_name',
-    184: 'AlterConfigsResource.resource_name',
-    185: 'AlterConfigsResource.configs',
-    186: 'AlterConfigsResource.configs',
-    187: 'AlterConfigsResource.configs',
-    188: 'AlterConfigsResource.configs',
-    189: 'AlterConfigsResource.configs',
-    190: 'AlterConfigsResource.configs',
-    191: 'AlterConfigsResource.configs',
-    192: 'AlterConfigsResource.configs',
-    193: 'AlterConfigsResource.configs',
-    194: 'AlterConfigsResource.configs',
-    195: 'AlterConfigsResource.configs',
-    196: 'AlterConfigsResource.configs',
-    197: 'AlterConfigsResource.configs',
-    198: 'AlterConfigsResource.configs',
-    199: 'AlterConfigsResource.<tagged fields>',
-    200: 'AlterConfigsResource.<tagged fields>',
-    201: 'AlterConfigsResource.<tagged fields>',
-    202: 'AlterConfigsResource.<tagged fields>',
-    203: 'AlterConfigsResource.<tagged fields>',
-    208: 'IncrementalAlterConfigsRequest.resources',
-    209: 'IncrementalAlterConfigsRequest.resources',
-    210: 'IncrementalAlterConfigsRequest.resources',
-    211: 'IncrementalAlterConfigsRequest.resources',
-    212: 'IncrementalAlterConfigsRequest.resources',
-    213: 'IncrementalAlterConfigsRequest.resources',
-    214: 'IncrementalAlterConfigsRequest.resources',
-    215: 'IncrementalAlterConfigsRequest.resources',
-    216: 'IncrementalAlterConfigsRequest.resources',
-    217: 'IncrementalAlterConfigsRequest.resources',
-    218: 'IncrementalAlterConfigsRequest.validate_only',
-    219: 'IncrementalAlterConfigsRequest.validate_only',
-    224: 'IncrementalAlterConfigsRequest.resources',
-    225: 'IncrementalAlterConfigsRequest.resources',
-    226: 'IncrementalAlterConfigsRequest.resources',
-    227: 'IncrementalAlterConfigsRequest.resources',
-    228: 'IncrementalAlterConfigsRequest.resources',
-    229: 'IncrementalAlterConfigsRequest.resources',
-    230: 'IncrementalAlterConfigsRequest.resources',
-    231: 'IncrementalAlterConfigsRequest.resources',
-    232: 'IncrementalAlterConfigsRequest.resources',
-    233: 'IncrementalAlterConfigsRequest.resources',
-    234: 'IncrementalAlterConfigsRequest.resources',
-    235: 'IncrementalAlterConfigsRequest.resources',
-    236: 'IncrementalAlterConfigsRequest.resources',
-    237: 'IncrementalAlterConfigsRequest.resources',
-    238: 'IncrementalAlterConfigsRequest.validate_only',
-    239: 'IncrementalAlterConfigsRequest.validate_only',
-    240: 'IncrementalAlterConfigsRequest.<tagged fields>',
-    241: 'IncrementalAlterConfigsRequest.<tagged fields>',
-    242: 'IncrementalAlterConfigsRequest.<tagged fields>',
-    243: 'IncrementalAlterConfigsRequest.<tagged fields>',
-    244: 'IncrementalAlterConfigsRequest.<tagged fields>',
+    172: 'AlterConfigsResource.configs',
+    173: 'AlterConfigsResource.configs',
+    174: 'AlterConfigsResource.configs',
+    175: 'AlterConfigsResource.configs',
+    176: 'AlterConfigsResource.configs',
+    177: 'AlterConfigsResource.configs',
+    178: 'AlterConfigsResource.configs',
+    179: 'AlterConfigsResource.configs',
+    180: 'AlterConfigsResource.configs',
+    181: 'AlterConfigsResource.configs',
+    191: 'AlterConfigsResource.resource_type',
+    192: 'AlterConfigsResource.resource_type',
+    193: 'AlterConfigsResource.resource_name',
+    194: 'AlterConfigsResource.resource_name',
+    195: 'AlterConfigsResource.resource_name',
+    196: 'AlterConfigsResource.resource_name',
+    197: 'AlterConfigsResource.resource_name',
+    198: 'AlterConfigsResource.resource_name',
+    199: 'AlterConfigsResource.resource_name',
+    200: 'AlterConfigsResource.resource_name',
+    201: 'AlterConfigsResource.resource_name',
+    202: 'AlterConfigsResource.resource_name',
+    203: 'AlterConfigsResource.resource_name',
+    204: 'AlterConfigsResource.resource_name',
+    205: 'AlterConfigsResource.resource_name',
+    206: 'AlterConfigsResource.resource_name',
+    207: 'AlterConfigsResource.resource_name',
+    208: 'AlterConfigsResource.resource_name',
+    209: 'AlterConfigsResource.resource_name',
+    210: 'AlterConfigsResource.configs',
+    211: 'AlterConfigsResource.configs',
+    212: 'AlterConfigsResource.configs',
+    213: 'AlterConfigsResource.configs',
+    214: 'AlterConfigsResource.configs',
+    215: 'AlterConfigsResource.configs',
+    216: 'AlterConfigsResource.configs',
+    217: 'AlterConfigsResource.configs',
+    218: 'AlterConfigsResource.configs',
+    219: 'AlterConfigsResource.configs',
+    220: 'AlterConfigsResource.configs',
+    221: 'AlterConfigsResource.configs',
+    222: 'AlterConfigsResource.configs',
+    223: 'AlterConfigsResource.configs',
+    224: 'AlterConfigsResource.configs',
+    225: 'AlterConfigsResource.configs',
+    226: 'AlterConfigsResource.configs',
+    227: 'AlterConfigsResource.<tagged fields>',
+    228: 'AlterConfigsResource.<tagged fields>',
+    229: 'AlterConfigsResource.<tagged fields>',
+    230: 'AlterConfigsResource.<tagged fields>',
+    231: 'AlterConfigsResource.<tagged fields>',
+    241: 'IncrementalAlterConfigsRequest.resources',
+    242: 'IncrementalAlterConfigsRequest.resources',
+    243: 'IncrementalAlterConfigsRequest.resources',
+    244: 'IncrementalAlterConfigsRequest.resources',
+    245: 'IncrementalAlterConfigsRequest.resources',
+    246: 'IncrementalAlterConfigsRequest.resources',
+    247: 'IncrementalAlterConfigsRequest.resources',
+    248: 'IncrementalAlterConfigsRequest.resources',
+    249: 'IncrementalAlterConfigsRequest.resources',
+    250: 'IncrementalAlterConfigsRequest.resources',
+    251: 'IncrementalAlterConfigsRequest.validate_only',
+    252: 'IncrementalAlterConfigsRequest.validate_only',
+    261: 'IncrementalAlterConfigsRequest.resources',
+    262: 'IncrementalAlterConfigsRequest.resources',
+    263: 'IncrementalAlterConfigsRequest.resources',
+    264: 'IncrementalAlterConfigsRequest.resources',
+    265: 'IncrementalAlterConfigsRequest.resources',
+    266: 'IncrementalAlterConfigsRequest.resources',
+    267: 'IncrementalAlterConfigsRequest.resources',
+    268: 'IncrementalAlterConfigsRequest.resources',
+    269: 'IncrementalAlterConfigsRequest.resources',
+    270: 'IncrementalAlterConfigsRequest.resources',
+    271: 'IncrementalAlterConfigsRequest.resources',
+    272: 'IncrementalAlterConfigsRequest.resources',
+    273: 'IncrementalAlterConfigsRequest.resources',
+    274: 'IncrementalAlterConfigsRequest.resources',
+    275: 'IncrementalAlterConfigsRequest.resources',
+    276: 'IncrementalAlterConfigsRequest.resources',
+    277: 'IncrementalAlterConfigsRequest.resources',
+    278: 'IncrementalAlterConfigsRequest.validate_only',
+    279: 'IncrementalAlterConfigsRequest.validate_only',
+    280: 'IncrementalAlterConfigsRequest.<tagged fields>',
+    281: 'IncrementalAlterConfigsRequest.<tagged fields>',
+    282: 'IncrementalAlterConfigsRequest.<tagged fields>',
+    283: 'IncrementalAlterConfigsRequest.<tagged fields>',
+    284: 'IncrementalAlterConfigsRequest.<tagged fields>',
 })

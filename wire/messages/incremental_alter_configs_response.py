@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -86,7 +87,13 @@ def _d_AlterConfigsResourceResponse_v0(buf, pos):
             raise _trunc('AlterConfigsResourceResponse.resource_name', _n3, len(buf) - pos)
         _f_resource_name = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return AlterConfigsResourceResponse(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, None), pos
+    _o = _new(AlterConfigsResourceResponse)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_AlterConfigsResourceResponse_v1(buf, pos):
@@ -95,6 +102,9 @@ def _d_AlterConfigsResourceResponse_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -111,6 +121,9 @@ def _d_AlterConfigsResourceResponse_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -127,7 +140,13 @@ def _d_AlterConfigsResourceResponse_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AlterConfigsResourceResponse.<tagged fields>')
-    return AlterConfigsResourceResponse(_f_error_code, _f_error_message, _f_resource_type, _f_resource_name, _unk), pos
+    _o = _new(AlterConfigsResourceResponse)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.resource_type = _f_resource_type
+    _o.resource_name = _f_resource_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_IncrementalAlterConfigsResponse_v0(buf, pos):
@@ -143,7 +162,11 @@ def _d_IncrementalAlterConfigsResponse_v0(buf, pos):
         for _ in range(_n9):
             _x10, pos = _d_AlterConfigsResourceResponse_v0(buf, pos)
             _f_responses.append(_x10)
-    return IncrementalAlterConfigsResponse(_f_throttle_time_ms, _f_responses, None), pos
+    _o = _new(IncrementalAlterConfigsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.responses = _f_responses
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_IncrementalAlterConfigsResponse_v1(buf, pos):
@@ -152,6 +175,9 @@ def _d_IncrementalAlterConfigsResponse_v1(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -168,7 +194,11 @@ def _d_IncrementalAlterConfigsResponse_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'IncrementalAlterConfigsResponse.<tagged fields>')
-    return IncrementalAlterConfigsResponse(_f_throttle_time_ms, _f_responses, _unk), pos
+    _o = _new(IncrementalAlterConfigsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.responses = _f_responses
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_AlterConfigsResourceResponse_v0(o, w):
@@ -239,9 +269,8 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_IncrementalAlterConfigsResponse_v0, 1: _d_IncrementalAlterConfigsResponse_v1}
 ENCODERS = {0: _e_IncrementalAlterConfigsResponse_v0, 1: _e_IncrementalAlterConfigsResponse_v1}
 _reg(__file__, {
-    65: 'AlterConfigsResourceResponse.error_code',
     66: 'AlterConfigsResourceResponse.error_code',
-    67: 'AlterConfigsResourceResponse.error_message',
+    67: 'AlterConfigsResourceResponse.error_code',
     68: 'AlterConfigsResourceResponse.error_message',
     69: 'AlterConfigsResourceResponse.error_message',
     70: 'AlterConfigsResourceResponse.error_message',
@@ -251,9 +280,9 @@ _reg(__file__, {
     74: 'AlterConfigsResourceResponse.error_message',
     75: 'AlterConfigsResourceResponse.error_message',
     76: 'AlterConfigsResourceResponse.error_message',
-    77: 'AlterConfigsResourceResponse.resource_type',
+    77: 'AlterConfigsResourceResponse.error_message',
     78: 'AlterConfigsResourceResponse.resource_type',
-    79: 'AlterConfigsResourceResponse.resource_name',
+    79: 'AlterConfigsResourceResponse.resource_type',
     80: 'AlterConfigsResourceResponse.resource_name',
     81: 'AlterConfigsResourceResponse.resource_name',
     82: 'AlterConfigsResourceResponse.resource_name',
@@ -263,15 +292,9 @@ _reg(__file__, {
     86: 'AlterConfigsResourceResponse.resource_name',
     87: 'AlterConfigsResourceResponse.resource_name',
     88: 'AlterConfigsResourceResponse.resource_name',
-    93: 'AlterConfigsResourceResponse.error_code',
-    94: 'AlterConfigsResourceResponse.error_code',
-    95: 'AlterConfigsResourceResponse.error_message',
-    96: 'AlterConfigsResourceResponse.error_message',
-    97: 'AlterConfigsResourceResponse.error_message',
-    98: 'AlterConfigsResourceResponse.error_message',
-    99: 'AlterConfigsResourceResponse.error_message',
-    100: 'AlterConfigsResourceResponse.error_message',
-    101: 'AlterConfigsResourceResponse.error_message',
+    89: 'AlterConfigsResourceResponse.resource_name',
+    100: 'AlterConfigsResourceResponse.error_code',
+    101: 'AlterConfigsResourceResponse.error_code',
     102: 'AlterConfigsResourceResponse.error_message',
     103: 'AlterConfigsResourceResponse.error_message',
     104: 'AlterConfigsResourceResponse.error_message',
@@ -279,44 +302,42 @@ _reg(__file__, {
     106: 'AlterConfigsResourceResponse.error_message',
     107: 'AlterConfigsResourceResponse.error_message',
     108: 'AlterConfigsResourceResponse.error_message',
-    109: 'AlterConfigsResourceResponse.resource_type',
-    110: 'AlterConfigsResourceResponse.resource_type',
-    111: 'AlterConfigsResourceResponse.resource_name',
-    112: 'AlterConfigsResourceResponse.resource_name',
-    113: 'AlterConfigsResourceResponse.resource_name',
-    114: 'AlterConfigsResourceResponse.resource_name',
-    115: 'AlterConfigsResourceResponse.resource_name',
-    116: 'AlterConfigsResourceResponse.resource_name',
-    117: 'AlterConfigsResourceResponse.resource_name',
-    118: 'AlterConfigsResourceResponse.resource_name',
-    119: 'AlterConfigsResourceResponse.resource_name',
-    120: 'AlterConfigsResourceResponse.resource_name',
+    109: 'AlterConfigsResourceResponse.error_message',
+    110: 'AlterConfigsResourceResponse.error_message',
+    111: 'AlterConfigsResourceResponse.error_message',
+    112: 'AlterConfigsResourceResponse.error_message',
+    113: 'AlterConfigsResourceResponse.error_message',
+    114: 'AlterConfigsResourceResponse.error_message',
+    115: 'AlterConfigsResourceResponse.error_message',
+    116: 'AlterConfigsResourceResponse.error_message',
+    117: 'AlterConfigsResourceResponse.error_message',
+    118: 'AlterConfigsResourceResponse.error_message',
+    119: 'AlterConfigsResourceResponse.resource_type',
+    120: 'AlterConfigsResourceResponse.resource_type',
     121: 'AlterConfigsResourceResponse.resource_name',
     122: 'AlterConfigsResourceResponse.resource_name',
     123: 'AlterConfigsResourceResponse.resource_name',
     124: 'AlterConfigsResourceResponse.resource_name',
-    125: 'AlterConfigsResourceResponse.<tagged fields>',
-    126: 'AlterConfigsResourceResponse.<tagged fields>',
-    127: 'AlterConfigsResourceResponse.<tagged fields>',
-    128: 'AlterConfigsResourceResponse.<tagged fields>',
-    129: 'AlterConfigsResourceResponse.<tagged fields>',
-    134: 'IncrementalAlterConfigsResponse.throttle_time_ms',
-    135: 'IncrementalAlterConfigsResponse.throttle_time_ms',
-    136: 'IncrementalAlterConfigsResponse.responses',
-    137: 'IncrementalAlterConfigsResponse.responses',
-    138: 'IncrementalAlterConfigsResponse.responses',
-    139: 'IncrementalAlterConfigsResponse.responses',
-    140: 'IncrementalAlterConfigsResponse.responses',
-    141: 'IncrementalAlterConfigsResponse.responses',
-    142: 'IncrementalAlterConfigsResponse.responses',
-    143: 'IncrementalAlterConfigsResponse.responses',
-    144: 'IncrementalAlterConfigsResponse.responses',
-    145: 'IncrementalAlterConfigsResponse.responses',
-    150: 'IncrementalAlterConfigsResponse.throttle_time_ms',
-    151: 'IncrementalAlterConfigsResponse.throttle_time_ms',
-    152: 'IncrementalAlterConfigsResponse.responses',
-    153: 'IncrementalAlterConfigsResponse.responses',
-    154: 'IncrementalAlterConfigsResponse.responses',
+    125: 'AlterConfigsResourceResponse.resource_name',
+    126: 'AlterConfigsResourceResponse.resource_name',
+    127: 'AlterConfigsResourceResponse.resource_name',
+    128: 'AlterConfigsResourceResponse.resource_name',
+    129: 'AlterConfigsResourceResponse.resource_name',
+    130: 'AlterConfigsResourceResponse.resource_name',
+    131: 'AlterConfigsResourceResponse.resource_name',
+    132: 'AlterConfigsResourceResponse.resource_name',
+    133: 'AlterConfigsResourceResponse.resource_name',
+    134: 'AlterConfigsResourceResponse.resource_name',
+    135: 'AlterConfigsResourceResponse.resource_name',
+    136: 'AlterConfigsResourceResponse.resource_name',
+    137: 'AlterConfigsResourceResponse.resource_name',
+    138: 'AlterConfigsResourceResponse.<tagged fields>',
+    139: 'AlterConfigsResourceResponse.<tagged fields>',
+    140: 'AlterConfigsResourceResponse.<tagged fields>',
+    141: 'AlterConfigsResourceResponse.<tagged fields>',
+    142: 'AlterConfigsResourceResponse.<tagged fields>',
+    153: 'IncrementalAlterConfigsResponse.throttle_time_ms',
+    154: 'IncrementalAlterConfigsResponse.throttle_time_ms',
     155: 'IncrementalAlterConfigsResponse.responses',
     156: 'IncrementalAlterConfigsResponse.responses',
     157: 'IncrementalAlterConfigsResponse.responses',
@@ -327,10 +348,28 @@ _reg(__file__, {
     162: 'IncrementalAlterConfigsResponse.responses',
     163: 'IncrementalAlterConfigsResponse.responses',
     164: 'IncrementalAlterConfigsResponse.responses',
-    165: 'IncrementalAlterConfigsResponse.responses',
-    166: 'IncrementalAlterConfigsResponse.<tagged fields>',
-    167: 'IncrementalAlterConfigsResponse.<tagged fields>',
-    168: 'IncrementalAlterConfigsResponse.<tagged fields>',
-    169: 'IncrementalAlterConfigsResponse.<tagged fields>',
-    170: 'IncrementalAlterConfigsResponse.<tagged fields>',
+    173: 'IncrementalAlterConfigsResponse.throttle_time_ms',
+    174: 'IncrementalAlterConfigsResponse.throttle_time_ms',
+    175: 'IncrementalAlterConfigsResponse.responses',
+    176: 'IncrementalAlterConfigsResponse.responses',
+    177: 'IncrementalAlterConfigsResponse.responses',
+    178: 'IncrementalAlterConfigsResponse.responses',
+    179: 'IncrementalAlterConfigsResponse.responses',
+    180: 'IncrementalAlterConfigsResponse.responses',
+    181: 'IncrementalAlterConfigsResponse.responses',
+    182: 'IncrementalAlterConfigsResponse.responses',
+    183: 'IncrementalAlterConfigsResponse.responses',
+    184: 'IncrementalAlterConfigsResponse.responses',
+    185: 'IncrementalAlterConfigsResponse.responses',
+    186: 'IncrementalAlterConfigsResponse.responses',
+    187: 'IncrementalAlterConfigsResponse.responses',
+    188: 'IncrementalAlterConfigsResponse.responses',
+    189: 'IncrementalAlterConfigsResponse.responses',
+    190: 'IncrementalAlterConfigsResponse.responses',
+    191: 'IncrementalAlterConfigsResponse.responses',
+    192: 'IncrementalAlterConfigsResponse.<tagged fields>',
+    193: 'IncrementalAlterConfigsResponse.<tagged fields>',
+    194: 'IncrementalAlterConfigsResponse.<tagged fields>',
+    195: 'IncrementalAlterConfigsResponse.<tagged fields>',
+    196: 'IncrementalAlterConfigsResponse.<tagged fields>',
 })

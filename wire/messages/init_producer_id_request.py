@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -55,7 +56,13 @@ def _d_InitProducerIdRequest_v0(buf, pos):
         pos = _end2
     _f_transaction_timeout_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return InitProducerIdRequest(_f_transactional_id, _f_transaction_timeout_ms, -1, -1, None), pos
+    _o = _new(InitProducerIdRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.transaction_timeout_ms = _f_transaction_timeout_ms
+    _o.producer_id = -1
+    _o.producer_epoch = -1
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_InitProducerIdRequest_v1 = _d_InitProducerIdRequest_v0
@@ -64,6 +71,9 @@ def _d_InitProducerIdRequest_v2(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -82,13 +92,22 @@ def _d_InitProducerIdRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'InitProducerIdRequest.<tagged fields>')
-    return InitProducerIdRequest(_f_transactional_id, _f_transaction_timeout_ms, -1, -1, _unk), pos
+    _o = _new(InitProducerIdRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.transaction_timeout_ms = _f_transaction_timeout_ms
+    _o.producer_id = -1
+    _o.producer_epoch = -1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_InitProducerIdRequest_v3(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -107,7 +126,13 @@ def _d_InitProducerIdRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'InitProducerIdRequest.<tagged fields>')
-    return InitProducerIdRequest(_f_transactional_id, _f_transaction_timeout_ms, _f_producer_id, _f_producer_epoch, _unk), pos
+    _o = _new(InitProducerIdRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.transaction_timeout_ms = _f_transaction_timeout_ms
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_InitProducerIdRequest_v4 = _d_InitProducerIdRequest_v3
@@ -172,7 +197,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_InitProducerIdRequest_v0, 1: _d_InitProducerIdRequest_v1, 2: _d_InitProducerIdRequest_v2, 3: _d_InitProducerIdRequest_v3, 4: _d_InitProducerIdRequest_v4, 5: _d_InitProducerIdRequest_v5}
 ENCODERS = {0: _e_InitProducerIdRequest_v0, 1: _e_InitProducerIdRequest_v1, 2: _e_InitProducerIdRequest_v2, 3: _e_InitProducerIdRequest_v3, 4: _e_InitProducerIdRequest_v4, 5: _e_InitProducerIdRequest_v5}
 _reg(__file__, {
-    46: 'InitProducerIdRequest.transactional_id',
     47: 'InitProducerIdRequest.transactional_id',
     48: 'InitProducerIdRequest.transactional_id',
     49: 'InitProducerIdRequest.transactional_id',
@@ -182,15 +206,9 @@ _reg(__file__, {
     53: 'InitProducerIdRequest.transactional_id',
     54: 'InitProducerIdRequest.transactional_id',
     55: 'InitProducerIdRequest.transactional_id',
-    56: 'InitProducerIdRequest.transaction_timeout_ms',
+    56: 'InitProducerIdRequest.transactional_id',
     57: 'InitProducerIdRequest.transaction_timeout_ms',
-    63: 'InitProducerIdRequest.transactional_id',
-    64: 'InitProducerIdRequest.transactional_id',
-    65: 'InitProducerIdRequest.transactional_id',
-    66: 'InitProducerIdRequest.transactional_id',
-    67: 'InitProducerIdRequest.transactional_id',
-    68: 'InitProducerIdRequest.transactional_id',
-    69: 'InitProducerIdRequest.transactional_id',
+    58: 'InitProducerIdRequest.transaction_timeout_ms',
     70: 'InitProducerIdRequest.transactional_id',
     71: 'InitProducerIdRequest.transactional_id',
     72: 'InitProducerIdRequest.transactional_id',
@@ -198,32 +216,45 @@ _reg(__file__, {
     74: 'InitProducerIdRequest.transactional_id',
     75: 'InitProducerIdRequest.transactional_id',
     76: 'InitProducerIdRequest.transactional_id',
-    77: 'InitProducerIdRequest.transaction_timeout_ms',
-    78: 'InitProducerIdRequest.transaction_timeout_ms',
-    79: 'InitProducerIdRequest.<tagged fields>',
-    80: 'InitProducerIdRequest.<tagged fields>',
-    81: 'InitProducerIdRequest.<tagged fields>',
-    82: 'InitProducerIdRequest.<tagged fields>',
-    83: 'InitProducerIdRequest.<tagged fields>',
-    88: 'InitProducerIdRequest.transactional_id',
-    89: 'InitProducerIdRequest.transactional_id',
-    90: 'InitProducerIdRequest.transactional_id',
-    91: 'InitProducerIdRequest.transactional_id',
-    92: 'InitProducerIdRequest.transactional_id',
-    93: 'InitProducerIdRequest.transactional_id',
-    94: 'InitProducerIdRequest.transactional_id',
-    95: 'InitProducerIdRequest.transactional_id',
-    96: 'InitProducerIdRequest.transactional_id',
-    97: 'InitProducerIdRequest.transactional_id',
-    98: 'InitProducerIdRequest.transactional_id',
-    99: 'InitProducerIdRequest.transactional_id',
-    100: 'InitProducerIdRequest.transactional_id',
-    101: 'InitProducerIdRequest.transactional_id',
-    102: 'InitProducerIdRequest.transaction_timeout_ms/producer_id/producer_epoch',
-    103: 'InitProducerIdRequest.transaction_timeout_ms/producer_id/producer_epoch',
-    104: 'InitProducerIdRequest.<tagged fields>',
-    105: 'InitProducerIdRequest.<tagged fields>',
-    106: 'InitProducerIdRequest.<tagged fields>',
-    107: 'InitProducerIdRequest.<tagged fields>',
-    108: 'InitProducerIdRequest.<tagged fields>',
+    77: 'InitProducerIdRequest.transactional_id',
+    78: 'InitProducerIdRequest.transactional_id',
+    79: 'InitProducerIdRequest.transactional_id',
+    80: 'InitProducerIdRequest.transactional_id',
+    81: 'InitProducerIdRequest.transactional_id',
+    82: 'InitProducerIdRequest.transactional_id',
+    83: 'InitProducerIdRequest.transactional_id',
+    84: 'InitProducerIdRequest.transactional_id',
+    85: 'InitProducerIdRequest.transactional_id',
+    86: 'InitProducerIdRequest.transactional_id',
+    87: 'InitProducerIdRequest.transaction_timeout_ms',
+    88: 'InitProducerIdRequest.transaction_timeout_ms',
+    89: 'InitProducerIdRequest.<tagged fields>',
+    90: 'InitProducerIdRequest.<tagged fields>',
+    91: 'InitProducerIdRequest.<tagged fields>',
+    92: 'InitProducerIdRequest.<tagged fields>',
+    93: 'InitProducerIdRequest.<tagged fields>',
+    104: 'InitProducerIdRequest.transactional_id',
+    105: 'InitProducerIdRequest.transactional_id',
+    106: 'InitProducerIdRequest.transactional_id',
+    107: 'InitProducerIdRequest.transactional_id',
+    108: 'InitProducerIdRequest.transactional_id',
+    109: 'InitProducerIdRequest.transactional_id',
+    110: 'InitProducerIdRequest.transactional_id',
+    111: 'InitProducerIdRequest.transactional_id',
+    112: 'InitProducerIdRequest.transactional_id',
+    113: 'InitProducerIdRequest.transactional_id',
+    114: 'InitProducerIdRequest.transactional_id',
+    115: 'InitProducerIdRequest.transactional_id',
+    116: 'InitProducerIdRequest.transactional_id',
+    117: 'InitProducerIdRequest.transactional_id',
+    118: 'InitProducerIdRequest.transactional_id',
+    119: 'InitProducerIdRequest.transactional_id',
+    120: 'InitProducerIdRequest.transactional_id',
+    121: 'InitProducerIdRequest.transaction_timeout_ms/producer_id/producer_epoch',
+    122: 'InitProducerIdRequest.transaction_timeout_ms/producer_id/producer_epoch',
+    123: 'InitProducerIdRequest.<tagged fields>',
+    124: 'InitProducerIdRequest.<tagged fields>',
+    125: 'InitProducerIdRequest.<tagged fields>',
+    126: 'InitProducerIdRequest.<tagged fields>',
+    127: 'InitProducerIdRequest.<tagged fields>',
 })

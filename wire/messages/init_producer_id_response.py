@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -42,7 +43,13 @@ class InitProducerIdResponse(_Message):
 def _d_InitProducerIdResponse_v0(buf, pos):
     _f_throttle_time_ms, _f_error_code, _f_producer_id, _f_producer_epoch = _S_ihqhu(buf, pos)
     pos += 16
-    return InitProducerIdResponse(_f_throttle_time_ms, _f_error_code, _f_producer_id, _f_producer_epoch, None), pos
+    _o = _new(InitProducerIdResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_InitProducerIdResponse_v1 = _d_InitProducerIdResponse_v0
@@ -55,7 +62,13 @@ def _d_InitProducerIdResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'InitProducerIdResponse.<tagged fields>')
-    return InitProducerIdResponse(_f_throttle_time_ms, _f_error_code, _f_producer_id, _f_producer_epoch, _unk), pos
+    _o = _new(InitProducerIdResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_InitProducerIdResponse_v3 = _d_InitProducerIdResponse_v2
@@ -92,13 +105,13 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_InitProducerIdResponse_v0, 1: _d_InitProducerIdResponse_v1, 2: _d_InitProducerIdResponse_v2, 3: _d_InitProducerIdResponse_v3, 4: _d_InitProducerIdResponse_v4, 5: _d_InitProducerIdResponse_v5}
 ENCODERS = {0: _e_InitProducerIdResponse_v0, 1: _e_InitProducerIdResponse_v1, 2: _e_InitProducerIdResponse_v2, 3: _e_InitProducerIdResponse_v3, 4: _e_InitProducerIdResponse_v4, 5: _e_InitProducerIdResponse_v5}
 _reg(__file__, {
-    43: 'InitProducerIdResponse.throttle_time_ms/error_code/producer_id/producer_epoch',
     44: 'InitProducerIdResponse.throttle_time_ms/error_code/producer_id/producer_epoch',
-    50: 'InitProducerIdResponse.throttle_time_ms/error_code/producer_id/producer_epoch',
-    51: 'InitProducerIdResponse.throttle_time_ms/error_code/producer_id/producer_epoch',
-    52: 'InitProducerIdResponse.<tagged fields>',
-    53: 'InitProducerIdResponse.<tagged fields>',
-    54: 'InitProducerIdResponse.<tagged fields>',
-    55: 'InitProducerIdResponse.<tagged fields>',
-    56: 'InitProducerIdResponse.<tagged fields>',
+    45: 'InitProducerIdResponse.throttle_time_ms/error_code/producer_id/producer_epoch',
+    57: 'InitProducerIdResponse.throttle_time_ms/error_code/producer_id/producer_epoch',
+    58: 'InitProducerIdResponse.throttle_time_ms/error_code/producer_id/producer_epoch',
+    59: 'InitProducerIdResponse.<tagged fields>',
+    60: 'InitProducerIdResponse.<tagged fields>',
+    61: 'InitProducerIdResponse.<tagged fields>',
+    62: 'InitProducerIdResponse.<tagged fields>',
+    63: 'InitProducerIdResponse.<tagged fields>',
 })

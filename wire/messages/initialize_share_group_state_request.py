@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -77,7 +78,12 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition, _f_state_epoch, _f_start_offset, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition = _f_partition
+    _o.state_epoch = _f_state_epoch
+    _o.start_offset = _f_start_offset
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_InitializeStateData_v0(buf, pos):
@@ -88,6 +94,9 @@ def _d_InitializeStateData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -104,13 +113,20 @@ def _d_InitializeStateData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'InitializeStateData.<tagged fields>')
-    return InitializeStateData(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(InitializeStateData)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_InitializeShareGroupStateRequest_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -125,6 +141,9 @@ def _d_InitializeShareGroupStateRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -141,7 +160,11 @@ def _d_InitializeShareGroupStateRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'InitializeShareGroupStateRequest.<tagged fields>')
-    return InitializeShareGroupStateRequest(_f_group_id, _f_topics, _unk), pos
+    _o = _new(InitializeShareGroupStateRequest)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionData_v0(o, w):
@@ -192,23 +215,17 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_InitializeShareGroupStateRequest_v0}
 ENCODERS = {0: _e_InitializeShareGroupStateRequest_v0}
 _reg(__file__, {
-    73: 'PartitionData.partition/state_epoch/start_offset',
     74: 'PartitionData.partition/state_epoch/start_offset',
-    75: 'PartitionData.<tagged fields>',
+    75: 'PartitionData.partition/state_epoch/start_offset',
     76: 'PartitionData.<tagged fields>',
     77: 'PartitionData.<tagged fields>',
     78: 'PartitionData.<tagged fields>',
     79: 'PartitionData.<tagged fields>',
-    84: 'InitializeStateData.topic_id',
-    85: 'InitializeStateData.topic_id',
-    86: 'InitializeStateData.topic_id',
-    87: 'InitializeStateData.topic_id',
-    88: 'InitializeStateData.partitions',
-    89: 'InitializeStateData.partitions',
-    90: 'InitializeStateData.partitions',
-    91: 'InitializeStateData.partitions',
-    92: 'InitializeStateData.partitions',
-    93: 'InitializeStateData.partitions',
+    80: 'PartitionData.<tagged fields>',
+    90: 'InitializeStateData.topic_id',
+    91: 'InitializeStateData.topic_id',
+    92: 'InitializeStateData.topic_id',
+    93: 'InitializeStateData.topic_id',
     94: 'InitializeStateData.partitions',
     95: 'InitializeStateData.partitions',
     96: 'InitializeStateData.partitions',
@@ -217,42 +234,57 @@ _reg(__file__, {
     99: 'InitializeStateData.partitions',
     100: 'InitializeStateData.partitions',
     101: 'InitializeStateData.partitions',
-    102: 'InitializeStateData.<tagged fields>',
-    103: 'InitializeStateData.<tagged fields>',
-    104: 'InitializeStateData.<tagged fields>',
-    105: 'InitializeStateData.<tagged fields>',
-    106: 'InitializeStateData.<tagged fields>',
-    111: 'InitializeShareGroupStateRequest.group_id',
-    112: 'InitializeShareGroupStateRequest.group_id',
-    113: 'InitializeShareGroupStateRequest.group_id',
-    114: 'InitializeShareGroupStateRequest.group_id',
-    115: 'InitializeShareGroupStateRequest.group_id',
-    116: 'InitializeShareGroupStateRequest.group_id',
-    117: 'InitializeShareGroupStateRequest.group_id',
-    118: 'InitializeShareGroupStateRequest.group_id',
-    119: 'InitializeShareGroupStateRequest.group_id',
-    120: 'InitializeShareGroupStateRequest.group_id',
-    121: 'InitializeShareGroupStateRequest.group_id',
-    122: 'InitializeShareGroupStateRequest.group_id',
-    123: 'InitializeShareGroupStateRequest.group_id',
+    102: 'InitializeStateData.partitions',
+    103: 'InitializeStateData.partitions',
+    104: 'InitializeStateData.partitions',
+    105: 'InitializeStateData.partitions',
+    106: 'InitializeStateData.partitions',
+    107: 'InitializeStateData.partitions',
+    108: 'InitializeStateData.partitions',
+    109: 'InitializeStateData.partitions',
+    110: 'InitializeStateData.partitions',
+    111: 'InitializeStateData.<tagged fields>',
+    112: 'InitializeStateData.<tagged fields>',
+    113: 'InitializeStateData.<tagged fields>',
+    114: 'InitializeStateData.<tagged fields>',
+    115: 'InitializeStateData.<tagged fields>',
     124: 'InitializeShareGroupStateRequest.group_id',
-    125: 'InitializeShareGroupStateRequest.topics',
-    126: 'InitializeShareGroupStateRequest.topics',
-    127: 'InitializeShareGroupStateRequest.topics',
-    128: 'InitializeShareGroupStateRequest.topics',
-    129: 'InitializeShareGroupStateRequest.topics',
-    130: 'InitializeShareGroupStateRequest.topics',
-    131: 'InitializeShareGroupStateRequest.topics',
-    132: 'InitializeShareGroupStateRequest.topics',
-    133: 'InitializeShareGroupStateRequest.topics',
-    134: 'InitializeShareGroupStateRequest.topics',
-    135: 'InitializeShareGroupStateRequest.topics',
-    136: 'InitializeShareGroupStateRequest.topics',
-    137: 'InitializeShareGroupStateRequest.topics',
-    138: 'InitializeShareGroupStateRequest.topics',
-    139: 'InitializeShareGroupStateRequest.<tagged fields>',
-    140: 'InitializeShareGroupStateRequest.<tagged fields>',
-    141: 'InitializeShareGroupStateRequest.<tagged fields>',
-    142: 'InitializeShareGroupStateRequest.<tagged fields>',
-    143: 'InitializeShareGroupStateRequest.<tagged fields>',
+    125: 'InitializeShareGroupStateRequest.group_id',
+    126: 'InitializeShareGroupStateRequest.group_id',
+    127: 'InitializeShareGroupStateRequest.group_id',
+    128: 'InitializeShareGroupStateRequest.group_id',
+    129: 'InitializeShareGroupStateRequest.group_id',
+    130: 'InitializeShareGroupStateRequest.group_id',
+    131: 'InitializeShareGroupStateRequest.group_id',
+    132: 'InitializeShareGroupStateRequest.group_id',
+    133: 'InitializeShareGroupStateRequest.group_id',
+    134: 'InitializeShareGroupStateRequest.group_id',
+    135: 'InitializeShareGroupStateRequest.group_id',
+    136: 'InitializeShareGroupStateRequest.group_id',
+    137: 'InitializeShareGroupStateRequest.group_id',
+    138: 'InitializeShareGroupStateRequest.group_id',
+    139: 'InitializeShareGroupStateRequest.group_id',
+    140: 'InitializeShareGroupStateRequest.group_id',
+    141: 'InitializeShareGroupStateRequest.topics',
+    142: 'InitializeShareGroupStateRequest.topics',
+    143: 'InitializeShareGroupStateRequest.topics',
+    144: 'InitializeShareGroupStateRequest.topics',
+    145: 'InitializeShareGroupStateRequest.topics',
+    146: 'InitializeShareGroupStateRequest.topics',
+    147: 'InitializeShareGroupStateRequest.topics',
+    148: 'InitializeShareGroupStateRequest.topics',
+    149: 'InitializeShareGroupStateRequest.topics',
+    150: 'InitializeShareGroupStateRequest.topics',
+    151: 'InitializeShareGroupStateRequest.topics',
+    152: 'InitializeShareGroupStateRequest.topics',
+    153: 'InitializeShareGroupStateRequest.topics',
+    154: 'InitializeShareGroupStateRequest.topics',
+    155: 'InitializeShareGroupStateRequest.topics',
+    156: 'InitializeShareGroupStateRequest.topics',
+    157: 'InitializeShareGroupStateRequest.topics',
+    158: 'InitializeShareGroupStateRequest.<tagged fields>',
+    159: 'InitializeShareGroupStateRequest.<tagged fields>',
+    160: 'InitializeShareGroupStateRequest.<tagged fields>',
+    161: 'InitializeShareGroupStateRequest.<tagged fields>',
+    162: 'InitializeShareGroupStateRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,6 +74,9 @@ def _d_PartitionResult_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -89,7 +93,12 @@ def _d_PartitionResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionResult.<tagged fields>')
-    return PartitionResult(_f_partition, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(PartitionResult)
+    _o.partition = _f_partition
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_InitializeStateResult_v0(buf, pos):
@@ -100,6 +109,9 @@ def _d_InitializeStateResult_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -116,13 +128,20 @@ def _d_InitializeStateResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'InitializeStateResult.<tagged fields>')
-    return InitializeStateResult(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(InitializeStateResult)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_InitializeShareGroupStateResponse_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -139,7 +158,10 @@ def _d_InitializeShareGroupStateResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'InitializeShareGroupStateResponse.<tagged fields>')
-    return InitializeShareGroupStateResponse(_f_results, _unk), pos
+    _o = _new(InitializeShareGroupStateResponse)
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionResult_v0(o, w):
@@ -193,9 +215,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_InitializeShareGroupStateResponse_v0}
 ENCODERS = {0: _e_InitializeShareGroupStateResponse_v0}
 _reg(__file__, {
-    71: 'PartitionResult.partition/error_code',
     72: 'PartitionResult.partition/error_code',
-    73: 'PartitionResult.error_message',
+    73: 'PartitionResult.partition/error_code',
     74: 'PartitionResult.error_message',
     75: 'PartitionResult.error_message',
     76: 'PartitionResult.error_message',
@@ -209,51 +230,61 @@ _reg(__file__, {
     84: 'PartitionResult.error_message',
     85: 'PartitionResult.error_message',
     86: 'PartitionResult.error_message',
-    87: 'PartitionResult.<tagged fields>',
-    88: 'PartitionResult.<tagged fields>',
-    89: 'PartitionResult.<tagged fields>',
-    90: 'PartitionResult.<tagged fields>',
+    87: 'PartitionResult.error_message',
+    88: 'PartitionResult.error_message',
+    89: 'PartitionResult.error_message',
+    90: 'PartitionResult.error_message',
     91: 'PartitionResult.<tagged fields>',
-    96: 'InitializeStateResult.topic_id',
-    97: 'InitializeStateResult.topic_id',
-    98: 'InitializeStateResult.topic_id',
-    99: 'InitializeStateResult.topic_id',
-    100: 'InitializeStateResult.partitions',
-    101: 'InitializeStateResult.partitions',
-    102: 'InitializeStateResult.partitions',
-    103: 'InitializeStateResult.partitions',
-    104: 'InitializeStateResult.partitions',
-    105: 'InitializeStateResult.partitions',
-    106: 'InitializeStateResult.partitions',
-    107: 'InitializeStateResult.partitions',
-    108: 'InitializeStateResult.partitions',
+    92: 'PartitionResult.<tagged fields>',
+    93: 'PartitionResult.<tagged fields>',
+    94: 'PartitionResult.<tagged fields>',
+    95: 'PartitionResult.<tagged fields>',
+    105: 'InitializeStateResult.topic_id',
+    106: 'InitializeStateResult.topic_id',
+    107: 'InitializeStateResult.topic_id',
+    108: 'InitializeStateResult.topic_id',
     109: 'InitializeStateResult.partitions',
     110: 'InitializeStateResult.partitions',
     111: 'InitializeStateResult.partitions',
     112: 'InitializeStateResult.partitions',
     113: 'InitializeStateResult.partitions',
-    114: 'InitializeStateResult.<tagged fields>',
-    115: 'InitializeStateResult.<tagged fields>',
-    116: 'InitializeStateResult.<tagged fields>',
-    117: 'InitializeStateResult.<tagged fields>',
-    118: 'InitializeStateResult.<tagged fields>',
-    123: 'InitializeShareGroupStateResponse.results',
-    124: 'InitializeShareGroupStateResponse.results',
-    125: 'InitializeShareGroupStateResponse.results',
-    126: 'InitializeShareGroupStateResponse.results',
-    127: 'InitializeShareGroupStateResponse.results',
-    128: 'InitializeShareGroupStateResponse.results',
-    129: 'InitializeShareGroupStateResponse.results',
-    130: 'InitializeShareGroupStateResponse.results',
-    131: 'InitializeShareGroupStateResponse.results',
-    132: 'InitializeShareGroupStateResponse.results',
-    133: 'InitializeShareGroupStateResponse.results',
-    134: 'InitializeShareGroupStateResponse.results',
-    135: 'InitializeShareGroupStateResponse.results',
-    136: 'InitializeShareGroupStateResponse.results',
-    137: 'InitializeShareGroupStateResponse.<tagged fields>',
-    138: 'InitializeShareGroupStateResponse.<tagged fields>',
-    139: 'InitializeShareGroupStateResponse.<tagged fields>',
-    140: 'InitializeShareGroupStateResponse.<tagged fields>',
-    141: 'InitializeShareGroupStateResponse.<tagged fields>',
+    114: 'InitializeStateResult.partitions',
+    115: 'InitializeStateResult.partitions',
+    116: 'InitializeStateResult.partitions',
+    117: 'InitializeStateResult.partitions',
+    118: 'InitializeStateResult.partitions',
+    119: 'InitializeStateResult.partitions',
+    120: 'InitializeStateResult.partitions',
+    121: 'InitializeStateResult.partitions',
+    122: 'InitializeStateResult.partitions',
+    123: 'InitializeStateResult.partitions',
+    124: 'InitializeStateResult.partitions',
+    125: 'InitializeStateResult.partitions',
+    126: 'InitializeStateResult.<tagged fields>',
+    127: 'InitializeStateResult.<tagged fields>',
+    128: 'InitializeStateResult.<tagged fields>',
+    129: 'InitializeStateResult.<tagged fields>',
+    130: 'InitializeStateResult.<tagged fields>',
+    139: 'InitializeShareGroupStateResponse.results',
+    140: 'InitializeShareGroupStateResponse.results',
+    141: 'InitializeShareGroupStateResponse.results',
+    142: 'InitializeShareGroupStateResponse.results',
+    143: 'InitializeShareGroupStateResponse.results',
+    144: 'InitializeShareGroupStateResponse.results',
+    145: 'InitializeShareGroupStateResponse.results',
+    146: 'InitializeShareGroupStateResponse.results',
+    147: 'InitializeShareGroupStateResponse.results',
+    148: 'InitializeShareGroupStateResponse.results',
+    149: 'InitializeShareGroupStateResponse.results',
+    150: 'InitializeShareGroupStateResponse.results',
+    151: 'InitializeShareGroupStateResponse.results',
+    152: 'InitializeShareGroupStateResponse.results',
+    153: 'InitializeShareGroupStateResponse.results',
+    154: 'InitializeShareGroupStateResponse.results',
+    155: 'InitializeShareGroupStateResponse.results',
+    156: 'InitializeShareGroupStateResponse.<tagged fields>',
+    157: 'InitializeShareGroupStateResponse.<tagged fields>',
+    158: 'InitializeShareGroupStateResponse.<tagged fields>',
+    159: 'InitializeShareGroupStateResponse.<tagged fields>',
+    160: 'InitializeShareGroupStateResponse.<tagged fields>',
 })

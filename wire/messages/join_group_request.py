@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -87,7 +88,11 @@ def _d_JoinGroupRequestProtocol_v0(buf, pos):
             raise _trunc('JoinGroupRequestProtocol.metadata', _n3, len(buf) - pos)
         _f_metadata = bytes(buf[pos:_end4])
         pos = _end4
-    return JoinGroupRequestProtocol(_f_name, _f_metadata, None), pos
+    _o = _new(JoinGroupRequestProtocol)
+    _o.name = _f_name
+    _o.metadata = _f_metadata
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_JoinGroupRequestProtocol_v1 = _d_JoinGroupRequestProtocol_v0
@@ -104,6 +109,9 @@ def _d_JoinGroupRequestProtocol_v6(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -118,6 +126,9 @@ def _d_JoinGroupRequestProtocol_v6(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -134,7 +145,11 @@ def _d_JoinGroupRequestProtocol_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'JoinGroupRequestProtocol.<tagged fields>')
-    return JoinGroupRequestProtocol(_f_name, _f_metadata, _unk), pos
+    _o = _new(JoinGroupRequestProtocol)
+    _o.name = _f_name
+    _o.metadata = _f_metadata
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_JoinGroupRequestProtocol_v7 = _d_JoinGroupRequestProtocol_v6
@@ -186,7 +201,17 @@ def _d_JoinGroupRequest_v0(buf, pos):
         for _ in range(_n47):
             _x48, pos = _d_JoinGroupRequestProtocol_v0(buf, pos)
             _f_protocols.append(_x48)
-    return JoinGroupRequest(_f_group_id, _f_session_timeout_ms, -1, _f_member_id, None, _f_protocol_type, _f_protocols, None, None), pos
+    _o = _new(JoinGroupRequest)
+    _o.group_id = _f_group_id
+    _o.session_timeout_ms = _f_session_timeout_ms
+    _o.rebalance_timeout_ms = -1
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.protocol_type = _f_protocol_type
+    _o.protocols = _f_protocols
+    _o.reason = None
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_JoinGroupRequest_v1(buf, pos):
@@ -232,7 +257,17 @@ def _d_JoinGroupRequest_v1(buf, pos):
         for _ in range(_n55):
             _x56, pos = _d_JoinGroupRequestProtocol_v1(buf, pos)
             _f_protocols.append(_x56)
-    return JoinGroupRequest(_f_group_id, _f_session_timeout_ms, _f_rebalance_timeout_ms, _f_member_id, None, _f_protocol_type, _f_protocols, None, None), pos
+    _o = _new(JoinGroupRequest)
+    _o.group_id = _f_group_id
+    _o.session_timeout_ms = _f_session_timeout_ms
+    _o.rebalance_timeout_ms = _f_rebalance_timeout_ms
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.protocol_type = _f_protocol_type
+    _o.protocols = _f_protocols
+    _o.reason = None
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_JoinGroupRequest_v2 = _d_JoinGroupRequest_v1
@@ -294,13 +329,26 @@ def _d_JoinGroupRequest_v5(buf, pos):
         for _ in range(_n89):
             _x90, pos = _d_JoinGroupRequestProtocol_v5(buf, pos)
             _f_protocols.append(_x90)
-    return JoinGroupRequest(_f_group_id, _f_session_timeout_ms, _f_rebalance_timeout_ms, _f_member_id, _f_group_instance_id, _f_protocol_type, _f_protocols, None, None), pos
+    _o = _new(JoinGroupRequest)
+    _o.group_id = _f_group_id
+    _o.session_timeout_ms = _f_session_timeout_ms
+    _o.rebalance_timeout_ms = _f_rebalance_timeout_ms
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.protocol_type = _f_protocol_type
+    _o.protocols = _f_protocols
+    _o.reason = None
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_JoinGroupRequest_v6(buf, pos):
     _n91 = buf[pos]
     if _n91 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n91 = (_n91 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n91, pos = _ruv(buf, pos)
     _n91 -= 1
@@ -317,6 +365,9 @@ def _d_JoinGroupRequest_v6(buf, pos):
     _n93 = buf[pos]
     if _n93 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n93 = (_n93 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n93, pos = _ruv(buf, pos)
     _n93 -= 1
@@ -331,6 +382,9 @@ def _d_JoinGroupRequest_v6(buf, pos):
     _n95 = buf[pos]
     if _n95 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n95 = (_n95 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n95, pos = _ruv(buf, pos)
     _n95 -= 1
@@ -345,6 +399,9 @@ def _d_JoinGroupRequest_v6(buf, pos):
     _n97 = buf[pos]
     if _n97 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n97 = (_n97 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n97, pos = _ruv(buf, pos)
     _n97 -= 1
@@ -359,6 +416,9 @@ def _d_JoinGroupRequest_v6(buf, pos):
     _n99 = buf[pos]
     if _n99 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n99 = (_n99 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n99, pos = _ruv(buf, pos)
     _n99 -= 1
@@ -375,7 +435,17 @@ def _d_JoinGroupRequest_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'JoinGroupRequest.<tagged fields>')
-    return JoinGroupRequest(_f_group_id, _f_session_timeout_ms, _f_rebalance_timeout_ms, _f_member_id, _f_group_instance_id, _f_protocol_type, _f_protocols, None, _unk), pos
+    _o = _new(JoinGroupRequest)
+    _o.group_id = _f_group_id
+    _o.session_timeout_ms = _f_session_timeout_ms
+    _o.rebalance_timeout_ms = _f_rebalance_timeout_ms
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.protocol_type = _f_protocol_type
+    _o.protocols = _f_protocols
+    _o.reason = None
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_JoinGroupRequest_v7 = _d_JoinGroupRequest_v6
@@ -384,6 +454,9 @@ def _d_JoinGroupRequest_v8(buf, pos):
     _n111 = buf[pos]
     if _n111 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n111 = (_n111 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n111, pos = _ruv(buf, pos)
     _n111 -= 1
@@ -400,6 +473,9 @@ def _d_JoinGroupRequest_v8(buf, pos):
     _n113 = buf[pos]
     if _n113 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n113 = (_n113 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n113, pos = _ruv(buf, pos)
     _n113 -= 1
@@ -414,6 +490,9 @@ def _d_JoinGroupRequest_v8(buf, pos):
     _n115 = buf[pos]
     if _n115 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n115 = (_n115 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n115, pos = _ruv(buf, pos)
     _n115 -= 1
@@ -428,6 +507,9 @@ def _d_JoinGroupRequest_v8(buf, pos):
     _n117 = buf[pos]
     if _n117 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n117 = (_n117 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n117, pos = _ruv(buf, pos)
     _n117 -= 1
@@ -442,6 +524,9 @@ def _d_JoinGroupRequest_v8(buf, pos):
     _n119 = buf[pos]
     if _n119 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n119 = (_n119 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n119, pos = _ruv(buf, pos)
     _n119 -= 1
@@ -456,6 +541,9 @@ def _d_JoinGroupRequest_v8(buf, pos):
     _n121 = buf[pos]
     if _n121 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n121 = (_n121 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n121, pos = _ruv(buf, pos)
     _n121 -= 1
@@ -472,7 +560,17 @@ def _d_JoinGroupRequest_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'JoinGroupRequest.<tagged fields>')
-    return JoinGroupRequest(_f_group_id, _f_session_timeout_ms, _f_rebalance_timeout_ms, _f_member_id, _f_group_instance_id, _f_protocol_type, _f_protocols, _f_reason, _unk), pos
+    _o = _new(JoinGroupRequest)
+    _o.group_id = _f_group_id
+    _o.session_timeout_ms = _f_session_timeout_ms
+    _o.rebalance_timeout_ms = _f_rebalance_timeout_ms
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.protocol_type = _f_protocol_type
+    _o.protocols = _f_protocols
+    _o.reason = _f_reason
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_JoinGroupRequest_v9 = _d_JoinGroupRequest_v8
@@ -686,7 +784,6 @@ FLEXIBLE_FROM = 6
 DECODERS = {0: _d_JoinGroupRequest_v0, 1: _d_JoinGroupRequest_v1, 2: _d_JoinGroupRequest_v2, 3: _d_JoinGroupRequest_v3, 4: _d_JoinGroupRequest_v4, 5: _d_JoinGroupRequest_v5, 6: _d_JoinGroupRequest_v6, 7: _d_JoinGroupRequest_v7, 8: _d_JoinGroupRequest_v8, 9: _d_JoinGroupRequest_v9}
 ENCODERS = {0: _e_JoinGroupRequest_v0, 1: _e_JoinGroupRequest_v1, 2: _e_JoinGroupRequest_v2, 3: _e_JoinGroupRequest_v3, 4: _e_JoinGroupRequest_v4, 5: _e_JoinGroupRequest_v5, 6: _e_JoinGroupRequest_v6, 7: _e_JoinGroupRequest_v7, 8: _e_JoinGroupRequest_v8, 9: _e_JoinGroupRequest_v9}
 _reg(__file__, {
-    70: 'JoinGroupRequestProtocol.name',
     71: 'JoinGroupRequestProtocol.name',
     72: 'JoinGroupRequestProtocol.name',
     73: 'JoinGroupRequestProtocol.name',
@@ -696,7 +793,7 @@ _reg(__file__, {
     77: 'JoinGroupRequestProtocol.name',
     78: 'JoinGroupRequestProtocol.name',
     79: 'JoinGroupRequestProtocol.name',
-    80: 'JoinGroupRequestProtocol.metadata',
+    80: 'JoinGroupRequestProtocol.name',
     81: 'JoinGroupRequestProtocol.metadata',
     82: 'JoinGroupRequestProtocol.metadata',
     83: 'JoinGroupRequestProtocol.metadata',
@@ -706,11 +803,7 @@ _reg(__file__, {
     87: 'JoinGroupRequestProtocol.metadata',
     88: 'JoinGroupRequestProtocol.metadata',
     89: 'JoinGroupRequestProtocol.metadata',
-    99: 'JoinGroupRequestProtocol.name',
-    100: 'JoinGroupRequestProtocol.name',
-    101: 'JoinGroupRequestProtocol.name',
-    102: 'JoinGroupRequestProtocol.name',
-    103: 'JoinGroupRequestProtocol.name',
+    90: 'JoinGroupRequestProtocol.metadata',
     104: 'JoinGroupRequestProtocol.name',
     105: 'JoinGroupRequestProtocol.name',
     106: 'JoinGroupRequestProtocol.name',
@@ -720,327 +813,371 @@ _reg(__file__, {
     110: 'JoinGroupRequestProtocol.name',
     111: 'JoinGroupRequestProtocol.name',
     112: 'JoinGroupRequestProtocol.name',
-    113: 'JoinGroupRequestProtocol.metadata',
-    114: 'JoinGroupRequestProtocol.metadata',
-    115: 'JoinGroupRequestProtocol.metadata',
-    116: 'JoinGroupRequestProtocol.metadata',
-    117: 'JoinGroupRequestProtocol.metadata',
-    118: 'JoinGroupRequestProtocol.metadata',
-    119: 'JoinGroupRequestProtocol.metadata',
-    120: 'JoinGroupRequestProtocol.metadata',
+    113: 'JoinGroupRequestProtocol.name',
+    114: 'JoinGroupRequestProtocol.name',
+    115: 'JoinGroupRequestProtocol.name',
+    116: 'JoinGroupRequestProtocol.name',
+    117: 'JoinGroupRequestProtocol.name',
+    118: 'JoinGroupRequestProtocol.name',
+    119: 'JoinGroupRequestProtocol.name',
+    120: 'JoinGroupRequestProtocol.name',
     121: 'JoinGroupRequestProtocol.metadata',
     122: 'JoinGroupRequestProtocol.metadata',
     123: 'JoinGroupRequestProtocol.metadata',
     124: 'JoinGroupRequestProtocol.metadata',
     125: 'JoinGroupRequestProtocol.metadata',
     126: 'JoinGroupRequestProtocol.metadata',
-    127: 'JoinGroupRequestProtocol.<tagged fields>',
-    128: 'JoinGroupRequestProtocol.<tagged fields>',
-    129: 'JoinGroupRequestProtocol.<tagged fields>',
-    130: 'JoinGroupRequestProtocol.<tagged fields>',
-    131: 'JoinGroupRequestProtocol.<tagged fields>',
-    139: 'JoinGroupRequest.group_id',
-    140: 'JoinGroupRequest.group_id',
-    141: 'JoinGroupRequest.group_id',
-    142: 'JoinGroupRequest.group_id',
-    143: 'JoinGroupRequest.group_id',
-    144: 'JoinGroupRequest.group_id',
-    145: 'JoinGroupRequest.group_id',
-    146: 'JoinGroupRequest.group_id',
-    147: 'JoinGroupRequest.group_id',
-    148: 'JoinGroupRequest.group_id',
-    149: 'JoinGroupRequest.session_timeout_ms',
-    150: 'JoinGroupRequest.session_timeout_ms',
-    151: 'JoinGroupRequest.member_id',
-    152: 'JoinGroupRequest.member_id',
-    153: 'JoinGroupRequest.member_id',
-    154: 'JoinGroupRequest.member_id',
-    155: 'JoinGroupRequest.member_id',
-    156: 'JoinGroupRequest.member_id',
-    157: 'JoinGroupRequest.member_id',
-    158: 'JoinGroupRequest.member_id',
-    159: 'JoinGroupRequest.member_id',
-    160: 'JoinGroupRequest.member_id',
-    161: 'JoinGroupRequest.protocol_type',
-    162: 'JoinGroupRequest.protocol_type',
-    163: 'JoinGroupRequest.protocol_type',
-    164: 'JoinGroupRequest.protocol_type',
-    165: 'JoinGroupRequest.protocol_type',
-    166: 'JoinGroupRequest.protocol_type',
-    167: 'JoinGroupRequest.protocol_type',
-    168: 'JoinGroupRequest.protocol_type',
-    169: 'JoinGroupRequest.protocol_type',
-    170: 'JoinGroupRequest.protocol_type',
-    171: 'JoinGroupRequest.protocols',
-    172: 'JoinGroupRequest.protocols',
-    173: 'JoinGroupRequest.protocols',
-    174: 'JoinGroupRequest.protocols',
-    175: 'JoinGroupRequest.protocols',
-    176: 'JoinGroupRequest.protocols',
-    177: 'JoinGroupRequest.protocols',
-    178: 'JoinGroupRequest.protocols',
-    179: 'JoinGroupRequest.protocols',
-    180: 'JoinGroupRequest.protocols',
-    185: 'JoinGroupRequest.group_id',
-    186: 'JoinGroupRequest.group_id',
-    187: 'JoinGroupRequest.group_id',
-    188: 'JoinGroupRequest.group_id',
-    189: 'JoinGroupRequest.group_id',
-    190: 'JoinGroupRequest.group_id',
-    191: 'JoinGroupRequest.group_id',
-    192: 'JoinGroupRequest.group_id',
-    193: 'JoinGroupRequest.group_id',
-    194: 'JoinGroupRequest.group_id',
-    195: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
-    196: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
-    197: 'JoinGroupRequest.member_id',
-    198: 'JoinGroupRequest.member_id',
-    199: 'JoinGroupRequest.member_id',
-    200: 'JoinGroupRequest.member_id',
-    201: 'JoinGroupRequest.member_id',
-    202: 'JoinGroupRequest.member_id',
-    203: 'JoinGroupRequest.member_id',
-    204: 'JoinGroupRequest.member_id',
-    205: 'JoinGroupRequest.member_id',
-    206: 'JoinGroupRequest.member_id',
-    207: 'JoinGroupRequest.protocol_type',
-    208: 'JoinGroupRequest.protocol_type',
-    209: 'JoinGroupRequest.protocol_type',
-    210: 'JoinGroupRequest.protocol_type',
-    211: 'JoinGroupRequest.protocol_type',
-    212: 'JoinGroupRequest.protocol_type',
-    213: 'JoinGroupRequest.protocol_type',
-    214: 'JoinGroupRequest.protocol_type',
-    215: 'JoinGroupRequest.protocol_type',
-    216: 'JoinGroupRequest.protocol_type',
-    217: 'JoinGroupRequest.protocols',
-    218: 'JoinGroupRequest.protocols',
-    219: 'JoinGroupRequest.protocols',
-    220: 'JoinGroupRequest.protocols',
-    221: 'JoinGroupRequest.protocols',
-    222: 'JoinGroupRequest.protocols',
-    223: 'JoinGroupRequest.protocols',
-    224: 'JoinGroupRequest.protocols',
-    225: 'JoinGroupRequest.protocols',
-    226: 'JoinGroupRequest.protocols',
-    234: 'JoinGroupRequest.group_id',
-    235: 'JoinGroupRequest.group_id',
-    236: 'JoinGroupRequest.group_id',
-    237: 'JoinGroupRequest.group_id',
-    238: 'JoinGroupRequest.group_id',
-    239: 'JoinGroupRequest.group_id',
-    240: 'JoinGroupRequest.group_id',
-    241: 'JoinGroupRequest.group_id',
-    242: 'JoinGroupRequest.group_id',
-    243: 'JoinGroupRequest.group_id',
-    244: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
-    245: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
-    246: 'JoinGroupRequest.member_id',
-    247: 'JoinGroupRequest.member_id',
-    248: 'JoinGroupRequest.member_id',
-    249: 'JoinGroupRequest.member_id',
-    250: 'JoinGroupRequest.member_id',
-    251: 'JoinGroupRequest.member_id',
-    252: 'JoinGroupRequest.member_id',
-    253: 'JoinGroupRequest.member_id',
-    254: 'JoinGroupRequest.member_id',
-    255: 'JoinGroupRequest.member_id',
-    256: 'JoinGroupRequest.group_instance_id',
-    257: 'JoinGroupRequest.group_instance_id',
-    258: 'JoinGroupRequest.group_instance_id',
-    259: 'JoinGroupRequest.group_instance_id',
-    260: 'JoinGroupRequest.group_instance_id',
-    261: 'JoinGroupRequest.group_instance_id',
-    262: 'JoinGroupRequest.group_instance_id',
-    263: 'JoinGroupRequest.group_instance_id',
-    264: 'JoinGroupRequest.group_instance_id',
-    265: 'JoinGroupRequest.group_instance_id',
-    266: 'JoinGroupRequest.protocol_type',
-    267: 'JoinGroupRequest.protocol_type',
-    268: 'JoinGroupRequest.protocol_type',
-    269: 'JoinGroupRequest.protocol_type',
-    270: 'JoinGroupRequest.protocol_type',
-    271: 'JoinGroupRequest.protocol_type',
-    272: 'JoinGroupRequest.protocol_type',
-    273: 'JoinGroupRequest.protocol_type',
-    274: 'JoinGroupRequest.protocol_type',
-    275: 'JoinGroupRequest.protocol_type',
-    276: 'JoinGroupRequest.protocols',
-    277: 'JoinGroupRequest.protocols',
-    278: 'JoinGroupRequest.protocols',
-    279: 'JoinGroupRequest.protocols',
-    280: 'JoinGroupRequest.protocols',
-    281: 'JoinGroupRequest.protocols',
-    282: 'JoinGroupRequest.protocols',
-    283: 'JoinGroupRequest.protocols',
-    284: 'JoinGroupRequest.protocols',
-    285: 'JoinGroupRequest.protocols',
-    290: 'JoinGroupRequest.group_id',
-    291: 'JoinGroupRequest.group_id',
-    292: 'JoinGroupRequest.group_id',
-    293: 'JoinGroupRequest.group_id',
-    294: 'JoinGroupRequest.group_id',
-    295: 'JoinGroupRequest.group_id',
-    296: 'JoinGroupRequest.group_id',
-    297: 'JoinGroupRequest.group_id',
-    298: 'JoinGroupRequest.group_id',
-    299: 'JoinGroupRequest.group_id',
-    300: 'JoinGroupRequest.group_id',
-    301: 'JoinGroupRequest.group_id',
-    302: 'JoinGroupRequest.group_id',
-    303: 'JoinGroupRequest.group_id',
-    304: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
-    305: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
-    306: 'JoinGroupRequest.member_id',
-    307: 'JoinGroupRequest.member_id',
-    308: 'JoinGroupRequest.member_id',
-    309: 'JoinGroupRequest.member_id',
-    310: 'JoinGroupRequest.member_id',
-    311: 'JoinGroupRequest.member_id',
-    312: 'JoinGroupRequest.member_id',
-    313: 'JoinGroupRequest.member_id',
-    314: 'JoinGroupRequest.member_id',
-    315: 'JoinGroupRequest.member_id',
-    316: 'JoinGroupRequest.member_id',
-    317: 'JoinGroupRequest.member_id',
-    318: 'JoinGroupRequest.member_id',
-    319: 'JoinGroupRequest.member_id',
-    320: 'JoinGroupRequest.group_instance_id',
-    321: 'JoinGroupRequest.group_instance_id',
-    322: 'JoinGroupRequest.group_instance_id',
-    323: 'JoinGroupRequest.group_instance_id',
-    324: 'JoinGroupRequest.group_instance_id',
-    325: 'JoinGroupRequest.group_instance_id',
-    326: 'JoinGroupRequest.group_instance_id',
-    327: 'JoinGroupRequest.group_instance_id',
-    328: 'JoinGroupRequest.group_instance_id',
-    329: 'JoinGroupRequest.group_instance_id',
-    330: 'JoinGroupRequest.group_instance_id',
-    331: 'JoinGroupRequest.group_instance_id',
-    332: 'JoinGroupRequest.group_instance_id',
-    333: 'JoinGroupRequest.group_instance_id',
-    334: 'JoinGroupRequest.protocol_type',
-    335: 'JoinGroupRequest.protocol_type',
-    336: 'JoinGroupRequest.protocol_type',
-    337: 'JoinGroupRequest.protocol_type',
-    338: 'JoinGroupRequest.protocol_type',
-    339: 'JoinGroupRequest.protocol_type',
-    340: 'JoinGroupRequest.protocol_type',
-    341: 'JoinGroupRequest.protocol_type',
-    342: 'JoinGroupRequest.protocol_type',
-    343: 'JoinGroupRequest.protocol_type',
-    344: 'JoinGroupRequest.protocol_type',
-    345: 'JoinGroupRequest.protocol_type',
-    346: 'JoinGroupRequest.protocol_type',
-    347: 'JoinGroupRequest.protocol_type',
-    348: 'JoinGroupRequest.protocols',
-    349: 'JoinGroupRequest.protocols',
-    350: 'JoinGroupRequest.protocols',
-    351: 'JoinGroupRequest.protocols',
-    352: 'JoinGroupRequest.protocols',
-    353: 'JoinGroupRequest.protocols',
-    354: 'JoinGroupRequest.protocols',
-    355: 'JoinGroupRequest.protocols',
-    356: 'JoinGroupRequest.protocols',
-    357: 'JoinGroupRequest.protocols',
-    358: 'JoinGroupRequest.protocols',
-    359: 'JoinGroupRequest.protocols',
-    360: 'JoinGroupRequest.protocols',
-    361: 'JoinGroupRequest.protocols',
-    362: 'JoinGroupRequest.<tagged fields>',
-    363: 'JoinGroupRequest.<tagged fields>',
-    364: 'JoinGroupRequest.<tagged fields>',
-    365: 'JoinGroupRequest.<tagged fields>',
-    366: 'JoinGroupRequest.<tagged fields>',
-    372: 'JoinGroupRequest.group_id',
-    373: 'JoinGroupRequest.group_id',
-    374: 'JoinGroupRequest.group_id',
-    375: 'JoinGroupRequest.group_id',
-    376: 'JoinGroupRequest.group_id',
-    377: 'JoinGroupRequest.group_id',
-    378: 'JoinGroupRequest.group_id',
-    379: 'JoinGroupRequest.group_id',
-    380: 'JoinGroupRequest.group_id',
-    381: 'JoinGroupRequest.group_id',
-    382: 'JoinGroupRequest.group_id',
-    383: 'JoinGroupRequest.group_id',
-    384: 'JoinGroupRequest.group_id',
-    385: 'JoinGroupRequest.group_id',
-    386: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
-    387: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
-    388: 'JoinGroupRequest.member_id',
-    389: 'JoinGroupRequest.member_id',
-    390: 'JoinGroupRequest.member_id',
-    391: 'JoinGroupRequest.member_id',
-    392: 'JoinGroupRequest.member_id',
-    393: 'JoinGroupRequest.member_id',
-    394: 'JoinGroupRequest.member_id',
-    395: 'JoinGroupRequest.member_id',
-    396: 'JoinGroupRequest.member_id',
-    397: 'JoinGroupRequest.member_id',
-    398: 'JoinGroupRequest.member_id',
-    399: 'JoinGroupRequest.member_id',
-    400: 'JoinGroupRequest.member_id',
-    401: 'JoinGroupRequest.member_id',
-    402: 'JoinGroupRequest.group_instance_id',
-    403: 'JoinGroupRequest.group_instance_id',
-    404: 'JoinGroupRequest.group_instance_id',
-    405: 'JoinGroupRequest.group_instance_id',
-    406: 'JoinGroupRequest.group_instance_id',
-    407: 'JoinGroupRequest.group_instance_id',
-    408: 'JoinGroupRequest.group_instance_id',
-    409: 'JoinGroupRequest.group_instance_id',
-    410: 'JoinGroupRequest.group_instance_id',
-    411: 'JoinGroupRequest.group_instance_id',
-    412: 'JoinGroupRequest.group_instance_id',
-    413: 'JoinGroupRequest.group_instance_id',
-    414: 'JoinGroupRequest.group_instance_id',
-    415: 'JoinGroupRequest.group_instance_id',
-    416: 'JoinGroupRequest.protocol_type',
-    417: 'JoinGroupRequest.protocol_type',
-    418: 'JoinGroupRequest.protocol_type',
-    419: 'JoinGroupRequest.protocol_type',
-    420: 'JoinGroupRequest.protocol_type',
-    421: 'JoinGroupRequest.protocol_type',
-    422: 'JoinGroupRequest.protocol_type',
-    423: 'JoinGroupRequest.protocol_type',
-    424: 'JoinGroupRequest.protocol_type',
-    425: 'JoinGroupRequest.protocol_type',
-    426: 'JoinGroupRequest.protocol_type',
-    427: 'JoinGroupRequest.protocol_type',
-    428: 'JoinGroupRequest.protocol_type',
-    429: 'JoinGroupRequest.protocol_type',
-    430: 'JoinGroupRequest.protocols',
-    431: 'JoinGroupRequest.protocols',
-    432: 'JoinGroupRequest.protocols',
-    433: 'JoinGroupRequest.protocols',
-    434: 'JoinGroupRequest.protocols',
-    435: 'JoinGroupRequest.protocols',
-    436: 'JoinGroupRequest.protocols',
-    437: 'JoinGroupRequest.protocols',
-    438: 'JoinGroupRequest.protocols',
-    439: 'JoinGroupRequest.protocols',
-    440: 'JoinGroupRequest.protocols',
-    441: 'JoinGroupRequest.protocols',
-    442: 'JoinGroupRequest.protocols',
-    443: 'JoinGroupRequest.protocols',
-    444: 'JoinGroupRequest.reason',
-    445: 'JoinGroupRequest.reason',
-    446: 'JoinGroupRequest.reason',
-    447: 'JoinGroupRequest.reason',
-    448: 'JoinGroupRequest.reason',
-    449: 'JoinGroupRequest.reason',
-    450: 'JoinGroupRequest.reason',
-    451: 'JoinGroupRequest.reason',
-    452: 'JoinGroupRequest.reason',
-    453: 'JoinGroupRequest.reason',
-    454: 'JoinGroupRequest.reason',
-    455: 'JoinGroupRequest.reason',
-    456: 'JoinGroupRequest.reason',
-    457: 'JoinGroupRequest.reason',
-    458: 'JoinGroupRequest.<tagged fields>',
-    459: 'JoinGroupRequest.<tagged fields>',
-    460: 'JoinGroupRequest.<tagged fields>',
-    461: 'JoinGroupRequest.<tagged fields>',
-    462: 'JoinGroupRequest.<tagged fields>',
+    127: 'JoinGroupRequestProtocol.metadata',
+    128: 'JoinGroupRequestProtocol.metadata',
+    129: 'JoinGroupRequestProtocol.metadata',
+    130: 'JoinGroupRequestProtocol.metadata',
+    131: 'JoinGroupRequestProtocol.metadata',
+    132: 'JoinGroupRequestProtocol.metadata',
+    133: 'JoinGroupRequestProtocol.metadata',
+    134: 'JoinGroupRequestProtocol.metadata',
+    135: 'JoinGroupRequestProtocol.metadata',
+    136: 'JoinGroupRequestProtocol.metadata',
+    137: 'JoinGroupRequestProtocol.metadata',
+    138: 'JoinGroupRequestProtocol.<tagged fields>',
+    139: 'JoinGroupRequestProtocol.<tagged fields>',
+    140: 'JoinGroupRequestProtocol.<tagged fields>',
+    141: 'JoinGroupRequestProtocol.<tagged fields>',
+    142: 'JoinGroupRequestProtocol.<tagged fields>',
+    154: 'JoinGroupRequest.group_id',
+    155: 'JoinGroupRequest.group_id',
+    156: 'JoinGroupRequest.group_id',
+    157: 'JoinGroupRequest.group_id',
+    158: 'JoinGroupRequest.group_id',
+    159: 'JoinGroupRequest.group_id',
+    160: 'JoinGroupRequest.group_id',
+    161: 'JoinGroupRequest.group_id',
+    162: 'JoinGroupRequest.group_id',
+    163: 'JoinGroupRequest.group_id',
+    164: 'JoinGroupRequest.session_timeout_ms',
+    165: 'JoinGroupRequest.session_timeout_ms',
+    166: 'JoinGroupRequest.member_id',
+    167: 'JoinGroupRequest.member_id',
+    168: 'JoinGroupRequest.member_id',
+    169: 'JoinGroupRequest.member_id',
+    170: 'JoinGroupRequest.member_id',
+    171: 'JoinGroupRequest.member_id',
+    172: 'JoinGroupRequest.member_id',
+    173: 'JoinGroupRequest.member_id',
+    174: 'JoinGroupRequest.member_id',
+    175: 'JoinGroupRequest.member_id',
+    176: 'JoinGroupRequest.protocol_type',
+    177: 'JoinGroupRequest.protocol_type',
+    178: 'JoinGroupRequest.protocol_type',
+    179: 'JoinGroupRequest.protocol_type',
+    180: 'JoinGroupRequest.protocol_type',
+    181: 'JoinGroupRequest.protocol_type',
+    182: 'JoinGroupRequest.protocol_type',
+    183: 'JoinGroupRequest.protocol_type',
+    184: 'JoinGroupRequest.protocol_type',
+    185: 'JoinGroupRequest.protocol_type',
+    186: 'JoinGroupRequest.protocols',
+    187: 'JoinGroupRequest.protocols',
+    188: 'JoinGroupRequest.protocols',
+    189: 'JoinGroupRequest.protocols',
+    190: 'JoinGroupRequest.protocols',
+    191: 'JoinGroupRequest.protocols',
+    192: 'JoinGroupRequest.protocols',
+    193: 'JoinGroupRequest.protocols',
+    194: 'JoinGroupRequest.protocols',
+    195: 'JoinGroupRequest.protocols',
+    210: 'JoinGroupRequest.group_id',
+    211: 'JoinGroupRequest.group_id',
+    212: 'JoinGroupRequest.group_id',
+    213: 'JoinGroupRequest.group_id',
+    214: 'JoinGroupRequest.group_id',
+    215: 'JoinGroupRequest.group_id',
+    216: 'JoinGroupRequest.group_id',
+    217: 'JoinGroupRequest.group_id',
+    218: 'JoinGroupRequest.group_id',
+    219: 'JoinGroupRequest.group_id',
+    220: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
+    221: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
+    222: 'JoinGroupRequest.member_id',
+    223: 'JoinGroupRequest.member_id',
+    224: 'JoinGroupRequest.member_id',
+    225: 'JoinGroupRequest.member_id',
+    226: 'JoinGroupRequest.member_id',
+    227: 'JoinGroupRequest.member_id',
+    228: 'JoinGroupRequest.member_id',
+    229: 'JoinGroupRequest.member_id',
+    230: 'JoinGroupRequest.member_id',
+    231: 'JoinGroupRequest.member_id',
+    232: 'JoinGroupRequest.protocol_type',
+    233: 'JoinGroupRequest.protocol_type',
+    234: 'JoinGroupRequest.protocol_type',
+    235: 'JoinGroupRequest.protocol_type',
+    236: 'JoinGroupRequest.protocol_type',
+    237: 'JoinGroupRequest.protocol_type',
+    238: 'JoinGroupRequest.protocol_type',
+    239: 'JoinGroupRequest.protocol_type',
+    240: 'JoinGroupRequest.protocol_type',
+    241: 'JoinGroupRequest.protocol_type',
+    242: 'JoinGroupRequest.protocols',
+    243: 'JoinGroupRequest.protocols',
+    244: 'JoinGroupRequest.protocols',
+    245: 'JoinGroupRequest.protocols',
+    246: 'JoinGroupRequest.protocols',
+    247: 'JoinGroupRequest.protocols',
+    248: 'JoinGroupRequest.protocols',
+    249: 'JoinGroupRequest.protocols',
+    250: 'JoinGroupRequest.protocols',
+    251: 'JoinGroupRequest.protocols',
+    269: 'JoinGroupRequest.group_id',
+    270: 'JoinGroupRequest.group_id',
+    271: 'JoinGroupRequest.group_id',
+    272: 'JoinGroupRequest.group_id',
+    273: 'JoinGroupRequest.group_id',
+    274: 'JoinGroupRequest.group_id',
+    275: 'JoinGroupRequest.group_id',
+    276: 'JoinGroupRequest.group_id',
+    277: 'JoinGroupRequest.group_id',
+    278: 'JoinGroupRequest.group_id',
+    279: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
+    280: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
+    281: 'JoinGroupRequest.member_id',
+    282: 'JoinGroupRequest.member_id',
+    283: 'JoinGroupRequest.member_id',
+    284: 'JoinGroupRequest.member_id',
+    285: 'JoinGroupRequest.member_id',
+    286: 'JoinGroupRequest.member_id',
+    287: 'JoinGroupRequest.member_id',
+    288: 'JoinGroupRequest.member_id',
+    289: 'JoinGroupRequest.member_id',
+    290: 'JoinGroupRequest.member_id',
+    291: 'JoinGroupRequest.group_instance_id',
+    292: 'JoinGroupRequest.group_instance_id',
+    293: 'JoinGroupRequest.group_instance_id',
+    294: 'JoinGroupRequest.group_instance_id',
+    295: 'JoinGroupRequest.group_instance_id',
+    296: 'JoinGroupRequest.group_instance_id',
+    297: 'JoinGroupRequest.group_instance_id',
+    298: 'JoinGroupRequest.group_instance_id',
+    299: 'JoinGroupRequest.group_instance_id',
+    300: 'JoinGroupRequest.group_instance_id',
+    301: 'JoinGroupRequest.protocol_type',
+    302: 'JoinGroupRequest.protocol_type',
+    303: 'JoinGroupRequest.protocol_type',
+    304: 'JoinGroupRequest.protocol_type',
+    305: 'JoinGroupRequest.protocol_type',
+    306: 'JoinGroupRequest.protocol_type',
+    307: 'JoinGroupRequest.protocol_type',
+    308: 'JoinGroupRequest.protocol_type',
+    309: 'JoinGroupRequest.protocol_type',
+    310: 'JoinGroupRequest.protocol_type',
+    311: 'JoinGroupRequest.protocols',
+    312: 'JoinGroupRequest.protocols',
+    313: 'JoinGroupRequest.protocols',
+    314: 'JoinGroupRequest.protocols',
+    315: 'JoinGroupRequest.protocols',
+    316: 'JoinGroupRequest.protocols',
+    317: 'JoinGroupRequest.protocols',
+    318: 'JoinGroupRequest.protocols',
+    319: 'JoinGroupRequest.protocols',
+    320: 'JoinGroupRequest.protocols',
+    335: 'JoinGroupRequest.group_id',
+    336: 'JoinGroupRequest.group_id',
+    337: 'JoinGroupRequest.group_id',
+    338: 'JoinGroupRequest.group_id',
+    339: 'JoinGroupRequest.group_id',
+    340: 'JoinGroupRequest.group_id',
+    341: 'JoinGroupRequest.group_id',
+    342: 'JoinGroupRequest.group_id',
+    343: 'JoinGroupRequest.group_id',
+    344: 'JoinGroupRequest.group_id',
+    345: 'JoinGroupRequest.group_id',
+    346: 'JoinGroupRequest.group_id',
+    347: 'JoinGroupRequest.group_id',
+    348: 'JoinGroupRequest.group_id',
+    349: 'JoinGroupRequest.group_id',
+    350: 'JoinGroupRequest.group_id',
+    351: 'JoinGroupRequest.group_id',
+    352: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
+    353: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
+    354: 'JoinGroupRequest.member_id',
+    355: 'JoinGroupRequest.member_id',
+    356: 'JoinGroupRequest.member_id',
+    357: 'JoinGroupRequest.member_id',
+    358: 'JoinGroupRequest.member_id',
+    359: 'JoinGroupRequest.member_id',
+    360: 'JoinGroupRequest.member_id',
+    361: 'JoinGroupRequest.member_id',
+    362: 'JoinGroupRequest.member_id',
+    363: 'JoinGroupRequest.member_id',
+    364: 'JoinGroupRequest.member_id',
+    365: 'JoinGroupRequest.member_id',
+    366: 'JoinGroupRequest.member_id',
+    367: 'JoinGroupRequest.member_id',
+    368: 'JoinGroupRequest.member_id',
+    369: 'JoinGroupRequest.member_id',
+    370: 'JoinGroupRequest.member_id',
+    371: 'JoinGroupRequest.group_instance_id',
+    372: 'JoinGroupRequest.group_instance_id',
+    373: 'JoinGroupRequest.group_instance_id',
+    374: 'JoinGroupRequest.group_instance_id',
+    375: 'JoinGroupRequest.group_instance_id',
+    376: 'JoinGroupRequest.group_instance_id',
+    377: 'JoinGroupRequest.group_instance_id',
+    378: 'JoinGroupRequest.group_instance_id',
+    379: 'JoinGroupRequest.group_instance_id',
+    380: 'JoinGroupRequest.group_instance_id',
+    381: 'JoinGroupRequest.group_instance_id',
+    382: 'JoinGroupRequest.group_instance_id',
+    383: 'JoinGroupRequest.group_instance_id',
+    384: 'JoinGroupRequest.group_instance_id',
+    385: 'JoinGroupRequest.group_instance_id',
+    386: 'JoinGroupRequest.group_instance_id',
+    387: 'JoinGroupRequest.group_instance_id',
+    388: 'JoinGroupRequest.protocol_type',
+    389: 'JoinGroupRequest.protocol_type',
+    390: 'JoinGroupRequest.protocol_type',
+    391: 'JoinGroupRequest.protocol_type',
+    392: 'JoinGroupRequest.protocol_type',
+    393: 'JoinGroupRequest.protocol_type',
+    394: 'JoinGroupRequest.protocol_type',
+    395: 'JoinGroupRequest.protocol_type',
+    396: 'JoinGroupRequest.protocol_type',
+    397: 'JoinGroupRequest.protocol_type',
+    398: 'JoinGroupRequest.protocol_type',
+    399: 'JoinGroupRequest.protocol_type',
+    400: 'JoinGroupRequest.protocol_type',
+    401: 'JoinGroupRequest.protocol_type',
+    402: 'JoinGroupRequest.protocol_type',
+    403: 'JoinGroupRequest.protocol_type',
+    404: 'JoinGroupRequest.protocol_type',
+    405: 'JoinGroupRequest.protocols',
+    406: 'JoinGroupRequest.protocols',
+    407: 'JoinGroupRequest.protocols',
+    408: 'JoinGroupRequest.protocols',
+    409: 'JoinGroupRequest.protocols',
+    410: 'JoinGroupRequest.protocols',
+    411: 'JoinGroupRequest.protocols',
+    412: 'JoinGroupRequest.protocols',
+    413: 'JoinGroupRequest.protocols',
+    414: 'JoinGroupRequest.protocols',
+    415: 'JoinGroupRequest.protocols',
+    416: 'JoinGroupRequest.protocols',
+    417: 'JoinGroupRequest.protocols',
+    418: 'JoinGroupRequest.protocols',
+    419: 'JoinGroupRequest.protocols',
+    420: 'JoinGroupRequest.protocols',
+    421: 'JoinGroupRequest.protocols',
+    422: 'JoinGroupRequest.<tagged fields>',
+    423: 'JoinGroupRequest.<tagged fields>',
+    424: 'JoinGroupRequest.<tagged fields>',
+    425: 'JoinGroupRequest.<tagged fields>',
+    426: 'JoinGroupRequest.<tagged fields>',
+    442: 'JoinGroupRequest.group_id',
+    443: 'JoinGroupRequest.group_id',
+    444: 'JoinGroupRequest.group_id',
+    445: 'JoinGroupRequest.group_id',
+    446: 'JoinGroupRequest.group_id',
+    447: 'JoinGroupRequest.group_id',
+    448: 'JoinGroupRequest.group_id',
+    449: 'JoinGroupRequest.group_id',
+    450: 'JoinGroupRequest.group_id',
+    451: 'JoinGroupRequest.group_id',
+    452: 'JoinGroupRequest.group_id',
+    453: 'JoinGroupRequest.group_id',
+    454: 'JoinGroupRequest.group_id',
+    455: 'JoinGroupRequest.group_id',
+    456: 'JoinGroupRequest.group_id',
+    457: 'JoinGroupRequest.group_id',
+    458: 'JoinGroupRequest.group_id',
+    459: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
+    460: 'JoinGroupRequest.session_timeout_ms/rebalance_timeout_ms',
+    461: 'JoinGroupRequest.member_id',
+    462: 'JoinGroupRequest.member_id',
+    463: 'JoinGroupRequest.member_id',
+    464: 'JoinGroupRequest.member_id',
+    465: 'JoinGroupRequest.member_id',
+    466: 'JoinGroupRequest.member_id',
+    467: 'JoinGroupRequest.member_id',
+    468: 'JoinGroupRequest.member_id',
+    469: 'JoinGroupRequest.member_id',
+    470: 'JoinGroupRequest.member_id',
+    471: 'JoinGroupRequest.member_id',
+    472: 'JoinGroupRequest.member_id',
+    473: 'JoinGroupRequest.member_id',
+    474: 'JoinGroupRequest.member_id',
+    475: 'JoinGroupRequest.member_id',
+    476: 'JoinGroupRequest.member_id',
+    477: 'JoinGroupRequest.member_id',
+    478: 'JoinGroupRequest.group_instance_id',
+    479: 'JoinGroupRequest.group_instance_id',
+    480: 'JoinGroupRequest.group_instance_id',
+    481: 'JoinGroupRequest.group_instance_id',
+    482: 'JoinGroupRequest.group_instance_id',
+    483: 'JoinGroupRequest.group_instance_id',
+    484: 'JoinGroupRequest.group_instance_id',
+    485: 'JoinGroupRequest.group_instance_id',
+    486: 'JoinGroupRequest.group_instance_id',
+    487: 'JoinGroupRequest.group_instance_id',
+    488: 'JoinGroupRequest.group_instance_id',
+    489: 'JoinGroupRequest.group_instance_id',
+    490: 'JoinGroupRequest.group_instance_id',
+    491: 'JoinGroupRequest.group_instance_id',
+    492: 'JoinGroupRequest.group_instance_id',
+    493: 'JoinGroupRequest.group_instance_id',
+    494: 'JoinGroupRequest.group_instance_id',
+    495: 'JoinGroupRequest.protocol_type',
+    496: 'JoinGroupRequest.protocol_type',
+    497: 'JoinGroupRequest.protocol_type',
+    498: 'JoinGroupRequest.protocol_type',
+    499: 'JoinGroupRequest.protocol_type',
+    500: 'JoinGroupRequest.protocol_type',
+    501: 'JoinGroupRequest.protocol_type',
+    502: 'JoinGroupRequest.protocol_type',
+    503: 'JoinGroupRequest.protocol_type',
+    504: 'JoinGroupRequest.protocol_type',
+    505: 'JoinGroupRequest.protocol_type',
+    506: 'JoinGroupRequest.protocol_type',
+    507: 'JoinGroupRequest.protocol_type',
+    508: 'JoinGroupRequest.protocol_type',
+    509: 'JoinGroupRequest.protocol_type',
+    510: 'JoinGroupRequest.protocol_type',
+    511: 'JoinGroupRequest.protocol_type',
+    512: 'JoinGroupRequest.protocols',
+    513: 'JoinGroupRequest.protocols',
+    514: 'JoinGroupRequest.protocols',
+    515: 'JoinGroupRequest.protocols',
+    516: 'JoinGroupRequest.protocols',
+    517: 'JoinGroupRequest.protocols',
+    518: 'JoinGroupRequest.protocols',
+    519: 'JoinGroupRequest.protocols',
+    520: 'JoinGroupRequest.protocols',
+    521: 'JoinGroupRequest.protocols',
+    522: 'JoinGroupRequest.protocols',
+    523: 'JoinGroupRequest.protocols',
+    524: 'JoinGroupRequest.protocols',
+    525: 'JoinGroupRequest.protocols',
+    526: 'JoinGroupRequest.protocols',
+    527: 'JoinGroupRequest.protocols',
+    528: 'JoinGroupRequest.protocols',
+    529: 'JoinGroupRequest.reason',
+    530: 'JoinGroupRequest.reason',
+    531: 'JoinGroupRequest.reason',
+    532: 'JoinGroupRequest.reason',
+    533: 'JoinGroupRequest.reason',
+    534: 'JoinGroupRequest.reason',
+    535: 'JoinGroupRequest.reason',
+    536: 'JoinGroupRequest.reason',
+    537: 'JoinGroupRequest.reason',
+    538: 'JoinGroupRequest.reason',
+    539: 'JoinGroupRequest.reason',
+    540: 'JoinGroupRequest.reason',
+    541: 'JoinGroupRequest.reason',
+    542: 'JoinGroupRequest.reason',
+    543: 'JoinGroupRequest.reason',
+    544: 'JoinGroupRequest.reason',
+    545: 'JoinGroupRequest.reason',
+    546: 'JoinGroupRequest.<tagged fields>',
+    547: 'JoinGroupRequest.<tagged fields>',
+    548: 'JoinGroupRequest.<tagged fields>',
+    549: 'JoinGroupRequest.<tagged fields>',
+    550: 'JoinGroupRequest.<tagged fields>',
 })

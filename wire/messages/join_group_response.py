@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -94,7 +95,12 @@ def _d_JoinGroupResponseMember_v0(buf, pos):
             raise _trunc('JoinGroupResponseMember.metadata', _n3, len(buf) - pos)
         _f_metadata = bytes(buf[pos:_end4])
         pos = _end4
-    return JoinGroupResponseMember(_f_member_id, None, _f_metadata, None), pos
+    _o = _new(JoinGroupResponseMember)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.metadata = _f_metadata
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_JoinGroupResponseMember_v1 = _d_JoinGroupResponseMember_v0
@@ -136,13 +142,21 @@ def _d_JoinGroupResponseMember_v5(buf, pos):
             raise _trunc('JoinGroupResponseMember.metadata', _n25, len(buf) - pos)
         _f_metadata = bytes(buf[pos:_end26])
         pos = _end26
-    return JoinGroupResponseMember(_f_member_id, _f_group_instance_id, _f_metadata, None), pos
+    _o = _new(JoinGroupResponseMember)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.metadata = _f_metadata
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_JoinGroupResponseMember_v6(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -157,6 +171,9 @@ def _d_JoinGroupResponseMember_v6(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -171,6 +188,9 @@ def _d_JoinGroupResponseMember_v6(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -187,7 +207,12 @@ def _d_JoinGroupResponseMember_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'JoinGroupResponseMember.<tagged fields>')
-    return JoinGroupResponseMember(_f_member_id, _f_group_instance_id, _f_metadata, _unk), pos
+    _o = _new(JoinGroupResponseMember)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.metadata = _f_metadata
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_JoinGroupResponseMember_v7 = _d_JoinGroupResponseMember_v6
@@ -239,7 +264,18 @@ def _d_JoinGroupResponse_v0(buf, pos):
         for _ in range(_n57):
             _x58, pos = _d_JoinGroupResponseMember_v0(buf, pos)
             _f_members.append(_x58)
-    return JoinGroupResponse(0, _f_error_code, _f_generation_id, None, _f_protocol_name, _f_leader, False, _f_member_id, _f_members, None), pos
+    _o = _new(JoinGroupResponse)
+    _o.throttle_time_ms = 0
+    _o.error_code = _f_error_code
+    _o.generation_id = _f_generation_id
+    _o.protocol_type = None
+    _o.protocol_name = _f_protocol_name
+    _o.leader = _f_leader
+    _o.skip_assignment = False
+    _o.member_id = _f_member_id
+    _o.members = _f_members
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_JoinGroupResponse_v1 = _d_JoinGroupResponse_v0
@@ -287,7 +323,18 @@ def _d_JoinGroupResponse_v2(buf, pos):
         for _ in range(_n73):
             _x74, pos = _d_JoinGroupResponseMember_v2(buf, pos)
             _f_members.append(_x74)
-    return JoinGroupResponse(_f_throttle_time_ms, _f_error_code, _f_generation_id, None, _f_protocol_name, _f_leader, False, _f_member_id, _f_members, None), pos
+    _o = _new(JoinGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.generation_id = _f_generation_id
+    _o.protocol_type = None
+    _o.protocol_name = _f_protocol_name
+    _o.leader = _f_leader
+    _o.skip_assignment = False
+    _o.member_id = _f_member_id
+    _o.members = _f_members
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_JoinGroupResponse_v3 = _d_JoinGroupResponse_v2
@@ -337,7 +384,18 @@ def _d_JoinGroupResponse_v5(buf, pos):
         for _ in range(_n97):
             _x98, pos = _d_JoinGroupResponseMember_v5(buf, pos)
             _f_members.append(_x98)
-    return JoinGroupResponse(_f_throttle_time_ms, _f_error_code, _f_generation_id, None, _f_protocol_name, _f_leader, False, _f_member_id, _f_members, None), pos
+    _o = _new(JoinGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.generation_id = _f_generation_id
+    _o.protocol_type = None
+    _o.protocol_name = _f_protocol_name
+    _o.leader = _f_leader
+    _o.skip_assignment = False
+    _o.member_id = _f_member_id
+    _o.members = _f_members
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_JoinGroupResponse_v6(buf, pos):
@@ -346,6 +404,9 @@ def _d_JoinGroupResponse_v6(buf, pos):
     _n99 = buf[pos]
     if _n99 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n99 = (_n99 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n99, pos = _ruv(buf, pos)
     _n99 -= 1
@@ -360,6 +421,9 @@ def _d_JoinGroupResponse_v6(buf, pos):
     _n101 = buf[pos]
     if _n101 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n101 = (_n101 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n101, pos = _ruv(buf, pos)
     _n101 -= 1
@@ -374,6 +438,9 @@ def _d_JoinGroupResponse_v6(buf, pos):
     _n103 = buf[pos]
     if _n103 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n103 = (_n103 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n103, pos = _ruv(buf, pos)
     _n103 -= 1
@@ -388,6 +455,9 @@ def _d_JoinGroupResponse_v6(buf, pos):
     _n105 = buf[pos]
     if _n105 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n105 = (_n105 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n105, pos = _ruv(buf, pos)
     _n105 -= 1
@@ -404,7 +474,18 @@ def _d_JoinGroupResponse_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'JoinGroupResponse.<tagged fields>')
-    return JoinGroupResponse(_f_throttle_time_ms, _f_error_code, _f_generation_id, None, _f_protocol_name, _f_leader, False, _f_member_id, _f_members, _unk), pos
+    _o = _new(JoinGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.generation_id = _f_generation_id
+    _o.protocol_type = None
+    _o.protocol_name = _f_protocol_name
+    _o.leader = _f_leader
+    _o.skip_assignment = False
+    _o.member_id = _f_member_id
+    _o.members = _f_members
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_JoinGroupResponse_v7(buf, pos):
@@ -413,6 +494,9 @@ def _d_JoinGroupResponse_v7(buf, pos):
     _n107 = buf[pos]
     if _n107 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n107 = (_n107 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n107, pos = _ruv(buf, pos)
     _n107 -= 1
@@ -427,6 +511,9 @@ def _d_JoinGroupResponse_v7(buf, pos):
     _n109 = buf[pos]
     if _n109 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n109 = (_n109 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n109, pos = _ruv(buf, pos)
     _n109 -= 1
@@ -441,6 +528,9 @@ def _d_JoinGroupResponse_v7(buf, pos):
     _n111 = buf[pos]
     if _n111 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n111 = (_n111 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n111, pos = _ruv(buf, pos)
     _n111 -= 1
@@ -455,6 +545,9 @@ def _d_JoinGroupResponse_v7(buf, pos):
     _n113 = buf[pos]
     if _n113 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n113 = (_n113 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n113, pos = _ruv(buf, pos)
     _n113 -= 1
@@ -469,6 +562,9 @@ def _d_JoinGroupResponse_v7(buf, pos):
     _n115 = buf[pos]
     if _n115 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n115 = (_n115 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n115, pos = _ruv(buf, pos)
     _n115 -= 1
@@ -485,7 +581,18 @@ def _d_JoinGroupResponse_v7(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'JoinGroupResponse.<tagged fields>')
-    return JoinGroupResponse(_f_throttle_time_ms, _f_error_code, _f_generation_id, _f_protocol_type, _f_protocol_name, _f_leader, False, _f_member_id, _f_members, _unk), pos
+    _o = _new(JoinGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.generation_id = _f_generation_id
+    _o.protocol_type = _f_protocol_type
+    _o.protocol_name = _f_protocol_name
+    _o.leader = _f_leader
+    _o.skip_assignment = False
+    _o.member_id = _f_member_id
+    _o.members = _f_members
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_JoinGroupResponse_v8 = _d_JoinGroupResponse_v7
@@ -496,6 +603,9 @@ def _d_JoinGroupResponse_v9(buf, pos):
     _n127 = buf[pos]
     if _n127 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n127 = (_n127 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n127, pos = _ruv(buf, pos)
     _n127 -= 1
@@ -510,6 +620,9 @@ def _d_JoinGroupResponse_v9(buf, pos):
     _n129 = buf[pos]
     if _n129 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n129 = (_n129 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n129, pos = _ruv(buf, pos)
     _n129 -= 1
@@ -524,6 +637,9 @@ def _d_JoinGroupResponse_v9(buf, pos):
     _n131 = buf[pos]
     if _n131 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n131 = (_n131 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n131, pos = _ruv(buf, pos)
     _n131 -= 1
@@ -540,6 +656,9 @@ def _d_JoinGroupResponse_v9(buf, pos):
     _n133 = buf[pos]
     if _n133 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n133 = (_n133 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n133, pos = _ruv(buf, pos)
     _n133 -= 1
@@ -554,6 +673,9 @@ def _d_JoinGroupResponse_v9(buf, pos):
     _n135 = buf[pos]
     if _n135 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n135 = (_n135 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n135, pos = _ruv(buf, pos)
     _n135 -= 1
@@ -570,7 +692,18 @@ def _d_JoinGroupResponse_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'JoinGroupResponse.<tagged fields>')
-    return JoinGroupResponse(_f_throttle_time_ms, _f_error_code, _f_generation_id, _f_protocol_type, _f_protocol_name, _f_leader, _f_skip_assignment, _f_member_id, _f_members, _unk), pos
+    _o = _new(JoinGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.generation_id = _f_generation_id
+    _o.protocol_type = _f_protocol_type
+    _o.protocol_name = _f_protocol_name
+    _o.leader = _f_leader
+    _o.skip_assignment = _f_skip_assignment
+    _o.member_id = _f_member_id
+    _o.members = _f_members
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_JoinGroupResponseMember_v0(o, w):
@@ -824,7 +957,6 @@ FLEXIBLE_FROM = 6
 DECODERS = {0: _d_JoinGroupResponse_v0, 1: _d_JoinGroupResponse_v1, 2: _d_JoinGroupResponse_v2, 3: _d_JoinGroupResponse_v3, 4: _d_JoinGroupResponse_v4, 5: _d_JoinGroupResponse_v5, 6: _d_JoinGroupResponse_v6, 7: _d_JoinGroupResponse_v7, 8: _d_JoinGroupResponse_v8, 9: _d_JoinGroupResponse_v9}
 ENCODERS = {0: _e_JoinGroupResponse_v0, 1: _e_JoinGroupResponse_v1, 2: _e_JoinGroupResponse_v2, 3: _e_JoinGroupResponse_v3, 4: _e_JoinGroupResponse_v4, 5: _e_JoinGroupResponse_v5, 6: _e_JoinGroupResponse_v6, 7: _e_JoinGroupResponse_v7, 8: _e_JoinGroupResponse_v8, 9: _e_JoinGroupResponse_v9}
 _reg(__file__, {
-    77: 'JoinGroupResponseMember.member_id',
     78: 'JoinGroupResponseMember.member_id',
     79: 'JoinGroupResponseMember.member_id',
     80: 'JoinGroupResponseMember.member_id',
@@ -834,7 +966,7 @@ _reg(__file__, {
     84: 'JoinGroupResponseMember.member_id',
     85: 'JoinGroupResponseMember.member_id',
     86: 'JoinGroupResponseMember.member_id',
-    87: 'JoinGroupResponseMember.metadata',
+    87: 'JoinGroupResponseMember.member_id',
     88: 'JoinGroupResponseMember.metadata',
     89: 'JoinGroupResponseMember.metadata',
     90: 'JoinGroupResponseMember.metadata',
@@ -844,212 +976,179 @@ _reg(__file__, {
     94: 'JoinGroupResponseMember.metadata',
     95: 'JoinGroupResponseMember.metadata',
     96: 'JoinGroupResponseMember.metadata',
-    105: 'JoinGroupResponseMember.member_id',
-    106: 'JoinGroupResponseMember.member_id',
-    107: 'JoinGroupResponseMember.member_id',
-    108: 'JoinGroupResponseMember.member_id',
-    109: 'JoinGroupResponseMember.member_id',
-    110: 'JoinGroupResponseMember.member_id',
+    97: 'JoinGroupResponseMember.metadata',
     111: 'JoinGroupResponseMember.member_id',
     112: 'JoinGroupResponseMember.member_id',
     113: 'JoinGroupResponseMember.member_id',
     114: 'JoinGroupResponseMember.member_id',
-    115: 'JoinGroupResponseMember.group_instance_id',
-    116: 'JoinGroupResponseMember.group_instance_id',
-    117: 'JoinGroupResponseMember.group_instance_id',
-    118: 'JoinGroupResponseMember.group_instance_id',
-    119: 'JoinGroupResponseMember.group_instance_id',
-    120: 'JoinGroupResponseMember.group_instance_id',
+    115: 'JoinGroupResponseMember.member_id',
+    116: 'JoinGroupResponseMember.member_id',
+    117: 'JoinGroupResponseMember.member_id',
+    118: 'JoinGroupResponseMember.member_id',
+    119: 'JoinGroupResponseMember.member_id',
+    120: 'JoinGroupResponseMember.member_id',
     121: 'JoinGroupResponseMember.group_instance_id',
     122: 'JoinGroupResponseMember.group_instance_id',
     123: 'JoinGroupResponseMember.group_instance_id',
     124: 'JoinGroupResponseMember.group_instance_id',
-    125: 'JoinGroupResponseMember.metadata',
-    126: 'JoinGroupResponseMember.metadata',
-    127: 'JoinGroupResponseMember.metadata',
-    128: 'JoinGroupResponseMember.metadata',
-    129: 'JoinGroupResponseMember.metadata',
-    130: 'JoinGroupResponseMember.metadata',
+    125: 'JoinGroupResponseMember.group_instance_id',
+    126: 'JoinGroupResponseMember.group_instance_id',
+    127: 'JoinGroupResponseMember.group_instance_id',
+    128: 'JoinGroupResponseMember.group_instance_id',
+    129: 'JoinGroupResponseMember.group_instance_id',
+    130: 'JoinGroupResponseMember.group_instance_id',
     131: 'JoinGroupResponseMember.metadata',
     132: 'JoinGroupResponseMember.metadata',
     133: 'JoinGroupResponseMember.metadata',
     134: 'JoinGroupResponseMember.metadata',
-    139: 'JoinGroupResponseMember.member_id',
-    140: 'JoinGroupResponseMember.member_id',
-    141: 'JoinGroupResponseMember.member_id',
-    142: 'JoinGroupResponseMember.member_id',
-    143: 'JoinGroupResponseMember.member_id',
-    144: 'JoinGroupResponseMember.member_id',
-    145: 'JoinGroupResponseMember.member_id',
-    146: 'JoinGroupResponseMember.member_id',
-    147: 'JoinGroupResponseMember.member_id',
-    148: 'JoinGroupResponseMember.member_id',
-    149: 'JoinGroupResponseMember.member_id',
+    135: 'JoinGroupResponseMember.metadata',
+    136: 'JoinGroupResponseMember.metadata',
+    137: 'JoinGroupResponseMember.metadata',
+    138: 'JoinGroupResponseMember.metadata',
+    139: 'JoinGroupResponseMember.metadata',
+    140: 'JoinGroupResponseMember.metadata',
     150: 'JoinGroupResponseMember.member_id',
     151: 'JoinGroupResponseMember.member_id',
     152: 'JoinGroupResponseMember.member_id',
-    153: 'JoinGroupResponseMember.group_instance_id',
-    154: 'JoinGroupResponseMember.group_instance_id',
-    155: 'JoinGroupResponseMember.group_instance_id',
-    156: 'JoinGroupResponseMember.group_instance_id',
-    157: 'JoinGroupResponseMember.group_instance_id',
-    158: 'JoinGroupResponseMember.group_instance_id',
-    159: 'JoinGroupResponseMember.group_instance_id',
-    160: 'JoinGroupResponseMember.group_instance_id',
-    161: 'JoinGroupResponseMember.group_instance_id',
-    162: 'JoinGroupResponseMember.group_instance_id',
-    163: 'JoinGroupResponseMember.group_instance_id',
-    164: 'JoinGroupResponseMember.group_instance_id',
-    165: 'JoinGroupResponseMember.group_instance_id',
-    166: 'JoinGroupResponseMember.group_instance_id',
-    167: 'JoinGroupResponseMember.metadata',
-    168: 'JoinGroupResponseMember.metadata',
-    169: 'JoinGroupResponseMember.metadata',
-    170: 'JoinGroupResponseMember.metadata',
-    171: 'JoinGroupResponseMember.metadata',
-    172: 'JoinGroupResponseMember.metadata',
-    173: 'JoinGroupResponseMember.metadata',
-    174: 'JoinGroupResponseMember.metadata',
-    175: 'JoinGroupResponseMember.metadata',
-    176: 'JoinGroupResponseMember.metadata',
-    177: 'JoinGroupResponseMember.metadata',
-    178: 'JoinGroupResponseMember.metadata',
-    179: 'JoinGroupResponseMember.metadata',
-    180: 'JoinGroupResponseMember.metadata',
-    181: 'JoinGroupResponseMember.<tagged fields>',
-    182: 'JoinGroupResponseMember.<tagged fields>',
-    183: 'JoinGroupResponseMember.<tagged fields>',
-    184: 'JoinGroupResponseMember.<tagged fields>',
-    185: 'JoinGroupResponseMember.<tagged fields>',
-    193: 'JoinGroupResponse.error_code/generation_id',
-    194: 'JoinGroupResponse.error_code/generation_id',
-    195: 'JoinGroupResponse.protocol_name',
-    196: 'JoinGroupResponse.protocol_name',
-    197: 'JoinGroupResponse.protocol_name',
-    198: 'JoinGroupResponse.protocol_name',
-    199: 'JoinGroupResponse.protocol_name',
-    200: 'JoinGroupResponse.protocol_name',
-    201: 'JoinGroupResponse.protocol_name',
-    202: 'JoinGroupResponse.protocol_name',
-    203: 'JoinGroupResponse.protocol_name',
-    204: 'JoinGroupResponse.protocol_name',
-    205: 'JoinGroupResponse.leader',
-    206: 'JoinGroupResponse.leader',
-    207: 'JoinGroupResponse.leader',
-    208: 'JoinGroupResponse.leader',
-    209: 'JoinGroupResponse.leader',
-    210: 'JoinGroupResponse.leader',
-    211: 'JoinGroupResponse.leader',
-    212: 'JoinGroupResponse.leader',
-    213: 'JoinGroupResponse.leader',
-    214: 'JoinGroupResponse.leader',
-    215: 'JoinGroupResponse.member_id',
-    216: 'JoinGroupResponse.member_id',
-    217: 'JoinGroupResponse.member_id',
-    218: 'JoinGroupResponse.member_id',
-    219: 'JoinGroupResponse.member_id',
-    220: 'JoinGroupResponse.member_id',
-    221: 'JoinGroupResponse.member_id',
-    222: 'JoinGroupResponse.member_id',
-    223: 'JoinGroupResponse.member_id',
-    224: 'JoinGroupResponse.member_id',
-    225: 'JoinGroupResponse.members',
-    226: 'JoinGroupResponse.members',
-    227: 'JoinGroupResponse.members',
-    228: 'JoinGroupResponse.members',
-    229: 'JoinGroupResponse.members',
-    230: 'JoinGroupResponse.members',
-    231: 'JoinGroupResponse.members',
-    232: 'JoinGroupResponse.members',
-    233: 'JoinGroupResponse.members',
-    234: 'JoinGroupResponse.members',
-    240: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
-    241: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
-    242: 'JoinGroupResponse.protocol_name',
-    243: 'JoinGroupResponse.protocol_name',
-    244: 'JoinGroupResponse.protocol_name',
-    245: 'JoinGroupResponse.protocol_name',
-    246: 'JoinGroupResponse.protocol_name',
-    247: 'JoinGroupResponse.protocol_name',
-    248: 'JoinGroupResponse.protocol_name',
-    249: 'JoinGroupResponse.protocol_name',
-    250: 'JoinGroupResponse.protocol_name',
-    251: 'JoinGroupResponse.protocol_name',
-    252: 'JoinGroupResponse.leader',
-    253: 'JoinGroupResponse.leader',
-    254: 'JoinGroupResponse.leader',
-    255: 'JoinGroupResponse.leader',
-    256: 'JoinGroupResponse.leader',
-    257: 'JoinGroupResponse.leader',
-    258: 'JoinGroupResponse.leader',
-    259: 'JoinGroupResponse.leader',
-    260: 'JoinGroupResponse.leader',
-    261: 'JoinGroupResponse.leader',
-    262: 'JoinGroupResponse.member_id',
-    263: 'JoinGroupResponse.member_id',
-    264: 'JoinGroupResponse.member_id',
-    265: 'JoinGroupResponse.member_id',
-    266: 'JoinGroupResponse.member_id',
-    267: 'JoinGroupResponse.member_id',
-    268: 'JoinGroupResponse.member_id',
-    269: 'JoinGroupResponse.member_id',
-    270: 'JoinGroupResponse.member_id',
-    271: 'JoinGroupResponse.member_id',
-    272: 'JoinGroupResponse.members',
-    273: 'JoinGroupResponse.members',
-    274: 'JoinGroupResponse.members',
-    275: 'JoinGroupResponse.members',
-    276: 'JoinGroupResponse.members',
-    277: 'JoinGroupResponse.members',
-    278: 'JoinGroupResponse.members',
-    279: 'JoinGroupResponse.members',
-    280: 'JoinGroupResponse.members',
-    281: 'JoinGroupResponse.members',
-    288: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
-    289: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
-    290: 'JoinGroupResponse.protocol_name',
-    291: 'JoinGroupResponse.protocol_name',
-    292: 'JoinGroupResponse.protocol_name',
-    293: 'JoinGroupResponse.protocol_name',
-    294: 'JoinGroupResponse.protocol_name',
-    295: 'JoinGroupResponse.protocol_name',
-    296: 'JoinGroupResponse.protocol_name',
-    297: 'JoinGroupResponse.protocol_name',
-    298: 'JoinGroupResponse.protocol_name',
-    299: 'JoinGroupResponse.protocol_name',
-    300: 'JoinGroupResponse.leader',
-    301: 'JoinGroupResponse.leader',
-    302: 'JoinGroupResponse.leader',
-    303: 'JoinGroupResponse.leader',
-    304: 'JoinGroupResponse.leader',
-    305: 'JoinGroupResponse.leader',
-    306: 'JoinGroupResponse.leader',
-    307: 'JoinGroupResponse.leader',
-    308: 'JoinGroupResponse.leader',
-    309: 'JoinGroupResponse.leader',
-    310: 'JoinGroupResponse.member_id',
-    311: 'JoinGroupResponse.member_id',
-    312: 'JoinGroupResponse.member_id',
-    313: 'JoinGroupResponse.member_id',
-    314: 'JoinGroupResponse.member_id',
-    315: 'JoinGroupResponse.member_id',
-    316: 'JoinGroupResponse.member_id',
-    317: 'JoinGroupResponse.member_id',
-    318: 'JoinGroupResponse.member_id',
-    319: 'JoinGroupResponse.member_id',
-    320: 'JoinGroupResponse.members',
-    321: 'JoinGroupResponse.members',
-    322: 'JoinGroupResponse.members',
-    323: 'JoinGroupResponse.members',
-    324: 'JoinGroupResponse.members',
-    325: 'JoinGroupResponse.members',
-    326: 'JoinGroupResponse.members',
-    327: 'JoinGroupResponse.members',
-    328: 'JoinGroupResponse.members',
-    329: 'JoinGroupResponse.members',
-    334: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
+    153: 'JoinGroupResponseMember.member_id',
+    154: 'JoinGroupResponseMember.member_id',
+    155: 'JoinGroupResponseMember.member_id',
+    156: 'JoinGroupResponseMember.member_id',
+    157: 'JoinGroupResponseMember.member_id',
+    158: 'JoinGroupResponseMember.member_id',
+    159: 'JoinGroupResponseMember.member_id',
+    160: 'JoinGroupResponseMember.member_id',
+    161: 'JoinGroupResponseMember.member_id',
+    162: 'JoinGroupResponseMember.member_id',
+    163: 'JoinGroupResponseMember.member_id',
+    164: 'JoinGroupResponseMember.member_id',
+    165: 'JoinGroupResponseMember.member_id',
+    166: 'JoinGroupResponseMember.member_id',
+    167: 'JoinGroupResponseMember.group_instance_id',
+    168: 'JoinGroupResponseMember.group_instance_id',
+    169: 'JoinGroupResponseMember.group_instance_id',
+    170: 'JoinGroupResponseMember.group_instance_id',
+    171: 'JoinGroupResponseMember.group_instance_id',
+    172: 'JoinGroupResponseMember.group_instance_id',
+    173: 'JoinGroupResponseMember.group_instance_id',
+    174: 'JoinGroupResponseMember.group_instance_id',
+    175: 'JoinGroupResponseMember.group_instance_id',
+    176: 'JoinGroupResponseMember.group_instance_id',
+    177: 'JoinGroupResponseMember.group_instance_id',
+    178: 'JoinGroupResponseMember.group_instance_id',
+    179: 'JoinGroupResponseMember.group_instance_id',
+    180: 'JoinGroupResponseMember.group_instance_id',
+    181: 'JoinGroupResponseMember.group_instance_id',
+    182: 'JoinGroupResponseMember.group_instance_id',
+    183: 'JoinGroupResponseMember.group_instance_id',
+    184: 'JoinGroupResponseMember.metadata',
+    185: 'JoinGroupResponseMember.metadata',
+    186: 'JoinGroupResponseMember.metadata',
+    187: 'JoinGroupResponseMember.metadata',
+    188: 'JoinGroupResponseMember.metadata',
+    189: 'JoinGroupResponseMember.metadata',
+    190: 'JoinGroupResponseMember.metadata',
+    191: 'JoinGroupResponseMember.metadata',
+    192: 'JoinGroupResponseMember.metadata',
+    193: 'JoinGroupResponseMember.metadata',
+    194: 'JoinGroupResponseMember.metadata',
+    195: 'JoinGroupResponseMember.metadata',
+    196: 'JoinGroupResponseMember.metadata',
+    197: 'JoinGroupResponseMember.metadata',
+    198: 'JoinGroupResponseMember.metadata',
+    199: 'JoinGroupResponseMember.metadata',
+    200: 'JoinGroupResponseMember.metadata',
+    201: 'JoinGroupResponseMember.<tagged fields>',
+    202: 'JoinGroupResponseMember.<tagged fields>',
+    203: 'JoinGroupResponseMember.<tagged fields>',
+    204: 'JoinGroupResponseMember.<tagged fields>',
+    205: 'JoinGroupResponseMember.<tagged fields>',
+    218: 'JoinGroupResponse.error_code/generation_id',
+    219: 'JoinGroupResponse.error_code/generation_id',
+    220: 'JoinGroupResponse.protocol_name',
+    221: 'JoinGroupResponse.protocol_name',
+    222: 'JoinGroupResponse.protocol_name',
+    223: 'JoinGroupResponse.protocol_name',
+    224: 'JoinGroupResponse.protocol_name',
+    225: 'JoinGroupResponse.protocol_name',
+    226: 'JoinGroupResponse.protocol_name',
+    227: 'JoinGroupResponse.protocol_name',
+    228: 'JoinGroupResponse.protocol_name',
+    229: 'JoinGroupResponse.protocol_name',
+    230: 'JoinGroupResponse.leader',
+    231: 'JoinGroupResponse.leader',
+    232: 'JoinGroupResponse.leader',
+    233: 'JoinGroupResponse.leader',
+    234: 'JoinGroupResponse.leader',
+    235: 'JoinGroupResponse.leader',
+    236: 'JoinGroupResponse.leader',
+    237: 'JoinGroupResponse.leader',
+    238: 'JoinGroupResponse.leader',
+    239: 'JoinGroupResponse.leader',
+    240: 'JoinGroupResponse.member_id',
+    241: 'JoinGroupResponse.member_id',
+    242: 'JoinGroupResponse.member_id',
+    243: 'JoinGroupResponse.member_id',
+    244: 'JoinGroupResponse.member_id',
+    245: 'JoinGroupResponse.member_id',
+    246: 'JoinGroupResponse.member_id',
+    247: 'JoinGroupResponse.member_id',
+    248: 'JoinGroupResponse.member_id',
+    249: 'JoinGroupResponse.member_id',
+    250: 'JoinGroupResponse.members',
+    251: 'JoinGroupResponse.members',
+    252: 'JoinGroupResponse.members',
+    253: 'JoinGroupResponse.members',
+    254: 'JoinGroupResponse.members',
+    255: 'JoinGroupResponse.members',
+    256: 'JoinGroupResponse.members',
+    257: 'JoinGroupResponse.members',
+    258: 'JoinGroupResponse.members',
+    259: 'JoinGroupResponse.members',
+    276: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
+    277: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
+    278: 'JoinGroupResponse.protocol_name',
+    279: 'JoinGroupResponse.protocol_name',
+    280: 'JoinGroupResponse.protocol_name',
+    281: 'JoinGroupResponse.protocol_name',
+    282: 'JoinGroupResponse.protocol_name',
+    283: 'JoinGroupResponse.protocol_name',
+    284: 'JoinGroupResponse.protocol_name',
+    285: 'JoinGroupResponse.protocol_name',
+    286: 'JoinGroupResponse.protocol_name',
+    287: 'JoinGroupResponse.protocol_name',
+    288: 'JoinGroupResponse.leader',
+    289: 'JoinGroupResponse.leader',
+    290: 'JoinGroupResponse.leader',
+    291: 'JoinGroupResponse.leader',
+    292: 'JoinGroupResponse.leader',
+    293: 'JoinGroupResponse.leader',
+    294: 'JoinGroupResponse.leader',
+    295: 'JoinGroupResponse.leader',
+    296: 'JoinGroupResponse.leader',
+    297: 'JoinGroupResponse.leader',
+    298: 'JoinGroupResponse.member_id',
+    299: 'JoinGroupResponse.member_id',
+    300: 'JoinGroupResponse.member_id',
+    301: 'JoinGroupResponse.member_id',
+    302: 'JoinGroupResponse.member_id',
+    303: 'JoinGroupResponse.member_id',
+    304: 'JoinGroupResponse.member_id',
+    305: 'JoinGroupResponse.member_id',
+    306: 'JoinGroupResponse.member_id',
+    307: 'JoinGroupResponse.member_id',
+    308: 'JoinGroupResponse.members',
+    309: 'JoinGroupResponse.members',
+    310: 'JoinGroupResponse.members',
+    311: 'JoinGroupResponse.members',
+    312: 'JoinGroupResponse.members',
+    313: 'JoinGroupResponse.members',
+    314: 'JoinGroupResponse.members',
+    315: 'JoinGroupResponse.members',
+    316: 'JoinGroupResponse.members',
+    317: 'JoinGroupResponse.members',
     335: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
-    336: 'JoinGroupResponse.protocol_name',
+    336: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
     337: 'JoinGroupResponse.protocol_name',
     338: 'JoinGroupResponse.protocol_name',
     339: 'JoinGroupResponse.protocol_name',
@@ -1060,9 +1159,9 @@ _reg(__file__, {
     344: 'JoinGroupResponse.protocol_name',
     345: 'JoinGroupResponse.protocol_name',
     346: 'JoinGroupResponse.protocol_name',
-    347: 'JoinGroupResponse.protocol_name',
-    348: 'JoinGroupResponse.protocol_name',
-    349: 'JoinGroupResponse.protocol_name',
+    347: 'JoinGroupResponse.leader',
+    348: 'JoinGroupResponse.leader',
+    349: 'JoinGroupResponse.leader',
     350: 'JoinGroupResponse.leader',
     351: 'JoinGroupResponse.leader',
     352: 'JoinGroupResponse.leader',
@@ -1070,125 +1169,104 @@ _reg(__file__, {
     354: 'JoinGroupResponse.leader',
     355: 'JoinGroupResponse.leader',
     356: 'JoinGroupResponse.leader',
-    357: 'JoinGroupResponse.leader',
-    358: 'JoinGroupResponse.leader',
-    359: 'JoinGroupResponse.leader',
-    360: 'JoinGroupResponse.leader',
-    361: 'JoinGroupResponse.leader',
-    362: 'JoinGroupResponse.leader',
-    363: 'JoinGroupResponse.leader',
+    357: 'JoinGroupResponse.member_id',
+    358: 'JoinGroupResponse.member_id',
+    359: 'JoinGroupResponse.member_id',
+    360: 'JoinGroupResponse.member_id',
+    361: 'JoinGroupResponse.member_id',
+    362: 'JoinGroupResponse.member_id',
+    363: 'JoinGroupResponse.member_id',
     364: 'JoinGroupResponse.member_id',
     365: 'JoinGroupResponse.member_id',
     366: 'JoinGroupResponse.member_id',
-    367: 'JoinGroupResponse.member_id',
-    368: 'JoinGroupResponse.member_id',
-    369: 'JoinGroupResponse.member_id',
-    370: 'JoinGroupResponse.member_id',
-    371: 'JoinGroupResponse.member_id',
-    372: 'JoinGroupResponse.member_id',
-    373: 'JoinGroupResponse.member_id',
-    374: 'JoinGroupResponse.member_id',
-    375: 'JoinGroupResponse.member_id',
-    376: 'JoinGroupResponse.member_id',
-    377: 'JoinGroupResponse.member_id',
-    378: 'JoinGroupResponse.members',
-    379: 'JoinGroupResponse.members',
-    380: 'JoinGroupResponse.members',
-    381: 'JoinGroupResponse.members',
-    382: 'JoinGroupResponse.members',
-    383: 'JoinGroupResponse.members',
-    384: 'JoinGroupResponse.members',
-    385: 'JoinGroupResponse.members',
-    386: 'JoinGroupResponse.members',
-    387: 'JoinGroupResponse.members',
-    388: 'JoinGroupResponse.members',
-    389: 'JoinGroupResponse.members',
-    390: 'JoinGroupResponse.members',
-    391: 'JoinGroupResponse.members',
-    392: 'JoinGroupResponse.<tagged fields>',
-    393: 'JoinGroupResponse.<tagged fields>',
-    394: 'JoinGroupResponse.<tagged fields>',
-    395: 'JoinGroupResponse.<tagged fields>',
-    396: 'JoinGroupResponse.<tagged fields>',
-    401: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
-    402: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
-    403: 'JoinGroupResponse.protocol_type',
-    404: 'JoinGroupResponse.protocol_type',
-    405: 'JoinGroupResponse.protocol_type',
-    406: 'JoinGroupResponse.protocol_type',
-    407: 'JoinGroupResponse.protocol_type',
-    408: 'JoinGroupResponse.protocol_type',
-    409: 'JoinGroupResponse.protocol_type',
-    410: 'JoinGroupResponse.protocol_type',
-    411: 'JoinGroupResponse.protocol_type',
-    412: 'JoinGroupResponse.protocol_type',
-    413: 'JoinGroupResponse.protocol_type',
-    414: 'JoinGroupResponse.protocol_type',
-    415: 'JoinGroupResponse.protocol_type',
-    416: 'JoinGroupResponse.protocol_type',
-    417: 'JoinGroupResponse.protocol_name',
-    418: 'JoinGroupResponse.protocol_name',
-    419: 'JoinGroupResponse.protocol_name',
-    420: 'JoinGroupResponse.protocol_name',
-    421: 'JoinGroupResponse.protocol_name',
-    422: 'JoinGroupResponse.protocol_name',
-    423: 'JoinGroupResponse.protocol_name',
-    424: 'JoinGroupResponse.protocol_name',
-    425: 'JoinGroupResponse.protocol_name',
-    426: 'JoinGroupResponse.protocol_name',
-    427: 'JoinGroupResponse.protocol_name',
-    428: 'JoinGroupResponse.protocol_name',
-    429: 'JoinGroupResponse.protocol_name',
-    430: 'JoinGroupResponse.protocol_name',
-    431: 'JoinGroupResponse.leader',
-    432: 'JoinGroupResponse.leader',
-    433: 'JoinGroupResponse.leader',
-    434: 'JoinGroupResponse.leader',
-    435: 'JoinGroupResponse.leader',
-    436: 'JoinGroupResponse.leader',
-    437: 'JoinGroupResponse.leader',
-    438: 'JoinGroupResponse.leader',
-    439: 'JoinGroupResponse.leader',
-    440: 'JoinGroupResponse.leader',
-    441: 'JoinGroupResponse.leader',
-    442: 'JoinGroupResponse.leader',
-    443: 'JoinGroupResponse.leader',
-    444: 'JoinGroupResponse.leader',
-    445: 'JoinGroupResponse.member_id',
-    446: 'JoinGroupResponse.member_id',
-    447: 'JoinGroupResponse.member_id',
-    448: 'JoinGroupResponse.member_id',
-    449: 'JoinGroupResponse.member_id',
-    450: 'JoinGroupResponse.member_id',
-    451: 'JoinGroupResponse.member_id',
-    452: 'JoinGroupResponse.member_id',
-    453: 'JoinGroupResponse.member_id',
-    454: 'JoinGroupResponse.member_id',
-    455: 'JoinGroupResponse.member_id',
-    456: 'JoinGroupResponse.member_id',
-    457: 'JoinGroupResponse.member_id',
-    458: 'JoinGroupResponse.member_id',
+    367: 'JoinGroupResponse.members',
+    368: 'JoinGroupResponse.members',
+    369: 'JoinGroupResponse.members',
+    370: 'JoinGroupResponse.members',
+    371: 'JoinGroupResponse.members',
+    372: 'JoinGroupResponse.members',
+    373: 'JoinGroupResponse.members',
+    374: 'JoinGroupResponse.members',
+    375: 'JoinGroupResponse.members',
+    376: 'JoinGroupResponse.members',
+    392: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
+    393: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
+    394: 'JoinGroupResponse.protocol_name',
+    395: 'JoinGroupResponse.protocol_name',
+    396: 'JoinGroupResponse.protocol_name',
+    397: 'JoinGroupResponse.protocol_name',
+    398: 'JoinGroupResponse.protocol_name',
+    399: 'JoinGroupResponse.protocol_name',
+    400: 'JoinGroupResponse.protocol_name',
+    401: 'JoinGroupResponse.protocol_name',
+    402: 'JoinGroupResponse.protocol_name',
+    403: 'JoinGroupResponse.protocol_name',
+    404: 'JoinGroupResponse.protocol_name',
+    405: 'JoinGroupResponse.protocol_name',
+    406: 'JoinGroupResponse.protocol_name',
+    407: 'JoinGroupResponse.protocol_name',
+    408: 'JoinGroupResponse.protocol_name',
+    409: 'JoinGroupResponse.protocol_name',
+    410: 'JoinGroupResponse.protocol_name',
+    411: 'JoinGroupResponse.leader',
+    412: 'JoinGroupResponse.leader',
+    413: 'JoinGroupResponse.leader',
+    414: 'JoinGroupResponse.leader',
+    415: 'JoinGroupResponse.leader',
+    416: 'JoinGroupResponse.leader',
+    417: 'JoinGroupResponse.leader',
+    418: 'JoinGroupResponse.leader',
+    419: 'JoinGroupResponse.leader',
+    420: 'JoinGroupResponse.leader',
+    421: 'JoinGroupResponse.leader',
+    422: 'JoinGroupResponse.leader',
+    423: 'JoinGroupResponse.leader',
+    424: 'JoinGroupResponse.leader',
+    425: 'JoinGroupResponse.leader',
+    426: 'JoinGroupResponse.leader',
+    427: 'JoinGroupResponse.leader',
+    428: 'JoinGroupResponse.member_id',
+    429: 'JoinGroupResponse.member_id',
+    430: 'JoinGroupResponse.member_id',
+    431: 'JoinGroupResponse.member_id',
+    432: 'JoinGroupResponse.member_id',
+    433: 'JoinGroupResponse.member_id',
+    434: 'JoinGroupResponse.member_id',
+    435: 'JoinGroupResponse.member_id',
+    436: 'JoinGroupResponse.member_id',
+    437: 'JoinGroupResponse.member_id',
+    438: 'JoinGroupResponse.member_id',
+    439: 'JoinGroupResponse.member_id',
+    440: 'JoinGroupResponse.member_id',
+    441: 'JoinGroupResponse.member_id',
+    442: 'JoinGroupResponse.member_id',
+    443: 'JoinGroupResponse.member_id',
+    444: 'JoinGroupResponse.member_id',
+    445: 'JoinGroupResponse.members',
+    446: 'JoinGroupResponse.members',
+    447: 'JoinGroupResponse.members',
+    448: 'JoinGroupResponse.members',
+    449: 'JoinGroupResponse.members',
+    450: 'JoinGroupResponse.members',
+    451: 'JoinGroupResponse.members',
+    452: 'JoinGroupResponse.members',
+    453: 'JoinGroupResponse.members',
+    454: 'JoinGroupResponse.members',
+    455: 'JoinGroupResponse.members',
+    456: 'JoinGroupResponse.members',
+    457: 'JoinGroupResponse.members',
+    458: 'JoinGroupResponse.members',
     459: 'JoinGroupResponse.members',
     460: 'JoinGroupResponse.members',
     461: 'JoinGroupResponse.members',
-    462: 'JoinGroupResponse.members',
-    463: 'JoinGroupResponse.members',
-    464: 'JoinGroupResponse.members',
-    465: 'JoinGroupResponse.members',
-    466: 'JoinGroupResponse.members',
-    467: 'JoinGroupResponse.members',
-    468: 'JoinGroupResponse.members',
-    469: 'JoinGroupResponse.members',
-    470: 'JoinGroupResponse.members',
-    471: 'JoinGroupResponse.members',
-    472: 'JoinGroupResponse.members',
-    473: 'JoinGroupResponse.<tagged fields>',
-    474: 'JoinGroupResponse.<tagged fields>',
-    475: 'JoinGroupResponse.<tagged fields>',
-    476: 'JoinGroupResponse.<tagged fields>',
-    477: 'JoinGroupResponse.<tagged fields>',
+    462: 'JoinGroupResponse.<tagged fields>',
+    463: 'JoinGroupResponse.<tagged fields>',
+    464: 'JoinGroupResponse.<tagged fields>',
+    465: 'JoinGroupResponse.<tagged fields>',
+    466: 'JoinGroupResponse.<tagged fields>',
+    482: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
     483: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
-    484: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
+    484: 'JoinGroupResponse.protocol_type',
     485: 'JoinGroupResponse.protocol_type',
     486: 'JoinGroupResponse.protocol_type',
     487: 'JoinGroupResponse.protocol_type',
@@ -1203,8 +1281,8 @@ _reg(__file__, {
     496: 'JoinGroupResponse.protocol_type',
     497: 'JoinGroupResponse.protocol_type',
     498: 'JoinGroupResponse.protocol_type',
-    499: 'JoinGroupResponse.protocol_name',
-    500: 'JoinGroupResponse.protocol_name',
+    499: 'JoinGroupResponse.protocol_type',
+    500: 'JoinGroupResponse.protocol_type',
     501: 'JoinGroupResponse.protocol_name',
     502: 'JoinGroupResponse.protocol_name',
     503: 'JoinGroupResponse.protocol_name',
@@ -1217,11 +1295,11 @@ _reg(__file__, {
     510: 'JoinGroupResponse.protocol_name',
     511: 'JoinGroupResponse.protocol_name',
     512: 'JoinGroupResponse.protocol_name',
-    513: 'JoinGroupResponse.leader',
-    514: 'JoinGroupResponse.leader',
-    515: 'JoinGroupResponse.leader',
-    516: 'JoinGroupResponse.leader',
-    517: 'JoinGroupResponse.leader',
+    513: 'JoinGroupResponse.protocol_name',
+    514: 'JoinGroupResponse.protocol_name',
+    515: 'JoinGroupResponse.protocol_name',
+    516: 'JoinGroupResponse.protocol_name',
+    517: 'JoinGroupResponse.protocol_name',
     518: 'JoinGroupResponse.leader',
     519: 'JoinGroupResponse.leader',
     520: 'JoinGroupResponse.leader',
@@ -1231,14 +1309,14 @@ _reg(__file__, {
     524: 'JoinGroupResponse.leader',
     525: 'JoinGroupResponse.leader',
     526: 'JoinGroupResponse.leader',
-    527: 'JoinGroupResponse.skip_assignment',
-    528: 'JoinGroupResponse.skip_assignment',
-    529: 'JoinGroupResponse.member_id',
-    530: 'JoinGroupResponse.member_id',
-    531: 'JoinGroupResponse.member_id',
-    532: 'JoinGroupResponse.member_id',
-    533: 'JoinGroupResponse.member_id',
-    534: 'JoinGroupResponse.member_id',
+    527: 'JoinGroupResponse.leader',
+    528: 'JoinGroupResponse.leader',
+    529: 'JoinGroupResponse.leader',
+    530: 'JoinGroupResponse.leader',
+    531: 'JoinGroupResponse.leader',
+    532: 'JoinGroupResponse.leader',
+    533: 'JoinGroupResponse.leader',
+    534: 'JoinGroupResponse.leader',
     535: 'JoinGroupResponse.member_id',
     536: 'JoinGroupResponse.member_id',
     537: 'JoinGroupResponse.member_id',
@@ -1247,23 +1325,129 @@ _reg(__file__, {
     540: 'JoinGroupResponse.member_id',
     541: 'JoinGroupResponse.member_id',
     542: 'JoinGroupResponse.member_id',
-    543: 'JoinGroupResponse.members',
-    544: 'JoinGroupResponse.members',
-    545: 'JoinGroupResponse.members',
-    546: 'JoinGroupResponse.members',
-    547: 'JoinGroupResponse.members',
-    548: 'JoinGroupResponse.members',
-    549: 'JoinGroupResponse.members',
-    550: 'JoinGroupResponse.members',
-    551: 'JoinGroupResponse.members',
+    543: 'JoinGroupResponse.member_id',
+    544: 'JoinGroupResponse.member_id',
+    545: 'JoinGroupResponse.member_id',
+    546: 'JoinGroupResponse.member_id',
+    547: 'JoinGroupResponse.member_id',
+    548: 'JoinGroupResponse.member_id',
+    549: 'JoinGroupResponse.member_id',
+    550: 'JoinGroupResponse.member_id',
+    551: 'JoinGroupResponse.member_id',
     552: 'JoinGroupResponse.members',
     553: 'JoinGroupResponse.members',
     554: 'JoinGroupResponse.members',
     555: 'JoinGroupResponse.members',
     556: 'JoinGroupResponse.members',
-    557: 'JoinGroupResponse.<tagged fields>',
-    558: 'JoinGroupResponse.<tagged fields>',
-    559: 'JoinGroupResponse.<tagged fields>',
-    560: 'JoinGroupResponse.<tagged fields>',
-    561: 'JoinGroupResponse.<tagged fields>',
+    557: 'JoinGroupResponse.members',
+    558: 'JoinGroupResponse.members',
+    559: 'JoinGroupResponse.members',
+    560: 'JoinGroupResponse.members',
+    561: 'JoinGroupResponse.members',
+    562: 'JoinGroupResponse.members',
+    563: 'JoinGroupResponse.members',
+    564: 'JoinGroupResponse.members',
+    565: 'JoinGroupResponse.members',
+    566: 'JoinGroupResponse.members',
+    567: 'JoinGroupResponse.members',
+    568: 'JoinGroupResponse.members',
+    569: 'JoinGroupResponse.<tagged fields>',
+    570: 'JoinGroupResponse.<tagged fields>',
+    571: 'JoinGroupResponse.<tagged fields>',
+    572: 'JoinGroupResponse.<tagged fields>',
+    573: 'JoinGroupResponse.<tagged fields>',
+    590: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
+    591: 'JoinGroupResponse.throttle_time_ms/error_code/generation_id',
+    592: 'JoinGroupResponse.protocol_type',
+    593: 'JoinGroupResponse.protocol_type',
+    594: 'JoinGroupResponse.protocol_type',
+    595: 'JoinGroupResponse.protocol_type',
+    596: 'JoinGroupResponse.protocol_type',
+    597: 'JoinGroupResponse.protocol_type',
+    598: 'JoinGroupResponse.protocol_type',
+    599: 'JoinGroupResponse.protocol_type',
+    600: 'JoinGroupResponse.protocol_type',
+    601: 'JoinGroupResponse.protocol_type',
+    602: 'JoinGroupResponse.protocol_type',
+    603: 'JoinGroupResponse.protocol_type',
+    604: 'JoinGroupResponse.protocol_type',
+    605: 'JoinGroupResponse.protocol_type',
+    606: 'JoinGroupResponse.protocol_type',
+    607: 'JoinGroupResponse.protocol_type',
+    608: 'JoinGroupResponse.protocol_type',
+    609: 'JoinGroupResponse.protocol_name',
+    610: 'JoinGroupResponse.protocol_name',
+    611: 'JoinGroupResponse.protocol_name',
+    612: 'JoinGroupResponse.protocol_name',
+    613: 'JoinGroupResponse.protocol_name',
+    614: 'JoinGroupResponse.protocol_name',
+    615: 'JoinGroupResponse.protocol_name',
+    616: 'JoinGroupResponse.protocol_name',
+    617: 'JoinGroupResponse.protocol_name',
+    618: 'JoinGroupResponse.protocol_name',
+    619: 'JoinGroupResponse.protocol_name',
+    620: 'JoinGroupResponse.protocol_name',
+    621: 'JoinGroupResponse.protocol_name',
+    622: 'JoinGroupResponse.protocol_name',
+    623: 'JoinGroupResponse.protocol_name',
+    624: 'JoinGroupResponse.protocol_name',
+    625: 'JoinGroupResponse.protocol_name',
+    626: 'JoinGroupResponse.leader',
+    627: 'JoinGroupResponse.leader',
+    628: 'JoinGroupResponse.leader',
+    629: 'JoinGroupResponse.leader',
+    630: 'JoinGroupResponse.leader',
+    631: 'JoinGroupResponse.leader',
+    632: 'JoinGroupResponse.leader',
+    633: 'JoinGroupResponse.leader',
+    634: 'JoinGroupResponse.leader',
+    635: 'JoinGroupResponse.leader',
+    636: 'JoinGroupResponse.leader',
+    637: 'JoinGroupResponse.leader',
+    638: 'JoinGroupResponse.leader',
+    639: 'JoinGroupResponse.leader',
+    640: 'JoinGroupResponse.leader',
+    641: 'JoinGroupResponse.leader',
+    642: 'JoinGroupResponse.leader',
+    643: 'JoinGroupResponse.skip_assignment',
+    644: 'JoinGroupResponse.skip_assignment',
+    645: 'JoinGroupResponse.member_id',
+    646: 'JoinGroupResponse.member_id',
+    647: 'JoinGroupResponse.member_id',
+    648: 'JoinGroupResponse.member_id',
+    649: 'JoinGroupResponse.member_id',
+    650: 'JoinGroupResponse.member_id',
+    651: 'JoinGroupResponse.member_id',
+    652: 'JoinGroupResponse.member_id',
+    653: 'JoinGroupResponse.member_id',
+    654: 'JoinGroupResponse.member_id',
+    655: 'JoinGroupResponse.member_id',
+    656: 'JoinGroupResponse.member_id',
+    657: 'JoinGroupResponse.member_id',
+    658: 'JoinGroupResponse.member_id',
+    659: 'JoinGroupResponse.member_id',
+    660: 'JoinGroupResponse.member_id',
+    661: 'JoinGroupResponse.member_id',
+    662: 'JoinGroupResponse.members',
+    663: 'JoinGroupResponse.members',
+    664: 'JoinGroupResponse.members',
+    665: 'JoinGroupResponse.members',
+    666: 'JoinGroupResponse.members',
+    667: 'JoinGroupResponse.members',
+    668: 'JoinGroupResponse.members',
+    669: 'JoinGroupResponse.members',
+    670: 'JoinGroupResponse.members',
+    671: 'JoinGroupResponse.members',
+    672: 'JoinGroupResponse.members',
+    673: 'JoinGroupResponse.members',
+    674: 'JoinGroupResponse.members',
+    675: 'JoinGroupResponse.members',
+    676: 'JoinGroupResponse.members',
+    677: 'JoinGroupResponse.members',
+    678: 'JoinGroupResponse.members',
+    679: 'JoinGroupResponse.<tagged fields>',
+    680: 'JoinGroupResponse.<tagged fields>',
+    681: 'JoinGroupResponse.<tagged fields>',
+    682: 'JoinGroupResponse.<tagged fields>',
+    683: 'JoinGroupResponse.<tagged fields>',
 })

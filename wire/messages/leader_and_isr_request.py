@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -171,7 +172,21 @@ def _d_LeaderAndIsrPartitionState_v0(buf, pos):
         _chk(_n4, buf, pos, 'LeaderAndIsrPartitionState.replicas')
         _f_replicas = list(_unpack_from('>%di' % _n4, buf, pos))
         pos += 4 * _n4
-    return LeaderAndIsrPartitionState(_f_topic_name, _f_partition_index, _f_controller_epoch, _f_leader, _f_leader_epoch, _f_isr, _f_partition_epoch, _f_replicas, [], [], False, 0, None), pos
+    _o = _new(LeaderAndIsrPartitionState)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.controller_epoch = _f_controller_epoch
+    _o.leader = _f_leader
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.partition_epoch = _f_partition_epoch
+    _o.replicas = _f_replicas
+    _o.adding_replicas = []
+    _o.removing_replicas = []
+    _o.is_new = False
+    _o.leader_recovery_state = 0
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaderAndIsrPartitionState_v1(buf, pos):
@@ -207,7 +222,21 @@ def _d_LeaderAndIsrPartitionState_v1(buf, pos):
         pos += 4 * _n8
     _f_is_new = _S_ou(buf, pos)[0]
     pos += 1
-    return LeaderAndIsrPartitionState(_f_topic_name, _f_partition_index, _f_controller_epoch, _f_leader, _f_leader_epoch, _f_isr, _f_partition_epoch, _f_replicas, [], [], _f_is_new, 0, None), pos
+    _o = _new(LeaderAndIsrPartitionState)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.controller_epoch = _f_controller_epoch
+    _o.leader = _f_leader
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.partition_epoch = _f_partition_epoch
+    _o.replicas = _f_replicas
+    _o.adding_replicas = []
+    _o.removing_replicas = []
+    _o.is_new = _f_is_new
+    _o.leader_recovery_state = 0
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaderAndIsrPartitionState_v2(buf, pos):
@@ -233,7 +262,21 @@ def _d_LeaderAndIsrPartitionState_v2(buf, pos):
         pos += 4 * _n10
     _f_is_new = _S_ou(buf, pos)[0]
     pos += 1
-    return LeaderAndIsrPartitionState('', _f_partition_index, _f_controller_epoch, _f_leader, _f_leader_epoch, _f_isr, _f_partition_epoch, _f_replicas, [], [], _f_is_new, 0, None), pos
+    _o = _new(LeaderAndIsrPartitionState)
+    _o.topic_name = ''
+    _o.partition_index = _f_partition_index
+    _o.controller_epoch = _f_controller_epoch
+    _o.leader = _f_leader
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.partition_epoch = _f_partition_epoch
+    _o.replicas = _f_replicas
+    _o.adding_replicas = []
+    _o.removing_replicas = []
+    _o.is_new = _f_is_new
+    _o.leader_recovery_state = 0
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaderAndIsrPartitionState_v3(buf, pos):
@@ -275,7 +318,21 @@ def _d_LeaderAndIsrPartitionState_v3(buf, pos):
         pos += 4 * _n14
     _f_is_new = _S_ou(buf, pos)[0]
     pos += 1
-    return LeaderAndIsrPartitionState('', _f_partition_index, _f_controller_epoch, _f_leader, _f_leader_epoch, _f_isr, _f_partition_epoch, _f_replicas, _f_adding_replicas, _f_removing_replicas, _f_is_new, 0, None), pos
+    _o = _new(LeaderAndIsrPartitionState)
+    _o.topic_name = ''
+    _o.partition_index = _f_partition_index
+    _o.controller_epoch = _f_controller_epoch
+    _o.leader = _f_leader
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.partition_epoch = _f_partition_epoch
+    _o.replicas = _f_replicas
+    _o.adding_replicas = _f_adding_replicas
+    _o.removing_replicas = _f_removing_replicas
+    _o.is_new = _f_is_new
+    _o.leader_recovery_state = 0
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaderAndIsrPartitionState_v4(buf, pos):
@@ -284,6 +341,9 @@ def _d_LeaderAndIsrPartitionState_v4(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -298,6 +358,9 @@ def _d_LeaderAndIsrPartitionState_v4(buf, pos):
     _n16 = buf[pos]
     if _n16 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n16 = (_n16 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n16, pos = _ruv(buf, pos)
     _n16 -= 1
@@ -310,6 +373,9 @@ def _d_LeaderAndIsrPartitionState_v4(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -322,6 +388,9 @@ def _d_LeaderAndIsrPartitionState_v4(buf, pos):
     _n18 = buf[pos]
     if _n18 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n18 = (_n18 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n18, pos = _ruv(buf, pos)
     _n18 -= 1
@@ -338,7 +407,21 @@ def _d_LeaderAndIsrPartitionState_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrPartitionState.<tagged fields>')
-    return LeaderAndIsrPartitionState('', _f_partition_index, _f_controller_epoch, _f_leader, _f_leader_epoch, _f_isr, _f_partition_epoch, _f_replicas, _f_adding_replicas, _f_removing_replicas, _f_is_new, 0, _unk), pos
+    _o = _new(LeaderAndIsrPartitionState)
+    _o.topic_name = ''
+    _o.partition_index = _f_partition_index
+    _o.controller_epoch = _f_controller_epoch
+    _o.leader = _f_leader
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.partition_epoch = _f_partition_epoch
+    _o.replicas = _f_replicas
+    _o.adding_replicas = _f_adding_replicas
+    _o.removing_replicas = _f_removing_replicas
+    _o.is_new = _f_is_new
+    _o.leader_recovery_state = 0
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaderAndIsrPartitionState_v5 = _d_LeaderAndIsrPartitionState_v4
@@ -349,6 +432,9 @@ def _d_LeaderAndIsrPartitionState_v6(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -363,6 +449,9 @@ def _d_LeaderAndIsrPartitionState_v6(buf, pos):
     _n24 = buf[pos]
     if _n24 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n24 = (_n24 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n24, pos = _ruv(buf, pos)
     _n24 -= 1
@@ -375,6 +464,9 @@ def _d_LeaderAndIsrPartitionState_v6(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -387,6 +479,9 @@ def _d_LeaderAndIsrPartitionState_v6(buf, pos):
     _n26 = buf[pos]
     if _n26 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n26 = (_n26 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n26, pos = _ruv(buf, pos)
     _n26 -= 1
@@ -403,7 +498,21 @@ def _d_LeaderAndIsrPartitionState_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrPartitionState.<tagged fields>')
-    return LeaderAndIsrPartitionState('', _f_partition_index, _f_controller_epoch, _f_leader, _f_leader_epoch, _f_isr, _f_partition_epoch, _f_replicas, _f_adding_replicas, _f_removing_replicas, _f_is_new, _f_leader_recovery_state, _unk), pos
+    _o = _new(LeaderAndIsrPartitionState)
+    _o.topic_name = ''
+    _o.partition_index = _f_partition_index
+    _o.controller_epoch = _f_controller_epoch
+    _o.leader = _f_leader
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.partition_epoch = _f_partition_epoch
+    _o.replicas = _f_replicas
+    _o.adding_replicas = _f_adding_replicas
+    _o.removing_replicas = _f_removing_replicas
+    _o.is_new = _f_is_new
+    _o.leader_recovery_state = _f_leader_recovery_state
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaderAndIsrPartitionState_v7 = _d_LeaderAndIsrPartitionState_v6
@@ -429,7 +538,12 @@ def _d_LeaderAndIsrTopicState_v2(buf, pos):
         for _ in range(_n33):
             _x34, pos = _d_LeaderAndIsrPartitionState_v2(buf, pos)
             _f_partition_states.append(_x34)
-    return LeaderAndIsrTopicState(_f_topic_name, _ZERO_UUID, _f_partition_states, None), pos
+    _o = _new(LeaderAndIsrTopicState)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _ZERO_UUID
+    _o.partition_states = _f_partition_states
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaderAndIsrTopicState_v3(buf, pos):
@@ -453,13 +567,21 @@ def _d_LeaderAndIsrTopicState_v3(buf, pos):
         for _ in range(_n37):
             _x38, pos = _d_LeaderAndIsrPartitionState_v3(buf, pos)
             _f_partition_states.append(_x38)
-    return LeaderAndIsrTopicState(_f_topic_name, _ZERO_UUID, _f_partition_states, None), pos
+    _o = _new(LeaderAndIsrTopicState)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _ZERO_UUID
+    _o.partition_states = _f_partition_states
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaderAndIsrTopicState_v4(buf, pos):
     _n39 = buf[pos]
     if _n39 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n39 = (_n39 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n39, pos = _ruv(buf, pos)
     _n39 -= 1
@@ -474,6 +596,9 @@ def _d_LeaderAndIsrTopicState_v4(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -490,13 +615,21 @@ def _d_LeaderAndIsrTopicState_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrTopicState.<tagged fields>')
-    return LeaderAndIsrTopicState(_f_topic_name, _ZERO_UUID, _f_partition_states, _unk), pos
+    _o = _new(LeaderAndIsrTopicState)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _ZERO_UUID
+    _o.partition_states = _f_partition_states
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderAndIsrTopicState_v5(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -515,6 +648,9 @@ def _d_LeaderAndIsrTopicState_v5(buf, pos):
     _n45 = buf[pos]
     if _n45 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n45 = (_n45 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n45, pos = _ruv(buf, pos)
     _n45 -= 1
@@ -531,13 +667,21 @@ def _d_LeaderAndIsrTopicState_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrTopicState.<tagged fields>')
-    return LeaderAndIsrTopicState(_f_topic_name, _f_topic_id, _f_partition_states, _unk), pos
+    _o = _new(LeaderAndIsrTopicState)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _f_topic_id
+    _o.partition_states = _f_partition_states
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderAndIsrTopicState_v6(buf, pos):
     _n47 = buf[pos]
     if _n47 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n47 = (_n47 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n47, pos = _ruv(buf, pos)
     _n47 -= 1
@@ -556,6 +700,9 @@ def _d_LeaderAndIsrTopicState_v6(buf, pos):
     _n49 = buf[pos]
     if _n49 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n49 = (_n49 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n49, pos = _ruv(buf, pos)
     _n49 -= 1
@@ -572,7 +719,12 @@ def _d_LeaderAndIsrTopicState_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrTopicState.<tagged fields>')
-    return LeaderAndIsrTopicState(_f_topic_name, _f_topic_id, _f_partition_states, _unk), pos
+    _o = _new(LeaderAndIsrTopicState)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _f_topic_id
+    _o.partition_states = _f_partition_states
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaderAndIsrTopicState_v7 = _d_LeaderAndIsrTopicState_v6
@@ -592,7 +744,12 @@ def _d_LeaderAndIsrLiveLeader_v0(buf, pos):
         pos = _end56
     _f_port = _S_iu(buf, pos)[0]
     pos += 4
-    return LeaderAndIsrLiveLeader(_f_broker_id, _f_host_name, _f_port, None), pos
+    _o = _new(LeaderAndIsrLiveLeader)
+    _o.broker_id = _f_broker_id
+    _o.host_name = _f_host_name
+    _o.port = _f_port
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_LeaderAndIsrLiveLeader_v1 = _d_LeaderAndIsrLiveLeader_v0
@@ -607,6 +764,9 @@ def _d_LeaderAndIsrLiveLeader_v4(buf, pos):
     _n63 = buf[pos]
     if _n63 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n63 = (_n63 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n63, pos = _ruv(buf, pos)
     _n63 -= 1
@@ -625,7 +785,12 @@ def _d_LeaderAndIsrLiveLeader_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrLiveLeader.<tagged fields>')
-    return LeaderAndIsrLiveLeader(_f_broker_id, _f_host_name, _f_port, _unk), pos
+    _o = _new(LeaderAndIsrLiveLeader)
+    _o.broker_id = _f_broker_id
+    _o.host_name = _f_host_name
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaderAndIsrLiveLeader_v5 = _d_LeaderAndIsrLiveLeader_v4
@@ -657,7 +822,17 @@ def _d_LeaderAndIsrRequest_v0(buf, pos):
         for _ in range(_n73):
             _x74, pos = _d_LeaderAndIsrLiveLeader_v0(buf, pos)
             _f_live_leaders.append(_x74)
-    return LeaderAndIsrRequest(_f_controller_id, False, _f_controller_epoch, -1, 0, _f_ungrouped_partition_states, [], _f_live_leaders, None), pos
+    _o = _new(LeaderAndIsrRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = -1
+    _o.type = 0
+    _o.ungrouped_partition_states = _f_ungrouped_partition_states
+    _o.topic_states = []
+    _o.live_leaders = _f_live_leaders
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaderAndIsrRequest_v1(buf, pos):
@@ -683,7 +858,17 @@ def _d_LeaderAndIsrRequest_v1(buf, pos):
         for _ in range(_n77):
             _x78, pos = _d_LeaderAndIsrLiveLeader_v1(buf, pos)
             _f_live_leaders.append(_x78)
-    return LeaderAndIsrRequest(_f_controller_id, False, _f_controller_epoch, -1, 0, _f_ungrouped_partition_states, [], _f_live_leaders, None), pos
+    _o = _new(LeaderAndIsrRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = -1
+    _o.type = 0
+    _o.ungrouped_partition_states = _f_ungrouped_partition_states
+    _o.topic_states = []
+    _o.live_leaders = _f_live_leaders
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaderAndIsrRequest_v2(buf, pos):
@@ -709,7 +894,17 @@ def _d_LeaderAndIsrRequest_v2(buf, pos):
         for _ in range(_n81):
             _x82, pos = _d_LeaderAndIsrLiveLeader_v2(buf, pos)
             _f_live_leaders.append(_x82)
-    return LeaderAndIsrRequest(_f_controller_id, False, _f_controller_epoch, _f_broker_epoch, 0, [], _f_topic_states, _f_live_leaders, None), pos
+    _o = _new(LeaderAndIsrRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.type = 0
+    _o.ungrouped_partition_states = []
+    _o.topic_states = _f_topic_states
+    _o.live_leaders = _f_live_leaders
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaderAndIsrRequest_v3(buf, pos):
@@ -735,7 +930,17 @@ def _d_LeaderAndIsrRequest_v3(buf, pos):
         for _ in range(_n85):
             _x86, pos = _d_LeaderAndIsrLiveLeader_v3(buf, pos)
             _f_live_leaders.append(_x86)
-    return LeaderAndIsrRequest(_f_controller_id, False, _f_controller_epoch, _f_broker_epoch, 0, [], _f_topic_states, _f_live_leaders, None), pos
+    _o = _new(LeaderAndIsrRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.type = 0
+    _o.ungrouped_partition_states = []
+    _o.topic_states = _f_topic_states
+    _o.live_leaders = _f_live_leaders
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaderAndIsrRequest_v4(buf, pos):
@@ -744,6 +949,9 @@ def _d_LeaderAndIsrRequest_v4(buf, pos):
     _n87 = buf[pos]
     if _n87 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n87 = (_n87 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n87, pos = _ruv(buf, pos)
     _n87 -= 1
@@ -758,6 +966,9 @@ def _d_LeaderAndIsrRequest_v4(buf, pos):
     _n89 = buf[pos]
     if _n89 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n89 = (_n89 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n89, pos = _ruv(buf, pos)
     _n89 -= 1
@@ -774,7 +985,17 @@ def _d_LeaderAndIsrRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrRequest.<tagged fields>')
-    return LeaderAndIsrRequest(_f_controller_id, False, _f_controller_epoch, _f_broker_epoch, 0, [], _f_topic_states, _f_live_leaders, _unk), pos
+    _o = _new(LeaderAndIsrRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.type = 0
+    _o.ungrouped_partition_states = []
+    _o.topic_states = _f_topic_states
+    _o.live_leaders = _f_live_leaders
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderAndIsrRequest_v5(buf, pos):
@@ -783,6 +1004,9 @@ def _d_LeaderAndIsrRequest_v5(buf, pos):
     _n91 = buf[pos]
     if _n91 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n91 = (_n91 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n91, pos = _ruv(buf, pos)
     _n91 -= 1
@@ -797,6 +1021,9 @@ def _d_LeaderAndIsrRequest_v5(buf, pos):
     _n93 = buf[pos]
     if _n93 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n93 = (_n93 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n93, pos = _ruv(buf, pos)
     _n93 -= 1
@@ -813,7 +1040,17 @@ def _d_LeaderAndIsrRequest_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrRequest.<tagged fields>')
-    return LeaderAndIsrRequest(_f_controller_id, False, _f_controller_epoch, _f_broker_epoch, _f_type, [], _f_topic_states, _f_live_leaders, _unk), pos
+    _o = _new(LeaderAndIsrRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.type = _f_type
+    _o.ungrouped_partition_states = []
+    _o.topic_states = _f_topic_states
+    _o.live_leaders = _f_live_leaders
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderAndIsrRequest_v6(buf, pos):
@@ -822,6 +1059,9 @@ def _d_LeaderAndIsrRequest_v6(buf, pos):
     _n95 = buf[pos]
     if _n95 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n95 = (_n95 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n95, pos = _ruv(buf, pos)
     _n95 -= 1
@@ -836,6 +1076,9 @@ def _d_LeaderAndIsrRequest_v6(buf, pos):
     _n97 = buf[pos]
     if _n97 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n97 = (_n97 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n97, pos = _ruv(buf, pos)
     _n97 -= 1
@@ -852,7 +1095,17 @@ def _d_LeaderAndIsrRequest_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrRequest.<tagged fields>')
-    return LeaderAndIsrRequest(_f_controller_id, False, _f_controller_epoch, _f_broker_epoch, _f_type, [], _f_topic_states, _f_live_leaders, _unk), pos
+    _o = _new(LeaderAndIsrRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.type = _f_type
+    _o.ungrouped_partition_states = []
+    _o.topic_states = _f_topic_states
+    _o.live_leaders = _f_live_leaders
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderAndIsrRequest_v7(buf, pos):
@@ -861,6 +1114,9 @@ def _d_LeaderAndIsrRequest_v7(buf, pos):
     _n99 = buf[pos]
     if _n99 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n99 = (_n99 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n99, pos = _ruv(buf, pos)
     _n99 -= 1
@@ -875,6 +1131,9 @@ def _d_LeaderAndIsrRequest_v7(buf, pos):
     _n101 = buf[pos]
     if _n101 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n101 = (_n101 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n101, pos = _ruv(buf, pos)
     _n101 -= 1
@@ -891,7 +1150,17 @@ def _d_LeaderAndIsrRequest_v7(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrRequest.<tagged fields>')
-    return LeaderAndIsrRequest(_f_controller_id, _f_is_k_raft_controller, _f_controller_epoch, _f_broker_epoch, _f_type, [], _f_topic_states, _f_live_leaders, _unk), pos
+    _o = _new(LeaderAndIsrRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = _f_is_k_raft_controller
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.type = _f_type
+    _o.ungrouped_partition_states = []
+    _o.topic_states = _f_topic_states
+    _o.live_leaders = _f_live_leaders
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_LeaderAndIsrPartitionState_v0(o, w):
@@ -901,12 +1170,12 @@ def _e_LeaderAndIsrPartitionState_v0(o, w):
     w(_v103)
     w(_S_iiiip(o.partition_index, o.controller_epoch, o.leader, o.leader_epoch))
     _a104 = o.isr
-    w(_I32p(len(_a104)))
-    w(_pack('>%di' % len(_a104), *_a104))
+    _l = len(_a104)
+    w(_counted_packer('i', _l)(_l, *_a104))
     w(_S_ip(o.partition_epoch))
     _a105 = o.replicas
-    w(_I32p(len(_a105)))
-    w(_pack('>%di' % len(_a105), *_a105))
+    _l = len(_a105)
+    w(_counted_packer('i', _l)(_l, *_a105))
 
 
 def _e_LeaderAndIsrPartitionState_v1(o, w):
@@ -916,64 +1185,68 @@ def _e_LeaderAndIsrPartitionState_v1(o, w):
     w(_v106)
     w(_S_iiiip(o.partition_index, o.controller_epoch, o.leader, o.leader_epoch))
     _a107 = o.isr
-    w(_I32p(len(_a107)))
-    w(_pack('>%di' % len(_a107), *_a107))
+    _l = len(_a107)
+    w(_counted_packer('i', _l)(_l, *_a107))
     w(_S_ip(o.partition_epoch))
     _a108 = o.replicas
-    w(_I32p(len(_a108)))
-    w(_pack('>%di' % len(_a108), *_a108))
+    _l = len(_a108)
+    w(_counted_packer('i', _l)(_l, *_a108))
     w(_S_op(o.is_new))
 
 
 def _e_LeaderAndIsrPartitionState_v2(o, w):
     w(_S_iiiip(o.partition_index, o.controller_epoch, o.leader, o.leader_epoch))
     _a109 = o.isr
-    w(_I32p(len(_a109)))
-    w(_pack('>%di' % len(_a109), *_a109))
+    _l = len(_a109)
+    w(_counted_packer('i', _l)(_l, *_a109))
     w(_S_ip(o.partition_epoch))
     _a110 = o.replicas
-    w(_I32p(len(_a110)))
-    w(_pack('>%di' % len(_a110), *_a110))
+    _l = len(_a110)
+    w(_counted_packer('i', _l)(_l, *_a110))
     w(_S_op(o.is_new))
 
 
 def _e_LeaderAndIsrPartitionState_v3(o, w):
     w(_S_iiiip(o.partition_index, o.controller_epoch, o.leader, o.leader_epoch))
     _a111 = o.isr
-    w(_I32p(len(_a111)))
-    w(_pack('>%di' % len(_a111), *_a111))
+    _l = len(_a111)
+    w(_counted_packer('i', _l)(_l, *_a111))
     w(_S_ip(o.partition_epoch))
     _a112 = o.replicas
-    w(_I32p(len(_a112)))
-    w(_pack('>%di' % len(_a112), *_a112))
+    _l = len(_a112)
+    w(_counted_packer('i', _l)(_l, *_a112))
     _a113 = o.adding_replicas
-    w(_I32p(len(_a113)))
-    w(_pack('>%di' % len(_a113), *_a113))
+    _l = len(_a113)
+    w(_counted_packer('i', _l)(_l, *_a113))
     _a114 = o.removing_replicas
-    w(_I32p(len(_a114)))
-    w(_pack('>%di' % len(_a114), *_a114))
+    _l = len(_a114)
+    w(_counted_packer('i', _l)(_l, *_a114))
     w(_S_op(o.is_new))
 
 
 def _e_LeaderAndIsrPartitionState_v4(o, w):
     w(_S_iiiip(o.partition_index, o.controller_epoch, o.leader, o.leader_epoch))
     _a115 = o.isr
-    _l = len(_a115) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a115), *_a115))
+    _l = len(_a115)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a115))
     w(_S_ip(o.partition_epoch))
     _a116 = o.replicas
-    _l = len(_a116) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a116), *_a116))
+    _l = len(_a116)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a116))
     _a117 = o.adding_replicas
-    _l = len(_a117) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a117), *_a117))
+    _l = len(_a117)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a117))
     _a118 = o.removing_replicas
-    _l = len(_a118) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a118), *_a118))
+    _l = len(_a118)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a118))
     w(_S_op(o.is_new))
     _u = o.unknown_tagged_fields
     if _u:
@@ -987,22 +1260,26 @@ _e_LeaderAndIsrPartitionState_v5 = _e_LeaderAndIsrPartitionState_v4
 def _e_LeaderAndIsrPartitionState_v6(o, w):
     w(_S_iiiip(o.partition_index, o.controller_epoch, o.leader, o.leader_epoch))
     _a123 = o.isr
-    _l = len(_a123) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a123), *_a123))
+    _l = len(_a123)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a123))
     w(_S_ip(o.partition_epoch))
     _a124 = o.replicas
-    _l = len(_a124) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a124), *_a124))
+    _l = len(_a124)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a124))
     _a125 = o.adding_replicas
-    _l = len(_a125) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a125), *_a125))
+    _l = len(_a125)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a125))
     _a126 = o.removing_replicas
-    _l = len(_a126) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a126), *_a126))
+    _l = len(_a126)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a126))
     w(_S_obp(o.is_new, o.leader_recovery_state))
     _u = o.unknown_tagged_fields
     if _u:
@@ -1260,7 +1537,6 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_LeaderAndIsrRequest_v0, 1: _d_LeaderAndIsrRequest_v1, 2: _d_LeaderAndIsrRequest_v2, 3: _d_LeaderAndIsrRequest_v3, 4: _d_LeaderAndIsrRequest_v4, 5: _d_LeaderAndIsrRequest_v5, 6: _d_LeaderAndIsrRequest_v6, 7: _d_LeaderAndIsrRequest_v7}
 ENCODERS = {0: _e_LeaderAndIsrRequest_v0, 1: _e_LeaderAndIsrRequest_v1, 2: _e_LeaderAndIsrRequest_v2, 3: _e_LeaderAndIsrRequest_v3, 4: _e_LeaderAndIsrRequest_v4, 5: _e_LeaderAndIsrRequest_v5, 6: _e_LeaderAndIsrRequest_v6, 7: _e_LeaderAndIsrRequest_v7}
 _reg(__file__, {
-    144: 'LeaderAndIsrPartitionState.topic_name',
     145: 'LeaderAndIsrPartitionState.topic_name',
     146: 'LeaderAndIsrPartitionState.topic_name',
     147: 'LeaderAndIsrPartitionState.topic_name',
@@ -1270,9 +1546,9 @@ _reg(__file__, {
     151: 'LeaderAndIsrPartitionState.topic_name',
     152: 'LeaderAndIsrPartitionState.topic_name',
     153: 'LeaderAndIsrPartitionState.topic_name',
-    154: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    154: 'LeaderAndIsrPartitionState.topic_name',
     155: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    156: 'LeaderAndIsrPartitionState.isr',
+    156: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
     157: 'LeaderAndIsrPartitionState.isr',
     158: 'LeaderAndIsrPartitionState.isr',
     159: 'LeaderAndIsrPartitionState.isr',
@@ -1280,9 +1556,9 @@ _reg(__file__, {
     161: 'LeaderAndIsrPartitionState.isr',
     162: 'LeaderAndIsrPartitionState.isr',
     163: 'LeaderAndIsrPartitionState.isr',
-    164: 'LeaderAndIsrPartitionState.partition_epoch',
+    164: 'LeaderAndIsrPartitionState.isr',
     165: 'LeaderAndIsrPartitionState.partition_epoch',
-    166: 'LeaderAndIsrPartitionState.replicas',
+    166: 'LeaderAndIsrPartitionState.partition_epoch',
     167: 'LeaderAndIsrPartitionState.replicas',
     168: 'LeaderAndIsrPartitionState.replicas',
     169: 'LeaderAndIsrPartitionState.replicas',
@@ -1290,101 +1566,63 @@ _reg(__file__, {
     171: 'LeaderAndIsrPartitionState.replicas',
     172: 'LeaderAndIsrPartitionState.replicas',
     173: 'LeaderAndIsrPartitionState.replicas',
-    178: 'LeaderAndIsrPartitionState.topic_name',
-    179: 'LeaderAndIsrPartitionState.topic_name',
-    180: 'LeaderAndIsrPartitionState.topic_name',
-    181: 'LeaderAndIsrPartitionState.topic_name',
-    182: 'LeaderAndIsrPartitionState.topic_name',
-    183: 'LeaderAndIsrPartitionState.topic_name',
-    184: 'LeaderAndIsrPartitionState.topic_name',
-    185: 'LeaderAndIsrPartitionState.topic_name',
-    186: 'LeaderAndIsrPartitionState.topic_name',
-    187: 'LeaderAndIsrPartitionState.topic_name',
-    188: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    189: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    190: 'LeaderAndIsrPartitionState.isr',
-    191: 'LeaderAndIsrPartitionState.isr',
-    192: 'LeaderAndIsrPartitionState.isr',
-    193: 'LeaderAndIsrPartitionState.isr',
-    194: 'LeaderAndIsrPartitionState.isr',
-    195: 'LeaderAndIsrPartitionState.isr',
-    196: 'LeaderAndIsrPartitionState.isr',
-    197: 'LeaderAndIsrPartitionState.isr',
-    198: 'LeaderAndIsrPartitionState.partition_epoch',
-    199: 'LeaderAndIsrPartitionState.partition_epoch',
-    200: 'LeaderAndIsrPartitionState.replicas',
-    201: 'LeaderAndIsrPartitionState.replicas',
-    202: 'LeaderAndIsrPartitionState.replicas',
-    203: 'LeaderAndIsrPartitionState.replicas',
-    204: 'LeaderAndIsrPartitionState.replicas',
-    205: 'LeaderAndIsrPartitionState.replicas',
-    206: 'LeaderAndIsrPartitionState.replicas',
-    207: 'LeaderAndIsrPartitionState.replicas',
-    208: 'LeaderAndIsrPartitionState.is_new',
-    209: 'LeaderAndIsrPartitionState.is_new',
-    214: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    215: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    216: 'LeaderAndIsrPartitionState.isr',
-    217: 'LeaderAndIsrPartitionState.isr',
-    218: 'LeaderAndIsrPartitionState.isr',
-    219: 'LeaderAndIsrPartitionState.isr',
-    220: 'LeaderAndIsrPartitionState.isr',
-    221: 'LeaderAndIsrPartitionState.isr',
-    222: 'LeaderAndIsrPartitionState.isr',
-    223: 'LeaderAndIsrPartitionState.isr',
-    224: 'LeaderAndIsrPartitionState.partition_epoch',
-    225: 'LeaderAndIsrPartitionState.partition_epoch',
-    226: 'LeaderAndIsrPartitionState.replicas',
-    227: 'LeaderAndIsrPartitionState.replicas',
-    228: 'LeaderAndIsrPartitionState.replicas',
-    229: 'LeaderAndIsrPartitionState.replicas',
-    230: 'LeaderAndIsrPartitionState.replicas',
-    231: 'LeaderAndIsrPartitionState.replicas',
-    232: 'LeaderAndIsrPartitionState.replicas',
-    233: 'LeaderAndIsrPartitionState.replicas',
-    234: 'LeaderAndIsrPartitionState.is_new',
-    235: 'LeaderAndIsrPartitionState.is_new',
-    240: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    241: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    242: 'LeaderAndIsrPartitionState.isr',
-    243: 'LeaderAndIsrPartitionState.isr',
-    244: 'LeaderAndIsrPartitionState.isr',
+    174: 'LeaderAndIsrPartitionState.replicas',
+    193: 'LeaderAndIsrPartitionState.topic_name',
+    194: 'LeaderAndIsrPartitionState.topic_name',
+    195: 'LeaderAndIsrPartitionState.topic_name',
+    196: 'LeaderAndIsrPartitionState.topic_name',
+    197: 'LeaderAndIsrPartitionState.topic_name',
+    198: 'LeaderAndIsrPartitionState.topic_name',
+    199: 'LeaderAndIsrPartitionState.topic_name',
+    200: 'LeaderAndIsrPartitionState.topic_name',
+    201: 'LeaderAndIsrPartitionState.topic_name',
+    202: 'LeaderAndIsrPartitionState.topic_name',
+    203: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    204: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    205: 'LeaderAndIsrPartitionState.isr',
+    206: 'LeaderAndIsrPartitionState.isr',
+    207: 'LeaderAndIsrPartitionState.isr',
+    208: 'LeaderAndIsrPartitionState.isr',
+    209: 'LeaderAndIsrPartitionState.isr',
+    210: 'LeaderAndIsrPartitionState.isr',
+    211: 'LeaderAndIsrPartitionState.isr',
+    212: 'LeaderAndIsrPartitionState.isr',
+    213: 'LeaderAndIsrPartitionState.partition_epoch',
+    214: 'LeaderAndIsrPartitionState.partition_epoch',
+    215: 'LeaderAndIsrPartitionState.replicas',
+    216: 'LeaderAndIsrPartitionState.replicas',
+    217: 'LeaderAndIsrPartitionState.replicas',
+    218: 'LeaderAndIsrPartitionState.replicas',
+    219: 'LeaderAndIsrPartitionState.replicas',
+    220: 'LeaderAndIsrPartitionState.replicas',
+    221: 'LeaderAndIsrPartitionState.replicas',
+    222: 'LeaderAndIsrPartitionState.replicas',
+    223: 'LeaderAndIsrPartitionState.is_new',
+    224: 'LeaderAndIsrPartitionState.is_new',
+    243: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    244: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
     245: 'LeaderAndIsrPartitionState.isr',
     246: 'LeaderAndIsrPartitionState.isr',
     247: 'LeaderAndIsrPartitionState.isr',
     248: 'LeaderAndIsrPartitionState.isr',
     249: 'LeaderAndIsrPartitionState.isr',
-    250: 'LeaderAndIsrPartitionState.partition_epoch',
-    251: 'LeaderAndIsrPartitionState.partition_epoch',
-    252: 'LeaderAndIsrPartitionState.replicas',
-    253: 'LeaderAndIsrPartitionState.replicas',
-    254: 'LeaderAndIsrPartitionState.replicas',
+    250: 'LeaderAndIsrPartitionState.isr',
+    251: 'LeaderAndIsrPartitionState.isr',
+    252: 'LeaderAndIsrPartitionState.isr',
+    253: 'LeaderAndIsrPartitionState.partition_epoch',
+    254: 'LeaderAndIsrPartitionState.partition_epoch',
     255: 'LeaderAndIsrPartitionState.replicas',
     256: 'LeaderAndIsrPartitionState.replicas',
     257: 'LeaderAndIsrPartitionState.replicas',
     258: 'LeaderAndIsrPartitionState.replicas',
     259: 'LeaderAndIsrPartitionState.replicas',
-    260: 'LeaderAndIsrPartitionState.adding_replicas',
-    261: 'LeaderAndIsrPartitionState.adding_replicas',
-    262: 'LeaderAndIsrPartitionState.adding_replicas',
-    263: 'LeaderAndIsrPartitionState.adding_replicas',
-    264: 'LeaderAndIsrPartitionState.adding_replicas',
-    265: 'LeaderAndIsrPartitionState.adding_replicas',
-    266: 'LeaderAndIsrPartitionState.adding_replicas',
-    267: 'LeaderAndIsrPartitionState.adding_replicas',
-    268: 'LeaderAndIsrPartitionState.removing_replicas',
-    269: 'LeaderAndIsrPartitionState.removing_replicas',
-    270: 'LeaderAndIsrPartitionState.removing_replicas',
-    271: 'LeaderAndIsrPartitionState.removing_replicas',
-    272: 'LeaderAndIsrPartitionState.removing_replicas',
-    273: 'LeaderAndIsrPartitionState.removing_replicas',
-    274: 'LeaderAndIsrPartitionState.removing_replicas',
-    275: 'LeaderAndIsrPartitionState.removing_replicas',
-    276: 'LeaderAndIsrPartitionState.is_new',
-    277: 'LeaderAndIsrPartitionState.is_new',
-    282: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    260: 'LeaderAndIsrPartitionState.replicas',
+    261: 'LeaderAndIsrPartitionState.replicas',
+    262: 'LeaderAndIsrPartitionState.replicas',
+    263: 'LeaderAndIsrPartitionState.is_new',
+    264: 'LeaderAndIsrPartitionState.is_new',
     283: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    284: 'LeaderAndIsrPartitionState.isr',
+    284: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
     285: 'LeaderAndIsrPartitionState.isr',
     286: 'LeaderAndIsrPartitionState.isr',
     287: 'LeaderAndIsrPartitionState.isr',
@@ -1393,56 +1631,43 @@ _reg(__file__, {
     290: 'LeaderAndIsrPartitionState.isr',
     291: 'LeaderAndIsrPartitionState.isr',
     292: 'LeaderAndIsrPartitionState.isr',
-    293: 'LeaderAndIsrPartitionState.isr',
-    294: 'LeaderAndIsrPartitionState.isr',
-    295: 'LeaderAndIsrPartitionState.isr',
-    296: 'LeaderAndIsrPartitionState.partition_epoch',
-    297: 'LeaderAndIsrPartitionState.partition_epoch',
+    293: 'LeaderAndIsrPartitionState.partition_epoch',
+    294: 'LeaderAndIsrPartitionState.partition_epoch',
+    295: 'LeaderAndIsrPartitionState.replicas',
+    296: 'LeaderAndIsrPartitionState.replicas',
+    297: 'LeaderAndIsrPartitionState.replicas',
     298: 'LeaderAndIsrPartitionState.replicas',
     299: 'LeaderAndIsrPartitionState.replicas',
     300: 'LeaderAndIsrPartitionState.replicas',
     301: 'LeaderAndIsrPartitionState.replicas',
     302: 'LeaderAndIsrPartitionState.replicas',
-    303: 'LeaderAndIsrPartitionState.replicas',
-    304: 'LeaderAndIsrPartitionState.replicas',
-    305: 'LeaderAndIsrPartitionState.replicas',
-    306: 'LeaderAndIsrPartitionState.replicas',
-    307: 'LeaderAndIsrPartitionState.replicas',
-    308: 'LeaderAndIsrPartitionState.replicas',
-    309: 'LeaderAndIsrPartitionState.replicas',
+    303: 'LeaderAndIsrPartitionState.adding_replicas',
+    304: 'LeaderAndIsrPartitionState.adding_replicas',
+    305: 'LeaderAndIsrPartitionState.adding_replicas',
+    306: 'LeaderAndIsrPartitionState.adding_replicas',
+    307: 'LeaderAndIsrPartitionState.adding_replicas',
+    308: 'LeaderAndIsrPartitionState.adding_replicas',
+    309: 'LeaderAndIsrPartitionState.adding_replicas',
     310: 'LeaderAndIsrPartitionState.adding_replicas',
-    311: 'LeaderAndIsrPartitionState.adding_replicas',
-    312: 'LeaderAndIsrPartitionState.adding_replicas',
-    313: 'LeaderAndIsrPartitionState.adding_replicas',
-    314: 'LeaderAndIsrPartitionState.adding_replicas',
-    315: 'LeaderAndIsrPartitionState.adding_replicas',
-    316: 'LeaderAndIsrPartitionState.adding_replicas',
-    317: 'LeaderAndIsrPartitionState.adding_replicas',
-    318: 'LeaderAndIsrPartitionState.adding_replicas',
-    319: 'LeaderAndIsrPartitionState.adding_replicas',
-    320: 'LeaderAndIsrPartitionState.adding_replicas',
-    321: 'LeaderAndIsrPartitionState.adding_replicas',
-    322: 'LeaderAndIsrPartitionState.removing_replicas',
-    323: 'LeaderAndIsrPartitionState.removing_replicas',
-    324: 'LeaderAndIsrPartitionState.removing_replicas',
-    325: 'LeaderAndIsrPartitionState.removing_replicas',
-    326: 'LeaderAndIsrPartitionState.removing_replicas',
-    327: 'LeaderAndIsrPartitionState.removing_replicas',
-    328: 'LeaderAndIsrPartitionState.removing_replicas',
-    329: 'LeaderAndIsrPartitionState.removing_replicas',
-    330: 'LeaderAndIsrPartitionState.removing_replicas',
-    331: 'LeaderAndIsrPartitionState.removing_replicas',
-    332: 'LeaderAndIsrPartitionState.removing_replicas',
-    333: 'LeaderAndIsrPartitionState.removing_replicas',
-    334: 'LeaderAndIsrPartitionState.is_new',
-    335: 'LeaderAndIsrPartitionState.is_new',
-    336: 'LeaderAndIsrPartitionState.<tagged fields>',
-    337: 'LeaderAndIsrPartitionState.<tagged fields>',
-    338: 'LeaderAndIsrPartitionState.<tagged fields>',
-    339: 'LeaderAndIsrPartitionState.<tagged fields>',
-    340: 'LeaderAndIsrPartitionState.<tagged fields>',
-    346: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    347: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    311: 'LeaderAndIsrPartitionState.removing_replicas',
+    312: 'LeaderAndIsrPartitionState.removing_replicas',
+    313: 'LeaderAndIsrPartitionState.removing_replicas',
+    314: 'LeaderAndIsrPartitionState.removing_replicas',
+    315: 'LeaderAndIsrPartitionState.removing_replicas',
+    316: 'LeaderAndIsrPartitionState.removing_replicas',
+    317: 'LeaderAndIsrPartitionState.removing_replicas',
+    318: 'LeaderAndIsrPartitionState.removing_replicas',
+    319: 'LeaderAndIsrPartitionState.is_new',
+    320: 'LeaderAndIsrPartitionState.is_new',
+    339: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    340: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    341: 'LeaderAndIsrPartitionState.isr',
+    342: 'LeaderAndIsrPartitionState.isr',
+    343: 'LeaderAndIsrPartitionState.isr',
+    344: 'LeaderAndIsrPartitionState.isr',
+    345: 'LeaderAndIsrPartitionState.isr',
+    346: 'LeaderAndIsrPartitionState.isr',
+    347: 'LeaderAndIsrPartitionState.isr',
     348: 'LeaderAndIsrPartitionState.isr',
     349: 'LeaderAndIsrPartitionState.isr',
     350: 'LeaderAndIsrPartitionState.isr',
@@ -1451,12 +1676,12 @@ _reg(__file__, {
     353: 'LeaderAndIsrPartitionState.isr',
     354: 'LeaderAndIsrPartitionState.isr',
     355: 'LeaderAndIsrPartitionState.isr',
-    356: 'LeaderAndIsrPartitionState.isr',
-    357: 'LeaderAndIsrPartitionState.isr',
-    358: 'LeaderAndIsrPartitionState.isr',
-    359: 'LeaderAndIsrPartitionState.isr',
-    360: 'LeaderAndIsrPartitionState.partition_epoch',
-    361: 'LeaderAndIsrPartitionState.partition_epoch',
+    356: 'LeaderAndIsrPartitionState.partition_epoch',
+    357: 'LeaderAndIsrPartitionState.partition_epoch',
+    358: 'LeaderAndIsrPartitionState.replicas',
+    359: 'LeaderAndIsrPartitionState.replicas',
+    360: 'LeaderAndIsrPartitionState.replicas',
+    361: 'LeaderAndIsrPartitionState.replicas',
     362: 'LeaderAndIsrPartitionState.replicas',
     363: 'LeaderAndIsrPartitionState.replicas',
     364: 'LeaderAndIsrPartitionState.replicas',
@@ -1468,7 +1693,7 @@ _reg(__file__, {
     370: 'LeaderAndIsrPartitionState.replicas',
     371: 'LeaderAndIsrPartitionState.replicas',
     372: 'LeaderAndIsrPartitionState.replicas',
-    373: 'LeaderAndIsrPartitionState.replicas',
+    373: 'LeaderAndIsrPartitionState.adding_replicas',
     374: 'LeaderAndIsrPartitionState.adding_replicas',
     375: 'LeaderAndIsrPartitionState.adding_replicas',
     376: 'LeaderAndIsrPartitionState.adding_replicas',
@@ -1481,8 +1706,8 @@ _reg(__file__, {
     383: 'LeaderAndIsrPartitionState.adding_replicas',
     384: 'LeaderAndIsrPartitionState.adding_replicas',
     385: 'LeaderAndIsrPartitionState.adding_replicas',
-    386: 'LeaderAndIsrPartitionState.removing_replicas',
-    387: 'LeaderAndIsrPartitionState.removing_replicas',
+    386: 'LeaderAndIsrPartitionState.adding_replicas',
+    387: 'LeaderAndIsrPartitionState.adding_replicas',
     388: 'LeaderAndIsrPartitionState.removing_replicas',
     389: 'LeaderAndIsrPartitionState.removing_replicas',
     390: 'LeaderAndIsrPartitionState.removing_replicas',
@@ -1493,145 +1718,119 @@ _reg(__file__, {
     395: 'LeaderAndIsrPartitionState.removing_replicas',
     396: 'LeaderAndIsrPartitionState.removing_replicas',
     397: 'LeaderAndIsrPartitionState.removing_replicas',
-    398: 'LeaderAndIsrPartitionState.is_new/leader_recovery_state',
-    399: 'LeaderAndIsrPartitionState.is_new/leader_recovery_state',
-    400: 'LeaderAndIsrPartitionState.<tagged fields>',
-    401: 'LeaderAndIsrPartitionState.<tagged fields>',
-    402: 'LeaderAndIsrPartitionState.<tagged fields>',
-    403: 'LeaderAndIsrPartitionState.<tagged fields>',
-    404: 'LeaderAndIsrPartitionState.<tagged fields>',
-    410: 'LeaderAndIsrTopicState.topic_name',
-    411: 'LeaderAndIsrTopicState.topic_name',
-    412: 'LeaderAndIsrTopicState.topic_name',
-    413: 'LeaderAndIsrTopicState.topic_name',
-    414: 'LeaderAndIsrTopicState.topic_name',
-    415: 'LeaderAndIsrTopicState.topic_name',
-    416: 'LeaderAndIsrTopicState.topic_name',
-    417: 'LeaderAndIsrTopicState.topic_name',
-    418: 'LeaderAndIsrTopicState.topic_name',
-    419: 'LeaderAndIsrTopicState.topic_name',
-    420: 'LeaderAndIsrTopicState.partition_states',
-    421: 'LeaderAndIsrTopicState.partition_states',
-    422: 'LeaderAndIsrTopicState.partition_states',
-    423: 'LeaderAndIsrTopicState.partition_states',
-    424: 'LeaderAndIsrTopicState.partition_states',
-    425: 'LeaderAndIsrTopicState.partition_states',
-    426: 'LeaderAndIsrTopicState.partition_states',
-    427: 'LeaderAndIsrTopicState.partition_states',
-    428: 'LeaderAndIsrTopicState.partition_states',
-    429: 'LeaderAndIsrTopicState.partition_states',
-    434: 'LeaderAndIsrTopicState.topic_name',
-    435: 'LeaderAndIsrTopicState.topic_name',
-    436: 'LeaderAndIsrTopicState.topic_name',
-    437: 'LeaderAndIsrTopicState.topic_name',
-    438: 'LeaderAndIsrTopicState.topic_name',
-    439: 'LeaderAndIsrTopicState.topic_name',
-    440: 'LeaderAndIsrTopicState.topic_name',
-    441: 'LeaderAndIsrTopicState.topic_name',
-    442: 'LeaderAndIsrTopicState.topic_name',
-    443: 'LeaderAndIsrTopicState.topic_name',
-    444: 'LeaderAndIsrTopicState.partition_states',
-    445: 'LeaderAndIsrTopicState.partition_states',
-    446: 'LeaderAndIsrTopicState.partition_states',
-    447: 'LeaderAndIsrTopicState.partition_states',
-    448: 'LeaderAndIsrTopicState.partition_states',
-    449: 'LeaderAndIsrTopicState.partition_states',
-    450: 'LeaderAndIsrTopicState.partition_states',
-    451: 'LeaderAndIsrTopicState.partition_states',
-    452: 'LeaderAndIsrTopicState.partition_states',
-    453: 'LeaderAndIsrTopicState.partition_states',
-    458: 'LeaderAndIsrTopicState.topic_name',
-    459: 'LeaderAndIsrTopicState.topic_name',
-    460: 'LeaderAndIsrTopicState.topic_name',
-    461: 'LeaderAndIsrTopicState.topic_name',
-    462: 'LeaderAndIsrTopicState.topic_name',
-    463: 'LeaderAndIsrTopicState.topic_name',
-    464: 'LeaderAndIsrTopicState.topic_name',
-    465: 'LeaderAndIsrTopicState.topic_name',
-    466: 'LeaderAndIsrTopicState.topic_name',
-    467: 'LeaderAndIsrTopicState.topic_name',
-    468: 'LeaderAndIsrTopicState.topic_name',
-    469: 'LeaderAndIsrTopicState.topic_name',
-    470: 'LeaderAndIsrTopicState.topic_name',
-    471: 'LeaderAndIsrTopicState.topic_name',
-    472: 'LeaderAndIsrTopicState.partition_states',
-    473: 'LeaderAndIsrTopicState.partition_states',
-    474: 'LeaderAndIsrTopicState.partition_states',
-    475: 'LeaderAndIsrTopicState.partition_states',
-    476: 'LeaderAndIsrTopicState.partition_states',
-    477: 'LeaderAndIsrTopicState.partition_states',
-    478: 'LeaderAndIsrTopicState.partition_states',
-    479: 'LeaderAndIsrTopicState.partition_states',
-    480: 'LeaderAndIsrTopicState.partition_states',
-    481: 'LeaderAndIsrTopicState.partition_states',
-    482: 'LeaderAndIsrTopicState.partition_states',
-    483: 'LeaderAndIsrTopicState.partition_states',
-    484: 'LeaderAndIsrTopicState.partition_states',
-    485: 'LeaderAndIsrTopicState.partition_states',
-    486: 'LeaderAndIsrTopicState.<tagged fields>',
-    487: 'LeaderAndIsrTopicState.<tagged fields>',
-    488: 'LeaderAndIsrTopicState.<tagged fields>',
-    489: 'LeaderAndIsrTopicState.<tagged fields>',
-    490: 'LeaderAndIsrTopicState.<tagged fields>',
-    495: 'LeaderAndIsrTopicState.topic_name',
-    496: 'LeaderAndIsrTopicState.topic_name',
-    497: 'LeaderAndIsrTopicState.topic_name',
-    498: 'LeaderAndIsrTopicState.topic_name',
-    499: 'LeaderAndIsrTopicState.topic_name',
-    500: 'LeaderAndIsrTopicState.topic_name',
-    501: 'LeaderAndIsrTopicState.topic_name',
-    502: 'LeaderAndIsrTopicState.topic_name',
-    503: 'LeaderAndIsrTopicState.topic_name',
-    504: 'LeaderAndIsrTopicState.topic_name',
-    505: 'LeaderAndIsrTopicState.topic_name',
-    506: 'LeaderAndIsrTopicState.topic_name',
-    507: 'LeaderAndIsrTopicState.topic_name',
-    508: 'LeaderAndIsrTopicState.topic_name',
-    509: 'LeaderAndIsrTopicState.topic_id',
-    510: 'LeaderAndIsrTopicState.topic_id',
-    511: 'LeaderAndIsrTopicState.topic_id',
-    512: 'LeaderAndIsrTopicState.topic_id',
-    513: 'LeaderAndIsrTopicState.partition_states',
-    514: 'LeaderAndIsrTopicState.partition_states',
-    515: 'LeaderAndIsrTopicState.partition_states',
-    516: 'LeaderAndIsrTopicState.partition_states',
-    517: 'LeaderAndIsrTopicState.partition_states',
-    518: 'LeaderAndIsrTopicState.partition_states',
-    519: 'LeaderAndIsrTopicState.partition_states',
-    520: 'LeaderAndIsrTopicState.partition_states',
-    521: 'LeaderAndIsrTopicState.partition_states',
-    522: 'LeaderAndIsrTopicState.partition_states',
-    523: 'LeaderAndIsrTopicState.partition_states',
-    524: 'LeaderAndIsrTopicState.partition_states',
-    525: 'LeaderAndIsrTopicState.partition_states',
-    526: 'LeaderAndIsrTopicState.partition_states',
-    527: 'LeaderAndIsrTopicState.<tagged fields>',
-    528: 'LeaderAndIsrTopicState.<tagged fields>',
-    529: 'LeaderAndIsrTopicState.<tagged fields>',
-    530: 'LeaderAndIsrTopicState.<tagged fields>',
-    531: 'LeaderAndIsrTopicState.<tagged fields>',
-    536: 'LeaderAndIsrTopicState.topic_name',
-    537: 'LeaderAndIsrTopicState.topic_name',
-    538: 'LeaderAndIsrTopicState.topic_name',
-    539: 'LeaderAndIsrTopicState.topic_name',
-    540: 'LeaderAndIsrTopicState.topic_name',
-    541: 'LeaderAndIsrTopicState.topic_name',
-    542: 'LeaderAndIsrTopicState.topic_name',
-    543: 'LeaderAndIsrTopicState.topic_name',
-    544: 'LeaderAndIsrTopicState.topic_name',
-    545: 'LeaderAndIsrTopicState.topic_name',
-    546: 'LeaderAndIsrTopicState.topic_name',
-    547: 'LeaderAndIsrTopicState.topic_name',
+    398: 'LeaderAndIsrPartitionState.removing_replicas',
+    399: 'LeaderAndIsrPartitionState.removing_replicas',
+    400: 'LeaderAndIsrPartitionState.removing_replicas',
+    401: 'LeaderAndIsrPartitionState.removing_replicas',
+    402: 'LeaderAndIsrPartitionState.removing_replicas',
+    403: 'LeaderAndIsrPartitionState.is_new',
+    404: 'LeaderAndIsrPartitionState.is_new',
+    405: 'LeaderAndIsrPartitionState.<tagged fields>',
+    406: 'LeaderAndIsrPartitionState.<tagged fields>',
+    407: 'LeaderAndIsrPartitionState.<tagged fields>',
+    408: 'LeaderAndIsrPartitionState.<tagged fields>',
+    409: 'LeaderAndIsrPartitionState.<tagged fields>',
+    429: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    430: 'LeaderAndIsrPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    431: 'LeaderAndIsrPartitionState.isr',
+    432: 'LeaderAndIsrPartitionState.isr',
+    433: 'LeaderAndIsrPartitionState.isr',
+    434: 'LeaderAndIsrPartitionState.isr',
+    435: 'LeaderAndIsrPartitionState.isr',
+    436: 'LeaderAndIsrPartitionState.isr',
+    437: 'LeaderAndIsrPartitionState.isr',
+    438: 'LeaderAndIsrPartitionState.isr',
+    439: 'LeaderAndIsrPartitionState.isr',
+    440: 'LeaderAndIsrPartitionState.isr',
+    441: 'LeaderAndIsrPartitionState.isr',
+    442: 'LeaderAndIsrPartitionState.isr',
+    443: 'LeaderAndIsrPartitionState.isr',
+    444: 'LeaderAndIsrPartitionState.isr',
+    445: 'LeaderAndIsrPartitionState.isr',
+    446: 'LeaderAndIsrPartitionState.partition_epoch',
+    447: 'LeaderAndIsrPartitionState.partition_epoch',
+    448: 'LeaderAndIsrPartitionState.replicas',
+    449: 'LeaderAndIsrPartitionState.replicas',
+    450: 'LeaderAndIsrPartitionState.replicas',
+    451: 'LeaderAndIsrPartitionState.replicas',
+    452: 'LeaderAndIsrPartitionState.replicas',
+    453: 'LeaderAndIsrPartitionState.replicas',
+    454: 'LeaderAndIsrPartitionState.replicas',
+    455: 'LeaderAndIsrPartitionState.replicas',
+    456: 'LeaderAndIsrPartitionState.replicas',
+    457: 'LeaderAndIsrPartitionState.replicas',
+    458: 'LeaderAndIsrPartitionState.replicas',
+    459: 'LeaderAndIsrPartitionState.replicas',
+    460: 'LeaderAndIsrPartitionState.replicas',
+    461: 'LeaderAndIsrPartitionState.replicas',
+    462: 'LeaderAndIsrPartitionState.replicas',
+    463: 'LeaderAndIsrPartitionState.adding_replicas',
+    464: 'LeaderAndIsrPartitionState.adding_replicas',
+    465: 'LeaderAndIsrPartitionState.adding_replicas',
+    466: 'LeaderAndIsrPartitionState.adding_replicas',
+    467: 'LeaderAndIsrPartitionState.adding_replicas',
+    468: 'LeaderAndIsrPartitionState.adding_replicas',
+    469: 'LeaderAndIsrPartitionState.adding_replicas',
+    470: 'LeaderAndIsrPartitionState.adding_replicas',
+    471: 'LeaderAndIsrPartitionState.adding_replicas',
+    472: 'LeaderAndIsrPartitionState.adding_replicas',
+    473: 'LeaderAndIsrPartitionState.adding_replicas',
+    474: 'LeaderAndIsrPartitionState.adding_replicas',
+    475: 'LeaderAndIsrPartitionState.adding_replicas',
+    476: 'LeaderAndIsrPartitionState.adding_replicas',
+    477: 'LeaderAndIsrPartitionState.adding_replicas',
+    478: 'LeaderAndIsrPartitionState.removing_replicas',
+    479: 'LeaderAndIsrPartitionState.removing_replicas',
+    480: 'LeaderAndIsrPartitionState.removing_replicas',
+    481: 'LeaderAndIsrPartitionState.removing_replicas',
+    482: 'LeaderAndIsrPartitionState.removing_replicas',
+    483: 'LeaderAndIsrPartitionState.removing_replicas',
+    484: 'LeaderAndIsrPartitionState.removing_replicas',
+    485: 'LeaderAndIsrPartitionState.removing_replicas',
+    486: 'LeaderAndIsrPartitionState.removing_replicas',
+    487: 'LeaderAndIsrPartitionState.removing_replicas',
+    488: 'LeaderAndIsrPartitionState.removing_replicas',
+    489: 'LeaderAndIsrPartitionState.removing_replicas',
+    490: 'LeaderAndIsrPartitionState.removing_replicas',
+    491: 'LeaderAndIsrPartitionState.removing_replicas',
+    492: 'LeaderAndIsrPartitionState.removing_replicas',
+    493: 'LeaderAndIsrPartitionState.is_new/leader_recovery_state',
+    494: 'LeaderAndIsrPartitionState.is_new/leader_recovery_state',
+    495: 'LeaderAndIsrPartitionState.<tagged fields>',
+    496: 'LeaderAndIsrPartitionState.<tagged fields>',
+    497: 'LeaderAndIsrPartitionState.<tagged fields>',
+    498: 'LeaderAndIsrPartitionState.<tagged fields>',
+    499: 'LeaderAndIsrPartitionState.<tagged fields>',
+    519: 'LeaderAndIsrTopicState.topic_name',
+    520: 'LeaderAndIsrTopicState.topic_name',
+    521: 'LeaderAndIsrTopicState.topic_name',
+    522: 'LeaderAndIsrTopicState.topic_name',
+    523: 'LeaderAndIsrTopicState.topic_name',
+    524: 'LeaderAndIsrTopicState.topic_name',
+    525: 'LeaderAndIsrTopicState.topic_name',
+    526: 'LeaderAndIsrTopicState.topic_name',
+    527: 'LeaderAndIsrTopicState.topic_name',
+    528: 'LeaderAndIsrTopicState.topic_name',
+    529: 'LeaderAndIsrTopicState.partition_states',
+    530: 'LeaderAndIsrTopicState.partition_states',
+    531: 'LeaderAndIsrTopicState.partition_states',
+    532: 'LeaderAndIsrTopicState.partition_states',
+    533: 'LeaderAndIsrTopicState.partition_states',
+    534: 'LeaderAndIsrTopicState.partition_states',
+    535: 'LeaderAndIsrTopicState.partition_states',
+    536: 'LeaderAndIsrTopicState.partition_states',
+    537: 'LeaderAndIsrTopicState.partition_states',
+    538: 'LeaderAndIsrTopicState.partition_states',
     548: 'LeaderAndIsrTopicState.topic_name',
     549: 'LeaderAndIsrTopicState.topic_name',
-    550: 'LeaderAndIsrTopicState.topic_id',
-    551: 'LeaderAndIsrTopicState.topic_id',
-    552: 'LeaderAndIsrTopicState.topic_id',
-    553: 'LeaderAndIsrTopicState.topic_id',
-    554: 'LeaderAndIsrTopicState.partition_states',
-    555: 'LeaderAndIsrTopicState.partition_states',
-    556: 'LeaderAndIsrTopicState.partition_states',
-    557: 'LeaderAndIsrTopicState.partition_states',
+    550: 'LeaderAndIsrTopicState.topic_name',
+    551: 'LeaderAndIsrTopicState.topic_name',
+    552: 'LeaderAndIsrTopicState.topic_name',
+    553: 'LeaderAndIsrTopicState.topic_name',
+    554: 'LeaderAndIsrTopicState.topic_name',
+    555: 'LeaderAndIsrTopicState.topic_name',
+    556: 'LeaderAndIsrTopicState.topic_name',
+    557: 'LeaderAndIsrTopicState.topic_name',
     558: 'LeaderAndIsrTopicState.partition_states',
     559: 'LeaderAndIsrTopicState.partition_states',
     560: 'LeaderAndIsrTopicState.partition_states',
@@ -1642,274 +1841,421 @@ _reg(__file__, {
     565: 'LeaderAndIsrTopicState.partition_states',
     566: 'LeaderAndIsrTopicState.partition_states',
     567: 'LeaderAndIsrTopicState.partition_states',
-    568: 'LeaderAndIsrTopicState.<tagged fields>',
-    569: 'LeaderAndIsrTopicState.<tagged fields>',
-    570: 'LeaderAndIsrTopicState.<tagged fields>',
-    571: 'LeaderAndIsrTopicState.<tagged fields>',
-    572: 'LeaderAndIsrTopicState.<tagged fields>',
-    578: 'LeaderAndIsrLiveLeader.broker_id',
-    579: 'LeaderAndIsrLiveLeader.broker_id',
-    580: 'LeaderAndIsrLiveLeader.host_name',
-    581: 'LeaderAndIsrLiveLeader.host_name',
-    582: 'LeaderAndIsrLiveLeader.host_name',
-    583: 'LeaderAndIsrLiveLeader.host_name',
-    584: 'LeaderAndIsrLiveLeader.host_name',
-    585: 'LeaderAndIsrLiveLeader.host_name',
-    586: 'LeaderAndIsrLiveLeader.host_name',
-    587: 'LeaderAndIsrLiveLeader.host_name',
-    588: 'LeaderAndIsrLiveLeader.host_name',
-    589: 'LeaderAndIsrLiveLeader.host_name',
-    590: 'LeaderAndIsrLiveLeader.port',
-    591: 'LeaderAndIsrLiveLeader.port',
-    599: 'LeaderAndIsrLiveLeader.broker_id',
-    600: 'LeaderAndIsrLiveLeader.broker_id',
-    601: 'LeaderAndIsrLiveLeader.host_name',
-    602: 'LeaderAndIsrLiveLeader.host_name',
-    603: 'LeaderAndIsrLiveLeader.host_name',
-    604: 'LeaderAndIsrLiveLeader.host_name',
-    605: 'LeaderAndIsrLiveLeader.host_name',
-    606: 'LeaderAndIsrLiveLeader.host_name',
-    607: 'LeaderAndIsrLiveLeader.host_name',
-    608: 'LeaderAndIsrLiveLeader.host_name',
-    609: 'LeaderAndIsrLiveLeader.host_name',
-    610: 'LeaderAndIsrLiveLeader.host_name',
-    611: 'LeaderAndIsrLiveLeader.host_name',
-    612: 'LeaderAndIsrLiveLeader.host_name',
-    613: 'LeaderAndIsrLiveLeader.host_name',
-    614: 'LeaderAndIsrLiveLeader.host_name',
-    615: 'LeaderAndIsrLiveLeader.port',
-    616: 'LeaderAndIsrLiveLeader.port',
-    617: 'LeaderAndIsrLiveLeader.<tagged fields>',
-    618: 'LeaderAndIsrLiveLeader.<tagged fields>',
-    619: 'LeaderAndIsrLiveLeader.<tagged fields>',
-    620: 'LeaderAndIsrLiveLeader.<tagged fields>',
-    621: 'LeaderAndIsrLiveLeader.<tagged fields>',
-    629: 'LeaderAndIsrRequest.controller_id/controller_epoch',
-    630: 'LeaderAndIsrRequest.controller_id/controller_epoch',
-    631: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    632: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    633: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    634: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    635: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    636: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    637: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    638: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    639: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    640: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    641: 'LeaderAndIsrRequest.live_leaders',
-    642: 'LeaderAndIsrRequest.live_leaders',
-    643: 'LeaderAndIsrRequest.live_leaders',
-    644: 'LeaderAndIsrRequest.live_leaders',
-    645: 'LeaderAndIsrRequest.live_leaders',
-    646: 'LeaderAndIsrRequest.live_leaders',
-    647: 'LeaderAndIsrRequest.live_leaders',
-    648: 'LeaderAndIsrRequest.live_leaders',
-    649: 'LeaderAndIsrRequest.live_leaders',
-    650: 'LeaderAndIsrRequest.live_leaders',
-    655: 'LeaderAndIsrRequest.controller_id/controller_epoch',
-    656: 'LeaderAndIsrRequest.controller_id/controller_epoch',
-    657: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    658: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    659: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    660: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    661: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    662: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    663: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    664: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    665: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    666: 'LeaderAndIsrRequest.ungrouped_partition_states',
-    667: 'LeaderAndIsrRequest.live_leaders',
-    668: 'LeaderAndIsrRequest.live_leaders',
-    669: 'LeaderAndIsrRequest.live_leaders',
-    670: 'LeaderAndIsrRequest.live_leaders',
-    671: 'LeaderAndIsrRequest.live_leaders',
-    672: 'LeaderAndIsrRequest.live_leaders',
-    673: 'LeaderAndIsrRequest.live_leaders',
-    674: 'LeaderAndIsrRequest.live_leaders',
-    675: 'LeaderAndIsrRequest.live_leaders',
-    676: 'LeaderAndIsrRequest.live_leaders',
-    681: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
-    682: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
-    683: 'LeaderAndIsrRequest.topic_states',
-    684: 'LeaderAndIsrRequest.topic_states',
-    685: 'LeaderAndIsrRequest.topic_states',
-    686: 'LeaderAndIsrRequest.topic_states',
-    687: 'LeaderAndIsrRequest.topic_states',
-    688: 'LeaderAndIsrRequest.topic_states',
-    689: 'LeaderAndIsrRequest.topic_states',
-    690: 'LeaderAndIsrRequest.topic_states',
-    691: 'LeaderAndIsrRequest.topic_states',
-    692: 'LeaderAndIsrRequest.topic_states',
-    693: 'LeaderAndIsrRequest.live_leaders',
-    694: 'LeaderAndIsrRequest.live_leaders',
-    695: 'LeaderAndIsrRequest.live_leaders',
-    696: 'LeaderAndIsrRequest.live_leaders',
-    697: 'LeaderAndIsrRequest.live_leaders',
-    698: 'LeaderAndIsrRequest.live_leaders',
-    699: 'LeaderAndIsrRequest.live_leaders',
-    700: 'LeaderAndIsrRequest.live_leaders',
-    701: 'LeaderAndIsrRequest.live_leaders',
-    702: 'LeaderAndIsrRequest.live_leaders',
-    707: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
-    708: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
-    709: 'LeaderAndIsrRequest.topic_states',
-    710: 'LeaderAndIsrRequest.topic_states',
-    711: 'LeaderAndIsrRequest.topic_states',
-    712: 'LeaderAndIsrRequest.topic_states',
-    713: 'LeaderAndIsrRequest.topic_states',
-    714: 'LeaderAndIsrRequest.topic_states',
-    715: 'LeaderAndIsrRequest.topic_states',
-    716: 'LeaderAndIsrRequest.topic_states',
-    717: 'LeaderAndIsrRequest.topic_states',
-    718: 'LeaderAndIsrRequest.topic_states',
-    719: 'LeaderAndIsrRequest.live_leaders',
-    720: 'LeaderAndIsrRequest.live_leaders',
-    721: 'LeaderAndIsrRequest.live_leaders',
-    722: 'LeaderAndIsrRequest.live_leaders',
-    723: 'LeaderAndIsrRequest.live_leaders',
-    724: 'LeaderAndIsrRequest.live_leaders',
-    725: 'LeaderAndIsrRequest.live_leaders',
-    726: 'LeaderAndIsrRequest.live_leaders',
-    727: 'LeaderAndIsrRequest.live_leaders',
-    728: 'LeaderAndIsrRequest.live_leaders',
-    733: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
-    734: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
-    735: 'LeaderAndIsrRequest.topic_states',
-    736: 'LeaderAndIsrRequest.topic_states',
-    737: 'LeaderAndIsrRequest.topic_states',
-    738: 'LeaderAndIsrRequest.topic_states',
-    739: 'LeaderAndIsrRequest.topic_states',
-    740: 'LeaderAndIsrRequest.topic_states',
-    741: 'LeaderAndIsrRequest.topic_states',
-    742: 'LeaderAndIsrRequest.topic_states',
-    743: 'LeaderAndIsrRequest.topic_states',
-    744: 'LeaderAndIsrRequest.topic_states',
-    745: 'LeaderAndIsrRequest.topic_states',
-    746: 'LeaderAndIsrRequest.topic_states',
-    747: 'LeaderAndIsrRequest.topic_states',
-    748: 'LeaderAndIsrRequest.topic_states',
-    749: 'LeaderAndIsrRequest.live_leaders',
-    750: 'LeaderAndIsrRequest.live_leaders',
-    751: 'LeaderAndIsrRequest.live_leaders',
-    752: 'LeaderAndIsrRequest.live_leaders',
-    753: 'LeaderAndIsrRequest.live_leaders',
-    754: 'LeaderAndIsrRequest.live_leaders',
-    755: 'LeaderAndIsrRequest.live_leaders',
-    756: 'LeaderAndIsrRequest.live_leaders',
-    757: 'LeaderAndIsrRequest.live_leaders',
-    758: 'LeaderAndIsrRequest.live_leaders',
-    759: 'LeaderAndIsrRequest.live_leaders',
-    760: 'LeaderAndIsrRequest.live_leaders',
-    761: 'LeaderAndIsrRequest.live_leaders',
-    762: 'LeaderAndIsrRequest.live_leaders',
-    763: 'LeaderAndIsrRequest.<tagged fields>',
-    764: 'LeaderAndIsrRequest.<tagged fields>',
-    765: 'LeaderAndIsrRequest.<tagged fields>',
-    766: 'LeaderAndIsrRequest.<tagged fields>',
-    767: 'LeaderAndIsrRequest.<tagged fields>',
-    772: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch/type',
-    773: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch/type',
-    774: 'LeaderAndIsrRequest.topic_states',
-    775: 'LeaderAndIsrRequest.topic_states',
-    776: 'LeaderAndIsrRequest.topic_states',
-    777: 'LeaderAndIsrRequest.topic_states',
-    778: 'LeaderAndIsrRequest.topic_states',
-    779: 'LeaderAndIsrRequest.topic_states',
-    780: 'LeaderAndIsrRequest.topic_states',
-    781: 'LeaderAndIsrRequest.topic_states',
-    782: 'LeaderAndIsrRequest.topic_states',
-    783: 'LeaderAndIsrRequest.topic_states',
-    784: 'LeaderAndIsrRequest.topic_states',
-    785: 'LeaderAndIsrRequest.topic_states',
-    786: 'LeaderAndIsrRequest.topic_states',
-    787: 'LeaderAndIsrRequest.topic_states',
-    788: 'LeaderAndIsrRequest.live_leaders',
-    789: 'LeaderAndIsrRequest.live_leaders',
-    790: 'LeaderAndIsrRequest.live_leaders',
-    791: 'LeaderAndIsrRequest.live_leaders',
-    792: 'LeaderAndIsrRequest.live_leaders',
-    793: 'LeaderAndIsrRequest.live_leaders',
-    794: 'LeaderAndIsrRequest.live_leaders',
-    795: 'LeaderAndIsrRequest.live_leaders',
-    796: 'LeaderAndIsrRequest.live_leaders',
-    797: 'LeaderAndIsrRequest.live_leaders',
-    798: 'LeaderAndIsrRequest.live_leaders',
-    799: 'LeaderAndIsrRequest.live_leaders',
-    800: 'LeaderAndIsrRequest.live_leaders',
-    801: 'LeaderAndIsrRequest.live_leaders',
-    802: 'LeaderAndIsrRequest.<tagged fields>',
-    803: 'LeaderAndIsrRequest.<tagged fields>',
-    804: 'LeaderAndIsrRequest.<tagged fields>',
-    805: 'LeaderAndIsrRequest.<tagged fields>',
-    806: 'LeaderAndIsrRequest.<tagged fields>',
-    811: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch/type',
-    812: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch/type',
-    813: 'LeaderAndIsrRequest.topic_states',
-    814: 'LeaderAndIsrRequest.topic_states',
-    815: 'LeaderAndIsrRequest.topic_states',
-    816: 'LeaderAndIsrRequest.topic_states',
-    817: 'LeaderAndIsrRequest.topic_states',
-    818: 'LeaderAndIsrRequest.topic_states',
-    819: 'LeaderAndIsrRequest.topic_states',
-    820: 'LeaderAndIsrRequest.topic_states',
-    821: 'LeaderAndIsrRequest.topic_states',
-    822: 'LeaderAndIsrRequest.topic_states',
-    823: 'LeaderAndIsrRequest.topic_states',
-    824: 'LeaderAndIsrRequest.topic_states',
-    825: 'LeaderAndIsrRequest.topic_states',
-    826: 'LeaderAndIsrRequest.topic_states',
-    827: 'LeaderAndIsrRequest.live_leaders',
-    828: 'LeaderAndIsrRequest.live_leaders',
-    829: 'LeaderAndIsrRequest.live_leaders',
-    830: 'LeaderAndIsrRequest.live_leaders',
-    831: 'LeaderAndIsrRequest.live_leaders',
-    832: 'LeaderAndIsrRequest.live_leaders',
-    833: 'LeaderAndIsrRequest.live_leaders',
-    834: 'LeaderAndIsrRequest.live_leaders',
-    835: 'LeaderAndIsrRequest.live_leaders',
-    836: 'LeaderAndIsrRequest.live_leaders',
-    837: 'LeaderAndIsrRequest.live_leaders',
-    838: 'LeaderAndIsrRequest.live_leaders',
-    839: 'LeaderAndIsrRequest.live_leaders',
-    840: 'LeaderAndIsrRequest.live_leaders',
-    841: 'LeaderAndIsrRequest.<tagged fields>',
-    842: 'LeaderAndIsrRequest.<tagged fields>',
-    843: 'LeaderAndIsrRequest.<tagged fields>',
-    844: 'LeaderAndIsrRequest.<tagged fields>',
-    845: 'LeaderAndIsrRequest.<tagged fields>',
-    850: 'LeaderAndIsrRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch/type',
-    851: 'LeaderAndIsrRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch/type',
-    852: 'LeaderAndIsrRequest.topic_states',
-    853: 'LeaderAndIsrRequest.topic_states',
-    854: 'LeaderAndIsrRequest.topic_states',
-    855: 'LeaderAndIsrRequest.topic_states',
-    856: 'LeaderAndIsrRequest.topic_states',
-    857: 'LeaderAndIsrRequest.topic_states',
-    858: 'LeaderAndIsrRequest.topic_states',
-    859: 'LeaderAndIsrRequest.topic_states',
-    860: 'LeaderAndIsrRequest.topic_states',
-    861: 'LeaderAndIsrRequest.topic_states',
-    862: 'LeaderAndIsrRequest.topic_states',
-    863: 'LeaderAndIsrRequest.topic_states',
-    864: 'LeaderAndIsrRequest.topic_states',
-    865: 'LeaderAndIsrRequest.topic_states',
-    866: 'LeaderAndIsrRequest.live_leaders',
-    867: 'LeaderAndIsrRequest.live_leaders',
-    868: 'LeaderAndIsrRequest.live_leaders',
-    869: 'LeaderAndIsrRequest.live_leaders',
-    870: 'LeaderAndIsrRequest.live_leaders',
-    871: 'LeaderAndIsrRequest.live_leaders',
-    872: 'LeaderAndIsrRequest.live_leaders',
-    873: 'LeaderAndIsrRequest.live_leaders',
-    874: 'LeaderAndIsrRequest.live_leaders',
-    875: 'LeaderAndIsrRequest.live_leaders',
-    876: 'LeaderAndIsrRequest.live_leaders',
-    877: 'LeaderAndIsrRequest.live_leaders',
+    577: 'LeaderAndIsrTopicState.topic_name',
+    578: 'LeaderAndIsrTopicState.topic_name',
+    579: 'LeaderAndIsrTopicState.topic_name',
+    580: 'LeaderAndIsrTopicState.topic_name',
+    581: 'LeaderAndIsrTopicState.topic_name',
+    582: 'LeaderAndIsrTopicState.topic_name',
+    583: 'LeaderAndIsrTopicState.topic_name',
+    584: 'LeaderAndIsrTopicState.topic_name',
+    585: 'LeaderAndIsrTopicState.topic_name',
+    586: 'LeaderAndIsrTopicState.topic_name',
+    587: 'LeaderAndIsrTopicState.topic_name',
+    588: 'LeaderAndIsrTopicState.topic_name',
+    589: 'LeaderAndIsrTopicState.topic_name',
+    590: 'LeaderAndIsrTopicState.topic_name',
+    591: 'LeaderAndIsrTopicState.topic_name',
+    592: 'LeaderAndIsrTopicState.topic_name',
+    593: 'LeaderAndIsrTopicState.topic_name',
+    594: 'LeaderAndIsrTopicState.partition_states',
+    595: 'LeaderAndIsrTopicState.partition_states',
+    596: 'LeaderAndIsrTopicState.partition_states',
+    597: 'LeaderAndIsrTopicState.partition_states',
+    598: 'LeaderAndIsrTopicState.partition_states',
+    599: 'LeaderAndIsrTopicState.partition_states',
+    600: 'LeaderAndIsrTopicState.partition_states',
+    601: 'LeaderAndIsrTopicState.partition_states',
+    602: 'LeaderAndIsrTopicState.partition_states',
+    603: 'LeaderAndIsrTopicState.partition_states',
+    604: 'LeaderAndIsrTopicState.partition_states',
+    605: 'LeaderAndIsrTopicState.partition_states',
+    606: 'LeaderAndIsrTopicState.partition_states',
+    607: 'LeaderAndIsrTopicState.partition_states',
+    608: 'LeaderAndIsrTopicState.partition_states',
+    609: 'LeaderAndIsrTopicState.partition_states',
+    610: 'LeaderAndIsrTopicState.partition_states',
+    611: 'LeaderAndIsrTopicState.<tagged fields>',
+    612: 'LeaderAndIsrTopicState.<tagged fields>',
+    613: 'LeaderAndIsrTopicState.<tagged fields>',
+    614: 'LeaderAndIsrTopicState.<tagged fields>',
+    615: 'LeaderAndIsrTopicState.<tagged fields>',
+    625: 'LeaderAndIsrTopicState.topic_name',
+    626: 'LeaderAndIsrTopicState.topic_name',
+    627: 'LeaderAndIsrTopicState.topic_name',
+    628: 'LeaderAndIsrTopicState.topic_name',
+    629: 'LeaderAndIsrTopicState.topic_name',
+    630: 'LeaderAndIsrTopicState.topic_name',
+    631: 'LeaderAndIsrTopicState.topic_name',
+    632: 'LeaderAndIsrTopicState.topic_name',
+    633: 'LeaderAndIsrTopicState.topic_name',
+    634: 'LeaderAndIsrTopicState.topic_name',
+    635: 'LeaderAndIsrTopicState.topic_name',
+    636: 'LeaderAndIsrTopicState.topic_name',
+    637: 'LeaderAndIsrTopicState.topic_name',
+    638: 'LeaderAndIsrTopicState.topic_name',
+    639: 'LeaderAndIsrTopicState.topic_name',
+    640: 'LeaderAndIsrTopicState.topic_name',
+    641: 'LeaderAndIsrTopicState.topic_name',
+    642: 'LeaderAndIsrTopicState.topic_id',
+    643: 'LeaderAndIsrTopicState.topic_id',
+    644: 'LeaderAndIsrTopicState.topic_id',
+    645: 'LeaderAndIsrTopicState.topic_id',
+    646: 'LeaderAndIsrTopicState.partition_states',
+    647: 'LeaderAndIsrTopicState.partition_states',
+    648: 'LeaderAndIsrTopicState.partition_states',
+    649: 'LeaderAndIsrTopicState.partition_states',
+    650: 'LeaderAndIsrTopicState.partition_states',
+    651: 'LeaderAndIsrTopicState.partition_states',
+    652: 'LeaderAndIsrTopicState.partition_states',
+    653: 'LeaderAndIsrTopicState.partition_states',
+    654: 'LeaderAndIsrTopicState.partition_states',
+    655: 'LeaderAndIsrTopicState.partition_states',
+    656: 'LeaderAndIsrTopicState.partition_states',
+    657: 'LeaderAndIsrTopicState.partition_states',
+    658: 'LeaderAndIsrTopicState.partition_states',
+    659: 'LeaderAndIsrTopicState.partition_states',
+    660: 'LeaderAndIsrTopicState.partition_states',
+    661: 'LeaderAndIsrTopicState.partition_states',
+    662: 'LeaderAndIsrTopicState.partition_states',
+    663: 'LeaderAndIsrTopicState.<tagged fields>',
+    664: 'LeaderAndIsrTopicState.<tagged fields>',
+    665: 'LeaderAndIsrTopicState.<tagged fields>',
+    666: 'LeaderAndIsrTopicState.<tagged fields>',
+    667: 'LeaderAndIsrTopicState.<tagged fields>',
+    677: 'LeaderAndIsrTopicState.topic_name',
+    678: 'LeaderAndIsrTopicState.topic_name',
+    679: 'LeaderAndIsrTopicState.topic_name',
+    680: 'LeaderAndIsrTopicState.topic_name',
+    681: 'LeaderAndIsrTopicState.topic_name',
+    682: 'LeaderAndIsrTopicState.topic_name',
+    683: 'LeaderAndIsrTopicState.topic_name',
+    684: 'LeaderAndIsrTopicState.topic_name',
+    685: 'LeaderAndIsrTopicState.topic_name',
+    686: 'LeaderAndIsrTopicState.topic_name',
+    687: 'LeaderAndIsrTopicState.topic_name',
+    688: 'LeaderAndIsrTopicState.topic_name',
+    689: 'LeaderAndIsrTopicState.topic_name',
+    690: 'LeaderAndIsrTopicState.topic_name',
+    691: 'LeaderAndIsrTopicState.topic_name',
+    692: 'LeaderAndIsrTopicState.topic_name',
+    693: 'LeaderAndIsrTopicState.topic_name',
+    694: 'LeaderAndIsrTopicState.topic_id',
+    695: 'LeaderAndIsrTopicState.topic_id',
+    696: 'LeaderAndIsrTopicState.topic_id',
+    697: 'LeaderAndIsrTopicState.topic_id',
+    698: 'LeaderAndIsrTopicState.partition_states',
+    699: 'LeaderAndIsrTopicState.partition_states',
+    700: 'LeaderAndIsrTopicState.partition_states',
+    701: 'LeaderAndIsrTopicState.partition_states',
+    702: 'LeaderAndIsrTopicState.partition_states',
+    703: 'LeaderAndIsrTopicState.partition_states',
+    704: 'LeaderAndIsrTopicState.partition_states',
+    705: 'LeaderAndIsrTopicState.partition_states',
+    706: 'LeaderAndIsrTopicState.partition_states',
+    707: 'LeaderAndIsrTopicState.partition_states',
+    708: 'LeaderAndIsrTopicState.partition_states',
+    709: 'LeaderAndIsrTopicState.partition_states',
+    710: 'LeaderAndIsrTopicState.partition_states',
+    711: 'LeaderAndIsrTopicState.partition_states',
+    712: 'LeaderAndIsrTopicState.partition_states',
+    713: 'LeaderAndIsrTopicState.partition_states',
+    714: 'LeaderAndIsrTopicState.partition_states',
+    715: 'LeaderAndIsrTopicState.<tagged fields>',
+    716: 'LeaderAndIsrTopicState.<tagged fields>',
+    717: 'LeaderAndIsrTopicState.<tagged fields>',
+    718: 'LeaderAndIsrTopicState.<tagged fields>',
+    719: 'LeaderAndIsrTopicState.<tagged fields>',
+    730: 'LeaderAndIsrLiveLeader.broker_id',
+    731: 'LeaderAndIsrLiveLeader.broker_id',
+    732: 'LeaderAndIsrLiveLeader.host_name',
+    733: 'LeaderAndIsrLiveLeader.host_name',
+    734: 'LeaderAndIsrLiveLeader.host_name',
+    735: 'LeaderAndIsrLiveLeader.host_name',
+    736: 'LeaderAndIsrLiveLeader.host_name',
+    737: 'LeaderAndIsrLiveLeader.host_name',
+    738: 'LeaderAndIsrLiveLeader.host_name',
+    739: 'LeaderAndIsrLiveLeader.host_name',
+    740: 'LeaderAndIsrLiveLeader.host_name',
+    741: 'LeaderAndIsrLiveLeader.host_name',
+    742: 'LeaderAndIsrLiveLeader.port',
+    743: 'LeaderAndIsrLiveLeader.port',
+    756: 'LeaderAndIsrLiveLeader.broker_id',
+    757: 'LeaderAndIsrLiveLeader.broker_id',
+    758: 'LeaderAndIsrLiveLeader.host_name',
+    759: 'LeaderAndIsrLiveLeader.host_name',
+    760: 'LeaderAndIsrLiveLeader.host_name',
+    761: 'LeaderAndIsrLiveLeader.host_name',
+    762: 'LeaderAndIsrLiveLeader.host_name',
+    763: 'LeaderAndIsrLiveLeader.host_name',
+    764: 'LeaderAndIsrLiveLeader.host_name',
+    765: 'LeaderAndIsrLiveLeader.host_name',
+    766: 'LeaderAndIsrLiveLeader.host_name',
+    767: 'LeaderAndIsrLiveLeader.host_name',
+    768: 'LeaderAndIsrLiveLeader.host_name',
+    769: 'LeaderAndIsrLiveLeader.host_name',
+    770: 'LeaderAndIsrLiveLeader.host_name',
+    771: 'LeaderAndIsrLiveLeader.host_name',
+    772: 'LeaderAndIsrLiveLeader.host_name',
+    773: 'LeaderAndIsrLiveLeader.host_name',
+    774: 'LeaderAndIsrLiveLeader.host_name',
+    775: 'LeaderAndIsrLiveLeader.port',
+    776: 'LeaderAndIsrLiveLeader.port',
+    777: 'LeaderAndIsrLiveLeader.<tagged fields>',
+    778: 'LeaderAndIsrLiveLeader.<tagged fields>',
+    779: 'LeaderAndIsrLiveLeader.<tagged fields>',
+    780: 'LeaderAndIsrLiveLeader.<tagged fields>',
+    781: 'LeaderAndIsrLiveLeader.<tagged fields>',
+    794: 'LeaderAndIsrRequest.controller_id/controller_epoch',
+    795: 'LeaderAndIsrRequest.controller_id/controller_epoch',
+    796: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    797: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    798: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    799: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    800: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    801: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    802: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    803: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    804: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    805: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    806: 'LeaderAndIsrRequest.live_leaders',
+    807: 'LeaderAndIsrRequest.live_leaders',
+    808: 'LeaderAndIsrRequest.live_leaders',
+    809: 'LeaderAndIsrRequest.live_leaders',
+    810: 'LeaderAndIsrRequest.live_leaders',
+    811: 'LeaderAndIsrRequest.live_leaders',
+    812: 'LeaderAndIsrRequest.live_leaders',
+    813: 'LeaderAndIsrRequest.live_leaders',
+    814: 'LeaderAndIsrRequest.live_leaders',
+    815: 'LeaderAndIsrRequest.live_leaders',
+    830: 'LeaderAndIsrRequest.controller_id/controller_epoch',
+    831: 'LeaderAndIsrRequest.controller_id/controller_epoch',
+    832: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    833: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    834: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    835: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    836: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    837: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    838: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    839: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    840: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    841: 'LeaderAndIsrRequest.ungrouped_partition_states',
+    842: 'LeaderAndIsrRequest.live_leaders',
+    843: 'LeaderAndIsrRequest.live_leaders',
+    844: 'LeaderAndIsrRequest.live_leaders',
+    845: 'LeaderAndIsrRequest.live_leaders',
+    846: 'LeaderAndIsrRequest.live_leaders',
+    847: 'LeaderAndIsrRequest.live_leaders',
+    848: 'LeaderAndIsrRequest.live_leaders',
+    849: 'LeaderAndIsrRequest.live_leaders',
+    850: 'LeaderAndIsrRequest.live_leaders',
+    851: 'LeaderAndIsrRequest.live_leaders',
+    866: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
+    867: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
+    868: 'LeaderAndIsrRequest.topic_states',
+    869: 'LeaderAndIsrRequest.topic_states',
+    870: 'LeaderAndIsrRequest.topic_states',
+    871: 'LeaderAndIsrRequest.topic_states',
+    872: 'LeaderAndIsrRequest.topic_states',
+    873: 'LeaderAndIsrRequest.topic_states',
+    874: 'LeaderAndIsrRequest.topic_states',
+    875: 'LeaderAndIsrRequest.topic_states',
+    876: 'LeaderAndIsrRequest.topic_states',
+    877: 'LeaderAndIsrRequest.topic_states',
     878: 'LeaderAndIsrRequest.live_leaders',
     879: 'LeaderAndIsrRequest.live_leaders',
-    880: 'LeaderAndIsrRequest.<tagged fields>',
-    881: 'LeaderAndIsrRequest.<tagged fields>',
-    882: 'LeaderAndIsrRequest.<tagged fields>',
-    883: 'LeaderAndIsrRequest.<tagged fields>',
-    884: 'LeaderAndIsrRequest.<tagged fields>',
+    880: 'LeaderAndIsrRequest.live_leaders',
+    881: 'LeaderAndIsrRequest.live_leaders',
+    882: 'LeaderAndIsrRequest.live_leaders',
+    883: 'LeaderAndIsrRequest.live_leaders',
+    884: 'LeaderAndIsrRequest.live_leaders',
+    885: 'LeaderAndIsrRequest.live_leaders',
+    886: 'LeaderAndIsrRequest.live_leaders',
+    887: 'LeaderAndIsrRequest.live_leaders',
+    902: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
+    903: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
+    904: 'LeaderAndIsrRequest.topic_states',
+    905: 'LeaderAndIsrRequest.topic_states',
+    906: 'LeaderAndIsrRequest.topic_states',
+    907: 'LeaderAndIsrRequest.topic_states',
+    908: 'LeaderAndIsrRequest.topic_states',
+    909: 'LeaderAndIsrRequest.topic_states',
+    910: 'LeaderAndIsrRequest.topic_states',
+    911: 'LeaderAndIsrRequest.topic_states',
+    912: 'LeaderAndIsrRequest.topic_states',
+    913: 'LeaderAndIsrRequest.topic_states',
+    914: 'LeaderAndIsrRequest.live_leaders',
+    915: 'LeaderAndIsrRequest.live_leaders',
+    916: 'LeaderAndIsrRequest.live_leaders',
+    917: 'LeaderAndIsrRequest.live_leaders',
+    918: 'LeaderAndIsrRequest.live_leaders',
+    919: 'LeaderAndIsrRequest.live_leaders',
+    920: 'LeaderAndIsrRequest.live_leaders',
+    921: 'LeaderAndIsrRequest.live_leaders',
+    922: 'LeaderAndIsrRequest.live_leaders',
+    923: 'LeaderAndIsrRequest.live_leaders',
+    938: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
+    939: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch',
+    940: 'LeaderAndIsrRequest.topic_states',
+    941: 'LeaderAndIsrRequest.topic_states',
+    942: 'LeaderAndIsrRequest.topic_states',
+    943: 'LeaderAndIsrRequest.topic_states',
+    944: 'LeaderAndIsrRequest.topic_states',
+    945: 'LeaderAndIsrRequest.topic_states',
+    946: 'LeaderAndIsrRequest.topic_states',
+    947: 'LeaderAndIsrRequest.topic_states',
+    948: 'LeaderAndIsrRequest.topic_states',
+    949: 'LeaderAndIsrRequest.topic_states',
+    950: 'LeaderAndIsrRequest.topic_states',
+    951: 'LeaderAndIsrRequest.topic_states',
+    952: 'LeaderAndIsrRequest.topic_states',
+    953: 'LeaderAndIsrRequest.topic_states',
+    954: 'LeaderAndIsrRequest.topic_states',
+    955: 'LeaderAndIsrRequest.topic_states',
+    956: 'LeaderAndIsrRequest.topic_states',
+    957: 'LeaderAndIsrRequest.live_leaders',
+    958: 'LeaderAndIsrRequest.live_leaders',
+    959: 'LeaderAndIsrRequest.live_leaders',
+    960: 'LeaderAndIsrRequest.live_leaders',
+    961: 'LeaderAndIsrRequest.live_leaders',
+    962: 'LeaderAndIsrRequest.live_leaders',
+    963: 'LeaderAndIsrRequest.live_leaders',
+    964: 'LeaderAndIsrRequest.live_leaders',
+    965: 'LeaderAndIsrRequest.live_leaders',
+    966: 'LeaderAndIsrRequest.live_leaders',
+    967: 'LeaderAndIsrRequest.live_leaders',
+    968: 'LeaderAndIsrRequest.live_leaders',
+    969: 'LeaderAndIsrRequest.live_leaders',
+    970: 'LeaderAndIsrRequest.live_leaders',
+    971: 'LeaderAndIsrRequest.live_leaders',
+    972: 'LeaderAndIsrRequest.live_leaders',
+    973: 'LeaderAndIsrRequest.live_leaders',
+    974: 'LeaderAndIsrRequest.<tagged fields>',
+    975: 'LeaderAndIsrRequest.<tagged fields>',
+    976: 'LeaderAndIsrRequest.<tagged fields>',
+    977: 'LeaderAndIsrRequest.<tagged fields>',
+    978: 'LeaderAndIsrRequest.<tagged fields>',
+    993: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch/type',
+    994: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch/type',
+    995: 'LeaderAndIsrRequest.topic_states',
+    996: 'LeaderAndIsrRequest.topic_states',
+    997: 'LeaderAndIsrRequest.topic_states',
+    998: 'LeaderAndIsrRequest.topic_states',
+    999: 'LeaderAndIsrRequest.topic_states',
+    1000: 'LeaderAndIsrRequest.topic_states',
+    1001: 'LeaderAndIsrRequest.topic_states',
+    1002: 'LeaderAndIsrRequest.topic_states',
+    1003: 'LeaderAndIsrRequest.topic_states',
+    1004: 'LeaderAndIsrRequest.topic_states',
+    1005: 'LeaderAndIsrRequest.topic_states',
+    1006: 'LeaderAndIsrRequest.topic_states',
+    1007: 'LeaderAndIsrRequest.topic_states',
+    1008: 'LeaderAndIsrRequest.topic_states',
+    1009: 'LeaderAndIsrRequest.topic_states',
+    1010: 'LeaderAndIsrRequest.topic_states',
+    1011: 'LeaderAndIsrRequest.topic_states',
+    1012: 'LeaderAndIsrRequest.live_leaders',
+    1013: 'LeaderAndIsrRequest.live_leaders',
+    1014: 'LeaderAndIsrRequest.live_leaders',
+    1015: 'LeaderAndIsrRequest.live_leaders',
+    1016: 'LeaderAndIsrRequest.live_leaders',
+    1017: 'LeaderAndIsrRequest.live_leaders',
+    1018: 'LeaderAndIsrRequest.live_leaders',
+    1019: 'LeaderAndIsrRequest.live_leaders',
+    1020: 'LeaderAndIsrRequest.live_leaders',
+    1021: 'LeaderAndIsrRequest.live_leaders',
+    1022: 'LeaderAndIsrRequest.live_leaders',
+    1023: 'LeaderAndIsrRequest.live_leaders',
+    1024: 'LeaderAndIsrRequest.live_leaders',
+    1025: 'LeaderAndIsrRequest.live_leaders',
+    1026: 'LeaderAndIsrRequest.live_leaders',
+    1027: 'LeaderAndIsrRequest.live_leaders',
+    1028: 'LeaderAndIsrRequest.live_leaders',
+    1029: 'LeaderAndIsrRequest.<tagged fields>',
+    1030: 'LeaderAndIsrRequest.<tagged fields>',
+    1031: 'LeaderAndIsrRequest.<tagged fields>',
+    1032: 'LeaderAndIsrRequest.<tagged fields>',
+    1033: 'LeaderAndIsrRequest.<tagged fields>',
+    1048: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch/type',
+    1049: 'LeaderAndIsrRequest.controller_id/controller_epoch/broker_epoch/type',
+    1050: 'LeaderAndIsrRequest.topic_states',
+    1051: 'LeaderAndIsrRequest.topic_states',
+    1052: 'LeaderAndIsrRequest.topic_states',
+    1053: 'LeaderAndIsrRequest.topic_states',
+    1054: 'LeaderAndIsrRequest.topic_states',
+    1055: 'LeaderAndIsrRequest.topic_states',
+    1056: 'LeaderAndIsrRequest.topic_states',
+    1057: 'LeaderAndIsrRequest.topic_states',
+    1058: 'LeaderAndIsrRequest.topic_states',
+    1059: 'LeaderAndIsrRequest.topic_states',
+    1060: 'LeaderAndIsrRequest.topic_states',
+    1061: 'LeaderAndIsrRequest.topic_states',
+    1062: 'LeaderAndIsrRequest.topic_states',
+    1063: 'LeaderAndIsrRequest.topic_states',
+    1064: 'LeaderAndIsrRequest.topic_states',
+    1065: 'LeaderAndIsrRequest.topic_states',
+    1066: 'LeaderAndIsrRequest.topic_states',
+    1067: 'LeaderAndIsrRequest.live_leaders',
+    1068: 'LeaderAndIsrRequest.live_leaders',
+    1069: 'LeaderAndIsrRequest.live_leaders',
+    1070: 'LeaderAndIsrRequest.live_leaders',
+    1071: 'LeaderAndIsrRequest.live_leaders',
+    1072: 'LeaderAndIsrRequest.live_leaders',
+    1073: 'LeaderAndIsrRequest.live_leaders',
+    1074: 'LeaderAndIsrRequest.live_leaders',
+    1075: 'LeaderAndIsrRequest.live_leaders',
+    1076: 'LeaderAndIsrRequest.live_leaders',
+    1077: 'LeaderAndIsrRequest.live_leaders',
+    1078: 'LeaderAndIsrRequest.live_leaders',
+    1079: 'LeaderAndIsrRequest.live_leaders',
+    1080: 'LeaderAndIsrRequest.live_leaders',
+    1081: 'LeaderAndIsrRequest.live_leaders',
+    1082: 'LeaderAndIsrRequest.live_leaders',
+    1083: 'LeaderAndIsrRequest.live_leaders',
+    1084: 'LeaderAndIsrRequest.<tagged fields>',
+    1085: 'LeaderAndIsrRequest.<tagged fields>',
+    1086: 'LeaderAndIsrRequest.<tagged fields>',
+    1087: 'LeaderAndIsrRequest.<tagged fields>',
+    1088: 'LeaderAndIsrRequest.<tagged fields>',
+    1103: 'LeaderAndIsrRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch/type',
+    1104: 'LeaderAndIsrRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch/type',
+    1105: 'LeaderAndIsrRequest.topic_states',
+    1106: 'LeaderAndIsrRequest.topic_states',
+    1107: 'LeaderAndIsrRequest.topic_states',
+    1108: 'LeaderAndIsrRequest.topic_states',
+    1109: 'LeaderAndIsrRequest.topic_states',
+    1110: 'LeaderAndIsrRequest.topic_states',
+    1111: 'LeaderAndIsrRequest.topic_states',
+    1112: 'LeaderAndIsrRequest.topic_states',
+    1113: 'LeaderAndIsrRequest.topic_states',
+    1114: 'LeaderAndIsrRequest.topic_states',
+    1115: 'LeaderAndIsrRequest.topic_states',
+    1116: 'LeaderAndIsrRequest.topic_states',
+    1117: 'LeaderAndIsrRequest.topic_states',
+    1118: 'LeaderAndIsrRequest.topic_states',
+    1119: 'LeaderAndIsrRequest.topic_states',
+    1120: 'LeaderAndIsrRequest.topic_states',
+    1121: 'LeaderAndIsrRequest.topic_states',
+    1122: 'LeaderAndIsrRequest.live_leaders',
+    1123: 'LeaderAndIsrRequest.live_leaders',
+    1124: 'LeaderAndIsrRequest.live_leaders',
+    1125: 'LeaderAndIsrRequest.live_leaders',
+    1126: 'LeaderAndIsrRequest.live_leaders',
+    1127: 'LeaderAndIsrRequest.live_leaders',
+    1128: 'LeaderAndIsrRequest.live_leaders',
+    1129: 'LeaderAndIsrRequest.live_leaders',
+    1130: 'LeaderAndIsrRequest.live_leaders',
+    1131: 'LeaderAndIsrRequest.live_leaders',
+    1132: 'LeaderAndIsrRequest.live_leaders',
+    1133: 'LeaderAndIsrRequest.live_leaders',
+    1134: 'LeaderAndIsrRequest.live_leaders',
+    1135: 'LeaderAndIsrRequest.live_leaders',
+    1136: 'LeaderAndIsrRequest.live_leaders',
+    1137: 'LeaderAndIsrRequest.live_leaders',
+    1138: 'LeaderAndIsrRequest.live_leaders',
+    1139: 'LeaderAndIsrRequest.<tagged fields>',
+    1140: 'LeaderAndIsrRequest.<tagged fields>',
+    1141: 'LeaderAndIsrRequest.<tagged fields>',
+    1142: 'LeaderAndIsrRequest.<tagged fields>',
+    1143: 'LeaderAndIsrRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -87,7 +88,12 @@ def _d_LeaderAndIsrPartitionError_v0(buf, pos):
         pos = _end2
     _f_partition_index, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return LeaderAndIsrPartitionError(_f_topic_name, _f_partition_index, _f_error_code, None), pos
+    _o = _new(LeaderAndIsrPartitionError)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_LeaderAndIsrPartitionError_v1 = _d_LeaderAndIsrPartitionError_v0
@@ -100,6 +106,9 @@ def _d_LeaderAndIsrPartitionError_v4(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -118,7 +127,12 @@ def _d_LeaderAndIsrPartitionError_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrPartitionError.<tagged fields>')
-    return LeaderAndIsrPartitionError(_f_topic_name, _f_partition_index, _f_error_code, _unk), pos
+    _o = _new(LeaderAndIsrPartitionError)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderAndIsrPartitionError_v5(buf, pos):
@@ -129,7 +143,12 @@ def _d_LeaderAndIsrPartitionError_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrPartitionError.<tagged fields>')
-    return LeaderAndIsrPartitionError('', _f_partition_index, _f_error_code, _unk), pos
+    _o = _new(LeaderAndIsrPartitionError)
+    _o.topic_name = ''
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaderAndIsrPartitionError_v6 = _d_LeaderAndIsrPartitionError_v5
@@ -144,6 +163,9 @@ def _d_LeaderAndIsrTopicError_v5(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -160,7 +182,11 @@ def _d_LeaderAndIsrTopicError_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrTopicError.<tagged fields>')
-    return LeaderAndIsrTopicError(_f_topic_id, _f_partition_errors, _unk), pos
+    _o = _new(LeaderAndIsrTopicError)
+    _o.topic_id = _f_topic_id
+    _o.partition_errors = _f_partition_errors
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaderAndIsrTopicError_v6 = _d_LeaderAndIsrTopicError_v5
@@ -180,7 +206,12 @@ def _d_LeaderAndIsrResponse_v0(buf, pos):
         for _ in range(_n17):
             _x18, pos = _d_LeaderAndIsrPartitionError_v0(buf, pos)
             _f_partition_errors.append(_x18)
-    return LeaderAndIsrResponse(_f_error_code, _f_partition_errors, [], None), pos
+    _o = _new(LeaderAndIsrResponse)
+    _o.error_code = _f_error_code
+    _o.partition_errors = _f_partition_errors
+    _o.topics = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_LeaderAndIsrResponse_v1 = _d_LeaderAndIsrResponse_v0
@@ -195,6 +226,9 @@ def _d_LeaderAndIsrResponse_v4(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -211,7 +245,12 @@ def _d_LeaderAndIsrResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrResponse.<tagged fields>')
-    return LeaderAndIsrResponse(_f_error_code, _f_partition_errors, [], _unk), pos
+    _o = _new(LeaderAndIsrResponse)
+    _o.error_code = _f_error_code
+    _o.partition_errors = _f_partition_errors
+    _o.topics = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderAndIsrResponse_v5(buf, pos):
@@ -220,6 +259,9 @@ def _d_LeaderAndIsrResponse_v5(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -236,7 +278,12 @@ def _d_LeaderAndIsrResponse_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderAndIsrResponse.<tagged fields>')
-    return LeaderAndIsrResponse(_f_error_code, [], _f_topics, _unk), pos
+    _o = _new(LeaderAndIsrResponse)
+    _o.error_code = _f_error_code
+    _o.partition_errors = []
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaderAndIsrResponse_v6 = _d_LeaderAndIsrResponse_v5
@@ -355,7 +402,6 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_LeaderAndIsrResponse_v0, 1: _d_LeaderAndIsrResponse_v1, 2: _d_LeaderAndIsrResponse_v2, 3: _d_LeaderAndIsrResponse_v3, 4: _d_LeaderAndIsrResponse_v4, 5: _d_LeaderAndIsrResponse_v5, 6: _d_LeaderAndIsrResponse_v6, 7: _d_LeaderAndIsrResponse_v7}
 ENCODERS = {0: _e_LeaderAndIsrResponse_v0, 1: _e_LeaderAndIsrResponse_v1, 2: _e_LeaderAndIsrResponse_v2, 3: _e_LeaderAndIsrResponse_v3, 4: _e_LeaderAndIsrResponse_v4, 5: _e_LeaderAndIsrResponse_v5, 6: _e_LeaderAndIsrResponse_v6, 7: _e_LeaderAndIsrResponse_v7}
 _reg(__file__, {
-    78: 'LeaderAndIsrPartitionError.topic_name',
     79: 'LeaderAndIsrPartitionError.topic_name',
     80: 'LeaderAndIsrPartitionError.topic_name',
     81: 'LeaderAndIsrPartitionError.topic_name',
@@ -365,14 +411,9 @@ _reg(__file__, {
     85: 'LeaderAndIsrPartitionError.topic_name',
     86: 'LeaderAndIsrPartitionError.topic_name',
     87: 'LeaderAndIsrPartitionError.topic_name',
-    88: 'LeaderAndIsrPartitionError.partition_index/error_code',
+    88: 'LeaderAndIsrPartitionError.topic_name',
     89: 'LeaderAndIsrPartitionError.partition_index/error_code',
-    97: 'LeaderAndIsrPartitionError.topic_name',
-    98: 'LeaderAndIsrPartitionError.topic_name',
-    99: 'LeaderAndIsrPartitionError.topic_name',
-    100: 'LeaderAndIsrPartitionError.topic_name',
-    101: 'LeaderAndIsrPartitionError.topic_name',
-    102: 'LeaderAndIsrPartitionError.topic_name',
+    90: 'LeaderAndIsrPartitionError.partition_index/error_code',
     103: 'LeaderAndIsrPartitionError.topic_name',
     104: 'LeaderAndIsrPartitionError.topic_name',
     105: 'LeaderAndIsrPartitionError.topic_name',
@@ -381,64 +422,57 @@ _reg(__file__, {
     108: 'LeaderAndIsrPartitionError.topic_name',
     109: 'LeaderAndIsrPartitionError.topic_name',
     110: 'LeaderAndIsrPartitionError.topic_name',
-    111: 'LeaderAndIsrPartitionError.partition_index/error_code',
-    112: 'LeaderAndIsrPartitionError.partition_index/error_code',
-    113: 'LeaderAndIsrPartitionError.<tagged fields>',
-    114: 'LeaderAndIsrPartitionError.<tagged fields>',
-    115: 'LeaderAndIsrPartitionError.<tagged fields>',
-    116: 'LeaderAndIsrPartitionError.<tagged fields>',
-    117: 'LeaderAndIsrPartitionError.<tagged fields>',
-    122: 'LeaderAndIsrPartitionError.partition_index/error_code',
-    123: 'LeaderAndIsrPartitionError.partition_index/error_code',
+    111: 'LeaderAndIsrPartitionError.topic_name',
+    112: 'LeaderAndIsrPartitionError.topic_name',
+    113: 'LeaderAndIsrPartitionError.topic_name',
+    114: 'LeaderAndIsrPartitionError.topic_name',
+    115: 'LeaderAndIsrPartitionError.topic_name',
+    116: 'LeaderAndIsrPartitionError.topic_name',
+    117: 'LeaderAndIsrPartitionError.topic_name',
+    118: 'LeaderAndIsrPartitionError.topic_name',
+    119: 'LeaderAndIsrPartitionError.topic_name',
+    120: 'LeaderAndIsrPartitionError.partition_index/error_code',
+    121: 'LeaderAndIsrPartitionError.partition_index/error_code',
+    122: 'LeaderAndIsrPartitionError.<tagged fields>',
+    123: 'LeaderAndIsrPartitionError.<tagged fields>',
     124: 'LeaderAndIsrPartitionError.<tagged fields>',
     125: 'LeaderAndIsrPartitionError.<tagged fields>',
     126: 'LeaderAndIsrPartitionError.<tagged fields>',
-    127: 'LeaderAndIsrPartitionError.<tagged fields>',
-    128: 'LeaderAndIsrPartitionError.<tagged fields>',
-    135: 'LeaderAndIsrTopicError.topic_id',
-    136: 'LeaderAndIsrTopicError.topic_id',
-    137: 'LeaderAndIsrTopicError.topic_id',
-    138: 'LeaderAndIsrTopicError.topic_id',
-    139: 'LeaderAndIsrTopicError.partition_errors',
-    140: 'LeaderAndIsrTopicError.partition_errors',
-    141: 'LeaderAndIsrTopicError.partition_errors',
-    142: 'LeaderAndIsrTopicError.partition_errors',
-    143: 'LeaderAndIsrTopicError.partition_errors',
-    144: 'LeaderAndIsrTopicError.partition_errors',
-    145: 'LeaderAndIsrTopicError.partition_errors',
-    146: 'LeaderAndIsrTopicError.partition_errors',
-    147: 'LeaderAndIsrTopicError.partition_errors',
-    148: 'LeaderAndIsrTopicError.partition_errors',
-    149: 'LeaderAndIsrTopicError.partition_errors',
-    150: 'LeaderAndIsrTopicError.partition_errors',
-    151: 'LeaderAndIsrTopicError.partition_errors',
-    152: 'LeaderAndIsrTopicError.partition_errors',
-    153: 'LeaderAndIsrTopicError.<tagged fields>',
-    154: 'LeaderAndIsrTopicError.<tagged fields>',
-    155: 'LeaderAndIsrTopicError.<tagged fields>',
-    156: 'LeaderAndIsrTopicError.<tagged fields>',
-    157: 'LeaderAndIsrTopicError.<tagged fields>',
-    164: 'LeaderAndIsrResponse.error_code',
-    165: 'LeaderAndIsrResponse.error_code',
-    166: 'LeaderAndIsrResponse.partition_errors',
-    167: 'LeaderAndIsrResponse.partition_errors',
-    168: 'LeaderAndIsrResponse.partition_errors',
-    169: 'LeaderAndIsrResponse.partition_errors',
-    170: 'LeaderAndIsrResponse.partition_errors',
-    171: 'LeaderAndIsrResponse.partition_errors',
-    172: 'LeaderAndIsrResponse.partition_errors',
-    173: 'LeaderAndIsrResponse.partition_errors',
-    174: 'LeaderAndIsrResponse.partition_errors',
-    175: 'LeaderAndIsrResponse.partition_errors',
-    183: 'LeaderAndIsrResponse.error_code',
-    184: 'LeaderAndIsrResponse.error_code',
-    185: 'LeaderAndIsrResponse.partition_errors',
-    186: 'LeaderAndIsrResponse.partition_errors',
-    187: 'LeaderAndIsrResponse.partition_errors',
-    188: 'LeaderAndIsrResponse.partition_errors',
-    189: 'LeaderAndIsrResponse.partition_errors',
-    190: 'LeaderAndIsrResponse.partition_errors',
-    191: 'LeaderAndIsrResponse.partition_errors',
+    136: 'LeaderAndIsrPartitionError.partition_index/error_code',
+    137: 'LeaderAndIsrPartitionError.partition_index/error_code',
+    138: 'LeaderAndIsrPartitionError.<tagged fields>',
+    139: 'LeaderAndIsrPartitionError.<tagged fields>',
+    140: 'LeaderAndIsrPartitionError.<tagged fields>',
+    141: 'LeaderAndIsrPartitionError.<tagged fields>',
+    142: 'LeaderAndIsrPartitionError.<tagged fields>',
+    154: 'LeaderAndIsrTopicError.topic_id',
+    155: 'LeaderAndIsrTopicError.topic_id',
+    156: 'LeaderAndIsrTopicError.topic_id',
+    157: 'LeaderAndIsrTopicError.topic_id',
+    158: 'LeaderAndIsrTopicError.partition_errors',
+    159: 'LeaderAndIsrTopicError.partition_errors',
+    160: 'LeaderAndIsrTopicError.partition_errors',
+    161: 'LeaderAndIsrTopicError.partition_errors',
+    162: 'LeaderAndIsrTopicError.partition_errors',
+    163: 'LeaderAndIsrTopicError.partition_errors',
+    164: 'LeaderAndIsrTopicError.partition_errors',
+    165: 'LeaderAndIsrTopicError.partition_errors',
+    166: 'LeaderAndIsrTopicError.partition_errors',
+    167: 'LeaderAndIsrTopicError.partition_errors',
+    168: 'LeaderAndIsrTopicError.partition_errors',
+    169: 'LeaderAndIsrTopicError.partition_errors',
+    170: 'LeaderAndIsrTopicError.partition_errors',
+    171: 'LeaderAndIsrTopicError.partition_errors',
+    172: 'LeaderAndIsrTopicError.partition_errors',
+    173: 'LeaderAndIsrTopicError.partition_errors',
+    174: 'LeaderAndIsrTopicError.partition_errors',
+    175: 'LeaderAndIsrTopicError.<tagged fields>',
+    176: 'LeaderAndIsrTopicError.<tagged fields>',
+    177: 'LeaderAndIsrTopicError.<tagged fields>',
+    178: 'LeaderAndIsrTopicError.<tagged fields>',
+    179: 'LeaderAndIsrTopicError.<tagged fields>',
+    190: 'LeaderAndIsrResponse.error_code',
+    191: 'LeaderAndIsrResponse.error_code',
     192: 'LeaderAndIsrResponse.partition_errors',
     193: 'LeaderAndIsrResponse.partition_errors',
     194: 'LeaderAndIsrResponse.partition_errors',
@@ -446,30 +480,55 @@ _reg(__file__, {
     196: 'LeaderAndIsrResponse.partition_errors',
     197: 'LeaderAndIsrResponse.partition_errors',
     198: 'LeaderAndIsrResponse.partition_errors',
-    199: 'LeaderAndIsrResponse.<tagged fields>',
-    200: 'LeaderAndIsrResponse.<tagged fields>',
-    201: 'LeaderAndIsrResponse.<tagged fields>',
-    202: 'LeaderAndIsrResponse.<tagged fields>',
-    203: 'LeaderAndIsrResponse.<tagged fields>',
-    208: 'LeaderAndIsrResponse.error_code',
-    209: 'LeaderAndIsrResponse.error_code',
-    210: 'LeaderAndIsrResponse.topics',
-    211: 'LeaderAndIsrResponse.topics',
-    212: 'LeaderAndIsrResponse.topics',
-    213: 'LeaderAndIsrResponse.topics',
-    214: 'LeaderAndIsrResponse.topics',
-    215: 'LeaderAndIsrResponse.topics',
-    216: 'LeaderAndIsrResponse.topics',
-    217: 'LeaderAndIsrResponse.topics',
-    218: 'LeaderAndIsrResponse.topics',
-    219: 'LeaderAndIsrResponse.topics',
-    220: 'LeaderAndIsrResponse.topics',
-    221: 'LeaderAndIsrResponse.topics',
-    222: 'LeaderAndIsrResponse.topics',
-    223: 'LeaderAndIsrResponse.topics',
-    224: 'LeaderAndIsrResponse.<tagged fields>',
-    225: 'LeaderAndIsrResponse.<tagged fields>',
-    226: 'LeaderAndIsrResponse.<tagged fields>',
-    227: 'LeaderAndIsrResponse.<tagged fields>',
-    228: 'LeaderAndIsrResponse.<tagged fields>',
+    199: 'LeaderAndIsrResponse.partition_errors',
+    200: 'LeaderAndIsrResponse.partition_errors',
+    201: 'LeaderAndIsrResponse.partition_errors',
+    214: 'LeaderAndIsrResponse.error_code',
+    215: 'LeaderAndIsrResponse.error_code',
+    216: 'LeaderAndIsrResponse.partition_errors',
+    217: 'LeaderAndIsrResponse.partition_errors',
+    218: 'LeaderAndIsrResponse.partition_errors',
+    219: 'LeaderAndIsrResponse.partition_errors',
+    220: 'LeaderAndIsrResponse.partition_errors',
+    221: 'LeaderAndIsrResponse.partition_errors',
+    222: 'LeaderAndIsrResponse.partition_errors',
+    223: 'LeaderAndIsrResponse.partition_errors',
+    224: 'LeaderAndIsrResponse.partition_errors',
+    225: 'LeaderAndIsrResponse.partition_errors',
+    226: 'LeaderAndIsrResponse.partition_errors',
+    227: 'LeaderAndIsrResponse.partition_errors',
+    228: 'LeaderAndIsrResponse.partition_errors',
+    229: 'LeaderAndIsrResponse.partition_errors',
+    230: 'LeaderAndIsrResponse.partition_errors',
+    231: 'LeaderAndIsrResponse.partition_errors',
+    232: 'LeaderAndIsrResponse.partition_errors',
+    233: 'LeaderAndIsrResponse.<tagged fields>',
+    234: 'LeaderAndIsrResponse.<tagged fields>',
+    235: 'LeaderAndIsrResponse.<tagged fields>',
+    236: 'LeaderAndIsrResponse.<tagged fields>',
+    237: 'LeaderAndIsrResponse.<tagged fields>',
+    247: 'LeaderAndIsrResponse.error_code',
+    248: 'LeaderAndIsrResponse.error_code',
+    249: 'LeaderAndIsrResponse.topics',
+    250: 'LeaderAndIsrResponse.topics',
+    251: 'LeaderAndIsrResponse.topics',
+    252: 'LeaderAndIsrResponse.topics',
+    253: 'LeaderAndIsrResponse.topics',
+    254: 'LeaderAndIsrResponse.topics',
+    255: 'LeaderAndIsrResponse.topics',
+    256: 'LeaderAndIsrResponse.topics',
+    257: 'LeaderAndIsrResponse.topics',
+    258: 'LeaderAndIsrResponse.topics',
+    259: 'LeaderAndIsrResponse.topics',
+    260: 'LeaderAndIsrResponse.topics',
+    261: 'LeaderAndIsrResponse.topics',
+    262: 'LeaderAndIsrResponse.topics',
+    263: 'LeaderAndIsrResponse.topics',
+    264: 'LeaderAndIsrResponse.topics',
+    265: 'LeaderAndIsrResponse.topics',
+    266: 'LeaderAndIsrResponse.<tagged fields>',
+    267: 'LeaderAndIsrResponse.<tagged fields>',
+    268: 'LeaderAndIsrResponse.<tagged fields>',
+    269: 'LeaderAndIsrResponse.<tagged fields>',
+    270: 'LeaderAndIsrResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -66,7 +67,11 @@ def _d_Voter_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Voter.<tagged fields>')
-    return Voter(_f_voter_id, _ZERO_UUID, _unk), pos
+    _o = _new(Voter)
+    _o.voter_id = _f_voter_id
+    _o.voter_directory_id = _ZERO_UUID
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Voter_v1(buf, pos):
@@ -81,7 +86,11 @@ def _d_Voter_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Voter.<tagged fields>')
-    return Voter(_f_voter_id, _f_voter_directory_id, _unk), pos
+    _o = _new(Voter)
+    _o.voter_id = _f_voter_id
+    _o.voter_directory_id = _f_voter_directory_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderChangeMessage_v0(buf, pos):
@@ -90,6 +99,9 @@ def _d_LeaderChangeMessage_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -104,6 +116,9 @@ def _d_LeaderChangeMessage_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -120,7 +135,13 @@ def _d_LeaderChangeMessage_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderChangeMessage.<tagged fields>')
-    return LeaderChangeMessage(_f_version, _f_leader_id, _f_voters, _f_granting_voters, _unk), pos
+    _o = _new(LeaderChangeMessage)
+    _o.version = _f_version
+    _o.leader_id = _f_leader_id
+    _o.voters = _f_voters
+    _o.granting_voters = _f_granting_voters
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaderChangeMessage_v1(buf, pos):
@@ -129,6 +150,9 @@ def _d_LeaderChangeMessage_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -143,6 +167,9 @@ def _d_LeaderChangeMessage_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -159,7 +186,13 @@ def _d_LeaderChangeMessage_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderChangeMessage.<tagged fields>')
-    return LeaderChangeMessage(_f_version, _f_leader_id, _f_voters, _f_granting_voters, _unk), pos
+    _o = _new(LeaderChangeMessage)
+    _o.version = _f_version
+    _o.leader_id = _f_leader_id
+    _o.voters = _f_voters
+    _o.granting_voters = _f_granting_voters
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_Voter_v0(o, w):
@@ -226,92 +259,104 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_LeaderChangeMessage_v0, 1: _d_LeaderChangeMessage_v1}
 ENCODERS = {0: _e_LeaderChangeMessage_v0, 1: _e_LeaderChangeMessage_v1}
 _reg(__file__, {
-    62: 'Voter.voter_id',
     63: 'Voter.voter_id',
-    64: 'Voter.<tagged fields>',
+    64: 'Voter.voter_id',
     65: 'Voter.<tagged fields>',
     66: 'Voter.<tagged fields>',
     67: 'Voter.<tagged fields>',
     68: 'Voter.<tagged fields>',
-    73: 'Voter.voter_id',
-    74: 'Voter.voter_id',
-    75: 'Voter.voter_directory_id',
-    76: 'Voter.voter_directory_id',
-    77: 'Voter.voter_directory_id',
-    78: 'Voter.voter_directory_id',
-    79: 'Voter.<tagged fields>',
-    80: 'Voter.<tagged fields>',
-    81: 'Voter.<tagged fields>',
-    82: 'Voter.<tagged fields>',
-    83: 'Voter.<tagged fields>',
-    88: 'LeaderChangeMessage.version/leader_id',
-    89: 'LeaderChangeMessage.version/leader_id',
-    90: 'LeaderChangeMessage.voters',
-    91: 'LeaderChangeMessage.voters',
-    92: 'LeaderChangeMessage.voters',
-    93: 'LeaderChangeMessage.voters',
-    94: 'LeaderChangeMessage.voters',
-    95: 'LeaderChangeMessage.voters',
-    96: 'LeaderChangeMessage.voters',
-    97: 'LeaderChangeMessage.voters',
-    98: 'LeaderChangeMessage.voters',
+    69: 'Voter.<tagged fields>',
+    78: 'Voter.voter_id',
+    79: 'Voter.voter_id',
+    80: 'Voter.voter_directory_id',
+    81: 'Voter.voter_directory_id',
+    82: 'Voter.voter_directory_id',
+    83: 'Voter.voter_directory_id',
+    84: 'Voter.<tagged fields>',
+    85: 'Voter.<tagged fields>',
+    86: 'Voter.<tagged fields>',
+    87: 'Voter.<tagged fields>',
+    88: 'Voter.<tagged fields>',
+    97: 'LeaderChangeMessage.version/leader_id',
+    98: 'LeaderChangeMessage.version/leader_id',
     99: 'LeaderChangeMessage.voters',
     100: 'LeaderChangeMessage.voters',
     101: 'LeaderChangeMessage.voters',
     102: 'LeaderChangeMessage.voters',
     103: 'LeaderChangeMessage.voters',
-    104: 'LeaderChangeMessage.granting_voters',
-    105: 'LeaderChangeMessage.granting_voters',
-    106: 'LeaderChangeMessage.granting_voters',
-    107: 'LeaderChangeMessage.granting_voters',
-    108: 'LeaderChangeMessage.granting_voters',
-    109: 'LeaderChangeMessage.granting_voters',
-    110: 'LeaderChangeMessage.granting_voters',
-    111: 'LeaderChangeMessage.granting_voters',
-    112: 'LeaderChangeMessage.granting_voters',
-    113: 'LeaderChangeMessage.granting_voters',
-    114: 'LeaderChangeMessage.granting_voters',
-    115: 'LeaderChangeMessage.granting_voters',
+    104: 'LeaderChangeMessage.voters',
+    105: 'LeaderChangeMessage.voters',
+    106: 'LeaderChangeMessage.voters',
+    107: 'LeaderChangeMessage.voters',
+    108: 'LeaderChangeMessage.voters',
+    109: 'LeaderChangeMessage.voters',
+    110: 'LeaderChangeMessage.voters',
+    111: 'LeaderChangeMessage.voters',
+    112: 'LeaderChangeMessage.voters',
+    113: 'LeaderChangeMessage.voters',
+    114: 'LeaderChangeMessage.voters',
+    115: 'LeaderChangeMessage.voters',
     116: 'LeaderChangeMessage.granting_voters',
     117: 'LeaderChangeMessage.granting_voters',
-    118: 'LeaderChangeMessage.<tagged fields>',
-    119: 'LeaderChangeMessage.<tagged fields>',
-    120: 'LeaderChangeMessage.<tagged fields>',
-    121: 'LeaderChangeMessage.<tagged fields>',
-    122: 'LeaderChangeMessage.<tagged fields>',
-    127: 'LeaderChangeMessage.version/leader_id',
-    128: 'LeaderChangeMessage.version/leader_id',
-    129: 'LeaderChangeMessage.voters',
-    130: 'LeaderChangeMessage.voters',
-    131: 'LeaderChangeMessage.voters',
-    132: 'LeaderChangeMessage.voters',
-    133: 'LeaderChangeMessage.voters',
-    134: 'LeaderChangeMessage.voters',
-    135: 'LeaderChangeMessage.voters',
-    136: 'LeaderChangeMessage.voters',
-    137: 'LeaderChangeMessage.voters',
-    138: 'LeaderChangeMessage.voters',
-    139: 'LeaderChangeMessage.voters',
-    140: 'LeaderChangeMessage.voters',
-    141: 'LeaderChangeMessage.voters',
-    142: 'LeaderChangeMessage.voters',
-    143: 'LeaderChangeMessage.granting_voters',
-    144: 'LeaderChangeMessage.granting_voters',
-    145: 'LeaderChangeMessage.granting_voters',
-    146: 'LeaderChangeMessage.granting_voters',
-    147: 'LeaderChangeMessage.granting_voters',
-    148: 'LeaderChangeMessage.granting_voters',
-    149: 'LeaderChangeMessage.granting_voters',
-    150: 'LeaderChangeMessage.granting_voters',
-    151: 'LeaderChangeMessage.granting_voters',
-    152: 'LeaderChangeMessage.granting_voters',
-    153: 'LeaderChangeMessage.granting_voters',
-    154: 'LeaderChangeMessage.granting_voters',
-    155: 'LeaderChangeMessage.granting_voters',
-    156: 'LeaderChangeMessage.granting_voters',
-    157: 'LeaderChangeMessage.<tagged fields>',
-    158: 'LeaderChangeMessage.<tagged fields>',
-    159: 'LeaderChangeMessage.<tagged fields>',
-    160: 'LeaderChangeMessage.<tagged fields>',
-    161: 'LeaderChangeMessage.<tagged fields>',
+    118: 'LeaderChangeMessage.granting_voters',
+    119: 'LeaderChangeMessage.granting_voters',
+    120: 'LeaderChangeMessage.granting_voters',
+    121: 'LeaderChangeMessage.granting_voters',
+    122: 'LeaderChangeMessage.granting_voters',
+    123: 'LeaderChangeMessage.granting_voters',
+    124: 'LeaderChangeMessage.granting_voters',
+    125: 'LeaderChangeMessage.granting_voters',
+    126: 'LeaderChangeMessage.granting_voters',
+    127: 'LeaderChangeMessage.granting_voters',
+    128: 'LeaderChangeMessage.granting_voters',
+    129: 'LeaderChangeMessage.granting_voters',
+    130: 'LeaderChangeMessage.granting_voters',
+    131: 'LeaderChangeMessage.granting_voters',
+    132: 'LeaderChangeMessage.granting_voters',
+    133: 'LeaderChangeMessage.<tagged fields>',
+    134: 'LeaderChangeMessage.<tagged fields>',
+    135: 'LeaderChangeMessage.<tagged fields>',
+    136: 'LeaderChangeMessage.<tagged fields>',
+    137: 'LeaderChangeMessage.<tagged fields>',
+    148: 'LeaderChangeMessage.version/leader_id',
+    149: 'LeaderChangeMessage.version/leader_id',
+    150: 'LeaderChangeMessage.voters',
+    151: 'LeaderChangeMessage.voters',
+    152: 'LeaderChangeMessage.voters',
+    153: 'LeaderChangeMessage.voters',
+    154: 'LeaderChangeMessage.voters',
+    155: 'LeaderChangeMessage.voters',
+    156: 'LeaderChangeMessage.voters',
+    157: 'LeaderChangeMessage.voters',
+    158: 'LeaderChangeMessage.voters',
+    159: 'LeaderChangeMessage.voters',
+    160: 'LeaderChangeMessage.voters',
+    161: 'LeaderChangeMessage.voters',
+    162: 'LeaderChangeMessage.voters',
+    163: 'LeaderChangeMessage.voters',
+    164: 'LeaderChangeMessage.voters',
+    165: 'LeaderChangeMessage.voters',
+    166: 'LeaderChangeMessage.voters',
+    167: 'LeaderChangeMessage.granting_voters',
+    168: 'LeaderChangeMessage.granting_voters',
+    169: 'LeaderChangeMessage.granting_voters',
+    170: 'LeaderChangeMessage.granting_voters',
+    171: 'LeaderChangeMessage.granting_voters',
+    172: 'LeaderChangeMessage.granting_voters',
+    173: 'LeaderChangeMessage.granting_voters',
+    174: 'LeaderChangeMessage.granting_voters',
+    175: 'LeaderChangeMessage.granting_voters',
+    176: 'LeaderChangeMessage.granting_voters',
+    177: 'LeaderChangeMessage.granting_voters',
+    178: 'LeaderChangeMessage.granting_voters',
+    179: 'LeaderChangeMessage.granting_voters',
+    180: 'LeaderChangeMessage.granting_voters',
+    181: 'LeaderChangeMessage.granting_voters',
+    182: 'LeaderChangeMessage.granting_voters',
+    183: 'LeaderChangeMessage.granting_voters',
+    184: 'LeaderChangeMessage.<tagged fields>',
+    185: 'LeaderChangeMessage.<tagged fields>',
+    186: 'LeaderChangeMessage.<tagged fields>',
+    187: 'LeaderChangeMessage.<tagged fields>',
+    188: 'LeaderChangeMessage.<tagged fields>',
 })

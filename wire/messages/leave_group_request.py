@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,13 +74,21 @@ def _d_MemberIdentity_v3(buf, pos):
             raise _trunc('MemberIdentity.group_instance_id', _n3, len(buf) - pos)
         _f_group_instance_id = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return MemberIdentity(_f_member_id, _f_group_instance_id, None, None), pos
+    _o = _new(MemberIdentity)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.reason = None
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MemberIdentity_v4(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -94,6 +103,9 @@ def _d_MemberIdentity_v4(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -110,13 +122,21 @@ def _d_MemberIdentity_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MemberIdentity.<tagged fields>')
-    return MemberIdentity(_f_member_id, _f_group_instance_id, None, _unk), pos
+    _o = _new(MemberIdentity)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.reason = None
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_MemberIdentity_v5(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -131,6 +151,9 @@ def _d_MemberIdentity_v5(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -145,6 +168,9 @@ def _d_MemberIdentity_v5(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -161,7 +187,12 @@ def _d_MemberIdentity_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MemberIdentity.<tagged fields>')
-    return MemberIdentity(_f_member_id, _f_group_instance_id, _f_reason, _unk), pos
+    _o = _new(MemberIdentity)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.reason = _f_reason
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaveGroupRequest_v0(buf, pos):
@@ -185,7 +216,12 @@ def _d_LeaveGroupRequest_v0(buf, pos):
             raise _trunc('LeaveGroupRequest.member_id', _n17, len(buf) - pos)
         _f_member_id = str(buf[pos:_end18], 'utf-8')
         pos = _end18
-    return LeaveGroupRequest(_f_group_id, _f_member_id, [], None), pos
+    _o = _new(LeaveGroupRequest)
+    _o.group_id = _f_group_id
+    _o.member_id = _f_member_id
+    _o.members = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_LeaveGroupRequest_v1 = _d_LeaveGroupRequest_v0
@@ -213,13 +249,21 @@ def _d_LeaveGroupRequest_v3(buf, pos):
         for _ in range(_n29):
             _x30, pos = _d_MemberIdentity_v3(buf, pos)
             _f_members.append(_x30)
-    return LeaveGroupRequest(_f_group_id, '', _f_members, None), pos
+    _o = _new(LeaveGroupRequest)
+    _o.group_id = _f_group_id
+    _o.member_id = ''
+    _o.members = _f_members
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaveGroupRequest_v4(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -234,6 +278,9 @@ def _d_LeaveGroupRequest_v4(buf, pos):
     _n33 = buf[pos]
     if _n33 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n33 = (_n33 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n33, pos = _ruv(buf, pos)
     _n33 -= 1
@@ -250,13 +297,21 @@ def _d_LeaveGroupRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaveGroupRequest.<tagged fields>')
-    return LeaveGroupRequest(_f_group_id, '', _f_members, _unk), pos
+    _o = _new(LeaveGroupRequest)
+    _o.group_id = _f_group_id
+    _o.member_id = ''
+    _o.members = _f_members
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_LeaveGroupRequest_v5(buf, pos):
     _n35 = buf[pos]
     if _n35 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n35 = (_n35 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n35, pos = _ruv(buf, pos)
     _n35 -= 1
@@ -271,6 +326,9 @@ def _d_LeaveGroupRequest_v5(buf, pos):
     _n37 = buf[pos]
     if _n37 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n37 = (_n37 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n37, pos = _ruv(buf, pos)
     _n37 -= 1
@@ -287,7 +345,12 @@ def _d_LeaveGroupRequest_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaveGroupRequest.<tagged fields>')
-    return LeaveGroupRequest(_f_group_id, '', _f_members, _unk), pos
+    _o = _new(LeaveGroupRequest)
+    _o.group_id = _f_group_id
+    _o.member_id = ''
+    _o.members = _f_members
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_MemberIdentity_v3(o, w):
@@ -423,7 +486,6 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_LeaveGroupRequest_v0, 1: _d_LeaveGroupRequest_v1, 2: _d_LeaveGroupRequest_v2, 3: _d_LeaveGroupRequest_v3, 4: _d_LeaveGroupRequest_v4, 5: _d_LeaveGroupRequest_v5}
 ENCODERS = {0: _e_LeaveGroupRequest_v0, 1: _e_LeaveGroupRequest_v1, 2: _e_LeaveGroupRequest_v2, 3: _e_LeaveGroupRequest_v3, 4: _e_LeaveGroupRequest_v4, 5: _e_LeaveGroupRequest_v5}
 _reg(__file__, {
-    56: 'MemberIdentity.member_id',
     57: 'MemberIdentity.member_id',
     58: 'MemberIdentity.member_id',
     59: 'MemberIdentity.member_id',
@@ -433,7 +495,7 @@ _reg(__file__, {
     63: 'MemberIdentity.member_id',
     64: 'MemberIdentity.member_id',
     65: 'MemberIdentity.member_id',
-    66: 'MemberIdentity.group_instance_id',
+    66: 'MemberIdentity.member_id',
     67: 'MemberIdentity.group_instance_id',
     68: 'MemberIdentity.group_instance_id',
     69: 'MemberIdentity.group_instance_id',
@@ -443,12 +505,7 @@ _reg(__file__, {
     73: 'MemberIdentity.group_instance_id',
     74: 'MemberIdentity.group_instance_id',
     75: 'MemberIdentity.group_instance_id',
-    80: 'MemberIdentity.member_id',
-    81: 'MemberIdentity.member_id',
-    82: 'MemberIdentity.member_id',
-    83: 'MemberIdentity.member_id',
-    84: 'MemberIdentity.member_id',
-    85: 'MemberIdentity.member_id',
+    76: 'MemberIdentity.group_instance_id',
     86: 'MemberIdentity.member_id',
     87: 'MemberIdentity.member_id',
     88: 'MemberIdentity.member_id',
@@ -457,149 +514,133 @@ _reg(__file__, {
     91: 'MemberIdentity.member_id',
     92: 'MemberIdentity.member_id',
     93: 'MemberIdentity.member_id',
-    94: 'MemberIdentity.group_instance_id',
-    95: 'MemberIdentity.group_instance_id',
-    96: 'MemberIdentity.group_instance_id',
-    97: 'MemberIdentity.group_instance_id',
-    98: 'MemberIdentity.group_instance_id',
-    99: 'MemberIdentity.group_instance_id',
-    100: 'MemberIdentity.group_instance_id',
-    101: 'MemberIdentity.group_instance_id',
-    102: 'MemberIdentity.group_instance_id',
+    94: 'MemberIdentity.member_id',
+    95: 'MemberIdentity.member_id',
+    96: 'MemberIdentity.member_id',
+    97: 'MemberIdentity.member_id',
+    98: 'MemberIdentity.member_id',
+    99: 'MemberIdentity.member_id',
+    100: 'MemberIdentity.member_id',
+    101: 'MemberIdentity.member_id',
+    102: 'MemberIdentity.member_id',
     103: 'MemberIdentity.group_instance_id',
     104: 'MemberIdentity.group_instance_id',
     105: 'MemberIdentity.group_instance_id',
     106: 'MemberIdentity.group_instance_id',
     107: 'MemberIdentity.group_instance_id',
-    108: 'MemberIdentity.<tagged fields>',
-    109: 'MemberIdentity.<tagged fields>',
-    110: 'MemberIdentity.<tagged fields>',
-    111: 'MemberIdentity.<tagged fields>',
-    112: 'MemberIdentity.<tagged fields>',
-    117: 'MemberIdentity.member_id',
-    118: 'MemberIdentity.member_id',
-    119: 'MemberIdentity.member_id',
-    120: 'MemberIdentity.member_id',
-    121: 'MemberIdentity.member_id',
-    122: 'MemberIdentity.member_id',
-    123: 'MemberIdentity.member_id',
-    124: 'MemberIdentity.member_id',
-    125: 'MemberIdentity.member_id',
-    126: 'MemberIdentity.member_id',
-    127: 'MemberIdentity.member_id',
-    128: 'MemberIdentity.member_id',
-    129: 'MemberIdentity.member_id',
-    130: 'MemberIdentity.member_id',
-    131: 'MemberIdentity.group_instance_id',
-    132: 'MemberIdentity.group_instance_id',
-    133: 'MemberIdentity.group_instance_id',
-    134: 'MemberIdentity.group_instance_id',
-    135: 'MemberIdentity.group_instance_id',
-    136: 'MemberIdentity.group_instance_id',
-    137: 'MemberIdentity.group_instance_id',
-    138: 'MemberIdentity.group_instance_id',
-    139: 'MemberIdentity.group_instance_id',
-    140: 'MemberIdentity.group_instance_id',
-    141: 'MemberIdentity.group_instance_id',
-    142: 'MemberIdentity.group_instance_id',
-    143: 'MemberIdentity.group_instance_id',
-    144: 'MemberIdentity.group_instance_id',
-    145: 'MemberIdentity.reason',
-    146: 'MemberIdentity.reason',
-    147: 'MemberIdentity.reason',
-    148: 'MemberIdentity.reason',
-    149: 'MemberIdentity.reason',
-    150: 'MemberIdentity.reason',
-    151: 'MemberIdentity.reason',
-    152: 'MemberIdentity.reason',
-    153: 'MemberIdentity.reason',
-    154: 'MemberIdentity.reason',
-    155: 'MemberIdentity.reason',
-    156: 'MemberIdentity.reason',
-    157: 'MemberIdentity.reason',
-    158: 'MemberIdentity.reason',
-    159: 'MemberIdentity.<tagged fields>',
-    160: 'MemberIdentity.<tagged fields>',
-    161: 'MemberIdentity.<tagged fields>',
-    162: 'MemberIdentity.<tagged fields>',
-    163: 'MemberIdentity.<tagged fields>',
-    168: 'LeaveGroupRequest.group_id',
-    169: 'LeaveGroupRequest.group_id',
-    170: 'LeaveGroupRequest.group_id',
-    171: 'LeaveGroupRequest.group_id',
-    172: 'LeaveGroupRequest.group_id',
-    173: 'LeaveGroupRequest.group_id',
-    174: 'LeaveGroupRequest.group_id',
-    175: 'LeaveGroupRequest.group_id',
-    176: 'LeaveGroupRequest.group_id',
-    177: 'LeaveGroupRequest.group_id',
-    178: 'LeaveGroupRequest.member_id',
-    179: 'LeaveGroupRequest.member_id',
-    180: 'LeaveGroupRequest.member_id',
-    181: 'LeaveGroupRequest.member_id',
-    182: 'LeaveGroupRequest.member_id',
-    183: 'LeaveGroupRequest.member_id',
-    184: 'LeaveGroupRequest.member_id',
-    185: 'LeaveGroupRequest.member_id',
-    186: 'LeaveGroupRequest.member_id',
-    187: 'LeaveGroupRequest.member_id',
-    194: 'LeaveGroupRequest.group_id',
-    195: 'LeaveGroupRequest.group_id',
-    196: 'LeaveGroupRequest.group_id',
-    197: 'LeaveGroupRequest.group_id',
-    198: 'LeaveGroupRequest.group_id',
+    108: 'MemberIdentity.group_instance_id',
+    109: 'MemberIdentity.group_instance_id',
+    110: 'MemberIdentity.group_instance_id',
+    111: 'MemberIdentity.group_instance_id',
+    112: 'MemberIdentity.group_instance_id',
+    113: 'MemberIdentity.group_instance_id',
+    114: 'MemberIdentity.group_instance_id',
+    115: 'MemberIdentity.group_instance_id',
+    116: 'MemberIdentity.group_instance_id',
+    117: 'MemberIdentity.group_instance_id',
+    118: 'MemberIdentity.group_instance_id',
+    119: 'MemberIdentity.group_instance_id',
+    120: 'MemberIdentity.<tagged fields>',
+    121: 'MemberIdentity.<tagged fields>',
+    122: 'MemberIdentity.<tagged fields>',
+    123: 'MemberIdentity.<tagged fields>',
+    124: 'MemberIdentity.<tagged fields>',
+    134: 'MemberIdentity.member_id',
+    135: 'MemberIdentity.member_id',
+    136: 'MemberIdentity.member_id',
+    137: 'MemberIdentity.member_id',
+    138: 'MemberIdentity.member_id',
+    139: 'MemberIdentity.member_id',
+    140: 'MemberIdentity.member_id',
+    141: 'MemberIdentity.member_id',
+    142: 'MemberIdentity.member_id',
+    143: 'MemberIdentity.member_id',
+    144: 'MemberIdentity.member_id',
+    145: 'MemberIdentity.member_id',
+    146: 'MemberIdentity.member_id',
+    147: 'MemberIdentity.member_id',
+    148: 'MemberIdentity.member_id',
+    149: 'MemberIdentity.member_id',
+    150: 'MemberIdentity.member_id',
+    151: 'MemberIdentity.group_instance_id',
+    152: 'MemberIdentity.group_instance_id',
+    153: 'MemberIdentity.group_instance_id',
+    154: 'MemberIdentity.group_instance_id',
+    155: 'MemberIdentity.group_instance_id',
+    156: 'MemberIdentity.group_instance_id',
+    157: 'MemberIdentity.group_instance_id',
+    158: 'MemberIdentity.group_instance_id',
+    159: 'MemberIdentity.group_instance_id',
+    160: 'MemberIdentity.group_instance_id',
+    161: 'MemberIdentity.group_instance_id',
+    162: 'MemberIdentity.group_instance_id',
+    163: 'MemberIdentity.group_instance_id',
+    164: 'MemberIdentity.group_instance_id',
+    165: 'MemberIdentity.group_instance_id',
+    166: 'MemberIdentity.group_instance_id',
+    167: 'MemberIdentity.group_instance_id',
+    168: 'MemberIdentity.reason',
+    169: 'MemberIdentity.reason',
+    170: 'MemberIdentity.reason',
+    171: 'MemberIdentity.reason',
+    172: 'MemberIdentity.reason',
+    173: 'MemberIdentity.reason',
+    174: 'MemberIdentity.reason',
+    175: 'MemberIdentity.reason',
+    176: 'MemberIdentity.reason',
+    177: 'MemberIdentity.reason',
+    178: 'MemberIdentity.reason',
+    179: 'MemberIdentity.reason',
+    180: 'MemberIdentity.reason',
+    181: 'MemberIdentity.reason',
+    182: 'MemberIdentity.reason',
+    183: 'MemberIdentity.reason',
+    184: 'MemberIdentity.reason',
+    185: 'MemberIdentity.<tagged fields>',
+    186: 'MemberIdentity.<tagged fields>',
+    187: 'MemberIdentity.<tagged fields>',
+    188: 'MemberIdentity.<tagged fields>',
+    189: 'MemberIdentity.<tagged fields>',
     199: 'LeaveGroupRequest.group_id',
     200: 'LeaveGroupRequest.group_id',
     201: 'LeaveGroupRequest.group_id',
     202: 'LeaveGroupRequest.group_id',
     203: 'LeaveGroupRequest.group_id',
-    204: 'LeaveGroupRequest.members',
-    205: 'LeaveGroupRequest.members',
-    206: 'LeaveGroupRequest.members',
-    207: 'LeaveGroupRequest.members',
-    208: 'LeaveGroupRequest.members',
-    209: 'LeaveGroupRequest.members',
-    210: 'LeaveGroupRequest.members',
-    211: 'LeaveGroupRequest.members',
-    212: 'LeaveGroupRequest.members',
-    213: 'LeaveGroupRequest.members',
-    218: 'LeaveGroupRequest.group_id',
-    219: 'LeaveGroupRequest.group_id',
-    220: 'LeaveGroupRequest.group_id',
-    221: 'LeaveGroupRequest.group_id',
-    222: 'LeaveGroupRequest.group_id',
-    223: 'LeaveGroupRequest.group_id',
-    224: 'LeaveGroupRequest.group_id',
-    225: 'LeaveGroupRequest.group_id',
-    226: 'LeaveGroupRequest.group_id',
-    227: 'LeaveGroupRequest.group_id',
-    228: 'LeaveGroupRequest.group_id',
-    229: 'LeaveGroupRequest.group_id',
+    204: 'LeaveGroupRequest.group_id',
+    205: 'LeaveGroupRequest.group_id',
+    206: 'LeaveGroupRequest.group_id',
+    207: 'LeaveGroupRequest.group_id',
+    208: 'LeaveGroupRequest.group_id',
+    209: 'LeaveGroupRequest.member_id',
+    210: 'LeaveGroupRequest.member_id',
+    211: 'LeaveGroupRequest.member_id',
+    212: 'LeaveGroupRequest.member_id',
+    213: 'LeaveGroupRequest.member_id',
+    214: 'LeaveGroupRequest.member_id',
+    215: 'LeaveGroupRequest.member_id',
+    216: 'LeaveGroupRequest.member_id',
+    217: 'LeaveGroupRequest.member_id',
+    218: 'LeaveGroupRequest.member_id',
     230: 'LeaveGroupRequest.group_id',
     231: 'LeaveGroupRequest.group_id',
-    232: 'LeaveGroupRequest.members',
-    233: 'LeaveGroupRequest.members',
-    234: 'LeaveGroupRequest.members',
-    235: 'LeaveGroupRequest.members',
-    236: 'LeaveGroupRequest.members',
-    237: 'LeaveGroupRequest.members',
-    238: 'LeaveGroupRequest.members',
-    239: 'LeaveGroupRequest.members',
+    232: 'LeaveGroupRequest.group_id',
+    233: 'LeaveGroupRequest.group_id',
+    234: 'LeaveGroupRequest.group_id',
+    235: 'LeaveGroupRequest.group_id',
+    236: 'LeaveGroupRequest.group_id',
+    237: 'LeaveGroupRequest.group_id',
+    238: 'LeaveGroupRequest.group_id',
+    239: 'LeaveGroupRequest.group_id',
     240: 'LeaveGroupRequest.members',
     241: 'LeaveGroupRequest.members',
     242: 'LeaveGroupRequest.members',
     243: 'LeaveGroupRequest.members',
     244: 'LeaveGroupRequest.members',
     245: 'LeaveGroupRequest.members',
-    246: 'LeaveGroupRequest.<tagged fields>',
-    247: 'LeaveGroupRequest.<tagged fields>',
-    248: 'LeaveGroupRequest.<tagged fields>',
-    249: 'LeaveGroupRequest.<tagged fields>',
-    250: 'LeaveGroupRequest.<tagged fields>',
-    255: 'LeaveGroupRequest.group_id',
-    256: 'LeaveGroupRequest.group_id',
-    257: 'LeaveGroupRequest.group_id',
-    258: 'LeaveGroupRequest.group_id',
+    246: 'LeaveGroupRequest.members',
+    247: 'LeaveGroupRequest.members',
+    248: 'LeaveGroupRequest.members',
+    249: 'LeaveGroupRequest.members',
     259: 'LeaveGroupRequest.group_id',
     260: 'LeaveGroupRequest.group_id',
     261: 'LeaveGroupRequest.group_id',
@@ -610,13 +651,13 @@ _reg(__file__, {
     266: 'LeaveGroupRequest.group_id',
     267: 'LeaveGroupRequest.group_id',
     268: 'LeaveGroupRequest.group_id',
-    269: 'LeaveGroupRequest.members',
-    270: 'LeaveGroupRequest.members',
-    271: 'LeaveGroupRequest.members',
-    272: 'LeaveGroupRequest.members',
-    273: 'LeaveGroupRequest.members',
-    274: 'LeaveGroupRequest.members',
-    275: 'LeaveGroupRequest.members',
+    269: 'LeaveGroupRequest.group_id',
+    270: 'LeaveGroupRequest.group_id',
+    271: 'LeaveGroupRequest.group_id',
+    272: 'LeaveGroupRequest.group_id',
+    273: 'LeaveGroupRequest.group_id',
+    274: 'LeaveGroupRequest.group_id',
+    275: 'LeaveGroupRequest.group_id',
     276: 'LeaveGroupRequest.members',
     277: 'LeaveGroupRequest.members',
     278: 'LeaveGroupRequest.members',
@@ -624,9 +665,58 @@ _reg(__file__, {
     280: 'LeaveGroupRequest.members',
     281: 'LeaveGroupRequest.members',
     282: 'LeaveGroupRequest.members',
-    283: 'LeaveGroupRequest.<tagged fields>',
-    284: 'LeaveGroupRequest.<tagged fields>',
-    285: 'LeaveGroupRequest.<tagged fields>',
-    286: 'LeaveGroupRequest.<tagged fields>',
-    287: 'LeaveGroupRequest.<tagged fields>',
+    283: 'LeaveGroupRequest.members',
+    284: 'LeaveGroupRequest.members',
+    285: 'LeaveGroupRequest.members',
+    286: 'LeaveGroupRequest.members',
+    287: 'LeaveGroupRequest.members',
+    288: 'LeaveGroupRequest.members',
+    289: 'LeaveGroupRequest.members',
+    290: 'LeaveGroupRequest.members',
+    291: 'LeaveGroupRequest.members',
+    292: 'LeaveGroupRequest.members',
+    293: 'LeaveGroupRequest.<tagged fields>',
+    294: 'LeaveGroupRequest.<tagged fields>',
+    295: 'LeaveGroupRequest.<tagged fields>',
+    296: 'LeaveGroupRequest.<tagged fields>',
+    297: 'LeaveGroupRequest.<tagged fields>',
+    307: 'LeaveGroupRequest.group_id',
+    308: 'LeaveGroupRequest.group_id',
+    309: 'LeaveGroupRequest.group_id',
+    310: 'LeaveGroupRequest.group_id',
+    311: 'LeaveGroupRequest.group_id',
+    312: 'LeaveGroupRequest.group_id',
+    313: 'LeaveGroupRequest.group_id',
+    314: 'LeaveGroupRequest.group_id',
+    315: 'LeaveGroupRequest.group_id',
+    316: 'LeaveGroupRequest.group_id',
+    317: 'LeaveGroupRequest.group_id',
+    318: 'LeaveGroupRequest.group_id',
+    319: 'LeaveGroupRequest.group_id',
+    320: 'LeaveGroupRequest.group_id',
+    321: 'LeaveGroupRequest.group_id',
+    322: 'LeaveGroupRequest.group_id',
+    323: 'LeaveGroupRequest.group_id',
+    324: 'LeaveGroupRequest.members',
+    325: 'LeaveGroupRequest.members',
+    326: 'LeaveGroupRequest.members',
+    327: 'LeaveGroupRequest.members',
+    328: 'LeaveGroupRequest.members',
+    329: 'LeaveGroupRequest.members',
+    330: 'LeaveGroupRequest.members',
+    331: 'LeaveGroupRequest.members',
+    332: 'LeaveGroupRequest.members',
+    333: 'LeaveGroupRequest.members',
+    334: 'LeaveGroupRequest.members',
+    335: 'LeaveGroupRequest.members',
+    336: 'LeaveGroupRequest.members',
+    337: 'LeaveGroupRequest.members',
+    338: 'LeaveGroupRequest.members',
+    339: 'LeaveGroupRequest.members',
+    340: 'LeaveGroupRequest.members',
+    341: 'LeaveGroupRequest.<tagged fields>',
+    342: 'LeaveGroupRequest.<tagged fields>',
+    343: 'LeaveGroupRequest.<tagged fields>',
+    344: 'LeaveGroupRequest.<tagged fields>',
+    345: 'LeaveGroupRequest.<tagged fields>',
 })

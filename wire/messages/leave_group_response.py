@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -81,13 +82,21 @@ def _d_MemberResponse_v3(buf, pos):
         pos = _end4
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return MemberResponse(_f_member_id, _f_group_instance_id, _f_error_code, None), pos
+    _o = _new(MemberResponse)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MemberResponse_v4(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -102,6 +111,9 @@ def _d_MemberResponse_v4(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -120,7 +132,12 @@ def _d_MemberResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MemberResponse.<tagged fields>')
-    return MemberResponse(_f_member_id, _f_group_instance_id, _f_error_code, _unk), pos
+    _o = _new(MemberResponse)
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_MemberResponse_v5 = _d_MemberResponse_v4
@@ -128,13 +145,23 @@ _d_MemberResponse_v5 = _d_MemberResponse_v4
 def _d_LeaveGroupResponse_v0(buf, pos):
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return LeaveGroupResponse(0, _f_error_code, [], None), pos
+    _o = _new(LeaveGroupResponse)
+    _o.throttle_time_ms = 0
+    _o.error_code = _f_error_code
+    _o.members = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaveGroupResponse_v1(buf, pos):
     _f_throttle_time_ms, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return LeaveGroupResponse(_f_throttle_time_ms, _f_error_code, [], None), pos
+    _o = _new(LeaveGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.members = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_LeaveGroupResponse_v2 = _d_LeaveGroupResponse_v1
@@ -152,7 +179,12 @@ def _d_LeaveGroupResponse_v3(buf, pos):
         for _ in range(_n13):
             _x14, pos = _d_MemberResponse_v3(buf, pos)
             _f_members.append(_x14)
-    return LeaveGroupResponse(_f_throttle_time_ms, _f_error_code, _f_members, None), pos
+    _o = _new(LeaveGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.members = _f_members
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_LeaveGroupResponse_v4(buf, pos):
@@ -161,6 +193,9 @@ def _d_LeaveGroupResponse_v4(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -177,7 +212,12 @@ def _d_LeaveGroupResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaveGroupResponse.<tagged fields>')
-    return LeaveGroupResponse(_f_throttle_time_ms, _f_error_code, _f_members, _unk), pos
+    _o = _new(LeaveGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.members = _f_members
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaveGroupResponse_v5 = _d_LeaveGroupResponse_v4
@@ -262,7 +302,6 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_LeaveGroupResponse_v0, 1: _d_LeaveGroupResponse_v1, 2: _d_LeaveGroupResponse_v2, 3: _d_LeaveGroupResponse_v3, 4: _d_LeaveGroupResponse_v4, 5: _d_LeaveGroupResponse_v5}
 ENCODERS = {0: _e_LeaveGroupResponse_v0, 1: _e_LeaveGroupResponse_v1, 2: _e_LeaveGroupResponse_v2, 3: _e_LeaveGroupResponse_v3, 4: _e_LeaveGroupResponse_v4, 5: _e_LeaveGroupResponse_v5}
 _reg(__file__, {
-    62: 'MemberResponse.member_id',
     63: 'MemberResponse.member_id',
     64: 'MemberResponse.member_id',
     65: 'MemberResponse.member_id',
@@ -272,7 +311,7 @@ _reg(__file__, {
     69: 'MemberResponse.member_id',
     70: 'MemberResponse.member_id',
     71: 'MemberResponse.member_id',
-    72: 'MemberResponse.group_instance_id',
+    72: 'MemberResponse.member_id',
     73: 'MemberResponse.group_instance_id',
     74: 'MemberResponse.group_instance_id',
     75: 'MemberResponse.group_instance_id',
@@ -282,14 +321,9 @@ _reg(__file__, {
     79: 'MemberResponse.group_instance_id',
     80: 'MemberResponse.group_instance_id',
     81: 'MemberResponse.group_instance_id',
-    82: 'MemberResponse.error_code',
+    82: 'MemberResponse.group_instance_id',
     83: 'MemberResponse.error_code',
-    88: 'MemberResponse.member_id',
-    89: 'MemberResponse.member_id',
-    90: 'MemberResponse.member_id',
-    91: 'MemberResponse.member_id',
-    92: 'MemberResponse.member_id',
-    93: 'MemberResponse.member_id',
+    84: 'MemberResponse.error_code',
     94: 'MemberResponse.member_id',
     95: 'MemberResponse.member_id',
     96: 'MemberResponse.member_id',
@@ -298,62 +332,77 @@ _reg(__file__, {
     99: 'MemberResponse.member_id',
     100: 'MemberResponse.member_id',
     101: 'MemberResponse.member_id',
-    102: 'MemberResponse.group_instance_id',
-    103: 'MemberResponse.group_instance_id',
-    104: 'MemberResponse.group_instance_id',
-    105: 'MemberResponse.group_instance_id',
-    106: 'MemberResponse.group_instance_id',
-    107: 'MemberResponse.group_instance_id',
-    108: 'MemberResponse.group_instance_id',
-    109: 'MemberResponse.group_instance_id',
-    110: 'MemberResponse.group_instance_id',
+    102: 'MemberResponse.member_id',
+    103: 'MemberResponse.member_id',
+    104: 'MemberResponse.member_id',
+    105: 'MemberResponse.member_id',
+    106: 'MemberResponse.member_id',
+    107: 'MemberResponse.member_id',
+    108: 'MemberResponse.member_id',
+    109: 'MemberResponse.member_id',
+    110: 'MemberResponse.member_id',
     111: 'MemberResponse.group_instance_id',
     112: 'MemberResponse.group_instance_id',
     113: 'MemberResponse.group_instance_id',
     114: 'MemberResponse.group_instance_id',
     115: 'MemberResponse.group_instance_id',
-    116: 'MemberResponse.error_code',
-    117: 'MemberResponse.error_code',
-    118: 'MemberResponse.<tagged fields>',
-    119: 'MemberResponse.<tagged fields>',
-    120: 'MemberResponse.<tagged fields>',
-    121: 'MemberResponse.<tagged fields>',
-    122: 'MemberResponse.<tagged fields>',
-    128: 'LeaveGroupResponse.error_code',
-    129: 'LeaveGroupResponse.error_code',
-    134: 'LeaveGroupResponse.throttle_time_ms/error_code',
-    135: 'LeaveGroupResponse.throttle_time_ms/error_code',
-    141: 'LeaveGroupResponse.throttle_time_ms/error_code',
-    142: 'LeaveGroupResponse.throttle_time_ms/error_code',
-    143: 'LeaveGroupResponse.members',
-    144: 'LeaveGroupResponse.members',
-    145: 'LeaveGroupResponse.members',
-    146: 'LeaveGroupResponse.members',
-    147: 'LeaveGroupResponse.members',
-    148: 'LeaveGroupResponse.members',
-    149: 'LeaveGroupResponse.members',
-    150: 'LeaveGroupResponse.members',
-    151: 'LeaveGroupResponse.members',
-    152: 'LeaveGroupResponse.members',
+    116: 'MemberResponse.group_instance_id',
+    117: 'MemberResponse.group_instance_id',
+    118: 'MemberResponse.group_instance_id',
+    119: 'MemberResponse.group_instance_id',
+    120: 'MemberResponse.group_instance_id',
+    121: 'MemberResponse.group_instance_id',
+    122: 'MemberResponse.group_instance_id',
+    123: 'MemberResponse.group_instance_id',
+    124: 'MemberResponse.group_instance_id',
+    125: 'MemberResponse.group_instance_id',
+    126: 'MemberResponse.group_instance_id',
+    127: 'MemberResponse.group_instance_id',
+    128: 'MemberResponse.error_code',
+    129: 'MemberResponse.error_code',
+    130: 'MemberResponse.<tagged fields>',
+    131: 'MemberResponse.<tagged fields>',
+    132: 'MemberResponse.<tagged fields>',
+    133: 'MemberResponse.<tagged fields>',
+    134: 'MemberResponse.<tagged fields>',
+    145: 'LeaveGroupResponse.error_code',
+    146: 'LeaveGroupResponse.error_code',
+    156: 'LeaveGroupResponse.throttle_time_ms/error_code',
     157: 'LeaveGroupResponse.throttle_time_ms/error_code',
-    158: 'LeaveGroupResponse.throttle_time_ms/error_code',
-    159: 'LeaveGroupResponse.members',
-    160: 'LeaveGroupResponse.members',
-    161: 'LeaveGroupResponse.members',
-    162: 'LeaveGroupResponse.members',
-    163: 'LeaveGroupResponse.members',
-    164: 'LeaveGroupResponse.members',
-    165: 'LeaveGroupResponse.members',
-    166: 'LeaveGroupResponse.members',
-    167: 'LeaveGroupResponse.members',
-    168: 'LeaveGroupResponse.members',
-    169: 'LeaveGroupResponse.members',
+    168: 'LeaveGroupResponse.throttle_time_ms/error_code',
+    169: 'LeaveGroupResponse.throttle_time_ms/error_code',
     170: 'LeaveGroupResponse.members',
     171: 'LeaveGroupResponse.members',
     172: 'LeaveGroupResponse.members',
-    173: 'LeaveGroupResponse.<tagged fields>',
-    174: 'LeaveGroupResponse.<tagged fields>',
-    175: 'LeaveGroupResponse.<tagged fields>',
-    176: 'LeaveGroupResponse.<tagged fields>',
-    177: 'LeaveGroupResponse.<tagged fields>',
+    173: 'LeaveGroupResponse.members',
+    174: 'LeaveGroupResponse.members',
+    175: 'LeaveGroupResponse.members',
+    176: 'LeaveGroupResponse.members',
+    177: 'LeaveGroupResponse.members',
+    178: 'LeaveGroupResponse.members',
+    179: 'LeaveGroupResponse.members',
+    189: 'LeaveGroupResponse.throttle_time_ms/error_code',
+    190: 'LeaveGroupResponse.throttle_time_ms/error_code',
+    191: 'LeaveGroupResponse.members',
+    192: 'LeaveGroupResponse.members',
+    193: 'LeaveGroupResponse.members',
+    194: 'LeaveGroupResponse.members',
+    195: 'LeaveGroupResponse.members',
+    196: 'LeaveGroupResponse.members',
+    197: 'LeaveGroupResponse.members',
+    198: 'LeaveGroupResponse.members',
+    199: 'LeaveGroupResponse.members',
+    200: 'LeaveGroupResponse.members',
+    201: 'LeaveGroupResponse.members',
+    202: 'LeaveGroupResponse.members',
+    203: 'LeaveGroupResponse.members',
+    204: 'LeaveGroupResponse.members',
+    205: 'LeaveGroupResponse.members',
+    206: 'LeaveGroupResponse.members',
+    207: 'LeaveGroupResponse.members',
+    208: 'LeaveGroupResponse.<tagged fields>',
+    209: 'LeaveGroupResponse.<tagged fields>',
+    210: 'LeaveGroupResponse.<tagged fields>',
+    211: 'LeaveGroupResponse.<tagged fields>',
+    212: 'LeaveGroupResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -55,6 +56,9 @@ def _d_ClientMetricsResource_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -71,7 +75,10 @@ def _d_ClientMetricsResource_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ClientMetricsResource.<tagged fields>')
-    return ClientMetricsResource(_f_name, _unk), pos
+    _o = _new(ClientMetricsResource)
+    _o.name = _f_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListClientMetricsResourcesResponse_v0(buf, pos):
@@ -80,6 +87,9 @@ def _d_ListClientMetricsResourcesResponse_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -96,7 +106,12 @@ def _d_ListClientMetricsResourcesResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListClientMetricsResourcesResponse.<tagged fields>')
-    return ListClientMetricsResourcesResponse(_f_throttle_time_ms, _f_error_code, _f_client_metrics_resources, _unk), pos
+    _o = _new(ListClientMetricsResourcesResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.client_metrics_resources = _f_client_metrics_resources
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ClientMetricsResource_v0(o, w):
@@ -133,7 +148,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ListClientMetricsResourcesResponse_v0}
 ENCODERS = {0: _e_ListClientMetricsResourcesResponse_v0}
 _reg(__file__, {
-    55: 'ClientMetricsResource.name',
     56: 'ClientMetricsResource.name',
     57: 'ClientMetricsResource.name',
     58: 'ClientMetricsResource.name',
@@ -147,20 +161,17 @@ _reg(__file__, {
     66: 'ClientMetricsResource.name',
     67: 'ClientMetricsResource.name',
     68: 'ClientMetricsResource.name',
-    69: 'ClientMetricsResource.<tagged fields>',
-    70: 'ClientMetricsResource.<tagged fields>',
-    71: 'ClientMetricsResource.<tagged fields>',
-    72: 'ClientMetricsResource.<tagged fields>',
+    69: 'ClientMetricsResource.name',
+    70: 'ClientMetricsResource.name',
+    71: 'ClientMetricsResource.name',
+    72: 'ClientMetricsResource.name',
     73: 'ClientMetricsResource.<tagged fields>',
-    78: 'ListClientMetricsResourcesResponse.throttle_time_ms/error_code',
-    79: 'ListClientMetricsResourcesResponse.throttle_time_ms/error_code',
-    80: 'ListClientMetricsResourcesResponse.client_metrics_resources',
-    81: 'ListClientMetricsResourcesResponse.client_metrics_resources',
-    82: 'ListClientMetricsResourcesResponse.client_metrics_resources',
-    83: 'ListClientMetricsResourcesResponse.client_metrics_resources',
-    84: 'ListClientMetricsResourcesResponse.client_metrics_resources',
-    85: 'ListClientMetricsResourcesResponse.client_metrics_resources',
-    86: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    74: 'ClientMetricsResource.<tagged fields>',
+    75: 'ClientMetricsResource.<tagged fields>',
+    76: 'ClientMetricsResource.<tagged fields>',
+    77: 'ClientMetricsResource.<tagged fields>',
+    85: 'ListClientMetricsResourcesResponse.throttle_time_ms/error_code',
+    86: 'ListClientMetricsResourcesResponse.throttle_time_ms/error_code',
     87: 'ListClientMetricsResourcesResponse.client_metrics_resources',
     88: 'ListClientMetricsResourcesResponse.client_metrics_resources',
     89: 'ListClientMetricsResourcesResponse.client_metrics_resources',
@@ -168,9 +179,19 @@ _reg(__file__, {
     91: 'ListClientMetricsResourcesResponse.client_metrics_resources',
     92: 'ListClientMetricsResourcesResponse.client_metrics_resources',
     93: 'ListClientMetricsResourcesResponse.client_metrics_resources',
-    94: 'ListClientMetricsResourcesResponse.<tagged fields>',
-    95: 'ListClientMetricsResourcesResponse.<tagged fields>',
-    96: 'ListClientMetricsResourcesResponse.<tagged fields>',
-    97: 'ListClientMetricsResourcesResponse.<tagged fields>',
-    98: 'ListClientMetricsResourcesResponse.<tagged fields>',
+    94: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    95: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    96: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    97: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    98: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    99: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    100: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    101: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    102: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    103: 'ListClientMetricsResourcesResponse.client_metrics_resources',
+    104: 'ListClientMetricsResourcesResponse.<tagged fields>',
+    105: 'ListClientMetricsResourcesResponse.<tagged fields>',
+    106: 'ListClientMetricsResourcesResponse.<tagged fields>',
+    107: 'ListClientMetricsResourcesResponse.<tagged fields>',
+    108: 'ListClientMetricsResourcesResponse.<tagged fields>',
 })

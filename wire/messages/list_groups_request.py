@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -33,7 +34,11 @@ class ListGroupsRequest(_Message):
 
 
 def _d_ListGroupsRequest_v0(buf, pos):
-    return ListGroupsRequest([], [], None), pos
+    _o = _new(ListGroupsRequest)
+    _o.states_filter = []
+    _o.types_filter = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListGroupsRequest_v1 = _d_ListGroupsRequest_v0
@@ -46,13 +51,20 @@ def _d_ListGroupsRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListGroupsRequest.<tagged fields>')
-    return ListGroupsRequest([], [], _unk), pos
+    _o = _new(ListGroupsRequest)
+    _o.states_filter = []
+    _o.types_filter = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListGroupsRequest_v4(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -65,6 +77,9 @@ def _d_ListGroupsRequest_v4(buf, pos):
             _n3 = buf[pos]
             if _n3 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n3, pos = _ruv(buf, pos)
             _n3 -= 1
@@ -82,13 +97,20 @@ def _d_ListGroupsRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListGroupsRequest.<tagged fields>')
-    return ListGroupsRequest(_f_states_filter, [], _unk), pos
+    _o = _new(ListGroupsRequest)
+    _o.states_filter = _f_states_filter
+    _o.types_filter = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListGroupsRequest_v5(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -101,6 +123,9 @@ def _d_ListGroupsRequest_v5(buf, pos):
             _n7 = buf[pos]
             if _n7 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n7, pos = _ruv(buf, pos)
             _n7 -= 1
@@ -116,6 +141,9 @@ def _d_ListGroupsRequest_v5(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -128,6 +156,9 @@ def _d_ListGroupsRequest_v5(buf, pos):
             _n11 = buf[pos]
             if _n11 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n11, pos = _ruv(buf, pos)
             _n11 -= 1
@@ -145,7 +176,11 @@ def _d_ListGroupsRequest_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListGroupsRequest.<tagged fields>')
-    return ListGroupsRequest(_f_states_filter, _f_types_filter, _unk), pos
+    _o = _new(ListGroupsRequest)
+    _o.states_filter = _f_states_filter
+    _o.types_filter = _f_types_filter
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ListGroupsRequest_v0(o, w):
@@ -214,20 +249,11 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_ListGroupsRequest_v0, 1: _d_ListGroupsRequest_v1, 2: _d_ListGroupsRequest_v2, 3: _d_ListGroupsRequest_v3, 4: _d_ListGroupsRequest_v4, 5: _d_ListGroupsRequest_v5}
 ENCODERS = {0: _e_ListGroupsRequest_v0, 1: _e_ListGroupsRequest_v1, 2: _e_ListGroupsRequest_v2, 3: _e_ListGroupsRequest_v3, 4: _e_ListGroupsRequest_v4, 5: _e_ListGroupsRequest_v5}
 _reg(__file__, {
-    42: 'ListGroupsRequest.<tagged fields>',
-    43: 'ListGroupsRequest.<tagged fields>',
-    44: 'ListGroupsRequest.<tagged fields>',
-    45: 'ListGroupsRequest.<tagged fields>',
-    46: 'ListGroupsRequest.<tagged fields>',
-    51: 'ListGroupsRequest.states_filter',
-    52: 'ListGroupsRequest.states_filter',
-    53: 'ListGroupsRequest.states_filter',
-    54: 'ListGroupsRequest.states_filter',
-    55: 'ListGroupsRequest.states_filter',
-    56: 'ListGroupsRequest.states_filter',
-    57: 'ListGroupsRequest.states_filter',
-    58: 'ListGroupsRequest.states_filter',
-    59: 'ListGroupsRequest.states_filter',
+    47: 'ListGroupsRequest.<tagged fields>',
+    48: 'ListGroupsRequest.<tagged fields>',
+    49: 'ListGroupsRequest.<tagged fields>',
+    50: 'ListGroupsRequest.<tagged fields>',
+    51: 'ListGroupsRequest.<tagged fields>',
     60: 'ListGroupsRequest.states_filter',
     61: 'ListGroupsRequest.states_filter',
     62: 'ListGroupsRequest.states_filter',
@@ -246,30 +272,26 @@ _reg(__file__, {
     75: 'ListGroupsRequest.states_filter',
     76: 'ListGroupsRequest.states_filter',
     77: 'ListGroupsRequest.states_filter',
-    78: 'ListGroupsRequest.<tagged fields>',
-    79: 'ListGroupsRequest.<tagged fields>',
-    80: 'ListGroupsRequest.<tagged fields>',
-    81: 'ListGroupsRequest.<tagged fields>',
-    82: 'ListGroupsRequest.<tagged fields>',
+    78: 'ListGroupsRequest.states_filter',
+    79: 'ListGroupsRequest.states_filter',
+    80: 'ListGroupsRequest.states_filter',
+    81: 'ListGroupsRequest.states_filter',
+    82: 'ListGroupsRequest.states_filter',
+    83: 'ListGroupsRequest.states_filter',
+    84: 'ListGroupsRequest.states_filter',
+    85: 'ListGroupsRequest.states_filter',
+    86: 'ListGroupsRequest.states_filter',
     87: 'ListGroupsRequest.states_filter',
     88: 'ListGroupsRequest.states_filter',
     89: 'ListGroupsRequest.states_filter',
     90: 'ListGroupsRequest.states_filter',
     91: 'ListGroupsRequest.states_filter',
     92: 'ListGroupsRequest.states_filter',
-    93: 'ListGroupsRequest.states_filter',
-    94: 'ListGroupsRequest.states_filter',
-    95: 'ListGroupsRequest.states_filter',
-    96: 'ListGroupsRequest.states_filter',
-    97: 'ListGroupsRequest.states_filter',
-    98: 'ListGroupsRequest.states_filter',
-    99: 'ListGroupsRequest.states_filter',
-    100: 'ListGroupsRequest.states_filter',
-    101: 'ListGroupsRequest.states_filter',
-    102: 'ListGroupsRequest.states_filter',
-    103: 'ListGroupsRequest.states_filter',
-    104: 'ListGroupsRequest.states_filter',
-    105: 'ListGroupsRequest.states_filter',
+    93: 'ListGroupsRequest.<tagged fields>',
+    94: 'ListGroupsRequest.<tagged fields>',
+    95: 'ListGroupsRequest.<tagged fields>',
+    96: 'ListGroupsRequest.<tagged fields>',
+    97: 'ListGroupsRequest.<tagged fields>',
     106: 'ListGroupsRequest.states_filter',
     107: 'ListGroupsRequest.states_filter',
     108: 'ListGroupsRequest.states_filter',
@@ -278,36 +300,67 @@ _reg(__file__, {
     111: 'ListGroupsRequest.states_filter',
     112: 'ListGroupsRequest.states_filter',
     113: 'ListGroupsRequest.states_filter',
-    114: 'ListGroupsRequest.types_filter',
-    115: 'ListGroupsRequest.types_filter',
-    116: 'ListGroupsRequest.types_filter',
-    117: 'ListGroupsRequest.types_filter',
-    118: 'ListGroupsRequest.types_filter',
-    119: 'ListGroupsRequest.types_filter',
-    120: 'ListGroupsRequest.types_filter',
-    121: 'ListGroupsRequest.types_filter',
-    122: 'ListGroupsRequest.types_filter',
-    123: 'ListGroupsRequest.types_filter',
-    124: 'ListGroupsRequest.types_filter',
-    125: 'ListGroupsRequest.types_filter',
-    126: 'ListGroupsRequest.types_filter',
-    127: 'ListGroupsRequest.types_filter',
-    128: 'ListGroupsRequest.types_filter',
-    129: 'ListGroupsRequest.types_filter',
-    130: 'ListGroupsRequest.types_filter',
-    131: 'ListGroupsRequest.types_filter',
-    132: 'ListGroupsRequest.types_filter',
-    133: 'ListGroupsRequest.types_filter',
-    134: 'ListGroupsRequest.types_filter',
-    135: 'ListGroupsRequest.types_filter',
-    136: 'ListGroupsRequest.types_filter',
-    137: 'ListGroupsRequest.types_filter',
-    138: 'ListGroupsRequest.types_filter',
+    114: 'ListGroupsRequest.states_filter',
+    115: 'ListGroupsRequest.states_filter',
+    116: 'ListGroupsRequest.states_filter',
+    117: 'ListGroupsRequest.states_filter',
+    118: 'ListGroupsRequest.states_filter',
+    119: 'ListGroupsRequest.states_filter',
+    120: 'ListGroupsRequest.states_filter',
+    121: 'ListGroupsRequest.states_filter',
+    122: 'ListGroupsRequest.states_filter',
+    123: 'ListGroupsRequest.states_filter',
+    124: 'ListGroupsRequest.states_filter',
+    125: 'ListGroupsRequest.states_filter',
+    126: 'ListGroupsRequest.states_filter',
+    127: 'ListGroupsRequest.states_filter',
+    128: 'ListGroupsRequest.states_filter',
+    129: 'ListGroupsRequest.states_filter',
+    130: 'ListGroupsRequest.states_filter',
+    131: 'ListGroupsRequest.states_filter',
+    132: 'ListGroupsRequest.states_filter',
+    133: 'ListGroupsRequest.states_filter',
+    134: 'ListGroupsRequest.states_filter',
+    135: 'ListGroupsRequest.states_filter',
+    136: 'ListGroupsRequest.states_filter',
+    137: 'ListGroupsRequest.states_filter',
+    138: 'ListGroupsRequest.states_filter',
     139: 'ListGroupsRequest.types_filter',
     140: 'ListGroupsRequest.types_filter',
-    141: 'ListGroupsRequest.<tagged fields>',
-    142: 'ListGroupsRequest.<tagged fields>',
-    143: 'ListGroupsRequest.<tagged fields>',
-    144: 'ListGroupsRequest.<tagged fields>',
-    145: 'ListGroupsRequest.<tagged fields>',
+    141: 'ListGroupsRequest.types_filter',
+    142: 'ListGroupsRequest.types_filter',
+    143: 'ListGroupsRequest.types_filter',
+    144: 'ListGroupsRequest.types_filter',
+    145: 'ListGroupsRequest.types_filter',
+    146: 'ListGroupsRequest.types_filter',
+    147: 'ListGroupsRequest.types_filter',
+    148: 'ListGroupsRequest.types_filter',
+    149: 'ListGroupsRequest.types_filter',
+    150: 'ListGroupsRequest.types_filter',
+    151: 'ListGroupsRequest.types_filter',
+    152: 'ListGroupsRequest.types_filter',
+    153: 'ListGroupsRequest.types_filter',
+    154: 'ListGroupsRequest.types_filter',
+    155: 'ListGroupsRequest.types_filter',
+    156: 'ListGroupsRequest.types_filter',
+    157: 'ListGroupsRequest.types_filter',
+    158: 'ListGroupsRequest.types_filter',
+    159: 'ListGroupsRequest.types_filter',
+    160: 'ListGroupsRequest.types_filter',
+    161: 'ListGroupsRequest.types_filter',
+    162: 'ListGroupsRequest.types_filter',
+    163: 'ListGroupsRequest.types_filter',
+    164: 'ListGroupsRequest.types_filter',
+    165: 'ListGroupsRequest.types_filter',
+    166: 'ListGroupsRequest.types_filter',
+    167: 'ListGroupsRequest.types_filter',
+    168: 'ListGroupsRequest.types_filter',
+    169: 'ListGroupsRequest.types_filter',
+    170: 'ListGroupsRequest.types_filter',
+    171: 'ListGroupsRequest.types_filter',
+    172: 'ListGroupsRequest.<tagged fields>',
+    173: 'ListGroupsRequest.<tagged fields>',
+    174: 'ListGroupsRequest.<tagged fields>',
+    175: 'ListGroupsRequest.<tagged fields>',
+    176: 'ListGroupsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -81,7 +82,13 @@ def _d_ListedGroup_v0(buf, pos):
             raise _trunc('ListedGroup.protocol_type', _n3, len(buf) - pos)
         _f_protocol_type = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return ListedGroup(_f_group_id, _f_protocol_type, '', '', None), pos
+    _o = _new(ListedGroup)
+    _o.group_id = _f_group_id
+    _o.protocol_type = _f_protocol_type
+    _o.group_state = ''
+    _o.group_type = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListedGroup_v1 = _d_ListedGroup_v0
@@ -92,6 +99,9 @@ def _d_ListedGroup_v3(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -106,6 +116,9 @@ def _d_ListedGroup_v3(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -122,13 +135,22 @@ def _d_ListedGroup_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListedGroup.<tagged fields>')
-    return ListedGroup(_f_group_id, _f_protocol_type, '', '', _unk), pos
+    _o = _new(ListedGroup)
+    _o.group_id = _f_group_id
+    _o.protocol_type = _f_protocol_type
+    _o.group_state = ''
+    _o.group_type = ''
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListedGroup_v4(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -143,6 +165,9 @@ def _d_ListedGroup_v4(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -157,6 +182,9 @@ def _d_ListedGroup_v4(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -173,13 +201,22 @@ def _d_ListedGroup_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListedGroup.<tagged fields>')
-    return ListedGroup(_f_group_id, _f_protocol_type, _f_group_state, '', _unk), pos
+    _o = _new(ListedGroup)
+    _o.group_id = _f_group_id
+    _o.protocol_type = _f_protocol_type
+    _o.group_state = _f_group_state
+    _o.group_type = ''
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListedGroup_v5(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -194,6 +231,9 @@ def _d_ListedGroup_v5(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -208,6 +248,9 @@ def _d_ListedGroup_v5(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -222,6 +265,9 @@ def _d_ListedGroup_v5(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -238,7 +284,13 @@ def _d_ListedGroup_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListedGroup.<tagged fields>')
-    return ListedGroup(_f_group_id, _f_protocol_type, _f_group_state, _f_group_type, _unk), pos
+    _o = _new(ListedGroup)
+    _o.group_id = _f_group_id
+    _o.protocol_type = _f_protocol_type
+    _o.group_state = _f_group_state
+    _o.group_type = _f_group_type
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListGroupsResponse_v0(buf, pos):
@@ -254,7 +306,12 @@ def _d_ListGroupsResponse_v0(buf, pos):
         for _ in range(_n31):
             _x32, pos = _d_ListedGroup_v0(buf, pos)
             _f_groups.append(_x32)
-    return ListGroupsResponse(0, _f_error_code, _f_groups, None), pos
+    _o = _new(ListGroupsResponse)
+    _o.throttle_time_ms = 0
+    _o.error_code = _f_error_code
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ListGroupsResponse_v1(buf, pos):
@@ -270,7 +327,12 @@ def _d_ListGroupsResponse_v1(buf, pos):
         for _ in range(_n33):
             _x34, pos = _d_ListedGroup_v1(buf, pos)
             _f_groups.append(_x34)
-    return ListGroupsResponse(_f_throttle_time_ms, _f_error_code, _f_groups, None), pos
+    _o = _new(ListGroupsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListGroupsResponse_v2 = _d_ListGroupsResponse_v1
@@ -281,6 +343,9 @@ def _d_ListGroupsResponse_v3(buf, pos):
     _n37 = buf[pos]
     if _n37 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n37 = (_n37 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n37, pos = _ruv(buf, pos)
     _n37 -= 1
@@ -297,7 +362,12 @@ def _d_ListGroupsResponse_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListGroupsResponse.<tagged fields>')
-    return ListGroupsResponse(_f_throttle_time_ms, _f_error_code, _f_groups, _unk), pos
+    _o = _new(ListGroupsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListGroupsResponse_v4(buf, pos):
@@ -306,6 +376,9 @@ def _d_ListGroupsResponse_v4(buf, pos):
     _n39 = buf[pos]
     if _n39 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n39 = (_n39 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n39, pos = _ruv(buf, pos)
     _n39 -= 1
@@ -322,7 +395,12 @@ def _d_ListGroupsResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListGroupsResponse.<tagged fields>')
-    return ListGroupsResponse(_f_throttle_time_ms, _f_error_code, _f_groups, _unk), pos
+    _o = _new(ListGroupsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListGroupsResponse_v5(buf, pos):
@@ -331,6 +409,9 @@ def _d_ListGroupsResponse_v5(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -347,7 +428,12 @@ def _d_ListGroupsResponse_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListGroupsResponse.<tagged fields>')
-    return ListGroupsResponse(_f_throttle_time_ms, _f_error_code, _f_groups, _unk), pos
+    _o = _new(ListGroupsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ListedGroup_v0(o, w):
@@ -501,7 +587,6 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_ListGroupsResponse_v0, 1: _d_ListGroupsResponse_v1, 2: _d_ListGroupsResponse_v2, 3: _d_ListGroupsResponse_v3, 4: _d_ListGroupsResponse_v4, 5: _d_ListGroupsResponse_v5}
 ENCODERS = {0: _e_ListGroupsResponse_v0, 1: _e_ListGroupsResponse_v1, 2: _e_ListGroupsResponse_v2, 3: _e_ListGroupsResponse_v3, 4: _e_ListGroupsResponse_v4, 5: _e_ListGroupsResponse_v5}
 _reg(__file__, {
-    64: 'ListedGroup.group_id',
     65: 'ListedGroup.group_id',
     66: 'ListedGroup.group_id',
     67: 'ListedGroup.group_id',
@@ -511,7 +596,7 @@ _reg(__file__, {
     71: 'ListedGroup.group_id',
     72: 'ListedGroup.group_id',
     73: 'ListedGroup.group_id',
-    74: 'ListedGroup.protocol_type',
+    74: 'ListedGroup.group_id',
     75: 'ListedGroup.protocol_type',
     76: 'ListedGroup.protocol_type',
     77: 'ListedGroup.protocol_type',
@@ -521,13 +606,7 @@ _reg(__file__, {
     81: 'ListedGroup.protocol_type',
     82: 'ListedGroup.protocol_type',
     83: 'ListedGroup.protocol_type',
-    90: 'ListedGroup.group_id',
-    91: 'ListedGroup.group_id',
-    92: 'ListedGroup.group_id',
-    93: 'ListedGroup.group_id',
-    94: 'ListedGroup.group_id',
-    95: 'ListedGroup.group_id',
-    96: 'ListedGroup.group_id',
+    84: 'ListedGroup.protocol_type',
     97: 'ListedGroup.group_id',
     98: 'ListedGroup.group_id',
     99: 'ListedGroup.group_id',
@@ -535,218 +614,261 @@ _reg(__file__, {
     101: 'ListedGroup.group_id',
     102: 'ListedGroup.group_id',
     103: 'ListedGroup.group_id',
-    104: 'ListedGroup.protocol_type',
-    105: 'ListedGroup.protocol_type',
-    106: 'ListedGroup.protocol_type',
-    107: 'ListedGroup.protocol_type',
-    108: 'ListedGroup.protocol_type',
-    109: 'ListedGroup.protocol_type',
-    110: 'ListedGroup.protocol_type',
-    111: 'ListedGroup.protocol_type',
-    112: 'ListedGroup.protocol_type',
-    113: 'ListedGroup.protocol_type',
+    104: 'ListedGroup.group_id',
+    105: 'ListedGroup.group_id',
+    106: 'ListedGroup.group_id',
+    107: 'ListedGroup.group_id',
+    108: 'ListedGroup.group_id',
+    109: 'ListedGroup.group_id',
+    110: 'ListedGroup.group_id',
+    111: 'ListedGroup.group_id',
+    112: 'ListedGroup.group_id',
+    113: 'ListedGroup.group_id',
     114: 'ListedGroup.protocol_type',
     115: 'ListedGroup.protocol_type',
     116: 'ListedGroup.protocol_type',
     117: 'ListedGroup.protocol_type',
-    118: 'ListedGroup.<tagged fields>',
-    119: 'ListedGroup.<tagged fields>',
-    120: 'ListedGroup.<tagged fields>',
-    121: 'ListedGroup.<tagged fields>',
-    122: 'ListedGroup.<tagged fields>',
-    127: 'ListedGroup.group_id',
-    128: 'ListedGroup.group_id',
-    129: 'ListedGroup.group_id',
-    130: 'ListedGroup.group_id',
-    131: 'ListedGroup.group_id',
-    132: 'ListedGroup.group_id',
-    133: 'ListedGroup.group_id',
-    134: 'ListedGroup.group_id',
-    135: 'ListedGroup.group_id',
-    136: 'ListedGroup.group_id',
-    137: 'ListedGroup.group_id',
-    138: 'ListedGroup.group_id',
-    139: 'ListedGroup.group_id',
-    140: 'ListedGroup.group_id',
-    141: 'ListedGroup.protocol_type',
-    142: 'ListedGroup.protocol_type',
-    143: 'ListedGroup.protocol_type',
-    144: 'ListedGroup.protocol_type',
-    145: 'ListedGroup.protocol_type',
-    146: 'ListedGroup.protocol_type',
-    147: 'ListedGroup.protocol_type',
-    148: 'ListedGroup.protocol_type',
-    149: 'ListedGroup.protocol_type',
-    150: 'ListedGroup.protocol_type',
-    151: 'ListedGroup.protocol_type',
-    152: 'ListedGroup.protocol_type',
-    153: 'ListedGroup.protocol_type',
-    154: 'ListedGroup.protocol_type',
-    155: 'ListedGroup.group_state',
-    156: 'ListedGroup.group_state',
-    157: 'ListedGroup.group_state',
-    158: 'ListedGroup.group_state',
-    159: 'ListedGroup.group_state',
-    160: 'ListedGroup.group_state',
-    161: 'ListedGroup.group_state',
-    162: 'ListedGroup.group_state',
-    163: 'ListedGroup.group_state',
-    164: 'ListedGroup.group_state',
-    165: 'ListedGroup.group_state',
-    166: 'ListedGroup.group_state',
-    167: 'ListedGroup.group_state',
-    168: 'ListedGroup.group_state',
-    169: 'ListedGroup.<tagged fields>',
-    170: 'ListedGroup.<tagged fields>',
-    171: 'ListedGroup.<tagged fields>',
-    172: 'ListedGroup.<tagged fields>',
-    173: 'ListedGroup.<tagged fields>',
-    178: 'ListedGroup.group_id',
-    179: 'ListedGroup.group_id',
-    180: 'ListedGroup.group_id',
-    181: 'ListedGroup.group_id',
-    182: 'ListedGroup.group_id',
-    183: 'ListedGroup.group_id',
-    184: 'ListedGroup.group_id',
-    185: 'ListedGroup.group_id',
-    186: 'ListedGroup.group_id',
-    187: 'ListedGroup.group_id',
-    188: 'ListedGroup.group_id',
-    189: 'ListedGroup.group_id',
-    190: 'ListedGroup.group_id',
-    191: 'ListedGroup.group_id',
-    192: 'ListedGroup.protocol_type',
-    193: 'ListedGroup.protocol_type',
-    194: 'ListedGroup.protocol_type',
-    195: 'ListedGroup.protocol_type',
-    196: 'ListedGroup.protocol_type',
-    197: 'ListedGroup.protocol_type',
-    198: 'ListedGroup.protocol_type',
-    199: 'ListedGroup.protocol_type',
-    200: 'ListedGroup.protocol_type',
-    201: 'ListedGroup.protocol_type',
-    202: 'ListedGroup.protocol_type',
-    203: 'ListedGroup.protocol_type',
-    204: 'ListedGroup.protocol_type',
-    205: 'ListedGroup.protocol_type',
-    206: 'ListedGroup.group_state',
-    207: 'ListedGroup.group_state',
-    208: 'ListedGroup.group_state',
-    209: 'ListedGroup.group_state',
-    210: 'ListedGroup.group_state',
-    211: 'ListedGroup.group_state',
-    212: 'ListedGroup.group_state',
-    213: 'ListedGroup.group_state',
-    214: 'ListedGroup.group_state',
-    215: 'ListedGroup.group_state',
-    216: 'ListedGroup.group_state',
-    217: 'ListedGroup.group_state',
-    218: 'ListedGroup.group_state',
-    219: 'ListedGroup.group_state',
-    220: 'ListedGroup.group_type',
-    221: 'ListedGroup.group_type',
-    222: 'ListedGroup.group_type',
-    223: 'ListedGroup.group_type',
-    224: 'ListedGroup.group_type',
-    225: 'ListedGroup.group_type',
-    226: 'ListedGroup.group_type',
-    227: 'ListedGroup.group_type',
-    228: 'ListedGroup.group_type',
-    229: 'ListedGroup.group_type',
-    230: 'ListedGroup.group_type',
-    231: 'ListedGroup.group_type',
-    232: 'ListedGroup.group_type',
-    233: 'ListedGroup.group_type',
-    234: 'ListedGroup.<tagged fields>',
-    235: 'ListedGroup.<tagged fields>',
-    236: 'ListedGroup.<tagged fields>',
-    237: 'ListedGroup.<tagged fields>',
-    238: 'ListedGroup.<tagged fields>',
-    243: 'ListGroupsResponse.error_code',
-    244: 'ListGroupsResponse.error_code',
-    245: 'ListGroupsResponse.groups',
-    246: 'ListGroupsResponse.groups',
-    247: 'ListGroupsResponse.groups',
-    248: 'ListGroupsResponse.groups',
-    249: 'ListGroupsResponse.groups',
-    250: 'ListGroupsResponse.groups',
-    251: 'ListGroupsResponse.groups',
-    252: 'ListGroupsResponse.groups',
-    253: 'ListGroupsResponse.groups',
-    254: 'ListGroupsResponse.groups',
-    259: 'ListGroupsResponse.throttle_time_ms/error_code',
-    260: 'ListGroupsResponse.throttle_time_ms/error_code',
-    261: 'ListGroupsResponse.groups',
-    262: 'ListGroupsResponse.groups',
-    263: 'ListGroupsResponse.groups',
-    264: 'ListGroupsResponse.groups',
-    265: 'ListGroupsResponse.groups',
-    266: 'ListGroupsResponse.groups',
-    267: 'ListGroupsResponse.groups',
-    268: 'ListGroupsResponse.groups',
-    269: 'ListGroupsResponse.groups',
-    270: 'ListGroupsResponse.groups',
-    276: 'ListGroupsResponse.throttle_time_ms/error_code',
-    277: 'ListGroupsResponse.throttle_time_ms/error_code',
-    278: 'ListGroupsResponse.groups',
-    279: 'ListGroupsResponse.groups',
-    280: 'ListGroupsResponse.groups',
-    281: 'ListGroupsResponse.groups',
-    282: 'ListGroupsResponse.groups',
-    283: 'ListGroupsResponse.groups',
-    284: 'ListGroupsResponse.groups',
-    285: 'ListGroupsResponse.groups',
-    286: 'ListGroupsResponse.groups',
-    287: 'ListGroupsResponse.groups',
-    288: 'ListGroupsResponse.groups',
-    289: 'ListGroupsResponse.groups',
-    290: 'ListGroupsResponse.groups',
-    291: 'ListGroupsResponse.groups',
-    292: 'ListGroupsResponse.<tagged fields>',
-    293: 'ListGroupsResponse.<tagged fields>',
-    294: 'ListGroupsResponse.<tagged fields>',
-    295: 'ListGroupsResponse.<tagged fields>',
-    296: 'ListGroupsResponse.<tagged fields>',
-    301: 'ListGroupsResponse.throttle_time_ms/error_code',
-    302: 'ListGroupsResponse.throttle_time_ms/error_code',
+    118: 'ListedGroup.protocol_type',
+    119: 'ListedGroup.protocol_type',
+    120: 'ListedGroup.protocol_type',
+    121: 'ListedGroup.protocol_type',
+    122: 'ListedGroup.protocol_type',
+    123: 'ListedGroup.protocol_type',
+    124: 'ListedGroup.protocol_type',
+    125: 'ListedGroup.protocol_type',
+    126: 'ListedGroup.protocol_type',
+    127: 'ListedGroup.protocol_type',
+    128: 'ListedGroup.protocol_type',
+    129: 'ListedGroup.protocol_type',
+    130: 'ListedGroup.protocol_type',
+    131: 'ListedGroup.<tagged fields>',
+    132: 'ListedGroup.<tagged fields>',
+    133: 'ListedGroup.<tagged fields>',
+    134: 'ListedGroup.<tagged fields>',
+    135: 'ListedGroup.<tagged fields>',
+    146: 'ListedGroup.group_id',
+    147: 'ListedGroup.group_id',
+    148: 'ListedGroup.group_id',
+    149: 'ListedGroup.group_id',
+    150: 'ListedGroup.group_id',
+    151: 'ListedGroup.group_id',
+    152: 'ListedGroup.group_id',
+    153: 'ListedGroup.group_id',
+    154: 'ListedGroup.group_id',
+    155: 'ListedGroup.group_id',
+    156: 'ListedGroup.group_id',
+    157: 'ListedGroup.group_id',
+    158: 'ListedGroup.group_id',
+    159: 'ListedGroup.group_id',
+    160: 'ListedGroup.group_id',
+    161: 'ListedGroup.group_id',
+    162: 'ListedGroup.group_id',
+    163: 'ListedGroup.protocol_type',
+    164: 'ListedGroup.protocol_type',
+    165: 'ListedGroup.protocol_type',
+    166: 'ListedGroup.protocol_type',
+    167: 'ListedGroup.protocol_type',
+    168: 'ListedGroup.protocol_type',
+    169: 'ListedGroup.protocol_type',
+    170: 'ListedGroup.protocol_type',
+    171: 'ListedGroup.protocol_type',
+    172: 'ListedGroup.protocol_type',
+    173: 'ListedGroup.protocol_type',
+    174: 'ListedGroup.protocol_type',
+    175: 'ListedGroup.protocol_type',
+    176: 'ListedGroup.protocol_type',
+    177: 'ListedGroup.protocol_type',
+    178: 'ListedGroup.protocol_type',
+    179: 'ListedGroup.protocol_type',
+    180: 'ListedGroup.group_state',
+    181: 'ListedGroup.group_state',
+    182: 'ListedGroup.group_state',
+    183: 'ListedGroup.group_state',
+    184: 'ListedGroup.group_state',
+    185: 'ListedGroup.group_state',
+    186: 'ListedGroup.group_state',
+    187: 'ListedGroup.group_state',
+    188: 'ListedGroup.group_state',
+    189: 'ListedGroup.group_state',
+    190: 'ListedGroup.group_state',
+    191: 'ListedGroup.group_state',
+    192: 'ListedGroup.group_state',
+    193: 'ListedGroup.group_state',
+    194: 'ListedGroup.group_state',
+    195: 'ListedGroup.group_state',
+    196: 'ListedGroup.group_state',
+    197: 'ListedGroup.<tagged fields>',
+    198: 'ListedGroup.<tagged fields>',
+    199: 'ListedGroup.<tagged fields>',
+    200: 'ListedGroup.<tagged fields>',
+    201: 'ListedGroup.<tagged fields>',
+    212: 'ListedGroup.group_id',
+    213: 'ListedGroup.group_id',
+    214: 'ListedGroup.group_id',
+    215: 'ListedGroup.group_id',
+    216: 'ListedGroup.group_id',
+    217: 'ListedGroup.group_id',
+    218: 'ListedGroup.group_id',
+    219: 'ListedGroup.group_id',
+    220: 'ListedGroup.group_id',
+    221: 'ListedGroup.group_id',
+    222: 'ListedGroup.group_id',
+    223: 'ListedGroup.group_id',
+    224: 'ListedGroup.group_id',
+    225: 'ListedGroup.group_id',
+    226: 'ListedGroup.group_id',
+    227: 'ListedGroup.group_id',
+    228: 'ListedGroup.group_id',
+    229: 'ListedGroup.protocol_type',
+    230: 'ListedGroup.protocol_type',
+    231: 'ListedGroup.protocol_type',
+    232: 'ListedGroup.protocol_type',
+    233: 'ListedGroup.protocol_type',
+    234: 'ListedGroup.protocol_type',
+    235: 'ListedGroup.protocol_type',
+    236: 'ListedGroup.protocol_type',
+    237: 'ListedGroup.protocol_type',
+    238: 'ListedGroup.protocol_type',
+    239: 'ListedGroup.protocol_type',
+    240: 'ListedGroup.protocol_type',
+    241: 'ListedGroup.protocol_type',
+    242: 'ListedGroup.protocol_type',
+    243: 'ListedGroup.protocol_type',
+    244: 'ListedGroup.protocol_type',
+    245: 'ListedGroup.protocol_type',
+    246: 'ListedGroup.group_state',
+    247: 'ListedGroup.group_state',
+    248: 'ListedGroup.group_state',
+    249: 'ListedGroup.group_state',
+    250: 'ListedGroup.group_state',
+    251: 'ListedGroup.group_state',
+    252: 'ListedGroup.group_state',
+    253: 'ListedGroup.group_state',
+    254: 'ListedGroup.group_state',
+    255: 'ListedGroup.group_state',
+    256: 'ListedGroup.group_state',
+    257: 'ListedGroup.group_state',
+    258: 'ListedGroup.group_state',
+    259: 'ListedGroup.group_state',
+    260: 'ListedGroup.group_state',
+    261: 'ListedGroup.group_state',
+    262: 'ListedGroup.group_state',
+    263: 'ListedGroup.group_type',
+    264: 'ListedGroup.group_type',
+    265: 'ListedGroup.group_type',
+    266: 'ListedGroup.group_type',
+    267: 'ListedGroup.group_type',
+    268: 'ListedGroup.group_type',
+    269: 'ListedGroup.group_type',
+    270: 'ListedGroup.group_type',
+    271: 'ListedGroup.group_type',
+    272: 'ListedGroup.group_type',
+    273: 'ListedGroup.group_type',
+    274: 'ListedGroup.group_type',
+    275: 'ListedGroup.group_type',
+    276: 'ListedGroup.group_type',
+    277: 'ListedGroup.group_type',
+    278: 'ListedGroup.group_type',
+    279: 'ListedGroup.group_type',
+    280: 'ListedGroup.<tagged fields>',
+    281: 'ListedGroup.<tagged fields>',
+    282: 'ListedGroup.<tagged fields>',
+    283: 'ListedGroup.<tagged fields>',
+    284: 'ListedGroup.<tagged fields>',
+    295: 'ListGroupsResponse.error_code',
+    296: 'ListGroupsResponse.error_code',
+    297: 'ListGroupsResponse.groups',
+    298: 'ListGroupsResponse.groups',
+    299: 'ListGroupsResponse.groups',
+    300: 'ListGroupsResponse.groups',
+    301: 'ListGroupsResponse.groups',
+    302: 'ListGroupsResponse.groups',
     303: 'ListGroupsResponse.groups',
     304: 'ListGroupsResponse.groups',
     305: 'ListGroupsResponse.groups',
     306: 'ListGroupsResponse.groups',
-    307: 'ListGroupsResponse.groups',
-    308: 'ListGroupsResponse.groups',
-    309: 'ListGroupsResponse.groups',
-    310: 'ListGroupsResponse.groups',
-    311: 'ListGroupsResponse.groups',
-    312: 'ListGroupsResponse.groups',
-    313: 'ListGroupsResponse.groups',
-    314: 'ListGroupsResponse.groups',
-    315: 'ListGroupsResponse.groups',
-    316: 'ListGroupsResponse.groups',
-    317: 'ListGroupsResponse.<tagged fields>',
-    318: 'ListGroupsResponse.<tagged fields>',
-    319: 'ListGroupsResponse.<tagged fields>',
-    320: 'ListGroupsResponse.<tagged fields>',
-    321: 'ListGroupsResponse.<tagged fields>',
-    326: 'ListGroupsResponse.throttle_time_ms/error_code',
-    327: 'ListGroupsResponse.throttle_time_ms/error_code',
-    328: 'ListGroupsResponse.groups',
-    329: 'ListGroupsResponse.groups',
-    330: 'ListGroupsResponse.groups',
-    331: 'ListGroupsResponse.groups',
-    332: 'ListGroupsResponse.groups',
-    333: 'ListGroupsResponse.groups',
-    334: 'ListGroupsResponse.groups',
-    335: 'ListGroupsResponse.groups',
-    336: 'ListGroupsResponse.groups',
-    337: 'ListGroupsResponse.groups',
-    338: 'ListGroupsResponse.groups',
-    339: 'ListGroupsResponse.groups',
+    316: 'ListGroupsResponse.throttle_time_ms/error_code',
+    317: 'ListGroupsResponse.throttle_time_ms/error_code',
+    318: 'ListGroupsResponse.groups',
+    319: 'ListGroupsResponse.groups',
+    320: 'ListGroupsResponse.groups',
+    321: 'ListGroupsResponse.groups',
+    322: 'ListGroupsResponse.groups',
+    323: 'ListGroupsResponse.groups',
+    324: 'ListGroupsResponse.groups',
+    325: 'ListGroupsResponse.groups',
+    326: 'ListGroupsResponse.groups',
+    327: 'ListGroupsResponse.groups',
+    338: 'ListGroupsResponse.throttle_time_ms/error_code',
+    339: 'ListGroupsResponse.throttle_time_ms/error_code',
     340: 'ListGroupsResponse.groups',
     341: 'ListGroupsResponse.groups',
-    342: 'ListGroupsResponse.<tagged fields>',
-    343: 'ListGroupsResponse.<tagged fields>',
-    344: 'ListGroupsResponse.<tagged fields>',
-    345: 'ListGroupsResponse.<tagged fields>',
-    346: 'ListGroupsResponse.<tagged fields>',
+    342: 'ListGroupsResponse.groups',
+    343: 'ListGroupsResponse.groups',
+    344: 'ListGroupsResponse.groups',
+    345: 'ListGroupsResponse.groups',
+    346: 'ListGroupsResponse.groups',
+    347: 'ListGroupsResponse.groups',
+    348: 'ListGroupsResponse.groups',
+    349: 'ListGroupsResponse.groups',
+    350: 'ListGroupsResponse.groups',
+    351: 'ListGroupsResponse.groups',
+    352: 'ListGroupsResponse.groups',
+    353: 'ListGroupsResponse.groups',
+    354: 'ListGroupsResponse.groups',
+    355: 'ListGroupsResponse.groups',
+    356: 'ListGroupsResponse.groups',
+    357: 'ListGroupsResponse.<tagged fields>',
+    358: 'ListGroupsResponse.<tagged fields>',
+    359: 'ListGroupsResponse.<tagged fields>',
+    360: 'ListGroupsResponse.<tagged fields>',
+    361: 'ListGroupsResponse.<tagged fields>',
+    371: 'ListGroupsResponse.throttle_time_ms/error_code',
+    372: 'ListGroupsResponse.throttle_time_ms/error_code',
+    373: 'ListGroupsResponse.groups',
+    374: 'ListGroupsResponse.groups',
+    375: 'ListGroupsResponse.groups',
+    376: 'ListGroupsResponse.groups',
+    377: 'ListGroupsResponse.groups',
+    378: 'ListGroupsResponse.groups',
+    379: 'ListGroupsResponse.groups',
+    380: 'ListGroupsResponse.groups',
+    381: 'ListGroupsResponse.groups',
+    382: 'ListGroupsResponse.groups',
+    383: 'ListGroupsResponse.groups',
+    384: 'ListGroupsResponse.groups',
+    385: 'ListGroupsResponse.groups',
+    386: 'ListGroupsResponse.groups',
+    387: 'ListGroupsResponse.groups',
+    388: 'ListGroupsResponse.groups',
+    389: 'ListGroupsResponse.groups',
+    390: 'ListGroupsResponse.<tagged fields>',
+    391: 'ListGroupsResponse.<tagged fields>',
+    392: 'ListGroupsResponse.<tagged fields>',
+    393: 'ListGroupsResponse.<tagged fields>',
+    394: 'ListGroupsResponse.<tagged fields>',
+    404: 'ListGroupsResponse.throttle_time_ms/error_code',
+    405: 'ListGroupsResponse.throttle_time_ms/error_code',
+    406: 'ListGroupsResponse.groups',
+    407: 'ListGroupsResponse.groups',
+    408: 'ListGroupsResponse.groups',
+    409: 'ListGroupsResponse.groups',
+    410: 'ListGroupsResponse.groups',
+    411: 'ListGroupsResponse.groups',
+    412: 'ListGroupsResponse.groups',
+    413: 'ListGroupsResponse.groups',
+    414: 'ListGroupsResponse.groups',
+    415: 'ListGroupsResponse.groups',
+    416: 'ListGroupsResponse.groups',
+    417: 'ListGroupsResponse.groups',
+    418: 'ListGroupsResponse.groups',
+    419: 'ListGroupsResponse.groups',
+    420: 'ListGroupsResponse.groups',
+    421: 'ListGroupsResponse.groups',
+    422: 'ListGroupsResponse.groups',
+    423: 'ListGroupsResponse.<tagged fields>',
+    424: 'ListGroupsResponse.<tagged fields>',
+    425: 'ListGroupsResponse.<tagged fields>',
+    426: 'ListGroupsResponse.<tagged fields>',
+    427: 'ListGroupsResponse.<tagged fields>',
 })

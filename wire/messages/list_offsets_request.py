@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -88,13 +89,25 @@ class ListOffsetsTopic(_Message):
 def _d_ListOffsetsPartition_v0(buf, pos):
     _f_partition_index, _f_timestamp, _f_max_num_offsets = _S_iqiu(buf, pos)
     pos += 16
-    return ListOffsetsPartition(_f_partition_index, -1, _f_timestamp, _f_max_num_offsets, None), pos
+    _o = _new(ListOffsetsPartition)
+    _o.partition_index = _f_partition_index
+    _o.current_leader_epoch = -1
+    _o.timestamp = _f_timestamp
+    _o.max_num_offsets = _f_max_num_offsets
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ListOffsetsPartition_v1(buf, pos):
     _f_partition_index, _f_timestamp = _S_iqu(buf, pos)
     pos += 12
-    return ListOffsetsPartition(_f_partition_index, -1, _f_timestamp, 1, None), pos
+    _o = _new(ListOffsetsPartition)
+    _o.partition_index = _f_partition_index
+    _o.current_leader_epoch = -1
+    _o.timestamp = _f_timestamp
+    _o.max_num_offsets = 1
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsPartition_v2 = _d_ListOffsetsPartition_v1
@@ -104,7 +117,13 @@ _d_ListOffsetsPartition_v3 = _d_ListOffsetsPartition_v1
 def _d_ListOffsetsPartition_v4(buf, pos):
     _f_partition_index, _f_current_leader_epoch, _f_timestamp = _S_iiqu(buf, pos)
     pos += 16
-    return ListOffsetsPartition(_f_partition_index, _f_current_leader_epoch, _f_timestamp, 1, None), pos
+    _o = _new(ListOffsetsPartition)
+    _o.partition_index = _f_partition_index
+    _o.current_leader_epoch = _f_current_leader_epoch
+    _o.timestamp = _f_timestamp
+    _o.max_num_offsets = 1
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsPartition_v5 = _d_ListOffsetsPartition_v4
@@ -117,7 +136,13 @@ def _d_ListOffsetsPartition_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListOffsetsPartition.<tagged fields>')
-    return ListOffsetsPartition(_f_partition_index, _f_current_leader_epoch, _f_timestamp, 1, _unk), pos
+    _o = _new(ListOffsetsPartition)
+    _o.partition_index = _f_partition_index
+    _o.current_leader_epoch = _f_current_leader_epoch
+    _o.timestamp = _f_timestamp
+    _o.max_num_offsets = 1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ListOffsetsPartition_v7 = _d_ListOffsetsPartition_v6
@@ -147,7 +172,11 @@ def _d_ListOffsetsTopic_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_ListOffsetsPartition_v0(buf, pos)
             _f_partitions.append(_x4)
-    return ListOffsetsTopic(_f_name, _f_partitions, None), pos
+    _o = _new(ListOffsetsTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ListOffsetsTopic_v1(buf, pos):
@@ -171,7 +200,11 @@ def _d_ListOffsetsTopic_v1(buf, pos):
         for _ in range(_n7):
             _x8, pos = _d_ListOffsetsPartition_v1(buf, pos)
             _f_partitions.append(_x8)
-    return ListOffsetsTopic(_f_name, _f_partitions, None), pos
+    _o = _new(ListOffsetsTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsTopic_v2 = _d_ListOffsetsTopic_v1
@@ -199,7 +232,11 @@ def _d_ListOffsetsTopic_v4(buf, pos):
         for _ in range(_n19):
             _x20, pos = _d_ListOffsetsPartition_v4(buf, pos)
             _f_partitions.append(_x20)
-    return ListOffsetsTopic(_f_name, _f_partitions, None), pos
+    _o = _new(ListOffsetsTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsTopic_v5 = _d_ListOffsetsTopic_v4
@@ -208,6 +245,9 @@ def _d_ListOffsetsTopic_v6(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -222,6 +262,9 @@ def _d_ListOffsetsTopic_v6(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -238,7 +281,11 @@ def _d_ListOffsetsTopic_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListOffsetsTopic.<tagged fields>')
-    return ListOffsetsTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(ListOffsetsTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ListOffsetsTopic_v7 = _d_ListOffsetsTopic_v6
@@ -260,7 +307,12 @@ def _d_ListOffsetsRequest_v0(buf, pos):
         for _ in range(_n41):
             _x42, pos = _d_ListOffsetsTopic_v0(buf, pos)
             _f_topics.append(_x42)
-    return ListOffsetsRequest(_f_replica_id, 0, _f_topics, None), pos
+    _o = _new(ListOffsetsRequest)
+    _o.replica_id = _f_replica_id
+    _o.isolation_level = 0
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ListOffsetsRequest_v1(buf, pos):
@@ -276,7 +328,12 @@ def _d_ListOffsetsRequest_v1(buf, pos):
         for _ in range(_n43):
             _x44, pos = _d_ListOffsetsTopic_v1(buf, pos)
             _f_topics.append(_x44)
-    return ListOffsetsRequest(_f_replica_id, 0, _f_topics, None), pos
+    _o = _new(ListOffsetsRequest)
+    _o.replica_id = _f_replica_id
+    _o.isolation_level = 0
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ListOffsetsRequest_v2(buf, pos):
@@ -292,7 +349,12 @@ def _d_ListOffsetsRequest_v2(buf, pos):
         for _ in range(_n45):
             _x46, pos = _d_ListOffsetsTopic_v2(buf, pos)
             _f_topics.append(_x46)
-    return ListOffsetsRequest(_f_replica_id, _f_isolation_level, _f_topics, None), pos
+    _o = _new(ListOffsetsRequest)
+    _o.replica_id = _f_replica_id
+    _o.isolation_level = _f_isolation_level
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsRequest_v3 = _d_ListOffsetsRequest_v2
@@ -310,7 +372,12 @@ def _d_ListOffsetsRequest_v4(buf, pos):
         for _ in range(_n49):
             _x50, pos = _d_ListOffsetsTopic_v4(buf, pos)
             _f_topics.append(_x50)
-    return ListOffsetsRequest(_f_replica_id, _f_isolation_level, _f_topics, None), pos
+    _o = _new(ListOffsetsRequest)
+    _o.replica_id = _f_replica_id
+    _o.isolation_level = _f_isolation_level
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsRequest_v5 = _d_ListOffsetsRequest_v4
@@ -321,6 +388,9 @@ def _d_ListOffsetsRequest_v6(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -337,7 +407,12 @@ def _d_ListOffsetsRequest_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListOffsetsRequest.<tagged fields>')
-    return ListOffsetsRequest(_f_replica_id, _f_isolation_level, _f_topics, _unk), pos
+    _o = _new(ListOffsetsRequest)
+    _o.replica_id = _f_replica_id
+    _o.isolation_level = _f_isolation_level
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ListOffsetsRequest_v7 = _d_ListOffsetsRequest_v6
@@ -505,40 +580,19 @@ FLEXIBLE_FROM = 6
 DECODERS = {0: _d_ListOffsetsRequest_v0, 1: _d_ListOffsetsRequest_v1, 2: _d_ListOffsetsRequest_v2, 3: _d_ListOffsetsRequest_v3, 4: _d_ListOffsetsRequest_v4, 5: _d_ListOffsetsRequest_v5, 6: _d_ListOffsetsRequest_v6, 7: _d_ListOffsetsRequest_v7, 8: _d_ListOffsetsRequest_v8, 9: _d_ListOffsetsRequest_v9}
 ENCODERS = {0: _e_ListOffsetsRequest_v0, 1: _e_ListOffsetsRequest_v1, 2: _e_ListOffsetsRequest_v2, 3: _e_ListOffsetsRequest_v3, 4: _e_ListOffsetsRequest_v4, 5: _e_ListOffsetsRequest_v5, 6: _e_ListOffsetsRequest_v6, 7: _e_ListOffsetsRequest_v7, 8: _e_ListOffsetsRequest_v8, 9: _e_ListOffsetsRequest_v9}
 _reg(__file__, {
-    89: 'ListOffsetsPartition.partition_index/timestamp/max_num_offsets',
     90: 'ListOffsetsPartition.partition_index/timestamp/max_num_offsets',
-    95: 'ListOffsetsPartition.partition_index/timestamp',
-    96: 'ListOffsetsPartition.partition_index/timestamp',
-    103: 'ListOffsetsPartition.partition_index/current_leader_epoch/timestamp',
-    104: 'ListOffsetsPartition.partition_index/current_leader_epoch/timestamp',
-    110: 'ListOffsetsPartition.partition_index/current_leader_epoch/timestamp',
-    111: 'ListOffsetsPartition.partition_index/current_leader_epoch/timestamp',
-    112: 'ListOffsetsPartition.<tagged fields>',
-    113: 'ListOffsetsPartition.<tagged fields>',
-    114: 'ListOffsetsPartition.<tagged fields>',
-    115: 'ListOffsetsPartition.<tagged fields>',
-    116: 'ListOffsetsPartition.<tagged fields>',
-    124: 'ListOffsetsTopic.name',
-    125: 'ListOffsetsTopic.name',
-    126: 'ListOffsetsTopic.name',
-    127: 'ListOffsetsTopic.name',
-    128: 'ListOffsetsTopic.name',
-    129: 'ListOffsetsTopic.name',
-    130: 'ListOffsetsTopic.name',
-    131: 'ListOffsetsTopic.name',
-    132: 'ListOffsetsTopic.name',
-    133: 'ListOffsetsTopic.name',
-    134: 'ListOffsetsTopic.partitions',
-    135: 'ListOffsetsTopic.partitions',
-    136: 'ListOffsetsTopic.partitions',
-    137: 'ListOffsetsTopic.partitions',
-    138: 'ListOffsetsTopic.partitions',
-    139: 'ListOffsetsTopic.partitions',
-    140: 'ListOffsetsTopic.partitions',
-    141: 'ListOffsetsTopic.partitions',
-    142: 'ListOffsetsTopic.partitions',
-    143: 'ListOffsetsTopic.partitions',
-    148: 'ListOffsetsTopic.name',
+    91: 'ListOffsetsPartition.partition_index/timestamp/max_num_offsets',
+    102: 'ListOffsetsPartition.partition_index/timestamp',
+    103: 'ListOffsetsPartition.partition_index/timestamp',
+    116: 'ListOffsetsPartition.partition_index/current_leader_epoch/timestamp',
+    117: 'ListOffsetsPartition.partition_index/current_leader_epoch/timestamp',
+    129: 'ListOffsetsPartition.partition_index/current_leader_epoch/timestamp',
+    130: 'ListOffsetsPartition.partition_index/current_leader_epoch/timestamp',
+    131: 'ListOffsetsPartition.<tagged fields>',
+    132: 'ListOffsetsPartition.<tagged fields>',
+    133: 'ListOffsetsPartition.<tagged fields>',
+    134: 'ListOffsetsPartition.<tagged fields>',
+    135: 'ListOffsetsPartition.<tagged fields>',
     149: 'ListOffsetsTopic.name',
     150: 'ListOffsetsTopic.name',
     151: 'ListOffsetsTopic.name',
@@ -548,7 +602,7 @@ _reg(__file__, {
     155: 'ListOffsetsTopic.name',
     156: 'ListOffsetsTopic.name',
     157: 'ListOffsetsTopic.name',
-    158: 'ListOffsetsTopic.partitions',
+    158: 'ListOffsetsTopic.name',
     159: 'ListOffsetsTopic.partitions',
     160: 'ListOffsetsTopic.partitions',
     161: 'ListOffsetsTopic.partitions',
@@ -558,9 +612,7 @@ _reg(__file__, {
     165: 'ListOffsetsTopic.partitions',
     166: 'ListOffsetsTopic.partitions',
     167: 'ListOffsetsTopic.partitions',
-    174: 'ListOffsetsTopic.name',
-    175: 'ListOffsetsTopic.name',
-    176: 'ListOffsetsTopic.name',
+    168: 'ListOffsetsTopic.partitions',
     177: 'ListOffsetsTopic.name',
     178: 'ListOffsetsTopic.name',
     179: 'ListOffsetsTopic.name',
@@ -568,9 +620,9 @@ _reg(__file__, {
     181: 'ListOffsetsTopic.name',
     182: 'ListOffsetsTopic.name',
     183: 'ListOffsetsTopic.name',
-    184: 'ListOffsetsTopic.partitions',
-    185: 'ListOffsetsTopic.partitions',
-    186: 'ListOffsetsTopic.partitions',
+    184: 'ListOffsetsTopic.name',
+    185: 'ListOffsetsTopic.name',
+    186: 'ListOffsetsTopic.name',
     187: 'ListOffsetsTopic.partitions',
     188: 'ListOffsetsTopic.partitions',
     189: 'ListOffsetsTopic.partitions',
@@ -578,24 +630,19 @@ _reg(__file__, {
     191: 'ListOffsetsTopic.partitions',
     192: 'ListOffsetsTopic.partitions',
     193: 'ListOffsetsTopic.partitions',
-    199: 'ListOffsetsTopic.name',
-    200: 'ListOffsetsTopic.name',
-    201: 'ListOffsetsTopic.name',
-    202: 'ListOffsetsTopic.name',
-    203: 'ListOffsetsTopic.name',
-    204: 'ListOffsetsTopic.name',
-    205: 'ListOffsetsTopic.name',
-    206: 'ListOffsetsTopic.name',
+    194: 'ListOffsetsTopic.partitions',
+    195: 'ListOffsetsTopic.partitions',
+    196: 'ListOffsetsTopic.partitions',
     207: 'ListOffsetsTopic.name',
     208: 'ListOffsetsTopic.name',
     209: 'ListOffsetsTopic.name',
     210: 'ListOffsetsTopic.name',
     211: 'ListOffsetsTopic.name',
     212: 'ListOffsetsTopic.name',
-    213: 'ListOffsetsTopic.partitions',
-    214: 'ListOffsetsTopic.partitions',
-    215: 'ListOffsetsTopic.partitions',
-    216: 'ListOffsetsTopic.partitions',
+    213: 'ListOffsetsTopic.name',
+    214: 'ListOffsetsTopic.name',
+    215: 'ListOffsetsTopic.name',
+    216: 'ListOffsetsTopic.name',
     217: 'ListOffsetsTopic.partitions',
     218: 'ListOffsetsTopic.partitions',
     219: 'ListOffsetsTopic.partitions',
@@ -606,49 +653,49 @@ _reg(__file__, {
     224: 'ListOffsetsTopic.partitions',
     225: 'ListOffsetsTopic.partitions',
     226: 'ListOffsetsTopic.partitions',
-    227: 'ListOffsetsTopic.<tagged fields>',
-    228: 'ListOffsetsTopic.<tagged fields>',
-    229: 'ListOffsetsTopic.<tagged fields>',
-    230: 'ListOffsetsTopic.<tagged fields>',
-    231: 'ListOffsetsTopic.<tagged fields>',
-    239: 'ListOffsetsRequest.replica_id',
-    240: 'ListOffsetsRequest.replica_id',
-    241: 'ListOffsetsRequest.topics',
-    242: 'ListOffsetsRequest.topics',
-    243: 'ListOffsetsRequest.topics',
-    244: 'ListOffsetsRequest.topics',
-    245: 'ListOffsetsRequest.topics',
-    246: 'ListOffsetsRequest.topics',
-    247: 'ListOffsetsRequest.topics',
-    248: 'ListOffsetsRequest.topics',
-    249: 'ListOffsetsRequest.topics',
-    250: 'ListOffsetsRequest.topics',
-    255: 'ListOffsetsRequest.replica_id',
-    256: 'ListOffsetsRequest.replica_id',
-    257: 'ListOffsetsRequest.topics',
-    258: 'ListOffsetsRequest.topics',
-    259: 'ListOffsetsRequest.topics',
-    260: 'ListOffsetsRequest.topics',
-    261: 'ListOffsetsRequest.topics',
-    262: 'ListOffsetsRequest.topics',
-    263: 'ListOffsetsRequest.topics',
-    264: 'ListOffsetsRequest.topics',
-    265: 'ListOffsetsRequest.topics',
-    266: 'ListOffsetsRequest.topics',
-    271: 'ListOffsetsRequest.replica_id/isolation_level',
-    272: 'ListOffsetsRequest.replica_id/isolation_level',
-    273: 'ListOffsetsRequest.topics',
-    274: 'ListOffsetsRequest.topics',
-    275: 'ListOffsetsRequest.topics',
-    276: 'ListOffsetsRequest.topics',
-    277: 'ListOffsetsRequest.topics',
-    278: 'ListOffsetsRequest.topics',
-    279: 'ListOffsetsRequest.topics',
-    280: 'ListOffsetsRequest.topics',
-    281: 'ListOffsetsRequest.topics',
-    282: 'ListOffsetsRequest.topics',
-    288: 'ListOffsetsRequest.replica_id/isolation_level',
-    289: 'ListOffsetsRequest.replica_id/isolation_level',
+    236: 'ListOffsetsTopic.name',
+    237: 'ListOffsetsTopic.name',
+    238: 'ListOffsetsTopic.name',
+    239: 'ListOffsetsTopic.name',
+    240: 'ListOffsetsTopic.name',
+    241: 'ListOffsetsTopic.name',
+    242: 'ListOffsetsTopic.name',
+    243: 'ListOffsetsTopic.name',
+    244: 'ListOffsetsTopic.name',
+    245: 'ListOffsetsTopic.name',
+    246: 'ListOffsetsTopic.name',
+    247: 'ListOffsetsTopic.name',
+    248: 'ListOffsetsTopic.name',
+    249: 'ListOffsetsTopic.name',
+    250: 'ListOffsetsTopic.name',
+    251: 'ListOffsetsTopic.name',
+    252: 'ListOffsetsTopic.name',
+    253: 'ListOffsetsTopic.partitions',
+    254: 'ListOffsetsTopic.partitions',
+    255: 'ListOffsetsTopic.partitions',
+    256: 'ListOffsetsTopic.partitions',
+    257: 'ListOffsetsTopic.partitions',
+    258: 'ListOffsetsTopic.partitions',
+    259: 'ListOffsetsTopic.partitions',
+    260: 'ListOffsetsTopic.partitions',
+    261: 'ListOffsetsTopic.partitions',
+    262: 'ListOffsetsTopic.partitions',
+    263: 'ListOffsetsTopic.partitions',
+    264: 'ListOffsetsTopic.partitions',
+    265: 'ListOffsetsTopic.partitions',
+    266: 'ListOffsetsTopic.partitions',
+    267: 'ListOffsetsTopic.partitions',
+    268: 'ListOffsetsTopic.partitions',
+    269: 'ListOffsetsTopic.partitions',
+    270: 'ListOffsetsTopic.<tagged fields>',
+    271: 'ListOffsetsTopic.<tagged fields>',
+    272: 'ListOffsetsTopic.<tagged fields>',
+    273: 'ListOffsetsTopic.<tagged fields>',
+    274: 'ListOffsetsTopic.<tagged fields>',
+    286: 'ListOffsetsRequest.replica_id',
+    287: 'ListOffsetsRequest.replica_id',
+    288: 'ListOffsetsRequest.topics',
+    289: 'ListOffsetsRequest.topics',
     290: 'ListOffsetsRequest.topics',
     291: 'ListOffsetsRequest.topics',
     292: 'ListOffsetsRequest.topics',
@@ -657,12 +704,8 @@ _reg(__file__, {
     295: 'ListOffsetsRequest.topics',
     296: 'ListOffsetsRequest.topics',
     297: 'ListOffsetsRequest.topics',
-    298: 'ListOffsetsRequest.topics',
-    299: 'ListOffsetsRequest.topics',
-    305: 'ListOffsetsRequest.replica_id/isolation_level',
-    306: 'ListOffsetsRequest.replica_id/isolation_level',
-    307: 'ListOffsetsRequest.topics',
-    308: 'ListOffsetsRequest.topics',
+    307: 'ListOffsetsRequest.replica_id',
+    308: 'ListOffsetsRequest.replica_id',
     309: 'ListOffsetsRequest.topics',
     310: 'ListOffsetsRequest.topics',
     311: 'ListOffsetsRequest.topics',
@@ -673,11 +716,52 @@ _reg(__file__, {
     316: 'ListOffsetsRequest.topics',
     317: 'ListOffsetsRequest.topics',
     318: 'ListOffsetsRequest.topics',
-    319: 'ListOffsetsRequest.topics',
-    320: 'ListOffsetsRequest.topics',
-    321: 'ListOffsetsRequest.<tagged fields>',
-    322: 'ListOffsetsRequest.<tagged fields>',
-    323: 'ListOffsetsRequest.<tagged fields>',
-    324: 'ListOffsetsRequest.<tagged fields>',
-    325: 'ListOffsetsRequest.<tagged fields>',
+    328: 'ListOffsetsRequest.replica_id/isolation_level',
+    329: 'ListOffsetsRequest.replica_id/isolation_level',
+    330: 'ListOffsetsRequest.topics',
+    331: 'ListOffsetsRequest.topics',
+    332: 'ListOffsetsRequest.topics',
+    333: 'ListOffsetsRequest.topics',
+    334: 'ListOffsetsRequest.topics',
+    335: 'ListOffsetsRequest.topics',
+    336: 'ListOffsetsRequest.topics',
+    337: 'ListOffsetsRequest.topics',
+    338: 'ListOffsetsRequest.topics',
+    339: 'ListOffsetsRequest.topics',
+    350: 'ListOffsetsRequest.replica_id/isolation_level',
+    351: 'ListOffsetsRequest.replica_id/isolation_level',
+    352: 'ListOffsetsRequest.topics',
+    353: 'ListOffsetsRequest.topics',
+    354: 'ListOffsetsRequest.topics',
+    355: 'ListOffsetsRequest.topics',
+    356: 'ListOffsetsRequest.topics',
+    357: 'ListOffsetsRequest.topics',
+    358: 'ListOffsetsRequest.topics',
+    359: 'ListOffsetsRequest.topics',
+    360: 'ListOffsetsRequest.topics',
+    361: 'ListOffsetsRequest.topics',
+    372: 'ListOffsetsRequest.replica_id/isolation_level',
+    373: 'ListOffsetsRequest.replica_id/isolation_level',
+    374: 'ListOffsetsRequest.topics',
+    375: 'ListOffsetsRequest.topics',
+    376: 'ListOffsetsRequest.topics',
+    377: 'ListOffsetsRequest.topics',
+    378: 'ListOffsetsRequest.topics',
+    379: 'ListOffsetsRequest.topics',
+    380: 'ListOffsetsRequest.topics',
+    381: 'ListOffsetsRequest.topics',
+    382: 'ListOffsetsRequest.topics',
+    383: 'ListOffsetsRequest.topics',
+    384: 'ListOffsetsRequest.topics',
+    385: 'ListOffsetsRequest.topics',
+    386: 'ListOffsetsRequest.topics',
+    387: 'ListOffsetsRequest.topics',
+    388: 'ListOffsetsRequest.topics',
+    389: 'ListOffsetsRequest.topics',
+    390: 'ListOffsetsRequest.topics',
+    391: 'ListOffsetsRequest.<tagged fields>',
+    392: 'ListOffsetsRequest.<tagged fields>',
+    393: 'ListOffsetsRequest.<tagged fields>',
+    394: 'ListOffsetsRequest.<tagged fields>',
+    395: 'ListOffsetsRequest.<tagged fields>',
 })

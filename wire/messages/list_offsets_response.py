@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -95,13 +96,29 @@ def _d_ListOffsetsPartitionResponse_v0(buf, pos):
         _chk(_n1, buf, pos, 'ListOffsetsPartitionResponse.old_style_offsets')
         _f_old_style_offsets = list(_unpack_from('>%dq' % _n1, buf, pos))
         pos += 8 * _n1
-    return ListOffsetsPartitionResponse(_f_partition_index, _f_error_code, _f_old_style_offsets, -1, -1, -1, None), pos
+    _o = _new(ListOffsetsPartitionResponse)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.old_style_offsets = _f_old_style_offsets
+    _o.timestamp = -1
+    _o.offset = -1
+    _o.leader_epoch = -1
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ListOffsetsPartitionResponse_v1(buf, pos):
     _f_partition_index, _f_error_code, _f_timestamp, _f_offset = _S_ihqqu(buf, pos)
     pos += 22
-    return ListOffsetsPartitionResponse(_f_partition_index, _f_error_code, [], _f_timestamp, _f_offset, -1, None), pos
+    _o = _new(ListOffsetsPartitionResponse)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.old_style_offsets = []
+    _o.timestamp = _f_timestamp
+    _o.offset = _f_offset
+    _o.leader_epoch = -1
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsPartitionResponse_v2 = _d_ListOffsetsPartitionResponse_v1
@@ -111,7 +128,15 @@ _d_ListOffsetsPartitionResponse_v3 = _d_ListOffsetsPartitionResponse_v1
 def _d_ListOffsetsPartitionResponse_v4(buf, pos):
     _f_partition_index, _f_error_code, _f_timestamp, _f_offset, _f_leader_epoch = _S_ihqqiu(buf, pos)
     pos += 26
-    return ListOffsetsPartitionResponse(_f_partition_index, _f_error_code, [], _f_timestamp, _f_offset, _f_leader_epoch, None), pos
+    _o = _new(ListOffsetsPartitionResponse)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.old_style_offsets = []
+    _o.timestamp = _f_timestamp
+    _o.offset = _f_offset
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsPartitionResponse_v5 = _d_ListOffsetsPartitionResponse_v4
@@ -124,7 +149,15 @@ def _d_ListOffsetsPartitionResponse_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListOffsetsPartitionResponse.<tagged fields>')
-    return ListOffsetsPartitionResponse(_f_partition_index, _f_error_code, [], _f_timestamp, _f_offset, _f_leader_epoch, _unk), pos
+    _o = _new(ListOffsetsPartitionResponse)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.old_style_offsets = []
+    _o.timestamp = _f_timestamp
+    _o.offset = _f_offset
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ListOffsetsPartitionResponse_v7 = _d_ListOffsetsPartitionResponse_v6
@@ -154,7 +187,11 @@ def _d_ListOffsetsTopicResponse_v0(buf, pos):
         for _ in range(_n4):
             _x5, pos = _d_ListOffsetsPartitionResponse_v0(buf, pos)
             _f_partitions.append(_x5)
-    return ListOffsetsTopicResponse(_f_name, _f_partitions, None), pos
+    _o = _new(ListOffsetsTopicResponse)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ListOffsetsTopicResponse_v1(buf, pos):
@@ -178,7 +215,11 @@ def _d_ListOffsetsTopicResponse_v1(buf, pos):
         for _ in range(_n8):
             _x9, pos = _d_ListOffsetsPartitionResponse_v1(buf, pos)
             _f_partitions.append(_x9)
-    return ListOffsetsTopicResponse(_f_name, _f_partitions, None), pos
+    _o = _new(ListOffsetsTopicResponse)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsTopicResponse_v2 = _d_ListOffsetsTopicResponse_v1
@@ -206,7 +247,11 @@ def _d_ListOffsetsTopicResponse_v4(buf, pos):
         for _ in range(_n20):
             _x21, pos = _d_ListOffsetsPartitionResponse_v4(buf, pos)
             _f_partitions.append(_x21)
-    return ListOffsetsTopicResponse(_f_name, _f_partitions, None), pos
+    _o = _new(ListOffsetsTopicResponse)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsTopicResponse_v5 = _d_ListOffsetsTopicResponse_v4
@@ -215,6 +260,9 @@ def _d_ListOffsetsTopicResponse_v6(buf, pos):
     _n26 = buf[pos]
     if _n26 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n26 = (_n26 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n26, pos = _ruv(buf, pos)
     _n26 -= 1
@@ -229,6 +277,9 @@ def _d_ListOffsetsTopicResponse_v6(buf, pos):
     _n28 = buf[pos]
     if _n28 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n28 = (_n28 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n28, pos = _ruv(buf, pos)
     _n28 -= 1
@@ -245,7 +296,11 @@ def _d_ListOffsetsTopicResponse_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListOffsetsTopicResponse.<tagged fields>')
-    return ListOffsetsTopicResponse(_f_name, _f_partitions, _unk), pos
+    _o = _new(ListOffsetsTopicResponse)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ListOffsetsTopicResponse_v7 = _d_ListOffsetsTopicResponse_v6
@@ -265,7 +320,11 @@ def _d_ListOffsetsResponse_v0(buf, pos):
         for _ in range(_n42):
             _x43, pos = _d_ListOffsetsTopicResponse_v0(buf, pos)
             _f_topics.append(_x43)
-    return ListOffsetsResponse(0, _f_topics, None), pos
+    _o = _new(ListOffsetsResponse)
+    _o.throttle_time_ms = 0
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ListOffsetsResponse_v1(buf, pos):
@@ -279,7 +338,11 @@ def _d_ListOffsetsResponse_v1(buf, pos):
         for _ in range(_n44):
             _x45, pos = _d_ListOffsetsTopicResponse_v1(buf, pos)
             _f_topics.append(_x45)
-    return ListOffsetsResponse(0, _f_topics, None), pos
+    _o = _new(ListOffsetsResponse)
+    _o.throttle_time_ms = 0
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ListOffsetsResponse_v2(buf, pos):
@@ -295,7 +358,11 @@ def _d_ListOffsetsResponse_v2(buf, pos):
         for _ in range(_n46):
             _x47, pos = _d_ListOffsetsTopicResponse_v2(buf, pos)
             _f_topics.append(_x47)
-    return ListOffsetsResponse(_f_throttle_time_ms, _f_topics, None), pos
+    _o = _new(ListOffsetsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsResponse_v3 = _d_ListOffsetsResponse_v2
@@ -313,7 +380,11 @@ def _d_ListOffsetsResponse_v4(buf, pos):
         for _ in range(_n50):
             _x51, pos = _d_ListOffsetsTopicResponse_v4(buf, pos)
             _f_topics.append(_x51)
-    return ListOffsetsResponse(_f_throttle_time_ms, _f_topics, None), pos
+    _o = _new(ListOffsetsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ListOffsetsResponse_v5 = _d_ListOffsetsResponse_v4
@@ -324,6 +395,9 @@ def _d_ListOffsetsResponse_v6(buf, pos):
     _n54 = buf[pos]
     if _n54 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n54 = (_n54 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n54, pos = _ruv(buf, pos)
     _n54 -= 1
@@ -340,7 +414,11 @@ def _d_ListOffsetsResponse_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListOffsetsResponse.<tagged fields>')
-    return ListOffsetsResponse(_f_throttle_time_ms, _f_topics, _unk), pos
+    _o = _new(ListOffsetsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ListOffsetsResponse_v7 = _d_ListOffsetsResponse_v6
@@ -352,8 +430,8 @@ _d_ListOffsetsResponse_v9 = _d_ListOffsetsResponse_v6
 def _e_ListOffsetsPartitionResponse_v0(o, w):
     w(_S_ihp(o.partition_index, o.error_code))
     _a62 = o.old_style_offsets
-    w(_I32p(len(_a62)))
-    w(_pack('>%dq' % len(_a62), *_a62))
+    _l = len(_a62)
+    w(_counted_packer('q', _l)(_l, *_a62))
 
 
 def _e_ListOffsetsPartitionResponse_v1(o, w):
@@ -509,9 +587,8 @@ FLEXIBLE_FROM = 6
 DECODERS = {0: _d_ListOffsetsResponse_v0, 1: _d_ListOffsetsResponse_v1, 2: _d_ListOffsetsResponse_v2, 3: _d_ListOffsetsResponse_v3, 4: _d_ListOffsetsResponse_v4, 5: _d_ListOffsetsResponse_v5, 6: _d_ListOffsetsResponse_v6, 7: _d_ListOffsetsResponse_v7, 8: _d_ListOffsetsResponse_v8, 9: _d_ListOffsetsResponse_v9}
 ENCODERS = {0: _e_ListOffsetsResponse_v0, 1: _e_ListOffsetsResponse_v1, 2: _e_ListOffsetsResponse_v2, 3: _e_ListOffsetsResponse_v3, 4: _e_ListOffsetsResponse_v4, 5: _e_ListOffsetsResponse_v5, 6: _e_ListOffsetsResponse_v6, 7: _e_ListOffsetsResponse_v7, 8: _e_ListOffsetsResponse_v8, 9: _e_ListOffsetsResponse_v9}
 _reg(__file__, {
-    88: 'ListOffsetsPartitionResponse.partition_index/error_code',
     89: 'ListOffsetsPartitionResponse.partition_index/error_code',
-    90: 'ListOffsetsPartitionResponse.old_style_offsets',
+    90: 'ListOffsetsPartitionResponse.partition_index/error_code',
     91: 'ListOffsetsPartitionResponse.old_style_offsets',
     92: 'ListOffsetsPartitionResponse.old_style_offsets',
     93: 'ListOffsetsPartitionResponse.old_style_offsets',
@@ -519,173 +596,183 @@ _reg(__file__, {
     95: 'ListOffsetsPartitionResponse.old_style_offsets',
     96: 'ListOffsetsPartitionResponse.old_style_offsets',
     97: 'ListOffsetsPartitionResponse.old_style_offsets',
-    102: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset',
-    103: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset',
-    110: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset/leader_epoch',
-    111: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset/leader_epoch',
-    117: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset/leader_epoch',
-    118: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset/leader_epoch',
-    119: 'ListOffsetsPartitionResponse.<tagged fields>',
-    120: 'ListOffsetsPartitionResponse.<tagged fields>',
-    121: 'ListOffsetsPartitionResponse.<tagged fields>',
-    122: 'ListOffsetsPartitionResponse.<tagged fields>',
-    123: 'ListOffsetsPartitionResponse.<tagged fields>',
-    131: 'ListOffsetsTopicResponse.name',
-    132: 'ListOffsetsTopicResponse.name',
-    133: 'ListOffsetsTopicResponse.name',
-    134: 'ListOffsetsTopicResponse.name',
-    135: 'ListOffsetsTopicResponse.name',
-    136: 'ListOffsetsTopicResponse.name',
-    137: 'ListOffsetsTopicResponse.name',
-    138: 'ListOffsetsTopicResponse.name',
-    139: 'ListOffsetsTopicResponse.name',
-    140: 'ListOffsetsTopicResponse.name',
-    141: 'ListOffsetsTopicResponse.partitions',
-    142: 'ListOffsetsTopicResponse.partitions',
-    143: 'ListOffsetsTopicResponse.partitions',
-    144: 'ListOffsetsTopicResponse.partitions',
-    145: 'ListOffsetsTopicResponse.partitions',
-    146: 'ListOffsetsTopicResponse.partitions',
-    147: 'ListOffsetsTopicResponse.partitions',
-    148: 'ListOffsetsTopicResponse.partitions',
-    149: 'ListOffsetsTopicResponse.partitions',
-    150: 'ListOffsetsTopicResponse.partitions',
-    155: 'ListOffsetsTopicResponse.name',
-    156: 'ListOffsetsTopicResponse.name',
-    157: 'ListOffsetsTopicResponse.name',
-    158: 'ListOffsetsTopicResponse.name',
-    159: 'ListOffsetsTopicResponse.name',
-    160: 'ListOffsetsTopicResponse.name',
-    161: 'ListOffsetsTopicResponse.name',
-    162: 'ListOffsetsTopicResponse.name',
-    163: 'ListOffsetsTopicResponse.name',
+    98: 'ListOffsetsPartitionResponse.old_style_offsets',
+    111: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset',
+    112: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset',
+    127: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset/leader_epoch',
+    128: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset/leader_epoch',
+    142: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset/leader_epoch',
+    143: 'ListOffsetsPartitionResponse.partition_index/error_code/timestamp/offset/leader_epoch',
+    144: 'ListOffsetsPartitionResponse.<tagged fields>',
+    145: 'ListOffsetsPartitionResponse.<tagged fields>',
+    146: 'ListOffsetsPartitionResponse.<tagged fields>',
+    147: 'ListOffsetsPartitionResponse.<tagged fields>',
+    148: 'ListOffsetsPartitionResponse.<tagged fields>',
     164: 'ListOffsetsTopicResponse.name',
-    165: 'ListOffsetsTopicResponse.partitions',
-    166: 'ListOffsetsTopicResponse.partitions',
-    167: 'ListOffsetsTopicResponse.partitions',
-    168: 'ListOffsetsTopicResponse.partitions',
-    169: 'ListOffsetsTopicResponse.partitions',
-    170: 'ListOffsetsTopicResponse.partitions',
-    171: 'ListOffsetsTopicResponse.partitions',
-    172: 'ListOffsetsTopicResponse.partitions',
-    173: 'ListOffsetsTopicResponse.partitions',
+    165: 'ListOffsetsTopicResponse.name',
+    166: 'ListOffsetsTopicResponse.name',
+    167: 'ListOffsetsTopicResponse.name',
+    168: 'ListOffsetsTopicResponse.name',
+    169: 'ListOffsetsTopicResponse.name',
+    170: 'ListOffsetsTopicResponse.name',
+    171: 'ListOffsetsTopicResponse.name',
+    172: 'ListOffsetsTopicResponse.name',
+    173: 'ListOffsetsTopicResponse.name',
     174: 'ListOffsetsTopicResponse.partitions',
-    181: 'ListOffsetsTopicResponse.name',
-    182: 'ListOffsetsTopicResponse.name',
-    183: 'ListOffsetsTopicResponse.name',
-    184: 'ListOffsetsTopicResponse.name',
-    185: 'ListOffsetsTopicResponse.name',
-    186: 'ListOffsetsTopicResponse.name',
-    187: 'ListOffsetsTopicResponse.name',
-    188: 'ListOffsetsTopicResponse.name',
-    189: 'ListOffsetsTopicResponse.name',
-    190: 'ListOffsetsTopicResponse.name',
-    191: 'ListOffsetsTopicResponse.partitions',
-    192: 'ListOffsetsTopicResponse.partitions',
-    193: 'ListOffsetsTopicResponse.partitions',
-    194: 'ListOffsetsTopicResponse.partitions',
-    195: 'ListOffsetsTopicResponse.partitions',
-    196: 'ListOffsetsTopicResponse.partitions',
-    197: 'ListOffsetsTopicResponse.partitions',
-    198: 'ListOffsetsTopicResponse.partitions',
-    199: 'ListOffsetsTopicResponse.partitions',
-    200: 'ListOffsetsTopicResponse.partitions',
-    206: 'ListOffsetsTopicResponse.name',
-    207: 'ListOffsetsTopicResponse.name',
-    208: 'ListOffsetsTopicResponse.name',
-    209: 'ListOffsetsTopicResponse.name',
-    210: 'ListOffsetsTopicResponse.name',
-    211: 'ListOffsetsTopicResponse.name',
-    212: 'ListOffsetsTopicResponse.name',
-    213: 'ListOffsetsTopicResponse.name',
-    214: 'ListOffsetsTopicResponse.name',
-    215: 'ListOffsetsTopicResponse.name',
-    216: 'ListOffsetsTopicResponse.name',
-    217: 'ListOffsetsTopicResponse.name',
-    218: 'ListOffsetsTopicResponse.name',
-    219: 'ListOffsetsTopicResponse.name',
-    220: 'ListOffsetsTopicResponse.partitions',
-    221: 'ListOffsetsTopicResponse.partitions',
-    222: 'ListOffsetsTopicResponse.partitions',
-    223: 'ListOffsetsTopicResponse.partitions',
-    224: 'ListOffsetsTopicResponse.partitions',
-    225: 'ListOffsetsTopicResponse.partitions',
-    226: 'ListOffsetsTopicResponse.partitions',
-    227: 'ListOffsetsTopicResponse.partitions',
-    228: 'ListOffsetsTopicResponse.partitions',
-    229: 'ListOffsetsTopicResponse.partitions',
-    230: 'ListOffsetsTopicResponse.partitions',
-    231: 'ListOffsetsTopicResponse.partitions',
+    175: 'ListOffsetsTopicResponse.partitions',
+    176: 'ListOffsetsTopicResponse.partitions',
+    177: 'ListOffsetsTopicResponse.partitions',
+    178: 'ListOffsetsTopicResponse.partitions',
+    179: 'ListOffsetsTopicResponse.partitions',
+    180: 'ListOffsetsTopicResponse.partitions',
+    181: 'ListOffsetsTopicResponse.partitions',
+    182: 'ListOffsetsTopicResponse.partitions',
+    183: 'ListOffsetsTopicResponse.partitions',
+    192: 'ListOffsetsTopicResponse.name',
+    193: 'ListOffsetsTopicResponse.name',
+    194: 'ListOffsetsTopicResponse.name',
+    195: 'ListOffsetsTopicResponse.name',
+    196: 'ListOffsetsTopicResponse.name',
+    197: 'ListOffsetsTopicResponse.name',
+    198: 'ListOffsetsTopicResponse.name',
+    199: 'ListOffsetsTopicResponse.name',
+    200: 'ListOffsetsTopicResponse.name',
+    201: 'ListOffsetsTopicResponse.name',
+    202: 'ListOffsetsTopicResponse.partitions',
+    203: 'ListOffsetsTopicResponse.partitions',
+    204: 'ListOffsetsTopicResponse.partitions',
+    205: 'ListOffsetsTopicResponse.partitions',
+    206: 'ListOffsetsTopicResponse.partitions',
+    207: 'ListOffsetsTopicResponse.partitions',
+    208: 'ListOffsetsTopicResponse.partitions',
+    209: 'ListOffsetsTopicResponse.partitions',
+    210: 'ListOffsetsTopicResponse.partitions',
+    211: 'ListOffsetsTopicResponse.partitions',
+    222: 'ListOffsetsTopicResponse.name',
+    223: 'ListOffsetsTopicResponse.name',
+    224: 'ListOffsetsTopicResponse.name',
+    225: 'ListOffsetsTopicResponse.name',
+    226: 'ListOffsetsTopicResponse.name',
+    227: 'ListOffsetsTopicResponse.name',
+    228: 'ListOffsetsTopicResponse.name',
+    229: 'ListOffsetsTopicResponse.name',
+    230: 'ListOffsetsTopicResponse.name',
+    231: 'ListOffsetsTopicResponse.name',
     232: 'ListOffsetsTopicResponse.partitions',
     233: 'ListOffsetsTopicResponse.partitions',
-    234: 'ListOffsetsTopicResponse.<tagged fields>',
-    235: 'ListOffsetsTopicResponse.<tagged fields>',
-    236: 'ListOffsetsTopicResponse.<tagged fields>',
-    237: 'ListOffsetsTopicResponse.<tagged fields>',
-    238: 'ListOffsetsTopicResponse.<tagged fields>',
-    246: 'ListOffsetsResponse.topics',
-    247: 'ListOffsetsResponse.topics',
-    248: 'ListOffsetsResponse.topics',
-    249: 'ListOffsetsResponse.topics',
-    250: 'ListOffsetsResponse.topics',
-    251: 'ListOffsetsResponse.topics',
-    252: 'ListOffsetsResponse.topics',
-    253: 'ListOffsetsResponse.topics',
-    254: 'ListOffsetsResponse.topics',
-    255: 'ListOffsetsResponse.topics',
-    260: 'ListOffsetsResponse.topics',
-    261: 'ListOffsetsResponse.topics',
-    262: 'ListOffsetsResponse.topics',
-    263: 'ListOffsetsResponse.topics',
-    264: 'ListOffsetsResponse.topics',
-    265: 'ListOffsetsResponse.topics',
-    266: 'ListOffsetsResponse.topics',
-    267: 'ListOffsetsResponse.topics',
-    268: 'ListOffsetsResponse.topics',
-    269: 'ListOffsetsResponse.topics',
-    274: 'ListOffsetsResponse.throttle_time_ms',
-    275: 'ListOffsetsResponse.throttle_time_ms',
-    276: 'ListOffsetsResponse.topics',
-    277: 'ListOffsetsResponse.topics',
-    278: 'ListOffsetsResponse.topics',
-    279: 'ListOffsetsResponse.topics',
-    280: 'ListOffsetsResponse.topics',
-    281: 'ListOffsetsResponse.topics',
-    282: 'ListOffsetsResponse.topics',
-    283: 'ListOffsetsResponse.topics',
-    284: 'ListOffsetsResponse.topics',
-    285: 'ListOffsetsResponse.topics',
-    291: 'ListOffsetsResponse.throttle_time_ms',
-    292: 'ListOffsetsResponse.throttle_time_ms',
-    293: 'ListOffsetsResponse.topics',
-    294: 'ListOffsetsResponse.topics',
-    295: 'ListOffsetsResponse.topics',
-    296: 'ListOffsetsResponse.topics',
-    297: 'ListOffsetsResponse.topics',
-    298: 'ListOffsetsResponse.topics',
-    299: 'ListOffsetsResponse.topics',
-    300: 'ListOffsetsResponse.topics',
+    234: 'ListOffsetsTopicResponse.partitions',
+    235: 'ListOffsetsTopicResponse.partitions',
+    236: 'ListOffsetsTopicResponse.partitions',
+    237: 'ListOffsetsTopicResponse.partitions',
+    238: 'ListOffsetsTopicResponse.partitions',
+    239: 'ListOffsetsTopicResponse.partitions',
+    240: 'ListOffsetsTopicResponse.partitions',
+    241: 'ListOffsetsTopicResponse.partitions',
+    251: 'ListOffsetsTopicResponse.name',
+    252: 'ListOffsetsTopicResponse.name',
+    253: 'ListOffsetsTopicResponse.name',
+    254: 'ListOffsetsTopicResponse.name',
+    255: 'ListOffsetsTopicResponse.name',
+    256: 'ListOffsetsTopicResponse.name',
+    257: 'ListOffsetsTopicResponse.name',
+    258: 'ListOffsetsTopicResponse.name',
+    259: 'ListOffsetsTopicResponse.name',
+    260: 'ListOffsetsTopicResponse.name',
+    261: 'ListOffsetsTopicResponse.name',
+    262: 'ListOffsetsTopicResponse.name',
+    263: 'ListOffsetsTopicResponse.name',
+    264: 'ListOffsetsTopicResponse.name',
+    265: 'ListOffsetsTopicResponse.name',
+    266: 'ListOffsetsTopicResponse.name',
+    267: 'ListOffsetsTopicResponse.name',
+    268: 'ListOffsetsTopicResponse.partitions',
+    269: 'ListOffsetsTopicResponse.partitions',
+    270: 'ListOffsetsTopicResponse.partitions',
+    271: 'ListOffsetsTopicResponse.partitions',
+    272: 'ListOffsetsTopicResponse.partitions',
+    273: 'ListOffsetsTopicResponse.partitions',
+    274: 'ListOffsetsTopicResponse.partitions',
+    275: 'ListOffsetsTopicResponse.partitions',
+    276: 'ListOffsetsTopicResponse.partitions',
+    277: 'ListOffsetsTopicResponse.partitions',
+    278: 'ListOffsetsTopicResponse.partitions',
+    279: 'ListOffsetsTopicResponse.partitions',
+    280: 'ListOffsetsTopicResponse.partitions',
+    281: 'ListOffsetsTopicResponse.partitions',
+    282: 'ListOffsetsTopicResponse.partitions',
+    283: 'ListOffsetsTopicResponse.partitions',
+    284: 'ListOffsetsTopicResponse.partitions',
+    285: 'ListOffsetsTopicResponse.<tagged fields>',
+    286: 'ListOffsetsTopicResponse.<tagged fields>',
+    287: 'ListOffsetsTopicResponse.<tagged fields>',
+    288: 'ListOffsetsTopicResponse.<tagged fields>',
+    289: 'ListOffsetsTopicResponse.<tagged fields>',
     301: 'ListOffsetsResponse.topics',
     302: 'ListOffsetsResponse.topics',
-    308: 'ListOffsetsResponse.throttle_time_ms',
-    309: 'ListOffsetsResponse.throttle_time_ms',
+    303: 'ListOffsetsResponse.topics',
+    304: 'ListOffsetsResponse.topics',
+    305: 'ListOffsetsResponse.topics',
+    306: 'ListOffsetsResponse.topics',
+    307: 'ListOffsetsResponse.topics',
+    308: 'ListOffsetsResponse.topics',
+    309: 'ListOffsetsResponse.topics',
     310: 'ListOffsetsResponse.topics',
-    311: 'ListOffsetsResponse.topics',
-    312: 'ListOffsetsResponse.topics',
-    313: 'ListOffsetsResponse.topics',
-    314: 'ListOffsetsResponse.topics',
-    315: 'ListOffsetsResponse.topics',
-    316: 'ListOffsetsResponse.topics',
-    317: 'ListOffsetsResponse.topics',
-    318: 'ListOffsetsResponse.topics',
     319: 'ListOffsetsResponse.topics',
     320: 'ListOffsetsResponse.topics',
     321: 'ListOffsetsResponse.topics',
     322: 'ListOffsetsResponse.topics',
     323: 'ListOffsetsResponse.topics',
-    324: 'ListOffsetsResponse.<tagged fields>',
-    325: 'ListOffsetsResponse.<tagged fields>',
-    326: 'ListOffsetsResponse.<tagged fields>',
-    327: 'ListOffsetsResponse.<tagged fields>',
-    328: 'ListOffsetsResponse.<tagged fields>',
+    324: 'ListOffsetsResponse.topics',
+    325: 'ListOffsetsResponse.topics',
+    326: 'ListOffsetsResponse.topics',
+    327: 'ListOffsetsResponse.topics',
+    328: 'ListOffsetsResponse.topics',
+    337: 'ListOffsetsResponse.throttle_time_ms',
+    338: 'ListOffsetsResponse.throttle_time_ms',
+    339: 'ListOffsetsResponse.topics',
+    340: 'ListOffsetsResponse.topics',
+    341: 'ListOffsetsResponse.topics',
+    342: 'ListOffsetsResponse.topics',
+    343: 'ListOffsetsResponse.topics',
+    344: 'ListOffsetsResponse.topics',
+    345: 'ListOffsetsResponse.topics',
+    346: 'ListOffsetsResponse.topics',
+    347: 'ListOffsetsResponse.topics',
+    348: 'ListOffsetsResponse.topics',
+    358: 'ListOffsetsResponse.throttle_time_ms',
+    359: 'ListOffsetsResponse.throttle_time_ms',
+    360: 'ListOffsetsResponse.topics',
+    361: 'ListOffsetsResponse.topics',
+    362: 'ListOffsetsResponse.topics',
+    363: 'ListOffsetsResponse.topics',
+    364: 'ListOffsetsResponse.topics',
+    365: 'ListOffsetsResponse.topics',
+    366: 'ListOffsetsResponse.topics',
+    367: 'ListOffsetsResponse.topics',
+    368: 'ListOffsetsResponse.topics',
+    369: 'ListOffsetsResponse.topics',
+    379: 'ListOffsetsResponse.throttle_time_ms',
+    380: 'ListOffsetsResponse.throttle_time_ms',
+    381: 'ListOffsetsResponse.topics',
+    382: 'ListOffsetsResponse.topics',
+    383: 'ListOffsetsResponse.topics',
+    384: 'ListOffsetsResponse.topics',
+    385: 'ListOffsetsResponse.topics',
+    386: 'ListOffsetsResponse.topics',
+    387: 'ListOffsetsResponse.topics',
+    388: 'ListOffsetsResponse.topics',
+    389: 'ListOffsetsResponse.topics',
+    390: 'ListOffsetsResponse.topics',
+    391: 'ListOffsetsResponse.topics',
+    392: 'ListOffsetsResponse.topics',
+    393: 'ListOffsetsResponse.topics',
+    394: 'ListOffsetsResponse.topics',
+    395: 'ListOffsetsResponse.topics',
+    396: 'ListOffsetsResponse.topics',
+    397: 'ListOffsetsResponse.topics',
+    398: 'ListOffsetsResponse.<tagged fields>',
+    399: 'ListOffsetsResponse.<tagged fields>',
+    400: 'ListOffsetsResponse.<tagged fields>',
+    401: 'ListOffsetsResponse.<tagged fields>',
+    402: 'ListOffsetsResponse.<tagged fields>',
 })

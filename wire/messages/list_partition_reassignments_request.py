@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -55,6 +56,9 @@ def _d_ListPartitionReassignmentsTopics_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -69,6 +73,9 @@ def _d_ListPartitionReassignmentsTopics_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -83,7 +90,11 @@ def _d_ListPartitionReassignmentsTopics_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListPartitionReassignmentsTopics.<tagged fields>')
-    return ListPartitionReassignmentsTopics(_f_name, _f_partition_indexes, _unk), pos
+    _o = _new(ListPartitionReassignmentsTopics)
+    _o.name = _f_name
+    _o.partition_indexes = _f_partition_indexes
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListPartitionReassignmentsRequest_v0(buf, pos):
@@ -92,6 +103,9 @@ def _d_ListPartitionReassignmentsRequest_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -108,7 +122,11 @@ def _d_ListPartitionReassignmentsRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListPartitionReassignmentsRequest.<tagged fields>')
-    return ListPartitionReassignmentsRequest(_f_timeout_ms, _f_topics, _unk), pos
+    _o = _new(ListPartitionReassignmentsRequest)
+    _o.timeout_ms = _f_timeout_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ListPartitionReassignmentsTopics_v0(o, w):
@@ -118,9 +136,10 @@ def _e_ListPartitionReassignmentsTopics_v0(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v6)
     _a7 = o.partition_indexes
-    _l = len(_a7) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a7), *_a7))
+    _l = len(_a7)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a7))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -152,7 +171,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ListPartitionReassignmentsRequest_v0}
 ENCODERS = {0: _e_ListPartitionReassignmentsRequest_v0}
 _reg(__file__, {
-    55: 'ListPartitionReassignmentsTopics.name',
     56: 'ListPartitionReassignmentsTopics.name',
     57: 'ListPartitionReassignmentsTopics.name',
     58: 'ListPartitionReassignmentsTopics.name',
@@ -166,10 +184,10 @@ _reg(__file__, {
     66: 'ListPartitionReassignmentsTopics.name',
     67: 'ListPartitionReassignmentsTopics.name',
     68: 'ListPartitionReassignmentsTopics.name',
-    69: 'ListPartitionReassignmentsTopics.partition_indexes',
-    70: 'ListPartitionReassignmentsTopics.partition_indexes',
-    71: 'ListPartitionReassignmentsTopics.partition_indexes',
-    72: 'ListPartitionReassignmentsTopics.partition_indexes',
+    69: 'ListPartitionReassignmentsTopics.name',
+    70: 'ListPartitionReassignmentsTopics.name',
+    71: 'ListPartitionReassignmentsTopics.name',
+    72: 'ListPartitionReassignmentsTopics.name',
     73: 'ListPartitionReassignmentsTopics.partition_indexes',
     74: 'ListPartitionReassignmentsTopics.partition_indexes',
     75: 'ListPartitionReassignmentsTopics.partition_indexes',
@@ -178,30 +196,40 @@ _reg(__file__, {
     78: 'ListPartitionReassignmentsTopics.partition_indexes',
     79: 'ListPartitionReassignmentsTopics.partition_indexes',
     80: 'ListPartitionReassignmentsTopics.partition_indexes',
-    81: 'ListPartitionReassignmentsTopics.<tagged fields>',
-    82: 'ListPartitionReassignmentsTopics.<tagged fields>',
-    83: 'ListPartitionReassignmentsTopics.<tagged fields>',
-    84: 'ListPartitionReassignmentsTopics.<tagged fields>',
-    85: 'ListPartitionReassignmentsTopics.<tagged fields>',
-    90: 'ListPartitionReassignmentsRequest.timeout_ms',
-    91: 'ListPartitionReassignmentsRequest.timeout_ms',
-    92: 'ListPartitionReassignmentsRequest.topics',
-    93: 'ListPartitionReassignmentsRequest.topics',
-    94: 'ListPartitionReassignmentsRequest.topics',
-    95: 'ListPartitionReassignmentsRequest.topics',
-    96: 'ListPartitionReassignmentsRequest.topics',
-    97: 'ListPartitionReassignmentsRequest.topics',
-    98: 'ListPartitionReassignmentsRequest.topics',
-    99: 'ListPartitionReassignmentsRequest.topics',
-    100: 'ListPartitionReassignmentsRequest.topics',
-    101: 'ListPartitionReassignmentsRequest.topics',
-    102: 'ListPartitionReassignmentsRequest.topics',
+    81: 'ListPartitionReassignmentsTopics.partition_indexes',
+    82: 'ListPartitionReassignmentsTopics.partition_indexes',
+    83: 'ListPartitionReassignmentsTopics.partition_indexes',
+    84: 'ListPartitionReassignmentsTopics.partition_indexes',
+    85: 'ListPartitionReassignmentsTopics.partition_indexes',
+    86: 'ListPartitionReassignmentsTopics.partition_indexes',
+    87: 'ListPartitionReassignmentsTopics.partition_indexes',
+    88: 'ListPartitionReassignmentsTopics.<tagged fields>',
+    89: 'ListPartitionReassignmentsTopics.<tagged fields>',
+    90: 'ListPartitionReassignmentsTopics.<tagged fields>',
+    91: 'ListPartitionReassignmentsTopics.<tagged fields>',
+    92: 'ListPartitionReassignmentsTopics.<tagged fields>',
+    101: 'ListPartitionReassignmentsRequest.timeout_ms',
+    102: 'ListPartitionReassignmentsRequest.timeout_ms',
     103: 'ListPartitionReassignmentsRequest.topics',
     104: 'ListPartitionReassignmentsRequest.topics',
     105: 'ListPartitionReassignmentsRequest.topics',
-    106: 'ListPartitionReassignmentsRequest.<tagged fields>',
-    107: 'ListPartitionReassignmentsRequest.<tagged fields>',
-    108: 'ListPartitionReassignmentsRequest.<tagged fields>',
-    109: 'ListPartitionReassignmentsRequest.<tagged fields>',
-    110: 'ListPartitionReassignmentsRequest.<tagged fields>',
+    106: 'ListPartitionReassignmentsRequest.topics',
+    107: 'ListPartitionReassignmentsRequest.topics',
+    108: 'ListPartitionReassignmentsRequest.topics',
+    109: 'ListPartitionReassignmentsRequest.topics',
+    110: 'ListPartitionReassignmentsRequest.topics',
+    111: 'ListPartitionReassignmentsRequest.topics',
+    112: 'ListPartitionReassignmentsRequest.topics',
+    113: 'ListPartitionReassignmentsRequest.topics',
+    114: 'ListPartitionReassignmentsRequest.topics',
+    115: 'ListPartitionReassignmentsRequest.topics',
+    116: 'ListPartitionReassignmentsRequest.topics',
+    117: 'ListPartitionReassignmentsRequest.topics',
+    118: 'ListPartitionReassignmentsRequest.topics',
+    119: 'ListPartitionReassignmentsRequest.topics',
+    120: 'ListPartitionReassignmentsRequest.<tagged fields>',
+    121: 'ListPartitionReassignmentsRequest.<tagged fields>',
+    122: 'ListPartitionReassignmentsRequest.<tagged fields>',
+    123: 'ListPartitionReassignmentsRequest.<tagged fields>',
+    124: 'ListPartitionReassignmentsRequest.<tagged fields>',
 })

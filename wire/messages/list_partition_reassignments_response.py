@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -84,6 +85,9 @@ def _d_OngoingPartitionReassignment_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -96,6 +100,9 @@ def _d_OngoingPartitionReassignment_v0(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -108,6 +115,9 @@ def _d_OngoingPartitionReassignment_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -122,13 +132,22 @@ def _d_OngoingPartitionReassignment_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OngoingPartitionReassignment.<tagged fields>')
-    return OngoingPartitionReassignment(_f_partition_index, _f_replicas, _f_adding_replicas, _f_removing_replicas, _unk), pos
+    _o = _new(OngoingPartitionReassignment)
+    _o.partition_index = _f_partition_index
+    _o.replicas = _f_replicas
+    _o.adding_replicas = _f_adding_replicas
+    _o.removing_replicas = _f_removing_replicas
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OngoingTopicReassignment_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -143,6 +162,9 @@ def _d_OngoingTopicReassignment_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -159,7 +181,11 @@ def _d_OngoingTopicReassignment_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OngoingTopicReassignment.<tagged fields>')
-    return OngoingTopicReassignment(_f_name, _f_partitions, _unk), pos
+    _o = _new(OngoingTopicReassignment)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListPartitionReassignmentsResponse_v0(buf, pos):
@@ -168,6 +194,9 @@ def _d_ListPartitionReassignmentsResponse_v0(buf, pos):
     _n8 = buf[pos]
     if _n8 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n8, pos = _ruv(buf, pos)
     _n8 -= 1
@@ -182,6 +211,9 @@ def _d_ListPartitionReassignmentsResponse_v0(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -198,23 +230,32 @@ def _d_ListPartitionReassignmentsResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListPartitionReassignmentsResponse.<tagged fields>')
-    return ListPartitionReassignmentsResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_topics, _unk), pos
+    _o = _new(ListPartitionReassignmentsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_OngoingPartitionReassignment_v0(o, w):
     w(_S_ip(o.partition_index))
     _a12 = o.replicas
-    _l = len(_a12) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a12), *_a12))
+    _l = len(_a12)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a12))
     _a13 = o.adding_replicas
-    _l = len(_a13) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a13), *_a13))
+    _l = len(_a13)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a13))
     _a14 = o.removing_replicas
-    _l = len(_a14) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a14), *_a14))
+    _l = len(_a14)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a14))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -269,9 +310,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ListPartitionReassignmentsResponse_v0}
 ENCODERS = {0: _e_ListPartitionReassignmentsResponse_v0}
 _reg(__file__, {
-    82: 'OngoingPartitionReassignment.partition_index',
     83: 'OngoingPartitionReassignment.partition_index',
-    84: 'OngoingPartitionReassignment.replicas',
+    84: 'OngoingPartitionReassignment.partition_index',
     85: 'OngoingPartitionReassignment.replicas',
     86: 'OngoingPartitionReassignment.replicas',
     87: 'OngoingPartitionReassignment.replicas',
@@ -283,10 +323,10 @@ _reg(__file__, {
     93: 'OngoingPartitionReassignment.replicas',
     94: 'OngoingPartitionReassignment.replicas',
     95: 'OngoingPartitionReassignment.replicas',
-    96: 'OngoingPartitionReassignment.adding_replicas',
-    97: 'OngoingPartitionReassignment.adding_replicas',
-    98: 'OngoingPartitionReassignment.adding_replicas',
-    99: 'OngoingPartitionReassignment.adding_replicas',
+    96: 'OngoingPartitionReassignment.replicas',
+    97: 'OngoingPartitionReassignment.replicas',
+    98: 'OngoingPartitionReassignment.replicas',
+    99: 'OngoingPartitionReassignment.replicas',
     100: 'OngoingPartitionReassignment.adding_replicas',
     101: 'OngoingPartitionReassignment.adding_replicas',
     102: 'OngoingPartitionReassignment.adding_replicas',
@@ -295,89 +335,111 @@ _reg(__file__, {
     105: 'OngoingPartitionReassignment.adding_replicas',
     106: 'OngoingPartitionReassignment.adding_replicas',
     107: 'OngoingPartitionReassignment.adding_replicas',
-    108: 'OngoingPartitionReassignment.removing_replicas',
-    109: 'OngoingPartitionReassignment.removing_replicas',
-    110: 'OngoingPartitionReassignment.removing_replicas',
-    111: 'OngoingPartitionReassignment.removing_replicas',
-    112: 'OngoingPartitionReassignment.removing_replicas',
-    113: 'OngoingPartitionReassignment.removing_replicas',
-    114: 'OngoingPartitionReassignment.removing_replicas',
+    108: 'OngoingPartitionReassignment.adding_replicas',
+    109: 'OngoingPartitionReassignment.adding_replicas',
+    110: 'OngoingPartitionReassignment.adding_replicas',
+    111: 'OngoingPartitionReassignment.adding_replicas',
+    112: 'OngoingPartitionReassignment.adding_replicas',
+    113: 'OngoingPartitionReassignment.adding_replicas',
+    114: 'OngoingPartitionReassignment.adding_replicas',
     115: 'OngoingPartitionReassignment.removing_replicas',
     116: 'OngoingPartitionReassignment.removing_replicas',
     117: 'OngoingPartitionReassignment.removing_replicas',
     118: 'OngoingPartitionReassignment.removing_replicas',
     119: 'OngoingPartitionReassignment.removing_replicas',
-    120: 'OngoingPartitionReassignment.<tagged fields>',
-    121: 'OngoingPartitionReassignment.<tagged fields>',
-    122: 'OngoingPartitionReassignment.<tagged fields>',
-    123: 'OngoingPartitionReassignment.<tagged fields>',
-    124: 'OngoingPartitionReassignment.<tagged fields>',
-    129: 'OngoingTopicReassignment.name',
-    130: 'OngoingTopicReassignment.name',
-    131: 'OngoingTopicReassignment.name',
-    132: 'OngoingTopicReassignment.name',
-    133: 'OngoingTopicReassignment.name',
-    134: 'OngoingTopicReassignment.name',
-    135: 'OngoingTopicReassignment.name',
-    136: 'OngoingTopicReassignment.name',
-    137: 'OngoingTopicReassignment.name',
-    138: 'OngoingTopicReassignment.name',
-    139: 'OngoingTopicReassignment.name',
-    140: 'OngoingTopicReassignment.name',
-    141: 'OngoingTopicReassignment.name',
-    142: 'OngoingTopicReassignment.name',
-    143: 'OngoingTopicReassignment.partitions',
-    144: 'OngoingTopicReassignment.partitions',
-    145: 'OngoingTopicReassignment.partitions',
-    146: 'OngoingTopicReassignment.partitions',
-    147: 'OngoingTopicReassignment.partitions',
-    148: 'OngoingTopicReassignment.partitions',
-    149: 'OngoingTopicReassignment.partitions',
-    150: 'OngoingTopicReassignment.partitions',
-    151: 'OngoingTopicReassignment.partitions',
-    152: 'OngoingTopicReassignment.partitions',
-    153: 'OngoingTopicReassignment.partitions',
-    154: 'OngoingTopicReassignment.partitions',
-    155: 'OngoingTopicReassignment.partitions',
-    156: 'OngoingTopicReassignment.partitions',
-    157: 'OngoingTopicReassignment.<tagged fields>',
-    158: 'OngoingTopicReassignment.<tagged fields>',
-    159: 'OngoingTopicReassignment.<tagged fields>',
-    160: 'OngoingTopicReassignment.<tagged fields>',
-    161: 'OngoingTopicReassignment.<tagged fields>',
-    166: 'ListPartitionReassignmentsResponse.throttle_time_ms/error_code',
-    167: 'ListPartitionReassignmentsResponse.throttle_time_ms/error_code',
-    168: 'ListPartitionReassignmentsResponse.error_message',
-    169: 'ListPartitionReassignmentsResponse.error_message',
-    170: 'ListPartitionReassignmentsResponse.error_message',
-    171: 'ListPartitionReassignmentsResponse.error_message',
-    172: 'ListPartitionReassignmentsResponse.error_message',
-    173: 'ListPartitionReassignmentsResponse.error_message',
-    174: 'ListPartitionReassignmentsResponse.error_message',
-    175: 'ListPartitionReassignmentsResponse.error_message',
-    176: 'ListPartitionReassignmentsResponse.error_message',
-    177: 'ListPartitionReassignmentsResponse.error_message',
-    178: 'ListPartitionReassignmentsResponse.error_message',
-    179: 'ListPartitionReassignmentsResponse.error_message',
-    180: 'ListPartitionReassignmentsResponse.error_message',
-    181: 'ListPartitionReassignmentsResponse.error_message',
-    182: 'ListPartitionReassignmentsResponse.topics',
-    183: 'ListPartitionReassignmentsResponse.topics',
-    184: 'ListPartitionReassignmentsResponse.topics',
-    185: 'ListPartitionReassignmentsResponse.topics',
-    186: 'ListPartitionReassignmentsResponse.topics',
-    187: 'ListPartitionReassignmentsResponse.topics',
-    188: 'ListPartitionReassignmentsResponse.topics',
-    189: 'ListPartitionReassignmentsResponse.topics',
-    190: 'ListPartitionReassignmentsResponse.topics',
-    191: 'ListPartitionReassignmentsResponse.topics',
-    192: 'ListPartitionReassignmentsResponse.topics',
-    193: 'ListPartitionReassignmentsResponse.topics',
-    194: 'ListPartitionReassignmentsResponse.topics',
-    195: 'ListPartitionReassignmentsResponse.topics',
-    196: 'ListPartitionReassignmentsResponse.<tagged fields>',
-    197: 'ListPartitionReassignmentsResponse.<tagged fields>',
-    198: 'ListPartitionReassignmentsResponse.<tagged fields>',
-    199: 'ListPartitionReassignmentsResponse.<tagged fields>',
-    200: 'ListPartitionReassignmentsResponse.<tagged fields>',
+    120: 'OngoingPartitionReassignment.removing_replicas',
+    121: 'OngoingPartitionReassignment.removing_replicas',
+    122: 'OngoingPartitionReassignment.removing_replicas',
+    123: 'OngoingPartitionReassignment.removing_replicas',
+    124: 'OngoingPartitionReassignment.removing_replicas',
+    125: 'OngoingPartitionReassignment.removing_replicas',
+    126: 'OngoingPartitionReassignment.removing_replicas',
+    127: 'OngoingPartitionReassignment.removing_replicas',
+    128: 'OngoingPartitionReassignment.removing_replicas',
+    129: 'OngoingPartitionReassignment.removing_replicas',
+    130: 'OngoingPartitionReassignment.<tagged fields>',
+    131: 'OngoingPartitionReassignment.<tagged fields>',
+    132: 'OngoingPartitionReassignment.<tagged fields>',
+    133: 'OngoingPartitionReassignment.<tagged fields>',
+    134: 'OngoingPartitionReassignment.<tagged fields>',
+    145: 'OngoingTopicReassignment.name',
+    146: 'OngoingTopicReassignment.name',
+    147: 'OngoingTopicReassignment.name',
+    148: 'OngoingTopicReassignment.name',
+    149: 'OngoingTopicReassignment.name',
+    150: 'OngoingTopicReassignment.name',
+    151: 'OngoingTopicReassignment.name',
+    152: 'OngoingTopicReassignment.name',
+    153: 'OngoingTopicReassignment.name',
+    154: 'OngoingTopicReassignment.name',
+    155: 'OngoingTopicReassignment.name',
+    156: 'OngoingTopicReassignment.name',
+    157: 'OngoingTopicReassignment.name',
+    158: 'OngoingTopicReassignment.name',
+    159: 'OngoingTopicReassignment.name',
+    160: 'OngoingTopicReassignment.name',
+    161: 'OngoingTopicReassignment.name',
+    162: 'OngoingTopicReassignment.partitions',
+    163: 'OngoingTopicReassignment.partitions',
+    164: 'OngoingTopicReassignment.partitions',
+    165: 'OngoingTopicReassignment.partitions',
+    166: 'OngoingTopicReassignment.partitions',
+    167: 'OngoingTopicReassignment.partitions',
+    168: 'OngoingTopicReassignment.partitions',
+    169: 'OngoingTopicReassignment.partitions',
+    170: 'OngoingTopicReassignment.partitions',
+    171: 'OngoingTopicReassignment.partitions',
+    172: 'OngoingTopicReassignment.partitions',
+    173: 'OngoingTopicReassignment.partitions',
+    174: 'OngoingTopicReassignment.partitions',
+    175: 'OngoingTopicReassignment.partitions',
+    176: 'OngoingTopicReassignment.partitions',
+    177: 'OngoingTopicReassignment.partitions',
+    178: 'OngoingTopicReassignment.partitions',
+    179: 'OngoingTopicReassignment.<tagged fields>',
+    180: 'OngoingTopicReassignment.<tagged fields>',
+    181: 'OngoingTopicReassignment.<tagged fields>',
+    182: 'OngoingTopicReassignment.<tagged fields>',
+    183: 'OngoingTopicReassignment.<tagged fields>',
+    192: 'ListPartitionReassignmentsResponse.throttle_time_ms/error_code',
+    193: 'ListPartitionReassignmentsResponse.throttle_time_ms/error_code',
+    194: 'ListPartitionReassignmentsResponse.error_message',
+    195: 'ListPartitionReassignmentsResponse.error_message',
+    196: 'ListPartitionReassignmentsResponse.error_message',
+    197: 'ListPartitionReassignmentsResponse.error_message',
+    198: 'ListPartitionReassignmentsResponse.error_message',
+    199: 'ListPartitionReassignmentsResponse.error_message',
+    200: 'ListPartitionReassignmentsResponse.error_message',
+    201: 'ListPartitionReassignmentsResponse.error_message',
+    202: 'ListPartitionReassignmentsResponse.error_message',
+    203: 'ListPartitionReassignmentsResponse.error_message',
+    204: 'ListPartitionReassignmentsResponse.error_message',
+    205: 'ListPartitionReassignmentsResponse.error_message',
+    206: 'ListPartitionReassignmentsResponse.error_message',
+    207: 'ListPartitionReassignmentsResponse.error_message',
+    208: 'ListPartitionReassignmentsResponse.error_message',
+    209: 'ListPartitionReassignmentsResponse.error_message',
+    210: 'ListPartitionReassignmentsResponse.error_message',
+    211: 'ListPartitionReassignmentsResponse.topics',
+    212: 'ListPartitionReassignmentsResponse.topics',
+    213: 'ListPartitionReassignmentsResponse.topics',
+    214: 'ListPartitionReassignmentsResponse.topics',
+    215: 'ListPartitionReassignmentsResponse.topics',
+    216: 'ListPartitionReassignmentsResponse.topics',
+    217: 'ListPartitionReassignmentsResponse.topics',
+    218: 'ListPartitionReassignmentsResponse.topics',
+    219: 'ListPartitionReassignmentsResponse.topics',
+    220: 'ListPartitionReassignmentsResponse.topics',
+    221: 'ListPartitionReassignmentsResponse.topics',
+    222: 'ListPartitionReassignmentsResponse.topics',
+    223: 'ListPartitionReassignmentsResponse.topics',
+    224: 'ListPartitionReassignmentsResponse.topics',
+    225: 'ListPartitionReassignmentsResponse.topics',
+    226: 'ListPartitionReassignmentsResponse.topics',
+    227: 'ListPartitionReassignmentsResponse.topics',
+    228: 'ListPartitionReassignmentsResponse.<tagged fields>',
+    229: 'ListPartitionReassignmentsResponse.<tagged fields>',
+    230: 'ListPartitionReassignmentsResponse.<tagged fields>',
+    231: 'ListPartitionReassignmentsResponse.<tagged fields>',
+    232: 'ListPartitionReassignmentsResponse.<tagged fields>',
 })

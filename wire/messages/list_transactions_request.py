@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -41,6 +42,9 @@ def _d_ListTransactionsRequest_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -53,6 +57,9 @@ def _d_ListTransactionsRequest_v0(buf, pos):
             _n3 = buf[pos]
             if _n3 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n3, pos = _ruv(buf, pos)
             _n3 -= 1
@@ -68,6 +75,9 @@ def _d_ListTransactionsRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -82,13 +92,21 @@ def _d_ListTransactionsRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListTransactionsRequest.<tagged fields>')
-    return ListTransactionsRequest(_f_state_filters, _f_producer_id_filters, -1, _unk), pos
+    _o = _new(ListTransactionsRequest)
+    _o.state_filters = _f_state_filters
+    _o.producer_id_filters = _f_producer_id_filters
+    _o.duration_filter = -1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ListTransactionsRequest_v1(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -101,6 +119,9 @@ def _d_ListTransactionsRequest_v1(buf, pos):
             _n8 = buf[pos]
             if _n8 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n8, pos = _ruv(buf, pos)
             _n8 -= 1
@@ -116,6 +137,9 @@ def _d_ListTransactionsRequest_v1(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -132,7 +156,12 @@ def _d_ListTransactionsRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListTransactionsRequest.<tagged fields>')
-    return ListTransactionsRequest(_f_state_filters, _f_producer_id_filters, _f_duration_filter, _unk), pos
+    _o = _new(ListTransactionsRequest)
+    _o.state_filters = _f_state_filters
+    _o.producer_id_filters = _f_producer_id_filters
+    _o.duration_filter = _f_duration_filter
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ListTransactionsRequest_v0(o, w):
@@ -146,9 +175,10 @@ def _e_ListTransactionsRequest_v0(o, w):
         w(_UV1[_l] if _l < 128 else _wuv(_l))
         w(_v13)
     _a14 = o.producer_id_filters
-    _l = len(_a14) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%dq' % len(_a14), *_a14))
+    _l = len(_a14)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('q', _l)(*_a14))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -167,9 +197,10 @@ def _e_ListTransactionsRequest_v1(o, w):
         w(_UV1[_l] if _l < 128 else _wuv(_l))
         w(_v17)
     _a18 = o.producer_id_filters
-    _l = len(_a18) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%dq' % len(_a18), *_a18))
+    _l = len(_a18)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('q', _l)(*_a18))
     w(_S_qp(o.duration_filter))
     _u = o.unknown_tagged_fields
     if _u:
@@ -185,7 +216,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ListTransactionsRequest_v0, 1: _d_ListTransactionsRequest_v1}
 ENCODERS = {0: _e_ListTransactionsRequest_v0, 1: _e_ListTransactionsRequest_v1}
 _reg(__file__, {
-    41: 'ListTransactionsRequest.state_filters',
     42: 'ListTransactionsRequest.state_filters',
     43: 'ListTransactionsRequest.state_filters',
     44: 'ListTransactionsRequest.state_filters',
@@ -212,38 +242,33 @@ _reg(__file__, {
     65: 'ListTransactionsRequest.state_filters',
     66: 'ListTransactionsRequest.state_filters',
     67: 'ListTransactionsRequest.state_filters',
-    68: 'ListTransactionsRequest.producer_id_filters',
-    69: 'ListTransactionsRequest.producer_id_filters',
-    70: 'ListTransactionsRequest.producer_id_filters',
-    71: 'ListTransactionsRequest.producer_id_filters',
-    72: 'ListTransactionsRequest.producer_id_filters',
-    73: 'ListTransactionsRequest.producer_id_filters',
-    74: 'ListTransactionsRequest.producer_id_filters',
+    68: 'ListTransactionsRequest.state_filters',
+    69: 'ListTransactionsRequest.state_filters',
+    70: 'ListTransactionsRequest.state_filters',
+    71: 'ListTransactionsRequest.state_filters',
+    72: 'ListTransactionsRequest.state_filters',
+    73: 'ListTransactionsRequest.state_filters',
+    74: 'ListTransactionsRequest.state_filters',
     75: 'ListTransactionsRequest.producer_id_filters',
     76: 'ListTransactionsRequest.producer_id_filters',
     77: 'ListTransactionsRequest.producer_id_filters',
     78: 'ListTransactionsRequest.producer_id_filters',
     79: 'ListTransactionsRequest.producer_id_filters',
-    80: 'ListTransactionsRequest.<tagged fields>',
-    81: 'ListTransactionsRequest.<tagged fields>',
-    82: 'ListTransactionsRequest.<tagged fields>',
-    83: 'ListTransactionsRequest.<tagged fields>',
-    84: 'ListTransactionsRequest.<tagged fields>',
-    89: 'ListTransactionsRequest.state_filters',
-    90: 'ListTransactionsRequest.state_filters',
-    91: 'ListTransactionsRequest.state_filters',
-    92: 'ListTransactionsRequest.state_filters',
-    93: 'ListTransactionsRequest.state_filters',
-    94: 'ListTransactionsRequest.state_filters',
-    95: 'ListTransactionsRequest.state_filters',
-    96: 'ListTransactionsRequest.state_filters',
-    97: 'ListTransactionsRequest.state_filters',
-    98: 'ListTransactionsRequest.state_filters',
-    99: 'ListTransactionsRequest.state_filters',
-    100: 'ListTransactionsRequest.state_filters',
-    101: 'ListTransactionsRequest.state_filters',
-    102: 'ListTransactionsRequest.state_filters',
-    103: 'ListTransactionsRequest.state_filters',
+    80: 'ListTransactionsRequest.producer_id_filters',
+    81: 'ListTransactionsRequest.producer_id_filters',
+    82: 'ListTransactionsRequest.producer_id_filters',
+    83: 'ListTransactionsRequest.producer_id_filters',
+    84: 'ListTransactionsRequest.producer_id_filters',
+    85: 'ListTransactionsRequest.producer_id_filters',
+    86: 'ListTransactionsRequest.producer_id_filters',
+    87: 'ListTransactionsRequest.producer_id_filters',
+    88: 'ListTransactionsRequest.producer_id_filters',
+    89: 'ListTransactionsRequest.producer_id_filters',
+    90: 'ListTransactionsRequest.<tagged fields>',
+    91: 'ListTransactionsRequest.<tagged fields>',
+    92: 'ListTransactionsRequest.<tagged fields>',
+    93: 'ListTransactionsRequest.<tagged fields>',
+    94: 'ListTransactionsRequest.<tagged fields>',
     104: 'ListTransactionsRequest.state_filters',
     105: 'ListTransactionsRequest.state_filters',
     106: 'ListTransactionsRequest.state_filters',
@@ -256,23 +281,47 @@ _reg(__file__, {
     113: 'ListTransactionsRequest.state_filters',
     114: 'ListTransactionsRequest.state_filters',
     115: 'ListTransactionsRequest.state_filters',
-    116: 'ListTransactionsRequest.producer_id_filters',
-    117: 'ListTransactionsRequest.producer_id_filters',
-    118: 'ListTransactionsRequest.producer_id_filters',
-    119: 'ListTransactionsRequest.producer_id_filters',
-    120: 'ListTransactionsRequest.producer_id_filters',
-    121: 'ListTransactionsRequest.producer_id_filters',
-    122: 'ListTransactionsRequest.producer_id_filters',
-    123: 'ListTransactionsRequest.producer_id_filters',
-    124: 'ListTransactionsRequest.producer_id_filters',
-    125: 'ListTransactionsRequest.producer_id_filters',
-    126: 'ListTransactionsRequest.producer_id_filters',
-    127: 'ListTransactionsRequest.producer_id_filters',
-    128: 'ListTransactionsRequest.duration_filter',
-    129: 'ListTransactionsRequest.duration_filter',
-    130: 'ListTransactionsRequest.<tagged fields>',
-    131: 'ListTransactionsRequest.<tagged fields>',
-    132: 'ListTransactionsRequest.<tagged fields>',
-    133: 'ListTransactionsRequest.<tagged fields>',
-    134: 'ListTransactionsRequest.<tagged fields>',
+    116: 'ListTransactionsRequest.state_filters',
+    117: 'ListTransactionsRequest.state_filters',
+    118: 'ListTransactionsRequest.state_filters',
+    119: 'ListTransactionsRequest.state_filters',
+    120: 'ListTransactionsRequest.state_filters',
+    121: 'ListTransactionsRequest.state_filters',
+    122: 'ListTransactionsRequest.state_filters',
+    123: 'ListTransactionsRequest.state_filters',
+    124: 'ListTransactionsRequest.state_filters',
+    125: 'ListTransactionsRequest.state_filters',
+    126: 'ListTransactionsRequest.state_filters',
+    127: 'ListTransactionsRequest.state_filters',
+    128: 'ListTransactionsRequest.state_filters',
+    129: 'ListTransactionsRequest.state_filters',
+    130: 'ListTransactionsRequest.state_filters',
+    131: 'ListTransactionsRequest.state_filters',
+    132: 'ListTransactionsRequest.state_filters',
+    133: 'ListTransactionsRequest.state_filters',
+    134: 'ListTransactionsRequest.state_filters',
+    135: 'ListTransactionsRequest.state_filters',
+    136: 'ListTransactionsRequest.state_filters',
+    137: 'ListTransactionsRequest.producer_id_filters',
+    138: 'ListTransactionsRequest.producer_id_filters',
+    139: 'ListTransactionsRequest.producer_id_filters',
+    140: 'ListTransactionsRequest.producer_id_filters',
+    141: 'ListTransactionsRequest.producer_id_filters',
+    142: 'ListTransactionsRequest.producer_id_filters',
+    143: 'ListTransactionsRequest.producer_id_filters',
+    144: 'ListTransactionsRequest.producer_id_filters',
+    145: 'ListTransactionsRequest.producer_id_filters',
+    146: 'ListTransactionsRequest.producer_id_filters',
+    147: 'ListTransactionsRequest.producer_id_filters',
+    148: 'ListTransactionsRequest.producer_id_filters',
+    149: 'ListTransactionsRequest.producer_id_filters',
+    150: 'ListTransactionsRequest.producer_id_filters',
+    151: 'ListTransactionsRequest.producer_id_filters',
+    152: 'ListTransactionsRequest.duration_filter',
+    153: 'ListTransactionsRequest.duration_filter',
+    154: 'ListTransactionsRequest.<tagged fields>',
+    155: 'ListTransactionsRequest.<tagged fields>',
+    156: 'ListTransactionsRequest.<tagged fields>',
+    157: 'ListTransactionsRequest.<tagged fields>',
+    158: 'ListTransactionsRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -64,6 +65,9 @@ def _d_TransactionState_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -80,6 +84,9 @@ def _d_TransactionState_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -96,7 +103,12 @@ def _d_TransactionState_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TransactionState.<tagged fields>')
-    return TransactionState(_f_transactional_id, _f_producer_id, _f_transaction_state, _unk), pos
+    _o = _new(TransactionState)
+    _o.transactional_id = _f_transactional_id
+    _o.producer_id = _f_producer_id
+    _o.transaction_state = _f_transaction_state
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TransactionState_v1 = _d_TransactionState_v0
@@ -107,6 +119,9 @@ def _d_ListTransactionsResponse_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -119,6 +134,9 @@ def _d_ListTransactionsResponse_v0(buf, pos):
             _n11 = buf[pos]
             if _n11 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n11, pos = _ruv(buf, pos)
             _n11 -= 1
@@ -134,6 +152,9 @@ def _d_ListTransactionsResponse_v0(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -150,7 +171,13 @@ def _d_ListTransactionsResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ListTransactionsResponse.<tagged fields>')
-    return ListTransactionsResponse(_f_throttle_time_ms, _f_error_code, _f_unknown_state_filters, _f_transaction_states, _unk), pos
+    _o = _new(ListTransactionsResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.unknown_state_filters = _f_unknown_state_filters
+    _o.transaction_states = _f_transaction_states
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ListTransactionsResponse_v1 = _d_ListTransactionsResponse_v0
@@ -208,7 +235,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ListTransactionsResponse_v0, 1: _d_ListTransactionsResponse_v1}
 ENCODERS = {0: _e_ListTransactionsResponse_v0, 1: _e_ListTransactionsResponse_v1}
 _reg(__file__, {
-    64: 'TransactionState.transactional_id',
     65: 'TransactionState.transactional_id',
     66: 'TransactionState.transactional_id',
     67: 'TransactionState.transactional_id',
@@ -222,12 +248,12 @@ _reg(__file__, {
     75: 'TransactionState.transactional_id',
     76: 'TransactionState.transactional_id',
     77: 'TransactionState.transactional_id',
-    78: 'TransactionState.producer_id',
-    79: 'TransactionState.producer_id',
-    80: 'TransactionState.transaction_state',
-    81: 'TransactionState.transaction_state',
-    82: 'TransactionState.transaction_state',
-    83: 'TransactionState.transaction_state',
+    78: 'TransactionState.transactional_id',
+    79: 'TransactionState.transactional_id',
+    80: 'TransactionState.transactional_id',
+    81: 'TransactionState.transactional_id',
+    82: 'TransactionState.producer_id',
+    83: 'TransactionState.producer_id',
     84: 'TransactionState.transaction_state',
     85: 'TransactionState.transaction_state',
     86: 'TransactionState.transaction_state',
@@ -238,25 +264,20 @@ _reg(__file__, {
     91: 'TransactionState.transaction_state',
     92: 'TransactionState.transaction_state',
     93: 'TransactionState.transaction_state',
-    94: 'TransactionState.<tagged fields>',
-    95: 'TransactionState.<tagged fields>',
-    96: 'TransactionState.<tagged fields>',
-    97: 'TransactionState.<tagged fields>',
-    98: 'TransactionState.<tagged fields>',
-    104: 'ListTransactionsResponse.throttle_time_ms/error_code',
-    105: 'ListTransactionsResponse.throttle_time_ms/error_code',
-    106: 'ListTransactionsResponse.unknown_state_filters',
-    107: 'ListTransactionsResponse.unknown_state_filters',
-    108: 'ListTransactionsResponse.unknown_state_filters',
-    109: 'ListTransactionsResponse.unknown_state_filters',
-    110: 'ListTransactionsResponse.unknown_state_filters',
-    111: 'ListTransactionsResponse.unknown_state_filters',
-    112: 'ListTransactionsResponse.unknown_state_filters',
-    113: 'ListTransactionsResponse.unknown_state_filters',
-    114: 'ListTransactionsResponse.unknown_state_filters',
-    115: 'ListTransactionsResponse.unknown_state_filters',
-    116: 'ListTransactionsResponse.unknown_state_filters',
-    117: 'ListTransactionsResponse.unknown_state_filters',
+    94: 'TransactionState.transaction_state',
+    95: 'TransactionState.transaction_state',
+    96: 'TransactionState.transaction_state',
+    97: 'TransactionState.transaction_state',
+    98: 'TransactionState.transaction_state',
+    99: 'TransactionState.transaction_state',
+    100: 'TransactionState.transaction_state',
+    101: 'TransactionState.<tagged fields>',
+    102: 'TransactionState.<tagged fields>',
+    103: 'TransactionState.<tagged fields>',
+    104: 'TransactionState.<tagged fields>',
+    105: 'TransactionState.<tagged fields>',
+    116: 'ListTransactionsResponse.throttle_time_ms/error_code',
+    117: 'ListTransactionsResponse.throttle_time_ms/error_code',
     118: 'ListTransactionsResponse.unknown_state_filters',
     119: 'ListTransactionsResponse.unknown_state_filters',
     120: 'ListTransactionsResponse.unknown_state_filters',
@@ -272,23 +293,44 @@ _reg(__file__, {
     130: 'ListTransactionsResponse.unknown_state_filters',
     131: 'ListTransactionsResponse.unknown_state_filters',
     132: 'ListTransactionsResponse.unknown_state_filters',
-    133: 'ListTransactionsResponse.transaction_states',
-    134: 'ListTransactionsResponse.transaction_states',
-    135: 'ListTransactionsResponse.transaction_states',
-    136: 'ListTransactionsResponse.transaction_states',
-    137: 'ListTransactionsResponse.transaction_states',
-    138: 'ListTransactionsResponse.transaction_states',
-    139: 'ListTransactionsResponse.transaction_states',
-    140: 'ListTransactionsResponse.transaction_states',
-    141: 'ListTransactionsResponse.transaction_states',
-    142: 'ListTransactionsResponse.transaction_states',
-    143: 'ListTransactionsResponse.transaction_states',
-    144: 'ListTransactionsResponse.transaction_states',
-    145: 'ListTransactionsResponse.transaction_states',
-    146: 'ListTransactionsResponse.transaction_states',
-    147: 'ListTransactionsResponse.<tagged fields>',
-    148: 'ListTransactionsResponse.<tagged fields>',
-    149: 'ListTransactionsResponse.<tagged fields>',
-    150: 'ListTransactionsResponse.<tagged fields>',
-    151: 'ListTransactionsResponse.<tagged fields>',
+    133: 'ListTransactionsResponse.unknown_state_filters',
+    134: 'ListTransactionsResponse.unknown_state_filters',
+    135: 'ListTransactionsResponse.unknown_state_filters',
+    136: 'ListTransactionsResponse.unknown_state_filters',
+    137: 'ListTransactionsResponse.unknown_state_filters',
+    138: 'ListTransactionsResponse.unknown_state_filters',
+    139: 'ListTransactionsResponse.unknown_state_filters',
+    140: 'ListTransactionsResponse.unknown_state_filters',
+    141: 'ListTransactionsResponse.unknown_state_filters',
+    142: 'ListTransactionsResponse.unknown_state_filters',
+    143: 'ListTransactionsResponse.unknown_state_filters',
+    144: 'ListTransactionsResponse.unknown_state_filters',
+    145: 'ListTransactionsResponse.unknown_state_filters',
+    146: 'ListTransactionsResponse.unknown_state_filters',
+    147: 'ListTransactionsResponse.unknown_state_filters',
+    148: 'ListTransactionsResponse.unknown_state_filters',
+    149: 'ListTransactionsResponse.unknown_state_filters',
+    150: 'ListTransactionsResponse.unknown_state_filters',
+    151: 'ListTransactionsResponse.transaction_states',
+    152: 'ListTransactionsResponse.transaction_states',
+    153: 'ListTransactionsResponse.transaction_states',
+    154: 'ListTransactionsResponse.transaction_states',
+    155: 'ListTransactionsResponse.transaction_states',
+    156: 'ListTransactionsResponse.transaction_states',
+    157: 'ListTransactionsResponse.transaction_states',
+    158: 'ListTransactionsResponse.transaction_states',
+    159: 'ListTransactionsResponse.transaction_states',
+    160: 'ListTransactionsResponse.transaction_states',
+    161: 'ListTransactionsResponse.transaction_states',
+    162: 'ListTransactionsResponse.transaction_states',
+    163: 'ListTransactionsResponse.transaction_states',
+    164: 'ListTransactionsResponse.transaction_states',
+    165: 'ListTransactionsResponse.transaction_states',
+    166: 'ListTransactionsResponse.transaction_states',
+    167: 'ListTransactionsResponse.transaction_states',
+    168: 'ListTransactionsResponse.<tagged fields>',
+    169: 'ListTransactionsResponse.<tagged fields>',
+    170: 'ListTransactionsResponse.<tagged fields>',
+    171: 'ListTransactionsResponse.<tagged fields>',
+    172: 'ListTransactionsResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -72,7 +73,11 @@ def _d_MetadataRequestTopic_v0(buf, pos):
             raise _trunc('MetadataRequestTopic.name', _n1, len(buf) - pos)
         _f_name = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return MetadataRequestTopic(_ZERO_UUID, _f_name, None), pos
+    _o = _new(MetadataRequestTopic)
+    _o.topic_id = _ZERO_UUID
+    _o.name = _f_name
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataRequestTopic_v1 = _d_MetadataRequestTopic_v0
@@ -95,6 +100,9 @@ def _d_MetadataRequestTopic_v9(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -111,7 +119,11 @@ def _d_MetadataRequestTopic_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataRequestTopic.<tagged fields>')
-    return MetadataRequestTopic(_ZERO_UUID, _f_name, _unk), pos
+    _o = _new(MetadataRequestTopic)
+    _o.topic_id = _ZERO_UUID
+    _o.name = _f_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_MetadataRequestTopic_v10(buf, pos):
@@ -122,6 +134,9 @@ def _d_MetadataRequestTopic_v10(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -138,7 +153,11 @@ def _d_MetadataRequestTopic_v10(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataRequestTopic.<tagged fields>')
-    return MetadataRequestTopic(_f_topic_id, _f_name, _unk), pos
+    _o = _new(MetadataRequestTopic)
+    _o.topic_id = _f_topic_id
+    _o.name = _f_name
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_MetadataRequestTopic_v11 = _d_MetadataRequestTopic_v10
@@ -156,7 +175,13 @@ def _d_MetadataRequest_v0(buf, pos):
         for _ in range(_n27):
             _x28, pos = _d_MetadataRequestTopic_v0(buf, pos)
             _f_topics.append(_x28)
-    return MetadataRequest(_f_topics, True, False, False, None), pos
+    _o = _new(MetadataRequest)
+    _o.topics = _f_topics
+    _o.allow_auto_topic_creation = True
+    _o.include_cluster_authorized_operations = False
+    _o.include_topic_authorized_operations = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataRequest_v1(buf, pos):
@@ -170,7 +195,13 @@ def _d_MetadataRequest_v1(buf, pos):
         for _ in range(_n29):
             _x30, pos = _d_MetadataRequestTopic_v1(buf, pos)
             _f_topics.append(_x30)
-    return MetadataRequest(_f_topics, True, False, False, None), pos
+    _o = _new(MetadataRequest)
+    _o.topics = _f_topics
+    _o.allow_auto_topic_creation = True
+    _o.include_cluster_authorized_operations = False
+    _o.include_topic_authorized_operations = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataRequest_v2 = _d_MetadataRequest_v1
@@ -190,7 +221,13 @@ def _d_MetadataRequest_v4(buf, pos):
             _f_topics.append(_x36)
     _f_allow_auto_topic_creation = _S_ou(buf, pos)[0]
     pos += 1
-    return MetadataRequest(_f_topics, _f_allow_auto_topic_creation, False, False, None), pos
+    _o = _new(MetadataRequest)
+    _o.topics = _f_topics
+    _o.allow_auto_topic_creation = _f_allow_auto_topic_creation
+    _o.include_cluster_authorized_operations = False
+    _o.include_topic_authorized_operations = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataRequest_v5 = _d_MetadataRequest_v4
@@ -212,13 +249,22 @@ def _d_MetadataRequest_v8(buf, pos):
             _f_topics.append(_x44)
     _f_allow_auto_topic_creation, _f_include_cluster_authorized_operations, _f_include_topic_authorized_operations = _S_ooou(buf, pos)
     pos += 3
-    return MetadataRequest(_f_topics, _f_allow_auto_topic_creation, _f_include_cluster_authorized_operations, _f_include_topic_authorized_operations, None), pos
+    _o = _new(MetadataRequest)
+    _o.topics = _f_topics
+    _o.allow_auto_topic_creation = _f_allow_auto_topic_creation
+    _o.include_cluster_authorized_operations = _f_include_cluster_authorized_operations
+    _o.include_topic_authorized_operations = _f_include_topic_authorized_operations
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataRequest_v9(buf, pos):
     _n45 = buf[pos]
     if _n45 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n45 = (_n45 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n45, pos = _ruv(buf, pos)
     _n45 -= 1
@@ -237,13 +283,22 @@ def _d_MetadataRequest_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataRequest.<tagged fields>')
-    return MetadataRequest(_f_topics, _f_allow_auto_topic_creation, _f_include_cluster_authorized_operations, _f_include_topic_authorized_operations, _unk), pos
+    _o = _new(MetadataRequest)
+    _o.topics = _f_topics
+    _o.allow_auto_topic_creation = _f_allow_auto_topic_creation
+    _o.include_cluster_authorized_operations = _f_include_cluster_authorized_operations
+    _o.include_topic_authorized_operations = _f_include_topic_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_MetadataRequest_v10(buf, pos):
     _n47 = buf[pos]
     if _n47 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n47 = (_n47 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n47, pos = _ruv(buf, pos)
     _n47 -= 1
@@ -262,13 +317,22 @@ def _d_MetadataRequest_v10(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataRequest.<tagged fields>')
-    return MetadataRequest(_f_topics, _f_allow_auto_topic_creation, _f_include_cluster_authorized_operations, _f_include_topic_authorized_operations, _unk), pos
+    _o = _new(MetadataRequest)
+    _o.topics = _f_topics
+    _o.allow_auto_topic_creation = _f_allow_auto_topic_creation
+    _o.include_cluster_authorized_operations = _f_include_cluster_authorized_operations
+    _o.include_topic_authorized_operations = _f_include_topic_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_MetadataRequest_v11(buf, pos):
     _n49 = buf[pos]
     if _n49 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n49 = (_n49 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n49, pos = _ruv(buf, pos)
     _n49 -= 1
@@ -287,7 +351,13 @@ def _d_MetadataRequest_v11(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataRequest.<tagged fields>')
-    return MetadataRequest(_f_topics, _f_allow_auto_topic_creation, False, _f_include_topic_authorized_operations, _unk), pos
+    _o = _new(MetadataRequest)
+    _o.topics = _f_topics
+    _o.allow_auto_topic_creation = _f_allow_auto_topic_creation
+    _o.include_cluster_authorized_operations = False
+    _o.include_topic_authorized_operations = _f_include_topic_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_MetadataRequest_v12 = _d_MetadataRequest_v11
@@ -458,7 +528,6 @@ FLEXIBLE_FROM = 9
 DECODERS = {0: _d_MetadataRequest_v0, 1: _d_MetadataRequest_v1, 2: _d_MetadataRequest_v2, 3: _d_MetadataRequest_v3, 4: _d_MetadataRequest_v4, 5: _d_MetadataRequest_v5, 6: _d_MetadataRequest_v6, 7: _d_MetadataRequest_v7, 8: _d_MetadataRequest_v8, 9: _d_MetadataRequest_v9, 10: _d_MetadataRequest_v10, 11: _d_MetadataRequest_v11, 12: _d_MetadataRequest_v12}
 ENCODERS = {0: _e_MetadataRequest_v0, 1: _e_MetadataRequest_v1, 2: _e_MetadataRequest_v2, 3: _e_MetadataRequest_v3, 4: _e_MetadataRequest_v4, 5: _e_MetadataRequest_v5, 6: _e_MetadataRequest_v6, 7: _e_MetadataRequest_v7, 8: _e_MetadataRequest_v8, 9: _e_MetadataRequest_v9, 10: _e_MetadataRequest_v10, 11: _e_MetadataRequest_v11, 12: _e_MetadataRequest_v12}
 _reg(__file__, {
-    65: 'MetadataRequestTopic.name',
     66: 'MetadataRequestTopic.name',
     67: 'MetadataRequestTopic.name',
     68: 'MetadataRequestTopic.name',
@@ -468,11 +537,7 @@ _reg(__file__, {
     72: 'MetadataRequestTopic.name',
     73: 'MetadataRequestTopic.name',
     74: 'MetadataRequestTopic.name',
-    87: 'MetadataRequestTopic.name',
-    88: 'MetadataRequestTopic.name',
-    89: 'MetadataRequestTopic.name',
-    90: 'MetadataRequestTopic.name',
-    91: 'MetadataRequestTopic.name',
+    75: 'MetadataRequestTopic.name',
     92: 'MetadataRequestTopic.name',
     93: 'MetadataRequestTopic.name',
     94: 'MetadataRequestTopic.name',
@@ -482,120 +547,96 @@ _reg(__file__, {
     98: 'MetadataRequestTopic.name',
     99: 'MetadataRequestTopic.name',
     100: 'MetadataRequestTopic.name',
-    101: 'MetadataRequestTopic.<tagged fields>',
-    102: 'MetadataRequestTopic.<tagged fields>',
-    103: 'MetadataRequestTopic.<tagged fields>',
-    104: 'MetadataRequestTopic.<tagged fields>',
-    105: 'MetadataRequestTopic.<tagged fields>',
-    110: 'MetadataRequestTopic.topic_id',
-    111: 'MetadataRequestTopic.topic_id',
-    112: 'MetadataRequestTopic.topic_id',
-    113: 'MetadataRequestTopic.topic_id',
-    114: 'MetadataRequestTopic.name',
-    115: 'MetadataRequestTopic.name',
-    116: 'MetadataRequestTopic.name',
-    117: 'MetadataRequestTopic.name',
-    118: 'MetadataRequestTopic.name',
-    119: 'MetadataRequestTopic.name',
-    120: 'MetadataRequestTopic.name',
-    121: 'MetadataRequestTopic.name',
-    122: 'MetadataRequestTopic.name',
-    123: 'MetadataRequestTopic.name',
-    124: 'MetadataRequestTopic.name',
-    125: 'MetadataRequestTopic.name',
+    101: 'MetadataRequestTopic.name',
+    102: 'MetadataRequestTopic.name',
+    103: 'MetadataRequestTopic.name',
+    104: 'MetadataRequestTopic.name',
+    105: 'MetadataRequestTopic.name',
+    106: 'MetadataRequestTopic.name',
+    107: 'MetadataRequestTopic.name',
+    108: 'MetadataRequestTopic.name',
+    109: 'MetadataRequestTopic.<tagged fields>',
+    110: 'MetadataRequestTopic.<tagged fields>',
+    111: 'MetadataRequestTopic.<tagged fields>',
+    112: 'MetadataRequestTopic.<tagged fields>',
+    113: 'MetadataRequestTopic.<tagged fields>',
+    122: 'MetadataRequestTopic.topic_id',
+    123: 'MetadataRequestTopic.topic_id',
+    124: 'MetadataRequestTopic.topic_id',
+    125: 'MetadataRequestTopic.topic_id',
     126: 'MetadataRequestTopic.name',
     127: 'MetadataRequestTopic.name',
-    128: 'MetadataRequestTopic.<tagged fields>',
-    129: 'MetadataRequestTopic.<tagged fields>',
-    130: 'MetadataRequestTopic.<tagged fields>',
-    131: 'MetadataRequestTopic.<tagged fields>',
-    132: 'MetadataRequestTopic.<tagged fields>',
-    139: 'MetadataRequest.topics',
-    140: 'MetadataRequest.topics',
-    141: 'MetadataRequest.topics',
-    142: 'MetadataRequest.topics',
-    143: 'MetadataRequest.topics',
-    144: 'MetadataRequest.topics',
-    145: 'MetadataRequest.topics',
-    146: 'MetadataRequest.topics',
-    147: 'MetadataRequest.topics',
-    148: 'MetadataRequest.topics',
-    153: 'MetadataRequest.topics',
-    154: 'MetadataRequest.topics',
-    155: 'MetadataRequest.topics',
-    156: 'MetadataRequest.topics',
-    157: 'MetadataRequest.topics',
+    128: 'MetadataRequestTopic.name',
+    129: 'MetadataRequestTopic.name',
+    130: 'MetadataRequestTopic.name',
+    131: 'MetadataRequestTopic.name',
+    132: 'MetadataRequestTopic.name',
+    133: 'MetadataRequestTopic.name',
+    134: 'MetadataRequestTopic.name',
+    135: 'MetadataRequestTopic.name',
+    136: 'MetadataRequestTopic.name',
+    137: 'MetadataRequestTopic.name',
+    138: 'MetadataRequestTopic.name',
+    139: 'MetadataRequestTopic.name',
+    140: 'MetadataRequestTopic.name',
+    141: 'MetadataRequestTopic.name',
+    142: 'MetadataRequestTopic.name',
+    143: 'MetadataRequestTopic.<tagged fields>',
+    144: 'MetadataRequestTopic.<tagged fields>',
+    145: 'MetadataRequestTopic.<tagged fields>',
+    146: 'MetadataRequestTopic.<tagged fields>',
+    147: 'MetadataRequestTopic.<tagged fields>',
     158: 'MetadataRequest.topics',
     159: 'MetadataRequest.topics',
     160: 'MetadataRequest.topics',
     161: 'MetadataRequest.topics',
     162: 'MetadataRequest.topics',
-    169: 'MetadataRequest.topics',
-    170: 'MetadataRequest.topics',
-    171: 'MetadataRequest.topics',
-    172: 'MetadataRequest.topics',
-    173: 'MetadataRequest.topics',
-    174: 'MetadataRequest.topics',
-    175: 'MetadataRequest.topics',
-    176: 'MetadataRequest.topics',
-    177: 'MetadataRequest.topics',
+    163: 'MetadataRequest.topics',
+    164: 'MetadataRequest.topics',
+    165: 'MetadataRequest.topics',
+    166: 'MetadataRequest.topics',
+    167: 'MetadataRequest.topics',
     178: 'MetadataRequest.topics',
-    179: 'MetadataRequest.allow_auto_topic_creation',
-    180: 'MetadataRequest.allow_auto_topic_creation',
-    188: 'MetadataRequest.topics',
-    189: 'MetadataRequest.topics',
-    190: 'MetadataRequest.topics',
-    191: 'MetadataRequest.topics',
-    192: 'MetadataRequest.topics',
-    193: 'MetadataRequest.topics',
-    194: 'MetadataRequest.topics',
-    195: 'MetadataRequest.topics',
-    196: 'MetadataRequest.topics',
-    197: 'MetadataRequest.topics',
-    198: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
-    199: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
+    179: 'MetadataRequest.topics',
+    180: 'MetadataRequest.topics',
+    181: 'MetadataRequest.topics',
+    182: 'MetadataRequest.topics',
+    183: 'MetadataRequest.topics',
+    184: 'MetadataRequest.topics',
+    185: 'MetadataRequest.topics',
+    186: 'MetadataRequest.topics',
+    187: 'MetadataRequest.topics',
+    200: 'MetadataRequest.topics',
+    201: 'MetadataRequest.topics',
+    202: 'MetadataRequest.topics',
+    203: 'MetadataRequest.topics',
     204: 'MetadataRequest.topics',
     205: 'MetadataRequest.topics',
     206: 'MetadataRequest.topics',
     207: 'MetadataRequest.topics',
     208: 'MetadataRequest.topics',
     209: 'MetadataRequest.topics',
-    210: 'MetadataRequest.topics',
-    211: 'MetadataRequest.topics',
-    212: 'MetadataRequest.topics',
-    213: 'MetadataRequest.topics',
-    214: 'MetadataRequest.topics',
-    215: 'MetadataRequest.topics',
-    216: 'MetadataRequest.topics',
-    217: 'MetadataRequest.topics',
-    218: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
-    219: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
-    220: 'MetadataRequest.<tagged fields>',
-    221: 'MetadataRequest.<tagged fields>',
-    222: 'MetadataRequest.<tagged fields>',
-    223: 'MetadataRequest.<tagged fields>',
-    224: 'MetadataRequest.<tagged fields>',
+    210: 'MetadataRequest.allow_auto_topic_creation',
+    211: 'MetadataRequest.allow_auto_topic_creation',
+    225: 'MetadataRequest.topics',
+    226: 'MetadataRequest.topics',
+    227: 'MetadataRequest.topics',
+    228: 'MetadataRequest.topics',
     229: 'MetadataRequest.topics',
     230: 'MetadataRequest.topics',
     231: 'MetadataRequest.topics',
     232: 'MetadataRequest.topics',
     233: 'MetadataRequest.topics',
     234: 'MetadataRequest.topics',
-    235: 'MetadataRequest.topics',
-    236: 'MetadataRequest.topics',
-    237: 'MetadataRequest.topics',
-    238: 'MetadataRequest.topics',
-    239: 'MetadataRequest.topics',
-    240: 'MetadataRequest.topics',
-    241: 'MetadataRequest.topics',
-    242: 'MetadataRequest.topics',
-    243: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
-    244: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
-    245: 'MetadataRequest.<tagged fields>',
-    246: 'MetadataRequest.<tagged fields>',
-    247: 'MetadataRequest.<tagged fields>',
-    248: 'MetadataRequest.<tagged fields>',
-    249: 'MetadataRequest.<tagged fields>',
+    235: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
+    236: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
+    247: 'MetadataRequest.topics',
+    248: 'MetadataRequest.topics',
+    249: 'MetadataRequest.topics',
+    250: 'MetadataRequest.topics',
+    251: 'MetadataRequest.topics',
+    252: 'MetadataRequest.topics',
+    253: 'MetadataRequest.topics',
     254: 'MetadataRequest.topics',
     255: 'MetadataRequest.topics',
     256: 'MetadataRequest.topics',
@@ -606,15 +647,59 @@ _reg(__file__, {
     261: 'MetadataRequest.topics',
     262: 'MetadataRequest.topics',
     263: 'MetadataRequest.topics',
-    264: 'MetadataRequest.topics',
-    265: 'MetadataRequest.topics',
-    266: 'MetadataRequest.topics',
-    267: 'MetadataRequest.topics',
-    268: 'MetadataRequest.allow_auto_topic_creation/include_topic_authorized_operations',
-    269: 'MetadataRequest.allow_auto_topic_creation/include_topic_authorized_operations',
+    264: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
+    265: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
+    266: 'MetadataRequest.<tagged fields>',
+    267: 'MetadataRequest.<tagged fields>',
+    268: 'MetadataRequest.<tagged fields>',
+    269: 'MetadataRequest.<tagged fields>',
     270: 'MetadataRequest.<tagged fields>',
-    271: 'MetadataRequest.<tagged fields>',
-    272: 'MetadataRequest.<tagged fields>',
-    273: 'MetadataRequest.<tagged fields>',
-    274: 'MetadataRequest.<tagged fields>',
+    281: 'MetadataRequest.topics',
+    282: 'MetadataRequest.topics',
+    283: 'MetadataRequest.topics',
+    284: 'MetadataRequest.topics',
+    285: 'MetadataRequest.topics',
+    286: 'MetadataRequest.topics',
+    287: 'MetadataRequest.topics',
+    288: 'MetadataRequest.topics',
+    289: 'MetadataRequest.topics',
+    290: 'MetadataRequest.topics',
+    291: 'MetadataRequest.topics',
+    292: 'MetadataRequest.topics',
+    293: 'MetadataRequest.topics',
+    294: 'MetadataRequest.topics',
+    295: 'MetadataRequest.topics',
+    296: 'MetadataRequest.topics',
+    297: 'MetadataRequest.topics',
+    298: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
+    299: 'MetadataRequest.allow_auto_topic_creation/include_cluster_authorized_operations/include_topic_authorized_operations',
+    300: 'MetadataRequest.<tagged fields>',
+    301: 'MetadataRequest.<tagged fields>',
+    302: 'MetadataRequest.<tagged fields>',
+    303: 'MetadataRequest.<tagged fields>',
+    304: 'MetadataRequest.<tagged fields>',
+    315: 'MetadataRequest.topics',
+    316: 'MetadataRequest.topics',
+    317: 'MetadataRequest.topics',
+    318: 'MetadataRequest.topics',
+    319: 'MetadataRequest.topics',
+    320: 'MetadataRequest.topics',
+    321: 'MetadataRequest.topics',
+    322: 'MetadataRequest.topics',
+    323: 'MetadataRequest.topics',
+    324: 'MetadataRequest.topics',
+    325: 'MetadataRequest.topics',
+    326: 'MetadataRequest.topics',
+    327: 'MetadataRequest.topics',
+    328: 'MetadataRequest.topics',
+    329: 'MetadataRequest.topics',
+    330: 'MetadataRequest.topics',
+    331: 'MetadataRequest.topics',
+    332: 'MetadataRequest.allow_auto_topic_creation/include_topic_authorized_operations',
+    333: 'MetadataRequest.allow_auto_topic_creation/include_topic_authorized_operations',
+    334: 'MetadataRequest.<tagged fields>',
+    335: 'MetadataRequest.<tagged fields>',
+    336: 'MetadataRequest.<tagged fields>',
+    337: 'MetadataRequest.<tagged fields>',
+    338: 'MetadataRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -140,7 +141,13 @@ def _d_MetadataResponseBroker_v0(buf, pos):
         pos = _end2
     _f_port = _S_iu(buf, pos)[0]
     pos += 4
-    return MetadataResponseBroker(_f_node_id, _f_host, _f_port, None, None), pos
+    _o = _new(MetadataResponseBroker)
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.rack = None
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataResponseBroker_v1(buf, pos):
@@ -168,7 +175,13 @@ def _d_MetadataResponseBroker_v1(buf, pos):
             raise _trunc('MetadataResponseBroker.rack', _n5, len(buf) - pos)
         _f_rack = str(buf[pos:_end6], 'utf-8')
         pos = _end6
-    return MetadataResponseBroker(_f_node_id, _f_host, _f_port, _f_rack, None), pos
+    _o = _new(MetadataResponseBroker)
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.rack = _f_rack
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataResponseBroker_v2 = _d_MetadataResponseBroker_v1
@@ -191,6 +204,9 @@ def _d_MetadataResponseBroker_v9(buf, pos):
     _n35 = buf[pos]
     if _n35 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n35 = (_n35 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n35, pos = _ruv(buf, pos)
     _n35 -= 1
@@ -207,6 +223,9 @@ def _d_MetadataResponseBroker_v9(buf, pos):
     _n37 = buf[pos]
     if _n37 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n37 = (_n37 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n37, pos = _ruv(buf, pos)
     _n37 -= 1
@@ -223,7 +242,13 @@ def _d_MetadataResponseBroker_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataResponseBroker.<tagged fields>')
-    return MetadataResponseBroker(_f_node_id, _f_host, _f_port, _f_rack, _unk), pos
+    _o = _new(MetadataResponseBroker)
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.rack = _f_rack
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_MetadataResponseBroker_v10 = _d_MetadataResponseBroker_v9
@@ -251,7 +276,16 @@ def _d_MetadataResponsePartition_v0(buf, pos):
         _chk(_n52, buf, pos, 'MetadataResponsePartition.isr_nodes')
         _f_isr_nodes = list(_unpack_from('>%di' % _n52, buf, pos))
         pos += 4 * _n52
-    return MetadataResponsePartition(_f_error_code, _f_partition_index, _f_leader_id, -1, _f_replica_nodes, _f_isr_nodes, [], None), pos
+    _o = _new(MetadataResponsePartition)
+    _o.error_code = _f_error_code
+    _o.partition_index = _f_partition_index
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = -1
+    _o.replica_nodes = _f_replica_nodes
+    _o.isr_nodes = _f_isr_nodes
+    _o.offline_replicas = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataResponsePartition_v1 = _d_MetadataResponsePartition_v0
@@ -289,7 +323,16 @@ def _d_MetadataResponsePartition_v5(buf, pos):
         _chk(_n63, buf, pos, 'MetadataResponsePartition.offline_replicas')
         _f_offline_replicas = list(_unpack_from('>%di' % _n63, buf, pos))
         pos += 4 * _n63
-    return MetadataResponsePartition(_f_error_code, _f_partition_index, _f_leader_id, -1, _f_replica_nodes, _f_isr_nodes, _f_offline_replicas, None), pos
+    _o = _new(MetadataResponsePartition)
+    _o.error_code = _f_error_code
+    _o.partition_index = _f_partition_index
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = -1
+    _o.replica_nodes = _f_replica_nodes
+    _o.isr_nodes = _f_isr_nodes
+    _o.offline_replicas = _f_offline_replicas
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataResponsePartition_v6 = _d_MetadataResponsePartition_v5
@@ -321,7 +364,16 @@ def _d_MetadataResponsePartition_v7(buf, pos):
         _chk(_n69, buf, pos, 'MetadataResponsePartition.offline_replicas')
         _f_offline_replicas = list(_unpack_from('>%di' % _n69, buf, pos))
         pos += 4 * _n69
-    return MetadataResponsePartition(_f_error_code, _f_partition_index, _f_leader_id, _f_leader_epoch, _f_replica_nodes, _f_isr_nodes, _f_offline_replicas, None), pos
+    _o = _new(MetadataResponsePartition)
+    _o.error_code = _f_error_code
+    _o.partition_index = _f_partition_index
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.replica_nodes = _f_replica_nodes
+    _o.isr_nodes = _f_isr_nodes
+    _o.offline_replicas = _f_offline_replicas
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataResponsePartition_v8 = _d_MetadataResponsePartition_v7
@@ -332,6 +384,9 @@ def _d_MetadataResponsePartition_v9(buf, pos):
     _n73 = buf[pos]
     if _n73 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n73 = (_n73 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n73, pos = _ruv(buf, pos)
     _n73 -= 1
@@ -344,6 +399,9 @@ def _d_MetadataResponsePartition_v9(buf, pos):
     _n74 = buf[pos]
     if _n74 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n74 = (_n74 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n74, pos = _ruv(buf, pos)
     _n74 -= 1
@@ -356,6 +414,9 @@ def _d_MetadataResponsePartition_v9(buf, pos):
     _n75 = buf[pos]
     if _n75 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n75 = (_n75 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n75, pos = _ruv(buf, pos)
     _n75 -= 1
@@ -370,7 +431,16 @@ def _d_MetadataResponsePartition_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataResponsePartition.<tagged fields>')
-    return MetadataResponsePartition(_f_error_code, _f_partition_index, _f_leader_id, _f_leader_epoch, _f_replica_nodes, _f_isr_nodes, _f_offline_replicas, _unk), pos
+    _o = _new(MetadataResponsePartition)
+    _o.error_code = _f_error_code
+    _o.partition_index = _f_partition_index
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.replica_nodes = _f_replica_nodes
+    _o.isr_nodes = _f_isr_nodes
+    _o.offline_replicas = _f_offline_replicas
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_MetadataResponsePartition_v10 = _d_MetadataResponsePartition_v9
@@ -402,7 +472,15 @@ def _d_MetadataResponseTopic_v0(buf, pos):
         for _ in range(_n87):
             _x88, pos = _d_MetadataResponsePartition_v0(buf, pos)
             _f_partitions.append(_x88)
-    return MetadataResponseTopic(_f_error_code, _f_name, _ZERO_UUID, False, _f_partitions, -2147483648, None), pos
+    _o = _new(MetadataResponseTopic)
+    _o.error_code = _f_error_code
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.is_internal = False
+    _o.partitions = _f_partitions
+    _o.topic_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataResponseTopic_v1(buf, pos):
@@ -430,7 +508,15 @@ def _d_MetadataResponseTopic_v1(buf, pos):
         for _ in range(_n91):
             _x92, pos = _d_MetadataResponsePartition_v1(buf, pos)
             _f_partitions.append(_x92)
-    return MetadataResponseTopic(_f_error_code, _f_name, _ZERO_UUID, _f_is_internal, _f_partitions, -2147483648, None), pos
+    _o = _new(MetadataResponseTopic)
+    _o.error_code = _f_error_code
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.is_internal = _f_is_internal
+    _o.partitions = _f_partitions
+    _o.topic_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataResponseTopic_v2 = _d_MetadataResponseTopic_v1
@@ -464,7 +550,15 @@ def _d_MetadataResponseTopic_v5(buf, pos):
         for _ in range(_n107):
             _x108, pos = _d_MetadataResponsePartition_v5(buf, pos)
             _f_partitions.append(_x108)
-    return MetadataResponseTopic(_f_error_code, _f_name, _ZERO_UUID, _f_is_internal, _f_partitions, -2147483648, None), pos
+    _o = _new(MetadataResponseTopic)
+    _o.error_code = _f_error_code
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.is_internal = _f_is_internal
+    _o.partitions = _f_partitions
+    _o.topic_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataResponseTopic_v6 = _d_MetadataResponseTopic_v5
@@ -494,7 +588,15 @@ def _d_MetadataResponseTopic_v7(buf, pos):
         for _ in range(_n115):
             _x116, pos = _d_MetadataResponsePartition_v7(buf, pos)
             _f_partitions.append(_x116)
-    return MetadataResponseTopic(_f_error_code, _f_name, _ZERO_UUID, _f_is_internal, _f_partitions, -2147483648, None), pos
+    _o = _new(MetadataResponseTopic)
+    _o.error_code = _f_error_code
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.is_internal = _f_is_internal
+    _o.partitions = _f_partitions
+    _o.topic_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataResponseTopic_v8(buf, pos):
@@ -524,7 +626,15 @@ def _d_MetadataResponseTopic_v8(buf, pos):
             _f_partitions.append(_x120)
     _f_topic_authorized_operations = _S_iu(buf, pos)[0]
     pos += 4
-    return MetadataResponseTopic(_f_error_code, _f_name, _ZERO_UUID, _f_is_internal, _f_partitions, _f_topic_authorized_operations, None), pos
+    _o = _new(MetadataResponseTopic)
+    _o.error_code = _f_error_code
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.is_internal = _f_is_internal
+    _o.partitions = _f_partitions
+    _o.topic_authorized_operations = _f_topic_authorized_operations
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataResponseTopic_v9(buf, pos):
@@ -533,6 +643,9 @@ def _d_MetadataResponseTopic_v9(buf, pos):
     _n121 = buf[pos]
     if _n121 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n121 = (_n121 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n121, pos = _ruv(buf, pos)
     _n121 -= 1
@@ -549,6 +662,9 @@ def _d_MetadataResponseTopic_v9(buf, pos):
     _n123 = buf[pos]
     if _n123 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n123 = (_n123 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n123, pos = _ruv(buf, pos)
     _n123 -= 1
@@ -567,7 +683,15 @@ def _d_MetadataResponseTopic_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataResponseTopic.<tagged fields>')
-    return MetadataResponseTopic(_f_error_code, _f_name, _ZERO_UUID, _f_is_internal, _f_partitions, _f_topic_authorized_operations, _unk), pos
+    _o = _new(MetadataResponseTopic)
+    _o.error_code = _f_error_code
+    _o.name = _f_name
+    _o.topic_id = _ZERO_UUID
+    _o.is_internal = _f_is_internal
+    _o.partitions = _f_partitions
+    _o.topic_authorized_operations = _f_topic_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_MetadataResponseTopic_v10(buf, pos):
@@ -576,6 +700,9 @@ def _d_MetadataResponseTopic_v10(buf, pos):
     _n125 = buf[pos]
     if _n125 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n125 = (_n125 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n125, pos = _ruv(buf, pos)
     _n125 -= 1
@@ -596,6 +723,9 @@ def _d_MetadataResponseTopic_v10(buf, pos):
     _n127 = buf[pos]
     if _n127 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n127 = (_n127 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n127, pos = _ruv(buf, pos)
     _n127 -= 1
@@ -614,7 +744,15 @@ def _d_MetadataResponseTopic_v10(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataResponseTopic.<tagged fields>')
-    return MetadataResponseTopic(_f_error_code, _f_name, _f_topic_id, _f_is_internal, _f_partitions, _f_topic_authorized_operations, _unk), pos
+    _o = _new(MetadataResponseTopic)
+    _o.error_code = _f_error_code
+    _o.name = _f_name
+    _o.topic_id = _f_topic_id
+    _o.is_internal = _f_is_internal
+    _o.partitions = _f_partitions
+    _o.topic_authorized_operations = _f_topic_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_MetadataResponseTopic_v11 = _d_MetadataResponseTopic_v10
@@ -625,6 +763,9 @@ def _d_MetadataResponseTopic_v12(buf, pos):
     _n133 = buf[pos]
     if _n133 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n133 = (_n133 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n133, pos = _ruv(buf, pos)
     _n133 -= 1
@@ -645,6 +786,9 @@ def _d_MetadataResponseTopic_v12(buf, pos):
     _n135 = buf[pos]
     if _n135 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n135 = (_n135 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n135, pos = _ruv(buf, pos)
     _n135 -= 1
@@ -663,7 +807,15 @@ def _d_MetadataResponseTopic_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataResponseTopic.<tagged fields>')
-    return MetadataResponseTopic(_f_error_code, _f_name, _f_topic_id, _f_is_internal, _f_partitions, _f_topic_authorized_operations, _unk), pos
+    _o = _new(MetadataResponseTopic)
+    _o.error_code = _f_error_code
+    _o.name = _f_name
+    _o.topic_id = _f_topic_id
+    _o.is_internal = _f_is_internal
+    _o.partitions = _f_partitions
+    _o.topic_authorized_operations = _f_topic_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_MetadataResponse_v0(buf, pos):
@@ -687,7 +839,15 @@ def _d_MetadataResponse_v0(buf, pos):
         for _ in range(_n139):
             _x140, pos = _d_MetadataResponseTopic_v0(buf, pos)
             _f_topics.append(_x140)
-    return MetadataResponse(0, _f_brokers, None, -1, _f_topics, -2147483648, None), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = 0
+    _o.brokers = _f_brokers
+    _o.cluster_id = None
+    _o.controller_id = -1
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataResponse_v1(buf, pos):
@@ -713,7 +873,15 @@ def _d_MetadataResponse_v1(buf, pos):
         for _ in range(_n143):
             _x144, pos = _d_MetadataResponseTopic_v1(buf, pos)
             _f_topics.append(_x144)
-    return MetadataResponse(0, _f_brokers, None, _f_controller_id, _f_topics, -2147483648, None), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = 0
+    _o.brokers = _f_brokers
+    _o.cluster_id = None
+    _o.controller_id = _f_controller_id
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataResponse_v2(buf, pos):
@@ -749,7 +917,15 @@ def _d_MetadataResponse_v2(buf, pos):
         for _ in range(_n149):
             _x150, pos = _d_MetadataResponseTopic_v2(buf, pos)
             _f_topics.append(_x150)
-    return MetadataResponse(0, _f_brokers, _f_cluster_id, _f_controller_id, _f_topics, -2147483648, None), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = 0
+    _o.brokers = _f_brokers
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataResponse_v3(buf, pos):
@@ -787,7 +963,15 @@ def _d_MetadataResponse_v3(buf, pos):
         for _ in range(_n155):
             _x156, pos = _d_MetadataResponseTopic_v3(buf, pos)
             _f_topics.append(_x156)
-    return MetadataResponse(_f_throttle_time_ms, _f_brokers, _f_cluster_id, _f_controller_id, _f_topics, -2147483648, None), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.brokers = _f_brokers
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataResponse_v4 = _d_MetadataResponse_v3
@@ -827,7 +1011,15 @@ def _d_MetadataResponse_v5(buf, pos):
         for _ in range(_n167):
             _x168, pos = _d_MetadataResponseTopic_v5(buf, pos)
             _f_topics.append(_x168)
-    return MetadataResponse(_f_throttle_time_ms, _f_brokers, _f_cluster_id, _f_controller_id, _f_topics, -2147483648, None), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.brokers = _f_brokers
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_MetadataResponse_v6 = _d_MetadataResponse_v5
@@ -867,7 +1059,15 @@ def _d_MetadataResponse_v7(buf, pos):
         for _ in range(_n179):
             _x180, pos = _d_MetadataResponseTopic_v7(buf, pos)
             _f_topics.append(_x180)
-    return MetadataResponse(_f_throttle_time_ms, _f_brokers, _f_cluster_id, _f_controller_id, _f_topics, -2147483648, None), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.brokers = _f_brokers
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataResponse_v8(buf, pos):
@@ -907,7 +1107,15 @@ def _d_MetadataResponse_v8(buf, pos):
             _f_topics.append(_x186)
     _f_cluster_authorized_operations = _S_iu(buf, pos)[0]
     pos += 4
-    return MetadataResponse(_f_throttle_time_ms, _f_brokers, _f_cluster_id, _f_controller_id, _f_topics, _f_cluster_authorized_operations, None), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.brokers = _f_brokers
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = _f_cluster_authorized_operations
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_MetadataResponse_v9(buf, pos):
@@ -916,6 +1124,9 @@ def _d_MetadataResponse_v9(buf, pos):
     _n187 = buf[pos]
     if _n187 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n187 = (_n187 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n187, pos = _ruv(buf, pos)
     _n187 -= 1
@@ -930,6 +1141,9 @@ def _d_MetadataResponse_v9(buf, pos):
     _n189 = buf[pos]
     if _n189 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n189 = (_n189 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n189, pos = _ruv(buf, pos)
     _n189 -= 1
@@ -946,6 +1160,9 @@ def _d_MetadataResponse_v9(buf, pos):
     _n191 = buf[pos]
     if _n191 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n191 = (_n191 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n191, pos = _ruv(buf, pos)
     _n191 -= 1
@@ -964,7 +1181,15 @@ def _d_MetadataResponse_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataResponse.<tagged fields>')
-    return MetadataResponse(_f_throttle_time_ms, _f_brokers, _f_cluster_id, _f_controller_id, _f_topics, _f_cluster_authorized_operations, _unk), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.brokers = _f_brokers
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = _f_cluster_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_MetadataResponse_v10(buf, pos):
@@ -973,6 +1198,9 @@ def _d_MetadataResponse_v10(buf, pos):
     _n193 = buf[pos]
     if _n193 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n193 = (_n193 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n193, pos = _ruv(buf, pos)
     _n193 -= 1
@@ -987,6 +1215,9 @@ def _d_MetadataResponse_v10(buf, pos):
     _n195 = buf[pos]
     if _n195 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n195 = (_n195 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n195, pos = _ruv(buf, pos)
     _n195 -= 1
@@ -1003,6 +1234,9 @@ def _d_MetadataResponse_v10(buf, pos):
     _n197 = buf[pos]
     if _n197 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n197 = (_n197 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n197, pos = _ruv(buf, pos)
     _n197 -= 1
@@ -1021,7 +1255,15 @@ def _d_MetadataResponse_v10(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataResponse.<tagged fields>')
-    return MetadataResponse(_f_throttle_time_ms, _f_brokers, _f_cluster_id, _f_controller_id, _f_topics, _f_cluster_authorized_operations, _unk), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.brokers = _f_brokers
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = _f_cluster_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_MetadataResponse_v11(buf, pos):
@@ -1030,6 +1272,9 @@ def _d_MetadataResponse_v11(buf, pos):
     _n199 = buf[pos]
     if _n199 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n199 = (_n199 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n199, pos = _ruv(buf, pos)
     _n199 -= 1
@@ -1044,6 +1289,9 @@ def _d_MetadataResponse_v11(buf, pos):
     _n201 = buf[pos]
     if _n201 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n201 = (_n201 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n201, pos = _ruv(buf, pos)
     _n201 -= 1
@@ -1060,6 +1308,9 @@ def _d_MetadataResponse_v11(buf, pos):
     _n203 = buf[pos]
     if _n203 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n203 = (_n203 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n203, pos = _ruv(buf, pos)
     _n203 -= 1
@@ -1076,7 +1327,15 @@ def _d_MetadataResponse_v11(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataResponse.<tagged fields>')
-    return MetadataResponse(_f_throttle_time_ms, _f_brokers, _f_cluster_id, _f_controller_id, _f_topics, -2147483648, _unk), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.brokers = _f_brokers
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_MetadataResponse_v12(buf, pos):
@@ -1085,6 +1344,9 @@ def _d_MetadataResponse_v12(buf, pos):
     _n205 = buf[pos]
     if _n205 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n205 = (_n205 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n205, pos = _ruv(buf, pos)
     _n205 -= 1
@@ -1099,6 +1361,9 @@ def _d_MetadataResponse_v12(buf, pos):
     _n207 = buf[pos]
     if _n207 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n207 = (_n207 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n207, pos = _ruv(buf, pos)
     _n207 -= 1
@@ -1115,6 +1380,9 @@ def _d_MetadataResponse_v12(buf, pos):
     _n209 = buf[pos]
     if _n209 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n209 = (_n209 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n209, pos = _ruv(buf, pos)
     _n209 -= 1
@@ -1131,7 +1399,15 @@ def _d_MetadataResponse_v12(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'MetadataResponse.<tagged fields>')
-    return MetadataResponse(_f_throttle_time_ms, _f_brokers, _f_cluster_id, _f_controller_id, _f_topics, -2147483648, _unk), pos
+    _o = _new(MetadataResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.brokers = _f_brokers
+    _o.cluster_id = _f_cluster_id
+    _o.controller_id = _f_controller_id
+    _o.topics = _f_topics
+    _o.cluster_authorized_operations = -2147483648
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_MetadataResponseBroker_v0(o, w):
@@ -1205,11 +1481,11 @@ _e_MetadataResponseBroker_v12 = _e_MetadataResponseBroker_v9
 def _e_MetadataResponsePartition_v0(o, w):
     w(_S_hiip(o.error_code, o.partition_index, o.leader_id))
     _a236 = o.replica_nodes
-    w(_I32p(len(_a236)))
-    w(_pack('>%di' % len(_a236), *_a236))
+    _l = len(_a236)
+    w(_counted_packer('i', _l)(_l, *_a236))
     _a237 = o.isr_nodes
-    w(_I32p(len(_a237)))
-    w(_pack('>%di' % len(_a237), *_a237))
+    _l = len(_a237)
+    w(_counted_packer('i', _l)(_l, *_a237))
 
 
 _e_MetadataResponsePartition_v1 = _e_MetadataResponsePartition_v0
@@ -1223,14 +1499,14 @@ _e_MetadataResponsePartition_v4 = _e_MetadataResponsePartition_v0
 def _e_MetadataResponsePartition_v5(o, w):
     w(_S_hiip(o.error_code, o.partition_index, o.leader_id))
     _a246 = o.replica_nodes
-    w(_I32p(len(_a246)))
-    w(_pack('>%di' % len(_a246), *_a246))
+    _l = len(_a246)
+    w(_counted_packer('i', _l)(_l, *_a246))
     _a247 = o.isr_nodes
-    w(_I32p(len(_a247)))
-    w(_pack('>%di' % len(_a247), *_a247))
+    _l = len(_a247)
+    w(_counted_packer('i', _l)(_l, *_a247))
     _a248 = o.offline_replicas
-    w(_I32p(len(_a248)))
-    w(_pack('>%di' % len(_a248), *_a248))
+    _l = len(_a248)
+    w(_counted_packer('i', _l)(_l, *_a248))
 
 
 _e_MetadataResponsePartition_v6 = _e_MetadataResponsePartition_v5
@@ -1238,14 +1514,14 @@ _e_MetadataResponsePartition_v6 = _e_MetadataResponsePartition_v5
 def _e_MetadataResponsePartition_v7(o, w):
     w(_S_hiiip(o.error_code, o.partition_index, o.leader_id, o.leader_epoch))
     _a252 = o.replica_nodes
-    w(_I32p(len(_a252)))
-    w(_pack('>%di' % len(_a252), *_a252))
+    _l = len(_a252)
+    w(_counted_packer('i', _l)(_l, *_a252))
     _a253 = o.isr_nodes
-    w(_I32p(len(_a253)))
-    w(_pack('>%di' % len(_a253), *_a253))
+    _l = len(_a253)
+    w(_counted_packer('i', _l)(_l, *_a253))
     _a254 = o.offline_replicas
-    w(_I32p(len(_a254)))
-    w(_pack('>%di' % len(_a254), *_a254))
+    _l = len(_a254)
+    w(_counted_packer('i', _l)(_l, *_a254))
 
 
 _e_MetadataResponsePartition_v8 = _e_MetadataResponsePartition_v7
@@ -1253,17 +1529,20 @@ _e_MetadataResponsePartition_v8 = _e_MetadataResponsePartition_v7
 def _e_MetadataResponsePartition_v9(o, w):
     w(_S_hiiip(o.error_code, o.partition_index, o.leader_id, o.leader_epoch))
     _a258 = o.replica_nodes
-    _l = len(_a258) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a258), *_a258))
+    _l = len(_a258)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a258))
     _a259 = o.isr_nodes
-    _l = len(_a259) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a259), *_a259))
+    _l = len(_a259)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a259))
     _a260 = o.offline_replicas
-    _l = len(_a260) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a260), *_a260))
+    _l = len(_a260)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a260))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -1668,9 +1947,8 @@ FLEXIBLE_FROM = 9
 DECODERS = {0: _d_MetadataResponse_v0, 1: _d_MetadataResponse_v1, 2: _d_MetadataResponse_v2, 3: _d_MetadataResponse_v3, 4: _d_MetadataResponse_v4, 5: _d_MetadataResponse_v5, 6: _d_MetadataResponse_v6, 7: _d_MetadataResponse_v7, 8: _d_MetadataResponse_v8, 9: _d_MetadataResponse_v9, 10: _d_MetadataResponse_v10, 11: _d_MetadataResponse_v11, 12: _d_MetadataResponse_v12}
 ENCODERS = {0: _e_MetadataResponse_v0, 1: _e_MetadataResponse_v1, 2: _e_MetadataResponse_v2, 3: _e_MetadataResponse_v3, 4: _e_MetadataResponse_v4, 5: _e_MetadataResponse_v5, 6: _e_MetadataResponse_v6, 7: _e_MetadataResponse_v7, 8: _e_MetadataResponse_v8, 9: _e_MetadataResponse_v9, 10: _e_MetadataResponse_v10, 11: _e_MetadataResponse_v11, 12: _e_MetadataResponse_v12}
 _reg(__file__, {
-    129: 'MetadataResponseBroker.node_id',
     130: 'MetadataResponseBroker.node_id',
-    131: 'MetadataResponseBroker.host',
+    131: 'MetadataResponseBroker.node_id',
     132: 'MetadataResponseBroker.host',
     133: 'MetadataResponseBroker.host',
     134: 'MetadataResponseBroker.host',
@@ -1680,89 +1958,79 @@ _reg(__file__, {
     138: 'MetadataResponseBroker.host',
     139: 'MetadataResponseBroker.host',
     140: 'MetadataResponseBroker.host',
-    141: 'MetadataResponseBroker.port',
+    141: 'MetadataResponseBroker.host',
     142: 'MetadataResponseBroker.port',
-    147: 'MetadataResponseBroker.node_id',
-    148: 'MetadataResponseBroker.node_id',
-    149: 'MetadataResponseBroker.host',
-    150: 'MetadataResponseBroker.host',
-    151: 'MetadataResponseBroker.host',
-    152: 'MetadataResponseBroker.host',
-    153: 'MetadataResponseBroker.host',
-    154: 'MetadataResponseBroker.host',
-    155: 'MetadataResponseBroker.host',
+    143: 'MetadataResponseBroker.port',
+    154: 'MetadataResponseBroker.node_id',
+    155: 'MetadataResponseBroker.node_id',
     156: 'MetadataResponseBroker.host',
     157: 'MetadataResponseBroker.host',
     158: 'MetadataResponseBroker.host',
-    159: 'MetadataResponseBroker.port',
-    160: 'MetadataResponseBroker.port',
-    161: 'MetadataResponseBroker.rack',
-    162: 'MetadataResponseBroker.rack',
-    163: 'MetadataResponseBroker.rack',
-    164: 'MetadataResponseBroker.rack',
-    165: 'MetadataResponseBroker.rack',
-    166: 'MetadataResponseBroker.rack',
-    167: 'MetadataResponseBroker.rack',
+    159: 'MetadataResponseBroker.host',
+    160: 'MetadataResponseBroker.host',
+    161: 'MetadataResponseBroker.host',
+    162: 'MetadataResponseBroker.host',
+    163: 'MetadataResponseBroker.host',
+    164: 'MetadataResponseBroker.host',
+    165: 'MetadataResponseBroker.host',
+    166: 'MetadataResponseBroker.port',
+    167: 'MetadataResponseBroker.port',
     168: 'MetadataResponseBroker.rack',
     169: 'MetadataResponseBroker.rack',
     170: 'MetadataResponseBroker.rack',
-    182: 'MetadataResponseBroker.node_id',
-    183: 'MetadataResponseBroker.node_id',
-    184: 'MetadataResponseBroker.host',
-    185: 'MetadataResponseBroker.host',
-    186: 'MetadataResponseBroker.host',
-    187: 'MetadataResponseBroker.host',
-    188: 'MetadataResponseBroker.host',
-    189: 'MetadataResponseBroker.host',
-    190: 'MetadataResponseBroker.host',
-    191: 'MetadataResponseBroker.host',
-    192: 'MetadataResponseBroker.host',
-    193: 'MetadataResponseBroker.host',
-    194: 'MetadataResponseBroker.host',
-    195: 'MetadataResponseBroker.host',
-    196: 'MetadataResponseBroker.host',
+    171: 'MetadataResponseBroker.rack',
+    172: 'MetadataResponseBroker.rack',
+    173: 'MetadataResponseBroker.rack',
+    174: 'MetadataResponseBroker.rack',
+    175: 'MetadataResponseBroker.rack',
+    176: 'MetadataResponseBroker.rack',
+    177: 'MetadataResponseBroker.rack',
+    195: 'MetadataResponseBroker.node_id',
+    196: 'MetadataResponseBroker.node_id',
     197: 'MetadataResponseBroker.host',
-    198: 'MetadataResponseBroker.port',
-    199: 'MetadataResponseBroker.port',
-    200: 'MetadataResponseBroker.rack',
-    201: 'MetadataResponseBroker.rack',
-    202: 'MetadataResponseBroker.rack',
-    203: 'MetadataResponseBroker.rack',
-    204: 'MetadataResponseBroker.rack',
-    205: 'MetadataResponseBroker.rack',
-    206: 'MetadataResponseBroker.rack',
-    207: 'MetadataResponseBroker.rack',
-    208: 'MetadataResponseBroker.rack',
-    209: 'MetadataResponseBroker.rack',
-    210: 'MetadataResponseBroker.rack',
-    211: 'MetadataResponseBroker.rack',
-    212: 'MetadataResponseBroker.rack',
-    213: 'MetadataResponseBroker.rack',
-    214: 'MetadataResponseBroker.<tagged fields>',
-    215: 'MetadataResponseBroker.<tagged fields>',
-    216: 'MetadataResponseBroker.<tagged fields>',
-    217: 'MetadataResponseBroker.<tagged fields>',
-    218: 'MetadataResponseBroker.<tagged fields>',
-    226: 'MetadataResponsePartition.error_code/partition_index/leader_id',
-    227: 'MetadataResponsePartition.error_code/partition_index/leader_id',
-    228: 'MetadataResponsePartition.replica_nodes',
-    229: 'MetadataResponsePartition.replica_nodes',
-    230: 'MetadataResponsePartition.replica_nodes',
-    231: 'MetadataResponsePartition.replica_nodes',
-    232: 'MetadataResponsePartition.replica_nodes',
-    233: 'MetadataResponsePartition.replica_nodes',
-    234: 'MetadataResponsePartition.replica_nodes',
-    235: 'MetadataResponsePartition.replica_nodes',
-    236: 'MetadataResponsePartition.isr_nodes',
-    237: 'MetadataResponsePartition.isr_nodes',
-    238: 'MetadataResponsePartition.isr_nodes',
-    239: 'MetadataResponsePartition.isr_nodes',
-    240: 'MetadataResponsePartition.isr_nodes',
-    241: 'MetadataResponsePartition.isr_nodes',
-    242: 'MetadataResponsePartition.isr_nodes',
-    243: 'MetadataResponsePartition.isr_nodes',
+    198: 'MetadataResponseBroker.host',
+    199: 'MetadataResponseBroker.host',
+    200: 'MetadataResponseBroker.host',
+    201: 'MetadataResponseBroker.host',
+    202: 'MetadataResponseBroker.host',
+    203: 'MetadataResponseBroker.host',
+    204: 'MetadataResponseBroker.host',
+    205: 'MetadataResponseBroker.host',
+    206: 'MetadataResponseBroker.host',
+    207: 'MetadataResponseBroker.host',
+    208: 'MetadataResponseBroker.host',
+    209: 'MetadataResponseBroker.host',
+    210: 'MetadataResponseBroker.host',
+    211: 'MetadataResponseBroker.host',
+    212: 'MetadataResponseBroker.host',
+    213: 'MetadataResponseBroker.host',
+    214: 'MetadataResponseBroker.port',
+    215: 'MetadataResponseBroker.port',
+    216: 'MetadataResponseBroker.rack',
+    217: 'MetadataResponseBroker.rack',
+    218: 'MetadataResponseBroker.rack',
+    219: 'MetadataResponseBroker.rack',
+    220: 'MetadataResponseBroker.rack',
+    221: 'MetadataResponseBroker.rack',
+    222: 'MetadataResponseBroker.rack',
+    223: 'MetadataResponseBroker.rack',
+    224: 'MetadataResponseBroker.rack',
+    225: 'MetadataResponseBroker.rack',
+    226: 'MetadataResponseBroker.rack',
+    227: 'MetadataResponseBroker.rack',
+    228: 'MetadataResponseBroker.rack',
+    229: 'MetadataResponseBroker.rack',
+    230: 'MetadataResponseBroker.rack',
+    231: 'MetadataResponseBroker.rack',
+    232: 'MetadataResponseBroker.rack',
+    233: 'MetadataResponseBroker.<tagged fields>',
+    234: 'MetadataResponseBroker.<tagged fields>',
+    235: 'MetadataResponseBroker.<tagged fields>',
+    236: 'MetadataResponseBroker.<tagged fields>',
+    237: 'MetadataResponseBroker.<tagged fields>',
+    251: 'MetadataResponsePartition.error_code/partition_index/leader_id',
     252: 'MetadataResponsePartition.error_code/partition_index/leader_id',
-    253: 'MetadataResponsePartition.error_code/partition_index/leader_id',
+    253: 'MetadataResponsePartition.replica_nodes',
     254: 'MetadataResponsePartition.replica_nodes',
     255: 'MetadataResponsePartition.replica_nodes',
     256: 'MetadataResponsePartition.replica_nodes',
@@ -1770,7 +2038,7 @@ _reg(__file__, {
     258: 'MetadataResponsePartition.replica_nodes',
     259: 'MetadataResponsePartition.replica_nodes',
     260: 'MetadataResponsePartition.replica_nodes',
-    261: 'MetadataResponsePartition.replica_nodes',
+    261: 'MetadataResponsePartition.isr_nodes',
     262: 'MetadataResponsePartition.isr_nodes',
     263: 'MetadataResponsePartition.isr_nodes',
     264: 'MetadataResponsePartition.isr_nodes',
@@ -1778,71 +2046,50 @@ _reg(__file__, {
     266: 'MetadataResponsePartition.isr_nodes',
     267: 'MetadataResponsePartition.isr_nodes',
     268: 'MetadataResponsePartition.isr_nodes',
-    269: 'MetadataResponsePartition.isr_nodes',
-    270: 'MetadataResponsePartition.offline_replicas',
-    271: 'MetadataResponsePartition.offline_replicas',
-    272: 'MetadataResponsePartition.offline_replicas',
-    273: 'MetadataResponsePartition.offline_replicas',
-    274: 'MetadataResponsePartition.offline_replicas',
-    275: 'MetadataResponsePartition.offline_replicas',
-    276: 'MetadataResponsePartition.offline_replicas',
-    277: 'MetadataResponsePartition.offline_replicas',
-    283: 'MetadataResponsePartition.error_code/partition_index/leader_id/leader_epoch',
-    284: 'MetadataResponsePartition.error_code/partition_index/leader_id/leader_epoch',
-    285: 'MetadataResponsePartition.replica_nodes',
-    286: 'MetadataResponsePartition.replica_nodes',
-    287: 'MetadataResponsePartition.replica_nodes',
+    286: 'MetadataResponsePartition.error_code/partition_index/leader_id',
+    287: 'MetadataResponsePartition.error_code/partition_index/leader_id',
     288: 'MetadataResponsePartition.replica_nodes',
     289: 'MetadataResponsePartition.replica_nodes',
     290: 'MetadataResponsePartition.replica_nodes',
     291: 'MetadataResponsePartition.replica_nodes',
     292: 'MetadataResponsePartition.replica_nodes',
-    293: 'MetadataResponsePartition.isr_nodes',
-    294: 'MetadataResponsePartition.isr_nodes',
-    295: 'MetadataResponsePartition.isr_nodes',
+    293: 'MetadataResponsePartition.replica_nodes',
+    294: 'MetadataResponsePartition.replica_nodes',
+    295: 'MetadataResponsePartition.replica_nodes',
     296: 'MetadataResponsePartition.isr_nodes',
     297: 'MetadataResponsePartition.isr_nodes',
     298: 'MetadataResponsePartition.isr_nodes',
     299: 'MetadataResponsePartition.isr_nodes',
     300: 'MetadataResponsePartition.isr_nodes',
-    301: 'MetadataResponsePartition.offline_replicas',
-    302: 'MetadataResponsePartition.offline_replicas',
-    303: 'MetadataResponsePartition.offline_replicas',
+    301: 'MetadataResponsePartition.isr_nodes',
+    302: 'MetadataResponsePartition.isr_nodes',
+    303: 'MetadataResponsePartition.isr_nodes',
     304: 'MetadataResponsePartition.offline_replicas',
     305: 'MetadataResponsePartition.offline_replicas',
     306: 'MetadataResponsePartition.offline_replicas',
     307: 'MetadataResponsePartition.offline_replicas',
     308: 'MetadataResponsePartition.offline_replicas',
-    314: 'MetadataResponsePartition.error_code/partition_index/leader_id/leader_epoch',
-    315: 'MetadataResponsePartition.error_code/partition_index/leader_id/leader_epoch',
-    316: 'MetadataResponsePartition.replica_nodes',
-    317: 'MetadataResponsePartition.replica_nodes',
-    318: 'MetadataResponsePartition.replica_nodes',
-    319: 'MetadataResponsePartition.replica_nodes',
-    320: 'MetadataResponsePartition.replica_nodes',
-    321: 'MetadataResponsePartition.replica_nodes',
-    322: 'MetadataResponsePartition.replica_nodes',
-    323: 'MetadataResponsePartition.replica_nodes',
-    324: 'MetadataResponsePartition.replica_nodes',
-    325: 'MetadataResponsePartition.replica_nodes',
-    326: 'MetadataResponsePartition.replica_nodes',
-    327: 'MetadataResponsePartition.replica_nodes',
-    328: 'MetadataResponsePartition.isr_nodes',
-    329: 'MetadataResponsePartition.isr_nodes',
-    330: 'MetadataResponsePartition.isr_nodes',
-    331: 'MetadataResponsePartition.isr_nodes',
-    332: 'MetadataResponsePartition.isr_nodes',
-    333: 'MetadataResponsePartition.isr_nodes',
-    334: 'MetadataResponsePartition.isr_nodes',
-    335: 'MetadataResponsePartition.isr_nodes',
+    309: 'MetadataResponsePartition.offline_replicas',
+    310: 'MetadataResponsePartition.offline_replicas',
+    311: 'MetadataResponsePartition.offline_replicas',
+    326: 'MetadataResponsePartition.error_code/partition_index/leader_id/leader_epoch',
+    327: 'MetadataResponsePartition.error_code/partition_index/leader_id/leader_epoch',
+    328: 'MetadataResponsePartition.replica_nodes',
+    329: 'MetadataResponsePartition.replica_nodes',
+    330: 'MetadataResponsePartition.replica_nodes',
+    331: 'MetadataResponsePartition.replica_nodes',
+    332: 'MetadataResponsePartition.replica_nodes',
+    333: 'MetadataResponsePartition.replica_nodes',
+    334: 'MetadataResponsePartition.replica_nodes',
+    335: 'MetadataResponsePartition.replica_nodes',
     336: 'MetadataResponsePartition.isr_nodes',
     337: 'MetadataResponsePartition.isr_nodes',
     338: 'MetadataResponsePartition.isr_nodes',
     339: 'MetadataResponsePartition.isr_nodes',
-    340: 'MetadataResponsePartition.offline_replicas',
-    341: 'MetadataResponsePartition.offline_replicas',
-    342: 'MetadataResponsePartition.offline_replicas',
-    343: 'MetadataResponsePartition.offline_replicas',
+    340: 'MetadataResponsePartition.isr_nodes',
+    341: 'MetadataResponsePartition.isr_nodes',
+    342: 'MetadataResponsePartition.isr_nodes',
+    343: 'MetadataResponsePartition.isr_nodes',
     344: 'MetadataResponsePartition.offline_replicas',
     345: 'MetadataResponsePartition.offline_replicas',
     346: 'MetadataResponsePartition.offline_replicas',
@@ -1851,133 +2098,107 @@ _reg(__file__, {
     349: 'MetadataResponsePartition.offline_replicas',
     350: 'MetadataResponsePartition.offline_replicas',
     351: 'MetadataResponsePartition.offline_replicas',
-    352: 'MetadataResponsePartition.<tagged fields>',
-    353: 'MetadataResponsePartition.<tagged fields>',
-    354: 'MetadataResponsePartition.<tagged fields>',
-    355: 'MetadataResponsePartition.<tagged fields>',
-    356: 'MetadataResponsePartition.<tagged fields>',
-    364: 'MetadataResponseTopic.error_code',
-    365: 'MetadataResponseTopic.error_code',
-    366: 'MetadataResponseTopic.name',
-    367: 'MetadataResponseTopic.name',
-    368: 'MetadataResponseTopic.name',
-    369: 'MetadataResponseTopic.name',
-    370: 'MetadataResponseTopic.name',
-    371: 'MetadataResponseTopic.name',
-    372: 'MetadataResponseTopic.name',
-    373: 'MetadataResponseTopic.name',
-    374: 'MetadataResponseTopic.name',
-    375: 'MetadataResponseTopic.name',
-    376: 'MetadataResponseTopic.partitions',
-    377: 'MetadataResponseTopic.partitions',
-    378: 'MetadataResponseTopic.partitions',
-    379: 'MetadataResponseTopic.partitions',
-    380: 'MetadataResponseTopic.partitions',
-    381: 'MetadataResponseTopic.partitions',
-    382: 'MetadataResponseTopic.partitions',
-    383: 'MetadataResponseTopic.partitions',
-    384: 'MetadataResponseTopic.partitions',
-    385: 'MetadataResponseTopic.partitions',
-    390: 'MetadataResponseTopic.error_code',
-    391: 'MetadataResponseTopic.error_code',
-    392: 'MetadataResponseTopic.name',
-    393: 'MetadataResponseTopic.name',
-    394: 'MetadataResponseTopic.name',
-    395: 'MetadataResponseTopic.name',
-    396: 'MetadataResponseTopic.name',
-    397: 'MetadataResponseTopic.name',
-    398: 'MetadataResponseTopic.name',
-    399: 'MetadataResponseTopic.name',
-    400: 'MetadataResponseTopic.name',
-    401: 'MetadataResponseTopic.name',
-    402: 'MetadataResponseTopic.is_internal',
-    403: 'MetadataResponseTopic.is_internal',
-    404: 'MetadataResponseTopic.partitions',
-    405: 'MetadataResponseTopic.partitions',
-    406: 'MetadataResponseTopic.partitions',
-    407: 'MetadataResponseTopic.partitions',
-    408: 'MetadataResponseTopic.partitions',
-    409: 'MetadataResponseTopic.partitions',
-    410: 'MetadataResponseTopic.partitions',
-    411: 'MetadataResponseTopic.partitions',
-    412: 'MetadataResponseTopic.partitions',
-    413: 'MetadataResponseTopic.partitions',
-    421: 'MetadataResponseTopic.error_code',
-    422: 'MetadataResponseTopic.error_code',
-    423: 'MetadataResponseTopic.name',
-    424: 'MetadataResponseTopic.name',
-    425: 'MetadataResponseTopic.name',
-    426: 'MetadataResponseTopic.name',
-    427: 'MetadataResponseTopic.name',
-    428: 'MetadataResponseTopic.name',
-    429: 'MetadataResponseTopic.name',
-    430: 'MetadataResponseTopic.name',
-    431: 'MetadataResponseTopic.name',
-    432: 'MetadataResponseTopic.name',
-    433: 'MetadataResponseTopic.is_internal',
-    434: 'MetadataResponseTopic.is_internal',
-    435: 'MetadataResponseTopic.partitions',
-    436: 'MetadataResponseTopic.partitions',
-    437: 'MetadataResponseTopic.partitions',
-    438: 'MetadataResponseTopic.partitions',
-    439: 'MetadataResponseTopic.partitions',
-    440: 'MetadataResponseTopic.partitions',
-    441: 'MetadataResponseTopic.partitions',
-    442: 'MetadataResponseTopic.partitions',
-    443: 'MetadataResponseTopic.partitions',
-    444: 'MetadataResponseTopic.partitions',
-    450: 'MetadataResponseTopic.error_code',
-    451: 'MetadataResponseTopic.error_code',
-    452: 'MetadataResponseTopic.name',
-    453: 'MetadataResponseTopic.name',
-    454: 'MetadataResponseTopic.name',
-    455: 'MetadataResponseTopic.name',
-    456: 'MetadataResponseTopic.name',
-    457: 'MetadataResponseTopic.name',
-    458: 'MetadataResponseTopic.name',
-    459: 'MetadataResponseTopic.name',
-    460: 'MetadataResponseTopic.name',
-    461: 'MetadataResponseTopic.name',
-    462: 'MetadataResponseTopic.is_internal',
-    463: 'MetadataResponseTopic.is_internal',
-    464: 'MetadataResponseTopic.partitions',
-    465: 'MetadataResponseTopic.partitions',
-    466: 'MetadataResponseTopic.partitions',
-    467: 'MetadataResponseTopic.partitions',
-    468: 'MetadataResponseTopic.partitions',
-    469: 'MetadataResponseTopic.partitions',
-    470: 'MetadataResponseTopic.partitions',
-    471: 'MetadataResponseTopic.partitions',
-    472: 'MetadataResponseTopic.partitions',
-    473: 'MetadataResponseTopic.partitions',
-    478: 'MetadataResponseTopic.error_code',
-    479: 'MetadataResponseTopic.error_code',
-    480: 'MetadataResponseTopic.name',
-    481: 'MetadataResponseTopic.name',
-    482: 'MetadataResponseTopic.name',
-    483: 'MetadataResponseTopic.name',
-    484: 'MetadataResponseTopic.name',
-    485: 'MetadataResponseTopic.name',
-    486: 'MetadataResponseTopic.name',
-    487: 'MetadataResponseTopic.name',
-    488: 'MetadataResponseTopic.name',
-    489: 'MetadataResponseTopic.name',
-    490: 'MetadataResponseTopic.is_internal',
-    491: 'MetadataResponseTopic.is_internal',
-    492: 'MetadataResponseTopic.partitions',
-    493: 'MetadataResponseTopic.partitions',
-    494: 'MetadataResponseTopic.partitions',
-    495: 'MetadataResponseTopic.partitions',
-    496: 'MetadataResponseTopic.partitions',
-    497: 'MetadataResponseTopic.partitions',
-    498: 'MetadataResponseTopic.partitions',
-    499: 'MetadataResponseTopic.partitions',
-    500: 'MetadataResponseTopic.partitions',
-    501: 'MetadataResponseTopic.partitions',
-    502: 'MetadataResponseTopic.topic_authorized_operations',
-    503: 'MetadataResponseTopic.topic_authorized_operations',
+    366: 'MetadataResponsePartition.error_code/partition_index/leader_id/leader_epoch',
+    367: 'MetadataResponsePartition.error_code/partition_index/leader_id/leader_epoch',
+    368: 'MetadataResponsePartition.replica_nodes',
+    369: 'MetadataResponsePartition.replica_nodes',
+    370: 'MetadataResponsePartition.replica_nodes',
+    371: 'MetadataResponsePartition.replica_nodes',
+    372: 'MetadataResponsePartition.replica_nodes',
+    373: 'MetadataResponsePartition.replica_nodes',
+    374: 'MetadataResponsePartition.replica_nodes',
+    375: 'MetadataResponsePartition.replica_nodes',
+    376: 'MetadataResponsePartition.replica_nodes',
+    377: 'MetadataResponsePartition.replica_nodes',
+    378: 'MetadataResponsePartition.replica_nodes',
+    379: 'MetadataResponsePartition.replica_nodes',
+    380: 'MetadataResponsePartition.replica_nodes',
+    381: 'MetadataResponsePartition.replica_nodes',
+    382: 'MetadataResponsePartition.replica_nodes',
+    383: 'MetadataResponsePartition.isr_nodes',
+    384: 'MetadataResponsePartition.isr_nodes',
+    385: 'MetadataResponsePartition.isr_nodes',
+    386: 'MetadataResponsePartition.isr_nodes',
+    387: 'MetadataResponsePartition.isr_nodes',
+    388: 'MetadataResponsePartition.isr_nodes',
+    389: 'MetadataResponsePartition.isr_nodes',
+    390: 'MetadataResponsePartition.isr_nodes',
+    391: 'MetadataResponsePartition.isr_nodes',
+    392: 'MetadataResponsePartition.isr_nodes',
+    393: 'MetadataResponsePartition.isr_nodes',
+    394: 'MetadataResponsePartition.isr_nodes',
+    395: 'MetadataResponsePartition.isr_nodes',
+    396: 'MetadataResponsePartition.isr_nodes',
+    397: 'MetadataResponsePartition.isr_nodes',
+    398: 'MetadataResponsePartition.offline_replicas',
+    399: 'MetadataResponsePartition.offline_replicas',
+    400: 'MetadataResponsePartition.offline_replicas',
+    401: 'MetadataResponsePartition.offline_replicas',
+    402: 'MetadataResponsePartition.offline_replicas',
+    403: 'MetadataResponsePartition.offline_replicas',
+    404: 'MetadataResponsePartition.offline_replicas',
+    405: 'MetadataResponsePartition.offline_replicas',
+    406: 'MetadataResponsePartition.offline_replicas',
+    407: 'MetadataResponsePartition.offline_replicas',
+    408: 'MetadataResponsePartition.offline_replicas',
+    409: 'MetadataResponsePartition.offline_replicas',
+    410: 'MetadataResponsePartition.offline_replicas',
+    411: 'MetadataResponsePartition.offline_replicas',
+    412: 'MetadataResponsePartition.offline_replicas',
+    413: 'MetadataResponsePartition.<tagged fields>',
+    414: 'MetadataResponsePartition.<tagged fields>',
+    415: 'MetadataResponsePartition.<tagged fields>',
+    416: 'MetadataResponsePartition.<tagged fields>',
+    417: 'MetadataResponsePartition.<tagged fields>',
+    434: 'MetadataResponseTopic.error_code',
+    435: 'MetadataResponseTopic.error_code',
+    436: 'MetadataResponseTopic.name',
+    437: 'MetadataResponseTopic.name',
+    438: 'MetadataResponseTopic.name',
+    439: 'MetadataResponseTopic.name',
+    440: 'MetadataResponseTopic.name',
+    441: 'MetadataResponseTopic.name',
+    442: 'MetadataResponseTopic.name',
+    443: 'MetadataResponseTopic.name',
+    444: 'MetadataResponseTopic.name',
+    445: 'MetadataResponseTopic.name',
+    446: 'MetadataResponseTopic.partitions',
+    447: 'MetadataResponseTopic.partitions',
+    448: 'MetadataResponseTopic.partitions',
+    449: 'MetadataResponseTopic.partitions',
+    450: 'MetadataResponseTopic.partitions',
+    451: 'MetadataResponseTopic.partitions',
+    452: 'MetadataResponseTopic.partitions',
+    453: 'MetadataResponseTopic.partitions',
+    454: 'MetadataResponseTopic.partitions',
+    455: 'MetadataResponseTopic.partitions',
+    468: 'MetadataResponseTopic.error_code',
+    469: 'MetadataResponseTopic.error_code',
+    470: 'MetadataResponseTopic.name',
+    471: 'MetadataResponseTopic.name',
+    472: 'MetadataResponseTopic.name',
+    473: 'MetadataResponseTopic.name',
+    474: 'MetadataResponseTopic.name',
+    475: 'MetadataResponseTopic.name',
+    476: 'MetadataResponseTopic.name',
+    477: 'MetadataResponseTopic.name',
+    478: 'MetadataResponseTopic.name',
+    479: 'MetadataResponseTopic.name',
+    480: 'MetadataResponseTopic.is_internal',
+    481: 'MetadataResponseTopic.is_internal',
+    482: 'MetadataResponseTopic.partitions',
+    483: 'MetadataResponseTopic.partitions',
+    484: 'MetadataResponseTopic.partitions',
+    485: 'MetadataResponseTopic.partitions',
+    486: 'MetadataResponseTopic.partitions',
+    487: 'MetadataResponseTopic.partitions',
+    488: 'MetadataResponseTopic.partitions',
+    489: 'MetadataResponseTopic.partitions',
+    490: 'MetadataResponseTopic.partitions',
+    491: 'MetadataResponseTopic.partitions',
+    507: 'MetadataResponseTopic.error_code',
     508: 'MetadataResponseTopic.error_code',
-    509: 'MetadataResponseTopic.error_code',
+    509: 'MetadataResponseTopic.name',
     510: 'MetadataResponseTopic.name',
     511: 'MetadataResponseTopic.name',
     512: 'MetadataResponseTopic.name',
@@ -1987,407 +2208,331 @@ _reg(__file__, {
     516: 'MetadataResponseTopic.name',
     517: 'MetadataResponseTopic.name',
     518: 'MetadataResponseTopic.name',
-    519: 'MetadataResponseTopic.name',
-    520: 'MetadataResponseTopic.name',
-    521: 'MetadataResponseTopic.name',
-    522: 'MetadataResponseTopic.name',
-    523: 'MetadataResponseTopic.name',
-    524: 'MetadataResponseTopic.is_internal',
-    525: 'MetadataResponseTopic.is_internal',
+    519: 'MetadataResponseTopic.is_internal',
+    520: 'MetadataResponseTopic.is_internal',
+    521: 'MetadataResponseTopic.partitions',
+    522: 'MetadataResponseTopic.partitions',
+    523: 'MetadataResponseTopic.partitions',
+    524: 'MetadataResponseTopic.partitions',
+    525: 'MetadataResponseTopic.partitions',
     526: 'MetadataResponseTopic.partitions',
     527: 'MetadataResponseTopic.partitions',
     528: 'MetadataResponseTopic.partitions',
     529: 'MetadataResponseTopic.partitions',
     530: 'MetadataResponseTopic.partitions',
-    531: 'MetadataResponseTopic.partitions',
-    532: 'MetadataResponseTopic.partitions',
-    533: 'MetadataResponseTopic.partitions',
-    534: 'MetadataResponseTopic.partitions',
-    535: 'MetadataResponseTopic.partitions',
-    536: 'MetadataResponseTopic.partitions',
-    537: 'MetadataResponseTopic.partitions',
-    538: 'MetadataResponseTopic.partitions',
-    539: 'MetadataResponseTopic.partitions',
-    540: 'MetadataResponseTopic.topic_authorized_operations',
-    541: 'MetadataResponseTopic.topic_authorized_operations',
-    542: 'MetadataResponseTopic.<tagged fields>',
-    543: 'MetadataResponseTopic.<tagged fields>',
-    544: 'MetadataResponseTopic.<tagged fields>',
-    545: 'MetadataResponseTopic.<tagged fields>',
-    546: 'MetadataResponseTopic.<tagged fields>',
-    551: 'MetadataResponseTopic.error_code',
-    552: 'MetadataResponseTopic.error_code',
+    544: 'MetadataResponseTopic.error_code',
+    545: 'MetadataResponseTopic.error_code',
+    546: 'MetadataResponseTopic.name',
+    547: 'MetadataResponseTopic.name',
+    548: 'MetadataResponseTopic.name',
+    549: 'MetadataResponseTopic.name',
+    550: 'MetadataResponseTopic.name',
+    551: 'MetadataResponseTopic.name',
+    552: 'MetadataResponseTopic.name',
     553: 'MetadataResponseTopic.name',
     554: 'MetadataResponseTopic.name',
     555: 'MetadataResponseTopic.name',
-    556: 'MetadataResponseTopic.name',
-    557: 'MetadataResponseTopic.name',
-    558: 'MetadataResponseTopic.name',
-    559: 'MetadataResponseTopic.name',
-    560: 'MetadataResponseTopic.name',
-    561: 'MetadataResponseTopic.name',
-    562: 'MetadataResponseTopic.name',
-    563: 'MetadataResponseTopic.name',
-    564: 'MetadataResponseTopic.name',
-    565: 'MetadataResponseTopic.name',
-    566: 'MetadataResponseTopic.name',
-    567: 'MetadataResponseTopic.topic_id',
-    568: 'MetadataResponseTopic.topic_id',
-    569: 'MetadataResponseTopic.topic_id',
-    570: 'MetadataResponseTopic.topic_id',
-    571: 'MetadataResponseTopic.is_internal',
-    572: 'MetadataResponseTopic.is_internal',
-    573: 'MetadataResponseTopic.partitions',
-    574: 'MetadataResponseTopic.partitions',
-    575: 'MetadataResponseTopic.partitions',
-    576: 'MetadataResponseTopic.partitions',
-    577: 'MetadataResponseTopic.partitions',
-    578: 'MetadataResponseTopic.partitions',
-    579: 'MetadataResponseTopic.partitions',
-    580: 'MetadataResponseTopic.partitions',
-    581: 'MetadataResponseTopic.partitions',
-    582: 'MetadataResponseTopic.partitions',
-    583: 'MetadataResponseTopic.partitions',
-    584: 'MetadataResponseTopic.partitions',
-    585: 'MetadataResponseTopic.partitions',
-    586: 'MetadataResponseTopic.partitions',
-    587: 'MetadataResponseTopic.topic_authorized_operations',
-    588: 'MetadataResponseTopic.topic_authorized_operations',
-    589: 'MetadataResponseTopic.<tagged fields>',
-    590: 'MetadataResponseTopic.<tagged fields>',
-    591: 'MetadataResponseTopic.<tagged fields>',
-    592: 'MetadataResponseTopic.<tagged fields>',
-    593: 'MetadataResponseTopic.<tagged fields>',
-    599: 'MetadataResponseTopic.error_code',
-    600: 'MetadataResponseTopic.error_code',
-    601: 'MetadataResponseTopic.name',
-    602: 'MetadataResponseTopic.name',
-    603: 'MetadataResponseTopic.name',
-    604: 'MetadataResponseTopic.name',
-    605: 'MetadataResponseTopic.name',
-    606: 'MetadataResponseTopic.name',
-    607: 'MetadataResponseTopic.name',
-    608: 'MetadataResponseTopic.name',
-    609: 'MetadataResponseTopic.name',
-    610: 'MetadataResponseTopic.name',
-    611: 'MetadataResponseTopic.name',
-    612: 'MetadataResponseTopic.name',
-    613: 'MetadataResponseTopic.name',
-    614: 'MetadataResponseTopic.name',
-    615: 'MetadataResponseTopic.topic_id',
-    616: 'MetadataResponseTopic.topic_id',
-    617: 'MetadataResponseTopic.topic_id',
-    618: 'MetadataResponseTopic.topic_id',
-    619: 'MetadataResponseTopic.is_internal',
-    620: 'MetadataResponseTopic.is_internal',
-    621: 'MetadataResponseTopic.partitions',
-    622: 'MetadataResponseTopic.partitions',
-    623: 'MetadataResponseTopic.partitions',
-    624: 'MetadataResponseTopic.partitions',
-    625: 'MetadataResponseTopic.partitions',
-    626: 'MetadataResponseTopic.partitions',
-    627: 'MetadataResponseTopic.partitions',
-    628: 'MetadataResponseTopic.partitions',
-    629: 'MetadataResponseTopic.partitions',
-    630: 'MetadataResponseTopic.partitions',
-    631: 'MetadataResponseTopic.partitions',
-    632: 'MetadataResponseTopic.partitions',
-    633: 'MetadataResponseTopic.partitions',
-    634: 'MetadataResponseTopic.partitions',
-    635: 'MetadataResponseTopic.topic_authorized_operations',
-    636: 'MetadataResponseTopic.topic_authorized_operations',
-    637: 'MetadataResponseTopic.<tagged fields>',
-    638: 'MetadataResponseTopic.<tagged fields>',
-    639: 'MetadataResponseTopic.<tagged fields>',
-    640: 'MetadataResponseTopic.<tagged fields>',
-    641: 'MetadataResponseTopic.<tagged fields>',
-    646: 'MetadataResponse.brokers',
-    647: 'MetadataResponse.brokers',
-    648: 'MetadataResponse.brokers',
-    649: 'MetadataResponse.brokers',
-    650: 'MetadataResponse.brokers',
-    651: 'MetadataResponse.brokers',
-    652: 'MetadataResponse.brokers',
-    653: 'MetadataResponse.brokers',
-    654: 'MetadataResponse.brokers',
-    655: 'MetadataResponse.brokers',
-    656: 'MetadataResponse.topics',
-    657: 'MetadataResponse.topics',
-    658: 'MetadataResponse.topics',
-    659: 'MetadataResponse.topics',
-    660: 'MetadataResponse.topics',
-    661: 'MetadataResponse.topics',
-    662: 'MetadataResponse.topics',
-    663: 'MetadataResponse.topics',
-    664: 'MetadataResponse.topics',
-    665: 'MetadataResponse.topics',
-    670: 'MetadataResponse.brokers',
-    671: 'MetadataResponse.brokers',
-    672: 'MetadataResponse.brokers',
-    673: 'MetadataResponse.brokers',
-    674: 'MetadataResponse.brokers',
-    675: 'MetadataResponse.brokers',
-    676: 'MetadataResponse.brokers',
-    677: 'MetadataResponse.brokers',
-    678: 'MetadataResponse.brokers',
-    679: 'MetadataResponse.brokers',
-    680: 'MetadataResponse.controller_id',
-    681: 'MetadataResponse.controller_id',
-    682: 'MetadataResponse.topics',
-    683: 'MetadataResponse.topics',
-    684: 'MetadataResponse.topics',
-    685: 'MetadataResponse.topics',
-    686: 'MetadataResponse.topics',
-    687: 'MetadataResponse.topics',
-    688: 'MetadataResponse.topics',
-    689: 'MetadataResponse.topics',
-    690: 'MetadataResponse.topics',
-    691: 'MetadataResponse.topics',
-    696: 'MetadataResponse.brokers',
-    697: 'MetadataResponse.brokers',
-    698: 'MetadataResponse.brokers',
-    699: 'MetadataResponse.brokers',
-    700: 'MetadataResponse.brokers',
-    701: 'MetadataResponse.brokers',
-    702: 'MetadataResponse.brokers',
-    703: 'MetadataResponse.brokers',
-    704: 'MetadataResponse.brokers',
-    705: 'MetadataResponse.brokers',
-    706: 'MetadataResponse.cluster_id',
-    707: 'MetadataResponse.cluster_id',
-    708: 'MetadataResponse.cluster_id',
-    709: 'MetadataResponse.cluster_id',
-    710: 'MetadataResponse.cluster_id',
-    711: 'MetadataResponse.cluster_id',
-    712: 'MetadataResponse.cluster_id',
-    713: 'MetadataResponse.cluster_id',
-    714: 'MetadataResponse.cluster_id',
-    715: 'MetadataResponse.cluster_id',
-    716: 'MetadataResponse.controller_id',
-    717: 'MetadataResponse.controller_id',
-    718: 'MetadataResponse.topics',
-    719: 'MetadataResponse.topics',
-    720: 'MetadataResponse.topics',
-    721: 'MetadataResponse.topics',
-    722: 'MetadataResponse.topics',
-    723: 'MetadataResponse.topics',
-    724: 'MetadataResponse.topics',
-    725: 'MetadataResponse.topics',
-    726: 'MetadataResponse.topics',
-    727: 'MetadataResponse.topics',
-    732: 'MetadataResponse.throttle_time_ms',
-    733: 'MetadataResponse.throttle_time_ms',
-    734: 'MetadataResponse.brokers',
-    735: 'MetadataResponse.brokers',
-    736: 'MetadataResponse.brokers',
-    737: 'MetadataResponse.brokers',
-    738: 'MetadataResponse.brokers',
-    739: 'MetadataResponse.brokers',
-    740: 'MetadataResponse.brokers',
-    741: 'MetadataResponse.brokers',
-    742: 'MetadataResponse.brokers',
-    743: 'MetadataResponse.brokers',
-    744: 'MetadataResponse.cluster_id',
-    745: 'MetadataResponse.cluster_id',
-    746: 'MetadataResponse.cluster_id',
-    747: 'MetadataResponse.cluster_id',
-    748: 'MetadataResponse.cluster_id',
-    749: 'MetadataResponse.cluster_id',
-    750: 'MetadataResponse.cluster_id',
-    751: 'MetadataResponse.cluster_id',
-    752: 'MetadataResponse.cluster_id',
-    753: 'MetadataResponse.cluster_id',
-    754: 'MetadataResponse.controller_id',
-    755: 'MetadataResponse.controller_id',
-    756: 'MetadataResponse.topics',
-    757: 'MetadataResponse.topics',
-    758: 'MetadataResponse.topics',
-    759: 'MetadataResponse.topics',
-    760: 'MetadataResponse.topics',
-    761: 'MetadataResponse.topics',
-    762: 'MetadataResponse.topics',
-    763: 'MetadataResponse.topics',
-    764: 'MetadataResponse.topics',
-    765: 'MetadataResponse.topics',
-    771: 'MetadataResponse.throttle_time_ms',
-    772: 'MetadataResponse.throttle_time_ms',
-    773: 'MetadataResponse.brokers',
-    774: 'MetadataResponse.brokers',
-    775: 'MetadataResponse.brokers',
-    776: 'MetadataResponse.brokers',
-    777: 'MetadataResponse.brokers',
-    778: 'MetadataResponse.brokers',
-    779: 'MetadataResponse.brokers',
-    780: 'MetadataResponse.brokers',
-    781: 'MetadataResponse.brokers',
-    782: 'MetadataResponse.brokers',
-    783: 'MetadataResponse.cluster_id',
-    784: 'MetadataResponse.cluster_id',
-    785: 'MetadataResponse.cluster_id',
-    786: 'MetadataResponse.cluster_id',
-    787: 'MetadataResponse.cluster_id',
-    788: 'MetadataResponse.cluster_id',
-    789: 'MetadataResponse.cluster_id',
-    790: 'MetadataResponse.cluster_id',
-    791: 'MetadataResponse.cluster_id',
-    792: 'MetadataResponse.cluster_id',
-    793: 'MetadataResponse.controller_id',
-    794: 'MetadataResponse.controller_id',
-    795: 'MetadataResponse.topics',
-    796: 'MetadataResponse.topics',
-    797: 'MetadataResponse.topics',
-    798: 'MetadataResponse.topics',
-    799: 'MetadataResponse.topics',
-    800: 'MetadataResponse.topics',
-    801: 'MetadataResponse.topics',
-    802: 'MetadataResponse.topics',
-    803: 'MetadataResponse.topics',
-    804: 'MetadataResponse.topics',
-    810: 'MetadataResponse.throttle_time_ms',
-    811: 'MetadataResponse.throttle_time_ms',
-    812: 'MetadataResponse.brokers',
-    813: 'MetadataResponse.brokers',
-    814: 'MetadataResponse.brokers',
-    815: 'MetadataResponse.brokers',
-    816: 'MetadataResponse.brokers',
-    817: 'MetadataResponse.brokers',
-    818: 'MetadataResponse.brokers',
-    819: 'MetadataResponse.brokers',
-    820: 'MetadataResponse.brokers',
-    821: 'MetadataResponse.brokers',
-    822: 'MetadataResponse.cluster_id',
-    823: 'MetadataResponse.cluster_id',
-    824: 'MetadataResponse.cluster_id',
-    825: 'MetadataResponse.cluster_id',
-    826: 'MetadataResponse.cluster_id',
-    827: 'MetadataResponse.cluster_id',
-    828: 'MetadataResponse.cluster_id',
-    829: 'MetadataResponse.cluster_id',
-    830: 'MetadataResponse.cluster_id',
-    831: 'MetadataResponse.cluster_id',
-    832: 'MetadataResponse.controller_id',
-    833: 'MetadataResponse.controller_id',
-    834: 'MetadataResponse.topics',
-    835: 'MetadataResponse.topics',
-    836: 'MetadataResponse.topics',
-    837: 'MetadataResponse.topics',
-    838: 'MetadataResponse.topics',
-    839: 'MetadataResponse.topics',
-    840: 'MetadataResponse.topics',
-    841: 'MetadataResponse.topics',
+    556: 'MetadataResponseTopic.is_internal',
+    557: 'MetadataResponseTopic.is_internal',
+    558: 'MetadataResponseTopic.partitions',
+    559: 'MetadataResponseTopic.partitions',
+    560: 'MetadataResponseTopic.partitions',
+    561: 'MetadataResponseTopic.partitions',
+    562: 'MetadataResponseTopic.partitions',
+    563: 'MetadataResponseTopic.partitions',
+    564: 'MetadataResponseTopic.partitions',
+    565: 'MetadataResponseTopic.partitions',
+    566: 'MetadataResponseTopic.partitions',
+    567: 'MetadataResponseTopic.partitions',
+    580: 'MetadataResponseTopic.error_code',
+    581: 'MetadataResponseTopic.error_code',
+    582: 'MetadataResponseTopic.name',
+    583: 'MetadataResponseTopic.name',
+    584: 'MetadataResponseTopic.name',
+    585: 'MetadataResponseTopic.name',
+    586: 'MetadataResponseTopic.name',
+    587: 'MetadataResponseTopic.name',
+    588: 'MetadataResponseTopic.name',
+    589: 'MetadataResponseTopic.name',
+    590: 'MetadataResponseTopic.name',
+    591: 'MetadataResponseTopic.name',
+    592: 'MetadataResponseTopic.is_internal',
+    593: 'MetadataResponseTopic.is_internal',
+    594: 'MetadataResponseTopic.partitions',
+    595: 'MetadataResponseTopic.partitions',
+    596: 'MetadataResponseTopic.partitions',
+    597: 'MetadataResponseTopic.partitions',
+    598: 'MetadataResponseTopic.partitions',
+    599: 'MetadataResponseTopic.partitions',
+    600: 'MetadataResponseTopic.partitions',
+    601: 'MetadataResponseTopic.partitions',
+    602: 'MetadataResponseTopic.partitions',
+    603: 'MetadataResponseTopic.partitions',
+    604: 'MetadataResponseTopic.topic_authorized_operations',
+    605: 'MetadataResponseTopic.topic_authorized_operations',
+    618: 'MetadataResponseTopic.error_code',
+    619: 'MetadataResponseTopic.error_code',
+    620: 'MetadataResponseTopic.name',
+    621: 'MetadataResponseTopic.name',
+    622: 'MetadataResponseTopic.name',
+    623: 'MetadataResponseTopic.name',
+    624: 'MetadataResponseTopic.name',
+    625: 'MetadataResponseTopic.name',
+    626: 'MetadataResponseTopic.name',
+    627: 'MetadataResponseTopic.name',
+    628: 'MetadataResponseTopic.name',
+    629: 'MetadataResponseTopic.name',
+    630: 'MetadataResponseTopic.name',
+    631: 'MetadataResponseTopic.name',
+    632: 'MetadataResponseTopic.name',
+    633: 'MetadataResponseTopic.name',
+    634: 'MetadataResponseTopic.name',
+    635: 'MetadataResponseTopic.name',
+    636: 'MetadataResponseTopic.name',
+    637: 'MetadataResponseTopic.is_internal',
+    638: 'MetadataResponseTopic.is_internal',
+    639: 'MetadataResponseTopic.partitions',
+    640: 'MetadataResponseTopic.partitions',
+    641: 'MetadataResponseTopic.partitions',
+    642: 'MetadataResponseTopic.partitions',
+    643: 'MetadataResponseTopic.partitions',
+    644: 'MetadataResponseTopic.partitions',
+    645: 'MetadataResponseTopic.partitions',
+    646: 'MetadataResponseTopic.partitions',
+    647: 'MetadataResponseTopic.partitions',
+    648: 'MetadataResponseTopic.partitions',
+    649: 'MetadataResponseTopic.partitions',
+    650: 'MetadataResponseTopic.partitions',
+    651: 'MetadataResponseTopic.partitions',
+    652: 'MetadataResponseTopic.partitions',
+    653: 'MetadataResponseTopic.partitions',
+    654: 'MetadataResponseTopic.partitions',
+    655: 'MetadataResponseTopic.partitions',
+    656: 'MetadataResponseTopic.topic_authorized_operations',
+    657: 'MetadataResponseTopic.topic_authorized_operations',
+    658: 'MetadataResponseTopic.<tagged fields>',
+    659: 'MetadataResponseTopic.<tagged fields>',
+    660: 'MetadataResponseTopic.<tagged fields>',
+    661: 'MetadataResponseTopic.<tagged fields>',
+    662: 'MetadataResponseTopic.<tagged fields>',
+    675: 'MetadataResponseTopic.error_code',
+    676: 'MetadataResponseTopic.error_code',
+    677: 'MetadataResponseTopic.name',
+    678: 'MetadataResponseTopic.name',
+    679: 'MetadataResponseTopic.name',
+    680: 'MetadataResponseTopic.name',
+    681: 'MetadataResponseTopic.name',
+    682: 'MetadataResponseTopic.name',
+    683: 'MetadataResponseTopic.name',
+    684: 'MetadataResponseTopic.name',
+    685: 'MetadataResponseTopic.name',
+    686: 'MetadataResponseTopic.name',
+    687: 'MetadataResponseTopic.name',
+    688: 'MetadataResponseTopic.name',
+    689: 'MetadataResponseTopic.name',
+    690: 'MetadataResponseTopic.name',
+    691: 'MetadataResponseTopic.name',
+    692: 'MetadataResponseTopic.name',
+    693: 'MetadataResponseTopic.name',
+    694: 'MetadataResponseTopic.topic_id',
+    695: 'MetadataResponseTopic.topic_id',
+    696: 'MetadataResponseTopic.topic_id',
+    697: 'MetadataResponseTopic.topic_id',
+    698: 'MetadataResponseTopic.is_internal',
+    699: 'MetadataResponseTopic.is_internal',
+    700: 'MetadataResponseTopic.partitions',
+    701: 'MetadataResponseTopic.partitions',
+    702: 'MetadataResponseTopic.partitions',
+    703: 'MetadataResponseTopic.partitions',
+    704: 'MetadataResponseTopic.partitions',
+    705: 'MetadataResponseTopic.partitions',
+    706: 'MetadataResponseTopic.partitions',
+    707: 'MetadataResponseTopic.partitions',
+    708: 'MetadataResponseTopic.partitions',
+    709: 'MetadataResponseTopic.partitions',
+    710: 'MetadataResponseTopic.partitions',
+    711: 'MetadataResponseTopic.partitions',
+    712: 'MetadataResponseTopic.partitions',
+    713: 'MetadataResponseTopic.partitions',
+    714: 'MetadataResponseTopic.partitions',
+    715: 'MetadataResponseTopic.partitions',
+    716: 'MetadataResponseTopic.partitions',
+    717: 'MetadataResponseTopic.topic_authorized_operations',
+    718: 'MetadataResponseTopic.topic_authorized_operations',
+    719: 'MetadataResponseTopic.<tagged fields>',
+    720: 'MetadataResponseTopic.<tagged fields>',
+    721: 'MetadataResponseTopic.<tagged fields>',
+    722: 'MetadataResponseTopic.<tagged fields>',
+    723: 'MetadataResponseTopic.<tagged fields>',
+    737: 'MetadataResponseTopic.error_code',
+    738: 'MetadataResponseTopic.error_code',
+    739: 'MetadataResponseTopic.name',
+    740: 'MetadataResponseTopic.name',
+    741: 'MetadataResponseTopic.name',
+    742: 'MetadataResponseTopic.name',
+    743: 'MetadataResponseTopic.name',
+    744: 'MetadataResponseTopic.name',
+    745: 'MetadataResponseTopic.name',
+    746: 'MetadataResponseTopic.name',
+    747: 'MetadataResponseTopic.name',
+    748: 'MetadataResponseTopic.name',
+    749: 'MetadataResponseTopic.name',
+    750: 'MetadataResponseTopic.name',
+    751: 'MetadataResponseTopic.name',
+    752: 'MetadataResponseTopic.name',
+    753: 'MetadataResponseTopic.name',
+    754: 'MetadataResponseTopic.name',
+    755: 'MetadataResponseTopic.name',
+    756: 'MetadataResponseTopic.topic_id',
+    757: 'MetadataResponseTopic.topic_id',
+    758: 'MetadataResponseTopic.topic_id',
+    759: 'MetadataResponseTopic.topic_id',
+    760: 'MetadataResponseTopic.is_internal',
+    761: 'MetadataResponseTopic.is_internal',
+    762: 'MetadataResponseTopic.partitions',
+    763: 'MetadataResponseTopic.partitions',
+    764: 'MetadataResponseTopic.partitions',
+    765: 'MetadataResponseTopic.partitions',
+    766: 'MetadataResponseTopic.partitions',
+    767: 'MetadataResponseTopic.partitions',
+    768: 'MetadataResponseTopic.partitions',
+    769: 'MetadataResponseTopic.partitions',
+    770: 'MetadataResponseTopic.partitions',
+    771: 'MetadataResponseTopic.partitions',
+    772: 'MetadataResponseTopic.partitions',
+    773: 'MetadataResponseTopic.partitions',
+    774: 'MetadataResponseTopic.partitions',
+    775: 'MetadataResponseTopic.partitions',
+    776: 'MetadataResponseTopic.partitions',
+    777: 'MetadataResponseTopic.partitions',
+    778: 'MetadataResponseTopic.partitions',
+    779: 'MetadataResponseTopic.topic_authorized_operations',
+    780: 'MetadataResponseTopic.topic_authorized_operations',
+    781: 'MetadataResponseTopic.<tagged fields>',
+    782: 'MetadataResponseTopic.<tagged fields>',
+    783: 'MetadataResponseTopic.<tagged fields>',
+    784: 'MetadataResponseTopic.<tagged fields>',
+    785: 'MetadataResponseTopic.<tagged fields>',
+    798: 'MetadataResponse.brokers',
+    799: 'MetadataResponse.brokers',
+    800: 'MetadataResponse.brokers',
+    801: 'MetadataResponse.brokers',
+    802: 'MetadataResponse.brokers',
+    803: 'MetadataResponse.brokers',
+    804: 'MetadataResponse.brokers',
+    805: 'MetadataResponse.brokers',
+    806: 'MetadataResponse.brokers',
+    807: 'MetadataResponse.brokers',
+    808: 'MetadataResponse.topics',
+    809: 'MetadataResponse.topics',
+    810: 'MetadataResponse.topics',
+    811: 'MetadataResponse.topics',
+    812: 'MetadataResponse.topics',
+    813: 'MetadataResponse.topics',
+    814: 'MetadataResponse.topics',
+    815: 'MetadataResponse.topics',
+    816: 'MetadataResponse.topics',
+    817: 'MetadataResponse.topics',
+    830: 'MetadataResponse.brokers',
+    831: 'MetadataResponse.brokers',
+    832: 'MetadataResponse.brokers',
+    833: 'MetadataResponse.brokers',
+    834: 'MetadataResponse.brokers',
+    835: 'MetadataResponse.brokers',
+    836: 'MetadataResponse.brokers',
+    837: 'MetadataResponse.brokers',
+    838: 'MetadataResponse.brokers',
+    839: 'MetadataResponse.brokers',
+    840: 'MetadataResponse.controller_id',
+    841: 'MetadataResponse.controller_id',
     842: 'MetadataResponse.topics',
     843: 'MetadataResponse.topics',
-    848: 'MetadataResponse.throttle_time_ms',
-    849: 'MetadataResponse.throttle_time_ms',
-    850: 'MetadataResponse.brokers',
-    851: 'MetadataResponse.brokers',
-    852: 'MetadataResponse.brokers',
-    853: 'MetadataResponse.brokers',
-    854: 'MetadataResponse.brokers',
-    855: 'MetadataResponse.brokers',
-    856: 'MetadataResponse.brokers',
-    857: 'MetadataResponse.brokers',
-    858: 'MetadataResponse.brokers',
-    859: 'MetadataResponse.brokers',
-    860: 'MetadataResponse.cluster_id',
-    861: 'MetadataResponse.cluster_id',
-    862: 'MetadataResponse.cluster_id',
-    863: 'MetadataResponse.cluster_id',
-    864: 'MetadataResponse.cluster_id',
-    865: 'MetadataResponse.cluster_id',
-    866: 'MetadataResponse.cluster_id',
-    867: 'MetadataResponse.cluster_id',
-    868: 'MetadataResponse.cluster_id',
-    869: 'MetadataResponse.cluster_id',
-    870: 'MetadataResponse.controller_id',
-    871: 'MetadataResponse.controller_id',
-    872: 'MetadataResponse.topics',
-    873: 'MetadataResponse.topics',
-    874: 'MetadataResponse.topics',
-    875: 'MetadataResponse.topics',
-    876: 'MetadataResponse.topics',
-    877: 'MetadataResponse.topics',
-    878: 'MetadataResponse.topics',
-    879: 'MetadataResponse.topics',
-    880: 'MetadataResponse.topics',
-    881: 'MetadataResponse.topics',
-    882: 'MetadataResponse.cluster_authorized_operations',
-    883: 'MetadataResponse.cluster_authorized_operations',
-    888: 'MetadataResponse.throttle_time_ms',
-    889: 'MetadataResponse.throttle_time_ms',
-    890: 'MetadataResponse.brokers',
-    891: 'MetadataResponse.brokers',
-    892: 'MetadataResponse.brokers',
-    893: 'MetadataResponse.brokers',
-    894: 'MetadataResponse.brokers',
-    895: 'MetadataResponse.brokers',
-    896: 'MetadataResponse.brokers',
-    897: 'MetadataResponse.brokers',
-    898: 'MetadataResponse.brokers',
-    899: 'MetadataResponse.brokers',
-    900: 'MetadataResponse.brokers',
-    901: 'MetadataResponse.brokers',
-    902: 'MetadataResponse.brokers',
-    903: 'MetadataResponse.brokers',
-    904: 'MetadataResponse.cluster_id',
-    905: 'MetadataResponse.cluster_id',
-    906: 'MetadataResponse.cluster_id',
-    907: 'MetadataResponse.cluster_id',
-    908: 'MetadataResponse.cluster_id',
-    909: 'MetadataResponse.cluster_id',
-    910: 'MetadataResponse.cluster_id',
-    911: 'MetadataResponse.cluster_id',
-    912: 'MetadataResponse.cluster_id',
-    913: 'MetadataResponse.cluster_id',
-    914: 'MetadataResponse.cluster_id',
-    915: 'MetadataResponse.cluster_id',
-    916: 'MetadataResponse.cluster_id',
-    917: 'MetadataResponse.cluster_id',
-    918: 'MetadataResponse.controller_id',
-    919: 'MetadataResponse.controller_id',
-    920: 'MetadataResponse.topics',
-    921: 'MetadataResponse.topics',
-    922: 'MetadataResponse.topics',
-    923: 'MetadataResponse.topics',
-    924: 'MetadataResponse.topics',
-    925: 'MetadataResponse.topics',
-    926: 'MetadataResponse.topics',
-    927: 'MetadataResponse.topics',
-    928: 'MetadataResponse.topics',
-    929: 'MetadataResponse.topics',
-    930: 'MetadataResponse.topics',
-    931: 'MetadataResponse.topics',
+    844: 'MetadataResponse.topics',
+    845: 'MetadataResponse.topics',
+    846: 'MetadataResponse.topics',
+    847: 'MetadataResponse.topics',
+    848: 'MetadataResponse.topics',
+    849: 'MetadataResponse.topics',
+    850: 'MetadataResponse.topics',
+    851: 'MetadataResponse.topics',
+    864: 'MetadataResponse.brokers',
+    865: 'MetadataResponse.brokers',
+    866: 'MetadataResponse.brokers',
+    867: 'MetadataResponse.brokers',
+    868: 'MetadataResponse.brokers',
+    869: 'MetadataResponse.brokers',
+    870: 'MetadataResponse.brokers',
+    871: 'MetadataResponse.brokers',
+    872: 'MetadataResponse.brokers',
+    873: 'MetadataResponse.brokers',
+    874: 'MetadataResponse.cluster_id',
+    875: 'MetadataResponse.cluster_id',
+    876: 'MetadataResponse.cluster_id',
+    877: 'MetadataResponse.cluster_id',
+    878: 'MetadataResponse.cluster_id',
+    879: 'MetadataResponse.cluster_id',
+    880: 'MetadataResponse.cluster_id',
+    881: 'MetadataResponse.cluster_id',
+    882: 'MetadataResponse.cluster_id',
+    883: 'MetadataResponse.cluster_id',
+    884: 'MetadataResponse.controller_id',
+    885: 'MetadataResponse.controller_id',
+    886: 'MetadataResponse.topics',
+    887: 'MetadataResponse.topics',
+    888: 'MetadataResponse.topics',
+    889: 'MetadataResponse.topics',
+    890: 'MetadataResponse.topics',
+    891: 'MetadataResponse.topics',
+    892: 'MetadataResponse.topics',
+    893: 'MetadataResponse.topics',
+    894: 'MetadataResponse.topics',
+    895: 'MetadataResponse.topics',
+    908: 'MetadataResponse.throttle_time_ms',
+    909: 'MetadataResponse.throttle_time_ms',
+    910: 'MetadataResponse.brokers',
+    911: 'MetadataResponse.brokers',
+    912: 'MetadataResponse.brokers',
+    913: 'MetadataResponse.brokers',
+    914: 'MetadataResponse.brokers',
+    915: 'MetadataResponse.brokers',
+    916: 'MetadataResponse.brokers',
+    917: 'MetadataResponse.brokers',
+    918: 'MetadataResponse.brokers',
+    919: 'MetadataResponse.brokers',
+    920: 'MetadataResponse.cluster_id',
+    921: 'MetadataResponse.cluster_id',
+    922: 'MetadataResponse.cluster_id',
+    923: 'MetadataResponse.cluster_id',
+    924: 'MetadataResponse.cluster_id',
+    925: 'MetadataResponse.cluster_id',
+    926: 'MetadataResponse.cluster_id',
+    927: 'MetadataResponse.cluster_id',
+    928: 'MetadataResponse.cluster_id',
+    929: 'MetadataResponse.cluster_id',
+    930: 'MetadataResponse.controller_id',
+    931: 'MetadataResponse.controller_id',
     932: 'MetadataResponse.topics',
     933: 'MetadataResponse.topics',
-    934: 'MetadataResponse.cluster_authorized_operations',
-    935: 'MetadataResponse.cluster_authorized_operations',
-    936: 'MetadataResponse.<tagged fields>',
-    937: 'MetadataResponse.<tagged fields>',
-    938: 'MetadataResponse.<tagged fields>',
-    939: 'MetadataResponse.<tagged fields>',
-    940: 'MetadataResponse.<tagged fields>',
-    945: 'MetadataResponse.throttle_time_ms',
-    946: 'MetadataResponse.throttle_time_ms',
-    947: 'MetadataResponse.brokers',
-    948: 'MetadataResponse.brokers',
-    949: 'MetadataResponse.brokers',
-    950: 'MetadataResponse.brokers',
-    951: 'MetadataResponse.brokers',
-    952: 'MetadataResponse.brokers',
-    953: 'MetadataResponse.brokers',
-    954: 'MetadataResponse.brokers',
-    955: 'MetadataResponse.brokers',
-    956: 'MetadataResponse.brokers',
+    934: 'MetadataResponse.topics',
+    935: 'MetadataResponse.topics',
+    936: 'MetadataResponse.topics',
+    937: 'MetadataResponse.topics',
+    938: 'MetadataResponse.topics',
+    939: 'MetadataResponse.topics',
+    940: 'MetadataResponse.topics',
+    941: 'MetadataResponse.topics',
+    955: 'MetadataResponse.throttle_time_ms',
+    956: 'MetadataResponse.throttle_time_ms',
     957: 'MetadataResponse.brokers',
     958: 'MetadataResponse.brokers',
     959: 'MetadataResponse.brokers',
     960: 'MetadataResponse.brokers',
-    961: 'MetadataResponse.cluster_id',
-    962: 'MetadataResponse.cluster_id',
-    963: 'MetadataResponse.cluster_id',
-    964: 'MetadataResponse.cluster_id',
-    965: 'MetadataResponse.cluster_id',
-    966: 'MetadataResponse.cluster_id',
+    961: 'MetadataResponse.brokers',
+    962: 'MetadataResponse.brokers',
+    963: 'MetadataResponse.brokers',
+    964: 'MetadataResponse.brokers',
+    965: 'MetadataResponse.brokers',
+    966: 'MetadataResponse.brokers',
     967: 'MetadataResponse.cluster_id',
     968: 'MetadataResponse.cluster_id',
     969: 'MetadataResponse.cluster_id',
@@ -2396,10 +2541,10 @@ _reg(__file__, {
     972: 'MetadataResponse.cluster_id',
     973: 'MetadataResponse.cluster_id',
     974: 'MetadataResponse.cluster_id',
-    975: 'MetadataResponse.controller_id',
-    976: 'MetadataResponse.controller_id',
-    977: 'MetadataResponse.topics',
-    978: 'MetadataResponse.topics',
+    975: 'MetadataResponse.cluster_id',
+    976: 'MetadataResponse.cluster_id',
+    977: 'MetadataResponse.controller_id',
+    978: 'MetadataResponse.controller_id',
     979: 'MetadataResponse.topics',
     980: 'MetadataResponse.topics',
     981: 'MetadataResponse.topics',
@@ -2410,15 +2555,6 @@ _reg(__file__, {
     986: 'MetadataResponse.topics',
     987: 'MetadataResponse.topics',
     988: 'MetadataResponse.topics',
-    989: 'MetadataResponse.topics',
-    990: 'MetadataResponse.topics',
-    991: 'MetadataResponse.cluster_authorized_operations',
-    992: 'MetadataResponse.cluster_authorized_operations',
-    993: 'MetadataResponse.<tagged fields>',
-    994: 'MetadataResponse.<tagged fields>',
-    995: 'MetadataResponse.<tagged fields>',
-    996: 'MetadataResponse.<tagged fields>',
-    997: 'MetadataResponse.<tagged fields>',
     1002: 'MetadataResponse.throttle_time_ms',
     1003: 'MetadataResponse.throttle_time_ms',
     1004: 'MetadataResponse.brokers',
@@ -2431,94 +2567,306 @@ _reg(__file__, {
     1011: 'MetadataResponse.brokers',
     1012: 'MetadataResponse.brokers',
     1013: 'MetadataResponse.brokers',
-    1014: 'MetadataResponse.brokers',
-    1015: 'MetadataResponse.brokers',
-    1016: 'MetadataResponse.brokers',
-    1017: 'MetadataResponse.brokers',
+    1014: 'MetadataResponse.cluster_id',
+    1015: 'MetadataResponse.cluster_id',
+    1016: 'MetadataResponse.cluster_id',
+    1017: 'MetadataResponse.cluster_id',
     1018: 'MetadataResponse.cluster_id',
     1019: 'MetadataResponse.cluster_id',
     1020: 'MetadataResponse.cluster_id',
     1021: 'MetadataResponse.cluster_id',
     1022: 'MetadataResponse.cluster_id',
     1023: 'MetadataResponse.cluster_id',
-    1024: 'MetadataResponse.cluster_id',
-    1025: 'MetadataResponse.cluster_id',
-    1026: 'MetadataResponse.cluster_id',
-    1027: 'MetadataResponse.cluster_id',
-    1028: 'MetadataResponse.cluster_id',
-    1029: 'MetadataResponse.cluster_id',
-    1030: 'MetadataResponse.cluster_id',
-    1031: 'MetadataResponse.cluster_id',
-    1032: 'MetadataResponse.controller_id',
-    1033: 'MetadataResponse.controller_id',
+    1024: 'MetadataResponse.controller_id',
+    1025: 'MetadataResponse.controller_id',
+    1026: 'MetadataResponse.topics',
+    1027: 'MetadataResponse.topics',
+    1028: 'MetadataResponse.topics',
+    1029: 'MetadataResponse.topics',
+    1030: 'MetadataResponse.topics',
+    1031: 'MetadataResponse.topics',
+    1032: 'MetadataResponse.topics',
+    1033: 'MetadataResponse.topics',
     1034: 'MetadataResponse.topics',
     1035: 'MetadataResponse.topics',
-    1036: 'MetadataResponse.topics',
-    1037: 'MetadataResponse.topics',
-    1038: 'MetadataResponse.topics',
-    1039: 'MetadataResponse.topics',
-    1040: 'MetadataResponse.topics',
-    1041: 'MetadataResponse.topics',
-    1042: 'MetadataResponse.topics',
-    1043: 'MetadataResponse.topics',
-    1044: 'MetadataResponse.topics',
-    1045: 'MetadataResponse.topics',
-    1046: 'MetadataResponse.topics',
-    1047: 'MetadataResponse.topics',
-    1048: 'MetadataResponse.<tagged fields>',
-    1049: 'MetadataResponse.<tagged fields>',
-    1050: 'MetadataResponse.<tagged fields>',
-    1051: 'MetadataResponse.<tagged fields>',
-    1052: 'MetadataResponse.<tagged fields>',
-    1057: 'MetadataResponse.throttle_time_ms',
-    1058: 'MetadataResponse.throttle_time_ms',
+    1048: 'MetadataResponse.throttle_time_ms',
+    1049: 'MetadataResponse.throttle_time_ms',
+    1050: 'MetadataResponse.brokers',
+    1051: 'MetadataResponse.brokers',
+    1052: 'MetadataResponse.brokers',
+    1053: 'MetadataResponse.brokers',
+    1054: 'MetadataResponse.brokers',
+    1055: 'MetadataResponse.brokers',
+    1056: 'MetadataResponse.brokers',
+    1057: 'MetadataResponse.brokers',
+    1058: 'MetadataResponse.brokers',
     1059: 'MetadataResponse.brokers',
-    1060: 'MetadataResponse.brokers',
-    1061: 'MetadataResponse.brokers',
-    1062: 'MetadataResponse.brokers',
-    1063: 'MetadataResponse.brokers',
-    1064: 'MetadataResponse.brokers',
-    1065: 'MetadataResponse.brokers',
-    1066: 'MetadataResponse.brokers',
-    1067: 'MetadataResponse.brokers',
-    1068: 'MetadataResponse.brokers',
-    1069: 'MetadataResponse.brokers',
-    1070: 'MetadataResponse.brokers',
-    1071: 'MetadataResponse.brokers',
-    1072: 'MetadataResponse.brokers',
-    1073: 'MetadataResponse.cluster_id',
-    1074: 'MetadataResponse.cluster_id',
-    1075: 'MetadataResponse.cluster_id',
-    1076: 'MetadataResponse.cluster_id',
-    1077: 'MetadataResponse.cluster_id',
-    1078: 'MetadataResponse.cluster_id',
-    1079: 'MetadataResponse.cluster_id',
-    1080: 'MetadataResponse.cluster_id',
-    1081: 'MetadataResponse.cluster_id',
-    1082: 'MetadataResponse.cluster_id',
-    1083: 'MetadataResponse.cluster_id',
-    1084: 'MetadataResponse.cluster_id',
-    1085: 'MetadataResponse.cluster_id',
-    1086: 'MetadataResponse.cluster_id',
-    1087: 'MetadataResponse.controller_id',
-    1088: 'MetadataResponse.controller_id',
-    1089: 'MetadataResponse.topics',
-    1090: 'MetadataResponse.topics',
-    1091: 'MetadataResponse.topics',
-    1092: 'MetadataResponse.topics',
-    1093: 'MetadataResponse.topics',
-    1094: 'MetadataResponse.topics',
-    1095: 'MetadataResponse.topics',
-    1096: 'MetadataResponse.topics',
-    1097: 'MetadataResponse.topics',
-    1098: 'MetadataResponse.topics',
-    1099: 'MetadataResponse.topics',
-    1100: 'MetadataResponse.topics',
-    1101: 'MetadataResponse.topics',
-    1102: 'MetadataResponse.topics',
-    1103: 'MetadataResponse.<tagged fields>',
-    1104: 'MetadataResponse.<tagged fields>',
-    1105: 'MetadataResponse.<tagged fields>',
-    1106: 'MetadataResponse.<tagged fields>',
-    1107: 'MetadataResponse.<tagged fields>',
+    1060: 'MetadataResponse.cluster_id',
+    1061: 'MetadataResponse.cluster_id',
+    1062: 'MetadataResponse.cluster_id',
+    1063: 'MetadataResponse.cluster_id',
+    1064: 'MetadataResponse.cluster_id',
+    1065: 'MetadataResponse.cluster_id',
+    1066: 'MetadataResponse.cluster_id',
+    1067: 'MetadataResponse.cluster_id',
+    1068: 'MetadataResponse.cluster_id',
+    1069: 'MetadataResponse.cluster_id',
+    1070: 'MetadataResponse.controller_id',
+    1071: 'MetadataResponse.controller_id',
+    1072: 'MetadataResponse.topics',
+    1073: 'MetadataResponse.topics',
+    1074: 'MetadataResponse.topics',
+    1075: 'MetadataResponse.topics',
+    1076: 'MetadataResponse.topics',
+    1077: 'MetadataResponse.topics',
+    1078: 'MetadataResponse.topics',
+    1079: 'MetadataResponse.topics',
+    1080: 'MetadataResponse.topics',
+    1081: 'MetadataResponse.topics',
+    1082: 'MetadataResponse.cluster_authorized_operations',
+    1083: 'MetadataResponse.cluster_authorized_operations',
+    1096: 'MetadataResponse.throttle_time_ms',
+    1097: 'MetadataResponse.throttle_time_ms',
+    1098: 'MetadataResponse.brokers',
+    1099: 'MetadataResponse.brokers',
+    1100: 'MetadataResponse.brokers',
+    1101: 'MetadataResponse.brokers',
+    1102: 'MetadataResponse.brokers',
+    1103: 'MetadataResponse.brokers',
+    1104: 'MetadataResponse.brokers',
+    1105: 'MetadataResponse.brokers',
+    1106: 'MetadataResponse.brokers',
+    1107: 'MetadataResponse.brokers',
+    1108: 'MetadataResponse.brokers',
+    1109: 'MetadataResponse.brokers',
+    1110: 'MetadataResponse.brokers',
+    1111: 'MetadataResponse.brokers',
+    1112: 'MetadataResponse.brokers',
+    1113: 'MetadataResponse.brokers',
+    1114: 'MetadataResponse.brokers',
+    1115: 'MetadataResponse.cluster_id',
+    1116: 'MetadataResponse.cluster_id',
+    1117: 'MetadataResponse.cluster_id',
+    1118: 'MetadataResponse.cluster_id',
+    1119: 'MetadataResponse.cluster_id',
+    1120: 'MetadataResponse.cluster_id',
+    1121: 'MetadataResponse.cluster_id',
+    1122: 'MetadataResponse.cluster_id',
+    1123: 'MetadataResponse.cluster_id',
+    1124: 'MetadataResponse.cluster_id',
+    1125: 'MetadataResponse.cluster_id',
+    1126: 'MetadataResponse.cluster_id',
+    1127: 'MetadataResponse.cluster_id',
+    1128: 'MetadataResponse.cluster_id',
+    1129: 'MetadataResponse.cluster_id',
+    1130: 'MetadataResponse.cluster_id',
+    1131: 'MetadataResponse.cluster_id',
+    1132: 'MetadataResponse.controller_id',
+    1133: 'MetadataResponse.controller_id',
+    1134: 'MetadataResponse.topics',
+    1135: 'MetadataResponse.topics',
+    1136: 'MetadataResponse.topics',
+    1137: 'MetadataResponse.topics',
+    1138: 'MetadataResponse.topics',
+    1139: 'MetadataResponse.topics',
+    1140: 'MetadataResponse.topics',
+    1141: 'MetadataResponse.topics',
+    1142: 'MetadataResponse.topics',
+    1143: 'MetadataResponse.topics',
+    1144: 'MetadataResponse.topics',
+    1145: 'MetadataResponse.topics',
+    1146: 'MetadataResponse.topics',
+    1147: 'MetadataResponse.topics',
+    1148: 'MetadataResponse.topics',
+    1149: 'MetadataResponse.topics',
+    1150: 'MetadataResponse.topics',
+    1151: 'MetadataResponse.cluster_authorized_operations',
+    1152: 'MetadataResponse.cluster_authorized_operations',
+    1153: 'MetadataResponse.<tagged fields>',
+    1154: 'MetadataResponse.<tagged fields>',
+    1155: 'MetadataResponse.<tagged fields>',
+    1156: 'MetadataResponse.<tagged fields>',
+    1157: 'MetadataResponse.<tagged fields>',
+    1170: 'MetadataResponse.throttle_time_ms',
+    1171: 'MetadataResponse.throttle_time_ms',
+    1172: 'MetadataResponse.brokers',
+    1173: 'MetadataResponse.brokers',
+    1174: 'MetadataResponse.brokers',
+    1175: 'MetadataResponse.brokers',
+    1176: 'MetadataResponse.brokers',
+    1177: 'MetadataResponse.brokers',
+    1178: 'MetadataResponse.brokers',
+    1179: 'MetadataResponse.brokers',
+    1180: 'MetadataResponse.brokers',
+    1181: 'MetadataResponse.brokers',
+    1182: 'MetadataResponse.brokers',
+    1183: 'MetadataResponse.brokers',
+    1184: 'MetadataResponse.brokers',
+    1185: 'MetadataResponse.brokers',
+    1186: 'MetadataResponse.brokers',
+    1187: 'MetadataResponse.brokers',
+    1188: 'MetadataResponse.brokers',
+    1189: 'MetadataResponse.cluster_id',
+    1190: 'MetadataResponse.cluster_id',
+    1191: 'MetadataResponse.cluster_id',
+    1192: 'MetadataResponse.cluster_id',
+    1193: 'MetadataResponse.cluster_id',
+    1194: 'MetadataResponse.cluster_id',
+    1195: 'MetadataResponse.cluster_id',
+    1196: 'MetadataResponse.cluster_id',
+    1197: 'MetadataResponse.cluster_id',
+    1198: 'MetadataResponse.cluster_id',
+    1199: 'MetadataResponse.cluster_id',
+    1200: 'MetadataResponse.cluster_id',
+    1201: 'MetadataResponse.cluster_id',
+    1202: 'MetadataResponse.cluster_id',
+    1203: 'MetadataResponse.cluster_id',
+    1204: 'MetadataResponse.cluster_id',
+    1205: 'MetadataResponse.cluster_id',
+    1206: 'MetadataResponse.controller_id',
+    1207: 'MetadataResponse.controller_id',
+    1208: 'MetadataResponse.topics',
+    1209: 'MetadataResponse.topics',
+    1210: 'MetadataResponse.topics',
+    1211: 'MetadataResponse.topics',
+    1212: 'MetadataResponse.topics',
+    1213: 'MetadataResponse.topics',
+    1214: 'MetadataResponse.topics',
+    1215: 'MetadataResponse.topics',
+    1216: 'MetadataResponse.topics',
+    1217: 'MetadataResponse.topics',
+    1218: 'MetadataResponse.topics',
+    1219: 'MetadataResponse.topics',
+    1220: 'MetadataResponse.topics',
+    1221: 'MetadataResponse.topics',
+    1222: 'MetadataResponse.topics',
+    1223: 'MetadataResponse.topics',
+    1224: 'MetadataResponse.topics',
+    1225: 'MetadataResponse.cluster_authorized_operations',
+    1226: 'MetadataResponse.cluster_authorized_operations',
+    1227: 'MetadataResponse.<tagged fields>',
+    1228: 'MetadataResponse.<tagged fields>',
+    1229: 'MetadataResponse.<tagged fields>',
+    1230: 'MetadataResponse.<tagged fields>',
+    1231: 'MetadataResponse.<tagged fields>',
+    1244: 'MetadataResponse.throttle_time_ms',
+    1245: 'MetadataResponse.throttle_time_ms',
+    1246: 'MetadataResponse.brokers',
+    1247: 'MetadataResponse.brokers',
+    1248: 'MetadataResponse.brokers',
+    1249: 'MetadataResponse.brokers',
+    1250: 'MetadataResponse.brokers',
+    1251: 'MetadataResponse.brokers',
+    1252: 'MetadataResponse.brokers',
+    1253: 'MetadataResponse.brokers',
+    1254: 'MetadataResponse.brokers',
+    1255: 'MetadataResponse.brokers',
+    1256: 'MetadataResponse.brokers',
+    1257: 'MetadataResponse.brokers',
+    1258: 'MetadataResponse.brokers',
+    1259: 'MetadataResponse.brokers',
+    1260: 'MetadataResponse.brokers',
+    1261: 'MetadataResponse.brokers',
+    1262: 'MetadataResponse.brokers',
+    1263: 'MetadataResponse.cluster_id',
+    1264: 'MetadataResponse.cluster_id',
+    1265: 'MetadataResponse.cluster_id',
+    1266: 'MetadataResponse.cluster_id',
+    1267: 'MetadataResponse.cluster_id',
+    1268: 'MetadataResponse.cluster_id',
+    1269: 'MetadataResponse.cluster_id',
+    1270: 'MetadataResponse.cluster_id',
+    1271: 'MetadataResponse.cluster_id',
+    1272: 'MetadataResponse.cluster_id',
+    1273: 'MetadataResponse.cluster_id',
+    1274: 'MetadataResponse.cluster_id',
+    1275: 'MetadataResponse.cluster_id',
+    1276: 'MetadataResponse.cluster_id',
+    1277: 'MetadataResponse.cluster_id',
+    1278: 'MetadataResponse.cluster_id',
+    1279: 'MetadataResponse.cluster_id',
+    1280: 'MetadataResponse.controller_id',
+    1281: 'MetadataResponse.controller_id',
+    1282: 'MetadataResponse.topics',
+    1283: 'MetadataResponse.topics',
+    1284: 'MetadataResponse.topics',
+    1285: 'MetadataResponse.topics',
+    1286: 'MetadataResponse.topics',
+    1287: 'MetadataResponse.topics',
+    1288: 'MetadataResponse.topics',
+    1289: 'MetadataResponse.topics',
+    1290: 'MetadataResponse.topics',
+    1291: 'MetadataResponse.topics',
+    1292: 'MetadataResponse.topics',
+    1293: 'MetadataResponse.topics',
+    1294: 'MetadataResponse.topics',
+    1295: 'MetadataResponse.topics',
+    1296: 'MetadataResponse.topics',
+    1297: 'MetadataResponse.topics',
+    1298: 'MetadataResponse.topics',
+    1299: 'MetadataResponse.<tagged fields>',
+    1300: 'MetadataResponse.<tagged fields>',
+    1301: 'MetadataResponse.<tagged fields>',
+    1302: 'MetadataResponse.<tagged fields>',
+    1303: 'MetadataResponse.<tagged fields>',
+    1316: 'MetadataResponse.throttle_time_ms',
+    1317: 'MetadataResponse.throttle_time_ms',
+    1318: 'MetadataResponse.brokers',
+    1319: 'MetadataResponse.brokers',
+    1320: 'MetadataResponse.brokers',
+    1321: 'MetadataResponse.brokers',
+    1322: 'MetadataResponse.brokers',
+    1323: 'MetadataResponse.brokers',
+    1324: 'MetadataResponse.brokers',
+    1325: 'MetadataResponse.brokers',
+    1326: 'MetadataResponse.brokers',
+    1327: 'MetadataResponse.brokers',
+    1328: 'MetadataResponse.brokers',
+    1329: 'MetadataResponse.brokers',
+    1330: 'MetadataResponse.brokers',
+    1331: 'MetadataResponse.brokers',
+    1332: 'MetadataResponse.brokers',
+    1333: 'MetadataResponse.brokers',
+    1334: 'MetadataResponse.brokers',
+    1335: 'MetadataResponse.cluster_id',
+    1336: 'MetadataResponse.cluster_id',
+    1337: 'MetadataResponse.cluster_id',
+    1338: 'MetadataResponse.cluster_id',
+    1339: 'MetadataResponse.cluster_id',
+    1340: 'MetadataResponse.cluster_id',
+    1341: 'MetadataResponse.cluster_id',
+    1342: 'MetadataResponse.cluster_id',
+    1343: 'MetadataResponse.cluster_id',
+    1344: 'MetadataResponse.cluster_id',
+    1345: 'MetadataResponse.cluster_id',
+    1346: 'MetadataResponse.cluster_id',
+    1347: 'MetadataResponse.cluster_id',
+    1348: 'MetadataResponse.cluster_id',
+    1349: 'MetadataResponse.cluster_id',
+    1350: 'MetadataResponse.cluster_id',
+    1351: 'MetadataResponse.cluster_id',
+    1352: 'MetadataResponse.controller_id',
+    1353: 'MetadataResponse.controller_id',
+    1354: 'MetadataResponse.topics',
+    1355: 'MetadataResponse.topics',
+    1356: 'MetadataResponse.topics',
+    1357: 'MetadataResponse.topics',
+    1358: 'MetadataResponse.topics',
+    1359: 'MetadataResponse.topics',
+    1360: 'MetadataResponse.topics',
+    1361: 'MetadataResponse.topics',
+    1362: 'MetadataResponse.topics',
+    1363: 'MetadataResponse.topics',
+    1364: 'MetadataResponse.topics',
+    1365: 'MetadataResponse.topics',
+    1366: 'MetadataResponse.topics',
+    1367: 'MetadataResponse.topics',
+    1368: 'MetadataResponse.topics',
+    1369: 'MetadataResponse.topics',
+    1370: 'MetadataResponse.topics',
+    1371: 'MetadataResponse.<tagged fields>',
+    1372: 'MetadataResponse.<tagged fields>',
+    1373: 'MetadataResponse.<tagged fields>',
+    1374: 'MetadataResponse.<tagged fields>',
+    1375: 'MetadataResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -60,7 +61,12 @@ def _d_OffsetCommitKey_v0(buf, pos):
         pos = _end4
     _f_partition = _S_iu(buf, pos)[0]
     pos += 4
-    return OffsetCommitKey(_f_group, _f_topic, _f_partition, None), pos
+    _o = _new(OffsetCommitKey)
+    _o.group = _f_group
+    _o.topic = _f_topic
+    _o.partition = _f_partition
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitKey_v1 = _d_OffsetCommitKey_v0
@@ -86,7 +92,6 @@ FLEXIBLE_FROM = None
 DECODERS = {0: _d_OffsetCommitKey_v0, 1: _d_OffsetCommitKey_v1}
 ENCODERS = {0: _e_OffsetCommitKey_v0, 1: _e_OffsetCommitKey_v1}
 _reg(__file__, {
-    41: 'OffsetCommitKey.group',
     42: 'OffsetCommitKey.group',
     43: 'OffsetCommitKey.group',
     44: 'OffsetCommitKey.group',
@@ -96,7 +101,7 @@ _reg(__file__, {
     48: 'OffsetCommitKey.group',
     49: 'OffsetCommitKey.group',
     50: 'OffsetCommitKey.group',
-    51: 'OffsetCommitKey.topic',
+    51: 'OffsetCommitKey.group',
     52: 'OffsetCommitKey.topic',
     53: 'OffsetCommitKey.topic',
     54: 'OffsetCommitKey.topic',
@@ -106,6 +111,7 @@ _reg(__file__, {
     58: 'OffsetCommitKey.topic',
     59: 'OffsetCommitKey.topic',
     60: 'OffsetCommitKey.topic',
-    61: 'OffsetCommitKey.partition',
+    61: 'OffsetCommitKey.topic',
     62: 'OffsetCommitKey.partition',
+    63: 'OffsetCommitKey.partition',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -106,7 +107,14 @@ def _d_OffsetCommitRequestPartition_v0(buf, pos):
             raise _trunc('OffsetCommitRequestPartition.committed_metadata', _n1, len(buf) - pos)
         _f_committed_metadata = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return OffsetCommitRequestPartition(_f_partition_index, _f_committed_offset, -1, -1, _f_committed_metadata, None), pos
+    _o = _new(OffsetCommitRequestPartition)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = -1
+    _o.commit_timestamp = -1
+    _o.committed_metadata = _f_committed_metadata
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetCommitRequestPartition_v1(buf, pos):
@@ -122,7 +130,14 @@ def _d_OffsetCommitRequestPartition_v1(buf, pos):
             raise _trunc('OffsetCommitRequestPartition.committed_metadata', _n3, len(buf) - pos)
         _f_committed_metadata = str(buf[pos:_end4], 'utf-8')
         pos = _end4
-    return OffsetCommitRequestPartition(_f_partition_index, _f_committed_offset, -1, _f_commit_timestamp, _f_committed_metadata, None), pos
+    _o = _new(OffsetCommitRequestPartition)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = -1
+    _o.commit_timestamp = _f_commit_timestamp
+    _o.committed_metadata = _f_committed_metadata
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitRequestPartition_v2 = _d_OffsetCommitRequestPartition_v0
@@ -146,7 +161,14 @@ def _d_OffsetCommitRequestPartition_v6(buf, pos):
             raise _trunc('OffsetCommitRequestPartition.committed_metadata', _n13, len(buf) - pos)
         _f_committed_metadata = str(buf[pos:_end14], 'utf-8')
         pos = _end14
-    return OffsetCommitRequestPartition(_f_partition_index, _f_committed_offset, _f_committed_leader_epoch, -1, _f_committed_metadata, None), pos
+    _o = _new(OffsetCommitRequestPartition)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = _f_committed_leader_epoch
+    _o.commit_timestamp = -1
+    _o.committed_metadata = _f_committed_metadata
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitRequestPartition_v7 = _d_OffsetCommitRequestPartition_v6
@@ -157,6 +179,9 @@ def _d_OffsetCommitRequestPartition_v8(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -173,7 +198,14 @@ def _d_OffsetCommitRequestPartition_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetCommitRequestPartition.<tagged fields>')
-    return OffsetCommitRequestPartition(_f_partition_index, _f_committed_offset, _f_committed_leader_epoch, -1, _f_committed_metadata, _unk), pos
+    _o = _new(OffsetCommitRequestPartition)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = _f_committed_leader_epoch
+    _o.commit_timestamp = -1
+    _o.committed_metadata = _f_committed_metadata
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetCommitRequestPartition_v9 = _d_OffsetCommitRequestPartition_v8
@@ -199,7 +231,11 @@ def _d_OffsetCommitRequestTopic_v0(buf, pos):
         for _ in range(_n23):
             _x24, pos = _d_OffsetCommitRequestPartition_v0(buf, pos)
             _f_partitions.append(_x24)
-    return OffsetCommitRequestTopic(_f_name, _f_partitions, None), pos
+    _o = _new(OffsetCommitRequestTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetCommitRequestTopic_v1(buf, pos):
@@ -223,7 +259,11 @@ def _d_OffsetCommitRequestTopic_v1(buf, pos):
         for _ in range(_n27):
             _x28, pos = _d_OffsetCommitRequestPartition_v1(buf, pos)
             _f_partitions.append(_x28)
-    return OffsetCommitRequestTopic(_f_name, _f_partitions, None), pos
+    _o = _new(OffsetCommitRequestTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitRequestTopic_v2 = _d_OffsetCommitRequestTopic_v0
@@ -255,7 +295,11 @@ def _d_OffsetCommitRequestTopic_v6(buf, pos):
         for _ in range(_n47):
             _x48, pos = _d_OffsetCommitRequestPartition_v6(buf, pos)
             _f_partitions.append(_x48)
-    return OffsetCommitRequestTopic(_f_name, _f_partitions, None), pos
+    _o = _new(OffsetCommitRequestTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitRequestTopic_v7 = _d_OffsetCommitRequestTopic_v6
@@ -264,6 +308,9 @@ def _d_OffsetCommitRequestTopic_v8(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -278,6 +325,9 @@ def _d_OffsetCommitRequestTopic_v8(buf, pos):
     _n55 = buf[pos]
     if _n55 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n55 = (_n55 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n55, pos = _ruv(buf, pos)
     _n55 -= 1
@@ -294,7 +344,11 @@ def _d_OffsetCommitRequestTopic_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetCommitRequestTopic.<tagged fields>')
-    return OffsetCommitRequestTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(OffsetCommitRequestTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetCommitRequestTopic_v9 = _d_OffsetCommitRequestTopic_v8
@@ -320,7 +374,15 @@ def _d_OffsetCommitRequest_v0(buf, pos):
         for _ in range(_n63):
             _x64, pos = _d_OffsetCommitRequestTopic_v0(buf, pos)
             _f_topics.append(_x64)
-    return OffsetCommitRequest(_f_group_id, -1, '', None, -1, _f_topics, None), pos
+    _o = _new(OffsetCommitRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id_or_member_epoch = -1
+    _o.member_id = ''
+    _o.group_instance_id = None
+    _o.retention_time_ms = -1
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetCommitRequest_v1(buf, pos):
@@ -356,7 +418,15 @@ def _d_OffsetCommitRequest_v1(buf, pos):
         for _ in range(_n69):
             _x70, pos = _d_OffsetCommitRequestTopic_v1(buf, pos)
             _f_topics.append(_x70)
-    return OffsetCommitRequest(_f_group_id, _f_generation_id_or_member_epoch, _f_member_id, None, -1, _f_topics, None), pos
+    _o = _new(OffsetCommitRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id_or_member_epoch = _f_generation_id_or_member_epoch
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.retention_time_ms = -1
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetCommitRequest_v2(buf, pos):
@@ -394,7 +464,15 @@ def _d_OffsetCommitRequest_v2(buf, pos):
         for _ in range(_n75):
             _x76, pos = _d_OffsetCommitRequestTopic_v2(buf, pos)
             _f_topics.append(_x76)
-    return OffsetCommitRequest(_f_group_id, _f_generation_id_or_member_epoch, _f_member_id, None, _f_retention_time_ms, _f_topics, None), pos
+    _o = _new(OffsetCommitRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id_or_member_epoch = _f_generation_id_or_member_epoch
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.retention_time_ms = _f_retention_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitRequest_v3 = _d_OffsetCommitRequest_v2
@@ -434,7 +512,15 @@ def _d_OffsetCommitRequest_v5(buf, pos):
         for _ in range(_n93):
             _x94, pos = _d_OffsetCommitRequestTopic_v5(buf, pos)
             _f_topics.append(_x94)
-    return OffsetCommitRequest(_f_group_id, _f_generation_id_or_member_epoch, _f_member_id, None, -1, _f_topics, None), pos
+    _o = _new(OffsetCommitRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id_or_member_epoch = _f_generation_id_or_member_epoch
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.retention_time_ms = -1
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetCommitRequest_v6(buf, pos):
@@ -470,7 +556,15 @@ def _d_OffsetCommitRequest_v6(buf, pos):
         for _ in range(_n99):
             _x100, pos = _d_OffsetCommitRequestTopic_v6(buf, pos)
             _f_topics.append(_x100)
-    return OffsetCommitRequest(_f_group_id, _f_generation_id_or_member_epoch, _f_member_id, None, -1, _f_topics, None), pos
+    _o = _new(OffsetCommitRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id_or_member_epoch = _f_generation_id_or_member_epoch
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.retention_time_ms = -1
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetCommitRequest_v7(buf, pos):
@@ -516,13 +610,24 @@ def _d_OffsetCommitRequest_v7(buf, pos):
         for _ in range(_n107):
             _x108, pos = _d_OffsetCommitRequestTopic_v7(buf, pos)
             _f_topics.append(_x108)
-    return OffsetCommitRequest(_f_group_id, _f_generation_id_or_member_epoch, _f_member_id, _f_group_instance_id, -1, _f_topics, None), pos
+    _o = _new(OffsetCommitRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id_or_member_epoch = _f_generation_id_or_member_epoch
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.retention_time_ms = -1
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetCommitRequest_v8(buf, pos):
     _n109 = buf[pos]
     if _n109 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n109 = (_n109 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n109, pos = _ruv(buf, pos)
     _n109 -= 1
@@ -539,6 +644,9 @@ def _d_OffsetCommitRequest_v8(buf, pos):
     _n111 = buf[pos]
     if _n111 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n111 = (_n111 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n111, pos = _ruv(buf, pos)
     _n111 -= 1
@@ -553,6 +661,9 @@ def _d_OffsetCommitRequest_v8(buf, pos):
     _n113 = buf[pos]
     if _n113 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n113 = (_n113 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n113, pos = _ruv(buf, pos)
     _n113 -= 1
@@ -567,6 +678,9 @@ def _d_OffsetCommitRequest_v8(buf, pos):
     _n115 = buf[pos]
     if _n115 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n115 = (_n115 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n115, pos = _ruv(buf, pos)
     _n115 -= 1
@@ -583,7 +697,15 @@ def _d_OffsetCommitRequest_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetCommitRequest.<tagged fields>')
-    return OffsetCommitRequest(_f_group_id, _f_generation_id_or_member_epoch, _f_member_id, _f_group_instance_id, -1, _f_topics, _unk), pos
+    _o = _new(OffsetCommitRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id_or_member_epoch = _f_generation_id_or_member_epoch
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.retention_time_ms = -1
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetCommitRequest_v9 = _d_OffsetCommitRequest_v8
@@ -857,9 +979,8 @@ FLEXIBLE_FROM = 8
 DECODERS = {0: _d_OffsetCommitRequest_v0, 1: _d_OffsetCommitRequest_v1, 2: _d_OffsetCommitRequest_v2, 3: _d_OffsetCommitRequest_v3, 4: _d_OffsetCommitRequest_v4, 5: _d_OffsetCommitRequest_v5, 6: _d_OffsetCommitRequest_v6, 7: _d_OffsetCommitRequest_v7, 8: _d_OffsetCommitRequest_v8, 9: _d_OffsetCommitRequest_v9}
 ENCODERS = {0: _e_OffsetCommitRequest_v0, 1: _e_OffsetCommitRequest_v1, 2: _e_OffsetCommitRequest_v2, 3: _e_OffsetCommitRequest_v3, 4: _e_OffsetCommitRequest_v4, 5: _e_OffsetCommitRequest_v5, 6: _e_OffsetCommitRequest_v6, 7: _e_OffsetCommitRequest_v7, 8: _e_OffsetCommitRequest_v8, 9: _e_OffsetCommitRequest_v9}
 _reg(__file__, {
-    97: 'OffsetCommitRequestPartition.partition_index/committed_offset',
     98: 'OffsetCommitRequestPartition.partition_index/committed_offset',
-    99: 'OffsetCommitRequestPartition.committed_metadata',
+    99: 'OffsetCommitRequestPartition.partition_index/committed_offset',
     100: 'OffsetCommitRequestPartition.committed_metadata',
     101: 'OffsetCommitRequestPartition.committed_metadata',
     102: 'OffsetCommitRequestPartition.committed_metadata',
@@ -869,32 +990,23 @@ _reg(__file__, {
     106: 'OffsetCommitRequestPartition.committed_metadata',
     107: 'OffsetCommitRequestPartition.committed_metadata',
     108: 'OffsetCommitRequestPartition.committed_metadata',
-    113: 'OffsetCommitRequestPartition.partition_index/committed_offset/commit_timestamp',
-    114: 'OffsetCommitRequestPartition.partition_index/committed_offset/commit_timestamp',
-    115: 'OffsetCommitRequestPartition.committed_metadata',
-    116: 'OffsetCommitRequestPartition.committed_metadata',
-    117: 'OffsetCommitRequestPartition.committed_metadata',
-    118: 'OffsetCommitRequestPartition.committed_metadata',
-    119: 'OffsetCommitRequestPartition.committed_metadata',
-    120: 'OffsetCommitRequestPartition.committed_metadata',
-    121: 'OffsetCommitRequestPartition.committed_metadata',
-    122: 'OffsetCommitRequestPartition.committed_metadata',
+    109: 'OffsetCommitRequestPartition.committed_metadata',
+    121: 'OffsetCommitRequestPartition.partition_index/committed_offset/commit_timestamp',
+    122: 'OffsetCommitRequestPartition.partition_index/committed_offset/commit_timestamp',
     123: 'OffsetCommitRequestPartition.committed_metadata',
     124: 'OffsetCommitRequestPartition.committed_metadata',
-    133: 'OffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
-    134: 'OffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
-    135: 'OffsetCommitRequestPartition.committed_metadata',
-    136: 'OffsetCommitRequestPartition.committed_metadata',
-    137: 'OffsetCommitRequestPartition.committed_metadata',
-    138: 'OffsetCommitRequestPartition.committed_metadata',
-    139: 'OffsetCommitRequestPartition.committed_metadata',
-    140: 'OffsetCommitRequestPartition.committed_metadata',
-    141: 'OffsetCommitRequestPartition.committed_metadata',
-    142: 'OffsetCommitRequestPartition.committed_metadata',
-    143: 'OffsetCommitRequestPartition.committed_metadata',
-    144: 'OffsetCommitRequestPartition.committed_metadata',
-    150: 'OffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
-    151: 'OffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
+    125: 'OffsetCommitRequestPartition.committed_metadata',
+    126: 'OffsetCommitRequestPartition.committed_metadata',
+    127: 'OffsetCommitRequestPartition.committed_metadata',
+    128: 'OffsetCommitRequestPartition.committed_metadata',
+    129: 'OffsetCommitRequestPartition.committed_metadata',
+    130: 'OffsetCommitRequestPartition.committed_metadata',
+    131: 'OffsetCommitRequestPartition.committed_metadata',
+    132: 'OffsetCommitRequestPartition.committed_metadata',
+    148: 'OffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
+    149: 'OffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
+    150: 'OffsetCommitRequestPartition.committed_metadata',
+    151: 'OffsetCommitRequestPartition.committed_metadata',
     152: 'OffsetCommitRequestPartition.committed_metadata',
     153: 'OffsetCommitRequestPartition.committed_metadata',
     154: 'OffsetCommitRequestPartition.committed_metadata',
@@ -903,306 +1015,247 @@ _reg(__file__, {
     157: 'OffsetCommitRequestPartition.committed_metadata',
     158: 'OffsetCommitRequestPartition.committed_metadata',
     159: 'OffsetCommitRequestPartition.committed_metadata',
-    160: 'OffsetCommitRequestPartition.committed_metadata',
-    161: 'OffsetCommitRequestPartition.committed_metadata',
-    162: 'OffsetCommitRequestPartition.committed_metadata',
-    163: 'OffsetCommitRequestPartition.committed_metadata',
-    164: 'OffsetCommitRequestPartition.committed_metadata',
-    165: 'OffsetCommitRequestPartition.committed_metadata',
-    166: 'OffsetCommitRequestPartition.<tagged fields>',
-    167: 'OffsetCommitRequestPartition.<tagged fields>',
-    168: 'OffsetCommitRequestPartition.<tagged fields>',
-    169: 'OffsetCommitRequestPartition.<tagged fields>',
-    170: 'OffsetCommitRequestPartition.<tagged fields>',
-    176: 'OffsetCommitRequestTopic.name',
-    177: 'OffsetCommitRequestTopic.name',
-    178: 'OffsetCommitRequestTopic.name',
-    179: 'OffsetCommitRequestTopic.name',
-    180: 'OffsetCommitRequestTopic.name',
-    181: 'OffsetCommitRequestTopic.name',
-    182: 'OffsetCommitRequestTopic.name',
-    183: 'OffsetCommitRequestTopic.name',
-    184: 'OffsetCommitRequestTopic.name',
-    185: 'OffsetCommitRequestTopic.name',
-    186: 'OffsetCommitRequestTopic.partitions',
-    187: 'OffsetCommitRequestTopic.partitions',
-    188: 'OffsetCommitRequestTopic.partitions',
-    189: 'OffsetCommitRequestTopic.partitions',
-    190: 'OffsetCommitRequestTopic.partitions',
-    191: 'OffsetCommitRequestTopic.partitions',
-    192: 'OffsetCommitRequestTopic.partitions',
-    193: 'OffsetCommitRequestTopic.partitions',
-    194: 'OffsetCommitRequestTopic.partitions',
-    195: 'OffsetCommitRequestTopic.partitions',
-    200: 'OffsetCommitRequestTopic.name',
-    201: 'OffsetCommitRequestTopic.name',
-    202: 'OffsetCommitRequestTopic.name',
-    203: 'OffsetCommitRequestTopic.name',
-    204: 'OffsetCommitRequestTopic.name',
-    205: 'OffsetCommitRequestTopic.name',
-    206: 'OffsetCommitRequestTopic.name',
-    207: 'OffsetCommitRequestTopic.name',
+    172: 'OffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
+    173: 'OffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
+    174: 'OffsetCommitRequestPartition.committed_metadata',
+    175: 'OffsetCommitRequestPartition.committed_metadata',
+    176: 'OffsetCommitRequestPartition.committed_metadata',
+    177: 'OffsetCommitRequestPartition.committed_metadata',
+    178: 'OffsetCommitRequestPartition.committed_metadata',
+    179: 'OffsetCommitRequestPartition.committed_metadata',
+    180: 'OffsetCommitRequestPartition.committed_metadata',
+    181: 'OffsetCommitRequestPartition.committed_metadata',
+    182: 'OffsetCommitRequestPartition.committed_metadata',
+    183: 'OffsetCommitRequestPartition.committed_metadata',
+    184: 'OffsetCommitRequestPartition.committed_metadata',
+    185: 'OffsetCommitRequestPartition.committed_metadata',
+    186: 'OffsetCommitRequestPartition.committed_metadata',
+    187: 'OffsetCommitRequestPartition.committed_metadata',
+    188: 'OffsetCommitRequestPartition.committed_metadata',
+    189: 'OffsetCommitRequestPartition.committed_metadata',
+    190: 'OffsetCommitRequestPartition.committed_metadata',
+    191: 'OffsetCommitRequestPartition.<tagged fields>',
+    192: 'OffsetCommitRequestPartition.<tagged fields>',
+    193: 'OffsetCommitRequestPartition.<tagged fields>',
+    194: 'OffsetCommitRequestPartition.<tagged fields>',
+    195: 'OffsetCommitRequestPartition.<tagged fields>',
     208: 'OffsetCommitRequestTopic.name',
     209: 'OffsetCommitRequestTopic.name',
-    210: 'OffsetCommitRequestTopic.partitions',
-    211: 'OffsetCommitRequestTopic.partitions',
-    212: 'OffsetCommitRequestTopic.partitions',
-    213: 'OffsetCommitRequestTopic.partitions',
-    214: 'OffsetCommitRequestTopic.partitions',
-    215: 'OffsetCommitRequestTopic.partitions',
-    216: 'OffsetCommitRequestTopic.partitions',
-    217: 'OffsetCommitRequestTopic.partitions',
+    210: 'OffsetCommitRequestTopic.name',
+    211: 'OffsetCommitRequestTopic.name',
+    212: 'OffsetCommitRequestTopic.name',
+    213: 'OffsetCommitRequestTopic.name',
+    214: 'OffsetCommitRequestTopic.name',
+    215: 'OffsetCommitRequestTopic.name',
+    216: 'OffsetCommitRequestTopic.name',
+    217: 'OffsetCommitRequestTopic.name',
     218: 'OffsetCommitRequestTopic.partitions',
     219: 'OffsetCommitRequestTopic.partitions',
-    228: 'OffsetCommitRequestTopic.name',
-    229: 'OffsetCommitRequestTopic.name',
-    230: 'OffsetCommitRequestTopic.name',
-    231: 'OffsetCommitRequestTopic.name',
-    232: 'OffsetCommitRequestTopic.name',
-    233: 'OffsetCommitRequestTopic.name',
-    234: 'OffsetCommitRequestTopic.name',
-    235: 'OffsetCommitRequestTopic.name',
+    220: 'OffsetCommitRequestTopic.partitions',
+    221: 'OffsetCommitRequestTopic.partitions',
+    222: 'OffsetCommitRequestTopic.partitions',
+    223: 'OffsetCommitRequestTopic.partitions',
+    224: 'OffsetCommitRequestTopic.partitions',
+    225: 'OffsetCommitRequestTopic.partitions',
+    226: 'OffsetCommitRequestTopic.partitions',
+    227: 'OffsetCommitRequestTopic.partitions',
     236: 'OffsetCommitRequestTopic.name',
     237: 'OffsetCommitRequestTopic.name',
-    238: 'OffsetCommitRequestTopic.partitions',
-    239: 'OffsetCommitRequestTopic.partitions',
-    240: 'OffsetCommitRequestTopic.partitions',
-    241: 'OffsetCommitRequestTopic.partitions',
-    242: 'OffsetCommitRequestTopic.partitions',
-    243: 'OffsetCommitRequestTopic.partitions',
-    244: 'OffsetCommitRequestTopic.partitions',
-    245: 'OffsetCommitRequestTopic.partitions',
+    238: 'OffsetCommitRequestTopic.name',
+    239: 'OffsetCommitRequestTopic.name',
+    240: 'OffsetCommitRequestTopic.name',
+    241: 'OffsetCommitRequestTopic.name',
+    242: 'OffsetCommitRequestTopic.name',
+    243: 'OffsetCommitRequestTopic.name',
+    244: 'OffsetCommitRequestTopic.name',
+    245: 'OffsetCommitRequestTopic.name',
     246: 'OffsetCommitRequestTopic.partitions',
     247: 'OffsetCommitRequestTopic.partitions',
-    253: 'OffsetCommitRequestTopic.name',
-    254: 'OffsetCommitRequestTopic.name',
-    255: 'OffsetCommitRequestTopic.name',
-    256: 'OffsetCommitRequestTopic.name',
-    257: 'OffsetCommitRequestTopic.name',
-    258: 'OffsetCommitRequestTopic.name',
-    259: 'OffsetCommitRequestTopic.name',
-    260: 'OffsetCommitRequestTopic.name',
-    261: 'OffsetCommitRequestTopic.name',
-    262: 'OffsetCommitRequestTopic.name',
-    263: 'OffsetCommitRequestTopic.name',
-    264: 'OffsetCommitRequestTopic.name',
-    265: 'OffsetCommitRequestTopic.name',
-    266: 'OffsetCommitRequestTopic.name',
-    267: 'OffsetCommitRequestTopic.partitions',
-    268: 'OffsetCommitRequestTopic.partitions',
-    269: 'OffsetCommitRequestTopic.partitions',
-    270: 'OffsetCommitRequestTopic.partitions',
-    271: 'OffsetCommitRequestTopic.partitions',
-    272: 'OffsetCommitRequestTopic.partitions',
-    273: 'OffsetCommitRequestTopic.partitions',
-    274: 'OffsetCommitRequestTopic.partitions',
-    275: 'OffsetCommitRequestTopic.partitions',
-    276: 'OffsetCommitRequestTopic.partitions',
-    277: 'OffsetCommitRequestTopic.partitions',
+    248: 'OffsetCommitRequestTopic.partitions',
+    249: 'OffsetCommitRequestTopic.partitions',
+    250: 'OffsetCommitRequestTopic.partitions',
+    251: 'OffsetCommitRequestTopic.partitions',
+    252: 'OffsetCommitRequestTopic.partitions',
+    253: 'OffsetCommitRequestTopic.partitions',
+    254: 'OffsetCommitRequestTopic.partitions',
+    255: 'OffsetCommitRequestTopic.partitions',
+    268: 'OffsetCommitRequestTopic.name',
+    269: 'OffsetCommitRequestTopic.name',
+    270: 'OffsetCommitRequestTopic.name',
+    271: 'OffsetCommitRequestTopic.name',
+    272: 'OffsetCommitRequestTopic.name',
+    273: 'OffsetCommitRequestTopic.name',
+    274: 'OffsetCommitRequestTopic.name',
+    275: 'OffsetCommitRequestTopic.name',
+    276: 'OffsetCommitRequestTopic.name',
+    277: 'OffsetCommitRequestTopic.name',
     278: 'OffsetCommitRequestTopic.partitions',
     279: 'OffsetCommitRequestTopic.partitions',
     280: 'OffsetCommitRequestTopic.partitions',
-    281: 'OffsetCommitRequestTopic.<tagged fields>',
-    282: 'OffsetCommitRequestTopic.<tagged fields>',
-    283: 'OffsetCommitRequestTopic.<tagged fields>',
-    284: 'OffsetCommitRequestTopic.<tagged fields>',
-    285: 'OffsetCommitRequestTopic.<tagged fields>',
-    291: 'OffsetCommitRequest.group_id',
-    292: 'OffsetCommitRequest.group_id',
-    293: 'OffsetCommitRequest.group_id',
-    294: 'OffsetCommitRequest.group_id',
-    295: 'OffsetCommitRequest.group_id',
-    296: 'OffsetCommitRequest.group_id',
-    297: 'OffsetCommitRequest.group_id',
-    298: 'OffsetCommitRequest.group_id',
-    299: 'OffsetCommitRequest.group_id',
-    300: 'OffsetCommitRequest.group_id',
-    301: 'OffsetCommitRequest.topics',
-    302: 'OffsetCommitRequest.topics',
-    303: 'OffsetCommitRequest.topics',
-    304: 'OffsetCommitRequest.topics',
-    305: 'OffsetCommitRequest.topics',
-    306: 'OffsetCommitRequest.topics',
-    307: 'OffsetCommitRequest.topics',
-    308: 'OffsetCommitRequest.topics',
-    309: 'OffsetCommitRequest.topics',
-    310: 'OffsetCommitRequest.topics',
-    315: 'OffsetCommitRequest.group_id',
-    316: 'OffsetCommitRequest.group_id',
-    317: 'OffsetCommitRequest.group_id',
-    318: 'OffsetCommitRequest.group_id',
-    319: 'OffsetCommitRequest.group_id',
-    320: 'OffsetCommitRequest.group_id',
-    321: 'OffsetCommitRequest.group_id',
-    322: 'OffsetCommitRequest.group_id',
-    323: 'OffsetCommitRequest.group_id',
-    324: 'OffsetCommitRequest.group_id',
-    325: 'OffsetCommitRequest.generation_id_or_member_epoch',
-    326: 'OffsetCommitRequest.generation_id_or_member_epoch',
-    327: 'OffsetCommitRequest.member_id',
-    328: 'OffsetCommitRequest.member_id',
-    329: 'OffsetCommitRequest.member_id',
-    330: 'OffsetCommitRequest.member_id',
-    331: 'OffsetCommitRequest.member_id',
-    332: 'OffsetCommitRequest.member_id',
-    333: 'OffsetCommitRequest.member_id',
-    334: 'OffsetCommitRequest.member_id',
-    335: 'OffsetCommitRequest.member_id',
-    336: 'OffsetCommitRequest.member_id',
-    337: 'OffsetCommitRequest.topics',
-    338: 'OffsetCommitRequest.topics',
-    339: 'OffsetCommitRequest.topics',
-    340: 'OffsetCommitRequest.topics',
-    341: 'OffsetCommitRequest.topics',
-    342: 'OffsetCommitRequest.topics',
-    343: 'OffsetCommitRequest.topics',
-    344: 'OffsetCommitRequest.topics',
-    345: 'OffsetCommitRequest.topics',
-    346: 'OffsetCommitRequest.topics',
+    281: 'OffsetCommitRequestTopic.partitions',
+    282: 'OffsetCommitRequestTopic.partitions',
+    283: 'OffsetCommitRequestTopic.partitions',
+    284: 'OffsetCommitRequestTopic.partitions',
+    285: 'OffsetCommitRequestTopic.partitions',
+    286: 'OffsetCommitRequestTopic.partitions',
+    287: 'OffsetCommitRequestTopic.partitions',
+    297: 'OffsetCommitRequestTopic.name',
+    298: 'OffsetCommitRequestTopic.name',
+    299: 'OffsetCommitRequestTopic.name',
+    300: 'OffsetCommitRequestTopic.name',
+    301: 'OffsetCommitRequestTopic.name',
+    302: 'OffsetCommitRequestTopic.name',
+    303: 'OffsetCommitRequestTopic.name',
+    304: 'OffsetCommitRequestTopic.name',
+    305: 'OffsetCommitRequestTopic.name',
+    306: 'OffsetCommitRequestTopic.name',
+    307: 'OffsetCommitRequestTopic.name',
+    308: 'OffsetCommitRequestTopic.name',
+    309: 'OffsetCommitRequestTopic.name',
+    310: 'OffsetCommitRequestTopic.name',
+    311: 'OffsetCommitRequestTopic.name',
+    312: 'OffsetCommitRequestTopic.name',
+    313: 'OffsetCommitRequestTopic.name',
+    314: 'OffsetCommitRequestTopic.partitions',
+    315: 'OffsetCommitRequestTopic.partitions',
+    316: 'OffsetCommitRequestTopic.partitions',
+    317: 'OffsetCommitRequestTopic.partitions',
+    318: 'OffsetCommitRequestTopic.partitions',
+    319: 'OffsetCommitRequestTopic.partitions',
+    320: 'OffsetCommitRequestTopic.partitions',
+    321: 'OffsetCommitRequestTopic.partitions',
+    322: 'OffsetCommitRequestTopic.partitions',
+    323: 'OffsetCommitRequestTopic.partitions',
+    324: 'OffsetCommitRequestTopic.partitions',
+    325: 'OffsetCommitRequestTopic.partitions',
+    326: 'OffsetCommitRequestTopic.partitions',
+    327: 'OffsetCommitRequestTopic.partitions',
+    328: 'OffsetCommitRequestTopic.partitions',
+    329: 'OffsetCommitRequestTopic.partitions',
+    330: 'OffsetCommitRequestTopic.partitions',
+    331: 'OffsetCommitRequestTopic.<tagged fields>',
+    332: 'OffsetCommitRequestTopic.<tagged fields>',
+    333: 'OffsetCommitRequestTopic.<tagged fields>',
+    334: 'OffsetCommitRequestTopic.<tagged fields>',
+    335: 'OffsetCommitRequestTopic.<tagged fields>',
+    345: 'OffsetCommitRequest.group_id',
+    346: 'OffsetCommitRequest.group_id',
+    347: 'OffsetCommitRequest.group_id',
+    348: 'OffsetCommitRequest.group_id',
+    349: 'OffsetCommitRequest.group_id',
+    350: 'OffsetCommitRequest.group_id',
     351: 'OffsetCommitRequest.group_id',
     352: 'OffsetCommitRequest.group_id',
     353: 'OffsetCommitRequest.group_id',
     354: 'OffsetCommitRequest.group_id',
-    355: 'OffsetCommitRequest.group_id',
-    356: 'OffsetCommitRequest.group_id',
-    357: 'OffsetCommitRequest.group_id',
-    358: 'OffsetCommitRequest.group_id',
-    359: 'OffsetCommitRequest.group_id',
-    360: 'OffsetCommitRequest.group_id',
-    361: 'OffsetCommitRequest.generation_id_or_member_epoch',
-    362: 'OffsetCommitRequest.generation_id_or_member_epoch',
-    363: 'OffsetCommitRequest.member_id',
-    364: 'OffsetCommitRequest.member_id',
-    365: 'OffsetCommitRequest.member_id',
-    366: 'OffsetCommitRequest.member_id',
-    367: 'OffsetCommitRequest.member_id',
-    368: 'OffsetCommitRequest.member_id',
-    369: 'OffsetCommitRequest.member_id',
-    370: 'OffsetCommitRequest.member_id',
-    371: 'OffsetCommitRequest.member_id',
-    372: 'OffsetCommitRequest.member_id',
-    373: 'OffsetCommitRequest.retention_time_ms',
-    374: 'OffsetCommitRequest.retention_time_ms',
-    375: 'OffsetCommitRequest.topics',
-    376: 'OffsetCommitRequest.topics',
-    377: 'OffsetCommitRequest.topics',
-    378: 'OffsetCommitRequest.topics',
-    379: 'OffsetCommitRequest.topics',
-    380: 'OffsetCommitRequest.topics',
-    381: 'OffsetCommitRequest.topics',
-    382: 'OffsetCommitRequest.topics',
-    383: 'OffsetCommitRequest.topics',
-    384: 'OffsetCommitRequest.topics',
-    391: 'OffsetCommitRequest.group_id',
-    392: 'OffsetCommitRequest.group_id',
-    393: 'OffsetCommitRequest.group_id',
-    394: 'OffsetCommitRequest.group_id',
-    395: 'OffsetCommitRequest.group_id',
-    396: 'OffsetCommitRequest.group_id',
-    397: 'OffsetCommitRequest.group_id',
-    398: 'OffsetCommitRequest.group_id',
-    399: 'OffsetCommitRequest.group_id',
-    400: 'OffsetCommitRequest.group_id',
-    401: 'OffsetCommitRequest.generation_id_or_member_epoch',
-    402: 'OffsetCommitRequest.generation_id_or_member_epoch',
-    403: 'OffsetCommitRequest.member_id',
-    404: 'OffsetCommitRequest.member_id',
-    405: 'OffsetCommitRequest.member_id',
-    406: 'OffsetCommitRequest.member_id',
-    407: 'OffsetCommitRequest.member_id',
-    408: 'OffsetCommitRequest.member_id',
-    409: 'OffsetCommitRequest.member_id',
-    410: 'OffsetCommitRequest.member_id',
-    411: 'OffsetCommitRequest.member_id',
-    412: 'OffsetCommitRequest.member_id',
-    413: 'OffsetCommitRequest.topics',
-    414: 'OffsetCommitRequest.topics',
-    415: 'OffsetCommitRequest.topics',
-    416: 'OffsetCommitRequest.topics',
-    417: 'OffsetCommitRequest.topics',
-    418: 'OffsetCommitRequest.topics',
-    419: 'OffsetCommitRequest.topics',
-    420: 'OffsetCommitRequest.topics',
-    421: 'OffsetCommitRequest.topics',
-    422: 'OffsetCommitRequest.topics',
+    355: 'OffsetCommitRequest.topics',
+    356: 'OffsetCommitRequest.topics',
+    357: 'OffsetCommitRequest.topics',
+    358: 'OffsetCommitRequest.topics',
+    359: 'OffsetCommitRequest.topics',
+    360: 'OffsetCommitRequest.topics',
+    361: 'OffsetCommitRequest.topics',
+    362: 'OffsetCommitRequest.topics',
+    363: 'OffsetCommitRequest.topics',
+    364: 'OffsetCommitRequest.topics',
+    377: 'OffsetCommitRequest.group_id',
+    378: 'OffsetCommitRequest.group_id',
+    379: 'OffsetCommitRequest.group_id',
+    380: 'OffsetCommitRequest.group_id',
+    381: 'OffsetCommitRequest.group_id',
+    382: 'OffsetCommitRequest.group_id',
+    383: 'OffsetCommitRequest.group_id',
+    384: 'OffsetCommitRequest.group_id',
+    385: 'OffsetCommitRequest.group_id',
+    386: 'OffsetCommitRequest.group_id',
+    387: 'OffsetCommitRequest.generation_id_or_member_epoch',
+    388: 'OffsetCommitRequest.generation_id_or_member_epoch',
+    389: 'OffsetCommitRequest.member_id',
+    390: 'OffsetCommitRequest.member_id',
+    391: 'OffsetCommitRequest.member_id',
+    392: 'OffsetCommitRequest.member_id',
+    393: 'OffsetCommitRequest.member_id',
+    394: 'OffsetCommitRequest.member_id',
+    395: 'OffsetCommitRequest.member_id',
+    396: 'OffsetCommitRequest.member_id',
+    397: 'OffsetCommitRequest.member_id',
+    398: 'OffsetCommitRequest.member_id',
+    399: 'OffsetCommitRequest.topics',
+    400: 'OffsetCommitRequest.topics',
+    401: 'OffsetCommitRequest.topics',
+    402: 'OffsetCommitRequest.topics',
+    403: 'OffsetCommitRequest.topics',
+    404: 'OffsetCommitRequest.topics',
+    405: 'OffsetCommitRequest.topics',
+    406: 'OffsetCommitRequest.topics',
+    407: 'OffsetCommitRequest.topics',
+    408: 'OffsetCommitRequest.topics',
+    421: 'OffsetCommitRequest.group_id',
+    422: 'OffsetCommitRequest.group_id',
+    423: 'OffsetCommitRequest.group_id',
+    424: 'OffsetCommitRequest.group_id',
+    425: 'OffsetCommitRequest.group_id',
+    426: 'OffsetCommitRequest.group_id',
     427: 'OffsetCommitRequest.group_id',
     428: 'OffsetCommitRequest.group_id',
     429: 'OffsetCommitRequest.group_id',
     430: 'OffsetCommitRequest.group_id',
-    431: 'OffsetCommitRequest.group_id',
-    432: 'OffsetCommitRequest.group_id',
-    433: 'OffsetCommitRequest.group_id',
-    434: 'OffsetCommitRequest.group_id',
-    435: 'OffsetCommitRequest.group_id',
-    436: 'OffsetCommitRequest.group_id',
-    437: 'OffsetCommitRequest.generation_id_or_member_epoch',
-    438: 'OffsetCommitRequest.generation_id_or_member_epoch',
+    431: 'OffsetCommitRequest.generation_id_or_member_epoch',
+    432: 'OffsetCommitRequest.generation_id_or_member_epoch',
+    433: 'OffsetCommitRequest.member_id',
+    434: 'OffsetCommitRequest.member_id',
+    435: 'OffsetCommitRequest.member_id',
+    436: 'OffsetCommitRequest.member_id',
+    437: 'OffsetCommitRequest.member_id',
+    438: 'OffsetCommitRequest.member_id',
     439: 'OffsetCommitRequest.member_id',
     440: 'OffsetCommitRequest.member_id',
     441: 'OffsetCommitRequest.member_id',
     442: 'OffsetCommitRequest.member_id',
-    443: 'OffsetCommitRequest.member_id',
-    444: 'OffsetCommitRequest.member_id',
-    445: 'OffsetCommitRequest.member_id',
-    446: 'OffsetCommitRequest.member_id',
-    447: 'OffsetCommitRequest.member_id',
-    448: 'OffsetCommitRequest.member_id',
+    443: 'OffsetCommitRequest.retention_time_ms',
+    444: 'OffsetCommitRequest.retention_time_ms',
+    445: 'OffsetCommitRequest.topics',
+    446: 'OffsetCommitRequest.topics',
+    447: 'OffsetCommitRequest.topics',
+    448: 'OffsetCommitRequest.topics',
     449: 'OffsetCommitRequest.topics',
     450: 'OffsetCommitRequest.topics',
     451: 'OffsetCommitRequest.topics',
     452: 'OffsetCommitRequest.topics',
     453: 'OffsetCommitRequest.topics',
     454: 'OffsetCommitRequest.topics',
-    455: 'OffsetCommitRequest.topics',
-    456: 'OffsetCommitRequest.topics',
-    457: 'OffsetCommitRequest.topics',
-    458: 'OffsetCommitRequest.topics',
-    463: 'OffsetCommitRequest.group_id',
-    464: 'OffsetCommitRequest.group_id',
-    465: 'OffsetCommitRequest.group_id',
-    466: 'OffsetCommitRequest.group_id',
-    467: 'OffsetCommitRequest.group_id',
-    468: 'OffsetCommitRequest.group_id',
     469: 'OffsetCommitRequest.group_id',
     470: 'OffsetCommitRequest.group_id',
     471: 'OffsetCommitRequest.group_id',
     472: 'OffsetCommitRequest.group_id',
-    473: 'OffsetCommitRequest.generation_id_or_member_epoch',
-    474: 'OffsetCommitRequest.generation_id_or_member_epoch',
-    475: 'OffsetCommitRequest.member_id',
-    476: 'OffsetCommitRequest.member_id',
-    477: 'OffsetCommitRequest.member_id',
-    478: 'OffsetCommitRequest.member_id',
-    479: 'OffsetCommitRequest.member_id',
-    480: 'OffsetCommitRequest.member_id',
+    473: 'OffsetCommitRequest.group_id',
+    474: 'OffsetCommitRequest.group_id',
+    475: 'OffsetCommitRequest.group_id',
+    476: 'OffsetCommitRequest.group_id',
+    477: 'OffsetCommitRequest.group_id',
+    478: 'OffsetCommitRequest.group_id',
+    479: 'OffsetCommitRequest.generation_id_or_member_epoch',
+    480: 'OffsetCommitRequest.generation_id_or_member_epoch',
     481: 'OffsetCommitRequest.member_id',
     482: 'OffsetCommitRequest.member_id',
     483: 'OffsetCommitRequest.member_id',
     484: 'OffsetCommitRequest.member_id',
-    485: 'OffsetCommitRequest.group_instance_id',
-    486: 'OffsetCommitRequest.group_instance_id',
-    487: 'OffsetCommitRequest.group_instance_id',
-    488: 'OffsetCommitRequest.group_instance_id',
-    489: 'OffsetCommitRequest.group_instance_id',
-    490: 'OffsetCommitRequest.group_instance_id',
-    491: 'OffsetCommitRequest.group_instance_id',
-    492: 'OffsetCommitRequest.group_instance_id',
-    493: 'OffsetCommitRequest.group_instance_id',
-    494: 'OffsetCommitRequest.group_instance_id',
+    485: 'OffsetCommitRequest.member_id',
+    486: 'OffsetCommitRequest.member_id',
+    487: 'OffsetCommitRequest.member_id',
+    488: 'OffsetCommitRequest.member_id',
+    489: 'OffsetCommitRequest.member_id',
+    490: 'OffsetCommitRequest.member_id',
+    491: 'OffsetCommitRequest.topics',
+    492: 'OffsetCommitRequest.topics',
+    493: 'OffsetCommitRequest.topics',
+    494: 'OffsetCommitRequest.topics',
     495: 'OffsetCommitRequest.topics',
     496: 'OffsetCommitRequest.topics',
     497: 'OffsetCommitRequest.topics',
     498: 'OffsetCommitRequest.topics',
     499: 'OffsetCommitRequest.topics',
     500: 'OffsetCommitRequest.topics',
-    501: 'OffsetCommitRequest.topics',
-    502: 'OffsetCommitRequest.topics',
-    503: 'OffsetCommitRequest.topics',
-    504: 'OffsetCommitRequest.topics',
-    509: 'OffsetCommitRequest.group_id',
-    510: 'OffsetCommitRequest.group_id',
-    511: 'OffsetCommitRequest.group_id',
-    512: 'OffsetCommitRequest.group_id',
     513: 'OffsetCommitRequest.group_id',
     514: 'OffsetCommitRequest.group_id',
     515: 'OffsetCommitRequest.group_id',
@@ -1225,41 +1278,131 @@ _reg(__file__, {
     532: 'OffsetCommitRequest.member_id',
     533: 'OffsetCommitRequest.member_id',
     534: 'OffsetCommitRequest.member_id',
-    535: 'OffsetCommitRequest.member_id',
-    536: 'OffsetCommitRequest.member_id',
-    537: 'OffsetCommitRequest.member_id',
-    538: 'OffsetCommitRequest.member_id',
-    539: 'OffsetCommitRequest.group_instance_id',
-    540: 'OffsetCommitRequest.group_instance_id',
-    541: 'OffsetCommitRequest.group_instance_id',
-    542: 'OffsetCommitRequest.group_instance_id',
-    543: 'OffsetCommitRequest.group_instance_id',
-    544: 'OffsetCommitRequest.group_instance_id',
-    545: 'OffsetCommitRequest.group_instance_id',
-    546: 'OffsetCommitRequest.group_instance_id',
-    547: 'OffsetCommitRequest.group_instance_id',
-    548: 'OffsetCommitRequest.group_instance_id',
-    549: 'OffsetCommitRequest.group_instance_id',
-    550: 'OffsetCommitRequest.group_instance_id',
-    551: 'OffsetCommitRequest.group_instance_id',
-    552: 'OffsetCommitRequest.group_instance_id',
-    553: 'OffsetCommitRequest.topics',
-    554: 'OffsetCommitRequest.topics',
-    555: 'OffsetCommitRequest.topics',
-    556: 'OffsetCommitRequest.topics',
-    557: 'OffsetCommitRequest.topics',
-    558: 'OffsetCommitRequest.topics',
-    559: 'OffsetCommitRequest.topics',
-    560: 'OffsetCommitRequest.topics',
-    561: 'OffsetCommitRequest.topics',
-    562: 'OffsetCommitRequest.topics',
-    563: 'OffsetCommitRequest.topics',
-    564: 'OffsetCommitRequest.topics',
-    565: 'OffsetCommitRequest.topics',
-    566: 'OffsetCommitRequest.topics',
-    567: 'OffsetCommitRequest.<tagged fields>',
-    568: 'OffsetCommitRequest.<tagged fields>',
-    569: 'OffsetCommitRequest.<tagged fields>',
-    570: 'OffsetCommitRequest.<tagged fields>',
-    571: 'OffsetCommitRequest.<tagged fields>',
+    535: 'OffsetCommitRequest.topics',
+    536: 'OffsetCommitRequest.topics',
+    537: 'OffsetCommitRequest.topics',
+    538: 'OffsetCommitRequest.topics',
+    539: 'OffsetCommitRequest.topics',
+    540: 'OffsetCommitRequest.topics',
+    541: 'OffsetCommitRequest.topics',
+    542: 'OffsetCommitRequest.topics',
+    543: 'OffsetCommitRequest.topics',
+    544: 'OffsetCommitRequest.topics',
+    557: 'OffsetCommitRequest.group_id',
+    558: 'OffsetCommitRequest.group_id',
+    559: 'OffsetCommitRequest.group_id',
+    560: 'OffsetCommitRequest.group_id',
+    561: 'OffsetCommitRequest.group_id',
+    562: 'OffsetCommitRequest.group_id',
+    563: 'OffsetCommitRequest.group_id',
+    564: 'OffsetCommitRequest.group_id',
+    565: 'OffsetCommitRequest.group_id',
+    566: 'OffsetCommitRequest.group_id',
+    567: 'OffsetCommitRequest.generation_id_or_member_epoch',
+    568: 'OffsetCommitRequest.generation_id_or_member_epoch',
+    569: 'OffsetCommitRequest.member_id',
+    570: 'OffsetCommitRequest.member_id',
+    571: 'OffsetCommitRequest.member_id',
+    572: 'OffsetCommitRequest.member_id',
+    573: 'OffsetCommitRequest.member_id',
+    574: 'OffsetCommitRequest.member_id',
+    575: 'OffsetCommitRequest.member_id',
+    576: 'OffsetCommitRequest.member_id',
+    577: 'OffsetCommitRequest.member_id',
+    578: 'OffsetCommitRequest.member_id',
+    579: 'OffsetCommitRequest.group_instance_id',
+    580: 'OffsetCommitRequest.group_instance_id',
+    581: 'OffsetCommitRequest.group_instance_id',
+    582: 'OffsetCommitRequest.group_instance_id',
+    583: 'OffsetCommitRequest.group_instance_id',
+    584: 'OffsetCommitRequest.group_instance_id',
+    585: 'OffsetCommitRequest.group_instance_id',
+    586: 'OffsetCommitRequest.group_instance_id',
+    587: 'OffsetCommitRequest.group_instance_id',
+    588: 'OffsetCommitRequest.group_instance_id',
+    589: 'OffsetCommitRequest.topics',
+    590: 'OffsetCommitRequest.topics',
+    591: 'OffsetCommitRequest.topics',
+    592: 'OffsetCommitRequest.topics',
+    593: 'OffsetCommitRequest.topics',
+    594: 'OffsetCommitRequest.topics',
+    595: 'OffsetCommitRequest.topics',
+    596: 'OffsetCommitRequest.topics',
+    597: 'OffsetCommitRequest.topics',
+    598: 'OffsetCommitRequest.topics',
+    611: 'OffsetCommitRequest.group_id',
+    612: 'OffsetCommitRequest.group_id',
+    613: 'OffsetCommitRequest.group_id',
+    614: 'OffsetCommitRequest.group_id',
+    615: 'OffsetCommitRequest.group_id',
+    616: 'OffsetCommitRequest.group_id',
+    617: 'OffsetCommitRequest.group_id',
+    618: 'OffsetCommitRequest.group_id',
+    619: 'OffsetCommitRequest.group_id',
+    620: 'OffsetCommitRequest.group_id',
+    621: 'OffsetCommitRequest.group_id',
+    622: 'OffsetCommitRequest.group_id',
+    623: 'OffsetCommitRequest.group_id',
+    624: 'OffsetCommitRequest.group_id',
+    625: 'OffsetCommitRequest.group_id',
+    626: 'OffsetCommitRequest.group_id',
+    627: 'OffsetCommitRequest.group_id',
+    628: 'OffsetCommitRequest.generation_id_or_member_epoch',
+    629: 'OffsetCommitRequest.generation_id_or_member_epoch',
+    630: 'OffsetCommitRequest.member_id',
+    631: 'OffsetCommitRequest.member_id',
+    632: 'OffsetCommitRequest.member_id',
+    633: 'OffsetCommitRequest.member_id',
+    634: 'OffsetCommitRequest.member_id',
+    635: 'OffsetCommitRequest.member_id',
+    636: 'OffsetCommitRequest.member_id',
+    637: 'OffsetCommitRequest.member_id',
+    638: 'OffsetCommitRequest.member_id',
+    639: 'OffsetCommitRequest.member_id',
+    640: 'OffsetCommitRequest.member_id',
+    641: 'OffsetCommitRequest.member_id',
+    642: 'OffsetCommitRequest.member_id',
+    643: 'OffsetCommitRequest.member_id',
+    644: 'OffsetCommitRequest.member_id',
+    645: 'OffsetCommitRequest.member_id',
+    646: 'OffsetCommitRequest.member_id',
+    647: 'OffsetCommitRequest.group_instance_id',
+    648: 'OffsetCommitRequest.group_instance_id',
+    649: 'OffsetCommitRequest.group_instance_id',
+    650: 'OffsetCommitRequest.group_instance_id',
+    651: 'OffsetCommitRequest.group_instance_id',
+    652: 'OffsetCommitRequest.group_instance_id',
+    653: 'OffsetCommitRequest.group_instance_id',
+    654: 'OffsetCommitRequest.group_instance_id',
+    655: 'OffsetCommitRequest.group_instance_id',
+    656: 'OffsetCommitRequest.group_instance_id',
+    657: 'OffsetCommitRequest.group_instance_id',
+    658: 'OffsetCommitRequest.group_instance_id',
+    659: 'OffsetCommitRequest.group_instance_id',
+    660: 'OffsetCommitRequest.group_instance_id',
+    661: 'OffsetCommitRequest.group_instance_id',
+    662: 'OffsetCommitRequest.group_instance_id',
+    663: 'OffsetCommitRequest.group_instance_id',
+    664: 'OffsetCommitRequest.topics',
+    665: 'OffsetCommitRequest.topics',
+    666: 'OffsetCommitRequest.topics',
+    667: 'OffsetCommitRequest.topics',
+    668: 'OffsetCommitRequest.topics',
+    669: 'OffsetCommitRequest.topics',
+    670: 'OffsetCommitRequest.topics',
+    671: 'OffsetCommitRequest.topics',
+    672: 'OffsetCommitRequest.topics',
+    673: 'OffsetCommitRequest.topics',
+    674: 'OffsetCommitRequest.topics',
+    675: 'OffsetCommitRequest.topics',
+    676: 'OffsetCommitRequest.topics',
+    677: 'OffsetCommitRequest.topics',
+    678: 'OffsetCommitRequest.topics',
+    679: 'OffsetCommitRequest.topics',
+    680: 'OffsetCommitRequest.topics',
+    681: 'OffsetCommitRequest.<tagged fields>',
+    682: 'OffsetCommitRequest.<tagged fields>',
+    683: 'OffsetCommitRequest.<tagged fields>',
+    684: 'OffsetCommitRequest.<tagged fields>',
+    685: 'OffsetCommitRequest.<tagged fields>',
 })

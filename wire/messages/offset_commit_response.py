@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,7 +74,11 @@ class OffsetCommitResponseTopic(_Message):
 def _d_OffsetCommitResponsePartition_v0(buf, pos):
     _f_partition_index, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return OffsetCommitResponsePartition(_f_partition_index, _f_error_code, None), pos
+    _o = _new(OffsetCommitResponsePartition)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitResponsePartition_v1 = _d_OffsetCommitResponsePartition_v0
@@ -98,7 +103,11 @@ def _d_OffsetCommitResponsePartition_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetCommitResponsePartition.<tagged fields>')
-    return OffsetCommitResponsePartition(_f_partition_index, _f_error_code, _unk), pos
+    _o = _new(OffsetCommitResponsePartition)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetCommitResponsePartition_v9 = _d_OffsetCommitResponsePartition_v8
@@ -124,7 +133,11 @@ def _d_OffsetCommitResponseTopic_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_OffsetCommitResponsePartition_v0(buf, pos)
             _f_partitions.append(_x4)
-    return OffsetCommitResponseTopic(_f_name, _f_partitions, None), pos
+    _o = _new(OffsetCommitResponseTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitResponseTopic_v1 = _d_OffsetCommitResponseTopic_v0
@@ -145,6 +158,9 @@ def _d_OffsetCommitResponseTopic_v8(buf, pos):
     _n33 = buf[pos]
     if _n33 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n33 = (_n33 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n33, pos = _ruv(buf, pos)
     _n33 -= 1
@@ -159,6 +175,9 @@ def _d_OffsetCommitResponseTopic_v8(buf, pos):
     _n35 = buf[pos]
     if _n35 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n35 = (_n35 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n35, pos = _ruv(buf, pos)
     _n35 -= 1
@@ -175,7 +194,11 @@ def _d_OffsetCommitResponseTopic_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetCommitResponseTopic.<tagged fields>')
-    return OffsetCommitResponseTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(OffsetCommitResponseTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetCommitResponseTopic_v9 = _d_OffsetCommitResponseTopic_v8
@@ -191,7 +214,11 @@ def _d_OffsetCommitResponse_v0(buf, pos):
         for _ in range(_n41):
             _x42, pos = _d_OffsetCommitResponseTopic_v0(buf, pos)
             _f_topics.append(_x42)
-    return OffsetCommitResponse(0, _f_topics, None), pos
+    _o = _new(OffsetCommitResponse)
+    _o.throttle_time_ms = 0
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitResponse_v1 = _d_OffsetCommitResponse_v0
@@ -211,7 +238,11 @@ def _d_OffsetCommitResponse_v3(buf, pos):
         for _ in range(_n47):
             _x48, pos = _d_OffsetCommitResponseTopic_v3(buf, pos)
             _f_topics.append(_x48)
-    return OffsetCommitResponse(_f_throttle_time_ms, _f_topics, None), pos
+    _o = _new(OffsetCommitResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitResponse_v4 = _d_OffsetCommitResponse_v3
@@ -228,6 +259,9 @@ def _d_OffsetCommitResponse_v8(buf, pos):
     _n57 = buf[pos]
     if _n57 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n57 = (_n57 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n57, pos = _ruv(buf, pos)
     _n57 -= 1
@@ -244,7 +278,11 @@ def _d_OffsetCommitResponse_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetCommitResponse.<tagged fields>')
-    return OffsetCommitResponse(_f_throttle_time_ms, _f_topics, _unk), pos
+    _o = _new(OffsetCommitResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetCommitResponse_v9 = _d_OffsetCommitResponse_v8
@@ -373,99 +411,86 @@ FLEXIBLE_FROM = 8
 DECODERS = {0: _d_OffsetCommitResponse_v0, 1: _d_OffsetCommitResponse_v1, 2: _d_OffsetCommitResponse_v2, 3: _d_OffsetCommitResponse_v3, 4: _d_OffsetCommitResponse_v4, 5: _d_OffsetCommitResponse_v5, 6: _d_OffsetCommitResponse_v6, 7: _d_OffsetCommitResponse_v7, 8: _d_OffsetCommitResponse_v8, 9: _d_OffsetCommitResponse_v9}
 ENCODERS = {0: _e_OffsetCommitResponse_v0, 1: _e_OffsetCommitResponse_v1, 2: _e_OffsetCommitResponse_v2, 3: _e_OffsetCommitResponse_v3, 4: _e_OffsetCommitResponse_v4, 5: _e_OffsetCommitResponse_v5, 6: _e_OffsetCommitResponse_v6, 7: _e_OffsetCommitResponse_v7, 8: _e_OffsetCommitResponse_v8, 9: _e_OffsetCommitResponse_v9}
 _reg(__file__, {
-    74: 'OffsetCommitResponsePartition.partition_index/error_code',
     75: 'OffsetCommitResponsePartition.partition_index/error_code',
-    87: 'OffsetCommitResponsePartition.partition_index/error_code',
-    88: 'OffsetCommitResponsePartition.partition_index/error_code',
-    89: 'OffsetCommitResponsePartition.<tagged fields>',
-    90: 'OffsetCommitResponsePartition.<tagged fields>',
-    91: 'OffsetCommitResponsePartition.<tagged fields>',
-    92: 'OffsetCommitResponsePartition.<tagged fields>',
-    93: 'OffsetCommitResponsePartition.<tagged fields>',
-    99: 'OffsetCommitResponseTopic.name',
-    100: 'OffsetCommitResponseTopic.name',
-    101: 'OffsetCommitResponseTopic.name',
-    102: 'OffsetCommitResponseTopic.name',
-    103: 'OffsetCommitResponseTopic.name',
-    104: 'OffsetCommitResponseTopic.name',
-    105: 'OffsetCommitResponseTopic.name',
-    106: 'OffsetCommitResponseTopic.name',
-    107: 'OffsetCommitResponseTopic.name',
+    76: 'OffsetCommitResponsePartition.partition_index/error_code',
+    92: 'OffsetCommitResponsePartition.partition_index/error_code',
+    93: 'OffsetCommitResponsePartition.partition_index/error_code',
+    94: 'OffsetCommitResponsePartition.<tagged fields>',
+    95: 'OffsetCommitResponsePartition.<tagged fields>',
+    96: 'OffsetCommitResponsePartition.<tagged fields>',
+    97: 'OffsetCommitResponsePartition.<tagged fields>',
+    98: 'OffsetCommitResponsePartition.<tagged fields>',
     108: 'OffsetCommitResponseTopic.name',
-    109: 'OffsetCommitResponseTopic.partitions',
-    110: 'OffsetCommitResponseTopic.partitions',
-    111: 'OffsetCommitResponseTopic.partitions',
-    112: 'OffsetCommitResponseTopic.partitions',
-    113: 'OffsetCommitResponseTopic.partitions',
-    114: 'OffsetCommitResponseTopic.partitions',
-    115: 'OffsetCommitResponseTopic.partitions',
-    116: 'OffsetCommitResponseTopic.partitions',
-    117: 'OffsetCommitResponseTopic.partitions',
+    109: 'OffsetCommitResponseTopic.name',
+    110: 'OffsetCommitResponseTopic.name',
+    111: 'OffsetCommitResponseTopic.name',
+    112: 'OffsetCommitResponseTopic.name',
+    113: 'OffsetCommitResponseTopic.name',
+    114: 'OffsetCommitResponseTopic.name',
+    115: 'OffsetCommitResponseTopic.name',
+    116: 'OffsetCommitResponseTopic.name',
+    117: 'OffsetCommitResponseTopic.name',
     118: 'OffsetCommitResponseTopic.partitions',
-    130: 'OffsetCommitResponseTopic.name',
-    131: 'OffsetCommitResponseTopic.name',
-    132: 'OffsetCommitResponseTopic.name',
-    133: 'OffsetCommitResponseTopic.name',
-    134: 'OffsetCommitResponseTopic.name',
-    135: 'OffsetCommitResponseTopic.name',
-    136: 'OffsetCommitResponseTopic.name',
-    137: 'OffsetCommitResponseTopic.name',
-    138: 'OffsetCommitResponseTopic.name',
-    139: 'OffsetCommitResponseTopic.name',
-    140: 'OffsetCommitResponseTopic.name',
-    141: 'OffsetCommitResponseTopic.name',
-    142: 'OffsetCommitResponseTopic.name',
+    119: 'OffsetCommitResponseTopic.partitions',
+    120: 'OffsetCommitResponseTopic.partitions',
+    121: 'OffsetCommitResponseTopic.partitions',
+    122: 'OffsetCommitResponseTopic.partitions',
+    123: 'OffsetCommitResponseTopic.partitions',
+    124: 'OffsetCommitResponseTopic.partitions',
+    125: 'OffsetCommitResponseTopic.partitions',
+    126: 'OffsetCommitResponseTopic.partitions',
+    127: 'OffsetCommitResponseTopic.partitions',
     143: 'OffsetCommitResponseTopic.name',
-    144: 'OffsetCommitResponseTopic.partitions',
-    145: 'OffsetCommitResponseTopic.partitions',
-    146: 'OffsetCommitResponseTopic.partitions',
-    147: 'OffsetCommitResponseTopic.partitions',
-    148: 'OffsetCommitResponseTopic.partitions',
-    149: 'OffsetCommitResponseTopic.partitions',
-    150: 'OffsetCommitResponseTopic.partitions',
-    151: 'OffsetCommitResponseTopic.partitions',
-    152: 'OffsetCommitResponseTopic.partitions',
-    153: 'OffsetCommitResponseTopic.partitions',
-    154: 'OffsetCommitResponseTopic.partitions',
-    155: 'OffsetCommitResponseTopic.partitions',
-    156: 'OffsetCommitResponseTopic.partitions',
-    157: 'OffsetCommitResponseTopic.partitions',
-    158: 'OffsetCommitResponseTopic.<tagged fields>',
-    159: 'OffsetCommitResponseTopic.<tagged fields>',
-    160: 'OffsetCommitResponseTopic.<tagged fields>',
-    161: 'OffsetCommitResponseTopic.<tagged fields>',
-    162: 'OffsetCommitResponseTopic.<tagged fields>',
-    168: 'OffsetCommitResponse.topics',
-    169: 'OffsetCommitResponse.topics',
-    170: 'OffsetCommitResponse.topics',
-    171: 'OffsetCommitResponse.topics',
-    172: 'OffsetCommitResponse.topics',
-    173: 'OffsetCommitResponse.topics',
-    174: 'OffsetCommitResponse.topics',
-    175: 'OffsetCommitResponse.topics',
-    176: 'OffsetCommitResponse.topics',
-    177: 'OffsetCommitResponse.topics',
-    184: 'OffsetCommitResponse.throttle_time_ms',
-    185: 'OffsetCommitResponse.throttle_time_ms',
-    186: 'OffsetCommitResponse.topics',
-    187: 'OffsetCommitResponse.topics',
-    188: 'OffsetCommitResponse.topics',
-    189: 'OffsetCommitResponse.topics',
-    190: 'OffsetCommitResponse.topics',
+    144: 'OffsetCommitResponseTopic.name',
+    145: 'OffsetCommitResponseTopic.name',
+    146: 'OffsetCommitResponseTopic.name',
+    147: 'OffsetCommitResponseTopic.name',
+    148: 'OffsetCommitResponseTopic.name',
+    149: 'OffsetCommitResponseTopic.name',
+    150: 'OffsetCommitResponseTopic.name',
+    151: 'OffsetCommitResponseTopic.name',
+    152: 'OffsetCommitResponseTopic.name',
+    153: 'OffsetCommitResponseTopic.name',
+    154: 'OffsetCommitResponseTopic.name',
+    155: 'OffsetCommitResponseTopic.name',
+    156: 'OffsetCommitResponseTopic.name',
+    157: 'OffsetCommitResponseTopic.name',
+    158: 'OffsetCommitResponseTopic.name',
+    159: 'OffsetCommitResponseTopic.name',
+    160: 'OffsetCommitResponseTopic.partitions',
+    161: 'OffsetCommitResponseTopic.partitions',
+    162: 'OffsetCommitResponseTopic.partitions',
+    163: 'OffsetCommitResponseTopic.partitions',
+    164: 'OffsetCommitResponseTopic.partitions',
+    165: 'OffsetCommitResponseTopic.partitions',
+    166: 'OffsetCommitResponseTopic.partitions',
+    167: 'OffsetCommitResponseTopic.partitions',
+    168: 'OffsetCommitResponseTopic.partitions',
+    169: 'OffsetCommitResponseTopic.partitions',
+    170: 'OffsetCommitResponseTopic.partitions',
+    171: 'OffsetCommitResponseTopic.partitions',
+    172: 'OffsetCommitResponseTopic.partitions',
+    173: 'OffsetCommitResponseTopic.partitions',
+    174: 'OffsetCommitResponseTopic.partitions',
+    175: 'OffsetCommitResponseTopic.partitions',
+    176: 'OffsetCommitResponseTopic.partitions',
+    177: 'OffsetCommitResponseTopic.<tagged fields>',
+    178: 'OffsetCommitResponseTopic.<tagged fields>',
+    179: 'OffsetCommitResponseTopic.<tagged fields>',
+    180: 'OffsetCommitResponseTopic.<tagged fields>',
+    181: 'OffsetCommitResponseTopic.<tagged fields>',
     191: 'OffsetCommitResponse.topics',
     192: 'OffsetCommitResponse.topics',
     193: 'OffsetCommitResponse.topics',
     194: 'OffsetCommitResponse.topics',
     195: 'OffsetCommitResponse.topics',
-    204: 'OffsetCommitResponse.throttle_time_ms',
-    205: 'OffsetCommitResponse.throttle_time_ms',
-    206: 'OffsetCommitResponse.topics',
-    207: 'OffsetCommitResponse.topics',
-    208: 'OffsetCommitResponse.topics',
-    209: 'OffsetCommitResponse.topics',
-    210: 'OffsetCommitResponse.topics',
-    211: 'OffsetCommitResponse.topics',
-    212: 'OffsetCommitResponse.topics',
+    196: 'OffsetCommitResponse.topics',
+    197: 'OffsetCommitResponse.topics',
+    198: 'OffsetCommitResponse.topics',
+    199: 'OffsetCommitResponse.topics',
+    200: 'OffsetCommitResponse.topics',
+    211: 'OffsetCommitResponse.throttle_time_ms',
+    212: 'OffsetCommitResponse.throttle_time_ms',
     213: 'OffsetCommitResponse.topics',
     214: 'OffsetCommitResponse.topics',
     215: 'OffsetCommitResponse.topics',
@@ -473,9 +498,31 @@ _reg(__file__, {
     217: 'OffsetCommitResponse.topics',
     218: 'OffsetCommitResponse.topics',
     219: 'OffsetCommitResponse.topics',
-    220: 'OffsetCommitResponse.<tagged fields>',
-    221: 'OffsetCommitResponse.<tagged fields>',
-    222: 'OffsetCommitResponse.<tagged fields>',
-    223: 'OffsetCommitResponse.<tagged fields>',
-    224: 'OffsetCommitResponse.<tagged fields>',
+    220: 'OffsetCommitResponse.topics',
+    221: 'OffsetCommitResponse.topics',
+    222: 'OffsetCommitResponse.topics',
+    235: 'OffsetCommitResponse.throttle_time_ms',
+    236: 'OffsetCommitResponse.throttle_time_ms',
+    237: 'OffsetCommitResponse.topics',
+    238: 'OffsetCommitResponse.topics',
+    239: 'OffsetCommitResponse.topics',
+    240: 'OffsetCommitResponse.topics',
+    241: 'OffsetCommitResponse.topics',
+    242: 'OffsetCommitResponse.topics',
+    243: 'OffsetCommitResponse.topics',
+    244: 'OffsetCommitResponse.topics',
+    245: 'OffsetCommitResponse.topics',
+    246: 'OffsetCommitResponse.topics',
+    247: 'OffsetCommitResponse.topics',
+    248: 'OffsetCommitResponse.topics',
+    249: 'OffsetCommitResponse.topics',
+    250: 'OffsetCommitResponse.topics',
+    251: 'OffsetCommitResponse.topics',
+    252: 'OffsetCommitResponse.topics',
+    253: 'OffsetCommitResponse.topics',
+    254: 'OffsetCommitResponse.<tagged fields>',
+    255: 'OffsetCommitResponse.<tagged fields>',
+    256: 'OffsetCommitResponse.<tagged fields>',
+    257: 'OffsetCommitResponse.<tagged fields>',
+    258: 'OffsetCommitResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -62,7 +63,14 @@ def _d_OffsetCommitValue_v0(buf, pos):
         pos = _end2
     _f_commit_timestamp = _S_qu(buf, pos)[0]
     pos += 8
-    return OffsetCommitValue(_f_offset, -1, _f_metadata, _f_commit_timestamp, -1, None), pos
+    _o = _new(OffsetCommitValue)
+    _o.offset = _f_offset
+    _o.leader_epoch = -1
+    _o.metadata = _f_metadata
+    _o.commit_timestamp = _f_commit_timestamp
+    _o.expire_timestamp = -1
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetCommitValue_v1(buf, pos):
@@ -80,7 +88,14 @@ def _d_OffsetCommitValue_v1(buf, pos):
         pos = _end4
     _f_commit_timestamp, _f_expire_timestamp = _S_qqu(buf, pos)
     pos += 16
-    return OffsetCommitValue(_f_offset, -1, _f_metadata, _f_commit_timestamp, _f_expire_timestamp, None), pos
+    _o = _new(OffsetCommitValue)
+    _o.offset = _f_offset
+    _o.leader_epoch = -1
+    _o.metadata = _f_metadata
+    _o.commit_timestamp = _f_commit_timestamp
+    _o.expire_timestamp = _f_expire_timestamp
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetCommitValue_v2 = _d_OffsetCommitValue_v0
@@ -100,7 +115,14 @@ def _d_OffsetCommitValue_v3(buf, pos):
         pos = _end8
     _f_commit_timestamp = _S_qu(buf, pos)[0]
     pos += 8
-    return OffsetCommitValue(_f_offset, _f_leader_epoch, _f_metadata, _f_commit_timestamp, -1, None), pos
+    _o = _new(OffsetCommitValue)
+    _o.offset = _f_offset
+    _o.leader_epoch = _f_leader_epoch
+    _o.metadata = _f_metadata
+    _o.commit_timestamp = _f_commit_timestamp
+    _o.expire_timestamp = -1
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetCommitValue_v4(buf, pos):
@@ -109,6 +131,9 @@ def _d_OffsetCommitValue_v4(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -127,7 +152,14 @@ def _d_OffsetCommitValue_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetCommitValue.<tagged fields>')
-    return OffsetCommitValue(_f_offset, _f_leader_epoch, _f_metadata, _f_commit_timestamp, -1, _unk), pos
+    _o = _new(OffsetCommitValue)
+    _o.offset = _f_offset
+    _o.leader_epoch = _f_leader_epoch
+    _o.metadata = _f_metadata
+    _o.commit_timestamp = _f_commit_timestamp
+    _o.expire_timestamp = -1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_OffsetCommitValue_v0(o, w):
@@ -181,9 +213,8 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_OffsetCommitValue_v0, 1: _d_OffsetCommitValue_v1, 2: _d_OffsetCommitValue_v2, 3: _d_OffsetCommitValue_v3, 4: _d_OffsetCommitValue_v4}
 ENCODERS = {0: _e_OffsetCommitValue_v0, 1: _e_OffsetCommitValue_v1, 2: _e_OffsetCommitValue_v2, 3: _e_OffsetCommitValue_v3, 4: _e_OffsetCommitValue_v4}
 _reg(__file__, {
-    51: 'OffsetCommitValue.offset',
     52: 'OffsetCommitValue.offset',
-    53: 'OffsetCommitValue.metadata',
+    53: 'OffsetCommitValue.offset',
     54: 'OffsetCommitValue.metadata',
     55: 'OffsetCommitValue.metadata',
     56: 'OffsetCommitValue.metadata',
@@ -193,38 +224,28 @@ _reg(__file__, {
     60: 'OffsetCommitValue.metadata',
     61: 'OffsetCommitValue.metadata',
     62: 'OffsetCommitValue.metadata',
-    63: 'OffsetCommitValue.commit_timestamp',
+    63: 'OffsetCommitValue.metadata',
     64: 'OffsetCommitValue.commit_timestamp',
-    69: 'OffsetCommitValue.offset',
-    70: 'OffsetCommitValue.offset',
-    71: 'OffsetCommitValue.metadata',
-    72: 'OffsetCommitValue.metadata',
-    73: 'OffsetCommitValue.metadata',
-    74: 'OffsetCommitValue.metadata',
-    75: 'OffsetCommitValue.metadata',
-    76: 'OffsetCommitValue.metadata',
-    77: 'OffsetCommitValue.metadata',
-    78: 'OffsetCommitValue.metadata',
+    65: 'OffsetCommitValue.commit_timestamp',
+    77: 'OffsetCommitValue.offset',
+    78: 'OffsetCommitValue.offset',
     79: 'OffsetCommitValue.metadata',
     80: 'OffsetCommitValue.metadata',
-    81: 'OffsetCommitValue.commit_timestamp/expire_timestamp',
-    82: 'OffsetCommitValue.commit_timestamp/expire_timestamp',
-    88: 'OffsetCommitValue.offset/leader_epoch',
-    89: 'OffsetCommitValue.offset/leader_epoch',
-    90: 'OffsetCommitValue.metadata',
-    91: 'OffsetCommitValue.metadata',
-    92: 'OffsetCommitValue.metadata',
-    93: 'OffsetCommitValue.metadata',
-    94: 'OffsetCommitValue.metadata',
-    95: 'OffsetCommitValue.metadata',
-    96: 'OffsetCommitValue.metadata',
-    97: 'OffsetCommitValue.metadata',
-    98: 'OffsetCommitValue.metadata',
-    99: 'OffsetCommitValue.metadata',
-    100: 'OffsetCommitValue.commit_timestamp',
-    101: 'OffsetCommitValue.commit_timestamp',
-    106: 'OffsetCommitValue.offset/leader_epoch',
-    107: 'OffsetCommitValue.offset/leader_epoch',
+    81: 'OffsetCommitValue.metadata',
+    82: 'OffsetCommitValue.metadata',
+    83: 'OffsetCommitValue.metadata',
+    84: 'OffsetCommitValue.metadata',
+    85: 'OffsetCommitValue.metadata',
+    86: 'OffsetCommitValue.metadata',
+    87: 'OffsetCommitValue.metadata',
+    88: 'OffsetCommitValue.metadata',
+    89: 'OffsetCommitValue.commit_timestamp/expire_timestamp',
+    90: 'OffsetCommitValue.commit_timestamp/expire_timestamp',
+    103: 'OffsetCommitValue.offset/leader_epoch',
+    104: 'OffsetCommitValue.offset/leader_epoch',
+    105: 'OffsetCommitValue.metadata',
+    106: 'OffsetCommitValue.metadata',
+    107: 'OffsetCommitValue.metadata',
     108: 'OffsetCommitValue.metadata',
     109: 'OffsetCommitValue.metadata',
     110: 'OffsetCommitValue.metadata',
@@ -232,18 +253,32 @@ _reg(__file__, {
     112: 'OffsetCommitValue.metadata',
     113: 'OffsetCommitValue.metadata',
     114: 'OffsetCommitValue.metadata',
-    115: 'OffsetCommitValue.metadata',
-    116: 'OffsetCommitValue.metadata',
-    117: 'OffsetCommitValue.metadata',
-    118: 'OffsetCommitValue.metadata',
-    119: 'OffsetCommitValue.metadata',
-    120: 'OffsetCommitValue.metadata',
-    121: 'OffsetCommitValue.metadata',
-    122: 'OffsetCommitValue.commit_timestamp',
-    123: 'OffsetCommitValue.commit_timestamp',
-    124: 'OffsetCommitValue.<tagged fields>',
-    125: 'OffsetCommitValue.<tagged fields>',
-    126: 'OffsetCommitValue.<tagged fields>',
-    127: 'OffsetCommitValue.<tagged fields>',
-    128: 'OffsetCommitValue.<tagged fields>',
+    115: 'OffsetCommitValue.commit_timestamp',
+    116: 'OffsetCommitValue.commit_timestamp',
+    128: 'OffsetCommitValue.offset/leader_epoch',
+    129: 'OffsetCommitValue.offset/leader_epoch',
+    130: 'OffsetCommitValue.metadata',
+    131: 'OffsetCommitValue.metadata',
+    132: 'OffsetCommitValue.metadata',
+    133: 'OffsetCommitValue.metadata',
+    134: 'OffsetCommitValue.metadata',
+    135: 'OffsetCommitValue.metadata',
+    136: 'OffsetCommitValue.metadata',
+    137: 'OffsetCommitValue.metadata',
+    138: 'OffsetCommitValue.metadata',
+    139: 'OffsetCommitValue.metadata',
+    140: 'OffsetCommitValue.metadata',
+    141: 'OffsetCommitValue.metadata',
+    142: 'OffsetCommitValue.metadata',
+    143: 'OffsetCommitValue.metadata',
+    144: 'OffsetCommitValue.metadata',
+    145: 'OffsetCommitValue.metadata',
+    146: 'OffsetCommitValue.metadata',
+    147: 'OffsetCommitValue.commit_timestamp',
+    148: 'OffsetCommitValue.commit_timestamp',
+    149: 'OffsetCommitValue.<tagged fields>',
+    150: 'OffsetCommitValue.<tagged fields>',
+    151: 'OffsetCommitValue.<tagged fields>',
+    152: 'OffsetCommitValue.<tagged fields>',
+    153: 'OffsetCommitValue.<tagged fields>',
 })

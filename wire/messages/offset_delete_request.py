@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -68,7 +69,10 @@ class OffsetDeleteRequestTopic(_Message):
 def _d_OffsetDeleteRequestPartition_v0(buf, pos):
     _f_partition_index = _S_iu(buf, pos)[0]
     pos += 4
-    return OffsetDeleteRequestPartition(_f_partition_index, None), pos
+    _o = _new(OffsetDeleteRequestPartition)
+    _o.partition_index = _f_partition_index
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetDeleteRequestTopic_v0(buf, pos):
@@ -92,7 +96,11 @@ def _d_OffsetDeleteRequestTopic_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_OffsetDeleteRequestPartition_v0(buf, pos)
             _f_partitions.append(_x4)
-    return OffsetDeleteRequestTopic(_f_name, _f_partitions, None), pos
+    _o = _new(OffsetDeleteRequestTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetDeleteRequest_v0(buf, pos):
@@ -116,7 +124,11 @@ def _d_OffsetDeleteRequest_v0(buf, pos):
         for _ in range(_n7):
             _x8, pos = _d_OffsetDeleteRequestTopic_v0(buf, pos)
             _f_topics.append(_x8)
-    return OffsetDeleteRequest(_f_group_id, _f_topics, None), pos
+    _o = _new(OffsetDeleteRequest)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _e_OffsetDeleteRequestPartition_v0(o, w):
@@ -152,46 +164,46 @@ FLEXIBLE_FROM = None
 DECODERS = {0: _d_OffsetDeleteRequest_v0}
 ENCODERS = {0: _e_OffsetDeleteRequest_v0}
 _reg(__file__, {
-    69: 'OffsetDeleteRequestPartition.partition_index',
     70: 'OffsetDeleteRequestPartition.partition_index',
-    75: 'OffsetDeleteRequestTopic.name',
-    76: 'OffsetDeleteRequestTopic.name',
-    77: 'OffsetDeleteRequestTopic.name',
-    78: 'OffsetDeleteRequestTopic.name',
+    71: 'OffsetDeleteRequestPartition.partition_index',
     79: 'OffsetDeleteRequestTopic.name',
     80: 'OffsetDeleteRequestTopic.name',
     81: 'OffsetDeleteRequestTopic.name',
     82: 'OffsetDeleteRequestTopic.name',
     83: 'OffsetDeleteRequestTopic.name',
     84: 'OffsetDeleteRequestTopic.name',
-    85: 'OffsetDeleteRequestTopic.partitions',
-    86: 'OffsetDeleteRequestTopic.partitions',
-    87: 'OffsetDeleteRequestTopic.partitions',
-    88: 'OffsetDeleteRequestTopic.partitions',
+    85: 'OffsetDeleteRequestTopic.name',
+    86: 'OffsetDeleteRequestTopic.name',
+    87: 'OffsetDeleteRequestTopic.name',
+    88: 'OffsetDeleteRequestTopic.name',
     89: 'OffsetDeleteRequestTopic.partitions',
     90: 'OffsetDeleteRequestTopic.partitions',
     91: 'OffsetDeleteRequestTopic.partitions',
     92: 'OffsetDeleteRequestTopic.partitions',
     93: 'OffsetDeleteRequestTopic.partitions',
     94: 'OffsetDeleteRequestTopic.partitions',
-    99: 'OffsetDeleteRequest.group_id',
-    100: 'OffsetDeleteRequest.group_id',
-    101: 'OffsetDeleteRequest.group_id',
-    102: 'OffsetDeleteRequest.group_id',
-    103: 'OffsetDeleteRequest.group_id',
-    104: 'OffsetDeleteRequest.group_id',
-    105: 'OffsetDeleteRequest.group_id',
-    106: 'OffsetDeleteRequest.group_id',
+    95: 'OffsetDeleteRequestTopic.partitions',
+    96: 'OffsetDeleteRequestTopic.partitions',
+    97: 'OffsetDeleteRequestTopic.partitions',
+    98: 'OffsetDeleteRequestTopic.partitions',
     107: 'OffsetDeleteRequest.group_id',
     108: 'OffsetDeleteRequest.group_id',
-    109: 'OffsetDeleteRequest.topics',
-    110: 'OffsetDeleteRequest.topics',
-    111: 'OffsetDeleteRequest.topics',
-    112: 'OffsetDeleteRequest.topics',
-    113: 'OffsetDeleteRequest.topics',
-    114: 'OffsetDeleteRequest.topics',
-    115: 'OffsetDeleteRequest.topics',
-    116: 'OffsetDeleteRequest.topics',
+    109: 'OffsetDeleteRequest.group_id',
+    110: 'OffsetDeleteRequest.group_id',
+    111: 'OffsetDeleteRequest.group_id',
+    112: 'OffsetDeleteRequest.group_id',
+    113: 'OffsetDeleteRequest.group_id',
+    114: 'OffsetDeleteRequest.group_id',
+    115: 'OffsetDeleteRequest.group_id',
+    116: 'OffsetDeleteRequest.group_id',
     117: 'OffsetDeleteRequest.topics',
     118: 'OffsetDeleteRequest.topics',
+    119: 'OffsetDeleteRequest.topics',
+    120: 'OffsetDeleteRequest.topics',
+    121: 'OffsetDeleteRequest.topics',
+    122: 'OffsetDeleteRequest.topics',
+    123: 'OffsetDeleteRequest.topics',
+    124: 'OffsetDeleteRequest.topics',
+    125: 'OffsetDeleteRequest.topics',
+    126: 'OffsetDeleteRequest.topics',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -75,7 +76,11 @@ class OffsetDeleteResponseTopic(_Message):
 def _d_OffsetDeleteResponsePartition_v0(buf, pos):
     _f_partition_index, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return OffsetDeleteResponsePartition(_f_partition_index, _f_error_code, None), pos
+    _o = _new(OffsetDeleteResponsePartition)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetDeleteResponseTopic_v0(buf, pos):
@@ -99,7 +104,11 @@ def _d_OffsetDeleteResponseTopic_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_OffsetDeleteResponsePartition_v0(buf, pos)
             _f_partitions.append(_x4)
-    return OffsetDeleteResponseTopic(_f_name, _f_partitions, None), pos
+    _o = _new(OffsetDeleteResponseTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetDeleteResponse_v0(buf, pos):
@@ -115,7 +124,12 @@ def _d_OffsetDeleteResponse_v0(buf, pos):
         for _ in range(_n5):
             _x6, pos = _d_OffsetDeleteResponseTopic_v0(buf, pos)
             _f_topics.append(_x6)
-    return OffsetDeleteResponse(_f_error_code, _f_throttle_time_ms, _f_topics, None), pos
+    _o = _new(OffsetDeleteResponse)
+    _o.error_code = _f_error_code
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _e_OffsetDeleteResponsePartition_v0(o, w):
@@ -148,38 +162,38 @@ FLEXIBLE_FROM = None
 DECODERS = {0: _d_OffsetDeleteResponse_v0}
 ENCODERS = {0: _e_OffsetDeleteResponse_v0}
 _reg(__file__, {
-    76: 'OffsetDeleteResponsePartition.partition_index/error_code',
     77: 'OffsetDeleteResponsePartition.partition_index/error_code',
-    82: 'OffsetDeleteResponseTopic.name',
-    83: 'OffsetDeleteResponseTopic.name',
-    84: 'OffsetDeleteResponseTopic.name',
-    85: 'OffsetDeleteResponseTopic.name',
-    86: 'OffsetDeleteResponseTopic.name',
+    78: 'OffsetDeleteResponsePartition.partition_index/error_code',
     87: 'OffsetDeleteResponseTopic.name',
     88: 'OffsetDeleteResponseTopic.name',
     89: 'OffsetDeleteResponseTopic.name',
     90: 'OffsetDeleteResponseTopic.name',
     91: 'OffsetDeleteResponseTopic.name',
-    92: 'OffsetDeleteResponseTopic.partitions',
-    93: 'OffsetDeleteResponseTopic.partitions',
-    94: 'OffsetDeleteResponseTopic.partitions',
-    95: 'OffsetDeleteResponseTopic.partitions',
-    96: 'OffsetDeleteResponseTopic.partitions',
+    92: 'OffsetDeleteResponseTopic.name',
+    93: 'OffsetDeleteResponseTopic.name',
+    94: 'OffsetDeleteResponseTopic.name',
+    95: 'OffsetDeleteResponseTopic.name',
+    96: 'OffsetDeleteResponseTopic.name',
     97: 'OffsetDeleteResponseTopic.partitions',
     98: 'OffsetDeleteResponseTopic.partitions',
     99: 'OffsetDeleteResponseTopic.partitions',
     100: 'OffsetDeleteResponseTopic.partitions',
     101: 'OffsetDeleteResponseTopic.partitions',
-    106: 'OffsetDeleteResponse.error_code/throttle_time_ms',
-    107: 'OffsetDeleteResponse.error_code/throttle_time_ms',
-    108: 'OffsetDeleteResponse.topics',
-    109: 'OffsetDeleteResponse.topics',
-    110: 'OffsetDeleteResponse.topics',
-    111: 'OffsetDeleteResponse.topics',
-    112: 'OffsetDeleteResponse.topics',
-    113: 'OffsetDeleteResponse.topics',
-    114: 'OffsetDeleteResponse.topics',
-    115: 'OffsetDeleteResponse.topics',
-    116: 'OffsetDeleteResponse.topics',
+    102: 'OffsetDeleteResponseTopic.partitions',
+    103: 'OffsetDeleteResponseTopic.partitions',
+    104: 'OffsetDeleteResponseTopic.partitions',
+    105: 'OffsetDeleteResponseTopic.partitions',
+    106: 'OffsetDeleteResponseTopic.partitions',
+    115: 'OffsetDeleteResponse.error_code/throttle_time_ms',
+    116: 'OffsetDeleteResponse.error_code/throttle_time_ms',
     117: 'OffsetDeleteResponse.topics',
+    118: 'OffsetDeleteResponse.topics',
+    119: 'OffsetDeleteResponse.topics',
+    120: 'OffsetDeleteResponse.topics',
+    121: 'OffsetDeleteResponse.topics',
+    122: 'OffsetDeleteResponse.topics',
+    123: 'OffsetDeleteResponse.topics',
+    124: 'OffsetDeleteResponse.topics',
+    125: 'OffsetDeleteResponse.topics',
+    126: 'OffsetDeleteResponse.topics',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -113,7 +114,11 @@ def _d_OffsetFetchRequestTopic_v0(buf, pos):
         _chk(_n3, buf, pos, 'OffsetFetchRequestTopic.partition_indexes')
         _f_partition_indexes = list(_unpack_from('>%di' % _n3, buf, pos))
         pos += 4 * _n3
-    return OffsetFetchRequestTopic(_f_name, _f_partition_indexes, None), pos
+    _o = _new(OffsetFetchRequestTopic)
+    _o.name = _f_name
+    _o.partition_indexes = _f_partition_indexes
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetFetchRequestTopic_v1 = _d_OffsetFetchRequestTopic_v0
@@ -130,6 +135,9 @@ def _d_OffsetFetchRequestTopic_v6(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -144,6 +152,9 @@ def _d_OffsetFetchRequestTopic_v6(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -158,7 +169,11 @@ def _d_OffsetFetchRequestTopic_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchRequestTopic.<tagged fields>')
-    return OffsetFetchRequestTopic(_f_name, _f_partition_indexes, _unk), pos
+    _o = _new(OffsetFetchRequestTopic)
+    _o.name = _f_name
+    _o.partition_indexes = _f_partition_indexes
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetFetchRequestTopic_v7 = _d_OffsetFetchRequestTopic_v6
@@ -167,6 +182,9 @@ def _d_OffsetFetchRequestTopics_v8(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -181,6 +199,9 @@ def _d_OffsetFetchRequestTopics_v8(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -195,7 +216,11 @@ def _d_OffsetFetchRequestTopics_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchRequestTopics.<tagged fields>')
-    return OffsetFetchRequestTopics(_f_name, _f_partition_indexes, _unk), pos
+    _o = _new(OffsetFetchRequestTopics)
+    _o.name = _f_name
+    _o.partition_indexes = _f_partition_indexes
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetFetchRequestTopics_v9 = _d_OffsetFetchRequestTopics_v8
@@ -204,6 +229,9 @@ def _d_OffsetFetchRequestGroup_v8(buf, pos):
     _n31 = buf[pos]
     if _n31 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n31 = (_n31 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n31, pos = _ruv(buf, pos)
     _n31 -= 1
@@ -218,6 +246,9 @@ def _d_OffsetFetchRequestGroup_v8(buf, pos):
     _n33 = buf[pos]
     if _n33 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n33 = (_n33 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n33, pos = _ruv(buf, pos)
     _n33 -= 1
@@ -234,13 +265,22 @@ def _d_OffsetFetchRequestGroup_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchRequestGroup.<tagged fields>')
-    return OffsetFetchRequestGroup(_f_group_id, None, -1, _f_topics, _unk), pos
+    _o = _new(OffsetFetchRequestGroup)
+    _o.group_id = _f_group_id
+    _o.member_id = None
+    _o.member_epoch = -1
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OffsetFetchRequestGroup_v9(buf, pos):
     _n35 = buf[pos]
     if _n35 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n35 = (_n35 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n35, pos = _ruv(buf, pos)
     _n35 -= 1
@@ -255,6 +295,9 @@ def _d_OffsetFetchRequestGroup_v9(buf, pos):
     _n37 = buf[pos]
     if _n37 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n37 = (_n37 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n37, pos = _ruv(buf, pos)
     _n37 -= 1
@@ -271,6 +314,9 @@ def _d_OffsetFetchRequestGroup_v9(buf, pos):
     _n39 = buf[pos]
     if _n39 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n39 = (_n39 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n39, pos = _ruv(buf, pos)
     _n39 -= 1
@@ -287,7 +333,13 @@ def _d_OffsetFetchRequestGroup_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchRequestGroup.<tagged fields>')
-    return OffsetFetchRequestGroup(_f_group_id, _f_member_id, _f_member_epoch, _f_topics, _unk), pos
+    _o = _new(OffsetFetchRequestGroup)
+    _o.group_id = _f_group_id
+    _o.member_id = _f_member_id
+    _o.member_epoch = _f_member_epoch
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OffsetFetchRequest_v0(buf, pos):
@@ -311,7 +363,13 @@ def _d_OffsetFetchRequest_v0(buf, pos):
         for _ in range(_n43):
             _x44, pos = _d_OffsetFetchRequestTopic_v0(buf, pos)
             _f_topics.append(_x44)
-    return OffsetFetchRequest(_f_group_id, _f_topics, [], False, None), pos
+    _o = _new(OffsetFetchRequest)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.groups = []
+    _o.require_stable = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetFetchRequest_v1 = _d_OffsetFetchRequest_v0
@@ -337,7 +395,13 @@ def _d_OffsetFetchRequest_v2(buf, pos):
         for _ in range(_n51):
             _x52, pos = _d_OffsetFetchRequestTopic_v2(buf, pos)
             _f_topics.append(_x52)
-    return OffsetFetchRequest(_f_group_id, _f_topics, [], False, None), pos
+    _o = _new(OffsetFetchRequest)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.groups = []
+    _o.require_stable = False
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetFetchRequest_v3 = _d_OffsetFetchRequest_v2
@@ -350,6 +414,9 @@ def _d_OffsetFetchRequest_v6(buf, pos):
     _n65 = buf[pos]
     if _n65 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n65 = (_n65 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n65, pos = _ruv(buf, pos)
     _n65 -= 1
@@ -364,6 +431,9 @@ def _d_OffsetFetchRequest_v6(buf, pos):
     _n67 = buf[pos]
     if _n67 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n67 = (_n67 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n67, pos = _ruv(buf, pos)
     _n67 -= 1
@@ -380,13 +450,22 @@ def _d_OffsetFetchRequest_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchRequest.<tagged fields>')
-    return OffsetFetchRequest(_f_group_id, _f_topics, [], False, _unk), pos
+    _o = _new(OffsetFetchRequest)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.groups = []
+    _o.require_stable = False
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OffsetFetchRequest_v7(buf, pos):
     _n69 = buf[pos]
     if _n69 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n69 = (_n69 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n69, pos = _ruv(buf, pos)
     _n69 -= 1
@@ -401,6 +480,9 @@ def _d_OffsetFetchRequest_v7(buf, pos):
     _n71 = buf[pos]
     if _n71 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n71 = (_n71 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n71, pos = _ruv(buf, pos)
     _n71 -= 1
@@ -419,13 +501,22 @@ def _d_OffsetFetchRequest_v7(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchRequest.<tagged fields>')
-    return OffsetFetchRequest(_f_group_id, _f_topics, [], _f_require_stable, _unk), pos
+    _o = _new(OffsetFetchRequest)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.groups = []
+    _o.require_stable = _f_require_stable
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OffsetFetchRequest_v8(buf, pos):
     _n73 = buf[pos]
     if _n73 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n73 = (_n73 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n73, pos = _ruv(buf, pos)
     _n73 -= 1
@@ -444,13 +535,22 @@ def _d_OffsetFetchRequest_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchRequest.<tagged fields>')
-    return OffsetFetchRequest('', [], _f_groups, _f_require_stable, _unk), pos
+    _o = _new(OffsetFetchRequest)
+    _o.group_id = ''
+    _o.topics = []
+    _o.groups = _f_groups
+    _o.require_stable = _f_require_stable
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OffsetFetchRequest_v9(buf, pos):
     _n75 = buf[pos]
     if _n75 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n75 = (_n75 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n75, pos = _ruv(buf, pos)
     _n75 -= 1
@@ -469,7 +569,13 @@ def _d_OffsetFetchRequest_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchRequest.<tagged fields>')
-    return OffsetFetchRequest('', [], _f_groups, _f_require_stable, _unk), pos
+    _o = _new(OffsetFetchRequest)
+    _o.group_id = ''
+    _o.topics = []
+    _o.groups = _f_groups
+    _o.require_stable = _f_require_stable
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_OffsetFetchRequestTopic_v0(o, w):
@@ -478,8 +584,8 @@ def _e_OffsetFetchRequestTopic_v0(o, w):
     w(_I16p(len(_v77)))
     w(_v77)
     _a78 = o.partition_indexes
-    w(_I32p(len(_a78)))
-    w(_pack('>%di' % len(_a78), *_a78))
+    _l = len(_a78)
+    w(_counted_packer('i', _l)(_l, *_a78))
 
 
 _e_OffsetFetchRequestTopic_v1 = _e_OffsetFetchRequestTopic_v0
@@ -499,9 +605,10 @@ def _e_OffsetFetchRequestTopic_v6(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v89)
     _a90 = o.partition_indexes
-    _l = len(_a90) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a90), *_a90))
+    _l = len(_a90)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a90))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -518,9 +625,10 @@ def _e_OffsetFetchRequestTopics_v8(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v93)
     _a94 = o.partition_indexes
-    _l = len(_a94) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a94), *_a94))
+    _l = len(_a94)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a94))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -692,7 +800,6 @@ FLEXIBLE_FROM = 6
 DECODERS = {0: _d_OffsetFetchRequest_v0, 1: _d_OffsetFetchRequest_v1, 2: _d_OffsetFetchRequest_v2, 3: _d_OffsetFetchRequest_v3, 4: _d_OffsetFetchRequest_v4, 5: _d_OffsetFetchRequest_v5, 6: _d_OffsetFetchRequest_v6, 7: _d_OffsetFetchRequest_v7, 8: _d_OffsetFetchRequest_v8, 9: _d_OffsetFetchRequest_v9}
 ENCODERS = {0: _e_OffsetFetchRequest_v0, 1: _e_OffsetFetchRequest_v1, 2: _e_OffsetFetchRequest_v2, 3: _e_OffsetFetchRequest_v3, 4: _e_OffsetFetchRequest_v4, 5: _e_OffsetFetchRequest_v5, 6: _e_OffsetFetchRequest_v6, 7: _e_OffsetFetchRequest_v7, 8: _e_OffsetFetchRequest_v8, 9: _e_OffsetFetchRequest_v9}
 _reg(__file__, {
-    98: 'OffsetFetchRequestTopic.name',
     99: 'OffsetFetchRequestTopic.name',
     100: 'OffsetFetchRequestTopic.name',
     101: 'OffsetFetchRequestTopic.name',
@@ -702,7 +809,7 @@ _reg(__file__, {
     105: 'OffsetFetchRequestTopic.name',
     106: 'OffsetFetchRequestTopic.name',
     107: 'OffsetFetchRequestTopic.name',
-    108: 'OffsetFetchRequestTopic.partition_indexes',
+    108: 'OffsetFetchRequestTopic.name',
     109: 'OffsetFetchRequestTopic.partition_indexes',
     110: 'OffsetFetchRequestTopic.partition_indexes',
     111: 'OffsetFetchRequestTopic.partition_indexes',
@@ -710,11 +817,7 @@ _reg(__file__, {
     113: 'OffsetFetchRequestTopic.partition_indexes',
     114: 'OffsetFetchRequestTopic.partition_indexes',
     115: 'OffsetFetchRequestTopic.partition_indexes',
-    125: 'OffsetFetchRequestTopic.name',
-    126: 'OffsetFetchRequestTopic.name',
-    127: 'OffsetFetchRequestTopic.name',
-    128: 'OffsetFetchRequestTopic.name',
-    129: 'OffsetFetchRequestTopic.name',
+    116: 'OffsetFetchRequestTopic.partition_indexes',
     130: 'OffsetFetchRequestTopic.name',
     131: 'OffsetFetchRequestTopic.name',
     132: 'OffsetFetchRequestTopic.name',
@@ -724,176 +827,168 @@ _reg(__file__, {
     136: 'OffsetFetchRequestTopic.name',
     137: 'OffsetFetchRequestTopic.name',
     138: 'OffsetFetchRequestTopic.name',
-    139: 'OffsetFetchRequestTopic.partition_indexes',
-    140: 'OffsetFetchRequestTopic.partition_indexes',
-    141: 'OffsetFetchRequestTopic.partition_indexes',
-    142: 'OffsetFetchRequestTopic.partition_indexes',
-    143: 'OffsetFetchRequestTopic.partition_indexes',
-    144: 'OffsetFetchRequestTopic.partition_indexes',
-    145: 'OffsetFetchRequestTopic.partition_indexes',
-    146: 'OffsetFetchRequestTopic.partition_indexes',
+    139: 'OffsetFetchRequestTopic.name',
+    140: 'OffsetFetchRequestTopic.name',
+    141: 'OffsetFetchRequestTopic.name',
+    142: 'OffsetFetchRequestTopic.name',
+    143: 'OffsetFetchRequestTopic.name',
+    144: 'OffsetFetchRequestTopic.name',
+    145: 'OffsetFetchRequestTopic.name',
+    146: 'OffsetFetchRequestTopic.name',
     147: 'OffsetFetchRequestTopic.partition_indexes',
     148: 'OffsetFetchRequestTopic.partition_indexes',
     149: 'OffsetFetchRequestTopic.partition_indexes',
     150: 'OffsetFetchRequestTopic.partition_indexes',
-    151: 'OffsetFetchRequestTopic.<tagged fields>',
-    152: 'OffsetFetchRequestTopic.<tagged fields>',
-    153: 'OffsetFetchRequestTopic.<tagged fields>',
-    154: 'OffsetFetchRequestTopic.<tagged fields>',
-    155: 'OffsetFetchRequestTopic.<tagged fields>',
-    161: 'OffsetFetchRequestTopics.name',
-    162: 'OffsetFetchRequestTopics.name',
-    163: 'OffsetFetchRequestTopics.name',
-    164: 'OffsetFetchRequestTopics.name',
-    165: 'OffsetFetchRequestTopics.name',
-    166: 'OffsetFetchRequestTopics.name',
-    167: 'OffsetFetchRequestTopics.name',
-    168: 'OffsetFetchRequestTopics.name',
-    169: 'OffsetFetchRequestTopics.name',
-    170: 'OffsetFetchRequestTopics.name',
-    171: 'OffsetFetchRequestTopics.name',
-    172: 'OffsetFetchRequestTopics.name',
-    173: 'OffsetFetchRequestTopics.name',
-    174: 'OffsetFetchRequestTopics.name',
-    175: 'OffsetFetchRequestTopics.partition_indexes',
-    176: 'OffsetFetchRequestTopics.partition_indexes',
-    177: 'OffsetFetchRequestTopics.partition_indexes',
-    178: 'OffsetFetchRequestTopics.partition_indexes',
-    179: 'OffsetFetchRequestTopics.partition_indexes',
-    180: 'OffsetFetchRequestTopics.partition_indexes',
-    181: 'OffsetFetchRequestTopics.partition_indexes',
-    182: 'OffsetFetchRequestTopics.partition_indexes',
-    183: 'OffsetFetchRequestTopics.partition_indexes',
-    184: 'OffsetFetchRequestTopics.partition_indexes',
-    185: 'OffsetFetchRequestTopics.partition_indexes',
-    186: 'OffsetFetchRequestTopics.partition_indexes',
-    187: 'OffsetFetchRequestTopics.<tagged fields>',
-    188: 'OffsetFetchRequestTopics.<tagged fields>',
-    189: 'OffsetFetchRequestTopics.<tagged fields>',
-    190: 'OffsetFetchRequestTopics.<tagged fields>',
-    191: 'OffsetFetchRequestTopics.<tagged fields>',
-    197: 'OffsetFetchRequestGroup.group_id',
-    198: 'OffsetFetchRequestGroup.group_id',
-    199: 'OffsetFetchRequestGroup.group_id',
-    200: 'OffsetFetchRequestGroup.group_id',
-    201: 'OffsetFetchRequestGroup.group_id',
-    202: 'OffsetFetchRequestGroup.group_id',
-    203: 'OffsetFetchRequestGroup.group_id',
-    204: 'OffsetFetchRequestGroup.group_id',
-    205: 'OffsetFetchRequestGroup.group_id',
-    206: 'OffsetFetchRequestGroup.group_id',
-    207: 'OffsetFetchRequestGroup.group_id',
-    208: 'OffsetFetchRequestGroup.group_id',
-    209: 'OffsetFetchRequestGroup.group_id',
-    210: 'OffsetFetchRequestGroup.group_id',
-    211: 'OffsetFetchRequestGroup.topics',
-    212: 'OffsetFetchRequestGroup.topics',
-    213: 'OffsetFetchRequestGroup.topics',
-    214: 'OffsetFetchRequestGroup.topics',
-    215: 'OffsetFetchRequestGroup.topics',
-    216: 'OffsetFetchRequestGroup.topics',
-    217: 'OffsetFetchRequestGroup.topics',
-    218: 'OffsetFetchRequestGroup.topics',
-    219: 'OffsetFetchRequestGroup.topics',
-    220: 'OffsetFetchRequestGroup.topics',
-    221: 'OffsetFetchRequestGroup.topics',
-    222: 'OffsetFetchRequestGroup.topics',
-    223: 'OffsetFetchRequestGroup.topics',
-    224: 'OffsetFetchRequestGroup.topics',
-    225: 'OffsetFetchRequestGroup.<tagged fields>',
-    226: 'OffsetFetchRequestGroup.<tagged fields>',
-    227: 'OffsetFetchRequestGroup.<tagged fields>',
-    228: 'OffsetFetchRequestGroup.<tagged fields>',
-    229: 'OffsetFetchRequestGroup.<tagged fields>',
+    151: 'OffsetFetchRequestTopic.partition_indexes',
+    152: 'OffsetFetchRequestTopic.partition_indexes',
+    153: 'OffsetFetchRequestTopic.partition_indexes',
+    154: 'OffsetFetchRequestTopic.partition_indexes',
+    155: 'OffsetFetchRequestTopic.partition_indexes',
+    156: 'OffsetFetchRequestTopic.partition_indexes',
+    157: 'OffsetFetchRequestTopic.partition_indexes',
+    158: 'OffsetFetchRequestTopic.partition_indexes',
+    159: 'OffsetFetchRequestTopic.partition_indexes',
+    160: 'OffsetFetchRequestTopic.partition_indexes',
+    161: 'OffsetFetchRequestTopic.partition_indexes',
+    162: 'OffsetFetchRequestTopic.<tagged fields>',
+    163: 'OffsetFetchRequestTopic.<tagged fields>',
+    164: 'OffsetFetchRequestTopic.<tagged fields>',
+    165: 'OffsetFetchRequestTopic.<tagged fields>',
+    166: 'OffsetFetchRequestTopic.<tagged fields>',
+    176: 'OffsetFetchRequestTopics.name',
+    177: 'OffsetFetchRequestTopics.name',
+    178: 'OffsetFetchRequestTopics.name',
+    179: 'OffsetFetchRequestTopics.name',
+    180: 'OffsetFetchRequestTopics.name',
+    181: 'OffsetFetchRequestTopics.name',
+    182: 'OffsetFetchRequestTopics.name',
+    183: 'OffsetFetchRequestTopics.name',
+    184: 'OffsetFetchRequestTopics.name',
+    185: 'OffsetFetchRequestTopics.name',
+    186: 'OffsetFetchRequestTopics.name',
+    187: 'OffsetFetchRequestTopics.name',
+    188: 'OffsetFetchRequestTopics.name',
+    189: 'OffsetFetchRequestTopics.name',
+    190: 'OffsetFetchRequestTopics.name',
+    191: 'OffsetFetchRequestTopics.name',
+    192: 'OffsetFetchRequestTopics.name',
+    193: 'OffsetFetchRequestTopics.partition_indexes',
+    194: 'OffsetFetchRequestTopics.partition_indexes',
+    195: 'OffsetFetchRequestTopics.partition_indexes',
+    196: 'OffsetFetchRequestTopics.partition_indexes',
+    197: 'OffsetFetchRequestTopics.partition_indexes',
+    198: 'OffsetFetchRequestTopics.partition_indexes',
+    199: 'OffsetFetchRequestTopics.partition_indexes',
+    200: 'OffsetFetchRequestTopics.partition_indexes',
+    201: 'OffsetFetchRequestTopics.partition_indexes',
+    202: 'OffsetFetchRequestTopics.partition_indexes',
+    203: 'OffsetFetchRequestTopics.partition_indexes',
+    204: 'OffsetFetchRequestTopics.partition_indexes',
+    205: 'OffsetFetchRequestTopics.partition_indexes',
+    206: 'OffsetFetchRequestTopics.partition_indexes',
+    207: 'OffsetFetchRequestTopics.partition_indexes',
+    208: 'OffsetFetchRequestTopics.<tagged fields>',
+    209: 'OffsetFetchRequestTopics.<tagged fields>',
+    210: 'OffsetFetchRequestTopics.<tagged fields>',
+    211: 'OffsetFetchRequestTopics.<tagged fields>',
+    212: 'OffsetFetchRequestTopics.<tagged fields>',
+    222: 'OffsetFetchRequestGroup.group_id',
+    223: 'OffsetFetchRequestGroup.group_id',
+    224: 'OffsetFetchRequestGroup.group_id',
+    225: 'OffsetFetchRequestGroup.group_id',
+    226: 'OffsetFetchRequestGroup.group_id',
+    227: 'OffsetFetchRequestGroup.group_id',
+    228: 'OffsetFetchRequestGroup.group_id',
+    229: 'OffsetFetchRequestGroup.group_id',
+    230: 'OffsetFetchRequestGroup.group_id',
+    231: 'OffsetFetchRequestGroup.group_id',
+    232: 'OffsetFetchRequestGroup.group_id',
+    233: 'OffsetFetchRequestGroup.group_id',
     234: 'OffsetFetchRequestGroup.group_id',
     235: 'OffsetFetchRequestGroup.group_id',
     236: 'OffsetFetchRequestGroup.group_id',
     237: 'OffsetFetchRequestGroup.group_id',
     238: 'OffsetFetchRequestGroup.group_id',
-    239: 'OffsetFetchRequestGroup.group_id',
-    240: 'OffsetFetchRequestGroup.group_id',
-    241: 'OffsetFetchRequestGroup.group_id',
-    242: 'OffsetFetchRequestGroup.group_id',
-    243: 'OffsetFetchRequestGroup.group_id',
-    244: 'OffsetFetchRequestGroup.group_id',
-    245: 'OffsetFetchRequestGroup.group_id',
-    246: 'OffsetFetchRequestGroup.group_id',
-    247: 'OffsetFetchRequestGroup.group_id',
-    248: 'OffsetFetchRequestGroup.member_id',
-    249: 'OffsetFetchRequestGroup.member_id',
-    250: 'OffsetFetchRequestGroup.member_id',
-    251: 'OffsetFetchRequestGroup.member_id',
-    252: 'OffsetFetchRequestGroup.member_id',
-    253: 'OffsetFetchRequestGroup.member_id',
-    254: 'OffsetFetchRequestGroup.member_id',
-    255: 'OffsetFetchRequestGroup.member_id',
-    256: 'OffsetFetchRequestGroup.member_id',
-    257: 'OffsetFetchRequestGroup.member_id',
-    258: 'OffsetFetchRequestGroup.member_id',
-    259: 'OffsetFetchRequestGroup.member_id',
-    260: 'OffsetFetchRequestGroup.member_id',
-    261: 'OffsetFetchRequestGroup.member_id',
-    262: 'OffsetFetchRequestGroup.member_epoch',
-    263: 'OffsetFetchRequestGroup.member_epoch',
-    264: 'OffsetFetchRequestGroup.topics',
-    265: 'OffsetFetchRequestGroup.topics',
-    266: 'OffsetFetchRequestGroup.topics',
-    267: 'OffsetFetchRequestGroup.topics',
-    268: 'OffsetFetchRequestGroup.topics',
-    269: 'OffsetFetchRequestGroup.topics',
-    270: 'OffsetFetchRequestGroup.topics',
-    271: 'OffsetFetchRequestGroup.topics',
-    272: 'OffsetFetchRequestGroup.topics',
-    273: 'OffsetFetchRequestGroup.topics',
-    274: 'OffsetFetchRequestGroup.topics',
-    275: 'OffsetFetchRequestGroup.topics',
-    276: 'OffsetFetchRequestGroup.topics',
-    277: 'OffsetFetchRequestGroup.topics',
-    278: 'OffsetFetchRequestGroup.<tagged fields>',
-    279: 'OffsetFetchRequestGroup.<tagged fields>',
-    280: 'OffsetFetchRequestGroup.<tagged fields>',
-    281: 'OffsetFetchRequestGroup.<tagged fields>',
-    282: 'OffsetFetchRequestGroup.<tagged fields>',
-    287: 'OffsetFetchRequest.group_id',
-    288: 'OffsetFetchRequest.group_id',
-    289: 'OffsetFetchRequest.group_id',
-    290: 'OffsetFetchRequest.group_id',
-    291: 'OffsetFetchRequest.group_id',
-    292: 'OffsetFetchRequest.group_id',
-    293: 'OffsetFetchRequest.group_id',
-    294: 'OffsetFetchRequest.group_id',
-    295: 'OffsetFetchRequest.group_id',
-    296: 'OffsetFetchRequest.group_id',
-    297: 'OffsetFetchRequest.topics',
-    298: 'OffsetFetchRequest.topics',
-    299: 'OffsetFetchRequest.topics',
-    300: 'OffsetFetchRequest.topics',
-    301: 'OffsetFetchRequest.topics',
-    302: 'OffsetFetchRequest.topics',
-    303: 'OffsetFetchRequest.topics',
-    304: 'OffsetFetchRequest.topics',
-    305: 'OffsetFetchRequest.topics',
-    306: 'OffsetFetchRequest.topics',
-    312: 'OffsetFetchRequest.group_id',
-    313: 'OffsetFetchRequest.group_id',
-    314: 'OffsetFetchRequest.group_id',
-    315: 'OffsetFetchRequest.group_id',
-    316: 'OffsetFetchRequest.group_id',
-    317: 'OffsetFetchRequest.group_id',
-    318: 'OffsetFetchRequest.group_id',
-    319: 'OffsetFetchRequest.group_id',
-    320: 'OffsetFetchRequest.group_id',
-    321: 'OffsetFetchRequest.group_id',
-    322: 'OffsetFetchRequest.topics',
-    323: 'OffsetFetchRequest.topics',
-    324: 'OffsetFetchRequest.topics',
-    325: 'OffsetFetchRequest.topics',
-    326: 'OffsetFetchRequest.topics',
-    327: 'OffsetFetchRequest.topics',
-    328: 'OffsetFetchRequest.topics',
-    329: 'OffsetFetchRequest.topics',
-    330: 'OffsetFetchRequest.topics',
-    331: 'OffsetFetchRequest.topics',
+    239: 'OffsetFetchRequestGroup.topics',
+    240: 'OffsetFetchRequestGroup.topics',
+    241: 'OffsetFetchRequestGroup.topics',
+    242: 'OffsetFetchRequestGroup.topics',
+    243: 'OffsetFetchRequestGroup.topics',
+    244: 'OffsetFetchRequestGroup.topics',
+    245: 'OffsetFetchRequestGroup.topics',
+    246: 'OffsetFetchRequestGroup.topics',
+    247: 'OffsetFetchRequestGroup.topics',
+    248: 'OffsetFetchRequestGroup.topics',
+    249: 'OffsetFetchRequestGroup.topics',
+    250: 'OffsetFetchRequestGroup.topics',
+    251: 'OffsetFetchRequestGroup.topics',
+    252: 'OffsetFetchRequestGroup.topics',
+    253: 'OffsetFetchRequestGroup.topics',
+    254: 'OffsetFetchRequestGroup.topics',
+    255: 'OffsetFetchRequestGroup.topics',
+    256: 'OffsetFetchRequestGroup.<tagged fields>',
+    257: 'OffsetFetchRequestGroup.<tagged fields>',
+    258: 'OffsetFetchRequestGroup.<tagged fields>',
+    259: 'OffsetFetchRequestGroup.<tagged fields>',
+    260: 'OffsetFetchRequestGroup.<tagged fields>',
+    271: 'OffsetFetchRequestGroup.group_id',
+    272: 'OffsetFetchRequestGroup.group_id',
+    273: 'OffsetFetchRequestGroup.group_id',
+    274: 'OffsetFetchRequestGroup.group_id',
+    275: 'OffsetFetchRequestGroup.group_id',
+    276: 'OffsetFetchRequestGroup.group_id',
+    277: 'OffsetFetchRequestGroup.group_id',
+    278: 'OffsetFetchRequestGroup.group_id',
+    279: 'OffsetFetchRequestGroup.group_id',
+    280: 'OffsetFetchRequestGroup.group_id',
+    281: 'OffsetFetchRequestGroup.group_id',
+    282: 'OffsetFetchRequestGroup.group_id',
+    283: 'OffsetFetchRequestGroup.group_id',
+    284: 'OffsetFetchRequestGroup.group_id',
+    285: 'OffsetFetchRequestGroup.group_id',
+    286: 'OffsetFetchRequestGroup.group_id',
+    287: 'OffsetFetchRequestGroup.group_id',
+    288: 'OffsetFetchRequestGroup.member_id',
+    289: 'OffsetFetchRequestGroup.member_id',
+    290: 'OffsetFetchRequestGroup.member_id',
+    291: 'OffsetFetchRequestGroup.member_id',
+    292: 'OffsetFetchRequestGroup.member_id',
+    293: 'OffsetFetchRequestGroup.member_id',
+    294: 'OffsetFetchRequestGroup.member_id',
+    295: 'OffsetFetchRequestGroup.member_id',
+    296: 'OffsetFetchRequestGroup.member_id',
+    297: 'OffsetFetchRequestGroup.member_id',
+    298: 'OffsetFetchRequestGroup.member_id',
+    299: 'OffsetFetchRequestGroup.member_id',
+    300: 'OffsetFetchRequestGroup.member_id',
+    301: 'OffsetFetchRequestGroup.member_id',
+    302: 'OffsetFetchRequestGroup.member_id',
+    303: 'OffsetFetchRequestGroup.member_id',
+    304: 'OffsetFetchRequestGroup.member_id',
+    305: 'OffsetFetchRequestGroup.member_epoch',
+    306: 'OffsetFetchRequestGroup.member_epoch',
+    307: 'OffsetFetchRequestGroup.topics',
+    308: 'OffsetFetchRequestGroup.topics',
+    309: 'OffsetFetchRequestGroup.topics',
+    310: 'OffsetFetchRequestGroup.topics',
+    311: 'OffsetFetchRequestGroup.topics',
+    312: 'OffsetFetchRequestGroup.topics',
+    313: 'OffsetFetchRequestGroup.topics',
+    314: 'OffsetFetchRequestGroup.topics',
+    315: 'OffsetFetchRequestGroup.topics',
+    316: 'OffsetFetchRequestGroup.topics',
+    317: 'OffsetFetchRequestGroup.topics',
+    318: 'OffsetFetchRequestGroup.topics',
+    319: 'OffsetFetchRequestGroup.topics',
+    320: 'OffsetFetchRequestGroup.topics',
+    321: 'OffsetFetchRequestGroup.topics',
+    322: 'OffsetFetchRequestGroup.topics',
+    323: 'OffsetFetchRequestGroup.topics',
+    324: 'OffsetFetchRequestGroup.<tagged fields>',
+    325: 'OffsetFetchRequestGroup.<tagged fields>',
+    326: 'OffsetFetchRequestGroup.<tagged fields>',
+    327: 'OffsetFetchRequestGroup.<tagged fields>',
+    328: 'OffsetFetchRequestGroup.<tagged fields>',
     339: 'OffsetFetchRequest.group_id',
     340: 'OffsetFetchRequest.group_id',
     341: 'OffsetFetchRequest.group_id',
@@ -904,104 +999,162 @@ _reg(__file__, {
     346: 'OffsetFetchRequest.group_id',
     347: 'OffsetFetchRequest.group_id',
     348: 'OffsetFetchRequest.group_id',
-    349: 'OffsetFetchRequest.group_id',
-    350: 'OffsetFetchRequest.group_id',
-    351: 'OffsetFetchRequest.group_id',
-    352: 'OffsetFetchRequest.group_id',
+    349: 'OffsetFetchRequest.topics',
+    350: 'OffsetFetchRequest.topics',
+    351: 'OffsetFetchRequest.topics',
+    352: 'OffsetFetchRequest.topics',
     353: 'OffsetFetchRequest.topics',
     354: 'OffsetFetchRequest.topics',
     355: 'OffsetFetchRequest.topics',
     356: 'OffsetFetchRequest.topics',
     357: 'OffsetFetchRequest.topics',
     358: 'OffsetFetchRequest.topics',
-    359: 'OffsetFetchRequest.topics',
-    360: 'OffsetFetchRequest.topics',
-    361: 'OffsetFetchRequest.topics',
-    362: 'OffsetFetchRequest.topics',
-    363: 'OffsetFetchRequest.topics',
-    364: 'OffsetFetchRequest.topics',
-    365: 'OffsetFetchRequest.topics',
-    366: 'OffsetFetchRequest.topics',
-    367: 'OffsetFetchRequest.<tagged fields>',
-    368: 'OffsetFetchRequest.<tagged fields>',
-    369: 'OffsetFetchRequest.<tagged fields>',
-    370: 'OffsetFetchRequest.<tagged fields>',
-    371: 'OffsetFetchRequest.<tagged fields>',
+    370: 'OffsetFetchRequest.group_id',
+    371: 'OffsetFetchRequest.group_id',
+    372: 'OffsetFetchRequest.group_id',
+    373: 'OffsetFetchRequest.group_id',
+    374: 'OffsetFetchRequest.group_id',
+    375: 'OffsetFetchRequest.group_id',
     376: 'OffsetFetchRequest.group_id',
     377: 'OffsetFetchRequest.group_id',
     378: 'OffsetFetchRequest.group_id',
     379: 'OffsetFetchRequest.group_id',
-    380: 'OffsetFetchRequest.group_id',
-    381: 'OffsetFetchRequest.group_id',
-    382: 'OffsetFetchRequest.group_id',
-    383: 'OffsetFetchRequest.group_id',
-    384: 'OffsetFetchRequest.group_id',
-    385: 'OffsetFetchRequest.group_id',
-    386: 'OffsetFetchRequest.group_id',
-    387: 'OffsetFetchRequest.group_id',
-    388: 'OffsetFetchRequest.group_id',
-    389: 'OffsetFetchRequest.group_id',
-    390: 'OffsetFetchRequest.topics',
-    391: 'OffsetFetchRequest.topics',
-    392: 'OffsetFetchRequest.topics',
-    393: 'OffsetFetchRequest.topics',
-    394: 'OffsetFetchRequest.topics',
-    395: 'OffsetFetchRequest.topics',
-    396: 'OffsetFetchRequest.topics',
-    397: 'OffsetFetchRequest.topics',
-    398: 'OffsetFetchRequest.topics',
-    399: 'OffsetFetchRequest.topics',
-    400: 'OffsetFetchRequest.topics',
-    401: 'OffsetFetchRequest.topics',
-    402: 'OffsetFetchRequest.topics',
-    403: 'OffsetFetchRequest.topics',
-    404: 'OffsetFetchRequest.require_stable',
-    405: 'OffsetFetchRequest.require_stable',
-    406: 'OffsetFetchRequest.<tagged fields>',
-    407: 'OffsetFetchRequest.<tagged fields>',
-    408: 'OffsetFetchRequest.<tagged fields>',
-    409: 'OffsetFetchRequest.<tagged fields>',
-    410: 'OffsetFetchRequest.<tagged fields>',
-    415: 'OffsetFetchRequest.groups',
-    416: 'OffsetFetchRequest.groups',
-    417: 'OffsetFetchRequest.groups',
-    418: 'OffsetFetchRequest.groups',
-    419: 'OffsetFetchRequest.groups',
-    420: 'OffsetFetchRequest.groups',
-    421: 'OffsetFetchRequest.groups',
-    422: 'OffsetFetchRequest.groups',
-    423: 'OffsetFetchRequest.groups',
-    424: 'OffsetFetchRequest.groups',
-    425: 'OffsetFetchRequest.groups',
-    426: 'OffsetFetchRequest.groups',
-    427: 'OffsetFetchRequest.groups',
-    428: 'OffsetFetchRequest.groups',
-    429: 'OffsetFetchRequest.require_stable',
-    430: 'OffsetFetchRequest.require_stable',
-    431: 'OffsetFetchRequest.<tagged fields>',
-    432: 'OffsetFetchRequest.<tagged fields>',
-    433: 'OffsetFetchRequest.<tagged fields>',
-    434: 'OffsetFetchRequest.<tagged fields>',
-    435: 'OffsetFetchRequest.<tagged fields>',
-    440: 'OffsetFetchRequest.groups',
-    441: 'OffsetFetchRequest.groups',
-    442: 'OffsetFetchRequest.groups',
-    443: 'OffsetFetchRequest.groups',
-    444: 'OffsetFetchRequest.groups',
-    445: 'OffsetFetchRequest.groups',
-    446: 'OffsetFetchRequest.groups',
-    447: 'OffsetFetchRequest.groups',
-    448: 'OffsetFetchRequest.groups',
-    449: 'OffsetFetchRequest.groups',
-    450: 'OffsetFetchRequest.groups',
-    451: 'OffsetFetchRequest.groups',
-    452: 'OffsetFetchRequest.groups',
-    453: 'OffsetFetchRequest.groups',
-    454: 'OffsetFetchRequest.require_stable',
-    455: 'OffsetFetchRequest.require_stable',
-    456: 'OffsetFetchRequest.<tagged fields>',
-    457: 'OffsetFetchRequest.<tagged fields>',
-    458: 'OffsetFetchRequest.<tagged fields>',
-    459: 'OffsetFetchRequest.<tagged fields>',
-    460: 'OffsetFetchRequest.<tagged fields>',
+    380: 'OffsetFetchRequest.topics',
+    381: 'OffsetFetchRequest.topics',
+    382: 'OffsetFetchRequest.topics',
+    383: 'OffsetFetchRequest.topics',
+    384: 'OffsetFetchRequest.topics',
+    385: 'OffsetFetchRequest.topics',
+    386: 'OffsetFetchRequest.topics',
+    387: 'OffsetFetchRequest.topics',
+    388: 'OffsetFetchRequest.topics',
+    389: 'OffsetFetchRequest.topics',
+    403: 'OffsetFetchRequest.group_id',
+    404: 'OffsetFetchRequest.group_id',
+    405: 'OffsetFetchRequest.group_id',
+    406: 'OffsetFetchRequest.group_id',
+    407: 'OffsetFetchRequest.group_id',
+    408: 'OffsetFetchRequest.group_id',
+    409: 'OffsetFetchRequest.group_id',
+    410: 'OffsetFetchRequest.group_id',
+    411: 'OffsetFetchRequest.group_id',
+    412: 'OffsetFetchRequest.group_id',
+    413: 'OffsetFetchRequest.group_id',
+    414: 'OffsetFetchRequest.group_id',
+    415: 'OffsetFetchRequest.group_id',
+    416: 'OffsetFetchRequest.group_id',
+    417: 'OffsetFetchRequest.group_id',
+    418: 'OffsetFetchRequest.group_id',
+    419: 'OffsetFetchRequest.group_id',
+    420: 'OffsetFetchRequest.topics',
+    421: 'OffsetFetchRequest.topics',
+    422: 'OffsetFetchRequest.topics',
+    423: 'OffsetFetchRequest.topics',
+    424: 'OffsetFetchRequest.topics',
+    425: 'OffsetFetchRequest.topics',
+    426: 'OffsetFetchRequest.topics',
+    427: 'OffsetFetchRequest.topics',
+    428: 'OffsetFetchRequest.topics',
+    429: 'OffsetFetchRequest.topics',
+    430: 'OffsetFetchRequest.topics',
+    431: 'OffsetFetchRequest.topics',
+    432: 'OffsetFetchRequest.topics',
+    433: 'OffsetFetchRequest.topics',
+    434: 'OffsetFetchRequest.topics',
+    435: 'OffsetFetchRequest.topics',
+    436: 'OffsetFetchRequest.topics',
+    437: 'OffsetFetchRequest.<tagged fields>',
+    438: 'OffsetFetchRequest.<tagged fields>',
+    439: 'OffsetFetchRequest.<tagged fields>',
+    440: 'OffsetFetchRequest.<tagged fields>',
+    441: 'OffsetFetchRequest.<tagged fields>',
+    452: 'OffsetFetchRequest.group_id',
+    453: 'OffsetFetchRequest.group_id',
+    454: 'OffsetFetchRequest.group_id',
+    455: 'OffsetFetchRequest.group_id',
+    456: 'OffsetFetchRequest.group_id',
+    457: 'OffsetFetchRequest.group_id',
+    458: 'OffsetFetchRequest.group_id',
+    459: 'OffsetFetchRequest.group_id',
+    460: 'OffsetFetchRequest.group_id',
+    461: 'OffsetFetchRequest.group_id',
+    462: 'OffsetFetchRequest.group_id',
+    463: 'OffsetFetchRequest.group_id',
+    464: 'OffsetFetchRequest.group_id',
+    465: 'OffsetFetchRequest.group_id',
+    466: 'OffsetFetchRequest.group_id',
+    467: 'OffsetFetchRequest.group_id',
+    468: 'OffsetFetchRequest.group_id',
+    469: 'OffsetFetchRequest.topics',
+    470: 'OffsetFetchRequest.topics',
+    471: 'OffsetFetchRequest.topics',
+    472: 'OffsetFetchRequest.topics',
+    473: 'OffsetFetchRequest.topics',
+    474: 'OffsetFetchRequest.topics',
+    475: 'OffsetFetchRequest.topics',
+    476: 'OffsetFetchRequest.topics',
+    477: 'OffsetFetchRequest.topics',
+    478: 'OffsetFetchRequest.topics',
+    479: 'OffsetFetchRequest.topics',
+    480: 'OffsetFetchRequest.topics',
+    481: 'OffsetFetchRequest.topics',
+    482: 'OffsetFetchRequest.topics',
+    483: 'OffsetFetchRequest.topics',
+    484: 'OffsetFetchRequest.topics',
+    485: 'OffsetFetchRequest.topics',
+    486: 'OffsetFetchRequest.require_stable',
+    487: 'OffsetFetchRequest.require_stable',
+    488: 'OffsetFetchRequest.<tagged fields>',
+    489: 'OffsetFetchRequest.<tagged fields>',
+    490: 'OffsetFetchRequest.<tagged fields>',
+    491: 'OffsetFetchRequest.<tagged fields>',
+    492: 'OffsetFetchRequest.<tagged fields>',
+    503: 'OffsetFetchRequest.groups',
+    504: 'OffsetFetchRequest.groups',
+    505: 'OffsetFetchRequest.groups',
+    506: 'OffsetFetchRequest.groups',
+    507: 'OffsetFetchRequest.groups',
+    508: 'OffsetFetchRequest.groups',
+    509: 'OffsetFetchRequest.groups',
+    510: 'OffsetFetchRequest.groups',
+    511: 'OffsetFetchRequest.groups',
+    512: 'OffsetFetchRequest.groups',
+    513: 'OffsetFetchRequest.groups',
+    514: 'OffsetFetchRequest.groups',
+    515: 'OffsetFetchRequest.groups',
+    516: 'OffsetFetchRequest.groups',
+    517: 'OffsetFetchRequest.groups',
+    518: 'OffsetFetchRequest.groups',
+    519: 'OffsetFetchRequest.groups',
+    520: 'OffsetFetchRequest.require_stable',
+    521: 'OffsetFetchRequest.require_stable',
+    522: 'OffsetFetchRequest.<tagged fields>',
+    523: 'OffsetFetchRequest.<tagged fields>',
+    524: 'OffsetFetchRequest.<tagged fields>',
+    525: 'OffsetFetchRequest.<tagged fields>',
+    526: 'OffsetFetchRequest.<tagged fields>',
+    537: 'OffsetFetchRequest.groups',
+    538: 'OffsetFetchRequest.groups',
+    539: 'OffsetFetchRequest.groups',
+    540: 'OffsetFetchRequest.groups',
+    541: 'OffsetFetchRequest.groups',
+    542: 'OffsetFetchRequest.groups',
+    543: 'OffsetFetchRequest.groups',
+    544: 'OffsetFetchRequest.groups',
+    545: 'OffsetFetchRequest.groups',
+    546: 'OffsetFetchRequest.groups',
+    547: 'OffsetFetchRequest.groups',
+    548: 'OffsetFetchRequest.groups',
+    549: 'OffsetFetchRequest.groups',
+    550: 'OffsetFetchRequest.groups',
+    551: 'OffsetFetchRequest.groups',
+    552: 'OffsetFetchRequest.groups',
+    553: 'OffsetFetchRequest.groups',
+    554: 'OffsetFetchRequest.require_stable',
+    555: 'OffsetFetchRequest.require_stable',
+    556: 'OffsetFetchRequest.<tagged fields>',
+    557: 'OffsetFetchRequest.<tagged fields>',
+    558: 'OffsetFetchRequest.<tagged fields>',
+    559: 'OffsetFetchRequest.<tagged fields>',
+    560: 'OffsetFetchRequest.<tagged fields>',
 })

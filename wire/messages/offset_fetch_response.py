@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -157,7 +158,14 @@ def _d_OffsetFetchResponsePartition_v0(buf, pos):
         pos = _end2
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return OffsetFetchResponsePartition(_f_partition_index, _f_committed_offset, -1, _f_metadata, _f_error_code, None), pos
+    _o = _new(OffsetFetchResponsePartition)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = -1
+    _o.metadata = _f_metadata
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetFetchResponsePartition_v1 = _d_OffsetFetchResponsePartition_v0
@@ -183,7 +191,14 @@ def _d_OffsetFetchResponsePartition_v5(buf, pos):
         pos = _end12
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return OffsetFetchResponsePartition(_f_partition_index, _f_committed_offset, _f_committed_leader_epoch, _f_metadata, _f_error_code, None), pos
+    _o = _new(OffsetFetchResponsePartition)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = _f_committed_leader_epoch
+    _o.metadata = _f_metadata
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetFetchResponsePartition_v6(buf, pos):
@@ -192,6 +207,9 @@ def _d_OffsetFetchResponsePartition_v6(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -210,7 +228,14 @@ def _d_OffsetFetchResponsePartition_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchResponsePartition.<tagged fields>')
-    return OffsetFetchResponsePartition(_f_partition_index, _f_committed_offset, _f_committed_leader_epoch, _f_metadata, _f_error_code, _unk), pos
+    _o = _new(OffsetFetchResponsePartition)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = _f_committed_leader_epoch
+    _o.metadata = _f_metadata
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetFetchResponsePartition_v7 = _d_OffsetFetchResponsePartition_v6
@@ -236,7 +261,11 @@ def _d_OffsetFetchResponseTopic_v0(buf, pos):
         for _ in range(_n19):
             _x20, pos = _d_OffsetFetchResponsePartition_v0(buf, pos)
             _f_partitions.append(_x20)
-    return OffsetFetchResponseTopic(_f_name, _f_partitions, None), pos
+    _o = _new(OffsetFetchResponseTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetFetchResponseTopic_v1 = _d_OffsetFetchResponseTopic_v0
@@ -268,13 +297,20 @@ def _d_OffsetFetchResponseTopic_v5(buf, pos):
         for _ in range(_n39):
             _x40, pos = _d_OffsetFetchResponsePartition_v5(buf, pos)
             _f_partitions.append(_x40)
-    return OffsetFetchResponseTopic(_f_name, _f_partitions, None), pos
+    _o = _new(OffsetFetchResponseTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetFetchResponseTopic_v6(buf, pos):
     _n41 = buf[pos]
     if _n41 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n41 = (_n41 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n41, pos = _ruv(buf, pos)
     _n41 -= 1
@@ -289,6 +325,9 @@ def _d_OffsetFetchResponseTopic_v6(buf, pos):
     _n43 = buf[pos]
     if _n43 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n43 = (_n43 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n43, pos = _ruv(buf, pos)
     _n43 -= 1
@@ -305,7 +344,11 @@ def _d_OffsetFetchResponseTopic_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchResponseTopic.<tagged fields>')
-    return OffsetFetchResponseTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(OffsetFetchResponseTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetFetchResponseTopic_v7 = _d_OffsetFetchResponseTopic_v6
@@ -316,6 +359,9 @@ def _d_OffsetFetchResponsePartitions_v8(buf, pos):
     _n49 = buf[pos]
     if _n49 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n49 = (_n49 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n49, pos = _ruv(buf, pos)
     _n49 -= 1
@@ -334,7 +380,14 @@ def _d_OffsetFetchResponsePartitions_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchResponsePartitions.<tagged fields>')
-    return OffsetFetchResponsePartitions(_f_partition_index, _f_committed_offset, _f_committed_leader_epoch, _f_metadata, _f_error_code, _unk), pos
+    _o = _new(OffsetFetchResponsePartitions)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = _f_committed_leader_epoch
+    _o.metadata = _f_metadata
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetFetchResponsePartitions_v9 = _d_OffsetFetchResponsePartitions_v8
@@ -343,6 +396,9 @@ def _d_OffsetFetchResponseTopics_v8(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -357,6 +413,9 @@ def _d_OffsetFetchResponseTopics_v8(buf, pos):
     _n55 = buf[pos]
     if _n55 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n55 = (_n55 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n55, pos = _ruv(buf, pos)
     _n55 -= 1
@@ -373,7 +432,11 @@ def _d_OffsetFetchResponseTopics_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchResponseTopics.<tagged fields>')
-    return OffsetFetchResponseTopics(_f_name, _f_partitions, _unk), pos
+    _o = _new(OffsetFetchResponseTopics)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetFetchResponseTopics_v9 = _d_OffsetFetchResponseTopics_v8
@@ -382,6 +445,9 @@ def _d_OffsetFetchResponseGroup_v8(buf, pos):
     _n61 = buf[pos]
     if _n61 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n61 = (_n61 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n61, pos = _ruv(buf, pos)
     _n61 -= 1
@@ -396,6 +462,9 @@ def _d_OffsetFetchResponseGroup_v8(buf, pos):
     _n63 = buf[pos]
     if _n63 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n63 = (_n63 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n63, pos = _ruv(buf, pos)
     _n63 -= 1
@@ -414,7 +483,12 @@ def _d_OffsetFetchResponseGroup_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchResponseGroup.<tagged fields>')
-    return OffsetFetchResponseGroup(_f_group_id, _f_topics, _f_error_code, _unk), pos
+    _o = _new(OffsetFetchResponseGroup)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetFetchResponseGroup_v9 = _d_OffsetFetchResponseGroup_v8
@@ -430,7 +504,13 @@ def _d_OffsetFetchResponse_v0(buf, pos):
         for _ in range(_n69):
             _x70, pos = _d_OffsetFetchResponseTopic_v0(buf, pos)
             _f_topics.append(_x70)
-    return OffsetFetchResponse(0, _f_topics, 0, [], None), pos
+    _o = _new(OffsetFetchResponse)
+    _o.throttle_time_ms = 0
+    _o.topics = _f_topics
+    _o.error_code = 0
+    _o.groups = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetFetchResponse_v1 = _d_OffsetFetchResponse_v0
@@ -448,7 +528,13 @@ def _d_OffsetFetchResponse_v2(buf, pos):
             _f_topics.append(_x74)
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return OffsetFetchResponse(0, _f_topics, _f_error_code, [], None), pos
+    _o = _new(OffsetFetchResponse)
+    _o.throttle_time_ms = 0
+    _o.topics = _f_topics
+    _o.error_code = _f_error_code
+    _o.groups = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetFetchResponse_v3(buf, pos):
@@ -466,7 +552,13 @@ def _d_OffsetFetchResponse_v3(buf, pos):
             _f_topics.append(_x76)
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return OffsetFetchResponse(_f_throttle_time_ms, _f_topics, _f_error_code, [], None), pos
+    _o = _new(OffsetFetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.error_code = _f_error_code
+    _o.groups = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetFetchResponse_v4 = _d_OffsetFetchResponse_v3
@@ -486,7 +578,13 @@ def _d_OffsetFetchResponse_v5(buf, pos):
             _f_topics.append(_x80)
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return OffsetFetchResponse(_f_throttle_time_ms, _f_topics, _f_error_code, [], None), pos
+    _o = _new(OffsetFetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.error_code = _f_error_code
+    _o.groups = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetFetchResponse_v6(buf, pos):
@@ -495,6 +593,9 @@ def _d_OffsetFetchResponse_v6(buf, pos):
     _n81 = buf[pos]
     if _n81 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n81 = (_n81 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n81, pos = _ruv(buf, pos)
     _n81 -= 1
@@ -513,7 +614,13 @@ def _d_OffsetFetchResponse_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchResponse.<tagged fields>')
-    return OffsetFetchResponse(_f_throttle_time_ms, _f_topics, _f_error_code, [], _unk), pos
+    _o = _new(OffsetFetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.error_code = _f_error_code
+    _o.groups = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetFetchResponse_v7 = _d_OffsetFetchResponse_v6
@@ -524,6 +631,9 @@ def _d_OffsetFetchResponse_v8(buf, pos):
     _n85 = buf[pos]
     if _n85 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n85 = (_n85 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n85, pos = _ruv(buf, pos)
     _n85 -= 1
@@ -540,7 +650,13 @@ def _d_OffsetFetchResponse_v8(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetFetchResponse.<tagged fields>')
-    return OffsetFetchResponse(_f_throttle_time_ms, [], 0, _f_groups, _unk), pos
+    _o = _new(OffsetFetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = []
+    _o.error_code = 0
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_OffsetFetchResponse_v9 = _d_OffsetFetchResponse_v8
@@ -785,9 +901,8 @@ FLEXIBLE_FROM = 6
 DECODERS = {0: _d_OffsetFetchResponse_v0, 1: _d_OffsetFetchResponse_v1, 2: _d_OffsetFetchResponse_v2, 3: _d_OffsetFetchResponse_v3, 4: _d_OffsetFetchResponse_v4, 5: _d_OffsetFetchResponse_v5, 6: _d_OffsetFetchResponse_v6, 7: _d_OffsetFetchResponse_v7, 8: _d_OffsetFetchResponse_v8, 9: _d_OffsetFetchResponse_v9}
 ENCODERS = {0: _e_OffsetFetchResponse_v0, 1: _e_OffsetFetchResponse_v1, 2: _e_OffsetFetchResponse_v2, 3: _e_OffsetFetchResponse_v3, 4: _e_OffsetFetchResponse_v4, 5: _e_OffsetFetchResponse_v5, 6: _e_OffsetFetchResponse_v6, 7: _e_OffsetFetchResponse_v7, 8: _e_OffsetFetchResponse_v8, 9: _e_OffsetFetchResponse_v9}
 _reg(__file__, {
-    146: 'OffsetFetchResponsePartition.partition_index/committed_offset',
     147: 'OffsetFetchResponsePartition.partition_index/committed_offset',
-    148: 'OffsetFetchResponsePartition.metadata',
+    148: 'OffsetFetchResponsePartition.partition_index/committed_offset',
     149: 'OffsetFetchResponsePartition.metadata',
     150: 'OffsetFetchResponsePartition.metadata',
     151: 'OffsetFetchResponsePartition.metadata',
@@ -797,65 +912,52 @@ _reg(__file__, {
     155: 'OffsetFetchResponsePartition.metadata',
     156: 'OffsetFetchResponsePartition.metadata',
     157: 'OffsetFetchResponsePartition.metadata',
-    158: 'OffsetFetchResponsePartition.error_code',
+    158: 'OffsetFetchResponsePartition.metadata',
     159: 'OffsetFetchResponsePartition.error_code',
-    168: 'OffsetFetchResponsePartition.partition_index/committed_offset/committed_leader_epoch',
-    169: 'OffsetFetchResponsePartition.partition_index/committed_offset/committed_leader_epoch',
-    170: 'OffsetFetchResponsePartition.metadata',
-    171: 'OffsetFetchResponsePartition.metadata',
-    172: 'OffsetFetchResponsePartition.metadata',
-    173: 'OffsetFetchResponsePartition.metadata',
-    174: 'OffsetFetchResponsePartition.metadata',
-    175: 'OffsetFetchResponsePartition.metadata',
-    176: 'OffsetFetchResponsePartition.metadata',
-    177: 'OffsetFetchResponsePartition.metadata',
+    160: 'OffsetFetchResponsePartition.error_code',
+    176: 'OffsetFetchResponsePartition.partition_index/committed_offset/committed_leader_epoch',
+    177: 'OffsetFetchResponsePartition.partition_index/committed_offset/committed_leader_epoch',
     178: 'OffsetFetchResponsePartition.metadata',
     179: 'OffsetFetchResponsePartition.metadata',
-    180: 'OffsetFetchResponsePartition.error_code',
-    181: 'OffsetFetchResponsePartition.error_code',
-    186: 'OffsetFetchResponsePartition.partition_index/committed_offset/committed_leader_epoch',
-    187: 'OffsetFetchResponsePartition.partition_index/committed_offset/committed_leader_epoch',
-    188: 'OffsetFetchResponsePartition.metadata',
-    189: 'OffsetFetchResponsePartition.metadata',
-    190: 'OffsetFetchResponsePartition.metadata',
-    191: 'OffsetFetchResponsePartition.metadata',
-    192: 'OffsetFetchResponsePartition.metadata',
-    193: 'OffsetFetchResponsePartition.metadata',
-    194: 'OffsetFetchResponsePartition.metadata',
-    195: 'OffsetFetchResponsePartition.metadata',
-    196: 'OffsetFetchResponsePartition.metadata',
-    197: 'OffsetFetchResponsePartition.metadata',
-    198: 'OffsetFetchResponsePartition.metadata',
-    199: 'OffsetFetchResponsePartition.metadata',
-    200: 'OffsetFetchResponsePartition.metadata',
-    201: 'OffsetFetchResponsePartition.metadata',
-    202: 'OffsetFetchResponsePartition.error_code',
-    203: 'OffsetFetchResponsePartition.error_code',
-    204: 'OffsetFetchResponsePartition.<tagged fields>',
-    205: 'OffsetFetchResponsePartition.<tagged fields>',
-    206: 'OffsetFetchResponsePartition.<tagged fields>',
-    207: 'OffsetFetchResponsePartition.<tagged fields>',
-    208: 'OffsetFetchResponsePartition.<tagged fields>',
-    214: 'OffsetFetchResponseTopic.name',
-    215: 'OffsetFetchResponseTopic.name',
-    216: 'OffsetFetchResponseTopic.name',
-    217: 'OffsetFetchResponseTopic.name',
-    218: 'OffsetFetchResponseTopic.name',
-    219: 'OffsetFetchResponseTopic.name',
-    220: 'OffsetFetchResponseTopic.name',
-    221: 'OffsetFetchResponseTopic.name',
-    222: 'OffsetFetchResponseTopic.name',
-    223: 'OffsetFetchResponseTopic.name',
-    224: 'OffsetFetchResponseTopic.partitions',
-    225: 'OffsetFetchResponseTopic.partitions',
-    226: 'OffsetFetchResponseTopic.partitions',
-    227: 'OffsetFetchResponseTopic.partitions',
-    228: 'OffsetFetchResponseTopic.partitions',
-    229: 'OffsetFetchResponseTopic.partitions',
-    230: 'OffsetFetchResponseTopic.partitions',
-    231: 'OffsetFetchResponseTopic.partitions',
-    232: 'OffsetFetchResponseTopic.partitions',
-    233: 'OffsetFetchResponseTopic.partitions',
+    180: 'OffsetFetchResponsePartition.metadata',
+    181: 'OffsetFetchResponsePartition.metadata',
+    182: 'OffsetFetchResponsePartition.metadata',
+    183: 'OffsetFetchResponsePartition.metadata',
+    184: 'OffsetFetchResponsePartition.metadata',
+    185: 'OffsetFetchResponsePartition.metadata',
+    186: 'OffsetFetchResponsePartition.metadata',
+    187: 'OffsetFetchResponsePartition.metadata',
+    188: 'OffsetFetchResponsePartition.error_code',
+    189: 'OffsetFetchResponsePartition.error_code',
+    201: 'OffsetFetchResponsePartition.partition_index/committed_offset/committed_leader_epoch',
+    202: 'OffsetFetchResponsePartition.partition_index/committed_offset/committed_leader_epoch',
+    203: 'OffsetFetchResponsePartition.metadata',
+    204: 'OffsetFetchResponsePartition.metadata',
+    205: 'OffsetFetchResponsePartition.metadata',
+    206: 'OffsetFetchResponsePartition.metadata',
+    207: 'OffsetFetchResponsePartition.metadata',
+    208: 'OffsetFetchResponsePartition.metadata',
+    209: 'OffsetFetchResponsePartition.metadata',
+    210: 'OffsetFetchResponsePartition.metadata',
+    211: 'OffsetFetchResponsePartition.metadata',
+    212: 'OffsetFetchResponsePartition.metadata',
+    213: 'OffsetFetchResponsePartition.metadata',
+    214: 'OffsetFetchResponsePartition.metadata',
+    215: 'OffsetFetchResponsePartition.metadata',
+    216: 'OffsetFetchResponsePartition.metadata',
+    217: 'OffsetFetchResponsePartition.metadata',
+    218: 'OffsetFetchResponsePartition.metadata',
+    219: 'OffsetFetchResponsePartition.metadata',
+    220: 'OffsetFetchResponsePartition.error_code',
+    221: 'OffsetFetchResponsePartition.error_code',
+    222: 'OffsetFetchResponsePartition.<tagged fields>',
+    223: 'OffsetFetchResponsePartition.<tagged fields>',
+    224: 'OffsetFetchResponsePartition.<tagged fields>',
+    225: 'OffsetFetchResponsePartition.<tagged fields>',
+    226: 'OffsetFetchResponsePartition.<tagged fields>',
+    239: 'OffsetFetchResponseTopic.name',
+    240: 'OffsetFetchResponseTopic.name',
+    241: 'OffsetFetchResponseTopic.name',
     242: 'OffsetFetchResponseTopic.name',
     243: 'OffsetFetchResponseTopic.name',
     244: 'OffsetFetchResponseTopic.name',
@@ -863,9 +965,9 @@ _reg(__file__, {
     246: 'OffsetFetchResponseTopic.name',
     247: 'OffsetFetchResponseTopic.name',
     248: 'OffsetFetchResponseTopic.name',
-    249: 'OffsetFetchResponseTopic.name',
-    250: 'OffsetFetchResponseTopic.name',
-    251: 'OffsetFetchResponseTopic.name',
+    249: 'OffsetFetchResponseTopic.partitions',
+    250: 'OffsetFetchResponseTopic.partitions',
+    251: 'OffsetFetchResponseTopic.partitions',
     252: 'OffsetFetchResponseTopic.partitions',
     253: 'OffsetFetchResponseTopic.partitions',
     254: 'OffsetFetchResponseTopic.partitions',
@@ -873,14 +975,6 @@ _reg(__file__, {
     256: 'OffsetFetchResponseTopic.partitions',
     257: 'OffsetFetchResponseTopic.partitions',
     258: 'OffsetFetchResponseTopic.partitions',
-    259: 'OffsetFetchResponseTopic.partitions',
-    260: 'OffsetFetchResponseTopic.partitions',
-    261: 'OffsetFetchResponseTopic.partitions',
-    266: 'OffsetFetchResponseTopic.name',
-    267: 'OffsetFetchResponseTopic.name',
-    268: 'OffsetFetchResponseTopic.name',
-    269: 'OffsetFetchResponseTopic.name',
-    270: 'OffsetFetchResponseTopic.name',
     271: 'OffsetFetchResponseTopic.name',
     272: 'OffsetFetchResponseTopic.name',
     273: 'OffsetFetchResponseTopic.name',
@@ -890,7 +984,7 @@ _reg(__file__, {
     277: 'OffsetFetchResponseTopic.name',
     278: 'OffsetFetchResponseTopic.name',
     279: 'OffsetFetchResponseTopic.name',
-    280: 'OffsetFetchResponseTopic.partitions',
+    280: 'OffsetFetchResponseTopic.name',
     281: 'OffsetFetchResponseTopic.partitions',
     282: 'OffsetFetchResponseTopic.partitions',
     283: 'OffsetFetchResponseTopic.partitions',
@@ -901,161 +995,151 @@ _reg(__file__, {
     288: 'OffsetFetchResponseTopic.partitions',
     289: 'OffsetFetchResponseTopic.partitions',
     290: 'OffsetFetchResponseTopic.partitions',
-    291: 'OffsetFetchResponseTopic.partitions',
-    292: 'OffsetFetchResponseTopic.partitions',
-    293: 'OffsetFetchResponseTopic.partitions',
-    294: 'OffsetFetchResponseTopic.<tagged fields>',
-    295: 'OffsetFetchResponseTopic.<tagged fields>',
-    296: 'OffsetFetchResponseTopic.<tagged fields>',
-    297: 'OffsetFetchResponseTopic.<tagged fields>',
-    298: 'OffsetFetchResponseTopic.<tagged fields>',
-    304: 'OffsetFetchResponsePartitions.partition_index/committed_offset/committed_leader_epoch',
-    305: 'OffsetFetchResponsePartitions.partition_index/committed_offset/committed_leader_epoch',
-    306: 'OffsetFetchResponsePartitions.metadata',
-    307: 'OffsetFetchResponsePartitions.metadata',
-    308: 'OffsetFetchResponsePartitions.metadata',
-    309: 'OffsetFetchResponsePartitions.metadata',
-    310: 'OffsetFetchResponsePartitions.metadata',
-    311: 'OffsetFetchResponsePartitions.metadata',
-    312: 'OffsetFetchResponsePartitions.metadata',
-    313: 'OffsetFetchResponsePartitions.metadata',
-    314: 'OffsetFetchResponsePartitions.metadata',
-    315: 'OffsetFetchResponsePartitions.metadata',
-    316: 'OffsetFetchResponsePartitions.metadata',
-    317: 'OffsetFetchResponsePartitions.metadata',
-    318: 'OffsetFetchResponsePartitions.metadata',
-    319: 'OffsetFetchResponsePartitions.metadata',
-    320: 'OffsetFetchResponsePartitions.error_code',
-    321: 'OffsetFetchResponsePartitions.error_code',
-    322: 'OffsetFetchResponsePartitions.<tagged fields>',
-    323: 'OffsetFetchResponsePartitions.<tagged fields>',
-    324: 'OffsetFetchResponsePartitions.<tagged fields>',
-    325: 'OffsetFetchResponsePartitions.<tagged fields>',
-    326: 'OffsetFetchResponsePartitions.<tagged fields>',
-    332: 'OffsetFetchResponseTopics.name',
-    333: 'OffsetFetchResponseTopics.name',
-    334: 'OffsetFetchResponseTopics.name',
-    335: 'OffsetFetchResponseTopics.name',
-    336: 'OffsetFetchResponseTopics.name',
-    337: 'OffsetFetchResponseTopics.name',
-    338: 'OffsetFetchResponseTopics.name',
-    339: 'OffsetFetchResponseTopics.name',
-    340: 'OffsetFetchResponseTopics.name',
-    341: 'OffsetFetchResponseTopics.name',
-    342: 'OffsetFetchResponseTopics.name',
-    343: 'OffsetFetchResponseTopics.name',
-    344: 'OffsetFetchResponseTopics.name',
-    345: 'OffsetFetchResponseTopics.name',
-    346: 'OffsetFetchResponseTopics.partitions',
-    347: 'OffsetFetchResponseTopics.partitions',
-    348: 'OffsetFetchResponseTopics.partitions',
-    349: 'OffsetFetchResponseTopics.partitions',
-    350: 'OffsetFetchResponseTopics.partitions',
-    351: 'OffsetFetchResponseTopics.partitions',
-    352: 'OffsetFetchResponseTopics.partitions',
-    353: 'OffsetFetchResponseTopics.partitions',
-    354: 'OffsetFetchResponseTopics.partitions',
-    355: 'OffsetFetchResponseTopics.partitions',
-    356: 'OffsetFetchResponseTopics.partitions',
-    357: 'OffsetFetchResponseTopics.partitions',
-    358: 'OffsetFetchResponseTopics.partitions',
-    359: 'OffsetFetchResponseTopics.partitions',
-    360: 'OffsetFetchResponseTopics.<tagged fields>',
-    361: 'OffsetFetchResponseTopics.<tagged fields>',
-    362: 'OffsetFetchResponseTopics.<tagged fields>',
-    363: 'OffsetFetchResponseTopics.<tagged fields>',
-    364: 'OffsetFetchResponseTopics.<tagged fields>',
-    370: 'OffsetFetchResponseGroup.group_id',
-    371: 'OffsetFetchResponseGroup.group_id',
-    372: 'OffsetFetchResponseGroup.group_id',
-    373: 'OffsetFetchResponseGroup.group_id',
-    374: 'OffsetFetchResponseGroup.group_id',
-    375: 'OffsetFetchResponseGroup.group_id',
-    376: 'OffsetFetchResponseGroup.group_id',
-    377: 'OffsetFetchResponseGroup.group_id',
-    378: 'OffsetFetchResponseGroup.group_id',
-    379: 'OffsetFetchResponseGroup.group_id',
-    380: 'OffsetFetchResponseGroup.group_id',
-    381: 'OffsetFetchResponseGroup.group_id',
-    382: 'OffsetFetchResponseGroup.group_id',
-    383: 'OffsetFetchResponseGroup.group_id',
-    384: 'OffsetFetchResponseGroup.topics',
-    385: 'OffsetFetchResponseGroup.topics',
-    386: 'OffsetFetchResponseGroup.topics',
-    387: 'OffsetFetchResponseGroup.topics',
-    388: 'OffsetFetchResponseGroup.topics',
-    389: 'OffsetFetchResponseGroup.topics',
-    390: 'OffsetFetchResponseGroup.topics',
-    391: 'OffsetFetchResponseGroup.topics',
-    392: 'OffsetFetchResponseGroup.topics',
-    393: 'OffsetFetchResponseGroup.topics',
-    394: 'OffsetFetchResponseGroup.topics',
-    395: 'OffsetFetchResponseGroup.topics',
-    396: 'OffsetFetchResponseGroup.topics',
-    397: 'OffsetFetchResponseGroup.topics',
-    398: 'OffsetFetchResponseGroup.error_code',
-    399: 'OffsetFetchResponseGroup.error_code',
-    400: 'OffsetFetchResponseGroup.<tagged fields>',
-    401: 'OffsetFetchResponseGroup.<tagged fields>',
-    402: 'OffsetFetchResponseGroup.<tagged fields>',
-    403: 'OffsetFetchResponseGroup.<tagged fields>',
-    404: 'OffsetFetchResponseGroup.<tagged fields>',
-    410: 'OffsetFetchResponse.topics',
-    411: 'OffsetFetchResponse.topics',
-    412: 'OffsetFetchResponse.topics',
-    413: 'OffsetFetchResponse.topics',
-    414: 'OffsetFetchResponse.topics',
-    415: 'OffsetFetchResponse.topics',
-    416: 'OffsetFetchResponse.topics',
-    417: 'OffsetFetchResponse.topics',
-    418: 'OffsetFetchResponse.topics',
-    419: 'OffsetFetchResponse.topics',
-    425: 'OffsetFetchResponse.topics',
-    426: 'OffsetFetchResponse.topics',
-    427: 'OffsetFetchResponse.topics',
-    428: 'OffsetFetchResponse.topics',
-    429: 'OffsetFetchResponse.topics',
-    430: 'OffsetFetchResponse.topics',
-    431: 'OffsetFetchResponse.topics',
-    432: 'OffsetFetchResponse.topics',
-    433: 'OffsetFetchResponse.topics',
-    434: 'OffsetFetchResponse.topics',
-    435: 'OffsetFetchResponse.error_code',
-    436: 'OffsetFetchResponse.error_code',
-    441: 'OffsetFetchResponse.throttle_time_ms',
-    442: 'OffsetFetchResponse.throttle_time_ms',
-    443: 'OffsetFetchResponse.topics',
-    444: 'OffsetFetchResponse.topics',
-    445: 'OffsetFetchResponse.topics',
-    446: 'OffsetFetchResponse.topics',
-    447: 'OffsetFetchResponse.topics',
-    448: 'OffsetFetchResponse.topics',
-    449: 'OffsetFetchResponse.topics',
-    450: 'OffsetFetchResponse.topics',
-    451: 'OffsetFetchResponse.topics',
-    452: 'OffsetFetchResponse.topics',
-    453: 'OffsetFetchResponse.error_code',
-    454: 'OffsetFetchResponse.error_code',
-    460: 'OffsetFetchResponse.throttle_time_ms',
-    461: 'OffsetFetchResponse.throttle_time_ms',
-    462: 'OffsetFetchResponse.topics',
-    463: 'OffsetFetchResponse.topics',
-    464: 'OffsetFetchResponse.topics',
-    465: 'OffsetFetchResponse.topics',
-    466: 'OffsetFetchResponse.topics',
-    467: 'OffsetFetchResponse.topics',
-    468: 'OffsetFetchResponse.topics',
-    469: 'OffsetFetchResponse.topics',
-    470: 'OffsetFetchResponse.topics',
-    471: 'OffsetFetchResponse.topics',
-    472: 'OffsetFetchResponse.error_code',
-    473: 'OffsetFetchResponse.error_code',
-    478: 'OffsetFetchResponse.throttle_time_ms',
-    479: 'OffsetFetchResponse.throttle_time_ms',
-    480: 'OffsetFetchResponse.topics',
-    481: 'OffsetFetchResponse.topics',
-    482: 'OffsetFetchResponse.topics',
-    483: 'OffsetFetchResponse.topics',
+    299: 'OffsetFetchResponseTopic.name',
+    300: 'OffsetFetchResponseTopic.name',
+    301: 'OffsetFetchResponseTopic.name',
+    302: 'OffsetFetchResponseTopic.name',
+    303: 'OffsetFetchResponseTopic.name',
+    304: 'OffsetFetchResponseTopic.name',
+    305: 'OffsetFetchResponseTopic.name',
+    306: 'OffsetFetchResponseTopic.name',
+    307: 'OffsetFetchResponseTopic.name',
+    308: 'OffsetFetchResponseTopic.name',
+    309: 'OffsetFetchResponseTopic.name',
+    310: 'OffsetFetchResponseTopic.name',
+    311: 'OffsetFetchResponseTopic.name',
+    312: 'OffsetFetchResponseTopic.name',
+    313: 'OffsetFetchResponseTopic.name',
+    314: 'OffsetFetchResponseTopic.name',
+    315: 'OffsetFetchResponseTopic.name',
+    316: 'OffsetFetchResponseTopic.partitions',
+    317: 'OffsetFetchResponseTopic.partitions',
+    318: 'OffsetFetchResponseTopic.partitions',
+    319: 'OffsetFetchResponseTopic.partitions',
+    320: 'OffsetFetchResponseTopic.partitions',
+    321: 'OffsetFetchResponseTopic.partitions',
+    322: 'OffsetFetchResponseTopic.partitions',
+    323: 'OffsetFetchResponseTopic.partitions',
+    324: 'OffsetFetchResponseTopic.partitions',
+    325: 'OffsetFetchResponseTopic.partitions',
+    326: 'OffsetFetchResponseTopic.partitions',
+    327: 'OffsetFetchResponseTopic.partitions',
+    328: 'OffsetFetchResponseTopic.partitions',
+    329: 'OffsetFetchResponseTopic.partitions',
+    330: 'OffsetFetchResponseTopic.partitions',
+    331: 'OffsetFetchResponseTopic.partitions',
+    332: 'OffsetFetchResponseTopic.partitions',
+    333: 'OffsetFetchResponseTopic.<tagged fields>',
+    334: 'OffsetFetchResponseTopic.<tagged fields>',
+    335: 'OffsetFetchResponseTopic.<tagged fields>',
+    336: 'OffsetFetchResponseTopic.<tagged fields>',
+    337: 'OffsetFetchResponseTopic.<tagged fields>',
+    347: 'OffsetFetchResponsePartitions.partition_index/committed_offset/committed_leader_epoch',
+    348: 'OffsetFetchResponsePartitions.partition_index/committed_offset/committed_leader_epoch',
+    349: 'OffsetFetchResponsePartitions.metadata',
+    350: 'OffsetFetchResponsePartitions.metadata',
+    351: 'OffsetFetchResponsePartitions.metadata',
+    352: 'OffsetFetchResponsePartitions.metadata',
+    353: 'OffsetFetchResponsePartitions.metadata',
+    354: 'OffsetFetchResponsePartitions.metadata',
+    355: 'OffsetFetchResponsePartitions.metadata',
+    356: 'OffsetFetchResponsePartitions.metadata',
+    357: 'OffsetFetchResponsePartitions.metadata',
+    358: 'OffsetFetchResponsePartitions.metadata',
+    359: 'OffsetFetchResponsePartitions.metadata',
+    360: 'OffsetFetchResponsePartitions.metadata',
+    361: 'OffsetFetchResponsePartitions.metadata',
+    362: 'OffsetFetchResponsePartitions.metadata',
+    363: 'OffsetFetchResponsePartitions.metadata',
+    364: 'OffsetFetchResponsePartitions.metadata',
+    365: 'OffsetFetchResponsePartitions.metadata',
+    366: 'OffsetFetchResponsePartitions.error_code',
+    367: 'OffsetFetchResponsePartitions.error_code',
+    368: 'OffsetFetchResponsePartitions.<tagged fields>',
+    369: 'OffsetFetchResponsePartitions.<tagged fields>',
+    370: 'OffsetFetchResponsePartitions.<tagged fields>',
+    371: 'OffsetFetchResponsePartitions.<tagged fields>',
+    372: 'OffsetFetchResponsePartitions.<tagged fields>',
+    385: 'OffsetFetchResponseTopics.name',
+    386: 'OffsetFetchResponseTopics.name',
+    387: 'OffsetFetchResponseTopics.name',
+    388: 'OffsetFetchResponseTopics.name',
+    389: 'OffsetFetchResponseTopics.name',
+    390: 'OffsetFetchResponseTopics.name',
+    391: 'OffsetFetchResponseTopics.name',
+    392: 'OffsetFetchResponseTopics.name',
+    393: 'OffsetFetchResponseTopics.name',
+    394: 'OffsetFetchResponseTopics.name',
+    395: 'OffsetFetchResponseTopics.name',
+    396: 'OffsetFetchResponseTopics.name',
+    397: 'OffsetFetchResponseTopics.name',
+    398: 'OffsetFetchResponseTopics.name',
+    399: 'OffsetFetchResponseTopics.name',
+    400: 'OffsetFetchResponseTopics.name',
+    401: 'OffsetFetchResponseTopics.name',
+    402: 'OffsetFetchResponseTopics.partitions',
+    403: 'OffsetFetchResponseTopics.partitions',
+    404: 'OffsetFetchResponseTopics.partitions',
+    405: 'OffsetFetchResponseTopics.partitions',
+    406: 'OffsetFetchResponseTopics.partitions',
+    407: 'OffsetFetchResponseTopics.partitions',
+    408: 'OffsetFetchResponseTopics.partitions',
+    409: 'OffsetFetchResponseTopics.partitions',
+    410: 'OffsetFetchResponseTopics.partitions',
+    411: 'OffsetFetchResponseTopics.partitions',
+    412: 'OffsetFetchResponseTopics.partitions',
+    413: 'OffsetFetchResponseTopics.partitions',
+    414: 'OffsetFetchResponseTopics.partitions',
+    415: 'OffsetFetchResponseTopics.partitions',
+    416: 'OffsetFetchResponseTopics.partitions',
+    417: 'OffsetFetchResponseTopics.partitions',
+    418: 'OffsetFetchResponseTopics.partitions',
+    419: 'OffsetFetchResponseTopics.<tagged fields>',
+    420: 'OffsetFetchResponseTopics.<tagged fields>',
+    421: 'OffsetFetchResponseTopics.<tagged fields>',
+    422: 'OffsetFetchResponseTopics.<tagged fields>',
+    423: 'OffsetFetchResponseTopics.<tagged fields>',
+    433: 'OffsetFetchResponseGroup.group_id',
+    434: 'OffsetFetchResponseGroup.group_id',
+    435: 'OffsetFetchResponseGroup.group_id',
+    436: 'OffsetFetchResponseGroup.group_id',
+    437: 'OffsetFetchResponseGroup.group_id',
+    438: 'OffsetFetchResponseGroup.group_id',
+    439: 'OffsetFetchResponseGroup.group_id',
+    440: 'OffsetFetchResponseGroup.group_id',
+    441: 'OffsetFetchResponseGroup.group_id',
+    442: 'OffsetFetchResponseGroup.group_id',
+    443: 'OffsetFetchResponseGroup.group_id',
+    444: 'OffsetFetchResponseGroup.group_id',
+    445: 'OffsetFetchResponseGroup.group_id',
+    446: 'OffsetFetchResponseGroup.group_id',
+    447: 'OffsetFetchResponseGroup.group_id',
+    448: 'OffsetFetchResponseGroup.group_id',
+    449: 'OffsetFetchResponseGroup.group_id',
+    450: 'OffsetFetchResponseGroup.topics',
+    451: 'OffsetFetchResponseGroup.topics',
+    452: 'OffsetFetchResponseGroup.topics',
+    453: 'OffsetFetchResponseGroup.topics',
+    454: 'OffsetFetchResponseGroup.topics',
+    455: 'OffsetFetchResponseGroup.topics',
+    456: 'OffsetFetchResponseGroup.topics',
+    457: 'OffsetFetchResponseGroup.topics',
+    458: 'OffsetFetchResponseGroup.topics',
+    459: 'OffsetFetchResponseGroup.topics',
+    460: 'OffsetFetchResponseGroup.topics',
+    461: 'OffsetFetchResponseGroup.topics',
+    462: 'OffsetFetchResponseGroup.topics',
+    463: 'OffsetFetchResponseGroup.topics',
+    464: 'OffsetFetchResponseGroup.topics',
+    465: 'OffsetFetchResponseGroup.topics',
+    466: 'OffsetFetchResponseGroup.topics',
+    467: 'OffsetFetchResponseGroup.error_code',
+    468: 'OffsetFetchResponseGroup.error_code',
+    469: 'OffsetFetchResponseGroup.<tagged fields>',
+    470: 'OffsetFetchResponseGroup.<tagged fields>',
+    471: 'OffsetFetchResponseGroup.<tagged fields>',
+    472: 'OffsetFetchResponseGroup.<tagged fields>',
+    473: 'OffsetFetchResponseGroup.<tagged fields>',
     484: 'OffsetFetchResponse.topics',
     485: 'OffsetFetchResponse.topics',
     486: 'OffsetFetchResponse.topics',
@@ -1066,32 +1150,94 @@ _reg(__file__, {
     491: 'OffsetFetchResponse.topics',
     492: 'OffsetFetchResponse.topics',
     493: 'OffsetFetchResponse.topics',
-    494: 'OffsetFetchResponse.error_code',
-    495: 'OffsetFetchResponse.error_code',
-    496: 'OffsetFetchResponse.<tagged fields>',
-    497: 'OffsetFetchResponse.<tagged fields>',
-    498: 'OffsetFetchResponse.<tagged fields>',
-    499: 'OffsetFetchResponse.<tagged fields>',
-    500: 'OffsetFetchResponse.<tagged fields>',
-    506: 'OffsetFetchResponse.throttle_time_ms',
-    507: 'OffsetFetchResponse.throttle_time_ms',
-    508: 'OffsetFetchResponse.groups',
-    509: 'OffsetFetchResponse.groups',
-    510: 'OffsetFetchResponse.groups',
-    511: 'OffsetFetchResponse.groups',
-    512: 'OffsetFetchResponse.groups',
-    513: 'OffsetFetchResponse.groups',
-    514: 'OffsetFetchResponse.groups',
-    515: 'OffsetFetchResponse.groups',
-    516: 'OffsetFetchResponse.groups',
-    517: 'OffsetFetchResponse.groups',
-    518: 'OffsetFetchResponse.groups',
-    519: 'OffsetFetchResponse.groups',
-    520: 'OffsetFetchResponse.groups',
-    521: 'OffsetFetchResponse.groups',
-    522: 'OffsetFetchResponse.<tagged fields>',
-    523: 'OffsetFetchResponse.<tagged fields>',
-    524: 'OffsetFetchResponse.<tagged fields>',
-    525: 'OffsetFetchResponse.<tagged fields>',
-    526: 'OffsetFetchResponse.<tagged fields>',
+    505: 'OffsetFetchResponse.topics',
+    506: 'OffsetFetchResponse.topics',
+    507: 'OffsetFetchResponse.topics',
+    508: 'OffsetFetchResponse.topics',
+    509: 'OffsetFetchResponse.topics',
+    510: 'OffsetFetchResponse.topics',
+    511: 'OffsetFetchResponse.topics',
+    512: 'OffsetFetchResponse.topics',
+    513: 'OffsetFetchResponse.topics',
+    514: 'OffsetFetchResponse.topics',
+    515: 'OffsetFetchResponse.error_code',
+    516: 'OffsetFetchResponse.error_code',
+    527: 'OffsetFetchResponse.throttle_time_ms',
+    528: 'OffsetFetchResponse.throttle_time_ms',
+    529: 'OffsetFetchResponse.topics',
+    530: 'OffsetFetchResponse.topics',
+    531: 'OffsetFetchResponse.topics',
+    532: 'OffsetFetchResponse.topics',
+    533: 'OffsetFetchResponse.topics',
+    534: 'OffsetFetchResponse.topics',
+    535: 'OffsetFetchResponse.topics',
+    536: 'OffsetFetchResponse.topics',
+    537: 'OffsetFetchResponse.topics',
+    538: 'OffsetFetchResponse.topics',
+    539: 'OffsetFetchResponse.error_code',
+    540: 'OffsetFetchResponse.error_code',
+    552: 'OffsetFetchResponse.throttle_time_ms',
+    553: 'OffsetFetchResponse.throttle_time_ms',
+    554: 'OffsetFetchResponse.topics',
+    555: 'OffsetFetchResponse.topics',
+    556: 'OffsetFetchResponse.topics',
+    557: 'OffsetFetchResponse.topics',
+    558: 'OffsetFetchResponse.topics',
+    559: 'OffsetFetchResponse.topics',
+    560: 'OffsetFetchResponse.topics',
+    561: 'OffsetFetchResponse.topics',
+    562: 'OffsetFetchResponse.topics',
+    563: 'OffsetFetchResponse.topics',
+    564: 'OffsetFetchResponse.error_code',
+    565: 'OffsetFetchResponse.error_code',
+    576: 'OffsetFetchResponse.throttle_time_ms',
+    577: 'OffsetFetchResponse.throttle_time_ms',
+    578: 'OffsetFetchResponse.topics',
+    579: 'OffsetFetchResponse.topics',
+    580: 'OffsetFetchResponse.topics',
+    581: 'OffsetFetchResponse.topics',
+    582: 'OffsetFetchResponse.topics',
+    583: 'OffsetFetchResponse.topics',
+    584: 'OffsetFetchResponse.topics',
+    585: 'OffsetFetchResponse.topics',
+    586: 'OffsetFetchResponse.topics',
+    587: 'OffsetFetchResponse.topics',
+    588: 'OffsetFetchResponse.topics',
+    589: 'OffsetFetchResponse.topics',
+    590: 'OffsetFetchResponse.topics',
+    591: 'OffsetFetchResponse.topics',
+    592: 'OffsetFetchResponse.topics',
+    593: 'OffsetFetchResponse.topics',
+    594: 'OffsetFetchResponse.topics',
+    595: 'OffsetFetchResponse.error_code',
+    596: 'OffsetFetchResponse.error_code',
+    597: 'OffsetFetchResponse.<tagged fields>',
+    598: 'OffsetFetchResponse.<tagged fields>',
+    599: 'OffsetFetchResponse.<tagged fields>',
+    600: 'OffsetFetchResponse.<tagged fields>',
+    601: 'OffsetFetchResponse.<tagged fields>',
+    613: 'OffsetFetchResponse.throttle_time_ms',
+    614: 'OffsetFetchResponse.throttle_time_ms',
+    615: 'OffsetFetchResponse.groups',
+    616: 'OffsetFetchResponse.groups',
+    617: 'OffsetFetchResponse.groups',
+    618: 'OffsetFetchResponse.groups',
+    619: 'OffsetFetchResponse.groups',
+    620: 'OffsetFetchResponse.groups',
+    621: 'OffsetFetchResponse.groups',
+    622: 'OffsetFetchResponse.groups',
+    623: 'OffsetFetchResponse.groups',
+    624: 'OffsetFetchResponse.groups',
+    625: 'OffsetFetchResponse.groups',
+    626: 'OffsetFetchResponse.groups',
+    627: 'OffsetFetchResponse.groups',
+    628: 'OffsetFetchResponse.groups',
+    629: 'OffsetFetchResponse.groups',
+    630: 'OffsetFetchResponse.groups',
+    631: 'OffsetFetchResponse.groups',
+    632: 'OffsetFetchResponse.<tagged fields>',
+    633: 'OffsetFetchResponse.<tagged fields>',
+    634: 'OffsetFetchResponse.<tagged fields>',
+    635: 'OffsetFetchResponse.<tagged fields>',
+    636: 'OffsetFetchResponse.<tagged fields>',
 })

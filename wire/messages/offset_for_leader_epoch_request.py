@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -78,7 +79,12 @@ class OffsetForLeaderTopic(_Message):
 def _d_OffsetForLeaderPartition_v0(buf, pos):
     _f_partition, _f_leader_epoch = _S_iiu(buf, pos)
     pos += 8
-    return OffsetForLeaderPartition(_f_partition, -1, _f_leader_epoch, None), pos
+    _o = _new(OffsetForLeaderPartition)
+    _o.partition = _f_partition
+    _o.current_leader_epoch = -1
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetForLeaderPartition_v1 = _d_OffsetForLeaderPartition_v0
@@ -86,7 +92,12 @@ _d_OffsetForLeaderPartition_v1 = _d_OffsetForLeaderPartition_v0
 def _d_OffsetForLeaderPartition_v2(buf, pos):
     _f_partition, _f_current_leader_epoch, _f_leader_epoch = _S_iiiu(buf, pos)
     pos += 12
-    return OffsetForLeaderPartition(_f_partition, _f_current_leader_epoch, _f_leader_epoch, None), pos
+    _o = _new(OffsetForLeaderPartition)
+    _o.partition = _f_partition
+    _o.current_leader_epoch = _f_current_leader_epoch
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetForLeaderPartition_v3 = _d_OffsetForLeaderPartition_v2
@@ -99,7 +110,12 @@ def _d_OffsetForLeaderPartition_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetForLeaderPartition.<tagged fields>')
-    return OffsetForLeaderPartition(_f_partition, _f_current_leader_epoch, _f_leader_epoch, _unk), pos
+    _o = _new(OffsetForLeaderPartition)
+    _o.partition = _f_partition
+    _o.current_leader_epoch = _f_current_leader_epoch
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OffsetForLeaderTopic_v0(buf, pos):
@@ -123,7 +139,11 @@ def _d_OffsetForLeaderTopic_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_OffsetForLeaderPartition_v0(buf, pos)
             _f_partitions.append(_x4)
-    return OffsetForLeaderTopic(_f_topic, _f_partitions, None), pos
+    _o = _new(OffsetForLeaderTopic)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetForLeaderTopic_v1 = _d_OffsetForLeaderTopic_v0
@@ -149,7 +169,11 @@ def _d_OffsetForLeaderTopic_v2(buf, pos):
         for _ in range(_n11):
             _x12, pos = _d_OffsetForLeaderPartition_v2(buf, pos)
             _f_partitions.append(_x12)
-    return OffsetForLeaderTopic(_f_topic, _f_partitions, None), pos
+    _o = _new(OffsetForLeaderTopic)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetForLeaderTopic_v3 = _d_OffsetForLeaderTopic_v2
@@ -158,6 +182,9 @@ def _d_OffsetForLeaderTopic_v4(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -172,6 +199,9 @@ def _d_OffsetForLeaderTopic_v4(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -188,7 +218,11 @@ def _d_OffsetForLeaderTopic_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetForLeaderTopic.<tagged fields>')
-    return OffsetForLeaderTopic(_f_topic, _f_partitions, _unk), pos
+    _o = _new(OffsetForLeaderTopic)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OffsetForLeaderEpochRequest_v0(buf, pos):
@@ -202,7 +236,11 @@ def _d_OffsetForLeaderEpochRequest_v0(buf, pos):
         for _ in range(_n21):
             _x22, pos = _d_OffsetForLeaderTopic_v0(buf, pos)
             _f_topics.append(_x22)
-    return OffsetForLeaderEpochRequest(-2, _f_topics, None), pos
+    _o = _new(OffsetForLeaderEpochRequest)
+    _o.replica_id = -2
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetForLeaderEpochRequest_v1 = _d_OffsetForLeaderEpochRequest_v0
@@ -218,7 +256,11 @@ def _d_OffsetForLeaderEpochRequest_v2(buf, pos):
         for _ in range(_n25):
             _x26, pos = _d_OffsetForLeaderTopic_v2(buf, pos)
             _f_topics.append(_x26)
-    return OffsetForLeaderEpochRequest(-2, _f_topics, None), pos
+    _o = _new(OffsetForLeaderEpochRequest)
+    _o.replica_id = -2
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetForLeaderEpochRequest_v3(buf, pos):
@@ -234,7 +276,11 @@ def _d_OffsetForLeaderEpochRequest_v3(buf, pos):
         for _ in range(_n27):
             _x28, pos = _d_OffsetForLeaderTopic_v3(buf, pos)
             _f_topics.append(_x28)
-    return OffsetForLeaderEpochRequest(_f_replica_id, _f_topics, None), pos
+    _o = _new(OffsetForLeaderEpochRequest)
+    _o.replica_id = _f_replica_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetForLeaderEpochRequest_v4(buf, pos):
@@ -243,6 +289,9 @@ def _d_OffsetForLeaderEpochRequest_v4(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -259,7 +308,11 @@ def _d_OffsetForLeaderEpochRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetForLeaderEpochRequest.<tagged fields>')
-    return OffsetForLeaderEpochRequest(_f_replica_id, _f_topics, _unk), pos
+    _o = _new(OffsetForLeaderEpochRequest)
+    _o.replica_id = _f_replica_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_OffsetForLeaderPartition_v0(o, w):
@@ -372,115 +425,96 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_OffsetForLeaderEpochRequest_v0, 1: _d_OffsetForLeaderEpochRequest_v1, 2: _d_OffsetForLeaderEpochRequest_v2, 3: _d_OffsetForLeaderEpochRequest_v3, 4: _d_OffsetForLeaderEpochRequest_v4}
 ENCODERS = {0: _e_OffsetForLeaderEpochRequest_v0, 1: _e_OffsetForLeaderEpochRequest_v1, 2: _e_OffsetForLeaderEpochRequest_v2, 3: _e_OffsetForLeaderEpochRequest_v3, 4: _e_OffsetForLeaderEpochRequest_v4}
 _reg(__file__, {
-    79: 'OffsetForLeaderPartition.partition/leader_epoch',
     80: 'OffsetForLeaderPartition.partition/leader_epoch',
-    86: 'OffsetForLeaderPartition.partition/current_leader_epoch/leader_epoch',
-    87: 'OffsetForLeaderPartition.partition/current_leader_epoch/leader_epoch',
+    81: 'OffsetForLeaderPartition.partition/leader_epoch',
+    92: 'OffsetForLeaderPartition.partition/current_leader_epoch/leader_epoch',
     93: 'OffsetForLeaderPartition.partition/current_leader_epoch/leader_epoch',
-    94: 'OffsetForLeaderPartition.partition/current_leader_epoch/leader_epoch',
-    95: 'OffsetForLeaderPartition.<tagged fields>',
-    96: 'OffsetForLeaderPartition.<tagged fields>',
-    97: 'OffsetForLeaderPartition.<tagged fields>',
-    98: 'OffsetForLeaderPartition.<tagged fields>',
-    99: 'OffsetForLeaderPartition.<tagged fields>',
-    104: 'OffsetForLeaderTopic.topic',
-    105: 'OffsetForLeaderTopic.topic',
-    106: 'OffsetForLeaderTopic.topic',
-    107: 'OffsetForLeaderTopic.topic',
-    108: 'OffsetForLeaderTopic.topic',
-    109: 'OffsetForLeaderTopic.topic',
-    110: 'OffsetForLeaderTopic.topic',
-    111: 'OffsetForLeaderTopic.topic',
-    112: 'OffsetForLeaderTopic.topic',
-    113: 'OffsetForLeaderTopic.topic',
-    114: 'OffsetForLeaderTopic.partitions',
-    115: 'OffsetForLeaderTopic.partitions',
-    116: 'OffsetForLeaderTopic.partitions',
-    117: 'OffsetForLeaderTopic.partitions',
-    118: 'OffsetForLeaderTopic.partitions',
-    119: 'OffsetForLeaderTopic.partitions',
-    120: 'OffsetForLeaderTopic.partitions',
-    121: 'OffsetForLeaderTopic.partitions',
-    122: 'OffsetForLeaderTopic.partitions',
-    123: 'OffsetForLeaderTopic.partitions',
+    104: 'OffsetForLeaderPartition.partition/current_leader_epoch/leader_epoch',
+    105: 'OffsetForLeaderPartition.partition/current_leader_epoch/leader_epoch',
+    106: 'OffsetForLeaderPartition.<tagged fields>',
+    107: 'OffsetForLeaderPartition.<tagged fields>',
+    108: 'OffsetForLeaderPartition.<tagged fields>',
+    109: 'OffsetForLeaderPartition.<tagged fields>',
+    110: 'OffsetForLeaderPartition.<tagged fields>',
+    120: 'OffsetForLeaderTopic.topic',
+    121: 'OffsetForLeaderTopic.topic',
+    122: 'OffsetForLeaderTopic.topic',
+    123: 'OffsetForLeaderTopic.topic',
+    124: 'OffsetForLeaderTopic.topic',
+    125: 'OffsetForLeaderTopic.topic',
+    126: 'OffsetForLeaderTopic.topic',
+    127: 'OffsetForLeaderTopic.topic',
+    128: 'OffsetForLeaderTopic.topic',
     129: 'OffsetForLeaderTopic.topic',
-    130: 'OffsetForLeaderTopic.topic',
-    131: 'OffsetForLeaderTopic.topic',
-    132: 'OffsetForLeaderTopic.topic',
-    133: 'OffsetForLeaderTopic.topic',
-    134: 'OffsetForLeaderTopic.topic',
-    135: 'OffsetForLeaderTopic.topic',
-    136: 'OffsetForLeaderTopic.topic',
-    137: 'OffsetForLeaderTopic.topic',
-    138: 'OffsetForLeaderTopic.topic',
+    130: 'OffsetForLeaderTopic.partitions',
+    131: 'OffsetForLeaderTopic.partitions',
+    132: 'OffsetForLeaderTopic.partitions',
+    133: 'OffsetForLeaderTopic.partitions',
+    134: 'OffsetForLeaderTopic.partitions',
+    135: 'OffsetForLeaderTopic.partitions',
+    136: 'OffsetForLeaderTopic.partitions',
+    137: 'OffsetForLeaderTopic.partitions',
+    138: 'OffsetForLeaderTopic.partitions',
     139: 'OffsetForLeaderTopic.partitions',
-    140: 'OffsetForLeaderTopic.partitions',
-    141: 'OffsetForLeaderTopic.partitions',
-    142: 'OffsetForLeaderTopic.partitions',
-    143: 'OffsetForLeaderTopic.partitions',
-    144: 'OffsetForLeaderTopic.partitions',
-    145: 'OffsetForLeaderTopic.partitions',
-    146: 'OffsetForLeaderTopic.partitions',
-    147: 'OffsetForLeaderTopic.partitions',
-    148: 'OffsetForLeaderTopic.partitions',
+    149: 'OffsetForLeaderTopic.topic',
+    150: 'OffsetForLeaderTopic.topic',
+    151: 'OffsetForLeaderTopic.topic',
+    152: 'OffsetForLeaderTopic.topic',
+    153: 'OffsetForLeaderTopic.topic',
     154: 'OffsetForLeaderTopic.topic',
     155: 'OffsetForLeaderTopic.topic',
     156: 'OffsetForLeaderTopic.topic',
     157: 'OffsetForLeaderTopic.topic',
     158: 'OffsetForLeaderTopic.topic',
-    159: 'OffsetForLeaderTopic.topic',
-    160: 'OffsetForLeaderTopic.topic',
-    161: 'OffsetForLeaderTopic.topic',
-    162: 'OffsetForLeaderTopic.topic',
-    163: 'OffsetForLeaderTopic.topic',
-    164: 'OffsetForLeaderTopic.topic',
-    165: 'OffsetForLeaderTopic.topic',
-    166: 'OffsetForLeaderTopic.topic',
-    167: 'OffsetForLeaderTopic.topic',
+    159: 'OffsetForLeaderTopic.partitions',
+    160: 'OffsetForLeaderTopic.partitions',
+    161: 'OffsetForLeaderTopic.partitions',
+    162: 'OffsetForLeaderTopic.partitions',
+    163: 'OffsetForLeaderTopic.partitions',
+    164: 'OffsetForLeaderTopic.partitions',
+    165: 'OffsetForLeaderTopic.partitions',
+    166: 'OffsetForLeaderTopic.partitions',
+    167: 'OffsetForLeaderTopic.partitions',
     168: 'OffsetForLeaderTopic.partitions',
-    169: 'OffsetForLeaderTopic.partitions',
-    170: 'OffsetForLeaderTopic.partitions',
-    171: 'OffsetForLeaderTopic.partitions',
-    172: 'OffsetForLeaderTopic.partitions',
-    173: 'OffsetForLeaderTopic.partitions',
-    174: 'OffsetForLeaderTopic.partitions',
-    175: 'OffsetForLeaderTopic.partitions',
-    176: 'OffsetForLeaderTopic.partitions',
-    177: 'OffsetForLeaderTopic.partitions',
-    178: 'OffsetForLeaderTopic.partitions',
-    179: 'OffsetForLeaderTopic.partitions',
-    180: 'OffsetForLeaderTopic.partitions',
-    181: 'OffsetForLeaderTopic.partitions',
-    182: 'OffsetForLeaderTopic.<tagged fields>',
-    183: 'OffsetForLeaderTopic.<tagged fields>',
-    184: 'OffsetForLeaderTopic.<tagged fields>',
-    185: 'OffsetForLeaderTopic.<tagged fields>',
-    186: 'OffsetForLeaderTopic.<tagged fields>',
-    191: 'OffsetForLeaderEpochRequest.topics',
-    192: 'OffsetForLeaderEpochRequest.topics',
-    193: 'OffsetForLeaderEpochRequest.topics',
-    194: 'OffsetForLeaderEpochRequest.topics',
-    195: 'OffsetForLeaderEpochRequest.topics',
-    196: 'OffsetForLeaderEpochRequest.topics',
-    197: 'OffsetForLeaderEpochRequest.topics',
-    198: 'OffsetForLeaderEpochRequest.topics',
-    199: 'OffsetForLeaderEpochRequest.topics',
-    200: 'OffsetForLeaderEpochRequest.topics',
-    206: 'OffsetForLeaderEpochRequest.topics',
-    207: 'OffsetForLeaderEpochRequest.topics',
-    208: 'OffsetForLeaderEpochRequest.topics',
-    209: 'OffsetForLeaderEpochRequest.topics',
-    210: 'OffsetForLeaderEpochRequest.topics',
-    211: 'OffsetForLeaderEpochRequest.topics',
-    212: 'OffsetForLeaderEpochRequest.topics',
-    213: 'OffsetForLeaderEpochRequest.topics',
-    214: 'OffsetForLeaderEpochRequest.topics',
-    215: 'OffsetForLeaderEpochRequest.topics',
-    220: 'OffsetForLeaderEpochRequest.replica_id',
-    221: 'OffsetForLeaderEpochRequest.replica_id',
-    222: 'OffsetForLeaderEpochRequest.topics',
-    223: 'OffsetForLeaderEpochRequest.topics',
-    224: 'OffsetForLeaderEpochRequest.topics',
+    178: 'OffsetForLeaderTopic.topic',
+    179: 'OffsetForLeaderTopic.topic',
+    180: 'OffsetForLeaderTopic.topic',
+    181: 'OffsetForLeaderTopic.topic',
+    182: 'OffsetForLeaderTopic.topic',
+    183: 'OffsetForLeaderTopic.topic',
+    184: 'OffsetForLeaderTopic.topic',
+    185: 'OffsetForLeaderTopic.topic',
+    186: 'OffsetForLeaderTopic.topic',
+    187: 'OffsetForLeaderTopic.topic',
+    188: 'OffsetForLeaderTopic.topic',
+    189: 'OffsetForLeaderTopic.topic',
+    190: 'OffsetForLeaderTopic.topic',
+    191: 'OffsetForLeaderTopic.topic',
+    192: 'OffsetForLeaderTopic.topic',
+    193: 'OffsetForLeaderTopic.topic',
+    194: 'OffsetForLeaderTopic.topic',
+    195: 'OffsetForLeaderTopic.partitions',
+    196: 'OffsetForLeaderTopic.partitions',
+    197: 'OffsetForLeaderTopic.partitions',
+    198: 'OffsetForLeaderTopic.partitions',
+    199: 'OffsetForLeaderTopic.partitions',
+    200: 'OffsetForLeaderTopic.partitions',
+    201: 'OffsetForLeaderTopic.partitions',
+    202: 'OffsetForLeaderTopic.partitions',
+    203: 'OffsetForLeaderTopic.partitions',
+    204: 'OffsetForLeaderTopic.partitions',
+    205: 'OffsetForLeaderTopic.partitions',
+    206: 'OffsetForLeaderTopic.partitions',
+    207: 'OffsetForLeaderTopic.partitions',
+    208: 'OffsetForLeaderTopic.partitions',
+    209: 'OffsetForLeaderTopic.partitions',
+    210: 'OffsetForLeaderTopic.partitions',
+    211: 'OffsetForLeaderTopic.partitions',
+    212: 'OffsetForLeaderTopic.<tagged fields>',
+    213: 'OffsetForLeaderTopic.<tagged fields>',
+    214: 'OffsetForLeaderTopic.<tagged fields>',
+    215: 'OffsetForLeaderTopic.<tagged fields>',
+    216: 'OffsetForLeaderTopic.<tagged fields>',
     225: 'OffsetForLeaderEpochRequest.topics',
     226: 'OffsetForLeaderEpochRequest.topics',
     227: 'OffsetForLeaderEpochRequest.topics',
@@ -488,14 +522,9 @@ _reg(__file__, {
     229: 'OffsetForLeaderEpochRequest.topics',
     230: 'OffsetForLeaderEpochRequest.topics',
     231: 'OffsetForLeaderEpochRequest.topics',
-    236: 'OffsetForLeaderEpochRequest.replica_id',
-    237: 'OffsetForLeaderEpochRequest.replica_id',
-    238: 'OffsetForLeaderEpochRequest.topics',
-    239: 'OffsetForLeaderEpochRequest.topics',
-    240: 'OffsetForLeaderEpochRequest.topics',
-    241: 'OffsetForLeaderEpochRequest.topics',
-    242: 'OffsetForLeaderEpochRequest.topics',
-    243: 'OffsetForLeaderEpochRequest.topics',
+    232: 'OffsetForLeaderEpochRequest.topics',
+    233: 'OffsetForLeaderEpochRequest.topics',
+    234: 'OffsetForLeaderEpochRequest.topics',
     244: 'OffsetForLeaderEpochRequest.topics',
     245: 'OffsetForLeaderEpochRequest.topics',
     246: 'OffsetForLeaderEpochRequest.topics',
@@ -504,9 +533,42 @@ _reg(__file__, {
     249: 'OffsetForLeaderEpochRequest.topics',
     250: 'OffsetForLeaderEpochRequest.topics',
     251: 'OffsetForLeaderEpochRequest.topics',
-    252: 'OffsetForLeaderEpochRequest.<tagged fields>',
-    253: 'OffsetForLeaderEpochRequest.<tagged fields>',
-    254: 'OffsetForLeaderEpochRequest.<tagged fields>',
-    255: 'OffsetForLeaderEpochRequest.<tagged fields>',
-    256: 'OffsetForLeaderEpochRequest.<tagged fields>',
+    252: 'OffsetForLeaderEpochRequest.topics',
+    253: 'OffsetForLeaderEpochRequest.topics',
+    262: 'OffsetForLeaderEpochRequest.replica_id',
+    263: 'OffsetForLeaderEpochRequest.replica_id',
+    264: 'OffsetForLeaderEpochRequest.topics',
+    265: 'OffsetForLeaderEpochRequest.topics',
+    266: 'OffsetForLeaderEpochRequest.topics',
+    267: 'OffsetForLeaderEpochRequest.topics',
+    268: 'OffsetForLeaderEpochRequest.topics',
+    269: 'OffsetForLeaderEpochRequest.topics',
+    270: 'OffsetForLeaderEpochRequest.topics',
+    271: 'OffsetForLeaderEpochRequest.topics',
+    272: 'OffsetForLeaderEpochRequest.topics',
+    273: 'OffsetForLeaderEpochRequest.topics',
+    282: 'OffsetForLeaderEpochRequest.replica_id',
+    283: 'OffsetForLeaderEpochRequest.replica_id',
+    284: 'OffsetForLeaderEpochRequest.topics',
+    285: 'OffsetForLeaderEpochRequest.topics',
+    286: 'OffsetForLeaderEpochRequest.topics',
+    287: 'OffsetForLeaderEpochRequest.topics',
+    288: 'OffsetForLeaderEpochRequest.topics',
+    289: 'OffsetForLeaderEpochRequest.topics',
+    290: 'OffsetForLeaderEpochRequest.topics',
+    291: 'OffsetForLeaderEpochRequest.topics',
+    292: 'OffsetForLeaderEpochRequest.topics',
+    293: 'OffsetForLeaderEpochRequest.topics',
+    294: 'OffsetForLeaderEpochRequest.topics',
+    295: 'OffsetForLeaderEpochRequest.topics',
+    296: 'OffsetForLeaderEpochRequest.topics',
+    297: 'OffsetForLeaderEpochRequest.topics',
+    298: 'OffsetForLeaderEpochRequest.topics',
+    299: 'OffsetForLeaderEpochRequest.topics',
+    300: 'OffsetForLeaderEpochRequest.topics',
+    301: 'OffsetForLeaderEpochRequest.<tagged fields>',
+    302: 'OffsetForLeaderEpochRequest.<tagged fields>',
+    303: 'OffsetForLeaderEpochRequest.<tagged fields>',
+    304: 'OffsetForLeaderEpochRequest.<tagged fields>',
+    305: 'OffsetForLeaderEpochRequest.<tagged fields>',
 })

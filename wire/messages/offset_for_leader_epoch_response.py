@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -80,13 +81,25 @@ class OffsetForLeaderTopicResult(_Message):
 def _d_EpochEndOffset_v0(buf, pos):
     _f_error_code, _f_partition, _f_end_offset = _S_hiqu(buf, pos)
     pos += 14
-    return EpochEndOffset(_f_error_code, _f_partition, -1, _f_end_offset, None), pos
+    _o = _new(EpochEndOffset)
+    _o.error_code = _f_error_code
+    _o.partition = _f_partition
+    _o.leader_epoch = -1
+    _o.end_offset = _f_end_offset
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_EpochEndOffset_v1(buf, pos):
     _f_error_code, _f_partition, _f_leader_epoch, _f_end_offset = _S_hiiqu(buf, pos)
     pos += 18
-    return EpochEndOffset(_f_error_code, _f_partition, _f_leader_epoch, _f_end_offset, None), pos
+    _o = _new(EpochEndOffset)
+    _o.error_code = _f_error_code
+    _o.partition = _f_partition
+    _o.leader_epoch = _f_leader_epoch
+    _o.end_offset = _f_end_offset
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_EpochEndOffset_v2 = _d_EpochEndOffset_v1
@@ -101,7 +114,13 @@ def _d_EpochEndOffset_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'EpochEndOffset.<tagged fields>')
-    return EpochEndOffset(_f_error_code, _f_partition, _f_leader_epoch, _f_end_offset, _unk), pos
+    _o = _new(EpochEndOffset)
+    _o.error_code = _f_error_code
+    _o.partition = _f_partition
+    _o.leader_epoch = _f_leader_epoch
+    _o.end_offset = _f_end_offset
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OffsetForLeaderTopicResult_v0(buf, pos):
@@ -125,7 +144,11 @@ def _d_OffsetForLeaderTopicResult_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_EpochEndOffset_v0(buf, pos)
             _f_partitions.append(_x4)
-    return OffsetForLeaderTopicResult(_f_topic, _f_partitions, None), pos
+    _o = _new(OffsetForLeaderTopicResult)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetForLeaderTopicResult_v1(buf, pos):
@@ -149,7 +172,11 @@ def _d_OffsetForLeaderTopicResult_v1(buf, pos):
         for _ in range(_n7):
             _x8, pos = _d_EpochEndOffset_v1(buf, pos)
             _f_partitions.append(_x8)
-    return OffsetForLeaderTopicResult(_f_topic, _f_partitions, None), pos
+    _o = _new(OffsetForLeaderTopicResult)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetForLeaderTopicResult_v2 = _d_OffsetForLeaderTopicResult_v1
@@ -160,6 +187,9 @@ def _d_OffsetForLeaderTopicResult_v4(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -174,6 +204,9 @@ def _d_OffsetForLeaderTopicResult_v4(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -190,7 +223,11 @@ def _d_OffsetForLeaderTopicResult_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetForLeaderTopicResult.<tagged fields>')
-    return OffsetForLeaderTopicResult(_f_topic, _f_partitions, _unk), pos
+    _o = _new(OffsetForLeaderTopicResult)
+    _o.topic = _f_topic
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_OffsetForLeaderEpochResponse_v0(buf, pos):
@@ -204,7 +241,11 @@ def _d_OffsetForLeaderEpochResponse_v0(buf, pos):
         for _ in range(_n21):
             _x22, pos = _d_OffsetForLeaderTopicResult_v0(buf, pos)
             _f_topics.append(_x22)
-    return OffsetForLeaderEpochResponse(0, _f_topics, None), pos
+    _o = _new(OffsetForLeaderEpochResponse)
+    _o.throttle_time_ms = 0
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetForLeaderEpochResponse_v1(buf, pos):
@@ -218,7 +259,11 @@ def _d_OffsetForLeaderEpochResponse_v1(buf, pos):
         for _ in range(_n23):
             _x24, pos = _d_OffsetForLeaderTopicResult_v1(buf, pos)
             _f_topics.append(_x24)
-    return OffsetForLeaderEpochResponse(0, _f_topics, None), pos
+    _o = _new(OffsetForLeaderEpochResponse)
+    _o.throttle_time_ms = 0
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_OffsetForLeaderEpochResponse_v2(buf, pos):
@@ -234,7 +279,11 @@ def _d_OffsetForLeaderEpochResponse_v2(buf, pos):
         for _ in range(_n25):
             _x26, pos = _d_OffsetForLeaderTopicResult_v2(buf, pos)
             _f_topics.append(_x26)
-    return OffsetForLeaderEpochResponse(_f_throttle_time_ms, _f_topics, None), pos
+    _o = _new(OffsetForLeaderEpochResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_OffsetForLeaderEpochResponse_v3 = _d_OffsetForLeaderEpochResponse_v2
@@ -245,6 +294,9 @@ def _d_OffsetForLeaderEpochResponse_v4(buf, pos):
     _n29 = buf[pos]
     if _n29 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n29 = (_n29 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n29, pos = _ruv(buf, pos)
     _n29 -= 1
@@ -261,7 +313,11 @@ def _d_OffsetForLeaderEpochResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'OffsetForLeaderEpochResponse.<tagged fields>')
-    return OffsetForLeaderEpochResponse(_f_throttle_time_ms, _f_topics, _unk), pos
+    _o = _new(OffsetForLeaderEpochResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_EpochEndOffset_v0(o, w):
@@ -374,57 +430,40 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_OffsetForLeaderEpochResponse_v0, 1: _d_OffsetForLeaderEpochResponse_v1, 2: _d_OffsetForLeaderEpochResponse_v2, 3: _d_OffsetForLeaderEpochResponse_v3, 4: _d_OffsetForLeaderEpochResponse_v4}
 ENCODERS = {0: _e_OffsetForLeaderEpochResponse_v0, 1: _e_OffsetForLeaderEpochResponse_v1, 2: _e_OffsetForLeaderEpochResponse_v2, 3: _e_OffsetForLeaderEpochResponse_v3, 4: _e_OffsetForLeaderEpochResponse_v4}
 _reg(__file__, {
-    81: 'EpochEndOffset.error_code/partition/end_offset',
     82: 'EpochEndOffset.error_code/partition/end_offset',
-    87: 'EpochEndOffset.error_code/partition/leader_epoch/end_offset',
-    88: 'EpochEndOffset.error_code/partition/leader_epoch/end_offset',
+    83: 'EpochEndOffset.error_code/partition/end_offset',
+    94: 'EpochEndOffset.error_code/partition/leader_epoch/end_offset',
     95: 'EpochEndOffset.error_code/partition/leader_epoch/end_offset',
-    96: 'EpochEndOffset.error_code/partition/leader_epoch/end_offset',
-    97: 'EpochEndOffset.<tagged fields>',
-    98: 'EpochEndOffset.<tagged fields>',
-    99: 'EpochEndOffset.<tagged fields>',
-    100: 'EpochEndOffset.<tagged fields>',
-    101: 'EpochEndOffset.<tagged fields>',
-    106: 'OffsetForLeaderTopicResult.topic',
-    107: 'OffsetForLeaderTopicResult.topic',
-    108: 'OffsetForLeaderTopicResult.topic',
-    109: 'OffsetForLeaderTopicResult.topic',
-    110: 'OffsetForLeaderTopicResult.topic',
-    111: 'OffsetForLeaderTopicResult.topic',
-    112: 'OffsetForLeaderTopicResult.topic',
-    113: 'OffsetForLeaderTopicResult.topic',
-    114: 'OffsetForLeaderTopicResult.topic',
-    115: 'OffsetForLeaderTopicResult.topic',
-    116: 'OffsetForLeaderTopicResult.partitions',
-    117: 'OffsetForLeaderTopicResult.partitions',
-    118: 'OffsetForLeaderTopicResult.partitions',
-    119: 'OffsetForLeaderTopicResult.partitions',
-    120: 'OffsetForLeaderTopicResult.partitions',
-    121: 'OffsetForLeaderTopicResult.partitions',
-    122: 'OffsetForLeaderTopicResult.partitions',
-    123: 'OffsetForLeaderTopicResult.partitions',
-    124: 'OffsetForLeaderTopicResult.partitions',
-    125: 'OffsetForLeaderTopicResult.partitions',
+    108: 'EpochEndOffset.error_code/partition/leader_epoch/end_offset',
+    109: 'EpochEndOffset.error_code/partition/leader_epoch/end_offset',
+    110: 'EpochEndOffset.<tagged fields>',
+    111: 'EpochEndOffset.<tagged fields>',
+    112: 'EpochEndOffset.<tagged fields>',
+    113: 'EpochEndOffset.<tagged fields>',
+    114: 'EpochEndOffset.<tagged fields>',
+    125: 'OffsetForLeaderTopicResult.topic',
+    126: 'OffsetForLeaderTopicResult.topic',
+    127: 'OffsetForLeaderTopicResult.topic',
+    128: 'OffsetForLeaderTopicResult.topic',
+    129: 'OffsetForLeaderTopicResult.topic',
     130: 'OffsetForLeaderTopicResult.topic',
     131: 'OffsetForLeaderTopicResult.topic',
     132: 'OffsetForLeaderTopicResult.topic',
     133: 'OffsetForLeaderTopicResult.topic',
     134: 'OffsetForLeaderTopicResult.topic',
-    135: 'OffsetForLeaderTopicResult.topic',
-    136: 'OffsetForLeaderTopicResult.topic',
-    137: 'OffsetForLeaderTopicResult.topic',
-    138: 'OffsetForLeaderTopicResult.topic',
-    139: 'OffsetForLeaderTopicResult.topic',
+    135: 'OffsetForLeaderTopicResult.partitions',
+    136: 'OffsetForLeaderTopicResult.partitions',
+    137: 'OffsetForLeaderTopicResult.partitions',
+    138: 'OffsetForLeaderTopicResult.partitions',
+    139: 'OffsetForLeaderTopicResult.partitions',
     140: 'OffsetForLeaderTopicResult.partitions',
     141: 'OffsetForLeaderTopicResult.partitions',
     142: 'OffsetForLeaderTopicResult.partitions',
     143: 'OffsetForLeaderTopicResult.partitions',
     144: 'OffsetForLeaderTopicResult.partitions',
-    145: 'OffsetForLeaderTopicResult.partitions',
-    146: 'OffsetForLeaderTopicResult.partitions',
-    147: 'OffsetForLeaderTopicResult.partitions',
-    148: 'OffsetForLeaderTopicResult.partitions',
-    149: 'OffsetForLeaderTopicResult.partitions',
+    153: 'OffsetForLeaderTopicResult.topic',
+    154: 'OffsetForLeaderTopicResult.topic',
+    155: 'OffsetForLeaderTopicResult.topic',
     156: 'OffsetForLeaderTopicResult.topic',
     157: 'OffsetForLeaderTopicResult.topic',
     158: 'OffsetForLeaderTopicResult.topic',
@@ -432,83 +471,109 @@ _reg(__file__, {
     160: 'OffsetForLeaderTopicResult.topic',
     161: 'OffsetForLeaderTopicResult.topic',
     162: 'OffsetForLeaderTopicResult.topic',
-    163: 'OffsetForLeaderTopicResult.topic',
-    164: 'OffsetForLeaderTopicResult.topic',
-    165: 'OffsetForLeaderTopicResult.topic',
-    166: 'OffsetForLeaderTopicResult.topic',
-    167: 'OffsetForLeaderTopicResult.topic',
-    168: 'OffsetForLeaderTopicResult.topic',
-    169: 'OffsetForLeaderTopicResult.topic',
+    163: 'OffsetForLeaderTopicResult.partitions',
+    164: 'OffsetForLeaderTopicResult.partitions',
+    165: 'OffsetForLeaderTopicResult.partitions',
+    166: 'OffsetForLeaderTopicResult.partitions',
+    167: 'OffsetForLeaderTopicResult.partitions',
+    168: 'OffsetForLeaderTopicResult.partitions',
+    169: 'OffsetForLeaderTopicResult.partitions',
     170: 'OffsetForLeaderTopicResult.partitions',
     171: 'OffsetForLeaderTopicResult.partitions',
     172: 'OffsetForLeaderTopicResult.partitions',
-    173: 'OffsetForLeaderTopicResult.partitions',
-    174: 'OffsetForLeaderTopicResult.partitions',
-    175: 'OffsetForLeaderTopicResult.partitions',
-    176: 'OffsetForLeaderTopicResult.partitions',
-    177: 'OffsetForLeaderTopicResult.partitions',
-    178: 'OffsetForLeaderTopicResult.partitions',
-    179: 'OffsetForLeaderTopicResult.partitions',
-    180: 'OffsetForLeaderTopicResult.partitions',
-    181: 'OffsetForLeaderTopicResult.partitions',
-    182: 'OffsetForLeaderTopicResult.partitions',
-    183: 'OffsetForLeaderTopicResult.partitions',
-    184: 'OffsetForLeaderTopicResult.<tagged fields>',
-    185: 'OffsetForLeaderTopicResult.<tagged fields>',
-    186: 'OffsetForLeaderTopicResult.<tagged fields>',
-    187: 'OffsetForLeaderTopicResult.<tagged fields>',
-    188: 'OffsetForLeaderTopicResult.<tagged fields>',
-    193: 'OffsetForLeaderEpochResponse.topics',
-    194: 'OffsetForLeaderEpochResponse.topics',
-    195: 'OffsetForLeaderEpochResponse.topics',
-    196: 'OffsetForLeaderEpochResponse.topics',
-    197: 'OffsetForLeaderEpochResponse.topics',
-    198: 'OffsetForLeaderEpochResponse.topics',
-    199: 'OffsetForLeaderEpochResponse.topics',
-    200: 'OffsetForLeaderEpochResponse.topics',
-    201: 'OffsetForLeaderEpochResponse.topics',
-    202: 'OffsetForLeaderEpochResponse.topics',
-    207: 'OffsetForLeaderEpochResponse.topics',
-    208: 'OffsetForLeaderEpochResponse.topics',
-    209: 'OffsetForLeaderEpochResponse.topics',
-    210: 'OffsetForLeaderEpochResponse.topics',
-    211: 'OffsetForLeaderEpochResponse.topics',
-    212: 'OffsetForLeaderEpochResponse.topics',
-    213: 'OffsetForLeaderEpochResponse.topics',
-    214: 'OffsetForLeaderEpochResponse.topics',
-    215: 'OffsetForLeaderEpochResponse.topics',
-    216: 'OffsetForLeaderEpochResponse.topics',
-    221: 'OffsetForLeaderEpochResponse.throttle_time_ms',
-    222: 'OffsetForLeaderEpochResponse.throttle_time_ms',
-    223: 'OffsetForLeaderEpochResponse.topics',
-    224: 'OffsetForLeaderEpochResponse.topics',
-    225: 'OffsetForLeaderEpochResponse.topics',
-    226: 'OffsetForLeaderEpochResponse.topics',
-    227: 'OffsetForLeaderEpochResponse.topics',
-    228: 'OffsetForLeaderEpochResponse.topics',
-    229: 'OffsetForLeaderEpochResponse.topics',
+    183: 'OffsetForLeaderTopicResult.topic',
+    184: 'OffsetForLeaderTopicResult.topic',
+    185: 'OffsetForLeaderTopicResult.topic',
+    186: 'OffsetForLeaderTopicResult.topic',
+    187: 'OffsetForLeaderTopicResult.topic',
+    188: 'OffsetForLeaderTopicResult.topic',
+    189: 'OffsetForLeaderTopicResult.topic',
+    190: 'OffsetForLeaderTopicResult.topic',
+    191: 'OffsetForLeaderTopicResult.topic',
+    192: 'OffsetForLeaderTopicResult.topic',
+    193: 'OffsetForLeaderTopicResult.topic',
+    194: 'OffsetForLeaderTopicResult.topic',
+    195: 'OffsetForLeaderTopicResult.topic',
+    196: 'OffsetForLeaderTopicResult.topic',
+    197: 'OffsetForLeaderTopicResult.topic',
+    198: 'OffsetForLeaderTopicResult.topic',
+    199: 'OffsetForLeaderTopicResult.topic',
+    200: 'OffsetForLeaderTopicResult.partitions',
+    201: 'OffsetForLeaderTopicResult.partitions',
+    202: 'OffsetForLeaderTopicResult.partitions',
+    203: 'OffsetForLeaderTopicResult.partitions',
+    204: 'OffsetForLeaderTopicResult.partitions',
+    205: 'OffsetForLeaderTopicResult.partitions',
+    206: 'OffsetForLeaderTopicResult.partitions',
+    207: 'OffsetForLeaderTopicResult.partitions',
+    208: 'OffsetForLeaderTopicResult.partitions',
+    209: 'OffsetForLeaderTopicResult.partitions',
+    210: 'OffsetForLeaderTopicResult.partitions',
+    211: 'OffsetForLeaderTopicResult.partitions',
+    212: 'OffsetForLeaderTopicResult.partitions',
+    213: 'OffsetForLeaderTopicResult.partitions',
+    214: 'OffsetForLeaderTopicResult.partitions',
+    215: 'OffsetForLeaderTopicResult.partitions',
+    216: 'OffsetForLeaderTopicResult.partitions',
+    217: 'OffsetForLeaderTopicResult.<tagged fields>',
+    218: 'OffsetForLeaderTopicResult.<tagged fields>',
+    219: 'OffsetForLeaderTopicResult.<tagged fields>',
+    220: 'OffsetForLeaderTopicResult.<tagged fields>',
+    221: 'OffsetForLeaderTopicResult.<tagged fields>',
     230: 'OffsetForLeaderEpochResponse.topics',
     231: 'OffsetForLeaderEpochResponse.topics',
     232: 'OffsetForLeaderEpochResponse.topics',
-    238: 'OffsetForLeaderEpochResponse.throttle_time_ms',
-    239: 'OffsetForLeaderEpochResponse.throttle_time_ms',
-    240: 'OffsetForLeaderEpochResponse.topics',
-    241: 'OffsetForLeaderEpochResponse.topics',
-    242: 'OffsetForLeaderEpochResponse.topics',
-    243: 'OffsetForLeaderEpochResponse.topics',
-    244: 'OffsetForLeaderEpochResponse.topics',
-    245: 'OffsetForLeaderEpochResponse.topics',
-    246: 'OffsetForLeaderEpochResponse.topics',
-    247: 'OffsetForLeaderEpochResponse.topics',
+    233: 'OffsetForLeaderEpochResponse.topics',
+    234: 'OffsetForLeaderEpochResponse.topics',
+    235: 'OffsetForLeaderEpochResponse.topics',
+    236: 'OffsetForLeaderEpochResponse.topics',
+    237: 'OffsetForLeaderEpochResponse.topics',
+    238: 'OffsetForLeaderEpochResponse.topics',
+    239: 'OffsetForLeaderEpochResponse.topics',
     248: 'OffsetForLeaderEpochResponse.topics',
     249: 'OffsetForLeaderEpochResponse.topics',
     250: 'OffsetForLeaderEpochResponse.topics',
     251: 'OffsetForLeaderEpochResponse.topics',
     252: 'OffsetForLeaderEpochResponse.topics',
     253: 'OffsetForLeaderEpochResponse.topics',
-    254: 'OffsetForLeaderEpochResponse.<tagged fields>',
-    255: 'OffsetForLeaderEpochResponse.<tagged fields>',
-    256: 'OffsetForLeaderEpochResponse.<tagged fields>',
-    257: 'OffsetForLeaderEpochResponse.<tagged fields>',
-    258: 'OffsetForLeaderEpochResponse.<tagged fields>',
+    254: 'OffsetForLeaderEpochResponse.topics',
+    255: 'OffsetForLeaderEpochResponse.topics',
+    256: 'OffsetForLeaderEpochResponse.topics',
+    257: 'OffsetForLeaderEpochResponse.topics',
+    266: 'OffsetForLeaderEpochResponse.throttle_time_ms',
+    267: 'OffsetForLeaderEpochResponse.throttle_time_ms',
+    268: 'OffsetForLeaderEpochResponse.topics',
+    269: 'OffsetForLeaderEpochResponse.topics',
+    270: 'OffsetForLeaderEpochResponse.topics',
+    271: 'OffsetForLeaderEpochResponse.topics',
+    272: 'OffsetForLeaderEpochResponse.topics',
+    273: 'OffsetForLeaderEpochResponse.topics',
+    274: 'OffsetForLeaderEpochResponse.topics',
+    275: 'OffsetForLeaderEpochResponse.topics',
+    276: 'OffsetForLeaderEpochResponse.topics',
+    277: 'OffsetForLeaderEpochResponse.topics',
+    287: 'OffsetForLeaderEpochResponse.throttle_time_ms',
+    288: 'OffsetForLeaderEpochResponse.throttle_time_ms',
+    289: 'OffsetForLeaderEpochResponse.topics',
+    290: 'OffsetForLeaderEpochResponse.topics',
+    291: 'OffsetForLeaderEpochResponse.topics',
+    292: 'OffsetForLeaderEpochResponse.topics',
+    293: 'OffsetForLeaderEpochResponse.topics',
+    294: 'OffsetForLeaderEpochResponse.topics',
+    295: 'OffsetForLeaderEpochResponse.topics',
+    296: 'OffsetForLeaderEpochResponse.topics',
+    297: 'OffsetForLeaderEpochResponse.topics',
+    298: 'OffsetForLeaderEpochResponse.topics',
+    299: 'OffsetForLeaderEpochResponse.topics',
+    300: 'OffsetForLeaderEpochResponse.topics',
+    301: 'OffsetForLeaderEpochResponse.topics',
+    302: 'OffsetForLeaderEpochResponse.topics',
+    303: 'OffsetForLeaderEpochResponse.topics',
+    304: 'OffsetForLeaderEpochResponse.topics',
+    305: 'OffsetForLeaderEpochResponse.topics',
+    306: 'OffsetForLeaderEpochResponse.<tagged fields>',
+    307: 'OffsetForLeaderEpochResponse.<tagged fields>',
+    308: 'OffsetForLeaderEpochResponse.<tagged fields>',
+    309: 'OffsetForLeaderEpochResponse.<tagged fields>',
+    310: 'OffsetForLeaderEpochResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -87,7 +88,11 @@ def _d_PartitionProduceData_v0(buf, pos):
             raise _trunc('PartitionProduceData.records', _n1, len(buf) - pos)
         _f_records = buf[pos:_end2]
         pos = _end2
-    return PartitionProduceData(_f_index, _f_records, None), pos
+    _o = _new(PartitionProduceData)
+    _o.index = _f_index
+    _o.records = _f_records
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_PartitionProduceData_v1 = _d_PartitionProduceData_v0
@@ -112,6 +117,9 @@ def _d_PartitionProduceData_v9(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -128,7 +136,11 @@ def _d_PartitionProduceData_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionProduceData.<tagged fields>')
-    return PartitionProduceData(_f_index, _f_records, _unk), pos
+    _o = _new(PartitionProduceData)
+    _o.index = _f_index
+    _o.records = _f_records
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_PartitionProduceData_v10 = _d_PartitionProduceData_v9
@@ -156,7 +168,11 @@ def _d_TopicProduceData_v0(buf, pos):
         for _ in range(_n27):
             _x28, pos = _d_PartitionProduceData_v0(buf, pos)
             _f_partition_data.append(_x28)
-    return TopicProduceData(_f_name, _f_partition_data, None), pos
+    _o = _new(TopicProduceData)
+    _o.name = _f_name
+    _o.partition_data = _f_partition_data
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TopicProduceData_v1 = _d_TopicProduceData_v0
@@ -179,6 +195,9 @@ def _d_TopicProduceData_v9(buf, pos):
     _n61 = buf[pos]
     if _n61 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n61 = (_n61 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n61, pos = _ruv(buf, pos)
     _n61 -= 1
@@ -193,6 +212,9 @@ def _d_TopicProduceData_v9(buf, pos):
     _n63 = buf[pos]
     if _n63 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n63 = (_n63 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n63, pos = _ruv(buf, pos)
     _n63 -= 1
@@ -209,7 +231,11 @@ def _d_TopicProduceData_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicProduceData.<tagged fields>')
-    return TopicProduceData(_f_name, _f_partition_data, _unk), pos
+    _o = _new(TopicProduceData)
+    _o.name = _f_name
+    _o.partition_data = _f_partition_data
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TopicProduceData_v10 = _d_TopicProduceData_v9
@@ -229,7 +255,13 @@ def _d_ProduceRequest_v0(buf, pos):
         for _ in range(_n73):
             _x74, pos = _d_TopicProduceData_v0(buf, pos)
             _f_topic_data.append(_x74)
-    return ProduceRequest(None, _f_acks, _f_timeout_ms, _f_topic_data, None), pos
+    _o = _new(ProduceRequest)
+    _o.transactional_id = None
+    _o.acks = _f_acks
+    _o.timeout_ms = _f_timeout_ms
+    _o.topic_data = _f_topic_data
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ProduceRequest_v1 = _d_ProduceRequest_v0
@@ -259,7 +291,13 @@ def _d_ProduceRequest_v3(buf, pos):
         for _ in range(_n81):
             _x82, pos = _d_TopicProduceData_v3(buf, pos)
             _f_topic_data.append(_x82)
-    return ProduceRequest(_f_transactional_id, _f_acks, _f_timeout_ms, _f_topic_data, None), pos
+    _o = _new(ProduceRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.acks = _f_acks
+    _o.timeout_ms = _f_timeout_ms
+    _o.topic_data = _f_topic_data
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ProduceRequest_v4 = _d_ProduceRequest_v3
@@ -276,6 +314,9 @@ def _d_ProduceRequest_v9(buf, pos):
     _n103 = buf[pos]
     if _n103 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n103 = (_n103 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n103, pos = _ruv(buf, pos)
     _n103 -= 1
@@ -292,6 +333,9 @@ def _d_ProduceRequest_v9(buf, pos):
     _n105 = buf[pos]
     if _n105 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n105 = (_n105 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n105, pos = _ruv(buf, pos)
     _n105 -= 1
@@ -308,7 +352,13 @@ def _d_ProduceRequest_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ProduceRequest.<tagged fields>')
-    return ProduceRequest(_f_transactional_id, _f_acks, _f_timeout_ms, _f_topic_data, _unk), pos
+    _o = _new(ProduceRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.acks = _f_acks
+    _o.timeout_ms = _f_timeout_ms
+    _o.topic_data = _f_topic_data
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ProduceRequest_v10 = _d_ProduceRequest_v9
@@ -480,9 +530,8 @@ FLEXIBLE_FROM = 9
 DECODERS = {0: _d_ProduceRequest_v0, 1: _d_ProduceRequest_v1, 2: _d_ProduceRequest_v2, 3: _d_ProduceRequest_v3, 4: _d_ProduceRequest_v4, 5: _d_ProduceRequest_v5, 6: _d_ProduceRequest_v6, 7: _d_ProduceRequest_v7, 8: _d_ProduceRequest_v8, 9: _d_ProduceRequest_v9, 10: _d_ProduceRequest_v10, 11: _d_ProduceRequest_v11}
 ENCODERS = {0: _e_ProduceRequest_v0, 1: _e_ProduceRequest_v1, 2: _e_ProduceRequest_v2, 3: _e_ProduceRequest_v3, 4: _e_ProduceRequest_v4, 5: _e_ProduceRequest_v5, 6: _e_ProduceRequest_v6, 7: _e_ProduceRequest_v7, 8: _e_ProduceRequest_v8, 9: _e_ProduceRequest_v9, 10: _e_ProduceRequest_v10, 11: _e_ProduceRequest_v11}
 _reg(__file__, {
-    78: 'PartitionProduceData.index',
     79: 'PartitionProduceData.index',
-    80: 'PartitionProduceData.records',
+    80: 'PartitionProduceData.index',
     81: 'PartitionProduceData.records',
     82: 'PartitionProduceData.records',
     83: 'PartitionProduceData.records',
@@ -492,13 +541,9 @@ _reg(__file__, {
     87: 'PartitionProduceData.records',
     88: 'PartitionProduceData.records',
     89: 'PartitionProduceData.records',
-    102: 'PartitionProduceData.index',
-    103: 'PartitionProduceData.index',
-    104: 'PartitionProduceData.records',
-    105: 'PartitionProduceData.records',
-    106: 'PartitionProduceData.records',
-    107: 'PartitionProduceData.records',
-    108: 'PartitionProduceData.records',
+    90: 'PartitionProduceData.records',
+    107: 'PartitionProduceData.index',
+    108: 'PartitionProduceData.index',
     109: 'PartitionProduceData.records',
     110: 'PartitionProduceData.records',
     111: 'PartitionProduceData.records',
@@ -508,88 +553,82 @@ _reg(__file__, {
     115: 'PartitionProduceData.records',
     116: 'PartitionProduceData.records',
     117: 'PartitionProduceData.records',
-    118: 'PartitionProduceData.<tagged fields>',
-    119: 'PartitionProduceData.<tagged fields>',
-    120: 'PartitionProduceData.<tagged fields>',
-    121: 'PartitionProduceData.<tagged fields>',
-    122: 'PartitionProduceData.<tagged fields>',
-    129: 'TopicProduceData.name',
-    130: 'TopicProduceData.name',
-    131: 'TopicProduceData.name',
-    132: 'TopicProduceData.name',
-    133: 'TopicProduceData.name',
-    134: 'TopicProduceData.name',
-    135: 'TopicProduceData.name',
-    136: 'TopicProduceData.name',
-    137: 'TopicProduceData.name',
-    138: 'TopicProduceData.name',
-    139: 'TopicProduceData.partition_data',
-    140: 'TopicProduceData.partition_data',
-    141: 'TopicProduceData.partition_data',
-    142: 'TopicProduceData.partition_data',
-    143: 'TopicProduceData.partition_data',
-    144: 'TopicProduceData.partition_data',
-    145: 'TopicProduceData.partition_data',
-    146: 'TopicProduceData.partition_data',
-    147: 'TopicProduceData.partition_data',
-    148: 'TopicProduceData.partition_data',
-    161: 'TopicProduceData.name',
-    162: 'TopicProduceData.name',
-    163: 'TopicProduceData.name',
-    164: 'TopicProduceData.name',
-    165: 'TopicProduceData.name',
-    166: 'TopicProduceData.name',
-    167: 'TopicProduceData.name',
-    168: 'TopicProduceData.name',
-    169: 'TopicProduceData.name',
-    170: 'TopicProduceData.name',
-    171: 'TopicProduceData.name',
-    172: 'TopicProduceData.name',
-    173: 'TopicProduceData.name',
-    174: 'TopicProduceData.name',
-    175: 'TopicProduceData.partition_data',
-    176: 'TopicProduceData.partition_data',
-    177: 'TopicProduceData.partition_data',
-    178: 'TopicProduceData.partition_data',
-    179: 'TopicProduceData.partition_data',
-    180: 'TopicProduceData.partition_data',
-    181: 'TopicProduceData.partition_data',
-    182: 'TopicProduceData.partition_data',
-    183: 'TopicProduceData.partition_data',
-    184: 'TopicProduceData.partition_data',
-    185: 'TopicProduceData.partition_data',
-    186: 'TopicProduceData.partition_data',
-    187: 'TopicProduceData.partition_data',
-    188: 'TopicProduceData.partition_data',
-    189: 'TopicProduceData.<tagged fields>',
-    190: 'TopicProduceData.<tagged fields>',
-    191: 'TopicProduceData.<tagged fields>',
-    192: 'TopicProduceData.<tagged fields>',
-    193: 'TopicProduceData.<tagged fields>',
-    200: 'ProduceRequest.acks/timeout_ms',
-    201: 'ProduceRequest.acks/timeout_ms',
-    202: 'ProduceRequest.topic_data',
-    203: 'ProduceRequest.topic_data',
-    204: 'ProduceRequest.topic_data',
-    205: 'ProduceRequest.topic_data',
-    206: 'ProduceRequest.topic_data',
-    207: 'ProduceRequest.topic_data',
-    208: 'ProduceRequest.topic_data',
-    209: 'ProduceRequest.topic_data',
-    210: 'ProduceRequest.topic_data',
-    211: 'ProduceRequest.topic_data',
-    218: 'ProduceRequest.transactional_id',
-    219: 'ProduceRequest.transactional_id',
-    220: 'ProduceRequest.transactional_id',
-    221: 'ProduceRequest.transactional_id',
-    222: 'ProduceRequest.transactional_id',
-    223: 'ProduceRequest.transactional_id',
-    224: 'ProduceRequest.transactional_id',
-    225: 'ProduceRequest.transactional_id',
-    226: 'ProduceRequest.transactional_id',
-    227: 'ProduceRequest.transactional_id',
-    228: 'ProduceRequest.acks/timeout_ms',
-    229: 'ProduceRequest.acks/timeout_ms',
+    118: 'PartitionProduceData.records',
+    119: 'PartitionProduceData.records',
+    120: 'PartitionProduceData.records',
+    121: 'PartitionProduceData.records',
+    122: 'PartitionProduceData.records',
+    123: 'PartitionProduceData.records',
+    124: 'PartitionProduceData.records',
+    125: 'PartitionProduceData.records',
+    126: 'PartitionProduceData.<tagged fields>',
+    127: 'PartitionProduceData.<tagged fields>',
+    128: 'PartitionProduceData.<tagged fields>',
+    129: 'PartitionProduceData.<tagged fields>',
+    130: 'PartitionProduceData.<tagged fields>',
+    141: 'TopicProduceData.name',
+    142: 'TopicProduceData.name',
+    143: 'TopicProduceData.name',
+    144: 'TopicProduceData.name',
+    145: 'TopicProduceData.name',
+    146: 'TopicProduceData.name',
+    147: 'TopicProduceData.name',
+    148: 'TopicProduceData.name',
+    149: 'TopicProduceData.name',
+    150: 'TopicProduceData.name',
+    151: 'TopicProduceData.partition_data',
+    152: 'TopicProduceData.partition_data',
+    153: 'TopicProduceData.partition_data',
+    154: 'TopicProduceData.partition_data',
+    155: 'TopicProduceData.partition_data',
+    156: 'TopicProduceData.partition_data',
+    157: 'TopicProduceData.partition_data',
+    158: 'TopicProduceData.partition_data',
+    159: 'TopicProduceData.partition_data',
+    160: 'TopicProduceData.partition_data',
+    177: 'TopicProduceData.name',
+    178: 'TopicProduceData.name',
+    179: 'TopicProduceData.name',
+    180: 'TopicProduceData.name',
+    181: 'TopicProduceData.name',
+    182: 'TopicProduceData.name',
+    183: 'TopicProduceData.name',
+    184: 'TopicProduceData.name',
+    185: 'TopicProduceData.name',
+    186: 'TopicProduceData.name',
+    187: 'TopicProduceData.name',
+    188: 'TopicProduceData.name',
+    189: 'TopicProduceData.name',
+    190: 'TopicProduceData.name',
+    191: 'TopicProduceData.name',
+    192: 'TopicProduceData.name',
+    193: 'TopicProduceData.name',
+    194: 'TopicProduceData.partition_data',
+    195: 'TopicProduceData.partition_data',
+    196: 'TopicProduceData.partition_data',
+    197: 'TopicProduceData.partition_data',
+    198: 'TopicProduceData.partition_data',
+    199: 'TopicProduceData.partition_data',
+    200: 'TopicProduceData.partition_data',
+    201: 'TopicProduceData.partition_data',
+    202: 'TopicProduceData.partition_data',
+    203: 'TopicProduceData.partition_data',
+    204: 'TopicProduceData.partition_data',
+    205: 'TopicProduceData.partition_data',
+    206: 'TopicProduceData.partition_data',
+    207: 'TopicProduceData.partition_data',
+    208: 'TopicProduceData.partition_data',
+    209: 'TopicProduceData.partition_data',
+    210: 'TopicProduceData.partition_data',
+    211: 'TopicProduceData.<tagged fields>',
+    212: 'TopicProduceData.<tagged fields>',
+    213: 'TopicProduceData.<tagged fields>',
+    214: 'TopicProduceData.<tagged fields>',
+    215: 'TopicProduceData.<tagged fields>',
+    226: 'ProduceRequest.acks/timeout_ms',
+    227: 'ProduceRequest.acks/timeout_ms',
+    228: 'ProduceRequest.topic_data',
+    229: 'ProduceRequest.topic_data',
     230: 'ProduceRequest.topic_data',
     231: 'ProduceRequest.topic_data',
     232: 'ProduceRequest.topic_data',
@@ -598,9 +637,6 @@ _reg(__file__, {
     235: 'ProduceRequest.topic_data',
     236: 'ProduceRequest.topic_data',
     237: 'ProduceRequest.topic_data',
-    238: 'ProduceRequest.topic_data',
-    239: 'ProduceRequest.topic_data',
-    249: 'ProduceRequest.transactional_id',
     250: 'ProduceRequest.transactional_id',
     251: 'ProduceRequest.transactional_id',
     252: 'ProduceRequest.transactional_id',
@@ -611,11 +647,11 @@ _reg(__file__, {
     257: 'ProduceRequest.transactional_id',
     258: 'ProduceRequest.transactional_id',
     259: 'ProduceRequest.transactional_id',
-    260: 'ProduceRequest.transactional_id',
-    261: 'ProduceRequest.transactional_id',
-    262: 'ProduceRequest.transactional_id',
-    263: 'ProduceRequest.acks/timeout_ms',
-    264: 'ProduceRequest.acks/timeout_ms',
+    260: 'ProduceRequest.acks/timeout_ms',
+    261: 'ProduceRequest.acks/timeout_ms',
+    262: 'ProduceRequest.topic_data',
+    263: 'ProduceRequest.topic_data',
+    264: 'ProduceRequest.topic_data',
     265: 'ProduceRequest.topic_data',
     266: 'ProduceRequest.topic_data',
     267: 'ProduceRequest.topic_data',
@@ -623,16 +659,45 @@ _reg(__file__, {
     269: 'ProduceRequest.topic_data',
     270: 'ProduceRequest.topic_data',
     271: 'ProduceRequest.topic_data',
-    272: 'ProduceRequest.topic_data',
-    273: 'ProduceRequest.topic_data',
-    274: 'ProduceRequest.topic_data',
-    275: 'ProduceRequest.topic_data',
-    276: 'ProduceRequest.topic_data',
-    277: 'ProduceRequest.topic_data',
-    278: 'ProduceRequest.topic_data',
-    279: 'ProduceRequest.<tagged fields>',
-    280: 'ProduceRequest.<tagged fields>',
-    281: 'ProduceRequest.<tagged fields>',
-    282: 'ProduceRequest.<tagged fields>',
-    283: 'ProduceRequest.<tagged fields>',
+    287: 'ProduceRequest.transactional_id',
+    288: 'ProduceRequest.transactional_id',
+    289: 'ProduceRequest.transactional_id',
+    290: 'ProduceRequest.transactional_id',
+    291: 'ProduceRequest.transactional_id',
+    292: 'ProduceRequest.transactional_id',
+    293: 'ProduceRequest.transactional_id',
+    294: 'ProduceRequest.transactional_id',
+    295: 'ProduceRequest.transactional_id',
+    296: 'ProduceRequest.transactional_id',
+    297: 'ProduceRequest.transactional_id',
+    298: 'ProduceRequest.transactional_id',
+    299: 'ProduceRequest.transactional_id',
+    300: 'ProduceRequest.transactional_id',
+    301: 'ProduceRequest.transactional_id',
+    302: 'ProduceRequest.transactional_id',
+    303: 'ProduceRequest.transactional_id',
+    304: 'ProduceRequest.acks/timeout_ms',
+    305: 'ProduceRequest.acks/timeout_ms',
+    306: 'ProduceRequest.topic_data',
+    307: 'ProduceRequest.topic_data',
+    308: 'ProduceRequest.topic_data',
+    309: 'ProduceRequest.topic_data',
+    310: 'ProduceRequest.topic_data',
+    311: 'ProduceRequest.topic_data',
+    312: 'ProduceRequest.topic_data',
+    313: 'ProduceRequest.topic_data',
+    314: 'ProduceRequest.topic_data',
+    315: 'ProduceRequest.topic_data',
+    316: 'ProduceRequest.topic_data',
+    317: 'ProduceRequest.topic_data',
+    318: 'ProduceRequest.topic_data',
+    319: 'ProduceRequest.topic_data',
+    320: 'ProduceRequest.topic_data',
+    321: 'ProduceRequest.topic_data',
+    322: 'ProduceRequest.topic_data',
+    323: 'ProduceRequest.<tagged fields>',
+    324: 'ProduceRequest.<tagged fields>',
+    325: 'ProduceRequest.<tagged fields>',
+    326: 'ProduceRequest.<tagged fields>',
+    327: 'ProduceRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -158,7 +159,11 @@ def _d_BatchIndexAndErrorMessage_v8(buf, pos):
             raise _trunc('BatchIndexAndErrorMessage.batch_index_error_message', _n1, len(buf) - pos)
         _f_batch_index_error_message = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return BatchIndexAndErrorMessage(_f_batch_index, _f_batch_index_error_message, None), pos
+    _o = _new(BatchIndexAndErrorMessage)
+    _o.batch_index = _f_batch_index
+    _o.batch_index_error_message = _f_batch_index_error_message
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_BatchIndexAndErrorMessage_v9(buf, pos):
@@ -167,6 +172,9 @@ def _d_BatchIndexAndErrorMessage_v9(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -183,7 +191,11 @@ def _d_BatchIndexAndErrorMessage_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'BatchIndexAndErrorMessage.<tagged fields>')
-    return BatchIndexAndErrorMessage(_f_batch_index, _f_batch_index_error_message, _unk), pos
+    _o = _new(BatchIndexAndErrorMessage)
+    _o.batch_index = _f_batch_index
+    _o.batch_index_error_message = _f_batch_index_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_BatchIndexAndErrorMessage_v10 = _d_BatchIndexAndErrorMessage_v9
@@ -198,7 +210,11 @@ def _d_LeaderIdAndEpoch_v10(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderIdAndEpoch.<tagged fields>')
-    return LeaderIdAndEpoch(_f_leader_id, _f_leader_epoch, _unk), pos
+    _o = _new(LeaderIdAndEpoch)
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_LeaderIdAndEpoch_v11 = _d_LeaderIdAndEpoch_v10
@@ -206,7 +222,17 @@ _d_LeaderIdAndEpoch_v11 = _d_LeaderIdAndEpoch_v10
 def _d_PartitionProduceResponse_v0(buf, pos):
     _f_index, _f_error_code, _f_base_offset = _S_ihqu(buf, pos)
     pos += 14
-    return PartitionProduceResponse(_f_index, _f_error_code, _f_base_offset, -1, -1, [], None, LeaderIdAndEpoch(), None), pos
+    _o = _new(PartitionProduceResponse)
+    _o.index = _f_index
+    _o.error_code = _f_error_code
+    _o.base_offset = _f_base_offset
+    _o.log_append_time_ms = -1
+    _o.log_start_offset = -1
+    _o.record_errors = []
+    _o.error_message = None
+    _o.current_leader = LeaderIdAndEpoch()
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_PartitionProduceResponse_v1 = _d_PartitionProduceResponse_v0
@@ -214,7 +240,17 @@ _d_PartitionProduceResponse_v1 = _d_PartitionProduceResponse_v0
 def _d_PartitionProduceResponse_v2(buf, pos):
     _f_index, _f_error_code, _f_base_offset, _f_log_append_time_ms = _S_ihqqu(buf, pos)
     pos += 22
-    return PartitionProduceResponse(_f_index, _f_error_code, _f_base_offset, _f_log_append_time_ms, -1, [], None, LeaderIdAndEpoch(), None), pos
+    _o = _new(PartitionProduceResponse)
+    _o.index = _f_index
+    _o.error_code = _f_error_code
+    _o.base_offset = _f_base_offset
+    _o.log_append_time_ms = _f_log_append_time_ms
+    _o.log_start_offset = -1
+    _o.record_errors = []
+    _o.error_message = None
+    _o.current_leader = LeaderIdAndEpoch()
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_PartitionProduceResponse_v3 = _d_PartitionProduceResponse_v2
@@ -224,7 +260,17 @@ _d_PartitionProduceResponse_v4 = _d_PartitionProduceResponse_v2
 def _d_PartitionProduceResponse_v5(buf, pos):
     _f_index, _f_error_code, _f_base_offset, _f_log_append_time_ms, _f_log_start_offset = _S_ihqqqu(buf, pos)
     pos += 30
-    return PartitionProduceResponse(_f_index, _f_error_code, _f_base_offset, _f_log_append_time_ms, _f_log_start_offset, [], None, LeaderIdAndEpoch(), None), pos
+    _o = _new(PartitionProduceResponse)
+    _o.index = _f_index
+    _o.error_code = _f_error_code
+    _o.base_offset = _f_base_offset
+    _o.log_append_time_ms = _f_log_append_time_ms
+    _o.log_start_offset = _f_log_start_offset
+    _o.record_errors = []
+    _o.error_message = None
+    _o.current_leader = LeaderIdAndEpoch()
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_PartitionProduceResponse_v6 = _d_PartitionProduceResponse_v5
@@ -254,7 +300,17 @@ def _d_PartitionProduceResponse_v8(buf, pos):
             raise _trunc('PartitionProduceResponse.error_message', _n11, len(buf) - pos)
         _f_error_message = str(buf[pos:_end12], 'utf-8')
         pos = _end12
-    return PartitionProduceResponse(_f_index, _f_error_code, _f_base_offset, _f_log_append_time_ms, _f_log_start_offset, _f_record_errors, _f_error_message, LeaderIdAndEpoch(), None), pos
+    _o = _new(PartitionProduceResponse)
+    _o.index = _f_index
+    _o.error_code = _f_error_code
+    _o.base_offset = _f_base_offset
+    _o.log_append_time_ms = _f_log_append_time_ms
+    _o.log_start_offset = _f_log_start_offset
+    _o.record_errors = _f_record_errors
+    _o.error_message = _f_error_message
+    _o.current_leader = LeaderIdAndEpoch()
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_PartitionProduceResponse_v9(buf, pos):
@@ -263,6 +319,9 @@ def _d_PartitionProduceResponse_v9(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -277,6 +336,9 @@ def _d_PartitionProduceResponse_v9(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -293,7 +355,17 @@ def _d_PartitionProduceResponse_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionProduceResponse.<tagged fields>')
-    return PartitionProduceResponse(_f_index, _f_error_code, _f_base_offset, _f_log_append_time_ms, _f_log_start_offset, _f_record_errors, _f_error_message, LeaderIdAndEpoch(), _unk), pos
+    _o = _new(PartitionProduceResponse)
+    _o.index = _f_index
+    _o.error_code = _f_error_code
+    _o.base_offset = _f_base_offset
+    _o.log_append_time_ms = _f_log_append_time_ms
+    _o.log_start_offset = _f_log_start_offset
+    _o.record_errors = _f_record_errors
+    _o.error_message = _f_error_message
+    _o.current_leader = LeaderIdAndEpoch()
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionProduceResponse_v10(buf, pos):
@@ -302,6 +374,9 @@ def _d_PartitionProduceResponse_v10(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -316,6 +391,9 @@ def _d_PartitionProduceResponse_v10(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -337,7 +415,17 @@ def _d_PartitionProduceResponse_v10(buf, pos):
             _tb = _tags[0]
             _tp = 0
             _f_current_leader, _tp = _d_LeaderIdAndEpoch_v10(_tb, _tp)
-    return PartitionProduceResponse(_f_index, _f_error_code, _f_base_offset, _f_log_append_time_ms, _f_log_start_offset, _f_record_errors, _f_error_message, _f_current_leader, _unk), pos
+    _o = _new(PartitionProduceResponse)
+    _o.index = _f_index
+    _o.error_code = _f_error_code
+    _o.base_offset = _f_base_offset
+    _o.log_append_time_ms = _f_log_append_time_ms
+    _o.log_start_offset = _f_log_start_offset
+    _o.record_errors = _f_record_errors
+    _o.error_message = _f_error_message
+    _o.current_leader = _f_current_leader
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_PartitionProduceResponse_v11 = _d_PartitionProduceResponse_v10
@@ -363,7 +451,11 @@ def _d_TopicProduceResponse_v0(buf, pos):
         for _ in range(_n27):
             _x28, pos = _d_PartitionProduceResponse_v0(buf, pos)
             _f_partition_responses.append(_x28)
-    return TopicProduceResponse(_f_name, _f_partition_responses, None), pos
+    _o = _new(TopicProduceResponse)
+    _o.name = _f_name
+    _o.partition_responses = _f_partition_responses
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TopicProduceResponse_v1 = _d_TopicProduceResponse_v0
@@ -389,7 +481,11 @@ def _d_TopicProduceResponse_v2(buf, pos):
         for _ in range(_n35):
             _x36, pos = _d_PartitionProduceResponse_v2(buf, pos)
             _f_partition_responses.append(_x36)
-    return TopicProduceResponse(_f_name, _f_partition_responses, None), pos
+    _o = _new(TopicProduceResponse)
+    _o.name = _f_name
+    _o.partition_responses = _f_partition_responses
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TopicProduceResponse_v3 = _d_TopicProduceResponse_v2
@@ -417,7 +513,11 @@ def _d_TopicProduceResponse_v5(buf, pos):
         for _ in range(_n47):
             _x48, pos = _d_PartitionProduceResponse_v5(buf, pos)
             _f_partition_responses.append(_x48)
-    return TopicProduceResponse(_f_name, _f_partition_responses, None), pos
+    _o = _new(TopicProduceResponse)
+    _o.name = _f_name
+    _o.partition_responses = _f_partition_responses
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TopicProduceResponse_v6 = _d_TopicProduceResponse_v5
@@ -445,13 +545,20 @@ def _d_TopicProduceResponse_v8(buf, pos):
         for _ in range(_n59):
             _x60, pos = _d_PartitionProduceResponse_v8(buf, pos)
             _f_partition_responses.append(_x60)
-    return TopicProduceResponse(_f_name, _f_partition_responses, None), pos
+    _o = _new(TopicProduceResponse)
+    _o.name = _f_name
+    _o.partition_responses = _f_partition_responses
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_TopicProduceResponse_v9(buf, pos):
     _n61 = buf[pos]
     if _n61 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n61 = (_n61 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n61, pos = _ruv(buf, pos)
     _n61 -= 1
@@ -466,6 +573,9 @@ def _d_TopicProduceResponse_v9(buf, pos):
     _n63 = buf[pos]
     if _n63 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n63 = (_n63 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n63, pos = _ruv(buf, pos)
     _n63 -= 1
@@ -482,13 +592,20 @@ def _d_TopicProduceResponse_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicProduceResponse.<tagged fields>')
-    return TopicProduceResponse(_f_name, _f_partition_responses, _unk), pos
+    _o = _new(TopicProduceResponse)
+    _o.name = _f_name
+    _o.partition_responses = _f_partition_responses
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicProduceResponse_v10(buf, pos):
     _n65 = buf[pos]
     if _n65 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n65 = (_n65 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n65, pos = _ruv(buf, pos)
     _n65 -= 1
@@ -503,6 +620,9 @@ def _d_TopicProduceResponse_v10(buf, pos):
     _n67 = buf[pos]
     if _n67 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n67 = (_n67 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n67, pos = _ruv(buf, pos)
     _n67 -= 1
@@ -519,7 +639,11 @@ def _d_TopicProduceResponse_v10(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicProduceResponse.<tagged fields>')
-    return TopicProduceResponse(_f_name, _f_partition_responses, _unk), pos
+    _o = _new(TopicProduceResponse)
+    _o.name = _f_name
+    _o.partition_responses = _f_partition_responses
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TopicProduceResponse_v11 = _d_TopicProduceResponse_v10
@@ -530,6 +654,9 @@ def _d_NodeEndpoint_v10(buf, pos):
     _n73 = buf[pos]
     if _n73 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n73 = (_n73 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n73, pos = _ruv(buf, pos)
     _n73 -= 1
@@ -546,6 +673,9 @@ def _d_NodeEndpoint_v10(buf, pos):
     _n75 = buf[pos]
     if _n75 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n75 = (_n75 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n75, pos = _ruv(buf, pos)
     _n75 -= 1
@@ -562,7 +692,13 @@ def _d_NodeEndpoint_v10(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'NodeEndpoint.<tagged fields>')
-    return NodeEndpoint(_f_node_id, _f_host, _f_port, _f_rack, _unk), pos
+    _o = _new(NodeEndpoint)
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.rack = _f_rack
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_NodeEndpoint_v11 = _d_NodeEndpoint_v10
@@ -578,7 +714,12 @@ def _d_ProduceResponse_v0(buf, pos):
         for _ in range(_n81):
             _x82, pos = _d_TopicProduceResponse_v0(buf, pos)
             _f_responses.append(_x82)
-    return ProduceResponse(_f_responses, 0, [], None), pos
+    _o = _new(ProduceResponse)
+    _o.responses = _f_responses
+    _o.throttle_time_ms = 0
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ProduceResponse_v1(buf, pos):
@@ -594,7 +735,12 @@ def _d_ProduceResponse_v1(buf, pos):
             _f_responses.append(_x84)
     _f_throttle_time_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return ProduceResponse(_f_responses, _f_throttle_time_ms, [], None), pos
+    _o = _new(ProduceResponse)
+    _o.responses = _f_responses
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ProduceResponse_v2(buf, pos):
@@ -610,7 +756,12 @@ def _d_ProduceResponse_v2(buf, pos):
             _f_responses.append(_x86)
     _f_throttle_time_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return ProduceResponse(_f_responses, _f_throttle_time_ms, [], None), pos
+    _o = _new(ProduceResponse)
+    _o.responses = _f_responses
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ProduceResponse_v3 = _d_ProduceResponse_v2
@@ -630,7 +781,12 @@ def _d_ProduceResponse_v5(buf, pos):
             _f_responses.append(_x92)
     _f_throttle_time_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return ProduceResponse(_f_responses, _f_throttle_time_ms, [], None), pos
+    _o = _new(ProduceResponse)
+    _o.responses = _f_responses
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_ProduceResponse_v6 = _d_ProduceResponse_v5
@@ -650,13 +806,21 @@ def _d_ProduceResponse_v8(buf, pos):
             _f_responses.append(_x98)
     _f_throttle_time_ms = _S_iu(buf, pos)[0]
     pos += 4
-    return ProduceResponse(_f_responses, _f_throttle_time_ms, [], None), pos
+    _o = _new(ProduceResponse)
+    _o.responses = _f_responses
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ProduceResponse_v9(buf, pos):
     _n99 = buf[pos]
     if _n99 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n99 = (_n99 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n99, pos = _ruv(buf, pos)
     _n99 -= 1
@@ -675,13 +839,21 @@ def _d_ProduceResponse_v9(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ProduceResponse.<tagged fields>')
-    return ProduceResponse(_f_responses, _f_throttle_time_ms, [], _unk), pos
+    _o = _new(ProduceResponse)
+    _o.responses = _f_responses
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ProduceResponse_v10(buf, pos):
     _n101 = buf[pos]
     if _n101 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n101 = (_n101 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n101, pos = _ruv(buf, pos)
     _n101 -= 1
@@ -707,6 +879,9 @@ def _d_ProduceResponse_v10(buf, pos):
             _n103 = _tb[_tp]
             if _n103 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n103 = (_n103 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n103, _tp = _ruv(_tb, _tp)
             _n103 -= 1
@@ -718,7 +893,12 @@ def _d_ProduceResponse_v10(buf, pos):
                 for _ in range(_n103):
                     _x104, _tp = _d_NodeEndpoint_v10(_tb, _tp)
                     _f_node_endpoints.append(_x104)
-    return ProduceResponse(_f_responses, _f_throttle_time_ms, _f_node_endpoints, _unk), pos
+    _o = _new(ProduceResponse)
+    _o.responses = _f_responses
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.node_endpoints = _f_node_endpoints
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_ProduceResponse_v11 = _d_ProduceResponse_v10
@@ -841,14 +1021,17 @@ def _e_PartitionProduceResponse_v10(o, w):
         w(_UV1[_l] if _l < 128 else _wuv(_l))
         w(_v121)
     _t = []
-    if o.current_leader != LeaderIdAndEpoch():
+    if not _isdef_LeaderIdAndEpoch(o.current_leader):
         _o = []
         _e_LeaderIdAndEpoch_v10(o.current_leader, _o.append)
         _t.append((0, b''.join(_o)))
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 _e_PartitionProduceResponse_v11 = _e_PartitionProduceResponse_v10
@@ -1050,10 +1233,19 @@ def _e_ProduceResponse_v10(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 _e_ProduceResponse_v11 = _e_ProduceResponse_v10
+
+def _isdef_LeaderIdAndEpoch(o):
+    return (o.leader_id == -1
+            and o.leader_epoch == -1
+            and not o.unknown_tagged_fields)
+
 
 
 MESSAGE = ProduceResponse
@@ -1062,9 +1254,8 @@ FLEXIBLE_FROM = 9
 DECODERS = {0: _d_ProduceResponse_v0, 1: _d_ProduceResponse_v1, 2: _d_ProduceResponse_v2, 3: _d_ProduceResponse_v3, 4: _d_ProduceResponse_v4, 5: _d_ProduceResponse_v5, 6: _d_ProduceResponse_v6, 7: _d_ProduceResponse_v7, 8: _d_ProduceResponse_v8, 9: _d_ProduceResponse_v9, 10: _d_ProduceResponse_v10, 11: _d_ProduceResponse_v11}
 ENCODERS = {0: _e_ProduceResponse_v0, 1: _e_ProduceResponse_v1, 2: _e_ProduceResponse_v2, 3: _e_ProduceResponse_v3, 4: _e_ProduceResponse_v4, 5: _e_ProduceResponse_v5, 6: _e_ProduceResponse_v6, 7: _e_ProduceResponse_v7, 8: _e_ProduceResponse_v8, 9: _e_ProduceResponse_v9, 10: _e_ProduceResponse_v10, 11: _e_ProduceResponse_v11}
 _reg(__file__, {
-    149: 'BatchIndexAndErrorMessage.batch_index',
     150: 'BatchIndexAndErrorMessage.batch_index',
-    151: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    151: 'BatchIndexAndErrorMessage.batch_index',
     152: 'BatchIndexAndErrorMessage.batch_index_error_message',
     153: 'BatchIndexAndErrorMessage.batch_index_error_message',
     154: 'BatchIndexAndErrorMessage.batch_index_error_message',
@@ -1074,13 +1265,9 @@ _reg(__file__, {
     158: 'BatchIndexAndErrorMessage.batch_index_error_message',
     159: 'BatchIndexAndErrorMessage.batch_index_error_message',
     160: 'BatchIndexAndErrorMessage.batch_index_error_message',
-    165: 'BatchIndexAndErrorMessage.batch_index',
-    166: 'BatchIndexAndErrorMessage.batch_index',
-    167: 'BatchIndexAndErrorMessage.batch_index_error_message',
-    168: 'BatchIndexAndErrorMessage.batch_index_error_message',
-    169: 'BatchIndexAndErrorMessage.batch_index_error_message',
-    170: 'BatchIndexAndErrorMessage.batch_index_error_message',
-    171: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    161: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    170: 'BatchIndexAndErrorMessage.batch_index',
+    171: 'BatchIndexAndErrorMessage.batch_index',
     172: 'BatchIndexAndErrorMessage.batch_index_error_message',
     173: 'BatchIndexAndErrorMessage.batch_index_error_message',
     174: 'BatchIndexAndErrorMessage.batch_index_error_message',
@@ -1090,253 +1277,191 @@ _reg(__file__, {
     178: 'BatchIndexAndErrorMessage.batch_index_error_message',
     179: 'BatchIndexAndErrorMessage.batch_index_error_message',
     180: 'BatchIndexAndErrorMessage.batch_index_error_message',
-    181: 'BatchIndexAndErrorMessage.<tagged fields>',
-    182: 'BatchIndexAndErrorMessage.<tagged fields>',
-    183: 'BatchIndexAndErrorMessage.<tagged fields>',
-    184: 'BatchIndexAndErrorMessage.<tagged fields>',
-    185: 'BatchIndexAndErrorMessage.<tagged fields>',
-    192: 'LeaderIdAndEpoch.leader_id/leader_epoch',
-    193: 'LeaderIdAndEpoch.leader_id/leader_epoch',
-    194: 'LeaderIdAndEpoch.<tagged fields>',
-    195: 'LeaderIdAndEpoch.<tagged fields>',
-    196: 'LeaderIdAndEpoch.<tagged fields>',
-    197: 'LeaderIdAndEpoch.<tagged fields>',
-    198: 'LeaderIdAndEpoch.<tagged fields>',
-    204: 'PartitionProduceResponse.index/error_code/base_offset',
-    205: 'PartitionProduceResponse.index/error_code/base_offset',
-    211: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms',
-    212: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms',
-    219: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
-    220: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
-    227: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
-    228: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
-    229: 'PartitionProduceResponse.record_errors',
-    230: 'PartitionProduceResponse.record_errors',
-    231: 'PartitionProduceResponse.record_errors',
-    232: 'PartitionProduceResponse.record_errors',
-    233: 'PartitionProduceResponse.record_errors',
-    234: 'PartitionProduceResponse.record_errors',
-    235: 'PartitionProduceResponse.record_errors',
-    236: 'PartitionProduceResponse.record_errors',
-    237: 'PartitionProduceResponse.record_errors',
-    238: 'PartitionProduceResponse.record_errors',
-    239: 'PartitionProduceResponse.error_message',
-    240: 'PartitionProduceResponse.error_message',
-    241: 'PartitionProduceResponse.error_message',
-    242: 'PartitionProduceResponse.error_message',
-    243: 'PartitionProduceResponse.error_message',
-    244: 'PartitionProduceResponse.error_message',
-    245: 'PartitionProduceResponse.error_message',
-    246: 'PartitionProduceResponse.error_message',
-    247: 'PartitionProduceResponse.error_message',
-    248: 'PartitionProduceResponse.error_message',
-    253: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
-    254: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
-    255: 'PartitionProduceResponse.record_errors',
-    256: 'PartitionProduceResponse.record_errors',
-    257: 'PartitionProduceResponse.record_errors',
-    258: 'PartitionProduceResponse.record_errors',
-    259: 'PartitionProduceResponse.record_errors',
-    260: 'PartitionProduceResponse.record_errors',
-    261: 'PartitionProduceResponse.record_errors',
-    262: 'PartitionProduceResponse.record_errors',
-    263: 'PartitionProduceResponse.record_errors',
-    264: 'PartitionProduceResponse.record_errors',
-    265: 'PartitionProduceResponse.record_errors',
-    266: 'PartitionProduceResponse.record_errors',
-    267: 'PartitionProduceResponse.record_errors',
-    268: 'PartitionProduceResponse.record_errors',
-    269: 'PartitionProduceResponse.error_message',
-    270: 'PartitionProduceResponse.error_message',
-    271: 'PartitionProduceResponse.error_message',
-    272: 'PartitionProduceResponse.error_message',
-    273: 'PartitionProduceResponse.error_message',
-    274: 'PartitionProduceResponse.error_message',
-    275: 'PartitionProduceResponse.error_message',
-    276: 'PartitionProduceResponse.error_message',
-    277: 'PartitionProduceResponse.error_message',
-    278: 'PartitionProduceResponse.error_message',
-    279: 'PartitionProduceResponse.error_message',
-    280: 'PartitionProduceResponse.error_message',
-    281: 'PartitionProduceResponse.error_message',
-    282: 'PartitionProduceResponse.error_message',
-    283: 'PartitionProduceResponse.<tagged fields>',
-    284: 'PartitionProduceResponse.<tagged fields>',
-    285: 'PartitionProduceResponse.<tagged fields>',
-    286: 'PartitionProduceResponse.<tagged fields>',
-    287: 'PartitionProduceResponse.<tagged fields>',
-    292: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
-    293: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
-    294: 'PartitionProduceResponse.record_errors',
-    295: 'PartitionProduceResponse.record_errors',
-    296: 'PartitionProduceResponse.record_errors',
-    297: 'PartitionProduceResponse.record_errors',
-    298: 'PartitionProduceResponse.record_errors',
-    299: 'PartitionProduceResponse.record_errors',
-    300: 'PartitionProduceResponse.record_errors',
-    301: 'PartitionProduceResponse.record_errors',
-    302: 'PartitionProduceResponse.record_errors',
-    303: 'PartitionProduceResponse.record_errors',
-    304: 'PartitionProduceResponse.record_errors',
-    305: 'PartitionProduceResponse.record_errors',
-    306: 'PartitionProduceResponse.record_errors',
-    307: 'PartitionProduceResponse.record_errors',
-    308: 'PartitionProduceResponse.error_message',
-    309: 'PartitionProduceResponse.error_message',
-    310: 'PartitionProduceResponse.error_message',
-    311: 'PartitionProduceResponse.error_message',
-    312: 'PartitionProduceResponse.error_message',
-    313: 'PartitionProduceResponse.error_message',
-    314: 'PartitionProduceResponse.error_message',
-    315: 'PartitionProduceResponse.error_message',
-    316: 'PartitionProduceResponse.error_message',
-    317: 'PartitionProduceResponse.error_message',
-    318: 'PartitionProduceResponse.error_message',
-    319: 'PartitionProduceResponse.error_message',
-    320: 'PartitionProduceResponse.error_message',
-    321: 'PartitionProduceResponse.error_message',
-    322: 'PartitionProduceResponse.<tagged fields>',
-    323: 'PartitionProduceResponse.<tagged fields>',
-    324: 'PartitionProduceResponse.<tagged fields>',
-    325: 'PartitionProduceResponse.<tagged fields>',
-    326: 'PartitionProduceResponse.<tagged fields>',
-    327: 'PartitionProduceResponse.<tagged fields>',
-    328: 'PartitionProduceResponse.current_leader',
-    329: 'PartitionProduceResponse.current_leader',
-    330: 'PartitionProduceResponse.current_leader',
-    331: 'PartitionProduceResponse.current_leader',
-    337: 'TopicProduceResponse.name',
-    338: 'TopicProduceResponse.name',
-    339: 'TopicProduceResponse.name',
-    340: 'TopicProduceResponse.name',
-    341: 'TopicProduceResponse.name',
-    342: 'TopicProduceResponse.name',
-    343: 'TopicProduceResponse.name',
-    344: 'TopicProduceResponse.name',
-    345: 'TopicProduceResponse.name',
-    346: 'TopicProduceResponse.name',
-    347: 'TopicProduceResponse.partition_responses',
-    348: 'TopicProduceResponse.partition_responses',
-    349: 'TopicProduceResponse.partition_responses',
-    350: 'TopicProduceResponse.partition_responses',
-    351: 'TopicProduceResponse.partition_responses',
-    352: 'TopicProduceResponse.partition_responses',
-    353: 'TopicProduceResponse.partition_responses',
-    354: 'TopicProduceResponse.partition_responses',
-    355: 'TopicProduceResponse.partition_responses',
-    356: 'TopicProduceResponse.partition_responses',
-    362: 'TopicProduceResponse.name',
-    363: 'TopicProduceResponse.name',
-    364: 'TopicProduceResponse.name',
-    365: 'TopicProduceResponse.name',
-    366: 'TopicProduceResponse.name',
-    367: 'TopicProduceResponse.name',
-    368: 'TopicProduceResponse.name',
-    369: 'TopicProduceResponse.name',
-    370: 'TopicProduceResponse.name',
-    371: 'TopicProduceResponse.name',
-    372: 'TopicProduceResponse.partition_responses',
-    373: 'TopicProduceResponse.partition_responses',
-    374: 'TopicProduceResponse.partition_responses',
-    375: 'TopicProduceResponse.partition_responses',
-    376: 'TopicProduceResponse.partition_responses',
-    377: 'TopicProduceResponse.partition_responses',
-    378: 'TopicProduceResponse.partition_responses',
-    379: 'TopicProduceResponse.partition_responses',
-    380: 'TopicProduceResponse.partition_responses',
-    381: 'TopicProduceResponse.partition_responses',
-    388: 'TopicProduceResponse.name',
-    389: 'TopicProduceResponse.name',
-    390: 'TopicProduceResponse.name',
-    391: 'TopicProduceResponse.name',
-    392: 'TopicProduceResponse.name',
-    393: 'TopicProduceResponse.name',
-    394: 'TopicProduceResponse.name',
-    395: 'TopicProduceResponse.name',
-    396: 'TopicProduceResponse.name',
-    397: 'TopicProduceResponse.name',
-    398: 'TopicProduceResponse.partition_responses',
-    399: 'TopicProduceResponse.partition_responses',
-    400: 'TopicProduceResponse.partition_responses',
-    401: 'TopicProduceResponse.partition_responses',
-    402: 'TopicProduceResponse.partition_responses',
-    403: 'TopicProduceResponse.partition_responses',
-    404: 'TopicProduceResponse.partition_responses',
-    405: 'TopicProduceResponse.partition_responses',
-    406: 'TopicProduceResponse.partition_responses',
-    407: 'TopicProduceResponse.partition_responses',
-    414: 'TopicProduceResponse.name',
-    415: 'TopicProduceResponse.name',
-    416: 'TopicProduceResponse.name',
-    417: 'TopicProduceResponse.name',
-    418: 'TopicProduceResponse.name',
-    419: 'TopicProduceResponse.name',
-    420: 'TopicProduceResponse.name',
-    421: 'TopicProduceResponse.name',
-    422: 'TopicProduceResponse.name',
-    423: 'TopicProduceResponse.name',
-    424: 'TopicProduceResponse.partition_responses',
-    425: 'TopicProduceResponse.partition_responses',
-    426: 'TopicProduceResponse.partition_responses',
-    427: 'TopicProduceResponse.partition_responses',
-    428: 'TopicProduceResponse.partition_responses',
-    429: 'TopicProduceResponse.partition_responses',
-    430: 'TopicProduceResponse.partition_responses',
-    431: 'TopicProduceResponse.partition_responses',
-    432: 'TopicProduceResponse.partition_responses',
-    433: 'TopicProduceResponse.partition_responses',
-    438: 'TopicProduceResponse.name',
-    439: 'TopicProduceResponse.name',
-    440: 'TopicProduceResponse.name',
-    441: 'TopicProduceResponse.name',
-    442: 'TopicProduceResponse.name',
-    443: 'TopicProduceResponse.name',
-    444: 'TopicProduceResponse.name',
-    445: 'TopicProduceResponse.name',
-    446: 'TopicProduceResponse.name',
-    447: 'TopicProduceResponse.name',
-    448: 'TopicProduceResponse.name',
-    449: 'TopicProduceResponse.name',
-    450: 'TopicProduceResponse.name',
-    451: 'TopicProduceResponse.name',
-    452: 'TopicProduceResponse.partition_responses',
-    453: 'TopicProduceResponse.partition_responses',
-    454: 'TopicProduceResponse.partition_responses',
-    455: 'TopicProduceResponse.partition_responses',
-    456: 'TopicProduceResponse.partition_responses',
-    457: 'TopicProduceResponse.partition_responses',
-    458: 'TopicProduceResponse.partition_responses',
-    459: 'TopicProduceResponse.partition_responses',
-    460: 'TopicProduceResponse.partition_responses',
-    461: 'TopicProduceResponse.partition_responses',
-    462: 'TopicProduceResponse.partition_responses',
-    463: 'TopicProduceResponse.partition_responses',
+    181: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    182: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    183: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    184: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    185: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    186: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    187: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    188: 'BatchIndexAndErrorMessage.batch_index_error_message',
+    189: 'BatchIndexAndErrorMessage.<tagged fields>',
+    190: 'BatchIndexAndErrorMessage.<tagged fields>',
+    191: 'BatchIndexAndErrorMessage.<tagged fields>',
+    192: 'BatchIndexAndErrorMessage.<tagged fields>',
+    193: 'BatchIndexAndErrorMessage.<tagged fields>',
+    204: 'LeaderIdAndEpoch.leader_id/leader_epoch',
+    205: 'LeaderIdAndEpoch.leader_id/leader_epoch',
+    206: 'LeaderIdAndEpoch.<tagged fields>',
+    207: 'LeaderIdAndEpoch.<tagged fields>',
+    208: 'LeaderIdAndEpoch.<tagged fields>',
+    209: 'LeaderIdAndEpoch.<tagged fields>',
+    210: 'LeaderIdAndEpoch.<tagged fields>',
+    220: 'PartitionProduceResponse.index/error_code/base_offset',
+    221: 'PartitionProduceResponse.index/error_code/base_offset',
+    237: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms',
+    238: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms',
+    255: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
+    256: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
+    273: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
+    274: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
+    275: 'PartitionProduceResponse.record_errors',
+    276: 'PartitionProduceResponse.record_errors',
+    277: 'PartitionProduceResponse.record_errors',
+    278: 'PartitionProduceResponse.record_errors',
+    279: 'PartitionProduceResponse.record_errors',
+    280: 'PartitionProduceResponse.record_errors',
+    281: 'PartitionProduceResponse.record_errors',
+    282: 'PartitionProduceResponse.record_errors',
+    283: 'PartitionProduceResponse.record_errors',
+    284: 'PartitionProduceResponse.record_errors',
+    285: 'PartitionProduceResponse.error_message',
+    286: 'PartitionProduceResponse.error_message',
+    287: 'PartitionProduceResponse.error_message',
+    288: 'PartitionProduceResponse.error_message',
+    289: 'PartitionProduceResponse.error_message',
+    290: 'PartitionProduceResponse.error_message',
+    291: 'PartitionProduceResponse.error_message',
+    292: 'PartitionProduceResponse.error_message',
+    293: 'PartitionProduceResponse.error_message',
+    294: 'PartitionProduceResponse.error_message',
+    309: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
+    310: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
+    311: 'PartitionProduceResponse.record_errors',
+    312: 'PartitionProduceResponse.record_errors',
+    313: 'PartitionProduceResponse.record_errors',
+    314: 'PartitionProduceResponse.record_errors',
+    315: 'PartitionProduceResponse.record_errors',
+    316: 'PartitionProduceResponse.record_errors',
+    317: 'PartitionProduceResponse.record_errors',
+    318: 'PartitionProduceResponse.record_errors',
+    319: 'PartitionProduceResponse.record_errors',
+    320: 'PartitionProduceResponse.record_errors',
+    321: 'PartitionProduceResponse.record_errors',
+    322: 'PartitionProduceResponse.record_errors',
+    323: 'PartitionProduceResponse.record_errors',
+    324: 'PartitionProduceResponse.record_errors',
+    325: 'PartitionProduceResponse.record_errors',
+    326: 'PartitionProduceResponse.record_errors',
+    327: 'PartitionProduceResponse.record_errors',
+    328: 'PartitionProduceResponse.error_message',
+    329: 'PartitionProduceResponse.error_message',
+    330: 'PartitionProduceResponse.error_message',
+    331: 'PartitionProduceResponse.error_message',
+    332: 'PartitionProduceResponse.error_message',
+    333: 'PartitionProduceResponse.error_message',
+    334: 'PartitionProduceResponse.error_message',
+    335: 'PartitionProduceResponse.error_message',
+    336: 'PartitionProduceResponse.error_message',
+    337: 'PartitionProduceResponse.error_message',
+    338: 'PartitionProduceResponse.error_message',
+    339: 'PartitionProduceResponse.error_message',
+    340: 'PartitionProduceResponse.error_message',
+    341: 'PartitionProduceResponse.error_message',
+    342: 'PartitionProduceResponse.error_message',
+    343: 'PartitionProduceResponse.error_message',
+    344: 'PartitionProduceResponse.error_message',
+    345: 'PartitionProduceResponse.<tagged fields>',
+    346: 'PartitionProduceResponse.<tagged fields>',
+    347: 'PartitionProduceResponse.<tagged fields>',
+    348: 'PartitionProduceResponse.<tagged fields>',
+    349: 'PartitionProduceResponse.<tagged fields>',
+    364: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
+    365: 'PartitionProduceResponse.index/error_code/base_offset/log_append_time_ms/log_start_offset',
+    366: 'PartitionProduceResponse.record_errors',
+    367: 'PartitionProduceResponse.record_errors',
+    368: 'PartitionProduceResponse.record_errors',
+    369: 'PartitionProduceResponse.record_errors',
+    370: 'PartitionProduceResponse.record_errors',
+    371: 'PartitionProduceResponse.record_errors',
+    372: 'PartitionProduceResponse.record_errors',
+    373: 'PartitionProduceResponse.record_errors',
+    374: 'PartitionProduceResponse.record_errors',
+    375: 'PartitionProduceResponse.record_errors',
+    376: 'PartitionProduceResponse.record_errors',
+    377: 'PartitionProduceResponse.record_errors',
+    378: 'PartitionProduceResponse.record_errors',
+    379: 'PartitionProduceResponse.record_errors',
+    380: 'PartitionProduceResponse.record_errors',
+    381: 'PartitionProduceResponse.record_errors',
+    382: 'PartitionProduceResponse.record_errors',
+    383: 'PartitionProduceResponse.error_message',
+    384: 'PartitionProduceResponse.error_message',
+    385: 'PartitionProduceResponse.error_message',
+    386: 'PartitionProduceResponse.error_message',
+    387: 'PartitionProduceResponse.error_message',
+    388: 'PartitionProduceResponse.error_message',
+    389: 'PartitionProduceResponse.error_message',
+    390: 'PartitionProduceResponse.error_message',
+    391: 'PartitionProduceResponse.error_message',
+    392: 'PartitionProduceResponse.error_message',
+    393: 'PartitionProduceResponse.error_message',
+    394: 'PartitionProduceResponse.error_message',
+    395: 'PartitionProduceResponse.error_message',
+    396: 'PartitionProduceResponse.error_message',
+    397: 'PartitionProduceResponse.error_message',
+    398: 'PartitionProduceResponse.error_message',
+    399: 'PartitionProduceResponse.error_message',
+    400: 'PartitionProduceResponse.<tagged fields>',
+    401: 'PartitionProduceResponse.<tagged fields>',
+    402: 'PartitionProduceResponse.<tagged fields>',
+    403: 'PartitionProduceResponse.<tagged fields>',
+    404: 'PartitionProduceResponse.<tagged fields>',
+    405: 'PartitionProduceResponse.<tagged fields>',
+    406: 'PartitionProduceResponse.current_leader',
+    407: 'PartitionProduceResponse.current_leader',
+    408: 'PartitionProduceResponse.current_leader',
+    409: 'PartitionProduceResponse.current_leader',
+    425: 'TopicProduceResponse.name',
+    426: 'TopicProduceResponse.name',
+    427: 'TopicProduceResponse.name',
+    428: 'TopicProduceResponse.name',
+    429: 'TopicProduceResponse.name',
+    430: 'TopicProduceResponse.name',
+    431: 'TopicProduceResponse.name',
+    432: 'TopicProduceResponse.name',
+    433: 'TopicProduceResponse.name',
+    434: 'TopicProduceResponse.name',
+    435: 'TopicProduceResponse.partition_responses',
+    436: 'TopicProduceResponse.partition_responses',
+    437: 'TopicProduceResponse.partition_responses',
+    438: 'TopicProduceResponse.partition_responses',
+    439: 'TopicProduceResponse.partition_responses',
+    440: 'TopicProduceResponse.partition_responses',
+    441: 'TopicProduceResponse.partition_responses',
+    442: 'TopicProduceResponse.partition_responses',
+    443: 'TopicProduceResponse.partition_responses',
+    444: 'TopicProduceResponse.partition_responses',
+    454: 'TopicProduceResponse.name',
+    455: 'TopicProduceResponse.name',
+    456: 'TopicProduceResponse.name',
+    457: 'TopicProduceResponse.name',
+    458: 'TopicProduceResponse.name',
+    459: 'TopicProduceResponse.name',
+    460: 'TopicProduceResponse.name',
+    461: 'TopicProduceResponse.name',
+    462: 'TopicProduceResponse.name',
+    463: 'TopicProduceResponse.name',
     464: 'TopicProduceResponse.partition_responses',
     465: 'TopicProduceResponse.partition_responses',
-    466: 'TopicProduceResponse.<tagged fields>',
-    467: 'TopicProduceResponse.<tagged fields>',
-    468: 'TopicProduceResponse.<tagged fields>',
-    469: 'TopicProduceResponse.<tagged fields>',
-    470: 'TopicProduceResponse.<tagged fields>',
-    475: 'TopicProduceResponse.name',
-    476: 'TopicProduceResponse.name',
-    477: 'TopicProduceResponse.name',
-    478: 'TopicProduceResponse.name',
-    479: 'TopicProduceResponse.name',
-    480: 'TopicProduceResponse.name',
-    481: 'TopicProduceResponse.name',
-    482: 'TopicProduceResponse.name',
-    483: 'TopicProduceResponse.name',
+    466: 'TopicProduceResponse.partition_responses',
+    467: 'TopicProduceResponse.partition_responses',
+    468: 'TopicProduceResponse.partition_responses',
+    469: 'TopicProduceResponse.partition_responses',
+    470: 'TopicProduceResponse.partition_responses',
+    471: 'TopicProduceResponse.partition_responses',
+    472: 'TopicProduceResponse.partition_responses',
+    473: 'TopicProduceResponse.partition_responses',
     484: 'TopicProduceResponse.name',
     485: 'TopicProduceResponse.name',
     486: 'TopicProduceResponse.name',
     487: 'TopicProduceResponse.name',
     488: 'TopicProduceResponse.name',
-    489: 'TopicProduceResponse.partition_responses',
-    490: 'TopicProduceResponse.partition_responses',
-    491: 'TopicProduceResponse.partition_responses',
-    492: 'TopicProduceResponse.partition_responses',
-    493: 'TopicProduceResponse.partition_responses',
+    489: 'TopicProduceResponse.name',
+    490: 'TopicProduceResponse.name',
+    491: 'TopicProduceResponse.name',
+    492: 'TopicProduceResponse.name',
+    493: 'TopicProduceResponse.name',
     494: 'TopicProduceResponse.partition_responses',
     495: 'TopicProduceResponse.partition_responses',
     496: 'TopicProduceResponse.partition_responses',
@@ -1346,164 +1471,273 @@ _reg(__file__, {
     500: 'TopicProduceResponse.partition_responses',
     501: 'TopicProduceResponse.partition_responses',
     502: 'TopicProduceResponse.partition_responses',
-    503: 'TopicProduceResponse.<tagged fields>',
-    504: 'TopicProduceResponse.<tagged fields>',
-    505: 'TopicProduceResponse.<tagged fields>',
-    506: 'TopicProduceResponse.<tagged fields>',
-    507: 'TopicProduceResponse.<tagged fields>',
-    513: 'NodeEndpoint.node_id',
-    514: 'NodeEndpoint.node_id',
-    515: 'NodeEndpoint.host',
-    516: 'NodeEndpoint.host',
-    517: 'NodeEndpoint.host',
-    518: 'NodeEndpoint.host',
-    519: 'NodeEndpoint.host',
-    520: 'NodeEndpoint.host',
-    521: 'NodeEndpoint.host',
-    522: 'NodeEndpoint.host',
-    523: 'NodeEndpoint.host',
-    524: 'NodeEndpoint.host',
-    525: 'NodeEndpoint.host',
-    526: 'NodeEndpoint.host',
-    527: 'NodeEndpoint.host',
-    528: 'NodeEndpoint.host',
-    529: 'NodeEndpoint.port',
-    530: 'NodeEndpoint.port',
-    531: 'NodeEndpoint.rack',
-    532: 'NodeEndpoint.rack',
-    533: 'NodeEndpoint.rack',
-    534: 'NodeEndpoint.rack',
-    535: 'NodeEndpoint.rack',
-    536: 'NodeEndpoint.rack',
-    537: 'NodeEndpoint.rack',
-    538: 'NodeEndpoint.rack',
-    539: 'NodeEndpoint.rack',
-    540: 'NodeEndpoint.rack',
-    541: 'NodeEndpoint.rack',
-    542: 'NodeEndpoint.rack',
-    543: 'NodeEndpoint.rack',
-    544: 'NodeEndpoint.rack',
-    545: 'NodeEndpoint.<tagged fields>',
-    546: 'NodeEndpoint.<tagged fields>',
-    547: 'NodeEndpoint.<tagged fields>',
-    548: 'NodeEndpoint.<tagged fields>',
-    549: 'NodeEndpoint.<tagged fields>',
-    555: 'ProduceResponse.responses',
-    556: 'ProduceResponse.responses',
-    557: 'ProduceResponse.responses',
-    558: 'ProduceResponse.responses',
-    559: 'ProduceResponse.responses',
-    560: 'ProduceResponse.responses',
-    561: 'ProduceResponse.responses',
-    562: 'ProduceResponse.responses',
-    563: 'ProduceResponse.responses',
-    564: 'ProduceResponse.responses',
-    569: 'ProduceResponse.responses',
-    570: 'ProduceResponse.responses',
-    571: 'ProduceResponse.responses',
-    572: 'ProduceResponse.responses',
-    573: 'ProduceResponse.responses',
-    574: 'ProduceResponse.responses',
-    575: 'ProduceResponse.responses',
-    576: 'ProduceResponse.responses',
-    577: 'ProduceResponse.responses',
-    578: 'ProduceResponse.responses',
-    579: 'ProduceResponse.throttle_time_ms',
-    580: 'ProduceResponse.throttle_time_ms',
-    585: 'ProduceResponse.responses',
-    586: 'ProduceResponse.responses',
-    587: 'ProduceResponse.responses',
-    588: 'ProduceResponse.responses',
-    589: 'ProduceResponse.responses',
-    590: 'ProduceResponse.responses',
-    591: 'ProduceResponse.responses',
-    592: 'ProduceResponse.responses',
-    593: 'ProduceResponse.responses',
-    594: 'ProduceResponse.responses',
-    595: 'ProduceResponse.throttle_time_ms',
-    596: 'ProduceResponse.throttle_time_ms',
-    603: 'ProduceResponse.responses',
-    604: 'ProduceResponse.responses',
-    605: 'ProduceResponse.responses',
-    606: 'ProduceResponse.responses',
-    607: 'ProduceResponse.responses',
-    608: 'ProduceResponse.responses',
-    609: 'ProduceResponse.responses',
-    610: 'ProduceResponse.responses',
-    611: 'ProduceResponse.responses',
-    612: 'ProduceResponse.responses',
-    613: 'ProduceResponse.throttle_time_ms',
-    614: 'ProduceResponse.throttle_time_ms',
-    621: 'ProduceResponse.responses',
-    622: 'ProduceResponse.responses',
-    623: 'ProduceResponse.responses',
-    624: 'ProduceResponse.responses',
-    625: 'ProduceResponse.responses',
-    626: 'ProduceResponse.responses',
-    627: 'ProduceResponse.responses',
-    628: 'ProduceResponse.responses',
-    629: 'ProduceResponse.responses',
-    630: 'ProduceResponse.responses',
-    631: 'ProduceResponse.throttle_time_ms',
-    632: 'ProduceResponse.throttle_time_ms',
-    637: 'ProduceResponse.responses',
-    638: 'ProduceResponse.responses',
-    639: 'ProduceResponse.responses',
-    640: 'ProduceResponse.responses',
-    641: 'ProduceResponse.responses',
-    642: 'ProduceResponse.responses',
-    643: 'ProduceResponse.responses',
-    644: 'ProduceResponse.responses',
-    645: 'ProduceResponse.responses',
-    646: 'ProduceResponse.responses',
-    647: 'ProduceResponse.responses',
-    648: 'ProduceResponse.responses',
-    649: 'ProduceResponse.responses',
-    650: 'ProduceResponse.responses',
-    651: 'ProduceResponse.throttle_time_ms',
-    652: 'ProduceResponse.throttle_time_ms',
-    653: 'ProduceResponse.<tagged fields>',
-    654: 'ProduceResponse.<tagged fields>',
-    655: 'ProduceResponse.<tagged fields>',
-    656: 'ProduceResponse.<tagged fields>',
-    657: 'ProduceResponse.<tagged fields>',
-    662: 'ProduceResponse.responses',
-    663: 'ProduceResponse.responses',
-    664: 'ProduceResponse.responses',
-    665: 'ProduceResponse.responses',
-    666: 'ProduceResponse.responses',
-    667: 'ProduceResponse.responses',
-    668: 'ProduceResponse.responses',
-    669: 'ProduceResponse.responses',
-    670: 'ProduceResponse.responses',
-    671: 'ProduceResponse.responses',
-    672: 'ProduceResponse.responses',
-    673: 'ProduceResponse.responses',
-    674: 'ProduceResponse.responses',
-    675: 'ProduceResponse.responses',
-    676: 'ProduceResponse.throttle_time_ms',
-    677: 'ProduceResponse.throttle_time_ms',
-    678: 'ProduceResponse.<tagged fields>',
-    679: 'ProduceResponse.<tagged fields>',
-    680: 'ProduceResponse.<tagged fields>',
-    681: 'ProduceResponse.<tagged fields>',
-    682: 'ProduceResponse.<tagged fields>',
-    683: 'ProduceResponse.<tagged fields>',
-    684: 'ProduceResponse.node_endpoints',
-    685: 'ProduceResponse.node_endpoints',
-    686: 'ProduceResponse.node_endpoints',
-    687: 'ProduceResponse.node_endpoints',
-    688: 'ProduceResponse.node_endpoints',
-    689: 'ProduceResponse.node_endpoints',
-    690: 'ProduceResponse.node_endpoints',
-    691: 'ProduceResponse.node_endpoints',
-    692: 'ProduceResponse.node_endpoints',
-    693: 'ProduceResponse.node_endpoints',
-    694: 'ProduceResponse.node_endpoints',
-    695: 'ProduceResponse.node_endpoints',
-    696: 'ProduceResponse.node_endpoints',
-    697: 'ProduceResponse.node_endpoints',
-    698: 'ProduceResponse.node_endpoints',
-    699: 'ProduceResponse.node_endpoints',
-    700: 'ProduceResponse.node_endpoints',
+    503: 'TopicProduceResponse.partition_responses',
+    514: 'TopicProduceResponse.name',
+    515: 'TopicProduceResponse.name',
+    516: 'TopicProduceResponse.name',
+    517: 'TopicProduceResponse.name',
+    518: 'TopicProduceResponse.name',
+    519: 'TopicProduceResponse.name',
+    520: 'TopicProduceResponse.name',
+    521: 'TopicProduceResponse.name',
+    522: 'TopicProduceResponse.name',
+    523: 'TopicProduceResponse.name',
+    524: 'TopicProduceResponse.partition_responses',
+    525: 'TopicProduceResponse.partition_responses',
+    526: 'TopicProduceResponse.partition_responses',
+    527: 'TopicProduceResponse.partition_responses',
+    528: 'TopicProduceResponse.partition_responses',
+    529: 'TopicProduceResponse.partition_responses',
+    530: 'TopicProduceResponse.partition_responses',
+    531: 'TopicProduceResponse.partition_responses',
+    532: 'TopicProduceResponse.partition_responses',
+    533: 'TopicProduceResponse.partition_responses',
+    542: 'TopicProduceResponse.name',
+    543: 'TopicProduceResponse.name',
+    544: 'TopicProduceResponse.name',
+    545: 'TopicProduceResponse.name',
+    546: 'TopicProduceResponse.name',
+    547: 'TopicProduceResponse.name',
+    548: 'TopicProduceResponse.name',
+    549: 'TopicProduceResponse.name',
+    550: 'TopicProduceResponse.name',
+    551: 'TopicProduceResponse.name',
+    552: 'TopicProduceResponse.name',
+    553: 'TopicProduceResponse.name',
+    554: 'TopicProduceResponse.name',
+    555: 'TopicProduceResponse.name',
+    556: 'TopicProduceResponse.name',
+    557: 'TopicProduceResponse.name',
+    558: 'TopicProduceResponse.name',
+    559: 'TopicProduceResponse.partition_responses',
+    560: 'TopicProduceResponse.partition_responses',
+    561: 'TopicProduceResponse.partition_responses',
+    562: 'TopicProduceResponse.partition_responses',
+    563: 'TopicProduceResponse.partition_responses',
+    564: 'TopicProduceResponse.partition_responses',
+    565: 'TopicProduceResponse.partition_responses',
+    566: 'TopicProduceResponse.partition_responses',
+    567: 'TopicProduceResponse.partition_responses',
+    568: 'TopicProduceResponse.partition_responses',
+    569: 'TopicProduceResponse.partition_responses',
+    570: 'TopicProduceResponse.partition_responses',
+    571: 'TopicProduceResponse.partition_responses',
+    572: 'TopicProduceResponse.partition_responses',
+    573: 'TopicProduceResponse.partition_responses',
+    574: 'TopicProduceResponse.partition_responses',
+    575: 'TopicProduceResponse.partition_responses',
+    576: 'TopicProduceResponse.<tagged fields>',
+    577: 'TopicProduceResponse.<tagged fields>',
+    578: 'TopicProduceResponse.<tagged fields>',
+    579: 'TopicProduceResponse.<tagged fields>',
+    580: 'TopicProduceResponse.<tagged fields>',
+    589: 'TopicProduceResponse.name',
+    590: 'TopicProduceResponse.name',
+    591: 'TopicProduceResponse.name',
+    592: 'TopicProduceResponse.name',
+    593: 'TopicProduceResponse.name',
+    594: 'TopicProduceResponse.name',
+    595: 'TopicProduceResponse.name',
+    596: 'TopicProduceResponse.name',
+    597: 'TopicProduceResponse.name',
+    598: 'TopicProduceResponse.name',
+    599: 'TopicProduceResponse.name',
+    600: 'TopicProduceResponse.name',
+    601: 'TopicProduceResponse.name',
+    602: 'TopicProduceResponse.name',
+    603: 'TopicProduceResponse.name',
+    604: 'TopicProduceResponse.name',
+    605: 'TopicProduceResponse.name',
+    606: 'TopicProduceResponse.partition_responses',
+    607: 'TopicProduceResponse.partition_responses',
+    608: 'TopicProduceResponse.partition_responses',
+    609: 'TopicProduceResponse.partition_responses',
+    610: 'TopicProduceResponse.partition_responses',
+    611: 'TopicProduceResponse.partition_responses',
+    612: 'TopicProduceResponse.partition_responses',
+    613: 'TopicProduceResponse.partition_responses',
+    614: 'TopicProduceResponse.partition_responses',
+    615: 'TopicProduceResponse.partition_responses',
+    616: 'TopicProduceResponse.partition_responses',
+    617: 'TopicProduceResponse.partition_responses',
+    618: 'TopicProduceResponse.partition_responses',
+    619: 'TopicProduceResponse.partition_responses',
+    620: 'TopicProduceResponse.partition_responses',
+    621: 'TopicProduceResponse.partition_responses',
+    622: 'TopicProduceResponse.partition_responses',
+    623: 'TopicProduceResponse.<tagged fields>',
+    624: 'TopicProduceResponse.<tagged fields>',
+    625: 'TopicProduceResponse.<tagged fields>',
+    626: 'TopicProduceResponse.<tagged fields>',
+    627: 'TopicProduceResponse.<tagged fields>',
+    637: 'NodeEndpoint.node_id',
+    638: 'NodeEndpoint.node_id',
+    639: 'NodeEndpoint.host',
+    640: 'NodeEndpoint.host',
+    641: 'NodeEndpoint.host',
+    642: 'NodeEndpoint.host',
+    643: 'NodeEndpoint.host',
+    644: 'NodeEndpoint.host',
+    645: 'NodeEndpoint.host',
+    646: 'NodeEndpoint.host',
+    647: 'NodeEndpoint.host',
+    648: 'NodeEndpoint.host',
+    649: 'NodeEndpoint.host',
+    650: 'NodeEndpoint.host',
+    651: 'NodeEndpoint.host',
+    652: 'NodeEndpoint.host',
+    653: 'NodeEndpoint.host',
+    654: 'NodeEndpoint.host',
+    655: 'NodeEndpoint.host',
+    656: 'NodeEndpoint.port',
+    657: 'NodeEndpoint.port',
+    658: 'NodeEndpoint.rack',
+    659: 'NodeEndpoint.rack',
+    660: 'NodeEndpoint.rack',
+    661: 'NodeEndpoint.rack',
+    662: 'NodeEndpoint.rack',
+    663: 'NodeEndpoint.rack',
+    664: 'NodeEndpoint.rack',
+    665: 'NodeEndpoint.rack',
+    666: 'NodeEndpoint.rack',
+    667: 'NodeEndpoint.rack',
+    668: 'NodeEndpoint.rack',
+    669: 'NodeEndpoint.rack',
+    670: 'NodeEndpoint.rack',
+    671: 'NodeEndpoint.rack',
+    672: 'NodeEndpoint.rack',
+    673: 'NodeEndpoint.rack',
+    674: 'NodeEndpoint.rack',
+    675: 'NodeEndpoint.<tagged fields>',
+    676: 'NodeEndpoint.<tagged fields>',
+    677: 'NodeEndpoint.<tagged fields>',
+    678: 'NodeEndpoint.<tagged fields>',
+    679: 'NodeEndpoint.<tagged fields>',
+    691: 'ProduceResponse.responses',
+    692: 'ProduceResponse.responses',
+    693: 'ProduceResponse.responses',
+    694: 'ProduceResponse.responses',
+    695: 'ProduceResponse.responses',
+    696: 'ProduceResponse.responses',
+    697: 'ProduceResponse.responses',
+    698: 'ProduceResponse.responses',
+    699: 'ProduceResponse.responses',
+    700: 'ProduceResponse.responses',
+    710: 'ProduceResponse.responses',
+    711: 'ProduceResponse.responses',
+    712: 'ProduceResponse.responses',
+    713: 'ProduceResponse.responses',
+    714: 'ProduceResponse.responses',
+    715: 'ProduceResponse.responses',
+    716: 'ProduceResponse.responses',
+    717: 'ProduceResponse.responses',
+    718: 'ProduceResponse.responses',
+    719: 'ProduceResponse.responses',
+    720: 'ProduceResponse.throttle_time_ms',
+    721: 'ProduceResponse.throttle_time_ms',
+    731: 'ProduceResponse.responses',
+    732: 'ProduceResponse.responses',
+    733: 'ProduceResponse.responses',
+    734: 'ProduceResponse.responses',
+    735: 'ProduceResponse.responses',
+    736: 'ProduceResponse.responses',
+    737: 'ProduceResponse.responses',
+    738: 'ProduceResponse.responses',
+    739: 'ProduceResponse.responses',
+    740: 'ProduceResponse.responses',
+    741: 'ProduceResponse.throttle_time_ms',
+    742: 'ProduceResponse.throttle_time_ms',
+    754: 'ProduceResponse.responses',
+    755: 'ProduceResponse.responses',
+    756: 'ProduceResponse.responses',
+    757: 'ProduceResponse.responses',
+    758: 'ProduceResponse.responses',
+    759: 'ProduceResponse.responses',
+    760: 'ProduceResponse.responses',
+    761: 'ProduceResponse.responses',
+    762: 'ProduceResponse.responses',
+    763: 'ProduceResponse.responses',
+    764: 'ProduceResponse.throttle_time_ms',
+    765: 'ProduceResponse.throttle_time_ms',
+    777: 'ProduceResponse.responses',
+    778: 'ProduceResponse.responses',
+    779: 'ProduceResponse.responses',
+    780: 'ProduceResponse.responses',
+    781: 'ProduceResponse.responses',
+    782: 'ProduceResponse.responses',
+    783: 'ProduceResponse.responses',
+    784: 'ProduceResponse.responses',
+    785: 'ProduceResponse.responses',
+    786: 'ProduceResponse.responses',
+    787: 'ProduceResponse.throttle_time_ms',
+    788: 'ProduceResponse.throttle_time_ms',
+    798: 'ProduceResponse.responses',
+    799: 'ProduceResponse.responses',
+    800: 'ProduceResponse.responses',
+    801: 'ProduceResponse.responses',
+    802: 'ProduceResponse.responses',
+    803: 'ProduceResponse.responses',
+    804: 'ProduceResponse.responses',
+    805: 'ProduceResponse.responses',
+    806: 'ProduceResponse.responses',
+    807: 'ProduceResponse.responses',
+    808: 'ProduceResponse.responses',
+    809: 'ProduceResponse.responses',
+    810: 'ProduceResponse.responses',
+    811: 'ProduceResponse.responses',
+    812: 'ProduceResponse.responses',
+    813: 'ProduceResponse.responses',
+    814: 'ProduceResponse.responses',
+    815: 'ProduceResponse.throttle_time_ms',
+    816: 'ProduceResponse.throttle_time_ms',
+    817: 'ProduceResponse.<tagged fields>',
+    818: 'ProduceResponse.<tagged fields>',
+    819: 'ProduceResponse.<tagged fields>',
+    820: 'ProduceResponse.<tagged fields>',
+    821: 'ProduceResponse.<tagged fields>',
+    831: 'ProduceResponse.responses',
+    832: 'ProduceResponse.responses',
+    833: 'ProduceResponse.responses',
+    834: 'ProduceResponse.responses',
+    835: 'ProduceResponse.responses',
+    836: 'ProduceResponse.responses',
+    837: 'ProduceResponse.responses',
+    838: 'ProduceResponse.responses',
+    839: 'ProduceResponse.responses',
+    840: 'ProduceResponse.responses',
+    841: 'ProduceResponse.responses',
+    842: 'ProduceResponse.responses',
+    843: 'ProduceResponse.responses',
+    844: 'ProduceResponse.responses',
+    845: 'ProduceResponse.responses',
+    846: 'ProduceResponse.responses',
+    847: 'ProduceResponse.responses',
+    848: 'ProduceResponse.throttle_time_ms',
+    849: 'ProduceResponse.throttle_time_ms',
+    850: 'ProduceResponse.<tagged fields>',
+    851: 'ProduceResponse.<tagged fields>',
+    852: 'ProduceResponse.<tagged fields>',
+    853: 'ProduceResponse.<tagged fields>',
+    854: 'ProduceResponse.<tagged fields>',
+    855: 'ProduceResponse.<tagged fields>',
+    856: 'ProduceResponse.node_endpoints',
+    857: 'ProduceResponse.node_endpoints',
+    858: 'ProduceResponse.node_endpoints',
+    859: 'ProduceResponse.node_endpoints',
+    860: 'ProduceResponse.node_endpoints',
+    861: 'ProduceResponse.node_endpoints',
+    862: 'ProduceResponse.node_endpoints',
+    863: 'ProduceResponse.node_endpoints',
+    864: 'ProduceResponse.node_endpoints',
+    865: 'ProduceResponse.node_endpoints',
+    866: 'ProduceResponse.node_endpoints',
+    867: 'ProduceResponse.node_endpoints',
+    868: 'ProduceResponse.node_endpoints',
+    869: 'ProduceResponse.node_endpoints',
+    870: 'ProduceResponse.node_endpoints',
+    871: 'ProduceResponse.node_endpoints',
+    872: 'ProduceResponse.node_endpoints',
+    873: 'ProduceResponse.node_endpoints',
+    874: 'ProduceResponse.node_endpoints',
+    875: 'ProduceResponse.node_endpoints',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -51,6 +52,9 @@ def _d_PushTelemetryRequest_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -67,7 +71,14 @@ def _d_PushTelemetryRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PushTelemetryRequest.<tagged fields>')
-    return PushTelemetryRequest(_f_client_instance_id, _f_subscription_id, _f_terminating, _f_compression_type, _f_metrics, _unk), pos
+    _o = _new(PushTelemetryRequest)
+    _o.client_instance_id = _f_client_instance_id
+    _o.subscription_id = _f_subscription_id
+    _o.terminating = _f_terminating
+    _o.compression_type = _f_compression_type
+    _o.metrics = _f_metrics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PushTelemetryRequest_v0(o, w):
@@ -91,13 +102,12 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_PushTelemetryRequest_v0}
 ENCODERS = {0: _e_PushTelemetryRequest_v0}
 _reg(__file__, {
-    45: 'PushTelemetryRequest.client_instance_id',
     46: 'PushTelemetryRequest.client_instance_id',
     47: 'PushTelemetryRequest.client_instance_id',
     48: 'PushTelemetryRequest.client_instance_id',
-    49: 'PushTelemetryRequest.subscription_id/terminating/compression_type',
+    49: 'PushTelemetryRequest.client_instance_id',
     50: 'PushTelemetryRequest.subscription_id/terminating/compression_type',
-    51: 'PushTelemetryRequest.metrics',
+    51: 'PushTelemetryRequest.subscription_id/terminating/compression_type',
     52: 'PushTelemetryRequest.metrics',
     53: 'PushTelemetryRequest.metrics',
     54: 'PushTelemetryRequest.metrics',
@@ -111,9 +121,13 @@ _reg(__file__, {
     62: 'PushTelemetryRequest.metrics',
     63: 'PushTelemetryRequest.metrics',
     64: 'PushTelemetryRequest.metrics',
-    65: 'PushTelemetryRequest.<tagged fields>',
-    66: 'PushTelemetryRequest.<tagged fields>',
-    67: 'PushTelemetryRequest.<tagged fields>',
-    68: 'PushTelemetryRequest.<tagged fields>',
+    65: 'PushTelemetryRequest.metrics',
+    66: 'PushTelemetryRequest.metrics',
+    67: 'PushTelemetryRequest.metrics',
+    68: 'PushTelemetryRequest.metrics',
     69: 'PushTelemetryRequest.<tagged fields>',
+    70: 'PushTelemetryRequest.<tagged fields>',
+    71: 'PushTelemetryRequest.<tagged fields>',
+    72: 'PushTelemetryRequest.<tagged fields>',
+    73: 'PushTelemetryRequest.<tagged fields>',
 })

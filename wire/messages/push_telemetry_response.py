@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -43,7 +44,11 @@ def _d_PushTelemetryResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PushTelemetryResponse.<tagged fields>')
-    return PushTelemetryResponse(_f_throttle_time_ms, _f_error_code, _unk), pos
+    _o = _new(PushTelemetryResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PushTelemetryResponse_v0(o, w):
@@ -62,11 +67,11 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_PushTelemetryResponse_v0}
 ENCODERS = {0: _e_PushTelemetryResponse_v0}
 _reg(__file__, {
-    39: 'PushTelemetryResponse.throttle_time_ms/error_code',
     40: 'PushTelemetryResponse.throttle_time_ms/error_code',
-    41: 'PushTelemetryResponse.<tagged fields>',
+    41: 'PushTelemetryResponse.throttle_time_ms/error_code',
     42: 'PushTelemetryResponse.<tagged fields>',
     43: 'PushTelemetryResponse.<tagged fields>',
     44: 'PushTelemetryResponse.<tagged fields>',
     45: 'PushTelemetryResponse.<tagged fields>',
+    46: 'PushTelemetryResponse.<tagged fields>',
 })

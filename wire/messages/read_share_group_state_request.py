@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -75,7 +76,11 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition, _f_leader_epoch, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition = _f_partition
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReadStateData_v0(buf, pos):
@@ -86,6 +91,9 @@ def _d_ReadStateData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -102,13 +110,20 @@ def _d_ReadStateData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReadStateData.<tagged fields>')
-    return ReadStateData(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(ReadStateData)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReadShareGroupStateRequest_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -123,6 +138,9 @@ def _d_ReadShareGroupStateRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -139,7 +157,11 @@ def _d_ReadShareGroupStateRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReadShareGroupStateRequest.<tagged fields>')
-    return ReadShareGroupStateRequest(_f_group_id, _f_topics, _unk), pos
+    _o = _new(ReadShareGroupStateRequest)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionData_v0(o, w):
@@ -190,22 +212,17 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ReadShareGroupStateRequest_v0}
 ENCODERS = {0: _e_ReadShareGroupStateRequest_v0}
 _reg(__file__, {
-    71: 'PartitionData.partition/leader_epoch',
     72: 'PartitionData.partition/leader_epoch',
-    73: 'PartitionData.<tagged fields>',
+    73: 'PartitionData.partition/leader_epoch',
     74: 'PartitionData.<tagged fields>',
     75: 'PartitionData.<tagged fields>',
     76: 'PartitionData.<tagged fields>',
     77: 'PartitionData.<tagged fields>',
-    82: 'ReadStateData.topic_id',
-    83: 'ReadStateData.topic_id',
-    84: 'ReadStateData.topic_id',
-    85: 'ReadStateData.topic_id',
-    86: 'ReadStateData.partitions',
-    87: 'ReadStateData.partitions',
-    88: 'ReadStateData.partitions',
-    89: 'ReadStateData.partitions',
-    90: 'ReadStateData.partitions',
+    78: 'PartitionData.<tagged fields>',
+    87: 'ReadStateData.topic_id',
+    88: 'ReadStateData.topic_id',
+    89: 'ReadStateData.topic_id',
+    90: 'ReadStateData.topic_id',
     91: 'ReadStateData.partitions',
     92: 'ReadStateData.partitions',
     93: 'ReadStateData.partitions',
@@ -215,42 +232,56 @@ _reg(__file__, {
     97: 'ReadStateData.partitions',
     98: 'ReadStateData.partitions',
     99: 'ReadStateData.partitions',
-    100: 'ReadStateData.<tagged fields>',
-    101: 'ReadStateData.<tagged fields>',
-    102: 'ReadStateData.<tagged fields>',
-    103: 'ReadStateData.<tagged fields>',
-    104: 'ReadStateData.<tagged fields>',
-    109: 'ReadShareGroupStateRequest.group_id',
-    110: 'ReadShareGroupStateRequest.group_id',
-    111: 'ReadShareGroupStateRequest.group_id',
-    112: 'ReadShareGroupStateRequest.group_id',
-    113: 'ReadShareGroupStateRequest.group_id',
-    114: 'ReadShareGroupStateRequest.group_id',
-    115: 'ReadShareGroupStateRequest.group_id',
-    116: 'ReadShareGroupStateRequest.group_id',
-    117: 'ReadShareGroupStateRequest.group_id',
-    118: 'ReadShareGroupStateRequest.group_id',
-    119: 'ReadShareGroupStateRequest.group_id',
-    120: 'ReadShareGroupStateRequest.group_id',
+    100: 'ReadStateData.partitions',
+    101: 'ReadStateData.partitions',
+    102: 'ReadStateData.partitions',
+    103: 'ReadStateData.partitions',
+    104: 'ReadStateData.partitions',
+    105: 'ReadStateData.partitions',
+    106: 'ReadStateData.partitions',
+    107: 'ReadStateData.partitions',
+    108: 'ReadStateData.<tagged fields>',
+    109: 'ReadStateData.<tagged fields>',
+    110: 'ReadStateData.<tagged fields>',
+    111: 'ReadStateData.<tagged fields>',
+    112: 'ReadStateData.<tagged fields>',
     121: 'ReadShareGroupStateRequest.group_id',
     122: 'ReadShareGroupStateRequest.group_id',
-    123: 'ReadShareGroupStateRequest.topics',
-    124: 'ReadShareGroupStateRequest.topics',
-    125: 'ReadShareGroupStateRequest.topics',
-    126: 'ReadShareGroupStateRequest.topics',
-    127: 'ReadShareGroupStateRequest.topics',
-    128: 'ReadShareGroupStateRequest.topics',
-    129: 'ReadShareGroupStateRequest.topics',
-    130: 'ReadShareGroupStateRequest.topics',
-    131: 'ReadShareGroupStateRequest.topics',
-    132: 'ReadShareGroupStateRequest.topics',
-    133: 'ReadShareGroupStateRequest.topics',
-    134: 'ReadShareGroupStateRequest.topics',
-    135: 'ReadShareGroupStateRequest.topics',
-    136: 'ReadShareGroupStateRequest.topics',
-    137: 'ReadShareGroupStateRequest.<tagged fields>',
-    138: 'ReadShareGroupStateRequest.<tagged fields>',
-    139: 'ReadShareGroupStateRequest.<tagged fields>',
-    140: 'ReadShareGroupStateRequest.<tagged fields>',
-    141: 'ReadShareGroupStateRequest.<tagged fields>',
+    123: 'ReadShareGroupStateRequest.group_id',
+    124: 'ReadShareGroupStateRequest.group_id',
+    125: 'ReadShareGroupStateRequest.group_id',
+    126: 'ReadShareGroupStateRequest.group_id',
+    127: 'ReadShareGroupStateRequest.group_id',
+    128: 'ReadShareGroupStateRequest.group_id',
+    129: 'ReadShareGroupStateRequest.group_id',
+    130: 'ReadShareGroupStateRequest.group_id',
+    131: 'ReadShareGroupStateRequest.group_id',
+    132: 'ReadShareGroupStateRequest.group_id',
+    133: 'ReadShareGroupStateRequest.group_id',
+    134: 'ReadShareGroupStateRequest.group_id',
+    135: 'ReadShareGroupStateRequest.group_id',
+    136: 'ReadShareGroupStateRequest.group_id',
+    137: 'ReadShareGroupStateRequest.group_id',
+    138: 'ReadShareGroupStateRequest.topics',
+    139: 'ReadShareGroupStateRequest.topics',
+    140: 'ReadShareGroupStateRequest.topics',
+    141: 'ReadShareGroupStateRequest.topics',
+    142: 'ReadShareGroupStateRequest.topics',
+    143: 'ReadShareGroupStateRequest.topics',
+    144: 'ReadShareGroupStateRequest.topics',
+    145: 'ReadShareGroupStateRequest.topics',
+    146: 'ReadShareGroupStateRequest.topics',
+    147: 'ReadShareGroupStateRequest.topics',
+    148: 'ReadShareGroupStateRequest.topics',
+    149: 'ReadShareGroupStateRequest.topics',
+    150: 'ReadShareGroupStateRequest.topics',
+    151: 'ReadShareGroupStateRequest.topics',
+    152: 'ReadShareGroupStateRequest.topics',
+    153: 'ReadShareGroupStateRequest.topics',
+    154: 'ReadShareGroupStateRequest.topics',
+    155: 'ReadShareGroupStateRequest.<tagged fields>',
+    156: 'ReadShareGroupStateRequest.<tagged fields>',
+    157: 'ReadShareGroupStateRequest.<tagged fields>',
+    158: 'ReadShareGroupStateRequest.<tagged fields>',
+    159: 'ReadShareGroupStateRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -107,7 +108,13 @@ def _d_StateBatch_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'StateBatch.<tagged fields>')
-    return StateBatch(_f_first_offset, _f_last_offset, _f_delivery_state, _f_delivery_count, _unk), pos
+    _o = _new(StateBatch)
+    _o.first_offset = _f_first_offset
+    _o.last_offset = _f_last_offset
+    _o.delivery_state = _f_delivery_state
+    _o.delivery_count = _f_delivery_count
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionResult_v0(buf, pos):
@@ -116,6 +123,9 @@ def _d_PartitionResult_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -132,6 +142,9 @@ def _d_PartitionResult_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -148,7 +161,15 @@ def _d_PartitionResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionResult.<tagged fields>')
-    return PartitionResult(_f_partition, _f_error_code, _f_error_message, _f_state_epoch, _f_start_offset, _f_state_batches, _unk), pos
+    _o = _new(PartitionResult)
+    _o.partition = _f_partition
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.state_epoch = _f_state_epoch
+    _o.start_offset = _f_start_offset
+    _o.state_batches = _f_state_batches
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReadStateResult_v0(buf, pos):
@@ -159,6 +180,9 @@ def _d_ReadStateResult_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -175,13 +199,20 @@ def _d_ReadStateResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReadStateResult.<tagged fields>')
-    return ReadStateResult(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(ReadStateResult)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReadShareGroupStateResponse_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -198,7 +229,10 @@ def _d_ReadShareGroupStateResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReadShareGroupStateResponse.<tagged fields>')
-    return ReadShareGroupStateResponse(_f_results, _unk), pos
+    _o = _new(ReadShareGroupStateResponse)
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_StateBatch_v0(o, w):
@@ -267,22 +301,15 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ReadShareGroupStateResponse_v0}
 ENCODERS = {0: _e_ReadShareGroupStateResponse_v0}
 _reg(__file__, {
-    103: 'StateBatch.first_offset/last_offset/delivery_state/delivery_count',
     104: 'StateBatch.first_offset/last_offset/delivery_state/delivery_count',
-    105: 'StateBatch.<tagged fields>',
+    105: 'StateBatch.first_offset/last_offset/delivery_state/delivery_count',
     106: 'StateBatch.<tagged fields>',
     107: 'StateBatch.<tagged fields>',
     108: 'StateBatch.<tagged fields>',
     109: 'StateBatch.<tagged fields>',
-    114: 'PartitionResult.partition/error_code',
-    115: 'PartitionResult.partition/error_code',
-    116: 'PartitionResult.error_message',
-    117: 'PartitionResult.error_message',
-    118: 'PartitionResult.error_message',
-    119: 'PartitionResult.error_message',
-    120: 'PartitionResult.error_message',
-    121: 'PartitionResult.error_message',
-    122: 'PartitionResult.error_message',
+    110: 'StateBatch.<tagged fields>',
+    121: 'PartitionResult.partition/error_code',
+    122: 'PartitionResult.partition/error_code',
     123: 'PartitionResult.error_message',
     124: 'PartitionResult.error_message',
     125: 'PartitionResult.error_message',
@@ -290,67 +317,86 @@ _reg(__file__, {
     127: 'PartitionResult.error_message',
     128: 'PartitionResult.error_message',
     129: 'PartitionResult.error_message',
-    130: 'PartitionResult.state_epoch/start_offset',
-    131: 'PartitionResult.state_epoch/start_offset',
-    132: 'PartitionResult.state_batches',
-    133: 'PartitionResult.state_batches',
-    134: 'PartitionResult.state_batches',
-    135: 'PartitionResult.state_batches',
-    136: 'PartitionResult.state_batches',
-    137: 'PartitionResult.state_batches',
-    138: 'PartitionResult.state_batches',
-    139: 'PartitionResult.state_batches',
-    140: 'PartitionResult.state_batches',
-    141: 'PartitionResult.state_batches',
+    130: 'PartitionResult.error_message',
+    131: 'PartitionResult.error_message',
+    132: 'PartitionResult.error_message',
+    133: 'PartitionResult.error_message',
+    134: 'PartitionResult.error_message',
+    135: 'PartitionResult.error_message',
+    136: 'PartitionResult.error_message',
+    137: 'PartitionResult.error_message',
+    138: 'PartitionResult.error_message',
+    139: 'PartitionResult.error_message',
+    140: 'PartitionResult.state_epoch/start_offset',
+    141: 'PartitionResult.state_epoch/start_offset',
     142: 'PartitionResult.state_batches',
     143: 'PartitionResult.state_batches',
     144: 'PartitionResult.state_batches',
     145: 'PartitionResult.state_batches',
-    146: 'PartitionResult.<tagged fields>',
-    147: 'PartitionResult.<tagged fields>',
-    148: 'PartitionResult.<tagged fields>',
-    149: 'PartitionResult.<tagged fields>',
-    150: 'PartitionResult.<tagged fields>',
-    155: 'ReadStateResult.topic_id',
-    156: 'ReadStateResult.topic_id',
-    157: 'ReadStateResult.topic_id',
-    158: 'ReadStateResult.topic_id',
-    159: 'ReadStateResult.partitions',
-    160: 'ReadStateResult.partitions',
-    161: 'ReadStateResult.partitions',
-    162: 'ReadStateResult.partitions',
-    163: 'ReadStateResult.partitions',
-    164: 'ReadStateResult.partitions',
-    165: 'ReadStateResult.partitions',
-    166: 'ReadStateResult.partitions',
-    167: 'ReadStateResult.partitions',
-    168: 'ReadStateResult.partitions',
-    169: 'ReadStateResult.partitions',
-    170: 'ReadStateResult.partitions',
-    171: 'ReadStateResult.partitions',
-    172: 'ReadStateResult.partitions',
-    173: 'ReadStateResult.<tagged fields>',
-    174: 'ReadStateResult.<tagged fields>',
-    175: 'ReadStateResult.<tagged fields>',
-    176: 'ReadStateResult.<tagged fields>',
-    177: 'ReadStateResult.<tagged fields>',
-    182: 'ReadShareGroupStateResponse.results',
-    183: 'ReadShareGroupStateResponse.results',
-    184: 'ReadShareGroupStateResponse.results',
-    185: 'ReadShareGroupStateResponse.results',
-    186: 'ReadShareGroupStateResponse.results',
-    187: 'ReadShareGroupStateResponse.results',
-    188: 'ReadShareGroupStateResponse.results',
-    189: 'ReadShareGroupStateResponse.results',
-    190: 'ReadShareGroupStateResponse.results',
-    191: 'ReadShareGroupStateResponse.results',
-    192: 'ReadShareGroupStateResponse.results',
-    193: 'ReadShareGroupStateResponse.results',
-    194: 'ReadShareGroupStateResponse.results',
-    195: 'ReadShareGroupStateResponse.results',
-    196: 'ReadShareGroupStateResponse.<tagged fields>',
-    197: 'ReadShareGroupStateResponse.<tagged fields>',
-    198: 'ReadShareGroupStateResponse.<tagged fields>',
-    199: 'ReadShareGroupStateResponse.<tagged fields>',
-    200: 'ReadShareGroupStateResponse.<tagged fields>',
+    146: 'PartitionResult.state_batches',
+    147: 'PartitionResult.state_batches',
+    148: 'PartitionResult.state_batches',
+    149: 'PartitionResult.state_batches',
+    150: 'PartitionResult.state_batches',
+    151: 'PartitionResult.state_batches',
+    152: 'PartitionResult.state_batches',
+    153: 'PartitionResult.state_batches',
+    154: 'PartitionResult.state_batches',
+    155: 'PartitionResult.state_batches',
+    156: 'PartitionResult.state_batches',
+    157: 'PartitionResult.state_batches',
+    158: 'PartitionResult.state_batches',
+    159: 'PartitionResult.<tagged fields>',
+    160: 'PartitionResult.<tagged fields>',
+    161: 'PartitionResult.<tagged fields>',
+    162: 'PartitionResult.<tagged fields>',
+    163: 'PartitionResult.<tagged fields>',
+    176: 'ReadStateResult.topic_id',
+    177: 'ReadStateResult.topic_id',
+    178: 'ReadStateResult.topic_id',
+    179: 'ReadStateResult.topic_id',
+    180: 'ReadStateResult.partitions',
+    181: 'ReadStateResult.partitions',
+    182: 'ReadStateResult.partitions',
+    183: 'ReadStateResult.partitions',
+    184: 'ReadStateResult.partitions',
+    185: 'ReadStateResult.partitions',
+    186: 'ReadStateResult.partitions',
+    187: 'ReadStateResult.partitions',
+    188: 'ReadStateResult.partitions',
+    189: 'ReadStateResult.partitions',
+    190: 'ReadStateResult.partitions',
+    191: 'ReadStateResult.partitions',
+    192: 'ReadStateResult.partitions',
+    193: 'ReadStateResult.partitions',
+    194: 'ReadStateResult.partitions',
+    195: 'ReadStateResult.partitions',
+    196: 'ReadStateResult.partitions',
+    197: 'ReadStateResult.<tagged fields>',
+    198: 'ReadStateResult.<tagged fields>',
+    199: 'ReadStateResult.<tagged fields>',
+    200: 'ReadStateResult.<tagged fields>',
+    201: 'ReadStateResult.<tagged fields>',
+    210: 'ReadShareGroupStateResponse.results',
+    211: 'ReadShareGroupStateResponse.results',
+    212: 'ReadShareGroupStateResponse.results',
+    213: 'ReadShareGroupStateResponse.results',
+    214: 'ReadShareGroupStateResponse.results',
+    215: 'ReadShareGroupStateResponse.results',
+    216: 'ReadShareGroupStateResponse.results',
+    217: 'ReadShareGroupStateResponse.results',
+    218: 'ReadShareGroupStateResponse.results',
+    219: 'ReadShareGroupStateResponse.results',
+    220: 'ReadShareGroupStateResponse.results',
+    221: 'ReadShareGroupStateResponse.results',
+    222: 'ReadShareGroupStateResponse.results',
+    223: 'ReadShareGroupStateResponse.results',
+    224: 'ReadShareGroupStateResponse.results',
+    225: 'ReadShareGroupStateResponse.results',
+    226: 'ReadShareGroupStateResponse.results',
+    227: 'ReadShareGroupStateResponse.<tagged fields>',
+    228: 'ReadShareGroupStateResponse.<tagged fields>',
+    229: 'ReadShareGroupStateResponse.<tagged fields>',
+    230: 'ReadShareGroupStateResponse.<tagged fields>',
+    231: 'ReadShareGroupStateResponse.<tagged fields>',
 })

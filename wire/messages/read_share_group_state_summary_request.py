@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -75,7 +76,11 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition, _f_leader_epoch, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition = _f_partition
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReadStateSummaryData_v0(buf, pos):
@@ -86,6 +91,9 @@ def _d_ReadStateSummaryData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -102,13 +110,20 @@ def _d_ReadStateSummaryData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReadStateSummaryData.<tagged fields>')
-    return ReadStateSummaryData(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(ReadStateSummaryData)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReadShareGroupStateSummaryRequest_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -123,6 +138,9 @@ def _d_ReadShareGroupStateSummaryRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -139,7 +157,11 @@ def _d_ReadShareGroupStateSummaryRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReadShareGroupStateSummaryRequest.<tagged fields>')
-    return ReadShareGroupStateSummaryRequest(_f_group_id, _f_topics, _unk), pos
+    _o = _new(ReadShareGroupStateSummaryRequest)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionData_v0(o, w):
@@ -190,22 +212,17 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ReadShareGroupStateSummaryRequest_v0}
 ENCODERS = {0: _e_ReadShareGroupStateSummaryRequest_v0}
 _reg(__file__, {
-    71: 'PartitionData.partition/leader_epoch',
     72: 'PartitionData.partition/leader_epoch',
-    73: 'PartitionData.<tagged fields>',
+    73: 'PartitionData.partition/leader_epoch',
     74: 'PartitionData.<tagged fields>',
     75: 'PartitionData.<tagged fields>',
     76: 'PartitionData.<tagged fields>',
     77: 'PartitionData.<tagged fields>',
-    82: 'ReadStateSummaryData.topic_id',
-    83: 'ReadStateSummaryData.topic_id',
-    84: 'ReadStateSummaryData.topic_id',
-    85: 'ReadStateSummaryData.topic_id',
-    86: 'ReadStateSummaryData.partitions',
-    87: 'ReadStateSummaryData.partitions',
-    88: 'ReadStateSummaryData.partitions',
-    89: 'ReadStateSummaryData.partitions',
-    90: 'ReadStateSummaryData.partitions',
+    78: 'PartitionData.<tagged fields>',
+    87: 'ReadStateSummaryData.topic_id',
+    88: 'ReadStateSummaryData.topic_id',
+    89: 'ReadStateSummaryData.topic_id',
+    90: 'ReadStateSummaryData.topic_id',
     91: 'ReadStateSummaryData.partitions',
     92: 'ReadStateSummaryData.partitions',
     93: 'ReadStateSummaryData.partitions',
@@ -215,42 +232,56 @@ _reg(__file__, {
     97: 'ReadStateSummaryData.partitions',
     98: 'ReadStateSummaryData.partitions',
     99: 'ReadStateSummaryData.partitions',
-    100: 'ReadStateSummaryData.<tagged fields>',
-    101: 'ReadStateSummaryData.<tagged fields>',
-    102: 'ReadStateSummaryData.<tagged fields>',
-    103: 'ReadStateSummaryData.<tagged fields>',
-    104: 'ReadStateSummaryData.<tagged fields>',
-    109: 'ReadShareGroupStateSummaryRequest.group_id',
-    110: 'ReadShareGroupStateSummaryRequest.group_id',
-    111: 'ReadShareGroupStateSummaryRequest.group_id',
-    112: 'ReadShareGroupStateSummaryRequest.group_id',
-    113: 'ReadShareGroupStateSummaryRequest.group_id',
-    114: 'ReadShareGroupStateSummaryRequest.group_id',
-    115: 'ReadShareGroupStateSummaryRequest.group_id',
-    116: 'ReadShareGroupStateSummaryRequest.group_id',
-    117: 'ReadShareGroupStateSummaryRequest.group_id',
-    118: 'ReadShareGroupStateSummaryRequest.group_id',
-    119: 'ReadShareGroupStateSummaryRequest.group_id',
-    120: 'ReadShareGroupStateSummaryRequest.group_id',
+    100: 'ReadStateSummaryData.partitions',
+    101: 'ReadStateSummaryData.partitions',
+    102: 'ReadStateSummaryData.partitions',
+    103: 'ReadStateSummaryData.partitions',
+    104: 'ReadStateSummaryData.partitions',
+    105: 'ReadStateSummaryData.partitions',
+    106: 'ReadStateSummaryData.partitions',
+    107: 'ReadStateSummaryData.partitions',
+    108: 'ReadStateSummaryData.<tagged fields>',
+    109: 'ReadStateSummaryData.<tagged fields>',
+    110: 'ReadStateSummaryData.<tagged fields>',
+    111: 'ReadStateSummaryData.<tagged fields>',
+    112: 'ReadStateSummaryData.<tagged fields>',
     121: 'ReadShareGroupStateSummaryRequest.group_id',
     122: 'ReadShareGroupStateSummaryRequest.group_id',
-    123: 'ReadShareGroupStateSummaryRequest.topics',
-    124: 'ReadShareGroupStateSummaryRequest.topics',
-    125: 'ReadShareGroupStateSummaryRequest.topics',
-    126: 'ReadShareGroupStateSummaryRequest.topics',
-    127: 'ReadShareGroupStateSummaryRequest.topics',
-    128: 'ReadShareGroupStateSummaryRequest.topics',
-    129: 'ReadShareGroupStateSummaryRequest.topics',
-    130: 'ReadShareGroupStateSummaryRequest.topics',
-    131: 'ReadShareGroupStateSummaryRequest.topics',
-    132: 'ReadShareGroupStateSummaryRequest.topics',
-    133: 'ReadShareGroupStateSummaryRequest.topics',
-    134: 'ReadShareGroupStateSummaryRequest.topics',
-    135: 'ReadShareGroupStateSummaryRequest.topics',
-    136: 'ReadShareGroupStateSummaryRequest.topics',
-    137: 'ReadShareGroupStateSummaryRequest.<tagged fields>',
-    138: 'ReadShareGroupStateSummaryRequest.<tagged fields>',
-    139: 'ReadShareGroupStateSummaryRequest.<tagged fields>',
-    140: 'ReadShareGroupStateSummaryRequest.<tagged fields>',
-    141: 'ReadShareGroupStateSummaryRequest.<tagged fields>',
+    123: 'ReadShareGroupStateSummaryRequest.group_id',
+    124: 'ReadShareGroupStateSummaryRequest.group_id',
+    125: 'ReadShareGroupStateSummaryRequest.group_id',
+    126: 'ReadShareGroupStateSummaryRequest.group_id',
+    127: 'ReadShareGroupStateSummaryRequest.group_id',
+    128: 'ReadShareGroupStateSummaryRequest.group_id',
+    129: 'ReadShareGroupStateSummaryRequest.group_id',
+    130: 'ReadShareGroupStateSummaryRequest.group_id',
+    131: 'ReadShareGroupStateSummaryRequest.group_id',
+    132: 'ReadShareGroupStateSummaryRequest.group_id',
+    133: 'ReadShareGroupStateSummaryRequest.group_id',
+    134: 'ReadShareGroupStateSummaryRequest.group_id',
+    135: 'ReadShareGroupStateSummaryRequest.group_id',
+    136: 'ReadShareGroupStateSummaryRequest.group_id',
+    137: 'ReadShareGroupStateSummaryRequest.group_id',
+    138: 'ReadShareGroupStateSummaryRequest.topics',
+    139: 'ReadShareGroupStateSummaryRequest.topics',
+    140: 'ReadShareGroupStateSummaryRequest.topics',
+    141: 'ReadShareGroupStateSummaryRequest.topics',
+    142: 'ReadShareGroupStateSummaryRequest.topics',
+    143: 'ReadShareGroupStateSummaryRequest.topics',
+    144: 'ReadShareGroupStateSummaryRequest.topics',
+    145: 'ReadShareGroupStateSummaryRequest.topics',
+    146: 'ReadShareGroupStateSummaryRequest.topics',
+    147: 'ReadShareGroupStateSummaryRequest.topics',
+    148: 'ReadShareGroupStateSummaryRequest.topics',
+    149: 'ReadShareGroupStateSummaryRequest.topics',
+    150: 'ReadShareGroupStateSummaryRequest.topics',
+    151: 'ReadShareGroupStateSummaryRequest.topics',
+    152: 'ReadShareGroupStateSummaryRequest.topics',
+    153: 'ReadShareGroupStateSummaryRequest.topics',
+    154: 'ReadShareGroupStateSummaryRequest.topics',
+    155: 'ReadShareGroupStateSummaryRequest.<tagged fields>',
+    156: 'ReadShareGroupStateSummaryRequest.<tagged fields>',
+    157: 'ReadShareGroupStateSummaryRequest.<tagged fields>',
+    158: 'ReadShareGroupStateSummaryRequest.<tagged fields>',
+    159: 'ReadShareGroupStateSummaryRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -80,6 +81,9 @@ def _d_PartitionResult_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -98,7 +102,14 @@ def _d_PartitionResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionResult.<tagged fields>')
-    return PartitionResult(_f_partition, _f_error_code, _f_error_message, _f_state_epoch, _f_start_offset, _unk), pos
+    _o = _new(PartitionResult)
+    _o.partition = _f_partition
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.state_epoch = _f_state_epoch
+    _o.start_offset = _f_start_offset
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReadStateSummaryResult_v0(buf, pos):
@@ -109,6 +120,9 @@ def _d_ReadStateSummaryResult_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -125,13 +139,20 @@ def _d_ReadStateSummaryResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReadStateSummaryResult.<tagged fields>')
-    return ReadStateSummaryResult(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(ReadStateSummaryResult)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ReadShareGroupStateSummaryResponse_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -148,7 +169,10 @@ def _d_ReadShareGroupStateSummaryResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ReadShareGroupStateSummaryResponse.<tagged fields>')
-    return ReadShareGroupStateSummaryResponse(_f_results, _unk), pos
+    _o = _new(ReadShareGroupStateSummaryResponse)
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionResult_v0(o, w):
@@ -203,9 +227,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ReadShareGroupStateSummaryResponse_v0}
 ENCODERS = {0: _e_ReadShareGroupStateSummaryResponse_v0}
 _reg(__file__, {
-    78: 'PartitionResult.partition/error_code',
     79: 'PartitionResult.partition/error_code',
-    80: 'PartitionResult.error_message',
+    80: 'PartitionResult.partition/error_code',
     81: 'PartitionResult.error_message',
     82: 'PartitionResult.error_message',
     83: 'PartitionResult.error_message',
@@ -219,53 +242,63 @@ _reg(__file__, {
     91: 'PartitionResult.error_message',
     92: 'PartitionResult.error_message',
     93: 'PartitionResult.error_message',
-    94: 'PartitionResult.state_epoch/start_offset',
-    95: 'PartitionResult.state_epoch/start_offset',
-    96: 'PartitionResult.<tagged fields>',
-    97: 'PartitionResult.<tagged fields>',
-    98: 'PartitionResult.<tagged fields>',
-    99: 'PartitionResult.<tagged fields>',
+    94: 'PartitionResult.error_message',
+    95: 'PartitionResult.error_message',
+    96: 'PartitionResult.error_message',
+    97: 'PartitionResult.error_message',
+    98: 'PartitionResult.state_epoch/start_offset',
+    99: 'PartitionResult.state_epoch/start_offset',
     100: 'PartitionResult.<tagged fields>',
-    105: 'ReadStateSummaryResult.topic_id',
-    106: 'ReadStateSummaryResult.topic_id',
-    107: 'ReadStateSummaryResult.topic_id',
-    108: 'ReadStateSummaryResult.topic_id',
-    109: 'ReadStateSummaryResult.partitions',
-    110: 'ReadStateSummaryResult.partitions',
-    111: 'ReadStateSummaryResult.partitions',
-    112: 'ReadStateSummaryResult.partitions',
-    113: 'ReadStateSummaryResult.partitions',
-    114: 'ReadStateSummaryResult.partitions',
-    115: 'ReadStateSummaryResult.partitions',
-    116: 'ReadStateSummaryResult.partitions',
-    117: 'ReadStateSummaryResult.partitions',
-    118: 'ReadStateSummaryResult.partitions',
-    119: 'ReadStateSummaryResult.partitions',
+    101: 'PartitionResult.<tagged fields>',
+    102: 'PartitionResult.<tagged fields>',
+    103: 'PartitionResult.<tagged fields>',
+    104: 'PartitionResult.<tagged fields>',
+    116: 'ReadStateSummaryResult.topic_id',
+    117: 'ReadStateSummaryResult.topic_id',
+    118: 'ReadStateSummaryResult.topic_id',
+    119: 'ReadStateSummaryResult.topic_id',
     120: 'ReadStateSummaryResult.partitions',
     121: 'ReadStateSummaryResult.partitions',
     122: 'ReadStateSummaryResult.partitions',
-    123: 'ReadStateSummaryResult.<tagged fields>',
-    124: 'ReadStateSummaryResult.<tagged fields>',
-    125: 'ReadStateSummaryResult.<tagged fields>',
-    126: 'ReadStateSummaryResult.<tagged fields>',
-    127: 'ReadStateSummaryResult.<tagged fields>',
-    132: 'ReadShareGroupStateSummaryResponse.results',
-    133: 'ReadShareGroupStateSummaryResponse.results',
-    134: 'ReadShareGroupStateSummaryResponse.results',
-    135: 'ReadShareGroupStateSummaryResponse.results',
-    136: 'ReadShareGroupStateSummaryResponse.results',
-    137: 'ReadShareGroupStateSummaryResponse.results',
-    138: 'ReadShareGroupStateSummaryResponse.results',
-    139: 'ReadShareGroupStateSummaryResponse.results',
-    140: 'ReadShareGroupStateSummaryResponse.results',
-    141: 'ReadShareGroupStateSummaryResponse.results',
-    142: 'ReadShareGroupStateSummaryResponse.results',
-    143: 'ReadShareGroupStateSummaryResponse.results',
-    144: 'ReadShareGroupStateSummaryResponse.results',
-    145: 'ReadShareGroupStateSummaryResponse.results',
-    146: 'ReadShareGroupStateSummaryResponse.<tagged fields>',
-    147: 'ReadShareGroupStateSummaryResponse.<tagged fields>',
-    148: 'ReadShareGroupStateSummaryResponse.<tagged fields>',
-    149: 'ReadShareGroupStateSummaryResponse.<tagged fields>',
-    150: 'ReadShareGroupStateSummaryResponse.<tagged fields>',
+    123: 'ReadStateSummaryResult.partitions',
+    124: 'ReadStateSummaryResult.partitions',
+    125: 'ReadStateSummaryResult.partitions',
+    126: 'ReadStateSummaryResult.partitions',
+    127: 'ReadStateSummaryResult.partitions',
+    128: 'ReadStateSummaryResult.partitions',
+    129: 'ReadStateSummaryResult.partitions',
+    130: 'ReadStateSummaryResult.partitions',
+    131: 'ReadStateSummaryResult.partitions',
+    132: 'ReadStateSummaryResult.partitions',
+    133: 'ReadStateSummaryResult.partitions',
+    134: 'ReadStateSummaryResult.partitions',
+    135: 'ReadStateSummaryResult.partitions',
+    136: 'ReadStateSummaryResult.partitions',
+    137: 'ReadStateSummaryResult.<tagged fields>',
+    138: 'ReadStateSummaryResult.<tagged fields>',
+    139: 'ReadStateSummaryResult.<tagged fields>',
+    140: 'ReadStateSummaryResult.<tagged fields>',
+    141: 'ReadStateSummaryResult.<tagged fields>',
+    150: 'ReadShareGroupStateSummaryResponse.results',
+    151: 'ReadShareGroupStateSummaryResponse.results',
+    152: 'ReadShareGroupStateSummaryResponse.results',
+    153: 'ReadShareGroupStateSummaryResponse.results',
+    154: 'ReadShareGroupStateSummaryResponse.results',
+    155: 'ReadShareGroupStateSummaryResponse.results',
+    156: 'ReadShareGroupStateSummaryResponse.results',
+    157: 'ReadShareGroupStateSummaryResponse.results',
+    158: 'ReadShareGroupStateSummaryResponse.results',
+    159: 'ReadShareGroupStateSummaryResponse.results',
+    160: 'ReadShareGroupStateSummaryResponse.results',
+    161: 'ReadShareGroupStateSummaryResponse.results',
+    162: 'ReadShareGroupStateSummaryResponse.results',
+    163: 'ReadShareGroupStateSummaryResponse.results',
+    164: 'ReadShareGroupStateSummaryResponse.results',
+    165: 'ReadShareGroupStateSummaryResponse.results',
+    166: 'ReadShareGroupStateSummaryResponse.results',
+    167: 'ReadShareGroupStateSummaryResponse.<tagged fields>',
+    168: 'ReadShareGroupStateSummaryResponse.<tagged fields>',
+    169: 'ReadShareGroupStateSummaryResponse.<tagged fields>',
+    170: 'ReadShareGroupStateSummaryResponse.<tagged fields>',
+    171: 'ReadShareGroupStateSummaryResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -41,6 +42,9 @@ def _d_RemoveRaftVoterRequest_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -63,7 +67,12 @@ def _d_RemoveRaftVoterRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'RemoveRaftVoterRequest.<tagged fields>')
-    return RemoveRaftVoterRequest(_f_cluster_id, _f_voter_id, _f_voter_directory_id, _unk), pos
+    _o = _new(RemoveRaftVoterRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.voter_id = _f_voter_id
+    _o.voter_directory_id = _f_voter_directory_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_RemoveRaftVoterRequest_v0(o, w):
@@ -91,7 +100,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_RemoveRaftVoterRequest_v0}
 ENCODERS = {0: _e_RemoveRaftVoterRequest_v0}
 _reg(__file__, {
-    41: 'RemoveRaftVoterRequest.cluster_id',
     42: 'RemoveRaftVoterRequest.cluster_id',
     43: 'RemoveRaftVoterRequest.cluster_id',
     44: 'RemoveRaftVoterRequest.cluster_id',
@@ -105,15 +113,19 @@ _reg(__file__, {
     52: 'RemoveRaftVoterRequest.cluster_id',
     53: 'RemoveRaftVoterRequest.cluster_id',
     54: 'RemoveRaftVoterRequest.cluster_id',
-    55: 'RemoveRaftVoterRequest.voter_id',
-    56: 'RemoveRaftVoterRequest.voter_id',
-    57: 'RemoveRaftVoterRequest.voter_directory_id',
-    58: 'RemoveRaftVoterRequest.voter_directory_id',
-    59: 'RemoveRaftVoterRequest.voter_directory_id',
-    60: 'RemoveRaftVoterRequest.voter_directory_id',
-    61: 'RemoveRaftVoterRequest.<tagged fields>',
-    62: 'RemoveRaftVoterRequest.<tagged fields>',
-    63: 'RemoveRaftVoterRequest.<tagged fields>',
-    64: 'RemoveRaftVoterRequest.<tagged fields>',
+    55: 'RemoveRaftVoterRequest.cluster_id',
+    56: 'RemoveRaftVoterRequest.cluster_id',
+    57: 'RemoveRaftVoterRequest.cluster_id',
+    58: 'RemoveRaftVoterRequest.cluster_id',
+    59: 'RemoveRaftVoterRequest.voter_id',
+    60: 'RemoveRaftVoterRequest.voter_id',
+    61: 'RemoveRaftVoterRequest.voter_directory_id',
+    62: 'RemoveRaftVoterRequest.voter_directory_id',
+    63: 'RemoveRaftVoterRequest.voter_directory_id',
+    64: 'RemoveRaftVoterRequest.voter_directory_id',
     65: 'RemoveRaftVoterRequest.<tagged fields>',
+    66: 'RemoveRaftVoterRequest.<tagged fields>',
+    67: 'RemoveRaftVoterRequest.<tagged fields>',
+    68: 'RemoveRaftVoterRequest.<tagged fields>',
+    69: 'RemoveRaftVoterRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -48,7 +49,11 @@ def _d_RenewDelegationTokenRequest_v0(buf, pos):
         pos = _end2
     _f_renew_period_ms = _S_qu(buf, pos)[0]
     pos += 8
-    return RenewDelegationTokenRequest(_f_hmac, _f_renew_period_ms, None), pos
+    _o = _new(RenewDelegationTokenRequest)
+    _o.hmac = _f_hmac
+    _o.renew_period_ms = _f_renew_period_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_RenewDelegationTokenRequest_v1 = _d_RenewDelegationTokenRequest_v0
@@ -57,6 +62,9 @@ def _d_RenewDelegationTokenRequest_v2(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -75,7 +83,11 @@ def _d_RenewDelegationTokenRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'RenewDelegationTokenRequest.<tagged fields>')
-    return RenewDelegationTokenRequest(_f_hmac, _f_renew_period_ms, _unk), pos
+    _o = _new(RenewDelegationTokenRequest)
+    _o.hmac = _f_hmac
+    _o.renew_period_ms = _f_renew_period_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_RenewDelegationTokenRequest_v0(o, w):
@@ -107,7 +119,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_RenewDelegationTokenRequest_v0, 1: _d_RenewDelegationTokenRequest_v1, 2: _d_RenewDelegationTokenRequest_v2}
 ENCODERS = {0: _e_RenewDelegationTokenRequest_v0, 1: _e_RenewDelegationTokenRequest_v1, 2: _e_RenewDelegationTokenRequest_v2}
 _reg(__file__, {
-    39: 'RenewDelegationTokenRequest.hmac',
     40: 'RenewDelegationTokenRequest.hmac',
     41: 'RenewDelegationTokenRequest.hmac',
     42: 'RenewDelegationTokenRequest.hmac',
@@ -117,13 +128,9 @@ _reg(__file__, {
     46: 'RenewDelegationTokenRequest.hmac',
     47: 'RenewDelegationTokenRequest.hmac',
     48: 'RenewDelegationTokenRequest.hmac',
-    49: 'RenewDelegationTokenRequest.renew_period_ms',
+    49: 'RenewDelegationTokenRequest.hmac',
     50: 'RenewDelegationTokenRequest.renew_period_ms',
-    56: 'RenewDelegationTokenRequest.hmac',
-    57: 'RenewDelegationTokenRequest.hmac',
-    58: 'RenewDelegationTokenRequest.hmac',
-    59: 'RenewDelegationTokenRequest.hmac',
-    60: 'RenewDelegationTokenRequest.hmac',
+    51: 'RenewDelegationTokenRequest.renew_period_ms',
     61: 'RenewDelegationTokenRequest.hmac',
     62: 'RenewDelegationTokenRequest.hmac',
     63: 'RenewDelegationTokenRequest.hmac',
@@ -133,11 +140,19 @@ _reg(__file__, {
     67: 'RenewDelegationTokenRequest.hmac',
     68: 'RenewDelegationTokenRequest.hmac',
     69: 'RenewDelegationTokenRequest.hmac',
-    70: 'RenewDelegationTokenRequest.renew_period_ms',
-    71: 'RenewDelegationTokenRequest.renew_period_ms',
-    72: 'RenewDelegationTokenRequest.<tagged fields>',
-    73: 'RenewDelegationTokenRequest.<tagged fields>',
-    74: 'RenewDelegationTokenRequest.<tagged fields>',
-    75: 'RenewDelegationTokenRequest.<tagged fields>',
-    76: 'RenewDelegationTokenRequest.<tagged fields>',
+    70: 'RenewDelegationTokenRequest.hmac',
+    71: 'RenewDelegationTokenRequest.hmac',
+    72: 'RenewDelegationTokenRequest.hmac',
+    73: 'RenewDelegationTokenRequest.hmac',
+    74: 'RenewDelegationTokenRequest.hmac',
+    75: 'RenewDelegationTokenRequest.hmac',
+    76: 'RenewDelegationTokenRequest.hmac',
+    77: 'RenewDelegationTokenRequest.hmac',
+    78: 'RenewDelegationTokenRequest.renew_period_ms',
+    79: 'RenewDelegationTokenRequest.renew_period_ms',
+    80: 'RenewDelegationTokenRequest.<tagged fields>',
+    81: 'RenewDelegationTokenRequest.<tagged fields>',
+    82: 'RenewDelegationTokenRequest.<tagged fields>',
+    83: 'RenewDelegationTokenRequest.<tagged fields>',
+    84: 'RenewDelegationTokenRequest.<tagged fields>',
 })

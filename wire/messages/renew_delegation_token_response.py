@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -40,7 +41,12 @@ class RenewDelegationTokenResponse(_Message):
 def _d_RenewDelegationTokenResponse_v0(buf, pos):
     _f_error_code, _f_expiry_timestamp_ms, _f_throttle_time_ms = _S_hqiu(buf, pos)
     pos += 14
-    return RenewDelegationTokenResponse(_f_error_code, _f_expiry_timestamp_ms, _f_throttle_time_ms, None), pos
+    _o = _new(RenewDelegationTokenResponse)
+    _o.error_code = _f_error_code
+    _o.expiry_timestamp_ms = _f_expiry_timestamp_ms
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_RenewDelegationTokenResponse_v1 = _d_RenewDelegationTokenResponse_v0
@@ -53,7 +59,12 @@ def _d_RenewDelegationTokenResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'RenewDelegationTokenResponse.<tagged fields>')
-    return RenewDelegationTokenResponse(_f_error_code, _f_expiry_timestamp_ms, _f_throttle_time_ms, _unk), pos
+    _o = _new(RenewDelegationTokenResponse)
+    _o.error_code = _f_error_code
+    _o.expiry_timestamp_ms = _f_expiry_timestamp_ms
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_RenewDelegationTokenResponse_v0(o, w):
@@ -78,13 +89,13 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_RenewDelegationTokenResponse_v0, 1: _d_RenewDelegationTokenResponse_v1, 2: _d_RenewDelegationTokenResponse_v2}
 ENCODERS = {0: _e_RenewDelegationTokenResponse_v0, 1: _e_RenewDelegationTokenResponse_v1, 2: _e_RenewDelegationTokenResponse_v2}
 _reg(__file__, {
-    41: 'RenewDelegationTokenResponse.error_code/expiry_timestamp_ms/throttle_time_ms',
     42: 'RenewDelegationTokenResponse.error_code/expiry_timestamp_ms/throttle_time_ms',
-    48: 'RenewDelegationTokenResponse.error_code/expiry_timestamp_ms/throttle_time_ms',
-    49: 'RenewDelegationTokenResponse.error_code/expiry_timestamp_ms/throttle_time_ms',
-    50: 'RenewDelegationTokenResponse.<tagged fields>',
-    51: 'RenewDelegationTokenResponse.<tagged fields>',
-    52: 'RenewDelegationTokenResponse.<tagged fields>',
-    53: 'RenewDelegationTokenResponse.<tagged fields>',
-    54: 'RenewDelegationTokenResponse.<tagged fields>',
+    43: 'RenewDelegationTokenResponse.error_code/expiry_timestamp_ms/throttle_time_ms',
+    54: 'RenewDelegationTokenResponse.error_code/expiry_timestamp_ms/throttle_time_ms',
+    55: 'RenewDelegationTokenResponse.error_code/expiry_timestamp_ms/throttle_time_ms',
+    56: 'RenewDelegationTokenResponse.<tagged fields>',
+    57: 'RenewDelegationTokenResponse.<tagged fields>',
+    58: 'RenewDelegationTokenResponse.<tagged fields>',
+    59: 'RenewDelegationTokenResponse.<tagged fields>',
+    60: 'RenewDelegationTokenResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -42,7 +43,13 @@ class RequestHeader(_Message):
 def _d_RequestHeader_v0(buf, pos):
     _f_request_api_key, _f_request_api_version, _f_correlation_id = _S_hhiu(buf, pos)
     pos += 8
-    return RequestHeader(_f_request_api_key, _f_request_api_version, _f_correlation_id, '', None), pos
+    _o = _new(RequestHeader)
+    _o.request_api_key = _f_request_api_key
+    _o.request_api_version = _f_request_api_version
+    _o.correlation_id = _f_correlation_id
+    _o.client_id = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_RequestHeader_v1(buf, pos):
@@ -58,7 +65,13 @@ def _d_RequestHeader_v1(buf, pos):
             raise _trunc('RequestHeader.client_id', _n1, len(buf) - pos)
         _f_client_id = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return RequestHeader(_f_request_api_key, _f_request_api_version, _f_correlation_id, _f_client_id, None), pos
+    _o = _new(RequestHeader)
+    _o.request_api_key = _f_request_api_key
+    _o.request_api_version = _f_request_api_version
+    _o.correlation_id = _f_correlation_id
+    _o.client_id = _f_client_id
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_RequestHeader_v2(buf, pos):
@@ -79,7 +92,13 @@ def _d_RequestHeader_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'RequestHeader.<tagged fields>')
-    return RequestHeader(_f_request_api_key, _f_request_api_version, _f_correlation_id, _f_client_id, _unk), pos
+    _o = _new(RequestHeader)
+    _o.request_api_key = _f_request_api_key
+    _o.request_api_version = _f_request_api_version
+    _o.correlation_id = _f_correlation_id
+    _o.client_id = _f_client_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_RequestHeader_v0(o, w):
@@ -120,35 +139,35 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_RequestHeader_v0, 1: _d_RequestHeader_v1, 2: _d_RequestHeader_v2}
 ENCODERS = {0: _e_RequestHeader_v0, 1: _e_RequestHeader_v1, 2: _e_RequestHeader_v2}
 _reg(__file__, {
-    43: 'RequestHeader.request_api_key/request_api_version/correlation_id',
     44: 'RequestHeader.request_api_key/request_api_version/correlation_id',
-    49: 'RequestHeader.request_api_key/request_api_version/correlation_id',
-    50: 'RequestHeader.request_api_key/request_api_version/correlation_id',
-    51: 'RequestHeader.client_id',
-    52: 'RequestHeader.client_id',
-    53: 'RequestHeader.client_id',
-    54: 'RequestHeader.client_id',
-    55: 'RequestHeader.client_id',
-    56: 'RequestHeader.client_id',
-    57: 'RequestHeader.client_id',
+    45: 'RequestHeader.request_api_key/request_api_version/correlation_id',
+    56: 'RequestHeader.request_api_key/request_api_version/correlation_id',
+    57: 'RequestHeader.request_api_key/request_api_version/correlation_id',
     58: 'RequestHeader.client_id',
     59: 'RequestHeader.client_id',
     60: 'RequestHeader.client_id',
-    65: 'RequestHeader.request_api_key/request_api_version/correlation_id',
-    66: 'RequestHeader.request_api_key/request_api_version/correlation_id',
+    61: 'RequestHeader.client_id',
+    62: 'RequestHeader.client_id',
+    63: 'RequestHeader.client_id',
+    64: 'RequestHeader.client_id',
+    65: 'RequestHeader.client_id',
+    66: 'RequestHeader.client_id',
     67: 'RequestHeader.client_id',
-    68: 'RequestHeader.client_id',
-    69: 'RequestHeader.client_id',
-    70: 'RequestHeader.client_id',
-    71: 'RequestHeader.client_id',
-    72: 'RequestHeader.client_id',
-    73: 'RequestHeader.client_id',
-    74: 'RequestHeader.client_id',
-    75: 'RequestHeader.client_id',
-    76: 'RequestHeader.client_id',
-    77: 'RequestHeader.<tagged fields>',
-    78: 'RequestHeader.<tagged fields>',
-    79: 'RequestHeader.<tagged fields>',
-    80: 'RequestHeader.<tagged fields>',
-    81: 'RequestHeader.<tagged fields>',
+    78: 'RequestHeader.request_api_key/request_api_version/correlation_id',
+    79: 'RequestHeader.request_api_key/request_api_version/correlation_id',
+    80: 'RequestHeader.client_id',
+    81: 'RequestHeader.client_id',
+    82: 'RequestHeader.client_id',
+    83: 'RequestHeader.client_id',
+    84: 'RequestHeader.client_id',
+    85: 'RequestHeader.client_id',
+    86: 'RequestHeader.client_id',
+    87: 'RequestHeader.client_id',
+    88: 'RequestHeader.client_id',
+    89: 'RequestHeader.client_id',
+    90: 'RequestHeader.<tagged fields>',
+    91: 'RequestHeader.<tagged fields>',
+    92: 'RequestHeader.<tagged fields>',
+    93: 'RequestHeader.<tagged fields>',
+    94: 'RequestHeader.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -36,7 +37,10 @@ class ResponseHeader(_Message):
 def _d_ResponseHeader_v0(buf, pos):
     _f_correlation_id = _S_iu(buf, pos)[0]
     pos += 4
-    return ResponseHeader(_f_correlation_id, None), pos
+    _o = _new(ResponseHeader)
+    _o.correlation_id = _f_correlation_id
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_ResponseHeader_v1(buf, pos):
@@ -47,7 +51,10 @@ def _d_ResponseHeader_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ResponseHeader.<tagged fields>')
-    return ResponseHeader(_f_correlation_id, _unk), pos
+    _o = _new(ResponseHeader)
+    _o.correlation_id = _f_correlation_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ResponseHeader_v0(o, w):
@@ -70,13 +77,13 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_ResponseHeader_v0, 1: _d_ResponseHeader_v1}
 ENCODERS = {0: _e_ResponseHeader_v0, 1: _e_ResponseHeader_v1}
 _reg(__file__, {
-    37: 'ResponseHeader.correlation_id',
     38: 'ResponseHeader.correlation_id',
-    43: 'ResponseHeader.correlation_id',
-    44: 'ResponseHeader.correlation_id',
-    45: 'ResponseHeader.<tagged fields>',
-    46: 'ResponseHeader.<tagged fields>',
-    47: 'ResponseHeader.<tagged fields>',
-    48: 'ResponseHeader.<tagged fields>',
+    39: 'ResponseHeader.correlation_id',
+    47: 'ResponseHeader.correlation_id',
+    48: 'ResponseHeader.correlation_id',
     49: 'ResponseHeader.<tagged fields>',
+    50: 'ResponseHeader.<tagged fields>',
+    51: 'ResponseHeader.<tagged fields>',
+    52: 'ResponseHeader.<tagged fields>',
+    53: 'ResponseHeader.<tagged fields>',
 })

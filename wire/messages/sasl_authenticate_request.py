@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -41,7 +42,10 @@ def _d_SaslAuthenticateRequest_v0(buf, pos):
             raise _trunc('SaslAuthenticateRequest.auth_bytes', _n1, len(buf) - pos)
         _f_auth_bytes = bytes(buf[pos:_end2])
         pos = _end2
-    return SaslAuthenticateRequest(_f_auth_bytes, None), pos
+    _o = _new(SaslAuthenticateRequest)
+    _o.auth_bytes = _f_auth_bytes
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_SaslAuthenticateRequest_v1 = _d_SaslAuthenticateRequest_v0
@@ -50,6 +54,9 @@ def _d_SaslAuthenticateRequest_v2(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -66,7 +73,10 @@ def _d_SaslAuthenticateRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SaslAuthenticateRequest.<tagged fields>')
-    return SaslAuthenticateRequest(_f_auth_bytes, _unk), pos
+    _o = _new(SaslAuthenticateRequest)
+    _o.auth_bytes = _f_auth_bytes
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_SaslAuthenticateRequest_v0(o, w):
@@ -96,7 +106,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_SaslAuthenticateRequest_v0, 1: _d_SaslAuthenticateRequest_v1, 2: _d_SaslAuthenticateRequest_v2}
 ENCODERS = {0: _e_SaslAuthenticateRequest_v0, 1: _e_SaslAuthenticateRequest_v1, 2: _e_SaslAuthenticateRequest_v2}
 _reg(__file__, {
-    34: 'SaslAuthenticateRequest.auth_bytes',
     35: 'SaslAuthenticateRequest.auth_bytes',
     36: 'SaslAuthenticateRequest.auth_bytes',
     37: 'SaslAuthenticateRequest.auth_bytes',
@@ -106,10 +115,7 @@ _reg(__file__, {
     41: 'SaslAuthenticateRequest.auth_bytes',
     42: 'SaslAuthenticateRequest.auth_bytes',
     43: 'SaslAuthenticateRequest.auth_bytes',
-    49: 'SaslAuthenticateRequest.auth_bytes',
-    50: 'SaslAuthenticateRequest.auth_bytes',
-    51: 'SaslAuthenticateRequest.auth_bytes',
-    52: 'SaslAuthenticateRequest.auth_bytes',
+    44: 'SaslAuthenticateRequest.auth_bytes',
     53: 'SaslAuthenticateRequest.auth_bytes',
     54: 'SaslAuthenticateRequest.auth_bytes',
     55: 'SaslAuthenticateRequest.auth_bytes',
@@ -120,9 +126,16 @@ _reg(__file__, {
     60: 'SaslAuthenticateRequest.auth_bytes',
     61: 'SaslAuthenticateRequest.auth_bytes',
     62: 'SaslAuthenticateRequest.auth_bytes',
-    63: 'SaslAuthenticateRequest.<tagged fields>',
-    64: 'SaslAuthenticateRequest.<tagged fields>',
-    65: 'SaslAuthenticateRequest.<tagged fields>',
-    66: 'SaslAuthenticateRequest.<tagged fields>',
-    67: 'SaslAuthenticateRequest.<tagged fields>',
+    63: 'SaslAuthenticateRequest.auth_bytes',
+    64: 'SaslAuthenticateRequest.auth_bytes',
+    65: 'SaslAuthenticateRequest.auth_bytes',
+    66: 'SaslAuthenticateRequest.auth_bytes',
+    67: 'SaslAuthenticateRequest.auth_bytes',
+    68: 'SaslAuthenticateRequest.auth_bytes',
+    69: 'SaslAuthenticateRequest.auth_bytes',
+    70: 'SaslAuthenticateRequest.<tagged fields>',
+    71: 'SaslAuthenticateRequest.<tagged fields>',
+    72: 'SaslAuthenticateRequest.<tagged fields>',
+    73: 'SaslAuthenticateRequest.<tagged fields>',
+    74: 'SaslAuthenticateRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -65,7 +66,13 @@ def _d_SaslAuthenticateResponse_v0(buf, pos):
             raise _trunc('SaslAuthenticateResponse.auth_bytes', _n3, len(buf) - pos)
         _f_auth_bytes = bytes(buf[pos:_end4])
         pos = _end4
-    return SaslAuthenticateResponse(_f_error_code, _f_error_message, _f_auth_bytes, 0, None), pos
+    _o = _new(SaslAuthenticateResponse)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.auth_bytes = _f_auth_bytes
+    _o.session_lifetime_ms = 0
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_SaslAuthenticateResponse_v1(buf, pos):
@@ -93,7 +100,13 @@ def _d_SaslAuthenticateResponse_v1(buf, pos):
         pos = _end8
     _f_session_lifetime_ms = _S_qu(buf, pos)[0]
     pos += 8
-    return SaslAuthenticateResponse(_f_error_code, _f_error_message, _f_auth_bytes, _f_session_lifetime_ms, None), pos
+    _o = _new(SaslAuthenticateResponse)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.auth_bytes = _f_auth_bytes
+    _o.session_lifetime_ms = _f_session_lifetime_ms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_SaslAuthenticateResponse_v2(buf, pos):
@@ -102,6 +115,9 @@ def _d_SaslAuthenticateResponse_v2(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -116,6 +132,9 @@ def _d_SaslAuthenticateResponse_v2(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -134,7 +153,13 @@ def _d_SaslAuthenticateResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SaslAuthenticateResponse.<tagged fields>')
-    return SaslAuthenticateResponse(_f_error_code, _f_error_message, _f_auth_bytes, _f_session_lifetime_ms, _unk), pos
+    _o = _new(SaslAuthenticateResponse)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.auth_bytes = _f_auth_bytes
+    _o.session_lifetime_ms = _f_session_lifetime_ms
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_SaslAuthenticateResponse_v0(o, w):
@@ -195,9 +220,8 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_SaslAuthenticateResponse_v0, 1: _d_SaslAuthenticateResponse_v1, 2: _d_SaslAuthenticateResponse_v2}
 ENCODERS = {0: _e_SaslAuthenticateResponse_v0, 1: _e_SaslAuthenticateResponse_v1, 2: _e_SaslAuthenticateResponse_v2}
 _reg(__file__, {
-    46: 'SaslAuthenticateResponse.error_code',
     47: 'SaslAuthenticateResponse.error_code',
-    48: 'SaslAuthenticateResponse.error_message',
+    48: 'SaslAuthenticateResponse.error_code',
     49: 'SaslAuthenticateResponse.error_message',
     50: 'SaslAuthenticateResponse.error_message',
     51: 'SaslAuthenticateResponse.error_message',
@@ -207,7 +231,7 @@ _reg(__file__, {
     55: 'SaslAuthenticateResponse.error_message',
     56: 'SaslAuthenticateResponse.error_message',
     57: 'SaslAuthenticateResponse.error_message',
-    58: 'SaslAuthenticateResponse.auth_bytes',
+    58: 'SaslAuthenticateResponse.error_message',
     59: 'SaslAuthenticateResponse.auth_bytes',
     60: 'SaslAuthenticateResponse.auth_bytes',
     61: 'SaslAuthenticateResponse.auth_bytes',
@@ -217,65 +241,72 @@ _reg(__file__, {
     65: 'SaslAuthenticateResponse.auth_bytes',
     66: 'SaslAuthenticateResponse.auth_bytes',
     67: 'SaslAuthenticateResponse.auth_bytes',
-    72: 'SaslAuthenticateResponse.error_code',
-    73: 'SaslAuthenticateResponse.error_code',
-    74: 'SaslAuthenticateResponse.error_message',
-    75: 'SaslAuthenticateResponse.error_message',
-    76: 'SaslAuthenticateResponse.error_message',
-    77: 'SaslAuthenticateResponse.error_message',
-    78: 'SaslAuthenticateResponse.error_message',
-    79: 'SaslAuthenticateResponse.error_message',
-    80: 'SaslAuthenticateResponse.error_message',
+    68: 'SaslAuthenticateResponse.auth_bytes',
+    79: 'SaslAuthenticateResponse.error_code',
+    80: 'SaslAuthenticateResponse.error_code',
     81: 'SaslAuthenticateResponse.error_message',
     82: 'SaslAuthenticateResponse.error_message',
     83: 'SaslAuthenticateResponse.error_message',
-    84: 'SaslAuthenticateResponse.auth_bytes',
-    85: 'SaslAuthenticateResponse.auth_bytes',
-    86: 'SaslAuthenticateResponse.auth_bytes',
-    87: 'SaslAuthenticateResponse.auth_bytes',
-    88: 'SaslAuthenticateResponse.auth_bytes',
-    89: 'SaslAuthenticateResponse.auth_bytes',
-    90: 'SaslAuthenticateResponse.auth_bytes',
+    84: 'SaslAuthenticateResponse.error_message',
+    85: 'SaslAuthenticateResponse.error_message',
+    86: 'SaslAuthenticateResponse.error_message',
+    87: 'SaslAuthenticateResponse.error_message',
+    88: 'SaslAuthenticateResponse.error_message',
+    89: 'SaslAuthenticateResponse.error_message',
+    90: 'SaslAuthenticateResponse.error_message',
     91: 'SaslAuthenticateResponse.auth_bytes',
     92: 'SaslAuthenticateResponse.auth_bytes',
     93: 'SaslAuthenticateResponse.auth_bytes',
-    94: 'SaslAuthenticateResponse.session_lifetime_ms',
-    95: 'SaslAuthenticateResponse.session_lifetime_ms',
-    100: 'SaslAuthenticateResponse.error_code',
-    101: 'SaslAuthenticateResponse.error_code',
-    102: 'SaslAuthenticateResponse.error_message',
-    103: 'SaslAuthenticateResponse.error_message',
-    104: 'SaslAuthenticateResponse.error_message',
-    105: 'SaslAuthenticateResponse.error_message',
-    106: 'SaslAuthenticateResponse.error_message',
-    107: 'SaslAuthenticateResponse.error_message',
-    108: 'SaslAuthenticateResponse.error_message',
-    109: 'SaslAuthenticateResponse.error_message',
-    110: 'SaslAuthenticateResponse.error_message',
-    111: 'SaslAuthenticateResponse.error_message',
-    112: 'SaslAuthenticateResponse.error_message',
-    113: 'SaslAuthenticateResponse.error_message',
-    114: 'SaslAuthenticateResponse.error_message',
+    94: 'SaslAuthenticateResponse.auth_bytes',
+    95: 'SaslAuthenticateResponse.auth_bytes',
+    96: 'SaslAuthenticateResponse.auth_bytes',
+    97: 'SaslAuthenticateResponse.auth_bytes',
+    98: 'SaslAuthenticateResponse.auth_bytes',
+    99: 'SaslAuthenticateResponse.auth_bytes',
+    100: 'SaslAuthenticateResponse.auth_bytes',
+    101: 'SaslAuthenticateResponse.session_lifetime_ms',
+    102: 'SaslAuthenticateResponse.session_lifetime_ms',
+    113: 'SaslAuthenticateResponse.error_code',
+    114: 'SaslAuthenticateResponse.error_code',
     115: 'SaslAuthenticateResponse.error_message',
-    116: 'SaslAuthenticateResponse.auth_bytes',
-    117: 'SaslAuthenticateResponse.auth_bytes',
-    118: 'SaslAuthenticateResponse.auth_bytes',
-    119: 'SaslAuthenticateResponse.auth_bytes',
-    120: 'SaslAuthenticateResponse.auth_bytes',
-    121: 'SaslAuthenticateResponse.auth_bytes',
-    122: 'SaslAuthenticateResponse.auth_bytes',
-    123: 'SaslAuthenticateResponse.auth_bytes',
-    124: 'SaslAuthenticateResponse.auth_bytes',
-    125: 'SaslAuthenticateResponse.auth_bytes',
-    126: 'SaslAuthenticateResponse.auth_bytes',
-    127: 'SaslAuthenticateResponse.auth_bytes',
-    128: 'SaslAuthenticateResponse.auth_bytes',
-    129: 'SaslAuthenticateResponse.auth_bytes',
-    130: 'SaslAuthenticateResponse.session_lifetime_ms',
-    131: 'SaslAuthenticateResponse.session_lifetime_ms',
-    132: 'SaslAuthenticateResponse.<tagged fields>',
-    133: 'SaslAuthenticateResponse.<tagged fields>',
-    134: 'SaslAuthenticateResponse.<tagged fields>',
-    135: 'SaslAuthenticateResponse.<tagged fields>',
-    136: 'SaslAuthenticateResponse.<tagged fields>',
+    116: 'SaslAuthenticateResponse.error_message',
+    117: 'SaslAuthenticateResponse.error_message',
+    118: 'SaslAuthenticateResponse.error_message',
+    119: 'SaslAuthenticateResponse.error_message',
+    120: 'SaslAuthenticateResponse.error_message',
+    121: 'SaslAuthenticateResponse.error_message',
+    122: 'SaslAuthenticateResponse.error_message',
+    123: 'SaslAuthenticateResponse.error_message',
+    124: 'SaslAuthenticateResponse.error_message',
+    125: 'SaslAuthenticateResponse.error_message',
+    126: 'SaslAuthenticateResponse.error_message',
+    127: 'SaslAuthenticateResponse.error_message',
+    128: 'SaslAuthenticateResponse.error_message',
+    129: 'SaslAuthenticateResponse.error_message',
+    130: 'SaslAuthenticateResponse.error_message',
+    131: 'SaslAuthenticateResponse.error_message',
+    132: 'SaslAuthenticateResponse.auth_bytes',
+    133: 'SaslAuthenticateResponse.auth_bytes',
+    134: 'SaslAuthenticateResponse.auth_bytes',
+    135: 'SaslAuthenticateResponse.auth_bytes',
+    136: 'SaslAuthenticateResponse.auth_bytes',
+    137: 'SaslAuthenticateResponse.auth_bytes',
+    138: 'SaslAuthenticateResponse.auth_bytes',
+    139: 'SaslAuthenticateResponse.auth_bytes',
+    140: 'SaslAuthenticateResponse.auth_bytes',
+    141: 'SaslAuthenticateResponse.auth_bytes',
+    142: 'SaslAuthenticateResponse.auth_bytes',
+    143: 'SaslAuthenticateResponse.auth_bytes',
+    144: 'SaslAuthenticateResponse.auth_bytes',
+    145: 'SaslAuthenticateResponse.auth_bytes',
+    146: 'SaslAuthenticateResponse.auth_bytes',
+    147: 'SaslAuthenticateResponse.auth_bytes',
+    148: 'SaslAuthenticateResponse.auth_bytes',
+    149: 'SaslAuthenticateResponse.session_lifetime_ms',
+    150: 'SaslAuthenticateResponse.session_lifetime_ms',
+    151: 'SaslAuthenticateResponse.<tagged fields>',
+    152: 'SaslAuthenticateResponse.<tagged fields>',
+    153: 'SaslAuthenticateResponse.<tagged fields>',
+    154: 'SaslAuthenticateResponse.<tagged fields>',
+    155: 'SaslAuthenticateResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -41,7 +42,10 @@ def _d_SaslHandshakeRequest_v0(buf, pos):
             raise _trunc('SaslHandshakeRequest.mechanism', _n1, len(buf) - pos)
         _f_mechanism = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return SaslHandshakeRequest(_f_mechanism, None), pos
+    _o = _new(SaslHandshakeRequest)
+    _o.mechanism = _f_mechanism
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_SaslHandshakeRequest_v1 = _d_SaslHandshakeRequest_v0
@@ -62,7 +66,6 @@ FLEXIBLE_FROM = None
 DECODERS = {0: _d_SaslHandshakeRequest_v0, 1: _d_SaslHandshakeRequest_v1}
 ENCODERS = {0: _e_SaslHandshakeRequest_v0, 1: _e_SaslHandshakeRequest_v1}
 _reg(__file__, {
-    34: 'SaslHandshakeRequest.mechanism',
     35: 'SaslHandshakeRequest.mechanism',
     36: 'SaslHandshakeRequest.mechanism',
     37: 'SaslHandshakeRequest.mechanism',
@@ -72,4 +75,5 @@ _reg(__file__, {
     41: 'SaslHandshakeRequest.mechanism',
     42: 'SaslHandshakeRequest.mechanism',
     43: 'SaslHandshakeRequest.mechanism',
+    44: 'SaslHandshakeRequest.mechanism',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -57,7 +58,11 @@ def _d_SaslHandshakeResponse_v0(buf, pos):
                 _x2 = str(buf[pos:_end4], 'utf-8')
                 pos = _end4
             _f_mechanisms.append(_x2)
-    return SaslHandshakeResponse(_f_error_code, _f_mechanisms, None), pos
+    _o = _new(SaslHandshakeResponse)
+    _o.error_code = _f_error_code
+    _o.mechanisms = _f_mechanisms
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_SaslHandshakeResponse_v1 = _d_SaslHandshakeResponse_v0
@@ -82,9 +87,8 @@ FLEXIBLE_FROM = None
 DECODERS = {0: _d_SaslHandshakeResponse_v0, 1: _d_SaslHandshakeResponse_v1}
 ENCODERS = {0: _e_SaslHandshakeResponse_v0, 1: _e_SaslHandshakeResponse_v1}
 _reg(__file__, {
-    39: 'SaslHandshakeResponse.error_code',
     40: 'SaslHandshakeResponse.error_code',
-    41: 'SaslHandshakeResponse.mechanisms',
+    41: 'SaslHandshakeResponse.error_code',
     42: 'SaslHandshakeResponse.mechanisms',
     43: 'SaslHandshakeResponse.mechanisms',
     44: 'SaslHandshakeResponse.mechanisms',
@@ -103,4 +107,5 @@ _reg(__file__, {
     57: 'SaslHandshakeResponse.mechanisms',
     58: 'SaslHandshakeResponse.mechanisms',
     59: 'SaslHandshakeResponse.mechanisms',
+    60: 'SaslHandshakeResponse.mechanisms',
 })

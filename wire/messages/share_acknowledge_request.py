@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -98,6 +99,9 @@ def _d_AcknowledgementBatch_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -112,7 +116,12 @@ def _d_AcknowledgementBatch_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AcknowledgementBatch.<tagged fields>')
-    return AcknowledgementBatch(_f_first_offset, _f_last_offset, _f_acknowledge_types, _unk), pos
+    _o = _new(AcknowledgementBatch)
+    _o.first_offset = _f_first_offset
+    _o.last_offset = _f_last_offset
+    _o.acknowledge_types = _f_acknowledge_types
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AcknowledgePartition_v0(buf, pos):
@@ -121,6 +130,9 @@ def _d_AcknowledgePartition_v0(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -137,7 +149,11 @@ def _d_AcknowledgePartition_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AcknowledgePartition.<tagged fields>')
-    return AcknowledgePartition(_f_partition_index, _f_acknowledgement_batches, _unk), pos
+    _o = _new(AcknowledgePartition)
+    _o.partition_index = _f_partition_index
+    _o.acknowledgement_batches = _f_acknowledgement_batches
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AcknowledgeTopic_v0(buf, pos):
@@ -148,6 +164,9 @@ def _d_AcknowledgeTopic_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -164,13 +183,20 @@ def _d_AcknowledgeTopic_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AcknowledgeTopic.<tagged fields>')
-    return AcknowledgeTopic(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(AcknowledgeTopic)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ShareAcknowledgeRequest_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -185,6 +211,9 @@ def _d_ShareAcknowledgeRequest_v0(buf, pos):
     _n8 = buf[pos]
     if _n8 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n8, pos = _ruv(buf, pos)
     _n8 -= 1
@@ -201,6 +230,9 @@ def _d_ShareAcknowledgeRequest_v0(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -217,15 +249,22 @@ def _d_ShareAcknowledgeRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ShareAcknowledgeRequest.<tagged fields>')
-    return ShareAcknowledgeRequest(_f_group_id, _f_member_id, _f_share_session_epoch, _f_topics, _unk), pos
+    _o = _new(ShareAcknowledgeRequest)
+    _o.group_id = _f_group_id
+    _o.member_id = _f_member_id
+    _o.share_session_epoch = _f_share_session_epoch
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_AcknowledgementBatch_v0(o, w):
     w(_S_qqp(o.first_offset, o.last_offset))
     _a12 = o.acknowledge_types
-    _l = len(_a12) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%db' % len(_a12), *_a12))
+    _l = len(_a12)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('b', _l)(*_a12))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -298,9 +337,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ShareAcknowledgeRequest_v0}
 ENCODERS = {0: _e_ShareAcknowledgeRequest_v0}
 _reg(__file__, {
-    96: 'AcknowledgementBatch.first_offset/last_offset',
     97: 'AcknowledgementBatch.first_offset/last_offset',
-    98: 'AcknowledgementBatch.acknowledge_types',
+    98: 'AcknowledgementBatch.first_offset/last_offset',
     99: 'AcknowledgementBatch.acknowledge_types',
     100: 'AcknowledgementBatch.acknowledge_types',
     101: 'AcknowledgementBatch.acknowledge_types',
@@ -312,102 +350,121 @@ _reg(__file__, {
     107: 'AcknowledgementBatch.acknowledge_types',
     108: 'AcknowledgementBatch.acknowledge_types',
     109: 'AcknowledgementBatch.acknowledge_types',
-    110: 'AcknowledgementBatch.<tagged fields>',
-    111: 'AcknowledgementBatch.<tagged fields>',
-    112: 'AcknowledgementBatch.<tagged fields>',
-    113: 'AcknowledgementBatch.<tagged fields>',
+    110: 'AcknowledgementBatch.acknowledge_types',
+    111: 'AcknowledgementBatch.acknowledge_types',
+    112: 'AcknowledgementBatch.acknowledge_types',
+    113: 'AcknowledgementBatch.acknowledge_types',
     114: 'AcknowledgementBatch.<tagged fields>',
-    119: 'AcknowledgePartition.partition_index',
-    120: 'AcknowledgePartition.partition_index',
-    121: 'AcknowledgePartition.acknowledgement_batches',
-    122: 'AcknowledgePartition.acknowledgement_batches',
-    123: 'AcknowledgePartition.acknowledgement_batches',
-    124: 'AcknowledgePartition.acknowledgement_batches',
-    125: 'AcknowledgePartition.acknowledgement_batches',
-    126: 'AcknowledgePartition.acknowledgement_batches',
-    127: 'AcknowledgePartition.acknowledgement_batches',
-    128: 'AcknowledgePartition.acknowledgement_batches',
-    129: 'AcknowledgePartition.acknowledgement_batches',
+    115: 'AcknowledgementBatch.<tagged fields>',
+    116: 'AcknowledgementBatch.<tagged fields>',
+    117: 'AcknowledgementBatch.<tagged fields>',
+    118: 'AcknowledgementBatch.<tagged fields>',
+    128: 'AcknowledgePartition.partition_index',
+    129: 'AcknowledgePartition.partition_index',
     130: 'AcknowledgePartition.acknowledgement_batches',
     131: 'AcknowledgePartition.acknowledgement_batches',
     132: 'AcknowledgePartition.acknowledgement_batches',
     133: 'AcknowledgePartition.acknowledgement_batches',
     134: 'AcknowledgePartition.acknowledgement_batches',
-    135: 'AcknowledgePartition.<tagged fields>',
-    136: 'AcknowledgePartition.<tagged fields>',
-    137: 'AcknowledgePartition.<tagged fields>',
-    138: 'AcknowledgePartition.<tagged fields>',
-    139: 'AcknowledgePartition.<tagged fields>',
-    144: 'AcknowledgeTopic.topic_id',
-    145: 'AcknowledgeTopic.topic_id',
-    146: 'AcknowledgeTopic.topic_id',
-    147: 'AcknowledgeTopic.topic_id',
-    148: 'AcknowledgeTopic.partitions',
-    149: 'AcknowledgeTopic.partitions',
-    150: 'AcknowledgeTopic.partitions',
-    151: 'AcknowledgeTopic.partitions',
-    152: 'AcknowledgeTopic.partitions',
-    153: 'AcknowledgeTopic.partitions',
-    154: 'AcknowledgeTopic.partitions',
-    155: 'AcknowledgeTopic.partitions',
-    156: 'AcknowledgeTopic.partitions',
-    157: 'AcknowledgeTopic.partitions',
-    158: 'AcknowledgeTopic.partitions',
-    159: 'AcknowledgeTopic.partitions',
-    160: 'AcknowledgeTopic.partitions',
-    161: 'AcknowledgeTopic.partitions',
-    162: 'AcknowledgeTopic.<tagged fields>',
-    163: 'AcknowledgeTopic.<tagged fields>',
-    164: 'AcknowledgeTopic.<tagged fields>',
-    165: 'AcknowledgeTopic.<tagged fields>',
-    166: 'AcknowledgeTopic.<tagged fields>',
-    171: 'ShareAcknowledgeRequest.group_id',
-    172: 'ShareAcknowledgeRequest.group_id',
-    173: 'ShareAcknowledgeRequest.group_id',
-    174: 'ShareAcknowledgeRequest.group_id',
-    175: 'ShareAcknowledgeRequest.group_id',
-    176: 'ShareAcknowledgeRequest.group_id',
-    177: 'ShareAcknowledgeRequest.group_id',
-    178: 'ShareAcknowledgeRequest.group_id',
-    179: 'ShareAcknowledgeRequest.group_id',
-    180: 'ShareAcknowledgeRequest.group_id',
-    181: 'ShareAcknowledgeRequest.group_id',
-    182: 'ShareAcknowledgeRequest.group_id',
-    183: 'ShareAcknowledgeRequest.group_id',
-    184: 'ShareAcknowledgeRequest.group_id',
-    185: 'ShareAcknowledgeRequest.member_id',
-    186: 'ShareAcknowledgeRequest.member_id',
-    187: 'ShareAcknowledgeRequest.member_id',
-    188: 'ShareAcknowledgeRequest.member_id',
-    189: 'ShareAcknowledgeRequest.member_id',
-    190: 'ShareAcknowledgeRequest.member_id',
-    191: 'ShareAcknowledgeRequest.member_id',
-    192: 'ShareAcknowledgeRequest.member_id',
-    193: 'ShareAcknowledgeRequest.member_id',
-    194: 'ShareAcknowledgeRequest.member_id',
-    195: 'ShareAcknowledgeRequest.member_id',
-    196: 'ShareAcknowledgeRequest.member_id',
-    197: 'ShareAcknowledgeRequest.member_id',
-    198: 'ShareAcknowledgeRequest.member_id',
-    199: 'ShareAcknowledgeRequest.share_session_epoch',
-    200: 'ShareAcknowledgeRequest.share_session_epoch',
-    201: 'ShareAcknowledgeRequest.topics',
-    202: 'ShareAcknowledgeRequest.topics',
-    203: 'ShareAcknowledgeRequest.topics',
-    204: 'ShareAcknowledgeRequest.topics',
-    205: 'ShareAcknowledgeRequest.topics',
-    206: 'ShareAcknowledgeRequest.topics',
-    207: 'ShareAcknowledgeRequest.topics',
-    208: 'ShareAcknowledgeRequest.topics',
-    209: 'ShareAcknowledgeRequest.topics',
-    210: 'ShareAcknowledgeRequest.topics',
-    211: 'ShareAcknowledgeRequest.topics',
-    212: 'ShareAcknowledgeRequest.topics',
-    213: 'ShareAcknowledgeRequest.topics',
-    214: 'ShareAcknowledgeRequest.topics',
-    215: 'ShareAcknowledgeRequest.<tagged fields>',
-    216: 'ShareAcknowledgeRequest.<tagged fields>',
-    217: 'ShareAcknowledgeRequest.<tagged fields>',
-    218: 'ShareAcknowledgeRequest.<tagged fields>',
-    219: 'ShareAcknowledgeRequest.<tagged fields>',
+    135: 'AcknowledgePartition.acknowledgement_batches',
+    136: 'AcknowledgePartition.acknowledgement_batches',
+    137: 'AcknowledgePartition.acknowledgement_batches',
+    138: 'AcknowledgePartition.acknowledgement_batches',
+    139: 'AcknowledgePartition.acknowledgement_batches',
+    140: 'AcknowledgePartition.acknowledgement_batches',
+    141: 'AcknowledgePartition.acknowledgement_batches',
+    142: 'AcknowledgePartition.acknowledgement_batches',
+    143: 'AcknowledgePartition.acknowledgement_batches',
+    144: 'AcknowledgePartition.acknowledgement_batches',
+    145: 'AcknowledgePartition.acknowledgement_batches',
+    146: 'AcknowledgePartition.acknowledgement_batches',
+    147: 'AcknowledgePartition.<tagged fields>',
+    148: 'AcknowledgePartition.<tagged fields>',
+    149: 'AcknowledgePartition.<tagged fields>',
+    150: 'AcknowledgePartition.<tagged fields>',
+    151: 'AcknowledgePartition.<tagged fields>',
+    160: 'AcknowledgeTopic.topic_id',
+    161: 'AcknowledgeTopic.topic_id',
+    162: 'AcknowledgeTopic.topic_id',
+    163: 'AcknowledgeTopic.topic_id',
+    164: 'AcknowledgeTopic.partitions',
+    165: 'AcknowledgeTopic.partitions',
+    166: 'AcknowledgeTopic.partitions',
+    167: 'AcknowledgeTopic.partitions',
+    168: 'AcknowledgeTopic.partitions',
+    169: 'AcknowledgeTopic.partitions',
+    170: 'AcknowledgeTopic.partitions',
+    171: 'AcknowledgeTopic.partitions',
+    172: 'AcknowledgeTopic.partitions',
+    173: 'AcknowledgeTopic.partitions',
+    174: 'AcknowledgeTopic.partitions',
+    175: 'AcknowledgeTopic.partitions',
+    176: 'AcknowledgeTopic.partitions',
+    177: 'AcknowledgeTopic.partitions',
+    178: 'AcknowledgeTopic.partitions',
+    179: 'AcknowledgeTopic.partitions',
+    180: 'AcknowledgeTopic.partitions',
+    181: 'AcknowledgeTopic.<tagged fields>',
+    182: 'AcknowledgeTopic.<tagged fields>',
+    183: 'AcknowledgeTopic.<tagged fields>',
+    184: 'AcknowledgeTopic.<tagged fields>',
+    185: 'AcknowledgeTopic.<tagged fields>',
+    194: 'ShareAcknowledgeRequest.group_id',
+    195: 'ShareAcknowledgeRequest.group_id',
+    196: 'ShareAcknowledgeRequest.group_id',
+    197: 'ShareAcknowledgeRequest.group_id',
+    198: 'ShareAcknowledgeRequest.group_id',
+    199: 'ShareAcknowledgeRequest.group_id',
+    200: 'ShareAcknowledgeRequest.group_id',
+    201: 'ShareAcknowledgeRequest.group_id',
+    202: 'ShareAcknowledgeRequest.group_id',
+    203: 'ShareAcknowledgeRequest.group_id',
+    204: 'ShareAcknowledgeRequest.group_id',
+    205: 'ShareAcknowledgeRequest.group_id',
+    206: 'ShareAcknowledgeRequest.group_id',
+    207: 'ShareAcknowledgeRequest.group_id',
+    208: 'ShareAcknowledgeRequest.group_id',
+    209: 'ShareAcknowledgeRequest.group_id',
+    210: 'ShareAcknowledgeRequest.group_id',
+    211: 'ShareAcknowledgeRequest.member_id',
+    212: 'ShareAcknowledgeRequest.member_id',
+    213: 'ShareAcknowledgeRequest.member_id',
+    214: 'ShareAcknowledgeRequest.member_id',
+    215: 'ShareAcknowledgeRequest.member_id',
+    216: 'ShareAcknowledgeRequest.member_id',
+    217: 'ShareAcknowledgeRequest.member_id',
+    218: 'ShareAcknowledgeRequest.member_id',
+    219: 'ShareAcknowledgeRequest.member_id',
+    220: 'ShareAcknowledgeRequest.member_id',
+    221: 'ShareAcknowledgeRequest.member_id',
+    222: 'ShareAcknowledgeRequest.member_id',
+    223: 'ShareAcknowledgeRequest.member_id',
+    224: 'ShareAcknowledgeRequest.member_id',
+    225: 'ShareAcknowledgeRequest.member_id',
+    226: 'ShareAcknowledgeRequest.member_id',
+    227: 'ShareAcknowledgeRequest.member_id',
+    228: 'ShareAcknowledgeRequest.share_session_epoch',
+    229: 'ShareAcknowledgeRequest.share_session_epoch',
+    230: 'ShareAcknowledgeRequest.topics',
+    231: 'ShareAcknowledgeRequest.topics',
+    232: 'ShareAcknowledgeRequest.topics',
+    233: 'ShareAcknowledgeRequest.topics',
+    234: 'ShareAcknowledgeRequest.topics',
+    235: 'ShareAcknowledgeRequest.topics',
+    236: 'ShareAcknowledgeRequest.topics',
+    237: 'ShareAcknowledgeRequest.topics',
+    238: 'ShareAcknowledgeRequest.topics',
+    239: 'ShareAcknowledgeRequest.topics',
+    240: 'ShareAcknowledgeRequest.topics',
+    241: 'ShareAcknowledgeRequest.topics',
+    242: 'ShareAcknowledgeRequest.topics',
+    243: 'ShareAcknowledgeRequest.topics',
+    244: 'ShareAcknowledgeRequest.topics',
+    245: 'ShareAcknowledgeRequest.topics',
+    246: 'ShareAcknowledgeRequest.topics',
+    247: 'ShareAcknowledgeRequest.<tagged fields>',
+    248: 'ShareAcknowledgeRequest.<tagged fields>',
+    249: 'ShareAcknowledgeRequest.<tagged fields>',
+    250: 'ShareAcknowledgeRequest.<tagged fields>',
+    251: 'ShareAcknowledgeRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -127,7 +128,11 @@ def _d_LeaderIdAndEpoch_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderIdAndEpoch.<tagged fields>')
-    return LeaderIdAndEpoch(_f_leader_id, _f_leader_epoch, _unk), pos
+    _o = _new(LeaderIdAndEpoch)
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v0(buf, pos):
@@ -136,6 +141,9 @@ def _d_PartitionData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -153,7 +161,13 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_error_code, _f_error_message, _f_current_leader, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.current_leader = _f_current_leader
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ShareAcknowledgeTopicResponse_v0(buf, pos):
@@ -164,6 +178,9 @@ def _d_ShareAcknowledgeTopicResponse_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -180,7 +197,11 @@ def _d_ShareAcknowledgeTopicResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ShareAcknowledgeTopicResponse.<tagged fields>')
-    return ShareAcknowledgeTopicResponse(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(ShareAcknowledgeTopicResponse)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_NodeEndpoint_v0(buf, pos):
@@ -189,6 +210,9 @@ def _d_NodeEndpoint_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -205,6 +229,9 @@ def _d_NodeEndpoint_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -221,7 +248,13 @@ def _d_NodeEndpoint_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'NodeEndpoint.<tagged fields>')
-    return NodeEndpoint(_f_node_id, _f_host, _f_port, _f_rack, _unk), pos
+    _o = _new(NodeEndpoint)
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.rack = _f_rack
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ShareAcknowledgeResponse_v0(buf, pos):
@@ -230,6 +263,9 @@ def _d_ShareAcknowledgeResponse_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -244,6 +280,9 @@ def _d_ShareAcknowledgeResponse_v0(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -258,6 +297,9 @@ def _d_ShareAcknowledgeResponse_v0(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -274,7 +316,14 @@ def _d_ShareAcknowledgeResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ShareAcknowledgeResponse.<tagged fields>')
-    return ShareAcknowledgeResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_responses, _f_node_endpoints, _unk), pos
+    _o = _new(ShareAcknowledgeResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.responses = _f_responses
+    _o.node_endpoints = _f_node_endpoints
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_LeaderIdAndEpoch_v0(o, w):
@@ -375,20 +424,15 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ShareAcknowledgeResponse_v0}
 ENCODERS = {0: _e_ShareAcknowledgeResponse_v0}
 _reg(__file__, {
-    123: 'LeaderIdAndEpoch.leader_id/leader_epoch',
     124: 'LeaderIdAndEpoch.leader_id/leader_epoch',
-    125: 'LeaderIdAndEpoch.<tagged fields>',
+    125: 'LeaderIdAndEpoch.leader_id/leader_epoch',
     126: 'LeaderIdAndEpoch.<tagged fields>',
     127: 'LeaderIdAndEpoch.<tagged fields>',
     128: 'LeaderIdAndEpoch.<tagged fields>',
     129: 'LeaderIdAndEpoch.<tagged fields>',
-    134: 'PartitionData.partition_index/error_code',
-    135: 'PartitionData.partition_index/error_code',
-    136: 'PartitionData.error_message',
-    137: 'PartitionData.error_message',
-    138: 'PartitionData.error_message',
-    139: 'PartitionData.error_message',
-    140: 'PartitionData.error_message',
+    130: 'LeaderIdAndEpoch.<tagged fields>',
+    139: 'PartitionData.partition_index/error_code',
+    140: 'PartitionData.partition_index/error_code',
     141: 'PartitionData.error_message',
     142: 'PartitionData.error_message',
     143: 'PartitionData.error_message',
@@ -398,119 +442,145 @@ _reg(__file__, {
     147: 'PartitionData.error_message',
     148: 'PartitionData.error_message',
     149: 'PartitionData.error_message',
-    150: 'PartitionData.current_leader',
-    151: 'PartitionData.<tagged fields>',
-    152: 'PartitionData.<tagged fields>',
-    153: 'PartitionData.<tagged fields>',
-    154: 'PartitionData.<tagged fields>',
-    155: 'PartitionData.<tagged fields>',
-    160: 'ShareAcknowledgeTopicResponse.topic_id',
-    161: 'ShareAcknowledgeTopicResponse.topic_id',
-    162: 'ShareAcknowledgeTopicResponse.topic_id',
-    163: 'ShareAcknowledgeTopicResponse.topic_id',
-    164: 'ShareAcknowledgeTopicResponse.partitions',
-    165: 'ShareAcknowledgeTopicResponse.partitions',
-    166: 'ShareAcknowledgeTopicResponse.partitions',
-    167: 'ShareAcknowledgeTopicResponse.partitions',
-    168: 'ShareAcknowledgeTopicResponse.partitions',
-    169: 'ShareAcknowledgeTopicResponse.partitions',
-    170: 'ShareAcknowledgeTopicResponse.partitions',
-    171: 'ShareAcknowledgeTopicResponse.partitions',
-    172: 'ShareAcknowledgeTopicResponse.partitions',
-    173: 'ShareAcknowledgeTopicResponse.partitions',
-    174: 'ShareAcknowledgeTopicResponse.partitions',
-    175: 'ShareAcknowledgeTopicResponse.partitions',
-    176: 'ShareAcknowledgeTopicResponse.partitions',
-    177: 'ShareAcknowledgeTopicResponse.partitions',
-    178: 'ShareAcknowledgeTopicResponse.<tagged fields>',
-    179: 'ShareAcknowledgeTopicResponse.<tagged fields>',
-    180: 'ShareAcknowledgeTopicResponse.<tagged fields>',
-    181: 'ShareAcknowledgeTopicResponse.<tagged fields>',
-    182: 'ShareAcknowledgeTopicResponse.<tagged fields>',
-    187: 'NodeEndpoint.node_id',
-    188: 'NodeEndpoint.node_id',
-    189: 'NodeEndpoint.host',
-    190: 'NodeEndpoint.host',
-    191: 'NodeEndpoint.host',
-    192: 'NodeEndpoint.host',
-    193: 'NodeEndpoint.host',
-    194: 'NodeEndpoint.host',
-    195: 'NodeEndpoint.host',
-    196: 'NodeEndpoint.host',
-    197: 'NodeEndpoint.host',
-    198: 'NodeEndpoint.host',
-    199: 'NodeEndpoint.host',
-    200: 'NodeEndpoint.host',
-    201: 'NodeEndpoint.host',
-    202: 'NodeEndpoint.host',
-    203: 'NodeEndpoint.port',
-    204: 'NodeEndpoint.port',
-    205: 'NodeEndpoint.rack',
-    206: 'NodeEndpoint.rack',
-    207: 'NodeEndpoint.rack',
-    208: 'NodeEndpoint.rack',
-    209: 'NodeEndpoint.rack',
-    210: 'NodeEndpoint.rack',
-    211: 'NodeEndpoint.rack',
-    212: 'NodeEndpoint.rack',
-    213: 'NodeEndpoint.rack',
-    214: 'NodeEndpoint.rack',
-    215: 'NodeEndpoint.rack',
-    216: 'NodeEndpoint.rack',
-    217: 'NodeEndpoint.rack',
-    218: 'NodeEndpoint.rack',
-    219: 'NodeEndpoint.<tagged fields>',
-    220: 'NodeEndpoint.<tagged fields>',
-    221: 'NodeEndpoint.<tagged fields>',
-    222: 'NodeEndpoint.<tagged fields>',
-    223: 'NodeEndpoint.<tagged fields>',
-    228: 'ShareAcknowledgeResponse.throttle_time_ms/error_code',
-    229: 'ShareAcknowledgeResponse.throttle_time_ms/error_code',
-    230: 'ShareAcknowledgeResponse.error_message',
-    231: 'ShareAcknowledgeResponse.error_message',
-    232: 'ShareAcknowledgeResponse.error_message',
-    233: 'ShareAcknowledgeResponse.error_message',
-    234: 'ShareAcknowledgeResponse.error_message',
-    235: 'ShareAcknowledgeResponse.error_message',
-    236: 'ShareAcknowledgeResponse.error_message',
-    237: 'ShareAcknowledgeResponse.error_message',
-    238: 'ShareAcknowledgeResponse.error_message',
-    239: 'ShareAcknowledgeResponse.error_message',
-    240: 'ShareAcknowledgeResponse.error_message',
-    241: 'ShareAcknowledgeResponse.error_message',
-    242: 'ShareAcknowledgeResponse.error_message',
-    243: 'ShareAcknowledgeResponse.error_message',
-    244: 'ShareAcknowledgeResponse.responses',
-    245: 'ShareAcknowledgeResponse.responses',
-    246: 'ShareAcknowledgeResponse.responses',
-    247: 'ShareAcknowledgeResponse.responses',
-    248: 'ShareAcknowledgeResponse.responses',
-    249: 'ShareAcknowledgeResponse.responses',
-    250: 'ShareAcknowledgeResponse.responses',
-    251: 'ShareAcknowledgeResponse.responses',
-    252: 'ShareAcknowledgeResponse.responses',
-    253: 'ShareAcknowledgeResponse.responses',
-    254: 'ShareAcknowledgeResponse.responses',
-    255: 'ShareAcknowledgeResponse.responses',
-    256: 'ShareAcknowledgeResponse.responses',
-    257: 'ShareAcknowledgeResponse.responses',
-    258: 'ShareAcknowledgeResponse.node_endpoints',
-    259: 'ShareAcknowledgeResponse.node_endpoints',
-    260: 'ShareAcknowledgeResponse.node_endpoints',
-    261: 'ShareAcknowledgeResponse.node_endpoints',
-    262: 'ShareAcknowledgeResponse.node_endpoints',
-    263: 'ShareAcknowledgeResponse.node_endpoints',
-    264: 'ShareAcknowledgeResponse.node_endpoints',
-    265: 'ShareAcknowledgeResponse.node_endpoints',
-    266: 'ShareAcknowledgeResponse.node_endpoints',
-    267: 'ShareAcknowledgeResponse.node_endpoints',
-    268: 'ShareAcknowledgeResponse.node_endpoints',
-    269: 'ShareAcknowledgeResponse.node_endpoints',
-    270: 'ShareAcknowledgeResponse.node_endpoints',
-    271: 'ShareAcknowledgeResponse.node_endpoints',
-    272: 'ShareAcknowledgeResponse.<tagged fields>',
-    273: 'ShareAcknowledgeResponse.<tagged fields>',
-    274: 'ShareAcknowledgeResponse.<tagged fields>',
-    275: 'ShareAcknowledgeResponse.<tagged fields>',
-    276: 'ShareAcknowledgeResponse.<tagged fields>',
+    150: 'PartitionData.error_message',
+    151: 'PartitionData.error_message',
+    152: 'PartitionData.error_message',
+    153: 'PartitionData.error_message',
+    154: 'PartitionData.error_message',
+    155: 'PartitionData.error_message',
+    156: 'PartitionData.error_message',
+    157: 'PartitionData.error_message',
+    158: 'PartitionData.current_leader',
+    159: 'PartitionData.<tagged fields>',
+    160: 'PartitionData.<tagged fields>',
+    161: 'PartitionData.<tagged fields>',
+    162: 'PartitionData.<tagged fields>',
+    163: 'PartitionData.<tagged fields>',
+    174: 'ShareAcknowledgeTopicResponse.topic_id',
+    175: 'ShareAcknowledgeTopicResponse.topic_id',
+    176: 'ShareAcknowledgeTopicResponse.topic_id',
+    177: 'ShareAcknowledgeTopicResponse.topic_id',
+    178: 'ShareAcknowledgeTopicResponse.partitions',
+    179: 'ShareAcknowledgeTopicResponse.partitions',
+    180: 'ShareAcknowledgeTopicResponse.partitions',
+    181: 'ShareAcknowledgeTopicResponse.partitions',
+    182: 'ShareAcknowledgeTopicResponse.partitions',
+    183: 'ShareAcknowledgeTopicResponse.partitions',
+    184: 'ShareAcknowledgeTopicResponse.partitions',
+    185: 'ShareAcknowledgeTopicResponse.partitions',
+    186: 'ShareAcknowledgeTopicResponse.partitions',
+    187: 'ShareAcknowledgeTopicResponse.partitions',
+    188: 'ShareAcknowledgeTopicResponse.partitions',
+    189: 'ShareAcknowledgeTopicResponse.partitions',
+    190: 'ShareAcknowledgeTopicResponse.partitions',
+    191: 'ShareAcknowledgeTopicResponse.partitions',
+    192: 'ShareAcknowledgeTopicResponse.partitions',
+    193: 'ShareAcknowledgeTopicResponse.partitions',
+    194: 'ShareAcknowledgeTopicResponse.partitions',
+    195: 'ShareAcknowledgeTopicResponse.<tagged fields>',
+    196: 'ShareAcknowledgeTopicResponse.<tagged fields>',
+    197: 'ShareAcknowledgeTopicResponse.<tagged fields>',
+    198: 'ShareAcknowledgeTopicResponse.<tagged fields>',
+    199: 'ShareAcknowledgeTopicResponse.<tagged fields>',
+    208: 'NodeEndpoint.node_id',
+    209: 'NodeEndpoint.node_id',
+    210: 'NodeEndpoint.host',
+    211: 'NodeEndpoint.host',
+    212: 'NodeEndpoint.host',
+    213: 'NodeEndpoint.host',
+    214: 'NodeEndpoint.host',
+    215: 'NodeEndpoint.host',
+    216: 'NodeEndpoint.host',
+    217: 'NodeEndpoint.host',
+    218: 'NodeEndpoint.host',
+    219: 'NodeEndpoint.host',
+    220: 'NodeEndpoint.host',
+    221: 'NodeEndpoint.host',
+    222: 'NodeEndpoint.host',
+    223: 'NodeEndpoint.host',
+    224: 'NodeEndpoint.host',
+    225: 'NodeEndpoint.host',
+    226: 'NodeEndpoint.host',
+    227: 'NodeEndpoint.port',
+    228: 'NodeEndpoint.port',
+    229: 'NodeEndpoint.rack',
+    230: 'NodeEndpoint.rack',
+    231: 'NodeEndpoint.rack',
+    232: 'NodeEndpoint.rack',
+    233: 'NodeEndpoint.rack',
+    234: 'NodeEndpoint.rack',
+    235: 'NodeEndpoint.rack',
+    236: 'NodeEndpoint.rack',
+    237: 'NodeEndpoint.rack',
+    238: 'NodeEndpoint.rack',
+    239: 'NodeEndpoint.rack',
+    240: 'NodeEndpoint.rack',
+    241: 'NodeEndpoint.rack',
+    242: 'NodeEndpoint.rack',
+    243: 'NodeEndpoint.rack',
+    244: 'NodeEndpoint.rack',
+    245: 'NodeEndpoint.rack',
+    246: 'NodeEndpoint.<tagged fields>',
+    247: 'NodeEndpoint.<tagged fields>',
+    248: 'NodeEndpoint.<tagged fields>',
+    249: 'NodeEndpoint.<tagged fields>',
+    250: 'NodeEndpoint.<tagged fields>',
+    261: 'ShareAcknowledgeResponse.throttle_time_ms/error_code',
+    262: 'ShareAcknowledgeResponse.throttle_time_ms/error_code',
+    263: 'ShareAcknowledgeResponse.error_message',
+    264: 'ShareAcknowledgeResponse.error_message',
+    265: 'ShareAcknowledgeResponse.error_message',
+    266: 'ShareAcknowledgeResponse.error_message',
+    267: 'ShareAcknowledgeResponse.error_message',
+    268: 'ShareAcknowledgeResponse.error_message',
+    269: 'ShareAcknowledgeResponse.error_message',
+    270: 'ShareAcknowledgeResponse.error_message',
+    271: 'ShareAcknowledgeResponse.error_message',
+    272: 'ShareAcknowledgeResponse.error_message',
+    273: 'ShareAcknowledgeResponse.error_message',
+    274: 'ShareAcknowledgeResponse.error_message',
+    275: 'ShareAcknowledgeResponse.error_message',
+    276: 'ShareAcknowledgeResponse.error_message',
+    277: 'ShareAcknowledgeResponse.error_message',
+    278: 'ShareAcknowledgeResponse.error_message',
+    279: 'ShareAcknowledgeResponse.error_message',
+    280: 'ShareAcknowledgeResponse.responses',
+    281: 'ShareAcknowledgeResponse.responses',
+    282: 'ShareAcknowledgeResponse.responses',
+    283: 'ShareAcknowledgeResponse.responses',
+    284: 'ShareAcknowledgeResponse.responses',
+    285: 'ShareAcknowledgeResponse.responses',
+    286: 'ShareAcknowledgeResponse.responses',
+    287: 'ShareAcknowledgeResponse.responses',
+    288: 'ShareAcknowledgeResponse.responses',
+    289: 'ShareAcknowledgeResponse.responses',
+    290: 'ShareAcknowledgeResponse.responses',
+    291: 'ShareAcknowledgeResponse.responses',
+    292: 'ShareAcknowledgeResponse.responses',
+    293: 'ShareAcknowledgeResponse.responses',
+    294: 'ShareAcknowledgeResponse.responses',
+    295: 'ShareAcknowledgeResponse.responses',
+    296: 'ShareAcknowledgeResponse.responses',
+    297: 'ShareAcknowledgeResponse.node_endpoints',
+    298: 'ShareAcknowledgeResponse.node_endpoints',
+    299: 'ShareAcknowledgeResponse.node_endpoints',
+    300: 'ShareAcknowledgeResponse.node_endpoints',
+    301: 'ShareAcknowledgeResponse.node_endpoints',
+    302: 'ShareAcknowledgeResponse.node_endpoints',
+    303: 'ShareAcknowledgeResponse.node_endpoints',
+    304: 'ShareAcknowledgeResponse.node_endpoints',
+    305: 'ShareAcknowledgeResponse.node_endpoints',
+    306: 'ShareAcknowledgeResponse.node_endpoints',
+    307: 'ShareAcknowledgeResponse.node_endpoints',
+    308: 'ShareAcknowledgeResponse.node_endpoints',
+    309: 'ShareAcknowledgeResponse.node_endpoints',
+    310: 'ShareAcknowledgeResponse.node_endpoints',
+    311: 'ShareAcknowledgeResponse.node_endpoints',
+    312: 'ShareAcknowledgeResponse.node_endpoints',
+    313: 'ShareAcknowledgeResponse.node_endpoints',
+    314: 'ShareAcknowledgeResponse.<tagged fields>',
+    315: 'ShareAcknowledgeResponse.<tagged fields>',
+    316: 'ShareAcknowledgeResponse.<tagged fields>',
+    317: 'ShareAcknowledgeResponse.<tagged fields>',
+    318: 'ShareAcknowledgeResponse.<tagged fields>',
 })

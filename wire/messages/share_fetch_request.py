@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -127,6 +128,9 @@ def _d_AcknowledgementBatch_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -141,7 +145,12 @@ def _d_AcknowledgementBatch_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AcknowledgementBatch.<tagged fields>')
-    return AcknowledgementBatch(_f_first_offset, _f_last_offset, _f_acknowledge_types, _unk), pos
+    _o = _new(AcknowledgementBatch)
+    _o.first_offset = _f_first_offset
+    _o.last_offset = _f_last_offset
+    _o.acknowledge_types = _f_acknowledge_types
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchPartition_v0(buf, pos):
@@ -150,6 +159,9 @@ def _d_FetchPartition_v0(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -166,7 +178,12 @@ def _d_FetchPartition_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchPartition.<tagged fields>')
-    return FetchPartition(_f_partition_index, _f_partition_max_bytes, _f_acknowledgement_batches, _unk), pos
+    _o = _new(FetchPartition)
+    _o.partition_index = _f_partition_index
+    _o.partition_max_bytes = _f_partition_max_bytes
+    _o.acknowledgement_batches = _f_acknowledgement_batches
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FetchTopic_v0(buf, pos):
@@ -177,6 +194,9 @@ def _d_FetchTopic_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -193,7 +213,11 @@ def _d_FetchTopic_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FetchTopic.<tagged fields>')
-    return FetchTopic(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(FetchTopic)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ForgottenTopic_v0(buf, pos):
@@ -204,6 +228,9 @@ def _d_ForgottenTopic_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -218,13 +245,20 @@ def _d_ForgottenTopic_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ForgottenTopic.<tagged fields>')
-    return ForgottenTopic(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(ForgottenTopic)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ShareFetchRequest_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -239,6 +273,9 @@ def _d_ShareFetchRequest_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -255,6 +292,9 @@ def _d_ShareFetchRequest_v0(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -269,6 +309,9 @@ def _d_ShareFetchRequest_v0(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -285,15 +328,26 @@ def _d_ShareFetchRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ShareFetchRequest.<tagged fields>')
-    return ShareFetchRequest(_f_group_id, _f_member_id, _f_share_session_epoch, _f_max_wait_ms, _f_min_bytes, _f_max_bytes, _f_topics, _f_forgotten_topics_data, _unk), pos
+    _o = _new(ShareFetchRequest)
+    _o.group_id = _f_group_id
+    _o.member_id = _f_member_id
+    _o.share_session_epoch = _f_share_session_epoch
+    _o.max_wait_ms = _f_max_wait_ms
+    _o.min_bytes = _f_min_bytes
+    _o.max_bytes = _f_max_bytes
+    _o.topics = _f_topics
+    _o.forgotten_topics_data = _f_forgotten_topics_data
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_AcknowledgementBatch_v0(o, w):
     w(_S_qqp(o.first_offset, o.last_offset))
     _a15 = o.acknowledge_types
-    _l = len(_a15) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%db' % len(_a15), *_a15))
+    _l = len(_a15)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('b', _l)(*_a15))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -332,9 +386,10 @@ def _e_FetchTopic_v0(o, w):
 def _e_ForgottenTopic_v0(o, w):
     w(o.topic_id.bytes)
     _a20 = o.partitions
-    _l = len(_a20) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a20), *_a20))
+    _l = len(_a20)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a20))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -384,9 +439,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ShareFetchRequest_v0}
 ENCODERS = {0: _e_ShareFetchRequest_v0}
 _reg(__file__, {
-    125: 'AcknowledgementBatch.first_offset/last_offset',
     126: 'AcknowledgementBatch.first_offset/last_offset',
-    127: 'AcknowledgementBatch.acknowledge_types',
+    127: 'AcknowledgementBatch.first_offset/last_offset',
     128: 'AcknowledgementBatch.acknowledge_types',
     129: 'AcknowledgementBatch.acknowledge_types',
     130: 'AcknowledgementBatch.acknowledge_types',
@@ -398,137 +452,162 @@ _reg(__file__, {
     136: 'AcknowledgementBatch.acknowledge_types',
     137: 'AcknowledgementBatch.acknowledge_types',
     138: 'AcknowledgementBatch.acknowledge_types',
-    139: 'AcknowledgementBatch.<tagged fields>',
-    140: 'AcknowledgementBatch.<tagged fields>',
-    141: 'AcknowledgementBatch.<tagged fields>',
-    142: 'AcknowledgementBatch.<tagged fields>',
+    139: 'AcknowledgementBatch.acknowledge_types',
+    140: 'AcknowledgementBatch.acknowledge_types',
+    141: 'AcknowledgementBatch.acknowledge_types',
+    142: 'AcknowledgementBatch.acknowledge_types',
     143: 'AcknowledgementBatch.<tagged fields>',
-    148: 'FetchPartition.partition_index/partition_max_bytes',
-    149: 'FetchPartition.partition_index/partition_max_bytes',
-    150: 'FetchPartition.acknowledgement_batches',
-    151: 'FetchPartition.acknowledgement_batches',
-    152: 'FetchPartition.acknowledgement_batches',
-    153: 'FetchPartition.acknowledgement_batches',
-    154: 'FetchPartition.acknowledgement_batches',
-    155: 'FetchPartition.acknowledgement_batches',
-    156: 'FetchPartition.acknowledgement_batches',
-    157: 'FetchPartition.acknowledgement_batches',
-    158: 'FetchPartition.acknowledgement_batches',
+    144: 'AcknowledgementBatch.<tagged fields>',
+    145: 'AcknowledgementBatch.<tagged fields>',
+    146: 'AcknowledgementBatch.<tagged fields>',
+    147: 'AcknowledgementBatch.<tagged fields>',
+    157: 'FetchPartition.partition_index/partition_max_bytes',
+    158: 'FetchPartition.partition_index/partition_max_bytes',
     159: 'FetchPartition.acknowledgement_batches',
     160: 'FetchPartition.acknowledgement_batches',
     161: 'FetchPartition.acknowledgement_batches',
     162: 'FetchPartition.acknowledgement_batches',
     163: 'FetchPartition.acknowledgement_batches',
-    164: 'FetchPartition.<tagged fields>',
-    165: 'FetchPartition.<tagged fields>',
-    166: 'FetchPartition.<tagged fields>',
-    167: 'FetchPartition.<tagged fields>',
-    168: 'FetchPartition.<tagged fields>',
-    173: 'FetchTopic.topic_id',
-    174: 'FetchTopic.topic_id',
-    175: 'FetchTopic.topic_id',
-    176: 'FetchTopic.topic_id',
-    177: 'FetchTopic.partitions',
-    178: 'FetchTopic.partitions',
-    179: 'FetchTopic.partitions',
-    180: 'FetchTopic.partitions',
-    181: 'FetchTopic.partitions',
-    182: 'FetchTopic.partitions',
-    183: 'FetchTopic.partitions',
-    184: 'FetchTopic.partitions',
-    185: 'FetchTopic.partitions',
-    186: 'FetchTopic.partitions',
-    187: 'FetchTopic.partitions',
-    188: 'FetchTopic.partitions',
-    189: 'FetchTopic.partitions',
-    190: 'FetchTopic.partitions',
-    191: 'FetchTopic.<tagged fields>',
-    192: 'FetchTopic.<tagged fields>',
-    193: 'FetchTopic.<tagged fields>',
-    194: 'FetchTopic.<tagged fields>',
-    195: 'FetchTopic.<tagged fields>',
-    200: 'ForgottenTopic.topic_id',
-    201: 'ForgottenTopic.topic_id',
-    202: 'ForgottenTopic.topic_id',
-    203: 'ForgottenTopic.topic_id',
-    204: 'ForgottenTopic.partitions',
-    205: 'ForgottenTopic.partitions',
-    206: 'ForgottenTopic.partitions',
-    207: 'ForgottenTopic.partitions',
-    208: 'ForgottenTopic.partitions',
-    209: 'ForgottenTopic.partitions',
-    210: 'ForgottenTopic.partitions',
-    211: 'ForgottenTopic.partitions',
-    212: 'ForgottenTopic.partitions',
-    213: 'ForgottenTopic.partitions',
-    214: 'ForgottenTopic.partitions',
-    215: 'ForgottenTopic.partitions',
-    216: 'ForgottenTopic.<tagged fields>',
-    217: 'ForgottenTopic.<tagged fields>',
-    218: 'ForgottenTopic.<tagged fields>',
-    219: 'ForgottenTopic.<tagged fields>',
-    220: 'ForgottenTopic.<tagged fields>',
-    225: 'ShareFetchRequest.group_id',
-    226: 'ShareFetchRequest.group_id',
-    227: 'ShareFetchRequest.group_id',
-    228: 'ShareFetchRequest.group_id',
-    229: 'ShareFetchRequest.group_id',
-    230: 'ShareFetchRequest.group_id',
-    231: 'ShareFetchRequest.group_id',
-    232: 'ShareFetchRequest.group_id',
-    233: 'ShareFetchRequest.group_id',
-    234: 'ShareFetchRequest.group_id',
-    235: 'ShareFetchRequest.group_id',
-    236: 'ShareFetchRequest.group_id',
-    237: 'ShareFetchRequest.group_id',
-    238: 'ShareFetchRequest.group_id',
-    239: 'ShareFetchRequest.member_id',
-    240: 'ShareFetchRequest.member_id',
-    241: 'ShareFetchRequest.member_id',
-    242: 'ShareFetchRequest.member_id',
-    243: 'ShareFetchRequest.member_id',
-    244: 'ShareFetchRequest.member_id',
-    245: 'ShareFetchRequest.member_id',
-    246: 'ShareFetchRequest.member_id',
-    247: 'ShareFetchRequest.member_id',
-    248: 'ShareFetchRequest.member_id',
-    249: 'ShareFetchRequest.member_id',
-    250: 'ShareFetchRequest.member_id',
-    251: 'ShareFetchRequest.member_id',
-    252: 'ShareFetchRequest.member_id',
-    253: 'ShareFetchRequest.share_session_epoch/max_wait_ms/min_bytes/max_bytes',
-    254: 'ShareFetchRequest.share_session_epoch/max_wait_ms/min_bytes/max_bytes',
-    255: 'ShareFetchRequest.topics',
-    256: 'ShareFetchRequest.topics',
-    257: 'ShareFetchRequest.topics',
-    258: 'ShareFetchRequest.topics',
-    259: 'ShareFetchRequest.topics',
-    260: 'ShareFetchRequest.topics',
-    261: 'ShareFetchRequest.topics',
-    262: 'ShareFetchRequest.topics',
-    263: 'ShareFetchRequest.topics',
-    264: 'ShareFetchRequest.topics',
-    265: 'ShareFetchRequest.topics',
-    266: 'ShareFetchRequest.topics',
-    267: 'ShareFetchRequest.topics',
-    268: 'ShareFetchRequest.topics',
-    269: 'ShareFetchRequest.forgotten_topics_data',
-    270: 'ShareFetchRequest.forgotten_topics_data',
-    271: 'ShareFetchRequest.forgotten_topics_data',
-    272: 'ShareFetchRequest.forgotten_topics_data',
-    273: 'ShareFetchRequest.forgotten_topics_data',
-    274: 'ShareFetchRequest.forgotten_topics_data',
-    275: 'ShareFetchRequest.forgotten_topics_data',
-    276: 'ShareFetchRequest.forgotten_topics_data',
-    277: 'ShareFetchRequest.forgotten_topics_data',
-    278: 'ShareFetchRequest.forgotten_topics_data',
-    279: 'ShareFetchRequest.forgotten_topics_data',
-    280: 'ShareFetchRequest.forgotten_topics_data',
-    281: 'ShareFetchRequest.forgotten_topics_data',
-    282: 'ShareFetchRequest.forgotten_topics_data',
-    283: 'ShareFetchRequest.<tagged fields>',
-    284: 'ShareFetchRequest.<tagged fields>',
-    285: 'ShareFetchRequest.<tagged fields>',
-    286: 'ShareFetchRequest.<tagged fields>',
-    287: 'ShareFetchRequest.<tagged fields>',
+    164: 'FetchPartition.acknowledgement_batches',
+    165: 'FetchPartition.acknowledgement_batches',
+    166: 'FetchPartition.acknowledgement_batches',
+    167: 'FetchPartition.acknowledgement_batches',
+    168: 'FetchPartition.acknowledgement_batches',
+    169: 'FetchPartition.acknowledgement_batches',
+    170: 'FetchPartition.acknowledgement_batches',
+    171: 'FetchPartition.acknowledgement_batches',
+    172: 'FetchPartition.acknowledgement_batches',
+    173: 'FetchPartition.acknowledgement_batches',
+    174: 'FetchPartition.acknowledgement_batches',
+    175: 'FetchPartition.acknowledgement_batches',
+    176: 'FetchPartition.<tagged fields>',
+    177: 'FetchPartition.<tagged fields>',
+    178: 'FetchPartition.<tagged fields>',
+    179: 'FetchPartition.<tagged fields>',
+    180: 'FetchPartition.<tagged fields>',
+    190: 'FetchTopic.topic_id',
+    191: 'FetchTopic.topic_id',
+    192: 'FetchTopic.topic_id',
+    193: 'FetchTopic.topic_id',
+    194: 'FetchTopic.partitions',
+    195: 'FetchTopic.partitions',
+    196: 'FetchTopic.partitions',
+    197: 'FetchTopic.partitions',
+    198: 'FetchTopic.partitions',
+    199: 'FetchTopic.partitions',
+    200: 'FetchTopic.partitions',
+    201: 'FetchTopic.partitions',
+    202: 'FetchTopic.partitions',
+    203: 'FetchTopic.partitions',
+    204: 'FetchTopic.partitions',
+    205: 'FetchTopic.partitions',
+    206: 'FetchTopic.partitions',
+    207: 'FetchTopic.partitions',
+    208: 'FetchTopic.partitions',
+    209: 'FetchTopic.partitions',
+    210: 'FetchTopic.partitions',
+    211: 'FetchTopic.<tagged fields>',
+    212: 'FetchTopic.<tagged fields>',
+    213: 'FetchTopic.<tagged fields>',
+    214: 'FetchTopic.<tagged fields>',
+    215: 'FetchTopic.<tagged fields>',
+    224: 'ForgottenTopic.topic_id',
+    225: 'ForgottenTopic.topic_id',
+    226: 'ForgottenTopic.topic_id',
+    227: 'ForgottenTopic.topic_id',
+    228: 'ForgottenTopic.partitions',
+    229: 'ForgottenTopic.partitions',
+    230: 'ForgottenTopic.partitions',
+    231: 'ForgottenTopic.partitions',
+    232: 'ForgottenTopic.partitions',
+    233: 'ForgottenTopic.partitions',
+    234: 'ForgottenTopic.partitions',
+    235: 'ForgottenTopic.partitions',
+    236: 'ForgottenTopic.partitions',
+    237: 'ForgottenTopic.partitions',
+    238: 'ForgottenTopic.partitions',
+    239: 'ForgottenTopic.partitions',
+    240: 'ForgottenTopic.partitions',
+    241: 'ForgottenTopic.partitions',
+    242: 'ForgottenTopic.partitions',
+    243: 'ForgottenTopic.<tagged fields>',
+    244: 'ForgottenTopic.<tagged fields>',
+    245: 'ForgottenTopic.<tagged fields>',
+    246: 'ForgottenTopic.<tagged fields>',
+    247: 'ForgottenTopic.<tagged fields>',
+    256: 'ShareFetchRequest.group_id',
+    257: 'ShareFetchRequest.group_id',
+    258: 'ShareFetchRequest.group_id',
+    259: 'ShareFetchRequest.group_id',
+    260: 'ShareFetchRequest.group_id',
+    261: 'ShareFetchRequest.group_id',
+    262: 'ShareFetchRequest.group_id',
+    263: 'ShareFetchRequest.group_id',
+    264: 'ShareFetchRequest.group_id',
+    265: 'ShareFetchRequest.group_id',
+    266: 'ShareFetchRequest.group_id',
+    267: 'ShareFetchRequest.group_id',
+    268: 'ShareFetchRequest.group_id',
+    269: 'ShareFetchRequest.group_id',
+    270: 'ShareFetchRequest.group_id',
+    271: 'ShareFetchRequest.group_id',
+    272: 'ShareFetchRequest.group_id',
+    273: 'ShareFetchRequest.member_id',
+    274: 'ShareFetchRequest.member_id',
+    275: 'ShareFetchRequest.member_id',
+    276: 'ShareFetchRequest.member_id',
+    277: 'ShareFetchRequest.member_id',
+    278: 'ShareFetchRequest.member_id',
+    279: 'ShareFetchRequest.member_id',
+    280: 'ShareFetchRequest.member_id',
+    281: 'ShareFetchRequest.member_id',
+    282: 'ShareFetchRequest.member_id',
+    283: 'ShareFetchRequest.member_id',
+    284: 'ShareFetchRequest.member_id',
+    285: 'ShareFetchRequest.member_id',
+    286: 'ShareFetchRequest.member_id',
+    287: 'ShareFetchRequest.member_id',
+    288: 'ShareFetchRequest.member_id',
+    289: 'ShareFetchRequest.member_id',
+    290: 'ShareFetchRequest.share_session_epoch/max_wait_ms/min_bytes/max_bytes',
+    291: 'ShareFetchRequest.share_session_epoch/max_wait_ms/min_bytes/max_bytes',
+    292: 'ShareFetchRequest.topics',
+    293: 'ShareFetchRequest.topics',
+    294: 'ShareFetchRequest.topics',
+    295: 'ShareFetchRequest.topics',
+    296: 'ShareFetchRequest.topics',
+    297: 'ShareFetchRequest.topics',
+    298: 'ShareFetchRequest.topics',
+    299: 'ShareFetchRequest.topics',
+    300: 'ShareFetchRequest.topics',
+    301: 'ShareFetchRequest.topics',
+    302: 'ShareFetchRequest.topics',
+    303: 'ShareFetchRequest.topics',
+    304: 'ShareFetchRequest.topics',
+    305: 'ShareFetchRequest.topics',
+    306: 'ShareFetchRequest.topics',
+    307: 'ShareFetchRequest.topics',
+    308: 'ShareFetchRequest.topics',
+    309: 'ShareFetchRequest.forgotten_topics_data',
+    310: 'ShareFetchRequest.forgotten_topics_data',
+    311: 'ShareFetchRequest.forgotten_topics_data',
+    312: 'ShareFetchRequest.forgotten_topics_data',
+    313: 'ShareFetchRequest.forgotten_topics_data',
+    314: 'ShareFetchRequest.forgotten_topics_data',
+    315: 'ShareFetchRequest.forgotten_topics_data',
+    316: 'ShareFetchRequest.forgotten_topics_data',
+    317: 'ShareFetchRequest.forgotten_topics_data',
+    318: 'ShareFetchRequest.forgotten_topics_data',
+    319: 'ShareFetchRequest.forgotten_topics_data',
+    320: 'ShareFetchRequest.forgotten_topics_data',
+    321: 'ShareFetchRequest.forgotten_topics_data',
+    322: 'ShareFetchRequest.forgotten_topics_data',
+    323: 'ShareFetchRequest.forgotten_topics_data',
+    324: 'ShareFetchRequest.forgotten_topics_data',
+    325: 'ShareFetchRequest.forgotten_topics_data',
+    326: 'ShareFetchRequest.<tagged fields>',
+    327: 'ShareFetchRequest.<tagged fields>',
+    328: 'ShareFetchRequest.<tagged fields>',
+    329: 'ShareFetchRequest.<tagged fields>',
+    330: 'ShareFetchRequest.<tagged fields>',
 })

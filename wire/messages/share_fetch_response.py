@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -159,7 +160,11 @@ def _d_LeaderIdAndEpoch_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'LeaderIdAndEpoch.<tagged fields>')
-    return LeaderIdAndEpoch(_f_leader_id, _f_leader_epoch, _unk), pos
+    _o = _new(LeaderIdAndEpoch)
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_AcquiredRecords_v0(buf, pos):
@@ -170,7 +175,12 @@ def _d_AcquiredRecords_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'AcquiredRecords.<tagged fields>')
-    return AcquiredRecords(_f_first_offset, _f_last_offset, _f_delivery_count, _unk), pos
+    _o = _new(AcquiredRecords)
+    _o.first_offset = _f_first_offset
+    _o.last_offset = _f_last_offset
+    _o.delivery_count = _f_delivery_count
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v0(buf, pos):
@@ -179,6 +189,9 @@ def _d_PartitionData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -195,6 +208,9 @@ def _d_PartitionData_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -210,6 +226,9 @@ def _d_PartitionData_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -224,6 +243,9 @@ def _d_PartitionData_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -240,7 +262,17 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_error_code, _f_error_message, _f_acknowledge_error_code, _f_acknowledge_error_message, _f_current_leader, _f_records, _f_acquired_records, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.acknowledge_error_code = _f_acknowledge_error_code
+    _o.acknowledge_error_message = _f_acknowledge_error_message
+    _o.current_leader = _f_current_leader
+    _o.records = _f_records
+    _o.acquired_records = _f_acquired_records
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ShareFetchableTopicResponse_v0(buf, pos):
@@ -251,6 +283,9 @@ def _d_ShareFetchableTopicResponse_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -267,7 +302,11 @@ def _d_ShareFetchableTopicResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ShareFetchableTopicResponse.<tagged fields>')
-    return ShareFetchableTopicResponse(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(ShareFetchableTopicResponse)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_NodeEndpoint_v0(buf, pos):
@@ -276,6 +315,9 @@ def _d_NodeEndpoint_v0(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -292,6 +334,9 @@ def _d_NodeEndpoint_v0(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -308,7 +353,13 @@ def _d_NodeEndpoint_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'NodeEndpoint.<tagged fields>')
-    return NodeEndpoint(_f_node_id, _f_host, _f_port, _f_rack, _unk), pos
+    _o = _new(NodeEndpoint)
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.rack = _f_rack
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ShareFetchResponse_v0(buf, pos):
@@ -317,6 +368,9 @@ def _d_ShareFetchResponse_v0(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -331,6 +385,9 @@ def _d_ShareFetchResponse_v0(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -345,6 +402,9 @@ def _d_ShareFetchResponse_v0(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -361,7 +421,14 @@ def _d_ShareFetchResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ShareFetchResponse.<tagged fields>')
-    return ShareFetchResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_responses, _f_node_endpoints, _unk), pos
+    _o = _new(ShareFetchResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.responses = _f_responses
+    _o.node_endpoints = _f_node_endpoints
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_LeaderIdAndEpoch_v0(o, w):
@@ -492,193 +559,223 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ShareFetchResponse_v0}
 ENCODERS = {0: _e_ShareFetchResponse_v0}
 _reg(__file__, {
-    155: 'LeaderIdAndEpoch.leader_id/leader_epoch',
     156: 'LeaderIdAndEpoch.leader_id/leader_epoch',
-    157: 'LeaderIdAndEpoch.<tagged fields>',
+    157: 'LeaderIdAndEpoch.leader_id/leader_epoch',
     158: 'LeaderIdAndEpoch.<tagged fields>',
     159: 'LeaderIdAndEpoch.<tagged fields>',
     160: 'LeaderIdAndEpoch.<tagged fields>',
     161: 'LeaderIdAndEpoch.<tagged fields>',
-    166: 'AcquiredRecords.first_offset/last_offset/delivery_count',
-    167: 'AcquiredRecords.first_offset/last_offset/delivery_count',
-    168: 'AcquiredRecords.<tagged fields>',
-    169: 'AcquiredRecords.<tagged fields>',
-    170: 'AcquiredRecords.<tagged fields>',
-    171: 'AcquiredRecords.<tagged fields>',
-    172: 'AcquiredRecords.<tagged fields>',
-    177: 'PartitionData.partition_index/error_code',
-    178: 'PartitionData.partition_index/error_code',
-    179: 'PartitionData.error_message',
-    180: 'PartitionData.error_message',
-    181: 'PartitionData.error_message',
-    182: 'PartitionData.error_message',
-    183: 'PartitionData.error_message',
-    184: 'PartitionData.error_message',
-    185: 'PartitionData.error_message',
-    186: 'PartitionData.error_message',
-    187: 'PartitionData.error_message',
-    188: 'PartitionData.error_message',
+    162: 'LeaderIdAndEpoch.<tagged fields>',
+    171: 'AcquiredRecords.first_offset/last_offset/delivery_count',
+    172: 'AcquiredRecords.first_offset/last_offset/delivery_count',
+    173: 'AcquiredRecords.<tagged fields>',
+    174: 'AcquiredRecords.<tagged fields>',
+    175: 'AcquiredRecords.<tagged fields>',
+    176: 'AcquiredRecords.<tagged fields>',
+    177: 'AcquiredRecords.<tagged fields>',
+    187: 'PartitionData.partition_index/error_code',
+    188: 'PartitionData.partition_index/error_code',
     189: 'PartitionData.error_message',
     190: 'PartitionData.error_message',
     191: 'PartitionData.error_message',
     192: 'PartitionData.error_message',
-    193: 'PartitionData.acknowledge_error_code',
-    194: 'PartitionData.acknowledge_error_code',
-    195: 'PartitionData.acknowledge_error_message',
-    196: 'PartitionData.acknowledge_error_message',
-    197: 'PartitionData.acknowledge_error_message',
-    198: 'PartitionData.acknowledge_error_message',
-    199: 'PartitionData.acknowledge_error_message',
-    200: 'PartitionData.acknowledge_error_message',
-    201: 'PartitionData.acknowledge_error_message',
-    202: 'PartitionData.acknowledge_error_message',
-    203: 'PartitionData.acknowledge_error_message',
-    204: 'PartitionData.acknowledge_error_message',
-    205: 'PartitionData.acknowledge_error_message',
-    206: 'PartitionData.acknowledge_error_message',
-    207: 'PartitionData.acknowledge_error_message',
+    193: 'PartitionData.error_message',
+    194: 'PartitionData.error_message',
+    195: 'PartitionData.error_message',
+    196: 'PartitionData.error_message',
+    197: 'PartitionData.error_message',
+    198: 'PartitionData.error_message',
+    199: 'PartitionData.error_message',
+    200: 'PartitionData.error_message',
+    201: 'PartitionData.error_message',
+    202: 'PartitionData.error_message',
+    203: 'PartitionData.error_message',
+    204: 'PartitionData.error_message',
+    205: 'PartitionData.error_message',
+    206: 'PartitionData.acknowledge_error_code',
+    207: 'PartitionData.acknowledge_error_code',
     208: 'PartitionData.acknowledge_error_message',
-    209: 'PartitionData.current_leader',
-    210: 'PartitionData.records',
-    211: 'PartitionData.records',
-    212: 'PartitionData.records',
-    213: 'PartitionData.records',
-    214: 'PartitionData.records',
-    215: 'PartitionData.records',
-    216: 'PartitionData.records',
-    217: 'PartitionData.records',
-    218: 'PartitionData.records',
-    219: 'PartitionData.records',
-    220: 'PartitionData.records',
-    221: 'PartitionData.records',
-    222: 'PartitionData.records',
-    223: 'PartitionData.records',
-    224: 'PartitionData.acquired_records',
-    225: 'PartitionData.acquired_records',
-    226: 'PartitionData.acquired_records',
-    227: 'PartitionData.acquired_records',
-    228: 'PartitionData.acquired_records',
-    229: 'PartitionData.acquired_records',
-    230: 'PartitionData.acquired_records',
-    231: 'PartitionData.acquired_records',
-    232: 'PartitionData.acquired_records',
-    233: 'PartitionData.acquired_records',
-    234: 'PartitionData.acquired_records',
-    235: 'PartitionData.acquired_records',
-    236: 'PartitionData.acquired_records',
-    237: 'PartitionData.acquired_records',
-    238: 'PartitionData.<tagged fields>',
-    239: 'PartitionData.<tagged fields>',
-    240: 'PartitionData.<tagged fields>',
-    241: 'PartitionData.<tagged fields>',
-    242: 'PartitionData.<tagged fields>',
-    247: 'ShareFetchableTopicResponse.topic_id',
-    248: 'ShareFetchableTopicResponse.topic_id',
-    249: 'ShareFetchableTopicResponse.topic_id',
-    250: 'ShareFetchableTopicResponse.topic_id',
-    251: 'ShareFetchableTopicResponse.partitions',
-    252: 'ShareFetchableTopicResponse.partitions',
-    253: 'ShareFetchableTopicResponse.partitions',
-    254: 'ShareFetchableTopicResponse.partitions',
-    255: 'ShareFetchableTopicResponse.partitions',
-    256: 'ShareFetchableTopicResponse.partitions',
-    257: 'ShareFetchableTopicResponse.partitions',
-    258: 'ShareFetchableTopicResponse.partitions',
-    259: 'ShareFetchableTopicResponse.partitions',
-    260: 'ShareFetchableTopicResponse.partitions',
-    261: 'ShareFetchableTopicResponse.partitions',
-    262: 'ShareFetchableTopicResponse.partitions',
-    263: 'ShareFetchableTopicResponse.partitions',
-    264: 'ShareFetchableTopicResponse.partitions',
-    265: 'ShareFetchableTopicResponse.<tagged fields>',
-    266: 'ShareFetchableTopicResponse.<tagged fields>',
-    267: 'ShareFetchableTopicResponse.<tagged fields>',
-    268: 'ShareFetchableTopicResponse.<tagged fields>',
-    269: 'ShareFetchableTopicResponse.<tagged fields>',
-    274: 'NodeEndpoint.node_id',
-    275: 'NodeEndpoint.node_id',
-    276: 'NodeEndpoint.host',
-    277: 'NodeEndpoint.host',
-    278: 'NodeEndpoint.host',
-    279: 'NodeEndpoint.host',
-    280: 'NodeEndpoint.host',
-    281: 'NodeEndpoint.host',
-    282: 'NodeEndpoint.host',
-    283: 'NodeEndpoint.host',
-    284: 'NodeEndpoint.host',
-    285: 'NodeEndpoint.host',
-    286: 'NodeEndpoint.host',
-    287: 'NodeEndpoint.host',
-    288: 'NodeEndpoint.host',
-    289: 'NodeEndpoint.host',
-    290: 'NodeEndpoint.port',
-    291: 'NodeEndpoint.port',
-    292: 'NodeEndpoint.rack',
-    293: 'NodeEndpoint.rack',
-    294: 'NodeEndpoint.rack',
-    295: 'NodeEndpoint.rack',
-    296: 'NodeEndpoint.rack',
-    297: 'NodeEndpoint.rack',
-    298: 'NodeEndpoint.rack',
-    299: 'NodeEndpoint.rack',
-    300: 'NodeEndpoint.rack',
-    301: 'NodeEndpoint.rack',
-    302: 'NodeEndpoint.rack',
-    303: 'NodeEndpoint.rack',
-    304: 'NodeEndpoint.rack',
-    305: 'NodeEndpoint.rack',
-    306: 'NodeEndpoint.<tagged fields>',
-    307: 'NodeEndpoint.<tagged fields>',
-    308: 'NodeEndpoint.<tagged fields>',
-    309: 'NodeEndpoint.<tagged fields>',
-    310: 'NodeEndpoint.<tagged fields>',
-    315: 'ShareFetchResponse.throttle_time_ms/error_code',
-    316: 'ShareFetchResponse.throttle_time_ms/error_code',
-    317: 'ShareFetchResponse.error_message',
-    318: 'ShareFetchResponse.error_message',
-    319: 'ShareFetchResponse.error_message',
-    320: 'ShareFetchResponse.error_message',
-    321: 'ShareFetchResponse.error_message',
-    322: 'ShareFetchResponse.error_message',
-    323: 'ShareFetchResponse.error_message',
-    324: 'ShareFetchResponse.error_message',
-    325: 'ShareFetchResponse.error_message',
-    326: 'ShareFetchResponse.error_message',
-    327: 'ShareFetchResponse.error_message',
-    328: 'ShareFetchResponse.error_message',
-    329: 'ShareFetchResponse.error_message',
-    330: 'ShareFetchResponse.error_message',
-    331: 'ShareFetchResponse.responses',
-    332: 'ShareFetchResponse.responses',
-    333: 'ShareFetchResponse.responses',
-    334: 'ShareFetchResponse.responses',
-    335: 'ShareFetchResponse.responses',
-    336: 'ShareFetchResponse.responses',
-    337: 'ShareFetchResponse.responses',
-    338: 'ShareFetchResponse.responses',
-    339: 'ShareFetchResponse.responses',
-    340: 'ShareFetchResponse.responses',
-    341: 'ShareFetchResponse.responses',
-    342: 'ShareFetchResponse.responses',
-    343: 'ShareFetchResponse.responses',
-    344: 'ShareFetchResponse.responses',
-    345: 'ShareFetchResponse.node_endpoints',
-    346: 'ShareFetchResponse.node_endpoints',
-    347: 'ShareFetchResponse.node_endpoints',
-    348: 'ShareFetchResponse.node_endpoints',
-    349: 'ShareFetchResponse.node_endpoints',
-    350: 'ShareFetchResponse.node_endpoints',
-    351: 'ShareFetchResponse.node_endpoints',
-    352: 'ShareFetchResponse.node_endpoints',
-    353: 'ShareFetchResponse.node_endpoints',
-    354: 'ShareFetchResponse.node_endpoints',
-    355: 'ShareFetchResponse.node_endpoints',
-    356: 'ShareFetchResponse.node_endpoints',
-    357: 'ShareFetchResponse.node_endpoints',
-    358: 'ShareFetchResponse.node_endpoints',
-    359: 'ShareFetchResponse.<tagged fields>',
-    360: 'ShareFetchResponse.<tagged fields>',
-    361: 'ShareFetchResponse.<tagged fields>',
-    362: 'ShareFetchResponse.<tagged fields>',
-    363: 'ShareFetchResponse.<tagged fields>',
+    209: 'PartitionData.acknowledge_error_message',
+    210: 'PartitionData.acknowledge_error_message',
+    211: 'PartitionData.acknowledge_error_message',
+    212: 'PartitionData.acknowledge_error_message',
+    213: 'PartitionData.acknowledge_error_message',
+    214: 'PartitionData.acknowledge_error_message',
+    215: 'PartitionData.acknowledge_error_message',
+    216: 'PartitionData.acknowledge_error_message',
+    217: 'PartitionData.acknowledge_error_message',
+    218: 'PartitionData.acknowledge_error_message',
+    219: 'PartitionData.acknowledge_error_message',
+    220: 'PartitionData.acknowledge_error_message',
+    221: 'PartitionData.acknowledge_error_message',
+    222: 'PartitionData.acknowledge_error_message',
+    223: 'PartitionData.acknowledge_error_message',
+    224: 'PartitionData.acknowledge_error_message',
+    225: 'PartitionData.current_leader',
+    226: 'PartitionData.records',
+    227: 'PartitionData.records',
+    228: 'PartitionData.records',
+    229: 'PartitionData.records',
+    230: 'PartitionData.records',
+    231: 'PartitionData.records',
+    232: 'PartitionData.records',
+    233: 'PartitionData.records',
+    234: 'PartitionData.records',
+    235: 'PartitionData.records',
+    236: 'PartitionData.records',
+    237: 'PartitionData.records',
+    238: 'PartitionData.records',
+    239: 'PartitionData.records',
+    240: 'PartitionData.records',
+    241: 'PartitionData.records',
+    242: 'PartitionData.records',
+    243: 'PartitionData.acquired_records',
+    244: 'PartitionData.acquired_records',
+    245: 'PartitionData.acquired_records',
+    246: 'PartitionData.acquired_records',
+    247: 'PartitionData.acquired_records',
+    248: 'PartitionData.acquired_records',
+    249: 'PartitionData.acquired_records',
+    250: 'PartitionData.acquired_records',
+    251: 'PartitionData.acquired_records',
+    252: 'PartitionData.acquired_records',
+    253: 'PartitionData.acquired_records',
+    254: 'PartitionData.acquired_records',
+    255: 'PartitionData.acquired_records',
+    256: 'PartitionData.acquired_records',
+    257: 'PartitionData.acquired_records',
+    258: 'PartitionData.acquired_records',
+    259: 'PartitionData.acquired_records',
+    260: 'PartitionData.<tagged fields>',
+    261: 'PartitionData.<tagged fields>',
+    262: 'PartitionData.<tagged fields>',
+    263: 'PartitionData.<tagged fields>',
+    264: 'PartitionData.<tagged fields>',
+    279: 'ShareFetchableTopicResponse.topic_id',
+    280: 'ShareFetchableTopicResponse.topic_id',
+    281: 'ShareFetchableTopicResponse.topic_id',
+    282: 'ShareFetchableTopicResponse.topic_id',
+    283: 'ShareFetchableTopicResponse.partitions',
+    284: 'ShareFetchableTopicResponse.partitions',
+    285: 'ShareFetchableTopicResponse.partitions',
+    286: 'ShareFetchableTopicResponse.partitions',
+    287: 'ShareFetchableTopicResponse.partitions',
+    288: 'ShareFetchableTopicResponse.partitions',
+    289: 'ShareFetchableTopicResponse.partitions',
+    290: 'ShareFetchableTopicResponse.partitions',
+    291: 'ShareFetchableTopicResponse.partitions',
+    292: 'ShareFetchableTopicResponse.partitions',
+    293: 'ShareFetchableTopicResponse.partitions',
+    294: 'ShareFetchableTopicResponse.partitions',
+    295: 'ShareFetchableTopicResponse.partitions',
+    296: 'ShareFetchableTopicResponse.partitions',
+    297: 'ShareFetchableTopicResponse.partitions',
+    298: 'ShareFetchableTopicResponse.partitions',
+    299: 'ShareFetchableTopicResponse.partitions',
+    300: 'ShareFetchableTopicResponse.<tagged fields>',
+    301: 'ShareFetchableTopicResponse.<tagged fields>',
+    302: 'ShareFetchableTopicResponse.<tagged fields>',
+    303: 'ShareFetchableTopicResponse.<tagged fields>',
+    304: 'ShareFetchableTopicResponse.<tagged fields>',
+    313: 'NodeEndpoint.node_id',
+    314: 'NodeEndpoint.node_id',
+    315: 'NodeEndpoint.host',
+    316: 'NodeEndpoint.host',
+    317: 'NodeEndpoint.host',
+    318: 'NodeEndpoint.host',
+    319: 'NodeEndpoint.host',
+    320: 'NodeEndpoint.host',
+    321: 'NodeEndpoint.host',
+    322: 'NodeEndpoint.host',
+    323: 'NodeEndpoint.host',
+    324: 'NodeEndpoint.host',
+    325: 'NodeEndpoint.host',
+    326: 'NodeEndpoint.host',
+    327: 'NodeEndpoint.host',
+    328: 'NodeEndpoint.host',
+    329: 'NodeEndpoint.host',
+    330: 'NodeEndpoint.host',
+    331: 'NodeEndpoint.host',
+    332: 'NodeEndpoint.port',
+    333: 'NodeEndpoint.port',
+    334: 'NodeEndpoint.rack',
+    335: 'NodeEndpoint.rack',
+    336: 'NodeEndpoint.rack',
+    337: 'NodeEndpoint.rack',
+    338: 'NodeEndpoint.rack',
+    339: 'NodeEndpoint.rack',
+    340: 'NodeEndpoint.rack',
+    341: 'NodeEndpoint.rack',
+    342: 'NodeEndpoint.rack',
+    343: 'NodeEndpoint.rack',
+    344: 'NodeEndpoint.rack',
+    345: 'NodeEndpoint.rack',
+    346: 'NodeEndpoint.rack',
+    347: 'NodeEndpoint.rack',
+    348: 'NodeEndpoint.rack',
+    349: 'NodeEndpoint.rack',
+    350: 'NodeEndpoint.rack',
+    351: 'NodeEndpoint.<tagged fields>',
+    352: 'NodeEndpoint.<tagged fields>',
+    353: 'NodeEndpoint.<tagged fields>',
+    354: 'NodeEndpoint.<tagged fields>',
+    355: 'NodeEndpoint.<tagged fields>',
+    366: 'ShareFetchResponse.throttle_time_ms/error_code',
+    367: 'ShareFetchResponse.throttle_time_ms/error_code',
+    368: 'ShareFetchResponse.error_message',
+    369: 'ShareFetchResponse.error_message',
+    370: 'ShareFetchResponse.error_message',
+    371: 'ShareFetchResponse.error_message',
+    372: 'ShareFetchResponse.error_message',
+    373: 'ShareFetchResponse.error_message',
+    374: 'ShareFetchResponse.error_message',
+    375: 'ShareFetchResponse.error_message',
+    376: 'ShareFetchResponse.error_message',
+    377: 'ShareFetchResponse.error_message',
+    378: 'ShareFetchResponse.error_message',
+    379: 'ShareFetchResponse.error_message',
+    380: 'ShareFetchResponse.error_message',
+    381: 'ShareFetchResponse.error_message',
+    382: 'ShareFetchResponse.error_message',
+    383: 'ShareFetchResponse.error_message',
+    384: 'ShareFetchResponse.error_message',
+    385: 'ShareFetchResponse.responses',
+    386: 'ShareFetchResponse.responses',
+    387: 'ShareFetchResponse.responses',
+    388: 'ShareFetchResponse.responses',
+    389: 'ShareFetchResponse.responses',
+    390: 'ShareFetchResponse.responses',
+    391: 'ShareFetchResponse.responses',
+    392: 'ShareFetchResponse.responses',
+    393: 'ShareFetchResponse.responses',
+    394: 'ShareFetchResponse.responses',
+    395: 'ShareFetchResponse.responses',
+    396: 'ShareFetchResponse.responses',
+    397: 'ShareFetchResponse.responses',
+    398: 'ShareFetchResponse.responses',
+    399: 'ShareFetchResponse.responses',
+    400: 'ShareFetchResponse.responses',
+    401: 'ShareFetchResponse.responses',
+    402: 'ShareFetchResponse.node_endpoints',
+    403: 'ShareFetchResponse.node_endpoints',
+    404: 'ShareFetchResponse.node_endpoints',
+    405: 'ShareFetchResponse.node_endpoints',
+    406: 'ShareFetchResponse.node_endpoints',
+    407: 'ShareFetchResponse.node_endpoints',
+    408: 'ShareFetchResponse.node_endpoints',
+    409: 'ShareFetchResponse.node_endpoints',
+    410: 'ShareFetchResponse.node_endpoints',
+    411: 'ShareFetchResponse.node_endpoints',
+    412: 'ShareFetchResponse.node_endpoints',
+    413: 'ShareFetchResponse.node_endpoints',
+    414: 'ShareFetchResponse.node_endpoints',
+    415: 'ShareFetchResponse.node_endpoints',
+    416: 'ShareFetchResponse.node_endpoints',
+    417: 'ShareFetchResponse.node_endpoints',
+    418: 'ShareFetchResponse.node_endpoints',
+    419: 'ShareFetchResponse.<tagged fields>',
+    420: 'ShareFetchResponse.<tagged fields>',
+    421: 'ShareFetchResponse.<tagged fields>',
+    422: 'ShareFetchResponse.<tagged fields>',
+    423: 'ShareFetchResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -39,6 +40,9 @@ def _d_ShareGroupDescribeRequest_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -51,6 +55,9 @@ def _d_ShareGroupDescribeRequest_v0(buf, pos):
             _n3 = buf[pos]
             if _n3 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n3, pos = _ruv(buf, pos)
             _n3 -= 1
@@ -70,7 +77,11 @@ def _d_ShareGroupDescribeRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ShareGroupDescribeRequest.<tagged fields>')
-    return ShareGroupDescribeRequest(_f_group_ids, _f_include_authorized_operations, _unk), pos
+    _o = _new(ShareGroupDescribeRequest)
+    _o.group_ids = _f_group_ids
+    _o.include_authorized_operations = _f_include_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ShareGroupDescribeRequest_v0(o, w):
@@ -98,7 +109,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ShareGroupDescribeRequest_v0}
 ENCODERS = {0: _e_ShareGroupDescribeRequest_v0}
 _reg(__file__, {
-    39: 'ShareGroupDescribeRequest.group_ids',
     40: 'ShareGroupDescribeRequest.group_ids',
     41: 'ShareGroupDescribeRequest.group_ids',
     42: 'ShareGroupDescribeRequest.group_ids',
@@ -125,11 +135,18 @@ _reg(__file__, {
     63: 'ShareGroupDescribeRequest.group_ids',
     64: 'ShareGroupDescribeRequest.group_ids',
     65: 'ShareGroupDescribeRequest.group_ids',
-    66: 'ShareGroupDescribeRequest.include_authorized_operations',
-    67: 'ShareGroupDescribeRequest.include_authorized_operations',
-    68: 'ShareGroupDescribeRequest.<tagged fields>',
-    69: 'ShareGroupDescribeRequest.<tagged fields>',
-    70: 'ShareGroupDescribeRequest.<tagged fields>',
-    71: 'ShareGroupDescribeRequest.<tagged fields>',
-    72: 'ShareGroupDescribeRequest.<tagged fields>',
+    66: 'ShareGroupDescribeRequest.group_ids',
+    67: 'ShareGroupDescribeRequest.group_ids',
+    68: 'ShareGroupDescribeRequest.group_ids',
+    69: 'ShareGroupDescribeRequest.group_ids',
+    70: 'ShareGroupDescribeRequest.group_ids',
+    71: 'ShareGroupDescribeRequest.group_ids',
+    72: 'ShareGroupDescribeRequest.group_ids',
+    73: 'ShareGroupDescribeRequest.include_authorized_operations',
+    74: 'ShareGroupDescribeRequest.include_authorized_operations',
+    75: 'ShareGroupDescribeRequest.<tagged fields>',
+    76: 'ShareGroupDescribeRequest.<tagged fields>',
+    77: 'ShareGroupDescribeRequest.<tagged fields>',
+    78: 'ShareGroupDescribeRequest.<tagged fields>',
+    79: 'ShareGroupDescribeRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -137,6 +138,9 @@ def _d_TopicPartitions_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -151,6 +155,9 @@ def _d_TopicPartitions_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -165,13 +172,21 @@ def _d_TopicPartitions_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicPartitions.<tagged fields>')
-    return TopicPartitions(_f_topic_id, _f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicPartitions)
+    _o.topic_id = _f_topic_id
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Assignment_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -188,13 +203,19 @@ def _d_Assignment_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Assignment.<tagged fields>')
-    return Assignment(_f_topic_partitions, _unk), pos
+    _o = _new(Assignment)
+    _o.topic_partitions = _f_topic_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Member_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -209,6 +230,9 @@ def _d_Member_v0(buf, pos):
     _n8 = buf[pos]
     if _n8 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n8, pos = _ruv(buf, pos)
     _n8 -= 1
@@ -225,6 +249,9 @@ def _d_Member_v0(buf, pos):
     _n10 = buf[pos]
     if _n10 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n10 = (_n10 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n10, pos = _ruv(buf, pos)
     _n10 -= 1
@@ -239,6 +266,9 @@ def _d_Member_v0(buf, pos):
     _n12 = buf[pos]
     if _n12 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n12 = (_n12 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n12, pos = _ruv(buf, pos)
     _n12 -= 1
@@ -253,6 +283,9 @@ def _d_Member_v0(buf, pos):
     _n14 = buf[pos]
     if _n14 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n14 = (_n14 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n14, pos = _ruv(buf, pos)
     _n14 -= 1
@@ -265,6 +298,9 @@ def _d_Member_v0(buf, pos):
             _n16 = buf[pos]
             if _n16 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n16 = (_n16 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n16, pos = _ruv(buf, pos)
             _n16 -= 1
@@ -283,7 +319,16 @@ def _d_Member_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Member.<tagged fields>')
-    return Member(_f_member_id, _f_rack_id, _f_member_epoch, _f_client_id, _f_client_host, _f_subscribed_topic_names, _f_assignment, _unk), pos
+    _o = _new(Member)
+    _o.member_id = _f_member_id
+    _o.rack_id = _f_rack_id
+    _o.member_epoch = _f_member_epoch
+    _o.client_id = _f_client_id
+    _o.client_host = _f_client_host
+    _o.subscribed_topic_names = _f_subscribed_topic_names
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_DescribedGroup_v0(buf, pos):
@@ -292,6 +337,9 @@ def _d_DescribedGroup_v0(buf, pos):
     _n18 = buf[pos]
     if _n18 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n18 = (_n18 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n18, pos = _ruv(buf, pos)
     _n18 -= 1
@@ -306,6 +354,9 @@ def _d_DescribedGroup_v0(buf, pos):
     _n20 = buf[pos]
     if _n20 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n20 = (_n20 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n20, pos = _ruv(buf, pos)
     _n20 -= 1
@@ -320,6 +371,9 @@ def _d_DescribedGroup_v0(buf, pos):
     _n22 = buf[pos]
     if _n22 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n22 = (_n22 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n22, pos = _ruv(buf, pos)
     _n22 -= 1
@@ -336,6 +390,9 @@ def _d_DescribedGroup_v0(buf, pos):
     _n24 = buf[pos]
     if _n24 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n24 = (_n24 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n24, pos = _ruv(buf, pos)
     _n24 -= 1
@@ -350,6 +407,9 @@ def _d_DescribedGroup_v0(buf, pos):
     _n26 = buf[pos]
     if _n26 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n26 = (_n26 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n26, pos = _ruv(buf, pos)
     _n26 -= 1
@@ -368,7 +428,18 @@ def _d_DescribedGroup_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'DescribedGroup.<tagged fields>')
-    return DescribedGroup(_f_error_code, _f_error_message, _f_group_id, _f_group_state, _f_group_epoch, _f_assignment_epoch, _f_assignor_name, _f_members, _f_authorized_operations, _unk), pos
+    _o = _new(DescribedGroup)
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.group_id = _f_group_id
+    _o.group_state = _f_group_state
+    _o.group_epoch = _f_group_epoch
+    _o.assignment_epoch = _f_assignment_epoch
+    _o.assignor_name = _f_assignor_name
+    _o.members = _f_members
+    _o.authorized_operations = _f_authorized_operations
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ShareGroupDescribeResponse_v0(buf, pos):
@@ -377,6 +448,9 @@ def _d_ShareGroupDescribeResponse_v0(buf, pos):
     _n28 = buf[pos]
     if _n28 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n28 = (_n28 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n28, pos = _ruv(buf, pos)
     _n28 -= 1
@@ -393,7 +467,11 @@ def _d_ShareGroupDescribeResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ShareGroupDescribeResponse.<tagged fields>')
-    return ShareGroupDescribeResponse(_f_throttle_time_ms, _f_groups, _unk), pos
+    _o = _new(ShareGroupDescribeResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.groups = _f_groups
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_TopicPartitions_v0(o, w):
@@ -404,9 +482,10 @@ def _e_TopicPartitions_v0(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v30)
     _a31 = o.partitions
-    _l = len(_a31) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a31), *_a31))
+    _l = len(_a31)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a31))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -529,11 +608,10 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ShareGroupDescribeResponse_v0}
 ENCODERS = {0: _e_ShareGroupDescribeResponse_v0}
 _reg(__file__, {
-    133: 'TopicPartitions.topic_id',
     134: 'TopicPartitions.topic_id',
     135: 'TopicPartitions.topic_id',
     136: 'TopicPartitions.topic_id',
-    137: 'TopicPartitions.topic_name',
+    137: 'TopicPartitions.topic_id',
     138: 'TopicPartitions.topic_name',
     139: 'TopicPartitions.topic_name',
     140: 'TopicPartitions.topic_name',
@@ -547,10 +625,10 @@ _reg(__file__, {
     148: 'TopicPartitions.topic_name',
     149: 'TopicPartitions.topic_name',
     150: 'TopicPartitions.topic_name',
-    151: 'TopicPartitions.partitions',
-    152: 'TopicPartitions.partitions',
-    153: 'TopicPartitions.partitions',
-    154: 'TopicPartitions.partitions',
+    151: 'TopicPartitions.topic_name',
+    152: 'TopicPartitions.topic_name',
+    153: 'TopicPartitions.topic_name',
+    154: 'TopicPartitions.topic_name',
     155: 'TopicPartitions.partitions',
     156: 'TopicPartitions.partitions',
     157: 'TopicPartitions.partitions',
@@ -559,221 +637,267 @@ _reg(__file__, {
     160: 'TopicPartitions.partitions',
     161: 'TopicPartitions.partitions',
     162: 'TopicPartitions.partitions',
-    163: 'TopicPartitions.<tagged fields>',
-    164: 'TopicPartitions.<tagged fields>',
-    165: 'TopicPartitions.<tagged fields>',
-    166: 'TopicPartitions.<tagged fields>',
-    167: 'TopicPartitions.<tagged fields>',
-    172: 'Assignment.topic_partitions',
-    173: 'Assignment.topic_partitions',
-    174: 'Assignment.topic_partitions',
-    175: 'Assignment.topic_partitions',
-    176: 'Assignment.topic_partitions',
-    177: 'Assignment.topic_partitions',
-    178: 'Assignment.topic_partitions',
-    179: 'Assignment.topic_partitions',
-    180: 'Assignment.topic_partitions',
-    181: 'Assignment.topic_partitions',
-    182: 'Assignment.topic_partitions',
-    183: 'Assignment.topic_partitions',
+    163: 'TopicPartitions.partitions',
+    164: 'TopicPartitions.partitions',
+    165: 'TopicPartitions.partitions',
+    166: 'TopicPartitions.partitions',
+    167: 'TopicPartitions.partitions',
+    168: 'TopicPartitions.partitions',
+    169: 'TopicPartitions.partitions',
+    170: 'TopicPartitions.<tagged fields>',
+    171: 'TopicPartitions.<tagged fields>',
+    172: 'TopicPartitions.<tagged fields>',
+    173: 'TopicPartitions.<tagged fields>',
+    174: 'TopicPartitions.<tagged fields>',
     184: 'Assignment.topic_partitions',
     185: 'Assignment.topic_partitions',
-    186: 'Assignment.<tagged fields>',
-    187: 'Assignment.<tagged fields>',
-    188: 'Assignment.<tagged fields>',
-    189: 'Assignment.<tagged fields>',
-    190: 'Assignment.<tagged fields>',
-    195: 'Member.member_id',
-    196: 'Member.member_id',
-    197: 'Member.member_id',
-    198: 'Member.member_id',
-    199: 'Member.member_id',
-    200: 'Member.member_id',
-    201: 'Member.member_id',
-    202: 'Member.member_id',
-    203: 'Member.member_id',
-    204: 'Member.member_id',
-    205: 'Member.member_id',
-    206: 'Member.member_id',
-    207: 'Member.member_id',
-    208: 'Member.member_id',
-    209: 'Member.rack_id',
-    210: 'Member.rack_id',
-    211: 'Member.rack_id',
-    212: 'Member.rack_id',
-    213: 'Member.rack_id',
-    214: 'Member.rack_id',
-    215: 'Member.rack_id',
-    216: 'Member.rack_id',
-    217: 'Member.rack_id',
-    218: 'Member.rack_id',
-    219: 'Member.rack_id',
-    220: 'Member.rack_id',
-    221: 'Member.rack_id',
-    222: 'Member.rack_id',
-    223: 'Member.member_epoch',
-    224: 'Member.member_epoch',
-    225: 'Member.client_id',
-    226: 'Member.client_id',
-    227: 'Member.client_id',
-    228: 'Member.client_id',
-    229: 'Member.client_id',
-    230: 'Member.client_id',
-    231: 'Member.client_id',
-    232: 'Member.client_id',
-    233: 'Member.client_id',
-    234: 'Member.client_id',
-    235: 'Member.client_id',
-    236: 'Member.client_id',
-    237: 'Member.client_id',
-    238: 'Member.client_id',
-    239: 'Member.client_host',
-    240: 'Member.client_host',
-    241: 'Member.client_host',
-    242: 'Member.client_host',
-    243: 'Member.client_host',
-    244: 'Member.client_host',
-    245: 'Member.client_host',
-    246: 'Member.client_host',
-    247: 'Member.client_host',
-    248: 'Member.client_host',
-    249: 'Member.client_host',
-    250: 'Member.client_host',
-    251: 'Member.client_host',
-    252: 'Member.client_host',
-    253: 'Member.subscribed_topic_names',
-    254: 'Member.subscribed_topic_names',
-    255: 'Member.subscribed_topic_names',
-    256: 'Member.subscribed_topic_names',
-    257: 'Member.subscribed_topic_names',
-    258: 'Member.subscribed_topic_names',
-    259: 'Member.subscribed_topic_names',
-    260: 'Member.subscribed_topic_names',
-    261: 'Member.subscribed_topic_names',
-    262: 'Member.subscribed_topic_names',
-    263: 'Member.subscribed_topic_names',
-    264: 'Member.subscribed_topic_names',
-    265: 'Member.subscribed_topic_names',
-    266: 'Member.subscribed_topic_names',
-    267: 'Member.subscribed_topic_names',
-    268: 'Member.subscribed_topic_names',
-    269: 'Member.subscribed_topic_names',
-    270: 'Member.subscribed_topic_names',
-    271: 'Member.subscribed_topic_names',
-    272: 'Member.subscribed_topic_names',
-    273: 'Member.subscribed_topic_names',
-    274: 'Member.subscribed_topic_names',
-    275: 'Member.subscribed_topic_names',
-    276: 'Member.subscribed_topic_names',
-    277: 'Member.subscribed_topic_names',
-    278: 'Member.subscribed_topic_names',
-    279: 'Member.subscribed_topic_names',
-    280: 'Member.assignment',
-    281: 'Member.<tagged fields>',
-    282: 'Member.<tagged fields>',
-    283: 'Member.<tagged fields>',
-    284: 'Member.<tagged fields>',
-    285: 'Member.<tagged fields>',
-    290: 'DescribedGroup.error_code',
-    291: 'DescribedGroup.error_code',
-    292: 'DescribedGroup.error_message',
-    293: 'DescribedGroup.error_message',
-    294: 'DescribedGroup.error_message',
-    295: 'DescribedGroup.error_message',
-    296: 'DescribedGroup.error_message',
-    297: 'DescribedGroup.error_message',
-    298: 'DescribedGroup.error_message',
-    299: 'DescribedGroup.error_message',
-    300: 'DescribedGroup.error_message',
-    301: 'DescribedGroup.error_message',
-    302: 'DescribedGroup.error_message',
-    303: 'DescribedGroup.error_message',
-    304: 'DescribedGroup.error_message',
-    305: 'DescribedGroup.error_message',
-    306: 'DescribedGroup.group_id',
-    307: 'DescribedGroup.group_id',
-    308: 'DescribedGroup.group_id',
-    309: 'DescribedGroup.group_id',
-    310: 'DescribedGroup.group_id',
-    311: 'DescribedGroup.group_id',
-    312: 'DescribedGroup.group_id',
-    313: 'DescribedGroup.group_id',
-    314: 'DescribedGroup.group_id',
-    315: 'DescribedGroup.group_id',
-    316: 'DescribedGroup.group_id',
-    317: 'DescribedGroup.group_id',
-    318: 'DescribedGroup.group_id',
-    319: 'DescribedGroup.group_id',
-    320: 'DescribedGroup.group_state',
-    321: 'DescribedGroup.group_state',
-    322: 'DescribedGroup.group_state',
-    323: 'DescribedGroup.group_state',
-    324: 'DescribedGroup.group_state',
-    325: 'DescribedGroup.group_state',
-    326: 'DescribedGroup.group_state',
-    327: 'DescribedGroup.group_state',
-    328: 'DescribedGroup.group_state',
-    329: 'DescribedGroup.group_state',
-    330: 'DescribedGroup.group_state',
-    331: 'DescribedGroup.group_state',
-    332: 'DescribedGroup.group_state',
-    333: 'DescribedGroup.group_state',
-    334: 'DescribedGroup.group_epoch/assignment_epoch',
-    335: 'DescribedGroup.group_epoch/assignment_epoch',
-    336: 'DescribedGroup.assignor_name',
-    337: 'DescribedGroup.assignor_name',
-    338: 'DescribedGroup.assignor_name',
-    339: 'DescribedGroup.assignor_name',
-    340: 'DescribedGroup.assignor_name',
-    341: 'DescribedGroup.assignor_name',
-    342: 'DescribedGroup.assignor_name',
-    343: 'DescribedGroup.assignor_name',
-    344: 'DescribedGroup.assignor_name',
-    345: 'DescribedGroup.assignor_name',
-    346: 'DescribedGroup.assignor_name',
-    347: 'DescribedGroup.assignor_name',
-    348: 'DescribedGroup.assignor_name',
-    349: 'DescribedGroup.assignor_name',
-    350: 'DescribedGroup.members',
-    351: 'DescribedGroup.members',
-    352: 'DescribedGroup.members',
-    353: 'DescribedGroup.members',
-    354: 'DescribedGroup.members',
-    355: 'DescribedGroup.members',
-    356: 'DescribedGroup.members',
-    357: 'DescribedGroup.members',
-    358: 'DescribedGroup.members',
-    359: 'DescribedGroup.members',
-    360: 'DescribedGroup.members',
-    361: 'DescribedGroup.members',
-    362: 'DescribedGroup.members',
-    363: 'DescribedGroup.members',
-    364: 'DescribedGroup.authorized_operations',
-    365: 'DescribedGroup.authorized_operations',
-    366: 'DescribedGroup.<tagged fields>',
-    367: 'DescribedGroup.<tagged fields>',
-    368: 'DescribedGroup.<tagged fields>',
-    369: 'DescribedGroup.<tagged fields>',
-    370: 'DescribedGroup.<tagged fields>',
-    375: 'ShareGroupDescribeResponse.throttle_time_ms',
-    376: 'ShareGroupDescribeResponse.throttle_time_ms',
-    377: 'ShareGroupDescribeResponse.groups',
-    378: 'ShareGroupDescribeResponse.groups',
-    379: 'ShareGroupDescribeResponse.groups',
-    380: 'ShareGroupDescribeResponse.groups',
-    381: 'ShareGroupDescribeResponse.groups',
-    382: 'ShareGroupDescribeResponse.groups',
-    383: 'ShareGroupDescribeResponse.groups',
-    384: 'ShareGroupDescribeResponse.groups',
-    385: 'ShareGroupDescribeResponse.groups',
-    386: 'ShareGroupDescribeResponse.groups',
-    387: 'ShareGroupDescribeResponse.groups',
-    388: 'ShareGroupDescribeResponse.groups',
-    389: 'ShareGroupDescribeResponse.groups',
-    390: 'ShareGroupDescribeResponse.groups',
-    391: 'ShareGroupDescribeResponse.<tagged fields>',
-    392: 'ShareGroupDescribeResponse.<tagged fields>',
-    393: 'ShareGroupDescribeResponse.<tagged fields>',
-    394: 'ShareGroupDescribeResponse.<tagged fields>',
-    395: 'ShareGroupDescribeResponse.<tagged fields>',
+    186: 'Assignment.topic_partitions',
+    187: 'Assignment.topic_partitions',
+    188: 'Assignment.topic_partitions',
+    189: 'Assignment.topic_partitions',
+    190: 'Assignment.topic_partitions',
+    191: 'Assignment.topic_partitions',
+    192: 'Assignment.topic_partitions',
+    193: 'Assignment.topic_partitions',
+    194: 'Assignment.topic_partitions',
+    195: 'Assignment.topic_partitions',
+    196: 'Assignment.topic_partitions',
+    197: 'Assignment.topic_partitions',
+    198: 'Assignment.topic_partitions',
+    199: 'Assignment.topic_partitions',
+    200: 'Assignment.topic_partitions',
+    201: 'Assignment.<tagged fields>',
+    202: 'Assignment.<tagged fields>',
+    203: 'Assignment.<tagged fields>',
+    204: 'Assignment.<tagged fields>',
+    205: 'Assignment.<tagged fields>',
+    213: 'Member.member_id',
+    214: 'Member.member_id',
+    215: 'Member.member_id',
+    216: 'Member.member_id',
+    217: 'Member.member_id',
+    218: 'Member.member_id',
+    219: 'Member.member_id',
+    220: 'Member.member_id',
+    221: 'Member.member_id',
+    222: 'Member.member_id',
+    223: 'Member.member_id',
+    224: 'Member.member_id',
+    225: 'Member.member_id',
+    226: 'Member.member_id',
+    227: 'Member.member_id',
+    228: 'Member.member_id',
+    229: 'Member.member_id',
+    230: 'Member.rack_id',
+    231: 'Member.rack_id',
+    232: 'Member.rack_id',
+    233: 'Member.rack_id',
+    234: 'Member.rack_id',
+    235: 'Member.rack_id',
+    236: 'Member.rack_id',
+    237: 'Member.rack_id',
+    238: 'Member.rack_id',
+    239: 'Member.rack_id',
+    240: 'Member.rack_id',
+    241: 'Member.rack_id',
+    242: 'Member.rack_id',
+    243: 'Member.rack_id',
+    244: 'Member.rack_id',
+    245: 'Member.rack_id',
+    246: 'Member.rack_id',
+    247: 'Member.member_epoch',
+    248: 'Member.member_epoch',
+    249: 'Member.client_id',
+    250: 'Member.client_id',
+    251: 'Member.client_id',
+    252: 'Member.client_id',
+    253: 'Member.client_id',
+    254: 'Member.client_id',
+    255: 'Member.client_id',
+    256: 'Member.client_id',
+    257: 'Member.client_id',
+    258: 'Member.client_id',
+    259: 'Member.client_id',
+    260: 'Member.client_id',
+    261: 'Member.client_id',
+    262: 'Member.client_id',
+    263: 'Member.client_id',
+    264: 'Member.client_id',
+    265: 'Member.client_id',
+    266: 'Member.client_host',
+    267: 'Member.client_host',
+    268: 'Member.client_host',
+    269: 'Member.client_host',
+    270: 'Member.client_host',
+    271: 'Member.client_host',
+    272: 'Member.client_host',
+    273: 'Member.client_host',
+    274: 'Member.client_host',
+    275: 'Member.client_host',
+    276: 'Member.client_host',
+    277: 'Member.client_host',
+    278: 'Member.client_host',
+    279: 'Member.client_host',
+    280: 'Member.client_host',
+    281: 'Member.client_host',
+    282: 'Member.client_host',
+    283: 'Member.subscribed_topic_names',
+    284: 'Member.subscribed_topic_names',
+    285: 'Member.subscribed_topic_names',
+    286: 'Member.subscribed_topic_names',
+    287: 'Member.subscribed_topic_names',
+    288: 'Member.subscribed_topic_names',
+    289: 'Member.subscribed_topic_names',
+    290: 'Member.subscribed_topic_names',
+    291: 'Member.subscribed_topic_names',
+    292: 'Member.subscribed_topic_names',
+    293: 'Member.subscribed_topic_names',
+    294: 'Member.subscribed_topic_names',
+    295: 'Member.subscribed_topic_names',
+    296: 'Member.subscribed_topic_names',
+    297: 'Member.subscribed_topic_names',
+    298: 'Member.subscribed_topic_names',
+    299: 'Member.subscribed_topic_names',
+    300: 'Member.subscribed_topic_names',
+    301: 'Member.subscribed_topic_names',
+    302: 'Member.subscribed_topic_names',
+    303: 'Member.subscribed_topic_names',
+    304: 'Member.subscribed_topic_names',
+    305: 'Member.subscribed_topic_names',
+    306: 'Member.subscribed_topic_names',
+    307: 'Member.subscribed_topic_names',
+    308: 'Member.subscribed_topic_names',
+    309: 'Member.subscribed_topic_names',
+    310: 'Member.subscribed_topic_names',
+    311: 'Member.subscribed_topic_names',
+    312: 'Member.subscribed_topic_names',
+    313: 'Member.subscribed_topic_names',
+    314: 'Member.subscribed_topic_names',
+    315: 'Member.subscribed_topic_names',
+    316: 'Member.assignment',
+    317: 'Member.<tagged fields>',
+    318: 'Member.<tagged fields>',
+    319: 'Member.<tagged fields>',
+    320: 'Member.<tagged fields>',
+    321: 'Member.<tagged fields>',
+    335: 'DescribedGroup.error_code',
+    336: 'DescribedGroup.error_code',
+    337: 'DescribedGroup.error_message',
+    338: 'DescribedGroup.error_message',
+    339: 'DescribedGroup.error_message',
+    340: 'DescribedGroup.error_message',
+    341: 'DescribedGroup.error_message',
+    342: 'DescribedGroup.error_message',
+    343: 'DescribedGroup.error_message',
+    344: 'DescribedGroup.error_message',
+    345: 'DescribedGroup.error_message',
+    346: 'DescribedGroup.error_message',
+    347: 'DescribedGroup.error_message',
+    348: 'DescribedGroup.error_message',
+    349: 'DescribedGroup.error_message',
+    350: 'DescribedGroup.error_message',
+    351: 'DescribedGroup.error_message',
+    352: 'DescribedGroup.error_message',
+    353: 'DescribedGroup.error_message',
+    354: 'DescribedGroup.group_id',
+    355: 'DescribedGroup.group_id',
+    356: 'DescribedGroup.group_id',
+    357: 'DescribedGroup.group_id',
+    358: 'DescribedGroup.group_id',
+    359: 'DescribedGroup.group_id',
+    360: 'DescribedGroup.group_id',
+    361: 'DescribedGroup.group_id',
+    362: 'DescribedGroup.group_id',
+    363: 'DescribedGroup.group_id',
+    364: 'DescribedGroup.group_id',
+    365: 'DescribedGroup.group_id',
+    366: 'DescribedGroup.group_id',
+    367: 'DescribedGroup.group_id',
+    368: 'DescribedGroup.group_id',
+    369: 'DescribedGroup.group_id',
+    370: 'DescribedGroup.group_id',
+    371: 'DescribedGroup.group_state',
+    372: 'DescribedGroup.group_state',
+    373: 'DescribedGroup.group_state',
+    374: 'DescribedGroup.group_state',
+    375: 'DescribedGroup.group_state',
+    376: 'DescribedGroup.group_state',
+    377: 'DescribedGroup.group_state',
+    378: 'DescribedGroup.group_state',
+    379: 'DescribedGroup.group_state',
+    380: 'DescribedGroup.group_state',
+    381: 'DescribedGroup.group_state',
+    382: 'DescribedGroup.group_state',
+    383: 'DescribedGroup.group_state',
+    384: 'DescribedGroup.group_state',
+    385: 'DescribedGroup.group_state',
+    386: 'DescribedGroup.group_state',
+    387: 'DescribedGroup.group_state',
+    388: 'DescribedGroup.group_epoch/assignment_epoch',
+    389: 'DescribedGroup.group_epoch/assignment_epoch',
+    390: 'DescribedGroup.assignor_name',
+    391: 'DescribedGroup.assignor_name',
+    392: 'DescribedGroup.assignor_name',
+    393: 'DescribedGroup.assignor_name',
+    394: 'DescribedGroup.assignor_name',
+    395: 'DescribedGroup.assignor_name',
+    396: 'DescribedGroup.assignor_name',
+    397: 'DescribedGroup.assignor_name',
+    398: 'DescribedGroup.assignor_name',
+    399: 'DescribedGroup.assignor_name',
+    400: 'DescribedGroup.assignor_name',
+    401: 'DescribedGroup.assignor_name',
+    402: 'DescribedGroup.assignor_name',
+    403: 'DescribedGroup.assignor_name',
+    404: 'DescribedGroup.assignor_name',
+    405: 'DescribedGroup.assignor_name',
+    406: 'DescribedGroup.assignor_name',
+    407: 'DescribedGroup.members',
+    408: 'DescribedGroup.members',
+    409: 'DescribedGroup.members',
+    410: 'DescribedGroup.members',
+    411: 'DescribedGroup.members',
+    412: 'DescribedGroup.members',
+    413: 'DescribedGroup.members',
+    414: 'DescribedGroup.members',
+    415: 'DescribedGroup.members',
+    416: 'DescribedGroup.members',
+    417: 'DescribedGroup.members',
+    418: 'DescribedGroup.members',
+    419: 'DescribedGroup.members',
+    420: 'DescribedGroup.members',
+    421: 'DescribedGroup.members',
+    422: 'DescribedGroup.members',
+    423: 'DescribedGroup.members',
+    424: 'DescribedGroup.authorized_operations',
+    425: 'DescribedGroup.authorized_operations',
+    426: 'DescribedGroup.<tagged fields>',
+    427: 'DescribedGroup.<tagged fields>',
+    428: 'DescribedGroup.<tagged fields>',
+    429: 'DescribedGroup.<tagged fields>',
+    430: 'DescribedGroup.<tagged fields>',
+    446: 'ShareGroupDescribeResponse.throttle_time_ms',
+    447: 'ShareGroupDescribeResponse.throttle_time_ms',
+    448: 'ShareGroupDescribeResponse.groups',
+    449: 'ShareGroupDescribeResponse.groups',
+    450: 'ShareGroupDescribeResponse.groups',
+    451: 'ShareGroupDescribeResponse.groups',
+    452: 'ShareGroupDescribeResponse.groups',
+    453: 'ShareGroupDescribeResponse.groups',
+    454: 'ShareGroupDescribeResponse.groups',
+    455: 'ShareGroupDescribeResponse.groups',
+    456: 'ShareGroupDescribeResponse.groups',
+    457: 'ShareGroupDescribeResponse.groups',
+    458: 'ShareGroupDescribeResponse.groups',
+    459: 'ShareGroupDescribeResponse.groups',
+    460: 'ShareGroupDescribeResponse.groups',
+    461: 'ShareGroupDescribeResponse.groups',
+    462: 'ShareGroupDescribeResponse.groups',
+    463: 'ShareGroupDescribeResponse.groups',
+    464: 'ShareGroupDescribeResponse.groups',
+    465: 'ShareGroupDescribeResponse.<tagged fields>',
+    466: 'ShareGroupDescribeResponse.<tagged fields>',
+    467: 'ShareGroupDescribeResponse.<tagged fields>',
+    468: 'ShareGroupDescribeResponse.<tagged fields>',
+    469: 'ShareGroupDescribeResponse.<tagged fields>',
 })

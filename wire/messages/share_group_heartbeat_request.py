@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -45,6 +46,9 @@ def _d_ShareGroupHeartbeatRequest_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -59,6 +63,9 @@ def _d_ShareGroupHeartbeatRequest_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -75,6 +82,9 @@ def _d_ShareGroupHeartbeatRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -89,6 +99,9 @@ def _d_ShareGroupHeartbeatRequest_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -101,6 +114,9 @@ def _d_ShareGroupHeartbeatRequest_v0(buf, pos):
             _n9 = buf[pos]
             if _n9 < 128:
                 pos += 1
+            elif buf[pos + 1] < 128:
+                _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+                pos += 2
             else:
                 _n9, pos = _ruv(buf, pos)
             _n9 -= 1
@@ -118,7 +134,14 @@ def _d_ShareGroupHeartbeatRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ShareGroupHeartbeatRequest.<tagged fields>')
-    return ShareGroupHeartbeatRequest(_f_group_id, _f_member_id, _f_member_epoch, _f_rack_id, _f_subscribed_topic_names, _unk), pos
+    _o = _new(ShareGroupHeartbeatRequest)
+    _o.group_id = _f_group_id
+    _o.member_id = _f_member_id
+    _o.member_epoch = _f_member_epoch
+    _o.rack_id = _f_rack_id
+    _o.subscribed_topic_names = _f_subscribed_topic_names
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_ShareGroupHeartbeatRequest_v0(o, w):
@@ -167,7 +190,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ShareGroupHeartbeatRequest_v0}
 ENCODERS = {0: _e_ShareGroupHeartbeatRequest_v0}
 _reg(__file__, {
-    45: 'ShareGroupHeartbeatRequest.group_id',
     46: 'ShareGroupHeartbeatRequest.group_id',
     47: 'ShareGroupHeartbeatRequest.group_id',
     48: 'ShareGroupHeartbeatRequest.group_id',
@@ -181,10 +203,10 @@ _reg(__file__, {
     56: 'ShareGroupHeartbeatRequest.group_id',
     57: 'ShareGroupHeartbeatRequest.group_id',
     58: 'ShareGroupHeartbeatRequest.group_id',
-    59: 'ShareGroupHeartbeatRequest.member_id',
-    60: 'ShareGroupHeartbeatRequest.member_id',
-    61: 'ShareGroupHeartbeatRequest.member_id',
-    62: 'ShareGroupHeartbeatRequest.member_id',
+    59: 'ShareGroupHeartbeatRequest.group_id',
+    60: 'ShareGroupHeartbeatRequest.group_id',
+    61: 'ShareGroupHeartbeatRequest.group_id',
+    62: 'ShareGroupHeartbeatRequest.group_id',
     63: 'ShareGroupHeartbeatRequest.member_id',
     64: 'ShareGroupHeartbeatRequest.member_id',
     65: 'ShareGroupHeartbeatRequest.member_id',
@@ -195,15 +217,15 @@ _reg(__file__, {
     70: 'ShareGroupHeartbeatRequest.member_id',
     71: 'ShareGroupHeartbeatRequest.member_id',
     72: 'ShareGroupHeartbeatRequest.member_id',
-    73: 'ShareGroupHeartbeatRequest.member_epoch',
-    74: 'ShareGroupHeartbeatRequest.member_epoch',
-    75: 'ShareGroupHeartbeatRequest.rack_id',
-    76: 'ShareGroupHeartbeatRequest.rack_id',
-    77: 'ShareGroupHeartbeatRequest.rack_id',
-    78: 'ShareGroupHeartbeatRequest.rack_id',
-    79: 'ShareGroupHeartbeatRequest.rack_id',
-    80: 'ShareGroupHeartbeatRequest.rack_id',
-    81: 'ShareGroupHeartbeatRequest.rack_id',
+    73: 'ShareGroupHeartbeatRequest.member_id',
+    74: 'ShareGroupHeartbeatRequest.member_id',
+    75: 'ShareGroupHeartbeatRequest.member_id',
+    76: 'ShareGroupHeartbeatRequest.member_id',
+    77: 'ShareGroupHeartbeatRequest.member_id',
+    78: 'ShareGroupHeartbeatRequest.member_id',
+    79: 'ShareGroupHeartbeatRequest.member_id',
+    80: 'ShareGroupHeartbeatRequest.member_epoch',
+    81: 'ShareGroupHeartbeatRequest.member_epoch',
     82: 'ShareGroupHeartbeatRequest.rack_id',
     83: 'ShareGroupHeartbeatRequest.rack_id',
     84: 'ShareGroupHeartbeatRequest.rack_id',
@@ -211,16 +233,16 @@ _reg(__file__, {
     86: 'ShareGroupHeartbeatRequest.rack_id',
     87: 'ShareGroupHeartbeatRequest.rack_id',
     88: 'ShareGroupHeartbeatRequest.rack_id',
-    89: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
-    90: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
-    91: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
-    92: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
-    93: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
-    94: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
-    95: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
-    96: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
-    97: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
-    98: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    89: 'ShareGroupHeartbeatRequest.rack_id',
+    90: 'ShareGroupHeartbeatRequest.rack_id',
+    91: 'ShareGroupHeartbeatRequest.rack_id',
+    92: 'ShareGroupHeartbeatRequest.rack_id',
+    93: 'ShareGroupHeartbeatRequest.rack_id',
+    94: 'ShareGroupHeartbeatRequest.rack_id',
+    95: 'ShareGroupHeartbeatRequest.rack_id',
+    96: 'ShareGroupHeartbeatRequest.rack_id',
+    97: 'ShareGroupHeartbeatRequest.rack_id',
+    98: 'ShareGroupHeartbeatRequest.rack_id',
     99: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
     100: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
     101: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
@@ -238,9 +260,25 @@ _reg(__file__, {
     113: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
     114: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
     115: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
-    116: 'ShareGroupHeartbeatRequest.<tagged fields>',
-    117: 'ShareGroupHeartbeatRequest.<tagged fields>',
-    118: 'ShareGroupHeartbeatRequest.<tagged fields>',
-    119: 'ShareGroupHeartbeatRequest.<tagged fields>',
-    120: 'ShareGroupHeartbeatRequest.<tagged fields>',
+    116: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    117: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    118: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    119: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    120: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    121: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    122: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    123: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    124: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    125: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    126: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    127: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    128: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    129: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    130: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    131: 'ShareGroupHeartbeatRequest.subscribed_topic_names',
+    132: 'ShareGroupHeartbeatRequest.<tagged fields>',
+    133: 'ShareGroupHeartbeatRequest.<tagged fields>',
+    134: 'ShareGroupHeartbeatRequest.<tagged fields>',
+    135: 'ShareGroupHeartbeatRequest.<tagged fields>',
+    136: 'ShareGroupHeartbeatRequest.<tagged fields>',
 })

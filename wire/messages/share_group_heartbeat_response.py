@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -86,6 +87,9 @@ def _d_TopicPartitions_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -100,13 +104,20 @@ def _d_TopicPartitions_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicPartitions.<tagged fields>')
-    return TopicPartitions(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(TopicPartitions)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Assignment_v0(buf, pos):
     _n2 = buf[pos]
     if _n2 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n2 = (_n2 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n2, pos = _ruv(buf, pos)
     _n2 -= 1
@@ -123,7 +134,10 @@ def _d_Assignment_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Assignment.<tagged fields>')
-    return Assignment(_f_topic_partitions, _unk), pos
+    _o = _new(Assignment)
+    _o.topic_partitions = _f_topic_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_ShareGroupHeartbeatResponse_v0(buf, pos):
@@ -132,6 +146,9 @@ def _d_ShareGroupHeartbeatResponse_v0(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -146,6 +163,9 @@ def _d_ShareGroupHeartbeatResponse_v0(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -169,15 +189,25 @@ def _d_ShareGroupHeartbeatResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'ShareGroupHeartbeatResponse.<tagged fields>')
-    return ShareGroupHeartbeatResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_member_id, _f_member_epoch, _f_heartbeat_interval_ms, _f_assignment, _unk), pos
+    _o = _new(ShareGroupHeartbeatResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.member_id = _f_member_id
+    _o.member_epoch = _f_member_epoch
+    _o.heartbeat_interval_ms = _f_heartbeat_interval_ms
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_TopicPartitions_v0(o, w):
     w(o.topic_id.bytes)
     _a8 = o.partitions
-    _l = len(_a8) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a8), *_a8))
+    _l = len(_a8)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a8))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -237,11 +267,10 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_ShareGroupHeartbeatResponse_v0}
 ENCODERS = {0: _e_ShareGroupHeartbeatResponse_v0}
 _reg(__file__, {
-    82: 'TopicPartitions.topic_id',
     83: 'TopicPartitions.topic_id',
     84: 'TopicPartitions.topic_id',
     85: 'TopicPartitions.topic_id',
-    86: 'TopicPartitions.partitions',
+    86: 'TopicPartitions.topic_id',
     87: 'TopicPartitions.partitions',
     88: 'TopicPartitions.partitions',
     89: 'TopicPartitions.partitions',
@@ -253,70 +282,83 @@ _reg(__file__, {
     95: 'TopicPartitions.partitions',
     96: 'TopicPartitions.partitions',
     97: 'TopicPartitions.partitions',
-    98: 'TopicPartitions.<tagged fields>',
-    99: 'TopicPartitions.<tagged fields>',
-    100: 'TopicPartitions.<tagged fields>',
-    101: 'TopicPartitions.<tagged fields>',
+    98: 'TopicPartitions.partitions',
+    99: 'TopicPartitions.partitions',
+    100: 'TopicPartitions.partitions',
+    101: 'TopicPartitions.partitions',
     102: 'TopicPartitions.<tagged fields>',
-    107: 'Assignment.topic_partitions',
-    108: 'Assignment.topic_partitions',
-    109: 'Assignment.topic_partitions',
-    110: 'Assignment.topic_partitions',
-    111: 'Assignment.topic_partitions',
-    112: 'Assignment.topic_partitions',
-    113: 'Assignment.topic_partitions',
-    114: 'Assignment.topic_partitions',
+    103: 'TopicPartitions.<tagged fields>',
+    104: 'TopicPartitions.<tagged fields>',
+    105: 'TopicPartitions.<tagged fields>',
+    106: 'TopicPartitions.<tagged fields>',
     115: 'Assignment.topic_partitions',
     116: 'Assignment.topic_partitions',
     117: 'Assignment.topic_partitions',
     118: 'Assignment.topic_partitions',
     119: 'Assignment.topic_partitions',
     120: 'Assignment.topic_partitions',
-    121: 'Assignment.<tagged fields>',
-    122: 'Assignment.<tagged fields>',
-    123: 'Assignment.<tagged fields>',
-    124: 'Assignment.<tagged fields>',
-    125: 'Assignment.<tagged fields>',
-    130: 'ShareGroupHeartbeatResponse.throttle_time_ms/error_code',
-    131: 'ShareGroupHeartbeatResponse.throttle_time_ms/error_code',
-    132: 'ShareGroupHeartbeatResponse.error_message',
-    133: 'ShareGroupHeartbeatResponse.error_message',
-    134: 'ShareGroupHeartbeatResponse.error_message',
-    135: 'ShareGroupHeartbeatResponse.error_message',
-    136: 'ShareGroupHeartbeatResponse.error_message',
-    137: 'ShareGroupHeartbeatResponse.error_message',
-    138: 'ShareGroupHeartbeatResponse.error_message',
-    139: 'ShareGroupHeartbeatResponse.error_message',
-    140: 'ShareGroupHeartbeatResponse.error_message',
-    141: 'ShareGroupHeartbeatResponse.error_message',
-    142: 'ShareGroupHeartbeatResponse.error_message',
-    143: 'ShareGroupHeartbeatResponse.error_message',
-    144: 'ShareGroupHeartbeatResponse.error_message',
-    145: 'ShareGroupHeartbeatResponse.error_message',
-    146: 'ShareGroupHeartbeatResponse.member_id',
-    147: 'ShareGroupHeartbeatResponse.member_id',
-    148: 'ShareGroupHeartbeatResponse.member_id',
-    149: 'ShareGroupHeartbeatResponse.member_id',
-    150: 'ShareGroupHeartbeatResponse.member_id',
-    151: 'ShareGroupHeartbeatResponse.member_id',
-    152: 'ShareGroupHeartbeatResponse.member_id',
-    153: 'ShareGroupHeartbeatResponse.member_id',
-    154: 'ShareGroupHeartbeatResponse.member_id',
-    155: 'ShareGroupHeartbeatResponse.member_id',
-    156: 'ShareGroupHeartbeatResponse.member_id',
-    157: 'ShareGroupHeartbeatResponse.member_id',
-    158: 'ShareGroupHeartbeatResponse.member_id',
-    159: 'ShareGroupHeartbeatResponse.member_id',
-    160: 'ShareGroupHeartbeatResponse.member_epoch/heartbeat_interval_ms',
-    161: 'ShareGroupHeartbeatResponse.member_epoch/heartbeat_interval_ms',
-    162: 'ShareGroupHeartbeatResponse.assignment',
-    163: 'ShareGroupHeartbeatResponse.assignment',
-    164: 'ShareGroupHeartbeatResponse.assignment',
-    165: 'ShareGroupHeartbeatResponse.assignment',
-    166: 'ShareGroupHeartbeatResponse.assignment',
-    167: 'ShareGroupHeartbeatResponse.<tagged fields>',
-    168: 'ShareGroupHeartbeatResponse.<tagged fields>',
-    169: 'ShareGroupHeartbeatResponse.<tagged fields>',
-    170: 'ShareGroupHeartbeatResponse.<tagged fields>',
-    171: 'ShareGroupHeartbeatResponse.<tagged fields>',
+    121: 'Assignment.topic_partitions',
+    122: 'Assignment.topic_partitions',
+    123: 'Assignment.topic_partitions',
+    124: 'Assignment.topic_partitions',
+    125: 'Assignment.topic_partitions',
+    126: 'Assignment.topic_partitions',
+    127: 'Assignment.topic_partitions',
+    128: 'Assignment.topic_partitions',
+    129: 'Assignment.topic_partitions',
+    130: 'Assignment.topic_partitions',
+    131: 'Assignment.topic_partitions',
+    132: 'Assignment.<tagged fields>',
+    133: 'Assignment.<tagged fields>',
+    134: 'Assignment.<tagged fields>',
+    135: 'Assignment.<tagged fields>',
+    136: 'Assignment.<tagged fields>',
+    144: 'ShareGroupHeartbeatResponse.throttle_time_ms/error_code',
+    145: 'ShareGroupHeartbeatResponse.throttle_time_ms/error_code',
+    146: 'ShareGroupHeartbeatResponse.error_message',
+    147: 'ShareGroupHeartbeatResponse.error_message',
+    148: 'ShareGroupHeartbeatResponse.error_message',
+    149: 'ShareGroupHeartbeatResponse.error_message',
+    150: 'ShareGroupHeartbeatResponse.error_message',
+    151: 'ShareGroupHeartbeatResponse.error_message',
+    152: 'ShareGroupHeartbeatResponse.error_message',
+    153: 'ShareGroupHeartbeatResponse.error_message',
+    154: 'ShareGroupHeartbeatResponse.error_message',
+    155: 'ShareGroupHeartbeatResponse.error_message',
+    156: 'ShareGroupHeartbeatResponse.error_message',
+    157: 'ShareGroupHeartbeatResponse.error_message',
+    158: 'ShareGroupHeartbeatResponse.error_message',
+    159: 'ShareGroupHeartbeatResponse.error_message',
+    160: 'ShareGroupHeartbeatResponse.error_message',
+    161: 'ShareGroupHeartbeatResponse.error_message',
+    162: 'ShareGroupHeartbeatResponse.error_message',
+    163: 'ShareGroupHeartbeatResponse.member_id',
+    164: 'ShareGroupHeartbeatResponse.member_id',
+    165: 'ShareGroupHeartbeatResponse.member_id',
+    166: 'ShareGroupHeartbeatResponse.member_id',
+    167: 'ShareGroupHeartbeatResponse.member_id',
+    168: 'ShareGroupHeartbeatResponse.member_id',
+    169: 'ShareGroupHeartbeatResponse.member_id',
+    170: 'ShareGroupHeartbeatResponse.member_id',
+    171: 'ShareGroupHeartbeatResponse.member_id',
+    172: 'ShareGroupHeartbeatResponse.member_id',
+    173: 'ShareGroupHeartbeatResponse.member_id',
+    174: 'ShareGroupHeartbeatResponse.member_id',
+    175: 'ShareGroupHeartbeatResponse.member_id',
+    176: 'ShareGroupHeartbeatResponse.member_id',
+    177: 'ShareGroupHeartbeatResponse.member_id',
+    178: 'ShareGroupHeartbeatResponse.member_id',
+    179: 'ShareGroupHeartbeatResponse.member_id',
+    180: 'ShareGroupHeartbeatResponse.member_epoch/heartbeat_interval_ms',
+    181: 'ShareGroupHeartbeatResponse.member_epoch/heartbeat_interval_ms',
+    182: 'ShareGroupHeartbeatResponse.assignment',
+    183: 'ShareGroupHeartbeatResponse.assignment',
+    184: 'ShareGroupHeartbeatResponse.assignment',
+    185: 'ShareGroupHeartbeatResponse.assignment',
+    186: 'ShareGroupHeartbeatResponse.assignment',
+    187: 'ShareGroupHeartbeatResponse.<tagged fields>',
+    188: 'ShareGroupHeartbeatResponse.<tagged fields>',
+    189: 'ShareGroupHeartbeatResponse.<tagged fields>',
+    190: 'ShareGroupHeartbeatResponse.<tagged fields>',
+    191: 'ShareGroupHeartbeatResponse.<tagged fields>',
 })

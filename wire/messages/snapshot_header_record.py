@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -43,7 +44,11 @@ def _d_SnapshotHeaderRecord_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SnapshotHeaderRecord.<tagged fields>')
-    return SnapshotHeaderRecord(_f_version, _f_last_contained_log_timestamp, _unk), pos
+    _o = _new(SnapshotHeaderRecord)
+    _o.version = _f_version
+    _o.last_contained_log_timestamp = _f_last_contained_log_timestamp
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_SnapshotHeaderRecord_v0(o, w):
@@ -62,11 +67,11 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_SnapshotHeaderRecord_v0}
 ENCODERS = {0: _e_SnapshotHeaderRecord_v0}
 _reg(__file__, {
-    39: 'SnapshotHeaderRecord.version/last_contained_log_timestamp',
     40: 'SnapshotHeaderRecord.version/last_contained_log_timestamp',
-    41: 'SnapshotHeaderRecord.<tagged fields>',
+    41: 'SnapshotHeaderRecord.version/last_contained_log_timestamp',
     42: 'SnapshotHeaderRecord.<tagged fields>',
     43: 'SnapshotHeaderRecord.<tagged fields>',
     44: 'SnapshotHeaderRecord.<tagged fields>',
     45: 'SnapshotHeaderRecord.<tagged fields>',
+    46: 'SnapshotHeaderRecord.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -138,7 +139,11 @@ def _d_StopReplicaPartitionV0_v0(buf, pos):
         pos = _end2
     _f_partition_index = _S_iu(buf, pos)[0]
     pos += 4
-    return StopReplicaPartitionV0(_f_topic_name, _f_partition_index, None), pos
+    _o = _new(StopReplicaPartitionV0)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_StopReplicaTopicV1_v1(buf, pos):
@@ -160,13 +165,20 @@ def _d_StopReplicaTopicV1_v1(buf, pos):
         _chk(_n5, buf, pos, 'StopReplicaTopicV1.partition_indexes')
         _f_partition_indexes = list(_unpack_from('>%di' % _n5, buf, pos))
         pos += 4 * _n5
-    return StopReplicaTopicV1(_f_name, _f_partition_indexes, None), pos
+    _o = _new(StopReplicaTopicV1)
+    _o.name = _f_name
+    _o.partition_indexes = _f_partition_indexes
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_StopReplicaTopicV1_v2(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -181,6 +193,9 @@ def _d_StopReplicaTopicV1_v2(buf, pos):
     _n8 = buf[pos]
     if _n8 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n8 = (_n8 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n8, pos = _ruv(buf, pos)
     _n8 -= 1
@@ -195,7 +210,11 @@ def _d_StopReplicaTopicV1_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'StopReplicaTopicV1.<tagged fields>')
-    return StopReplicaTopicV1(_f_name, _f_partition_indexes, _unk), pos
+    _o = _new(StopReplicaTopicV1)
+    _o.name = _f_name
+    _o.partition_indexes = _f_partition_indexes
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_StopReplicaPartitionState_v3(buf, pos):
@@ -206,7 +225,12 @@ def _d_StopReplicaPartitionState_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'StopReplicaPartitionState.<tagged fields>')
-    return StopReplicaPartitionState(_f_partition_index, _f_leader_epoch, _f_delete_partition, _unk), pos
+    _o = _new(StopReplicaPartitionState)
+    _o.partition_index = _f_partition_index
+    _o.leader_epoch = _f_leader_epoch
+    _o.delete_partition = _f_delete_partition
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_StopReplicaPartitionState_v4 = _d_StopReplicaPartitionState_v3
@@ -215,6 +239,9 @@ def _d_StopReplicaTopicState_v3(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -229,6 +256,9 @@ def _d_StopReplicaTopicState_v3(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -245,7 +275,11 @@ def _d_StopReplicaTopicState_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'StopReplicaTopicState.<tagged fields>')
-    return StopReplicaTopicState(_f_topic_name, _f_partition_states, _unk), pos
+    _o = _new(StopReplicaTopicState)
+    _o.topic_name = _f_topic_name
+    _o.partition_states = _f_partition_states
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_StopReplicaTopicState_v4 = _d_StopReplicaTopicState_v3
@@ -263,7 +297,17 @@ def _d_StopReplicaRequest_v0(buf, pos):
         for _ in range(_n17):
             _x18, pos = _d_StopReplicaPartitionV0_v0(buf, pos)
             _f_ungrouped_partitions.append(_x18)
-    return StopReplicaRequest(_f_controller_id, False, _f_controller_epoch, -1, _f_delete_partitions, _f_ungrouped_partitions, [], [], None), pos
+    _o = _new(StopReplicaRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = -1
+    _o.delete_partitions = _f_delete_partitions
+    _o.ungrouped_partitions = _f_ungrouped_partitions
+    _o.topics = []
+    _o.topic_states = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_StopReplicaRequest_v1(buf, pos):
@@ -279,7 +323,17 @@ def _d_StopReplicaRequest_v1(buf, pos):
         for _ in range(_n19):
             _x20, pos = _d_StopReplicaTopicV1_v1(buf, pos)
             _f_topics.append(_x20)
-    return StopReplicaRequest(_f_controller_id, False, _f_controller_epoch, _f_broker_epoch, _f_delete_partitions, [], _f_topics, [], None), pos
+    _o = _new(StopReplicaRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.delete_partitions = _f_delete_partitions
+    _o.ungrouped_partitions = []
+    _o.topics = _f_topics
+    _o.topic_states = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_StopReplicaRequest_v2(buf, pos):
@@ -288,6 +342,9 @@ def _d_StopReplicaRequest_v2(buf, pos):
     _n21 = buf[pos]
     if _n21 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n21 = (_n21 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n21, pos = _ruv(buf, pos)
     _n21 -= 1
@@ -304,7 +361,17 @@ def _d_StopReplicaRequest_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'StopReplicaRequest.<tagged fields>')
-    return StopReplicaRequest(_f_controller_id, False, _f_controller_epoch, _f_broker_epoch, _f_delete_partitions, [], _f_topics, [], _unk), pos
+    _o = _new(StopReplicaRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.delete_partitions = _f_delete_partitions
+    _o.ungrouped_partitions = []
+    _o.topics = _f_topics
+    _o.topic_states = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_StopReplicaRequest_v3(buf, pos):
@@ -313,6 +380,9 @@ def _d_StopReplicaRequest_v3(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -329,7 +399,17 @@ def _d_StopReplicaRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'StopReplicaRequest.<tagged fields>')
-    return StopReplicaRequest(_f_controller_id, False, _f_controller_epoch, _f_broker_epoch, False, [], [], _f_topic_states, _unk), pos
+    _o = _new(StopReplicaRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.delete_partitions = False
+    _o.ungrouped_partitions = []
+    _o.topics = []
+    _o.topic_states = _f_topic_states
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_StopReplicaRequest_v4(buf, pos):
@@ -338,6 +418,9 @@ def _d_StopReplicaRequest_v4(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -354,7 +437,17 @@ def _d_StopReplicaRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'StopReplicaRequest.<tagged fields>')
-    return StopReplicaRequest(_f_controller_id, _f_is_k_raft_controller, _f_controller_epoch, _f_broker_epoch, False, [], [], _f_topic_states, _unk), pos
+    _o = _new(StopReplicaRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = _f_is_k_raft_controller
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.delete_partitions = False
+    _o.ungrouped_partitions = []
+    _o.topics = []
+    _o.topic_states = _f_topic_states
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_StopReplicaPartitionV0_v0(o, w):
@@ -371,8 +464,8 @@ def _e_StopReplicaTopicV1_v1(o, w):
     w(_I16p(len(_v28)))
     w(_v28)
     _a29 = o.partition_indexes
-    w(_I32p(len(_a29)))
-    w(_pack('>%di' % len(_a29), *_a29))
+    _l = len(_a29)
+    w(_counted_packer('i', _l)(_l, *_a29))
 
 
 def _e_StopReplicaTopicV1_v2(o, w):
@@ -382,9 +475,10 @@ def _e_StopReplicaTopicV1_v2(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v30)
     _a31 = o.partition_indexes
-    _l = len(_a31) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a31), *_a31))
+    _l = len(_a31)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a31))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -488,7 +582,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_StopReplicaRequest_v0, 1: _d_StopReplicaRequest_v1, 2: _d_StopReplicaRequest_v2, 3: _d_StopReplicaRequest_v3, 4: _d_StopReplicaRequest_v4}
 ENCODERS = {0: _e_StopReplicaRequest_v0, 1: _e_StopReplicaRequest_v1, 2: _e_StopReplicaRequest_v2, 3: _e_StopReplicaRequest_v3, 4: _e_StopReplicaRequest_v4}
 _reg(__file__, {
-    129: 'StopReplicaPartitionV0.topic_name',
     130: 'StopReplicaPartitionV0.topic_name',
     131: 'StopReplicaPartitionV0.topic_name',
     132: 'StopReplicaPartitionV0.topic_name',
@@ -498,182 +591,204 @@ _reg(__file__, {
     136: 'StopReplicaPartitionV0.topic_name',
     137: 'StopReplicaPartitionV0.topic_name',
     138: 'StopReplicaPartitionV0.topic_name',
-    139: 'StopReplicaPartitionV0.partition_index',
+    139: 'StopReplicaPartitionV0.topic_name',
     140: 'StopReplicaPartitionV0.partition_index',
-    145: 'StopReplicaTopicV1.name',
-    146: 'StopReplicaTopicV1.name',
-    147: 'StopReplicaTopicV1.name',
-    148: 'StopReplicaTopicV1.name',
-    149: 'StopReplicaTopicV1.name',
+    141: 'StopReplicaPartitionV0.partition_index',
     150: 'StopReplicaTopicV1.name',
     151: 'StopReplicaTopicV1.name',
     152: 'StopReplicaTopicV1.name',
     153: 'StopReplicaTopicV1.name',
     154: 'StopReplicaTopicV1.name',
-    155: 'StopReplicaTopicV1.partition_indexes',
-    156: 'StopReplicaTopicV1.partition_indexes',
-    157: 'StopReplicaTopicV1.partition_indexes',
-    158: 'StopReplicaTopicV1.partition_indexes',
-    159: 'StopReplicaTopicV1.partition_indexes',
+    155: 'StopReplicaTopicV1.name',
+    156: 'StopReplicaTopicV1.name',
+    157: 'StopReplicaTopicV1.name',
+    158: 'StopReplicaTopicV1.name',
+    159: 'StopReplicaTopicV1.name',
     160: 'StopReplicaTopicV1.partition_indexes',
     161: 'StopReplicaTopicV1.partition_indexes',
     162: 'StopReplicaTopicV1.partition_indexes',
-    167: 'StopReplicaTopicV1.name',
-    168: 'StopReplicaTopicV1.name',
-    169: 'StopReplicaTopicV1.name',
-    170: 'StopReplicaTopicV1.name',
-    171: 'StopReplicaTopicV1.name',
-    172: 'StopReplicaTopicV1.name',
-    173: 'StopReplicaTopicV1.name',
-    174: 'StopReplicaTopicV1.name',
-    175: 'StopReplicaTopicV1.name',
+    163: 'StopReplicaTopicV1.partition_indexes',
+    164: 'StopReplicaTopicV1.partition_indexes',
+    165: 'StopReplicaTopicV1.partition_indexes',
+    166: 'StopReplicaTopicV1.partition_indexes',
+    167: 'StopReplicaTopicV1.partition_indexes',
     176: 'StopReplicaTopicV1.name',
     177: 'StopReplicaTopicV1.name',
     178: 'StopReplicaTopicV1.name',
     179: 'StopReplicaTopicV1.name',
     180: 'StopReplicaTopicV1.name',
-    181: 'StopReplicaTopicV1.partition_indexes',
-    182: 'StopReplicaTopicV1.partition_indexes',
-    183: 'StopReplicaTopicV1.partition_indexes',
-    184: 'StopReplicaTopicV1.partition_indexes',
-    185: 'StopReplicaTopicV1.partition_indexes',
-    186: 'StopReplicaTopicV1.partition_indexes',
-    187: 'StopReplicaTopicV1.partition_indexes',
-    188: 'StopReplicaTopicV1.partition_indexes',
-    189: 'StopReplicaTopicV1.partition_indexes',
-    190: 'StopReplicaTopicV1.partition_indexes',
-    191: 'StopReplicaTopicV1.partition_indexes',
-    192: 'StopReplicaTopicV1.partition_indexes',
-    193: 'StopReplicaTopicV1.<tagged fields>',
-    194: 'StopReplicaTopicV1.<tagged fields>',
-    195: 'StopReplicaTopicV1.<tagged fields>',
-    196: 'StopReplicaTopicV1.<tagged fields>',
-    197: 'StopReplicaTopicV1.<tagged fields>',
-    202: 'StopReplicaPartitionState.partition_index/leader_epoch/delete_partition',
-    203: 'StopReplicaPartitionState.partition_index/leader_epoch/delete_partition',
-    204: 'StopReplicaPartitionState.<tagged fields>',
-    205: 'StopReplicaPartitionState.<tagged fields>',
-    206: 'StopReplicaPartitionState.<tagged fields>',
-    207: 'StopReplicaPartitionState.<tagged fields>',
-    208: 'StopReplicaPartitionState.<tagged fields>',
-    214: 'StopReplicaTopicState.topic_name',
-    215: 'StopReplicaTopicState.topic_name',
-    216: 'StopReplicaTopicState.topic_name',
-    217: 'StopReplicaTopicState.topic_name',
-    218: 'StopReplicaTopicState.topic_name',
-    219: 'StopReplicaTopicState.topic_name',
-    220: 'StopReplicaTopicState.topic_name',
-    221: 'StopReplicaTopicState.topic_name',
-    222: 'StopReplicaTopicState.topic_name',
-    223: 'StopReplicaTopicState.topic_name',
-    224: 'StopReplicaTopicState.topic_name',
-    225: 'StopReplicaTopicState.topic_name',
-    226: 'StopReplicaTopicState.topic_name',
-    227: 'StopReplicaTopicState.topic_name',
-    228: 'StopReplicaTopicState.partition_states',
-    229: 'StopReplicaTopicState.partition_states',
-    230: 'StopReplicaTopicState.partition_states',
-    231: 'StopReplicaTopicState.partition_states',
-    232: 'StopReplicaTopicState.partition_states',
-    233: 'StopReplicaTopicState.partition_states',
-    234: 'StopReplicaTopicState.partition_states',
-    235: 'StopReplicaTopicState.partition_states',
-    236: 'StopReplicaTopicState.partition_states',
-    237: 'StopReplicaTopicState.partition_states',
-    238: 'StopReplicaTopicState.partition_states',
-    239: 'StopReplicaTopicState.partition_states',
-    240: 'StopReplicaTopicState.partition_states',
-    241: 'StopReplicaTopicState.partition_states',
-    242: 'StopReplicaTopicState.<tagged fields>',
-    243: 'StopReplicaTopicState.<tagged fields>',
-    244: 'StopReplicaTopicState.<tagged fields>',
-    245: 'StopReplicaTopicState.<tagged fields>',
-    246: 'StopReplicaTopicState.<tagged fields>',
-    252: 'StopReplicaRequest.controller_id/controller_epoch/delete_partitions',
-    253: 'StopReplicaRequest.controller_id/controller_epoch/delete_partitions',
-    254: 'StopReplicaRequest.ungrouped_partitions',
-    255: 'StopReplicaRequest.ungrouped_partitions',
-    256: 'StopReplicaRequest.ungrouped_partitions',
-    257: 'StopReplicaRequest.ungrouped_partitions',
-    258: 'StopReplicaRequest.ungrouped_partitions',
-    259: 'StopReplicaRequest.ungrouped_partitions',
-    260: 'StopReplicaRequest.ungrouped_partitions',
-    261: 'StopReplicaRequest.ungrouped_partitions',
-    262: 'StopReplicaRequest.ungrouped_partitions',
-    263: 'StopReplicaRequest.ungrouped_partitions',
-    268: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch/delete_partitions',
-    269: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch/delete_partitions',
-    270: 'StopReplicaRequest.topics',
-    271: 'StopReplicaRequest.topics',
-    272: 'StopReplicaRequest.topics',
-    273: 'StopReplicaRequest.topics',
-    274: 'StopReplicaRequest.topics',
-    275: 'StopReplicaRequest.topics',
-    276: 'StopReplicaRequest.topics',
-    277: 'StopReplicaRequest.topics',
-    278: 'StopReplicaRequest.topics',
-    279: 'StopReplicaRequest.topics',
-    284: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch/delete_partitions',
-    285: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch/delete_partitions',
-    286: 'StopReplicaRequest.topics',
-    287: 'StopReplicaRequest.topics',
-    288: 'StopReplicaRequest.topics',
-    289: 'StopReplicaRequest.topics',
-    290: 'StopReplicaRequest.topics',
-    291: 'StopReplicaRequest.topics',
-    292: 'StopReplicaRequest.topics',
-    293: 'StopReplicaRequest.topics',
-    294: 'StopReplicaRequest.topics',
-    295: 'StopReplicaRequest.topics',
-    296: 'StopReplicaRequest.topics',
-    297: 'StopReplicaRequest.topics',
-    298: 'StopReplicaRequest.topics',
-    299: 'StopReplicaRequest.topics',
-    300: 'StopReplicaRequest.<tagged fields>',
-    301: 'StopReplicaRequest.<tagged fields>',
-    302: 'StopReplicaRequest.<tagged fields>',
-    303: 'StopReplicaRequest.<tagged fields>',
-    304: 'StopReplicaRequest.<tagged fields>',
-    309: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch',
-    310: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch',
-    311: 'StopReplicaRequest.topic_states',
-    312: 'StopReplicaRequest.topic_states',
-    313: 'StopReplicaRequest.topic_states',
-    314: 'StopReplicaRequest.topic_states',
-    315: 'StopReplicaRequest.topic_states',
-    316: 'StopReplicaRequest.topic_states',
-    317: 'StopReplicaRequest.topic_states',
-    318: 'StopReplicaRequest.topic_states',
-    319: 'StopReplicaRequest.topic_states',
-    320: 'StopReplicaRequest.topic_states',
-    321: 'StopReplicaRequest.topic_states',
-    322: 'StopReplicaRequest.topic_states',
-    323: 'StopReplicaRequest.topic_states',
-    324: 'StopReplicaRequest.topic_states',
-    325: 'StopReplicaRequest.<tagged fields>',
-    326: 'StopReplicaRequest.<tagged fields>',
-    327: 'StopReplicaRequest.<tagged fields>',
-    328: 'StopReplicaRequest.<tagged fields>',
-    329: 'StopReplicaRequest.<tagged fields>',
-    334: 'StopReplicaRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch',
-    335: 'StopReplicaRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch',
-    336: 'StopReplicaRequest.topic_states',
-    337: 'StopReplicaRequest.topic_states',
-    338: 'StopReplicaRequest.topic_states',
-    339: 'StopReplicaRequest.topic_states',
-    340: 'StopReplicaRequest.topic_states',
-    341: 'StopReplicaRequest.topic_states',
-    342: 'StopReplicaRequest.topic_states',
-    343: 'StopReplicaRequest.topic_states',
-    344: 'StopReplicaRequest.topic_states',
-    345: 'StopReplicaRequest.topic_states',
-    346: 'StopReplicaRequest.topic_states',
-    347: 'StopReplicaRequest.topic_states',
-    348: 'StopReplicaRequest.topic_states',
-    349: 'StopReplicaRequest.topic_states',
-    350: 'StopReplicaRequest.<tagged fields>',
-    351: 'StopReplicaRequest.<tagged fields>',
-    352: 'StopReplicaRequest.<tagged fields>',
-    353: 'StopReplicaRequest.<tagged fields>',
-    354: 'StopReplicaRequest.<tagged fields>',
+    181: 'StopReplicaTopicV1.name',
+    182: 'StopReplicaTopicV1.name',
+    183: 'StopReplicaTopicV1.name',
+    184: 'StopReplicaTopicV1.name',
+    185: 'StopReplicaTopicV1.name',
+    186: 'StopReplicaTopicV1.name',
+    187: 'StopReplicaTopicV1.name',
+    188: 'StopReplicaTopicV1.name',
+    189: 'StopReplicaTopicV1.name',
+    190: 'StopReplicaTopicV1.name',
+    191: 'StopReplicaTopicV1.name',
+    192: 'StopReplicaTopicV1.name',
+    193: 'StopReplicaTopicV1.partition_indexes',
+    194: 'StopReplicaTopicV1.partition_indexes',
+    195: 'StopReplicaTopicV1.partition_indexes',
+    196: 'StopReplicaTopicV1.partition_indexes',
+    197: 'StopReplicaTopicV1.partition_indexes',
+    198: 'StopReplicaTopicV1.partition_indexes',
+    199: 'StopReplicaTopicV1.partition_indexes',
+    200: 'StopReplicaTopicV1.partition_indexes',
+    201: 'StopReplicaTopicV1.partition_indexes',
+    202: 'StopReplicaTopicV1.partition_indexes',
+    203: 'StopReplicaTopicV1.partition_indexes',
+    204: 'StopReplicaTopicV1.partition_indexes',
+    205: 'StopReplicaTopicV1.partition_indexes',
+    206: 'StopReplicaTopicV1.partition_indexes',
+    207: 'StopReplicaTopicV1.partition_indexes',
+    208: 'StopReplicaTopicV1.<tagged fields>',
+    209: 'StopReplicaTopicV1.<tagged fields>',
+    210: 'StopReplicaTopicV1.<tagged fields>',
+    211: 'StopReplicaTopicV1.<tagged fields>',
+    212: 'StopReplicaTopicV1.<tagged fields>',
+    221: 'StopReplicaPartitionState.partition_index/leader_epoch/delete_partition',
+    222: 'StopReplicaPartitionState.partition_index/leader_epoch/delete_partition',
+    223: 'StopReplicaPartitionState.<tagged fields>',
+    224: 'StopReplicaPartitionState.<tagged fields>',
+    225: 'StopReplicaPartitionState.<tagged fields>',
+    226: 'StopReplicaPartitionState.<tagged fields>',
+    227: 'StopReplicaPartitionState.<tagged fields>',
+    238: 'StopReplicaTopicState.topic_name',
+    239: 'StopReplicaTopicState.topic_name',
+    240: 'StopReplicaTopicState.topic_name',
+    241: 'StopReplicaTopicState.topic_name',
+    242: 'StopReplicaTopicState.topic_name',
+    243: 'StopReplicaTopicState.topic_name',
+    244: 'StopReplicaTopicState.topic_name',
+    245: 'StopReplicaTopicState.topic_name',
+    246: 'StopReplicaTopicState.topic_name',
+    247: 'StopReplicaTopicState.topic_name',
+    248: 'StopReplicaTopicState.topic_name',
+    249: 'StopReplicaTopicState.topic_name',
+    250: 'StopReplicaTopicState.topic_name',
+    251: 'StopReplicaTopicState.topic_name',
+    252: 'StopReplicaTopicState.topic_name',
+    253: 'StopReplicaTopicState.topic_name',
+    254: 'StopReplicaTopicState.topic_name',
+    255: 'StopReplicaTopicState.partition_states',
+    256: 'StopReplicaTopicState.partition_states',
+    257: 'StopReplicaTopicState.partition_states',
+    258: 'StopReplicaTopicState.partition_states',
+    259: 'StopReplicaTopicState.partition_states',
+    260: 'StopReplicaTopicState.partition_states',
+    261: 'StopReplicaTopicState.partition_states',
+    262: 'StopReplicaTopicState.partition_states',
+    263: 'StopReplicaTopicState.partition_states',
+    264: 'StopReplicaTopicState.partition_states',
+    265: 'StopReplicaTopicState.partition_states',
+    266: 'StopReplicaTopicState.partition_states',
+    267: 'StopReplicaTopicState.partition_states',
+    268: 'StopReplicaTopicState.partition_states',
+    269: 'StopReplicaTopicState.partition_states',
+    270: 'StopReplicaTopicState.partition_states',
+    271: 'StopReplicaTopicState.partition_states',
+    272: 'StopReplicaTopicState.<tagged fields>',
+    273: 'StopReplicaTopicState.<tagged fields>',
+    274: 'StopReplicaTopicState.<tagged fields>',
+    275: 'StopReplicaTopicState.<tagged fields>',
+    276: 'StopReplicaTopicState.<tagged fields>',
+    286: 'StopReplicaRequest.controller_id/controller_epoch/delete_partitions',
+    287: 'StopReplicaRequest.controller_id/controller_epoch/delete_partitions',
+    288: 'StopReplicaRequest.ungrouped_partitions',
+    289: 'StopReplicaRequest.ungrouped_partitions',
+    290: 'StopReplicaRequest.ungrouped_partitions',
+    291: 'StopReplicaRequest.ungrouped_partitions',
+    292: 'StopReplicaRequest.ungrouped_partitions',
+    293: 'StopReplicaRequest.ungrouped_partitions',
+    294: 'StopReplicaRequest.ungrouped_partitions',
+    295: 'StopReplicaRequest.ungrouped_partitions',
+    296: 'StopReplicaRequest.ungrouped_partitions',
+    297: 'StopReplicaRequest.ungrouped_partitions',
+    312: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch/delete_partitions',
+    313: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch/delete_partitions',
+    314: 'StopReplicaRequest.topics',
+    315: 'StopReplicaRequest.topics',
+    316: 'StopReplicaRequest.topics',
+    317: 'StopReplicaRequest.topics',
+    318: 'StopReplicaRequest.topics',
+    319: 'StopReplicaRequest.topics',
+    320: 'StopReplicaRequest.topics',
+    321: 'StopReplicaRequest.topics',
+    322: 'StopReplicaRequest.topics',
+    323: 'StopReplicaRequest.topics',
+    338: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch/delete_partitions',
+    339: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch/delete_partitions',
+    340: 'StopReplicaRequest.topics',
+    341: 'StopReplicaRequest.topics',
+    342: 'StopReplicaRequest.topics',
+    343: 'StopReplicaRequest.topics',
+    344: 'StopReplicaRequest.topics',
+    345: 'StopReplicaRequest.topics',
+    346: 'StopReplicaRequest.topics',
+    347: 'StopReplicaRequest.topics',
+    348: 'StopReplicaRequest.topics',
+    349: 'StopReplicaRequest.topics',
+    350: 'StopReplicaRequest.topics',
+    351: 'StopReplicaRequest.topics',
+    352: 'StopReplicaRequest.topics',
+    353: 'StopReplicaRequest.topics',
+    354: 'StopReplicaRequest.topics',
+    355: 'StopReplicaRequest.topics',
+    356: 'StopReplicaRequest.topics',
+    357: 'StopReplicaRequest.<tagged fields>',
+    358: 'StopReplicaRequest.<tagged fields>',
+    359: 'StopReplicaRequest.<tagged fields>',
+    360: 'StopReplicaRequest.<tagged fields>',
+    361: 'StopReplicaRequest.<tagged fields>',
+    376: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch',
+    377: 'StopReplicaRequest.controller_id/controller_epoch/broker_epoch',
+    378: 'StopReplicaRequest.topic_states',
+    379: 'StopReplicaRequest.topic_states',
+    380: 'StopReplicaRequest.topic_states',
+    381: 'StopReplicaRequest.topic_states',
+    382: 'StopReplicaRequest.topic_states',
+    383: 'StopReplicaRequest.topic_states',
+    384: 'StopReplicaRequest.topic_states',
+    385: 'StopReplicaRequest.topic_states',
+    386: 'StopReplicaRequest.topic_states',
+    387: 'StopReplicaRequest.topic_states',
+    388: 'StopReplicaRequest.topic_states',
+    389: 'StopReplicaRequest.topic_states',
+    390: 'StopReplicaRequest.topic_states',
+    391: 'StopReplicaRequest.topic_states',
+    392: 'StopReplicaRequest.topic_states',
+    393: 'StopReplicaRequest.topic_states',
+    394: 'StopReplicaRequest.topic_states',
+    395: 'StopReplicaRequest.<tagged fields>',
+    396: 'StopReplicaRequest.<tagged fields>',
+    397: 'StopReplicaRequest.<tagged fields>',
+    398: 'StopReplicaRequest.<tagged fields>',
+    399: 'StopReplicaRequest.<tagged fields>',
+    414: 'StopReplicaRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch',
+    415: 'StopReplicaRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch',
+    416: 'StopReplicaRequest.topic_states',
+    417: 'StopReplicaRequest.topic_states',
+    418: 'StopReplicaRequest.topic_states',
+    419: 'StopReplicaRequest.topic_states',
+    420: 'StopReplicaRequest.topic_states',
+    421: 'StopReplicaRequest.topic_states',
+    422: 'StopReplicaRequest.topic_states',
+    423: 'StopReplicaRequest.topic_states',
+    424: 'StopReplicaRequest.topic_states',
+    425: 'StopReplicaRequest.topic_states',
+    426: 'StopReplicaRequest.topic_states',
+    427: 'StopReplicaRequest.topic_states',
+    428: 'StopReplicaRequest.topic_states',
+    429: 'StopReplicaRequest.topic_states',
+    430: 'StopReplicaRequest.topic_states',
+    431: 'StopReplicaRequest.topic_states',
+    432: 'StopReplicaRequest.topic_states',
+    433: 'StopReplicaRequest.<tagged fields>',
+    434: 'StopReplicaRequest.<tagged fields>',
+    435: 'StopReplicaRequest.<tagged fields>',
+    436: 'StopReplicaRequest.<tagged fields>',
+    437: 'StopReplicaRequest.<tagged fields>',
 })

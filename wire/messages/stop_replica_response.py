@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -69,7 +70,12 @@ def _d_StopReplicaPartitionError_v0(buf, pos):
         pos = _end2
     _f_partition_index, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return StopReplicaPartitionError(_f_topic_name, _f_partition_index, _f_error_code, None), pos
+    _o = _new(StopReplicaPartitionError)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_StopReplicaPartitionError_v1 = _d_StopReplicaPartitionError_v0
@@ -78,6 +84,9 @@ def _d_StopReplicaPartitionError_v2(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -96,7 +105,12 @@ def _d_StopReplicaPartitionError_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'StopReplicaPartitionError.<tagged fields>')
-    return StopReplicaPartitionError(_f_topic_name, _f_partition_index, _f_error_code, _unk), pos
+    _o = _new(StopReplicaPartitionError)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_StopReplicaPartitionError_v3 = _d_StopReplicaPartitionError_v2
@@ -116,7 +130,11 @@ def _d_StopReplicaResponse_v0(buf, pos):
         for _ in range(_n11):
             _x12, pos = _d_StopReplicaPartitionError_v0(buf, pos)
             _f_partition_errors.append(_x12)
-    return StopReplicaResponse(_f_error_code, _f_partition_errors, None), pos
+    _o = _new(StopReplicaResponse)
+    _o.error_code = _f_error_code
+    _o.partition_errors = _f_partition_errors
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_StopReplicaResponse_v1 = _d_StopReplicaResponse_v0
@@ -127,6 +145,9 @@ def _d_StopReplicaResponse_v2(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -143,7 +164,11 @@ def _d_StopReplicaResponse_v2(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'StopReplicaResponse.<tagged fields>')
-    return StopReplicaResponse(_f_error_code, _f_partition_errors, _unk), pos
+    _o = _new(StopReplicaResponse)
+    _o.error_code = _f_error_code
+    _o.partition_errors = _f_partition_errors
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_StopReplicaResponse_v3 = _d_StopReplicaResponse_v2
@@ -213,7 +238,6 @@ FLEXIBLE_FROM = 2
 DECODERS = {0: _d_StopReplicaResponse_v0, 1: _d_StopReplicaResponse_v1, 2: _d_StopReplicaResponse_v2, 3: _d_StopReplicaResponse_v3, 4: _d_StopReplicaResponse_v4}
 ENCODERS = {0: _e_StopReplicaResponse_v0, 1: _e_StopReplicaResponse_v1, 2: _e_StopReplicaResponse_v2, 3: _e_StopReplicaResponse_v3, 4: _e_StopReplicaResponse_v4}
 _reg(__file__, {
-    60: 'StopReplicaPartitionError.topic_name',
     61: 'StopReplicaPartitionError.topic_name',
     62: 'StopReplicaPartitionError.topic_name',
     63: 'StopReplicaPartitionError.topic_name',
@@ -223,14 +247,9 @@ _reg(__file__, {
     67: 'StopReplicaPartitionError.topic_name',
     68: 'StopReplicaPartitionError.topic_name',
     69: 'StopReplicaPartitionError.topic_name',
-    70: 'StopReplicaPartitionError.partition_index/error_code',
+    70: 'StopReplicaPartitionError.topic_name',
     71: 'StopReplicaPartitionError.partition_index/error_code',
-    77: 'StopReplicaPartitionError.topic_name',
-    78: 'StopReplicaPartitionError.topic_name',
-    79: 'StopReplicaPartitionError.topic_name',
-    80: 'StopReplicaPartitionError.topic_name',
-    81: 'StopReplicaPartitionError.topic_name',
-    82: 'StopReplicaPartitionError.topic_name',
+    72: 'StopReplicaPartitionError.partition_index/error_code',
     83: 'StopReplicaPartitionError.topic_name',
     84: 'StopReplicaPartitionError.topic_name',
     85: 'StopReplicaPartitionError.topic_name',
@@ -239,27 +258,27 @@ _reg(__file__, {
     88: 'StopReplicaPartitionError.topic_name',
     89: 'StopReplicaPartitionError.topic_name',
     90: 'StopReplicaPartitionError.topic_name',
-    91: 'StopReplicaPartitionError.partition_index/error_code',
-    92: 'StopReplicaPartitionError.partition_index/error_code',
-    93: 'StopReplicaPartitionError.<tagged fields>',
-    94: 'StopReplicaPartitionError.<tagged fields>',
-    95: 'StopReplicaPartitionError.<tagged fields>',
-    96: 'StopReplicaPartitionError.<tagged fields>',
-    97: 'StopReplicaPartitionError.<tagged fields>',
-    104: 'StopReplicaResponse.error_code',
-    105: 'StopReplicaResponse.error_code',
-    106: 'StopReplicaResponse.partition_errors',
-    107: 'StopReplicaResponse.partition_errors',
-    108: 'StopReplicaResponse.partition_errors',
-    109: 'StopReplicaResponse.partition_errors',
-    110: 'StopReplicaResponse.partition_errors',
-    111: 'StopReplicaResponse.partition_errors',
-    112: 'StopReplicaResponse.partition_errors',
-    113: 'StopReplicaResponse.partition_errors',
-    114: 'StopReplicaResponse.partition_errors',
-    115: 'StopReplicaResponse.partition_errors',
-    121: 'StopReplicaResponse.error_code',
-    122: 'StopReplicaResponse.error_code',
+    91: 'StopReplicaPartitionError.topic_name',
+    92: 'StopReplicaPartitionError.topic_name',
+    93: 'StopReplicaPartitionError.topic_name',
+    94: 'StopReplicaPartitionError.topic_name',
+    95: 'StopReplicaPartitionError.topic_name',
+    96: 'StopReplicaPartitionError.topic_name',
+    97: 'StopReplicaPartitionError.topic_name',
+    98: 'StopReplicaPartitionError.topic_name',
+    99: 'StopReplicaPartitionError.topic_name',
+    100: 'StopReplicaPartitionError.partition_index/error_code',
+    101: 'StopReplicaPartitionError.partition_index/error_code',
+    102: 'StopReplicaPartitionError.<tagged fields>',
+    103: 'StopReplicaPartitionError.<tagged fields>',
+    104: 'StopReplicaPartitionError.<tagged fields>',
+    105: 'StopReplicaPartitionError.<tagged fields>',
+    106: 'StopReplicaPartitionError.<tagged fields>',
+    118: 'StopReplicaResponse.error_code',
+    119: 'StopReplicaResponse.error_code',
+    120: 'StopReplicaResponse.partition_errors',
+    121: 'StopReplicaResponse.partition_errors',
+    122: 'StopReplicaResponse.partition_errors',
     123: 'StopReplicaResponse.partition_errors',
     124: 'StopReplicaResponse.partition_errors',
     125: 'StopReplicaResponse.partition_errors',
@@ -267,16 +286,28 @@ _reg(__file__, {
     127: 'StopReplicaResponse.partition_errors',
     128: 'StopReplicaResponse.partition_errors',
     129: 'StopReplicaResponse.partition_errors',
-    130: 'StopReplicaResponse.partition_errors',
-    131: 'StopReplicaResponse.partition_errors',
-    132: 'StopReplicaResponse.partition_errors',
-    133: 'StopReplicaResponse.partition_errors',
-    134: 'StopReplicaResponse.partition_errors',
-    135: 'StopReplicaResponse.partition_errors',
-    136: 'StopReplicaResponse.partition_errors',
-    137: 'StopReplicaResponse.<tagged fields>',
-    138: 'StopReplicaResponse.<tagged fields>',
-    139: 'StopReplicaResponse.<tagged fields>',
-    140: 'StopReplicaResponse.<tagged fields>',
-    141: 'StopReplicaResponse.<tagged fields>',
+    139: 'StopReplicaResponse.error_code',
+    140: 'StopReplicaResponse.error_code',
+    141: 'StopReplicaResponse.partition_errors',
+    142: 'StopReplicaResponse.partition_errors',
+    143: 'StopReplicaResponse.partition_errors',
+    144: 'StopReplicaResponse.partition_errors',
+    145: 'StopReplicaResponse.partition_errors',
+    146: 'StopReplicaResponse.partition_errors',
+    147: 'StopReplicaResponse.partition_errors',
+    148: 'StopReplicaResponse.partition_errors',
+    149: 'StopReplicaResponse.partition_errors',
+    150: 'StopReplicaResponse.partition_errors',
+    151: 'StopReplicaResponse.partition_errors',
+    152: 'StopReplicaResponse.partition_errors',
+    153: 'StopReplicaResponse.partition_errors',
+    154: 'StopReplicaResponse.partition_errors',
+    155: 'StopReplicaResponse.partition_errors',
+    156: 'StopReplicaResponse.partition_errors',
+    157: 'StopReplicaResponse.partition_errors',
+    158: 'StopReplicaResponse.<tagged fields>',
+    159: 'StopReplicaResponse.<tagged fields>',
+    160: 'StopReplicaResponse.<tagged fields>',
+    161: 'StopReplicaResponse.<tagged fields>',
+    162: 'StopReplicaResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -82,7 +83,11 @@ def _d_SyncGroupRequestAssignment_v0(buf, pos):
             raise _trunc('SyncGroupRequestAssignment.assignment', _n3, len(buf) - pos)
         _f_assignment = bytes(buf[pos:_end4])
         pos = _end4
-    return SyncGroupRequestAssignment(_f_member_id, _f_assignment, None), pos
+    _o = _new(SyncGroupRequestAssignment)
+    _o.member_id = _f_member_id
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_SyncGroupRequestAssignment_v1 = _d_SyncGroupRequestAssignment_v0
@@ -95,6 +100,9 @@ def _d_SyncGroupRequestAssignment_v4(buf, pos):
     _n17 = buf[pos]
     if _n17 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n17 = (_n17 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n17, pos = _ruv(buf, pos)
     _n17 -= 1
@@ -109,6 +117,9 @@ def _d_SyncGroupRequestAssignment_v4(buf, pos):
     _n19 = buf[pos]
     if _n19 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n19 = (_n19 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n19, pos = _ruv(buf, pos)
     _n19 -= 1
@@ -125,7 +136,11 @@ def _d_SyncGroupRequestAssignment_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SyncGroupRequestAssignment.<tagged fields>')
-    return SyncGroupRequestAssignment(_f_member_id, _f_assignment, _unk), pos
+    _o = _new(SyncGroupRequestAssignment)
+    _o.member_id = _f_member_id
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_SyncGroupRequestAssignment_v5 = _d_SyncGroupRequestAssignment_v4
@@ -163,7 +178,16 @@ def _d_SyncGroupRequest_v0(buf, pos):
         for _ in range(_n29):
             _x30, pos = _d_SyncGroupRequestAssignment_v0(buf, pos)
             _f_assignments.append(_x30)
-    return SyncGroupRequest(_f_group_id, _f_generation_id, _f_member_id, None, None, None, _f_assignments, None), pos
+    _o = _new(SyncGroupRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id = _f_generation_id
+    _o.member_id = _f_member_id
+    _o.group_instance_id = None
+    _o.protocol_type = None
+    _o.protocol_name = None
+    _o.assignments = _f_assignments
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_SyncGroupRequest_v1 = _d_SyncGroupRequest_v0
@@ -213,13 +237,25 @@ def _d_SyncGroupRequest_v3(buf, pos):
         for _ in range(_n49):
             _x50, pos = _d_SyncGroupRequestAssignment_v3(buf, pos)
             _f_assignments.append(_x50)
-    return SyncGroupRequest(_f_group_id, _f_generation_id, _f_member_id, _f_group_instance_id, None, None, _f_assignments, None), pos
+    _o = _new(SyncGroupRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id = _f_generation_id
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.protocol_type = None
+    _o.protocol_name = None
+    _o.assignments = _f_assignments
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_SyncGroupRequest_v4(buf, pos):
     _n51 = buf[pos]
     if _n51 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n51 = (_n51 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n51, pos = _ruv(buf, pos)
     _n51 -= 1
@@ -236,6 +272,9 @@ def _d_SyncGroupRequest_v4(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -250,6 +289,9 @@ def _d_SyncGroupRequest_v4(buf, pos):
     _n55 = buf[pos]
     if _n55 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n55 = (_n55 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n55, pos = _ruv(buf, pos)
     _n55 -= 1
@@ -264,6 +306,9 @@ def _d_SyncGroupRequest_v4(buf, pos):
     _n57 = buf[pos]
     if _n57 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n57 = (_n57 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n57, pos = _ruv(buf, pos)
     _n57 -= 1
@@ -280,13 +325,25 @@ def _d_SyncGroupRequest_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SyncGroupRequest.<tagged fields>')
-    return SyncGroupRequest(_f_group_id, _f_generation_id, _f_member_id, _f_group_instance_id, None, None, _f_assignments, _unk), pos
+    _o = _new(SyncGroupRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id = _f_generation_id
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.protocol_type = None
+    _o.protocol_name = None
+    _o.assignments = _f_assignments
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_SyncGroupRequest_v5(buf, pos):
     _n59 = buf[pos]
     if _n59 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n59 = (_n59 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n59, pos = _ruv(buf, pos)
     _n59 -= 1
@@ -303,6 +360,9 @@ def _d_SyncGroupRequest_v5(buf, pos):
     _n61 = buf[pos]
     if _n61 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n61 = (_n61 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n61, pos = _ruv(buf, pos)
     _n61 -= 1
@@ -317,6 +377,9 @@ def _d_SyncGroupRequest_v5(buf, pos):
     _n63 = buf[pos]
     if _n63 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n63 = (_n63 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n63, pos = _ruv(buf, pos)
     _n63 -= 1
@@ -331,6 +394,9 @@ def _d_SyncGroupRequest_v5(buf, pos):
     _n65 = buf[pos]
     if _n65 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n65 = (_n65 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n65, pos = _ruv(buf, pos)
     _n65 -= 1
@@ -345,6 +411,9 @@ def _d_SyncGroupRequest_v5(buf, pos):
     _n67 = buf[pos]
     if _n67 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n67 = (_n67 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n67, pos = _ruv(buf, pos)
     _n67 -= 1
@@ -359,6 +428,9 @@ def _d_SyncGroupRequest_v5(buf, pos):
     _n69 = buf[pos]
     if _n69 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n69 = (_n69 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n69, pos = _ruv(buf, pos)
     _n69 -= 1
@@ -375,7 +447,16 @@ def _d_SyncGroupRequest_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SyncGroupRequest.<tagged fields>')
-    return SyncGroupRequest(_f_group_id, _f_generation_id, _f_member_id, _f_group_instance_id, _f_protocol_type, _f_protocol_name, _f_assignments, _unk), pos
+    _o = _new(SyncGroupRequest)
+    _o.group_id = _f_group_id
+    _o.generation_id = _f_generation_id
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.protocol_type = _f_protocol_type
+    _o.protocol_name = _f_protocol_name
+    _o.assignments = _f_assignments
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_SyncGroupRequestAssignment_v0(o, w):
@@ -543,7 +624,6 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_SyncGroupRequest_v0, 1: _d_SyncGroupRequest_v1, 2: _d_SyncGroupRequest_v2, 3: _d_SyncGroupRequest_v3, 4: _d_SyncGroupRequest_v4, 5: _d_SyncGroupRequest_v5}
 ENCODERS = {0: _e_SyncGroupRequest_v0, 1: _e_SyncGroupRequest_v1, 2: _e_SyncGroupRequest_v2, 3: _e_SyncGroupRequest_v3, 4: _e_SyncGroupRequest_v4, 5: _e_SyncGroupRequest_v5}
 _reg(__file__, {
-    65: 'SyncGroupRequestAssignment.member_id',
     66: 'SyncGroupRequestAssignment.member_id',
     67: 'SyncGroupRequestAssignment.member_id',
     68: 'SyncGroupRequestAssignment.member_id',
@@ -553,7 +633,7 @@ _reg(__file__, {
     72: 'SyncGroupRequestAssignment.member_id',
     73: 'SyncGroupRequestAssignment.member_id',
     74: 'SyncGroupRequestAssignment.member_id',
-    75: 'SyncGroupRequestAssignment.assignment',
+    75: 'SyncGroupRequestAssignment.member_id',
     76: 'SyncGroupRequestAssignment.assignment',
     77: 'SyncGroupRequestAssignment.assignment',
     78: 'SyncGroupRequestAssignment.assignment',
@@ -563,11 +643,7 @@ _reg(__file__, {
     82: 'SyncGroupRequestAssignment.assignment',
     83: 'SyncGroupRequestAssignment.assignment',
     84: 'SyncGroupRequestAssignment.assignment',
-    92: 'SyncGroupRequestAssignment.member_id',
-    93: 'SyncGroupRequestAssignment.member_id',
-    94: 'SyncGroupRequestAssignment.member_id',
-    95: 'SyncGroupRequestAssignment.member_id',
-    96: 'SyncGroupRequestAssignment.member_id',
+    85: 'SyncGroupRequestAssignment.assignment',
     97: 'SyncGroupRequestAssignment.member_id',
     98: 'SyncGroupRequestAssignment.member_id',
     99: 'SyncGroupRequestAssignment.member_id',
@@ -577,251 +653,292 @@ _reg(__file__, {
     103: 'SyncGroupRequestAssignment.member_id',
     104: 'SyncGroupRequestAssignment.member_id',
     105: 'SyncGroupRequestAssignment.member_id',
-    106: 'SyncGroupRequestAssignment.assignment',
-    107: 'SyncGroupRequestAssignment.assignment',
-    108: 'SyncGroupRequestAssignment.assignment',
-    109: 'SyncGroupRequestAssignment.assignment',
-    110: 'SyncGroupRequestAssignment.assignment',
-    111: 'SyncGroupRequestAssignment.assignment',
-    112: 'SyncGroupRequestAssignment.assignment',
-    113: 'SyncGroupRequestAssignment.assignment',
+    106: 'SyncGroupRequestAssignment.member_id',
+    107: 'SyncGroupRequestAssignment.member_id',
+    108: 'SyncGroupRequestAssignment.member_id',
+    109: 'SyncGroupRequestAssignment.member_id',
+    110: 'SyncGroupRequestAssignment.member_id',
+    111: 'SyncGroupRequestAssignment.member_id',
+    112: 'SyncGroupRequestAssignment.member_id',
+    113: 'SyncGroupRequestAssignment.member_id',
     114: 'SyncGroupRequestAssignment.assignment',
     115: 'SyncGroupRequestAssignment.assignment',
     116: 'SyncGroupRequestAssignment.assignment',
     117: 'SyncGroupRequestAssignment.assignment',
     118: 'SyncGroupRequestAssignment.assignment',
     119: 'SyncGroupRequestAssignment.assignment',
-    120: 'SyncGroupRequestAssignment.<tagged fields>',
-    121: 'SyncGroupRequestAssignment.<tagged fields>',
-    122: 'SyncGroupRequestAssignment.<tagged fields>',
-    123: 'SyncGroupRequestAssignment.<tagged fields>',
-    124: 'SyncGroupRequestAssignment.<tagged fields>',
-    130: 'SyncGroupRequest.group_id',
-    131: 'SyncGroupRequest.group_id',
-    132: 'SyncGroupRequest.group_id',
-    133: 'SyncGroupRequest.group_id',
-    134: 'SyncGroupRequest.group_id',
-    135: 'SyncGroupRequest.group_id',
-    136: 'SyncGroupRequest.group_id',
-    137: 'SyncGroupRequest.group_id',
-    138: 'SyncGroupRequest.group_id',
-    139: 'SyncGroupRequest.group_id',
-    140: 'SyncGroupRequest.generation_id',
-    141: 'SyncGroupRequest.generation_id',
-    142: 'SyncGroupRequest.member_id',
-    143: 'SyncGroupRequest.member_id',
-    144: 'SyncGroupRequest.member_id',
-    145: 'SyncGroupRequest.member_id',
-    146: 'SyncGroupRequest.member_id',
-    147: 'SyncGroupRequest.member_id',
-    148: 'SyncGroupRequest.member_id',
-    149: 'SyncGroupRequest.member_id',
-    150: 'SyncGroupRequest.member_id',
-    151: 'SyncGroupRequest.member_id',
-    152: 'SyncGroupRequest.assignments',
-    153: 'SyncGroupRequest.assignments',
-    154: 'SyncGroupRequest.assignments',
-    155: 'SyncGroupRequest.assignments',
-    156: 'SyncGroupRequest.assignments',
-    157: 'SyncGroupRequest.assignments',
-    158: 'SyncGroupRequest.assignments',
-    159: 'SyncGroupRequest.assignments',
-    160: 'SyncGroupRequest.assignments',
-    161: 'SyncGroupRequest.assignments',
-    168: 'SyncGroupRequest.group_id',
-    169: 'SyncGroupRequest.group_id',
-    170: 'SyncGroupRequest.group_id',
-    171: 'SyncGroupRequest.group_id',
-    172: 'SyncGroupRequest.group_id',
-    173: 'SyncGroupRequest.group_id',
-    174: 'SyncGroupRequest.group_id',
-    175: 'SyncGroupRequest.group_id',
-    176: 'SyncGroupRequest.group_id',
-    177: 'SyncGroupRequest.group_id',
-    178: 'SyncGroupRequest.generation_id',
-    179: 'SyncGroupRequest.generation_id',
-    180: 'SyncGroupRequest.member_id',
-    181: 'SyncGroupRequest.member_id',
-    182: 'SyncGroupRequest.member_id',
-    183: 'SyncGroupRequest.member_id',
-    184: 'SyncGroupRequest.member_id',
-    185: 'SyncGroupRequest.member_id',
-    186: 'SyncGroupRequest.member_id',
-    187: 'SyncGroupRequest.member_id',
-    188: 'SyncGroupRequest.member_id',
-    189: 'SyncGroupRequest.member_id',
-    190: 'SyncGroupRequest.group_instance_id',
-    191: 'SyncGroupRequest.group_instance_id',
-    192: 'SyncGroupRequest.group_instance_id',
-    193: 'SyncGroupRequest.group_instance_id',
-    194: 'SyncGroupRequest.group_instance_id',
-    195: 'SyncGroupRequest.group_instance_id',
-    196: 'SyncGroupRequest.group_instance_id',
-    197: 'SyncGroupRequest.group_instance_id',
-    198: 'SyncGroupRequest.group_instance_id',
-    199: 'SyncGroupRequest.group_instance_id',
-    200: 'SyncGroupRequest.assignments',
-    201: 'SyncGroupRequest.assignments',
-    202: 'SyncGroupRequest.assignments',
-    203: 'SyncGroupRequest.assignments',
-    204: 'SyncGroupRequest.assignments',
-    205: 'SyncGroupRequest.assignments',
-    206: 'SyncGroupRequest.assignments',
-    207: 'SyncGroupRequest.assignments',
-    208: 'SyncGroupRequest.assignments',
-    209: 'SyncGroupRequest.assignments',
-    214: 'SyncGroupRequest.group_id',
-    215: 'SyncGroupRequest.group_id',
-    216: 'SyncGroupRequest.group_id',
-    217: 'SyncGroupRequest.group_id',
-    218: 'SyncGroupRequest.group_id',
-    219: 'SyncGroupRequest.group_id',
-    220: 'SyncGroupRequest.group_id',
-    221: 'SyncGroupRequest.group_id',
-    222: 'SyncGroupRequest.group_id',
-    223: 'SyncGroupRequest.group_id',
-    224: 'SyncGroupRequest.group_id',
-    225: 'SyncGroupRequest.group_id',
-    226: 'SyncGroupRequest.group_id',
-    227: 'SyncGroupRequest.group_id',
-    228: 'SyncGroupRequest.generation_id',
-    229: 'SyncGroupRequest.generation_id',
-    230: 'SyncGroupRequest.member_id',
-    231: 'SyncGroupRequest.member_id',
-    232: 'SyncGroupRequest.member_id',
-    233: 'SyncGroupRequest.member_id',
-    234: 'SyncGroupRequest.member_id',
-    235: 'SyncGroupRequest.member_id',
-    236: 'SyncGroupRequest.member_id',
-    237: 'SyncGroupRequest.member_id',
-    238: 'SyncGroupRequest.member_id',
-    239: 'SyncGroupRequest.member_id',
-    240: 'SyncGroupRequest.member_id',
-    241: 'SyncGroupRequest.member_id',
-    242: 'SyncGroupRequest.member_id',
-    243: 'SyncGroupRequest.member_id',
-    244: 'SyncGroupRequest.group_instance_id',
-    245: 'SyncGroupRequest.group_instance_id',
-    246: 'SyncGroupRequest.group_instance_id',
-    247: 'SyncGroupRequest.group_instance_id',
-    248: 'SyncGroupRequest.group_instance_id',
-    249: 'SyncGroupRequest.group_instance_id',
-    250: 'SyncGroupRequest.group_instance_id',
-    251: 'SyncGroupRequest.group_instance_id',
-    252: 'SyncGroupRequest.group_instance_id',
-    253: 'SyncGroupRequest.group_instance_id',
-    254: 'SyncGroupRequest.group_instance_id',
-    255: 'SyncGroupRequest.group_instance_id',
-    256: 'SyncGroupRequest.group_instance_id',
-    257: 'SyncGroupRequest.group_instance_id',
-    258: 'SyncGroupRequest.assignments',
-    259: 'SyncGroupRequest.assignments',
-    260: 'SyncGroupRequest.assignments',
-    261: 'SyncGroupRequest.assignments',
-    262: 'SyncGroupRequest.assignments',
-    263: 'SyncGroupRequest.assignments',
-    264: 'SyncGroupRequest.assignments',
-    265: 'SyncGroupRequest.assignments',
-    266: 'SyncGroupRequest.assignments',
-    267: 'SyncGroupRequest.assignments',
-    268: 'SyncGroupRequest.assignments',
-    269: 'SyncGroupRequest.assignments',
-    270: 'SyncGroupRequest.assignments',
-    271: 'SyncGroupRequest.assignments',
-    272: 'SyncGroupRequest.<tagged fields>',
-    273: 'SyncGroupRequest.<tagged fields>',
-    274: 'SyncGroupRequest.<tagged fields>',
-    275: 'SyncGroupRequest.<tagged fields>',
-    276: 'SyncGroupRequest.<tagged fields>',
-    281: 'SyncGroupRequest.group_id',
-    282: 'SyncGroupRequest.group_id',
-    283: 'SyncGroupRequest.group_id',
-    284: 'SyncGroupRequest.group_id',
-    285: 'SyncGroupRequest.group_id',
-    286: 'SyncGroupRequest.group_id',
-    287: 'SyncGroupRequest.group_id',
-    288: 'SyncGroupRequest.group_id',
-    289: 'SyncGroupRequest.group_id',
-    290: 'SyncGroupRequest.group_id',
-    291: 'SyncGroupRequest.group_id',
-    292: 'SyncGroupRequest.group_id',
-    293: 'SyncGroupRequest.group_id',
-    294: 'SyncGroupRequest.group_id',
-    295: 'SyncGroupRequest.generation_id',
-    296: 'SyncGroupRequest.generation_id',
-    297: 'SyncGroupRequest.member_id',
-    298: 'SyncGroupRequest.member_id',
-    299: 'SyncGroupRequest.member_id',
-    300: 'SyncGroupRequest.member_id',
-    301: 'SyncGroupRequest.member_id',
-    302: 'SyncGroupRequest.member_id',
-    303: 'SyncGroupRequest.member_id',
-    304: 'SyncGroupRequest.member_id',
-    305: 'SyncGroupRequest.member_id',
-    306: 'SyncGroupRequest.member_id',
-    307: 'SyncGroupRequest.member_id',
-    308: 'SyncGroupRequest.member_id',
-    309: 'SyncGroupRequest.member_id',
-    310: 'SyncGroupRequest.member_id',
-    311: 'SyncGroupRequest.group_instance_id',
-    312: 'SyncGroupRequest.group_instance_id',
-    313: 'SyncGroupRequest.group_instance_id',
-    314: 'SyncGroupRequest.group_instance_id',
-    315: 'SyncGroupRequest.group_instance_id',
-    316: 'SyncGroupRequest.group_instance_id',
-    317: 'SyncGroupRequest.group_instance_id',
-    318: 'SyncGroupRequest.group_instance_id',
-    319: 'SyncGroupRequest.group_instance_id',
-    320: 'SyncGroupRequest.group_instance_id',
-    321: 'SyncGroupRequest.group_instance_id',
-    322: 'SyncGroupRequest.group_instance_id',
-    323: 'SyncGroupRequest.group_instance_id',
-    324: 'SyncGroupRequest.group_instance_id',
-    325: 'SyncGroupRequest.protocol_type',
-    326: 'SyncGroupRequest.protocol_type',
-    327: 'SyncGroupRequest.protocol_type',
-    328: 'SyncGroupRequest.protocol_type',
-    329: 'SyncGroupRequest.protocol_type',
-    330: 'SyncGroupRequest.protocol_type',
-    331: 'SyncGroupRequest.protocol_type',
-    332: 'SyncGroupRequest.protocol_type',
-    333: 'SyncGroupRequest.protocol_type',
-    334: 'SyncGroupRequest.protocol_type',
-    335: 'SyncGroupRequest.protocol_type',
-    336: 'SyncGroupRequest.protocol_type',
-    337: 'SyncGroupRequest.protocol_type',
-    338: 'SyncGroupRequest.protocol_type',
-    339: 'SyncGroupRequest.protocol_name',
-    340: 'SyncGroupRequest.protocol_name',
-    341: 'SyncGroupRequest.protocol_name',
-    342: 'SyncGroupRequest.protocol_name',
-    343: 'SyncGroupRequest.protocol_name',
-    344: 'SyncGroupRequest.protocol_name',
-    345: 'SyncGroupRequest.protocol_name',
-    346: 'SyncGroupRequest.protocol_name',
-    347: 'SyncGroupRequest.protocol_name',
-    348: 'SyncGroupRequest.protocol_name',
-    349: 'SyncGroupRequest.protocol_name',
-    350: 'SyncGroupRequest.protocol_name',
-    351: 'SyncGroupRequest.protocol_name',
-    352: 'SyncGroupRequest.protocol_name',
-    353: 'SyncGroupRequest.assignments',
-    354: 'SyncGroupRequest.assignments',
-    355: 'SyncGroupRequest.assignments',
-    356: 'SyncGroupRequest.assignments',
-    357: 'SyncGroupRequest.assignments',
-    358: 'SyncGroupRequest.assignments',
-    359: 'SyncGroupRequest.assignments',
-    360: 'SyncGroupRequest.assignments',
-    361: 'SyncGroupRequest.assignments',
-    362: 'SyncGroupRequest.assignments',
-    363: 'SyncGroupRequest.assignments',
-    364: 'SyncGroupRequest.assignments',
-    365: 'SyncGroupRequest.assignments',
-    366: 'SyncGroupRequest.assignments',
-    367: 'SyncGroupRequest.<tagged fields>',
-    368: 'SyncGroupRequest.<tagged fields>',
-    369: 'SyncGroupRequest.<tagged fields>',
-    370: 'SyncGroupRequest.<tagged fields>',
-    371: 'SyncGroupRequest.<tagged fields>',
+    120: 'SyncGroupRequestAssignment.assignment',
+    121: 'SyncGroupRequestAssignment.assignment',
+    122: 'SyncGroupRequestAssignment.assignment',
+    123: 'SyncGroupRequestAssignment.assignment',
+    124: 'SyncGroupRequestAssignment.assignment',
+    125: 'SyncGroupRequestAssignment.assignment',
+    126: 'SyncGroupRequestAssignment.assignment',
+    127: 'SyncGroupRequestAssignment.assignment',
+    128: 'SyncGroupRequestAssignment.assignment',
+    129: 'SyncGroupRequestAssignment.assignment',
+    130: 'SyncGroupRequestAssignment.assignment',
+    131: 'SyncGroupRequestAssignment.<tagged fields>',
+    132: 'SyncGroupRequestAssignment.<tagged fields>',
+    133: 'SyncGroupRequestAssignment.<tagged fields>',
+    134: 'SyncGroupRequestAssignment.<tagged fields>',
+    135: 'SyncGroupRequestAssignment.<tagged fields>',
+    145: 'SyncGroupRequest.group_id',
+    146: 'SyncGroupRequest.group_id',
+    147: 'SyncGroupRequest.group_id',
+    148: 'SyncGroupRequest.group_id',
+    149: 'SyncGroupRequest.group_id',
+    150: 'SyncGroupRequest.group_id',
+    151: 'SyncGroupRequest.group_id',
+    152: 'SyncGroupRequest.group_id',
+    153: 'SyncGroupRequest.group_id',
+    154: 'SyncGroupRequest.group_id',
+    155: 'SyncGroupRequest.generation_id',
+    156: 'SyncGroupRequest.generation_id',
+    157: 'SyncGroupRequest.member_id',
+    158: 'SyncGroupRequest.member_id',
+    159: 'SyncGroupRequest.member_id',
+    160: 'SyncGroupRequest.member_id',
+    161: 'SyncGroupRequest.member_id',
+    162: 'SyncGroupRequest.member_id',
+    163: 'SyncGroupRequest.member_id',
+    164: 'SyncGroupRequest.member_id',
+    165: 'SyncGroupRequest.member_id',
+    166: 'SyncGroupRequest.member_id',
+    167: 'SyncGroupRequest.assignments',
+    168: 'SyncGroupRequest.assignments',
+    169: 'SyncGroupRequest.assignments',
+    170: 'SyncGroupRequest.assignments',
+    171: 'SyncGroupRequest.assignments',
+    172: 'SyncGroupRequest.assignments',
+    173: 'SyncGroupRequest.assignments',
+    174: 'SyncGroupRequest.assignments',
+    175: 'SyncGroupRequest.assignments',
+    176: 'SyncGroupRequest.assignments',
+    192: 'SyncGroupRequest.group_id',
+    193: 'SyncGroupRequest.group_id',
+    194: 'SyncGroupRequest.group_id',
+    195: 'SyncGroupRequest.group_id',
+    196: 'SyncGroupRequest.group_id',
+    197: 'SyncGroupRequest.group_id',
+    198: 'SyncGroupRequest.group_id',
+    199: 'SyncGroupRequest.group_id',
+    200: 'SyncGroupRequest.group_id',
+    201: 'SyncGroupRequest.group_id',
+    202: 'SyncGroupRequest.generation_id',
+    203: 'SyncGroupRequest.generation_id',
+    204: 'SyncGroupRequest.member_id',
+    205: 'SyncGroupRequest.member_id',
+    206: 'SyncGroupRequest.member_id',
+    207: 'SyncGroupRequest.member_id',
+    208: 'SyncGroupRequest.member_id',
+    209: 'SyncGroupRequest.member_id',
+    210: 'SyncGroupRequest.member_id',
+    211: 'SyncGroupRequest.member_id',
+    212: 'SyncGroupRequest.member_id',
+    213: 'SyncGroupRequest.member_id',
+    214: 'SyncGroupRequest.group_instance_id',
+    215: 'SyncGroupRequest.group_instance_id',
+    216: 'SyncGroupRequest.group_instance_id',
+    217: 'SyncGroupRequest.group_instance_id',
+    218: 'SyncGroupRequest.group_instance_id',
+    219: 'SyncGroupRequest.group_instance_id',
+    220: 'SyncGroupRequest.group_instance_id',
+    221: 'SyncGroupRequest.group_instance_id',
+    222: 'SyncGroupRequest.group_instance_id',
+    223: 'SyncGroupRequest.group_instance_id',
+    224: 'SyncGroupRequest.assignments',
+    225: 'SyncGroupRequest.assignments',
+    226: 'SyncGroupRequest.assignments',
+    227: 'SyncGroupRequest.assignments',
+    228: 'SyncGroupRequest.assignments',
+    229: 'SyncGroupRequest.assignments',
+    230: 'SyncGroupRequest.assignments',
+    231: 'SyncGroupRequest.assignments',
+    232: 'SyncGroupRequest.assignments',
+    233: 'SyncGroupRequest.assignments',
+    247: 'SyncGroupRequest.group_id',
+    248: 'SyncGroupRequest.group_id',
+    249: 'SyncGroupRequest.group_id',
+    250: 'SyncGroupRequest.group_id',
+    251: 'SyncGroupRequest.group_id',
+    252: 'SyncGroupRequest.group_id',
+    253: 'SyncGroupRequest.group_id',
+    254: 'SyncGroupRequest.group_id',
+    255: 'SyncGroupRequest.group_id',
+    256: 'SyncGroupRequest.group_id',
+    257: 'SyncGroupRequest.group_id',
+    258: 'SyncGroupRequest.group_id',
+    259: 'SyncGroupRequest.group_id',
+    260: 'SyncGroupRequest.group_id',
+    261: 'SyncGroupRequest.group_id',
+    262: 'SyncGroupRequest.group_id',
+    263: 'SyncGroupRequest.group_id',
+    264: 'SyncGroupRequest.generation_id',
+    265: 'SyncGroupRequest.generation_id',
+    266: 'SyncGroupRequest.member_id',
+    267: 'SyncGroupRequest.member_id',
+    268: 'SyncGroupRequest.member_id',
+    269: 'SyncGroupRequest.member_id',
+    270: 'SyncGroupRequest.member_id',
+    271: 'SyncGroupRequest.member_id',
+    272: 'SyncGroupRequest.member_id',
+    273: 'SyncGroupRequest.member_id',
+    274: 'SyncGroupRequest.member_id',
+    275: 'SyncGroupRequest.member_id',
+    276: 'SyncGroupRequest.member_id',
+    277: 'SyncGroupRequest.member_id',
+    278: 'SyncGroupRequest.member_id',
+    279: 'SyncGroupRequest.member_id',
+    280: 'SyncGroupRequest.member_id',
+    281: 'SyncGroupRequest.member_id',
+    282: 'SyncGroupRequest.member_id',
+    283: 'SyncGroupRequest.group_instance_id',
+    284: 'SyncGroupRequest.group_instance_id',
+    285: 'SyncGroupRequest.group_instance_id',
+    286: 'SyncGroupRequest.group_instance_id',
+    287: 'SyncGroupRequest.group_instance_id',
+    288: 'SyncGroupRequest.group_instance_id',
+    289: 'SyncGroupRequest.group_instance_id',
+    290: 'SyncGroupRequest.group_instance_id',
+    291: 'SyncGroupRequest.group_instance_id',
+    292: 'SyncGroupRequest.group_instance_id',
+    293: 'SyncGroupRequest.group_instance_id',
+    294: 'SyncGroupRequest.group_instance_id',
+    295: 'SyncGroupRequest.group_instance_id',
+    296: 'SyncGroupRequest.group_instance_id',
+    297: 'SyncGroupRequest.group_instance_id',
+    298: 'SyncGroupRequest.group_instance_id',
+    299: 'SyncGroupRequest.group_instance_id',
+    300: 'SyncGroupRequest.assignments',
+    301: 'SyncGroupRequest.assignments',
+    302: 'SyncGroupRequest.assignments',
+    303: 'SyncGroupRequest.assignments',
+    304: 'SyncGroupRequest.assignments',
+    305: 'SyncGroupRequest.assignments',
+    306: 'SyncGroupRequest.assignments',
+    307: 'SyncGroupRequest.assignments',
+    308: 'SyncGroupRequest.assignments',
+    309: 'SyncGroupRequest.assignments',
+    310: 'SyncGroupRequest.assignments',
+    311: 'SyncGroupRequest.assignments',
+    312: 'SyncGroupRequest.assignments',
+    313: 'SyncGroupRequest.assignments',
+    314: 'SyncGroupRequest.assignments',
+    315: 'SyncGroupRequest.assignments',
+    316: 'SyncGroupRequest.assignments',
+    317: 'SyncGroupRequest.<tagged fields>',
+    318: 'SyncGroupRequest.<tagged fields>',
+    319: 'SyncGroupRequest.<tagged fields>',
+    320: 'SyncGroupRequest.<tagged fields>',
+    321: 'SyncGroupRequest.<tagged fields>',
+    335: 'SyncGroupRequest.group_id',
+    336: 'SyncGroupRequest.group_id',
+    337: 'SyncGroupRequest.group_id',
+    338: 'SyncGroupRequest.group_id',
+    339: 'SyncGroupRequest.group_id',
+    340: 'SyncGroupRequest.group_id',
+    341: 'SyncGroupRequest.group_id',
+    342: 'SyncGroupRequest.group_id',
+    343: 'SyncGroupRequest.group_id',
+    344: 'SyncGroupRequest.group_id',
+    345: 'SyncGroupRequest.group_id',
+    346: 'SyncGroupRequest.group_id',
+    347: 'SyncGroupRequest.group_id',
+    348: 'SyncGroupRequest.group_id',
+    349: 'SyncGroupRequest.group_id',
+    350: 'SyncGroupRequest.group_id',
+    351: 'SyncGroupRequest.group_id',
+    352: 'SyncGroupRequest.generation_id',
+    353: 'SyncGroupRequest.generation_id',
+    354: 'SyncGroupRequest.member_id',
+    355: 'SyncGroupRequest.member_id',
+    356: 'SyncGroupRequest.member_id',
+    357: 'SyncGroupRequest.member_id',
+    358: 'SyncGroupRequest.member_id',
+    359: 'SyncGroupRequest.member_id',
+    360: 'SyncGroupRequest.member_id',
+    361: 'SyncGroupRequest.member_id',
+    362: 'SyncGroupRequest.member_id',
+    363: 'SyncGroupRequest.member_id',
+    364: 'SyncGroupRequest.member_id',
+    365: 'SyncGroupRequest.member_id',
+    366: 'SyncGroupRequest.member_id',
+    367: 'SyncGroupRequest.member_id',
+    368: 'SyncGroupRequest.member_id',
+    369: 'SyncGroupRequest.member_id',
+    370: 'SyncGroupRequest.member_id',
+    371: 'SyncGroupRequest.group_instance_id',
+    372: 'SyncGroupRequest.group_instance_id',
+    373: 'SyncGroupRequest.group_instance_id',
+    374: 'SyncGroupRequest.group_instance_id',
+    375: 'SyncGroupRequest.group_instance_id',
+    376: 'SyncGroupRequest.group_instance_id',
+    377: 'SyncGroupRequest.group_instance_id',
+    378: 'SyncGroupRequest.group_instance_id',
+    379: 'SyncGroupRequest.group_instance_id',
+    380: 'SyncGroupRequest.group_instance_id',
+    381: 'SyncGroupRequest.group_instance_id',
+    382: 'SyncGroupRequest.group_instance_id',
+    383: 'SyncGroupRequest.group_instance_id',
+    384: 'SyncGroupRequest.group_instance_id',
+    385: 'SyncGroupRequest.group_instance_id',
+    386: 'SyncGroupRequest.group_instance_id',
+    387: 'SyncGroupRequest.group_instance_id',
+    388: 'SyncGroupRequest.protocol_type',
+    389: 'SyncGroupRequest.protocol_type',
+    390: 'SyncGroupRequest.protocol_type',
+    391: 'SyncGroupRequest.protocol_type',
+    392: 'SyncGroupRequest.protocol_type',
+    393: 'SyncGroupRequest.protocol_type',
+    394: 'SyncGroupRequest.protocol_type',
+    395: 'SyncGroupRequest.protocol_type',
+    396: 'SyncGroupRequest.protocol_type',
+    397: 'SyncGroupRequest.protocol_type',
+    398: 'SyncGroupRequest.protocol_type',
+    399: 'SyncGroupRequest.protocol_type',
+    400: 'SyncGroupRequest.protocol_type',
+    401: 'SyncGroupRequest.protocol_type',
+    402: 'SyncGroupRequest.protocol_type',
+    403: 'SyncGroupRequest.protocol_type',
+    404: 'SyncGroupRequest.protocol_type',
+    405: 'SyncGroupRequest.protocol_name',
+    406: 'SyncGroupRequest.protocol_name',
+    407: 'SyncGroupRequest.protocol_name',
+    408: 'SyncGroupRequest.protocol_name',
+    409: 'SyncGroupRequest.protocol_name',
+    410: 'SyncGroupRequest.protocol_name',
+    411: 'SyncGroupRequest.protocol_name',
+    412: 'SyncGroupRequest.protocol_name',
+    413: 'SyncGroupRequest.protocol_name',
+    414: 'SyncGroupRequest.protocol_name',
+    415: 'SyncGroupRequest.protocol_name',
+    416: 'SyncGroupRequest.protocol_name',
+    417: 'SyncGroupRequest.protocol_name',
+    418: 'SyncGroupRequest.protocol_name',
+    419: 'SyncGroupRequest.protocol_name',
+    420: 'SyncGroupRequest.protocol_name',
+    421: 'SyncGroupRequest.protocol_name',
+    422: 'SyncGroupRequest.assignments',
+    423: 'SyncGroupRequest.assignments',
+    424: 'SyncGroupRequest.assignments',
+    425: 'SyncGroupRequest.assignments',
+    426: 'SyncGroupRequest.assignments',
+    427: 'SyncGroupRequest.assignments',
+    428: 'SyncGroupRequest.assignments',
+    429: 'SyncGroupRequest.assignments',
+    430: 'SyncGroupRequest.assignments',
+    431: 'SyncGroupRequest.assignments',
+    432: 'SyncGroupRequest.assignments',
+    433: 'SyncGroupRequest.assignments',
+    434: 'SyncGroupRequest.assignments',
+    435: 'SyncGroupRequest.assignments',
+    436: 'SyncGroupRequest.assignments',
+    437: 'SyncGroupRequest.assignments',
+    438: 'SyncGroupRequest.assignments',
+    439: 'SyncGroupRequest.<tagged fields>',
+    440: 'SyncGroupRequest.<tagged fields>',
+    441: 'SyncGroupRequest.<tagged fields>',
+    442: 'SyncGroupRequest.<tagged fields>',
+    443: 'SyncGroupRequest.<tagged fields>',
 })

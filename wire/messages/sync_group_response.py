@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -57,7 +58,14 @@ def _d_SyncGroupResponse_v0(buf, pos):
             raise _trunc('SyncGroupResponse.assignment', _n1, len(buf) - pos)
         _f_assignment = bytes(buf[pos:_end2])
         pos = _end2
-    return SyncGroupResponse(0, _f_error_code, None, None, _f_assignment, None), pos
+    _o = _new(SyncGroupResponse)
+    _o.throttle_time_ms = 0
+    _o.error_code = _f_error_code
+    _o.protocol_type = None
+    _o.protocol_name = None
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_SyncGroupResponse_v1(buf, pos):
@@ -73,7 +81,14 @@ def _d_SyncGroupResponse_v1(buf, pos):
             raise _trunc('SyncGroupResponse.assignment', _n3, len(buf) - pos)
         _f_assignment = bytes(buf[pos:_end4])
         pos = _end4
-    return SyncGroupResponse(_f_throttle_time_ms, _f_error_code, None, None, _f_assignment, None), pos
+    _o = _new(SyncGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.protocol_type = None
+    _o.protocol_name = None
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_SyncGroupResponse_v2 = _d_SyncGroupResponse_v1
@@ -86,6 +101,9 @@ def _d_SyncGroupResponse_v4(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -102,7 +120,14 @@ def _d_SyncGroupResponse_v4(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SyncGroupResponse.<tagged fields>')
-    return SyncGroupResponse(_f_throttle_time_ms, _f_error_code, None, None, _f_assignment, _unk), pos
+    _o = _new(SyncGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.protocol_type = None
+    _o.protocol_name = None
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_SyncGroupResponse_v5(buf, pos):
@@ -111,6 +136,9 @@ def _d_SyncGroupResponse_v5(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -125,6 +153,9 @@ def _d_SyncGroupResponse_v5(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -139,6 +170,9 @@ def _d_SyncGroupResponse_v5(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -155,7 +189,14 @@ def _d_SyncGroupResponse_v5(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'SyncGroupResponse.<tagged fields>')
-    return SyncGroupResponse(_f_throttle_time_ms, _f_error_code, _f_protocol_type, _f_protocol_name, _f_assignment, _unk), pos
+    _o = _new(SyncGroupResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.protocol_type = _f_protocol_type
+    _o.protocol_name = _f_protocol_name
+    _o.assignment = _f_assignment
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_SyncGroupResponse_v0(o, w):
@@ -225,9 +266,8 @@ FLEXIBLE_FROM = 4
 DECODERS = {0: _d_SyncGroupResponse_v0, 1: _d_SyncGroupResponse_v1, 2: _d_SyncGroupResponse_v2, 3: _d_SyncGroupResponse_v3, 4: _d_SyncGroupResponse_v4, 5: _d_SyncGroupResponse_v5}
 ENCODERS = {0: _e_SyncGroupResponse_v0, 1: _e_SyncGroupResponse_v1, 2: _e_SyncGroupResponse_v2, 3: _e_SyncGroupResponse_v3, 4: _e_SyncGroupResponse_v4, 5: _e_SyncGroupResponse_v5}
 _reg(__file__, {
-    48: 'SyncGroupResponse.error_code',
     49: 'SyncGroupResponse.error_code',
-    50: 'SyncGroupResponse.assignment',
+    50: 'SyncGroupResponse.error_code',
     51: 'SyncGroupResponse.assignment',
     52: 'SyncGroupResponse.assignment',
     53: 'SyncGroupResponse.assignment',
@@ -237,86 +277,99 @@ _reg(__file__, {
     57: 'SyncGroupResponse.assignment',
     58: 'SyncGroupResponse.assignment',
     59: 'SyncGroupResponse.assignment',
-    64: 'SyncGroupResponse.throttle_time_ms/error_code',
-    65: 'SyncGroupResponse.throttle_time_ms/error_code',
-    66: 'SyncGroupResponse.assignment',
-    67: 'SyncGroupResponse.assignment',
-    68: 'SyncGroupResponse.assignment',
-    69: 'SyncGroupResponse.assignment',
-    70: 'SyncGroupResponse.assignment',
-    71: 'SyncGroupResponse.assignment',
-    72: 'SyncGroupResponse.assignment',
-    73: 'SyncGroupResponse.assignment',
+    60: 'SyncGroupResponse.assignment',
+    72: 'SyncGroupResponse.throttle_time_ms/error_code',
+    73: 'SyncGroupResponse.throttle_time_ms/error_code',
     74: 'SyncGroupResponse.assignment',
     75: 'SyncGroupResponse.assignment',
-    82: 'SyncGroupResponse.throttle_time_ms/error_code',
-    83: 'SyncGroupResponse.throttle_time_ms/error_code',
-    84: 'SyncGroupResponse.assignment',
-    85: 'SyncGroupResponse.assignment',
-    86: 'SyncGroupResponse.assignment',
-    87: 'SyncGroupResponse.assignment',
-    88: 'SyncGroupResponse.assignment',
-    89: 'SyncGroupResponse.assignment',
-    90: 'SyncGroupResponse.assignment',
-    91: 'SyncGroupResponse.assignment',
-    92: 'SyncGroupResponse.assignment',
-    93: 'SyncGroupResponse.assignment',
-    94: 'SyncGroupResponse.assignment',
-    95: 'SyncGroupResponse.assignment',
-    96: 'SyncGroupResponse.assignment',
-    97: 'SyncGroupResponse.assignment',
-    98: 'SyncGroupResponse.<tagged fields>',
-    99: 'SyncGroupResponse.<tagged fields>',
-    100: 'SyncGroupResponse.<tagged fields>',
-    101: 'SyncGroupResponse.<tagged fields>',
-    102: 'SyncGroupResponse.<tagged fields>',
-    107: 'SyncGroupResponse.throttle_time_ms/error_code',
-    108: 'SyncGroupResponse.throttle_time_ms/error_code',
-    109: 'SyncGroupResponse.protocol_type',
-    110: 'SyncGroupResponse.protocol_type',
-    111: 'SyncGroupResponse.protocol_type',
-    112: 'SyncGroupResponse.protocol_type',
-    113: 'SyncGroupResponse.protocol_type',
-    114: 'SyncGroupResponse.protocol_type',
-    115: 'SyncGroupResponse.protocol_type',
-    116: 'SyncGroupResponse.protocol_type',
-    117: 'SyncGroupResponse.protocol_type',
-    118: 'SyncGroupResponse.protocol_type',
-    119: 'SyncGroupResponse.protocol_type',
-    120: 'SyncGroupResponse.protocol_type',
-    121: 'SyncGroupResponse.protocol_type',
-    122: 'SyncGroupResponse.protocol_type',
-    123: 'SyncGroupResponse.protocol_name',
-    124: 'SyncGroupResponse.protocol_name',
-    125: 'SyncGroupResponse.protocol_name',
-    126: 'SyncGroupResponse.protocol_name',
-    127: 'SyncGroupResponse.protocol_name',
-    128: 'SyncGroupResponse.protocol_name',
-    129: 'SyncGroupResponse.protocol_name',
-    130: 'SyncGroupResponse.protocol_name',
-    131: 'SyncGroupResponse.protocol_name',
-    132: 'SyncGroupResponse.protocol_name',
-    133: 'SyncGroupResponse.protocol_name',
-    134: 'SyncGroupResponse.protocol_name',
-    135: 'SyncGroupResponse.protocol_name',
-    136: 'SyncGroupResponse.protocol_name',
-    137: 'SyncGroupResponse.assignment',
-    138: 'SyncGroupResponse.assignment',
-    139: 'SyncGroupResponse.assignment',
-    140: 'SyncGroupResponse.assignment',
-    141: 'SyncGroupResponse.assignment',
-    142: 'SyncGroupResponse.assignment',
-    143: 'SyncGroupResponse.assignment',
-    144: 'SyncGroupResponse.assignment',
-    145: 'SyncGroupResponse.assignment',
-    146: 'SyncGroupResponse.assignment',
-    147: 'SyncGroupResponse.assignment',
-    148: 'SyncGroupResponse.assignment',
-    149: 'SyncGroupResponse.assignment',
-    150: 'SyncGroupResponse.assignment',
-    151: 'SyncGroupResponse.<tagged fields>',
-    152: 'SyncGroupResponse.<tagged fields>',
-    153: 'SyncGroupResponse.<tagged fields>',
-    154: 'SyncGroupResponse.<tagged fields>',
-    155: 'SyncGroupResponse.<tagged fields>',
+    76: 'SyncGroupResponse.assignment',
+    77: 'SyncGroupResponse.assignment',
+    78: 'SyncGroupResponse.assignment',
+    79: 'SyncGroupResponse.assignment',
+    80: 'SyncGroupResponse.assignment',
+    81: 'SyncGroupResponse.assignment',
+    82: 'SyncGroupResponse.assignment',
+    83: 'SyncGroupResponse.assignment',
+    97: 'SyncGroupResponse.throttle_time_ms/error_code',
+    98: 'SyncGroupResponse.throttle_time_ms/error_code',
+    99: 'SyncGroupResponse.assignment',
+    100: 'SyncGroupResponse.assignment',
+    101: 'SyncGroupResponse.assignment',
+    102: 'SyncGroupResponse.assignment',
+    103: 'SyncGroupResponse.assignment',
+    104: 'SyncGroupResponse.assignment',
+    105: 'SyncGroupResponse.assignment',
+    106: 'SyncGroupResponse.assignment',
+    107: 'SyncGroupResponse.assignment',
+    108: 'SyncGroupResponse.assignment',
+    109: 'SyncGroupResponse.assignment',
+    110: 'SyncGroupResponse.assignment',
+    111: 'SyncGroupResponse.assignment',
+    112: 'SyncGroupResponse.assignment',
+    113: 'SyncGroupResponse.assignment',
+    114: 'SyncGroupResponse.assignment',
+    115: 'SyncGroupResponse.assignment',
+    116: 'SyncGroupResponse.<tagged fields>',
+    117: 'SyncGroupResponse.<tagged fields>',
+    118: 'SyncGroupResponse.<tagged fields>',
+    119: 'SyncGroupResponse.<tagged fields>',
+    120: 'SyncGroupResponse.<tagged fields>',
+    132: 'SyncGroupResponse.throttle_time_ms/error_code',
+    133: 'SyncGroupResponse.throttle_time_ms/error_code',
+    134: 'SyncGroupResponse.protocol_type',
+    135: 'SyncGroupResponse.protocol_type',
+    136: 'SyncGroupResponse.protocol_type',
+    137: 'SyncGroupResponse.protocol_type',
+    138: 'SyncGroupResponse.protocol_type',
+    139: 'SyncGroupResponse.protocol_type',
+    140: 'SyncGroupResponse.protocol_type',
+    141: 'SyncGroupResponse.protocol_type',
+    142: 'SyncGroupResponse.protocol_type',
+    143: 'SyncGroupResponse.protocol_type',
+    144: 'SyncGroupResponse.protocol_type',
+    145: 'SyncGroupResponse.protocol_type',
+    146: 'SyncGroupResponse.protocol_type',
+    147: 'SyncGroupResponse.protocol_type',
+    148: 'SyncGroupResponse.protocol_type',
+    149: 'SyncGroupResponse.protocol_type',
+    150: 'SyncGroupResponse.protocol_type',
+    151: 'SyncGroupResponse.protocol_name',
+    152: 'SyncGroupResponse.protocol_name',
+    153: 'SyncGroupResponse.protocol_name',
+    154: 'SyncGroupResponse.protocol_name',
+    155: 'SyncGroupResponse.protocol_name',
+    156: 'SyncGroupResponse.protocol_name',
+    157: 'SyncGroupResponse.protocol_name',
+    158: 'SyncGroupResponse.protocol_name',
+    159: 'SyncGroupResponse.protocol_name',
+    160: 'SyncGroupResponse.protocol_name',
+    161: 'SyncGroupResponse.protocol_name',
+    162: 'SyncGroupResponse.protocol_name',
+    163: 'SyncGroupResponse.protocol_name',
+    164: 'SyncGroupResponse.protocol_name',
+    165: 'SyncGroupResponse.protocol_name',
+    166: 'SyncGroupResponse.protocol_name',
+    167: 'SyncGroupResponse.protocol_name',
+    168: 'SyncGroupResponse.assignment',
+    169: 'SyncGroupResponse.assignment',
+    170: 'SyncGroupResponse.assignment',
+    171: 'SyncGroupResponse.assignment',
+    172: 'SyncGroupResponse.assignment',
+    173: 'SyncGroupResponse.assignment',
+    174: 'SyncGroupResponse.assignment',
+    175: 'SyncGroupResponse.assignment',
+    176: 'SyncGroupResponse.assignment',
+    177: 'SyncGroupResponse.assignment',
+    178: 'SyncGroupResponse.assignment',
+    179: 'SyncGroupResponse.assignment',
+    180: 'SyncGroupResponse.assignment',
+    181: 'SyncGroupResponse.assignment',
+    182: 'SyncGroupResponse.assignment',
+    183: 'SyncGroupResponse.assignment',
+    184: 'SyncGroupResponse.assignment',
+    185: 'SyncGroupResponse.<tagged fields>',
+    186: 'SyncGroupResponse.<tagged fields>',
+    187: 'SyncGroupResponse.<tagged fields>',
+    188: 'SyncGroupResponse.<tagged fields>',
+    189: 'SyncGroupResponse.<tagged fields>',
 })

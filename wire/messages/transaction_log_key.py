@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -41,7 +42,10 @@ def _d_TransactionLogKey_v0(buf, pos):
             raise _trunc('TransactionLogKey.transactional_id', _n1, len(buf) - pos)
         _f_transactional_id = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return TransactionLogKey(_f_transactional_id, None), pos
+    _o = _new(TransactionLogKey)
+    _o.transactional_id = _f_transactional_id
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _e_TransactionLogKey_v0(o, w):
@@ -58,7 +62,6 @@ FLEXIBLE_FROM = None
 DECODERS = {0: _d_TransactionLogKey_v0}
 ENCODERS = {0: _e_TransactionLogKey_v0}
 _reg(__file__, {
-    34: 'TransactionLogKey.transactional_id',
     35: 'TransactionLogKey.transactional_id',
     36: 'TransactionLogKey.transactional_id',
     37: 'TransactionLogKey.transactional_id',
@@ -68,4 +71,5 @@ _reg(__file__, {
     41: 'TransactionLogKey.transactional_id',
     42: 'TransactionLogKey.transactional_id',
     43: 'TransactionLogKey.transactional_id',
+    44: 'TransactionLogKey.transactional_id',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -101,13 +102,20 @@ def _d_PartitionsSchema_v0(buf, pos):
         _chk(_n3, buf, pos, 'PartitionsSchema.partition_ids')
         _f_partition_ids = list(_unpack_from('>%di' % _n3, buf, pos))
         pos += 4 * _n3
-    return PartitionsSchema(_f_topic, _f_partition_ids, None), pos
+    _o = _new(PartitionsSchema)
+    _o.topic = _f_topic
+    _o.partition_ids = _f_partition_ids
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_PartitionsSchema_v1(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -122,6 +130,9 @@ def _d_PartitionsSchema_v1(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -136,7 +147,11 @@ def _d_PartitionsSchema_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionsSchema.<tagged fields>')
-    return PartitionsSchema(_f_topic, _f_partition_ids, _unk), pos
+    _o = _new(PartitionsSchema)
+    _o.topic = _f_topic
+    _o.partition_ids = _f_partition_ids
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TransactionLogValue_v0(buf, pos):
@@ -154,7 +169,19 @@ def _d_TransactionLogValue_v0(buf, pos):
             _f_transaction_partitions.append(_x8)
     _f_transaction_last_update_timestamp_ms, _f_transaction_start_timestamp_ms, _f_client_transaction_version = _S_qqhu(buf, pos)
     pos += 18
-    return TransactionLogValue(_f_producer_id, _f_previous_producer_id, _f_next_producer_id, _f_producer_epoch, _f_transaction_timeout_ms, _f_transaction_status, _f_transaction_partitions, _f_transaction_last_update_timestamp_ms, _f_transaction_start_timestamp_ms, _f_client_transaction_version, None), pos
+    _o = _new(TransactionLogValue)
+    _o.producer_id = _f_producer_id
+    _o.previous_producer_id = _f_previous_producer_id
+    _o.next_producer_id = _f_next_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.transaction_timeout_ms = _f_transaction_timeout_ms
+    _o.transaction_status = _f_transaction_status
+    _o.transaction_partitions = _f_transaction_partitions
+    _o.transaction_last_update_timestamp_ms = _f_transaction_last_update_timestamp_ms
+    _o.transaction_start_timestamp_ms = _f_transaction_start_timestamp_ms
+    _o.client_transaction_version = _f_client_transaction_version
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_TransactionLogValue_v1(buf, pos):
@@ -163,6 +190,9 @@ def _d_TransactionLogValue_v1(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -199,7 +229,19 @@ def _d_TransactionLogValue_v1(buf, pos):
             _tp = 0
             _f_client_transaction_version = _S_hu(_tb, _tp)[0]
             _tp += 2
-    return TransactionLogValue(_f_producer_id, _f_previous_producer_id, _f_next_producer_id, _f_producer_epoch, _f_transaction_timeout_ms, _f_transaction_status, _f_transaction_partitions, _f_transaction_last_update_timestamp_ms, _f_transaction_start_timestamp_ms, _f_client_transaction_version, _unk), pos
+    _o = _new(TransactionLogValue)
+    _o.producer_id = _f_producer_id
+    _o.previous_producer_id = _f_previous_producer_id
+    _o.next_producer_id = _f_next_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.transaction_timeout_ms = _f_transaction_timeout_ms
+    _o.transaction_status = _f_transaction_status
+    _o.transaction_partitions = _f_transaction_partitions
+    _o.transaction_last_update_timestamp_ms = _f_transaction_last_update_timestamp_ms
+    _o.transaction_start_timestamp_ms = _f_transaction_start_timestamp_ms
+    _o.client_transaction_version = _f_client_transaction_version
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionsSchema_v0(o, w):
@@ -208,8 +250,8 @@ def _e_PartitionsSchema_v0(o, w):
     w(_I16p(len(_v11)))
     w(_v11)
     _a12 = o.partition_ids
-    w(_I32p(len(_a12)))
-    w(_pack('>%di' % len(_a12), *_a12))
+    _l = len(_a12)
+    w(_counted_packer('i', _l)(_l, *_a12))
 
 
 def _e_PartitionsSchema_v1(o, w):
@@ -219,9 +261,10 @@ def _e_PartitionsSchema_v1(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v13)
     _a14 = o.partition_ids
-    _l = len(_a14) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a14), *_a14))
+    _l = len(_a14)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a14))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -268,7 +311,10 @@ def _e_TransactionLogValue_v1(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 
@@ -278,7 +324,6 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_TransactionLogValue_v0, 1: _d_TransactionLogValue_v1}
 ENCODERS = {0: _e_TransactionLogValue_v0, 1: _e_TransactionLogValue_v1}
 _reg(__file__, {
-    86: 'PartitionsSchema.topic',
     87: 'PartitionsSchema.topic',
     88: 'PartitionsSchema.topic',
     89: 'PartitionsSchema.topic',
@@ -288,7 +333,7 @@ _reg(__file__, {
     93: 'PartitionsSchema.topic',
     94: 'PartitionsSchema.topic',
     95: 'PartitionsSchema.topic',
-    96: 'PartitionsSchema.partition_ids',
+    96: 'PartitionsSchema.topic',
     97: 'PartitionsSchema.partition_ids',
     98: 'PartitionsSchema.partition_ids',
     99: 'PartitionsSchema.partition_ids',
@@ -296,11 +341,7 @@ _reg(__file__, {
     101: 'PartitionsSchema.partition_ids',
     102: 'PartitionsSchema.partition_ids',
     103: 'PartitionsSchema.partition_ids',
-    108: 'PartitionsSchema.topic',
-    109: 'PartitionsSchema.topic',
-    110: 'PartitionsSchema.topic',
-    111: 'PartitionsSchema.topic',
-    112: 'PartitionsSchema.topic',
+    104: 'PartitionsSchema.partition_ids',
     113: 'PartitionsSchema.topic',
     114: 'PartitionsSchema.topic',
     115: 'PartitionsSchema.topic',
@@ -310,39 +351,39 @@ _reg(__file__, {
     119: 'PartitionsSchema.topic',
     120: 'PartitionsSchema.topic',
     121: 'PartitionsSchema.topic',
-    122: 'PartitionsSchema.partition_ids',
-    123: 'PartitionsSchema.partition_ids',
-    124: 'PartitionsSchema.partition_ids',
-    125: 'PartitionsSchema.partition_ids',
-    126: 'PartitionsSchema.partition_ids',
-    127: 'PartitionsSchema.partition_ids',
-    128: 'PartitionsSchema.partition_ids',
-    129: 'PartitionsSchema.partition_ids',
+    122: 'PartitionsSchema.topic',
+    123: 'PartitionsSchema.topic',
+    124: 'PartitionsSchema.topic',
+    125: 'PartitionsSchema.topic',
+    126: 'PartitionsSchema.topic',
+    127: 'PartitionsSchema.topic',
+    128: 'PartitionsSchema.topic',
+    129: 'PartitionsSchema.topic',
     130: 'PartitionsSchema.partition_ids',
     131: 'PartitionsSchema.partition_ids',
     132: 'PartitionsSchema.partition_ids',
     133: 'PartitionsSchema.partition_ids',
-    134: 'PartitionsSchema.<tagged fields>',
-    135: 'PartitionsSchema.<tagged fields>',
-    136: 'PartitionsSchema.<tagged fields>',
-    137: 'PartitionsSchema.<tagged fields>',
-    138: 'PartitionsSchema.<tagged fields>',
-    143: 'TransactionLogValue.producer_id/previous_producer_id/next_producer_id/producer_epoch/transaction_timeout_ms/transaction_status',
-    144: 'TransactionLogValue.producer_id/previous_producer_id/next_producer_id/producer_epoch/transaction_timeout_ms/transaction_status',
-    145: 'TransactionLogValue.transaction_partitions',
-    146: 'TransactionLogValue.transaction_partitions',
-    147: 'TransactionLogValue.transaction_partitions',
-    148: 'TransactionLogValue.transaction_partitions',
-    149: 'TransactionLogValue.transaction_partitions',
-    150: 'TransactionLogValue.transaction_partitions',
-    151: 'TransactionLogValue.transaction_partitions',
-    152: 'TransactionLogValue.transaction_partitions',
-    153: 'TransactionLogValue.transaction_partitions',
-    154: 'TransactionLogValue.transaction_partitions',
-    155: 'TransactionLogValue.transaction_last_update_timestamp_ms/transaction_start_timestamp_ms/client_transaction_version',
-    156: 'TransactionLogValue.transaction_last_update_timestamp_ms/transaction_start_timestamp_ms/client_transaction_version',
-    161: 'TransactionLogValue.producer_id/producer_epoch/transaction_timeout_ms/transaction_status',
-    162: 'TransactionLogValue.producer_id/producer_epoch/transaction_timeout_ms/transaction_status',
+    134: 'PartitionsSchema.partition_ids',
+    135: 'PartitionsSchema.partition_ids',
+    136: 'PartitionsSchema.partition_ids',
+    137: 'PartitionsSchema.partition_ids',
+    138: 'PartitionsSchema.partition_ids',
+    139: 'PartitionsSchema.partition_ids',
+    140: 'PartitionsSchema.partition_ids',
+    141: 'PartitionsSchema.partition_ids',
+    142: 'PartitionsSchema.partition_ids',
+    143: 'PartitionsSchema.partition_ids',
+    144: 'PartitionsSchema.partition_ids',
+    145: 'PartitionsSchema.<tagged fields>',
+    146: 'PartitionsSchema.<tagged fields>',
+    147: 'PartitionsSchema.<tagged fields>',
+    148: 'PartitionsSchema.<tagged fields>',
+    149: 'PartitionsSchema.<tagged fields>',
+    158: 'TransactionLogValue.producer_id/previous_producer_id/next_producer_id/producer_epoch/transaction_timeout_ms/transaction_status',
+    159: 'TransactionLogValue.producer_id/previous_producer_id/next_producer_id/producer_epoch/transaction_timeout_ms/transaction_status',
+    160: 'TransactionLogValue.transaction_partitions',
+    161: 'TransactionLogValue.transaction_partitions',
+    162: 'TransactionLogValue.transaction_partitions',
     163: 'TransactionLogValue.transaction_partitions',
     164: 'TransactionLogValue.transaction_partitions',
     165: 'TransactionLogValue.transaction_partitions',
@@ -350,36 +391,50 @@ _reg(__file__, {
     167: 'TransactionLogValue.transaction_partitions',
     168: 'TransactionLogValue.transaction_partitions',
     169: 'TransactionLogValue.transaction_partitions',
-    170: 'TransactionLogValue.transaction_partitions',
-    171: 'TransactionLogValue.transaction_partitions',
-    172: 'TransactionLogValue.transaction_partitions',
-    173: 'TransactionLogValue.transaction_partitions',
-    174: 'TransactionLogValue.transaction_partitions',
-    175: 'TransactionLogValue.transaction_partitions',
-    176: 'TransactionLogValue.transaction_partitions',
-    177: 'TransactionLogValue.transaction_last_update_timestamp_ms/transaction_start_timestamp_ms',
-    178: 'TransactionLogValue.transaction_last_update_timestamp_ms/transaction_start_timestamp_ms',
-    179: 'TransactionLogValue.<tagged fields>',
-    180: 'TransactionLogValue.<tagged fields>',
-    181: 'TransactionLogValue.<tagged fields>',
-    182: 'TransactionLogValue.<tagged fields>',
-    183: 'TransactionLogValue.<tagged fields>',
-    184: 'TransactionLogValue.<tagged fields>',
-    185: 'TransactionLogValue.<tagged fields>',
-    186: 'TransactionLogValue.<tagged fields>',
-    187: 'TransactionLogValue.previous_producer_id',
-    188: 'TransactionLogValue.previous_producer_id',
-    189: 'TransactionLogValue.previous_producer_id',
-    190: 'TransactionLogValue.previous_producer_id',
-    191: 'TransactionLogValue.previous_producer_id',
-    192: 'TransactionLogValue.next_producer_id',
-    193: 'TransactionLogValue.next_producer_id',
-    194: 'TransactionLogValue.next_producer_id',
-    195: 'TransactionLogValue.next_producer_id',
-    196: 'TransactionLogValue.next_producer_id',
-    197: 'TransactionLogValue.client_transaction_version',
-    198: 'TransactionLogValue.client_transaction_version',
-    199: 'TransactionLogValue.client_transaction_version',
-    200: 'TransactionLogValue.client_transaction_version',
-    201: 'TransactionLogValue.client_transaction_version',
+    170: 'TransactionLogValue.transaction_last_update_timestamp_ms/transaction_start_timestamp_ms/client_transaction_version',
+    171: 'TransactionLogValue.transaction_last_update_timestamp_ms/transaction_start_timestamp_ms/client_transaction_version',
+    188: 'TransactionLogValue.producer_id/producer_epoch/transaction_timeout_ms/transaction_status',
+    189: 'TransactionLogValue.producer_id/producer_epoch/transaction_timeout_ms/transaction_status',
+    190: 'TransactionLogValue.transaction_partitions',
+    191: 'TransactionLogValue.transaction_partitions',
+    192: 'TransactionLogValue.transaction_partitions',
+    193: 'TransactionLogValue.transaction_partitions',
+    194: 'TransactionLogValue.transaction_partitions',
+    195: 'TransactionLogValue.transaction_partitions',
+    196: 'TransactionLogValue.transaction_partitions',
+    197: 'TransactionLogValue.transaction_partitions',
+    198: 'TransactionLogValue.transaction_partitions',
+    199: 'TransactionLogValue.transaction_partitions',
+    200: 'TransactionLogValue.transaction_partitions',
+    201: 'TransactionLogValue.transaction_partitions',
+    202: 'TransactionLogValue.transaction_partitions',
+    203: 'TransactionLogValue.transaction_partitions',
+    204: 'TransactionLogValue.transaction_partitions',
+    205: 'TransactionLogValue.transaction_partitions',
+    206: 'TransactionLogValue.transaction_partitions',
+    207: 'TransactionLogValue.transaction_last_update_timestamp_ms/transaction_start_timestamp_ms',
+    208: 'TransactionLogValue.transaction_last_update_timestamp_ms/transaction_start_timestamp_ms',
+    209: 'TransactionLogValue.<tagged fields>',
+    210: 'TransactionLogValue.<tagged fields>',
+    211: 'TransactionLogValue.<tagged fields>',
+    212: 'TransactionLogValue.<tagged fields>',
+    213: 'TransactionLogValue.<tagged fields>',
+    214: 'TransactionLogValue.<tagged fields>',
+    215: 'TransactionLogValue.<tagged fields>',
+    216: 'TransactionLogValue.<tagged fields>',
+    217: 'TransactionLogValue.previous_producer_id',
+    218: 'TransactionLogValue.previous_producer_id',
+    219: 'TransactionLogValue.previous_producer_id',
+    220: 'TransactionLogValue.previous_producer_id',
+    221: 'TransactionLogValue.previous_producer_id',
+    222: 'TransactionLogValue.next_producer_id',
+    223: 'TransactionLogValue.next_producer_id',
+    224: 'TransactionLogValue.next_producer_id',
+    225: 'TransactionLogValue.next_producer_id',
+    226: 'TransactionLogValue.next_producer_id',
+    227: 'TransactionLogValue.client_transaction_version',
+    228: 'TransactionLogValue.client_transaction_version',
+    229: 'TransactionLogValue.client_transaction_version',
+    230: 'TransactionLogValue.client_transaction_version',
+    231: 'TransactionLogValue.client_transaction_version',
 })

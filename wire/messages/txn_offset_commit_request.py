@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -105,7 +106,13 @@ def _d_TxnOffsetCommitRequestPartition_v0(buf, pos):
             raise _trunc('TxnOffsetCommitRequestPartition.committed_metadata', _n1, len(buf) - pos)
         _f_committed_metadata = str(buf[pos:_end2], 'utf-8')
         pos = _end2
-    return TxnOffsetCommitRequestPartition(_f_partition_index, _f_committed_offset, -1, _f_committed_metadata, None), pos
+    _o = _new(TxnOffsetCommitRequestPartition)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = -1
+    _o.committed_metadata = _f_committed_metadata
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TxnOffsetCommitRequestPartition_v1 = _d_TxnOffsetCommitRequestPartition_v0
@@ -123,7 +130,13 @@ def _d_TxnOffsetCommitRequestPartition_v2(buf, pos):
             raise _trunc('TxnOffsetCommitRequestPartition.committed_metadata', _n5, len(buf) - pos)
         _f_committed_metadata = str(buf[pos:_end6], 'utf-8')
         pos = _end6
-    return TxnOffsetCommitRequestPartition(_f_partition_index, _f_committed_offset, _f_committed_leader_epoch, _f_committed_metadata, None), pos
+    _o = _new(TxnOffsetCommitRequestPartition)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = _f_committed_leader_epoch
+    _o.committed_metadata = _f_committed_metadata
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_TxnOffsetCommitRequestPartition_v3(buf, pos):
@@ -132,6 +145,9 @@ def _d_TxnOffsetCommitRequestPartition_v3(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -148,7 +164,13 @@ def _d_TxnOffsetCommitRequestPartition_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TxnOffsetCommitRequestPartition.<tagged fields>')
-    return TxnOffsetCommitRequestPartition(_f_partition_index, _f_committed_offset, _f_committed_leader_epoch, _f_committed_metadata, _unk), pos
+    _o = _new(TxnOffsetCommitRequestPartition)
+    _o.partition_index = _f_partition_index
+    _o.committed_offset = _f_committed_offset
+    _o.committed_leader_epoch = _f_committed_leader_epoch
+    _o.committed_metadata = _f_committed_metadata
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TxnOffsetCommitRequestPartition_v4 = _d_TxnOffsetCommitRequestPartition_v3
@@ -174,7 +196,11 @@ def _d_TxnOffsetCommitRequestTopic_v0(buf, pos):
         for _ in range(_n13):
             _x14, pos = _d_TxnOffsetCommitRequestPartition_v0(buf, pos)
             _f_partitions.append(_x14)
-    return TxnOffsetCommitRequestTopic(_f_name, _f_partitions, None), pos
+    _o = _new(TxnOffsetCommitRequestTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TxnOffsetCommitRequestTopic_v1 = _d_TxnOffsetCommitRequestTopic_v0
@@ -200,13 +226,20 @@ def _d_TxnOffsetCommitRequestTopic_v2(buf, pos):
         for _ in range(_n21):
             _x22, pos = _d_TxnOffsetCommitRequestPartition_v2(buf, pos)
             _f_partitions.append(_x22)
-    return TxnOffsetCommitRequestTopic(_f_name, _f_partitions, None), pos
+    _o = _new(TxnOffsetCommitRequestTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_TxnOffsetCommitRequestTopic_v3(buf, pos):
     _n23 = buf[pos]
     if _n23 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n23 = (_n23 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n23, pos = _ruv(buf, pos)
     _n23 -= 1
@@ -221,6 +254,9 @@ def _d_TxnOffsetCommitRequestTopic_v3(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -237,7 +273,11 @@ def _d_TxnOffsetCommitRequestTopic_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TxnOffsetCommitRequestTopic.<tagged fields>')
-    return TxnOffsetCommitRequestTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(TxnOffsetCommitRequestTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TxnOffsetCommitRequestTopic_v4 = _d_TxnOffsetCommitRequestTopic_v3
@@ -275,7 +315,17 @@ def _d_TxnOffsetCommitRequest_v0(buf, pos):
         for _ in range(_n35):
             _x36, pos = _d_TxnOffsetCommitRequestTopic_v0(buf, pos)
             _f_topics.append(_x36)
-    return TxnOffsetCommitRequest(_f_transactional_id, _f_group_id, _f_producer_id, _f_producer_epoch, -1, '', None, _f_topics, None), pos
+    _o = _new(TxnOffsetCommitRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.group_id = _f_group_id
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.generation_id = -1
+    _o.member_id = ''
+    _o.group_instance_id = None
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TxnOffsetCommitRequest_v1 = _d_TxnOffsetCommitRequest_v0
@@ -313,13 +363,26 @@ def _d_TxnOffsetCommitRequest_v2(buf, pos):
         for _ in range(_n47):
             _x48, pos = _d_TxnOffsetCommitRequestTopic_v2(buf, pos)
             _f_topics.append(_x48)
-    return TxnOffsetCommitRequest(_f_transactional_id, _f_group_id, _f_producer_id, _f_producer_epoch, -1, '', None, _f_topics, None), pos
+    _o = _new(TxnOffsetCommitRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.group_id = _f_group_id
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.generation_id = -1
+    _o.member_id = ''
+    _o.group_instance_id = None
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_TxnOffsetCommitRequest_v3(buf, pos):
     _n49 = buf[pos]
     if _n49 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n49 = (_n49 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n49, pos = _ruv(buf, pos)
     _n49 -= 1
@@ -334,6 +397,9 @@ def _d_TxnOffsetCommitRequest_v3(buf, pos):
     _n51 = buf[pos]
     if _n51 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n51 = (_n51 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n51, pos = _ruv(buf, pos)
     _n51 -= 1
@@ -350,6 +416,9 @@ def _d_TxnOffsetCommitRequest_v3(buf, pos):
     _n53 = buf[pos]
     if _n53 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n53 = (_n53 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n53, pos = _ruv(buf, pos)
     _n53 -= 1
@@ -364,6 +433,9 @@ def _d_TxnOffsetCommitRequest_v3(buf, pos):
     _n55 = buf[pos]
     if _n55 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n55 = (_n55 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n55, pos = _ruv(buf, pos)
     _n55 -= 1
@@ -378,6 +450,9 @@ def _d_TxnOffsetCommitRequest_v3(buf, pos):
     _n57 = buf[pos]
     if _n57 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n57 = (_n57 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n57, pos = _ruv(buf, pos)
     _n57 -= 1
@@ -394,7 +469,17 @@ def _d_TxnOffsetCommitRequest_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TxnOffsetCommitRequest.<tagged fields>')
-    return TxnOffsetCommitRequest(_f_transactional_id, _f_group_id, _f_producer_id, _f_producer_epoch, _f_generation_id, _f_member_id, _f_group_instance_id, _f_topics, _unk), pos
+    _o = _new(TxnOffsetCommitRequest)
+    _o.transactional_id = _f_transactional_id
+    _o.group_id = _f_group_id
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.generation_id = _f_generation_id
+    _o.member_id = _f_member_id
+    _o.group_instance_id = _f_group_instance_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TxnOffsetCommitRequest_v4 = _d_TxnOffsetCommitRequest_v3
@@ -566,9 +651,8 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_TxnOffsetCommitRequest_v0, 1: _d_TxnOffsetCommitRequest_v1, 2: _d_TxnOffsetCommitRequest_v2, 3: _d_TxnOffsetCommitRequest_v3, 4: _d_TxnOffsetCommitRequest_v4}
 ENCODERS = {0: _e_TxnOffsetCommitRequest_v0, 1: _e_TxnOffsetCommitRequest_v1, 2: _e_TxnOffsetCommitRequest_v2, 3: _e_TxnOffsetCommitRequest_v3, 4: _e_TxnOffsetCommitRequest_v4}
 _reg(__file__, {
-    96: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset',
     97: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset',
-    98: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    98: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset',
     99: 'TxnOffsetCommitRequestPartition.committed_metadata',
     100: 'TxnOffsetCommitRequestPartition.committed_metadata',
     101: 'TxnOffsetCommitRequestPartition.committed_metadata',
@@ -578,59 +662,46 @@ _reg(__file__, {
     105: 'TxnOffsetCommitRequestPartition.committed_metadata',
     106: 'TxnOffsetCommitRequestPartition.committed_metadata',
     107: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    113: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
-    114: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
-    115: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    116: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    117: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    118: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    119: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    120: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    121: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    108: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    120: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
+    121: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
     122: 'TxnOffsetCommitRequestPartition.committed_metadata',
     123: 'TxnOffsetCommitRequestPartition.committed_metadata',
     124: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    129: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
-    130: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
+    125: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    126: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    127: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    128: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    129: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    130: 'TxnOffsetCommitRequestPartition.committed_metadata',
     131: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    132: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    133: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    134: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    135: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    136: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    137: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    138: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    139: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    140: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    141: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    142: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    143: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    142: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
+    143: 'TxnOffsetCommitRequestPartition.partition_index/committed_offset/committed_leader_epoch',
     144: 'TxnOffsetCommitRequestPartition.committed_metadata',
-    145: 'TxnOffsetCommitRequestPartition.<tagged fields>',
-    146: 'TxnOffsetCommitRequestPartition.<tagged fields>',
-    147: 'TxnOffsetCommitRequestPartition.<tagged fields>',
-    148: 'TxnOffsetCommitRequestPartition.<tagged fields>',
-    149: 'TxnOffsetCommitRequestPartition.<tagged fields>',
-    155: 'TxnOffsetCommitRequestTopic.name',
-    156: 'TxnOffsetCommitRequestTopic.name',
-    157: 'TxnOffsetCommitRequestTopic.name',
-    158: 'TxnOffsetCommitRequestTopic.name',
-    159: 'TxnOffsetCommitRequestTopic.name',
-    160: 'TxnOffsetCommitRequestTopic.name',
-    161: 'TxnOffsetCommitRequestTopic.name',
-    162: 'TxnOffsetCommitRequestTopic.name',
-    163: 'TxnOffsetCommitRequestTopic.name',
-    164: 'TxnOffsetCommitRequestTopic.name',
-    165: 'TxnOffsetCommitRequestTopic.partitions',
-    166: 'TxnOffsetCommitRequestTopic.partitions',
-    167: 'TxnOffsetCommitRequestTopic.partitions',
-    168: 'TxnOffsetCommitRequestTopic.partitions',
-    169: 'TxnOffsetCommitRequestTopic.partitions',
-    170: 'TxnOffsetCommitRequestTopic.partitions',
-    171: 'TxnOffsetCommitRequestTopic.partitions',
-    172: 'TxnOffsetCommitRequestTopic.partitions',
-    173: 'TxnOffsetCommitRequestTopic.partitions',
-    174: 'TxnOffsetCommitRequestTopic.partitions',
+    145: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    146: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    147: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    148: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    149: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    150: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    151: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    152: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    153: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    154: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    155: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    156: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    157: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    158: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    159: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    160: 'TxnOffsetCommitRequestPartition.committed_metadata',
+    161: 'TxnOffsetCommitRequestPartition.<tagged fields>',
+    162: 'TxnOffsetCommitRequestPartition.<tagged fields>',
+    163: 'TxnOffsetCommitRequestPartition.<tagged fields>',
+    164: 'TxnOffsetCommitRequestPartition.<tagged fields>',
+    165: 'TxnOffsetCommitRequestPartition.<tagged fields>',
+    177: 'TxnOffsetCommitRequestTopic.name',
+    178: 'TxnOffsetCommitRequestTopic.name',
+    179: 'TxnOffsetCommitRequestTopic.name',
     180: 'TxnOffsetCommitRequestTopic.name',
     181: 'TxnOffsetCommitRequestTopic.name',
     182: 'TxnOffsetCommitRequestTopic.name',
@@ -638,9 +709,9 @@ _reg(__file__, {
     184: 'TxnOffsetCommitRequestTopic.name',
     185: 'TxnOffsetCommitRequestTopic.name',
     186: 'TxnOffsetCommitRequestTopic.name',
-    187: 'TxnOffsetCommitRequestTopic.name',
-    188: 'TxnOffsetCommitRequestTopic.name',
-    189: 'TxnOffsetCommitRequestTopic.name',
+    187: 'TxnOffsetCommitRequestTopic.partitions',
+    188: 'TxnOffsetCommitRequestTopic.partitions',
+    189: 'TxnOffsetCommitRequestTopic.partitions',
     190: 'TxnOffsetCommitRequestTopic.partitions',
     191: 'TxnOffsetCommitRequestTopic.partitions',
     192: 'TxnOffsetCommitRequestTopic.partitions',
@@ -648,11 +719,6 @@ _reg(__file__, {
     194: 'TxnOffsetCommitRequestTopic.partitions',
     195: 'TxnOffsetCommitRequestTopic.partitions',
     196: 'TxnOffsetCommitRequestTopic.partitions',
-    197: 'TxnOffsetCommitRequestTopic.partitions',
-    198: 'TxnOffsetCommitRequestTopic.partitions',
-    199: 'TxnOffsetCommitRequestTopic.partitions',
-    204: 'TxnOffsetCommitRequestTopic.name',
-    205: 'TxnOffsetCommitRequestTopic.name',
     206: 'TxnOffsetCommitRequestTopic.name',
     207: 'TxnOffsetCommitRequestTopic.name',
     208: 'TxnOffsetCommitRequestTopic.name',
@@ -663,8 +729,8 @@ _reg(__file__, {
     213: 'TxnOffsetCommitRequestTopic.name',
     214: 'TxnOffsetCommitRequestTopic.name',
     215: 'TxnOffsetCommitRequestTopic.name',
-    216: 'TxnOffsetCommitRequestTopic.name',
-    217: 'TxnOffsetCommitRequestTopic.name',
+    216: 'TxnOffsetCommitRequestTopic.partitions',
+    217: 'TxnOffsetCommitRequestTopic.partitions',
     218: 'TxnOffsetCommitRequestTopic.partitions',
     219: 'TxnOffsetCommitRequestTopic.partitions',
     220: 'TxnOffsetCommitRequestTopic.partitions',
@@ -673,52 +739,45 @@ _reg(__file__, {
     223: 'TxnOffsetCommitRequestTopic.partitions',
     224: 'TxnOffsetCommitRequestTopic.partitions',
     225: 'TxnOffsetCommitRequestTopic.partitions',
-    226: 'TxnOffsetCommitRequestTopic.partitions',
-    227: 'TxnOffsetCommitRequestTopic.partitions',
-    228: 'TxnOffsetCommitRequestTopic.partitions',
-    229: 'TxnOffsetCommitRequestTopic.partitions',
-    230: 'TxnOffsetCommitRequestTopic.partitions',
-    231: 'TxnOffsetCommitRequestTopic.partitions',
-    232: 'TxnOffsetCommitRequestTopic.<tagged fields>',
-    233: 'TxnOffsetCommitRequestTopic.<tagged fields>',
-    234: 'TxnOffsetCommitRequestTopic.<tagged fields>',
-    235: 'TxnOffsetCommitRequestTopic.<tagged fields>',
-    236: 'TxnOffsetCommitRequestTopic.<tagged fields>',
-    242: 'TxnOffsetCommitRequest.transactional_id',
-    243: 'TxnOffsetCommitRequest.transactional_id',
-    244: 'TxnOffsetCommitRequest.transactional_id',
-    245: 'TxnOffsetCommitRequest.transactional_id',
-    246: 'TxnOffsetCommitRequest.transactional_id',
-    247: 'TxnOffsetCommitRequest.transactional_id',
-    248: 'TxnOffsetCommitRequest.transactional_id',
-    249: 'TxnOffsetCommitRequest.transactional_id',
-    250: 'TxnOffsetCommitRequest.transactional_id',
-    251: 'TxnOffsetCommitRequest.transactional_id',
-    252: 'TxnOffsetCommitRequest.group_id',
-    253: 'TxnOffsetCommitRequest.group_id',
-    254: 'TxnOffsetCommitRequest.group_id',
-    255: 'TxnOffsetCommitRequest.group_id',
-    256: 'TxnOffsetCommitRequest.group_id',
-    257: 'TxnOffsetCommitRequest.group_id',
-    258: 'TxnOffsetCommitRequest.group_id',
-    259: 'TxnOffsetCommitRequest.group_id',
-    260: 'TxnOffsetCommitRequest.group_id',
-    261: 'TxnOffsetCommitRequest.group_id',
-    262: 'TxnOffsetCommitRequest.producer_id/producer_epoch',
-    263: 'TxnOffsetCommitRequest.producer_id/producer_epoch',
-    264: 'TxnOffsetCommitRequest.topics',
-    265: 'TxnOffsetCommitRequest.topics',
-    266: 'TxnOffsetCommitRequest.topics',
-    267: 'TxnOffsetCommitRequest.topics',
-    268: 'TxnOffsetCommitRequest.topics',
-    269: 'TxnOffsetCommitRequest.topics',
-    270: 'TxnOffsetCommitRequest.topics',
-    271: 'TxnOffsetCommitRequest.topics',
-    272: 'TxnOffsetCommitRequest.topics',
-    273: 'TxnOffsetCommitRequest.topics',
-    279: 'TxnOffsetCommitRequest.transactional_id',
-    280: 'TxnOffsetCommitRequest.transactional_id',
-    281: 'TxnOffsetCommitRequest.transactional_id',
+    234: 'TxnOffsetCommitRequestTopic.name',
+    235: 'TxnOffsetCommitRequestTopic.name',
+    236: 'TxnOffsetCommitRequestTopic.name',
+    237: 'TxnOffsetCommitRequestTopic.name',
+    238: 'TxnOffsetCommitRequestTopic.name',
+    239: 'TxnOffsetCommitRequestTopic.name',
+    240: 'TxnOffsetCommitRequestTopic.name',
+    241: 'TxnOffsetCommitRequestTopic.name',
+    242: 'TxnOffsetCommitRequestTopic.name',
+    243: 'TxnOffsetCommitRequestTopic.name',
+    244: 'TxnOffsetCommitRequestTopic.name',
+    245: 'TxnOffsetCommitRequestTopic.name',
+    246: 'TxnOffsetCommitRequestTopic.name',
+    247: 'TxnOffsetCommitRequestTopic.name',
+    248: 'TxnOffsetCommitRequestTopic.name',
+    249: 'TxnOffsetCommitRequestTopic.name',
+    250: 'TxnOffsetCommitRequestTopic.name',
+    251: 'TxnOffsetCommitRequestTopic.partitions',
+    252: 'TxnOffsetCommitRequestTopic.partitions',
+    253: 'TxnOffsetCommitRequestTopic.partitions',
+    254: 'TxnOffsetCommitRequestTopic.partitions',
+    255: 'TxnOffsetCommitRequestTopic.partitions',
+    256: 'TxnOffsetCommitRequestTopic.partitions',
+    257: 'TxnOffsetCommitRequestTopic.partitions',
+    258: 'TxnOffsetCommitRequestTopic.partitions',
+    259: 'TxnOffsetCommitRequestTopic.partitions',
+    260: 'TxnOffsetCommitRequestTopic.partitions',
+    261: 'TxnOffsetCommitRequestTopic.partitions',
+    262: 'TxnOffsetCommitRequestTopic.partitions',
+    263: 'TxnOffsetCommitRequestTopic.partitions',
+    264: 'TxnOffsetCommitRequestTopic.partitions',
+    265: 'TxnOffsetCommitRequestTopic.partitions',
+    266: 'TxnOffsetCommitRequestTopic.partitions',
+    267: 'TxnOffsetCommitRequestTopic.partitions',
+    268: 'TxnOffsetCommitRequestTopic.<tagged fields>',
+    269: 'TxnOffsetCommitRequestTopic.<tagged fields>',
+    270: 'TxnOffsetCommitRequestTopic.<tagged fields>',
+    271: 'TxnOffsetCommitRequestTopic.<tagged fields>',
+    272: 'TxnOffsetCommitRequestTopic.<tagged fields>',
     282: 'TxnOffsetCommitRequest.transactional_id',
     283: 'TxnOffsetCommitRequest.transactional_id',
     284: 'TxnOffsetCommitRequest.transactional_id',
@@ -726,9 +785,9 @@ _reg(__file__, {
     286: 'TxnOffsetCommitRequest.transactional_id',
     287: 'TxnOffsetCommitRequest.transactional_id',
     288: 'TxnOffsetCommitRequest.transactional_id',
-    289: 'TxnOffsetCommitRequest.group_id',
-    290: 'TxnOffsetCommitRequest.group_id',
-    291: 'TxnOffsetCommitRequest.group_id',
+    289: 'TxnOffsetCommitRequest.transactional_id',
+    290: 'TxnOffsetCommitRequest.transactional_id',
+    291: 'TxnOffsetCommitRequest.transactional_id',
     292: 'TxnOffsetCommitRequest.group_id',
     293: 'TxnOffsetCommitRequest.group_id',
     294: 'TxnOffsetCommitRequest.group_id',
@@ -736,11 +795,11 @@ _reg(__file__, {
     296: 'TxnOffsetCommitRequest.group_id',
     297: 'TxnOffsetCommitRequest.group_id',
     298: 'TxnOffsetCommitRequest.group_id',
-    299: 'TxnOffsetCommitRequest.producer_id/producer_epoch',
-    300: 'TxnOffsetCommitRequest.producer_id/producer_epoch',
-    301: 'TxnOffsetCommitRequest.topics',
-    302: 'TxnOffsetCommitRequest.topics',
-    303: 'TxnOffsetCommitRequest.topics',
+    299: 'TxnOffsetCommitRequest.group_id',
+    300: 'TxnOffsetCommitRequest.group_id',
+    301: 'TxnOffsetCommitRequest.group_id',
+    302: 'TxnOffsetCommitRequest.producer_id/producer_epoch',
+    303: 'TxnOffsetCommitRequest.producer_id/producer_epoch',
     304: 'TxnOffsetCommitRequest.topics',
     305: 'TxnOffsetCommitRequest.topics',
     306: 'TxnOffsetCommitRequest.topics',
@@ -748,81 +807,131 @@ _reg(__file__, {
     308: 'TxnOffsetCommitRequest.topics',
     309: 'TxnOffsetCommitRequest.topics',
     310: 'TxnOffsetCommitRequest.topics',
-    315: 'TxnOffsetCommitRequest.transactional_id',
-    316: 'TxnOffsetCommitRequest.transactional_id',
-    317: 'TxnOffsetCommitRequest.transactional_id',
-    318: 'TxnOffsetCommitRequest.transactional_id',
-    319: 'TxnOffsetCommitRequest.transactional_id',
-    320: 'TxnOffsetCommitRequest.transactional_id',
-    321: 'TxnOffsetCommitRequest.transactional_id',
-    322: 'TxnOffsetCommitRequest.transactional_id',
-    323: 'TxnOffsetCommitRequest.transactional_id',
-    324: 'TxnOffsetCommitRequest.transactional_id',
-    325: 'TxnOffsetCommitRequest.transactional_id',
-    326: 'TxnOffsetCommitRequest.transactional_id',
-    327: 'TxnOffsetCommitRequest.transactional_id',
-    328: 'TxnOffsetCommitRequest.transactional_id',
-    329: 'TxnOffsetCommitRequest.group_id',
-    330: 'TxnOffsetCommitRequest.group_id',
-    331: 'TxnOffsetCommitRequest.group_id',
-    332: 'TxnOffsetCommitRequest.group_id',
-    333: 'TxnOffsetCommitRequest.group_id',
-    334: 'TxnOffsetCommitRequest.group_id',
-    335: 'TxnOffsetCommitRequest.group_id',
-    336: 'TxnOffsetCommitRequest.group_id',
-    337: 'TxnOffsetCommitRequest.group_id',
-    338: 'TxnOffsetCommitRequest.group_id',
+    311: 'TxnOffsetCommitRequest.topics',
+    312: 'TxnOffsetCommitRequest.topics',
+    313: 'TxnOffsetCommitRequest.topics',
+    329: 'TxnOffsetCommitRequest.transactional_id',
+    330: 'TxnOffsetCommitRequest.transactional_id',
+    331: 'TxnOffsetCommitRequest.transactional_id',
+    332: 'TxnOffsetCommitRequest.transactional_id',
+    333: 'TxnOffsetCommitRequest.transactional_id',
+    334: 'TxnOffsetCommitRequest.transactional_id',
+    335: 'TxnOffsetCommitRequest.transactional_id',
+    336: 'TxnOffsetCommitRequest.transactional_id',
+    337: 'TxnOffsetCommitRequest.transactional_id',
+    338: 'TxnOffsetCommitRequest.transactional_id',
     339: 'TxnOffsetCommitRequest.group_id',
     340: 'TxnOffsetCommitRequest.group_id',
     341: 'TxnOffsetCommitRequest.group_id',
     342: 'TxnOffsetCommitRequest.group_id',
-    343: 'TxnOffsetCommitRequest.producer_id/producer_epoch/generation_id',
-    344: 'TxnOffsetCommitRequest.producer_id/producer_epoch/generation_id',
-    345: 'TxnOffsetCommitRequest.member_id',
-    346: 'TxnOffsetCommitRequest.member_id',
-    347: 'TxnOffsetCommitRequest.member_id',
-    348: 'TxnOffsetCommitRequest.member_id',
-    349: 'TxnOffsetCommitRequest.member_id',
-    350: 'TxnOffsetCommitRequest.member_id',
-    351: 'TxnOffsetCommitRequest.member_id',
-    352: 'TxnOffsetCommitRequest.member_id',
-    353: 'TxnOffsetCommitRequest.member_id',
-    354: 'TxnOffsetCommitRequest.member_id',
-    355: 'TxnOffsetCommitRequest.member_id',
-    356: 'TxnOffsetCommitRequest.member_id',
-    357: 'TxnOffsetCommitRequest.member_id',
-    358: 'TxnOffsetCommitRequest.member_id',
-    359: 'TxnOffsetCommitRequest.group_instance_id',
-    360: 'TxnOffsetCommitRequest.group_instance_id',
-    361: 'TxnOffsetCommitRequest.group_instance_id',
-    362: 'TxnOffsetCommitRequest.group_instance_id',
-    363: 'TxnOffsetCommitRequest.group_instance_id',
-    364: 'TxnOffsetCommitRequest.group_instance_id',
-    365: 'TxnOffsetCommitRequest.group_instance_id',
-    366: 'TxnOffsetCommitRequest.group_instance_id',
-    367: 'TxnOffsetCommitRequest.group_instance_id',
-    368: 'TxnOffsetCommitRequest.group_instance_id',
-    369: 'TxnOffsetCommitRequest.group_instance_id',
-    370: 'TxnOffsetCommitRequest.group_instance_id',
-    371: 'TxnOffsetCommitRequest.group_instance_id',
-    372: 'TxnOffsetCommitRequest.group_instance_id',
-    373: 'TxnOffsetCommitRequest.topics',
-    374: 'TxnOffsetCommitRequest.topics',
-    375: 'TxnOffsetCommitRequest.topics',
-    376: 'TxnOffsetCommitRequest.topics',
-    377: 'TxnOffsetCommitRequest.topics',
-    378: 'TxnOffsetCommitRequest.topics',
-    379: 'TxnOffsetCommitRequest.topics',
-    380: 'TxnOffsetCommitRequest.topics',
-    381: 'TxnOffsetCommitRequest.topics',
-    382: 'TxnOffsetCommitRequest.topics',
-    383: 'TxnOffsetCommitRequest.topics',
-    384: 'TxnOffsetCommitRequest.topics',
-    385: 'TxnOffsetCommitRequest.topics',
-    386: 'TxnOffsetCommitRequest.topics',
-    387: 'TxnOffsetCommitRequest.<tagged fields>',
-    388: 'TxnOffsetCommitRequest.<tagged fields>',
-    389: 'TxnOffsetCommitRequest.<tagged fields>',
-    390: 'TxnOffsetCommitRequest.<tagged fields>',
-    391: 'TxnOffsetCommitRequest.<tagged fields>',
+    343: 'TxnOffsetCommitRequest.group_id',
+    344: 'TxnOffsetCommitRequest.group_id',
+    345: 'TxnOffsetCommitRequest.group_id',
+    346: 'TxnOffsetCommitRequest.group_id',
+    347: 'TxnOffsetCommitRequest.group_id',
+    348: 'TxnOffsetCommitRequest.group_id',
+    349: 'TxnOffsetCommitRequest.producer_id/producer_epoch',
+    350: 'TxnOffsetCommitRequest.producer_id/producer_epoch',
+    351: 'TxnOffsetCommitRequest.topics',
+    352: 'TxnOffsetCommitRequest.topics',
+    353: 'TxnOffsetCommitRequest.topics',
+    354: 'TxnOffsetCommitRequest.topics',
+    355: 'TxnOffsetCommitRequest.topics',
+    356: 'TxnOffsetCommitRequest.topics',
+    357: 'TxnOffsetCommitRequest.topics',
+    358: 'TxnOffsetCommitRequest.topics',
+    359: 'TxnOffsetCommitRequest.topics',
+    360: 'TxnOffsetCommitRequest.topics',
+    375: 'TxnOffsetCommitRequest.transactional_id',
+    376: 'TxnOffsetCommitRequest.transactional_id',
+    377: 'TxnOffsetCommitRequest.transactional_id',
+    378: 'TxnOffsetCommitRequest.transactional_id',
+    379: 'TxnOffsetCommitRequest.transactional_id',
+    380: 'TxnOffsetCommitRequest.transactional_id',
+    381: 'TxnOffsetCommitRequest.transactional_id',
+    382: 'TxnOffsetCommitRequest.transactional_id',
+    383: 'TxnOffsetCommitRequest.transactional_id',
+    384: 'TxnOffsetCommitRequest.transactional_id',
+    385: 'TxnOffsetCommitRequest.transactional_id',
+    386: 'TxnOffsetCommitRequest.transactional_id',
+    387: 'TxnOffsetCommitRequest.transactional_id',
+    388: 'TxnOffsetCommitRequest.transactional_id',
+    389: 'TxnOffsetCommitRequest.transactional_id',
+    390: 'TxnOffsetCommitRequest.transactional_id',
+    391: 'TxnOffsetCommitRequest.transactional_id',
+    392: 'TxnOffsetCommitRequest.group_id',
+    393: 'TxnOffsetCommitRequest.group_id',
+    394: 'TxnOffsetCommitRequest.group_id',
+    395: 'TxnOffsetCommitRequest.group_id',
+    396: 'TxnOffsetCommitRequest.group_id',
+    397: 'TxnOffsetCommitRequest.group_id',
+    398: 'TxnOffsetCommitRequest.group_id',
+    399: 'TxnOffsetCommitRequest.group_id',
+    400: 'TxnOffsetCommitRequest.group_id',
+    401: 'TxnOffsetCommitRequest.group_id',
+    402: 'TxnOffsetCommitRequest.group_id',
+    403: 'TxnOffsetCommitRequest.group_id',
+    404: 'TxnOffsetCommitRequest.group_id',
+    405: 'TxnOffsetCommitRequest.group_id',
+    406: 'TxnOffsetCommitRequest.group_id',
+    407: 'TxnOffsetCommitRequest.group_id',
+    408: 'TxnOffsetCommitRequest.group_id',
+    409: 'TxnOffsetCommitRequest.producer_id/producer_epoch/generation_id',
+    410: 'TxnOffsetCommitRequest.producer_id/producer_epoch/generation_id',
+    411: 'TxnOffsetCommitRequest.member_id',
+    412: 'TxnOffsetCommitRequest.member_id',
+    413: 'TxnOffsetCommitRequest.member_id',
+    414: 'TxnOffsetCommitRequest.member_id',
+    415: 'TxnOffsetCommitRequest.member_id',
+    416: 'TxnOffsetCommitRequest.member_id',
+    417: 'TxnOffsetCommitRequest.member_id',
+    418: 'TxnOffsetCommitRequest.member_id',
+    419: 'TxnOffsetCommitRequest.member_id',
+    420: 'TxnOffsetCommitRequest.member_id',
+    421: 'TxnOffsetCommitRequest.member_id',
+    422: 'TxnOffsetCommitRequest.member_id',
+    423: 'TxnOffsetCommitRequest.member_id',
+    424: 'TxnOffsetCommitRequest.member_id',
+    425: 'TxnOffsetCommitRequest.member_id',
+    426: 'TxnOffsetCommitRequest.member_id',
+    427: 'TxnOffsetCommitRequest.member_id',
+    428: 'TxnOffsetCommitRequest.group_instance_id',
+    429: 'TxnOffsetCommitRequest.group_instance_id',
+    430: 'TxnOffsetCommitRequest.group_instance_id',
+    431: 'TxnOffsetCommitRequest.group_instance_id',
+    432: 'TxnOffsetCommitRequest.group_instance_id',
+    433: 'TxnOffsetCommitRequest.group_instance_id',
+    434: 'TxnOffsetCommitRequest.group_instance_id',
+    435: 'TxnOffsetCommitRequest.group_instance_id',
+    436: 'TxnOffsetCommitRequest.group_instance_id',
+    437: 'TxnOffsetCommitRequest.group_instance_id',
+    438: 'TxnOffsetCommitRequest.group_instance_id',
+    439: 'TxnOffsetCommitRequest.group_instance_id',
+    440: 'TxnOffsetCommitRequest.group_instance_id',
+    441: 'TxnOffsetCommitRequest.group_instance_id',
+    442: 'TxnOffsetCommitRequest.group_instance_id',
+    443: 'TxnOffsetCommitRequest.group_instance_id',
+    444: 'TxnOffsetCommitRequest.group_instance_id',
+    445: 'TxnOffsetCommitRequest.topics',
+    446: 'TxnOffsetCommitRequest.topics',
+    447: 'TxnOffsetCommitRequest.topics',
+    448: 'TxnOffsetCommitRequest.topics',
+    449: 'TxnOffsetCommitRequest.topics',
+    450: 'TxnOffsetCommitRequest.topics',
+    451: 'TxnOffsetCommitRequest.topics',
+    452: 'TxnOffsetCommitRequest.topics',
+    453: 'TxnOffsetCommitRequest.topics',
+    454: 'TxnOffsetCommitRequest.topics',
+    455: 'TxnOffsetCommitRequest.topics',
+    456: 'TxnOffsetCommitRequest.topics',
+    457: 'TxnOffsetCommitRequest.topics',
+    458: 'TxnOffsetCommitRequest.topics',
+    459: 'TxnOffsetCommitRequest.topics',
+    460: 'TxnOffsetCommitRequest.topics',
+    461: 'TxnOffsetCommitRequest.topics',
+    462: 'TxnOffsetCommitRequest.<tagged fields>',
+    463: 'TxnOffsetCommitRequest.<tagged fields>',
+    464: 'TxnOffsetCommitRequest.<tagged fields>',
+    465: 'TxnOffsetCommitRequest.<tagged fields>',
+    466: 'TxnOffsetCommitRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,7 +74,11 @@ class TxnOffsetCommitResponseTopic(_Message):
 def _d_TxnOffsetCommitResponsePartition_v0(buf, pos):
     _f_partition_index, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return TxnOffsetCommitResponsePartition(_f_partition_index, _f_error_code, None), pos
+    _o = _new(TxnOffsetCommitResponsePartition)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TxnOffsetCommitResponsePartition_v1 = _d_TxnOffsetCommitResponsePartition_v0
@@ -88,7 +93,11 @@ def _d_TxnOffsetCommitResponsePartition_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TxnOffsetCommitResponsePartition.<tagged fields>')
-    return TxnOffsetCommitResponsePartition(_f_partition_index, _f_error_code, _unk), pos
+    _o = _new(TxnOffsetCommitResponsePartition)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TxnOffsetCommitResponsePartition_v4 = _d_TxnOffsetCommitResponsePartition_v3
@@ -114,7 +123,11 @@ def _d_TxnOffsetCommitResponseTopic_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_TxnOffsetCommitResponsePartition_v0(buf, pos)
             _f_partitions.append(_x4)
-    return TxnOffsetCommitResponseTopic(_f_name, _f_partitions, None), pos
+    _o = _new(TxnOffsetCommitResponseTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TxnOffsetCommitResponseTopic_v1 = _d_TxnOffsetCommitResponseTopic_v0
@@ -125,6 +138,9 @@ def _d_TxnOffsetCommitResponseTopic_v3(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -139,6 +155,9 @@ def _d_TxnOffsetCommitResponseTopic_v3(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -155,7 +174,11 @@ def _d_TxnOffsetCommitResponseTopic_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TxnOffsetCommitResponseTopic.<tagged fields>')
-    return TxnOffsetCommitResponseTopic(_f_name, _f_partitions, _unk), pos
+    _o = _new(TxnOffsetCommitResponseTopic)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TxnOffsetCommitResponseTopic_v4 = _d_TxnOffsetCommitResponseTopic_v3
@@ -173,7 +196,11 @@ def _d_TxnOffsetCommitResponse_v0(buf, pos):
         for _ in range(_n21):
             _x22, pos = _d_TxnOffsetCommitResponseTopic_v0(buf, pos)
             _f_topics.append(_x22)
-    return TxnOffsetCommitResponse(_f_throttle_time_ms, _f_topics, None), pos
+    _o = _new(TxnOffsetCommitResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_TxnOffsetCommitResponse_v1 = _d_TxnOffsetCommitResponse_v0
@@ -186,6 +213,9 @@ def _d_TxnOffsetCommitResponse_v3(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -202,7 +232,11 @@ def _d_TxnOffsetCommitResponse_v3(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TxnOffsetCommitResponse.<tagged fields>')
-    return TxnOffsetCommitResponse(_f_throttle_time_ms, _f_topics, _unk), pos
+    _o = _new(TxnOffsetCommitResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TxnOffsetCommitResponse_v4 = _d_TxnOffsetCommitResponse_v3
@@ -296,87 +330,76 @@ FLEXIBLE_FROM = 3
 DECODERS = {0: _d_TxnOffsetCommitResponse_v0, 1: _d_TxnOffsetCommitResponse_v1, 2: _d_TxnOffsetCommitResponse_v2, 3: _d_TxnOffsetCommitResponse_v3, 4: _d_TxnOffsetCommitResponse_v4}
 ENCODERS = {0: _e_TxnOffsetCommitResponse_v0, 1: _e_TxnOffsetCommitResponse_v1, 2: _e_TxnOffsetCommitResponse_v2, 3: _e_TxnOffsetCommitResponse_v3, 4: _e_TxnOffsetCommitResponse_v4}
 _reg(__file__, {
-    74: 'TxnOffsetCommitResponsePartition.partition_index/error_code',
     75: 'TxnOffsetCommitResponsePartition.partition_index/error_code',
-    82: 'TxnOffsetCommitResponsePartition.partition_index/error_code',
-    83: 'TxnOffsetCommitResponsePartition.partition_index/error_code',
-    84: 'TxnOffsetCommitResponsePartition.<tagged fields>',
-    85: 'TxnOffsetCommitResponsePartition.<tagged fields>',
-    86: 'TxnOffsetCommitResponsePartition.<tagged fields>',
-    87: 'TxnOffsetCommitResponsePartition.<tagged fields>',
-    88: 'TxnOffsetCommitResponsePartition.<tagged fields>',
-    94: 'TxnOffsetCommitResponseTopic.name',
-    95: 'TxnOffsetCommitResponseTopic.name',
-    96: 'TxnOffsetCommitResponseTopic.name',
-    97: 'TxnOffsetCommitResponseTopic.name',
-    98: 'TxnOffsetCommitResponseTopic.name',
-    99: 'TxnOffsetCommitResponseTopic.name',
-    100: 'TxnOffsetCommitResponseTopic.name',
-    101: 'TxnOffsetCommitResponseTopic.name',
-    102: 'TxnOffsetCommitResponseTopic.name',
+    76: 'TxnOffsetCommitResponsePartition.partition_index/error_code',
+    87: 'TxnOffsetCommitResponsePartition.partition_index/error_code',
+    88: 'TxnOffsetCommitResponsePartition.partition_index/error_code',
+    89: 'TxnOffsetCommitResponsePartition.<tagged fields>',
+    90: 'TxnOffsetCommitResponsePartition.<tagged fields>',
+    91: 'TxnOffsetCommitResponsePartition.<tagged fields>',
+    92: 'TxnOffsetCommitResponsePartition.<tagged fields>',
+    93: 'TxnOffsetCommitResponsePartition.<tagged fields>',
     103: 'TxnOffsetCommitResponseTopic.name',
-    104: 'TxnOffsetCommitResponseTopic.partitions',
-    105: 'TxnOffsetCommitResponseTopic.partitions',
-    106: 'TxnOffsetCommitResponseTopic.partitions',
-    107: 'TxnOffsetCommitResponseTopic.partitions',
-    108: 'TxnOffsetCommitResponseTopic.partitions',
-    109: 'TxnOffsetCommitResponseTopic.partitions',
-    110: 'TxnOffsetCommitResponseTopic.partitions',
-    111: 'TxnOffsetCommitResponseTopic.partitions',
-    112: 'TxnOffsetCommitResponseTopic.partitions',
+    104: 'TxnOffsetCommitResponseTopic.name',
+    105: 'TxnOffsetCommitResponseTopic.name',
+    106: 'TxnOffsetCommitResponseTopic.name',
+    107: 'TxnOffsetCommitResponseTopic.name',
+    108: 'TxnOffsetCommitResponseTopic.name',
+    109: 'TxnOffsetCommitResponseTopic.name',
+    110: 'TxnOffsetCommitResponseTopic.name',
+    111: 'TxnOffsetCommitResponseTopic.name',
+    112: 'TxnOffsetCommitResponseTopic.name',
     113: 'TxnOffsetCommitResponseTopic.partitions',
-    120: 'TxnOffsetCommitResponseTopic.name',
-    121: 'TxnOffsetCommitResponseTopic.name',
-    122: 'TxnOffsetCommitResponseTopic.name',
-    123: 'TxnOffsetCommitResponseTopic.name',
-    124: 'TxnOffsetCommitResponseTopic.name',
-    125: 'TxnOffsetCommitResponseTopic.name',
-    126: 'TxnOffsetCommitResponseTopic.name',
-    127: 'TxnOffsetCommitResponseTopic.name',
-    128: 'TxnOffsetCommitResponseTopic.name',
-    129: 'TxnOffsetCommitResponseTopic.name',
-    130: 'TxnOffsetCommitResponseTopic.name',
-    131: 'TxnOffsetCommitResponseTopic.name',
-    132: 'TxnOffsetCommitResponseTopic.name',
+    114: 'TxnOffsetCommitResponseTopic.partitions',
+    115: 'TxnOffsetCommitResponseTopic.partitions',
+    116: 'TxnOffsetCommitResponseTopic.partitions',
+    117: 'TxnOffsetCommitResponseTopic.partitions',
+    118: 'TxnOffsetCommitResponseTopic.partitions',
+    119: 'TxnOffsetCommitResponseTopic.partitions',
+    120: 'TxnOffsetCommitResponseTopic.partitions',
+    121: 'TxnOffsetCommitResponseTopic.partitions',
+    122: 'TxnOffsetCommitResponseTopic.partitions',
     133: 'TxnOffsetCommitResponseTopic.name',
-    134: 'TxnOffsetCommitResponseTopic.partitions',
-    135: 'TxnOffsetCommitResponseTopic.partitions',
-    136: 'TxnOffsetCommitResponseTopic.partitions',
-    137: 'TxnOffsetCommitResponseTopic.partitions',
-    138: 'TxnOffsetCommitResponseTopic.partitions',
-    139: 'TxnOffsetCommitResponseTopic.partitions',
-    140: 'TxnOffsetCommitResponseTopic.partitions',
-    141: 'TxnOffsetCommitResponseTopic.partitions',
-    142: 'TxnOffsetCommitResponseTopic.partitions',
-    143: 'TxnOffsetCommitResponseTopic.partitions',
-    144: 'TxnOffsetCommitResponseTopic.partitions',
-    145: 'TxnOffsetCommitResponseTopic.partitions',
-    146: 'TxnOffsetCommitResponseTopic.partitions',
-    147: 'TxnOffsetCommitResponseTopic.partitions',
-    148: 'TxnOffsetCommitResponseTopic.<tagged fields>',
-    149: 'TxnOffsetCommitResponseTopic.<tagged fields>',
-    150: 'TxnOffsetCommitResponseTopic.<tagged fields>',
-    151: 'TxnOffsetCommitResponseTopic.<tagged fields>',
-    152: 'TxnOffsetCommitResponseTopic.<tagged fields>',
-    158: 'TxnOffsetCommitResponse.throttle_time_ms',
-    159: 'TxnOffsetCommitResponse.throttle_time_ms',
-    160: 'TxnOffsetCommitResponse.topics',
-    161: 'TxnOffsetCommitResponse.topics',
-    162: 'TxnOffsetCommitResponse.topics',
-    163: 'TxnOffsetCommitResponse.topics',
-    164: 'TxnOffsetCommitResponse.topics',
-    165: 'TxnOffsetCommitResponse.topics',
-    166: 'TxnOffsetCommitResponse.topics',
-    167: 'TxnOffsetCommitResponse.topics',
-    168: 'TxnOffsetCommitResponse.topics',
-    169: 'TxnOffsetCommitResponse.topics',
-    176: 'TxnOffsetCommitResponse.throttle_time_ms',
-    177: 'TxnOffsetCommitResponse.throttle_time_ms',
-    178: 'TxnOffsetCommitResponse.topics',
-    179: 'TxnOffsetCommitResponse.topics',
-    180: 'TxnOffsetCommitResponse.topics',
-    181: 'TxnOffsetCommitResponse.topics',
-    182: 'TxnOffsetCommitResponse.topics',
+    134: 'TxnOffsetCommitResponseTopic.name',
+    135: 'TxnOffsetCommitResponseTopic.name',
+    136: 'TxnOffsetCommitResponseTopic.name',
+    137: 'TxnOffsetCommitResponseTopic.name',
+    138: 'TxnOffsetCommitResponseTopic.name',
+    139: 'TxnOffsetCommitResponseTopic.name',
+    140: 'TxnOffsetCommitResponseTopic.name',
+    141: 'TxnOffsetCommitResponseTopic.name',
+    142: 'TxnOffsetCommitResponseTopic.name',
+    143: 'TxnOffsetCommitResponseTopic.name',
+    144: 'TxnOffsetCommitResponseTopic.name',
+    145: 'TxnOffsetCommitResponseTopic.name',
+    146: 'TxnOffsetCommitResponseTopic.name',
+    147: 'TxnOffsetCommitResponseTopic.name',
+    148: 'TxnOffsetCommitResponseTopic.name',
+    149: 'TxnOffsetCommitResponseTopic.name',
+    150: 'TxnOffsetCommitResponseTopic.partitions',
+    151: 'TxnOffsetCommitResponseTopic.partitions',
+    152: 'TxnOffsetCommitResponseTopic.partitions',
+    153: 'TxnOffsetCommitResponseTopic.partitions',
+    154: 'TxnOffsetCommitResponseTopic.partitions',
+    155: 'TxnOffsetCommitResponseTopic.partitions',
+    156: 'TxnOffsetCommitResponseTopic.partitions',
+    157: 'TxnOffsetCommitResponseTopic.partitions',
+    158: 'TxnOffsetCommitResponseTopic.partitions',
+    159: 'TxnOffsetCommitResponseTopic.partitions',
+    160: 'TxnOffsetCommitResponseTopic.partitions',
+    161: 'TxnOffsetCommitResponseTopic.partitions',
+    162: 'TxnOffsetCommitResponseTopic.partitions',
+    163: 'TxnOffsetCommitResponseTopic.partitions',
+    164: 'TxnOffsetCommitResponseTopic.partitions',
+    165: 'TxnOffsetCommitResponseTopic.partitions',
+    166: 'TxnOffsetCommitResponseTopic.partitions',
+    167: 'TxnOffsetCommitResponseTopic.<tagged fields>',
+    168: 'TxnOffsetCommitResponseTopic.<tagged fields>',
+    169: 'TxnOffsetCommitResponseTopic.<tagged fields>',
+    170: 'TxnOffsetCommitResponseTopic.<tagged fields>',
+    171: 'TxnOffsetCommitResponseTopic.<tagged fields>',
+    181: 'TxnOffsetCommitResponse.throttle_time_ms',
+    182: 'TxnOffsetCommitResponse.throttle_time_ms',
     183: 'TxnOffsetCommitResponse.topics',
     184: 'TxnOffsetCommitResponse.topics',
     185: 'TxnOffsetCommitResponse.topics',
@@ -386,9 +409,29 @@ _reg(__file__, {
     189: 'TxnOffsetCommitResponse.topics',
     190: 'TxnOffsetCommitResponse.topics',
     191: 'TxnOffsetCommitResponse.topics',
-    192: 'TxnOffsetCommitResponse.<tagged fields>',
-    193: 'TxnOffsetCommitResponse.<tagged fields>',
-    194: 'TxnOffsetCommitResponse.<tagged fields>',
-    195: 'TxnOffsetCommitResponse.<tagged fields>',
-    196: 'TxnOffsetCommitResponse.<tagged fields>',
+    192: 'TxnOffsetCommitResponse.topics',
+    203: 'TxnOffsetCommitResponse.throttle_time_ms',
+    204: 'TxnOffsetCommitResponse.throttle_time_ms',
+    205: 'TxnOffsetCommitResponse.topics',
+    206: 'TxnOffsetCommitResponse.topics',
+    207: 'TxnOffsetCommitResponse.topics',
+    208: 'TxnOffsetCommitResponse.topics',
+    209: 'TxnOffsetCommitResponse.topics',
+    210: 'TxnOffsetCommitResponse.topics',
+    211: 'TxnOffsetCommitResponse.topics',
+    212: 'TxnOffsetCommitResponse.topics',
+    213: 'TxnOffsetCommitResponse.topics',
+    214: 'TxnOffsetCommitResponse.topics',
+    215: 'TxnOffsetCommitResponse.topics',
+    216: 'TxnOffsetCommitResponse.topics',
+    217: 'TxnOffsetCommitResponse.topics',
+    218: 'TxnOffsetCommitResponse.topics',
+    219: 'TxnOffsetCommitResponse.topics',
+    220: 'TxnOffsetCommitResponse.topics',
+    221: 'TxnOffsetCommitResponse.topics',
+    222: 'TxnOffsetCommitResponse.<tagged fields>',
+    223: 'TxnOffsetCommitResponse.<tagged fields>',
+    224: 'TxnOffsetCommitResponse.<tagged fields>',
+    225: 'TxnOffsetCommitResponse.<tagged fields>',
+    226: 'TxnOffsetCommitResponse.<tagged fields>',
 })

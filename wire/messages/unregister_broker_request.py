@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -41,7 +42,10 @@ def _d_UnregisterBrokerRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UnregisterBrokerRequest.<tagged fields>')
-    return UnregisterBrokerRequest(_f_broker_id, _unk), pos
+    _o = _new(UnregisterBrokerRequest)
+    _o.broker_id = _f_broker_id
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_UnregisterBrokerRequest_v0(o, w):
@@ -60,11 +64,11 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_UnregisterBrokerRequest_v0}
 ENCODERS = {0: _e_UnregisterBrokerRequest_v0}
 _reg(__file__, {
-    37: 'UnregisterBrokerRequest.broker_id',
     38: 'UnregisterBrokerRequest.broker_id',
-    39: 'UnregisterBrokerRequest.<tagged fields>',
+    39: 'UnregisterBrokerRequest.broker_id',
     40: 'UnregisterBrokerRequest.<tagged fields>',
     41: 'UnregisterBrokerRequest.<tagged fields>',
     42: 'UnregisterBrokerRequest.<tagged fields>',
     43: 'UnregisterBrokerRequest.<tagged fields>',
+    44: 'UnregisterBrokerRequest.<tagged fields>',
 })

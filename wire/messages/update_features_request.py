@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -70,6 +71,9 @@ def _d_FeatureUpdateKey_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -88,13 +92,22 @@ def _d_FeatureUpdateKey_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FeatureUpdateKey.<tagged fields>')
-    return FeatureUpdateKey(_f_feature, _f_max_version_level, _f_allow_downgrade, 1, _unk), pos
+    _o = _new(FeatureUpdateKey)
+    _o.feature = _f_feature
+    _o.max_version_level = _f_max_version_level
+    _o.allow_downgrade = _f_allow_downgrade
+    _o.upgrade_type = 1
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_FeatureUpdateKey_v1(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -113,7 +126,13 @@ def _d_FeatureUpdateKey_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'FeatureUpdateKey.<tagged fields>')
-    return FeatureUpdateKey(_f_feature, _f_max_version_level, False, _f_upgrade_type, _unk), pos
+    _o = _new(FeatureUpdateKey)
+    _o.feature = _f_feature
+    _o.max_version_level = _f_max_version_level
+    _o.allow_downgrade = False
+    _o.upgrade_type = _f_upgrade_type
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_UpdateFeaturesRequest_v0(buf, pos):
@@ -122,6 +141,9 @@ def _d_UpdateFeaturesRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -138,7 +160,12 @@ def _d_UpdateFeaturesRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateFeaturesRequest.<tagged fields>')
-    return UpdateFeaturesRequest(_f_timeout_ms, _f_feature_updates, False, _unk), pos
+    _o = _new(UpdateFeaturesRequest)
+    _o.timeout_ms = _f_timeout_ms
+    _o.feature_updates = _f_feature_updates
+    _o.validate_only = False
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_UpdateFeaturesRequest_v1(buf, pos):
@@ -147,6 +174,9 @@ def _d_UpdateFeaturesRequest_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -165,7 +195,12 @@ def _d_UpdateFeaturesRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateFeaturesRequest.<tagged fields>')
-    return UpdateFeaturesRequest(_f_timeout_ms, _f_feature_updates, _f_validate_only, _unk), pos
+    _o = _new(UpdateFeaturesRequest)
+    _o.timeout_ms = _f_timeout_ms
+    _o.feature_updates = _f_feature_updates
+    _o.validate_only = _f_validate_only
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_FeatureUpdateKey_v0(o, w):
@@ -232,7 +267,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_UpdateFeaturesRequest_v0, 1: _d_UpdateFeaturesRequest_v1}
 ENCODERS = {0: _e_UpdateFeaturesRequest_v0, 1: _e_UpdateFeaturesRequest_v1}
 _reg(__file__, {
-    70: 'FeatureUpdateKey.feature',
     71: 'FeatureUpdateKey.feature',
     72: 'FeatureUpdateKey.feature',
     73: 'FeatureUpdateKey.feature',
@@ -246,57 +280,49 @@ _reg(__file__, {
     81: 'FeatureUpdateKey.feature',
     82: 'FeatureUpdateKey.feature',
     83: 'FeatureUpdateKey.feature',
-    84: 'FeatureUpdateKey.max_version_level/allow_downgrade',
-    85: 'FeatureUpdateKey.max_version_level/allow_downgrade',
-    86: 'FeatureUpdateKey.<tagged fields>',
-    87: 'FeatureUpdateKey.<tagged fields>',
-    88: 'FeatureUpdateKey.<tagged fields>',
-    89: 'FeatureUpdateKey.<tagged fields>',
+    84: 'FeatureUpdateKey.feature',
+    85: 'FeatureUpdateKey.feature',
+    86: 'FeatureUpdateKey.feature',
+    87: 'FeatureUpdateKey.feature',
+    88: 'FeatureUpdateKey.max_version_level/allow_downgrade',
+    89: 'FeatureUpdateKey.max_version_level/allow_downgrade',
     90: 'FeatureUpdateKey.<tagged fields>',
-    95: 'FeatureUpdateKey.feature',
-    96: 'FeatureUpdateKey.feature',
-    97: 'FeatureUpdateKey.feature',
-    98: 'FeatureUpdateKey.feature',
-    99: 'FeatureUpdateKey.feature',
-    100: 'FeatureUpdateKey.feature',
-    101: 'FeatureUpdateKey.feature',
-    102: 'FeatureUpdateKey.feature',
-    103: 'FeatureUpdateKey.feature',
-    104: 'FeatureUpdateKey.feature',
+    91: 'FeatureUpdateKey.<tagged fields>',
+    92: 'FeatureUpdateKey.<tagged fields>',
+    93: 'FeatureUpdateKey.<tagged fields>',
+    94: 'FeatureUpdateKey.<tagged fields>',
     105: 'FeatureUpdateKey.feature',
     106: 'FeatureUpdateKey.feature',
     107: 'FeatureUpdateKey.feature',
     108: 'FeatureUpdateKey.feature',
-    109: 'FeatureUpdateKey.max_version_level/upgrade_type',
-    110: 'FeatureUpdateKey.max_version_level/upgrade_type',
-    111: 'FeatureUpdateKey.<tagged fields>',
-    112: 'FeatureUpdateKey.<tagged fields>',
-    113: 'FeatureUpdateKey.<tagged fields>',
-    114: 'FeatureUpdateKey.<tagged fields>',
-    115: 'FeatureUpdateKey.<tagged fields>',
-    120: 'UpdateFeaturesRequest.timeout_ms',
-    121: 'UpdateFeaturesRequest.timeout_ms',
-    122: 'UpdateFeaturesRequest.feature_updates',
-    123: 'UpdateFeaturesRequest.feature_updates',
-    124: 'UpdateFeaturesRequest.feature_updates',
-    125: 'UpdateFeaturesRequest.feature_updates',
-    126: 'UpdateFeaturesRequest.feature_updates',
-    127: 'UpdateFeaturesRequest.feature_updates',
-    128: 'UpdateFeaturesRequest.feature_updates',
-    129: 'UpdateFeaturesRequest.feature_updates',
-    130: 'UpdateFeaturesRequest.feature_updates',
-    131: 'UpdateFeaturesRequest.feature_updates',
-    132: 'UpdateFeaturesRequest.feature_updates',
-    133: 'UpdateFeaturesRequest.feature_updates',
-    134: 'UpdateFeaturesRequest.feature_updates',
-    135: 'UpdateFeaturesRequest.feature_updates',
-    136: 'UpdateFeaturesRequest.<tagged fields>',
-    137: 'UpdateFeaturesRequest.<tagged fields>',
-    138: 'UpdateFeaturesRequest.<tagged fields>',
-    139: 'UpdateFeaturesRequest.<tagged fields>',
-    140: 'UpdateFeaturesRequest.<tagged fields>',
-    145: 'UpdateFeaturesRequest.timeout_ms',
-    146: 'UpdateFeaturesRequest.timeout_ms',
+    109: 'FeatureUpdateKey.feature',
+    110: 'FeatureUpdateKey.feature',
+    111: 'FeatureUpdateKey.feature',
+    112: 'FeatureUpdateKey.feature',
+    113: 'FeatureUpdateKey.feature',
+    114: 'FeatureUpdateKey.feature',
+    115: 'FeatureUpdateKey.feature',
+    116: 'FeatureUpdateKey.feature',
+    117: 'FeatureUpdateKey.feature',
+    118: 'FeatureUpdateKey.feature',
+    119: 'FeatureUpdateKey.feature',
+    120: 'FeatureUpdateKey.feature',
+    121: 'FeatureUpdateKey.feature',
+    122: 'FeatureUpdateKey.max_version_level/upgrade_type',
+    123: 'FeatureUpdateKey.max_version_level/upgrade_type',
+    124: 'FeatureUpdateKey.<tagged fields>',
+    125: 'FeatureUpdateKey.<tagged fields>',
+    126: 'FeatureUpdateKey.<tagged fields>',
+    127: 'FeatureUpdateKey.<tagged fields>',
+    128: 'FeatureUpdateKey.<tagged fields>',
+    139: 'UpdateFeaturesRequest.timeout_ms',
+    140: 'UpdateFeaturesRequest.timeout_ms',
+    141: 'UpdateFeaturesRequest.feature_updates',
+    142: 'UpdateFeaturesRequest.feature_updates',
+    143: 'UpdateFeaturesRequest.feature_updates',
+    144: 'UpdateFeaturesRequest.feature_updates',
+    145: 'UpdateFeaturesRequest.feature_updates',
+    146: 'UpdateFeaturesRequest.feature_updates',
     147: 'UpdateFeaturesRequest.feature_updates',
     148: 'UpdateFeaturesRequest.feature_updates',
     149: 'UpdateFeaturesRequest.feature_updates',
@@ -308,14 +334,35 @@ _reg(__file__, {
     155: 'UpdateFeaturesRequest.feature_updates',
     156: 'UpdateFeaturesRequest.feature_updates',
     157: 'UpdateFeaturesRequest.feature_updates',
-    158: 'UpdateFeaturesRequest.feature_updates',
-    159: 'UpdateFeaturesRequest.feature_updates',
-    160: 'UpdateFeaturesRequest.feature_updates',
-    161: 'UpdateFeaturesRequest.validate_only',
-    162: 'UpdateFeaturesRequest.validate_only',
-    163: 'UpdateFeaturesRequest.<tagged fields>',
-    164: 'UpdateFeaturesRequest.<tagged fields>',
-    165: 'UpdateFeaturesRequest.<tagged fields>',
-    166: 'UpdateFeaturesRequest.<tagged fields>',
-    167: 'UpdateFeaturesRequest.<tagged fields>',
+    158: 'UpdateFeaturesRequest.<tagged fields>',
+    159: 'UpdateFeaturesRequest.<tagged fields>',
+    160: 'UpdateFeaturesRequest.<tagged fields>',
+    161: 'UpdateFeaturesRequest.<tagged fields>',
+    162: 'UpdateFeaturesRequest.<tagged fields>',
+    172: 'UpdateFeaturesRequest.timeout_ms',
+    173: 'UpdateFeaturesRequest.timeout_ms',
+    174: 'UpdateFeaturesRequest.feature_updates',
+    175: 'UpdateFeaturesRequest.feature_updates',
+    176: 'UpdateFeaturesRequest.feature_updates',
+    177: 'UpdateFeaturesRequest.feature_updates',
+    178: 'UpdateFeaturesRequest.feature_updates',
+    179: 'UpdateFeaturesRequest.feature_updates',
+    180: 'UpdateFeaturesRequest.feature_updates',
+    181: 'UpdateFeaturesRequest.feature_updates',
+    182: 'UpdateFeaturesRequest.feature_updates',
+    183: 'UpdateFeaturesRequest.feature_updates',
+    184: 'UpdateFeaturesRequest.feature_updates',
+    185: 'UpdateFeaturesRequest.feature_updates',
+    186: 'UpdateFeaturesRequest.feature_updates',
+    187: 'UpdateFeaturesRequest.feature_updates',
+    188: 'UpdateFeaturesRequest.feature_updates',
+    189: 'UpdateFeaturesRequest.feature_updates',
+    190: 'UpdateFeaturesRequest.feature_updates',
+    191: 'UpdateFeaturesRequest.validate_only',
+    192: 'UpdateFeaturesRequest.validate_only',
+    193: 'UpdateFeaturesRequest.<tagged fields>',
+    194: 'UpdateFeaturesRequest.<tagged fields>',
+    195: 'UpdateFeaturesRequest.<tagged fields>',
+    196: 'UpdateFeaturesRequest.<tagged fields>',
+    197: 'UpdateFeaturesRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -64,6 +65,9 @@ def _d_UpdatableFeatureResult_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -80,6 +84,9 @@ def _d_UpdatableFeatureResult_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -96,7 +103,12 @@ def _d_UpdatableFeatureResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdatableFeatureResult.<tagged fields>')
-    return UpdatableFeatureResult(_f_feature, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(UpdatableFeatureResult)
+    _o.feature = _f_feature
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_UpdatableFeatureResult_v1 = _d_UpdatableFeatureResult_v0
@@ -107,6 +119,9 @@ def _d_UpdateFeaturesResponse_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -121,6 +136,9 @@ def _d_UpdateFeaturesResponse_v0(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -137,7 +155,13 @@ def _d_UpdateFeaturesResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateFeaturesResponse.<tagged fields>')
-    return UpdateFeaturesResponse(_f_throttle_time_ms, _f_error_code, _f_error_message, _f_results, _unk), pos
+    _o = _new(UpdateFeaturesResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_UpdateFeaturesResponse_v1 = _d_UpdateFeaturesResponse_v0
@@ -197,7 +221,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_UpdateFeaturesResponse_v0, 1: _d_UpdateFeaturesResponse_v1}
 ENCODERS = {0: _e_UpdateFeaturesResponse_v0, 1: _e_UpdateFeaturesResponse_v1}
 _reg(__file__, {
-    64: 'UpdatableFeatureResult.feature',
     65: 'UpdatableFeatureResult.feature',
     66: 'UpdatableFeatureResult.feature',
     67: 'UpdatableFeatureResult.feature',
@@ -211,12 +234,12 @@ _reg(__file__, {
     75: 'UpdatableFeatureResult.feature',
     76: 'UpdatableFeatureResult.feature',
     77: 'UpdatableFeatureResult.feature',
-    78: 'UpdatableFeatureResult.error_code',
-    79: 'UpdatableFeatureResult.error_code',
-    80: 'UpdatableFeatureResult.error_message',
-    81: 'UpdatableFeatureResult.error_message',
-    82: 'UpdatableFeatureResult.error_message',
-    83: 'UpdatableFeatureResult.error_message',
+    78: 'UpdatableFeatureResult.feature',
+    79: 'UpdatableFeatureResult.feature',
+    80: 'UpdatableFeatureResult.feature',
+    81: 'UpdatableFeatureResult.feature',
+    82: 'UpdatableFeatureResult.error_code',
+    83: 'UpdatableFeatureResult.error_code',
     84: 'UpdatableFeatureResult.error_message',
     85: 'UpdatableFeatureResult.error_message',
     86: 'UpdatableFeatureResult.error_message',
@@ -227,44 +250,57 @@ _reg(__file__, {
     91: 'UpdatableFeatureResult.error_message',
     92: 'UpdatableFeatureResult.error_message',
     93: 'UpdatableFeatureResult.error_message',
-    94: 'UpdatableFeatureResult.<tagged fields>',
-    95: 'UpdatableFeatureResult.<tagged fields>',
-    96: 'UpdatableFeatureResult.<tagged fields>',
-    97: 'UpdatableFeatureResult.<tagged fields>',
-    98: 'UpdatableFeatureResult.<tagged fields>',
-    104: 'UpdateFeaturesResponse.throttle_time_ms/error_code',
-    105: 'UpdateFeaturesResponse.throttle_time_ms/error_code',
-    106: 'UpdateFeaturesResponse.error_message',
-    107: 'UpdateFeaturesResponse.error_message',
-    108: 'UpdateFeaturesResponse.error_message',
-    109: 'UpdateFeaturesResponse.error_message',
-    110: 'UpdateFeaturesResponse.error_message',
-    111: 'UpdateFeaturesResponse.error_message',
-    112: 'UpdateFeaturesResponse.error_message',
-    113: 'UpdateFeaturesResponse.error_message',
-    114: 'UpdateFeaturesResponse.error_message',
-    115: 'UpdateFeaturesResponse.error_message',
-    116: 'UpdateFeaturesResponse.error_message',
-    117: 'UpdateFeaturesResponse.error_message',
+    94: 'UpdatableFeatureResult.error_message',
+    95: 'UpdatableFeatureResult.error_message',
+    96: 'UpdatableFeatureResult.error_message',
+    97: 'UpdatableFeatureResult.error_message',
+    98: 'UpdatableFeatureResult.error_message',
+    99: 'UpdatableFeatureResult.error_message',
+    100: 'UpdatableFeatureResult.error_message',
+    101: 'UpdatableFeatureResult.<tagged fields>',
+    102: 'UpdatableFeatureResult.<tagged fields>',
+    103: 'UpdatableFeatureResult.<tagged fields>',
+    104: 'UpdatableFeatureResult.<tagged fields>',
+    105: 'UpdatableFeatureResult.<tagged fields>',
+    116: 'UpdateFeaturesResponse.throttle_time_ms/error_code',
+    117: 'UpdateFeaturesResponse.throttle_time_ms/error_code',
     118: 'UpdateFeaturesResponse.error_message',
     119: 'UpdateFeaturesResponse.error_message',
-    120: 'UpdateFeaturesResponse.results',
-    121: 'UpdateFeaturesResponse.results',
-    122: 'UpdateFeaturesResponse.results',
-    123: 'UpdateFeaturesResponse.results',
-    124: 'UpdateFeaturesResponse.results',
-    125: 'UpdateFeaturesResponse.results',
-    126: 'UpdateFeaturesResponse.results',
-    127: 'UpdateFeaturesResponse.results',
-    128: 'UpdateFeaturesResponse.results',
-    129: 'UpdateFeaturesResponse.results',
-    130: 'UpdateFeaturesResponse.results',
-    131: 'UpdateFeaturesResponse.results',
-    132: 'UpdateFeaturesResponse.results',
-    133: 'UpdateFeaturesResponse.results',
-    134: 'UpdateFeaturesResponse.<tagged fields>',
-    135: 'UpdateFeaturesResponse.<tagged fields>',
-    136: 'UpdateFeaturesResponse.<tagged fields>',
-    137: 'UpdateFeaturesResponse.<tagged fields>',
-    138: 'UpdateFeaturesResponse.<tagged fields>',
+    120: 'UpdateFeaturesResponse.error_message',
+    121: 'UpdateFeaturesResponse.error_message',
+    122: 'UpdateFeaturesResponse.error_message',
+    123: 'UpdateFeaturesResponse.error_message',
+    124: 'UpdateFeaturesResponse.error_message',
+    125: 'UpdateFeaturesResponse.error_message',
+    126: 'UpdateFeaturesResponse.error_message',
+    127: 'UpdateFeaturesResponse.error_message',
+    128: 'UpdateFeaturesResponse.error_message',
+    129: 'UpdateFeaturesResponse.error_message',
+    130: 'UpdateFeaturesResponse.error_message',
+    131: 'UpdateFeaturesResponse.error_message',
+    132: 'UpdateFeaturesResponse.error_message',
+    133: 'UpdateFeaturesResponse.error_message',
+    134: 'UpdateFeaturesResponse.error_message',
+    135: 'UpdateFeaturesResponse.results',
+    136: 'UpdateFeaturesResponse.results',
+    137: 'UpdateFeaturesResponse.results',
+    138: 'UpdateFeaturesResponse.results',
+    139: 'UpdateFeaturesResponse.results',
+    140: 'UpdateFeaturesResponse.results',
+    141: 'UpdateFeaturesResponse.results',
+    142: 'UpdateFeaturesResponse.results',
+    143: 'UpdateFeaturesResponse.results',
+    144: 'UpdateFeaturesResponse.results',
+    145: 'UpdateFeaturesResponse.results',
+    146: 'UpdateFeaturesResponse.results',
+    147: 'UpdateFeaturesResponse.results',
+    148: 'UpdateFeaturesResponse.results',
+    149: 'UpdateFeaturesResponse.results',
+    150: 'UpdateFeaturesResponse.results',
+    151: 'UpdateFeaturesResponse.results',
+    152: 'UpdateFeaturesResponse.<tagged fields>',
+    153: 'UpdateFeaturesResponse.<tagged fields>',
+    154: 'UpdateFeaturesResponse.<tagged fields>',
+    155: 'UpdateFeaturesResponse.<tagged fields>',
+    156: 'UpdateFeaturesResponse.<tagged fields>',
 })

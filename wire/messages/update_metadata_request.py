@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -186,7 +187,18 @@ def _d_UpdateMetadataPartitionState_v0(buf, pos):
         _chk(_n4, buf, pos, 'UpdateMetadataPartitionState.replicas')
         _f_replicas = list(_unpack_from('>%di' % _n4, buf, pos))
         pos += 4 * _n4
-    return UpdateMetadataPartitionState(_f_topic_name, _f_partition_index, _f_controller_epoch, _f_leader, _f_leader_epoch, _f_isr, _f_zk_version, _f_replicas, [], None), pos
+    _o = _new(UpdateMetadataPartitionState)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.controller_epoch = _f_controller_epoch
+    _o.leader = _f_leader
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.zk_version = _f_zk_version
+    _o.replicas = _f_replicas
+    _o.offline_replicas = []
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_UpdateMetadataPartitionState_v1 = _d_UpdateMetadataPartitionState_v0
@@ -234,7 +246,18 @@ def _d_UpdateMetadataPartitionState_v4(buf, pos):
         _chk(_n21, buf, pos, 'UpdateMetadataPartitionState.offline_replicas')
         _f_offline_replicas = list(_unpack_from('>%di' % _n21, buf, pos))
         pos += 4 * _n21
-    return UpdateMetadataPartitionState(_f_topic_name, _f_partition_index, _f_controller_epoch, _f_leader, _f_leader_epoch, _f_isr, _f_zk_version, _f_replicas, _f_offline_replicas, None), pos
+    _o = _new(UpdateMetadataPartitionState)
+    _o.topic_name = _f_topic_name
+    _o.partition_index = _f_partition_index
+    _o.controller_epoch = _f_controller_epoch
+    _o.leader = _f_leader
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.zk_version = _f_zk_version
+    _o.replicas = _f_replicas
+    _o.offline_replicas = _f_offline_replicas
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataPartitionState_v5(buf, pos):
@@ -266,7 +289,18 @@ def _d_UpdateMetadataPartitionState_v5(buf, pos):
         _chk(_n24, buf, pos, 'UpdateMetadataPartitionState.offline_replicas')
         _f_offline_replicas = list(_unpack_from('>%di' % _n24, buf, pos))
         pos += 4 * _n24
-    return UpdateMetadataPartitionState('', _f_partition_index, _f_controller_epoch, _f_leader, _f_leader_epoch, _f_isr, _f_zk_version, _f_replicas, _f_offline_replicas, None), pos
+    _o = _new(UpdateMetadataPartitionState)
+    _o.topic_name = ''
+    _o.partition_index = _f_partition_index
+    _o.controller_epoch = _f_controller_epoch
+    _o.leader = _f_leader
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.zk_version = _f_zk_version
+    _o.replicas = _f_replicas
+    _o.offline_replicas = _f_offline_replicas
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataPartitionState_v6(buf, pos):
@@ -275,6 +309,9 @@ def _d_UpdateMetadataPartitionState_v6(buf, pos):
     _n25 = buf[pos]
     if _n25 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n25 = (_n25 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n25, pos = _ruv(buf, pos)
     _n25 -= 1
@@ -289,6 +326,9 @@ def _d_UpdateMetadataPartitionState_v6(buf, pos):
     _n26 = buf[pos]
     if _n26 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n26 = (_n26 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n26, pos = _ruv(buf, pos)
     _n26 -= 1
@@ -301,6 +341,9 @@ def _d_UpdateMetadataPartitionState_v6(buf, pos):
     _n27 = buf[pos]
     if _n27 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n27 = (_n27 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n27, pos = _ruv(buf, pos)
     _n27 -= 1
@@ -315,7 +358,18 @@ def _d_UpdateMetadataPartitionState_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateMetadataPartitionState.<tagged fields>')
-    return UpdateMetadataPartitionState('', _f_partition_index, _f_controller_epoch, _f_leader, _f_leader_epoch, _f_isr, _f_zk_version, _f_replicas, _f_offline_replicas, _unk), pos
+    _o = _new(UpdateMetadataPartitionState)
+    _o.topic_name = ''
+    _o.partition_index = _f_partition_index
+    _o.controller_epoch = _f_controller_epoch
+    _o.leader = _f_leader
+    _o.leader_epoch = _f_leader_epoch
+    _o.isr = _f_isr
+    _o.zk_version = _f_zk_version
+    _o.replicas = _f_replicas
+    _o.offline_replicas = _f_offline_replicas
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_UpdateMetadataPartitionState_v7 = _d_UpdateMetadataPartitionState_v6
@@ -343,13 +397,21 @@ def _d_UpdateMetadataTopicState_v5(buf, pos):
         for _ in range(_n36):
             _x37, pos = _d_UpdateMetadataPartitionState_v5(buf, pos)
             _f_partition_states.append(_x37)
-    return UpdateMetadataTopicState(_f_topic_name, _ZERO_UUID, _f_partition_states, None), pos
+    _o = _new(UpdateMetadataTopicState)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _ZERO_UUID
+    _o.partition_states = _f_partition_states
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataTopicState_v6(buf, pos):
     _n38 = buf[pos]
     if _n38 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n38 = (_n38 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n38, pos = _ruv(buf, pos)
     _n38 -= 1
@@ -364,6 +426,9 @@ def _d_UpdateMetadataTopicState_v6(buf, pos):
     _n40 = buf[pos]
     if _n40 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n40 = (_n40 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n40, pos = _ruv(buf, pos)
     _n40 -= 1
@@ -380,13 +445,21 @@ def _d_UpdateMetadataTopicState_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateMetadataTopicState.<tagged fields>')
-    return UpdateMetadataTopicState(_f_topic_name, _ZERO_UUID, _f_partition_states, _unk), pos
+    _o = _new(UpdateMetadataTopicState)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _ZERO_UUID
+    _o.partition_states = _f_partition_states
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_UpdateMetadataTopicState_v7(buf, pos):
     _n42 = buf[pos]
     if _n42 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n42 = (_n42 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n42, pos = _ruv(buf, pos)
     _n42 -= 1
@@ -405,6 +478,9 @@ def _d_UpdateMetadataTopicState_v7(buf, pos):
     _n44 = buf[pos]
     if _n44 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n44 = (_n44 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n44, pos = _ruv(buf, pos)
     _n44 -= 1
@@ -421,7 +497,12 @@ def _d_UpdateMetadataTopicState_v7(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateMetadataTopicState.<tagged fields>')
-    return UpdateMetadataTopicState(_f_topic_name, _f_topic_id, _f_partition_states, _unk), pos
+    _o = _new(UpdateMetadataTopicState)
+    _o.topic_name = _f_topic_name
+    _o.topic_id = _f_topic_id
+    _o.partition_states = _f_partition_states
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_UpdateMetadataTopicState_v8 = _d_UpdateMetadataTopicState_v7
@@ -441,7 +522,13 @@ def _d_UpdateMetadataEndpoint_v1(buf, pos):
         pos = _end51
     _f_security_protocol = _S_hu(buf, pos)[0]
     pos += 2
-    return UpdateMetadataEndpoint(_f_port, _f_host, '', _f_security_protocol, None), pos
+    _o = _new(UpdateMetadataEndpoint)
+    _o.port = _f_port
+    _o.host = _f_host
+    _o.listener = ''
+    _o.security_protocol = _f_security_protocol
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_UpdateMetadataEndpoint_v2 = _d_UpdateMetadataEndpoint_v1
@@ -471,7 +558,13 @@ def _d_UpdateMetadataEndpoint_v3(buf, pos):
         pos = _end57
     _f_security_protocol = _S_hu(buf, pos)[0]
     pos += 2
-    return UpdateMetadataEndpoint(_f_port, _f_host, _f_listener, _f_security_protocol, None), pos
+    _o = _new(UpdateMetadataEndpoint)
+    _o.port = _f_port
+    _o.host = _f_host
+    _o.listener = _f_listener
+    _o.security_protocol = _f_security_protocol
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_UpdateMetadataEndpoint_v4 = _d_UpdateMetadataEndpoint_v3
@@ -484,6 +577,9 @@ def _d_UpdateMetadataEndpoint_v6(buf, pos):
     _n66 = buf[pos]
     if _n66 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n66 = (_n66 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n66, pos = _ruv(buf, pos)
     _n66 -= 1
@@ -498,6 +594,9 @@ def _d_UpdateMetadataEndpoint_v6(buf, pos):
     _n68 = buf[pos]
     if _n68 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n68 = (_n68 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n68, pos = _ruv(buf, pos)
     _n68 -= 1
@@ -516,7 +615,13 @@ def _d_UpdateMetadataEndpoint_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateMetadataEndpoint.<tagged fields>')
-    return UpdateMetadataEndpoint(_f_port, _f_host, _f_listener, _f_security_protocol, _unk), pos
+    _o = _new(UpdateMetadataEndpoint)
+    _o.port = _f_port
+    _o.host = _f_host
+    _o.listener = _f_listener
+    _o.security_protocol = _f_security_protocol
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_UpdateMetadataEndpoint_v7 = _d_UpdateMetadataEndpoint_v6
@@ -538,7 +643,14 @@ def _d_UpdateMetadataBroker_v0(buf, pos):
         pos = _end79
     _f_v0_port = _S_iu(buf, pos)[0]
     pos += 4
-    return UpdateMetadataBroker(_f_id, _f_v0_host, _f_v0_port, [], '', None), pos
+    _o = _new(UpdateMetadataBroker)
+    _o.id = _f_id
+    _o.v0_host = _f_v0_host
+    _o.v0_port = _f_v0_port
+    _o.endpoints = []
+    _o.rack = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataBroker_v1(buf, pos):
@@ -554,7 +666,14 @@ def _d_UpdateMetadataBroker_v1(buf, pos):
         for _ in range(_n80):
             _x81, pos = _d_UpdateMetadataEndpoint_v1(buf, pos)
             _f_endpoints.append(_x81)
-    return UpdateMetadataBroker(_f_id, '', 0, _f_endpoints, '', None), pos
+    _o = _new(UpdateMetadataBroker)
+    _o.id = _f_id
+    _o.v0_host = ''
+    _o.v0_port = 0
+    _o.endpoints = _f_endpoints
+    _o.rack = ''
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataBroker_v2(buf, pos):
@@ -580,7 +699,14 @@ def _d_UpdateMetadataBroker_v2(buf, pos):
             raise _trunc('UpdateMetadataBroker.rack', _n84, len(buf) - pos)
         _f_rack = str(buf[pos:_end85], 'utf-8')
         pos = _end85
-    return UpdateMetadataBroker(_f_id, '', 0, _f_endpoints, _f_rack, None), pos
+    _o = _new(UpdateMetadataBroker)
+    _o.id = _f_id
+    _o.v0_host = ''
+    _o.v0_port = 0
+    _o.endpoints = _f_endpoints
+    _o.rack = _f_rack
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataBroker_v3(buf, pos):
@@ -606,7 +732,14 @@ def _d_UpdateMetadataBroker_v3(buf, pos):
             raise _trunc('UpdateMetadataBroker.rack', _n88, len(buf) - pos)
         _f_rack = str(buf[pos:_end89], 'utf-8')
         pos = _end89
-    return UpdateMetadataBroker(_f_id, '', 0, _f_endpoints, _f_rack, None), pos
+    _o = _new(UpdateMetadataBroker)
+    _o.id = _f_id
+    _o.v0_host = ''
+    _o.v0_port = 0
+    _o.endpoints = _f_endpoints
+    _o.rack = _f_rack
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_UpdateMetadataBroker_v4 = _d_UpdateMetadataBroker_v3
@@ -619,6 +752,9 @@ def _d_UpdateMetadataBroker_v6(buf, pos):
     _n98 = buf[pos]
     if _n98 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n98 = (_n98 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n98, pos = _ruv(buf, pos)
     _n98 -= 1
@@ -633,6 +769,9 @@ def _d_UpdateMetadataBroker_v6(buf, pos):
     _n100 = buf[pos]
     if _n100 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n100 = (_n100 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n100, pos = _ruv(buf, pos)
     _n100 -= 1
@@ -649,7 +788,14 @@ def _d_UpdateMetadataBroker_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateMetadataBroker.<tagged fields>')
-    return UpdateMetadataBroker(_f_id, '', 0, _f_endpoints, _f_rack, _unk), pos
+    _o = _new(UpdateMetadataBroker)
+    _o.id = _f_id
+    _o.v0_host = ''
+    _o.v0_port = 0
+    _o.endpoints = _f_endpoints
+    _o.rack = _f_rack
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_UpdateMetadataBroker_v7 = _d_UpdateMetadataBroker_v6
@@ -679,7 +825,17 @@ def _d_UpdateMetadataRequest_v0(buf, pos):
         for _ in range(_n112):
             _x113, pos = _d_UpdateMetadataBroker_v0(buf, pos)
             _f_live_brokers.append(_x113)
-    return UpdateMetadataRequest(_f_controller_id, False, 0, _f_controller_epoch, -1, _f_ungrouped_partition_states, [], _f_live_brokers, None), pos
+    _o = _new(UpdateMetadataRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.type = 0
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = -1
+    _o.ungrouped_partition_states = _f_ungrouped_partition_states
+    _o.topic_states = []
+    _o.live_brokers = _f_live_brokers
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataRequest_v1(buf, pos):
@@ -705,7 +861,17 @@ def _d_UpdateMetadataRequest_v1(buf, pos):
         for _ in range(_n116):
             _x117, pos = _d_UpdateMetadataBroker_v1(buf, pos)
             _f_live_brokers.append(_x117)
-    return UpdateMetadataRequest(_f_controller_id, False, 0, _f_controller_epoch, -1, _f_ungrouped_partition_states, [], _f_live_brokers, None), pos
+    _o = _new(UpdateMetadataRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.type = 0
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = -1
+    _o.ungrouped_partition_states = _f_ungrouped_partition_states
+    _o.topic_states = []
+    _o.live_brokers = _f_live_brokers
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataRequest_v2(buf, pos):
@@ -731,7 +897,17 @@ def _d_UpdateMetadataRequest_v2(buf, pos):
         for _ in range(_n120):
             _x121, pos = _d_UpdateMetadataBroker_v2(buf, pos)
             _f_live_brokers.append(_x121)
-    return UpdateMetadataRequest(_f_controller_id, False, 0, _f_controller_epoch, -1, _f_ungrouped_partition_states, [], _f_live_brokers, None), pos
+    _o = _new(UpdateMetadataRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.type = 0
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = -1
+    _o.ungrouped_partition_states = _f_ungrouped_partition_states
+    _o.topic_states = []
+    _o.live_brokers = _f_live_brokers
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataRequest_v3(buf, pos):
@@ -757,7 +933,17 @@ def _d_UpdateMetadataRequest_v3(buf, pos):
         for _ in range(_n124):
             _x125, pos = _d_UpdateMetadataBroker_v3(buf, pos)
             _f_live_brokers.append(_x125)
-    return UpdateMetadataRequest(_f_controller_id, False, 0, _f_controller_epoch, -1, _f_ungrouped_partition_states, [], _f_live_brokers, None), pos
+    _o = _new(UpdateMetadataRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.type = 0
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = -1
+    _o.ungrouped_partition_states = _f_ungrouped_partition_states
+    _o.topic_states = []
+    _o.live_brokers = _f_live_brokers
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataRequest_v4(buf, pos):
@@ -783,7 +969,17 @@ def _d_UpdateMetadataRequest_v4(buf, pos):
         for _ in range(_n128):
             _x129, pos = _d_UpdateMetadataBroker_v4(buf, pos)
             _f_live_brokers.append(_x129)
-    return UpdateMetadataRequest(_f_controller_id, False, 0, _f_controller_epoch, -1, _f_ungrouped_partition_states, [], _f_live_brokers, None), pos
+    _o = _new(UpdateMetadataRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.type = 0
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = -1
+    _o.ungrouped_partition_states = _f_ungrouped_partition_states
+    _o.topic_states = []
+    _o.live_brokers = _f_live_brokers
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataRequest_v5(buf, pos):
@@ -809,7 +1005,17 @@ def _d_UpdateMetadataRequest_v5(buf, pos):
         for _ in range(_n132):
             _x133, pos = _d_UpdateMetadataBroker_v5(buf, pos)
             _f_live_brokers.append(_x133)
-    return UpdateMetadataRequest(_f_controller_id, False, 0, _f_controller_epoch, _f_broker_epoch, [], _f_topic_states, _f_live_brokers, None), pos
+    _o = _new(UpdateMetadataRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.type = 0
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.ungrouped_partition_states = []
+    _o.topic_states = _f_topic_states
+    _o.live_brokers = _f_live_brokers
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_UpdateMetadataRequest_v6(buf, pos):
@@ -818,6 +1024,9 @@ def _d_UpdateMetadataRequest_v6(buf, pos):
     _n134 = buf[pos]
     if _n134 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n134 = (_n134 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n134, pos = _ruv(buf, pos)
     _n134 -= 1
@@ -832,6 +1041,9 @@ def _d_UpdateMetadataRequest_v6(buf, pos):
     _n136 = buf[pos]
     if _n136 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n136 = (_n136 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n136, pos = _ruv(buf, pos)
     _n136 -= 1
@@ -848,7 +1060,17 @@ def _d_UpdateMetadataRequest_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateMetadataRequest.<tagged fields>')
-    return UpdateMetadataRequest(_f_controller_id, False, 0, _f_controller_epoch, _f_broker_epoch, [], _f_topic_states, _f_live_brokers, _unk), pos
+    _o = _new(UpdateMetadataRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.type = 0
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.ungrouped_partition_states = []
+    _o.topic_states = _f_topic_states
+    _o.live_brokers = _f_live_brokers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_UpdateMetadataRequest_v7(buf, pos):
@@ -857,6 +1079,9 @@ def _d_UpdateMetadataRequest_v7(buf, pos):
     _n138 = buf[pos]
     if _n138 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n138 = (_n138 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n138, pos = _ruv(buf, pos)
     _n138 -= 1
@@ -871,6 +1096,9 @@ def _d_UpdateMetadataRequest_v7(buf, pos):
     _n140 = buf[pos]
     if _n140 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n140 = (_n140 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n140, pos = _ruv(buf, pos)
     _n140 -= 1
@@ -887,7 +1115,17 @@ def _d_UpdateMetadataRequest_v7(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateMetadataRequest.<tagged fields>')
-    return UpdateMetadataRequest(_f_controller_id, False, 0, _f_controller_epoch, _f_broker_epoch, [], _f_topic_states, _f_live_brokers, _unk), pos
+    _o = _new(UpdateMetadataRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = False
+    _o.type = 0
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.ungrouped_partition_states = []
+    _o.topic_states = _f_topic_states
+    _o.live_brokers = _f_live_brokers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_UpdateMetadataRequest_v8(buf, pos):
@@ -896,6 +1134,9 @@ def _d_UpdateMetadataRequest_v8(buf, pos):
     _n142 = buf[pos]
     if _n142 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n142 = (_n142 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n142, pos = _ruv(buf, pos)
     _n142 -= 1
@@ -910,6 +1151,9 @@ def _d_UpdateMetadataRequest_v8(buf, pos):
     _n144 = buf[pos]
     if _n144 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n144 = (_n144 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n144, pos = _ruv(buf, pos)
     _n144 -= 1
@@ -932,7 +1176,17 @@ def _d_UpdateMetadataRequest_v8(buf, pos):
             _tp = 0
             _f_type = _S_bu(_tb, _tp)[0]
             _tp += 1
-    return UpdateMetadataRequest(_f_controller_id, _f_is_k_raft_controller, _f_type, _f_controller_epoch, _f_broker_epoch, [], _f_topic_states, _f_live_brokers, _unk), pos
+    _o = _new(UpdateMetadataRequest)
+    _o.controller_id = _f_controller_id
+    _o.is_k_raft_controller = _f_is_k_raft_controller
+    _o.type = _f_type
+    _o.controller_epoch = _f_controller_epoch
+    _o.broker_epoch = _f_broker_epoch
+    _o.ungrouped_partition_states = []
+    _o.topic_states = _f_topic_states
+    _o.live_brokers = _f_live_brokers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_UpdateMetadataPartitionState_v0(o, w):
@@ -942,12 +1196,12 @@ def _e_UpdateMetadataPartitionState_v0(o, w):
     w(_v146)
     w(_S_iiiip(o.partition_index, o.controller_epoch, o.leader, o.leader_epoch))
     _a147 = o.isr
-    w(_I32p(len(_a147)))
-    w(_pack('>%di' % len(_a147), *_a147))
+    _l = len(_a147)
+    w(_counted_packer('i', _l)(_l, *_a147))
     w(_S_ip(o.zk_version))
     _a148 = o.replicas
-    w(_I32p(len(_a148)))
-    w(_pack('>%di' % len(_a148), *_a148))
+    _l = len(_a148)
+    w(_counted_packer('i', _l)(_l, *_a148))
 
 
 _e_UpdateMetadataPartitionState_v1 = _e_UpdateMetadataPartitionState_v0
@@ -963,46 +1217,49 @@ def _e_UpdateMetadataPartitionState_v4(o, w):
     w(_v158)
     w(_S_iiiip(o.partition_index, o.controller_epoch, o.leader, o.leader_epoch))
     _a159 = o.isr
-    w(_I32p(len(_a159)))
-    w(_pack('>%di' % len(_a159), *_a159))
+    _l = len(_a159)
+    w(_counted_packer('i', _l)(_l, *_a159))
     w(_S_ip(o.zk_version))
     _a160 = o.replicas
-    w(_I32p(len(_a160)))
-    w(_pack('>%di' % len(_a160), *_a160))
+    _l = len(_a160)
+    w(_counted_packer('i', _l)(_l, *_a160))
     _a161 = o.offline_replicas
-    w(_I32p(len(_a161)))
-    w(_pack('>%di' % len(_a161), *_a161))
+    _l = len(_a161)
+    w(_counted_packer('i', _l)(_l, *_a161))
 
 
 def _e_UpdateMetadataPartitionState_v5(o, w):
     w(_S_iiiip(o.partition_index, o.controller_epoch, o.leader, o.leader_epoch))
     _a162 = o.isr
-    w(_I32p(len(_a162)))
-    w(_pack('>%di' % len(_a162), *_a162))
+    _l = len(_a162)
+    w(_counted_packer('i', _l)(_l, *_a162))
     w(_S_ip(o.zk_version))
     _a163 = o.replicas
-    w(_I32p(len(_a163)))
-    w(_pack('>%di' % len(_a163), *_a163))
+    _l = len(_a163)
+    w(_counted_packer('i', _l)(_l, *_a163))
     _a164 = o.offline_replicas
-    w(_I32p(len(_a164)))
-    w(_pack('>%di' % len(_a164), *_a164))
+    _l = len(_a164)
+    w(_counted_packer('i', _l)(_l, *_a164))
 
 
 def _e_UpdateMetadataPartitionState_v6(o, w):
     w(_S_iiiip(o.partition_index, o.controller_epoch, o.leader, o.leader_epoch))
     _a165 = o.isr
-    _l = len(_a165) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a165), *_a165))
+    _l = len(_a165)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a165))
     w(_S_ip(o.zk_version))
     _a166 = o.replicas
-    _l = len(_a166) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a166), *_a166))
+    _l = len(_a166)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a166))
     _a167 = o.offline_replicas
-    _l = len(_a167) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a167), *_a167))
+    _l = len(_a167)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a167))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -1323,7 +1580,10 @@ def _e_UpdateMetadataRequest_v8(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 
@@ -1333,7 +1593,6 @@ FLEXIBLE_FROM = 6
 DECODERS = {0: _d_UpdateMetadataRequest_v0, 1: _d_UpdateMetadataRequest_v1, 2: _d_UpdateMetadataRequest_v2, 3: _d_UpdateMetadataRequest_v3, 4: _d_UpdateMetadataRequest_v4, 5: _d_UpdateMetadataRequest_v5, 6: _d_UpdateMetadataRequest_v6, 7: _d_UpdateMetadataRequest_v7, 8: _d_UpdateMetadataRequest_v8}
 ENCODERS = {0: _e_UpdateMetadataRequest_v0, 1: _e_UpdateMetadataRequest_v1, 2: _e_UpdateMetadataRequest_v2, 3: _e_UpdateMetadataRequest_v3, 4: _e_UpdateMetadataRequest_v4, 5: _e_UpdateMetadataRequest_v5, 6: _e_UpdateMetadataRequest_v6, 7: _e_UpdateMetadataRequest_v7, 8: _e_UpdateMetadataRequest_v8}
 _reg(__file__, {
-    159: 'UpdateMetadataPartitionState.topic_name',
     160: 'UpdateMetadataPartitionState.topic_name',
     161: 'UpdateMetadataPartitionState.topic_name',
     162: 'UpdateMetadataPartitionState.topic_name',
@@ -1343,9 +1602,9 @@ _reg(__file__, {
     166: 'UpdateMetadataPartitionState.topic_name',
     167: 'UpdateMetadataPartitionState.topic_name',
     168: 'UpdateMetadataPartitionState.topic_name',
-    169: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    169: 'UpdateMetadataPartitionState.topic_name',
     170: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    171: 'UpdateMetadataPartitionState.isr',
+    171: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
     172: 'UpdateMetadataPartitionState.isr',
     173: 'UpdateMetadataPartitionState.isr',
     174: 'UpdateMetadataPartitionState.isr',
@@ -1353,9 +1612,9 @@ _reg(__file__, {
     176: 'UpdateMetadataPartitionState.isr',
     177: 'UpdateMetadataPartitionState.isr',
     178: 'UpdateMetadataPartitionState.isr',
-    179: 'UpdateMetadataPartitionState.zk_version',
+    179: 'UpdateMetadataPartitionState.isr',
     180: 'UpdateMetadataPartitionState.zk_version',
-    181: 'UpdateMetadataPartitionState.replicas',
+    181: 'UpdateMetadataPartitionState.zk_version',
     182: 'UpdateMetadataPartitionState.replicas',
     183: 'UpdateMetadataPartitionState.replicas',
     184: 'UpdateMetadataPartitionState.replicas',
@@ -1363,628 +1622,680 @@ _reg(__file__, {
     186: 'UpdateMetadataPartitionState.replicas',
     187: 'UpdateMetadataPartitionState.replicas',
     188: 'UpdateMetadataPartitionState.replicas',
-    196: 'UpdateMetadataPartitionState.topic_name',
-    197: 'UpdateMetadataPartitionState.topic_name',
-    198: 'UpdateMetadataPartitionState.topic_name',
-    199: 'UpdateMetadataPartitionState.topic_name',
-    200: 'UpdateMetadataPartitionState.topic_name',
-    201: 'UpdateMetadataPartitionState.topic_name',
-    202: 'UpdateMetadataPartitionState.topic_name',
-    203: 'UpdateMetadataPartitionState.topic_name',
-    204: 'UpdateMetadataPartitionState.topic_name',
-    205: 'UpdateMetadataPartitionState.topic_name',
-    206: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    207: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    208: 'UpdateMetadataPartitionState.isr',
-    209: 'UpdateMetadataPartitionState.isr',
-    210: 'UpdateMetadataPartitionState.isr',
-    211: 'UpdateMetadataPartitionState.isr',
-    212: 'UpdateMetadataPartitionState.isr',
-    213: 'UpdateMetadataPartitionState.isr',
-    214: 'UpdateMetadataPartitionState.isr',
-    215: 'UpdateMetadataPartitionState.isr',
-    216: 'UpdateMetadataPartitionState.zk_version',
-    217: 'UpdateMetadataPartitionState.zk_version',
-    218: 'UpdateMetadataPartitionState.replicas',
-    219: 'UpdateMetadataPartitionState.replicas',
-    220: 'UpdateMetadataPartitionState.replicas',
-    221: 'UpdateMetadataPartitionState.replicas',
-    222: 'UpdateMetadataPartitionState.replicas',
-    223: 'UpdateMetadataPartitionState.replicas',
-    224: 'UpdateMetadataPartitionState.replicas',
-    225: 'UpdateMetadataPartitionState.replicas',
-    226: 'UpdateMetadataPartitionState.offline_replicas',
-    227: 'UpdateMetadataPartitionState.offline_replicas',
-    228: 'UpdateMetadataPartitionState.offline_replicas',
-    229: 'UpdateMetadataPartitionState.offline_replicas',
-    230: 'UpdateMetadataPartitionState.offline_replicas',
-    231: 'UpdateMetadataPartitionState.offline_replicas',
-    232: 'UpdateMetadataPartitionState.offline_replicas',
-    233: 'UpdateMetadataPartitionState.offline_replicas',
-    238: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    239: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    240: 'UpdateMetadataPartitionState.isr',
-    241: 'UpdateMetadataPartitionState.isr',
-    242: 'UpdateMetadataPartitionState.isr',
-    243: 'UpdateMetadataPartitionState.isr',
-    244: 'UpdateMetadataPartitionState.isr',
-    245: 'UpdateMetadataPartitionState.isr',
-    246: 'UpdateMetadataPartitionState.isr',
-    247: 'UpdateMetadataPartitionState.isr',
-    248: 'UpdateMetadataPartitionState.zk_version',
-    249: 'UpdateMetadataPartitionState.zk_version',
-    250: 'UpdateMetadataPartitionState.replicas',
-    251: 'UpdateMetadataPartitionState.replicas',
-    252: 'UpdateMetadataPartitionState.replicas',
-    253: 'UpdateMetadataPartitionState.replicas',
-    254: 'UpdateMetadataPartitionState.replicas',
-    255: 'UpdateMetadataPartitionState.replicas',
-    256: 'UpdateMetadataPartitionState.replicas',
-    257: 'UpdateMetadataPartitionState.replicas',
-    258: 'UpdateMetadataPartitionState.offline_replicas',
-    259: 'UpdateMetadataPartitionState.offline_replicas',
-    260: 'UpdateMetadataPartitionState.offline_replicas',
-    261: 'UpdateMetadataPartitionState.offline_replicas',
-    262: 'UpdateMetadataPartitionState.offline_replicas',
-    263: 'UpdateMetadataPartitionState.offline_replicas',
-    264: 'UpdateMetadataPartitionState.offline_replicas',
-    265: 'UpdateMetadataPartitionState.offline_replicas',
-    270: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    271: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
-    272: 'UpdateMetadataPartitionState.isr',
-    273: 'UpdateMetadataPartitionState.isr',
-    274: 'UpdateMetadataPartitionState.isr',
-    275: 'UpdateMetadataPartitionState.isr',
-    276: 'UpdateMetadataPartitionState.isr',
-    277: 'UpdateMetadataPartitionState.isr',
-    278: 'UpdateMetadataPartitionState.isr',
-    279: 'UpdateMetadataPartitionState.isr',
-    280: 'UpdateMetadataPartitionState.isr',
-    281: 'UpdateMetadataPartitionState.isr',
-    282: 'UpdateMetadataPartitionState.isr',
-    283: 'UpdateMetadataPartitionState.isr',
-    284: 'UpdateMetadataPartitionState.zk_version',
-    285: 'UpdateMetadataPartitionState.zk_version',
-    286: 'UpdateMetadataPartitionState.replicas',
-    287: 'UpdateMetadataPartitionState.replicas',
-    288: 'UpdateMetadataPartitionState.replicas',
-    289: 'UpdateMetadataPartitionState.replicas',
-    290: 'UpdateMetadataPartitionState.replicas',
-    291: 'UpdateMetadataPartitionState.replicas',
-    292: 'UpdateMetadataPartitionState.replicas',
-    293: 'UpdateMetadataPartitionState.replicas',
-    294: 'UpdateMetadataPartitionState.replicas',
-    295: 'UpdateMetadataPartitionState.replicas',
-    296: 'UpdateMetadataPartitionState.replicas',
-    297: 'UpdateMetadataPartitionState.replicas',
-    298: 'UpdateMetadataPartitionState.offline_replicas',
-    299: 'UpdateMetadataPartitionState.offline_replicas',
-    300: 'UpdateMetadataPartitionState.offline_replicas',
-    301: 'UpdateMetadataPartitionState.offline_replicas',
-    302: 'UpdateMetadataPartitionState.offline_replicas',
-    303: 'UpdateMetadataPartitionState.offline_replicas',
-    304: 'UpdateMetadataPartitionState.offline_replicas',
-    305: 'UpdateMetadataPartitionState.offline_replicas',
-    306: 'UpdateMetadataPartitionState.offline_replicas',
-    307: 'UpdateMetadataPartitionState.offline_replicas',
-    308: 'UpdateMetadataPartitionState.offline_replicas',
-    309: 'UpdateMetadataPartitionState.offline_replicas',
-    310: 'UpdateMetadataPartitionState.<tagged fields>',
-    311: 'UpdateMetadataPartitionState.<tagged fields>',
-    312: 'UpdateMetadataPartitionState.<tagged fields>',
-    313: 'UpdateMetadataPartitionState.<tagged fields>',
-    314: 'UpdateMetadataPartitionState.<tagged fields>',
-    321: 'UpdateMetadataTopicState.topic_name',
-    322: 'UpdateMetadataTopicState.topic_name',
-    323: 'UpdateMetadataTopicState.topic_name',
-    324: 'UpdateMetadataTopicState.topic_name',
-    325: 'UpdateMetadataTopicState.topic_name',
-    326: 'UpdateMetadataTopicState.topic_name',
-    327: 'UpdateMetadataTopicState.topic_name',
-    328: 'UpdateMetadataTopicState.topic_name',
-    329: 'UpdateMetadataTopicState.topic_name',
-    330: 'UpdateMetadataTopicState.topic_name',
-    331: 'UpdateMetadataTopicState.partition_states',
-    332: 'UpdateMetadataTopicState.partition_states',
-    333: 'UpdateMetadataTopicState.partition_states',
-    334: 'UpdateMetadataTopicState.partition_states',
-    335: 'UpdateMetadataTopicState.partition_states',
-    336: 'UpdateMetadataTopicState.partition_states',
-    337: 'UpdateMetadataTopicState.partition_states',
-    338: 'UpdateMetadataTopicState.partition_states',
-    339: 'UpdateMetadataTopicState.partition_states',
-    340: 'UpdateMetadataTopicState.partition_states',
-    345: 'UpdateMetadataTopicState.topic_name',
-    346: 'UpdateMetadataTopicState.topic_name',
-    347: 'UpdateMetadataTopicState.topic_name',
-    348: 'UpdateMetadataTopicState.topic_name',
-    349: 'UpdateMetadataTopicState.topic_name',
-    350: 'UpdateMetadataTopicState.topic_name',
-    351: 'UpdateMetadataTopicState.topic_name',
-    352: 'UpdateMetadataTopicState.topic_name',
-    353: 'UpdateMetadataTopicState.topic_name',
-    354: 'UpdateMetadataTopicState.topic_name',
-    355: 'UpdateMetadataTopicState.topic_name',
-    356: 'UpdateMetadataTopicState.topic_name',
-    357: 'UpdateMetadataTopicState.topic_name',
-    358: 'UpdateMetadataTopicState.topic_name',
-    359: 'UpdateMetadataTopicState.partition_states',
-    360: 'UpdateMetadataTopicState.partition_states',
-    361: 'UpdateMetadataTopicState.partition_states',
-    362: 'UpdateMetadataTopicState.partition_states',
-    363: 'UpdateMetadataTopicState.partition_states',
-    364: 'UpdateMetadataTopicState.partition_states',
-    365: 'UpdateMetadataTopicState.partition_states',
-    366: 'UpdateMetadataTopicState.partition_states',
-    367: 'UpdateMetadataTopicState.partition_states',
-    368: 'UpdateMetadataTopicState.partition_states',
-    369: 'UpdateMetadataTopicState.partition_states',
-    370: 'UpdateMetadataTopicState.partition_states',
-    371: 'UpdateMetadataTopicState.partition_states',
-    372: 'UpdateMetadataTopicState.partition_states',
-    373: 'UpdateMetadataTopicState.<tagged fields>',
-    374: 'UpdateMetadataTopicState.<tagged fields>',
-    375: 'UpdateMetadataTopicState.<tagged fields>',
-    376: 'UpdateMetadataTopicState.<tagged fields>',
-    377: 'UpdateMetadataTopicState.<tagged fields>',
+    189: 'UpdateMetadataPartitionState.replicas',
+    208: 'UpdateMetadataPartitionState.topic_name',
+    209: 'UpdateMetadataPartitionState.topic_name',
+    210: 'UpdateMetadataPartitionState.topic_name',
+    211: 'UpdateMetadataPartitionState.topic_name',
+    212: 'UpdateMetadataPartitionState.topic_name',
+    213: 'UpdateMetadataPartitionState.topic_name',
+    214: 'UpdateMetadataPartitionState.topic_name',
+    215: 'UpdateMetadataPartitionState.topic_name',
+    216: 'UpdateMetadataPartitionState.topic_name',
+    217: 'UpdateMetadataPartitionState.topic_name',
+    218: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    219: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    220: 'UpdateMetadataPartitionState.isr',
+    221: 'UpdateMetadataPartitionState.isr',
+    222: 'UpdateMetadataPartitionState.isr',
+    223: 'UpdateMetadataPartitionState.isr',
+    224: 'UpdateMetadataPartitionState.isr',
+    225: 'UpdateMetadataPartitionState.isr',
+    226: 'UpdateMetadataPartitionState.isr',
+    227: 'UpdateMetadataPartitionState.isr',
+    228: 'UpdateMetadataPartitionState.zk_version',
+    229: 'UpdateMetadataPartitionState.zk_version',
+    230: 'UpdateMetadataPartitionState.replicas',
+    231: 'UpdateMetadataPartitionState.replicas',
+    232: 'UpdateMetadataPartitionState.replicas',
+    233: 'UpdateMetadataPartitionState.replicas',
+    234: 'UpdateMetadataPartitionState.replicas',
+    235: 'UpdateMetadataPartitionState.replicas',
+    236: 'UpdateMetadataPartitionState.replicas',
+    237: 'UpdateMetadataPartitionState.replicas',
+    238: 'UpdateMetadataPartitionState.offline_replicas',
+    239: 'UpdateMetadataPartitionState.offline_replicas',
+    240: 'UpdateMetadataPartitionState.offline_replicas',
+    241: 'UpdateMetadataPartitionState.offline_replicas',
+    242: 'UpdateMetadataPartitionState.offline_replicas',
+    243: 'UpdateMetadataPartitionState.offline_replicas',
+    244: 'UpdateMetadataPartitionState.offline_replicas',
+    245: 'UpdateMetadataPartitionState.offline_replicas',
+    261: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    262: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    263: 'UpdateMetadataPartitionState.isr',
+    264: 'UpdateMetadataPartitionState.isr',
+    265: 'UpdateMetadataPartitionState.isr',
+    266: 'UpdateMetadataPartitionState.isr',
+    267: 'UpdateMetadataPartitionState.isr',
+    268: 'UpdateMetadataPartitionState.isr',
+    269: 'UpdateMetadataPartitionState.isr',
+    270: 'UpdateMetadataPartitionState.isr',
+    271: 'UpdateMetadataPartitionState.zk_version',
+    272: 'UpdateMetadataPartitionState.zk_version',
+    273: 'UpdateMetadataPartitionState.replicas',
+    274: 'UpdateMetadataPartitionState.replicas',
+    275: 'UpdateMetadataPartitionState.replicas',
+    276: 'UpdateMetadataPartitionState.replicas',
+    277: 'UpdateMetadataPartitionState.replicas',
+    278: 'UpdateMetadataPartitionState.replicas',
+    279: 'UpdateMetadataPartitionState.replicas',
+    280: 'UpdateMetadataPartitionState.replicas',
+    281: 'UpdateMetadataPartitionState.offline_replicas',
+    282: 'UpdateMetadataPartitionState.offline_replicas',
+    283: 'UpdateMetadataPartitionState.offline_replicas',
+    284: 'UpdateMetadataPartitionState.offline_replicas',
+    285: 'UpdateMetadataPartitionState.offline_replicas',
+    286: 'UpdateMetadataPartitionState.offline_replicas',
+    287: 'UpdateMetadataPartitionState.offline_replicas',
+    288: 'UpdateMetadataPartitionState.offline_replicas',
+    304: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    305: 'UpdateMetadataPartitionState.partition_index/controller_epoch/leader/leader_epoch',
+    306: 'UpdateMetadataPartitionState.isr',
+    307: 'UpdateMetadataPartitionState.isr',
+    308: 'UpdateMetadataPartitionState.isr',
+    309: 'UpdateMetadataPartitionState.isr',
+    310: 'UpdateMetadataPartitionState.isr',
+    311: 'UpdateMetadataPartitionState.isr',
+    312: 'UpdateMetadataPartitionState.isr',
+    313: 'UpdateMetadataPartitionState.isr',
+    314: 'UpdateMetadataPartitionState.isr',
+    315: 'UpdateMetadataPartitionState.isr',
+    316: 'UpdateMetadataPartitionState.isr',
+    317: 'UpdateMetadataPartitionState.isr',
+    318: 'UpdateMetadataPartitionState.isr',
+    319: 'UpdateMetadataPartitionState.isr',
+    320: 'UpdateMetadataPartitionState.isr',
+    321: 'UpdateMetadataPartitionState.zk_version',
+    322: 'UpdateMetadataPartitionState.zk_version',
+    323: 'UpdateMetadataPartitionState.replicas',
+    324: 'UpdateMetadataPartitionState.replicas',
+    325: 'UpdateMetadataPartitionState.replicas',
+    326: 'UpdateMetadataPartitionState.replicas',
+    327: 'UpdateMetadataPartitionState.replicas',
+    328: 'UpdateMetadataPartitionState.replicas',
+    329: 'UpdateMetadataPartitionState.replicas',
+    330: 'UpdateMetadataPartitionState.replicas',
+    331: 'UpdateMetadataPartitionState.replicas',
+    332: 'UpdateMetadataPartitionState.replicas',
+    333: 'UpdateMetadataPartitionState.replicas',
+    334: 'UpdateMetadataPartitionState.replicas',
+    335: 'UpdateMetadataPartitionState.replicas',
+    336: 'UpdateMetadataPartitionState.replicas',
+    337: 'UpdateMetadataPartitionState.replicas',
+    338: 'UpdateMetadataPartitionState.offline_replicas',
+    339: 'UpdateMetadataPartitionState.offline_replicas',
+    340: 'UpdateMetadataPartitionState.offline_replicas',
+    341: 'UpdateMetadataPartitionState.offline_replicas',
+    342: 'UpdateMetadataPartitionState.offline_replicas',
+    343: 'UpdateMetadataPartitionState.offline_replicas',
+    344: 'UpdateMetadataPartitionState.offline_replicas',
+    345: 'UpdateMetadataPartitionState.offline_replicas',
+    346: 'UpdateMetadataPartitionState.offline_replicas',
+    347: 'UpdateMetadataPartitionState.offline_replicas',
+    348: 'UpdateMetadataPartitionState.offline_replicas',
+    349: 'UpdateMetadataPartitionState.offline_replicas',
+    350: 'UpdateMetadataPartitionState.offline_replicas',
+    351: 'UpdateMetadataPartitionState.offline_replicas',
+    352: 'UpdateMetadataPartitionState.offline_replicas',
+    353: 'UpdateMetadataPartitionState.<tagged fields>',
+    354: 'UpdateMetadataPartitionState.<tagged fields>',
+    355: 'UpdateMetadataPartitionState.<tagged fields>',
+    356: 'UpdateMetadataPartitionState.<tagged fields>',
+    357: 'UpdateMetadataPartitionState.<tagged fields>',
+    375: 'UpdateMetadataTopicState.topic_name',
+    376: 'UpdateMetadataTopicState.topic_name',
+    377: 'UpdateMetadataTopicState.topic_name',
+    378: 'UpdateMetadataTopicState.topic_name',
+    379: 'UpdateMetadataTopicState.topic_name',
+    380: 'UpdateMetadataTopicState.topic_name',
+    381: 'UpdateMetadataTopicState.topic_name',
     382: 'UpdateMetadataTopicState.topic_name',
     383: 'UpdateMetadataTopicState.topic_name',
     384: 'UpdateMetadataTopicState.topic_name',
-    385: 'UpdateMetadataTopicState.topic_name',
-    386: 'UpdateMetadataTopicState.topic_name',
-    387: 'UpdateMetadataTopicState.topic_name',
-    388: 'UpdateMetadataTopicState.topic_name',
-    389: 'UpdateMetadataTopicState.topic_name',
-    390: 'UpdateMetadataTopicState.topic_name',
-    391: 'UpdateMetadataTopicState.topic_name',
-    392: 'UpdateMetadataTopicState.topic_name',
-    393: 'UpdateMetadataTopicState.topic_name',
-    394: 'UpdateMetadataTopicState.topic_name',
-    395: 'UpdateMetadataTopicState.topic_name',
-    396: 'UpdateMetadataTopicState.topic_id',
-    397: 'UpdateMetadataTopicState.topic_id',
-    398: 'UpdateMetadataTopicState.topic_id',
-    399: 'UpdateMetadataTopicState.topic_id',
-    400: 'UpdateMetadataTopicState.partition_states',
-    401: 'UpdateMetadataTopicState.partition_states',
-    402: 'UpdateMetadataTopicState.partition_states',
-    403: 'UpdateMetadataTopicState.partition_states',
-    404: 'UpdateMetadataTopicState.partition_states',
-    405: 'UpdateMetadataTopicState.partition_states',
-    406: 'UpdateMetadataTopicState.partition_states',
-    407: 'UpdateMetadataTopicState.partition_states',
-    408: 'UpdateMetadataTopicState.partition_states',
-    409: 'UpdateMetadataTopicState.partition_states',
-    410: 'UpdateMetadataTopicState.partition_states',
-    411: 'UpdateMetadataTopicState.partition_states',
-    412: 'UpdateMetadataTopicState.partition_states',
-    413: 'UpdateMetadataTopicState.partition_states',
-    414: 'UpdateMetadataTopicState.<tagged fields>',
-    415: 'UpdateMetadataTopicState.<tagged fields>',
-    416: 'UpdateMetadataTopicState.<tagged fields>',
-    417: 'UpdateMetadataTopicState.<tagged fields>',
-    418: 'UpdateMetadataTopicState.<tagged fields>',
-    424: 'UpdateMetadataEndpoint.port',
-    425: 'UpdateMetadataEndpoint.port',
-    426: 'UpdateMetadataEndpoint.host',
-    427: 'UpdateMetadataEndpoint.host',
-    428: 'UpdateMetadataEndpoint.host',
-    429: 'UpdateMetadataEndpoint.host',
-    430: 'UpdateMetadataEndpoint.host',
-    431: 'UpdateMetadataEndpoint.host',
-    432: 'UpdateMetadataEndpoint.host',
-    433: 'UpdateMetadataEndpoint.host',
-    434: 'UpdateMetadataEndpoint.host',
-    435: 'UpdateMetadataEndpoint.host',
-    436: 'UpdateMetadataEndpoint.security_protocol',
-    437: 'UpdateMetadataEndpoint.security_protocol',
-    443: 'UpdateMetadataEndpoint.port',
-    444: 'UpdateMetadataEndpoint.port',
-    445: 'UpdateMetadataEndpoint.host',
-    446: 'UpdateMetadataEndpoint.host',
-    447: 'UpdateMetadataEndpoint.host',
-    448: 'UpdateMetadataEndpoint.host',
-    449: 'UpdateMetadataEndpoint.host',
-    450: 'UpdateMetadataEndpoint.host',
-    451: 'UpdateMetadataEndpoint.host',
-    452: 'UpdateMetadataEndpoint.host',
-    453: 'UpdateMetadataEndpoint.host',
-    454: 'UpdateMetadataEndpoint.host',
-    455: 'UpdateMetadataEndpoint.listener',
-    456: 'UpdateMetadataEndpoint.listener',
-    457: 'UpdateMetadataEndpoint.listener',
-    458: 'UpdateMetadataEndpoint.listener',
-    459: 'UpdateMetadataEndpoint.listener',
-    460: 'UpdateMetadataEndpoint.listener',
-    461: 'UpdateMetadataEndpoint.listener',
-    462: 'UpdateMetadataEndpoint.listener',
-    463: 'UpdateMetadataEndpoint.listener',
-    464: 'UpdateMetadataEndpoint.listener',
-    465: 'UpdateMetadataEndpoint.security_protocol',
-    466: 'UpdateMetadataEndpoint.security_protocol',
-    473: 'UpdateMetadataEndpoint.port',
-    474: 'UpdateMetadataEndpoint.port',
-    475: 'UpdateMetadataEndpoint.host',
-    476: 'UpdateMetadataEndpoint.host',
-    477: 'UpdateMetadataEndpoint.host',
-    478: 'UpdateMetadataEndpoint.host',
-    479: 'UpdateMetadataEndpoint.host',
-    480: 'UpdateMetadataEndpoint.host',
-    481: 'UpdateMetadataEndpoint.host',
-    482: 'UpdateMetadataEndpoint.host',
-    483: 'UpdateMetadataEndpoint.host',
-    484: 'UpdateMetadataEndpoint.host',
-    485: 'UpdateMetadataEndpoint.host',
-    486: 'UpdateMetadataEndpoint.host',
-    487: 'UpdateMetadataEndpoint.host',
-    488: 'UpdateMetadataEndpoint.host',
-    489: 'UpdateMetadataEndpoint.listener',
-    490: 'UpdateMetadataEndpoint.listener',
-    491: 'UpdateMetadataEndpoint.listener',
-    492: 'UpdateMetadataEndpoint.listener',
-    493: 'UpdateMetadataEndpoint.listener',
-    494: 'UpdateMetadataEndpoint.listener',
-    495: 'UpdateMetadataEndpoint.listener',
-    496: 'UpdateMetadataEndpoint.listener',
-    497: 'UpdateMetadataEndpoint.listener',
-    498: 'UpdateMetadataEndpoint.listener',
-    499: 'UpdateMetadataEndpoint.listener',
-    500: 'UpdateMetadataEndpoint.listener',
-    501: 'UpdateMetadataEndpoint.listener',
-    502: 'UpdateMetadataEndpoint.listener',
-    503: 'UpdateMetadataEndpoint.security_protocol',
-    504: 'UpdateMetadataEndpoint.security_protocol',
-    505: 'UpdateMetadataEndpoint.<tagged fields>',
-    506: 'UpdateMetadataEndpoint.<tagged fields>',
-    507: 'UpdateMetadataEndpoint.<tagged fields>',
-    508: 'UpdateMetadataEndpoint.<tagged fields>',
-    509: 'UpdateMetadataEndpoint.<tagged fields>',
-    516: 'UpdateMetadataBroker.id',
-    517: 'UpdateMetadataBroker.id',
-    518: 'UpdateMetadataBroker.v0_host',
-    519: 'UpdateMetadataBroker.v0_host',
-    520: 'UpdateMetadataBroker.v0_host',
-    521: 'UpdateMetadataBroker.v0_host',
-    522: 'UpdateMetadataBroker.v0_host',
-    523: 'UpdateMetadataBroker.v0_host',
-    524: 'UpdateMetadataBroker.v0_host',
-    525: 'UpdateMetadataBroker.v0_host',
-    526: 'UpdateMetadataBroker.v0_host',
-    527: 'UpdateMetadataBroker.v0_host',
-    528: 'UpdateMetadataBroker.v0_port',
-    529: 'UpdateMetadataBroker.v0_port',
-    534: 'UpdateMetadataBroker.id',
-    535: 'UpdateMetadataBroker.id',
-    536: 'UpdateMetadataBroker.endpoints',
-    537: 'UpdateMetadataBroker.endpoints',
-    538: 'UpdateMetadataBroker.endpoints',
-    539: 'UpdateMetadataBroker.endpoints',
-    540: 'UpdateMetadataBroker.endpoints',
-    541: 'UpdateMetadataBroker.endpoints',
-    542: 'UpdateMetadataBroker.endpoints',
-    543: 'UpdateMetadataBroker.endpoints',
-    544: 'UpdateMetadataBroker.endpoints',
-    545: 'UpdateMetadataBroker.endpoints',
-    550: 'UpdateMetadataBroker.id',
-    551: 'UpdateMetadataBroker.id',
-    552: 'UpdateMetadataBroker.endpoints',
-    553: 'UpdateMetadataBroker.endpoints',
-    554: 'UpdateMetadataBroker.endpoints',
-    555: 'UpdateMetadataBroker.endpoints',
-    556: 'UpdateMetadataBroker.endpoints',
-    557: 'UpdateMetadataBroker.endpoints',
-    558: 'UpdateMetadataBroker.endpoints',
-    559: 'UpdateMetadataBroker.endpoints',
-    560: 'UpdateMetadataBroker.endpoints',
-    561: 'UpdateMetadataBroker.endpoints',
-    562: 'UpdateMetadataBroker.rack',
-    563: 'UpdateMetadataBroker.rack',
-    564: 'UpdateMetadataBroker.rack',
-    565: 'UpdateMetadataBroker.rack',
-    566: 'UpdateMetadataBroker.rack',
-    567: 'UpdateMetadataBroker.rack',
-    568: 'UpdateMetadataBroker.rack',
-    569: 'UpdateMetadataBroker.rack',
-    570: 'UpdateMetadataBroker.rack',
-    571: 'UpdateMetadataBroker.rack',
-    576: 'UpdateMetadataBroker.id',
-    577: 'UpdateMetadataBroker.id',
-    578: 'UpdateMetadataBroker.endpoints',
-    579: 'UpdateMetadataBroker.endpoints',
-    580: 'UpdateMetadataBroker.endpoints',
-    581: 'UpdateMetadataBroker.endpoints',
-    582: 'UpdateMetadataBroker.endpoints',
-    583: 'UpdateMetadataBroker.endpoints',
-    584: 'UpdateMetadataBroker.endpoints',
-    585: 'UpdateMetadataBroker.endpoints',
-    586: 'UpdateMetadataBroker.endpoints',
-    587: 'UpdateMetadataBroker.endpoints',
-    588: 'UpdateMetadataBroker.rack',
-    589: 'UpdateMetadataBroker.rack',
-    590: 'UpdateMetadataBroker.rack',
-    591: 'UpdateMetadataBroker.rack',
-    592: 'UpdateMetadataBroker.rack',
-    593: 'UpdateMetadataBroker.rack',
-    594: 'UpdateMetadataBroker.rack',
-    595: 'UpdateMetadataBroker.rack',
-    596: 'UpdateMetadataBroker.rack',
-    597: 'UpdateMetadataBroker.rack',
-    604: 'UpdateMetadataBroker.id',
-    605: 'UpdateMetadataBroker.id',
-    606: 'UpdateMetadataBroker.endpoints',
-    607: 'UpdateMetadataBroker.endpoints',
-    608: 'UpdateMetadataBroker.endpoints',
-    609: 'UpdateMetadataBroker.endpoints',
-    610: 'UpdateMetadataBroker.endpoints',
-    611: 'UpdateMetadataBroker.endpoints',
-    612: 'UpdateMetadataBroker.endpoints',
-    613: 'UpdateMetadataBroker.endpoints',
-    614: 'UpdateMetadataBroker.endpoints',
-    615: 'UpdateMetadataBroker.endpoints',
-    616: 'UpdateMetadataBroker.endpoints',
-    617: 'UpdateMetadataBroker.endpoints',
-    618: 'UpdateMetadataBroker.endpoints',
-    619: 'UpdateMetadataBroker.endpoints',
-    620: 'UpdateMetadataBroker.rack',
-    621: 'UpdateMetadataBroker.rack',
-    622: 'UpdateMetadataBroker.rack',
-    623: 'UpdateMetadataBroker.rack',
-    624: 'UpdateMetadataBroker.rack',
-    625: 'UpdateMetadataBroker.rack',
-    626: 'UpdateMetadataBroker.rack',
-    627: 'UpdateMetadataBroker.rack',
-    628: 'UpdateMetadataBroker.rack',
-    629: 'UpdateMetadataBroker.rack',
-    630: 'UpdateMetadataBroker.rack',
-    631: 'UpdateMetadataBroker.rack',
-    632: 'UpdateMetadataBroker.rack',
-    633: 'UpdateMetadataBroker.rack',
-    634: 'UpdateMetadataBroker.<tagged fields>',
-    635: 'UpdateMetadataBroker.<tagged fields>',
-    636: 'UpdateMetadataBroker.<tagged fields>',
-    637: 'UpdateMetadataBroker.<tagged fields>',
-    638: 'UpdateMetadataBroker.<tagged fields>',
-    645: 'UpdateMetadataRequest.controller_id/controller_epoch',
-    646: 'UpdateMetadataRequest.controller_id/controller_epoch',
-    647: 'UpdateMetadataRequest.ungrouped_partition_states',
-    648: 'UpdateMetadataRequest.ungrouped_partition_states',
-    649: 'UpdateMetadataRequest.ungrouped_partition_states',
-    650: 'UpdateMetadataRequest.ungrouped_partition_states',
-    651: 'UpdateMetadataRequest.ungrouped_partition_states',
-    652: 'UpdateMetadataRequest.ungrouped_partition_states',
-    653: 'UpdateMetadataRequest.ungrouped_partition_states',
-    654: 'UpdateMetadataRequest.ungrouped_partition_states',
-    655: 'UpdateMetadataRequest.ungrouped_partition_states',
-    656: 'UpdateMetadataRequest.ungrouped_partition_states',
-    657: 'UpdateMetadataRequest.live_brokers',
-    658: 'UpdateMetadataRequest.live_brokers',
-    659: 'UpdateMetadataRequest.live_brokers',
-    660: 'UpdateMetadataRequest.live_brokers',
-    661: 'UpdateMetadataRequest.live_brokers',
-    662: 'UpdateMetadataRequest.live_brokers',
-    663: 'UpdateMetadataRequest.live_brokers',
-    664: 'UpdateMetadataRequest.live_brokers',
-    665: 'UpdateMetadataRequest.live_brokers',
-    666: 'UpdateMetadataRequest.live_brokers',
-    671: 'UpdateMetadataRequest.controller_id/controller_epoch',
-    672: 'UpdateMetadataRequest.controller_id/controller_epoch',
-    673: 'UpdateMetadataRequest.ungrouped_partition_states',
-    674: 'UpdateMetadataRequest.ungrouped_partition_states',
-    675: 'UpdateMetadataRequest.ungrouped_partition_states',
-    676: 'UpdateMetadataRequest.ungrouped_partition_states',
-    677: 'UpdateMetadataRequest.ungrouped_partition_states',
-    678: 'UpdateMetadataRequest.ungrouped_partition_states',
-    679: 'UpdateMetadataRequest.ungrouped_partition_states',
-    680: 'UpdateMetadataRequest.ungrouped_partition_states',
-    681: 'UpdateMetadataRequest.ungrouped_partition_states',
-    682: 'UpdateMetadataRequest.ungrouped_partition_states',
-    683: 'UpdateMetadataRequest.live_brokers',
-    684: 'UpdateMetadataRequest.live_brokers',
-    685: 'UpdateMetadataRequest.live_brokers',
-    686: 'UpdateMetadataRequest.live_brokers',
-    687: 'UpdateMetadataRequest.live_brokers',
-    688: 'UpdateMetadataRequest.live_brokers',
-    689: 'UpdateMetadataRequest.live_brokers',
-    690: 'UpdateMetadataRequest.live_brokers',
-    691: 'UpdateMetadataRequest.live_brokers',
-    692: 'UpdateMetadataRequest.live_brokers',
-    697: 'UpdateMetadataRequest.controller_id/controller_epoch',
-    698: 'UpdateMetadataRequest.controller_id/controller_epoch',
-    699: 'UpdateMetadataRequest.ungrouped_partition_states',
-    700: 'UpdateMetadataRequest.ungrouped_partition_states',
-    701: 'UpdateMetadataRequest.ungrouped_partition_states',
-    702: 'UpdateMetadataRequest.ungrouped_partition_states',
-    703: 'UpdateMetadataRequest.ungrouped_partition_states',
-    704: 'UpdateMetadataRequest.ungrouped_partition_states',
-    705: 'UpdateMetadataRequest.ungrouped_partition_states',
-    706: 'UpdateMetadataRequest.ungrouped_partition_states',
-    707: 'UpdateMetadataRequest.ungrouped_partition_states',
-    708: 'UpdateMetadataRequest.ungrouped_partition_states',
-    709: 'UpdateMetadataRequest.live_brokers',
-    710: 'UpdateMetadataRequest.live_brokers',
-    711: 'UpdateMetadataRequest.live_brokers',
-    712: 'UpdateMetadataRequest.live_brokers',
-    713: 'UpdateMetadataRequest.live_brokers',
-    714: 'UpdateMetadataRequest.live_brokers',
-    715: 'UpdateMetadataRequest.live_brokers',
-    716: 'UpdateMetadataRequest.live_brokers',
-    717: 'UpdateMetadataRequest.live_brokers',
-    718: 'UpdateMetadataRequest.live_brokers',
-    723: 'UpdateMetadataRequest.controller_id/controller_epoch',
-    724: 'UpdateMetadataRequest.controller_id/controller_epoch',
-    725: 'UpdateMetadataRequest.ungrouped_partition_states',
-    726: 'UpdateMetadataRequest.ungrouped_partition_states',
-    727: 'UpdateMetadataRequest.ungrouped_partition_states',
-    728: 'UpdateMetadataRequest.ungrouped_partition_states',
-    729: 'UpdateMetadataRequest.ungrouped_partition_states',
-    730: 'UpdateMetadataRequest.ungrouped_partition_states',
-    731: 'UpdateMetadataRequest.ungrouped_partition_states',
-    732: 'UpdateMetadataRequest.ungrouped_partition_states',
-    733: 'UpdateMetadataRequest.ungrouped_partition_states',
-    734: 'UpdateMetadataRequest.ungrouped_partition_states',
-    735: 'UpdateMetadataRequest.live_brokers',
-    736: 'UpdateMetadataRequest.live_brokers',
-    737: 'UpdateMetadataRequest.live_brokers',
-    738: 'UpdateMetadataRequest.live_brokers',
-    739: 'UpdateMetadataRequest.live_brokers',
-    740: 'UpdateMetadataRequest.live_brokers',
-    741: 'UpdateMetadataRequest.live_brokers',
-    742: 'UpdateMetadataRequest.live_brokers',
-    743: 'UpdateMetadataRequest.live_brokers',
-    744: 'UpdateMetadataRequest.live_brokers',
-    749: 'UpdateMetadataRequest.controller_id/controller_epoch',
-    750: 'UpdateMetadataRequest.controller_id/controller_epoch',
-    751: 'UpdateMetadataRequest.ungrouped_partition_states',
-    752: 'UpdateMetadataRequest.ungrouped_partition_states',
-    753: 'UpdateMetadataRequest.ungrouped_partition_states',
-    754: 'UpdateMetadataRequest.ungrouped_partition_states',
-    755: 'UpdateMetadataRequest.ungrouped_partition_states',
-    756: 'UpdateMetadataRequest.ungrouped_partition_states',
-    757: 'UpdateMetadataRequest.ungrouped_partition_states',
-    758: 'UpdateMetadataRequest.ungrouped_partition_states',
-    759: 'UpdateMetadataRequest.ungrouped_partition_states',
-    760: 'UpdateMetadataRequest.ungrouped_partition_states',
-    761: 'UpdateMetadataRequest.live_brokers',
-    762: 'UpdateMetadataRequest.live_brokers',
-    763: 'UpdateMetadataRequest.live_brokers',
-    764: 'UpdateMetadataRequest.live_brokers',
-    765: 'UpdateMetadataRequest.live_brokers',
-    766: 'UpdateMetadataRequest.live_brokers',
-    767: 'UpdateMetadataRequest.live_brokers',
-    768: 'UpdateMetadataRequest.live_brokers',
-    769: 'UpdateMetadataRequest.live_brokers',
-    770: 'UpdateMetadataRequest.live_brokers',
-    775: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
-    776: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
-    777: 'UpdateMetadataRequest.topic_states',
-    778: 'UpdateMetadataRequest.topic_states',
-    779: 'UpdateMetadataRequest.topic_states',
-    780: 'UpdateMetadataRequest.topic_states',
-    781: 'UpdateMetadataRequest.topic_states',
-    782: 'UpdateMetadataRequest.topic_states',
-    783: 'UpdateMetadataRequest.topic_states',
-    784: 'UpdateMetadataRequest.topic_states',
-    785: 'UpdateMetadataRequest.topic_states',
-    786: 'UpdateMetadataRequest.topic_states',
-    787: 'UpdateMetadataRequest.live_brokers',
-    788: 'UpdateMetadataRequest.live_brokers',
-    789: 'UpdateMetadataRequest.live_brokers',
-    790: 'UpdateMetadataRequest.live_brokers',
-    791: 'UpdateMetadataRequest.live_brokers',
-    792: 'UpdateMetadataRequest.live_brokers',
-    793: 'UpdateMetadataRequest.live_brokers',
-    794: 'UpdateMetadataRequest.live_brokers',
-    795: 'UpdateMetadataRequest.live_brokers',
-    796: 'UpdateMetadataRequest.live_brokers',
-    801: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
-    802: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
-    803: 'UpdateMetadataRequest.topic_states',
-    804: 'UpdateMetadataRequest.topic_states',
-    805: 'UpdateMetadataRequest.topic_states',
-    806: 'UpdateMetadataRequest.topic_states',
-    807: 'UpdateMetadataRequest.topic_states',
-    808: 'UpdateMetadataRequest.topic_states',
-    809: 'UpdateMetadataRequest.topic_states',
-    810: 'UpdateMetadataRequest.topic_states',
-    811: 'UpdateMetadataRequest.topic_states',
-    812: 'UpdateMetadataRequest.topic_states',
-    813: 'UpdateMetadataRequest.topic_states',
-    814: 'UpdateMetadataRequest.topic_states',
-    815: 'UpdateMetadataRequest.topic_states',
-    816: 'UpdateMetadataRequest.topic_states',
-    817: 'UpdateMetadataRequest.live_brokers',
-    818: 'UpdateMetadataRequest.live_brokers',
-    819: 'UpdateMetadataRequest.live_brokers',
-    820: 'UpdateMetadataRequest.live_brokers',
-    821: 'UpdateMetadataRequest.live_brokers',
-    822: 'UpdateMetadataRequest.live_brokers',
-    823: 'UpdateMetadataRequest.live_brokers',
-    824: 'UpdateMetadataRequest.live_brokers',
-    825: 'UpdateMetadataRequest.live_brokers',
-    826: 'UpdateMetadataRequest.live_brokers',
-    827: 'UpdateMetadataRequest.live_brokers',
-    828: 'UpdateMetadataRequest.live_brokers',
-    829: 'UpdateMetadataRequest.live_brokers',
-    830: 'UpdateMetadataRequest.live_brokers',
-    831: 'UpdateMetadataRequest.<tagged fields>',
-    832: 'UpdateMetadataRequest.<tagged fields>',
-    833: 'UpdateMetadataRequest.<tagged fields>',
-    834: 'UpdateMetadataRequest.<tagged fields>',
-    835: 'UpdateMetadataRequest.<tagged fields>',
-    840: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
-    841: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
-    842: 'UpdateMetadataRequest.topic_states',
-    843: 'UpdateMetadataRequest.topic_states',
-    844: 'UpdateMetadataRequest.topic_states',
-    845: 'UpdateMetadataRequest.topic_states',
-    846: 'UpdateMetadataRequest.topic_states',
-    847: 'UpdateMetadataRequest.topic_states',
-    848: 'UpdateMetadataRequest.topic_states',
-    849: 'UpdateMetadataRequest.topic_states',
-    850: 'UpdateMetadataRequest.topic_states',
-    851: 'UpdateMetadataRequest.topic_states',
-    852: 'UpdateMetadataRequest.topic_states',
-    853: 'UpdateMetadataRequest.topic_states',
-    854: 'UpdateMetadataRequest.topic_states',
-    855: 'UpdateMetadataRequest.topic_states',
-    856: 'UpdateMetadataRequest.live_brokers',
-    857: 'UpdateMetadataRequest.live_brokers',
-    858: 'UpdateMetadataRequest.live_brokers',
-    859: 'UpdateMetadataRequest.live_brokers',
-    860: 'UpdateMetadataRequest.live_brokers',
-    861: 'UpdateMetadataRequest.live_brokers',
-    862: 'UpdateMetadataRequest.live_brokers',
-    863: 'UpdateMetadataRequest.live_brokers',
-    864: 'UpdateMetadataRequest.live_brokers',
-    865: 'UpdateMetadataRequest.live_brokers',
-    866: 'UpdateMetadataRequest.live_brokers',
-    867: 'UpdateMetadataRequest.live_brokers',
-    868: 'UpdateMetadataRequest.live_brokers',
-    869: 'UpdateMetadataRequest.live_brokers',
-    870: 'UpdateMetadataRequest.<tagged fields>',
-    871: 'UpdateMetadataRequest.<tagged fields>',
-    872: 'UpdateMetadataRequest.<tagged fields>',
-    873: 'UpdateMetadataRequest.<tagged fields>',
-    874: 'UpdateMetadataRequest.<tagged fields>',
-    879: 'UpdateMetadataRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch',
-    880: 'UpdateMetadataRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch',
-    881: 'UpdateMetadataRequest.topic_states',
-    882: 'UpdateMetadataRequest.topic_states',
-    883: 'UpdateMetadataRequest.topic_states',
-    884: 'UpdateMetadataRequest.topic_states',
-    885: 'UpdateMetadataRequest.topic_states',
-    886: 'UpdateMetadataRequest.topic_states',
-    887: 'UpdateMetadataRequest.topic_states',
-    888: 'UpdateMetadataRequest.topic_states',
-    889: 'UpdateMetadataRequest.topic_states',
-    890: 'UpdateMetadataRequest.topic_states',
-    891: 'UpdateMetadataRequest.topic_states',
-    892: 'UpdateMetadataRequest.topic_states',
-    893: 'UpdateMetadataRequest.topic_states',
-    894: 'UpdateMetadataRequest.topic_states',
-    895: 'UpdateMetadataRequest.live_brokers',
-    896: 'UpdateMetadataRequest.live_brokers',
-    897: 'UpdateMetadataRequest.live_brokers',
-    898: 'UpdateMetadataRequest.live_brokers',
-    899: 'UpdateMetadataRequest.live_brokers',
-    900: 'UpdateMetadataRequest.live_brokers',
-    901: 'UpdateMetadataRequest.live_brokers',
-    902: 'UpdateMetadataRequest.live_brokers',
-    903: 'UpdateMetadataRequest.live_brokers',
-    904: 'UpdateMetadataRequest.live_brokers',
-    905: 'UpdateMetadataRequest.live_brokers',
-    906: 'UpdateMetadataRequest.live_brokers',
-    907: 'UpdateMetadataRequest.live_brokers',
-    908: 'UpdateMetadataRequest.live_brokers',
-    909: 'UpdateMetadataRequest.<tagged fields>',
-    910: 'UpdateMetadataRequest.<tagged fields>',
-    911: 'UpdateMetadataRequest.<tagged fields>',
-    912: 'UpdateMetadataRequest.<tagged fields>',
-    913: 'UpdateMetadataRequest.<tagged fields>',
-    914: 'UpdateMetadataRequest.<tagged fields>',
-    915: 'UpdateMetadataRequest.type',
-    916: 'UpdateMetadataRequest.type',
-    917: 'UpdateMetadataRequest.type',
-    918: 'UpdateMetadataRequest.type',
-    919: 'UpdateMetadataRequest.type',
+    385: 'UpdateMetadataTopicState.partition_states',
+    386: 'UpdateMetadataTopicState.partition_states',
+    387: 'UpdateMetadataTopicState.partition_states',
+    388: 'UpdateMetadataTopicState.partition_states',
+    389: 'UpdateMetadataTopicState.partition_states',
+    390: 'UpdateMetadataTopicState.partition_states',
+    391: 'UpdateMetadataTopicState.partition_states',
+    392: 'UpdateMetadataTopicState.partition_states',
+    393: 'UpdateMetadataTopicState.partition_states',
+    394: 'UpdateMetadataTopicState.partition_states',
+    404: 'UpdateMetadataTopicState.topic_name',
+    405: 'UpdateMetadataTopicState.topic_name',
+    406: 'UpdateMetadataTopicState.topic_name',
+    407: 'UpdateMetadataTopicState.topic_name',
+    408: 'UpdateMetadataTopicState.topic_name',
+    409: 'UpdateMetadataTopicState.topic_name',
+    410: 'UpdateMetadataTopicState.topic_name',
+    411: 'UpdateMetadataTopicState.topic_name',
+    412: 'UpdateMetadataTopicState.topic_name',
+    413: 'UpdateMetadataTopicState.topic_name',
+    414: 'UpdateMetadataTopicState.topic_name',
+    415: 'UpdateMetadataTopicState.topic_name',
+    416: 'UpdateMetadataTopicState.topic_name',
+    417: 'UpdateMetadataTopicState.topic_name',
+    418: 'UpdateMetadataTopicState.topic_name',
+    419: 'UpdateMetadataTopicState.topic_name',
+    420: 'UpdateMetadataTopicState.topic_name',
+    421: 'UpdateMetadataTopicState.partition_states',
+    422: 'UpdateMetadataTopicState.partition_states',
+    423: 'UpdateMetadataTopicState.partition_states',
+    424: 'UpdateMetadataTopicState.partition_states',
+    425: 'UpdateMetadataTopicState.partition_states',
+    426: 'UpdateMetadataTopicState.partition_states',
+    427: 'UpdateMetadataTopicState.partition_states',
+    428: 'UpdateMetadataTopicState.partition_states',
+    429: 'UpdateMetadataTopicState.partition_states',
+    430: 'UpdateMetadataTopicState.partition_states',
+    431: 'UpdateMetadataTopicState.partition_states',
+    432: 'UpdateMetadataTopicState.partition_states',
+    433: 'UpdateMetadataTopicState.partition_states',
+    434: 'UpdateMetadataTopicState.partition_states',
+    435: 'UpdateMetadataTopicState.partition_states',
+    436: 'UpdateMetadataTopicState.partition_states',
+    437: 'UpdateMetadataTopicState.partition_states',
+    438: 'UpdateMetadataTopicState.<tagged fields>',
+    439: 'UpdateMetadataTopicState.<tagged fields>',
+    440: 'UpdateMetadataTopicState.<tagged fields>',
+    441: 'UpdateMetadataTopicState.<tagged fields>',
+    442: 'UpdateMetadataTopicState.<tagged fields>',
+    452: 'UpdateMetadataTopicState.topic_name',
+    453: 'UpdateMetadataTopicState.topic_name',
+    454: 'UpdateMetadataTopicState.topic_name',
+    455: 'UpdateMetadataTopicState.topic_name',
+    456: 'UpdateMetadataTopicState.topic_name',
+    457: 'UpdateMetadataTopicState.topic_name',
+    458: 'UpdateMetadataTopicState.topic_name',
+    459: 'UpdateMetadataTopicState.topic_name',
+    460: 'UpdateMetadataTopicState.topic_name',
+    461: 'UpdateMetadataTopicState.topic_name',
+    462: 'UpdateMetadataTopicState.topic_name',
+    463: 'UpdateMetadataTopicState.topic_name',
+    464: 'UpdateMetadataTopicState.topic_name',
+    465: 'UpdateMetadataTopicState.topic_name',
+    466: 'UpdateMetadataTopicState.topic_name',
+    467: 'UpdateMetadataTopicState.topic_name',
+    468: 'UpdateMetadataTopicState.topic_name',
+    469: 'UpdateMetadataTopicState.topic_id',
+    470: 'UpdateMetadataTopicState.topic_id',
+    471: 'UpdateMetadataTopicState.topic_id',
+    472: 'UpdateMetadataTopicState.topic_id',
+    473: 'UpdateMetadataTopicState.partition_states',
+    474: 'UpdateMetadataTopicState.partition_states',
+    475: 'UpdateMetadataTopicState.partition_states',
+    476: 'UpdateMetadataTopicState.partition_states',
+    477: 'UpdateMetadataTopicState.partition_states',
+    478: 'UpdateMetadataTopicState.partition_states',
+    479: 'UpdateMetadataTopicState.partition_states',
+    480: 'UpdateMetadataTopicState.partition_states',
+    481: 'UpdateMetadataTopicState.partition_states',
+    482: 'UpdateMetadataTopicState.partition_states',
+    483: 'UpdateMetadataTopicState.partition_states',
+    484: 'UpdateMetadataTopicState.partition_states',
+    485: 'UpdateMetadataTopicState.partition_states',
+    486: 'UpdateMetadataTopicState.partition_states',
+    487: 'UpdateMetadataTopicState.partition_states',
+    488: 'UpdateMetadataTopicState.partition_states',
+    489: 'UpdateMetadataTopicState.partition_states',
+    490: 'UpdateMetadataTopicState.<tagged fields>',
+    491: 'UpdateMetadataTopicState.<tagged fields>',
+    492: 'UpdateMetadataTopicState.<tagged fields>',
+    493: 'UpdateMetadataTopicState.<tagged fields>',
+    494: 'UpdateMetadataTopicState.<tagged fields>',
+    505: 'UpdateMetadataEndpoint.port',
+    506: 'UpdateMetadataEndpoint.port',
+    507: 'UpdateMetadataEndpoint.host',
+    508: 'UpdateMetadataEndpoint.host',
+    509: 'UpdateMetadataEndpoint.host',
+    510: 'UpdateMetadataEndpoint.host',
+    511: 'UpdateMetadataEndpoint.host',
+    512: 'UpdateMetadataEndpoint.host',
+    513: 'UpdateMetadataEndpoint.host',
+    514: 'UpdateMetadataEndpoint.host',
+    515: 'UpdateMetadataEndpoint.host',
+    516: 'UpdateMetadataEndpoint.host',
+    517: 'UpdateMetadataEndpoint.security_protocol',
+    518: 'UpdateMetadataEndpoint.security_protocol',
+    530: 'UpdateMetadataEndpoint.port',
+    531: 'UpdateMetadataEndpoint.port',
+    532: 'UpdateMetadataEndpoint.host',
+    533: 'UpdateMetadataEndpoint.host',
+    534: 'UpdateMetadataEndpoint.host',
+    535: 'UpdateMetadataEndpoint.host',
+    536: 'UpdateMetadataEndpoint.host',
+    537: 'UpdateMetadataEndpoint.host',
+    538: 'UpdateMetadataEndpoint.host',
+    539: 'UpdateMetadataEndpoint.host',
+    540: 'UpdateMetadataEndpoint.host',
+    541: 'UpdateMetadataEndpoint.host',
+    542: 'UpdateMetadataEndpoint.listener',
+    543: 'UpdateMetadataEndpoint.listener',
+    544: 'UpdateMetadataEndpoint.listener',
+    545: 'UpdateMetadataEndpoint.listener',
+    546: 'UpdateMetadataEndpoint.listener',
+    547: 'UpdateMetadataEndpoint.listener',
+    548: 'UpdateMetadataEndpoint.listener',
+    549: 'UpdateMetadataEndpoint.listener',
+    550: 'UpdateMetadataEndpoint.listener',
+    551: 'UpdateMetadataEndpoint.listener',
+    552: 'UpdateMetadataEndpoint.security_protocol',
+    553: 'UpdateMetadataEndpoint.security_protocol',
+    566: 'UpdateMetadataEndpoint.port',
+    567: 'UpdateMetadataEndpoint.port',
+    568: 'UpdateMetadataEndpoint.host',
+    569: 'UpdateMetadataEndpoint.host',
+    570: 'UpdateMetadataEndpoint.host',
+    571: 'UpdateMetadataEndpoint.host',
+    572: 'UpdateMetadataEndpoint.host',
+    573: 'UpdateMetadataEndpoint.host',
+    574: 'UpdateMetadataEndpoint.host',
+    575: 'UpdateMetadataEndpoint.host',
+    576: 'UpdateMetadataEndpoint.host',
+    577: 'UpdateMetadataEndpoint.host',
+    578: 'UpdateMetadataEndpoint.host',
+    579: 'UpdateMetadataEndpoint.host',
+    580: 'UpdateMetadataEndpoint.host',
+    581: 'UpdateMetadataEndpoint.host',
+    582: 'UpdateMetadataEndpoint.host',
+    583: 'UpdateMetadataEndpoint.host',
+    584: 'UpdateMetadataEndpoint.host',
+    585: 'UpdateMetadataEndpoint.listener',
+    586: 'UpdateMetadataEndpoint.listener',
+    587: 'UpdateMetadataEndpoint.listener',
+    588: 'UpdateMetadataEndpoint.listener',
+    589: 'UpdateMetadataEndpoint.listener',
+    590: 'UpdateMetadataEndpoint.listener',
+    591: 'UpdateMetadataEndpoint.listener',
+    592: 'UpdateMetadataEndpoint.listener',
+    593: 'UpdateMetadataEndpoint.listener',
+    594: 'UpdateMetadataEndpoint.listener',
+    595: 'UpdateMetadataEndpoint.listener',
+    596: 'UpdateMetadataEndpoint.listener',
+    597: 'UpdateMetadataEndpoint.listener',
+    598: 'UpdateMetadataEndpoint.listener',
+    599: 'UpdateMetadataEndpoint.listener',
+    600: 'UpdateMetadataEndpoint.listener',
+    601: 'UpdateMetadataEndpoint.listener',
+    602: 'UpdateMetadataEndpoint.security_protocol',
+    603: 'UpdateMetadataEndpoint.security_protocol',
+    604: 'UpdateMetadataEndpoint.<tagged fields>',
+    605: 'UpdateMetadataEndpoint.<tagged fields>',
+    606: 'UpdateMetadataEndpoint.<tagged fields>',
+    607: 'UpdateMetadataEndpoint.<tagged fields>',
+    608: 'UpdateMetadataEndpoint.<tagged fields>',
+    621: 'UpdateMetadataBroker.id',
+    622: 'UpdateMetadataBroker.id',
+    623: 'UpdateMetadataBroker.v0_host',
+    624: 'UpdateMetadataBroker.v0_host',
+    625: 'UpdateMetadataBroker.v0_host',
+    626: 'UpdateMetadataBroker.v0_host',
+    627: 'UpdateMetadataBroker.v0_host',
+    628: 'UpdateMetadataBroker.v0_host',
+    629: 'UpdateMetadataBroker.v0_host',
+    630: 'UpdateMetadataBroker.v0_host',
+    631: 'UpdateMetadataBroker.v0_host',
+    632: 'UpdateMetadataBroker.v0_host',
+    633: 'UpdateMetadataBroker.v0_port',
+    634: 'UpdateMetadataBroker.v0_port',
+    646: 'UpdateMetadataBroker.id',
+    647: 'UpdateMetadataBroker.id',
+    648: 'UpdateMetadataBroker.endpoints',
+    649: 'UpdateMetadataBroker.endpoints',
+    650: 'UpdateMetadataBroker.endpoints',
+    651: 'UpdateMetadataBroker.endpoints',
+    652: 'UpdateMetadataBroker.endpoints',
+    653: 'UpdateMetadataBroker.endpoints',
+    654: 'UpdateMetadataBroker.endpoints',
+    655: 'UpdateMetadataBroker.endpoints',
+    656: 'UpdateMetadataBroker.endpoints',
+    657: 'UpdateMetadataBroker.endpoints',
+    669: 'UpdateMetadataBroker.id',
+    670: 'UpdateMetadataBroker.id',
+    671: 'UpdateMetadataBroker.endpoints',
+    672: 'UpdateMetadataBroker.endpoints',
+    673: 'UpdateMetadataBroker.endpoints',
+    674: 'UpdateMetadataBroker.endpoints',
+    675: 'UpdateMetadataBroker.endpoints',
+    676: 'UpdateMetadataBroker.endpoints',
+    677: 'UpdateMetadataBroker.endpoints',
+    678: 'UpdateMetadataBroker.endpoints',
+    679: 'UpdateMetadataBroker.endpoints',
+    680: 'UpdateMetadataBroker.endpoints',
+    681: 'UpdateMetadataBroker.rack',
+    682: 'UpdateMetadataBroker.rack',
+    683: 'UpdateMetadataBroker.rack',
+    684: 'UpdateMetadataBroker.rack',
+    685: 'UpdateMetadataBroker.rack',
+    686: 'UpdateMetadataBroker.rack',
+    687: 'UpdateMetadataBroker.rack',
+    688: 'UpdateMetadataBroker.rack',
+    689: 'UpdateMetadataBroker.rack',
+    690: 'UpdateMetadataBroker.rack',
+    702: 'UpdateMetadataBroker.id',
+    703: 'UpdateMetadataBroker.id',
+    704: 'UpdateMetadataBroker.endpoints',
+    705: 'UpdateMetadataBroker.endpoints',
+    706: 'UpdateMetadataBroker.endpoints',
+    707: 'UpdateMetadataBroker.endpoints',
+    708: 'UpdateMetadataBroker.endpoints',
+    709: 'UpdateMetadataBroker.endpoints',
+    710: 'UpdateMetadataBroker.endpoints',
+    711: 'UpdateMetadataBroker.endpoints',
+    712: 'UpdateMetadataBroker.endpoints',
+    713: 'UpdateMetadataBroker.endpoints',
+    714: 'UpdateMetadataBroker.rack',
+    715: 'UpdateMetadataBroker.rack',
+    716: 'UpdateMetadataBroker.rack',
+    717: 'UpdateMetadataBroker.rack',
+    718: 'UpdateMetadataBroker.rack',
+    719: 'UpdateMetadataBroker.rack',
+    720: 'UpdateMetadataBroker.rack',
+    721: 'UpdateMetadataBroker.rack',
+    722: 'UpdateMetadataBroker.rack',
+    723: 'UpdateMetadataBroker.rack',
+    737: 'UpdateMetadataBroker.id',
+    738: 'UpdateMetadataBroker.id',
+    739: 'UpdateMetadataBroker.endpoints',
+    740: 'UpdateMetadataBroker.endpoints',
+    741: 'UpdateMetadataBroker.endpoints',
+    742: 'UpdateMetadataBroker.endpoints',
+    743: 'UpdateMetadataBroker.endpoints',
+    744: 'UpdateMetadataBroker.endpoints',
+    745: 'UpdateMetadataBroker.endpoints',
+    746: 'UpdateMetadataBroker.endpoints',
+    747: 'UpdateMetadataBroker.endpoints',
+    748: 'UpdateMetadataBroker.endpoints',
+    749: 'UpdateMetadataBroker.endpoints',
+    750: 'UpdateMetadataBroker.endpoints',
+    751: 'UpdateMetadataBroker.endpoints',
+    752: 'UpdateMetadataBroker.endpoints',
+    753: 'UpdateMetadataBroker.endpoints',
+    754: 'UpdateMetadataBroker.endpoints',
+    755: 'UpdateMetadataBroker.endpoints',
+    756: 'UpdateMetadataBroker.rack',
+    757: 'UpdateMetadataBroker.rack',
+    758: 'UpdateMetadataBroker.rack',
+    759: 'UpdateMetadataBroker.rack',
+    760: 'UpdateMetadataBroker.rack',
+    761: 'UpdateMetadataBroker.rack',
+    762: 'UpdateMetadataBroker.rack',
+    763: 'UpdateMetadataBroker.rack',
+    764: 'UpdateMetadataBroker.rack',
+    765: 'UpdateMetadataBroker.rack',
+    766: 'UpdateMetadataBroker.rack',
+    767: 'UpdateMetadataBroker.rack',
+    768: 'UpdateMetadataBroker.rack',
+    769: 'UpdateMetadataBroker.rack',
+    770: 'UpdateMetadataBroker.rack',
+    771: 'UpdateMetadataBroker.rack',
+    772: 'UpdateMetadataBroker.rack',
+    773: 'UpdateMetadataBroker.<tagged fields>',
+    774: 'UpdateMetadataBroker.<tagged fields>',
+    775: 'UpdateMetadataBroker.<tagged fields>',
+    776: 'UpdateMetadataBroker.<tagged fields>',
+    777: 'UpdateMetadataBroker.<tagged fields>',
+    791: 'UpdateMetadataRequest.controller_id/controller_epoch',
+    792: 'UpdateMetadataRequest.controller_id/controller_epoch',
+    793: 'UpdateMetadataRequest.ungrouped_partition_states',
+    794: 'UpdateMetadataRequest.ungrouped_partition_states',
+    795: 'UpdateMetadataRequest.ungrouped_partition_states',
+    796: 'UpdateMetadataRequest.ungrouped_partition_states',
+    797: 'UpdateMetadataRequest.ungrouped_partition_states',
+    798: 'UpdateMetadataRequest.ungrouped_partition_states',
+    799: 'UpdateMetadataRequest.ungrouped_partition_states',
+    800: 'UpdateMetadataRequest.ungrouped_partition_states',
+    801: 'UpdateMetadataRequest.ungrouped_partition_states',
+    802: 'UpdateMetadataRequest.ungrouped_partition_states',
+    803: 'UpdateMetadataRequest.live_brokers',
+    804: 'UpdateMetadataRequest.live_brokers',
+    805: 'UpdateMetadataRequest.live_brokers',
+    806: 'UpdateMetadataRequest.live_brokers',
+    807: 'UpdateMetadataRequest.live_brokers',
+    808: 'UpdateMetadataRequest.live_brokers',
+    809: 'UpdateMetadataRequest.live_brokers',
+    810: 'UpdateMetadataRequest.live_brokers',
+    811: 'UpdateMetadataRequest.live_brokers',
+    812: 'UpdateMetadataRequest.live_brokers',
+    827: 'UpdateMetadataRequest.controller_id/controller_epoch',
+    828: 'UpdateMetadataRequest.controller_id/controller_epoch',
+    829: 'UpdateMetadataRequest.ungrouped_partition_states',
+    830: 'UpdateMetadataRequest.ungrouped_partition_states',
+    831: 'UpdateMetadataRequest.ungrouped_partition_states',
+    832: 'UpdateMetadataRequest.ungrouped_partition_states',
+    833: 'UpdateMetadataRequest.ungrouped_partition_states',
+    834: 'UpdateMetadataRequest.ungrouped_partition_states',
+    835: 'UpdateMetadataRequest.ungrouped_partition_states',
+    836: 'UpdateMetadataRequest.ungrouped_partition_states',
+    837: 'UpdateMetadataRequest.ungrouped_partition_states',
+    838: 'UpdateMetadataRequest.ungrouped_partition_states',
+    839: 'UpdateMetadataRequest.live_brokers',
+    840: 'UpdateMetadataRequest.live_brokers',
+    841: 'UpdateMetadataRequest.live_brokers',
+    842: 'UpdateMetadataRequest.live_brokers',
+    843: 'UpdateMetadataRequest.live_brokers',
+    844: 'UpdateMetadataRequest.live_brokers',
+    845: 'UpdateMetadataRequest.live_brokers',
+    846: 'UpdateMetadataRequest.live_brokers',
+    847: 'UpdateMetadataRequest.live_brokers',
+    848: 'UpdateMetadataRequest.live_brokers',
+    863: 'UpdateMetadataRequest.controller_id/controller_epoch',
+    864: 'UpdateMetadataRequest.controller_id/controller_epoch',
+    865: 'UpdateMetadataRequest.ungrouped_partition_states',
+    866: 'UpdateMetadataRequest.ungrouped_partition_states',
+    867: 'UpdateMetadataRequest.ungrouped_partition_states',
+    868: 'UpdateMetadataRequest.ungrouped_partition_states',
+    869: 'UpdateMetadataRequest.ungrouped_partition_states',
+    870: 'UpdateMetadataRequest.ungrouped_partition_states',
+    871: 'UpdateMetadataRequest.ungrouped_partition_states',
+    872: 'UpdateMetadataRequest.ungrouped_partition_states',
+    873: 'UpdateMetadataRequest.ungrouped_partition_states',
+    874: 'UpdateMetadataRequest.ungrouped_partition_states',
+    875: 'UpdateMetadataRequest.live_brokers',
+    876: 'UpdateMetadataRequest.live_brokers',
+    877: 'UpdateMetadataRequest.live_brokers',
+    878: 'UpdateMetadataRequest.live_brokers',
+    879: 'UpdateMetadataRequest.live_brokers',
+    880: 'UpdateMetadataRequest.live_brokers',
+    881: 'UpdateMetadataRequest.live_brokers',
+    882: 'UpdateMetadataRequest.live_brokers',
+    883: 'UpdateMetadataRequest.live_brokers',
+    884: 'UpdateMetadataRequest.live_brokers',
+    899: 'UpdateMetadataRequest.controller_id/controller_epoch',
+    900: 'UpdateMetadataRequest.controller_id/controller_epoch',
+    901: 'UpdateMetadataRequest.ungrouped_partition_states',
+    902: 'UpdateMetadataRequest.ungrouped_partition_states',
+    903: 'UpdateMetadataRequest.ungrouped_partition_states',
+    904: 'UpdateMetadataRequest.ungrouped_partition_states',
+    905: 'UpdateMetadataRequest.ungrouped_partition_states',
+    906: 'UpdateMetadataRequest.ungrouped_partition_states',
+    907: 'UpdateMetadataRequest.ungrouped_partition_states',
+    908: 'UpdateMetadataRequest.ungrouped_partition_states',
+    909: 'UpdateMetadataRequest.ungrouped_partition_states',
+    910: 'UpdateMetadataRequest.ungrouped_partition_states',
+    911: 'UpdateMetadataRequest.live_brokers',
+    912: 'UpdateMetadataRequest.live_brokers',
+    913: 'UpdateMetadataRequest.live_brokers',
+    914: 'UpdateMetadataRequest.live_brokers',
+    915: 'UpdateMetadataRequest.live_brokers',
+    916: 'UpdateMetadataRequest.live_brokers',
+    917: 'UpdateMetadataRequest.live_brokers',
+    918: 'UpdateMetadataRequest.live_brokers',
+    919: 'UpdateMetadataRequest.live_brokers',
+    920: 'UpdateMetadataRequest.live_brokers',
+    935: 'UpdateMetadataRequest.controller_id/controller_epoch',
+    936: 'UpdateMetadataRequest.controller_id/controller_epoch',
+    937: 'UpdateMetadataRequest.ungrouped_partition_states',
+    938: 'UpdateMetadataRequest.ungrouped_partition_states',
+    939: 'UpdateMetadataRequest.ungrouped_partition_states',
+    940: 'UpdateMetadataRequest.ungrouped_partition_states',
+    941: 'UpdateMetadataRequest.ungrouped_partition_states',
+    942: 'UpdateMetadataRequest.ungrouped_partition_states',
+    943: 'UpdateMetadataRequest.ungrouped_partition_states',
+    944: 'UpdateMetadataRequest.ungrouped_partition_states',
+    945: 'UpdateMetadataRequest.ungrouped_partition_states',
+    946: 'UpdateMetadataRequest.ungrouped_partition_states',
+    947: 'UpdateMetadataRequest.live_brokers',
+    948: 'UpdateMetadataRequest.live_brokers',
+    949: 'UpdateMetadataRequest.live_brokers',
+    950: 'UpdateMetadataRequest.live_brokers',
+    951: 'UpdateMetadataRequest.live_brokers',
+    952: 'UpdateMetadataRequest.live_brokers',
+    953: 'UpdateMetadataRequest.live_brokers',
+    954: 'UpdateMetadataRequest.live_brokers',
+    955: 'UpdateMetadataRequest.live_brokers',
+    956: 'UpdateMetadataRequest.live_brokers',
+    971: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
+    972: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
+    973: 'UpdateMetadataRequest.topic_states',
+    974: 'UpdateMetadataRequest.topic_states',
+    975: 'UpdateMetadataRequest.topic_states',
+    976: 'UpdateMetadataRequest.topic_states',
+    977: 'UpdateMetadataRequest.topic_states',
+    978: 'UpdateMetadataRequest.topic_states',
+    979: 'UpdateMetadataRequest.topic_states',
+    980: 'UpdateMetadataRequest.topic_states',
+    981: 'UpdateMetadataRequest.topic_states',
+    982: 'UpdateMetadataRequest.topic_states',
+    983: 'UpdateMetadataRequest.live_brokers',
+    984: 'UpdateMetadataRequest.live_brokers',
+    985: 'UpdateMetadataRequest.live_brokers',
+    986: 'UpdateMetadataRequest.live_brokers',
+    987: 'UpdateMetadataRequest.live_brokers',
+    988: 'UpdateMetadataRequest.live_brokers',
+    989: 'UpdateMetadataRequest.live_brokers',
+    990: 'UpdateMetadataRequest.live_brokers',
+    991: 'UpdateMetadataRequest.live_brokers',
+    992: 'UpdateMetadataRequest.live_brokers',
+    1007: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
+    1008: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
+    1009: 'UpdateMetadataRequest.topic_states',
+    1010: 'UpdateMetadataRequest.topic_states',
+    1011: 'UpdateMetadataRequest.topic_states',
+    1012: 'UpdateMetadataRequest.topic_states',
+    1013: 'UpdateMetadataRequest.topic_states',
+    1014: 'UpdateMetadataRequest.topic_states',
+    1015: 'UpdateMetadataRequest.topic_states',
+    1016: 'UpdateMetadataRequest.topic_states',
+    1017: 'UpdateMetadataRequest.topic_states',
+    1018: 'UpdateMetadataRequest.topic_states',
+    1019: 'UpdateMetadataRequest.topic_states',
+    1020: 'UpdateMetadataRequest.topic_states',
+    1021: 'UpdateMetadataRequest.topic_states',
+    1022: 'UpdateMetadataRequest.topic_states',
+    1023: 'UpdateMetadataRequest.topic_states',
+    1024: 'UpdateMetadataRequest.topic_states',
+    1025: 'UpdateMetadataRequest.topic_states',
+    1026: 'UpdateMetadataRequest.live_brokers',
+    1027: 'UpdateMetadataRequest.live_brokers',
+    1028: 'UpdateMetadataRequest.live_brokers',
+    1029: 'UpdateMetadataRequest.live_brokers',
+    1030: 'UpdateMetadataRequest.live_brokers',
+    1031: 'UpdateMetadataRequest.live_brokers',
+    1032: 'UpdateMetadataRequest.live_brokers',
+    1033: 'UpdateMetadataRequest.live_brokers',
+    1034: 'UpdateMetadataRequest.live_brokers',
+    1035: 'UpdateMetadataRequest.live_brokers',
+    1036: 'UpdateMetadataRequest.live_brokers',
+    1037: 'UpdateMetadataRequest.live_brokers',
+    1038: 'UpdateMetadataRequest.live_brokers',
+    1039: 'UpdateMetadataRequest.live_brokers',
+    1040: 'UpdateMetadataRequest.live_brokers',
+    1041: 'UpdateMetadataRequest.live_brokers',
+    1042: 'UpdateMetadataRequest.live_brokers',
+    1043: 'UpdateMetadataRequest.<tagged fields>',
+    1044: 'UpdateMetadataRequest.<tagged fields>',
+    1045: 'UpdateMetadataRequest.<tagged fields>',
+    1046: 'UpdateMetadataRequest.<tagged fields>',
+    1047: 'UpdateMetadataRequest.<tagged fields>',
+    1062: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
+    1063: 'UpdateMetadataRequest.controller_id/controller_epoch/broker_epoch',
+    1064: 'UpdateMetadataRequest.topic_states',
+    1065: 'UpdateMetadataRequest.topic_states',
+    1066: 'UpdateMetadataRequest.topic_states',
+    1067: 'UpdateMetadataRequest.topic_states',
+    1068: 'UpdateMetadataRequest.topic_states',
+    1069: 'UpdateMetadataRequest.topic_states',
+    1070: 'UpdateMetadataRequest.topic_states',
+    1071: 'UpdateMetadataRequest.topic_states',
+    1072: 'UpdateMetadataRequest.topic_states',
+    1073: 'UpdateMetadataRequest.topic_states',
+    1074: 'UpdateMetadataRequest.topic_states',
+    1075: 'UpdateMetadataRequest.topic_states',
+    1076: 'UpdateMetadataRequest.topic_states',
+    1077: 'UpdateMetadataRequest.topic_states',
+    1078: 'UpdateMetadataRequest.topic_states',
+    1079: 'UpdateMetadataRequest.topic_states',
+    1080: 'UpdateMetadataRequest.topic_states',
+    1081: 'UpdateMetadataRequest.live_brokers',
+    1082: 'UpdateMetadataRequest.live_brokers',
+    1083: 'UpdateMetadataRequest.live_brokers',
+    1084: 'UpdateMetadataRequest.live_brokers',
+    1085: 'UpdateMetadataRequest.live_brokers',
+    1086: 'UpdateMetadataRequest.live_brokers',
+    1087: 'UpdateMetadataRequest.live_brokers',
+    1088: 'UpdateMetadataRequest.live_brokers',
+    1089: 'UpdateMetadataRequest.live_brokers',
+    1090: 'UpdateMetadataRequest.live_brokers',
+    1091: 'UpdateMetadataRequest.live_brokers',
+    1092: 'UpdateMetadataRequest.live_brokers',
+    1093: 'UpdateMetadataRequest.live_brokers',
+    1094: 'UpdateMetadataRequest.live_brokers',
+    1095: 'UpdateMetadataRequest.live_brokers',
+    1096: 'UpdateMetadataRequest.live_brokers',
+    1097: 'UpdateMetadataRequest.live_brokers',
+    1098: 'UpdateMetadataRequest.<tagged fields>',
+    1099: 'UpdateMetadataRequest.<tagged fields>',
+    1100: 'UpdateMetadataRequest.<tagged fields>',
+    1101: 'UpdateMetadataRequest.<tagged fields>',
+    1102: 'UpdateMetadataRequest.<tagged fields>',
+    1117: 'UpdateMetadataRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch',
+    1118: 'UpdateMetadataRequest.controller_id/is_k_raft_controller/controller_epoch/broker_epoch',
+    1119: 'UpdateMetadataRequest.topic_states',
+    1120: 'UpdateMetadataRequest.topic_states',
+    1121: 'UpdateMetadataRequest.topic_states',
+    1122: 'UpdateMetadataRequest.topic_states',
+    1123: 'UpdateMetadataRequest.topic_states',
+    1124: 'UpdateMetadataRequest.topic_states',
+    1125: 'UpdateMetadataRequest.topic_states',
+    1126: 'UpdateMetadataRequest.topic_states',
+    1127: 'UpdateMetadataRequest.topic_states',
+    1128: 'UpdateMetadataRequest.topic_states',
+    1129: 'UpdateMetadataRequest.topic_states',
+    1130: 'UpdateMetadataRequest.topic_states',
+    1131: 'UpdateMetadataRequest.topic_states',
+    1132: 'UpdateMetadataRequest.topic_states',
+    1133: 'UpdateMetadataRequest.topic_states',
+    1134: 'UpdateMetadataRequest.topic_states',
+    1135: 'UpdateMetadataRequest.topic_states',
+    1136: 'UpdateMetadataRequest.live_brokers',
+    1137: 'UpdateMetadataRequest.live_brokers',
+    1138: 'UpdateMetadataRequest.live_brokers',
+    1139: 'UpdateMetadataRequest.live_brokers',
+    1140: 'UpdateMetadataRequest.live_brokers',
+    1141: 'UpdateMetadataRequest.live_brokers',
+    1142: 'UpdateMetadataRequest.live_brokers',
+    1143: 'UpdateMetadataRequest.live_brokers',
+    1144: 'UpdateMetadataRequest.live_brokers',
+    1145: 'UpdateMetadataRequest.live_brokers',
+    1146: 'UpdateMetadataRequest.live_brokers',
+    1147: 'UpdateMetadataRequest.live_brokers',
+    1148: 'UpdateMetadataRequest.live_brokers',
+    1149: 'UpdateMetadataRequest.live_brokers',
+    1150: 'UpdateMetadataRequest.live_brokers',
+    1151: 'UpdateMetadataRequest.live_brokers',
+    1152: 'UpdateMetadataRequest.live_brokers',
+    1153: 'UpdateMetadataRequest.<tagged fields>',
+    1154: 'UpdateMetadataRequest.<tagged fields>',
+    1155: 'UpdateMetadataRequest.<tagged fields>',
+    1156: 'UpdateMetadataRequest.<tagged fields>',
+    1157: 'UpdateMetadataRequest.<tagged fields>',
+    1158: 'UpdateMetadataRequest.<tagged fields>',
+    1159: 'UpdateMetadataRequest.type',
+    1160: 'UpdateMetadataRequest.type',
+    1161: 'UpdateMetadataRequest.type',
+    1162: 'UpdateMetadataRequest.type',
+    1163: 'UpdateMetadataRequest.type',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -36,7 +37,10 @@ class UpdateMetadataResponse(_Message):
 def _d_UpdateMetadataResponse_v0(buf, pos):
     _f_error_code = _S_hu(buf, pos)[0]
     pos += 2
-    return UpdateMetadataResponse(_f_error_code, None), pos
+    _o = _new(UpdateMetadataResponse)
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 _d_UpdateMetadataResponse_v1 = _d_UpdateMetadataResponse_v0
@@ -57,7 +61,10 @@ def _d_UpdateMetadataResponse_v6(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateMetadataResponse.<tagged fields>')
-    return UpdateMetadataResponse(_f_error_code, _unk), pos
+    _o = _new(UpdateMetadataResponse)
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_UpdateMetadataResponse_v7 = _d_UpdateMetadataResponse_v6
@@ -98,13 +105,13 @@ FLEXIBLE_FROM = 6
 DECODERS = {0: _d_UpdateMetadataResponse_v0, 1: _d_UpdateMetadataResponse_v1, 2: _d_UpdateMetadataResponse_v2, 3: _d_UpdateMetadataResponse_v3, 4: _d_UpdateMetadataResponse_v4, 5: _d_UpdateMetadataResponse_v5, 6: _d_UpdateMetadataResponse_v6, 7: _d_UpdateMetadataResponse_v7, 8: _d_UpdateMetadataResponse_v8}
 ENCODERS = {0: _e_UpdateMetadataResponse_v0, 1: _e_UpdateMetadataResponse_v1, 2: _e_UpdateMetadataResponse_v2, 3: _e_UpdateMetadataResponse_v3, 4: _e_UpdateMetadataResponse_v4, 5: _e_UpdateMetadataResponse_v5, 6: _e_UpdateMetadataResponse_v6, 7: _e_UpdateMetadataResponse_v7, 8: _e_UpdateMetadataResponse_v8}
 _reg(__file__, {
-    37: 'UpdateMetadataResponse.error_code',
     38: 'UpdateMetadataResponse.error_code',
-    48: 'UpdateMetadataResponse.error_code',
-    49: 'UpdateMetadataResponse.error_code',
-    50: 'UpdateMetadataResponse.<tagged fields>',
-    51: 'UpdateMetadataResponse.<tagged fields>',
-    52: 'UpdateMetadataResponse.<tagged fields>',
-    53: 'UpdateMetadataResponse.<tagged fields>',
+    39: 'UpdateMetadataResponse.error_code',
+    52: 'UpdateMetadataResponse.error_code',
+    53: 'UpdateMetadataResponse.error_code',
     54: 'UpdateMetadataResponse.<tagged fields>',
+    55: 'UpdateMetadataResponse.<tagged fields>',
+    56: 'UpdateMetadataResponse.<tagged fields>',
+    57: 'UpdateMetadataResponse.<tagged fields>',
+    58: 'UpdateMetadataResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -87,6 +88,9 @@ def _d_Listener_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -101,6 +105,9 @@ def _d_Listener_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -119,7 +126,12 @@ def _d_Listener_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Listener.<tagged fields>')
-    return Listener(_f_name, _f_host, _f_port, _unk), pos
+    _o = _new(Listener)
+    _o.name = _f_name
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_KRaftVersionFeature_v0(buf, pos):
@@ -130,13 +142,20 @@ def _d_KRaftVersionFeature_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'KRaftVersionFeature.<tagged fields>')
-    return KRaftVersionFeature(_f_min_supported_version, _f_max_supported_version, _unk), pos
+    _o = _new(KRaftVersionFeature)
+    _o.min_supported_version = _f_min_supported_version
+    _o.max_supported_version = _f_max_supported_version
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_UpdateRaftVoterRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -157,6 +176,9 @@ def _d_UpdateRaftVoterRequest_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -174,7 +196,15 @@ def _d_UpdateRaftVoterRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'UpdateRaftVoterRequest.<tagged fields>')
-    return UpdateRaftVoterRequest(_f_cluster_id, _f_current_leader_epoch, _f_voter_id, _f_voter_directory_id, _f_listeners, _f_k_raft_version_feature, _unk), pos
+    _o = _new(UpdateRaftVoterRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.current_leader_epoch = _f_current_leader_epoch
+    _o.voter_id = _f_voter_id
+    _o.voter_directory_id = _f_voter_directory_id
+    _o.listeners = _f_listeners
+    _o.k_raft_version_feature = _f_k_raft_version_feature
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_Listener_v0(o, w):
@@ -236,7 +266,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_UpdateRaftVoterRequest_v0}
 ENCODERS = {0: _e_UpdateRaftVoterRequest_v0}
 _reg(__file__, {
-    87: 'Listener.name',
     88: 'Listener.name',
     89: 'Listener.name',
     90: 'Listener.name',
@@ -250,10 +279,10 @@ _reg(__file__, {
     98: 'Listener.name',
     99: 'Listener.name',
     100: 'Listener.name',
-    101: 'Listener.host',
-    102: 'Listener.host',
-    103: 'Listener.host',
-    104: 'Listener.host',
+    101: 'Listener.name',
+    102: 'Listener.name',
+    103: 'Listener.name',
+    104: 'Listener.name',
     105: 'Listener.host',
     106: 'Listener.host',
     107: 'Listener.host',
@@ -264,58 +293,71 @@ _reg(__file__, {
     112: 'Listener.host',
     113: 'Listener.host',
     114: 'Listener.host',
-    115: 'Listener.port',
-    116: 'Listener.port',
-    117: 'Listener.<tagged fields>',
-    118: 'Listener.<tagged fields>',
-    119: 'Listener.<tagged fields>',
-    120: 'Listener.<tagged fields>',
-    121: 'Listener.<tagged fields>',
-    126: 'KRaftVersionFeature.min_supported_version/max_supported_version',
-    127: 'KRaftVersionFeature.min_supported_version/max_supported_version',
-    128: 'KRaftVersionFeature.<tagged fields>',
-    129: 'KRaftVersionFeature.<tagged fields>',
-    130: 'KRaftVersionFeature.<tagged fields>',
-    131: 'KRaftVersionFeature.<tagged fields>',
-    132: 'KRaftVersionFeature.<tagged fields>',
-    137: 'UpdateRaftVoterRequest.cluster_id',
-    138: 'UpdateRaftVoterRequest.cluster_id',
-    139: 'UpdateRaftVoterRequest.cluster_id',
-    140: 'UpdateRaftVoterRequest.cluster_id',
-    141: 'UpdateRaftVoterRequest.cluster_id',
-    142: 'UpdateRaftVoterRequest.cluster_id',
-    143: 'UpdateRaftVoterRequest.cluster_id',
-    144: 'UpdateRaftVoterRequest.cluster_id',
-    145: 'UpdateRaftVoterRequest.cluster_id',
-    146: 'UpdateRaftVoterRequest.cluster_id',
-    147: 'UpdateRaftVoterRequest.cluster_id',
-    148: 'UpdateRaftVoterRequest.cluster_id',
-    149: 'UpdateRaftVoterRequest.cluster_id',
-    150: 'UpdateRaftVoterRequest.cluster_id',
-    151: 'UpdateRaftVoterRequest.current_leader_epoch/voter_id',
-    152: 'UpdateRaftVoterRequest.current_leader_epoch/voter_id',
-    153: 'UpdateRaftVoterRequest.voter_directory_id',
-    154: 'UpdateRaftVoterRequest.voter_directory_id',
-    155: 'UpdateRaftVoterRequest.voter_directory_id',
-    156: 'UpdateRaftVoterRequest.voter_directory_id',
-    157: 'UpdateRaftVoterRequest.listeners',
-    158: 'UpdateRaftVoterRequest.listeners',
-    159: 'UpdateRaftVoterRequest.listeners',
-    160: 'UpdateRaftVoterRequest.listeners',
-    161: 'UpdateRaftVoterRequest.listeners',
-    162: 'UpdateRaftVoterRequest.listeners',
-    163: 'UpdateRaftVoterRequest.listeners',
-    164: 'UpdateRaftVoterRequest.listeners',
-    165: 'UpdateRaftVoterRequest.listeners',
-    166: 'UpdateRaftVoterRequest.listeners',
-    167: 'UpdateRaftVoterRequest.listeners',
-    168: 'UpdateRaftVoterRequest.listeners',
-    169: 'UpdateRaftVoterRequest.listeners',
-    170: 'UpdateRaftVoterRequest.listeners',
-    171: 'UpdateRaftVoterRequest.k_raft_version_feature',
-    172: 'UpdateRaftVoterRequest.<tagged fields>',
-    173: 'UpdateRaftVoterRequest.<tagged fields>',
-    174: 'UpdateRaftVoterRequest.<tagged fields>',
-    175: 'UpdateRaftVoterRequest.<tagged fields>',
-    176: 'UpdateRaftVoterRequest.<tagged fields>',
+    115: 'Listener.host',
+    116: 'Listener.host',
+    117: 'Listener.host',
+    118: 'Listener.host',
+    119: 'Listener.host',
+    120: 'Listener.host',
+    121: 'Listener.host',
+    122: 'Listener.port',
+    123: 'Listener.port',
+    124: 'Listener.<tagged fields>',
+    125: 'Listener.<tagged fields>',
+    126: 'Listener.<tagged fields>',
+    127: 'Listener.<tagged fields>',
+    128: 'Listener.<tagged fields>',
+    138: 'KRaftVersionFeature.min_supported_version/max_supported_version',
+    139: 'KRaftVersionFeature.min_supported_version/max_supported_version',
+    140: 'KRaftVersionFeature.<tagged fields>',
+    141: 'KRaftVersionFeature.<tagged fields>',
+    142: 'KRaftVersionFeature.<tagged fields>',
+    143: 'KRaftVersionFeature.<tagged fields>',
+    144: 'KRaftVersionFeature.<tagged fields>',
+    153: 'UpdateRaftVoterRequest.cluster_id',
+    154: 'UpdateRaftVoterRequest.cluster_id',
+    155: 'UpdateRaftVoterRequest.cluster_id',
+    156: 'UpdateRaftVoterRequest.cluster_id',
+    157: 'UpdateRaftVoterRequest.cluster_id',
+    158: 'UpdateRaftVoterRequest.cluster_id',
+    159: 'UpdateRaftVoterRequest.cluster_id',
+    160: 'UpdateRaftVoterRequest.cluster_id',
+    161: 'UpdateRaftVoterRequest.cluster_id',
+    162: 'UpdateRaftVoterRequest.cluster_id',
+    163: 'UpdateRaftVoterRequest.cluster_id',
+    164: 'UpdateRaftVoterRequest.cluster_id',
+    165: 'UpdateRaftVoterRequest.cluster_id',
+    166: 'UpdateRaftVoterRequest.cluster_id',
+    167: 'UpdateRaftVoterRequest.cluster_id',
+    168: 'UpdateRaftVoterRequest.cluster_id',
+    169: 'UpdateRaftVoterRequest.cluster_id',
+    170: 'UpdateRaftVoterRequest.current_leader_epoch/voter_id',
+    171: 'UpdateRaftVoterRequest.current_leader_epoch/voter_id',
+    172: 'UpdateRaftVoterRequest.voter_directory_id',
+    173: 'UpdateRaftVoterRequest.voter_directory_id',
+    174: 'UpdateRaftVoterRequest.voter_directory_id',
+    175: 'UpdateRaftVoterRequest.voter_directory_id',
+    176: 'UpdateRaftVoterRequest.listeners',
+    177: 'UpdateRaftVoterRequest.listeners',
+    178: 'UpdateRaftVoterRequest.listeners',
+    179: 'UpdateRaftVoterRequest.listeners',
+    180: 'UpdateRaftVoterRequest.listeners',
+    181: 'UpdateRaftVoterRequest.listeners',
+    182: 'UpdateRaftVoterRequest.listeners',
+    183: 'UpdateRaftVoterRequest.listeners',
+    184: 'UpdateRaftVoterRequest.listeners',
+    185: 'UpdateRaftVoterRequest.listeners',
+    186: 'UpdateRaftVoterRequest.listeners',
+    187: 'UpdateRaftVoterRequest.listeners',
+    188: 'UpdateRaftVoterRequest.listeners',
+    189: 'UpdateRaftVoterRequest.listeners',
+    190: 'UpdateRaftVoterRequest.listeners',
+    191: 'UpdateRaftVoterRequest.listeners',
+    192: 'UpdateRaftVoterRequest.listeners',
+    193: 'UpdateRaftVoterRequest.k_raft_version_feature',
+    194: 'UpdateRaftVoterRequest.<tagged fields>',
+    195: 'UpdateRaftVoterRequest.<tagged fields>',
+    196: 'UpdateRaftVoterRequest.<tagged fields>',
+    197: 'UpdateRaftVoterRequest.<tagged fields>',
+    198: 'UpdateRaftVoterRequest.<tagged fields>',
 })

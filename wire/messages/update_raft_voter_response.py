@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -69,6 +70,9 @@ def _d_CurrentLeader_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -87,7 +91,13 @@ def _d_CurrentLeader_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'CurrentLeader.<tagged fields>')
-    return CurrentLeader(_f_leader_id, _f_leader_epoch, _f_host, _f_port, _unk), pos
+    _o = _new(CurrentLeader)
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_UpdateRaftVoterResponse_v0(buf, pos):
@@ -103,7 +113,12 @@ def _d_UpdateRaftVoterResponse_v0(buf, pos):
             _tb = _tags[0]
             _tp = 0
             _f_current_leader, _tp = _d_CurrentLeader_v0(_tb, _tp)
-    return UpdateRaftVoterResponse(_f_throttle_time_ms, _f_error_code, _f_current_leader, _unk), pos
+    _o = _new(UpdateRaftVoterResponse)
+    _o.throttle_time_ms = _f_throttle_time_ms
+    _o.error_code = _f_error_code
+    _o.current_leader = _f_current_leader
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_CurrentLeader_v0(o, w):
@@ -124,14 +139,25 @@ def _e_CurrentLeader_v0(o, w):
 def _e_UpdateRaftVoterResponse_v0(o, w):
     w(_S_ihp(o.throttle_time_ms, o.error_code))
     _t = []
-    if o.current_leader != CurrentLeader():
+    if not _isdef_CurrentLeader(o.current_leader):
         _o = []
         _e_CurrentLeader_v0(o.current_leader, _o.append)
         _t.append((0, b''.join(_o)))
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
+
+
+def _isdef_CurrentLeader(o):
+    return (o.leader_id == -1
+            and o.leader_epoch == -1
+            and o.host == ''
+            and o.port == 0
+            and not o.unknown_tagged_fields)
 
 
 
@@ -141,9 +167,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_UpdateRaftVoterResponse_v0}
 ENCODERS = {0: _e_UpdateRaftVoterResponse_v0}
 _reg(__file__, {
-    67: 'CurrentLeader.leader_id/leader_epoch',
     68: 'CurrentLeader.leader_id/leader_epoch',
-    69: 'CurrentLeader.host',
+    69: 'CurrentLeader.leader_id/leader_epoch',
     70: 'CurrentLeader.host',
     71: 'CurrentLeader.host',
     72: 'CurrentLeader.host',
@@ -157,23 +182,27 @@ _reg(__file__, {
     80: 'CurrentLeader.host',
     81: 'CurrentLeader.host',
     82: 'CurrentLeader.host',
-    83: 'CurrentLeader.port',
-    84: 'CurrentLeader.port',
-    85: 'CurrentLeader.<tagged fields>',
-    86: 'CurrentLeader.<tagged fields>',
-    87: 'CurrentLeader.<tagged fields>',
-    88: 'CurrentLeader.<tagged fields>',
+    83: 'CurrentLeader.host',
+    84: 'CurrentLeader.host',
+    85: 'CurrentLeader.host',
+    86: 'CurrentLeader.host',
+    87: 'CurrentLeader.port',
+    88: 'CurrentLeader.port',
     89: 'CurrentLeader.<tagged fields>',
-    94: 'UpdateRaftVoterResponse.throttle_time_ms/error_code',
-    95: 'UpdateRaftVoterResponse.throttle_time_ms/error_code',
-    96: 'UpdateRaftVoterResponse.<tagged fields>',
-    97: 'UpdateRaftVoterResponse.<tagged fields>',
-    98: 'UpdateRaftVoterResponse.<tagged fields>',
-    99: 'UpdateRaftVoterResponse.<tagged fields>',
-    100: 'UpdateRaftVoterResponse.<tagged fields>',
-    101: 'UpdateRaftVoterResponse.<tagged fields>',
-    102: 'UpdateRaftVoterResponse.current_leader',
-    103: 'UpdateRaftVoterResponse.current_leader',
-    104: 'UpdateRaftVoterResponse.current_leader',
-    105: 'UpdateRaftVoterResponse.current_leader',
+    90: 'CurrentLeader.<tagged fields>',
+    91: 'CurrentLeader.<tagged fields>',
+    92: 'CurrentLeader.<tagged fields>',
+    93: 'CurrentLeader.<tagged fields>',
+    104: 'UpdateRaftVoterResponse.throttle_time_ms/error_code',
+    105: 'UpdateRaftVoterResponse.throttle_time_ms/error_code',
+    106: 'UpdateRaftVoterResponse.<tagged fields>',
+    107: 'UpdateRaftVoterResponse.<tagged fields>',
+    108: 'UpdateRaftVoterResponse.<tagged fields>',
+    109: 'UpdateRaftVoterResponse.<tagged fields>',
+    110: 'UpdateRaftVoterResponse.<tagged fields>',
+    111: 'UpdateRaftVoterResponse.<tagged fields>',
+    112: 'UpdateRaftVoterResponse.current_leader',
+    113: 'UpdateRaftVoterResponse.current_leader',
+    114: 'UpdateRaftVoterResponse.current_leader',
+    115: 'UpdateRaftVoterResponse.current_leader',
 })

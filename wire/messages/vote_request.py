@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -96,7 +97,16 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_candidate_epoch, _f_candidate_id, _ZERO_UUID, _ZERO_UUID, _f_last_offset_epoch, _f_last_offset, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.candidate_epoch = _f_candidate_epoch
+    _o.candidate_id = _f_candidate_id
+    _o.candidate_directory_id = _ZERO_UUID
+    _o.voter_directory_id = _ZERO_UUID
+    _o.last_offset_epoch = _f_last_offset_epoch
+    _o.last_offset = _f_last_offset
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v1(buf, pos):
@@ -117,13 +127,25 @@ def _d_PartitionData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_candidate_epoch, _f_candidate_id, _f_candidate_directory_id, _f_voter_directory_id, _f_last_offset_epoch, _f_last_offset, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.candidate_epoch = _f_candidate_epoch
+    _o.candidate_id = _f_candidate_id
+    _o.candidate_directory_id = _f_candidate_directory_id
+    _o.voter_directory_id = _f_voter_directory_id
+    _o.last_offset_epoch = _f_last_offset_epoch
+    _o.last_offset = _f_last_offset
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -138,6 +160,9 @@ def _d_TopicData_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -154,13 +179,20 @@ def _d_TopicData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_TopicData_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -175,6 +207,9 @@ def _d_TopicData_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -191,13 +226,20 @@ def _d_TopicData_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_VoteRequest_v0(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -212,6 +254,9 @@ def _d_VoteRequest_v0(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -228,13 +273,21 @@ def _d_VoteRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'VoteRequest.<tagged fields>')
-    return VoteRequest(_f_cluster_id, -1, _f_topics, _unk), pos
+    _o = _new(VoteRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.voter_id = -1
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_VoteRequest_v1(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -251,6 +304,9 @@ def _d_VoteRequest_v1(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -267,7 +323,12 @@ def _d_VoteRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'VoteRequest.<tagged fields>')
-    return VoteRequest(_f_cluster_id, _f_voter_id, _f_topics, _unk), pos
+    _o = _new(VoteRequest)
+    _o.cluster_id = _f_cluster_id
+    _o.voter_id = _f_voter_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionData_v0(o, w):
@@ -377,131 +438,108 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_VoteRequest_v0, 1: _d_VoteRequest_v1}
 ENCODERS = {0: _e_VoteRequest_v0, 1: _e_VoteRequest_v1}
 _reg(__file__, {
-    92: 'PartitionData.partition_index/candidate_epoch/candidate_id/last_offset_epoch/last_offset',
     93: 'PartitionData.partition_index/candidate_epoch/candidate_id/last_offset_epoch/last_offset',
-    94: 'PartitionData.<tagged fields>',
+    94: 'PartitionData.partition_index/candidate_epoch/candidate_id/last_offset_epoch/last_offset',
     95: 'PartitionData.<tagged fields>',
     96: 'PartitionData.<tagged fields>',
     97: 'PartitionData.<tagged fields>',
     98: 'PartitionData.<tagged fields>',
-    103: 'PartitionData.partition_index/candidate_epoch/candidate_id',
-    104: 'PartitionData.partition_index/candidate_epoch/candidate_id',
-    105: 'PartitionData.candidate_directory_id',
-    106: 'PartitionData.candidate_directory_id',
-    107: 'PartitionData.candidate_directory_id',
-    108: 'PartitionData.candidate_directory_id',
-    109: 'PartitionData.voter_directory_id',
-    110: 'PartitionData.voter_directory_id',
-    111: 'PartitionData.voter_directory_id',
-    112: 'PartitionData.voter_directory_id',
-    113: 'PartitionData.last_offset_epoch/last_offset',
-    114: 'PartitionData.last_offset_epoch/last_offset',
-    115: 'PartitionData.<tagged fields>',
-    116: 'PartitionData.<tagged fields>',
-    117: 'PartitionData.<tagged fields>',
-    118: 'PartitionData.<tagged fields>',
-    119: 'PartitionData.<tagged fields>',
-    124: 'TopicData.topic_name',
-    125: 'TopicData.topic_name',
-    126: 'TopicData.topic_name',
-    127: 'TopicData.topic_name',
-    128: 'TopicData.topic_name',
-    129: 'TopicData.topic_name',
-    130: 'TopicData.topic_name',
-    131: 'TopicData.topic_name',
-    132: 'TopicData.topic_name',
-    133: 'TopicData.topic_name',
-    134: 'TopicData.topic_name',
-    135: 'TopicData.topic_name',
-    136: 'TopicData.topic_name',
-    137: 'TopicData.topic_name',
-    138: 'TopicData.partitions',
-    139: 'TopicData.partitions',
-    140: 'TopicData.partitions',
-    141: 'TopicData.partitions',
-    142: 'TopicData.partitions',
-    143: 'TopicData.partitions',
-    144: 'TopicData.partitions',
-    145: 'TopicData.partitions',
-    146: 'TopicData.partitions',
-    147: 'TopicData.partitions',
-    148: 'TopicData.partitions',
-    149: 'TopicData.partitions',
-    150: 'TopicData.partitions',
-    151: 'TopicData.partitions',
-    152: 'TopicData.<tagged fields>',
-    153: 'TopicData.<tagged fields>',
-    154: 'TopicData.<tagged fields>',
-    155: 'TopicData.<tagged fields>',
-    156: 'TopicData.<tagged fields>',
-    161: 'TopicData.topic_name',
-    162: 'TopicData.topic_name',
-    163: 'TopicData.topic_name',
-    164: 'TopicData.topic_name',
-    165: 'TopicData.topic_name',
-    166: 'TopicData.topic_name',
-    167: 'TopicData.topic_name',
-    168: 'TopicData.topic_name',
-    169: 'TopicData.topic_name',
-    170: 'TopicData.topic_name',
-    171: 'TopicData.topic_name',
-    172: 'TopicData.topic_name',
-    173: 'TopicData.topic_name',
-    174: 'TopicData.topic_name',
+    99: 'PartitionData.<tagged fields>',
+    113: 'PartitionData.partition_index/candidate_epoch/candidate_id',
+    114: 'PartitionData.partition_index/candidate_epoch/candidate_id',
+    115: 'PartitionData.candidate_directory_id',
+    116: 'PartitionData.candidate_directory_id',
+    117: 'PartitionData.candidate_directory_id',
+    118: 'PartitionData.candidate_directory_id',
+    119: 'PartitionData.voter_directory_id',
+    120: 'PartitionData.voter_directory_id',
+    121: 'PartitionData.voter_directory_id',
+    122: 'PartitionData.voter_directory_id',
+    123: 'PartitionData.last_offset_epoch/last_offset',
+    124: 'PartitionData.last_offset_epoch/last_offset',
+    125: 'PartitionData.<tagged fields>',
+    126: 'PartitionData.<tagged fields>',
+    127: 'PartitionData.<tagged fields>',
+    128: 'PartitionData.<tagged fields>',
+    129: 'PartitionData.<tagged fields>',
+    143: 'TopicData.topic_name',
+    144: 'TopicData.topic_name',
+    145: 'TopicData.topic_name',
+    146: 'TopicData.topic_name',
+    147: 'TopicData.topic_name',
+    148: 'TopicData.topic_name',
+    149: 'TopicData.topic_name',
+    150: 'TopicData.topic_name',
+    151: 'TopicData.topic_name',
+    152: 'TopicData.topic_name',
+    153: 'TopicData.topic_name',
+    154: 'TopicData.topic_name',
+    155: 'TopicData.topic_name',
+    156: 'TopicData.topic_name',
+    157: 'TopicData.topic_name',
+    158: 'TopicData.topic_name',
+    159: 'TopicData.topic_name',
+    160: 'TopicData.partitions',
+    161: 'TopicData.partitions',
+    162: 'TopicData.partitions',
+    163: 'TopicData.partitions',
+    164: 'TopicData.partitions',
+    165: 'TopicData.partitions',
+    166: 'TopicData.partitions',
+    167: 'TopicData.partitions',
+    168: 'TopicData.partitions',
+    169: 'TopicData.partitions',
+    170: 'TopicData.partitions',
+    171: 'TopicData.partitions',
+    172: 'TopicData.partitions',
+    173: 'TopicData.partitions',
+    174: 'TopicData.partitions',
     175: 'TopicData.partitions',
     176: 'TopicData.partitions',
-    177: 'TopicData.partitions',
-    178: 'TopicData.partitions',
-    179: 'TopicData.partitions',
-    180: 'TopicData.partitions',
-    181: 'TopicData.partitions',
-    182: 'TopicData.partitions',
-    183: 'TopicData.partitions',
-    184: 'TopicData.partitions',
-    185: 'TopicData.partitions',
-    186: 'TopicData.partitions',
-    187: 'TopicData.partitions',
-    188: 'TopicData.partitions',
-    189: 'TopicData.<tagged fields>',
-    190: 'TopicData.<tagged fields>',
-    191: 'TopicData.<tagged fields>',
-    192: 'TopicData.<tagged fields>',
-    193: 'TopicData.<tagged fields>',
-    198: 'VoteRequest.cluster_id',
-    199: 'VoteRequest.cluster_id',
-    200: 'VoteRequest.cluster_id',
-    201: 'VoteRequest.cluster_id',
-    202: 'VoteRequest.cluster_id',
-    203: 'VoteRequest.cluster_id',
-    204: 'VoteRequest.cluster_id',
-    205: 'VoteRequest.cluster_id',
-    206: 'VoteRequest.cluster_id',
-    207: 'VoteRequest.cluster_id',
-    208: 'VoteRequest.cluster_id',
-    209: 'VoteRequest.cluster_id',
-    210: 'VoteRequest.cluster_id',
-    211: 'VoteRequest.cluster_id',
-    212: 'VoteRequest.topics',
-    213: 'VoteRequest.topics',
-    214: 'VoteRequest.topics',
-    215: 'VoteRequest.topics',
-    216: 'VoteRequest.topics',
-    217: 'VoteRequest.topics',
-    218: 'VoteRequest.topics',
-    219: 'VoteRequest.topics',
-    220: 'VoteRequest.topics',
-    221: 'VoteRequest.topics',
-    222: 'VoteRequest.topics',
-    223: 'VoteRequest.topics',
-    224: 'VoteRequest.topics',
-    225: 'VoteRequest.topics',
-    226: 'VoteRequest.<tagged fields>',
-    227: 'VoteRequest.<tagged fields>',
-    228: 'VoteRequest.<tagged fields>',
-    229: 'VoteRequest.<tagged fields>',
-    230: 'VoteRequest.<tagged fields>',
-    235: 'VoteRequest.cluster_id',
-    236: 'VoteRequest.cluster_id',
+    177: 'TopicData.<tagged fields>',
+    178: 'TopicData.<tagged fields>',
+    179: 'TopicData.<tagged fields>',
+    180: 'TopicData.<tagged fields>',
+    181: 'TopicData.<tagged fields>',
+    190: 'TopicData.topic_name',
+    191: 'TopicData.topic_name',
+    192: 'TopicData.topic_name',
+    193: 'TopicData.topic_name',
+    194: 'TopicData.topic_name',
+    195: 'TopicData.topic_name',
+    196: 'TopicData.topic_name',
+    197: 'TopicData.topic_name',
+    198: 'TopicData.topic_name',
+    199: 'TopicData.topic_name',
+    200: 'TopicData.topic_name',
+    201: 'TopicData.topic_name',
+    202: 'TopicData.topic_name',
+    203: 'TopicData.topic_name',
+    204: 'TopicData.topic_name',
+    205: 'TopicData.topic_name',
+    206: 'TopicData.topic_name',
+    207: 'TopicData.partitions',
+    208: 'TopicData.partitions',
+    209: 'TopicData.partitions',
+    210: 'TopicData.partitions',
+    211: 'TopicData.partitions',
+    212: 'TopicData.partitions',
+    213: 'TopicData.partitions',
+    214: 'TopicData.partitions',
+    215: 'TopicData.partitions',
+    216: 'TopicData.partitions',
+    217: 'TopicData.partitions',
+    218: 'TopicData.partitions',
+    219: 'TopicData.partitions',
+    220: 'TopicData.partitions',
+    221: 'TopicData.partitions',
+    222: 'TopicData.partitions',
+    223: 'TopicData.partitions',
+    224: 'TopicData.<tagged fields>',
+    225: 'TopicData.<tagged fields>',
+    226: 'TopicData.<tagged fields>',
+    227: 'TopicData.<tagged fields>',
+    228: 'TopicData.<tagged fields>',
     237: 'VoteRequest.cluster_id',
     238: 'VoteRequest.cluster_id',
     239: 'VoteRequest.cluster_id',
@@ -514,11 +552,11 @@ _reg(__file__, {
     246: 'VoteRequest.cluster_id',
     247: 'VoteRequest.cluster_id',
     248: 'VoteRequest.cluster_id',
-    249: 'VoteRequest.voter_id',
-    250: 'VoteRequest.voter_id',
-    251: 'VoteRequest.topics',
-    252: 'VoteRequest.topics',
-    253: 'VoteRequest.topics',
+    249: 'VoteRequest.cluster_id',
+    250: 'VoteRequest.cluster_id',
+    251: 'VoteRequest.cluster_id',
+    252: 'VoteRequest.cluster_id',
+    253: 'VoteRequest.cluster_id',
     254: 'VoteRequest.topics',
     255: 'VoteRequest.topics',
     256: 'VoteRequest.topics',
@@ -530,9 +568,56 @@ _reg(__file__, {
     262: 'VoteRequest.topics',
     263: 'VoteRequest.topics',
     264: 'VoteRequest.topics',
-    265: 'VoteRequest.<tagged fields>',
-    266: 'VoteRequest.<tagged fields>',
-    267: 'VoteRequest.<tagged fields>',
-    268: 'VoteRequest.<tagged fields>',
-    269: 'VoteRequest.<tagged fields>',
+    265: 'VoteRequest.topics',
+    266: 'VoteRequest.topics',
+    267: 'VoteRequest.topics',
+    268: 'VoteRequest.topics',
+    269: 'VoteRequest.topics',
+    270: 'VoteRequest.topics',
+    271: 'VoteRequest.<tagged fields>',
+    272: 'VoteRequest.<tagged fields>',
+    273: 'VoteRequest.<tagged fields>',
+    274: 'VoteRequest.<tagged fields>',
+    275: 'VoteRequest.<tagged fields>',
+    285: 'VoteRequest.cluster_id',
+    286: 'VoteRequest.cluster_id',
+    287: 'VoteRequest.cluster_id',
+    288: 'VoteRequest.cluster_id',
+    289: 'VoteRequest.cluster_id',
+    290: 'VoteRequest.cluster_id',
+    291: 'VoteRequest.cluster_id',
+    292: 'VoteRequest.cluster_id',
+    293: 'VoteRequest.cluster_id',
+    294: 'VoteRequest.cluster_id',
+    295: 'VoteRequest.cluster_id',
+    296: 'VoteRequest.cluster_id',
+    297: 'VoteRequest.cluster_id',
+    298: 'VoteRequest.cluster_id',
+    299: 'VoteRequest.cluster_id',
+    300: 'VoteRequest.cluster_id',
+    301: 'VoteRequest.cluster_id',
+    302: 'VoteRequest.voter_id',
+    303: 'VoteRequest.voter_id',
+    304: 'VoteRequest.topics',
+    305: 'VoteRequest.topics',
+    306: 'VoteRequest.topics',
+    307: 'VoteRequest.topics',
+    308: 'VoteRequest.topics',
+    309: 'VoteRequest.topics',
+    310: 'VoteRequest.topics',
+    311: 'VoteRequest.topics',
+    312: 'VoteRequest.topics',
+    313: 'VoteRequest.topics',
+    314: 'VoteRequest.topics',
+    315: 'VoteRequest.topics',
+    316: 'VoteRequest.topics',
+    317: 'VoteRequest.topics',
+    318: 'VoteRequest.topics',
+    319: 'VoteRequest.topics',
+    320: 'VoteRequest.topics',
+    321: 'VoteRequest.<tagged fields>',
+    322: 'VoteRequest.<tagged fields>',
+    323: 'VoteRequest.<tagged fields>',
+    324: 'VoteRequest.<tagged fields>',
+    325: 'VoteRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -110,7 +111,14 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition_index, _f_error_code, _f_leader_id, _f_leader_epoch, _f_vote_granted, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.leader_id = _f_leader_id
+    _o.leader_epoch = _f_leader_epoch
+    _o.vote_granted = _f_vote_granted
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_PartitionData_v1 = _d_PartitionData_v0
@@ -119,6 +127,9 @@ def _d_TopicData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -133,6 +144,9 @@ def _d_TopicData_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -149,7 +163,11 @@ def _d_TopicData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'TopicData.<tagged fields>')
-    return TopicData(_f_topic_name, _f_partitions, _unk), pos
+    _o = _new(TopicData)
+    _o.topic_name = _f_topic_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 _d_TopicData_v1 = _d_TopicData_v0
@@ -160,6 +178,9 @@ def _d_NodeEndpoint_v1(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -178,7 +199,12 @@ def _d_NodeEndpoint_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'NodeEndpoint.<tagged fields>')
-    return NodeEndpoint(_f_node_id, _f_host, _f_port, _unk), pos
+    _o = _new(NodeEndpoint)
+    _o.node_id = _f_node_id
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_VoteResponse_v0(buf, pos):
@@ -187,6 +213,9 @@ def _d_VoteResponse_v0(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -203,7 +232,12 @@ def _d_VoteResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'VoteResponse.<tagged fields>')
-    return VoteResponse(_f_error_code, _f_topics, [], _unk), pos
+    _o = _new(VoteResponse)
+    _o.error_code = _f_error_code
+    _o.topics = _f_topics
+    _o.node_endpoints = []
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_VoteResponse_v1(buf, pos):
@@ -212,6 +246,9 @@ def _d_VoteResponse_v1(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -235,6 +272,9 @@ def _d_VoteResponse_v1(buf, pos):
             _n15 = _tb[_tp]
             if _n15 < 128:
                 _tp += 1
+            elif _tb[_tp + 1] < 128:
+                _n15 = (_n15 & 127) | (_tb[_tp + 1] << 7)
+                _tp += 2
             else:
                 _n15, _tp = _ruv(_tb, _tp)
             _n15 -= 1
@@ -246,7 +286,12 @@ def _d_VoteResponse_v1(buf, pos):
                 for _ in range(_n15):
                     _x16, _tp = _d_NodeEndpoint_v1(_tb, _tp)
                     _f_node_endpoints.append(_x16)
-    return VoteResponse(_f_error_code, _f_topics, _f_node_endpoints, _unk), pos
+    _o = _new(VoteResponse)
+    _o.error_code = _f_error_code
+    _o.topics = _f_topics
+    _o.node_endpoints = _f_node_endpoints
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionData_v0(o, w):
@@ -328,7 +373,10 @@ def _e_VoteResponse_v1(o, w):
     _u = o.unknown_tagged_fields
     if _u:
         _t.extend(_u.items())
-    _wtags(w, _t)
+    if _t:
+        _wtags(w, _t)
+    else:
+        w(b'\x00')
 
 
 
@@ -338,93 +386,80 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_VoteResponse_v0, 1: _d_VoteResponse_v1}
 ENCODERS = {0: _e_VoteResponse_v0, 1: _e_VoteResponse_v1}
 _reg(__file__, {
-    106: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/vote_granted',
     107: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/vote_granted',
-    108: 'PartitionData.<tagged fields>',
+    108: 'PartitionData.partition_index/error_code/leader_id/leader_epoch/vote_granted',
     109: 'PartitionData.<tagged fields>',
     110: 'PartitionData.<tagged fields>',
     111: 'PartitionData.<tagged fields>',
     112: 'PartitionData.<tagged fields>',
-    118: 'TopicData.topic_name',
-    119: 'TopicData.topic_name',
-    120: 'TopicData.topic_name',
-    121: 'TopicData.topic_name',
-    122: 'TopicData.topic_name',
-    123: 'TopicData.topic_name',
-    124: 'TopicData.topic_name',
-    125: 'TopicData.topic_name',
+    113: 'PartitionData.<tagged fields>',
     126: 'TopicData.topic_name',
     127: 'TopicData.topic_name',
     128: 'TopicData.topic_name',
     129: 'TopicData.topic_name',
     130: 'TopicData.topic_name',
     131: 'TopicData.topic_name',
-    132: 'TopicData.partitions',
-    133: 'TopicData.partitions',
-    134: 'TopicData.partitions',
-    135: 'TopicData.partitions',
-    136: 'TopicData.partitions',
-    137: 'TopicData.partitions',
-    138: 'TopicData.partitions',
-    139: 'TopicData.partitions',
-    140: 'TopicData.partitions',
-    141: 'TopicData.partitions',
-    142: 'TopicData.partitions',
+    132: 'TopicData.topic_name',
+    133: 'TopicData.topic_name',
+    134: 'TopicData.topic_name',
+    135: 'TopicData.topic_name',
+    136: 'TopicData.topic_name',
+    137: 'TopicData.topic_name',
+    138: 'TopicData.topic_name',
+    139: 'TopicData.topic_name',
+    140: 'TopicData.topic_name',
+    141: 'TopicData.topic_name',
+    142: 'TopicData.topic_name',
     143: 'TopicData.partitions',
     144: 'TopicData.partitions',
     145: 'TopicData.partitions',
-    146: 'TopicData.<tagged fields>',
-    147: 'TopicData.<tagged fields>',
-    148: 'TopicData.<tagged fields>',
-    149: 'TopicData.<tagged fields>',
-    150: 'TopicData.<tagged fields>',
-    156: 'NodeEndpoint.node_id',
-    157: 'NodeEndpoint.node_id',
-    158: 'NodeEndpoint.host',
-    159: 'NodeEndpoint.host',
-    160: 'NodeEndpoint.host',
-    161: 'NodeEndpoint.host',
-    162: 'NodeEndpoint.host',
-    163: 'NodeEndpoint.host',
-    164: 'NodeEndpoint.host',
-    165: 'NodeEndpoint.host',
-    166: 'NodeEndpoint.host',
-    167: 'NodeEndpoint.host',
-    168: 'NodeEndpoint.host',
-    169: 'NodeEndpoint.host',
-    170: 'NodeEndpoint.host',
-    171: 'NodeEndpoint.host',
-    172: 'NodeEndpoint.port',
-    173: 'NodeEndpoint.port',
-    174: 'NodeEndpoint.<tagged fields>',
-    175: 'NodeEndpoint.<tagged fields>',
-    176: 'NodeEndpoint.<tagged fields>',
-    177: 'NodeEndpoint.<tagged fields>',
-    178: 'NodeEndpoint.<tagged fields>',
-    183: 'VoteResponse.error_code',
-    184: 'VoteResponse.error_code',
-    185: 'VoteResponse.topics',
-    186: 'VoteResponse.topics',
-    187: 'VoteResponse.topics',
-    188: 'VoteResponse.topics',
-    189: 'VoteResponse.topics',
-    190: 'VoteResponse.topics',
-    191: 'VoteResponse.topics',
-    192: 'VoteResponse.topics',
-    193: 'VoteResponse.topics',
-    194: 'VoteResponse.topics',
-    195: 'VoteResponse.topics',
-    196: 'VoteResponse.topics',
-    197: 'VoteResponse.topics',
-    198: 'VoteResponse.topics',
-    199: 'VoteResponse.<tagged fields>',
-    200: 'VoteResponse.<tagged fields>',
-    201: 'VoteResponse.<tagged fields>',
-    202: 'VoteResponse.<tagged fields>',
-    203: 'VoteResponse.<tagged fields>',
-    208: 'VoteResponse.error_code',
+    146: 'TopicData.partitions',
+    147: 'TopicData.partitions',
+    148: 'TopicData.partitions',
+    149: 'TopicData.partitions',
+    150: 'TopicData.partitions',
+    151: 'TopicData.partitions',
+    152: 'TopicData.partitions',
+    153: 'TopicData.partitions',
+    154: 'TopicData.partitions',
+    155: 'TopicData.partitions',
+    156: 'TopicData.partitions',
+    157: 'TopicData.partitions',
+    158: 'TopicData.partitions',
+    159: 'TopicData.partitions',
+    160: 'TopicData.<tagged fields>',
+    161: 'TopicData.<tagged fields>',
+    162: 'TopicData.<tagged fields>',
+    163: 'TopicData.<tagged fields>',
+    164: 'TopicData.<tagged fields>',
+    174: 'NodeEndpoint.node_id',
+    175: 'NodeEndpoint.node_id',
+    176: 'NodeEndpoint.host',
+    177: 'NodeEndpoint.host',
+    178: 'NodeEndpoint.host',
+    179: 'NodeEndpoint.host',
+    180: 'NodeEndpoint.host',
+    181: 'NodeEndpoint.host',
+    182: 'NodeEndpoint.host',
+    183: 'NodeEndpoint.host',
+    184: 'NodeEndpoint.host',
+    185: 'NodeEndpoint.host',
+    186: 'NodeEndpoint.host',
+    187: 'NodeEndpoint.host',
+    188: 'NodeEndpoint.host',
+    189: 'NodeEndpoint.host',
+    190: 'NodeEndpoint.host',
+    191: 'NodeEndpoint.host',
+    192: 'NodeEndpoint.host',
+    193: 'NodeEndpoint.port',
+    194: 'NodeEndpoint.port',
+    195: 'NodeEndpoint.<tagged fields>',
+    196: 'NodeEndpoint.<tagged fields>',
+    197: 'NodeEndpoint.<tagged fields>',
+    198: 'NodeEndpoint.<tagged fields>',
+    199: 'NodeEndpoint.<tagged fields>',
     209: 'VoteResponse.error_code',
-    210: 'VoteResponse.topics',
+    210: 'VoteResponse.error_code',
     211: 'VoteResponse.topics',
     212: 'VoteResponse.topics',
     213: 'VoteResponse.topics',
@@ -438,27 +473,58 @@ _reg(__file__, {
     221: 'VoteResponse.topics',
     222: 'VoteResponse.topics',
     223: 'VoteResponse.topics',
-    224: 'VoteResponse.<tagged fields>',
-    225: 'VoteResponse.<tagged fields>',
-    226: 'VoteResponse.<tagged fields>',
-    227: 'VoteResponse.<tagged fields>',
+    224: 'VoteResponse.topics',
+    225: 'VoteResponse.topics',
+    226: 'VoteResponse.topics',
+    227: 'VoteResponse.topics',
     228: 'VoteResponse.<tagged fields>',
     229: 'VoteResponse.<tagged fields>',
-    230: 'VoteResponse.node_endpoints',
-    231: 'VoteResponse.node_endpoints',
-    232: 'VoteResponse.node_endpoints',
-    233: 'VoteResponse.node_endpoints',
-    234: 'VoteResponse.node_endpoints',
-    235: 'VoteResponse.node_endpoints',
-    236: 'VoteResponse.node_endpoints',
-    237: 'VoteResponse.node_endpoints',
-    238: 'VoteResponse.node_endpoints',
-    239: 'VoteResponse.node_endpoints',
-    240: 'VoteResponse.node_endpoints',
-    241: 'VoteResponse.node_endpoints',
-    242: 'VoteResponse.node_endpoints',
-    243: 'VoteResponse.node_endpoints',
-    244: 'VoteResponse.node_endpoints',
-    245: 'VoteResponse.node_endpoints',
-    246: 'VoteResponse.node_endpoints',
+    230: 'VoteResponse.<tagged fields>',
+    231: 'VoteResponse.<tagged fields>',
+    232: 'VoteResponse.<tagged fields>',
+    242: 'VoteResponse.error_code',
+    243: 'VoteResponse.error_code',
+    244: 'VoteResponse.topics',
+    245: 'VoteResponse.topics',
+    246: 'VoteResponse.topics',
+    247: 'VoteResponse.topics',
+    248: 'VoteResponse.topics',
+    249: 'VoteResponse.topics',
+    250: 'VoteResponse.topics',
+    251: 'VoteResponse.topics',
+    252: 'VoteResponse.topics',
+    253: 'VoteResponse.topics',
+    254: 'VoteResponse.topics',
+    255: 'VoteResponse.topics',
+    256: 'VoteResponse.topics',
+    257: 'VoteResponse.topics',
+    258: 'VoteResponse.topics',
+    259: 'VoteResponse.topics',
+    260: 'VoteResponse.topics',
+    261: 'VoteResponse.<tagged fields>',
+    262: 'VoteResponse.<tagged fields>',
+    263: 'VoteResponse.<tagged fields>',
+    264: 'VoteResponse.<tagged fields>',
+    265: 'VoteResponse.<tagged fields>',
+    266: 'VoteResponse.<tagged fields>',
+    267: 'VoteResponse.node_endpoints',
+    268: 'VoteResponse.node_endpoints',
+    269: 'VoteResponse.node_endpoints',
+    270: 'VoteResponse.node_endpoints',
+    271: 'VoteResponse.node_endpoints',
+    272: 'VoteResponse.node_endpoints',
+    273: 'VoteResponse.node_endpoints',
+    274: 'VoteResponse.node_endpoints',
+    275: 'VoteResponse.node_endpoints',
+    276: 'VoteResponse.node_endpoints',
+    277: 'VoteResponse.node_endpoints',
+    278: 'VoteResponse.node_endpoints',
+    279: 'VoteResponse.node_endpoints',
+    280: 'VoteResponse.node_endpoints',
+    281: 'VoteResponse.node_endpoints',
+    282: 'VoteResponse.node_endpoints',
+    283: 'VoteResponse.node_endpoints',
+    284: 'VoteResponse.node_endpoints',
+    285: 'VoteResponse.node_endpoints',
+    286: 'VoteResponse.node_endpoints',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -102,6 +103,9 @@ def _d_Endpoint_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -116,6 +120,9 @@ def _d_Endpoint_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -134,7 +141,12 @@ def _d_Endpoint_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Endpoint.<tagged fields>')
-    return Endpoint(_f_name, _f_host, _f_port, _unk), pos
+    _o = _new(Endpoint)
+    _o.name = _f_name
+    _o.host = _f_host
+    _o.port = _f_port
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_KRaftVersionFeature_v0(buf, pos):
@@ -145,7 +157,11 @@ def _d_KRaftVersionFeature_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'KRaftVersionFeature.<tagged fields>')
-    return KRaftVersionFeature(_f_min_supported_version, _f_max_supported_version, _unk), pos
+    _o = _new(KRaftVersionFeature)
+    _o.min_supported_version = _f_min_supported_version
+    _o.max_supported_version = _f_max_supported_version
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_Voter_v0(buf, pos):
@@ -158,6 +174,9 @@ def _d_Voter_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -175,7 +194,13 @@ def _d_Voter_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'Voter.<tagged fields>')
-    return Voter(_f_voter_id, _f_voter_directory_id, _f_endpoints, _f_k_raft_version_feature, _unk), pos
+    _o = _new(Voter)
+    _o.voter_id = _f_voter_id
+    _o.voter_directory_id = _f_voter_directory_id
+    _o.endpoints = _f_endpoints
+    _o.k_raft_version_feature = _f_k_raft_version_feature
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_VotersRecord_v0(buf, pos):
@@ -184,6 +209,9 @@ def _d_VotersRecord_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -200,7 +228,11 @@ def _d_VotersRecord_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'VotersRecord.<tagged fields>')
-    return VotersRecord(_f_version, _f_voters, _unk), pos
+    _o = _new(VotersRecord)
+    _o.version = _f_version
+    _o.voters = _f_voters
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_Endpoint_v0(o, w):
@@ -268,7 +300,6 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_VotersRecord_v0}
 ENCODERS = {0: _e_VotersRecord_v0}
 _reg(__file__, {
-    102: 'Endpoint.name',
     103: 'Endpoint.name',
     104: 'Endpoint.name',
     105: 'Endpoint.name',
@@ -282,10 +313,10 @@ _reg(__file__, {
     113: 'Endpoint.name',
     114: 'Endpoint.name',
     115: 'Endpoint.name',
-    116: 'Endpoint.host',
-    117: 'Endpoint.host',
-    118: 'Endpoint.host',
-    119: 'Endpoint.host',
+    116: 'Endpoint.name',
+    117: 'Endpoint.name',
+    118: 'Endpoint.name',
+    119: 'Endpoint.name',
     120: 'Endpoint.host',
     121: 'Endpoint.host',
     122: 'Endpoint.host',
@@ -296,65 +327,78 @@ _reg(__file__, {
     127: 'Endpoint.host',
     128: 'Endpoint.host',
     129: 'Endpoint.host',
-    130: 'Endpoint.port',
-    131: 'Endpoint.port',
-    132: 'Endpoint.<tagged fields>',
-    133: 'Endpoint.<tagged fields>',
-    134: 'Endpoint.<tagged fields>',
-    135: 'Endpoint.<tagged fields>',
-    136: 'Endpoint.<tagged fields>',
-    141: 'KRaftVersionFeature.min_supported_version/max_supported_version',
-    142: 'KRaftVersionFeature.min_supported_version/max_supported_version',
-    143: 'KRaftVersionFeature.<tagged fields>',
-    144: 'KRaftVersionFeature.<tagged fields>',
-    145: 'KRaftVersionFeature.<tagged fields>',
-    146: 'KRaftVersionFeature.<tagged fields>',
-    147: 'KRaftVersionFeature.<tagged fields>',
-    152: 'Voter.voter_id',
-    153: 'Voter.voter_id',
-    154: 'Voter.voter_directory_id',
-    155: 'Voter.voter_directory_id',
-    156: 'Voter.voter_directory_id',
-    157: 'Voter.voter_directory_id',
-    158: 'Voter.endpoints',
-    159: 'Voter.endpoints',
-    160: 'Voter.endpoints',
-    161: 'Voter.endpoints',
-    162: 'Voter.endpoints',
-    163: 'Voter.endpoints',
-    164: 'Voter.endpoints',
-    165: 'Voter.endpoints',
-    166: 'Voter.endpoints',
-    167: 'Voter.endpoints',
-    168: 'Voter.endpoints',
-    169: 'Voter.endpoints',
-    170: 'Voter.endpoints',
-    171: 'Voter.endpoints',
-    172: 'Voter.k_raft_version_feature',
-    173: 'Voter.<tagged fields>',
-    174: 'Voter.<tagged fields>',
-    175: 'Voter.<tagged fields>',
-    176: 'Voter.<tagged fields>',
-    177: 'Voter.<tagged fields>',
-    182: 'VotersRecord.version',
-    183: 'VotersRecord.version',
-    184: 'VotersRecord.voters',
-    185: 'VotersRecord.voters',
-    186: 'VotersRecord.voters',
-    187: 'VotersRecord.voters',
-    188: 'VotersRecord.voters',
-    189: 'VotersRecord.voters',
-    190: 'VotersRecord.voters',
-    191: 'VotersRecord.voters',
-    192: 'VotersRecord.voters',
-    193: 'VotersRecord.voters',
-    194: 'VotersRecord.voters',
-    195: 'VotersRecord.voters',
-    196: 'VotersRecord.voters',
-    197: 'VotersRecord.voters',
-    198: 'VotersRecord.<tagged fields>',
-    199: 'VotersRecord.<tagged fields>',
-    200: 'VotersRecord.<tagged fields>',
-    201: 'VotersRecord.<tagged fields>',
-    202: 'VotersRecord.<tagged fields>',
+    130: 'Endpoint.host',
+    131: 'Endpoint.host',
+    132: 'Endpoint.host',
+    133: 'Endpoint.host',
+    134: 'Endpoint.host',
+    135: 'Endpoint.host',
+    136: 'Endpoint.host',
+    137: 'Endpoint.port',
+    138: 'Endpoint.port',
+    139: 'Endpoint.<tagged fields>',
+    140: 'Endpoint.<tagged fields>',
+    141: 'Endpoint.<tagged fields>',
+    142: 'Endpoint.<tagged fields>',
+    143: 'Endpoint.<tagged fields>',
+    153: 'KRaftVersionFeature.min_supported_version/max_supported_version',
+    154: 'KRaftVersionFeature.min_supported_version/max_supported_version',
+    155: 'KRaftVersionFeature.<tagged fields>',
+    156: 'KRaftVersionFeature.<tagged fields>',
+    157: 'KRaftVersionFeature.<tagged fields>',
+    158: 'KRaftVersionFeature.<tagged fields>',
+    159: 'KRaftVersionFeature.<tagged fields>',
+    168: 'Voter.voter_id',
+    169: 'Voter.voter_id',
+    170: 'Voter.voter_directory_id',
+    171: 'Voter.voter_directory_id',
+    172: 'Voter.voter_directory_id',
+    173: 'Voter.voter_directory_id',
+    174: 'Voter.endpoints',
+    175: 'Voter.endpoints',
+    176: 'Voter.endpoints',
+    177: 'Voter.endpoints',
+    178: 'Voter.endpoints',
+    179: 'Voter.endpoints',
+    180: 'Voter.endpoints',
+    181: 'Voter.endpoints',
+    182: 'Voter.endpoints',
+    183: 'Voter.endpoints',
+    184: 'Voter.endpoints',
+    185: 'Voter.endpoints',
+    186: 'Voter.endpoints',
+    187: 'Voter.endpoints',
+    188: 'Voter.endpoints',
+    189: 'Voter.endpoints',
+    190: 'Voter.endpoints',
+    191: 'Voter.k_raft_version_feature',
+    192: 'Voter.<tagged fields>',
+    193: 'Voter.<tagged fields>',
+    194: 'Voter.<tagged fields>',
+    195: 'Voter.<tagged fields>',
+    196: 'Voter.<tagged fields>',
+    207: 'VotersRecord.version',
+    208: 'VotersRecord.version',
+    209: 'VotersRecord.voters',
+    210: 'VotersRecord.voters',
+    211: 'VotersRecord.voters',
+    212: 'VotersRecord.voters',
+    213: 'VotersRecord.voters',
+    214: 'VotersRecord.voters',
+    215: 'VotersRecord.voters',
+    216: 'VotersRecord.voters',
+    217: 'VotersRecord.voters',
+    218: 'VotersRecord.voters',
+    219: 'VotersRecord.voters',
+    220: 'VotersRecord.voters',
+    221: 'VotersRecord.voters',
+    222: 'VotersRecord.voters',
+    223: 'VotersRecord.voters',
+    224: 'VotersRecord.voters',
+    225: 'VotersRecord.voters',
+    226: 'VotersRecord.<tagged fields>',
+    227: 'VotersRecord.<tagged fields>',
+    228: 'VotersRecord.<tagged fields>',
+    229: 'VotersRecord.<tagged fields>',
+    230: 'VotersRecord.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -104,7 +105,13 @@ def _d_StateBatch_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'StateBatch.<tagged fields>')
-    return StateBatch(_f_first_offset, _f_last_offset, _f_delivery_state, _f_delivery_count, _unk), pos
+    _o = _new(StateBatch)
+    _o.first_offset = _f_first_offset
+    _o.last_offset = _f_last_offset
+    _o.delivery_state = _f_delivery_state
+    _o.delivery_count = _f_delivery_count
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_PartitionData_v0(buf, pos):
@@ -113,6 +120,9 @@ def _d_PartitionData_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -129,7 +139,14 @@ def _d_PartitionData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionData.<tagged fields>')
-    return PartitionData(_f_partition, _f_state_epoch, _f_leader_epoch, _f_start_offset, _f_state_batches, _unk), pos
+    _o = _new(PartitionData)
+    _o.partition = _f_partition
+    _o.state_epoch = _f_state_epoch
+    _o.leader_epoch = _f_leader_epoch
+    _o.start_offset = _f_start_offset
+    _o.state_batches = _f_state_batches
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_WriteStateData_v0(buf, pos):
@@ -140,6 +157,9 @@ def _d_WriteStateData_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -156,13 +176,20 @@ def _d_WriteStateData_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WriteStateData.<tagged fields>')
-    return WriteStateData(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(WriteStateData)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_WriteShareGroupStateRequest_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -177,6 +204,9 @@ def _d_WriteShareGroupStateRequest_v0(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -193,7 +223,11 @@ def _d_WriteShareGroupStateRequest_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WriteShareGroupStateRequest.<tagged fields>')
-    return WriteShareGroupStateRequest(_f_group_id, _f_topics, _unk), pos
+    _o = _new(WriteShareGroupStateRequest)
+    _o.group_id = _f_group_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_StateBatch_v0(o, w):
@@ -258,22 +292,15 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_WriteShareGroupStateRequest_v0}
 ENCODERS = {0: _e_WriteShareGroupStateRequest_v0}
 _reg(__file__, {
-    100: 'StateBatch.first_offset/last_offset/delivery_state/delivery_count',
     101: 'StateBatch.first_offset/last_offset/delivery_state/delivery_count',
-    102: 'StateBatch.<tagged fields>',
+    102: 'StateBatch.first_offset/last_offset/delivery_state/delivery_count',
     103: 'StateBatch.<tagged fields>',
     104: 'StateBatch.<tagged fields>',
     105: 'StateBatch.<tagged fields>',
     106: 'StateBatch.<tagged fields>',
-    111: 'PartitionData.partition/state_epoch/leader_epoch/start_offset',
-    112: 'PartitionData.partition/state_epoch/leader_epoch/start_offset',
-    113: 'PartitionData.state_batches',
-    114: 'PartitionData.state_batches',
-    115: 'PartitionData.state_batches',
-    116: 'PartitionData.state_batches',
-    117: 'PartitionData.state_batches',
-    118: 'PartitionData.state_batches',
-    119: 'PartitionData.state_batches',
+    107: 'StateBatch.<tagged fields>',
+    118: 'PartitionData.partition/state_epoch/leader_epoch/start_offset',
+    119: 'PartitionData.partition/state_epoch/leader_epoch/start_offset',
     120: 'PartitionData.state_batches',
     121: 'PartitionData.state_batches',
     122: 'PartitionData.state_batches',
@@ -281,65 +308,84 @@ _reg(__file__, {
     124: 'PartitionData.state_batches',
     125: 'PartitionData.state_batches',
     126: 'PartitionData.state_batches',
-    127: 'PartitionData.<tagged fields>',
-    128: 'PartitionData.<tagged fields>',
-    129: 'PartitionData.<tagged fields>',
-    130: 'PartitionData.<tagged fields>',
-    131: 'PartitionData.<tagged fields>',
-    136: 'WriteStateData.topic_id',
-    137: 'WriteStateData.topic_id',
-    138: 'WriteStateData.topic_id',
-    139: 'WriteStateData.topic_id',
-    140: 'WriteStateData.partitions',
-    141: 'WriteStateData.partitions',
-    142: 'WriteStateData.partitions',
-    143: 'WriteStateData.partitions',
-    144: 'WriteStateData.partitions',
-    145: 'WriteStateData.partitions',
-    146: 'WriteStateData.partitions',
-    147: 'WriteStateData.partitions',
-    148: 'WriteStateData.partitions',
-    149: 'WriteStateData.partitions',
-    150: 'WriteStateData.partitions',
-    151: 'WriteStateData.partitions',
-    152: 'WriteStateData.partitions',
-    153: 'WriteStateData.partitions',
-    154: 'WriteStateData.<tagged fields>',
-    155: 'WriteStateData.<tagged fields>',
-    156: 'WriteStateData.<tagged fields>',
-    157: 'WriteStateData.<tagged fields>',
-    158: 'WriteStateData.<tagged fields>',
-    163: 'WriteShareGroupStateRequest.group_id',
-    164: 'WriteShareGroupStateRequest.group_id',
-    165: 'WriteShareGroupStateRequest.group_id',
-    166: 'WriteShareGroupStateRequest.group_id',
-    167: 'WriteShareGroupStateRequest.group_id',
-    168: 'WriteShareGroupStateRequest.group_id',
-    169: 'WriteShareGroupStateRequest.group_id',
-    170: 'WriteShareGroupStateRequest.group_id',
-    171: 'WriteShareGroupStateRequest.group_id',
-    172: 'WriteShareGroupStateRequest.group_id',
-    173: 'WriteShareGroupStateRequest.group_id',
-    174: 'WriteShareGroupStateRequest.group_id',
-    175: 'WriteShareGroupStateRequest.group_id',
-    176: 'WriteShareGroupStateRequest.group_id',
-    177: 'WriteShareGroupStateRequest.topics',
-    178: 'WriteShareGroupStateRequest.topics',
-    179: 'WriteShareGroupStateRequest.topics',
-    180: 'WriteShareGroupStateRequest.topics',
-    181: 'WriteShareGroupStateRequest.topics',
-    182: 'WriteShareGroupStateRequest.topics',
-    183: 'WriteShareGroupStateRequest.topics',
-    184: 'WriteShareGroupStateRequest.topics',
-    185: 'WriteShareGroupStateRequest.topics',
-    186: 'WriteShareGroupStateRequest.topics',
-    187: 'WriteShareGroupStateRequest.topics',
-    188: 'WriteShareGroupStateRequest.topics',
-    189: 'WriteShareGroupStateRequest.topics',
-    190: 'WriteShareGroupStateRequest.topics',
-    191: 'WriteShareGroupStateRequest.<tagged fields>',
-    192: 'WriteShareGroupStateRequest.<tagged fields>',
-    193: 'WriteShareGroupStateRequest.<tagged fields>',
-    194: 'WriteShareGroupStateRequest.<tagged fields>',
-    195: 'WriteShareGroupStateRequest.<tagged fields>',
+    127: 'PartitionData.state_batches',
+    128: 'PartitionData.state_batches',
+    129: 'PartitionData.state_batches',
+    130: 'PartitionData.state_batches',
+    131: 'PartitionData.state_batches',
+    132: 'PartitionData.state_batches',
+    133: 'PartitionData.state_batches',
+    134: 'PartitionData.state_batches',
+    135: 'PartitionData.state_batches',
+    136: 'PartitionData.state_batches',
+    137: 'PartitionData.<tagged fields>',
+    138: 'PartitionData.<tagged fields>',
+    139: 'PartitionData.<tagged fields>',
+    140: 'PartitionData.<tagged fields>',
+    141: 'PartitionData.<tagged fields>',
+    153: 'WriteStateData.topic_id',
+    154: 'WriteStateData.topic_id',
+    155: 'WriteStateData.topic_id',
+    156: 'WriteStateData.topic_id',
+    157: 'WriteStateData.partitions',
+    158: 'WriteStateData.partitions',
+    159: 'WriteStateData.partitions',
+    160: 'WriteStateData.partitions',
+    161: 'WriteStateData.partitions',
+    162: 'WriteStateData.partitions',
+    163: 'WriteStateData.partitions',
+    164: 'WriteStateData.partitions',
+    165: 'WriteStateData.partitions',
+    166: 'WriteStateData.partitions',
+    167: 'WriteStateData.partitions',
+    168: 'WriteStateData.partitions',
+    169: 'WriteStateData.partitions',
+    170: 'WriteStateData.partitions',
+    171: 'WriteStateData.partitions',
+    172: 'WriteStateData.partitions',
+    173: 'WriteStateData.partitions',
+    174: 'WriteStateData.<tagged fields>',
+    175: 'WriteStateData.<tagged fields>',
+    176: 'WriteStateData.<tagged fields>',
+    177: 'WriteStateData.<tagged fields>',
+    178: 'WriteStateData.<tagged fields>',
+    187: 'WriteShareGroupStateRequest.group_id',
+    188: 'WriteShareGroupStateRequest.group_id',
+    189: 'WriteShareGroupStateRequest.group_id',
+    190: 'WriteShareGroupStateRequest.group_id',
+    191: 'WriteShareGroupStateRequest.group_id',
+    192: 'WriteShareGroupStateRequest.group_id',
+    193: 'WriteShareGroupStateRequest.group_id',
+    194: 'WriteShareGroupStateRequest.group_id',
+    195: 'WriteShareGroupStateRequest.group_id',
+    196: 'WriteShareGroupStateRequest.group_id',
+    197: 'WriteShareGroupStateRequest.group_id',
+    198: 'WriteShareGroupStateRequest.group_id',
+    199: 'WriteShareGroupStateRequest.group_id',
+    200: 'WriteShareGroupStateRequest.group_id',
+    201: 'WriteShareGroupStateRequest.group_id',
+    202: 'WriteShareGroupStateRequest.group_id',
+    203: 'WriteShareGroupStateRequest.group_id',
+    204: 'WriteShareGroupStateRequest.topics',
+    205: 'WriteShareGroupStateRequest.topics',
+    206: 'WriteShareGroupStateRequest.topics',
+    207: 'WriteShareGroupStateRequest.topics',
+    208: 'WriteShareGroupStateRequest.topics',
+    209: 'WriteShareGroupStateRequest.topics',
+    210: 'WriteShareGroupStateRequest.topics',
+    211: 'WriteShareGroupStateRequest.topics',
+    212: 'WriteShareGroupStateRequest.topics',
+    213: 'WriteShareGroupStateRequest.topics',
+    214: 'WriteShareGroupStateRequest.topics',
+    215: 'WriteShareGroupStateRequest.topics',
+    216: 'WriteShareGroupStateRequest.topics',
+    217: 'WriteShareGroupStateRequest.topics',
+    218: 'WriteShareGroupStateRequest.topics',
+    219: 'WriteShareGroupStateRequest.topics',
+    220: 'WriteShareGroupStateRequest.topics',
+    221: 'WriteShareGroupStateRequest.<tagged fields>',
+    222: 'WriteShareGroupStateRequest.<tagged fields>',
+    223: 'WriteShareGroupStateRequest.<tagged fields>',
+    224: 'WriteShareGroupStateRequest.<tagged fields>',
+    225: 'WriteShareGroupStateRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -73,6 +74,9 @@ def _d_PartitionResult_v0(buf, pos):
     _n1 = buf[pos]
     if _n1 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n1 = (_n1 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n1, pos = _ruv(buf, pos)
     _n1 -= 1
@@ -89,7 +93,12 @@ def _d_PartitionResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'PartitionResult.<tagged fields>')
-    return PartitionResult(_f_partition, _f_error_code, _f_error_message, _unk), pos
+    _o = _new(PartitionResult)
+    _o.partition = _f_partition
+    _o.error_code = _f_error_code
+    _o.error_message = _f_error_message
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_WriteStateResult_v0(buf, pos):
@@ -100,6 +109,9 @@ def _d_WriteStateResult_v0(buf, pos):
     _n3 = buf[pos]
     if _n3 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n3 = (_n3 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n3, pos = _ruv(buf, pos)
     _n3 -= 1
@@ -116,13 +128,20 @@ def _d_WriteStateResult_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WriteStateResult.<tagged fields>')
-    return WriteStateResult(_f_topic_id, _f_partitions, _unk), pos
+    _o = _new(WriteStateResult)
+    _o.topic_id = _f_topic_id
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_WriteShareGroupStateResponse_v0(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -139,7 +158,10 @@ def _d_WriteShareGroupStateResponse_v0(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WriteShareGroupStateResponse.<tagged fields>')
-    return WriteShareGroupStateResponse(_f_results, _unk), pos
+    _o = _new(WriteShareGroupStateResponse)
+    _o.results = _f_results
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_PartitionResult_v0(o, w):
@@ -193,9 +215,8 @@ FLEXIBLE_FROM = 0
 DECODERS = {0: _d_WriteShareGroupStateResponse_v0}
 ENCODERS = {0: _e_WriteShareGroupStateResponse_v0}
 _reg(__file__, {
-    71: 'PartitionResult.partition/error_code',
     72: 'PartitionResult.partition/error_code',
-    73: 'PartitionResult.error_message',
+    73: 'PartitionResult.partition/error_code',
     74: 'PartitionResult.error_message',
     75: 'PartitionResult.error_message',
     76: 'PartitionResult.error_message',
@@ -209,51 +230,61 @@ _reg(__file__, {
     84: 'PartitionResult.error_message',
     85: 'PartitionResult.error_message',
     86: 'PartitionResult.error_message',
-    87: 'PartitionResult.<tagged fields>',
-    88: 'PartitionResult.<tagged fields>',
-    89: 'PartitionResult.<tagged fields>',
-    90: 'PartitionResult.<tagged fields>',
+    87: 'PartitionResult.error_message',
+    88: 'PartitionResult.error_message',
+    89: 'PartitionResult.error_message',
+    90: 'PartitionResult.error_message',
     91: 'PartitionResult.<tagged fields>',
-    96: 'WriteStateResult.topic_id',
-    97: 'WriteStateResult.topic_id',
-    98: 'WriteStateResult.topic_id',
-    99: 'WriteStateResult.topic_id',
-    100: 'WriteStateResult.partitions',
-    101: 'WriteStateResult.partitions',
-    102: 'WriteStateResult.partitions',
-    103: 'WriteStateResult.partitions',
-    104: 'WriteStateResult.partitions',
-    105: 'WriteStateResult.partitions',
-    106: 'WriteStateResult.partitions',
-    107: 'WriteStateResult.partitions',
-    108: 'WriteStateResult.partitions',
+    92: 'PartitionResult.<tagged fields>',
+    93: 'PartitionResult.<tagged fields>',
+    94: 'PartitionResult.<tagged fields>',
+    95: 'PartitionResult.<tagged fields>',
+    105: 'WriteStateResult.topic_id',
+    106: 'WriteStateResult.topic_id',
+    107: 'WriteStateResult.topic_id',
+    108: 'WriteStateResult.topic_id',
     109: 'WriteStateResult.partitions',
     110: 'WriteStateResult.partitions',
     111: 'WriteStateResult.partitions',
     112: 'WriteStateResult.partitions',
     113: 'WriteStateResult.partitions',
-    114: 'WriteStateResult.<tagged fields>',
-    115: 'WriteStateResult.<tagged fields>',
-    116: 'WriteStateResult.<tagged fields>',
-    117: 'WriteStateResult.<tagged fields>',
-    118: 'WriteStateResult.<tagged fields>',
-    123: 'WriteShareGroupStateResponse.results',
-    124: 'WriteShareGroupStateResponse.results',
-    125: 'WriteShareGroupStateResponse.results',
-    126: 'WriteShareGroupStateResponse.results',
-    127: 'WriteShareGroupStateResponse.results',
-    128: 'WriteShareGroupStateResponse.results',
-    129: 'WriteShareGroupStateResponse.results',
-    130: 'WriteShareGroupStateResponse.results',
-    131: 'WriteShareGroupStateResponse.results',
-    132: 'WriteShareGroupStateResponse.results',
-    133: 'WriteShareGroupStateResponse.results',
-    134: 'WriteShareGroupStateResponse.results',
-    135: 'WriteShareGroupStateResponse.results',
-    136: 'WriteShareGroupStateResponse.results',
-    137: 'WriteShareGroupStateResponse.<tagged fields>',
-    138: 'WriteShareGroupStateResponse.<tagged fields>',
-    139: 'WriteShareGroupStateResponse.<tagged fields>',
-    140: 'WriteShareGroupStateResponse.<tagged fields>',
-    141: 'WriteShareGroupStateResponse.<tagged fields>',
+    114: 'WriteStateResult.partitions',
+    115: 'WriteStateResult.partitions',
+    116: 'WriteStateResult.partitions',
+    117: 'WriteStateResult.partitions',
+    118: 'WriteStateResult.partitions',
+    119: 'WriteStateResult.partitions',
+    120: 'WriteStateResult.partitions',
+    121: 'WriteStateResult.partitions',
+    122: 'WriteStateResult.partitions',
+    123: 'WriteStateResult.partitions',
+    124: 'WriteStateResult.partitions',
+    125: 'WriteStateResult.partitions',
+    126: 'WriteStateResult.<tagged fields>',
+    127: 'WriteStateResult.<tagged fields>',
+    128: 'WriteStateResult.<tagged fields>',
+    129: 'WriteStateResult.<tagged fields>',
+    130: 'WriteStateResult.<tagged fields>',
+    139: 'WriteShareGroupStateResponse.results',
+    140: 'WriteShareGroupStateResponse.results',
+    141: 'WriteShareGroupStateResponse.results',
+    142: 'WriteShareGroupStateResponse.results',
+    143: 'WriteShareGroupStateResponse.results',
+    144: 'WriteShareGroupStateResponse.results',
+    145: 'WriteShareGroupStateResponse.results',
+    146: 'WriteShareGroupStateResponse.results',
+    147: 'WriteShareGroupStateResponse.results',
+    148: 'WriteShareGroupStateResponse.results',
+    149: 'WriteShareGroupStateResponse.results',
+    150: 'WriteShareGroupStateResponse.results',
+    151: 'WriteShareGroupStateResponse.results',
+    152: 'WriteShareGroupStateResponse.results',
+    153: 'WriteShareGroupStateResponse.results',
+    154: 'WriteShareGroupStateResponse.results',
+    155: 'WriteShareGroupStateResponse.results',
+    156: 'WriteShareGroupStateResponse.<tagged fields>',
+    157: 'WriteShareGroupStateResponse.<tagged fields>',
+    158: 'WriteShareGroupStateResponse.<tagged fields>',
+    159: 'WriteShareGroupStateResponse.<tagged fields>',
+    160: 'WriteShareGroupStateResponse.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -93,13 +94,20 @@ def _d_WritableTxnMarkerTopic_v0(buf, pos):
         _chk(_n3, buf, pos, 'WritableTxnMarkerTopic.partition_indexes')
         _f_partition_indexes = list(_unpack_from('>%di' % _n3, buf, pos))
         pos += 4 * _n3
-    return WritableTxnMarkerTopic(_f_name, _f_partition_indexes, None), pos
+    _o = _new(WritableTxnMarkerTopic)
+    _o.name = _f_name
+    _o.partition_indexes = _f_partition_indexes
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_WritableTxnMarkerTopic_v1(buf, pos):
     _n4 = buf[pos]
     if _n4 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n4 = (_n4 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n4, pos = _ruv(buf, pos)
     _n4 -= 1
@@ -114,6 +122,9 @@ def _d_WritableTxnMarkerTopic_v1(buf, pos):
     _n6 = buf[pos]
     if _n6 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n6 = (_n6 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n6, pos = _ruv(buf, pos)
     _n6 -= 1
@@ -128,7 +139,11 @@ def _d_WritableTxnMarkerTopic_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WritableTxnMarkerTopic.<tagged fields>')
-    return WritableTxnMarkerTopic(_f_name, _f_partition_indexes, _unk), pos
+    _o = _new(WritableTxnMarkerTopic)
+    _o.name = _f_name
+    _o.partition_indexes = _f_partition_indexes
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_WritableTxnMarker_v0(buf, pos):
@@ -146,7 +161,14 @@ def _d_WritableTxnMarker_v0(buf, pos):
             _f_topics.append(_x8)
     _f_coordinator_epoch = _S_iu(buf, pos)[0]
     pos += 4
-    return WritableTxnMarker(_f_producer_id, _f_producer_epoch, _f_transaction_result, _f_topics, _f_coordinator_epoch, None), pos
+    _o = _new(WritableTxnMarker)
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.transaction_result = _f_transaction_result
+    _o.topics = _f_topics
+    _o.coordinator_epoch = _f_coordinator_epoch
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_WritableTxnMarker_v1(buf, pos):
@@ -155,6 +177,9 @@ def _d_WritableTxnMarker_v1(buf, pos):
     _n9 = buf[pos]
     if _n9 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n9 = (_n9 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n9, pos = _ruv(buf, pos)
     _n9 -= 1
@@ -173,7 +198,14 @@ def _d_WritableTxnMarker_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WritableTxnMarker.<tagged fields>')
-    return WritableTxnMarker(_f_producer_id, _f_producer_epoch, _f_transaction_result, _f_topics, _f_coordinator_epoch, _unk), pos
+    _o = _new(WritableTxnMarker)
+    _o.producer_id = _f_producer_id
+    _o.producer_epoch = _f_producer_epoch
+    _o.transaction_result = _f_transaction_result
+    _o.topics = _f_topics
+    _o.coordinator_epoch = _f_coordinator_epoch
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_WriteTxnMarkersRequest_v0(buf, pos):
@@ -187,13 +219,19 @@ def _d_WriteTxnMarkersRequest_v0(buf, pos):
         for _ in range(_n11):
             _x12, pos = _d_WritableTxnMarker_v0(buf, pos)
             _f_markers.append(_x12)
-    return WriteTxnMarkersRequest(_f_markers, None), pos
+    _o = _new(WriteTxnMarkersRequest)
+    _o.markers = _f_markers
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_WriteTxnMarkersRequest_v1(buf, pos):
     _n13 = buf[pos]
     if _n13 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n13 = (_n13 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n13, pos = _ruv(buf, pos)
     _n13 -= 1
@@ -210,7 +248,10 @@ def _d_WriteTxnMarkersRequest_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WriteTxnMarkersRequest.<tagged fields>')
-    return WriteTxnMarkersRequest(_f_markers, _unk), pos
+    _o = _new(WriteTxnMarkersRequest)
+    _o.markers = _f_markers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_WritableTxnMarkerTopic_v0(o, w):
@@ -219,8 +260,8 @@ def _e_WritableTxnMarkerTopic_v0(o, w):
     w(_I16p(len(_v15)))
     w(_v15)
     _a16 = o.partition_indexes
-    w(_I32p(len(_a16)))
-    w(_pack('>%di' % len(_a16), *_a16))
+    _l = len(_a16)
+    w(_counted_packer('i', _l)(_l, *_a16))
 
 
 def _e_WritableTxnMarkerTopic_v1(o, w):
@@ -230,9 +271,10 @@ def _e_WritableTxnMarkerTopic_v1(o, w):
     w(_UV1[_l] if _l < 128 else _wuv(_l))
     w(_v17)
     _a18 = o.partition_indexes
-    _l = len(_a18) + 1
-    w(_UV1[_l] if _l < 128 else _wuv(_l))
-    w(_pack('>%di' % len(_a18), *_a18))
+    _l = len(_a18)
+    w(_UV1[_l + 1] if _l < 127 else _wuv(_l + 1))
+    if _l:
+        w(_packer('i', _l)(*_a18))
     _u = o.unknown_tagged_fields
     if _u:
         _wtags(w, list(_u.items()))
@@ -291,7 +333,6 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_WriteTxnMarkersRequest_v0, 1: _d_WriteTxnMarkersRequest_v1}
 ENCODERS = {0: _e_WriteTxnMarkersRequest_v0, 1: _e_WriteTxnMarkersRequest_v1}
 _reg(__file__, {
-    78: 'WritableTxnMarkerTopic.name',
     79: 'WritableTxnMarkerTopic.name',
     80: 'WritableTxnMarkerTopic.name',
     81: 'WritableTxnMarkerTopic.name',
@@ -301,7 +342,7 @@ _reg(__file__, {
     85: 'WritableTxnMarkerTopic.name',
     86: 'WritableTxnMarkerTopic.name',
     87: 'WritableTxnMarkerTopic.name',
-    88: 'WritableTxnMarkerTopic.partition_indexes',
+    88: 'WritableTxnMarkerTopic.name',
     89: 'WritableTxnMarkerTopic.partition_indexes',
     90: 'WritableTxnMarkerTopic.partition_indexes',
     91: 'WritableTxnMarkerTopic.partition_indexes',
@@ -309,11 +350,7 @@ _reg(__file__, {
     93: 'WritableTxnMarkerTopic.partition_indexes',
     94: 'WritableTxnMarkerTopic.partition_indexes',
     95: 'WritableTxnMarkerTopic.partition_indexes',
-    100: 'WritableTxnMarkerTopic.name',
-    101: 'WritableTxnMarkerTopic.name',
-    102: 'WritableTxnMarkerTopic.name',
-    103: 'WritableTxnMarkerTopic.name',
-    104: 'WritableTxnMarkerTopic.name',
+    96: 'WritableTxnMarkerTopic.partition_indexes',
     105: 'WritableTxnMarkerTopic.name',
     106: 'WritableTxnMarkerTopic.name',
     107: 'WritableTxnMarkerTopic.name',
@@ -323,39 +360,39 @@ _reg(__file__, {
     111: 'WritableTxnMarkerTopic.name',
     112: 'WritableTxnMarkerTopic.name',
     113: 'WritableTxnMarkerTopic.name',
-    114: 'WritableTxnMarkerTopic.partition_indexes',
-    115: 'WritableTxnMarkerTopic.partition_indexes',
-    116: 'WritableTxnMarkerTopic.partition_indexes',
-    117: 'WritableTxnMarkerTopic.partition_indexes',
-    118: 'WritableTxnMarkerTopic.partition_indexes',
-    119: 'WritableTxnMarkerTopic.partition_indexes',
-    120: 'WritableTxnMarkerTopic.partition_indexes',
-    121: 'WritableTxnMarkerTopic.partition_indexes',
+    114: 'WritableTxnMarkerTopic.name',
+    115: 'WritableTxnMarkerTopic.name',
+    116: 'WritableTxnMarkerTopic.name',
+    117: 'WritableTxnMarkerTopic.name',
+    118: 'WritableTxnMarkerTopic.name',
+    119: 'WritableTxnMarkerTopic.name',
+    120: 'WritableTxnMarkerTopic.name',
+    121: 'WritableTxnMarkerTopic.name',
     122: 'WritableTxnMarkerTopic.partition_indexes',
     123: 'WritableTxnMarkerTopic.partition_indexes',
     124: 'WritableTxnMarkerTopic.partition_indexes',
     125: 'WritableTxnMarkerTopic.partition_indexes',
-    126: 'WritableTxnMarkerTopic.<tagged fields>',
-    127: 'WritableTxnMarkerTopic.<tagged fields>',
-    128: 'WritableTxnMarkerTopic.<tagged fields>',
-    129: 'WritableTxnMarkerTopic.<tagged fields>',
-    130: 'WritableTxnMarkerTopic.<tagged fields>',
-    135: 'WritableTxnMarker.producer_id/producer_epoch/transaction_result',
-    136: 'WritableTxnMarker.producer_id/producer_epoch/transaction_result',
-    137: 'WritableTxnMarker.topics',
-    138: 'WritableTxnMarker.topics',
-    139: 'WritableTxnMarker.topics',
-    140: 'WritableTxnMarker.topics',
-    141: 'WritableTxnMarker.topics',
-    142: 'WritableTxnMarker.topics',
-    143: 'WritableTxnMarker.topics',
-    144: 'WritableTxnMarker.topics',
-    145: 'WritableTxnMarker.topics',
-    146: 'WritableTxnMarker.topics',
-    147: 'WritableTxnMarker.coordinator_epoch',
-    148: 'WritableTxnMarker.coordinator_epoch',
-    153: 'WritableTxnMarker.producer_id/producer_epoch/transaction_result',
-    154: 'WritableTxnMarker.producer_id/producer_epoch/transaction_result',
+    126: 'WritableTxnMarkerTopic.partition_indexes',
+    127: 'WritableTxnMarkerTopic.partition_indexes',
+    128: 'WritableTxnMarkerTopic.partition_indexes',
+    129: 'WritableTxnMarkerTopic.partition_indexes',
+    130: 'WritableTxnMarkerTopic.partition_indexes',
+    131: 'WritableTxnMarkerTopic.partition_indexes',
+    132: 'WritableTxnMarkerTopic.partition_indexes',
+    133: 'WritableTxnMarkerTopic.partition_indexes',
+    134: 'WritableTxnMarkerTopic.partition_indexes',
+    135: 'WritableTxnMarkerTopic.partition_indexes',
+    136: 'WritableTxnMarkerTopic.partition_indexes',
+    137: 'WritableTxnMarkerTopic.<tagged fields>',
+    138: 'WritableTxnMarkerTopic.<tagged fields>',
+    139: 'WritableTxnMarkerTopic.<tagged fields>',
+    140: 'WritableTxnMarkerTopic.<tagged fields>',
+    141: 'WritableTxnMarkerTopic.<tagged fields>',
+    150: 'WritableTxnMarker.producer_id/producer_epoch/transaction_result',
+    151: 'WritableTxnMarker.producer_id/producer_epoch/transaction_result',
+    152: 'WritableTxnMarker.topics',
+    153: 'WritableTxnMarker.topics',
+    154: 'WritableTxnMarker.topics',
     155: 'WritableTxnMarker.topics',
     156: 'WritableTxnMarker.topics',
     157: 'WritableTxnMarker.topics',
@@ -363,47 +400,64 @@ _reg(__file__, {
     159: 'WritableTxnMarker.topics',
     160: 'WritableTxnMarker.topics',
     161: 'WritableTxnMarker.topics',
-    162: 'WritableTxnMarker.topics',
-    163: 'WritableTxnMarker.topics',
-    164: 'WritableTxnMarker.topics',
-    165: 'WritableTxnMarker.topics',
-    166: 'WritableTxnMarker.topics',
-    167: 'WritableTxnMarker.topics',
-    168: 'WritableTxnMarker.topics',
-    169: 'WritableTxnMarker.coordinator_epoch',
-    170: 'WritableTxnMarker.coordinator_epoch',
-    171: 'WritableTxnMarker.<tagged fields>',
-    172: 'WritableTxnMarker.<tagged fields>',
-    173: 'WritableTxnMarker.<tagged fields>',
-    174: 'WritableTxnMarker.<tagged fields>',
-    175: 'WritableTxnMarker.<tagged fields>',
-    180: 'WriteTxnMarkersRequest.markers',
-    181: 'WriteTxnMarkersRequest.markers',
-    182: 'WriteTxnMarkersRequest.markers',
-    183: 'WriteTxnMarkersRequest.markers',
-    184: 'WriteTxnMarkersRequest.markers',
-    185: 'WriteTxnMarkersRequest.markers',
-    186: 'WriteTxnMarkersRequest.markers',
-    187: 'WriteTxnMarkersRequest.markers',
-    188: 'WriteTxnMarkersRequest.markers',
-    189: 'WriteTxnMarkersRequest.markers',
-    194: 'WriteTxnMarkersRequest.markers',
-    195: 'WriteTxnMarkersRequest.markers',
-    196: 'WriteTxnMarkersRequest.markers',
-    197: 'WriteTxnMarkersRequest.markers',
-    198: 'WriteTxnMarkersRequest.markers',
-    199: 'WriteTxnMarkersRequest.markers',
-    200: 'WriteTxnMarkersRequest.markers',
-    201: 'WriteTxnMarkersRequest.markers',
-    202: 'WriteTxnMarkersRequest.markers',
-    203: 'WriteTxnMarkersRequest.markers',
-    204: 'WriteTxnMarkersRequest.markers',
-    205: 'WriteTxnMarkersRequest.markers',
-    206: 'WriteTxnMarkersRequest.markers',
-    207: 'WriteTxnMarkersRequest.markers',
-    208: 'WriteTxnMarkersRequest.<tagged fields>',
-    209: 'WriteTxnMarkersRequest.<tagged fields>',
-    210: 'WriteTxnMarkersRequest.<tagged fields>',
-    211: 'WriteTxnMarkersRequest.<tagged fields>',
-    212: 'WriteTxnMarkersRequest.<tagged fields>',
+    162: 'WritableTxnMarker.coordinator_epoch',
+    163: 'WritableTxnMarker.coordinator_epoch',
+    175: 'WritableTxnMarker.producer_id/producer_epoch/transaction_result',
+    176: 'WritableTxnMarker.producer_id/producer_epoch/transaction_result',
+    177: 'WritableTxnMarker.topics',
+    178: 'WritableTxnMarker.topics',
+    179: 'WritableTxnMarker.topics',
+    180: 'WritableTxnMarker.topics',
+    181: 'WritableTxnMarker.topics',
+    182: 'WritableTxnMarker.topics',
+    183: 'WritableTxnMarker.topics',
+    184: 'WritableTxnMarker.topics',
+    185: 'WritableTxnMarker.topics',
+    186: 'WritableTxnMarker.topics',
+    187: 'WritableTxnMarker.topics',
+    188: 'WritableTxnMarker.topics',
+    189: 'WritableTxnMarker.topics',
+    190: 'WritableTxnMarker.topics',
+    191: 'WritableTxnMarker.topics',
+    192: 'WritableTxnMarker.topics',
+    193: 'WritableTxnMarker.topics',
+    194: 'WritableTxnMarker.coordinator_epoch',
+    195: 'WritableTxnMarker.coordinator_epoch',
+    196: 'WritableTxnMarker.<tagged fields>',
+    197: 'WritableTxnMarker.<tagged fields>',
+    198: 'WritableTxnMarker.<tagged fields>',
+    199: 'WritableTxnMarker.<tagged fields>',
+    200: 'WritableTxnMarker.<tagged fields>',
+    212: 'WriteTxnMarkersRequest.markers',
+    213: 'WriteTxnMarkersRequest.markers',
+    214: 'WriteTxnMarkersRequest.markers',
+    215: 'WriteTxnMarkersRequest.markers',
+    216: 'WriteTxnMarkersRequest.markers',
+    217: 'WriteTxnMarkersRequest.markers',
+    218: 'WriteTxnMarkersRequest.markers',
+    219: 'WriteTxnMarkersRequest.markers',
+    220: 'WriteTxnMarkersRequest.markers',
+    221: 'WriteTxnMarkersRequest.markers',
+    229: 'WriteTxnMarkersRequest.markers',
+    230: 'WriteTxnMarkersRequest.markers',
+    231: 'WriteTxnMarkersRequest.markers',
+    232: 'WriteTxnMarkersRequest.markers',
+    233: 'WriteTxnMarkersRequest.markers',
+    234: 'WriteTxnMarkersRequest.markers',
+    235: 'WriteTxnMarkersRequest.markers',
+    236: 'WriteTxnMarkersRequest.markers',
+    237: 'WriteTxnMarkersRequest.markers',
+    238: 'WriteTxnMarkersRequest.markers',
+    239: 'WriteTxnMarkersRequest.markers',
+    240: 'WriteTxnMarkersRequest.markers',
+    241: 'WriteTxnMarkersRequest.markers',
+    242: 'WriteTxnMarkersRequest.markers',
+    243: 'WriteTxnMarkersRequest.markers',
+    244: 'WriteTxnMarkersRequest.markers',
+    245: 'WriteTxnMarkersRequest.markers',
+    246: 'WriteTxnMarkersRequest.<tagged fields>',
+    247: 'WriteTxnMarkersRequest.<tagged fields>',
+    248: 'WriteTxnMarkersRequest.<tagged fields>',
+    249: 'WriteTxnMarkersRequest.<tagged fields>',
+    250: 'WriteTxnMarkersRequest.<tagged fields>',
 })

@@ -5,7 +5,8 @@ from struct import Struct as _Struct, pack as _pack, unpack_from as _unpack_from
 
 from wire.errors import DecodeError as _DecodeError
 from wire.primitives import (DEFAULT as _D, I8 as _I8, I16 as _I16, I32 as _I32, Message as _Message, UVARINT1 as _UV1, ZERO_UUID as _ZERO_UUID,
-    check_count as _chk, read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
+    check_count as _chk, counted_packer as _counted_packer, new as _new, packer as _packer,
+    read_unknown_tags as _rtags, read_uvarint as _ruv, register_lines as _reg,
     truncated as _trunc, uuid_from_bytes as _uuid, write_tags as _wtags, write_uvarint as _wuv)
 
 _I8u = _I8.unpack_from
@@ -87,7 +88,11 @@ class WritableTxnMarkerResult(_Message):
 def _d_WritableTxnMarkerPartitionResult_v0(buf, pos):
     _f_partition_index, _f_error_code = _S_ihu(buf, pos)
     pos += 6
-    return WritableTxnMarkerPartitionResult(_f_partition_index, _f_error_code, None), pos
+    _o = _new(WritableTxnMarkerPartitionResult)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_WritableTxnMarkerPartitionResult_v1(buf, pos):
@@ -98,7 +103,11 @@ def _d_WritableTxnMarkerPartitionResult_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WritableTxnMarkerPartitionResult.<tagged fields>')
-    return WritableTxnMarkerPartitionResult(_f_partition_index, _f_error_code, _unk), pos
+    _o = _new(WritableTxnMarkerPartitionResult)
+    _o.partition_index = _f_partition_index
+    _o.error_code = _f_error_code
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_WritableTxnMarkerTopicResult_v0(buf, pos):
@@ -122,13 +131,20 @@ def _d_WritableTxnMarkerTopicResult_v0(buf, pos):
         for _ in range(_n3):
             _x4, pos = _d_WritableTxnMarkerPartitionResult_v0(buf, pos)
             _f_partitions.append(_x4)
-    return WritableTxnMarkerTopicResult(_f_name, _f_partitions, None), pos
+    _o = _new(WritableTxnMarkerTopicResult)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_WritableTxnMarkerTopicResult_v1(buf, pos):
     _n5 = buf[pos]
     if _n5 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n5 = (_n5 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n5, pos = _ruv(buf, pos)
     _n5 -= 1
@@ -143,6 +159,9 @@ def _d_WritableTxnMarkerTopicResult_v1(buf, pos):
     _n7 = buf[pos]
     if _n7 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n7 = (_n7 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n7, pos = _ruv(buf, pos)
     _n7 -= 1
@@ -159,7 +178,11 @@ def _d_WritableTxnMarkerTopicResult_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WritableTxnMarkerTopicResult.<tagged fields>')
-    return WritableTxnMarkerTopicResult(_f_name, _f_partitions, _unk), pos
+    _o = _new(WritableTxnMarkerTopicResult)
+    _o.name = _f_name
+    _o.partitions = _f_partitions
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_WritableTxnMarkerResult_v0(buf, pos):
@@ -175,7 +198,11 @@ def _d_WritableTxnMarkerResult_v0(buf, pos):
         for _ in range(_n9):
             _x10, pos = _d_WritableTxnMarkerTopicResult_v0(buf, pos)
             _f_topics.append(_x10)
-    return WritableTxnMarkerResult(_f_producer_id, _f_topics, None), pos
+    _o = _new(WritableTxnMarkerResult)
+    _o.producer_id = _f_producer_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_WritableTxnMarkerResult_v1(buf, pos):
@@ -184,6 +211,9 @@ def _d_WritableTxnMarkerResult_v1(buf, pos):
     _n11 = buf[pos]
     if _n11 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n11 = (_n11 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n11, pos = _ruv(buf, pos)
     _n11 -= 1
@@ -200,7 +230,11 @@ def _d_WritableTxnMarkerResult_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WritableTxnMarkerResult.<tagged fields>')
-    return WritableTxnMarkerResult(_f_producer_id, _f_topics, _unk), pos
+    _o = _new(WritableTxnMarkerResult)
+    _o.producer_id = _f_producer_id
+    _o.topics = _f_topics
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _d_WriteTxnMarkersResponse_v0(buf, pos):
@@ -214,13 +248,19 @@ def _d_WriteTxnMarkersResponse_v0(buf, pos):
         for _ in range(_n13):
             _x14, pos = _d_WritableTxnMarkerResult_v0(buf, pos)
             _f_markers.append(_x14)
-    return WriteTxnMarkersResponse(_f_markers, None), pos
+    _o = _new(WriteTxnMarkersResponse)
+    _o.markers = _f_markers
+    _o.unknown_tagged_fields = None
+    return _o, pos
 
 
 def _d_WriteTxnMarkersResponse_v1(buf, pos):
     _n15 = buf[pos]
     if _n15 < 128:
         pos += 1
+    elif buf[pos + 1] < 128:
+        _n15 = (_n15 & 127) | (buf[pos + 1] << 7)
+        pos += 2
     else:
         _n15, pos = _ruv(buf, pos)
     _n15 -= 1
@@ -237,7 +277,10 @@ def _d_WriteTxnMarkersResponse_v1(buf, pos):
         _unk = None
     else:
         _tags, _unk, pos = _rtags(buf, pos, frozenset(()), 'WriteTxnMarkersResponse.<tagged fields>')
-    return WriteTxnMarkersResponse(_f_markers, _unk), pos
+    _o = _new(WriteTxnMarkersResponse)
+    _o.markers = _f_markers
+    _o.unknown_tagged_fields = _unk
+    return _o, pos
 
 
 def _e_WritableTxnMarkerPartitionResult_v0(o, w):
@@ -331,89 +374,76 @@ FLEXIBLE_FROM = 1
 DECODERS = {0: _d_WriteTxnMarkersResponse_v0, 1: _d_WriteTxnMarkersResponse_v1}
 ENCODERS = {0: _e_WriteTxnMarkersResponse_v0, 1: _e_WriteTxnMarkersResponse_v1}
 _reg(__file__, {
-    88: 'WritableTxnMarkerPartitionResult.partition_index/error_code',
     89: 'WritableTxnMarkerPartitionResult.partition_index/error_code',
-    94: 'WritableTxnMarkerPartitionResult.partition_index/error_code',
-    95: 'WritableTxnMarkerPartitionResult.partition_index/error_code',
-    96: 'WritableTxnMarkerPartitionResult.<tagged fields>',
-    97: 'WritableTxnMarkerPartitionResult.<tagged fields>',
-    98: 'WritableTxnMarkerPartitionResult.<tagged fields>',
-    99: 'WritableTxnMarkerPartitionResult.<tagged fields>',
-    100: 'WritableTxnMarkerPartitionResult.<tagged fields>',
-    105: 'WritableTxnMarkerTopicResult.name',
-    106: 'WritableTxnMarkerTopicResult.name',
-    107: 'WritableTxnMarkerTopicResult.name',
-    108: 'WritableTxnMarkerTopicResult.name',
-    109: 'WritableTxnMarkerTopicResult.name',
-    110: 'WritableTxnMarkerTopicResult.name',
-    111: 'WritableTxnMarkerTopicResult.name',
-    112: 'WritableTxnMarkerTopicResult.name',
-    113: 'WritableTxnMarkerTopicResult.name',
+    90: 'WritableTxnMarkerPartitionResult.partition_index/error_code',
+    99: 'WritableTxnMarkerPartitionResult.partition_index/error_code',
+    100: 'WritableTxnMarkerPartitionResult.partition_index/error_code',
+    101: 'WritableTxnMarkerPartitionResult.<tagged fields>',
+    102: 'WritableTxnMarkerPartitionResult.<tagged fields>',
+    103: 'WritableTxnMarkerPartitionResult.<tagged fields>',
+    104: 'WritableTxnMarkerPartitionResult.<tagged fields>',
+    105: 'WritableTxnMarkerPartitionResult.<tagged fields>',
     114: 'WritableTxnMarkerTopicResult.name',
-    115: 'WritableTxnMarkerTopicResult.partitions',
-    116: 'WritableTxnMarkerTopicResult.partitions',
-    117: 'WritableTxnMarkerTopicResult.partitions',
-    118: 'WritableTxnMarkerTopicResult.partitions',
-    119: 'WritableTxnMarkerTopicResult.partitions',
-    120: 'WritableTxnMarkerTopicResult.partitions',
-    121: 'WritableTxnMarkerTopicResult.partitions',
-    122: 'WritableTxnMarkerTopicResult.partitions',
-    123: 'WritableTxnMarkerTopicResult.partitions',
+    115: 'WritableTxnMarkerTopicResult.name',
+    116: 'WritableTxnMarkerTopicResult.name',
+    117: 'WritableTxnMarkerTopicResult.name',
+    118: 'WritableTxnMarkerTopicResult.name',
+    119: 'WritableTxnMarkerTopicResult.name',
+    120: 'WritableTxnMarkerTopicResult.name',
+    121: 'WritableTxnMarkerTopicResult.name',
+    122: 'WritableTxnMarkerTopicResult.name',
+    123: 'WritableTxnMarkerTopicResult.name',
     124: 'WritableTxnMarkerTopicResult.partitions',
-    129: 'WritableTxnMarkerTopicResult.name',
-    130: 'WritableTxnMarkerTopicResult.name',
-    131: 'WritableTxnMarkerTopicResult.name',
-    132: 'WritableTxnMarkerTopicResult.name',
-    133: 'WritableTxnMarkerTopicResult.name',
-    134: 'WritableTxnMarkerTopicResult.name',
-    135: 'WritableTxnMarkerTopicResult.name',
-    136: 'WritableTxnMarkerTopicResult.name',
-    137: 'WritableTxnMarkerTopicResult.name',
-    138: 'WritableTxnMarkerTopicResult.name',
-    139: 'WritableTxnMarkerTopicResult.name',
-    140: 'WritableTxnMarkerTopicResult.name',
-    141: 'WritableTxnMarkerTopicResult.name',
+    125: 'WritableTxnMarkerTopicResult.partitions',
+    126: 'WritableTxnMarkerTopicResult.partitions',
+    127: 'WritableTxnMarkerTopicResult.partitions',
+    128: 'WritableTxnMarkerTopicResult.partitions',
+    129: 'WritableTxnMarkerTopicResult.partitions',
+    130: 'WritableTxnMarkerTopicResult.partitions',
+    131: 'WritableTxnMarkerTopicResult.partitions',
+    132: 'WritableTxnMarkerTopicResult.partitions',
+    133: 'WritableTxnMarkerTopicResult.partitions',
     142: 'WritableTxnMarkerTopicResult.name',
-    143: 'WritableTxnMarkerTopicResult.partitions',
-    144: 'WritableTxnMarkerTopicResult.partitions',
-    145: 'WritableTxnMarkerTopicResult.partitions',
-    146: 'WritableTxnMarkerTopicResult.partitions',
-    147: 'WritableTxnMarkerTopicResult.partitions',
-    148: 'WritableTxnMarkerTopicResult.partitions',
-    149: 'WritableTxnMarkerTopicResult.partitions',
-    150: 'WritableTxnMarkerTopicResult.partitions',
-    151: 'WritableTxnMarkerTopicResult.partitions',
-    152: 'WritableTxnMarkerTopicResult.partitions',
-    153: 'WritableTxnMarkerTopicResult.partitions',
-    154: 'WritableTxnMarkerTopicResult.partitions',
-    155: 'WritableTxnMarkerTopicResult.partitions',
-    156: 'WritableTxnMarkerTopicResult.partitions',
-    157: 'WritableTxnMarkerTopicResult.<tagged fields>',
-    158: 'WritableTxnMarkerTopicResult.<tagged fields>',
-    159: 'WritableTxnMarkerTopicResult.<tagged fields>',
-    160: 'WritableTxnMarkerTopicResult.<tagged fields>',
-    161: 'WritableTxnMarkerTopicResult.<tagged fields>',
-    166: 'WritableTxnMarkerResult.producer_id',
-    167: 'WritableTxnMarkerResult.producer_id',
-    168: 'WritableTxnMarkerResult.topics',
-    169: 'WritableTxnMarkerResult.topics',
-    170: 'WritableTxnMarkerResult.topics',
-    171: 'WritableTxnMarkerResult.topics',
-    172: 'WritableTxnMarkerResult.topics',
-    173: 'WritableTxnMarkerResult.topics',
-    174: 'WritableTxnMarkerResult.topics',
-    175: 'WritableTxnMarkerResult.topics',
-    176: 'WritableTxnMarkerResult.topics',
-    177: 'WritableTxnMarkerResult.topics',
-    182: 'WritableTxnMarkerResult.producer_id',
-    183: 'WritableTxnMarkerResult.producer_id',
-    184: 'WritableTxnMarkerResult.topics',
-    185: 'WritableTxnMarkerResult.topics',
-    186: 'WritableTxnMarkerResult.topics',
-    187: 'WritableTxnMarkerResult.topics',
-    188: 'WritableTxnMarkerResult.topics',
-    189: 'WritableTxnMarkerResult.topics',
-    190: 'WritableTxnMarkerResult.topics',
+    143: 'WritableTxnMarkerTopicResult.name',
+    144: 'WritableTxnMarkerTopicResult.name',
+    145: 'WritableTxnMarkerTopicResult.name',
+    146: 'WritableTxnMarkerTopicResult.name',
+    147: 'WritableTxnMarkerTopicResult.name',
+    148: 'WritableTxnMarkerTopicResult.name',
+    149: 'WritableTxnMarkerTopicResult.name',
+    150: 'WritableTxnMarkerTopicResult.name',
+    151: 'WritableTxnMarkerTopicResult.name',
+    152: 'WritableTxnMarkerTopicResult.name',
+    153: 'WritableTxnMarkerTopicResult.name',
+    154: 'WritableTxnMarkerTopicResult.name',
+    155: 'WritableTxnMarkerTopicResult.name',
+    156: 'WritableTxnMarkerTopicResult.name',
+    157: 'WritableTxnMarkerTopicResult.name',
+    158: 'WritableTxnMarkerTopicResult.name',
+    159: 'WritableTxnMarkerTopicResult.partitions',
+    160: 'WritableTxnMarkerTopicResult.partitions',
+    161: 'WritableTxnMarkerTopicResult.partitions',
+    162: 'WritableTxnMarkerTopicResult.partitions',
+    163: 'WritableTxnMarkerTopicResult.partitions',
+    164: 'WritableTxnMarkerTopicResult.partitions',
+    165: 'WritableTxnMarkerTopicResult.partitions',
+    166: 'WritableTxnMarkerTopicResult.partitions',
+    167: 'WritableTxnMarkerTopicResult.partitions',
+    168: 'WritableTxnMarkerTopicResult.partitions',
+    169: 'WritableTxnMarkerTopicResult.partitions',
+    170: 'WritableTxnMarkerTopicResult.partitions',
+    171: 'WritableTxnMarkerTopicResult.partitions',
+    172: 'WritableTxnMarkerTopicResult.partitions',
+    173: 'WritableTxnMarkerTopicResult.partitions',
+    174: 'WritableTxnMarkerTopicResult.partitions',
+    175: 'WritableTxnMarkerTopicResult.partitions',
+    176: 'WritableTxnMarkerTopicResult.<tagged fields>',
+    177: 'WritableTxnMarkerTopicResult.<tagged fields>',
+    178: 'WritableTxnMarkerTopicResult.<tagged fields>',
+    179: 'WritableTxnMarkerTopicResult.<tagged fields>',
+    180: 'WritableTxnMarkerTopicResult.<tagged fields>',
+    189: 'WritableTxnMarkerResult.producer_id',
+    190: 'WritableTxnMarkerResult.producer_id',
     191: 'WritableTxnMarkerResult.topics',
     192: 'WritableTxnMarkerResult.topics',
     193: 'WritableTxnMarkerResult.topics',
@@ -421,38 +451,63 @@ _reg(__file__, {
     195: 'WritableTxnMarkerResult.topics',
     196: 'WritableTxnMarkerResult.topics',
     197: 'WritableTxnMarkerResult.topics',
-    198: 'WritableTxnMarkerResult.<tagged fields>',
-    199: 'WritableTxnMarkerResult.<tagged fields>',
-    200: 'WritableTxnMarkerResult.<tagged fields>',
-    201: 'WritableTxnMarkerResult.<tagged fields>',
-    202: 'WritableTxnMarkerResult.<tagged fields>',
-    207: 'WriteTxnMarkersResponse.markers',
-    208: 'WriteTxnMarkersResponse.markers',
-    209: 'WriteTxnMarkersResponse.markers',
-    210: 'WriteTxnMarkersResponse.markers',
-    211: 'WriteTxnMarkersResponse.markers',
-    212: 'WriteTxnMarkersResponse.markers',
-    213: 'WriteTxnMarkersResponse.markers',
-    214: 'WriteTxnMarkersResponse.markers',
-    215: 'WriteTxnMarkersResponse.markers',
-    216: 'WriteTxnMarkersResponse.markers',
-    221: 'WriteTxnMarkersResponse.markers',
-    222: 'WriteTxnMarkersResponse.markers',
-    223: 'WriteTxnMarkersResponse.markers',
-    224: 'WriteTxnMarkersResponse.markers',
-    225: 'WriteTxnMarkersResponse.markers',
-    226: 'WriteTxnMarkersResponse.markers',
-    227: 'WriteTxnMarkersResponse.markers',
-    228: 'WriteTxnMarkersResponse.markers',
-    229: 'WriteTxnMarkersResponse.markers',
-    230: 'WriteTxnMarkersResponse.markers',
-    231: 'WriteTxnMarkersResponse.markers',
-    232: 'WriteTxnMarkersResponse.markers',
-    233: 'WriteTxnMarkersResponse.markers',
-    234: 'WriteTxnMarkersResponse.markers',
-    235: 'WriteTxnMarkersResponse.<tagged fields>',
-    236: 'WriteTxnMarkersResponse.<tagged fields>',
-    237: 'WriteTxnMarkersResponse.<tagged fields>',
-    238: 'WriteTxnMarkersResponse.<tagged fields>',
-    239: 'WriteTxnMarkersResponse.<tagged fields>',
+    198: 'WritableTxnMarkerResult.topics',
+    199: 'WritableTxnMarkerResult.topics',
+    200: 'WritableTxnMarkerResult.topics',
+    209: 'WritableTxnMarkerResult.producer_id',
+    210: 'WritableTxnMarkerResult.producer_id',
+    211: 'WritableTxnMarkerResult.topics',
+    212: 'WritableTxnMarkerResult.topics',
+    213: 'WritableTxnMarkerResult.topics',
+    214: 'WritableTxnMarkerResult.topics',
+    215: 'WritableTxnMarkerResult.topics',
+    216: 'WritableTxnMarkerResult.topics',
+    217: 'WritableTxnMarkerResult.topics',
+    218: 'WritableTxnMarkerResult.topics',
+    219: 'WritableTxnMarkerResult.topics',
+    220: 'WritableTxnMarkerResult.topics',
+    221: 'WritableTxnMarkerResult.topics',
+    222: 'WritableTxnMarkerResult.topics',
+    223: 'WritableTxnMarkerResult.topics',
+    224: 'WritableTxnMarkerResult.topics',
+    225: 'WritableTxnMarkerResult.topics',
+    226: 'WritableTxnMarkerResult.topics',
+    227: 'WritableTxnMarkerResult.topics',
+    228: 'WritableTxnMarkerResult.<tagged fields>',
+    229: 'WritableTxnMarkerResult.<tagged fields>',
+    230: 'WritableTxnMarkerResult.<tagged fields>',
+    231: 'WritableTxnMarkerResult.<tagged fields>',
+    232: 'WritableTxnMarkerResult.<tagged fields>',
+    241: 'WriteTxnMarkersResponse.markers',
+    242: 'WriteTxnMarkersResponse.markers',
+    243: 'WriteTxnMarkersResponse.markers',
+    244: 'WriteTxnMarkersResponse.markers',
+    245: 'WriteTxnMarkersResponse.markers',
+    246: 'WriteTxnMarkersResponse.markers',
+    247: 'WriteTxnMarkersResponse.markers',
+    248: 'WriteTxnMarkersResponse.markers',
+    249: 'WriteTxnMarkersResponse.markers',
+    250: 'WriteTxnMarkersResponse.markers',
+    258: 'WriteTxnMarkersResponse.markers',
+    259: 'WriteTxnMarkersResponse.markers',
+    260: 'WriteTxnMarkersResponse.markers',
+    261: 'WriteTxnMarkersResponse.markers',
+    262: 'WriteTxnMarkersResponse.markers',
+    263: 'WriteTxnMarkersResponse.markers',
+    264: 'WriteTxnMarkersResponse.markers',
+    265: 'WriteTxnMarkersResponse.markers',
+    266: 'WriteTxnMarkersResponse.markers',
+    267: 'WriteTxnMarkersResponse.markers',
+    268: 'WriteTxnMarkersResponse.markers',
+    269: 'WriteTxnMarkersResponse.markers',
+    270: 'WriteTxnMarkersResponse.markers',
+    271: 'WriteTxnMarkersResponse.markers',
+    272: 'WriteTxnMarkersResponse.markers',
+    273: 'WriteTxnMarkersResponse.markers',
+    274: 'WriteTxnMarkersResponse.markers',
+    275: 'WriteTxnMarkersResponse.<tagged fields>',
+    276: 'WriteTxnMarkersResponse.<tagged fields>',
+    277: 'WriteTxnMarkersResponse.<tagged fields>',
+    278: 'WriteTxnMarkersResponse.<tagged fields>',
+    279: 'WriteTxnMarkersResponse.<tagged fields>',
 })
