@@ -66,6 +66,18 @@ def _str(v: str) -> str:
     return str(v)
 
 
+def _per_ip_overrides(v: str) -> str:
+    """"host:count,host:count" (Kafka's max.connections.per.ip.overrides)."""
+    for item in str(v).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, n = item.rpartition(":")
+        if not sep or not host.strip() or not n.strip().isdigit():
+            raise ConfigError(f"{item!r} is not host:count")
+    return str(v)
+
+
 INT32 = _int(-(1 << 31), (1 << 31) - 1)
 LONG = _int(-(1 << 63), LONG_MAX)
 POS_INT = _int(0, (1 << 31) - 1)
@@ -179,6 +191,8 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("group.max.session.timeout.ms", "1800000", INT32, TYPE_INT),
     BrokerConfigDef("connections.max.idle.ms", "600000", _int(-1, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("max.connections", "2147483647", POS_INT, TYPE_INT),
+    BrokerConfigDef("max.connections.per.ip", "2147483647", POS_INT, TYPE_INT),
+    BrokerConfigDef("max.connections.per.ip.overrides", "", _per_ip_overrides, TYPE_STRING),
     BrokerConfigDef("queued.max.requests", "500", _int(1, (1 << 31) - 1), TYPE_INT),
     BrokerConfigDef("fetch.max.bytes", "57671680", POS_INT, TYPE_INT),
     BrokerConfigDef("transaction.max.timeout.ms", "900000", _int(1, (1 << 31) - 1), TYPE_INT),

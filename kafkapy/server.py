@@ -3,6 +3,25 @@
 Like Kafka, a connection's next request is read only after the previous one was answered (Kafka
 mutes the channel while a request is in flight), so responses always come back in request order
 and a Fetch long-poll simply holds its connection.
+
+Limits, as Kafka has them:
+
+- ``socket.request.max.bytes``: a size prefix beyond it (or negative) closes the connection.
+- ``max.connections.per.ip`` (and ``max.connections.per.ip.overrides``): a connection beyond the limit of its
+  address is closed at once and logged (Kafka: TooManyConnectionsException, connection dropped).
+- ``max.connections``: beyond the broker-wide limit a new connection is accepted by the kernel but not served
+  until another one closes (Kafka blocks its acceptor); it is dropped if the client gives up meanwhile.
+- ``connections.max.idle.ms``: a connection with no complete request, or whose peer reads nothing of a
+  response, for that long is closed.
+- In-flight requests per connection: one being handled; what a pipelining client sends meanwhile stays in
+  the StreamReader's buffer, which pauses the socket past ``2 * READ_LIMIT`` bytes plus one socket read
+  (asyncio reads at most 256 KiB at a time); the rest waits in the kernel and then in the client, so the
+  broker holds at most one request frame plus that buffer per connection.
+- Backpressure: every response is followed by ``drain()``; the transport's write buffer high-water mark is
+  ``WRITE_HIGH_WATER``, so a client that does not read stops its own connection (no further request is read)
+  and the broker holds at most one response for it.
+- ``fetch.max.bytes``: the broker-side cap on a Fetch request's ``max_bytes`` (Kafka's
+  ``min(request.maxBytes, fetch.max.bytes)``).
 """
 
 from __future__ import annotations
@@ -20,6 +39,25 @@ from wire.messages.error_codes import ErrorCode
 log = logging.getLogger("kafkapy.server")
 
 _SIZE = struct.Struct(">i")
+READ_LIMIT = 1 << 16            # StreamReader limit: the transport pauses reading past twice this
+WRITE_HIGH_WATER = 1 << 20      # transport write buffer: drain() waits above this ...
+WRITE_LOW_WATER = 1 << 18       # ... until it is below this
+FETCH_KEY = 1
+_SLOT_POLL = 0.1                # how often a connection waiting for a slot (max.connections) checks its peer
+
+
+def parse_overrides(text: str | None) -> dict[str, int]:
+    """``max.connections.per.ip.overrides``: "hostName:100,127.0.0.1:200" -> {host: limit}."""
+    out: dict[str, int] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, n = item.rpartition(":")
+        if not sep or not host or not n.strip().isdigit():
+            raise ValueError(f"max.connections.per.ip.overrides: {item!r} is not host:count")
+        out[host.strip()] = int(n)
+    return out
 
 
 @dataclass
@@ -38,6 +76,8 @@ class RequestContext:
 class Connection:
     peer: str
     writer: asyncio.StreamWriter
+    reader: asyncio.StreamReader | None = None
+    ip: str = ""
     opened: float = field(default_factory=time.monotonic)
     requests: int = 0
 
@@ -54,6 +94,10 @@ class Server:
         self._servers: list[asyncio.base_events.Server] = []
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task] = set()
+        self._per_ip: dict[str, int] = {}
+        self._slot_freed = asyncio.Event()
+        self.rejected_connections = 0        # closed by max.connections.per.ip
+        self.waiting_connections = 0         # held by max.connections, not served yet
 
     async def start(self) -> tuple[str, int]:
         """Listen on every address ``host`` resolves to (IPv4 first), all on the same port (also for port 0)."""
@@ -64,13 +108,13 @@ class Server:
         for _family, *_rest, sockaddr in sorted(infos, key=lambda i: i[0] != socket.AF_INET):
             if sockaddr[0] not in addrs:
                 addrs.append(sockaddr[0])
-        first = await asyncio.start_server(self._accept, addrs[0], self.port, limit=1 << 16, reuse_address=True)
+        first = await asyncio.start_server(self._accept, addrs[0], self.port, limit=READ_LIMIT, reuse_address=True)
         self._servers = [first]
         bound = first.sockets[0].getsockname()
         self.port = bound[1]
         for other in addrs[1:]:
             try:
-                self._servers.append(await asyncio.start_server(self._accept, other, self.port, limit=1 << 16,
+                self._servers.append(await asyncio.start_server(self._accept, other, self.port, limit=READ_LIMIT,
                                                                 reuse_address=True))
             except OSError as e:   # e.g. no IPv6 on this machine: the first address is enough
                 log.debug("not listening on %s:%d: %s", other, self.port, e)
@@ -91,16 +135,63 @@ class Server:
             except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - stopping regardless
                 pass
 
+    def _ip_limit(self, ip: str) -> int:
+        cfg = self.broker.config
+        overrides = parse_overrides(cfg.get("max.connections.per.ip.overrides"))
+        return overrides.get(ip, cfg.get_int("max.connections.per.ip"))
+
+    async def _wait_for_slot(self, reader: asyncio.StreamReader, peer: str) -> bool:
+        """Hold a new connection while the broker has max.connections; False if the peer went away."""
+        limit = self.broker.config.get_int("max.connections")
+        if len(self.connections) < limit:
+            return True
+        log.warning("%s: the broker has max.connections=%d connections; not serving this one until one closes",
+                    peer, limit)
+        self.waiting_connections += 1
+        try:
+            while len(self.connections) >= limit:
+                if reader.at_eof() or reader.exception() is not None:
+                    return False
+                self._slot_freed.clear()
+                try:
+                    await asyncio.wait_for(self._slot_freed.wait(), _SLOT_POLL)
+                except asyncio.TimeoutError:
+                    pass
+            return True
+        finally:
+            self.waiting_connections -= 1
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
         peer = writer.get_extra_info("peername")
         peer_s = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        conn = Connection(peer_s, writer)
-        self.connections.add(conn)
-        log.info("connection opened from %s", peer_s)
-        reason = "closed by client"
+        ip = peer[0] if isinstance(peer, tuple) else str(peer)
         try:
+            limit = self._ip_limit(ip)
+            if self._per_ip.get(ip, 0) >= limit:
+                self.rejected_connections += 1
+                log.warning("rejected connection from %s: %s already has max.connections.per.ip=%d connections",
+                            peer_s, ip, limit)
+                writer.transport.abort()
+                self._tasks.discard(task)
+                return
+            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        except BaseException:
+            self._tasks.discard(task)
+            writer.transport.abort()
+            raise
+        conn = Connection(peer_s, writer, reader, ip)
+        reason = "closed by client"
+        served = False
+        try:
+            writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+            if not await self._wait_for_slot(reader, peer_s):
+                reason = "closed by client while waiting for a connection slot (max.connections)"
+                return
+            served = True
+            self.connections.add(conn)
+            log.info("connection opened from %s", peer_s)
             reason = await self._serve(conn, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             reason = "closed by client"
@@ -111,16 +202,40 @@ class Server:
             reason = "internal error"
         finally:
             self.connections.discard(conn)
+            n = self._per_ip.get(ip, 1) - 1
+            if n > 0:
+                self._per_ip[ip] = n
+            else:
+                self._per_ip.pop(ip, None)
+            self._slot_freed.set()
             self._tasks.discard(task)
             conn.close()
-            log.info("connection closed from %s after %d requests (%s)", peer_s, conn.requests, reason)
+            if served:
+                log.info("connection closed from %s after %d requests (%s)", peer_s, conn.requests, reason)
+            else:
+                log.info("connection from %s closed before it was served (%s)", peer_s, reason)
+
+    async def _send(self, writer: asyncio.StreamWriter, frames, idle: float | None) -> bool:
+        """Write one response and wait for the transport to take it (backpressure). False when the peer read
+        nothing of it for connections.max.idle.ms."""
+        writer.writelines(frames)
+        if idle is None or writer.transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
+            await writer.drain()    # not paused: returns at once (raises if the connection was lost)
+            return True
+        try:
+            await asyncio.wait_for(writer.drain(), idle)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def _serve(self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
         broker = self.broker
         max_size = broker.config.get_int("socket.request.max.bytes")
         idle_ms = broker.config.get_int("connections.max.idle.ms")
         idle = None if idle_ms < 0 else idle_ms / 1000
+        fetch_max = broker.config.get_int("fetch.max.bytes")
         handlers = broker.handlers
+        stalled = f"the client read nothing of a response for {idle_ms} ms (connections.max.idle.ms)"
         while True:
             try:
                 prefix = await asyncio.wait_for(reader.readexactly(4), idle)
@@ -146,8 +261,8 @@ class Server:
                     # KIP-511: answer at v0 with UNSUPPORTED_VERSION and our versions, so the client can retry
                     corr = struct.unpack_from(">i", frame, 4)[0] if len(frame) >= 8 else 0
                     body = broker.api_versions_response(ErrorCode.UNSUPPORTED_VERSION)
-                    writer.writelines(protocol.encode_response(key, 0, corr, body))
-                    await writer.drain()
+                    if not await self._send(writer, protocol.encode_response(key, 0, corr, body), idle):
+                        return stalled
                     continue
                 log.warning("%s: %s v%d is not a version this broker knows; closing the connection",
                             conn.peer, protocol.API[key].name, version)
@@ -164,8 +279,9 @@ class Server:
             if handler is None or not handler.min_version <= version <= handler.max_version:
                 if key == protocol.API_VERSIONS_KEY:
                     body = broker.api_versions_response(ErrorCode.UNSUPPORTED_VERSION)
-                    writer.writelines(protocol.encode_response(key, 0, header.correlation_id, body))
-                    await writer.drain()
+                    if not await self._send(writer, protocol.encode_response(key, 0, header.correlation_id, body),
+                                            idle):
+                        return stalled
                     continue
                 log.warning("%s: %s v%d is not implemented by this broker; closing the connection",
                             conn.peer, protocol.API[key].name, version)
@@ -176,6 +292,8 @@ class Server:
                 log.warning("%s: malformed %s v%d request (%s); closing the connection",
                             conn.peer, protocol.API[key].name, version, e)
                 return "malformed request"
+            if key == FETCH_KEY and version >= 3 and body.max_bytes > fetch_max:
+                body.max_bytes = fetch_max   # Kafka: min(request max_bytes, fetch.max.bytes)
             ctx = RequestContext(broker, key, version, header.correlation_id, header.client_id, conn)
             tracer = broker.tracer
             if tracer is not None:
@@ -187,5 +305,6 @@ class Server:
                 continue
             if tracer is not None:
                 tracer.response(ctx, response)
-            writer.writelines(protocol.encode_response(key, version, header.correlation_id, response))
-            await writer.drain()
+            if not await self._send(writer, protocol.encode_response(key, version, header.correlation_id, response),
+                                    idle):
+                return stalled
