@@ -1,1 +1,19 @@
-"""kafkapy: a Kafka-compatible broker in Python."""
+"""kafkapy: a Kafka-compatible broker in Python.
+
+``kafkapy.Broker`` is the embedding API (:class:`kafkapy.embedded.EmbeddedBroker`); the asyncio core it runs
+is :class:`kafkapy.broker.Broker`. ``kafkapy.Tracer`` is the protocol tracer (:mod:`kafkapy.trace`).
+"""
+
+__all__ = ["Broker", "EmbeddedBroker", "Tracer"]
+
+
+def __getattr__(name):   # imported on first use, so ``python -m kafkapy`` and the pytest plugin stay light
+    if name in ("Broker", "EmbeddedBroker"):
+        from kafkapy.embedded import EmbeddedBroker
+
+        return EmbeddedBroker
+    if name == "Tracer":
+        from kafkapy.trace import Tracer
+
+        return Tracer
+    raise AttributeError(f"module 'kafkapy' has no attribute {name!r}")

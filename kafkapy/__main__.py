@@ -45,7 +45,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a broker setting, e.g. -o num.partitions=3 (repeatable; beats file and environment)")
     p.add_argument("--log-level", default=env("KAFKAPY_LOG_LEVEL", "INFO"),
                    choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="(KAFKAPY_LOG_LEVEL; default INFO)")
+    t = p.add_argument_group("protocol trace", "one JSON line per request and per response, decoded")
+    t.add_argument("--trace", action="store_true", default=env("KAFKAPY_TRACE", "").lower() in ("1", "true", "yes"),
+                   help="trace requests and responses to stderr (KAFKAPY_TRACE=1)")
+    t.add_argument("--trace-file", default=env("KAFKAPY_TRACE_FILE"), metavar="PATH",
+                   help="write the trace to PATH (appended) instead of stderr; implies --trace (KAFKAPY_TRACE_FILE)")
+    t.add_argument("--trace-api", action="append", default=_env_list("KAFKAPY_TRACE_API"), metavar="API[,API]",
+                   help="trace only these apis, Kafka's names (Produce,Fetch,JoinGroup); implies --trace "
+                        "(repeatable; KAFKAPY_TRACE_API)")
+    t.add_argument("--trace-client-id", action="append", default=_env_list("KAFKAPY_TRACE_CLIENT_ID"),
+                   metavar="ID[,ID]", help="trace only requests with this client id; implies --trace "
+                                           "(repeatable; KAFKAPY_TRACE_CLIENT_ID)")
+    t.add_argument("--trace-records", action="store_true",
+                   default=env("KAFKAPY_TRACE_RECORDS", "").lower() in ("1", "true", "yes"),
+                   help="decode the records of record batches (keys, values, headers), not just a summary; "
+                        "implies --trace (KAFKAPY_TRACE_RECORDS=1)")
     return p
+
+
+def _env_list(name: str) -> list[str]:
+    v = os.environ.get(name)
+    return [v] if v else []
+
+
+def tracer_from_args(args):
+    """A kafkapy.trace.Tracer when any --trace* option is given, else None (tracing off costs nothing)."""
+    if not (args.trace or args.trace_file or args.trace_api or args.trace_client_id or args.trace_records):
+        return None
+    from kafkapy.trace import Tracer
+
+    return Tracer(args.trace_file, apis=args.trace_api or None, client_ids=args.trace_client_id or None,
+                  records=args.trace_records)
 
 
 def config_from_args(args, environ=os.environ) -> BrokerConfig:
@@ -74,10 +104,11 @@ def config_from_args(args, environ=os.environ) -> BrokerConfig:
         node_id=node_id, cluster_id=cluster_id, log_level=args.log_level, properties=props)
 
 
-async def serve(config: BrokerConfig) -> int:
+async def serve(config: BrokerConfig, tracer=None) -> int:
     from kafkapy.broker import Broker
 
     broker = Broker(config)
+    broker.tracer = tracer
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -110,14 +141,18 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
-    except (ConfigError, OSError) as e:
+        tracer = tracer_from_args(args)
+    except (ConfigError, OSError, ValueError) as e:
         print(f"kafkapy: {e}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, tracer))
     except (RuntimeError, OSError) as e:
         print(f"kafkapy: {e}", file=sys.stderr)
         return 2
+    finally:
+        if tracer is not None:
+            tracer.close()
 
 
 if __name__ == "__main__":
