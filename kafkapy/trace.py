@@ -81,8 +81,7 @@ def summarize_records(buf, decode_records: bool = False) -> dict | None:
     total = len(view)
     out: dict = {"size": total, "batches": []}
     if total == 0:
-        out["count"] = 0
-        return out
+        return {"count": 0, **out}
     batches = out["batches"]
     count = 0
     pos = 0
@@ -118,8 +117,7 @@ def summarize_records(buf, decode_records: bool = False) -> dict | None:
         out["error"] = f"{type(e).__name__}: {e}"
     if pos < total and "error" not in out:
         out["trailing_partial_bytes"] = total - pos    # a fetch cut inside a batch at max bytes
-    out["count"] = count
-    return out
+    return {"count": count, **out}
 
 
 def message_to_plain(msg, version: int, decode_records: bool = False):
