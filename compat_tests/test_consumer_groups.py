@@ -236,7 +236,7 @@ def test_consumer_offsets_topic_is_internal_and_readable(broker, topic):
     from confluent_kafka.admin import AdminClient
 
     from kafkapy.groups import records as grec
-    from kafkapy.groups.group import partition_for
+    from kafkapy.internal_topics import partition_for
 
     _create_topic(broker.bootstrap, topic, 1)
     group = _group()

@@ -12,7 +12,8 @@ from kafkapy.config import BrokerConfig
 from kafkapy.groups import OFFSETS_TOPIC, coordinator_of
 from kafkapy.groups import records as grec
 from kafkapy.groups.group import (COMPLETING_REBALANCE, EMPTY, PREPARING_REBALANCE, STABLE, OffsetAndMetadata,
-                                  java_string_hash, now_ms, partition_for)
+                                  now_ms)
+from kafkapy.internal_topics import java_string_hash, partition_for
 from wire import protocol
 from wire.messages.error_codes import ErrorCode as E
 

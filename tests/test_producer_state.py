@@ -8,7 +8,7 @@ import pytest
 
 from kafkapy.broker import Broker
 from kafkapy.config import BrokerConfig
-from kafkapy.producers.coordinator import TRANSACTION_STATE_TOPIC, TxnState, java_string_hash, partition_for
+from kafkapy.producers.coordinator import TRANSACTION_STATE_TOPIC, TxnState
 from kafkapy.producers.ids import BLOCK_SIZE, ProducerIdManager
 from kafkapy.producers.state import (
     InvalidProducerEpochError,
@@ -168,14 +168,6 @@ def test_producer_ids_survive_restarts(tmp_path):
     assert b.generate() == 5001
     c = ProducerIdManager(str(tmp_path))
     assert c.generate() >= 5002
-
-
-def test_java_string_hash_and_partition():
-    assert java_string_hash("") == 0
-    assert java_string_hash("hello") == 99162322
-    assert java_string_hash("polygenelubricants") == -(1 << 31)
-    assert partition_for("polygenelubricants", 50) == 0
-    assert partition_for("my-txn", 50) == abs(java_string_hash("my-txn")) % 50
 
 
 # ---------------------------------------------------------------- the coordinator inside a broker

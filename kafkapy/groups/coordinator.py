@@ -15,10 +15,11 @@ from typing import NamedTuple
 
 from kafkapy.groups import records as grec
 from kafkapy.groups.group import (COMPLETING_REBALANCE, CONSUMER_PROTOCOL_TYPE, DEAD, EMPTY, PREPARING_REBALANCE,
-                                  STABLE, Group, Member, MemberError, OffsetAndMetadata, now_ms, partition_for)
+                                  STABLE, Group, Member, MemberError, OffsetAndMetadata, now_ms)
+from kafkapy.internal_topics import iter_batches, partition_for
 from storage.errors import StorageError
 from wire.messages.error_codes import ErrorCode
-from wire.records import CONTROL_COMMIT, build_batch, decode_batches, parse_control_record
+from wire.records import CONTROL_COMMIT, build_batch, parse_control_record
 
 log = logging.getLogger("kafkapy.groups")
 
@@ -830,46 +831,36 @@ class GroupCoordinator:
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         metadata: dict[str, object] = {}
         pending: dict[int, list] = {}     # producer id -> [(group, tp, value or None)]
-        pos = lg.log_start_offset
-        end = lg.log_end_offset
-        while pos < end:
-            data = lg.read(pos, 1 << 20)
-            if not data:
-                break
-            batches = decode_batches(bytes(data))
-            if not batches:
-                break
-            for b in batches:
-                if b.is_control:
-                    if b.is_transactional and b.records:
-                        ctype, _ = parse_control_record(b.records[0])
-                        for gid, tp, o in pending.pop(b.producer_id, []):
-                            if ctype == CONTROL_COMMIT:
-                                if o is None:
-                                    offsets.setdefault(gid, {}).pop(tp, None)
-                                else:
-                                    offsets.setdefault(gid, {})[tp] = o
+        for b in iter_batches(lg):
+            if b.is_control:
+                if b.is_transactional and b.records:
+                    ctype, _ = parse_control_record(b.records[0])
+                    for gid, tp, o in pending.pop(b.producer_id, []):
+                        if ctype == CONTROL_COMMIT:
+                            if o is None:
+                                offsets.setdefault(gid, {}).pop(tp, None)
+                            else:
+                                offsets.setdefault(gid, {})[tp] = o
+                continue
+            for r in b.records:
+                if r.key is None:
                     continue
-                for r in b.records:
-                    if r.key is None:
-                        continue
-                    try:
-                        kind, key = grec.decode_key(r.key)
-                    except Exception:  # noqa: BLE001 - a record we cannot read is skipped, like Kafka logs it
-                        log.warning("skipping unreadable %s record at offset %s", OFFSETS_TOPIC, r.offset)
-                        continue
-                    if kind == "offset":
-                        gid, topic, part = key
-                        o = None if r.value is None else grec.decode_offset_value(r.value)
-                        if b.is_transactional:
-                            pending.setdefault(b.producer_id, []).append((gid, (topic, part), o))
-                        elif o is None:
-                            offsets.setdefault(gid, {}).pop((topic, part), None)
-                        else:
-                            offsets.setdefault(gid, {})[(topic, part)] = o
-                    elif kind == "group":
-                        metadata[key] = None if r.value is None else grec.decode_group_value(r.value)
-            pos = batches[-1].next_offset
+                try:
+                    kind, key = grec.decode_key(r.key)
+                except Exception:  # noqa: BLE001 - a record we cannot read is skipped, like Kafka logs it
+                    log.warning("skipping unreadable %s record at offset %s", OFFSETS_TOPIC, r.offset)
+                    continue
+                if kind == "offset":
+                    gid, topic, part = key
+                    o = None if r.value is None else grec.decode_offset_value(r.value)
+                    if b.is_transactional:
+                        pending.setdefault(b.producer_id, []).append((gid, (topic, part), o))
+                    elif o is None:
+                        offsets.setdefault(gid, {}).pop((topic, part), None)
+                    else:
+                        offsets.setdefault(gid, {})[(topic, part)] = o
+                elif kind == "group":
+                    metadata[key] = None if r.value is None else grec.decode_group_value(r.value)
         n_groups = 0
         for gid in set(offsets) | set(metadata):
             md = metadata.get(gid)

@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+
 from wire import protocol
 from wire.messages.error_codes import ErrorCode
 
@@ -36,25 +37,6 @@ UNKNOWN_MEMBER_ID = ""
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def java_string_hash(s: str) -> int:
-    """Java's String.hashCode: s[0]*31^(n-1) + ... over UTF-16 code units, in 32-bit two's complement."""
-    h = 0
-    data = s.encode("utf-16-be")
-    for i in range(0, len(data), 2):
-        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
-    return h - (1 << 32) if h & 0x80000000 else h
-
-
-def java_abs(n: int) -> int:
-    """Kafka's Utils.abs: Integer.MIN_VALUE maps to 0."""
-    return 0 if n == -(1 << 31) else abs(n)
-
-
-def partition_for(group_id: str, partitions: int) -> int:
-    """The ``__consumer_offsets`` partition of a group (GroupMetadataManager.partitionFor)."""
-    return java_abs(java_string_hash(group_id)) % partitions
 
 
 @dataclass

@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from kafkapy.internal_topics import iter_batches, partition_for
 from storage.errors import StorageError
 from wire import protocol
 from wire.messages.error_codes import ErrorCode
-from wire.records import Record, build_batch, decode_batches
+from wire.records import Record, build_batch
 
 log = logging.getLogger("kafkapy.transactions")
 
@@ -67,21 +68,6 @@ STATE_NAMES = {TxnState.EMPTY: "Empty", TxnState.ONGOING: "Ongoing", TxnState.PR
                TxnState.PREPARE_ABORT: "PrepareAbort", TxnState.COMPLETE_COMMIT: "CompleteCommit",
                TxnState.COMPLETE_ABORT: "CompleteAbort", TxnState.DEAD: "Dead",
                TxnState.PREPARE_EPOCH_FENCE: "PrepareEpochFence"}
-
-
-def java_string_hash(s: str) -> int:
-    """Java's String.hashCode (UTF-16 code units), as a signed 32-bit int."""
-    h = 0
-    data = s.encode("utf-16-be")
-    for i in range(0, len(data), 2):
-        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
-    return h - (1 << 32) if h >= 1 << 31 else h
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's Utils.abs(key.hashCode) % partitions (Utils.abs maps Integer.MIN_VALUE to 0)."""
-    h = java_string_hash(key)
-    return (0 if h == -(1 << 31) else abs(h)) % partitions
 
 
 def epoch_exhausted(epoch: int) -> bool:
@@ -141,7 +127,8 @@ class TransactionCoordinator:
             plog = self.broker.partition_log(TRANSACTION_STATE_TOPIC, p)
             if plog is None:
                 continue
-            for rec in _records(plog):
+            start = plog.log_start_offset
+            for rec in (r for b in iter_batches(plog) for r in b.records if r.offset >= start):
                 try:
                     self._load_record(rec)
                 except Exception as e:  # noqa: BLE001 - one bad record must not stop the broker
@@ -471,19 +458,3 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-def _records(plog):
-    """Every record of a log, from its log start offset."""
-    offset = plog.log_start_offset
-    end = plog.log_end_offset
-    while offset < end:
-        data = plog.read(offset, 1 << 20)
-        if not data:
-            break
-        batches = decode_batches(bytes(data))
-        if not batches:
-            break
-        for b in batches:
-            for r in b.records:
-                if r.offset >= offset:
-                    yield r
-            offset = max(offset, b.next_offset)
