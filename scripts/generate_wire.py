@@ -224,6 +224,18 @@ def reset_uniq() -> None:
     _counter[0] = 0
 
 
+def fixed_runs(fields: list[Field]) -> list[list[Field]]:
+    """Consecutive fixed-width scalar fields grouped (one struct call reads or writes a group); others alone."""
+    out: list[list[Field]] = []
+    for f in fields:
+        fixed = f.elem in FIXED and not f.is_array and f.elem != "uuid" and f.struct is None
+        if fixed and out and out[-1][-1].elem in FIXED and not out[-1][-1].is_array and out[-1][-1].elem != "uuid":
+            out[-1].append(f)
+        else:
+            out.append([f])
+    return out
+
+
 class Gen:
     def __init__(self, schema: Schema):
         self.s = schema
@@ -329,31 +341,21 @@ class Gen:
         regular = [f for f in present if not (flex and f.is_tagged(v))]
         tagged = [f for f in present if flex and f.is_tagged(v)]
         values = {}
-        i = 0
-        while i < len(regular):
-            f = regular[i]
-            if f.elem in FIXED and not f.is_array and f.elem != "uuid":
-                group = [f]
-                j = i + 1
-                while (j < len(regular) and regular[j].elem in FIXED and not regular[j].is_array
-                       and regular[j].elem != "uuid"):
-                    group.append(regular[j])
-                    j += 1
-                if len(group) > 1:
-                    fmt = "".join(FIXED[g.elem][0] for g in group)
-                    size = sum(FIXED[g.elem][1] for g in group)
-                    names = ", ".join(f"_f_{g.attr}" for g in group)
-                    b.ctx = f"{st.name}." + "/".join(g.attr for g in group)
-                    b.add(1, f"{names} = {self.em.fmt(fmt)}u(buf, pos)")
-                    b.add(1, f"pos += {size}")
-                    for g in group:
-                        values[g.attr] = f"_f_{g.attr}"
-                    i = j
-                    continue
+        for group in fixed_runs(regular):
+            if len(group) > 1:
+                fmt = "".join(FIXED[g.elem][0] for g in group)
+                size = sum(FIXED[g.elem][1] for g in group)
+                names = ", ".join(f"_f_{g.attr}" for g in group)
+                b.ctx = f"{st.name}." + "/".join(g.attr for g in group)
+                b.add(1, f"{names} = {self.em.fmt(fmt)}u(buf, pos)")
+                b.add(1, f"pos += {size}")
+                for g in group:
+                    values[g.attr] = f"_f_{g.attr}"
+                continue
+            f = group[0]
             b.ctx = f"{st.name}.{f.attr}"
             self.dec_value(b, 1, f, v, flex, f"_f_{f.attr}", "buf", "pos")
             values[f.attr] = f"_f_{f.attr}"
-            i += 1
         unk = "None"
         if flex:
             b.ctx = f"{st.name}.<tagged fields>"
@@ -467,23 +469,12 @@ class Gen:
         present = [f for f in st.fields if v in f.versions]
         regular = [f for f in present if not (flex and f.is_tagged(v))]
         tagged = [f for f in present if flex and f.is_tagged(v)]
-        i = 0
-        while i < len(regular):
-            f = regular[i]
-            if f.elem in FIXED and not f.is_array and f.elem != "uuid":
-                group = [f]
-                j = i + 1
-                while (j < len(regular) and regular[j].elem in FIXED and not regular[j].is_array
-                       and regular[j].elem != "uuid"):
-                    group.append(regular[j])
-                    j += 1
-                if len(group) > 1:
-                    fmt = "".join(FIXED[g.elem][0] for g in group)
-                    b.add(1, f"w({self.em.fmt(fmt)}p({', '.join('o.' + g.attr for g in group)}))")
-                    i = j
-                    continue
-            self.enc_value(b, 1, f, v, flex, f"o.{f.attr}", "w")
-            i += 1
+        for group in fixed_runs(regular):
+            if len(group) > 1:
+                fmt = "".join(FIXED[g.elem][0] for g in group)
+                b.add(1, f"w({self.em.fmt(fmt)}p({', '.join('o.' + g.attr for g in group)}))")
+            else:
+                self.enc_value(b, 1, group[0], v, flex, f"o.{group[0].attr}", "w")
         if flex:
             if not tagged:
                 b.add(1, "_u = o.unknown_tagged_fields")
