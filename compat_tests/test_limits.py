@@ -192,3 +192,16 @@ def test_slow_reader_is_held_back_and_others_are_unaffected():
         # connections.max.idle.ms: the stalled connection is closed
         assert _wait(lambda: conn not in b.server.connections, 8)
         slow.close()
+
+
+def test_client_gone_during_a_fetch_long_poll_frees_its_connection():
+    """Kafka closes a connection as soon as its peer does, even with a Fetch waiting in purgatory."""
+    with InProcessBroker() as b:
+        b.run(b.broker.create_topic, "idle", 1)
+        s = connect(b.bootstrap)
+        body = _fetch_body("idle", [0], 1 << 20, 1 << 20)
+        body.max_wait_ms = 60_000
+        s.sendall(protocol.encode_request(1, 12, 1, "longpoll", body))
+        assert _wait(lambda: len(b.server.connections) == 1, 5)
+        s.close()
+        assert _wait(lambda: not b.server.connections and not b.server._tasks, 3)

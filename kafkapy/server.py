@@ -43,6 +43,9 @@ READ_LIMIT = 1 << 16            # StreamReader limit: the transport pauses readi
 WRITE_HIGH_WATER = 1 << 20      # transport write buffer: drain() waits above this ...
 WRITE_LOW_WATER = 1 << 18       # ... until it is below this
 FETCH_KEY = 1
+_LONG_POLL_WATCH_MS = 500     # a Fetch that may wait longer is watched for its client going away ...
+_PEER_POLL = 0.25              # ... this often (Kafka closes a connection at once when its peer does)
+_PEER_GONE = object()
 _SLOT_POLL = 0.1                # how often a connection waiting for a slot (max.connections) checks its peer
 
 
@@ -215,6 +218,27 @@ class Server:
             else:
                 log.info("connection from %s closed before it was served (%s)", peer_s, reason)
 
+    @staticmethod
+    def _peer_gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        return bool(getattr(reader, "_eof", False)) or reader.exception() is not None or writer.transport.is_closing()
+
+    async def _long_poll(self, coro, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        """Run a long-polling handler; cancel it (and answer _PEER_GONE) if the client closes meanwhile, so a
+        gone client does not hold its connection task for the whole max_wait_ms."""
+        task = asyncio.ensure_future(coro)
+        try:
+            while True:
+                done, _ = await asyncio.wait((task,), timeout=_PEER_POLL)
+                if done:
+                    return task.result()
+                if self._peer_gone(reader, writer):
+                    task.cancel()
+                    await asyncio.wait((task,))
+                    return _PEER_GONE
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
     async def _send(self, writer: asyncio.StreamWriter, frames, idle: float | None) -> bool:
         """Write one response and wait for the transport to take it (backpressure). False when the peer read
         nothing of it for connections.max.idle.ms."""
@@ -268,10 +292,10 @@ class Server:
                             conn.peer, protocol.API[key].name, version)
                 return "unsupported version"
             except protocol.UnknownApiKey as e:
-                log.warning("%s: %s; closing the connection", conn.peer, e)
+                log.warning("%s: %s; closing the connection", conn.peer, str(e))
                 return "unknown api key"
-            except DecodeError as e:
-                log.warning("%s: malformed request header (%s); closing the connection", conn.peer, e)
+            except DecodeError as e:   # str(e): a kept log record must not keep the frame alive via the traceback
+                log.warning("%s: malformed request header (%s); closing the connection", conn.peer, str(e))
                 return "malformed request"
             key = header.request_api_key
             version = header.request_api_version
@@ -290,7 +314,7 @@ class Server:
                 body, end = protocol.decode(protocol.API[key].request, version, frame, pos)
             except DecodeError as e:
                 log.warning("%s: malformed %s v%d request (%s); closing the connection",
-                            conn.peer, protocol.API[key].name, version, e)
+                            conn.peer, protocol.API[key].name, version, str(e))
                 return "malformed request"
             if key == FETCH_KEY and version >= 3 and body.max_bytes > fetch_max:
                 body.max_bytes = fetch_max   # Kafka: min(request max_bytes, fetch.max.bytes)
@@ -299,7 +323,12 @@ class Server:
             if tracer is not None:
                 tracer.request(ctx, body)
             started = time.monotonic()
-            response = await handler.fn(ctx, body)
+            if key == FETCH_KEY and body.max_wait_ms > _LONG_POLL_WATCH_MS:
+                response = await self._long_poll(handler.fn(ctx, body), reader, writer)
+                if response is _PEER_GONE:
+                    return "closed by client during a Fetch long-poll"
+            else:
+                response = await handler.fn(ctx, body)
             broker.metrics_observe(key, version, time.monotonic() - started)
             if response is None:
                 continue
