@@ -124,6 +124,7 @@ class Broker:
         if not self.config.advertised_port:
             self.config.advertised_port = port
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="kafkapy-housekeeping"))
+        self._tasks.append(asyncio.create_task(self._log_cleaner(), name="kafkapy-log-cleaner"))
         log.info("kafkapy broker %d (cluster %s) listening on %s:%d, advertised as %s:%d, storage %s",
                  self.node_id, self.cluster_id, host, port, *self.config.advertised,
                  "in memory" if self.memory else self.config.data_dir)
@@ -227,6 +228,24 @@ class Broker:
             if now - last_retention >= interval:
                 last_retention = now
                 self.enforce_retention()
+
+    async def _log_cleaner(self) -> None:
+        """Compaction of cleanup.policy=compact logs (storage/cleaner.py), in steps of at most 50 ms so requests keep
+        flowing; when nothing is due, waits log.cleaner.backoff.ms (Kafka's default 15000)."""
+        if str(self.config.get("log.cleaner.enable") or "true").lower() == "false":
+            return
+        backoff = int(self.config.get("log.cleaner.backoff.ms") or 15000) / 1000
+
+        def upper_bound(plog):
+            return self.last_stable_offset(plog) if self.last_stable_offset is not None else plog.high_watermark
+
+        while True:
+            try:
+                more = self.logs.run_compaction(max_ms=50, upper_bound_for=upper_bound)
+            except Exception:  # noqa: BLE001 - logged, the broker keeps serving
+                log.exception("log cleaner pass failed")
+                more = False
+            await asyncio.sleep(0.001 if more else backoff)
 
     def enforce_retention(self) -> int:
         """Delete segments past retention (and compact compacted topics); returns segments deleted."""

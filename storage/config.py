@@ -20,7 +20,13 @@ KAFKA_NAMES = {
     "flush.messages": "flush_interval_messages",
     "flush.ms": "flush_interval_ms",
     "cleanup.policy": "cleanup_policy",
+    "delete.retention.ms": "delete_retention_ms",
+    "min.cleanable.dirty.ratio": "min_cleanable_dirty_ratio",
+    "min.compaction.lag.ms": "min_compaction_lag_ms",
+    "max.compaction.lag.ms": "max_compaction_lag_ms",
 }
+
+LONG_MAX = (1 << 63) - 1
 
 
 @dataclass
@@ -38,6 +44,15 @@ class LogConfig:
     flush_interval_messages: int | None = None   # None: never fsync from the write path (Kafka's default)
     flush_interval_ms: int | None = None
     cleanup_policy: str = "delete"          # "delete", "compact" or "compact,delete"
+    # log compaction (storage/cleaner.py), Kafka's topic configs and defaults
+    delete_retention_ms: int = DAY_MS       # how long tombstones and transaction markers outlive their first clean
+    min_cleanable_dirty_ratio: float = 0.5  # clean when dirty bytes / (clean + dirty bytes) exceeds this
+    min_compaction_lag_ms: int = 0          # records younger than this are not compacted
+    max_compaction_lag_ms: int = LONG_MAX   # dirty records older than this are compacted whatever the ratio
+
+    @property
+    def compact(self) -> bool:
+        return "compact" in self.cleanup_policy
 
     @property
     def log_append_time(self) -> bool:
@@ -62,6 +77,8 @@ class LogConfig:
                 continue
             if field in ("message_timestamp_type", "cleanup_policy"):
                 setattr(cfg, field, str(value))
+            elif field == "min_cleanable_dirty_ratio":
+                setattr(cfg, field, float(value))
             else:
                 n = int(value)
                 if field in ("flush_interval_messages", "flush_interval_ms") and n >= (1 << 62):

@@ -26,6 +26,7 @@ from typing import Callable, NamedTuple
 
 from crc32c import crc32c
 
+from wire.errors import DecodeError
 from wire.records import (
     ATTRIBUTES_OFFSET,
     BATCH_OVERHEAD,
@@ -36,12 +37,14 @@ from wire.records import (
     TIMESTAMP_TYPE_MASK,
     BatchHeader,
     batch_crc_ok,
+    decode_batch,
     read_batch_header,
     set_base_offset,
     set_partition_leader_epoch,
 )
 
 from .checkpoint import LEADER_EPOCH_FILE, LeaderEpochCache, fsync_dir
+from .cleaner import complete_interrupted_swaps
 from .config import LogConfig
 from .errors import (
     CorruptRecordError,
@@ -115,6 +118,8 @@ class PartitionLog:
         self._dir_dirty = False
         # called with this log after the log start offset moved (the manager persists its checkpoint)
         self.on_log_start_offset_change: Callable[[PartitionLog], None] | None = None
+        # compaction: where the dirty (not yet cleaned) part starts; the manager keeps it in cleaner-offset-checkpoint
+        self.first_dirty_offset: int | None = None
 
     # ------------------------------------------------------------------------------------------------ opening
 
@@ -146,6 +151,8 @@ class PartitionLog:
     def _load(self, recovery_point: int | None, log_start_offset: int | None, clean_shutdown: bool) -> None:
         bases: set[int] = set()
         others: dict[int, list[str]] = {}
+        # a compaction swap that got as far as <base>.log.swap is finished; anything else it left is dropped
+        swapped = complete_interrupted_swaps(self.dir, os.listdir(self.dir))
         for name in os.listdir(self.dir):
             path = os.path.join(self.dir, name)
             if name.endswith((".deleted", ".cleaned", ".swap", ".tmp")):
@@ -182,7 +189,7 @@ class PartitionLog:
             seg = self.segments[i]
             last = i == len(self.segments) - 1
             recovered = True
-            if i >= first_unflushed or not seg.load_indexes():
+            if i >= first_unflushed or seg.base_offset in swapped or not seg.load_indexes():
                 truncated = seg.recover(interval, on_batch, contiguous=contiguous)
             elif last:
                 truncated = seg.recover(interval, on_batch, from_last_index_entry=True, contiguous=contiguous)
@@ -287,6 +294,8 @@ class PartitionLog:
                     raise InvalidRecordError("clients may not write control batches")
                 if h.producer_id >= 0 and h.base_sequence < 0:
                     raise InvalidRecordError(f"producer id {h.producer_id} with base sequence {h.base_sequence}")
+            if cfg.compact and not h.attributes & CONTROL_FLAG and h.record_count > 0:
+                self._check_keys(view, pos)
             headers.append((pos, h))
             pos += size
         if n > cfg.segment_bytes:
@@ -329,6 +338,18 @@ class PartitionLog:
         self._maybe_flush_after_append(now)
         return AppendInfo(base_offset, last_offset, append_time, self.log_start_offset, max_ts, offset_of_max, count,
                           len(headers), n)
+
+    def _check_keys(self, view, pos: int) -> None:
+        """Kafka's LogValidator for compacted topics: every record needs a key (compressed batches are
+        decompressed, bounded by wire.compression.MAX_DECOMPRESSED_SIZE)."""
+        try:
+            batch = decode_batch(view, pos, verify_crc=False)
+        except DecodeError as e:
+            raise CorruptRecordError(f"record batch does not decode: {e}") from None
+        for r in batch.records:
+            if r.key is None:
+                raise InvalidRecordError("Compacted topic cannot accept message without key in topic partition "
+                                         f"{self.topic}-{self.partition}.")
 
     def _maybe_roll(self, size: int, max_ts: int, last_offset: int, now: int) -> LogSegment:
         seg = self.segments[-1]
@@ -516,10 +537,13 @@ class PartitionLog:
                 self._delete_first_segments(n)
         return self.log_start_offset
 
-    def compact(self) -> int:
-        """cleanup.policy=compact goes here (see storage/cleaner.py). Not implemented yet: returns 0."""
+    def compact(self, *, now_ms: int | None = None, upper_bound: int | None = None, force: bool = False) -> int:
+        """One whole compaction pass (storage/cleaner.py) when the log is compacted and due (dirty ratio,
+        max.compaction.lag.ms; ``force``: whenever there is a cleanable dirty segment). Nothing at or after
+        ``upper_bound`` (the last stable offset) is cleaned. Returns bytes reclaimed."""
         from .cleaner import compact_log
-        return compact_log(self)
+        self._check_open()
+        return compact_log(self, now_ms=now_ms, upper_bound=upper_bound, force=force)
 
     # ------------------------------------------------------------------------------------------------ truncation
 
@@ -534,6 +558,8 @@ class PartitionLog:
             self._bases.pop()
         self.segments[-1].truncate_to(offset)
         self.epochs.truncate_from_end(self.log_end_offset)
+        if self.first_dirty_offset is not None and self.first_dirty_offset > self.log_end_offset:
+            self.first_dirty_offset = self.log_end_offset
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
         self.recovery_point = min(self.recovery_point, self.log_end_offset)
 

@@ -6,6 +6,8 @@
                                                   flush and close)
 ``<data dir>/log-start-offset-checkpoint``        per partition log start offset, rewritten (atomically, fsynced)
                                                   each time one moves (DeleteRecords, retention)
+``<data dir>/cleaner-offset-checkpoint``          per compacted partition: the first dirty offset (where the next
+                                                  compaction pass starts), written after each pass
 ``<data dir>/<topic>-<partition>/``               one :class:`~storage.log.PartitionLog` each
 ``<data dir>/<topic>-<partition>.<id>-delete/``   a log being deleted; finished on the next start
 """
@@ -17,6 +19,7 @@ import shutil
 import uuid
 from typing import Callable, Iterator
 
+from .cleaner import LogCleaner
 from .checkpoint import fsync_dir, read_offset_checkpoint, write_offset_checkpoint
 from .config import LogConfig
 from .log import MemoryPartitionLog, PartitionLog, parse_partition_dir
@@ -24,6 +27,7 @@ from .log import MemoryPartitionLog, PartitionLog, parse_partition_dir
 CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_FILE = "log-start-offset-checkpoint"
+CLEANER_OFFSET_FILE = "cleaner-offset-checkpoint"
 
 
 class LogManager:
@@ -43,6 +47,7 @@ class LogManager:
         self.logs: dict[tuple[str, int], PartitionLog] = {}
         self.had_clean_shutdown = False
         self.closed = False
+        self.cleaner = LogCleaner(self)
         if data_dir is not None:
             self._load()
 
@@ -67,6 +72,7 @@ class LogManager:
         self.had_clean_shutdown = os.path.exists(marker)
         recovery = read_offset_checkpoint(os.path.join(d, RECOVERY_POINT_FILE))
         starts = read_offset_checkpoint(os.path.join(d, LOG_START_OFFSET_FILE))
+        dirty = read_offset_checkpoint(os.path.join(d, CLEANER_OFFSET_FILE))
         for name in sorted(os.listdir(d)):
             path = os.path.join(d, name)
             if not os.path.isdir(path):
@@ -80,6 +86,7 @@ class LogManager:
             log = PartitionLog.open(path, self.config_for(tp[0]), recovery_point=recovery.get(tp),
                                     log_start_offset=starts.get(tp), clean_shutdown=self.had_clean_shutdown,
                                     clock=self.clock, fsync=self.fsync)
+            log.first_dirty_offset = dirty.get(tp)
             self._adopt(tp, log)
         # from here on a crash is an unclean shutdown
         if self.had_clean_shutdown:
@@ -127,6 +134,9 @@ class LogManager:
 
     def delete(self, topic: str, partition: int) -> bool:
         """Delete a partition's log and its files (DeleteTopics). False when there was none."""
+        cur = self.cleaner.current
+        if cur is not None and cur[0] == (topic, partition):
+            self.cleaner.abort()
         log = self.logs.pop((topic, partition), None)
         if log is None:
             return False
@@ -161,6 +171,22 @@ class LogManager:
         """One retention pass over every log (Kafka's log.retention.check.interval.ms task)."""
         return sum(log.delete_old_segments(now_ms=now_ms) for log in self.logs.values())
 
+    def run_compaction(self, *, max_ms: float | None = None, now_ms: int | None = None,
+                       upper_bound_for: Callable[[PartitionLog], int] | None = None) -> bool:
+        """Advance log compaction (storage/cleaner.py) of the compacted logs for up to ``max_ms`` milliseconds
+        (None: until no log is due). ``upper_bound_for(log)`` is the first offset not to clean (the last stable
+        offset). True when a pass is still under way (call again soon)."""
+        if self.closed:
+            return False
+        return self.cleaner.run(max_ms=max_ms, now_ms=now_ms, upper_bound_for=upper_bound_for)
+
+    def checkpoint_cleaner_offsets(self) -> None:
+        if self.data_dir is None:
+            return
+        write_offset_checkpoint(os.path.join(self.data_dir, CLEANER_OFFSET_FILE),
+                                {tp: log.first_dirty_offset for tp, log in self.logs.items()
+                                 if log.first_dirty_offset is not None}, fsync=self.fsync)
+
     def maybe_flush(self, now_ms: int | None = None) -> None:
         """Flush logs whose flush.ms elapsed (Kafka's log.flush.scheduler.interval.ms task)."""
         if any([log.maybe_flush(now_ms) for log in self.logs.values()]):
@@ -190,6 +216,7 @@ class LogManager:
         """Close every log (flush + final index entries), write the checkpoints, then the clean-shutdown marker."""
         if self.closed:
             return
+        self.cleaner.abort()
         for log in self.logs.values():
             log.close()
         self.closed = True
