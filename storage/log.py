@@ -16,6 +16,7 @@ Synchronous, single-threaded (the broker's event loop calls it); no locks.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -63,6 +64,8 @@ _U32 = struct.Struct(">I")
 _SEGMENT_RE = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
 
 NO_TIMESTAMP = -1
+
+_log = logging.getLogger("storage.log")
 
 
 class AppendInfo(NamedTuple):
@@ -113,6 +116,9 @@ class PartitionLog:
         self.epochs = LeaderEpochCache(os.path.join(directory, LEADER_EPOCH_FILE) if directory else None,
                                        fsync=fsync)
         self.closed = False
+        # why this partition is offline (a write failed, or a stored batch failed its check when read); every
+        # later append and read raises KafkaStorageError, as Kafka takes a failed log dir offline until restart
+        self.fenced: str | None = None
         self._unflushed_messages = 0
         self._last_flush_ms = self.clock()
         self._dir_dirty = False
@@ -183,23 +189,22 @@ class PartitionLog:
         first_unflushed = len(self.segments) if clean_shutdown else max(bisect_right(self._bases, recovery_point) - 1,
                                                                          0)
         on_batch = self._epoch_from_batch
-        contiguous = "compact" not in self.config.cleanup_policy
         i = 0
         while i < len(self.segments):
             seg = self.segments[i]
             last = i == len(self.segments) - 1
             recovered = True
             if i >= first_unflushed or seg.base_offset in swapped or not seg.load_indexes():
-                truncated = seg.recover(interval, on_batch, contiguous=contiguous)
+                truncated = seg.recover(interval, on_batch)
             elif last:
-                truncated = seg.recover(interval, on_batch, from_last_index_entry=True, contiguous=contiguous)
+                truncated = seg.recover(interval, on_batch, from_last_index_entry=True)
             else:
                 truncated, recovered = 0, False
                 seg.next_offset = self.segments[i + 1].base_offset
             if not last:
                 seg.close_index_files()
-                if recovered and contiguous and seg.next_offset != self.segments[i + 1].base_offset:
-                    truncated = truncated or -1   # the next segment does not continue this one: drop the rest
+                if recovered and seg.next_offset > self.segments[i + 1].base_offset:
+                    truncated = truncated or -1   # this segment overlaps the next one: drop the rest
             if truncated and not last:
                 # everything after the first bad byte is gone: later segments cannot be trusted either
                 for later in self.segments[i + 1:]:
@@ -326,16 +331,19 @@ class PartitionLog:
             offset = last + 1
         last_offset = offset - 1
 
-        seg = self._maybe_roll(n, max_ts, last_offset, now)
-        if leader_epoch > self.epochs.latest_epoch:
-            self.epochs.assign(leader_epoch, base_offset)  # before the bytes: recovery truncates it if they are lost
         try:
+            seg = self._maybe_roll(n, max_ts, last_offset, now)
+            if leader_epoch > self.epochs.latest_epoch:
+                self.epochs.assign(leader_epoch, base_offset)  # before the bytes: recovery truncates it if lost
             seg.append(view, index_info, cfg.index_interval_bytes)
-        except OSError as e:
-            raise KafkaStorageError(str(e)) from e
+        except (OSError, KafkaStorageError) as e:   # disk full, I/O error, unwritable directory
+            raise self._fence(f"write failed: {e}") from e
         self.high_watermark = self.log_end_offset
         self._unflushed_messages += count
-        self._maybe_flush_after_append(now)
+        try:
+            self._maybe_flush_after_append(now)
+        except OSError as e:
+            raise self._fence(f"flush failed: {e}") from e
         return AppendInfo(base_offset, last_offset, append_time, self.log_start_offset, max_ts, offset_of_max, count,
                           len(headers), n)
 
@@ -400,9 +408,39 @@ class PartitionLog:
         while i < len(self.segments):
             got = self.segments[i].read(offset, max_bytes, max_offset, min_one_message)
             if got is not None:
+                if self.dir is not None and got:
+                    self._verify_read(got, offset, self.segments[i])
                 return got
             i += 1
         return b""
+
+    def _verify_read(self, buf, offset: int, seg: LogSegment) -> None:
+        """Check what a read is about to serve: whole v2 batches, CRC32C intact, the first one holding or following
+        ``offset``. Segments before the recovery point are not re-scanned on start (as in Kafka), so corruption in
+        them is found here; the partition is then fenced rather than served wrong."""
+        n = len(buf)
+        pos = 0
+        while pos < n:
+            problem = None
+            if n - pos < BATCH_OVERHEAD:
+                problem = f"{n - pos} bytes are not a whole batch"
+            else:
+                try:
+                    h = read_batch_header(buf, pos)
+                except DecodeError as e:
+                    h, problem = None, f"batch header is not valid ({e})"
+                if h is None:
+                    pass
+                elif h.size < BATCH_OVERHEAD or pos + h.size > n:
+                    problem = f"batch size {h.size} does not fit"
+                elif not batch_crc_ok(buf, pos, h.size):
+                    problem = f"CRC32C mismatch in the batch at offset {h.base_offset}"
+                elif pos == 0 and h.last_offset < offset:
+                    problem = f"the batch read for offset {offset} ends at {h.last_offset}"
+            if problem is not None:
+                raise self._fence(f"corrupt data in segment {seg.base_offset:020d}.log at or after offset {offset}: "
+                                  f"{problem}")
+            pos += h.size
 
     def batches(self, start_offset: int | None = None):
         """Yield the header of every stored batch from the one holding ``start_offset`` (default: log start),
@@ -597,7 +635,17 @@ class PartitionLog:
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def _fence(self, reason: str) -> KafkaStorageError:
+        """Take this partition offline (logged once); the error to raise."""
+        if self.fenced is None:
+            self.fenced = reason
+            _log.error("partition %s-%d in %s is offline until the broker restarts: %s", self.topic, self.partition,
+                       self.dir, reason)
+        return KafkaStorageError(f"partition {self.topic}-{self.partition} is offline: {self.fenced}")
+
     def _check_open(self) -> None:
+        if self.fenced is not None:
+            raise KafkaStorageError(f"partition {self.topic}-{self.partition} is offline: {self.fenced}")
         if self.closed:
             raise KafkaStorageError(f"log {self.topic}-{self.partition} is closed")
 

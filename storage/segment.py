@@ -527,8 +527,7 @@ class LogSegment:
                 break
         return True
 
-    def recover(self, interval: int, on_batch=None, from_last_index_entry: bool = False,
-                contiguous: bool = True) -> int:
+    def recover(self, interval: int, on_batch=None, from_last_index_entry: bool = False) -> int:
         """Re-check batches (length, magic, CRC, offsets), rebuild indexes, truncate after the last valid batch.
 
         With ``from_last_index_entry`` the loaded indexes are trusted up to their last entry and only the tail is
@@ -571,7 +570,9 @@ class LogSegment:
             h = read_batch_header(buf, rel)
             if h.base_offset < min_base or h.last_offset_delta < 0 or h.last_offset - self.base_offset > INT32_MAX:
                 break
-            if contiguous and ((min_base >= 0 and h.base_offset != min_base) or h.partition_leader_epoch < last_epoch):
+            # offsets only grow (gaps are legal: compaction removes records, and a log may have been compacted
+            # before its cleanup.policy changed) and leader epochs never go down
+            if h.partition_leader_epoch < last_epoch:
                 break
             if not batch_crc_ok(buf, rel, bsize):
                 break
@@ -583,7 +584,7 @@ class LogSegment:
             pos += bsize
         if pos == start_pos and start_pos > 0:
             # the batch the last index entry points at is not valid: do not trust the index, scan everything
-            return self.recover(interval, on_batch, contiguous=contiguous)
+            return self.recover(interval, on_batch)
         truncated = size - pos
         if truncated:
             store.truncate(pos)
@@ -592,7 +593,7 @@ class LogSegment:
         self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)  # as Kafka's recover() does
         if self.time_index.last_entry is not None and self.time_index.last_entry[1] >= self.next_offset:
             # a time index entry past the data (stale file): rebuild from scratch
-            return truncated + self.recover(interval, on_batch, contiguous=contiguous) if from_last_index_entry else truncated
+            return truncated + self.recover(interval, on_batch) if from_last_index_entry else truncated
         return truncated
 
     # -- truncation / lifecycle

@@ -446,3 +446,28 @@ def test_read_batch_header_of_empty_batch():
                                                                                  producer_id=1, producer_epoch=0,
                                                                                  base_sequence=3))))
     assert (h.base_offset, h.record_count, h.producer_id, h.base_sequence, h.last_offset) == (5, 0, 1, 3, 5)
+
+
+def test_compacted_log_recovers_whole_after_its_policy_changes_to_delete(tmp_path):
+    """Gaps left by compaction are legal offsets: an unclean reopen under cleanup.policy=delete keeps them all."""
+    d = str(tmp_path / "t-0")
+    lg = PartitionLog.open(d, compact_config(), clock=Clock(), fsync=False)
+    put(lg, [(b"a", b"a0")])          # 0: a whole batch that compaction removes
+    put(lg, [(b"b", b"b0")])          # 1
+    put(lg, [(b"a", b"a1")])          # 2
+    lg.roll()
+    put(lg, [(b"a", b"a2")])          # 3: removes batch 2 as well
+    put(lg, [(b"c", b"c0")])          # 4
+    lg.roll()
+    put(lg, [(b"d", b"d0")])          # 5
+    lg.compact()
+    kept = records(lg)
+    assert [o for o, _, _ in kept] == [1, 3, 4, 5]
+    for seg in lg.segments:          # no clean close: the next open re-checks every segment
+        seg.store.flush()
+    reopened = PartitionLog.open(d, compact_config(cleanup_policy="delete"), clock=Clock(), fsync=False)
+    try:
+        assert records(reopened) == kept
+        assert reopened.log_end_offset == 6
+    finally:
+        reopened.close()
