@@ -267,6 +267,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--storage", choices=("disk", "memory"), default="disk")
     ap.add_argument("--bootstrap", help="use a running broker instead of starting one")
+    ap.add_argument("-o", "--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a broker setting for the broker this script starts, e.g. -o log.flush.interval.messages=1")
     ap.add_argument("--json", action="store_true", help="print the result as JSON only")
     args = ap.parse_args()
     if args.bootstrap:
@@ -274,7 +276,8 @@ def main() -> int:
     else:
         from harness import BrokerProcess
         with tempfile.TemporaryDirectory() as tmp:
-            broker = BrokerProcess(storage=args.storage).start(Path(tmp) / "data")
+            extra = [a for kv in args.set for a in ("-o", kv)]
+            broker = BrokerProcess(storage=args.storage, extra_args=extra).start(Path(tmp) / "data")
             try:
                 result = asyncio.run(run_load(broker.bootstrap, args.connections, args.duration,
                                               rss_of_pid(broker.pid)))

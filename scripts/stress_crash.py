@@ -186,7 +186,7 @@ def stored_values(data_dir: Path, partitions: int) -> dict[int, list[int]]:
 
 
 def run_stress(kills: int = 20, max_seconds: float = 300, partitions: int = 3, seed: int | None = None,
-               data_dir: Path | None = None, min_gap: float = 0.3, max_gap: float = 2.0, log=print) -> dict:
+               data_dir: Path | None = None, min_gap: float = 0.5, max_gap: float = 3.0, log=print) -> dict:
     rnd = random.Random(seed)
     own_tmp = None
     if data_dir is None:
@@ -275,10 +275,12 @@ def main() -> int:
     ap.add_argument("--max-seconds", type=float, default=300)
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--min-gap", type=float, default=0.5, help="seconds between a restart and the next kill, at least")
+    ap.add_argument("--max-gap", type=float, default=3.0, help="... and at most")
     ap.add_argument("--data-dir", type=Path, default=None, help="keep the data here (default: a temp dir)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
-    r = run_stress(args.kills, args.max_seconds, args.partitions, seed, args.data_dir)
+    r = run_stress(args.kills, args.max_seconds, args.partitions, seed, args.data_dir, args.min_gap, args.max_gap)
     print(json.dumps(r, indent=1, default=str))
     print(("OK" if r["ok"] else "FAILED") + f": {r['kills']} kills in {r['seconds']} s, {r['records_acked']} "
           f"acknowledged records all present exactly once and in order, {r['commits_acked']} commits, "
