@@ -1,4 +1,4 @@
-"""``kafkapy`` / ``python -m kafkapy``: start a broker.
+"""``kafkapy`` / ``python -m kafkapy``: start a broker (``kafkapy topics|produce|consume|groups``: the tools).
 
 Prints exactly one line to stdout when ready: ``kafkapy ready at HOST:PORT``, the address it listens
 on (with port 0, the port it took). Everything else is logged to stderr.
@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kafkapy",
         description="A Kafka-compatible broker. Every option has an environment variable (shown in brackets); "
                     "Kafka broker settings can also be given as KAFKA_* variables (KAFKA_NUM_PARTITIONS=3) or in a "
-                    "server.properties file.")
+                    "server.properties file.",
+        epilog="Tools for a running broker: kafkapy topics|produce|consume|groups --help.")
     p.add_argument("--host", default=env("KAFKAPY_HOST", "localhost"),
                    help="listen address (KAFKAPY_HOST; default localhost)")
     p.add_argument("--port", type=int, default=int(env("KAFKAPY_PORT", "9092")),
@@ -135,7 +136,15 @@ async def serve(config: BrokerConfig, tracer=None) -> int:
     return 0
 
 
+TOOLS = ("topics", "produce", "consume", "groups")
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:    # kafkapy topics|produce|consume|groups: tools for a running broker
+        from kafkapy.tools import run
+
+        return run(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
