@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                    default=env("KAFKAPY_TRACE_RECORDS", "").lower() in ("1", "true", "yes"),
                    help="decode the records of record batches (keys, values, headers), not just a summary; "
                         "implies --trace (KAFKAPY_TRACE_RECORDS=1)")
+    c = p.add_argument_group("web console", "topics, messages, groups and a live trace in a browser; "
+                                            "Prometheus metrics at /metrics")
+    c.add_argument("--console", action="store_true",
+                   default=env("KAFKAPY_CONSOLE", "").lower() in ("1", "true", "yes"),
+                   help="serve the web console and /metrics (KAFKAPY_CONSOLE=1)")
+    c.add_argument("--console-port", type=int, default=int(env("KAFKAPY_CONSOLE_PORT", "9080")),
+                   help="console port, 0 picks a free one (KAFKAPY_CONSOLE_PORT; default 9080)")
+    c.add_argument("--console-host", default=env("KAFKAPY_CONSOLE_HOST"),
+                   help="console listen address (KAFKAPY_CONSOLE_HOST; default: --host)")
     return p
 
 
@@ -105,11 +114,15 @@ def config_from_args(args, environ=os.environ) -> BrokerConfig:
         node_id=node_id, cluster_id=cluster_id, log_level=args.log_level, properties=props)
 
 
-async def serve(config: BrokerConfig, tracer=None) -> int:
+async def serve(config: BrokerConfig, tracer=None, console: tuple[str, int] | None = None) -> int:
     from kafkapy.broker import Broker
 
     broker = Broker(config)
     broker.tracer = tracer
+    if console is not None:
+        from kafkapy.console import Console
+
+        broker.console = Console(broker, *console)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -155,7 +168,8 @@ def main(argv=None) -> int:
         print(f"kafkapy: {e}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(serve(config, tracer))
+        console = (args.console_host or args.host, args.console_port) if args.console else None
+        return asyncio.run(serve(config, tracer, console))
     except (RuntimeError, OSError) as e:
         print(f"kafkapy: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from kafkapy import handlers as handler_registry
 from kafkapy.config import BrokerConfig, ConfigError, TOPIC_CONFIGS, validate_topic_configs
+from kafkapy.metrics import Metrics
 from kafkapy.server import Server
 from storage.checkpoint import write_atomic
 from storage.config import LogConfig
@@ -94,6 +95,8 @@ class Broker:
         self.topics_by_id: dict[uuid.UUID, Topic] = {}
         self.handlers = handler_registry.load_all()
         self.tracer = None
+        self.metrics = Metrics()
+        self.console = None        # kafkapy.console.Console: started after the listener, stopped first
         self.server: Server | None = None
         self.cluster_id = config.cluster_id or ""
         self.logs: LogManager | None = None
@@ -125,12 +128,16 @@ class Broker:
             self.config.advertised_port = port
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="kafkapy-housekeeping"))
         self._tasks.append(asyncio.create_task(self._log_cleaner(), name="kafkapy-log-cleaner"))
+        if self.console is not None:
+            await self.console.start()
         log.info("kafkapy broker %d (cluster %s) listening on %s:%d, advertised as %s:%d, storage %s",
                  self.node_id, self.cluster_id, host, port, *self.config.advertised,
                  "in memory" if self.memory else self.config.data_dir)
         return host, port
 
     async def stop(self) -> None:
+        if self.console is not None:
+            await self.console.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -380,7 +387,7 @@ class Broker:
         return mod.MESSAGE(error_code=int(error_code), api_keys=keys, throttle_time_ms=0)
 
     def metrics_observe(self, api_key: int, version: int, seconds: float) -> None:
-        pass
+        self.metrics.observe(api_key, version, seconds)
 
 
 # Functions called with the broker after storage is open and before it listens (coordinators load state here).

@@ -61,13 +61,15 @@ class EmbeddedBroker:
     ``"disk"`` (``data_dir``, or a temporary directory removed on stop). config: broker settings by their
     Kafka names (``{"num.partitions": "3"}``). trace: off (default), True (stderr), a path, a file object, a
     callable receiving each event dict, a dict of :class:`kafkapy.trace.Tracer` arguments, or a Tracer.
+    console: serve the web console and Prometheus ``/metrics`` (:mod:`kafkapy.console`) on ``host``: True (a free
+    port) or a port number; ``console_url`` is its address.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, storage: str = "memory",
                  data_dir: str | os.PathLike | None = None, config: Mapping[str, object] | None = None,
                  mode: str = "inprocess", trace=None, advertised_host: str | None = None,
                  advertised_port: int | None = None, node_id: int = 1, cluster_id: str | None = None,
-                 start_timeout: float = 30.0, stop_timeout: float = 10.0):
+                 start_timeout: float = 30.0, stop_timeout: float = 10.0, console: bool | int = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if storage not in ("memory", "disk"):
@@ -88,6 +90,8 @@ class EmbeddedBroker:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._trace_spec = trace
+        self.console_port: int | None = None if console is False or console is None else (
+            0 if console is True else int(console))
         self.tracer: Tracer | None = None
         self.bound: tuple[str, int] | None = None
         self.core = None                     # kafkapy.broker.Broker (in-process)
@@ -113,6 +117,14 @@ class EmbeddedBroker:
             host = self.advertised_host or host
             port = self.advertised_port or port
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def console_url(self) -> str | None:
+        """``http://host:port/`` of the web console (``console=``), None without one."""
+        if self.console_port is None or self.bound is None:
+            return None
+        host = self.bound[0]
+        return f"http://[{host}]:{self.console_port}/" if ":" in host else f"http://{host}:{self.console_port}/"
 
     @property
     def running(self) -> bool:
@@ -188,6 +200,7 @@ class EmbeddedBroker:
             self._loop = asyncio.get_running_loop()
             self.core = self._make_core()
             self.bound = await asyncio.wait_for(self.core.start(), self.start_timeout)
+            self._console_bound()
         except BaseException:
             self._state = "running"
             await self.astop()
@@ -262,7 +275,15 @@ class EmbeddedBroker:
 
         core = Broker(self._broker_config())
         core.tracer = self.tracer
+        if self.console_port is not None:
+            from kafkapy.console import Console
+
+            core.console = Console(core, self.host, self.console_port)
         return core
+
+    def _console_bound(self) -> None:
+        if self.core is not None and self.core.console is not None:
+            self.console_port = self.core.console.port
 
     # in-process, own thread
 
@@ -296,6 +317,7 @@ class EmbeddedBroker:
         self.core = self._make_core()
         try:
             self.bound = await self.core.start()
+            self._console_bound()
         except BaseException as e:  # noqa: BLE001
             failure.append(e)
             ready.set()
@@ -334,6 +356,12 @@ class EmbeddedBroker:
         for k, v in self.config.items():
             cmd += ["-o", f"{k}={v}"]
         cmd += _trace_args(self._trace_spec)
+        if self.console_port is not None:
+            if not self.console_port:     # the parent picks the free port: the ready line tells only the broker's
+                with socket.socket() as s:
+                    s.bind((self.host, 0))
+                    self.console_port = s.getsockname()[1]
+            cmd += ["--console", "--console-host", self.host, "--console-port", str(self.console_port)]
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="kafkapy-")
         self.log_path = os.path.join(self._tmpdir, "broker.log")

@@ -193,6 +193,7 @@ class Server:
                 reason = "closed by client while waiting for a connection slot (max.connections)"
                 return
             served = True
+            self.broker.metrics.connections_total += 1
             self.connections.add(conn)
             log.info("connection opened from %s", peer_s)
             reason = await self._serve(conn, reader, writer)
@@ -259,6 +260,7 @@ class Server:
         idle = None if idle_ms < 0 else idle_ms / 1000
         fetch_max = broker.config.get_int("fetch.max.bytes")
         handlers = broker.handlers
+        metrics = broker.metrics
         stalled = f"the client read nothing of a response for {idle_ms} ms (connections.max.idle.ms)"
         while True:
             try:
@@ -276,6 +278,7 @@ class Server:
                 frame = memoryview(await reader.readexactly(size))
             except asyncio.IncompleteReadError:
                 return "closed by client inside a request"
+            metrics.bytes_in += size + 4
             conn.requests += 1
             try:
                 header, _hv, pos = protocol.decode_request_header(frame)
@@ -334,6 +337,7 @@ class Server:
                 continue
             if tracer is not None:
                 tracer.response(ctx, response)
-            if not await self._send(writer, protocol.encode_response(key, version, header.correlation_id, response),
-                                    idle):
+            frames = protocol.encode_response(key, version, header.correlation_id, response)
+            metrics.responded(key, response, frames)
+            if not await self._send(writer, frames, idle):
                 return stalled
