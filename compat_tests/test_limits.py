@@ -4,6 +4,7 @@ connections.max.idle.ms, fetch.max.bytes, a pipelining client and a client that 
 from __future__ import annotations
 
 import socket
+import struct
 import time
 
 import pytest
@@ -203,5 +204,18 @@ def test_client_gone_during_a_fetch_long_poll_frees_its_connection():
         body.max_wait_ms = 60_000
         s.sendall(protocol.encode_request(1, 12, 1, "longpoll", body))
         assert _wait(lambda: len(b.server.connections) == 1, 5)
+        s.close()
+        assert _wait(lambda: not b.server.connections and not b.server._tasks, 3)
+
+
+def test_client_stalled_inside_a_request_is_closed_when_idle():
+    """A size prefix announcing 1 MB, 10 bytes of it, then nothing: closed after connections.max.idle.ms, not
+    held forever (and the broker never allocated for more than what arrived)."""
+    with InProcessBroker({"connections.max.idle.ms": "400"}) as b:
+        s = connect(b.bootstrap)
+        s.sendall(struct.pack(">i", 1 << 20) + b"\x00\x03\x00\x0c" + b"\x00" * 6)
+        started = time.monotonic()
+        assert closed_by_peer(s, 5)
+        assert 0.3 < time.monotonic() - started < 3
         s.close()
         assert _wait(lambda: not b.server.connections and not b.server._tasks, 3)

@@ -11,8 +11,8 @@ Limits, as Kafka has them:
   address is closed at once and logged (Kafka: TooManyConnectionsException, connection dropped).
 - ``max.connections``: beyond the broker-wide limit a new connection is accepted by the kernel but not served
   until another one closes (Kafka blocks its acceptor); it is dropped if the client gives up meanwhile.
-- ``connections.max.idle.ms``: a connection with no complete request, or whose peer reads nothing of a
-  response, for that long is closed.
+- ``connections.max.idle.ms``: a connection with no complete request (also one that stopped inside a request),
+  or whose peer reads nothing of a response, for that long is closed.
 - In-flight requests per connection: one being handled; what a pipelining client sends meanwhile stays in
   the StreamReader's buffer, which pauses the socket past ``2 * READ_LIMIT`` bytes plus one socket read
   (asyncio reads at most 256 KiB at a time); the rest waits in the kernel and then in the client, so the
@@ -220,6 +220,14 @@ class Server:
                 log.info("connection from %s closed before it was served (%s)", peer_s, reason)
 
     @staticmethod
+    async def _read_request(reader: asyncio.StreamReader, max_size: int) -> tuple[int, memoryview | None]:
+        """(size, frame without its size prefix); frame None when the size is negative or above max_size."""
+        size = _SIZE.unpack(await reader.readexactly(4))[0]
+        if size < 0 or size > max_size:
+            return size, None
+        return size, memoryview(await reader.readexactly(size))
+
+    @staticmethod
     def _peer_gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         return bool(getattr(reader, "_eof", False)) or reader.exception() is not None or writer.transport.is_closing()
 
@@ -264,20 +272,18 @@ class Server:
         stalled = f"the client read nothing of a response for {idle_ms} ms (connections.max.idle.ms)"
         while True:
             try:
-                prefix = await asyncio.wait_for(reader.readexactly(4), idle)
+                # one timeout for the size prefix and the frame: a client that stops inside a request is idle too
+                size, frame = await asyncio.wait_for(self._read_request(reader, max_size), idle)
             except asyncio.TimeoutError:
                 return f"idle for more than {idle_ms} ms (connections.max.idle.ms)"
             except asyncio.IncompleteReadError as e:
-                return "closed by client" if not e.partial else "closed by client inside a size prefix"
-            size = _SIZE.unpack(prefix)[0]
-            if size < 0 or size > max_size:
+                if e.expected == 4:
+                    return "closed by client" if not e.partial else "closed by client inside a size prefix"
+                return "closed by client inside a request"
+            if frame is None:
                 log.warning("%s: request size %d is invalid (socket.request.max.bytes=%d); closing the connection",
                             conn.peer, size, max_size)
                 return "invalid request size"
-            try:
-                frame = memoryview(await reader.readexactly(size))
-            except asyncio.IncompleteReadError:
-                return "closed by client inside a request"
             metrics.bytes_in += size + 4
             conn.requests += 1
             try:
