@@ -239,9 +239,9 @@ class Broker:
     async def _log_cleaner(self) -> None:
         """Compaction of cleanup.policy=compact logs (storage/cleaner.py), in steps of at most 50 ms so requests keep
         flowing; when nothing is due, waits log.cleaner.backoff.ms (Kafka's default 15000)."""
-        if str(self.config.get("log.cleaner.enable") or "true").lower() == "false":
+        if not self.config.get_bool("log.cleaner.enable"):
             return
-        backoff = int(self.config.get("log.cleaner.backoff.ms") or 15000) / 1000
+        backoff = self.config.get_int("log.cleaner.backoff.ms") / 1000
 
         def upper_bound(plog):
             return self.last_stable_offset(plog) if self.last_stable_offset is not None else plog.high_watermark

@@ -208,6 +208,8 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("offsets.retention.check.interval.ms", "600000", _int(1, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("offset.metadata.max.bytes", "4096", POS_INT, TYPE_INT),
     BrokerConfigDef("group.max.size", "2147483647", _int(1, (1 << 31) - 1), TYPE_INT),
+    BrokerConfigDef("log.cleaner.enable", "true", _bool, TYPE_BOOLEAN),
+    BrokerConfigDef("log.cleaner.backoff.ms", "15000", _int(0, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("replica.fetch.max.bytes", "1048576", POS_INT, TYPE_INT),
 ]}
 for _d in TOPIC_CONFIGS.values():   # topic-config synonyms the broker does not list above still exist
