@@ -90,6 +90,21 @@ def test_max_connections_holds_new_connections_until_a_slot_frees():
             s.close()
 
 
+def test_max_connections_waiting_beyond_the_backlog_are_closed():
+    with InProcessBroker({"max.connections": "1", "socket.listen.backlog.size": "2"}) as b:
+        served = connect(b.bootstrap)
+        assert request(served, 3, 12, METADATA(topics=None)).brokers
+        waiting = [connect(b.bootstrap) for _ in range(2)]
+        assert _wait(lambda: b.server.waiting_connections == 2, 5)
+        extra = connect(b.bootstrap)
+        assert closed_by_peer(extra, 5)
+        for s in waiting:
+            assert not closed_by_peer(s, 0.2)            # still waiting, not dropped
+        served.close()
+        for s in [extra, *waiting]:
+            s.close()
+
+
 def test_idle_connection_is_closed():
     with InProcessBroker({"connections.max.idle.ms": "400"}) as b:
         s = connect(b.bootstrap)

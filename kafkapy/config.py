@@ -192,6 +192,7 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("connections.max.idle.ms", "600000", _int(-1, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("max.connections", "2147483647", POS_INT, TYPE_INT),
     BrokerConfigDef("max.connections.per.ip", "2147483647", POS_INT, TYPE_INT),
+    BrokerConfigDef("socket.listen.backlog.size", "50", _int(1, (1 << 31) - 1), TYPE_INT),
     BrokerConfigDef("max.connections.per.ip.overrides", "", _per_ip_overrides, TYPE_STRING),
     BrokerConfigDef("queued.max.requests", "500", _int(1, (1 << 31) - 1), TYPE_INT),
     BrokerConfigDef("fetch.max.bytes", "57671680", POS_INT, TYPE_INT),

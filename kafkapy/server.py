@@ -10,7 +10,8 @@ Limits, as Kafka has them:
 - ``max.connections.per.ip`` (and ``max.connections.per.ip.overrides``): a connection beyond the limit of its
   address is closed at once and logged (Kafka: TooManyConnectionsException, connection dropped).
 - ``max.connections``: beyond the broker-wide limit a new connection is accepted by the kernel but not served
-  until another one closes (Kafka blocks its acceptor); it is dropped if the client gives up meanwhile.
+  until another one closes (Kafka blocks its acceptor); it is dropped if the client gives up meanwhile, and
+  at once when ``socket.listen.backlog.size`` connections are already waiting (the kernel's backlog in Kafka).
 - ``connections.max.idle.ms``: a connection with no complete request (also one that stopped inside a request),
   or whose peer reads nothing of a response, for that long is closed.
 - In-flight requests per connection: one being handled; what a pipelining client sends meanwhile stays in
@@ -111,14 +112,16 @@ class Server:
         for _family, *_rest, sockaddr in sorted(infos, key=lambda i: i[0] != socket.AF_INET):
             if sockaddr[0] not in addrs:
                 addrs.append(sockaddr[0])
-        first = await asyncio.start_server(self._accept, addrs[0], self.port, limit=READ_LIMIT, reuse_address=True)
+        backlog = self.broker.config.get_int("socket.listen.backlog.size")
+        first = await asyncio.start_server(self._accept, addrs[0], self.port, limit=READ_LIMIT, reuse_address=True,
+                                           backlog=backlog)
         self._servers = [first]
         bound = first.sockets[0].getsockname()
         self.port = bound[1]
         for other in addrs[1:]:
             try:
                 self._servers.append(await asyncio.start_server(self._accept, other, self.port, limit=READ_LIMIT,
-                                                                reuse_address=True))
+                                                                reuse_address=True, backlog=backlog))
             except OSError as e:   # e.g. no IPv6 on this machine: the first address is enough
                 log.debug("not listening on %s:%d: %s", other, self.port, e)
         return bound[0], bound[1]
@@ -148,12 +151,18 @@ class Server:
         limit = self.broker.config.get_int("max.connections")
         if len(self.connections) < limit:
             return True
+        backlog = self.broker.config.get_int("socket.listen.backlog.size")
+        if self.waiting_connections >= backlog:
+            # Kafka's blocked acceptor leaves them to the kernel's listen backlog, which drops what is beyond it
+            log.warning("%s: the broker has max.connections=%d connections and %d waiting "
+                        "(socket.listen.backlog.size); closing this one", peer, limit, self.waiting_connections)
+            return False
         log.warning("%s: the broker has max.connections=%d connections; not serving this one until one closes",
                     peer, limit)
         self.waiting_connections += 1
         try:
             while len(self.connections) >= limit:
-                if reader.at_eof() or reader.exception() is not None:
+                if getattr(reader, "_eof", False) or reader.exception() is not None:
                     return False
                 self._slot_freed.clear()
                 try:
@@ -190,7 +199,7 @@ class Server:
         try:
             writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
             if not await self._wait_for_slot(reader, peer_s):
-                reason = "closed by client while waiting for a connection slot (max.connections)"
+                reason = "not served: max.connections reached (client gone, or too many waiting)"
                 return
             served = True
             self.broker.metrics.connections_total += 1
