@@ -91,9 +91,10 @@ def test_confluent_incremental_alter_and_effect(confluent_admin, broker, topic):
     p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0, "message.send.max.retries": 0,
                   "compression.type": "none"})
     results = []
-    p.produce(topic, b"x" * 10_000, on_delivery=lambda err, msg: results.append(err))
+    # keyed: the topic's cleanup.policy is delete,compact here, and compacted topics refuse keyless records
+    p.produce(topic, b"x" * 10_000, key=b"k", on_delivery=lambda err, msg: results.append(err))
     assert p.flush(TIMEOUT) == 0      # one batch at a time: a batch is refused as a whole
-    p.produce(topic, b"small", on_delivery=lambda err, msg: results.append(err))
+    p.produce(topic, b"small", key=b"k", on_delivery=lambda err, msg: results.append(err))
     assert p.flush(TIMEOUT) == 0
     codes = sorted((e.code() if e else 0) for e in results)
     assert codes == sorted([0, KafkaError.MSG_SIZE_TOO_LARGE]), results
@@ -239,9 +240,10 @@ def test_kafka_python_admin(broker, topic):
         assert bcfg["broker"]["1"]["num.partitions"]["read_only"] is True
 
         prod = KafkaProducer(bootstrap_servers=broker.bootstrap)
-        for i in range(5):
-            prod.send(topic, f"k{i}".encode(), partition=0)
+        # keyed: the topic is delete,compact by now, and compacted topics refuse keyless records
+        sent = [prod.send(topic, f"v{i}".encode(), key=f"k{i}".encode(), partition=0) for i in range(5)]
         prod.flush(TIMEOUT)
+        assert [f.get(TIMEOUT).offset for f in sent] == list(range(5))
         prod.close()
         [dirs] = admin.describe_log_dirs(topic_partitions={topic: [0]})
         assert dirs["broker"] == 1

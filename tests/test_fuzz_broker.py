@@ -28,7 +28,7 @@ from wire import protocol  # noqa: E402
 from wire.messages import fetch_request as FQ  # noqa: E402
 from wire.messages import produce_request as PQ  # noqa: E402
 from wire.messages.error_codes import ErrorCode  # noqa: E402
-from wire.records import build_batch  # noqa: E402
+from wire.records import build_batch, decode_batch  # noqa: E402
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
@@ -302,7 +302,6 @@ def test_compressed_bomb_is_not_inflated_on_the_produce_path(fuzz_broker):
     import cramjam
 
     from wire import DecodeError
-    from wire.records import decode_batch
 
     raw_size = 1 << 30
     comp = bytes(cramjam.zstd.compress(b"\x00" * (64 << 20)))   # 64 MiB of zeros: a few KB compressed
@@ -327,8 +326,8 @@ def test_compressed_bomb_is_not_inflated_on_the_produce_path(fuzz_broker):
         decode_batch(bomb, 0, max_decompressed_size=16 << 20)
 
 
-# Kafka's answers that kafkapy does not give yet (the produce path checks batch headers and CRCs, not records, and
-# accepts several batches per partition). Strict xfails: each turns into a failure the day it is fixed, so the
+# Kafka's answers that kafkapy does not give yet (the produce path checks the batch count, headers and CRCs, not
+# the records inside a batch). Strict xfails: each turns into a failure the day it is fixed, so the
 # marker is removed with the fix. Kafka: ProduceRequest.validateRecords (v3+: exactly one v2 batch per partition,
 # else InvalidRecordException) and LogValidator iterating the records of uncompressed batches
 # (DefaultRecordBatch's record iterator: "Incorrect declared batch size, premature EOF reached", DefaultRecord:
@@ -348,13 +347,30 @@ def _negative_header_count() -> bytes:
     return _recrc(one)
 
 
-@pytest.mark.xfail(strict=True, reason="kafkapy does not validate the records inside a batch or the batch count "
-                                       "per partition yet (see the comment above)")
-@pytest.mark.parametrize("make", [
-    _lying_count,
-    _negative_header_count,
-    lambda: build_batch([(None, b"a")]) + build_batch([(None, b"b")]),    # two batches in one partition
-    lambda: build_batch([(None, b"a")])[:-1],                            # only a partial batch
-], ids=["record-count-lies", "negative-header-count", "two-batches", "partial-batch-only"])
+@pytest.mark.xfail(strict=True, reason="kafkapy does not validate the records inside a batch yet "
+                                       "(see the comment above)")
+@pytest.mark.parametrize("make", [_lying_count, _negative_header_count],
+                         ids=["record-count-lies", "negative-header-count"])
 def test_kafka_rejects_these_batches_with_invalid_record(fuzz_broker, make):
     assert _produce(fuzz_broker.bootstrap, make()).error_code == ErrorCode.INVALID_RECORD
+
+
+@pytest.mark.parametrize("make", [
+    lambda: build_batch([(None, b"a")]) + build_batch([(None, b"b")]),    # two batches in one partition
+    lambda: build_batch([(None, b"a")])[:-1],                            # only a partial batch
+], ids=["two-batches", "partial-batch-only"])
+def test_one_complete_batch_per_partition(fuzz_broker, make):
+    """ProduceRequest.validateRecords: from v3 on exactly one complete v2 batch per partition, else INVALID_RECORD."""
+    assert _produce(fuzz_broker.bootstrap, make()).error_code == ErrorCode.INVALID_RECORD
+
+
+def test_trailing_bytes_shorter_than_a_batch_are_dropped(fuzz_broker):
+    """Kafka's batch iterator stops at bytes too short to be a batch, and its log trims them: the batch is stored,
+    the trailing bytes are not."""
+    lg = fuzz_broker.broker.partition_log(FUZZ_TOPIC, 1)
+    before = lg.size_in_bytes
+    batch = build_batch([(None, b"kept")])
+    r = _produce(fuzz_broker.bootstrap, batch + b"\x00" * 5)
+    assert r.error_code == 0
+    assert lg.size_in_bytes == before + len(batch)
+    assert [rec.value for rec in decode_batch(bytes(lg.read(r.base_offset, 1 << 16)), 0).records] == [b"kept"]

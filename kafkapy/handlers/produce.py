@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import struct
 
 from kafkapy.handlers import api
 from storage.errors import StorageError
 from wire.messages import produce_response as R
 from wire.messages.error_codes import ErrorCode
+from wire.records import ATTRIBUTES_OFFSET, BATCH_OVERHEAD, COMPRESSION_MASK, LOG_OVERHEAD, MAGIC_OFFSET
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
 
 log = logging.getLogger("kafkapy.produce")
 
@@ -17,6 +22,43 @@ def _partition(index: int, code: int, base_offset: int = -1, log_append_time: in
     return R.PartitionProduceResponse(index=index, error_code=int(code), base_offset=base_offset,
                                       log_append_time_ms=log_append_time, log_start_offset=log_start_offset,
                                       record_errors=[], error_message=message)
+
+
+MIN_BATCH_SIZE = 14   # Kafka's LegacyRecord.RECORD_OVERHEAD_V0: a smaller size field is a corrupt batch
+
+
+def validate_records(version: int, records):
+    """Kafka's ProduceRequest.validateRecords, reading batches as its MemoryRecords iterator does: from v3 on,
+    exactly one complete record batch of magic 2 per partition (zstd only from v7). Trailing bytes too short to be
+    a batch are ignored, and trimmed as Kafka's log trims them. Returns (error code, message, records): error code
+    None when the records may go on to storage (which checks the CRC and the batch header)."""
+    n = 0 if records is None else len(records)
+    first = _I32.unpack_from(records, 8)[0] if n >= LOG_OVERHEAD else None
+    if first is not None and first < MIN_BATCH_SIZE:
+        return ErrorCode.CORRUPT_MESSAGE, f"Record size {first} is less than the minimum record overhead (14)", records
+    if first is None or n < LOG_OVERHEAD + first:
+        return ErrorCode.INVALID_RECORD, (f"Produce requests with version {version} must have at least one "
+                                          "record batch per partition"), records
+    if records[MAGIC_OFFSET] != 2:
+        return ErrorCode.INVALID_RECORD, (f"Produce requests with version {version} are only allowed to contain "
+                                          "record batches with magic version 2"), records
+    end = LOG_OVERHEAD + first
+    if version < 7 and end >= BATCH_OVERHEAD and \
+            _I16.unpack_from(records, ATTRIBUTES_OFFSET)[0] & COMPRESSION_MASK == 4:
+        return ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, (f"Produce requests with version {version} are not allowed "
+                                                        "to use ZStandard compression"), records
+    rest = n - end
+    if rest >= LOG_OVERHEAD:
+        second = _I32.unpack_from(records, end + 8)[0]
+        if second < MIN_BATCH_SIZE:
+            return ErrorCode.CORRUPT_MESSAGE, (f"Record size {second} is less than the minimum record overhead "
+                                               "(14)"), records
+        if rest >= LOG_OVERHEAD + second:
+            return ErrorCode.INVALID_RECORD, (f"Produce requests with version {version} are only allowed to "
+                                              "contain exactly one record batch per partition"), records
+    if rest:
+        records = memoryview(records)[:end]
+    return None, None, records
 
 
 @api("Produce", 3, 11)
@@ -42,10 +84,12 @@ async def handle(ctx, req):
                 parts.append(_partition(idx, ErrorCode.INVALID_TOPIC_EXCEPTION,
                                         message=f"Cannot append to internal topic {name}"))
                 continue
-            records = pd.records
-            if records is None or len(records) == 0:
-                parts.append(_partition(idx, ErrorCode.INVALID_RECORD if v >= 8 else ErrorCode.CORRUPT_MESSAGE,
-                                        message="no record batches"))
+            code, message, records = validate_records(v, pd.records)
+            if code is not None:
+                if code == ErrorCode.INVALID_RECORD and v < 8:
+                    code = ErrorCode.CORRUPT_MESSAGE   # INVALID_RECORD is unknown to clients before Produce v8
+                log.info("produce to %s-%d from %s rejected: %s", name, idx, ctx.client_id, message)
+                parts.append(_partition(idx, code, message=message if v >= 8 else None))
                 continue
             lg = broker.logs.get(name, idx)
             check = broker.producer_check
