@@ -38,6 +38,7 @@ from wire.records import (
     TIMESTAMP_TYPE_MASK,
     BatchHeader,
     batch_crc_ok,
+    validate_records,
     decode_batch,
     read_batch_header,
     set_base_offset,
@@ -297,6 +298,10 @@ class PartitionLog:
                                              f"lastOffsetDelta {h.last_offset_delta}")
                 if h.attributes & CONTROL_FLAG:
                     raise InvalidRecordError("clients may not write control batches")
+                try:   # the records themselves, as Kafka's LogValidator iterates them
+                    validate_records(view, pos)
+                except DecodeError as e:
+                    raise InvalidRecordError(f"invalid record in batch: {e}") from None
                 if h.producer_id >= 0 and h.base_sequence < 0:
                     raise InvalidRecordError(f"producer id {h.producer_id} with base sequence {h.base_sequence}")
             if cfg.compact and not h.attributes & CONTROL_FLAG and h.record_count > 0:

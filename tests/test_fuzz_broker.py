@@ -295,13 +295,14 @@ def test_hostile_batches_get_kafka_error_codes(fuzz_broker):
     assert b.broker.partition_log(FUZZ_TOPIC, 1).log_end_offset == end_before, "nothing bad was stored"
 
 
-def test_compressed_bomb_is_not_inflated_on_the_produce_path(fuzz_broker):
-    """A zstd batch whose single record inflates to 1 GiB: the broker checks length and CRC and stores the
-    compressed bytes as they are (Kafka's validation would decompress; kafkapy never does on produce), so its
-    memory does not move; the bounded decoder (wire.records) refuses to inflate it past its limit."""
+def test_compressed_bomb_is_refused_with_bounded_memory(fuzz_broker):
+    """A zstd batch whose records would inflate to 1 GiB: the produce path decompresses to validate the records
+    (as Kafka's LogValidator does) but only up to wire.compression.MAX_DECOMPRESSED_SIZE, then answers
+    INVALID_RECORD; nothing is stored and memory stays bounded by that limit."""
     import cramjam
 
     from wire import DecodeError
+    from wire.compression import MAX_DECOMPRESSED_SIZE
 
     raw_size = 1 << 30
     comp = bytes(cramjam.zstd.compress(b"\x00" * (64 << 20)))   # 64 MiB of zeros: a few KB compressed
@@ -314,24 +315,22 @@ def test_compressed_bomb_is_not_inflated_on_the_produce_path(fuzz_broker):
     struct.pack_into(">i", new, 8, len(new) - 12)
     bomb = _recrc(new)
     b = fuzz_broker
+    end_before = b.broker.partition_log(FUZZ_TOPIC, 1).log_end_offset
     tracemalloc.start(1)
     try:
         r = _produce(b.bootstrap, bomb)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert r.error_code == 0                         # stored as sent, never inflated
-    assert peak < 64 << 20, f"the produce path allocated {peak} bytes"
+    assert r.error_code == ErrorCode.INVALID_RECORD
+    assert peak < 2 * MAX_DECOMPRESSED_SIZE + (16 << 20), f"the produce path allocated {peak} bytes"
+    assert b.broker.partition_log(FUZZ_TOPIC, 1).log_end_offset == end_before
     with pytest.raises(DecodeError):
         decode_batch(bomb, 0, max_decompressed_size=16 << 20)
 
 
-# Kafka's answers that kafkapy does not give yet (the produce path checks the batch count, headers and CRCs, not
-# the records inside a batch). Strict xfails: each turns into a failure the day it is fixed, so the
-# marker is removed with the fix. Kafka: ProduceRequest.validateRecords (v3+: exactly one v2 batch per partition,
-# else InvalidRecordException) and LogValidator iterating the records of uncompressed batches
-# (DefaultRecordBatch's record iterator: "Incorrect declared batch size, premature EOF reached", DefaultRecord:
-# "Found invalid number of record headers").
+# Record-level checks (Kafka's LogValidator iterating the records: "Incorrect declared batch size", "Found invalid
+# number of record headers"); the CRC is recomputed so only the records are wrong.
 
 def _lying_count() -> bytes:
     one = bytearray(build_batch([(b"k", b"v")]))
@@ -347,8 +346,6 @@ def _negative_header_count() -> bytes:
     return _recrc(one)
 
 
-@pytest.mark.xfail(strict=True, reason="kafkapy does not validate the records inside a batch yet "
-                                       "(see the comment above)")
 @pytest.mark.parametrize("make", [_lying_count, _negative_header_count],
                          ids=["record-count-lies", "negative-header-count"])
 def test_kafka_rejects_these_batches_with_invalid_record(fuzz_broker, make):

@@ -688,3 +688,39 @@ def test_legacy_malformed():
         assert e.value.field == field
     with pytest.raises(DecodeError, match="messageSize"):
         decode_legacy_message_set(struct.pack(">qi", 0, 3) + b"abc")
+
+
+# --- validate_records: the produce path's record check ----------------------------------------
+
+
+@pytest.mark.parametrize("codec", [0, 1, 2, 3, 4])
+def test_validate_records_accepts_what_build_batch_writes(codec):
+    from wire.records import validate_records
+
+    recs = [(b"k%d" % i, None if i == 3 else b"v" * i, [("h", b"x"), ("n", None)] if i % 2 else [])
+            for i in range(20)]
+    assert validate_records(build_batch(recs, compression=codec)) == 20
+
+
+def _with_crc(b: bytearray) -> bytes:
+    from crc32c import crc32c
+    struct.pack_into(">I", b, 17, crc32c(bytes(b[21:])))
+    return bytes(b)
+
+
+@pytest.mark.parametrize("corrupt", ["count", "offset-delta", "header-count", "record-length"])
+def test_validate_records_refuses_what_kafka_refuses(corrupt):
+    from wire.records import validate_records
+
+    b = bytearray(build_batch([(b"k", b"v"), (b"k2", b"v2")]))
+    if corrupt == "count":
+        struct.pack_into(">i", b, 57, 3)
+    elif corrupt == "offset-delta":
+        # first record: length, attributes, timestampDelta(0), offsetDelta(0) -> make it 1 (zigzag 2)
+        b[61 + 3] = 2
+    elif corrupt == "header-count":
+        b[-1] = 1                                   # last record's header count: zigzag 1 = -1
+    else:
+        b[61] = 100                                 # first record's length far too long (zigzag 50)
+    with pytest.raises(DecodeError):
+        validate_records(_with_crc(b))

@@ -322,6 +322,105 @@ def _decode_records(buf, pos: int, end: int, count: int, base_offset: int, base_
     return records
 
 
+def _skip_bytes(buf, pos: int, end: int, field: str, nullable: bool = True) -> int:
+    b = buf[pos] if pos < end else 0x80
+    if b < 0x80:   # one-byte varint: length -64..63
+        n = (b >> 1) ^ -(b & 1)
+        pos += 1
+    else:
+        n, pos = _read_varint(buf, pos, end, field)
+    if n < 0:
+        if n == -1 and nullable:
+            return pos
+        raise DecodeError(f"negative length {n}", field)
+    if n > end - pos:
+        raise DecodeError(f"length {n} beyond the {end - pos} bytes left", field)
+    return pos + n
+
+
+def validate_records(buf, pos: int = 0, max_decompressed_size: int | None = None) -> int:
+    """Check the records of the v2 batch at ``pos`` the way Kafka's LogValidator reads them, without building
+    them: exactly recordCount records filling the batch, each record's fields inside its length, offset deltas
+    0, 1, 2..., valid varints, header counts and lengths in range (compressed batches are decompressed, bounded).
+    Returns the number of records; raises DecodeError naming the field."""
+    h = read_batch_header(buf, pos)
+    size = h.batch_length + LOG_OVERHEAD
+    if size > len(buf) - pos:
+        raise DecodeError(f"batch of {size} bytes with {len(buf) - pos} left", "RecordBatch.batchLength")
+    codec = h.attributes & COMPRESSION_MASK
+    if codec == 0:
+        data, p, end = buf, pos + BATCH_OVERHEAD, pos + size
+    else:
+        limit = _compression.MAX_DECOMPRESSED_SIZE if max_decompressed_size is None else max_decompressed_size
+        data = _compression.decompress(codec, memoryview(buf)[pos + BATCH_OVERHEAD:pos + size], limit)
+        p, end = 0, len(data)
+    count = h.record_count
+    if count < 0 or count > (end - p) // (_MIN_RECORD_BODY + 1):
+        raise DecodeError(f"record count {count} does not fit in {end - p} bytes", "RecordBatch.recordCount")
+    try:
+        p = _walk_records(data, p, end, count)
+    except IndexError:
+        raise DecodeError("truncated record", "Record") from None
+    if p != end:
+        raise DecodeError(f"{end - p} bytes left after {count} records", "RecordBatch.recordCount")
+    return count
+
+
+def _walk_records(data, p: int, end: int, count: int) -> int:
+    """The hot loop of validate_records: single-byte varints (the common case) are read inline. Reading past a
+    record's end is caught by the final position check of that record; past the buffer by an IndexError."""
+    rv = _read_varint
+    for i in range(count):
+        b = data[p]
+        if b < 0x80:
+            length = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            length, p = rv(data, p, end, "Record.length")
+        if length < _MIN_RECORD_BODY or length > end - p:
+            raise DecodeError(f"record length {length} outside the {end - p} bytes left", "Record.length")
+        rec_end = p + length
+        p += 1                                              # attributes
+        if data[p] < 0x80:                                  # timestampDelta
+            p += 1
+        else:
+            _, p = rv(data, p, rec_end, "Record.timestampDelta", 10)
+        b = data[p]                                         # offsetDelta
+        if b < 0x80:
+            delta = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            delta, p = rv(data, p, rec_end, "Record.offsetDelta")
+        if delta != i:
+            raise DecodeError(f"offset delta {delta} where {i} was expected", "Record.offsetDelta")
+        for field in ("Record.key", "Record.value"):
+            b = data[p]
+            if b < 0x80:
+                n = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                n, p = rv(data, p, rec_end, field)
+            if n >= 0:
+                p += n
+            elif n != -1:
+                raise DecodeError(f"negative length {n}", field)
+        b = data[p]                                         # header count
+        if b < 0x80:
+            n_headers = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            n_headers, p = rv(data, p, rec_end, "Record.headers")
+        if n_headers:
+            if n_headers < 0 or n_headers > (rec_end - p) // 2:
+                raise DecodeError(f"header count {n_headers} does not fit in {rec_end - p} bytes", "Record.headers")
+            for _ in range(n_headers):
+                p = _skip_bytes(data, p, rec_end, "Record.headerKey", nullable=False)
+                p = _skip_bytes(data, p, rec_end, "Record.headerValue")
+        if p != rec_end:
+            raise DecodeError(f"record fields end {p - rec_end:+d} bytes from its length", "Record.length")
+    return p
+
+
 def decode_batch(buf, pos: int = 0, verify_crc: bool = True, max_decompressed_size: int | None = None) -> RecordBatch:
     """Decode the whole v2 batch at ``pos`` (header, CRC check, decompression, records)."""
     h = read_batch_header(buf, pos)
