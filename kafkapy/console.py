@@ -389,7 +389,8 @@ def html_messages(broker, name: str, partition: int, query: dict) -> bytes:
                                                                       ("control", b["control"]),
                                                                       (b["compression"], b["compression"] != "none"))
                          if on)
-        rows.append([_e(r["offset"]), f"{_e(r['time'])}<div class=muted>{_e(r['timestamp_type'])}</div>",
+        when = f"{r['time']} UTC" if r["time"] else r["timestamp"]       # a timestamp out of range: its number
+        rows.append([_e(r["offset"]), f"{_e(when)}<div class=muted>{_e(r['timestamp_type'])}</div>",
                      f"<pre>{_e(key)}</pre>", f"<pre>{_e(value)}</pre><span class=muted>{used}</span>",
                      hdrs, flags])
     sel = "".join(f"<option{' selected' if f == fmt else ''}>{f}</option>" for f in FORMATS)
