@@ -38,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKAPY_READY_RE = r"^kafkapy ready at (?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+)\s*$"
+# logged (stderr) once per listener when several are configured with `listeners`
+LISTENER_RE = re.compile(r"listener (?P<name>\S+) \((?P<protocol>\S+)\) listening on (?P<host>\S+):(?P<port>\d+)")
 START_TIMEOUT = float(os.environ.get("KAFKAPY_BROKER_START_TIMEOUT", "20"))
 
 
@@ -75,6 +77,7 @@ class BrokerProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path: Path | None = None
         self.stdout_lines: list[str] = []
+        self.listener_ports: dict[str, int] = {}     # listener name -> bound port (from the broker's log)
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
         self._log_lock = threading.Lock()
@@ -87,6 +90,15 @@ class BrokerProcess:
         if self.port is None:
             raise BrokerError("broker not started")
         return f"{self.host}:{self.port}"
+
+    def listener_port(self, name: str, timeout: float = 5.0) -> int:
+        """The bound port of listener ``name`` (``listeners=NAME://host:0,...``), waiting (bounded) for its log line."""
+        deadline = time.monotonic() + timeout
+        while name.upper() not in self.listener_ports:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"no 'listener {name} ... listening on' line in the broker log\n{self.log_tail()}")
+            time.sleep(0.02)
+        return self.listener_ports[name.upper()]
 
     @property
     def pid(self) -> int | None:
@@ -124,6 +136,7 @@ class BrokerProcess:
         self._ready.clear()
         self._found_port: int | None = None
         self.stdout_lines = []
+        self.listener_ports = {}
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         pp = env.get("PYTHONPATH")
@@ -228,6 +241,10 @@ class BrokerProcess:
             self._log(f"[{name}] {line}" if name == "out" else line)
             if name == "out":
                 self.stdout_lines.append(line)
+            else:
+                lm = LISTENER_RE.search(line)
+                if lm:
+                    self.listener_ports[lm["name"]] = int(lm["port"])
             if not self._ready.is_set():
                 m = self.ready_re.search(line)
                 if m:

@@ -105,8 +105,6 @@ def config_from_args(args, environ=os.environ) -> BrokerConfig:
     if node_id is None:
         node_id = int(environ.get("KAFKAPY_NODE_ID") or props.get("node.id") or props.get("broker.id") or 1)
     cluster_id = args.cluster_id or props.pop("cluster.id", None)
-    for k in ("listeners", "advertised.listeners"):
-        props.pop(k, None)
     storage = args.storage
     return BrokerConfig(
         host=args.host, port=args.port, advertised_host=args.advertised_host, advertised_port=args.advertised_port,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from kafkapy import handlers as handler_registry
 from kafkapy.config import BrokerConfig, ConfigError, TOPIC_CONFIGS, validate_topic_configs
+from kafkapy.listeners import listeners_from_config
 from kafkapy.metrics import Metrics
 from kafkapy.server import Server
 from storage.checkpoint import write_atomic
@@ -98,6 +99,8 @@ class Broker:
         self.metrics = Metrics()
         self.console = None        # kafkapy.console.Console: started after the listener, stopped first
         self.server: Server | None = None
+        self.listeners = listeners_from_config(config)   # kafkapy.listeners.Listener, bound ports once started
+        self.scram = None          # kafkapy.sasl.ScramStore, opened with storage
         self.cluster_id = config.cluster_id or ""
         self.logs: LogManager | None = None
         self._append_waiters: set[asyncio.Future] = set()
@@ -119,19 +122,25 @@ class Broker:
 
     async def start(self) -> tuple[str, int]:
         """Open storage, then listen. Returns the bound (host, port)."""
+        self._prepare_listeners()
         self._open_storage()
+        self._open_security()
         for hook in list(_START_HOOKS):
             hook(self)
-        self.server = Server(self, self.config.host, self.config.port)
+        self.server = Server(self, self.config.host, self.config.port, self.listeners)
         host, port = await self.server.start()
-        if not self.config.advertised_port:
+        if not self.config.advertised_port and self.listeners[0].name == "PLAINTEXT" \
+                and not self.config.properties.get("listeners"):
             self.config.advertised_port = port
+        for lst in self.listeners:
+            log.info("listener %s (%s) listening on %s:%d, advertised as %s:%d", lst.name, lst.protocol,
+                     lst.bound_host, lst.bound_port, *lst.advertised)
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="kafkapy-housekeeping"))
         self._tasks.append(asyncio.create_task(self._log_cleaner(), name="kafkapy-log-cleaner"))
         if self.console is not None:
             await self.console.start()
         log.info("kafkapy broker %d (cluster %s) listening on %s:%d, advertised as %s:%d, storage %s",
-                 self.node_id, self.cluster_id, host, port, *self.config.advertised,
+                 self.node_id, self.cluster_id, host, port, *self.listeners[0].advertised,
                  "in memory" if self.memory else self.config.data_dir)
         return host, port
 
@@ -156,6 +165,48 @@ class Broker:
             self.logs.close()
             self.logs = None
         log.info("kafkapy broker stopped cleanly")
+
+    def _prepare_listeners(self) -> None:
+        """TLS contexts and SASL mechanisms of the listeners (ConfigError when incomplete)."""
+        from kafkapy.listeners import listener_setting
+        from kafkapy.sasl import SCRAM_MECHANISMS
+
+        for lst in self.listeners:
+            if lst.tls and lst.ssl_context is None:
+                from kafkapy.tls import server_context
+
+                lst.ssl_context = server_context(self.config, lst)
+            if lst.sasl:
+                mechs = [m.strip().upper() for m in
+                         (listener_setting(self.config, lst, "sasl.enabled.mechanisms") or "").split(",") if m.strip()]
+                bad = [m for m in mechs if m != "PLAIN" and m not in SCRAM_MECHANISMS]
+                if bad:
+                    raise ConfigError(f"listener {lst.name}: SASL mechanism(s) {', '.join(bad)} not supported "
+                                      "(kafkapy has PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+                if not mechs:
+                    raise ConfigError(f"listener {lst.name}: sasl.enabled.mechanisms is empty")
+                lst.mechanisms = mechs
+
+    def _open_security(self) -> None:
+        """SCRAM credentials (data dir), users from kafkapy.scram.users."""
+        from kafkapy.sasl import ScramStore, credential_from_password, parse_scram_users
+
+        self.scram = ScramStore(None if self.memory else self.config.data_dir)
+        try:
+            initial = parse_scram_users(self.config.get("kafkapy.scram.users"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        for mech, name, password, iterations in initial:
+            self.scram.put(name, mech, credential_from_password(mech, password, iterations))
+        if initial:
+            self.scram.save()
+
+    def advertised_for(self, connection) -> tuple[str, int]:
+        """The advertised address of the listener ``connection`` came in on (Kafka answers per listener)."""
+        lst = getattr(connection, "listener", None)
+        if lst is None or (lst is self.listeners[0] and not self.config.properties.get("listeners")):
+            return self.config.advertised
+        return lst.advertised
 
     def _open_storage(self) -> None:
         if self.memory:

@@ -212,6 +212,35 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("log.cleaner.enable", "true", _bool, TYPE_BOOLEAN),
     BrokerConfigDef("log.cleaner.backoff.ms", "15000", _int(0, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("replica.fetch.max.bytes", "1048576", POS_INT, TYPE_INT),
+    # security (kafkapy/listeners.py, sasl.py, tls.py, acl.py)
+    BrokerConfigDef("listeners", None, _str, TYPE_LIST),
+    BrokerConfigDef("advertised.listeners", None, _str, TYPE_LIST),
+    BrokerConfigDef("listener.security.protocol.map",
+                    "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL", _str, TYPE_LIST),
+    BrokerConfigDef("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512", _str, TYPE_LIST,
+                    "kafkapy: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512 (Kafka: GSSAPI, which kafkapy does not have)"),
+    BrokerConfigDef("sasl.jaas.config", None, _str, TYPE_PASSWORD),
+    BrokerConfigDef("connections.max.reauth.ms", "0", _int(0, LONG_MAX), TYPE_LONG),
+    BrokerConfigDef("ssl.client.auth", "none", _choice("required", "requested", "none"), TYPE_STRING),
+    BrokerConfigDef("ssl.keystore.type", "PEM", _str, TYPE_STRING,
+                    "kafkapy: PEM (Kafka: JKS); kafkapy reads PEM keystores only"),
+    BrokerConfigDef("ssl.keystore.location", None, _str, TYPE_STRING),
+    BrokerConfigDef("ssl.keystore.certificate.chain", None, _str, TYPE_PASSWORD),
+    BrokerConfigDef("ssl.keystore.key", None, _str, TYPE_PASSWORD),
+    BrokerConfigDef("ssl.keystore.password", None, _str, TYPE_PASSWORD),
+    BrokerConfigDef("ssl.key.password", None, _str, TYPE_PASSWORD),
+    BrokerConfigDef("ssl.truststore.type", "PEM", _str, TYPE_STRING),
+    BrokerConfigDef("ssl.truststore.location", None, _str, TYPE_STRING),
+    BrokerConfigDef("ssl.truststore.certificates", None, _str, TYPE_PASSWORD),
+    BrokerConfigDef("ssl.certfile", None, _str, TYPE_STRING, "kafkapy: PEM certificate chain of the server"),
+    BrokerConfigDef("ssl.keyfile", None, _str, TYPE_STRING, "kafkapy: PEM private key of the server"),
+    BrokerConfigDef("ssl.cafile", None, _str, TYPE_STRING, "kafkapy: PEM CA certificates trusted for client certs"),
+    BrokerConfigDef("authorizer.class.name", "", _str, TYPE_STRING),
+    BrokerConfigDef("super.users", "", _str, TYPE_STRING),
+    BrokerConfigDef("allow.everyone.if.no.acl.found", "false", _bool, TYPE_BOOLEAN),
+    BrokerConfigDef("kafkapy.scram.users", "", _str, TYPE_PASSWORD,
+                    "kafkapy: SCRAM credentials created at start, as kafka-storage format --add-scram: "
+                    "'SCRAM-SHA-512=[name=alice,password=secret];SCRAM-SHA-256=[...]'"),
 ]}
 for _d in TOPIC_CONFIGS.values():   # topic-config synonyms the broker does not list above still exist
     if _d.broker_synonym and _d.broker_synonym not in BROKER_CONFIGS:
@@ -247,7 +276,7 @@ def env_properties(environ: dict[str, str]) -> dict[str, str]:
         if not k.startswith("KAFKA_") or k.startswith("KAFKAPY_"):
             continue
         name = k[6:].lower().replace("___", "-").replace("__", "\0").replace("_", ".").replace("\0", "_")
-        if name in BROKER_CONFIGS or name in ("advertised.listeners", "listeners", "log.dirs", "cluster.id"):
+        if name in BROKER_CONFIGS or name in ("log.dirs", "cluster.id") or name.startswith("listener.name."):
             out[name] = v
     return out
 

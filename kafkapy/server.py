@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ _LONG_POLL_WATCH_MS = 500     # a Fetch that may wait longer is watched for its 
 _PEER_POLL = 0.25              # ... this often (Kafka closes a connection at once when its peer does)
 _PEER_GONE = object()
 _SLOT_POLL = 0.1                # how often a connection waiting for a slot (max.connections) checks its peer
+TLS_HANDSHAKE_TIMEOUT = 10.0    # seconds a new connection on an SSL listener has to finish the TLS handshake
+API_VERSIONS = 18
+SASL_HANDSHAKE = 17
+SASL_AUTHENTICATE = 36
+_BEFORE_AUTH = (API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE)   # what an unauthenticated SASL connection may send
 
 
 def parse_overrides(text: str | None) -> dict[str, int]:
@@ -84,6 +90,15 @@ class Connection:
     ip: str = ""
     opened: float = field(default_factory=time.monotonic)
     requests: int = 0
+    listener: object = None                  # kafkapy.listeners.Listener the client came in on
+    principal: str = "User:ANONYMOUS"        # Kafka's KafkaPrincipal as "Type:name"
+    authenticated: bool = True               # False on a SASL listener until SaslAuthenticate succeeds
+    sasl: object = None                      # the SASL exchange in progress or done (kafkapy.sasl)
+    sasl_mechanism: str | None = None
+    sasl_legacy: bool = False                # after SaslHandshake v0: raw size-prefixed SASL tokens
+    reauthenticating: bool = False
+    session_expires: float | None = None     # monotonic; connections.max.reauth.ms
+    close_reason: str | None = None          # set by a handler: close after sending its response
 
     def close(self) -> None:
         if not self.writer.is_closing():
@@ -91,10 +106,13 @@ class Connection:
 
 
 class Server:
-    def __init__(self, broker, host: str, port: int):
+    def __init__(self, broker, host: str, port: int, listeners: list | None = None):
+        from kafkapy.listeners import Listener
+
         self.broker = broker
         self.host = host
         self.port = port
+        self.listeners = listeners or [Listener("PLAINTEXT", "PLAINTEXT", host, port)]
         self._servers: list[asyncio.base_events.Server] = []
         self.connections: set[Connection] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -104,26 +122,42 @@ class Server:
         self.waiting_connections = 0         # held by max.connections, not served yet
 
     async def start(self) -> tuple[str, int]:
-        """Listen on every address ``host`` resolves to (IPv4 first), all on the same port (also for port 0)."""
+        """Listen on every listener; returns the bound (host, port) of the first. Each listener listens on every
+        address its host resolves to (IPv4 first), all on the same port (also for port 0)."""
+        try:
+            for lst in self.listeners:
+                lst.bound_host, lst.bound_port = await self._listen(lst)
+        except BaseException:
+            for srv in self._servers:
+                srv.close()
+            raise
+        first = self.listeners[0]
+        self.host, self.port = first.bound_host, first.bound_port
+        return first.bound_host, first.bound_port
+
+    async def _listen(self, lst) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM,
+        infos = await loop.getaddrinfo(lst.host or None, lst.port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)
         addrs = []
         for _family, *_rest, sockaddr in sorted(infos, key=lambda i: i[0] != socket.AF_INET):
             if sockaddr[0] not in addrs:
                 addrs.append(sockaddr[0])
         backlog = self.broker.config.get_int("socket.listen.backlog.size")
-        first = await asyncio.start_server(self._accept, addrs[0], self.port, limit=READ_LIMIT, reuse_address=True,
+
+        async def accept(reader, writer):
+            await self._accept(reader, writer, lst)
+
+        first = await asyncio.start_server(accept, addrs[0], lst.port, limit=READ_LIMIT, reuse_address=True,
                                            backlog=backlog)
-        self._servers = [first]
+        self._servers.append(first)
         bound = first.sockets[0].getsockname()
-        self.port = bound[1]
         for other in addrs[1:]:
             try:
-                self._servers.append(await asyncio.start_server(self._accept, other, self.port, limit=READ_LIMIT,
+                self._servers.append(await asyncio.start_server(accept, other, bound[1], limit=READ_LIMIT,
                                                                 reuse_address=True, backlog=backlog))
             except OSError as e:   # e.g. no IPv6 on this machine: the first address is enough
-                log.debug("not listening on %s:%d: %s", other, self.port, e)
+                log.debug("not listening on %s:%d: %s", other, bound[1], e)
         return bound[0], bound[1]
 
     async def stop(self) -> None:
@@ -173,7 +207,7 @@ class Server:
         finally:
             self.waiting_connections -= 1
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener=None) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
         peer = writer.get_extra_info("peername")
@@ -193,7 +227,7 @@ class Server:
             self._tasks.discard(task)
             writer.transport.abort()
             raise
-        conn = Connection(peer_s, writer, reader, ip)
+        conn = Connection(peer_s, writer, reader, ip, listener=listener or self.listeners[0])
         reason = "closed by client"
         served = False
         try:
@@ -201,6 +235,14 @@ class Server:
             if not await self._wait_for_slot(reader, peer_s):
                 reason = "not served: max.connections reached (client gone, or too many waiting)"
                 return
+            lst = conn.listener
+            if lst.tls:
+                failed = await self._tls_handshake(conn, writer)
+                if failed:
+                    reason = failed
+                    return
+            if lst.sasl:
+                conn.authenticated = False
             served = True
             self.broker.metrics.connections_total += 1
             self.connections.add(conn)
@@ -227,6 +269,42 @@ class Server:
                 log.info("connection closed from %s after %d requests (%s)", peer_s, conn.requests, reason)
             else:
                 log.info("connection from %s closed before it was served (%s)", peer_s, reason)
+
+    async def _tls_handshake(self, conn: Connection, writer: asyncio.StreamWriter) -> str | None:
+        """TLS on an SSL/SASL_SSL listener; None when done, else why the connection is closed (logged)."""
+        lst = conn.listener
+        try:
+            await writer.start_tls(lst.ssl_context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, ssl.CertificateError, ConnectionError, OSError, asyncio.TimeoutError) as e:
+            log.warning("%s: TLS handshake failed on listener %s: %s; closing the connection",
+                        conn.peer, lst.name, e.__class__.__name__ + (f": {e}" if str(e) else ""))
+            writer.transport.abort()
+            return "TLS handshake failed"
+        writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        if lst.protocol == "SSL":
+            from kafkapy.tls import principal_of
+
+            conn.principal = principal_of(writer.get_extra_info("ssl_object"))
+        log.debug("%s: TLS established on listener %s (%s)", conn.peer, lst.name, conn.principal)
+        return None
+
+    async def _legacy_sasl_token(self, conn: Connection, frame, writer, idle) -> str | None:
+        """A raw SASL token after SaslHandshake v0 (no request header); answered with a raw size-prefixed token.
+        None to go on, else why the connection is closed."""
+        from kafkapy.handlers.sasl import evaluate
+        from kafkapy.sasl import AuthenticationError, SaslStateError
+
+        try:
+            out, _ = evaluate(conn, self.broker, bytes(frame), None)
+        except (AuthenticationError, SaslStateError) as e:
+            log.warning("%s: SASL %s authentication failed on listener %s: %s; closing the connection",
+                        conn.peer, conn.sasl_mechanism, conn.listener.name, e)
+            return "SASL authentication failed"
+        if conn.sasl.complete:
+            conn.sasl_legacy = False
+        if not await self._send(writer, [_SIZE.pack(len(out)), out], idle):
+            return "the client read nothing of a response"
+        return None
 
     @staticmethod
     async def _read_request(reader: asyncio.StreamReader, max_size: int) -> tuple[int, memoryview | None]:
@@ -295,6 +373,11 @@ class Server:
                 return "invalid request size"
             metrics.bytes_in += size + 4
             conn.requests += 1
+            if conn.sasl_legacy:
+                failed = await self._legacy_sasl_token(conn, frame, writer, idle)
+                if failed:
+                    return failed
+                continue
             try:
                 header, _hv, pos = protocol.decode_request_header(frame)
             except protocol.UnsupportedVersion:
@@ -317,6 +400,14 @@ class Server:
                 return "malformed request"
             key = header.request_api_key
             version = header.request_api_version
+            if not conn.authenticated and key not in _BEFORE_AUTH:
+                log.warning("%s: %s request before SASL authentication on listener %s; closing the connection",
+                            conn.peer, protocol.API[key].name, conn.listener.name)
+                return "request before SASL authentication"
+            if conn.session_expires is not None and key not in _BEFORE_AUTH and time.monotonic() > conn.session_expires:
+                log.warning("%s: SASL session expired (connections.max.reauth.ms) and the client did not "
+                            "re-authenticate; closing the connection", conn.peer)
+                return "SASL session expired"
             handler = handlers.get(key)
             if handler is None or not handler.min_version <= version <= handler.max_version:
                 if key == protocol.API_VERSIONS_KEY:
@@ -356,3 +447,5 @@ class Server:
             metrics.responded(key, response, frames)
             if not await self._send(writer, frames, idle):
                 return stalled
+            if conn.close_reason is not None:
+                return conn.close_reason

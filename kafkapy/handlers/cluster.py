@@ -38,7 +38,7 @@ async def describe_cluster(ctx, req):
                           f"{_ENDPOINT_NAMES[requested]}",
             endpoint_type=ENDPOINT_BROKER, cluster_id="", controller_id=-1, brokers=[],
             cluster_authorized_operations=UNKNOWN_OPS)
-    host, port = broker.config.advertised
+    host, port = broker.advertised_for(ctx.connection)
     return DCL.DescribeClusterResponse(
         throttle_time_ms=0, error_code=0, error_message=None, endpoint_type=ENDPOINT_BROKER,
         cluster_id=broker.cluster_id, controller_id=broker.node_id,

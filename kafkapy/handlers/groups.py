@@ -50,7 +50,7 @@ def _coordinator_for(ctx, key: str, key_type: int) -> tuple[int, str | None]:
 @api("FindCoordinator", 0, 6)
 async def find_coordinator(ctx, req):
     broker = ctx.broker
-    host, port = broker.config.advertised
+    host, port = broker.advertised_for(ctx.connection)
     node = broker.node_id
     key_type = req.key_type if ctx.api_version >= 1 else GROUP_KEY_TYPE
     if ctx.api_version >= 4:

@@ -35,7 +35,7 @@ def error_topic(code: int, name: str | None, topic_id=ZERO_UUID) -> R.MetadataRe
 async def handle(ctx, req):
     broker = ctx.broker
     v = ctx.api_version
-    host, port = broker.config.advertised
+    host, port = broker.advertised_for(ctx.connection)
     include_ops = bool(req.include_topic_authorized_operations)
     topics = []
     requested = req.topics
