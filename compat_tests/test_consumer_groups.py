@@ -91,6 +91,106 @@ def test_confluent_two_consumers_split_then_one_leaves(broker, topic, strategy):
         c2.close()
 
 
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("strategy", ["range", "roundrobin", "cooperative-sticky"])
+def test_confluent_three_consumers_split_six_partitions(broker, topic, strategy):
+    _create_topic(broker.bootstrap, topic, 6)
+    group = _group()
+    cs = [_consumer(broker.bootstrap, group, **{"partition.assignment.strategy": strategy}) for _ in range(3)]
+    try:
+        for c in cs:
+            c.subscribe([topic])
+        _poll_until(cs, lambda: all(_assigned(c) for c in cs) and sum(len(_assigned(c)) for c in cs) == 6,
+                    25, "three consumers assigned")
+        parts = [_assigned(c) for c in cs]
+        assert set().union(*parts) == set(range(6)), parts                       # no gap
+        assert sum(len(p) for p in parts) == 6, parts                            # no overlap
+        assert sorted(len(p) for p in parts) == [2, 2, 2], parts                 # every assignor balances 6 / 3
+    finally:
+        for c in cs:
+            c.close()
+
+
+@pytest.mark.timeout(40)
+def test_confluent_member_leaves_while_producing_no_message_lost(broker, topic):
+    """Three members consume and commit record by record while a producer writes 600 keyed records; one member
+    leaves midway. What the group consumed covers every record, and the committed offsets reach the end."""
+    import threading
+
+    from confluent_kafka import KafkaException, Producer, TopicPartition
+
+    _create_topic(broker.bootstrap, topic, 6)
+    group = _group()
+    n = 600
+    cs = [_consumer(broker.bootstrap, group, **{"heartbeat.interval.ms": 300}) for _ in range(3)]
+    seen: set[bytes] = set()
+    produced = threading.Event()
+    errors: list = []
+
+    def produce():
+        p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 2})
+        for i in range(n):
+            p.produce(topic, key=f"k{i}".encode(), value=f"v{i}".encode(),
+                      on_delivery=lambda e, m: e and errors.append(e))
+            p.poll(0)
+            if i % 20 == 0:
+                time.sleep(0.02)
+        unflushed = p.flush(15)
+        if unflushed:
+            errors.append(f"{unflushed} record(s) not delivered")
+        produced.set()
+
+    def drain(c):
+        m = c.poll(0.02)
+        if m is None or m.error():
+            return
+        seen.add(m.key())
+        try:
+            c.commit(message=m, asynchronous=False)
+        except KafkaException:      # a commit racing a rebalance is refused; the record comes again
+            pass
+
+    try:
+        for c in cs:
+            c.subscribe([topic])
+        _poll_until(cs, lambda: sum(len(_assigned(c)) for c in cs) == 6 and all(_assigned(c) for c in cs), 20,
+                    "three members assigned")
+        t = threading.Thread(target=produce, daemon=True)
+        t.start()
+        left = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for c in cs:
+                drain(c)
+            if not left and len(seen) >= n // 4:
+                cs[2].close()        # LeaveGroup while records keep coming
+                cs = cs[:2]
+                left = True
+            if produced.is_set() and len(seen) == n:
+                break
+        t.join(5)
+        assert not errors, errors
+        assert left
+        assert seen == {f"k{i}".encode() for i in range(n)}, f"missing {n - len(seen)} record(s)"
+        # the survivors own everything, and what the group committed reaches every partition's end
+        assert _assigned(cs[0]) | _assigned(cs[1]) == set(range(6))
+        tps = [TopicPartition(topic, p) for p in range(6)]
+        ends = {p: cs[0].get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(6)}
+        assert sum(ends.values()) == n
+        committed = {}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for c in cs:
+                drain(c)
+            committed = {tp.partition: tp.offset for tp in cs[0].committed(tps, timeout=10)}
+            if committed == ends:
+                break
+        assert committed == ends
+    finally:
+        for c in cs:
+            c.close()
+
+
 def test_confluent_consume_commit_resume_after_broker_restart(broker_factory, topic):
     from confluent_kafka import TopicPartition
 
@@ -365,3 +465,93 @@ def test_kafka_python_group_and_admin(broker, topic):
         assert admin.describe_groups([group])[group]["group_state"] == "Dead"
     finally:
         admin.close()
+
+
+# ---------------------------------------------------------------- Java client
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_java_two_consumers_split_partitions(broker, java, topic, strategy):
+    """Two Java consumers (KClient group-assign) in one group: both report their assignment at the same
+    wall-clock moment, while both are still members; the partitions are split with no overlap and no gap."""
+    import json as _json
+    import threading
+
+    _create_topic(broker.bootstrap, topic, 6)
+    group = _group()
+    report_at = int(time.time() * 1000) + 12000
+    out: dict[int, list] = {}
+
+    def member(i):
+        out[i] = java.run(broker.bootstrap, "group-assign", topic, group, "--strategy", strategy,
+                          "--report-at", report_at, "--linger-ms", 1500, timeout=35)
+
+    threads = [threading.Thread(target=member, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(38)
+    assert set(out) == {0, 1}, out
+    reports = [next(line for line in out[i] if "report" in line) for i in range(2)]
+    a, b = set(reports[0]["report"]), set(reports[1]["report"])
+    assert a and b and not a & b and a | b == set(range(6)), (_json.dumps(out[0]), _json.dumps(out[1]))
+    assert len(a) == len(b) == 3
+    assert reports[0]["generation"] == reports[1]["generation"] >= 1
+    # each member's ConsumerRebalanceListener, replayed up to the report, gives the reported partitions
+    # (eager: revoke all, assign all; cooperative: incremental assign and revoke)
+    for i, parts in enumerate((a, b)):
+        owned: set[int] = set()
+        for ev in out[i]:
+            if "report" in ev:
+                break
+            if ev.get("event") == "assigned":
+                owned |= set(ev["partitions"])
+            elif ev.get("event") == "revoked":
+                owned -= set(ev["partitions"])
+        assert owned == parts, (i, out[i])
+
+
+# ---------------------------------------------------------------- kcat -G
+
+
+def _kcat(*args, timeout=30) -> list[str]:
+    proc = subprocess.run(["kcat", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [ln for ln in proc.stdout.splitlines() if ln]
+
+
+@pytest.mark.timeout(40)
+def test_kcat_group_consume_commit_resume(broker, topic):
+    import shutil
+
+    from confluent_kafka import TopicPartition
+
+    if shutil.which("kcat") is None:
+        pytest.skip("kcat not installed")
+    _create_topic(broker.bootstrap, topic, 2)
+    _produce(broker.bootstrap, topic, 20, 2)
+    group = _group()
+    fmt = "%p:%o:%s\\n"
+    # kcat -G with -o would seek every assigned partition to that offset; auto.offset.reset only applies
+    # where the group has no committed offset, which is what a resume needs
+    common = ["-b", broker.bootstrap, "-q", "-f", fmt, "-X", "session.timeout.ms=6000",
+              "-X", "heartbeat.interval.ms=500", "-X", "auto.offset.reset=earliest"]
+    # first run: balanced consumer, reads from the beginning, stops after 12 records, commits on close
+    first = _kcat(*common, "-c", 12, "-G", group, topic)
+    assert len(first) == 12
+    rows = [tuple(x.split(":", 2)) for x in first]
+    last = {}
+    for p, o, _v in rows:
+        last[int(p)] = max(last.get(int(p), -1), int(o))
+    c = _consumer(broker.bootstrap, group)
+    try:
+        committed = {tp.partition: tp.offset for tp in
+                     c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)}
+    finally:
+        c.close()
+    assert committed == {p: last[p] + 1 if p in last else -1001 for p in (0, 1)}, (committed, first)
+    # second run: resumes after the commit and exits at the end of both partitions (-e)
+    second = _kcat(*common, "-e", "-G", group, topic)
+    got = sorted((int(p), int(o)) for p, o, _v in (x.split(":", 2) for x in first + second))
+    assert got == sorted((i % 2, i // 2) for i in range(20)), (first, second)

@@ -19,6 +19,13 @@
 //           [--timestamp-base MS] [--timestamp-step MS] [--linger-ms MS] [--batch-size BYTES] [--start I]
 //   consume-assign TOPIC PARTITION FROM_OFFSET N [--timeout-ms MS] [--isolation read_committed|read_uncommitted]
 //   consume-group TOPIC GROUP N [--timeout-ms MS] [--reset earliest|latest]
+//   group-assign TOPIC GROUP [--report-at EPOCH_MS] [--linger-ms MS] [--strategy range|roundrobin|
+//           cooperative-sticky] [--defaults] [--exit-on-assign]
+//       subscribe and poll; a ConsumerRebalanceListener prints {"event": "assigned"|"revoked", ...} with
+//       "since_subscribe_ms" (measured inside the JVM, so JVM start-up is not counted); at wall-clock time
+//       --report-at it prints {"report": [partitions]} and keeps polling --linger-ms (default 1500) more;
+//       --exit-on-assign stops at the first non-empty assignment; --defaults uses the client's default
+//       consumer settings (only bootstrap, group and deserializers set)
 //   list-offsets TOPIC PARTITION earliest|latest|timestamp:T|max-timestamp
 //   describe-group GROUP
 //   group-offsets GROUP
@@ -142,6 +149,7 @@ public final class KClient {
             case "produce": return produce(bootstrap, a);
             case "consume-assign": return consumeAssign(bootstrap, a);
             case "consume-group": return consumeGroup(bootstrap, a);
+            case "group-assign": return groupAssign(bootstrap, a);
             case "list-offsets": return listOffsets(bootstrap, a);
             case "describe-group": return describeGroup(bootstrap, a);
             case "group-offsets": return groupOffsets(bootstrap, a);
@@ -654,6 +662,97 @@ public final class KClient {
             o.put("generation", c.groupMetadata().generationId());
             o.put("member_id", c.groupMetadata().memberId());
             emit(o);
+        } finally {
+            c.close(Duration.ofSeconds(5));
+        }
+        return 0;
+    }
+
+    static int groupAssign(String bootstrap, List<String> a) throws Exception {
+        need(a, 2, "group-assign TOPIC GROUP [--report-at EPOCH_MS] [--linger-ms MS] [--strategy S] [--defaults] "
+                   + "[--exit-on-assign]");
+        String topic = a.get(0), group = a.get(1);
+        long reportAt = -1, lingerMs = 1500;
+        String strategy = null;
+        boolean defaults = false, exitOnAssign = false;
+        for (int i = 2; i < a.size(); i++) {
+            String s = a.get(i);
+            switch (s) {
+                case "--report-at": reportAt = Long.parseLong(a.get(++i)); break;
+                case "--linger-ms": lingerMs = Long.parseLong(a.get(++i)); break;
+                case "--strategy": strategy = a.get(++i); break;
+                case "--defaults": defaults = true; break;
+                case "--exit-on-assign": exitOnAssign = true; break;
+                default: throw new IllegalArgumentException("unknown group-assign option: " + s);
+            }
+        }
+        Properties p;
+        if (defaults) {
+            p = new Properties();
+            p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+            p.put(ConsumerConfig.GROUP_ID_CONFIG, group);
+            p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+            p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+        } else {
+            p = consumerProps(bootstrap, group);
+        }
+        if (strategy != null) {
+            String cls;
+            switch (strategy) {
+                case "range": cls = "org.apache.kafka.clients.consumer.RangeAssignor"; break;
+                case "roundrobin": cls = "org.apache.kafka.clients.consumer.RoundRobinAssignor"; break;
+                case "cooperative-sticky": cls = "org.apache.kafka.clients.consumer.CooperativeStickyAssignor"; break;
+                default: throw new IllegalArgumentException("unknown strategy: " + strategy);
+            }
+            p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, cls);
+        }
+        KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p);
+        final long[] t0 = new long[1];
+        final boolean[] assignedOnce = new boolean[1];
+        org.apache.kafka.clients.consumer.ConsumerRebalanceListener listener =
+            new org.apache.kafka.clients.consumer.ConsumerRebalanceListener() {
+                void event(String kind, Collection<TopicPartition> tps) {
+                    Map<String, Object> o = obj();
+                    o.put("event", kind);
+                    List<Object> ps = new ArrayList<>();
+                    for (Integer part : new TreeSet<>(partitionsOf(tps))) ps.add(part);
+                    o.put("partitions", ps);
+                    o.put("since_subscribe_ms", (System.nanoTime() - t0[0]) / 1e6);
+                    o.put("t", System.currentTimeMillis());
+                    emit(o);
+                }
+
+                @Override
+                public void onPartitionsRevoked(Collection<TopicPartition> tps) {
+                    event("revoked", tps);
+                }
+
+                @Override
+                public void onPartitionsAssigned(Collection<TopicPartition> tps) {
+                    event("assigned", tps);
+                    if (!tps.isEmpty()) assignedOnce[0] = true;
+                }
+            };
+        try {
+            t0[0] = System.nanoTime();
+            c.subscribe(Collections.singleton(topic), listener);
+            long deadline = System.currentTimeMillis() + 60000;
+            boolean reported = false;
+            long stopAt = Long.MAX_VALUE;
+            while (System.currentTimeMillis() < Math.min(deadline, stopAt)) {
+                c.poll(Duration.ofMillis(50));
+                if (exitOnAssign && assignedOnce[0]) break;
+                if (!reported && reportAt > 0 && System.currentTimeMillis() >= reportAt) {
+                    List<Object> ps = new ArrayList<>();
+                    for (Integer part : new TreeSet<>(partitionsOf(c.assignment()))) ps.add(part);
+                    Map<String, Object> o = obj();
+                    o.put("report", ps);
+                    o.put("generation", c.groupMetadata().generationId());
+                    emit(o);
+                    reported = true;
+                    stopAt = System.currentTimeMillis() + lingerMs;
+                }
+            }
         } finally {
             c.close(Duration.ofSeconds(5));
         }

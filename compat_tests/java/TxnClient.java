@@ -9,6 +9,10 @@
 //                                                          TOTAL input records are done; with HALT_AFTER, the process
 //                                                          halts (as if killed) inside transaction number HALT_AFTER + 1
 //   TxnClient BOOTSTRAP describe TOPIC TXN_ID             Admin listTransactions/describeTransactions/describeProducers
+//   TxnClient BOOTSTRAP bench TOPIC MODE N [SIZE]          throughput, timed inside the JVM: MODE idempotent (default
+//                                                          config), plain (enable.idempotence=false) or txn100 (100-record
+//                                                          transactions); a 2,000-record warm-up is not timed;
+//                                                          prints "bench MODE N MS"
 //
 // The last stdout line says what happened ("acked N", "done T", "fenced"); any failure exits non-zero.
 
@@ -68,6 +72,10 @@ public class TxnClient {
                                         argv.length > 7 ? Integer.parseInt(argv[7]) : -1);
                 break;
             case "describe": describe(bootstrap, argv[2], argv[3]); break;
+            case "bench":
+                bench(bootstrap, argv[2], argv[3], Integer.parseInt(argv[4]),
+                      argv.length > 5 ? Integer.parseInt(argv[5]) : 100);
+                break;
             default: throw new IllegalArgumentException("unknown command " + cmd);
         }
         System.exit(0);
@@ -220,6 +228,43 @@ public class TxnClient {
             }
         }
         System.out.println("done " + txns);
+    }
+
+    static void bench(String bootstrap, String topic, String mode, int n, int size) throws Exception {
+        Properties p = base(bootstrap);
+        boolean txn = mode.equals("txn100");
+        if (mode.equals("plain")) p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
+        else if (txn) p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, "bench-" + System.nanoTime());
+        else if (!mode.equals("idempotent")) throw new IllegalArgumentException("unknown bench mode " + mode);
+        byte[] value = new byte[size];
+        java.util.Arrays.fill(value, (byte) 'x');
+        AtomicReference<Exception> failure = new AtomicReference<>();
+        AtomicInteger acked = new AtomicInteger();
+        org.apache.kafka.clients.producer.Callback cb = (md, ex) -> {
+            if (ex != null) failure.compareAndSet(null, ex);
+            else acked.incrementAndGet();
+        };
+        try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
+            if (txn) producer.initTransactions();
+            int warm = 2000;
+            long t0 = 0;
+            for (int round = 0; round < 2; round++) {
+                int count = round == 0 ? warm : n;
+                if (round == 1) t0 = System.nanoTime();
+                for (int i = 0; i < count; i += 100) {
+                    if (txn) producer.beginTransaction();
+                    for (int j = i; j < Math.min(count, i + 100); j++) {
+                        producer.send(new ProducerRecord<>(topic, b("k" + (j % 97)), value), cb);
+                    }
+                    if (txn) producer.commitTransaction();
+                }
+                producer.flush();
+            }
+            long ms = (System.nanoTime() - t0) / 1_000_000;
+            if (failure.get() != null) throw failure.get();
+            if (acked.get() != warm + n) throw new IllegalStateException("acked " + acked.get() + " of " + (warm + n));
+            System.out.println("bench " + mode + " " + n + " " + ms);
+        }
     }
 
     static void describe(String bootstrap, String topic, String txnId) throws Exception {

@@ -565,6 +565,17 @@ class GroupCoordinator:
 
     def commit_offsets(self, group_id: str, generation_id: int, member_id: str, group_instance_id: str | None,
                        offsets: dict[tuple[str, int], OffsetAndMetadata]) -> dict[tuple[str, int], int]:
+        # KafkaApis answers unknown topics/partitions before the coordinator sees the request: a stale
+        # generation does not hide them, and a request with only unknown partitions touches no group
+        unknown = {tp: int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION) for tp in offsets
+                   if self.broker.partition_log(*tp) is None}
+        if unknown:
+            offsets = {tp: o for tp, o in offsets.items() if tp not in unknown}
+            if not offsets:
+                return unknown
+            return {**self.commit_offsets(group_id, generation_id, member_id, group_instance_id, offsets),
+                    **unknown}
+
         def all_(code) -> dict:
             return {tp: int(code) for tp in offsets}
         g = self.groups.get(group_id)
@@ -594,7 +605,7 @@ class GroupCoordinator:
         for tp, o in offsets.items():
             if self.broker.partition_log(*tp) is None:
                 result[tp] = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-            elif o.metadata is not None and len(o.metadata.encode("utf-8")) > max_md:
+            elif o.metadata is not None and len(o.metadata.encode("utf-16-le")) // 2 > max_md:   # String.length()
                 result[tp] = int(ErrorCode.OFFSET_METADATA_TOO_LARGE)
             else:
                 good[tp] = o
@@ -793,7 +804,8 @@ class GroupCoordinator:
     def ensure_offsets_topic(self) -> None:
         self._offsets_topic()
 
-    def _append(self, group_id: str, recs: list, producer_id: int = -1, producer_epoch: int = -1) -> int:
+    def _append(self, group_id: str, recs: list, producer_id: int = -1, producer_epoch: int = -1,
+                too_large: ErrorCode = ErrorCode.INVALID_COMMIT_OFFSET_SIZE) -> int:
         t = self._offsets_topic()
         lg = self.broker.partition_log(OFFSETS_TOPIC, partition_for(group_id, t.partitions))
         batch = build_batch(recs, producer_id=producer_id, producer_epoch=producer_epoch,
@@ -803,14 +815,16 @@ class GroupCoordinator:
         except StorageError as e:
             log.error("could not write group %s to %s: %s", group_id, OFFSETS_TOPIC, e)
             if e.error_name in ("MESSAGE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_FETCH_SIZE"):
-                return int(ErrorCode.INVALID_COMMIT_OFFSET_SIZE)
+                return int(too_large)
             return int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
         self.broker.notify_appended()
         return 0
 
     def _store_group(self, g: Group, assignments: dict[str, bytes]) -> int:
+        # Kafka's appendGroupMetadataErrorToResponseError: a group record too large is UNKNOWN_SERVER_ERROR
         return self._append(g.group_id, [(grec.group_metadata_key(g.group_id),
-                                          grec.group_metadata_value(g, assignments))])
+                                          grec.group_metadata_value(g, assignments))],
+                            too_large=ErrorCode.UNKNOWN_SERVER_ERROR)
 
     def load(self) -> None:
         """Rebuild groups and committed offsets from ``__consumer_offsets`` (Kafka's loadGroupsAndOffsets)."""
