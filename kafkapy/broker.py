@@ -101,6 +101,7 @@ class Broker:
         self.server: Server | None = None
         self.listeners = listeners_from_config(config)   # kafkapy.listeners.Listener, bound ports once started
         self.scram = None          # kafkapy.sasl.ScramStore, opened with storage
+        self.authorizer = None     # kafkapy.acl.Authorizer when authorizer.class.name is set
         self.cluster_id = config.cluster_id or ""
         self.logs: LogManager | None = None
         self._append_waiters: set[asyncio.Future] = set()
@@ -200,6 +201,10 @@ class Broker:
             self.scram.put(name, mech, credential_from_password(mech, password, iterations))
         if initial:
             self.scram.save()
+        if self.config.get("authorizer.class.name"):
+            from kafkapy.acl import Authorizer
+
+            self.authorizer = Authorizer(self.config, None if self.memory else self.config.data_dir)
 
     def advertised_for(self, connection) -> tuple[str, int]:
         """The advertised address of the listener ``connection`` came in on (Kafka answers per listener)."""

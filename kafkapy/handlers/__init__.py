@@ -46,7 +46,7 @@ def api(name: str, min_version: int, max_version: int):
 # every module in this package that defines handlers
 MODULES = [
     "api_versions", "metadata", "produce", "fetch", "list_offsets", "topics", "configs", "cluster",
-    "records_admin", "groups", "offsets", "producers", "sasl", "scram",
+    "records_admin", "groups", "offsets", "producers", "sasl", "scram", "acls",
 ]
 
 

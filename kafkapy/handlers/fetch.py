@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from kafkapy import acl
 from kafkapy.handlers import api
 from storage.errors import OffsetOutOfRangeError, StorageError
 from wire.messages import fetch_response as R
@@ -20,7 +21,7 @@ READ_COMMITTED = 1
 def _error(index: int, code: int, hw: int = -1, lso: int = -1, log_start: int = -1) -> R.PartitionData:
     return R.PartitionData(partition_index=index, error_code=int(code), high_watermark=hw, last_stable_offset=lso,
                            log_start_offset=log_start, aborted_transactions=None, preferred_read_replica=-1,
-                           records=None)
+                           records=b"")   # Kafka: MemoryRecords.EMPTY (librdkafka rejects a null record set)
 
 
 def _read_all(broker, req, v: int, plan):
@@ -88,6 +89,9 @@ async def handle(ctx, req):
         else:
             topic = broker.topics.get(ft.topic)
             err = None if topic is not None else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        name = topic.name if topic is not None else ft.topic
+        if (topic is not None or v < 13) and not acl.topic_allowed(ctx, acl.READ, name):
+            topic, err = None, ErrorCode.TOPIC_AUTHORIZATION_FAILED
         plan.append((topic, ft, err))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(req.max_wait_ms, 0) / 1000

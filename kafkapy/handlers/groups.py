@@ -3,6 +3,7 @@ DescribeGroups (15), ListGroups (16), DeleteGroups (42). The logic lives in kafk
 
 from __future__ import annotations
 
+from kafkapy import acl
 from kafkapy.groups import coordinator_of
 from kafkapy.groups.group import STABLE
 from kafkapy.handlers import api
@@ -36,9 +37,13 @@ def client_host(ctx) -> str:
 def _coordinator_for(ctx, key: str, key_type: int) -> tuple[int, str | None]:
     broker = ctx.broker
     if key_type == GROUP_KEY_TYPE:
+        if not acl.group_allowed(ctx, acl.DESCRIBE, key):
+            return int(ErrorCode.GROUP_AUTHORIZATION_FAILED), None
         coordinator_of(broker).ensure_offsets_topic()
         return 0, None
     if key_type == TRANSACTION_KEY_TYPE:
+        if not acl.allowed(ctx, acl.DESCRIBE, acl.R_TRANSACTIONAL_ID, key):
+            return int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED), None
         txn = broker.coordinators.get("transaction")
         ensure = getattr(txn, "ensure_state_topic", None)
         if ensure is not None:
@@ -76,6 +81,10 @@ async def find_coordinator(ctx, req):
 @api("JoinGroup", 0, 9)
 async def join_group(ctx, req):
     v = ctx.api_version
+    if not acl.group_allowed(ctx, acl.READ, req.group_id):
+        return JR.JoinGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
+                                    generation_id=-1, protocol_type=None, protocol_name=None if v >= 7 else "",
+                                    leader="", skip_assignment=False, member_id=req.member_id or "", members=[])
     coord = coordinator_of(ctx.broker)
     protocols = [(p.name, bytes(p.metadata)) for p in (req.protocols or ())]
     rebalance_timeout = req.rebalance_timeout_ms if v >= 1 else req.session_timeout_ms

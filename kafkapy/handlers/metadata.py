@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kafkapy import acl
 from kafkapy.broker import TopicError, validate_topic_name
 from kafkapy.handlers import api
 from wire.messages import metadata_response as R
@@ -15,7 +16,15 @@ TOPIC_OPS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
 CLUSTER_OPS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12, 13, 14))
 
 
-def topic_metadata(broker, topic, version: int, include_ops: bool) -> R.MetadataResponseTopic:
+def authorized_ops(ctx, resource_type: int, name: str, all_ops: int) -> int:
+    """The operations bitfield (Kafka's authorizedOperations) of the connection's principal."""
+    if ctx.broker.authorizer is None:
+        return all_ops
+    return sum(1 << op for op in range(3, 15) if all_ops & (1 << op) and acl.allowed_quietly(ctx, op, resource_type,
+                                                                                            name))
+
+
+def topic_metadata(broker, topic, version: int, include_ops: bool, ctx=None) -> R.MetadataResponseTopic:
     node = broker.node_id
     parts = [R.MetadataResponsePartition(error_code=0, partition_index=p, leader_id=node,
                                          leader_epoch=topic.leader_epoch, replica_nodes=[node], isr_nodes=[node],
@@ -23,7 +32,9 @@ def topic_metadata(broker, topic, version: int, include_ops: bool) -> R.Metadata
              for p in range(topic.partitions)]
     return R.MetadataResponseTopic(error_code=0, name=topic.name, topic_id=topic.topic_id,
                                    is_internal=topic.internal, partitions=parts,
-                                   topic_authorized_operations=TOPIC_OPS if include_ops else UNKNOWN_OPS)
+                                   topic_authorized_operations=(
+                                       (authorized_ops(ctx, acl.R_TOPIC, topic.name, TOPIC_OPS) if ctx else TOPIC_OPS)
+                                       if include_ops else UNKNOWN_OPS))
 
 
 def error_topic(code: int, name: str | None, topic_id=ZERO_UUID) -> R.MetadataResponseTopic:
@@ -40,8 +51,9 @@ async def handle(ctx, req):
     topics = []
     requested = req.topics
     if requested is None or (v == 0 and not requested):
-        topics = [topic_metadata(broker, t, v, include_ops) for t in sorted(broker.topics.values(),
-                                                                            key=lambda t: t.name)]
+        topics = [topic_metadata(broker, t, v, include_ops, ctx) for t in sorted(broker.topics.values(),
+                                                                                 key=lambda t: t.name)
+                  if acl.allowed_quietly(ctx, acl.DESCRIBE, acl.R_TOPIC, t.name)]   # hidden when not allowed
     else:
         auto = req.allow_auto_topic_creation if v >= 4 else True
         for rt in requested:
@@ -50,15 +62,24 @@ async def handle(ctx, req):
                 t = broker.topics_by_id.get(rt.topic_id)
                 if t is None:
                     topics.append(error_topic(ErrorCode.UNKNOWN_TOPIC_ID, None, rt.topic_id))
+                elif not acl.topic_allowed(ctx, acl.DESCRIBE, t.name):
+                    topics.append(error_topic(ErrorCode.TOPIC_AUTHORIZATION_FAILED, None, rt.topic_id))
                 else:
-                    topics.append(topic_metadata(broker, t, v, include_ops))
+                    topics.append(topic_metadata(broker, t, v, include_ops, ctx))
                 continue
             t = broker.topics.get(name)
+            if not acl.topic_allowed(ctx, acl.DESCRIBE, name):
+                topics.append(error_topic(ErrorCode.TOPIC_AUTHORIZATION_FAILED, name))
+                continue
             if t is None:
                 try:
                     validate_topic_name(name)
                 except TopicError:
                     topics.append(error_topic(ErrorCode.INVALID_TOPIC_EXCEPTION, name))
+                    continue
+                if auto and not name.startswith("__") and not (
+                        acl.cluster_allowed(ctx, acl.CREATE) or acl.topic_allowed(ctx, acl.CREATE, name)):
+                    topics.append(error_topic(ErrorCode.TOPIC_AUTHORIZATION_FAILED, name))
                     continue
                 if auto and not name.startswith("__"):
                     try:
@@ -69,12 +90,13 @@ async def handle(ctx, req):
                 if t is None:
                     topics.append(error_topic(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name))
                     continue
-            topics.append(topic_metadata(broker, t, v, include_ops))
+            topics.append(topic_metadata(broker, t, v, include_ops, ctx))
     return R.MetadataResponse(
         throttle_time_ms=0,
         brokers=[R.MetadataResponseBroker(node_id=broker.node_id, host=host, port=port, rack=None)],
         cluster_id=broker.cluster_id,
         controller_id=broker.node_id,
         topics=topics,
-        cluster_authorized_operations=CLUSTER_OPS if req.include_cluster_authorized_operations else UNKNOWN_OPS,
+        cluster_authorized_operations=authorized_ops(ctx, acl.R_CLUSTER, acl.CLUSTER_NAME, CLUSTER_OPS)
+        if req.include_cluster_authorized_operations else UNKNOWN_OPS,
     )

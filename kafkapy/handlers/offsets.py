@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from kafkapy import acl
 from kafkapy.groups import coordinator_of
 from kafkapy.groups.group import OffsetAndMetadata, now_ms
 from kafkapy.handlers import api
@@ -35,10 +36,16 @@ async def offset_commit(ctx, req):
                 expire_timestamp=ts + retention if retention != -1 else None)
     if req.group_id is None:
         errors = {tp: int(ErrorCode.INVALID_GROUP_ID) for tp in offsets}
+    elif not acl.group_allowed(ctx, acl.READ, req.group_id):
+        errors = {tp: int(ErrorCode.GROUP_AUTHORIZATION_FAILED) for tp in offsets}
     else:
+        denied = {tp for tp in offsets if not acl.topic_allowed(ctx, acl.READ, tp[0])}
+        for tp in denied:
+            del offsets[tp]
         errors = coord.commit_offsets(req.group_id, req.generation_id_or_member_epoch if v >= 1 else -1,
                                       req.member_id if v >= 1 else "", req.group_instance_id if v >= 7 else None,
                                       offsets)
+        errors.update({tp: int(ErrorCode.TOPIC_AUTHORIZATION_FAILED) for tp in denied})
     topics = []
     by_topic: dict[str, list] = {}
     for t in req.topics or ():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import struct
 
+from kafkapy import acl
 from kafkapy.handlers import api
 from storage.errors import StorageError
 from wire.messages import produce_response as R
@@ -68,14 +69,23 @@ async def handle(ctx, req):
     acks = req.acks
     topics = []
     appended = False
+    txn_denied = req.transactional_id is not None and not acl.allowed(ctx, acl.WRITE, acl.R_TRANSACTIONAL_ID,
+                                                                      req.transactional_id)
     for td in req.topic_data:
         name = td.name
         topic = broker.topics.get(name)
         parts = []
+        write_denied = not acl.topic_allowed(ctx, acl.WRITE, name)
         for pd in td.partition_data:
             idx = pd.index
             if acks not in (0, 1, -1):
                 parts.append(_partition(idx, ErrorCode.INVALID_REQUIRED_ACKS))
+                continue
+            if txn_denied:
+                parts.append(_partition(idx, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+                continue
+            if write_denied:
+                parts.append(_partition(idx, ErrorCode.TOPIC_AUTHORIZATION_FAILED))
                 continue
             if topic is None or not 0 <= idx < topic.partitions:
                 parts.append(_partition(idx, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from kafkapy import acl
 from kafkapy.handlers import api
 from kafkapy.sasl import MAX_ITERATIONS, MIN_ITERATIONS, SCRAM_BY_CODE, SCRAM_MECHANISMS, credential_from_salted
 from wire.messages import alter_user_scram_credentials_response as AR
@@ -18,8 +19,7 @@ log = logging.getLogger("kafkapy.sasl")
 
 
 def _authorized(ctx, operation: str) -> bool:
-    authz = getattr(ctx.broker, "authorizer", None)
-    return authz is None or authz.authorize_cluster(ctx, operation)
+    return acl.cluster_allowed(ctx, acl.OPERATIONS[operation])
 
 
 @api("DescribeUserScramCredentials", 0, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kafkapy import acl
 from kafkapy.broker import TopicError
 from kafkapy.config import TOPIC_CONFIGS
 from kafkapy.handlers import api
@@ -46,6 +47,9 @@ async def create_topics(ctx, req):
                                       num_partitions=-1, replication_factor=-1, configs=None)
         results.append(res)
         try:
+            if seen[t.name] <= 1 and not (acl.cluster_allowed(ctx, acl.CREATE)
+                                          or acl.topic_allowed(ctx, acl.CREATE, t.name)):
+                raise TopicError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Authorization failed.")
             if seen[t.name] > 1:
                 raise TopicError(ErrorCode.INVALID_REQUEST, f"Create topics request from client `{ctx.client_id}` "
                                                             f"contains multiple entries for the following topics: {t.name}")
@@ -88,6 +92,13 @@ async def delete_topics(ctx, req):
     out = []
     wanted = [(s.name, s.topic_id) for s in req.topics] if v >= 6 else [(n, ZERO_UUID) for n in req.topic_names]
     for name, topic_id in wanted:
+        known = broker.topics_by_id.get(topic_id) if name is None else None
+        if (name is not None or known is not None) and not acl.topic_allowed(
+                ctx, acl.DELETE, name if name is not None else known.name):
+            out.append(DT.DeletableTopicResult(name=name, topic_id=topic_id,
+                                               error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                                               error_message="Authorization failed."))
+            continue
         if name is None:
             t = broker.topics_by_id.get(topic_id)
             if t is None:
