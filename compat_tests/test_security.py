@@ -153,6 +153,17 @@ def test_each_listener_advertises_itself(secure_broker, certs):
         assert [(br.host, br.port) for br in md.brokers.values()] == [(host, int(port))]
 
 
+def test_jaas_config_is_not_shown(secure_broker):
+    from confluent_kafka.admin import ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": addr(secure_broker, "PLAINTEXT")})
+    res = ConfigResource(ConfigResource.Type.BROKER, "1")
+    entries = admin.describe_configs([res])[res].result(timeout=10)
+    jaas = entries["listener.name.sasl_plaintext.plain.sasl.jaas.config"]
+    assert jaas.is_sensitive and jaas.value is None
+    assert entries["kafkapy.scram.users"].value is None
+
+
 def test_advertised_listeners(tmp_path):
     b = BrokerProcess(storage="memory")
     b.start(tmp_path / "d", ["-o", "listeners=INTERNAL://127.0.0.1:0,EXTERNAL://127.0.0.1:0",

@@ -88,6 +88,18 @@ def _static_default(name: str) -> str | None:
     return None if d is None else d.default
 
 
+def _listener_config_type(name: str) -> int:
+    """listener.name.<l>[.<mechanism>].<setting> has the type of <setting> (a JAAS config is a password)."""
+    if not name.startswith("listener.name."):
+        return 0
+    parts = name.split(".")[3:]
+    for i in range(len(parts)):
+        d = BROKER_CONFIGS.get(".".join(parts[i:]))
+        if d is not None:
+            return d.config_type
+    return TYPE_PASSWORD if "jaas" in name or "password" in name else 0
+
+
 def _is_sensitive(config_type: int) -> bool:
     return config_type == TYPE_PASSWORD
 
@@ -184,7 +196,7 @@ def describe_broker(broker, res, include_synonyms: bool, include_doc: bool, v: i
         if not _wanted(res.configuration_keys, n):
             continue
         d = BROKER_CONFIGS.get(n)
-        config_type = d.config_type if d is not None else 0
+        config_type = d.config_type if d is not None else _listener_config_type(n)
         sensitive = _is_sensitive(config_type)
         synonyms = config_synonyms(broker, n, broker_synonyms(n), sensitive)
         if not per_broker:
