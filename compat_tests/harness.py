@@ -224,6 +224,18 @@ class BrokerProcess:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return f"--- broker log {self.log_path} (tail) ---\n{text[-chars:]}"
 
+    def log_contains(self, needle: str, count: int = 1, timeout: float = 5.0) -> bool:
+        """True once the broker's log holds ``needle`` at least ``count`` times. The log is copied from the
+        broker's stderr by a pump thread, so a line the broker wrote just before a client saw its effect (a
+        closed connection) may take a moment to arrive: wait for it, bounded."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.log_tail(1 << 30).count(needle) >= count:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
     def __enter__(self) -> BrokerProcess:
         return self
 
