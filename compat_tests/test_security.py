@@ -285,6 +285,50 @@ def test_aiokafka_plain_scram_ssl(secure_broker, certs):
     asyncio.run(run(bootstrap_servers=addr(b, "SSL"), security_protocol="SSL", ssl_context=client_ctx))
 
 
+def java_props(b, certs, kind: str) -> list[str]:
+    """KClient ``--prop`` flags for one listener: PEM truststore/keystore (Kafka 2.7+), JAAS for SASL."""
+    if kind == "SASL_PLAINTEXT":
+        props = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+                 "sasl.jaas.config": 'org.apache.kafka.common.security.plain.PlainLoginModule required '
+                                     'username="alice" password="alice-secret";'}
+    elif kind == "SASL_SSL":
+        props = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                 "sasl.jaas.config": 'org.apache.kafka.common.security.scram.ScramLoginModule required '
+                                     'username="bob" password="bob-secret";',
+                 "ssl.truststore.type": "PEM", "ssl.truststore.location": certs["ca"]}
+    else:
+        with open(certs["alice_cert"]) as f:
+            chain = f.read()
+        with open(certs["alice_key"]) as f:
+            key = f.read()
+        props = {"security.protocol": "SSL", "ssl.truststore.type": "PEM", "ssl.truststore.location": certs["ca"],
+                 "ssl.keystore.type": "PEM", "ssl.keystore.certificate.chain": chain, "ssl.keystore.key": key}
+    out = []
+    for k, v in props.items():
+        out += ["--prop", f"{k}={v}"]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["SASL_SSL", "SASL_PLAINTEXT", "SSL"])
+def test_java_client(secure_broker, certs, java, kind):
+    """kafka-clients 3.9 over SASL_SSL with SCRAM-SHA-512, SASL_PLAINTEXT with PLAIN, SSL with a client
+    certificate: admin create topic, produce, consume in a group (committing), admin list/describe group."""
+    props = java_props(secure_broker, certs, kind)
+    boot = addr(secure_broker, kind)
+    topic, group = unique_topic("jsec"), unique_topic("jg")
+    java(boot, *props, "create-topic", topic, 2)
+    acks = java(boot, *props, "produce", topic, 6, "--acks", "all")
+    assert len(acks) == 6 and all("offset" in a for a in acks)
+    lines = java(boot, *props, "consume-group", topic, group, 6)
+    assert sorted(r["value"] for r in lines if "value" in r) == sorted(f"value-{i}" for i in range(6))
+    assert sum(c["offset"] or 0 for c in lines[-1]["committed"]) == 6
+    assert group in {g["group"] for g in java(boot, *props, "list-groups")}
+    [desc] = java(boot, *props, "describe-group", group)
+    assert desc["group"] == group
+    offsets = {(o["topic"], o["partition"]): o["offset"] for o in java(boot, *props, "group-offsets", group)}
+    assert sum(o or 0 for o in offsets.values()) == 6
+
+
 def test_scram_credentials_admin(secure_broker, certs):
     from confluent_kafka.admin import (ScramCredentialInfo, ScramMechanism, UserScramCredentialDeletion,
                                        UserScramCredentialUpsertion)

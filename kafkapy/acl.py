@@ -200,3 +200,63 @@ def cluster_allowed(ctx, operation: int) -> bool:
 _OP_NAMES = {v: k for k, v in OPERATIONS.items()}
 _RT_NAMES = {R_TOPIC: "Topic", R_GROUP: "Group", R_CLUSTER: "Cluster", R_TRANSACTIONAL_ID: "TransactionalId",
              R_DELEGATION_TOKEN: "DelegationToken", R_USER: "User"}
+
+
+def authorized_operations(ctx, resource_type: int, name: str, all_ops: int) -> int:
+    """Kafka's authorizedOperations bitfield: which of ``all_ops`` (a bitfield) the principal may do."""
+    if getattr(ctx.broker, "authorizer", None) is None:
+        return all_ops
+    return sum(1 << op for op in range(READ, DESCRIBE_TOKENS + 1)
+               if all_ops & (1 << op) and allowed_quietly(ctx, op, resource_type, name))
+
+
+def allowed_on_any(ctx, operation: int, resource_type: int) -> bool:
+    """Authorizer.authorizeByResourceType: may the principal do ``operation`` on some resource of this type?
+
+    Allowed when a check of a hard-coded name passes (super users, allow.everyone.if.no.acl.found), or an ALLOW
+    binding of the principal (or User:*) for the operation (or ALL) is not covered by a DENY: a DENY on the
+    LITERAL ``*`` covers everything, a DENY PREFIXED covers the names it prefixes. Used by InitProducerId (KIP-679).
+    """
+    authz = getattr(ctx.broker, "authorizer", None)
+    if authz is None:
+        return True
+    principal, host = _who(ctx)
+    if authz.authorize(principal, host, operation, resource_type, "hardcode"):
+        return True
+    mine = [b for b in authz.bindings if b.resource_type == resource_type and b.principal in (principal, "User:*")
+            and b.host in (host, WILDCARD) and b.operation in (operation, OP_ALL)]
+    deny_lit = {b.resource_name for b in mine if b.permission_type == DENY and b.pattern_type == P_LITERAL}
+    deny_pre = [b.resource_name for b in mine if b.permission_type == DENY and b.pattern_type == P_PREFIXED]
+    if WILDCARD in deny_lit:
+        return False
+    for b in mine:
+        if b.permission_type != ALLOW:
+            continue
+        if b.pattern_type == P_LITERAL and b.resource_name == WILDCARD:
+            return True
+        if any(b.resource_name.startswith(d) for d in deny_pre):
+            continue
+        if b.pattern_type == P_PREFIXED or b.resource_name not in deny_lit:
+            return True
+    return False
+
+
+def transactional_id_allowed(ctx, operation: int, transactional_id: str) -> bool:
+    return allowed(ctx, operation, R_TRANSACTIONAL_ID, transactional_id)
+
+
+# ConfigResource.Type -> (ACL resource type, the error Kafka answers when the check fails)
+_CONFIG_RESOURCES = {2: (R_TOPIC, 29), 4: (R_CLUSTER, 31), 8: (R_CLUSTER, 31), 16: (R_CLUSTER, 31),
+                     32: (R_GROUP, 30)}
+
+
+def config_resource_error(ctx, operation: int, config_resource_type: int, name: str) -> int:
+    """0, or TOPIC_/CLUSTER_/GROUP_AUTHORIZATION_FAILED for a Describe/AlterConfigs resource (KafkaApis)."""
+    rt, code = _CONFIG_RESOURCES.get(config_resource_type, (None, 0))
+    if rt is None:
+        return 0
+    return 0 if allowed(ctx, operation, rt, CLUSTER_NAME if rt == R_CLUSTER else name) else code
+
+# Errors.message() of the authorization errors
+ERROR_MESSAGES = {29: "Topic authorization failed.", 30: "Group authorization failed.",
+                  31: "Cluster authorization failed.", 53: "Transactional Id authorization failed."}

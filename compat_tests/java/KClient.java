@@ -1,7 +1,9 @@
 // Drives the official Java Kafka client (kafka-clients 3.9.1) for kafkapy's compat tests.
 //
-//   java -cp <classes>:<jars> KClient BOOTSTRAP COMMAND ARGS...
+//   java -cp <classes>:<jars> KClient BOOTSTRAP [--prop key=value]... COMMAND ARGS...
 //
+// --prop sets a client property on every client the command creates (admin, producer, consumer), after
+// KClient's own settings, e.g. security.protocol=SASL_SSL, sasl.jaas.config=..., ssl.truststore.type=PEM.
 // Every result is one JSON object per line on stdout (hand-written JSON, no extra jars); diagnostics go
 // to stderr. On failure it prints {"error": "...", "type": "<exception class>"} and exits 1. Every client
 // call is bounded (request/api timeouts, max.block.ms, poll deadlines) and a watchdog halts the JVM
@@ -85,6 +87,12 @@ public final class KClient {
     static final int API_TIMEOUT_MS = 15000;
     static final long FUTURE_WAIT_MS = 20000;
     static PrintStream out;
+    static final Map<String, String> EXTRA = new LinkedHashMap<>();   // --prop key=value
+
+    static Properties withExtra(Properties p) {
+        p.putAll(EXTRA);
+        return p;
+    }
 
     public static void main(String[] argv) {
         out = new PrintStream(new java.io.FileOutputStream(java.io.FileDescriptor.out), true, StandardCharsets.UTF_8);
@@ -94,9 +102,24 @@ public final class KClient {
             System.exit(2);
         }
         String bootstrap = argv[0];
-        String cmd = argv[1];
+        int first = 1;
+        while (first + 1 < argv.length && argv[first].equals("--prop")) {
+            String kv = argv[first + 1];
+            int eq = kv.indexOf('=');
+            if (eq <= 0) {
+                System.err.println("--prop needs key=value, got: " + kv);
+                System.exit(2);
+            }
+            EXTRA.put(kv.substring(0, eq), kv.substring(eq + 1));
+            first += 2;
+        }
+        if (first >= argv.length) {
+            System.err.println("usage: KClient BOOTSTRAP [--prop key=value]... COMMAND ARGS...");
+            System.exit(2);
+        }
+        String cmd = argv[first];
         List<String> args = new ArrayList<>();
-        for (int i = 2; i < argv.length; i++) args.add(argv[i]);
+        for (int i = first + 1; i < argv.length; i++) args.add(argv[i]);
         int rc;
         try {
             rc = run(bootstrap, cmd, args);
@@ -171,7 +194,7 @@ public final class KClient {
         p.put(AdminClientConfig.SOCKET_CONNECTION_SETUP_TIMEOUT_MAX_MS_CONFIG, 10000);
         p.put(AdminClientConfig.RETRY_BACKOFF_MS_CONFIG, 100);
         p.put(AdminClientConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, 1000);
-        return Admin.create(p);
+        return Admin.create(withExtra(p));
     }
 
     static <T> T get(KafkaFuture<T> f) throws Exception {
@@ -480,7 +503,7 @@ public final class KClient {
         p.put(ProducerConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, 1000);
         final RecordMetadata[] results = new RecordMetadata[n];
         final AtomicReference<Exception> failure = new AtomicReference<>();
-        KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p);
+        KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(withExtra(p));
         try {
             for (int j = 0; j < n; j++) {
                 int i = start + j;
@@ -589,7 +612,7 @@ public final class KClient {
         }
         Properties p = consumerProps(bootstrap, null);
         p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, isolation);
-        KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p);
+        KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(withExtra(p));
         int got = 0;
         try {
             c.assign(Collections.singleton(tp));
@@ -626,7 +649,7 @@ public final class KClient {
         }
         Properties p = consumerProps(bootstrap, group);
         p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, reset);
-        KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p);
+        KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(withExtra(p));
         int got = 0;
         try {
             c.subscribe(Collections.singleton(topic));
@@ -706,7 +729,7 @@ public final class KClient {
             }
             p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, cls);
         }
-        KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p);
+        KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(withExtra(p));
         final long[] t0 = new long[1];
         final boolean[] assignedOnce = new boolean[1];
         org.apache.kafka.clients.consumer.ConsumerRebalanceListener listener =

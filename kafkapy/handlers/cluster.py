@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from kafkapy import acl
 from kafkapy.handlers import api
 from kafkapy.handlers.metadata import CLUSTER_OPS, UNKNOWN_OPS
 from wire.messages import describe_cluster_response as DCL
@@ -39,11 +40,15 @@ async def describe_cluster(ctx, req):
             endpoint_type=ENDPOINT_BROKER, cluster_id="", controller_id=-1, brokers=[],
             cluster_authorized_operations=UNKNOWN_OPS)
     host, port = broker.advertised_for(ctx.connection)
+    ops = UNKNOWN_OPS
+    if req.include_cluster_authorized_operations:   # AuthHelper: 0 without DESCRIBE on the cluster
+        ops = (acl.authorized_operations(ctx, acl.R_CLUSTER, acl.CLUSTER_NAME, CLUSTER_OPS)
+               if acl.cluster_allowed(ctx, acl.DESCRIBE) else 0)
     return DCL.DescribeClusterResponse(
         throttle_time_ms=0, error_code=0, error_message=None, endpoint_type=ENDPOINT_BROKER,
         cluster_id=broker.cluster_id, controller_id=broker.node_id,
         brokers=[DCL.DescribeClusterBroker(broker_id=broker.node_id, host=host, port=port, rack=None)],
-        cluster_authorized_operations=CLUSTER_OPS if req.include_cluster_authorized_operations else UNKNOWN_OPS)
+        cluster_authorized_operations=ops)
 
 
 def log_dir_name(broker) -> str:
@@ -57,6 +62,9 @@ def log_dir_name(broker) -> str:
 async def describe_log_dirs(ctx, req):
     """ReplicaManager.describeLogDirs: one log dir; topics with none of the asked partitions are left out."""
     broker = ctx.broker
+    if not acl.cluster_allowed(ctx, acl.DESCRIBE):
+        return DLD.DescribeLogDirsResponse(throttle_time_ms=0, error_code=int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED),
+                                           results=[])
     if req.topics is None:
         wanted = None
     else:

@@ -17,6 +17,7 @@ import logging
 from kafkapy.broker import TopicError, validate_topic_name
 from kafkapy.config import BROKER_CONFIGS, TOPIC_CONFIGS, TYPE_LIST, TYPE_PASSWORD, ConfigError, \
     validate_topic_configs
+from kafkapy import acl
 from kafkapy.handlers import api
 from wire.messages import alter_configs_response as AC
 from wire.messages import describe_configs_response as DC
@@ -249,6 +250,11 @@ async def describe_configs(ctx, req):
     for res in req.resources:
         r = DC.DescribeConfigsResult(error_code=0, error_message=None, resource_type=res.resource_type,
                                      resource_name=res.resource_name, configs=[])
+        denied = acl.config_resource_error(ctx, acl.DESCRIBE_CONFIGS, res.resource_type, res.resource_name)
+        if denied:
+            r.error_code, r.error_message = denied, acl.ERROR_MESSAGES[denied]   # Errors.message()
+            results.append(r)
+            continue
         try:
             if res.resource_type == TOPIC:
                 r.configs = describe_topic(broker, res, include_synonyms, include_doc, v)
@@ -343,6 +349,13 @@ def _unsupported(resource_type: int) -> ResourceError:
                          f"Unknown resource type {_TYPE_NAMES.get(resource_type, 'UNKNOWN')}")
 
 
+def _alter_allowed(ctx, res) -> None:
+    """ALTER_CONFIGS on the topic or the cluster (KafkaApis.configsAuthorizationApiError: no message)."""
+    denied = acl.config_resource_error(ctx, acl.ALTER_CONFIGS, res.resource_type, res.resource_name)
+    if denied:
+        raise ResourceError(ErrorCode(denied), None)
+
+
 @api("AlterConfigs", 0, 2)
 async def alter_configs(ctx, req):
     broker = ctx.broker
@@ -355,6 +368,7 @@ async def alter_configs(ctx, req):
         try:
             if i in dup:
                 raise ResourceError(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.")
+            _alter_allowed(ctx, res)
             names = [c.name for c in res.configs]
             if len(set(names)) != len(names):
                 raise ResourceError(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
@@ -457,6 +471,7 @@ async def incremental_alter_configs(ctx, req):
         try:
             if i in dup:
                 raise ResourceError(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.")
+            _alter_allowed(ctx, res)
             names = [c.name for c in res.configs]
             if len(set(names)) != len(names):
                 raise ResourceError(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")

@@ -102,6 +102,9 @@ async def join_group(ctx, req):
 @api("SyncGroup", 0, 5)
 async def sync_group(ctx, req):
     v = ctx.api_version
+    if not acl.group_allowed(ctx, acl.READ, req.group_id):
+        return SR.SyncGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
+                                    protocol_type=None, protocol_name=None, assignment=b"")
     coord = coordinator_of(ctx.broker)
     assignments = {}
     for a in req.assignments or ():
@@ -118,6 +121,8 @@ async def sync_group(ctx, req):
 
 @api("Heartbeat", 0, 4)
 async def heartbeat(ctx, req):
+    if not acl.group_allowed(ctx, acl.READ, req.group_id):
+        return HR.HeartbeatResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED))
     coord = coordinator_of(ctx.broker)
     code = coord.heartbeat(req.group_id, req.member_id, req.group_instance_id if ctx.api_version >= 3 else None,
                            req.generation_id)
@@ -126,6 +131,9 @@ async def heartbeat(ctx, req):
 
 @api("LeaveGroup", 0, 5)
 async def leave_group(ctx, req):
+    if not acl.group_allowed(ctx, acl.READ, req.group_id):
+        return LR.LeaveGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
+                                     members=[])
     coord = coordinator_of(ctx.broker)
     if ctx.api_version >= 3:
         members = [(m.member_id or "", m.group_instance_id) for m in (req.members or ())]
@@ -144,9 +152,15 @@ async def leave_group(ctx, req):
 @api("DescribeGroups", 0, 5)
 async def describe_groups(ctx, req):
     coord = coordinator_of(ctx.broker)
-    ops = GROUP_OPS if ctx.api_version >= 3 and req.include_authorized_operations else UNKNOWN_OPS
+    with_ops = ctx.api_version >= 3 and req.include_authorized_operations
     out = []
     for gid in req.groups or ():
+        if not acl.group_allowed(ctx, acl.DESCRIBE, gid):   # DescribeGroupsResponse.groupError
+            out.append(DR.DescribedGroup(error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED), group_id=gid,
+                                         group_state="", protocol_type="", protocol_data="", members=[],
+                                         authorized_operations=UNKNOWN_OPS))
+            continue
+        ops = acl.authorized_operations(ctx, acl.R_GROUP, gid, GROUP_OPS) if with_ops else UNKNOWN_OPS
         g = coord.describe_group(gid)
         if g is None:
             out.append(DR.DescribedGroup(error_code=0, group_id=gid, group_state="Dead", protocol_type="",
@@ -174,7 +188,11 @@ async def list_groups(ctx, req):
     states = {s.lower() for s in (req.states_filter or ())} if v >= 4 else set()
     types = {t.lower() for t in (req.types_filter or ())} if v >= 5 else set()
     out = []
+    # KafkaApis: every group with DESCRIBE on the cluster, else the groups the principal may DESCRIBE
+    every = acl.allowed_quietly(ctx, acl.DESCRIBE, acl.R_CLUSTER, acl.CLUSTER_NAME)
     for g in sorted(coord.list_groups(), key=lambda g: g.group_id):
+        if not every and not acl.allowed_quietly(ctx, acl.DESCRIBE, acl.R_GROUP, g.group_id):
+            continue
         if states and g.state.lower() not in states:
             continue
         if types and CLASSIC not in types:
@@ -188,6 +206,8 @@ async def list_groups(ctx, req):
 async def delete_groups(ctx, req):
     coord = coordinator_of(ctx.broker)
     names = list(req.groups_names or ())
-    res = coord.delete_groups(names)
+    denied = {n for n in names if not acl.group_allowed(ctx, acl.DELETE, n)}
+    res = coord.delete_groups([n for n in names if n not in denied])
+    res.update({n: int(ErrorCode.GROUP_AUTHORIZATION_FAILED) for n in denied})
     return DelR.DeleteGroupsResponse(throttle_time_ms=0, results=[
         DelR.DeletableGroupResult(group_id=n, error_code=res[n]) for n in names])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kafkapy import acl
 from kafkapy.handlers import api
 from wire.messages import list_offsets_response as R
 from wire.messages.error_codes import ErrorCode
@@ -24,6 +25,10 @@ async def handle(ctx, req):
     for rt in req.topics:
         topic = broker.topics.get(rt.name)
         parts = []
+        if not acl.topic_allowed(ctx, acl.DESCRIBE, rt.name):
+            topics.append(R.ListOffsetsTopicResponse(name=rt.name, partitions=[
+                _answer(rp.partition_index, ErrorCode.TOPIC_AUTHORIZATION_FAILED) for rp in rt.partitions]))
+            continue
         for rp in rt.partitions:
             idx = rp.partition_index
             lg = broker.partition_log(rt.name, idx)

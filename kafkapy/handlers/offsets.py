@@ -58,13 +58,24 @@ async def offset_commit(ctx, req):
     return CR.OffsetCommitResponse(throttle_time_ms=0, topics=topics)
 
 
-def _fetch_group(coord, group_id, topics, require_stable):
-    """[(topic name, [(partition, OffsetAndMetadata | None, error)])] in request order (or all committed)."""
+def _fetch_group(ctx, coord, group_id, topics, require_stable):
+    """[(topic name, [(partition, OffsetAndMetadata | None, error)])] in request order (or all committed).
+
+    As KafkaApis: all committed offsets leave out topics the principal may not DESCRIBE; asked-for partitions of
+    such topics answer TOPIC_AUTHORIZATION_FAILED."""
     if topics is None:
         parts = None
+        denied = set()
     else:
         parts = [(t.name, p) for t in topics for p in (t.partition_indexes or ())]
-    rows = coord.fetch_offsets(group_id, parts, require_stable)
+        denied = {t for t in {tp[0] for tp in parts} if not acl.topic_allowed(ctx, acl.DESCRIBE, t)}
+    rows = coord.fetch_offsets(group_id, [tp for tp in parts if tp[0] not in denied] if parts is not None else None,
+                               require_stable)
+    found = {(t, p): (o, err) for t, p, o, err in rows}
+    if parts is not None:
+        rows = [(t, p) + found.get((t, p), (None, int(ErrorCode.TOPIC_AUTHORIZATION_FAILED))) for t, p in parts]
+    else:
+        rows = [r for r in rows if acl.allowed_quietly(ctx, acl.DESCRIBE, acl.R_TOPIC, r[0])]
     out: dict[str, list] = {}
     for t, p, o, err in rows:
         out.setdefault(t, []).append((p, o, err))
@@ -82,7 +93,11 @@ async def offset_fetch(ctx, req):
     if v >= 8:
         groups = []
         for rg in req.groups or ():
-            rows = _fetch_group(coord, rg.group_id, rg.topics, require_stable)
+            if not acl.group_allowed(ctx, acl.DESCRIBE, rg.group_id):
+                groups.append(FR.OffsetFetchResponseGroup(group_id=rg.group_id, topics=[],
+                                                          error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED)))
+                continue
+            rows = _fetch_group(ctx, coord, rg.group_id, rg.topics, require_stable)
             topics = [FR.OffsetFetchResponseTopics(name=t, partitions=[
                 FR.OffsetFetchResponsePartitions(partition_index=p, committed_offset=o.offset if o else -1,
                                                  committed_leader_epoch=o.leader_epoch if o else -1,
@@ -93,7 +108,14 @@ async def offset_fetch(ctx, req):
     topics_req = req.topics
     if topics_req is None and v < 2:
         topics_req = []
-    rows = _fetch_group(coord, req.group_id, topics_req, require_stable)
+    if not acl.group_allowed(ctx, acl.DESCRIBE, req.group_id):   # OffsetFetchRequest.getErrorResponse
+        code = int(ErrorCode.GROUP_AUTHORIZATION_FAILED)
+        topics = [FR.OffsetFetchResponseTopic(name=t.name, partitions=[
+            FR.OffsetFetchResponsePartition(partition_index=p, committed_offset=-1, committed_leader_epoch=-1,
+                                            metadata="", error_code=code) for p in (t.partition_indexes or ())])
+            for t in (topics_req or ())] if v < 2 else []
+        return FR.OffsetFetchResponse(throttle_time_ms=0, topics=topics, error_code=code)
+    rows = _fetch_group(ctx, coord, req.group_id, topics_req, require_stable)
     topics = [FR.OffsetFetchResponseTopic(name=t, partitions=[
         FR.OffsetFetchResponsePartition(partition_index=p, committed_offset=o.offset if o else -1,
                                         committed_leader_epoch=o.leader_epoch if o else -1,
@@ -106,8 +128,13 @@ async def offset_fetch(ctx, req):
 async def offset_delete(ctx, req):
     coord = coordinator_of(ctx.broker)
     parts = [(t.name, p.partition_index) for t in (req.topics or ()) for p in (t.partitions or ())]
-    known = [tp for tp in parts if ctx.broker.partition_log(*tp) is not None]
+    if not acl.group_allowed(ctx, acl.DELETE, req.group_id):
+        return DR.OffsetDeleteResponse(error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED), throttle_time_ms=0,
+                                       topics=[])
+    denied = {t for t in {tp[0] for tp in parts} if not acl.topic_allowed(ctx, acl.READ, t)}
+    known = [tp for tp in parts if tp[0] not in denied and ctx.broker.partition_log(*tp) is not None]
     top, res = coord.delete_offsets(req.group_id, known)
+    res.update({tp: int(ErrorCode.TOPIC_AUTHORIZATION_FAILED) for tp in parts if tp[0] in denied})
     if top:
         return DR.OffsetDeleteResponse(error_code=top, throttle_time_ms=0, topics=[])
     topics = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from kafkapy import acl
 from kafkapy.handlers import api
 from kafkapy.producers import manager as _manager  # noqa: F401 - installs the on_start hook
 from kafkapy.producers.coordinator import STATE_NAMES, TxnState
@@ -38,6 +39,16 @@ def _fenced(code: ErrorCode, version: int, first_version_with_fenced: int) -> in
 async def init_producer_id(ctx, req):
     v = ctx.api_version
     pid, epoch = (req.producer_id, req.producer_epoch) if v >= 3 else (-1, -1)
+    denied = 0
+    if req.transactional_id is not None:
+        if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
+            denied = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    elif not (acl.allowed_quietly(ctx, acl.IDEMPOTENT_WRITE, acl.R_CLUSTER, acl.CLUSTER_NAME)
+              or acl.allowed_on_any(ctx, acl.WRITE, acl.R_TOPIC)):     # KIP-679
+        denied = ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+    if denied:
+        return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=int(denied), producer_id=-1,
+                                            producer_epoch=-1)
     code, pid, epoch = _producers(ctx).coordinator.init_producer_id(req.transactional_id, req.transaction_timeout_ms,
                                                                     pid, epoch)
     return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=_fenced(code, v, 4), producer_id=pid,
@@ -49,9 +60,13 @@ def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
     broker = ctx.broker
     coord = _producers(ctx).coordinator
     wanted = [(t.name, p) for t in topics for p in t.partitions]
-    unknown = {tp for tp in wanted if broker.partition_log(*tp) is None}
-    if unknown:
-        errors = {tp: (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if tp in unknown else ErrorCode.OPERATION_NOT_ATTEMPTED)
+    denied = {n for n in {tp[0] for tp in wanted} if not acl.topic_allowed(ctx, acl.WRITE, n)}
+    unknown = {tp for tp in wanted if tp[0] not in denied and broker.partition_log(*tp) is None}
+    if not acl.transactional_id_allowed(ctx, acl.WRITE, tid):
+        errors = {tp: ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED for tp in wanted}
+    elif unknown or denied:
+        errors = {tp: (ErrorCode.TOPIC_AUTHORIZATION_FAILED if tp[0] in denied else
+                       ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if tp in unknown else ErrorCode.OPERATION_NOT_ATTEMPTED)
                   for tp in wanted}
     elif verify_only:
         errors = coord.verify_partitions(tid, pid, epoch, set(wanted))
@@ -72,6 +87,10 @@ async def add_partitions_to_txn(ctx, req):
         results = _add_partitions(ctx, req.v3_and_below_transactional_id, req.v3_and_below_producer_id,
                                   req.v3_and_below_producer_epoch, req.v3_and_below_topics, False, v)
         return AddPartsR.AddPartitionsToTxnResponse(throttle_time_ms=0, results_by_topic_v3_and_below=results)
+    if not acl.cluster_allowed(ctx, acl.CLUSTER_ACTION):   # v4+ comes from brokers only
+        return AddPartsR.AddPartitionsToTxnResponse(throttle_time_ms=0,
+                                                    error_code=int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED),
+                                                    results_by_transaction=[])
     out = []
     for txn in req.transactions:
         out.append(AddPartsR.AddPartitionsToTxnResult(
@@ -84,13 +103,20 @@ async def add_partitions_to_txn(ctx, req):
 @api("AddOffsetsToTxn", 0, 4)
 async def add_offsets_to_txn(ctx, req):
     coord = _producers(ctx).coordinator
-    code = coord.add_partitions(req.transactional_id, req.producer_id, req.producer_epoch,
-                                {coord.group_partition(req.group_id)})
+    if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
+        code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    elif not acl.group_allowed(ctx, acl.READ, req.group_id):
+        code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+    else:
+        code = coord.add_partitions(req.transactional_id, req.producer_id, req.producer_epoch,
+                                    {coord.group_partition(req.group_id)})
     return AddOffsetsR.AddOffsetsToTxnResponse(throttle_time_ms=0, error_code=_fenced(code, ctx.api_version, 2))
 
 
 @api("EndTxn", 0, 4)
 async def end_txn(ctx, req):
+    if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
+        return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
     code = _producers(ctx).coordinator.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch,
                                                        bool(req.committed))
     return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=_fenced(code, ctx.api_version, 2))
@@ -132,17 +158,27 @@ async def txn_offset_commit(ctx, req):
     from kafkapy.groups.group import OffsetAndMetadata, now_ms
 
     v = ctx.api_version
-    err = _txn_offset_error(ctx, req)
     results: dict[tuple[str, int], int] = {}
+    denied = set()
+    if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
+        err = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    elif not acl.group_allowed(ctx, acl.READ, req.group_id):
+        err = ErrorCode.GROUP_AUTHORIZATION_FAILED
+    else:   # KafkaApis: READ on each topic, unauthorized partitions are left out of the commit
+        denied = {t.name for t in req.topics if not acl.topic_allowed(ctx, acl.READ, t.name)}
+        err = _txn_offset_error(ctx, req)
     if err is not None:
         results = {(t.name, p.partition_index): _fenced(err, v, 3) for t in req.topics for p in t.partitions}
     else:
         now = now_ms()
         offsets = {(t.name, p.partition_index): OffsetAndMetadata(
             p.committed_offset, p.committed_leader_epoch if v >= 2 else -1, p.committed_metadata or "", now)
-            for t in req.topics for p in t.partitions}
-        results = coordinator_of(ctx.broker).txn_offset_commit(req.group_id, req.producer_id, req.producer_epoch,
-                                                               offsets)
+            for t in req.topics if t.name not in denied for p in t.partitions}
+        if offsets:
+            results = coordinator_of(ctx.broker).txn_offset_commit(req.group_id, req.producer_id,
+                                                                   req.producer_epoch, offsets)
+        results.update({(t.name, p.partition_index): int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+                        for t in req.topics if t.name in denied for p in t.partitions})
     topics: dict[str, list] = {}
     for t in req.topics:
         for p in t.partitions:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from kafkapy import acl
 from kafkapy.handlers import api
 from storage.errors import OffsetOutOfRangeError, StorageError
 from wire.messages import delete_records_response as R
@@ -45,8 +46,12 @@ async def handle(ctx, req):
     topics = []
     for t in req.topics:
         parts = []
+        may = acl.topic_allowed(ctx, acl.DELETE, t.name)
         for p in t.partitions:
-            code, low = delete_records(broker, t.name, p.partition_index, p.offset)
+            if not may:
+                code, low = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED), INVALID_LOW_WATERMARK
+            else:
+                code, low = delete_records(broker, t.name, p.partition_index, p.offset)
             parts.append(R.DeleteRecordsPartitionResult(partition_index=p.partition_index, low_watermark=low,
                                                         error_code=code))
         topics.append(R.DeleteRecordsTopicResult(name=t.name, partitions=parts))

@@ -135,6 +135,8 @@ async def create_partitions(ctx, req):
         topic = broker.topics.get(t.name)
         if counts[t.name] > 1:
             fail(ErrorCode.INVALID_REQUEST, "Duplicate topic in request.")
+        elif not acl.topic_allowed(ctx, acl.ALTER, t.name):
+            fail(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "The topic authorization is failed.")
         elif topic is None:
             fail(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{t.name}' does not exist.")
         elif t.count < topic.partitions:
