@@ -32,6 +32,7 @@ from wire.messages import join_group_request as JQ
 from wire.messages import leave_group_request as LQ
 from wire.messages import list_groups_request as LGQ
 from wire.messages import list_offsets_request as LOQ
+from wire.messages import metadata_request as MQ
 from wire.messages import offset_commit_request as OCQ
 from wire.messages import offset_delete_request as ODQ
 from wire.messages import offset_fetch_request as OFQ
@@ -275,7 +276,17 @@ def test_describe_log_dirs_and_describe_cluster(broker, session):
     assert (r.error_code, r.results) == (CLUSTER_DENIED, [])
     dc = DCLQ.DescribeClusterRequest(include_cluster_authorized_operations=True, endpoint_type=1)
     assert s(60, 1, dc).cluster_authorized_operations == 0
+    create_topic(broker, "md-t")
+    md = MQ.MetadataRequest(topics=[MQ.MetadataRequestTopic(name="md-t")], allow_auto_topic_creation=False,
+                            include_cluster_authorized_operations=True, include_topic_authorized_operations=True)
+    r = s(3, 10, md)
+    assert r.cluster_authorized_operations == 0 and r.topics[0].error_code == TOPIC_DENIED
+    grant(broker, "u8", acl.R_TOPIC, "md-t", acl.READ)
+    r = s(3, 10, md)
+    assert r.topics[0].error_code == 0
+    assert r.topics[0].topic_authorized_operations == (1 << acl.READ) | (1 << acl.DESCRIBE)
     grant(broker, "u8", acl.R_CLUSTER, acl.CLUSTER_NAME, acl.DESCRIBE)
+    assert s(3, 10, md).cluster_authorized_operations == 1 << acl.DESCRIBE
     r = s(35, 4, DLDQ.DescribeLogDirsRequest(topics=None))
     assert r.error_code == 0 and len(r.results) == 1
     assert s(60, 1, dc).cluster_authorized_operations == 1 << acl.DESCRIBE

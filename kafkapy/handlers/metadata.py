@@ -18,10 +18,7 @@ CLUSTER_OPS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12, 13, 14))
 
 def authorized_ops(ctx, resource_type: int, name: str, all_ops: int) -> int:
     """The operations bitfield (Kafka's authorizedOperations) of the connection's principal."""
-    if ctx.broker.authorizer is None:
-        return all_ops
-    return sum(1 << op for op in range(3, 15) if all_ops & (1 << op) and acl.allowed_quietly(ctx, op, resource_type,
-                                                                                            name))
+    return acl.authorized_operations(ctx, resource_type, name, all_ops)
 
 
 def topic_metadata(broker, topic, version: int, include_ops: bool, ctx=None) -> R.MetadataResponseTopic:
@@ -97,6 +94,8 @@ async def handle(ctx, req):
         cluster_id=broker.cluster_id,
         controller_id=broker.node_id,
         topics=topics,
-        cluster_authorized_operations=authorized_ops(ctx, acl.R_CLUSTER, acl.CLUSTER_NAME, CLUSTER_OPS)
-        if req.include_cluster_authorized_operations else UNKNOWN_OPS,
+        # KafkaApis: 0 without DESCRIBE on the cluster
+        cluster_authorized_operations=(authorized_ops(ctx, acl.R_CLUSTER, acl.CLUSTER_NAME, CLUSTER_OPS)
+                                       if acl.allowed_quietly(ctx, acl.DESCRIBE, acl.R_CLUSTER, acl.CLUSTER_NAME)
+                                       else 0) if req.include_cluster_authorized_operations else UNKNOWN_OPS,
     )
