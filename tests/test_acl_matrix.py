@@ -24,6 +24,8 @@ from wire.messages import describe_cluster_request as DCLQ
 from wire.messages import describe_configs_request as DCQ
 from wire.messages import describe_groups_request as DGQ
 from wire.messages import describe_log_dirs_request as DLDQ
+from wire.messages import describe_producers_request as DPQ
+from wire.messages import describe_transactions_request as DTQ
 from wire.messages import end_txn_request as EndQ
 from wire.messages import heartbeat_request as HQ
 from wire.messages import incremental_alter_configs_request as IACQ
@@ -32,10 +34,12 @@ from wire.messages import join_group_request as JQ
 from wire.messages import leave_group_request as LQ
 from wire.messages import list_groups_request as LGQ
 from wire.messages import list_offsets_request as LOQ
+from wire.messages import list_transactions_request as LTQ
 from wire.messages import metadata_request as MQ
 from wire.messages import offset_commit_request as OCQ
 from wire.messages import offset_delete_request as ODQ
 from wire.messages import offset_fetch_request as OFQ
+from wire.messages import offset_for_leader_epoch_request as OLEQ
 from wire.messages import sasl_authenticate_request as SAQ
 from wire.messages import sasl_handshake_request as SHQ
 from wire.messages import sync_group_request as SQ
@@ -379,3 +383,40 @@ def test_add_partitions_to_txn_v4_needs_cluster_action(broker, session):
     r = s(24, 4, AddPartQ.AddPartitionsToTxnRequest(transactions=[AddPartQ.AddPartitionsToTxnTransaction(
         transactional_id="x", producer_id=1, producer_epoch=0, verify_only=True, topics=[])]))
     assert (r.error_code, r.results_by_transaction) == (CLUSTER_DENIED, [])
+
+
+def test_offset_for_leader_epoch_needs_describe_topic(broker, session):
+    s = session("u14")
+    create_topic(broker, "ole-t")
+    body = OLEQ.OffsetForLeaderEpochRequest(replica_id=-1, topics=[OLEQ.OffsetForLeaderTopic(
+        topic="ole-t", partitions=[OLEQ.OffsetForLeaderPartition(partition=0, current_leader_epoch=-1,
+                                                                 leader_epoch=0)])])
+    r = s(23, 4, body).topics[0].partitions[0]
+    assert (r.error_code, r.end_offset) == (TOPIC_DENIED, -1)
+    grant(broker, "u14", acl.R_TOPIC, "ole-t", acl.DESCRIBE)
+    assert s(23, 4, body).topics[0].partitions[0].error_code == 0
+
+
+def test_describe_producers_and_transactions(broker, session):
+    admin, s = session("admin"), session("u15")
+    create_topic(broker, "dt-t")
+    r = _init(admin, "dt-1")
+    assert r.error_code == 0
+    r = admin(24, 3, AddPartQ.AddPartitionsToTxnRequest(
+        v3_and_below_transactional_id="dt-1", v3_and_below_producer_id=r.producer_id,
+        v3_and_below_producer_epoch=r.producer_epoch,
+        v3_and_below_topics=[AddPartQ.AddPartitionsToTxnTopic(name="dt-t", partitions=[0])]))
+    assert r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code == 0
+    dp = DPQ.DescribeProducersRequest(topics=[DPQ.TopicRequest(name="dt-t", partition_indexes=[0])])
+    assert s(61, 0, dp).topics[0].partitions[0].error_code == TOPIC_DENIED
+    dt = DTQ.DescribeTransactionsRequest(transactional_ids=["dt-1"])
+    assert s(65, 0, dt).transaction_states[0].error_code == TXN_DENIED
+    lt = LTQ.ListTransactionsRequest(state_filters=[], producer_id_filters=[], duration_filter=-1)
+    assert "dt-1" not in {t.transactional_id for t in s(66, 1, lt).transaction_states}
+    grant(broker, "u15", acl.R_TRANSACTIONAL_ID, "dt-1", acl.DESCRIBE)
+    st = s(65, 0, dt).transaction_states[0]
+    assert st.error_code == 0 and st.topics == []        # the topic is left out without DESCRIBE on it
+    assert "dt-1" in {t.transactional_id for t in s(66, 1, lt).transaction_states}
+    grant(broker, "u15", acl.R_TOPIC, "dt-t", acl.READ)
+    assert s(61, 0, dp).topics[0].partitions[0].error_code == 0
+    assert [(t.topic, t.partitions) for t in s(65, 0, dt).transaction_states[0].topics] == [("dt-t", [0])]

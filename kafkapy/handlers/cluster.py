@@ -99,12 +99,18 @@ async def offset_for_leader_epoch(ctx, req):
     broker = ctx.broker
     v = ctx.api_version
     topics = []
+    # KIP-320: CLUSTER_ACTION (brokers) or DESCRIBE on the topic (consumers checking for truncation)
+    every = acl.allowed_quietly(ctx, acl.CLUSTER_ACTION, acl.R_CLUSTER, acl.CLUSTER_NAME)
     for t in req.topics:
         topic = broker.topics.get(t.topic)
         parts = []
+        may = every or acl.topic_allowed(ctx, acl.DESCRIBE, t.topic)
         for p in t.partitions:
             r = OLE.EpochEndOffset(error_code=0, partition=p.partition, leader_epoch=NO_EPOCH, end_offset=-1)
             parts.append(r)
+            if not may:
+                r.error_code = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+                continue
             lg = broker.partition_log(t.topic, p.partition) if topic is not None else None
             if lg is None:
                 r.error_code = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)

@@ -195,7 +195,13 @@ async def describe_producers(ctx, req):
     topics = []
     for t in req.topics:
         parts = []
+        may = acl.topic_allowed(ctx, acl.READ, t.name)
         for p in t.partition_indexes:
+            if not may:
+                parts.append(DescProdR.PartitionResponse(partition_index=p,
+                                                         error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                                                         error_message=acl.ERROR_MESSAGES[29], active_producers=[]))
+                continue
             plog = broker.partition_log(t.name, p)
             if plog is None:
                 parts.append(DescProdR.PartitionResponse(partition_index=p,
@@ -221,6 +227,12 @@ async def describe_transactions(ctx, req):
     out = []
     for tid in req.transactional_ids:
         m = coord.txns.get(tid)
+        if not acl.transactional_id_allowed(ctx, acl.DESCRIBE, tid):
+            out.append(DescTxnR.TransactionState(error_code=ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                                                 transactional_id=tid, transaction_state="", transaction_timeout_ms=0,
+                                                 transaction_start_time_ms=-1, producer_id=-1, producer_epoch=-1,
+                                                 topics=[]))
+            continue
         if m is None or m.state == TxnState.DEAD:
             out.append(DescTxnR.TransactionState(error_code=ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, transactional_id=tid,
                                                  transaction_state="", transaction_timeout_ms=0,
@@ -229,7 +241,8 @@ async def describe_transactions(ctx, req):
             continue
         by_topic: dict[str, list[int]] = {}
         for topic, p in sorted(m.partitions):
-            by_topic.setdefault(topic, []).append(p)
+            if acl.allowed_quietly(ctx, acl.DESCRIBE, acl.R_TOPIC, topic):   # only topics the principal may see
+                by_topic.setdefault(topic, []).append(p)
         out.append(DescTxnR.TransactionState(
             error_code=0, transactional_id=tid, transaction_state=STATE_NAMES[m.state],
             transaction_timeout_ms=m.timeout_ms, transaction_start_time_ms=m.start_ms, producer_id=m.producer_id,
@@ -255,6 +268,8 @@ async def list_transactions(ctx, req):
         if pids and m.producer_id not in pids:
             continue
         if duration >= 0 and (m.start_ms < 0 or now - m.start_ms < duration):
+            continue
+        if not acl.allowed_quietly(ctx, acl.DESCRIBE, acl.R_TRANSACTIONAL_ID, m.transactional_id):
             continue
         out.append(ListTxnR.TransactionState(transactional_id=m.transactional_id, producer_id=m.producer_id,
                                              transaction_state=name))
