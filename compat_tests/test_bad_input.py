@@ -4,7 +4,6 @@ everyone else keeps being served."""
 from __future__ import annotations
 
 import os
-import socket
 import struct
 import threading
 import time
@@ -18,29 +17,7 @@ from wire.messages import produce_request as PQ
 from wire.messages.error_codes import ErrorCode
 from wire.records import build_batch
 
-
-def _connect(bootstrap):
-    host, port = bootstrap.rsplit(":", 1)
-    s = socket.create_connection((host, int(port)), timeout=10)
-    s.settimeout(10)
-    return s
-
-
-def _recv_frame(s):
-    head = b""
-    while len(head) < 4:
-        chunk = s.recv(4 - len(head))
-        if not chunk:
-            return None
-        head += chunk
-    n = struct.unpack(">i", head)[0]
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
+from inprocess import connect, recv_frame  # noqa: E402 - compat_tests/ is on sys.path (conftest)
 
 
 def _closed(s) -> bool:
@@ -52,10 +29,10 @@ def _closed(s) -> bool:
 
 
 def call(bootstrap, key, version, body):
-    s = _connect(bootstrap)
+    s = connect(bootstrap)
     try:
         s.sendall(protocol.encode_request(key, version, 7, "bad-input-test", body))
-        frame = _recv_frame(s)
+        frame = recv_frame(s)
         return protocol.decode_response(key, version, frame)[1]
     finally:
         s.close()
@@ -97,7 +74,7 @@ def busy_producer(broker, topic):
 ], ids=["negative-size", "oversized", "unknown-key", "unknown-version", "truncated-body", "random", "http"])
 def test_bad_frames_close_only_that_connection(broker, busy_producer, payload):
     time.sleep(0.2)
-    s = _connect(broker.bootstrap)
+    s = connect(broker.bootstrap)
     try:
         s.sendall(payload)
         assert _closed(s), "the broker should close a connection that sent a bad frame"
@@ -112,10 +89,10 @@ def test_bad_frames_close_only_that_connection(broker, busy_producer, payload):
 def test_api_versions_unknown_version_gets_v0_answer_with_our_versions(broker):
     """KIP-511: an ApiVersions request at a version the broker does not know is answered at v0 with
     UNSUPPORTED_VERSION and the broker's api list, so the client can retry at a version both know."""
-    s = _connect(broker.bootstrap)
+    s = connect(broker.bootstrap)
     try:
         s.sendall(struct.pack(">ihhih", 10, 18, 99, 42, -1))
-        frame = _recv_frame(s)
+        frame = recv_frame(s)
         corr, resp = protocol.decode_response(18, 0, frame)
         assert corr == 42
         assert resp.error_code == ErrorCode.UNSUPPORTED_VERSION
@@ -124,7 +101,7 @@ def test_api_versions_unknown_version_gets_v0_answer_with_our_versions(broker):
         # the connection stays usable
         s.sendall(protocol.encode_request(18, 3, 43, "x", protocol.API[18].request.MESSAGE(
             client_software_name="t", client_software_version="1")))
-        corr, resp = protocol.decode_response(18, 3, _recv_frame(s))
+        corr, resp = protocol.decode_response(18, 3, recv_frame(s))
         assert corr == 43 and resp.error_code == 0
     finally:
         s.close()

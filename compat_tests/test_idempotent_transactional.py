@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from harness import free_port, unique_topic
+from inprocess import recv_frame
 
 PRODUCE_KEY = 0
 
@@ -123,20 +124,9 @@ class ResponseDroppingProxy:
 
     @staticmethod
     def _read_frame(s: socket.socket) -> bytes | None:
-        head = b""
-        while len(head) < 4:
-            chunk = s.recv(4 - len(head))
-            if not chunk:
-                return None
-            head += chunk
-        size = struct.unpack(">i", head)[0]
-        body = bytearray()
-        while len(body) < size:
-            chunk = s.recv(min(65536, size - len(body)))
-            if not chunk:
-                return None
-            body += chunk
-        return head + bytes(body)
+        """One whole frame, size prefix included (the proxy forwards it as it came)."""
+        frame = recv_frame(s)
+        return None if frame is None else struct.pack(">i", len(frame)) + frame
 
     def _pump_requests(self, client, upstream, pending) -> None:
         try:
