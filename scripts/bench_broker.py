@@ -205,16 +205,21 @@ class Running:
             self.proc.kill()
 
 
-def create_topic(bootstrap: str, topic: str) -> None:
+def client_conf(target: str | dict) -> dict:
+    """A bootstrap address, or a whole client config (security settings: scripts/bench_tls.py)."""
+    return {"bootstrap.servers": target} if isinstance(target, str) else dict(target)
+
+
+def create_topic(target: str | dict, topic: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_conf(target))    # kept referenced: a destroyed handle fails its futures
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
 
 
-def produce(bootstrap: str, topic: str, n: int) -> float:
+def produce(target: str | dict, topic: str, n: int) -> float:
     from confluent_kafka import Producer
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5, "enable.idempotence": False,
-                  "queue.buffering.max.messages": 1_000_000})
+    p = Producer(dict(client_conf(target), **{"acks": "all", "linger.ms": 5, "enable.idempotence": False,
+                                              "queue.buffering.max.messages": 1_000_000}))
     payload = b"x" * 100
     errors = []
     t0 = time.perf_counter()
@@ -233,12 +238,12 @@ def produce(bootstrap: str, topic: str, n: int) -> float:
     return dt
 
 
-def consume(bootstrap: str, topic: str, n: int) -> float:
+def consume(target: str | dict, topic: str, n: int, group: str = "bench") -> float:
     from confluent_kafka import Consumer, TopicPartition
     # fetch.queue.backoff.ms: librdkafka stops fetching for 1 s (its default) whenever its local queue holds more
     # than queued.min.messages; that pause is the client's, not the broker's, so keep it short here
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
-                  "fetch.queue.backoff.ms": 10})
+    c = Consumer(dict(client_conf(target), **{"group.id": group, "enable.auto.commit": False,
+                                              "fetch.queue.backoff.ms": 10}))
     c.assign([TopicPartition(topic, 0, 0)])
     got = 0
     t0 = time.perf_counter()

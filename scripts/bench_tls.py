@@ -16,7 +16,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +23,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "compat_tests"))
 
 from harness import BrokerProcess  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_broker import create_topic, produce  # noqa: E402
+from bench_broker import consume as _consume  # noqa: E402
+
+
+def consume(conf: dict, topic: str, n: int) -> float:
+    return _consume(conf, topic, n, group="bench-tls")
 
 USER, PASSWORD = "bench", "bench-secret"
 
@@ -35,52 +42,6 @@ def client_confs(b: BrokerProcess, ca: str) -> dict[str, dict]:
                      "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": USER, "sasl.password": PASSWORD,
                      "ssl.ca.location": ca},
     }
-
-
-def create_topic(conf: dict, topic: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-    admin = AdminClient(dict(conf))    # kept referenced: a destroyed handle fails its futures
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-
-
-def produce(conf: dict, topic: str, n: int) -> float:
-    from confluent_kafka import Producer
-    p = Producer(dict(conf, **{"acks": "all", "linger.ms": 5, "enable.idempotence": False,
-                               "queue.buffering.max.messages": 1_000_000}))
-    payload = b"x" * 100
-    errors = []
-    t0 = time.perf_counter()
-    for _ in range(n):
-        while True:
-            try:
-                p.produce(topic, payload, partition=0, on_delivery=lambda e, m: e and errors.append(e))
-                break
-            except BufferError:
-                p.poll(0.01)
-        p.poll(0)
-    left = p.flush(120)
-    dt = time.perf_counter() - t0
-    if left or errors:
-        raise RuntimeError(f"produce: {left} unflushed, errors {errors[:3]}")
-    return dt
-
-
-def consume(conf: dict, topic: str, n: int) -> float:
-    from confluent_kafka import Consumer, TopicPartition
-    c = Consumer(dict(conf, **{"group.id": "bench-tls", "enable.auto.commit": False, "fetch.queue.backoff.ms": 10}))
-    c.assign([TopicPartition(topic, 0, 0)])
-    got = 0
-    t0 = time.perf_counter()
-    deadline = t0 + 120
-    while got < n and time.perf_counter() < deadline:
-        for m in c.consume(10000, 0.05):
-            if m.error() is None:
-                got += 1
-    dt = time.perf_counter() - t0
-    c.close()
-    if got < n:
-        raise RuntimeError(f"consumed only {got} of {n}")
-    return dt
 
 
 def main() -> int:
