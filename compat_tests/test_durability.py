@@ -11,6 +11,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from wire.records import decode_batches
 
+from inprocess import connect, request  # noqa: E402 - compat_tests/ is on sys.path (conftest)
+
 
 def _create(bootstrap, topic, partitions=1, config=None):
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -35,11 +37,27 @@ def _consume_all(bootstrap, topic, partitions, expected, timeout=30):
     return got
 
 
+def _topic_id(bootstrap, topic):
+    """The topic id from a Metadata v12 answer (confluent-kafka's TopicMetadata does not expose it)."""
+    from wire.messages import metadata_request as MQ
+
+    s = connect(bootstrap)
+    try:
+        md = request(s, 3, 12, MQ.MetadataRequest(topics=[MQ.MetadataRequestTopic(name=topic)],
+                                                  allow_auto_topic_creation=False))
+    finally:
+        s.close()
+    assert md.topics[0].error_code == 0
+    assert md.topics[0].topic_id.int != 0
+    return md.topics[0].topic_id
+
+
 def test_restart_keeps_records_offsets_topic_ids_and_cluster_id(broker_factory, topic):
     b = broker_factory("disk")
     _create(b.bootstrap, topic, 2)
     admin = AdminClient({"bootstrap.servers": b.bootstrap})
     before = admin.list_topics(timeout=10)
+    topic_id = _topic_id(b.bootstrap, topic)
     p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 5, "enable.idempotence": False})
     for i in range(200):
         p.produce(topic, key=str(i).encode(), value=f"v{i}".encode(), partition=i % 2)
@@ -48,8 +66,7 @@ def test_restart_keeps_records_offsets_topic_ids_and_cluster_id(broker_factory, 
     admin = AdminClient({"bootstrap.servers": b.bootstrap})
     after = admin.list_topics(timeout=10)
     assert after.cluster_id == before.cluster_id
-    assert after.topics[topic].topic_id == before.topics[topic].topic_id if hasattr(after.topics[topic], "topic_id") \
-        else True
+    assert _topic_id(b.bootstrap, topic) == topic_id     # topic ids are stable across restarts
     got = _consume_all(b.bootstrap, topic, 2, 200)
     for part in (0, 1):
         assert [o for o, _, _ in got[part]] == list(range(100))
