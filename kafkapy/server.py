@@ -21,8 +21,6 @@ Limits, as Kafka has them:
 - Backpressure: every response is followed by ``drain()``; the transport's write buffer high-water mark is
   ``WRITE_HIGH_WATER``, so a client that does not read stops its own connection (no further request is read)
   and the broker holds at most one response for it.
-- ``fetch.max.bytes``: the broker-side cap on a Fetch request's ``max_bytes`` (Kafka's
-  ``min(request.maxBytes, fetch.max.bytes)``).
 """
 
 from __future__ import annotations
@@ -353,7 +351,6 @@ class Server:
         max_size = broker.config.get_int("socket.request.max.bytes")
         idle_ms = broker.config.get_int("connections.max.idle.ms")
         idle = None if idle_ms < 0 else idle_ms / 1000
-        fetch_max = broker.config.get_int("fetch.max.bytes")
         handlers = broker.handlers
         metrics = broker.metrics
         stalled = f"the client read nothing of a response for {idle_ms} ms (connections.max.idle.ms)"
@@ -425,8 +422,6 @@ class Server:
                 log.warning("%s: malformed %s v%d request (%s); closing the connection",
                             conn.peer, protocol.API[key].name, version, str(e))
                 return "malformed request"
-            if key == FETCH_KEY and version >= 3 and body.max_bytes > fetch_max:
-                body.max_bytes = fetch_max   # Kafka: min(request max_bytes, fetch.max.bytes)
             ctx = RequestContext(broker, key, version, header.correlation_id, header.client_id, conn)
             tracer = broker.tracer
             if tracer is not None:

@@ -26,7 +26,9 @@ def _error(index: int, code: int, hw: int = -1, lso: int = -1, log_start: int = 
 
 def _read_all(broker, req, v: int, plan):
     """One pass over the requested partitions: (response topics, bytes gathered)."""
-    remaining = req.max_bytes if v >= 3 else 0x7FFFFFFF
+    # Kafka's KafkaApis: min(request max_bytes, broker fetch.max.bytes); v0-2 had no request limit
+    fetch_max = broker.config.get_int("fetch.max.bytes")
+    remaining = min(req.max_bytes, fetch_max) if v >= 3 else fetch_max
     total = 0
     committed = req.isolation_level == READ_COMMITTED
     out = []
