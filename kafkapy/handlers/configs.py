@@ -349,11 +349,17 @@ def _unsupported(resource_type: int) -> ResourceError:
                          f"Unknown resource type {_TYPE_NAMES.get(resource_type, 'UNKNOWN')}")
 
 
-def _alter_allowed(ctx, res) -> None:
-    """ALTER_CONFIGS on the topic or the cluster (KafkaApis.configsAuthorizationApiError: no message)."""
+def _check_alter(ctx, res, duplicate: bool) -> None:
+    """What AlterConfigs and IncrementalAlterConfigs check first, per resource: it appears once, ALTER_CONFIGS on
+    the topic or the cluster (KafkaApis.configsAuthorizationApiError: no message), no config key twice."""
+    if duplicate:
+        raise ResourceError(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.")
     denied = acl.config_resource_error(ctx, acl.ALTER_CONFIGS, res.resource_type, res.resource_name)
     if denied:
         raise ResourceError(ErrorCode(denied), None)
+    names = [c.name for c in res.configs]
+    if len(set(names)) != len(names):
+        raise ResourceError(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
 
 
 @api("AlterConfigs", 0, 2)
@@ -366,12 +372,7 @@ async def alter_configs(ctx, req):
                                             resource_name=res.resource_name)
         out.append(r)
         try:
-            if i in dup:
-                raise ResourceError(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.")
-            _alter_allowed(ctx, res)
-            names = [c.name for c in res.configs]
-            if len(set(names)) != len(names):
-                raise ResourceError(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
+            _check_alter(ctx, res, i in dup)
             new = {c.name: c.value for c in res.configs}
             if res.resource_type == TOPIC:
                 _topic_for_alter(broker, res.resource_name)
@@ -469,12 +470,7 @@ async def incremental_alter_configs(ctx, req):
                                              resource_name=res.resource_name)
         out.append(r)
         try:
-            if i in dup:
-                raise ResourceError(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.")
-            _alter_allowed(ctx, res)
-            names = [c.name for c in res.configs]
-            if len(set(names)) != len(names):
-                raise ResourceError(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
+            _check_alter(ctx, res, i in dup)
             for c in res.configs:
                 if c.config_operation not in _OP_NAMES:
                     raise ResourceError(ErrorCode.INVALID_REQUEST, f"Unknown operations type {c.config_operation}")
