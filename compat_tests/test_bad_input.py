@@ -170,3 +170,13 @@ def test_topic_collision_and_replication_factor(broker, topic):
     assert r.topics[0].error_code == ErrorCode.INVALID_TOPIC_EXCEPTION
     r = call(broker.bootstrap, 19, 7, CTQ.CreateTopicsRequest(topics=[mk(topic + "-rf", 3)], timeout_ms=5000))
     assert r.topics[0].error_code == ErrorCode.INVALID_REPLICATION_FACTOR
+
+
+def test_api_versions_with_invalid_client_software_name(broker):
+    """KIP-511: from v3 the client's software name and version must match [a-zA-Z0-9](?:[a-zA-Z0-9-.]*[a-zA-Z0-9])?;
+    Kafka answers INVALID_REQUEST otherwise (ApiVersionsRequest.isValid)."""
+    av = protocol.API[18].request.MESSAGE
+    bad = call(broker.bootstrap, 18, 3, av(client_software_name="bad name!", client_software_version="1.0"))
+    assert bad.error_code == ErrorCode.INVALID_REQUEST and bad.api_keys == []
+    good = call(broker.bootstrap, 18, 3, av(client_software_name="my-client", client_software_version="1.0.0"))
+    assert good.error_code == 0 and any(k.api_key == 0 for k in good.api_keys)

@@ -436,7 +436,7 @@ class Broker:
 
     # ---------------------------------------------------------------- helpers for handlers
 
-    def api_versions_response(self, error_code: int = 0, version: int = 0):
+    def api_versions_response(self, error_code: int = 0):
         mod = protocol.API[protocol.API_VERSIONS_KEY].response
         keys = [mod.ApiVersion(api_key=h.api_key, min_version=h.min_version, max_version=h.max_version)
                 for h in sorted(self.handlers.values(), key=lambda h: h.api_key)]
