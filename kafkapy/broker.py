@@ -20,8 +20,12 @@ from dataclasses import dataclass, field
 
 from kafkapy import handlers as handler_registry
 from kafkapy.config import BrokerConfig, ConfigError, TOPIC_CONFIGS, validate_topic_configs
+from kafkapy.groups.coordinator import GroupCoordinator
+from kafkapy.internal_topics import INTERNAL_TOPICS
 from kafkapy.listeners import listeners_from_config
 from kafkapy.metrics import Metrics
+from kafkapy.partition import Partition
+from kafkapy.producers.coordinator import TransactionCoordinator
 from kafkapy.server import Server
 from storage.checkpoint import write_atomic
 from storage.config import LogConfig
@@ -36,7 +40,6 @@ METADATA_FILE = "kafkapy-topics.json"
 META_PROPERTIES = "meta.properties"
 MAX_TOPIC_NAME = 249
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
-INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
 
 
 class TopicError(Exception):
@@ -74,16 +77,22 @@ class Topic:
     partitions: int
     configs: dict[str, str] = field(default_factory=dict)   # explicit overrides (DYNAMIC_TOPIC_CONFIG)
     internal: bool = False
-    leader_epoch: int = 0
+    leader_epochs: list[int] = field(default_factory=list)  # per partition (missing entries: 0)
+
+    def leader_epoch(self, partition: int) -> int:
+        return self.leader_epochs[partition] if partition < len(self.leader_epochs) else 0
 
     def to_json(self) -> dict:
         return {"name": self.name, "id": str(self.topic_id), "partitions": self.partitions,
-                "configs": self.configs, "internal": self.internal, "leader_epoch": self.leader_epoch}
+                "configs": self.configs, "internal": self.internal, "leader_epochs": self.leader_epochs}
 
     @classmethod
     def from_json(cls, d: dict) -> "Topic":
-        return cls(d["name"], uuid.UUID(d["id"]), int(d["partitions"]), dict(d.get("configs", {})),
-                   bool(d.get("internal", False)), int(d.get("leader_epoch", 0)))
+        n = int(d["partitions"])
+        # files written before leader epochs were per partition have one "leader_epoch" for the topic
+        epochs = [int(e) for e in d["leader_epochs"]] if "leader_epochs" in d else [int(d.get("leader_epoch", 0))] * n
+        return cls(d["name"], uuid.UUID(d["id"]), n, dict(d.get("configs", {})), bool(d.get("internal", False)),
+                   epochs)
 
 
 class Broker:
@@ -107,13 +116,10 @@ class Broker:
         self._append_waiters: set[asyncio.Future] = set()
         self._tasks: list[asyncio.Task] = []
         self.started_at = time.time()
-        self.coordinators: dict[str, object] = {}   # group / transaction coordinators register themselves here
-        self.on_topic_deleted: list = []            # callbacks(topic name) from coordinators
-        # hooks of the producer-state / transaction layer (None until it is loaded)
-        self.producer_check = None          # (topic, partition, records, transactional_id) -> duplicate offset | None
-        self.producer_appended = None       # (topic, partition, log, AppendInfo) -> None
-        self.last_stable_offset = None      # (log) -> int
-        self.aborted_transactions = None    # (log, fetch offset, upper bound) -> [AbortedTransaction]
+        self.partitions: dict[tuple[str, int], Partition] = {}    # leader state of each partition, made on first use
+        # the coordinators, built here and nowhere else; they load their state from the internal topics in start()
+        self.groups = GroupCoordinator(self)
+        self.transactions = TransactionCoordinator(self, self.groups)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -126,8 +132,9 @@ class Broker:
         self._prepare_listeners()
         self._open_storage()
         self._open_security()
-        for hook in list(_START_HOOKS):
-            hook(self)
+        self.groups.start()           # loads __consumer_offsets
+        self.transactions.load()      # producer ids, __transaction_state
+        self.transactions.start()     # finishes transactions a crash interrupted, runs the timers
         self.server = Server(self, self.config.host, self.config.port, self.listeners)
         host, port = await self.server.start()
         if not self.config.advertised_port and self.listeners[0].name == "PLAINTEXT" \
@@ -158,10 +165,8 @@ class Broker:
         self._tasks.clear()
         if self.server is not None:
             await self.server.stop()
-        for c in list(self.coordinators.values()):
-            close = getattr(c, "close", None)
-            if close is not None:
-                close()
+        self.groups.close()
+        self.transactions.close()
         if self.logs is not None:
             self.logs.close()
             self.logs = None
@@ -245,10 +250,16 @@ class Broker:
         return None if t is None else self.log_config(t)
 
     def _ensure_logs(self, t: Topic) -> None:
+        """Open or create the log of every partition of ``t``, each with its Partition (leader state)."""
         cfg = self.log_config(t)
         for p in range(t.partitions):
-            if self.logs.get(t.name, p) is None:
-                self.logs.create(t.name, p, cfg.copy())
+            lg = self.logs.get(t.name, p)
+            if lg is None:
+                lg = self.logs.create(t.name, p, cfg.copy())
+            part = self.partitions.get((t.name, p))
+            if part is None or part.log is not lg:
+                self.partitions[(t.name, p)] = Partition(t.name, p, lg, t.leader_epoch(p), self.node_id,
+                                                         self.notify_appended)
 
     def _load_meta_properties(self, d: str) -> None:
         path = os.path.join(d, META_PROPERTIES)
@@ -299,12 +310,9 @@ class Broker:
             return
         backoff = self.config.get_int("log.cleaner.backoff.ms") / 1000
 
-        def upper_bound(plog):
-            return self.last_stable_offset(plog) if self.last_stable_offset is not None else plog.high_watermark
-
         while True:
             try:
-                more = self.logs.run_compaction(max_ms=50, upper_bound_for=upper_bound)
+                more = self.logs.run_compaction(max_ms=50, upper_bound_for=lambda plog: plog.last_stable_offset())
             except Exception:  # noqa: BLE001 - logged, the broker keeps serving
                 log.exception("log cleaner pass failed")
                 more = False
@@ -367,7 +375,8 @@ class Broker:
     def create_topic(self, name: str, partitions: int = -1, replication_factor: int = -1,
                      configs: dict[str, str] | None = None, *, internal: bool = False) -> Topic:
         partitions, _, configs = self.check_new_topic(name, partitions, replication_factor, configs or {})
-        t = Topic(name, uuid.uuid4(), partitions, configs, internal=internal or name in INTERNAL_TOPICS)
+        t = Topic(name, uuid.uuid4(), partitions, configs, internal=internal or name in INTERNAL_TOPICS,
+                  leader_epochs=[0] * partitions)
         self.topics[name] = t
         self._ensure_logs(t)
         self.topics_by_id[t.topic_id] = t
@@ -385,15 +394,17 @@ class Broker:
         t = self.topics.pop(name)
         self.topics_by_id.pop(t.topic_id, None)
         self.logs.delete_topic(name)
+        for key in [k for k in self.partitions if k[0] == name]:
+            del self.partitions[key]
         self._save_topics()
-        for cb in list(self.on_topic_deleted):
-            cb(name)
+        self.groups.on_topic_deleted(name)
         self.notify_appended()   # wake fetchers so they see UNKNOWN_TOPIC
         log.info("deleted topic %s (id %s)", name, t.topic_id)
 
     def add_partitions(self, name: str, total: int) -> None:
         t = self.topics[name]
         t.partitions = total
+        t.leader_epochs = [t.leader_epoch(p) for p in range(total)]
         self._ensure_logs(t)
         self._save_topics()
         log.info("topic %s now has %d partitions", name, total)
@@ -406,10 +417,18 @@ class Broker:
         self._save_topics()
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog | MemoryPartitionLog | None:
-        t = self.topics.get(topic)
-        if t is None or not 0 <= partition < t.partitions:
-            return None
-        return self.logs.get(topic, partition)
+        """The log of a partition, for reading; writes go through :meth:`partition`."""
+        p = self.partitions.get((topic, partition))
+        return None if p is None else p.log
+
+    def partition(self, topic: str, partition: int) -> Partition | None:
+        """The partition with its leader state (kafkapy/partition.py): every append goes through it."""
+        return self.partitions.get((topic, partition))
+
+    def remove_expired_producers(self, expiration_ms: int) -> int:
+        """producer.id.expiration.ms over every open partition log (Kafka's removeExpiredProducers)."""
+        now = int(time.time() * 1000)
+        return sum(lg.remove_expired_producers(now, expiration_ms) for lg in list(self.logs.logs.values()))
 
     # ---------------------------------------------------------------- long poll
 
@@ -445,11 +464,3 @@ class Broker:
     def metrics_observe(self, api_key: int, version: int, seconds: float) -> None:
         self.metrics.observe(api_key, version, seconds)
 
-
-# Functions called with the broker after storage is open and before it listens (coordinators load state here).
-_START_HOOKS: list = []
-
-
-def on_start(fn):
-    _START_HOOKS.append(fn)
-    return fn

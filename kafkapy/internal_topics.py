@@ -7,6 +7,10 @@ from collections.abc import Iterator
 
 from wire.records import RecordBatch, decode_batches
 
+OFFSETS_TOPIC = "__consumer_offsets"              # group metadata and committed offsets (group coordinator)
+TRANSACTION_STATE_TOPIC = "__transaction_state"   # transactional ids and their state (transaction coordinator)
+INTERNAL_TOPICS = (OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC)
+
 
 def java_string_hash(s: str) -> int:
     """Java's String.hashCode: s[0]*31^(n-1) + ... over UTF-16 code units, in 32-bit two's complement."""

@@ -254,15 +254,9 @@ def partition_stats(broker, topics=None) -> list[dict]:
     return out
 
 
-def _coordinator(broker):
-    return broker.coordinators.get("group")
-
-
 def group_stats(broker, group_id: str | None = None, members: bool = False) -> list[dict]:
     """Consumer groups: state, members (with assignments when ``members``), committed offsets and lag."""
-    c = _coordinator(broker)
-    if c is None:
-        return []
+    c = broker.groups
     groups = c.list_groups() if group_id is None else [g for g in [c.describe_group(group_id)] if g is not None]
     out = []
     for g in sorted(groups, key=lambda g: g.group_id):

@@ -13,9 +13,10 @@ from .errors import (
 )
 from .log import AppendInfo, MemoryPartitionLog, PartitionLog, TimestampAndOffset
 from .manager import LogManager, Storage
+from .producer_state import AppendOrigin, ProducerStateManager
 
 __all__ = [
-    "AppendInfo", "CorruptRecordError", "InvalidRecordError", "KafkaStorageError", "LeaderEpochCache", "LogConfig",
-    "LogManager", "MemoryPartitionLog", "OffsetOutOfRangeError", "PartitionLog", "RecordBatchTooLargeError",
+    "AppendInfo", "AppendOrigin", "CorruptRecordError", "InvalidRecordError", "KafkaStorageError", "LeaderEpochCache", "LogConfig",
+    "LogManager", "MemoryPartitionLog", "OffsetOutOfRangeError", "PartitionLog", "ProducerStateManager", "RecordBatchTooLargeError",
     "RecordTooLargeError", "Storage", "StorageError", "TimestampAndOffset",
 ]

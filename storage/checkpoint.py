@@ -34,10 +34,11 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, text: str, *, fsync: bool = True) -> None:
+def write_atomic(path: str, data: str | bytes, *, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` (text or bytes) so that a crash leaves the old or the new file, never a mix."""
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    with (open(tmp, "wb") if isinstance(data, (bytes, bytearray)) else open(tmp, "w", encoding="utf-8")) as f:
+        f.write(data)
         f.flush()
         if fsync:
             os.fsync(f.fileno())

@@ -64,6 +64,7 @@ from wire.records import (
 
 from .checkpoint import fsync_dir
 from .errors import KafkaStorageError
+from .producer_state import read_txn_index, txn_index_path, write_txn_index
 from .segment import INT32_MAX, FileStore, LogSegment, OffsetIndex, TimeIndex, segment_file_name
 
 log = logging.getLogger("storage.cleaner")
@@ -634,6 +635,15 @@ def replace_segments(plog, old: list[LogSegment], cleaned: LogSegment) -> None:
         if plog.fsync:
             fsync_dir(d)
         _crash_point("renamed")
+        # the aborted-transaction entries of the old segments now belong to the cleaned one (a crash before this
+        # leaves them in files whose segment is gone: removed at open, and the cleaner dropped their aborted data)
+        entries = []
+        for s in old:
+            entries.extend(read_txn_index(txn_index_path(d, s.base_offset)))
+        for s in old[1:]:
+            doomed.append(txn_index_path(d, s.base_offset))
+        if len(old) > 1 and entries:
+            write_txn_index(txn_index_path(d, base), sorted(entries), fsync=plog.fsync)
         # 4. delete the old files
         for p in doomed:
             try:

@@ -50,11 +50,21 @@ from .cleaner import complete_interrupted_swaps
 from .config import LogConfig
 from .errors import (
     CorruptRecordError,
+    UnexpectedAppendOffsetError,
     InvalidRecordError,
     KafkaStorageError,
     OffsetOutOfRangeError,
     RecordBatchTooLargeError,
     RecordTooLargeError,
+)
+from .producer_state import (
+    AppendOrigin,
+    ProducerStateManager,
+    append_txn_index,
+    control_marker,
+    read_txn_index,
+    txn_index_path,
+    write_txn_index,
 )
 from .segment import INT32_MAX, LogSegment, segment_file_name
 
@@ -62,7 +72,7 @@ _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
 _U32 = struct.Struct(">I")
-_SEGMENT_RE = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
+_SEGMENT_RE = re.compile(r"^(\d{20})\.(log|index|timeindex|txnindex)$")
 
 NO_TIMESTAMP = -1
 
@@ -79,6 +89,7 @@ class AppendInfo(NamedTuple):
     record_count: int
     batch_count: int
     size: int                    # bytes written
+    duplicate: bool = False      # a retried batch already in the log: nothing written, its original offsets
 
 
 class TimestampAndOffset(NamedTuple):
@@ -127,6 +138,7 @@ class PartitionLog:
         self.on_log_start_offset_change: Callable[[PartitionLog], None] | None = None
         # compaction: where the dirty (not yet cleaned) part starts; the manager keeps it in cleaner-offset-checkpoint
         self.first_dirty_offset: int | None = None
+        self._producer_state: ProducerStateManager | None = None     # loaded on first use (producer_state)
 
     # ------------------------------------------------------------------------------------------------ opening
 
@@ -209,7 +221,7 @@ class PartitionLog:
             if truncated and not last:
                 # everything after the first bad byte is gone: later segments cannot be trusted either
                 for later in self.segments[i + 1:]:
-                    later.delete()
+                    self._delete_segment(later)
                 del self.segments[i + 1:]
                 self._bases = self._bases[:i + 1]
                 break
@@ -223,7 +235,8 @@ class PartitionLog:
             leo = lso
         self.log_start_offset = lso
         self.epochs.truncate_from_start(lso)
-        self.high_watermark = leo
+        # unknown until the partition's leader (or the high-watermark checkpoint) says: kafkapy/partition.py sets it
+        self.high_watermark = lso
         self.recovery_point = leo if clean_shutdown else min(recovery_point, leo)
 
     def _epoch_from_batch(self, h: BatchHeader) -> None:
@@ -248,30 +261,197 @@ class PartitionLog:
     def latest_epoch(self) -> int:
         return self.epochs.latest_epoch
 
+    def update_high_watermark(self, offset: int) -> int:
+        """Set the high watermark (the partition's leader or follower decides where; clamped to [log start, log
+        end]). Completed transactions whose markers are now below it stop holding back the last stable offset."""
+        hw = min(max(offset, self.log_start_offset), self.log_end_offset)
+        self.high_watermark = hw
+        if self._producer_state is not None:
+            self._producer_state.on_high_watermark_updated(hw)
+        return hw
+
+    @property
+    def producer_state(self) -> ProducerStateManager:
+        """The producer state of this log, loaded on first use: the latest snapshot at or below the log end offset,
+        the aborted-transaction indexes of the segments below it, then the batch headers after it."""
+        ps = self._producer_state
+        if ps is None:
+            ps = self._producer_state = self._load_producer_state()
+        return ps
+
+    def _load_producer_state(self) -> ProducerStateManager:
+        ps = ProducerStateManager(self.dir, self.topic, self.partition, fsync=self.fsync)
+        start = ps.load_snapshot(self.log_end_offset, self.log_start_offset) if self.dir is not None \
+            else self.log_start_offset
+        if self.dir is not None:
+            # aborted transactions whose marker is below the snapshot come from the transaction indexes; later ones
+            # are replayed below and written again
+            for seg in self.segments:
+                path = txn_index_path(self.dir, seg.base_offset)
+                entries = read_txn_index(path)
+                keep = [a for a in entries if a.last_offset < start]
+                if len(keep) != len(entries):
+                    write_txn_index(path, keep, fsync=self.fsync)
+                ps.aborted.extend(keep)
+            ps.aborted.sort()
+        replayed = 0
+        for h in self.batches(start):
+            if h.base_offset < start:
+                continue
+            replayed += 1
+            if h.producer_id < 0:
+                continue
+            markers = {}
+            if h.is_control:
+                data = self.read(h.base_offset, h.size, min_one_message=True)
+                marker = control_marker(memoryview(data), 0, h.size)
+                if marker is None:
+                    continue
+                markers[0] = marker
+            aborted = ps.update([(0, h)], markers, [h.base_offset])
+            if aborted and self.dir is not None:
+                seg = self.segments[max(bisect_right(self._bases, h.base_offset) - 1, 0)]
+                append_txn_index(txn_index_path(self.dir, seg.base_offset), aborted)
+        ps.map_end_offset = self.log_end_offset
+        ps.on_high_watermark_updated(self.high_watermark)
+        if self.dir is not None:
+            _log.debug("%s-%d: producer state loaded from offset %d (%d batches replayed, %d producers)", self.topic,
+                       self.partition, start, replayed, len(ps.producers))
+        return ps
+
+    def last_stable_offset(self) -> int:
+        """The offset below which every transaction is decided and replicated (read_committed reads to here)."""
+        if self._producer_state is None and self.log_end_offset == self.log_start_offset:
+            return self.high_watermark        # an empty log needs no producer state to answer
+        first = self.producer_state.first_unstable_offset()
+        return self.high_watermark if first is None else min(first, self.high_watermark)
+
+    def aborted_transactions(self, fetch_offset: int, upper: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of the aborted transactions overlapping [fetch_offset, upper)."""
+        return self.producer_state.aborted_transactions(fetch_offset, upper)
+
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> int:
+        ps = self._producer_state
+        return 0 if ps is None else ps.remove_expired(now_ms, expiration_ms, self.log_start_offset)
+
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """OffsetForLeaderEpoch answer: (leader epoch, end offset), (-1, -1) when unknown."""
         return self.epochs.end_offset_for(epoch, self.log_end_offset)
 
     # ------------------------------------------------------------------------------------------------ append
 
-    def append(self, records, *, leader_epoch: int, log_append_time_ms: int | None = None,
-               origin: str = "client") -> AppendInfo:
-        """Validate and append one or more concatenated v2 batches (a Produce request's records).
+    def append(self, records, *, leader_epoch: int, origin: AppendOrigin = AppendOrigin.CLIENT,
+               txn_verifier: Callable | None = None, log_append_time_ms: int | None = None) -> AppendInfo:
+        """Append one or more concatenated v2 batches: the one write path of a partition (Kafka's
+        UnifiedLog.append). In order, and all before anything is written (on error nothing is written):
 
-        Offsets are assigned by patching baseOffset (and partitionLeaderEpoch) in place in ``records`` when it is a
-        writable buffer (bytes are copied once). ``origin`` "client" applies Kafka's client checks (no control
-        batches, consistent counts); "coordinator" (transaction markers, internal topics) skips the control check.
-        All batches are checked before anything is written; on error nothing is written.
+        1. validate every batch: length, magic, CRC32C, max.message.bytes; for a CLIENT append also what Kafka's
+           LogValidator checks (record count and offset deltas, the records themselves, no control batches, a
+           producer id needs a sequence) and keys on compacted topics;
+        2. check producer state (storage/producer_state.py): epochs, sequences, duplicates (a retried batch already
+           in the log is not written again: the answer carries the original offsets and ``duplicate`` True),
+           transactions (``txn_verifier(pid, epoch, topic, partition)`` tells whether a transactional batch that
+           starts a transaction here belongs to an ongoing one), coordinator epochs of markers;
+        3. assign offsets from the log end offset and stamp ``leader_epoch`` by patching the header in place
+           (the CRC does not cover them); REPLICATION keeps the leader's offsets and epochs, which must not go
+           below the log end offset;
+        4. write, then update producer state and the aborted-transaction index.
+
+        The high watermark is not moved here: it belongs to the partition's leader (kafkapy/partition.py), which
+        calls :meth:`update_high_watermark`.
         """
         self._check_open()
         view = memoryview(records).cast("B")
         if view.readonly:
             view = memoryview(bytearray(view))
         n = len(view)
-        cfg = self.config
         if n == 0:
             return AppendInfo(-1, -1, NO_TIMESTAMP, self.log_start_offset, NO_TIMESTAMP, -1, 0, 0, 0)
+        replication = origin is AppendOrigin.REPLICATION
+        headers, markers = self._validate(view, origin)
+        if n > self.config.segment_bytes:
+            raise RecordBatchTooLargeError(f"{n} bytes of batches exceed segment.bytes {self.config.segment_bytes}")
+        producer_state = None
+        if any(h.producer_id >= 0 for _pos, h in headers):
+            producer_state = self.producer_state
+            dup = producer_state.prepare(headers, markers, origin, self.log_end_offset, txn_verifier)
+            if dup is not None:
+                return AppendInfo(dup.first_offset, dup.last_offset, NO_TIMESTAMP, self.log_start_offset,
+                                  dup.timestamp, dup.last_offset, 0, 0, 0, True)
+
+        now = self.clock()
+        append_time = NO_TIMESTAMP
+        if self.config.log_append_time and not replication:
+            append_time = log_append_time_ms if log_append_time_ms is not None else now
+        offset = self.log_end_offset
+        if replication and headers[0][1].base_offset < offset:
+            raise UnexpectedAppendOffsetError(f"replicated batch at offset {headers[0][1].base_offset} is below the "
+                                              f"log end offset {offset} of {self.topic}-{self.partition}")
+        base_offset = offset if not replication else headers[0][1].base_offset
+        index_info: list[tuple[int, int, int, int]] = []
+        firsts: list[int] = []
+        epochs: list[tuple[int, int]] = []
+        max_ts, offset_of_max, count = NO_TIMESTAMP, -1, 0
+        for pos, h in headers:
+            if replication:
+                if h.base_offset < offset:
+                    raise UnexpectedAppendOffsetError(f"replicated batch at offset {h.base_offset} overlaps the one "
+                                                      f"before it (ends at {offset - 1})")
+                offset = h.base_offset
+                epochs.append((h.partition_leader_epoch, offset))
+            else:
+                set_base_offset(view, pos, offset)
+                set_partition_leader_epoch(view, pos, leader_epoch)
+            batch_max_ts = h.max_timestamp
+            if append_time != NO_TIMESTAMP:
+                # attributes and maxTimestamp are under the CRC: rewrite both and recompute it (Kafka does the same)
+                _I16.pack_into(view, pos + ATTRIBUTES_OFFSET, h.attributes | TIMESTAMP_TYPE_MASK)
+                _I64.pack_into(view, pos + 35, append_time)
+                _U32.pack_into(view, pos + CRC_OFFSET, crc32c(view[pos + ATTRIBUTES_OFFSET:pos + h.size]))
+                batch_max_ts = append_time
+            firsts.append(offset)
+            last = offset + h.last_offset_delta
+            if batch_max_ts > max_ts:
+                max_ts, offset_of_max = batch_max_ts, last
+            index_info.append((pos, last, batch_max_ts, h.size))
+            count += h.last_offset_delta + 1
+            offset = last + 1
+        last_offset = offset - 1
+
+        try:
+            seg = self._maybe_roll(n, max_ts, last_offset, now, base_offset)
+            if replication:
+                for epoch, start in epochs:
+                    if epoch > self.epochs.latest_epoch:
+                        self.epochs.assign(epoch, start)
+            elif leader_epoch > self.epochs.latest_epoch:
+                self.epochs.assign(leader_epoch, base_offset)  # before the bytes: recovery truncates it if lost
+            seg.append(view, index_info, self.config.index_interval_bytes)
+        except (OSError, KafkaStorageError) as e:   # disk full, I/O error, unwritable directory
+            raise self._fence(f"write failed: {e}") from e
+        if producer_state is not None:
+            aborted = producer_state.update(headers, markers, firsts)
+            if aborted and self.dir is not None:
+                try:
+                    append_txn_index(txn_index_path(self.dir, seg.base_offset), aborted)
+                except OSError as e:
+                    raise self._fence(f"write of the transaction index failed: {e}") from e
+        self._unflushed_messages += count
+        try:
+            self._maybe_flush_after_append(now)
+        except OSError as e:
+            raise self._fence(f"flush failed: {e}") from e
+        return AppendInfo(base_offset, last_offset, append_time, self.log_start_offset, max_ts, offset_of_max, count,
+                          len(headers), n)
+
+    def _validate(self, view, origin: AppendOrigin) -> tuple[list[tuple[int, BatchHeader]], dict]:
+        """Step 1 of :meth:`append`: [(position, header)] of the batches in ``view`` and the transaction markers of
+        its control batches {position: Marker}. Raises the StorageError Kafka answers with."""
+        n = len(view)
+        cfg = self.config
+        client = origin is AppendOrigin.CLIENT
         headers: list[tuple[int, BatchHeader]] = []
+        markers: dict = {}
         pos = 0
         while pos < n:
             if n - pos < MAGIC_OFFSET + 1:
@@ -284,7 +464,7 @@ class PartitionLog:
             size = batch_length + LOG_OVERHEAD
             if pos + size > n:
                 raise CorruptRecordError(f"record batch length {batch_length} runs past the {n - pos} bytes given")
-            if size > cfg.max_message_bytes:
+            if size > cfg.max_message_bytes and origin is not AppendOrigin.REPLICATION:
                 raise RecordTooLargeError(f"record batch of {size} bytes exceeds max.message.bytes "
                                           f"{cfg.max_message_bytes}")
             h = read_batch_header(view, pos)
@@ -292,7 +472,7 @@ class PartitionLog:
                 raise CorruptRecordError(f"record batch CRC32C mismatch (stored {h.crc:#010x})")
             if h.last_offset_delta < 0:
                 raise InvalidRecordError(f"record batch lastOffsetDelta {h.last_offset_delta} is negative")
-            if origin == "client":
+            if client:
                 if h.record_count <= 0 or h.record_count != h.last_offset_delta + 1:
                     raise InvalidRecordError(f"record batch count {h.record_count} inconsistent with "
                                              f"lastOffsetDelta {h.last_offset_delta}")
@@ -304,53 +484,16 @@ class PartitionLog:
                     raise InvalidRecordError(f"invalid record in batch: {e}") from None
                 if h.producer_id >= 0 and h.base_sequence < 0:
                     raise InvalidRecordError(f"producer id {h.producer_id} with base sequence {h.base_sequence}")
-            if cfg.compact and not h.attributes & CONTROL_FLAG and h.record_count > 0:
+            elif h.attributes & CONTROL_FLAG and h.producer_id >= 0:
+                marker = control_marker(view, pos, size)
+                if marker is not None:
+                    markers[pos] = marker
+            if cfg.compact and origin is not AppendOrigin.REPLICATION and not h.attributes & CONTROL_FLAG and \
+                    h.record_count > 0:
                 self._check_keys(view, pos)
             headers.append((pos, h))
             pos += size
-        if n > cfg.segment_bytes:
-            raise RecordBatchTooLargeError(f"{n} bytes of batches exceed segment.bytes {cfg.segment_bytes}")
-
-        now = self.clock()
-        append_time = (log_append_time_ms if log_append_time_ms is not None else now) if cfg.log_append_time \
-            else NO_TIMESTAMP
-        offset = self.log_end_offset
-        base_offset = offset
-        index_info: list[tuple[int, int, int, int]] = []
-        max_ts, offset_of_max, count = NO_TIMESTAMP, -1, 0
-        for pos, h in headers:
-            set_base_offset(view, pos, offset)
-            set_partition_leader_epoch(view, pos, leader_epoch)
-            batch_max_ts = h.max_timestamp
-            if append_time != NO_TIMESTAMP:
-                # attributes and maxTimestamp are under the CRC: rewrite both and recompute it (Kafka does the same)
-                _I16.pack_into(view, pos + ATTRIBUTES_OFFSET, h.attributes | TIMESTAMP_TYPE_MASK)
-                _I64.pack_into(view, pos + 35, append_time)
-                _U32.pack_into(view, pos + CRC_OFFSET, crc32c(view[pos + ATTRIBUTES_OFFSET:pos + h.size]))
-                batch_max_ts = append_time
-            last = offset + h.last_offset_delta
-            if batch_max_ts > max_ts:
-                max_ts, offset_of_max = batch_max_ts, last
-            index_info.append((pos, last, batch_max_ts, h.size))
-            count += h.last_offset_delta + 1
-            offset = last + 1
-        last_offset = offset - 1
-
-        try:
-            seg = self._maybe_roll(n, max_ts, last_offset, now)
-            if leader_epoch > self.epochs.latest_epoch:
-                self.epochs.assign(leader_epoch, base_offset)  # before the bytes: recovery truncates it if lost
-            seg.append(view, index_info, cfg.index_interval_bytes)
-        except (OSError, KafkaStorageError) as e:   # disk full, I/O error, unwritable directory
-            raise self._fence(f"write failed: {e}") from e
-        self.high_watermark = self.log_end_offset
-        self._unflushed_messages += count
-        try:
-            self._maybe_flush_after_append(now)
-        except OSError as e:
-            raise self._fence(f"flush failed: {e}") from e
-        return AppendInfo(base_offset, last_offset, append_time, self.log_start_offset, max_ts, offset_of_max, count,
-                          len(headers), n)
+        return headers, markers
 
     def _check_keys(self, view, pos: int) -> None:
         """Kafka's LogValidator for compacted topics: every record needs a key (compressed batches are
@@ -364,7 +507,7 @@ class PartitionLog:
                 raise InvalidRecordError("Compacted topic cannot accept message without key in topic partition "
                                          f"{self.topic}-{self.partition}.")
 
-    def _maybe_roll(self, size: int, max_ts: int, last_offset: int, now: int) -> LogSegment:
+    def _maybe_roll(self, size: int, max_ts: int, last_offset: int, now: int, base_offset: int) -> LogSegment:
         seg = self.segments[-1]
         cfg = self.config
         if seg.size == 0:
@@ -373,16 +516,21 @@ class PartitionLog:
         waited = (max_ts - rolling_ts) if rolling_ts is not None and max_ts >= 0 else now - seg.created_ms
         if (seg.size + size > cfg.segment_bytes or waited > cfg.segment_ms
                 or last_offset - seg.base_offset > INT32_MAX):
-            return self.roll()
+            return self.roll(base_offset)
         return seg
 
-    def roll(self) -> LogSegment:
-        """Start a new active segment at the log end offset (no-op when the active segment is empty)."""
+    def roll(self, new_base: int | None = None) -> LogSegment:
+        """Start a new active segment at ``new_base`` (default: the log end offset; a follower's next batch may start
+        later, after compaction on the leader). No-op when the active segment is empty. Takes a producer-state
+        snapshot at the new base offset, as Kafka does."""
         old = self.segments[-1]
         if old.size == 0:
             return old
-        new_base = self.log_end_offset
+        new_base = self.log_end_offset if new_base is None else max(new_base, self.log_end_offset)
         old.on_become_inactive()
+        if self._producer_state is not None and self.dir is not None:
+            self._producer_state.map_end_offset = self.log_end_offset
+            self._producer_state.take_snapshot()
         if self.fsync:
             # Kafka flushes the segments before a new one when it rolls (asynchronously; here inline)
             self._flush_segments()
@@ -557,7 +705,18 @@ class PartitionLog:
         del self.segments[:n]
         del self._bases[:n]
         for seg in doomed:
-            seg.delete()
+            self._delete_segment(seg)
+        if self.dir is not None:
+            ProducerStateManager(self.dir, fsync=False).delete_snapshots_before(self.segments[0].base_offset)
+
+    def _delete_segment(self, seg: LogSegment) -> None:
+        """A segment's files, with its transaction index (Kafka's ``.txnindex``)."""
+        seg.delete()
+        if self.dir is not None:
+            try:
+                os.unlink(txn_index_path(self.dir, seg.base_offset))
+            except FileNotFoundError:
+                pass
 
     def _set_log_start_offset(self, offset: int) -> None:
         self.log_start_offset = offset
@@ -597,10 +756,20 @@ class PartitionLog:
             return
         offset = max(offset, self.log_start_offset)
         while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:
-            self.segments.pop().delete()
+            self._delete_segment(self.segments.pop())
             self._bases.pop()
         self.segments[-1].truncate_to(offset)
         self.epochs.truncate_from_end(self.log_end_offset)
+        # producer state is reloaded on next use from a snapshot at or below the new end (Kafka's
+        # loadProducerState after truncation); the aborted-transaction entries past it go with it
+        if self.dir is not None:
+            ProducerStateManager(self.dir, fsync=False).delete_snapshots_after(self.log_end_offset)
+            path = txn_index_path(self.dir, self.segments[-1].base_offset)
+            entries = read_txn_index(path)
+            keep = [a for a in entries if a.last_offset < self.log_end_offset]
+            if len(keep) != len(entries):
+                write_txn_index(path, keep, fsync=self.fsync)
+        self._producer_state = None
         if self.first_dirty_offset is not None and self.first_dirty_offset > self.log_end_offset:
             self.first_dirty_offset = self.log_end_offset
         self.high_watermark = min(self.high_watermark, self.log_end_offset)
@@ -616,7 +785,10 @@ class PartitionLog:
 
     def _replace_all_segments(self, new_offset: int) -> None:
         for seg in self.segments:
-            seg.delete()
+            self._delete_segment(seg)
+        if self.dir is not None:
+            ProducerStateManager(self.dir, fsync=False).delete_snapshots_after(-1)
+        self._producer_state = None
         self.segments = [self._new_segment(new_offset)]
         self._bases = [new_offset]
 
@@ -628,6 +800,13 @@ class PartitionLog:
             return
         self.segments[-1].on_become_inactive()
         self.flush()
+        if self._producer_state is not None and self.dir is not None:
+            # Kafka snapshots producer state on a clean close, so the next start reads it instead of the log
+            self._producer_state.map_end_offset = self.log_end_offset
+            try:
+                self._producer_state.take_snapshot()
+            except OSError as e:
+                _log.warning("%s-%d: could not write the producer snapshot: %s", self.topic, self.partition, e)
         for seg in self.segments:
             seg.close()
         self.closed = True

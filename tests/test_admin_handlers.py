@@ -381,7 +381,7 @@ def test_offset_for_leader_epoch(rb, version):
     if version >= 2:
         assert ask(0, current=0).error_code == 0
         assert ask(0, current=3).error_code == ErrorCode.UNKNOWN_LEADER_EPOCH
-        rb.broker.topics[t].leader_epoch = 2
+        rb.broker.partition(t, 0).leader_epoch = 2
         assert ask(0, current=1).error_code == ErrorCode.FENCED_LEADER_EPOCH
 
 

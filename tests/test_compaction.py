@@ -9,6 +9,7 @@ import pytest
 from storage import InvalidRecordError, LogConfig, LogManager, MemoryPartitionLog, PartitionLog
 from storage import cleaner as cleaner_mod
 from storage.cleaner import first_dirty_offset, log_to_clean
+from storage.producer_state import AppendOrigin
 from storage.manager import CLEANER_OFFSET_FILE
 from wire.records import (
     DELETE_HORIZON_FLAG,
@@ -66,7 +67,7 @@ def put(lg, pairs, ts=T0, **kw) -> int:
 
 def marker(lg, commit: bool, pid: int, epoch: int = 0) -> int:
     return lg.append(build_control_batch(commit, pid, epoch, 0, timestamp=T0), leader_epoch=0,
-                     origin="coordinator").base_offset
+                     origin=AppendOrigin.COORDINATOR).base_offset
 
 
 def read_all(lg):

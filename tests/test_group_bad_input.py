@@ -33,7 +33,7 @@ import pytest
 
 from kafkapy.broker import Broker
 from kafkapy.config import BrokerConfig
-from kafkapy.groups import OFFSETS_TOPIC, coordinator_of
+from kafkapy.groups import OFFSETS_TOPIC
 from kafkapy.internal_topics import partition_for
 from wire import protocol
 from wire.messages import describe_groups_request as DGQ
@@ -173,7 +173,7 @@ async def fetch(conn, group) -> dict:
 
 
 def offsets_end(broker, group) -> int:
-    coordinator_of(broker).ensure_offsets_topic()
+    broker.groups.ensure_offsets_topic()
     return broker.partition_log(OFFSETS_TOPIC, partition_for(group, 50)).log_end_offset
 
 

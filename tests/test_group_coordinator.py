@@ -9,7 +9,7 @@ import pytest
 
 from kafkapy.broker import Broker
 from kafkapy.config import BrokerConfig
-from kafkapy.groups import OFFSETS_TOPIC, coordinator_of
+from kafkapy.groups import OFFSETS_TOPIC
 from kafkapy.groups import records as grec
 from kafkapy.groups.group import (COMPLETING_REBALANCE, EMPTY, PREPARING_REBALANCE, STABLE, OffsetAndMetadata,
                                   now_ms)
@@ -37,7 +37,7 @@ def run(coro_fn, props=None, data_dir=None):
         broker = Broker(cfg)
         await broker.start()
         try:
-            return await asyncio.wait_for(coro_fn(broker, coordinator_of(broker)), 20)
+            return await asyncio.wait_for(coro_fn(broker, broker.groups), 20)
         finally:
             await broker.stop()
     return asyncio.run(main())

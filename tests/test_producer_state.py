@@ -1,4 +1,7 @@
-"""Producer state (sequences, duplicates, epochs, transactions, rebuild) and the transaction coordinator."""
+"""Producer state (sequences, duplicates, epochs, transactions, snapshots) and the transaction coordinator.
+
+Producer state is checked and updated inside the partition log's one append (storage/producer_state.py); these tests
+drive it as the broker does, through kafkapy.partition.Partition.append."""
 
 from __future__ import annotations
 
@@ -10,15 +13,11 @@ from kafkapy.broker import Broker
 from kafkapy.config import BrokerConfig
 from kafkapy.producers.coordinator import TRANSACTION_STATE_TOPIC, TxnState
 from kafkapy.producers.ids import BLOCK_SIZE, ProducerIdManager
-from kafkapy.producers.state import (
-    InvalidProducerEpochError,
-    InvalidTxnStateError,
-    OutOfOrderSequenceError,
-    PartitionProducerState,
-)
+from kafkapy.partition import AppendOrigin, Partition
+from storage.errors import InvalidProducerEpochError, InvalidTxnStateError, OutOfOrderSequenceError
 from storage.log import MemoryPartitionLog, PartitionLog
 from wire.messages.error_codes import ErrorCode
-from wire.records import build_batch, decode_batches
+from wire.records import build_batch, build_control_batch, decode_batches
 
 PID = 1000
 
@@ -28,19 +27,41 @@ def batch(seq: int, n: int = 1, pid: int = PID, epoch: int = 0, transactional: b
                                  producer_epoch=epoch, base_sequence=seq, transactional=transactional))
 
 
-def produce(state: PartitionProducerState, records, verifier=None):
-    """What the Produce handler does with the hooks: check, append unless duplicate, then appended."""
-    dup = state.check(records, verifier)
-    if dup is not None:
-        return ("dup", dup)
-    info = state.log.append(records, leader_epoch=0)
-    state.appended(info)
-    return ("ok", info.base_offset)
+class PartitionUnderTest:
+    """A partition (its log and leader state) with the producer state of its log, driven as the broker drives it."""
+
+    def __init__(self, plog):
+        self.log = plog
+        self.partition = Partition(plog.topic, plog.partition, plog, leader_epoch=0, node_id=1)
+
+    @property
+    def producers(self):
+        return self.log.producer_state.producers
+
+    def last_stable_offset(self) -> int:
+        return self.log.last_stable_offset()
+
+    def aborted_transactions(self, fetch_offset: int, upper: int):
+        return self.log.aborted_transactions(fetch_offset, upper)
+
+    def write_marker(self, pid: int, epoch: int, commit: bool, coordinator_epoch: int, leader_epoch: int) -> int:
+        """What the transaction coordinator does (WriteTxnMarkers, local)."""
+        marker = bytearray(build_control_batch(commit, pid, epoch, coordinator_epoch))
+        return self.partition.append(marker, AppendOrigin.COORDINATOR).base_offset
+
+    def remove_expired(self, now_ms: int, expiration_ms: int) -> int:
+        return self.log.remove_expired_producers(now_ms, expiration_ms)
+
+
+def produce(state: PartitionUnderTest, records, verifier=None):
+    """What the Produce handler does: one append; a retried batch answers with its original offsets."""
+    info = state.partition.append(records, AppendOrigin.CLIENT, txn_verifier=verifier)
+    return ("dup" if info.duplicate else "ok", info.base_offset)
 
 
 @pytest.fixture
 def state():
-    return PartitionProducerState(MemoryPartitionLog(topic="t", partition=0))
+    return PartitionUnderTest(MemoryPartitionLog(topic="t", partition=0))
 
 
 def test_in_order_sequences_are_appended(state):
@@ -131,7 +152,7 @@ def test_transactional_batch_needs_an_ongoing_transaction(state):
 def test_state_rebuilt_from_the_log_after_restart(tmp_path):
     d = str(tmp_path / "t-0")
     plog = PartitionLog.open(d, fsync=False)
-    s = PartitionProducerState(plog)
+    s = PartitionUnderTest(plog)
     produce(s, batch(0, 2))
     produce(s, batch(0, 1, pid=7, transactional=True), lambda *a: True)
     s.write_marker(7, 0, False, 3, 0)
@@ -139,8 +160,7 @@ def test_state_rebuilt_from_the_log_after_restart(tmp_path):
     plog.close()
 
     plog = PartitionLog.open(d, fsync=False)
-    s2 = PartitionProducerState(plog)
-    s2.rebuild()
+    s2 = PartitionUnderTest(plog)     # producer state: the snapshot written at close, loaded on first use
     assert produce(s2, batch(0, 2)) == ("dup", 0)
     assert s2.producers[PID].last_seq == 1
     assert s2.producers[7].coordinator_epoch == 3
@@ -187,7 +207,7 @@ def run_broker(fn, data_dir=None, **props):
 
 def test_coordinator_fencing_commit_and_restart(tmp_path):
     async def first(b):
-        coord = b.coordinators["transaction"].coordinator
+        coord = b.transactions
         b.create_topic("out", 2)
         code, pid, epoch = coord.init_producer_id("tx", 60000, -1, -1)
         assert (code, epoch) == (ErrorCode.NONE, 0)
@@ -227,7 +247,7 @@ def test_coordinator_fencing_commit_and_restart(tmp_path):
     pid = run_broker(first, tmp_path)
 
     async def second(b):
-        coord = b.coordinators["transaction"].coordinator
+        coord = b.transactions
         m = coord.txns["tx"]
         assert (m.producer_id, m.producer_epoch, m.state, m.partitions) == (pid, 4, TxnState.ONGOING, {("out", 1)})
         assert b.topics[TRANSACTION_STATE_TOPIC].internal
@@ -242,7 +262,7 @@ def test_coordinator_fencing_commit_and_restart(tmp_path):
 
 def test_invalid_init_requests():
     async def go(b):
-        coord = b.coordinators["transaction"].coordinator
+        coord = b.transactions
         assert coord.init_producer_id("tx", 0, -1, -1)[0] == ErrorCode.INVALID_TRANSACTION_TIMEOUT
         assert coord.init_producer_id("tx", 900001, -1, -1)[0] == ErrorCode.INVALID_TRANSACTION_TIMEOUT
         assert coord.init_producer_id("tx", 1000, 5, -1)[0] == ErrorCode.INVALID_REQUEST

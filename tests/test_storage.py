@@ -25,6 +25,7 @@ from storage import (
     RecordTooLargeError,
 )
 from storage.checkpoint import LeaderEpochCache
+from storage.producer_state import AppendOrigin
 from storage.manager import CLEAN_SHUTDOWN_FILE
 from wire.records import batch_crc_ok, read_batch_header
 
@@ -122,6 +123,7 @@ def fill(log, n, *, records_per_batch=3, epoch=0, value_size=20, base_ts=1_000_0
         values = [bytes([65 + (i + j) % 26]) * (value_size + (i * 7 + j) % 30) for j in range(records_per_batch)]
         b = make_batch(values, base_ts=base_ts + i * 10)
         info = log.append(b, leader_epoch=epoch)
+        log.update_high_watermark(log.log_end_offset)   # the partition's rule with one replica (kafkapy/partition.py)
         out.append((info.base_offset, info.last_offset, bytes(b)))
     return out
 
@@ -289,7 +291,7 @@ def _fix_crc(b: bytearray) -> bytearray:
 def test_control_batches_allowed_from_coordinator(make_log):
     log = make_log()
     info = log.append(make_batch([b""], attributes=0x30, producer_id=5, producer_epoch=0, base_sequence=-1 + 1),
-                      leader_epoch=0, origin="coordinator")
+                      leader_epoch=0, origin=AppendOrigin.COORDINATOR)
     assert info.base_offset == 0
 
 
@@ -355,6 +357,7 @@ def test_timestamps_out_of_order(make_log):
     assert log.offset_for_timestamp(650) == (700, 4)
     assert log.max_timestamp_offset() == (700, 4)
     assert log.offset_for_timestamp(701) is None
+    log.update_high_watermark(log.log_end_offset)
     log.delete_records_before(1)
     assert log.offset_for_timestamp(0) == (500, 1)
 

@@ -16,14 +16,14 @@ from typing import NamedTuple
 from kafkapy.groups import records as grec
 from kafkapy.groups.group import (COMPLETING_REBALANCE, CONSUMER_PROTOCOL_TYPE, DEAD, EMPTY, PREPARING_REBALANCE,
                                   STABLE, Group, Member, MemberError, OffsetAndMetadata, now_ms)
-from kafkapy.internal_topics import iter_batches, partition_for
+from kafkapy.internal_topics import OFFSETS_TOPIC, iter_batches, partition_for
+from kafkapy.partition import AppendOrigin
 from storage.errors import StorageError
 from wire.messages.error_codes import ErrorCode
 from wire.records import CONTROL_COMMIT, build_batch, parse_control_record
 
 log = logging.getLogger("kafkapy.groups")
 
-OFFSETS_TOPIC = "__consumer_offsets"
 OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600", "compression.type": "producer"}
 NEW_MEMBER_JOIN_TIMEOUT_MS = 5 * 60 * 1000    # Kafka's GroupCoordinator.NewMemberJoinTimeoutMs
 _DEFAULTS = {
@@ -778,6 +778,17 @@ class GroupCoordinator:
                     g.pending_txn_offsets.setdefault(producer_id, {})[tp] = o
         return result
 
+    def on_transaction_completed(self, producer_id: int, commit: bool, partitions: set) -> None:
+        """Kafka's GroupMetadataManager.handleTxnCompletion: apply or drop the transactional offset commits of
+        ``producer_id`` in the groups of the ``__consumer_offsets`` partitions the transaction touched (the
+        transaction coordinator calls this once its markers are written)."""
+        offsets_parts = {p for t, p in partitions if t == OFFSETS_TOPIC}
+        if not offsets_parts:
+            return
+        for gid, g in list(self.groups.items()):
+            if producer_id in g.pending_txn_offsets and self.offsets_partition_for(gid) in offsets_parts:
+                self.complete_txn(gid, producer_id, commit)
+
     def complete_txn(self, group_id: str, producer_id: int, commit: bool) -> None:
         """Apply (commit) or drop (abort) a producer's pending offsets; the marker itself is written by the
         transaction coordinator into the group's ``__consumer_offsets`` partition."""
@@ -807,17 +818,17 @@ class GroupCoordinator:
     def _append(self, group_id: str, recs: list, producer_id: int = -1, producer_epoch: int = -1,
                 too_large: ErrorCode = ErrorCode.INVALID_COMMIT_OFFSET_SIZE) -> int:
         t = self._offsets_topic()
-        lg = self.broker.partition_log(OFFSETS_TOPIC, partition_for(group_id, t.partitions))
+        partition = self.broker.partition(OFFSETS_TOPIC, partition_for(group_id, t.partitions))
         batch = build_batch(recs, producer_id=producer_id, producer_epoch=producer_epoch,
                             transactional=producer_id >= 0)
         try:
-            lg.append(batch, leader_epoch=t.leader_epoch, origin="coordinator")
+            partition.append(batch, AppendOrigin.COORDINATOR)
         except StorageError as e:
             log.error("could not write group %s to %s: %s", group_id, OFFSETS_TOPIC, e)
-            if e.error_name in ("MESSAGE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_FETCH_SIZE"):
+            if e.error_code in (ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE,
+                                ErrorCode.INVALID_FETCH_SIZE):
                 return int(too_large)
             return int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
-        self.broker.notify_appended()
         return 0
 
     def _store_group(self, g: Group, assignments: dict[str, bytes]) -> int:

@@ -50,11 +50,15 @@ MODULES = [
 ]
 
 
+class HandlerImportError(RuntimeError):
+    """A handler module failed to import: the broker must not start without its APIs."""
+
+
 def load_all() -> dict[int, Handler]:
     for m in MODULES:
         try:
             importlib.import_module(f"kafkapy.handlers.{m}")
-        except ModuleNotFoundError as e:
-            if e.name != f"kafkapy.handlers.{m}":
-                raise
+        except Exception as e:
+            raise HandlerImportError(f"handler module kafkapy.handlers.{m} failed to import ({e.__class__.__name__}: "
+                                     f"{e}); the broker would lack its APIs, so it does not start") from e
     return HANDLERS

@@ -111,16 +111,17 @@ async def offset_for_leader_epoch(ctx, req):
             if not may:
                 r.error_code = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
                 continue
-            lg = broker.partition_log(t.topic, p.partition) if topic is not None else None
-            if lg is None:
+            partition = broker.partition(t.topic, p.partition) if topic is not None else None
+            if partition is None:
                 r.error_code = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
                 continue
+            lg = partition.log
             current = p.current_leader_epoch if v >= 2 else NO_EPOCH
             if current != NO_EPOCH:
-                if current < topic.leader_epoch:
+                if current < partition.leader_epoch:
                     r.error_code = int(ErrorCode.FENCED_LEADER_EPOCH)
                     continue
-                if current > topic.leader_epoch:
+                if current > partition.leader_epoch:
                     r.error_code = int(ErrorCode.UNKNOWN_LEADER_EPOCH)
                     continue
             epoch, end_offset = lg.end_offset_for_epoch(p.leader_epoch)

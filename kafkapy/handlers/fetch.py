@@ -39,17 +39,18 @@ def _read_all(broker, req, v: int, plan):
             if t_error is not None:
                 parts.append(_error(idx, t_error))
                 continue
-            lg = broker.partition_log(topic.name, idx)
-            if lg is None:
+            partition = broker.partition(topic.name, idx)
+            if partition is None:
                 parts.append(_error(idx, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
+            lg = partition.log
             epoch = fp.current_leader_epoch
-            if epoch >= 0 and epoch != topic.leader_epoch:
-                parts.append(_error(idx, ErrorCode.FENCED_LEADER_EPOCH if epoch < topic.leader_epoch
+            if epoch >= 0 and epoch != partition.leader_epoch:
+                parts.append(_error(idx, ErrorCode.FENCED_LEADER_EPOCH if epoch < partition.leader_epoch
                                     else ErrorCode.UNKNOWN_LEADER_EPOCH))
                 continue
             hw = lg.high_watermark
-            lso = broker.last_stable_offset(lg) if broker.last_stable_offset else hw
+            lso = lg.last_stable_offset()
             limit = lso if committed else hw
             try:
                 # Kafka's rule: only the first partition that returns data may exceed the limits (one whole batch)
@@ -66,8 +67,8 @@ def _read_all(broker, req, v: int, plan):
             remaining = max(remaining - n, 0)
             aborted = None
             if committed:
-                aborted = broker.aborted_transactions(lg, fp.fetch_offset, limit) if broker.aborted_transactions \
-                    else []
+                aborted = [R.AbortedTransaction(producer_id=pid, first_offset=first)
+                           for pid, first in lg.aborted_transactions(fp.fetch_offset, limit)]
             parts.append(R.PartitionData(partition_index=idx, error_code=0, high_watermark=hw, last_stable_offset=lso,
                                          log_start_offset=lg.log_start_offset, aborted_transactions=aborted,
                                          preferred_read_replica=-1, records=data))

@@ -4,7 +4,6 @@ DescribeGroups (15), ListGroups (16), DeleteGroups (42). The logic lives in kafk
 from __future__ import annotations
 
 from kafkapy import acl
-from kafkapy.groups import coordinator_of
 from kafkapy.groups.group import STABLE
 from kafkapy.handlers import api
 from wire.messages import delete_groups_response as DelR
@@ -39,15 +38,12 @@ def _coordinator_for(ctx, key: str, key_type: int) -> tuple[int, str | None]:
     if key_type == GROUP_KEY_TYPE:
         if not acl.group_allowed(ctx, acl.DESCRIBE, key):
             return int(ErrorCode.GROUP_AUTHORIZATION_FAILED), None
-        coordinator_of(broker).ensure_offsets_topic()
+        broker.groups.ensure_offsets_topic()
         return 0, None
     if key_type == TRANSACTION_KEY_TYPE:
         if not acl.allowed(ctx, acl.DESCRIBE, acl.R_TRANSACTIONAL_ID, key):
             return int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED), None
-        txn = broker.coordinators.get("transaction")
-        ensure = getattr(txn, "ensure_state_topic", None)
-        if ensure is not None:
-            ensure()
+        broker.transactions.ensure_topic()     # FindCoordinator(TRANSACTION) creates __transaction_state, as Kafka
         return 0, None
     return int(ErrorCode.INVALID_REQUEST), f"Unknown coordinator type {key_type} in FindCoordinator request"
 
@@ -85,7 +81,7 @@ async def join_group(ctx, req):
         return JR.JoinGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
                                     generation_id=-1, protocol_type=None, protocol_name=None if v >= 7 else "",
                                     leader="", skip_assignment=False, member_id=req.member_id or "", members=[])
-    coord = coordinator_of(ctx.broker)
+    coord = ctx.broker.groups
     protocols = [(p.name, bytes(p.metadata)) for p in (req.protocols or ())]
     rebalance_timeout = req.rebalance_timeout_ms if v >= 1 else req.session_timeout_ms
     r = await coord.join_group(req.group_id, req.member_id or "", req.group_instance_id if v >= 5 else None,
@@ -105,7 +101,7 @@ async def sync_group(ctx, req):
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return SR.SyncGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
                                     protocol_type=None, protocol_name=None, assignment=b"")
-    coord = coordinator_of(ctx.broker)
+    coord = ctx.broker.groups
     assignments = {}
     for a in req.assignments or ():
         assignments[a.member_id] = bytes(a.assignment)
@@ -123,7 +119,7 @@ async def sync_group(ctx, req):
 async def heartbeat(ctx, req):
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return HR.HeartbeatResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED))
-    coord = coordinator_of(ctx.broker)
+    coord = ctx.broker.groups
     code = coord.heartbeat(req.group_id, req.member_id, req.group_instance_id if ctx.api_version >= 3 else None,
                            req.generation_id)
     return HR.HeartbeatResponse(throttle_time_ms=0, error_code=code)
@@ -134,7 +130,7 @@ async def leave_group(ctx, req):
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return LR.LeaveGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
                                      members=[])
-    coord = coordinator_of(ctx.broker)
+    coord = ctx.broker.groups
     if ctx.api_version >= 3:
         members = [(m.member_id or "", m.group_instance_id) for m in (req.members or ())]
     else:
@@ -151,7 +147,7 @@ async def leave_group(ctx, req):
 
 @api("DescribeGroups", 0, 5)
 async def describe_groups(ctx, req):
-    coord = coordinator_of(ctx.broker)
+    coord = ctx.broker.groups
     with_ops = ctx.api_version >= 3 and req.include_authorized_operations
     out = []
     for gid in req.groups or ():
@@ -183,7 +179,7 @@ async def describe_groups(ctx, req):
 
 @api("ListGroups", 0, 5)
 async def list_groups(ctx, req):
-    coord = coordinator_of(ctx.broker)
+    coord = ctx.broker.groups
     v = ctx.api_version
     states = {s.lower() for s in (req.states_filter or ())} if v >= 4 else set()
     types = {t.lower() for t in (req.types_filter or ())} if v >= 5 else set()
@@ -204,7 +200,7 @@ async def list_groups(ctx, req):
 
 @api("DeleteGroups", 0, 2)
 async def delete_groups(ctx, req):
-    coord = coordinator_of(ctx.broker)
+    coord = ctx.broker.groups
     names = list(req.groups_names or ())
     denied = {n for n in names if not acl.group_allowed(ctx, acl.DELETE, n)}
     res = coord.delete_groups([n for n in names if n not in denied])

@@ -23,7 +23,6 @@ async def handle(ctx, req):
     committed = v >= 2 and req.isolation_level == READ_COMMITTED
     topics = []
     for rt in req.topics:
-        topic = broker.topics.get(rt.name)
         parts = []
         if not acl.topic_allowed(ctx, acl.DESCRIBE, rt.name):
             topics.append(R.ListOffsetsTopicResponse(name=rt.name, partitions=[
@@ -31,18 +30,19 @@ async def handle(ctx, req):
             continue
         for rp in rt.partitions:
             idx = rp.partition_index
-            lg = broker.partition_log(rt.name, idx)
-            if lg is None:
+            partition = broker.partition(rt.name, idx)
+            if partition is None:
                 parts.append(_answer(idx, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
-            if rp.current_leader_epoch >= 0 and rp.current_leader_epoch != topic.leader_epoch:
-                parts.append(_answer(idx, ErrorCode.FENCED_LEADER_EPOCH if rp.current_leader_epoch < topic.leader_epoch
+            lg = partition.log
+            epoch = partition.leader_epoch
+            if rp.current_leader_epoch >= 0 and rp.current_leader_epoch != epoch:
+                parts.append(_answer(idx, ErrorCode.FENCED_LEADER_EPOCH if rp.current_leader_epoch < epoch
                                      else ErrorCode.UNKNOWN_LEADER_EPOCH))
                 continue
             ts = rp.timestamp
-            epoch = topic.leader_epoch
             if ts == LATEST:
-                off = broker.last_stable_offset(lg) if committed and broker.last_stable_offset else lg.high_watermark
+                off = lg.last_stable_offset() if committed else lg.high_watermark
                 found = (-1, off)
             elif ts in (EARLIEST, EARLIEST_LOCAL):
                 found = (-1, lg.log_start_offset)

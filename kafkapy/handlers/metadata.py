@@ -24,7 +24,7 @@ def authorized_ops(ctx, resource_type: int, name: str, all_ops: int) -> int:
 def topic_metadata(broker, topic, version: int, include_ops: bool, ctx=None) -> R.MetadataResponseTopic:
     node = broker.node_id
     parts = [R.MetadataResponsePartition(error_code=0, partition_index=p, leader_id=node,
-                                         leader_epoch=topic.leader_epoch, replica_nodes=[node], isr_nodes=[node],
+                                         leader_epoch=topic.leader_epoch(p), replica_nodes=[node], isr_nodes=[node],
                                          offline_replicas=[])
              for p in range(topic.partitions)]
     return R.MetadataResponseTopic(error_code=0, name=topic.name, topic_id=topic.topic_id,

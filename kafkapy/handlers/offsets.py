@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from kafkapy import acl
-from kafkapy.groups import coordinator_of
 from kafkapy.groups.group import OffsetAndMetadata, now_ms
 from kafkapy.handlers import api
 from wire.messages import offset_commit_response as CR
@@ -16,7 +15,7 @@ from wire.messages.error_codes import ErrorCode
 @api("OffsetCommit", 0, 9)
 async def offset_commit(ctx, req):
     v = ctx.api_version
-    coord = coordinator_of(ctx.broker)
+    coord = ctx.broker.groups
     now = now_ms()
     retention = req.retention_time_ms if 2 <= v <= 4 else -1
     offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
@@ -88,7 +87,7 @@ def _fetch_group(ctx, coord, group_id, topics, require_stable):
 @api("OffsetFetch", 0, 9)
 async def offset_fetch(ctx, req):
     v = ctx.api_version
-    coord = coordinator_of(ctx.broker)
+    coord = ctx.broker.groups
     require_stable = bool(req.require_stable) if v >= 7 else False
     if v >= 8:
         groups = []
@@ -126,7 +125,7 @@ async def offset_fetch(ctx, req):
 
 @api("OffsetDelete", 0, 0)
 async def offset_delete(ctx, req):
-    coord = coordinator_of(ctx.broker)
+    coord = ctx.broker.groups
     parts = [(t.name, p.partition_index) for t in (req.topics or ()) for p in (t.partitions or ())]
     if not acl.group_allowed(ctx, acl.DELETE, req.group_id):
         return DR.OffsetDeleteResponse(error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED), throttle_time_ms=0,

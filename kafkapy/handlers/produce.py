@@ -7,6 +7,7 @@ import struct
 
 from kafkapy import acl
 from kafkapy.handlers import api
+from kafkapy.partition import AppendOrigin
 from storage.errors import StorageError
 from wire.messages import produce_response as R
 from wire.messages.error_codes import ErrorCode
@@ -68,7 +69,7 @@ async def handle(ctx, req):
     v = ctx.api_version
     acks = req.acks
     topics = []
-    appended = False
+    verifier = broker.transactions.partition_in_transaction
     txn_denied = req.transactional_id is not None and not acl.allowed(ctx, acl.WRITE, acl.R_TRANSACTIONAL_ID,
                                                                       req.transactional_id)
     for td in req.topic_data:
@@ -101,15 +102,9 @@ async def handle(ctx, req):
                 log.info("produce to %s-%d from %s rejected: %s", name, idx, ctx.client_id, message)
                 parts.append(_partition(idx, code, message=message if v >= 8 else None))
                 continue
-            lg = broker.logs.get(name, idx)
-            check = broker.producer_check
+            partition = broker.partition(name, idx)
             try:
-                if check is not None:
-                    dup = check(name, idx, records, req.transactional_id)
-                    if dup is not None:   # a retried batch that is already in the log: answer with its offsets
-                        parts.append(_partition(idx, 0, dup, -1, lg.log_start_offset))
-                        continue
-                info = lg.append(records, leader_epoch=topic.leader_epoch)
+                info = partition.append(records, AppendOrigin.CLIENT, txn_verifier=verifier)
             except StorageError as e:
                 code = e.error_code
                 if code == ErrorCode.INVALID_RECORD and v < 8:
@@ -117,13 +112,8 @@ async def handle(ctx, req):
                 log.info("produce to %s-%d from %s rejected: %s %s", name, idx, ctx.client_id, e.error_name, e)
                 parts.append(_partition(idx, code, message=str(e) if v >= 8 else None))
                 continue
-            if check is not None:
-                broker.producer_appended(name, idx, lg, info)
-            appended = True
             parts.append(_partition(idx, 0, info.base_offset, info.log_append_time, info.log_start_offset))
         topics.append(R.TopicProduceResponse(name=name, partition_responses=parts))
-    if appended:
-        broker.notify_appended()
     if acks == 0:
         return None
     return R.ProduceResponse(responses=topics, throttle_time_ms=0)

@@ -12,7 +12,6 @@ import time
 
 from kafkapy import acl
 from kafkapy.handlers import api
-from kafkapy.producers import manager as _manager  # noqa: F401 - installs the on_start hook
 from kafkapy.producers.coordinator import STATE_NAMES, TxnState
 from wire.messages import add_offsets_to_txn_response as AddOffsetsR
 from wire.messages import add_partitions_to_txn_response as AddPartsR
@@ -23,10 +22,6 @@ from wire.messages import init_producer_id_response as InitR
 from wire.messages import list_transactions_response as ListTxnR
 from wire.messages import txn_offset_commit_response as TxnOffR
 from wire.messages.error_codes import ErrorCode
-
-
-def _producers(ctx):
-    return ctx.broker.coordinators["transaction"]
 
 
 def _fenced(code: ErrorCode, version: int, first_version_with_fenced: int) -> int:
@@ -49,7 +44,7 @@ async def init_producer_id(ctx, req):
     if denied:
         return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=int(denied), producer_id=-1,
                                             producer_epoch=-1)
-    code, pid, epoch = _producers(ctx).coordinator.init_producer_id(req.transactional_id, req.transaction_timeout_ms,
+    code, pid, epoch = ctx.broker.transactions.init_producer_id(req.transactional_id, req.transaction_timeout_ms,
                                                                     pid, epoch)
     return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=_fenced(code, v, 4), producer_id=pid,
                                         producer_epoch=epoch)
@@ -58,7 +53,7 @@ async def init_producer_id(ctx, req):
 def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
     """[AddPartitionsToTxnTopicResult] for one transaction."""
     broker = ctx.broker
-    coord = _producers(ctx).coordinator
+    coord = ctx.broker.transactions
     wanted = [(t.name, p) for t in topics for p in t.partitions]
     denied = {n for n in {tp[0] for tp in wanted} if not acl.topic_allowed(ctx, acl.WRITE, n)}
     unknown = {tp for tp in wanted if tp[0] not in denied and broker.partition_log(*tp) is None}
@@ -102,7 +97,7 @@ async def add_partitions_to_txn(ctx, req):
 
 @api("AddOffsetsToTxn", 0, 4)
 async def add_offsets_to_txn(ctx, req):
-    coord = _producers(ctx).coordinator
+    coord = ctx.broker.transactions
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
         code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     elif not acl.group_allowed(ctx, acl.READ, req.group_id):
@@ -117,17 +112,16 @@ async def add_offsets_to_txn(ctx, req):
 async def end_txn(ctx, req):
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
         return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
-    code = _producers(ctx).coordinator.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch,
+    code = ctx.broker.transactions.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch,
                                                        bool(req.committed))
     return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=_fenced(code, ctx.api_version, 2))
 
 
 def _txn_offset_error(ctx, req) -> ErrorCode | None:
     """Kafka's checks before a transactional offset commit: the producer, then the group member (KIP-447)."""
-    from kafkapy.groups import coordinator_of
     from kafkapy.groups.group import DEAD
 
-    coord = _producers(ctx).coordinator
+    coord = ctx.broker.transactions
     tid = coord.by_producer.get(req.producer_id)
     m = coord.txns.get(tid) if tid is not None else None
     if m is not None and m.transactional_id == req.transactional_id:
@@ -138,7 +132,7 @@ def _txn_offset_error(ctx, req) -> ErrorCode | None:
             return ErrorCode.INVALID_TXN_STATE
     elif m is None or m.transactional_id != req.transactional_id:
         return ErrorCode.INVALID_PRODUCER_ID_MAPPING
-    g = coordinator_of(ctx.broker).groups.get(req.group_id)
+    g = ctx.broker.groups.groups.get(req.group_id)
     if g is None or ctx.api_version < 3:
         return None
     if g.is_(DEAD):
@@ -154,7 +148,6 @@ def _txn_offset_error(ctx, req) -> ErrorCode | None:
 
 @api("TxnOffsetCommit", 0, 4)
 async def txn_offset_commit(ctx, req):
-    from kafkapy.groups import coordinator_of
     from kafkapy.groups.group import OffsetAndMetadata, now_ms
 
     v = ctx.api_version
@@ -175,7 +168,7 @@ async def txn_offset_commit(ctx, req):
             p.committed_offset, p.committed_leader_epoch if v >= 2 else -1, p.committed_metadata or "", now)
             for t in req.topics if t.name not in denied for p in t.partitions}
         if offsets:
-            results = coordinator_of(ctx.broker).txn_offset_commit(req.group_id, req.producer_id,
+            results = ctx.broker.groups.txn_offset_commit(req.group_id, req.producer_id,
                                                                    req.producer_epoch, offsets)
         results.update({(t.name, p.partition_index): int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
                         for t in req.topics if t.name in denied for p in t.partitions})
@@ -191,7 +184,6 @@ async def txn_offset_commit(ctx, req):
 @api("DescribeProducers", 0, 0)
 async def describe_producers(ctx, req):
     broker = ctx.broker
-    states = _producers(ctx).states
     topics = []
     for t in req.topics:
         parts = []
@@ -209,7 +201,7 @@ async def describe_producers(ctx, req):
                                                          error_message=None, active_producers=[]))
                 continue
             active = []
-            for e in states.state(plog).producers.values():
+            for e in plog.producer_state.producers.values():
                 active.append(DescProdR.ProducerState(
                     producer_id=e.producer_id, producer_epoch=e.producer_epoch, last_sequence=e.last_seq,
                     last_timestamp=e.last_timestamp, coordinator_epoch=e.coordinator_epoch,
@@ -223,7 +215,7 @@ async def describe_producers(ctx, req):
 
 @api("DescribeTransactions", 0, 0)
 async def describe_transactions(ctx, req):
-    coord = _producers(ctx).coordinator
+    coord = ctx.broker.transactions
     out = []
     for tid in req.transactional_ids:
         m = coord.txns.get(tid)
@@ -253,7 +245,7 @@ async def describe_transactions(ctx, req):
 
 @api("ListTransactions", 0, 1)
 async def list_transactions(ctx, req):
-    coord = _producers(ctx).coordinator
+    coord = ctx.broker.transactions
     known = set(STATE_NAMES.values())
     wanted = set(req.state_filters or [])
     unknown = sorted(wanted - known)

@@ -1,3 +1,4 @@
-"""Idempotent and transactional producers: per-partition producer state (state.py), producer ids (ids.py), the
-transaction coordinator (coordinator.py) and their wiring into the broker's hooks (manager.py, an on_start hook
-that kafkapy.handlers.producers imports)."""
+"""Idempotent and transactional producers: producer ids (ids.py) and the transaction coordinator (coordinator.py),
+which the broker builds as ``broker.transactions``. Per-partition producer state (sequences, epochs, open and
+aborted transactions) belongs to each partition log: storage/producer_state.py, checked and updated inside the
+log's one append."""

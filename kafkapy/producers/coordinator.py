@@ -8,9 +8,9 @@ before it takes effect, and the whole map is reloaded from that topic on start. 
 PrepareCommit/PrepareAbort on load are completed (markers written again: a second marker is harmless);
 Ongoing ones abort when their timeout passes.
 
-Commit/abort markers are appended directly to the local partition logs (single broker: Kafka's
-WriteTxnMarkers round trip to itself is a function call), then the CompleteCommit/CompleteAbort state is
-written.
+Commit/abort markers are appended to the local partitions through their one append path (single broker:
+Kafka's WriteTxnMarkers round trip to itself is a function call), then the group coordinator applies or drops
+transactional offset commits, then the CompleteCommit/CompleteAbort state is written.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from kafkapy.internal_topics import iter_batches, partition_for
+from kafkapy.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, iter_batches, partition_for
+from kafkapy.partition import AppendOrigin
+from kafkapy.producers.ids import ProducerIdManager
 from storage.errors import StorageError
 from wire import protocol
 from wire.messages.error_codes import ErrorCode
-from wire.records import Record, build_batch
+from wire.records import Record, build_batch, build_control_batch
 
 log = logging.getLogger("kafkapy.transactions")
 
-TRANSACTION_STATE_TOPIC = "__transaction_state"
-GROUP_METADATA_TOPIC = "__consumer_offsets"
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1
 SHORT_MAX = 32767
@@ -95,18 +95,15 @@ class CoordinatorError(Exception):
 
 
 class TransactionCoordinator:
-    def __init__(self, broker, producer_states, ids):
+    def __init__(self, broker, groups):
         self.broker = broker
-        self.states = producer_states        # kafkapy.producers.manager.ProducerStateRegistry
-        self.ids = ids
+        self.groups = groups                 # kafkapy.groups.GroupCoordinator: transactional offset commits
+        self.ids = ProducerIdManager(None)   # opened on the data dir by load()
         self.txns: dict[str, TxnMetadata] = {}
         self.by_producer: dict[int, str] = {}
         self._task: asyncio.Task | None = None
         self.key_mod = protocol.data_module("TransactionLogKey")
         self.value_mod = protocol.data_module("TransactionLogValue")
-        # callbacks(producer_id, producer_epoch, commit, {(topic, partition)}) run after markers were written
-        # (the group coordinator materialises or drops transactional offset commits here)
-        self.on_transaction_completed: list = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -116,10 +113,13 @@ class TransactionCoordinator:
         return t.partitions if t is not None else self.broker.config.get_int("transaction.state.log.num.partitions")
 
     def coordinator_epoch(self) -> int:
-        t = self.broker.topics.get(TRANSACTION_STATE_TOPIC)
-        return t.leader_epoch if t is not None else 0
+        """Kafka's coordinator epoch: the leader epoch of the ``__transaction_state`` partitions (one broker)."""
+        partition = self.broker.partition(TRANSACTION_STATE_TOPIC, 0)
+        return partition.leader_epoch if partition is not None else 0
 
     def load(self) -> None:
+        """Producer ids (their block file in the data dir), then every transactional id in __transaction_state."""
+        self.ids = ProducerIdManager(None if self.broker.memory else self.broker.config.data_dir)
         topic = self.broker.topics.get(TRANSACTION_STATE_TOPIC)
         if topic is None:
             return
@@ -191,7 +191,7 @@ class TransactionCoordinator:
                 now = time.monotonic()
                 if now - last_expire >= expire_every:
                     last_expire = now
-                    self.states.remove_expired(config_int(self.broker, "producer.id.expiration.ms"))
+                    self.broker.remove_expired_producers(config_int(self.broker, "producer.id.expiration.ms"))
                 if now - last_txn_expire >= txn_expire_every:
                     last_txn_expire = now
                     self.remove_expired_transactional_ids()
@@ -233,11 +233,10 @@ class TransactionCoordinator:
         self._append(t, m.transactional_id, key, _VERSION.pack(0) + protocol.encode(self.value_mod, 0, value))
 
     def _append(self, t, tid: str, key: bytes, value: bytes | None) -> None:
-        p = partition_for(tid, t.partitions)
-        plog = self.broker.partition_log(TRANSACTION_STATE_TOPIC, p)
+        partition = self.broker.partition(TRANSACTION_STATE_TOPIC, partition_for(tid, t.partitions))
         batch = bytearray(build_batch([Record(None, int(time.time() * 1000), key, value, [])]))
         try:
-            plog.append(batch, leader_epoch=t.leader_epoch, origin="coordinator")
+            partition.append(batch, AppendOrigin.COORDINATOR)
         except StorageError as e:
             log.error("writing transaction state of %s failed: %s", tid, e)
             raise CoordinatorError(ErrorCode.COORDINATOR_NOT_AVAILABLE, str(e)) from e
@@ -367,9 +366,9 @@ class TransactionCoordinator:
                 and m.state == TxnState.ONGOING and (topic, partition) in m.partitions)
 
     def group_partition(self, group_id: str) -> tuple[str, int]:
-        n = self.broker.topics.get(GROUP_METADATA_TOPIC)
+        n = self.broker.topics.get(OFFSETS_TOPIC)
         parts = n.partitions if n is not None else self.broker.config.get_int("offsets.topic.num.partitions")
-        return GROUP_METADATA_TOPIC, partition_for(group_id, parts)
+        return OFFSETS_TOPIC, partition_for(group_id, parts)
 
     # ------------------------------------------------------------------ EndTxn
 
@@ -404,20 +403,17 @@ class TransactionCoordinator:
         """Write the markers to every partition of the transaction, then CompleteCommit/CompleteAbort."""
         coordinator_epoch = self.coordinator_epoch()
         for topic, p in sorted(m.partitions):
-            t = self.broker.topics.get(topic)
-            plog = self.broker.partition_log(topic, p)
-            if t is None or plog is None:
+            partition = self.broker.partition(topic, p)
+            if partition is None:
                 continue    # deleted meanwhile: Kafka drops markers for partitions that are gone
-            self.states.state(plog).write_marker(m.producer_id, m.producer_epoch, commit, coordinator_epoch,
-                                                 t.leader_epoch)
-        for cb in list(self.on_transaction_completed):
-            try:
-                cb(m.producer_id, m.producer_epoch, commit, set(m.partitions))
-            except Exception:  # noqa: BLE001
-                log.exception("transaction completion callback failed")
+            marker = build_control_batch(commit, m.producer_id, m.producer_epoch, coordinator_epoch)
+            partition.append(bytearray(marker), AppendOrigin.COORDINATOR)
+        try:
+            self.groups.on_transaction_completed(m.producer_id, commit, set(m.partitions))
+        except Exception:  # noqa: BLE001
+            log.exception("applying the transactional offset commits of producer %d failed", m.producer_id)
         self._transition(m, state=TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT,
                          partitions=set(), last_update_ms=_now())
-        self.broker.notify_appended()
 
     # ------------------------------------------------------------------ timers
 
