@@ -241,6 +241,7 @@ def as_decode_error(exc: BaseException) -> DecodeError:
     return err
 
 
-DECODE_FAILURES = (IndexError, struct.error, UnicodeDecodeError, ValueError, OverflowError, TypeError, RecursionError)
+# TypeError is not here: it means a bug in the generated code or its caller, never malformed input
+DECODE_FAILURES = (IndexError, struct.error, UnicodeDecodeError, ValueError, OverflowError, RecursionError)
 
 __all__ = [n for n in dir(sys.modules[__name__]) if not n.startswith("_")]

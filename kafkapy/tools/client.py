@@ -327,7 +327,8 @@ class Client:
         resp = self.metadata([name])
         for t in resp.topics:
             if t.name == name:
-                check(t.error_code, f"Topic '{name}' does not exist." if t.error_code == 3 else None, context)
+                check(t.error_code, f"Topic '{name}' does not exist." if t.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                      else None, context)
                 return t
         raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Topic '{name}' does not exist.", context)
 

@@ -9,6 +9,7 @@ import sys
 from kafkapy.tools import UsageError, add_commands, add_common, client_from, parse_kv
 from kafkapy.tools.client import Client, KafkaError, check
 from wire import protocol as P
+from wire.messages.error_codes import ErrorCode
 
 TOPIC_RESOURCE = 2
 SOURCE_TOPIC_CONFIG = 1      # DescribeConfigs config_source: a topic override
@@ -80,7 +81,7 @@ def cmd_create(client: Client, args) -> int:
 
     resp, _ = client.call("CreateTopics", build, node)
     for t in resp.topics:
-        if t.error_code == 36 and args.if_not_exists:     # TOPIC_ALREADY_EXISTS
+        if t.error_code == ErrorCode.TOPIC_ALREADY_EXISTS and args.if_not_exists:
             return 0
         check(t.error_code, t.error_message)
     print(f"Created topic {args.name}.")
@@ -147,7 +148,7 @@ def cmd_delete(client: Client, args) -> int:
             continue
         if r.error_code:
             msg = r.error_message
-            if r.error_code == 3 and not msg:
+            if r.error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION and not msg:
                 msg = f"Topic '{n}' does not exist."
             failures.append((n, KafkaError(r.error_code, msg)))
         else:
