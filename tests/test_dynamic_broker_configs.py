@@ -1,9 +1,11 @@
-"""Dynamic broker configs (KIP-226) through raw requests: a broker-level change is the default of every topic
-without an override, at once and after a restart; only Kafka's dynamic configs may be set."""
+"""Dynamic broker configs (KIP-226) and BROKER_LOGGER resources through raw requests: a broker-level change is
+the default of every topic without an override, at once and after a restart; only Kafka's dynamic configs may be
+set; a client sees and changes only the broker's own loggers."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
@@ -14,6 +16,10 @@ from wire.messages.error_codes import ErrorCode
 from test_admin_handlers import (  # noqa: E402 - tests/ is on sys.path (rootdir-relative import by pytest)
     BROKER, DEFAULT_CONFIG, DELETE, DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG, DYNAMIC_TOPIC_CONFIG, SET,
     STATIC_BROKER_CONFIG, TOPIC, RunningBroker, alter, by_name, describe, incremental, topic_name)
+
+BROKER_LOGGER = 8
+DYNAMIC_BROKER_LOGGER_CONFIG = 6
+
 
 @pytest.fixture
 def rb():
@@ -212,3 +218,56 @@ def test_static_config_still_shown_under_a_dynamic_one():
                                                              ("168", DEFAULT_CONFIG)]
     finally:
         b.close()
+
+
+# ------------------------------------------------------------------------------------------ BROKER_LOGGER
+
+
+def test_loggers_listed_are_the_brokers_own(rb):
+    logging.getLogger("host.app.module")           # the program around an embedded broker
+    [r] = describe(rb, 4, [(BROKER_LOGGER, "1", None)])
+    names = [c.name for c in r.configs]
+    assert {"kafkapy", "storage", "wire", "kafkapy.broker"} <= set(names)
+    assert all(n.split(".")[0] in ("kafkapy", "storage", "wire") for n in names), names
+    assert all(c.config_source == DYNAMIC_BROKER_LOGGER_CONFIG for c in r.configs)
+    [r] = describe(rb, 4, [(BROKER_LOGGER, "1", ["root", "host.app.module", "kafkapy.broker"])])
+    assert [c.name for c in r.configs] == ["kafkapy.broker"]
+
+
+def test_host_loggers_cannot_be_changed(rb):
+    host = logging.getLogger("host.app.module")
+    root_level, host_level = logging.getLogger().level, host.level
+    for name in ("root", "host.app.module", "host", "kafkapyx", "kafkapy.no.such.logger"):
+        for op, value in ((SET, "DEBUG"), (DELETE, None)):
+            r = incremental(rb, 1, BROKER_LOGGER, "1", [(name, op, value)])
+            assert (r.error_code, r.error_message) == (ErrorCode.INVALID_CONFIG, f"Logger {name} does not exist!")
+    assert logging.getLogger().level == root_level and host.level == host_level
+    assert "kafkapy.no.such.logger" not in logging.root.manager.loggerDict
+
+
+def test_own_logger_level_set_and_unset(rb):
+    lg = logging.getLogger("kafkapy.broker")
+    saved = lg.level
+    try:
+        r = incremental(rb, 1, BROKER_LOGGER, "1", [("kafkapy.broker", SET, "ERROR")], validate_only=True)
+        assert r.error_code == 0 and lg.level == saved
+        assert incremental(rb, 1, BROKER_LOGGER, "1", [("kafkapy.broker", SET, "ERROR")]).error_code == 0
+        assert lg.level == logging.ERROR
+        c = by_name(describe(rb, 4, [(BROKER_LOGGER, "1", ["kafkapy.broker"])])[0])["kafkapy.broker"]
+        assert c.value == "ERROR"
+        r = incremental(rb, 1, BROKER_LOGGER, "1", [("kafkapy.broker", SET, "debug")])
+        assert r.error_code == ErrorCode.INVALID_CONFIG
+        assert r.error_message == ("Cannot set the log level of kafkapy.broker to debug as it is not a supported log "
+                                   "level. Valid log levels are DEBUG, ERROR, FATAL, INFO, TRACE, WARN")
+        assert incremental(rb, 1, BROKER_LOGGER, "1", [("kafkapy.broker", DELETE, None)]).error_code == 0
+        assert lg.level == logging.NOTSET
+        r = incremental(rb, 1, BROKER_LOGGER, "1", [("kafkapy.broker", 2, "x")])    # APPEND
+        assert (r.error_code, r.error_message) == (ErrorCode.INVALID_REQUEST,
+                                                   "APPEND operation is not allowed for the BROKER_LOGGER resource")
+        r = incremental(rb, 1, BROKER_LOGGER, "", [("kafkapy.broker", SET, "INFO")])
+        assert (r.error_code, r.error_message) == (ErrorCode.INVALID_REQUEST, "Node id must be an integer, but it is: ")
+        r = incremental(rb, 1, BROKER_LOGGER, "1", [("kafkapy.broker", SET, None)])
+        assert (r.error_code, r.error_message) == (ErrorCode.INVALID_REQUEST, "Null value not supported for : "
+                                                                              "kafkapy.broker")
+    finally:
+        lg.setLevel(saved)

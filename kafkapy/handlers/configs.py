@@ -8,6 +8,10 @@ cluster-wide default); only dynamic broker configs may be altered (``kafkapy.con
 
 Dynamic broker configs live in ``broker.config.dynamic`` (keyed "" and the node id, persisted in the data dir by
 ``BrokerConfig.set_dynamic``); topics without an override inherit them at once (``Broker.broker_configs_changed``).
+
+BROKER_LOGGER resources are the broker's own Python loggers only: "kafkapy", "storage", "wire" and their
+children. Any other name (the root logger, the host program's loggers when the broker is embedded) is a logger
+that does not exist, as Kafka answers for an unknown log4j logger.
 """
 
 from __future__ import annotations
@@ -169,21 +173,36 @@ def describe_broker(broker, res, include_synonyms: bool, include_doc: bool, v: i
 _LEVELS = {logging.CRITICAL: "FATAL", logging.ERROR: "ERROR", logging.WARNING: "WARN", logging.INFO: "INFO",
            logging.DEBUG: "DEBUG", logging.NOTSET: "TRACE"}
 
+# The loggers a client may see and change: the broker's own. Everything else belongs to the program around an
+# embedded broker (or to Python's root logger), and does not exist as far as clients can tell.
+BROKER_LOGGER_NAMESPACES = ("kafkapy", "storage", "wire")
+
+
+def _own_logger(name: str | None) -> bool:
+    return bool(name) and any(name == ns or name.startswith(ns + ".") for ns in BROKER_LOGGER_NAMESPACES)
+
+
+def broker_loggers() -> dict[str, logging.Logger]:
+    """The broker's loggers that exist (Log4jController.loggers): its namespaces and every logger created under
+    them."""
+    out = {ns: logging.getLogger(ns) for ns in BROKER_LOGGER_NAMESPACES}
+    for lname, lg in list(logging.root.manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger) and _own_logger(lname):
+            out[lname] = lg
+    return dict(sorted(out.items()))
+
 
 def describe_broker_logger(broker, res) -> list:
     name = res.resource_name
     if not name:
         raise ResourceError(ErrorCode.INVALID_REQUEST, "Broker id must not be empty")
     _broker_id(name, f"Unexpected broker id, expected {broker.node_id} but received {name}", broker.node_id)
-    loggers = {"root": logging.getLogger().getEffectiveLevel()}
-    for lname, lg in sorted(logging.root.manager.loggerDict.items()):
-        if isinstance(lg, logging.Logger) and lname.startswith(("kafkapy", "storage", "wire")):
-            loggers[lname] = lg.getEffectiveLevel()
-    return [DC.DescribeConfigsResourceResult(name=n, value=_LEVELS.get(lvl, logging.getLevelName(lvl)),
+    return [DC.DescribeConfigsResourceResult(name=n, value=_LEVELS.get(lg.getEffectiveLevel(),
+                                                                        logging.getLevelName(lg.getEffectiveLevel())),
                                              read_only=False, is_default=False,
                                              config_source=DYNAMIC_BROKER_LOGGER_CONFIG, is_sensitive=False,
                                              synonyms=[], config_type=0, documentation=None)
-            for n, lvl in loggers.items() if _wanted(res.configuration_keys, n)]
+            for n, lg in broker_loggers().items() if _wanted(res.configuration_keys, n)]
 
 
 def _broker_id(name: str, mismatch: str, node_id: int, what: str = "Broker id") -> None:
@@ -392,36 +411,51 @@ def apply_incremental(current: dict[str, str], ops, list_type, default_of) -> di
     return new
 
 
+# LogLevelConfig.VALID_LOG_LEVELS (case-sensitive, as Kafka checks them); Python has no TRACE, so it is DEBUG
 _LEVEL_BY_NAME = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
-                  "ERROR": logging.ERROR, "FATAL": logging.CRITICAL, "OFF": logging.CRITICAL + 10}
+                  "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
 
 
 def alter_loggers(broker, res, validate_only: bool) -> None:
-    """BROKER_LOGGER resources: log levels of kafkapy's Python loggers (Kafka: log4j loggers)."""
-    if not res.resource_name:
-        raise ResourceError(ErrorCode.INVALID_REQUEST, "Broker id must not be empty")
-    _broker_id(res.resource_name, f"Unexpected broker id, expected {broker.node_id} but received "
-                                  f"{res.resource_name}", broker.node_id)
+    """BROKER_LOGGER resources: log levels of the broker's own Python loggers (Kafka's RuntimeLoggerManager on
+    log4j loggers). Validates every operation before changing any."""
+    nulls = [c.name for c in res.configs if c.config_operation != DELETE and c.value is None]
+    if nulls:
+        raise ResourceError(ErrorCode.INVALID_REQUEST, "Null value not supported for : " + ", ".join(nulls))
+    try:
+        node = int(res.resource_name)
+    except ValueError:
+        raise ResourceError(ErrorCode.INVALID_REQUEST,
+                            f"Node id must be an integer, but it is: {res.resource_name}") from None
+    if node != broker.node_id:
+        # sic: Kafka's RuntimeLoggerManager.validateResourceNameIsNodeId prints its own id twice
+        raise ResourceError(ErrorCode.INVALID_REQUEST,
+                            f"Unexpected node id. Expected {broker.node_id}, but received {broker.node_id}")
+    existing = broker_loggers()
     changes = []
     for c in res.configs:
-        if c.config_operation == SET:
-            level = _LEVEL_BY_NAME.get(str(c.value).upper())
+        op = c.config_operation
+        if op in (SET, DELETE) and c.name not in existing:
+            raise ResourceError(ErrorCode.INVALID_CONFIG, f"Logger {c.name} does not exist!")
+        if op == SET:
+            level = _LEVEL_BY_NAME.get(c.value)
             if level is None:
                 raise ResourceError(ErrorCode.INVALID_CONFIG, f"Cannot set the log level of {c.name} to {c.value} as "
                                                               f"it is not a supported log level. Valid log levels are "
-                                                              f"{', '.join(_LEVEL_BY_NAME)}")
-        elif c.config_operation == DELETE:
-            if c.name == "root":
-                raise ResourceError(ErrorCode.INVALID_REQUEST, "Removing the log level of the root logger is not "
-                                                               "allowed")
-            level = logging.NOTSET
-        else:
-            raise ResourceError(ErrorCode.INVALID_REQUEST, f"{_OP_NAMES[c.config_operation]} operation is not "
+                                                              f"{', '.join(sorted(_LEVEL_BY_NAME))}")
+        elif op == DELETE:
+            level = logging.NOTSET      # inherit, as Log4jController.unsetLogLevel
+        elif op in (APPEND, SUBTRACT):
+            raise ResourceError(ErrorCode.INVALID_REQUEST, f"{_OP_NAMES[op]} operation is not "
                                                            f"allowed for the BROKER_LOGGER resource")
-        changes.append((c.name, level))
+        else:
+            raise ResourceError(ErrorCode.INVALID_REQUEST, f"Unknown operation type {op} is not allowed for the "
+                                                           f"BROKER_LOGGER resource")
+        changes.append((existing[c.name], level))
     if not validate_only:
-        for name, level in changes:
-            (logging.getLogger() if name == "root" else logging.getLogger(name)).setLevel(level)
+        for lg, level in changes:
+            lg.setLevel(level)
+            log.warning("Updated the log level of %s to %s", lg.name, logging.getLevelName(level))
 
 
 @api("IncrementalAlterConfigs", 0, 1)
