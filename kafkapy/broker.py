@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from kafkapy import handlers as handler_registry
 from kafkapy.config import BrokerConfig, ConfigError, validate_topic_configs
+from kafkapy.internal_topics import INTERNAL_TOPICS
 from kafkapy.listeners import listeners_from_config
 from kafkapy.metrics import Metrics
 from kafkapy.server import Server
@@ -36,7 +37,6 @@ METADATA_FILE = "kafkapy-topics.json"
 META_PROPERTIES = "meta.properties"
 MAX_TOPIC_NAME = 249
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
-INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
 
 
 class TopicError(Exception):

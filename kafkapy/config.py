@@ -160,7 +160,10 @@ class BrokerConfigDef:
     doc: str = ""
 
 
-# The broker settings kafkapy reads (and the synonyms of topic configs); all are also shown by DescribeConfigs.
+# The broker settings kafkapy reads; all are also shown by DescribeConfigs. The broker synonyms of topic configs
+# (log.segment.bytes, message.max.bytes ...) are added from TOPIC_CONFIGS below, with the topic config's default,
+# type and check, unless listed here because Kafka's broker setting differs (log.retention.ms: no default, the
+# hours setting provides it).
 BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("node.id", "1", INT32, TYPE_INT),
     BrokerConfigDef("broker.id", "1", INT32, TYPE_INT),
@@ -168,24 +171,14 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("default.replication.factor", "1", _int(1, 32767), TYPE_INT),
     BrokerConfigDef("auto.create.topics.enable", "true", _bool, TYPE_BOOLEAN),
     BrokerConfigDef("delete.topic.enable", "true", _bool, TYPE_BOOLEAN),
-    BrokerConfigDef("message.max.bytes", "1048588", POS_INT, TYPE_INT),
     BrokerConfigDef("socket.request.max.bytes", "104857600", _int(1, (1 << 31) - 1), TYPE_INT),
-    BrokerConfigDef("log.segment.bytes", "1073741824", _int(14, (1 << 31) - 1), TYPE_INT),
     BrokerConfigDef("log.roll.ms", None, _int(1, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("log.roll.hours", "168", _int(1, 1 << 30), TYPE_INT),
     BrokerConfigDef("log.retention.ms", None, _int(-1, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("log.retention.minutes", None, _int(-1, (1 << 31) - 1), TYPE_INT),
     BrokerConfigDef("log.retention.hours", "168", _int(-1, (1 << 31) - 1), TYPE_INT),
-    BrokerConfigDef("log.retention.bytes", "-1", LONG, TYPE_LONG),
     BrokerConfigDef("log.retention.check.interval.ms", "300000", _int(1, LONG_MAX), TYPE_LONG),
-    BrokerConfigDef("log.cleanup.policy", "delete", _policy, TYPE_LIST),
-    BrokerConfigDef("log.message.timestamp.type", "CreateTime", _choice("CreateTime", "LogAppendTime"), TYPE_STRING),
-    BrokerConfigDef("log.index.interval.bytes", "4096", POS_INT, TYPE_INT),
-    BrokerConfigDef("log.flush.interval.messages", str(LONG_MAX), _int(1, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("log.flush.interval.ms", None, _int(0, LONG_MAX), TYPE_LONG),
-    BrokerConfigDef("compression.type", "producer",
-                    _choice("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"), TYPE_STRING),
-    BrokerConfigDef("min.insync.replicas", "1", _int(1, (1 << 31) - 1), TYPE_INT),
     BrokerConfigDef("offsets.topic.num.partitions", "50", _int(1, 1 << 16), TYPE_INT),
     BrokerConfigDef("offsets.topic.replication.factor", "1", _int(1, 32767), TYPE_SHORT,
                     "kafkapy: 1 (Kafka: 3); a single broker can only hold one replica"),
@@ -248,7 +241,7 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
                     "kafkapy: SCRAM credentials created at start, as kafka-storage format --add-scram: "
                     "'SCRAM-SHA-512=[name=alice,password=secret];SCRAM-SHA-256=[...]'"),
 ]}
-for _d in TOPIC_CONFIGS.values():   # topic-config synonyms the broker does not list above still exist
+for _d in TOPIC_CONFIGS.values():   # the broker synonyms of topic configs not listed above
     if _d.broker_synonym and _d.broker_synonym not in BROKER_CONFIGS:
         BROKER_CONFIGS[_d.broker_synonym] = BrokerConfigDef(_d.broker_synonym, _d.default, _d.check, _d.config_type)
 

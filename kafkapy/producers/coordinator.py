@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from kafkapy.internal_topics import iter_batches, partition_for
+from kafkapy.internal_topics import OFFSETS_TOPIC as GROUP_METADATA_TOPIC
+from kafkapy.internal_topics import TRANSACTION_STATE_TOPIC, iter_batches, partition_for
 from storage.errors import StorageError
 from wire import protocol
 from wire.messages.error_codes import ErrorCode
@@ -30,27 +31,14 @@ from wire.records import Record, build_batch
 
 log = logging.getLogger("kafkapy.transactions")
 
-TRANSACTION_STATE_TOPIC = "__transaction_state"
-GROUP_METADATA_TOPIC = "__consumer_offsets"
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1
 SHORT_MAX = 32767
 _VERSION = struct.Struct(">h")
 
-DEFAULTS = {
-    "transaction.max.timeout.ms": 900000,
-    "transactional.id.expiration.ms": 604800000,
-    "transaction.abort.timed.out.transaction.cleanup.interval.ms": 10000,
-    "transaction.remove.expired.transaction.cleanup.interval.ms": 3600000,
-    "producer.id.expiration.ms": 86400000,
-    "producer.id.expiration.check.interval.ms": 600000,
-    "transaction.state.log.segment.bytes": 104857600,
-}
-
-
 def config_int(broker, name: str) -> int:
-    v = broker.config.get(name)
-    return int(v) if v is not None else DEFAULTS[name]
+    """A broker setting in force (static or dynamic; defaults from kafkapy.config's registry)."""
+    return broker.config.get_int(name)
 
 
 class TxnState(IntEnum):
