@@ -268,3 +268,65 @@ def test_kafka_python_admin(broker, topic):
         assert cluster["controller_id"] == 1 and [b["broker_id"] for b in cluster["brokers"]] == [1]
     finally:
         admin.close()
+
+
+def test_confluent_dynamic_broker_configs_are_topic_defaults_and_survive_a_restart(broker_factory, topic):
+    """A broker-level log.retention.ms / message.max.bytes is what a topic without an override gets, at once;
+    deleting it restores Kafka's default; it is kept across a restart. librdkafka refuses an empty resource name,
+    so the cluster-wide default ("", kafka-configs --entity-default) is tested with the Java Admin
+    (test_java_client.py). Its own broker: the session broker's defaults must not change under other tests."""
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource
+    b = broker_factory(storage="disk")
+    a = AdminClient({"bootstrap.servers": b.bootstrap})
+    _ck_create(a, topic)
+    other = topic + "-override"
+    _ck_create(a, other, config={"retention.ms": "7200000"})
+
+    def alter(*ops):
+        entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET if v is not None
+                               else AlterConfigOpType.DELETE) for k, v in ops]
+        [(_, f)] = a.incremental_alter_configs([ConfigResource("BROKER", "1", incremental_configs=entries)]).items()
+        f.result(TIMEOUT)
+
+    def produce_sizes(*sizes):
+        p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0, "message.send.max.retries": 0,
+                      "compression.type": "none"})
+        errs = []
+        for n in sizes:
+            p.produce(topic, b"x" * n, on_delivery=lambda err, msg: errs.append(err.code() if err else 0))
+            assert p.flush(TIMEOUT) == 0
+        return errs
+
+    cfg = _ck_describe(a, "TOPIC", topic)
+    assert (cfg["retention.ms"].value, cfg["retention.ms"].source) == ("604800000", ConfigSource.DEFAULT_CONFIG.value)
+    alter(("log.retention.ms", "3600000"), ("message.max.bytes", "2000"))
+    cfg = _ck_describe(a, "TOPIC", topic)
+    assert cfg["retention.ms"].value == "3600000"
+    assert cfg["retention.ms"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert cfg["max.message.bytes"].value == "2000"
+    assert _ck_describe(a, "TOPIC", other)["retention.ms"].value == "7200000"     # its override still wins
+    assert produce_sizes(10_000, 100) == [KafkaError.MSG_SIZE_TOO_LARGE, 0]
+    bcfg = _ck_describe(a, "BROKER", "1")
+    assert bcfg["log.retention.ms"].value == "3600000"
+    assert bcfg["log.retention.ms"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+
+    b.restart()
+    a = AdminClient({"bootstrap.servers": b.bootstrap})
+    cfg = _ck_describe(a, "TOPIC", topic)
+    assert cfg["retention.ms"].value == "3600000"
+    assert cfg["retention.ms"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert produce_sizes(10_000) == [KafkaError.MSG_SIZE_TOO_LARGE]
+
+    alter(("log.retention.ms", None), ("message.max.bytes", None))
+    cfg = _ck_describe(a, "TOPIC", topic)
+    assert (cfg["retention.ms"].value, cfg["retention.ms"].source) == ("604800000", ConfigSource.DEFAULT_CONFIG.value)
+    assert produce_sizes(10_000) == [0]
+    # legacy AlterConfigs on the broker replaces its whole set; a read-only config is refused
+    [(_, f)] = a.alter_configs([ConfigResource("BROKER", "1", set_config={"log.retention.bytes": "5000000"})]).items()
+    f.result(TIMEOUT)
+    assert _ck_describe(a, "TOPIC", topic)["retention.bytes"].value == "5000000"
+    [(_, f)] = a.alter_configs([ConfigResource("BROKER", "1", set_config={"log.retention.hours": "1"})]).items()
+    with pytest.raises(Exception) as e:
+        f.result(TIMEOUT)
+    assert "Cannot update these configs dynamically: Set(log.retention.hours)" in str(e.value)

@@ -176,6 +176,50 @@ def test_describe_and_alter_configs(kc, topic):
     assert configs["retention.ms"]["source"] != "DYNAMIC_TOPIC_CONFIG"
 
 
+def test_dynamic_broker_configs_through_the_java_admin(java, broker_factory, topic):
+    """kafka-configs --entity-default / --entity-name 1 through the Java Admin: a broker-level log.retention.ms
+    is the topic's retention.ms (source DYNAMIC_DEFAULT_BROKER_CONFIG / DYNAMIC_BROKER_CONFIG), kept across a
+    restart, back to Kafka's default when deleted. Its own broker, so the session broker's defaults stay."""
+    b = broker_factory(storage="disk")
+    kc = java.bind(b.bootstrap)
+    kc("create-topic", topic, 1)
+
+    def topic_config(name):
+        return {c["name"]: c for c in kc("describe-configs", topic)}[name]
+
+    assert (topic_config("retention.ms")["value"], topic_config("retention.ms")["source"]) == (
+        "604800000", "DEFAULT_CONFIG")
+    assert kc("alter-config", "broker:", "log.retention.ms=3600000", "log.cleanup.policy=compact") == [
+        {"altered": "broker:", "ops": 2}]
+    r = topic_config("retention.ms")
+    assert (r["value"], r["source"], r["default"]) == ("3600000", "DYNAMIC_DEFAULT_BROKER_CONFIG", False)
+    assert topic_config("cleanup.policy")["value"] == "compact"
+    assert {c["name"]: c["value"] for c in kc("describe-configs", "broker:")} == {
+        "log.retention.ms": "3600000", "log.cleanup.policy": "compact"}
+    kc("alter-config", "broker:1", "log.retention.ms=1800000")
+    r = topic_config("retention.ms")
+    assert (r["value"], r["source"]) == ("1800000", "DYNAMIC_BROKER_CONFIG")
+    brk = {c["name"]: c for c in kc("describe-configs", "broker:1")}
+    assert (brk["log.retention.ms"]["value"], brk["log.retention.ms"]["source"]) == ("1800000",
+                                                                                      "DYNAMIC_BROKER_CONFIG")
+    assert brk["log.retention.hours"]["read_only"] and not brk["log.retention.ms"]["read_only"]
+
+    b.restart()
+    kc = java.bind(b.bootstrap)
+    r = topic_config("retention.ms")
+    assert (r["value"], r["source"]) == ("1800000", "DYNAMIC_BROKER_CONFIG")
+    kc("alter-config", "broker:1", "-log.retention.ms")
+    r = topic_config("retention.ms")
+    assert (r["value"], r["source"]) == ("3600000", "DYNAMIC_DEFAULT_BROKER_CONFIG")
+    kc("alter-config", "broker:", "-log.retention.ms", "-log.cleanup.policy")
+    r = topic_config("retention.ms")
+    assert (r["value"], r["source"]) == ("604800000", "DEFAULT_CONFIG")
+    assert topic_config("cleanup.policy")["value"] == "delete"
+    with pytest.raises(JavaClientError) as e:
+        kc("alter-config", "broker:", "log.retention.hours=1")
+    assert "Cannot update these configs dynamically" in str(e.value)
+
+
 def test_consumer_group_consume_and_commit(kc, topic):
     group = f"g-{topic}"
     kc("create-topic", topic, 2)

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from kafkapy import handlers as handler_registry
-from kafkapy.config import BrokerConfig, ConfigError, TOPIC_CONFIGS, validate_topic_configs
+from kafkapy.config import BrokerConfig, ConfigError, validate_topic_configs
 from kafkapy.groups.coordinator import GroupCoordinator
 from kafkapy.internal_topics import INTERNAL_TOPICS
 from kafkapy.listeners import listeners_from_config
@@ -229,6 +229,7 @@ class Broker:
         if not os.access(d, os.W_OK):
             raise OSError(f"data directory {d} is not writable")
         self._load_meta_properties(d)
+        self.config.load_dynamic()
         path = os.path.join(d, METADATA_FILE)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
@@ -308,15 +309,13 @@ class Broker:
         flowing; when nothing is due, waits log.cleaner.backoff.ms (Kafka's default 15000)."""
         if not self.config.get_bool("log.cleaner.enable"):
             return
-        backoff = self.config.get_int("log.cleaner.backoff.ms") / 1000
-
         while True:
             try:
                 more = self.logs.run_compaction(max_ms=50, upper_bound_for=lambda plog: plog.last_stable_offset())
             except Exception:  # noqa: BLE001 - logged, the broker keeps serving
                 log.exception("log cleaner pass failed")
                 more = False
-            await asyncio.sleep(0.001 if more else backoff)
+            await asyncio.sleep(0.001 if more else self.config.get_int("log.cleaner.backoff.ms") / 1000)
 
     def enforce_retention(self) -> int:
         """Delete segments past retention (and compact compacted topics); returns segments deleted."""
@@ -332,13 +331,7 @@ class Broker:
         return LogConfig.from_kafka(self.effective_topic_configs(topic))
 
     def effective_topic_configs(self, topic: Topic) -> dict[str, str]:
-        out = {}
-        for name in TOPIC_CONFIGS:
-            if name in topic.configs:
-                out[name] = topic.configs[name]
-            else:
-                out[name] = self.config.topic_default(name)[0]
-        return out
+        return self.config.effective_topic_configs(topic.configs)
 
     def check_new_topic(self, name: str, partitions: int, replication_factor: int,
                         configs: dict[str, str]) -> tuple[int, int, dict[str, str]]:
@@ -415,6 +408,12 @@ class Broker:
         t.configs = dict(configs)
         self.logs.update_config(name, self.log_config(t))
         self._save_topics()
+
+    def broker_configs_changed(self) -> None:
+        """Dynamic broker configs changed: topics without an override now inherit the new defaults, at once
+        (Kafka's DynamicLogConfig.reconfigure updates every open log)."""
+        for t in self.topics.values():
+            self.logs.update_config(t.name, self.log_config(t))
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog | MemoryPartitionLog | None:
         """The log of a partition, for reading; writes go through :meth:`partition`."""

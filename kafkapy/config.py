@@ -8,8 +8,14 @@ them) and command-line options.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import dataclass, field
+
+from storage.checkpoint import write_atomic
+
+log = logging.getLogger("kafkapy.config")
 
 LONG_MAX = 9223372036854775807
 
@@ -154,7 +160,10 @@ class BrokerConfigDef:
     doc: str = ""
 
 
-# The broker settings kafkapy reads (and the synonyms of topic configs); all are also shown by DescribeConfigs.
+# The broker settings kafkapy reads; all are also shown by DescribeConfigs. The broker synonyms of topic configs
+# (log.segment.bytes, message.max.bytes ...) are added from TOPIC_CONFIGS below, with the topic config's default,
+# type and check, unless listed here because Kafka's broker setting differs (log.retention.ms: no default, the
+# hours setting provides it).
 BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("node.id", "1", INT32, TYPE_INT),
     BrokerConfigDef("broker.id", "1", INT32, TYPE_INT),
@@ -162,24 +171,14 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("default.replication.factor", "1", _int(1, 32767), TYPE_INT),
     BrokerConfigDef("auto.create.topics.enable", "true", _bool, TYPE_BOOLEAN),
     BrokerConfigDef("delete.topic.enable", "true", _bool, TYPE_BOOLEAN),
-    BrokerConfigDef("message.max.bytes", "1048588", POS_INT, TYPE_INT),
     BrokerConfigDef("socket.request.max.bytes", "104857600", _int(1, (1 << 31) - 1), TYPE_INT),
-    BrokerConfigDef("log.segment.bytes", "1073741824", _int(14, (1 << 31) - 1), TYPE_INT),
     BrokerConfigDef("log.roll.ms", None, _int(1, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("log.roll.hours", "168", _int(1, 1 << 30), TYPE_INT),
     BrokerConfigDef("log.retention.ms", None, _int(-1, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("log.retention.minutes", None, _int(-1, (1 << 31) - 1), TYPE_INT),
     BrokerConfigDef("log.retention.hours", "168", _int(-1, (1 << 31) - 1), TYPE_INT),
-    BrokerConfigDef("log.retention.bytes", "-1", LONG, TYPE_LONG),
     BrokerConfigDef("log.retention.check.interval.ms", "300000", _int(1, LONG_MAX), TYPE_LONG),
-    BrokerConfigDef("log.cleanup.policy", "delete", _policy, TYPE_LIST),
-    BrokerConfigDef("log.message.timestamp.type", "CreateTime", _choice("CreateTime", "LogAppendTime"), TYPE_STRING),
-    BrokerConfigDef("log.index.interval.bytes", "4096", POS_INT, TYPE_INT),
-    BrokerConfigDef("log.flush.interval.messages", str(LONG_MAX), _int(1, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("log.flush.interval.ms", None, _int(0, LONG_MAX), TYPE_LONG),
-    BrokerConfigDef("compression.type", "producer",
-                    _choice("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"), TYPE_STRING),
-    BrokerConfigDef("min.insync.replicas", "1", _int(1, (1 << 31) - 1), TYPE_INT),
     BrokerConfigDef("offsets.topic.num.partitions", "50", _int(1, 1 << 16), TYPE_INT),
     BrokerConfigDef("offsets.topic.replication.factor", "1", _int(1, 32767), TYPE_SHORT,
                     "kafkapy: 1 (Kafka: 3); a single broker can only hold one replica"),
@@ -242,9 +241,63 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
                     "kafkapy: SCRAM credentials created at start, as kafka-storage format --add-scram: "
                     "'SCRAM-SHA-512=[name=alice,password=secret];SCRAM-SHA-256=[...]'"),
 ]}
-for _d in TOPIC_CONFIGS.values():   # topic-config synonyms the broker does not list above still exist
+for _d in TOPIC_CONFIGS.values():   # the broker synonyms of topic configs not listed above
     if _d.broker_synonym and _d.broker_synonym not in BROKER_CONFIGS:
         BROKER_CONFIGS[_d.broker_synonym] = BrokerConfigDef(_d.broker_synonym, _d.default, _d.check, _d.config_type)
+
+
+# ---------------------------------------------------------------- dynamic broker configs (KIP-226)
+
+# Topic configs without a broker-level synonym (Kafka's LogConfig.CONFIGS_WITH_NO_SERVER_DEFAULTS).
+NO_BROKER_SYNONYM = frozenset({"leader.replication.throttled.replicas", "follower.replication.throttled.replicas",
+                               "remote.storage.enable"})
+
+# ServerTopicConfigSynonyms.ALL_TOPIC_CONFIG_SYNONYMS where a topic config has more than one broker setting:
+# (broker setting, factor to milliseconds), first one set wins. The others have just ``broker_synonym``.
+TOPIC_SYNONYM_CHAINS: dict[str, list[tuple[str, int]]] = {
+    "retention.ms": [("log.retention.ms", 1), ("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)],
+    "segment.ms": [("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
+    "segment.jitter.ms": [("log.roll.jitter.ms", 1), ("log.roll.jitter.hours", 3_600_000)],
+    "flush.ms": [("log.flush.interval.ms", 1), ("log.flush.scheduler.interval.ms", 1)],
+}
+
+
+def broker_config_synonyms(name: str) -> list[str]:
+    """DynamicBrokerConfig.brokerConfigSynonyms: the broker settings that together define ``name``."""
+    for chain in TOPIC_SYNONYM_CHAINS.values():
+        names = [n for n, _ in chain]
+        if name in names:
+            return names
+    return [name]
+
+
+# DynamicLogConfig.NonReconfigrableLogConfigs: message.format.version must match on every broker.
+NON_RECONFIGURABLE_LOG_CONFIGS = frozenset({"message.format.version"})
+
+# DynamicBrokerConfig.AllDynamicConfigs, the part kafkapy has: DynamicLogConfig.ReconfigurableConfigs (the first
+# broker synonym of every topic config, so log.retention.ms but not log.retention.hours), LogCleaner's,
+# DynamicThreadPool's, SocketServer's and the producer-state ones. Listener and security configs (per-broker only
+# in Kafka) are left out: kafkapy cannot re-open its listeners or reload TLS material at run time.
+DYNAMIC_BROKER_CONFIGS = frozenset(
+    {d.broker_synonym for d in TOPIC_CONFIGS.values()
+     if d.broker_synonym and d.name not in NO_BROKER_SYNONYM and d.name not in NON_RECONFIGURABLE_LOG_CONFIGS}
+    | {"log.cleaner.threads", "log.cleaner.dedupe.buffer.size", "log.cleaner.io.buffer.load.factor",
+       "log.cleaner.io.buffer.size", "message.max.bytes", "log.cleaner.io.max.bytes.per.second",
+       "log.cleaner.backoff.ms"}                                                         # LogCleaner
+    | {"num.io.threads", "num.replica.fetchers", "num.recovery.threads.per.data.dir", "background.threads",
+       "num.network.threads"}                                                            # DynamicThreadPool
+    | {"max.connections", "max.connections.per.ip", "max.connections.per.ip.overrides",
+       "max.connection.creation.rate"}                                                   # SocketServer
+    | {"producer.id.expiration.ms", "transaction.partition.verification.enable"}         # producer state
+    | {"metric.reporters"})
+
+DYNAMIC_CONFIGS_FILE = "kafkapy-broker-configs.json"
+
+# DescribeConfigs' ConfigSource names, as BrokerConfig.source() returns them
+DYNAMIC_BROKER_CONFIG = "DYNAMIC_BROKER_CONFIG"
+DYNAMIC_DEFAULT_BROKER_CONFIG = "DYNAMIC_DEFAULT_BROKER_CONFIG"
+STATIC_BROKER_CONFIG = "STATIC_BROKER_CONFIG"
+DEFAULT_CONFIG = "DEFAULT_CONFIG"
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -292,7 +345,9 @@ class BrokerConfig:
     node_id: int = 1
     cluster_id: str | None = None         # None: generated once and kept in meta.properties
     log_level: str = "INFO"
-    properties: dict[str, str] = field(default_factory=dict)   # Kafka broker settings given explicitly
+    properties: dict[str, str] = field(default_factory=dict)   # Kafka broker settings given explicitly (static)
+    # KIP-226 dynamic broker configs by resource name: "" the cluster-wide default, str(node_id) this broker's
+    dynamic: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self):
         for k, v in list(self.properties.items()):
@@ -303,9 +358,41 @@ class BrokerConfig:
                 except ConfigError as e:
                     raise ConfigError(f"{k}: {e}") from None
 
+    # ------------------------------------------------------------ layers
+
+    def _layers(self) -> list[tuple[dict[str, str], str]]:
+        """Explicit settings, most specific first: this broker's dynamic, the cluster default, the static ones."""
+        return [(self.dynamic.get(str(self.node_id), {}), DYNAMIC_BROKER_CONFIG),
+                (self.dynamic.get("", {}), DYNAMIC_DEFAULT_BROKER_CONFIG),
+                (self.properties, STATIC_BROKER_CONFIG)]
+
+    def current(self) -> dict[str, str]:
+        """The explicit settings in force (DynamicBrokerConfig.updateCurrentConfig): static, then the dynamic
+        cluster default, then this broker's dynamic configs; a dynamic setting removes its synonyms from the layers
+        under it (a dynamic log.retention.ms hides a static log.retention.hours). Do not modify the result."""
+        if not self.dynamic:
+            return self.properties
+        out = dict(self.properties)
+        for values in (self.dynamic.get("", {}), self.dynamic.get(str(self.node_id), {})):
+            for k, v in values.items():
+                for syn in broker_config_synonyms(k):
+                    out.pop(syn, None)
+                out[k] = v
+        return out
+
+    def source(self, name: str) -> str:
+        """Where the value in force of ``name`` comes from (a DescribeConfigs ConfigSource name)."""
+        if name not in self.current():
+            return DEFAULT_CONFIG
+        for values, source in self._layers():
+            if name in values:
+                return source
+        return DEFAULT_CONFIG
+
     def get(self, name: str) -> str | None:
-        if name in self.properties:
-            return self.properties[name]
+        cur = self.current()
+        if name in cur:
+            return cur[name]
         d = BROKER_CONFIGS.get(name)
         return None if d is None else d.default
 
@@ -320,32 +407,74 @@ class BrokerConfig:
 
     # Kafka derives these from several settings (ms beats minutes beats hours)
     def retention_ms(self) -> int:
-        if self.properties.get("log.retention.ms") is not None:
-            return int(self.properties["log.retention.ms"])
-        if self.properties.get("log.retention.minutes") is not None:
-            return int(self.properties["log.retention.minutes"]) * 60_000
-        return int(self.get("log.retention.hours")) * 3_600_000
+        return int(self.topic_default("retention.ms")[0])
 
     def roll_ms(self) -> int:
-        if self.properties.get("log.roll.ms") is not None:
-            return int(self.properties["log.roll.ms"])
-        return int(self.get("log.roll.hours")) * 3_600_000
+        return int(self.topic_default("segment.ms")[0])
 
     def topic_default(self, name: str) -> tuple[str | None, str]:
-        """(value, source) a topic inherits for ``name``: the broker synonym if set, else Kafka's default.
-
-        source is 'STATIC_BROKER_CONFIG' or 'DEFAULT_CONFIG'."""
+        """(value, source) a topic without an override inherits for ``name``: the first of its broker synonyms
+        set (dynamic per-broker, dynamic cluster default or static, converted to the topic's unit), else Kafka's
+        default. source is a DescribeConfigs ConfigSource name (DYNAMIC_BROKER_CONFIG ... DEFAULT_CONFIG)."""
         d = TOPIC_CONFIGS[name]
-        if name == "retention.ms":
-            explicit = any(k in self.properties for k in ("log.retention.ms", "log.retention.minutes",
-                                                          "log.retention.hours"))
-            return str(self.retention_ms()), "STATIC_BROKER_CONFIG" if explicit else "DEFAULT_CONFIG"
-        if name == "segment.ms":
-            explicit = any(k in self.properties for k in ("log.roll.ms", "log.roll.hours"))
-            return str(self.roll_ms()), "STATIC_BROKER_CONFIG" if explicit else "DEFAULT_CONFIG"
-        if d.broker_synonym and d.broker_synonym in self.properties:
-            return self.properties[d.broker_synonym], "STATIC_BROKER_CONFIG"
-        return d.default, "DEFAULT_CONFIG"
+        chain = TOPIC_SYNONYM_CHAINS.get(name)
+        if chain is None:
+            chain = [(d.broker_synonym, 1)] if d.broker_synonym and name not in NO_BROKER_SYNONYM else []
+        cur = self.current()
+        for syn, factor in chain:
+            if syn in cur:
+                value = cur[syn] if factor == 1 else str(int(cur[syn]) * factor)
+                return value, self.source(syn)
+        return d.default, DEFAULT_CONFIG
+
+    def effective_topic_configs(self, overrides: dict[str, str]) -> dict[str, str]:
+        """Every topic config of a topic with the explicit ``overrides``: an override, else the broker default."""
+        return {name: overrides[name] if name in overrides else self.topic_default(name)[0]
+                for name in TOPIC_CONFIGS}
+
+    # ------------------------------------------------------------ dynamic configs
+
+    def _dynamic_path(self) -> str | None:
+        if self.storage == "memory" or not self.data_dir:
+            return None
+        return os.path.join(self.data_dir, DYNAMIC_CONFIGS_FILE)
+
+    def set_dynamic(self, resource_name: str, configs: dict[str, str]) -> None:
+        """Replace the dynamic configs of the BROKER resource ``resource_name`` ("" or the node id; already
+        validated) and persist them (atomically) when storage is on disk."""
+        if configs:
+            self.dynamic[resource_name] = dict(configs)
+        else:
+            self.dynamic.pop(resource_name, None)
+        path = self._dynamic_path()
+        if path is not None:
+            data = {"format": 1, "configs": {k: v for k, v in sorted(self.dynamic.items()) if v}}
+            write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
+
+    def load_dynamic(self) -> None:
+        """Read the dynamic configs kept in the data dir. Values that are no longer valid are dropped with an
+        error logged (DynamicBrokerConfig.removeInvalidConfigs)."""
+        path = self._dynamic_path()
+        if path is None or not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("format") != 1:
+            raise RuntimeError(f"{path}: format {data.get('format')!r} is not one this kafkapy reads")
+        self.dynamic = {}
+        for resource, values in data.get("configs", {}).items():
+            kept = {}
+            for k, v in values.items():
+                d = BROKER_CONFIGS.get(k)
+                try:
+                    if d is not None and k not in DYNAMIC_BROKER_CONFIGS:
+                        raise ConfigError("not a dynamic config")
+                    kept[k] = d.check(v) if d is not None else str(v)
+                except ConfigError as e:
+                    log.error("dynamic %s config %s=%s in %s is invalid (%s); ignored",
+                              "broker" if resource else "default cluster", k, v, path, e)
+            if kept:
+                self.dynamic[resource] = kept
 
     @property
     def advertised(self) -> tuple[str, int]:

@@ -1,5 +1,5 @@
 """What the coordinators share about Kafka's internal topics (``__consumer_offsets``, ``__transaction_state``):
-which partition a key lives in, and reading a whole partition back on start."""
+their names (defined here only), which partition a key lives in, and reading a whole partition back on start."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 from wire.records import RecordBatch, decode_batches
 
-OFFSETS_TOPIC = "__consumer_offsets"              # group metadata and committed offsets (group coordinator)
-TRANSACTION_STATE_TOPIC = "__transaction_state"   # transactional ids and their state (transaction coordinator)
+OFFSETS_TOPIC = "__consumer_offsets"              # Kafka's Topic.GROUP_METADATA_TOPIC_NAME
+TRANSACTION_STATE_TOPIC = "__transaction_state"   # Kafka's Topic.TRANSACTION_STATE_TOPIC_NAME
 INTERNAL_TOPICS = (OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC)
 
 

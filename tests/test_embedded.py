@@ -205,3 +205,42 @@ def test_subprocess_in_async_with_and_trace_file(tmp_path):
     assert [e["direction"] for e in events] == ["request", "response"]
     assert events[0]["body"]["topics"][0]["num_partitions"] == 4
     assert events[1]["body"]["topics"][0]["error_code"] == 0
+
+
+def test_clients_cannot_change_the_host_programs_logging():
+    """BROKER_LOGGER resources reach only the broker's own loggers (kafkapy, storage, wire): the root logger and the
+    application's loggers are loggers that do not exist (Kafka's INVALID_CONFIG "Logger ... does not exist!")."""
+    import logging
+
+    from compat_tests.inprocess import connect, request
+    from wire.messages import describe_configs_request as DCQ
+    from wire.messages import incremental_alter_configs_request as IACQ
+
+    app = logging.getLogger("myapp.service")
+    app.setLevel(logging.WARNING)
+    root_level = logging.getLogger().level
+
+    def alter(name, level):
+        body = IACQ.IncrementalAlterConfigsRequest(resources=[IACQ.AlterConfigsResource(
+            resource_type=8, resource_name="1",
+            configs=[IACQ.AlterableConfig(name=name, config_operation=0, value=level)])], validate_only=False)
+        return request(s, 44, 1, body).responses[0]
+
+    with kafkapy.Broker() as b:
+        s = connect(b.bootstrap_servers)
+        try:
+            for name in ("root", "myapp.service", "myapp"):
+                r = alter(name, "DEBUG")
+                assert (r.error_code, r.error_message) == (40, f"Logger {name} does not exist!")   # INVALID_CONFIG
+            body = DCQ.DescribeConfigsRequest(resources=[DCQ.DescribeConfigsResource(
+                resource_type=8, resource_name="1", configuration_keys=None)], include_synonyms=False)
+            names = [c.name for c in request(s, 32, 4, body).results[0].configs]
+            assert "kafkapy" in names and not [n for n in names if n.split(".")[0] not in ("kafkapy", "storage",
+                                                                                            "wire")]
+            saved = logging.getLogger("kafkapy").level
+            assert alter("kafkapy", "WARN").error_code == 0
+            assert logging.getLogger("kafkapy").level == logging.WARNING
+            logging.getLogger("kafkapy").setLevel(saved)
+        finally:
+            s.close()
+    assert app.level == logging.WARNING and logging.getLogger().level == root_level

@@ -14,8 +14,10 @@
 //   delete-topic NAME
 //   list-topics
 //   describe-topic NAME
-//   describe-configs TOPIC
-//   alter-config TOPIC key=value... [-key (delete)...]
+//   describe-configs TOPIC|broker:ID|broker:
+//   alter-config TOPIC|broker:ID|broker: key=value... [-key (delete)...]
+//       "broker:ID" is the BROKER resource of that broker, "broker:" the cluster-wide default
+//       (kafka-configs --entity-default)
 //   produce TOPIC N [--compression none|gzip|snappy|lz4|zstd] [--acks all|1|0] [--idempotence true|false]
 //           [--key-prefix P] [--value-prefix P] [--value-size BYTES] [--headers] [--partition P]
 //           [--timestamp-base MS] [--timestamp-step MS] [--linger-ms MS] [--batch-size BYTES] [--start I]
@@ -303,9 +305,14 @@ public final class KClient {
         return ids;
     }
 
+    static ConfigResource configResource(String spec) {
+        if (spec.startsWith("broker:")) return new ConfigResource(ConfigResource.Type.BROKER, spec.substring(7));
+        return new ConfigResource(ConfigResource.Type.TOPIC, spec);
+    }
+
     static int describeConfigs(String bootstrap, List<String> a) throws Exception {
-        need(a, 1, "describe-configs TOPIC");
-        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, a.get(0));
+        need(a, 1, "describe-configs TOPIC|broker:ID|broker:");
+        ConfigResource res = configResource(a.get(0));
         Admin admin = admin(bootstrap);
         try {
             Config c = get(admin.describeConfigs(Collections.singleton(res)).all()).get(res);
@@ -328,8 +335,8 @@ public final class KClient {
     }
 
     static int alterConfig(String bootstrap, List<String> a) throws Exception {
-        need(a, 2, "alter-config TOPIC key=value... [-key...]");
-        ConfigResource res = new ConfigResource(ConfigResource.Type.TOPIC, a.get(0));
+        need(a, 2, "alter-config TOPIC|broker:ID|broker: key=value... [-key...]");
+        ConfigResource res = configResource(a.get(0));
         List<AlterConfigOp> ops = new ArrayList<>();
         for (int i = 1; i < a.size(); i++) {
             String s = a.get(i);

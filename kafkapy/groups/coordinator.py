@@ -24,18 +24,7 @@ from wire.records import CONTROL_COMMIT, build_batch, parse_control_record
 
 log = logging.getLogger("kafkapy.groups")
 
-OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600", "compression.type": "producer"}
 NEW_MEMBER_JOIN_TIMEOUT_MS = 5 * 60 * 1000    # Kafka's GroupCoordinator.NewMemberJoinTimeoutMs
-_DEFAULTS = {
-    "group.initial.rebalance.delay.ms": 0,
-    "group.min.session.timeout.ms": 6000,
-    "group.max.session.timeout.ms": 1800000,
-    "group.max.size": 2147483647,
-    "offsets.topic.num.partitions": 50,
-    "offsets.retention.minutes": 10080,
-    "offsets.retention.check.interval.ms": 600000,
-    "offset.metadata.max.bytes": 4096,
-}
 
 
 class JoinResult(NamedTuple):
@@ -70,8 +59,7 @@ class GroupCoordinator:
     # ---------------------------------------------------------------- config and timers
 
     def cfg(self, name: str) -> int:
-        v = self.broker.config.get(name)
-        return _DEFAULTS[name] if v is None else int(v)
+        return self.broker.config.get_int(name)
 
     def _later(self, delay_ms: int, fn, *args):
         return asyncio.get_running_loop().call_later(max(delay_ms, 0) / 1000, self._guard, fn, args)
@@ -808,8 +796,11 @@ class GroupCoordinator:
     def _offsets_topic(self):
         t = self.broker.topics.get(OFFSETS_TOPIC)
         if t is None:
-            t = self.broker.create_topic(OFFSETS_TOPIC, self.cfg("offsets.topic.num.partitions"), 1,
-                                         dict(OFFSETS_TOPIC_CONFIGS), internal=True)
+            # GroupMetadataManager.offsetsTopicConfigs
+            configs = {"cleanup.policy": "compact", "segment.bytes": str(self.cfg("offsets.topic.segment.bytes")),
+                       "compression.type": "producer"}
+            t = self.broker.create_topic(OFFSETS_TOPIC, self.cfg("offsets.topic.num.partitions"), 1, configs,
+                                         internal=True)
         return t
 
     def ensure_offsets_topic(self) -> None:

@@ -4,10 +4,14 @@ Follows Kafka 3.9's ``ConfigHelper`` (describe) and ``ConfigAdminManager`` / ``C
 (alter): a topic's config entry lists its synonyms most specific first (the topic override, then the broker
 settings that provide the default: dynamic per-broker, dynamic cluster default, static, Kafka's default), and
 its source is that of the first synonym. Broker resources are named by the node id ("" is the dynamic
-cluster-wide default); only dynamic broker configs may be altered.
+cluster-wide default); only dynamic broker configs may be altered (``kafkapy.config.DYNAMIC_BROKER_CONFIGS``).
 
-Dynamic broker configs are kept in memory on the broker (``broker.dynamic_broker_configs``, keyed "" and the
-node id): they are described as Kafka describes them, but the broker does not fold them into topic defaults.
+Dynamic broker configs live in ``broker.config.dynamic`` (keyed "" and the node id, persisted in the data dir by
+``BrokerConfig.set_dynamic``); topics without an override inherit them at once (``Broker.broker_configs_changed``).
+
+BROKER_LOGGER resources are the broker's own Python loggers only: "kafkapy", "storage", "wire" and their
+children. Any other name (the root logger, the host program's loggers when the broker is embedded) is a logger
+that does not exist, as Kafka answers for an unknown log4j logger.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from __future__ import annotations
 import logging
 
 from kafkapy.broker import TopicError, validate_topic_name
-from kafkapy.config import BROKER_CONFIGS, TOPIC_CONFIGS, TYPE_LIST, TYPE_PASSWORD, ConfigError, \
-    validate_topic_configs
+from kafkapy.config import BROKER_CONFIGS, DYNAMIC_BROKER_CONFIGS, NO_BROKER_SYNONYM, TOPIC_CONFIGS, TYPE_LIST, \
+    TYPE_PASSWORD, ConfigError, broker_config_synonyms, validate_topic_configs
 from kafkapy import acl
 from kafkapy.handlers import api
 from wire.messages import alter_configs_response as AC
@@ -39,22 +43,6 @@ STATIC_BROKER_CONFIG, DEFAULT_CONFIG, DYNAMIC_BROKER_LOGGER_CONFIG = 4, 5, 6
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 _OP_NAMES = {SET: "SET", DELETE: "DELETE", APPEND: "APPEND", SUBTRACT: "SUBTRACT"}
 
-# Topic configs that have no broker-level synonym in Kafka (ServerTopicConfigSynonyms leaves them out).
-_NO_BROKER_SYNONYM = {"leader.replication.throttled.replicas", "follower.replication.throttled.replicas",
-                      "remote.storage.enable"}
-
-# Broker configs that can be changed at run time (DynamicBrokerConfig.ALL_DYNAMIC_CONFIGS, the part kafkapy knows):
-# every broker synonym of a topic config (DynamicLogConfig) plus the connection quotas and thread pools.
-DYNAMIC_BROKER_CONFIGS = {d.broker_synonym for d in TOPIC_CONFIGS.values()
-                          if d.broker_synonym and d.name not in _NO_BROKER_SYNONYM} | {
-    "max.connections", "max.connections.per.ip", "max.connections.per.ip.overrides", "max.connection.creation.rate",
-    "num.io.threads", "num.network.threads", "num.replica.fetchers", "num.recovery.threads.per.data.dir",
-    "background.threads", "log.cleaner.threads", "log.cleaner.io.max.bytes.per.second",
-    "log.cleaner.dedupe.buffer.size", "log.cleaner.io.buffer.size", "log.cleaner.io.buffer.load.factor",
-    "log.cleaner.backoff.ms", "producer.id.expiration.ms", "transaction.partition.verification.enable",
-}
-
-
 class ResourceError(Exception):
     def __init__(self, code: ErrorCode, message: str | None):
         super().__init__(message)
@@ -62,26 +50,9 @@ class ResourceError(Exception):
         self.message = message
 
 
-def dynamic_broker_configs(broker) -> dict[str, dict[str, str]]:
-    """{"": cluster-wide defaults, "<node id>": this broker's} (created on first use)."""
-    d = getattr(broker, "dynamic_broker_configs", None)
-    if d is None:
-        d = {"": {}, str(broker.node_id): {}}
-        broker.dynamic_broker_configs = d
-    return d
-
-
-def broker_synonyms(name: str) -> list[str]:
-    """DynamicBrokerConfig.brokerConfigSynonyms: the broker settings that together define ``name``."""
-    if name in ("log.roll.ms", "log.roll.hours"):
-        return ["log.roll.ms", "log.roll.hours"]
-    if name in ("log.roll.jitter.ms", "log.roll.jitter.hours"):
-        return ["log.roll.jitter.ms", "log.roll.jitter.hours"]
-    if name == "log.flush.interval.ms":
-        return ["log.flush.interval.ms", "log.flush.scheduler.interval.ms"]
-    if name in ("log.retention.ms", "log.retention.minutes", "log.retention.hours"):
-        return ["log.retention.ms", "log.retention.minutes", "log.retention.hours"]
-    return [name]
+def _dynamic(broker, resource_name: str) -> dict[str, str]:
+    """The dynamic configs of BROKER resource ``resource_name`` ("" or the node id)."""
+    return broker.config.dynamic.get(resource_name and str(broker.node_id), {})
 
 
 def _static_default(name: str) -> str | None:
@@ -109,11 +80,10 @@ def config_synonyms(broker, name: str, names: list[str], sensitive: bool, *, inc
                     ) -> list[DC.DescribeConfigsSynonym]:
     """ConfigHelper.configSynonyms: every source of every synonym, most specific source first; then drop what
     comes before the first entry for ``name`` itself (as Kafka does)."""
-    dyn = dynamic_broker_configs(broker)
     sources = []
     if include_dynamic:
-        sources += [(dyn.get(str(broker.node_id), {}), DYNAMIC_BROKER_CONFIG),
-                    (dyn.get("", {}), DYNAMIC_DEFAULT_BROKER_CONFIG)]
+        sources += [(_dynamic(broker, str(broker.node_id)), DYNAMIC_BROKER_CONFIG),
+                    (_dynamic(broker, ""), DYNAMIC_DEFAULT_BROKER_CONFIG)]
     sources.append((broker.config.properties, STATIC_BROKER_CONFIG))
     out = []
     for values, source in sources:
@@ -159,10 +129,8 @@ def describe_topic(broker, res, include_synonyms: bool, include_doc: bool, v: in
         sensitive = _is_sensitive(d.config_type)
         value = effective.get(name)
         synonyms = []
-        if d.broker_synonym and name not in _NO_BROKER_SYNONYM:
-            # dynamic broker configs are not (yet) applied to topic defaults, so they are not shown as sources
-            synonyms = config_synonyms(broker, d.broker_synonym, broker_synonyms(d.broker_synonym), sensitive,
-                                       include_dynamic=False)
+        if d.broker_synonym and name not in NO_BROKER_SYNONYM:
+            synonyms = config_synonyms(broker, d.broker_synonym, broker_config_synonyms(d.broker_synonym), sensitive)
         if name in topic.configs:
             synonyms.insert(0, DC.DescribeConfigsSynonym(name=name, value=None if sensitive else topic.configs[name],
                                                          source=DYNAMIC_TOPIC_CONFIG))
@@ -172,26 +140,17 @@ def describe_topic(broker, res, include_synonyms: bool, include_doc: bool, v: in
     return out
 
 
-def _broker_value(broker, name: str) -> str | None:
-    dyn = dynamic_broker_configs(broker)
-    for values in (dyn.get(str(broker.node_id), {}), dyn.get("", {})):
-        if name in values:
-            return values[name]
-    return broker.config.get(name)
-
-
 def describe_broker(broker, res, include_synonyms: bool, include_doc: bool, v: int) -> list:
     name = res.resource_name
-    dyn = dynamic_broker_configs(broker)
     if not name:
         per_broker = False
-        names = sorted(dyn.get("", {}))
+        names = sorted(_dynamic(broker, ""))
     else:
         _broker_id(name, f"Unexpected broker id, expected {broker.node_id} or empty string, but received {name}",
                    broker.node_id)
         per_broker = True
-        names = sorted(set(BROKER_CONFIGS) | set(broker.config.properties) | set(dyn.get("", {}))
-                       | set(dyn.get(str(broker.node_id), {})))
+        names = sorted(set(BROKER_CONFIGS) | set(broker.config.properties) | set(_dynamic(broker, ""))
+                       | set(_dynamic(broker, name)))
     out = []
     for n in names:
         if not _wanted(res.configuration_keys, n):
@@ -199,12 +158,12 @@ def describe_broker(broker, res, include_synonyms: bool, include_doc: bool, v: i
         d = BROKER_CONFIGS.get(n)
         config_type = d.config_type if d is not None else _listener_config_type(n)
         sensitive = _is_sensitive(config_type)
-        synonyms = config_synonyms(broker, n, broker_synonyms(n), sensitive)
+        synonyms = config_synonyms(broker, n, broker_config_synonyms(n), sensitive)
         if not per_broker:
             synonyms = [s for s in synonyms if s.source == DYNAMIC_DEFAULT_BROKER_CONFIG]
-            value = dyn[""].get(n)
+            value = _dynamic(broker, "").get(n)
         else:
-            value = _broker_value(broker, n)
+            value = broker.config.get(n)
         source = synonyms[0].source if synonyms else DEFAULT_CONFIG
         out.append(_entry(n, value, source, sensitive, n not in DYNAMIC_BROKER_CONFIGS, synonyms, include_synonyms,
                           config_type, ((d.doc if d else "") or None) if include_doc else None, v))
@@ -214,21 +173,36 @@ def describe_broker(broker, res, include_synonyms: bool, include_doc: bool, v: i
 _LEVELS = {logging.CRITICAL: "FATAL", logging.ERROR: "ERROR", logging.WARNING: "WARN", logging.INFO: "INFO",
            logging.DEBUG: "DEBUG", logging.NOTSET: "TRACE"}
 
+# The loggers a client may see and change: the broker's own. Everything else belongs to the program around an
+# embedded broker (or to Python's root logger), and does not exist as far as clients can tell.
+BROKER_LOGGER_NAMESPACES = ("kafkapy", "storage", "wire")
+
+
+def _own_logger(name: str | None) -> bool:
+    return bool(name) and any(name == ns or name.startswith(ns + ".") for ns in BROKER_LOGGER_NAMESPACES)
+
+
+def broker_loggers() -> dict[str, logging.Logger]:
+    """The broker's loggers that exist (Log4jController.loggers): its namespaces and every logger created under
+    them."""
+    out = {ns: logging.getLogger(ns) for ns in BROKER_LOGGER_NAMESPACES}
+    for lname, lg in list(logging.root.manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger) and _own_logger(lname):
+            out[lname] = lg
+    return dict(sorted(out.items()))
+
 
 def describe_broker_logger(broker, res) -> list:
     name = res.resource_name
     if not name:
         raise ResourceError(ErrorCode.INVALID_REQUEST, "Broker id must not be empty")
     _broker_id(name, f"Unexpected broker id, expected {broker.node_id} but received {name}", broker.node_id)
-    loggers = {"root": logging.getLogger().getEffectiveLevel()}
-    for lname, lg in sorted(logging.root.manager.loggerDict.items()):
-        if isinstance(lg, logging.Logger) and lname.startswith(("kafkapy", "storage", "wire")):
-            loggers[lname] = lg.getEffectiveLevel()
-    return [DC.DescribeConfigsResourceResult(name=n, value=_LEVELS.get(lvl, logging.getLevelName(lvl)),
+    return [DC.DescribeConfigsResourceResult(name=n, value=_LEVELS.get(lg.getEffectiveLevel(),
+                                                                        logging.getLevelName(lg.getEffectiveLevel())),
                                              read_only=False, is_default=False,
                                              config_source=DYNAMIC_BROKER_LOGGER_CONFIG, is_sensitive=False,
                                              synonyms=[], config_type=0, documentation=None)
-            for n, lvl in loggers.items() if _wanted(res.configuration_keys, n)]
+            for n, lg in broker_loggers().items() if _wanted(res.configuration_keys, n)]
 
 
 def _broker_id(name: str, mismatch: str, node_id: int, what: str = "Broker id") -> None:
@@ -301,6 +275,15 @@ def _validate_broker_configs(new: dict[str, str]) -> dict[str, str]:
             raise ResourceError(ErrorCode.INVALID_REQUEST,
                                 f"Invalid value {value} for configuration {n}: {e}") from None
     return out
+
+
+def _set_broker_configs(broker, resource_name: str, configs: dict[str, str]) -> None:
+    """Store (and persist) the new dynamic configs of a BROKER resource and apply them to the open logs."""
+    broker.config.set_dynamic(resource_name and str(broker.node_id), configs)
+    broker.broker_configs_changed()
+    log.info("dynamic %s configs now %s", f"broker {broker.node_id}" if resource_name else "default cluster",
+             {k: ("[hidden]" if BROKER_CONFIGS.get(k) is not None and _is_sensitive(BROKER_CONFIGS[k].config_type)
+                  else v) for k, v in configs.items()})
 
 
 def _topic_for_alter(broker, name: str):
@@ -388,7 +371,7 @@ async def alter_configs(ctx, req):
                 _check_broker_resource(broker, res.resource_name)
                 configs = _validate_broker_configs(new)
                 if not req.validate_only:
-                    dynamic_broker_configs(broker)[res.resource_name] = configs
+                    _set_broker_configs(broker, res.resource_name, configs)
             else:
                 raise _unsupported(res.resource_type)
         except ResourceError as e:
@@ -428,36 +411,51 @@ def apply_incremental(current: dict[str, str], ops, list_type, default_of) -> di
     return new
 
 
+# LogLevelConfig.VALID_LOG_LEVELS (case-sensitive, as Kafka checks them); Python has no TRACE, so it is DEBUG
 _LEVEL_BY_NAME = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
-                  "ERROR": logging.ERROR, "FATAL": logging.CRITICAL, "OFF": logging.CRITICAL + 10}
+                  "ERROR": logging.ERROR, "FATAL": logging.CRITICAL}
 
 
 def alter_loggers(broker, res, validate_only: bool) -> None:
-    """BROKER_LOGGER resources: log levels of kafkapy's Python loggers (Kafka: log4j loggers)."""
-    if not res.resource_name:
-        raise ResourceError(ErrorCode.INVALID_REQUEST, "Broker id must not be empty")
-    _broker_id(res.resource_name, f"Unexpected broker id, expected {broker.node_id} but received "
-                                  f"{res.resource_name}", broker.node_id)
+    """BROKER_LOGGER resources: log levels of the broker's own Python loggers (Kafka's RuntimeLoggerManager on
+    log4j loggers). Validates every operation before changing any."""
+    nulls = [c.name for c in res.configs if c.config_operation != DELETE and c.value is None]
+    if nulls:
+        raise ResourceError(ErrorCode.INVALID_REQUEST, "Null value not supported for : " + ", ".join(nulls))
+    try:
+        node = int(res.resource_name)
+    except ValueError:
+        raise ResourceError(ErrorCode.INVALID_REQUEST,
+                            f"Node id must be an integer, but it is: {res.resource_name}") from None
+    if node != broker.node_id:
+        # sic: Kafka's RuntimeLoggerManager.validateResourceNameIsNodeId prints its own id twice
+        raise ResourceError(ErrorCode.INVALID_REQUEST,
+                            f"Unexpected node id. Expected {broker.node_id}, but received {broker.node_id}")
+    existing = broker_loggers()
     changes = []
     for c in res.configs:
-        if c.config_operation == SET:
-            level = _LEVEL_BY_NAME.get(str(c.value).upper())
+        op = c.config_operation
+        if op in (SET, DELETE) and c.name not in existing:
+            raise ResourceError(ErrorCode.INVALID_CONFIG, f"Logger {c.name} does not exist!")
+        if op == SET:
+            level = _LEVEL_BY_NAME.get(c.value)
             if level is None:
                 raise ResourceError(ErrorCode.INVALID_CONFIG, f"Cannot set the log level of {c.name} to {c.value} as "
                                                               f"it is not a supported log level. Valid log levels are "
-                                                              f"{', '.join(_LEVEL_BY_NAME)}")
-        elif c.config_operation == DELETE:
-            if c.name == "root":
-                raise ResourceError(ErrorCode.INVALID_REQUEST, "Removing the log level of the root logger is not "
-                                                               "allowed")
-            level = logging.NOTSET
-        else:
-            raise ResourceError(ErrorCode.INVALID_REQUEST, f"{_OP_NAMES[c.config_operation]} operation is not "
+                                                              f"{', '.join(sorted(_LEVEL_BY_NAME))}")
+        elif op == DELETE:
+            level = logging.NOTSET      # inherit, as Log4jController.unsetLogLevel
+        elif op in (APPEND, SUBTRACT):
+            raise ResourceError(ErrorCode.INVALID_REQUEST, f"{_OP_NAMES[op]} operation is not "
                                                            f"allowed for the BROKER_LOGGER resource")
-        changes.append((c.name, level))
+        else:
+            raise ResourceError(ErrorCode.INVALID_REQUEST, f"Unknown operation type {op} is not allowed for the "
+                                                           f"BROKER_LOGGER resource")
+        changes.append((existing[c.name], level))
     if not validate_only:
-        for name, level in changes:
-            (logging.getLogger() if name == "root" else logging.getLogger(name)).setLevel(level)
+        for lg, level in changes:
+            lg.setLevel(level)
+            log.warning("Updated the log level of %s to %s", lg.name, logging.getLevelName(level))
 
 
 @api("IncrementalAlterConfigs", 0, 1)
@@ -489,7 +487,7 @@ async def incremental_alter_configs(ctx, req):
                     log.info("configs of topic %s now %s", res.resource_name, configs)
             elif res.resource_type == BROKER:
                 _check_broker_resource(broker, res.resource_name)
-                current = dict(dynamic_broker_configs(broker).get(res.resource_name, {}))
+                current = dict(_dynamic(broker, res.resource_name))
                 new = apply_incremental(
                     current, res.configs,
                     lambda k: k in BROKER_CONFIGS and BROKER_CONFIGS[k].config_type == TYPE_LIST,
@@ -499,7 +497,7 @@ async def incremental_alter_configs(ctx, req):
                     raise ResourceError(ErrorCode.INVALID_REQUEST, "Null value not supported for : " + ", ".join(nulls))
                 configs = _validate_broker_configs(new)
                 if not req.validate_only:
-                    dynamic_broker_configs(broker)[res.resource_name] = configs
+                    _set_broker_configs(broker, res.resource_name, configs)
             elif res.resource_type == BROKER_LOGGER:
                 alter_loggers(broker, res, req.validate_only)
             else:

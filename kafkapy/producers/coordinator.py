@@ -37,20 +37,9 @@ NO_PRODUCER_EPOCH = -1
 SHORT_MAX = 32767
 _VERSION = struct.Struct(">h")
 
-DEFAULTS = {
-    "transaction.max.timeout.ms": 900000,
-    "transactional.id.expiration.ms": 604800000,
-    "transaction.abort.timed.out.transaction.cleanup.interval.ms": 10000,
-    "transaction.remove.expired.transaction.cleanup.interval.ms": 3600000,
-    "producer.id.expiration.ms": 86400000,
-    "producer.id.expiration.check.interval.ms": 600000,
-    "transaction.state.log.segment.bytes": 104857600,
-}
-
-
 def config_int(broker, name: str) -> int:
-    v = broker.config.get(name)
-    return int(v) if v is not None else DEFAULTS[name]
+    """A broker setting in force (static or dynamic; defaults from kafkapy.config's registry)."""
+    return broker.config.get_int(name)
 
 
 class TxnState(IntEnum):
