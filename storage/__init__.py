@@ -5,6 +5,7 @@ from .config import LogConfig
 from .errors import (
     CorruptRecordError,
     InvalidRecordError,
+    InvalidTimestampError,
     KafkaStorageError,
     OffsetOutOfRangeError,
     RecordBatchTooLargeError,
@@ -15,7 +16,8 @@ from .log import AppendInfo, MemoryPartitionLog, PartitionLog, TimestampAndOffse
 from .manager import LogManager, Storage
 
 __all__ = [
-    "AppendInfo", "CorruptRecordError", "InvalidRecordError", "KafkaStorageError", "LeaderEpochCache", "LogConfig",
+    "AppendInfo", "CorruptRecordError", "InvalidRecordError", "InvalidTimestampError",
+    "KafkaStorageError", "LeaderEpochCache", "LogConfig",
     "LogManager", "MemoryPartitionLog", "OffsetOutOfRangeError", "PartitionLog", "RecordBatchTooLargeError",
     "RecordTooLargeError", "Storage", "StorageError", "TimestampAndOffset",
 ]

@@ -8,6 +8,9 @@ class StorageError(Exception):
 
     error_code = -1
     error_name = "UNKNOWN_SERVER_ERROR"
+    # KIP-467: [(index of the record in its batch, message)] when particular records made the batch fail; the
+    # Produce handler sends them as record_errors and str(error) as error_message (Kafka's RecordValidationException)
+    record_errors: list[tuple[int, str | None]] = []
 
 
 class CorruptRecordError(StorageError):
@@ -19,10 +22,29 @@ class CorruptRecordError(StorageError):
 
 class InvalidRecordError(StorageError):
     """A well-formed batch Kafka would still refuse: magic != 2, inconsistent offsets/count, control batch from a
-    client, producer id without a sequence."""
+    client, producer id without a sequence; or, with ``record_errors``, some of its records (no key on a compacted
+    topic)."""
 
     error_code = 87
     error_name = "INVALID_RECORD"
+
+    def __init__(self, message: str, record_errors: list[tuple[int, str | None]] | None = None):
+        super().__init__(message)
+        if record_errors:
+            self.record_errors = list(record_errors)
+
+
+class InvalidTimestampError(StorageError):
+    """Records of a batch whose CreateTime timestamp is outside message.timestamp.before/after.max.ms, or a batch a
+    producer marked LogAppendTime (``record_errors`` says which)."""
+
+    error_code = 32
+    error_name = "INVALID_TIMESTAMP"
+
+    def __init__(self, message: str, record_errors: list[tuple[int, str | None]] | None = None):
+        super().__init__(message)
+        if record_errors:
+            self.record_errors = list(record_errors)
 
 
 class RecordTooLargeError(StorageError):

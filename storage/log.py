@@ -39,7 +39,6 @@ from wire.records import (
     BatchHeader,
     batch_crc_ok,
     validate_records,
-    decode_batch,
     read_batch_header,
     set_base_offset,
     set_partition_leader_epoch,
@@ -57,6 +56,7 @@ from .errors import (
     RecordTooLargeError,
 )
 from .segment import INT32_MAX, LogSegment, segment_file_name
+from .validation import record_problems, record_validation_error
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -304,8 +304,8 @@ class PartitionLog:
                     raise InvalidRecordError(f"invalid record in batch: {e}") from None
                 if h.producer_id >= 0 and h.base_sequence < 0:
                     raise InvalidRecordError(f"producer id {h.producer_id} with base sequence {h.base_sequence}")
-            if cfg.compact and not h.attributes & CONTROL_FLAG and h.record_count > 0:
-                self._check_keys(view, pos)
+            if h.record_count > 0:
+                self._check_records(view, pos, h)
             headers.append((pos, h))
             pos += size
         if n > cfg.segment_bytes:
@@ -352,17 +352,21 @@ class PartitionLog:
         return AppendInfo(base_offset, last_offset, append_time, self.log_start_offset, max_ts, offset_of_max, count,
                           len(headers), n)
 
-    def _check_keys(self, view, pos: int) -> None:
-        """Kafka's LogValidator for compacted topics: every record needs a key (compressed batches are
-        decompressed, bounded by wire.compression.MAX_DECOMPRESSED_SIZE)."""
+    def _check_records(self, view, pos: int, h: BatchHeader) -> None:
+        """Kafka's LogValidator record by record (storage/validation.py): keys on compacted topics, CreateTime
+        timestamps within message.timestamp.before/after.max.ms. Raises InvalidRecordError / InvalidTimestampError
+        carrying the index and message of every offending record (compressed batches are decompressed, bounded by
+        wire.compression.MAX_DECOMPRESSED_SIZE)."""
+        cfg = self.config
         try:
-            batch = decode_batch(view, pos, verify_crc=False)
+            problems = record_problems(view, pos, h, compacted=cfg.compact, log_append_time=cfg.log_append_time,
+                                       now=self.clock(), before_max_ms=cfg.timestamp_before_max_ms,
+                                       after_max_ms=cfg.timestamp_after_max_ms,
+                                       topic_partition=f"{self.topic}-{self.partition}")
         except DecodeError as e:
             raise CorruptRecordError(f"record batch does not decode: {e}") from None
-        for r in batch.records:
-            if r.key is None:
-                raise InvalidRecordError("Compacted topic cannot accept message without key in topic partition "
-                                         f"{self.topic}-{self.partition}.")
+        if problems:
+            raise record_validation_error(problems)
 
     def _maybe_roll(self, size: int, max_ts: int, last_offset: int, now: int) -> LogSegment:
         seg = self.segments[-1]

@@ -19,10 +19,15 @@ log = logging.getLogger("kafkapy.produce")
 
 
 def _partition(index: int, code: int, base_offset: int = -1, log_append_time: int = -1, log_start_offset: int = -1,
-               message: str | None = None) -> R.PartitionProduceResponse:
+               message: str | None = None, record_errors=()) -> R.PartitionProduceResponse:
+    """``record_errors``: [(batch index, message)] (KIP-467, v8+; older versions do not have the field and the
+    encoder leaves it out)."""
     return R.PartitionProduceResponse(index=index, error_code=int(code), base_offset=base_offset,
                                       log_append_time_ms=log_append_time, log_start_offset=log_start_offset,
-                                      record_errors=[], error_message=message)
+                                      record_errors=[R.BatchIndexAndErrorMessage(batch_index=i,
+                                                                                 batch_index_error_message=m)
+                                                     for i, m in record_errors],
+                                      error_message=message)
 
 
 MIN_BATCH_SIZE = 14   # Kafka's LegacyRecord.RECORD_OVERHEAD_V0: a smaller size field is a corrupt batch
@@ -115,7 +120,14 @@ async def handle(ctx, req):
                 if code == ErrorCode.INVALID_RECORD and v < 8:
                     code = ErrorCode.CORRUPT_MESSAGE
                 log.info("produce to %s-%d from %s rejected: %s %s", name, idx, ctx.client_id, e.error_name, e)
-                parts.append(_partition(idx, code, message=str(e) if v >= 8 else None))
+                if e.record_errors:
+                    # KIP-467, as ReplicaManager answers a RecordValidationException: the offending records' indexes
+                    # and messages, the batch-level message, and the log start offset
+                    parts.append(_partition(idx, code, log_start_offset=lg.log_start_offset,
+                                            message=str(e) if v >= 8 else None,
+                                            record_errors=e.record_errors if v >= 8 else ()))
+                else:
+                    parts.append(_partition(idx, code, message=str(e) if v >= 8 else None))
                 continue
             if check is not None:
                 broker.producer_appended(name, idx, lg, info)
