@@ -210,3 +210,29 @@ def test_altered_timestamp_bound_takes_effect(rb):
     r = incremental(rb, 1, TOPIC, t, [("message.timestamp.difference.max.ms", SET, str(HOUR))])
     assert r.error_code == 0, r.error_message
     assert produce(rb, t, old, 9).error_code == ErrorCode.INVALID_TIMESTAMP
+
+
+def test_other_produce_errors_carry_no_error_message(rb):
+    """Kafka fills error_message only for record errors; and the log start offset for every append error but
+    the corrupt / too large / storage ones (ReplicaManager.appendToLocalLog)."""
+    t = topic_name()
+    rb.create_topic(t)
+    produce(rb, t, build_batch([(b"k", b"v")]), 9)
+    rb.call_sync(rb.broker.logs.get(t, 0).delete_records_before, 1)
+    lso = rb.call_sync(lambda: rb.broker.logs.get(t, 0).log_start_offset)
+    assert lso == 1
+    good = build_batch([(b"k", b"v")])
+    corrupt = bytearray(good)
+    corrupt[-1] ^= 0xFF
+    cases = {
+        "control batch": (build_batch([(b"k", b"v")], control=True), ErrorCode.INVALID_RECORD, lso),
+        "CRC": (bytes(corrupt), ErrorCode.CORRUPT_MESSAGE, -1),
+        "two batches": (good + good, ErrorCode.INVALID_RECORD, -1),
+    }
+    for name, (records, code, expected_lso) in cases.items():
+        r = produce(rb, t, records, 9)
+        assert (r.error_code, r.error_message, r.record_errors, r.log_start_offset) == \
+            (code, None, [], expected_lso), name
+    r = produce(rb, "__consumer_offsets", good, 9)
+    assert (r.error_code, r.error_message) in ((ErrorCode.INVALID_TOPIC_EXCEPTION, None),
+                                               (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, None))
