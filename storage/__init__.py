@@ -5,6 +5,7 @@ from .config import LogConfig
 from .errors import (
     CorruptRecordError,
     InvalidRecordError,
+    InvalidTimestampError,
     KafkaStorageError,
     OffsetOutOfRangeError,
     RecordBatchTooLargeError,
@@ -16,7 +17,8 @@ from .manager import LogManager, Storage
 from .producer_state import AppendOrigin, ProducerStateManager
 
 __all__ = [
-    "AppendInfo", "AppendOrigin", "CorruptRecordError", "InvalidRecordError", "KafkaStorageError", "LeaderEpochCache", "LogConfig",
-    "LogManager", "MemoryPartitionLog", "OffsetOutOfRangeError", "PartitionLog", "ProducerStateManager", "RecordBatchTooLargeError",
+    "AppendInfo", "AppendOrigin", "CorruptRecordError", "InvalidRecordError", "InvalidTimestampError",
+    "KafkaStorageError", "LeaderEpochCache", "LogConfig", "LogManager", "MemoryPartitionLog", "OffsetOutOfRangeError",
+    "PartitionLog", "ProducerStateManager", "RecordBatchTooLargeError",
     "RecordTooLargeError", "Storage", "StorageError", "TimestampAndOffset",
 ]

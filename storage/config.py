@@ -15,6 +15,9 @@ KAFKA_NAMES = {
     "retention.bytes": "retention_bytes",
     "max.message.bytes": "max_message_bytes",
     "message.timestamp.type": "message_timestamp_type",
+    "message.timestamp.before.max.ms": "message_timestamp_before_max_ms",
+    "message.timestamp.after.max.ms": "message_timestamp_after_max_ms",
+    "message.timestamp.difference.max.ms": "message_timestamp_difference_max_ms",
     "segment.index.bytes": None,
     "index.interval.bytes": "index_interval_bytes",
     "flush.messages": "flush_interval_messages",
@@ -40,6 +43,10 @@ class LogConfig:
     retention_bytes: int = -1               # -1: no size limit
     max_message_bytes: int = 1048588
     message_timestamp_type: str = "CreateTime"   # or "LogAppendTime"
+    # CreateTime topics refuse records whose timestamp is further than this before / after the broker's clock
+    message_timestamp_before_max_ms: int = LONG_MAX
+    message_timestamp_after_max_ms: int = LONG_MAX
+    message_timestamp_difference_max_ms: int = LONG_MAX   # the older setting, used for a bound left at its default
     index_interval_bytes: int = 4096
     flush_interval_messages: int | None = None   # None: never fsync from the write path (Kafka's default)
     flush_interval_ms: int | None = None
@@ -57,6 +64,19 @@ class LogConfig:
     @property
     def log_append_time(self) -> bool:
         return self.message_timestamp_type == "LogAppendTime"
+
+    @property
+    def timestamp_before_max_ms(self) -> int:
+        """Kafka's LogConfig.getMessageTimestampBeforeMaxMs: before.max.ms unless it is still Long.MAX_VALUE, then
+        the deprecated difference.max.ms."""
+        v = self.message_timestamp_before_max_ms
+        return v if v != LONG_MAX else self.message_timestamp_difference_max_ms
+
+    @property
+    def timestamp_after_max_ms(self) -> int:
+        """Kafka's LogConfig.getMessageTimestampAfterMaxMs (same fallback)."""
+        v = self.message_timestamp_after_max_ms
+        return v if v != LONG_MAX else self.message_timestamp_difference_max_ms
 
     def update(self, **changes) -> None:
         for name, value in changes.items():

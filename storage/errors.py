@@ -10,6 +10,9 @@ class StorageError(Exception):
     """Base class. ``error_code`` is Kafka's error for it; ``error_name`` its name."""
 
     error_code: ErrorCode = ErrorCode.UNKNOWN_SERVER_ERROR
+    # KIP-467: [(index of the record in its batch, message)] when particular records made the batch fail; the
+    # Produce handler sends them as record_errors and str(error) as error_message (Kafka's RecordValidationException)
+    record_errors: list[tuple[int, str | None]] = []
 
     @property
     def error_name(self) -> str:
@@ -24,9 +27,27 @@ class CorruptRecordError(StorageError):
 
 class InvalidRecordError(StorageError):
     """A well-formed batch Kafka would still refuse: magic != 2, inconsistent offsets/count, control batch from a
-    client, producer id without a sequence."""
+    client, producer id without a sequence; or, with ``record_errors``, some of its records (no key on a compacted
+    topic)."""
 
     error_code = ErrorCode.INVALID_RECORD
+
+    def __init__(self, message: str, record_errors: list[tuple[int, str | None]] | None = None):
+        super().__init__(message)
+        if record_errors:
+            self.record_errors = list(record_errors)
+
+
+class InvalidTimestampError(StorageError):
+    """Records of a batch whose CreateTime timestamp is outside message.timestamp.before/after.max.ms, or a batch a
+    producer marked LogAppendTime (``record_errors`` says which)."""
+
+    error_code = ErrorCode.INVALID_TIMESTAMP
+
+    def __init__(self, message: str, record_errors: list[tuple[int, str | None]] | None = None):
+        super().__init__(message)
+        if record_errors:
+            self.record_errors = list(record_errors)
 
 
 class RecordTooLargeError(StorageError):

@@ -39,7 +39,6 @@ from wire.records import (
     BatchHeader,
     batch_crc_ok,
     validate_records,
-    decode_batch,
     read_batch_header,
     set_base_offset,
     set_partition_leader_epoch,
@@ -67,6 +66,7 @@ from .producer_state import (
     write_txn_index,
 )
 from .segment import INT32_MAX, LogSegment, segment_file_name
+from .validation import record_problems, record_validation_error
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -488,24 +488,27 @@ class PartitionLog:
                 marker = control_marker(view, pos, size)
                 if marker is not None:
                     markers[pos] = marker
-            if cfg.compact and origin is not AppendOrigin.REPLICATION and not h.attributes & CONTROL_FLAG and \
-                    h.record_count > 0:
-                self._check_keys(view, pos)
+            if origin is not AppendOrigin.REPLICATION and h.record_count > 0:
+                self._check_records(view, pos, h)
             headers.append((pos, h))
             pos += size
         return headers, markers
 
-    def _check_keys(self, view, pos: int) -> None:
-        """Kafka's LogValidator for compacted topics: every record needs a key (compressed batches are
-        decompressed, bounded by wire.compression.MAX_DECOMPRESSED_SIZE)."""
+    def _check_records(self, view, pos: int, h: BatchHeader) -> None:
+        """Kafka's LogValidator record by record (storage/validation.py): keys on compacted topics, CreateTime
+        timestamps within message.timestamp.before/after.max.ms. Raises InvalidRecordError / InvalidTimestampError
+        carrying the index and message of every offending record (compressed batches are decompressed, bounded by
+        wire.compression.MAX_DECOMPRESSED_SIZE)."""
+        cfg = self.config
         try:
-            batch = decode_batch(view, pos, verify_crc=False)
+            problems = record_problems(view, pos, h, compacted=cfg.compact, log_append_time=cfg.log_append_time,
+                                       now=self.clock(), before_max_ms=cfg.timestamp_before_max_ms,
+                                       after_max_ms=cfg.timestamp_after_max_ms,
+                                       topic_partition=f"{self.topic}-{self.partition}")
         except DecodeError as e:
             raise CorruptRecordError(f"record batch does not decode: {e}") from None
-        for r in batch.records:
-            if r.key is None:
-                raise InvalidRecordError("Compacted topic cannot accept message without key in topic partition "
-                                         f"{self.topic}-{self.partition}.")
+        if problems:
+            raise record_validation_error(problems)
 
     def _maybe_roll(self, size: int, max_ts: int, last_offset: int, now: int, base_offset: int) -> LogSegment:
         seg = self.segments[-1]

@@ -21,6 +21,10 @@
 //   produce TOPIC N [--compression none|gzip|snappy|lz4|zstd] [--acks all|1|0] [--idempotence true|false]
 //           [--key-prefix P] [--value-prefix P] [--value-size BYTES] [--headers] [--partition P]
 //           [--timestamp-base MS] [--timestamp-step MS] [--linger-ms MS] [--batch-size BYTES] [--start I]
+//           [--no-key-every K] [--flush-each] [--report-errors]
+//       --no-key-every K sends record j without a key when j % K == 0; --flush-each flushes after every send
+//       (one record per batch); --report-errors prints every record's outcome, {"i", "partition", "offset", ...}
+//       or {"i", "error", "type"}, and exits 0 instead of failing at the first failed record
 //   consume-assign TOPIC PARTITION FROM_OFFSET N [--timeout-ms MS] [--isolation read_committed|read_uncommitted]
 //   consume-group TOPIC GROUP N [--timeout-ms MS] [--reset earliest|latest]
 //   group-assign TOPIC GROUP [--report-at EPOCH_MS] [--linger-ms MS] [--strategy range|roundrobin|
@@ -472,6 +476,8 @@ public final class KClient {
         Long tsBase = null;
         long tsStep = 0;
         String linger = "5", batchSize = null;
+        int noKeyEvery = 0;
+        boolean flushEach = false, reportErrors = false;
         for (int i = 2; i < a.size(); i++) {
             String s = a.get(i);
             switch (s) {
@@ -488,6 +494,9 @@ public final class KClient {
                 case "--linger-ms": linger = a.get(++i); break;
                 case "--batch-size": batchSize = a.get(++i); break;
                 case "--start": start = Integer.parseInt(a.get(++i)); break;
+                case "--no-key-every": noKeyEvery = Integer.parseInt(a.get(++i)); break;
+                case "--flush-each": flushEach = true; break;
+                case "--report-errors": reportErrors = true; break;
                 default: throw new IllegalArgumentException("unknown produce option: " + s);
             }
         }
@@ -509,12 +518,14 @@ public final class KClient {
         p.put(ProducerConfig.RETRY_BACKOFF_MS_CONFIG, 100);
         p.put(ProducerConfig.RECONNECT_BACKOFF_MAX_MS_CONFIG, 1000);
         final RecordMetadata[] results = new RecordMetadata[n];
+        final Exception[] errors = new Exception[n];
         final AtomicReference<Exception> failure = new AtomicReference<>();
         KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(withExtra(p));
         try {
             for (int j = 0; j < n; j++) {
                 int i = start + j;
-                byte[] key = keyPrefix == null ? null : (keyPrefix + "-" + i).getBytes(StandardCharsets.UTF_8);
+                byte[] key = keyPrefix == null || (noKeyEvery > 0 && j % noKeyEvery == 0) ? null
+                    : (keyPrefix + "-" + i).getBytes(StandardCharsets.UTF_8);
                 byte[] value = value(valuePrefix, i, valueSize).getBytes(StandardCharsets.UTF_8);
                 RecordHeaders hs = new RecordHeaders();
                 if (headers) {
@@ -526,16 +537,29 @@ public final class KClient {
                 ProducerRecord<byte[], byte[]> rec = new ProducerRecord<>(topic, partition, ts, key, value, hs);
                 final int slot = j;
                 producer.send(rec, (md, ex) -> {
-                    if (ex != null) failure.compareAndSet(null, ex);
-                    else results[slot] = md;
+                    if (ex != null) {
+                        errors[slot] = ex;
+                        failure.compareAndSet(null, ex);
+                    } else {
+                        results[slot] = md;
+                    }
                 });
+                if (flushEach) producer.flush();
             }
             producer.flush();
         } finally {
             producer.close(Duration.ofSeconds(5));
         }
-        if (failure.get() != null) throw failure.get();
+        if (failure.get() != null && !reportErrors) throw failure.get();
         for (int j = 0; j < n; j++) {
+            if (errors[j] != null) {
+                Map<String, Object> o = obj();
+                o.put("i", start + j);
+                o.put("error", String.valueOf(errors[j].getMessage()));
+                o.put("type", errors[j].getClass().getSimpleName());
+                emit(o);
+                continue;
+            }
             RecordMetadata md = results[j];
             if (md == null) throw new IllegalStateException("no acknowledgement for record " + (start + j));
             Map<String, Object> o = obj();

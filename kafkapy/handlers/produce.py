@@ -1,4 +1,10 @@
-"""Produce (key 0): validate and append the producers' record batches, answer per partition."""
+"""Produce (key 0): validate and append the producers' record batches, answer per partition.
+
+error_message (v8+) is filled as Kafka fills it: only for a batch refused because of some of its records
+(ReplicaManager's RecordValidationException, KIP-467), together with record_errors; every other partition error is
+the code alone (Kafka's LogAppendResult.errorMessage is null unless hasCustomErrorMessage). Our messages go to the
+log instead.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,13 @@ import struct
 from kafkapy import acl
 from kafkapy.handlers import api
 from kafkapy.partition import AppendOrigin
-from storage.errors import StorageError
+from storage.errors import (
+    CorruptRecordError,
+    KafkaStorageError,
+    RecordBatchTooLargeError,
+    RecordTooLargeError,
+    StorageError,
+)
 from wire.messages import produce_response as R
 from wire.messages.error_codes import ErrorCode
 from wire.records import ATTRIBUTES_OFFSET, BATCH_OVERHEAD, COMPRESSION_MASK, LOG_OVERHEAD, MAGIC_OFFSET
@@ -20,11 +32,20 @@ log = logging.getLogger("kafkapy.produce")
 
 
 def _partition(index: int, code: int, base_offset: int = -1, log_append_time: int = -1, log_start_offset: int = -1,
-               message: str | None = None) -> R.PartitionProduceResponse:
+               message: str | None = None, record_errors=()) -> R.PartitionProduceResponse:
+    """``record_errors``: [(batch index, message)] (KIP-467, v8+; older versions do not have the field and the
+    encoder leaves it out)."""
     return R.PartitionProduceResponse(index=index, error_code=int(code), base_offset=base_offset,
                                       log_append_time_ms=log_append_time, log_start_offset=log_start_offset,
-                                      record_errors=[], error_message=message)
+                                      record_errors=[R.BatchIndexAndErrorMessage(batch_index=i,
+                                                                                 batch_index_error_message=m)
+                                                     for i, m in record_errors],
+                                      error_message=message)
 
+
+# the exceptions ReplicaManager.appendToLocalLog answers with LogAppendInfo.UNKNOWN_LOG_APPEND_INFO (log start
+# offset -1); any other append error carries the partition's log start offset
+_NO_LOG_START_OFFSET = (CorruptRecordError, RecordTooLargeError, RecordBatchTooLargeError, KafkaStorageError)
 
 MIN_BATCH_SIZE = 14   # Kafka's LegacyRecord.RECORD_OVERHEAD_V0: a smaller size field is a corrupt batch
 
@@ -92,15 +113,16 @@ async def handle(ctx, req):
                 parts.append(_partition(idx, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
             if topic.internal:
-                parts.append(_partition(idx, ErrorCode.INVALID_TOPIC_EXCEPTION,
-                                        message=f"Cannot append to internal topic {name}"))
+                log.info("produce to %s-%d from %s rejected: Cannot append to internal topic %s", name, idx,
+                         ctx.client_id, name)
+                parts.append(_partition(idx, ErrorCode.INVALID_TOPIC_EXCEPTION))
                 continue
             code, message, records = validate_records(v, pd.records)
             if code is not None:
                 if code == ErrorCode.INVALID_RECORD and v < 8:
                     code = ErrorCode.CORRUPT_MESSAGE   # INVALID_RECORD is unknown to clients before Produce v8
                 log.info("produce to %s-%d from %s rejected: %s", name, idx, ctx.client_id, message)
-                parts.append(_partition(idx, code, message=message if v >= 8 else None))
+                parts.append(_partition(idx, code))   # KafkaApis: PartitionResponse(Errors.forException(e))
                 continue
             partition = broker.partition(name, idx)
             try:
@@ -110,7 +132,15 @@ async def handle(ctx, req):
                 if code == ErrorCode.INVALID_RECORD and v < 8:
                     code = ErrorCode.CORRUPT_MESSAGE
                 log.info("produce to %s-%d from %s rejected: %s %s", name, idx, ctx.client_id, e.error_name, e)
-                parts.append(_partition(idx, code, message=str(e) if v >= 8 else None))
+                # ReplicaManager.appendToLocalLog: the log start offset with every error but the few it expects
+                lso = -1 if isinstance(e, _NO_LOG_START_OFFSET) else partition.log.log_start_offset
+                if e.record_errors:
+                    # KIP-467, as ReplicaManager answers a RecordValidationException: the offending records' indexes
+                    # and messages, and the batch-level message
+                    parts.append(_partition(idx, code, log_start_offset=lso, message=str(e) if v >= 8 else None,
+                                            record_errors=e.record_errors if v >= 8 else ()))
+                else:   # ReplicaManager sends no error_message for other errors (hasCustomErrorMessage=false)
+                    parts.append(_partition(idx, code, log_start_offset=lso))
                 continue
             parts.append(_partition(idx, 0, info.base_offset, info.log_append_time, info.log_start_offset))
         topics.append(R.TopicProduceResponse(name=name, partition_responses=parts))
