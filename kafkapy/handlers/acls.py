@@ -7,6 +7,7 @@ deleting needs ALTER on the cluster, describing DESCRIBE on the cluster (CLUSTER
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.handlers import api
@@ -15,12 +16,21 @@ from wire.messages import delete_acls_response as DLR
 from wire.messages import describe_acls_response as DR
 from wire.messages.error_codes import ErrorCode
 
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import create_acls_request
+    from wire.messages import create_acls_response
+    from wire.messages import delete_acls_request
+    from wire.messages import delete_acls_response
+    from wire.messages import describe_acls_request
+    from wire.messages import describe_acls_response
+
 log = logging.getLogger("kafkapy.acl")
 NO_AUTHORIZER = "No Authorizer is configured on the broker"
 
 
 @api("CreateAcls", 0, 3)
-async def create_acls(ctx, req):
+async def create_acls(ctx: RequestContext, req: create_acls_request.CreateAclsRequest) -> create_acls_response.CreateAclsResponse:
     authz = ctx.broker.authorizer
     n = len(req.creations or ())
     if authz is None:
@@ -52,7 +62,7 @@ def _filter_pattern(ctx, f):
 
 
 @api("DescribeAcls", 0, 3)
-async def describe_acls(ctx, req):
+async def describe_acls(ctx: RequestContext, req: describe_acls_request.DescribeAclsRequest) -> describe_acls_response.DescribeAclsResponse:
     authz = ctx.broker.authorizer
 
     def error(code, msg):
@@ -78,7 +88,7 @@ async def describe_acls(ctx, req):
 
 
 @api("DeleteAcls", 0, 3)
-async def delete_acls(ctx, req):
+async def delete_acls(ctx: RequestContext, req: delete_acls_request.DeleteAclsRequest) -> delete_acls_response.DeleteAclsResponse:
     authz = ctx.broker.authorizer
     filters = req.filters or ()
 

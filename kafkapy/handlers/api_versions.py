@@ -1,17 +1,25 @@
 """ApiVersions (key 18): what this broker implements, computed from the handler registry."""
 
+from __future__ import annotations
+
 import re
+from typing import TYPE_CHECKING
 
 from kafkapy.handlers import api
 from wire.messages import api_versions_response as R
 from wire.messages.error_codes import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import api_versions_request
+    from wire.messages import api_versions_response
 
 # Kafka's ApiVersionsRequest.SOFTWARE_NAME_VERSION_PATTERN (KIP-511)
 _SOFTWARE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
 
 
 @api("ApiVersions", 0, 4)
-async def handle(ctx, req):
+async def api_versions(ctx: RequestContext, req: api_versions_request.ApiVersionsRequest) -> api_versions_response.ApiVersionsResponse:
     if ctx.api_version >= 3 and not (_SOFTWARE.fullmatch(req.client_software_name or "")
                                      and _SOFTWARE.fullmatch(req.client_software_version or "")):
         # ApiVersionsRequest.isValid fails: INVALID_REQUEST with no api list, as Kafka answers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.handlers import api
@@ -13,6 +14,15 @@ from wire.messages import describe_log_dirs_response as DLD
 from wire.messages import offset_for_leader_epoch_response as OLE
 from wire.messages.error_codes import ErrorCode
 
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import describe_cluster_request
+    from wire.messages import describe_cluster_response
+    from wire.messages import describe_log_dirs_request
+    from wire.messages import describe_log_dirs_response
+    from wire.messages import offset_for_leader_epoch_request
+    from wire.messages import offset_for_leader_epoch_response
+
 # DescribeCluster endpoint types (KIP-919)
 ENDPOINT_UNKNOWN, ENDPOINT_BROKER, ENDPOINT_CONTROLLER = 0, 1, 2
 _ENDPOINT_NAMES = {ENDPOINT_BROKER: "BROKER", ENDPOINT_CONTROLLER: "CONTROLLER"}
@@ -20,7 +30,7 @@ NO_EPOCH = -1
 
 
 @api("DescribeCluster", 0, 1)
-async def describe_cluster(ctx, req):
+async def describe_cluster(ctx: RequestContext, req: describe_cluster_request.DescribeClusterRequest) -> describe_cluster_response.DescribeClusterResponse:
     """AuthHelper.computeDescribeClusterResponse with the broker endpoint type."""
     broker = ctx.broker
     v = ctx.api_version
@@ -59,7 +69,7 @@ def log_dir_name(broker) -> str:
 
 
 @api("DescribeLogDirs", 0, 4)
-async def describe_log_dirs(ctx, req):
+async def describe_log_dirs(ctx: RequestContext, req: describe_log_dirs_request.DescribeLogDirsRequest) -> describe_log_dirs_response.DescribeLogDirsResponse:
     """ReplicaManager.describeLogDirs: one log dir; topics with none of the asked partitions are left out."""
     broker = ctx.broker
     if not acl.cluster_allowed(ctx, acl.DESCRIBE):
@@ -94,7 +104,7 @@ async def describe_log_dirs(ctx, req):
 
 
 @api("OffsetForLeaderEpoch", 0, 4)
-async def offset_for_leader_epoch(ctx, req):
+async def offset_for_leader_epoch(ctx: RequestContext, req: offset_for_leader_epoch_request.OffsetForLeaderEpochRequest) -> offset_for_leader_epoch_response.OffsetForLeaderEpochResponse:
     """Partition.lastOffsetForLeaderEpoch on the leader (replica_id is not used: there are no followers)."""
     broker = ctx.broker
     v = ctx.api_version

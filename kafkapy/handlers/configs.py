@@ -17,6 +17,7 @@ that does not exist, as Kafka answers for an unknown log4j logger.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from kafkapy.broker import TopicError, validate_topic_name
 from kafkapy.config import BROKER_CONFIGS, DYNAMIC_BROKER_CONFIGS, NO_BROKER_SYNONYM, TOPIC_CONFIGS, TYPE_LIST, \
@@ -27,6 +28,15 @@ from wire.messages import alter_configs_response as AC
 from wire.messages import describe_configs_response as DC
 from wire.messages import incremental_alter_configs_response as IAC
 from wire.messages.error_codes import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import alter_configs_request
+    from wire.messages import alter_configs_response
+    from wire.messages import describe_configs_request
+    from wire.messages import describe_configs_response
+    from wire.messages import incremental_alter_configs_request
+    from wire.messages import incremental_alter_configs_response
 
 log = logging.getLogger("kafkapy.configs")
 
@@ -215,7 +225,7 @@ def _broker_id(name: str, mismatch: str, node_id: int, what: str = "Broker id") 
 
 
 @api("DescribeConfigs", 0, 4)
-async def describe_configs(ctx, req):
+async def describe_configs(ctx: RequestContext, req: describe_configs_request.DescribeConfigsRequest) -> describe_configs_response.DescribeConfigsResponse:
     broker = ctx.broker
     v = ctx.api_version
     include_synonyms = bool(req.include_synonyms) and v >= 1
@@ -346,7 +356,7 @@ def _check_alter(ctx, res, duplicate: bool) -> None:
 
 
 @api("AlterConfigs", 0, 2)
-async def alter_configs(ctx, req):
+async def alter_configs(ctx: RequestContext, req: alter_configs_request.AlterConfigsRequest) -> alter_configs_response.AlterConfigsResponse:
     broker = ctx.broker
     dup = _duplicates(req.resources)
     out = []
@@ -459,7 +469,7 @@ def alter_loggers(broker, res, validate_only: bool) -> None:
 
 
 @api("IncrementalAlterConfigs", 0, 1)
-async def incremental_alter_configs(ctx, req):
+async def incremental_alter_configs(ctx: RequestContext, req: incremental_alter_configs_request.IncrementalAlterConfigsRequest) -> incremental_alter_configs_response.IncrementalAlterConfigsResponse:
     broker = ctx.broker
     dup = _duplicates(req.resources)
     out = []

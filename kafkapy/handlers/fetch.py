@@ -8,12 +8,18 @@ keeps sending full fetch requests; an unknown session id gets FETCH_SESSION_ID_N
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.handlers import api
 from storage.errors import OffsetOutOfRangeError, StorageError
 from wire.messages import fetch_response as R
 from wire.messages.error_codes import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import fetch_request
+    from wire.messages import fetch_response
 
 READ_COMMITTED = 1
 
@@ -78,7 +84,7 @@ def _read_all(broker, req, v: int, plan):
 
 
 @api("Fetch", 4, 17)
-async def handle(ctx, req):
+async def fetch(ctx: RequestContext, req: fetch_request.FetchRequest) -> fetch_response.FetchResponse:
     broker = ctx.broker
     v = ctx.api_version
     if v >= 7 and req.session_id != 0:

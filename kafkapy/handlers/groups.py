@@ -3,6 +3,8 @@ DescribeGroups (15), ListGroups (16), DeleteGroups (42). The logic lives in kafk
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kafkapy import acl
 from kafkapy.groups.group import STABLE
 from kafkapy.handlers import api
@@ -15,6 +17,25 @@ from wire.messages import leave_group_response as LR
 from wire.messages import list_groups_response as LGR
 from wire.messages import sync_group_response as SR
 from wire.messages.error_codes import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import delete_groups_request
+    from wire.messages import delete_groups_response
+    from wire.messages import describe_groups_request
+    from wire.messages import describe_groups_response
+    from wire.messages import find_coordinator_request
+    from wire.messages import find_coordinator_response
+    from wire.messages import heartbeat_request
+    from wire.messages import heartbeat_response
+    from wire.messages import join_group_request
+    from wire.messages import join_group_response
+    from wire.messages import leave_group_request
+    from wire.messages import leave_group_response
+    from wire.messages import list_groups_request
+    from wire.messages import list_groups_response
+    from wire.messages import sync_group_request
+    from wire.messages import sync_group_response
 
 GROUP_KEY_TYPE = 0
 TRANSACTION_KEY_TYPE = 1
@@ -49,7 +70,7 @@ def _coordinator_for(ctx, key: str, key_type: int) -> tuple[int, str | None]:
 
 
 @api("FindCoordinator", 0, 6)
-async def find_coordinator(ctx, req):
+async def find_coordinator(ctx: RequestContext, req: find_coordinator_request.FindCoordinatorRequest) -> find_coordinator_response.FindCoordinatorResponse:
     broker = ctx.broker
     host, port = broker.advertised_for(ctx.connection)
     node = broker.node_id
@@ -75,7 +96,7 @@ async def find_coordinator(ctx, req):
 # ---------------------------------------------------------------- JoinGroup / SyncGroup / Heartbeat / LeaveGroup
 
 @api("JoinGroup", 0, 9)
-async def join_group(ctx, req):
+async def join_group(ctx: RequestContext, req: join_group_request.JoinGroupRequest) -> join_group_response.JoinGroupResponse:
     v = ctx.api_version
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return JR.JoinGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
@@ -96,7 +117,7 @@ async def join_group(ctx, req):
 
 
 @api("SyncGroup", 0, 5)
-async def sync_group(ctx, req):
+async def sync_group(ctx: RequestContext, req: sync_group_request.SyncGroupRequest) -> sync_group_response.SyncGroupResponse:
     v = ctx.api_version
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return SR.SyncGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
@@ -116,7 +137,7 @@ async def sync_group(ctx, req):
 
 
 @api("Heartbeat", 0, 4)
-async def heartbeat(ctx, req):
+async def heartbeat(ctx: RequestContext, req: heartbeat_request.HeartbeatRequest) -> heartbeat_response.HeartbeatResponse:
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return HR.HeartbeatResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED))
     coord = ctx.broker.groups
@@ -126,7 +147,7 @@ async def heartbeat(ctx, req):
 
 
 @api("LeaveGroup", 0, 5)
-async def leave_group(ctx, req):
+async def leave_group(ctx: RequestContext, req: leave_group_request.LeaveGroupRequest) -> leave_group_response.LeaveGroupResponse:
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return LR.LeaveGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
                                      members=[])
@@ -146,7 +167,7 @@ async def leave_group(ctx, req):
 # ---------------------------------------------------------------- DescribeGroups / ListGroups / DeleteGroups
 
 @api("DescribeGroups", 0, 5)
-async def describe_groups(ctx, req):
+async def describe_groups(ctx: RequestContext, req: describe_groups_request.DescribeGroupsRequest) -> describe_groups_response.DescribeGroupsResponse:
     coord = ctx.broker.groups
     with_ops = ctx.api_version >= 3 and req.include_authorized_operations
     out = []
@@ -178,7 +199,7 @@ async def describe_groups(ctx, req):
 
 
 @api("ListGroups", 0, 5)
-async def list_groups(ctx, req):
+async def list_groups(ctx: RequestContext, req: list_groups_request.ListGroupsRequest) -> list_groups_response.ListGroupsResponse:
     coord = ctx.broker.groups
     v = ctx.api_version
     states = {s.lower() for s in (req.states_filter or ())} if v >= 4 else set()
@@ -199,7 +220,7 @@ async def list_groups(ctx, req):
 
 
 @api("DeleteGroups", 0, 2)
-async def delete_groups(ctx, req):
+async def delete_groups(ctx: RequestContext, req: delete_groups_request.DeleteGroupsRequest) -> delete_groups_response.DeleteGroupsResponse:
     coord = ctx.broker.groups
     names = list(req.groups_names or ())
     denied = {n for n in names if not acl.group_allowed(ctx, acl.DELETE, n)}

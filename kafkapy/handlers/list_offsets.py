@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kafkapy import acl
 from kafkapy.handlers import api
 from wire.messages import list_offsets_response as R
 from wire.messages.error_codes import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import list_offsets_request
+    from wire.messages import list_offsets_response
 
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
 READ_COMMITTED = 1
@@ -17,7 +24,7 @@ def _answer(idx, code, ts=-1, offset=-1, epoch=-1, old=None):
 
 
 @api("ListOffsets", 0, 9)
-async def handle(ctx, req):
+async def list_offsets(ctx: RequestContext, req: list_offsets_request.ListOffsetsRequest) -> list_offsets_response.ListOffsetsResponse:
     broker = ctx.broker
     v = ctx.api_version
     committed = v >= 2 and req.isolation_level == READ_COMMITTED

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kafkapy import acl
 from kafkapy.broker import TopicError, validate_topic_name
 from kafkapy.handlers import api
 from wire.messages import metadata_response as R
 from wire.messages.error_codes import ErrorCode
 from wire.primitives import ZERO_UUID
+
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import metadata_request
+    from wire.messages import metadata_response
 
 UNKNOWN_OPS = -2147483648
 # AclOperation codes: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9,
@@ -40,7 +47,7 @@ def error_topic(code: int, name: str | None, topic_id=ZERO_UUID) -> R.MetadataRe
 
 
 @api("Metadata", 0, 12)
-async def handle(ctx, req):
+async def metadata(ctx: RequestContext, req: metadata_request.MetadataRequest) -> metadata_response.MetadataResponse:
     broker = ctx.broker
     v = ctx.api_version
     host, port = broker.advertised_for(ctx.connection)

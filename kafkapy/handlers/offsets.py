@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kafkapy import acl
 from kafkapy.groups.group import OffsetAndMetadata, now_ms
 from kafkapy.handlers import api
@@ -11,9 +13,18 @@ from wire.messages import offset_delete_response as DR
 from wire.messages import offset_fetch_response as FR
 from wire.messages.error_codes import ErrorCode
 
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import offset_commit_request
+    from wire.messages import offset_commit_response
+    from wire.messages import offset_delete_request
+    from wire.messages import offset_delete_response
+    from wire.messages import offset_fetch_request
+    from wire.messages import offset_fetch_response
+
 
 @api("OffsetCommit", 0, 9)
-async def offset_commit(ctx, req):
+async def offset_commit(ctx: RequestContext, req: offset_commit_request.OffsetCommitRequest) -> offset_commit_response.OffsetCommitResponse:
     v = ctx.api_version
     coord = ctx.broker.groups
     now = now_ms()
@@ -85,7 +96,7 @@ def _fetch_group(ctx, coord, group_id, topics, require_stable):
 
 
 @api("OffsetFetch", 0, 9)
-async def offset_fetch(ctx, req):
+async def offset_fetch(ctx: RequestContext, req: offset_fetch_request.OffsetFetchRequest) -> offset_fetch_response.OffsetFetchResponse:
     v = ctx.api_version
     coord = ctx.broker.groups
     require_stable = bool(req.require_stable) if v >= 7 else False
@@ -124,7 +135,7 @@ async def offset_fetch(ctx, req):
 
 
 @api("OffsetDelete", 0, 0)
-async def offset_delete(ctx, req):
+async def offset_delete(ctx: RequestContext, req: offset_delete_request.OffsetDeleteRequest) -> offset_delete_response.OffsetDeleteResponse:
     coord = ctx.broker.groups
     parts = [(t.name, p.partition_index) for t in (req.topics or ()) for p in (t.partitions or ())]
     if not acl.group_allowed(ctx, acl.DELETE, req.group_id):

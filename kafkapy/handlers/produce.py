@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.handlers import api
@@ -24,6 +25,11 @@ from storage.errors import (
 from wire.messages import produce_response as R
 from wire.messages.error_codes import ErrorCode
 from wire.records import ATTRIBUTES_OFFSET, BATCH_OVERHEAD, COMPRESSION_MASK, LOG_OVERHEAD, MAGIC_OFFSET
+
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import produce_request
+    from wire.messages import produce_response
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -85,7 +91,7 @@ def validate_records(version: int, records):
 
 
 @api("Produce", 3, 11)
-async def handle(ctx, req):
+async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> produce_response.ProduceResponse | None:
     broker = ctx.broker
     v = ctx.api_version
     acks = req.acks

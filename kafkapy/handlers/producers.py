@@ -9,6 +9,7 @@ PRODUCER_FENCED get INVALID_PRODUCER_EPOCH instead.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.handlers import api
@@ -23,6 +24,25 @@ from wire.messages import list_transactions_response as ListTxnR
 from wire.messages import txn_offset_commit_response as TxnOffR
 from wire.messages.error_codes import ErrorCode
 
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import add_offsets_to_txn_request
+    from wire.messages import add_offsets_to_txn_response
+    from wire.messages import add_partitions_to_txn_request
+    from wire.messages import add_partitions_to_txn_response
+    from wire.messages import describe_producers_request
+    from wire.messages import describe_producers_response
+    from wire.messages import describe_transactions_request
+    from wire.messages import describe_transactions_response
+    from wire.messages import end_txn_request
+    from wire.messages import end_txn_response
+    from wire.messages import init_producer_id_request
+    from wire.messages import init_producer_id_response
+    from wire.messages import list_transactions_request
+    from wire.messages import list_transactions_response
+    from wire.messages import txn_offset_commit_request
+    from wire.messages import txn_offset_commit_response
+
 
 def _fenced(code: ErrorCode, version: int, first_version_with_fenced: int) -> int:
     if code == ErrorCode.PRODUCER_FENCED and version < first_version_with_fenced:
@@ -31,7 +51,7 @@ def _fenced(code: ErrorCode, version: int, first_version_with_fenced: int) -> in
 
 
 @api("InitProducerId", 0, 5)
-async def init_producer_id(ctx, req):
+async def init_producer_id(ctx: RequestContext, req: init_producer_id_request.InitProducerIdRequest) -> init_producer_id_response.InitProducerIdResponse:
     v = ctx.api_version
     pid, epoch = (req.producer_id, req.producer_epoch) if v >= 3 else (-1, -1)
     denied = 0
@@ -76,7 +96,7 @@ def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
 
 
 @api("AddPartitionsToTxn", 0, 5)
-async def add_partitions_to_txn(ctx, req):
+async def add_partitions_to_txn(ctx: RequestContext, req: add_partitions_to_txn_request.AddPartitionsToTxnRequest) -> add_partitions_to_txn_response.AddPartitionsToTxnResponse:
     v = ctx.api_version
     if v < 4:
         results = _add_partitions(ctx, req.v3_and_below_transactional_id, req.v3_and_below_producer_id,
@@ -96,7 +116,7 @@ async def add_partitions_to_txn(ctx, req):
 
 
 @api("AddOffsetsToTxn", 0, 4)
-async def add_offsets_to_txn(ctx, req):
+async def add_offsets_to_txn(ctx: RequestContext, req: add_offsets_to_txn_request.AddOffsetsToTxnRequest) -> add_offsets_to_txn_response.AddOffsetsToTxnResponse:
     coord = ctx.broker.transactions
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
         code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
@@ -109,7 +129,7 @@ async def add_offsets_to_txn(ctx, req):
 
 
 @api("EndTxn", 0, 4)
-async def end_txn(ctx, req):
+async def end_txn(ctx: RequestContext, req: end_txn_request.EndTxnRequest) -> end_txn_response.EndTxnResponse:
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
         return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
     code = ctx.broker.transactions.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch,
@@ -147,7 +167,7 @@ def _txn_offset_error(ctx, req) -> ErrorCode | None:
 
 
 @api("TxnOffsetCommit", 0, 4)
-async def txn_offset_commit(ctx, req):
+async def txn_offset_commit(ctx: RequestContext, req: txn_offset_commit_request.TxnOffsetCommitRequest) -> txn_offset_commit_response.TxnOffsetCommitResponse:
     from kafkapy.groups.group import OffsetAndMetadata, now_ms
 
     v = ctx.api_version
@@ -182,7 +202,7 @@ async def txn_offset_commit(ctx, req):
 
 
 @api("DescribeProducers", 0, 0)
-async def describe_producers(ctx, req):
+async def describe_producers(ctx: RequestContext, req: describe_producers_request.DescribeProducersRequest) -> describe_producers_response.DescribeProducersResponse:
     broker = ctx.broker
     topics = []
     for t in req.topics:
@@ -214,7 +234,7 @@ async def describe_producers(ctx, req):
 
 
 @api("DescribeTransactions", 0, 0)
-async def describe_transactions(ctx, req):
+async def describe_transactions(ctx: RequestContext, req: describe_transactions_request.DescribeTransactionsRequest) -> describe_transactions_response.DescribeTransactionsResponse:
     coord = ctx.broker.transactions
     out = []
     for tid in req.transactional_ids:
@@ -244,7 +264,7 @@ async def describe_transactions(ctx, req):
 
 
 @api("ListTransactions", 0, 1)
-async def list_transactions(ctx, req):
+async def list_transactions(ctx: RequestContext, req: list_transactions_request.ListTransactionsRequest) -> list_transactions_response.ListTransactionsResponse:
     coord = ctx.broker.transactions
     known = set(STATE_NAMES.values())
     wanted = set(req.state_filters or [])

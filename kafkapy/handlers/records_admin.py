@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.handlers import api
@@ -10,13 +11,18 @@ from storage.errors import OffsetOutOfRangeError, StorageError
 from wire.messages import delete_records_response as R
 from wire.messages.error_codes import ErrorCode
 
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import delete_records_request
+    from wire.messages import delete_records_response
+
 log = logging.getLogger("kafkapy.records_admin")
 
 HIGH_WATERMARK = -1          # DeleteRecordsRequest.HIGH_WATERMARK
 INVALID_LOW_WATERMARK = -1
 
 
-def delete_records(broker, topic_name: str, partition: int, offset: int) -> tuple[int, int]:
+def _delete_partition_records(broker, topic_name: str, partition: int, offset: int) -> tuple[int, int]:
     """(error code, low watermark) of one partition, as Partition.deleteRecordsOnLeader answers."""
     topic = broker.topics.get(topic_name)
     lg = broker.partition_log(topic_name, partition) if topic is not None else None
@@ -41,7 +47,7 @@ def delete_records(broker, topic_name: str, partition: int, offset: int) -> tupl
 
 
 @api("DeleteRecords", 0, 2)
-async def handle(ctx, req):
+async def delete_records(ctx: RequestContext, req: delete_records_request.DeleteRecordsRequest) -> delete_records_response.DeleteRecordsResponse:
     broker = ctx.broker
     topics = []
     for t in req.topics:
@@ -51,7 +57,7 @@ async def handle(ctx, req):
             if not may:
                 code, low = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED), INVALID_LOW_WATERMARK
             else:
-                code, low = delete_records(broker, t.name, p.partition_index, p.offset)
+                code, low = _delete_partition_records(broker, t.name, p.partition_index, p.offset)
             parts.append(R.DeleteRecordsPartitionResult(partition_index=p.partition_index, low_watermark=low,
                                                         error_code=code))
         topics.append(R.DeleteRecordsTopicResult(name=t.name, partitions=parts))

@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from kafkapy.handlers import api
 from kafkapy.sasl import AuthenticationError, SaslStateError, new_exchange
 from wire.messages import sasl_authenticate_response as AR
 from wire.messages import sasl_handshake_response as HR
 from wire.messages.error_codes import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import sasl_authenticate_request
+    from wire.messages import sasl_authenticate_response
+    from wire.messages import sasl_handshake_request
+    from wire.messages import sasl_handshake_response
 
 log = logging.getLogger("kafkapy.sasl")
 
@@ -30,7 +38,7 @@ def enabled_mechanisms(ctx) -> list[str]:
 
 
 @api("SaslHandshake", 0, 1)
-async def handshake(ctx, req):
+async def sasl_handshake(ctx: RequestContext, req: sasl_handshake_request.SaslHandshakeRequest) -> sasl_handshake_response.SaslHandshakeResponse:
     conn = ctx.connection
     lst = conn.listener
     if lst is None or not lst.sasl:
@@ -86,7 +94,7 @@ def evaluate(conn, broker, token: bytes, version: int | None) -> tuple[bytes, in
 
 
 @api("SaslAuthenticate", 0, 2)
-async def authenticate(ctx, req):
+async def sasl_authenticate(ctx: RequestContext, req: sasl_authenticate_request.SaslAuthenticateRequest) -> sasl_authenticate_response.SaslAuthenticateResponse:
     conn = ctx.connection
     lst = conn.listener
 

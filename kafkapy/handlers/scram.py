@@ -7,6 +7,7 @@ AlterUserScramCredentials receives the client-computed salted password and keeps
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.handlers import api
@@ -14,6 +15,13 @@ from kafkapy.sasl import MAX_ITERATIONS, MIN_ITERATIONS, SCRAM_BY_CODE, SCRAM_ME
 from wire.messages import alter_user_scram_credentials_response as AR
 from wire.messages import describe_user_scram_credentials_response as DR
 from wire.messages.error_codes import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import alter_user_scram_credentials_request
+    from wire.messages import alter_user_scram_credentials_response
+    from wire.messages import describe_user_scram_credentials_request
+    from wire.messages import describe_user_scram_credentials_response
 
 log = logging.getLogger("kafkapy.sasl")
 
@@ -23,7 +31,7 @@ def _authorized(ctx, operation: str) -> bool:
 
 
 @api("DescribeUserScramCredentials", 0, 0)
-async def describe(ctx, req):
+async def describe_user_scram_credentials(ctx: RequestContext, req: describe_user_scram_credentials_request.DescribeUserScramCredentialsRequest) -> describe_user_scram_credentials_response.DescribeUserScramCredentialsResponse:
     store = ctx.broker.scram
     if not _authorized(ctx, "DESCRIBE"):
         return DR.DescribeUserScramCredentialsResponse(
@@ -63,7 +71,7 @@ async def describe(ctx, req):
 
 
 @api("AlterUserScramCredentials", 0, 0)
-async def alter(ctx, req):
+async def alter_user_scram_credentials(ctx: RequestContext, req: alter_user_scram_credentials_request.AlterUserScramCredentialsRequest) -> alter_user_scram_credentials_response.AlterUserScramCredentialsResponse:
     store = ctx.broker.scram
     ops = [("delete", d) for d in req.deletions or ()] + [("upsert", u) for u in req.upsertions or ()]
     users = list(dict.fromkeys(op.name for _, op in ops))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kafkapy import acl
 from kafkapy.broker import TopicError
 from kafkapy.config import TOPIC_CONFIGS
@@ -11,6 +13,15 @@ from wire.messages import create_topics_response as CT
 from wire.messages import delete_topics_response as DT
 from wire.messages.error_codes import ErrorCode
 from wire.primitives import ZERO_UUID
+
+if TYPE_CHECKING:
+    from kafkapy.server import RequestContext
+    from wire.messages import create_partitions_request
+    from wire.messages import create_partitions_response
+    from wire.messages import create_topics_request
+    from wire.messages import create_topics_response
+    from wire.messages import delete_topics_request
+    from wire.messages import delete_topics_response
 
 # DescribeConfigs ConfigSource values
 DYNAMIC_TOPIC_CONFIG, DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG = \
@@ -37,7 +48,7 @@ def _check_assignments(broker, assignments, partitions: int) -> tuple[int, int]:
 
 
 @api("CreateTopics", 0, 7)
-async def create_topics(ctx, req):
+async def create_topics(ctx: RequestContext, req: create_topics_request.CreateTopicsRequest) -> create_topics_response.CreateTopicsResponse:
     broker = ctx.broker
     v = ctx.api_version
     results = []
@@ -88,7 +99,7 @@ async def create_topics(ctx, req):
 
 
 @api("DeleteTopics", 0, 6)
-async def delete_topics(ctx, req):
+async def delete_topics(ctx: RequestContext, req: delete_topics_request.DeleteTopicsRequest) -> delete_topics_response.DeleteTopicsResponse:
     broker = ctx.broker
     v = ctx.api_version
     out = []
@@ -125,7 +136,7 @@ async def delete_topics(ctx, req):
 
 
 @api("CreatePartitions", 0, 3)
-async def create_partitions(ctx, req):
+async def create_partitions(ctx: RequestContext, req: create_partitions_request.CreatePartitionsRequest) -> create_partitions_response.CreatePartitionsResponse:
     broker = ctx.broker
     out = []
     counts: dict[str, int] = {}
