@@ -1,9 +1,15 @@
-"""The broker: topics and their partition logs, the metadata that must survive restarts, and the
-server loop that feeds requests to the handlers.
+"""The broker: topics and their partitions, the metadata that must survive restarts, and the server loop that feeds
+requests to the handlers.
 
-State lives where Kafka keeps it: ``meta.properties`` (cluster id, node id), the partition
-directories, and a small topic metadata file (names, ids, partition counts, config overrides)
-written atomically.
+Wiring, all in :class:`Broker`'s constructor and :meth:`Broker.start`, nowhere else: the handler registry
+(kafkapy/handlers, every module imported or the broker does not start), the group coordinator (``broker.groups``),
+the transaction coordinator (``broker.transactions``, which owns producer ids), the partition logs
+(``broker.logs``) and, per partition, a :class:`kafkapy.partition.Partition` holding its leader state
+(``broker.partition(topic, index)``: every append goes through it). Producer state belongs to each partition log.
+
+State lives where Kafka keeps it: ``meta.properties`` (cluster id, node id), the partition directories, and a small
+topic metadata file (names, ids, partition counts, per-partition leader epochs, config overrides) written
+atomically.
 """
 
 from __future__ import annotations
@@ -290,7 +296,9 @@ class Broker:
         write_atomic(os.path.join(self.config.data_dir, METADATA_FILE), json.dumps(data, indent=1, sort_keys=True))
 
     async def _housekeeping(self) -> None:
-        """Retention, flush policy, coordinator timers that are not event driven."""
+        """The periodic log tasks: the time-based flush policy (log.flush.interval.ms) every second at most, and
+        retention every log.retention.check.interval.ms. (Compaction has its own task, the coordinators their own
+        timers.)"""
         interval = self.config.get_int("log.retention.check.interval.ms") / 1000
         last_retention = time.monotonic()
         while True:
@@ -318,7 +326,8 @@ class Broker:
             await asyncio.sleep(0.001 if more else self.config.get_int("log.cleaner.backoff.ms") / 1000)
 
     def enforce_retention(self) -> int:
-        """Delete segments past retention (and compact compacted topics); returns segments deleted."""
+        """Delete segments past retention (time, size, log start offset); returns segments deleted. Compaction runs
+        in :meth:`_log_cleaner`."""
         try:
             return self.logs.run_retention()
         except Exception:  # noqa: BLE001

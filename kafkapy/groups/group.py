@@ -1,8 +1,11 @@
 """A classic group's state as Kafka's GroupMetadata / MemberMetadata keep it.
 
 States: Empty, PreparingRebalance, CompletingRebalance, Stable, Dead (Kafka's names, which DescribeGroups and
-ListGroups report). Everything here is plain data plus the small rules that are pure functions of it (protocol
-selection, leader replacement, member validation); the timing and sequencing live in the coordinator.
+ListGroups report). Everything here is the group's and its members' data plus the small rules that are pure
+functions of it (protocol selection, leader replacement, member validation). The coordinator also parks its waits
+and timers on these objects (a member's pending JoinGroup/SyncGroup futures, its heartbeat timer, a group's join,
+sync and pending-member timers) and alone creates, resolves and cancels them: the timing and sequencing live in the
+coordinator.
 """
 
 from __future__ import annotations
