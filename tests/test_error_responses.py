@@ -1,0 +1,109 @@
+"""Every registered api answers a failed request with a decodable response carrying the error (Kafka's
+AbstractRequest.getErrorResponse), built from the request alone."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from kafkapy.error_responses import error_response
+from kafkapy.handlers import load_all
+from wire import protocol
+from wire.messages.error_codes import ErrorCode
+
+HANDLERS = load_all()
+UNKNOWN = int(ErrorCode.UNKNOWN_SERVER_ERROR)
+_SCALARS = {"string": "x", "int32": 3, "int64": 5, "int16": 1, "int8": 1, "uuid": uuid.UUID(int=7)}
+
+
+def populated(cls, mod, version: int):
+    """A request struct with one entry in every list, so that every level of the answer can be seen."""
+    msg = cls()
+    for f in cls.FIELDS:
+        attr, typ, lo, hi, struct = f[0], f[2], f[3], f[4], f[10]
+        if not lo <= version <= hi:
+            continue
+        if typ.startswith("[]"):
+            if struct is not None:
+                setattr(msg, attr, [populated(getattr(mod, struct), mod, version)])
+            elif typ[2:] in _SCALARS:
+                setattr(msg, attr, [_SCALARS[typ[2:]]])
+        elif typ in _SCALARS and attr in ("name", "topic", "group_id", "key", "resource_name", "transactional_id"):
+            setattr(msg, attr, "t")
+    return msg
+
+
+def error_codes(msg, version: int, found: list) -> list:
+    for f in getattr(msg, "FIELDS", ()):
+        if not f[3] <= version <= f[4]:
+            continue
+        value = getattr(msg, f[0])
+        if f[2] == "int16" and f[0].endswith("error_code") and f[7] is None:   # not a tagged one
+            found.append(value)
+        elif isinstance(value, list):
+            for item in value:
+                error_codes(item, version, found)
+    return found
+
+
+CASES = [(h.api_key, v) for h in sorted(HANDLERS.values(), key=lambda h: h.api_key)
+         for v in range(h.min_version, h.max_version + 1)]
+
+
+@pytest.mark.parametrize("key,version", CASES, ids=[f"{protocol.API[k].name}-v{v}" for k, v in CASES])
+def test_every_registered_api_has_a_decodable_error_response(key, version):
+    api = protocol.API[key]
+    req = populated(api.request.MESSAGE, api.request, version)
+    if key == 0:
+        req.acks = -1
+    # the request itself must be a valid one at this version
+    protocol.decode(api.request, version, protocol.encode(api.request, version, req))
+    resp = error_response(key, version, req)
+    frames = protocol.encode_response(key, version, 9, resp)
+    corr, decoded = protocol.decode_response(key, version, b"".join(frames)[4:])
+    assert corr == 9
+    codes = error_codes(decoded, version, [])
+    if api.name == "DescribeLogDirs" and version < 3:
+        assert codes == [] and decoded.results == []     # no error field before v3; Kafka answers empty
+    else:
+        assert codes and set(codes) == {UNKNOWN}, codes
+
+
+def test_produce_with_acks_0_has_no_error_response():
+    mod = protocol.API[0].request
+    assert error_response(0, 9, populated(mod.MESSAGE, mod, 9)) is None
+
+
+def test_mirrors_topics_and_partitions_like_kafka():
+    mod = protocol.API_BY_NAME["Produce"].request
+    req = mod.ProduceRequest(acks=-1, timeout_ms=100, topic_data=[
+        mod.TopicProduceData(name="a", partition_data=[mod.PartitionProduceData(index=2, records=b"x"),
+                                                       mod.PartitionProduceData(index=5, records=b"y")])])
+    resp = error_response(0, 9, req)
+    [t] = resp.responses
+    assert t.name == "a"
+    assert [(p.index, p.error_code, p.base_offset) for p in t.partition_responses] == [(2, -1, -1), (5, -1, -1)]
+
+    mod = protocol.API_BY_NAME["Metadata"].request
+    resp = error_response(3, 12, mod.MetadataRequest(topics=[mod.MetadataRequestTopic(name="m", topic_id=uuid.UUID(int=3))]))
+    assert [(t.name, t.topic_id, t.error_code, t.partitions) for t in resp.topics] == [("m", uuid.UUID(int=3), -1, [])]
+    assert resp.brokers == []
+    assert error_response(3, 12, mod.MetadataRequest(topics=None)).topics == []   # all topics: Kafka answers none
+
+    mod = protocol.API_BY_NAME["DescribeGroups"].request
+    resp = error_response(15, 5, mod.DescribeGroupsRequest(groups=["g1", "g2"]))
+    assert [(g.group_id, g.error_code) for g in resp.groups] == [("g1", -1), ("g2", -1)]
+
+    mod = protocol.API_BY_NAME["Fetch"].request
+    resp = error_response(1, 4, mod.FetchRequest(topics=[mod.FetchTopic(topic="f", partitions=[
+        mod.FetchPartition(partition=1, fetch_offset=10)])]))
+    [p] = resp.responses[0].partitions
+    assert (resp.responses[0].topic, p.partition_index, p.error_code, p.high_watermark, p.records) == ("f", 1, -1, -1, b"")
+    assert error_response(1, 12, mod.FetchRequest(topics=[])).error_code == -1
+
+
+def test_top_level_error_code_wins():
+    mod = protocol.API_BY_NAME["JoinGroup"].request
+    resp = error_response(11, 5, mod.JoinGroupRequest(group_id="g", member_id="m"))
+    assert resp.error_code == -1 and resp.member_id == "" and resp.members == []
