@@ -107,3 +107,104 @@ def test_top_level_error_code_wins():
     mod = protocol.API_BY_NAME["JoinGroup"].request
     resp = error_response(11, 5, mod.JoinGroupRequest(group_id="g", member_id="m"))
     assert resp.error_code == -1 and resp.member_id == "" and resp.members == []
+
+
+# ---------------------------------------------------------------- through the server
+
+@pytest.fixture(scope="module")
+def live_broker():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "compat_tests"))
+    from inprocess import InProcessBroker
+
+    with InProcessBroker({"auto.create.topics.enable": "false"}) as b:
+        b.run(b.broker.create_topic, "kept", 1)
+        yield b
+
+
+async def _boom(ctx, req):
+    raise RuntimeError("forced failure for a test")
+
+
+def test_a_raising_handler_answers_every_api_and_the_connection_keeps_serving(live_broker, monkeypatch):
+    from dataclasses import replace
+
+    from inprocess import connect, recv_frame, request
+    from wire.messages import api_versions_request as AVQ
+
+    b = live_broker
+    s = connect(b.bootstrap)
+    try:
+        for corr, h in enumerate(sorted(HANDLERS.values(), key=lambda h: h.api_key), start=100):
+            api = protocol.API[h.api_key]
+            v = h.max_version
+            req = populated(api.request.MESSAGE, api.request, v)
+            if h.api_key == 0:
+                req.acks = -1
+            monkeypatch.setitem(b.broker.handlers, h.api_key, replace(h, fn=_boom))
+            s.sendall(protocol.encode_request(h.api_key, v, corr, "raiser", req))
+            frame = recv_frame(s)
+            assert frame is not None, f"{api.name} v{v}: the broker closed the connection"
+            got_corr, resp = protocol.decode_response(h.api_key, v, frame)
+            assert got_corr == corr
+            if not (api.name == "DescribeLogDirs" and v < 3):
+                assert set(error_codes(resp, v, [])) == {UNKNOWN}, api.name
+            monkeypatch.setitem(b.broker.handlers, h.api_key, h)
+        ok = request(s, 18, 3, AVQ.ApiVersionsRequest(client_software_name="t", client_software_version="1"))
+        assert ok.error_code == 0 and ok.api_keys
+    finally:
+        s.close()
+
+
+def test_produce_acks_0_whose_handler_raises_closes_the_connection(live_broker, monkeypatch):
+    from dataclasses import replace
+
+    from inprocess import closed_by_peer, connect
+
+    b = live_broker
+    h = b.broker.handlers[0]
+    monkeypatch.setitem(b.broker.handlers, 0, replace(h, fn=_boom))
+    mod = protocol.API[0].request
+    req = populated(mod.MESSAGE, mod, 9)
+    req.acks = 0
+    s = connect(b.bootstrap)
+    try:
+        s.sendall(protocol.encode_request(0, 9, 1, "raiser", req))
+        assert closed_by_peer(s, 5)
+    finally:
+        s.close()
+
+
+def test_a_real_client_sees_the_error_and_the_broker_keeps_serving_it(live_broker, monkeypatch):
+    from dataclasses import replace
+
+    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    b = live_broker
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    assert "kept" in admin.list_topics(timeout=10).topics
+    failed_on = []
+
+    async def boom_once(ctx, req):
+        failed_on.append(ctx.connection)
+        raise RuntimeError("forced failure for a test")
+
+    h = b.broker.handlers[32]   # DescribeConfigs
+    monkeypatch.setitem(b.broker.handlers, 32, replace(h, fn=boom_once))
+    res = ConfigResource(ConfigResource.Type.TOPIC, "kept")
+    with pytest.raises(KafkaException) as e:
+        admin.describe_configs([res])[res].result(timeout=10)
+    assert e.value.args[0].code() == UNKNOWN
+    monkeypatch.setitem(b.broker.handlers, 32, h)
+    [conn] = failed_on
+    served = conn.requests
+    configs = admin.describe_configs([res])[res].result(timeout=10)
+    assert "cleanup.policy" in configs
+    assert conn in b.run(lambda: set(b.server.connections)) and conn.requests > served, \
+        "the connection whose request failed must keep serving"
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    p.produce("kept", b"after the failure")
+    assert p.flush(10) == 0

@@ -3,6 +3,10 @@
 ApiVersions' answer is computed from this registry, so the broker never advertises what it does not
 handle. A handler is ``async def handle(ctx: RequestContext, request) -> response | None``; ``None``
 means "send nothing" (Produce with acks=0).
+
+A handler that may hold its request for a while (a long poll) says so with ``max_wait``: a function of the
+request giving the longest it may wait in ms (Fetch: ``max_wait_ms``). The server watches the client of such a
+request and gives up on it when the client goes away, without knowing the api.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ class Handler:
     min_version: int
     max_version: int
     fn: Callable[..., Awaitable[object]]
+    max_wait: Callable[[object], int] | None = None    # request -> ms the handler may wait (long polls)
 
     @property
     def name(self) -> str:
@@ -29,8 +34,9 @@ class Handler:
 HANDLERS: dict[int, Handler] = {}
 
 
-def api(name: str, min_version: int, max_version: int):
-    """Register ``fn`` as the handler of the api called ``name`` (Kafka's name, e.g. "Produce")."""
+def api(name: str, min_version: int, max_version: int, max_wait: Callable[[object], int] | None = None):
+    """Register ``fn`` as the handler of the api called ``name`` (Kafka's name, e.g. "Produce"); ``max_wait`` for
+    a handler that long-polls (see the module's docstring)."""
     spec = protocol.API_BY_NAME[name]
     if not spec.min_version <= min_version <= max_version <= spec.max_version:
         raise ValueError(f"{name}: versions {min_version}-{max_version} outside the schema's range")
@@ -38,7 +44,7 @@ def api(name: str, min_version: int, max_version: int):
     def register(fn):
         if spec.key in HANDLERS:
             raise ValueError(f"two handlers for {name}")
-        HANDLERS[spec.key] = Handler(spec.key, min_version, max_version, fn)
+        HANDLERS[spec.key] = Handler(spec.key, min_version, max_version, fn, max_wait)
         return fn
     return register
 

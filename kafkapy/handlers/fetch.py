@@ -76,7 +76,7 @@ def _read_all(broker, req, v: int, plan):
     return out, total
 
 
-@api("Fetch", 4, 17)
+@api("Fetch", 4, 17, max_wait=lambda req: req.max_wait_ms)
 async def handle(ctx, req):
     broker = ctx.broker
     v = ctx.api_version
