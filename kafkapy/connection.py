@@ -99,12 +99,11 @@ class ConnectionState:
     """The protocol state of one connection. ``handlers``: api key -> Handler (the registry);
     ``api_versions(error_code)``: the broker's ApiVersions response body; ``clock``: monotonic seconds."""
 
-    def __init__(self, peer: str = "", *, listener=None, handlers: dict | None = None,
-                 api_versions: Callable[[int], object] | None = None,
+    def __init__(self, peer: str, *, handlers: dict, api_versions: Callable[[int], object], listener=None,
                  max_request_size: int = DEFAULT_MAX_REQUEST_SIZE, clock: Callable[[], float] = time.monotonic):
         self.peer = peer
         self.listener = listener                 # kafkapy.listeners.Listener the client came in on
-        self.handlers = handlers if handlers is not None else {}
+        self.handlers = handlers
         self.api_versions = api_versions
         self.max_request_size = max_request_size
         self.clock = clock

@@ -6,6 +6,8 @@ import struct
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kafkapy.connection import Close, ConnectionState, Dispatch, LegacySaslToken, Respond
 from kafkapy.handlers import load_all
@@ -222,3 +224,24 @@ def test_a_handler_can_ask_to_close_after_its_response():
     assert c.receive_data(metadata()) == []
     with pytest.raises(RuntimeError):
         c.receive_frame(metadata()[4:])
+
+
+ACTIONS = (Dispatch, Respond, Close, LegacySaslToken)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([metadata(), produce(-1), raw(b"\x00\x12")])),
+                     max_size=8),
+       cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+def test_any_bytes_give_actions_and_chunking_does_not_matter(data, cuts):
+    stream = b"".join(data)
+    whole = state(max_request_size=1000).receive_data(stream)
+    c = state(max_request_size=1000)
+    chunked = []
+    last = 0
+    for cut in sorted(set(cuts)) + [len(stream)]:
+        chunked += c.receive_data(stream[last:cut])
+        last = max(last, cut)
+    assert all(isinstance(a, ACTIONS) for a in whole)
+    assert [type(a) for a in chunked] == [type(a) for a in whole]
+    assert all(not isinstance(a, Close) for a in whole[:-1])      # nothing after a Close
