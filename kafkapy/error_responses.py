@@ -50,7 +50,7 @@ _IDENTITY = {
     "transactional_id": ("transactional_id",),
 }
 # "unknown" values Kafka's error responses carry where the schema's default is 0 (INVALID_OFFSET, NO_PRODUCER_ID, ...)
-_INVALID = {"base_offset", "high_watermark", "last_stable_offset", "log_start_offset", "low_watermark",
+_INVALID = {"base_offset", "committed_offset", "high_watermark", "last_stable_offset", "log_start_offset", "low_watermark",
             "producer_id", "producer_epoch"}
 _SCALAR_TYPES = {"string", "int32", "int64", "int16", "int8", "uuid"}
 

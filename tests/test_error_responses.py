@@ -208,3 +208,12 @@ def test_a_real_client_sees_the_error_and_the_broker_keeps_serving_it(live_broke
     p = Producer({"bootstrap.servers": b.bootstrap})
     p.produce("kept", b"after the failure")
     assert p.flush(10) == 0
+    del admin, p     # librdkafka handles go before the module's broker does
+
+
+def test_offset_fetch_before_v2_answers_per_partition_with_no_offset():
+    mod = protocol.API_BY_NAME["OffsetFetch"].request
+    req = mod.OffsetFetchRequest(group_id="g", topics=[mod.OffsetFetchRequestTopic(name="t", partition_indexes=[0, 4])])
+    [t] = error_response(9, 1, req).topics
+    assert [(p.partition_index, p.committed_offset, p.error_code) for p in t.partitions] == [(0, -1, -1), (4, -1, -1)]
+    assert error_response(9, 5, req).error_code == -1
