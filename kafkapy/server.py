@@ -2,11 +2,16 @@
 
 Like Kafka, a connection's next request is read only after the previous one was answered (Kafka
 mutes the channel while a request is in flight), so responses always come back in request order
-and a Fetch long-poll simply holds its connection.
+and a long poll (Fetch) simply holds its connection.
+
+This module only reads, writes, waits and runs handlers; what a frame means (framing limits, KIP-511, the
+SASL gate, which handler, what to answer when a handler raises) is decided by the sans-io protocol core,
+``kafkapy.connection``, and nothing here knows any api's fields.
 
 Limits, as Kafka has them:
 
-- ``socket.request.max.bytes``: a size prefix beyond it (or negative) closes the connection.
+- ``socket.request.max.bytes``: a size prefix beyond it (or negative) closes the connection before the frame is
+  read.
 - ``max.connections.per.ip`` (and ``max.connections.per.ip.overrides``): a connection beyond the limit of its
   address is closed at once and logged (Kafka: TooManyConnectionsException, connection dropped).
 - ``max.connections``: beyond the broker-wide limit a new connection is accepted by the kernel but not served
@@ -31,10 +36,9 @@ import socket
 import ssl
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from wire import DecodeError, protocol
-from wire.messages.error_codes import ErrorCode
+from kafkapy.connection import Close, ConnectionState, Dispatch, LegacySaslToken, Respond
 
 log = logging.getLogger("kafkapy.server")
 
@@ -42,16 +46,11 @@ _SIZE = struct.Struct(">i")
 READ_LIMIT = 1 << 16            # StreamReader limit: the transport pauses reading past twice this
 WRITE_HIGH_WATER = 1 << 20      # transport write buffer: drain() waits above this ...
 WRITE_LOW_WATER = 1 << 18       # ... until it is below this
-FETCH_KEY = 1
-_LONG_POLL_WATCH_MS = 500     # a Fetch that may wait longer is watched for its client going away ...
+_LONG_POLL_WATCH_MS = 500     # a request whose handler may wait longer is watched for its client going away ...
 _PEER_POLL = 0.25              # ... this often (Kafka closes a connection at once when its peer does)
 _PEER_GONE = object()
 _SLOT_POLL = 0.1                # how often a connection waiting for a slot (max.connections) checks its peer
 TLS_HANDSHAKE_TIMEOUT = 10.0    # seconds a new connection on an SSL listener has to finish the TLS handshake
-API_VERSIONS = 18
-SASL_HANDSHAKE = 17
-SASL_AUTHENTICATE = 36
-_BEFORE_AUTH = (API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE)   # what an unauthenticated SASL connection may send
 
 
 def parse_overrides(text: str | None) -> dict[str, int]:
@@ -80,23 +79,16 @@ class RequestContext:
     connection: "Connection"
 
 
-@dataclass(eq=False)
-class Connection:
-    peer: str
-    writer: asyncio.StreamWriter
-    reader: asyncio.StreamReader | None = None
-    ip: str = ""
-    opened: float = field(default_factory=time.monotonic)
-    requests: int = 0
-    listener: object = None                  # kafkapy.listeners.Listener the client came in on
-    principal: str = "User:ANONYMOUS"        # Kafka's KafkaPrincipal as "Type:name"
-    authenticated: bool = True               # False on a SASL listener until SaslAuthenticate succeeds
-    sasl: object = None                      # the SASL exchange in progress or done (kafkapy.sasl)
-    sasl_mechanism: str | None = None
-    sasl_legacy: bool = False                # after SaslHandshake v0: raw size-prefixed SASL tokens
-    reauthenticating: bool = False
-    session_expires: float | None = None     # monotonic; connections.max.reauth.ms
-    close_reason: str | None = None          # set by a handler: close after sending its response
+class Connection(ConnectionState):
+    """A connection's protocol state (``ConnectionState``) plus its streams."""
+
+    def __init__(self, peer: str, writer: asyncio.StreamWriter, reader: asyncio.StreamReader | None = None,
+                 ip: str = "", **protocol_args):
+        super().__init__(peer, **protocol_args)
+        self.writer = writer
+        self.reader = reader
+        self.ip = ip
+        self.opened = time.monotonic()
 
     def close(self) -> None:
         if not self.writer.is_closing():
@@ -225,7 +217,10 @@ class Server:
             self._tasks.discard(task)
             writer.transport.abort()
             raise
-        conn = Connection(peer_s, writer, reader, ip, listener=listener or self.listeners[0])
+        cfg = self.broker.config
+        conn = Connection(peer_s, writer, reader, ip, listener=listener or self.listeners[0],
+                          handlers=self.broker.handlers, api_versions=self.broker.api_versions_response,
+                          max_request_size=cfg.get_int("socket.request.max.bytes"))
         reason = "closed by client"
         served = False
         try:
@@ -239,8 +234,6 @@ class Server:
                 if failed:
                     reason = failed
                     return
-            if lst.sasl:
-                conn.authenticated = False
             served = True
             self.broker.metrics.connections_total += 1
             self.connections.add(conn)
@@ -286,31 +279,25 @@ class Server:
         log.debug("%s: TLS established on listener %s (%s)", conn.peer, lst.name, conn.principal)
         return None
 
-    async def _legacy_sasl_token(self, conn: Connection, frame, writer, idle) -> str | None:
-        """A raw SASL token after SaslHandshake v0 (no request header); answered with a raw size-prefixed token.
-        None to go on, else why the connection is closed."""
+    def _legacy_sasl_token(self, conn: Connection, token: bytes) -> Respond | Close:
+        """A raw SASL token after SaslHandshake v0 (no request header): the raw answer, or Close."""
         from kafkapy.handlers.sasl import evaluate
         from kafkapy.sasl import AuthenticationError, SaslStateError
 
         try:
-            out, _ = evaluate(conn, self.broker, bytes(frame), None)
+            out, _ = evaluate(conn, self.broker, token, None)
         except (AuthenticationError, SaslStateError) as e:
-            log.warning("%s: SASL %s authentication failed on listener %s: %s; closing the connection",
-                        conn.peer, conn.sasl_mechanism, conn.listener.name, e)
-            return "SASL authentication failed"
-        if conn.sasl.complete:
-            conn.sasl_legacy = False
-        if not await self._send(writer, [_SIZE.pack(len(out)), out], idle):
-            return "the client read nothing of a response"
-        return None
+            return conn.legacy_sasl_failed(e)
+        return conn.legacy_sasl_answer(out)
 
     @staticmethod
-    async def _read_request(reader: asyncio.StreamReader, max_size: int) -> tuple[int, memoryview | None]:
-        """(size, frame without its size prefix); frame None when the size is negative or above max_size."""
+    async def _read_request(reader: asyncio.StreamReader, conn: Connection) -> memoryview | Close:
+        """The next frame without its size prefix, or Close when its size is refused (nothing more is read)."""
         size = _SIZE.unpack(await reader.readexactly(4))[0]
-        if size < 0 or size > max_size:
-            return size, None
-        return size, memoryview(await reader.readexactly(size))
+        refused = conn.check_size(size)
+        if refused is not None:
+            return refused
+        return memoryview(await reader.readexactly(size))
 
     @staticmethod
     def _peer_gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -318,7 +305,7 @@ class Server:
 
     async def _long_poll(self, coro, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         """Run a long-polling handler; cancel it (and answer _PEER_GONE) if the client closes meanwhile, so a
-        gone client does not hold its connection task for the whole max_wait_ms."""
+        gone client does not hold its connection task for the whole wait."""
         task = asyncio.ensure_future(coro)
         try:
             while True:
@@ -347,100 +334,66 @@ class Server:
         return True
 
     async def _serve(self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
-        broker = self.broker
-        max_size = broker.config.get_int("socket.request.max.bytes")
-        idle_ms = broker.config.get_int("connections.max.idle.ms")
+        idle_ms = self.broker.config.get_int("connections.max.idle.ms")
         idle = None if idle_ms < 0 else idle_ms / 1000
-        handlers = broker.handlers
-        metrics = broker.metrics
-        stalled = f"the client read nothing of a response for {idle_ms} ms (connections.max.idle.ms)"
+        metrics = self.broker.metrics
         while True:
             try:
                 # one timeout for the size prefix and the frame: a client that stops inside a request is idle too
-                size, frame = await asyncio.wait_for(self._read_request(reader, max_size), idle)
+                frame = await asyncio.wait_for(self._read_request(reader, conn), idle)
             except asyncio.TimeoutError:
                 return f"idle for more than {idle_ms} ms (connections.max.idle.ms)"
             except asyncio.IncompleteReadError as e:
                 if e.expected == 4:
                     return "closed by client" if not e.partial else "closed by client inside a size prefix"
                 return "closed by client inside a request"
-            if frame is None:
-                log.warning("%s: request size %d is invalid (socket.request.max.bytes=%d); closing the connection",
-                            conn.peer, size, max_size)
-                return "invalid request size"
-            metrics.bytes_in += size + 4
-            conn.requests += 1
-            if conn.sasl_legacy:
-                failed = await self._legacy_sasl_token(conn, frame, writer, idle)
-                if failed:
-                    return failed
-                continue
-            try:
-                header, _hv, pos = protocol.decode_request_header(frame)
-            except protocol.UnsupportedVersion:
-                key, version = protocol.peek_key_version(frame)
-                if key == protocol.API_VERSIONS_KEY:
-                    # KIP-511: answer at v0 with UNSUPPORTED_VERSION and our versions, so the client can retry
-                    corr = struct.unpack_from(">i", frame, 4)[0] if len(frame) >= 8 else 0
-                    body = broker.api_versions_response(ErrorCode.UNSUPPORTED_VERSION)
-                    if not await self._send(writer, protocol.encode_response(key, 0, corr, body), idle):
-                        return stalled
+            if isinstance(frame, Close):
+                return self._closing(conn, frame)
+            metrics.bytes_in += len(frame) + 4
+            action = conn.receive_frame(frame)
+            if isinstance(action, Dispatch):
+                action = await self._dispatch(conn, action, reader, writer)
+                if action is None:     # the request takes no response (Produce with acks=0)
                     continue
-                log.warning("%s: %s v%d is not a version this broker knows; closing the connection",
-                            conn.peer, protocol.API[key].name, version)
-                return "unsupported version"
-            except protocol.UnknownApiKey as e:
-                log.warning("%s: %s; closing the connection", conn.peer, str(e))
-                return "unknown api key"
-            except DecodeError as e:   # str(e): a kept log record must not keep the frame alive via the traceback
-                log.warning("%s: malformed request header (%s); closing the connection", conn.peer, str(e))
-                return "malformed request"
-            key = header.request_api_key
-            version = header.request_api_version
-            if not conn.authenticated and key not in _BEFORE_AUTH:
-                log.warning("%s: %s request before SASL authentication on listener %s; closing the connection",
-                            conn.peer, protocol.API[key].name, conn.listener.name)
-                return "request before SASL authentication"
-            if conn.session_expires is not None and key not in _BEFORE_AUTH and time.monotonic() > conn.session_expires:
-                log.warning("%s: SASL session expired (connections.max.reauth.ms) and the client did not "
-                            "re-authenticate; closing the connection", conn.peer)
-                return "SASL session expired"
-            handler = handlers.get(key)
-            if handler is None or not handler.min_version <= version <= handler.max_version:
-                if key == protocol.API_VERSIONS_KEY:
-                    body = broker.api_versions_response(ErrorCode.UNSUPPORTED_VERSION)
-                    if not await self._send(writer, protocol.encode_response(key, 0, header.correlation_id, body),
-                                            idle):
-                        return stalled
-                    continue
-                log.warning("%s: %s v%d is not implemented by this broker; closing the connection",
-                            conn.peer, protocol.API[key].name, version)
-                return "unsupported api"
-            try:
-                body, end = protocol.decode(protocol.API[key].request, version, frame, pos)
-            except DecodeError as e:
-                log.warning("%s: malformed %s v%d request (%s); closing the connection",
-                            conn.peer, protocol.API[key].name, version, str(e))
-                return "malformed request"
-            ctx = RequestContext(broker, key, version, header.correlation_id, header.client_id, conn)
-            tracer = broker.tracer
-            if tracer is not None:
-                tracer.request(ctx, body)
-            started = time.monotonic()
-            if key == FETCH_KEY and body.max_wait_ms > _LONG_POLL_WATCH_MS:
-                response = await self._long_poll(handler.fn(ctx, body), reader, writer)
+            elif isinstance(action, LegacySaslToken):
+                action = self._legacy_sasl_token(conn, action.token)
+            if isinstance(action, Close):
+                return self._closing(conn, action)
+            if not await self._send(writer, action.frames, idle):
+                return f"the client read nothing of a response for {idle_ms} ms (connections.max.idle.ms)"
+            done = conn.after_response()
+            if done is not None:
+                return self._closing(conn, done)
+
+    @staticmethod
+    def _closing(conn: Connection, close: Close) -> str:
+        if close.message is not None:
+            log.warning("%s: %s; closing the connection", conn.peer, close.message)
+        return close.reason
+
+    async def _dispatch(self, conn: Connection, d: Dispatch, reader, writer) -> Respond | Close | None:
+        """Run ``d``'s handler: its response, the core's error response when it raised, None for no response."""
+        broker = self.broker
+        ctx = RequestContext(broker, d.api_key, d.api_version, d.correlation_id, d.client_id, conn)
+        tracer = broker.tracer
+        if tracer is not None:
+            tracer.request(ctx, d.body)
+        started = time.monotonic()
+        try:
+            if d.max_wait_ms > _LONG_POLL_WATCH_MS:
+                response = await self._long_poll(d.handler.fn(ctx, d.body), reader, writer)
                 if response is _PEER_GONE:
-                    return "closed by client during a Fetch long-poll"
+                    return Close(f"closed by client during a {d.handler.name} long poll")
             else:
-                response = await handler.fn(ctx, body)
-            broker.metrics_observe(key, version, time.monotonic() - started)
-            if response is None:
-                continue
+                response = await d.handler.fn(ctx, d.body)
+            out = None if response is None else Respond(conn.respond(d, response), response)
+        except Exception:  # noqa: BLE001 - Kafka's KafkaApis.handle: the request gets an error response
+            log.exception("%s: %s v%d request (correlation id %d) failed; answering UNKNOWN_SERVER_ERROR",
+                          conn.peer, d.handler.name, d.api_version, d.correlation_id)
+            out = conn.handler_failed(d)
+        broker.metrics_observe(d.api_key, d.api_version, time.monotonic() - started)
+        if isinstance(out, Respond):
             if tracer is not None:
-                tracer.response(ctx, response)
-            frames = protocol.encode_response(key, version, header.correlation_id, response)
-            metrics.responded(key, response, frames)
-            if not await self._send(writer, frames, idle):
-                return stalled
-            if conn.close_reason is not None:
-                return conn.close_reason
+                tracer.response(ctx, out.body)
+            broker.metrics.responded(d.api_key, out.body, out.frames)
+        return out

@@ -6,6 +6,10 @@ handle. A handler is named after its API in snake case and typed with its genera
 ``None`` means "send nothing" (Produce with acks=0). It translates the request, checks ACLs and version quirks,
 and delegates to the owner of the state (a partition, a coordinator, the broker); API_TABLE below says which, and
 tests/test_handler_table.py keeps that table true.
+
+A handler that may hold its request for a while (a long poll) says so with ``max_wait``: a function of the
+request giving the longest it may wait in ms (Fetch: ``max_wait_ms``). The server watches the client of such a
+request and gives up on it when the client goes away, without knowing the api.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Handler:
     min_version: int
     max_version: int
     fn: Callable[..., Awaitable[object]]
+    max_wait: Callable[[object], int] | None = None    # request -> ms the handler may wait (long polls)
 
     @property
     def name(self) -> str:
@@ -32,8 +37,9 @@ class Handler:
 HANDLERS: dict[int, Handler] = {}
 
 
-def api(name: str, min_version: int, max_version: int):
-    """Register ``fn`` as the handler of the api called ``name`` (Kafka's name, e.g. "Produce")."""
+def api(name: str, min_version: int, max_version: int, max_wait: Callable[[object], int] | None = None):
+    """Register ``fn`` as the handler of the api called ``name`` (Kafka's name, e.g. "Produce"); ``max_wait`` for
+    a handler that long-polls (see the module's docstring)."""
     spec = protocol.API_BY_NAME[name]
     if not spec.min_version <= min_version <= max_version <= spec.max_version:
         raise ValueError(f"{name}: versions {min_version}-{max_version} outside the schema's range")
@@ -44,7 +50,7 @@ def api(name: str, min_version: int, max_version: int):
             raise ValueError(f"the handler of {name} must be called {expected}, not {fn.__name__}")
         if spec.key in HANDLERS:
             raise ValueError(f"two handlers for {name}")
-        HANDLERS[spec.key] = Handler(spec.key, min_version, max_version, fn)
+        HANDLERS[spec.key] = Handler(spec.key, min_version, max_version, fn, max_wait)
         return fn
     return register
 

@@ -83,7 +83,7 @@ def _read_all(broker, req, v: int, plan):
     return out, total
 
 
-@api("Fetch", 4, 17)
+@api("Fetch", 4, 17, max_wait=lambda req: req.max_wait_ms)
 async def fetch(ctx: RequestContext, req: fetch_request.FetchRequest) -> fetch_response.FetchResponse:
     broker = ctx.broker
     v = ctx.api_version
