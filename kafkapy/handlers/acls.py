@@ -31,6 +31,11 @@ NO_AUTHORIZER = "No Authorizer is configured on the broker"
 
 @api("CreateAcls", 0, 3)
 async def create_acls(ctx: RequestContext, req: create_acls_request.CreateAclsRequest) -> create_acls_response.CreateAclsResponse:
+    """Version notes: v0 creates LITERAL bindings; v1+ carry the pattern type.
+
+    Behaviour: see the module docstring for SECURITY_DISABLED and the cluster ACL; each binding is checked
+    (acl.validate_binding: INVALID_REQUEST with the reason) and added with Authorizer.add; the bindings are saved once.
+    """
     authz = ctx.broker.authorizer
     n = len(req.creations or ())
     if authz is None:
@@ -63,6 +68,11 @@ def _filter_pattern(ctx, f):
 
 @api("DescribeAcls", 0, 3)
 async def describe_acls(ctx: RequestContext, req: describe_acls_request.DescribeAclsRequest) -> describe_acls_response.DescribeAclsResponse:
+    """Version notes: v0 filters LITERAL bindings only; v1+ pattern_type_filter (ANY, MATCH, LITERAL, PREFIXED).
+
+    Behaviour: see the module docstring for SECURITY_DISABLED and the cluster ACL; INVALID_REQUEST for a filter with
+    UNKNOWN elements; else the Authorizer's bindings matching the filter, grouped by resource.
+    """
     authz = ctx.broker.authorizer
 
     def error(code, msg):
@@ -89,6 +99,11 @@ async def describe_acls(ctx: RequestContext, req: describe_acls_request.Describe
 
 @api("DeleteAcls", 0, 3)
 async def delete_acls(ctx: RequestContext, req: delete_acls_request.DeleteAclsRequest) -> delete_acls_response.DeleteAclsResponse:
+    """Version notes: v0 filters LITERAL bindings only; v1+ pattern_type_filter.
+
+    Behaviour: see the module docstring for SECURITY_DISABLED and the cluster ACL; per filter, INVALID_REQUEST for
+    UNKNOWN elements, else Authorizer.remove of every matching binding, which are answered; saved once.
+    """
     authz = ctx.broker.authorizer
     filters = req.filters or ()
 

@@ -31,7 +31,12 @@ NO_EPOCH = -1
 
 @api("DescribeCluster", 0, 1)
 async def describe_cluster(ctx: RequestContext, req: describe_cluster_request.DescribeClusterRequest) -> describe_cluster_response.DescribeClusterResponse:
-    """AuthHelper.computeDescribeClusterResponse with the broker endpoint type."""
+    """Version notes: v1+ endpoint_type (KIP-919): only BROKER is served, CONTROLLER gets MISMATCHED_ENDPOINT_TYPE and
+    an unknown type UNSUPPORTED_ENDPOINT_TYPE; v0 always asks for BROKER.
+
+    Behaviour: AuthHelper.computeDescribeClusterResponse with this broker as the only broker and the controller; no ACL
+    check except for authorized operations, which are 0 without DESCRIBE on the cluster.
+    """
     broker = ctx.broker
     v = ctx.api_version
     requested = req.endpoint_type if v >= 1 else ENDPOINT_BROKER
@@ -70,7 +75,13 @@ def log_dir_name(broker) -> str:
 
 @api("DescribeLogDirs", 0, 4)
 async def describe_log_dirs(ctx: RequestContext, req: describe_log_dirs_request.DescribeLogDirsRequest) -> describe_log_dirs_response.DescribeLogDirsResponse:
-    """ReplicaManager.describeLogDirs: one log dir; topics with none of the asked partitions are left out."""
+    """Version notes: v3+ top-level error_code (older versions get only the empty result list when denied); v4+
+    total_bytes and usable_bytes (-1 for the memory backend).
+
+    Behaviour: DESCRIBE on the cluster (CLUSTER_AUTHORIZATION_FAILED), as KafkaApis; then, as
+    ReplicaManager.describeLogDirs, the one log dir (the data dir, or "memory") with the asked partitions' sizes from
+    the LogManager (topics with none of them left out); KAFKA_STORAGE_ERROR if the disk usage cannot be read.
+    """
     broker = ctx.broker
     if not acl.cluster_allowed(ctx, acl.DESCRIBE):
         return DLD.DescribeLogDirsResponse(throttle_time_ms=0, error_code=int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED),
@@ -105,7 +116,13 @@ async def describe_log_dirs(ctx: RequestContext, req: describe_log_dirs_request.
 
 @api("OffsetForLeaderEpoch", 0, 4)
 async def offset_for_leader_epoch(ctx: RequestContext, req: offset_for_leader_epoch_request.OffsetForLeaderEpochRequest) -> offset_for_leader_epoch_response.OffsetForLeaderEpochResponse:
-    """Partition.lastOffsetForLeaderEpoch on the leader (replica_id is not used: there are no followers)."""
+    """Version notes: v2+ current_leader_epoch (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH); v3+ replica_id, not used
+    (there are no followers).
+
+    Behaviour: as KafkaApis (KIP-320), CLUSTER_ACTION on the cluster or DESCRIBE on the topic
+    (TOPIC_AUTHORIZATION_FAILED); UNKNOWN_TOPIC_OR_PARTITION; then Partition.lastOffsetForLeaderEpoch on the leader:
+    PartitionLog.end_offset_for_epoch, answering -1/-1 for an epoch it cannot place.
+    """
     broker = ctx.broker
     v = ctx.api_version
     topics = []

@@ -226,6 +226,13 @@ def _broker_id(name: str, mismatch: str, node_id: int, what: str = "Broker id") 
 
 @api("DescribeConfigs", 0, 4)
 async def describe_configs(ctx: RequestContext, req: describe_configs_request.DescribeConfigsRequest) -> describe_configs_response.DescribeConfigsResponse:
+    """Version notes: v1+ include_synonyms; v3+ include_documentation (and config types); v4 is flexible.
+
+    Behaviour: DESCRIBE_CONFIGS on the topic or the cluster (TOPIC_/CLUSTER_AUTHORIZATION_FAILED with Errors.message()),
+    as KafkaApis. TOPIC: INVALID_TOPIC_EXCEPTION / UNKNOWN_TOPIC_OR_PARTITION, else every topic config from
+    Broker.effective_topic_configs with its synonyms; BROKER: "" or this node id (INVALID_REQUEST otherwise);
+    BROKER_LOGGER: this node's loggers; any other type INVALID_REQUEST.
+    """
     broker = ctx.broker
     v = ctx.api_version
     include_synonyms = bool(req.include_synonyms) and v >= 1
@@ -357,6 +364,14 @@ def _check_alter(ctx, res, duplicate: bool) -> None:
 
 @api("AlterConfigs", 0, 2)
 async def alter_configs(ctx: RequestContext, req: alter_configs_request.AlterConfigsRequest) -> alter_configs_response.AlterConfigsResponse:
+    """Version notes: none; v2 is flexible.
+
+    Behaviour: per resource, _check_alter (INVALID_REQUEST for a repeated resource or key, ALTER_CONFIGS on the topic or
+    cluster); TOPIC: the whole override set is replaced (INVALID_CONFIG for bad or null values,
+    UNKNOWN_TOPIC_OR_PARTITION) through Broker.set_topic_configs; BROKER ("" or this node): the dynamic set is replaced,
+    static configs and nulls get INVALID_REQUEST; BROKER_LOGGER and other types INVALID_REQUEST. validate_only checks
+    without changing.
+    """
     broker = ctx.broker
     dup = _duplicates(req.resources)
     out = []
@@ -470,6 +485,13 @@ def alter_loggers(broker, res, validate_only: bool) -> None:
 
 @api("IncrementalAlterConfigs", 0, 1)
 async def incremental_alter_configs(ctx: RequestContext, req: incremental_alter_configs_request.IncrementalAlterConfigsRequest) -> incremental_alter_configs_response.IncrementalAlterConfigsResponse:
+    """Version notes: none; v1 is flexible.
+
+    Behaviour: as AlterConfigs for the checks, but applies SET/DELETE/APPEND/SUBTRACT to the current values
+    (apply_incremental: APPEND/SUBTRACT only on LIST configs, else INVALID_CONFIG; an unknown operation
+    INVALID_REQUEST); TOPIC through Broker.set_topic_configs, BROKER to the dynamic configs, BROKER_LOGGER to the levels
+    of this broker's own loggers (alter_loggers). validate_only checks without changing.
+    """
     broker = ctx.broker
     dup = _duplicates(req.resources)
     out = []

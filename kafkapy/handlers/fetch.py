@@ -85,6 +85,17 @@ def _read_all(broker, req, v: int, plan):
 
 @api("Fetch", 4, 17, max_wait=lambda req: req.max_wait_ms)
 async def fetch(ctx: RequestContext, req: fetch_request.FetchRequest) -> fetch_response.FetchResponse:
+    """Version notes: v0-3 would need down-conversion to message format 0/1, which kafkapy does not do (v4 is the first
+    version whose clients must read magic-2 batches). v4+ isolation_level (read_committed reads up to the last stable
+    offset and lists aborted transactions); v7+ sessions (see the module docstring); v9+ current_leader_epoch
+    (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH); v13+ topic ids (UNKNOWN_TOPIC_ID instead of
+    UNKNOWN_TOPIC_OR_PARTITION).
+
+    Behaviour: READ on each topic (TOPIC_AUTHORIZATION_FAILED; from v13 only for ids that resolve), then
+    PartitionLog.read per partition within min(max_bytes, fetch.max.bytes), the first partition with data allowed one
+    whole batch over. Long-polls Broker.wait_for_append until min_bytes or max_wait_ms, re-resolving topics deleted
+    meanwhile. replica_id is not looked at (no followers): every fetch is a consumer fetch.
+    """
     broker = ctx.broker
     v = ctx.api_version
     if v >= 7 and req.session_id != 0:

@@ -1,5 +1,6 @@
 """Group membership apis: FindCoordinator (10), JoinGroup (11), Heartbeat (12), LeaveGroup (13), SyncGroup (14),
-DescribeGroups (15), ListGroups (16), DeleteGroups (42). The logic lives in kafkapy.groups."""
+DescribeGroups (15), ListGroups (16), DeleteGroups (42). The membership logic lives in kafkapy.groups; these
+functions check the group ACLs and translate the version-dependent fields."""
 
 from __future__ import annotations
 
@@ -71,6 +72,14 @@ def _coordinator_for(ctx, key: str, key_type: int) -> tuple[int, str | None]:
 
 @api("FindCoordinator", 0, 6)
 async def find_coordinator(ctx: RequestContext, req: find_coordinator_request.FindCoordinatorRequest) -> find_coordinator_response.FindCoordinatorResponse:
+    """Version notes: v1+ key_type (0 group, 1 transaction; any other, e.g. v6's share groups, gets INVALID_REQUEST with
+    a message); v4+ batches keys in coordinator_keys with an error per key, v0-3 answer one key at the top level.
+
+    Behaviour: the coordinator is always this broker. A group key needs DESCRIBE on the group
+    (GROUP_AUTHORIZATION_FAILED) and makes sure __consumer_offsets exists (GroupCoordinator.ensure_offsets_topic); a
+    transaction key needs DESCRIBE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and creates
+    __transaction_state as Kafka does. A success carries error_message "NONE" (Errors.NONE.message()).
+    """
     broker = ctx.broker
     host, port = broker.advertised_for(ctx.connection)
     node = broker.node_id
@@ -97,6 +106,14 @@ async def find_coordinator(ctx: RequestContext, req: find_coordinator_request.Fi
 
 @api("JoinGroup", 0, 9)
 async def join_group(ctx: RequestContext, req: join_group_request.JoinGroupRequest) -> join_group_response.JoinGroupResponse:
+    """Version notes: v0 has no rebalance timeout (the session timeout stands in); v4+ new members must rejoin with the
+    member id they are given (the coordinator, told the version, answers MEMBER_ID_REQUIRED); v5+ group_instance_id
+    (static membership); v7+ protocol_name may be null (before, "" stands for none).
+
+    Behaviour: READ on the group (GROUP_AUTHORIZATION_FAILED, as KafkaApis), then awaits GroupCoordinator.join_group,
+    which holds the request until the rebalance completes and supplies the error code, generation, leader and (for the
+    leader) the members' metadata.
+    """
     v = ctx.api_version
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return JR.JoinGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
@@ -118,6 +135,13 @@ async def join_group(ctx: RequestContext, req: join_group_request.JoinGroupReque
 
 @api("SyncGroup", 0, 5)
 async def sync_group(ctx: RequestContext, req: sync_group_request.SyncGroupRequest) -> sync_group_response.SyncGroupResponse:
+    """Version notes: v3+ group_instance_id; v5+ protocol_type and protocol_name, checked by the coordinator against the
+    group's.
+
+    Behaviour: READ on the group (GROUP_AUTHORIZATION_FAILED), then awaits GroupCoordinator.sync_group, which stores the
+    leader's assignments and answers each member its own; on an error the assignment is empty and the protocol fields
+    null.
+    """
     v = ctx.api_version
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return SR.SyncGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
@@ -138,6 +162,11 @@ async def sync_group(ctx: RequestContext, req: sync_group_request.SyncGroupReque
 
 @api("Heartbeat", 0, 4)
 async def heartbeat(ctx: RequestContext, req: heartbeat_request.HeartbeatRequest) -> heartbeat_response.HeartbeatResponse:
+    """Version notes: v3+ group_instance_id (static members); the rest is the same at every version.
+
+    Behaviour: READ on the group (GROUP_AUTHORIZATION_FAILED), then GroupCoordinator.heartbeat, whose code is answered
+    (e.g. REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION).
+    """
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return HR.HeartbeatResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED))
     coord = ctx.broker.groups
@@ -148,6 +177,12 @@ async def heartbeat(ctx: RequestContext, req: heartbeat_request.HeartbeatRequest
 
 @api("LeaveGroup", 0, 5)
 async def leave_group(ctx: RequestContext, req: leave_group_request.LeaveGroupRequest) -> leave_group_response.LeaveGroupResponse:
+    """Version notes: v0-2 name one member_id and answer one code (the group's, else that member's); v3+ batch members
+    by member id and/or group_instance_id and answer a code per member. v5's reason is not used.
+
+    Behaviour: READ on the group (GROUP_AUTHORIZATION_FAILED), then GroupCoordinator.leave_group, which returns the
+    group-level code and one code per member.
+    """
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return LR.LeaveGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
                                      members=[])
@@ -168,6 +203,13 @@ async def leave_group(ctx: RequestContext, req: leave_group_request.LeaveGroupRe
 
 @api("DescribeGroups", 0, 5)
 async def describe_groups(ctx: RequestContext, req: describe_groups_request.DescribeGroupsRequest) -> describe_groups_response.DescribeGroupsResponse:
+    """Version notes: v3+ authorized_operations when include_authorized_operations is set (else the "unknown" sentinel);
+    v4+ members carry group_instance_id (the encoder leaves it out before).
+
+    Behaviour: DESCRIBE on each group (GROUP_AUTHORIZATION_FAILED, as DescribeGroupsResponse.groupError), then
+    GroupCoordinator.describe_group; an unknown group is answered Dead with no error. Member metadata, assignments and
+    the protocol name are filled only while the group is Stable.
+    """
     coord = ctx.broker.groups
     with_ops = ctx.api_version >= 3 and req.include_authorized_operations
     out = []
@@ -200,6 +242,12 @@ async def describe_groups(ctx: RequestContext, req: describe_groups_request.Desc
 
 @api("ListGroups", 0, 5)
 async def list_groups(ctx: RequestContext, req: list_groups_request.ListGroupsRequest) -> list_groups_response.ListGroupsResponse:
+    """Version notes: v4+ states_filter (compared case-insensitively); v5+ types_filter, where only "classic" matches
+    (kafkapy has only classic groups) and group_type is always "classic".
+
+    Behaviour: as KafkaApis, every group for a principal with DESCRIBE on the cluster, else only the groups it may
+    DESCRIBE, silently (no error code); the groups come from GroupCoordinator.list_groups, sorted by id.
+    """
     coord = ctx.broker.groups
     v = ctx.api_version
     states = {s.lower() for s in (req.states_filter or ())} if v >= 4 else set()
@@ -221,6 +269,11 @@ async def list_groups(ctx: RequestContext, req: list_groups_request.ListGroupsRe
 
 @api("DeleteGroups", 0, 2)
 async def delete_groups(ctx: RequestContext, req: delete_groups_request.DeleteGroupsRequest) -> delete_groups_response.DeleteGroupsResponse:
+    """Version notes: none; v2 only makes the request flexible.
+
+    Behaviour: DELETE on each group (GROUP_AUTHORIZATION_FAILED); the others go to GroupCoordinator.delete_groups, whose
+    per-group codes (e.g. NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND) are answered in request order.
+    """
     coord = ctx.broker.groups
     names = list(req.groups_names or ())
     denied = {n for n in names if not acl.group_allowed(ctx, acl.DELETE, n)}

@@ -25,6 +25,15 @@ def _answer(idx, code, ts=-1, offset=-1, epoch=-1, old=None):
 
 @api("ListOffsets", 0, 9)
 async def list_offsets(ctx: RequestContext, req: list_offsets_request.ListOffsetsRequest) -> list_offsets_response.ListOffsetsResponse:
+    """Version notes: v0 answers old_style_offsets (up to max_num_offsets; LATEST adds the log start offset), v1+ one
+    timestamp/offset; v2+ isolation_level (LATEST under read_committed is the last stable offset); v4+
+    current_leader_epoch (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH) and the leader epoch in the answer. The special
+    timestamps -3 (max timestamp, v7), -4 (local log start = log start, v8) and -5 (latest tiered: -1, v9) are accepted
+    at every version; another negative timestamp gets INVALID_REQUEST (UNKNOWN_SERVER_ERROR on v0).
+
+    Behaviour: DESCRIBE on the topic (TOPIC_AUTHORIZATION_FAILED), UNKNOWN_TOPIC_OR_PARTITION, then the partition's log:
+    high watermark, log start offset, PartitionLog.max_timestamp_offset or offset_for_timestamp (-1/-1 when none).
+    """
     broker = ctx.broker
     v = ctx.api_version
     committed = v >= 2 and req.isolation_level == READ_COMMITTED

@@ -48,6 +48,16 @@ def error_topic(code: int, name: str | None, topic_id=ZERO_UUID) -> R.MetadataRe
 
 @api("Metadata", 0, 12)
 async def metadata(ctx: RequestContext, req: metadata_request.MetadataRequest) -> metadata_response.MetadataResponse:
+    """Version notes: v0 asks for every topic with an empty list, v1+ with null; v4+ allow_auto_topic_creation (always
+    true before); v8+ authorized operations on request (cluster ones only through v10); v10+ topic ids in the answer,
+    topics asked by id (null name) answered UNKNOWN_TOPIC_ID or TOPIC_AUTHORIZATION_FAILED without a name.
+
+    Behaviour: every topic lists only those the principal may DESCRIBE; an asked topic needs DESCRIBE
+    (TOPIC_AUTHORIZATION_FAILED). An unknown one gets INVALID_TOPIC_EXCEPTION for an illegal name, else is auto-created
+    (Broker.maybe_auto_create, when auto.create.topics.enable; never "__" names) with CREATE on the cluster or topic,
+    else UNKNOWN_TOPIC_OR_PARTITION. Unlike Kafka, the CREATE check runs even when auto.create.topics.enable is false,
+    so a principal without CREATE gets TOPIC_AUTHORIZATION_FAILED there. This broker is every leader and the controller.
+    """
     broker = ctx.broker
     v = ctx.api_version
     host, port = broker.advertised_for(ctx.connection)

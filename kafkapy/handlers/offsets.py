@@ -25,6 +25,14 @@ if TYPE_CHECKING:
 
 @api("OffsetCommit", 0, 9)
 async def offset_commit(ctx: RequestContext, req: offset_commit_request.OffsetCommitRequest) -> offset_commit_response.OffsetCommitResponse:
+    """Version notes: v1+ generation and member id, and commit_timestamp (used unless -1; v1 only); v2-4
+    retention_time_ms sets an expiry, v5 removed it; v6+ committed_leader_epoch; v7+ group_instance_id. v9's member
+    epoch is taken as a classic generation id (no KIP-848 groups).
+
+    Behaviour: a null group id gets INVALID_GROUP_ID; READ on the group (GROUP_AUTHORIZATION_FAILED on every partition)
+    and on each topic (TOPIC_AUTHORIZATION_FAILED, those partitions left out of the commit), as KafkaApis; the rest goes
+    to GroupCoordinator.commit_offsets, whose per-partition codes (generation, member, fencing) are answered.
+    """
     v = ctx.api_version
     coord = ctx.broker.groups
     now = now_ms()
@@ -97,6 +105,15 @@ def _fetch_group(ctx, coord, group_id, topics, require_stable):
 
 @api("OffsetFetch", 0, 9)
 async def offset_fetch(ctx: RequestContext, req: offset_fetch_request.OffsetFetchRequest) -> offset_fetch_response.OffsetFetchResponse:
+    """Version notes: v0-1 have no "all topics" (a null list is empty) and no top-level error, so a denied group answers
+    GROUP_AUTHORIZATION_FAILED on each asked partition (OffsetFetchRequest.getErrorResponse); v2+ null topics = every
+    committed offset; v7+ require_stable (UNSTABLE_OFFSET_COMMIT while a transactional commit is pending); v8+ several
+    groups per request, each with its own error.
+
+    Behaviour: DESCRIBE on the group (GROUP_AUTHORIZATION_FAILED) and, as KafkaApis, DESCRIBE on topics: asked
+    partitions of denied topics get TOPIC_AUTHORIZATION_FAILED, "all offsets" leaves such topics out. Offsets come from
+    GroupCoordinator.fetch_offsets (-1 and "" for none).
+    """
     v = ctx.api_version
     coord = ctx.broker.groups
     require_stable = bool(req.require_stable) if v >= 7 else False
@@ -136,6 +153,12 @@ async def offset_fetch(ctx: RequestContext, req: offset_fetch_request.OffsetFetc
 
 @api("OffsetDelete", 0, 0)
 async def offset_delete(ctx: RequestContext, req: offset_delete_request.OffsetDeleteRequest) -> offset_delete_response.OffsetDeleteResponse:
+    """Version notes: only v0 exists.
+
+    Behaviour: as KafkaApis, DELETE on the group (GROUP_AUTHORIZATION_FAILED, no topics) and READ on each topic
+    (TOPIC_AUTHORIZATION_FAILED); partitions that do not exist get UNKNOWN_TOPIC_OR_PARTITION; the rest go to
+    GroupCoordinator.delete_offsets, whose group-level error, if any, is answered alone with no topics.
+    """
     coord = ctx.broker.groups
     parts = [(t.name, p.partition_index) for t in (req.topics or ()) for p in (t.partitions or ())]
     if not acl.group_allowed(ctx, acl.DELETE, req.group_id):

@@ -92,6 +92,16 @@ def validate_records(version: int, records):
 
 @api("Produce", 3, 11)
 async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> produce_response.ProduceResponse | None:
+    """Version notes: v0-2 (magic 0/1 message sets) are not implemented: from v3 every partition carries exactly one
+    magic-2 batch (validate_records); Kafka 4.0 refuses v0-2 as well (KIP-896). zstd before v7 gets
+    UNSUPPORTED_COMPRESSION_TYPE; v<8 gets CORRUPT_MESSAGE for INVALID_RECORD; record_errors and error_message are v8+.
+
+    Behaviour: per partition, INVALID_REQUIRED_ACKS for acks outside 0/1/-1, then as KafkaApis WRITE on the
+    transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and on the topic (TOPIC_AUTHORIZATION_FAILED),
+    UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION for internal topics; then Partition.append (verifying
+    transactional batches with TransactionCoordinator.partition_in_transaction), a StorageError answering its code.
+    acks=0 sends no response.
+    """
     broker = ctx.broker
     v = ctx.api_version
     acks = req.acks

@@ -1,9 +1,10 @@
 """Idempotent and transactional producers: InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn,
 TxnOffsetCommit, DescribeProducers, DescribeTransactions, ListTransactions.
 
-The logic lives in kafkapy.producers (the transaction coordinator and the per-partition producer state);
-these functions only translate requests and responses. Like Kafka (KIP-588), clients too old to know
-PRODUCER_FENCED get INVALID_PRODUCER_EPOCH instead.
+The transaction logic lives in kafkapy.producers (the transaction coordinator and the per-partition producer
+state); these functions translate requests and responses, make KafkaApis' ACL checks, check TxnOffsetCommit's
+producer and group member before the commit, and map version quirks: like Kafka (KIP-588), clients too old to
+know PRODUCER_FENCED get INVALID_PRODUCER_EPOCH instead.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def _fenced(code: ErrorCode, version: int, first_version_with_fenced: int) -> in
 
 @api("InitProducerId", 0, 5)
 async def init_producer_id(ctx: RequestContext, req: init_producer_id_request.InitProducerIdRequest) -> init_producer_id_response.InitProducerIdResponse:
+    """Version notes: v3+ producer_id/producer_epoch, so a producer can resume its id after an error; v4+ may answer
+    PRODUCER_FENCED, older versions get INVALID_PRODUCER_EPOCH instead (as KafkaApis).
+
+    Behaviour: with a transactional id, WRITE on it (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); without one,
+    IDEMPOTENT_WRITE on the cluster or WRITE on some topic (KIP-679), else CLUSTER_AUTHORIZATION_FAILED, as KafkaApis.
+    Then TransactionCoordinator.init_producer_id, whose code, id and epoch are answered.
+    """
     v = ctx.api_version
     pid, epoch = (req.producer_id, req.producer_epoch) if v >= 3 else (-1, -1)
     denied = 0
@@ -97,6 +105,14 @@ def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
 
 @api("AddPartitionsToTxn", 0, 5)
 async def add_partitions_to_txn(ctx: RequestContext, req: add_partitions_to_txn_request.AddPartitionsToTxnRequest) -> add_partitions_to_txn_response.AddPartitionsToTxnResponse:
+    """Version notes: v0-3 come from clients, one transaction; v4+ come from brokers (CLUSTER_ACTION on the cluster,
+    else a top-level CLUSTER_AUTHORIZATION_FAILED, as KafkaApis), several transactions and verify_only. PRODUCER_FENCED
+    is answered from v2, INVALID_PRODUCER_EPOCH before.
+
+    Behaviour: per transaction, WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED everywhere) and on
+    each topic; a denied (TOPIC_AUTHORIZATION_FAILED) or unknown (UNKNOWN_TOPIC_OR_PARTITION) partition fails the others
+    with OPERATION_NOT_ATTEMPTED. Then TransactionCoordinator.add_partitions, or verify_partitions for verify_only.
+    """
     v = ctx.api_version
     if v < 4:
         results = _add_partitions(ctx, req.v3_and_below_transactional_id, req.v3_and_below_producer_id,
@@ -117,6 +133,13 @@ async def add_partitions_to_txn(ctx: RequestContext, req: add_partitions_to_txn_
 
 @api("AddOffsetsToTxn", 0, 4)
 async def add_offsets_to_txn(ctx: RequestContext, req: add_offsets_to_txn_request.AddOffsetsToTxnRequest) -> add_offsets_to_txn_response.AddOffsetsToTxnResponse:
+    """Version notes: PRODUCER_FENCED is answered from v2, INVALID_PRODUCER_EPOCH before; v4's TRANSACTION_ABORTABLE
+    only if the coordinator returns it.
+
+    Behaviour: WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and READ on the group
+    (GROUP_AUTHORIZATION_FAILED), as KafkaApis; then TransactionCoordinator.add_partitions with the group's
+    __consumer_offsets partition.
+    """
     coord = ctx.broker.transactions
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
         code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
@@ -130,6 +153,12 @@ async def add_offsets_to_txn(ctx: RequestContext, req: add_offsets_to_txn_reques
 
 @api("EndTxn", 0, 4)
 async def end_txn(ctx: RequestContext, req: end_txn_request.EndTxnRequest) -> end_txn_response.EndTxnResponse:
+    """Version notes: PRODUCER_FENCED is answered from v2, INVALID_PRODUCER_EPOCH before. v5 (an epoch bump on every
+    transaction, KIP-890 part 2) is not implemented.
+
+    Behaviour: WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), then
+    TransactionCoordinator.end_transaction (commit or abort), whose code is answered.
+    """
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
         return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
     code = ctx.broker.transactions.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch,
@@ -168,6 +197,15 @@ def _txn_offset_error(ctx, req) -> ErrorCode | None:
 
 @api("TxnOffsetCommit", 0, 4)
 async def txn_offset_commit(ctx: RequestContext, req: txn_offset_commit_request.TxnOffsetCommitRequest) -> txn_offset_commit_response.TxnOffsetCommitResponse:
+    """Version notes: v2+ committed_leader_epoch; v3+ member_id, generation_id and group_instance_id checked against the
+    group (KIP-447: COORDINATOR_NOT_AVAILABLE for a dead group, FENCED_INSTANCE_ID, UNKNOWN_MEMBER_ID,
+    ILLEGAL_GENERATION); PRODUCER_FENCED is answered from v3, INVALID_PRODUCER_EPOCH before.
+
+    Behaviour: WRITE on the transactional id, READ on the group, then as KafkaApis READ on each topic (denied partitions
+    TOPIC_AUTHORIZATION_FAILED and left out). The producer must own the transactional id (INVALID_PRODUCER_ID_MAPPING),
+    not be fenced, and have the group's offsets partition in its transaction (INVALID_TXN_STATE); then
+    GroupCoordinator.txn_offset_commit, whose offsets OffsetFetch sees only once the transaction commits.
+    """
     from kafkapy.groups.group import OffsetAndMetadata, now_ms
 
     v = ctx.api_version
@@ -203,6 +241,12 @@ async def txn_offset_commit(ctx: RequestContext, req: txn_offset_commit_request.
 
 @api("DescribeProducers", 0, 0)
 async def describe_producers(ctx: RequestContext, req: describe_producers_request.DescribeProducersRequest) -> describe_producers_response.DescribeProducersResponse:
+    """Version notes: only v0 exists.
+
+    Behaviour: READ on the topic (TOPIC_AUTHORIZATION_FAILED with its message), as KafkaApis;
+    UNKNOWN_TOPIC_OR_PARTITION; else the active producers of the partition's ProducerStateManager
+    (current_txn_start_offset -1 outside a transaction).
+    """
     broker = ctx.broker
     topics = []
     for t in req.topics:
@@ -235,6 +279,12 @@ async def describe_producers(ctx: RequestContext, req: describe_producers_reques
 
 @api("DescribeTransactions", 0, 0)
 async def describe_transactions(ctx: RequestContext, req: describe_transactions_request.DescribeTransactionsRequest) -> describe_transactions_response.DescribeTransactionsResponse:
+    """Version notes: only v0 exists.
+
+    Behaviour: as KafkaApis, DESCRIBE on each transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), then the
+    TransactionCoordinator's metadata: TRANSACTIONAL_ID_NOT_FOUND when unknown or Dead, else its state, timeout, start
+    time, producer id and epoch, and the partitions of topics the principal may DESCRIBE.
+    """
     coord = ctx.broker.transactions
     out = []
     for tid in req.transactional_ids:
@@ -265,6 +315,12 @@ async def describe_transactions(ctx: RequestContext, req: describe_transactions_
 
 @api("ListTransactions", 0, 1)
 async def list_transactions(ctx: RequestContext, req: list_transactions_request.ListTransactionsRequest) -> list_transactions_response.ListTransactionsResponse:
+    """Version notes: v1+ duration_filter (transactions running at least that long); v0 has none.
+
+    Behaviour: the TransactionCoordinator's transactions filtered by state (unknown filters echoed in
+    unknown_state_filters), producer id and duration, keeping silently only the transactional ids the principal may
+    DESCRIBE, as KafkaApis. Never answers an error.
+    """
     coord = ctx.broker.transactions
     known = set(STATE_NAMES.values())
     wanted = set(req.state_filters or [])

@@ -48,6 +48,13 @@ def _delete_partition_records(broker, topic_name: str, partition: int, offset: i
 
 @api("DeleteRecords", 0, 2)
 async def delete_records(ctx: RequestContext, req: delete_records_request.DeleteRecordsRequest) -> delete_records_response.DeleteRecordsResponse:
+    """Version notes: none; v2 is flexible.
+
+    Behaviour: DELETE on the topic (TOPIC_AUTHORIZATION_FAILED), as KafkaApis; then, as Partition.deleteRecordsOnLeader:
+    UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION for internal topics, POLICY_VIOLATION without "delete" in
+    cleanup.policy, offset -1 meaning the high watermark, OFFSET_OUT_OF_RANGE below 0 or past it;
+    PartitionLog.delete_records_before answers the new low watermark. Wakes long-polling fetches afterwards.
+    """
     broker = ctx.broker
     topics = []
     for t in req.topics:

@@ -1,10 +1,11 @@
 """SaslHandshake (key 17) and SaslAuthenticate (key 36), as Kafka's SaslServerAuthenticator runs them.
 
-On a SASL listener a connection may send only ApiVersions and SaslHandshake until it is authenticated (the server
-loop closes it on anything else). SaslHandshake v0 switches the connection to the legacy framing: the next frames
-are raw SASL tokens with a size prefix and no request header, answered the same way (the server loop does that);
-v1 expects SaslAuthenticate requests. A failed authentication answers SASL_AUTHENTICATION_FAILED (v1) or nothing
-(legacy) and closes the connection; an unknown mechanism answers UNSUPPORTED_SASL_MECHANISM and closes it.
+On a SASL listener a connection may send only ApiVersions, SaslHandshake and SaslAuthenticate until it is
+authenticated (the server loop closes it on anything else). SaslHandshake v0 switches the connection to the legacy
+framing: the next frames are raw SASL tokens with a size prefix and no request header, answered the same way (the
+server loop does that); v1 expects SaslAuthenticate requests. A failed authentication answers
+SASL_AUTHENTICATION_FAILED (v1) or nothing (legacy) and closes the connection; an unknown mechanism answers
+UNSUPPORTED_SASL_MECHANISM and closes it.
 
 Re-authentication (KIP-368): with ``connections.max.reauth.ms`` > 0, SaslAuthenticate v1+ tells the client its
 session lifetime; it then sends SaslHandshake + SaslAuthenticate again on the same connection before the session
@@ -39,6 +40,15 @@ def enabled_mechanisms(ctx) -> list[str]:
 
 @api("SaslHandshake", 0, 1)
 async def sasl_handshake(ctx: RequestContext, req: sasl_handshake_request.SaslHandshakeRequest) -> sasl_handshake_response.SaslHandshakeResponse:
+    """Version notes: v0 switches the connection to legacy framing (raw SASL tokens follow); v1 expects
+    SaslAuthenticate. Re-authentication (KIP-368) needs v1 and the same mechanism, else ILLEGAL_SASL_STATE and the
+    connection closes.
+
+    Behaviour: ILLEGAL_SASL_STATE on a listener without SASL (as KafkaApis answers any SaslHandshake reaching it) and in
+    the middle of an exchange (closes); UNSUPPORTED_SASL_MECHANISM with the enabled mechanisms for one the listener does
+    not enable (closes). Otherwise starts the exchange with kafkapy.sasl.new_exchange; closing is left to the server
+    loop through conn.close_reason.
+    """
     conn = ctx.connection
     lst = conn.listener
     if lst is None or not lst.sasl:
@@ -95,6 +105,13 @@ def evaluate(conn, broker, token: bytes, version: int | None) -> tuple[bytes, in
 
 @api("SaslAuthenticate", 0, 2)
 async def sasl_authenticate(ctx: RequestContext, req: sasl_authenticate_request.SaslAuthenticateRequest) -> sasl_authenticate_response.SaslAuthenticateResponse:
+    """Version notes: v1+ session_lifetime_ms: connections.max.reauth.ms when set (KIP-368), 0 for v0 and when unset.
+
+    Behaviour: feeds the token to the exchange SaslHandshake v1 started (kafkapy.sasl) and answers its reply; on
+    completion the connection is authenticated as the exchange's principal (a re-authentication may not change it).
+    ILLEGAL_SASL_STATE on a listener without SASL, or without a pending v1 exchange (closes); SASL_AUTHENTICATION_FAILED
+    with the reason on a failed authentication (closes).
+    """
     conn = ctx.connection
     lst = conn.listener
 

@@ -32,6 +32,12 @@ def _authorized(ctx, operation: str) -> bool:
 
 @api("DescribeUserScramCredentials", 0, 0)
 async def describe_user_scram_credentials(ctx: RequestContext, req: describe_user_scram_credentials_request.DescribeUserScramCredentialsRequest) -> describe_user_scram_credentials_response.DescribeUserScramCredentialsResponse:
+    """Version notes: only v0 exists.
+
+    Behaviour: DESCRIBE on the cluster (top-level CLUSTER_AUTHORIZATION_FAILED), as KafkaApis. Null or empty users lists
+    every user with credentials; a user asked twice gets DUPLICATE_RESOURCE, one without credentials RESOURCE_NOT_FOUND;
+    else its mechanisms and iterations from the ScramStore.
+    """
     store = ctx.broker.scram
     if not _authorized(ctx, "DESCRIBE"):
         return DR.DescribeUserScramCredentialsResponse(
@@ -72,6 +78,13 @@ async def describe_user_scram_credentials(ctx: RequestContext, req: describe_use
 
 @api("AlterUserScramCredentials", 0, 0)
 async def alter_user_scram_credentials(ctx: RequestContext, req: alter_user_scram_credentials_request.AlterUserScramCredentialsRequest) -> alter_user_scram_credentials_response.AlterUserScramCredentialsResponse:
+    """Version notes: only v0 exists.
+
+    Behaviour: ALTER on the cluster (CLUSTER_AUTHORIZATION_FAILED for every user), as KafkaApis. Every operation is
+    checked first (DUPLICATE_RESOURCE, UNACCEPTABLE_CREDENTIAL, UNSUPPORTED_SASL_MECHANISM, RESOURCE_NOT_FOUND for a
+    deletion), a failing user's operations are all skipped; the rest go to ScramStore.delete / put (keys derived from
+    the salted password), saved once.
+    """
     store = ctx.broker.scram
     ops = [("delete", d) for d in req.deletions or ()] + [("upsert", u) for u in req.upsertions or ()]
     users = list(dict.fromkeys(op.name for _, op in ops))

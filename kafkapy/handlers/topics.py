@@ -49,6 +49,15 @@ def _check_assignments(broker, assignments, partitions: int) -> tuple[int, int]:
 
 @api("CreateTopics", 0, 7)
 async def create_topics(ctx: RequestContext, req: create_topics_request.CreateTopicsRequest) -> create_topics_response.CreateTopicsResponse:
+    """Version notes: v1+ validate_only; num_partitions/replication_factor -1 (v4+) take the broker defaults
+    (Broker.check_new_topic, at every version); v5+ the answer lists the topic's configs with their sources; v7 topic
+    ids.
+
+    Behaviour: a topic named twice gets INVALID_REQUEST; otherwise CREATE on the cluster or the topic
+    (TOPIC_AUTHORIZATION_FAILED), as KafkaApis. Manual assignments must name only this broker, partitions 0..N-1
+    (INVALID_REPLICA_ASSIGNMENT) and not come with counts (INVALID_REQUEST); Broker.check_new_topic answers
+    TOPIC_ALREADY_EXISTS, INVALID_TOPIC_EXCEPTION, config and replication errors; then Broker.create_topic.
+    """
     broker = ctx.broker
     v = ctx.api_version
     results = []
@@ -100,6 +109,14 @@ async def create_topics(ctx: RequestContext, req: create_topics_request.CreateTo
 
 @api("DeleteTopics", 0, 6)
 async def delete_topics(ctx: RequestContext, req: delete_topics_request.DeleteTopicsRequest) -> delete_topics_response.DeleteTopicsResponse:
+    """Version notes: v6+ topics by name or id (topic_names before); an unknown id gets UNKNOWN_TOPIC_ID, and a denied
+    one is answered without its name.
+
+    Behaviour: DELETE on the topic (TOPIC_AUTHORIZATION_FAILED), UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION for
+    an internal topic, TOPIC_DELETION_DISABLED when delete.topic.enable is false, then Broker.delete_topic. Unlike
+    KafkaApis: Kafka checks delete.topic.enable first and answers INVALID_REQUEST to v0-2 for it; and for topics by id
+    it checks DESCRIBE to decide whether to hide the name, where kafkapy checks DELETE only.
+    """
     broker = ctx.broker
     v = ctx.api_version
     out = []
@@ -137,6 +154,12 @@ async def delete_topics(ctx: RequestContext, req: delete_topics_request.DeleteTo
 
 @api("CreatePartitions", 0, 3)
 async def create_partitions(ctx: RequestContext, req: create_partitions_request.CreatePartitionsRequest) -> create_partitions_response.CreatePartitionsResponse:
+    """Version notes: none; v2 is flexible, and v3's THROTTLING_QUOTA_EXCEEDED is never answered (no quotas).
+
+    Behaviour: a topic named twice gets INVALID_REQUEST; ALTER on the topic (TOPIC_AUTHORIZATION_FAILED);
+    UNKNOWN_TOPIC_OR_PARTITION; INVALID_PARTITIONS for a count that is not an increase; INVALID_REPLICA_ASSIGNMENT for a
+    wrong number of assignments or another broker. Unless validate_only, Broker.add_partitions.
+    """
     broker = ctx.broker
     out = []
     counts: dict[str, int] = {}
