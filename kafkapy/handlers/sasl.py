@@ -1,9 +1,9 @@
 """SaslHandshake (key 17) and SaslAuthenticate (key 36), as Kafka's SaslServerAuthenticator runs them.
 
 On a SASL listener a connection may send only ApiVersions, SaslHandshake and SaslAuthenticate until it is
-authenticated (the server loop closes it on anything else). SaslHandshake v0 switches the connection to the legacy
-framing: the next frames are raw SASL tokens with a size prefix and no request header, answered the same way (the
-server loop does that); v1 expects SaslAuthenticate requests. A failed authentication answers
+authenticated (the connection core, kafkapy/connection.py, closes it on anything else). SaslHandshake v0 switches
+the connection to the legacy framing: the next frames are raw SASL tokens with a size prefix and no request header,
+answered the same way (the connection core does that); v1 expects SaslAuthenticate requests. A failed authentication answers
 SASL_AUTHENTICATION_FAILED (v1) or nothing (legacy) and closes the connection; an unknown mechanism answers
 UNSUPPORTED_SASL_MECHANISM and closes it.
 
