@@ -277,7 +277,9 @@ def show_import(src: str) -> str:
 
 
 def label(src: str) -> str:
-    r = subprocess.run(["git", "-C", src, "log", "-1", "--format=%h"], capture_output=True, text=True)
+    # the last commit that changed the broker's code (not this script's)
+    r = subprocess.run(["git", "-C", src, "log", "-1", "--format=%h", "--", "kafkapy", "storage", "wire"],
+                       capture_output=True, text=True)
     return f"{r.stdout.strip() or os.path.basename(src)} ({'snapshots' if has_snapshots(src) else 'rescan'})"
 
 
