@@ -25,7 +25,8 @@ The rules, the same for every backend (``tests/test_metadata_store.py`` checks t
   :class:`LeaseNotFound` once expired or revoked). On expiry or revoke, every key attached to the lease is deleted,
   all in one revision, and watchers see the delete events.
 - Watches: :meth:`~MetadataStore.watch` yields :class:`WatchResponse` objects, one per revision that touched the
-  prefix, in revision order, with that revision's events (sorted by key): every event from ``start_revision`` on,
+  prefix, in revision order, with that revision's events in the order it wrote them (a lease's keys in key order):
+  every event from ``start_revision`` on,
   old ones replayed from history. ``start_revision=0`` means from the next write. Resuming at the last seen
   revision + 1 misses nothing and repeats nothing. A delete event's ``kv`` has only the key and the delete's
   ``mod_revision`` (etcd); ``prev_kv`` is the key-value before the event (None for a creation).
