@@ -165,8 +165,7 @@ def test_cas_on_mod_revision_one_of_two_contenders_wins(store, run):
         kv = await store.get("controller")
         assert kv.mod_revision == winners[0].revision == seen + 1
         assert kv.value in (b"1", b"2") and kv.version == 2
-        # the loser's failure branch read the winner's write (or the value before it, if it ran first it would win)
-        assert losers[0].results[0].value == kv.value
+        assert losers[0].results[0].value == kv.value         # the loser's failure branch read the winner's write
         assert losers[0].revision == winners[0].revision       # a txn without writes does not move the revision
     run(body())
 
@@ -438,19 +437,21 @@ def test_compaction(store, run):
         r0 = await revision(store)
         for i in range(6):
             await store.put("c", str(i).encode())
-        live = store.watch("c", r0 + 1)                        # created before compaction: keeps its history
+        live = store.watch("c", r0 + 1)
+        assert [g[3] for g in await take(live, 6)] == [str(i).encode() for i in range(6)]
         await store.compact(r0 + 4)
         with pytest.raises(CompactedError):
             await asyncio.wait_for(anext(store.watch("c", r0 + 3)), WAIT)
         async with store.watch("c", r0 + 4) as w:               # the compaction revision itself stays watchable
             assert [g[3] for g in await take(w, 3)] == [b"3", b"4", b"5"]
-        assert [g[3] for g in await take(live, 6)] == [str(i).encode() for i in range(6)]
+        await store.put("c", b"6")                              # a caught-up watcher goes on after compaction
+        assert await take(live, 1) == [(r0 + 7, "put", "c", b"6")]
         await live.aclose()
         with pytest.raises(CompactedError):
             await store.compact(r0 + 2)
         with pytest.raises(StoreError):
             await store.compact(r0 + 100)                       # a future revision
-        assert (await store.get("c")).value == b"5"             # compaction keeps the current state
+        assert (await store.get("c")).value == b"6"             # compaction keeps the current state
     run(body())
 
 
@@ -459,19 +460,22 @@ def test_slow_watcher_does_not_block_writers(store, run):
         r0 = await revision(store)
         n = 300
         got: list[bytes] = []
+        writer_done = asyncio.Event()
 
         async def slow():
             async with store.watch("s/", r0 + 1) as w:
                 while len(got) < n:
                     resp = await asyncio.wait_for(anext(w), WAIT)
                     got.extend(e.kv.value for e in resp.events)
-                    await asyncio.sleep(0.002)
+                    await writer_done.wait()                    # stops reading until every write is done
+                    await asyncio.sleep(0.001)
 
         reader = asyncio.ensure_future(slow())
         await asyncio.sleep(0)
         for i in range(n):
-            await store.put(f"s/{i % 7}", str(i).encode())
+            await asyncio.wait_for(store.put(f"s/{i % 7}", str(i).encode()), WAIT)
         assert len(got) < n                                     # the writer finished first, without waiting
+        writer_done.set()
         await asyncio.wait_for(reader, WAIT * 4)
         assert got == [str(i).encode() for i in range(n)]
     run(body())

@@ -27,7 +27,8 @@ The rules, the same for every backend (``tests/test_metadata_store.py`` checks t
 - Watches: :meth:`~MetadataStore.watch` yields :class:`WatchResponse` objects, one per revision that touched the
   prefix, in revision order, with that revision's events in the order it wrote them (a lease's keys in key order):
   every event from ``start_revision`` on,
-  old ones replayed from history. ``start_revision=0`` means from the next write. Resuming at the last seen
+  old ones replayed from history. ``start_revision=0`` means from the next write after the watch is established (MemoryStore: at the
+  call; a remote backend: on ``async with`` entry or the first iteration). Resuming at the last seen
   revision + 1 misses nothing and repeats nothing. A delete event's ``kv`` has only the key and the delete's
   ``mod_revision`` (etcd); ``prev_kv`` is the key-value before the event (None for a creation).
   :meth:`~MetadataStore.compact` drops the history before a revision; a watch starting before it raises
@@ -184,7 +185,8 @@ class TxnResult:
 
 
 class Watch(abc.ABC):
-    """An async iterator of :class:`WatchResponse`; also an async context manager that closes it."""
+    """An async iterator of :class:`WatchResponse`; also an async context manager that closes it. A remote backend
+    establishes its watch in ``__aenter__`` or on the first ``__anext__``."""
 
     def __aiter__(self):
         return self
@@ -240,7 +242,8 @@ class MetadataStore(abc.ABC):
         future."""
 
     @abc.abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release the store (idempotent): watches end, later calls raise StoreError."""
 
 
 # ---------------------------------------------------------------- MemoryStore
