@@ -26,22 +26,21 @@ The rules, the same for every backend (``tests/test_metadata_store.py`` checks t
   all in one revision, and watchers see the delete events.
 - Watches: :meth:`~MetadataStore.watch` yields :class:`WatchResponse` objects, one per revision that touched the
   prefix, in revision order, with that revision's events in the order it wrote them (a lease's keys in key order):
-  every event from ``start_revision`` on,
-  old ones replayed from history. ``start_revision=0`` means from the next write after the watch is established (MemoryStore: at the
-  call; a remote backend: on ``async with`` entry or the first iteration). Resuming at the last seen
-  revision + 1 misses nothing and repeats nothing. A delete event's ``kv`` has only the key and the delete's
-  ``mod_revision`` (etcd); ``prev_kv`` is the key-value before the event (None for a creation).
-  :meth:`~MetadataStore.compact` drops the history before a revision; a watch starting before it raises
-  :class:`CompactedError` when iterated. Each watcher has its own unbounded buffer: a slow watcher never blocks
-  writers. Close a watch with ``aclose()`` (or ``async with``); a task cancelled while waiting on one leaves it
-  usable. Closing the store ends every watch.
+  every event from ``start_revision`` on, old ones replayed from history. ``start_revision=0`` means from the next
+  write after the watch is established (MemoryStore: at the call; a remote backend: on ``async with`` entry or the
+  first iteration). Resuming at the last seen revision + 1 misses nothing and repeats nothing. A delete event's
+  ``kv`` has only the key and the delete's ``mod_revision`` (etcd); ``prev_kv`` is the key-value before the event
+  (None for a creation). :meth:`~MetadataStore.compact` drops the history before a revision; a watch starting
+  before it raises :class:`CompactedError` when iterated. Each watcher has its own unbounded buffer: a slow watcher
+  never blocks writers. Close a watch with ``aclose()`` (or ``async with``); a task cancelled while waiting on one
+  leaves it usable. Closing the store ends every watch.
 - Errors are typed: :class:`StoreError` and its subclasses :class:`LeaseNotFound` and :class:`CompactedError`.
 
 :class:`MemoryStore` claims no distribution: it holds the metadata of one process and is used from one asyncio event
-loop (the one running when it is first used). Every operation applies at once (nothing awaits inside it), which is
-its atomicity. Lease expiry runs on that loop's clock (``loop.call_later``, no polling); :meth:`MemoryStore.expire`
-is a test lever that expires a lease now. TTLs are float seconds (etcd rounds up to whole seconds with a minimum of
-about 2). History grows until :meth:`~MetadataStore.compact` is called, as etcd without auto-compaction.
+loop. Every operation applies at once (nothing awaits inside it), which is its atomicity. Lease expiry runs on that
+loop's clock (``loop.call_later``, no polling); :meth:`MemoryStore.expire` is a test lever that expires a lease now.
+TTLs are float seconds (etcd rounds up to whole seconds with a minimum of about 2). History grows until
+:meth:`~MetadataStore.compact` is called, as etcd without auto-compaction.
 """
 
 from __future__ import annotations
