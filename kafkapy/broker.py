@@ -265,8 +265,9 @@ class Broker:
                 lg = self.logs.create(t.name, p, cfg.copy())
             part = self.partitions.get((t.name, p))
             if part is None or part.log is not lg:
-                self.partitions[(t.name, p)] = Partition(t.name, p, lg, t.leader_epoch(p), self.node_id,
-                                                         self.notify_appended)
+                part = self.partitions[(t.name, p)] = Partition(t.name, p, lg, t.leader_epoch(p), self.node_id,
+                                                                self.notify_appended)
+            part.min_insync_replicas = int(self.effective_topic_configs(t)["min.insync.replicas"])
 
     def _load_meta_properties(self, d: str) -> None:
         path = os.path.join(d, META_PROPERTIES)
@@ -415,14 +416,23 @@ class Broker:
         """Replace the explicit overrides of ``name`` (already validated) and apply them to its logs."""
         t = self.topics[name]
         t.configs = dict(configs)
-        self.logs.update_config(name, self.log_config(t))
+        self._apply_configs(t)
         self._save_topics()
 
     def broker_configs_changed(self) -> None:
         """Dynamic broker configs changed: topics without an override now inherit the new defaults, at once
         (Kafka's DynamicLogConfig.reconfigure updates every open log)."""
         for t in self.topics.values():
-            self.logs.update_config(t.name, self.log_config(t))
+            self._apply_configs(t)
+
+    def _apply_configs(self, t: Topic) -> None:
+        """The effective configs of ``t`` to its open logs and to its partitions (min.insync.replicas)."""
+        self.logs.update_config(t.name, self.log_config(t))
+        min_isr = int(self.effective_topic_configs(t)["min.insync.replicas"])
+        for p in range(t.partitions):
+            part = self.partitions.get((t.name, p))
+            if part is not None:
+                part.min_insync_replicas = min_isr
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog | MemoryPartitionLog | None:
         """The log of a partition, for reading; writes go through :meth:`partition`."""

@@ -281,6 +281,8 @@ class PartitionLog:
 
     def _load_producer_state(self) -> ProducerStateManager:
         ps = ProducerStateManager(self.dir, self.topic, self.partition, fsync=self.fsync)
+        if self.dir is not None:
+            ps.remove_stray_snapshots(self._bases)
         start = ps.load_snapshot(self.log_end_offset, self.log_start_offset) if self.dir is not None \
             else self.log_start_offset
         if self.dir is not None:

@@ -433,6 +433,18 @@ class ProducerStateManager:
             if off > offset:
                 self.delete_snapshot(off)
 
+    def remove_stray_snapshots(self, segment_bases: list[int]) -> None:
+        """Kafka's removeStraySnapshots: keep the snapshots at segment base offsets and the latest one (the clean
+        close's, at the log end); every other one is stray and deleted, so clean restarts do not pile them up."""
+        offs = self.snapshot_offsets()
+        bases = set(segment_bases)
+        latest = offs[-1] if offs else None
+        for off in offs:
+            if off not in bases and off != latest:
+                self.delete_snapshot(off)
+        if latest is not None and latest not in bases and segment_bases and latest < max(segment_bases):
+            self.delete_snapshot(latest)
+
     def delete_snapshots_before(self, offset: int) -> None:
         """Retention: snapshots below the first segment are no longer needed (the latest is always kept)."""
         offs = self.snapshot_offsets()

@@ -153,6 +153,17 @@ def test_snapshot_at_roll_and_clean_close_in_kafkas_format(tmp_path):
     assert entry[:5] == (PID, 0, 11, 11, 1) and entry[6:] == (-1, -1)
 
 
+def test_clean_restarts_do_not_pile_up_snapshots(tmp_path):
+    d = tmp_path / "t-0"
+    for seq in range(0, 12, 3):      # four clean restarts, each appending and closing (a snapshot at the end)
+        plog = open_log(d)
+        leader(plog).append(batch(seq, 3), AppendOrigin.CLIENT)
+        plog.close()
+    # as Kafka: the stray snapshots of earlier closes are removed when producer state loads; the previous close's
+    # (the latest when it loaded) and this close's remain
+    assert snapshot_files(d) == ["%020d.snapshot" % 9, "%020d.snapshot" % 12]
+
+
 def test_restart_loads_the_snapshot_and_replays_only_what_follows(tmp_path, monkeypatch):
     d = tmp_path / "t-0"
     plog = open_log(d)

@@ -8,6 +8,7 @@ log instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from typing import TYPE_CHECKING
@@ -106,6 +107,7 @@ async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> p
     v = ctx.api_version
     acks = req.acks
     topics = []
+    waits = []        # acks=all answers waiting for the high watermark: (answer, partition, offset after the batch)
     verifier = broker.transactions.partition_in_transaction
     txn_denied = req.transactional_id is not None and not acl.allowed(ctx, acl.WRITE, acl.R_TRANSACTIONAL_ID,
                                                                       req.transactional_id)
@@ -142,7 +144,7 @@ async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> p
                 continue
             partition = broker.partition(name, idx)
             try:
-                info = partition.append(records, AppendOrigin.CLIENT, txn_verifier=verifier)
+                info = partition.append(records, AppendOrigin.CLIENT, txn_verifier=verifier, required_acks=acks)
             except StorageError as e:
                 code = e.error_code
                 if code == ErrorCode.INVALID_RECORD and v < 8:
@@ -158,8 +160,22 @@ async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> p
                 else:   # ReplicaManager sends no error_message for other errors (hasCustomErrorMessage=false)
                     parts.append(_partition(idx, code, log_start_offset=lso))
                 continue
-            parts.append(_partition(idx, 0, info.base_offset, info.log_append_time, info.log_start_offset))
+            answer = _partition(idx, 0, info.base_offset, info.log_append_time, info.log_start_offset)
+            parts.append(answer)
+            if acks == -1:
+                done, err = partition.check_enough_replicas_reach_offset(info.last_offset + 1)
+                if not done:
+                    waits.append((answer, partition, info.last_offset + 1))
+                elif err:
+                    answer.error_code = int(err)
         topics.append(R.TopicProduceResponse(name=name, partition_responses=parts))
+    if waits:
+        # acks=all: until the high watermark passes each batch (woken by its moves) or the request's timeout
+        codes = await asyncio.gather(*(p.wait_for_high_watermark(offset, req.timeout_ms / 1000)
+                                       for _a, p, offset in waits))
+        for (answer, _p, _o), code in zip(waits, codes):
+            if code:
+                answer.error_code = int(code)
     if acks == 0:
         return None
     return R.ProduceResponse(responses=topics, throttle_time_ms=0)
