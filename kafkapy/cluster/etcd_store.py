@@ -54,6 +54,10 @@ __all__ = ["EtcdStore", "aetcd_missing"]
 
 _TARGET = {"version": 0, "create": 1, "mod": 2, "value": 3, "lease": 4}     # rpc.Compare.CompareTarget
 _RESULT = {"=": 0, ">": 1, "<": 2, "!=": 3}                                 # rpc.Compare.CompareResult
+# gRPC channel: responses (a large range) up to 256 MiB instead of 4; pings every 10 s so a dead etcd connection is
+# noticed by watch streams too (etcd allows pings every 5 s and more, --grpc-keepalive-min-time)
+_CHANNEL = {"grpc.max_receive_message_length": 256 << 20, "grpc.keepalive_time_ms": 10_000,
+            "grpc.keepalive_timeout_ms": 5_000}
 _FIELD = {"version": "version", "create": "create_revision", "mod": "mod_revision", "value": "value",
           "lease": "lease"}
 
@@ -96,7 +100,7 @@ class EtcdStore(MetadataStore):
         self.prefix = prefix
         self.timeout = timeout
         self._prefix = prefix.encode()
-        self._client = aetcd.Client(host=url.hostname, port=url.port or 2379, timeout=timeout)
+        self._client = aetcd.Client(host=url.hostname, port=url.port or 2379, timeout=timeout, options=_CHANNEL)
         self._watches: set[_EtcdWatch] = set()
         self._compact_revision = 0
         self._closed = False
