@@ -4,14 +4,19 @@ The ``store`` fixture is parametrized over :data:`BACKENDS`; tests take ``store`
 the store's event loop, bounded) and ``ttl`` (the shortest lease TTL the backend honours). Revisions are checked
 relative to the store's revision at the start of a test, never as absolute numbers. Every wait is bounded.
 
-Adding a backend (etcd): a :class:`Backend` whose ``make`` starts it (etcd: a binary on a free loopback port with a
-temp data dir, ``stop`` ends it) and whose ``unavailable`` names why it cannot run here (no ``etcd`` binary on PATH,
-``aetcd`` not installed); the fixture skips with that reason. etcd's TTLs are whole seconds, at least about 2.
+Backends: memory, and etcd (:class:`~kafkapy.cluster.etcd_store.EtcdStore` on one etcd per module, started by
+:class:`~kafkapy.cluster.etcd_server.EtcdServer` on free loopback ports with a temp data dir; each test under a
+prefix of its own). A :class:`Backend`'s ``unavailable`` names why it cannot run here (no etcd binary, ``aetcd`` not
+installed); the fixture skips with that reason. etcd's TTLs are whole seconds (1 s with EtcdServer's timing).
+The suite counts on consecutive revisions within a test: true for etcd only because nothing else writes to that
+etcd meanwhile. ``expire`` may be a plain call (MemoryStore) or a coroutine (EtcdStore, where it revokes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -19,6 +24,8 @@ import pytest
 
 from kafkapy.cluster import (CompactedError, Compare, Delete, Get, LeaseNotFound, MemoryStore, MetadataStore, Put,
                              Range, StoreError, Watch)
+from kafkapy.cluster.etcd_server import INSTALL_HINT, EtcdServer, etcd_binary
+from kafkapy.cluster.etcd_store import EtcdStore, aetcd_missing, rpc
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,9 +44,44 @@ async def _memory() -> MetadataStore:
     return MemoryStore()
 
 
+_etcd_server: EtcdServer | None = None          # one etcd for the module, started by the first etcd test
+
+
+def _etcd_unavailable() -> str | None:
+    if etcd_binary() is None:
+        return f"no etcd binary found ({INSTALL_HINT}; scripts/test installs it when run as root)"
+    return aetcd_missing()
+
+
+async def _etcd() -> MetadataStore:
+    """A store on the module's etcd under a prefix of its own. Tests share that etcd one after the other and nothing
+    else writes to it, so a test's revisions are consecutive (with other writers they would only increase)."""
+    global _etcd_server
+    if _etcd_server is None:
+        _etcd_server = await asyncio.to_thread(EtcdServer().start)
+    store = EtcdStore(_etcd_server.endpoint, prefix=f"/kafkapy-test/{uuid.uuid4().hex}/")
+    # a lease an earlier test left behind would expire during this one and move the revision: revoke them first
+    client = await store._stubs()
+    for lease in (await client.leasestub.LeaseLeases(rpc.LeaseLeasesRequest(), timeout=WAIT)).leases:
+        try:
+            await store.revoke(lease.ID)
+        except LeaseNotFound:
+            pass
+    return store
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_etcd():
+    yield
+    global _etcd_server
+    if _etcd_server is not None:
+        _etcd_server.stop()
+        _etcd_server = None
+
+
 BACKENDS = [
     Backend("memory", _memory, ttl=0.2),
-    # Backend("etcd", _etcd, ttl=2, unavailable=_etcd_unavailable),   # with the etcd backend
+    Backend("etcd", _etcd, ttl=1, unavailable=_etcd_unavailable),    # EtcdServer's timing allows 1 s leases
 ]
 
 
@@ -327,7 +369,8 @@ def test_expire_lever(store, run):
         lease = await store.grant(60)
         r = await store.put("a", b"1", lease=lease.id)
         w = store.watch("a", r + 1)
-        assert store.expire(lease.id) == r + 1
+        expired = store.expire(lease.id)                 # MemoryStore: a plain call; EtcdStore: a coroutine
+        assert (await expired if inspect.isawaitable(expired) else expired) == r + 1
         assert await take(w, 1) == [(r + 1, "delete", "a", b"")]
         with pytest.raises(LeaseNotFound):
             await store.keep_alive(lease.id)

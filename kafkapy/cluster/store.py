@@ -1,8 +1,10 @@
 """The cluster metadata store: one interface with etcd v3's semantics, and :class:`MemoryStore` for one process.
 
 Brokers never agree on anything by themselves: the store is the only place where cluster metadata is decided
-(ZooKeeper's role in Kafka before KRaft). Backends: :class:`MemoryStore` (an in-process cluster) and, later, an
-etcd v3 backend (brokers in separate processes). The interface is etcd v3's, so that backend is a thin mapping.
+(ZooKeeper's role in Kafka before KRaft). Backends: :class:`MemoryStore` (an in-process cluster) and
+:class:`~kafkapy.cluster.etcd_store.EtcdStore` (etcd v3, brokers in separate processes). The interface is etcd
+v3's, so that backend is a thin mapping (its header says where etcd differs: revisions shared by every cluster on
+one etcd, whole-second TTLs, ``expire`` by revoking).
 
 The rules, the same for every backend (``tests/test_metadata_store.py`` checks them):
 
@@ -10,7 +12,8 @@ The rules, the same for every backend (``tests/test_metadata_store.py`` checks t
   ``"topics/t"`` also matches ``"topics/t2"``, so end prefixes with ``"/"``; the prefix ``""`` matches every key.
 - The store has one revision. Every write (a put, a delete that deletes something, a transaction with writes, a
   lease expiry or revoke that deletes keys) increments it by one; all the writes of that one operation share the new
-  revision. Operations that change nothing do not move it. A fresh store is at revision 1, as etcd.
+  revision. Operations that change nothing do not move it. A fresh store is at revision 1, as etcd. (On an etcd
+  shared with other writers, their writes move it too: revisions then only strictly increase.)
 - A :class:`KeyValue` carries ``create_revision`` (revision of the put that created it), ``mod_revision`` (of its
   last put), ``version`` (puts since creation, 1 at creation) and ``lease`` (0: none). Deleting a key forgets it:
   a put after a delete creates it again with version 1.
