@@ -305,3 +305,29 @@ def test_no_hook_no_controls_object(broker):
     assert broker.call(lambda core: core.controls) is None
 
 
+
+
+def test_error_response_takes_any_code_by_number_or_name():
+    from kafkapy.error_responses import error_code_of, error_response
+
+    body = MQ.MetadataRequest(topics=[MQ.MetadataRequestTopic(name="a")], allow_auto_topic_creation=False)
+    for code in (6, ErrorCode.NOT_LEADER_OR_FOLLOWER, "NOT_LEADER_OR_FOLLOWER", "not_leader_or_follower"):
+        assert error_response(METADATA, 9, body, code).topics[0].error_code == 6
+    assert error_code_of(-1) == -1
+    for bad in ("NO_SUCH_ERROR", 1 << 20, True, 1.5):
+        with pytest.raises(ValueError):
+            error_code_of(bad)
+
+
+def test_a_hook_may_keep_itself_from_inside(broker):
+    def sticky(r):
+        box.keep = r.correlation_id < 2        # kfake's KeepControl, decided per request
+        return ErrorCode.NOT_CONTROLLER
+
+    box = broker.control_key("Metadata", sticky)
+    s = connect(broker.bootstrap_servers)
+    try:
+        assert [metadata(s, corr).topics[0].error_code for corr in (1, 2, 3)] == [ErrorCode.NOT_CONTROLLER] * 2 + [0]
+    finally:
+        s.close()
+    assert box.fired == 2 and not box.active
