@@ -2,8 +2,8 @@
 kafka-python and the Java client.
 
 What is checked: every record of an idempotent producer is stored once, also when the broker's answer to a
-Produce is lost and the client retries (a proxy in front of the broker cuts the connection right after the
-broker appended a batch); commit makes records visible to read_committed consumers and abort hides them while
+Produce is lost and the client retries (a proxy in front of the broker, or a control hook in it, cuts the
+connection right after the broker appended a batch); commit makes records visible to read_committed consumers and abort hides them while
 read_uncommitted sees both; a second producer with the same transactional.id fences the first; a transaction
 left open across a broker restart stays invisible until it is aborted (by fencing) or times out.
 """
@@ -222,6 +222,37 @@ def test_lost_produce_response_is_retried_without_duplicate(broker_factory, tmp_
     finally:
         proxy.stop()
         b.stop()
+
+
+def test_lost_produce_response_through_a_control_hook_is_retried_without_duplicate():
+    """The same loss as above, made by a request control hook instead of a proxy: an in-process broker appends
+    the 6th batch and drops its answer (``DROP_RESPONSE`` cuts the connection); the idempotent producer sends
+    the batch again and the broker answers with the original offset."""
+    import kafkapy
+    from kafkapy.control import DROP_RESPONSE
+
+    with kafkapy.Broker() as b:
+        topic = unique_topic("retry-hook")
+        b.create_topic(topic, 1)
+        produces = []
+        seen = b.control_key("Produce", lambda r: produces.append(r.correlation_id))
+        p = Producer({"bootstrap.servers": b.bootstrap_servers, "enable.idempotence": True, "acks": "all",
+                      "retry.backoff.ms": 100, "linger.ms": 0})
+        delivered = []
+        for i in range(12):
+            if i == 5:
+                lost = b.control_key("Produce", lambda r: DROP_RESPONSE)
+            p.produce(topic, value=b"h%d" % i, on_delivery=lambda err, m: delivered.append((err, m.offset())))
+            assert p.flush(30) == 0
+        del p
+        assert lost.fired == 1 and not lost.active
+        assert len(produces) >= 13                         # the lost one was sent again
+        assert [e for e, _ in delivered if e is not None] == []
+        assert [o for _, o in delivered] == list(range(12))
+        got = values(consume_all(b.bootstrap_servers, topic, 1, "read_uncommitted", expect=12))
+        assert got == [b"h%d" % i for i in range(12)]
+        assert committed_end(b.bootstrap_servers, topic) == (12, 12)
+        seen.remove()
 
 
 # ---------------------------------------------------------------------------------------------- transactions

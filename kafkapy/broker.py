@@ -111,6 +111,7 @@ class Broker:
         self.topics_by_id: dict[uuid.UUID, Topic] = {}
         self.handlers = handler_registry.load_all()
         self.tracer = None
+        self.controls = None       # kafkapy.control.Controls while a request control hook is installed
         self.metrics = Metrics()
         self.console = None        # kafkapy.console.Console: started after the listener, stopped first
         self.server: Server | None = None
@@ -470,6 +471,23 @@ class Broker:
             pass
         finally:
             self._append_waiters.discard(fut)
+
+    # ---------------------------------------------------------------- request control hooks (kafkapy.control)
+
+    def add_control(self, fn, key: int | str | None = None, keep: bool = False):
+        """Install a request control hook (on this broker's event loop): every request, or api ``key`` only
+        (a number or a name, "Produce"). Returns its ``kafkapy.control.Control``."""
+        from kafkapy.control import Control, Controls
+
+        control = fn if isinstance(fn, Control) else Control(fn, key, keep)
+        return (self.controls or Controls(self)).add(control)
+
+    def remove_control(self, control) -> None:
+        control.remove()
+
+    def clear_controls(self) -> None:
+        if self.controls is not None:
+            self.controls.clear()
 
     # ---------------------------------------------------------------- helpers for handlers
 

@@ -255,6 +255,67 @@ class EmbeddedBroker:
             return fn(self.core)
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(self.stop_timeout)
 
+    # ---------------------------------------------------------------- request control hooks
+
+    def control(self, fn, *, keep: bool = False):
+        """Install a hook asked about every request before its handler runs (franz-go kfake's ``Control``).
+
+        ``fn(request)`` gets a :class:`kafkapy.control.ControlRequest` (``api_key``, ``api_name``,
+        ``api_version``, ``client_id``, ``body``, ...) and returns None to let the request through, a response
+        object, an error code, ``kafkapy.control.CLOSE``, ``Delay(seconds, then=...)`` or ``DROP_RESPONSE``.
+        A hook that acts is removed afterwards unless ``keep=True``; one that returns None stays. It runs on
+        the broker's event loop: it must not block (use ``Delay``). Returns the
+        :class:`kafkapy.control.Control` (``.remove()``, ``.wait(timeout)``, ``.seen``, ``.fired``,
+        ``.errors``). In-process only: a subprocess broker raises RuntimeError."""
+        return self._add_control(fn, None, keep)
+
+    def control_key(self, key: int | str, fn, *, keep: bool = False):
+        """``control`` for one api only: ``key`` is its number (0) or name ("Produce"). Hooks for a key are
+        asked before the hooks for every request."""
+        from kafkapy.control import api_key_of
+
+        if key is None:
+            raise ValueError("control_key needs an api key; control(fn) hooks every request")
+        return self._add_control(fn, api_key_of(key), keep)
+
+    def remove_control(self, control) -> None:
+        """Uninstall a hook (the same as ``control.remove()``); a no-op when it is gone already."""
+        control.remove()
+
+    def clear_controls(self) -> None:
+        """Uninstall every hook."""
+        self._controls_available()
+        self.call(lambda core: core.clear_controls())
+
+    @property
+    def controls(self) -> list:
+        """The installed hooks (a snapshot)."""
+        self._controls_available()
+        return self.call(lambda core: [] if core.controls is None else core.controls.installed)
+
+    def _controls_available(self) -> None:
+        if self.mode == "subprocess":
+            raise RuntimeError("request control hooks need an in-process broker: a mode='subprocess' broker runs "
+                               "in another process, where a Python hook cannot run; use mode='inprocess'")
+        if not self.running:
+            raise RuntimeError("the broker is not running")
+
+    def _add_control(self, fn, key: int | None, keep: bool):
+        from kafkapy.control import Control
+
+        self._controls_available()
+        control = Control(fn, key, keep)
+        self.call(lambda core: core.add_control(control))
+        on_loop = control._remove
+
+        def remove(c) -> None:     # from any thread: onto the broker's loop (at once when already on it)
+            if self.running:
+                self.call(lambda core: on_loop(c))
+            else:
+                c.active = False
+        control._remove = remove
+        return control
+
     # ---------------------------------------------------------------- internals
 
     def _prepare(self) -> None:

@@ -2,7 +2,7 @@
 
 When a handler raises, Kafka's ``KafkaApis.handle`` answers the request with ``request.getErrorResponse(e)``
 (UNKNOWN_SERVER_ERROR for an unexpected exception) and keeps the connection; kafkapy does the same through
-``error_response``. Rules, as Kafka's per-request ``getErrorResponse`` methods apply them:
+``error_response``, which takes any error code (a control hook's injected error, ``kafkapy.control``). Rules, as Kafka's per-request ``getErrorResponse`` methods apply them:
 
 - A response with a top-level ``error_code`` (at the request's version) carries the error there; everything
   else keeps the schema's defaults (empty lists, -1 ids and offsets).
@@ -143,9 +143,22 @@ _SPECIAL = {
 PRODUCE_KEY = protocol.API_BY_NAME["Produce"].key
 
 
-def error_response(api_key: int, version: int, request, code: int = ErrorCode.UNKNOWN_SERVER_ERROR):
-    """The response that answers ``request`` (api ``api_key`` at ``version``) with ``code``; None when the request
-    takes no response (Produce with acks=0)."""
+def error_code_of(code: int | str) -> int:
+    """An error code given as a number, an ``ErrorCode`` or its name ("NOT_LEADER_OR_FOLLOWER")."""
+    if isinstance(code, str):
+        try:
+            return int(ErrorCode[code.strip().upper()])
+        except KeyError:
+            raise ValueError(f"unknown error code name {code!r}") from None
+    if isinstance(code, bool) or not isinstance(code, int) or not -32768 <= code <= 32767:
+        raise ValueError(f"an error code is an int16 or an ErrorCode name, got {code!r}")
+    return int(code)
+
+
+def error_response(api_key: int, version: int, request, code: int | str = ErrorCode.UNKNOWN_SERVER_ERROR):
+    """The response that answers ``request`` (api ``api_key`` at ``version``) with ``code`` (any error code: a
+    number, an ``ErrorCode`` or its name); None when the request takes no response (Produce with acks=0)."""
+    code = error_code_of(code)
     if api_key == PRODUCE_KEY and request.acks == 0:
         return None
     mod = protocol.API[api_key].response

@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 
 from kafkapy.connection import Close, ConnectionState, Dispatch, LegacySaslToken, Respond
+from kafkapy.error_responses import error_response
 
 log = logging.getLogger("kafkapy.server")
 
@@ -49,6 +50,7 @@ WRITE_LOW_WATER = 1 << 18       # ... until it is below this
 _LONG_POLL_WATCH_MS = 500     # a request whose handler may wait longer is watched for its client going away ...
 _PEER_POLL = 0.25              # ... this often (Kafka closes a connection at once when its peer does)
 _PEER_GONE = object()
+_RUN_HANDLER = object()          # a control hook let the handler run (kafkapy.control)
 _SLOT_POLL = 0.1                # how often a connection waiting for a slot (max.connections) checks its peer
 TLS_HANDSHAKE_TIMEOUT = 10.0    # seconds a new connection on an SSL listener has to finish the TLS handshake
 
@@ -372,28 +374,79 @@ class Server:
         return close.reason
 
     async def _dispatch(self, conn: Connection, d: Dispatch, reader, writer) -> Respond | Close | None:
-        """Run ``d``'s handler: its response, the core's error response when it raised, None for no response."""
+        """Run ``d``'s handler: its response, the core's error response when it raised, None for no response.
+        With control hooks installed (``broker.controls``, ``kafkapy.control``) they are asked first."""
         broker = self.broker
         ctx = RequestContext(broker, d.api_key, d.api_version, d.correlation_id, d.client_id, conn)
         tracer = broker.tracer
         if tracer is not None:
             tracer.request(ctx, d.body)
         started = time.monotonic()
-        try:
-            if d.max_wait_ms > _LONG_POLL_WATCH_MS:
-                response = await self._long_poll(d.handler.fn(ctx, d.body), reader, writer)
-                if response is _PEER_GONE:
-                    return Close(f"closed by client during a {d.handler.name} long poll")
-            else:
-                response = await d.handler.fn(ctx, d.body)
-            out = None if response is None else Respond(conn.respond(d, response), response)
-        except Exception:  # noqa: BLE001 - Kafka's KafkaApis.handle: the request gets an error response
-            log.exception("%s: %s v%d request (correlation id %d) failed; answering UNKNOWN_SERVER_ERROR",
-                          conn.peer, d.handler.name, d.api_version, d.correlation_id)
-            out = conn.handler_failed(d)
+        out = _RUN_HANDLER
+        dropped = _RUN_HANDLER
+        controls = broker.controls
+        if controls is not None:
+            out, dropped = await self._control(controls, conn, d, reader, writer)
+        if out is _RUN_HANDLER:
+            try:
+                if d.max_wait_ms > _LONG_POLL_WATCH_MS:
+                    response = await self._long_poll(d.handler.fn(ctx, d.body), reader, writer)
+                    if response is _PEER_GONE:
+                        return Close(f"closed by client during a {d.handler.name} long poll")
+                else:
+                    response = await d.handler.fn(ctx, d.body)
+                out = None if response is None else Respond(conn.respond(d, response), response)
+            except Exception:  # noqa: BLE001 - Kafka's KafkaApis.handle: the request gets an error response
+                log.exception("%s: %s v%d request (correlation id %d) failed; answering UNKNOWN_SERVER_ERROR",
+                              conn.peer, d.handler.name, d.api_version, d.correlation_id)
+                out = conn.handler_failed(d)
+            if dropped is not _RUN_HANDLER:     # a hook's DropResponse: the request took effect, the answer is lost
+                log.info("%s: %s v%d (correlation id %d): a control hook dropped the response", conn.peer,
+                         d.handler.name, d.api_version, d.correlation_id)
+                out = dropped
         broker.metrics_observe(d.api_key, d.api_version, time.monotonic() - started)
         if isinstance(out, Respond):
             if tracer is not None:
                 tracer.response(ctx, out.body)
             broker.metrics.responded(d.api_key, out.body, out.frames)
         return out
+
+    async def _control(self, controls, conn: Connection, d: Dispatch, reader, writer):
+        """Ask the control hooks about ``d``: (what to send, or _RUN_HANDLER; what to send instead of the
+        handler's answer (Close, or None for nothing), or _RUN_HANDLER to send that answer)."""
+        from kafkapy import control as c
+
+        req = c.ControlRequest(d.api_key, d.api_version, d.correlation_id, d.client_id, d.body, conn.peer, conn)
+        try:
+            action = controls.decide(req)
+        except c.HookFailed:
+            log.exception("%s: %s v%d (correlation id %d): answering UNKNOWN_SERVER_ERROR", conn.peer,
+                          d.handler.name, d.api_version, d.correlation_id)
+            return conn.handler_failed(d), _RUN_HANDLER
+        while isinstance(action, c.Delay):
+            if action.seconds > _LONG_POLL_WATCH_MS / 1000:
+                if await self._long_poll(asyncio.sleep(action.seconds), reader, writer) is _PEER_GONE:
+                    return Close("closed by client during a control hook's delay"), _RUN_HANDLER
+            else:
+                await asyncio.sleep(action.seconds)
+            action = action.then
+        if action is None:
+            return _RUN_HANDLER, _RUN_HANDLER
+        if isinstance(action, c.DropResponse):
+            return _RUN_HANDLER, (Close("response dropped by a control hook") if action.close else None)
+        if isinstance(action, c.CloseConnection):
+            log.info("%s: %s v%d (correlation id %d): %s", conn.peer, d.handler.name, d.api_version,
+                     d.correlation_id, action.reason)
+            return Close(action.reason), _RUN_HANDLER
+        if isinstance(action, c.Error):
+            body = error_response(d.api_key, d.api_version, d.body, action.code)
+            if body is None:       # takes no answer (acks=0): closing tells the client the batch is lost
+                return Close(f"a control hook failed a {d.handler.name} that takes no response"), _RUN_HANDLER
+        else:
+            body = action
+        try:
+            return Respond(conn.respond(d, body), body), _RUN_HANDLER
+        except Exception:  # noqa: BLE001 - a hook's response that does not encode at this version
+            log.exception("%s: a control hook's %s v%d response does not encode; answering UNKNOWN_SERVER_ERROR",
+                          conn.peer, d.handler.name, d.api_version)
+            return conn.handler_failed(d), _RUN_HANDLER
