@@ -84,6 +84,7 @@ class Topic:
     configs: dict[str, str] = field(default_factory=dict)   # explicit overrides (DYNAMIC_TOPIC_CONFIG)
     internal: bool = False
     leader_epochs: list[int] = field(default_factory=list)  # per partition (missing entries: 0)
+    assignment: list[list[int]] | None = None   # replicas of each partition (a cluster); None: this broker alone
 
     def leader_epoch(self, partition: int) -> int:
         return self.leader_epochs[partition] if partition < len(self.leader_epochs) else 0
@@ -104,7 +105,7 @@ class Topic:
 class Broker:
     """A single-node Kafka broker. ``await start()``, then ``await stop()``; or ``run()`` until signalled."""
 
-    def __init__(self, config: BrokerConfig):
+    def __init__(self, config: BrokerConfig, store=None):
         self.config = config
         self.node_id = config.node_id
         self.topics: dict[str, Topic] = {}
@@ -127,6 +128,13 @@ class Broker:
         # the coordinators, built here and nowhere else; they load their state from the internal topics in start()
         self.groups = GroupCoordinator(self)
         self.transactions = TransactionCoordinator(self, self.groups)
+        # several brokers: membership through a metadata store (kafkapy/cluster); None for a single broker, which is
+        # then its own controller and the leader of every partition
+        self.cluster = None
+        self.paused: asyncio.Event | None = None     # set by kafkapy.Cluster.pause: requests wait until it is set
+        if store is not None:
+            from kafkapy.cluster.member import ClusterMember
+            self.cluster = ClusterMember(self, store)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -152,6 +160,8 @@ class Broker:
                      lst.bound_host, lst.bound_port, *lst.advertised)
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="kafkapy-housekeeping"))
         self._tasks.append(asyncio.create_task(self._log_cleaner(), name="kafkapy-log-cleaner"))
+        if self.cluster is not None:
+            await self.cluster.start()
         if self.console is not None:
             await self.console.start()
         log.info("kafkapy broker %d (cluster %s) listening on %s:%d, advertised as %s:%d, storage %s",
@@ -159,7 +169,14 @@ class Broker:
                  "in memory" if self.memory else self.config.data_dir)
         return host, port
 
-    async def stop(self) -> None:
+    async def stop(self, *, crash: bool = False) -> None:
+        """A clean stop (controlled shutdown in a cluster, logs closed); ``crash``: as a kill -9 would leave things
+        (no word to the cluster, logs not closed: a test lever of kafkapy.Cluster)."""
+        if self.cluster is not None:
+            if crash:
+                await self.cluster.halt()
+            else:
+                await self.cluster.stop(controlled=True)
         if self.console is not None:
             await self.console.stop()
         for t in self._tasks:
@@ -174,7 +191,7 @@ class Broker:
             await self.server.stop()
         self.groups.close()
         self.transactions.close()
-        if self.logs is not None:
+        if self.logs is not None and not crash:
             self.logs.close()
             self.logs = None
         log.info("kafkapy broker stopped cleanly")
@@ -229,7 +246,10 @@ class Broker:
         if self.memory:
             if not self.cluster_id:
                 self.cluster_id = new_cluster_id()
-            self.logs = LogManager(None, config_for=self._config_for_topic)
+            if self.logs is None:
+                self.logs = LogManager(None, config_for=self._config_for_topic)
+            else:                   # a restart of an in-process cluster node: the memory "disk" it had
+                self.logs._config_for = self._config_for_topic
             return
         d = self.config.data_dir
         os.makedirs(d, exist_ok=True)
@@ -238,7 +258,7 @@ class Broker:
         self._load_meta_properties(d)
         self.config.load_dynamic()
         path = os.path.join(d, METADATA_FILE)
-        if os.path.exists(path):
+        if os.path.exists(path) and self.cluster is None:     # in a cluster, topics come from the metadata store
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
             if data.get("format") != 1:
@@ -261,13 +281,17 @@ class Broker:
         """Open or create the log of every partition of ``t``, each with its Partition (leader state)."""
         cfg = self.log_config(t)
         for p in range(t.partitions):
+            if t.assignment is not None and self.node_id not in t.assignment[p]:
+                continue               # a cluster: this broker holds no replica of that partition
             lg = self.logs.get(t.name, p)
             if lg is None:
                 lg = self.logs.create(t.name, p, cfg.copy())
             part = self.partitions.get((t.name, p))
             if part is None or part.log is not lg:
-                part = self.partitions[(t.name, p)] = Partition(t.name, p, lg, t.leader_epoch(p), self.node_id,
-                                                                self.notify_appended)
+                part = self.partitions[(t.name, p)] = Partition(
+                    t.name, p, lg, t.leader_epoch(p), self.node_id, self.notify_appended,
+                    replicas=t.assignment[p] if t.assignment is not None else None,
+                    leader=t.assignment is None)     # in a cluster, the partition state says who leads
             part.min_insync_replicas = int(self.effective_topic_configs(t)["min.insync.replicas"])
 
     def _load_meta_properties(self, d: str) -> None:
@@ -292,7 +316,7 @@ class Broker:
                                f"cluster.id={self.cluster_id}\n")
 
     def _save_topics(self) -> None:
-        if self.memory:
+        if self.memory or self.cluster is not None:
             return
         data = {"format": 1, "topics": [t.to_json() for t in sorted(self.topics.values(), key=lambda t: t.name)]}
         write_atomic(os.path.join(self.config.data_dir, METADATA_FILE), json.dumps(data, indent=1, sort_keys=True))
@@ -365,11 +389,12 @@ class Broker:
         if replication_factor <= 0:
             raise TopicError(ErrorCode.INVALID_REPLICATION_FACTOR, "Replication factor must be larger than 0, or -1 to "
                                                                     "use the default value.")
-        if replication_factor > 1:
+        registered = len(self.cluster.image.brokers) if self.cluster is not None else 1
+        if replication_factor > registered:
             raise TopicError(ErrorCode.INVALID_REPLICATION_FACTOR,
                              f"Unable to replicate the partition {replication_factor} time(s): The target "
                              "replication factor of " + str(replication_factor) +
-                             " cannot be reached because only 1 broker(s) are registered.")
+                             f" cannot be reached because only {registered} broker(s) are registered.")
         try:
             configs = validate_topic_configs(configs)
         except ConfigError as e:
@@ -389,10 +414,45 @@ class Broker:
                  f", configs {configs}" if configs else "")
         return t
 
-    def maybe_auto_create(self, name: str) -> Topic | None:
-        if not self.config.get_bool("auto.create.topics.enable"):
-            return None
-        return self.create_topic(name)
+    async def create_topic_in_cluster(self, name: str, partitions: int = -1, replication_factor: int = -1,
+                                      configs: dict[str, str] | None = None, *, internal: bool = False) -> Topic:
+        """Create a topic wherever the metadata lives: this broker alone, or the cluster's metadata store (returns
+        once this broker's view has it). The path of CreateTopics and auto-creation."""
+        if self.cluster is None:
+            return self.create_topic(name, partitions, replication_factor, configs, internal=internal)
+        partitions, rf, configs = self.check_new_topic(name, partitions, replication_factor, configs or {})
+        from kafkapy.cluster.member import TopicExistsError
+        try:
+            await self.cluster.create_topic(name, partitions, rf, configs, internal=internal or name in INTERNAL_TOPICS)
+        except TopicExistsError:
+            raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.") from None
+        return self.topics[name]
+
+    # ---------------------------------------------------------------- who is where (Metadata, FindCoordinator)
+
+    def live_brokers(self, connection=None) -> list[tuple[int, str, int, str | None]]:
+        """(node id, host, port, rack) of every live broker; a single broker: itself at the connection's listener."""
+        if self.cluster is None:
+            host, port = self.advertised_for(connection)
+            return [(self.node_id, host, port, None)]
+        return [(b.node_id, b.host, b.port, b.rack) for b in self.cluster.live_brokers()]
+
+    def controller_id(self) -> int:
+        if self.cluster is None:
+            return self.node_id
+        c = self.cluster.image.controller_id
+        return -1 if c is None else c
+
+    def partition_metadata(self, topic: Topic, p: int) -> tuple[int, int, list[int], list[int], list[int]]:
+        """(leader, leader epoch, replicas, ISR, offline replicas) of a partition as the cluster metadata says."""
+        if self.cluster is None:
+            return self.node_id, topic.leader_epoch(p), [self.node_id], [self.node_id], []
+        image = self.cluster.image
+        replicas = topic.assignment[p] if topic.assignment is not None else []
+        s = image.states.get((topic.name, p))
+        if s is None:
+            return -1, -1, replicas, [], [r for r in replicas if r not in image.brokers]
+        return s.leader, s.leader_epoch, replicas, list(s.isr), [r for r in replicas if r not in image.brokers]
 
     def delete_topic(self, name: str) -> None:
         t = self.topics.pop(name)
@@ -404,6 +464,29 @@ class Broker:
         self.groups.on_topic_deleted(name)
         self.notify_appended()   # wake fetchers so they see UNKNOWN_TOPIC
         log.info("deleted topic %s (id %s)", name, t.topic_id)
+
+    def sync_topics(self, image) -> None:
+        """A cluster: make this broker's topics those of the cluster image (kafkapy/cluster/metadata.py), with logs
+        and partitions for the replicas it holds; a topic gone from the image is deleted here too."""
+        for name in [n for n, t in self.topics.items()
+                     if n not in image.topics or image.topics[n].topic_id != t.topic_id]:
+            self.delete_topic(name)
+        for name, info in image.topics.items():
+            t = self.topics.get(name)
+            if t is None:
+                t = Topic(name, info.topic_id, len(info.assignment), dict(info.configs), internal=info.internal)
+                self.topics[name] = t
+                self.topics_by_id[t.topic_id] = t
+                log.info("topic %s (id %s): %d partition(s), replicas %s", name, t.topic_id, t.partitions,
+                         info.assignment)
+            t.partitions = len(info.assignment)
+            t.assignment = [list(r) for r in info.assignment]
+            t.leader_epochs = [image.states[(name, p)].leader_epoch if (name, p) in image.states else 0
+                               for p in range(t.partitions)]
+            if t.configs != info.configs:
+                t.configs = dict(info.configs)
+                self._apply_configs(t)
+            self._ensure_logs(t)
 
     def add_partitions(self, name: str, total: int) -> None:
         t = self.topics[name]

@@ -211,6 +211,17 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("log.cleaner.enable", "true", _bool, TYPE_BOOLEAN),
     BrokerConfigDef("log.cleaner.backoff.ms", "15000", _int(0, LONG_MAX), TYPE_LONG),
     BrokerConfigDef("replica.fetch.max.bytes", "1048576", POS_INT, TYPE_INT),
+    # replication (kafkapy/partition.py, kafkapy/cluster/)
+    BrokerConfigDef("replica.fetch.wait.max.ms", "500", POS_INT, TYPE_INT),
+    BrokerConfigDef("replica.fetch.backoff.ms", "1000", _int(0, (1 << 31) - 1), TYPE_INT),
+    BrokerConfigDef("replica.fetch.response.max.bytes", "10485760", POS_INT, TYPE_INT),
+    BrokerConfigDef("replica.socket.timeout.ms", "30000", POS_INT, TYPE_INT),
+    BrokerConfigDef("replica.lag.time.max.ms", "30000", _int(0, LONG_MAX), TYPE_LONG),
+    BrokerConfigDef("broker.session.timeout.ms", "9000", POS_INT, TYPE_INT),
+    BrokerConfigDef("broker.heartbeat.interval.ms", "2000", POS_INT, TYPE_INT),
+    BrokerConfigDef("controlled.shutdown.enable", "true", _bool, TYPE_BOOLEAN),
+    BrokerConfigDef("transaction.state.log.replication.factor", "1", _int(1, 32767), TYPE_SHORT,
+                    "kafkapy: 1 (Kafka: 3); a single broker can only hold one replica"),
     # security (kafkapy/listeners.py, sasl.py, tls.py, acl.py)
     BrokerConfigDef("listeners", None, _str, TYPE_LIST),
     BrokerConfigDef("advertised.listeners", None, _str, TYPE_LIST),

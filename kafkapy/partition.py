@@ -76,7 +76,7 @@ class ReplicaState:
 class Partition:
     def __init__(self, topic: str, index: int, log: PartitionLog | MemoryPartitionLog, leader_epoch: int,
                  node_id: int, on_appended: Callable[[], None] | None = None, *, replicas: list[int] | None = None,
-                 clock: Callable[[], int] = _now_ms):
+                 leader: bool = True, clock: Callable[[], int] = _now_ms):
         self.topic = topic
         self.index = index
         self.log = log
@@ -85,7 +85,7 @@ class Partition:
         self.replicas = list(replicas) if replicas else [node_id]
         self.isr: set[int] = {node_id}
         self.pending_isr: set[int] | None = None     # an ISR change proposed to alter_isr, not confirmed yet
-        self.leader_id: int | None = node_id
+        self.leader_id: int | None = node_id if leader else None   # a cluster node learns it from the metadata
         self.partition_epoch = 0                      # the store revision of the partition state (for CAS)
         self.min_insync_replicas = 1
         self.remote: dict[int, ReplicaState] = {}

@@ -377,6 +377,8 @@ class Server:
         """Run ``d``'s handler: its response, the core's error response when it raised, None for no response.
         With control hooks installed (``broker.controls``, ``kafkapy.control``) they are asked first."""
         broker = self.broker
+        if broker.paused is not None:      # kafkapy.Cluster.pause: a hung broker answers nothing until resumed
+            await broker.paused.wait()
         ctx = RequestContext(broker, d.api_key, d.api_version, d.correlation_id, d.client_id, conn)
         tracer = broker.tracer
         if tracer is not None:

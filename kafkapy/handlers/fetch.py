@@ -30,6 +30,22 @@ def _error(index: int, code: int, hw: int = -1, lso: int = -1, log_start: int = 
                            records=b"")   # Kafka: MemoryRecords.EMPTY (librdkafka rejects a null record set)
 
 
+def replica_id_of(req, v: int) -> int:
+    """The fetching follower's broker id (-1: a consumer): ReplicaId before v15, ReplicaState.ReplicaId from v15."""
+    return req.replica_state.replica_id if v >= 15 else req.replica_id
+
+
+def _diverging_epoch(partition, fp) -> R.EpochEndOffset | None:
+    """Kafka's Partition.fetchRecords with lastFetchedEpoch (v12+, KIP-320/KIP-595): the follower's last fetched
+    epoch ends, on the leader, before the fetch offset (or is unknown): tell it where to truncate."""
+    if fp.last_fetched_epoch < 0:
+        return None
+    epoch, end = partition.log.end_offset_for_epoch(fp.last_fetched_epoch)
+    if epoch < fp.last_fetched_epoch or end < fp.fetch_offset:
+        return R.EpochEndOffset(epoch=epoch, end_offset=end)
+    return None
+
+
 def _read_all(broker, req, v: int, plan):
     """One pass over the requested partitions: (response topics, bytes gathered)."""
     # Kafka's KafkaApis: min(request max_bytes, broker fetch.max.bytes); v0-2 had no request limit
@@ -37,6 +53,7 @@ def _read_all(broker, req, v: int, plan):
     remaining = min(req.max_bytes, fetch_max) if v >= 3 else fetch_max
     total = 0
     committed = req.isolation_level == READ_COMMITTED
+    replica = replica_id_of(req, v)
     out = []
     for topic, ft, t_error in plan:
         parts = []
@@ -47,7 +64,8 @@ def _read_all(broker, req, v: int, plan):
                 continue
             partition = broker.partition(topic.name, idx)
             if partition is None:
-                parts.append(_error(idx, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                parts.append(_error(idx, ErrorCode.NOT_LEADER_OR_FOLLOWER if 0 <= idx < topic.partitions
+                                    else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
             lg = partition.log
             epoch = fp.current_leader_epoch
@@ -55,9 +73,22 @@ def _read_all(broker, req, v: int, plan):
                 parts.append(_error(idx, ErrorCode.FENCED_LEADER_EPOCH if epoch < partition.leader_epoch
                                     else ErrorCode.UNKNOWN_LEADER_EPOCH))
                 continue
+            if not partition.is_leader:
+                parts.append(_error(idx, ErrorCode.NOT_LEADER_OR_FOLLOWER))
+                continue
             hw = lg.high_watermark
             lso = lg.last_stable_offset()
             limit = lso if committed else hw
+            if replica >= 0:      # a follower: reads to the log end offset; its fetch offset is its log end offset
+                diverging = _diverging_epoch(partition, fp) if v >= 12 else None
+                if diverging is not None:
+                    parts.append(R.PartitionData(partition_index=idx, error_code=0, high_watermark=hw,
+                                                 last_stable_offset=lso, log_start_offset=lg.log_start_offset,
+                                                 diverging_epoch=diverging, preferred_read_replica=-1, records=b""))
+                    continue
+                partition.update_follower_fetch_state(replica, fp.fetch_offset, fp.log_start_offset)
+                hw = lg.high_watermark
+                limit = None
             try:
                 # Kafka's rule: only the first partition that returns data may exceed the limits (one whole batch)
                 data = lg.read(fp.fetch_offset, min(fp.partition_max_bytes, remaining), max_offset=limit,
@@ -94,7 +125,9 @@ async def fetch(ctx: RequestContext, req: fetch_request.FetchRequest) -> fetch_r
     Behaviour: READ on each topic (TOPIC_AUTHORIZATION_FAILED; from v13 only for ids that resolve), then
     PartitionLog.read per partition within min(max_bytes, fetch.max.bytes), the first partition with data allowed one
     whole batch over. Long-polls Broker.wait_for_append until min_bytes or max_wait_ms, re-resolving topics deleted
-    meanwhile. replica_id is not looked at (no followers): every fetch is a consumer fetch.
+    meanwhile. A fetch with a replica id (a follower) reads to the log end offset, reports the follower's log end offset
+to the partition's leader state (ISR, high watermark) and gets a diverging epoch (v12+) when its last fetched epoch
+does not match the leader's log. A partition this broker does not lead: NOT_LEADER_OR_FOLLOWER.
     """
     broker = ctx.broker
     v = ctx.api_version

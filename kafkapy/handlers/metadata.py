@@ -29,11 +29,12 @@ def authorized_ops(ctx, resource_type: int, name: str, all_ops: int) -> int:
 
 
 def topic_metadata(broker, topic, version: int, include_ops: bool, ctx=None) -> R.MetadataResponseTopic:
-    node = broker.node_id
-    parts = [R.MetadataResponsePartition(error_code=0, partition_index=p, leader_id=node,
-                                         leader_epoch=topic.leader_epoch(p), replica_nodes=[node], isr_nodes=[node],
-                                         offline_replicas=[])
-             for p in range(topic.partitions)]
+    parts = []
+    for p in range(topic.partitions):
+        leader, epoch, replicas, isr, offline = broker.partition_metadata(topic, p)
+        parts.append(R.MetadataResponsePartition(
+            error_code=int(ErrorCode.LEADER_NOT_AVAILABLE) if leader < 0 else 0, partition_index=p, leader_id=leader,
+            leader_epoch=epoch, replica_nodes=replicas, isr_nodes=isr, offline_replicas=offline))
     return R.MetadataResponseTopic(error_code=0, name=topic.name, topic_id=topic.topic_id,
                                    is_internal=topic.internal, partitions=parts,
                                    topic_authorized_operations=(
@@ -54,13 +55,14 @@ async def metadata(ctx: RequestContext, req: metadata_request.MetadataRequest) -
 
     Behaviour: every topic lists only those the principal may DESCRIBE; an asked topic needs DESCRIBE
     (TOPIC_AUTHORIZATION_FAILED). An unknown one gets INVALID_TOPIC_EXCEPTION for an illegal name, else is auto-created
-    (Broker.maybe_auto_create, when auto.create.topics.enable; never "__" names) with CREATE on the cluster or topic,
+    (Broker.create_topic_in_cluster, when auto.create.topics.enable; never "__" names) with CREATE on the cluster or topic,
     else UNKNOWN_TOPIC_OR_PARTITION. Unlike Kafka, the CREATE check runs even when auto.create.topics.enable is false,
-    so a principal without CREATE gets TOPIC_AUTHORIZATION_FAILED there. This broker is every leader and the controller.
+    so a principal without CREATE gets TOPIC_AUTHORIZATION_FAILED there. Brokers, the controller and each
+    partition's leader, epoch, replicas, ISR and offline replicas come from Broker.partition_metadata (a single broker:
+    itself; a cluster: the metadata store's view); a partition without a leader answers LEADER_NOT_AVAILABLE.
     """
     broker = ctx.broker
     v = ctx.api_version
-    host, port = broker.advertised_for(ctx.connection)
     include_ops = bool(req.include_topic_authorized_operations)
     topics = []
     requested = req.topics
@@ -95,9 +97,9 @@ async def metadata(ctx: RequestContext, req: metadata_request.MetadataRequest) -
                         acl.cluster_allowed(ctx, acl.CREATE) or acl.topic_allowed(ctx, acl.CREATE, name)):
                     topics.append(error_topic(ErrorCode.TOPIC_AUTHORIZATION_FAILED, name))
                     continue
-                if auto and not name.startswith("__"):
+                if auto and not name.startswith("__") and broker.config.get_bool("auto.create.topics.enable"):
                     try:
-                        t = broker.maybe_auto_create(name)
+                        t = await broker.create_topic_in_cluster(name)
                     except TopicError as e:
                         topics.append(error_topic(e.code, name))
                         continue
@@ -107,9 +109,10 @@ async def metadata(ctx: RequestContext, req: metadata_request.MetadataRequest) -
             topics.append(topic_metadata(broker, t, v, include_ops, ctx))
     return R.MetadataResponse(
         throttle_time_ms=0,
-        brokers=[R.MetadataResponseBroker(node_id=broker.node_id, host=host, port=port, rack=None)],
+        brokers=[R.MetadataResponseBroker(node_id=n, host=h, port=p, rack=r)
+                 for n, h, p, r in broker.live_brokers(ctx.connection)],
         cluster_id=broker.cluster_id,
-        controller_id=broker.node_id,
+        controller_id=broker.controller_id(),
         topics=topics,
         # KafkaApis: 0 without DESCRIBE on the cluster
         cluster_authorized_operations=(authorized_ops(ctx, acl.R_CLUSTER, acl.CLUSTER_NAME, CLUSTER_OPS)

@@ -54,6 +54,15 @@ def _partition(index: int, code: int, base_offset: int = -1, log_append_time: in
 # offset -1); any other append error carries the partition's log start offset
 _NO_LOG_START_OFFSET = (CorruptRecordError, RecordTooLargeError, RecordBatchTooLargeError, KafkaStorageError)
 
+def _not_leader(broker, topic, idx: int, leaders: set[int]) -> R.PartitionProduceResponse:
+    leader, epoch, _replicas, _isr, _offline = broker.partition_metadata(topic, idx)
+    answer = _partition(idx, ErrorCode.NOT_LEADER_OR_FOLLOWER)
+    answer.current_leader = R.LeaderIdAndEpoch(leader_id=leader, leader_epoch=epoch)
+    if leader >= 0:
+        leaders.add(leader)
+    return answer
+
+
 MIN_BATCH_SIZE = 14   # Kafka's LegacyRecord.RECORD_OVERHEAD_V0: a smaller size field is a corrupt batch
 
 
@@ -108,6 +117,7 @@ async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> p
     acks = req.acks
     topics = []
     waits = []        # acks=all answers waiting for the high watermark: (answer, partition, offset after the batch)
+    leaders: set[int] = set()   # leaders named in NOT_LEADER_OR_FOLLOWER answers (their endpoints go in the answer)
     verifier = broker.transactions.partition_in_transaction
     txn_denied = req.transactional_id is not None and not acl.allowed(ctx, acl.WRITE, acl.R_TRANSACTIONAL_ID,
                                                                       req.transactional_id)
@@ -143,6 +153,10 @@ async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> p
                 parts.append(_partition(idx, code))   # KafkaApis: PartitionResponse(Errors.forException(e))
                 continue
             partition = broker.partition(name, idx)
+            if partition is None or not partition.is_leader:
+                # KIP-951 (v10+): where the leader is, so the client need not wait for a Metadata round trip
+                parts.append(_not_leader(broker, topic, idx, leaders))
+                continue
             try:
                 info = partition.append(records, AppendOrigin.CLIENT, txn_verifier=verifier, required_acks=acks)
             except StorageError as e:
@@ -178,4 +192,6 @@ async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> p
                 answer.error_code = int(code)
     if acks == 0:
         return None
-    return R.ProduceResponse(responses=topics, throttle_time_ms=0)
+    endpoints = [R.NodeEndpoint(node_id=n, host=h, port=p, rack=r) for n, h, p, r in broker.live_brokers(ctx.connection)
+                 if n in leaders] if v >= 10 else []
+    return R.ProduceResponse(responses=topics, throttle_time_ms=0, node_endpoints=endpoints)

@@ -87,7 +87,7 @@ async def create_topics(ctx: RequestContext, req: create_topics_request.CreateTo
                 configs[c.name] = c.value
             partitions, rf, configs = broker.check_new_topic(t.name, partitions, rf, configs)
             if not req.validate_only:
-                topic = broker.create_topic(t.name, partitions, rf, configs)
+                topic = await broker.create_topic_in_cluster(t.name, partitions, rf, configs)
                 res.topic_id = topic.topic_id
             res.num_partitions = partitions
             res.replication_factor = rf

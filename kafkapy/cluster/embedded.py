@@ -1,0 +1,284 @@
+"""``kafkapy.Cluster``: several brokers in one process, for tests and for learning how replication works.
+
+The brokers (:class:`kafkapy.broker.Broker`, each with its own listener on 127.0.0.1 and its own logs) and their
+metadata store (:class:`~kafkapy.cluster.store.MemoryStore`) run on one event loop in a thread of their own; the
+methods below may be called from any thread. Levers, in the manner of franz-go's kfake:
+
+- ``kill(node)``: a crash. The broker stops answering at once and says nothing to the cluster; its lease expires
+  after ``broker.session.timeout.ms`` and the controller elects other leaders. Its logs stay (as a disk would).
+- ``restart(node)``: a killed (or running) broker comes back on the same port with the logs it had; it registers
+  again (a new broker epoch), truncates where its log diverged from the leaders' and catches up.
+- ``pause(node)`` / ``resume(node)``: a hang (a long GC pause, a stopped VM): no lease renewal, no fetching, requests
+  wait unanswered. Back, it finds its lease gone, leads nothing, catches up with the metadata and follows.
+- ``stop_broker(node)``: a controlled shutdown (leaderships move away first).
+- ``move_leader(topic, partition, node)``: make an in-sync replica the leader (a preferred-leader election).
+
+Settings default to Kafka's, except what makes a test cluster quick: ``broker.session.timeout.ms`` 3000,
+``broker.heartbeat.interval.ms`` 500, ``replica.fetch.backoff.ms`` 100, ``replica.lag.time.max.ms`` 10000, and the
+internal topics' replication factors at most the broker count (as Testcontainers' Kafka cluster sets them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+from typing import Mapping
+
+from kafkapy.broker import Broker
+from kafkapy.cluster.metadata import CONTROLLER_EPOCH, PartitionState, encode, state_key
+from kafkapy.cluster.store import Compare, MemoryStore, Put
+from kafkapy.config import BrokerConfig
+
+TEST_DEFAULTS = {
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "500",
+    "replica.fetch.backoff.ms": "100",
+    "replica.lag.time.max.ms": "10000",
+}
+
+
+class Node:
+    """One broker of the cluster: its settings, its running core (None while down), the logs it keeps."""
+
+    def __init__(self, node_id: int, config: BrokerConfig):
+        self.node_id = node_id
+        self.config = config
+        self.core: Broker | None = None
+        self.port = 0
+        self.logs = None          # memory storage: the LogManager kept across kill/restart (its "disk")
+
+    @property
+    def running(self) -> bool:
+        return self.core is not None
+
+
+class Cluster:
+    def __init__(self, brokers: int = 3, *, storage: str = "memory", data_dir: str | None = None,
+                 config: Mapping[str, object] | None = None, host: str = "127.0.0.1", start_timeout: float = 30.0):
+        if brokers < 1:
+            raise ValueError("a cluster needs at least one broker")
+        self.size = brokers
+        self.storage = storage
+        self.host = host
+        self.start_timeout = start_timeout
+        self._tmp = None
+        if storage == "disk" and data_dir is None:
+            self._tmp = data_dir = tempfile.mkdtemp(prefix="kafkapy-cluster-")
+        self.data_dir = data_dir
+        props = dict(TEST_DEFAULTS)
+        rf = str(min(3, brokers))
+        props.setdefault("offsets.topic.replication.factor", rf)
+        props.setdefault("transaction.state.log.replication.factor", rf)
+        props.update({k: str(v) for k, v in (config or {}).items()})
+        self.properties = props
+        self.nodes: dict[int, Node] = {}
+        for i in range(1, brokers + 1):
+            cfg = BrokerConfig(host=host, port=0, storage=storage, node_id=i, cluster_id="kafkapy-cluster",
+                               data_dir=os.path.join(data_dir, f"broker-{i}") if data_dir else None,
+                               properties=dict(props))
+            self.nodes[i] = Node(i, cfg)
+        self.store: MemoryStore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"{self.host}:{n.port}" for n in self.nodes.values())
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> Cluster:
+        ready = threading.Event()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            ready.set()
+            loop.run_forever()
+            loop.close()
+        self._thread = threading.Thread(target=main, name="kafkapy-cluster", daemon=True)
+        self._thread.start()
+        ready.wait(5)
+        try:
+            self._run(self._astart(), self.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def _astart(self) -> None:
+        self.store = MemoryStore()
+        for n in self.nodes.values():
+            await self._start_node(n)
+
+    async def _start_node(self, n: Node) -> None:
+        n.config.port = n.port
+        core = Broker(n.config, store=self.store)
+        core.logs = n.logs
+        await core.start()
+        n.core = core
+        n.port = core.server.port
+        n.logs = core.logs
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            try:
+                self._run(self._astop(), 30)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(10)
+        self._loop = self._thread = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    async def _astop(self) -> None:
+        for n in self.nodes.values():
+            if n.core is not None:
+                await n.core.stop(crash=True)     # no controlled shutdown: the whole cluster goes
+                if n.core.logs is not None:
+                    n.core.logs.close()
+                n.core = None
+        if self.store is not None:
+            await self.store.close()
+
+    def _run(self, coro, timeout: float):
+        if self._loop is None:
+            raise RuntimeError("the cluster is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def call(self, fn, timeout: float = 30.0):
+        """Run ``fn(cluster)`` on the cluster's loop (a coroutine function is awaited); returns its result."""
+        async def run():
+            r = fn(self)
+            return await r if asyncio.iscoroutine(r) else r
+        return self._run(run(), timeout)
+
+    # ------------------------------------------------------------------ topics and who leads
+
+    def create_topic(self, name: str, partitions: int = 1, replication_factor: int = -1,
+                     config: Mapping[str, object] | None = None) -> str:
+        async def create(_):
+            core = self._any_core()
+            await core.create_topic_in_cluster(name, partitions, replication_factor,
+                                               {k: str(v) for k, v in (config or {}).items()})
+            return name
+        return self.call(create)
+
+    def _any_core(self) -> Broker:
+        for n in self.nodes.values():
+            if n.core is not None and n.core.paused is None:
+                return n.core
+        raise RuntimeError("no broker of the cluster is running")
+
+    def leader_for(self, topic: str, partition: int = 0) -> int:
+        """The partition's leader as the metadata store says (-1: offline)."""
+        return self.call(lambda c: c._any_core().cluster.image.leader_of(topic, partition))
+
+    def isr_for(self, topic: str, partition: int = 0) -> list[int]:
+        def get(c):
+            s = c._any_core().cluster.image.states.get((topic, partition))
+            return [] if s is None else sorted(s.isr)
+        return self.call(get)
+
+    def controller(self) -> int:
+        return self.call(lambda c: c._any_core().controller_id())
+
+    def wait_for(self, predicate, timeout: float = 15.0, interval: float = 0.05) -> None:
+        """Until ``predicate(cluster)`` is true on the cluster's loop (bounded; TimeoutError otherwise)."""
+        async def wait(c):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not predicate(c):
+                if loop.time() > deadline:
+                    raise TimeoutError("cluster condition not reached in time")
+                await asyncio.sleep(interval)
+        self.call(wait, timeout + 5)
+
+    def core(self, node: int) -> Broker:
+        """The running core broker of ``node`` (for use on the cluster's loop, e.g. within :meth:`call`)."""
+        core = self.nodes[node].core
+        if core is None:
+            raise RuntimeError(f"broker {node} is not running")
+        return core
+
+    # ------------------------------------------------------------------ levers
+
+    def kill(self, node: int) -> None:
+        async def kill(c):
+            n = c.nodes[node]
+            if n.core is not None:
+                core, n.core = n.core, None
+                await core.stop(crash=True)
+        self.call(kill)
+
+    def restart(self, node: int) -> None:
+        async def restart(c):
+            n = c.nodes[node]
+            if n.core is not None:
+                core, n.core = n.core, None
+                await core.stop(crash=True)
+            if c.storage == "disk" and n.logs is not None:
+                n.logs = None            # reopened from its directory, with recovery (no clean shutdown)
+            await c._start_node(n)
+        self.call(restart, self.start_timeout)
+
+    def stop_broker(self, node: int) -> None:
+        """A controlled shutdown of one broker (SIGTERM)."""
+        async def stop(c):
+            n = c.nodes[node]
+            if n.core is not None:
+                core, n.core = n.core, None
+                await core.stop()
+                if c.storage == "memory":
+                    n.logs = core.logs
+                    core.logs = None
+                else:
+                    n.logs = None
+        self.call(stop)
+
+    def pause(self, node: int) -> None:
+        async def pause(c):
+            core = c.core(node)
+            core.paused = asyncio.Event()
+            await core.cluster.suspend()
+        self.call(pause)
+
+    def resume(self, node: int) -> None:
+        async def resume(c):
+            core = c.core(node)
+            await core.cluster.resume()
+            gate, core.paused = core.paused, None
+            if gate is not None:
+                gate.set()
+        self.call(resume, self.start_timeout)
+
+    def move_leader(self, topic: str, partition: int, node: int) -> None:
+        """Make ``node`` (an in-sync replica) the leader, with the next leader epoch."""
+        async def move(c):
+            core = c._any_core()
+            image = core.cluster.image
+            kv = await c.store.get(state_key(topic, partition))
+            if kv is None:
+                raise ValueError(f"no partition {topic}-{partition}")
+            s = PartitionState.from_kv(kv)
+            if node not in s.isr:
+                raise ValueError(f"broker {node} is not in the ISR {s.isr} of {topic}-{partition}")
+            new = PartitionState(node, s.leader_epoch + 1, s.isr, image.controller_epoch)
+            res = await c.store.txn([Compare(state_key(topic, partition), "mod", "=", kv.mod_revision),
+                                     Compare(CONTROLLER_EPOCH, "value", "=", encode(image.controller_epoch))],
+                                    [Put(state_key(topic, partition), new.to_json())])
+            if not res.succeeded:
+                raise RuntimeError("the partition state changed meanwhile; try again")
+            await core.cluster.wait_for_revision(res.revision)
+        self.call(move)
