@@ -125,9 +125,6 @@ class Broker:
         self._tasks: list[asyncio.Task] = []
         self.started_at = time.time()
         self.partitions: dict[tuple[str, int], Partition] = {}    # leader state of each partition, made on first use
-        # the coordinators, built here and nowhere else; they load their state from the internal topics in start()
-        self.groups = GroupCoordinator(self)
-        self.transactions = TransactionCoordinator(self, self.groups)
         # several brokers: membership through a metadata store (kafkapy/cluster); None for a single broker, which is
         # then its own controller and the leader of every partition
         self.cluster = None
@@ -135,6 +132,9 @@ class Broker:
         if store is not None:
             from kafkapy.cluster.member import ClusterMember
             self.cluster = ClusterMember(self, store)
+        # the coordinators, built here and nowhere else; they load their state from the internal topics in start()
+        self.groups = GroupCoordinator(self)
+        self.transactions = TransactionCoordinator(self, self.groups)
 
     # ---------------------------------------------------------------- lifecycle
 

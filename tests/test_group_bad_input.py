@@ -173,7 +173,7 @@ async def fetch(conn, group) -> dict:
 
 
 def offsets_end(broker, group) -> int:
-    broker.groups.ensure_offsets_topic()
+    broker.groups._offsets_topic()      # creates __consumer_offsets (single broker)
     return broker.partition_log(OFFSETS_TOPIC, partition_for(group, 50)).log_end_offset
 
 

@@ -32,6 +32,7 @@ from kafkapy.cluster.metadata import (BROKERS, CONTROLLER, CONTROLLER_EPOCH, NO_
                                       state_key, topic_key)
 from kafkapy.cluster.replica import ReplicaFetcher
 from kafkapy.cluster.store import Compare, LeaseNotFound, MetadataStore, Put, StoreError
+from kafkapy.internal_topics import OFFSETS_TOPIC
 
 log = logging.getLogger("kafkapy.cluster")
 
@@ -200,6 +201,8 @@ class ClusterMember:
         for p in self.broker.partitions.values():
             if p.is_leader:
                 p.make_follower(None, p.leader_epoch, p.isr, p.replicas, p.partition_epoch)
+                if p.topic == OFFSETS_TOPIC:
+                    self.broker.groups.partition_leadership(p.index, False)
 
     # ------------------------------------------------------------------ controller
 
@@ -272,6 +275,8 @@ class ClusterMember:
                 part.make_follower(leader, s.leader_epoch, set(s.isr), replicas, s.partition_epoch)
                 if leader is not None and leader != self.node_id:
                     wanted.setdefault(leader, []).append(part)
+            if topic == OFFSETS_TOPIC:      # the group coordinator moves with the partition's leadership
+                self.broker.groups.partition_leadership(p, part.is_leader)
         self._update_fetchers(wanted)
 
     def _update_fetchers(self, wanted: dict[int, list]) -> None:

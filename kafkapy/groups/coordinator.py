@@ -17,7 +17,7 @@ from kafkapy.groups import records as grec
 from kafkapy.groups.group import (COMPLETING_REBALANCE, CONSUMER_PROTOCOL_TYPE, DEAD, EMPTY, PREPARING_REBALANCE,
                                   STABLE, Group, Member, MemberError, OffsetAndMetadata, now_ms)
 from kafkapy.internal_topics import OFFSETS_TOPIC, iter_batches, partition_for
-from kafkapy.partition import AppendOrigin
+from kafkapy.partition import AppendOrigin, NotLeaderError
 from storage.errors import StorageError
 from wire.messages.error_codes import ErrorCode
 from wire.records import CONTROL_COMMIT, build_batch, parse_control_record
@@ -53,6 +53,9 @@ class GroupCoordinator:
     def __init__(self, broker):
         self.broker = broker
         self.groups: dict[str, Group] = {}
+        # a cluster: the __consumer_offsets partitions this broker leads, hence the groups it coordinates; None: a
+        # single broker, which coordinates every group
+        self.owned: set[int] | None = set() if broker.cluster is not None else None
         self._cleanup_handle = None
         self._closed = False
 
@@ -793,18 +796,86 @@ class GroupCoordinator:
 
     # ---------------------------------------------------------------- storage
 
+    def _offsets_topic_configs(self) -> dict[str, str]:
+        # GroupMetadataManager.offsetsTopicConfigs
+        return {"cleanup.policy": "compact", "segment.bytes": str(self.cfg("offsets.topic.segment.bytes")),
+                "compression.type": "producer"}
+
     def _offsets_topic(self):
         t = self.broker.topics.get(OFFSETS_TOPIC)
         if t is None:
-            # GroupMetadataManager.offsetsTopicConfigs
-            configs = {"cleanup.policy": "compact", "segment.bytes": str(self.cfg("offsets.topic.segment.bytes")),
-                       "compression.type": "producer"}
-            t = self.broker.create_topic(OFFSETS_TOPIC, self.cfg("offsets.topic.num.partitions"), 1, configs,
-                                         internal=True)
+            if self.broker.cluster is not None:     # a cluster creates it through FindCoordinator, never here
+                raise CoordinatorNotAvailableError(f"{OFFSETS_TOPIC} does not exist yet")
+            t = self.broker.create_topic(OFFSETS_TOPIC, self.cfg("offsets.topic.num.partitions"), 1,
+                                         self._offsets_topic_configs(), internal=True)
         return t
 
-    def ensure_offsets_topic(self) -> None:
-        self._offsets_topic()
+    async def ensure_offsets_topic(self) -> None:
+        """FindCoordinator(GROUP): create __consumer_offsets when it does not exist yet (Kafka's
+        autoTopicCreationManager), with offsets.topic.replication.factor replicas in a cluster."""
+        if OFFSETS_TOPIC in self.broker.topics:
+            return
+        from kafkapy.broker import TopicError
+        rf = self.cfg("offsets.topic.replication.factor") if self.broker.cluster is not None else 1
+        try:
+            await self.broker.create_topic_in_cluster(OFFSETS_TOPIC, self.cfg("offsets.topic.num.partitions"), rf,
+                                                      self._offsets_topic_configs(), internal=True)
+        except TopicError as e:
+            if e.code != ErrorCode.TOPIC_ALREADY_EXISTS:
+                raise CoordinatorNotAvailableError(str(e)) from None
+
+    # ---------------------------------------------------------------- which groups this broker coordinates
+
+    def coordinator_error(self, group_id: str) -> ErrorCode | None:
+        """NOT_COORDINATOR when this broker does not lead the group's __consumer_offsets partition (a cluster), as
+        Kafka's GroupCoordinator answers; None when it coordinates the group."""
+        if self.owned is None:
+            return None
+        t = self.broker.topics.get(OFFSETS_TOPIC)
+        if t is None or partition_for(group_id, t.partitions) not in self.owned:
+            return ErrorCode.NOT_COORDINATOR
+        return None
+
+    async def wait_replicated(self, group_id: str, timeout: float) -> ErrorCode | None:
+        """After a commit: until what this coordinator wrote for the group is replicated to the ISR of its
+        __consumer_offsets partition (Kafka appends offsets with acks=all). A single broker: at once. The error the
+        commit answers otherwise (GroupMetadataManager: COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR)."""
+        t = self.broker.topics.get(OFFSETS_TOPIC)
+        partition = None if t is None else self.broker.partition(OFFSETS_TOPIC, partition_for(group_id, t.partitions))
+        if partition is None:
+            return ErrorCode.NOT_COORDINATOR
+        code = await partition.wait_for_high_watermark(partition.log.log_end_offset, timeout)
+        if code == ErrorCode.NOT_LEADER_OR_FOLLOWER:
+            return ErrorCode.NOT_COORDINATOR
+        if code in (ErrorCode.REQUEST_TIMED_OUT, ErrorCode.NOT_ENOUGH_REPLICAS,
+                    ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND):
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+        return None
+
+    def partition_leadership(self, partition: int, leader: bool) -> None:
+        """A cluster: this broker became (or stopped being) the leader of ``__consumer_offsets-<partition>``: load
+        its groups (Kafka's onElection) or drop them (onResignation)."""
+        if self.owned is None:
+            self.owned = set()
+        if leader and partition not in self.owned:
+            lg = self.broker.partition_log(OFFSETS_TOPIC, partition)
+            if lg is not None:
+                self._load_partition(lg)
+            self.owned.add(partition)
+            log.info("coordinating the groups of %s-%d", OFFSETS_TOPIC, partition)
+        elif not leader and partition in self.owned:
+            self.owned.discard(partition)
+            t = self.broker.topics.get(OFFSETS_TOPIC)
+            for gid in [g for g in self.groups if t is None or partition_for(g, t.partitions) == partition]:
+                g = self.groups.pop(gid)
+                self._cancel_group_timers(g)
+                for m in g.members.values():
+                    if m.heartbeat_handle is not None:
+                        m.heartbeat_handle.cancel()
+                    for fut in (m.join_future, m.sync_future):
+                        if fut is not None and not fut.done():
+                            fut.cancel()
+            log.info("no longer coordinating the groups of %s-%d", OFFSETS_TOPIC, partition)
 
     def _append(self, group_id: str, recs: list, producer_id: int = -1, producer_epoch: int = -1,
                 too_large: ErrorCode = ErrorCode.INVALID_COMMIT_OFFSET_SIZE) -> int:
@@ -814,6 +885,8 @@ class GroupCoordinator:
                             transactional=producer_id >= 0)
         try:
             partition.append(batch, AppendOrigin.COORDINATOR)
+        except NotLeaderError:
+            return int(ErrorCode.NOT_COORDINATOR)      # the partition moved away: so did the coordinator
         except StorageError as e:
             log.error("could not write group %s to %s: %s", group_id, OFFSETS_TOPIC, e)
             if e.error_code in (ErrorCode.MESSAGE_TOO_LARGE, ErrorCode.RECORD_LIST_TOO_LARGE,
@@ -922,3 +995,9 @@ class GroupCoordinator:
         except RuntimeError:   # no running loop (offline inspection)
             pass
         return g
+
+
+class CoordinatorNotAvailableError(Exception):
+    """The offsets topic cannot be used yet (COORDINATOR_NOT_AVAILABLE)."""
+
+    error_code = ErrorCode.COORDINATOR_NOT_AVAILABLE

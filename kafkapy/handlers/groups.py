@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.groups.group import STABLE
+from kafkapy.error_responses import error_response
+from kafkapy.groups.coordinator import CoordinatorNotAvailableError
 from kafkapy.handlers import api
+from kafkapy.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, partition_for
 from wire.messages import delete_groups_response as DelR
 from wire.messages import describe_groups_response as DR
 from wire.messages import find_coordinator_response as FR
@@ -55,19 +58,31 @@ def client_host(ctx) -> str:
 
 # ---------------------------------------------------------------- FindCoordinator
 
-def _coordinator_for(ctx, key: str, key_type: int) -> tuple[int, str | None]:
+async def _coordinator_for(ctx, key: str, key_type: int) -> tuple[int, str | None, tuple | None]:
+    """(error code, error message, (node id, host, port) of the coordinator)."""
     broker = ctx.broker
     if key_type == GROUP_KEY_TYPE:
         if not acl.group_allowed(ctx, acl.DESCRIBE, key):
-            return int(ErrorCode.GROUP_AUTHORIZATION_FAILED), None
-        broker.groups.ensure_offsets_topic()
-        return 0, None
-    if key_type == TRANSACTION_KEY_TYPE:
+            return int(ErrorCode.GROUP_AUTHORIZATION_FAILED), None, None
+        try:
+            await broker.groups.ensure_offsets_topic()
+        except CoordinatorNotAvailableError as e:
+            return int(ErrorCode.COORDINATOR_NOT_AVAILABLE), str(e), None
+        topic = OFFSETS_TOPIC
+    elif key_type == TRANSACTION_KEY_TYPE:
         if not acl.allowed(ctx, acl.DESCRIBE, acl.R_TRANSACTIONAL_ID, key):
-            return int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED), None
+            return int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED), None, None
         broker.transactions.ensure_topic()     # FindCoordinator(TRANSACTION) creates __transaction_state, as Kafka
-        return 0, None
-    return int(ErrorCode.INVALID_REQUEST), f"Unknown coordinator type {key_type} in FindCoordinator request"
+        topic = TRANSACTION_STATE_TOPIC
+    else:
+        return int(ErrorCode.INVALID_REQUEST), f"Unknown coordinator type {key_type} in FindCoordinator request", None
+    # the coordinator is the leader of the key's partition of the internal topic (this broker when it is alone)
+    t = broker.topics.get(topic)
+    leader = broker.partition_metadata(t, partition_for(key, t.partitions))[0] if t is not None else -1
+    for node, host, port, _rack in broker.live_brokers(ctx.connection):
+        if node == leader:
+            return 0, None, (node, host, port)
+    return int(ErrorCode.COORDINATOR_NOT_AVAILABLE), None, None
 
 
 @api("FindCoordinator", 0, 6)
@@ -80,26 +95,23 @@ async def find_coordinator(ctx: RequestContext, req: find_coordinator_request.Fi
     transaction key needs DESCRIBE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and creates
     __transaction_state as Kafka does. A success carries error_message "NONE" (Errors.NONE.message()).
     """
-    broker = ctx.broker
-    host, port = broker.advertised_for(ctx.connection)
-    node = broker.node_id
     key_type = req.key_type if ctx.api_version >= 1 else GROUP_KEY_TYPE
     if ctx.api_version >= 4:
         out = []
         for key in req.coordinator_keys or ():
-            code, msg = _coordinator_for(ctx, key, key_type)
+            code, msg, where = await _coordinator_for(ctx, key, key_type)
             if code:
                 out.append(FR.Coordinator(key=key, node_id=-1, host="", port=-1, error_code=code, error_message=msg))
             else:
-                out.append(FR.Coordinator(key=key, node_id=node, host=host, port=port, error_code=0,
+                out.append(FR.Coordinator(key=key, node_id=where[0], host=where[1], port=where[2], error_code=0,
                                           error_message="NONE"))   # Kafka: Errors.NONE.message()
         return FR.FindCoordinatorResponse(throttle_time_ms=0, coordinators=out)
-    code, msg = _coordinator_for(ctx, req.key, key_type)
+    code, msg, where = await _coordinator_for(ctx, req.key, key_type)
     if code:
         return FR.FindCoordinatorResponse(throttle_time_ms=0, error_code=code, error_message=msg, node_id=-1,
                                           host="", port=-1)
-    return FR.FindCoordinatorResponse(throttle_time_ms=0, error_code=0, error_message="NONE", node_id=node,
-                                      host=host, port=port)
+    return FR.FindCoordinatorResponse(throttle_time_ms=0, error_code=0, error_message="NONE", node_id=where[0],
+                                      host=where[1], port=where[2])
 
 
 # ---------------------------------------------------------------- JoinGroup / SyncGroup / Heartbeat / LeaveGroup
@@ -119,6 +131,8 @@ async def join_group(ctx: RequestContext, req: join_group_request.JoinGroupReque
         return JR.JoinGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
                                     generation_id=-1, protocol_type=None, protocol_name=None if v >= 7 else "",
                                     leader="", skip_assignment=False, member_id=req.member_id or "", members=[])
+    if (code := ctx.broker.groups.coordinator_error(req.group_id)) is not None:
+        return error_response(ctx.api_key, v, req, code)
     coord = ctx.broker.groups
     protocols = [(p.name, bytes(p.metadata)) for p in (req.protocols or ())]
     rebalance_timeout = req.rebalance_timeout_ms if v >= 1 else req.session_timeout_ms
@@ -146,6 +160,8 @@ async def sync_group(ctx: RequestContext, req: sync_group_request.SyncGroupReque
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return SR.SyncGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
                                     protocol_type=None, protocol_name=None, assignment=b"")
+    if (code := ctx.broker.groups.coordinator_error(req.group_id)) is not None:
+        return error_response(ctx.api_key, v, req, code)
     coord = ctx.broker.groups
     assignments = {}
     for a in req.assignments or ():
@@ -169,6 +185,8 @@ async def heartbeat(ctx: RequestContext, req: heartbeat_request.HeartbeatRequest
     """
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return HR.HeartbeatResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED))
+    if (code := ctx.broker.groups.coordinator_error(req.group_id)) is not None:
+        return error_response(ctx.api_key, ctx.api_version, req, code)
     coord = ctx.broker.groups
     code = coord.heartbeat(req.group_id, req.member_id, req.group_instance_id if ctx.api_version >= 3 else None,
                            req.generation_id)
@@ -186,6 +204,8 @@ async def leave_group(ctx: RequestContext, req: leave_group_request.LeaveGroupRe
     if not acl.group_allowed(ctx, acl.READ, req.group_id):
         return LR.LeaveGroupResponse(throttle_time_ms=0, error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED),
                                      members=[])
+    if (code := ctx.broker.groups.coordinator_error(req.group_id)) is not None:
+        return error_response(ctx.api_key, ctx.api_version, req, code)
     coord = ctx.broker.groups
     if ctx.api_version >= 3:
         members = [(m.member_id or "", m.group_instance_id) for m in (req.members or ())]
@@ -218,6 +238,10 @@ async def describe_groups(ctx: RequestContext, req: describe_groups_request.Desc
             out.append(DR.DescribedGroup(error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED), group_id=gid,
                                          group_state="", protocol_type="", protocol_data="", members=[],
                                          authorized_operations=UNKNOWN_OPS))
+            continue
+        if (code := coord.coordinator_error(gid)) is not None:
+            out.append(DR.DescribedGroup(error_code=int(code), group_id=gid, group_state="", protocol_type="",
+                                         protocol_data="", members=[], authorized_operations=UNKNOWN_OPS))
             continue
         ops = acl.authorized_operations(ctx, acl.R_GROUP, gid, GROUP_OPS) if with_ops else UNKNOWN_OPS
         g = coord.describe_group(gid)
@@ -277,7 +301,10 @@ async def delete_groups(ctx: RequestContext, req: delete_groups_request.DeleteGr
     coord = ctx.broker.groups
     names = list(req.groups_names or ())
     denied = {n for n in names if not acl.group_allowed(ctx, acl.DELETE, n)}
-    res = coord.delete_groups([n for n in names if n not in denied])
+    elsewhere = {n: coord.coordinator_error(n) for n in names if n not in denied}
+    elsewhere = {n: int(code) for n, code in elsewhere.items() if code is not None}
+    res = coord.delete_groups([n for n in names if n not in denied and n not in elsewhere])
     res.update({n: int(ErrorCode.GROUP_AUTHORIZATION_FAILED) for n in denied})
+    res.update(elsewhere)
     return DelR.DeleteGroupsResponse(throttle_time_ms=0, results=[
         DelR.DeletableGroupResult(group_id=n, error_code=res[n]) for n in names])

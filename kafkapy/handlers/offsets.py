@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.groups.group import OffsetAndMetadata, now_ms
+from kafkapy.error_responses import error_response
 from kafkapy.handlers import api
 from wire.messages import offset_commit_response as CR
 from wire.messages import offset_delete_response as DR
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from wire.messages import offset_fetch_request
     from wire.messages import offset_fetch_response
 
+REPLICATION_TIMEOUT = 5.0   # seconds a commit waits for the ISR (Kafka: offsets.commit.timeout.ms, 5000)
 
 @api("OffsetCommit", 0, 9)
 async def offset_commit(ctx: RequestContext, req: offset_commit_request.OffsetCommitRequest) -> offset_commit_response.OffsetCommitResponse:
@@ -56,6 +58,8 @@ async def offset_commit(ctx: RequestContext, req: offset_commit_request.OffsetCo
         errors = {tp: int(ErrorCode.INVALID_GROUP_ID) for tp in offsets}
     elif not acl.group_allowed(ctx, acl.READ, req.group_id):
         errors = {tp: int(ErrorCode.GROUP_AUTHORIZATION_FAILED) for tp in offsets}
+    elif (code := coord.coordinator_error(req.group_id)) is not None:
+        errors = {tp: int(code) for tp in offsets}
     else:
         denied = {tp for tp in offsets if not acl.topic_allowed(ctx, acl.READ, tp[0])}
         for tp in denied:
@@ -63,6 +67,10 @@ async def offset_commit(ctx: RequestContext, req: offset_commit_request.OffsetCo
         errors = coord.commit_offsets(req.group_id, req.generation_id_or_member_epoch if v >= 1 else -1,
                                       req.member_id if v >= 1 else "", req.group_instance_id if v >= 7 else None,
                                       offsets)
+        if any(code == 0 for code in errors.values()):
+            failed = await coord.wait_replicated(req.group_id, REPLICATION_TIMEOUT)
+            if failed is not None:
+                errors = {tp: int(failed) if code == 0 else code for tp, code in errors.items()}
         errors.update({tp: int(ErrorCode.TOPIC_AUTHORIZATION_FAILED) for tp in denied})
     topics = []
     by_topic: dict[str, list] = {}
@@ -124,6 +132,9 @@ async def offset_fetch(ctx: RequestContext, req: offset_fetch_request.OffsetFetc
                 groups.append(FR.OffsetFetchResponseGroup(group_id=rg.group_id, topics=[],
                                                           error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED)))
                 continue
+            if (code := coord.coordinator_error(rg.group_id)) is not None:
+                groups.append(FR.OffsetFetchResponseGroup(group_id=rg.group_id, topics=[], error_code=int(code)))
+                continue
             rows = _fetch_group(ctx, coord, rg.group_id, rg.topics, require_stable)
             topics = [FR.OffsetFetchResponseTopics(name=t, partitions=[
                 FR.OffsetFetchResponsePartitions(partition_index=p, committed_offset=o.offset if o else -1,
@@ -142,6 +153,8 @@ async def offset_fetch(ctx: RequestContext, req: offset_fetch_request.OffsetFetc
                                             metadata="", error_code=code) for p in (t.partition_indexes or ())])
             for t in (topics_req or ())] if v < 2 else []
         return FR.OffsetFetchResponse(throttle_time_ms=0, topics=topics, error_code=code)
+    if (code := coord.coordinator_error(req.group_id)) is not None:
+        return error_response(ctx.api_key, v, req, code)
     rows = _fetch_group(ctx, coord, req.group_id, topics_req, require_stable)
     topics = [FR.OffsetFetchResponseTopic(name=t, partitions=[
         FR.OffsetFetchResponsePartition(partition_index=p, committed_offset=o.offset if o else -1,
@@ -164,6 +177,8 @@ async def offset_delete(ctx: RequestContext, req: offset_delete_request.OffsetDe
     if not acl.group_allowed(ctx, acl.DELETE, req.group_id):
         return DR.OffsetDeleteResponse(error_code=int(ErrorCode.GROUP_AUTHORIZATION_FAILED), throttle_time_ms=0,
                                        topics=[])
+    if (code := coord.coordinator_error(req.group_id)) is not None:
+        return DR.OffsetDeleteResponse(error_code=int(code), throttle_time_ms=0, topics=[])
     denied = {t for t in {tp[0] for tp in parts} if not acl.topic_allowed(ctx, acl.READ, t)}
     known = [tp for tp in parts if tp[0] not in denied and ctx.broker.partition_log(*tp) is not None]
     top, res = coord.delete_offsets(req.group_id, known)

@@ -217,7 +217,7 @@ async def txn_offset_commit(ctx: RequestContext, req: txn_offset_commit_request.
         err = ErrorCode.GROUP_AUTHORIZATION_FAILED
     else:   # KafkaApis: READ on each topic, unauthorized partitions are left out of the commit
         denied = {t.name for t in req.topics if not acl.topic_allowed(ctx, acl.READ, t.name)}
-        err = _txn_offset_error(ctx, req)
+        err = ctx.broker.groups.coordinator_error(req.group_id) or _txn_offset_error(ctx, req)
     if err is not None:
         results = {(t.name, p.partition_index): _fenced(err, v, 3) for t in req.topics for p in t.partitions}
     else:
