@@ -758,6 +758,9 @@ class PartitionLog:
         """Drop everything at or after ``offset`` (whole batches; for a follower / epoch divergence)."""
         self._check_open()
         if offset >= self.log_end_offset:
+            # nothing to cut, but an epoch that starts there has no data here (Kafka's truncateTo does the same:
+            # a follower that led for a moment without appending must forget that epoch, or it diverges forever)
+            self.epochs.truncate_from_end(offset)
             return
         offset = max(offset, self.log_start_offset)
         while len(self.segments) > 1 and self.segments[-1].base_offset >= offset:

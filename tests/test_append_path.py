@@ -302,3 +302,14 @@ def test_a_handler_module_that_fails_to_import_stops_the_broker(monkeypatch):
     monkeypatch.setattr(handler_registry, "MODULES", handler_registry.MODULES + ["no_such_handlers"])
     with pytest.raises(handler_registry.HandlerImportError, match="no_such_handlers"):
         Broker(BrokerConfig(host="127.0.0.1", port=0, storage="memory"))
+
+
+def test_truncation_at_the_end_forgets_an_epoch_without_data():
+    """A follower that led for a moment (its epoch assigned at the log end, nothing appended) and is told by the new
+    leader that its epoch diverges at the log end: the empty epoch goes, so the next fetch does not diverge again."""
+    plog = MemoryPartitionLog(topic="t", partition=0)
+    leader(plog).append(batch(0, 3), AppendOrigin.CLIENT)
+    plog.epochs.assign(1, 3)                 # made leader at epoch 1, then follower before any append
+    assert plog.latest_epoch == 1
+    plog.truncate_to(3)
+    assert plog.latest_epoch == 0 and plog.log_end_offset == 3

@@ -47,8 +47,6 @@ def elect(state: PartitionState, replicas: list[int], live: set[int], shutting_d
     if unclean:
         alive = [r for r in replicas if r in eligible]
         if alive:
-            log.warning("unclean leader election: replica %d (not in the ISR %s) becomes leader", alive[0],
-                        state.isr)
             return PartitionState(alive[0], state.leader_epoch + 1, [alive[0]], state.controller_epoch)
     if leader == NO_LEADER:
         return None
@@ -65,6 +63,7 @@ class Controller:
         self.member = member
         self.epoch = epoch
         self.active = True
+        self.unclean_elections = 0       # Kafka's UncleanLeaderElectionsPerSec, as a count
 
     async def reconcile(self) -> None:
         """Bring every partition state in line with who is alive (see the module docstring)."""
@@ -86,6 +85,11 @@ class Controller:
                  Compare(state_key(topic, p), "mod", "=", state.partition_epoch)],
                 [Put(state_key(topic, p), new.to_json())])
             if res.succeeded:
+                if new.leader not in (NO_LEADER, state.leader) and new.leader not in state.isr:
+                    self.unclean_elections += 1
+                    log.warning("controller %d: unclean leader election of %s-%d: replica %d (not in the ISR %s) "
+                                "leads; records only the old ISR had are lost", m.node_id, topic, p, new.leader,
+                                state.isr)
                 log.info("controller %d: %s-%d leader %d -> %d, epoch %d, isr %s", m.node_id, topic, p, state.leader,
                          new.leader, new.leader_epoch, new.isr)
             elif (await m.store.get(CONTROLLER_EPOCH)) is not None and \

@@ -21,10 +21,13 @@ internal topics' replication factors at most the broker count (as Testcontainers
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import shutil
+import sys
 import tempfile
 import threading
+import traceback
 from typing import Mapping
 
 from kafkapy.broker import Broker
@@ -155,7 +158,26 @@ class Cluster:
     def _run(self, coro, timeout: float):
         if self._loop is None:
             raise RuntimeError("the cluster is not running")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            # where the cluster's loop is (a stuck loop shows here; a slow operation shows as the loop idling)
+            frame = sys._current_frames().get(self._thread.ident) if self._thread is not None else None
+            where = "".join(traceback.format_stack(frame, limit=12)) if frame is not None else "?"
+            waiting = []
+            for task in list(asyncio.all_tasks(self._loop)):
+                chain, coro = [], task.get_coro()
+                while coro is not None and len(chain) < 20:      # the awaited coroutines, outermost first
+                    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                    if frame is not None:
+                        chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+                    coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+                if chain and chain[0].endswith(" run"):
+                    waiting.append(" -> ".join(chain))
+            raise TimeoutError(f"cluster operation took more than {timeout} s; the cluster thread is at:\n"
+                               f"{where}\nwaiting:\n" + "\n".join(waiting)) from None
 
     def call(self, fn, timeout: float = 30.0):
         """Run ``fn(cluster)`` on the cluster's loop (a coroutine function is awaited); returns its result."""

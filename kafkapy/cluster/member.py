@@ -54,6 +54,7 @@ class ClusterMember:
         self.fenced = False                    # lost its lease: leads nothing until registered again
         self._last_renewal = 0.0
         self._tasks: list[asyncio.Task] = []
+        self._generation = 0             # bumped by halt(): the task loops of an older generation stop
         self._applied = asyncio.Condition()
         self._reconciling = asyncio.Lock()
         self.stopped = False
@@ -94,13 +95,11 @@ class ClusterMember:
     async def halt(self) -> None:
         """Stop every task and fetcher without a word to the store (a crash: the lease expires on its own)."""
         self.stopped = True
+        self._generation += 1            # loops of the old generation end even if a cancellation is lost
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping
-                pass
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         self._tasks.clear()
         for f in list(self.fetchers.values()):
             await f.stop()
@@ -174,8 +173,11 @@ class ClusterMember:
         log.info("broker %d registered (broker epoch %d)", self.node_id, self.broker_epoch)
 
     async def _keep_alive(self) -> None:
-        while True:
+        gen = self._generation
+        while gen == self._generation:
             await asyncio.sleep(self.heartbeat)
+            if gen != self._generation:
+                return
             try:
                 await asyncio.wait_for(self.store.keep_alive(self.lease_id), self.heartbeat)
                 self._last_renewal = time.monotonic()
@@ -233,8 +235,11 @@ class ClusterMember:
     # ------------------------------------------------------------------ the watch
 
     async def _watch(self, start: int) -> None:
+        gen = self._generation
         async with self.store.watch("", start) as w:
             async for resp in w:
+                if gen != self._generation:
+                    return
                 changed = self.image.apply(resp.revision, resp.events)
                 if changed:
                     await self._reconcile(changed)
@@ -323,7 +328,8 @@ class ClusterMember:
     async def _isr_expiry(self) -> None:
         """Kafka's isr-expiration task: every replica.lag.time.max.ms / 2."""
         period = max(self.lag_ms / 2000, 0.05)
-        while True:
+        gen = self._generation
+        while gen == self._generation:
             await asyncio.sleep(period)
             for part in list(self.broker.partitions.values()):
                 if part.is_leader:

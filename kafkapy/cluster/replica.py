@@ -84,17 +84,18 @@ class ReplicaFetcher:
                                      timeout=self.max_wait_ms / 1000 + cfg.get_int("replica.socket.timeout.ms") / 1000)
         self._changed = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.stopping = False
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"kafkapy-fetcher-{self.leader_id}")
 
     async def stop(self) -> None:
+        # the flag ends the loop even when a cancellation is lost (Python 3.11's wait_for can swallow one that
+        # arrives as its inner wait completes); the wait is bounded either way
+        self.stopping = True
         if self.task is not None:
             self.task.cancel()
-            try:
-                await self.task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping
-                pass
+            await asyncio.wait({self.task}, timeout=5)
             self.task = None
         self.conn.close()
 
@@ -126,7 +127,7 @@ class ReplicaFetcher:
                                forgotten_topics_data=[], rack_id="")
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopping:
             req = self._build()
             if req is None:
                 self._changed.clear()
@@ -150,6 +151,8 @@ class ReplicaFetcher:
                             ErrorCode(resp.error_code).name)
                 await asyncio.sleep(self.backoff)
                 continue
+            if self.stopping:
+                return
             for t in resp.responses:
                 for pd in t.partitions:
                     self._handle(t.topic, pd)

@@ -72,6 +72,7 @@ async def init_producer_id(ctx: RequestContext, req: init_producer_id_request.In
     if denied:
         return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=int(denied), producer_id=-1,
                                             producer_epoch=-1)
+    await ctx.broker.transactions.ids.ensure()       # a cluster: a block of ids from the metadata store
     code, pid, epoch = ctx.broker.transactions.init_producer_id(req.transactional_id, req.transaction_timeout_ms,
                                                                     pid, epoch)
     return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=_fenced(code, v, 4), producer_id=pid,

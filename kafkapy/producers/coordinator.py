@@ -108,7 +108,9 @@ class TransactionCoordinator:
 
     def load(self) -> None:
         """Producer ids (their block file in the data dir), then every transactional id in __transaction_state."""
-        self.ids = ProducerIdManager(None if self.broker.memory else self.broker.config.data_dir)
+        cluster = self.broker.cluster
+        self.ids = ProducerIdManager(None if self.broker.memory else self.broker.config.data_dir,
+                                     cluster.store if cluster is not None else None)
         topic = self.broker.topics.get(TRANSACTION_STATE_TOPIC)
         if topic is None:
             return
