@@ -300,3 +300,71 @@ def test_a_consumer_group_keeps_its_committed_offsets_across_a_kill_of_its_coord
         cons.close()
         assert not set(first) & set(rest), "records consumed again: the committed offsets were lost"
         assert sorted(first + rest, key=int) == [b"%d" % i for i in range(60)]
+
+
+def test_java_idempotent_producer_loses_nothing_while_leaders_are_killed(java):
+    """The Java client (its default producer is idempotent with acks=all) sends 3,000 records while the leader of
+    their partition is killed three times; every record is acknowledged, and each is stored once, in order."""
+    with kafkapy.Cluster(3, config=FAST) as c:
+        c.create_topic("java-kills", 1, 3, {"min.insync.replicas": 2})
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(java.run(
+            c.bootstrap_servers, "produce", "java-kills", "3000", "--idempotence", "true", "--acks", "all",
+            "--linger-ms", "0", "--flush-each", "--partition", "0", "--value-prefix", "j", timeout=180)))
+        t.start()
+        alive_at_kills = []
+        for _ in range(3):
+            time.sleep(1.0)
+            victim = c.leader_for("java-kills")
+            alive_at_kills.append(t.is_alive())
+            c.kill(victim)
+            wait_until(lambda victim=victim: c.leader_for("java-kills") not in (victim, -1), 15, "a new leader")
+            c.restart(victim)
+            wait_until(lambda: full_isr(c, "java-kills", 1), 30, "the ISR whole again")
+        t.join(180)
+        assert alive_at_kills == [True, True, True]           # the kills happened while it was producing
+        lines = result[0]
+        assert len(lines) == 3000 and all("offset" in o and "error" not in o for o in lines), lines[:3]
+        stored = consume_all(c.bootstrap_servers, "java-kills", 1, 3000)
+        check_exactly_once({0: [b"j-%d" % o["i"] for o in sorted(lines, key=lambda o: o["offset"])]}, stored)
+        assert [v for _o, v in stored[0]] == [b"j-%d" % i for i in range(3000)]
+
+
+def test_aiokafka_idempotent_producer_loses_nothing_while_leaders_are_killed():
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    with kafkapy.Cluster(3, config=FAST) as c:
+        c.create_topic("aio-kills", 1, 3, {"min.insync.replicas": 2})
+        acked: list[bytes] = []
+
+        async def produce():
+            p = AIOKafkaProducer(bootstrap_servers=c.bootstrap_servers, enable_idempotence=True, acks="all",
+                                 request_timeout_ms=10000, retry_backoff_ms=100)
+            await p.start()
+            try:
+                for i in range(1500):
+                    fut = await p.send("aio-kills", b"a-%d" % i, partition=0)
+                    fut.add_done_callback(lambda f, i=i: f.exception() is None and acked.append(b"a-%d" % i))
+                    await asyncio.sleep(0.005)
+                await p.flush()
+            finally:
+                await p.stop()
+
+        t = threading.Thread(target=lambda: asyncio.run(produce()))
+        t.start()
+        alive_at_kills = []
+        for _ in range(3):
+            time.sleep(0.5)
+            victim = c.leader_for("aio-kills")
+            alive_at_kills.append(t.is_alive())
+            c.kill(victim)
+            wait_until(lambda victim=victim: c.leader_for("aio-kills") not in (victim, -1), 15, "a new leader")
+            c.restart(victim)
+            wait_until(lambda: full_isr(c, "aio-kills", 1), 30, "the ISR whole again")
+        t.join(120)
+        assert alive_at_kills == [True, True, True]
+        assert len(acked) == 1500
+        stored = consume_all(c.bootstrap_servers, "aio-kills", 1, 1500)
+        check_exactly_once({0: sorted(acked, key=lambda v: int(v[2:]))}, stored)
