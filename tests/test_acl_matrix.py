@@ -420,3 +420,17 @@ def test_describe_producers_and_transactions(broker, session):
     grant(broker, "u15", acl.R_TOPIC, "dt-t", acl.READ)
     assert s(61, 0, dp).topics[0].partitions[0].error_code == 0
     assert [(t.topic, t.partitions) for t in s(65, 0, dt).transaction_states[0].topics] == [("dt-t", [0])]
+
+
+def test_metadata_checks_create_only_when_the_topic_would_be_auto_created(broker, session):
+    """KafkaApis: an unknown topic asked by a principal that may DESCRIBE but not CREATE it is auto-created only with
+    CREATE; with auto-creation off (broker setting) the answer is UNKNOWN_TOPIC_OR_PARTITION, not an ACL error."""
+    s = session("u9")
+    grant(broker, "u9", acl.R_TOPIC, "nocreate-", acl.DESCRIBE, pattern=acl.P_PREFIXED)
+    md = MQ.MetadataRequest(topics=[MQ.MetadataRequestTopic(name="nocreate-a")], allow_auto_topic_creation=True)
+    assert s(3, 10, md).topics[0].error_code == TOPIC_DENIED         # would be created: CREATE is needed
+    broker.run(lambda: broker.broker.config.properties.__setitem__("auto.create.topics.enable", "false"))
+    try:
+        assert s(3, 10, md).topics[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    finally:
+        broker.run(lambda: broker.broker.config.properties.__setitem__("auto.create.topics.enable", "true"))

@@ -55,11 +55,11 @@ async def metadata(ctx: RequestContext, req: metadata_request.MetadataRequest) -
 
     Behaviour: every topic lists only those the principal may DESCRIBE; an asked topic needs DESCRIBE
     (TOPIC_AUTHORIZATION_FAILED). An unknown one gets INVALID_TOPIC_EXCEPTION for an illegal name, else is auto-created
-    (Broker.create_topic_in_cluster, when auto.create.topics.enable; never "__" names) with CREATE on the cluster or topic,
-    else UNKNOWN_TOPIC_OR_PARTITION. Unlike Kafka, the CREATE check runs even when auto.create.topics.enable is false,
-    so a principal without CREATE gets TOPIC_AUTHORIZATION_FAILED there. Brokers, the controller and each
-    partition's leader, epoch, replicas, ISR and offline replicas come from Broker.partition_metadata (a single broker:
-    itself; a cluster: the metadata store's view); a partition without a leader answers LEADER_NOT_AVAILABLE.
+    (Broker.create_topic_in_cluster, when auto.create.topics.enable; never "__" names) with CREATE on the cluster or
+    topic, else UNKNOWN_TOPIC_OR_PARTITION; as in Kafka, CREATE is checked only when the topic would be auto-created.
+    Brokers, the controller and each partition's leader, epoch, replicas, ISR and offline replicas come from
+    Broker.partition_metadata (a single broker: itself; a cluster: the metadata store's view); a partition without a
+    leader answers LEADER_NOT_AVAILABLE.
     """
     broker = ctx.broker
     v = ctx.api_version
@@ -93,11 +93,12 @@ async def metadata(ctx: RequestContext, req: metadata_request.MetadataRequest) -
                 except TopicError:
                     topics.append(error_topic(ErrorCode.INVALID_TOPIC_EXCEPTION, name))
                     continue
-                if auto and not name.startswith("__") and not (
-                        acl.cluster_allowed(ctx, acl.CREATE) or acl.topic_allowed(ctx, acl.CREATE, name)):
+                # KafkaApis: CREATE is checked only when the topic would be auto-created
+                auto = auto and not name.startswith("__") and broker.config.get_bool("auto.create.topics.enable")
+                if auto and not (acl.cluster_allowed(ctx, acl.CREATE) or acl.topic_allowed(ctx, acl.CREATE, name)):
                     topics.append(error_topic(ErrorCode.TOPIC_AUTHORIZATION_FAILED, name))
                     continue
-                if auto and not name.startswith("__") and broker.config.get_bool("auto.create.topics.enable"):
+                if auto:
                     try:
                         t = await broker.create_topic_in_cluster(name)
                     except TopicError as e:
