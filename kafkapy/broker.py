@@ -322,16 +322,20 @@ class Broker:
         write_atomic(os.path.join(self.config.data_dir, METADATA_FILE), json.dumps(data, indent=1, sort_keys=True))
 
     async def _housekeeping(self) -> None:
-        """The periodic log tasks: the time-based flush policy (log.flush.interval.ms) every second at most, and
-        retention every log.retention.check.interval.ms. (Compaction has its own task, the coordinators their own
-        timers.)"""
+        """The periodic log tasks: the time-based flush policy (log.flush.interval.ms) every second at most, the
+        high-watermark checkpoint every replica.high.watermark.checkpoint.interval.ms, and retention every
+        log.retention.check.interval.ms. (Compaction has its own task, the coordinators their own timers.)"""
         interval = self.config.get_int("log.retention.check.interval.ms") / 1000
-        last_retention = time.monotonic()
+        hw_interval = self.config.get_int("replica.high.watermark.checkpoint.interval.ms") / 1000
+        last_retention = last_hw = time.monotonic()
         while True:
-            await asyncio.sleep(min(interval, 1.0))
+            await asyncio.sleep(min(interval, hw_interval, 1.0))
             now = time.monotonic()
             try:
                 self.logs.maybe_flush()
+                if now - last_hw >= hw_interval:
+                    last_hw = now
+                    self.logs.checkpoint_high_watermarks()
             except Exception:  # noqa: BLE001 - logged, the broker keeps serving
                 log.exception("periodic flush failed")
             if now - last_retention >= interval:

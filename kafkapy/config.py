@@ -213,6 +213,7 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("replica.fetch.max.bytes", "1048576", POS_INT, TYPE_INT),
     # replication (kafkapy/partition.py, kafkapy/cluster/)
     BrokerConfigDef("replica.fetch.wait.max.ms", "500", POS_INT, TYPE_INT),
+    BrokerConfigDef("replica.high.watermark.checkpoint.interval.ms", "5000", POS_INT, TYPE_LONG),
     BrokerConfigDef("replica.fetch.backoff.ms", "1000", _int(0, (1 << 31) - 1), TYPE_INT),
     BrokerConfigDef("replica.fetch.response.max.bytes", "10485760", POS_INT, TYPE_INT),
     BrokerConfigDef("replica.socket.timeout.ms", "30000", POS_INT, TYPE_INT),

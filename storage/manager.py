@@ -27,6 +27,7 @@ from .log import MemoryPartitionLog, PartitionLog, parse_partition_dir
 CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_FILE = "log-start-offset-checkpoint"
+HIGH_WATERMARK_FILE = "replication-offset-checkpoint"   # Kafka's name: each partition's high watermark
 CLEANER_OFFSET_FILE = "cleaner-offset-checkpoint"
 
 
@@ -73,6 +74,7 @@ class LogManager:
         recovery = read_offset_checkpoint(os.path.join(d, RECOVERY_POINT_FILE))
         starts = read_offset_checkpoint(os.path.join(d, LOG_START_OFFSET_FILE))
         dirty = read_offset_checkpoint(os.path.join(d, CLEANER_OFFSET_FILE))
+        high_watermarks = read_offset_checkpoint(os.path.join(d, HIGH_WATERMARK_FILE))
         for name in sorted(os.listdir(d)):
             path = os.path.join(d, name)
             if not os.path.isdir(path):
@@ -87,6 +89,8 @@ class LogManager:
                                     log_start_offset=starts.get(tp), clean_shutdown=self.had_clean_shutdown,
                                     clock=self.clock, fsync=self.fsync)
             log.first_dirty_offset = dirty.get(tp)
+            if tp in high_watermarks:      # where the partition's leader had it (the leader's rule may move it on)
+                log.update_high_watermark(high_watermarks[tp])
             self._adopt(tp, log)
         # from here on a crash is an unclean shutdown
         if self.had_clean_shutdown:
@@ -203,6 +207,14 @@ class LogManager:
         write_offset_checkpoint(os.path.join(self.data_dir, RECOVERY_POINT_FILE),
                                 {tp: log.recovery_point for tp, log in self.logs.items()}, fsync=self.fsync)
 
+    def checkpoint_high_watermarks(self) -> None:
+        """Kafka's replication-offset-checkpoint (replica.high.watermark.checkpoint.interval.ms and on close): a
+        restarted follower starts from the high watermark it had, not from its log end offset."""
+        if self.data_dir is None:
+            return
+        write_offset_checkpoint(os.path.join(self.data_dir, HIGH_WATERMARK_FILE),
+                                {tp: log.high_watermark for tp, log in self.logs.items()}, fsync=self.fsync)
+
     def _write_log_start_offsets(self) -> None:
         if self.data_dir is None:
             return
@@ -224,6 +236,7 @@ class LogManager:
             return
         self.checkpoint_recovery_points()
         self._write_log_start_offsets()
+        self.checkpoint_high_watermarks()
         marker = os.path.join(self.data_dir, CLEAN_SHUTDOWN_FILE)
         with open(marker, "w"):
             pass

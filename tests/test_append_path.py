@@ -313,3 +313,16 @@ def test_truncation_at_the_end_forgets_an_epoch_without_data():
     assert plog.latest_epoch == 1
     plog.truncate_to(3)
     assert plog.latest_epoch == 0 and plog.log_end_offset == 3
+
+
+def test_high_watermark_checkpoint_survives_a_restart(tmp_path):
+    """Kafka's replication-offset-checkpoint: a restarted log starts at the high watermark its partition had, not at
+    its log end offset (a follower's unreplicated tail stays above it)."""
+    m = LogManager(str(tmp_path), fsync=False)
+    plog = m.create("t", 0, LogConfig())
+    plog.append(batch(0, 5), leader_epoch=0)
+    plog.update_high_watermark(3)
+    m.close()
+    m = LogManager(str(tmp_path), fsync=False)
+    assert (m.get("t", 0).high_watermark, m.get("t", 0).log_end_offset) == (3, 5)
+    m.close()
