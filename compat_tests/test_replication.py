@@ -368,3 +368,44 @@ def test_aiokafka_idempotent_producer_loses_nothing_while_leaders_are_killed():
         assert len(acked) == 1500
         stored = consume_all(c.bootstrap_servers, "aio-kills", 1, 1500)
         check_exactly_once({0: sorted(acked, key=lambda v: int(v[2:]))}, stored)
+
+
+def test_controlled_shutdown_moves_leadership_before_the_broker_leaves():
+    with kafkapy.Cluster(3, config=FAST) as c:
+        c.create_topic("graceful", 3, 3, {"min.insync.replicas": 2})
+        with ContinuousProducer(c.bootstrap_servers, "graceful", 3) as prod:
+            wait_until(lambda: sum(map(len, prod.acked.values())) > 100, 30, "first acknowledgements")
+            leader = c.leader_for("graceful", 0)
+            led = [p for p in range(3) if c.leader_for("graceful", p) == leader]
+            started = time.monotonic()
+            c.stop_broker(leader)
+            took = time.monotonic() - started
+            # moved by the controller while the broker was still up, not elected after its lease expired
+            assert all(c.leader_for("graceful", p) not in (leader, -1) for p in led)
+            assert all(leader not in c.isr_for("graceful", p) for p in range(3))
+            assert took < FAST["broker.session.timeout.ms"] / 1000
+            before = sum(map(len, prod.acked.values()))
+            wait_until(lambda: sum(map(len, prod.acked.values())) > before + 100, 30, "progress without it")
+            c.restart(leader)
+            wait_until(lambda: full_isr(c, "graceful", 3), 30, "the ISR whole again")
+        assert not prod.errors
+        total = sum(map(len, prod.acked.values()))
+        check_exactly_once(prod.acked, consume_all(c.bootstrap_servers, "graceful", 3, total))
+
+
+def test_move_leader_to_an_in_sync_replica():
+    with kafkapy.Cluster(3, config=FAST) as c:
+        c.create_topic("moved", 1, 3)
+        p = Producer({"bootstrap.servers": c.bootstrap_servers, "acks": "all"})
+        for i in range(5):
+            p.produce("moved", b"%d" % i)
+        assert p.flush(10) == 0
+        old = c.leader_for("moved")
+        target = max({1, 2, 3} - {old})
+        c.move_leader("moved", 0, target)
+        assert c.leader_for("moved") == target
+        for i in range(5, 10):
+            p.produce("moved", b"%d" % i)
+        assert p.flush(20) == 0
+        stored = consume_all(c.bootstrap_servers, "moved", 1, 10)
+        assert [v for _o, v in stored[0]] == [b"%d" % i for i in range(10)]
