@@ -46,8 +46,19 @@ def _diverging_epoch(partition, fp) -> R.EpochEndOffset | None:
     return None
 
 
-def _read_all(broker, req, v: int, plan):
-    """One pass over the requested partitions: (response topics, bytes gathered)."""
+def _not_leader(broker, topic, idx: int, leaders: set[int]) -> R.PartitionData:
+    """NOT_LEADER_OR_FOLLOWER with the current leader (v12+; KIP-951: its endpoint goes in node_endpoints, v16+)."""
+    leader, epoch, _replicas, _isr, _offline = broker.partition_metadata(topic, idx)
+    answer = _error(idx, ErrorCode.NOT_LEADER_OR_FOLLOWER)
+    answer.current_leader = R.LeaderIdAndEpoch(leader_id=leader, leader_epoch=epoch)
+    if leader >= 0:
+        leaders.add(leader)
+    return answer
+
+
+def _read_all(broker, req, v: int, plan, leaders: set[int]):
+    """One pass over the requested partitions: (response topics, bytes gathered); the leaders named in
+    NOT_LEADER_OR_FOLLOWER answers are added to ``leaders``."""
     # Kafka's KafkaApis: min(request max_bytes, broker fetch.max.bytes); v0-2 had no request limit
     fetch_max = broker.config.get_int("fetch.max.bytes")
     remaining = min(req.max_bytes, fetch_max) if v >= 3 else fetch_max
@@ -64,8 +75,10 @@ def _read_all(broker, req, v: int, plan):
                 continue
             partition = broker.partition(topic.name, idx)
             if partition is None:
-                parts.append(_error(idx, ErrorCode.NOT_LEADER_OR_FOLLOWER if 0 <= idx < topic.partitions
-                                    else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                if 0 <= idx < topic.partitions:
+                    parts.append(_not_leader(broker, topic, idx, leaders))
+                else:
+                    parts.append(_error(idx, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
             lg = partition.log
             epoch = fp.current_leader_epoch
@@ -74,7 +87,7 @@ def _read_all(broker, req, v: int, plan):
                                     else ErrorCode.UNKNOWN_LEADER_EPOCH))
                 continue
             if not partition.is_leader:
-                parts.append(_error(idx, ErrorCode.NOT_LEADER_OR_FOLLOWER))
+                parts.append(_not_leader(broker, topic, idx, leaders))
                 continue
             hw = lg.high_watermark
             lso = lg.last_stable_offset()
@@ -148,10 +161,13 @@ does not match the leader's log. A partition this broker does not lead: NOT_LEAD
         plan.append((topic, ft, err))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(req.max_wait_ms, 0) / 1000
+    leaders: set[int] = set()
     while True:
-        responses, total = _read_all(broker, req, v, plan)
+        responses, total = _read_all(broker, req, v, plan, leaders)
         left = deadline - loop.time()
-        if total >= req.min_bytes or left <= 0 or total > 0 and req.min_bytes <= 1:
+        errors = any(p.error_code for t in responses for p in t.partitions)
+        # Kafka's ReplicaManager answers at once when a partition has an error (a moved leader, a deleted topic)
+        if total >= req.min_bytes or left <= 0 or total > 0 and req.min_bytes <= 1 or errors:
             break
         await broker.wait_for_append(left)
         # a topic may have been deleted or recreated while we waited
@@ -159,4 +175,7 @@ does not match the leader's log. A partition this broker does not lead: NOT_LEAD
                  (None if t.topic_id in broker.topics_by_id else
                   (ErrorCode.UNKNOWN_TOPIC_ID if v >= 13 else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)))
                 for t, ft, e in plan]
-    return R.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=responses)
+    endpoints = [R.NodeEndpoint(node_id=n, host=h, port=p, rack=r) for n, h, p, r in broker.live_brokers(ctx.connection)
+                 if n in leaders] if v >= 16 else []
+    return R.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=responses,
+                           node_endpoints=endpoints)
