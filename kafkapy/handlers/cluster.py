@@ -82,8 +82,9 @@ async def describe_log_dirs(ctx: RequestContext, req: describe_log_dirs_request.
     total_bytes and usable_bytes (-1 for the memory backend).
 
     Behaviour: DESCRIBE on the cluster (CLUSTER_AUTHORIZATION_FAILED), as KafkaApis; then, as
-    ReplicaManager.describeLogDirs (this broker's replicas only, in a cluster too), the one log dir (the data dir, or "memory") with the asked partitions' sizes from
-    the LogManager (topics with none of them left out); KAFKA_STORAGE_ERROR if the disk usage cannot be read.
+    ReplicaManager.describeLogDirs (this broker's own replicas, in a cluster too), the one log dir (the data dir, or
+    "memory") with the asked partitions' sizes from the LogManager (topics with none of them left out);
+    KAFKA_STORAGE_ERROR if the disk usage cannot be read.
     """
     broker = ctx.broker
     if not acl.cluster_allowed(ctx, acl.DESCRIBE):
