@@ -128,7 +128,11 @@ class Cluster:
         n.config.port = n.port
         core = Broker(n.config, store=self.store)
         core.logs = n.logs
-        await core.start()
+        try:
+            await core.start()
+        except BaseException:
+            await core.stop(crash=True)          # its tasks and listener go; the logs stay (its "disk")
+            raise
         n.core = core
         n.port = core.server.port
         n.logs = core.logs

@@ -160,6 +160,7 @@ class ClusterMember:
         deadline = time.monotonic() + self.session_timeout + 2
         lease = await self.store.grant(self.session_timeout)
         while True:
+            await self.store.keep_alive(lease.id)     # the wait below may outlast a lease nobody renews
             res = await self.store.txn([Compare(broker_key(self.node_id), "create", "=", 0)],
                                        [Put(broker_key(self.node_id), info.to_json(), lease=lease.id)])
             if res.succeeded:
