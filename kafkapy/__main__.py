@@ -1,7 +1,9 @@
-"""``kafkapy`` / ``python -m kafkapy``: start a broker (``kafkapy topics|produce|consume|groups``: the tools).
+"""``kafkapy`` / ``python -m kafkapy``: start a broker (``kafkapy topics|produce|consume|groups``: the tools;
+``kafkapy cluster --brokers 3``: several brokers with replication in one process).
 
 Prints exactly one line to stdout when ready: ``kafkapy ready at HOST:PORT``, the address it listens
-on (with port 0, the port it took). Everything else is logged to stderr.
+on (with port 0, the port it took); a cluster: ``kafkapy cluster ready at HOST:PORT,HOST:PORT,...``, its bootstrap
+servers. Everything else is logged to stderr.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A Kafka-compatible broker. Every option has an environment variable (shown in brackets); "
                     "Kafka broker settings can also be given as KAFKA_* variables (KAFKA_NUM_PARTITIONS=3) or in a "
                     "server.properties file.",
-        epilog="Tools for a running broker: kafkapy topics|produce|consume|groups --help.")
+        epilog="Tools for a running broker: kafkapy topics|produce|consume|groups --help. Several brokers with "
+               "replication in one process: kafkapy cluster --help.")
     p.add_argument("--host", default=env("KAFKAPY_HOST", "localhost"),
                    help="listen address (KAFKAPY_HOST; default localhost)")
     p.add_argument("--port", type=int, default=int(env("KAFKAPY_PORT", "9092")),
@@ -150,8 +153,75 @@ async def serve(config: BrokerConfig, tracer=None, console: tuple[str, int] | No
 TOOLS = ("topics", "produce", "consume", "groups")
 
 
+def build_cluster_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kafkapy cluster",
+        description="Several kafkapy brokers with replication in one process (kafkapy.Cluster: the cluster metadata "
+                    "in memory, the brokers on consecutive ports). Prints one line when ready, with the bootstrap "
+                    "servers; Ctrl-C or SIGTERM stops them all.")
+    p.add_argument("--brokers", type=int, default=3, help="how many brokers (default 3), node ids 1..N")
+    p.add_argument("--host", default="127.0.0.1", help="listen and advertised address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=9092,
+                   help="the first broker's port, the others on the next ones; 0 picks free ports (default 9092)")
+    p.add_argument("--storage", choices=("memory", "disk"), default="memory",
+                   help="memory (default) or disk (logs under --data-dir/broker-N)")
+    p.add_argument("--data-dir", default=None, help="the brokers' directory with --storage disk")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="NAME=VALUE",
+                   help="a broker setting for every broker, e.g. -o min.insync.replicas=2 (repeatable)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def cluster_main(argv) -> int:
+    """``kafkapy cluster``: start a kafkapy.Cluster, print its bootstrap servers, stop it on SIGINT/SIGTERM."""
+    import threading
+
+    args = build_cluster_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.brokers < 1:
+        print("kafkapy cluster: --brokers must be at least 1", file=sys.stderr)
+        return 2
+    if args.storage == "disk" and not args.data_dir:
+        print("kafkapy cluster: --storage disk needs --data-dir", file=sys.stderr)
+        return 2
+    props = {}
+    for o in args.override:
+        if "=" not in o:
+            print(f"kafkapy cluster: --override expects NAME=VALUE, got {o!r}", file=sys.stderr)
+            return 2
+        k, v = o.split("=", 1)
+        props[k.strip()] = v.strip()
+    from kafkapy.cluster.embedded import Cluster
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = Cluster(args.brokers, storage=args.storage, data_dir=args.data_dir, config=props, host=args.host,
+                      port=args.port)
+    try:
+        cluster.start()
+    except (OSError, RuntimeError, ConfigError, TimeoutError) as e:
+        if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+            print(f"kafkapy cluster: cannot listen on {args.host}, ports {args.port}..{args.port + args.brokers - 1}:"
+                  " a port is already in use", file=sys.stderr)
+        else:
+            print(f"kafkapy cluster: cannot start: {e}", file=sys.stderr)
+        return 2
+    print(f"kafkapy cluster ready at {cluster.bootstrap_servers}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+        logging.getLogger("kafkapy").info("shutting down the cluster")
+    finally:
+        cluster.stop()
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "cluster":
+        return cluster_main(argv[1:])
     if argv and argv[0] in TOOLS:    # kafkapy topics|produce|consume|groups: tools for a running broker
         from kafkapy.tools import run
 

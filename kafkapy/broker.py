@@ -432,6 +432,55 @@ class Broker:
             raise TopicError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.") from None
         return self.topics[name]
 
+    async def delete_topic_in_cluster(self, name: str) -> None:
+        """Delete a topic wherever the metadata lives: this broker alone, or the cluster's metadata store (every
+        broker's watch drops it and its logs; returns once this broker's view has no more of it). The path of
+        DeleteTopics. TopicError UNKNOWN_TOPIC_OR_PARTITION when it is gone already."""
+        t = self.topics.get(name)
+        if self.cluster is None:
+            if t is None:
+                raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, "This server does not host this topic-partition.")
+            self.delete_topic(name)
+            return
+        from kafkapy.cluster.member import UnknownTopicError
+        try:
+            await self.cluster.delete_topic(name, t.topic_id if t is not None else None)
+        except UnknownTopicError:
+            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                             "This server does not host this topic-partition.") from None
+
+    async def add_partitions_in_cluster(self, name: str, total: int,
+                                        assignments: list[list[int]] | None = None) -> None:
+        """Raise the partition count of ``name`` to ``total`` wherever the metadata lives (a cluster: the new
+        partitions' replicas, ``assignments`` or Kafka's rack-unaware assignment, and their states in the store;
+        returns once this broker's view has them). The path of CreatePartitions."""
+        if self.cluster is None:
+            self.add_partitions(name, total)
+            return
+        from kafkapy.cluster.member import UnknownTopicError
+        try:
+            await self.cluster.add_partitions(name, total, assignments)
+        except UnknownTopicError:
+            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{name}' does not exist.") from None
+
+    async def alter_topic_configs(self, name: str, update) -> dict[str, str]:
+        """The config overrides of ``name`` become ``update(current overrides)`` (validated by ``update``, which may
+        raise), wherever the metadata lives: this broker alone, or the topic key in the store with a compare-and-set
+        (every broker applies them from its watch; returns once this broker has). The path of AlterConfigs and
+        IncrementalAlterConfigs on a topic. Returns the new overrides."""
+        if self.cluster is None:
+            t = self.topics.get(name)
+            if t is None:
+                raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{name}' does not exist.")
+            configs = dict(update(dict(t.configs)))
+            self.set_topic_configs(name, configs)
+            return configs
+        from kafkapy.cluster.member import UnknownTopicError
+        try:
+            return await self.cluster.alter_topic_configs(name, update)
+        except UnknownTopicError:
+            raise TopicError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{name}' does not exist.") from None
+
     # ---------------------------------------------------------------- who is where (Metadata, FindCoordinator)
 
     def live_brokers(self, connection=None) -> list[tuple[int, str, int, str | None]]:

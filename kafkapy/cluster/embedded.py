@@ -60,7 +60,9 @@ class Node:
 
 class Cluster:
     def __init__(self, brokers: int = 3, *, storage: str = "memory", data_dir: str | None = None,
-                 config: Mapping[str, object] | None = None, host: str = "127.0.0.1", start_timeout: float = 30.0):
+                 config: Mapping[str, object] | None = None, host: str = "127.0.0.1", start_timeout: float = 30.0,
+                 port: int = 0):
+        """``port``: the first broker's port, the others on the next ones (0: each a free port)."""
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
         self.size = brokers
@@ -83,6 +85,7 @@ class Cluster:
                                data_dir=os.path.join(data_dir, f"broker-{i}") if data_dir else None,
                                properties=dict(props))
             self.nodes[i] = Node(i, cfg)
+            self.nodes[i].port = port + i - 1 if port else 0
         self.store: MemoryStore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -128,7 +131,11 @@ class Cluster:
         n.config.port = n.port
         core = Broker(n.config, store=self.store)
         core.logs = n.logs
-        await core.start()
+        try:
+            await core.start()
+        except BaseException:
+            await core.stop(crash=True)          # its tasks and listener go; the logs stay (its "disk")
+            raise
         n.core = core
         n.port = core.server.port
         n.logs = core.logs

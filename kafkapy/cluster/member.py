@@ -13,8 +13,10 @@ Lifecycle (:meth:`ClusterMember.start`, after the broker listens):
    states, the replica fetchers (kafkapy/cluster/replica.py) following the leaders.
 3. Campaign for the controller key; the winner runs :class:`~kafkapy.cluster.controller.Controller`.
 
-Writes a broker makes itself: topic creation (the topic and its initial partition states in one transaction that
-requires the topic to be absent), and its own ISR changes as a leader (compare-and-set on the partition state's
+Writes a broker makes itself: the topic admin of Kafka's AdminZkClient (creation: the topic and its initial partition
+states in one transaction that requires the topic to be absent; deletion: the topic key and its partition states in
+one transaction; new partitions and config changes: a compare-and-set on the topic key's revision, with the new
+partitions' initial states), each answered once this broker's image has it; and its own ISR changes as a leader (compare-and-set on the partition state's
 revision). Controlled shutdown (:meth:`stop` with ``controlled=True``): ask with ``shutdown/<id>``, wait (bounded)
 until the controller has moved its leaderships away, then revoke the lease.
 """
@@ -27,11 +29,11 @@ import time
 import uuid
 
 from kafkapy.cluster.controller import Controller
-from kafkapy.cluster.metadata import (BROKERS, CONTROLLER, CONTROLLER_EPOCH, NO_LEADER, BrokerInfo, ClusterImage,
-                                      PartitionState, TopicInfo, assign_replicas, broker_key, encode, shutdown_key,
-                                      state_key, topic_key)
+from kafkapy.cluster.metadata import (BROKERS, CONTROLLER, CONTROLLER_EPOCH, NO_LEADER, TOPICS, BrokerInfo,
+                                      ClusterImage, PartitionState, TopicInfo, assign_replicas, broker_key, encode,
+                                      shutdown_key, state_key, topic_key)
 from kafkapy.cluster.replica import ReplicaFetcher
-from kafkapy.cluster.store import Compare, LeaseNotFound, MetadataStore, Put, StoreError
+from kafkapy.cluster.store import Compare, Delete, LeaseNotFound, MetadataStore, Put, StoreError
 from kafkapy.internal_topics import OFFSETS_TOPIC
 
 log = logging.getLogger("kafkapy.cluster")
@@ -158,6 +160,7 @@ class ClusterMember:
         deadline = time.monotonic() + self.session_timeout + 2
         lease = await self.store.grant(self.session_timeout)
         while True:
+            await self.store.keep_alive(lease.id)     # the wait below may outlast a lease nobody renews
             res = await self.store.txn([Compare(broker_key(self.node_id), "create", "=", 0)],
                                        [Put(broker_key(self.node_id), info.to_json(), lease=lease.id)])
             if res.succeeded:
@@ -355,6 +358,86 @@ class ClusterMember:
         await self.wait_for_revision(res.revision)
         return info
 
+    async def _read_topic(self, name: str, topic_id: uuid.UUID | None = None) -> tuple[TopicInfo, int]:
+        """The topic as the store has it now, and its key's revision (UnknownTopicError if absent or another id)."""
+        kv = await self.store.get(topic_key(name))
+        if kv is None:
+            raise UnknownTopicError(name)
+        info = TopicInfo.from_json(name, kv.value)
+        if topic_id is not None and info.topic_id != topic_id:
+            raise UnknownTopicError(name)
+        return info, kv.mod_revision
+
+    async def delete_topic(self, name: str, topic_id: uuid.UUID | None = None) -> TopicInfo:
+        """The topic key and every partition state of it in one transaction (as AdminZkClient.deleteTopic followed by
+        the controller's deletion, at once); each broker's watch then drops the topic and its logs. Returns once
+        this broker's image no longer has it."""
+        while True:
+            info, rev = await self._read_topic(name, topic_id)
+            res = await self.store.txn([Compare(topic_key(name), "mod", "=", rev)],
+                                       [Delete(topic_key(name)), Delete(f"{TOPICS}{name}/partitions/", prefix=True)])
+            if res.succeeded:
+                break                   # else changed meanwhile (new partitions, configs): read it again
+        log.info("broker %d: deleted topic %s (id %s) from the cluster metadata", self.node_id, name, info.topic_id)
+        await self.wait_for_revision(res.revision)
+        return info
+
+    async def add_partitions(self, name: str, total: int, assignments: list[list[int]] | None = None) -> TopicInfo:
+        """New partitions up to ``total``: their replicas (``assignments``, or Kafka's rack-unaware assignment
+        continued from the existing partitions, as AdminZkClient.createPartitions) and their initial states
+        (leader: the first live replica; ISR: the live replicas), with a compare-and-set on the topic key.
+        Raises TopicError (INVALID_PARTITIONS, INVALID_REPLICA_ASSIGNMENT, INVALID_REPLICATION_FACTOR)."""
+        from kafkapy.broker import TopicError
+        from wire.messages.error_codes import ErrorCode
+
+        while True:
+            info, rev = await self._read_topic(name)
+            current = len(info.assignment)
+            if total <= current:
+                raise TopicError(ErrorCode.INVALID_PARTITIONS,
+                                 f"Topic currently has {current} partitions, which is higher than the requested "
+                                 f"{total}." if total < current else f"Topic already has {current} partitions.")
+            live = sorted(self.image.brokers)
+            rf = len(info.assignment[0])
+            if assignments is not None:
+                new = [list(a) for a in assignments]
+                check_assignment(new, total - current, rf, set(live))
+            else:
+                if rf > len(live):
+                    raise TopicError(ErrorCode.INVALID_REPLICATION_FACTOR,
+                                     f"Replication factor: {rf} larger than available brokers: {len(live)}.")
+                first = info.assignment[0][0]
+                start = next((i for i, b in enumerate(live) if b >= first), 0)
+                new = assign_replicas(live, total - current, rf, start, first_partition=current)
+            info.assignment = info.assignment + new
+            ops = [Put(topic_key(name), info.to_json())]
+            compares = [Compare(topic_key(name), "mod", "=", rev)]
+            for p, replicas in enumerate(new, start=current):
+                isr = [r for r in replicas if r in self.image.brokers]
+                state = PartitionState(isr[0] if isr else NO_LEADER, 0, isr or replicas[:1],
+                                       self.image.controller_epoch)
+                compares.append(Compare(state_key(name, p), "create", "=", 0))
+                ops.append(Put(state_key(name, p), state.to_json()))
+            res = await self.store.txn(compares, ops)
+            if res.succeeded:
+                break
+        log.info("broker %d: topic %s now has %d partitions (new replicas %s)", self.node_id, name, total, new)
+        await self.wait_for_revision(res.revision)
+        return info
+
+    async def alter_topic_configs(self, name: str, update) -> dict[str, str]:
+        """The topic's config overrides become ``update(current overrides)`` (a compare-and-set on the topic key,
+        again on a conflict); every broker applies them from its watch. Returns the new overrides."""
+        while True:
+            info, rev = await self._read_topic(name)
+            info.configs = dict(update(dict(info.configs)))
+            res = await self.store.txn([Compare(topic_key(name), "mod", "=", rev)],
+                                       [Put(topic_key(name), info.to_json())])
+            if res.succeeded:
+                break
+        await self.wait_for_revision(res.revision)
+        return info.configs
+
     async def wait_for_revision(self, revision: int, timeout: float = 10.0) -> None:
         """Until this broker's image has applied ``revision`` (bounded)."""
         deadline = time.monotonic() + timeout
@@ -376,4 +459,31 @@ class TopicExistsError(Exception):
     pass
 
 
-__all__ = ["BROKERS", "ClusterMember", "TopicExistsError"]
+class UnknownTopicError(Exception):
+    pass
+
+
+def check_assignment(assignment: list[list[int]], count: int, rf: int, live: set[int]) -> None:
+    """AdminZkClient.validateReplicaAssignment for new partitions: one per new partition, the topic's replication
+    factor, no broker twice, only registered brokers (TopicError INVALID_REPLICA_ASSIGNMENT)."""
+    from kafkapy.broker import TopicError
+    from wire.messages.error_codes import ErrorCode
+
+    def bad(msg: str):
+        return TopicError(ErrorCode.INVALID_REPLICA_ASSIGNMENT, msg)
+    if len(assignment) != count:
+        raise bad(f"Increasing the number of partitions by {count} but {len(assignment)} assignments provided.")
+    for replicas in assignment:
+        if not replicas:
+            raise bad("Cannot have replication factor of 0 for partition id.")
+        if len(set(replicas)) != len(replicas):
+            raise bad(f"Duplicate brokers not allowed in replica assignment: {', '.join(map(str, replicas))}.")
+        if len(replicas) != rf:
+            raise bad(f"Inconsistent replication factor between partitions, partition 0 has {rf} while the new "
+                      f"partitions have replication factors [{len(replicas)}], respectively.")
+        unknown = sorted(set(replicas) - live)
+        if unknown:
+            raise bad(f"Unknown broker(s) in replica assignment: {', '.join(map(str, unknown))}.")
+
+
+__all__ = ["BROKERS", "ClusterMember", "TopicExistsError", "UnknownTopicError", "check_assignment"]

@@ -34,8 +34,11 @@ async def describe_cluster(ctx: RequestContext, req: describe_cluster_request.De
     """Version notes: v1+ endpoint_type (KIP-919): only BROKER is served, CONTROLLER gets MISMATCHED_ENDPOINT_TYPE and
     an unknown type UNSUPPORTED_ENDPOINT_TYPE; v0 always asks for BROKER.
 
-    Behaviour: AuthHelper.computeDescribeClusterResponse with this broker as the only broker and the controller; no ACL
-    check except for authorized operations, which are 0 without DESCRIBE on the cluster.
+    Behaviour: AuthHelper.computeDescribeClusterResponse from the cluster view Metadata answers from
+    (Broker.live_brokers, Broker.controller_id): a single broker is the only broker and the controller, at the
+    listener the request came in on; in a cluster every live broker with its endpoint and rack, and the controller
+    (-1 while there is none). No ACL check except for authorized operations, which are 0 without DESCRIBE on the
+    cluster.
     """
     broker = ctx.broker
     v = ctx.api_version
@@ -54,15 +57,15 @@ async def describe_cluster(ctx: RequestContext, req: describe_cluster_request.De
                           f"{_ENDPOINT_NAMES[requested]}",
             endpoint_type=ENDPOINT_BROKER, cluster_id="", controller_id=-1, brokers=[],
             cluster_authorized_operations=UNKNOWN_OPS)
-    host, port = broker.advertised_for(ctx.connection)
     ops = UNKNOWN_OPS
     if req.include_cluster_authorized_operations:   # AuthHelper: 0 without DESCRIBE on the cluster
         ops = (acl.authorized_operations(ctx, acl.R_CLUSTER, acl.CLUSTER_NAME, CLUSTER_OPS)
                if acl.cluster_allowed(ctx, acl.DESCRIBE) else 0)
     return DCL.DescribeClusterResponse(
         throttle_time_ms=0, error_code=0, error_message=None, endpoint_type=ENDPOINT_BROKER,
-        cluster_id=broker.cluster_id, controller_id=broker.node_id,
-        brokers=[DCL.DescribeClusterBroker(broker_id=broker.node_id, host=host, port=port, rack=None)],
+        cluster_id=broker.cluster_id, controller_id=broker.controller_id(),
+        brokers=[DCL.DescribeClusterBroker(broker_id=node, host=host, port=port, rack=rack)
+                 for node, host, port, rack in broker.live_brokers(ctx.connection)],
         cluster_authorized_operations=ops)
 
 
@@ -79,8 +82,9 @@ async def describe_log_dirs(ctx: RequestContext, req: describe_log_dirs_request.
     total_bytes and usable_bytes (-1 for the memory backend).
 
     Behaviour: DESCRIBE on the cluster (CLUSTER_AUTHORIZATION_FAILED), as KafkaApis; then, as
-    ReplicaManager.describeLogDirs, the one log dir (the data dir, or "memory") with the asked partitions' sizes from
-    the LogManager (topics with none of them left out); KAFKA_STORAGE_ERROR if the disk usage cannot be read.
+    ReplicaManager.describeLogDirs (this broker's own replicas, in a cluster too), the one log dir (the data dir, or
+    "memory") with the asked partitions' sizes from the LogManager (topics with none of them left out);
+    KAFKA_STORAGE_ERROR if the disk usage cannot be read.
     """
     broker = ctx.broker
     if not acl.cluster_allowed(ctx, acl.DESCRIBE):

@@ -6,8 +6,12 @@ settings that provide the default: dynamic per-broker, dynamic cluster default, 
 its source is that of the first synonym. Broker resources are named by the node id ("" is the dynamic
 cluster-wide default); only dynamic broker configs may be altered (``kafkapy.config.DYNAMIC_BROKER_CONFIGS``).
 
-Dynamic broker configs live in ``broker.config.dynamic`` (keyed "" and the node id, persisted in the data dir by
-``BrokerConfig.set_dynamic``); topics without an override inherit them at once (``Broker.broker_configs_changed``).
+Topic configs change through ``Broker.alter_topic_configs``: this broker alone, or in a cluster the topic key of the
+metadata store (a compare-and-set; every broker applies the overrides from its watch, as brokers followed ZooKeeper's
+config change notifications). Dynamic broker configs live in ``broker.config.dynamic`` (keyed "" and the node id,
+persisted in the data dir by ``BrokerConfig.set_dynamic``); topics without an override inherit them at once
+(``Broker.broker_configs_changed``). In a cluster they stay with the broker that was asked, the cluster-wide default
+("") included: they are not in the metadata store yet (Kafka kept them in ZooKeeper's /config/brokers).
 
 BROKER_LOGGER resources are the broker's own Python loggers only: "kafkapy", "storage", "wire" and their
 children. Any other name (the root logger, the host program's loggers when the broker is embedded) is a logger
@@ -329,6 +333,14 @@ def _existing_topic(broker, name: str):
     return t
 
 
+async def _alter_topic(broker, name: str, update) -> dict[str, str]:
+    """Broker.alter_topic_configs (this broker, or the cluster's metadata store), its TopicError as a ResourceError."""
+    try:
+        return await broker.alter_topic_configs(name, update)
+    except TopicError as e:
+        raise ResourceError(e.code, e.message) from None
+
+
 def _duplicates(resources) -> set[int]:
     seen: dict[tuple[int, str], int] = {}
     dup = set()
@@ -368,7 +380,7 @@ async def alter_configs(ctx: RequestContext, req: alter_configs_request.AlterCon
 
     Behaviour: per resource, _check_alter (INVALID_REQUEST for a repeated resource or key, ALTER_CONFIGS on the topic or
     cluster); TOPIC: the whole override set is replaced (INVALID_CONFIG for bad or null values,
-    UNKNOWN_TOPIC_OR_PARTITION) through Broker.set_topic_configs; BROKER ("" or this node): the dynamic set is replaced,
+    UNKNOWN_TOPIC_OR_PARTITION) through Broker.alter_topic_configs (a cluster: the metadata store); BROKER ("" or this node): the dynamic set is replaced,
     static configs and nulls get INVALID_REQUEST; BROKER_LOGGER and other types INVALID_REQUEST. validate_only checks
     without changing.
     """
@@ -387,7 +399,7 @@ async def alter_configs(ctx: RequestContext, req: alter_configs_request.AlterCon
                 configs = _validate_topic(new)
                 _existing_topic(broker, res.resource_name)
                 if not req.validate_only:
-                    broker.set_topic_configs(res.resource_name, configs)
+                    await _alter_topic(broker, res.resource_name, lambda _current, c=configs: c)
                     log.info("configs of topic %s replaced by %s", res.resource_name, configs)
             elif res.resource_type == BROKER:
                 nulls = [n for n, val in new.items() if val is None]
@@ -489,7 +501,8 @@ async def incremental_alter_configs(ctx: RequestContext, req: incremental_alter_
 
     Behaviour: as AlterConfigs for the checks, but applies SET/DELETE/APPEND/SUBTRACT to the current values
     (apply_incremental: APPEND/SUBTRACT only on LIST configs, else INVALID_CONFIG; an unknown operation
-    INVALID_REQUEST); TOPIC through Broker.set_topic_configs, BROKER to the dynamic configs, BROKER_LOGGER to the levels
+    INVALID_REQUEST); TOPIC through Broker.alter_topic_configs (a cluster: applied to the store's current overrides
+    with a compare-and-set), BROKER to the dynamic configs, BROKER_LOGGER to the levels
     of this broker's own loggers (alter_loggers). validate_only checks without changing.
     """
     broker = ctx.broker
@@ -507,15 +520,17 @@ async def incremental_alter_configs(ctx: RequestContext, req: incremental_alter_
             if res.resource_type == TOPIC:
                 _topic_for_alter(broker, res.resource_name)
                 t = broker.topics.get(res.resource_name)
-                current = dict(t.configs) if t is not None else {}
-                new = apply_incremental(
-                    current, res.configs,
-                    lambda k: k in TOPIC_CONFIGS and TOPIC_CONFIGS[k].config_type == TYPE_LIST,
-                    lambda k: TOPIC_CONFIGS[k].default)
-                configs = _validate_topic(new)
+
+                def update(current, ops=res.configs):
+                    return _validate_topic(apply_incremental(
+                        current, ops,
+                        lambda k: k in TOPIC_CONFIGS and TOPIC_CONFIGS[k].config_type == TYPE_LIST,
+                        lambda k: TOPIC_CONFIGS[k].default))
+                configs = update(dict(t.configs) if t is not None else {})
                 _existing_topic(broker, res.resource_name)
                 if not req.validate_only:
-                    broker.set_topic_configs(res.resource_name, configs)
+                    # in a cluster, applied again to the overrides the metadata store holds (compare-and-set)
+                    configs = await _alter_topic(broker, res.resource_name, update)
                     log.info("configs of topic %s now %s", res.resource_name, configs)
             elif res.resource_type == BROKER:
                 _check_broker_resource(broker, res.resource_name)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.broker import TopicError
+from kafkapy.cluster.member import check_assignment
 from kafkapy.config import TOPIC_CONFIGS
 from kafkapy.handlers import api
 from wire.messages import create_partitions_response as CP
@@ -113,7 +114,8 @@ async def delete_topics(ctx: RequestContext, req: delete_topics_request.DeleteTo
     one is answered without its name.
 
     Behaviour: DELETE on the topic (TOPIC_AUTHORIZATION_FAILED), UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION for
-    an internal topic, TOPIC_DELETION_DISABLED when delete.topic.enable is false, then Broker.delete_topic. Unlike
+    an internal topic, TOPIC_DELETION_DISABLED when delete.topic.enable is false, then Broker.delete_topic_in_cluster
+    (a cluster: the topic and its partition states leave the metadata store; every broker drops them and the logs). Unlike
     KafkaApis: Kafka checks delete.topic.enable first and answers INVALID_REQUEST to v0-2 for it; and for topics by id
     it checks DESCRIBE to decide whether to hide the name, where kafkapy checks DELETE only.
     """
@@ -147,7 +149,12 @@ async def delete_topics(ctx: RequestContext, req: delete_topics_request.DeleteTo
             out.append(DT.DeletableTopicResult(name=t.name, topic_id=t.topic_id, error_code=code,
                                                error_message=f"Cannot delete topic {t.name}"))
             continue
-        broker.delete_topic(t.name)
+        try:
+            await broker.delete_topic_in_cluster(t.name)
+        except TopicError as e:
+            out.append(DT.DeletableTopicResult(name=t.name, topic_id=t.topic_id, error_code=int(e.code),
+                                               error_message=e.message))
+            continue
         out.append(DT.DeletableTopicResult(name=t.name, topic_id=t.topic_id, error_code=0, error_message=None))
     return DT.DeleteTopicsResponse(throttle_time_ms=0, responses=out)
 
@@ -158,7 +165,10 @@ async def create_partitions(ctx: RequestContext, req: create_partitions_request.
 
     Behaviour: a topic named twice gets INVALID_REQUEST; ALTER on the topic (TOPIC_AUTHORIZATION_FAILED);
     UNKNOWN_TOPIC_OR_PARTITION; INVALID_PARTITIONS for a count that is not an increase; INVALID_REPLICA_ASSIGNMENT for a
-    wrong number of assignments or another broker. Unless validate_only, Broker.add_partitions.
+    wrong number of assignments or an unknown broker (a single broker: any other broker; a cluster: one not registered,
+    a replication factor other than the topic's, a broker twice). Unless validate_only,
+    Broker.add_partitions_in_cluster (a cluster: Kafka's rack-unaware assignment continued, unless given, and the new
+    partitions' states, through the metadata store).
     """
     broker = ctx.broker
     out = []
@@ -184,10 +194,19 @@ async def create_partitions(ctx: RequestContext, req: create_partitions_request.
             fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, f"Attempted to add {t.count - topic.partitions} additional "
                                                        f"partition(s), but only {len(t.assignments)} assignment(s) "
                                                        "were specified.")
-        elif t.assignments and any(b != broker.node_id for a in t.assignments for b in a.broker_ids):
+        elif broker.cluster is None and t.assignments and any(b != broker.node_id for a in t.assignments
+                                                              for b in a.broker_ids):
             fail(ErrorCode.INVALID_REPLICA_ASSIGNMENT, "Replica assignment names an unknown broker.")
         else:
-            if not req.validate_only:
-                broker.add_partitions(t.name, t.count)
+            assignments = [list(a.broker_ids) for a in t.assignments] if t.assignments else None
+            try:
+                if broker.cluster is not None and assignments is not None:
+                    check_assignment(assignments, t.count - topic.partitions, len(topic.assignment[0]),
+                                     set(broker.cluster.image.brokers))
+                if not req.validate_only:
+                    await broker.add_partitions_in_cluster(t.name, t.count, assignments)
+            except TopicError as e:
+                fail(e.code, e.message)
+                continue
             out.append(CP.CreatePartitionsTopicResult(name=t.name, error_code=0, error_message=None))
     return CP.CreatePartitionsResponse(throttle_time_ms=0, results=out)
