@@ -11,6 +11,7 @@ from kafkapy.groups.group import STABLE
 from kafkapy.error_responses import error_response
 from kafkapy.groups.coordinator import CoordinatorNotAvailableError
 from kafkapy.handlers import api
+from kafkapy.producers.coordinator import CoordinatorError
 from kafkapy.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, partition_for
 from wire.messages import delete_groups_response as DelR
 from wire.messages import describe_groups_response as DR
@@ -72,7 +73,10 @@ async def _coordinator_for(ctx, key: str, key_type: int) -> tuple[int, str | Non
     elif key_type == TRANSACTION_KEY_TYPE:
         if not acl.allowed(ctx, acl.DESCRIBE, acl.R_TRANSACTIONAL_ID, key):
             return int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED), None, None
-        broker.transactions.ensure_topic()     # FindCoordinator(TRANSACTION) creates __transaction_state, as Kafka
+        try:       # FindCoordinator(TRANSACTION) creates __transaction_state, as Kafka
+            await broker.transactions.ensure_topic()
+        except CoordinatorError as e:
+            return int(ErrorCode.COORDINATOR_NOT_AVAILABLE), str(e), None
         topic = TRANSACTION_STATE_TOPIC
     else:
         return int(ErrorCode.INVALID_REQUEST), f"Unknown coordinator type {key_type} in FindCoordinator request", None

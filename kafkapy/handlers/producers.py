@@ -45,6 +45,18 @@ if TYPE_CHECKING:
     from wire.messages import txn_offset_commit_response
 
 
+REPLICATION_TIMEOUT = 5.0   # seconds a transaction state write waits for the ISR of its __transaction_state partition
+
+
+async def _replicated(ctx, tid: str | None, code: ErrorCode) -> ErrorCode:
+    """A coordinator answer that wrote transaction state is given only once that state is replicated (Kafka appends
+    it with acks=all); the error instead when it is not (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE)."""
+    if not tid:
+        return code
+    failed = await ctx.broker.transactions.wait_replicated(tid, REPLICATION_TIMEOUT)
+    return code if failed is None else failed
+
+
 def _fenced(code: ErrorCode, version: int, first_version_with_fenced: int) -> int:
     if code == ErrorCode.PRODUCER_FENCED and version < first_version_with_fenced:
         return int(ErrorCode.INVALID_PRODUCER_EPOCH)
@@ -72,14 +84,20 @@ async def init_producer_id(ctx: RequestContext, req: init_producer_id_request.In
     if denied:
         return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=int(denied), producer_id=-1,
                                             producer_epoch=-1)
-    await ctx.broker.transactions.ids.ensure()       # a cluster: a block of ids from the metadata store
-    code, pid, epoch = ctx.broker.transactions.init_producer_id(req.transactional_id, req.transaction_timeout_ms,
-                                                                    pid, epoch)
+    coord = ctx.broker.transactions
+    if (err := coord.coordinator_error(req.transactional_id)) is not None:
+        return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=int(err), producer_id=-1, producer_epoch=-1)
+    await coord.ids.ensure()       # a cluster: a block of ids from the metadata store
+    code, pid, epoch = coord.init_producer_id(req.transactional_id, req.transaction_timeout_ms, pid, epoch)
+    if req.transactional_id is not None and code in (ErrorCode.NONE, ErrorCode.CONCURRENT_TRANSACTIONS):
+        replicated = await _replicated(ctx, req.transactional_id, code)
+        if replicated != code:
+            code, pid, epoch = replicated, -1, -1
     return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=_fenced(code, v, 4), producer_id=pid,
                                         producer_epoch=epoch)
 
 
-def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
+async def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
     """[AddPartitionsToTxnTopicResult] for one transaction."""
     broker = ctx.broker
     coord = ctx.broker.transactions
@@ -88,6 +106,8 @@ def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
     unknown = {tp for tp in wanted if tp[0] not in denied and broker.partition_log(*tp) is None}
     if not acl.transactional_id_allowed(ctx, acl.WRITE, tid):
         errors = {tp: ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED for tp in wanted}
+    elif (err := coord.coordinator_error(tid)) is not None:
+        errors = {tp: err for tp in wanted}
     elif unknown or denied:
         errors = {tp: (ErrorCode.TOPIC_AUTHORIZATION_FAILED if tp[0] in denied else
                        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if tp in unknown else ErrorCode.OPERATION_NOT_ATTEMPTED)
@@ -96,6 +116,8 @@ def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
         errors = coord.verify_partitions(tid, pid, epoch, set(wanted))
     else:
         code = coord.add_partitions(tid, pid, epoch, set(wanted))
+        if code == ErrorCode.NONE:
+            code = await _replicated(ctx, tid, code)
         errors = {tp: code for tp in wanted}
     out: dict[str, list] = {}
     for name, p in wanted:
@@ -116,7 +138,7 @@ async def add_partitions_to_txn(ctx: RequestContext, req: add_partitions_to_txn_
     """
     v = ctx.api_version
     if v < 4:
-        results = _add_partitions(ctx, req.v3_and_below_transactional_id, req.v3_and_below_producer_id,
+        results = await _add_partitions(ctx, req.v3_and_below_transactional_id, req.v3_and_below_producer_id,
                                   req.v3_and_below_producer_epoch, req.v3_and_below_topics, False, v)
         return AddPartsR.AddPartitionsToTxnResponse(throttle_time_ms=0, results_by_topic_v3_and_below=results)
     if not acl.cluster_allowed(ctx, acl.CLUSTER_ACTION):   # v4+ comes from brokers only
@@ -127,7 +149,7 @@ async def add_partitions_to_txn(ctx: RequestContext, req: add_partitions_to_txn_
     for txn in req.transactions:
         out.append(AddPartsR.AddPartitionsToTxnResult(
             transactional_id=txn.transactional_id,
-            topic_results=_add_partitions(ctx, txn.transactional_id, txn.producer_id, txn.producer_epoch, txn.topics,
+            topic_results=await _add_partitions(ctx, txn.transactional_id, txn.producer_id, txn.producer_epoch, txn.topics,
                                           txn.verify_only, v)))
     return AddPartsR.AddPartitionsToTxnResponse(throttle_time_ms=0, error_code=0, results_by_transaction=out)
 
@@ -146,9 +168,13 @@ async def add_offsets_to_txn(ctx: RequestContext, req: add_offsets_to_txn_reques
         code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     elif not acl.group_allowed(ctx, acl.READ, req.group_id):
         code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+    elif (err := coord.coordinator_error(req.transactional_id)) is not None:
+        code = err
     else:
         code = coord.add_partitions(req.transactional_id, req.producer_id, req.producer_epoch,
                                     {coord.group_partition(req.group_id)})
+        if code == ErrorCode.NONE:
+            code = await _replicated(ctx, req.transactional_id, code)
     return AddOffsetsR.AddOffsetsToTxnResponse(throttle_time_ms=0, error_code=_fenced(code, ctx.api_version, 2))
 
 
@@ -162,8 +188,12 @@ async def end_txn(ctx: RequestContext, req: end_txn_request.EndTxnRequest) -> en
     """
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
         return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
-    code = ctx.broker.transactions.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch,
-                                                       bool(req.committed))
+    coord = ctx.broker.transactions
+    code = coord.coordinator_error(req.transactional_id)
+    if code is None:
+        code = coord.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch, bool(req.committed))
+        if code == ErrorCode.NONE:      # PrepareCommit/PrepareAbort replicated; a cluster's markers follow
+            code = await _replicated(ctx, req.transactional_id, code)
     return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=_fenced(code, ctx.api_version, 2))
 
 
@@ -174,7 +204,9 @@ def _txn_offset_error(ctx, req) -> ErrorCode | None:
     coord = ctx.broker.transactions
     tid = coord.by_producer.get(req.producer_id)
     m = coord.txns.get(tid) if tid is not None else None
-    if m is not None and m.transactional_id == req.transactional_id:
+    if not coord.coordinates(req.transactional_id):
+        pass    # a cluster: the transaction coordinator is another broker; no check (Kafka before KIP-890)
+    elif m is not None and m.transactional_id == req.transactional_id:
         if req.producer_epoch < m.producer_epoch:
             return ErrorCode.PRODUCER_FENCED
         if not coord.partition_in_transaction(req.producer_id, req.producer_epoch,
@@ -295,6 +327,11 @@ async def describe_transactions(ctx: RequestContext, req: describe_transactions_
                                                  transactional_id=tid, transaction_state="", transaction_timeout_ms=0,
                                                  transaction_start_time_ms=-1, producer_id=-1, producer_epoch=-1,
                                                  topics=[]))
+            continue
+        if (err := coord.coordinator_error(tid)) is not None:
+            out.append(DescTxnR.TransactionState(error_code=int(err), transactional_id=tid, transaction_state="",
+                                                 transaction_timeout_ms=0, transaction_start_time_ms=-1,
+                                                 producer_id=-1, producer_epoch=-1, topics=[]))
             continue
         if m is None or m.state == TxnState.DEAD:
             out.append(DescTxnR.TransactionState(error_code=ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, transactional_id=tid,
