@@ -144,6 +144,7 @@ def test_a_transaction_in_flight_when_its_coordinator_dies_ends_all_or_nothing(w
             p.produce("txk", v, partition=int(v.split(b"-")[1]))
         assert p.flush(30) == 0
         others = [q for q in range(3) if c.leader_for("txk", q) != coordinator]
+        assert others, "every partition led by the transaction coordinator: no remote markers"
         outcome = None
         if when == "ongoing":
             c.kill(coordinator)
@@ -154,6 +155,7 @@ def test_a_transaction_in_flight_when_its_coordinator_dies_ends_all_or_nothing(w
                 lambda req: Delay(8), key="WriteTxnMarkers")) for q in others]
             p.commit_transaction(30)
             outcome = "committed"
+            assert all(h.wait(5) for h in holds)        # the markers reached the other brokers and wait there
             c.kill(coordinator)
             for h in holds:
                 c.call(lambda cl, h=h: h.remove())
@@ -183,6 +185,7 @@ def test_a_transaction_in_flight_when_its_coordinator_dies_ends_all_or_nothing(w
             assert seen == inflight
         assert b"after" in got and all(b"before-%d" % q in got for q in range(3))
         assert len(got) == len(set(got)), "duplicated records"
+        print(f"{when}: {outcome}")
 
 
 def test_consume_transform_produce_keeps_exactly_once_across_a_coordinator_kill():
@@ -238,6 +241,7 @@ def test_consume_transform_produce_keeps_exactly_once_across_a_coordinator_kill(
                 rewind()
                 done_at = {tp.partition: tp.offset for tp in cons.committed(parts, timeout=30) if tp.offset >= 0}
         assert killed
+        print(f"consume-transform-produce: {aborted} transaction(s) aborted or re-initialised")
         committed = {tp.partition: tp.offset for tp in cons.committed(parts, timeout=30)}
         cons.close()
         assert committed == {q: n // 3 for q in range(3)}, committed

@@ -94,10 +94,12 @@ async def find_coordinator(ctx: RequestContext, req: find_coordinator_request.Fi
     """Version notes: v1+ key_type (0 group, 1 transaction; any other, e.g. v6's share groups, gets INVALID_REQUEST with
     a message); v4+ batches keys in coordinator_keys with an error per key, v0-3 answer one key at the top level.
 
-    Behaviour: the coordinator is always this broker. A group key needs DESCRIBE on the group
+    Behaviour: the coordinator is the leader of the key's partition of __consumer_offsets / __transaction_state (this
+    broker when it is alone). A group key needs DESCRIBE on the group
     (GROUP_AUTHORIZATION_FAILED) and makes sure __consumer_offsets exists (GroupCoordinator.ensure_offsets_topic); a
     transaction key needs DESCRIBE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and creates
-    __transaction_state as Kafka does. A success carries error_message "NONE" (Errors.NONE.message()).
+    __transaction_state as Kafka does (TransactionCoordinator.ensure_topic, transaction.state.log.replication.factor
+    replicas in a cluster). A success carries error_message "NONE" (Errors.NONE.message()).
     """
     key_type = req.key_type if ctx.api_version >= 1 else GROUP_KEY_TYPE
     if ctx.api_version >= 4:

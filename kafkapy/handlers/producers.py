@@ -70,7 +70,9 @@ async def init_producer_id(ctx: RequestContext, req: init_producer_id_request.In
 
     Behaviour: with a transactional id, WRITE on it (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); without one,
     IDEMPOTENT_WRITE on the cluster or WRITE on some topic (KIP-679), else CLUSTER_AUTHORIZATION_FAILED, as KafkaApis.
-    Then TransactionCoordinator.init_producer_id, whose code, id and epoch are answered.
+    Then, with a transactional id, NOT_COORDINATOR unless this broker coordinates it (a cluster:
+    TransactionCoordinator.coordinator_error); TransactionCoordinator.init_producer_id, whose code, id and epoch are
+    answered once the state it wrote is replicated (TransactionCoordinator.wait_replicated).
     """
     v = ctx.api_version
     pid, epoch = (req.producer_id, req.producer_epoch) if v >= 3 else (-1, -1)
@@ -134,7 +136,8 @@ async def add_partitions_to_txn(ctx: RequestContext, req: add_partitions_to_txn_
 
     Behaviour: per transaction, WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED everywhere) and on
     each topic; a denied (TOPIC_AUTHORIZATION_FAILED) or unknown (UNKNOWN_TOPIC_OR_PARTITION) partition fails the others
-    with OPERATION_NOT_ATTEMPTED. Then TransactionCoordinator.add_partitions, or verify_partitions for verify_only.
+    with OPERATION_NOT_ATTEMPTED; NOT_COORDINATOR for an id this broker does not coordinate. Then
+    TransactionCoordinator.add_partitions, answered once replicated, or verify_partitions for verify_only.
     """
     v = ctx.api_version
     if v < 4:
@@ -160,8 +163,8 @@ async def add_offsets_to_txn(ctx: RequestContext, req: add_offsets_to_txn_reques
     only if the coordinator returns it.
 
     Behaviour: WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and READ on the group
-    (GROUP_AUTHORIZATION_FAILED), as KafkaApis; then TransactionCoordinator.add_partitions with the group's
-    __consumer_offsets partition.
+    (GROUP_AUTHORIZATION_FAILED), as KafkaApis; NOT_COORDINATOR for an id this broker does not coordinate; then
+    TransactionCoordinator.add_partitions with the group's __consumer_offsets partition, answered once replicated.
     """
     coord = ctx.broker.transactions
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
@@ -183,8 +186,10 @@ async def end_txn(ctx: RequestContext, req: end_txn_request.EndTxnRequest) -> en
     """Version notes: PRODUCER_FENCED is answered from v2, INVALID_PRODUCER_EPOCH before. v5 (an epoch bump on every
     transaction, KIP-890 part 2) is not implemented.
 
-    Behaviour: WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), then
-    TransactionCoordinator.end_transaction (commit or abort), whose code is answered.
+    Behaviour: WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), NOT_COORDINATOR for an id this
+    broker does not coordinate, then TransactionCoordinator.end_transaction (commit or abort), whose code is answered
+    once PrepareCommit/PrepareAbort is replicated; in a cluster the markers are written in the background after that,
+    as Kafka.
     """
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
         return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
@@ -236,7 +241,8 @@ async def txn_offset_commit(ctx: RequestContext, req: txn_offset_commit_request.
 
     Behaviour: WRITE on the transactional id, READ on the group, then as KafkaApis READ on each topic (denied partitions
     TOPIC_AUTHORIZATION_FAILED and left out). The producer must own the transactional id (INVALID_PRODUCER_ID_MAPPING),
-    not be fenced, and have the group's offsets partition in its transaction (INVALID_TXN_STATE); then
+    not be fenced, and have the group's offsets partition in its transaction (INVALID_TXN_STATE), checked only when
+    this broker also coordinates the transactional id (a cluster: no check otherwise, as Kafka before KIP-890); then
     GroupCoordinator.txn_offset_commit, whose offsets OffsetFetch sees only once the transaction commits.
     """
     from kafkapy.groups.group import OffsetAndMetadata, now_ms
@@ -315,7 +321,8 @@ async def describe_transactions(ctx: RequestContext, req: describe_transactions_
     """Version notes: only v0 exists.
 
     Behaviour: as KafkaApis, DESCRIBE on each transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), then the
-    TransactionCoordinator's metadata: TRANSACTIONAL_ID_NOT_FOUND when unknown or Dead, else its state, timeout, start
+    TransactionCoordinator's metadata: NOT_COORDINATOR for an id this broker does not coordinate,
+    TRANSACTIONAL_ID_NOT_FOUND when unknown or Dead, else its state, timeout, start
     time, producer id and epoch, and the partitions of topics the principal may DESCRIBE.
     """
     coord = ctx.broker.transactions
@@ -355,7 +362,8 @@ async def describe_transactions(ctx: RequestContext, req: describe_transactions_
 async def list_transactions(ctx: RequestContext, req: list_transactions_request.ListTransactionsRequest) -> list_transactions_response.ListTransactionsResponse:
     """Version notes: v1+ duration_filter (transactions running at least that long); v0 has none.
 
-    Behaviour: the TransactionCoordinator's transactions filtered by state (unknown filters echoed in
+    Behaviour: the TransactionCoordinator's transactions (in a cluster, those of the ids this broker coordinates)
+    filtered by state (unknown filters echoed in
     unknown_state_filters), producer id and duration, keeping silently only the transactional ids the principal may
     DESCRIBE, as KafkaApis. Never answers an error.
     """
