@@ -21,11 +21,17 @@ from kafkapy.control import Delay
 from kafkapy.groups.group import OffsetAndMetadata
 from kafkapy.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, partition_for
 from kafkapy.partition import AppendOrigin
+from wire.messages import describe_transactions_request as DTQ
+from wire.messages import init_producer_id_request as IQ
+from wire.messages import list_transactions_request as LTQ
 from wire.messages import write_txn_markers_request as WQ
 from wire.messages.error_codes import ErrorCode
 from wire.records import build_batch
 
 WRITE_TXN_MARKERS = 27
+INIT_PRODUCER_ID = 22
+DESCRIBE_TRANSACTIONS = 65
+LIST_TRANSACTIONS = 66
 
 
 def _markers(pid: int, epoch: int, commit: bool, coordinator_epoch: int, topics: dict[str, list[int]]):
@@ -122,8 +128,22 @@ def test_commit_and_abort_across_partitions_led_by_different_brokers():
         assert _codes(resp) == {("txc", 0): ErrorCode.NOT_LEADER_OR_FOLLOWER}
         # the coordinator answers only for the ids it coordinates: the others say NOT_COORDINATOR
         other = next(n for n in (1, 2, 3) if n != tx_coordinator)
-        assert c.call(lambda cl: cl.core(other).transactions.coordinator_error("cross")) == ErrorCode.NOT_COORDINATOR
         assert c.call(lambda cl: "cross" not in cl.core(other).transactions.txns)
+        s = connect(f"127.0.0.1:{c.nodes[other].port}")
+        resp = request(s, DESCRIBE_TRANSACTIONS, 0, DTQ.DescribeTransactionsRequest(transactional_ids=["cross"]))
+        assert resp.transaction_states[0].error_code == ErrorCode.NOT_COORDINATOR
+        resp = request(s, INIT_PRODUCER_ID, 4, IQ.InitProducerIdRequest(transactional_id="cross",
+                                                                        transaction_timeout_ms=60000), correlation_id=2)
+        assert resp.error_code == ErrorCode.NOT_COORDINATOR
+        resp = request(s, LIST_TRANSACTIONS, 0, LTQ.ListTransactionsRequest(state_filters=[], producer_id_filters=[]),
+                       correlation_id=3)
+        assert "cross" not in [t.transactional_id for t in resp.transaction_states]
+        s.close()
+        s = connect(f"127.0.0.1:{c.nodes[tx_coordinator].port}")
+        resp = request(s, DESCRIBE_TRANSACTIONS, 0, DTQ.DescribeTransactionsRequest(transactional_ids=["cross"]))
+        assert (resp.transaction_states[0].error_code, resp.transaction_states[0].transaction_state) == \
+            (0, "CompleteCommit")
+        s.close()
         p.flush(5)
 
 
