@@ -243,7 +243,8 @@ async def txn_offset_commit(ctx: RequestContext, req: txn_offset_commit_request.
     TOPIC_AUTHORIZATION_FAILED and left out). The producer must own the transactional id (INVALID_PRODUCER_ID_MAPPING),
     not be fenced, and have the group's offsets partition in its transaction (INVALID_TXN_STATE), checked only when
     this broker also coordinates the transactional id (a cluster: no check otherwise, as Kafka before KIP-890); then
-    GroupCoordinator.txn_offset_commit, whose offsets OffsetFetch sees only once the transaction commits.
+    GroupCoordinator.txn_offset_commit, answered once replicated to the ISR of the group's __consumer_offsets partition
+    (GroupCoordinator.wait_replicated), whose offsets OffsetFetch sees only once the transaction commits.
     """
     from kafkapy.groups.group import OffsetAndMetadata, now_ms
 
@@ -267,6 +268,10 @@ async def txn_offset_commit(ctx: RequestContext, req: txn_offset_commit_request.
         if offsets:
             results = ctx.broker.groups.txn_offset_commit(req.group_id, req.producer_id,
                                                                    req.producer_epoch, offsets)
+            if any(code == 0 for code in results.values()):     # Kafka appends them with acks=all as well
+                failed = await ctx.broker.groups.wait_replicated(req.group_id, REPLICATION_TIMEOUT)
+                if failed is not None:
+                    results = {tp: int(failed) if code == 0 else code for tp, code in results.items()}
         results.update({(t.name, p.partition_index): int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
                         for t in req.topics if t.name in denied for p in t.partitions})
     topics: dict[str, list] = {}
