@@ -34,7 +34,7 @@ from kafkapy.cluster.metadata import (BROKERS, CONTROLLER, CONTROLLER_EPOCH, NO_
                                       shutdown_key, state_key, topic_key)
 from kafkapy.cluster.replica import ReplicaFetcher
 from kafkapy.cluster.store import Compare, Delete, LeaseNotFound, MetadataStore, Put, StoreError
-from kafkapy.internal_topics import OFFSETS_TOPIC
+from kafkapy.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 
 log = logging.getLogger("kafkapy.cluster")
 
@@ -208,6 +208,8 @@ class ClusterMember:
                 p.make_follower(None, p.leader_epoch, p.isr, p.replicas, p.partition_epoch)
                 if p.topic == OFFSETS_TOPIC:
                     self.broker.groups.partition_leadership(p.index, False)
+                elif p.topic == TRANSACTION_STATE_TOPIC:
+                    self.broker.transactions.partition_leadership(p.index, False)
 
     # ------------------------------------------------------------------ controller
 
@@ -285,6 +287,8 @@ class ClusterMember:
                     wanted.setdefault(leader, []).append(part)
             if topic == OFFSETS_TOPIC:      # the group coordinator moves with the partition's leadership
                 self.broker.groups.partition_leadership(p, part.is_leader)
+            elif topic == TRANSACTION_STATE_TOPIC:      # and so does the transaction coordinator
+                self.broker.transactions.partition_leadership(p, part.is_leader)
         self._update_fetchers(wanted)
 
     def _update_fetchers(self, wanted: dict[int, list]) -> None:

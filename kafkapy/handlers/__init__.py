@@ -58,7 +58,7 @@ def api(name: str, min_version: int, max_version: int, max_wait: Callable[[objec
 # every module in this package that defines handlers
 MODULES = [
     "api_versions", "metadata", "produce", "fetch", "list_offsets", "topics", "configs", "cluster",
-    "records_admin", "groups", "offsets", "producers", "sasl", "scram", "acls",
+    "records_admin", "groups", "offsets", "producers", "txn_markers", "sasl", "scram", "acls",
 ]
 
 
@@ -105,6 +105,7 @@ API_TABLE = """
 | AddPartitionsToTxn           | producers.add_partitions_to_txn        | kafkapy.producers.coordinator.TransactionCoordinator.add_partitions | compat_tests/test_idempotent_transactional.py::test_confluent_transactions_commit_abort_and_isolation |
 | AddOffsetsToTxn              | producers.add_offsets_to_txn           | kafkapy.producers.coordinator.TransactionCoordinator.add_partitions | compat_tests/test_idempotent_transactional.py::test_confluent_consume_transform_produce_with_send_offsets |
 | EndTxn                       | producers.end_txn                      | kafkapy.producers.coordinator.TransactionCoordinator.end_transaction | compat_tests/test_idempotent_transactional.py::test_confluent_transactions_commit_abort_and_isolation |
+| WriteTxnMarkers              | txn_markers.write_txn_markers          | kafkapy.producers.coordinator.append_marker           | compat_tests/test_replication_txn.py::test_write_txn_markers_raw, compat_tests/test_replication_txn.py::test_commit_and_abort_across_partitions_led_by_different_brokers |
 | TxnOffsetCommit              | producers.txn_offset_commit            | kafkapy.groups.coordinator.GroupCoordinator.txn_offset_commit | compat_tests/test_idempotent_transactional.py::test_confluent_consume_transform_produce_with_send_offsets, tests/test_append_path.py::test_txn_offset_commit_holds_back_the_offsets_partition_until_the_marker |
 | DescribeAcls                 | acls.describe_acls                     | kafkapy.acl.Authorizer.bindings                       | compat_tests/test_security.py::test_acl_matrix |
 | CreateAcls                   | acls.create_acls                       | kafkapy.acl.Authorizer.add                            | compat_tests/test_security.py::test_acl_matrix |

@@ -11,6 +11,7 @@ from kafkapy.groups.group import STABLE
 from kafkapy.error_responses import error_response
 from kafkapy.groups.coordinator import CoordinatorNotAvailableError
 from kafkapy.handlers import api
+from kafkapy.producers.coordinator import CoordinatorError
 from kafkapy.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, partition_for
 from wire.messages import delete_groups_response as DelR
 from wire.messages import describe_groups_response as DR
@@ -72,7 +73,10 @@ async def _coordinator_for(ctx, key: str, key_type: int) -> tuple[int, str | Non
     elif key_type == TRANSACTION_KEY_TYPE:
         if not acl.allowed(ctx, acl.DESCRIBE, acl.R_TRANSACTIONAL_ID, key):
             return int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED), None, None
-        broker.transactions.ensure_topic()     # FindCoordinator(TRANSACTION) creates __transaction_state, as Kafka
+        try:       # FindCoordinator(TRANSACTION) creates __transaction_state, as Kafka
+            await broker.transactions.ensure_topic()
+        except CoordinatorError as e:
+            return int(ErrorCode.COORDINATOR_NOT_AVAILABLE), str(e), None
         topic = TRANSACTION_STATE_TOPIC
     else:
         return int(ErrorCode.INVALID_REQUEST), f"Unknown coordinator type {key_type} in FindCoordinator request", None
@@ -90,10 +94,12 @@ async def find_coordinator(ctx: RequestContext, req: find_coordinator_request.Fi
     """Version notes: v1+ key_type (0 group, 1 transaction; any other, e.g. v6's share groups, gets INVALID_REQUEST with
     a message); v4+ batches keys in coordinator_keys with an error per key, v0-3 answer one key at the top level.
 
-    Behaviour: the coordinator is always this broker. A group key needs DESCRIBE on the group
+    Behaviour: the coordinator is the leader of the key's partition of __consumer_offsets / __transaction_state (this
+    broker when it is alone). A group key needs DESCRIBE on the group
     (GROUP_AUTHORIZATION_FAILED) and makes sure __consumer_offsets exists (GroupCoordinator.ensure_offsets_topic); a
     transaction key needs DESCRIBE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and creates
-    __transaction_state as Kafka does. A success carries error_message "NONE" (Errors.NONE.message()).
+    __transaction_state as Kafka does (TransactionCoordinator.ensure_topic, transaction.state.log.replication.factor
+    replicas in a cluster). A success carries error_message "NONE" (Errors.NONE.message()).
     """
     key_type = req.key_type if ctx.api_version >= 1 else GROUP_KEY_TYPE
     if ctx.api_version >= 4:

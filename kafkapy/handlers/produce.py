@@ -109,7 +109,9 @@ async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> p
     Behaviour: per partition, INVALID_REQUIRED_ACKS for acks outside 0/1/-1, then as KafkaApis WRITE on the
     transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and on the topic (TOPIC_AUTHORIZATION_FAILED),
     UNKNOWN_TOPIC_OR_PARTITION, INVALID_TOPIC_EXCEPTION for internal topics; then Partition.append (verifying
-    transactional batches with TransactionCoordinator.partition_in_transaction), a StorageError answering its code.
+    transactional batches with TransactionCoordinator.partition_in_transaction when this broker coordinates the
+    request's transactional id; in a cluster whose coordinator of that id is another broker, no verification, as
+    Kafka before KIP-890), a StorageError answering its code.
     acks=0 sends no response.
     """
     broker = ctx.broker
@@ -118,7 +120,8 @@ async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> p
     topics = []
     waits = []        # acks=all answers waiting for the high watermark: (answer, partition, offset after the batch)
     leaders: set[int] = set()   # leaders named in NOT_LEADER_OR_FOLLOWER answers (their endpoints go in the answer)
-    verifier = broker.transactions.partition_in_transaction
+    # KIP-890 part 1 verification only when this broker coordinates the transactional id (see verifier_for)
+    verifier = broker.transactions.verifier_for(req.transactional_id)
     txn_denied = req.transactional_id is not None and not acl.allowed(ctx, acl.WRITE, acl.R_TRANSACTIONAL_ID,
                                                                       req.transactional_id)
     for td in req.topic_data:

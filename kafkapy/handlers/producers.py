@@ -45,6 +45,18 @@ if TYPE_CHECKING:
     from wire.messages import txn_offset_commit_response
 
 
+REPLICATION_TIMEOUT = 5.0   # seconds a transaction state write waits for the ISR of its __transaction_state partition
+
+
+async def _replicated(ctx, tid: str | None, code: ErrorCode) -> ErrorCode:
+    """A coordinator answer that wrote transaction state is given only once that state is replicated (Kafka appends
+    it with acks=all); the error instead when it is not (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE)."""
+    if not tid:
+        return code
+    failed = await ctx.broker.transactions.wait_replicated(tid, REPLICATION_TIMEOUT)
+    return code if failed is None else failed
+
+
 def _fenced(code: ErrorCode, version: int, first_version_with_fenced: int) -> int:
     if code == ErrorCode.PRODUCER_FENCED and version < first_version_with_fenced:
         return int(ErrorCode.INVALID_PRODUCER_EPOCH)
@@ -58,7 +70,9 @@ async def init_producer_id(ctx: RequestContext, req: init_producer_id_request.In
 
     Behaviour: with a transactional id, WRITE on it (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); without one,
     IDEMPOTENT_WRITE on the cluster or WRITE on some topic (KIP-679), else CLUSTER_AUTHORIZATION_FAILED, as KafkaApis.
-    Then TransactionCoordinator.init_producer_id, whose code, id and epoch are answered.
+    Then, with a transactional id, NOT_COORDINATOR unless this broker coordinates it (a cluster:
+    TransactionCoordinator.coordinator_error); TransactionCoordinator.init_producer_id, whose code, id and epoch are
+    answered once the state it wrote is replicated (TransactionCoordinator.wait_replicated).
     """
     v = ctx.api_version
     pid, epoch = (req.producer_id, req.producer_epoch) if v >= 3 else (-1, -1)
@@ -72,14 +86,20 @@ async def init_producer_id(ctx: RequestContext, req: init_producer_id_request.In
     if denied:
         return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=int(denied), producer_id=-1,
                                             producer_epoch=-1)
-    await ctx.broker.transactions.ids.ensure()       # a cluster: a block of ids from the metadata store
-    code, pid, epoch = ctx.broker.transactions.init_producer_id(req.transactional_id, req.transaction_timeout_ms,
-                                                                    pid, epoch)
+    coord = ctx.broker.transactions
+    if (err := coord.coordinator_error(req.transactional_id)) is not None:
+        return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=int(err), producer_id=-1, producer_epoch=-1)
+    await coord.ids.ensure()       # a cluster: a block of ids from the metadata store
+    code, pid, epoch = coord.init_producer_id(req.transactional_id, req.transaction_timeout_ms, pid, epoch)
+    if req.transactional_id is not None and code in (ErrorCode.NONE, ErrorCode.CONCURRENT_TRANSACTIONS):
+        replicated = await _replicated(ctx, req.transactional_id, code)
+        if replicated != code:
+            code, pid, epoch = replicated, -1, -1
     return InitR.InitProducerIdResponse(throttle_time_ms=0, error_code=_fenced(code, v, 4), producer_id=pid,
                                         producer_epoch=epoch)
 
 
-def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
+async def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
     """[AddPartitionsToTxnTopicResult] for one transaction."""
     broker = ctx.broker
     coord = ctx.broker.transactions
@@ -88,6 +108,8 @@ def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
     unknown = {tp for tp in wanted if tp[0] not in denied and broker.partition_log(*tp) is None}
     if not acl.transactional_id_allowed(ctx, acl.WRITE, tid):
         errors = {tp: ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED for tp in wanted}
+    elif (err := coord.coordinator_error(tid)) is not None:
+        errors = {tp: err for tp in wanted}
     elif unknown or denied:
         errors = {tp: (ErrorCode.TOPIC_AUTHORIZATION_FAILED if tp[0] in denied else
                        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if tp in unknown else ErrorCode.OPERATION_NOT_ATTEMPTED)
@@ -96,6 +118,8 @@ def _add_partitions(ctx, tid, pid, epoch, topics, verify_only: bool, v: int):
         errors = coord.verify_partitions(tid, pid, epoch, set(wanted))
     else:
         code = coord.add_partitions(tid, pid, epoch, set(wanted))
+        if code == ErrorCode.NONE:
+            code = await _replicated(ctx, tid, code)
         errors = {tp: code for tp in wanted}
     out: dict[str, list] = {}
     for name, p in wanted:
@@ -112,11 +136,12 @@ async def add_partitions_to_txn(ctx: RequestContext, req: add_partitions_to_txn_
 
     Behaviour: per transaction, WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED everywhere) and on
     each topic; a denied (TOPIC_AUTHORIZATION_FAILED) or unknown (UNKNOWN_TOPIC_OR_PARTITION) partition fails the others
-    with OPERATION_NOT_ATTEMPTED. Then TransactionCoordinator.add_partitions, or verify_partitions for verify_only.
+    with OPERATION_NOT_ATTEMPTED; NOT_COORDINATOR for an id this broker does not coordinate. Then
+    TransactionCoordinator.add_partitions, answered once replicated, or verify_partitions for verify_only.
     """
     v = ctx.api_version
     if v < 4:
-        results = _add_partitions(ctx, req.v3_and_below_transactional_id, req.v3_and_below_producer_id,
+        results = await _add_partitions(ctx, req.v3_and_below_transactional_id, req.v3_and_below_producer_id,
                                   req.v3_and_below_producer_epoch, req.v3_and_below_topics, False, v)
         return AddPartsR.AddPartitionsToTxnResponse(throttle_time_ms=0, results_by_topic_v3_and_below=results)
     if not acl.cluster_allowed(ctx, acl.CLUSTER_ACTION):   # v4+ comes from brokers only
@@ -127,7 +152,7 @@ async def add_partitions_to_txn(ctx: RequestContext, req: add_partitions_to_txn_
     for txn in req.transactions:
         out.append(AddPartsR.AddPartitionsToTxnResult(
             transactional_id=txn.transactional_id,
-            topic_results=_add_partitions(ctx, txn.transactional_id, txn.producer_id, txn.producer_epoch, txn.topics,
+            topic_results=await _add_partitions(ctx, txn.transactional_id, txn.producer_id, txn.producer_epoch, txn.topics,
                                           txn.verify_only, v)))
     return AddPartsR.AddPartitionsToTxnResponse(throttle_time_ms=0, error_code=0, results_by_transaction=out)
 
@@ -138,17 +163,21 @@ async def add_offsets_to_txn(ctx: RequestContext, req: add_offsets_to_txn_reques
     only if the coordinator returns it.
 
     Behaviour: WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and READ on the group
-    (GROUP_AUTHORIZATION_FAILED), as KafkaApis; then TransactionCoordinator.add_partitions with the group's
-    __consumer_offsets partition.
+    (GROUP_AUTHORIZATION_FAILED), as KafkaApis; NOT_COORDINATOR for an id this broker does not coordinate; then
+    TransactionCoordinator.add_partitions with the group's __consumer_offsets partition, answered once replicated.
     """
     coord = ctx.broker.transactions
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
         code = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     elif not acl.group_allowed(ctx, acl.READ, req.group_id):
         code = ErrorCode.GROUP_AUTHORIZATION_FAILED
+    elif (err := coord.coordinator_error(req.transactional_id)) is not None:
+        code = err
     else:
         code = coord.add_partitions(req.transactional_id, req.producer_id, req.producer_epoch,
                                     {coord.group_partition(req.group_id)})
+        if code == ErrorCode.NONE:
+            code = await _replicated(ctx, req.transactional_id, code)
     return AddOffsetsR.AddOffsetsToTxnResponse(throttle_time_ms=0, error_code=_fenced(code, ctx.api_version, 2))
 
 
@@ -157,13 +186,19 @@ async def end_txn(ctx: RequestContext, req: end_txn_request.EndTxnRequest) -> en
     """Version notes: PRODUCER_FENCED is answered from v2, INVALID_PRODUCER_EPOCH before. v5 (an epoch bump on every
     transaction, KIP-890 part 2) is not implemented.
 
-    Behaviour: WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), then
-    TransactionCoordinator.end_transaction (commit or abort), whose code is answered.
+    Behaviour: WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), NOT_COORDINATOR for an id this
+    broker does not coordinate, then TransactionCoordinator.end_transaction (commit or abort), whose code is answered
+    once PrepareCommit/PrepareAbort is replicated; in a cluster the markers are written in the background after that,
+    as Kafka.
     """
     if not acl.transactional_id_allowed(ctx, acl.WRITE, req.transactional_id):
         return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
-    code = ctx.broker.transactions.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch,
-                                                       bool(req.committed))
+    coord = ctx.broker.transactions
+    code = coord.coordinator_error(req.transactional_id)
+    if code is None:
+        code = coord.end_transaction(req.transactional_id, req.producer_id, req.producer_epoch, bool(req.committed))
+        if code == ErrorCode.NONE:      # PrepareCommit/PrepareAbort replicated; a cluster's markers follow
+            code = await _replicated(ctx, req.transactional_id, code)
     return EndTxnR.EndTxnResponse(throttle_time_ms=0, error_code=_fenced(code, ctx.api_version, 2))
 
 
@@ -174,7 +209,9 @@ def _txn_offset_error(ctx, req) -> ErrorCode | None:
     coord = ctx.broker.transactions
     tid = coord.by_producer.get(req.producer_id)
     m = coord.txns.get(tid) if tid is not None else None
-    if m is not None and m.transactional_id == req.transactional_id:
+    if not coord.coordinates(req.transactional_id):
+        pass    # a cluster: the transaction coordinator is another broker; no check (Kafka before KIP-890)
+    elif m is not None and m.transactional_id == req.transactional_id:
         if req.producer_epoch < m.producer_epoch:
             return ErrorCode.PRODUCER_FENCED
         if not coord.partition_in_transaction(req.producer_id, req.producer_epoch,
@@ -204,8 +241,10 @@ async def txn_offset_commit(ctx: RequestContext, req: txn_offset_commit_request.
 
     Behaviour: WRITE on the transactional id, READ on the group, then as KafkaApis READ on each topic (denied partitions
     TOPIC_AUTHORIZATION_FAILED and left out). The producer must own the transactional id (INVALID_PRODUCER_ID_MAPPING),
-    not be fenced, and have the group's offsets partition in its transaction (INVALID_TXN_STATE); then
-    GroupCoordinator.txn_offset_commit, whose offsets OffsetFetch sees only once the transaction commits.
+    not be fenced, and have the group's offsets partition in its transaction (INVALID_TXN_STATE), checked only when
+    this broker also coordinates the transactional id (a cluster: no check otherwise, as Kafka before KIP-890); then
+    GroupCoordinator.txn_offset_commit, answered once replicated to the ISR of the group's __consumer_offsets partition
+    (GroupCoordinator.wait_replicated), whose offsets OffsetFetch sees only once the transaction commits.
     """
     from kafkapy.groups.group import OffsetAndMetadata, now_ms
 
@@ -229,6 +268,10 @@ async def txn_offset_commit(ctx: RequestContext, req: txn_offset_commit_request.
         if offsets:
             results = ctx.broker.groups.txn_offset_commit(req.group_id, req.producer_id,
                                                                    req.producer_epoch, offsets)
+            if any(code == 0 for code in results.values()):     # Kafka appends them with acks=all as well
+                failed = await ctx.broker.groups.wait_replicated(req.group_id, REPLICATION_TIMEOUT)
+                if failed is not None:
+                    results = {tp: int(failed) if code == 0 else code for tp, code in results.items()}
         results.update({(t.name, p.partition_index): int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
                         for t in req.topics if t.name in denied for p in t.partitions})
     topics: dict[str, list] = {}
@@ -283,7 +326,8 @@ async def describe_transactions(ctx: RequestContext, req: describe_transactions_
     """Version notes: only v0 exists.
 
     Behaviour: as KafkaApis, DESCRIBE on each transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), then the
-    TransactionCoordinator's metadata: TRANSACTIONAL_ID_NOT_FOUND when unknown or Dead, else its state, timeout, start
+    TransactionCoordinator's metadata: NOT_COORDINATOR for an id this broker does not coordinate,
+    TRANSACTIONAL_ID_NOT_FOUND when unknown or Dead, else its state, timeout, start
     time, producer id and epoch, and the partitions of topics the principal may DESCRIBE.
     """
     coord = ctx.broker.transactions
@@ -295,6 +339,11 @@ async def describe_transactions(ctx: RequestContext, req: describe_transactions_
                                                  transactional_id=tid, transaction_state="", transaction_timeout_ms=0,
                                                  transaction_start_time_ms=-1, producer_id=-1, producer_epoch=-1,
                                                  topics=[]))
+            continue
+        if (err := coord.coordinator_error(tid)) is not None:
+            out.append(DescTxnR.TransactionState(error_code=int(err), transactional_id=tid, transaction_state="",
+                                                 transaction_timeout_ms=0, transaction_start_time_ms=-1,
+                                                 producer_id=-1, producer_epoch=-1, topics=[]))
             continue
         if m is None or m.state == TxnState.DEAD:
             out.append(DescTxnR.TransactionState(error_code=ErrorCode.TRANSACTIONAL_ID_NOT_FOUND, transactional_id=tid,
@@ -318,7 +367,8 @@ async def describe_transactions(ctx: RequestContext, req: describe_transactions_
 async def list_transactions(ctx: RequestContext, req: list_transactions_request.ListTransactionsRequest) -> list_transactions_response.ListTransactionsResponse:
     """Version notes: v1+ duration_filter (transactions running at least that long); v0 has none.
 
-    Behaviour: the TransactionCoordinator's transactions filtered by state (unknown filters echoed in
+    Behaviour: the TransactionCoordinator's transactions (in a cluster, those of the ids this broker coordinates)
+    filtered by state (unknown filters echoed in
     unknown_state_filters), producer id and duration, keeping silently only the transactional ids the principal may
     DESCRIBE, as KafkaApis. Never answers an error.
     """
