@@ -409,3 +409,33 @@ def test_move_leader_to_an_in_sync_replica():
         assert p.flush(20) == 0
         stored = consume_all(c.bootstrap_servers, "moved", 1, 10)
         assert [v for _o, v in stored[0]] == [b"%d" % i for i in range(10)]
+
+
+def test_async_cluster_coordinator_for_and_a_hook_on_one_node():
+    import asyncio
+
+    async def main():
+        async with kafkapy.Cluster(3, config=FAST) as c:
+            await asyncio.to_thread(c.create_topic, "hooked", 1, 3)
+            leader = await asyncio.to_thread(c.leader_for, "hooked")
+            seen = []
+            await asyncio.to_thread(c.control_key, leader, "Produce",
+                                    lambda req: seen.append(req.api_name) or "NOT_LEADER_OR_FOLLOWER")
+            p = Producer({"bootstrap.servers": c.bootstrap_servers, "acks": "all", "retry.backoff.ms": 50})
+            p.produce("hooked", b"once")
+            assert await asyncio.to_thread(p.flush, 20) == 0     # the hook answered once; the retry went through
+            assert seen == ["Produce"]
+            c2 = Consumer({"bootstrap.servers": c.bootstrap_servers, "group.id": "async-g",
+                           "auto.offset.reset": "earliest"})
+            c2.subscribe(["hooked"])
+            m = None
+            for _ in range(100):
+                m = await asyncio.to_thread(c2.poll, 0.2)
+                if m is not None and not m.error():
+                    break
+            assert m is not None and m.value() == b"once"
+            c2.commit(asynchronous=False)
+            c2.close()
+            coordinator = await asyncio.to_thread(c.coordinator_for, "async-g")
+            assert coordinator in (1, 2, 3)
+    asyncio.run(main())

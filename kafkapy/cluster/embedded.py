@@ -102,6 +102,14 @@ class Cluster:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    async def __aenter__(self) -> Cluster:
+        """``async with kafkapy.Cluster(3) as c``: started from an event loop (the brokers still run on the
+        cluster's own loop and thread; the blocking levers may be called with ``asyncio.to_thread``)."""
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc) -> None:
+        await asyncio.to_thread(self.stop)
+
     def start(self) -> Cluster:
         ready = threading.Event()
 
@@ -219,6 +227,20 @@ class Cluster:
             s = c._any_core().cluster.image.states.get((topic, partition))
             return [] if s is None else sorted(s.isr)
         return self.call(get)
+
+    def coordinator_for(self, group_id: str) -> int:
+        """The broker coordinating ``group_id`` (the leader of its ``__consumer_offsets`` partition), -1 if none."""
+        from kafkapy.internal_topics import OFFSETS_TOPIC, partition_for
+
+        def get(c):
+            image = c._any_core().cluster.image
+            t = image.topics.get(OFFSETS_TOPIC)
+            return -1 if t is None else image.leader_of(OFFSETS_TOPIC, partition_for(group_id, len(t.assignment)))
+        return self.call(get)
+
+    def control_key(self, node: int, key: int | str | None, fn, *, keep: bool = False):
+        """A request control hook (kafkapy/control.py) on one broker: api ``key`` (None: every request)."""
+        return self.call(lambda c: c.core(node).add_control(fn, key=key, keep=keep))
 
     def controller(self) -> int:
         return self.call(lambda c: c._any_core().controller_id())
