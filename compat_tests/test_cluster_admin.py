@@ -8,8 +8,6 @@ that is not the controller (``raw``), which answers once its own view has the ch
 
 from __future__ import annotations
 
-import socket
-import struct
 import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -17,8 +15,8 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
                                    NewTopic)
 
 import kafkapy
+from inprocess import connect, request  # compat_tests/ is on sys.path (conftest)
 from kafkapy.cluster.metadata import assign_replicas
-from wire import protocol
 from wire.messages import create_partitions_request as CPQ
 from wire.messages import delete_topics_request as DTQ
 from wire.messages import describe_cluster_request as DCLQ
@@ -41,23 +39,10 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _recv(s: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
-
-
 def raw(port: int, api_key: int, version: int, body, timeout: float = 20.0):
     """One request straight to the broker on ``port`` (no client routing); its decoded response."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(protocol.encode_request(api_key, version, 11, "raw-admin", body))
-        size = struct.unpack(">i", _recv(s, 4))[0]
-        _corr, resp = protocol.decode_response(api_key, version, memoryview(_recv(s, size)))
-    return resp
+    with connect(f"127.0.0.1:{port}", timeout) as s:
+        return request(s, api_key, version, body, correlation_id=11, client_id="raw-admin")
 
 
 def port_of(c, node: int) -> int:

@@ -9,19 +9,17 @@ paused, and replaced meanwhile, never acknowledges again and ends with the new l
 from __future__ import annotations
 
 import random
-import socket
-import struct
 import threading
 import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from inprocess import connect, request  # compat_tests/ is on sys.path (conftest)
 
 import kafkapy
 from kafkapy.control import Delay
 from kafkapy.internal_topics import OFFSETS_TOPIC, partition_for
 from kafkapy.partition import AppendOrigin
-from wire import protocol
 from wire.messages import produce_request as PQ
 from wire.messages.error_codes import ErrorCode
 from wire.records import build_batch
@@ -178,21 +176,9 @@ def _raw_produce(host: str, port: int, topic: str, value: bytes, timeout: float 
     batch = build_batch([(None, value)])
     body = PQ.ProduceRequest(transactional_id=None, acks=-1, timeout_ms=5000, topic_data=[
         PQ.TopicProduceData(name=topic, partition_data=[PQ.PartitionProduceData(index=0, records=batch)])])
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(protocol.encode_request(0, 9, 7, "raw", body))
-        size = struct.unpack(">i", _recv(s, 4))[0]
-        _corr, resp = protocol.decode_response(0, 9, memoryview(_recv(s, size)))
+    with connect(f"{host}:{port}", timeout) as s:
+        resp = request(s, 0, 9, body, correlation_id=7, client_id="raw")
     return resp.responses[0].partition_responses[0].error_code
-
-
-def _recv(s: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
 
 
 def test_a_paused_leader_replaced_meanwhile_never_acknowledges_again_and_truncates_to_the_new_leader():
