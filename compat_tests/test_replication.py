@@ -425,3 +425,32 @@ def test_async_cluster_coordinator_for_and_a_hook_on_one_node():
             coordinator = await asyncio.to_thread(c.coordinator_for, "async-g")
             assert coordinator in (1, 2, 3)
     asyncio.run(main())
+
+
+def test_only_the_leader_answers_offsets_and_delete_records_reach_the_followers():
+    from confluent_kafka.admin import AdminClient
+
+    from wire.messages import list_offsets_request as LOQ
+    from wire.messages import offset_for_leader_epoch_request as OLQ
+
+    with kafkapy.Cluster(3, config=FAST) as c:
+        c.create_topic("lead-only", 1, 3)
+        p = Producer({"bootstrap.servers": c.bootstrap_servers, "acks": "all"})
+        for i in range(10):
+            p.produce("lead-only", b"%d" % i)
+        assert p.flush(10) == 0
+        leader = c.leader_for("lead-only")
+        follower = min({1, 2, 3} - {leader})
+        lo = LOQ.ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=[LOQ.ListOffsetsTopic(
+            name="lead-only", partitions=[LOQ.ListOffsetsPartition(partition_index=0, timestamp=-1)])])
+        ole = OLQ.OffsetForLeaderEpochRequest(replica_id=-1, topics=[OLQ.OffsetForLeaderTopic(
+            topic="lead-only", partitions=[OLQ.OffsetForLeaderPartition(partition=0, leader_epoch=0)])])
+        for node, code in ((follower, ErrorCode.NOT_LEADER_OR_FOLLOWER), (leader, ErrorCode.NONE)):
+            with connect(f"127.0.0.1:{c.nodes[node].port}", 10) as s:
+                assert request(s, 2, 7, lo).topics[0].partitions[0].error_code == code
+                assert request(s, 23, 4, ole, correlation_id=2).topics[0].partitions[0].error_code == code
+        admin = AdminClient({"bootstrap.servers": c.bootstrap_servers})
+        [(_, f)] = admin.delete_records([TopicPartition("lead-only", 0, 4)]).items()
+        assert f.result(20).low_watermark == 4
+        wait_until(lambda: all(c.call(lambda cl, n=n: cl.core(n).partition_log("lead-only", 0).log_start_offset) == 4
+                               for n in (1, 2, 3)), 15, "every replica's log start offset at 4")

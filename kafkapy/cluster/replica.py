@@ -183,6 +183,8 @@ class ReplicaFetcher:
                     self.parked.add(key)
                     return
             p.update_follower_high_watermark(pd.high_watermark)
+            if pd.log_start_offset > lg.log_start_offset:      # DeleteRecords or retention on the leader
+                lg.delete_records_before(min(pd.log_start_offset, lg.high_watermark))
         elif code in _WAIT_FOR_METADATA:
             self.parked.add(key)
         elif code == ErrorCode.OFFSET_OUT_OF_RANGE and pd.log_start_offset > lg.log_end_offset:

@@ -143,8 +143,9 @@ async def offset_for_leader_epoch(ctx: RequestContext, req: offset_for_leader_ep
                 r.error_code = int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
                 continue
             partition = broker.partition(t.topic, p.partition) if topic is not None else None
-            if partition is None:
-                r.error_code = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+            if partition is None or not partition.is_leader:      # only the leader answers (Kafka)
+                known = topic is not None and 0 <= p.partition < topic.partitions
+                r.error_code = int(ErrorCode.NOT_LEADER_OR_FOLLOWER if known else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
                 continue
             lg = partition.log
             current = p.current_leader_epoch if v >= 2 else NO_EPOCH

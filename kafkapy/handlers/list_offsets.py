@@ -47,8 +47,11 @@ async def list_offsets(ctx: RequestContext, req: list_offsets_request.ListOffset
         for rp in rt.partitions:
             idx = rp.partition_index
             partition = broker.partition(rt.name, idx)
-            if partition is None:
-                parts.append(_answer(idx, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+            if partition is None or not partition.is_leader:      # only the leader answers (Kafka)
+                topic = broker.topics.get(rt.name)
+                known = topic is not None and 0 <= idx < topic.partitions
+                parts.append(_answer(idx, ErrorCode.NOT_LEADER_OR_FOLLOWER if known
+                                     else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
             lg = partition.log
             epoch = partition.leader_epoch

@@ -25,9 +25,12 @@ INVALID_LOW_WATERMARK = -1
 def _delete_partition_records(broker, topic_name: str, partition: int, offset: int) -> tuple[int, int]:
     """(error code, low watermark) of one partition, as Partition.deleteRecordsOnLeader answers."""
     topic = broker.topics.get(topic_name)
-    lg = broker.partition_log(topic_name, partition) if topic is not None else None
-    if lg is None:
+    if topic is None or not 0 <= partition < topic.partitions:
         return int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), INVALID_LOW_WATERMARK
+    leader = broker.partition(topic_name, partition)
+    if leader is None or not leader.is_leader:
+        return int(ErrorCode.NOT_LEADER_OR_FOLLOWER), INVALID_LOW_WATERMARK
+    lg = leader.log
     if topic.internal:
         return int(ErrorCode.INVALID_TOPIC_EXCEPTION), INVALID_LOW_WATERMARK
     if "delete" not in str(broker.effective_topic_configs(topic).get("cleanup.policy", "delete")).split(","):
