@@ -236,15 +236,21 @@ class Cluster:
                 return n.core     # (an isolated broker's view of the metadata is stale)
         raise RuntimeError("no broker of the cluster is running")
 
+    def _state(self, topic: str, partition: int) -> PartitionState | None:
+        """The partition's state in the store itself (a broker's view may lag, e.g. just after :meth:`heal`)."""
+        async def get(c):
+            kv = await c.store.get(state_key(topic, partition))
+            return None if kv is None else PartitionState.from_kv(kv)
+        return self.call(get)
+
     def leader_for(self, topic: str, partition: int = 0) -> int:
         """The partition's leader as the metadata store says (-1: offline)."""
-        return self.call(lambda c: c._any_core().cluster.image.leader_of(topic, partition))
+        s = self._state(topic, partition)
+        return -1 if s is None else s.leader
 
     def isr_for(self, topic: str, partition: int = 0) -> list[int]:
-        def get(c):
-            s = c._any_core().cluster.image.states.get((topic, partition))
-            return [] if s is None else sorted(s.isr)
-        return self.call(get)
+        s = self._state(topic, partition)
+        return [] if s is None else sorted(s.isr)
 
     def coordinator_for(self, group_id: str) -> int:
         """The broker coordinating ``group_id`` (the leader of its ``__consumer_offsets`` partition), -1 if none."""
