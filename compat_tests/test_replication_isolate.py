@@ -93,13 +93,33 @@ def test_an_isolated_follower_leaves_the_isr_and_rejoins_it_after_the_heal():
         check_exactly_once(prod.acked, consume_all(c.bootstrap_servers, "split-follower", 1, total))
 
 
-def test_isolate_checks_its_sides():
+def test_isolate_checks_its_sides_and_an_isolated_broker_backs_off_then_registers_anew():
     with kafkapy.Cluster(3, config=FAST) as c:
         for a, b in (({1}, {1, 2, 3}), ({1}, {2}), (set(), {1, 2, 3})):
             with pytest.raises(ValueError):
                 c.isolate(a, b)
+        epoch = c.call(lambda cl: cl.core(3).cluster.broker_epoch)
+        watches = []
+
+        def count_watches(cl):
+            store = cl.nodes[3].store
+            inner = store.watch
+            store.watch = lambda *a, **k: watches.append(time.monotonic()) or inner(*a, **k)
+        c.call(count_watches)
         c.isolate({1, 2}, {3})                 # the store is with 1 and 2: 3 is cut off
         assert c.call(lambda cl: [cl.nodes[n].isolation.cut_off for n in (1, 2, 3)]) == [False, False, True]
         assert c.call(lambda cl: cl.nodes[1].isolation.unreachable) == {3}
+        wait_until(lambda: 3 not in c.call(lambda cl: cl.core(1).cluster.image.brokers), SESSION + 1.0,
+                   "broker 3's registration to expire")
+        assert c.call(lambda cl: cl.core(3).cluster.fenced)
+        time.sleep(2.0)
+        # its watch broke at the first change after the cut and is retried with a backoff, not in a loop
+        assert 1 <= len(watches) <= 12, len(watches)
         c.heal()
         assert c.call(lambda cl: [cl.nodes[n].isolation for n in (1, 2, 3)]) == [None, None, None]
+        wait_until(lambda: c.call(lambda cl: not cl.core(3).cluster.fenced and 3 in cl.core(1).cluster.image.brokers),
+                   5, "broker 3 registered again")
+        assert c.call(lambda cl: cl.core(3).cluster.broker_epoch) > epoch
+        # its view caught up with the store: the same revision as the others' once nothing changes
+        wait_until(lambda: c.call(lambda cl: cl.core(3).cluster.image.revision == cl.core(1).cluster.image.revision),
+                   5, "broker 3's metadata caught up")
