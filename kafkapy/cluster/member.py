@@ -6,11 +6,14 @@ Lifecycle (:meth:`ClusterMember.start`, after the broker listens):
    a previous incarnation to expire); the broker epoch is the registration's create revision. Keep the lease alive
    every ``broker.heartbeat.interval.ms``. A broker that has not renewed its lease for a session timeout minus one
    heartbeat stops leading anything (its partitions refuse appends) before the controller can elect others; when it
-   can reach the store again it registers anew (a new broker epoch) and follows.
+   can reach the store again it ends its old lease if that survived, catches up with the metadata, registers anew
+   (a new broker epoch) and follows.
 2. Read the whole cluster prefix and follow one watch from the next revision, in revision order, into a
    :class:`~kafkapy.cluster.metadata.ClusterImage`. After each revision the broker's topics and partitions are made
    to match: logs for the replicas it holds, ``Partition.make_leader`` / ``make_follower`` from the partition
-   states, the replica fetchers (kafkapy/cluster/replica.py) following the leaders.
+   states, the replica fetchers (kafkapy/cluster/replica.py) following the leaders. A broken watch (StoreError) is
+   resumed from the last applied revision after a backoff doubling up to one heartbeat; the first revision after it
+   reconciles everything.
 3. Campaign for the controller key; the winner runs :class:`~kafkapy.cluster.controller.Controller`.
 
 Writes a broker makes itself: the topic admin of Kafka's AdminZkClient (creation: the topic and its initial partition
