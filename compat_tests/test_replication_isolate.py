@@ -13,6 +13,7 @@ from test_replication import FAST, ContinuousProducer, _raw_produce, check_exact
     wait_until
 
 import kafkapy
+from confluent_kafka import Producer
 
 SESSION = FAST["broker.session.timeout.ms"] / 1000
 
@@ -123,3 +124,20 @@ def test_isolate_checks_its_sides_and_an_isolated_broker_backs_off_then_register
         # its view caught up with the store: the same revision as the others' once nothing changes
         wait_until(lambda: c.call(lambda cl: cl.core(3).cluster.image.revision == cl.core(1).cluster.image.revision),
                    5, "broker 3's metadata caught up")
+
+
+def test_a_broker_fenced_while_its_lease_survived_registers_anew():
+    """Back in touch with the store just before its lease expired, after it had fenced itself: it must not stay
+    fenced on a live lease (leading nothing while the store says it leads); it ends that lease and registers anew."""
+    with kafkapy.Cluster(3, config=FAST) as c:
+        c.create_topic("fenced-alive", 1, 3, {"min.insync.replicas": 2})
+        leader = c.leader_for("fenced-alive")
+        epoch = c.call(lambda cl: cl.core(leader).cluster.broker_epoch)
+        c.call(lambda cl: cl.core(leader).cluster._fence("test"))
+        wait_until(lambda: c.call(lambda cl: not cl.core(leader).cluster.fenced), 5, "the broker to register anew")
+        assert c.call(lambda cl: cl.core(leader).cluster.broker_epoch) > epoch
+        wait_until(lambda: c.leader_for("fenced-alive") > 0 and full_isr(c, "fenced-alive", 1), 10,
+                   "a leader and a full ISR again")
+        p = Producer({"bootstrap.servers": c.bootstrap_servers, "acks": "all", "enable.idempotence": True})
+        p.produce("fenced-alive", b"after")
+        assert p.flush(20) == 0
