@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from confluent_kafka import Producer
 from test_replication import FAST, ContinuousProducer, _raw_produce, check_exactly_once, consume_all, full_isr, \
     wait_until
 
 import kafkapy
-from confluent_kafka import Producer
 
 SESSION = FAST["broker.session.timeout.ms"] / 1000
 
