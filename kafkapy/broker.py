@@ -129,6 +129,7 @@ class Broker:
         # then its own controller and the leader of every partition
         self.cluster = None
         self.paused: asyncio.Event | None = None     # set by kafkapy.Cluster.pause: requests wait until it is set
+        self.isolation = None    # kafkapy.cluster.netsplit.Isolation while kafkapy.Cluster.isolate cuts it off
         if store is not None:
             from kafkapy.cluster.member import ClusterMember
             self.cluster = ClusterMember(self, store)

@@ -379,6 +379,8 @@ class Server:
         broker = self.broker
         if broker.paused is not None:      # kafkapy.Cluster.pause: a hung broker answers nothing until resumed
             await broker.paused.wait()
+        if broker.isolation is not None and broker.isolation.refuses(d.client_id):     # kafkapy.Cluster.isolate
+            return Close("network partition (kafkapy.Cluster.isolate)")
         ctx = RequestContext(broker, d.api_key, d.api_version, d.correlation_id, d.client_id, conn)
         tracer = broker.tracer
         if tracer is not None:
@@ -406,6 +408,8 @@ class Server:
                 log.info("%s: %s v%d (correlation id %d): a control hook dropped the response", conn.peer,
                          d.handler.name, d.api_version, d.correlation_id)
                 out = dropped
+        if broker.isolation is not None and broker.isolation.refuses(d.client_id):
+            return Close("network partition (kafkapy.Cluster.isolate): the answer is lost")   # began meanwhile
         broker.metrics_observe(d.api_key, d.api_version, time.monotonic() - started)
         if isinstance(out, Respond):
             if tracer is not None:

@@ -12,6 +12,19 @@ methods below may be called from any thread. Levers, in the manner of franz-go's
   wait unanswered. Back, it finds its lease gone, leads nothing, catches up with the metadata and follows.
 - ``stop_broker(node)``: a controlled shutdown (leaderships move away first).
 - ``move_leader(topic, partition, node)``: make an in-sync replica the leader (a preferred-leader election).
+- ``isolate(side_a, side_b)`` / ``heal()``: a network partition, e.g. ``isolate({1}, {2, 3})``. The metadata store
+  and the clients are on the larger side (a tie: ``side_b``). Traffic flows within a side and not between them:
+  broker-to-broker connections between the sides are refused and closed (replica fetches, transaction markers,
+  both ways), and the brokers of the other side (the smaller one) also lose the store (every store call raises
+  StoreError, as a lost connection to etcd would) and their clients (a request from a non-broker client id closes
+  its connection, also one being handled when the partition began: its answer is lost). So the smaller side cannot
+  renew its leases: each of its brokers gives up its leaderships after ``broker.session.timeout.ms`` minus one
+  heartbeat, before its lease expires and the controller (on the larger side) elects other leaders and shrinks the
+  ISRs; it acknowledges nothing afterwards. ``heal()`` ends the partition: an isolated broker reaches the store
+  again, finds its lease gone, catches up with the metadata, registers anew (a new broker epoch) and follows,
+  truncating where its log diverged, and rejoins the ISRs. ``side_b`` defaults to every other broker; the sides
+  must not overlap and together hold every broker. Restarting a broker of the smaller side fails until ``heal()``
+  (it cannot register). ``kafkapy/cluster/netsplit.py`` has the mechanics.
 
 Settings default to Kafka's, except what makes a test cluster quick: ``broker.session.timeout.ms`` 3000,
 ``broker.heartbeat.interval.ms`` 500, ``replica.fetch.backoff.ms`` 100, ``replica.lag.time.max.ms`` 10000, and the
@@ -32,6 +45,7 @@ from typing import Mapping
 
 from kafkapy.broker import Broker
 from kafkapy.cluster.metadata import CONTROLLER_EPOCH, PartitionState, encode, state_key
+from kafkapy.cluster.netsplit import Isolation, PartitionableStore
 from kafkapy.cluster.store import Compare, MemoryStore, Put
 from kafkapy.config import BrokerConfig
 
@@ -52,6 +66,8 @@ class Node:
         self.core: Broker | None = None
         self.port = 0
         self.logs = None          # memory storage: the LogManager kept across kill/restart (its "disk")
+        self.store: PartitionableStore | None = None    # its connection to the cluster's store (isolate cuts it)
+        self.isolation: Isolation | None = None          # its side of a network partition (None: not isolated)
 
     @property
     def running(self) -> bool:
@@ -133,12 +149,14 @@ class Cluster:
     async def _astart(self) -> None:
         self.store = MemoryStore()
         for n in self.nodes.values():
+            n.store = PartitionableStore(self.store)
             await self._start_node(n)
 
     async def _start_node(self, n: Node) -> None:
         n.config.port = n.port
-        core = Broker(n.config, store=self.store)
+        core = Broker(n.config, store=n.store)
         core.logs = n.logs
+        core.isolation = n.isolation
         try:
             await core.start()
         except BaseException:
@@ -214,19 +232,25 @@ class Cluster:
 
     def _any_core(self) -> Broker:
         for n in self.nodes.values():
-            if n.core is not None and n.core.paused is None:
-                return n.core
+            if n.core is not None and n.core.paused is None and not (n.isolation and n.isolation.cut_off):
+                return n.core     # (an isolated broker's view of the metadata is stale)
         raise RuntimeError("no broker of the cluster is running")
+
+    def _state(self, topic: str, partition: int) -> PartitionState | None:
+        """The partition's state in the store itself (a broker's view may lag, e.g. just after :meth:`heal`)."""
+        async def get(c):
+            kv = await c.store.get(state_key(topic, partition))
+            return None if kv is None else PartitionState.from_kv(kv)
+        return self.call(get)
 
     def leader_for(self, topic: str, partition: int = 0) -> int:
         """The partition's leader as the metadata store says (-1: offline)."""
-        return self.call(lambda c: c._any_core().cluster.image.leader_of(topic, partition))
+        s = self._state(topic, partition)
+        return -1 if s is None else s.leader
 
     def isr_for(self, topic: str, partition: int = 0) -> list[int]:
-        def get(c):
-            s = c._any_core().cluster.image.states.get((topic, partition))
-            return [] if s is None else sorted(s.isr)
-        return self.call(get)
+        s = self._state(topic, partition)
+        return [] if s is None else sorted(s.isr)
 
     def coordinator_for(self, group_id: str) -> int:
         """The broker coordinating ``group_id`` (the leader of its ``__consumer_offsets`` partition), -1 if none."""
@@ -333,3 +357,32 @@ class Cluster:
                 raise RuntimeError("the partition state changed meanwhile; try again")
             await core.cluster.wait_for_revision(res.revision)
         self.call(move)
+
+    def isolate(self, side_a, side_b=None) -> None:
+        """A network partition between the brokers of ``side_a`` and those of ``side_b`` (default: all the others);
+        the store and the clients are on the larger side (a tie: ``side_b``). See the module docstring."""
+        a = {int(x) for x in side_a}
+        b = set(self.nodes) - a if side_b is None else {int(x) for x in side_b}
+        if not a or not b or a & b or a | b != set(self.nodes):
+            raise ValueError(f"the sides {sorted(a)} and {sorted(b)} must be non-empty, disjoint and hold every "
+                             f"broker of {sorted(self.nodes)}")
+        cut = a if len(a) <= len(b) else b
+
+        def apply(c):         # on the cluster's loop: every broker sees the partition begin at once
+            for n in c.nodes.values():
+                n.isolation = Isolation(n.node_id in cut, frozenset(b if n.node_id in a else a))
+                n.store.cut_off = n.node_id in cut
+                if n.core is not None:
+                    n.core.isolation = n.isolation
+        self.call(apply)
+
+    def heal(self) -> None:
+        """End a network partition (:meth:`isolate`): every broker reaches the store, the others and the clients."""
+        def apply(c):
+            for n in c.nodes.values():
+                n.isolation = None
+                if n.store is not None:
+                    n.store.cut_off = False
+                if n.core is not None:
+                    n.core.isolation = None
+        self.call(apply)

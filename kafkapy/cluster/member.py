@@ -6,11 +6,14 @@ Lifecycle (:meth:`ClusterMember.start`, after the broker listens):
    a previous incarnation to expire); the broker epoch is the registration's create revision. Keep the lease alive
    every ``broker.heartbeat.interval.ms``. A broker that has not renewed its lease for a session timeout minus one
    heartbeat stops leading anything (its partitions refuse appends) before the controller can elect others; when it
-   can reach the store again it registers anew (a new broker epoch) and follows.
+   can reach the store again it ends its old lease if that survived, catches up with the metadata, registers anew
+   (a new broker epoch) and follows.
 2. Read the whole cluster prefix and follow one watch from the next revision, in revision order, into a
    :class:`~kafkapy.cluster.metadata.ClusterImage`. After each revision the broker's topics and partitions are made
    to match: logs for the replicas it holds, ``Partition.make_leader`` / ``make_follower`` from the partition
-   states, the replica fetchers (kafkapy/cluster/replica.py) following the leaders.
+   states, the replica fetchers (kafkapy/cluster/replica.py) following the leaders. A broken watch (StoreError) is
+   resumed from the last applied revision after a backoff doubling up to one heartbeat; the first revision after it
+   reconciles everything.
 3. Campaign for the controller key; the winner runs :class:`~kafkapy.cluster.controller.Controller`.
 
 Writes a broker makes itself: the topic admin of Kafka's AdminZkClient (creation: the topic and its initial partition
@@ -33,7 +36,7 @@ from kafkapy.cluster.metadata import (BROKERS, CONTROLLER, CONTROLLER_EPOCH, NO_
                                       ClusterImage, PartitionState, TopicInfo, assign_replicas, broker_key, encode,
                                       shutdown_key, state_key, topic_key)
 from kafkapy.cluster.replica import ReplicaFetcher
-from kafkapy.cluster.store import Compare, Delete, LeaseNotFound, MetadataStore, Put, StoreError
+from kafkapy.cluster.store import CompactedError, Compare, Delete, LeaseNotFound, MetadataStore, Put, StoreError
 from kafkapy.internal_topics import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 
 log = logging.getLogger("kafkapy.cluster")
@@ -55,6 +58,7 @@ class ClusterMember:
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self.fenced = False                    # lost its lease: leads nothing until registered again
         self._last_renewal = 0.0
+        self._rejoin_failures = 0
         self._tasks: list[asyncio.Task] = []
         self._generation = 0             # bumped by halt(): the task loops of an older generation stop
         self._applied = asyncio.Condition()
@@ -184,16 +188,35 @@ class ClusterMember:
             try:
                 await asyncio.wait_for(self.store.keep_alive(self.lease_id), self.heartbeat)
                 self._last_renewal = time.monotonic()
+                if not self.fenced:
+                    continue
+                why = "fenced while its lease survived"     # reachable again just before the lease expired
             except (LeaseNotFound, StoreError, asyncio.TimeoutError) as e:
-                if time.monotonic() - self._last_renewal > self.session_timeout - self.heartbeat or \
-                        isinstance(e, LeaseNotFound):
-                    await self._fence(f"lease not renewed: {e.__class__.__name__}")
-                    try:
-                        await self._register()
-                        await self._campaign()
-                        await self._reconcile({"states"})
-                    except StoreError as e2:
-                        log.warning("broker %d: cannot register again yet: %s", self.node_id, e2)
+                if not self.fenced and not isinstance(e, LeaseNotFound) and \
+                        time.monotonic() - self._last_renewal <= self.session_timeout - self.heartbeat:
+                    continue
+                why = f"lease not renewed: {e.__class__.__name__}"
+            await self._fence(why)
+            try:
+                await self._rejoin()
+                self._rejoin_failures = 0
+            except (StoreError, asyncio.TimeoutError) as e2:
+                self._rejoin_failures += 1
+                (log.warning if self._rejoin_failures == 1 else log.debug)(
+                    "broker %d: cannot register again yet: %s", self.node_id, e2)
+
+    async def _rejoin(self) -> None:
+        """A fenced broker back in touch with the store: end the old lease (if it survived), catch up with the
+        metadata (lead nothing on a stale view), register anew (a new broker epoch) and follow."""
+        if self.lease_id:
+            try:
+                await self.store.revoke(self.lease_id)
+            except LeaseNotFound:
+                pass
+        await self.wait_for_revision((await self.store.range(CONTROLLER)).revision)
+        await self._register()
+        await self._campaign()
+        await self._reconcile({"states"})
 
     async def _fence(self, why: str) -> None:
         """Give up every leadership at once (the controller elects others once the lease is gone)."""
@@ -240,16 +263,37 @@ class ClusterMember:
     # ------------------------------------------------------------------ the watch
 
     async def _watch(self, start: int) -> None:
+        """Follow the store from ``start``. A broken watch (StoreError: the store unreachable, the stream ended)
+        is resumed from the last applied revision, after a backoff that doubles up to one heartbeat; the first
+        revision after it reconciles everything (what failed in a reconcile is done again)."""
         gen = self._generation
-        async with self.store.watch("", start) as w:
-            async for resp in w:
-                if gen != self._generation:
-                    return
-                changed = self.image.apply(resp.revision, resp.events)
-                if changed:
-                    await self._reconcile(changed)
-                async with self._applied:
-                    self._applied.notify_all()
+        backoff = 0.05
+        broken = False
+        while gen == self._generation:
+            try:
+                async with self.store.watch("", self.image.revision + 1 if broken else start) as w:
+                    async for resp in w:
+                        if gen != self._generation:
+                            return
+                        changed = self.image.apply(resp.revision, resp.events)
+                        if broken:
+                            changed |= {"brokers", "controller", "topics", "states"}
+                            broken = False
+                            backoff = 0.05
+                        if changed:
+                            await self._reconcile(changed)
+                        async with self._applied:
+                            self._applied.notify_all()
+                return                            # the store was closed
+            except CompactedError:
+                raise
+            except StoreError as e:
+                if not broken:
+                    log.warning("broker %d: metadata watch broken at revision %d: %s; resuming", self.node_id,
+                                self.image.revision, e)
+                broken = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.heartbeat)
 
     async def _reconcile(self, changed: set[str]) -> None:
         async with self._reconciling:

@@ -37,17 +37,25 @@ _WAIT_FOR_METADATA = {ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.FENCED_LEADER_
 
 
 class LeaderConnection:
-    """A request/response connection to another broker (one request in flight)."""
+    """A request/response connection to another broker (one request in flight). ``owner`` (the broker sending) and
+    ``node`` (the broker it reaches): while a network partition (``owner.isolation``, kafkapy/cluster/netsplit.py)
+    puts ``node`` on the other side, a request closes the connection and raises ConnectionRefusedError."""
 
-    def __init__(self, host: str, port: int, client_id: str, timeout: float):
+    def __init__(self, host: str, port: int, client_id: str, timeout: float, owner=None, node: int = -1):
         self.host, self.port = host, port
         self.client_id = client_id
         self.timeout = timeout
+        self.owner = owner
+        self.node = node
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self._corr = itertools.count(1)
 
     async def request(self, api_key: int, version: int, body):
+        iso = self.owner.isolation if self.owner is not None else None
+        if iso is not None and self.node in iso.unreachable:
+            self.close()
+            raise ConnectionRefusedError(f"broker {self.node} is unreachable (network partition)")
         if self.writer is None:
             self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port),
                                                               self.timeout)
@@ -81,7 +89,8 @@ class ReplicaFetcher:
         self.max_bytes = cfg.get_int("replica.fetch.response.max.bytes")
         self.partition_max_bytes = cfg.get_int("replica.fetch.max.bytes")
         self.conn = LeaderConnection(host, port, f"broker-{broker.node_id}-fetcher-{leader_id}",
-                                     timeout=self.max_wait_ms / 1000 + cfg.get_int("replica.socket.timeout.ms") / 1000)
+                                     timeout=self.max_wait_ms / 1000 + cfg.get_int("replica.socket.timeout.ms") / 1000,
+                                     owner=broker, node=leader_id)
         self._changed = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.stopping = False

@@ -646,7 +646,7 @@ class TransactionCoordinator:
             if conn is not None:
                 conn.close()
             conn, lock = LeaderConnection(info.host, info.port, f"broker-{self.broker.node_id}-txn-markers",
-                                          timeout=MARKER_ATTEMPT_TIME), asyncio.Lock()
+                                          timeout=MARKER_ATTEMPT_TIME, owner=self.broker, node=node), asyncio.Lock()
             self._marker_conns[node] = (conn, lock)
         by_topic: dict[str, list[int]] = {}
         for t, p in sorted(tps):
