@@ -846,19 +846,21 @@ class Console:
 
     def route(self, path: str, query: dict) -> tuple[int, str, bytes]:
         """(status, content type, body) for a GET of ``path``; synchronous and bounded."""
-        b = self.broker
         seg = [s for s in path.split("/") if s]
         html_type = "text/html; charset=utf-8"
-        if path == "/metrics":
-            return 200, "text/plain; version=0.0.4; charset=utf-8", b.metrics.render(b).encode("utf-8")
-        if seg and seg[0] == "api":
-            return 200, "application/json", _json(self.api(seg[1:], query))
-        if seg == ["cluster"]:
+        if seg == ["cluster"]:          # before any broker is looked up: a cluster's console shows it with all down
             internal = query.get("internal") == "1"
             view = self.cluster_view(query)
             if query.get("fragment") == "1":
                 return 200, html_type, cluster_fragment(view, internal).encode("utf-8")
             return 200, html_type, html_cluster(view, internal)
+        if seg == ["api", "cluster"]:
+            return 200, "application/json", _json(self.cluster_view(query))
+        b = self.broker
+        if path == "/metrics":
+            return 200, "text/plain; version=0.0.4; charset=utf-8", b.metrics.render(b).encode("utf-8")
+        if seg and seg[0] == "api":
+            return 200, "application/json", _json(self.api(seg[1:], query))
         if not seg:
             return 200, html_type, html_overview(b)
         if seg == ["trace"]:
@@ -877,8 +879,6 @@ class Console:
 
     def api(self, seg: list[str], query: dict):
         b = self.broker
-        if seg == ["cluster"]:
-            return self.cluster_view(query)
         if seg == ["overview"]:
             return overview(b)
         if seg == ["topics"]:
