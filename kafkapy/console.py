@@ -537,13 +537,16 @@ setTimeout(poll,1000);
 
 def _replica_cell(r: dict) -> str:
     cls = "bad" if not r["alive"] else ("ok" if r["in_isr"] else "warn")
-    leo = "?" if r["log_end_offset"] is None else r["log_end_offset"]
+    if r["log_end_offset"] is not None:
+        leo = f"LEO {r['log_end_offset']}"
+    else:
+        leo = "LEO ?" if r["alive"] else "offline"     # ?: that broker's log is not readable from here
     seen = "" if r["log_end_offset_at_leader"] is None or r["leader"] else \
         f" <span class=muted>leader sees {_e(r['log_end_offset_at_leader'])}</span>"
     title = ("leader" if r["leader"] else "in sync" if r["in_isr"] else "out of sync") + \
         ("" if r["alive"] else ", offline")
     return (f"<div class='rep {cls}' title='{_e(title)}'><b>{_e(r['id'])}</b>{' ★' if r['leader'] else ''}"
-            f" LEO {_e(leo)}{seen}</div>")
+            f" {_e(leo)}{seen}</div>")
 
 
 def cluster_fragment(view: dict, internal: bool) -> str:
