@@ -9,9 +9,16 @@ One request per connection (``Connection: close``), request heads up to 16 KiB, 
 connections at a time, each with a read and write timeout.
 
 Pages (HTML): ``/`` (broker, topics, groups), ``/topics/NAME``, ``/topics/NAME/PARTITION?offset=&limit=&format=``,
-``/groups``, ``/groups/ID``, ``/trace`` (live protocol trace). JSON: ``/api/overview``, ``/api/topics``,
+``/groups``, ``/groups/ID``, ``/trace`` (live protocol trace), ``/cluster`` (a broker in a cluster: brokers, and each
+partition's leader, leader epoch, replicas' log end offsets, ISR, offline replicas, high watermark; the tables reload
+every second). JSON: ``/api/cluster``, ``/api/overview``, ``/api/topics``,
 ``/api/topics/NAME``, ``/api/topics/NAME/PARTITION/messages?offset=&limit=``, ``/api/groups``,
 ``/api/groups/ID``, ``/api/trace?after=SEQ&limit=``. Prometheus: ``/metrics``.
+
+:class:`ClusterConsole` is the console of a :class:`kafkapy.Cluster`, served by the cluster on its own loop (so it
+outlives any broker) and reading every running broker; it alone answers the cluster page's POSTs
+(``/api/cluster/brokers/N/stop|kill|restart``, with the header ``X-Kafkapy-Console: 1``), each bounded by
+``ACTION_TIMEOUT``. A broker's own console is read-only.
 
 The live trace: the console keeps the last ``TRACE_RING`` events of the broker's protocol trace in a ring
 buffer. With ``--trace`` the console is fed by that tracer; otherwise it installs one that writes nothing

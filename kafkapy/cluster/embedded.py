@@ -13,6 +13,10 @@ methods below may be called from any thread. Levers, in the manner of franz-go's
 - ``stop_broker(node)``: a controlled shutdown (leaderships move away first).
 - ``move_leader(topic, partition, node)``: make an in-sync replica the leader (a preferred-leader election).
 
+``console=True`` (or a port) serves the web console with its Cluster page from this object on the cluster's loop, so
+it keeps answering whichever broker is killed; its stop/kill/restart buttons call :meth:`astop_broker`,
+:meth:`akill` and :meth:`arestart`, the levers' coroutines.
+
 Settings default to Kafka's, except what makes a test cluster quick: ``broker.session.timeout.ms`` 3000,
 ``broker.heartbeat.interval.ms`` 500, ``replica.fetch.backoff.ms`` 100, ``replica.lag.time.max.ms`` 10000, and the
 internal topics' replication factors at most the broker count (as Testcontainers' Kafka cluster sets them).
