@@ -355,3 +355,26 @@ def test_live_trace_page_runs_its_script(broker, browser, artifacts):
     assert any(s.startswith("→ Produce v") for s in mine), doc.summaries
     assert any(s.startswith("← Produce v") and s.endswith(" ms") for s in mine), doc.summaries
     check_screenshot(artifacts(browser.screenshot(url, artifacts.dir / "console-trace.png")))
+
+
+def test_cluster_page_after_a_failover(browser, artifacts):
+    """The Cluster page of a kafkapy.Cluster's console after its leader was killed: the page's script polled its
+    tables again (status line), the killed broker shows down, the partition has a new leader and a smaller ISR."""
+    with kafkapy.Cluster(3, console=True) as c:
+        c.create_topic("browser-failover", 1, 3)
+        _produce(c.bootstrap_servers, "browser-failover", [(b"k", b"v")] * 5, client_id="browser-cluster")
+        victim = c.leader_for("browser-failover", 0)
+        c.kill(victim)
+        c.wait_for(lambda cl: cl._any_core().cluster.image.leader_of("browser-failover", 0) not in (victim, -1))
+        url = c.console_url + "cluster"
+        doc = parse(browser.dom(url))
+        text = " ".join("".join(doc.text).split())
+        assert "live · " in text, text[:2000]                  # written by the page's poll() after a refresh
+        brokers = {r["broker"]: r for r in table_with(doc, "broker", "address", "state", "actions")}
+        assert brokers[str(victim)]["state"] == "down" and brokers[str(victim)]["actions"] == "restart"
+        assert all(r["state"].startswith("alive") for b, r in brokers.items() if b != str(victim))
+        part = next(r for r in table_with(doc, "topic", "leader", "ISR", "high watermark")
+                    if r["topic"] == "browser-failover")
+        assert part["leader"] not in (str(victim), "offline") and part["high watermark"] == "5", part
+        assert str(victim) not in part["ISR"].split(", ") and part["offline"] == str(victim), part
+        check_screenshot(artifacts(browser.screenshot(url, artifacts.dir / "console-cluster-failover.png")))

@@ -169,6 +169,11 @@ def build_cluster_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--override", action="append", default=[], metavar="NAME=VALUE",
                    help="a broker setting for every broker, e.g. -o min.insync.replicas=2 (repeatable)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--console", action="store_true",
+                   help="serve the web console with its Cluster page (brokers, leaders, ISR, high watermarks; stop, "
+                        "kill and restart buttons) and print its URL on a second line")
+    p.add_argument("--console-port", type=int, default=9080, help="console port, 0 picks a free one (default 9080)")
+    p.add_argument("--console-host", default=None, help="console listen address (default: --host)")
     return p
 
 
@@ -198,7 +203,8 @@ def cluster_main(argv) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     cluster = Cluster(args.brokers, storage=args.storage, data_dir=args.data_dir, config=props, host=args.host,
-                      port=args.port)
+                      port=args.port, console=args.console_port if args.console else False,
+                      console_host=args.console_host)
     try:
         cluster.start()
     except (OSError, RuntimeError, ConfigError, TimeoutError) as e:
@@ -209,6 +215,8 @@ def cluster_main(argv) -> int:
             print(f"kafkapy cluster: cannot start: {e}", file=sys.stderr)
         return 2
     print(f"kafkapy cluster ready at {cluster.bootstrap_servers}", flush=True)
+    if cluster.console_url:
+        print(f"kafkapy cluster console at {cluster.console_url}cluster", flush=True)
     try:
         while not stop.wait(0.5):
             pass

@@ -9,9 +9,16 @@ One request per connection (``Connection: close``), request heads up to 16 KiB, 
 connections at a time, each with a read and write timeout.
 
 Pages (HTML): ``/`` (broker, topics, groups), ``/topics/NAME``, ``/topics/NAME/PARTITION?offset=&limit=&format=``,
-``/groups``, ``/groups/ID``, ``/trace`` (live protocol trace). JSON: ``/api/overview``, ``/api/topics``,
+``/groups``, ``/groups/ID``, ``/trace`` (live protocol trace), ``/cluster`` (a broker in a cluster: brokers, and each
+partition's leader, leader epoch, replicas' log end offsets, ISR, offline replicas, high watermark; the tables reload
+every second). JSON: ``/api/cluster``, ``/api/overview``, ``/api/topics``,
 ``/api/topics/NAME``, ``/api/topics/NAME/PARTITION/messages?offset=&limit=``, ``/api/groups``,
 ``/api/groups/ID``, ``/api/trace?after=SEQ&limit=``. Prometheus: ``/metrics``.
+
+:class:`ClusterConsole` is the console of a :class:`kafkapy.Cluster`, served by the cluster on its own loop (so it
+outlives any broker) and reading every running broker; it alone answers the cluster page's POSTs
+(``/api/cluster/brokers/N/stop|kill|restart``, with the header ``X-Kafkapy-Console: 1``), each bounded by
+``ACTION_TIMEOUT``. A broker's own console is read-only.
 
 The live trace: the console keeps the last ``TRACE_RING`` events of the broker's protocol trace in a ring
 buffer. With ``--trace`` the console is fed by that tracer; otherwise it installs one that writes nothing
@@ -52,6 +59,10 @@ TRACE_RING = 1000
 TRACE_MAX_POLL = 500
 TRACE_IDLE = 120.0                   # seconds after the last trace poll before the console's tracer is removed
 FORMATS = ("auto", "text", "json", "hex")
+CLUSTER_MAX_PARTITIONS = 5000     # partitions shown on the cluster page
+CLUSTER_POLLS = 1800               # the cluster page refreshes every second for at most this many polls
+ACTION_TIMEOUT = 60.0              # seconds for a stop/kill/restart asked from the console
+ACTION_HEADER = "x-kafkapy-console"  # a POST must carry it (a cross-site form cannot; a cross-site fetch is preflighted)
 
 
 class HttpError(Exception):
@@ -61,7 +72,7 @@ class HttpError(Exception):
         self.message = message
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
             431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -254,6 +265,78 @@ def overview(broker) -> dict:
             "groups": len(group_stats(broker)), "tracing": broker.tracer is not None}
 
 
+# ------------------------------------------------------------------ the cluster view (several brokers)
+
+def cluster_view(image, cores: dict, *, served_by: int | None, nodes: dict | None = None,
+                 controls: bool = False, stale: bool = False) -> dict:
+    """Brokers and every partition's leader, leader epoch, replicas, ISR, offline replicas and high watermark.
+
+    ``image``: a broker's :class:`~kafkapy.cluster.metadata.ClusterImage` (the metadata store as that broker last
+    saw it); ``cores``: node id -> a running Broker whose local replicas may be read (a broker's own console: only
+    itself; the console of a kafkapy.Cluster: every running broker); ``nodes``: node id -> {"address", "process"}
+    for the brokers of a kafkapy.Cluster, down ones included. Each replica has its log end offset as the replica
+    has it and as the leader last saw it (from the replica's fetches); None where that broker's state is not
+    readable here. At most ``CLUSTER_MAX_PARTITIONS`` partitions (``truncated`` says when there are more)."""
+    ids = set(image.brokers) | set(nodes or ())
+    for t in image.topics.values():
+        for replicas in t.assignment:
+            ids.update(replicas)
+    brokers = []
+    for i in sorted(ids):
+        info = image.brokers.get(i)
+        node = (nodes or {}).get(i)
+        process = node["process"] if node else None
+        registered = info is not None
+        if process is None:
+            state = "alive" if registered else "down"
+        elif process == "running":
+            state = "alive" if registered else "not registered"
+        elif process == "paused":
+            state = "paused"
+        else:
+            state = "down, lease not expired" if registered else "down"
+        address = f"{info.host}:{info.port}" if registered else (node["address"] if node else None)
+        brokers.append({"id": i, "address": address, "alive": registered, "state": state, "process": process,
+                        "controller": i == image.controller_id, "broker_epoch": info.epoch if registered else None,
+                        "shutting_down": i in image.shutting_down})
+    partitions = []
+    truncated = False
+    for name in sorted(image.topics):
+        t = image.topics[name]
+        for p, replicas in enumerate(t.assignment):
+            if len(partitions) >= CLUSTER_MAX_PARTITIONS:
+                truncated = True
+                break
+            s = image.states.get((name, p))
+            leader = s.leader if s is not None else -1
+            isr = sorted(s.isr) if s is not None else []
+            lcore = cores.get(leader)
+            lp = lcore.partition(name, p) if lcore is not None else None
+            if lp is not None and not lp.is_leader:
+                lp = None
+            reps = []
+            for r in replicas:
+                rcore = cores.get(r)
+                rp = rcore.partition(name, p) if rcore is not None else None
+                seen = None
+                if lp is not None:
+                    if r == leader:
+                        seen = lp.log.log_end_offset
+                    elif r in lp.remote and lp.remote[r].log_end_offset >= 0:
+                        seen = lp.remote[r].log_end_offset
+                reps.append({"id": r, "leader": r == leader, "in_isr": r in isr, "alive": r in image.brokers,
+                             "log_end_offset": rp.log.log_end_offset if rp is not None else None,
+                             "high_watermark": rp.log.high_watermark if rp is not None else None,
+                             "log_end_offset_at_leader": seen})
+            partitions.append({"topic": name, "partition": p, "internal": t.internal, "leader": leader,
+                               "leader_epoch": s.leader_epoch if s is not None else None, "replicas": reps,
+                               "isr": isr, "offline_replicas": [r for r in replicas if r not in image.brokers],
+                               "high_watermark": lp.log.high_watermark if lp is not None else None})
+    return {"served_by": served_by, "controller": image.controller_id, "controller_epoch": image.controller_epoch,
+            "revision": image.revision, "stale": stale, "controls": controls, "brokers": brokers,
+            "partitions": partitions, "truncated": truncated}
+
+
 # ------------------------------------------------------------------ HTML
 
 _CSS = """
@@ -270,10 +353,13 @@ pre{margin:0;white-space:pre-wrap;word-break:break-all;font:12px/1.35 ui-monospa
 input,select,button{font:inherit;padding:.15em .4em}
 #trace details{background:#fff;border-bottom:1px solid #e4e7ec;padding:.2em .6em}
 #trace summary{cursor:pointer;font:12px ui-monospace,monospace}.req{color:#0b5cad}.resp{color:#067647}
+.ok{color:#067647}.warn{color:#b54708}.bad{color:#b42318;font-weight:600}.rep{white-space:nowrap}
+.tag.ok{background:#dcfae6}.tag.warn{background:#fef0c7}.tag.bad{background:#fee4e2}.tag.ctl{background:#d1e9ff}
 """
 
 _NAV = ('<header><b>kafkapy</b><a href="/">Overview</a><a href="/groups">Groups</a><a href="/trace">Trace</a>'
         '<a href="/metrics">Metrics</a></header>')
+_NAV_CLUSTER = _NAV.replace('<a href="/groups">', '<a href="/cluster">Cluster</a><a href="/groups">', 1)
 
 _REFRESH_JS = """<label class=muted style="float:right"><input type=checkbox id=ar> auto-refresh</label><script>
 const ar=document.getElementById('ar');ar.checked=localStorage.getItem('kafkapy-ar')==='1';
@@ -437,6 +523,104 @@ def html_group(broker, group_id: str) -> bytes:
     return _page(f"Group {group_id}", body, refresh=True)
 
 
+_CLUSTER_JS = """
+const box=document.getElementById('cv'),st=document.getElementById('st'),act=document.getElementById('act');
+let polls=0;
+async function poll(){if(polls++>=%(polls)d){st.textContent='auto-refresh stopped after %(polls)d polls: reload the page';return}
+ const ac=new AbortController(),t=setTimeout(()=>ac.abort(),3000);
+ try{const r=await fetch(location.pathname+'?fragment=1'+(location.search?'&'+location.search.slice(1):''),
+  {signal:ac.signal});if(r.ok){box.innerHTML=await r.text();st.textContent='live · '+new Date().toLocaleTimeString()}
+  else st.textContent='console answered '+r.status}
+ catch(e){st.textContent='console unreachable: '+e}finally{clearTimeout(t)}setTimeout(poll,1000)}
+document.addEventListener('click',async ev=>{const b=ev.target.closest('button[data-act]');if(!b)return;
+ const what=b.dataset.act+' broker '+b.dataset.node;b.disabled=true;act.textContent=what+' …';
+ try{const r=await fetch('/api/cluster/brokers/'+b.dataset.node+'/'+b.dataset.act,
+  {method:'POST',headers:{'X-Kafkapy-Console':'1'}});const j=await r.json();
+  act.textContent=what+(j.error?': '+j.error:': done ('+j.took_ms+' ms)')}
+ catch(e){act.textContent=what+' failed: '+e}finally{b.disabled=false}});
+setTimeout(poll,1000);
+"""
+
+
+def _replica_cell(r: dict) -> str:
+    cls = "bad" if not r["alive"] else ("ok" if r["in_isr"] else "warn")
+    if r["log_end_offset"] is not None:
+        leo = f"LEO {r['log_end_offset']}"
+    else:
+        leo = "LEO ?" if r["alive"] else "offline"     # ?: that broker's log is not readable from here
+    seen = "" if r["log_end_offset_at_leader"] is None or r["leader"] else \
+        f" <span class=muted>leader sees {_e(r['log_end_offset_at_leader'])}</span>"
+    title = ("leader" if r["leader"] else "in sync" if r["in_isr"] else "out of sync") + \
+        ("" if r["alive"] else ", offline")
+    return (f"<div class='rep {cls}' title='{_e(title)}'><b>{_e(r['id'])}</b>{' ★' if r['leader'] else ''}"
+            f" {_e(leo)}{seen}</div>")
+
+
+def cluster_fragment(view: dict, internal: bool) -> str:
+    """The cluster page's tables (the part the page's script reloads every second)."""
+    ctl = view["controller"]
+    head = (f"<p class=muted>controller {_e(ctl if ctl is not None else 'none')} (epoch {_e(view['controller_epoch'])})"
+            f" · metadata revision {_e(view['revision'])} · as broker {_e(view['served_by'])} sees it"
+            f"{' · <span class=bad>no broker running: the last view seen</span>' if view['stale'] else ''}</p>")
+    rows = []
+    for b in view["brokers"]:
+        st = b["state"]
+        cls = "ok" if st == "alive" else "bad" if st == "down" else "warn"
+        tags = f"<span class='tag {cls}'>{_e(st)}</span>"
+        if b["controller"]:
+            tags += " <span class='tag ctl'>controller</span>"
+        if b["shutting_down"]:
+            tags += " <span class='tag warn'>shutting down</span>"
+        row = [_e(b["id"]), _e(b["address"]), tags, _e(b["broker_epoch"])]
+        if view["controls"]:
+            n = _e(b["id"])
+            up = b["process"] in ("running", "paused")
+            row.append((f"<button data-act=stop data-node={n} title='controlled shutdown: leaderships move first'>"
+                        f"stop</button> <button data-act=kill data-node={n} title='a crash'>kill</button> "
+                        if up else "") + f"<button data-act=restart data-node={n}>restart</button>")
+        rows.append(row)
+    brokers = _table(["broker", "address", "state", "broker epoch"] + (["actions"] if view["controls"] else []),
+                     rows, {3}, "no brokers")
+    prow = []
+    hidden = 0
+    for p in view["partitions"]:
+        if p["internal"] and not internal:
+            hidden += 1
+            continue
+        leader = p["leader"]
+        lead = "<span class=bad>offline</span>" if leader < 0 else _e(leader)
+        off = ", ".join(map(str, p["offline_replicas"]))
+        under = len(p["isr"]) < len(p["replicas"])
+        prow.append([f'<a href="/topics/{_q(p["topic"])}">{_e(p["topic"])}</a>', _e(p["partition"]), lead,
+                     _e(p["leader_epoch"]), "".join(_replica_cell(r) for r in p["replicas"]),
+                     f"<span class={'warn' if under else 'ok'}>{_e(', '.join(map(str, p['isr'])))}</span>",
+                     f"<span class=bad>{_e(off)}</span>" if off else "",
+                     _e("?" if p["high_watermark"] is None else p["high_watermark"])])
+    parts = _table(["topic", "partition", "leader", "leader epoch", "replicas: log end offset", "ISR",
+                    "offline", "high watermark"], prow, {1, 3, 7}, "no topics yet")
+    more = (f"<p class=muted>{hidden} partitions of internal topics hidden: <a href='?internal=1'>show them</a></p>"
+            if hidden else "")
+    if view["truncated"]:
+        more += f"<p class=muted>only the first {CLUSTER_MAX_PARTITIONS} partitions are shown</p>"
+    return f"{head}<h2>Brokers</h2>{brokers}<h2>Partitions</h2>{parts}{more}"
+
+
+def html_cluster(view: dict, internal: bool) -> bytes:
+    legend = ("<p class=muted>Each replica: its id (★ the leader), its log end offset (LEO) as it has it, and as the "
+              "leader last saw it from the replica's fetches; <span class=ok>in sync</span>, "
+              "<span class=warn>out of the ISR</span>, <span class=bad>offline</span>. The high watermark is the "
+              "leader's: the smallest LEO of the ISR. To watch a failover, kill the leader of a partition and "
+              "watch the controller elect another in-sync replica (leader epoch + 1) once the killed broker's lease "
+              "expires; restart it and watch it catch up and rejoin the ISR.</p>")
+    controls = ("<p><span id=act class=muted></span></p>" if view["controls"] else
+                "<p class=muted>Stopping and restarting brokers needs the console of a kafkapy.Cluster "
+                "(<code>kafkapy cluster --console</code>).</p>")
+    body = (f"<h1>Cluster <span id=st class='muted' style='font-size:12px;font-weight:normal'></span></h1>{controls}"
+            f"<div id=cv>{cluster_fragment(view, internal)}</div>{legend}"
+            f"<script>{_CLUSTER_JS % {'polls': CLUSTER_POLLS}}</script>")
+    return _page("Cluster", body)
+
+
 def html_trace() -> bytes:
     body = ("<h1>Protocol trace</h1><p>filter apis <input id=flt placeholder='produce,fetch'> "
             "<label><input type=checkbox id=pause> pause</label> <span id=st class=muted></span></p>"
@@ -565,7 +749,10 @@ class Console:
                 return
             except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 return
-            method, status, ctype, body = self._handle(head)
+            if head[:5].upper() == b"POST ":
+                method, status, ctype, body = await self._handle_post(head, reader)
+            else:
+                method, status, ctype, body = self._handle(head)
             await self._respond(writer, status, ctype, b"" if method == "HEAD" else body, len(body))
         except (ConnectionError, asyncio.TimeoutError):
             pass
@@ -595,11 +782,13 @@ class Console:
                 raise HttpError(400, "not an HTTP/1.x request line")
             method, target = parts[0], parts[1]
             if method not in ("GET", "HEAD"):
-                raise HttpError(405, "the console is read-only: GET and HEAD only")
+                raise HttpError(405, "the console is read-only: GET and HEAD (and the cluster page's POSTs)")
             url = urllib.parse.urlsplit(target)
             path = urllib.parse.unquote(url.path)
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
             status, ctype, body = self.route(path, query)
+            if ctype.startswith("text/html") and body.startswith(b"<!doctype") and self.in_cluster:
+                body = body.replace(_NAV.encode(), _NAV_CLUSTER.encode(), 1)
             return method, status, ctype, body
         except HttpError as e:
             if method != "HEAD" and "/api/" in head[:64].decode("latin-1", "replace"):
@@ -609,11 +798,75 @@ class Console:
             log.exception("console request failed")
             return method, 500, "text/plain; charset=utf-8", f"{type(e).__name__}: {e}\n".encode("utf-8")
 
+    async def _handle_post(self, head: bytes, reader: asyncio.StreamReader) -> tuple[str, int, str, bytes]:
+        """A POST: the cluster page's stop/kill/restart (``/api/cluster/brokers/N/ACTION``), answered in JSON."""
+        try:
+            lines = head.decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                raise HttpError(400, "not an HTTP/1.x request line")
+            headers = {}
+            for h in lines[1:]:
+                k, sep, v = h.partition(":")
+                if sep:
+                    headers[k.strip().lower()] = v.strip()
+            length = int(headers.get("content-length") or 0)
+            if length < 0 or length > 1024:
+                raise HttpError(400, "a console POST has no body to speak of")
+            if length:
+                await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT)
+            path = urllib.parse.unquote(urllib.parse.urlsplit(parts[1]).path)
+            seg = [x for x in path.split("/") if x]
+            if len(seg) != 5 or seg[:3] != ["api", "cluster", "brokers"]:
+                raise HttpError(405, "the console is read-only except for the cluster page's broker actions")
+            if headers.get(ACTION_HEADER) != "1":
+                raise HttpError(403, f"a broker action needs the header {ACTION_HEADER}: 1 (sent by the console's page)")
+            try:
+                node = int(seg[3])
+            except ValueError:
+                raise HttpError(404, f"no broker {seg[3]!r}") from None
+            if seg[4] not in ("stop", "kill", "restart"):
+                raise HttpError(404, f"no action {seg[4]!r}: stop, kill or restart")
+            t0 = time.monotonic()
+            await self.broker_action(node, seg[4])
+            return "POST", 200, "application/json", _json({"broker": node, "action": seg[4],
+                                                           "took_ms": round((time.monotonic() - t0) * 1000)})
+        except HttpError as e:
+            return "POST", e.status, "application/json", _json({"error": e.message})
+        except (ValueError, RuntimeError) as e:
+            return "POST", 400, "application/json", _json({"error": str(e)})
+        except asyncio.TimeoutError:
+            return "POST", 500, "application/json", _json({"error": "timed out"})
+
+    async def broker_action(self, node: int, action: str) -> None:
+        """Stop (controlled), kill or restart a broker: only the console of a kafkapy.Cluster can."""
+        raise HttpError(405, "stopping and restarting brokers needs the console of a kafkapy.Cluster "
+                             "(kafkapy cluster --console): a broker cannot restart itself")
+
+    def cluster_view(self, query: dict) -> dict:
+        """The Cluster page's data as this broker sees it: its metadata image and its own replicas."""
+        b = self.broker
+        if b.cluster is None:
+            raise HttpError(404, "this broker runs alone, not in a cluster")
+        return cluster_view(b.cluster.image, {b.node_id: b}, served_by=b.node_id)
+
+    @property
+    def in_cluster(self) -> bool:
+        return self.broker.cluster is not None
+
     def route(self, path: str, query: dict) -> tuple[int, str, bytes]:
         """(status, content type, body) for a GET of ``path``; synchronous and bounded."""
-        b = self.broker
         seg = [s for s in path.split("/") if s]
         html_type = "text/html; charset=utf-8"
+        if seg == ["cluster"]:          # before any broker is looked up: a cluster's console shows it with all down
+            internal = query.get("internal") == "1"
+            view = self.cluster_view(query)
+            if query.get("fragment") == "1":
+                return 200, html_type, cluster_fragment(view, internal).encode("utf-8")
+            return 200, html_type, html_cluster(view, internal)
+        if seg == ["api", "cluster"]:
+            return 200, "application/json", _json(self.cluster_view(query))
+        b = self.broker
         if path == "/metrics":
             return 200, "text/plain; version=0.0.4; charset=utf-8", b.metrics.render(b).encode("utf-8")
         if seg and seg[0] == "api":
@@ -658,6 +911,81 @@ class Console:
             limit = _int(query, "limit", TRACE_MAX_POLL, 1, TRACE_MAX_POLL)
             return {"seq": self.ring.seq, "recording": self.recording, "events": self.ring.after(after, limit)}
         raise HttpError(404, "no such api endpoint")
+
+
+class ClusterConsole(Console):
+    """The console of a :class:`kafkapy.Cluster`, served by the cluster itself on its event loop, so that it keeps
+    answering whichever broker is killed. The Cluster page reads every running broker (each replica's log end offset
+    as it has it, the leaders' view of their followers) and has stop/kill/restart buttons; the other pages show the
+    first running broker (``node`` on the overview); the live trace records every running broker while watched."""
+
+    def __init__(self, cluster, host: str = "127.0.0.1", port: int = DEFAULT_PORT):
+        super().__init__(None, host, port)
+        self.cluster = cluster
+        self._last: tuple | None = None          # (image, node id) of the last view: shown, marked, when all are down
+
+    @property
+    def broker(self):
+        for n in self.cluster.nodes.values():
+            if n.core is not None and n.core.paused is None:
+                return n.core
+        raise HttpError(503, "no broker of the cluster is running; the Cluster page (/cluster) still answers")
+
+    @broker.setter
+    def broker(self, _value) -> None:      # Console.__init__ assigns it; the running broker is looked up instead
+        pass
+
+    @property
+    def in_cluster(self) -> bool:
+        return True
+
+    def cluster_view(self, query: dict) -> dict:
+        c = self.cluster
+        cores, nodes, best = {}, {}, None
+        for i, n in c.nodes.items():
+            core = n.core
+            process = "down" if core is None else "paused" if core.paused is not None else "running"
+            nodes[i] = {"address": f"{c.host}:{n.port}" if n.port else None, "process": process}
+            if core is None:
+                continue
+            cores[i] = core
+            if process == "running" and core.cluster is not None and \
+                    (best is None or core.cluster.image.revision > best.cluster.image.revision):
+                best = core
+        stale = best is None
+        if best is not None:
+            self._last = (best.cluster.image, best.node_id)
+        elif self._last is None:
+            raise HttpError(503, "no broker of the cluster is running")
+        image, served_by = self._last
+        return cluster_view(image, cores, served_by=served_by, nodes=nodes, controls=True, stale=stale)
+
+    async def broker_action(self, node: int, action: str) -> None:
+        c = self.cluster
+        if node not in c.nodes:
+            raise HttpError(404, f"no broker {node} in this cluster")
+        lever = {"stop": c.astop_broker, "kill": c.akill, "restart": c.arestart}[action]
+        await asyncio.wait_for(lever(node), ACTION_TIMEOUT)
+
+    # the live trace: one ring-only tracer on every running broker while watched (a restarted one gets it at the
+    # next poll)
+
+    def _running(self) -> list:
+        return [n.core for n in self.cluster.nodes.values() if n.core is not None]
+
+    def _install_tracer(self) -> None:
+        if self._own_tracer is None:
+            self._own_tracer = Tracer(callback=self.ring.append, write=False)
+        for core in self._running():
+            if core.tracer is None:
+                core.tracer = self._own_tracer
+
+    def _remove_tracer(self) -> None:
+        if self._own_tracer is not None:
+            for core in self._running():
+                if core.tracer is self._own_tracer:
+                    core.tracer = None
+            self._own_tracer = None
 
 
 def _partition(s: str) -> int:

@@ -26,6 +26,10 @@ methods below may be called from any thread. Levers, in the manner of franz-go's
   must not overlap and together hold every broker. Restarting a broker of the smaller side fails until ``heal()``
   (it cannot register). ``kafkapy/cluster/netsplit.py`` has the mechanics.
 
+``console=True`` (or a port) serves the web console with its Cluster page from this object on the cluster's loop, so
+it keeps answering whichever broker is killed; its stop/kill/restart buttons call :meth:`astop_broker`,
+:meth:`akill` and :meth:`arestart`, the levers' coroutines.
+
 Settings default to Kafka's, except what makes a test cluster quick: ``broker.session.timeout.ms`` 3000,
 ``broker.heartbeat.interval.ms`` 500, ``replica.fetch.backoff.ms`` 100, ``replica.lag.time.max.ms`` 10000, and the
 internal topics' replication factors at most the broker count (as Testcontainers' Kafka cluster sets them).
@@ -77,8 +81,11 @@ class Node:
 class Cluster:
     def __init__(self, brokers: int = 3, *, storage: str = "memory", data_dir: str | None = None,
                  config: Mapping[str, object] | None = None, host: str = "127.0.0.1", start_timeout: float = 30.0,
-                 port: int = 0):
-        """``port``: the first broker's port, the others on the next ones (0: each a free port)."""
+                 port: int = 0, console: bool | int = False, console_host: str | None = None):
+        """``port``: the first broker's port, the others on the next ones (0: each a free port). ``console``: serve
+        the web console (:class:`kafkapy.console.ClusterConsole`, with the Cluster page and its stop/kill/restart
+        buttons) from the cluster itself, so it outlives any one broker: True (a free port) or a port number, on
+        ``console_host`` (default ``host``); its address is :attr:`console_url`."""
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
         self.size = brokers
@@ -105,12 +112,21 @@ class Cluster:
         self.store: MemoryStore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self.console_port: int | None = None if console is False or console is None else (
+            0 if console is True else int(console))
+        self.console_host = console_host or host
+        self.console = None       # kafkapy.console.ClusterConsole while running
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(f"{self.host}:{n.port}" for n in self.nodes.values())
+
+    @property
+    def console_url(self) -> str | None:
+        """``http://host:port/`` of the web console (``console=``), None without one."""
+        return None if self.console is None else self.console.url
 
     def __enter__(self) -> Cluster:
         return self.start()
@@ -151,6 +167,12 @@ class Cluster:
         for n in self.nodes.values():
             n.store = PartitionableStore(self.store)
             await self._start_node(n)
+        if self.console_port is not None:
+            from kafkapy.console import ClusterConsole
+
+            console = ClusterConsole(self, self.console_host, self.console_port)
+            await console.start()
+            self.console = console
 
     async def _start_node(self, n: Node) -> None:
         n.config.port = n.port
@@ -179,6 +201,9 @@ class Cluster:
             self._tmp = None
 
     async def _astop(self) -> None:
+        if self.console is not None:
+            console, self.console = self.console, None
+            await console.stop()
         for n in self.nodes.values():
             if n.core is not None:
                 await n.core.stop(crash=True)     # no controlled shutdown: the whole cluster goes
@@ -290,37 +315,48 @@ class Cluster:
     # ------------------------------------------------------------------ levers
 
     def kill(self, node: int) -> None:
-        async def kill(c):
-            n = c.nodes[node]
-            if n.core is not None:
-                core, n.core = n.core, None
-                await core.stop(crash=True)
-        self.call(kill)
+        self.call(lambda c: c.akill(node))
 
     def restart(self, node: int) -> None:
-        async def restart(c):
-            n = c.nodes[node]
-            if n.core is not None:
-                core, n.core = n.core, None
-                await core.stop(crash=True)
-            if c.storage == "disk" and n.logs is not None:
-                n.logs = None            # reopened from its directory, with recovery (no clean shutdown)
-            await c._start_node(n)
-        self.call(restart, self.start_timeout)
+        self.call(lambda c: c.arestart(node), self.start_timeout)
 
     def stop_broker(self, node: int) -> None:
         """A controlled shutdown of one broker (SIGTERM)."""
-        async def stop(c):
-            n = c.nodes[node]
-            if n.core is not None:
-                core, n.core = n.core, None
-                await core.stop()
-                if c.storage == "memory":
-                    n.logs = core.logs
-                    core.logs = None
-                else:
-                    n.logs = None
-        self.call(stop)
+        self.call(lambda c: c.astop_broker(node))
+
+    # the same levers as coroutines, for the cluster's own loop (the web console's buttons)
+
+    def _node(self, node: int) -> Node:
+        n = self.nodes.get(node)
+        if n is None:
+            raise ValueError(f"no broker {node} in this cluster (brokers {min(self.nodes)}..{max(self.nodes)})")
+        return n
+
+    async def akill(self, node: int) -> None:
+        n = self._node(node)
+        if n.core is not None:
+            core, n.core = n.core, None
+            await core.stop(crash=True)
+
+    async def arestart(self, node: int) -> None:
+        n = self._node(node)
+        if n.core is not None:
+            core, n.core = n.core, None
+            await core.stop(crash=True)
+        if self.storage == "disk" and n.logs is not None:
+            n.logs = None            # reopened from its directory, with recovery (no clean shutdown)
+        await self._start_node(n)
+
+    async def astop_broker(self, node: int) -> None:
+        n = self._node(node)
+        if n.core is not None:
+            core, n.core = n.core, None
+            await core.stop()
+            if self.storage == "memory":
+                n.logs = core.logs
+                core.logs = None
+            else:
+                n.logs = None
 
     def pause(self, node: int) -> None:
         async def pause(c):
