@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from kafkapy import acl
 from kafkapy.broker import TopicError
-from kafkapy.cluster.member import check_assignment
 from kafkapy.config import TOPIC_CONFIGS
 from kafkapy.handlers import api
 from wire.messages import create_partitions_response as CP
@@ -201,6 +200,7 @@ async def create_partitions(ctx: RequestContext, req: create_partitions_request.
             assignments = [list(a.broker_ids) for a in t.assignments] if t.assignments else None
             try:
                 if broker.cluster is not None and assignments is not None:
+                    from kafkapy.cluster.member import check_assignment   # a cluster only: imported then
                     check_assignment(assignments, t.count - topic.partitions, len(topic.assignment[0]),
                                      set(broker.cluster.image.brokers))
                 if not req.validate_only:
