@@ -1,5 +1,6 @@
 """``kafkapy`` / ``python -m kafkapy``: start a broker (``kafkapy topics|produce|consume|groups``: the tools;
-``kafkapy cluster --brokers 3``: several brokers with replication in one process).
+``kafkapy cluster --brokers 3``: several brokers with replication in one process; ``kafkapy --store etcd --etcd URL
+--node-id N``: one broker of a cluster coordinated through etcd, one process each).
 
 Prints exactly one line to stdout when ready: ``kafkapy ready at HOST:PORT``, the address it listens
 on (with port 0, the port it took); a cluster: ``kafkapy cluster ready at HOST:PORT,HOST:PORT,...``, its bootstrap
@@ -43,6 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", type=int, default=None, help="broker/node id (KAFKAPY_NODE_ID, node.id; default 1)")
     p.add_argument("--cluster-id", default=env("KAFKAPY_CLUSTER_ID"),
                    help="cluster id (KAFKAPY_CLUSTER_ID); default: generated once, kept in meta.properties")
+    k = p.add_argument_group("cluster", "a broker of a cluster whose metadata lives in etcd (needs the cluster extra: "
+                                        "pip install 'kafkapy[cluster]'); every broker gets its own --node-id")
+    k.add_argument("--store", choices=("none", "etcd"), default=env("KAFKAPY_STORE"),
+                   help="none: a single broker (default); etcd: join the cluster in --etcd "
+                        "(KAFKAPY_STORE, kafkapy.store)")
+    k.add_argument("--etcd", default=env("KAFKAPY_ETCD"), metavar="URL",
+                   help="etcd endpoint, http://host:port (KAFKAPY_ETCD, kafkapy.etcd.endpoints; "
+                        "default http://127.0.0.1:2379)")
+    k.add_argument("--cluster-prefix", default=env("KAFKAPY_CLUSTER_PREFIX"), metavar="NAME",
+                   help="the cluster's name in etcd, keys under /kafkapy/NAME/, so several clusters can share one "
+                        "etcd (KAFKAPY_CLUSTER_PREFIX, kafkapy.cluster.prefix; default 'default')")
     p.add_argument("--config", default=env("KAFKAPY_CONFIG"), metavar="server.properties",
                    help="Kafka-style properties file with broker settings (KAFKAPY_CONFIG)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="NAME=VALUE",
@@ -107,7 +119,14 @@ def config_from_args(args, environ=os.environ) -> BrokerConfig:
     node_id = args.node_id
     if node_id is None:
         node_id = int(environ.get("KAFKAPY_NODE_ID") or props.get("node.id") or props.get("broker.id") or 1)
+    for opt, name in ((args.store, "kafkapy.store"), (args.etcd, "kafkapy.etcd.endpoints"),
+                      (args.cluster_prefix, "kafkapy.cluster.prefix")):
+        if opt:
+            props[name] = opt
     cluster_id = args.cluster_id or props.pop("cluster.id", None)
+    if cluster_id is None and props.get("kafkapy.store", "none").strip().lower() == "etcd":
+        # every broker of the cluster must agree without talking first: the id follows from the cluster's name
+        cluster_id = f"kafkapy-{props.get('kafkapy.cluster.prefix') or 'default'}"
     storage = args.storage
     return BrokerConfig(
         host=args.host, port=args.port, advertised_host=args.advertised_host, advertised_port=args.advertised_port,
@@ -115,10 +134,44 @@ def config_from_args(args, environ=os.environ) -> BrokerConfig:
         node_id=node_id, cluster_id=cluster_id, log_level=args.log_level, properties=props)
 
 
+def store_from_config(config: BrokerConfig):
+    """The metadata store ``kafkapy.store`` asks for: None (a single broker) or an EtcdStore (not yet connected).
+    Raises ConfigError with a one-line reason (the etcd client not installed, a bad endpoint)."""
+    if config.get("kafkapy.store") != "etcd":
+        return None
+    from kafkapy.cluster.etcd_store import EtcdStore, aetcd_missing
+    from kafkapy.cluster.store import StoreError
+
+    if aetcd_missing():
+        raise ConfigError("--store etcd needs the etcd client: pip install 'kafkapy[cluster]' "
+                          "(the aetcd package is not installed)")
+    endpoints = [e.strip() for e in (config.get("kafkapy.etcd.endpoints") or "").split(",") if e.strip()]
+    if len(endpoints) != 1:
+        raise ConfigError(f"kafkapy.etcd.endpoints: one etcd endpoint expected, got {endpoints or 'none'}")
+    name = (config.get("kafkapy.cluster.prefix") or "default").strip("/")
+    if not name:
+        raise ConfigError("kafkapy.cluster.prefix must not be empty")
+    try:
+        return EtcdStore(endpoints[0], f"/kafkapy/{name}/")
+    except StoreError as e:
+        raise ConfigError(str(e)) from None
+
+
 async def serve(config: BrokerConfig, tracer=None, console: tuple[str, int] | None = None) -> int:
     from kafkapy.broker import Broker
 
-    broker = Broker(config)
+    store = store_from_config(config)
+    try:
+        return await _serve(Broker(config, store=store), config, tracer, console)
+    finally:
+        if store is not None:
+            try:
+                await store.close()
+            except Exception as e:  # noqa: BLE001 - closing a connection that is already gone
+                logging.getLogger("kafkapy").debug("closing the metadata store: %s", e)
+
+
+async def _serve(broker, config: BrokerConfig, tracer, console) -> int:
     broker.tracer = tracer
     if console is not None:
         from kafkapy.console import Console
@@ -139,6 +192,14 @@ async def serve(config: BrokerConfig, tracer=None, console: tuple[str, int] | No
                                                config.host, config.port)
         else:
             logging.getLogger("kafkapy").error("cannot start: %s", e)
+        await broker.stop()
+        return 2
+    except Exception as e:
+        from kafkapy.cluster.store import StoreError
+
+        if broker.cluster is None or not isinstance(e, StoreError):
+            raise
+        logging.getLogger("kafkapy").error("cannot join the cluster: %s", e)
         await broker.stop()
         return 2
     # the real listening address (the advertised one, if different, is in the log line on stderr)
@@ -246,7 +307,7 @@ def main(argv=None) -> int:
     try:
         console = (args.console_host or args.host, args.console_port) if args.console else None
         return asyncio.run(serve(config, tracer, console))
-    except (RuntimeError, OSError) as e:
+    except (RuntimeError, OSError, ConfigError) as e:
         print(f"kafkapy: {e}", file=sys.stderr)
         return 2
     finally:

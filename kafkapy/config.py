@@ -68,6 +68,13 @@ def _policy(v: str) -> str:
     return ",".join(parts)
 
 
+def _store_kind(v: str) -> str:
+    s = str(v).strip().lower()
+    if s not in ("none", "etcd"):
+        raise ConfigError(f"expected none or etcd, got {v!r}")
+    return s
+
+
 def _str(v: str) -> str:
     return str(v)
 
@@ -249,6 +256,14 @@ BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in [
     BrokerConfigDef("authorizer.class.name", "", _str, TYPE_STRING),
     BrokerConfigDef("super.users", "", _str, TYPE_STRING),
     BrokerConfigDef("allow.everyone.if.no.acl.found", "false", _bool, TYPE_BOOLEAN),
+    BrokerConfigDef("kafkapy.store", "none", _store_kind, TYPE_STRING,
+                    "kafkapy: the cluster metadata store: none (a single broker) or etcd (a broker of a cluster "
+                    "coordinated through etcd, kafkapy.etcd.endpoints)"),
+    BrokerConfigDef("kafkapy.etcd.endpoints", "http://127.0.0.1:2379", _str, TYPE_STRING,
+                    "kafkapy: the etcd endpoint of kafkapy.store=etcd (http://host:port; one for now)"),
+    BrokerConfigDef("kafkapy.cluster.prefix", "default", _str, TYPE_STRING,
+                    "kafkapy: the cluster's name in etcd (keys under /kafkapy/NAME/), so several clusters can "
+                    "share one etcd"),
     BrokerConfigDef("kafkapy.scram.users", "", _str, TYPE_PASSWORD,
                     "kafkapy: SCRAM credentials created at start, as kafka-storage format --add-scram: "
                     "'SCRAM-SHA-512=[name=alice,password=secret];SCRAM-SHA-256=[...]'"),
