@@ -11,7 +11,9 @@ offset, its latest leader epoch as ``last_fetched_epoch`` and the partition's le
   producer state updated, so a follower made leader still recognises a retried idempotent batch);
 - the leader's high watermark: the follower's is min(it, its own log end offset);
 - NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, UNKNOWN_TOPIC_OR_PARTITION: the partition waits
-  for the metadata to change (the fetcher manager moves it when it does);
+  for the metadata to change (the fetcher manager moves it when it does), and tries again after
+  ``replica.fetch.backoff.ms`` anyway: the new leader may simply not have applied its leadership yet when the follower,
+  which saw the same metadata first, asks (as Kafka's fetcher delays such a partition rather than dropping it);
 - OFFSET_OUT_OF_RANGE below the leader's log start offset: start over empty at it.
 
 A connection error backs off ``replica.fetch.backoff.ms`` and reconnects. Every wait is bounded.
@@ -23,6 +25,7 @@ import asyncio
 import itertools
 import logging
 import struct
+import time
 
 from wire import protocol
 from wire.messages import fetch_request as FQ
@@ -83,6 +86,7 @@ class ReplicaFetcher:
         self.leader_id = leader_id
         self.partitions: dict[tuple[str, int], object] = {}     # (topic, partition) -> kafkapy.partition.Partition
         self.parked: set[tuple[str, int]] = set()                # waiting for metadata after a leader error
+        self._retry_at: dict[tuple[str, int], float] = {}        # parked keys fetched again after a backoff
         cfg = broker.config
         self.max_wait_ms = cfg.get_int("replica.fetch.wait.max.ms")
         self.backoff = cfg.get_int("replica.fetch.backoff.ms") / 1000
@@ -112,14 +116,21 @@ class ReplicaFetcher:
         key = (partition.topic, partition.index)
         self.partitions[key] = partition
         self.parked.discard(key)
+        self._retry_at.pop(key, None)
         self._changed.set()
 
     def remove(self, topic: str, index: int) -> None:
         self.partitions.pop((topic, index), None)
         self.parked.discard((topic, index))
+        self._retry_at.pop((topic, index), None)
 
     def _build(self):
         by_topic: dict[str, list] = {}
+        now = time.monotonic()
+        for key, at in list(self._retry_at.items()):
+            if now >= at:
+                del self._retry_at[key]
+                self.parked.discard(key)
         for (topic, idx), p in self.partitions.items():
             if (topic, idx) in self.parked:
                 continue
@@ -196,6 +207,7 @@ class ReplicaFetcher:
                 lg.delete_records_before(min(pd.log_start_offset, lg.high_watermark))
         elif code in _WAIT_FOR_METADATA:
             self.parked.add(key)
+            self._retry_at[key] = time.monotonic() + self.backoff
         elif code == ErrorCode.OFFSET_OUT_OF_RANGE and pd.log_start_offset > lg.log_end_offset:
             log.info("%s-%d: leader's log starts at %d, past our end %d: starting over there", topic,
                      pd.partition_index, pd.log_start_offset, lg.log_end_offset)
