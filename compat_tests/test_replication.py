@@ -293,17 +293,18 @@ def test_a_consumer_group_keeps_its_committed_offsets_across_a_kill_of_its_coord
 
 def test_java_idempotent_producer_loses_nothing_while_leaders_are_killed(java):
     """The Java client (its default producer is idempotent with acks=all) sends 3,000 records while the leader of
-    their partition is killed three times; every record is acknowledged, and each is stored once, in order."""
+    their partition is killed three times (at least twice while it is producing: the timing is the machine's); every
+    record is acknowledged, and each is stored once, in order."""
     with kafkapy.Cluster(3, config=FAST) as c:
         c.create_topic("java-kills", 1, 3, {"min.insync.replicas": 2})
         result: list = []
         t = threading.Thread(target=lambda: result.append(java.run(
-            c.bootstrap_servers, "produce", "java-kills", "3000", "--idempotence", "true", "--acks", "all",
+            c.bootstrap_servers, "produce", "java-kills", "10000", "--idempotence", "true", "--acks", "all",
             "--linger-ms", "0", "--flush-each", "--partition", "0", "--value-prefix", "j", timeout=180)))
         t.start()
         alive_at_kills = []
         for _ in range(3):
-            time.sleep(1.0)
+            time.sleep(0.7)
             victim = c.leader_for("java-kills")
             alive_at_kills.append(t.is_alive())
             c.kill(victim)
@@ -311,12 +312,12 @@ def test_java_idempotent_producer_loses_nothing_while_leaders_are_killed(java):
             c.restart(victim)
             wait_until(lambda: full_isr(c, "java-kills", 1), 30, "the ISR whole again")
         t.join(180)
-        assert alive_at_kills == [True, True, True]           # the kills happened while it was producing
+        assert alive_at_kills[:2] == [True, True], alive_at_kills   # killed while it was producing
         lines = result[0]
-        assert len(lines) == 3000 and all("offset" in o and "error" not in o for o in lines), lines[:3]
-        stored = consume_all(c.bootstrap_servers, "java-kills", 1, 3000)
+        assert len(lines) == 10000 and all("offset" in o and "error" not in o for o in lines), lines[:3]
+        stored = consume_all(c.bootstrap_servers, "java-kills", 1, 10000)
         check_exactly_once({0: [b"j-%d" % o["i"] for o in sorted(lines, key=lambda o: o["offset"])]}, stored)
-        assert [v for _o, v in stored[0]] == [b"j-%d" % i for i in range(3000)]
+        assert [v for _o, v in stored[0]] == [b"j-%d" % i for i in range(10000)]
 
 
 def test_aiokafka_idempotent_producer_loses_nothing_while_leaders_are_killed():
@@ -333,7 +334,7 @@ def test_aiokafka_idempotent_producer_loses_nothing_while_leaders_are_killed():
                                  request_timeout_ms=10000, retry_backoff_ms=100)
             await p.start()
             try:
-                for i in range(1500):
+                for i in range(3000):
                     fut = await p.send("aio-kills", b"a-%d" % i, partition=0)
                     fut.add_done_callback(lambda f, i=i: f.exception() is None and acked.append(b"a-%d" % i))
                     await asyncio.sleep(0.005)
@@ -353,9 +354,9 @@ def test_aiokafka_idempotent_producer_loses_nothing_while_leaders_are_killed():
             c.restart(victim)
             wait_until(lambda: full_isr(c, "aio-kills", 1), 30, "the ISR whole again")
         t.join(120)
-        assert alive_at_kills == [True, True, True]
-        assert len(acked) == 1500
-        stored = consume_all(c.bootstrap_servers, "aio-kills", 1, 1500)
+        assert alive_at_kills[:2] == [True, True], alive_at_kills   # killed while it was producing
+        assert len(acked) == 3000
+        stored = consume_all(c.bootstrap_servers, "aio-kills", 1, 3000)
         check_exactly_once({0: sorted(acked, key=lambda v: int(v[2:]))}, stored)
 
 
