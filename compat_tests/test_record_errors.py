@@ -8,14 +8,14 @@ part of a batch which had one more more invalid records" for the others. Nothing
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import KafkaError, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from test_compacted_topics import _read_all  # noqa: E402 - compat_tests/ is on sys.path (conftest)
 
 N = 100
 KEYLESS = set(range(0, N, 10))
@@ -30,27 +30,6 @@ def key_msg(topic):
 def _create(bootstrap, topic, configs):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1, config=configs)], operation_timeout=10)[topic].result(timeout=15)
-
-
-def _read_all(bootstrap, topic):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex}", "enable.auto.commit": False,
-                  "enable.partition.eof": True})
-    try:
-        c.assign([TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
-        out = []
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    return out
-                raise AssertionError(f"consume error {m.error()}")
-            out.append((m.offset(), m.key(), m.value()))
-        raise AssertionError(f"no end of partition within 15 s; got {out}")
-    finally:
-        c.close()
 
 
 def _produce(bootstrap, topic, records, *, one_per_batch, **conf):

@@ -40,7 +40,7 @@ import math
 from typing import Sequence
 from urllib.parse import urlsplit
 
-from kafkapy.cluster.store import (CompactedError, Compare, Delete, DeleteResult, Event, Get, KeyValue, Lease,
+from kafkapy.cluster.store import (CompactedError, Compare, Delete, Event, Get, KeyValue, Lease,
                                    LeaseNotFound, MetadataStore, Op, Put, Range, RangeResult, StoreError, TxnResult,
                                    Watch, WatchResponse)
 
@@ -154,13 +154,6 @@ class EtcdStore(MetadataStore):
         return RangeResult([self._kv(kv) for kv in resp.kvs], resp.header.revision)
 
     # ---- writes
-
-    async def put(self, key: str, value: bytes, lease: int = 0) -> int:
-        return (await self.txn((), [Put(key, value, lease)])).revision
-
-    async def delete(self, key: str, *, prefix: bool = False) -> DeleteResult:
-        result = await self.txn((), [Delete(key, prefix)])
-        return DeleteResult(result.results[0], result.revision)
 
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op] = (),
                   failure: Sequence[Op] = ()) -> TxnResult:

@@ -213,12 +213,13 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     async def range(self, prefix: str) -> RangeResult: ...
 
-    @abc.abstractmethod
     async def put(self, key: str, value: bytes, lease: int = 0) -> int:
-        """Returns the revision of the put."""
+        """Returns the revision of the put (a transaction of one Put, for every backend)."""
+        return (await self.txn((), [Put(key, value, lease)])).revision
 
-    @abc.abstractmethod
-    async def delete(self, key: str, *, prefix: bool = False) -> DeleteResult: ...
+    async def delete(self, key: str, *, prefix: bool = False) -> DeleteResult:
+        result = await self.txn((), [Delete(key, prefix)])
+        return DeleteResult(result.results[0], result.revision)
 
     @abc.abstractmethod
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op] = (),
@@ -335,13 +336,6 @@ class MemoryStore(MetadataStore):
         return [self._kv[k] for k in sorted(k for k in self._kv if k.startswith(prefix))]
 
     # ---- writes
-
-    async def put(self, key: str, value: bytes, lease: int = 0) -> int:
-        return (await self.txn((), [Put(key, value, lease)])).revision
-
-    async def delete(self, key: str, *, prefix: bool = False) -> DeleteResult:
-        result = await self.txn((), [Delete(key, prefix)])
-        return DeleteResult(result.results[0], result.revision)
 
     async def txn(self, compares: Sequence[Compare], success: Sequence[Op] = (),
                   failure: Sequence[Op] = ()) -> TxnResult:
