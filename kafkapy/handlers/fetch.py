@@ -176,6 +176,6 @@ does not match the leader's log. A partition this broker does not lead: NOT_LEAD
                   (ErrorCode.UNKNOWN_TOPIC_ID if v >= 13 else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)))
                 for t, ft, e in plan]
     endpoints = [R.NodeEndpoint(node_id=n, host=h, port=p, rack=r) for n, h, p, r in broker.live_brokers(ctx.connection)
-                 if n in leaders] if v >= 16 else []
+                 if n in leaders] if v >= 16 and leaders else []
     return R.FetchResponse(throttle_time_ms=0, error_code=0, session_id=0, responses=responses,
                            node_endpoints=endpoints)

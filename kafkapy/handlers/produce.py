@@ -196,5 +196,5 @@ async def produce(ctx: RequestContext, req: produce_request.ProduceRequest) -> p
     if acks == 0:
         return None
     endpoints = [R.NodeEndpoint(node_id=n, host=h, port=p, rack=r) for n, h, p, r in broker.live_brokers(ctx.connection)
-                 if n in leaders] if v >= 10 else []
+                 if n in leaders] if v >= 10 and leaders else []
     return R.ProduceResponse(responses=topics, throttle_time_ms=0, node_endpoints=endpoints)
